@@ -1,0 +1,94 @@
+# Thin wrapper over meson. Each public target does its own set-up on a fresh
+# Debian 12 machine (apt-get only for packages that are missing).
+#
+#   make demo   -- set up, build, run the end-to-end demo (examples/aims_demo)
+#   make test   -- set up, build, run every suite, then again under ASan+UBSan,
+#                  and compile with clang -Werror; ends with "N passed, N failed"
+#   make bench  -- set up, build optimised, run bench/ against the peers
+#
+# Variables: BUILD (build dir), ARGS (extra demo arguments), DATA (data cache).
+
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+CLANG_BUILD ?= build-clang
+DATA ?= $(CURDIR)/data-cache
+ARGS ?=
+export AIMS_DATA_DIR := $(DATA)
+
+# Build and test tools, libraries, data sets and peers (DATA.md).
+PKGS_BUILD := meson ninja-build pkg-config gcc clang libopenblas-dev libzstd-dev \
+              libcmocka-dev python3 python3-numpy gzip binutils
+PKGS_DATA  := dataset-fashion-mnist fortunes fortunes-min python3-sklearn
+PKGS_BENCH := python3-pandas python3-threadpoolctl
+
+FMNIST_SRC := /usr/share/datasets/fashion-mnist
+FMNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte \
+                t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
+
+.PHONY: all setup setup-bench data build demo test bench clean
+
+all: build
+
+# Install only what is missing; apt-get update only when something is.
+setup:
+	@missing=""; for p in $(PKGS_BUILD) $(PKGS_DATA) $(EXTRA_PKGS); do \
+	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
+	    $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing \
+	        >/dev/null || exit 1; \
+	fi
+
+setup-bench:
+	@$(MAKE) --no-print-directory setup EXTRA_PKGS="$(PKGS_BENCH)"
+
+# Fashion-MNIST ships gzip-compressed; zstd cannot read gzip and libaims does
+# not link zlib, so the IDX files are decompressed once into the cache.
+data: setup
+	@mkdir -p $(DATA)/fashion-mnist
+	@for f in $(FMNIST_FILES); do \
+	    out=$(DATA)/fashion-mnist/$$f; \
+	    if [ ! -s $$out ]; then \
+	        gzip -dc $(FMNIST_SRC)/$$f.gz > $$out.tmp && mv -f $$out.tmp $$out || exit 1; \
+	    fi; \
+	done
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) >/dev/null
+
+build: setup $(BUILD)/build.ninja
+	@ninja -C $(BUILD) >/dev/null
+
+demo: build data
+	./$(BUILD)/examples/aims_demo --data $(DATA) $(ARGS)
+
+test: build data
+	@rm -f .test-summary
+	@echo "== gcc build: all suites"
+	@meson test -C $(BUILD) --print-errorlogs --num-processes 2 --timeout-multiplier 3 \
+	    2>&1 | tee .test-gcc.log | grep -E '^ *[0-9]+/[0-9]+ |^(Ok|Fail|Skipped|Timeout|Expected Fail|Unexpected Pass):' ; true
+	@echo "== ASan+UBSan build: all C suites"
+	@[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined \
+	    -Db_lundef=false -Dpython_tests=false >/dev/null
+	@ninja -C $(ASAN_BUILD) >/dev/null
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --timeout-multiplier 6 \
+	    2>&1 | tee .test-asan.log | grep -E '^ *[0-9]+/[0-9]+ |^(Ok|Fail|Skipped|Timeout|Expected Fail|Unexpected Pass):' ; true
+	@echo "== clang -Werror build (warnings are errors)"
+	@[ -f $(CLANG_BUILD)/build.ninja ] || CC=clang meson setup $(CLANG_BUILD) -Dwerror=true >/dev/null
+	@if ninja -C $(CLANG_BUILD) > .test-clang.log 2>&1; then echo "clang build: ok"; \
+	    clang_fail=0; else echo "clang build: FAILED"; tail -30 .test-clang.log; clang_fail=1; fi; \
+	ok=$$(awk '/^Ok:/ {s+=$$2} END {print s+0}' .test-gcc.log .test-asan.log); \
+	bad=$$(awk '/^(Fail|Timeout|Unexpected Pass):/ {s+=$$NF} END {print s+0}' .test-gcc.log .test-asan.log); \
+	skip=$$(awk '/^Skipped:/ {s+=$$2} END {print s+0}' .test-gcc.log .test-asan.log); \
+	bad=$$((bad + clang_fail)); ok=$$((ok + 1 - clang_fail)); \
+	echo "$$ok passed, $$bad failed, $$skip skipped"; \
+	[ "$$bad" -eq 0 ]
+
+bench: setup-bench data
+	@$(MAKE) --no-print-directory -f bench/bench.mk bench
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(CLANG_BUILD) build-bench .test-*.log

@@ -1,0 +1,243 @@
+/*
+ * aims_core.h -- status codes, versions, allocator hook, logging, parameters.
+ *
+ * This header is the specification of the contracts every libaims module keeps.
+ *
+ * Errors. Every fallible call returns an aims_status; AIMS_OK (0) is success.
+ * Codes have explicit values that are never renumbered or reused. A failed call
+ * leaves its outputs untouched and leaks nothing. The detail of the most recent
+ * failure (file, line, byte offset, parameter name) is kept twice: on the handle
+ * the call was made on (aims_<object>_errmsg) and in a thread-local slot
+ * (aims_errmsg) that constructors and const calls also fill.
+ *
+ * Ownership. Pointers passed in are borrowed for the duration of the call unless
+ * the function's doc says otherwise. Strings handed to setters are copied.
+ * Pointers returned by accessors are owned by the handle and stay valid until the
+ * handle is destroyed (or the doc names an earlier point). Memory the library
+ * allocates *for the caller* is released with aims_free().
+ *
+ * Threads. Functions in this header are thread-safe, except aims_set_allocator()
+ * and aims_set_log(), which belong to start-up: call them before any other
+ * libaims call, from one thread. There is no other process-global mutable state.
+ *
+ * The library never prints, aborts or exits. It reports through return codes and
+ * the log callback.
+ */
+#ifndef AIMS_CORE_H
+#define AIMS_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aims_export.h"
+#include "aims_version.h"
+
+AIMS_EXTERN_C_BEGIN
+
+/** Status code returned by every fallible libaims call. Values never change. */
+typedef enum aims_status {
+    AIMS_OK = 0,               /**< success */
+    AIMS_E_MISUSE = 1,         /**< API misuse: NULL handle, wrong handle type, destroyed handle */
+    AIMS_E_NOMEM = 2,          /**< an allocation failed */
+    AIMS_E_INVAL = 3,          /**< an argument or parameter value is invalid */
+    AIMS_E_RANGE = 4,          /**< a value or buffer size is out of range / too small */
+    AIMS_E_CORRUPT = 5,        /**< input bytes are malformed, truncated or fail a checksum */
+    AIMS_E_IO = 6,             /**< an operating-system I/O call failed */
+    AIMS_E_UNSUPPORTED = 7,    /**< format, version or parameter not supported by this build */
+    AIMS_E_NOTFOUND = 8,       /**< a named thing (file, parameter, section) does not exist */
+    AIMS_E_STATE = 9,          /**< the object is not in a state that allows the call (e.g. not fitted) */
+    AIMS_E_BACKEND = 10,       /**< a dependency (BLAS, zstd, OS threads) reported a failure */
+    AIMS_E_CANCELLED = 11,     /**< the operation was cancelled */
+    AIMS_E_TIMEOUT = 12,       /**< a deadline passed */
+    AIMS_E_OVERLOADED = 13,    /**< a bounded queue or limit is full; retry later */
+    AIMS_E_CLOSED = 14,        /**< the object or connection is closed */
+    AIMS_E_EXISTS = 15,        /**< the thing being created already exists */
+    AIMS_E_INTERNAL = 16       /**< an internal invariant failed; please report */
+} aims_status;
+
+/**
+ * @brief Static English text for a status code.
+ * @param code Any value; unknown codes give "unknown status".
+ * @return A string with static storage; never NULL.
+ * @note Thread safety: safe from any thread.
+ * @since 0.1
+ */
+AIMS_API const char *aims_strerror(aims_status code);
+
+/**
+ * @brief Detail text of the most recent failure on the calling thread.
+ *
+ * Set by every failing libaims call on this thread (constructors, loaders and
+ * const calls included). Successful calls do not clear it.
+ * @return A thread-local string, valid until the next failing call on this
+ *         thread; "" when nothing failed yet. Never NULL.
+ * @note Thread safety: each thread sees its own message.
+ * @since 0.1
+ */
+AIMS_API const char *aims_errmsg(void);
+
+/* ------------------------------------------------------------------------ */
+/* Versions                                                                   */
+
+/**
+ * @brief Run-time library version as M*10000 + m*100 + p.
+ * Compare with AIMS_VERSION_NUMBER to detect header/library mismatch.
+ * @since 0.1
+ */
+AIMS_API unsigned aims_version_number(void);
+
+/** @brief Run-time version string "M.m.p"; static storage. @since 0.1 */
+AIMS_API const char *aims_version_string(void);
+
+/**
+ * @brief Build information as one line of JSON with static storage, e.g.
+ * {"version":"0.1.0","blas":"OpenBLAS 0.3.21 ...","blas_threads":2,"zstd":"1.5.4",...}.
+ * Reports the BLAS core and thread model and the zstd version the library runs with.
+ * @note Thread safety: safe from any thread; the string is built once.
+ * @since 0.1
+ */
+AIMS_API const char *aims_build_info(void);
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                     */
+
+/** Allocation function: like malloc(size); returns NULL on failure. */
+typedef void *(*aims_malloc_fn)(void *user, size_t size);
+/** Reallocation function: like realloc(ptr, size); NULL ptr means malloc. */
+typedef void *(*aims_realloc_fn)(void *user, void *ptr, size_t size);
+/** Release function: like free(ptr); must accept NULL. */
+typedef void (*aims_free_fn)(void *user, void *ptr);
+
+/**
+ * @brief Route every allocation libaims makes through the host's functions.
+ *
+ * Pass three NULL functions to restore the C library's malloc/realloc/free.
+ * zstd's working memory goes through the hook too; OpenBLAS's internal buffers
+ * do not (OpenBLAS offers no hook).
+ * @return AIMS_OK; AIMS_E_INVAL if only some functions are NULL; AIMS_E_STATE
+ *         if libaims still holds memory from the previous allocator.
+ * @note Thread safety: start-up only; not safe concurrently with any libaims call.
+ * @since 0.1
+ */
+AIMS_API aims_status aims_set_allocator(aims_malloc_fn malloc_fn, aims_realloc_fn realloc_fn,
+                                        aims_free_fn free_fn, void *user);
+
+/**
+ * @brief Number of blocks libaims currently holds (allocated and not yet freed).
+ * Tests use it to prove that every object released everything.
+ * @since 0.1
+ */
+AIMS_API size_t aims_alloc_live(void);
+
+/**
+ * @brief Release memory that libaims allocated for the caller. NULL is a no-op.
+ * @since 0.1
+ */
+AIMS_API void aims_free(void *ptr);
+
+/* ------------------------------------------------------------------------ */
+/* Logging                                                                    */
+
+typedef enum aims_log_level {
+    AIMS_LOG_DEBUG = 10,
+    AIMS_LOG_INFO = 20,
+    AIMS_LOG_WARN = 30,
+    AIMS_LOG_ERROR = 40,
+    AIMS_LOG_OFF = 100
+} aims_log_level;
+
+/** Log callback: @p msg is valid only during the call. May be called from any thread. */
+typedef void (*aims_log_fn)(void *user, aims_log_level level, const char *msg);
+
+/**
+ * @brief Install the log callback and the lowest level passed to it.
+ * @param fn        Callback, or NULL to discard all log records (the default).
+ * @param user      Passed back to @p fn unchanged.
+ * @param min_level Records below this level are dropped before formatting.
+ * @return AIMS_OK or AIMS_E_INVAL for an unknown level.
+ * @note Thread safety: start-up only. The callback itself must be thread-safe.
+ * @since 0.1
+ */
+AIMS_API aims_status aims_set_log(aims_log_fn fn, void *user, aims_log_level min_level);
+
+/* ------------------------------------------------------------------------ */
+/* Parameters                                                                 */
+
+/**
+ * Parameter identifiers, one enum for every object that takes parameters.
+ * Values are explicit and append-only; each range belongs to one object:
+ *   100..199  loader options (aims_loadopts)
+ *   200..299  pipeline step parameters (aims_pipeline_set_step_*)
+ *   300..399  pipeline-wide parameters (aims_pipeline_set_param_*)
+ * aims_param_info() gives type, bounds and default of each; aims_param_by_name()
+ * maps the lower-case name shown in brackets to the identifier (for bindings).
+ */
+typedef enum aims_param {
+    /* --- loader options ---------------------------------------------------- */
+    AIMS_LOAD_DELIMITER = 100,      /**< [delimiter] i64: CSV field separator byte; default ',' */
+    AIMS_LOAD_HEADER = 101,         /**< [header] i64: CSV first line: 0 data, 1 column names, 2 skip; default 0 */
+    AIMS_LOAD_LABEL_COLUMN = 102,   /**< [label_column] i64: CSV label column, -1 none, -2 last; default -1 */
+    AIMS_LOAD_LABEL_KIND = 103,     /**< [label_kind] i64: 0 class ids (int), 1 float targets; default 0 */
+    AIMS_LOAD_MISSING = 104,        /**< [missing] i64: empty/NA CSV field: 0 error, 1 NaN; default 1 */
+    AIMS_LOAD_MAX_ROWS = 105,       /**< [max_rows] i64: stop after this many rows, 0 = all; default 0 */
+    AIMS_LOAD_MAX_BYTES = 106,      /**< [max_bytes] i64: refuse inputs larger than this; default 4 GiB */
+    AIMS_LOAD_NUM_FEATURES = 107,   /**< [num_features] i64: svmlight width, 0 = infer; default 0 */
+    AIMS_LOAD_MIN_DOCS = 108,       /**< [min_docs] i64: topics dir: skip topics with fewer entries; default 20 */
+    AIMS_LOAD_ZERO_BASED = 109,     /**< [zero_based] i64: svmlight indices start at 0 (1) or 1 (0); default 0 */
+    AIMS_LOAD_SKIP_ROWS = 110,      /**< [skip_rows] i64: CSV lines to skip before the header/data; default 0 */
+
+    /* --- pipeline step parameters ------------------------------------------ */
+    AIMS_STEP_COL_BEGIN = 200,      /**< [col_begin] i64: first column the step touches; default 0 */
+    AIMS_STEP_COL_END = 201,        /**< [col_end] i64: one past the last column, -1 = all; default -1 */
+    AIMS_STEP_LOW = 202,            /**< [low] f64: clip low bound / min-max target low; default 0 (clip: -inf) */
+    AIMS_STEP_HIGH = 203,           /**< [high] f64: clip high bound / min-max target high; default 1 (clip: +inf) */
+    AIMS_STEP_STRATEGY = 204,       /**< [strategy] i64: 0 mean, 1 median, 2 constant; default 0 */
+    AIMS_STEP_VALUE = 205,          /**< [value] f64: impute constant; default 0 */
+    AIMS_STEP_FACTOR = 206,         /**< [factor] f64: scale step multiplier; default 1/255 */
+    AIMS_STEP_MAX_CATEGORIES = 207, /**< [max_categories] i64: one-hot cap on categories per column; default 1024 */
+    AIMS_STEP_LOWERCASE = 208,      /**< [lowercase] i64: normalize: lower-case ASCII; default 1 */
+    AIMS_STEP_MIN_TOKEN_LEN = 209,  /**< [min_token_len] i64: tokenize: shortest token kept; default 2 */
+    AIMS_STEP_NGRAM_MAX = 210,      /**< [ngram_max] i64: ngrams: longest word n-gram; default 2 */
+    AIMS_STEP_BUCKETS = 211,        /**< [buckets] i64: hash: number of buckets; default 2^18 */
+    AIMS_STEP_SIGNED = 212,         /**< [signed] i64: hash: sign from the hash bit (sklearn alternate_sign); default 0 */
+    AIMS_STEP_SMOOTH_IDF = 213,     /**< [smooth_idf] i64: tfidf: idf = ln((1+n)/(1+df))+1; default 1 */
+    AIMS_STEP_SUBLINEAR_TF = 214,   /**< [sublinear_tf] i64: tfidf: tf = 1+ln(tf); default 0 */
+    AIMS_STEP_NORM = 215,           /**< [norm] i64: tfidf row norm: 0 none, 1 l1, 2 l2; default 2 */
+    AIMS_STEP_NONFINITE = 216,      /**< [nonfinite] i64: numeric steps on NaN/inf input: 0 error, 1 pass through; default 0 */
+
+    /* --- pipeline-wide parameters ------------------------------------------ */
+    AIMS_PIPELINE_THREADS = 300     /**< [threads] i64: worker threads for transform, 0 = cores; default 1 */
+} aims_param;
+
+/** Value type of a parameter. */
+typedef enum aims_param_type {
+    AIMS_PARAM_I64 = 1,
+    AIMS_PARAM_F64 = 2
+} aims_param_type;
+
+/**
+ * @brief Describe a parameter.
+ * @param param      Identifier.
+ * @param out_type   [out] optional: value type.
+ * @param out_min    [out] optional: smallest accepted value.
+ * @param out_max    [out] optional: largest accepted value.
+ * @param out_def    [out] optional: default value.
+ * @return AIMS_OK, or AIMS_E_NOTFOUND for an unknown identifier (outputs untouched).
+ * @since 0.1
+ */
+AIMS_API aims_status aims_param_info(aims_param param, aims_param_type *out_type, double *out_min,
+                                     double *out_max, double *out_def);
+
+/**
+ * @brief Look a parameter up by its lower-case name (the bracketed names above).
+ * @return AIMS_OK, AIMS_E_MISUSE for NULL arguments, AIMS_E_NOTFOUND for an unknown name.
+ * @since 0.1
+ */
+AIMS_API aims_status aims_param_by_name(const char *name, aims_param *out_param);
+
+/** @brief Name of a parameter, or NULL if unknown. Static storage. @since 0.1 */
+AIMS_API const char *aims_param_name(aims_param param);
+
+AIMS_EXTERN_C_END
+
+#endif /* AIMS_CORE_H */

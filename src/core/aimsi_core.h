@@ -1,0 +1,148 @@
+/*
+ * aimsi_core.h -- internal core services shared by every module in src/.
+ *
+ * Nothing here is public. Every module may include this header (core is at the
+ * bottom of the dependency rule). It provides:
+ *   - the allocator hook wrappers (the ONLY way src/ allocates memory);
+ *   - the handle header (magic number + error message) and error helpers;
+ *   - the log front end, a seeded RNG, a clock, a growable byte buffer,
+ *     parameter validation against the table in params.c, and a thread pool.
+ */
+#ifndef AIMSI_CORE_H
+#define AIMSI_CORE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aims/aims_core.h"
+
+/* ---- memory --------------------------------------------------------------- */
+
+void *aimsi_malloc(size_t size);
+void *aimsi_calloc(size_t n, size_t size);   /* overflow-checked, zeroed */
+void *aimsi_realloc(void *ptr, size_t size); /* on failure ptr stays valid */
+void aimsi_free(void *ptr);
+char *aimsi_strdup(const char *s);
+char *aimsi_strndup(const char *s, size_t n);
+/* a*b with overflow check: returns 0 and sets *out, or -1 on overflow. */
+int aimsi_mul_ok(size_t a, size_t b, size_t *out);
+
+/* ---- handles and errors ---------------------------------------------------- */
+
+#define AIMSI_ERRMSG_CAP 256
+
+/* First member of every public object. `magic` identifies the type and is
+ * cleared on destroy so a stale pointer is caught as misuse. */
+typedef struct aimsi_obj {
+    uint32_t magic;
+    char errmsg[AIMSI_ERRMSG_CAP];
+} aimsi_obj;
+
+enum {
+    AIMSI_MAGIC_DATASET = 0x41445331u,  /* "ADS1" */
+    AIMSI_MAGIC_LOADOPTS = 0x414c4f31u, /* "ALO1" */
+    AIMSI_MAGIC_PIPELINE = 0x41505031u  /* "APP1" */
+};
+
+void aimsi_obj_init(aimsi_obj *obj, uint32_t magic);
+/* Non-zero when obj is non-NULL and carries the magic. */
+int aimsi_obj_ok(const void *obj, uint32_t magic);
+/* Poison the magic before freeing. */
+void aimsi_obj_kill(aimsi_obj *obj);
+
+/* Record a failure: formats the message into the thread-local slot and, when
+ * obj is non-NULL, into obj->errmsg; logs it at debug level; returns code.
+ * obj is non-const on purpose: const calls pass NULL (thread-local only). */
+aims_status aimsi_err(aimsi_obj *obj, aims_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Copy the thread-local message into obj (after a callee failed) and return code. */
+aims_status aimsi_err_adopt(aimsi_obj *obj, aims_status code);
+/* A "misuse" shortcut: names the function and the bad argument. */
+#define AIMSI_MISUSE(what) aimsi_err(NULL, AIMS_E_MISUSE, "%s: %s", __func__, (what))
+
+/* Propagate a failing status. */
+#define AIMSI_TRY(expr)                         \
+    do {                                        \
+        aims_status aimsi_try_rc_ = (expr);     \
+        if (aimsi_try_rc_ != AIMS_OK) {         \
+            return aimsi_try_rc_;               \
+        }                                       \
+    } while (0)
+
+/* ---- logging ----------------------------------------------------------------- */
+
+int aimsi_log_enabled(aims_log_level level);
+void aimsi_log(aims_log_level level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* ---- parameters -------------------------------------------------------------- */
+
+/* Validate that `param` exists, lies in [range_lo, range_hi] (an object's id
+ * range), has `type`, and that `value` is within its bounds. Errors are
+ * recorded on obj (may be NULL). */
+aims_status aimsi_param_check(aimsi_obj *obj, aims_param param, int range_lo, int range_hi,
+                              aims_param_type type, double value);
+/* Default value of a known parameter (0 if unknown). */
+double aimsi_param_default(aims_param param);
+
+/* ---- RNG: xoshiro256** seeded through splitmix64 -------------------------- */
+
+typedef struct aimsi_rng {
+    uint64_t s[4];
+} aimsi_rng;
+
+void aimsi_rng_seed(aimsi_rng *rng, uint64_t seed);
+uint64_t aimsi_rng_next(aimsi_rng *rng);
+/* Uniform integer in [0, n) without modulo bias; n >= 1. */
+uint64_t aimsi_rng_below(aimsi_rng *rng, uint64_t n);
+/* Uniform double in [0, 1). */
+double aimsi_rng_unit(aimsi_rng *rng);
+
+/* ---- clock --------------------------------------------------------------------- */
+
+uint64_t aimsi_now_ns(void); /* CLOCK_MONOTONIC */
+
+/* ---- growable byte buffer ------------------------------------------------------ */
+
+typedef struct aimsi_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} aimsi_buf;
+
+void aimsi_buf_init(aimsi_buf *b);
+void aimsi_buf_free(aimsi_buf *b);
+aims_status aimsi_buf_reserve(aimsi_buf *b, size_t extra); /* room for len+extra */
+aims_status aimsi_buf_append(aimsi_buf *b, const void *data, size_t n);
+aims_status aimsi_buf_put_u8(aimsi_buf *b, uint8_t v);
+aims_status aimsi_buf_put_u32le(aimsi_buf *b, uint32_t v);
+aims_status aimsi_buf_put_u64le(aimsi_buf *b, uint64_t v);
+aims_status aimsi_buf_put_f64le(aimsi_buf *b, double v);
+/* Hand the bytes over (caller frees with aimsi_free) and reset the buffer. */
+void *aimsi_buf_take(aimsi_buf *b, size_t *out_len);
+
+/* ---- thread pool ------------------------------------------------------------------ */
+
+typedef struct aimsi_pool aimsi_pool;
+/* Task: called once per index in [0, n); ctx is shared. */
+typedef void (*aimsi_task_fn)(void *ctx, size_t index);
+
+/* threads == 0 means the number of online cores. */
+aims_status aimsi_pool_create(unsigned threads, aimsi_pool **out);
+void aimsi_pool_destroy(aimsi_pool *pool);
+unsigned aimsi_pool_threads(const aimsi_pool *pool);
+/* Run fn(ctx, i) for every i in [0, n) on the pool's threads plus the caller,
+ * and return when all are done. Safe to call from several threads at once (the
+ * calls are serialised). A NULL pool runs everything on the caller's thread. */
+void aimsi_pool_run(aimsi_pool *pool, size_t n, aimsi_task_fn fn, void *ctx);
+/* Online cores (>= 1). */
+unsigned aimsi_cpu_count(void);
+
+#endif /* AIMSI_CORE_H */

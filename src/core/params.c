@@ -1,0 +1,136 @@
+/*
+ * params.c -- the table behind the parameter enum.
+ *
+ * One row per aims_param: name (for bindings), type, bounds and default. Objects
+ * validate through aimsi_param_check() so bounds live in exactly one place and
+ * aims_param_info() tells a binding the same truth the library enforces.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "aimsi_core.h"
+
+typedef struct param_row {
+    aims_param id;
+    const char *name;
+    aims_param_type type;
+    double min, max, def;
+} param_row;
+
+#define I64 AIMS_PARAM_I64
+#define F64 AIMS_PARAM_F64
+#define BIG 9007199254740992.0 /* 2^53: largest exactly representable integer */
+
+static const param_row k_params[] = {
+    {AIMS_LOAD_DELIMITER, "delimiter", I64, 1, 255, ','},
+    {AIMS_LOAD_HEADER, "header", I64, 0, 2, 0},
+    {AIMS_LOAD_LABEL_COLUMN, "label_column", I64, -2, 1 << 20, -1},
+    {AIMS_LOAD_LABEL_KIND, "label_kind", I64, 0, 1, 0},
+    {AIMS_LOAD_MISSING, "missing", I64, 0, 1, 1},
+    {AIMS_LOAD_MAX_ROWS, "max_rows", I64, 0, BIG, 0},
+    {AIMS_LOAD_MAX_BYTES, "max_bytes", I64, 1, BIG, 4294967296.0},
+    {AIMS_LOAD_NUM_FEATURES, "num_features", I64, 0, 4294967295.0, 0},
+    {AIMS_LOAD_MIN_DOCS, "min_docs", I64, 0, 1 << 30, 20},
+    {AIMS_LOAD_ZERO_BASED, "zero_based", I64, 0, 1, 0},
+    {AIMS_LOAD_SKIP_ROWS, "skip_rows", I64, 0, BIG, 0},
+
+    {AIMS_STEP_COL_BEGIN, "col_begin", I64, 0, BIG, 0},
+    {AIMS_STEP_COL_END, "col_end", I64, -1, BIG, -1},
+    {AIMS_STEP_LOW, "low", F64, -HUGE_VAL, HUGE_VAL, 0},
+    {AIMS_STEP_HIGH, "high", F64, -HUGE_VAL, HUGE_VAL, 1},
+    {AIMS_STEP_STRATEGY, "strategy", I64, 0, 2, 0},
+    {AIMS_STEP_VALUE, "value", F64, -HUGE_VAL, HUGE_VAL, 0},
+    {AIMS_STEP_FACTOR, "factor", F64, -HUGE_VAL, HUGE_VAL, 1.0 / 255.0},
+    {AIMS_STEP_MAX_CATEGORIES, "max_categories", I64, 1, 1 << 20, 1024},
+    {AIMS_STEP_LOWERCASE, "lowercase", I64, 0, 1, 1},
+    {AIMS_STEP_MIN_TOKEN_LEN, "min_token_len", I64, 1, 1024, 2},
+    {AIMS_STEP_NGRAM_MAX, "ngram_max", I64, 1, 8, 2},
+    {AIMS_STEP_BUCKETS, "buckets", I64, 1, 1 << 30, 1 << 18},
+    {AIMS_STEP_SIGNED, "signed", I64, 0, 1, 0},
+    {AIMS_STEP_SMOOTH_IDF, "smooth_idf", I64, 0, 1, 1},
+    {AIMS_STEP_SUBLINEAR_TF, "sublinear_tf", I64, 0, 1, 0},
+    {AIMS_STEP_NORM, "norm", I64, 0, 2, 2},
+    {AIMS_STEP_NONFINITE, "nonfinite", I64, 0, 1, 0},
+
+    {AIMS_PIPELINE_THREADS, "threads", I64, 0, 256, 1},
+};
+
+static const param_row *find_row(aims_param id)
+{
+    for (size_t i = 0; i < sizeof k_params / sizeof k_params[0]; i++) {
+        if (k_params[i].id == id) {
+            return &k_params[i];
+        }
+    }
+    return NULL;
+}
+
+aims_status aims_param_info(aims_param param, aims_param_type *out_type, double *out_min,
+                            double *out_max, double *out_def)
+{
+    const param_row *row = find_row(param);
+    if (row == NULL) {
+        return aimsi_err(NULL, AIMS_E_NOTFOUND, "aims_param_info: unknown parameter %d",
+                         (int)param);
+    }
+    if (out_type != NULL) {
+        *out_type = row->type;
+    }
+    if (out_min != NULL) {
+        *out_min = row->min;
+    }
+    if (out_max != NULL) {
+        *out_max = row->max;
+    }
+    if (out_def != NULL) {
+        *out_def = row->def;
+    }
+    return AIMS_OK;
+}
+
+aims_status aims_param_by_name(const char *name, aims_param *out_param)
+{
+    if (name == NULL || out_param == NULL) {
+        return AIMSI_MISUSE("NULL name or out_param");
+    }
+    for (size_t i = 0; i < sizeof k_params / sizeof k_params[0]; i++) {
+        if (strcmp(k_params[i].name, name) == 0) {
+            *out_param = k_params[i].id;
+            return AIMS_OK;
+        }
+    }
+    return aimsi_err(NULL, AIMS_E_NOTFOUND, "aims_param_by_name: no parameter named \"%.64s\"",
+                     name);
+}
+
+const char *aims_param_name(aims_param param)
+{
+    const param_row *row = find_row(param);
+    return row == NULL ? NULL : row->name;
+}
+
+double aimsi_param_default(aims_param param)
+{
+    const param_row *row = find_row(param);
+    return row == NULL ? 0.0 : row->def;
+}
+
+aims_status aimsi_param_check(aimsi_obj *obj, aims_param param, int range_lo, int range_hi,
+                              aims_param_type type, double value)
+{
+    const param_row *row = find_row(param);
+    if (row == NULL || (int)param < range_lo || (int)param > range_hi) {
+        return aimsi_err(obj, AIMS_E_UNSUPPORTED, "parameter %d (%s) does not apply here",
+                         (int)param, row == NULL ? "unknown" : row->name);
+    }
+    if (row->type != type) {
+        return aimsi_err(obj, AIMS_E_UNSUPPORTED, "parameter %s is %s, not %s", row->name,
+                         row->type == I64 ? "an integer" : "a float",
+                         type == I64 ? "an integer" : "a float");
+    }
+    if (isnan(value) || value < row->min || value > row->max) {
+        return aimsi_err(obj, AIMS_E_RANGE, "parameter %s = %g is outside [%g, %g]", row->name,
+                         value, row->min, row->max);
+    }
+    return AIMS_OK;
+}
