@@ -11,6 +11,9 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 CLANG_BUILD ?= build-clang
+TSAN_BUILD ?= build-tsan
+# Suites with threads in them; they run again under ThreadSanitizer.
+TSAN_SUITES := --suite core --suite pipeline
 DATA ?= $(CURDIR)/data-cache
 ARGS ?=
 export AIMS_DATA_DIR := $(DATA)
@@ -76,13 +79,20 @@ test: build data
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --timeout-multiplier 6 \
 	    2>&1 | tee .test-asan.log | grep -E '^ *[0-9]+/[0-9]+ |^(Ok|Fail|Skipped|Timeout|Expected Fail|Unexpected Pass):' ; true
+	@echo "== TSan build: concurrency suites"
+	@[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) -Db_sanitize=thread \
+	    -Db_lundef=false -Dpython_tests=false >/dev/null
+	@ninja -C $(TSAN_BUILD) >/dev/null
+	@TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	    meson test -C $(TSAN_BUILD) --print-errorlogs --num-processes 2 --timeout-multiplier 6 \
+	    $(TSAN_SUITES) 2>&1 | tee .test-tsan.log | grep -E '^ *[0-9]+/[0-9]+ |^(Ok|Fail|Skipped|Timeout|Expected Fail|Unexpected Pass):' ; true
 	@echo "== clang -Werror build (warnings are errors)"
 	@[ -f $(CLANG_BUILD)/build.ninja ] || CC=clang meson setup $(CLANG_BUILD) -Dwerror=true >/dev/null
 	@if ninja -C $(CLANG_BUILD) > .test-clang.log 2>&1; then echo "clang build: ok"; \
 	    clang_fail=0; else echo "clang build: FAILED"; tail -30 .test-clang.log; clang_fail=1; fi; \
-	ok=$$(awk '/^Ok:/ {s+=$$2} END {print s+0}' .test-gcc.log .test-asan.log); \
-	bad=$$(awk '/^(Fail|Timeout|Unexpected Pass):/ {s+=$$NF} END {print s+0}' .test-gcc.log .test-asan.log); \
-	skip=$$(awk '/^Skipped:/ {s+=$$2} END {print s+0}' .test-gcc.log .test-asan.log); \
+	ok=$$(awk '/^Ok:/ {s+=$$2} END {print s+0}' .test-gcc.log .test-asan.log .test-tsan.log); \
+	bad=$$(awk '/^(Fail|Timeout|Unexpected Pass):/ {s+=$$NF} END {print s+0}' .test-gcc.log .test-asan.log .test-tsan.log); \
+	skip=$$(awk '/^Skipped:/ {s+=$$2} END {print s+0}' .test-gcc.log .test-asan.log .test-tsan.log); \
 	bad=$$((bad + clang_fail)); ok=$$((ok + 1 - clang_fail)); \
 	echo "$$ok passed, $$bad failed, $$skip skipped"; \
 	[ "$$bad" -eq 0 ]
@@ -91,4 +101,4 @@ bench: setup-bench data
 	@$(MAKE) --no-print-directory -f bench/bench.mk bench
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(CLANG_BUILD) build-bench .test-*.log
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(CLANG_BUILD) build-bench .test-*.log

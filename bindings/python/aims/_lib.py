@@ -1,0 +1,170 @@
+"""Loading libaims and declaring the C prototypes.
+
+Why a separate module: the prototype table below is the binding's whole view of
+the C ABI. The symbol-table test compares its keys with src/libaims.map, so a
+function added to the library without a Python declaration (or a declaration
+that the library does not export) fails the test suite.
+
+Every prototype is declared, including the start-up hooks (aims_set_allocator,
+aims_set_log) that the Python API only partly exposes: a ctypes call through an
+undeclared prototype would silently truncate 64-bit pointers and sizes.
+"""
+
+import ctypes
+import os
+
+#: The library major version this package is written against (SONAME libaims.so.0).
+EXPECTED_MAJOR = 0
+SONAME = "libaims.so.0"
+
+# C type aliases, named after the C declarations so the table reads like the headers.
+status = ctypes.c_int          # aims_status (enum)
+param = ctypes.c_int           # aims_param (enum)
+param_type = ctypes.c_int      # aims_param_type (enum)
+fmt = ctypes.c_int             # aims_format (enum)
+step_kind = ctypes.c_int       # aims_step_kind (enum)
+log_level = ctypes.c_int       # aims_log_level (enum)
+size_t = ctypes.c_size_t
+handle = ctypes.c_void_p       # every opaque handle (aims_dataset *, ...)
+handle_out = ctypes.POINTER(ctypes.c_void_p)
+cstr = ctypes.c_char_p         # NUL-terminated input or static output string
+f32p = ctypes.POINTER(ctypes.c_float)
+i32p = ctypes.POINTER(ctypes.c_int32)
+sizep = ctypes.POINTER(ctypes.c_size_t)
+
+malloc_fn = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+realloc_fn = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+free_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+log_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p)
+
+P = ctypes.POINTER
+
+#: name -> (restype, [argtypes]); one entry per exported symbol of src/libaims.map.
+PROTOTYPES = {
+    # ---- aims_core.h ----------------------------------------------------------------
+    "aims_strerror": (cstr, [status]),
+    "aims_errmsg": (cstr, []),
+    "aims_version_number": (ctypes.c_uint, []),
+    "aims_version_string": (cstr, []),
+    "aims_build_info": (cstr, []),
+    "aims_set_allocator": (status, [malloc_fn, realloc_fn, free_fn, ctypes.c_void_p]),
+    "aims_alloc_live": (size_t, []),
+    "aims_free": (None, [ctypes.c_void_p]),
+    "aims_set_log": (status, [log_fn, ctypes.c_void_p, log_level]),
+    "aims_param_info": (status, [param, P(param_type), P(ctypes.c_double),
+                                 P(ctypes.c_double), P(ctypes.c_double)]),
+    "aims_param_by_name": (status, [cstr, P(param)]),
+    "aims_param_name": (cstr, [param]),
+    # ---- aims_dataset.h: loader options ---------------------------------------------
+    "aims_loadopts_create": (status, [handle_out]),
+    "aims_loadopts_destroy": (None, [handle]),
+    "aims_loadopts_set_i64": (status, [handle, param, ctypes.c_int64]),
+    "aims_loadopts_get_i64": (status, [handle, param, P(ctypes.c_int64)]),
+    # ---- aims_dataset.h: loading and building ---------------------------------------
+    "aims_dataset_parse": (status, [fmt, ctypes.c_void_p, size_t, handle, handle_out]),
+    "aims_dataset_load_file": (status, [fmt, cstr, handle, handle_out]),
+    "aims_dataset_load_idx": (status, [cstr, cstr, handle, handle_out]),
+    "aims_dataset_load_topics": (status, [cstr, handle, handle_out]),
+    "aims_dataset_create_dense": (status, [size_t, size_t, f32p, i32p, handle_out]),
+    "aims_dataset_create_texts": (status, [size_t, P(ctypes.c_char_p), sizep, i32p,
+                                           handle_out]),
+    "aims_dataset_destroy": (None, [handle]),
+    # ---- aims_dataset.h: accessors --------------------------------------------------
+    "aims_dataset_rows": (size_t, [handle]),
+    "aims_dataset_cols": (size_t, [handle]),
+    "aims_dataset_features": (ctypes.c_void_p, [handle]),
+    "aims_dataset_labels": (ctypes.c_void_p, [handle]),
+    "aims_dataset_targets": (ctypes.c_void_p, [handle]),
+    "aims_dataset_num_classes": (size_t, [handle]),
+    "aims_dataset_class_name": (cstr, [handle, size_t]),
+    "aims_dataset_tokens": (status, [handle, P(ctypes.c_void_p), P(ctypes.c_void_p),
+                                     P(ctypes.c_void_p)]),
+    "aims_dataset_token_dim": (size_t, [handle]),
+    # Returns bytes that are not NUL-terminated: a raw pointer, read with string_at.
+    "aims_dataset_text": (ctypes.c_void_p, [handle, size_t, sizep]),
+    "aims_dataset_errmsg": (cstr, [handle]),
+    # ---- aims_dataset.h: reordering, views, persistence -----------------------------
+    "aims_dataset_shuffle": (status, [handle, ctypes.c_uint64]),
+    "aims_dataset_view": (status, [handle, size_t, size_t, handle_out]),
+    "aims_dataset_select": (status, [handle, sizep, size_t, handle_out]),
+    "aims_dataset_split": (status, [handle, ctypes.c_double, ctypes.c_uint64, ctypes.c_int,
+                                    handle_out, handle_out]),
+    "aims_dataset_save": (status, [handle, cstr]),
+    # ---- aims_pipeline.h ------------------------------------------------------------
+    "aims_pipeline_create": (status, [handle_out]),
+    "aims_pipeline_destroy": (None, [handle]),
+    "aims_pipeline_add": (status, [handle, step_kind, sizep]),
+    "aims_pipeline_set_step_i64": (status, [handle, size_t, param, ctypes.c_int64]),
+    "aims_pipeline_set_step_f64": (status, [handle, size_t, param, ctypes.c_double]),
+    "aims_pipeline_get_step_i64": (status, [handle, size_t, param, P(ctypes.c_int64)]),
+    "aims_pipeline_get_step_f64": (status, [handle, size_t, param, P(ctypes.c_double)]),
+    "aims_pipeline_set_param_i64": (status, [handle, param, ctypes.c_int64]),
+    "aims_pipeline_get_param_i64": (status, [handle, param, P(ctypes.c_int64)]),
+    "aims_pipeline_num_steps": (size_t, [handle]),
+    "aims_pipeline_step_kind": (step_kind, [handle, size_t]),
+    "aims_pipeline_is_fitted": (ctypes.c_int, [handle]),
+    "aims_pipeline_fit": (status, [handle, handle]),
+    "aims_pipeline_transform": (status, [handle, handle, handle_out]),
+    "aims_pipeline_fit_transform": (status, [handle, handle, handle_out]),
+    "aims_pipeline_transform_rows": (status, [handle, f32p, size_t, size_t, f32p, size_t]),
+    "aims_pipeline_transform_texts": (status, [handle, P(ctypes.c_char_p), sizep, size_t,
+                                               handle_out]),
+    "aims_pipeline_output_cols": (status, [handle, sizep]),
+    "aims_pipeline_save": (status, [handle, cstr]),
+    "aims_pipeline_load": (status, [cstr, handle_out]),
+    "aims_pipeline_parse": (status, [ctypes.c_void_p, size_t, handle_out]),
+    "aims_pipeline_errmsg": (cstr, [handle]),
+}
+
+
+def _open():
+    """Open the shared library: $AIMS_LIBRARY (a full path) first, else the SONAME.
+
+    The SONAME goes through ctypes.CDLL, i.e. dlopen(), so LD_LIBRARY_PATH, the
+    ld.so cache and the system directories all apply.
+    """
+    explicit = os.environ.get("AIMS_LIBRARY")
+    name = explicit if explicit else SONAME
+    try:
+        return ctypes.CDLL(name)
+    except OSError as exc:
+        hint = ("check the AIMS_LIBRARY path" if explicit else
+                "set AIMS_LIBRARY to the full path of libaims.so.0 or add its directory "
+                "to LD_LIBRARY_PATH")
+        raise ImportError("aims: cannot load the C library %r (%s); %s"
+                          % (name, exc, hint)) from exc
+
+
+def _declare(lib):
+    missing = []
+    for name, (restype, argtypes) in PROTOTYPES.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            missing.append(name)
+            continue
+        fn.restype = restype
+        fn.argtypes = argtypes
+    if missing:
+        raise ImportError("aims: the C library %r lacks %d symbol(s) this package needs: %s"
+                          % (getattr(lib, "_name", "?"), len(missing), ", ".join(missing)))
+
+
+def _check_version(lib):
+    lib.aims_version_number.restype = ctypes.c_uint
+    lib.aims_version_number.argtypes = []
+    number = lib.aims_version_number()
+    major = number // 10000
+    if major != EXPECTED_MAJOR:
+        raise ImportError("aims: the C library %r is version %d.%d.%d, but this package "
+                          "needs major version %d"
+                          % (getattr(lib, "_name", "?"), major, number // 100 % 100,
+                             number % 100, EXPECTED_MAJOR))
+    return number
+
+
+lib = _open()
+# Version first: a library of another major may not even have our symbols, and its
+# mismatch is the message the user needs.
+version_number = _check_version(lib)
+_declare(lib)
