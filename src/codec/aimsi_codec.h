@@ -14,7 +14,8 @@
  *      10      2     format minor (newer minors are read; unknown sections skipped)
  *      12      4     kind: what the file holds (AIMSI_KIND_*)
  *      16      4     section count n (capped at AIMSI_MAX_SECTIONS)
- *      20      4     CRC-32C of bytes [0, 20) and of the section table
+ *      20      4     CRC-32C of bytes [0, 20), the section table and every raw
+ *                    (uncompressed) payload in table order
  *      24      32*n  section table, per section:
  *                      u32 tag, u32 flags (bit 0: zstd-compressed),
  *                      u64 offset of the payload from the file start,

@@ -13,9 +13,9 @@
  * length and section count only move after success), so a caller may retry
  * or go on. Every zstd frame carries its content size and zstd's own content
  * checksum (XXH64), so payload damage is caught at decode time; the header
- * CRC-32C covers the header and the table. Sections under 64 bytes are stored
- * raw: a zstd frame would be larger than the data. They have no payload
- * checksum; they hold small metadata that the caller's own parser validates.
+ * CRC-32C covers the header, the table and the raw payloads: sections under
+ * 64 bytes are stored raw (a zstd frame would be larger than the data), and
+ * the CRC is what protects them.
  *
  * Compression level. Level 0 means "ours": zstd level 3 for sections up to
  * 1 MiB (small metadata, ratio matters, time does not) and level 1 above it,
@@ -89,8 +89,25 @@ struct aimsi_creader {
     uint16_t minor;
     size_t n;
     section *secs; /* sorted by offset */
+    uint32_t crc;  /* stored checksum, verified by cr_check_crc */
     char name[NAME_CAP];
 };
+
+/* CRC-32C over header bytes [0, 20), the table, and every raw (uncompressed)
+ * payload in table order: zstd payloads carry their own checksum, raw ones
+ * (small metadata) would otherwise have none. */
+static uint32_t container_crc(const uint8_t *file, size_t table_end, const section *secs,
+                              size_t n, size_t payload_base)
+{
+    uint32_t crc = aimsi_crc32c(0, file, 20);
+    crc = aimsi_crc32c(crc, file + HEADER_SIZE, table_end - HEADER_SIZE);
+    for (size_t i = 0; i < n; i++) {
+        if ((secs[i].flags & FLAG_ZSTD) == 0 && secs[i].stored > 0) {
+            crc = aimsi_crc32c(crc, file + payload_base + secs[i].off, (size_t)secs[i].stored);
+        }
+    }
+    return crc;
+}
 
 /* ---- zstd glue ----------------------------------------------------------------- */
 
@@ -337,12 +354,11 @@ aims_status aimsi_cw_finish(aimsi_cwriter *w, void **out, size_t *out_len)
         aimsi_store_u64le(e + 16, w->secs[i].stored);
         aimsi_store_u64le(e + 24, w->secs[i].raw);
     }
-    uint32_t crc = aimsi_crc32c(0, buf, 20);
-    crc = aimsi_crc32c(crc, buf + HEADER_SIZE, table_end - HEADER_SIZE);
-    aimsi_store_u32le(buf + 20, crc);
     if (w->pay_len > 0) {
         memcpy(buf + table_end, w->pay, w->pay_len);
     }
+    /* Writer offsets are payload-relative; the payload starts at table_end. */
+    aimsi_store_u32le(buf + 20, container_crc(buf, table_end, w->secs, w->n, table_end));
     *out = buf;
     *out_len = total;
     return AIMS_OK;
@@ -415,13 +431,9 @@ static aims_status cr_check_header(aimsi_creader *r, uint32_t expect_kind, size_
                          "%s: byte %zu: truncated section table (%u entries need %zu bytes)",
                          r->name, r->len, (unsigned)count, HEADER_SIZE + table_len);
     }
-    uint32_t want = aimsi_crc32c(0, r->data, 20);
-    want = aimsi_crc32c(want, r->data + HEADER_SIZE, table_len);
-    if (want != crc) {
-        return aimsi_err(NULL, AIMS_E_CORRUPT,
-                         "%s: byte 20: header checksum mismatch (stored %08x, computed %08x)",
-                         r->name, (unsigned)crc, (unsigned)want);
-    }
+    /* The CRC also covers raw payloads, which can only be located once the
+     * table entries are checked (cr_check_crc, called from cr_parse). */
+    r->crc = crc;
     if (kind == 0) {
         return aimsi_err(NULL, AIMS_E_CORRUPT, "%s: byte 12: kind 0 is reserved", r->name);
     }
@@ -489,6 +501,18 @@ static aims_status cr_check_layout(aimsi_creader *r)
     return AIMS_OK;
 }
 
+static aims_status cr_check_crc(const aimsi_creader *r, size_t table_end)
+{
+    const uint32_t want = container_crc(r->data, table_end, r->secs, r->n, 0);
+    if (want != r->crc) {
+        return aimsi_err(NULL, AIMS_E_CORRUPT,
+                         "%s: byte 20: checksum of header, table and raw sections mismatch "
+                         "(stored %08x, computed %08x)",
+                         r->name, (unsigned)r->crc, (unsigned)want);
+    }
+    return AIMS_OK;
+}
+
 static aims_status cr_parse(aimsi_creader *r, uint32_t expect_kind)
 {
     size_t n = 0;
@@ -505,6 +529,7 @@ static aims_status cr_parse(aimsi_creader *r, uint32_t expect_kind)
         AIMSI_TRY(cr_parse_entry(r, i, table_end, &r->secs[i]));
     }
     r->n = n;
+    AIMSI_TRY(cr_check_crc(r, table_end));
     return cr_check_layout(r);
 }
 

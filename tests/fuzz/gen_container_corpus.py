@@ -50,6 +50,15 @@ def container(sections, kind=1, major=1, minor=0, count=None, layout=None):
         payload += stored
     head = b"AIMSCTR\0" + struct.pack("<HHII", major, minor, kind, n if count is None else count)
     crc = crc32c(table, crc32c(head))
+    # raw (flags bit 0 clear) payloads are covered by the CRC too, in table order
+    data = head + b"\0\0\0\0" + table + payload
+    for i, (t, flags, stored, raw) in enumerate(sections):
+        off = table_end + sum(len(x[2]) for x in sections[:i])
+        slen = len(stored)
+        if layout is not None:
+            off, slen = layout[i]
+        if not flags & 1 and slen > 0 and off + slen <= len(data):
+            crc = crc32c(data[off:off + slen], crc)
     return head + struct.pack("<I", crc) + table + payload
 
 
