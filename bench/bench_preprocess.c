@@ -486,7 +486,7 @@ int main(int argc, char **argv)
     snprintf(paths.idx_labels, sizeof paths.idx_labels, "%s/fashion-mnist/train-labels-idx1-ubyte",
              d);
     snprintf(paths.csv, sizeof paths.csv, "%s/fashion-mnist/train.csv", d);
-    snprintf(paths.tsv, sizeof paths.tsv, "%s/fortunes/train.tsv", d);
+    snprintf(paths.tsv, sizeof paths.tsv, "%s/fortunes/train-ascii.tsv", d);
     paths.out_dir = argv[2];
 
     int failed = 0;

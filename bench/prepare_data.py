@@ -22,7 +22,7 @@ import re
 import shutil
 import sys
 
-RECIPE = "prepare-v1"
+RECIPE = "prepare-v2"
 FMNIST_SRC = "/usr/share/datasets/fashion-mnist"
 FORTUNES_SRC = "/usr/share/games/fortunes"
 FMNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -142,7 +142,7 @@ def prepare_fortunes(root):
     out = os.path.join(root, "fortunes")
     stamp = os.path.join(out, ".stamp")
     if stamped(stamp) and all(os.path.exists(os.path.join(out, n))
-                              for n in ("train.tsv", "test.tsv")):
+                              for n in ("train.tsv", "test.tsv", "train-ascii.tsv")):
         return
     os.makedirs(out, exist_ok=True)
     texts, topics = load_fortunes()
@@ -157,6 +157,13 @@ def prepare_fortunes(root):
         def writer(f, part=part):
             f.write("".join("%s\t%s\n" % (topics[i], texts[i]) for i in part).encode("utf-8"))
         atomic_write(os.path.join(out, fname), writer)
+    # D2 input: the ASCII documents of the training split. On non-ASCII text the
+    # two tokenizers differ by design (libaims lower-cases ASCII only and treats
+    # every non-ASCII character as a word character; Python's \w and str.lower()
+    # follow Unicode tables), so outputs are comparable only on ASCII text.
+    ascii_tr = [i for i in tr if texts[i].isascii()]
+    atomic_write(os.path.join(out, "train-ascii.tsv"), lambda f: f.write(
+        "".join("%s\t%s\n" % (topics[i], texts[i]) for i in ascii_tr).encode("utf-8")))
     atomic_write(stamp, lambda f: f.write((RECIPE + "\n").encode()))
 
 

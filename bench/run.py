@@ -102,7 +102,7 @@ def read_csr(path):
 
 def non_ascii_rows(data_dir):
     """Row numbers of training documents holding non-ASCII bytes (D2 diagnosis)."""
-    with open(os.path.join(data_dir, "fortunes", "train.tsv"), "rb") as f:
+    with open(os.path.join(data_dir, "fortunes", "train-ascii.tsv"), "rb") as f:
         return {i for i, line in enumerate(f.read().split(b"\n")) if max(line, default=0) > 127}
 
 

@@ -122,7 +122,7 @@ def read_tsv(path):
 
 def goal_d2(args):
     from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
-    _, texts = read_tsv(os.path.join(args.data_dir, "fortunes", "train.tsv"))
+    _, texts = read_tsv(os.path.join(args.data_dir, "fortunes", "train-ascii.tsv"))
 
     def run():
         hv = HashingVectorizer(n_features=2 ** 18, alternate_sign=False, norm=None)
