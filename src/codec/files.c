@@ -50,6 +50,9 @@ static aims_status grow(uint8_t **buf, size_t *cap, size_t need, const char *pat
     if (nb == NULL) {
         return aimsi_err(NULL, AIMS_E_NOMEM, "%s: out of memory for %zu bytes", path, ncap);
     }
+    if (*cap == 0) {
+        aimsi_hint_hugepages(nb, ncap); /* first (exact-size) allocation of a big file */
+    }
     *buf = nb;
     *cap = ncap;
     return AIMS_OK;

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "aimsi_core.h"
 
@@ -137,4 +138,22 @@ int aimsi_mul_ok(size_t a, size_t b, size_t *out)
     }
     *out = a * b;
     return 0;
+}
+
+void aimsi_hint_hugepages(void *p, size_t bytes)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    if (p == NULL || bytes < 4 * huge) {
+        return;
+    }
+    const uintptr_t begin = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+    const uintptr_t end = ((uintptr_t)p + bytes) & ~(huge - 1);
+    if (end > begin) {
+        (void)madvise((void *)begin, (size_t)(end - begin), MADV_HUGEPAGE);
+    }
+#else
+    (void)p;
+    (void)bytes;
+#endif
 }

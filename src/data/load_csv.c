@@ -49,7 +49,6 @@
 #include <string.h>
 
 #if defined(__linux__)
-#include <sys/mman.h>
 #include <unistd.h>
 #endif
 
@@ -606,30 +605,6 @@ static aims_status layout(csv_ctx *c, const char **pp, uint64_t *line)
     return AIMS_OK;
 }
 
-/* First-touch page faults on a fresh multi-hundred-MB array cost more than
- * parsing the CSV into it (measured: 220 MB take 0.65 s in 4 KiB faults on a
- * VM, 0.02 s with huge pages). Transparent huge pages are often in "madvise"
- * mode, so ask for them on the page-aligned interior of the block. Only a
- * hint: the allocator still owns the block and nothing changes if it fails. */
-static void advise_huge(void *p, size_t bytes)
-{
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    const size_t huge = (size_t)4 << 20;
-    const long pg = sysconf(_SC_PAGESIZE);
-    if (p == NULL || bytes < huge || pg <= 0) {
-        return;
-    }
-    const uintptr_t lo = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
-    const uintptr_t hi = ((uintptr_t)p + bytes) & ~((uintptr_t)pg - 1);
-    if (hi > lo) {
-        (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
-    }
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
-
 static void out_free(csv_out *o)
 {
     aimsi_free(o->x);
@@ -654,7 +629,7 @@ static aims_status out_alloc(const csv_ctx *c, size_t rows, csv_out *o)
             return aimsi_err(NULL, AIMS_E_NOMEM, "%s: out of memory for %zu x %zu floats",
                              c->name, rows, c->feat_cols);
         }
-        advise_huge(o->x, bytes);
+        aimsi_hint_hugepages(o->x, bytes);
     }
     if (c->label_idx != SIZE_MAX) {
         if (c->label_kind == 0) {

@@ -20,7 +20,6 @@
  * the page), and large images are split over two threads.
  */
 #include <string.h>
-#include <sys/mman.h>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -169,23 +168,6 @@ static void convert_u8(const uint8_t *in, float *out, size_t n)
     }
 }
 
-/* Ask for transparent huge pages on the 2 MiB-aligned interior of a large
- * fresh buffer: a hint only, harmless where unsupported. */
-static void hint_hugepages(void *p, size_t bytes)
-{
-#if defined(MADV_HUGEPAGE)
-    const uintptr_t huge = (uintptr_t)2 << 20;
-    const uintptr_t begin = ((uintptr_t)p + huge - 1) & ~(huge - 1);
-    const uintptr_t end = ((uintptr_t)p + bytes) & ~(huge - 1);
-    if (end > begin) {
-        (void)madvise((void *)begin, end - begin, MADV_HUGEPAGE);
-    }
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
-
 /* Convert n big-endian elements of `type` to float. */
 static void convert(uint8_t type, const uint8_t *in, float *out, size_t n)
 {
@@ -276,7 +258,7 @@ aims_status aimsi_load_idx_images(const void *data, size_t size, const char *nam
     }
     ds->rows = rows;
     ds->cols = h.per_item;
-    hint_hugepages(ds->x, n * sizeof *ds->x);
+    aimsi_hint_hugepages(ds->x, n * sizeof *ds->x);
     convert_all(h.type, h.esize, (const uint8_t *)data + h.header_len, ds->x, n);
     *out = ds;
     return AIMS_OK;

@@ -26,7 +26,6 @@
 #include <math.h>
 #include <string.h>
 #if defined(__linux__)
-#include <sys/mman.h>
 #endif
 
 #include "aimsi_steps.h"
@@ -452,24 +451,6 @@ static aims_status fitted_ok(const aims_pipeline *p, int family)
     return AIMS_OK;
 }
 
-/* Ask for transparent huge pages on a large fresh output buffer. On VMs a 4 KiB
- * page fault can cost more than the arithmetic of the whole page; NumPy does the
- * same for its large arrays. Only advice: failure changes nothing. */
-static void advise_huge(void *ptr, size_t n)
-{
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    const uintptr_t huge = (uintptr_t)1 << 21;
-    const uintptr_t b = ((uintptr_t)ptr + huge - 1) & ~(huge - 1);
-    const uintptr_t e = ((uintptr_t)ptr + n) & ~(huge - 1);
-    if (n >= 4 * huge && e > b) {
-        (void)madvise((void *)b, (size_t)(e - b), MADV_HUGEPAGE);
-    }
-#else
-    (void)ptr;
-    (void)n;
-#endif
-}
-
 /* Numeric transform of a dataset; check: validate non-finite input. */
 static aims_status transform_dense(const aims_pipeline *p, const aims_dataset *ds, int check,
                                    aims_dataset *o)
@@ -494,7 +475,7 @@ static aims_status transform_dense(const aims_pipeline *p, const aims_dataset *d
         return aimsi_err(NULL, AIMS_E_NOMEM, "pipeline transform: no memory for %zu x %zu",
                          rows, p->out_w);
     }
-    advise_huge(o->x, n);
+    aimsi_hint_hugepages(o->x, n);
     o->rows = rows;
     o->cols = p->out_w;
     return aimsi_num_transform(p, x, rows, o->x, check);
