@@ -169,6 +169,8 @@ AIMS_API aims_status aims_set_log(aims_log_fn fn, void *user, aims_log_level min
  *   100..199  loader options (aims_loadopts)
  *   200..299  pipeline step parameters (aims_pipeline_set_step_*)
  *   300..399  pipeline-wide parameters (aims_pipeline_set_param_*)
+ *   400..499  model parameters (aims_model_set_param_*)
+ *   500..599  trainer parameters (aims_trainer_set_param_*)
  * aims_param_info() gives type, bounds and default of each; aims_param_by_name()
  * maps the lower-case name shown in brackets to the identifier (for bindings).
  */
@@ -206,7 +208,37 @@ typedef enum aims_param {
     AIMS_STEP_NONFINITE = 216,      /**< [nonfinite] i64: numeric steps on NaN/inf input: 0 error, 1 pass through; default 0 */
 
     /* --- pipeline-wide parameters ------------------------------------------ */
-    AIMS_PIPELINE_THREADS = 300     /**< [threads] i64: worker threads for transform, 0 = cores; default 1 */
+    AIMS_PIPELINE_THREADS = 300,    /**< [threads] i64: worker threads for transform, 0 = cores; default 1 */
+
+    /* --- model parameters (aims_model_set_param_*) -------------------------- */
+    AIMS_MODEL_DROPOUT = 400,       /**< [dropout] f64: drop probability on hidden layers while training; default 0 */
+    AIMS_MODEL_LOSS = 401,          /**< [loss] i64: 0 auto (classes: cross-entropy, targets: MSE), 1 cross-entropy, 2 MSE; default 0 */
+    AIMS_MODEL_EMBED_DIM = 402,     /**< [embed_dim] i64: TEXT embedding width; default 50 */
+    AIMS_MODEL_THREADS = 403,       /**< [model_threads] i64: threads for predict/evaluate, 0 = cores; default 1 */
+    AIMS_MODEL_PRECISION = 404,     /**< [precision] i64: GEMMs in training: 0 fp32, 1 bf16 (fp32 master weights; falls back to fp32 without AVX-512 BF16); default 0 */
+
+    /* --- trainer parameters (aims_trainer_set_param_*) ---------------------- */
+    AIMS_TRAIN_OPTIMIZER = 500,     /**< [optimizer] i64: 0 SGD (momentum), 1 Adam, 2 AdamW; default 0 */
+    AIMS_TRAIN_LR = 501,            /**< [lr] f64: base learning rate; default 0.1 */
+    AIMS_TRAIN_MOMENTUM = 502,      /**< [momentum] f64: SGD momentum; default 0.9 */
+    AIMS_TRAIN_NESTEROV = 503,      /**< [nesterov] i64: Nesterov momentum; default 0 */
+    AIMS_TRAIN_BETA1 = 504,         /**< [beta1] f64: Adam beta1; default 0.9 */
+    AIMS_TRAIN_BETA2 = 505,         /**< [beta2] f64: Adam beta2; default 0.999 */
+    AIMS_TRAIN_EPS = 506,           /**< [eps] f64: Adam epsilon; default 1e-8 */
+    AIMS_TRAIN_WEIGHT_DECAY = 507,  /**< [weight_decay] f64: L2 (SGD, Adam) or decoupled (AdamW); default 0 */
+    AIMS_TRAIN_SCHEDULE = 508,      /**< [schedule] i64: 0 constant, 1 step, 2 cosine; default 0 */
+    AIMS_TRAIN_WARMUP_STEPS = 509,  /**< [warmup_steps] i64: linear warm-up steps; default 0 */
+    AIMS_TRAIN_STEP_EPOCHS = 510,   /**< [step_epochs] i64: step schedule period in epochs; default 10 */
+    AIMS_TRAIN_GAMMA = 511,         /**< [gamma] f64: step schedule factor; default 0.1 */
+    AIMS_TRAIN_BATCH = 512,         /**< [batch] i64: mini-batch rows; default 128 */
+    AIMS_TRAIN_EPOCHS = 513,        /**< [epochs] i64: maximum epochs; default 5 */
+    AIMS_TRAIN_SEED = 514,          /**< [seed] i64: weight init, shuffling, dropout, held-out split; default 1 */
+    AIMS_TRAIN_THREADS = 515,       /**< [train_threads] i64: compute threads, 0 = cores; default 1 */
+    AIMS_TRAIN_VAL_FRACTION = 516,  /**< [val_fraction] f64: held-out share when no validation set is given; default 0 */
+    AIMS_TRAIN_PATIENCE = 517,      /**< [patience] i64: epochs without improvement before stopping, 0 = off; default 0 */
+    AIMS_TRAIN_MIN_DELTA = 518,     /**< [min_delta] f64: smallest improvement that counts; default 0 */
+    AIMS_TRAIN_METRIC = 519,        /**< [metric] i64: early-stopping metric: 0 validation loss, 1 validation accuracy; default 0 */
+    AIMS_TRAIN_WARM_START = 520     /**< [warm_start] i64: keep existing weights at begin; default 0 */
 } aims_param;
 
 /** Value type of a parameter. */

@@ -53,6 +53,34 @@ static const param_row k_params[] = {
     {AIMS_STEP_NONFINITE, "nonfinite", I64, 0, 1, 0},
 
     {AIMS_PIPELINE_THREADS, "threads", I64, 0, 256, 1},
+
+    {AIMS_MODEL_DROPOUT, "dropout", F64, 0, 0.99, 0},
+    {AIMS_MODEL_LOSS, "loss", I64, 0, 2, 0},
+    {AIMS_MODEL_EMBED_DIM, "embed_dim", I64, 1, 4096, 50},
+    {AIMS_MODEL_THREADS, "model_threads", I64, 0, 256, 1},
+    {AIMS_MODEL_PRECISION, "precision", I64, 0, 1, 0},
+
+    {AIMS_TRAIN_OPTIMIZER, "optimizer", I64, 0, 2, 0},
+    {AIMS_TRAIN_LR, "lr", F64, 0, 1e6, 0.1},
+    {AIMS_TRAIN_MOMENTUM, "momentum", F64, 0, 1, 0.9},
+    {AIMS_TRAIN_NESTEROV, "nesterov", I64, 0, 1, 0},
+    {AIMS_TRAIN_BETA1, "beta1", F64, 0, 1, 0.9},
+    {AIMS_TRAIN_BETA2, "beta2", F64, 0, 1, 0.999},
+    {AIMS_TRAIN_EPS, "eps", F64, 0, 1, 1e-8},
+    {AIMS_TRAIN_WEIGHT_DECAY, "weight_decay", F64, 0, 1e6, 0},
+    {AIMS_TRAIN_SCHEDULE, "schedule", I64, 0, 2, 0},
+    {AIMS_TRAIN_WARMUP_STEPS, "warmup_steps", I64, 0, BIG, 0},
+    {AIMS_TRAIN_STEP_EPOCHS, "step_epochs", I64, 1, 1 << 30, 10},
+    {AIMS_TRAIN_GAMMA, "gamma", F64, 0, 1, 0.1},
+    {AIMS_TRAIN_BATCH, "batch", I64, 1, 1 << 24, 128},
+    {AIMS_TRAIN_EPOCHS, "epochs", I64, 1, 1 << 24, 5},
+    {AIMS_TRAIN_SEED, "seed", I64, 0, BIG, 1},
+    {AIMS_TRAIN_THREADS, "train_threads", I64, 0, 256, 1},
+    {AIMS_TRAIN_VAL_FRACTION, "val_fraction", F64, 0, 0.9, 0},
+    {AIMS_TRAIN_PATIENCE, "patience", I64, 0, 1 << 24, 0},
+    {AIMS_TRAIN_MIN_DELTA, "min_delta", F64, 0, HUGE_VAL, 0},
+    {AIMS_TRAIN_METRIC, "metric", I64, 0, 1, 0},
+    {AIMS_TRAIN_WARM_START, "warm_start", I64, 0, 1, 0},
 };
 
 static const param_row *find_row(aims_param id)
