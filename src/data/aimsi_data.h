@@ -91,6 +91,12 @@ aims_status aimsi_load_aims(const void *data, size_t size, const char *name,
  * [p, end) fully; returns 0 on success, -1 when the field is not a number. */
 int aimsi_parse_float(const char *p, const char *end, float *out);
 
+/* Printable, escaped copy of at most 24 bytes of [b, e) (with "..." when cut)
+ * for error messages: loaders quote the offending field without ever printing
+ * raw control bytes or invalid UTF-8. cap >= AIMSI_EXCERPT_CAP is enough. */
+#define AIMSI_EXCERPT_CAP 112
+void aimsi_excerpt(const char *b, const char *e, char *buf, size_t cap);
+
 /* Serialise a pipeline into / out of a container (used by bundles later). */
 aims_status aimsi_pipeline_write(const aims_pipeline *p, aimsi_cwriter *w);
 aims_status aimsi_pipeline_read(aimsi_creader *r, aims_pipeline **out);

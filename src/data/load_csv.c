@@ -55,7 +55,6 @@
 #include "aimsi_data.h"
 
 enum {
-    EXCERPT_BYTES = 24,      /* field bytes quoted in error messages */
     MAX_CLASS_ID = (1 << 24) - 1
 };
 
@@ -100,25 +99,6 @@ static int is_blank(const csv_ctx *c, unsigned char ch)
 
 /* ---- messages ------------------------------------------------------------------- */
 
-/* Printable, escaped, bounded copy of [b, e) for an error message. */
-static void excerpt(const char *b, const char *e, char *buf, size_t cap)
-{
-    size_t k = 0;
-    size_t n = 0;
-    for (const char *p = b; p < e && n < EXCERPT_BYTES && k + 8 < cap; p++, n++) {
-        const unsigned char ch = (unsigned char)*p;
-        if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
-            buf[k++] = (char)ch;
-        } else {
-            k += (size_t)snprintf(buf + k, cap - k, "\\x%02x", ch);
-        }
-    }
-    if (b + n < e && k + 4 < cap) {
-        memcpy(buf + k, "...", 3);
-        k += 3;
-    }
-    buf[k] = '\0';
-}
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 4, 5)))
@@ -139,8 +119,8 @@ csv_fail(const csv_ctx *c, aims_status code, uint64_t line, const char *fmt, ...
 
 static aims_status bad_field(const csv_ctx *c, const csv_field *f, size_t col, const char *what)
 {
-    char ex[EXCERPT_BYTES * 4 + 8];
-    excerpt(f->b, f->e, ex, sizeof ex);
+    char ex[AIMSI_EXCERPT_CAP];
+    aimsi_excerpt(f->b, f->e, ex, sizeof ex);
     return csv_fail(c, AIMS_E_CORRUPT, f->line, "column %zu: %s \"%s\"", col + 1, what, ex);
 }
 
@@ -219,8 +199,8 @@ static aims_status scan_quoted(const csv_ctx *c, const char **pp, uint64_t *line
         p++;
     }
     if (p < c->end && *p != (char)c->delim && *p != '\n') {
-        char ex[EXCERPT_BYTES * 4 + 8];
-        excerpt(p, c->end, ex, sizeof ex);
+        char ex[AIMSI_EXCERPT_CAP];
+        aimsi_excerpt(p, c->end, ex, sizeof ex);
         return csv_fail(c, AIMS_E_CORRUPT, *line,
                         "unexpected bytes after a closing quote: \"%s\"", ex);
     }

@@ -34,7 +34,6 @@
 #include "aimsi_data.h"
 
 enum {
-    EXCERPT_BYTES = 24,
     MAX_CLASS_ID = (1 << 24) - 1
 };
 
@@ -63,31 +62,13 @@ static int is_blank(unsigned char ch)
     return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\v' || ch == '\f';
 }
 
-static void excerpt(const char *b, const char *e, char *buf, size_t cap)
-{
-    size_t k = 0;
-    size_t n = 0;
-    for (const char *p = b; p < e && n < EXCERPT_BYTES && k + 8 < cap; p++, n++) {
-        const unsigned char ch = (unsigned char)*p;
-        if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
-            buf[k++] = (char)ch;
-        } else {
-            k += (size_t)snprintf(buf + k, cap - k, "\\x%02x", ch);
-        }
-    }
-    if (b + n < e && k + 4 < cap) {
-        memcpy(buf + k, "...", 3);
-        k += 3;
-    }
-    buf[k] = '\0';
-}
 
 /* CORRUPT "<name>:<line>: <what> "<token excerpt>"". */
 static aims_status bad_token(const svm_ctx *c, uint64_t line, const char *b, const char *e,
                              const char *what)
 {
-    char ex[EXCERPT_BYTES * 4 + 8];
-    excerpt(b, e, ex, sizeof ex);
+    char ex[AIMSI_EXCERPT_CAP];
+    aimsi_excerpt(b, e, ex, sizeof ex);
     return aimsi_err(NULL, AIMS_E_CORRUPT, "%s:%llu: %s \"%s\"", c->name,
                      (unsigned long long)line, what, ex);
 }

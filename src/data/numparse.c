@@ -33,6 +33,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,4 +295,24 @@ int aimsi_parse_float(const char *p, const char *end, float *out)
     }
     *out = n.negative ? -v : v;
     return 0;
+}
+
+void aimsi_excerpt(const char *b, const char *e, char *buf, size_t cap)
+{
+    enum { EXCERPT_BYTES = 24 };
+    size_t k = 0;
+    size_t n = 0;
+    for (const char *p = b; p < e && n < EXCERPT_BYTES && k + 8 < cap; p++, n++) {
+        const unsigned char ch = (unsigned char)*p;
+        if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
+            buf[k++] = (char)ch;
+        } else {
+            k += (size_t)snprintf(buf + k, cap - k, "\\x%02x", ch);
+        }
+    }
+    if (b + n < e && k + 4 < cap) {
+        memcpy(buf + k, "...", 3);
+        k += 3;
+    }
+    buf[k] = '\0';
 }
