@@ -64,7 +64,7 @@ static int parse_args(int argc, char **argv, demo_opts *o)
     o->fortunes_dir = "/usr/share/games/fortunes";
     o->out_dir = NULL;
     o->threads = 2;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes one value */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--data") == 0 && v != NULL) {
@@ -80,7 +80,6 @@ static int parse_args(int argc, char **argv, demo_opts *o)
                     "usage: aims_demo [--data DIR] [--fortunes DIR] [--out DIR] [--threads N]\n");
             return -1;
         }
-        i++;
     }
     return 0;
 }
