@@ -17,5 +17,7 @@
 #include "aims_core.h"
 #include "aims_dataset.h"
 #include "aims_pipeline.h"
+#include "aims_model.h"
+#include "aims_orch.h"
 
 #endif /* AIMS_H */

@@ -1,0 +1,151 @@
+/*
+ * aimsi_model.h -- the model object's layout, shared by the files of src/model.
+ *
+ * Every model kind is a stack of dense layers, except TEXT, which puts an
+ * embedding-bag in front of one dense layer:
+ *
+ *   LINEAR, SOFTMAX        one dense layer  in -> out, no activation
+ *   LOGISTIC               one dense layer  in -> 1
+ *   MLP                    hidden dense layers (with activations) + output layer
+ *   TEXT                   emb (input_dim x embed_dim) -> mean -> dense embed_dim -> out
+ *
+ * Dense layer weights: W is out x in, row-major (so a batch forward is
+ * Y = X W^T + b, one sgemm with CblasTrans on W); b has `out` entries. All
+ * trainable floats of a model live in ONE contiguous block `params` (layer by
+ * layer: W then b; TEXT: emb first) so optimizers, checkpoints and clones work on
+ * one array, and gradients mirror the same layout.
+ *
+ * Quantized models (int8) keep, per dense layer, int8 weights qW (out x in),
+ * per-output-channel float scales wscale[out], an input activation scale
+ * xscale (symmetric, calibrated), and the float bias. `params` stays allocated
+ * only for the float bias/embeddings then (see quant.c).
+ *
+ * Only src/model calls BLAS (blas.c wraps the few routines used).
+ */
+/*
+ * NOTE (helper 'model', Phase 2) -- additions to this header, layout unchanged:
+ *   - AIMSI_MAGIC_MODEL / _TRAINER / _EVAL handle magics (below).
+ *   - Quantized models: model.c frees, clones and (de)serialises the int8 fields
+ *     of aimsi_dense (section 'QDNS': per layer xscale, wscale[out], qwsum[out],
+ *     qw[out*in]) and keeps `params` in the FULL float layout (W slots may be
+ *     zero) so w_off/b_off never change. aimsi_model_forward() calls
+ *     aimsi_q8_dense_forward() for every layer of a quantized model; quant.c
+ *     provides the fast (VNNI) version; model.c has a weak portable fallback.
+ *   - aimsi_model_scratch_floats() covers 4 * rows * widest-layer floats, which
+ *     the int8 path may use as its own scratch (e.g. int8 rows + int32 sums).
+ */
+#ifndef AIMSI_MODEL_H
+#define AIMSI_MODEL_H
+
+#include "../codec/aimsi_codec.h"
+#include "../core/aimsi_core.h"
+#include "../data/aimsi_data.h"
+#include "aims/aims_model.h"
+
+#define AIMSI_MAX_LAYERS 64
+
+typedef struct aimsi_dense {
+    size_t in, out;
+    aims_activation act;
+    size_t w_off; /* offset of W in model->params (floats) */
+    size_t b_off; /* offset of b in model->params (floats) */
+    /* int8 form (quantized models only) */
+    int8_t *qw;     /* out x in */
+    float *wscale;  /* out */
+    float xscale;   /* input activation scale: x_q = round(x / xscale) */
+    int32_t *qwsum; /* out: row sums of qw (for asymmetric-input kernels) */
+} aimsi_dense;
+
+struct aims_model {
+    aimsi_obj obj;
+    aims_model_kind kind;
+    size_t input_dim, output_dim;
+
+    size_t n_layers;
+    aimsi_dense layers[AIMSI_MAX_LAYERS];
+
+    /* TEXT */
+    size_t embed_dim;
+    size_t emb_off; /* offset of the embedding table in params */
+
+    float *params;
+    size_t n_params;
+    int trained;
+    int quantized;
+
+    /* parameters */
+    double dropout;
+    int loss; /* resolved at structure time: 1 cross-entropy, 2 MSE */
+    int loss_param;
+    int threads;
+    int precision;
+};
+
+/* Fix the structure (layer shapes, parameter offsets) and allocate params
+ * (zeroed). Idempotent once done. */
+aims_status aimsi_model_finalize(aims_model *m);
+/* Forward pass for dense kinds over `rows` rows into out (rows x output
+ * units, raw scores/logits). scratch: caller memory of
+ * aimsi_model_scratch_floats(m, rows) floats. No allocation. */
+size_t aimsi_model_scratch_floats(const aims_model *m, size_t rows);
+void aimsi_model_forward(const aims_model *m, const float *x, size_t rows, float *scratch,
+                         float *out);
+
+/* Serialise / deserialise into a container (used by model files, bundles and
+ * checkpoints). */
+aims_status aimsi_model_write(const aims_model *m, aimsi_cwriter *w);
+aims_status aimsi_model_read(aimsi_creader *r, aims_model **out);
+
+/* BLAS boundary (blas.c): C = alpha * op(A) op(B) + beta * C, row-major. */
+void aimsi_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                 const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                 size_t ldc);
+
+enum {
+    AIMSI_MAGIC_MODEL = 0x414d4431u,   /* "AMD1" */
+    AIMSI_MAGIC_TRAINER = 0x41545231u, /* "ATR1" */
+    AIMSI_MAGIC_EVAL = 0x41455631u     /* "AEV1" */
+};
+
+/* One dense layer of a quantized model: y[rows x L->out] = dequant(qW x_q) + b,
+ * WITHOUT the activation (the caller applies it). x is rows x L->in floats;
+ * scratch has at least 2 * rows * max(L->in, L->out) floats. Pure function of
+ * its inputs (many threads at once). quant.c overrides the weak fallback. */
+void aimsi_q8_dense_forward(const aims_model *m, const aimsi_dense *L, const float *x,
+                            size_t rows, float *scratch, float *y);
+
+/* y[out] = W x + b for one row, on the calling thread (blas.c; no BLAS threads,
+ * no allocation). */
+void aimsi_gemv_bias(const float *w, size_t out, size_t in, const float *x, const float *b,
+                     float *y);
+
+/* Apply an activation in place over n floats. */
+void aimsi_act_apply(aims_activation act, float *v, size_t n);
+
+/* Scores of a model over rows of dense data (eval.c). Rows are idx[0..n) of
+ * x (row width m->input_dim), or 0..n-1 when idx is NULL. Classifiers read
+ * labels, regression reads targets (output 1) or labels as numbers.
+ * confusion: k*k counts or NULL. Allocates its own scratch. */
+typedef struct aimsi_score {
+    double loss;     /* mean log-loss (classes) or mean squared error */
+    double accuracy; /* NaN for regression */
+    double r2;       /* NaN for classifiers */
+    size_t rows;
+} aimsi_score;
+aims_status aimsi_model_score(const aims_model *m, const float *x, const int32_t *labels,
+                              const float *targets, const size_t *idx, size_t n,
+                              int64_t *confusion, aimsi_score *out);
+/* Classifier? (LOGISTIC, SOFTMAX, TEXT, MLP with cross-entropy) and its class count. */
+int aimsi_model_is_classifier(const aims_model *m);
+size_t aimsi_model_classes(const aims_model *m);
+
+/* TEXT models (model.c): h = mean of (weighted) embeddings of row `row`'s tokens
+ * (embed_dim floats); z = W h + b (output_dim floats); dataset check. */
+void aimsi_text_hidden(const aims_model *m, const aims_dataset *ds, size_t row, float *h);
+void aimsi_text_logits(const aims_model *m, const float *h, float *z);
+aims_status aimsi_text_check(const aims_model *m, const aims_dataset *ds);
+/* Score over dataset rows idx[0..n) (all rows when idx is NULL), any kind. */
+aims_status aimsi_model_score_ds(const aims_model *m, const aims_dataset *ds, const size_t *idx,
+                                 size_t n, int64_t *confusion, aimsi_score *out);
+
+#endif /* AIMSI_MODEL_H */
