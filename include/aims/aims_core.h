@@ -171,6 +171,7 @@ AIMS_API aims_status aims_set_log(aims_log_fn fn, void *user, aims_log_level min
  *   300..399  pipeline-wide parameters (aims_pipeline_set_param_*)
  *   400..499  model parameters (aims_model_set_param_*)
  *   500..599  trainer parameters (aims_trainer_set_param_*)
+ *   600..699  health parameters (aims_health_set_param_i64)
  * aims_param_info() gives type, bounds and default of each; aims_param_by_name()
  * maps the lower-case name shown in brackets to the identifier (for bindings).
  */
@@ -238,7 +239,14 @@ typedef enum aims_param {
     AIMS_TRAIN_PATIENCE = 517,      /**< [patience] i64: epochs without improvement before stopping, 0 = off; default 0 */
     AIMS_TRAIN_MIN_DELTA = 518,     /**< [min_delta] f64: smallest improvement that counts; default 0 */
     AIMS_TRAIN_METRIC = 519,        /**< [metric] i64: early-stopping metric: 0 validation loss, 1 validation accuracy; default 0 */
-    AIMS_TRAIN_WARM_START = 520     /**< [warm_start] i64: keep existing weights at begin; default 0 */
+    AIMS_TRAIN_WARM_START = 520,    /**< [warm_start] i64: keep existing weights at begin; default 0 */
+
+    /* --- health parameters (aims_health_set_param_i64) ---------------------- */
+    AIMS_HEALTH_FAILURES = 600,         /**< [failures] i64: consecutive failures that eject; default 5 */
+    AIMS_HEALTH_EJECT_MS = 601,         /**< [eject_ms] i64: base ejection time (x times ejected); default 30000 */
+    AIMS_HEALTH_MAX_EJECT_MS = 602,     /**< [max_eject_ms] i64: ejection time cap; default 300000 */
+    AIMS_HEALTH_MAX_EJECTED_PCT = 603,  /**< [max_ejected_pct] i64: most instances ejected at once, % (>= 1 instance); default 10 */
+    AIMS_HEALTH_PANIC_PCT = 604         /**< [panic_pct] i64: panic below this % healthy; default 50 */
 } aims_param;
 
 /** Value type of a parameter. */

@@ -81,6 +81,12 @@ static const param_row k_params[] = {
     {AIMS_TRAIN_MIN_DELTA, "min_delta", F64, 0, HUGE_VAL, 0},
     {AIMS_TRAIN_METRIC, "metric", I64, 0, 1, 0},
     {AIMS_TRAIN_WARM_START, "warm_start", I64, 0, 1, 0},
+
+    {AIMS_HEALTH_FAILURES, "failures", I64, 1, 1000000, 5},
+    {AIMS_HEALTH_EJECT_MS, "eject_ms", I64, 1, 86400000, 30000},
+    {AIMS_HEALTH_MAX_EJECT_MS, "max_eject_ms", I64, 1, 86400000, 300000},
+    {AIMS_HEALTH_MAX_EJECTED_PCT, "max_ejected_pct", I64, 0, 100, 10},
+    {AIMS_HEALTH_PANIC_PCT, "panic_pct", I64, 0, 100, 50},
 };
 
 static const param_row *find_row(aims_param id)
