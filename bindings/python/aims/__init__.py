@@ -1,4 +1,5 @@
-"""aims -- Python ctypes binding for libaims (datasets, loaders, pipelines).
+"""aims -- Python ctypes binding for libaims (datasets, loaders, pipelines, models:
+Model, Trainer, Eval, Bundle).
 
 Loading. The package opens ``$AIMS_LIBRARY`` (a full path) if set, else the
 SONAME ``libaims.so.0`` through the normal dynamic-loader search (so
@@ -57,7 +58,8 @@ else:
 __all__ = [
     "AimsError", "LoadOptions", "Dataset", "Pipeline", "Format", "StepKind",
     "version", "version_number", "build_info", "strerror", "alloc_live", "set_log",
-    "param_info", "HAVE_NUMPY",
+    "param_info", "HAVE_NUMPY", "Model", "Trainer", "Eval", "Bundle", "METRICS", "STATS",
+    "Registry", "Balancer", "Health", "Metrics", "LB_POLICIES", "EVENTS", "HEALTH_STATES",
 ]
 
 HAVE_NUMPY = _np is not None
@@ -1068,6 +1070,744 @@ def _dataset_ptr(ds):
     if not isinstance(ds, Dataset):
         raise TypeError("expected an aims.Dataset, got %s" % type(ds).__name__)
     return ds._ptr
+
+
+# ---------------------------------------------------------------------------------
+# Models, training, evaluation, bundles (aims_model.h)
+
+_MODEL_KINDS = {"linear": 1, "logistic": 2, "softmax": 3, "mlp": 4, "text": 5}
+_MODEL_KIND_NAMES = {v: k for k, v in _MODEL_KINDS.items()}
+_ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2, "tanh": 3, "sigmoid": 4}
+_OUT_SCORES, _OUT_PROBA = 1, 2
+#: aims_metric values by name (Eval.get)
+METRICS = {"accuracy": 1, "macro_f1": 2, "log_loss": 3, "mse": 4, "r2": 5, "rows": 6}
+#: aims_stat values by name (Trainer.stat)
+STATS = {"epoch": 1, "step": 2, "train_loss": 3, "val_loss": 4, "val_accuracy": 5,
+         "samples_per_s": 6, "lr": 7, "best_epoch": 8, "steps_per_epoch": 9}
+
+
+def _enum(value, table, what):
+    if isinstance(value, str):
+        try:
+            return table[value.lower()]
+        except KeyError:
+            raise ValueError("unknown %s %r (one of %s)"
+                             % (what, value, ", ".join(sorted(table)))) from None
+    return int(value)
+
+
+def _noop_destroy(_ptr):
+    """Borrowed handles (a bundle's model and pipeline) are not ours to destroy."""
+
+
+def _set_typed(obj_ptr, set_i64, set_f64, errmsg_fn, name, value):
+    pid, ptype = _param(name)
+    if ptype == _PARAM_F64:
+        rc = set_f64(obj_ptr, pid, _as_f64(name, value))
+    else:
+        rc = set_i64(obj_ptr, pid, _as_i64(name, value))
+    _check(rc, errmsg_fn, obj_ptr)
+
+
+def _get_typed(obj_ptr, get_i64, get_f64, errmsg_fn, name):
+    pid, ptype = _param(name)
+    if ptype == _PARAM_F64:
+        out = ctypes.c_double()
+        _check(get_f64(obj_ptr, pid, ctypes.byref(out)), errmsg_fn, obj_ptr)
+    else:
+        out = ctypes.c_int64()
+        _check(get_i64(obj_ptr, pid, ctypes.byref(out)), errmsg_fn, obj_ptr)
+    return out.value
+
+
+def _float_out(rows, cols):
+    """(result, f32 pointer, capacity) for rows x cols floats the C code writes into."""
+    n = rows * cols
+    if _np is not None:
+        result = _np.empty((rows, cols), dtype=_np.float32)
+        return result, result.ctypes.data_as(_lib.f32p), n
+    result = _array.array("f", bytes(4 * n))
+    return result, _addr_of(result, _lib.f32p), n
+
+
+def _what(proba):
+    return _OUT_PROBA if proba else _OUT_SCORES
+
+
+class Eval(_Handle):
+    """Evaluation results (aims_eval): typed metrics and the confusion matrix.
+
+    ``ev.accuracy``, ``ev.macro_f1``, ``ev.log_loss`` (classifiers), ``ev.mse``,
+    ``ev.r2`` (regression), ``ev.rows``; ``ev.get(name)`` raises AimsError
+    (AIMS_E_UNSUPPORTED) for a metric that does not apply; ``ev.as_dict()`` holds
+    the ones that do.
+    """
+
+    _kind = "Eval"
+
+    def __init__(self, *_args, **_kwargs):
+        raise TypeError("Eval objects come from Model.evaluate()")
+
+    @classmethod
+    def _wrap(cls, ptr):
+        self = object.__new__(cls)
+        self._adopt(ptr, _c.aims_eval_destroy)
+        return self
+
+    def get(self, metric):
+        out = ctypes.c_double()
+        _check(_c.aims_eval_get(self._ptr, _enum(metric, METRICS, "metric"),
+                                ctypes.byref(out)))
+        return out.value
+
+    accuracy = property(lambda self: self.get("accuracy"))
+    macro_f1 = property(lambda self: self.get("macro_f1"))
+    log_loss = property(lambda self: self.get("log_loss"))
+    mse = property(lambda self: self.get("mse"))
+    r2 = property(lambda self: self.get("r2"))
+    rows = property(lambda self: int(self.get("rows")))
+
+    @property
+    def num_classes(self):
+        return int(_c.aims_eval_num_classes(self._ptr))
+
+    def confusion(self):
+        """k x k counts, [true][predicted]: an int64 numpy array, or a list of lists."""
+        k = self.num_classes
+        buf = (ctypes.c_int64 * max(k * k, 1))()
+        _check(_c.aims_eval_confusion(self._ptr, buf, k * k))
+        if _np is not None:
+            return _np.ctypeslib.as_array(buf)[:k * k].reshape(k, k).copy()
+        return [list(buf[i * k:(i + 1) * k]) for i in range(k)]
+
+    def as_dict(self):
+        out = {}
+        for name in METRICS:
+            try:
+                out[name] = self.get(name)
+            except AimsError as exc:
+                if exc.code != 7:  # AIMS_E_UNSUPPORTED: metric does not apply
+                    raise
+        return out
+
+    def __repr__(self):
+        if self.closed:
+            return "<aims.Eval closed>"
+        return "<aims.Eval %r>" % self.as_dict()
+
+
+class Model(_Handle):
+    """A model (aims_model): linear, logistic, softmax, MLP or TEXT.
+
+    >>> m = Model("mlp", 784, 10, hidden=[256], activation="relu")
+    >>> Trainer(m, epochs=5, lr=0.1).fit(train)
+    >>> m.evaluate(test).accuracy
+    >>> m.predict(x, proba=True)          # float32 (rows, classes), written by C
+
+    Parameters are addressed by name (``dropout``, ``loss``, ``embed_dim``,
+    ``model_threads``, ``precision``). Predict and evaluate may run from many
+    threads at once; configuration and training need exclusive access.
+    """
+
+    _kind = "Model"
+
+    def __init__(self, kind, input_dim, output_dim, hidden=(), activation="relu", **params):
+        ptr = _new_handle(_c.aims_model_create, _enum(kind, _MODEL_KINDS, "model kind"),
+                          int(input_dim), int(output_dim))
+        self._adopt(ptr, _c.aims_model_destroy)
+        for layer in hidden:
+            if isinstance(layer, (tuple, list)):
+                self.add_dense(layer[0], layer[1] if len(layer) > 1 else activation)
+            else:
+                self.add_dense(layer, activation)
+        for name, value in params.items():
+            self.set_param(name, value)
+
+    @classmethod
+    def _wrap(cls, ptr, destroy=None, parent=None):
+        self = object.__new__(cls)
+        self._adopt(ptr, destroy or _c.aims_model_destroy, parent)
+        return self
+
+    def _call(self, fn, *args):
+        ptr = self._ptr
+        _check(fn(ptr, *args), _c.aims_model_errmsg, ptr)
+
+    # ---- configuration ---------------------------------------------------------
+    def add_dense(self, units, activation="relu"):
+        """Append a hidden layer (MLP, before training); returns self."""
+        self._call(_c.aims_model_add_dense, int(units),
+                   _enum(activation, _ACTIVATIONS, "activation"))
+        return self
+
+    def set_param(self, name, value):
+        """Set a model parameter by name; returns self."""
+        _set_typed(self._ptr, _c.aims_model_set_param_i64, _c.aims_model_set_param_f64,
+                   _c.aims_model_errmsg, name, value)
+        return self
+
+    def get_param(self, name):
+        return _get_typed(self._ptr, _c.aims_model_get_param_i64, _c.aims_model_get_param_f64,
+                          _c.aims_model_errmsg, name)
+
+    # ---- introspection ---------------------------------------------------------
+    @property
+    def kind(self):
+        """"linear", "logistic", "softmax", "mlp" or "text"."""
+        value = int(_c.aims_model_get_kind(self._ptr))
+        return _MODEL_KIND_NAMES.get(value, str(value))
+
+    input_dim = property(lambda self: int(_c.aims_model_input_dim(self._ptr)))
+    output_dim = property(lambda self: int(_c.aims_model_output_dim(self._ptr)))
+    num_params = property(lambda self: int(_c.aims_model_num_params(self._ptr)))
+    is_trained = property(lambda self: bool(_c.aims_model_is_trained(self._ptr)))
+    is_quantized = property(lambda self: bool(_c.aims_model_is_quantized(self._ptr)))
+    errmsg = property(lambda self: _decode(_c.aims_model_errmsg(self._ptr)))
+
+    # ---- inference ---------------------------------------------------------------
+    def predict(self, x, proba=False, cols=None):
+        """Scores (or probabilities) for dense rows: float32 (rows, output_dim), or
+        without numpy an array.array('f') of rows*output_dim values."""
+        ptr = self._ptr
+        inp = _float_matrix(x, cols, "x")
+        rows, in_cols = inp.shape
+        result, out_ptr, cap = _float_out(rows, self.output_dim)
+        _check(_c.aims_model_predict(ptr, _what(proba), inp.ptr, rows, in_cols, out_ptr, cap),
+               _c.aims_model_errmsg, ptr)
+        return result
+
+    def predict_proba(self, x, cols=None):
+        return self.predict(x, proba=True, cols=cols)
+
+    def predict_class(self, x, cols=None):
+        """Class ids for dense rows: int32 numpy array (rows,), or array.array."""
+        ptr = self._ptr
+        inp = _float_matrix(x, cols, "x")
+        rows, in_cols = inp.shape
+        if _np is not None:
+            result = _np.empty((rows,), dtype=_np.int32)
+            out_ptr = result.ctypes.data_as(_lib.i32p)
+        else:
+            result = _array.array(_ARRAY_CODE[ctypes.c_int32], bytes(4 * rows))
+            out_ptr = _addr_of(result, _lib.i32p)
+        _check(_c.aims_model_predict_class(ptr, inp.ptr, rows, in_cols, out_ptr, rows),
+               _c.aims_model_errmsg, ptr)
+        return result
+
+    def predict_dataset(self, ds, proba=False):
+        """Scores / probabilities for every row of a Dataset (dense or token part)."""
+        ptr = self._ptr
+        result, out_ptr, cap = _float_out(len(ds), self.output_dim)
+        _check(_c.aims_model_predict_dataset(ptr, _what(proba), _dataset_ptr(ds), out_ptr,
+                                             cap), _c.aims_model_errmsg, ptr)
+        return result
+
+    def evaluate(self, ds):
+        """Metrics on a labelled Dataset; returns an Eval."""
+        return Eval._wrap(_new_handle(_c.aims_model_evaluate, self._ptr, _dataset_ptr(ds)))
+
+    # ---- copies, optimization, persistence ----------------------------------------
+    def clone(self):
+        return Model._wrap(_new_handle(_c.aims_model_clone, self._ptr))
+
+    def quantize(self, calib):
+        """int8 copy of the model calibrated on a Dataset; returns a new Model."""
+        return Model._wrap(_new_handle(_c.aims_model_quantize, self._ptr,
+                                       _dataset_ptr(calib)))
+
+    def save(self, path):
+        ptr = self._ptr
+        _check(_c.aims_model_save(ptr, _path(path)), _c.aims_model_errmsg, ptr)
+
+    @classmethod
+    def load(cls, path):
+        return cls._wrap(_new_handle(_c.aims_model_load, _path(path)))
+
+    @classmethod
+    def parse(cls, data):
+        ptr_arg, size, keep = _bytes_arg(data)
+        out = _new_handle(_c.aims_model_parse, ptr_arg, size)
+        del keep
+        return cls._wrap(out)
+
+    # ---- convenience -------------------------------------------------------------
+    def fit(self, train, val=None, progress=None, **trainer_params):
+        """Train with a temporary Trainer (parameters by name); returns self."""
+        with Trainer(self, progress=progress, **trainer_params) as t:
+            t.fit(train, val)
+        return self
+
+    def __repr__(self):
+        if self.closed:
+            return "<aims.Model closed>"
+        return "<aims.Model %s %d->%d trained=%s quantized=%s>" % (
+            self.kind, self.input_dim, self.output_dim, self.is_trained, self.is_quantized)
+
+
+class Trainer(_Handle):
+    """Trains a Model (aims_trainer): step-wise or to the end.
+
+    >>> t = Trainer(model, optimizer=1, lr=1e-3, epochs=5, batch=128, seed=1)
+    >>> t.fit(train, val)                       # or: t.begin(train); t.step() ...
+    >>> t.stat("val_accuracy")
+
+    Progress: ``progress(trainer)`` is called after every epoch on the training
+    thread; a truthy return stops the run (fit raises AimsError AIMS_E_CANCELLED),
+    an exception raised inside it stops the run and is re-raised by the call that
+    was training. The trainer keeps the callback, the model and the datasets of the
+    current run alive. The GIL is released while C trains and re-acquired only for
+    the callback, so other Python threads run (and may call cancel()).
+    """
+
+    _kind = "Trainer"
+
+    def __init__(self, model, progress=None, **params):
+        if not isinstance(model, Model):
+            raise TypeError("expected an aims.Model, got %s" % type(model).__name__)
+        # The C trainer borrows the model: its owner is the trainer handle's parent,
+        # so the model is destroyed only after the trainer, whatever the Python
+        # objects' order of collection or model.close().
+        self._adopt(_new_handle(_c.aims_trainer_create, model._ptr), _c.aims_trainer_destroy,
+                    model._owner)
+        self._model = model
+        self._datasets = ()
+        self._progress = None
+        self._progress_c = None
+        self._progress_exc = None
+        for name, value in params.items():
+            self.set_param(name, value)
+        if progress is not None:
+            self.set_progress(progress)
+
+    def _call(self, fn, *args):
+        ptr = self._ptr
+        rc = fn(ptr, *args)
+        exc, self._progress_exc = self._progress_exc, None
+        if exc is not None:
+            raise exc
+        _check(rc, _c.aims_trainer_errmsg, ptr)
+
+    @property
+    def model(self):
+        return self._model
+
+    def set_param(self, name, value):
+        _set_typed(self._ptr, _c.aims_trainer_set_param_i64, _c.aims_trainer_set_param_f64,
+                   _c.aims_trainer_errmsg, name, value)
+        return self
+
+    def get_param(self, name):
+        return _get_typed(self._ptr, _c.aims_trainer_get_param_i64,
+                          _c.aims_trainer_get_param_f64, _c.aims_trainer_errmsg, name)
+
+    def set_progress(self, callback):
+        """Install ``callback(trainer) -> stop?`` (None removes it); returns self."""
+        if callback is None:
+            self._call(_c.aims_trainer_set_progress, _lib.progress_fn(), None)
+            self._progress = self._progress_c = None
+            return self
+
+        def _trampoline(_user, _t):
+            try:
+                return 1 if callback(self) else 0
+            except BaseException as exc:  # surfaced by the training call
+                self._progress_exc = exc
+                return 1
+        cfn = _lib.progress_fn(_trampoline)
+        self._call(_c.aims_trainer_set_progress, cfn, None)
+        # C keeps the function pointer: the thunk must live as long as the trainer.
+        self._progress, self._progress_c = callback, cfn
+        return self
+
+    def stat(self, name):
+        out = ctypes.c_double()
+        ptr = self._ptr
+        _check(_c.aims_trainer_stat(ptr, _enum(name, STATS, "stat"), ctypes.byref(out)),
+               _c.aims_trainer_errmsg, ptr)
+        return out.value
+
+    @property
+    def stats(self):
+        """All progress values as a dict (NaN where not available)."""
+        return {name: self.stat(name) for name in STATS}
+
+    def _run_args(self, train, val):
+        self._datasets = (train._owner, val._owner if val is not None else None)
+        return _dataset_ptr(train), (_dataset_ptr(val) if val is not None else None)
+
+    def begin(self, train, val=None):
+        """Start a run (weights, optimizer state, data order); returns self."""
+        tp, vp = self._run_args(train, val)
+        self._call(_c.aims_trainer_begin, tp, vp)
+        return self
+
+    def step(self):
+        """One optimizer step; returns True when the run is over."""
+        done = ctypes.c_int()
+        self._call(_c.aims_trainer_step, ctypes.byref(done))
+        return bool(done.value)
+
+    def epoch(self):
+        """Steps to the end of the epoch; returns True when the run is over."""
+        done = ctypes.c_int()
+        self._call(_c.aims_trainer_epoch, ctypes.byref(done))
+        return bool(done.value)
+
+    def fit(self, train, val=None):
+        """Run to the end; returns self."""
+        tp, vp = self._run_args(train, val)
+        self._call(_c.aims_trainer_fit, tp, vp)
+        return self
+
+    def cancel(self):
+        """Stop a running fit/step/epoch at the next step boundary (any thread)."""
+        _c.aims_trainer_cancel(self._ptr)
+
+    def checkpoint(self, path):
+        self._call(_c.aims_trainer_checkpoint, _path(path))
+
+    def restore(self, path):
+        self._call(_c.aims_trainer_restore, _path(path))
+
+    @property
+    def errmsg(self):
+        return _decode(_c.aims_trainer_errmsg(self._ptr))
+
+    def close(self):
+        super().close()
+        self._datasets = ()
+
+    def __repr__(self):
+        if self.closed:
+            return "<aims.Trainer closed>"
+        return "<aims.Trainer epoch=%g step=%g>" % (self.stat("epoch"), self.stat("step"))
+
+
+class Bundle(_Handle):
+    """A fitted pipeline (or none) + a trained model + metadata, in one file.
+
+    >>> b = Bundle(pipeline, model, name="fmnist", version="1")
+    >>> b.save("m.aims"); b2 = Bundle.load("m.aims")
+    >>> b2.predict_rows(raw_rows, proba=True); b2.predict_texts(["some text"])
+    """
+
+    _kind = "Bundle"
+
+    def __init__(self, pipeline, model, **meta):
+        pp = None
+        if pipeline is not None:
+            if not isinstance(pipeline, Pipeline):
+                raise TypeError("expected an aims.Pipeline or None, got %s"
+                                % type(pipeline).__name__)
+            pp = pipeline._ptr
+        if not isinstance(model, Model):
+            raise TypeError("expected an aims.Model, got %s" % type(model).__name__)
+        self._adopt(_new_handle(_c.aims_bundle_create, pp, model._ptr), _c.aims_bundle_destroy)
+        for key, value in meta.items():
+            self.set_meta(key, value)
+
+    @classmethod
+    def _wrap(cls, ptr):
+        self = object.__new__(cls)
+        self._adopt(ptr, _c.aims_bundle_destroy)
+        return self
+
+    def set_meta(self, key, value):
+        _check(_c.aims_bundle_set_meta(self._ptr, str(key).encode("utf-8"),
+                                       str(value).encode("utf-8")))
+        return self
+
+    def get_meta(self, key, default=None):
+        raw = _c.aims_bundle_get_meta(self._ptr, str(key).encode("utf-8"))
+        return _decode(raw) if raw is not None else default
+
+    @property
+    def model(self):
+        """The bundle's model (borrowed: keeps the bundle alive; do not train it)."""
+        ptr = _c.aims_bundle_model(self._ptr)
+        return Model._wrap(ptr, _noop_destroy, self._owner) if ptr else None
+
+    @property
+    def pipeline(self):
+        """The bundle's pipeline (borrowed), or None."""
+        ptr = _c.aims_bundle_pipeline(self._ptr)
+        if not ptr:
+            return None
+        p = object.__new__(Pipeline)
+        p._adopt(ptr, _noop_destroy, self._owner)
+        return p
+
+    def save(self, path):
+        _check(_c.aims_bundle_save(self._ptr, _path(path)))
+
+    @classmethod
+    def load(cls, path):
+        return cls._wrap(_new_handle(_c.aims_bundle_load, _path(path)))
+
+    @classmethod
+    def parse(cls, data):
+        ptr_arg, size, keep = _bytes_arg(data)
+        out = _new_handle(_c.aims_bundle_parse, ptr_arg, size)
+        del keep
+        return cls._wrap(out)
+
+    def _out_dim(self):
+        return int(_c.aims_model_output_dim(_c.aims_bundle_model(self._ptr)))
+
+    def predict_rows(self, x, proba=False, cols=None):
+        """Raw dense rows -> pipeline -> model; float32 (rows, output_dim)."""
+        inp = _float_matrix(x, cols, "x")
+        rows, in_cols = inp.shape
+        result, out_ptr, cap = _float_out(rows, self._out_dim())
+        _check(_c.aims_bundle_predict_rows(self._ptr, _what(proba), inp.ptr, rows, in_cols,
+                                           out_ptr, cap))
+        return result
+
+    def predict_texts(self, texts, proba=False):
+        """Raw documents -> text pipeline -> model; float32 (len(texts), output_dim)."""
+        n, ptrs, lens, keep = _texts(texts)
+        result, out_ptr, cap = _float_out(n, self._out_dim())
+        _check(_c.aims_bundle_predict_texts(self._ptr, _what(proba), ptrs, lens, n, out_ptr,
+                                            cap))
+        del keep
+        return result
+
+    def __repr__(self):
+        if self.closed:
+            return "<aims.Bundle closed>"
+        return "<aims.Bundle name=%r model=%r>" % (self.get_meta("name"), self.model)
+
+
+# ---------------------------------------------------------------------------------
+# Orchestration primitives (aims_orch.h): registry, balancer, health, metrics
+
+#: aims_lb_policy values by name.
+LB_POLICIES = {"p2c": 1, "round_robin": 2, "weighted_rr": 3, "least_outstanding": 4,
+               "maglev": 5, "random": 6}
+#: aims_event_kind values -> names.
+EVENTS = {1: "put", 2: "delete", 3: "expire"}
+#: aims_health_state values -> names.
+HEALTH_STATES = {1: "healthy", 2: "ejected"}
+
+
+def _clock_cb(fn):
+    """Wrap a Python clock (returns nanoseconds) as an aims_clock_fn; None -> NULL."""
+    if fn is None:
+        return _lib.clock_fn()
+    return _lib.clock_fn(lambda _user: int(fn()))
+
+
+class Registry(_Handle):
+    """Service registry (aims_registry): instances with leases, revisions, watches.
+
+    Callbacks run on a thread that calls into the registry; the object keeps every
+    callback it was given alive until it is closed.
+    """
+
+    _kind = "Registry"
+
+    def __init__(self, clock=None):
+        self._adopt(_new_handle(_c.aims_registry_create), _c.aims_registry_destroy)
+        self._callbacks = {}
+        self._clock = None
+        if clock is not None:
+            self.set_clock(clock)
+
+    def set_clock(self, clock):
+        """Install a clock: a callable returning monotonic nanoseconds (None: default)."""
+        cb = _clock_cb(clock)
+        _check(_c.aims_registry_set_clock(self._ptr, cb, None))
+        self._clock = cb
+
+    def register(self, service, address, weight=1, ttl_ms=10000):
+        """Register an instance; returns its id."""
+        out = ctypes.c_uint64()
+        _check(_c.aims_registry_register(self._ptr, service.encode(), address.encode(),
+                                         int(weight), int(ttl_ms), ctypes.byref(out)))
+        return out.value
+
+    def heartbeat(self, iid):
+        _check(_c.aims_registry_heartbeat(self._ptr, int(iid)))
+
+    def set_weight(self, iid, weight):
+        _check(_c.aims_registry_set_weight(self._ptr, int(iid), int(weight)))
+
+    def deregister(self, iid):
+        _check(_c.aims_registry_deregister(self._ptr, int(iid)))
+
+    def sweep(self):
+        """Remove expired instances; returns how many."""
+        n = ctypes.c_size_t()
+        _check(_c.aims_registry_sweep(self._ptr, ctypes.byref(n)))
+        return n.value
+
+    @property
+    def revision(self):
+        return int(_c.aims_registry_revision(self._ptr))
+
+    def lookup(self, service):
+        """Ids of the live instances of service ("name" or "name@version")."""
+        n = ctypes.c_size_t()
+        cap = 16
+        while True:
+            ids = (ctypes.c_uint64 * cap)()
+            rc = _c.aims_registry_lookup(self._ptr, service.encode(), ids, cap,
+                                         ctypes.byref(n))
+            if rc == AIMS_E_RANGE and n.value > cap:
+                cap = n.value
+                continue
+            _check(rc)
+            return [ids[i] for i in range(n.value)]
+
+    def address(self, iid):
+        n = ctypes.c_size_t()
+        buf = ctypes.create_string_buffer(272)
+        _check(_c.aims_registry_address(self._ptr, int(iid), buf, len(buf), ctypes.byref(n)))
+        return buf.value.decode()
+
+    def weight(self, iid):
+        return int(_c.aims_registry_weight(self._ptr, int(iid)))
+
+    def watch(self, callback, service=None, from_revision=None):
+        """Call callback(revision, kind, id, service, address) per event; returns a
+        watch id. kind is "put", "delete" or "expire"."""
+        def trampoline(_user, rev, kind, iid, svc, addr):
+            callback(rev, EVENTS.get(kind, kind), iid, _decode(svc), _decode(addr))
+        cb = _lib.watch_fn(trampoline)
+        start = self.revision if from_revision is None else int(from_revision)
+        out = ctypes.c_uint64()
+        _check(_c.aims_registry_watch(self._ptr, service.encode() if service else None,
+                                      start, cb, None, ctypes.byref(out)))
+        self._callbacks[out.value] = cb
+        return out.value
+
+    def unwatch(self, wid):
+        _check(_c.aims_registry_unwatch(self._ptr, int(wid)))
+        self._callbacks.pop(wid, None)
+
+
+class Balancer(_Handle):
+    """Load balancer (aims_balancer). ``Balancer("p2c", seed=1)``."""
+
+    _kind = "Balancer"
+
+    def __init__(self, policy="p2c", seed=1, clock=None):
+        pol = _enum(policy, LB_POLICIES, "policy")
+        self._adopt(_new_handle(_c.aims_balancer_create, pol, int(seed)),
+                    _c.aims_balancer_destroy)
+        self._clock = None
+        if clock is not None:
+            cb = _clock_cb(clock)
+            _check(_c.aims_balancer_set_clock(self._ptr, cb, None))
+            self._clock = cb
+
+    def set_instances(self, ids, weights=None):
+        n = len(ids)
+        arr = (ctypes.c_uint64 * n)(*ids)
+        w = (ctypes.c_uint32 * n)(*weights) if weights is not None else None
+        _check(_c.aims_balancer_set_instances(self._ptr, arr, w, n))
+
+    def set_available(self, iid, available=True):
+        _check(_c.aims_balancer_set_available(self._ptr, int(iid), 1 if available else 0))
+
+    def pick(self, key=0):
+        out = ctypes.c_uint64()
+        _check(_c.aims_balancer_pick(self._ptr, int(key), ctypes.byref(out)))
+        return out.value
+
+    def done(self, iid, latency_ns, ok=True):
+        _check(_c.aims_balancer_done(self._ptr, int(iid), int(latency_ns), 1 if ok else 0))
+
+    def outstanding(self, iid):
+        return int(_c.aims_balancer_outstanding(self._ptr, int(iid)))
+
+
+class Health(_Handle):
+    """Passive health tracking (aims_health): outlier ejection and panic."""
+
+    _kind = "Health"
+
+    def __init__(self, clock=None, on_change=None, **params):
+        self._adopt(_new_handle(_c.aims_health_create), _c.aims_health_destroy)
+        self._clock = None
+        self._on_change = None
+        if clock is not None:
+            cb = _clock_cb(clock)
+            _check(_c.aims_health_set_clock(self._ptr, cb, None))
+            self._clock = cb
+        for name, value in params.items():
+            pid, _ = _param(name)
+            _check(_c.aims_health_set_param_i64(self._ptr, pid, _as_i64(name, value)))
+        if on_change is not None:
+            self.on_change(on_change)
+
+    def on_change(self, callback):
+        """callback(id, from_state, to_state) with state names; None removes it."""
+        if callback is None:
+            cb = _lib.health_fn()
+        else:
+            def trampoline(_user, iid, frm, to):
+                callback(iid, HEALTH_STATES.get(frm, frm), HEALTH_STATES.get(to, to))
+            cb = _lib.health_fn(trampoline)
+        _check(_c.aims_health_on_change(self._ptr, cb, None))
+        self._on_change = cb
+
+    def add(self, iid):
+        _check(_c.aims_health_add(self._ptr, int(iid)))
+
+    def remove(self, iid):
+        _check(_c.aims_health_remove(self._ptr, int(iid)))
+
+    def report(self, iid, ok):
+        _check(_c.aims_health_report(self._ptr, int(iid), 1 if ok else 0))
+
+    def state(self, iid):
+        """ "healthy", "ejected", or None for an unknown id."""
+        return HEALTH_STATES.get(int(_c.aims_health_state_of(self._ptr, int(iid))))
+
+    @property
+    def in_panic(self):
+        return bool(_c.aims_health_in_panic(self._ptr))
+
+
+class Metrics(_Handle):
+    """Counters, gauges and latency histograms with Prometheus exposition."""
+
+    _kind = "Metrics"
+
+    def __init__(self):
+        self._adopt(_new_handle(_c.aims_metrics_create), _c.aims_metrics_destroy)
+
+    @staticmethod
+    def _labels(labels):
+        return labels.encode() if labels else None
+
+    def count(self, name, delta=1, labels=None):
+        _check(_c.aims_metrics_count(self._ptr, name.encode(), self._labels(labels), int(delta)))
+
+    def gauge(self, name, value, labels=None):
+        _check(_c.aims_metrics_gauge(self._ptr, name.encode(), self._labels(labels),
+                                     float(value)))
+
+    def observe(self, name, ns, labels=None):
+        _check(_c.aims_metrics_observe(self._ptr, name.encode(), self._labels(labels),
+                                       int(ns)))
+
+    def quantile(self, name, q, labels=None):
+        out = ctypes.c_double()
+        _check(_c.aims_metrics_quantile(self._ptr, name.encode(), self._labels(labels),
+                                        float(q), ctypes.byref(out)))
+        return out.value
+
+    def prometheus(self):
+        """The Prometheus text exposition of every metric (str)."""
+        out = ctypes.c_void_p()
+        n = ctypes.c_size_t()
+        _check(_c.aims_metrics_prometheus(self._ptr, ctypes.byref(out), ctypes.byref(n)))
+        try:
+            return ctypes.string_at(out.value, n.value).decode()
+        finally:
+            _c.aims_free(out.value)
 
 
 __version__ = version()
