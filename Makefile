@@ -13,7 +13,7 @@ ASAN_BUILD ?= build-asan
 CLANG_BUILD ?= build-clang
 TSAN_BUILD ?= build-tsan
 # Suites with threads in them; they run again under ThreadSanitizer.
-TSAN_SUITES := --suite core --suite pipeline
+TSAN_SUITES := --suite core --suite pipeline --suite orch --suite model
 DATA ?= $(CURDIR)/data-cache
 ARGS ?=
 export AIMS_DATA_DIR := $(DATA)

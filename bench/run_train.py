@@ -1,0 +1,419 @@
+#!/usr/bin/python3
+"""Training benchmark harness (issue 3, goals P1..P5): libaims against PyTorch,
+scikit-learn, fastText, liblinear and OpenBLAS sgemm.
+
+    /usr/bin/python3 bench/run_train.py [--build-dir build-bench] [--rounds 3]
+        [--goals P1sgd,P1adam,P2,P2lbfgs,P3,P4,P5] [--threads 2] [--liblinear]
+
+1. runs bench/prepare_data.py (idempotent) so every contender reads the same files;
+2. for each goal, runs every contender in its own process, rotating the order
+   every round so drift in machine speed hits all of them; each process trains
+   (or measures) --reps times; training contenders do an untimed warm-up first;
+3. pools the samples of all rounds per contender: median, min, max, n, and the
+   median test accuracy;
+4. PyTorch runs twice per round -- torch.set_num_threads(1), and 2 threads with
+   OMP_WAIT_POLICY=PASSIVE -- and the faster median is "PyTorch's best
+   configuration" every ratio is taken against (DATA.md: never a strawman);
+5. writes one JSON object per contender and goal to
+   bench/results/train-<UTC>.jsonl and bench/results/latest-train.jsonl (the
+   schema of bench/run.py plus "accuracy"), and prints a markdown table.
+
+ratio = libaims figure / peer figure. For times and latencies below 1 means
+libaims is faster (met when ratio <= target); for P4 (GFLOP/s) it is the share of
+sgemm's rate a training epoch reaches (met when ratio >= target). met also needs
+the accuracy condition of the goal (acc_rule). Every row also records each
+process's CPU time (process_cpu_s, from rusage) and the 1-minute load average
+before and after it (loadavg_1m): on a shared machine, a wall time far above the
+CPU time means the figure measures contention. OPENBLAS_* variables are recorded
+in every row (machine env and each contender's own env). By default
+(--blas-env inherit) every contender runs with the machine's OPENBLAS_* settings,
+as DATA.md asks. --blas-env native unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
+for EVERY contender (they
+are set on some of these machines to keep older OpenBLAS builds from crashing on
+some CPUs; results were checked to be correct without them here): with
+OPENBLAS_CORETYPE=Haswell forced, Debian's OpenBLAS runs AVX2 kernels on this
+AVX-512 CPU (sgemm 128x256x784 ~75 instead of ~200 GFLOP/s, PyTorch's one-row
+addmm ~70 instead of ~25 us), which is not anyone's best configuration. Tests and
+CI never change them. liblinear (about a minute per fit) runs only with
+--liblinear, once, as a reference row for P2lbfgs.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+PY = "/usr/bin/python3"
+TORCH_BEST = "pytorch-best"
+SGEMM_BEST = "openblas-sgemm-best"
+BLAS_ENV = {"native": True}
+
+
+def torch_cmds(goal, data_dir, reps):
+    base = [PY, os.path.join(HERE, "peers", "torch_train.py"), "--data-dir", data_dir,
+            "--reps", str(reps), "--goals", goal]
+    return [("pytorch-1t", base + ["--threads", "1", "--contender", "pytorch-1t"], {}),
+            ("pytorch-2t", base + ["--threads", "2", "--contender", "pytorch-2t"],
+             {"OMP_WAIT_POLICY": "PASSIVE"})]
+
+
+def aims_cmd(exe, data_dir, goal, reps, threads, *kv):
+    return [exe, data_dir, goal, str(reps), "threads=%d" % threads] + list(kv)
+
+
+# Accuracy conditions: f(acc of the row, acc of the peer, all pooled stats) -> bool.
+def within(pp):
+    return lambda a, p, st: a is not None and p is not None and a >= p - pp / 100.0
+
+
+def at_least(v):
+    return lambda a, p, st: a is not None and a >= v
+
+
+def above_peer(a, p, st):
+    return a is not None and p is not None and a > p
+
+
+def int8_drop(a, p, st):
+    fp = (st.get("libaims") or {}).get("accuracy")
+    return a is not None and fp is not None and a >= fp - 0.005
+
+
+def goals_table(exe, data_dir, args):
+    r, t = args.reps, args.threads
+    sk = os.path.join(HERE, "peers", "sklearn_train.py")
+    ft = os.path.join(HERE, "peers", "fasttext_train.py")
+    ll = os.path.join(HERE, "peers", "liblinear_train.py")
+    p1 = [("libaims", "pytorch-best", 0.7, "le", within(0.3), ">= peer - 0.3 pp"),
+          ("libaims-bf16", "pytorch-best", 0.5, "le", within(0.5), ">= peer - 0.5 pp")]
+    g = {
+        "P1sgd": {
+            "desc": "MLP 784-256-10 ReLU, batch 128, 5 epochs, SGD lr 0.1 m 0.9, Fashion-MNIST",
+            "cmds": [("libaims", aims_cmd(exe, data_dir, "P1sgd", r, t), {}),
+                     ("libaims-bf16", aims_cmd(exe, data_dir, "P1sgd", r, t, "precision=1",
+                                               "contender=libaims-bf16"), {})]
+            + torch_cmds("P1sgd", data_dir, r),
+            "compare": p1},
+        "P1adam": {
+            "desc": "MLP 784-256-10 ReLU, batch 128, 5 epochs, Adam lr 1e-3, Fashion-MNIST",
+            "cmds": [("libaims", aims_cmd(exe, data_dir, "P1adam", r, t), {}),
+                     ("libaims-bf16", aims_cmd(exe, data_dir, "P1adam", r, t, "precision=1",
+                                               "contender=libaims-bf16"), {})]
+            + torch_cmds("P1adam", data_dir, r),
+            "compare": p1},
+        "P2": {
+            "desc": "softmax regression 784-10, batch 128, 5 epochs, SGD lr 0.1 m 0.9",
+            "cmds": [("libaims", aims_cmd(exe, data_dir, "P2", r, t), {})]
+            + torch_cmds("P2", data_dir, r),
+            "compare": [("libaims", "pytorch-best", 0.25, "le", within(0.3),
+                         ">= peer - 0.3 pp")]},
+        "P2lbfgs": {
+            "desc": "softmax regression to >= 0.84 test accuracy (libaims: %s) vs "
+                    "LogisticRegression(lbfgs)" % " ".join(args.p2_opts),
+            "cmds": [("libaims", aims_cmd(exe, data_dir, "P2lbfgs", r, t, *args.p2_opts), {}),
+                     ("scikit-learn-lbfgs", [PY, sk, "--data-dir", data_dir, "--reps", str(r),
+                                             "--goals", "P2lbfgs"], {})],
+            "compare": [("libaims", "scikit-learn-lbfgs", 0.1, "le", at_least(0.84),
+                         ">= 0.84")]},
+        "P3": {
+            "desc": "fortunes topics (40), from train.tsv to trained model, %d threads" % t,
+            "cmds": [("libaims", aims_cmd(exe, data_dir, "P3", r, t, *args.p3_opts), {}),
+                     ("fasttext", [PY, ft, "--data-dir", data_dir, "--reps", str(r),
+                                   "--threads", str(t)], {}),
+                     ("scikit-learn-sgd", [PY, sk, "--data-dir", data_dir, "--reps", str(r),
+                                           "--goals", "P3"], {})],
+            "compare": [("libaims", "fasttext", 0.25, "le", within(0.0), ">= fastText"),
+                        ("libaims", "scikit-learn-sgd", 1.0, "le", above_peer, "> sklearn")]},
+        "P4": {
+            "desc": "training GFLOP/s (P1sgd fp32, %d threads) vs OpenBLAS sgemm "
+                    "128x256x784" % t,
+            "cmds": [("libaims", aims_cmd(exe, data_dir, "P4", r, t), {})],
+            "compare": [("libaims", SGEMM_BEST, 0.7, "ge",
+                         lambda a, p, st: True, "-")]},
+        "P5": {
+            "desc": "single-row predict p50 latency, trained P1sgd MLP",
+            "cmds": [("libaims", aims_cmd(exe, data_dir, "P5", 1, t, "calls=%d" % args.calls),
+                      {})]
+            + [(n, c + ["--latency-calls", str(args.calls)], e)
+               for n, c, e in torch_cmds("P5", data_dir, 1)],
+            "compare": [("libaims", "pytorch-best", 0.6, "le", lambda a, p, st: True, "-"),
+                        ("libaims-int8", "pytorch-best", 0.15, "le", int8_drop,
+                         "drop <= 0.5 pp")]},
+    }
+    if args.liblinear:
+        g["P2lbfgs"]["once"] = [("liblinear", [PY, ll, "--data-dir", data_dir], {})]
+    return g
+
+
+def run_json(cmd, extra_env, timeout):
+    """Run one contender process; return its JSON lines (an error record on failure)."""
+    if not os.access(cmd[0], os.X_OK):
+        return [{"error": "%s: not built" % cmd[0]}]
+    env = dict(os.environ)
+    if BLAS_ENV["native"]:
+        # Same for every contender (all use Debian's OpenBLAS): its own kernel choice.
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
+    env.update(extra_env)
+    # CPU time the process got (user+sys, from the children's rusage) and the load
+    # around it: on a shared machine, wall time >> CPU time shows contention.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load0 = os.getloadavg()[0]
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout, cwd=REPO, env=env)
+    except subprocess.TimeoutExpired:
+        return [{"error": "timeout after %d s: %s" % (timeout, " ".join(cmd))}]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = {"process_cpu_s": round(after.ru_utime - before.ru_utime
+                                   + after.ru_stime - before.ru_stime, 3),
+            "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+    recs = []
+    for line in p.stdout.decode(errors="replace").splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            rec.update(proc)
+            recs.append(rec)
+    if p.returncode != 0 and not recs:
+        recs.append({"error": "exit %d: %s" % (p.returncode,
+                                               p.stderr.decode(errors="replace")[-2000:])})
+    return recs
+
+
+def median(v):
+    s = sorted(v)
+    n = len(s)
+    if not n:
+        return None
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def pooled(recs):
+    samples = [x for r in recs for x in r.get("samples", [])]
+    if not samples:
+        return None
+    accs = [a for r in recs for a in r.get("accuracies", []) if a is not None]
+    if not accs:
+        accs = [r["accuracy"] for r in recs if r.get("accuracy") is not None]
+    return {"median": median(samples), "min": min(samples), "max": max(samples),
+            "n": len(samples), "accuracy": median(accs),
+            "round_medians": [r["median"] for r in recs if "median" in r],
+            "process_cpu_s": [r.get("process_cpu_s") for r in recs],
+            "loadavg_1m": [r.get("loadavg_1m") for r in recs],
+            "metric": recs[-1].get("metric"), "unit": recs[-1].get("unit")}
+
+
+def machine_info():
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "nproc": os.cpu_count(), "kernel": platform.release(),
+            "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
+
+
+def seed_args(cmd, seed):
+    """Every round trains with other seeds (the same ones on every side), so the
+    pooled accuracy is a median over seeds, not one seed's luck (about +-0.8 pp
+    for the MLP)."""
+    if cmd[0].endswith("bench_train"):
+        return ["seed=%d" % seed]
+    if any(cmd[1].endswith(s) for s in ("torch_train.py", "sklearn_train.py",
+                                        "fasttext_train.py")):
+        return ["--seed-base", str(seed)]
+    return []
+
+
+def run_goal(goal, spec, args):
+    got = {}
+    cmds = spec["cmds"]
+    for r in range(args.rounds):
+        k = r % len(cmds)
+        for name, cmd, env in cmds[k:] + cmds[:k]:
+            sys.stderr.write("[bench-train] %s round %d/%d: %s\n" % (goal, r + 1, args.rounds,
+                                                                     name))
+            for rec in run_json(cmd + seed_args(cmd, r * args.reps + 1), env, args.timeout):
+                got.setdefault(rec.get("contender", name), []).append(rec)
+    for name, cmd, env in spec.get("once", []):
+        sys.stderr.write("[bench-train] %s once: %s\n" % (goal, name))
+        for rec in run_json(cmd, env, args.timeout):
+            got.setdefault(rec.get("contender", name), []).append(rec)
+    return got
+
+
+def rows_for_goal(goal, spec, got, args, machine, stamp):
+    errs = {who: [r["error"] for r in recs if "error" in r] for who, recs in got.items()}
+    good = {who: [r for r in recs if "error" not in r] for who, recs in got.items()}
+    st = {who: pooled(recs) for who, recs in good.items()}
+    # PyTorch's best configuration: the faster (lower median) of its runs.
+    torch_names = [n for n in ("pytorch-1t", "pytorch-2t") if st.get(n)]
+    best_torch = min(torch_names, key=lambda n: st[n]["median"]) if torch_names else None
+    if best_torch:
+        st[TORCH_BEST] = st[best_torch]
+    # P4 compares with the faster sgemm figure (1 or 2 threads): the stricter test.
+    sgemm_names = [n for n in st if n.startswith("openblas-sgemm-") and st[n]]
+    best_sgemm = max(sgemm_names, key=lambda n: st[n]["median"]) if sgemm_names else None
+    if best_sgemm:
+        st[SGEMM_BEST] = st[best_sgemm]
+    comps = {}
+    for who, peer, target, direction, acc_rule, acc_text in spec["compare"]:
+        a, p = st.get(who), st.get(peer)
+        ratio = a["median"] / p["median"] if a and p and p["median"] else None
+        acc_ok = bool(a and p and acc_rule(a["accuracy"], p["accuracy"], st)) if a else False
+        if ratio is None:
+            met = False
+        elif direction == "le":
+            met = ratio <= target and acc_ok
+        else:
+            met = ratio >= target and acc_ok
+        real_peer = {TORCH_BEST: best_torch, SGEMM_BEST: best_sgemm}.get(peer, peer)
+        comps.setdefault(who, []).append({
+            "peer": real_peer, "ratio": ratio,
+            "target": ("<= %g" if direction == "le" else ">= %g") % target,
+            "accuracy_target": acc_text, "accuracy_ok": acc_ok, "met": met})
+    rows = []
+    for who in sorted(set(got) | set(st)):
+        if who in (TORCH_BEST, SGEMM_BEST):
+            continue
+        s = st.get(who) or {}
+        last = (good.get(who) or [{}])[-1]
+        env = dict(machine)
+        env.update(last.get("env", {}))
+        cs = comps.get(who) or [None]
+        for c in cs:
+            row = {"goal": goal, "description": spec["desc"], "contender": who,
+                   "metric": s.get("metric") or last.get("metric"), "median": s.get("median"),
+                   "min": s.get("min"), "max": s.get("max"), "unit": s.get("unit"),
+                   "accuracy": s.get("accuracy"),
+                   "ratio": c["ratio"] if c else None,
+                   "peer": c["peer"] if c else None,
+                   "target": c["target"] if c else None,
+                   "accuracy_target": c["accuracy_target"] if c else None,
+                   "met": c["met"] if c else None,
+                   "outputs_equal": None, "n": s.get("n", 0), "rounds": args.rounds,
+                   "reps": args.reps, "round_medians": s.get("round_medians"),
+                   "process_cpu_s": s.get("process_cpu_s"), "loadavg_1m": s.get("loadavg_1m"),
+                   "best_config": (who == best_torch) if who.startswith("pytorch") else None,
+                   "env": env, "timestamp": stamp}
+            for k in ("version", "train_gflops", "p90_us", "calls", "variant",
+                      "fp32_accuracy", "n_iter"):
+                if k in last:
+                    row[k] = last[k]
+            if errs.get(who):
+                row["error"] = errs[who][0]
+            rows.append(row)
+    return rows
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return "%.1f" % v
+    return "%.3f" % v if abs(v) >= 1 else "%.4f" % v
+
+
+def main():
+    ap = argparse.ArgumentParser(description="libaims training benchmark")
+    ap.add_argument("--build-dir", default="build-bench")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2, help="libaims / fastText threads")
+    ap.add_argument("--calls", type=int, default=20000, help="P5 latency calls")
+    ap.add_argument("--goals", default="P1sgd,P1adam,P2,P2lbfgs,P3,P4,P5")
+    ap.add_argument("--p2-opts", default="optimizer=1,lr=0.002,epochs=5",
+                    help="libaims settings for P2lbfgs (time to 0.84), comma-separated")
+    ap.add_argument("--p3-opts", default="", help="extra bench_train key=value for P3")
+    ap.add_argument("--liblinear", action="store_true", help="also run liblinear -s 0 once")
+    ap.add_argument("--blas-env", choices=("native", "inherit"), default="inherit",
+                    help="native: run every contender with OPENBLAS_CORETYPE and "
+                         "OPENBLAS_L2_SIZE unset (OpenBLAS picks its kernel for this CPU); "
+                         "inherit: keep them as set")
+    ap.add_argument("--results-dir", default=os.path.join(HERE, "results"))
+    ap.add_argument("--timeout", type=int, default=900)
+    args = ap.parse_args()
+    BLAS_ENV["native"] = args.blas_env == "native"
+    if args.rounds < 1 or args.reps < 1:
+        sys.exit("run_train.py: --rounds and --reps must be >= 1")
+    args.p2_opts = [s for s in args.p2_opts.split(",") if s]
+    args.p3_opts = [s for s in args.p3_opts.split(",") if s]
+
+    data_dir = subprocess.run([PY, os.path.join(HERE, "prepare_data.py")], check=True,
+                              stdout=subprocess.PIPE, cwd=REPO).stdout.decode().strip()
+    build = args.build_dir if os.path.isabs(args.build_dir) else os.path.join(REPO,
+                                                                               args.build_dir)
+    exe = os.path.join(build, "bench", "bench_train")
+    if not os.access(exe, os.X_OK):
+        sys.stderr.write("run_train.py: %s not built (ninja -C %s)\n" % (exe, args.build_dir))
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    machine = machine_info()
+    machine["blas_env"] = args.blas_env
+    table = goals_table(exe, data_dir, args)
+    rows = []
+    for goal in args.goals.split(","):
+        if goal not in table:
+            sys.exit("run_train.py: unknown goal %r (one of %s)" % (goal, ", ".join(table)))
+        got = run_goal(goal, table[goal], args)
+        rows.extend(rows_for_goal(goal, table[goal], got, args, machine, stamp))
+
+    os.makedirs(args.results_dir, exist_ok=True)
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    path = os.path.join(args.results_dir, "train-%s.jsonl" % stamp)
+    for p in (path, os.path.join(args.results_dir, "latest-train.jsonl")):
+        with open(p + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(p + ".tmp", p)
+
+    print("| goal | contender | metric | median | min | max | n | accuracy | vs | ratio "
+          "| target | accuracy target | met |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- "
+          "| --- |")
+    failures = 0
+    for r in rows:
+        met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        name = r["contender"] + (" (error)" if "error" in r else "")
+        if r.get("best_config"):
+            name += " (best)"
+        print("| %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |"
+              % (r["goal"], name, "%s [%s]" % (r["metric"], r["unit"]), fmt(r["median"]),
+                 fmt(r["min"]), fmt(r["max"]), r["n"],
+                 "%.4f" % r["accuracy"] if r["accuracy"] is not None else "-",
+                 r["peer"] or "", "%.3f" % r["ratio"] if r["ratio"] is not None else "",
+                 r["target"] or "", r["accuracy_target"] or "", met))
+        failures += 1 if "error" in r else 0
+    print("\nCPU: %s, %s cores, load at start %s; OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s "
+          "in the environment, %s for the contenders; results: %s"
+          % (machine["cpu"], machine["nproc"], machine["loadavg_at_start"],
+             machine["OPENBLAS_CORETYPE"], machine["OPENBLAS_L2_SIZE"],
+             "unset" if args.blas_env == "native" else "kept",
+             os.path.relpath(path, REPO)))
+    loads = [l for r in rows for pair in (r.get("loadavg_1m") or []) if pair for l in pair]
+    if loads:
+        print("1-minute load average during the run: median %.2f, max %.2f on %s cores%s"
+              % (median(loads), max(loads), machine["nproc"],
+                 " -- the machine was shared: timings are inflated and noisy"
+                 if median(loads) > 1.5 * (machine["nproc"] or 1) else ""))
+    for r in rows:
+        if "error" in r:
+            print("error: %s %s: %s" % (r["goal"], r["contender"], r["error"][:300]))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
