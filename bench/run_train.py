@@ -89,21 +89,18 @@ def goals_table(exe, data_dir, args):
     sk = os.path.join(HERE, "peers", "sklearn_train.py")
     ft = os.path.join(HERE, "peers", "fasttext_train.py")
     ll = os.path.join(HERE, "peers", "liblinear_train.py")
-    p1 = [("libaims", "pytorch-best", 0.7, "le", within(0.3), ">= peer - 0.3 pp"),
-          ("libaims-bf16", "pytorch-best", 0.5, "le", within(0.5), ">= peer - 0.5 pp")]
+    # The bf16 half of P1 (<= 0.5x) has no contender: AIMS_MODEL_PRECISION=1 is not
+    # implemented yet and would only re-run the fp32 path (see README).
+    p1 = [("libaims", "pytorch-best", 0.7, "le", within(0.3), ">= peer - 0.3 pp")]
     g = {
         "P1sgd": {
             "desc": "MLP 784-256-10 ReLU, batch 128, 5 epochs, SGD lr 0.1 m 0.9, Fashion-MNIST",
-            "cmds": [("libaims", aims_cmd(exe, data_dir, "P1sgd", r, t), {}),
-                     ("libaims-bf16", aims_cmd(exe, data_dir, "P1sgd", r, t, "precision=1",
-                                               "contender=libaims-bf16"), {})]
+            "cmds": [("libaims", aims_cmd(exe, data_dir, "P1sgd", r, t), {})]
             + torch_cmds("P1sgd", data_dir, r),
             "compare": p1},
         "P1adam": {
             "desc": "MLP 784-256-10 ReLU, batch 128, 5 epochs, Adam lr 1e-3, Fashion-MNIST",
-            "cmds": [("libaims", aims_cmd(exe, data_dir, "P1adam", r, t), {}),
-                     ("libaims-bf16", aims_cmd(exe, data_dir, "P1adam", r, t, "precision=1",
-                                               "contender=libaims-bf16"), {})]
+            "cmds": [("libaims", aims_cmd(exe, data_dir, "P1adam", r, t), {})]
             + torch_cmds("P1adam", data_dir, r),
             "compare": p1},
         "P2": {

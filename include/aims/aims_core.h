@@ -216,7 +216,7 @@ typedef enum aims_param {
     AIMS_MODEL_LOSS = 401,          /**< [loss] i64: 0 auto (classes: cross-entropy, targets: MSE), 1 cross-entropy, 2 MSE; default 0 */
     AIMS_MODEL_EMBED_DIM = 402,     /**< [embed_dim] i64: TEXT embedding width; default 50 */
     AIMS_MODEL_THREADS = 403,       /**< [model_threads] i64: threads for predict/evaluate, 0 = cores; default 1 */
-    AIMS_MODEL_PRECISION = 404,     /**< [precision] i64: GEMMs in training: 0 fp32, 1 bf16 (fp32 master weights; falls back to fp32 without AVX-512 BF16); default 0 */
+    AIMS_MODEL_PRECISION = 404,     /**< [precision] i64: GEMMs in training: 0 fp32; 1 asks for bf16 GEMMs with fp32 master weights -- NOT IMPLEMENTED YET: accepted, stored, and training runs in fp32 (issue 3 note); default 0 */
 
     /* --- trainer parameters (aims_trainer_set_param_*) ---------------------- */
     AIMS_TRAIN_OPTIMIZER = 500,     /**< [optimizer] i64: 0 SGD (momentum), 1 Adam, 2 AdamW; default 0 */
