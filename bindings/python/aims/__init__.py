@@ -874,7 +874,35 @@ def _step_kind(kind):
     return int(kind)
 
 
-class Pipeline(_Handle):
+class _Stored:
+    """save/load/parse for the objects kept in container files (pipelines, models,
+    bundles): the C functions are aims_<object>_{save,load,parse} and, where it
+    exists, aims_<object>_errmsg."""
+
+    _c_prefix = None
+
+    def save(self, path):
+        """Write the object to path (atomic: temp file + rename)."""
+        ptr = self._ptr
+        name = self._c_prefix + "_errmsg"
+        errmsg = getattr(_c, name) if name in _lib.PROTOTYPES else None
+        _check(getattr(_c, self._c_prefix + "_save")(ptr, _path(path)), errmsg, ptr)
+
+    @classmethod
+    def load(cls, path):
+        """Load an object saved with save()."""
+        return cls._wrap(_new_handle(getattr(_c, cls._c_prefix + "_load"), _path(path)))
+
+    @classmethod
+    def parse(cls, data):
+        """Load an object from the bytes of a saved file."""
+        ptr_arg, size, keep = _bytes_arg(data)
+        out = _new_handle(getattr(_c, cls._c_prefix + "_parse"), ptr_arg, size)
+        del keep
+        return cls._wrap(out)
+
+
+class Pipeline(_Stored, _Handle):
     """Preprocessing steps with fitted state (aims_pipeline).
 
     >>> p = Pipeline()
@@ -883,6 +911,7 @@ class Pipeline(_Handle):
     """
 
     _kind = "Pipeline"
+    _c_prefix = "aims_pipeline"
 
     def __init__(self, steps=()):
         self._adopt(_new_handle(_c.aims_pipeline_create), _c.aims_pipeline_destroy)
@@ -1043,22 +1072,6 @@ class Pipeline(_Handle):
         return Dataset._wrap(out)
 
     # ---- persistence -----------------------------------------------------------
-    def save(self, path):
-        """Save steps, parameters and fitted state (atomic write)."""
-        ptr = self._ptr
-        _check(_c.aims_pipeline_save(ptr, _path(path)), _c.aims_pipeline_errmsg, ptr)
-
-    @classmethod
-    def load(cls, path):
-        return cls._wrap(_new_handle(_c.aims_pipeline_load, _path(path)))
-
-    @classmethod
-    def parse(cls, data):
-        """Load a pipeline from the bytes of a saved file."""
-        ptr_arg, size, keep = _bytes_arg(data)
-        out = _new_handle(_c.aims_pipeline_parse, ptr_arg, size)
-        del keep
-        return cls._wrap(out)
 
     def __repr__(self):
         if self.closed:
@@ -1196,7 +1209,7 @@ class Eval(_Handle):
         return "<aims.Eval %r>" % self.as_dict()
 
 
-class Model(_Handle):
+class Model(_Stored, _Handle):
     """A model (aims_model): linear, logistic, softmax, MLP or TEXT.
 
     >>> m = Model("mlp", 784, 10, hidden=[256], activation="relu")
@@ -1210,6 +1223,7 @@ class Model(_Handle):
     """
 
     _kind = "Model"
+    _c_prefix = "aims_model"
 
     def __init__(self, kind, input_dim, output_dim, hidden=(), activation="relu", **params):
         ptr = _new_handle(_c.aims_model_create, _enum(kind, _MODEL_KINDS, "model kind"),
@@ -1315,20 +1329,6 @@ class Model(_Handle):
         return Model._wrap(_new_handle(_c.aims_model_quantize, self._ptr,
                                        _dataset_ptr(calib)))
 
-    def save(self, path):
-        ptr = self._ptr
-        _check(_c.aims_model_save(ptr, _path(path)), _c.aims_model_errmsg, ptr)
-
-    @classmethod
-    def load(cls, path):
-        return cls._wrap(_new_handle(_c.aims_model_load, _path(path)))
-
-    @classmethod
-    def parse(cls, data):
-        ptr_arg, size, keep = _bytes_arg(data)
-        out = _new_handle(_c.aims_model_parse, ptr_arg, size)
-        del keep
-        return cls._wrap(out)
 
     # ---- convenience -------------------------------------------------------------
     def fit(self, train, val=None, progress=None, **trainer_params):
@@ -1483,7 +1483,7 @@ class Trainer(_Handle):
         return "<aims.Trainer epoch=%g step=%g>" % (self.stat("epoch"), self.stat("step"))
 
 
-class Bundle(_Handle):
+class Bundle(_Stored, _Handle):
     """A fitted pipeline (or none) + a trained model + metadata, in one file.
 
     >>> b = Bundle(pipeline, model, name="fmnist", version="1")
@@ -1492,6 +1492,7 @@ class Bundle(_Handle):
     """
 
     _kind = "Bundle"
+    _c_prefix = "aims_bundle"
 
     def __init__(self, pipeline, model, **meta):
         pp = None
@@ -1537,19 +1538,6 @@ class Bundle(_Handle):
         p._adopt(ptr, _noop_destroy, self._owner)
         return p
 
-    def save(self, path):
-        _check(_c.aims_bundle_save(self._ptr, _path(path)))
-
-    @classmethod
-    def load(cls, path):
-        return cls._wrap(_new_handle(_c.aims_bundle_load, _path(path)))
-
-    @classmethod
-    def parse(cls, data):
-        ptr_arg, size, keep = _bytes_arg(data)
-        out = _new_handle(_c.aims_bundle_parse, ptr_arg, size)
-        del keep
-        return cls._wrap(out)
 
     def _out_dim(self):
         return int(_c.aims_model_output_dim(_c.aims_bundle_model(self._ptr)))
