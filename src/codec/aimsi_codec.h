@@ -134,6 +134,21 @@ aims_status aimsi_cr_section(aimsi_creader *r, uint32_t tag, size_t max_len, voi
 /* zstd version the library runs with, e.g. "1.5.4" (static storage). */
 const char *aimsi_codec_zstd_version(void);
 
+/* ---- zstd one-shot helpers (src/codec only; allocator-hooked) -------------------- */
+
+/* Compress len bytes into dst (cap bytes) as one zstd frame with content size and
+ * checksum. AIMS_E_RANGE (no message) when the frame would not fit in cap, so a
+ * caller passing cap = len - 1 learns "not worth it"; AIMS_E_NOMEM, AIMS_E_BACKEND. */
+aims_status aimsi_zstd_compress(const void *src, size_t len, int level, void *dst, size_t cap,
+                                size_t *out_len);
+/* NULL when [src, src+stored) is exactly one checksummed zstd frame whose content
+ * size is raw and which can plausibly expand to it; else why not (static text). */
+const char *aimsi_zstd_frame_problem(const void *src, size_t stored, uint64_t raw);
+/* Decode a frame (checked with aimsi_zstd_frame_problem) into dst of exactly raw
+ * bytes. AIMS_E_NOMEM or AIMS_E_CORRUPT with *why set (no message recorded). */
+aims_status aimsi_zstd_decompress(const void *src, size_t stored, void *dst, size_t raw,
+                                  const char **why);
+
 /* ---- files ------------------------------------------------------------------------- */
 
 /* Read a whole file; AIMS_E_NOTFOUND, AIMS_E_IO, AIMS_E_RANGE (> max_bytes). */

@@ -28,6 +28,12 @@
  *   (product(dims) x element size bytes; BYTES: element size 1).
  * ERROR frames carry a UTF-8 message (<= 1024 bytes) as the raw payload.
  *
+ * Rules the layout implies: requests carry status 0; PING/PONG/CANCEL carry no
+ * payload; ERROR messages are valid UTF-8 without NUL; the encoder sets the
+ * flags itself (zstd level 1, only when smaller). Tensor data is 8-aligned
+ * relative to the payload start, not in memory (the payload starts at 44 + S +
+ * M): readers must not assume aligned pointers.
+ *
  * Decoding never trusts a length: every size is checked against the bytes
  * present and against caps (max frame size is the caller's, e.g. a node setting)
  * before any allocation. Decoded tensors BORROW the decoded payload buffer (zero

@@ -37,7 +37,9 @@
  *
  * zstd's working memory goes through the allocator hook (ZSTD_customMem),
  * so allocation-failure tests reach inside zstd too; zstd reports those as
- * memory_allocation errors, which map to AIMS_E_NOMEM.
+ * memory_allocation errors, which map to AIMS_E_NOMEM. The one-shot helpers
+ * aimsi_zstd_compress / _frame_problem / _decompress live here too, next to
+ * that hook, so the wire frames (frame.c) share the hook and the frame checks.
  */
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_customMem, *_advanced, ZSTD_getFrameHeader */
 #include <zstd.h>
@@ -134,6 +136,91 @@ static ZSTD_customMem zstd_mem(void)
 static aims_status zstd_status(size_t rc, aims_status otherwise)
 {
     return ZSTD_getErrorCode(rc) == ZSTD_error_memory_allocation ? AIMS_E_NOMEM : otherwise;
+}
+
+/* ---- shared one-shot zstd helpers (declared in aimsi_codec.h; frame.c uses them) -- */
+
+aims_status aimsi_zstd_compress(const void *src, size_t len, int level, void *dst, size_t cap,
+                                size_t *out_len)
+{
+    ZSTD_CCtx *const cctx = ZSTD_createCCtx_advanced(zstd_mem());
+    if (cctx == NULL) {
+        return aimsi_err(NULL, AIMS_E_NOMEM, "zstd: out of memory for a compression context");
+    }
+    size_t rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+    if (!ZSTD_isError(rc)) {
+        rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+    }
+    if (!ZSTD_isError(rc)) {
+        rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
+    }
+    if (!ZSTD_isError(rc)) {
+        rc = ZSTD_compress2(cctx, dst, cap, src, len);
+    }
+    ZSTD_freeCCtx(cctx);
+    if (ZSTD_isError(rc)) {
+        /* Not fitting is an answer, not an error: the caller stores the bytes raw. */
+        if (ZSTD_getErrorCode(rc) == ZSTD_error_dstSize_tooSmall) {
+            return AIMS_E_RANGE;
+        }
+        return aimsi_err(NULL, zstd_status(rc, AIMS_E_BACKEND), "zstd: compressing %zu bytes: %s",
+                         len, ZSTD_getErrorName(rc));
+    }
+    *out_len = rc;
+    return AIMS_OK;
+}
+
+const char *aimsi_zstd_frame_problem(const void *src, size_t stored, uint64_t raw)
+{
+    ZSTD_frameHeader fh;
+    if (ZSTD_getFrameHeader(&fh, src, stored) != 0) {
+        return "no valid zstd frame header";
+    }
+    if (fh.frameType != ZSTD_frame) {
+        return "a skippable frame instead of data";
+    }
+    if (fh.frameContentSize == ZSTD_CONTENTSIZE_UNKNOWN) {
+        return "a zstd frame without content size";
+    }
+    if (fh.frameContentSize != raw) {
+        return "a zstd frame whose content size differs from the declared raw size";
+    }
+    if (fh.checksumFlag == 0) {
+        return "a zstd frame without checksum";
+    }
+    if (ZSTD_findFrameCompressedSize(src, stored) != stored) {
+        return "a truncated zstd frame or bytes after it";
+    }
+    /* Refuse before anyone allocates: every block has a 3-byte header and yields
+     * at most ZSTD_BLOCKSIZE_MAX bytes, so these bytes cannot expand to raw.
+     * (ZSTD_decompressBound would just trust the frame's own size field.) */
+    if (stored / 3 < UINT64_MAX / ZSTD_BLOCKSIZE_MAX &&
+        (uint64_t)(stored / 3) * ZSTD_BLOCKSIZE_MAX < raw) {
+        return "a zstd frame too short for its content size";
+    }
+    return NULL;
+}
+
+aims_status aimsi_zstd_decompress(const void *src, size_t stored, void *dst, size_t raw,
+                                  const char **why)
+{
+    uint8_t dummy[1];
+    ZSTD_DCtx *const dctx = ZSTD_createDCtx_advanced(zstd_mem());
+    if (dctx == NULL) {
+        *why = "out of memory for a zstd context";
+        return AIMS_E_NOMEM;
+    }
+    const size_t rc = ZSTD_decompressDCtx(dctx, raw > 0 ? dst : dummy, raw, src, stored);
+    ZSTD_freeDCtx(dctx);
+    if (ZSTD_isError(rc)) {
+        *why = ZSTD_getErrorName(rc);
+        return zstd_status(rc, AIMS_E_CORRUPT);
+    }
+    if (rc != raw) {
+        *why = "decoded size differs from the declared raw size";
+        return AIMS_E_CORRUPT;
+    }
+    return AIMS_OK;
 }
 
 /* Printable form of a tag for messages: "META" or "0x1234abcd". */
@@ -625,30 +712,7 @@ int aimsi_cr_has(const aimsi_creader *r, uint32_t tag)
 static aims_status cr_check_frame(const aimsi_creader *r, const section *s)
 {
     char tb[16];
-    const uint8_t *const src = r->data + s->off;
-    const size_t stored = (size_t)s->stored;
-    ZSTD_frameHeader fh;
-    const size_t hrc = ZSTD_getFrameHeader(&fh, src, stored);
-    const char *why = NULL;
-    if (hrc != 0) {
-        why = "no valid zstd frame header";
-    } else if (fh.frameType != ZSTD_frame) {
-        why = "a skippable frame instead of data";
-    } else if (fh.frameContentSize == ZSTD_CONTENTSIZE_UNKNOWN) {
-        why = "a zstd frame without content size";
-    } else if (fh.frameContentSize != s->raw) {
-        why = "a zstd frame whose content size differs from the table's raw size";
-    } else if (fh.checksumFlag == 0) {
-        why = "a zstd frame without checksum";
-    } else if (ZSTD_findFrameCompressedSize(src, stored) != stored) {
-        why = "a truncated zstd frame or bytes after it";
-    } else if (stored / 3 < UINT64_MAX / ZSTD_BLOCKSIZE_MAX &&
-               (uint64_t)(stored / 3) * ZSTD_BLOCKSIZE_MAX < s->raw) {
-        /* Refuse before allocating: every block has a 3-byte header and yields at
-         * most ZSTD_BLOCKSIZE_MAX bytes, so these bytes cannot expand to raw.
-         * (ZSTD_decompressBound would just trust the frame's own size field.) */
-        why = "a zstd frame too short for its content size";
-    }
+    const char *const why = aimsi_zstd_frame_problem(r->data + s->off, (size_t)s->stored, s->raw);
     if (why != NULL) {
         return aimsi_err(NULL, AIMS_E_CORRUPT, "%s: byte %llu: section '%s' holds %s", r->name,
                          (unsigned long long)s->off, tag_text(s->tag, tb), why);
@@ -659,24 +723,12 @@ static aims_status cr_check_frame(const aimsi_creader *r, const section *s)
 static aims_status cr_decode(const aimsi_creader *r, const section *s, uint8_t *dst)
 {
     char tb[16];
-    uint8_t dummy[1];
-    ZSTD_DCtx *const dctx = ZSTD_createDCtx_advanced(zstd_mem());
-    if (dctx == NULL) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "%s: out of memory for a zstd context", r->name);
-    }
-    const size_t raw = (size_t)s->raw;
-    const size_t rc = ZSTD_decompressDCtx(dctx, raw > 0 ? dst : dummy, raw, r->data + s->off,
-                                          (size_t)s->stored);
-    ZSTD_freeDCtx(dctx);
-    if (ZSTD_isError(rc)) {
-        return aimsi_err(NULL, zstd_status(rc, AIMS_E_CORRUPT),
-                         "%s: byte %llu: section '%s' does not decode: %s", r->name,
-                         (unsigned long long)s->off, tag_text(s->tag, tb), ZSTD_getErrorName(rc));
-    }
-    if (rc != raw) {
-        return aimsi_err(NULL, AIMS_E_CORRUPT,
-                         "%s: byte %llu: section '%s' decodes to %zu bytes, expected %zu",
-                         r->name, (unsigned long long)s->off, tag_text(s->tag, tb), rc, raw);
+    const char *why = NULL;
+    const aims_status rc =
+        aimsi_zstd_decompress(r->data + s->off, (size_t)s->stored, dst, (size_t)s->raw, &why);
+    if (rc != AIMS_OK) {
+        return aimsi_err(NULL, rc, "%s: byte %llu: section '%s' does not decode: %s", r->name,
+                         (unsigned long long)s->off, tag_text(s->tag, tb), why);
     }
     return AIMS_OK;
 }
