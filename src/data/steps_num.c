@@ -98,87 +98,65 @@ static void copy_outside(const aimsi_step *s, const float *src, float *dst)
     memcpy(dst + s->c1, src + s->c1, (s->in_w - s->c1) * sizeof(float));
 }
 
-static void k_standardize(const aimsi_step *s, const float *src, float *dst, size_t n)
+/* The width-preserving steps share one row driver: copy the untouched columns,
+ * then hand the selected span [c0, c1) of each row to the step's span function.
+ * The indirect call is once per row (hundreds of columns), so it costs nothing
+ * next to the loop it calls, which the compiler vectorises on its own. */
+typedef void (*span_fn)(const aimsi_step *s, const float *in, float *o, size_t m);
+
+static void for_each_row(const aimsi_step *s, const float *src, float *dst, size_t n,
+                         span_fn fn)
 {
     const size_t m = s->c1 - s->c0;
+    for (size_t r = 0; r < n; r++) {
+        const float *in = src + r * s->in_w;
+        float *o = dst + r * s->out_w;
+        copy_outside(s, in, o);
+        fn(s, in + s->c0, o + s->c0, m);
+    }
+}
+
+static void span_standardize(const aimsi_step *s, const float *in, float *o, size_t m)
+{
     const double *mean = s->a;
     const double *inv = s->b;
-    for (size_t r = 0; r < n; r++) {
-        const float *in = src + r * s->in_w;
-        float *o = dst + r * s->out_w;
-        copy_outside(s, in, o);
-        in += s->c0;
-        o += s->c0;
-        for (size_t j = 0; j < m; j++) {
-            o[j] = (float)(((double)in[j] - mean[j]) * inv[j]);
-        }
+    for (size_t j = 0; j < m; j++) {
+        o[j] = (float)(((double)in[j] - mean[j]) * inv[j]);
     }
 }
 
-static void k_minmax(const aimsi_step *s, const float *src, float *dst, size_t n)
+static void span_minmax(const aimsi_step *s, const float *in, float *o, size_t m)
 {
-    const size_t m = s->c1 - s->c0;
     const double lo = aimsi_sp(s, AIMS_STEP_LOW);
-    for (size_t r = 0; r < n; r++) {
-        const float *in = src + r * s->in_w;
-        float *o = dst + r * s->out_w;
-        copy_outside(s, in, o);
-        in += s->c0;
-        o += s->c0;
-        for (size_t j = 0; j < m; j++) {
-            o[j] = (float)(((double)in[j] - s->a[j]) * s->b[j] + lo);
-        }
+    for (size_t j = 0; j < m; j++) {
+        o[j] = (float)(((double)in[j] - s->a[j]) * s->b[j] + lo);
     }
 }
 
-static void k_impute(const aimsi_step *s, const float *src, float *dst, size_t n)
+static void span_impute(const aimsi_step *s, const float *in, float *o, size_t m)
 {
-    const size_t m = s->c1 - s->c0;
-    for (size_t r = 0; r < n; r++) {
-        const float *in = src + r * s->in_w;
-        float *o = dst + r * s->out_w;
-        copy_outside(s, in, o);
-        in += s->c0;
-        o += s->c0;
-        for (size_t j = 0; j < m; j++) {
-            const float v = in[j];
-            o[j] = isnan(v) ? (float)s->a[j] : v;
-        }
+    for (size_t j = 0; j < m; j++) {
+        const float v = in[j];
+        o[j] = isnan(v) ? (float)s->a[j] : v;
     }
 }
 
-static void k_clip(const aimsi_step *s, const float *src, float *dst, size_t n)
+static void span_clip(const aimsi_step *s, const float *in, float *o, size_t m)
 {
-    const size_t m = s->c1 - s->c0;
     const float lo = (float)aimsi_sp(s, AIMS_STEP_LOW);
     const float hi = (float)aimsi_sp(s, AIMS_STEP_HIGH);
-    for (size_t r = 0; r < n; r++) {
-        const float *in = src + r * s->in_w;
-        float *o = dst + r * s->out_w;
-        copy_outside(s, in, o);
-        in += s->c0;
-        o += s->c0;
-        for (size_t j = 0; j < m; j++) {
-            const float v = in[j];
-            /* comparisons with NaN are false, so NaN passes through */
-            o[j] = v < lo ? lo : (v > hi ? hi : v);
-        }
+    for (size_t j = 0; j < m; j++) {
+        const float v = in[j];
+        /* comparisons with NaN are false, so NaN passes through */
+        o[j] = v < lo ? lo : (v > hi ? hi : v);
     }
 }
 
-static void k_scale(const aimsi_step *s, const float *src, float *dst, size_t n)
+static void span_scale(const aimsi_step *s, const float *in, float *o, size_t m)
 {
-    const size_t m = s->c1 - s->c0;
     const double f = aimsi_sp(s, AIMS_STEP_FACTOR);
-    for (size_t r = 0; r < n; r++) {
-        const float *in = src + r * s->in_w;
-        float *o = dst + r * s->out_w;
-        copy_outside(s, in, o);
-        in += s->c0;
-        o += s->c0;
-        for (size_t j = 0; j < m; j++) {
-            o[j] = (float)((double)in[j] * f);
-        }
+    for (size_t j = 0; j < m; j++) {
+        o[j] = (float)((double)in[j] * f);
     }
 }
 
@@ -216,12 +194,12 @@ static void k_onehot(const aimsi_step *s, const float *src, float *dst, size_t n
 static void apply_block(const aimsi_step *s, const float *src, float *dst, size_t n)
 {
     switch (s->kind) {
-    case AIMS_STEP_STANDARDIZE: k_standardize(s, src, dst, n); break;
-    case AIMS_STEP_MINMAX: k_minmax(s, src, dst, n); break;
-    case AIMS_STEP_IMPUTE: k_impute(s, src, dst, n); break;
-    case AIMS_STEP_CLIP: k_clip(s, src, dst, n); break;
+    case AIMS_STEP_STANDARDIZE: for_each_row(s, src, dst, n, span_standardize); break;
+    case AIMS_STEP_MINMAX: for_each_row(s, src, dst, n, span_minmax); break;
+    case AIMS_STEP_IMPUTE: for_each_row(s, src, dst, n, span_impute); break;
+    case AIMS_STEP_CLIP: for_each_row(s, src, dst, n, span_clip); break;
     case AIMS_STEP_ONEHOT: k_onehot(s, src, dst, n); break;
-    case AIMS_STEP_SCALE: k_scale(s, src, dst, n); break;
+    case AIMS_STEP_SCALE: for_each_row(s, src, dst, n, span_scale); break;
     default: break;
     }
 }
