@@ -36,6 +36,8 @@
 
 #include <aims/aims.h>
 
+#include "bench_util.h"
+
 #define SAMPLE_ROWS 100
 #define MAX_REPS 1000
 
@@ -61,44 +63,6 @@ typedef struct load_ctx {
     const aims_loadopts *opts;
     aims_dataset *out;
 } load_ctx;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a;
-    const double y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median_of(const double *v, size_t n)
-{
-    double tmp[MAX_REPS];
-    memcpy(tmp, v, n * sizeof *v);
-    qsort(tmp, n, sizeof *tmp, cmp_double);
-    return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
-}
-
-/* JSON string body with the escapes JSON requires (messages may hold paths). */
-static void json_str(const char *s)
-{
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            printf("\\%c", *p);
-        } else if (*p < 0x20) {
-            printf("\\u%04x", *p);
-        } else {
-            putchar(*p);
-        }
-    }
-    putchar('"');
-}
 
 static void json_env(void)
 {
@@ -152,6 +116,8 @@ static void emit_times(const char *goal, const char *metric, const double *t, in
 {
     double lo = t[0];
     double hi = t[0];
+    double sorted[MAX_REPS];
+    memcpy(sorted, t, (size_t)reps * sizeof *t);
     printf("{\"goal\": \"%s\", \"contender\": \"libaims\", \"metric\": \"%s\", \"unit\": \"s\", "
            "\"samples\": [",
            goal, metric);
@@ -161,7 +127,7 @@ static void emit_times(const char *goal, const char *metric, const double *t, in
         hi = t[i] > hi ? t[i] : hi;
     }
     printf("], \"median\": %.9f, \"min\": %.9f, \"max\": %.9f, \"n\": %d, \"check\": %s, ",
-           median_of(t, (size_t)reps), lo, hi, reps, check_json);
+           median_sort(sorted, (size_t)reps), lo, hi, reps, check_json);
     json_env();
     printf("}\n");
     fflush(stdout);

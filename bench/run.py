@@ -21,12 +21,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
+
+from benchlib import machine_info
 
 import numpy as np
 
@@ -65,22 +66,6 @@ def run_json(cmd, timeout):
     if p.stderr and p.returncode != 0:
         sys.stderr.write(p.stderr.decode(errors="replace")[-2000:])
     return recs
-
-
-def machine_info():
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "nproc": os.cpu_count(), "kernel": platform.release(),
-            "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
-            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
 
 
 # ---------------------------------------------------------------------------

@@ -41,10 +41,11 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
+
+from benchlib import machine_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -207,22 +208,6 @@ def pooled(recs):
             "process_cpu_s": [r.get("process_cpu_s") for r in recs],
             "loadavg_1m": [r.get("loadavg_1m") for r in recs],
             "metric": recs[-1].get("metric"), "unit": recs[-1].get("unit")}
-
-
-def machine_info():
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "nproc": os.cpu_count(), "kernel": platform.release(),
-            "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
-            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
 
 
 def seed_args(cmd, seed):
