@@ -22,7 +22,8 @@ export AIMS_DATA_DIR := $(DATA)
 PKGS_BUILD := meson ninja-build pkg-config gcc clang libopenblas-dev libzstd-dev \
               libcmocka-dev python3 python3-numpy gzip binutils
 PKGS_DATA  := dataset-fashion-mnist fortunes fortunes-min python3-sklearn
-PKGS_BENCH := python3-pandas python3-threadpoolctl python3-torch fasttext liblinear-tools
+PKGS_BENCH := python3-pandas python3-threadpoolctl python3-torch fasttext liblinear-tools \
+              libzmq3-dev libnng-dev
 
 FMNIST_SRC := /usr/share/datasets/fashion-mnist
 FMNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte \

@@ -2,7 +2,8 @@
 # Assumes `make setup` already installed the Debian packages (python3-sklearn,
 # python3-pandas, python3-numpy, python3-threadpoolctl, dataset-fashion-mnist,
 # fortunes, fortunes-min, libopenblas-dev, libzstd-dev, meson, ninja-build; for
-# the training benchmark also python3-torch, fasttext, liblinear-tools).
+# the training benchmark also python3-torch, fasttext, liblinear-tools; for the
+# service benchmark libzmq3-dev and libnng-dev).
 # A separate release build dir so timings never come from a debug build.
 BENCH_BUILD ?= build-bench
 
@@ -12,6 +13,20 @@ bench:
 	ninja -C $(BENCH_BUILD)
 	/usr/bin/python3 bench/run.py --build-dir $(BENCH_BUILD)
 	/usr/bin/python3 bench/run_train.py --build-dir $(BENCH_BUILD) $(TRAIN_ARGS)
+	@$(MAKE) --no-print-directory -f bench/bench.mk bench-svc-run
+
+# Only the service goals (issue 4, P6..P10): `make -f bench/bench.mk bench-svc SVC_ARGS=--quick`.
+# bench_svc is not built by default (see bench/meson.build); if it does not
+# build, run_svc.py still measures the peers and records the error.
+.PHONY: bench-svc bench-svc-run
+bench-svc:
+	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
+	-ninja -k 0 -C $(BENCH_BUILD)
+	@$(MAKE) --no-print-directory -f bench/bench.mk bench-svc-run
+
+bench-svc-run:
+	-ninja -C $(BENCH_BUILD) bench/bench_svc
+	/usr/bin/python3 bench/run_svc.py --build-dir $(BENCH_BUILD) $(SVC_ARGS)
 
 # Only the training goals (issue 3): `make -f bench/bench.mk bench-train TRAIN_ARGS=...`
 .PHONY: bench-train

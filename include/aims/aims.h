@@ -19,5 +19,6 @@
 #include "aims_pipeline.h"
 #include "aims_model.h"
 #include "aims_orch.h"
+#include "aims_svc.h"
 
 #endif /* AIMS_H */

@@ -172,6 +172,9 @@ AIMS_API aims_status aims_set_log(aims_log_fn fn, void *user, aims_log_level min
  *   400..499  model parameters (aims_model_set_param_*)
  *   500..599  trainer parameters (aims_trainer_set_param_*)
  *   600..699  health parameters (aims_health_set_param_i64)
+ *   700..719  node parameters (aims_node_set_param_i64)
+ *   720..739  service parameters (aims_service_set_param_i64)
+ *   740..759  client parameters (aims_client_set_param_*)
  * aims_param_info() gives type, bounds and default of each; aims_param_by_name()
  * maps the lower-case name shown in brackets to the identifier (for bindings).
  */
@@ -246,7 +249,34 @@ typedef enum aims_param {
     AIMS_HEALTH_EJECT_MS = 601,         /**< [eject_ms] i64: base ejection time (x times ejected); default 30000 */
     AIMS_HEALTH_MAX_EJECT_MS = 602,     /**< [max_eject_ms] i64: ejection time cap; default 300000 */
     AIMS_HEALTH_MAX_EJECTED_PCT = 603,  /**< [max_ejected_pct] i64: most instances ejected at once, % (>= 1 instance); default 10 */
-    AIMS_HEALTH_PANIC_PCT = 604         /**< [panic_pct] i64: panic below this % healthy; default 50 */
+    AIMS_HEALTH_PANIC_PCT = 604,        /**< [panic_pct] i64: panic below this % healthy; default 50 */
+
+    /* --- node parameters (aims_node_set_param_i64) -------------------------- */
+    AIMS_NODE_WORKERS = 700,            /**< [workers] i64: worker threads running services, 0 = cores; default 2 */
+    AIMS_NODE_MAX_FRAME = 701,          /**< [max_frame] i64: largest frame accepted or sent, bytes; default 64 MiB */
+    AIMS_NODE_CONN_INFLIGHT = 702,      /**< [conn_inflight] i64: requests in flight per connection; default 256 */
+    AIMS_NODE_HEARTBEAT_MS = 703,       /**< [heartbeat_ms] i64: lease renewal period (lease = 3 periods); default 1000 */
+    AIMS_NODE_INSECURE = 704,           /**< [insecure] i64: allow plain tcp:// on non-loopback addresses; default 0 */
+    AIMS_NODE_DRAIN_MS = 705,           /**< [drain_ms] i64: longest drain when the node is destroyed; default 5000 */
+    AIMS_NODE_DRAIN_GRACE_MS = 706,     /**< [drain_grace_ms] i64: wait after leaving the registry before refusing work; default 0 = 2 heartbeats */
+
+    /* --- service parameters (aims_service_set_param_i64) -------------------- */
+    AIMS_SERVICE_CONCURRENCY = 720,     /**< [concurrency] i64: handlers running at once, 0 = node workers; default 0 */
+    AIMS_SERVICE_QUEUE_CAP = 721,       /**< [queue_cap] i64: requests waiting before AIMS_E_OVERLOADED; default 1024 */
+    AIMS_SERVICE_BATCH_MAX = 722,       /**< [batch_max] i64: infer: most rows joined into one predict; default 64 */
+    AIMS_SERVICE_BATCH_DELAY_US = 723,  /**< [batch_delay_us] i64: infer: longest wait for a batch to fill; default 200 */
+    AIMS_SERVICE_INLINE = 724,          /**< [inline] i64: run inproc calls on the caller's thread when a slot is free; default 1 */
+    AIMS_SERVICE_WEIGHT = 725,          /**< [weight] i64: registry weight 1..10000; default 100 */
+
+    /* --- client parameters (aims_client_set_param_*) ------------------------ */
+    AIMS_CLIENT_TIMEOUT_MS = 740,       /**< [timeout_ms] i64: default call deadline; default 10000 */
+    AIMS_CLIENT_RETRY_BUDGET = 741,     /**< [retry_budget] f64: retries as a share of recent calls (10 s window); default 0.2 */
+    AIMS_CLIENT_RETRY_MIN = 742,        /**< [retry_min] i64: retries per second always allowed; default 10 */
+    AIMS_CLIENT_MAX_ATTEMPTS = 743,     /**< [max_attempts] i64: attempts per call incl. the first; default 3 */
+    AIMS_CLIENT_LB_POLICY = 744,        /**< [lb_policy] i64: aims_lb_policy; default 1 (P2C) */
+    AIMS_CLIENT_MAX_PENDING = 745,      /**< [max_pending] i64: calls in flight before AIMS_E_OVERLOADED; default 4096 */
+    AIMS_CLIENT_SYNC_MS = 746,          /**< [sync_ms] i64: remote registry sync period; default 200 */
+    AIMS_CLIENT_BACKOFF_MS = 747        /**< [backoff_ms] i64: first reconnect backoff (doubles, <= 32x); default 50 */
 } aims_param;
 
 /** Value type of a parameter. */

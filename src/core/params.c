@@ -87,6 +87,30 @@ static const param_row k_params[] = {
     {AIMS_HEALTH_MAX_EJECT_MS, "max_eject_ms", I64, 1, 86400000, 300000},
     {AIMS_HEALTH_MAX_EJECTED_PCT, "max_ejected_pct", I64, 0, 100, 10},
     {AIMS_HEALTH_PANIC_PCT, "panic_pct", I64, 0, 100, 50},
+
+    {AIMS_NODE_WORKERS, "workers", I64, 0, 256, 2},
+    {AIMS_NODE_MAX_FRAME, "max_frame", I64, 4096, 4294967295.0, 67108864},
+    {AIMS_NODE_CONN_INFLIGHT, "conn_inflight", I64, 1, 1 << 20, 256},
+    {AIMS_NODE_HEARTBEAT_MS, "heartbeat_ms", I64, 10, 3600000, 1000},
+    {AIMS_NODE_INSECURE, "insecure", I64, 0, 1, 0},
+    {AIMS_NODE_DRAIN_MS, "drain_ms", I64, 0, 3600000, 5000},
+    {AIMS_NODE_DRAIN_GRACE_MS, "drain_grace_ms", I64, 0, 3600000, 0},
+
+    {AIMS_SERVICE_CONCURRENCY, "concurrency", I64, 0, 4096, 0},
+    {AIMS_SERVICE_QUEUE_CAP, "queue_cap", I64, 1, 1 << 24, 1024},
+    {AIMS_SERVICE_BATCH_MAX, "batch_max", I64, 1, 1 << 16, 64},
+    {AIMS_SERVICE_BATCH_DELAY_US, "batch_delay_us", I64, 0, 10000000, 200},
+    {AIMS_SERVICE_INLINE, "inline", I64, 0, 1, 1},
+    {AIMS_SERVICE_WEIGHT, "weight", I64, 1, 10000, 100},
+
+    {AIMS_CLIENT_TIMEOUT_MS, "timeout_ms", I64, 1, 86400000, 10000},
+    {AIMS_CLIENT_RETRY_BUDGET, "retry_budget", F64, 0, 10, 0.2},
+    {AIMS_CLIENT_RETRY_MIN, "retry_min", I64, 0, 1000000, 10},
+    {AIMS_CLIENT_MAX_ATTEMPTS, "max_attempts", I64, 1, 16, 3},
+    {AIMS_CLIENT_LB_POLICY, "lb_policy", I64, 1, 6, 1},
+    {AIMS_CLIENT_MAX_PENDING, "max_pending", I64, 1, 1 << 24, 4096},
+    {AIMS_CLIENT_SYNC_MS, "sync_ms", I64, 10, 3600000, 200},
+    {AIMS_CLIENT_BACKOFF_MS, "backoff_ms", I64, 1, 60000, 50},
 };
 
 static const param_row *find_row(aims_param id)

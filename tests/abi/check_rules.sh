@@ -8,18 +8,21 @@
 set -u
 root=$1
 fail=0
+# Every library source, also in sub-folders (src/svc/transport).
+srcs=$(find "$root/src" -name '*.c' | sort)
+hdrs=$(find "$root/src" -name '*.h' | sort)
 say() { echo "$1"; fail=1; }
 
-hits=$(grep -nE '(^|[^_a-zA-Z0-9])(malloc|calloc|realloc|free)\(' "$root"/src/*/*.c \
+hits=$(grep -nE '(^|[^_a-zA-Z0-9])(malloc|calloc|realloc|free)\(' $srcs \
        | grep -v '^'"$root"'/src/core/alloc.c:' | grep -v 'aimsi_\|aims_free')
 [ -n "$hits" ] && say "direct allocation outside src/core/alloc.c:
 $hits"
-hits=$(grep -nE '(^|[^_a-zA-Z0-9])(printf|fprintf|puts|perror|abort|exit)\(' "$root"/src/*/*.c)
+hits=$(grep -nE '(^|[^_a-zA-Z0-9])(printf|fprintf|puts|perror|abort|exit)\(' $srcs)
 [ -n "$hits" ] && say "the library must not print, abort or exit:
 $hits"
-hits=$(grep -ln 'include <cblas.h>' "$root"/src/*/*.c "$root"/src/*/*.h 2>/dev/null | grep -v '/src/model/')
+hits=$(grep -ln 'include <cblas.h>' $srcs $hdrs 2>/dev/null | grep -v '/src/model/')
 [ -n "$hits" ] && say "cblas.h outside src/model: $hits"
-hits=$(grep -ln 'include <zstd.h>\|include <zstd_errors.h>' "$root"/src/*/*.c "$root"/src/*/*.h 2>/dev/null \
+hits=$(grep -ln 'include <zstd.h>\|include <zstd_errors.h>' $srcs $hdrs 2>/dev/null \
        | grep -v '/src/codec/')
 [ -n "$hits" ] && say "zstd.h outside src/codec: $hits"
 hits=$(grep -ln 'cblas.h\|zstd.h' "$root"/include/aims/*.h)
@@ -29,6 +32,10 @@ hits=$(grep -n 'include "\.\./\(codec\|data\|model\|svc\)/' "$root"/src/orch/*.c
 $hits"
 hits=$(grep -n 'include "\.\./' "$root"/src/core/*.c "$root"/src/core/*.h 2>/dev/null)
 [ -n "$hits" ] && say "src/core may not include other modules:
+$hits"
+hits=$(grep -n 'include "\.\./svc/\|include "svc/' "$root"/src/core/* "$root"/src/codec/* "$root"/src/data/* \
+       "$root"/src/model/* "$root"/src/orch/* 2>/dev/null)
+[ -n "$hits" ] && say "nothing below src/svc may know services exist:
 $hits"
 if [ "$fail" -ne 0 ]; then
     echo "house rules FAILED"; exit 1

@@ -1,5 +1,6 @@
 """aims -- Python ctypes binding for libaims (datasets, loaders, pipelines, models:
-Model, Trainer, Eval, Bundle).
+Model, Trainer, Eval, Bundle; orchestration: Registry, Balancer, Health, Metrics;
+services: Msg, Node, Service, Client).
 
 Loading. The package opens ``$AIMS_LIBRARY`` (a full path) if set, else the
 SONAME ``libaims.so.0`` through the normal dynamic-loader search (so
@@ -34,6 +35,17 @@ manager. A borrowed array keeps the C object alive: ``close()`` drops the
 Python object's claim, and the C object is destroyed once no array or view
 borrowed from it remains. Views keep their parent alive likewise.
 
+Services. ``Node`` hosts services (Python handlers ``handler(method, request)
+-> reply`` on dicts of tensors, or the built-in infer / preprocess / train
+services); ``Client`` calls them by name through a registry, by address, or
+asynchronously (a Future plus an optional callback). Python code that the
+library calls (handlers, completion callbacks) runs on library threads, takes
+the GIL only while it runs and never lets an exception reach C: it becomes the
+call's status and error text. Nodes and clients close for real on ``close()``
+(and at interpreter exit when still open). The service functions bind only
+when the loaded library exports them (``aims._lib.SVC_MISSING`` lists the rest;
+using one raises AimsError AIMS_E_UNSUPPORTED).
+
 Threads. ctypes releases the GIL during C calls. The C thread-safety rules of
 each object apply (see the C headers): e.g. a fitted Pipeline may transform from
 many threads at once, while configuration and fit need exclusive access.
@@ -60,6 +72,8 @@ __all__ = [
     "version", "version_number", "build_info", "strerror", "alloc_live", "set_log",
     "param_info", "HAVE_NUMPY", "Model", "Trainer", "Eval", "Bundle", "METRICS", "STATS",
     "Registry", "Balancer", "Health", "Metrics", "LB_POLICIES", "EVENTS", "HEALTH_STATES",
+    "Msg", "Node", "Service", "Client", "Tensor", "DTYPES", "SVC_STATS", "TRAIN_STATES",
+    "request_deadline_ns",
 ]
 
 HAVE_NUMPY = _np is not None
@@ -1796,6 +1810,1041 @@ class Metrics(_Handle):
             return ctypes.string_at(out.value, n.value).decode()
         finally:
             _c.aims_free(out.value)
+
+
+# ---------------------------------------------------------------------------------
+# Services (aims_svc.h): messages, nodes, services, clients
+
+import atexit as _atexit
+import collections as _collections
+import threading as _threading
+import weakref as _weakref
+from concurrent.futures import Future as _Future
+
+#: aims_dtype values by name (wire codes).
+DTYPES = {"f32": 1, "i32": 2, "u8": 3, "i64": 4, "bytes": 5}
+_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+_DTYPE_SIZE = {1: 4, 2: 4, 3: 1, 4: 8, 5: 1}
+#: struct/array/memoryview item codes per dtype (native byte order).
+_DTYPE_CODE = {1: "f", 2: _ARRAY_CODE[ctypes.c_int32], 3: "B",
+               4: "q" if _array.array("q").itemsize == 8 else "l", 5: "B"}
+_MSG_BORROW = 1
+_CALL_IDEMPOTENT = 1
+#: aims_svc_stat values by name (Service.stat).
+SVC_STATS = {"requests": 1, "errors": 2, "rejected": 3, "inflight": 4, "queued": 5,
+             "batches": 6, "batch_rows": 7, "busy_ns": 8, "p50_ns": 9, "p99_ns": 10}
+#: Train-service job states (the "state" reply tensor).
+TRAIN_STATES = {0: "queued", 1: "running", 2: "done", 3: "failed", 4: "cancelled"}
+
+#: A message tensor without numpy: dtype name, shape tuple, data (a read-only
+#: memoryview of that format and shape; bytes for "bytes" tensors). Also accepted
+#: as input, with data any buffer (bytes, array.array, memoryview) or a flat list.
+Tensor = _collections.namedtuple("Tensor", ["dtype", "shape", "data"])
+
+
+def _need(*names):
+    """Raise AIMS_E_UNSUPPORTED when the loaded library lacks one of ``names``."""
+    for name in names:
+        if not _lib.has(name):
+            raise AimsError(7, "%s is not available in this libaims build" % name)
+
+
+# ---- Python value -> message tensor ---------------------------------------------
+
+def _np_dtype_code(dt):
+    """aims_dtype for a numpy dtype (converting ones that have no wire type)."""
+    if dt == _np.float32:
+        return 1, None
+    if dt == _np.int32:
+        return 2, None
+    if dt == _np.uint8:
+        return 3, None
+    if dt == _np.int64:
+        return 4, None
+    if dt.kind in "SV":
+        return 5, None
+    if dt.kind == "f":
+        return 1, _np.float32
+    if dt.kind == "b":
+        return 3, _np.uint8
+    if dt.kind in "iu":
+        return (2, _np.int32) if dt.itemsize < 4 or (dt.kind == "i" and dt.itemsize == 4) \
+            else (4, _np.int64)
+    raise TypeError("numpy dtype %s has no message dtype (f32, i32, u8, i64, bytes)" % dt)
+
+
+def _buffer_code(fmt, itemsize):
+    """aims_dtype for a buffer's struct format, or None."""
+    fmt = fmt.lstrip("@=<")
+    if fmt == "f" and itemsize == 4:
+        return 1
+    if fmt in ("i", "l") and itemsize == 4:
+        return 2
+    if fmt in ("B", "c") and itemsize == 1:
+        return 3
+    if fmt in ("q", "l") and itemsize == 8:
+        return 4
+    return None
+
+
+def _buffer_ptr(obj):
+    """(address or None, nbytes, keep) for a bytes-like object, borrowing its memory
+    when it cannot change under us (bytes) or is pinned by an export (writable
+    buffers: the ctypes from_buffer export blocks array.array/bytearray resizes);
+    other read-only buffers are copied into bytes first."""
+    if isinstance(obj, bytes):
+        if not obj:
+            return None, 0, obj
+        return ctypes.cast(ctypes.c_char_p(obj), ctypes.c_void_p).value, len(obj), obj
+    view = memoryview(obj)
+    if view.nbytes == 0:
+        return None, 0, view
+    if not view.c_contiguous or view.readonly:
+        raw = view.tobytes()
+        return ctypes.cast(ctypes.c_char_p(raw), ctypes.c_void_p).value, len(raw), raw
+    buf = (ctypes.c_char * view.nbytes).from_buffer(view)
+    return ctypes.addressof(buf), view.nbytes, (buf, view)
+
+
+def _pack_list(code, shape, values):
+    """array.array of a flat or nested list with the dtype's item code."""
+    flat = _flat_list(values) if values and isinstance(values[0], (list, tuple)) else values
+    try:
+        if code == 1:
+            return _array.array("f", (float(v) for v in flat))
+        return _array.array(_DTYPE_CODE[code], (int(v) for v in flat))
+    except OverflowError:
+        raise ValueError("a value does not fit in %s" % _DTYPE_NAMES[code]) from None
+
+
+def _flat_list(values):
+    out = []
+    stack = [values]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(reversed(item))
+        else:
+            out.append(item)
+    return out
+
+
+def _list_shape(values):
+    shape = []
+    v = values
+    while isinstance(v, (list, tuple)):
+        shape.append(len(v))
+        if not v:
+            break
+        v = v[0]
+    return tuple(shape)
+
+
+def _tensor_in(name, value):
+    """(dtype code, shape, address, nbytes, keep) for one request/reply value.
+
+    numpy arrays and scalars: their dtype (float32, int32, uint8, int64; other float
+    and int types are converted; bytes_/void -> "bytes"). bytes/bytearray/str:
+    a 1-D "bytes" tensor. array.array / memoryview: by item type. int: i64 scalar,
+    float: f32 scalar. Nested lists: f32. A (dtype, shape, data) tuple (or Tensor)
+    says everything explicitly; data may be any buffer or a flat/nested list.
+    """
+    if isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], (str, int)) \
+            and isinstance(value[1], (tuple, list)):
+        code = _enum(value[0], DTYPES, "dtype") if isinstance(value[0], str) else int(value[0])
+        if code not in _DTYPE_SIZE:
+            raise ValueError("tensor %r: unknown dtype %r" % (name, value[0]))
+        shape = tuple(int(d) for d in value[1])
+        data = value[2]
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if isinstance(data, (list, tuple)):
+            data = _pack_list(code, shape, data)
+        elif _np is not None and isinstance(data, (_np.ndarray, _np.generic)):
+            npdt = {1: _np.float32, 2: _np.int32, 3: _np.uint8, 4: _np.int64,
+                    5: _np.uint8}[code]
+            if data.dtype.kind not in "SV" and data.dtype != npdt:
+                data = data.astype(npdt)   # convert values, never reinterpret bits
+            data = _np.asarray(data)
+            if not data.flags.c_contiguous:
+                data = data.copy(order="C")
+        addr, nbytes, keep = _buffer_ptr(data)
+        count = 1
+        for d in shape:
+            if d < 0:
+                raise ValueError("tensor %r: negative dimension in %r" % (name, shape))
+            count *= d
+        if nbytes != count * _DTYPE_SIZE[code]:
+            raise ValueError("tensor %r: shape %r of %s needs %d bytes, data has %d"
+                             % (name, shape, _DTYPE_NAMES[code], count * _DTYPE_SIZE[code],
+                                nbytes))
+        return code, shape, addr, nbytes, keep
+    if _np is not None and isinstance(value, (_np.ndarray, _np.generic)):
+        arr = _np.asarray(value)
+        code, conv = _np_dtype_code(arr.dtype)
+        if conv is not None:
+            arr = arr.astype(conv)
+        if not arr.flags.c_contiguous:
+            arr = arr.copy(order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
+        shape = arr.shape
+        if code == 5 and arr.dtype.itemsize != 1:
+            shape = arr.shape + (arr.dtype.itemsize,) if arr.ndim else (arr.dtype.itemsize,)
+        return code, shape, (arr.ctypes.data if arr.nbytes else None), arr.nbytes, arr
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray)):
+        addr, nbytes, keep = _buffer_ptr(value)
+        return 5, (nbytes,), addr, nbytes, keep
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int):
+        return _tensor_in(name, ("i64", (), [value]))
+    if isinstance(value, float):
+        return _tensor_in(name, ("f32", (), [value]))
+    if isinstance(value, (list, tuple)):
+        return _tensor_in(name, ("f32", _list_shape(value), value))
+    try:
+        view = memoryview(value)
+    except TypeError:
+        raise TypeError("tensor %r: cannot send a %s (use a numpy array, bytes, str, "
+                        "array.array, int, float, a list, or (dtype, shape, data))"
+                        % (name, type(value).__name__)) from None
+    code = _buffer_code(view.format, view.itemsize)
+    if code is None:
+        # Other numeric item types (array('d'), array('h'), ...): converted, a copy.
+        fmt = view.format.lstrip("@=<")
+        if fmt in ("d", "e"):
+            code = 1
+        elif fmt in ("b", "h", "H", "i", "I", "l", "L", "q", "Q") and view.itemsize <= 8:
+            code = 2 if view.itemsize < 4 or (fmt in "il" and view.itemsize == 4) else 4
+        else:
+            raise TypeError("tensor %r: buffer format %r has no message dtype"
+                            % (name, view.format))
+        return _tensor_in(name, (_DTYPE_NAMES[code], tuple(view.shape),
+                                 _flatten(view) if view.ndim else [view.tolist()]))
+    addr, nbytes, keep = _buffer_ptr(value)
+    return code, tuple(view.shape) if view.ndim else (), addr, nbytes, keep
+
+
+def _msg_add(mptr, name, value, borrow, keep):
+    """Append one tensor; with borrow, its Python storage goes into ``keep``."""
+    code, shape, addr, nbytes, holder = _tensor_in(name, value)
+    if len(shape) > 4:
+        raise ValueError("tensor %r has %d dimensions (at most 4)" % (name, len(shape)))
+    dims = (ctypes.c_uint64 * max(len(shape), 1))(*shape)
+    ename = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+    _check(_c.aims_msg_add(mptr, ename, code, dims, len(shape), addr,
+                           _MSG_BORROW if (borrow and addr) else 0))
+    if borrow and addr:
+        keep.append(holder)
+
+
+def _msg_fill(mptr, values, borrow, keep):
+    if values is None:
+        return
+    if isinstance(values, Msg):
+        raise TypeError("pass a dict, not a Msg, to fill a message")
+    items = values.items() if hasattr(values, "items") else values
+    for name, value in items:
+        _msg_add(mptr, name, value, borrow, keep)
+
+
+# ---- message tensor -> Python value ---------------------------------------------
+
+def _tensor_out(addr, code, shape, nbytes, owner):
+    """One tensor as a Python value: numpy array (a read-only zero-copy view that
+    keeps ``owner`` alive, or a writable copy when owner is None), bytes for a 1-D
+    "bytes" tensor, else (no numpy) a Tensor holding a memoryview."""
+    count = 1
+    for d in shape:
+        count *= d
+    if code == 5 and len(shape) == 1:
+        return ctypes.string_at(addr, nbytes) if nbytes else b""
+    itemcode = _DTYPE_CODE.get(code, "B")
+    if _np is not None:
+        npdt = {1: _np.float32, 2: _np.int32, 3: _np.uint8, 4: _np.int64, 5: _np.uint8}[code]
+        if count == 0 or not addr:
+            arr = _np.zeros(shape, dtype=npdt)
+        elif owner is None:
+            arr = _np.empty(shape, dtype=npdt)
+            ctypes.memmove(arr.ctypes.data, addr, nbytes)
+        else:
+            buf = (ctypes.c_char * nbytes).from_address(addr)
+            buf._aims_owner = owner
+            arr = _np.frombuffer(buf, dtype=npdt).reshape(shape)
+            arr.flags.writeable = False
+        return arr if code != 5 else Tensor("bytes", tuple(shape), arr.tobytes())
+    if code == 5:
+        return Tensor("bytes", tuple(shape), ctypes.string_at(addr, nbytes) if nbytes else b"")
+    if count == 0 or not addr:
+        return Tensor(_DTYPE_NAMES[code], tuple(shape), memoryview(_array.array(itemcode)))
+    if owner is None:
+        raw = bytearray(ctypes.string_at(addr, nbytes))
+        view = memoryview(raw)
+    else:
+        buf = (ctypes.c_char * nbytes).from_address(addr)
+        buf._aims_owner = owner
+        view = memoryview(buf).toreadonly()
+    view = view.cast("B").cast(itemcode, list(shape))
+    return Tensor(_DTYPE_NAMES[code], tuple(shape), view)
+
+
+def _msg_get(mptr, index, owner):
+    name = ctypes.c_char_p()
+    code = ctypes.c_int()
+    ndim = ctypes.c_size_t()
+    dims = _lib.u64p()
+    data = ctypes.c_void_p()
+    nbytes = ctypes.c_size_t()
+    _check(_c.aims_msg_get(mptr, index, ctypes.byref(name), ctypes.byref(code),
+                           ctypes.byref(ndim), ctypes.byref(dims), ctypes.byref(data),
+                           ctypes.byref(nbytes)))
+    shape = tuple(int(dims[i]) for i in range(ndim.value))
+    return (_decode(name.value),
+            _tensor_out(data.value, code.value, shape, nbytes.value, owner))
+
+
+def _msg_dict(mptr, owner=None):
+    """Every tensor of a C message as {name: value}; copies unless ``owner`` (the
+    message's _Owner) is given, in which case arrays are zero-copy views."""
+    return dict(_msg_get(mptr, i, owner) for i in range(int(_c.aims_msg_count(mptr))))
+
+
+class Msg(_Handle):
+    """A message (aims_msg): an ordered set of named tensors plus an error text.
+
+    >>> m = Msg({"x": numpy.ones((2, 3), numpy.float32), "text": "hello"})
+    >>> m["x"], m.to_dict(), m.error
+
+    Values are described at :func:`_tensor_in` (numpy arrays, bytes/str,
+    array.array, memoryview, int, float, lists, ``(dtype, shape, data)``).
+    Without a copy (``borrow=True``, the default) the message points at the
+    Python object's memory and keeps that object alive until clear()/close();
+    do not modify it meanwhile. Reading returns copies (numpy arrays, bytes, or
+    Tensor tuples without numpy), so they outlive clear().
+    """
+
+    _kind = "Msg"
+
+    def __init__(self, tensors=None, error=None, borrow=True):
+        _need("aims_msg_create")
+        keep = []
+        self._keep = keep
+        self._adopt(_new_handle(_c.aims_msg_create), _c.aims_msg_destroy, keep)
+        _msg_fill(self._ptr, tensors, borrow, keep)
+        if error is not None:
+            self.set_error(error)
+
+    def add(self, name, value, borrow=True):
+        """Append a tensor; returns self."""
+        _msg_add(self._ptr, name, value, borrow, self._keep)
+        return self
+
+    def alloc(self, name, dtype, shape):
+        """Append a zeroed tensor stored in the message and return a writable view
+        of it (numpy array, or a memoryview): fill it in place, no copy."""
+        code = _enum(dtype, DTYPES, "dtype")
+        shape = tuple(int(d) for d in shape)
+        dims = (ctypes.c_uint64 * max(len(shape), 1))(*shape)
+        out = ctypes.c_void_p()
+        ptr = self._ptr
+        _check(_c.aims_msg_alloc(ptr, name.encode("utf-8"), code, dims, len(shape),
+                                 ctypes.byref(out)))
+        count = 1
+        for d in shape:
+            count *= d
+        nbytes = count * _DTYPE_SIZE[code]
+        if nbytes == 0 or not out.value:
+            return _tensor_out(None, code, shape, 0, None) if code != 5 else bytearray()
+        buf = (ctypes.c_char * nbytes).from_address(out.value)
+        buf._aims_owner = self._owner
+        if _np is not None:
+            npdt = {1: _np.float32, 2: _np.int32, 3: _np.uint8, 4: _np.int64,
+                    5: _np.uint8}[code]
+            return _np.frombuffer(buf, dtype=npdt).reshape(shape)
+        return memoryview(buf).cast("B").cast(_DTYPE_CODE[code], list(shape))
+
+    def __len__(self):
+        return int(_c.aims_msg_count(self._ptr))
+
+    def names(self):
+        ptr = self._ptr
+        out = []
+        for i in range(int(_c.aims_msg_count(ptr))):
+            name = ctypes.c_char_p()
+            _check(_c.aims_msg_get(ptr, i, ctypes.byref(name), None, None, None, None, None))
+            out.append(_decode(name.value))
+        return out
+
+    keys = names
+
+    def __contains__(self, name):
+        idx = ctypes.c_size_t()
+        return _c.aims_msg_find(self._ptr, name.encode("utf-8"), ctypes.byref(idx)) == 0
+
+    def __getitem__(self, name):
+        ptr = self._ptr
+        idx = ctypes.c_size_t()
+        rc = _c.aims_msg_find(ptr, name.encode("utf-8"), ctypes.byref(idx))
+        if rc == AIMS_E_NOTFOUND:
+            raise KeyError(name)
+        _check(rc)
+        return _msg_get(ptr, idx.value, None)[1]
+
+    def get(self, name, default=None):
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def to_dict(self):
+        """{name: value} copies of every tensor, in message order."""
+        return _msg_dict(self._ptr)
+
+    @property
+    def error(self):
+        """The error text ("" when none)."""
+        return _decode(_c.aims_msg_error(self._ptr))
+
+    def set_error(self, text):
+        _check(_c.aims_msg_set_error(self._ptr, str(text).encode("utf-8", "replace")))
+        return self
+
+    def clear(self):
+        """Remove every tensor and the error text; releases borrowed objects."""
+        _c.aims_msg_clear(self._ptr)
+        del self._keep[:]
+
+    def __repr__(self):
+        if self.closed:
+            return "<aims.Msg closed>"
+        return "<aims.Msg %r%s>" % (self.names(), " error=%r" % self.error if self.error
+                                    else "")
+
+
+# ---- callbacks -------------------------------------------------------------------
+
+_tls = _threading.local()
+_handlers = {}          # token -> Python handler (the one C thunk finds them here)
+_pending = {}           # token -> (callback, Future) of async calls
+_tokens_lock = _threading.Lock()
+_next_token = [0]
+
+
+def _token():
+    with _tokens_lock:
+        _next_token[0] += 1
+        return _next_token[0]
+
+
+#: Python exception classes -> the aims_status a caller sees.
+_EXC_STATUS = ((MemoryError, 2), (TimeoutError, 12), (NotImplementedError, 7),
+               (KeyError, 8), (LookupError, 4), (ValueError, 3), (TypeError, 3),
+               (OSError, 6))
+_E_INTERNAL = 16
+
+
+def _exc_status(exc):
+    if isinstance(exc, AimsError):
+        return exc.code if exc.code != 0 else _E_INTERNAL, exc.message or str(exc)
+    for cls, code in _EXC_STATUS:
+        if isinstance(exc, cls):
+            break
+    else:
+        code = _E_INTERNAL
+    text = str(exc)
+    if isinstance(exc, KeyError) and exc.args:
+        text = repr(exc.args[0])
+    return code, "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
+
+
+def _handler_trampoline(user, method, req, reply, deadline_ns):
+    """The C side of every Python handler. Never lets an exception reach C: ctypes
+    would print it and return 0 (AIMS_OK) -- a failure reported as success."""
+    try:
+        prev = getattr(_tls, "in_callback", False)
+        prev_deadline = getattr(_tls, "deadline_ns", 0)
+        _tls.in_callback = True
+        _tls.deadline_ns = deadline_ns
+        try:
+            fn = _handlers[user]
+            result = fn(_decode(method), _msg_dict(req))
+            if result is not None:
+                _msg_fill(reply, result, False, None)
+            return 0
+        finally:
+            _tls.in_callback = prev
+            _tls.deadline_ns = prev_deadline
+    except BaseException as exc:  # noqa: B902 -- every failure becomes a status
+        try:
+            code, text = _exc_status(exc)
+            # A reply half-filled before the failure must not travel back.
+            _c.aims_msg_clear(reply)
+            raw = text.encode("utf-8", "replace")[:1024]
+            # Cut on a character boundary: the library takes UTF-8 only.
+            raw = raw.decode("utf-8", "ignore").encode("utf-8")
+            _c.aims_msg_set_error(reply, raw)
+            return code
+        except BaseException:
+            return _E_INTERNAL
+
+
+def _done_trampoline(user, status, reply, error):
+    try:
+        prev = getattr(_tls, "in_callback", False)
+        _tls.in_callback = True
+        try:
+            callback, future = _pending.pop(user)
+            if status == 0:
+                result, exc = (_msg_dict(reply) if reply else {}), None
+            else:
+                text = _decode(error)
+                if not text and reply:
+                    text = _decode(_c.aims_msg_error(reply))
+                result, exc = None, AimsError(status, text)
+            if exc is None:
+                future.set_result(result)
+            else:
+                future.set_exception(exc)
+            if callback is not None:
+                callback(result, exc)
+        finally:
+            _tls.in_callback = prev
+    except BaseException:  # noqa: B902 -- nothing may propagate into C
+        try:
+            import sys
+            import traceback
+            traceback.print_exc(file=sys.stderr)
+        except BaseException:
+            pass
+
+
+# One C thunk each, alive for the life of the process: objects hand C a token as the
+# user pointer, so no thunk can be collected while a library thread may call it.
+_HANDLER_THUNK = _lib.handler_fn(_handler_trampoline)
+_DONE_THUNK = _lib.done_fn(_done_trampoline)
+
+
+def request_deadline_ns():
+    """Inside a handler: the request's CLOCK_MONOTONIC deadline in ns (0: none)."""
+    return int(getattr(_tls, "deadline_ns", 0) or 0)
+
+
+def _not_in_callback(what):
+    if getattr(_tls, "in_callback", False):
+        raise AimsError(1, "%s from inside a handler or completion callback would "
+                           "wait for itself" % what)
+
+
+# Nodes and clients still open at exit are closed before the interpreter goes away:
+# their threads may otherwise call a Python handler during finalization.
+_live = _weakref.WeakSet()
+
+
+@_atexit.register
+def _close_live():
+    for kind in (Client, Node):
+        for obj in [o for o in list(_live) if isinstance(o, kind)]:
+            try:
+                obj.close()
+            except BaseException:
+                pass
+
+
+class _Borrowed:
+    """Mixin: a handle owned by a host object (node, client); using it after the
+    host closed raises AIMS_E_CLOSED instead of touching freed memory."""
+
+    @property
+    def _ptr(self):
+        if self._host.closed:
+            raise AimsError(_E_CLOSED, "the %s owning this %s is closed"
+                            % (self._host._kind, self._kind))
+        return _Handle._ptr.fget(self)
+
+
+class _HostMetrics(_Borrowed, Metrics):
+    """The metrics object of a node or client (owned by it)."""
+
+    @classmethod
+    def _of(cls, ptr, host):
+        self = object.__new__(cls)
+        self._host = host
+        self._adopt(ptr, _noop_destroy)
+        return self
+
+
+def _set_param_i64(setter, errmsg_fn, ptr, name, value):
+    pid, _ = _param(name)
+    if name == "lb_policy" and isinstance(value, str):
+        value = _enum(value, LB_POLICIES, "policy")
+    _check(setter(ptr, pid, _as_i64(name, value)), errmsg_fn, ptr)
+
+
+def _registry_ptr(registry):
+    if not isinstance(registry, Registry):
+        raise TypeError("expected an aims.Registry, got %s" % type(registry).__name__)
+    return registry._ptr
+
+
+class Node(_Handle):
+    """A node (aims_node): hosts services on worker threads; many may live in one
+    process.
+
+    >>> with Node("n1", workers=2) as node:
+    ...     node.listen("inproc://n1"); node.set_registry(reg)
+    ...     svc = node.add_handler("echo", lambda method, req: req).start()
+
+    close() stops every service (draining it), joins the threads and frees the
+    node now (not when the last reference goes): services and metrics obtained
+    from it then raise AIMS_E_CLOSED. The node keeps the registry, bundles,
+    pipelines and Python handlers it was given alive until then.
+    """
+
+    _kind = "Node"
+
+    def __init__(self, name, registry=None, **params):
+        _need("aims_node_create")
+        keep = []        # objects the C node borrows, released after it is destroyed
+        tokens = []      # this node's handler tokens
+
+        def destroy(ptr):
+            _c.aims_node_destroy(ptr)
+            for t in tokens:
+                _handlers.pop(t, None)
+            del tokens[:], keep[:]
+
+        self._adopt(_new_handle(_c.aims_node_create, str(name).encode("utf-8")), destroy)
+        self._name = str(name)
+        self._keep = keep
+        self._tokens = tokens
+        self._bundles = {}
+        self._nlisten = 0
+        _live.add(self)
+        for pname, value in params.items():
+            self.set_param(pname, value)
+        if registry is not None:
+            self.set_registry(registry)
+
+    @property
+    def name(self):
+        return self._name
+
+    def _call(self, fn, *args):
+        ptr = self._ptr
+        _check(fn(ptr, *args), _c.aims_node_errmsg, ptr)
+
+    def set_param(self, name, value):
+        """Set a node parameter by name (workers, max_frame, conn_inflight,
+        heartbeat_ms, insecure, drain_ms, drain_grace_ms); before listen. Returns self."""
+        _set_param_i64(_c.aims_node_set_param_i64, _c.aims_node_errmsg, self._ptr, name, value)
+        return self
+
+    def listen(self, url):
+        """Listen on ``url`` ("inproc://name", "tcp://127.0.0.1:0", "ipc:///path");
+        returns the bound address (port resolved)."""
+        self._call(_c.aims_node_listen, str(url).encode("utf-8"))
+        self._nlisten += 1
+        return self.address(self._nlisten - 1)
+
+    def address(self, index=0):
+        """The ``index``-th bound address, in listen order."""
+        ptr = self._ptr
+        cap = 272
+        while True:
+            buf = ctypes.create_string_buffer(cap)
+            n = ctypes.c_size_t()
+            rc = _c.aims_node_address(ptr, int(index), buf, cap, ctypes.byref(n))
+            if rc == AIMS_E_RANGE and n.value + 1 > cap:
+                cap = n.value + 1
+                continue
+            _check(rc, _c.aims_node_errmsg, ptr)
+            return buf.value.decode("utf-8")
+
+    @property
+    def addresses(self):
+        return [self.address(i) for i in range(self._nlisten)]
+
+    def set_registry(self, registry):
+        """Register services started here in ``registry`` (kept alive by the node)."""
+        self._call(_c.aims_node_set_registry, _registry_ptr(registry))
+        self._keep.append(registry._owner)
+        return self
+
+    def host_registry(self, registry):
+        """Serve ``registry`` as "aims.registry" on this node (implies set_registry)."""
+        self._call(_c.aims_node_host_registry, _registry_ptr(registry))
+        self._keep.append(registry._owner)
+        return self
+
+    def join(self, url):
+        """Register this node's services in the registry hosted at ``url``."""
+        self._call(_c.aims_node_join, str(url).encode("utf-8"))
+        return self
+
+    @property
+    def metrics(self):
+        """The node's Metrics (per service and instance; owned by the node)."""
+        ptr = _c.aims_node_metrics(self._ptr)
+        if not ptr:
+            raise AimsError(_E_CLOSED, "node has no metrics")
+        return _HostMetrics._of(ptr, self)
+
+    @property
+    def errmsg(self):
+        return _decode(_c.aims_node_errmsg(self._ptr))
+
+    # ---- services ------------------------------------------------------------------
+    def add_handler(self, name, handler, **params):
+        return Service.add_handler(self, name, handler, **params)
+
+    def add_infer(self, name, bundle, **params):
+        return Service.add_infer(self, name, bundle, **params)
+
+    def add_preprocess(self, name, pipeline, **params):
+        return Service.add_preprocess(self, name, pipeline, **params)
+
+    def add_train(self, name, pipeline=None, **params):
+        return Service.add_train(self, name, pipeline, **params)
+
+    def close(self):
+        """Stop every service, close listeners, join threads, free (idempotent)."""
+        if self.closed:
+            return
+        _not_in_callback("Node.close()")
+        owner, self._owner = self._owner, None
+        owner.release()
+
+    def __repr__(self):
+        if self.closed:
+            return "<aims.Node closed>"
+        return "<aims.Node %r %r>" % (self._name, self.addresses)
+
+
+class Service(_Borrowed, _Handle):
+    """A service on a node (aims_service; owned by the node).
+
+    Python handlers: ``handler(method: str, request: dict) -> dict | None``. The
+    request dict holds copies (numpy arrays, bytes, or Tensor tuples without numpy).
+    Raising AimsError returns its status and text to the caller; any other
+    exception returns a status by type (ValueError/TypeError: AIMS_E_INVAL,
+    KeyError: AIMS_E_NOTFOUND, TimeoutError: AIMS_E_TIMEOUT, NotImplementedError:
+    AIMS_E_UNSUPPORTED, MemoryError: AIMS_E_NOMEM, OSError: AIMS_E_IO, else
+    AIMS_E_INTERNAL) with "ExceptionType: text". Handlers run on node worker
+    threads (several at once up to the concurrency limit) or, inline, on the
+    caller's thread; they hold the GIL only while Python runs.
+    """
+
+    _kind = "Service"
+
+    def __init__(self, *_args, **_kwargs):
+        raise TypeError("use Node.add_handler/add_infer/add_preprocess/add_train")
+
+    @classmethod
+    def _make(cls, node, name, fn, arg, params):
+        if not isinstance(node, Node):
+            raise TypeError("expected an aims.Node, got %s" % type(node).__name__)
+        self = object.__new__(cls)
+        self._host = node
+        self._name = str(name)
+        ptr = _new_handle(fn, node._ptr, self._name.encode("utf-8"), *arg)
+        self._adopt(ptr, _noop_destroy)
+        for pname, value in params.items():
+            self.set_param(pname, value)
+        return self
+
+    @classmethod
+    def add_handler(cls, node, name, handler, **params):
+        """A service running the Python callable ``handler(method, request_dict)``."""
+        _need("aims_service_add_handler")
+        if not callable(handler):
+            raise TypeError("handler must be callable")
+        token = _token()
+        _handlers[token] = handler
+        try:
+            self = cls._make(node, name, _c.aims_service_add_handler,
+                             (_HANDLER_THUNK, ctypes.c_void_p(token)), {})
+        except BaseException:
+            _handlers.pop(token, None)
+            raise
+        node._tokens.append(token)
+        for pname, value in params.items():
+            self.set_param(pname, value)
+        return self
+
+    @classmethod
+    def add_infer(cls, node, name, bundle, **params):
+        """An infer service over ``bundle`` ("predict": "x" or "text" -> "y"; "info")."""
+        _need("aims_service_add_infer")
+        if not isinstance(bundle, Bundle):
+            raise TypeError("expected an aims.Bundle, got %s" % type(bundle).__name__)
+        self = cls._make(node, name, _c.aims_service_add_infer, (bundle._ptr,), params)
+        node._keep.append(bundle._owner)
+        return self
+
+    @classmethod
+    def add_preprocess(cls, node, name, pipeline, **params):
+        """A preprocess service over a fitted pipeline ("transform": "x" -> "x")."""
+        _need("aims_service_add_preprocess")
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError("expected an aims.Pipeline, got %s" % type(pipeline).__name__)
+        self = cls._make(node, name, _c.aims_service_add_preprocess, (pipeline._ptr,), params)
+        node._keep.append(pipeline._owner)
+        return self
+
+    @classmethod
+    def add_train(cls, node, name, pipeline=None, **params):
+        """A train service ("submit", "status", "result", "cancel"); ``pipeline``
+        (fitted, optional) goes into every bundle it produces."""
+        _need("aims_service_add_train")
+        pp = None
+        if pipeline is not None:
+            if not isinstance(pipeline, Pipeline):
+                raise TypeError("expected an aims.Pipeline or None, got %s"
+                                % type(pipeline).__name__)
+            pp = pipeline._ptr
+            node._keep.append(pipeline._owner)
+        return cls._make(node, name, _c.aims_service_add_train, (pp,), params)
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def node(self):
+        return self._host
+
+    def set_param(self, name, value):
+        """Set a service parameter by name (concurrency, queue_cap, batch_max,
+        batch_delay_us, inline, weight); before start. Returns self."""
+        _set_param_i64(_c.aims_service_set_param_i64, None, self._ptr, name, value)
+        return self
+
+    def start(self):
+        """Start accepting calls (and register in the node's registry); returns self."""
+        _check(_c.aims_service_start(self._ptr))
+        return self
+
+    def stop(self, timeout_ms=5000):
+        """Drain and stop (leave the registry, finish work for up to timeout_ms)."""
+        _not_in_callback("Service.stop()")
+        _check(_c.aims_service_stop(self._ptr, int(timeout_ms)))
+        return self
+
+    def swap_bundle(self, bundle):
+        """Infer services: serve ``bundle`` from now on; returns once no call uses
+        the previous one (which the node then stops keeping alive)."""
+        if not isinstance(bundle, Bundle):
+            raise TypeError("expected an aims.Bundle, got %s" % type(bundle).__name__)
+        _not_in_callback("Service.swap_bundle()")
+        _check(_c.aims_service_swap_bundle(self._ptr, bundle._ptr))
+        self._host._keep.append(bundle._owner)
+        return self
+
+    def stat(self, name):
+        out = ctypes.c_double()
+        _check(_c.aims_service_stat(self._ptr, _enum(name, SVC_STATS, "statistic"),
+                                    ctypes.byref(out)))
+        return out.value
+
+    @property
+    def stats(self):
+        return {name: self.stat(name) for name in SVC_STATS}
+
+    def close(self):
+        """Forget this wrapper (the node owns the service)."""
+        self._owner = None
+
+    def __repr__(self):
+        if self.closed or self._host.closed:
+            return "<aims.Service closed>"
+        return "<aims.Service %r on %r>" % (self._name, self._host.name)
+
+
+def _reply_or_raise(rc, reply, cptr):
+    """The reply dict (zero-copy views that keep the reply message alive), or
+    AimsError carrying the handler's / client's error text."""
+    if rc != 0:
+        text = _decode(_c.aims_msg_error(reply.ptr))
+        if not text:
+            text = _decode(_c.aims_errmsg()) or _decode(_c.aims_client_errmsg(cptr))
+        raise AimsError(rc, text)
+    return _msg_dict(reply.ptr, reply)
+
+
+class _MsgRef:
+    """A caller's Msg used as a request: same interface as a temporary _Owner,
+    but release() leaves it alone."""
+
+    __slots__ = ("ptr", "msg")
+
+    def __init__(self, ptr, msg):
+        self.ptr = ptr
+        self.msg = msg
+
+    def release(self):
+        self.msg = None
+
+
+class Client(_Handle):
+    """A client (aims_client): calls services by name (registry view, balancer,
+    health, retries) or by address.
+
+    >>> with Client(registry=reg, timeout_ms=2000) as c:
+    ...     c.call("echo", "ping", {"x": arr})            # -> {"x": array(...)}
+    ...     fut = c.call_async("echo", "ping", {"x": arr}, callback=print)
+
+    Calls release the GIL while they wait. Reply arrays are read-only numpy views
+    of the reply message (no copy; it lives while any of them does), or Tensor
+    tuples without numpy; "bytes" tensors come back as bytes. A failed call raises
+    AimsError with the status and the handler's or client's error text.
+    """
+
+    _kind = "Client"
+
+    def __init__(self, registry=None, join=None, **params):
+        _need("aims_client_create")
+        keep = []
+
+        def destroy(ptr):
+            _c.aims_client_destroy(ptr)
+            del keep[:]
+
+        self._adopt(_new_handle(_c.aims_client_create), destroy)
+        self._keep = keep
+        _live.add(self)
+        for pname, value in params.items():
+            self.set_param(pname, value)
+        if registry is not None:
+            self.use_registry(registry)
+        if join is not None:
+            self.join(join)
+
+    def set_param(self, name, value):
+        """Set a client parameter by name (timeout_ms, retry_budget, retry_min,
+        max_attempts, lb_policy (name or number), max_pending, sync_ms, backoff_ms)."""
+        ptr = self._ptr
+        pid, ptype = _param(name)
+        if ptype == _PARAM_F64:
+            _check(_c.aims_client_set_param_f64(ptr, pid, _as_f64(name, value)),
+                   _c.aims_client_errmsg, ptr)
+        else:
+            _set_param_i64(_c.aims_client_set_param_i64, _c.aims_client_errmsg, ptr, name,
+                           value)
+        return self
+
+    def use_registry(self, registry):
+        ptr = self._ptr
+        _check(_c.aims_client_use_registry(ptr, _registry_ptr(registry)),
+               _c.aims_client_errmsg, ptr)
+        self._keep.append(registry._owner)
+        return self
+
+    def join(self, url):
+        ptr = self._ptr
+        _check(_c.aims_client_join(ptr, str(url).encode("utf-8")), _c.aims_client_errmsg, ptr)
+        return self
+
+    @staticmethod
+    def _request(request):
+        """The request as a C message: a Msg as it is, else a temporary message
+        borrowing the request's memory (no copy), released after the call."""
+        if isinstance(request, Msg):
+            return _MsgRef(request._ptr, request)
+        keep = []
+        req = _Owner(_new_handle(_c.aims_msg_create), _c.aims_msg_destroy, keep)
+        try:
+            _msg_fill(req.ptr, request, True, keep)
+        except BaseException:
+            req.release()
+            raise
+        return req
+
+    def call(self, service, method, request=None, idempotent=False, timeout_ms=0):
+        """Call ``method`` of ``service`` ("name" or "name@version") and wait; returns
+        the reply dict. ``request``: a dict of tensors (see Msg), a Msg, or None."""
+        _need("aims_client_call")
+        ptr = self._ptr
+        req = self._request(request)
+        try:
+            reply = _Owner(_new_handle(_c.aims_msg_create), _c.aims_msg_destroy)
+            rc = _c.aims_client_call(ptr, str(service).encode("utf-8"),
+                                     str(method).encode("utf-8"), req.ptr, reply.ptr,
+                                     _CALL_IDEMPOTENT if idempotent else 0, int(timeout_ms))
+            return _reply_or_raise(rc, reply, ptr)
+        finally:
+            req.release()
+
+    def call_addr(self, address, service, method, request=None, timeout_ms=0):
+        """Call a service at one address (no registry, balancing or retries)."""
+        _need("aims_client_call_addr")
+        ptr = self._ptr
+        req = self._request(request)
+        try:
+            reply = _Owner(_new_handle(_c.aims_msg_create), _c.aims_msg_destroy)
+            rc = _c.aims_client_call_addr(ptr, str(address).encode("utf-8"),
+                                          str(service).encode("utf-8"),
+                                          str(method).encode("utf-8"), req.ptr, reply.ptr,
+                                          int(timeout_ms))
+            return _reply_or_raise(rc, reply, ptr)
+        finally:
+            req.release()
+
+    def call_async(self, service, method, request=None, callback=None, idempotent=False,
+                   timeout_ms=0):
+        """Start a call; returns a concurrent.futures.Future of the reply dict (its
+        exception an AimsError). ``callback(reply_dict, error)`` -- error None or an
+        AimsError -- runs once on a library thread (or here, when the call fails
+        to start or completes at once); exceptions it raises are printed. The
+        request is copied by the library when needed, so it may change after return.
+        """
+        _need("aims_client_call_async")
+        ptr = self._ptr
+        future = _Future()
+        future.set_running_or_notify_cancel()
+        token = _token()
+        _pending[token] = (callback, future)
+        req = self._request(request)
+        try:
+            rc = _c.aims_client_call_async(ptr, str(service).encode("utf-8"),
+                                           str(method).encode("utf-8"), req.ptr,
+                                           _CALL_IDEMPOTENT if idempotent else 0,
+                                           int(timeout_ms), _DONE_THUNK,
+                                           ctypes.c_void_p(token))
+        finally:
+            req.release()
+        if token in _pending and rc != 0:
+            # The library promises done() also on failure to start; should it not have
+            # run, report the failure here rather than leave the future hanging.
+            _pending.pop(token, None)
+            exc = AimsError(rc, _decode(_c.aims_client_errmsg(ptr)))
+            future.set_exception(exc)
+            if callback is not None:
+                callback(None, exc)
+        return future
+
+    @property
+    def metrics(self):
+        """The client's Metrics (calls, errors, retries, latency; owned by the client)."""
+        ptr = _c.aims_client_metrics(self._ptr)
+        if not ptr:
+            raise AimsError(_E_CLOSED, "client has no metrics")
+        return _HostMetrics._of(ptr, self)
+
+    @property
+    def errmsg(self):
+        return _decode(_c.aims_client_errmsg(self._ptr))
+
+    def close(self):
+        """Fail pending calls with AIMS_E_CLOSED, close connections, free now."""
+        if self.closed:
+            return
+        _not_in_callback("Client.close()")
+        owner, self._owner = self._owner, None
+        owner.release()
+
+    def __repr__(self):
+        return "<aims.Client%s>" % (" closed" if self.closed else "")
 
 
 __version__ = version()

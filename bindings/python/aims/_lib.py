@@ -239,6 +239,76 @@ PROTOTYPES = {
     "aims_metrics_prometheus": (status, [handle, P(ctypes.c_void_p), sizep]),
 }
 
+# ---- aims_svc.h -----------------------------------------------------------------
+# aims_handler_fn: aims_status (*)(void *user, const char *method, const aims_msg *req,
+#                                  aims_msg *reply, uint64_t deadline_ns)
+# Runs on a node worker thread (or, inline, on the calling thread): ctypes
+# acquires the GIL for the call, the C call that waits releases it.
+handler_fn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p,
+                              ctypes.c_void_p, ctypes.c_uint64)
+# aims_done_fn: void (*)(void *user, aims_status, const aims_msg *reply, const char *error)
+done_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                           ctypes.c_char_p)
+dtype = ctypes.c_int           # aims_dtype (enum)
+
+#: The service API (nodes, services, clients, messages). Its implementation lands
+#: piece by piece, so a symbol joins PROTOTYPES only when the loaded library
+#: exports it (see below): the table then stays equal to the exported symbols and
+#: src/libaims.map, and the Python features over a missing symbol are unavailable
+#: (``has(name)`` says which) instead of failing the import.
+SVC_PROTOTYPES = {
+    "aims_msg_create": (status, [handle_out]),
+    "aims_msg_destroy": (None, [handle]),
+    "aims_msg_clear": (None, [handle]),
+    "aims_msg_add": (status, [handle, cstr, dtype, u64p, size_t, ctypes.c_void_p,
+                              ctypes.c_uint]),
+    "aims_msg_alloc": (status, [handle, cstr, dtype, u64p, size_t, P(ctypes.c_void_p)]),
+    "aims_msg_count": (size_t, [handle]),
+    "aims_msg_get": (status, [handle, size_t, P(ctypes.c_char_p), P(dtype), sizep, P(u64p),
+                              P(ctypes.c_void_p), sizep]),
+    "aims_msg_find": (status, [handle, cstr, sizep]),
+    "aims_msg_set_error": (status, [handle, cstr]),
+    "aims_msg_error": (cstr, [handle]),
+    "aims_node_create": (status, [cstr, handle_out]),
+    "aims_node_destroy": (None, [handle]),
+    "aims_node_set_param_i64": (status, [handle, param, ctypes.c_int64]),
+    # const aims_transport *: host transports are not exposed to Python (a vtable
+    # of Python callbacks on the I/O path); declared so the table matches the ABI.
+    "aims_node_add_transport": (status, [handle, ctypes.c_void_p]),
+    "aims_node_listen": (status, [handle, cstr]),
+    "aims_node_address": (status, [handle, size_t, ctypes.c_char_p, size_t, sizep]),
+    "aims_node_set_registry": (status, [handle, handle]),
+    "aims_node_host_registry": (status, [handle, handle]),
+    "aims_node_join": (status, [handle, cstr]),
+    "aims_node_metrics": (handle, [handle]),
+    "aims_node_errmsg": (cstr, [handle]),
+    "aims_service_add_handler": (status, [handle, cstr, handler_fn, ctypes.c_void_p,
+                                          handle_out]),
+    "aims_service_add_infer": (status, [handle, cstr, handle, handle_out]),
+    "aims_service_add_preprocess": (status, [handle, cstr, handle, handle_out]),
+    "aims_service_add_train": (status, [handle, cstr, handle, handle_out]),
+    "aims_service_set_param_i64": (status, [handle, param, ctypes.c_int64]),
+    "aims_service_start": (status, [handle]),
+    "aims_service_stop": (status, [handle, ctypes.c_int64]),
+    "aims_service_swap_bundle": (status, [handle, handle]),
+    "aims_service_stat": (status, [handle, ctypes.c_int, P(ctypes.c_double)]),
+    "aims_client_create": (status, [handle_out]),
+    "aims_client_destroy": (None, [handle]),
+    "aims_client_set_param_i64": (status, [handle, param, ctypes.c_int64]),
+    "aims_client_set_param_f64": (status, [handle, param, ctypes.c_double]),
+    "aims_client_add_transport": (status, [handle, ctypes.c_void_p]),
+    "aims_client_use_registry": (status, [handle, handle]),
+    "aims_client_join": (status, [handle, cstr]),
+    "aims_client_call": (status, [handle, cstr, cstr, handle, handle, ctypes.c_uint,
+                                  ctypes.c_int64]),
+    "aims_client_call_async": (status, [handle, cstr, cstr, handle, ctypes.c_uint,
+                                        ctypes.c_int64, done_fn, ctypes.c_void_p]),
+    "aims_client_call_addr": (status, [handle, cstr, cstr, cstr, handle, handle,
+                                       ctypes.c_int64]),
+    "aims_client_metrics": (handle, [handle]),
+    "aims_client_errmsg": (cstr, [handle]),
+}
+
 #: Symbols of the model API that src/libaims.map does not list yet (their
 #: implementation is still landing): not declared, so the table stays == the map.
 PENDING = ()
@@ -293,8 +363,24 @@ def _check_version(lib):
     return number
 
 
+def _exported(lib, name):
+    try:
+        getattr(lib, name)
+    except AttributeError:
+        return False
+    return True
+
+
 lib = _open()
 # Version first: a library of another major may not even have our symbols, and its
 # mismatch is the message the user needs.
 version_number = _check_version(lib)
+#: Service-API symbols this library does not export (their Python features raise).
+SVC_MISSING = frozenset(n for n in SVC_PROTOTYPES if not _exported(lib, n))
+PROTOTYPES.update((n, p) for n, p in SVC_PROTOTYPES.items() if n not in SVC_MISSING)
 _declare(lib)
+
+
+def has(name):
+    """True when the loaded library exports ``name`` and it is declared."""
+    return name in PROTOTYPES

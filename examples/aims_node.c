@@ -1,0 +1,374 @@
+/*
+ * aims_node.c -- the node daemon: what a cluster scheduler (Kubernetes,
+ * systemd, Slurm) runs, one process per pod (DESIGN.md §7).
+ *
+ *   aims_node --name N --listen URL [--listen URL ...]
+ *             [--join REGISTRY_URL | --host-registry]
+ *             [--infer NAME=BUNDLE_PATH] [--preprocess NAME=PIPELINE_PATH]
+ *             [--train NAME] [--echo NAME] [--slow-us N]
+ *             [--workers N] [--heartbeat-ms N] [--max-frame BYTES]
+ *             [--queue-cap N] [--concurrency N] [--inline 0|1]
+ *
+ * Every service flag may repeat. Once every service is started the daemon
+ * prints one line "ready <first-address>" on stdout (flushed): that is the
+ * readiness signal for a scheduler's probe or a test harness, and the first
+ * address is where port 0 was resolved. SIGTERM or SIGINT stops it gracefully:
+ * each service drains (leaves the registry, finishes its work), then the node
+ * is destroyed and the process exits 0. Errors exit 1, usage errors 2.
+ *
+ * Signals. They are blocked before the node starts its threads (threads
+ * inherit the mask), and the main thread waits for them with sigwait(): no
+ * async-signal-safety puzzles, and the shutdown runs on an ordinary thread.
+ *
+ * The echo service answers every method with the request's tensors plus "pid"
+ * (i64: this process), so multi-process tests can see which instance answered;
+ * --slow-us makes its handler spin that long first (load and overload tests).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <aims/aims_svc.h>
+
+#define MAX_LISTEN 8
+#define MAX_SERVICES 32
+
+/* What one --infer/--preprocess/--train/--echo flag asked for. */
+typedef enum svc_kind { K_INFER, K_PREPROCESS, K_TRAIN, K_ECHO } svc_kind;
+
+typedef struct svc_spec {
+    svc_kind kind;
+    char name[160];
+    const char *path; /* bundle or pipeline file; NULL for train and echo */
+} svc_spec;
+
+typedef struct options {
+    const char *name;
+    const char *listen[MAX_LISTEN];
+    size_t n_listen;
+    const char *join;
+    int host_registry;
+    svc_spec svc[MAX_SERVICES];
+    size_t n_svc;
+    int64_t slow_us, workers, heartbeat_ms, max_frame, queue_cap, concurrency, inline_run;
+} options;
+
+/* Objects the daemon created, released in reverse order by teardown(). */
+typedef struct daemon_state {
+    aims_node *node;
+    aims_registry *registry;
+    aims_service *svc[MAX_SERVICES];
+    size_t n_svc, n_started;
+    aims_bundle *bundle[MAX_SERVICES];
+    aims_pipeline *pipeline[MAX_SERVICES];
+} daemon_state;
+
+static int64_t g_slow_us; /* read-only once services start */
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: aims_node --name N --listen URL [--listen URL ...]\n"
+            "                 [--join REGISTRY_URL | --host-registry]\n"
+            "                 [--infer NAME=BUNDLE] [--preprocess NAME=PIPELINE]\n"
+            "                 [--train NAME] [--echo NAME] [--slow-us N]\n"
+            "                 [--workers N] [--heartbeat-ms N] [--max-frame BYTES]\n"
+            "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n");
+}
+
+/* Parse a non-negative decimal integer; 0 on success. */
+static int parse_i64(const char *s, int64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    const long long v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < 0) {
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+/* "NAME=PATH" (infer, preprocess) or "NAME" (train, echo) into a spec. */
+static int add_spec(options *o, svc_kind kind, const char *arg)
+{
+    if (o->n_svc == MAX_SERVICES) {
+        fprintf(stderr, "aims_node: at most %d services\n", MAX_SERVICES);
+        return -1;
+    }
+    svc_spec *sp = &o->svc[o->n_svc];
+    const int needs_path = kind == K_INFER || kind == K_PREPROCESS;
+    const char *eq = strchr(arg, '=');
+    const size_t name_len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
+    if (name_len == 0 || name_len >= sizeof sp->name || (needs_path && (eq == NULL || eq[1] == '\0')) ||
+        (!needs_path && eq != NULL)) {
+        fprintf(stderr, "aims_node: bad service argument '%s'\n", arg);
+        return -1;
+    }
+    sp->kind = kind;
+    memcpy(sp->name, arg, name_len);
+    sp->name[name_len] = '\0';
+    sp->path = needs_path ? eq + 1 : NULL;
+    o->n_svc++;
+    return 0;
+}
+
+/* One flag with its value; returns 0, or -1 for a usage error. */
+static int parse_flag(options *o, const char *flag, const char *val)
+{
+    int64_t *num = NULL;
+    if (strcmp(flag, "--name") == 0) {
+        o->name = val;
+    } else if (strcmp(flag, "--listen") == 0) {
+        if (o->n_listen == MAX_LISTEN) {
+            fprintf(stderr, "aims_node: at most %d --listen\n", MAX_LISTEN);
+            return -1;
+        }
+        o->listen[o->n_listen++] = val;
+    } else if (strcmp(flag, "--join") == 0) {
+        o->join = val;
+    } else if (strcmp(flag, "--infer") == 0) {
+        return add_spec(o, K_INFER, val);
+    } else if (strcmp(flag, "--preprocess") == 0) {
+        return add_spec(o, K_PREPROCESS, val);
+    } else if (strcmp(flag, "--train") == 0) {
+        return add_spec(o, K_TRAIN, val);
+    } else if (strcmp(flag, "--echo") == 0) {
+        return add_spec(o, K_ECHO, val);
+    } else if (strcmp(flag, "--slow-us") == 0) {
+        num = &o->slow_us;
+    } else if (strcmp(flag, "--workers") == 0) {
+        num = &o->workers;
+    } else if (strcmp(flag, "--heartbeat-ms") == 0) {
+        num = &o->heartbeat_ms;
+    } else if (strcmp(flag, "--max-frame") == 0) {
+        num = &o->max_frame;
+    } else if (strcmp(flag, "--queue-cap") == 0) {
+        num = &o->queue_cap;
+    } else if (strcmp(flag, "--concurrency") == 0) {
+        num = &o->concurrency;
+    } else if (strcmp(flag, "--inline") == 0) {
+        num = &o->inline_run;
+    } else {
+        fprintf(stderr, "aims_node: unknown flag '%s'\n", flag);
+        return -1;
+    }
+    if (num != NULL && parse_i64(val, num) != 0) {
+        fprintf(stderr, "aims_node: %s needs a non-negative integer, got '%s'\n", flag, val);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->workers = o->heartbeat_ms = o->max_frame = o->queue_cap = o->concurrency = -1;
+    o->inline_run = -1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--host-registry") == 0) {
+            o->host_registry = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--help") == 0 || i + 1 >= argc) {
+            return -1;
+        }
+        if (parse_flag(o, argv[i], argv[i + 1]) != 0) {
+            return -1;
+        }
+        i++;
+    }
+    if (o->name == NULL || o->n_listen == 0 || (o->join != NULL && o->host_registry)) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Busy-wait (not sleep): a slow handler that really occupies its worker. */
+static void spin_us(int64_t us)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const int64_t end = (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec + us * 1000;
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((int64_t)t.tv_sec * 1000000000 + t.tv_nsec < end);
+}
+
+static aims_status echo_handler(void *user, const char *method, const aims_msg *req,
+                                aims_msg *reply, uint64_t deadline_ns)
+{
+    (void)user;
+    (void)method;
+    (void)deadline_ns;
+    if (g_slow_us > 0) {
+        spin_us(g_slow_us);
+    }
+    const size_t n = aims_msg_count(req);
+    for (size_t i = 0; i < n; i++) {
+        const char *name;
+        aims_dtype dt;
+        size_t ndim;
+        const uint64_t *dims;
+        const void *data;
+        aims_status rc = aims_msg_get(req, i, &name, &dt, &ndim, &dims, &data, NULL);
+        if (rc == AIMS_OK && strcmp(name, "pid") != 0) {
+            rc = aims_msg_add(reply, name, dt, dims, ndim, data, 0);
+        }
+        if (rc != AIMS_OK) {
+            return rc;
+        }
+    }
+    const int64_t pid = (int64_t)getpid();
+    return aims_msg_add(reply, "pid", AIMS_DT_I64, NULL, 0, &pid, 0);
+}
+
+#define CHECK(st, call, what)                                                          \
+    do {                                                                               \
+        if ((call) != AIMS_OK) {                                                       \
+            fprintf(stderr, "aims_node: %s: %s\n", (what),                             \
+                    (st)->node != NULL && aims_node_errmsg((st)->node)[0] != '\0'      \
+                        ? aims_node_errmsg((st)->node)                                 \
+                        : aims_errmsg());                                              \
+            return -1;                                                                 \
+        }                                                                              \
+    } while (0)
+
+/* Add one service per spec, with the per-service parameters. */
+static int add_services(daemon_state *st, const options *o)
+{
+    for (size_t i = 0; i < o->n_svc; i++) {
+        const svc_spec *sp = &o->svc[i];
+        aims_service *s = NULL;
+        char what[256];
+        snprintf(what, sizeof what, "service '%s'", sp->name);
+        switch (sp->kind) {
+        case K_INFER:
+            CHECK(st, aims_bundle_load(sp->path, &st->bundle[i]), sp->path);
+            CHECK(st, aims_service_add_infer(st->node, sp->name, st->bundle[i], &s), what);
+            break;
+        case K_PREPROCESS:
+            CHECK(st, aims_pipeline_load(sp->path, &st->pipeline[i]), sp->path);
+            CHECK(st, aims_service_add_preprocess(st->node, sp->name, st->pipeline[i], &s), what);
+            break;
+        case K_TRAIN:
+            CHECK(st, aims_service_add_train(st->node, sp->name, NULL, &s), what);
+            break;
+        case K_ECHO:
+            CHECK(st, aims_service_add_handler(st->node, sp->name, echo_handler, NULL, &s), what);
+            break;
+        }
+        st->svc[st->n_svc++] = s;
+        if (o->queue_cap >= 0) {
+            CHECK(st, aims_service_set_param_i64(s, AIMS_SERVICE_QUEUE_CAP, o->queue_cap), what);
+        }
+        if (o->concurrency >= 0) {
+            CHECK(st, aims_service_set_param_i64(s, AIMS_SERVICE_CONCURRENCY, o->concurrency),
+                  what);
+        }
+        if (o->inline_run >= 0) {
+            CHECK(st, aims_service_set_param_i64(s, AIMS_SERVICE_INLINE, o->inline_run), what);
+        }
+    }
+    return 0;
+}
+
+/* Node, listeners, registry, services: everything up to "ready". */
+static int start(daemon_state *st, const options *o)
+{
+    CHECK(st, aims_node_create(o->name, &st->node), "node");
+    if (o->workers >= 0) {
+        CHECK(st, aims_node_set_param_i64(st->node, AIMS_NODE_WORKERS, o->workers), "--workers");
+    }
+    if (o->heartbeat_ms >= 0) {
+        CHECK(st, aims_node_set_param_i64(st->node, AIMS_NODE_HEARTBEAT_MS, o->heartbeat_ms),
+              "--heartbeat-ms");
+    }
+    if (o->max_frame >= 0) {
+        CHECK(st, aims_node_set_param_i64(st->node, AIMS_NODE_MAX_FRAME, o->max_frame),
+              "--max-frame");
+    }
+    for (size_t i = 0; i < o->n_listen; i++) {
+        CHECK(st, aims_node_listen(st->node, o->listen[i]), o->listen[i]);
+    }
+    if (o->host_registry) {
+        CHECK(st, aims_registry_create(&st->registry), "registry");
+        CHECK(st, aims_node_host_registry(st->node, st->registry), "--host-registry");
+    } else if (o->join != NULL) {
+        CHECK(st, aims_node_join(st->node, o->join), o->join);
+    }
+    if (add_services(st, o) != 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < st->n_svc; i++) {
+        CHECK(st, aims_service_start(st->svc[i]), o->svc[i].name);
+        st->n_started = i + 1;
+    }
+    return 0;
+}
+
+/* Drain every service, then destroy the node and what it served. */
+static void teardown(daemon_state *st)
+{
+    for (size_t i = st->n_started; i > 0; i--) {
+        const aims_status rc = aims_service_stop(st->svc[i - 1], 5000);
+        if (rc != AIMS_OK) {
+            fprintf(stderr, "aims_node: stopping service %zu: %s\n", i - 1,
+                    aims_strerror(rc));
+        }
+    }
+    aims_node_destroy(st->node); /* services belong to the node */
+    for (size_t i = 0; i < MAX_SERVICES; i++) {
+        aims_bundle_destroy(st->bundle[i]);
+        aims_pipeline_destroy(st->pipeline[i]);
+    }
+    aims_registry_destroy(st->registry); /* after the node that hosted it */
+}
+
+int main(int argc, char **argv)
+{
+    static options opt;
+    static daemon_state st;
+    if (parse_args(argc, argv, &opt) != 0) {
+        usage();
+        return 2;
+    }
+    g_slow_us = opt.slow_us;
+
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGINT);
+    if (pthread_sigmask(SIG_BLOCK, &stop_set, NULL) != 0) {
+        fprintf(stderr, "aims_node: cannot block signals\n");
+        return 1;
+    }
+    /* A peer that vanished mid-write must not kill the daemon. */
+    signal(SIGPIPE, SIG_IGN);
+
+    if (start(&st, &opt) != 0) {
+        teardown(&st);
+        return 1;
+    }
+    char addr[512];
+    size_t len = 0;
+    if (aims_node_address(st.node, 0, addr, sizeof addr, &len) != AIMS_OK) {
+        fprintf(stderr, "aims_node: address: %s\n", aims_node_errmsg(st.node));
+        teardown(&st);
+        return 1;
+    }
+    printf("ready %s\n", addr);
+    fflush(stdout);
+
+    int sig = 0;
+    while (sigwait(&stop_set, &sig) != 0) {
+    }
+    teardown(&st);
+    return 0;
+}

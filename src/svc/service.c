@@ -1,0 +1,1191 @@
+/*
+ * service.c -- services on a node: bounded queues, concurrency limits,
+ * deadlines, dynamic batching, draining, the user-handler kind, statistics.
+ *
+ * Shape. A service is a kind (a vtable: handler, infer, preprocess, train)
+ * plus the machinery every kind shares. A request reaches a service through
+ * aimsi_svc_dispatch from one of three places: an inproc client call
+ * (aimsi_node_call_local, on the client's thread), a frame from tcp/ipc (on
+ * the transport's I/O thread), or nothing else. Dispatch decides between:
+ *
+ *   inline  the kind allows it, AIMS_SERVICE_INLINE is 1, nothing is queued
+ *           and a concurrency slot is free (an atomic compare-and-swap): the
+ *           kind runs right here, on the caller's thread, with the caller's
+ *           borrowed request. No copy, no lock, no thread hand-off -- the
+ *           hand-off (a cross-core wake-up, ~50 us on this VM) is what the
+ *           inproc latency goal cannot afford. The reply message comes from a
+ *           small lock-free spare list, so a warm inline call allocates only
+ *           what the handler itself allocates.
+ *   queued  the request is deep-copied into a queue item and appended to the
+ *           service's FIFO (bounded by AIMS_SERVICE_QUEUE_CAP); a node worker
+ *           takes it when the service has a free slot.
+ *
+ * Rejections happen before any work: a closed service (AIMS_E_CLOSED), a full
+ * queue (AIMS_E_OVERLOADED, with a retry hint), a deadline that has passed or
+ * that the queue ahead makes unreachable (AIMS_E_TIMEOUT). The estimate is the
+ * EWMA of recent run() durations times the number of "rounds" ahead
+ * (queued / (items per run x concurrency) + 1): crude, but it is what lets an
+ * overloaded infer service refuse a request early instead of serving it late.
+ *
+ * Workers. node->lock guards every queue. A worker picks, round robin over the
+ * node's services, one with queued work and a free slot; for batching kinds it
+ * takes up to AIMS_SERVICE_BATCH_MAX items and, when the queue runs dry,
+ * waits for more up to AIMS_SERVICE_BATCH_DELAY_US (never past the earliest
+ * deadline of the batch minus one expected run). While it waits it marks the
+ * service batch_waiting so other workers do not split the batch.
+ *
+ * Slots. `inflight` counts concurrency slots in use, by inline callers and
+ * workers alike; both take a slot with a CAS that never exceeds `limit`.
+ *
+ * Draining (aims_service_stop). Leave the registry, wait the grace period
+ * while still serving, then refuse new work (CLOSING), wait for the queue and
+ * the slots to empty (up to the timeout), reject what is still queued with
+ * AIMS_E_CLOSED, wait for running handlers (they cannot be interrupted), call
+ * kind->stop. The CLOSING store and the slot count are sequentially
+ * consistent atomics on both sides (Dekker): an inline caller increments the
+ * slot count and then reads the state; stop writes the state and then reads
+ * the slot count, so one of the two always sees the other.
+ *
+ * Threads. Public functions are safe from any thread except as the public
+ * header says (set_param before start). Services live until the node is
+ * destroyed; a stopped service may be started again.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "aimsi_svc.h"
+
+#define COMPRESS_NEVER 0u
+#define VEC_STACK 64u
+
+/* ---- small helpers ----------------------------------------------------------- */
+
+static void add_ns(struct timespec *ts, uint64_t ns)
+{
+    ts->tv_sec += (time_t)(ns / 1000000000u);
+    ts->tv_nsec += (long)(ns % 1000000000u);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec += 1;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Absolute CLOCK_MONOTONIC timespec for the monotonic ns value `at`. */
+static struct timespec mono_ts(uint64_t at)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)(at / 1000000000u);
+    ts.tv_nsec = (long)(at % 1000000000u);
+    return ts;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {0, 0};
+    add_ns(&ts, (uint64_t)ms * 1000000u);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static int name_char_ok(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '/' || c == '-' || c == '@';
+}
+
+/* Registry name rules: 1..128 bytes of [A-Za-z0-9_.@/-], at most one '@',
+ * neither first nor last. Returns the length before '@' in *base_len. */
+static int service_name_ok(const char *name, size_t *base_len)
+{
+    const size_t len = strnlen(name, AIMSI_FRAME_MAX_SERVICE + 1);
+    if (len == 0 || len > AIMSI_FRAME_MAX_SERVICE) {
+        return 0;
+    }
+    size_t at = len;
+    for (size_t i = 0; i < len; i++) {
+        if (!name_char_ok(name[i])) {
+            return 0;
+        }
+        if (name[i] == '@') {
+            if (at != len || i == 0 || i + 1 == len) {
+                return 0;
+            }
+            at = i;
+        }
+    }
+    *base_len = at;
+    return 1;
+}
+
+/* ---- lookup ------------------------------------------------------------------- */
+
+/* Exact "name@version" / "name" match first; else "name" matches the first
+ * service whose base name is it (the single or first-added version). Lock-free:
+ * the array is append-only and published with a release store of n_svc. */
+aims_service *aimsi_svc_lookup(aims_node *n, const char *name)
+{
+    const size_t cnt = atomic_load_explicit(&n->n_svc, memory_order_acquire);
+    aims_service *by_base = NULL;
+    const size_t len = strlen(name);
+    for (size_t i = 0; i < cnt; i++) {
+        aims_service *s = atomic_load_explicit(&n->svc[i], memory_order_relaxed);
+        if (strcmp(s->name, name) == 0) {
+            return s;
+        }
+        if (by_base == NULL && s->base_len == len && s->base_len < strlen(s->name) &&
+            memcmp(s->name, name, len) == 0) {
+            by_base = s;
+        }
+    }
+    return by_base;
+}
+
+/* ---- slots, spares, statistics ------------------------------------------------- */
+
+static int slot_try_acquire(aims_service *s)
+{
+    int64_t cur = atomic_load(&s->inflight);
+    while (cur < s->limit) {
+        if (atomic_compare_exchange_weak(&s->inflight, &cur, cur + 1)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static aims_msg *spare_take(aims_service *s)
+{
+    for (size_t i = 0; i < AIMSI_SVC_SPARES; i++) {
+        if (atomic_load_explicit(&s->spare[i], memory_order_relaxed) != NULL) {
+            aims_msg *m = atomic_exchange(&s->spare[i], NULL);
+            if (m != NULL) {
+                return m;
+            }
+        }
+    }
+    aims_msg *m = NULL;
+    if (aims_msg_create(&m) != AIMS_OK) {
+        return NULL;
+    }
+    return m;
+}
+
+static void spare_put(aims_service *s, aims_msg *m)
+{
+    aims_msg_clear(m);
+    for (size_t i = 0; i < AIMSI_SVC_SPARES; i++) {
+        aims_msg *expect = NULL;
+        if (atomic_compare_exchange_strong(&s->spare[i], &expect, m)) {
+            return;
+        }
+    }
+    aims_msg_destroy(m);
+}
+
+/* Items a single run() takes (batching kinds: a whole batch). */
+static int64_t per_run(const aims_service *s)
+{
+    return s->kind->batching ? s->p_batch_max : 1;
+}
+
+/* Expected wait (ns) before an item arriving behind `queued` others completes. */
+static uint64_t wait_estimate(const aims_service *s, int64_t queued)
+{
+    const uint64_t ewma = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
+    const int64_t per_round = per_run(s) * s->limit;
+    const uint64_t rounds = (uint64_t)(queued / (per_round > 0 ? per_round : 1)) + 1u;
+    return rounds * ewma;
+}
+
+static void note_run(aims_service *s, uint64_t run_ns)
+{
+    /* EWMA with weight 1/8; racing updates may lose one sample, which is fine. */
+    const uint64_t old = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
+    const uint64_t next =
+        old == 0 ? run_ns : (uint64_t)((int64_t)old + ((int64_t)run_ns - (int64_t)old) / 8);
+    atomic_store_explicit(&s->ewma_ns, next, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->busy_ns, run_ns, memory_order_relaxed);
+    /* Metrics are best effort: a failed first-use allocation only loses a sample. */
+    (void)aims_metrics_count(s->node->mx, "aims_svc_busy_ns_total", s->labels, run_ns);
+}
+
+static void note_done(aims_service *s, aims_status st, uint64_t latency_ns)
+{
+    if (st != AIMS_OK) {
+        atomic_fetch_add_explicit(&s->n_err, 1, memory_order_relaxed);
+        (void)aims_metrics_count(s->node->mx, "aims_svc_errors_total", s->labels, 1);
+    }
+    (void)aims_metrics_observe(s->node->mx, "aims_svc_latency_seconds", s->labels, latency_ns);
+}
+
+static void note_accept(aims_service *s)
+{
+    atomic_fetch_add_explicit(&s->n_req, 1, memory_order_relaxed);
+    (void)aims_metrics_count(s->node->mx, "aims_svc_requests_total", s->labels, 1);
+}
+
+static void note_depth(aims_service *s)
+{
+    (void)aims_metrics_gauge(s->node->mx, "aims_svc_queue_depth", s->labels,
+                             (double)atomic_load_explicit(&s->queued, memory_order_relaxed));
+}
+
+static void reject(aims_service *s, aims_status st, aimsi_local_done done, void *ctx,
+                   const char *text)
+{
+    if (st == AIMS_E_OVERLOADED || st == AIMS_E_TIMEOUT) {
+        atomic_fetch_add_explicit(&s->n_rej, 1, memory_order_relaxed);
+        (void)aims_metrics_count(s->node->mx, "aims_svc_rejected_total", s->labels, 1);
+    }
+    done(ctx, st, NULL, text);
+}
+
+/* Wake drains waiting for this service to go idle. */
+static void poke_idle(aims_service *s)
+{
+    if (atomic_load(&s->state) == AIMSI_SVC_CLOSING) {
+        pthread_mutex_lock(&s->node->lock);
+        pthread_cond_broadcast(&s->node->idle_cond);
+        pthread_mutex_unlock(&s->node->lock);
+    }
+}
+
+/* ---- dispatch ------------------------------------------------------------------ */
+
+static void run_inline(aims_service *s, const char *method, const aims_msg *req,
+                       uint64_t deadline_ns, uint64_t t0, aimsi_local_done done, void *ctx)
+{
+    aims_msg *reply = spare_take(s);
+    if (reply == NULL) {
+        atomic_fetch_sub(&s->inflight, 1);
+        reject(s, AIMS_E_NOMEM, done, ctx, "out of memory for the reply message");
+        return;
+    }
+    note_accept(s);
+    aimsi_work w = {method, req, reply, deadline_ns, AIMS_OK};
+    aimsi_work *const item = &w;
+    s->kind->run(s->impl, &item, 1);
+    const uint64_t t1 = aimsi_now_ns();
+    /* Release the slot before the completion: the caller may chain another call. */
+    atomic_fetch_sub(&s->inflight, 1);
+    note_run(s, t1 - t0);
+    atomic_fetch_add_explicit(&s->n_batches, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->n_rows, 1, memory_order_relaxed);
+    note_done(s, w.status, t1 - t0);
+    done(ctx, w.status, reply, w.status == AIMS_OK ? "" : aims_msg_error(reply));
+    spare_put(s, reply);
+    if (atomic_load_explicit(&s->queued, memory_order_relaxed) > 0) {
+        /* A worker may be waiting for the slot this call held. */
+        pthread_mutex_lock(&s->node->lock);
+        pthread_cond_broadcast(&s->node->work_cond);
+        pthread_mutex_unlock(&s->node->lock);
+    }
+    poke_idle(s);
+}
+
+/* The retry hint: time for about half the queue ahead to drain. */
+static void overload_text(const aims_service *s, int64_t q, char *text, size_t cap)
+{
+    uint64_t ms = (wait_estimate(s, q) / 2u + 999999u) / 1000000u;
+    ms = ms == 0 ? 1 : ms;
+    snprintf(text, cap,
+             "service %s overloaded: queue full (%" PRId64 " waiting); retry after %" PRIu64
+             " ms",
+             s->name, q, ms);
+}
+
+static void free_item(aimsi_qitem *it)
+{
+    aimsi_msg_fini(&it->req);
+    aimsi_msg_fini(&it->reply);
+    aimsi_free(it);
+}
+
+static void enqueue(aims_service *s, const char *method, const aims_msg *req,
+                    uint64_t deadline_ns, uint64_t t0, aimsi_local_done done, void *ctx)
+{
+    char text[256];
+    const size_t mlen = strlen(method);
+    if (mlen > AIMSI_FRAME_MAX_METHOD) {
+        done(ctx, AIMS_E_INVAL, NULL, "method name longer than 64 bytes");
+        return;
+    }
+    /* Racy pre-check: under overload, refuse before paying for the copy. */
+    const int64_t q0 = atomic_load_explicit(&s->queued, memory_order_relaxed);
+    if (q0 >= s->p_queue_cap) {
+        overload_text(s, q0, text, sizeof(text));
+        reject(s, AIMS_E_OVERLOADED, done, ctx, text);
+        return;
+    }
+    aimsi_qitem *it = aimsi_malloc(sizeof(*it));
+    if (it == NULL) {
+        reject(s, AIMS_E_NOMEM, done, ctx, "out of memory queueing the request");
+        return;
+    }
+    it->next = NULL;
+    aimsi_msg_init(&it->req);
+    aimsi_msg_init(&it->reply);
+    memcpy(it->method, method, mlen + 1);
+    const aims_status cst = req != NULL ? aimsi_msg_copy(&it->req, req) : AIMS_OK;
+    if (cst != AIMS_OK) {
+        free_item(it);
+        reject(s, cst, done, ctx, "out of memory copying the request");
+        return;
+    }
+    it->w.method = it->method;
+    it->w.req = &it->req;
+    it->w.reply = &it->reply;
+    it->w.deadline_ns = deadline_ns;
+    it->w.status = AIMS_OK;
+    it->t_enq = t0;
+    it->done = done;
+    it->ctx = ctx;
+
+    aims_status st = AIMS_OK;
+    aims_node *n = s->node;
+    pthread_mutex_lock(&n->lock);
+    const int64_t q = atomic_load(&s->queued);
+    if (atomic_load(&s->state) != AIMSI_SVC_RUNNING) {
+        st = AIMS_E_CLOSED;
+        snprintf(text, sizeof(text), "service %s is stopping", s->name);
+    } else if (q >= s->p_queue_cap) {
+        st = AIMS_E_OVERLOADED;
+        overload_text(s, q, text, sizeof(text));
+    } else if (deadline_ns != 0 && t0 + wait_estimate(s, q) > deadline_ns) {
+        st = AIMS_E_TIMEOUT;
+        snprintf(text, sizeof(text),
+                 "service %s cannot meet the deadline: about %" PRIu64
+                 " us of work ahead, %" PRIu64 " us left",
+                 s->name, wait_estimate(s, q) / 1000u,
+                 deadline_ns > t0 ? (deadline_ns - t0) / 1000u : 0u);
+    } else {
+        if (s->tail != NULL) {
+            s->tail->next = it;
+        } else {
+            s->head = it;
+        }
+        s->tail = it;
+        atomic_fetch_add(&s->queued, 1);
+        pthread_cond_broadcast(&n->work_cond);
+    }
+    pthread_mutex_unlock(&n->lock);
+    if (st != AIMS_OK) {
+        free_item(it);
+        reject(s, st, done, ctx, text);
+        return;
+    }
+    note_accept(s);
+    note_depth(s);
+}
+
+void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req,
+                        uint64_t deadline_ns, int allow_inline, aimsi_local_done done, void *ctx)
+{
+    char text[200];
+    const uint64_t t0 = aimsi_now_ns();
+    if (atomic_load(&s->state) != AIMSI_SVC_RUNNING) {
+        snprintf(text, sizeof(text), "service %s is not running", s->name);
+        done(ctx, AIMS_E_CLOSED, NULL, text);
+        return;
+    }
+    if (deadline_ns != 0 && t0 >= deadline_ns) {
+        snprintf(text, sizeof(text), "deadline passed before service %s could run the call",
+                 s->name);
+        reject(s, AIMS_E_TIMEOUT, done, ctx, text);
+        return;
+    }
+    const int cheap_enough =
+        allow_inline != AIMSI_INLINE_IF_CHEAP ||
+        atomic_load_explicit(&s->ewma_ns, memory_order_relaxed) <= AIMSI_INLINE_CHEAP_NS;
+    if (allow_inline != AIMSI_INLINE_NO && cheap_enough && s->can_inline &&
+        atomic_load_explicit(&s->queued, memory_order_relaxed) == 0 && slot_try_acquire(s)) {
+        if (atomic_load(&s->state) != AIMSI_SVC_RUNNING) {
+            atomic_fetch_sub(&s->inflight, 1);
+            poke_idle(s);
+            snprintf(text, sizeof(text), "service %s is stopping", s->name);
+            done(ctx, AIMS_E_CLOSED, NULL, text);
+            return;
+        }
+        run_inline(s, method, req, deadline_ns, t0, done, ctx);
+        return;
+    }
+    enqueue(s, method, req, deadline_ns, t0, done, ctx);
+}
+
+/* ---- workers ------------------------------------------------------------------- */
+
+/* Under node->lock: a service with queued work and a free slot (slot taken). */
+static aims_service *pick_ready(aims_node *n)
+{
+    const size_t cnt = atomic_load_explicit(&n->n_svc, memory_order_acquire);
+    for (size_t k = 0; k < cnt; k++) {
+        const size_t i = (n->rr + k) % cnt;
+        aims_service *s = atomic_load_explicit(&n->svc[i], memory_order_relaxed);
+        if (s->head != NULL && !s->batch_waiting && slot_try_acquire(s)) {
+            n->rr = i + 1;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* Under node->lock: move up to `want` items from s's queue to the list. */
+static size_t take_items(aims_service *s, aimsi_qitem **head, aimsi_qitem **tail, size_t want,
+                         uint64_t *earliest)
+{
+    size_t got = 0;
+    while (got < want && s->head != NULL) {
+        aimsi_qitem *it = s->head;
+        s->head = it->next;
+        if (s->head == NULL) {
+            s->tail = NULL;
+        }
+        it->next = NULL;
+        if (*tail != NULL) {
+            (*tail)->next = it;
+        } else {
+            *head = it;
+        }
+        *tail = it;
+        atomic_fetch_sub(&s->queued, 1);
+        if (it->w.deadline_ns != 0 && (*earliest == 0 || it->w.deadline_ns < *earliest)) {
+            *earliest = it->w.deadline_ns;
+        }
+        got++;
+    }
+    return got;
+}
+
+static void complete_item(aims_service *s, aimsi_qitem *it, int ran, uint64_t now)
+{
+    note_done(s, it->w.status, now - it->t_enq);
+    if (ran) {
+        it->done(it->ctx, it->w.status, &it->reply,
+                 it->w.status == AIMS_OK ? "" : aims_msg_error(&it->reply));
+    } else {
+        char text[200];
+        snprintf(text, sizeof(text), "deadline passed while queued at service %s", s->name);
+        reject(s, it->w.status, it->done, it->ctx, text);
+    }
+    free_item(it);
+}
+
+/* Run one taken batch (outside the lock), then release its slot. */
+static void run_batch(aims_service *s, aimsi_qitem *list, size_t cnt)
+{
+    aimsi_work *stackv[VEC_STACK];
+    aimsi_work **vec = stackv;
+    size_t cap = VEC_STACK;
+    if (cnt > VEC_STACK) {
+        aimsi_work **big = aimsi_calloc(cnt, sizeof(*big));
+        if (big != NULL) {
+            vec = big;
+            cap = cnt;
+        }
+    }
+    const uint64_t now = aimsi_now_ns();
+    aimsi_qitem *it = list;
+    while (it != NULL) {
+        /* Split the list into runs of at most `cap` live items (cap < cnt only
+         * when the vector allocation failed). */
+        aimsi_qitem *first = it;
+        size_t k = 0;
+        size_t taken = 0;
+        for (; it != NULL && k < cap; it = it->next, taken++) {
+            if (it->w.deadline_ns != 0 && now >= it->w.deadline_ns) {
+                it->w.status = AIMS_E_TIMEOUT;
+                continue;
+            }
+            vec[k++] = &it->w;
+        }
+        if (k > 0) {
+            const uint64_t t1 = aimsi_now_ns();
+            s->kind->run(s->impl, vec, k);
+            const uint64_t t2 = aimsi_now_ns();
+            note_run(s, t2 - t1);
+            atomic_fetch_add_explicit(&s->n_batches, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&s->n_rows, k, memory_order_relaxed);
+            (void)aims_metrics_count(s->node->mx, "aims_svc_batches_total", s->labels, 1);
+            (void)aims_metrics_count(s->node->mx, "aims_svc_batch_rows_total", s->labels, k);
+        }
+        const uint64_t t3 = aimsi_now_ns();
+        size_t ri = 0;
+        aimsi_qitem *p = first;
+        for (size_t j = 0; j < taken; j++) {
+            aimsi_qitem *next = p->next;
+            const int ran = ri < k && vec[ri] == &p->w;
+            if (ran) {
+                ri++;
+            }
+            complete_item(s, p, ran, t3);
+            p = next;
+        }
+    }
+    if (vec != stackv) {
+        aimsi_free(vec);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    aims_node *n = arg;
+    pthread_mutex_lock(&n->lock);
+    while (!n->workers_stop) {
+        aims_service *s = pick_ready(n);
+        if (s == NULL) {
+            pthread_cond_wait(&n->work_cond, &n->lock);
+            continue;
+        }
+        aimsi_qitem *head = NULL;
+        aimsi_qitem *tail = NULL;
+        uint64_t earliest = 0;
+        const size_t want = (size_t)per_run(s);
+        size_t cnt = take_items(s, &head, &tail, want, &earliest);
+        if (s->kind->batching && cnt < want && s->p_batch_delay_us > 0) {
+            /* Wait for the batch to fill, never past the earliest deadline
+             * minus one expected run. */
+            s->batch_waiting = 1;
+            const uint64_t delay = (uint64_t)s->p_batch_delay_us * 1000u;
+            const uint64_t until0 = aimsi_now_ns() + delay;
+            for (;;) {
+                if (cnt >= want || n->workers_stop ||
+                    atomic_load(&s->state) != AIMSI_SVC_RUNNING) {
+                    break;
+                }
+                uint64_t until = until0;
+                const uint64_t ewma = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
+                if (earliest != 0) {
+                    const uint64_t cut = earliest > ewma ? earliest - ewma : 0;
+                    until = cut < until ? cut : until;
+                }
+                if (aimsi_now_ns() >= until) {
+                    break;
+                }
+                const struct timespec ts = mono_ts(until);
+                (void)pthread_cond_timedwait(&n->work_cond, &n->lock, &ts);
+                cnt += take_items(s, &head, &tail, want - cnt, &earliest);
+            }
+            s->batch_waiting = 0;
+        }
+        pthread_mutex_unlock(&n->lock);
+        note_depth(s);
+        run_batch(s, head, cnt);
+        atomic_fetch_sub(&s->inflight, 1);
+        poke_idle(s);
+        pthread_mutex_lock(&n->lock);
+    }
+    pthread_mutex_unlock(&n->lock);
+    return NULL;
+}
+
+aims_status aimsi_node_workers_start(aims_node *n)
+{
+    pthread_mutex_lock(&n->lock);
+    if (n->threads != NULL) {
+        pthread_mutex_unlock(&n->lock);
+        return AIMS_OK;
+    }
+    const size_t want = n->p_workers > 0 ? (size_t)n->p_workers : (size_t)aimsi_cpu_count();
+    pthread_t *th = aimsi_calloc(want, sizeof(*th));
+    if (th == NULL) {
+        pthread_mutex_unlock(&n->lock);
+        return aimsi_err(&n->obj, AIMS_E_NOMEM, "node %s: out of memory for %zu workers",
+                         n->name, want);
+    }
+    size_t made = 0;
+    for (; made < want; made++) {
+        if (pthread_create(&th[made], NULL, worker_main, n) != 0) {
+            break;
+        }
+    }
+    if (made < want) {
+        n->workers_stop = 1;
+        pthread_cond_broadcast(&n->work_cond);
+        pthread_mutex_unlock(&n->lock);
+        for (size_t i = 0; i < made; i++) {
+            pthread_join(th[i], NULL);
+        }
+        aimsi_free(th);
+        pthread_mutex_lock(&n->lock);
+        n->workers_stop = 0;
+        pthread_mutex_unlock(&n->lock);
+        return aimsi_err(&n->obj, AIMS_E_BACKEND, "node %s: cannot start worker thread %zu",
+                         n->name, made);
+    }
+    n->threads = th;
+    n->n_threads = want;
+    pthread_mutex_unlock(&n->lock);
+    return AIMS_OK;
+}
+
+void aimsi_node_workers_stop(aims_node *n)
+{
+    pthread_mutex_lock(&n->lock);
+    pthread_t *th = n->threads;
+    const size_t cnt = n->n_threads;
+    n->workers_stop = 1;
+    pthread_cond_broadcast(&n->work_cond);
+    pthread_mutex_unlock(&n->lock);
+    for (size_t i = 0; i < cnt; i++) {
+        pthread_join(th[i], NULL);
+    }
+    aimsi_free(th);
+    pthread_mutex_lock(&n->lock);
+    n->threads = NULL;
+    n->n_threads = 0;
+    n->workers_stop = 0;
+    pthread_mutex_unlock(&n->lock);
+}
+
+/* ---- the user-handler kind ---------------------------------------------------------- */
+
+typedef struct handler_impl {
+    aims_handler_fn fn;
+    void *user;
+} handler_impl;
+
+static void handler_run(void *impl, aimsi_work *const *items, size_t n)
+{
+    const handler_impl *h = impl;
+    for (size_t i = 0; i < n; i++) {
+        aimsi_work *w = items[i];
+        w->status = h->fn(h->user, w->method, w->req, w->reply, w->deadline_ns);
+    }
+}
+
+static void handler_destroy(void *impl)
+{
+    aimsi_free(impl);
+}
+
+static const aimsi_svc_kind handler_kind = {"handler", 0, 0, handler_run, NULL, handler_destroy};
+
+/* ---- adding services --------------------------------------------------------------- */
+
+static void drop_impl(const aimsi_svc_kind *kind, void *impl)
+{
+    if (kind != NULL && kind->destroy != NULL && impl != NULL) {
+        kind->destroy(impl);
+    }
+}
+
+aims_status aimsi_service_add(aims_node *n, const char *name, const aimsi_svc_kind *kind,
+                              void *impl, aims_service **out)
+{
+    size_t base_len = 0;
+    if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE) || name == NULL || kind == NULL ||
+        kind->run == NULL || out == NULL) {
+        drop_impl(kind, impl);
+        return AIMSI_MISUSE("node, name, kind (with run) and out are required");
+    }
+    if (!service_name_ok(name, &base_len)) {
+        drop_impl(kind, impl);
+        return aimsi_err(&n->obj, AIMS_E_INVAL,
+                         "service name '%.140s': want 1..128 bytes of [A-Za-z0-9_.@/-], "
+                         "at most one '@', not first or last",
+                         name);
+    }
+    aims_service *s = aimsi_calloc(1, sizeof(*s));
+    if (s == NULL) {
+        drop_impl(kind, impl);
+        return aimsi_err(&n->obj, AIMS_E_NOMEM, "service %s: out of memory", name);
+    }
+    aimsi_obj_init(&s->obj, AIMSI_MAGIC_SERVICE);
+    s->node = n;
+    strcpy(s->name, name);
+    s->base_len = base_len;
+    snprintf(s->labels, sizeof(s->labels), "service=\"%s\",node=\"%s\"", name, n->name);
+    s->kind = kind;
+    s->impl = impl;
+    s->p_concurrency = (int64_t)aimsi_param_default(AIMS_SERVICE_CONCURRENCY);
+    s->p_queue_cap = (int64_t)aimsi_param_default(AIMS_SERVICE_QUEUE_CAP);
+    s->p_batch_max = (int64_t)aimsi_param_default(AIMS_SERVICE_BATCH_MAX);
+    s->p_batch_delay_us = (int64_t)aimsi_param_default(AIMS_SERVICE_BATCH_DELAY_US);
+    s->p_inline = (int64_t)aimsi_param_default(AIMS_SERVICE_INLINE);
+    s->p_weight = (int64_t)aimsi_param_default(AIMS_SERVICE_WEIGHT);
+    s->limit = 1;
+    atomic_init(&s->state, AIMSI_SVC_NEW);
+    pthread_mutex_init(&s->reg_lock, NULL);
+
+    aims_status st = AIMS_OK;
+    pthread_mutex_lock(&n->lock);
+    const size_t cnt = atomic_load(&n->n_svc);
+    if (atomic_load(&n->closing)) {
+        st = aimsi_err(&n->obj, AIMS_E_STATE, "node %s is being destroyed", n->name);
+    } else if (cnt >= AIMSI_NODE_MAX_SERVICES) {
+        st = aimsi_err(&n->obj, AIMS_E_RANGE, "node %s: at most %d services", n->name,
+                       AIMSI_NODE_MAX_SERVICES);
+    } else {
+        for (size_t i = 0; i < cnt; i++) {
+            if (strcmp(atomic_load(&n->svc[i])->name, name) == 0) {
+                st = aimsi_err(&n->obj, AIMS_E_EXISTS, "node %s already has a service %s",
+                               n->name, name);
+                break;
+            }
+        }
+    }
+    if (st == AIMS_OK) {
+        atomic_store_explicit(&n->svc[cnt], s, memory_order_relaxed);
+        atomic_store_explicit(&n->n_svc, cnt + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&n->lock);
+    if (st != AIMS_OK) {
+        s->impl = NULL;
+        aimsi_svc_destroy(s);
+        drop_impl(kind, impl);
+        return st;
+    }
+    *out = s;
+    return AIMS_OK;
+}
+
+aims_status aims_service_add_handler(aims_node *n, const char *name, aims_handler_fn fn,
+                                     void *user, aims_service **out)
+{
+    if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE) || name == NULL || fn == NULL || out == NULL) {
+        return AIMSI_MISUSE("node, name, fn and out are required");
+    }
+    handler_impl *h = aimsi_malloc(sizeof(*h));
+    if (h == NULL) {
+        return aimsi_err(&n->obj, AIMS_E_NOMEM, "service %s: out of memory", name);
+    }
+    h->fn = fn;
+    h->user = user;
+    return aimsi_service_add(n, name, &handler_kind, h, out);
+}
+
+void *aimsi_service_impl(aims_service *s, const aimsi_svc_kind *kind)
+{
+    if (!aimsi_obj_ok(s, AIMSI_MAGIC_SERVICE) || s->kind != kind) {
+        return NULL;
+    }
+    return s->impl;
+}
+
+const char *aimsi_service_name(const aims_service *s)
+{
+    return s != NULL ? s->name : "";
+}
+
+/* Frees the service (node destroy, after it stopped and no caller can reach it). */
+void aimsi_svc_destroy(aims_service *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    drop_impl(s->kind, s->impl);
+    for (size_t i = 0; i < AIMSI_SVC_SPARES; i++) {
+        aims_msg_destroy(atomic_load(&s->spare[i]));
+    }
+    aimsi_qitem *it = s->head;
+    while (it != NULL) {
+        aimsi_qitem *next = it->next;
+        free_item(it);
+        it = next;
+    }
+    pthread_mutex_destroy(&s->reg_lock);
+    aimsi_obj_kill(&s->obj);
+    aimsi_free(s);
+}
+
+/* ---- parameters -------------------------------------------------------------------- */
+
+aims_status aims_service_set_param_i64(aims_service *s, aims_param param, int64_t value)
+{
+    if (!aimsi_obj_ok(s, AIMSI_MAGIC_SERVICE)) {
+        return AIMSI_MISUSE("service");
+    }
+    AIMSI_TRY(aimsi_param_check(&s->obj, param, 720, 739, AIMS_PARAM_I64, (double)value));
+    if (atomic_load(&s->state) != AIMSI_SVC_NEW) {
+        return aimsi_err(&s->obj, AIMS_E_STATE, "service %s: set parameters before start",
+                         s->name);
+    }
+    switch (param) {
+    case AIMS_SERVICE_CONCURRENCY:
+        s->p_concurrency = value;
+        break;
+    case AIMS_SERVICE_QUEUE_CAP:
+        s->p_queue_cap = value;
+        break;
+    case AIMS_SERVICE_BATCH_MAX:
+        s->p_batch_max = value;
+        break;
+    case AIMS_SERVICE_BATCH_DELAY_US:
+        s->p_batch_delay_us = value;
+        break;
+    case AIMS_SERVICE_INLINE:
+        s->p_inline = value;
+        break;
+    case AIMS_SERVICE_WEIGHT:
+        s->p_weight = value;
+        break;
+    default:
+        return aimsi_err(&s->obj, AIMS_E_INVAL, "service %s: parameter %d is not used",
+                         s->name, (int)param);
+    }
+    return AIMS_OK;
+}
+
+/* ---- registry -------------------------------------------------------------------- */
+
+static uint64_t lease_ms(const aims_node *n)
+{
+    return 3u * (uint64_t)n->p_heartbeat_ms;
+}
+
+/* The registry backend, read under node->lock (the setters write under it).
+ * Callers hold s->reg_lock while they use it: aimsi_node_set_remote_registry
+ * passes every service's reg_lock before it releases replaced ops. */
+typedef struct reg_backend {
+    aims_registry *reg;
+    const aimsi_reg_ops *rops;
+    void *rctx;
+} reg_backend;
+
+static reg_backend backend_of(aims_node *n)
+{
+    pthread_mutex_lock(&n->lock);
+    const reg_backend b = {n->reg, n->rops, n->rctx};
+    pthread_mutex_unlock(&n->lock);
+    return b;
+}
+
+/* Under reg_lock. */
+static aims_status reg_register(aims_service *s, const reg_backend *b, const char *addr)
+{
+    aims_node *n = s->node;
+    aims_status st = AIMS_OK;
+    uint64_t id = 0;
+    if (b->rops != NULL) {
+        st = b->rops->reg(b->rctx, s->name, addr, (uint32_t)s->p_weight, lease_ms(n), &id);
+        s->reg_remote = 1;
+    } else if (b->reg != NULL) {
+        st = aims_registry_register(b->reg, s->name, addr, (uint32_t)s->p_weight, lease_ms(n),
+                                    &id);
+        s->reg_remote = 0;
+    } else {
+        return AIMS_OK;
+    }
+    if (st == AIMS_OK) {
+        s->registered = 1;
+        s->reg_id = id;
+    }
+    return st;
+}
+
+/* Under reg_lock. */
+static void reg_deregister(aims_service *s)
+{
+    if (!s->registered) {
+        return;
+    }
+    const reg_backend b = backend_of(s->node);
+    if (s->reg_remote) {
+        if (b.rops != NULL) {
+            (void)b.rops->dereg(b.rctx, s->reg_id);
+        }
+    } else if (b.reg != NULL) {
+        (void)aims_registry_deregister(b.reg, s->reg_id);
+    }
+    s->registered = 0;
+    s->reg_id = 0;
+}
+
+/* The node's registry address (first listen address), copied under the lock. */
+static int first_address(aims_node *n, char *buf)
+{
+    pthread_mutex_lock(&n->lock);
+    const int have = n->n_addr > 0;
+    if (have) {
+        memcpy(buf, n->addr[0], AIMSI_URL_MAX);
+    }
+    pthread_mutex_unlock(&n->lock);
+    return have;
+}
+
+void aimsi_svc_forget_remote(aims_service *s)
+{
+    pthread_mutex_lock(&s->reg_lock);
+    if (s->registered && s->reg_remote) {
+        /* Its lease on the old remote registry simply expires. */
+        s->registered = 0;
+        s->reg_id = 0;
+    }
+    pthread_mutex_unlock(&s->reg_lock);
+}
+
+void aimsi_svc_beat(aims_service *s)
+{
+    aims_node *n = s->node;
+    char addr[AIMSI_URL_MAX];
+    if (atomic_load(&s->state) != AIMSI_SVC_RUNNING || !first_address(n, addr)) {
+        return;
+    }
+    pthread_mutex_lock(&s->reg_lock);
+    if (atomic_load(&s->state) != AIMSI_SVC_RUNNING || s->reg_leaving) {
+        pthread_mutex_unlock(&s->reg_lock);
+        return;
+    }
+    const reg_backend b = backend_of(n);
+    if (!s->registered) {
+        /* Remote registry unreachable at start, or a lost lease: try again. */
+        (void)reg_register(s, &b, addr);
+    } else if (s->reg_remote) {
+        if (b.rops != NULL) {
+            uint64_t id = s->reg_id;
+            const aims_status st = b.rops->heartbeat(b.rctx, s->name, addr,
+                                                     (uint32_t)s->p_weight, lease_ms(n), &id);
+            if (st == AIMS_OK) {
+                s->reg_id = id;
+            } else if (st == AIMS_E_NOTFOUND) {
+                s->registered = 0;
+                (void)reg_register(s, &b, addr);
+            }
+        }
+    } else if (b.reg != NULL) {
+        if (aims_registry_heartbeat(b.reg, s->reg_id) == AIMS_E_NOTFOUND) {
+            s->registered = 0;
+            (void)reg_register(s, &b, addr);
+        }
+    }
+    pthread_mutex_unlock(&s->reg_lock);
+}
+
+/* ---- start / stop -------------------------------------------------------------- */
+
+aims_status aims_service_start(aims_service *s)
+{
+    if (!aimsi_obj_ok(s, AIMSI_MAGIC_SERVICE)) {
+        return AIMSI_MISUSE("service");
+    }
+    aims_node *n = s->node;
+    if (atomic_load(&n->closing)) {
+        return aimsi_err(&s->obj, AIMS_E_STATE, "node %s is being destroyed", n->name);
+    }
+    int expect = 0;
+    if (atomic_load(&s->state) != AIMSI_SVC_NEW ||
+        !atomic_compare_exchange_strong(&s->stopping, &expect, 1)) {
+        return aimsi_err(&s->obj, AIMS_E_STATE, "service %s is already started (or stopping)",
+                         s->name);
+    }
+    /* `stopping` doubles as the start/stop guard: one transition at a time. */
+    aims_status st = aimsi_node_workers_start(n);
+    if (st != AIMS_OK) {
+        atomic_store(&s->stopping, 0);
+        return aimsi_err_adopt(&s->obj, st);
+    }
+    pthread_mutex_lock(&n->lock);
+    const int64_t workers = (int64_t)n->n_threads;
+    pthread_mutex_unlock(&n->lock);
+    s->limit = s->p_concurrency > 0 ? s->p_concurrency : (workers > 0 ? workers : 1);
+    s->can_inline = s->p_inline != 0 && !s->kind->batching && !s->kind->never_inline;
+
+    const reg_backend b = backend_of(n);
+    if (b.reg != NULL || b.rops != NULL) {
+        char addr[AIMSI_URL_MAX];
+        if (!first_address(n, addr)) {
+            atomic_store(&s->stopping, 0);
+            return aimsi_err(&s->obj, AIMS_E_STATE,
+                             "service %s: node %s has no address to register (listen first)",
+                             s->name, n->name);
+        }
+        st = aimsi_node_hb_start(n);
+        if (st != AIMS_OK) {
+            atomic_store(&s->stopping, 0);
+            return aimsi_err_adopt(&s->obj, st);
+        }
+        pthread_mutex_lock(&s->reg_lock);
+        s->reg_leaving = 0;
+        /* Read again under reg_lock: the ops may have been replaced meanwhile. */
+        const reg_backend cur = backend_of(n);
+        const aims_status rst = reg_register(s, &cur, addr);
+        /* A remote registry may be unreachable: the heartbeat keeps trying. */
+        const int fatal = rst != AIMS_OK && cur.rops == NULL;
+        if (!fatal) {
+            atomic_store(&s->state, AIMSI_SVC_RUNNING);
+        }
+        pthread_mutex_unlock(&s->reg_lock);
+        atomic_store(&s->stopping, 0);
+        if (fatal) {
+            return aimsi_err(&s->obj, rst, "service %s: registry refused it: %s", s->name,
+                             aims_errmsg());
+        }
+        return AIMS_OK;
+    }
+    atomic_store(&s->state, AIMSI_SVC_RUNNING);
+    atomic_store(&s->stopping, 0);
+    return AIMS_OK;
+}
+
+/* Wait (node->lock held) until s is idle (no slot used; and, when asked, an
+ * empty queue) or `until` (0: no limit) passed. */
+static int idle_wait(aims_service *s, uint64_t until, int need_queue_empty)
+{
+    aims_node *n = s->node;
+    for (;;) {
+        const int busy = atomic_load(&s->inflight) > 0 ||
+                         (need_queue_empty && atomic_load(&s->queued) > 0);
+        if (!busy) {
+            return 1;
+        }
+        const uint64_t now = aimsi_now_ns();
+        if (until != 0 && now >= until) {
+            return 0;
+        }
+        /* Bounded steps: a completion racing the wait costs at most 5 ms. */
+        uint64_t step = now + 5000000u;
+        if (until != 0 && until < step) {
+            step = until;
+        }
+        const struct timespec ts = mono_ts(step);
+        (void)pthread_cond_timedwait(&n->idle_cond, &n->lock, &ts);
+    }
+}
+
+int aimsi_svc_leave(aims_service *s)
+{
+    int expect = 0;
+    if (atomic_load(&s->state) != AIMSI_SVC_RUNNING ||
+        !atomic_compare_exchange_strong(&s->stopping, &expect, 1)) {
+        return -1;
+    }
+    pthread_mutex_lock(&s->reg_lock);
+    const int was_registered = s->registered;
+    reg_deregister(s);
+    s->reg_leaving = 1;
+    pthread_mutex_unlock(&s->reg_lock);
+    return was_registered;
+}
+
+int64_t aimsi_node_grace_ms(const aims_node *n)
+{
+    return n->p_drain_grace_ms > 0 ? n->p_drain_grace_ms : 2 * n->p_heartbeat_ms;
+}
+
+void aimsi_svc_finish(aims_service *s, uint64_t until, int64_t timeout_ms)
+{
+    aims_node *n = s->node;
+    /* refuse new work, finish what is queued or running (bounded). */
+    atomic_store(&s->state, AIMSI_SVC_CLOSING);
+    pthread_mutex_lock(&n->lock);
+    pthread_cond_broadcast(&n->work_cond); /* a batcher waiting for more stops waiting */
+    (void)idle_wait(s, until, 1);
+    /* reject leftovers. */
+    aimsi_qitem *left = s->head;
+    s->head = NULL;
+    s->tail = NULL;
+    atomic_store(&s->queued, 0);
+    pthread_mutex_unlock(&n->lock);
+    size_t rejected = 0;
+    while (left != NULL) {
+        aimsi_qitem *next = left->next;
+        char text[200];
+        snprintf(text, sizeof(text), "service %s stopped before the call ran", s->name);
+        left->done(left->ctx, AIMS_E_CLOSED, NULL, text);
+        free_item(left);
+        left = next;
+        rejected++;
+    }
+    note_depth(s);
+    /* running handlers cannot be interrupted: wait for them. */
+    pthread_mutex_lock(&n->lock);
+    (void)idle_wait(s, 0, 0);
+    pthread_mutex_unlock(&n->lock);
+    if (s->kind->stop != NULL) {
+        s->kind->stop(s->impl);
+    }
+    atomic_store(&s->state, AIMSI_SVC_NEW);
+    atomic_store(&s->stopping, 0);
+    if (rejected > 0) {
+        /* The service did stop: report the cut-short drain in the log, not as a failure. */
+        aimsi_log(AIMS_LOG_WARN,
+                  "service %s: drain timed out after %" PRId64
+                  " ms; %zu queued calls rejected with AIMS_E_CLOSED",
+                  s->name, timeout_ms, rejected);
+    }
+}
+
+static aims_status svc_stop(aims_service *s, int64_t timeout_ms)
+{
+    const uint64_t until = aimsi_now_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000u;
+    /* 1. leave the registry, then give balancers time to notice while serving. */
+    const int was_registered = aimsi_svc_leave(s);
+    if (was_registered < 0) {
+        return aimsi_err(&s->obj, AIMS_E_STATE, "service %s is not running (or already stopping)",
+                         s->name);
+    }
+    if (was_registered) {
+        int64_t grace = aimsi_node_grace_ms(s->node);
+        grace = grace < timeout_ms ? grace : timeout_ms;
+        if (grace > 0) {
+            sleep_ms(grace);
+        }
+    }
+    /* 2..4. refuse new work, drain, reject leftovers, kind->stop. */
+    aimsi_svc_finish(s, until, timeout_ms);
+    return AIMS_OK;
+}
+
+aims_status aims_service_stop(aims_service *s, int64_t timeout_ms)
+{
+    if (!aimsi_obj_ok(s, AIMSI_MAGIC_SERVICE) || timeout_ms < 0) {
+        return AIMSI_MISUSE("service, timeout_ms >= 0");
+    }
+    return svc_stop(s, timeout_ms);
+}
+
+/* ---- statistics -------------------------------------------------------------------- */
+
+aims_status aims_service_stat(aims_service *s, aims_svc_stat stat, double *out)
+{
+    if (!aimsi_obj_ok(s, AIMSI_MAGIC_SERVICE) || out == NULL) {
+        return AIMSI_MISUSE("service and out are required");
+    }
+    double v = 0.0;
+    switch (stat) {
+    case AIMS_SVC_REQUESTS:
+        v = (double)atomic_load(&s->n_req);
+        break;
+    case AIMS_SVC_ERRORS:
+        v = (double)atomic_load(&s->n_err);
+        break;
+    case AIMS_SVC_REJECTED:
+        v = (double)atomic_load(&s->n_rej);
+        break;
+    case AIMS_SVC_INFLIGHT:
+        v = (double)atomic_load(&s->inflight);
+        break;
+    case AIMS_SVC_QUEUED:
+        v = (double)atomic_load(&s->queued);
+        break;
+    case AIMS_SVC_BATCHES:
+        v = (double)atomic_load(&s->n_batches);
+        break;
+    case AIMS_SVC_BATCH_ROWS:
+        v = (double)atomic_load(&s->n_rows);
+        break;
+    case AIMS_SVC_BUSY_NS:
+        v = (double)atomic_load(&s->busy_ns);
+        break;
+    case AIMS_SVC_P50_NS:
+    case AIMS_SVC_P99_NS: {
+        const double q = stat == AIMS_SVC_P50_NS ? 0.5 : 0.99;
+        const aims_status st =
+            aims_metrics_quantile(s->node->mx, "aims_svc_latency_seconds", s->labels, q, &v);
+        if (st == AIMS_E_NOTFOUND) {
+            v = 0.0; /* no observation yet */
+        } else if (st != AIMS_OK) {
+            return aimsi_err_adopt(&s->obj, st);
+        }
+        break;
+    }
+    default:
+        return aimsi_err(&s->obj, AIMS_E_INVAL, "service %s: unknown statistic %d", s->name,
+                         (int)stat);
+    }
+    *out = v;
+    return AIMS_OK;
+}

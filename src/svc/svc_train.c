@@ -1,0 +1,1113 @@
+/*
+ * svc_train.c -- the built-in train service kind (aims_service_add_train).
+ *
+ * Training takes seconds to minutes, so a request never trains: "submit"
+ * checks everything it can on the worker thread that runs it (job id, "x",
+ * "y", every "spec" key, model and trainer parameters -- by actually building
+ * the dataset copy, the model and the trainer), queues the job and replies
+ * "queued" at once. One job thread per service, started on the first submit,
+ * runs ONE job at a time in submission order; callers poll "status" and
+ * fetch "result". Running one job at a time is deliberate: a fit already uses
+ * the cores through OpenBLAS, and two fits at once would only slow both.
+ *
+ * Jobs are keyed by the caller's job id, so a retried submit (the client
+ * retries idempotent calls; a submit may also be repeated by a host that
+ * lost the reply) finds the job it already created and returns its state:
+ * the lookup happens before any work and again under the lock right before
+ * the insert, so even two racing submits of one id create one job.
+ *
+ * Memory is bounded: at most TRAIN_QUEUE_MAX jobs wait (then
+ * AIMS_E_OVERLOADED with a retry hint), and at most TRAIN_JOBS_KEPT jobs are
+ * remembered; beyond that the oldest finished job (and its result bundle)
+ * is forgotten. A queued job holds its data copy, model and trainer; a
+ * finished one only its numbers and, when done, its bundle bytes.
+ *
+ * Cancellation: "cancel" on a queued job ends it at once; on the running job
+ * it calls aims_trainer_cancel (any thread) and the progress callback also
+ * returns non-zero, so the fit stops at the next step boundary and the job
+ * ends "cancelled". kind->stop cancels the running job and everything queued
+ * and joins the thread (aims_service_stop; the service may be started again,
+ * the next submit starts a new thread). All job state is under one mutex;
+ * the trainer pointer of the running job is cleared under it before the
+ * trainer is destroyed, so cancel never touches a dead trainer.
+ *
+ * The result is the bytes of an aims bundle file (pipeline + model). The
+ * public API has no "bundle to memory" call, so the bundle is saved to a
+ * private temporary file, read back and unlinked.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "aimsi_svc.h"
+
+#define TRAIN_QUEUE_MAX 16
+#define TRAIN_JOBS_KEPT 64
+#define TRAIN_ID_MAX 64
+#define TRAIN_SPEC_MAX 65536
+#define TRAIN_MAX_HIDDEN 16
+#define TRAIN_MAX_PARAMS 64
+#define TRAIN_MAX_UNITS 1048576
+#define TRAIN_RETRY_MS 1000
+
+enum job_state { JOB_QUEUED = 0, JOB_RUNNING = 1, JOB_DONE = 2, JOB_FAILED = 3, JOB_CANCELLED = 4 };
+
+typedef struct train_job {
+    struct train_job *next;  /* all jobs, oldest first */
+    struct train_job *qnext; /* run queue */
+    char id[TRAIN_ID_MAX + 1];
+    size_t id_len;
+    int state;
+    int cancel;
+    int32_t epoch;
+    float loss;
+    float metric;
+    aims_dataset *ds;
+    aims_model *model;
+    aims_trainer *trainer;
+    char *publish;           /* "name@version" or NULL */
+    void *bundle;            /* result bytes (done) */
+    size_t bundle_len;
+    char err[AIMSI_ERRMSG_CAP];
+} train_job;
+
+typedef struct train_impl {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const aims_pipeline *p;
+    train_job *jobs;
+    size_t n_jobs;
+    train_job *qhead;
+    train_job *qtail;
+    size_t queued;
+    train_job *running;
+    pthread_t thread;
+    int thread_on;
+    int stopping;
+} train_impl;
+
+/* ---- replies ------------------------------------------------------------------------- */
+
+static aims_status fail(aimsi_work *w, aims_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static aims_status fail(aimsi_work *w, aims_status st, const char *fmt, ...)
+{
+    char text[AIMSI_MSG_MAX_ERROR];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    aims_msg_clear(w->reply);
+    (void)aims_msg_set_error(w->reply, text);
+    return st;
+}
+
+static aims_status put_i32(aims_msg *m, const char *name, int32_t v)
+{
+    return aims_msg_add(m, name, AIMS_DT_I32, NULL, 0, &v, 0);
+}
+
+static aims_status put_f32(aims_msg *m, const char *name, float v)
+{
+    return aims_msg_add(m, name, AIMS_DT_F32, NULL, 0, &v, 0);
+}
+
+static aims_status reply_state(aimsi_work *w, int state)
+{
+    aims_msg_clear(w->reply);
+    const aims_status st = put_i32(w->reply, "state", state);
+    if (st != AIMS_OK) {
+        return fail(w, st, "train: no room for the reply: %s", aims_errmsg());
+    }
+    return AIMS_OK;
+}
+
+/* ---- jobs ------------------------------------------------------------------------------ */
+
+static void job_release_work(train_job *j)
+{
+    aims_trainer_destroy(j->trainer);
+    j->trainer = NULL;
+    aims_model_destroy(j->model);
+    j->model = NULL;
+    aims_dataset_destroy(j->ds);
+    j->ds = NULL;
+}
+
+static void job_free(train_job *j)
+{
+    job_release_work(j);
+    aimsi_free(j->publish);
+    aimsi_free(j->bundle);
+    aimsi_free(j);
+}
+
+static train_job *job_find(const train_impl *ti, const char *id, size_t len)
+{
+    for (train_job *j = ti->jobs; j != NULL; j = j->next) {
+        if (j->id_len == len && memcmp(j->id, id, len) == 0) {
+            return j;
+        }
+    }
+    return NULL;
+}
+
+/* Forget the oldest finished job when the table is full (under the lock). */
+static void jobs_trim(train_impl *ti)
+{
+    if (ti->n_jobs < TRAIN_JOBS_KEPT) {
+        return;
+    }
+    train_job **pp = &ti->jobs;
+    while (*pp != NULL && (*pp)->state < JOB_DONE) {
+        pp = &(*pp)->next;
+    }
+    if (*pp != NULL) {
+        train_job *old = *pp;
+        *pp = old->next;
+        ti->n_jobs--;
+        job_free(old);
+    }
+}
+
+/* Remove a queued job from the run queue (under the lock). */
+static void queue_remove(train_impl *ti, train_job *j)
+{
+    train_job *prev = NULL;
+    for (train_job *q = ti->qhead; q != NULL; prev = q, q = q->qnext) {
+        if (q == j) {
+            if (prev == NULL) {
+                ti->qhead = q->qnext;
+            } else {
+                prev->qnext = q->qnext;
+            }
+            if (ti->qtail == q) {
+                ti->qtail = prev;
+            }
+            q->qnext = NULL;
+            ti->queued--;
+            return;
+        }
+    }
+}
+
+/* ---- the job thread -------------------------------------------------------------------- */
+
+typedef struct progress_ctx {
+    train_impl *ti;
+    train_job *job;
+} progress_ctx;
+
+static int progress_cb(void *user, const aims_trainer *t)
+{
+    const progress_ctx *pc = user;
+    double epoch = 0;
+    double loss = NAN;
+    double metric = NAN;
+    (void)aims_trainer_stat(t, AIMS_STAT_EPOCH, &epoch);
+    (void)aims_trainer_stat(t, AIMS_STAT_TRAIN_LOSS, &loss);
+    (void)aims_trainer_stat(t, AIMS_STAT_VAL_ACCURACY, &metric);
+    pthread_mutex_lock(&pc->ti->mu);
+    pc->job->epoch = (int32_t)epoch;
+    pc->job->loss = (float)loss;
+    pc->job->metric = (float)metric;
+    const int stop = pc->job->cancel;
+    pthread_mutex_unlock(&pc->ti->mu);
+    return stop;
+}
+
+/* Bytes of bundle b, through a private temporary file. */
+static aims_status bundle_bytes(const aims_bundle *b, void **out, size_t *out_len)
+{
+    const char *dir = getenv("TMPDIR");
+    char path[512];
+    const int pn = snprintf(path, sizeof path, "%s/aims-train-XXXXXX",
+                            dir != NULL && dir[0] != '\0' ? dir : "/tmp");
+    if (pn < 0 || (size_t)pn >= sizeof path) {
+        return aimsi_err(NULL, AIMS_E_IO, "train: TMPDIR path too long");
+    }
+    const int tfd = mkstemp(path);
+    if (tfd < 0) {
+        return aimsi_err(NULL, AIMS_E_IO, "train: mkstemp in %s: %s", path, strerror(errno));
+    }
+    close(tfd);
+    aims_status rc = aims_bundle_save(b, path);
+    void *buf = NULL;
+    size_t len = 0;
+    if (rc == AIMS_OK) {
+        const int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat sb;
+        if (fd < 0 || fstat(fd, &sb) != 0 || sb.st_size <= 0) {
+            rc = aimsi_err(NULL, AIMS_E_IO, "train: reading back %s: %s", path, strerror(errno));
+        } else {
+            len = (size_t)sb.st_size;
+            buf = aimsi_malloc(len);
+            rc = buf == NULL ? aimsi_err(NULL, AIMS_E_NOMEM, "train: no memory for a %zu-byte "
+                                                             "bundle", len)
+                             : AIMS_OK;
+            for (size_t got = 0; rc == AIMS_OK && got < len;) {
+                const ssize_t r = read(fd, (char *)buf + got, len - got);
+                if (r <= 0) {
+                    rc = aimsi_err(NULL, AIMS_E_IO, "train: reading %s: %s", path,
+                                   r == 0 ? "short file" : strerror(errno));
+                } else {
+                    got += (size_t)r;
+                }
+            }
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    unlink(path);
+    if (rc != AIMS_OK) {
+        aimsi_free(buf);
+        return rc;
+    }
+    *out = buf;
+    *out_len = len;
+    return AIMS_OK;
+}
+
+/* Bundle the trained model with the service's pipeline; name@version from "publish". */
+static aims_status make_result(const train_impl *ti, const train_job *j, void **out,
+                               size_t *out_len)
+{
+    aims_bundle *b = NULL;
+    AIMSI_TRY(aims_bundle_create(ti->p, j->model, &b));
+    aims_status rc = AIMS_OK;
+    if (j->publish != NULL) {
+        char *at = strchr(j->publish, '@');
+        if (at != NULL) {
+            *at = '\0';
+            rc = aims_bundle_set_meta(b, "name", j->publish);
+            if (rc == AIMS_OK) {
+                rc = aims_bundle_set_meta(b, "version", at + 1);
+            }
+            *at = '@';
+        } else {
+            rc = aims_bundle_set_meta(b, "name", j->publish);
+        }
+    }
+    if (rc == AIMS_OK) {
+        rc = bundle_bytes(b, out, out_len);
+    }
+    aims_bundle_destroy(b);
+    return rc;
+}
+
+static void run_job(train_impl *ti, train_job *j)
+{
+    progress_ctx pc = {ti, j};
+    aims_status rc = aims_trainer_set_progress(j->trainer, progress_cb, &pc);
+    if (rc == AIMS_OK) {
+        rc = aims_trainer_fit(j->trainer, j->ds, NULL);
+    }
+    char err[AIMSI_ERRMSG_CAP] = "";
+    if (rc != AIMS_OK && rc != AIMS_E_CANCELLED) {
+        snprintf(err, sizeof err, "%s", aims_trainer_errmsg(j->trainer)[0] != '\0'
+                                            ? aims_trainer_errmsg(j->trainer)
+                                            : aims_errmsg());
+    }
+    void *bytes = NULL;
+    size_t len = 0;
+    if (rc == AIMS_OK) {
+        rc = make_result(ti, j, &bytes, &len);
+        if (rc != AIMS_OK) {
+            snprintf(err, sizeof err, "bundle: %s", aims_errmsg());
+        }
+    }
+    pthread_mutex_lock(&ti->mu);
+    aims_trainer *t = j->trainer;
+    j->trainer = NULL; /* cancel must not reach it any more */
+    ti->running = NULL;
+    if (rc == AIMS_OK) {
+        j->state = JOB_DONE;
+        j->bundle = bytes;
+        j->bundle_len = len;
+    } else if (rc == AIMS_E_CANCELLED || j->cancel) {
+        j->state = JOB_CANCELLED;
+    } else {
+        j->state = JOB_FAILED;
+        snprintf(j->err, sizeof j->err, "%s", err);
+    }
+    aims_model *m = j->model;
+    aims_dataset *ds = j->ds;
+    j->model = NULL;
+    j->ds = NULL;
+    pthread_cond_broadcast(&ti->cv);
+    pthread_mutex_unlock(&ti->mu);
+    if (rc != AIMS_OK) {
+        aimsi_free(bytes);
+    }
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    aims_dataset_destroy(ds);
+}
+
+static void *job_thread(void *arg)
+{
+    train_impl *ti = arg;
+    pthread_mutex_lock(&ti->mu);
+    for (;;) {
+        while (!ti->stopping && ti->qhead == NULL) {
+            pthread_cond_wait(&ti->cv, &ti->mu);
+        }
+        if (ti->stopping) {
+            break;
+        }
+        train_job *j = ti->qhead;
+        queue_remove(ti, j);
+        j->state = JOB_RUNNING;
+        ti->running = j;
+        pthread_mutex_unlock(&ti->mu);
+        run_job(ti, j);
+        pthread_mutex_lock(&ti->mu);
+    }
+    pthread_mutex_unlock(&ti->mu);
+    return NULL;
+}
+
+/* ---- spec ------------------------------------------------------------------------------- */
+
+typedef struct spec_param {
+    aims_param param;
+    aims_param_type type;
+    int64_t i;
+    double f;
+    char key[48];
+} spec_param;
+
+typedef struct train_spec {
+    aims_model_kind kind;
+    size_t hidden[TRAIN_MAX_HIDDEN];
+    size_t n_hidden;
+    int has_hidden;
+    aims_activation act;
+    int has_act;
+    size_t classes;
+    spec_param params[TRAIN_MAX_PARAMS];
+    size_t n_params;
+} train_spec;
+
+static int parse_i64(const char *s, int64_t *out)
+{
+    if (*s == '\0') {
+        return 0;
+    }
+    char *end = NULL;
+    errno = 0;
+    const long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0') {
+        return 0;
+    }
+    *out = (int64_t)v;
+    return 1;
+}
+
+static int parse_f64(const char *s, double *out)
+{
+    if (*s == '\0') {
+        return 0;
+    }
+    char *end = NULL;
+    errno = 0;
+    const double v = strtod(s, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(v)) {
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+#define SPEC_BAD(...) aimsi_err(NULL, AIMS_E_INVAL, "spec: " __VA_ARGS__)
+
+static aims_status spec_hidden(train_spec *sp, const char *v)
+{
+    sp->n_hidden = 0;
+    const char *p = v;
+    for (;;) {
+        char *end = NULL;
+        errno = 0;
+        const long long u = strtoll(p, &end, 10);
+        if (end == p || errno != 0 || u < 1 || u > TRAIN_MAX_UNITS ||
+            (*end != ',' && *end != '\0')) {
+            return SPEC_BAD("hidden=%s: want positive layer widths (<= %d) separated by ','", v,
+                            TRAIN_MAX_UNITS);
+        }
+        if (sp->n_hidden == TRAIN_MAX_HIDDEN) {
+            return SPEC_BAD("hidden=%s: at most %d layers", v, TRAIN_MAX_HIDDEN);
+        }
+        sp->hidden[sp->n_hidden++] = (size_t)u;
+        if (*end == '\0') {
+            return AIMS_OK;
+        }
+        p = end + 1;
+    }
+}
+
+static aims_status spec_kind(train_spec *sp, const char *v)
+{
+    static const struct {
+        const char *name;
+        aims_model_kind kind;
+    } kinds[] = {{"mlp", AIMS_MODEL_MLP},
+                 {"softmax", AIMS_MODEL_SOFTMAX},
+                 {"logistic", AIMS_MODEL_LOGISTIC},
+                 {"linear", AIMS_MODEL_LINEAR}};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (strcmp(v, kinds[i].name) == 0) {
+            sp->kind = kinds[i].kind;
+            return AIMS_OK;
+        }
+    }
+    return SPEC_BAD("kind=%s: want mlp, softmax, logistic or linear", v);
+}
+
+static aims_status spec_activation(train_spec *sp, const char *v)
+{
+    static const char *const names[] = {"none", "relu", "gelu", "tanh", "sigmoid"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(v, names[i]) == 0) {
+            sp->act = (aims_activation)i;
+            sp->has_act = 1;
+            return AIMS_OK;
+        }
+    }
+    return SPEC_BAD("activation=%s: want none, relu, gelu, tanh or sigmoid", v);
+}
+
+static aims_status spec_param_kv(train_spec *sp, const char *k, const char *v)
+{
+    aims_param prm = 0;
+    if (strlen(k) >= sizeof sp->params[0].key || aims_param_by_name(k, &prm) != AIMS_OK) {
+        return SPEC_BAD("unknown key '%s'", k);
+    }
+    if (!((prm >= 400 && prm < 500) || (prm >= 500 && prm < 600))) {
+        return SPEC_BAD("'%s' is not a model or trainer parameter", k);
+    }
+    for (size_t i = 0; i < sp->n_params; i++) {
+        if (sp->params[i].param == prm) {
+            return SPEC_BAD("key '%s' given twice", k);
+        }
+    }
+    if (sp->n_params == TRAIN_MAX_PARAMS) {
+        return SPEC_BAD("more than %d parameters", TRAIN_MAX_PARAMS);
+    }
+    aims_param_type type = 0;
+    double lo = 0;
+    double hi = 0;
+    AIMSI_TRY(aims_param_info(prm, &type, &lo, &hi, NULL));
+    spec_param *q = &sp->params[sp->n_params];
+    q->param = prm;
+    q->type = type;
+    snprintf(q->key, sizeof q->key, "%s", k);
+    double as_f = 0;
+    if (type == AIMS_PARAM_I64) {
+        if (!parse_i64(v, &q->i)) {
+            return SPEC_BAD("%s=%s: not an integer", k, v);
+        }
+        as_f = (double)q->i;
+    } else {
+        if (!parse_f64(v, &q->f)) {
+            return SPEC_BAD("%s=%s: not a finite number", k, v);
+        }
+        as_f = q->f;
+    }
+    if (as_f < lo || as_f > hi) {
+        return SPEC_BAD("%s=%s: out of range [%g, %g]", k, v, lo, hi);
+    }
+    sp->n_params++;
+    return AIMS_OK;
+}
+
+/* One "key=value" token; `seen` tracks the structural keys given twice. */
+static aims_status spec_token(train_spec *sp, char *tok, unsigned *seen)
+{
+    char *eq = strchr(tok, '=');
+    if (eq == NULL || eq == tok) {
+        return SPEC_BAD("'%s' is not key=value", tok);
+    }
+    *eq = '\0';
+    const char *k = tok;
+    const char *v = eq + 1;
+    static const char *const structural[] = {"kind", "hidden", "activation", "classes"};
+    for (unsigned i = 0; i < 4; i++) {
+        if (strcmp(k, structural[i]) != 0) {
+            continue;
+        }
+        if ((*seen & (1u << i)) != 0) {
+            return SPEC_BAD("key '%s' given twice", k);
+        }
+        *seen |= 1u << i;
+        switch (i) {
+        case 0:
+            return spec_kind(sp, v);
+        case 1:
+            sp->has_hidden = 1;
+            return spec_hidden(sp, v);
+        case 2:
+            return spec_activation(sp, v);
+        default: {
+            int64_t c = 0;
+            if (!parse_i64(v, &c) || c < 1 || c > TRAIN_MAX_UNITS) {
+                return SPEC_BAD("classes=%s: want an integer in [1, %d]", v, TRAIN_MAX_UNITS);
+            }
+            sp->classes = (size_t)c;
+            return AIMS_OK;
+        }
+        }
+    }
+    return spec_param_kv(sp, k, v);
+}
+
+/* Parse the "spec" bytes: key=value separated by newlines or blanks, '#'
+ * starts a comment that runs to the end of the line. */
+static aims_status spec_parse(const char *bytes, size_t len, train_spec *sp)
+{
+    if (len > TRAIN_SPEC_MAX) {
+        return SPEC_BAD("%zu bytes (at most %d)", len, TRAIN_SPEC_MAX);
+    }
+    if (memchr(bytes, '\0', len) != NULL) {
+        return SPEC_BAD("contains a NUL byte");
+    }
+    char *text = aimsi_strndup(bytes, len);
+    if (text == NULL) {
+        return aimsi_err(NULL, AIMS_E_NOMEM, "spec: no memory");
+    }
+    memset(sp, 0, sizeof *sp);
+    sp->act = AIMS_ACT_RELU;
+    unsigned seen = 0;
+    aims_status rc = AIMS_OK;
+    int comment = 0;
+    char *tok = NULL;
+    for (char *p = text;; p++) {
+        const char c = *p;
+        const int sep = c == '\0' || c == '\n' || c == '\r' || c == ' ' || c == '\t';
+        if (c == '#' && tok == NULL) {
+            comment = 1;
+        }
+        if (sep) {
+            if (tok != NULL && rc == AIMS_OK) {
+                *p = '\0';
+                rc = spec_token(sp, tok, &seen);
+            }
+            tok = NULL;
+            comment = c == '\n' ? 0 : comment;
+        } else if (!comment && tok == NULL) {
+            tok = p;
+        }
+        if (c == '\0') {
+            break;
+        }
+    }
+    aimsi_free(text);
+    if (rc == AIMS_OK && (seen & 1u) == 0) {
+        rc = SPEC_BAD("kind is missing (kind=mlp|softmax|logistic|linear)");
+    }
+    if (rc == AIMS_OK && sp->kind != AIMS_MODEL_MLP && (sp->has_hidden || sp->has_act)) {
+        rc = SPEC_BAD("hidden and activation apply to kind=mlp only");
+    }
+    return rc;
+}
+
+/* ---- submit ------------------------------------------------------------------------------- */
+
+/* A tensor of the request, checked for dtype and rank. */
+static int get_tensor(const aims_msg *m, const char *name, aims_dtype dt, size_t ndim,
+                      const uint64_t **dims, const void **data, size_t *bytes)
+{
+    size_t idx = 0;
+    aims_dtype t = 0;
+    size_t nd = 0;
+    if (aims_msg_find(m, name, &idx) != AIMS_OK ||
+        aims_msg_get(m, idx, NULL, &t, &nd, dims, data, bytes) != AIMS_OK) {
+        return 0;
+    }
+    return t == dt && nd == ndim;
+}
+
+static aims_status job_id(aimsi_work *w, const char **id, size_t *len)
+{
+    const uint64_t *dims = NULL;
+    const void *data = NULL;
+    size_t bytes = 0;
+    if (!get_tensor(w->req, "job", AIMS_DT_BYTES, 1, &dims, &data, &bytes) || bytes == 0 ||
+        bytes > TRAIN_ID_MAX || memchr(data, '\0', bytes) != NULL) {
+        return fail(w, AIMS_E_INVAL, "train %s: \"job\" must be a BYTES id of 1..%d bytes "
+                                     "without NUL", w->method, TRAIN_ID_MAX);
+    }
+    *id = data;
+    *len = bytes;
+    return AIMS_OK;
+}
+
+/* Build a job's dataset, model and trainer from the request (outside the lock). */
+typedef struct submit_in {
+    const float *x;
+    const int32_t *y;
+    size_t rows;
+    size_t cols;
+    const char *spec;
+    size_t spec_len;
+} submit_in;
+
+static aims_status apply_params(train_job *j, const train_spec *sp)
+{
+    for (size_t i = 0; i < sp->n_params; i++) {
+        const spec_param *q = &sp->params[i];
+        aims_status rc;
+        if (q->param < 500) {
+            rc = q->type == AIMS_PARAM_I64 ? aims_model_set_param_i64(j->model, q->param, q->i)
+                                           : aims_model_set_param_f64(j->model, q->param, q->f);
+        } else {
+            rc = q->type == AIMS_PARAM_I64
+                     ? aims_trainer_set_param_i64(j->trainer, q->param, q->i)
+                     : aims_trainer_set_param_f64(j->trainer, q->param, q->f);
+        }
+        if (rc == AIMS_E_NOMEM) {
+            return rc;
+        }
+        if (rc != AIMS_OK) {
+            return SPEC_BAD("%s: %s", q->key, aims_errmsg());
+        }
+    }
+    return AIMS_OK;
+}
+
+static aims_status build_job(const train_impl *ti, const submit_in *in, train_job *j)
+{
+    train_spec sp;
+    AIMSI_TRY(spec_parse(in->spec, in->spec_len, &sp));
+    size_t pcols = in->cols;
+    if (ti->p != NULL && aims_pipeline_output_cols(ti->p, &pcols) == AIMS_OK &&
+        pcols != in->cols) {
+        /* caught now rather than by aims_bundle_create after the whole fit */
+        return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"x\" has %zu columns but the service's "
+                                             "pipeline outputs %zu", in->cols, pcols);
+    }
+    int32_t ymax = 0;
+    for (size_t r = 0; r < in->rows; r++) {
+        if (in->y[r] < 0) {
+            return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"y\" row %zu is %d (labels are >= 0)",
+                             r, (int)in->y[r]);
+        }
+        ymax = in->y[r] > ymax ? in->y[r] : ymax;
+    }
+    for (size_t i = 0; i < in->rows * in->cols; i++) {
+        if (!isfinite(in->x[i])) {
+            return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"x\" row %zu column %zu is not finite",
+                             i / in->cols, i % in->cols);
+        }
+    }
+    size_t out_dim = 1;
+    if (sp.kind == AIMS_MODEL_SOFTMAX || sp.kind == AIMS_MODEL_MLP) {
+        out_dim = sp.classes != 0 ? sp.classes : (size_t)ymax + 1;
+        if ((size_t)ymax >= out_dim) {
+            return SPEC_BAD("classes=%zu but \"y\" holds label %d", out_dim, (int)ymax);
+        }
+    } else if (sp.kind == AIMS_MODEL_LOGISTIC) {
+        if (sp.classes != 0 && sp.classes != 2) {
+            return SPEC_BAD("classes=%zu: kind=logistic has 2 classes", sp.classes);
+        }
+        if (ymax > 1) {
+            return aimsi_err(NULL, AIMS_E_INVAL, "submit: kind=logistic needs labels 0/1, "
+                                                 "\"y\" holds %d", (int)ymax);
+        }
+    } else if (sp.classes != 0) {
+        return SPEC_BAD("classes: kind=linear predicts one target");
+    }
+    aims_status rc = aims_dataset_create_dense(in->rows, in->cols, in->x, in->y, &j->ds);
+    if (rc == AIMS_OK) {
+        rc = aims_model_create(sp.kind, in->cols, out_dim, &j->model);
+    }
+    for (size_t i = 0; rc == AIMS_OK && i < sp.n_hidden; i++) {
+        rc = aims_model_add_dense(j->model, sp.hidden[i], sp.act);
+    }
+    if (rc == AIMS_OK) {
+        rc = aims_trainer_create(j->model, &j->trainer);
+    }
+    if (rc == AIMS_OK) {
+        rc = apply_params(j, &sp);
+    }
+    return rc;
+}
+
+/* Point *out at aligned elements of data, copying into *tmp when data is not. */
+static aims_status aligned(const void *data, size_t bytes, size_t align, const void **out,
+                           void **tmp)
+{
+    if (((uintptr_t)data % align) == 0) {
+        *out = data;
+        return AIMS_OK;
+    }
+    *tmp = aimsi_malloc(bytes);
+    if (*tmp == NULL) {
+        return aimsi_err(NULL, AIMS_E_NOMEM, "submit: no memory to align %zu bytes", bytes);
+    }
+    memcpy(*tmp, data, bytes);
+    *out = *tmp;
+    return AIMS_OK;
+}
+
+static aims_status read_inputs(aimsi_work *w, submit_in *in, void **tx, void **ty)
+{
+    const uint64_t *dx = NULL;
+    const uint64_t *dy = NULL;
+    const void *x = NULL;
+    const void *y = NULL;
+    size_t bx = 0;
+    size_t by = 0;
+    if (!get_tensor(w->req, "x", AIMS_DT_F32, 2, &dx, &x, &bx) || dx[0] == 0 || dx[1] == 0 ||
+        (uint64_t)(size_t)dx[0] != dx[0] || (uint64_t)(size_t)dx[1] != dx[1]) {
+        return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"x\" must be f32 [rows, cols], "
+                                             "rows, cols >= 1");
+    }
+    if (!get_tensor(w->req, "y", AIMS_DT_I32, 1, &dy, &y, &by) || dy[0] != dx[0]) {
+        return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"y\" must be i32 [rows] with the rows "
+                                             "of \"x\" (%llu)", (unsigned long long)dx[0]);
+    }
+    const uint64_t *ds = NULL;
+    const void *spec = NULL;
+    size_t bs = 0;
+    if (!get_tensor(w->req, "spec", AIMS_DT_BYTES, 1, &ds, &spec, &bs)) {
+        return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"spec\" (BYTES key=value lines) is "
+                                             "missing");
+    }
+    in->rows = (size_t)dx[0];
+    in->cols = (size_t)dx[1];
+    in->spec = spec;
+    in->spec_len = bs;
+    const void *ax = NULL;
+    const void *ay = NULL;
+    AIMSI_TRY(aligned(x, bx, _Alignof(float), &ax, tx));
+    AIMSI_TRY(aligned(y, by, _Alignof(int32_t), &ay, ty));
+    in->x = ax;
+    in->y = ay;
+    return AIMS_OK;
+}
+
+static aims_status start_thread_locked(train_impl *ti)
+{
+    if (ti->thread_on) {
+        return AIMS_OK;
+    }
+    if (pthread_create(&ti->thread, NULL, job_thread, ti) != 0) {
+        return aimsi_err(NULL, AIMS_E_BACKEND, "train: cannot start the job thread");
+    }
+    ti->thread_on = 1;
+    return AIMS_OK;
+}
+
+static aims_status do_submit(train_impl *ti, aimsi_work *w)
+{
+    const char *id = NULL;
+    size_t id_len = 0;
+    AIMSI_TRY(job_id(w, &id, &id_len));
+    pthread_mutex_lock(&ti->mu);
+    const train_job *known = job_find(ti, id, id_len);
+    const int state = known != NULL ? known->state : -1;
+    pthread_mutex_unlock(&ti->mu);
+    if (state >= 0) {
+        return reply_state(w, state); /* a retried submit: never a second job */
+    }
+    train_job *j = aimsi_calloc(1, sizeof *j);
+    if (j == NULL) {
+        return fail(w, AIMS_E_NOMEM, "submit: no memory for the job");
+    }
+    memcpy(j->id, id, id_len);
+    j->id_len = id_len;
+    j->loss = NAN;
+    j->metric = NAN;
+    submit_in in;
+    void *tx = NULL;
+    void *ty = NULL;
+    aims_status rc = read_inputs(w, &in, &tx, &ty);
+    if (rc == AIMS_OK) {
+        rc = build_job(ti, &in, j);
+    }
+    aimsi_free(tx);
+    aimsi_free(ty);
+    size_t pidx = 0;
+    if (rc == AIMS_OK && aims_msg_find(w->req, "publish", &pidx) == AIMS_OK) {
+        const void *pub = NULL;
+        size_t pb = 0;
+        aims_dtype dt = 0;
+        (void)aims_msg_get(w->req, pidx, NULL, &dt, NULL, NULL, &pub, &pb);
+        if (dt != AIMS_DT_BYTES || pb == 0 || pb > 128 || memchr(pub, '\0', pb) != NULL) {
+            rc = aimsi_err(NULL, AIMS_E_INVAL, "submit: \"publish\" must be BYTES "
+                                               "\"name@version\" of 1..128 bytes");
+        } else {
+            j->publish = aimsi_strndup(pub, pb);
+            rc = j->publish == NULL ? aimsi_err(NULL, AIMS_E_NOMEM, "submit: no memory")
+                                    : AIMS_OK;
+        }
+    }
+    if (rc != AIMS_OK) {
+        job_free(j);
+        return fail(w, rc, "%s", aims_errmsg());
+    }
+    pthread_mutex_lock(&ti->mu);
+    const train_job *raced = job_find(ti, id, id_len);
+    int reply = JOB_QUEUED;
+    if (raced != NULL) {
+        reply = raced->state;
+    } else if (ti->stopping) {
+        rc = aimsi_err(NULL, AIMS_E_CLOSED, "submit: the train service is stopping");
+    } else if (ti->queued >= TRAIN_QUEUE_MAX) {
+        rc = aimsi_err(NULL, AIMS_E_OVERLOADED, "submit: %d jobs already queued; retry after "
+                                                "%d ms", TRAIN_QUEUE_MAX, TRAIN_RETRY_MS);
+    } else {
+        rc = start_thread_locked(ti);
+    }
+    if (rc == AIMS_OK && raced == NULL) {
+        jobs_trim(ti);
+        train_job **pp = &ti->jobs;
+        while (*pp != NULL) {
+            pp = &(*pp)->next;
+        }
+        *pp = j;
+        ti->n_jobs++;
+        if (ti->qtail != NULL) {
+            ti->qtail->qnext = j;
+        } else {
+            ti->qhead = j;
+        }
+        ti->qtail = j;
+        ti->queued++;
+        j = NULL;
+        pthread_cond_broadcast(&ti->cv);
+    }
+    pthread_mutex_unlock(&ti->mu);
+    if (j != NULL) {
+        job_free(j);
+    }
+    if (rc != AIMS_OK) {
+        return fail(w, rc, "%s", aims_errmsg());
+    }
+    return reply_state(w, reply);
+}
+
+/* ---- status / result / cancel -------------------------------------------------------------- */
+
+static aims_status do_status(train_impl *ti, aimsi_work *w)
+{
+    const char *id = NULL;
+    size_t id_len = 0;
+    AIMSI_TRY(job_id(w, &id, &id_len));
+    pthread_mutex_lock(&ti->mu);
+    const train_job *j = job_find(ti, id, id_len);
+    if (j == NULL) {
+        pthread_mutex_unlock(&ti->mu);
+        return fail(w, AIMS_E_NOTFOUND, "status: no job %.*s", (int)id_len, id);
+    }
+    const int state = j->state;
+    const int32_t epoch = j->epoch;
+    const float loss = j->loss;
+    const float metric = j->metric;
+    char err[AIMSI_ERRMSG_CAP];
+    memcpy(err, j->err, sizeof err);
+    pthread_mutex_unlock(&ti->mu);
+    aims_msg_clear(w->reply);
+    aims_status rc = put_i32(w->reply, "state", state);
+    if (rc == AIMS_OK) {
+        rc = put_i32(w->reply, "epoch", epoch);
+    }
+    if (rc == AIMS_OK) {
+        rc = put_f32(w->reply, "loss", loss);
+    }
+    if (rc == AIMS_OK) {
+        rc = put_f32(w->reply, "metric", metric);
+    }
+    if (rc == AIMS_OK && state == JOB_FAILED) {
+        const uint64_t n = strlen(err);
+        rc = aims_msg_add(w->reply, "error", AIMS_DT_BYTES, &n, 1, err, 0);
+    }
+    if (rc != AIMS_OK) {
+        return fail(w, rc, "status: no room for the reply: %s", aims_errmsg());
+    }
+    return AIMS_OK;
+}
+
+static aims_status do_result(train_impl *ti, aimsi_work *w)
+{
+    static const char *const names[] = {"queued", "running", "done", "failed", "cancelled"};
+    const char *id = NULL;
+    size_t id_len = 0;
+    AIMSI_TRY(job_id(w, &id, &id_len));
+    aims_msg_clear(w->reply);
+    pthread_mutex_lock(&ti->mu);
+    const train_job *j = job_find(ti, id, id_len);
+    aims_status rc = AIMS_OK;
+    if (j == NULL) {
+        rc = fail(w, AIMS_E_NOTFOUND, "result: no job %.*s", (int)id_len, id);
+    } else if (j->state != JOB_DONE) {
+        rc = fail(w, AIMS_E_STATE, "result: job %.*s is %s%s%s", (int)id_len, id,
+                  names[j->state], j->err[0] != '\0' ? ": " : "", j->err);
+    } else {
+        /* copied under the lock: a finished job can be forgotten (jobs_trim) */
+        const uint64_t n = j->bundle_len;
+        rc = aims_msg_add(w->reply, "bundle", AIMS_DT_BYTES, &n, 1, j->bundle, 0);
+        if (rc != AIMS_OK) {
+            rc = fail(w, rc, "result: no room for the bundle: %s", aims_errmsg());
+        }
+    }
+    pthread_mutex_unlock(&ti->mu);
+    return rc;
+}
+
+static aims_status do_cancel(train_impl *ti, aimsi_work *w)
+{
+    const char *id = NULL;
+    size_t id_len = 0;
+    AIMSI_TRY(job_id(w, &id, &id_len));
+    pthread_mutex_lock(&ti->mu);
+    train_job *j = job_find(ti, id, id_len);
+    if (j == NULL) {
+        pthread_mutex_unlock(&ti->mu);
+        return fail(w, AIMS_E_NOTFOUND, "cancel: no job %.*s", (int)id_len, id);
+    }
+    if (j->state == JOB_QUEUED) {
+        queue_remove(ti, j);
+        j->state = JOB_CANCELLED;
+        job_release_work(j);
+    } else if (j->state == JOB_RUNNING) {
+        j->cancel = 1;
+        if (j->trainer != NULL) {
+            aims_trainer_cancel(j->trainer);
+        }
+    }
+    const int state = j->state;
+    pthread_mutex_unlock(&ti->mu);
+    return reply_state(w, state);
+}
+
+static void train_run(void *impl, aimsi_work *const *items, size_t n)
+{
+    train_impl *ti = impl;
+    for (size_t i = 0; i < n; i++) {
+        aimsi_work *w = items[i];
+        const char *m = w->method != NULL ? w->method : "(null)";
+        if (w->deadline_ns != 0 && aimsi_now_ns() >= w->deadline_ns) {
+            w->status = fail(w, AIMS_E_TIMEOUT, "%s: the deadline passed before the call "
+                                                "started", m);
+        } else if (strcmp(m, "submit") == 0) {
+            w->status = do_submit(ti, w);
+        } else if (strcmp(m, "status") == 0) {
+            w->status = do_status(ti, w);
+        } else if (strcmp(m, "result") == 0) {
+            w->status = do_result(ti, w);
+        } else if (strcmp(m, "cancel") == 0) {
+            w->status = do_cancel(ti, w);
+        } else {
+            w->status = fail(w, AIMS_E_NOTFOUND, "no method %s on train service", m);
+        }
+    }
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+static void train_stop(void *impl)
+{
+    train_impl *ti = impl;
+    pthread_mutex_lock(&ti->mu);
+    if (!ti->thread_on) {
+        pthread_mutex_unlock(&ti->mu);
+        return;
+    }
+    ti->stopping = 1;
+    if (ti->running != NULL) {
+        ti->running->cancel = 1;
+        if (ti->running->trainer != NULL) {
+            aims_trainer_cancel(ti->running->trainer);
+        }
+    }
+    while (ti->qhead != NULL) {
+        train_job *j = ti->qhead;
+        queue_remove(ti, j);
+        j->state = JOB_CANCELLED;
+        job_release_work(j);
+    }
+    ti->thread_on = 0;
+    const pthread_t th = ti->thread;
+    pthread_cond_broadcast(&ti->cv);
+    pthread_mutex_unlock(&ti->mu);
+    pthread_join(th, NULL);
+    pthread_mutex_lock(&ti->mu);
+    ti->stopping = 0;
+    pthread_mutex_unlock(&ti->mu);
+}
+
+static void train_destroy(void *impl)
+{
+    train_impl *ti = impl;
+    if (ti == NULL) {
+        return;
+    }
+    train_stop(ti);
+    while (ti->jobs != NULL) {
+        train_job *j = ti->jobs;
+        ti->jobs = j->next;
+        job_free(j);
+    }
+    pthread_cond_destroy(&ti->cv);
+    pthread_mutex_destroy(&ti->mu);
+    aimsi_free(ti);
+}
+
+const aimsi_svc_kind aimsi_kind_train = {
+    .name = "train",
+    .batching = 0,
+    .never_inline = 1,
+    .run = train_run,
+    .stop = train_stop,
+    .destroy = train_destroy,
+};
+
+aims_status aimsi_train_create(const aims_pipeline *p, void **out)
+{
+    if (out == NULL) {
+        return AIMSI_MISUSE("NULL out");
+    }
+    if (p != NULL && !aims_pipeline_is_fitted(p)) {
+        return aimsi_err(NULL, AIMS_E_STATE, "train: the pipeline is not fitted");
+    }
+    train_impl *ti = aimsi_calloc(1, sizeof *ti);
+    if (ti == NULL) {
+        return aimsi_err(NULL, AIMS_E_NOMEM, "train: no memory for the service");
+    }
+    if (pthread_mutex_init(&ti->mu, NULL) != 0) {
+        aimsi_free(ti);
+        return aimsi_err(NULL, AIMS_E_BACKEND, "train: pthread_mutex_init failed");
+    }
+    if (pthread_cond_init(&ti->cv, NULL) != 0) {
+        pthread_mutex_destroy(&ti->mu);
+        aimsi_free(ti);
+        return aimsi_err(NULL, AIMS_E_BACKEND, "train: pthread_cond_init failed");
+    }
+    ti->p = p;
+    *out = ti;
+    return AIMS_OK;
+}
+
+aims_status aims_service_add_train(aims_node *n, const char *name, const aims_pipeline *p,
+                                   aims_service **out)
+{
+    if (n == NULL || name == NULL || out == NULL) {
+        return AIMSI_MISUSE("NULL node, name or out");
+    }
+    void *impl = NULL;
+    AIMSI_TRY(aimsi_train_create(p, &impl));
+    return aimsi_service_add(n, name, &aimsi_kind_train, impl, out);
+}

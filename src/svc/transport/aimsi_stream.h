@@ -1,0 +1,57 @@
+/*
+ * aimsi_stream.h -- private to src/svc/transport: the stream machinery shared
+ * by tcp.c and ipc.c (stream.c) and the socket-family hooks they plug into it.
+ *
+ * stream.c knows nothing about addresses: a family (tcp, ipc) turns a URL into
+ * a listening or connected nonblocking socket, stream.c does everything after
+ * that (I/O thread, framing, send queues, close/destroy ordering).
+ */
+#ifndef AIMSI_STREAM_H
+#define AIMSI_STREAM_H
+
+#include "../aimsi_svc.h"
+
+/* Longest url a family writes into `bound` or keeps for unlinking. */
+#define AIMSI_STREAM_PATH_MAX 112u
+
+/* Connect timeout of dial (loopback and Unix sockets answer at once). */
+#define AIMSI_STREAM_CONNECT_MS 2000
+
+/* Per-connection send-queue limits: beyond them send() says AIMS_E_OVERLOADED.
+ * One frame is always accepted on an empty queue, whatever its size. */
+#define AIMSI_STREAM_QMAX_BYTES ((size_t)16u << 20)
+#define AIMSI_STREAM_QMAX_FRAMES 4096u
+
+typedef struct aimsi_stream_family {
+    const char *scheme; /* "tcp", "ipc" */
+    /* Make a bound, listening, nonblocking socket for `url`. Writes the bound
+     * url into bound[bound_cap] and, for a filesystem socket, the path to unlink
+     * later into unlink_path[AIMSI_STREAM_PATH_MAX] ("" if none). */
+    aims_status (*listen_fd)(const char *url, unsigned flags, int *out_fd, char *bound,
+                             size_t bound_cap, char *unlink_path);
+    /* Connect (blocking, bounded by AIMSI_STREAM_CONNECT_MS); the returned
+     * socket is nonblocking and tuned. */
+    aims_status (*dial_fd)(const char *url, int *out_fd);
+    /* Tune an accepted socket (TCP_NODELAY, keep-alive); may be NULL. */
+    void (*tune)(int fd);
+} aimsi_stream_family;
+
+aims_status aimsi_stream_create(const aimsi_stream_family *fam,
+                                const aims_transport_hooks *hooks, uint64_t max_frame,
+                                void **out_inst);
+void aimsi_stream_destroy(void *inst);
+aims_status aimsi_stream_listen(void *inst, const char *url, unsigned flags, char *bound,
+                                size_t bound_cap, void **out_listener);
+void aimsi_stream_unlisten(void *inst, void *listener);
+aims_status aimsi_stream_dial(void *inst, const char *url, void *conn_user, void **out_conn);
+aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len);
+void aimsi_stream_close(void *inst, void *conn);
+
+/* Shared socket helpers for the families. */
+/* Wait for a nonblocking connect() in progress on fd (EINPROGRESS/EAGAIN). */
+aims_status aimsi_stream_connect(int fd, const void *addr, unsigned addrlen,
+                                 const char *url);
+/* Copy `s` into out[cap] or fail with AIMS_E_RANGE naming `what`. */
+aims_status aimsi_stream_copy_url(char *out, size_t cap, const char *s, const char *what);
+
+#endif /* AIMSI_STREAM_H */

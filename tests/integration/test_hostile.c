@@ -1,0 +1,374 @@
+/*
+ * test_hostile.c -- hostile and broken peers next to a well-behaved client.
+ *
+ * One echo instance listening on tcp:// and ipc:// (max frame 1 MiB), joined
+ * to a registry daemon; two client threads call it without pause the whole
+ * time. On both addresses raw sockets then send:
+ *   - junk (no frame magic)                  -> connection dropped
+ *   - a header whose CRC does not match      -> connection dropped
+ *   - a valid header claiming a 4 GiB frame  -> dropped before any payload
+ *   - a valid header claiming 2 MiB (> cap)  -> dropped
+ *   - half a header, then silence            -> must not disturb anyone
+ *     (dropping it needs a read timeout: reported, asserted only with
+ *     AIMS_ITEST_STRICT=1)
+ *   - 200 connections each stalled mid-header (slowloris)
+ *   - valid requests as fast as possible, never reading a reply
+ * Expected: no failed call for the good client, the server's memory bounded.
+ */
+#include "itest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#define HDR 44u
+#define DROP_MS 5000
+#define RSS_BOUND_KB (128L << 10)
+#define SLOWLORIS 200
+
+/* ---- wire helpers (the frame layout of src/codec/aimsi_frame.h) ------------- */
+
+static uint32_t crc32c(const uint8_t *p, size_t n)
+{
+    uint32_t crc = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; k++) {
+            crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+        }
+    }
+    return ~crc;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* A REQUEST header for service "echo", method "echo" with a payload of
+ * `payload_len` bytes (claimed; nothing after the names is written). */
+static void header(uint8_t *h, uint64_t id, uint32_t payload_len)
+{
+    memset(h, 0, HDR);
+    memcpy(h, "AIMF", 4);
+    h[4] = 1; /* version */
+    h[5] = 1; /* REQUEST */
+    put64(h + 8, id);
+    put16(h + 28, 4);
+    put16(h + 30, 4);
+    put32(h + 32, payload_len);
+    put32(h + 36, payload_len);
+    put32(h + 40, crc32c(h, 40));
+}
+
+/* A whole echo request with one BYTES tensor "x" of n bytes; returns its length. */
+static size_t frame(uint8_t *out, uint64_t id, size_t n)
+{
+    const uint32_t p = (uint32_t)(24 + n);
+    header(out, id, p);
+    memcpy(out + HDR, "echoecho", 8);
+    uint8_t *pl = out + HDR + 8;
+    memset(pl, 0, 24);
+    put32(pl, 1);        /* one tensor */
+    pl[4] = 5;           /* BYTES */
+    pl[5] = 1;           /* ndim */
+    put16(pl + 6, 1);    /* name length */
+    pl[8] = 'x';
+    put64(pl + 9, n);    /* dims[0]; then zero padding up to offset 24 */
+    for (size_t i = 0; i < n; i++) {
+        pl[24 + i] = (uint8_t)(i + id);
+    }
+    return HDR + 8 + p;
+}
+
+/* ---- sockets ------------------------------------------------------------------ */
+
+static int dial(const char *url)
+{
+    int fd = -1;
+    if (strncmp(url, "tcp://", 6) == 0) {
+        const char *colon = strrchr(url, ':');
+        struct sockaddr_in a;
+        memset(&a, 0, sizeof a);
+        a.sin_family = AF_INET;
+        a.sin_port = htons((uint16_t)atoi(colon + 1));
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+            close(fd);
+            fd = -1;
+        }
+    } else if (strncmp(url, "ipc://", 6) == 0) {
+        struct sockaddr_un a;
+        memset(&a, 0, sizeof a);
+        a.sun_family = AF_UNIX;
+        snprintf(a.sun_path, sizeof a.sun_path, "%s", url + 6);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    if (fd < 0) {
+        it_fail("cannot connect to %s: %s", url, strerror(errno));
+    }
+    return fd;
+}
+
+static void send_all(int fd, const void *p, size_t n)
+{
+    /* A peer that already dropped us may make this fail: that is fine here. */
+    const uint8_t *b = p;
+    while (n > 0) {
+        const ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w <= 0) {
+            return;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+/* 1 when the server closed the connection within ms (EOF or reset). */
+static int dropped_within(int fd, int ms)
+{
+    const uint64_t end = it_now_ms() + (uint64_t)ms;
+    char buf[4096];
+    while (it_now_ms() < end) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        const int r = poll(&pfd, 1, 50);
+        if (r > 0) {
+            const ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int read_exact(int fd, uint8_t *p, size_t n, int ms)
+{
+    const uint64_t end = it_now_ms() + (uint64_t)ms;
+    while (n > 0) {
+        if (it_now_ms() >= end) {
+            return -1;
+        }
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, 50) <= 0) {
+            continue;
+        }
+        const ssize_t r = recv(fd, p, n, 0);
+        if (r <= 0) {
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* ---- the scenarios ---------------------------------------------------------- */
+
+static void expect_dropped(const char *what, const char *url, const void *bytes, size_t n)
+{
+    const int fd = dial(url);
+    send_all(fd, bytes, n);
+    IT_CHECK(dropped_within(fd, DROP_MS), "%s on %s: connection not dropped within %d ms", what,
+             url, DROP_MS);
+    close(fd);
+    it_log("%s on %s: dropped", what, url);
+}
+
+static void hostile_headers(const char *url)
+{
+    uint8_t junk[4096];
+    for (size_t i = 0; i < sizeof junk; i++) {
+        junk[i] = (uint8_t)(i * 2654435761u >> 13);
+    }
+    junk[0] = 'X';
+    expect_dropped("junk", url, junk, sizeof junk);
+
+    uint8_t h[HDR + 8];
+    header(h, 1, 16);
+    h[40] ^= 0xFF; /* CRC mismatch */
+    memcpy(h + HDR, "echoecho", 8);
+    expect_dropped("bad header CRC", url, h, sizeof h);
+
+    header(h, 2, 0xFFFFFFF0u);
+    memcpy(h + HDR, "echoecho", 8);
+    expect_dropped("4 GiB length claim", url, h, sizeof h);
+
+    header(h, 3, 2u << 20);
+    memcpy(h + HDR, "echoecho", 8);
+    expect_dropped("2 MiB frame over the 1 MiB cap", url, h, sizeof h);
+}
+
+/* Half a header, then silence: reported; asserted only in strict mode. */
+static int half_frame(const char *url)
+{
+    uint8_t h[HDR];
+    header(h, 4, 16);
+    const int fd = dial(url);
+    send_all(fd, h, 30);
+    const int dropped = dropped_within(fd, 3000);
+    close(fd);
+    it_log("half frame then silence on %s: %s", url,
+           dropped ? "dropped" : "still open after 3 s (no read timeout)");
+    return dropped;
+}
+
+/* A valid request/reply first (proves the hand-made frames are right), then
+ * requests as fast as the socket takes them, never reading a reply. */
+static void never_reads(const char *url, pid_t server)
+{
+    static uint8_t buf[HDR + 8 + 24 + 2048];
+    const int fd = dial(url);
+    size_t n = frame(buf, 100, 64);
+    send_all(fd, buf, n);
+    uint8_t rh[HDR];
+    IT_CHECK(read_exact(fd, rh, HDR, 5000) == 0, "no reply to a hand-made request on %s", url);
+    IT_CHECK(memcmp(rh, "AIMF", 4) == 0 && rh[5] == 2 && get32(rh + 24) == 0,
+             "hand-made request on %s: reply type %d status %d", url, rh[5], (int)get32(rh + 24));
+    const size_t rest = (size_t)(rh[28] | rh[29] << 8) + (size_t)(rh[30] | rh[31] << 8) +
+                        get32(rh + 32);
+    uint8_t *tmp = malloc(rest + 1);
+    IT_CHECK(tmp != NULL && read_exact(fd, tmp, rest, 5000) == 0, "short reply on %s", url);
+    free(tmp);
+
+    (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    uint64_t sent = 0, stuck_since = 0;
+    const uint64_t t0 = it_now_ms();
+    while (it_now_ms() - t0 < 3000 && sent < 50000) {
+        n = frame(buf, 1000 + sent, 2048);
+        const ssize_t w = send(fd, buf, n, MSG_NOSIGNAL);
+        if (w == (ssize_t)n) {
+            sent++;
+            stuck_since = 0;
+            continue;
+        }
+        if (w > 0) { /* finish this frame blocking-ish so the stream stays whole */
+            size_t off = (size_t)w;
+            while (off < n && it_now_ms() - t0 < 6000) {
+                const ssize_t w2 = send(fd, buf + off, n - off, MSG_NOSIGNAL);
+                if (w2 > 0) {
+                    off += (size_t)w2;
+                } else if (w2 < 0 && errno != EAGAIN) {
+                    break;
+                } else {
+                    it_sleep_ms(1);
+                }
+            }
+            sent++;
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN) {
+            break; /* the server dropped us: acceptable */
+        }
+        if (stuck_since == 0) {
+            stuck_since = it_now_ms();
+        } else if (it_now_ms() - stuck_since > 1000) {
+            break; /* the server stopped reading: backpressure */
+        }
+        it_sleep_ms(1);
+    }
+    it_sleep_ms(1000);
+    it_log("never-reading peer on %s: %llu requests sent, server VmRSS %ld KiB", url,
+           (unsigned long long)sent, it_rss_kb(server));
+    close(fd);
+}
+
+int main(int argc, char **argv)
+{
+    it_init(argc, argv, "hostile");
+    char ipc[300];
+    snprintf(ipc, sizeof ipc, "ipc://%s/victim.sock", it_dir());
+    it_proc reg, srv;
+    it_spawnl(&reg, "registry", 20000, "--name", "reg", "--listen", "tcp://127.0.0.1:0",
+              "--host-registry", "--heartbeat-ms", "100", (char *)NULL);
+    it_spawnl(&srv, "victim", 20000, "--name", "victim", "--listen", "tcp://127.0.0.1:0",
+              "--listen", ipc, "--join", reg.addr, "--echo", "echo", "--max-frame", "1048576",
+              "--workers", "2", "--heartbeat-ms", "100", (char *)NULL);
+    const char *urls[2] = {srv.addr, ipc};
+
+    aims_client *c = it_client(reg.addr, 50);
+    static it_load L = {.service = "echo", .method = "echo", .threads = 2, .payload = 1024,
+                        .timeout_ms = 5000, .pause_us = 200};
+    L.client = c;
+    it_load_start(&L);
+    IT_CHECK(it_load_wait_pid(&L, srv.pid, 0, 15000), "the instance never answered (%s)",
+             L.first_error);
+    it_sleep_ms(300);
+    const long rss0 = it_rss_kb(srv.pid);
+
+    int stalls_dropped = 0;
+    for (int u = 0; u < 2; u++) {
+        hostile_headers(urls[u]);
+        stalls_dropped += half_frame(urls[u]);
+    }
+    /* Slowloris: many connections stalled mid-header at once. */
+    static int lor[SLOWLORIS];
+    uint8_t h[HDR];
+    header(h, 5, 16);
+    for (int i = 0; i < SLOWLORIS; i++) {
+        lor[i] = dial(urls[i % 2]);
+        send_all(lor[i], h, 43);
+    }
+    const uint64_t ok_before = atomic_load(&L.ok);
+    it_sleep_ms(1500);
+    IT_CHECK(atomic_load(&L.ok) > ok_before, "the good client stalled behind %d stalled peers",
+             SLOWLORIS);
+    it_log("%d stalled connections: server VmRSS %ld KiB (before: %ld)", SLOWLORIS,
+           it_rss_kb(srv.pid), rss0);
+    for (int u = 0; u < 2; u++) {
+        never_reads(urls[u], srv.pid);
+    }
+    const long rss1 = it_rss_kb(srv.pid);
+    for (int i = 0; i < SLOWLORIS; i++) {
+        close(lor[i]);
+    }
+    const uint64_t ok_mid = atomic_load(&L.ok);
+    it_sleep_ms(500);
+    it_load_stop(&L);
+    it_log("good client: ok %llu, failed %llu; server VmRSS before %ld KiB, after %ld KiB",
+           (unsigned long long)atomic_load(&L.ok), (unsigned long long)atomic_load(&L.failed),
+           rss0, rss1);
+    IT_CHECK(atomic_load(&L.failed) == 0, "the good client saw %llu failures, first: %s",
+             (unsigned long long)atomic_load(&L.failed), L.first_error);
+    IT_CHECK(atomic_load(&L.ok) > ok_mid, "the good client stopped getting answers");
+    IT_CHECK(rss1 - rss0 <= RSS_BOUND_KB, "server memory grew by %ld KiB", rss1 - rss0);
+    const char *strict = getenv("AIMS_ITEST_STRICT");
+    if (strict != NULL && strict[0] == '1') {
+        IT_CHECK(stalls_dropped == 2, "stalled half-frame connections were not dropped");
+    }
+    aims_client_destroy(c);
+    it_pass();
+}

@@ -1,0 +1,597 @@
+/*
+ * test_svc_matrix.c -- the transport-parametrised service/client suite: the
+ * SAME tests run on inproc://, ipc:// and tcp:// (argv[1]; meson registers
+ * the program once per transport). Nodes listen on the transport under test
+ * (tcp on 127.0.0.1 port 0, ipc under a mkdtemp directory) and register that
+ * address, so calls by name travel over it too.
+ *
+ * Covered: echo, tensors of every dtype and shape, an 8 MiB payload (over the
+ * zstd threshold), handler errors, the typed overload error, deadlines,
+ * registry-resolved calls over 2 nodes, draining with concurrent callers
+ * (zero failed calls), hostile frames (ipc/tcp: raw junk to the node, other
+ * clients unaffected). Tests never assert timings.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <pthread.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cmocka.h>
+
+#include "svc/aimsi_svc.h"
+#include "testalloc.h"
+
+static const char *g_tr = "inproc";
+static char g_dir[128];
+static atomic_int g_seq;
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- handler ------------------------------------------------------------------- */
+
+typedef struct hctx {
+    atomic_int calls;
+    atomic_int entered;
+    int tag;
+    _Atomic aims_status fail_with;
+    atomic_long sleep_ms;
+    atomic_int gate_closed; /* handlers spin (sleeping) while set */
+} hctx;
+
+static aims_status echo_fn(void *user, const char *method, const aims_msg *req, aims_msg *reply,
+                           uint64_t deadline_ns)
+{
+    (void)method;
+    (void)deadline_ns;
+    hctx *h = user;
+    atomic_fetch_add(&h->entered, 1);
+    while (atomic_load(&h->gate_closed)) {
+        nap_ms(1);
+    }
+    const long sleep_ms = atomic_load(&h->sleep_ms);
+    if (sleep_ms > 0) {
+        nap_ms(sleep_ms);
+    }
+    atomic_fetch_add(&h->calls, 1);
+    const aims_status fail = atomic_load(&h->fail_with);
+    if (fail != AIMS_OK) {
+        aims_msg_set_error(reply, "told to fail");
+        return fail;
+    }
+    for (size_t i = 0; i < aims_msg_count(req); i++) {
+        const char *name;
+        aims_dtype dt;
+        size_t nd;
+        const uint64_t *dims;
+        const void *data;
+        size_t bytes;
+        AIMSI_TRY(aims_msg_get(req, i, &name, &dt, &nd, &dims, &data, &bytes));
+        AIMSI_TRY(aims_msg_add(reply, name, dt, dims, nd, data, 0));
+    }
+    const int32_t tag = h->tag;
+    return aims_msg_add(reply, "tag", AIMS_DT_I32, NULL, 0, &tag, 0);
+}
+
+/* ---- a cluster on the transport under test --------------------------------------- */
+
+typedef struct cluster {
+    aims_registry *reg;
+    aims_node *node[2];
+    aims_service *svc[2];
+    hctx h[2];
+    char addr[2][AIMSI_URL_MAX + 1];
+    size_t n;
+} cluster;
+
+static void listen_url(char *buf, size_t cap, const char *name)
+{
+    if (strcmp(g_tr, "tcp") == 0) {
+        snprintf(buf, cap, "tcp://127.0.0.1:0");
+    } else if (strcmp(g_tr, "ipc") == 0) {
+        snprintf(buf, cap, "ipc://%s/%s.sock", g_dir, name);
+    } else {
+        snprintf(buf, cap, "inproc://%s", name);
+    }
+}
+
+typedef struct svc_opts {
+    int inline_run;
+    int64_t concurrency; /* 0: default */
+    int64_t queue_cap;   /* 0: default */
+} svc_opts;
+
+static void add_node(cluster *cl, const char *service, const svc_opts *o)
+{
+    const size_t i = cl->n++;
+    char name[64], url[AIMSI_URL_MAX + 1];
+    snprintf(name, sizeof name, "mx%d_%s", atomic_fetch_add(&g_seq, 1), g_tr);
+    listen_url(url, sizeof url, name);
+    memset(&cl->h[i], 0, sizeof cl->h[i]);
+    cl->h[i].tag = (int)i + 1;
+    assert_int_equal(aims_node_create(name, &cl->node[i]), AIMS_OK);
+    /* Leases of 3 x 100 ms survive a loaded machine; a short drain grace keeps
+     * node destroy quick (a local registry tells the client at once). */
+    assert_int_equal(aims_node_set_param_i64(cl->node[i], AIMS_NODE_HEARTBEAT_MS, 100), AIMS_OK);
+    assert_int_equal(aims_node_set_param_i64(cl->node[i], AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
+    assert_int_equal(aims_node_listen(cl->node[i], url), AIMS_OK);
+    size_t len = 0;
+    assert_int_equal(aims_node_address(cl->node[i], 0, cl->addr[i], sizeof cl->addr[i], &len),
+                     AIMS_OK);
+    if (cl->reg != NULL) {
+        assert_int_equal(aims_node_set_registry(cl->node[i], cl->reg), AIMS_OK);
+    }
+    assert_int_equal(
+        aims_service_add_handler(cl->node[i], service, echo_fn, &cl->h[i], &cl->svc[i]),
+        AIMS_OK);
+    aims_service *s = cl->svc[i];
+    assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_INLINE, o ? o->inline_run : 1),
+                     AIMS_OK);
+    if (o != NULL && o->concurrency > 0) {
+        assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_CONCURRENCY, o->concurrency),
+                         AIMS_OK);
+    }
+    if (o != NULL && o->queue_cap > 0) {
+        assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_QUEUE_CAP, o->queue_cap),
+                         AIMS_OK);
+    }
+    assert_int_equal(aims_service_start(s), AIMS_OK);
+}
+
+static void cluster_fini(cluster *cl)
+{
+    for (size_t i = 0; i < cl->n; i++) {
+        aims_node_destroy(cl->node[i]);
+    }
+    aims_registry_destroy(cl->reg);
+    memset(cl, 0, sizeof(*cl));
+}
+
+static aims_client *mk_client(aims_registry *r)
+{
+    aims_client *c = NULL;
+    assert_int_equal(aims_client_create(&c), AIMS_OK);
+    if (r != NULL) {
+        assert_int_equal(aims_client_use_registry(c, r), AIMS_OK);
+    }
+    return c;
+}
+
+static aims_msg *mk_msg(void)
+{
+    aims_msg *m = NULL;
+    assert_int_equal(aims_msg_create(&m), AIMS_OK);
+    return m;
+}
+
+static aims_msg *mk_req(float x)
+{
+    aims_msg *m = mk_msg();
+    const uint64_t dims[1] = {1};
+    assert_int_equal(aims_msg_add(m, "x", AIMS_DT_F32, dims, 1, &x, 0), AIMS_OK);
+    return m;
+}
+
+static int reply_tag(const aims_msg *m)
+{
+    size_t idx = 0;
+    if (aims_msg_find(m, "tag", &idx) != AIMS_OK) {
+        return -1;
+    }
+    const void *data = NULL;
+    assert_int_equal(aims_msg_get(m, idx, NULL, NULL, NULL, NULL, &data, NULL), AIMS_OK);
+    int32_t t;
+    memcpy(&t, data, sizeof t);
+    return t;
+}
+
+/* Every tensor of a must be in b, same dtype, shape and bytes. */
+static void assert_same_tensors(const aims_msg *a, const aims_msg *b)
+{
+    for (size_t i = 0; i < aims_msg_count(a); i++) {
+        const char *name;
+        aims_dtype dt, dt2;
+        size_t nd, nd2, bytes, bytes2;
+        const uint64_t *dims, *dims2;
+        const void *data, *data2;
+        assert_int_equal(aims_msg_get(a, i, &name, &dt, &nd, &dims, &data, &bytes), AIMS_OK);
+        size_t j = 0;
+        assert_int_equal(aims_msg_find(b, name, &j), AIMS_OK);
+        assert_int_equal(aims_msg_get(b, j, NULL, &dt2, &nd2, &dims2, &data2, &bytes2), AIMS_OK);
+        assert_int_equal(dt, dt2);
+        assert_int_equal(nd, nd2);
+        for (size_t d = 0; d < nd; d++) {
+            assert_int_equal(dims[d], dims2[d]);
+        }
+        assert_int_equal(bytes, bytes2);
+        if (bytes > 0) {
+            assert_memory_equal(data, data2, bytes);
+        }
+    }
+}
+
+/* ---- tests ------------------------------------------------------------------------- */
+
+static void test_echo(void **state)
+{
+    (void)state;
+    cluster cl = {0};
+    add_node(&cl, "echo", NULL);
+    aims_client *c = mk_client(NULL);
+    aims_msg *req = mk_req(4.25f), *rep = mk_msg();
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(aims_client_call_addr(c, cl.addr[0], "echo", "m", req, rep, 0), AIMS_OK);
+        assert_same_tensors(req, rep);
+        assert_int_equal(reply_tag(rep), 1);
+    }
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    aims_client_destroy(c);
+    cluster_fini(&cl);
+}
+
+static void test_every_dtype(void **state)
+{
+    (void)state;
+    cluster cl = {0};
+    add_node(&cl, "types", NULL);
+    aims_client *c = mk_client(NULL);
+    aims_msg *req = mk_msg(), *rep = mk_msg();
+    const float f[6] = {1.5f, -2.0f, 3.25f, 0.0f, 1e30f, -1e-30f};
+    const int32_t i32[4] = {-1, 0, 7, 2147483647};
+    const uint8_t u8[5] = {0, 1, 127, 128, 255};
+    const int64_t i64[4] = {INT64_MIN, -1, 0, INT64_MAX};
+    const char text[] = "h\xc3\xa9llo\nworld";
+    const uint64_t d23[2] = {2, 3}, d4[1] = {4}, d5[1] = {5}, d22[2] = {2, 2};
+    const uint64_t dt[1] = {sizeof text - 1}, d0[1] = {0}, d1111[4] = {1, 1, 1, 1};
+    const float scalar = 9.0f;
+    assert_int_equal(aims_msg_add(req, "f32", AIMS_DT_F32, d23, 2, f, 0), AIMS_OK);
+    assert_int_equal(aims_msg_add(req, "i32", AIMS_DT_I32, d4, 1, i32, 0), AIMS_OK);
+    assert_int_equal(aims_msg_add(req, "u8", AIMS_DT_U8, d5, 1, u8, AIMS_MSG_BORROW), AIMS_OK);
+    assert_int_equal(aims_msg_add(req, "i64", AIMS_DT_I64, d22, 2, i64, 0), AIMS_OK);
+    assert_int_equal(aims_msg_add(req, "text", AIMS_DT_BYTES, dt, 1, text, 0), AIMS_OK);
+    assert_int_equal(aims_msg_add(req, "empty", AIMS_DT_F32, d0, 1, NULL, 0), AIMS_OK);
+    assert_int_equal(aims_msg_add(req, "scalar", AIMS_DT_F32, NULL, 0, &scalar, 0), AIMS_OK);
+    assert_int_equal(aims_msg_add(req, "four_d", AIMS_DT_U8, d1111, 4, u8, 0), AIMS_OK);
+    assert_int_equal(aims_client_call_addr(c, cl.addr[0], "types", "m", req, rep, 0), AIMS_OK);
+    assert_int_equal(aims_msg_count(rep), aims_msg_count(req) + 1);
+    assert_same_tensors(req, rep);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    aims_client_destroy(c);
+    cluster_fini(&cl);
+}
+
+static void test_big_payload(void **state)
+{
+    (void)state;
+    cluster cl = {0};
+    add_node(&cl, "big", NULL);
+    aims_client *c = mk_client(NULL);
+    aims_msg *req = mk_msg(), *rep = mk_msg();
+    const uint64_t n = (8u << 20) / sizeof(float);
+    float *x = NULL;
+    assert_int_equal(aims_msg_alloc(req, "x", AIMS_DT_F32, &n, 1, (void **)&x), AIMS_OK);
+    for (uint64_t i = 0; i < n; i++) {
+        x[i] = (float)(i % 1000) * 0.5f; /* compressible: zstd kicks in on the wire */
+    }
+    assert_int_equal(aims_client_call_addr(c, cl.addr[0], "big", "m", req, rep, 30000), AIMS_OK);
+    assert_same_tensors(req, rep);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    aims_client_destroy(c);
+    cluster_fini(&cl);
+}
+
+static void test_handler_error(void **state)
+{
+    (void)state;
+    cluster cl = {0};
+    add_node(&cl, "err", NULL);
+    atomic_store(&cl.h[0].fail_with, AIMS_E_INVAL);
+    aims_client *c = mk_client(NULL);
+    aims_msg *req = mk_req(1.0f), *rep = mk_msg();
+    assert_int_equal(aims_client_call_addr(c, cl.addr[0], "err", "m", req, rep, 0), AIMS_E_INVAL);
+    assert_string_equal(aims_msg_error(rep), "told to fail");
+    assert_true(strstr(aims_client_errmsg(c), "told to fail") != NULL);
+    /* Unknown service on a live node. */
+    assert_int_equal(aims_client_call_addr(c, cl.addr[0], "nope", "m", req, rep, 0),
+                     AIMS_E_NOTFOUND);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    aims_client_destroy(c);
+    cluster_fini(&cl);
+}
+
+/* A sync call on its own thread. */
+typedef struct tcall {
+    aims_client *c;
+    const char *addr;
+    const char *service;
+    float x;
+    aims_status st;
+    pthread_t th;
+} tcall;
+
+static void *tcall_main(void *p)
+{
+    tcall *t = p;
+    aims_msg *req = mk_req(t->x), *rep = mk_msg();
+    t->st = aims_client_call_addr(t->c, t->addr, t->service, "m", req, rep, 20000);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    return NULL;
+}
+
+static void test_overload(void **state)
+{
+    (void)state;
+    cluster cl = {0};
+    const svc_opts o = {0, 1, 1}; /* queued only, 1 running, 1 waiting */
+    add_node(&cl, "busy", &o);
+    atomic_store(&cl.h[0].gate_closed, 1);
+    aims_client *c = mk_client(NULL);
+    tcall t[2];
+    memset(t, 0, sizeof t);
+    for (int i = 0; i < 2; i++) {
+        t[i].c = c;
+        t[i].addr = cl.addr[0];
+        t[i].service = "busy";
+        assert_int_equal(pthread_create(&t[i].th, NULL, tcall_main, &t[i]), 0);
+        if (i == 0) {
+            while (atomic_load(&cl.h[0].entered) < 1) {
+                nap_ms(1);
+            }
+        }
+    }
+    /* Wait until the second one is queued: then a third is refused, typed. */
+    aims_msg *req = mk_req(1.0f), *rep = mk_msg();
+    aims_status st = AIMS_OK;
+    for (int tries = 0; tries < 5000; tries++) {
+        double queued = 0;
+        assert_int_equal(aims_service_stat(cl.svc[0], AIMS_SVC_QUEUED, &queued), AIMS_OK);
+        if (queued >= 1) {
+            st = aims_client_call_addr(c, cl.addr[0], "busy", "m", req, rep, 0);
+            break;
+        }
+        nap_ms(1);
+    }
+    assert_int_equal(st, AIMS_E_OVERLOADED);
+    assert_true(strstr(aims_client_errmsg(c), "retry after") != NULL);
+    atomic_store(&cl.h[0].gate_closed, 0);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i].th, NULL);
+        assert_int_equal(t[i].st, AIMS_OK);
+    }
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    aims_client_destroy(c);
+    cluster_fini(&cl);
+}
+
+static void test_deadline(void **state)
+{
+    (void)state;
+    cluster cl = {0};
+    const svc_opts o = {0, 0, 0};
+    add_node(&cl, "slow", &o);
+    atomic_store(&cl.h[0].sleep_ms, 300);
+    aims_client *c = mk_client(NULL);
+    aims_msg *req = mk_req(1.0f), *rep = mk_msg();
+    assert_int_equal(aims_client_call_addr(c, cl.addr[0], "slow", "m", req, rep, 30),
+                     AIMS_E_TIMEOUT);
+    atomic_store(&cl.h[0].sleep_ms, 0);
+    nap_ms(350); /* the late reply lands on a call nobody waits for */
+    assert_int_equal(aims_client_call_addr(c, cl.addr[0], "slow", "m", req, rep, 0), AIMS_OK);
+    assert_int_equal(reply_tag(rep), 1);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    aims_client_destroy(c);
+    cluster_fini(&cl);
+}
+
+static void test_registry_two_nodes(void **state)
+{
+    (void)state;
+    cluster cl = {0};
+    assert_int_equal(aims_registry_create(&cl.reg), AIMS_OK);
+    add_node(&cl, "pair", NULL);
+    add_node(&cl, "pair", NULL);
+    aims_client *c = mk_client(cl.reg);
+    assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_LB_POLICY, AIMS_LB_ROUND_ROBIN),
+                     AIMS_OK);
+    aims_msg *req = mk_req(2.0f), *rep = mk_msg();
+    int seen[3] = {0};
+    for (int i = 0; i < 40; i++) {
+        assert_int_equal(aims_client_call(c, "pair", "m", req, rep, AIMS_CALL_IDEMPOTENT, 0),
+                         AIMS_OK);
+        const int t = reply_tag(rep);
+        assert_true(t == 1 || t == 2);
+        seen[t]++;
+    }
+    assert_int_equal(seen[1], 20);
+    assert_int_equal(seen[2], 20);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    aims_client_destroy(c);
+    cluster_fini(&cl);
+}
+
+typedef struct loop_arg {
+    aims_client *c;
+    atomic_int stop;
+    atomic_int ok, failed;
+    _Atomic aims_status last;
+} loop_arg;
+
+static void *call_loop(void *p)
+{
+    loop_arg *a = p;
+    aims_msg *req = mk_req(5.0f), *rep = mk_msg();
+    while (!atomic_load(&a->stop)) {
+        const aims_status st =
+            aims_client_call(a->c, "drain", "m", req, rep, AIMS_CALL_IDEMPOTENT, 0);
+        if (st == AIMS_OK) {
+            atomic_fetch_add(&a->ok, 1);
+        } else {
+            atomic_store(&a->last, st);
+            atomic_fetch_add(&a->failed, 1);
+        }
+    }
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    return NULL;
+}
+
+static void test_drain_zero_failures(void **state)
+{
+    (void)state;
+    cluster cl = {0};
+    assert_int_equal(aims_registry_create(&cl.reg), AIMS_OK);
+    const svc_opts o = {0, 0, 0};
+    add_node(&cl, "drain", &o);
+    add_node(&cl, "drain", &o);
+    atomic_store(&cl.h[1].sleep_ms, 1);
+    loop_arg a;
+    memset(&a, 0, sizeof a);
+    a.c = mk_client(cl.reg);
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pthread_create(&th[i], NULL, call_loop, &a), 0);
+    }
+    while (atomic_load(&cl.h[1].calls) < 20) {
+        nap_ms(1);
+    }
+    assert_int_equal(aims_service_stop(cl.svc[1], 2000), AIMS_OK);
+    const int after = atomic_load(&a.ok);
+    while (atomic_load(&a.ok) < after + 100) {
+        nap_ms(1);
+    }
+    /* And back: it rejoins the registry and gets traffic again. */
+    assert_int_equal(aims_service_start(cl.svc[1]), AIMS_OK);
+    const int back = atomic_load(&cl.h[1].calls);
+    for (int tries = 0; tries < 5000 && atomic_load(&cl.h[1].calls) == back; tries++) {
+        nap_ms(1);
+    }
+    atomic_store(&a.stop, 1);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+    }
+    if (atomic_load(&a.failed) != 0) {
+        fprintf(stderr, "drain: %d failed calls, last %s: %s\n", atomic_load(&a.failed),
+                aims_strerror(atomic_load(&a.last)), "see above");
+    }
+    assert_int_equal(atomic_load(&a.failed), 0);
+    assert_true(atomic_load(&cl.h[1].calls) > back);
+    aims_client_destroy(a.c);
+    cluster_fini(&cl);
+}
+
+/* Open a raw socket to a tcp:// or ipc:// address. */
+static int raw_connect(const char *url)
+{
+    if (strncmp(url, "tcp://", 6) == 0) {
+        const char *colon = strrchr(url, ':');
+        assert_non_null(colon);
+        struct sockaddr_in sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons((uint16_t)atoi(colon + 1));
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        const int fd = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(fd >= 0);
+        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        return fd;
+    }
+    struct sockaddr_un su;
+    memset(&su, 0, sizeof su);
+    su.sun_family = AF_UNIX;
+    snprintf(su.sun_path, sizeof su.sun_path, "%.100s", url + 6);
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&su, sizeof su), 0);
+    return fd;
+}
+
+static void test_hostile_frames(void **state)
+{
+    (void)state;
+    if (strcmp(g_tr, "inproc") == 0) {
+        skip();
+    }
+    cluster cl = {0};
+    add_node(&cl, "tough", NULL);
+    aims_client *c = mk_client(NULL);
+    aims_msg *req = mk_req(3.0f), *rep = mk_msg();
+    assert_int_equal(aims_client_call_addr(c, cl.addr[0], "tough", "m", req, rep, 0), AIMS_OK);
+    /* Junk, a bad magic, a header claiming a huge frame, a truncated frame. */
+    uint8_t junk[256];
+    for (size_t i = 0; i < sizeof junk; i++) {
+        junk[i] = (uint8_t)(i * 37u + 11u);
+    }
+    uint8_t hdr[44];
+    memset(hdr, 0xff, sizeof hdr);
+    memcpy(hdr, "AIMF", 4);
+    for (int round = 0; round < 3; round++) {
+        const int fd = raw_connect(cl.addr[0]);
+        const void *what = round == 1 ? (const void *)hdr : (const void *)junk;
+        const size_t len = round == 1 ? sizeof hdr : (round == 0 ? sizeof junk : 20);
+        ssize_t w = write(fd, what, len);
+        (void)w;
+        /* Other clients are unaffected while the junk connection is open. */
+        assert_int_equal(aims_client_call_addr(c, cl.addr[0], "tough", "m", req, rep, 0),
+                         AIMS_OK);
+        assert_int_equal(reply_tag(rep), 1);
+        close(fd);
+    }
+    assert_int_equal(aims_client_call_addr(c, cl.addr[0], "tough", "m", req, rep, 0), AIMS_OK);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    aims_client_destroy(c);
+    cluster_fini(&cl);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) {
+        g_tr = argv[1];
+    }
+    if (strcmp(g_tr, "inproc") != 0 && strcmp(g_tr, "ipc") != 0 && strcmp(g_tr, "tcp") != 0) {
+        fprintf(stderr, "usage: %s inproc|ipc|tcp\n", argv[0]);
+        return 2;
+    }
+    snprintf(g_dir, sizeof g_dir, "/tmp/aims_mx_XXXXXX");
+    if (mkdtemp(g_dir) == NULL) {
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_echo, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_every_dtype, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_big_payload, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_handler_error, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_overload, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_registry_two_nodes, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_zero_failures, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_frames, ta_setup, ta_teardown),
+    };
+    char group[64];
+    snprintf(group, sizeof group, "svc_matrix_%s", g_tr);
+    const int rc = cmocka_run_group_tests_name(group, tests, NULL, NULL);
+    rmdir(g_dir);
+    return rc;
+}
