@@ -557,8 +557,8 @@ static void infer(const char *transport, long iters, const char *dir, const kv_o
     emit_rt("P7", "libaims", "call_us", transport, "threads", qc, (size_t)iters, extra);
     printf("{\"goal\": \"P7\", \"contender\": \"libaims\", \"metric\": \"added_p50_us\", "
            "\"transport\": \"%s\", \"median\": %.3f, \"unit\": \"us\", \"p50_call\": %.3f, "
-           "\"p50_direct\": %.3f, \"n\": %ld%s}\n",
-           transport, qc.p50 - qd.p50, qc.p50, qd.p50, iters, extra);
+           "\"p50_direct\": %.3f, \"n\": %ld, \"loadavg_1m\": %.2f%s}\n",
+           transport, qc.p50 - qd.p50, qc.p50, qd.p50, iters, load1(), extra);
     fflush(stdout);
     free(dn);
     free(cn);
@@ -830,6 +830,7 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
     }
     aims_registry *r = NULL;
     aims_node *nodes[MAXI];
+    aims_service *svcs[MAXI];
     TRY("registry", aims_registry_create(&r));
     for (int i = 0; i < ninst; i++) {
         char name[32], url[URL_CAP];
@@ -844,6 +845,7 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
         TRYN(nodes[i], "conc", aims_service_set_param_i64(s, AIMS_SERVICE_CONCURRENCY, 1));
         TRYN(nodes[i], "inline", aims_service_set_param_i64(s, AIMS_SERVICE_INLINE, 0));
         TRYN(nodes[i], "start", aims_service_start(s));
+        svcs[i] = s;
     }
     aims_client *c = NULL;
     TRY("client", aims_client_create(&c));
@@ -853,6 +855,12 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
     pthread_t th[MAXC];
     /* 0.3 s warm-up, then the timed window. */
     for (int pass = 0; pass < 2; pass++) {
+        double busy0 = 0;
+        for (int i = 0; i < ninst; i++) {
+            double b = 0;
+            aims_service_stat(svcs[i], AIMS_SVC_BUSY_NS, &b);
+            busy0 += b;
+        }
         const uint64_t t0 = now_ns();
         const uint64_t until = t0 + (uint64_t)((pass ? seconds : 0.3) * 1e9);
         for (int i = 0; i < nclients; i++) {
@@ -870,15 +878,21 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
             errors += args[i].errors;
         }
         const double wall = (double)(now_ns() - t0) / 1e9;
+        double busy = -busy0;
+        for (int i = 0; i < ninst; i++) {
+            double b = 0;
+            aims_service_stat(svcs[i], AIMS_SVC_BUSY_NS, &b);
+            busy += b;
+        }
         if (pass == 1) {
             printf("{\"goal\": \"P9\", \"contender\": \"libaims\", \"version\": \"%s\", "
                    "\"metric\": \"rows_per_s\", \"instances\": %d, \"median\": %.1f, "
                    "\"unit\": \"rows/s\", \"calls_per_s\": %.1f, \"rows_per_call\": %zu, "
                    "\"clients\": %d, \"errors\": %zu, \"seconds\": %.2f, \"data\": \"%s\", "
-                   "\"loadavg_1m\": %.2f}\n",
+                   "\"busy_instances\": %.3f, \"rows_per_busy_s\": %.1f, \"loadavg_1m\": %.2f}\n",
                    aims_version_string(), ninst, (double)rows / wall, (double)calls / wall,
                    rows_per_call, nclients, errors, wall, f.real ? "fashion-mnist" : "synthetic",
-                   load1());
+                   busy / 1e9 / wall, busy > 0 ? (double)rows / (busy / 1e9) : 0.0, load1());
             fflush(stdout);
         }
     }
@@ -1102,7 +1116,7 @@ int main(int argc, char **argv)
            arg_f64(argc, argv, 5, 3000.0));
     } else if (strcmp(mode, "par") == 0 && argc > 2) {
         par(atoi(argv[2]), arg_f64(argc, argv, 3, 3.0), arg_str(argc, argv, 4, "-"),
-            (size_t)arg_long(argc, argv, 5, 32), (int)arg_long(argc, argv, 6, 4));
+            (size_t)arg_long(argc, argv, 5, 64), (int)arg_long(argc, argv, 6, 8));
     } else if (strcmp(mode, "seed") == 0) {
         seed(arg_str(argc, argv, 2, "-"));
     } else {

@@ -229,6 +229,7 @@ class Run:
                          p50_direct=statistics.median([r["p50_direct"] for r in recs_all]),
                          n=len(recs_all), round_values=[r["median"] for r in recs_all],
                          target=tgt, met=(med <= limit) if limit is not None else None,
+                         loadavg_1m=[r.get("loadavg_1m") for r in recs_all],
                          data=recs_all[0].get("data"))
 
     # ------------------------------------------------------------------ P8
@@ -279,7 +280,9 @@ class Run:
                      p50=statistics.median([r["p50"] for r in recs]),
                      failed=sum(r.get("failed", 0) for r in recs), n=len(recs),
                      round_values=[r["p99"] for r in recs],
-                     requests_per_instance=[r.get("requests_per_instance") for r in recs])
+                     requests_per_instance=[r.get("requests_per_instance") for r in recs],
+                     send_lag_p99_us=[r.get("send_lag_p99_us") for r in recs],
+                     loadavg_1m=[r.get("loadavg_1m") for r in recs])
         if "p2c" in med and "rr" in med and med["rr"]:
             r = [x for x in self.rows if x.get("contender") == "libaims-p2c" and
                  x.get("metric") == "p99_us"][0]
@@ -313,7 +316,9 @@ class Run:
                      contender="libaims-%dinst" % n, metric="rows_per_s", instances=n,
                      median=m, min=lo, max=hi, unit="rows/s", n=len(recs),
                      errors=sum(r.get("errors", 0) for r in recs),
-                     round_values=[r["median"] for r in recs], run_env=env)
+                     round_values=[r["median"] for r in recs], run_env=env,
+                     busy_instances=[r.get("busy_instances") for r in recs],
+                     loadavg_1m=[r.get("loadavg_1m") for r in recs])
         if 1 in med and 2 in med and med[1]:
             r = [x for x in self.rows if x.get("contender") == "libaims-2inst"][0]
             r.update(peer="libaims-1inst", ratio=med[2] / med[1], target=">= 1.8",
@@ -390,8 +395,8 @@ def main():
     ap.add_argument("--fast-us", type=float, default=1000.0)
     ap.add_argument("--slow-us", type=float, default=3000.0)
     ap.add_argument("--par-seconds", type=float, default=3.0)
-    ap.add_argument("--par-rows", type=int, default=32)
-    ap.add_argument("--par-clients", type=int, default=4)
+    ap.add_argument("--par-rows", type=int, default=64)
+    ap.add_argument("--par-clients", type=int, default=8)
     ap.add_argument("--svc-exe", default=None,
                     help="bench_svc binary to use instead of BUILD/bench/bench_svc")
     ap.add_argument("--quick", action="store_true",

@@ -271,8 +271,8 @@ static int wait_service(aims_client *cl, const char *service, int n_expected)
     CHECK(aims_msg_create(&reply));
     aims_status rc = AIMS_E_NOTFOUND;
     for (int tries = 0; tries < 200 && rc != AIMS_OK; tries++) {
-        rc = aims_client_call(cl, service, "info", req, reply, AIMS_CALL_IDEMPOTENT, 1000);
-        if (rc == AIMS_E_NOTFOUND || rc == AIMS_E_CLOSED) {
+        rc = aims_client_call(cl, service, "$ping", req, reply, AIMS_CALL_IDEMPOTENT, 1000);
+        if (rc == AIMS_E_NOTFOUND || rc == AIMS_E_CLOSED || rc == AIMS_E_IO) {
             usleep(20000);
         } else if (rc != AIMS_OK) {
             break; /* e.g. a service without "info": it is there */
@@ -400,6 +400,7 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
     /* A retried submit with the same job id never starts a second job. */
     CHECK(aims_client_call(cl, "train.fmnist", "submit", req, reply, AIMS_CALL_IDEMPOTENT,
                            120000));
+    const double t_submit = now_s() - t0;
     aims_msg_clear(req);
     CHECK(aims_msg_add(req, "job", AIMS_DT_BYTES, jd, 1, job, 0));
     int64_t state = 0, epoch = 0, last_epoch = -1;
@@ -411,7 +412,7 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
             fprintf(stderr, "aims_demo: malformed status reply\n");
             return 1;
         }
-        if (epoch != last_epoch) {
+        if (epoch != last_epoch && epoch > 0) {
             draw_progress((int)epoch, epochs, get_f32(reply, "loss"), get_f32(reply, "metric"));
             last_epoch = epoch;
         }
@@ -423,9 +424,12 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
         fprintf(stderr, "aims_demo: training job ended in state %lld\n", (long long)state);
         return 1;
     }
+    const double t_done = now_s() - t0;
     CHECK(aims_client_call(cl, "train.fmnist", "result", req, reply, AIMS_CALL_IDEMPOTENT,
                            60000));
     *out_s = now_s() - t0;
+    printf("  job: submitted in %.2f s, finished at %.2f s, result fetched at %.2f s\n",
+           t_submit, t_done, *out_s);
     size_t i;
     const void *data;
     size_t bytes;
@@ -458,8 +462,6 @@ typedef struct call_ctx {
     aims_msg *req;
 } call_ctx;
 
-static void issue(serve_run *r);
-
 static void on_reply(void *user, aims_status status, const aims_msg *reply, const char *error)
 {
     call_ctx *cc = user;
@@ -487,10 +489,11 @@ static void on_reply(void *user, aims_status status, const aims_msg *reply, cons
     }
     aims_msg_destroy(cc->req);
     free(cc);
+    /* Signal, do not issue the next call from here: an inproc call may run
+     * on this very thread, and chaining calls from callbacks would recurse. */
+    pthread_mutex_lock(&r->lock);
     atomic_fetch_add(&r->done, 1);
     atomic_fetch_sub(&r->outstanding, 1);
-    issue(r); /* keep the window full */
-    pthread_mutex_lock(&r->lock);
     pthread_cond_broadcast(&r->cond);
     pthread_mutex_unlock(&r->lock);
 }
@@ -557,7 +560,13 @@ static int serve(aims_client *cl, const aims_dataset *test, size_t begin, size_t
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
     const double t0 = now_s();
-    for (int i = 0; i < WINDOW; i++) {
+    /* Keep WINDOW calls in flight: the server batches what arrives together. */
+    while (atomic_load(&r->next) < end) {
+        pthread_mutex_lock(&r->lock);
+        while (atomic_load(&r->outstanding) >= WINDOW) {
+            pthread_cond_wait(&r->cond, &r->lock);
+        }
+        pthread_mutex_unlock(&r->lock);
         issue(r);
     }
     pthread_mutex_lock(&r->lock);

@@ -250,11 +250,11 @@ static int add_services(daemon_state *st, const options *o)
         snprintf(what, sizeof what, "service '%s'", sp->name);
         switch (sp->kind) {
         case K_INFER:
-            CHECK(st, aims_bundle_load(sp->path, &st->bundle[i]), sp->path);
+            CHECK(st, aims_bundle_load(sp->path, &st->bundle[i]), "--infer");
             CHECK(st, aims_service_add_infer(st->node, sp->name, st->bundle[i], &s), what);
             break;
         case K_PREPROCESS:
-            CHECK(st, aims_pipeline_load(sp->path, &st->pipeline[i]), sp->path);
+            CHECK(st, aims_pipeline_load(sp->path, &st->pipeline[i]), "--preprocess");
             CHECK(st, aims_service_add_preprocess(st->node, sp->name, st->pipeline[i], &s), what);
             break;
         case K_TRAIN:

@@ -133,6 +133,9 @@ typedef struct aimsi_local_call {
     uint64_t deadline_ns;  /* CLOCK_MONOTONIC, 0 = none */
     aimsi_local_done done;
     void *ctx;
+    /* 1: never run on the caller's thread (async calls: the caller expects to
+     * get on with its work, and several calls in flight must run in parallel). */
+    int no_inline;
 } aimsi_local_call;
 
 /* Find the node listening on inproc://name and take a reference

@@ -667,7 +667,8 @@ static aims_status send_inproc(aims_client *c, cl_call *k, cl_pending *p)
                         rc == AIMS_E_OVERLOADED ? "too many calls in flight (max_pending)"
                                                 : "client closing");
     }
-    const aimsi_local_call lc = {k->service, k->method, k->req, p->deadline_ns, node_done, p};
+    const aimsi_local_call lc = {k->service, k->method, k->req, p->deadline_ns, node_done, p,
+                                 k->done != NULL};
     rc = aimsi_node_call_local(n, &lc);
     if (rc == AIMS_OK) {
         return AIMS_OK;
@@ -850,6 +851,17 @@ static aims_status svc_refresh_locked(aims_client *c, cl_svc *sv, uint64_t rev)
         eps[m] = e;
         w[m] = wt > 0 ? wt : 1;
         m++;
+    }
+    if (rc == AIMS_OK && m == 0 && sv->n > 0 && c->reg_owned != NULL) {
+        /* A remote registry that lists nothing right after listing instances
+         * has most likely restarted empty (instances re-register on their next
+         * heartbeat): keep the last view (static stability). Instances that
+         * really died fail with CLOSED, are retried elsewhere and ejected. */
+        sv->rev = rev;
+        aimsi_free(ids);
+        aimsi_free(eps);
+        aimsi_free(w);
+        return AIMS_OK;
     }
     if (rc == AIMS_OK) {
         rc = aims_balancer_set_instances(sv->lb, ids, w, m);

@@ -172,7 +172,8 @@ aims_status aimsi_node_call_local(aims_node *n, const aimsi_local_call *call)
         snprintf(text, sizeof(text), "no service %.128s on node %s", call->service, n->name);
         call->done(call->ctx, AIMS_E_NOTFOUND, NULL, text);
     } else {
-        aimsi_svc_dispatch(s, call->method, call->req, call->deadline_ns, AIMSI_INLINE_YES,
+        aimsi_svc_dispatch(s, call->method, call->req, call->deadline_ns,
+                           call->no_inline ? AIMSI_INLINE_NO : AIMSI_INLINE_YES,
                            call->done, call->ctx);
     }
     atomic_fetch_sub(&n->active, 1);

@@ -381,11 +381,60 @@ static void enqueue(aims_service *s, const char *method, const aims_msg *req,
     note_depth(s);
 }
 
+/* Built-in methods every service answers ("$" is not a valid method start for
+ * kinds): "$ping" (empty reply: liveness probes) and "$stats" (the counters of
+ * aims_service_stat as f64 scalars, so a host can read the utilisation of a
+ * replica in another process). They run on the caller's thread, never queue. */
+static int builtin_method(aims_service *s, const char *method, aimsi_local_done done, void *ctx)
+{
+    if (method[0] != '$') {
+        return 0;
+    }
+    aims_msg reply;
+    aimsi_msg_init(&reply);
+    aims_status st = AIMS_OK;
+    if (strcmp(method, "$stats") == 0) {
+        static const struct {
+            const char *name;
+            aims_svc_stat stat;
+        } k_stats[] = {{"requests", AIMS_SVC_REQUESTS}, {"errors", AIMS_SVC_ERRORS},
+                       {"rejected", AIMS_SVC_REJECTED}, {"inflight", AIMS_SVC_INFLIGHT},
+                       {"queued", AIMS_SVC_QUEUED},     {"batches", AIMS_SVC_BATCHES},
+                       {"batch_rows", AIMS_SVC_BATCH_ROWS}, {"busy_ns", AIMS_SVC_BUSY_NS},
+                       {"p50_ns", AIMS_SVC_P50_NS},     {"p99_ns", AIMS_SVC_P99_NS}};
+        for (size_t i = 0; st == AIMS_OK && i < sizeof(k_stats) / sizeof(k_stats[0]); i++) {
+            double v = 0.0;
+            st = aims_service_stat(s, k_stats[i].stat, &v);
+            const int64_t iv = (int64_t)v;
+            if (st == AIMS_OK) {
+                st = aims_msg_add(&reply, k_stats[i].name, AIMS_DT_I64, NULL, 0, &iv, 0);
+            }
+        }
+    } else if (strcmp(method, "$ping") != 0) {
+        char text[160];
+        snprintf(text, sizeof(text), "no built-in method '%.64s' (known: $ping, $stats)",
+                 method);
+        done(ctx, AIMS_E_NOTFOUND, NULL, text);
+        aimsi_msg_fini(&reply);
+        return 1;
+    }
+    if (st == AIMS_OK) {
+        done(ctx, AIMS_OK, &reply, "");
+    } else {
+        done(ctx, st, NULL, aims_errmsg());
+    }
+    aimsi_msg_fini(&reply);
+    return 1;
+}
+
 void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req,
                         uint64_t deadline_ns, int allow_inline, aimsi_local_done done, void *ctx)
 {
     char text[200];
     const uint64_t t0 = aimsi_now_ns();
+    if (builtin_method(s, method, done, ctx)) {
+        return;
+    }
     if (atomic_load(&s->state) != AIMSI_SVC_RUNNING) {
         snprintf(text, sizeof(text), "service %s is not running", s->name);
         done(ctx, AIMS_E_CLOSED, NULL, text);
@@ -981,7 +1030,10 @@ aims_status aims_service_start(aims_service *s)
     const int64_t workers = (int64_t)n->n_threads;
     pthread_mutex_unlock(&n->lock);
     s->limit = s->p_concurrency > 0 ? s->p_concurrency : (workers > 0 ? workers : 1);
-    s->can_inline = s->p_inline != 0 && !s->kind->batching && !s->kind->never_inline;
+    /* Batching kinds run inline too (a batch of one) when nothing is queued and
+     * a slot is free: at low load a batch would only add delay; under load the
+     * slots are busy, requests queue and the workers join them into batches. */
+    s->can_inline = s->p_inline != 0 && !s->kind->never_inline;
 
     const reg_backend b = backend_of(n);
     if (b.reg != NULL || b.rops != NULL) {

@@ -32,6 +32,7 @@
  * never a crash (the fuzz target for registry messages drives run()).
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -42,6 +43,8 @@
 #define MIRROR_TTL_MS 86400000u /* one day; renewed by every sync */
 
 /* ---- server side ------------------------------------------------------------ */
+
+static int next_field(const char **p, const char *end, char *buf, size_t cap);
 
 typedef struct reg_entry {
     aims_instance id;
@@ -323,18 +326,53 @@ static aims_status get_ids(const aims_msg *req, const int64_t **out, size_t *n)
     return AIMS_OK;
 }
 
+/* Does the live table hold `id` as (service, address)? A restarted registry
+ * numbers instances from 1 again, so an id alone could renew somebody else's
+ * lease; the owner's record settles it. */
+static int same_owner(reg_impl *ri, int64_t id, const char *service, const char *address)
+{
+    int same = 0;
+    pthread_mutex_lock(&ri->lock);
+    for (size_t i = 0; i < ri->n_live; i++) {
+        if (ri->live[i].id == (aims_instance)id) {
+            same = strcmp(ri->live[i].service, service) == 0 &&
+                   strcmp(ri->live[i].address, address) == 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ri->lock);
+    return same;
+}
+
 static aims_status do_heartbeat(reg_impl *ri, const aims_msg *req, aims_msg *reply)
 {
     const int64_t *ids = NULL;
     size_t n = 0;
     AIMSI_TRY(get_ids(req, &ids, &n));
+    /* Optional owner records, '\n'-separated, one per id. */
+    const char *svc = NULL, *addr = NULL;
+    size_t svc_len = 0, addr_len = 0;
+    const int owners = aimsi_msg_bytes(req, "services", &svc, &svc_len) == AIMS_OK &&
+                       aimsi_msg_bytes(req, "addresses", &addr, &addr_len) == AIMS_OK;
+    const char *ps = svc, *pa = addr;
     int64_t missing[64];
     size_t n_missing = 0;
     for (size_t i = 0; i < n; i++) {
         int64_t id;
         memcpy(&id, &ids[i], sizeof(id)); /* wire data may be unaligned */
-        if (aims_registry_heartbeat(ri->reg, (aims_instance)id) != AIMS_OK &&
-            n_missing < 64) {
+        int ok = 1;
+        if (owners) {
+            char sb[AIMSI_FRAME_MAX_SERVICE + 1], ab[AIMSI_URL_MAX + 1];
+            if (!next_field(&ps, svc + svc_len, sb, sizeof(sb)) ||
+                !next_field(&pa, addr + addr_len, ab, sizeof(ab))) {
+                return aimsi_err(NULL, AIMS_E_INVAL, "heartbeat: owner record %zu malformed", i);
+            }
+            ok = same_owner(ri, id, sb, ab);
+        }
+        if (ok) {
+            ok = aims_registry_heartbeat(ri->reg, (aims_instance)id) == AIMS_OK;
+        }
+        if (!ok && n_missing < 64) {
             missing[n_missing++] = id;
         }
     }
@@ -851,6 +889,15 @@ static aims_status join_heartbeat(void *ctx, const char *service, const char *ad
     const int64_t id = (int64_t)*io_id;
     const uint64_t dims[1] = {1};
     aims_status rc = aims_msg_add(&req, "ids", AIMS_DT_I64, dims, 1, &id, 0);
+    char owner[AIMSI_URL_MAX + 2];
+    if (rc == AIMS_OK) {
+        const int k = snprintf(owner, sizeof(owner), "%s\n", service);
+        rc = aimsi_msg_put_bytes(&req, "services", owner, (size_t)k);
+    }
+    if (rc == AIMS_OK) {
+        const int k = snprintf(owner, sizeof(owner), "%s\n", address);
+        rc = aimsi_msg_put_bytes(&req, "addresses", owner, (size_t)k);
+    }
     if (rc == AIMS_OK) {
         rc = join_call(nj, "heartbeat", &req, &reply);
     }

@@ -59,6 +59,9 @@ void it_pass(void) __attribute__((noreturn));
 void it_spawn(it_proc *p, const char *name, const char *const *args, int timeout_ms);
 /* it_spawn with the args as a NULL-terminated variadic list. */
 void it_spawnl(it_proc *p, const char *name, int timeout_ms, ...);
+/* Run aims_node with args to completion (no ready line expected); returns
+ * the wait status, failing the test after timeout_ms. */
+int it_run(const char *const *args, int timeout_ms);
 /* Send a signal. */
 void it_signal(it_proc *p, int sig);
 /* Wait up to timeout_ms for exit; returns the wait status, or -1 on timeout. */
@@ -81,6 +84,11 @@ int it_list_has(const char *list, const char *addr);
 /* Sum of a counter in a metrics object's Prometheus text (all label sets). */
 double it_metric_sum(aims_metrics *mx, const char *name);
 
+/* Train a tiny 2-class softmax model on IT_BUNDLE_COLS features (with a
+ * scaling pipeline) and save the bundle and the pipeline. */
+#define IT_BUNDLE_COLS 4
+void it_make_bundle(const char *bundle_path, const char *pipeline_path);
+
 /* A client joined to the registry at reg_url (sync every sync_ms). */
 aims_client *it_client(const char *reg_url, int64_t sync_ms);
 
@@ -95,6 +103,7 @@ typedef struct it_load {
     size_t payload;
     int64_t timeout_ms;
     unsigned pause_us;          /* between calls of one thread (0: none) */
+    int infer;                  /* 1: infer "predict" with a 1-row "x" (no pid counts) */
     /* results */
     _Atomic uint64_t ok, failed;
     pthread_mutex_t mu;

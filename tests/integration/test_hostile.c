@@ -313,10 +313,10 @@ int main(int argc, char **argv)
     snprintf(ipc, sizeof ipc, "ipc://%s/victim.sock", it_dir());
     it_proc reg, srv;
     it_spawnl(&reg, "registry", 20000, "--name", "reg", "--listen", "tcp://127.0.0.1:0",
-              "--host-registry", "--heartbeat-ms", "100", (char *)NULL);
+              "--host-registry", "--heartbeat-ms", "300", (char *)NULL);
     it_spawnl(&srv, "victim", 20000, "--name", "victim", "--listen", "tcp://127.0.0.1:0",
               "--listen", ipc, "--join", reg.addr, "--echo", "echo", "--max-frame", "1048576",
-              "--workers", "2", "--heartbeat-ms", "100", (char *)NULL);
+              "--workers", "2", "--heartbeat-ms", "300", (char *)NULL);
     const char *urls[2] = {srv.addr, ipc};
 
     aims_client *c = it_client(reg.addr, 50);

@@ -8,6 +8,9 @@
  * heartbeat intervals (+ a generous slack for a loaded 2-core VM); the client
  * stops attempting it by then (its retry counter, which counts the attempts
  * that failed over to another instance, stops growing).
+ *
+ * With the argument "infer" (after the daemon path) the instances are infer
+ * services over a small bundle (batching kind, worker threads) instead of echo.
  */
 #include "itest.h"
 
@@ -21,9 +24,18 @@
 
 int main(int argc, char **argv)
 {
-    it_init(argc, argv, "kill9");
-    char ipc[300];
+    const int infer = argc > 2 && strcmp(argv[2], "infer") == 0;
+    it_init(argc, argv, infer ? "kill9-infer" : "kill9");
+    char ipc[300], bundle[300], pipeline[300], svc_arg[320];
     snprintf(ipc, sizeof ipc, "ipc://%s/e2.sock", it_dir());
+    snprintf(bundle, sizeof bundle, "%s/clf.bundle", it_dir());
+    snprintf(pipeline, sizeof pipeline, "%s/clf.pipeline", it_dir());
+    snprintf(svc_arg, sizeof svc_arg, "clf=%s", bundle);
+    if (infer) {
+        it_make_bundle(bundle, pipeline);
+    }
+    const char *svc_flag = infer ? "--infer" : "--echo";
+    const char *service = infer ? "clf" : "echo";
     it_proc reg, e[3];
     it_spawnl(&reg, "registry", 20000, "--name", "reg", "--listen", "tcp://127.0.0.1:0",
               "--host-registry", "--heartbeat-ms", "100", (char *)NULL);
@@ -32,18 +44,30 @@ int main(int argc, char **argv)
         char name[16];
         snprintf(name, sizeof name, "e%d", i + 1);
         it_spawnl(&e[i], name, 20000, "--name", name, "--listen", listen[i], "--join", reg.addr,
-                  "--echo", "echo", "--heartbeat-ms", "100", "--workers", "2", (char *)NULL);
+                  svc_flag, infer ? svc_arg : "echo", "--heartbeat-ms", "100", "--workers", "2",
+                  (char *)NULL);
     }
 
     aims_client *c = it_client(reg.addr, SYNC_MS);
     aims_client *probe = it_client(NULL, SYNC_MS);
-    static it_load L = {.service = "echo", .method = "echo", .threads = 4, .payload = 256,
-                        .timeout_ms = 5000};
+    static it_load L = {.method = "echo", .threads = 4, .payload = 256, .timeout_ms = 5000};
     L.client = c;
+    L.service = service;
+    L.infer = infer;
+    if (infer) {
+        L.method = "predict";
+    }
     it_load_start(&L);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 3 && !infer; i++) {
         IT_CHECK(it_load_wait_pid(&L, e[i].pid, 0, 15000), "instance %s never answered (%s)",
                  e[i].name, L.first_error);
+    }
+    /* Infer replies carry no pid: wait until the registry lists all three. */
+    char list[8192];
+    const uint64_t t_up = it_now_ms();
+    while (it_registry_addrs(probe, reg.addr, service, list, sizeof list) != 3) {
+        IT_CHECK(it_now_ms() - t_up < 15000, "the registry never listed 3 instances");
+        it_sleep_ms(20);
     }
     it_sleep_ms(500);
     const uint64_t ok0 = atomic_load(&L.ok);
@@ -63,9 +87,8 @@ int main(int argc, char **argv)
     /* Watch the registry view and the client's failover attempts. */
     uint64_t t_gone = 0, t_last_retry = t_kill;
     double retries = retries0;
-    char list[8192];
     while (it_now_ms() - t_kill < 3 * HB_MS + SLACK_MS + 2000) {
-        const int n = it_registry_addrs(probe, reg.addr, "echo", list, sizeof list);
+        const int n = it_registry_addrs(probe, reg.addr, service, list, sizeof list);
         if (t_gone == 0 && n >= 0 && !it_list_has(list, vaddr)) {
             t_gone = it_now_ms();
         }
@@ -98,7 +121,7 @@ int main(int argc, char **argv)
              "the client still attempted the dead instance %llu ms after the kill",
              (unsigned long long)(t_last_retry - t_kill));
     IT_CHECK(it_load_pid_ok(&L, vpid) == dead_after, "a dead pid answered");
-    for (int i = 0; i < 3; i += 2) {
+    for (int i = 0; i < 3 && !infer; i += 2) {
         IT_CHECK(it_load_pid_ok(&L, e[i].pid) > 0, "survivor %s idle", e[i].name);
     }
     aims_client_destroy(c);

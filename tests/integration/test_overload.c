@@ -9,6 +9,10 @@
  * Expected: typed rejections (AIMS_E_OVERLOADED whose text says "retry after"),
  * no other error, the server's VmRSS bounded throughout (sampled), and normal
  * answers afterwards.
+ *
+ * Heartbeats are slow here (1 s, lease 3 s): a saturated instance on a loaded
+ * 2-core VM (sanitizers) may miss a short lease, and an expired lease rightly
+ * empties the clients' view -- that is the kill -9 test's business, not this one's.
  */
 #include "itest.h"
 
@@ -107,7 +111,7 @@ static void run_phase(const char *label, const char *reg_url, const char *inline
     snprintf(slow_us, sizeof slow_us, "%d", SLOW_US);
     it_spawnl(&slow, label, 20000, "--name", label, "--listen", "tcp://127.0.0.1:0", "--join",
               reg_url, "--echo", "echo", "--slow-us", slow_us, "--concurrency", "1",
-              "--queue-cap", "8", "--workers", "1", "--heartbeat-ms", "100",
+              "--queue-cap", "8", "--workers", "1", "--heartbeat-ms", "1000",
               inline_flag != NULL ? "--inline" : (char *)NULL, inline_flag, (char *)NULL);
     aims_client *c = it_client(reg_url, 50);
 
@@ -196,7 +200,7 @@ int main(int argc, char **argv)
     it_init(argc, argv, "overload");
     it_proc reg;
     it_spawnl(&reg, "registry", 20000, "--name", "reg", "--listen", "tcp://127.0.0.1:0",
-              "--host-registry", "--heartbeat-ms", "100", (char *)NULL);
+              "--host-registry", "--heartbeat-ms", "1000", (char *)NULL);
     unsigned char *payload = calloc(1, PAYLOAD);
     IT_CHECK(payload != NULL, "out of memory");
     for (size_t i = 0; i < PAYLOAD; i++) {

@@ -2269,6 +2269,8 @@ def _handler_trampoline(user, method, req, reply, deadline_ns):
         try:
             fn = _handlers[user]
             result = fn(_decode(method), _msg_dict(req))
+            if isinstance(result, Msg):
+                result = result.to_dict()
             if result is not None:
                 _msg_fill(reply, result, False, None)
             return 0
@@ -2524,7 +2526,7 @@ class Node(_Handle):
 class Service(_Borrowed, _Handle):
     """A service on a node (aims_service; owned by the node).
 
-    Python handlers: ``handler(method: str, request: dict) -> dict | None``. The
+    Python handlers: ``handler(method: str, request: dict) -> dict | Msg | None``. The
     request dict holds copies (numpy arrays, bytes, or Tensor tuples without numpy).
     Raising AimsError returns its status and text to the caller; any other
     exception returns a status by type (ValueError/TypeError: AIMS_E_INVAL,

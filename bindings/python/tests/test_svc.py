@@ -210,6 +210,9 @@ class TestHandlerTrampoline(LeakCheckCase):
         self.assertEqual(rc, aims.AIMS_E_INVAL)
         self.assertIn("TypeError", err)
 
+        rc, out, err = self.run_handler(lambda m, r: aims.Msg({"m": "msg"}), "m", {})
+        self.assertEqual((rc, values(out["m"])), (0, b"msg"))
+
         def partial(method, req):
             raise KeyError("k")
         self.assertEqual(self.run_handler(partial, "m", {})[:2], (aims.AIMS_E_NOTFOUND, {}))

@@ -966,7 +966,7 @@ static aims_status node_call(aims_node *n, const char *svc, const char *method,
     pthread_cond_init(&r.cv, NULL);
     r.reply = reply;
     aims_msg_clear(reply);
-    const aimsi_local_call c = {svc, method, req, aimsi_now_ns() + 60000000000ull, on_done, &r};
+    const aimsi_local_call c = {svc, method, req, aimsi_now_ns() + 60000000000ull, on_done, &r, 0};
     assert_int_equal(aimsi_node_call_local(n, &c), AIMS_OK);
     pthread_mutex_lock(&r.mu);
     while (!r.done) {
