@@ -1,7 +1,8 @@
 # Thin wrapper over meson. Each public target does its own set-up on a fresh
 # Debian 12 machine (apt-get only for packages that are missing).
 #
-#   make demo   -- set up, build, run the end-to-end demo (examples/aims_demo)
+#   make demo   -- set up, build, run the end-to-end demo (examples/aims_demo);
+#                  `make demo ARGS=--processes` runs its services as separate processes
 #   make test   -- set up, build, run every suite, then again under ASan+UBSan,
 #                  and compile with clang -Werror; ends with "N passed, N failed"
 #   make bench  -- set up, build optimised, run bench/ against the peers
@@ -13,7 +14,7 @@ ASAN_BUILD ?= build-asan
 CLANG_BUILD ?= build-clang
 TSAN_BUILD ?= build-tsan
 # Suites with threads in them; they run again under ThreadSanitizer.
-TSAN_SUITES := --suite core --suite pipeline --suite orch --suite model
+TSAN_SUITES := --suite core --suite pipeline --suite orch --suite model --suite svc
 DATA ?= $(CURDIR)/data-cache
 ARGS ?=
 export AIMS_DATA_DIR := $(DATA)

@@ -1097,6 +1097,7 @@ static const char *arg_str(int argc, char **argv, int i, const char *def)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    atexit(cleanup_dir); /* also on the exit(1) of a failed call */
     if (argc < 2) {
         fprintf(stderr, "usage: bench_svc rt-thread|rt-proc|infer|lb|par|seed ... "
                         "(see the comment at the top of bench/bench_svc.c)\n");

@@ -276,7 +276,8 @@ typedef enum aims_param {
     AIMS_CLIENT_LB_POLICY = 744,        /**< [lb_policy] i64: aims_lb_policy; default 1 (P2C) */
     AIMS_CLIENT_MAX_PENDING = 745,      /**< [max_pending] i64: calls in flight before AIMS_E_OVERLOADED; default 4096 */
     AIMS_CLIENT_SYNC_MS = 746,          /**< [sync_ms] i64: remote registry sync period; default 200 */
-    AIMS_CLIENT_BACKOFF_MS = 747        /**< [backoff_ms] i64: first reconnect backoff (doubles, <= 32x); default 50 */
+    AIMS_CLIENT_BACKOFF_MS = 747,       /**< [backoff_ms] i64: first reconnect backoff (doubles, <= 32x); default 50 */
+    AIMS_CLIENT_MAX_FRAME = 748         /**< [client_max_frame] i64: largest frame the client sends or accepts, bytes; set before the first call; default 64 MiB */
 } aims_param;
 
 /** Value type of a parameter. */

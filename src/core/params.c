@@ -111,6 +111,7 @@ static const param_row k_params[] = {
     {AIMS_CLIENT_MAX_PENDING, "max_pending", I64, 1, 1 << 24, 4096},
     {AIMS_CLIENT_SYNC_MS, "sync_ms", I64, 10, 3600000, 200},
     {AIMS_CLIENT_BACKOFF_MS, "backoff_ms", I64, 1, 60000, 50},
+    {AIMS_CLIENT_MAX_FRAME, "client_max_frame", I64, 4096, 4294967295.0, 67108864},
 };
 
 static const param_row *find_row(aims_param id)

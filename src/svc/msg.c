@@ -152,6 +152,7 @@ AIMS_API aims_status aims_msg_add(aims_msg *m, const char *name, aims_dtype dtyp
                                   unsigned flags)
 {
     aimsi_mtensor t;
+    memset(&t, 0, sizeof(t));
     AIMSI_TRY(describe(m, name, dtype, dims, ndim, &t));
     if (t.bytes > 0 && data == NULL) {
         return AIMSI_MISUSE("data is NULL for a non-empty tensor");
@@ -178,6 +179,7 @@ AIMS_API aims_status aims_msg_alloc(aims_msg *m, const char *name, aims_dtype dt
                                     const uint64_t *dims, size_t ndim, void **out_data)
 {
     aimsi_mtensor t;
+    memset(&t, 0, sizeof(t));
     if (out_data == NULL) {
         return AIMSI_MISUSE("out_data is NULL");
     }
