@@ -737,6 +737,8 @@ static int run(const opts *o, cluster *c, summary *s)
         return 1;
     }
     CHECK(aims_client_create(&cl));
+    /* training sets travel as one frame: allow 512 MiB */
+    CHECK(aims_client_set_param_i64(cl, AIMS_CLIENT_MAX_FRAME, (int64_t)512 << 20));
     CHECK(aims_client_join(cl, c->hub_url));
     printf("cluster (%s): registry at %s; services preprocess.fmnist, train.fmnist\n",
            c->processes ? "separate processes, tcp:// + ipc://" : "one process, inproc://",

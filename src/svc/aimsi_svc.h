@@ -26,6 +26,9 @@ enum {
 
 #define AIMSI_MSG_MAX_ERROR 1024u
 #define AIMSI_URL_MAX 256u
+/* Frame payloads at least this big are zstd-compressed when that makes them
+ * smaller (requests by the client, replies by the node). */
+#define AIMSI_COMPRESS_ABOVE (256u << 10)
 
 /* ---- messages (msg.c) ------------------------------------------------------ */
 

@@ -64,7 +64,6 @@
 
 #define CL_HASH 256u                  /* pending-id buckets (power of two) */
 #define CL_MAX_TRIED 16u              /* instances remembered per call (>= max attempts) */
-#define CL_COMPRESS_ABOVE (256u << 10) /* zstd for request payloads >= 256 KiB */
 #define CL_SWEEP_NS 2000000u          /* async deadline sweep period while busy */
 #define CL_IDLE_NS 100000000u         /* client thread period when idle; health expiry check */
 #define CL_MAX_SERVICES 4096u
@@ -121,6 +120,7 @@ typedef struct cl_pending {
     atomic_int refs;
     int linked;   /* under c->mu */
     int hashed;
+    int unsent;   /* failed before the request reached a handler (node closed) */
     uint64_t id;
     uint64_t deadline_ns;
     aims_client *c;
@@ -148,10 +148,12 @@ struct cl_call {
     uint64_t start_ns, deadline_ns;
     unsigned attempts;
     int no_retry; /* failed before reaching an instance (no instance, no registry) */
+    int unsent;   /* the last attempt provably never reached a handler */
     aims_instance tried[CL_MAX_TRIED];
     /* the attempt in progress */
     cl_svc *sv;
     aims_instance inst;
+    int lb_counted; /* the balancer counted this attempt (pick, not fallback) */
     uint64_t attempt_ns;
     aims_done_fn done;
     void *user;
@@ -328,6 +330,7 @@ static void attempt_finished(aims_client *c, cl_call *k, aims_status st, const a
 static void deliver(cl_pending *p, aims_status st, aims_msg *reply, const char *err)
 {
     if (p->call != NULL) {
+        p->call->unsent = p->unsent;
         attempt_finished(p->c, p->call, st, reply, err != NULL ? err : "");
         return;
     }
@@ -635,6 +638,8 @@ static void node_done(void *ctx, aims_status st, aims_msg *reply, const char *er
     }
     pthread_mutex_unlock(&c->mu);
     if (won) {
+        /* No reply and CLOSED: the node refused before any handler ran. */
+        p->unsent = reply == NULL && st == AIMS_E_CLOSED;
         deliver(p, st, reply, err);
         pending_unref(p); /* the link's */
     }
@@ -699,7 +704,7 @@ static aims_status encode_request(aims_client *c, const cl_call *k, uint64_t id,
     const size_t n = aimsi_msg_views(k->req, views);
     aimsi_buf b;
     aimsi_buf_init(&b);
-    const aims_status rc = aimsi_frame_encode(&h, views, n, NULL, CL_COMPRESS_ABOVE, &b);
+    const aims_status rc = aimsi_frame_encode(&h, views, n, NULL, AIMSI_COMPRESS_ABOVE, &b);
     if (rc != AIMS_OK) {
         aimsi_buf_free(&b);
         return call_err(c, rc, "encoding the request for '%s': %s", k->service, aims_errmsg());
@@ -950,6 +955,20 @@ static aims_status pick(aims_client *c, cl_call *k, cl_ep **out_ep)
         /* Already failed on this call: give the pick back and draw again. */
         aims_balancer_done(sv->lb, id, 0, 1);
     }
+    int counted = rc == AIMS_OK;
+    if (rc == AIMS_OK && tried(k, id)) {
+        /* The balancer keeps choosing an instance this call already failed on
+         * (a dead one looks fast to a latency-aware policy until it is
+         * ejected): take an untried one from the view, outside its accounting. */
+        for (size_t i = 0; i < sv->n; i++) {
+            if (!tried(k, sv->ids[i])) {
+                aims_balancer_done(sv->lb, id, 0, 1);
+                id = sv->ids[i];
+                counted = 0;
+                break;
+            }
+        }
+    }
     cl_ep *e = NULL;
     for (size_t i = 0; rc == AIMS_OK && i < sv->n; i++) {
         if (sv->ids[i] == id) {
@@ -959,13 +978,14 @@ static aims_status pick(aims_client *c, cl_call *k, cl_ep **out_ep)
     }
     pthread_mutex_unlock(&c->mu);
     if (rc != AIMS_OK || e == NULL) {
-        if (rc == AIMS_OK) {
+        if (rc == AIMS_OK && counted) {
             aims_balancer_done(sv->lb, id, 0, 1);
         }
         return call_err(c, AIMS_E_NOTFOUND, "service '%s': no live instance", k->service);
     }
     k->sv = sv;
     k->inst = id;
+    k->lb_counted = counted;
     *out_ep = e;
     return AIMS_OK;
 }
@@ -1027,9 +1047,13 @@ static int retry_ok(aims_client *c, cl_call *k, aims_status st, const char *labe
         k->attempts >= (unsigned)c->max_attempts || aimsi_now_ns() >= k->deadline_ns) {
         return 0;
     }
+    /* A request that provably never reached a handler retries outside the
+     * budget (gRPC A6): it adds no load, and a drain's window (name gone,
+     * registry not yet updated) must not drain the bucket. */
+    const int free_retry = k->unsent && st == AIMS_E_CLOSED;
     pthread_mutex_lock(&c->mu);
     int ok = !c->closing;
-    if (ok) {
+    if (ok && !free_retry) {
         bucket_refill_locked(c, aimsi_now_ns());
         const double cap = bucket_cap(c);
         if (c->tokens > cap) {
@@ -1054,7 +1078,9 @@ static void report(cl_call *k, aims_status st)
     }
     const uint64_t lat = aimsi_now_ns() - k->attempt_ns;
     const int bad = instance_failure(st) || st == AIMS_E_OVERLOADED;
-    aims_balancer_done(k->sv->lb, k->inst, lat, !bad);
+    if (k->lb_counted) {
+        aims_balancer_done(k->sv->lb, k->inst, lat, !bad);
+    }
     if (instance_failure(st)) {
         aims_health_report(k->sv->hl, k->inst, 0);
     } else if (st != AIMS_E_OVERLOADED) {
@@ -1161,8 +1187,10 @@ static aims_status call_sync(aims_client *c, cl_call *k, aims_msg *reply)
     for (;;) {
         cl_pending *p = NULL;
         st = attempt_start(c, k, reply, &p);
+        k->unsent = st != AIMS_OK;
         if (st == AIMS_OK) {
             st = wait_sync(c, p);
+            k->unsent = p->unsent;
             report(k, st);
             if (st != AIMS_OK) {
                 const char *why = p->err[0] != '\0' ? p->err : aims_strerror(st);
@@ -1207,6 +1235,7 @@ static void run_async(aims_client *c, cl_call *k)
         if (st == AIMS_OK) {
             return; /* from here on k may already be finished */
         }
+        k->unsent = 1;
         if (!retry_ok(c, k, st, labels)) {
             finish_call(c, k, st, NULL, aims_errmsg());
             return;
@@ -1374,7 +1403,7 @@ AIMS_API aims_status aims_client_create(aims_client **out)
     c->backoff_ms = (int64_t)aimsi_param_default(AIMS_CLIENT_BACKOFF_MS);
     c->tokens = (double)c->retry_min;
     c->seed = aimsi_now_ns() ^ (uint64_t)(uintptr_t)c;
-    c->max_frame = (uint64_t)aimsi_param_default(AIMS_NODE_MAX_FRAME);
+    c->max_frame = (uint64_t)aimsi_param_default(AIMS_CLIENT_MAX_FRAME);
     const aims_transport_hooks hooks = {c, NULL, on_frame, on_close};
     aimsi_ttable_init(&c->tt, &hooks, c->max_frame);
     if (aims_metrics_create(&c->mx) != AIMS_OK) {
@@ -1459,6 +1488,22 @@ AIMS_API aims_status aims_client_set_param_i64(aims_client *c, aims_param param,
     }
     AIMSI_TRY(aimsi_param_check(&c->obj, param, 740, 759, AIMS_PARAM_I64, (double)value));
     pthread_mutex_lock(&c->mu);
+    if (param == AIMS_CLIENT_MAX_FRAME) {
+        /* Transport instances take the cap when they are created (first call
+         * on tcp/ipc); after that the limit is fixed. */
+        int created = 0;
+        for (size_t i = 0; i < c->tt.n; i++) {
+            created |= c->tt.slot[i].inst != NULL;
+        }
+        if (!created) {
+            c->max_frame = (uint64_t)value;
+            c->tt.max_frame = (uint64_t)value;
+        }
+        pthread_mutex_unlock(&c->mu);
+        return created ? aimsi_err(&c->obj, AIMS_E_STATE, "client_max_frame must be set before "
+                                   "the first tcp/ipc call")
+                       : AIMS_OK;
+    }
     switch (param) {
     case AIMS_CLIENT_TIMEOUT_MS: c->timeout_ms = value; break;
     case AIMS_CLIENT_RETRY_MIN: c->retry_min = value; break;
@@ -1674,6 +1719,7 @@ AIMS_API aims_status aims_client_call_async(aims_client *c, const char *service,
         if (rc == AIMS_OK) {
             return AIMS_OK;
         }
+        k->unsent = 1;
         if (!retry_ok(c, k, rc, labels)) {
             break;
         }

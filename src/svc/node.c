@@ -41,7 +41,6 @@
 
 #include "aimsi_svc.h"
 
-#define COMPRESS_ABOVE (256u * 1024u)
 
 /* ---- the process-wide inproc table ---------------------------------------------- */
 
@@ -306,7 +305,7 @@ static void send_reply(aimsi_conn *c, uint64_t id, const aims_msg *reply)
     const size_t cnt = aimsi_msg_views(reply, views);
     aimsi_buf b;
     aimsi_buf_init(&b);
-    const aims_status st = aimsi_frame_encode(&hdr, views, cnt, NULL, COMPRESS_ABOVE, &b);
+    const aims_status st = aimsi_frame_encode(&hdr, views, cnt, NULL, AIMSI_COMPRESS_ABOVE, &b);
     if (st != AIMS_OK) {
         aimsi_buf_free(&b);
         send_error(c, id, st, "the reply could not be encoded");

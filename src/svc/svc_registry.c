@@ -488,9 +488,15 @@ AIMS_API aims_status aims_node_host_registry(aims_node *n, aims_registry *r)
 
 /* ---- the mirror a joining client keeps -------------------------------------- */
 
+/* One mirrored instance. Identity is the remote id AND the owner record: a
+ * restarted registry numbers instances from 1 again, so an id alone could
+ * stand for another instance after a restart. */
 typedef struct mirror_map {
     int64_t remote;
     aims_instance local;
+    char *service;
+    char *address;
+    int seen; /* snapshot bookkeeping */
 } mirror_map;
 
 struct aimsi_regsync {
@@ -510,33 +516,59 @@ struct aimsi_regsync {
     uint64_t syncs_ok, syncs_failed;
 };
 
-static mirror_map *map_find(aimsi_regsync *rs, int64_t remote)
+static mirror_map *map_find(aimsi_regsync *rs, int64_t remote, const char *service,
+                            const char *address)
 {
     for (size_t i = 0; i < rs->n_map; i++) {
-        if (rs->map[i].remote == remote) {
-            return &rs->map[i];
+        mirror_map *m = &rs->map[i];
+        if (m->remote == remote &&
+            (service == NULL || (strcmp(m->service, service) == 0 &&
+                                 strcmp(m->address, address) == 0))) {
+            return m;
         }
     }
     return NULL;
 }
 
+static void map_remove_at(aimsi_regsync *rs, size_t i)
+{
+    aims_registry_deregister(rs->mirror, rs->map[i].local);
+    aimsi_free(rs->map[i].service);
+    aimsi_free(rs->map[i].address);
+    rs->map[i] = rs->map[--rs->n_map];
+}
+
+static void map_clear(aimsi_regsync *rs)
+{
+    while (rs->n_map > 0) {
+        map_remove_at(rs, rs->n_map - 1);
+    }
+    aimsi_free(rs->map);
+    rs->map = NULL;
+    rs->cap_map = 0;
+}
+
+/* DELETE/EXPIRE of remote id: every mirrored instance under that id goes. */
 static void mirror_drop(aimsi_regsync *rs, int64_t remote)
 {
-    mirror_map *m = map_find(rs, remote);
-    if (m != NULL) {
-        aims_registry_deregister(rs->mirror, m->local);
-        *m = rs->map[--rs->n_map];
+    for (size_t i = 0; i < rs->n_map;) {
+        if (rs->map[i].remote == remote) {
+            map_remove_at(rs, i);
+        } else {
+            i++;
+        }
     }
 }
 
 static aims_status mirror_put(aimsi_regsync *rs, int64_t remote, const char *service,
                               const char *address, uint32_t weight)
 {
-    mirror_map *m = map_find(rs, remote);
+    mirror_map *m = map_find(rs, remote, service, address);
     if (m != NULL) {
         if (aims_registry_weight(rs->mirror, m->local) != weight) {
             aims_registry_set_weight(rs->mirror, m->local, weight);
         }
+        m->seen = 1;
         return AIMS_OK;
     }
     if (rs->n_map == rs->cap_map) {
@@ -548,12 +580,20 @@ static aims_status mirror_put(aimsi_regsync *rs, int64_t remote, const char *ser
         rs->map = g;
         rs->cap_map = cap;
     }
-    aims_instance local = 0;
-    AIMSI_TRY(aims_registry_register(rs->mirror, service, address, weight, MIRROR_TTL_MS,
-                                     &local));
-    rs->map[rs->n_map].remote = remote;
-    rs->map[rs->n_map].local = local;
-    rs->n_map++;
+    mirror_map e = {remote, 0, aimsi_strdup(service), aimsi_strdup(address), 1};
+    aims_status rc = e.service != NULL && e.address != NULL
+                         ? AIMS_OK
+                         : aimsi_err(NULL, AIMS_E_NOMEM, "registry mirror: out of memory");
+    if (rc == AIMS_OK) {
+        rc = aims_registry_register(rs->mirror, service, address, weight, MIRROR_TTL_MS,
+                                    &e.local);
+    }
+    if (rc != AIMS_OK) {
+        aimsi_free(e.service);
+        aimsi_free(e.address);
+        return rc;
+    }
+    rs->map[rs->n_map++] = e;
     return AIMS_OK;
 }
 
@@ -570,8 +610,9 @@ static int next_field(const char **p, const char *end, char *buf, size_t cap)
     return 1;
 }
 
-/* Apply one "changes" reply. Validates everything before touching the mirror
- * where it can; a malformed reply changes nothing and reports AIMS_E_CORRUPT. */
+/* Apply one "changes" reply. Validates the arrays before touching the mirror.
+ * A snapshot first adds what is new, then drops what it does not list, so a
+ * reader of the mirror never sees a service vanish and come back. */
 static aims_status mirror_apply(aimsi_regsync *rs, const aims_msg *reply)
 {
     int64_t epoch, rev, snap;
@@ -595,26 +636,13 @@ static aims_status mirror_apply(aimsi_regsync *rs, const aims_msg *reply)
     aims_msg_get(reply, ii, NULL, &di, NULL, NULL, &ids, &bi);
     aims_msg_get(reply, iw, NULL, &dw, NULL, NULL, &weights, &bw);
     const size_t n = bk / 4;
-    if (dk != AIMS_DT_I32 || di != AIMS_DT_I64 || dw != AIMS_DT_I32 || bi != n * 8 ||
-        bw != n * 4 || n > MAX_EVENTS || rev < 0) {
+    if (dk != AIMS_DT_I32 || di != AIMS_DT_I64 || dw != AIMS_DT_I32 || bk != n * 4 ||
+        bi != n * 8 || bw != n * 4 || n > MAX_EVENTS || rev < 0) {
         return aimsi_err(NULL, AIMS_E_CORRUPT, "registry reply from %s: event arrays disagree",
                          rs->url);
     }
-    if (snap) {
-        /* Forget everything not in the snapshot: mark by clearing, re-put below. */
-        for (size_t i = 0; i < rs->n_map;) {
-            int keep = 0;
-            for (size_t k = 0; k < n && !keep; k++) {
-                int64_t id;
-                memcpy(&id, (const char *)ids + k * 8, 8);
-                keep = id == rs->map[i].remote;
-            }
-            if (keep) {
-                i++;
-            } else {
-                mirror_drop(rs, rs->map[i].remote);
-            }
-        }
+    for (size_t i = 0; i < rs->n_map; i++) {
+        rs->map[i].seen = 0;
     }
     const char *ps = svc, *pa = addr;
     for (size_t k = 0; k < n; k++) {
@@ -629,13 +657,22 @@ static aims_status mirror_apply(aimsi_regsync *rs, const aims_msg *reply)
             return aimsi_err(NULL, AIMS_E_CORRUPT, "registry reply from %s: event %zu names",
                              rs->url, k);
         }
-        if (kind == AIMS_EVENT_PUT) {
+        if (kind == AIMS_EVENT_PUT || snap) {
             if (weight < 1 || weight > 10000) {
                 weight = 1;
             }
             AIMSI_TRY(mirror_put(rs, id, s, a, (uint32_t)weight));
         } else {
             mirror_drop(rs, id);
+        }
+    }
+    if (snap) {
+        for (size_t i = 0; i < rs->n_map;) {
+            if (rs->map[i].seen) {
+                i++;
+            } else {
+                map_remove_at(rs, i);
+            }
         }
     }
     rs->epoch = epoch;
@@ -746,10 +783,7 @@ aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t
             pthread_cond_destroy(&rs->cond);
         }
         aims_client_destroy(rs->caller);
-        for (size_t i = 0; i < rs->n_map; i++) {
-            aims_registry_deregister(mirror, rs->map[i].local);
-        }
-        aimsi_free(rs->map);
+        map_clear(rs);
         aimsi_free(rs);
         return aimsi_err(NULL, AIMS_E_BACKEND, "join: cannot start the sync thread");
     }
@@ -773,7 +807,7 @@ void aimsi_regsync_stop(aimsi_regsync *rs)
     aims_client_destroy(rs->caller);
     pthread_mutex_destroy(&rs->lock);
     pthread_cond_destroy(&rs->cond);
-    aimsi_free(rs->map);
+    map_clear(rs);
     aimsi_free(rs);
 }
 
@@ -792,10 +826,7 @@ aims_status aimsi_regsync_apply_once(aims_registry *mirror, const aims_msg *repl
     strcpy(rs.url, "(fuzz)");
     rs.mirror = mirror;
     const aims_status rc = mirror_apply(&rs, reply);
-    for (size_t i = 0; i < rs.n_map; i++) {
-        aims_registry_deregister(mirror, rs.map[i].local);
-    }
-    aimsi_free(rs.map);
+    map_clear(&rs);
     return rc;
 }
 
