@@ -176,11 +176,17 @@ static aims_msg *mk_req(float x)
     return m;
 }
 
+static void call_ex(aims_node *n, const char *svc, const char *method, const aims_msg *req,
+                    uint64_t deadline, result *r, int no_inline)
+{
+    const aimsi_local_call c = {svc, method, req, deadline, on_done, r, no_inline};
+    assert_int_equal(aimsi_node_call_local(n, &c), AIMS_OK);
+}
+
 static void call(aims_node *n, const char *svc, const char *method, const aims_msg *req,
                  uint64_t deadline, result *r)
 {
-    const aimsi_local_call c = {svc, method, req, deadline, on_done, r, 0};
-    assert_int_equal(aimsi_node_call_local(n, &c), AIMS_OK);
+    call_ex(n, svc, method, req, deadline, r, 0);
 }
 
 static aims_node *mk_node(const char *name, int workers)
@@ -541,11 +547,12 @@ static void test_batching(void **state)
     for (int i = 0; i < 21; i++) {
         res_init(&r[i]);
     }
-    call(n, "batcher", "predict", req, 0, &r[0]);
-    assert_int_equal(r[0].done, 0); /* batching kinds never run inline */
+    /* Async-style calls (no_inline) queue; a worker takes the first alone. */
+    call_ex(n, "batcher", "predict", req, 0, &r[0], 1);
+    assert_int_equal(r[0].done, 0);
     gate_wait_entered(&g, 1);
     for (int i = 1; i < 21; i++) {
-        call(n, "batcher", "predict", req, 0, &r[i]);
+        call_ex(n, "batcher", "predict", req, 0, &r[i], 1);
     }
     gate_open(&g);
     for (int i = 0; i < 21; i++) {
@@ -562,6 +569,21 @@ static void test_batching(void **state)
     assert_int_equal(total, 21);
     assert_int_equal(biggest, 8); /* 20 were waiting: full batches */
     assert_true(stat_of(s, AIMS_SVC_BATCH_ROWS) == 21.0);
+    /* Idle service, a caller that may wait: a batch of one on the caller's
+     * thread (no hand-off, no batch delay). */
+    g.use_gate = 0;
+    while (stat_of(s, AIMS_SVC_INFLIGHT) != 0.0) { /* the worker releases its slot */
+        usleep(1000);
+    }
+    const size_t before = b->n_batches;
+    result one;
+    res_init(&one);
+    call(n, "batcher", "predict", req, 0, &one);
+    assert_int_equal(one.done, 1);
+    assert_int_equal(one.st, AIMS_OK);
+    res_fini(&one);
+    assert_int_equal(b->n_batches, before + 1);
+    assert_int_equal(b->sizes[before], 1);
     assert_int_equal(aims_service_stop(s, 1000), AIMS_OK);
     assert_int_equal(b->stopped, 1);
     aims_msg_destroy(req);
