@@ -84,7 +84,7 @@ typedef struct member {
     aims_node *node;       /* in-process */
     aims_service *service; /* in-process */
     pid_t pid;             /* --processes */
-    char argv_buf[8][600];
+    char addr[256];        /* --processes: the address it reported */
 } member;
 
 typedef struct cluster {
@@ -222,7 +222,9 @@ static int start_infer(cluster *c, int i, const char *bundle_path, const aims_bu
         snprintf(spec, sizeof spec, "infer.fmnist@1=%s", bundle_path);
         char *args[] = {"aims_node", "--name", (char *)m->name, "--listen", url, "--join",
                         c->hub_url, "--infer", spec, "--heartbeat-ms", "200", NULL};
-        return spawn_node(c, m, args, addr, sizeof addr);
+        const int rc = spawn_node(c, m, args, addr, sizeof addr);
+        memcpy(m->addr, addr, sizeof m->addr);
+        return rc;
     }
     if (m->node == NULL) {
         char url[64];
@@ -598,13 +600,26 @@ static int serve(aims_client *cl, const aims_dataset *test, size_t begin, size_t
  * processes through the "$stats" method every service answers. */
 static int replica_busy(cluster *c, aims_client *cl, double busy[N_REPLICAS])
 {
+    aims_msg *req = NULL, *reply = NULL;
+    CHECK(aims_msg_create(&req));
+    CHECK(aims_msg_create(&reply));
     for (int i = 0; i < N_REPLICAS; i++) {
         busy[i] = 0;
         if (!c->processes) {
             CHECK(aims_service_stat(c->infer[i].service, AIMS_SVC_BUSY_NS, &busy[i]));
+            continue;
         }
+        int64_t ns = 0;
+        CHECK(aims_client_call_addr(cl, c->infer[i].addr, "infer.fmnist@1", "$stats", req,
+                                    reply, 2000));
+        if (get_i64(reply, "busy_ns", &ns) != 0) {
+            fprintf(stderr, "aims_demo: $stats reply without busy_ns\n");
+            return 1;
+        }
+        busy[i] = (double)ns;
     }
-    (void)cl;
+    aims_msg_destroy(req);
+    aims_msg_destroy(reply);
     return 0;
 }
 
@@ -791,18 +806,15 @@ static int run(const opts *o, cluster *c, summary *s)
            s->all.calls, s->acc_served, s->all.failed, s->all.p50_us, s->all.p99_us,
            s->all.p999_us, (double)s->all.calls / s->all.seconds);
 
-    /* 5a. load-balance degree: utilisation of each replica over the run */
-    if (!c->processes) {
-        double avg = 0, max = 0;
-        for (int i = 0; i < N_REPLICAS; i++) {
-            const double u = (busy1[i] - busy0[i]) * 1e-9 / s->all.seconds;
-            avg += u / N_REPLICAS;
-            max = u > max ? u : max;
-        }
-        s->lb_degree = max > 0 ? avg / max : 0;
-    } else {
-        s->lb_degree = NAN; /* utilisation is read from the services in this process */
+    /* 5a. load-balance degree: utilisation of each replica over the run
+     * (busy time from the services' own counters, in-process or via $stats) */
+    double avg = 0, max = 0;
+    for (int i = 0; i < N_REPLICAS; i++) {
+        const double u = (busy1[i] - busy0[i]) * 1e-9 / s->all.seconds;
+        avg += u / N_REPLICAS;
+        max = u > max ? u : max;
     }
+    s->lb_degree = max > 0 ? avg / max : 0;
 
     /* 5b. parallelism: 1 replica vs 2, same load */
     const size_t n_par = 4000;

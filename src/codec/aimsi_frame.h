@@ -17,7 +17,8 @@
  *   36      4     payload raw length R (== P when not compressed)
  *   40      4     CRC-32C of bytes [0, 40) (header integrity; payload is covered
  *                 by zstd's checksum when compressed, by the transport otherwise)
- *   44      S     service name (no NUL), then M bytes method name
+ *   44      S     service name (no NUL), then M bytes method name (both
+ *                 [A-Za-z0-9_.@/-]; a method may also start with '$')
  *   44+S+M  P     payload
  *
  * The payload of REQUEST/REPLY frames is a tensor list:

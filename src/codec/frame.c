@@ -92,6 +92,18 @@ static size_t name_bad_at(const char *name, size_t n)
     return n;
 }
 
+/* Method names may also start with '$': the methods every service answers
+ * ("$ping", "$stats") live in their own namespace so they never collide with
+ * a service's own methods. */
+static size_t method_bad_at(const char *name, size_t n)
+{
+    if (n == 0 || name[0] != '$') {
+        return name_bad_at(name, n);
+    }
+    const size_t bad = name_bad_at(name + 1, n - 1);
+    return bad == n - 1 ? n : bad + 1;
+}
+
 /* Offset of the first byte that breaks well-formed UTF-8 (RFC 3629: no
  * overlongs, no surrogates, nothing above U+10FFFF) or a NUL, else n. Error
  * messages end up in logs and in other languages' strings, so they must be text. */
@@ -256,7 +268,7 @@ static aims_status check_name(const char *what, const char *name, size_t max, si
         return aimsi_err(NULL, AIMS_E_INVAL, "frame encode: %s name length must be %zu..%zu", what,
                          min, max);
     }
-    const size_t bad = name_bad_at(name, n);
+    const size_t bad = strcmp(what, "method") == 0 ? method_bad_at(name, n) : name_bad_at(name, n);
     if (bad < n) {
         return aimsi_err(NULL, AIMS_E_INVAL,
                          "frame encode: %s name has a character outside [A-Za-z0-9_.@/-] at %zu",
@@ -561,7 +573,7 @@ static aims_status copy_names(const uint8_t *p, const raw_hdr *h, aimsi_frame_hd
                          "frame: byte %zu: service name character outside [A-Za-z0-9_.@/-]",
                          AIMSI_FRAME_HEADER + bad);
     }
-    bad = name_bad_at(m, h->mlen);
+    bad = method_bad_at(m, h->mlen);
     if (bad < h->mlen) {
         return aimsi_err(NULL, AIMS_E_CORRUPT,
                          "frame: byte %zu: method name character outside [A-Za-z0-9_.@/-]",
