@@ -45,7 +45,8 @@ int main(int argc, char **argv)
         snprintf(name, sizeof name, "e%d", i + 1);
         it_spawnl(&e[i], name, 20000, "--name", name, "--listen", listen[i], "--join", reg.addr,
                   svc_flag, infer ? svc_arg : "echo", "--heartbeat-ms", "100", "--workers", "2",
-                  (char *)NULL);
+                  /* echo: 500 us per call, so calls are in flight on the victim */
+                  "--slow-us", "500", (char *)NULL);
     }
 
     aims_client *c = it_client(reg.addr, SYNC_MS);

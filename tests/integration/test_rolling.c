@@ -6,6 +6,7 @@
  * daemon drains: leaves the registry, waits for balancers to notice, finishes
  * its work, exits 0), start its replacement on the same kind of address (the
  * ipc one on the very same path), wait until the replacement answers, next.
+ * Each call spins 300 us in the handler, so every drain has work in flight.
  * Expected: zero failed calls, every replacement serving, clean exits.
  */
 #include "itest.h"
@@ -28,7 +29,8 @@ int main(int argc, char **argv)
         char name[16];
         snprintf(name, sizeof name, "e%d", i + 1);
         it_spawnl(&e[i], name, 20000, "--name", name, "--listen", listen[i], "--join", reg.addr,
-                  "--echo", "echo", "--heartbeat-ms", "100", "--workers", "2", (char *)NULL);
+                  "--echo", "echo", "--slow-us", "300", "--heartbeat-ms", "100", "--workers", "2",
+                  (char *)NULL);
     }
     aims_client *c = it_client(reg.addr, 50);
     static it_load L = {.service = "echo", .method = "echo", .threads = 4, .payload = 512,
@@ -53,7 +55,8 @@ int main(int argc, char **argv)
         char name[16];
         snprintf(name, sizeof name, "e%d-r", i + 1);
         it_spawnl(&e[i], name, 20000, "--name", name, "--listen", listen[i], "--join", reg.addr,
-                  "--echo", "echo", "--heartbeat-ms", "100", "--workers", "2", (char *)NULL);
+                  "--echo", "echo", "--slow-us", "300", "--heartbeat-ms", "100", "--workers", "2",
+                  (char *)NULL);
         IT_CHECK(it_load_wait_pid(&L, e[i].pid, 0, 15000),
                  "replacement %s never answered (failed %llu: %s)", name,
                  (unsigned long long)atomic_load(&L.failed), L.first_error);

@@ -66,6 +66,14 @@
 #include <unistd.h>
 
 #define RBUF_INIT ((size_t)64u << 10)
+/* A peer that stops sending in the middle of a frame holds a read buffer as
+ * big as the frame it announced: after STALL_NS without a byte the
+ * connection is dropped (slow-loris), checked every SWEEP_NS. */
+#define STALL_NS (10ull * 1000000000ull)
+#define SWEEP_NS (1000000000ull)
+/* Accepted connections per instance; beyond this new ones are closed at once
+ * (each may hold up to max_frame bytes of read buffer). */
+#define MAX_ACCEPTED 4096u
 #define RBUF_SHRINK ((size_t)1u << 20)
 #define READS_PER_EVENT 16
 #define EVENTS_PER_WAIT 64
@@ -100,6 +108,8 @@ typedef struct stream_conn {
     /* read buffer (I/O thread only) */
     uint8_t *rbuf;
     size_t rlen, rcap;
+    uint64_t last_rx_ns; /* last recv that brought bytes (I/O thread only) */
+    int accepted;        /* counted in inst->n_accepted */
 } stream_conn;
 
 typedef struct stream_listener {
@@ -115,6 +125,8 @@ typedef struct stream_listener {
 
 struct stream_inst {
     const aimsi_stream_family *fam;
+    uint64_t next_sweep_ns; /* I/O thread only */
+    size_t n_accepted;      /* under mu */
     aims_transport_hooks hooks;
     size_t max_frame;
     pthread_mutex_t mu;
@@ -568,6 +580,7 @@ static void conn_readable(stream_conn *c)
             return;
         }
         const size_t got = (size_t)r;
+        c->last_rx_ns = aimsi_now_ns();
         const int more = (c->rlen + got == c->rcap);
         c->rlen += got;
         int stop = 0;
@@ -638,6 +651,17 @@ static void accept_one(stream_inst *in, stream_listener *l, int fd)
         return;
     }
     pthread_mutex_lock(&in->mu);
+    if (in->n_accepted >= MAX_ACCEPTED) {
+        pthread_mutex_unlock(&in->mu);
+        epoll_ctl(in->epfd, EPOLL_CTL_DEL, fd, NULL);
+        conn_free(c);
+        aimsi_log(AIMS_LOG_WARN, "%s transport: %u connections open, refusing another",
+                  in->fam->scheme, MAX_ACCEPTED);
+        return;
+    }
+    in->n_accepted++;
+    c->accepted = 1;
+    c->last_rx_ns = aimsi_now_ns();
     conn_link(&in->conns, c);
     pthread_mutex_unlock(&in->mu);
     /* Nobody knows c yet, so it cannot be closed: the gate always opens. */
@@ -750,6 +774,27 @@ static int resume_listeners(stream_inst *in)
     return timeout;
 }
 
+/* Drop connections stalled in the middle of a frame (I/O thread only: rlen
+ * and last_rx_ns are its fields, and only it frees connections). */
+static void sweep_stalled(stream_inst *in, uint64_t now)
+{
+    stream_conn *stalled[64];
+    size_t n = 0;
+    pthread_mutex_lock(&in->mu);
+    for (stream_conn *c = in->conns; c != NULL && n < 64; c = c->next) {
+        if (c->rlen > 0 && now - c->last_rx_ns > STALL_NS) {
+            stalled[n++] = c;
+        }
+    }
+    pthread_mutex_unlock(&in->mu);
+    for (size_t i = 0; i < n; i++) {
+        aimsi_log(AIMS_LOG_WARN, "%s transport: peer stalled %.1f s inside a frame (%zu bytes "
+                  "held): dropping the connection", in->fam->scheme,
+                  (double)(now - stalled[i]->last_rx_ns) * 1e-9, stalled[i]->rlen);
+        conn_fail(stalled[i], AIMS_E_TIMEOUT);
+    }
+}
+
 static void *io_main(void *arg)
 {
     stream_inst *in = arg;
@@ -763,7 +808,15 @@ static void *io_main(void *arg)
         if (stop) {
             break;
         }
-        const int timeout = resume_listeners(in);
+        int timeout = resume_listeners(in);
+        const uint64_t now = aimsi_now_ns();
+        if (now >= in->next_sweep_ns) {
+            sweep_stalled(in, now);
+            in->next_sweep_ns = now + SWEEP_NS;
+        }
+        if (timeout < 0 || timeout > (int)(SWEEP_NS / 1000000u)) {
+            timeout = (int)(SWEEP_NS / 1000000u);
+        }
         const int n = epoll_wait(in->epfd, evs, EVENTS_PER_WAIT, timeout);
         for (int i = 0; i < n; i++) {
             const int tag = *(const int *)evs[i].data.ptr;
@@ -1031,6 +1084,10 @@ void aimsi_stream_close(void *inst, void *conn)
     }
     pthread_mutex_unlock(&c->mu);
     pthread_mutex_lock(&in->mu);
+    if (c->accepted) {
+        in->n_accepted--;
+        c->accepted = 0;
+    }
     conn_unlink(&in->conns, c);
     conn_link(&in->zombie_conns, c);
     pthread_mutex_unlock(&in->mu);

@@ -124,9 +124,9 @@ static void add_node(cluster *cl, const char *service, const svc_opts *o)
     memset(&cl->h[i], 0, sizeof cl->h[i]);
     cl->h[i].tag = (int)i + 1;
     assert_int_equal(aims_node_create(name, &cl->node[i]), AIMS_OK);
-    /* Leases of 3 x 100 ms survive a loaded machine; a short drain grace keeps
+    /* Leases of 3 x 250 ms survive a loaded machine; a short drain grace keeps
      * node destroy quick (a local registry tells the client at once). */
-    assert_int_equal(aims_node_set_param_i64(cl->node[i], AIMS_NODE_HEARTBEAT_MS, 100), AIMS_OK);
+    assert_int_equal(aims_node_set_param_i64(cl->node[i], AIMS_NODE_HEARTBEAT_MS, 250), AIMS_OK);
     assert_int_equal(aims_node_set_param_i64(cl->node[i], AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
     assert_int_equal(aims_node_listen(cl->node[i], url), AIMS_OK);
     size_t len = 0;
@@ -449,7 +449,9 @@ static void *call_loop(void *p)
             atomic_fetch_add(&a->ok, 1);
         } else {
             atomic_store(&a->last, st);
-            atomic_fetch_add(&a->failed, 1);
+            if (atomic_fetch_add(&a->failed, 1) == 0) {
+                fprintf(stderr, "drain: first failed call: %s\n", aims_client_errmsg(a->c));
+            }
         }
     }
     aims_msg_destroy(req);
