@@ -725,15 +725,21 @@ static aims_status send_stream(aims_client *c, cl_call *k, cl_pending *p)
     if (rc != AIMS_OK) {
         conn_release(c, cc);
         return call_err(c, rc, "%s: %s", p->ep->url,
-                        rc == AIMS_E_OVERLOADED ? "too many calls in flight (max_pending)"
-                                                : "client closing");
+                        rc == AIMS_E_OVERLOADED
+                            ? "too many calls in flight (max_pending); retry after 10 ms"
+                            : "client closing");
     }
     void *frame = NULL;
     size_t len = 0;
     rc = encode_request(c, k, id, p->deadline_ns, &frame, &len);
     if (rc == AIMS_OK) {
         rc = cc->slot->vt.send(cc->slot->inst, cc->conn, frame, len);
-        if (rc != AIMS_OK) {
+        if (rc == AIMS_E_OVERLOADED) {
+            /* The connection's send queue is full: the peer reads slower than
+             * we write. Short back-off hint, like a service's queue-full reply. */
+            call_err(c, rc, "%s: send queue full (peer not keeping up); retry after 10 ms",
+                     p->ep->url);
+        } else if (rc != AIMS_OK) {
             call_err(c, rc, "%s: send failed: %s", p->ep->url, aims_strerror(rc));
         }
     }

@@ -42,9 +42,8 @@ asynchronously (a Future plus an optional callback). Python code that the
 library calls (handlers, completion callbacks) runs on library threads, takes
 the GIL only while it runs and never lets an exception reach C: it becomes the
 call's status and error text. Nodes and clients close for real on ``close()``
-(and at interpreter exit when still open). The service functions bind only
-when the loaded library exports them (``aims._lib.SVC_MISSING`` lists the rest;
-using one raises AimsError AIMS_E_UNSUPPORTED).
+(and at interpreter exit when still open). Every service function is bound;
+``aims._lib.SVC_MISSING`` stays empty (kept for callers that checked it).
 
 Threads. ctypes releases the GIL during C calls. The C thread-safety rules of
 each object apply (see the C headers): e.g. a fitted Pipeline may transform from

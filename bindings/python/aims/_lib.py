@@ -363,21 +363,14 @@ def _check_version(lib):
     return number
 
 
-def _exported(lib, name):
-    try:
-        getattr(lib, name)
-    except AttributeError:
-        return False
-    return True
-
-
 lib = _open()
 # Version first: a library of another major may not even have our symbols, and its
 # mismatch is the message the user needs.
 version_number = _check_version(lib)
-#: Service-API symbols this library does not export (their Python features raise).
-SVC_MISSING = frozenset(n for n in SVC_PROTOTYPES if not _exported(lib, n))
-PROTOTYPES.update((n, p) for n, p in SVC_PROTOTYPES.items() if n not in SVC_MISSING)
+#: The service API is part of the same contract: every symbol must be there
+#: (the symbol-equality test compares PROTOTYPES with the version script).
+SVC_MISSING = frozenset()
+PROTOTYPES.update(SVC_PROTOTYPES)
 _declare(lib)
 
 
