@@ -161,6 +161,14 @@ typedef struct aimsi_work {
     aims_status status;
 } aimsi_work;
 
+/* Fail work item w: clear its reply, set the formatted error text on it,
+ * return st (for `return aimsi_work_fail(w, AIMS_E_INVAL, "...", ...)`). */
+aims_status aimsi_work_fail(aimsi_work *w, aims_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
 typedef struct aimsi_svc_kind {
     const char *name;       /* "handler", "infer", "preprocess", "train" */
     /* 1: the core hands run() up to AIMS_SERVICE_BATCH_MAX queued items at once,

@@ -13,6 +13,8 @@
  * Messages made from a frame hold the frame bytes in `hold` (and the frame's
  * decompressed payload through `frame`) until they are cleared.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "aimsi_svc.h"
@@ -476,4 +478,16 @@ aims_status aimsi_msg_put_bytes(aims_msg *m, const char *name, const void *p, si
 aims_status aimsi_msg_put_i64(aims_msg *m, const char *name, int64_t v)
 {
     return aims_msg_add(m, name, AIMS_DT_I64, NULL, 0, &v, 0);
+}
+
+aims_status aimsi_work_fail(aimsi_work *w, aims_status st, const char *fmt, ...)
+{
+    char text[AIMSI_MSG_MAX_ERROR];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    aims_msg_clear(w->reply);
+    (void)aims_msg_set_error(w->reply, text);
+    return st;
 }

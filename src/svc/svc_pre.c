@@ -27,29 +27,11 @@ typedef struct pre_impl {
     size_t out_cols;
 } pre_impl;
 
-static aims_status pre_fail(aimsi_work *w, aims_status st, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static aims_status pre_fail(aimsi_work *w, aims_status st, const char *fmt, ...)
-{
-    char text[AIMSI_MSG_MAX_ERROR];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    aims_msg_clear(w->reply);
-    (void)aims_msg_set_error(w->reply, text);
-    return st;
-}
-
 static aims_status transform_one(const pre_impl *pi, aimsi_work *w)
 {
     size_t idx = 0;
     if (aims_msg_find(w->req, "x", &idx) != AIMS_OK) {
-        return pre_fail(w, AIMS_E_INVAL, "transform: the request has no \"x\" tensor "
+        return aimsi_work_fail(w, AIMS_E_INVAL, "transform: the request has no \"x\" tensor "
                                          "(f32 [rows, cols])");
     }
     aims_dtype dt = 0;
@@ -60,7 +42,7 @@ static aims_status transform_one(const pre_impl *pi, aimsi_work *w)
     (void)aims_msg_get(w->req, idx, NULL, &dt, &ndim, &dims, &data, &bytes);
     if (dt != AIMS_DT_F32 || ndim != 2 || dims[0] == 0 || dims[1] == 0 ||
         (uint64_t)(size_t)dims[0] != dims[0] || (uint64_t)(size_t)dims[1] != dims[1]) {
-        return pre_fail(w, AIMS_E_INVAL, "transform: \"x\" must be f32 [rows, cols] with "
+        return aimsi_work_fail(w, AIMS_E_INVAL, "transform: \"x\" must be f32 [rows, cols] with "
                                          "rows, cols >= 1");
     }
     const size_t rows = (size_t)dims[0];
@@ -69,12 +51,12 @@ static aims_status transform_one(const pre_impl *pi, aimsi_work *w)
     size_t want = 0;
     if (aimsi_mul_ok(rows, cols, &cells) != 0 || aimsi_mul_ok(cells, sizeof(float), &want) != 0 ||
         want != bytes) {
-        return pre_fail(w, AIMS_E_INVAL, "transform: \"x\" holds %zu bytes, not rows x cols "
+        return aimsi_work_fail(w, AIMS_E_INVAL, "transform: \"x\" holds %zu bytes, not rows x cols "
                                          "floats", bytes);
     }
     size_t out_n = 0;
     if (aimsi_mul_ok(rows, pi->out_cols, &out_n) != 0) {
-        return pre_fail(w, AIMS_E_RANGE, "transform: %zu rows x %zu output columns overflow",
+        return aimsi_work_fail(w, AIMS_E_RANGE, "transform: %zu rows x %zu output columns overflow",
                         rows, pi->out_cols);
     }
     float *copy = NULL;
@@ -82,7 +64,7 @@ static aims_status transform_one(const pre_impl *pi, aimsi_work *w)
     if (((uintptr_t)data % _Alignof(float)) != 0) {
         copy = aimsi_malloc(bytes);
         if (copy == NULL) {
-            return pre_fail(w, AIMS_E_NOMEM, "transform: no memory to align %zu bytes", bytes);
+            return aimsi_work_fail(w, AIMS_E_NOMEM, "transform: no memory to align %zu bytes", bytes);
         }
         memcpy(copy, data, bytes);
         x = copy;
@@ -96,7 +78,7 @@ static aims_status transform_one(const pre_impl *pi, aimsi_work *w)
     }
     aimsi_free(copy);
     if (st != AIMS_OK) {
-        return pre_fail(w, st, "transform: %s", aims_errmsg());
+        return aimsi_work_fail(w, st, "transform: %s", aims_errmsg());
     }
     return AIMS_OK;
 }
@@ -107,10 +89,10 @@ static void pre_run(void *impl, aimsi_work *const *items, size_t n)
     for (size_t i = 0; i < n; i++) {
         aimsi_work *w = items[i];
         if (w->method == NULL || strcmp(w->method, "transform") != 0) {
-            w->status = pre_fail(w, AIMS_E_NOTFOUND, "no method %s on preprocess service",
+            w->status = aimsi_work_fail(w, AIMS_E_NOTFOUND, "no method %s on preprocess service",
                                  w->method != NULL ? w->method : "(null)");
         } else if (w->deadline_ns != 0 && aimsi_now_ns() >= w->deadline_ns) {
-            w->status = pre_fail(w, AIMS_E_TIMEOUT, "transform: the deadline passed before "
+            w->status = aimsi_work_fail(w, AIMS_E_TIMEOUT, "transform: the deadline passed before "
                                                     "the call started");
         } else {
             w->status = transform_one(pi, w);

@@ -95,24 +95,6 @@ typedef struct train_impl {
 
 /* ---- replies ------------------------------------------------------------------------- */
 
-static aims_status fail(aimsi_work *w, aims_status st, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static aims_status fail(aimsi_work *w, aims_status st, const char *fmt, ...)
-{
-    char text[AIMSI_MSG_MAX_ERROR];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    aims_msg_clear(w->reply);
-    (void)aims_msg_set_error(w->reply, text);
-    return st;
-}
-
 static aims_status put_i32(aims_msg *m, const char *name, int32_t v)
 {
     return aims_msg_add(m, name, AIMS_DT_I32, NULL, 0, &v, 0);
@@ -128,7 +110,7 @@ static aims_status reply_state(aimsi_work *w, int state)
     aims_msg_clear(w->reply);
     const aims_status st = put_i32(w->reply, "state", state);
     if (st != AIMS_OK) {
-        return fail(w, st, "train: no room for the reply: %s", aims_errmsg());
+        return aimsi_work_fail(w, st, "train: no room for the reply: %s", aims_errmsg());
     }
     return AIMS_OK;
 }
@@ -645,7 +627,7 @@ static aims_status job_id(aimsi_work *w, const char **id, size_t *len)
     size_t bytes = 0;
     if (!get_tensor(w->req, "job", AIMS_DT_BYTES, 1, &dims, &data, &bytes) || bytes == 0 ||
         bytes > TRAIN_ID_MAX || memchr(data, '\0', bytes) != NULL) {
-        return fail(w, AIMS_E_INVAL, "train %s: \"job\" must be a BYTES id of 1..%d bytes "
+        return aimsi_work_fail(w, AIMS_E_INVAL, "train %s: \"job\" must be a BYTES id of 1..%d bytes "
                                      "without NUL", w->method, TRAIN_ID_MAX);
     }
     *id = data;
@@ -824,7 +806,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
     }
     train_job *j = aimsi_calloc(1, sizeof *j);
     if (j == NULL) {
-        return fail(w, AIMS_E_NOMEM, "submit: no memory for the job");
+        return aimsi_work_fail(w, AIMS_E_NOMEM, "submit: no memory for the job");
     }
     memcpy(j->id, id, id_len);
     j->id_len = id_len;
@@ -856,7 +838,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
     }
     if (rc != AIMS_OK) {
         job_free(j);
-        return fail(w, rc, "%s", aims_errmsg());
+        return aimsi_work_fail(w, rc, "%s", aims_errmsg());
     }
     pthread_mutex_lock(&ti->mu);
     const train_job *raced = job_find(ti, id, id_len);
@@ -894,7 +876,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
         job_free(j);
     }
     if (rc != AIMS_OK) {
-        return fail(w, rc, "%s", aims_errmsg());
+        return aimsi_work_fail(w, rc, "%s", aims_errmsg());
     }
     return reply_state(w, reply);
 }
@@ -910,7 +892,7 @@ static aims_status do_status(train_impl *ti, aimsi_work *w)
     const train_job *j = job_find(ti, id, id_len);
     if (j == NULL) {
         pthread_mutex_unlock(&ti->mu);
-        return fail(w, AIMS_E_NOTFOUND, "status: no job %.*s", (int)id_len, id);
+        return aimsi_work_fail(w, AIMS_E_NOTFOUND, "status: no job %.*s", (int)id_len, id);
     }
     const int state = j->state;
     const int32_t epoch = j->epoch;
@@ -935,7 +917,7 @@ static aims_status do_status(train_impl *ti, aimsi_work *w)
         rc = aims_msg_add(w->reply, "error", AIMS_DT_BYTES, &n, 1, err, 0);
     }
     if (rc != AIMS_OK) {
-        return fail(w, rc, "status: no room for the reply: %s", aims_errmsg());
+        return aimsi_work_fail(w, rc, "status: no room for the reply: %s", aims_errmsg());
     }
     return AIMS_OK;
 }
@@ -951,16 +933,16 @@ static aims_status do_result(train_impl *ti, aimsi_work *w)
     const train_job *j = job_find(ti, id, id_len);
     aims_status rc = AIMS_OK;
     if (j == NULL) {
-        rc = fail(w, AIMS_E_NOTFOUND, "result: no job %.*s", (int)id_len, id);
+        rc = aimsi_work_fail(w, AIMS_E_NOTFOUND, "result: no job %.*s", (int)id_len, id);
     } else if (j->state != JOB_DONE) {
-        rc = fail(w, AIMS_E_STATE, "result: job %.*s is %s%s%s", (int)id_len, id,
+        rc = aimsi_work_fail(w, AIMS_E_STATE, "result: job %.*s is %s%s%s", (int)id_len, id,
                   names[j->state], j->err[0] != '\0' ? ": " : "", j->err);
     } else {
         /* copied under the lock: a finished job can be forgotten (jobs_trim) */
         const uint64_t n = j->bundle_len;
         rc = aims_msg_add(w->reply, "bundle", AIMS_DT_BYTES, &n, 1, j->bundle, 0);
         if (rc != AIMS_OK) {
-            rc = fail(w, rc, "result: no room for the bundle: %s", aims_errmsg());
+            rc = aimsi_work_fail(w, rc, "result: no room for the bundle: %s", aims_errmsg());
         }
     }
     pthread_mutex_unlock(&ti->mu);
@@ -976,7 +958,7 @@ static aims_status do_cancel(train_impl *ti, aimsi_work *w)
     train_job *j = job_find(ti, id, id_len);
     if (j == NULL) {
         pthread_mutex_unlock(&ti->mu);
-        return fail(w, AIMS_E_NOTFOUND, "cancel: no job %.*s", (int)id_len, id);
+        return aimsi_work_fail(w, AIMS_E_NOTFOUND, "cancel: no job %.*s", (int)id_len, id);
     }
     if (j->state == JOB_QUEUED) {
         queue_remove(ti, j);
@@ -1000,7 +982,7 @@ static void train_run(void *impl, aimsi_work *const *items, size_t n)
         aimsi_work *w = items[i];
         const char *m = w->method != NULL ? w->method : "(null)";
         if (w->deadline_ns != 0 && aimsi_now_ns() >= w->deadline_ns) {
-            w->status = fail(w, AIMS_E_TIMEOUT, "%s: the deadline passed before the call "
+            w->status = aimsi_work_fail(w, AIMS_E_TIMEOUT, "%s: the deadline passed before the call "
                                                 "started", m);
         } else if (strcmp(m, "submit") == 0) {
             w->status = do_submit(ti, w);
@@ -1011,7 +993,7 @@ static void train_run(void *impl, aimsi_work *const *items, size_t n)
         } else if (strcmp(m, "cancel") == 0) {
             w->status = do_cancel(ti, w);
         } else {
-            w->status = fail(w, AIMS_E_NOTFOUND, "no method %s on train service", m);
+            w->status = aimsi_work_fail(w, AIMS_E_NOTFOUND, "no method %s on train service", m);
         }
     }
 }
