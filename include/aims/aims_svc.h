@@ -432,6 +432,20 @@ AIMS_API aims_status aims_client_call_addr(aims_client *c, const char *address,
                                            const char *service, const char *method,
                                            const aims_msg *req, aims_msg *reply,
                                            int64_t timeout_ms);
+/**
+ * @brief The seed's load-balance degree of @p service, from the services' own
+ * counters: every live instance's busy time ("$stats" busy_ns) is read, again
+ * after @p window_ms, and degree = average utilisation / maximum utilisation
+ * over the instances (1.0 = perfectly even; DESIGN.md §6). Blocks for the window.
+ * @param out_degree  [out] the degree (0 when no instance did any work).
+ * @param out_max_util [out] optional: the busiest instance's utilisation (0..cores).
+ * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_NOTFOUND (no registry view or no live
+ *         instance), AIMS_E_RANGE (window 1..600000 ms), or a call's error.
+ * @since 0.1
+ */
+AIMS_API aims_status aims_client_balance_degree(aims_client *c, const char *service,
+                                                int64_t window_ms, double *out_degree,
+                                                double *out_max_util);
 /** @brief The client's metrics (owned by the client): calls, errors, retries, latency. @since 0.1 */
 AIMS_API aims_metrics *aims_client_metrics(aims_client *c);
 /** @brief Last error text on this client ("" if none; per thread for calls). @since 0.1 */

@@ -387,6 +387,8 @@ aims_status aimsi_regsync_apply_once(aims_registry *mirror, const aims_msg *repl
  * destroys r. AIMS_E_STATE when the client already adopted one. */
 aims_status aimsi_client_adopt_registry(aims_client *c, aims_registry *r, void (*stop)(void *ctx),
                                         void *ctx);
+/* The registry the client resolves names through (NULL when none). */
+aims_registry *aimsi_client_registry(aims_client *c);
 /* The client's AIMS_CLIENT_SYNC_MS (the mirror's sync period). */
 int64_t aimsi_client_sync_ms(const aims_client *c);
 

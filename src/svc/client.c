@@ -1752,3 +1752,11 @@ AIMS_API const char *aims_client_errmsg(const aims_client *c)
     }
     return c->obj.errmsg;
 }
+
+aims_registry *aimsi_client_registry(aims_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    aims_registry *r = c->reg;
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}

@@ -2824,6 +2824,19 @@ class Client(_Handle):
                 callback(None, exc)
         return future
 
+    def balance_degree(self, service, window_ms=1000):
+        """The seed's load-balance degree of ``service`` over ``window_ms``: average /
+        maximum utilisation of its live instances, from their own busy-time
+        counters. Returns (degree, max_utilisation). Blocks for the window."""
+        degree = ctypes.c_double()
+        umax = ctypes.c_double()
+        rc = _c.aims_client_balance_degree(self._ptr, str(service).encode("utf-8"),
+                                           int(window_ms), ctypes.byref(degree),
+                                           ctypes.byref(umax))
+        if rc != 0:
+            raise AimsError(rc, _decode(_c.aims_errmsg()))
+        return degree.value, umax.value
+
     @property
     def metrics(self):
         """The client's Metrics (calls, errors, retries, latency; owned by the client)."""

@@ -306,6 +306,9 @@ SVC_PROTOTYPES = {
     "aims_client_call_addr": (status, [handle, cstr, cstr, cstr, handle, handle,
                                        ctypes.c_int64]),
     "aims_client_metrics": (handle, [handle]),
+    "aims_client_balance_degree": (status, [handle, cstr, ctypes.c_int64,
+                                            ctypes.POINTER(ctypes.c_double),
+                                            ctypes.POINTER(ctypes.c_double)]),
     "aims_client_errmsg": (cstr, [handle]),
 }
 

@@ -113,6 +113,7 @@ typedef struct svc_opts {
     int inline_run;
     int64_t concurrency; /* 0: default */
     int64_t queue_cap;   /* 0: default */
+    int64_t weight;      /* 0: default */
 } svc_opts;
 
 static void add_node(cluster *cl, const char *service, const svc_opts *o)
@@ -148,6 +149,9 @@ static void add_node(cluster *cl, const char *service, const svc_opts *o)
     if (o != NULL && o->queue_cap > 0) {
         assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_QUEUE_CAP, o->queue_cap),
                          AIMS_OK);
+    }
+    if (o != NULL && o->weight > 0) {
+        assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_WEIGHT, o->weight), AIMS_OK);
     }
     assert_int_equal(aims_service_start(s), AIMS_OK);
 }
@@ -341,7 +345,7 @@ static void test_overload(void **state)
 {
     (void)state;
     cluster cl = {0};
-    const svc_opts o = {0, 1, 1}; /* queued only, 1 running, 1 waiting */
+    const svc_opts o = {0, 1, 1, 0}; /* queued only, 1 running, 1 waiting */
     add_node(&cl, "busy", &o);
     atomic_store(&cl.h[0].gate_closed, 1);
     aims_client *c = mk_client(NULL);
@@ -387,7 +391,7 @@ static void test_deadline(void **state)
 {
     (void)state;
     cluster cl = {0};
-    const svc_opts o = {0, 0, 0};
+    const svc_opts o = {0, 0, 0, 0};
     add_node(&cl, "slow", &o);
     atomic_store(&cl.h[0].sleep_ms, 300);
     aims_client *c = mk_client(NULL);
@@ -436,6 +440,7 @@ typedef struct loop_arg {
     atomic_int stop;
     atomic_int ok, failed;
     _Atomic aims_status last;
+    const char *service; /* NULL: "drain" */
 } loop_arg;
 
 static void *call_loop(void *p)
@@ -444,7 +449,8 @@ static void *call_loop(void *p)
     aims_msg *req = mk_req(5.0f), *rep = mk_msg();
     while (!atomic_load(&a->stop)) {
         const aims_status st =
-            aims_client_call(a->c, "drain", "m", req, rep, AIMS_CALL_IDEMPOTENT, 0);
+            aims_client_call(a->c, a->service != NULL ? a->service : "drain", "m", req, rep,
+                             AIMS_CALL_IDEMPOTENT, 0);
         if (st == AIMS_OK) {
             atomic_fetch_add(&a->ok, 1);
         } else {
@@ -464,7 +470,7 @@ static void test_drain_zero_failures(void **state)
     (void)state;
     cluster cl = {0};
     assert_int_equal(aims_registry_create(&cl.reg), AIMS_OK);
-    const svc_opts o = {0, 0, 0};
+    const svc_opts o = {0, 0, 0, 0};
     add_node(&cl, "drain", &o);
     add_node(&cl, "drain", &o);
     atomic_store(&cl.h[1].sleep_ms, 1);
@@ -504,6 +510,77 @@ static void test_drain_zero_failures(void **state)
 }
 
 /* Open a raw socket to a tcp:// or ipc:// address. */
+/* Two versions of one model behind one name: traffic follows the registry
+ * weights (smooth WRR is exact), a version can be asked for by name, and
+ * stopping the new version is an instant rollback (no failed call). */
+static void test_version_weights_rollback(void **state)
+{
+    (void)state;
+    cluster cl = {0};
+    assert_int_equal(aims_registry_create(&cl.reg), AIMS_OK);
+    const svc_opts v1 = {1, 0, 0, 90}, v2 = {1, 0, 0, 10};
+    add_node(&cl, "model@1", &v1);
+    add_node(&cl, "model@2", &v2);
+    aims_client *c = mk_client(cl.reg);
+    assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_LB_POLICY, AIMS_LB_WEIGHTED_RR),
+                     AIMS_OK);
+    aims_msg *req = mk_req(1.0f), *rep = mk_msg();
+    int seen[3] = {0};
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(aims_client_call(c, "model", "m", req, rep, AIMS_CALL_IDEMPOTENT, 0),
+                         AIMS_OK);
+        seen[reply_tag(rep)]++;
+    }
+    assert_int_equal(seen[1], 90);
+    assert_int_equal(seen[2], 10);
+    assert_int_equal(aims_client_call(c, "model@2", "m", req, rep, 0, 0), AIMS_OK);
+    assert_int_equal(reply_tag(rep), 2);
+    assert_int_equal(aims_service_stop(cl.svc[1], 1000), AIMS_OK); /* roll back */
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(aims_client_call(c, "model", "m", req, rep, AIMS_CALL_IDEMPOTENT, 0),
+                         AIMS_OK);
+        assert_int_equal(reply_tag(rep), 1);
+    }
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    aims_client_destroy(c);
+    cluster_fini(&cl);
+}
+
+/* The seed's load-balance degree from the services' own busy counters. */
+static void test_balance_degree(void **state)
+{
+    (void)state;
+    cluster cl = {0};
+    assert_int_equal(aims_registry_create(&cl.reg), AIMS_OK);
+    const svc_opts o = {0, 1, 0, 0};
+    add_node(&cl, "bal", &o);
+    add_node(&cl, "bal", &o);
+    atomic_store(&cl.h[0].sleep_ms, 1);
+    atomic_store(&cl.h[1].sleep_ms, 1);
+    aims_client *c = mk_client(cl.reg);
+    double degree = -1, umax = -1;
+    /* idle: nobody worked, degree 0 */
+    assert_int_equal(aims_client_balance_degree(c, "bal", 20, &degree, &umax), AIMS_OK);
+    assert_true(degree >= 0.0 && degree <= 1.0);
+    loop_arg la;
+    memset(&la, 0, sizeof la);
+    la.c = c;
+    la.service = "bal";
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, call_loop, &la), 0);
+    assert_int_equal(aims_client_balance_degree(c, "bal", 300, &degree, &umax), AIMS_OK);
+    atomic_store(&la.stop, 1);
+    pthread_join(th, NULL);
+    assert_true(degree > 0.0 && degree <= 1.0);
+    assert_true(umax > 0.0);
+    assert_int_equal(aims_client_balance_degree(c, "nobody", 10, &degree, NULL),
+                     AIMS_E_NOTFOUND);
+    assert_int_equal(aims_client_balance_degree(c, "bal", 0, &degree, NULL), AIMS_E_RANGE);
+    aims_client_destroy(c);
+    cluster_fini(&cl);
+}
+
 static int raw_connect(const char *url)
 {
     if (strncmp(url, "tcp://", 6) == 0) {
@@ -589,6 +666,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_deadline, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_registry_two_nodes, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_drain_zero_failures, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_version_weights_rollback, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_balance_degree, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_hostile_frames, ta_setup, ta_teardown),
     };
     char group[64];
