@@ -194,6 +194,7 @@ struct aims_client {
     uint64_t bucket_ns;
     uint64_t seed;
     uint64_t health_ns;
+    uint64_t probe_ns; /* under mu: last active-probe round */
     aims_metrics *mx;
 };
 
@@ -1296,16 +1297,59 @@ static void sweep_expired(aims_client *c)
     }
 }
 
-/* End ejections whose time is up (aims_health_state_of fires the callback). */
+/* End ejections whose time is up (aims_health_state_of fires the callback),
+ * and probe instances that are not healthy: an active "$ping" every
+ * CL_PROBE_NS. A failed probe counts as a failure (so a dead instance stays
+ * out, its ejection growing) and a good one as a success, which is what
+ * lets an instance that nobody calls -- because it is ejected -- come back on
+ * evidence rather than on the clock alone. Probes run on the client thread
+ * outside the client lock; views (cl_svc) live until the client is freed. */
+#define CL_PROBE_NS 1000000000u
+#define CL_PROBE_MAX 16
+#define CL_PROBE_TIMEOUT_MS 200
+
+typedef struct cl_probe {
+    cl_svc *sv;
+    aims_instance id;
+    char url[AIMSI_URL_MAX + 1];
+} cl_probe;
+
 static void health_tick(aims_client *c)
 {
+    cl_probe probes[CL_PROBE_MAX];
+    size_t n_probe = 0;
+    const uint64_t now = aimsi_now_ns();
     pthread_mutex_lock(&c->mu);
+    const int probe_now = now - c->probe_ns >= CL_PROBE_NS;
+    if (probe_now) {
+        c->probe_ns = now;
+    }
     for (cl_svc *sv = c->svcs; sv != NULL; sv = sv->next) {
         for (size_t i = 0; i < sv->n; i++) {
-            aims_health_state_of(sv->hl, sv->ids[i]);
+            const aims_health_state st = aims_health_state_of(sv->hl, sv->ids[i]);
+            if (probe_now && st != AIMS_HEALTH_HEALTHY && n_probe < CL_PROBE_MAX) {
+                cl_probe *p = &probes[n_probe++];
+                p->sv = sv;
+                p->id = sv->ids[i];
+                memcpy(p->url, sv->eps[i]->url, sizeof p->url);
+            }
         }
     }
     pthread_mutex_unlock(&c->mu);
+    for (size_t i = 0; i < n_probe; i++) {
+        aims_msg req, reply;
+        aimsi_msg_init(&req);
+        aimsi_msg_init(&reply);
+        const aims_status st = aims_client_call_addr(c, probes[i].url, probes[i].sv->name,
+                                                     "$ping", &req, &reply,
+                                                     CL_PROBE_TIMEOUT_MS);
+        aimsi_msg_fini(&req);
+        aimsi_msg_fini(&reply);
+        aims_health_report(probes[i].sv->hl, probes[i].id, st == AIMS_OK);
+        aims_metrics_count(c->mx, st == AIMS_OK ? "aims_client_probes_ok_total"
+                                                : "aims_client_probes_failed_total",
+                           probes[i].sv->labels, 1);
+    }
 }
 
 static void *client_thread(void *arg)

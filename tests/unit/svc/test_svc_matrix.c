@@ -581,6 +581,48 @@ static void test_balance_degree(void **state)
     cluster_fini(&cl);
 }
 
+/* An instance that is registered but dead is ejected by passive failures and
+ * then probed actively ("$ping") by the client; calls keep succeeding on the
+ * live one meanwhile. */
+static void test_active_probe(void **state)
+{
+    (void)state;
+    cluster cl = {0};
+    assert_int_equal(aims_registry_create(&cl.reg), AIMS_OK);
+    add_node(&cl, "probe", NULL);
+    char dead[AIMSI_URL_MAX + 1];
+    if (strcmp(g_tr, "tcp") == 0) {
+        snprintf(dead, sizeof dead, "tcp://127.0.0.1:1");
+    } else if (strcmp(g_tr, "ipc") == 0) {
+        snprintf(dead, sizeof dead, "ipc://%s/nobody.sock", g_dir);
+    } else {
+        snprintf(dead, sizeof dead, "inproc://nobody_%d", atomic_fetch_add(&g_seq, 1));
+    }
+    aims_instance ghost = 0;
+    assert_int_equal(aims_registry_register(cl.reg, "probe", dead, 1, 60000, &ghost), AIMS_OK);
+    aims_client *c = mk_client(cl.reg);
+    assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_LB_POLICY, AIMS_LB_ROUND_ROBIN),
+                     AIMS_OK);
+    aims_msg *req = mk_req(3.0f), *rep = mk_msg();
+    int probed = 0;
+    for (int i = 0; i < 1000 && !probed; i++) {
+        assert_int_equal(aims_client_call(c, "probe", "m", req, rep, AIMS_CALL_IDEMPOTENT, 0),
+                         AIMS_OK);
+        assert_int_equal(reply_tag(rep), 1);
+        char *text = NULL;
+        size_t len = 0;
+        assert_int_equal(aims_metrics_prometheus(aims_client_metrics(c), &text, &len), AIMS_OK);
+        probed = strstr(text, "aims_client_probes_failed_total") != NULL;
+        aims_free(text);
+        nap_ms(10);
+    }
+    assert_true(probed);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    aims_client_destroy(c);
+    cluster_fini(&cl);
+}
+
 static int raw_connect(const char *url)
 {
     if (strncmp(url, "tcp://", 6) == 0) {
@@ -668,6 +710,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_drain_zero_failures, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_version_weights_rollback, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_balance_degree, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_active_probe, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_hostile_frames, ta_setup, ta_teardown),
     };
     char group[64];
