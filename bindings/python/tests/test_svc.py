@@ -327,6 +327,20 @@ class TestPythonHandler(ServiceCase):
         self.assertGreaterEqual(svc.stat("requests"), 2)
         self.assertEqual(svc.stats["errors"], 0)
 
+    def test_balance_degree(self):
+        self.echo_node()
+        self.echo_node()
+        c = self.client()
+        for _ in range(20):
+            c.call("echo", "ping", {"x": [1.0]})
+        degree, umax = c.balance_degree("echo", window_ms=20)
+        self.assertGreaterEqual(degree, 0.0)
+        self.assertLessEqual(degree, 1.0)
+        self.assertGreaterEqual(umax, 0.0)
+        with self.assertRaises(aims.AimsError) as cm:
+            c.balance_degree("nobody", window_ms=5)
+        self.assertEqual(cm.exception.name, "AIMS_E_NOTFOUND")
+
     def test_reply_arrays_are_read_only_views(self):
         self.echo_node()
         c = self.client()
