@@ -23,54 +23,10 @@
 #include <cmocka.h>
 
 #include "svc/aimsi_svc.h"
+#include "svc_echo.h"
 #include "testalloc.h"
 
 /* ---- helpers ------------------------------------------------------------------- */
-
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* What a handler does, and what it saw. */
-typedef struct hctx {
-    atomic_int calls;
-    int tag;                 /* written into the reply as i32 "tag" */
-    _Atomic aims_status fail_with; /* return this (after counting) unless AIMS_OK */
-    atomic_long sleep_ms;
-} hctx;
-
-/* Echo every request tensor back, plus "tag". */
-static aims_status echo_fn(void *user, const char *method, const aims_msg *req, aims_msg *reply,
-                           uint64_t deadline_ns)
-{
-    (void)method;
-    (void)deadline_ns;
-    hctx *h = user;
-    atomic_fetch_add(&h->calls, 1);
-    const long sleep_ms = atomic_load(&h->sleep_ms);
-    if (sleep_ms > 0) {
-        nap_ms(sleep_ms);
-    }
-    const aims_status fail = atomic_load(&h->fail_with);
-    if (fail != AIMS_OK) {
-        aims_msg_set_error(reply, "told to fail");
-        return fail;
-    }
-    for (size_t i = 0; i < aims_msg_count(req); i++) {
-        const char *name;
-        aims_dtype dt;
-        size_t nd;
-        const uint64_t *dims;
-        const void *data;
-        size_t bytes;
-        AIMSI_TRY(aims_msg_get(req, i, &name, &dt, &nd, &dims, &data, &bytes));
-        AIMSI_TRY(aims_msg_add(reply, name, dt, dims, nd, data, 0));
-    }
-    const int32_t tag = h->tag;
-    return aims_msg_add(reply, "tag", AIMS_DT_I32, NULL, 0, &tag, 0);
-}
 
 typedef struct cluster {
     aims_registry *reg;
@@ -243,11 +199,11 @@ static void test_call_by_name_and_versions(void **state)
     assert_int_equal(aims_client_call(c, "model@3", "m", req, rep, 0, 0), AIMS_E_NOTFOUND);
     /* Handler error: status and text travel back, no retry. */
     cl.h[0].fail_with = AIMS_E_INVAL;
-    const int before = atomic_load(&cl.h[0].calls);
+    const int before = atomic_load(&cl.h[0].entered);
     assert_int_equal(aims_client_call(c, "model@1", "m", req, rep, AIMS_CALL_IDEMPOTENT, 0),
                      AIMS_E_INVAL);
     assert_string_equal(aims_msg_error(rep), "told to fail");
-    assert_int_equal(atomic_load(&cl.h[0].calls), before + 1);
+    assert_int_equal(atomic_load(&cl.h[0].entered), before + 1);
     assert_true(counter(c, "aims_client_calls_total", "model@2") == 20);
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
@@ -271,8 +227,8 @@ static void test_balancing_spreads(void **state)
     for (int i = 0; i < 100; i++) {
         assert_int_equal(aims_client_call(c, "spread", "m", req, rep, 0, 0), AIMS_OK);
     }
-    assert_int_equal(atomic_load(&cl.h[0].calls), 50);
-    assert_int_equal(atomic_load(&cl.h[1].calls), 50);
+    assert_int_equal(atomic_load(&cl.h[0].entered), 50);
+    assert_int_equal(atomic_load(&cl.h[1].entered), 50);
     aims_client_destroy(c);
     /* Default (P2C): both get traffic. */
     c = mk_client(cl.reg);
@@ -280,7 +236,7 @@ static void test_balancing_spreads(void **state)
         assert_int_equal(aims_client_call(c, "spread", "m", req, rep, 0, 0), AIMS_OK);
     }
     /* Latency-aware: sequential inline calls may all go to the faster one. */
-    assert_int_equal(atomic_load(&cl.h[0].calls) + atomic_load(&cl.h[1].calls), 300);
+    assert_int_equal(atomic_load(&cl.h[0].entered) + atomic_load(&cl.h[1].entered), 300);
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
     aims_client_destroy(c);
@@ -328,7 +284,7 @@ static void test_retry_when_node_dies(void **state)
     for (int i = 0; i < 2; i++) {
         assert_int_equal(pthread_create(&th[i], NULL, call_loop, &a), 0);
     }
-    while (atomic_load(&cl.h[1].calls) < 20) {
+    while (atomic_load(&cl.h[1].entered) < 20) {
         nap_ms(1);
     }
     aims_node_destroy(cl.node[1]);
@@ -357,17 +313,17 @@ static void test_not_idempotent_not_retried(void **state)
     aims_msg *req = mk_req(1.0f), *rep = NULL;
     assert_int_equal(aims_msg_create(&rep), AIMS_OK);
     assert_int_equal(aims_client_call(c, "busy", "m", req, rep, 0, 0), AIMS_E_OVERLOADED);
-    assert_int_equal(atomic_load(&cl.h[0].calls), 1);
+    assert_int_equal(atomic_load(&cl.h[0].entered), 1);
     /* Idempotent: max_attempts (3) tries (the bucket starts with retry_min tokens). */
     assert_int_equal(aims_client_call(c, "busy", "m", req, rep, AIMS_CALL_IDEMPOTENT, 0),
                      AIMS_E_OVERLOADED);
-    assert_int_equal(atomic_load(&cl.h[0].calls), 4);
+    assert_int_equal(atomic_load(&cl.h[0].entered), 4);
     assert_true(counter(c, "aims_client_retries_total", "busy") == 2);
     /* Handler errors are never retried. */
     cl.h[0].fail_with = AIMS_E_INVAL;
     assert_int_equal(aims_client_call(c, "busy", "m", req, rep, AIMS_CALL_IDEMPOTENT, 0),
                      AIMS_E_INVAL);
-    assert_int_equal(atomic_load(&cl.h[0].calls), 5);
+    assert_int_equal(atomic_load(&cl.h[0].entered), 5);
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
     aims_client_destroy(c);
@@ -393,7 +349,7 @@ static void test_retry_budget_storm(void **state)
         assert_int_equal(aims_client_call(c, "storm", "m", req, rep, AIMS_CALL_IDEMPOTENT, 0),
                          AIMS_E_OVERLOADED);
     }
-    const int runs = atomic_load(&cl.h[0].calls) + atomic_load(&cl.h[1].calls);
+    const int runs = atomic_load(&cl.h[0].entered) + atomic_load(&cl.h[1].entered);
     /* Without a budget: 3 x n. With 10 %: at most n + 0.1 n (+1 for rounding). */
     assert_true(runs <= n + n / 10 + 1);
     assert_true(runs > n);
@@ -427,7 +383,7 @@ static void test_deadline_and_late_reply(void **state)
     assert_int_equal(aims_client_call(c, "slow", "m", req, rep, 0, 0), AIMS_OK);
     assert_int_equal(reply_tag(rep), 1);
     /* The first request may have been rejected unrun (its deadline passed in the queue). */
-    assert_true(atomic_load(&cl.h[0].calls) >= 1 && atomic_load(&cl.h[0].calls) <= 2);
+    assert_true(atomic_load(&cl.h[0].entered) >= 1 && atomic_load(&cl.h[0].entered) <= 2);
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
     aims_client_destroy(c);
@@ -569,13 +525,13 @@ static void test_async_retry(void **state)
                     aims_strerror(b.st[i]),
                     (unsigned long long)counter(c, "aims_client_retries_total", "aretry"),
                     (unsigned long long)counter(c, "aims_client_retries_denied_total", "aretry"),
-                    atomic_load(&cl.h[0].calls), atomic_load(&cl.h[1].calls));
+                    atomic_load(&cl.h[0].entered), atomic_load(&cl.h[1].entered));
         }
         assert_int_equal(b.per[i], 1);
         assert_int_equal(b.st[i], AIMS_OK);
         assert_true(b.x[i] == (float)i);
     }
-    assert_true(atomic_load(&cl.h[0].calls) > 0);
+    assert_true(atomic_load(&cl.h[0].entered) > 0);
     assert_true(counter(c, "aims_client_retries_total", "aretry") > 0);
     aims_client_destroy(c);
     cluster_fini(&cl);
@@ -606,7 +562,7 @@ static void test_health_ejects_dead_instance(void **state)
     }
     /* 5 consecutive failures eject (AIMS_HEALTH default); RR stops picking it. */
     assert_true(counter(c, "aims_client_retries_total", "ghosted") <= 6);
-    assert_int_equal(atomic_load(&cl.h[0].calls), 100);
+    assert_int_equal(atomic_load(&cl.h[0].entered), 100);
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
     aims_client_destroy(c);

@@ -30,62 +30,12 @@
 #include <cmocka.h>
 
 #include "svc/aimsi_svc.h"
+#include "svc_echo.h"
 #include "testalloc.h"
 
 static const char *g_tr = "inproc";
 static char g_dir[128];
 static atomic_int g_seq;
-
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* ---- handler ------------------------------------------------------------------- */
-
-typedef struct hctx {
-    atomic_int calls;
-    atomic_int entered;
-    int tag;
-    _Atomic aims_status fail_with;
-    atomic_long sleep_ms;
-    atomic_int gate_closed; /* handlers spin (sleeping) while set */
-} hctx;
-
-static aims_status echo_fn(void *user, const char *method, const aims_msg *req, aims_msg *reply,
-                           uint64_t deadline_ns)
-{
-    (void)method;
-    (void)deadline_ns;
-    hctx *h = user;
-    atomic_fetch_add(&h->entered, 1);
-    while (atomic_load(&h->gate_closed)) {
-        nap_ms(1);
-    }
-    const long sleep_ms = atomic_load(&h->sleep_ms);
-    if (sleep_ms > 0) {
-        nap_ms(sleep_ms);
-    }
-    atomic_fetch_add(&h->calls, 1);
-    const aims_status fail = atomic_load(&h->fail_with);
-    if (fail != AIMS_OK) {
-        aims_msg_set_error(reply, "told to fail");
-        return fail;
-    }
-    for (size_t i = 0; i < aims_msg_count(req); i++) {
-        const char *name;
-        aims_dtype dt;
-        size_t nd;
-        const uint64_t *dims;
-        const void *data;
-        size_t bytes;
-        AIMSI_TRY(aims_msg_get(req, i, &name, &dt, &nd, &dims, &data, &bytes));
-        AIMSI_TRY(aims_msg_add(reply, name, dt, dims, nd, data, 0));
-    }
-    const int32_t tag = h->tag;
-    return aims_msg_add(reply, "tag", AIMS_DT_I32, NULL, 0, &tag, 0);
-}
 
 /* ---- a cluster on the transport under test --------------------------------------- */
 

@@ -1,0 +1,65 @@
+/*
+ * svc_echo.h -- the echo handler the svc tests share (test_client.c,
+ * test_svc_matrix.c): it returns every request tensor plus an i32 "tag" that
+ * says which instance answered, and can be told to wait, hold at a gate or fail.
+ * Header-only: each test program includes it once.
+ */
+#ifndef SVC_ECHO_H
+#define SVC_ECHO_H
+
+#include <stdatomic.h>
+#include <time.h>
+
+#include "svc/aimsi_svc.h"
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* What a handler does, and what it saw. */
+typedef struct hctx {
+    atomic_int entered;            /* calls that reached the handler */
+    atomic_int calls;              /* calls that got past the gate and the wait */
+    int tag;                       /* written into the reply as i32 "tag" */
+    _Atomic aims_status fail_with; /* return this (after counting) unless AIMS_OK */
+    atomic_long sleep_ms;          /* wait this long in the handler */
+    atomic_int gate_closed;        /* handlers spin (sleeping) while set */
+} hctx;
+
+static aims_status echo_fn(void *user, const char *method, const aims_msg *req, aims_msg *reply,
+                           uint64_t deadline_ns)
+{
+    (void)method;
+    (void)deadline_ns;
+    hctx *h = user;
+    atomic_fetch_add(&h->entered, 1);
+    while (atomic_load(&h->gate_closed)) {
+        nap_ms(1);
+    }
+    const long sleep_ms = atomic_load(&h->sleep_ms);
+    if (sleep_ms > 0) {
+        nap_ms(sleep_ms);
+    }
+    atomic_fetch_add(&h->calls, 1);
+    const aims_status fail = atomic_load(&h->fail_with);
+    if (fail != AIMS_OK) {
+        aims_msg_set_error(reply, "told to fail");
+        return fail;
+    }
+    for (size_t i = 0; i < aims_msg_count(req); i++) {
+        const char *name;
+        aims_dtype dt;
+        size_t nd;
+        const uint64_t *dims;
+        const void *data;
+        size_t bytes;
+        AIMSI_TRY(aims_msg_get(req, i, &name, &dt, &nd, &dims, &data, &bytes));
+        AIMSI_TRY(aims_msg_add(reply, name, dt, dims, nd, data, 0));
+    }
+    const int32_t tag = h->tag;
+    return aims_msg_add(reply, "tag", AIMS_DT_I32, NULL, 0, &tag, 0);
+}
+
+#endif /* SVC_ECHO_H */
