@@ -36,9 +36,9 @@ typedef struct aimsi_stream_family {
     void (*tune)(int fd);
 } aimsi_stream_family;
 
-aims_status aimsi_stream_create(const aimsi_stream_family *fam,
-                                const aims_transport_hooks *hooks, uint64_t max_frame,
-                                void **out_inst);
+/* The vtable's create: factory_user is the (const) aimsi_stream_family. */
+aims_status aimsi_stream_create(void *factory_user, const aims_transport_hooks *hooks,
+                                uint64_t max_frame, void **out_inst);
 void aimsi_stream_destroy(void *inst);
 aims_status aimsi_stream_listen(void *inst, const char *url, unsigned flags, char *bound,
                                 size_t bound_cap, void **out_listener);
@@ -46,6 +46,14 @@ void aimsi_stream_unlisten(void *inst, void *listener);
 aims_status aimsi_stream_dial(void *inst, const char *url, void *conn_user, void **out_conn);
 aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len);
 void aimsi_stream_close(void *inst, void *conn);
+
+/* A family's aims_transport: every entry is the stream core's; the family
+ * travels as factory_user (the core never writes through it). */
+#define AIMSI_STREAM_VTABLE(scheme, family)                                                  \
+    {sizeof(aims_transport), AIMS_TRANSPORT_VERSION, (scheme),                               \
+     (void *)(uintptr_t)(family), aimsi_stream_create, aimsi_stream_destroy,                 \
+     aimsi_stream_listen, aimsi_stream_unlisten, aimsi_stream_dial, aimsi_stream_send,       \
+     aimsi_stream_close}
 
 /* Shared socket helpers for the families. */
 /* Wait for a nonblocking connect() in progress on fd (EINPROGRESS/EAGAIN). */

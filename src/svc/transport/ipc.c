@@ -131,17 +131,7 @@ static aims_status ipc_dial_fd(const char *url, int *out_fd)
 
 static const aimsi_stream_family ipc_family = {"ipc", ipc_listen_fd, ipc_dial_fd, NULL};
 
-static aims_status ipc_create(void *factory_user, const aims_transport_hooks *hooks,
-                              uint64_t max_frame, void **out_inst)
-{
-    (void)factory_user;
-    return aimsi_stream_create(&ipc_family, hooks, max_frame, out_inst);
-}
-
-static const aims_transport ipc_vtable = {
-    sizeof(aims_transport), AIMS_TRANSPORT_VERSION, "ipc", NULL, ipc_create,
-    aimsi_stream_destroy, aimsi_stream_listen, aimsi_stream_unlisten, aimsi_stream_dial,
-    aimsi_stream_send, aimsi_stream_close};
+static const aims_transport ipc_vtable = AIMSI_STREAM_VTABLE("ipc", &ipc_family);
 
 const aims_transport *aimsi_transport_ipc(void)
 {

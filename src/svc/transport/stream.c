@@ -872,10 +872,10 @@ static aims_status ensure_started(stream_inst *in)
 
 /* ---- the vtable ------------------------------------------------------------------------------ */
 
-aims_status aimsi_stream_create(const aimsi_stream_family *fam,
-                                const aims_transport_hooks *hooks, uint64_t max_frame,
-                                void **out_inst)
+aims_status aimsi_stream_create(void *factory_user, const aims_transport_hooks *hooks,
+                                uint64_t max_frame, void **out_inst)
 {
+    const aimsi_stream_family *fam = factory_user;
     /* on_accept may be NULL for an owner that only dials (a client): listen
      * refuses then. */
     if (fam == NULL || hooks == NULL || out_inst == NULL || hooks->on_frame == NULL ||

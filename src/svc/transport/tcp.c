@@ -264,17 +264,7 @@ static aims_status tcp_dial_fd(const char *url, int *out_fd)
 
 static const aimsi_stream_family tcp_family = {"tcp", tcp_listen_fd, tcp_dial_fd, tcp_tune};
 
-static aims_status tcp_create(void *factory_user, const aims_transport_hooks *hooks,
-                              uint64_t max_frame, void **out_inst)
-{
-    (void)factory_user;
-    return aimsi_stream_create(&tcp_family, hooks, max_frame, out_inst);
-}
-
-static const aims_transport tcp_vtable = {
-    sizeof(aims_transport), AIMS_TRANSPORT_VERSION, "tcp", NULL, tcp_create,
-    aimsi_stream_destroy, aimsi_stream_listen, aimsi_stream_unlisten, aimsi_stream_dial,
-    aimsi_stream_send, aimsi_stream_close};
+static const aims_transport tcp_vtable = AIMSI_STREAM_VTABLE("tcp", &tcp_family);
 
 const aims_transport *aimsi_transport_tcp(void)
 {

@@ -245,8 +245,8 @@ static void cx_start(ctx *cx, const aims_transport *t, int mode, uint64_t srv_ma
     strcpy(cx->dir, "/tmp/aims-tt-XXXXXX");
     assert_non_null(mkdtemp(cx->dir));
     aims_transport_hooks h;
-    assert_int_equal(t->create(NULL, hooks_for(cx, &h), srv_max, &cx->srv), AIMS_OK);
-    assert_int_equal(t->create(NULL, hooks_for(cx, &h), (uint64_t)64 << 20, &cx->cli), AIMS_OK);
+    assert_int_equal(t->create(t->factory_user, hooks_for(cx, &h), srv_max, &cx->srv), AIMS_OK);
+    assert_int_equal(t->create(t->factory_user, hooks_for(cx, &h), (uint64_t)64 << 20, &cx->cli), AIMS_OK);
     char url[128];
     assert_int_equal(t->listen(cx->srv, listen_url(cx, url, sizeof url), 0, cx->bound,
                                sizeof cx->bound, &cx->listener),
@@ -617,7 +617,7 @@ static void test_listen_insecure(void **state)
     memset(&cx, 0, sizeof cx);
     aims_transport_hooks h;
     void *inst = NULL;
-    assert_int_equal(t->create(NULL, hooks_for(&cx, &h), 1 << 20, &inst), AIMS_OK);
+    assert_int_equal(t->create(t->factory_user, hooks_for(&cx, &h), 1 << 20, &inst), AIMS_OK);
     char bound[128];
     void *l = NULL;
     assert_int_equal(t->listen(inst, "tcp://0.0.0.0:0", 0, bound, sizeof bound, &l),
@@ -669,7 +669,7 @@ static void test_ipc_stale_and_exists(void **state)
     /* somebody listens on the path: EXISTS */
     void *inst2 = NULL;
     aims_transport_hooks h;
-    assert_int_equal(t->create(NULL, hooks_for(&cx, &h), 1 << 20, &inst2), AIMS_OK);
+    assert_int_equal(t->create(t->factory_user, hooks_for(&cx, &h), 1 << 20, &inst2), AIMS_OK);
     char bound[128];
     void *l2 = NULL;
     assert_int_equal(t->listen(inst2, cx.bound, 0, bound, sizeof bound, &l2), AIMS_E_EXISTS);
@@ -865,9 +865,9 @@ static aims_status fail_op(void *arg)
     assert_non_null(mkdtemp(cx->dir));
     aims_transport_hooks h;
     char url[128];
-    aims_status rc = t->create(NULL, hooks_for(cx, &h), 1 << 20, &cx->srv);
+    aims_status rc = t->create(t->factory_user, hooks_for(cx, &h), 1 << 20, &cx->srv);
     if (rc == AIMS_OK) {
-        rc = t->create(NULL, hooks_for(cx, &h), 1 << 20, &cx->cli);
+        rc = t->create(t->factory_user, hooks_for(cx, &h), 1 << 20, &cx->cli);
         if (rc == AIMS_OK) {
             rc = t->listen(cx->srv, listen_url(cx, url, sizeof url), 0, cx->bound,
                            sizeof cx->bound, &cx->listener);
