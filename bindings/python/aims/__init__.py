@@ -42,8 +42,7 @@ asynchronously (a Future plus an optional callback). Python code that the
 library calls (handlers, completion callbacks) runs on library threads, takes
 the GIL only while it runs and never lets an exception reach C: it becomes the
 call's status and error text. Nodes and clients close for real on ``close()``
-(and at interpreter exit when still open). Every service function is bound;
-``aims._lib.SVC_MISSING`` stays empty (kept for callers that checked it).
+(and at interpreter exit when still open).
 
 Threads. ctypes releases the GIL during C calls. The C thread-safety rules of
 each object apply (see the C headers): e.g. a fitted Pipeline may transform from
@@ -1841,13 +1840,6 @@ TRAIN_STATES = {0: "queued", 1: "running", 2: "done", 3: "failed", 4: "cancelled
 Tensor = _collections.namedtuple("Tensor", ["dtype", "shape", "data"])
 
 
-def _need(*names):
-    """Raise AIMS_E_UNSUPPORTED when the loaded library lacks one of ``names``."""
-    for name in names:
-        if not _lib.has(name):
-            raise AimsError(7, "%s is not available in this libaims build" % name)
-
-
 # ---- Python value -> message tensor ---------------------------------------------
 
 def _np_dtype_code(dt):
@@ -2126,7 +2118,6 @@ class Msg(_Handle):
     _kind = "Msg"
 
     def __init__(self, tensors=None, error=None, borrow=True):
-        _need("aims_msg_create")
         keep = []
         self._keep = keep
         self._adopt(_new_handle(_c.aims_msg_create), _c.aims_msg_destroy, keep)
@@ -2405,7 +2396,6 @@ class Node(_Handle):
     _kind = "Node"
 
     def __init__(self, name, registry=None, **params):
-        _need("aims_node_create")
         keep = []        # objects the C node borrows, released after it is destroyed
         tokens = []      # this node's handler tokens
 
@@ -2557,7 +2547,6 @@ class Service(_Borrowed, _Handle):
     @classmethod
     def add_handler(cls, node, name, handler, **params):
         """A service running the Python callable ``handler(method, request_dict)``."""
-        _need("aims_service_add_handler")
         if not callable(handler):
             raise TypeError("handler must be callable")
         token = _token()
@@ -2576,7 +2565,6 @@ class Service(_Borrowed, _Handle):
     @classmethod
     def add_infer(cls, node, name, bundle, **params):
         """An infer service over ``bundle`` ("predict": "x" or "text" -> "y"; "info")."""
-        _need("aims_service_add_infer")
         if not isinstance(bundle, Bundle):
             raise TypeError("expected an aims.Bundle, got %s" % type(bundle).__name__)
         self = cls._make(node, name, _c.aims_service_add_infer, (bundle._ptr,), params)
@@ -2586,7 +2574,6 @@ class Service(_Borrowed, _Handle):
     @classmethod
     def add_preprocess(cls, node, name, pipeline, **params):
         """A preprocess service over a fitted pipeline ("transform": "x" -> "x")."""
-        _need("aims_service_add_preprocess")
         if not isinstance(pipeline, Pipeline):
             raise TypeError("expected an aims.Pipeline, got %s" % type(pipeline).__name__)
         self = cls._make(node, name, _c.aims_service_add_preprocess, (pipeline._ptr,), params)
@@ -2597,7 +2584,6 @@ class Service(_Borrowed, _Handle):
     def add_train(cls, node, name, pipeline=None, **params):
         """A train service ("submit", "status", "result", "cancel"); ``pipeline``
         (fitted, optional) goes into every bundle it produces."""
-        _need("aims_service_add_train")
         pp = None
         if pipeline is not None:
             if not isinstance(pipeline, Pipeline):
@@ -2704,7 +2690,6 @@ class Client(_Handle):
     _kind = "Client"
 
     def __init__(self, registry=None, join=None, **params):
-        _need("aims_client_create")
         keep = []
 
         def destroy(ptr):
@@ -2764,7 +2749,6 @@ class Client(_Handle):
     def call(self, service, method, request=None, idempotent=False, timeout_ms=0):
         """Call ``method`` of ``service`` ("name" or "name@version") and wait; returns
         the reply dict. ``request``: a dict of tensors (see Msg), a Msg, or None."""
-        _need("aims_client_call")
         ptr = self._ptr
         req = self._request(request)
         try:
@@ -2778,7 +2762,6 @@ class Client(_Handle):
 
     def call_addr(self, address, service, method, request=None, timeout_ms=0):
         """Call a service at one address (no registry, balancing or retries)."""
-        _need("aims_client_call_addr")
         ptr = self._ptr
         req = self._request(request)
         try:
@@ -2799,7 +2782,6 @@ class Client(_Handle):
         to start or completes at once); exceptions it raises are printed. The
         request is copied by the library when needed, so it may change after return.
         """
-        _need("aims_client_call_async")
         ptr = self._ptr
         future = _Future()
         future.set_running_or_notify_cancel()

@@ -372,7 +372,6 @@ lib = _open()
 version_number = _check_version(lib)
 #: The service API is part of the same contract: every symbol must be there
 #: (the symbol-equality test compares PROTOTYPES with the version script).
-SVC_MISSING = frozenset()
 PROTOTYPES.update(SVC_PROTOTYPES)
 _declare(lib)
 
