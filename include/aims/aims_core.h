@@ -219,7 +219,7 @@ typedef enum aims_param {
     AIMS_MODEL_LOSS = 401,          /**< [loss] i64: 0 auto (classes: cross-entropy, targets: MSE), 1 cross-entropy, 2 MSE; default 0 */
     AIMS_MODEL_EMBED_DIM = 402,     /**< [embed_dim] i64: TEXT embedding width; default 50 */
     AIMS_MODEL_THREADS = 403,       /**< [model_threads] i64: threads for predict/evaluate, 0 = cores; default 1 */
-    AIMS_MODEL_PRECISION = 404,     /**< [precision] i64: GEMMs in training: 0 fp32; 1 asks for bf16 GEMMs with fp32 master weights -- NOT IMPLEMENTED YET: accepted, stored, and training runs in fp32 (issue 3 note); default 0 */
+    AIMS_MODEL_PRECISION = 404,     /**< [precision] i64: GEMMs in training: 0 fp32 (OpenBLAS); 1 mixed precision: the big GEMMs (m n k >= 262144, at least 32 outputs) take bf16-rounded operands in libaims' own AVX512_BF16 kernel on train_threads threads, with fp32 sums, fp32 master weights, optimizer state and activations; results do not depend on the thread count. On a CPU without AVX512_BF16, 1 trains in fp32. Prediction is always fp32 (or int8 after quantization); default 0 */
 
     /* --- trainer parameters (aims_trainer_set_param_*) ---------------------- */
     AIMS_TRAIN_OPTIMIZER = 500,     /**< [optimizer] i64: 0 SGD (momentum), 1 Adam, 2 AdamW; default 0 */

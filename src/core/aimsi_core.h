@@ -148,6 +148,10 @@ unsigned aimsi_pool_threads(const aimsi_pool *pool);
  * and return when all are done. Safe to call from several threads at once (the
  * calls are serialised). A NULL pool runs everything on the caller's thread. */
 void aimsi_pool_run(aimsi_pool *pool, size_t n, aimsi_task_fn fn, void *ctx);
+/* Let idle workers (and a caller waiting for them) poll for up to spin_us
+ * microseconds before sleeping: for back-to-back short jobs, at the price of
+ * burning that much CPU after the last one. 0 (the default) sleeps at once. */
+void aimsi_pool_set_spin(aimsi_pool *pool, unsigned spin_us);
 /* Online cores (>= 1). */
 unsigned aimsi_cpu_count(void);
 

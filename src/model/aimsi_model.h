@@ -101,6 +101,19 @@ void aimsi_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
                  const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
                  size_t ldc);
 
+/* Our own GEMM with bf16 operands and fp32 sums (gemm_bf16.c), for training
+ * with AIMS_MODEL_PRECISION = 1: C = op(A) op(B) + beta C, row-major, alpha 1.
+ * Only call when aimsi_gemm_bf16_available() (AVX512_BF16; the call then
+ * falls back to aimsi_sgemm otherwise). ws holds at least
+ * aimsi_gemm_bf16_ws_bytes(m, n, k) bytes and is the packed operands; the
+ * work is spread over pool (NULL: the calling thread). The result does not
+ * depend on the pool's thread count. */
+int aimsi_gemm_bf16_available(void);
+size_t aimsi_gemm_bf16_ws_bytes(size_t m, size_t n, size_t k);
+void aimsi_gemm_bf16(aimsi_pool *pool, void *ws, int trans_a, int trans_b, size_t m, size_t n,
+                     size_t k, const float *a, size_t lda, const float *b, size_t ldb,
+                     float beta, float *c, size_t ldc);
+
 enum {
     AIMSI_MAGIC_MODEL = 0x414d4431u,   /* "AMD1" */
     AIMSI_MAGIC_TRAINER = 0x41545231u, /* "ATR1" */

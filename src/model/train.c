@@ -32,7 +32,11 @@
  * libaims cannot give GEMMs a per-call thread count without changing every
  * other user's setting. It never calls openblas_set_num_threads: GEMMs run
  * with OpenBLAS's own count (OPENBLAS_NUM_THREADS, default: all cores).
- * AIMS_TRAIN_THREADS is recorded and checked on resume.
+ * AIMS_TRAIN_THREADS is recorded and checked on resume. With
+ * AIMS_MODEL_PRECISION = 1 on an AVX512_BF16 CPU the big GEMMs run in
+ * gemm_bf16.c instead, on the trainer's own pool of AIMS_TRAIN_THREADS
+ * threads (spinning briefly between the GEMMs of a step); those results do
+ * not depend on the thread count at all.
  *
  * Cancellation is an atomic flag polled at every step boundary; the step in
  * flight completes, so the model always holds the weights of a whole step.
@@ -88,6 +92,8 @@ struct aims_trainer {
     float *tb;
     uint8_t *mask_block;
     float *th, *tdh, *tz; /* TEXT: hidden, its gradient, logits */
+    void *gws;            /* bf16 GEMMs: packed operands (NULL: fp32 OpenBLAS) */
+    aimsi_pool *pool;     /* bf16 GEMMs: train_threads compute threads */
 
     /* statistics */
     double loss_sum;
@@ -275,6 +281,10 @@ static void end_run(aims_trainer *t)
     aimsi_free(t->perm);
     aimsi_free(t->yb);
     aimsi_free(t->mask_block);
+    aimsi_free(t->gws);
+    aimsi_pool_destroy(t->pool);
+    t->gws = NULL;
+    t->pool = NULL;
     t->ws = NULL;
     t->tr_idx = NULL;
     t->va_idx = NULL;
@@ -461,6 +471,63 @@ static aims_status alloc_text_workspace(aims_trainer *t)
     return AIMS_OK;
 }
 
+/* GEMMs big enough to thread (OpenBLAS's own line: m n k >= 4 * 65536) run
+ * with bf16 operands when the model asks for it and the CPU can; narrower
+ * outputs than one 32-column panel stay fp32 (most of the panel would be
+ * padding). */
+static int use_bf16(const aims_trainer *t, size_t m, size_t n, size_t k)
+{
+    return t->gws != NULL && n >= 32 && m * n * k >= (size_t)4 * 65536;
+}
+
+static void gemm(const aims_trainer *t, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                 const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                 size_t ldc)
+{
+    if (use_bf16(t, m, n, k)) {
+        aimsi_gemm_bf16(t->pool, t->gws, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c,
+                        ldc);
+        return;
+    }
+    aimsi_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+}
+
+static size_t max_size(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
+
+/* AIMS_MODEL_PRECISION = 1 on a CPU with AVX512_BF16: the packing workspace
+ * for the largest GEMM of a step and a pool of train_threads threads (the
+ * bf16 kernel does not use OpenBLAS's threads). Elsewhere training stays fp32. */
+static aims_status alloc_bf16(aims_trainer *t)
+{
+    const aims_model *m = t->m;
+    if (m->precision != 1 || !aimsi_gemm_bf16_available()) {
+        return AIMS_OK;
+    }
+    const size_t B = t->bmax;
+    size_t bytes = 0;
+    for (size_t l = 0; l < m->n_layers; l++) {
+        const size_t in = m->layers[l].in;
+        const size_t out = m->layers[l].out;
+        bytes = max_size(bytes, aimsi_gemm_bf16_ws_bytes(B, out, in)); /* forward */
+        bytes = max_size(bytes, aimsi_gemm_bf16_ws_bytes(B, in, out)); /* dX */
+        bytes = max_size(bytes, aimsi_gemm_bf16_ws_bytes(out, in, B)); /* dW */
+    }
+    t->gws = aimsi_malloc(bytes);
+    if (t->gws == NULL) {
+        return aimsi_err(&t->obj, AIMS_E_NOMEM,
+                         "aims_trainer_begin: out of memory for the bf16 GEMM workspace");
+    }
+    const unsigned threads = t->h.threads > 0 ? (unsigned)t->h.threads : aimsi_cpu_count();
+    if (threads > 1) {
+        AIMSI_TRY(aimsi_pool_create(threads, &t->pool));
+        aimsi_pool_set_spin(t->pool, 200); /* the GEMMs of a step come back to back */
+    }
+    return AIMS_OK;
+}
+
 static aims_status alloc_workspace(aims_trainer *t)
 {
     const aims_model *m = t->m;
@@ -527,7 +594,7 @@ static aims_status alloc_workspace(aims_trainer *t)
     t->v2 = adam ? p : NULL;
     p += adam ? m->n_params : 0;
     t->best = early ? p : NULL;
-    return AIMS_OK;
+    return alloc_bf16(t);
 }
 
 /* PyTorch's default for nn.Linear: U(-1/sqrt(in), 1/sqrt(in)) for W and b. */
@@ -760,8 +827,8 @@ static void forward(aims_trainer *t, size_t n)
             memcpy(t->act[l] + r * L->out, b, L->out * sizeof *b);
         }
         /* beta 1 over the bias rows: no separate zeroing sweep inside OpenBLAS */
-        aimsi_sgemm(0, 1, n, L->out, L->in, 1.0f, x, L->in, m->params + L->w_off, L->in, 1.0f,
-                    t->act[l], L->out);
+        gemm(t, 0, 1, n, L->out, L->in, x, L->in, m->params + L->w_off, L->in, 1.0f, t->act[l],
+             L->out);
         bias_act(t, l, n);
         x = t->act[l];
     }
@@ -995,14 +1062,14 @@ static void backward(aims_trainer *t, size_t n, const opt_step *o)
         const float *aprev = l > 0 ? t->act[l - 1] : t->xb;
         float *gprev = t->g[l & 1];
         if (l > 0) { /* dA_prev = G W, with the weights before this step's update */
-            aimsi_sgemm(0, 0, n, L->in, L->out, 1.0f, gcur, L->out, m->params + L->w_off, L->in,
-                        0.0f, gprev, L->in);
+            gemm(t, 0, 0, n, L->in, L->out, gcur, L->out, m->params + L->w_off, L->in, 0.0f,
+                 gprev, L->in);
         }
         float *dw = fast ? t->v1 + L->w_off : t->grad + L->w_off;
         float *db = fast ? t->v1 + L->b_off : t->grad + L->b_off;
         /* fast path: dw/db already hold mu * v (see update_range) */
         const float beta = fast ? 1.0f : 0.0f;
-        aimsi_sgemm(1, 0, L->out, L->in, n, 1.0f, gcur, L->out, aprev, L->in, beta, dw, L->in);
+        gemm(t, 1, 0, L->out, L->in, n, gcur, L->out, aprev, L->in, beta, dw, L->in);
         if (!fast) {
             memset(db, 0, L->out * sizeof *db);
         }
