@@ -90,19 +90,24 @@ def goals_table(exe, data_dir, args):
     sk = os.path.join(HERE, "peers", "sklearn_train.py")
     ft = os.path.join(HERE, "peers", "fasttext_train.py")
     ll = os.path.join(HERE, "peers", "liblinear_train.py")
-    # The bf16 half of P1 (<= 0.5x) has no contender: AIMS_MODEL_PRECISION=1 is not
-    # implemented yet and would only re-run the fp32 path (see README).
-    p1 = [("libaims", "pytorch-best", 0.7, "le", within(0.3), ">= peer - 0.3 pp")]
+    # P1's second half: the same runs with bf16 GEMMs (AIMS_MODEL_PRECISION=1,
+    # libaims' own AVX512_BF16 kernel) against the same PyTorch rows.
+    p1 = [("libaims", "pytorch-best", 0.7, "le", within(0.3), ">= peer - 0.3 pp"),
+          ("libaims-bf16", "pytorch-best", 0.5, "le", within(0.5), ">= peer - 0.5 pp")]
+
+    def p1_cmds(goal):
+        return ([("libaims", aims_cmd(exe, data_dir, goal, r, t), {}),
+                 ("libaims-bf16", aims_cmd(exe, data_dir, goal, r, t, "precision=1",
+                                           "contender=libaims-bf16"), {})]
+                + torch_cmds(goal, data_dir, r))
     g = {
         "P1sgd": {
             "desc": "MLP 784-256-10 ReLU, batch 128, 5 epochs, SGD lr 0.1 m 0.9, Fashion-MNIST",
-            "cmds": [("libaims", aims_cmd(exe, data_dir, "P1sgd", r, t), {})]
-            + torch_cmds("P1sgd", data_dir, r),
+            "cmds": p1_cmds("P1sgd"),
             "compare": p1},
         "P1adam": {
             "desc": "MLP 784-256-10 ReLU, batch 128, 5 epochs, Adam lr 1e-3, Fashion-MNIST",
-            "cmds": [("libaims", aims_cmd(exe, data_dir, "P1adam", r, t), {})]
-            + torch_cmds("P1adam", data_dir, r),
+            "cmds": p1_cmds("P1adam"),
             "compare": p1},
         "P2": {
             "desc": "softmax regression 784-10, batch 128, 5 epochs, SGD lr 0.1 m 0.9",

@@ -237,12 +237,13 @@ typedef enum aims_param {
     AIMS_TRAIN_BATCH = 512,         /**< [batch] i64: mini-batch rows; default 128 */
     AIMS_TRAIN_EPOCHS = 513,        /**< [epochs] i64: maximum epochs; default 5 */
     AIMS_TRAIN_SEED = 514,          /**< [seed] i64: weight init, shuffling, dropout, held-out split; default 1 */
-    AIMS_TRAIN_THREADS = 515,       /**< [train_threads] i64: compute threads, 0 = cores; default 1 */
+    AIMS_TRAIN_THREADS = 515,       /**< [train_threads] i64: compute threads of libaims' own training GEMMs (see gemm), 0 = cores; default 0 */
     AIMS_TRAIN_VAL_FRACTION = 516,  /**< [val_fraction] f64: held-out share when no validation set is given; default 0 */
     AIMS_TRAIN_PATIENCE = 517,      /**< [patience] i64: epochs without improvement before stopping, 0 = off; default 0 */
     AIMS_TRAIN_MIN_DELTA = 518,     /**< [min_delta] f64: smallest improvement that counts; default 0 */
     AIMS_TRAIN_METRIC = 519,        /**< [metric] i64: early-stopping metric: 0 validation loss, 1 validation accuracy; default 0 */
     AIMS_TRAIN_WARM_START = 520,    /**< [warm_start] i64: keep existing weights at begin; default 0 */
+    AIMS_TRAIN_GEMM = 521,          /**< [gemm] i64: GEMM back end of dense training: 0 auto -- libaims' own AVX-512 kernels (fp32 FMA, or bf16 with precision 1) on train_threads threads when the CPU has AVX-512, else OpenBLAS; 1 OpenBLAS always (fp32, on OpenBLAS's own threads; precision 1 then trains in fp32). Results of the own kernels do not depend on the thread count; @since 0.1; default 0 */
 
     /* --- health parameters (aims_health_set_param_i64) ---------------------- */
     AIMS_HEALTH_FAILURES = 600,         /**< [failures] i64: consecutive failures that eject; default 5 */

@@ -8,6 +8,10 @@
  *   LOGISTIC               one dense layer  in -> 1
  *   MLP                    hidden dense layers (with activations) + output layer
  *   TEXT                   emb (input_dim x embed_dim) -> mean -> dense embed_dim -> out
+ *   TEXT, text_linear = 1  emb (input_dim x out) -> weighted sum -> + b (the dense
+ *                          layer is out x out and only its bias is used: keeping
+ *                          the one-layer shape keeps file, eval and clone code
+ *                          the same; its W stays 0)
  *
  * Dense layer weights: W is out x in, row-major (so a batch forward is
  * Y = X W^T + b, one sgemm with CblasTrans on W); b has `out` entries. All
@@ -65,8 +69,9 @@ struct aims_model {
     aimsi_dense layers[AIMSI_MAX_LAYERS];
 
     /* TEXT */
-    size_t embed_dim;
-    size_t emb_off; /* offset of the embedding table in params */
+    size_t embed_dim; /* text_linear: output_dim once final */
+    size_t emb_off;   /* offset of the embedding table in params */
+    int text_linear;  /* AIMS_MODEL_TEXT_LINEAR */
 
     float *params;
     size_t n_params;
@@ -75,7 +80,7 @@ struct aims_model {
 
     /* parameters */
     double dropout;
-    int loss; /* resolved at structure time: 1 cross-entropy, 2 MSE */
+    int loss; /* resolved at structure time: 1 cross-entropy, 2 MSE, 3 hinge (TEXT) */
     int loss_param;
     int threads;
     int precision;
@@ -101,18 +106,19 @@ void aimsi_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
                  const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
                  size_t ldc);
 
-/* Our own GEMM with bf16 operands and fp32 sums (gemm_bf16.c), for training
- * with AIMS_MODEL_PRECISION = 1: C = op(A) op(B) + beta C, row-major, alpha 1.
- * Only call when aimsi_gemm_bf16_available() (AVX512_BF16; the call then
- * falls back to aimsi_sgemm otherwise). ws holds at least
- * aimsi_gemm_bf16_ws_bytes(m, n, k) bytes and is the packed operands; the
- * work is spread over pool (NULL: the calling thread). The result does not
- * depend on the pool's thread count. */
-int aimsi_gemm_bf16_available(void);
-size_t aimsi_gemm_bf16_ws_bytes(size_t m, size_t n, size_t k);
-void aimsi_gemm_bf16(aimsi_pool *pool, void *ws, int trans_a, int trans_b, size_t m, size_t n,
-                     size_t k, const float *a, size_t lda, const float *b, size_t ldb,
-                     float beta, float *c, size_t ldc);
+/* libaims' own GEMM for training (gemm.c): C = op(A) op(B) + beta C,
+ * row-major, alpha 1, with fp32 operands (AVX-512 FMA) or bf16-rounded ones
+ * (AVX512_BF16), fp32 sums either way. ws holds at least
+ * aimsi_gemm_own_ws_bytes(prec, m, n, k) bytes (the packed operands); the work
+ * is spread over pool (NULL: the calling thread) and the result does not
+ * depend on its thread count. On a CPU without the instructions
+ * (aimsi_gemm_own_available(prec) == 0) the call is aimsi_sgemm. */
+enum { AIMSI_GEMM_F32 = 0, AIMSI_GEMM_BF16 = 1 };
+int aimsi_gemm_own_available(int prec);
+size_t aimsi_gemm_own_ws_bytes(int prec, size_t m, size_t n, size_t k);
+void aimsi_gemm_own(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
+                    size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
+                    float beta, float *c, size_t ldc);
 
 enum {
     AIMSI_MAGIC_MODEL = 0x414d4431u,   /* "AMD1" */
@@ -153,9 +159,12 @@ int aimsi_model_is_classifier(const aims_model *m);
 size_t aimsi_model_classes(const aims_model *m);
 
 /* TEXT models (model.c): h = mean of (weighted) embeddings of row `row`'s tokens
- * (embed_dim floats); z = W h + b (output_dim floats); dataset check. */
+ * (embed_dim floats; text_linear: their weighted sum); z = W h + b (text_linear:
+ * z = h + b) (output_dim floats); the factor the pooling applies to a document
+ * of n tokens (1/n or 1); dataset check. */
 void aimsi_text_hidden(const aims_model *m, const aims_dataset *ds, size_t row, float *h);
 void aimsi_text_logits(const aims_model *m, const float *h, float *z);
+float aimsi_text_pool_scale(const aims_model *m, uint64_t n_tokens);
 aims_status aimsi_text_check(const aims_model *m, const aims_dataset *ds);
 /* Score over dataset rows idx[0..n) (all rows when idx is NULL), any kind. */
 aims_status aimsi_model_score_ds(const aims_model *m, const aims_dataset *ds, const size_t *idx,

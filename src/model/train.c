@@ -23,20 +23,22 @@
  * number, the held-out split and the initial weights from the seed. A
  * checkpoint therefore only stores weights, optimizer buffers, counters and
  * early-stopping state; resuming regenerates the current epoch's order and
- * continues bit for bit. GEMM results depend on OpenBLAS's thread count
- * (which splits the output, not the sums), so the guarantee holds for a fixed
- * OpenBLAS thread count.
+ * continues bit for bit. The big GEMMs run in libaims' own kernels
+ * (gemm.c) on an AVX-512 CPU, whose sums do not depend on the thread count;
+ * on the OpenBLAS path (AIMS_TRAIN_GEMM = 1, or no AVX-512) results depend on
+ * OpenBLAS's thread count (it splits the output, not the sums), so there the
+ * guarantee holds for a fixed OpenBLAS thread count.
  *
- * Threads. Debian's OpenBLAS 0.3.21 keeps ONE process-wide thread count and
- * does not export openblas_set_num_threads_local (checked with nm -D), so
- * libaims cannot give GEMMs a per-call thread count without changing every
- * other user's setting. It never calls openblas_set_num_threads: GEMMs run
- * with OpenBLAS's own count (OPENBLAS_NUM_THREADS, default: all cores).
- * AIMS_TRAIN_THREADS is recorded and checked on resume. With
- * AIMS_MODEL_PRECISION = 1 on an AVX512_BF16 CPU the big GEMMs run in
- * gemm_bf16.c instead, on the trainer's own pool of AIMS_TRAIN_THREADS
- * threads (spinning briefly between the GEMMs of a step); those results do
- * not depend on the thread count at all.
+ * Threads. The own kernels run on the trainer's pool of AIMS_TRAIN_THREADS
+ * threads (spinning briefly between the GEMMs of a step, so a hand-off costs
+ * no futex wake-up). Debian's OpenBLAS 0.3.21 keeps ONE process-wide thread
+ * count and does not export openblas_set_num_threads_local (checked with
+ * nm -D), so libaims cannot give OpenBLAS GEMMs a per-call thread count
+ * without changing every other user's setting; it never calls
+ * openblas_set_num_threads, and the OpenBLAS path runs with OpenBLAS's own
+ * count (OPENBLAS_NUM_THREADS, default: all cores). The small GEMMs left on
+ * OpenBLAS (outputs narrower than 32) run on the calling thread.
+ * AIMS_TRAIN_THREADS is recorded and checked on resume.
  *
  * Cancellation is an atomic flag polled at every step boundary; the step in
  * flight completes, so the model always holds the weights of a whole step.
@@ -59,7 +61,7 @@ enum { SCHED_CONST = 0, SCHED_STEP = 1, SCHED_COSINE = 2 };
 
 typedef struct hyper {
     int64_t opt, nesterov, sched, warmup, step_epochs, batch, epochs, seed, threads, patience,
-        metric, warm;
+        metric, warm, gemm;
     double lr, mom, b1, b2, eps, wd, gamma, val_frac, min_delta;
 } hyper;
 
@@ -92,8 +94,9 @@ struct aims_trainer {
     float *tb;
     uint8_t *mask_block;
     float *th, *tdh, *tz; /* TEXT: hidden, its gradient, logits */
-    void *gws;            /* bf16 GEMMs: packed operands (NULL: fp32 OpenBLAS) */
-    aimsi_pool *pool;     /* bf16 GEMMs: train_threads compute threads */
+    void *gws;            /* own GEMMs: packed operands (NULL: OpenBLAS) */
+    aimsi_pool *pool;     /* own GEMMs: train_threads compute threads */
+    int gprec;            /* own GEMMs: AIMSI_GEMM_F32 or AIMSI_GEMM_BF16 */
 
     /* statistics */
     double loss_sum;
@@ -129,6 +132,7 @@ static void hyper_defaults(hyper *h)
     h->min_delta = aimsi_param_default(AIMS_TRAIN_MIN_DELTA);
     h->metric = (int64_t)aimsi_param_default(AIMS_TRAIN_METRIC);
     h->warm = (int64_t)aimsi_param_default(AIMS_TRAIN_WARM_START);
+    h->gemm = (int64_t)aimsi_param_default(AIMS_TRAIN_GEMM);
 }
 
 static int64_t *i64_slot(hyper *h, aims_param p)
@@ -158,6 +162,8 @@ static int64_t *i64_slot(hyper *h, aims_param p)
         return &h->metric;
     case AIMS_TRAIN_WARM_START:
         return &h->warm;
+    case AIMS_TRAIN_GEMM:
+        return &h->gemm;
     default:
         return NULL;
     }
@@ -472,10 +478,10 @@ static aims_status alloc_text_workspace(aims_trainer *t)
 }
 
 /* GEMMs big enough to thread (OpenBLAS's own line: m n k >= 4 * 65536) run
- * with bf16 operands when the model asks for it and the CPU can; narrower
- * outputs than one 32-column panel stay fp32 (most of the panel would be
- * padding). */
-static int use_bf16(const aims_trainer *t, size_t m, size_t n, size_t k)
+ * in the own kernels when the trainer set them up; narrower outputs than one
+ * 32-column panel stay with OpenBLAS (most of the panel would be padding, and
+ * OpenBLAS runs such calls on the calling thread, see aimsi_sgemm). */
+static int use_own(const aims_trainer *t, size_t m, size_t n, size_t k)
 {
     return t->gws != NULL && n >= 32 && m * n * k >= (size_t)4 * 65536;
 }
@@ -484,9 +490,9 @@ static void gemm(const aims_trainer *t, int trans_a, int trans_b, size_t m, size
                  const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
                  size_t ldc)
 {
-    if (use_bf16(t, m, n, k)) {
-        aimsi_gemm_bf16(t->pool, t->gws, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c,
-                        ldc);
+    if (use_own(t, m, n, k)) {
+        aimsi_gemm_own(t->pool, t->gws, t->gprec, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta,
+                       c, ldc);
         return;
     }
     aimsi_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
@@ -497,13 +503,17 @@ static size_t max_size(size_t a, size_t b)
     return a > b ? a : b;
 }
 
-/* AIMS_MODEL_PRECISION = 1 on a CPU with AVX512_BF16: the packing workspace
- * for the largest GEMM of a step and a pool of train_threads threads (the
- * bf16 kernel does not use OpenBLAS's threads). Elsewhere training stays fp32. */
-static aims_status alloc_bf16(aims_trainer *t)
+/* The own GEMMs (gemm = auto on an AVX-512 CPU): bf16 when the model asks
+ * for it and the CPU has AVX512_BF16, fp32 otherwise; the packing workspace
+ * for the largest GEMM of a step and a pool of train_threads threads (the own
+ * kernels do not use OpenBLAS's threads). Elsewhere training is OpenBLAS fp32. */
+static aims_status alloc_own_gemm(aims_trainer *t)
 {
     const aims_model *m = t->m;
-    if (m->precision != 1 || !aimsi_gemm_bf16_available()) {
+    t->gprec = m->precision == 1 && aimsi_gemm_own_available(AIMSI_GEMM_BF16)
+                   ? AIMSI_GEMM_BF16
+                   : AIMSI_GEMM_F32;
+    if (t->h.gemm != 0 || !aimsi_gemm_own_available(t->gprec)) {
         return AIMS_OK;
     }
     const size_t B = t->bmax;
@@ -511,14 +521,14 @@ static aims_status alloc_bf16(aims_trainer *t)
     for (size_t l = 0; l < m->n_layers; l++) {
         const size_t in = m->layers[l].in;
         const size_t out = m->layers[l].out;
-        bytes = max_size(bytes, aimsi_gemm_bf16_ws_bytes(B, out, in)); /* forward */
-        bytes = max_size(bytes, aimsi_gemm_bf16_ws_bytes(B, in, out)); /* dX */
-        bytes = max_size(bytes, aimsi_gemm_bf16_ws_bytes(out, in, B)); /* dW */
+        bytes = max_size(bytes, aimsi_gemm_own_ws_bytes(t->gprec, B, out, in)); /* forward */
+        bytes = max_size(bytes, aimsi_gemm_own_ws_bytes(t->gprec, B, in, out)); /* dX */
+        bytes = max_size(bytes, aimsi_gemm_own_ws_bytes(t->gprec, out, in, B)); /* dW */
     }
     t->gws = aimsi_malloc(bytes);
     if (t->gws == NULL) {
         return aimsi_err(&t->obj, AIMS_E_NOMEM,
-                         "aims_trainer_begin: out of memory for the bf16 GEMM workspace");
+                         "aims_trainer_begin: out of memory for the GEMM workspace");
     }
     const unsigned threads = t->h.threads > 0 ? (unsigned)t->h.threads : aimsi_cpu_count();
     if (threads > 1) {
@@ -594,7 +604,7 @@ static aims_status alloc_workspace(aims_trainer *t)
     t->v2 = adam ? p : NULL;
     p += adam ? m->n_params : 0;
     t->best = early ? p : NULL;
-    return alloc_bf16(t);
+    return alloc_own_gemm(t);
 }
 
 /* PyTorch's default for nn.Linear: U(-1/sqrt(in), 1/sqrt(in)) for W and b. */
@@ -1374,6 +1384,9 @@ static uint64_t run_fingerprint(const aims_trainer *t)
     v[n++] = t->train->rows;
     v[n++] = t->m->n_params;
     v[n++] = t->val != NULL ? t->val->rows : 0;
+    if (h->gemm != 0) { /* appended only when set: older checkpoints keep their fingerprint */
+        v[n++] = (uint64_t)h->gemm;
+    }
     uint64_t f = 0xcbf29ce484222325ull;
     const uint8_t *p = (const uint8_t *)v;
     for (size_t i = 0; i < n * sizeof v[0]; i++) {

@@ -1,14 +1,15 @@
 /*
- * test_gemm.c -- the bf16 GEMM kernel (src/model/gemm_bf16.c) against a
- * reference computed in double from the same bf16-rounded operands.
+ * test_gemm.c -- libaims' own GEMM (src/model/gemm.c), fp32 and bf16, against a
+ * reference computed in double from the same (for bf16: rounded) operands.
  *
  * Covers every trans_a/trans_b combination, edge shapes (m not a multiple of
  * the 8-row block, n not a multiple of the 32-column panel, odd k, k = 1),
  * beta 0 / 1 / 0.5, and that the result is bit-identical whatever the pool's
  * thread count (the exact-resume contract). Skipped on CPUs without
- * AVX512_BF16. Then training with AIMS_MODEL_PRECISION = 1: the same weights
- * for 1, 2 and 3 threads, accuracy within 3 points of fp32, exact resume from
- * a checkpoint, and the allocation-failure loop over a bf16 fit.
+ * AVX512_BF16. Then training through the own kernels (fp32 and
+ * AIMS_MODEL_PRECISION = 1): the same weights for 1, 2 and 3 threads,
+ * accuracy close to the OpenBLAS path (AIMS_TRAIN_GEMM = 1), exact resume
+ * from a checkpoint, and the allocation-failure loop over a bf16 fit.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -56,7 +57,7 @@ static float *filled(size_t count, uint64_t *seed)
     return v;
 }
 
-static void check_one(aimsi_pool *pool, int ta, int tb, shape s, float beta, uint64_t seed)
+static void check_one(aimsi_pool *pool, int prec, int ta, int tb, shape s, float beta, uint64_t seed)
 {
     const size_t lda = (ta ? s.m : s.k) + 3; /* padded leading dimensions */
     const size_t ldb = (tb ? s.k : s.n) + 5;
@@ -66,14 +67,14 @@ static void check_one(aimsi_pool *pool, int ta, int tb, shape s, float beta, uin
     float *c0 = filled(s.m * ldc, &seed);
     float *c = aimsi_malloc(s.m * ldc * sizeof *c);
     float *c1 = aimsi_malloc(s.m * ldc * sizeof *c1);
-    void *ws = aimsi_malloc(aimsi_gemm_bf16_ws_bytes(s.m, s.n, s.k));
+    void *ws = aimsi_malloc(aimsi_gemm_own_ws_bytes(prec, s.m, s.n, s.k));
     assert_non_null(c);
     assert_non_null(c1);
     assert_non_null(ws);
     memcpy(c, c0, s.m * ldc * sizeof *c);
     memcpy(c1, c0, s.m * ldc * sizeof *c);
-    aimsi_gemm_bf16(pool, ws, ta, tb, s.m, s.n, s.k, a, lda, b, ldb, beta, c, ldc);
-    aimsi_gemm_bf16(NULL, ws, ta, tb, s.m, s.n, s.k, a, lda, b, ldb, beta, c1, ldc);
+    aimsi_gemm_own(pool, ws, prec, ta, tb, s.m, s.n, s.k, a, lda, b, ldb, beta, c, ldc);
+    aimsi_gemm_own(NULL, ws, prec, ta, tb, s.m, s.n, s.k, a, lda, b, ldb, beta, c1, ldc);
     for (size_t i = 0; i < s.m; i++) {
         for (size_t j = 0; j < ldc; j++) {
             const size_t at = i * ldc + j;
@@ -88,8 +89,10 @@ static void check_one(aimsi_pool *pool, int ta, int tb, shape s, float beta, uin
             double want = (double)beta * (double)c0[at];
             double mag = fabs(want);
             for (size_t kk = 0; kk < s.k; kk++) {
-                const double x = bf16(ta ? a[kk * lda + i] : a[i * lda + kk]);
-                const double y = bf16(tb ? b[j * ldb + kk] : b[kk * ldb + j]);
+                const float fx = ta ? a[kk * lda + i] : a[i * lda + kk];
+                const float fy = tb ? b[j * ldb + kk] : b[kk * ldb + j];
+                const double x = prec == AIMSI_GEMM_BF16 ? bf16(fx) : (double)fx;
+                const double y = prec == AIMSI_GEMM_BF16 ? bf16(fy) : (double)fy;
                 want += x * y;
                 mag += fabs(x * y);
             }
@@ -107,10 +110,9 @@ static void check_one(aimsi_pool *pool, int ta, int tb, shape s, float beta, uin
     aimsi_free((void *)a);
 }
 
-static void test_gemm_bf16_shapes(void **state)
+static void shapes_case(int prec)
 {
-    (void)state;
-    if (!aimsi_gemm_bf16_available()) {
+    if (!aimsi_gemm_own_available(prec)) {
         skip();
     }
     aimsi_pool *pool = NULL;
@@ -123,7 +125,7 @@ static void test_gemm_bf16_shapes(void **state)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         for (int ta = 0; ta < 2; ta++) {
             for (int tb = 0; tb < 2; tb++) {
-                check_one(pool, ta, tb, shapes[s], betas[(s + (size_t)ta + 2u * (size_t)tb) % 3],
+                check_one(pool, prec, ta, tb, shapes[s], betas[(s + (size_t)ta + 2u * (size_t)tb) % 3],
                           seed++);
             }
         }
@@ -131,12 +133,24 @@ static void test_gemm_bf16_shapes(void **state)
     aimsi_pool_destroy(pool);
 }
 
+static void test_gemm_bf16_shapes(void **state)
+{
+    (void)state;
+    shapes_case(AIMSI_GEMM_BF16);
+}
+
+static void test_gemm_f32_shapes(void **state)
+{
+    (void)state;
+    shapes_case(AIMSI_GEMM_F32);
+}
+
 /* Ties round to even, NaN-free inputs exact where bf16 can hold them: a GEMM
  * over values bf16 represents exactly equals the fp32 product. */
 static void test_gemm_bf16_exact_small_ints(void **state)
 {
     (void)state;
-    if (!aimsi_gemm_bf16_available()) {
+    if (!aimsi_gemm_own_available(AIMSI_GEMM_BF16)) {
         skip();
     }
     float a[4 * 6];
@@ -149,8 +163,8 @@ static void test_gemm_bf16_exact_small_ints(void **state)
         b[i] = (float)(i % 5 - 2) * 0.5f;
     }
     unsigned char ws[4096];
-    assert_true(aimsi_gemm_bf16_ws_bytes(4, 3, 6) <= sizeof ws);
-    aimsi_gemm_bf16(NULL, ws, 0, 0, 4, 3, 6, a, 6, b, 3, 0.0f, c, 3);
+    assert_true(aimsi_gemm_own_ws_bytes(AIMSI_GEMM_BF16, 4, 3, 6) <= sizeof ws);
+    aimsi_gemm_own(NULL, ws, AIMSI_GEMM_BF16, 0, 0, 4, 3, 6, a, 6, b, 3, 0.0f, c, 3);
     for (int i = 0; i < 4; i++) {
         for (int j = 0; j < 3; j++) {
             float want = 0.0f;
@@ -195,7 +209,7 @@ static aims_dataset *rule_data(size_t rows, uint64_t seed)
 }
 
 /* MLP 64-96-4 whose first layer's GEMMs are big enough for the bf16 path. */
-static aims_status make_pair(int64_t precision, int64_t threads, aims_model **om,
+static aims_status make_pair(int64_t precision, int64_t threads, int64_t gemm, aims_model **om,
                              aims_trainer **ot)
 {
     aims_model *m = NULL;
@@ -211,9 +225,9 @@ static aims_status make_pair(int64_t precision, int64_t threads, aims_model **om
         rc = aims_trainer_create(m, &t);
     }
     static const aims_param ip[] = {AIMS_TRAIN_EPOCHS, AIMS_TRAIN_BATCH, AIMS_TRAIN_SEED,
-                                    AIMS_TRAIN_THREADS};
-    const int64_t iv[] = {4, 64, 3, threads};
-    for (size_t i = 0; i < 4 && rc == AIMS_OK; i++) {
+                                    AIMS_TRAIN_THREADS, AIMS_TRAIN_GEMM};
+    const int64_t iv[] = {4, 64, 3, threads, gemm};
+    for (size_t i = 0; i < 5 && rc == AIMS_OK; i++) {
         rc = aims_trainer_set_param_i64(t, ip[i], iv[i]);
     }
     if (rc == AIMS_OK) {
@@ -230,11 +244,11 @@ static aims_status make_pair(int64_t precision, int64_t threads, aims_model **om
 }
 
 static float *train_copy(const aims_dataset *ds, int64_t precision, int64_t threads,
-                         double *acc)
+                         int64_t gemm, double *acc)
 {
     aims_model *m = NULL;
     aims_trainer *t = NULL;
-    OK(make_pair(precision, threads, &m, &t));
+    OK(make_pair(precision, threads, gemm, &m, &t));
     OK(aims_trainer_fit(t, ds, NULL));
     float *p = aimsi_malloc(m->n_params * sizeof *p);
     assert_non_null(p);
@@ -256,29 +270,35 @@ static void test_bf16_training(void **state)
     {
         aims_model *m = NULL;
         aims_trainer *t = NULL;
-        OK(make_pair(0, 1, &m, &t));
+        OK(make_pair(0, 1, 0, &m, &t));
         OK(aims_trainer_begin(t, ds, NULL));
         n = m->n_params;
         aims_trainer_destroy(t);
         aims_model_destroy(m);
     }
-    double acc32 = 0.0, acc1 = 0.0, acc2 = 0.0, acc3 = 0.0;
-    float *p32 = train_copy(ds, 0, 1, &acc32);
-    float *p1 = train_copy(ds, 1, 1, &acc1);
-    float *p2 = train_copy(ds, 1, 2, &acc2);
-    float *p3 = train_copy(ds, 1, 3, &acc3);
-    /* the result does not depend on the thread count */
+    double acc32 = 0.0, acc1 = 0.0, acc2 = 0.0, acc3 = 0.0, accb = 0.0, acc32b = 0.0;
+    float *p32 = train_copy(ds, 0, 1, 0, &acc32);
+    float *p32b = train_copy(ds, 0, 3, 0, &acc32b);
+    float *pblas = train_copy(ds, 0, 2, 1, &accb);
+    float *p1 = train_copy(ds, 1, 1, 0, &acc1);
+    float *p2 = train_copy(ds, 1, 2, 0, &acc2);
+    float *p3 = train_copy(ds, 1, 3, 0, &acc3);
+    /* the own kernels' results do not depend on the thread count */
     assert_memory_equal(p1, p2, n * sizeof *p1);
     assert_memory_equal(p1, p3, n * sizeof *p1);
-    /* it learns as well as fp32 does */
-    assert_true(acc32 > 0.85);
-    assert_true(acc1 > acc32 - 0.03);
-    if (aimsi_gemm_bf16_available()) { /* and it really ran in bf16 */
+    assert_memory_equal(p32, p32b, n * sizeof *p1);
+    /* every path learns as well as OpenBLAS fp32 does */
+    assert_true(accb > 0.85);
+    assert_true(acc32 > accb - 0.02);
+    assert_true(acc1 > accb - 0.03);
+    if (aimsi_gemm_own_available(AIMSI_GEMM_BF16)) { /* and it really ran in bf16 */
         assert_memory_not_equal(p1, p32, n * sizeof *p1);
     } else {
         assert_memory_equal(p1, p32, n * sizeof *p1);
     }
     aimsi_free(p32);
+    aimsi_free(p32b);
+    aimsi_free(pblas);
     aimsi_free(p1);
     aimsi_free(p2);
     aimsi_free(p3);
@@ -290,14 +310,14 @@ static void test_bf16_exact_resume(void **state)
     (void)state;
     aims_dataset *ds = rule_data(500, 12);
     double acc = 0.0;
-    float *want = train_copy(ds, 1, 2, &acc);
+    float *want = train_copy(ds, 1, 2, 0, &acc);
     char path[] = "/tmp/aims_bf16_XXXXXX";
     const int fd = mkstemp(path);
     assert_true(fd >= 0);
     close(fd);
     aims_model *m = NULL;
     aims_trainer *t = NULL;
-    OK(make_pair(1, 2, &m, &t));
+    OK(make_pair(1, 2, 0, &m, &t));
     OK(aims_trainer_begin(t, ds, NULL));
     int done = 0;
     for (int i = 0; i < 11; i++) { /* into the second epoch */
@@ -307,7 +327,7 @@ static void test_bf16_exact_resume(void **state)
     aims_trainer_destroy(t);
     aims_model_destroy(m);
 
-    OK(make_pair(1, 2, &m, &t));
+    OK(make_pair(1, 2, 0, &m, &t));
     OK(aims_trainer_begin(t, ds, NULL));
     OK(aims_trainer_restore(t, path));
     do {
@@ -325,7 +345,7 @@ static aims_status op_bf16_fit(void *arg)
 {
     aims_model *m = NULL;
     aims_trainer *t = NULL;
-    aims_status rc = make_pair(1, 2, &m, &t);
+    aims_status rc = make_pair(1, 2, 0, &m, &t);
     if (rc == AIMS_OK) {
         rc = aims_trainer_fit(t, arg, NULL);
     }
@@ -346,6 +366,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_gemm_bf16_shapes, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_gemm_f32_shapes, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_gemm_bf16_exact_small_ints, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_bf16_training, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_bf16_exact_resume, ta_setup, ta_teardown),

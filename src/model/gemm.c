@@ -1,0 +1,373 @@
+/*
+ * gemm.c -- libaims' own GEMM for training: fp32 (AVX-512 FMA) or bf16
+ * operands (AVX512_BF16), fp32 accumulation.
+ *
+ * Why it exists: this CPU family has AVX512_BF16 (vdpbf16ps: 32 multiply-adds
+ * of bf16 pairs into 16 fp32 sums per instruction, twice the fp32 FMA rate),
+ * but Debian's OpenBLAS 0.3.21 has no sbgemm; and OpenBLAS's fp32 GEMMs run on
+ * its own process-wide threads, which keep spinning on the other core while a
+ * training step does its element-wise work (27 % of the cycles of an fp32
+ * epoch). Training runs its big GEMMs here instead, on the trainer's own pool.
+ * With bf16 only the two GEMM operands are rounded (nearest even) while they
+ * are packed; master weights, optimizer state, activations and every sum stay
+ * fp32.
+ *
+ * Shape (the classic Goto/BLIS split, small enough to read in one sitting).
+ * A "slot" is 32 bits along k: one fp32 value, or a pair of bf16 values
+ * (k rounded up to even, the odd tail padded with zero).
+ *   - A (m x k) is read through two strides (row i, slot kk): fp32 straight
+ *     from the caller's matrix; bf16 from a copy packed once per call,
+ *     row-major when A's rows run along k, slot-major when A is stored
+ *     transposed (two source rows interleave into one packed row).
+ *   - B (k x n) is packed in panels of 32 columns: for each slot, the 32
+ *     columns side by side (128 bytes), so the kernel loads them as two
+ *     vectors. Columns past n are zero. When B's rows run along k (trans_b),
+ *     16 x 16 blocks are transposed in registers.
+ *   - The kernel computes an 8 x 32 block of C in 16 zmm accumulators, one
+ *     FMA / vdpbf16ps per accumulator per slot; C = acc + beta C, with masked
+ *     stores at the right edge.
+ *   - Work items are B panels: each item packs its panel (into its own slice
+ *     of the workspace) and sweeps every row block, so threads never share a
+ *     write and need no barrier.
+ * Each sum runs over k in the same order whatever the thread count, so
+ * results do not depend on how panels are spread over threads (exact resume,
+ * determinism for any train_threads).
+ *
+ * Everything here is compiled for AVX-512 with target attributes and only
+ * called after aimsi_gemm_own_available() said the CPU has it; otherwise the
+ * call falls through to aimsi_sgemm (OpenBLAS).
+ */
+#include <stdint.h>
+
+#include "../core/aimsi_core.h"
+#include "aimsi_model.h"
+
+enum { MR = 8, NR = 32 };
+
+#if defined(__GNUC__) && defined(__x86_64__) && (__GNUC__ >= 10 || defined(__clang__))
+#define AIMSI_HAVE_OWN_GEMM 1
+#include <immintrin.h>
+
+#define F32_TARGET __attribute__((target("avx512f,avx512bw,avx512vl")))
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* The first n of 16 lanes (n >= 16: all). */
+static inline __mmask16 mask16(size_t n)
+{
+    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
+
+/* 16 slots from a source row along k, starting at slot s (zero past k). */
+F32_TARGET static inline __m512i slots_f32(const float *row, size_t s, size_t k)
+{
+    return _mm512_castps_si512(_mm512_maskz_loadu_ps(mask16(k - s), row + s));
+}
+
+BF16_TARGET static inline __m512i slots_bf16(const float *row, size_t s, size_t k)
+{
+    const size_t left = k - 2 * s;
+    const __m512 lo = _mm512_maskz_loadu_ps(mask16(left), row + 2 * s);
+    const __m512 hi = _mm512_maskz_loadu_ps(mask16(left > 16 ? left - 16 : 0), row + 2 * s + 16);
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+/* 16 bf16 pairs (r0[i], r1[i]) from two source rows (r1 NULL: zeros). */
+BF16_TARGET static inline __m512i pairs_bf16(const float *r0, const float *r1, size_t n)
+{
+    const __m512i lo =
+        _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(n), r0)));
+    if (r1 == NULL) {
+        return lo;
+    }
+    const __m512i hi =
+        _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask16(n), r1)));
+    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+/* Transpose 16 vectors of 16 slots (r[j][t]) and store rows t < lim:
+ * dst[t * stride + j] = r[j][t]. Three shuffle stages: 32-bit and 64-bit
+ * interleaves inside 128-bit lanes, then two rounds of lane shuffles. */
+F32_TARGET static void transpose16_store(const __m512i r[16], uint32_t *dst, size_t stride,
+                                         size_t lim)
+{
+    __m512i t[16];
+    __m512i u[16];
+    for (size_t i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (size_t i = 0; i < 4; i++) { /* u[4i + c], lane L: rows 4i..4i+3 of column 4L + c */
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (size_t c = 0; c < 4; c++) {
+        const __m512i x0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88);
+        const __m512i y0 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88);
+        const __m512i x1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xDD);
+        const __m512i y1 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xDD);
+        const __m512i col[4] = {_mm512_shuffle_i32x4(x0, y0, 0x88),
+                                _mm512_shuffle_i32x4(x1, y1, 0x88),
+                                _mm512_shuffle_i32x4(x0, y0, 0xDD),
+                                _mm512_shuffle_i32x4(x1, y1, 0xDD)};
+        for (size_t l = 0; l < 4; l++) { /* column 4l + c */
+            if (4 * l + c < lim) {
+                _mm512_storeu_si512(dst + (4 * l + c) * stride, col[l]);
+            }
+        }
+    }
+}
+
+/* Panel of a B whose rows run along k (trans_b): columns j0..j0+cols-1 are
+ * rows of b; slot vectors of 16 columns are transposed into panel rows.
+ * Instantiated per precision so the slot loader inlines. */
+#define PACK_ROWS_ALONG_K(NAME, TARGET, SLOTS)                                              \
+    TARGET static void NAME(size_t j0, size_t cols, size_t k, size_t ks, const float *b,      \
+                            size_t ldb, uint32_t *dst)                                        \
+    {                                                                                         \
+        for (size_t s = 0; s < ks; s += 16) {                                                 \
+            for (size_t half = 0; half < NR; half += 16) {                                    \
+                __m512i r[16];                                                                \
+                for (size_t jj = 0; jj < 16; jj++) {                                          \
+                    r[jj] = half + jj < cols ? SLOTS(b + (j0 + half + jj) * ldb, s, k)        \
+                                             : _mm512_setzero_si512();                        \
+                }                                                                             \
+                transpose16_store(r, dst + s * NR + half, NR, ks - s >= 16 ? 16 : ks - s);    \
+            }                                                                                 \
+        }                                                                                     \
+    }
+PACK_ROWS_ALONG_K(pack_t_f32, F32_TARGET, slots_f32)
+PACK_ROWS_ALONG_K(pack_t_bf16, BF16_TARGET, slots_bf16)
+
+/* Panel of a B stored k x n (b[kk * ldb + j]). */
+F32_TARGET static void pack_n_f32(size_t j0, size_t cols, size_t k, const float *b, size_t ldb,
+                                  uint32_t *dst)
+{
+    const __mmask16 m0 = mask16(cols);
+    const __mmask16 m1 = mask16(cols > 16 ? cols - 16 : 0);
+    for (size_t kk = 0; kk < k; kk++) {
+        const float *r = b + kk * ldb + j0;
+        _mm512_storeu_ps(dst + kk * NR, _mm512_maskz_loadu_ps(m0, r));
+        _mm512_storeu_ps(dst + kk * NR + 16, _mm512_maskz_loadu_ps(m1, r + 16));
+    }
+}
+
+BF16_TARGET static void pack_n_bf16(size_t j0, size_t cols, size_t k, const float *b, size_t ldb,
+                                    uint32_t *dst)
+{
+    const size_t n1 = cols > 16 ? cols - 16 : 0;
+    for (size_t kp = 0; 2 * kp < k; kp++) {
+        const float *r0 = b + 2 * kp * ldb + j0;
+        const float *r1 = 2 * kp + 1 < k ? r0 + ldb : NULL;
+        _mm512_storeu_si512(dst + kp * NR, pairs_bf16(r0, r1, cols));
+        _mm512_storeu_si512(dst + kp * NR + 16,
+                            n1 > 0 ? pairs_bf16(r0 + 16, r1 != NULL ? r1 + 16 : NULL, n1)
+                                   : _mm512_setzero_si512());
+    }
+}
+
+/* Pack A (m x k) to bf16 slots. trans_a = 0: a[i * lda + kk] -> row-major
+ * (stride_i = ks, stride_k = 1); trans_a = 1: a[kk * lda + i] -> slot-major
+ * (stride_i = 1, stride_k = m). */
+BF16_TARGET static void pack_a_bf16(int trans_a, size_t m, size_t k, const float *a, size_t lda,
+                                    uint32_t *ap)
+{
+    const size_t ks = (k + 1) / 2;
+    if (!trans_a) {
+        for (size_t i = 0; i < m; i++) {
+            for (size_t s = 0; s < ks; s += 16) {
+                _mm512_mask_storeu_epi32(ap + i * ks + s, mask16(ks - s),
+                                         slots_bf16(a + i * lda, s, k));
+            }
+        }
+        return;
+    }
+    for (size_t kp = 0; kp < ks; kp++) {
+        const float *r0 = a + 2 * kp * lda;
+        const float *r1 = 2 * kp + 1 < k ? r0 + lda : NULL;
+        for (size_t i = 0; i < m; i += 16) {
+            _mm512_mask_storeu_epi32(ap + kp * m + i, mask16(m - i),
+                                     pairs_bf16(r0 + i, r1 != NULL ? r1 + i : NULL, m - i));
+        }
+    }
+}
+
+/* C[rows x cols] = acc + beta C (rows <= 8, cols <= 32). */
+F32_TARGET static inline void store_block(__m512 acc[MR][2], size_t rows, size_t cols, float beta,
+                                          float *c, size_t ldc)
+{
+    const __mmask16 m0 = mask16(cols);
+    const __mmask16 m1 = mask16(cols > 16 ? cols - 16 : 0);
+    const __m512 vb = _mm512_set1_ps(beta);
+    for (size_t r = 0; r < rows; r++) {
+        float *cr = c + r * ldc;
+        __m512 v0 = acc[r][0];
+        __m512 v1 = acc[r][1];
+        if (beta != 0.0f) {
+            v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), v0);
+            v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), v1);
+        }
+        _mm512_mask_storeu_ps(cr, m0, v0);
+        if (cols > 16) {
+            _mm512_mask_storeu_ps(cr + 16, m1, v1);
+        }
+    }
+}
+
+/* The 8 x 32 micro-kernel: C block = A block . B panel + beta C, over ks
+ * slots. A slot of A is broadcast (BCAST), a panel row is two vectors
+ * (LOADB), MAC accumulates. Full blocks unroll the 8 rows; edge blocks loop. */
+#define MICRO_KERNEL(NAME, TARGET, ATYPE, BTYPE, BCAST, LOADB, MAC)                            \
+    TARGET static inline void NAME##_rows(__m512 acc[MR][2], size_t rows, size_t ks,            \
+                                          const ATYPE *a, size_t si, size_t sk,                 \
+                                          const uint32_t *bp)                                   \
+    {                                                                                           \
+        for (size_t s = 0; s < ks; s++) {                                                       \
+            const BTYPE b0 = LOADB(bp + s * NR);                                                \
+            const BTYPE b1 = LOADB(bp + s * NR + 16);                                           \
+            const ATYPE *as = a + s * sk;                                                       \
+            for (size_t r = 0; r < rows; r++) {                                                 \
+                const BTYPE x = BCAST(as + r * si);                                             \
+                acc[r][0] = MAC(acc[r][0], x, b0);                                              \
+                acc[r][1] = MAC(acc[r][1], x, b1);                                              \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    TARGET static void NAME(size_t rows, size_t cols, size_t ks, const ATYPE *a, size_t si,     \
+                            size_t sk, const uint32_t *bp, float beta, float *c, size_t ldc)    \
+    {                                                                                           \
+        __m512 acc[MR][2];                                                                      \
+        for (size_t r = 0; r < MR; r++) {                                                       \
+            acc[r][0] = _mm512_setzero_ps();                                                    \
+            acc[r][1] = _mm512_setzero_ps();                                                    \
+        }                                                                                       \
+        if (rows == MR) { /* a constant row count: the compiler unrolls it into registers */  \
+            NAME##_rows(acc, MR, ks, a, si, sk, bp);                                            \
+        } else {                                                                                \
+            NAME##_rows(acc, rows, ks, a, si, sk, bp);                                          \
+        }                                                                                       \
+        store_block(acc, rows, cols, beta, c, ldc);                                             \
+    }
+
+#define BCAST_F32(p) _mm512_set1_ps(*(p))
+#define LOADB_F32(p) _mm512_loadu_ps((const float *)(const void *)(p))
+#define MAC_F32(acc, x, b) _mm512_fmadd_ps((x), (b), (acc))
+#define BCAST_BF16(p) ((__m512bh)_mm512_set1_epi32((int)*(p)))
+#define LOADB_BF16(p) ((__m512bh)_mm512_loadu_si512(p))
+#define MAC_BF16(acc, x, b) _mm512_dpbf16_ps((acc), (x), (b))
+MICRO_KERNEL(kernel_f32, F32_TARGET, float, __m512, BCAST_F32, LOADB_F32, MAC_F32)
+MICRO_KERNEL(kernel_bf16, BF16_TARGET, uint32_t, __m512bh, BCAST_BF16, LOADB_BF16, MAC_BF16)
+
+typedef struct gemm_job {
+    int prec, trans_b;
+    size_t m, n, k, ks; /* ks: slots along k */
+    const void *a;      /* fp32: the caller's A; bf16: the packed copy */
+    size_t stride_i, stride_k;
+    const float *b;
+    size_t ldb;
+    uint32_t *bp; /* panels, ks * NR slots each */
+    float beta;
+    float *c;
+    size_t ldc;
+} gemm_job;
+
+static void run_panel(void *ctx, size_t p)
+{
+    const gemm_job *g = ctx;
+    uint32_t *panel = g->bp + p * g->ks * NR;
+    const size_t j0 = p * NR;
+    const size_t cols = g->n - j0 >= NR ? NR : g->n - j0;
+    if (g->prec == AIMSI_GEMM_BF16) {
+        if (g->trans_b) {
+            pack_t_bf16(j0, cols, g->k, g->ks, g->b, g->ldb, panel);
+        } else {
+            pack_n_bf16(j0, cols, g->k, g->b, g->ldb, panel);
+        }
+    } else if (g->trans_b) {
+        pack_t_f32(j0, cols, g->k, g->ks, g->b, g->ldb, panel);
+    } else {
+        pack_n_f32(j0, cols, g->k, g->b, g->ldb, panel);
+    }
+    for (size_t i = 0; i < g->m; i += MR) {
+        const size_t rows = g->m - i >= MR ? MR : g->m - i;
+        float *c = g->c + i * g->ldc + j0;
+        if (g->prec == AIMSI_GEMM_BF16) {
+            kernel_bf16(rows, cols, g->ks, (const uint32_t *)g->a + i * g->stride_i, g->stride_i,
+                        g->stride_k, panel, g->beta, c, g->ldc);
+        } else {
+            kernel_f32(rows, cols, g->ks, (const float *)g->a + i * g->stride_i, g->stride_i,
+                       g->stride_k, panel, g->beta, c, g->ldc);
+        }
+    }
+}
+#endif /* AIMSI_HAVE_OWN_GEMM */
+
+int aimsi_gemm_own_available(int prec)
+{
+#ifdef AIMSI_HAVE_OWN_GEMM
+    __builtin_cpu_init();
+    const int f = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl");
+    return prec == AIMSI_GEMM_BF16 ? f && __builtin_cpu_supports("avx512bf16") : f;
+#else
+    (void)prec;
+    return 0;
+#endif
+}
+
+/* Slots along k and the packed-A size (in slots, rounded to a cache line). */
+static size_t k_slots(int prec, size_t k)
+{
+    return prec == AIMSI_GEMM_BF16 ? (k + 1) / 2 : k;
+}
+
+static size_t a_slots(int prec, size_t m, size_t k)
+{
+    return prec == AIMSI_GEMM_BF16 ? (m * k_slots(prec, k) + 15) & ~(size_t)15 : 0;
+}
+
+size_t aimsi_gemm_own_ws_bytes(int prec, size_t m, size_t n, size_t k)
+{
+    const size_t panels = (n + NR - 1) / NR;
+    return (a_slots(prec, m, k) + panels * NR * k_slots(prec, k)) * sizeof(uint32_t) + 64;
+}
+
+void aimsi_gemm_own(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
+                    size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
+                    float beta, float *c, size_t ldc)
+{
+#ifdef AIMSI_HAVE_OWN_GEMM
+    if (aimsi_gemm_own_available(prec)) {
+        uint32_t *base = (uint32_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
+        const size_t ks = k_slots(prec, k);
+        gemm_job g = {.prec = prec,
+                      .trans_b = trans_b,
+                      .m = m,
+                      .n = n,
+                      .k = k,
+                      .ks = ks,
+                      .a = a,
+                      .stride_i = trans_a ? 1 : lda,
+                      .stride_k = trans_a ? lda : 1,
+                      .b = b,
+                      .ldb = ldb,
+                      .bp = base + a_slots(prec, m, k),
+                      .beta = beta,
+                      .c = c,
+                      .ldc = ldc};
+        if (prec == AIMSI_GEMM_BF16) {
+            pack_a_bf16(trans_a, m, k, a, lda, base);
+            g.a = base;
+            g.stride_i = trans_a ? 1 : ks;
+            g.stride_k = trans_a ? m : 1;
+        }
+        aimsi_pool_run(pool, (n + NR - 1) / NR, run_panel, &g);
+        return;
+    }
+#endif
+    (void)pool;
+    (void)ws;
+    (void)prec;
+    aimsi_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+}
