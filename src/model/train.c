@@ -1062,6 +1062,31 @@ static void update_range(const aims_trainer *t, const opt_step *o, size_t off, s
     }
 }
 
+typedef struct update_job {
+    const aims_trainer *t;
+    const opt_step *o;
+    size_t off, cnt;
+} update_job;
+
+enum { UPDATE_CHUNK = 16384 }; /* parameters per pool item */
+
+static void update_task(void *ctx, size_t i)
+{
+    const update_job *u = ctx;
+    const size_t at = i * UPDATE_CHUNK;
+    update_range(u->t, u->o, u->off + at, u->cnt - at < UPDATE_CHUNK ? u->cnt - at : UPDATE_CHUNK);
+}
+
+/* The optimizer update over [off, off+cnt), in chunks over the own GEMMs'
+ * pool. Every parameter's update is element-wise (and the vector and scalar
+ * code do the same operations in the same order), so the split does not
+ * change a bit. */
+static void update_params(const aims_trainer *t, const opt_step *o, size_t off, size_t cnt)
+{
+    update_job u = {t, o, off, cnt};
+    aimsi_pool_run(t->pool, (cnt + UPDATE_CHUNK - 1) / UPDATE_CHUNK, update_task, &u);
+}
+
 static void backward(aims_trainer *t, size_t n, const opt_step *o)
 {
     aims_model *m = t->m;
@@ -1089,7 +1114,7 @@ static void backward(aims_trainer *t, size_t n, const opt_step *o)
                 db[j] += gr[j];
             }
         }
-        update_range(t, o, L->w_off, L->in * L->out);
+        update_params(t, o, L->w_off, L->in * L->out);
         update_range(t, o, L->b_off, L->out);
         if (l > 0) {
             act_backward(t, l - 1, n, gprev);
@@ -1098,17 +1123,36 @@ static void backward(aims_trainer *t, size_t n, const opt_step *o)
     }
 }
 
-static void gather(aims_trainer *t, size_t first, size_t n)
+typedef struct gather_job {
+    aims_trainer *t;
+    size_t first, n;
+} gather_job;
+
+enum { GATHER_ROWS = 32 }; /* rows per pool item */
+
+/* Rows [GATHER_ROWS i, ...) of the batch: with the own GEMMs' pool the copy
+ * of randomly placed rows (cache and TLB misses, not bandwidth) runs on every
+ * core instead of one. */
+static void gather_task(void *ctx, size_t i)
 {
+    const gather_job *g = ctx;
+    aims_trainer *t = g->t;
     const aims_dataset *ds = t->train;
     const size_t in = t->m->input_dim;
-    for (size_t r = 0; r < n; r++) {
-        const size_t row = t->tr_idx[t->perm[first + r]];
+    const size_t end = (i + 1) * GATHER_ROWS < g->n ? (i + 1) * GATHER_ROWS : g->n;
+    for (size_t r = i * GATHER_ROWS; r < end; r++) {
+        const size_t row = t->tr_idx[t->perm[g->first + r]];
         memcpy(t->xb + r * in, ds->x + row * in, in * sizeof *t->xb);
         t->yb[r] = ds->labels != NULL ? ds->labels[row] : 0;
         t->tb[r] = ds->targets != NULL ? ds->targets[row]
                                        : (ds->labels != NULL ? (float)ds->labels[row] : 0.0f);
     }
+}
+
+static void gather(aims_trainer *t, size_t first, size_t n)
+{
+    gather_job g = {t, first, n};
+    aimsi_pool_run(t->pool, (n + GATHER_ROWS - 1) / GATHER_ROWS, gather_task, &g);
 }
 
 /* ---- epochs, validation, early stopping --------------------------------------------- */
