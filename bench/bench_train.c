@@ -6,7 +6,8 @@
  *   GOAL      P1sgd | P1adam | P2 | P2lbfgs | P3 | P4 | P5
  *   REPS      timed repetitions (each a whole training from fresh weights)
  *   keys      threads=N (training threads, default 2), precision=0|1 (fp32|bf16
- *             GEMMs), epochs=N, optimizer=0|1|2, lr=X, batch=N, calls=N (P5
+ *             GEMMs), gemm=0|1 (own AVX-512 kernels when the CPU has them |
+ *             OpenBLAS), epochs=N, optimizer=0|1|2, lr=X, batch=N, calls=N (P5
  *             latency calls), seed=N (repetition i uses seed N+i; default 1),
  *             contender=NAME (label of the JSON rows)
  *
@@ -72,6 +73,7 @@ typedef struct opts {
 } opts;
 
 typedef struct fmnist {
+    int gemm; /* AIMS_TRAIN_GEMM: 0 auto (own kernels), 1 OpenBLAS */
     aims_dataset *train;
     aims_dataset *test;
 } fmnist;
@@ -91,8 +93,8 @@ static void json_env(const opts *o)
         }
         printf(", ");
     }
-    printf("\"train_threads\": %d, \"precision\": %d, \"aims_build_info\": ", o->threads,
-           o->precision);
+    printf("\"train_threads\": %d, \"precision\": %d, \"gemm\": %d, \"aims_build_info\": ",
+           o->threads, o->precision, o->gemm);
     json_str(aims_build_info());
     printf("}, \"version\": ");
     json_str(aims_version_string());
@@ -236,6 +238,9 @@ static aims_status accuracy_of(const aims_model *m, const aims_dataset *test, do
     aims_status st = aims_model_evaluate(m, test, &ev);
     if (st == AIMS_OK) {
         st = aims_eval_get(ev, AIMS_METRIC_ACCURACY, acc);
+    if (st == AIMS_OK) {
+        st = aims_trainer_set_param_i64(t, AIMS_TRAIN_GEMM, o->gemm);
+    }
     }
     aims_eval_destroy(ev);
     return st;
@@ -624,6 +629,8 @@ static int parse_kv(opts *o, const char *kv)
 
 /* Goal defaults: the hyper-parameters of the PyTorch peer. */
 static void goal_defaults(opts *o)
+    } else if (klen == 4 && !strncmp(kv, "gemm", klen)) {
+        o->gemm = atoi(v);
 {
     o->epochs = 5;
     o->batch = 128;

@@ -237,6 +237,26 @@ class ModelCase(LeakCheckCase):
         m2.close()
         ref.close()
 
+    def test_precision_and_gemm_backends(self):
+        # 64-96-3: the first layer's GEMMs are big enough for the own kernels
+        x, y = blobs(n_per_class=100, dim=64, seed=5, spread=1.0)
+        ds = aims.Dataset.from_dense(x, y)
+        preds = {}
+        for precision, threads, gemm in ((1, 1, 0), (1, 2, 0), (0, 2, 0), (0, 2, 1)):
+            m = aims.Model("mlp", 64, 3, hidden=[96], precision=precision)
+            self.assertEqual(m.get_param("precision"), precision)
+            m.fit(ds, epochs=3, batch=64, lr=0.05, seed=2, train_threads=threads, gemm=gemm)
+            self.assertGreater(m.evaluate(ds).accuracy, 0.9)
+            preds[(precision, threads, gemm)] = rows_of(m.predict(x), 3)
+            m.close()
+        # the own kernels' results do not depend on the thread count
+        self.assertEqual(preds[(1, 1, 0)], preds[(1, 2, 0)])
+        bad = aims.Model("softmax", 4, 3)
+        with self.assertRaises(aims.AimsError):
+            aims.Trainer(bad, gemm=2)
+        bad.close()
+        ds.close()
+
     def test_concurrent_predict(self):
         m = self.trained("mlp")
         # Single-row results computed serially first: the one-row path may round
