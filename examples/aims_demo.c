@@ -20,7 +20,10 @@
  *      average / maximum busy time), parallelism (throughput of 2 replicas /
  *      1 replica) and autonomy degree (a rolling restart of each replica under
  *      load: independent when no call failed and p99 stayed within bound);
- *   6. one JSON summary line.
+ *   6. the "model optimization" service's job on the host: int8 quantization
+ *      of the trained model, bundled, saved, reloaded and checked against the
+ *      fp32 bundle (accuracy on the raw test set, single-row latency);
+ *   7. one JSON summary line.
  *
  * In-process (default) every node lives in this process and talks inproc://.
  * With --processes each node is a separate `aims_node` process (next to this
@@ -709,11 +712,91 @@ static int locate_node_exe(cluster *c)
 typedef struct summary {
     double t_load, t_fit, t_pre, t_train, t_publish;
     double acc_served;
+    double t_quant, acc_fp32, acc_int8, p50_fp32_us, p50_int8_us;
     serve_result all, one, two;
     double lb_degree, parallelism, autonomy;
     int deployments, independent;
     size_t restart_calls, restart_failed;
 } summary;
+
+/* Accuracy over the raw test set and p50 single-row latency of one bundle
+ * (pipeline + model, as served), on this thread. */
+static int bundle_check(const aims_bundle *b, const aims_dataset *test, double *acc,
+                        double *p50_us)
+{
+    enum { K = 10, LAT_ROWS = 2000 };
+    const size_t n = aims_dataset_rows(test);
+    const size_t cols = aims_dataset_cols(test);
+    const float *x = aims_dataset_features(test);
+    const int32_t *y = aims_dataset_labels(test);
+    float *scores = malloc(n * K * sizeof *scores);
+    double *lat = malloc(LAT_ROWS * sizeof *lat);
+    if (scores == NULL || lat == NULL) {
+        free(scores);
+        free(lat);
+        fprintf(stderr, "aims_demo: out of memory\n");
+        return 1;
+    }
+    aims_status rc = aims_bundle_predict_rows(b, AIMS_OUT_SCORES, x, n, cols, scores, n * K);
+    size_t correct = 0;
+    for (size_t r = 0; rc == AIMS_OK && r < n; r++) {
+        size_t best = 0;
+        for (size_t k = 1; k < K; k++) {
+            best = scores[r * K + k] > scores[r * K + best] ? k : best;
+        }
+        correct += (int32_t)best == y[r];
+    }
+    for (size_t r = 0; rc == AIMS_OK && r < LAT_ROWS; r++) {
+        const double t0 = now_s();
+        rc = aims_bundle_predict_rows(b, AIMS_OUT_SCORES, x + (r % n) * cols, 1, cols, scores,
+                                      K);
+        lat[r] = (now_s() - t0) * 1e6;
+    }
+    if (rc != AIMS_OK) {
+        fprintf(stderr, "aims_demo: bundle predict failed: %s\n", aims_errmsg());
+    } else {
+        qsort(lat, LAT_ROWS, sizeof *lat, cmp_double);
+        *acc = (double)correct / (double)n;
+        *p50_us = lat[LAT_ROWS / 2];
+    }
+    free(scores);
+    free(lat);
+    return rc == AIMS_OK ? 0 : 1;
+}
+
+/* The seed's "model optimization" service, on the host: int8 post-training
+ * quantization of the trained model (calibrated on preprocessed training
+ * rows), bundled with the pipeline, saved, reloaded, and checked against the
+ * fp32 bundle on the raw test set (accuracy, single-row latency). */
+static int optimize(const aims_bundle *fp32, const aims_dataset *calib, const char *dir,
+                    const aims_dataset *test, summary *s)
+{
+    char path[PATH_MAX];
+    aims_model *q = NULL;
+    aims_bundle *b = NULL, *back = NULL;
+    const double t0 = now_s();
+    CHECK(aims_model_quantize(aims_bundle_model(fp32), calib, &q));
+    CHECK(aims_bundle_create(aims_bundle_pipeline(fp32), q, &b));
+    aims_model_destroy(q);
+    CHECK(aims_bundle_set_meta(b, "name", "fmnist"));
+    CHECK(aims_bundle_set_meta(b, "version", "1-int8"));
+    snprintf(path, sizeof path, "%s/fmnist@1-int8.aimsb", dir);
+    CHECK(aims_bundle_save(b, path));
+    aims_bundle_destroy(b);
+    CHECK(aims_bundle_load(path, &back));
+    s->t_quant = now_s() - t0;
+    const int rc = bundle_check(fp32, test, &s->acc_fp32, &s->p50_fp32_us) ||
+                   bundle_check(back, test, &s->acc_int8, &s->p50_int8_us);
+    aims_bundle_destroy(back);
+    if (rc == 0) {
+        printf("optimized: int8 bundle (quantize + save + reload %.2f s): accuracy %.4f vs "
+               "fp32 %.4f, single-row p50 %.1f us vs %.1f us (%.1fx)\n",
+               s->t_quant, s->acc_int8, s->acc_fp32, s->p50_int8_us, s->p50_fp32_us,
+               s->p50_fp32_us / s->p50_int8_us);
+    }
+    return rc;
+}
+
 
 static int run(const opts *o, cluster *c, summary *s)
 {
@@ -726,6 +809,7 @@ static int run(const opts *o, cluster *c, summary *s)
     aims_pipeline *p = NULL;
     aims_client *cl = NULL;
     aims_bundle *trained = NULL, *served = NULL;
+    aims_dataset *calib = NULL;
     float *train_x = NULL;
 
     double t0 = now_s();
@@ -774,6 +858,10 @@ static int run(const opts *o, cluster *c, summary *s)
     if (train_remote(cl, train_x, train, o->epochs, o->threads, &trained, &s->t_train) != 0) {
         return 1;
     }
+    /* calibration rows for the int8 step (preprocessed, as the model sees them) */
+    enum { CALIB_ROWS = 1024 };
+    CHECK(aims_dataset_create_dense(CALIB_ROWS, aims_dataset_cols(train), train_x,
+                                    aims_dataset_labels(train), &calib));
     free(train_x);
     t0 = now_s();
     CHECK(aims_bundle_create(p, aims_bundle_model(trained), &served));
@@ -864,8 +952,14 @@ static int run(const opts *o, cluster *c, summary *s)
            s->one.calls / s->one.seconds, s->autonomy, s->independent, s->deployments,
            s->restart_calls, s->restart_failed);
 
+    /* 6. optimize: int8 bundle vs the served fp32 one */
+    if (optimize(served, calib, c->dir, test, s) != 0) {
+        return 1;
+    }
+
     aims_client_destroy(cl);
     aims_bundle_destroy(trained);
+    aims_dataset_destroy(calib);
     cluster_down(c);
     aims_bundle_destroy(served);
     aims_pipeline_destroy(p);
@@ -920,12 +1014,14 @@ int main(int argc, char **argv)
            "\"p99_us\":%.1f,\"p999_us\":%.1f,\"calls_per_s\":%.1f},"
            "\"seed_metrics\":{\"load_balance_degree\":%.4f,\"parallelism\":%.3f,"
            "\"autonomy_degree\":%.3f},\"restart\":{\"deployments\":%d,\"calls\":%zu,"
-           "\"failed\":%zu},\"total_s\":%.3f}\n",
+           "\"failed\":%zu},\"int8\":{\"quantize_s\":%.3f,\"accuracy\":%.4f,"
+           "\"fp32_accuracy\":%.4f,\"p50_us\":%.1f,\"fp32_p50_us\":%.1f},\"total_s\":%.3f}\n",
            rc == 0 ? "true" : "false", aims_version_string(),
            o.processes ? "processes" : "inproc", s.t_pre, s.t_train, s.t_publish, s.all.calls,
            s.all.failed, s.acc_served, s.all.p50_us, s.all.p99_us, s.all.p999_us,
            s.all.seconds > 0 ? (double)s.all.calls / s.all.seconds : 0.0,
            isnan(s.lb_degree) ? -1.0 : s.lb_degree, s.parallelism, s.autonomy, s.deployments,
-           s.restart_calls, s.restart_failed, total);
+           s.restart_calls, s.restart_failed, s.t_quant, s.acc_int8, s.acc_fp32, s.p50_int8_us,
+           s.p50_fp32_us, total);
     return rc;
 }
