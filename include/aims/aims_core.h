@@ -216,10 +216,11 @@ typedef enum aims_param {
 
     /* --- model parameters (aims_model_set_param_*) -------------------------- */
     AIMS_MODEL_DROPOUT = 400,       /**< [dropout] f64: drop probability on hidden layers while training; default 0 */
-    AIMS_MODEL_LOSS = 401,          /**< [loss] i64: 0 auto (classes: cross-entropy, targets: MSE), 1 cross-entropy, 2 MSE; default 0 */
+    AIMS_MODEL_LOSS = 401,          /**< [loss] i64: 0 auto (classes: cross-entropy, targets: MSE), 1 cross-entropy, 2 MSE, 3 one-vs-rest hinge (TEXT models only: each class score is pushed to >= +1 for its class and <= -1 for the others, as scikit-learn's SGDClassifier default; probabilities are the softmax of the scores); default 0 */
     AIMS_MODEL_EMBED_DIM = 402,     /**< [embed_dim] i64: TEXT embedding width; default 50 */
     AIMS_MODEL_THREADS = 403,       /**< [model_threads] i64: threads for predict/evaluate, 0 = cores; default 1 */
     AIMS_MODEL_PRECISION = 404,     /**< [precision] i64: GEMMs in training: 0 fp32 (OpenBLAS); 1 mixed precision: the big GEMMs (m n k >= 262144, at least 32 outputs) take bf16-rounded operands in libaims' own AVX512_BF16 kernel on train_threads threads, with fp32 sums, fp32 master weights, optimizer state and activations; results do not depend on the thread count. On a CPU without AVX512_BF16, 1 trains in fp32. Prediction is always fp32 (or int8 after quantization); default 0 */
+    AIMS_MODEL_TEXT_LINEAR = 405,   /**< [text_linear] i64: TEXT only. 0: fastText style, the mean of the tokens' embed_dim-wide embeddings feeds a dense layer. 1: a linear model over the bag of tokens, no embedding: each token id has one weight per class and the scores are the SUM over the document's tokens of token weight x weight row, plus a bias (embed_dim is ignored and reads back as the class count once the structure is final; weights start at 0; at most 4096 classes). A sum, not a mean, so give it length-normalised token weights: a TFIDF step (l2 norm) makes it scikit-learn's hashing + TF-IDF + linear classifier; default 0 */
 
     /* --- trainer parameters (aims_trainer_set_param_*) ---------------------- */
     AIMS_TRAIN_OPTIMIZER = 500,     /**< [optimizer] i64: 0 SGD (momentum), 1 Adam, 2 AdamW; default 0 */

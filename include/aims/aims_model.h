@@ -16,25 +16,37 @@
  *             fastText: one document per step, plain SGD (momentum, Adam,
  *             batch and schedule do not apply), learning rate decaying
  *             linearly to 0 over the run; embeddings of tokens that never occur
- *             in the training data stay 0.
+ *             in the training data stay 0. With AIMS_MODEL_TEXT_LINEAR = 1 there
+ *             is no embedding: each token id has one weight per class and the
+ *             scores are the token-weighted SUM of those rows plus a bias (give
+ *             it l2-normalised TF-IDF weights: scikit-learn's hashing + TF-IDF +
+ *             linear classifier). AIMS_MODEL_LOSS = 3 trains TEXT models with the
+ *             one-vs-rest hinge loss (SGDClassifier's default); probabilities
+ *             are then the softmax of the scores.
  *
  * Weights are float32. Dense layers keep W as out x in, row-major.
  *
  * Threads. Configuration (add, set_param) and training need exclusive access to
  * the model. Predict and evaluate are const: any number of threads may predict
- * on one model at once. Dense math runs in OpenBLAS, whose thread count is
+ * on one model at once. Training: on a CPU with AVX-512 the big GEMMs run in
+ * libaims' own kernels (fp32, or bf16 operands with fp32 sums when
+ * AIMS_MODEL_PRECISION = 1) on AIMS_TRAIN_THREADS threads of the trainer's own pool
+ * (default: all cores), and the rest of a step (batch gather, optimizer
+ * update) is spread over the same threads; AIMS_TRAIN_GEMM = 1 sends them to
+ * OpenBLAS instead. Other dense math runs in OpenBLAS, whose thread count is
  * process-wide: the OpenBLAS 0.3.21 this library targets has no per-call or
  * per-thread setting (no openblas_set_num_threads_local), so libaims never
- * calls openblas_set_num_threads and GEMMs use OpenBLAS's own count
+ * calls openblas_set_num_threads and those GEMMs use OpenBLAS's own count
  * (environment OPENBLAS_NUM_THREADS; default: all cores). To keep several
  * services on one machine from oversubscribing the cores, set
- * OPENBLAS_NUM_THREADS (1 for many concurrent predictors). AIMS_MODEL_THREADS
- * and AIMS_TRAIN_THREADS are recorded (the latter is part of a checkpoint's
- * identity) but do not change OpenBLAS's count.
+ * OPENBLAS_NUM_THREADS (1 for many concurrent predictors) and train_threads.
+ * The single-row predict path never uses BLAS threads. AIMS_MODEL_THREADS is
+ * recorded; AIMS_TRAIN_THREADS is part of a checkpoint's identity.
  *
- * Determinism. Same seed, data, parameters and OpenBLAS thread count -> same
- * weights, bit for bit; a run resumed from a checkpoint ends identical to an
- * uninterrupted one (same OpenBLAS thread count).
+ * Determinism. Same seed, data and parameters -> same weights, bit for bit,
+ * whatever train_threads is when the own kernels run (their sums never depend
+ * on the split); on the OpenBLAS path also the same OpenBLAS thread count. A
+ * run resumed from a checkpoint ends identical to an uninterrupted one.
  */
 #ifndef AIMS_MODEL_H
 #define AIMS_MODEL_H

@@ -55,10 +55,11 @@ static const param_row k_params[] = {
     {AIMS_PIPELINE_THREADS, "threads", I64, 0, 256, 1},
 
     {AIMS_MODEL_DROPOUT, "dropout", F64, 0, 0.99, 0},
-    {AIMS_MODEL_LOSS, "loss", I64, 0, 2, 0},
+    {AIMS_MODEL_LOSS, "loss", I64, 0, 3, 0},
     {AIMS_MODEL_EMBED_DIM, "embed_dim", I64, 1, 4096, 50},
     {AIMS_MODEL_THREADS, "model_threads", I64, 0, 256, 1},
     {AIMS_MODEL_PRECISION, "precision", I64, 0, 1, 0},
+    {AIMS_MODEL_TEXT_LINEAR, "text_linear", I64, 0, 1, 0},
 
     {AIMS_TRAIN_OPTIMIZER, "optimizer", I64, 0, 2, 0},
     {AIMS_TRAIN_LR, "lr", F64, 0, 1e6, 0.1},

@@ -30,7 +30,12 @@
 #define TAG_MHDR AIMSI_TAG('M', 'H', 'D', 'R')
 #define TAG_MPRM AIMSI_TAG('M', 'P', 'R', 'M')
 #define TAG_QDNS AIMSI_TAG('Q', 'D', 'N', 'S')
+/* Header version 2 = version 1 + a u32 text_linear after `precision`. Models
+ * with text_linear 0 are still written as version 1, so their files stay
+ * byte-identical to (and readable by) earlier builds. */
 #define HDR_VERSION 1u
+#define HDR_VERSION_TEXT_LINEAR 2u
+#define TEXT_MAX_WIDTH 4096 /* widest TEXT hidden vector: predict keeps it on the stack */
 
 /* ---- activations ------------------------------------------------------------------- */
 
@@ -98,6 +103,7 @@ aims_status aims_model_create(aims_model_kind kind, size_t input_dim, size_t out
     m->loss_param = (int)aimsi_param_default(AIMS_MODEL_LOSS);
     m->threads = (int)aimsi_param_default(AIMS_MODEL_THREADS);
     m->precision = (int)aimsi_param_default(AIMS_MODEL_PRECISION);
+    m->text_linear = (int)aimsi_param_default(AIMS_MODEL_TEXT_LINEAR);
     *out = m;
     return AIMS_OK;
 }
@@ -157,11 +163,15 @@ aims_status aims_model_add_dense(aims_model *m, size_t units, aims_activation ac
     return AIMS_OK;
 }
 
-/* Loss the model trains with: 1 cross-entropy, 2 MSE. */
+/* Loss the model trains with: 1 cross-entropy, 2 MSE, 3 hinge (TEXT only, which
+ * aims_model_set_param enforces). */
 static int resolve_loss(const aims_model *m)
 {
     if (m->kind == AIMS_MODEL_LINEAR) {
         return 2;
+    }
+    if (m->kind == AIMS_MODEL_TEXT) {
+        return m->loss_param == 3 ? 3 : 1;
     }
     if (m->kind == AIMS_MODEL_MLP && m->loss_param != 0) {
         return m->loss_param;
@@ -180,14 +190,24 @@ aims_status aimsi_model_finalize(aims_model *m)
     size_t n_hidden = m->kind == AIMS_MODEL_MLP ? m->n_layers : 0;
     size_t total = 0;
     size_t in = m->input_dim;
+    size_t width = m->embed_dim;
     if (m->kind == AIMS_MODEL_TEXT) {
+        if (m->text_linear) {
+            /* one weight per token and class: the "embedding" is the score row */
+            if (m->output_dim > TEXT_MAX_WIDTH) {
+                return aimsi_err(&m->obj, AIMS_E_RANGE,
+                                 "model: text_linear takes at most %d classes, got %zu",
+                                 TEXT_MAX_WIDTH, m->output_dim);
+            }
+            width = m->output_dim;
+        }
         size_t emb = 0;
-        if (aimsi_mul_ok(m->input_dim, m->embed_dim, &emb) != 0 || emb > MAX_PARAMS) {
+        if (aimsi_mul_ok(m->input_dim, width, &emb) != 0 || emb > MAX_PARAMS) {
             return aimsi_err(&m->obj, AIMS_E_RANGE, "model: embedding table %zu x %zu too large",
-                             m->input_dim, m->embed_dim);
+                             m->input_dim, width);
         }
         total = emb;
-        in = m->embed_dim;
+        in = width;
     }
     /* shapes first, into a copy, so a failure leaves the model unchanged */
     aimsi_dense shapes[AIMSI_MAX_LAYERS];
@@ -220,6 +240,9 @@ aims_status aimsi_model_finalize(aims_model *m)
     memcpy(m->layers, shapes, sizeof shapes);
     m->n_layers = n_hidden + 1;
     m->emb_off = 0;
+    if (m->kind == AIMS_MODEL_TEXT) {
+        m->embed_dim = width;
+    }
     m->params = p;
     m->n_params = total;
     m->loss = resolve_loss(m);
@@ -228,7 +251,8 @@ aims_status aimsi_model_finalize(aims_model *m)
 
 static int is_structural(aims_param param)
 {
-    return param == AIMS_MODEL_LOSS || param == AIMS_MODEL_EMBED_DIM;
+    return param == AIMS_MODEL_LOSS || param == AIMS_MODEL_EMBED_DIM ||
+           param == AIMS_MODEL_TEXT_LINEAR;
 }
 
 aims_status aims_model_set_param_i64(aims_model *m, aims_param param, int64_t value)
@@ -243,9 +267,18 @@ aims_status aims_model_set_param_i64(aims_model *m, aims_param param, int64_t va
                          "structure is final",
                          (int)param);
     }
+    if ((param == AIMS_MODEL_TEXT_LINEAR || (param == AIMS_MODEL_LOSS && value == 3)) &&
+        m->kind != AIMS_MODEL_TEXT) {
+        return aimsi_err(&m->obj, AIMS_E_INVAL,
+                         "aims_model_set_param: parameter %d = %lld is for TEXT models only",
+                         (int)param, (long long)value);
+    }
     switch (param) {
     case AIMS_MODEL_LOSS:
         m->loss_param = (int)value;
+        break;
+    case AIMS_MODEL_TEXT_LINEAR:
+        m->text_linear = (int)value;
         break;
     case AIMS_MODEL_EMBED_DIM:
         m->embed_dim = (size_t)value;
@@ -291,6 +324,9 @@ aims_status aims_model_get_param_i64(const aims_model *m, aims_param param, int6
         break;
     case AIMS_MODEL_THREADS:
         *out_value = m->threads;
+        break;
+    case AIMS_MODEL_TEXT_LINEAR:
+        *out_value = m->text_linear;
         break;
     default:
         *out_value = m->precision;
@@ -444,7 +480,8 @@ static void softmax_row(float *v, size_t n)
 
 int aimsi_model_is_classifier(const aims_model *m)
 {
-    return m->kind != AIMS_MODEL_LINEAR && resolve_loss(m) == 1;
+    const int loss = resolve_loss(m);
+    return m->kind != AIMS_MODEL_LINEAR && (loss == 1 || loss == 3);
 }
 
 size_t aimsi_model_classes(const aims_model *m)
@@ -634,6 +671,25 @@ aims_status aims_model_predict_class(const aims_model *m, const float *x, size_t
 
 /* ---- TEXT -------------------------------------------------------------------------------- */
 
+/* Token rows are scattered over a table far larger than the caches, so the
+ * embedding bag is bound by memory latency, not arithmetic: ask for the rows
+ * of tokens TEXT_PREFETCH ahead while summing the current one (measured: the
+ * bag dominated a text_linear training profile before this). */
+#define TEXT_PREFETCH 8
+
+static void prefetch_row(const float *v, size_t floats)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    const char *p = (const char *)v;
+    for (size_t off = 0; off < floats * sizeof *v; off += 64) {
+        __builtin_prefetch(p + off);
+    }
+#else
+    (void)v;
+    (void)floats;
+#endif
+}
+
 void aimsi_text_hidden(const aims_model *m, const aims_dataset *ds, size_t row, float *h)
 {
     const size_t e = m->embed_dim;
@@ -644,17 +700,28 @@ void aimsi_text_hidden(const aims_model *m, const aims_dataset *ds, size_t row, 
         return;
     }
     const float *emb = m->params + m->emb_off;
+    for (uint64_t k = b; k < end && k < b + TEXT_PREFETCH; k++) {
+        prefetch_row(emb + (size_t)ds->tok_ids[k] * e, e);
+    }
     for (uint64_t k = b; k < end; k++) {
+        if (k + TEXT_PREFETCH < end) {
+            prefetch_row(emb + (size_t)ds->tok_ids[k + TEXT_PREFETCH] * e, e);
+        }
         const float w = ds->tok_w != NULL ? ds->tok_w[k] : 1.0f;
         const float *v = emb + (size_t)ds->tok_ids[k] * e;
         for (size_t j = 0; j < e; j++) {
             h[j] += w * v[j];
         }
     }
-    const float inv = 1.0f / (float)(end - b);
+    const float inv = aimsi_text_pool_scale(m, end - b);
     for (size_t j = 0; j < e; j++) {
         h[j] *= inv;
     }
+}
+
+float aimsi_text_pool_scale(const aims_model *m, uint64_t n_tokens)
+{
+    return m->text_linear || n_tokens == 0 ? 1.0f : 1.0f / (float)n_tokens;
 }
 
 void aimsi_text_logits(const aims_model *m, const float *h, float *z)
@@ -662,6 +729,12 @@ void aimsi_text_logits(const aims_model *m, const float *h, float *z)
     const aimsi_dense *L = &m->layers[0];
     const float *w = m->params + L->w_off;
     const float *b = m->params + L->b_off;
+    if (m->text_linear) {
+        for (size_t o = 0; o < L->out; o++) {
+            z[o] = h[o] + b[o];
+        }
+        return;
+    }
     for (size_t o = 0; o < L->out; o++) {
         const float *wr = w + o * L->in;
         float s = 0.0f;
@@ -701,7 +774,7 @@ static aims_status predict_text(const aims_model *m, aims_output what, const aim
         return aimsi_err(NULL, AIMS_E_RANGE, "predict: out_cap %zu < %zu rows x %zu", out_cap,
                          ds->rows, k);
     }
-    float h[4096]; /* embed_dim <= 4096 (parameter bound) */
+    float h[TEXT_MAX_WIDTH]; /* embed_dim <= 4096 (parameter bound; text_linear: checked) */
     for (size_t r = 0; r < ds->rows; r++) {
         aimsi_text_hidden(m, ds, r, h);
         aimsi_text_logits(m, h, out + r * k);
@@ -797,7 +870,7 @@ static aims_status put_u64(aimsi_buf *b, uint64_t v)
 
 static aims_status write_header(const aims_model *m, aimsi_buf *b)
 {
-    AIMSI_TRY(aimsi_buf_put_u32le(b, HDR_VERSION));
+    AIMSI_TRY(aimsi_buf_put_u32le(b, m->text_linear ? HDR_VERSION_TEXT_LINEAR : HDR_VERSION));
     AIMSI_TRY(aimsi_buf_put_u32le(b, (uint32_t)m->kind));
     AIMSI_TRY(put_u64(b, m->input_dim));
     AIMSI_TRY(put_u64(b, m->output_dim));
@@ -807,6 +880,9 @@ static aims_status write_header(const aims_model *m, aimsi_buf *b)
     AIMSI_TRY(aimsi_buf_put_u32le(b, (uint32_t)m->loss));
     AIMSI_TRY(aimsi_buf_put_u32le(b, (uint32_t)m->threads));
     AIMSI_TRY(aimsi_buf_put_u32le(b, (uint32_t)m->precision));
+    if (m->text_linear) {
+        AIMSI_TRY(aimsi_buf_put_u32le(b, (uint32_t)m->text_linear));
+    }
     AIMSI_TRY(aimsi_buf_put_u32le(b, (uint32_t)(m->trained ? 1 : 0)));
     AIMSI_TRY(aimsi_buf_put_u32le(b, (uint32_t)(m->quantized ? 1 : 0)));
     AIMSI_TRY(put_u64(b, m->n_params));
@@ -875,7 +951,7 @@ aims_status aimsi_model_write(const aims_model *m, aimsi_cwriter *w)
     } while (0)
 
 typedef struct hdr_info {
-    uint32_t kind, loss, resolved, threads, precision, trained, quantized, n_layers;
+    uint32_t kind, loss, resolved, threads, precision, text_linear, trained, quantized, n_layers;
     uint64_t in, out, embed, n_params;
     double dropout;
     uint64_t lin[AIMSI_MAX_LAYERS], lout[AIMSI_MAX_LAYERS];
@@ -886,9 +962,9 @@ static aims_status read_header(aimsi_rd *rd, hdr_info *h)
 {
     uint32_t version = 0;
     RD(aimsi_rd_u32le(rd, &version));
-    if (version != HDR_VERSION) {
-        return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "model header: version %u (expected %u)",
-                         version, HDR_VERSION);
+    if (version != HDR_VERSION && version != HDR_VERSION_TEXT_LINEAR) {
+        return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "model header: version %u (expected %u or %u)",
+                         version, HDR_VERSION, HDR_VERSION_TEXT_LINEAR);
     }
     RD(aimsi_rd_u32le(rd, &h->kind));
     RD(aimsi_rd_u64le(rd, &h->in));
@@ -899,6 +975,10 @@ static aims_status read_header(aimsi_rd *rd, hdr_info *h)
     RD(aimsi_rd_u32le(rd, &h->resolved));
     RD(aimsi_rd_u32le(rd, &h->threads));
     RD(aimsi_rd_u32le(rd, &h->precision));
+    h->text_linear = 0;
+    if (version == HDR_VERSION_TEXT_LINEAR) {
+        RD(aimsi_rd_u32le(rd, &h->text_linear));
+    }
     RD(aimsi_rd_u32le(rd, &h->trained));
     RD(aimsi_rd_u32le(rd, &h->quantized));
     RD(aimsi_rd_u64le(rd, &h->n_params));
@@ -923,9 +1003,13 @@ static aims_status build_from_header(const hdr_info *h, aims_model **out)
                          h->n_layers);
     }
     if (h->in > MAX_DIM || h->out > MAX_DIM || h->embed == 0 || h->embed > 4096 ||
-        h->loss > 2 || h->resolved < 1 || h->resolved > 2 || h->threads > 256 || h->precision > 1 || h->trained > 1 ||
-        h->quantized > 1 || !(h->dropout >= 0.0 && h->dropout <= 0.99)) {
+        h->loss > 3 || h->resolved < 1 || h->resolved > 3 || h->threads > 256 || h->precision > 1 || h->trained > 1 ||
+        h->quantized > 1 || !(h->dropout >= 0.0 && h->dropout <= 0.99) || h->text_linear > 1) {
         return aimsi_err(NULL, AIMS_E_CORRUPT, "model header: a field is out of range");
+    }
+    if (h->kind != AIMS_MODEL_TEXT && (h->text_linear != 0 || h->loss == 3 || h->resolved == 3)) {
+        return aimsi_err(NULL, AIMS_E_CORRUPT,
+                         "model header: text_linear / hinge loss on a kind %u model", h->kind);
     }
     aims_model *m = NULL;
     aims_status rc = aims_model_create((aims_model_kind)h->kind, h->in, h->out, &m);
@@ -939,6 +1023,7 @@ static aims_status build_from_header(const hdr_info *h, aims_model **out)
     m->loss = (int)h->resolved;
     m->threads = (int)h->threads;
     m->precision = (int)h->precision;
+    m->text_linear = (int)h->text_linear;
     m->dropout = h->dropout;
     for (uint32_t i = 0; i + 1 < h->n_layers && rc == AIMS_OK; i++) {
         rc = aims_model_add_dense(m, (size_t)h->lout[i], (aims_activation)h->lact[i]);
@@ -957,6 +1042,10 @@ static aims_status build_from_header(const hdr_info *h, aims_model **out)
         if (L->in != h->lin[i] || L->out != h->lout[i] || (uint32_t)L->act != h->lact[i]) {
             rc = aimsi_err(NULL, AIMS_E_CORRUPT, "model header: layer %u shape mismatch", i);
         }
+    }
+    if (rc == AIMS_OK && m->embed_dim != h->embed) {
+        rc = aimsi_err(NULL, AIMS_E_CORRUPT, "model header: embed_dim %llu does not fit the model",
+                       (unsigned long long)h->embed);
     }
     if (rc == AIMS_OK && m->loss != (int)h->resolved) {
         rc = aimsi_err(NULL, AIMS_E_CORRUPT, "model header: loss %u does not fit the model",

@@ -624,6 +624,9 @@ static void init_text(aims_trainer *t, uint64_t seed)
     memset(emb, 0, m->input_dim * e * sizeof *emb);
     memset(m->params + m->layers[0].w_off, 0,
            (m->layers[0].in + 1) * m->layers[0].out * sizeof(float));
+    if (m->text_linear) {
+        return; /* a linear model starts at 0: no symmetry to break */
+    }
     for (size_t r = 0; r < t->n_tr; r++) {
         const size_t row = t->tr_idx[r];
         for (uint64_t i = ds->tok_off[row]; i < ds->tok_off[row + 1]; i++) {
@@ -1237,9 +1240,43 @@ static aims_status after_step(aims_trainer *t, int *out_done)
     return rc;
 }
 
-/* One document of a TEXT model: forward, fused softmax cross-entropy, and
- * sparse SGD -- only the embedding rows of this document's tokens move. The
- * gradient wrt the hidden mean is taken from W before W is updated (same pass). */
+/* Loss gradient wrt the scores z (in place) for label y, returning the loss.
+ * Cross-entropy: g = softmax(z) - onehot(y). Hinge (one-vs-rest, scikit-learn's
+ * SGDClassifier default): with s = +1 for y and -1 for the other classes, each
+ * class whose margin s z < 1 gets g = -s, the others 0. */
+static double text_loss_grad(int kind, float *z, size_t k, size_t y)
+{
+    if (kind == 3) {
+        double sum = 0.0;
+        for (size_t o = 0; o < k; o++) {
+            const float s = o == y ? 1.0f : -1.0f;
+            const float margin = s * z[o];
+            sum += margin < 1.0f ? (double)(1.0f - margin) : 0.0;
+            z[o] = margin < 1.0f ? -s : 0.0f;
+        }
+        return sum;
+    }
+    float mx = z[0];
+    for (size_t o = 1; o < k; o++) {
+        mx = z[o] > mx ? z[o] : mx;
+    }
+    float sum = 0.0f;
+    for (size_t o = 0; o < k; o++) {
+        z[o] = expf(z[o] - mx);
+        sum += z[o];
+    }
+    const double ce = log((double)sum) - log((double)z[y]);
+    const float inv = 1.0f / sum;
+    for (size_t o = 0; o < k; o++) {
+        z[o] = z[o] * inv - (o == y ? 1.0f : 0.0f);
+    }
+    return ce;
+}
+
+/* One document of a TEXT model: forward, fused loss gradient, and sparse SGD --
+ * only the embedding rows of this document's tokens move. The gradient wrt the
+ * pooled vector is taken from W before W is updated (same pass); text_linear
+ * has no W, the pooled vector is the scores, so that gradient is g itself. */
 static double text_step(aims_trainer *t, size_t row, float lr)
 {
     aims_model *m = t->m;
@@ -1251,35 +1288,28 @@ static double text_step(aims_trainer *t, size_t row, float lr)
     float *z = t->tz;
     aimsi_text_hidden(m, ds, row, h);
     aimsi_text_logits(m, h, z);
-    float mx = z[0];
-    for (size_t o = 1; o < k; o++) {
-        mx = z[o] > mx ? z[o] : mx;
-    }
-    float sum = 0.0f;
-    for (size_t o = 0; o < k; o++) {
-        z[o] = expf(z[o] - mx);
-        sum += z[o];
-    }
-    const int32_t y = ds->labels[row];
-    const double loss = log((double)sum) - log((double)z[y]);
-    const float inv = 1.0f / sum;
+    const double loss = text_loss_grad(m->loss, z, k, (size_t)ds->labels[row]);
     float *w = m->params + m->layers[0].w_off;
     float *b = m->params + m->layers[0].b_off;
     memset(dh, 0, e * sizeof *dh);
     for (size_t o = 0; o < k; o++) {
-        const float g = z[o] * inv - (o == (size_t)y ? 1.0f : 0.0f);
-        float *wr = w + o * e;
+        const float g = z[o];
         const float step = lr * g;
+        b[o] -= step;
+        if (m->text_linear) {
+            dh[o] = g;
+            continue;
+        }
+        float *wr = w + o * e;
         for (size_t j = 0; j < e; j++) {
             dh[j] += g * wr[j];
             wr[j] -= step * h[j];
         }
-        b[o] -= step;
     }
     const uint64_t t0 = ds->tok_off[row];
     const uint64_t t1 = ds->tok_off[row + 1];
     if (t1 > t0) {
-        const float scale = lr / (float)(t1 - t0);
+        const float scale = lr * aimsi_text_pool_scale(m, t1 - t0);
         float *emb = m->params + m->emb_off;
         for (uint64_t i = t0; i < t1; i++) {
             const float s = scale * (ds->tok_w != NULL ? ds->tok_w[i] : 1.0f);
@@ -1431,6 +1461,10 @@ static uint64_t run_fingerprint(const aims_trainer *t)
     v[n++] = t->val != NULL ? t->val->rows : 0;
     if (h->gemm != 0) { /* appended only when set: older checkpoints keep their fingerprint */
         v[n++] = (uint64_t)h->gemm;
+    }
+    if (t->m->kind == AIMS_MODEL_TEXT && (t->m->text_linear != 0 || t->m->loss == 3)) {
+        /* same rule: a linear table can have the embedding model's size */
+        v[n++] = 0x7E470000ull + (uint64_t)t->m->text_linear * 16u + (uint64_t)t->m->loss;
     }
     uint64_t f = 0xcbf29ce484222325ull;
     const uint8_t *p = (const uint8_t *)v;
