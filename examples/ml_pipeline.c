@@ -11,8 +11,8 @@
  *   5. train an MLP (784-256-10) on the images with a progress bar, evaluate it,
  *      quantize it to int8, bundle pipeline + model, save, reload the bundle and
  *      predict raw test images through it;
- *   6. train the fastText-style topic classifier on the fortunes split and
- *      predict raw documents through its bundle;
+ *   6. train the topic classifier (TF-IDF + linear hinge TEXT model) on the
+ *      fortunes split and predict raw documents through its bundle;
  *   7. print what happened and end with ONE line of JSON (the summary).
  *
  * aims_demo.c runs the same steps as services. Usage:
@@ -356,8 +356,9 @@ static int run_images(const demo_opts *o, const char *out_dir, demo_summary *s)
     return ok && trained == 0 ? 0 : 1;
 }
 
-/* The fastText-style topic classifier: hashed words and bigrams -> mean
- * embedding -> softmax, served from a bundle that takes raw text. */
+/* The topic classifier: hashed words and bigrams, TF-IDF weighted (sublinear
+ * tf, l2 norm) -> a linear model per topic trained with the hinge loss (the
+ * TEXT model without embedding), served from a bundle that takes raw text. */
 static int train_topics(const aims_dataset *train, const aims_dataset *test,
                         const char *out_dir, demo_summary *s)
 {
@@ -378,19 +379,22 @@ static int train_topics(const aims_dataset *train, const aims_dataset *test,
     CHECK(aims_pipeline_add(p, AIMS_STEP_NGRAMS, &step));
     CHECK(aims_pipeline_set_step_i64(p, step, AIMS_STEP_NGRAM_MAX, 2));
     CHECK(aims_pipeline_add(p, AIMS_STEP_HASH, &step));
-    CHECK(aims_pipeline_set_step_i64(p, step, AIMS_STEP_BUCKETS, 1 << 21));
+    CHECK(aims_pipeline_set_step_i64(p, step, AIMS_STEP_BUCKETS, 1 << 18));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_TFIDF, &step));
+    CHECK(aims_pipeline_set_step_i64(p, step, AIMS_STEP_SUBLINEAR_TF, 1));
     const double t0 = now_s();
     CHECK(aims_pipeline_fit_transform(p, train, &train_t));
     CHECK(aims_model_create(AIMS_MODEL_TEXT, aims_dataset_token_dim(train_t),
                             aims_dataset_num_classes(train), &m));
-    CHECK(aims_model_set_param_i64(m, AIMS_MODEL_EMBED_DIM, 50));
+    CHECK(aims_model_set_param_i64(m, AIMS_MODEL_TEXT_LINEAR, 1)); /* no embedding */
+    CHECK(aims_model_set_param_i64(m, AIMS_MODEL_LOSS, 3));        /* one-vs-rest hinge */
     CHECK(aims_trainer_create(m, &t));
-    CHECK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, 0.5));
-    CHECK(aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, 16));
+    CHECK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, 0.2));
     CHECK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, (int64_t)epochs));
     CHECK(aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 42));
     CHECK(aims_trainer_set_progress(t, on_progress, (void *)&epochs));
-    printf("training the topic classifier (hashed 1-2 grams, 50-d embeddings, %.0f epochs):\n",
+    printf("training the topic classifier (hashed 1-2 grams, TF-IDF, linear hinge, %.0f "
+           "epochs):\n",
            epochs);
     CHECK(aims_trainer_fit(t, train_t, NULL));
     s->t_train_text = now_s() - t0;
@@ -442,7 +446,7 @@ static int train_topics(const aims_dataset *train, const aims_dataset *test,
     aims_dataset_destroy(test_t);
     aims_dataset_destroy(train_t);
     aims_pipeline_destroy(p);
-    if (s->acc_text < 0.35) { /* seeded run: 0.43; majority class 0.08 */
+    if (s->acc_text < 0.40) { /* seeded run: ~0.49; majority class 0.08 */
         fprintf(stderr, "ml_pipeline: topic accuracy %.4f is below the 0.35 floor\n", s->acc_text);
         return 1;
     }

@@ -373,6 +373,31 @@ class ModelCase(LeakCheckCase):
         for obj in (b, m, tok, p, raw):
             obj.close()
 
+    def test_text_linear_hinge(self):
+        docs = ["the cat sat on the mat", "a dog barked at the cat", "stocks fell today",
+                "markets rallied on earnings", "the kitten and the puppy", "bond yields rose"]
+        labels = [0, 0, 1, 1, 0, 1]
+        raw = aims.Dataset.from_texts(docs * 10, labels * 10)
+        p = aims.Pipeline(["normalize", "tokenize", ("hash", {"buckets": 1024}),
+                           ("tfidf", {"sublinear_tf": 1})])
+        tok = p.fit_transform(raw)
+        m = aims.Model("text", tok.token_dim, 2, text_linear=1, loss=3)
+        self.assertEqual(m.get_param("text_linear"), 1)
+        m.fit(tok, epochs=10, lr=0.2)
+        self.assertGreaterEqual(m.evaluate(tok).accuracy, 0.9)
+        path = os.path.join(self.tmp, "topics.aimsb")
+        saved = aims.Bundle(p, m, name="topics")
+        saved.save(path)
+        saved.close()
+        b = aims.Bundle.load(path)
+        out = rows_of(b.predict_texts(["the cat and the dog", "markets fell"]), 2)
+        self.assertEqual([argmax(r) for r in out], [0, 1])
+        dense = aims.Model("softmax", 4, 3)
+        with self.assertRaises(aims.AimsError):  # TEXT only
+            dense.set_param("text_linear", 1)
+        for obj in (b, m, tok, p, raw, dense):
+            obj.close()
+
 
 if __name__ == "__main__":
     unittest.main()
