@@ -25,7 +25,8 @@
  *     16 x 16 blocks are transposed in registers.
  *   - The kernel computes an 8 x 32 block of C in 16 zmm accumulators, one
  *     FMA / vdpbf16ps per accumulator per slot; C = acc + beta C, with masked
- *     stores at the right edge.
+ *     stores at the right edge. A panel with at most 16 real columns (narrow
+ *     outputs such as 10 classes) runs only its first half.
  *   - Work items are B panels: each item packs its panel (into its own slice
  *     of the workspace) and sweeps every row block, so threads never share a
  *     write and need no barrier.
@@ -219,9 +220,9 @@ F32_TARGET static inline void store_block(__m512 acc[MR][2], size_t rows, size_t
  * slots. A slot of A is broadcast (BCAST), a panel row is two vectors
  * (LOADB), MAC accumulates. Full blocks unroll the 8 rows; edge blocks loop. */
 #define MICRO_KERNEL(NAME, TARGET, ATYPE, BTYPE, BCAST, LOADB, MAC)                            \
-    TARGET static inline void NAME##_rows(__m512 acc[MR][2], size_t rows, size_t ks,            \
-                                          const ATYPE *a, size_t si, size_t sk,                 \
-                                          const uint32_t *bp)                                   \
+    TARGET static inline __attribute__((always_inline)) void NAME##_rows(                      \
+        __m512 acc[MR][2], size_t rows, size_t halves, size_t ks, const ATYPE *a, size_t si,    \
+        size_t sk, const uint32_t *bp)                                                          \
     {                                                                                           \
         for (size_t s = 0; s < ks; s++) {                                                       \
             const BTYPE b0 = LOADB(bp + s * NR);                                                \
@@ -230,7 +231,9 @@ F32_TARGET static inline void store_block(__m512 acc[MR][2], size_t rows, size_t
             for (size_t r = 0; r < rows; r++) {                                                 \
                 const BTYPE x = BCAST(as + r * si);                                             \
                 acc[r][0] = MAC(acc[r][0], x, b0);                                              \
-                acc[r][1] = MAC(acc[r][1], x, b1);                                              \
+                if (halves == 2) {                                                              \
+                    acc[r][1] = MAC(acc[r][1], x, b1);                                          \
+                }                                                                               \
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
@@ -242,10 +245,14 @@ F32_TARGET static inline void store_block(__m512 acc[MR][2], size_t rows, size_t
             acc[r][0] = _mm512_setzero_ps();                                                    \
             acc[r][1] = _mm512_setzero_ps();                                                    \
         }                                                                                       \
-        if (rows == MR) { /* a constant row count: the compiler unrolls it into registers */  \
-            NAME##_rows(acc, MR, ks, a, si, sk, bp);                                            \
+        /* constant row and half counts: the compiler unrolls them into registers;      \
+         * a panel of at most 16 real columns skips the padded half (narrow outputs) */  \
+        if (rows == MR && cols > 16) {                                                          \
+            NAME##_rows(acc, MR, 2, ks, a, si, sk, bp);                                         \
+        } else if (rows == MR) {                                                                \
+            NAME##_rows(acc, MR, 1, ks, a, si, sk, bp);                                         \
         } else {                                                                                \
-            NAME##_rows(acc, rows, ks, a, si, sk, bp);                                          \
+            NAME##_rows(acc, rows, cols > 16 ? 2 : 1, ks, a, si, sk, bp);                       \
         }                                                                                       \
         store_block(acc, rows, cols, beta, c, ldc);                                             \
     }
