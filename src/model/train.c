@@ -492,8 +492,11 @@ static void gemm(const aims_trainer *t, int trans_a, int trans_b, size_t m, size
                  size_t ldc)
 {
     if (use_own(t, m, n, k)) {
-        aimsi_gemm_own(t->pool, t->gws, t->gprec, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta,
-                       c, ldc);
+        /* below ~2M multiply-adds the hand-off to the pool costs more than the
+         * second core gains (softmax regression: 1 thread beat 2) */
+        aimsi_pool *pool = m * n * k >= ((size_t)2 << 20) ? t->pool : NULL;
+        aimsi_gemm_own(pool, t->gws, t->gprec, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c,
+                       ldc);
         return;
     }
     aimsi_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
