@@ -238,12 +238,13 @@ class ModelCase(LeakCheckCase):
         ref.close()
 
     def test_precision_and_gemm_backends(self):
-        # 64-96-3: the first layer's GEMMs are big enough for the own kernels
-        x, y = blobs(n_per_class=100, dim=64, seed=5, spread=1.0)
+        # 256-128-3, batch 64: the first layer's GEMMs are big enough for the own
+        # kernels on the trainer's threads
+        x, y = blobs(n_per_class=100, dim=256, seed=5, spread=1.0)
         ds = aims.Dataset.from_dense(x, y)
         preds = {}
         for precision, threads, gemm in ((1, 1, 0), (1, 2, 0), (0, 2, 0), (0, 2, 1)):
-            m = aims.Model("mlp", 64, 3, hidden=[96], precision=precision)
+            m = aims.Model("mlp", 256, 3, hidden=[128], precision=precision)
             self.assertEqual(m.get_param("precision"), precision)
             m.fit(ds, epochs=3, batch=64, lr=0.05, seed=2, train_threads=threads, gemm=gemm)
             self.assertGreater(m.evaluate(ds).accuracy, 0.9)

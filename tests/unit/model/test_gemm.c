@@ -180,10 +180,10 @@ static void test_gemm_bf16_exact_small_ints(void **state)
 
 #define OK(e) assert_int_equal((e), AIMS_OK)
 
-/* rows x 64 features, 4 classes from a fixed linear rule. */
+/* rows x 256 features, 4 classes from a fixed linear rule. */
 static aims_dataset *rule_data(size_t rows, uint64_t seed)
 {
-    enum { COLS = 64 };
+    enum { COLS = 256 };
     float *x = aimsi_malloc(rows * COLS * sizeof *x);
     int32_t *y = aimsi_malloc(rows * sizeof *y);
     assert_non_null(x);
@@ -208,15 +208,16 @@ static aims_dataset *rule_data(size_t rows, uint64_t seed)
     return ds;
 }
 
-/* MLP 64-96-4 whose first layer's GEMMs are big enough for the bf16 path. */
+/* MLP 256-128-4: the first layer's GEMMs (64 x 128 x 256) are big enough for
+ * the own kernels on the pool (>= 2M multiply-adds). */
 static aims_status make_pair(int64_t precision, int64_t threads, int64_t gemm, aims_model **om,
                              aims_trainer **ot)
 {
     aims_model *m = NULL;
     aims_trainer *t = NULL;
-    aims_status rc = aims_model_create(AIMS_MODEL_MLP, 64, 4, &m);
+    aims_status rc = aims_model_create(AIMS_MODEL_MLP, 256, 4, &m);
     if (rc == AIMS_OK) {
-        rc = aims_model_add_dense(m, 96, AIMS_ACT_RELU);
+        rc = aims_model_add_dense(m, 128, AIMS_ACT_RELU);
     }
     if (rc == AIMS_OK) {
         rc = aims_model_set_param_i64(m, AIMS_MODEL_PRECISION, precision);
