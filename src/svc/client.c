@@ -691,8 +691,22 @@ static aims_status send_inproc(aims_client *c, cl_call *k, cl_pending *p)
     return call_err(c, rc, "%s: %s", p->ep->url, aims_errmsg());
 }
 
-static aims_status encode_request(aims_client *c, const cl_call *k, uint64_t id,
-                                  uint64_t deadline_ns, void **out, size_t *out_len)
+int aimsi_url_compresses(const char *url)
+{
+    if (strncmp(url, "ipc://", 6) == 0) {
+        return 0;
+    }
+    if (strncmp(url, "tcp://", 6) != 0) {
+        return 1;
+    }
+    const char *h = url + 6;
+    return !(strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||
+             strncmp(h, "[::1]:", 6) == 0);
+}
+
+static aims_status encode_request(aims_client *c, const cl_call *k, const char *url,
+                                  uint64_t id, uint64_t deadline_ns, void **out,
+                                  size_t *out_len)
 {
     aimsi_frame_hdr h;
     memset(&h, 0, sizeof h);
@@ -705,7 +719,8 @@ static aims_status encode_request(aims_client *c, const cl_call *k, uint64_t id,
     const size_t n = aimsi_msg_views(k->req, views);
     aimsi_buf b;
     aimsi_buf_init(&b);
-    const aims_status rc = aimsi_frame_encode(&h, views, n, NULL, AIMSI_COMPRESS_ABOVE, &b);
+    const size_t above = aimsi_url_compresses(url) ? AIMSI_COMPRESS_ABOVE : 0;
+    const aims_status rc = aimsi_frame_encode(&h, views, n, NULL, above, &b);
     if (rc != AIMS_OK) {
         aimsi_buf_free(&b);
         return call_err(c, rc, "encoding the request for '%s': %s", k->service, aims_errmsg());
@@ -732,7 +747,7 @@ static aims_status send_stream(aims_client *c, cl_call *k, cl_pending *p)
     }
     void *frame = NULL;
     size_t len = 0;
-    rc = encode_request(c, k, id, p->deadline_ns, &frame, &len);
+    rc = encode_request(c, k, p->ep->url, id, p->deadline_ns, &frame, &len);
     if (rc == AIMS_OK) {
         rc = cc->slot->vt.send(cc->slot->inst, cc->conn, frame, len);
         if (rc == AIMS_E_OVERLOADED) {

@@ -191,6 +191,7 @@ typedef struct aimsi_conn {
     int closed;                     /* lock */
     _Atomic int refs;
     _Atomic int64_t inflight;
+    atomic_int peer_compresses; /* a request came compressed: compress big replies */
 } aimsi_conn;
 
 typedef struct conn_req {
@@ -305,7 +306,8 @@ static void send_reply(aimsi_conn *c, uint64_t id, const aims_msg *reply)
     const size_t cnt = aimsi_msg_views(reply, views);
     aimsi_buf b;
     aimsi_buf_init(&b);
-    const aims_status st = aimsi_frame_encode(&hdr, views, cnt, NULL, AIMSI_COMPRESS_ABOVE, &b);
+    const size_t above = atomic_load(&c->peer_compresses) ? AIMSI_COMPRESS_ABOVE : 0;
+    const aims_status st = aimsi_frame_encode(&hdr, views, cnt, NULL, above, &b);
     if (st != AIMS_OK) {
         aimsi_buf_free(&b);
         send_error(c, id, st, "the reply could not be encoded");
@@ -342,6 +344,9 @@ static void handle_request(aimsi_conn *c, const aimsi_frame *f)
     aims_node *n = c->node;
     const uint64_t id = f->hdr.request_id;
     char text[320];
+    if ((f->hdr.flags & AIMSI_FRAME_FLAG_ZSTD) != 0 && !atomic_load(&c->peer_compresses)) {
+        atomic_store(&c->peer_compresses, 1);
+    }
     if (atomic_load(&c->inflight) >= n->p_conn_inflight) {
         snprintf(text, sizeof(text),
                  "node %s overloaded: %lld requests in flight on this connection; retry after 1 ms",

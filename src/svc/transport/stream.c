@@ -75,6 +75,10 @@
  * (each may hold up to max_frame bytes of read buffer). */
 #define MAX_ACCEPTED 4096u
 #define RBUF_SHRINK ((size_t)1u << 20)
+/* A grown read buffer is kept this long after the last frame that needed it:
+ * a stream of big frames then reads into pages already mapped (a fresh 6 MB
+ * buffer per frame cost ~1500 page faults, most of an ipc transfer here). */
+#define RBUF_KEEP_NS (1000000000ull)
 #define READS_PER_EVENT 16
 #define EVENTS_PER_WAIT 64
 #define IOV_BATCH 64
@@ -109,6 +113,7 @@ typedef struct stream_conn {
     uint8_t *rbuf;
     size_t rlen, rcap;
     uint64_t last_rx_ns; /* last recv that brought bytes (I/O thread only) */
+    uint64_t big_ns;     /* last delivery of a frame above RBUF_INIT (I/O thread only) */
     int accepted;        /* counted in inst->n_accepted */
 } stream_conn;
 
@@ -513,6 +518,9 @@ static aims_status deliver(stream_conn *c, int *stop)
         }
         in->hooks.on_frame(c->user, c->rbuf + pos, total);
         hook_leave(c);
+        if (total > RBUF_INIT) {
+            c->big_ns = aimsi_now_ns();
+        }
         pos += total;
     }
     if (pos > 0) {
@@ -527,7 +535,8 @@ static aims_status deliver(stream_conn *c, int *stop)
 static aims_status rbuf_room(stream_conn *c)
 {
     if (c->rlen < c->rcap) {
-        if (c->rcap > RBUF_SHRINK && c->rlen <= RBUF_INIT) {
+        if (c->rcap > RBUF_SHRINK && c->rlen <= RBUF_INIT &&
+            aimsi_now_ns() - c->big_ns > RBUF_KEEP_NS) {
             uint8_t *nb = aimsi_realloc(c->rbuf, RBUF_INIT);
             if (nb != NULL) {
                 c->rbuf = nb;

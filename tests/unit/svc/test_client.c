@@ -137,6 +137,21 @@ static uint64_t counter(aims_client *c, const char *name, const char *service)
 
 /* ---- tests --------------------------------------------------------------------- */
 
+/* Compression only where the link is slower than zstd. */
+static void test_url_compresses(void **state)
+{
+    (void)state;
+    assert_false(aimsi_url_compresses("ipc:///tmp/a.sock"));
+    assert_false(aimsi_url_compresses("tcp://127.0.0.1:7000"));
+    assert_false(aimsi_url_compresses("tcp://127.9.0.3:7000"));
+    assert_false(aimsi_url_compresses("tcp://localhost:7000"));
+    assert_false(aimsi_url_compresses("tcp://[::1]:7000"));
+    assert_true(aimsi_url_compresses("tcp://10.0.0.7:7000"));
+    assert_true(aimsi_url_compresses("tcp://hub.example:7000"));
+    assert_true(aimsi_url_compresses("tcp://localhost.example:7000"));
+    assert_true(aimsi_url_compresses("quic://10.0.0.7:7000"));
+}
+
 static void test_call_addr_inproc(void **state)
 {
     (void)state;
@@ -697,6 +712,7 @@ static void test_alloc_failures(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_url_compresses, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_call_addr_inproc, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_call_by_name_and_versions, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_balancing_spreads, ta_setup, ta_teardown),
