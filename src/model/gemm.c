@@ -38,6 +38,7 @@
  * called after aimsi_gemm_own_available() said the CPU has it; otherwise the
  * call falls through to aimsi_sgemm (OpenBLAS).
  */
+#include <pthread.h>
 #include <stdint.h>
 
 #include "../core/aimsi_core.h"
@@ -310,13 +311,25 @@ static void run_panel(void *ctx, size_t p)
 }
 #endif /* AIMSI_HAVE_OWN_GEMM */
 
-int aimsi_gemm_own_available(int prec)
-{
 #ifdef AIMSI_HAVE_OWN_GEMM
+/* CPU features, read once: bit 0 fp32 kernels, bit 1 bf16 kernels. */
+static unsigned g_features;
+static pthread_once_t g_features_once = PTHREAD_ONCE_INIT;
+
+static void read_features(void)
+{
     __builtin_cpu_init();
     const int f = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                   __builtin_cpu_supports("avx512vl");
-    return prec == AIMSI_GEMM_BF16 ? f && __builtin_cpu_supports("avx512bf16") : f;
+    g_features = (f ? 1u : 0u) | (f && __builtin_cpu_supports("avx512bf16") ? 2u : 0u);
+}
+#endif
+
+int aimsi_gemm_own_available(int prec)
+{
+#ifdef AIMSI_HAVE_OWN_GEMM
+    pthread_once(&g_features_once, read_features);
+    return (g_features & (prec == AIMSI_GEMM_BF16 ? 2u : 1u)) != 0;
 #else
     (void)prec;
     return 0;

@@ -13,6 +13,8 @@
 #ifndef AIMSI_SVC_H
 #define AIMSI_SVC_H
 
+#include <stdarg.h>
+
 #include "aims/aims_svc.h"
 #include "../core/aimsi_core.h"
 #include "../codec/aimsi_frame.h"
@@ -174,6 +176,12 @@ typedef struct aimsi_work {
 aims_status aimsi_work_fail(aimsi_work *w, aims_status st, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* The same with a va_list (for callers that wrap it). */
+aims_status aimsi_work_failv(aimsi_work *w, aims_status st, const char *fmt, va_list ap)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 0)))
 #endif
     ;
 

@@ -1614,7 +1614,10 @@ AIMS_API aims_status aims_client_add_transport(aims_client *c, const aims_transp
     return AIMS_OK;
 }
 
-AIMS_API aims_status aims_client_use_registry(aims_client *c, aims_registry *r)
+/* Point the client at registry r; owned (with its stop hook) when adopted
+ * from aims_client_join. Refused once a remote registry was joined. */
+static aims_status set_registry(aims_client *c, aims_registry *r, int owned,
+                                void (*stop)(void *ctx), void *ctx)
 {
     if (!CLIENT_OK(c) || r == NULL) {
         return AIMSI_MISUSE("client or registry is NULL");
@@ -1623,6 +1626,11 @@ AIMS_API aims_status aims_client_use_registry(aims_client *c, aims_registry *r)
     const int busy = c->reg_owned != NULL;
     if (!busy) {
         c->reg = r;
+        if (owned) {
+            c->reg_owned = r;
+            c->reg_stop = stop;
+            c->reg_ctx = ctx;
+        }
         for (cl_svc *s = c->svcs; s != NULL; s = s->next) {
             s->rev = UINT64_MAX; /* ids of another registry mean nothing */
         }
@@ -1634,28 +1642,15 @@ AIMS_API aims_status aims_client_use_registry(aims_client *c, aims_registry *r)
     return AIMS_OK;
 }
 
+AIMS_API aims_status aims_client_use_registry(aims_client *c, aims_registry *r)
+{
+    return set_registry(c, r, 0, NULL, NULL);
+}
+
 aims_status aimsi_client_adopt_registry(aims_client *c, aims_registry *r, void (*stop)(void *ctx),
                                         void *ctx)
 {
-    if (!CLIENT_OK(c) || r == NULL) {
-        return AIMSI_MISUSE("client or registry is NULL");
-    }
-    pthread_mutex_lock(&c->mu);
-    const int busy = c->reg_owned != NULL;
-    if (!busy) {
-        c->reg = r;
-        c->reg_owned = r;
-        c->reg_stop = stop;
-        c->reg_ctx = ctx;
-        for (cl_svc *s = c->svcs; s != NULL; s = s->next) {
-            s->rev = UINT64_MAX;
-        }
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (busy) {
-        return aimsi_err(&c->obj, AIMS_E_STATE, "the client already joined a remote registry");
-    }
-    return AIMS_OK;
+    return set_registry(c, r, 1, stop, ctx);
 }
 
 int64_t aimsi_client_sync_ms(const aims_client *c)

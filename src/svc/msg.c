@@ -480,14 +480,20 @@ aims_status aimsi_msg_put_i64(aims_msg *m, const char *name, int64_t v)
     return aims_msg_add(m, name, AIMS_DT_I64, NULL, 0, &v, 0);
 }
 
-aims_status aimsi_work_fail(aimsi_work *w, aims_status st, const char *fmt, ...)
+aims_status aimsi_work_failv(aimsi_work *w, aims_status st, const char *fmt, va_list ap)
 {
     char text[AIMSI_MSG_MAX_ERROR];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
     aims_msg_clear(w->reply);
     (void)aims_msg_set_error(w->reply, text);
+    return st;
+}
+
+aims_status aimsi_work_fail(aimsi_work *w, aims_status st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    aimsi_work_failv(w, st, fmt, ap);
+    va_end(ap);
     return st;
 }

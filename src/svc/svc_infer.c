@@ -177,14 +177,10 @@ static void item_fail(aimsi_work *w, item_note *note, aims_status st, const char
 
 static void item_fail(aimsi_work *w, item_note *note, aims_status st, const char *fmt, ...)
 {
-    char text[AIMSI_MSG_MAX_ERROR];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
+    w->status = aimsi_work_failv(w, st, fmt, ap);
     va_end(ap);
-    aims_msg_clear(w->reply);
-    (void)aims_msg_set_error(w->reply, text);
-    w->status = st;
     if (note != NULL) {
         note->state = IT_DONE;
     }

@@ -379,6 +379,14 @@ void it_spawnl(it_proc *p, const char *name, int timeout_ms, ...)
     it_spawn(p, name, args, timeout_ms);
 }
 
+void it_spawn_registry(it_proc *p, int heartbeat_ms)
+{
+    char hb[16];
+    snprintf(hb, sizeof hb, "%d", heartbeat_ms);
+    it_spawnl(p, "registry", 20000, "--name", "reg", "--listen", "tcp://127.0.0.1:0",
+              "--host-registry", "--heartbeat-ms", hb, (char *)NULL);
+}
+
 void it_signal(it_proc *p, int sig)
 {
     if (p->pid > 0) {

@@ -59,6 +59,9 @@ void it_pass(void) __attribute__((noreturn));
 void it_spawn(it_proc *p, const char *name, const char *const *args, int timeout_ms);
 /* it_spawn with the args as a NULL-terminated variadic list. */
 void it_spawnl(it_proc *p, const char *name, int timeout_ms, ...);
+/* Spawn the registry node ("reg", tcp on 127.0.0.1, --host-registry) with
+ * the given heartbeat period. */
+void it_spawn_registry(it_proc *p, int heartbeat_ms);
 /* Run aims_node with args to completion (no ready line expected); returns
  * the wait status, failing the test after timeout_ms. */
 int it_run(const char *const *args, int timeout_ms);

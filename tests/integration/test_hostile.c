@@ -351,8 +351,7 @@ int main(int argc, char **argv)
     char ipc[300];
     snprintf(ipc, sizeof ipc, "ipc://%s/victim.sock", it_dir());
     it_proc reg, srv;
-    it_spawnl(&reg, "registry", 20000, "--name", "reg", "--listen", "tcp://127.0.0.1:0",
-              "--host-registry", "--heartbeat-ms", "300", (char *)NULL);
+    it_spawn_registry(&reg, 300);
     it_spawnl(&srv, "victim", 20000, "--name", "victim", "--listen", "tcp://127.0.0.1:0",
               "--listen", ipc, "--join", reg.addr, "--echo", "echo", "--max-frame", "1048576",
               "--workers", "2", "--heartbeat-ms", "300", (char *)NULL);

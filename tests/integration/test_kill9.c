@@ -37,8 +37,7 @@ int main(int argc, char **argv)
     const char *svc_flag = infer ? "--infer" : "--echo";
     const char *service = infer ? "clf" : "echo";
     it_proc reg, e[3];
-    it_spawnl(&reg, "registry", 20000, "--name", "reg", "--listen", "tcp://127.0.0.1:0",
-              "--host-registry", "--heartbeat-ms", "100", (char *)NULL);
+    it_spawn_registry(&reg, 100);
     const char *listen[3] = {"tcp://127.0.0.1:0", ipc, "tcp://127.0.0.1:0"};
     for (int i = 0; i < 3; i++) {
         char name[16];

@@ -203,8 +203,7 @@ int main(int argc, char **argv)
 {
     it_init(argc, argv, "overload");
     it_proc reg;
-    it_spawnl(&reg, "registry", 20000, "--name", "reg", "--listen", "tcp://127.0.0.1:0",
-              "--host-registry", "--heartbeat-ms", "1000", (char *)NULL);
+    it_spawn_registry(&reg, 1000);
     unsigned char *payload = calloc(1, PAYLOAD);
     IT_CHECK(payload != NULL, "out of memory");
     for (size_t i = 0; i < PAYLOAD; i++) {

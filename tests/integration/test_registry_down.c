@@ -32,8 +32,7 @@ int main(int argc, char **argv)
     char ipc[300];
     snprintf(ipc, sizeof ipc, "ipc://%s/e2.sock", it_dir());
     it_proc reg, e[4];
-    it_spawnl(&reg, "registry", 20000, "--name", "reg", "--listen", "tcp://127.0.0.1:0",
-              "--host-registry", "--heartbeat-ms", "100", (char *)NULL);
+    it_spawn_registry(&reg, 100);
     char reg_url[256];
     snprintf(reg_url, sizeof reg_url, "%s", reg.addr); /* port resolved: reused on restart */
     spawn_echo(&e[0], "e1", "tcp://127.0.0.1:0", reg_url);

@@ -22,8 +22,7 @@ int main(int argc, char **argv)
     char ipc[300];
     snprintf(ipc, sizeof ipc, "ipc://%s/e2.sock", it_dir());
     it_proc reg, e[3];
-    it_spawnl(&reg, "registry", 20000, "--name", "reg", "--listen", "tcp://127.0.0.1:0",
-              "--host-registry", "--heartbeat-ms", "100", (char *)NULL);
+    it_spawn_registry(&reg, 100);
     const char *listen[3] = {"tcp://127.0.0.1:0", ipc, "tcp://127.0.0.1:0"};
     for (int i = 0; i < 3; i++) {
         char name[16];

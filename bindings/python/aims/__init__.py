@@ -2563,22 +2563,25 @@ class Service(_Borrowed, _Handle):
         return self
 
     @classmethod
+    def _add_over(cls, node, name, add_fn, obj, kind, params):
+        """A built-in service over ``obj`` (an instance of ``kind``), which the
+        node keeps alive as long as it runs."""
+        if not isinstance(obj, kind):
+            raise TypeError("expected an aims.%s, got %s" % (kind.__name__, type(obj).__name__))
+        self = cls._make(node, name, add_fn, (obj._ptr,), params)
+        node._keep.append(obj._owner)
+        return self
+
+    @classmethod
     def add_infer(cls, node, name, bundle, **params):
         """An infer service over ``bundle`` ("predict": "x" or "text" -> "y"; "info")."""
-        if not isinstance(bundle, Bundle):
-            raise TypeError("expected an aims.Bundle, got %s" % type(bundle).__name__)
-        self = cls._make(node, name, _c.aims_service_add_infer, (bundle._ptr,), params)
-        node._keep.append(bundle._owner)
-        return self
+        return cls._add_over(node, name, _c.aims_service_add_infer, bundle, Bundle, params)
 
     @classmethod
     def add_preprocess(cls, node, name, pipeline, **params):
         """A preprocess service over a fitted pipeline ("transform": "x" -> "x")."""
-        if not isinstance(pipeline, Pipeline):
-            raise TypeError("expected an aims.Pipeline, got %s" % type(pipeline).__name__)
-        self = cls._make(node, name, _c.aims_service_add_preprocess, (pipeline._ptr,), params)
-        node._keep.append(pipeline._owner)
-        return self
+        return cls._add_over(node, name, _c.aims_service_add_preprocess, pipeline, Pipeline,
+                             params)
 
     @classmethod
     def add_train(cls, node, name, pipeline=None, **params):

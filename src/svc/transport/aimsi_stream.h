@@ -59,6 +59,11 @@ void aimsi_stream_close(void *inst, void *conn);
 /* Wait for a nonblocking connect() in progress on fd (EINPROGRESS/EAGAIN). */
 aims_status aimsi_stream_connect(int fd, const void *addr, unsigned addrlen,
                                  const char *url);
+/* A nonblocking listening socket bound to addr (SO_REUSEADDR when reuse_addr).
+ * If listen() fails after the bind, bound_path (a Unix socket path, or NULL)
+ * is unlinked: the bind created it. Errors name url. */
+aims_status aimsi_stream_listen_fd(int family, const void *addr, unsigned addrlen, int reuse_addr,
+                                   const char *bound_path, const char *url, int *out_fd);
 /* Copy `s` into out[cap] or fail with AIMS_E_RANGE naming `what`. */
 aims_status aimsi_stream_copy_url(char *out, size_t cap, const char *s, const char *what);
 

@@ -82,22 +82,8 @@ static aims_status ipc_listen_fd(const char *url, unsigned flags, int *out_fd, c
         }
         (void)unlink(path); /* a stale socket left by a dead process */
     }
-    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return aimsi_err(NULL, AIMS_E_IO, "%s: socket: %s", url, strerror(errno));
-    }
-    if (bind(fd, (const struct sockaddr *)&sun, len) != 0) {
-        const int e = errno;
-        close(fd);
-        return aimsi_err(NULL, e == EADDRINUSE ? AIMS_E_EXISTS : AIMS_E_IO, "%s: bind: %s", url,
-                         strerror(e));
-    }
-    if (listen(fd, 128) != 0) {
-        const int e = errno;
-        close(fd);
-        (void)unlink(path);
-        return aimsi_err(NULL, AIMS_E_IO, "%s: listen: %s", url, strerror(e));
-    }
+    int fd = -1;
+    AIMSI_TRY(aimsi_stream_listen_fd(AF_UNIX, &sun, (unsigned)len, 0, path, url, &fd));
     const int n = snprintf(bound, bound_cap, "ipc://%s", path);
     if (n < 0 || (size_t)n >= bound_cap) {
         close(fd);

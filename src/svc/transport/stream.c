@@ -1105,6 +1105,35 @@ void aimsi_stream_close(void *inst, void *conn)
 
 /* ---- helpers for the families ------------------------------------------------------------ */
 
+aims_status aimsi_stream_listen_fd(int family, const void *addr, unsigned addrlen, int reuse_addr,
+                                   const char *bound_path, const char *url, int *out_fd)
+{
+    const int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return aimsi_err(NULL, AIMS_E_IO, "%s: socket: %s", url, strerror(errno));
+    }
+    if (reuse_addr) {
+        const int one = 1;
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    }
+    if (bind(fd, (const struct sockaddr *)addr, (socklen_t)addrlen) != 0) {
+        const int e = errno;
+        close(fd);
+        return aimsi_err(NULL, e == EADDRINUSE ? AIMS_E_EXISTS : AIMS_E_IO, "%s: bind: %s", url,
+                         strerror(e));
+    }
+    if (listen(fd, 128) != 0) {
+        const int e = errno;
+        close(fd);
+        if (bound_path != NULL) {
+            (void)unlink(bound_path);
+        }
+        return aimsi_err(NULL, AIMS_E_IO, "%s: listen: %s", url, strerror(e));
+    }
+    *out_fd = fd;
+    return AIMS_OK;
+}
+
 aims_status aimsi_stream_connect(int fd, const void *addr, unsigned addrlen, const char *url)
 {
     const uint64_t deadline = aimsi_now_ns() + (uint64_t)AIMSI_STREAM_CONNECT_MS * 1000000u;

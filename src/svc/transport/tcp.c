@@ -177,23 +177,8 @@ static aims_status tcp_listen_fd(const char *url, unsigned flags, int *out_fd, c
                          "127.0.0.1",
                          url);
     }
-    const int fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return aimsi_err(NULL, AIMS_E_IO, "%s: socket: %s", url, strerror(errno));
-    }
-    const int one = 1;
-    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (const struct sockaddr *)&a.ss, a.len) != 0) {
-        const int e = errno;
-        close(fd);
-        return aimsi_err(NULL, e == EADDRINUSE ? AIMS_E_EXISTS : AIMS_E_IO, "%s: bind: %s", url,
-                         strerror(e));
-    }
-    if (listen(fd, 128) != 0) {
-        const int e = errno;
-        close(fd);
-        return aimsi_err(NULL, AIMS_E_IO, "%s: listen: %s", url, strerror(e));
-    }
+    int fd = -1;
+    AIMSI_TRY(aimsi_stream_listen_fd(a.ss.ss_family, &a.ss, (unsigned)a.len, 1, NULL, url, &fd));
     struct sockaddr_storage got;
     socklen_t gl = sizeof got;
     memset(&got, 0, sizeof got);

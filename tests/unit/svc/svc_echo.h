@@ -1,8 +1,9 @@
 /*
- * svc_echo.h -- the echo handler the svc tests share (test_client.c,
- * test_svc_matrix.c): it returns every request tensor plus an i32 "tag" that
- * says which instance answered, and can be told to wait, hold at a gate or fail.
- * Header-only: each test program includes it once.
+ * svc_echo.h -- what the svc tests share (test_client.c, test_svc_matrix.c):
+ * the echo handler, which returns every request tensor plus an i32 "tag" that
+ * says which instance answered and can be told to wait, hold at a gate or
+ * fail; and the small client/message helpers around it (cmocka asserts: include
+ * after cmocka.h). Header-only: each test program includes it once.
  */
 #ifndef SVC_ECHO_H
 #define SVC_ECHO_H
@@ -60,6 +61,46 @@ static aims_status echo_fn(void *user, const char *method, const aims_msg *req, 
     }
     const int32_t tag = h->tag;
     return aims_msg_add(reply, "tag", AIMS_DT_I32, NULL, 0, &tag, 0);
+}
+
+/* ---- client and message helpers ---- */
+
+static aims_client *mk_client(aims_registry *r)
+{
+    aims_client *c = NULL;
+    assert_int_equal(aims_client_create(&c), AIMS_OK);
+    if (r != NULL) {
+        assert_int_equal(aims_client_use_registry(c, r), AIMS_OK);
+    }
+    return c;
+}
+
+static aims_msg *mk_msg(void)
+{
+    aims_msg *m = NULL;
+    assert_int_equal(aims_msg_create(&m), AIMS_OK);
+    return m;
+}
+
+static aims_msg *mk_req(float x)
+{
+    aims_msg *m = mk_msg();
+    const uint64_t dims[1] = {1};
+    assert_int_equal(aims_msg_add(m, "x", AIMS_DT_F32, dims, 1, &x, 0), AIMS_OK);
+    return m;
+}
+
+static int reply_tag(const aims_msg *m)
+{
+    size_t idx = 0;
+    if (aims_msg_find(m, "tag", &idx) != AIMS_OK) {
+        return -1;
+    }
+    const void *data = NULL;
+    assert_int_equal(aims_msg_get(m, idx, NULL, NULL, NULL, NULL, &data, NULL), AIMS_OK);
+    int32_t t;
+    memcpy(&t, data, sizeof t);
+    return t;
 }
 
 #endif /* SVC_ECHO_H */

@@ -115,44 +115,6 @@ static void cluster_fini(cluster *cl)
     memset(cl, 0, sizeof(*cl));
 }
 
-static aims_client *mk_client(aims_registry *r)
-{
-    aims_client *c = NULL;
-    assert_int_equal(aims_client_create(&c), AIMS_OK);
-    if (r != NULL) {
-        assert_int_equal(aims_client_use_registry(c, r), AIMS_OK);
-    }
-    return c;
-}
-
-static aims_msg *mk_msg(void)
-{
-    aims_msg *m = NULL;
-    assert_int_equal(aims_msg_create(&m), AIMS_OK);
-    return m;
-}
-
-static aims_msg *mk_req(float x)
-{
-    aims_msg *m = mk_msg();
-    const uint64_t dims[1] = {1};
-    assert_int_equal(aims_msg_add(m, "x", AIMS_DT_F32, dims, 1, &x, 0), AIMS_OK);
-    return m;
-}
-
-static int reply_tag(const aims_msg *m)
-{
-    size_t idx = 0;
-    if (aims_msg_find(m, "tag", &idx) != AIMS_OK) {
-        return -1;
-    }
-    const void *data = NULL;
-    assert_int_equal(aims_msg_get(m, idx, NULL, NULL, NULL, NULL, &data, NULL), AIMS_OK);
-    int32_t t;
-    memcpy(&t, data, sizeof t);
-    return t;
-}
-
 /* Every tensor of a must be in b, same dtype, shape and bytes. */
 static void assert_same_tensors(const aims_msg *a, const aims_msg *b)
 {
