@@ -115,7 +115,8 @@ static aims_status ipc_dial_fd(const char *url, int *out_fd)
     return AIMS_OK;
 }
 
-static const aimsi_stream_family ipc_family = {"ipc", ipc_listen_fd, ipc_dial_fd, NULL};
+static const aimsi_stream_family ipc_family = {"ipc", ipc_listen_fd, ipc_dial_fd, NULL,
+                                            &aimsi_stream_plain_ops, NULL};
 
 static const aims_transport ipc_vtable = AIMSI_STREAM_VTABLE("ipc", &ipc_family);
 

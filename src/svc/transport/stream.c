@@ -1,6 +1,10 @@
 /*
- * stream.c -- the machinery behind the tcp:// and ipc:// transports: one I/O
- * thread per instance, whole frames in, whole frames out.
+ * stream.c -- the machinery behind the tcp://, ipc:// and tls:// transports:
+ * one I/O thread per instance, whole frames in, whole frames out. Bytes move
+ * through the family's per-connection hooks (aimsi_stream.h: plain sockets in
+ * sock.c, OpenSSL in tls.c); an accepted connection of a family with a
+ * handshake is shown to the library (on_accept) only once the handshake is
+ * done, and is dropped if that takes longer than the family's budget.
  *
  * Shape. An instance (what aims_transport.create returns; a node or a client
  * owns one per scheme) has one epoll I/O thread, started lazily at the first
@@ -115,6 +119,10 @@ typedef struct stream_conn {
     uint64_t last_rx_ns; /* last recv that brought bytes (I/O thread only) */
     uint64_t big_ns;     /* last delivery of a frame above RBUF_INIT (I/O thread only) */
     int accepted;        /* counted in inst->n_accepted */
+    void *sx;            /* the family's per-connection state (ops), or NULL */
+    int hs;              /* accepted, handshake not done: no on_accept yet (I/O thread) */
+    uint64_t hs_deadline_ns;     /* drop it if the handshake is not done by then */
+    struct stream_listener *lst; /* its listener while hs (under inst->mu) */
 } stream_conn;
 
 typedef struct stream_listener {
@@ -227,6 +235,9 @@ static void queue_drop(stream_conn *c)
 static void conn_free(stream_conn *c)
 {
     queue_drop(c);
+    if (c->sx != NULL && c->inst->fam->ops->close != NULL) {
+        c->inst->fam->ops->close(c->sx);
+    }
     if (c->fd >= 0) {
         close(c->fd);
     }
@@ -351,11 +362,7 @@ static int queue_flush(stream_conn *c)
             iov[n].iov_len = e->len - off;
             n++;
         }
-        struct msghdr mh;
-        memset(&mh, 0, sizeof mh);
-        mh.msg_iov = iov;
-        mh.msg_iovlen = n;
-        const ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        const ssize_t w = c->inst->fam->ops->writev(c->sx, c->fd, iov, (int)n);
         if (w < 0) {
             if (errno == EINTR) {
                 continue;
@@ -455,7 +462,8 @@ aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len)
     size_t done = 0;
     if (c->qn == 0) {
         for (;;) {
-            const ssize_t w = send(c->fd, frame, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            const struct iovec one = {frame, len};
+            const ssize_t w = in->fam->ops->writev(c->sx, c->fd, &one, 1);
             if (w >= 0) {
                 done = (size_t)w;
                 break;
@@ -573,7 +581,8 @@ static void conn_readable(stream_conn *c)
             conn_fail(c, room);
             return;
         }
-        const ssize_t r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, MSG_DONTWAIT);
+        const ssize_t r = c->inst->fam->ops->read(c->sx, c->fd, c->rbuf + c->rlen,
+                                                  c->rcap - c->rlen);
         if (r < 0) {
             if (errno == EINTR) {
                 continue;
@@ -607,8 +616,14 @@ static void conn_readable(stream_conn *c)
     }
 }
 
+static void conn_handshake(stream_conn *c);
+
 static void conn_event(stream_conn *c, uint32_t events)
 {
+    if (c->hs) {
+        conn_handshake(c);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     const int gone = c->closed || c->dead;
     int werr = 0;
@@ -642,6 +657,90 @@ static int epoll_add(stream_inst *in, int fd, void *ptr)
     return epoll_ctl(in->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
+/* Hand a ready connection to the library (on_accept); close it if refused. */
+static void conn_accepted(stream_inst *in, stream_listener *l, stream_conn *c)
+{
+    /* Nobody knows c yet, so it cannot be closed: the gate always opens. */
+    (void)hook_enter(c);
+    void *const user = in->hooks.on_accept(in->hooks.user, l, c);
+    pthread_mutex_lock(&c->mu);
+    c->in_hook = 0;
+    c->user = user;
+    pthread_cond_broadcast(&c->cv);
+    const int refused = (user == NULL) && !c->closed;
+    pthread_mutex_unlock(&c->mu);
+    if (refused) {
+        aimsi_stream_close(in, c);
+    }
+}
+
+/* Drop a connection whose handshake failed or stalled: nobody knows it yet,
+ * so no on_close, only a log line naming the peer and the reason. */
+static void hs_drop(stream_conn *c, const char *why)
+{
+    char peer[64];
+    aimsi_stream_peer_addr(c->fd, peer, sizeof peer);
+    aimsi_log(AIMS_LOG_WARN, "%s transport: refused connection from %s: %s",
+              c->inst->fam->scheme, peer, why);
+    c->hs = 0;
+    pthread_mutex_lock(&c->mu);
+    c->dead = 1;
+    epoll_ctl(c->inst->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    shutdown(c->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&c->mu);
+    aimsi_stream_close(c->inst, c);
+}
+
+/* Advance an accepted connection's handshake (I/O thread). */
+static void conn_handshake(stream_conn *c)
+{
+    stream_inst *in = c->inst;
+    char why[256] = "";
+    const int r = in->fam->ops->handshake(c->sx, why, sizeof why);
+    if (r == AIMSI_HS_FAILED) {
+        hs_drop(c, why);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    arm_out(c, r == AIMSI_HS_WANT_WRITE);
+    pthread_mutex_unlock(&c->mu);
+    if (r != AIMSI_HS_DONE) {
+        return;
+    }
+    pthread_mutex_lock(&in->mu);
+    stream_listener *l = c->lst;
+    c->lst = NULL;
+    pthread_mutex_unlock(&in->mu);
+    if (l == NULL) {
+        hs_drop(c, "its listener was closed during the handshake");
+        return;
+    }
+    c->hs = 0;
+    c->last_rx_ns = aimsi_now_ns();
+    conn_accepted(in, l, c);
+    if (hook_enter(c)) { /* a first frame may have come with the handshake */
+        hook_leave(c);
+        conn_readable(c);
+    }
+}
+
+/* Drop accepted connections whose handshake outlived its budget. */
+static void sweep_handshakes(stream_inst *in, uint64_t now)
+{
+    stream_conn *late[64];
+    size_t n = 0;
+    pthread_mutex_lock(&in->mu);
+    for (stream_conn *c = in->conns; c != NULL && n < 64; c = c->next) {
+        if (c->hs && now > c->hs_deadline_ns) {
+            late[n++] = c;
+        }
+    }
+    pthread_mutex_unlock(&in->mu);
+    for (size_t i = 0; i < n; i++) {
+        hs_drop(late[i], "handshake not finished in time (stalled peer)");
+    }
+}
+
 static void accept_one(stream_inst *in, stream_listener *l, int fd)
 {
     if (in->fam->tune != NULL) {
@@ -651,6 +750,18 @@ static void accept_one(stream_inst *in, stream_listener *l, int fd)
     if (conn_new(in, fd, NULL, &c) != AIMS_OK) {
         close(fd);
         return;
+    }
+    if (in->fam->ops->accept != NULL) {
+        uint64_t budget = 0;
+        if (in->fam->ops->accept(in->fam->ctx, fd, &c->sx, &budget) != AIMS_OK) {
+            aimsi_log(AIMS_LOG_WARN, "%s transport: cannot accept a connection: %s",
+                      in->fam->scheme, aims_errmsg());
+            conn_free(c);
+            return;
+        }
+        c->hs = 1;
+        c->hs_deadline_ns = aimsi_now_ns() + budget;
+        c->lst = l;
     }
     /* In the epoll set before on_accept: the library may send on it from
      * another thread as soon as it knows it (arming EPOLLOUT needs the fd in
@@ -673,17 +784,8 @@ static void accept_one(stream_inst *in, stream_listener *l, int fd)
     c->last_rx_ns = aimsi_now_ns();
     conn_link(&in->conns, c);
     pthread_mutex_unlock(&in->mu);
-    /* Nobody knows c yet, so it cannot be closed: the gate always opens. */
-    (void)hook_enter(c);
-    void *const user = in->hooks.on_accept(in->hooks.user, l, c);
-    pthread_mutex_lock(&c->mu);
-    c->in_hook = 0;
-    c->user = user;
-    pthread_cond_broadcast(&c->cv);
-    const int refused = (user == NULL) && !c->closed;
-    pthread_mutex_unlock(&c->mu);
-    if (refused) {
-        aimsi_stream_close(in, c);
+    if (!c->hs) {
+        conn_accepted(in, l, c);
     }
 }
 
@@ -821,6 +923,7 @@ static void *io_main(void *arg)
         const uint64_t now = aimsi_now_ns();
         if (now >= in->next_sweep_ns) {
             sweep_stalled(in, now);
+            sweep_handshakes(in, now);
             in->next_sweep_ns = now + SWEEP_NS;
         }
         if (timeout < 0 || timeout > (int)(SWEEP_NS / 1000000u)) {
@@ -1035,6 +1138,11 @@ void aimsi_stream_unlisten(void *inst, void *listener)
      * address is free when this returns. Only the memory waits for the reaper. */
     close(l->fd);
     l->fd = -1;
+    for (stream_conn *c = in->conns; c != NULL; c = c->next) {
+        if (c->lst == l) {
+            c->lst = NULL; /* still in its handshake: dropped when it ends */
+        }
+    }
     lst_unlink(&in->listeners, l);
     l->next = in->zombie_listeners;
     in->zombie_listeners = l;
@@ -1050,12 +1158,25 @@ aims_status aimsi_stream_dial(void *inst, const char *url, void *conn_user, void
     }
     int fd = -1;
     AIMSI_TRY(in->fam->dial_fd(url, &fd));
+    void *sx = NULL;
+    aims_status rc = AIMS_OK;
+    if (in->fam->ops->dial != NULL) {
+        rc = in->fam->ops->dial(in->fam->ctx, fd, url, &sx);
+        if (rc != AIMS_OK) {
+            close(fd);
+            return rc;
+        }
+    }
     stream_conn *c = NULL;
-    aims_status rc = conn_new(in, fd, conn_user, &c);
+    rc = conn_new(in, fd, conn_user, &c);
     if (rc != AIMS_OK) {
+        if (sx != NULL) {
+            in->fam->ops->close(sx);
+        }
         close(fd);
         return rc;
     }
+    c->sx = sx;
     pthread_mutex_lock(&in->mu);
     rc = ensure_started(in);
     if (rc == AIMS_OK && epoll_add(in, fd, c) != 0) {
@@ -1071,6 +1192,16 @@ aims_status aimsi_stream_dial(void *inst, const char *url, void *conn_user, void
     }
     *out_conn = c;
     return AIMS_OK;
+}
+
+const char *aimsi_stream_peer(void *inst, void *conn)
+{
+    const stream_inst *in = inst;
+    const stream_conn *c = conn;
+    if (in == NULL || c == NULL || c->sx == NULL || in->fam->ops->peer == NULL) {
+        return NULL;
+    }
+    return in->fam->ops->peer(c->sx);
 }
 
 void aimsi_stream_close(void *inst, void *conn)
@@ -1101,99 +1232,4 @@ void aimsi_stream_close(void *inst, void *conn)
     conn_link(&in->zombie_conns, c);
     pthread_mutex_unlock(&in->mu);
     wake(in);
-}
-
-/* ---- helpers for the families ------------------------------------------------------------ */
-
-aims_status aimsi_stream_listen_fd(int family, const void *addr, unsigned addrlen, int reuse_addr,
-                                   const char *bound_path, const char *url, int *out_fd)
-{
-    const int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return aimsi_err(NULL, AIMS_E_IO, "%s: socket: %s", url, strerror(errno));
-    }
-    if (reuse_addr) {
-        const int one = 1;
-        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    }
-    if (bind(fd, (const struct sockaddr *)addr, (socklen_t)addrlen) != 0) {
-        const int e = errno;
-        close(fd);
-        return aimsi_err(NULL, e == EADDRINUSE ? AIMS_E_EXISTS : AIMS_E_IO, "%s: bind: %s", url,
-                         strerror(e));
-    }
-    if (listen(fd, 128) != 0) {
-        const int e = errno;
-        close(fd);
-        if (bound_path != NULL) {
-            (void)unlink(bound_path);
-        }
-        return aimsi_err(NULL, AIMS_E_IO, "%s: listen: %s", url, strerror(e));
-    }
-    *out_fd = fd;
-    return AIMS_OK;
-}
-
-aims_status aimsi_stream_connect(int fd, const void *addr, unsigned addrlen, const char *url)
-{
-    const uint64_t deadline = aimsi_now_ns() + (uint64_t)AIMSI_STREAM_CONNECT_MS * 1000000u;
-    for (;;) {
-        if (connect(fd, (const struct sockaddr *)addr, (socklen_t)addrlen) == 0) {
-            return AIMS_OK;
-        }
-        const int e = errno;
-        if (e == EINTR) {
-            continue;
-        }
-        const uint64_t now = aimsi_now_ns();
-        if (e == EAGAIN && now < deadline) {
-            /* A Unix socket whose backlog is full: try again shortly. */
-            const struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
-            continue;
-        }
-        if (e != EINPROGRESS) {
-            return aimsi_err(NULL, AIMS_E_IO, "%s: connect: %s", url, strerror(e));
-        }
-        break;
-    }
-    for (;;) {
-        const uint64_t now = aimsi_now_ns();
-        if (now >= deadline) {
-            return aimsi_err(NULL, AIMS_E_IO, "%s: connect: timed out after %d ms", url,
-                             AIMSI_STREAM_CONNECT_MS);
-        }
-        struct pollfd p = {fd, POLLOUT, 0};
-        const int ms = (int)((deadline - now) / 1000000u) + 1;
-        const int n = poll(&p, 1, ms);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            return aimsi_err(NULL, AIMS_E_IO, "%s: poll: %s", url, strerror(errno));
-        }
-        if (n == 0) {
-            continue;
-        }
-        int err = 0;
-        socklen_t el = sizeof err;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0) {
-            err = errno;
-        }
-        if (err != 0) {
-            return aimsi_err(NULL, AIMS_E_IO, "%s: connect: %s", url, strerror(err));
-        }
-        return AIMS_OK;
-    }
-}
-
-aims_status aimsi_stream_copy_url(char *out, size_t cap, const char *s, const char *what)
-{
-    const size_t n = strlen(s);
-    if (n >= cap) {
-        return aimsi_err(NULL, AIMS_E_RANGE, "%s \"%s\" needs %zu bytes, buffer has %zu", what, s,
-                         n + 1, cap);
-    }
-    memcpy(out, s, n + 1);
-    return AIMS_OK;
 }

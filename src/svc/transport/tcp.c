@@ -9,8 +9,10 @@
  * (getaddrinfo, first IPv4/IPv6 answer that connects).
  *
  * Security default: plain TCP only binds loopback (127.0.0.0/8, ::1) unless
- * the caller passes AIMS_LISTEN_INSECURE (a node maps AIMS_NODE_INSECURE to
- * it); the TLS transport is the way to cross machines.
+ * the caller passes AIMS_LISTEN_INSECURE (a node maps its AIMS_NODE_INSECURE
+ * parameter to it, the daemon its --insecure flag); the tls:// transport
+ * (tls.c, which reuses this file's address handling) is the way to cross
+ * machines.
  *
  * Every socket gets TCP_NODELAY (frames are written whole; Nagle would only add
  * a delayed-ACK stall to each request/reply) and SO_KEEPALIVE (a peer that
@@ -61,8 +63,8 @@ static aims_status parse_url(const char *url, tcp_addr *a)
     char scheme[17];
     const char *rest = NULL;
     AIMSI_TRY(aimsi_url_split(url, scheme, sizeof scheme, &rest));
-    if (strcmp(scheme, "tcp") != 0) {
-        return aimsi_err(NULL, AIMS_E_INVAL, "%s: not a tcp:// address", url);
+    if (strcmp(scheme, "tcp") != 0 && strcmp(scheme, "tls") != 0) {
+        return aimsi_err(NULL, AIMS_E_INVAL, "%s: not a tcp:// or tls:// address", url);
     }
     memset(a, 0, sizeof *a);
     const char *hs = rest;
@@ -121,7 +123,7 @@ static int is_loopback(const struct sockaddr_storage *ss)
     return IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr) && v6->sin6_addr.s6_addr[12] == 127u;
 }
 
-static void tcp_tune(int fd)
+void aimsi_tcp_tune(int fd)
 {
     const int one = 1;
     /* Best effort: a socket without them still works, only slower to notice. */
@@ -137,7 +139,8 @@ static void tcp_tune(int fd)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
 }
 
-static aims_status format_bound(const struct sockaddr_storage *ss, char *out, size_t cap)
+static aims_status format_bound(const char *scheme, const struct sockaddr_storage *ss, char *out,
+                                size_t cap)
 {
     char host[INET6_ADDRSTRLEN];
     unsigned port;
@@ -146,12 +149,12 @@ static aims_status format_bound(const struct sockaddr_storage *ss, char *out, si
         const struct sockaddr_in *v4 = (const struct sockaddr_in *)ss;
         inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host);
         port = ntohs(v4->sin_port);
-        n = snprintf(out, cap, "tcp://%s:%u", host, port);
+        n = snprintf(out, cap, "%s://%s:%u", scheme, host, port);
     } else {
         const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)ss;
         inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof host);
         port = ntohs(v6->sin6_port);
-        n = snprintf(out, cap, "tcp://[%s]:%u", host, port);
+        n = snprintf(out, cap, "%s://[%s]:%u", scheme, host, port);
     }
     if (n < 0 || (size_t)n >= cap) {
         return aimsi_err(NULL, AIMS_E_RANGE, "tcp: bound address does not fit %zu bytes", cap);
@@ -159,8 +162,8 @@ static aims_status format_bound(const struct sockaddr_storage *ss, char *out, si
     return AIMS_OK;
 }
 
-static aims_status tcp_listen_fd(const char *url, unsigned flags, int *out_fd, char *bound,
-                                 size_t bound_cap, char *unlink_path)
+aims_status aimsi_tcp_listen_fd(const char *url, unsigned flags, int *out_fd, char *bound,
+                                size_t bound_cap, char *unlink_path)
 {
     tcp_addr a;
     AIMSI_TRY(parse_url(url, &a));
@@ -172,9 +175,9 @@ static aims_status tcp_listen_fd(const char *url, unsigned flags, int *out_fd, c
     }
     if (!is_loopback(&a.ss) && (flags & AIMS_LISTEN_INSECURE) == 0) {
         return aimsi_err(NULL, AIMS_E_INVAL,
-                         "%s: refusing plain tcp on a non-loopback address; set "
-                         "AIMS_NODE_INSECURE=1 (AIMS_LISTEN_INSECURE) to allow it, or use "
-                         "127.0.0.1",
+                         "%s: refusing plain tcp on a non-loopback address: serve tls:// "
+                         "instead, or allow it explicitly (node parameter AIMS_NODE_INSECURE, "
+                         "aims_node --insecure)",
                          url);
     }
     int fd = -1;
@@ -187,7 +190,8 @@ static aims_status tcp_listen_fd(const char *url, unsigned flags, int *out_fd, c
         close(fd);
         return aimsi_err(NULL, AIMS_E_IO, "%s: getsockname: %s", url, strerror(e));
     }
-    const aims_status rc = format_bound(&got, bound, bound_cap);
+    const aims_status rc = format_bound(strncmp(url, "tls", 3) == 0 ? "tls" : "tcp", &got, bound,
+                                        bound_cap);
     if (rc != AIMS_OK) {
         close(fd);
         return rc;
@@ -203,7 +207,7 @@ static aims_status dial_addr(const char *url, const struct sockaddr *sa, socklen
     if (fd < 0) {
         return aimsi_err(NULL, AIMS_E_IO, "%s: socket: %s", url, strerror(errno));
     }
-    tcp_tune(fd);
+    aimsi_tcp_tune(fd);
     const aims_status rc = aimsi_stream_connect(fd, sa, (unsigned)len, url);
     if (rc != AIMS_OK) {
         close(fd);
@@ -213,7 +217,7 @@ static aims_status dial_addr(const char *url, const struct sockaddr *sa, socklen
     return AIMS_OK;
 }
 
-static aims_status tcp_dial_fd(const char *url, int *out_fd)
+aims_status aimsi_tcp_dial_fd(const char *url, int *out_fd)
 {
     tcp_addr a;
     AIMSI_TRY(parse_url(url, &a));
@@ -247,7 +251,8 @@ static aims_status tcp_dial_fd(const char *url, int *out_fd)
     return rc;
 }
 
-static const aimsi_stream_family tcp_family = {"tcp", tcp_listen_fd, tcp_dial_fd, tcp_tune};
+static const aimsi_stream_family tcp_family = {"tcp", aimsi_tcp_listen_fd, aimsi_tcp_dial_fd, aimsi_tcp_tune,
+                                            &aimsi_stream_plain_ops, NULL};
 
 static const aims_transport tcp_vtable = AIMSI_STREAM_VTABLE("tcp", &tcp_family);
 
