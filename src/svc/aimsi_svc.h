@@ -16,6 +16,7 @@
 #include <stdarg.h>
 
 #include "aims/aims_svc.h"
+#include "aims/aims_tls.h"
 #include "../core/aimsi_core.h"
 #include "../codec/aimsi_frame.h"
 
@@ -101,6 +102,10 @@ void aimsi_msg_fini(aims_msg *m);
 /* Built-in stream transports: the same vtable hosts implement. */
 const aims_transport *aimsi_transport_tcp(void);
 const aims_transport *aimsi_transport_ipc(void);
+/* tls:// (tls.c): the vtable of a config (cfg NULL: a placeholder whose listen
+ * and dial say that no TLS config was set, or that the build has no TLS). */
+const aims_transport *aimsi_transport_tls(aims_tls_config *cfg);
+void aimsi_tls_config_ref(aims_tls_config *cfg);
 
 /* A small per-owner table of transports by scheme (a node's or a client's):
  * built-ins first, host registrations override. Instances are created lazily
@@ -116,6 +121,7 @@ typedef struct aimsi_ttable {
     size_t n;
     aims_transport_hooks hooks;
     uint64_t max_frame;
+    aims_tls_config *tls; /* reference held for the tls slot, or NULL */
 } aimsi_ttable;
 
 /* Fill with the built-ins (tcp, ipc). */
@@ -127,6 +133,10 @@ aims_status aimsi_ttable_add(aimsi_ttable *tt, const aims_transport *t);
 aims_status aimsi_ttable_get(aimsi_ttable *tt, const char *url, aimsi_tslot **out);
 /* Destroy every created instance. */
 void aimsi_ttable_fini(aimsi_ttable *tt);
+/* Use cfg for tls:// (takes a reference); AIMS_E_STATE once tls:// is in use. */
+aims_status aimsi_ttable_set_tls(aimsi_ttable *tt, aims_tls_config *cfg);
+/* The verified identity of the peer on `conn` of `slot` (tls://), or NULL. */
+const char *aimsi_ttable_peer(const aimsi_tslot *slot, void *conn);
 
 /* Split "scheme://rest": writes the scheme (<= 16 bytes) and points *rest after "://". */
 aims_status aimsi_url_split(const char *url, char *scheme, size_t scheme_cap, const char **rest);

@@ -1814,3 +1814,14 @@ aims_registry *aimsi_client_registry(aims_client *c)
     pthread_mutex_unlock(&c->mu);
     return r;
 }
+
+AIMS_API aims_status aims_client_set_tls(aims_client *c, aims_tls_config *cfg)
+{
+    if (!CLIENT_OK(c) || cfg == NULL) {
+        return AIMSI_MISUSE("client or TLS config is NULL");
+    }
+    pthread_mutex_lock(&c->mu);
+    const aims_status rc = aimsi_ttable_set_tls(&c->tt, cfg);
+    pthread_mutex_unlock(&c->mu);
+    return rc != AIMS_OK ? aimsi_err_adopt(&c->obj, rc) : AIMS_OK;
+}

@@ -877,3 +877,14 @@ const char *aims_node_errmsg(const aims_node *n)
 {
     return aimsi_obj_ok(n, AIMSI_MAGIC_NODE) ? n->obj.errmsg : "";
 }
+
+aims_status aims_node_set_tls(aims_node *n, aims_tls_config *cfg)
+{
+    if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE) || cfg == NULL) {
+        return AIMSI_MISUSE("node and TLS config are required");
+    }
+    pthread_mutex_lock(&n->cfg_lock);
+    const aims_status st = n->tt_ready ? aimsi_ttable_set_tls(&n->tt, cfg) : AIMS_E_STATE;
+    pthread_mutex_unlock(&n->cfg_lock);
+    return st != AIMS_OK ? aimsi_err_adopt(&n->obj, st) : AIMS_OK;
+}

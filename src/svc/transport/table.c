@@ -2,7 +2,7 @@
  * table.c -- a node's or client's transports by URL scheme, and URL splitting.
  *
  * A table is a fixed array of AIMSI_MAX_TRANSPORTS slots (no allocation: the
- * owner embeds it). aimsi_ttable_init puts the built-ins tcp and ipc in it;
+ * owner embeds it). aimsi_ttable_init puts the built-ins tcp, ipc and tls in it;
  * hosts add their own vtables with aimsi_ttable_add, which copies the table
  * and overrides a slot of the same scheme. "inproc" is not a transport here:
  * the node and client handle inproc:// themselves (pointer hand-off), so
@@ -20,7 +20,7 @@
  * under its own lock; the instances themselves are thread-safe. The slots'
  * vt.scheme points into the slot, so a table must not be copied by value.
  */
-#include "../aimsi_svc.h"
+#include "aimsi_stream.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -101,8 +101,9 @@ void aimsi_ttable_init(aimsi_ttable *tt, const aims_transport_hooks *hooks, uint
         tt->hooks = *hooks;
     }
     tt->max_frame = max_frame;
-    const aims_transport *builtin[2] = {aimsi_transport_tcp(), aimsi_transport_ipc()};
-    for (size_t i = 0; i < 2; i++) {
+    const aims_transport *builtin[3] = {aimsi_transport_tcp(), aimsi_transport_ipc(),
+                                        aimsi_transport_tls(NULL)};
+    for (size_t i = 0; i < 3; i++) {
         put(tt, &tt->slot[tt->n], builtin[i], sizeof(aims_transport));
         tt->n++;
     }
@@ -200,4 +201,36 @@ void aimsi_ttable_fini(aimsi_ttable *tt)
             tt->slot[i].inst = NULL;
         }
     }
+    aims_tls_config_destroy(tt->tls); /* our reference; connections are gone */
+    tt->tls = NULL;
+}
+
+aims_status aimsi_ttable_set_tls(aimsi_ttable *tt, aims_tls_config *cfg)
+{
+    if (tt == NULL || cfg == NULL) {
+        return AIMSI_MISUSE("NULL table or TLS config");
+    }
+    const aims_transport *vt = aimsi_transport_tls(cfg);
+    aimsi_tslot *s = find_slot(tt, "tls");
+    if (s != NULL && s->inst != NULL) {
+        return aimsi_err(NULL, AIMS_E_STATE, "tls: already in use; set the TLS config before "
+                         "the first tls:// listen or call");
+    }
+    if (vt == aimsi_transport_tls(NULL)) {
+        return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "libaims was built without TLS "
+                         "(meson -Dtls=disabled)");
+    }
+    AIMSI_TRY(aimsi_ttable_add(tt, vt));
+    aimsi_tls_config_ref(cfg);
+    aims_tls_config_destroy(tt->tls);
+    tt->tls = cfg;
+    return AIMS_OK;
+}
+
+const char *aimsi_ttable_peer(const aimsi_tslot *slot, void *conn)
+{
+    if (slot == NULL || slot->inst == NULL || slot->vt.send != aimsi_stream_send) {
+        return NULL; /* not one of the stream families */
+    }
+    return aimsi_stream_peer(slot->inst, conn);
 }

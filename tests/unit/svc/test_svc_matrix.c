@@ -1,9 +1,10 @@
 /*
  * test_svc_matrix.c -- the transport-parametrised service/client suite: the
- * SAME tests run on inproc://, ipc:// and tcp:// (argv[1]; meson registers
+ * SAME tests run on inproc://, ipc://, tcp:// and tls:// (argv[1]; meson registers
  * the program once per transport). Nodes listen on the transport under test
  * (tcp on 127.0.0.1 port 0, ipc under a mkdtemp directory) and register that
- * address, so calls by name travel over it too.
+ * address, so calls by name travel over it too. tls:// nodes and clients use
+ * certificates made at start-up by tests/support/mkcerts.sh (openssl CLI).
  *
  * Covered: echo, tensors of every dtype and shape, an 8 MiB payload (over the
  * zstd threshold), handler errors, the typed overload error, deadlines,
@@ -32,10 +33,12 @@
 #include "svc/aimsi_svc.h"
 #include "svc_echo.h"
 #include "testalloc.h"
+#include "tls_support.h"
 
 static const char *g_tr = "inproc";
 static char g_dir[128];
 static atomic_int g_seq;
+static aims_tls_config *g_node_tls; /* tls: every node serves with it */
 
 /* ---- a cluster on the transport under test --------------------------------------- */
 
@@ -50,8 +53,8 @@ typedef struct cluster {
 
 static void listen_url(char *buf, size_t cap, const char *name)
 {
-    if (strcmp(g_tr, "tcp") == 0) {
-        snprintf(buf, cap, "tcp://127.0.0.1:0");
+    if (strcmp(g_tr, "tcp") == 0 || strcmp(g_tr, "tls") == 0) {
+        snprintf(buf, cap, "%s://127.0.0.1:0", g_tr);
     } else if (strcmp(g_tr, "ipc") == 0) {
         snprintf(buf, cap, "ipc://%s/%s.sock", g_dir, name);
     } else {
@@ -79,6 +82,9 @@ static void add_node(cluster *cl, const char *service, const svc_opts *o)
      * node destroy quick (a local registry tells the client at once). */
     assert_int_equal(aims_node_set_param_i64(cl->node[i], AIMS_NODE_HEARTBEAT_MS, 250), AIMS_OK);
     assert_int_equal(aims_node_set_param_i64(cl->node[i], AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
+    if (g_node_tls != NULL) {
+        assert_int_equal(aims_node_set_tls(cl->node[i], g_node_tls), AIMS_OK);
+    }
     assert_int_equal(aims_node_listen(cl->node[i], url), AIMS_OK);
     size_t len = 0;
     assert_int_equal(aims_node_address(cl->node[i], 0, cl->addr[i], sizeof cl->addr[i], &len),
@@ -503,8 +509,8 @@ static void test_active_probe(void **state)
     assert_int_equal(aims_registry_create(&cl.reg), AIMS_OK);
     add_node(&cl, "probe", NULL);
     char dead[AIMSI_URL_MAX + 1];
-    if (strcmp(g_tr, "tcp") == 0) {
-        snprintf(dead, sizeof dead, "tcp://127.0.0.1:1");
+    if (strcmp(g_tr, "tcp") == 0 || strcmp(g_tr, "tls") == 0) {
+        snprintf(dead, sizeof dead, "%s://127.0.0.1:1", g_tr);
     } else if (strcmp(g_tr, "ipc") == 0) {
         snprintf(dead, sizeof dead, "ipc://%s/nobody.sock", g_dir);
     } else {
@@ -537,7 +543,7 @@ static void test_active_probe(void **state)
 
 static int raw_connect(const char *url)
 {
-    if (strncmp(url, "tcp://", 6) == 0) {
+    if (strncmp(url, "tcp://", 6) == 0 || strncmp(url, "tls://", 6) == 0) {
         const char *colon = strrchr(url, ':');
         assert_non_null(colon);
         struct sockaddr_in sa;
@@ -598,36 +604,67 @@ static void test_hostile_frames(void **state)
     cluster_fini(&cl);
 }
 
+/* tls: fresh configs per test (the teardown checks every block is freed). */
+static int mx_setup(void **state)
+{
+    ta_setup(state);
+    if (strcmp(g_tr, "tls") == 0) {
+        g_node_tls = tls_cfg(g_dir, "node");
+        g_client_tls = tls_cfg(g_dir, "client");
+        return g_node_tls != NULL && g_client_tls != NULL ? 0 : -1;
+    }
+    return 0;
+}
+
+static int mx_teardown(void **state)
+{
+    aims_tls_config_destroy(g_node_tls);
+    aims_tls_config_destroy(g_client_tls);
+    g_node_tls = g_client_tls = NULL;
+    return ta_teardown(state);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) {
         g_tr = argv[1];
     }
-    if (strcmp(g_tr, "inproc") != 0 && strcmp(g_tr, "ipc") != 0 && strcmp(g_tr, "tcp") != 0) {
-        fprintf(stderr, "usage: %s inproc|ipc|tcp\n", argv[0]);
+    if (strcmp(g_tr, "inproc") != 0 && strcmp(g_tr, "ipc") != 0 && strcmp(g_tr, "tcp") != 0 &&
+        strcmp(g_tr, "tls") != 0) {
+        fprintf(stderr, "usage: %s inproc|ipc|tcp|tls\n", argv[0]);
         return 2;
     }
     snprintf(g_dir, sizeof g_dir, "/tmp/aims_mx_XXXXXX");
     if (mkdtemp(g_dir) == NULL) {
         return 1;
     }
+    if (strcmp(g_tr, "tls") == 0 && tls_make_pki(g_dir) != 0) {
+        fprintf(stderr, "cannot make the test PKI with tests/support/mkcerts.sh\n");
+        return 1;
+    }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_echo, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_every_dtype, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_big_payload, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_handler_error, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_overload, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_deadline, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_registry_two_nodes, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_drain_zero_failures, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_version_weights_rollback, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_balance_degree, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_active_probe, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_hostile_frames, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_echo, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_every_dtype, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_big_payload, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_handler_error, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_overload, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_registry_two_nodes, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_drain_zero_failures, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_version_weights_rollback, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_balance_degree, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_active_probe, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_frames, mx_setup, mx_teardown),
     };
     char group[64];
     snprintf(group, sizeof group, "svc_matrix_%s", g_tr);
     const int rc = cmocka_run_group_tests_name(group, tests, NULL, NULL);
+    if (strcmp(g_tr, "tls") == 0) {
+        char cmd[256];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+        const int sr = system(cmd);
+        (void)sr;
+    }
     rmdir(g_dir);
     return rc;
 }
