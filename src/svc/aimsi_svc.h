@@ -106,6 +106,8 @@ const aims_transport *aimsi_transport_ipc(void);
  * and dial say that no TLS config was set, or that the build has no TLS). */
 const aims_transport *aimsi_transport_tls(aims_tls_config *cfg);
 void aimsi_tls_config_ref(aims_tls_config *cfg);
+/* Dials of cfg that resumed a cached session (tests, metrics). */
+uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg);
 
 /* A small per-owner table of transports by scheme (a node's or a client's):
  * built-ins first, host registrations override. Instances are created lazily

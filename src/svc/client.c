@@ -486,6 +486,10 @@ static aims_status conn_get(aims_client *c, cl_ep *e, cl_conn **out)
     cc->ep = e;
     cc->slot = slot;
     rc = slot->vt.dial(slot->inst, e->url, cc, &cc->conn);
+    char why[AIMSI_ERRMSG_CAP] = "";
+    if (rc != AIMS_OK) { /* the transport's own words (TLS: the verification failure) */
+        snprintf(why, sizeof why, "%s", aims_errmsg());
+    }
     pthread_mutex_lock(&c->mu);
     if (rc != AIMS_OK) {
         backoff_locked(c, e);
@@ -494,7 +498,7 @@ static aims_status conn_get(aims_client *c, cl_ep *e, cl_conn **out)
         aimsi_free(cc);
         /* A refused dial means the request never left: retryable. */
         const aims_status code = rc == AIMS_E_NOMEM ? rc : AIMS_E_CLOSED;
-        return call_err(c, code, "%s: connect failed: %s", e->url, aims_strerror(rc));
+        return call_err(c, code, "%s: connect failed: %s (%s)", e->url, aims_strerror(rc), why);
     }
     if (cc->dead) {
         /* on_close beat us: the connection died before it was installed. */

@@ -212,11 +212,17 @@ aims_status aimsi_ttable_set_tls(aimsi_ttable *tt, aims_tls_config *cfg)
     }
     const aims_transport *vt = aimsi_transport_tls(cfg);
     aimsi_tslot *s = find_slot(tt, "tls");
+    const aims_transport *unset = aimsi_transport_tls(NULL);
+    if (s != NULL && s->inst != NULL && s->vt.factory_user == unset->factory_user) {
+        /* The placeholder only ever refused (no socket, no thread): replace it. */
+        s->vt.destroy(s->inst);
+        s->inst = NULL;
+    }
     if (s != NULL && s->inst != NULL) {
         return aimsi_err(NULL, AIMS_E_STATE, "tls: already in use; set the TLS config before "
                          "the first tls:// listen or call");
     }
-    if (vt == aimsi_transport_tls(NULL)) {
+    if (vt == unset) {
         return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "libaims was built without TLS "
                          "(meson -Dtls=disabled)");
     }

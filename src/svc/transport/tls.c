@@ -84,6 +84,12 @@ void aimsi_tls_config_ref(aims_tls_config *cfg)
     (void)cfg;
 }
 
+uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg)
+{
+    (void)cfg;
+    return 0;
+}
+
 AIMS_API aims_status aims_tls_config_create(aims_tls_config **out)
 {
     if (out != NULL) {
@@ -180,6 +186,7 @@ struct aims_tls_config {
     uint32_t hs_ms;
     tls_session sessions[TLS_SESSIONS];
     size_t next_session;
+    atomic_uint_fast64_t resumed; /* dials that resumed a session */
 };
 
 typedef struct tls_conn {
@@ -454,7 +461,10 @@ static aims_status ctx_setup(aims_tls_config *cfg, SSL_CTX *ctx, const char *ca,
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
             ssl_errtext(txt, sizeof txt);
-            return aimsi_err(&cfg->obj, AIMS_E_INVAL, "tls: private key \"%s\": %s", key, txt);
+            return aimsi_err(&cfg->obj, AIMS_E_INVAL, "tls: private key \"%s\"%s: %s", key,
+                             strstr(txt, "mismatch") != NULL ? " does not match the certificate"
+                                                             : "",
+                             txt);
         }
         if (SSL_CTX_check_private_key(ctx) != 1) {
             ssl_errtext(txt, sizeof txt);
@@ -720,6 +730,9 @@ static aims_status tls_dial(void *ctx, int fd, const char *url, void **out_sx)
         tc_free(tc);
         return rc;
     }
+    if (SSL_session_reused(tc->ssl)) {
+        atomic_fetch_add(&cfg->resumed, 1);
+    }
     if (tc->peer[0] == '\0') { /* a resumed session: no verify callback ran */
         X509 *pc = SSL_get0_peer_certificate(tc->ssl);
         if (pc != NULL) {
@@ -917,6 +930,11 @@ void aimsi_tls_config_ref(aims_tls_config *cfg)
     atomic_fetch_add(&cfg->refs, 1);
 }
 
+uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg)
+{
+    return atomic_load(&((aims_tls_config *)(uintptr_t)cfg)->resumed);
+}
+
 /* ---- the public config -------------------------------------------------------------------- */
 
 #define CFG_CHECK(cfg)                                                 \
@@ -1001,8 +1019,10 @@ AIMS_API aims_status aims_tls_config_set_cert(aims_tls_config *cfg, const char *
                               SSL_CTX_check_private_key(ctx) != 1)) {
             char txt[200];
             ssl_errtext(txt, sizeof txt);
-            rc = aimsi_err(&cfg->obj, AIMS_E_INVAL, "tls: certificate \"%s\" / key \"%s\": %s",
-                           chain_file, key_file, txt);
+            rc = aimsi_err(&cfg->obj, AIMS_E_INVAL, "tls: certificate \"%s\" / key \"%s\": %s%s",
+                           chain_file, key_file, txt,
+                           strstr(txt, "mismatch") != NULL ? " (the key does not match the "
+                                                             "certificate)" : "");
         }
         if (rc == AIMS_OK) {
             X509 *own = SSL_CTX_get0_certificate(ctx);
