@@ -8,6 +8,15 @@
  *             [--train NAME] [--echo NAME] [--slow-us N]
  *             [--workers N] [--heartbeat-ms N] [--max-frame BYTES]
  *             [--queue-cap N] [--concurrency N] [--inline 0|1]
+ *             [--tls-ca FILE|DIR --tls-cert FILE --tls-key FILE [--tls-peer NAME ...]]
+ *             [--insecure]
+ *
+ * Security. Plain tcp:// serves only loopback addresses; across machines use
+ * tls://HOST:PORT with --tls-ca/--tls-cert/--tls-key (mutual TLS 1.3: clients
+ * need a certificate from the same CA; --tls-peer limits which names may
+ * connect; the same credentials dial a tls:// --join registry). --insecure
+ * explicitly allows plain tcp:// on a non-loopback address (a trusted network
+ * only). See docs/SECURITY.md.
  *
  * Every service flag may repeat. Once every service is started the daemon
  * prints one line "ready <first-address>" on stdout (flushed): that is the
@@ -37,6 +46,7 @@
 #include <unistd.h>
 
 #include <aims/aims_svc.h>
+#include <aims/aims_tls.h>
 
 #define MAX_LISTEN 8
 #define MAX_SERVICES 32
@@ -59,6 +69,10 @@ typedef struct options {
     svc_spec svc[MAX_SERVICES];
     size_t n_svc;
     int64_t slow_us, workers, heartbeat_ms, max_frame, queue_cap, concurrency, inline_run;
+    const char *tls_ca, *tls_cert, *tls_key;
+    const char *tls_peer[MAX_LISTEN];
+    size_t n_tls_peer;
+    int insecure;
 } options;
 
 /* Objects the daemon created, released in reverse order by teardown(). */
@@ -81,7 +95,9 @@ static void usage(void)
             "                 [--infer NAME=BUNDLE] [--preprocess NAME=PIPELINE]\n"
             "                 [--train NAME] [--echo NAME] [--slow-us N]\n"
             "                 [--workers N] [--heartbeat-ms N] [--max-frame BYTES]\n"
-            "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n");
+            "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n"
+            "                 [--tls-ca FILE|DIR --tls-cert FILE --tls-key FILE]\n"
+            "                 [--tls-peer NAME ...] [--insecure]\n");
 }
 
 /* Parse a non-negative decimal integer; 0 on success. */
@@ -135,6 +151,18 @@ static int parse_flag(options *o, const char *flag, const char *val)
         o->listen[o->n_listen++] = val;
     } else if (strcmp(flag, "--join") == 0) {
         o->join = val;
+    } else if (strcmp(flag, "--tls-ca") == 0) {
+        o->tls_ca = val;
+    } else if (strcmp(flag, "--tls-cert") == 0) {
+        o->tls_cert = val;
+    } else if (strcmp(flag, "--tls-key") == 0) {
+        o->tls_key = val;
+    } else if (strcmp(flag, "--tls-peer") == 0) {
+        if (o->n_tls_peer == MAX_LISTEN) {
+            fprintf(stderr, "aims_node: at most %d --tls-peer\n", MAX_LISTEN);
+            return -1;
+        }
+        o->tls_peer[o->n_tls_peer++] = val;
     } else if (strcmp(flag, "--infer") == 0) {
         return add_spec(o, K_INFER, val);
     } else if (strcmp(flag, "--preprocess") == 0) {
@@ -178,6 +206,10 @@ static int parse_args(int argc, char **argv, options *o)
             o->host_registry = 1;
             continue;
         }
+        if (strcmp(argv[i], "--insecure") == 0) {
+            o->insecure = 1;
+            continue;
+        }
         if (strcmp(argv[i], "--help") == 0 || i + 1 >= argc) {
             return -1;
         }
@@ -187,6 +219,11 @@ static int parse_args(int argc, char **argv, options *o)
         i++;
     }
     if (o->name == NULL || o->n_listen == 0 || (o->join != NULL && o->host_registry)) {
+        return -1;
+    }
+    if ((o->tls_cert == NULL) != (o->tls_key == NULL) ||
+        (o->tls_cert != NULL && o->tls_ca == NULL)) {
+        fprintf(stderr, "aims_node: --tls-cert and --tls-key go together, with --tls-ca\n");
         return -1;
     }
     return 0;
@@ -281,6 +318,35 @@ static int add_services(daemon_state *st, const options *o)
     return 0;
 }
 
+/* --tls-*: one config for the node's tls:// listeners and its tls:// join. */
+static int setup_tls(daemon_state *st, const options *o)
+{
+    aims_tls_config *cfg = NULL;
+    if (aims_tls_config_create(&cfg) != AIMS_OK) {
+        fprintf(stderr, "aims_node: --tls-ca: %s\n", aims_errmsg());
+        return -1;
+    }
+    const char *what = "--tls-ca";
+    aims_status rc = aims_tls_config_set_ca(cfg, o->tls_ca);
+    if (rc == AIMS_OK && o->tls_cert != NULL) {
+        what = "--tls-cert/--tls-key";
+        rc = aims_tls_config_set_cert(cfg, o->tls_cert, o->tls_key);
+    }
+    for (size_t i = 0; rc == AIMS_OK && i < o->n_tls_peer; i++) {
+        what = "--tls-peer";
+        rc = aims_tls_config_add_peer_name(cfg, o->tls_peer[i]);
+    }
+    if (rc != AIMS_OK) {
+        fprintf(stderr, "aims_node: %s: %s\n", what, aims_tls_config_errmsg(cfg));
+        aims_tls_config_destroy(cfg);
+        return -1;
+    }
+    rc = aims_node_set_tls(st->node, cfg);
+    aims_tls_config_destroy(cfg); /* the node keeps its own reference */
+    CHECK(st, rc, "--tls-ca");
+    return 0;
+}
+
 /* Node, listeners, registry, services: everything up to "ready". */
 static int start(daemon_state *st, const options *o)
 {
@@ -295,6 +361,12 @@ static int start(daemon_state *st, const options *o)
     if (o->max_frame >= 0) {
         CHECK(st, aims_node_set_param_i64(st->node, AIMS_NODE_MAX_FRAME, o->max_frame),
               "--max-frame");
+    }
+    if (o->insecure) {
+        CHECK(st, aims_node_set_param_i64(st->node, AIMS_NODE_INSECURE, 1), "--insecure");
+    }
+    if (o->tls_ca != NULL && setup_tls(st, o) != 0) {
+        return -1;
     }
     for (size_t i = 0; i < o->n_listen; i++) {
         CHECK(st, aims_node_listen(st->node, o->listen[i]), o->listen[i]);

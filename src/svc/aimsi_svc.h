@@ -106,6 +106,8 @@ const aims_transport *aimsi_transport_ipc(void);
  * and dial say that no TLS config was set, or that the build has no TLS). */
 const aims_transport *aimsi_transport_tls(aims_tls_config *cfg);
 void aimsi_tls_config_ref(aims_tls_config *cfg);
+/* The TLS config a client dials tls:// with (NULL: none); client.c. */
+aims_tls_config *aimsi_client_tls(aims_client *c);
 /* Dials of cfg that resumed a cached session (tests, metrics). */
 uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg);
 
@@ -397,7 +399,7 @@ const aimsi_svc_kind *aimsi_regsvc_kind(void);
  * before start returns (failure to reach the registry is not an error). */
 typedef struct aimsi_regsync aimsi_regsync;
 aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t period_ms,
-                                aimsi_regsync **out);
+                                aims_tls_config *tls, aimsi_regsync **out);
 void aimsi_regsync_stop(aimsi_regsync *rs);
 /* Successful (ok != 0) or failed syncs so far. */
 uint64_t aimsi_regsync_count(aimsi_regsync *rs, int ok);

@@ -1829,3 +1829,14 @@ AIMS_API aims_status aims_client_set_tls(aims_client *c, aims_tls_config *cfg)
     pthread_mutex_unlock(&c->mu);
     return rc != AIMS_OK ? aimsi_err_adopt(&c->obj, rc) : AIMS_OK;
 }
+
+aims_tls_config *aimsi_client_tls(aims_client *c)
+{
+    if (!CLIENT_OK(c)) {
+        return NULL;
+    }
+    pthread_mutex_lock(&c->mu);
+    aims_tls_config *t = c->tt.tls;
+    pthread_mutex_unlock(&c->mu);
+    return t;
+}

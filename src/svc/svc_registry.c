@@ -742,6 +742,7 @@ static void *regsync_main(void *arg)
 }
 
 aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t period_ms,
+                                aims_tls_config *tls,
                                 aimsi_regsync **out)
 {
     if (url == NULL || strlen(url) > AIMSI_URL_MAX) {
@@ -757,6 +758,12 @@ aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t
     rs->period_ms = period_ms;
     rs->last_renew_ns = aimsi_now_ns();
     aims_status rc = aims_client_create(&rs->caller);
+    if (rc == AIMS_OK && tls != NULL) { /* a tls:// registry: the joiner's credentials */
+        rc = aims_client_set_tls(rs->caller, tls);
+        if (rc != AIMS_OK) {
+            aims_client_destroy(rs->caller);
+        }
+    }
     if (rc != AIMS_OK) {
         aimsi_free(rs);
         return rc;
@@ -846,7 +853,8 @@ AIMS_API aims_status aims_client_join(aims_client *c, const char *url)
     AIMSI_TRY(aims_registry_create(&mirror));
     aimsi_regsync *rs = NULL;
     const int64_t period = aimsi_client_sync_ms(c);
-    aims_status rc = aimsi_regsync_start(url, mirror, (uint64_t)(period > 0 ? period : 200), &rs);
+    aims_status rc = aimsi_regsync_start(url, mirror, (uint64_t)(period > 0 ? period : 200),
+                                         aimsi_client_tls(c), &rs);
     if (rc != AIMS_OK) {
         aims_registry_destroy(mirror);
         return rc;
@@ -993,6 +1001,9 @@ AIMS_API aims_status aims_node_join(aims_node *n, const char *url)
     }
     strcpy(nj->url, url);
     aims_status rc = aims_client_create(&nj->caller);
+    if (rc == AIMS_OK && n->tt.tls != NULL) { /* a tls:// registry: the node's credentials */
+        rc = aims_client_set_tls(nj->caller, n->tt.tls);
+    }
     if (rc == AIMS_OK) {
         rc = aimsi_node_set_remote_registry(n, &k_join_ops, nj);
     }
