@@ -106,6 +106,12 @@ const aims_transport *aimsi_transport_ipc(void);
  * and dial say that no TLS config was set, or that the build has no TLS). */
 const aims_transport *aimsi_transport_tls(aims_tls_config *cfg);
 void aimsi_tls_config_ref(aims_tls_config *cfg);
+/* Identities for the request path (node.c): the verified peer of a node
+ * connection ("" when unauthenticated), and the node's own identity (its TLS
+ * certificate's; what in-process callers carry), "" without TLS. */
+struct aimsi_conn;
+const char *aimsi_node_conn_peer(const struct aimsi_conn *c);
+const char *aimsi_node_identity(const aims_node *n);
 /* The TLS config a client dials tls:// with (NULL: none); client.c. */
 aims_tls_config *aimsi_client_tls(aims_client *c);
 /* Dials of cfg that resumed a cached session (tests, metrics). */

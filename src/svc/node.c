@@ -192,6 +192,7 @@ typedef struct aimsi_conn {
     _Atomic int refs;
     _Atomic int64_t inflight;
     atomic_int peer_compresses; /* a request came compressed: compress big replies */
+    char peer[256]; /* the peer's verified identity (tls://), "" when unauthenticated */
 } aimsi_conn;
 
 typedef struct conn_req {
@@ -428,6 +429,9 @@ static void *hook_accept(void *user, void *listener, void *tconn)
         aimsi_free(c);
         return NULL;
     }
+    /* Copied: requests in flight may outlive the transport connection. */
+    const char *peer = aimsi_ttable_peer(c->slot, tconn);
+    snprintf(c->peer, sizeof c->peer, "%s", peer != NULL ? peer : "");
     return c;
 }
 
@@ -887,4 +891,14 @@ aims_status aims_node_set_tls(aims_node *n, aims_tls_config *cfg)
     const aims_status st = n->tt_ready ? aimsi_ttable_set_tls(&n->tt, cfg) : AIMS_E_STATE;
     pthread_mutex_unlock(&n->cfg_lock);
     return st != AIMS_OK ? aimsi_err_adopt(&n->obj, st) : AIMS_OK;
+}
+
+const char *aimsi_node_conn_peer(const struct aimsi_conn *c)
+{
+    return c != NULL ? c->peer : "";
+}
+
+const char *aimsi_node_identity(const aims_node *n)
+{
+    return n != NULL && n->tt.tls != NULL ? aims_tls_config_identity(n->tt.tls) : "";
 }

@@ -218,6 +218,12 @@ static void test_tls_call_and_identities(void **state)
     for (int i = 0; i < 20; i++) {
         assert_int_equal(call(c, t.addr), AIMS_OK);
     }
+    /* The node knows who is calling (per connection), and who it is itself. */
+    pthread_mutex_lock(&t.node->lock);
+    assert_non_null(t.node->conns);
+    assert_string_equal(aimsi_node_conn_peer(t.node->conns), "client1.aims");
+    pthread_mutex_unlock(&t.node->lock);
+    assert_string_equal(aimsi_node_identity(t.node), "node1.aims");
     aims_client_destroy(c);
     tnode_stop(&t);
 }
