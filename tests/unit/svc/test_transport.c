@@ -806,12 +806,12 @@ static void test_ttable(void **state)
         }
         assert_int_equal(aimsi_ttable_add(&tt, &bad), AIMS_E_INVAL);
     }
-    assert_int_equal(tt.n, 2);
+    assert_int_equal(tt.n, 3); /* the built-ins: tcp, ipc, tls */
     /* a host compiled against exactly the version-1 size */
     aims_transport ok = v;
     ok.struct_size = (uint32_t)(offsetof(aims_transport, close) + sizeof(void (*)(void)));
     assert_int_equal(aimsi_ttable_add(&tt, &ok), AIMS_OK);
-    assert_int_equal(tt.n, 3);
+    assert_int_equal(tt.n, 4);
     aimsi_tslot *s = NULL;
     assert_int_equal(aimsi_ttable_get(&tt, "my+t.x-1://anything", &s), AIMS_OK);
     assert_ptr_equal(s->inst, &destroyed);
@@ -830,7 +830,12 @@ static void test_ttable(void **state)
     int destroyed2 = 0;
     ov.factory_user = &destroyed2;
     assert_int_equal(aimsi_ttable_add(&tt, &ov), AIMS_OK);
-    assert_int_equal(tt.n, 3);
+    assert_int_equal(tt.n, 4);
+    /* tls:// without a config says what is missing */
+    void *lst = NULL;
+    assert_int_equal(aimsi_ttable_get(&tt, "tls://127.0.0.1:0", &s), AIMS_OK);
+    assert_int_equal(s->vt.listen(s->inst, "tls://127.0.0.1:0", 0, NULL, 0, &lst), AIMS_E_STATE);
+    assert_non_null(strstr(aims_errmsg(), "aims_node_set_tls"));
     assert_int_equal(aimsi_ttable_get(&tt, "ipc:///tmp/whatever", &s), AIMS_OK);
     assert_ptr_equal(s->inst, &destroyed2);
     aimsi_ttable_fini(&tt);
