@@ -700,8 +700,8 @@ int aimsi_url_compresses(const char *url)
     if (strncmp(url, "ipc://", 6) == 0) {
         return 0;
     }
-    if (strncmp(url, "tcp://", 6) != 0) {
-        return 1;
+    if (strncmp(url, "tcp://", 6) != 0 && strncmp(url, "tls://", 6) != 0) {
+        return 1; /* tls:// is tcp underneath: the same loopback rule */
     }
     const char *h = url + 6;
     return !(strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||

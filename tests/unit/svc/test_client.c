@@ -118,6 +118,8 @@ static void test_url_compresses(void **state)
     assert_true(aimsi_url_compresses("tcp://hub.example:7000"));
     assert_true(aimsi_url_compresses("tcp://localhost.example:7000"));
     assert_true(aimsi_url_compresses("quic://10.0.0.7:7000"));
+    assert_false(aimsi_url_compresses("tls://127.0.0.1:7000"));
+    assert_true(aimsi_url_compresses("tls://10.0.0.7:7000"));
 }
 
 static void test_call_addr_inproc(void **state)
