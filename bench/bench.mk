@@ -14,6 +14,7 @@ bench:
 	/usr/bin/python3 bench/run.py --build-dir $(BENCH_BUILD)
 	/usr/bin/python3 bench/run_train.py --build-dir $(BENCH_BUILD) $(TRAIN_ARGS)
 	@$(MAKE) --no-print-directory -f bench/bench.mk bench-svc-run
+	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-tls-run
 
 # Only the service goals (issue 4, P6..P10): `make -f bench/bench.mk bench-svc SVC_ARGS=--quick`.
 # bench_svc is not built by default (see bench/meson.build); if it does not
@@ -34,3 +35,14 @@ bench-train:
 	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
 	ninja -C $(BENCH_BUILD)
 	/usr/bin/python3 bench/run_train.py --build-dir $(BENCH_BUILD) $(TRAIN_ARGS)
+
+# Only the TLS goals (issue 10, P11a-c): `make -f bench/bench.mk bench-tls TLS_ARGS="5000 200 200"`.
+# tls vs tcp side by side in one process; the PKI is made by tests/support/mkcerts.sh.
+.PHONY: bench-tls bench-tls-run
+bench-tls:
+	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
+	@$(MAKE) --no-print-directory -f bench/bench.mk bench-tls-run
+
+bench-tls-run:
+	ninja -C $(BENCH_BUILD) bench/bench_tls
+	AIMS_SOURCE_DIR=$(CURDIR) $(BENCH_BUILD)/bench/bench_tls $(TLS_ARGS) | tee bench/results/latest-tls.json
