@@ -2,7 +2,8 @@
 # check_rules.sh SRCROOT -- the house rules a grep can prove (DESIGN.md §1, §4):
 #   - only src/core/alloc.c calls malloc/calloc/realloc/free;
 #   - the library never prints, aborts or exits;
-#   - only src/model includes <cblas.h> and only src/codec includes <zstd.h>;
+#   - only src/model includes <cblas.h>, only src/codec <zstd.h>, only the tls
+#     files of src/svc/transport <openssl/...>;
 #   - no public header includes either;
 #   - orch depends on core only; core depends on nothing else in src/.
 set -u
@@ -25,7 +26,10 @@ hits=$(grep -ln 'include <cblas.h>' $srcs $hdrs 2>/dev/null | grep -v '/src/mode
 hits=$(grep -ln 'include <zstd.h>\|include <zstd_errors.h>' $srcs $hdrs 2>/dev/null \
        | grep -v '/src/codec/')
 [ -n "$hits" ] && say "zstd.h outside src/codec: $hits"
-hits=$(grep -ln 'cblas.h\|zstd.h' "$root"/include/aims/*.h)
+hits=$(grep -ln 'include <openssl/' $srcs $hdrs 2>/dev/null \
+       | grep -v '/src/svc/transport/tls.c$\|/src/svc/transport/tls_config.c$\|/src/svc/transport/aimsi_tls.h$')
+[ -n "$hits" ] && say "OpenSSL outside src/svc/transport/tls*.c, aimsi_tls.h: $hits"
+hits=$(grep -ln 'cblas.h\|zstd.h\|openssl/' "$root"/include/aims/*.h)
 [ -n "$hits" ] && say "public header includes a dependency header: $hits"
 hits=$(grep -n 'include "\.\./\(codec\|data\|model\|svc\)/' "$root"/src/orch/*.c "$root"/src/orch/*.h 2>/dev/null)
 [ -n "$hits" ] && say "src/orch may depend on src/core only:

@@ -1,15 +1,14 @@
 /*
  * tls.c -- the tls:// transport: mutual TLS 1.3 (OpenSSL 3) as one more
- * stream family over TCP, and the aims_tls_config behind it. The only file
- * that includes OpenSSL.
+ * stream family over TCP. The configuration object (files, SSL contexts,
+ * reload) is tls_config.c; this file is the per-connection side.
  *
  * How it plugs in. tls:// uses tcp.c's address handling and stream.c's I/O
  * thread, framing and queues unchanged; what differs is the per-connection
  * hooks (aimsi_stream_ops): bytes go through SSL_read/SSL_write instead of
  * recv/sendmsg. A config embeds its own family and vtable (factory_user =
  * &cfg->fam), so a node or client that was given a config simply registers
- * that vtable for "tls" in its transport table; without one, the built-in
- * placeholder vtable explains what is missing.
+ * that vtable for "tls" in its transport table.
  *
  * Handshakes. A dial secures its socket on the caller's thread, bounded by
  * the handshake timeout: SSL_do_handshake with poll() on WANT_READ/WANT_WRITE,
@@ -37,157 +36,21 @@
  * identity fails the handshake itself (the peer sees an alert, not a later
  * close). Identity = first DNS or URI subjectAltName, else the subject CN.
  */
-#include "aimsi_stream.h"
-
-#include <string.h>
-
-#define TLS_MAGIC 0x41544c53u /* "ATLS" */
-#define TLS_NAME_MAX 256u
-#define TLS_MAX_NAMES 64u
-#define TLS_HS_MS_DEFAULT 10000u
-
-#ifndef AIMS_HAVE_TLS
-/* ---- built without TLS ---------------------------------------------------------------- */
-
-static aims_status no_tls(void)
-{
-    return aimsi_err(NULL, AIMS_E_UNSUPPORTED,
-                     "libaims was built without TLS (meson -Dtls=disabled): tls:// and "
-                     "aims_tls_config are not available");
-}
-
-static aims_status nt_listen(const char *url, unsigned flags, int *out_fd, char *bound,
-                             size_t bound_cap, char *unlink_path)
-{
-    (void)url, (void)flags, (void)out_fd, (void)bound, (void)bound_cap, (void)unlink_path;
-    return no_tls();
-}
-
-static aims_status nt_dial(const char *url, int *out_fd)
-{
-    (void)url, (void)out_fd;
-    return no_tls();
-}
-
-static const aimsi_stream_family nt_family = {"tls", nt_listen, nt_dial, NULL,
-                                              &aimsi_stream_plain_ops, NULL};
-static const aims_transport nt_vtable = AIMSI_STREAM_VTABLE("tls", &nt_family);
-
-const aims_transport *aimsi_transport_tls(aims_tls_config *cfg)
-{
-    (void)cfg;
-    return &nt_vtable;
-}
-
-void aimsi_tls_config_ref(aims_tls_config *cfg)
-{
-    (void)cfg;
-}
-
-uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg)
-{
-    (void)cfg;
-    return 0;
-}
-
-AIMS_API aims_status aims_tls_config_create(aims_tls_config **out)
-{
-    if (out != NULL) {
-        *out = NULL;
-    }
-    return no_tls();
-}
-
-AIMS_API void aims_tls_config_destroy(aims_tls_config *cfg)
-{
-    (void)cfg;
-}
-
-AIMS_API aims_status aims_tls_config_set_ca(aims_tls_config *cfg, const char *path)
-{
-    (void)cfg, (void)path;
-    return no_tls();
-}
-
-AIMS_API aims_status aims_tls_config_set_cert(aims_tls_config *cfg, const char *chain_file,
-                                              const char *key_file)
-{
-    (void)cfg, (void)chain_file, (void)key_file;
-    return no_tls();
-}
-
-AIMS_API aims_status aims_tls_config_add_peer_name(aims_tls_config *cfg, const char *name)
-{
-    (void)cfg, (void)name;
-    return no_tls();
-}
-
-AIMS_API aims_status aims_tls_config_set_handshake_timeout(aims_tls_config *cfg, uint32_t ms)
-{
-    (void)cfg, (void)ms;
-    return no_tls();
-}
-
-AIMS_API aims_status aims_tls_config_reload(aims_tls_config *cfg)
-{
-    (void)cfg;
-    return no_tls();
-}
-
-AIMS_API const char *aims_tls_config_identity(const aims_tls_config *cfg)
-{
-    (void)cfg;
-    return "";
-}
-
-AIMS_API const char *aims_tls_config_errmsg(const aims_tls_config *cfg)
-{
-    (void)cfg;
-    return "libaims was built without TLS";
-}
-
-#else
-/* ---- OpenSSL ------------------------------------------------------------------------------ */
+#include "aimsi_tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 
 #include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#define TLS_SESSIONS 16u
 #define TICKET_WAIT_MS 2000u
 
 static const unsigned char k_alpn[] = {6, 'a', 'i', 'm', 's', '/', '1'};
-
-typedef struct tls_session {
-    char key[AIMSI_URL_MAX];
-    SSL_SESSION *sess;
-} tls_session;
-
-struct aims_tls_config {
-    aimsi_obj obj;
-    atomic_int refs;
-    pthread_mutex_t mu;
-    aimsi_stream_family fam; /* ctx = this config */
-    aims_transport vt;       /* factory_user = &fam */
-    SSL_CTX *srv, *cli;      /* NULL until a CA is set */
-    char *ca_path, *cert_path, *key_path;
-    char identity[TLS_NAME_MAX];
-    char *names[TLS_MAX_NAMES];
-    size_t n_names;
-    uint32_t hs_ms;
-    tls_session sessions[TLS_SESSIONS];
-    size_t next_session;
-    atomic_uint_fast64_t resumed; /* dials that resumed a session */
-};
 
 typedef struct tls_conn {
     SSL *ssl;
@@ -261,7 +124,7 @@ static void bio_method_init(void)
 /* ---- error text ------------------------------------------------------------------------------ */
 
 /* The newest OpenSSL error as text ("" when the queue is empty). */
-static void ssl_errtext(char *out, size_t cap)
+void aimsi_tls_errtext(char *out, size_t cap)
 {
     const unsigned long e = ERR_peek_last_error();
     out[0] = '\0';
@@ -282,7 +145,7 @@ static void hs_reason(tls_conn *tc, int ret, char *out, size_t cap)
     const int e = SSL_get_error(tc->ssl, ret);
     const long v = SSL_get_verify_result(tc->ssl);
     char txt[200];
-    ssl_errtext(txt, sizeof txt);
+    aimsi_tls_errtext(txt, sizeof txt);
     if (v == X509_V_ERR_APPLICATION_VERIFICATION) {
         snprintf(out, cap, "peer certificate rejected: identity \"%s\" is not among the allowed "
                  "peer names", tc->peer);
@@ -304,7 +167,7 @@ static void hs_reason(tls_conn *tc, int ret, char *out, size_t cap)
 
 /* ---- identities and names ------------------------------------------------------------------ */
 
-static void cert_identity(X509 *cert, char *out, size_t cap)
+void aimsi_tls_cert_identity(X509 *cert, char *out, size_t cap)
 {
     out[0] = '\0';
     GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
@@ -354,7 +217,7 @@ static int verify_cb(int ok, X509_STORE_CTX *x)
     if (tc == NULL || cert == NULL) {
         return ok;
     }
-    cert_identity(cert, tc->peer, sizeof tc->peer);
+    aimsi_tls_cert_identity(cert, tc->peer, sizeof tc->peer);
     pthread_mutex_lock(&tc->cfg->mu);
     const int allowed = name_allowed(tc->cfg, cert, tc->peer);
     pthread_mutex_unlock(&tc->cfg->mu);
@@ -409,7 +272,7 @@ static int new_session(SSL *ssl, SSL_SESSION *sess)
     return 1;
 }
 
-static void sessions_clear(aims_tls_config *cfg)
+void aimsi_tls_sessions_clear(aims_tls_config *cfg)
 {
     for (size_t i = 0; i < TLS_SESSIONS; i++) {
         SSL_SESSION_free(cfg->sessions[i].sess);
@@ -418,139 +281,23 @@ static void sessions_clear(aims_tls_config *cfg)
     }
 }
 
-/* ---- building the contexts ----------------------------------------------------------------- */
 
-static aims_status file_check(aims_tls_config *cfg, const char *what, const char *path, int *is_dir)
+int aimsi_tls_ctx_hooks(SSL_CTX *ctx, int server)
 {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        return aimsi_err(&cfg->obj, AIMS_E_NOTFOUND, "tls: %s \"%s\": %s", what, path,
-                         strerror(errno));
-    }
-    if (is_dir != NULL) {
-        *is_dir = S_ISDIR(st.st_mode);
-    } else if (S_ISDIR(st.st_mode)) {
-        return aimsi_err(&cfg->obj, AIMS_E_INVAL, "tls: %s \"%s\" is a directory, expected a "
-                         "PEM file", what, path);
-    }
-    return AIMS_OK;
-}
-
-static aims_status ctx_setup(aims_tls_config *cfg, SSL_CTX *ctx, const char *ca, const char *cert,
-                             const char *key, int server)
-{
-    char txt[200];
-    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    int is_dir = 0;
-    AIMSI_TRY(file_check(cfg, "CA", ca, &is_dir));
-    const int ok = is_dir ? SSL_CTX_load_verify_dir(ctx, ca) : SSL_CTX_load_verify_file(ctx, ca);
-    if (ok != 1) {
-        ssl_errtext(txt, sizeof txt);
-        return aimsi_err(&cfg->obj, AIMS_E_INVAL, "tls: CA \"%s\": no certificate could be "
-                         "read (%s)", ca, txt);
-    }
-    if (cert != NULL) {
-        AIMSI_TRY(file_check(cfg, "certificate chain", cert, NULL));
-        AIMSI_TRY(file_check(cfg, "private key", key, NULL));
-        if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-            ssl_errtext(txt, sizeof txt);
-            return aimsi_err(&cfg->obj, AIMS_E_INVAL, "tls: certificate chain \"%s\": %s", cert,
-                             txt);
-        }
-        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-            ssl_errtext(txt, sizeof txt);
-            return aimsi_err(&cfg->obj, AIMS_E_INVAL, "tls: private key \"%s\"%s: %s", key,
-                             strstr(txt, "mismatch") != NULL ? " does not match the certificate"
-                                                             : "",
-                             txt);
-        }
-        if (SSL_CTX_check_private_key(ctx) != 1) {
-            ssl_errtext(txt, sizeof txt);
-            return aimsi_err(&cfg->obj, AIMS_E_INVAL, "tls: private key \"%s\" does not match "
-                             "the certificate \"%s\" (%s)", key, cert, txt);
-        }
-    }
     if (server) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
         SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
         SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"aims/1", 6);
         SSL_CTX_set_num_tickets(ctx, 1);
-        if (!is_dir) {
-            STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
-            if (names != NULL) {
-                SSL_CTX_set_client_CA_list(ctx, names);
-            }
-        }
-    } else {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
-        if (SSL_CTX_set_alpn_protos(ctx, k_alpn, sizeof k_alpn) != 0) {
-            return aimsi_err(&cfg->obj, AIMS_E_NOMEM, "tls: out of memory setting ALPN");
-        }
-        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
-                                                SSL_SESS_CACHE_NO_INTERNAL_STORE);
-        SSL_CTX_sess_set_new_cb(ctx, new_session);
+        return 0;
     }
-    ERR_clear_error();
-    return AIMS_OK;
-}
-
-/* Build both contexts from the given files and swap them in (all or nothing). */
-static aims_status rebuild(aims_tls_config *cfg, const char *ca, const char *cert,
-                           const char *key)
-{
-    SSL_CTX *srv = SSL_CTX_new(TLS_server_method());
-    SSL_CTX *cli = SSL_CTX_new(TLS_client_method());
-    aims_status rc = AIMS_OK;
-    if (srv == NULL || cli == NULL) {
-        rc = aimsi_err(&cfg->obj, AIMS_E_NOMEM, "tls: out of memory creating SSL contexts");
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
+    if (SSL_CTX_set_alpn_protos(ctx, k_alpn, sizeof k_alpn) != 0) {
+        return -1;
     }
-    if (rc == AIMS_OK) {
-        rc = ctx_setup(cfg, srv, ca, cert, key, 1);
-    }
-    if (rc == AIMS_OK) {
-        rc = ctx_setup(cfg, cli, ca, cert, key, 0);
-    }
-    char ident[TLS_NAME_MAX] = "";
-    if (rc == AIMS_OK && cert != NULL) {
-        X509 *own = SSL_CTX_get0_certificate(srv);
-        if (own != NULL) {
-            cert_identity(own, ident, sizeof ident);
-        }
-    }
-    if (rc != AIMS_OK) {
-        SSL_CTX_free(srv);
-        SSL_CTX_free(cli);
-        ERR_clear_error();
-        return rc;
-    }
-    pthread_mutex_lock(&cfg->mu);
-    SSL_CTX *old_srv = cfg->srv;
-    SSL_CTX *old_cli = cfg->cli;
-    cfg->srv = srv;
-    cfg->cli = cli;
-    memcpy(cfg->identity, ident, sizeof ident);
-    sessions_clear(cfg);
-    pthread_mutex_unlock(&cfg->mu);
-    SSL_CTX_free(old_srv);
-    SSL_CTX_free(old_cli);
-    return AIMS_OK;
-}
-
-/* Replace *slot with a copy of s (NULL clears). */
-static aims_status set_path(aims_tls_config *cfg, char **slot, const char *s)
-{
-    char *d = NULL;
-    if (s != NULL) {
-        d = aimsi_strdup(s);
-        if (d == NULL) {
-            return aimsi_err(&cfg->obj, AIMS_E_NOMEM, "tls: out of memory");
-        }
-    }
-    aimsi_free(*slot);
-    *slot = d;
-    return AIMS_OK;
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_session);
+    return 0;
 }
 
 /* ---- connections -------------------------------------------------------------------------- */
@@ -674,7 +421,7 @@ static aims_status await_verdict(tls_conn *tc, int fd, const char *url, uint64_t
             continue;
         }
         char txt[200];
-        ssl_errtext(txt, sizeof txt);
+        aimsi_tls_errtext(txt, sizeof txt);
         return aimsi_err(NULL, AIMS_E_IO, "%s: the server refused the TLS connection: %s", url,
                          txt[0] != '\0' ? txt : "closed after the handshake");
     }
@@ -736,7 +483,7 @@ static aims_status tls_dial(void *ctx, int fd, const char *url, void **out_sx)
     if (tc->peer[0] == '\0') { /* a resumed session: no verify callback ran */
         X509 *pc = SSL_get0_peer_certificate(tc->ssl);
         if (pc != NULL) {
-            cert_identity(pc, tc->peer, sizeof tc->peer);
+            aimsi_tls_cert_identity(pc, tc->peer, sizeof tc->peer);
         }
     }
     *out_sx = tc;
@@ -784,7 +531,7 @@ static int tls_handshake(void *sx, char *why, size_t cap)
         } else if (tc->peer[0] == '\0') {
             X509 *pc = SSL_get0_peer_certificate(tc->ssl);
             if (pc != NULL) {
-                cert_identity(pc, tc->peer, sizeof tc->peer);
+                aimsi_tls_cert_identity(pc, tc->peer, sizeof tc->peer);
             }
         }
     }
@@ -817,7 +564,7 @@ static ssize_t tls_read(void *sx, int fd, void *buf, size_t len)
             res = 0; /* close_notify, or end of stream */
         } else {
             char txt[200];
-            ssl_errtext(txt, sizeof txt);
+            aimsi_tls_errtext(txt, sizeof txt);
             if (total == 0) {
                 aimsi_log(AIMS_LOG_WARN, "tls transport: connection failed: %s",
                           txt[0] != '\0' ? txt : strerror(errno));
@@ -888,211 +635,15 @@ static const char *tls_peer(void *sx)
     return tc->peer[0] != '\0' ? tc->peer : NULL;
 }
 
-static const aimsi_stream_ops tls_ops = {tls_dial,  tls_accept, tls_handshake, tls_read,
-                                         tls_writev, tls_close, tls_peer};
+const aimsi_stream_ops aimsi_tls_ops = {tls_dial,   tls_accept, tls_handshake, tls_read,
+                                        tls_writev, tls_close,  tls_peer};
 
 /* ---- the family ------------------------------------------------------------------------------- */
 
-static aims_status tls_listen_fd(const char *url, unsigned flags, int *out_fd, char *bound,
-                                 size_t bound_cap, char *unlink_path)
+aims_status aimsi_tls_listen_fd(const char *url, unsigned flags, int *out_fd, char *bound,
+                                size_t bound_cap, char *unlink_path)
 {
     /* Encrypted and authenticated: any address is fine. */
     return aimsi_tcp_listen_fd(url, flags | AIMS_LISTEN_INSECURE, out_fd, bound, bound_cap,
                                unlink_path);
 }
-
-static aims_status unset_listen(const char *url, unsigned flags, int *out_fd, char *bound,
-                                size_t bound_cap, char *unlink_path)
-{
-    (void)flags, (void)out_fd, (void)bound, (void)bound_cap, (void)unlink_path;
-    return aimsi_err(NULL, AIMS_E_STATE, "%s: no TLS configuration on this node: call "
-                     "aims_node_set_tls() first (aims_node --tls-ca/--tls-cert/--tls-key)", url);
-}
-
-static aims_status unset_dial(const char *url, int *out_fd)
-{
-    (void)out_fd;
-    return aimsi_err(NULL, AIMS_E_STATE, "%s: no TLS configuration on this client: call "
-                     "aims_client_set_tls() first", url);
-}
-
-static const aimsi_stream_family unset_family = {"tls", unset_listen, unset_dial, NULL,
-                                                 &aimsi_stream_plain_ops, NULL};
-static const aims_transport unset_vtable = AIMSI_STREAM_VTABLE("tls", &unset_family);
-
-const aims_transport *aimsi_transport_tls(aims_tls_config *cfg)
-{
-    return cfg != NULL ? &cfg->vt : &unset_vtable;
-}
-
-void aimsi_tls_config_ref(aims_tls_config *cfg)
-{
-    atomic_fetch_add(&cfg->refs, 1);
-}
-
-uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg)
-{
-    return atomic_load(&((aims_tls_config *)(uintptr_t)cfg)->resumed);
-}
-
-/* ---- the public config -------------------------------------------------------------------- */
-
-#define CFG_CHECK(cfg)                                                 \
-    do {                                                               \
-        if (!aimsi_obj_ok((cfg), TLS_MAGIC)) {                          \
-            return AIMSI_MISUSE("NULL or destroyed aims_tls_config");  \
-        }                                                              \
-    } while (0)
-
-AIMS_API aims_status aims_tls_config_create(aims_tls_config **out)
-{
-    if (out == NULL) {
-        return AIMSI_MISUSE("out is NULL");
-    }
-    aims_tls_config *cfg = aimsi_calloc(1, sizeof *cfg);
-    if (cfg == NULL) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "tls: out of memory for a config");
-    }
-    if (pthread_mutex_init(&cfg->mu, NULL) != 0) {
-        aimsi_free(cfg);
-        return aimsi_err(NULL, AIMS_E_BACKEND, "tls: pthread_mutex_init failed");
-    }
-    aimsi_obj_init(&cfg->obj, TLS_MAGIC);
-    atomic_init(&cfg->refs, 1);
-    cfg->hs_ms = TLS_HS_MS_DEFAULT;
-    cfg->fam = (aimsi_stream_family){"tls", tls_listen_fd, aimsi_tcp_dial_fd, aimsi_tcp_tune,
-                                     &tls_ops, cfg};
-    cfg->vt = (aims_transport)AIMSI_STREAM_VTABLE("tls", &cfg->fam);
-    *out = cfg;
-    return AIMS_OK;
-}
-
-AIMS_API void aims_tls_config_destroy(aims_tls_config *cfg)
-{
-    if (!aimsi_obj_ok(cfg, TLS_MAGIC) || atomic_fetch_sub(&cfg->refs, 1) != 1) {
-        return;
-    }
-    SSL_CTX_free(cfg->srv);
-    SSL_CTX_free(cfg->cli);
-    sessions_clear(cfg);
-    aimsi_free(cfg->ca_path);
-    aimsi_free(cfg->cert_path);
-    aimsi_free(cfg->key_path);
-    for (size_t i = 0; i < cfg->n_names; i++) {
-        aimsi_free(cfg->names[i]);
-    }
-    pthread_mutex_destroy(&cfg->mu);
-    aimsi_obj_kill(&cfg->obj);
-    aimsi_free(cfg);
-}
-
-AIMS_API aims_status aims_tls_config_set_ca(aims_tls_config *cfg, const char *path)
-{
-    CFG_CHECK(cfg);
-    if (path == NULL || path[0] == '\0') {
-        return aimsi_err(&cfg->obj, AIMS_E_MISUSE, "aims_tls_config_set_ca: path is NULL or empty");
-    }
-    AIMSI_TRY(rebuild(cfg, path, cfg->cert_path, cfg->key_path));
-    return set_path(cfg, &cfg->ca_path, path);
-}
-
-AIMS_API aims_status aims_tls_config_set_cert(aims_tls_config *cfg, const char *chain_file,
-                                              const char *key_file)
-{
-    CFG_CHECK(cfg);
-    if (chain_file == NULL || key_file == NULL || chain_file[0] == '\0' || key_file[0] == '\0') {
-        return aimsi_err(&cfg->obj, AIMS_E_MISUSE,
-                         "aims_tls_config_set_cert: chain_file and key_file are required");
-    }
-    if (cfg->ca_path == NULL) {
-        /* Check the pair now with a throw-away context; built for real with the CA. */
-        SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-        if (ctx == NULL) {
-            return aimsi_err(&cfg->obj, AIMS_E_NOMEM, "tls: out of memory");
-        }
-        aims_status rc = file_check(cfg, "certificate chain", chain_file, NULL);
-        if (rc == AIMS_OK) {
-            rc = file_check(cfg, "private key", key_file, NULL);
-        }
-        if (rc == AIMS_OK && (SSL_CTX_use_certificate_chain_file(ctx, chain_file) != 1 ||
-                              SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
-                              SSL_CTX_check_private_key(ctx) != 1)) {
-            char txt[200];
-            ssl_errtext(txt, sizeof txt);
-            rc = aimsi_err(&cfg->obj, AIMS_E_INVAL, "tls: certificate \"%s\" / key \"%s\": %s%s",
-                           chain_file, key_file, txt,
-                           strstr(txt, "mismatch") != NULL ? " (the key does not match the "
-                                                             "certificate)" : "");
-        }
-        if (rc == AIMS_OK) {
-            X509 *own = SSL_CTX_get0_certificate(ctx);
-            pthread_mutex_lock(&cfg->mu);
-            cert_identity(own, cfg->identity, sizeof cfg->identity);
-            pthread_mutex_unlock(&cfg->mu);
-        }
-        SSL_CTX_free(ctx);
-        AIMSI_TRY(rc);
-    } else {
-        AIMSI_TRY(rebuild(cfg, cfg->ca_path, chain_file, key_file));
-    }
-    AIMSI_TRY(set_path(cfg, &cfg->cert_path, chain_file));
-    return set_path(cfg, &cfg->key_path, key_file);
-}
-
-AIMS_API aims_status aims_tls_config_add_peer_name(aims_tls_config *cfg, const char *name)
-{
-    CFG_CHECK(cfg);
-    if (name == NULL || name[0] == '\0' || strlen(name) >= TLS_NAME_MAX) {
-        return aimsi_err(&cfg->obj, AIMS_E_INVAL, "tls: a peer name must be 1..%u bytes",
-                         TLS_NAME_MAX - 1);
-    }
-    char *d = aimsi_strdup(name);
-    if (d == NULL) {
-        return aimsi_err(&cfg->obj, AIMS_E_NOMEM, "tls: out of memory");
-    }
-    pthread_mutex_lock(&cfg->mu);
-    const int full = cfg->n_names >= TLS_MAX_NAMES;
-    if (!full) {
-        cfg->names[cfg->n_names++] = d;
-    }
-    pthread_mutex_unlock(&cfg->mu);
-    if (full) {
-        aimsi_free(d);
-        return aimsi_err(&cfg->obj, AIMS_E_RANGE, "tls: at most %u peer names", TLS_MAX_NAMES);
-    }
-    return AIMS_OK;
-}
-
-AIMS_API aims_status aims_tls_config_set_handshake_timeout(aims_tls_config *cfg, uint32_t ms)
-{
-    CFG_CHECK(cfg);
-    if (ms < 50u || ms > 600000u) {
-        return aimsi_err(&cfg->obj, AIMS_E_RANGE, "tls: handshake timeout %u ms is outside "
-                         "50..600000", (unsigned)ms);
-    }
-    pthread_mutex_lock(&cfg->mu);
-    cfg->hs_ms = ms;
-    pthread_mutex_unlock(&cfg->mu);
-    return AIMS_OK;
-}
-
-AIMS_API aims_status aims_tls_config_reload(aims_tls_config *cfg)
-{
-    CFG_CHECK(cfg);
-    if (cfg->ca_path == NULL) {
-        return aimsi_err(&cfg->obj, AIMS_E_STATE, "tls: nothing to reload: no CA was set");
-    }
-    return rebuild(cfg, cfg->ca_path, cfg->cert_path, cfg->key_path);
-}
-
-AIMS_API const char *aims_tls_config_identity(const aims_tls_config *cfg)
-{
-    return aimsi_obj_ok(cfg, TLS_MAGIC) ? cfg->identity : "";
-}
-
-AIMS_API const char *aims_tls_config_errmsg(const aims_tls_config *cfg)
-{
-    return aimsi_obj_ok(cfg, TLS_MAGIC) ? cfg->obj.errmsg : "";
-}
-
-#endif /* AIMS_HAVE_TLS */
