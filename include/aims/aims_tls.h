@@ -33,7 +33,8 @@
  * Thread safety: a config may be used by any number of nodes and clients at
  * once and reloaded while they run; it is reference-counted, so destroying it
  * while nodes or clients still use it is safe (they keep it until they are
- * destroyed).
+ * destroyed). The setters and aims_tls_config_reload() must not run
+ * concurrently with each other (one thread configures; any thread may reload).
  *
  * Making certificates with the openssl command line: docs/SECURITY.md.
  */

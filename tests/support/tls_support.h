@@ -29,7 +29,6 @@ static aims_tls_config *tls_cfg2(const char *dir, const char *ca, const char *wh
     if (aims_tls_config_create(&cfg) != AIMS_OK) {
         return NULL;
     }
-    (void)aims_tls_config_set_handshake_timeout(cfg, 1500);
     snprintf(a, sizeof a, "%s/%s.pem", dir, ca);
     if (aims_tls_config_set_ca(cfg, a) != AIMS_OK) {
         fprintf(stderr, "set_ca: %s\n", aims_tls_config_errmsg(cfg));
