@@ -218,6 +218,10 @@ static void test_tls_call_and_identities(void **state)
     for (int i = 0; i < 20; i++) {
         assert_int_equal(call(c, t.addr), AIMS_OK);
     }
+    /* A DNS name is checked against the DNS subjectAltNames (SNI sent). */
+    char byname[64];
+    snprintf(byname, sizeof byname, "tls://localhost:%d", t.port);
+    assert_int_equal(call(c, byname), AIMS_OK);
     /* The node knows who is calling (per connection), and who it is itself. */
     pthread_mutex_lock(&t.node->lock);
     assert_non_null(t.node->conns);
