@@ -310,6 +310,18 @@ SVC_PROTOTYPES = {
                                             ctypes.POINTER(ctypes.c_double),
                                             ctypes.POINTER(ctypes.c_double)]),
     "aims_client_errmsg": (cstr, [handle]),
+    # aims_tls.h: mutual TLS for tls:// (issue 10).
+    "aims_tls_config_create": (status, [handle_out]),
+    "aims_tls_config_destroy": (None, [handle]),
+    "aims_tls_config_set_ca": (status, [handle, cstr]),
+    "aims_tls_config_set_cert": (status, [handle, cstr, cstr]),
+    "aims_tls_config_add_peer_name": (status, [handle, cstr]),
+    "aims_tls_config_set_handshake_timeout": (status, [handle, ctypes.c_uint32]),
+    "aims_tls_config_reload": (status, [handle]),
+    "aims_tls_config_identity": (cstr, [handle]),
+    "aims_tls_config_errmsg": (cstr, [handle]),
+    "aims_node_set_tls": (status, [handle, handle]),
+    "aims_client_set_tls": (status, [handle, handle]),
 }
 
 #: Symbols of the model API that src/libaims.map does not list yet (their
