@@ -553,6 +553,12 @@ static ssize_t tls_read(void *sx, int fd, void *buf, size_t len)
         const int r = SSL_read_ex(tc->ssl, (uint8_t *)buf + total, len - total, &got);
         if (r == 1) {
             total += got;
+            /* A short record with nothing buffered in OpenSSL (no read-ahead):
+             * likely the end of a burst. Stop without the recv that would only
+             * say EAGAIN; anything still in the socket wakes epoll again. */
+            if (got < SSL3_RT_MAX_PLAIN_LENGTH && SSL_has_pending(tc->ssl) == 0) {
+                break;
+            }
             continue;
         }
         const int e = SSL_get_error(tc->ssl, r);
