@@ -338,6 +338,7 @@ static void test_tls_client_checks_server_name(void **state)
     tnode_start(&t, "tls", tls_cfg(g_dir, "wrongsan"));
     aims_client *c = client_with(tls_cfg(g_dir, "client"));
     assert_int_not_equal(call(c, t.addr), AIMS_OK);
+    print_message("wrong SAN: %s\n", aims_client_errmsg(c));
     if (strstr(aims_client_errmsg(c), "mismatch") == NULL) {
         fail_msg("error \"%s\" does not name the mismatch", aims_client_errmsg(c));
     }
@@ -388,6 +389,7 @@ static void test_tls_plaintext_both_ways(void **state)
     char url[128];
     snprintf(url, sizeof url, "tls://127.0.0.1:%d", p.port);
     assert_int_not_equal(call(good, url), AIMS_OK);
+    print_message("TLS to plaintext: %s\n", aims_client_errmsg(good));
     if (strstr(aims_client_errmsg(good), "TLS handshake") == NULL) {
         fail_msg("error \"%s\" does not name the handshake", aims_client_errmsg(good));
     }
