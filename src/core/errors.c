@@ -1,5 +1,5 @@
 /*
- * errors.c -- status text, per-handle and thread-local error messages.
+ * errors.c -- status names and text, per-handle and thread-local error messages.
  *
  * A failure is recorded twice: in the handle (so a host that owns the handle
  * can ask it later, like sqlite3_errmsg) and in a thread-local slot (so
@@ -13,28 +13,30 @@
 
 static _Thread_local char t_errmsg[AIMSI_ERRMSG_CAP];
 
+/* Both lookups are generated from AIMS_STATUS_MAP (aims_core.h), so a new row
+ * there is a new case here; a duplicate value fails to compile (duplicate case). */
 const char *aims_strerror(aims_status code)
 {
     switch (code) {
-    case AIMS_OK: return "ok";
-    case AIMS_E_MISUSE: return "API misuse";
-    case AIMS_E_NOMEM: return "out of memory";
-    case AIMS_E_INVAL: return "invalid argument";
-    case AIMS_E_RANGE: return "out of range";
-    case AIMS_E_CORRUPT: return "corrupt input";
-    case AIMS_E_IO: return "I/O error";
-    case AIMS_E_UNSUPPORTED: return "unsupported";
-    case AIMS_E_NOTFOUND: return "not found";
-    case AIMS_E_STATE: return "invalid state";
-    case AIMS_E_BACKEND: return "backend failure";
-    case AIMS_E_CANCELLED: return "cancelled";
-    case AIMS_E_TIMEOUT: return "timed out";
-    case AIMS_E_OVERLOADED: return "overloaded";
-    case AIMS_E_CLOSED: return "closed";
-    case AIMS_E_EXISTS: return "already exists";
-    case AIMS_E_INTERNAL: return "internal error";
+#define AIMSI_STATUS_TEXT_(name, value, text) \
+    case name:                                \
+        return text;
+        AIMS_STATUS_MAP(AIMSI_STATUS_TEXT_)
+#undef AIMSI_STATUS_TEXT_
     }
     return "unknown status";
+}
+
+const char *aims_status_name(aims_status code)
+{
+    switch (code) {
+#define AIMSI_STATUS_NAME_(name, value, text) \
+    case name:                                \
+        return #name;
+        AIMS_STATUS_MAP(AIMSI_STATUS_NAME_)
+#undef AIMSI_STATUS_NAME_
+    }
+    return NULL;
 }
 
 const char *aims_errmsg(void)

@@ -62,6 +62,7 @@ health_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_in
 PROTOTYPES = {
     # ---- aims_core.h ----------------------------------------------------------------
     "aims_strerror": (cstr, [status]),
+    "aims_status_name": (cstr, [status]),
     "aims_errmsg": (cstr, []),
     "aims_version_number": (ctypes.c_uint, []),
     "aims_version_string": (cstr, []),
