@@ -39,6 +39,21 @@ const char *aims_status_name(aims_status code)
     return NULL;
 }
 
+const char *aimsi_magic_name(uint32_t magic)
+{
+    switch (magic) {
+#define AIMSI_MAGIC_CASE_(name, value, type) \
+    case value:                              \
+        return type;
+        AIMSI_MAGIC_MAP(AIMSI_MAGIC_CASE_)
+#undef AIMSI_MAGIC_CASE_
+    case AIMSI_MAGIC_DEAD:
+        return "a destroyed handle";
+    default:
+        return NULL;
+    }
+}
+
 const char *aims_errmsg(void)
 {
     return t_errmsg;
@@ -57,7 +72,7 @@ int aimsi_obj_ok(const void *obj, uint32_t magic)
 
 void aimsi_obj_kill(aimsi_obj *obj)
 {
-    obj->magic = 0xdeadbeefu;
+    obj->magic = AIMSI_MAGIC_DEAD;
 }
 
 aims_status aimsi_err(aimsi_obj *obj, aims_status code, const char *fmt, ...)

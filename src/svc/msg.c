@@ -19,6 +19,13 @@
 
 #include "aimsi_svc.h"
 
+/* The frame codec (below svc) cannot see aims_dtype, so it keeps its own dtype
+ * codes; tensors cross between the two by a plain cast. They must agree. */
+_Static_assert((int)AIMSI_DT_F32 == (int)AIMS_DT_F32 && (int)AIMSI_DT_I32 == (int)AIMS_DT_I32 &&
+                   (int)AIMSI_DT_U8 == (int)AIMS_DT_U8 && (int)AIMSI_DT_I64 == (int)AIMS_DT_I64 &&
+                   (int)AIMSI_DT_BYTES == (int)AIMS_DT_BYTES,
+               "frame dtype codes (aimsi_frame.h) mirror aims_dtype (aims_svc.h)");
+
 size_t aimsi_dtype_size(uint8_t dtype)
 {
     switch (dtype) {
