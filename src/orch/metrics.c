@@ -61,6 +61,7 @@ struct aims_metrics {
     mx_entry **tab;
     size_t cap; /* power of two */
     size_t count;
+    int lent; /* owned by a node or client: aims_metrics_destroy refuses it */
 };
 
 /* ---- histogram buckets ---------------------------------------------------- */
@@ -329,7 +330,33 @@ aims_status aims_metrics_create(aims_metrics **out)
     return AIMS_OK;
 }
 
+/* Ownership. A registry the host created is the host's to destroy. The ones a
+ * node or client creates for itself are lent out by aims_node_metrics /
+ * aims_client_metrics, and the owner keeps updating them from its threads, so
+ * aims_metrics_destroy on one would free memory still in use: it is refused
+ * (a no-op with an AIMS_E_MISUSE message and a warning in the log), and only
+ * the owner frees it, through aimsi_metrics_destroy_owned. The flag is set
+ * before the handle is published and never changes, so it needs no lock. */
+aims_status aimsi_metrics_create_owned(aims_metrics **out)
+{
+    AIMSI_TRY(aims_metrics_create(out));
+    (*out)->lent = 1;
+    return AIMS_OK;
+}
+
 void aims_metrics_destroy(aims_metrics *mx)
+{
+    if (aimsi_obj_ok(mx, AIMSI_MAGIC_METRICS) && mx->lent) {
+        aimsi_err(NULL, AIMS_E_MISUSE,
+                  "aims_metrics_destroy: this registry belongs to a node or client "
+                  "(aims_node_metrics / aims_client_metrics); ignored");
+        aimsi_log(AIMS_LOG_WARN, "%s", aims_errmsg());
+        return;
+    }
+    aimsi_metrics_destroy_owned(mx);
+}
+
+void aimsi_metrics_destroy_owned(aims_metrics *mx)
 {
     if (!aimsi_obj_ok(mx, AIMSI_MAGIC_METRICS)) {
         return;

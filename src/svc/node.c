@@ -40,6 +40,7 @@
 #include <time.h>
 
 #include "aimsi_svc.h"
+#include "../orch/aimsi_orch.h"
 
 
 /* ---- the process-wide inproc table ---------------------------------------------- */
@@ -490,7 +491,7 @@ aims_status aims_node_create(const char *name, aims_node **out)
     n->p_insecure = (int64_t)aimsi_param_default(AIMS_NODE_INSECURE);
     n->p_drain_ms = (int64_t)aimsi_param_default(AIMS_NODE_DRAIN_MS);
     n->p_drain_grace_ms = (int64_t)aimsi_param_default(AIMS_NODE_DRAIN_GRACE_MS);
-    const aims_status st = aims_metrics_create(&n->mx);
+    const aims_status st = aimsi_metrics_create_owned(&n->mx);
     if (st != AIMS_OK) {
         aimsi_free(n);
         return st;
@@ -602,7 +603,7 @@ void aims_node_destroy(aims_node *n)
         atomic_store(&n->svc[i], NULL);
     }
     atomic_store(&n->n_svc, 0);
-    aims_metrics_destroy(n->mx);
+    aimsi_metrics_destroy_owned(n->mx);
     n->mx = NULL;
     pthread_cond_destroy(&n->work_cond);
     pthread_cond_destroy(&n->idle_cond);
