@@ -8,7 +8,13 @@
  * leaves its outputs untouched and leaks nothing. The detail of the most recent
  * failure (file, line, byte offset, parameter name) is kept twice: on the handle
  * the call was made on (aims_<object>_errmsg) and in a thread-local slot
- * (aims_errmsg) that constructors and const calls also fill.
+ * (aims_errmsg) that constructors and const calls also fill. Objects with an
+ * owner's non-const calls have an errmsg: dataset, loadopts, pipeline, model,
+ * trainer, bundle, node, service, client. Objects that many threads call at
+ * once (registry, balancer, health, metrics), read-only results (eval) and
+ * messages (aims_msg, whose aims_msg_error is a handler's reply text) have
+ * none: a per-handle slot would be a race between threads, so their detail is
+ * in aims_errmsg() of the calling thread only.
  *
  * Ownership. Pointers passed in are borrowed for the duration of the call unless
  * the function's doc says otherwise. Strings handed to setters are copied.

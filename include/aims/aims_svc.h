@@ -369,6 +369,10 @@ typedef enum aims_svc_stat {
 /** @brief Read a service statistic. @since 0.1 */
 AIMS_API aims_status aims_service_stat(aims_service *s, aims_svc_stat stat, double *out);
 
+/** @brief Detail of the last failure on this service (start, stop, set_param,
+ * swap_bundle, stat); "" if none (or for a bad handle). @since 0.1 */
+AIMS_API const char *aims_service_errmsg(const aims_service *s);
+
 /* ------------------------------------------------------------------------ */
 /* Clients                                                                    */
 

@@ -81,6 +81,9 @@ void aimsi_obj_init(aimsi_obj *obj, uint32_t magic);
 int aimsi_obj_ok(const void *obj, uint32_t magic);
 /* Poison the magic before freeing. */
 void aimsi_obj_kill(aimsi_obj *obj);
+/* The handle's last error text, or "" when obj is not a live handle of magic:
+ * the body of every aims_<object>_errmsg. */
+const char *aimsi_obj_errmsg(const void *obj, uint32_t magic);
 
 /* Record a failure: formats the message into the thread-local slot and, when
  * obj is non-NULL, into obj->errmsg; logs it at debug level; returns code.

@@ -70,6 +70,11 @@ int aimsi_obj_ok(const void *obj, uint32_t magic)
     return obj != NULL && ((const aimsi_obj *)obj)->magic == magic;
 }
 
+const char *aimsi_obj_errmsg(const void *obj, uint32_t magic)
+{
+    return aimsi_obj_ok(obj, magic) ? ((const aimsi_obj *)obj)->errmsg : "";
+}
+
 void aimsi_obj_kill(aimsi_obj *obj)
 {
     obj->magic = AIMSI_MAGIC_DEAD;

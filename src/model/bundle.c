@@ -535,3 +535,8 @@ aims_status aims_bundle_predict_texts(const aims_bundle *b, aims_output what,
     aims_dataset_destroy(ds);
     return rc;
 }
+
+const char *aims_bundle_errmsg(const aims_bundle *b)
+{
+    return aimsi_obj_errmsg(b, AIMSI_MAGIC_BUNDLE);
+}

@@ -11,7 +11,9 @@
  *    with, and a live handle of another type. Status calls must return
  *    AIMS_E_MISUSE, getters 0 / NULL, destroy must leave the memory alone.
  *
- * 2. A handle a node or client lends out (aims_node_metrics,
+ * 2. Objects with an errmsg keep the detail of their last failure there.
+ *
+ * 3. A handle a node or client lends out (aims_node_metrics,
  *    aims_client_metrics) cannot be destroyed by the borrower: the node and
  *    the client keep writing to it after the host's aims_metrics_destroy, and
  *    under ASan a use-after-free or double free would end the test.
@@ -185,6 +187,56 @@ static void test_metrics_host_created_is_the_hosts_to_destroy(void **state)
     assert_int_equal(aims_alloc_live(), live);
 }
 
+/* ---- per-handle error text ------------------------------------------------- */
+
+static void test_errmsg_loadopts_bundle_service_name_the_problem(void **state)
+{
+    (void)state;
+    aims_loadopts *opts = NULL;
+    assert_int_equal(aims_loadopts_create(&opts), AIMS_OK);
+    assert_string_equal(aims_loadopts_errmsg(opts), "");
+    assert_int_equal(aims_loadopts_set_i64(opts, AIMS_LOAD_HEADER, 7), AIMS_E_RANGE);
+    assert_non_null(strstr(aims_loadopts_errmsg(opts), "header"));
+    aims_loadopts_destroy(opts);
+
+    aims_model *m = NULL;
+    aims_bundle *b = NULL;
+    assert_int_equal(aims_model_create(AIMS_MODEL_SOFTMAX, 2, 2, &m), AIMS_OK);
+    {
+        const float x[8] = {0, 1, 1, 0, 0, 2, 2, 0};
+        const int32_t y[4] = {0, 1, 0, 1};
+        aims_dataset *ds = NULL;
+        aims_trainer *t = NULL;
+        assert_int_equal(aims_dataset_create_dense(4, 2, x, y, &ds), AIMS_OK);
+        assert_int_equal(aims_trainer_create(m, &t), AIMS_OK);
+        assert_int_equal(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 1), AIMS_OK);
+        assert_int_equal(aims_trainer_fit(t, ds, NULL), AIMS_OK);
+        aims_trainer_destroy(t);
+        aims_dataset_destroy(ds);
+    }
+    assert_int_equal(aims_bundle_create(NULL, m, &b), AIMS_OK);
+    assert_string_equal(aims_bundle_errmsg(b), "");
+    assert_int_equal(aims_bundle_set_meta(b, "", "v"), AIMS_E_INVAL);
+    assert_non_null(strstr(aims_bundle_errmsg(b), "key must be"));
+    aims_bundle_destroy(b);
+    aims_model_destroy(m);
+
+    aims_node *n = NULL;
+    aims_service *s = NULL;
+    assert_int_equal(aims_node_create("errmsg", &n), AIMS_OK);
+    assert_int_equal(aims_service_add_handler(n, "echo", echo, NULL, &s), AIMS_OK);
+    assert_string_equal(aims_service_errmsg(s), "");
+    assert_int_equal(aims_service_start(s), AIMS_OK);
+    assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_QUEUE_CAP, 8), AIMS_E_STATE);
+    assert_non_null(strstr(aims_service_errmsg(s), "before start"));
+    aims_node_destroy(n);
+
+    /* Bad handles give "" rather than NULL or a crash. */
+    assert_string_equal(aims_loadopts_errmsg(NULL), "");
+    assert_string_equal(aims_bundle_errmsg(NULL), "");
+    assert_string_equal(aims_service_errmsg(NULL), "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -195,6 +247,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_metrics_borrowed_from_node_and_client_cannot_be_destroyed, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_metrics_host_created_is_the_hosts_to_destroy,
+                                        ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_errmsg_loadopts_bundle_service_name_the_problem,
                                         ta_setup, ta_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
