@@ -306,14 +306,15 @@ AIMS_API aims_status aims_metrics_observe(aims_metrics *mx, const char *name,
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_NOTFOUND (no such histogram or no data), AIMS_E_INVAL.
  * @since 0.1
  */
-AIMS_API aims_status aims_metrics_quantile(aims_metrics *mx, const char *name,
+AIMS_API aims_status aims_metrics_quantile(const aims_metrics *mx, const char *name,
                                            const char *labels, double q, double *out_ns);
 /**
  * @brief Prometheus text exposition of every metric (histograms as _bucket/_sum/_count).
  * @param out [out] NUL-terminated text allocated by the library; free with aims_free().
  * @since 0.1
  */
-AIMS_API aims_status aims_metrics_prometheus(aims_metrics *mx, char **out, size_t *out_len);
+AIMS_API aims_status aims_metrics_prometheus(const aims_metrics *mx, char **out,
+                                             size_t *out_len);
 
 AIMS_EXTERN_C_END
 
