@@ -13,30 +13,40 @@
 
 static _Thread_local char t_errmsg[AIMSI_ERRMSG_CAP];
 
-/* Both lookups are generated from AIMS_STATUS_MAP (aims_core.h), so a new row
- * there is a new case here; a duplicate value fails to compile (duplicate case). */
+/* Both lookups read one array generated from AIMS_STATUS_MAP (aims_core.h),
+ * indexed by the code's value; a row reusing a value is an "initialized field
+ * overwritten" warning (-Woverride-init, part of -Wextra), and the API test
+ * checks every row's name and text. */
+typedef struct status_row {
+    const char *name;
+    const char *text;
+} status_row;
+
+static const status_row k_status[] = {
+#define AIMSI_STATUS_ROW_(name, value, text) [value] = {#name, text},
+    AIMS_STATUS_MAP(AIMSI_STATUS_ROW_)
+#undef AIMSI_STATUS_ROW_
+};
+
+static const status_row *status_row_of(aims_status code)
+{
+    const long v = (long)code;
+    if (v < 0 || (size_t)v >= sizeof k_status / sizeof k_status[0] || k_status[v].name == NULL) {
+        return NULL;
+    }
+    return &k_status[v];
+}
+
 const char *aims_strerror(aims_status code)
 {
-    switch (code) {
-#define AIMSI_STATUS_TEXT_(name, value, text) \
-    case name:                                \
-        return text;
-        AIMS_STATUS_MAP(AIMSI_STATUS_TEXT_)
-#undef AIMSI_STATUS_TEXT_
-    }
-    return "unknown status";
+    const status_row *row = status_row_of(code);
+    return row != NULL ? row->text : "unknown status";
 }
 
 const char *aims_status_name(aims_status code)
 {
-    switch (code) {
-#define AIMSI_STATUS_NAME_(name, value, text) \
-    case name:                                \
-        return #name;
-        AIMS_STATUS_MAP(AIMSI_STATUS_NAME_)
-#undef AIMSI_STATUS_NAME_
-    }
-    return NULL;
+    const status_row *row = status_row_of(code);
+    return row != NULL ? row->name : NULL;
 }
 
 const char *aimsi_magic_name(uint32_t magic)
