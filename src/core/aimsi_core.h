@@ -75,6 +75,9 @@ enum { AIMSI_MAGIC_MAP(AIMSI_MAGIC_ENUM_) };
 
 /* The type a magic belongs to ("aims_node"), or NULL for no known magic. */
 const char *aimsi_magic_name(uint32_t magic);
+/* What a pointer handed in as a handle really is, for misuse messages: "NULL",
+ * "aims_registry", "a destroyed handle" or "not a libaims handle". */
+const char *aimsi_obj_what(const void *obj);
 
 void aimsi_obj_init(aimsi_obj *obj, uint32_t magic);
 /* Non-zero when obj is non-NULL and carries the magic. */

@@ -64,6 +64,15 @@ const char *aimsi_magic_name(uint32_t magic)
     }
 }
 
+const char *aimsi_obj_what(const void *obj)
+{
+    if (obj == NULL) {
+        return "NULL";
+    }
+    const char *name = aimsi_magic_name(((const aimsi_obj *)obj)->magic);
+    return name != NULL ? name : "not a libaims handle";
+}
+
 const char *aims_errmsg(void)
 {
     return t_errmsg;

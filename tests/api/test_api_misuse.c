@@ -98,6 +98,7 @@ static void test_misuse_join_checks_the_handle_before_starting_anything(void **s
     const size_t live = aims_alloc_live();
     assert_int_equal(aims_client_join((aims_client *)(void *)reg, "inproc://nowhere"),
                      AIMS_E_MISUSE);
+    assert_non_null(strstr(aims_errmsg(), "client is aims_registry")); /* names the real type */
     assert_int_equal(aims_node_join((aims_node *)(void *)reg, "inproc://nowhere"), AIMS_E_MISUSE);
     assert_int_equal(aims_node_host_registry((aims_node *)(void *)reg, reg), AIMS_E_MISUSE);
     assert_int_equal(aims_alloc_live(), live); /* nothing allocated, no thread left */
