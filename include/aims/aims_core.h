@@ -8,7 +8,13 @@
  * leaves its outputs untouched and leaks nothing. The detail of the most recent
  * failure (file, line, byte offset, parameter name) is kept twice: on the handle
  * the call was made on (aims_<object>_errmsg) and in a thread-local slot
- * (aims_errmsg) that constructors and const calls also fill.
+ * (aims_errmsg) that constructors and const calls also fill. Objects with an
+ * owner's non-const calls have an errmsg: dataset, loadopts, pipeline, model,
+ * trainer, bundle, node, service, client. Objects that many threads call at
+ * once (registry, balancer, health, metrics), read-only results (eval) and
+ * messages (aims_msg, whose aims_msg_error is a handler's reply text) have
+ * none: a per-handle slot would be a race between threads, so their detail is
+ * in aims_errmsg() of the calling thread only.
  *
  * Ownership. Pointers passed in are borrowed for the duration of the call unless
  * the function's doc says otherwise. Strings handed to setters are copied.
@@ -34,35 +40,89 @@
 
 AIMS_EXTERN_C_BEGIN
 
-/** Status code returned by every fallible libaims call. Values never change. */
-typedef enum aims_status {
-    AIMS_OK = 0,               /**< success */
-    AIMS_E_MISUSE = 1,         /**< API misuse: NULL handle, wrong handle type, destroyed handle */
-    AIMS_E_NOMEM = 2,          /**< an allocation failed */
-    AIMS_E_INVAL = 3,          /**< an argument or parameter value is invalid */
-    AIMS_E_RANGE = 4,          /**< a value or buffer size is out of range / too small */
-    AIMS_E_CORRUPT = 5,        /**< input bytes are malformed, truncated or fail a checksum */
-    AIMS_E_IO = 6,             /**< an operating-system I/O call failed */
-    AIMS_E_UNSUPPORTED = 7,    /**< format, version or parameter not supported by this build */
-    AIMS_E_NOTFOUND = 8,       /**< a named thing (file, parameter, section) does not exist */
-    AIMS_E_STATE = 9,          /**< the object is not in a state that allows the call (e.g. not fitted) */
-    AIMS_E_BACKEND = 10,       /**< a dependency (BLAS, zstd, OS threads) reported a failure */
-    AIMS_E_CANCELLED = 11,     /**< the operation was cancelled */
-    AIMS_E_TIMEOUT = 12,       /**< a deadline passed */
-    AIMS_E_OVERLOADED = 13,    /**< a bounded queue or limit is full; retry later */
-    AIMS_E_CLOSED = 14,        /**< the object or connection is closed */
-    AIMS_E_EXISTS = 15,        /**< the thing being created already exists */
-    AIMS_E_INTERNAL = 16       /**< an internal invariant failed; please report */
-} aims_status;
+/**
+ * @brief The one table of status codes: X(NAME, value, "text") per code.
+ *
+ * Everything that names a status is generated from this list (libuv's
+ * UV_ERRNO_MAP pattern): the aims_status enum below, aims_strerror() (the
+ * text column), aims_status_name() (the NAME column as a string) and, at run
+ * time through aims_status_name(), the Python binding's exception classes.
+ * A host may expand it too, e.g. to build its own switch over every code.
+ * Rows are append-only: a value is never renumbered, reused or removed.
+ *
+ * The comment on each row is the code's documentation.
+ * @since 0.1
+ */
+#define AIMS_STATUS_MAP(X)                                                                 \
+    /* success */                                                                          \
+    X(AIMS_OK, 0, "ok")                                                                    \
+    /* API misuse: NULL handle, wrong handle type, destroyed or borrowed handle */          \
+    X(AIMS_E_MISUSE, 1, "API misuse")                                                      \
+    /* an allocation failed */                                                             \
+    X(AIMS_E_NOMEM, 2, "out of memory")                                                    \
+    /* an argument or parameter value is invalid */                                        \
+    X(AIMS_E_INVAL, 3, "invalid argument")                                                 \
+    /* a value or buffer size is out of range / too small */                               \
+    X(AIMS_E_RANGE, 4, "out of range")                                                     \
+    /* input bytes are malformed, truncated or fail a checksum */                          \
+    X(AIMS_E_CORRUPT, 5, "corrupt input")                                                  \
+    /* an operating-system I/O call failed */                                              \
+    X(AIMS_E_IO, 6, "I/O error")                                                           \
+    /* format, version or parameter not supported by this build */                         \
+    X(AIMS_E_UNSUPPORTED, 7, "unsupported")                                                \
+    /* a named thing (file, parameter, section) does not exist */                          \
+    X(AIMS_E_NOTFOUND, 8, "not found")                                                     \
+    /* the object is not in a state that allows the call (e.g. not fitted) */              \
+    X(AIMS_E_STATE, 9, "invalid state")                                                    \
+    /* a dependency (BLAS, zstd, OS threads) reported a failure */                         \
+    X(AIMS_E_BACKEND, 10, "backend failure")                                               \
+    /* the operation was cancelled */                                                      \
+    X(AIMS_E_CANCELLED, 11, "cancelled")                                                   \
+    /* a deadline passed */                                                                \
+    X(AIMS_E_TIMEOUT, 12, "timed out")                                                     \
+    /* a bounded queue or limit is full; retry later */                                    \
+    X(AIMS_E_OVERLOADED, 13, "overloaded")                                                 \
+    /* the object or connection is closed */                                               \
+    X(AIMS_E_CLOSED, 14, "closed")                                                         \
+    /* the thing being created already exists */                                           \
+    X(AIMS_E_EXISTS, 15, "already exists")                                                 \
+    /* an internal invariant failed; please report */                                      \
+    X(AIMS_E_INTERNAL, 16, "internal error")
+
+/** Expands one AIMS_STATUS_MAP row into an enumerator (internal to this header). */
+#define AIMS_STATUS_ENUM_ROW_(name, value, text) name = value,
 
 /**
- * @brief Static English text for a status code.
+ * @brief Status code returned by every fallible libaims call (0 = success).
+ * The codes, their values and their meaning are the rows of AIMS_STATUS_MAP.
+ * Values never change.
+ * @since 0.1
+ */
+typedef enum aims_status { AIMS_STATUS_MAP(AIMS_STATUS_ENUM_ROW_) } aims_status;
+
+/**
+ * @brief Static English text for a status code (the text column of AIMS_STATUS_MAP).
  * @param code Any value; unknown codes give "unknown status".
  * @return A string with static storage; never NULL.
  * @note Thread safety: safe from any thread.
  * @since 0.1
  */
 AIMS_API const char *aims_strerror(aims_status code);
+
+/**
+ * @brief The C name of a status code: "AIMS_OK", "AIMS_E_NOMEM", ...
+ *
+ * Bindings use it to build their error types from the library at run time
+ * instead of copying the table (walk codes from 0 upwards and skip NULLs).
+ * @param code Any value.
+ * @return A string with static storage, or NULL when @p code is not a status
+ *         this library knows (a newer code than the library, or garbage), so a
+ *         caller can tell "unknown" from every real name. Do not pass the
+ *         result to printf("%s") unchecked.
+ * @note Thread safety: safe from any thread.
+ * @since 0.1
+ */
+AIMS_API const char *aims_status_name(aims_status code);
 
 /**
  * @brief Detail text of the most recent failure on the calling thread.

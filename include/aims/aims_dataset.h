@@ -72,6 +72,10 @@ AIMS_API aims_status aims_loadopts_set_i64(aims_loadopts *opts, aims_param param
 AIMS_API aims_status aims_loadopts_get_i64(const aims_loadopts *opts, aims_param param,
                                            int64_t *out_value);
 
+/** @brief Detail of the last failure on this options object from a non-const
+ * call; "" if none (or for a bad handle). @since 0.1 */
+AIMS_API const char *aims_loadopts_errmsg(const aims_loadopts *opts);
+
 /* ------------------------------------------------------------------------ */
 /* Loading                                                                    */
 

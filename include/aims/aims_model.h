@@ -416,6 +416,11 @@ AIMS_API aims_status aims_bundle_predict_texts(const aims_bundle *b, aims_output
                                                const char *const *texts, const size_t *lens,
                                                size_t rows, float *out, size_t out_cap);
 
+/** @brief Detail of the last failure on this bundle from a non-const call
+ * (aims_bundle_set_meta); "" if none (or for a bad handle). Predict and save
+ * are const: their detail is in aims_errmsg(). @since 0.1 */
+AIMS_API const char *aims_bundle_errmsg(const aims_bundle *b);
+
 AIMS_EXTERN_C_END
 
 #endif /* AIMS_MODEL_H */

@@ -275,7 +275,15 @@ AIMS_API int aims_health_in_panic(aims_health *h);
  * @since 0.1
  */
 AIMS_API aims_status aims_metrics_create(aims_metrics **out);
-/** @brief Destroy. NULL is a no-op. @since 0.1 */
+/**
+ * @brief Destroy a registry made by aims_metrics_create. NULL is a no-op.
+ *
+ * A handle borrowed from a node or client (aims_node_metrics,
+ * aims_client_metrics) is not the caller's to destroy: it is left alone (its
+ * owner frees it), aims_errmsg() names the mistake (AIMS_E_MISUSE) and a
+ * warning goes to the log.
+ * @since 0.1
+ */
 AIMS_API void aims_metrics_destroy(aims_metrics *mx);
 /**
  * @brief Add @p delta to a counter, creating it at 0 first.
@@ -298,14 +306,15 @@ AIMS_API aims_status aims_metrics_observe(aims_metrics *mx, const char *name,
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_NOTFOUND (no such histogram or no data), AIMS_E_INVAL.
  * @since 0.1
  */
-AIMS_API aims_status aims_metrics_quantile(aims_metrics *mx, const char *name,
+AIMS_API aims_status aims_metrics_quantile(const aims_metrics *mx, const char *name,
                                            const char *labels, double q, double *out_ns);
 /**
  * @brief Prometheus text exposition of every metric (histograms as _bucket/_sum/_count).
  * @param out [out] NUL-terminated text allocated by the library; free with aims_free().
  * @since 0.1
  */
-AIMS_API aims_status aims_metrics_prometheus(aims_metrics *mx, char **out, size_t *out_len);
+AIMS_API aims_status aims_metrics_prometheus(const aims_metrics *mx, char **out,
+                                             size_t *out_len);
 
 AIMS_EXTERN_C_END
 

@@ -259,7 +259,14 @@ AIMS_API aims_status aims_node_host_registry(aims_node *n, aims_registry *r);
  * @since 0.1
  */
 AIMS_API aims_status aims_node_join(aims_node *n, const char *url);
-/** @brief The node's metrics (owned by the node; per service and instance). @since 0.1 */
+/**
+ * @brief The node's metrics (per service and instance).
+ * @return A handle borrowed from the node, valid until aims_node_destroy; NULL
+ *         for a bad node. The node keeps writing to it: aims_metrics_destroy on
+ *         it is refused (a no-op, AIMS_E_MISUSE text in aims_errmsg and a
+ *         warning in the log), so a host cannot free it under the node.
+ * @since 0.1
+ */
 AIMS_API aims_metrics *aims_node_metrics(aims_node *n);
 /** @brief Last error text on this node ("" if none). @since 0.1 */
 AIMS_API const char *aims_node_errmsg(const aims_node *n);
@@ -362,6 +369,10 @@ typedef enum aims_svc_stat {
 /** @brief Read a service statistic. @since 0.1 */
 AIMS_API aims_status aims_service_stat(aims_service *s, aims_svc_stat stat, double *out);
 
+/** @brief Detail of the last failure on this service (start, stop, set_param,
+ * swap_bundle, stat); "" if none (or for a bad handle). @since 0.1 */
+AIMS_API const char *aims_service_errmsg(const aims_service *s);
+
 /* ------------------------------------------------------------------------ */
 /* Clients                                                                    */
 
@@ -446,7 +457,13 @@ AIMS_API aims_status aims_client_call_addr(aims_client *c, const char *address,
 AIMS_API aims_status aims_client_balance_degree(aims_client *c, const char *service,
                                                 int64_t window_ms, double *out_degree,
                                                 double *out_max_util);
-/** @brief The client's metrics (owned by the client): calls, errors, retries, latency. @since 0.1 */
+/**
+ * @brief The client's metrics: calls, errors, retries, latency.
+ * @return A handle borrowed from the client, valid until aims_client_destroy;
+ *         NULL for a bad client. aims_metrics_destroy on it is refused (a
+ *         no-op, AIMS_E_MISUSE text in aims_errmsg and a warning in the log).
+ * @since 0.1
+ */
 AIMS_API aims_metrics *aims_client_metrics(aims_client *c);
 /** @brief Last error text on this client ("" if none; per thread for calls). @since 0.1 */
 AIMS_API const char *aims_client_errmsg(const aims_client *c);

@@ -45,17 +45,48 @@ typedef struct aimsi_obj {
     char errmsg[AIMSI_ERRMSG_CAP];
 } aimsi_obj;
 
-enum {
-    AIMSI_MAGIC_DATASET = 0x41445331u,  /* "ADS1" */
-    AIMSI_MAGIC_LOADOPTS = 0x414c4f31u, /* "ALO1" */
-    AIMSI_MAGIC_PIPELINE = 0x41505031u  /* "APP1" */
-};
+/* Every handle magic, for every module, in one place: X(NAME, value, type).
+ * Core knows no other module's types; these are only numbers, kept here so two
+ * objects can never share one (errors.c switches over the list, so a duplicate
+ * value fails to compile) and so misuse messages can name the type a pointer
+ * really is (aimsi_magic_name). Values are ASCII tags, read big-endian. */
+#define AIMSI_MAGIC_MAP(X)                          \
+    X(DATASET, 0x41445331u, "aims_dataset")         \
+    X(LOADOPTS, 0x414c4f31u, "aims_loadopts")       \
+    X(PIPELINE, 0x41505031u, "aims_pipeline")       \
+    X(MODEL, 0x414d4431u, "aims_model")             \
+    X(TRAINER, 0x41545231u, "aims_trainer")         \
+    X(EVAL, 0x41455631u, "aims_eval")               \
+    X(BUNDLE, 0x41424431u, "aims_bundle")           \
+    X(REGISTRY, 0x41524731u, "aims_registry")       \
+    X(HEALTH, 0x41484c31u, "aims_health")           \
+    X(BALANCER, 0x414c4231u, "aims_balancer")       \
+    X(METRICS, 0x414d5831u, "aims_metrics")         \
+    X(MSG, 0x414d5347u, "aims_msg")                 \
+    X(NODE, 0x414e4f44u, "aims_node")               \
+    X(SERVICE, 0x41535643u, "aims_service")         \
+    X(CLIENT, 0x41434c54u, "aims_client")
+
+#define AIMSI_MAGIC_ENUM_(name, value, type) AIMSI_MAGIC_##name = value,
+enum { AIMSI_MAGIC_MAP(AIMSI_MAGIC_ENUM_) };
+#undef AIMSI_MAGIC_ENUM_
+/* What aimsi_obj_kill leaves behind (above INT_MAX, so not in the enum). */
+#define AIMSI_MAGIC_DEAD 0xdeadbeefu
+
+/* The type a magic belongs to ("aims_node"), or NULL for no known magic. */
+const char *aimsi_magic_name(uint32_t magic);
+/* What a pointer handed in as a handle really is, for misuse messages: "NULL",
+ * "aims_registry", "a destroyed handle" or "not a libaims handle". */
+const char *aimsi_obj_what(const void *obj);
 
 void aimsi_obj_init(aimsi_obj *obj, uint32_t magic);
 /* Non-zero when obj is non-NULL and carries the magic. */
 int aimsi_obj_ok(const void *obj, uint32_t magic);
 /* Poison the magic before freeing. */
 void aimsi_obj_kill(aimsi_obj *obj);
+/* The handle's last error text, or "" when obj is not a live handle of magic:
+ * the body of every aims_<object>_errmsg. */
+const char *aimsi_obj_errmsg(const void *obj, uint32_t magic);
 
 /* Record a failure: formats the message into the thread-local slot and, when
  * obj is non-NULL, into obj->errmsg; logs it at debug level; returns code.

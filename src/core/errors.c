@@ -1,5 +1,5 @@
 /*
- * errors.c -- status text, per-handle and thread-local error messages.
+ * errors.c -- status names and text, per-handle and thread-local error messages.
  *
  * A failure is recorded twice: in the handle (so a host that owns the handle
  * can ask it later, like sqlite3_errmsg) and in a thread-local slot (so
@@ -13,28 +13,64 @@
 
 static _Thread_local char t_errmsg[AIMSI_ERRMSG_CAP];
 
+/* Both lookups read one array generated from AIMS_STATUS_MAP (aims_core.h),
+ * indexed by the code's value; a row reusing a value is an "initialized field
+ * overwritten" warning (-Woverride-init, part of -Wextra), and the API test
+ * checks every row's name and text. */
+typedef struct status_row {
+    const char *name;
+    const char *text;
+} status_row;
+
+static const status_row k_status[] = {
+#define AIMSI_STATUS_ROW_(name, value, text) [value] = {#name, text},
+    AIMS_STATUS_MAP(AIMSI_STATUS_ROW_)
+#undef AIMSI_STATUS_ROW_
+};
+
+static const status_row *status_row_of(aims_status code)
+{
+    const long v = (long)code;
+    if (v < 0 || (size_t)v >= sizeof k_status / sizeof k_status[0] || k_status[v].name == NULL) {
+        return NULL;
+    }
+    return &k_status[v];
+}
+
 const char *aims_strerror(aims_status code)
 {
-    switch (code) {
-    case AIMS_OK: return "ok";
-    case AIMS_E_MISUSE: return "API misuse";
-    case AIMS_E_NOMEM: return "out of memory";
-    case AIMS_E_INVAL: return "invalid argument";
-    case AIMS_E_RANGE: return "out of range";
-    case AIMS_E_CORRUPT: return "corrupt input";
-    case AIMS_E_IO: return "I/O error";
-    case AIMS_E_UNSUPPORTED: return "unsupported";
-    case AIMS_E_NOTFOUND: return "not found";
-    case AIMS_E_STATE: return "invalid state";
-    case AIMS_E_BACKEND: return "backend failure";
-    case AIMS_E_CANCELLED: return "cancelled";
-    case AIMS_E_TIMEOUT: return "timed out";
-    case AIMS_E_OVERLOADED: return "overloaded";
-    case AIMS_E_CLOSED: return "closed";
-    case AIMS_E_EXISTS: return "already exists";
-    case AIMS_E_INTERNAL: return "internal error";
+    const status_row *row = status_row_of(code);
+    return row != NULL ? row->text : "unknown status";
+}
+
+const char *aims_status_name(aims_status code)
+{
+    const status_row *row = status_row_of(code);
+    return row != NULL ? row->name : NULL;
+}
+
+const char *aimsi_magic_name(uint32_t magic)
+{
+    switch (magic) {
+#define AIMSI_MAGIC_CASE_(name, value, type) \
+    case value:                              \
+        return type;
+        AIMSI_MAGIC_MAP(AIMSI_MAGIC_CASE_)
+#undef AIMSI_MAGIC_CASE_
+    case AIMSI_MAGIC_DEAD:
+        return "a destroyed handle";
+    default:
+        return NULL;
     }
-    return "unknown status";
+}
+
+const char *aimsi_obj_what(const void *obj)
+{
+    if (obj == NULL) {
+        return "NULL";
+    }
+    const char *name = aimsi_magic_name(((const aimsi_obj *)obj)->magic);
+    return name != NULL ? name : "not a libaims handle";
 }
 
 const char *aims_errmsg(void)
@@ -53,9 +89,14 @@ int aimsi_obj_ok(const void *obj, uint32_t magic)
     return obj != NULL && ((const aimsi_obj *)obj)->magic == magic;
 }
 
+const char *aimsi_obj_errmsg(const void *obj, uint32_t magic)
+{
+    return aimsi_obj_ok(obj, magic) ? ((const aimsi_obj *)obj)->errmsg : "";
+}
+
 void aimsi_obj_kill(aimsi_obj *obj)
 {
-    obj->magic = 0xdeadbeefu;
+    obj->magic = AIMSI_MAGIC_DEAD;
 }
 
 aims_status aimsi_err(aimsi_obj *obj, aims_status code, const char *fmt, ...)

@@ -9,6 +9,9 @@
 #include <string.h>
 
 #include "aimsi_core.h"
+/* Public enums whose ranges are parameter bounds (header only: no link-time
+ * dependency on the modules that own them). */
+#include "aims/aims_orch.h"
 
 typedef struct param_row {
     aims_param id;
@@ -109,7 +112,7 @@ static const param_row k_params[] = {
     {AIMS_CLIENT_RETRY_BUDGET, "retry_budget", F64, 0, 10, 0.2},
     {AIMS_CLIENT_RETRY_MIN, "retry_min", I64, 0, 1000000, 10},
     {AIMS_CLIENT_MAX_ATTEMPTS, "max_attempts", I64, 1, 16, 3},
-    {AIMS_CLIENT_LB_POLICY, "lb_policy", I64, 1, 6, 1},
+    {AIMS_CLIENT_LB_POLICY, "lb_policy", I64, AIMS_LB_P2C, AIMS_LB_RANDOM, AIMS_LB_P2C},
     {AIMS_CLIENT_MAX_PENDING, "max_pending", I64, 1, 1 << 24, 4096},
     {AIMS_CLIENT_SYNC_MS, "sync_ms", I64, 10, 3600000, 200},
     {AIMS_CLIENT_BACKOFF_MS, "backoff_ms", I64, 1, 60000, 50},

@@ -101,3 +101,8 @@ aims_status aims_loadopts_get_i64(const aims_loadopts *opts, aims_param param, i
     *out_value = opts->v[i];
     return AIMS_OK;
 }
+
+const char *aims_loadopts_errmsg(const aims_loadopts *opts)
+{
+    return aimsi_obj_errmsg(opts, AIMSI_MAGIC_LOADOPTS);
+}

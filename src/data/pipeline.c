@@ -30,6 +30,14 @@
 
 #include "aimsi_steps.h"
 
+/* A pipeline file stores each step's aims_step_kind number (read back by a
+ * cast in decode_steps), so these values are a file format too. */
+_Static_assert(AIMS_STEP_STANDARDIZE == 1 && AIMS_STEP_MINMAX == 2 && AIMS_STEP_IMPUTE == 3 &&
+                   AIMS_STEP_CLIP == 4 && AIMS_STEP_ONEHOT == 5 && AIMS_STEP_SCALE == 6 &&
+                   AIMS_STEP_NORMALIZE == 20 && AIMS_STEP_TOKENIZE == 21 &&
+                   AIMS_STEP_NGRAMS == 22 && AIMS_STEP_HASH == 23 && AIMS_STEP_TFIDF == 24,
+               "aims_step_kind values are pipeline file codes: never renumber");
+
 #define PIPE_TAG AIMSI_TAG('P', 'I', 'P', 'E')
 #define PIPE_VERSION 1u
 #define PIPE_MAX_FILE ((uint64_t)1 << 33)

@@ -28,7 +28,7 @@
  */
 /*
  * NOTE (helper 'model', Phase 2) -- additions to this header, layout unchanged:
- *   - AIMSI_MAGIC_MODEL / _TRAINER / _EVAL handle magics (below).
+ *   - (handle magics AIMSI_MAGIC_MODEL / _TRAINER / _EVAL live in aimsi_core.h).
  *   - Quantized models: model.c frees, clones and (de)serialises the int8 fields
  *     of aimsi_dense (section 'QDNS': per layer xscale, wscale[out], qwsum[out],
  *     qw[out*in]) and keeps `params` in the FULL float layout (W slots may be
@@ -120,11 +120,7 @@ void aimsi_gemm_own(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans
                     size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                     float beta, float *c, size_t ldc);
 
-enum {
-    AIMSI_MAGIC_MODEL = 0x414d4431u,   /* "AMD1" */
-    AIMSI_MAGIC_TRAINER = 0x41545231u, /* "ATR1" */
-    AIMSI_MAGIC_EVAL = 0x41455631u     /* "AEV1" */
-};
+/* Handle magics (AIMSI_MAGIC_MODEL, _TRAINER, _EVAL, _BUNDLE): aimsi_core.h. */
 
 /* One dense layer of a quantized model: y[rows x L->out] = dequant(qW x_q) + b,
  * WITHOUT the activation (the caller applies it). x is rows x L->in floats;

@@ -30,7 +30,6 @@
 
 #include "aimsi_model.h"
 
-#define BUNDLE_MAGIC 0x41424431u /* "ABD1" */
 #define BUNDLE_VERSION 1u
 #define BUNDLE_MAX_META 1024u
 #define BUNDLE_MAX_KEY 64u
@@ -61,7 +60,7 @@ struct aims_bundle {
     char *vals[BUNDLE_MAX_META];
 };
 
-#define BUNDLE_OK(b) aimsi_obj_ok((b), BUNDLE_MAGIC)
+#define BUNDLE_OK(b) aimsi_obj_ok((b), AIMSI_MAGIC_BUNDLE)
 
 /* ---- life cycle ----------------------------------------------------------------- */
 
@@ -71,7 +70,7 @@ static aims_status bundle_new(aims_bundle **out)
     if (b == NULL) {
         return aimsi_err(NULL, AIMS_E_NOMEM, "bundle: out of memory");
     }
-    aimsi_obj_init(&b->obj, BUNDLE_MAGIC);
+    aimsi_obj_init(&b->obj, AIMSI_MAGIC_BUNDLE);
     *out = b;
     return AIMS_OK;
 }
@@ -535,4 +534,9 @@ aims_status aims_bundle_predict_texts(const aims_bundle *b, aims_output what,
     }
     aims_dataset_destroy(ds);
     return rc;
+}
+
+const char *aims_bundle_errmsg(const aims_bundle *b)
+{
+    return aimsi_obj_errmsg(b, AIMSI_MAGIC_BUNDLE);
 }

@@ -23,6 +23,12 @@
 
 #include "aimsi_model.h"
 
+/* A model file stores its kind as the aims_model_kind number (read back by a
+ * cast in the header decoder), so these values are a file format too. */
+_Static_assert(AIMS_MODEL_LINEAR == 1 && AIMS_MODEL_LOGISTIC == 2 && AIMS_MODEL_SOFTMAX == 3 &&
+                   AIMS_MODEL_MLP == 4 && AIMS_MODEL_TEXT == 5,
+               "aims_model_kind values are .aimsm file codes: never renumber");
+
 #define MODEL_OK(m) aimsi_obj_ok((m), AIMSI_MAGIC_MODEL)
 #define MAX_DIM ((size_t)1 << 24)           /* any one width */
 #define MAX_PARAMS ((size_t)1 << 28)        /* 1 GiB of floats */

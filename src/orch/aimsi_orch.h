@@ -12,10 +12,7 @@
 
 /* ---- registry / health (registry.c, health.c) ------------------------------ */
 
-enum {
-    AIMSI_MAGIC_REGISTRY = 0x41524731u, /* "ARG1" */
-    AIMSI_MAGIC_HEALTH = 0x41484c31u    /* "AHL1" */
-};
+/* Handle magics (AIMSI_MAGIC_REGISTRY, _HEALTH, _BALANCER, _METRICS): aimsi_core.h. */
 
 /* Read an installed clock, or CLOCK_MONOTONIC when fn is NULL. */
 static inline uint64_t aimsi_orch_now(aims_clock_fn fn, void *user)
@@ -41,10 +38,11 @@ aims_status aimsi_orch_raise(const aimsi_orch_err *e);
 
 /* ---- balancer / metrics (balancer.c, metrics.c) --------------------------- */
 
-enum {
-    AIMSI_MAGIC_BALANCER = 0x414c4231u, /* "ALB1" */
-    AIMSI_MAGIC_METRICS = 0x414d5831u   /* "AMX1" */
-};
+/* Metrics a node or client owns and lends out (aims_node_metrics,
+ * aims_client_metrics): aims_metrics_destroy refuses them; the owner frees
+ * them with aimsi_metrics_destroy_owned (NULL is a no-op). */
+aims_status aimsi_metrics_create_owned(aims_metrics **out);
+void aimsi_metrics_destroy_owned(aims_metrics *mx);
 
 /* P2C draw: two DISTINCT indices in [0, n) (n >= 2) from one 64-bit random
  * value (high half -> *i, low half -> *j). Exposed for the distribution tests. */

@@ -61,6 +61,7 @@ struct aims_metrics {
     mx_entry **tab;
     size_t cap; /* power of two */
     size_t count;
+    int lent; /* owned by a node or client: aims_metrics_destroy refuses it */
 };
 
 /* ---- histogram buckets ---------------------------------------------------- */
@@ -329,7 +330,33 @@ aims_status aims_metrics_create(aims_metrics **out)
     return AIMS_OK;
 }
 
+/* Ownership. A registry the host created is the host's to destroy. The ones a
+ * node or client creates for itself are lent out by aims_node_metrics /
+ * aims_client_metrics, and the owner keeps updating them from its threads, so
+ * aims_metrics_destroy on one would free memory still in use: it is refused
+ * (a no-op with an AIMS_E_MISUSE message and a warning in the log), and only
+ * the owner frees it, through aimsi_metrics_destroy_owned. The flag is set
+ * before the handle is published and never changes, so it needs no lock. */
+aims_status aimsi_metrics_create_owned(aims_metrics **out)
+{
+    AIMSI_TRY(aims_metrics_create(out));
+    (*out)->lent = 1;
+    return AIMS_OK;
+}
+
 void aims_metrics_destroy(aims_metrics *mx)
+{
+    if (aimsi_obj_ok(mx, AIMSI_MAGIC_METRICS) && mx->lent) {
+        aimsi_err(NULL, AIMS_E_MISUSE,
+                  "aims_metrics_destroy: this registry belongs to a node or client "
+                  "(aims_node_metrics / aims_client_metrics); ignored");
+        aimsi_log(AIMS_LOG_WARN, "%s", aims_errmsg());
+        return;
+    }
+    aimsi_metrics_destroy_owned(mx);
+}
+
+void aimsi_metrics_destroy_owned(aims_metrics *mx)
 {
     if (!aimsi_obj_ok(mx, AIMSI_MAGIC_METRICS)) {
         return;
@@ -389,7 +416,16 @@ static uint64_t mx_snapshot(const mx_entry *e, uint64_t *b)
     return total;
 }
 
-aims_status aims_metrics_quantile(aims_metrics *mx, const char *name, const char *labels,
+/* The two read-only queries take a const registry: the lock is the only thing
+ * they change, so it is reached through a cast (the object itself is never
+ * defined const: it comes from aimsi_calloc), and mx_get with create = 0 only
+ * looks up. */
+static pthread_mutex_t *mx_lock_of(const aims_metrics *mx)
+{
+    return (pthread_mutex_t *)&mx->lock;
+}
+
+aims_status aims_metrics_quantile(const aims_metrics *mx, const char *name, const char *labels,
                                   double q, double *out_ns)
 {
     if (out_ns == NULL) {
@@ -399,7 +435,7 @@ aims_status aims_metrics_quantile(aims_metrics *mx, const char *name, const char
         return aimsi_err(NULL, AIMS_E_INVAL, "aims_metrics_quantile: q = %g not in [0, 1]", q);
     }
     mx_entry *e = NULL;
-    AIMSI_TRY(mx_get(mx, name, labels, MX_HIST, 0, &e));
+    AIMSI_TRY(mx_get((aims_metrics *)mx, name, labels, MX_HIST, 0, &e));
     uint64_t b[AIMSI_HIST_BUCKETS];
     const uint64_t total = mx_snapshot(e, b);
     if (total == 0) {
@@ -553,18 +589,18 @@ static int mx_cmp(const void *a, const void *b)
     return c != 0 ? c : strcmp(x->labels, y->labels);
 }
 
-aims_status aims_metrics_prometheus(aims_metrics *mx, char **out, size_t *out_len)
+aims_status aims_metrics_prometheus(const aims_metrics *mx, char **out, size_t *out_len)
 {
     if (!aimsi_obj_ok(mx, AIMSI_MAGIC_METRICS) || out == NULL) {
         return AIMSI_MISUSE(out == NULL ? "out is NULL" : "mx is not a metrics registry");
     }
     /* Entries never move or die before destroy: list them under the lock,
      * read their atomics after it. */
-    pthread_mutex_lock(&mx->lock);
+    pthread_mutex_lock(mx_lock_of(mx));
     const size_t n = mx->count;
     mx_entry **list = aimsi_calloc(n, sizeof *list);
     if (list == NULL) {
-        pthread_mutex_unlock(&mx->lock);
+        pthread_mutex_unlock(mx_lock_of(mx));
         return aimsi_err(NULL, AIMS_E_NOMEM, "aims_metrics_prometheus: list of %zu", n);
     }
     size_t k = 0;
@@ -573,7 +609,7 @@ aims_status aims_metrics_prometheus(aims_metrics *mx, char **out, size_t *out_le
             list[k++] = e;
         }
     }
-    pthread_mutex_unlock(&mx->lock);
+    pthread_mutex_unlock(mx_lock_of(mx));
     qsort(list, n, sizeof *list, mx_cmp);
     aimsi_buf buf;
     aimsi_buf_init(&buf);

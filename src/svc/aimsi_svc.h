@@ -20,12 +20,7 @@
 #include "../core/aimsi_core.h"
 #include "../codec/aimsi_frame.h"
 
-enum {
-    AIMSI_MAGIC_MSG = 0x414d5347u,     /* "AMSG" */
-    AIMSI_MAGIC_NODE = 0x414e4f44u,    /* "ANOD" */
-    AIMSI_MAGIC_SERVICE = 0x41535643u, /* "ASVC" */
-    AIMSI_MAGIC_CLIENT = 0x41434c54u   /* "ACLT" */
-};
+/* Handle magics (AIMSI_MAGIC_MSG, _NODE, _SERVICE, _CLIENT): aimsi_core.h. */
 
 #define AIMSI_MSG_MAX_ERROR 1024u
 #define AIMSI_URL_MAX 256u

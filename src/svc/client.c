@@ -61,6 +61,7 @@
 #include <time.h>
 
 #include "aimsi_svc.h"
+#include "../orch/aimsi_orch.h"
 
 #define CL_HASH 256u                  /* pending-id buckets (power of two) */
 #define CL_MAX_TRIED 16u              /* instances remembered per call (>= max attempts) */
@@ -1439,7 +1440,7 @@ static void client_free(aims_client *c)
     }
     aimsi_ttable_fini(&c->tt);
     aims_registry_destroy(c->reg_owned);
-    aims_metrics_destroy(c->mx);
+    aimsi_metrics_destroy_owned(c->mx);
     pthread_cond_destroy(&c->cv);
     pthread_condattr_destroy(&c->cattr);
     pthread_mutex_destroy(&c->mu);
@@ -1475,7 +1476,7 @@ AIMS_API aims_status aims_client_create(aims_client **out)
     c->max_frame = (uint64_t)aimsi_param_default(AIMS_CLIENT_MAX_FRAME);
     const aims_transport_hooks hooks = {c, NULL, on_frame, on_close};
     aimsi_ttable_init(&c->tt, &hooks, c->max_frame);
-    if (aims_metrics_create(&c->mx) != AIMS_OK) {
+    if (aimsi_metrics_create_owned(&c->mx) != AIMS_OK) {
         client_free(c);
         return aimsi_err(NULL, AIMS_E_NOMEM, "aims_client_create: out of memory");
     }

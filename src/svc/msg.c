@@ -19,6 +19,20 @@
 
 #include "aimsi_svc.h"
 
+/* The frame codec (below svc) cannot see aims_dtype, so it keeps its own dtype
+ * codes; tensors cross between the two by a plain cast. They must agree. */
+_Static_assert((int)AIMSI_DT_F32 == (int)AIMS_DT_F32 && (int)AIMSI_DT_I32 == (int)AIMS_DT_I32 &&
+                   (int)AIMSI_DT_U8 == (int)AIMS_DT_U8 && (int)AIMSI_DT_I64 == (int)AIMS_DT_I64 &&
+                   (int)AIMSI_DT_BYTES == (int)AIMS_DT_BYTES,
+               "frame dtype codes (aimsi_frame.h) mirror aims_dtype (aims_svc.h)");
+/* A message is what one frame carries, so the public caps are the frame's; and
+ * aims_transport's doc promises hosts the 44-byte frame header. */
+_Static_assert(AIMS_MSG_MAX_TENSORS == AIMSI_FRAME_MAX_TENSORS &&
+                   AIMS_MSG_MAX_NAME == AIMSI_FRAME_MAX_NAME &&
+                   AIMS_MSG_MAX_NDIM == AIMSI_FRAME_MAX_NDIM,
+               "aims_msg caps (aims_svc.h) mirror the frame caps (aimsi_frame.h)");
+_Static_assert(AIMSI_FRAME_HEADER == 44u, "aims_svc.h documents a 44-byte frame header");
+
 size_t aimsi_dtype_size(uint8_t dtype)
 {
     switch (dtype) {

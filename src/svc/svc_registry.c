@@ -475,8 +475,9 @@ const aimsi_svc_kind *aimsi_regsvc_kind(void)
 
 AIMS_API aims_status aims_node_host_registry(aims_node *n, aims_registry *r)
 {
-    if (n == NULL || r == NULL) {
-        return AIMSI_MISUSE("node or registry is NULL");
+    if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE) || !aimsi_obj_ok(r, AIMSI_MAGIC_REGISTRY)) {
+        return aimsi_err(NULL, AIMS_E_MISUSE, "aims_node_host_registry: node is %s, registry is %s",
+                         aimsi_obj_what(n), aimsi_obj_what(r));
     }
     void *impl = NULL;
     AIMSI_TRY(aimsi_regsvc_create(r, &impl));
@@ -846,8 +847,10 @@ static void regsync_stop_cb(void *ctx)
 
 AIMS_API aims_status aims_client_join(aims_client *c, const char *url)
 {
-    if (c == NULL || url == NULL) {
-        return AIMSI_MISUSE("client or url is NULL");
+    /* Validate before anything starts: regsync_start spawns the sync thread. */
+    if (!aimsi_obj_ok(c, AIMSI_MAGIC_CLIENT) || url == NULL) {
+        return aimsi_err(NULL, AIMS_E_MISUSE, "aims_client_join: client is %s%s",
+                         aimsi_obj_what(c), url == NULL ? ", url is NULL" : "");
     }
     aims_registry *mirror = NULL;
     AIMSI_TRY(aims_registry_create(&mirror));
@@ -988,8 +991,9 @@ static const aimsi_reg_ops k_join_ops = {
 
 AIMS_API aims_status aims_node_join(aims_node *n, const char *url)
 {
-    if (n == NULL || url == NULL) {
-        return AIMSI_MISUSE("node or url is NULL");
+    if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE) || url == NULL) {
+        return aimsi_err(NULL, AIMS_E_MISUSE, "aims_node_join: node is %s%s", aimsi_obj_what(n),
+                         url == NULL ? ", url is NULL" : "");
     }
     if (strlen(url) == 0 || strlen(url) > AIMSI_URL_MAX) {
         return aimsi_err(NULL, AIMS_E_INVAL, "aims_node_join: url must be 1..%u bytes",

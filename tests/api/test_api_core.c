@@ -102,6 +102,44 @@ static void test_strerror_is_static_text(void **state)
     assert_string_equal(aims_strerror((aims_status)-1), "unknown status");
 }
 
+/* The numbers are ABI: pin a few so an edit of AIMS_STATUS_MAP cannot renumber. */
+_Static_assert(AIMS_OK == 0 && AIMS_E_MISUSE == 1 && AIMS_E_NOMEM == 2 && AIMS_E_NOTFOUND == 8 &&
+                   AIMS_E_TIMEOUT == 12 && AIMS_E_INTERNAL == 16,
+               "aims_status values never change");
+
+/* Every row of the one table: the enum value, aims_status_name and
+ * aims_strerror agree with it, and nothing outside the table has a name. */
+static void test_status_name_every_row_of_the_map(void **state)
+{
+    (void)state;
+    size_t rows = 0;
+#define ROW_(name, value, text)                                \
+    do {                                                       \
+        assert_int_equal((int)(name), (value));                \
+        assert_non_null(aims_status_name(name));               \
+        assert_string_equal(aims_status_name(name), #name);    \
+        assert_string_equal(aims_strerror(name), (text));      \
+        rows++;                                                \
+    } while (0);
+    AIMS_STATUS_MAP(ROW_)
+#undef ROW_
+    assert_true(rows >= 17);
+    size_t named = 0;
+    for (int c = -64; c < 4096; c++) {
+        const char *n = aims_status_name((aims_status)c);
+        if (n != NULL) {
+            named++;
+            assert_true(strncmp(n, "AIMS_", 5) == 0);
+        } else {
+            assert_string_equal(aims_strerror((aims_status)c), "unknown status");
+        }
+    }
+    assert_int_equal(named, rows);
+    assert_null(aims_status_name((aims_status)-1));
+    assert_null(aims_status_name((aims_status)17));
+    assert_string_equal(aims_status_name(AIMS_E_NOMEM), "AIMS_E_NOMEM");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -114,6 +152,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_set_allocator_rejects_partial_and_live_swap,
                                         ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_strerror_is_static_text, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_status_name_every_row_of_the_map, ta_setup,
+                                        ta_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

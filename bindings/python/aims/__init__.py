@@ -79,18 +79,24 @@ HAVE_NUMPY = _np is not None
 # ---------------------------------------------------------------------------------
 # Status codes and errors
 
-#: aims_status values (include/aims/aims_core.h); values never change.
-STATUS_NAMES = {
-    0: "AIMS_OK", 1: "AIMS_E_MISUSE", 2: "AIMS_E_NOMEM", 3: "AIMS_E_INVAL",
-    4: "AIMS_E_RANGE", 5: "AIMS_E_CORRUPT", 6: "AIMS_E_IO", 7: "AIMS_E_UNSUPPORTED",
-    8: "AIMS_E_NOTFOUND", 9: "AIMS_E_STATE", 10: "AIMS_E_BACKEND", 11: "AIMS_E_CANCELLED",
-    12: "AIMS_E_TIMEOUT", 13: "AIMS_E_OVERLOADED", 14: "AIMS_E_CLOSED", 15: "AIMS_E_EXISTS",
-    16: "AIMS_E_INTERNAL",
-}
+def _status_table():
+    """{code: "AIMS_E_..."} read from the library (aims_status_name), so no status
+    number is copied here; codes are dense from 0 and never renumbered, and a
+    gap (NULL name) is skipped."""
+    table = {}
+    for code in range(1024):
+        raw = _c.aims_status_name(code)
+        if raw:
+            table[code] = raw.decode("ascii")
+    return table
+
+
+#: aims_status values by code, from the library's AIMS_STATUS_MAP at import time.
+STATUS_NAMES = _status_table()
 for _code, _name in STATUS_NAMES.items():
     globals()[_name] = _code
 del _code, _name
-_E_CLOSED = 14
+_E_CLOSED = AIMS_E_CLOSED  # noqa: F821 (defined by the loop above)
 
 
 class AimsError(Exception):
@@ -98,17 +104,86 @@ class AimsError(Exception):
 
     Attributes: ``code`` (int aims_status), ``name`` (e.g. "AIMS_E_CORRUPT"),
     ``message`` (the library's detail text; may name file, line, byte, parameter).
+
+    ``AimsError(code, message)`` returns the subclass for that code (see
+    ``ERRORS``), so callers may catch the matching Python built-in:
+    ``except FileNotFoundError`` / ``LookupError`` (AIMS_E_NOTFOUND),
+    ``ValueError`` (INVAL, RANGE, CORRUPT), ``OSError`` (IO), ``TimeoutError``,
+    ``MemoryError``, ``NotImplementedError`` (UNSUPPORTED), ``RuntimeError``
+    (MISUSE, STATE, BACKEND, INTERNAL). CANCELLED, OVERLOADED, CLOSED and EXISTS
+    have no built-in that means the same thing and subclass AimsError only.
+    ``except AimsError`` catches them all; ``err.code`` stays the exact status.
     """
+
+    def __new__(cls, code=0, message=""):
+        if cls is AimsError:
+            cls = ERRORS.get(int(code), AimsError)
+        # Allocate through the C base that owns the instance layout (the
+        # __base__ chain, as CPython's "is it safe" check walks it).
+        base = cls.__base__
+        while issubclass(base, AimsError):
+            base = base.__base__
+        return base.__new__(cls)
 
     def __init__(self, code, message=""):
         self.code = int(code)
         self.name = STATUS_NAMES.get(self.code, "AIMS_E_%d" % self.code)
         self.message = message
         super().__init__(code, message)
+        # OSError.__init__ keeps no args when __new__ got none: restore them.
+        self.args = (self.code, message)
 
     def __str__(self):
         text = self.message or strerror(self.code)
         return "%s: %s" % (self.name, text)
+
+    def __reduce__(self):
+        return (AimsError, (self.code, self.message))
+
+
+#: Python built-ins each status also subclasses, keyed by status *name* (the
+#: numbers come from the library). A status not listed is a plain AimsError.
+_BUILTIN_BASES = {
+    "AIMS_E_MISUSE": (RuntimeError,),
+    "AIMS_E_NOMEM": (MemoryError,),
+    "AIMS_E_INVAL": (ValueError,),
+    "AIMS_E_RANGE": (ValueError,),
+    "AIMS_E_CORRUPT": (ValueError,),
+    "AIMS_E_IO": (OSError,),
+    "AIMS_E_UNSUPPORTED": (NotImplementedError,),
+    "AIMS_E_NOTFOUND": (FileNotFoundError, LookupError),
+    "AIMS_E_STATE": (RuntimeError,),
+    "AIMS_E_BACKEND": (RuntimeError,),
+    "AIMS_E_TIMEOUT": (TimeoutError,),
+    "AIMS_E_INTERNAL": (RuntimeError,),
+}
+
+
+def _error_class_name(status_name):
+    """"AIMS_E_NOTFOUND" -> "AimsNotFoundError" (the C suffix, camel-cased; the
+    Aims prefix keeps e.g. AimsTimeoutError from shadowing the built-in)."""
+    words = {"NOTFOUND": "NotFound", "NOMEM": "NoMem", "INVAL": "Inval", "IO": "IO"}
+    tail = status_name[len("AIMS_E_"):] if status_name.startswith("AIMS_E_") else status_name
+    return "Aims" + words.get(tail, tail.capitalize()) + "Error"
+
+
+def _error_classes():
+    classes = {}
+    for code, name in STATUS_NAMES.items():
+        if code == 0:
+            continue
+        cls_name = _error_class_name(name)
+        doc = "AimsError for %s (%s)." % (name, _c.aims_strerror(code).decode("ascii"))
+        cls = type(cls_name, (AimsError,) + _BUILTIN_BASES.get(name, ()),
+                   {"__doc__": doc, "__module__": __name__})
+        classes[code] = cls
+        globals()[cls_name] = cls
+    return classes
+
+
+#: {code: AimsError subclass}, one per status the library names (not AIMS_OK).
+ERRORS = _error_classes()
+__all__ += ["status_name", "STATUS_NAMES", "ERRORS"] + [c.__name__ for c in ERRORS.values()]
 
 
 def _decode(raw):
@@ -134,6 +209,13 @@ def _check(rc, errmsg_fn=None, ptr=None):
 def strerror(code):
     """Static English text for a status code."""
     return _decode(_c.aims_strerror(int(code)))
+
+
+def status_name(code):
+    """C name of a status code ("AIMS_E_NOMEM"), or None for a code the library
+    does not know."""
+    raw = _c.aims_status_name(int(code))
+    return raw.decode("ascii") if raw else None
 
 
 def version():

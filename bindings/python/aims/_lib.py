@@ -62,6 +62,7 @@ health_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_in
 PROTOTYPES = {
     # ---- aims_core.h ----------------------------------------------------------------
     "aims_strerror": (cstr, [status]),
+    "aims_status_name": (cstr, [status]),
     "aims_errmsg": (cstr, []),
     "aims_version_number": (ctypes.c_uint, []),
     "aims_version_string": (cstr, []),
@@ -79,6 +80,7 @@ PROTOTYPES = {
     "aims_loadopts_destroy": (None, [handle]),
     "aims_loadopts_set_i64": (status, [handle, param, ctypes.c_int64]),
     "aims_loadopts_get_i64": (status, [handle, param, P(ctypes.c_int64)]),
+    "aims_loadopts_errmsg": (cstr, [handle]),
     # ---- aims_dataset.h: loading and building ---------------------------------------
     "aims_dataset_parse": (status, [fmt, ctypes.c_void_p, size_t, handle, handle_out]),
     "aims_dataset_load_file": (status, [fmt, cstr, handle, handle_out]),
@@ -182,6 +184,7 @@ PROTOTYPES = {
     # ---- aims_model.h: bundles --------------------------------------------------------
     "aims_bundle_create": (status, [handle, handle, handle_out]),
     "aims_bundle_destroy": (None, [handle]),
+    "aims_bundle_errmsg": (cstr, [handle]),
     "aims_bundle_set_meta": (status, [handle, cstr, cstr]),
     "aims_bundle_get_meta": (cstr, [handle, cstr]),
     "aims_bundle_model": (handle, [handle]),
@@ -292,6 +295,7 @@ SVC_PROTOTYPES = {
     "aims_service_stop": (status, [handle, ctypes.c_int64]),
     "aims_service_swap_bundle": (status, [handle, handle]),
     "aims_service_stat": (status, [handle, ctypes.c_int, P(ctypes.c_double)]),
+    "aims_service_errmsg": (cstr, [handle]),
     "aims_client_create": (status, [handle_out]),
     "aims_client_destroy": (None, [handle]),
     "aims_client_set_param_i64": (status, [handle, param, ctypes.c_int64]),

@@ -1,6 +1,8 @@
 """Library loading, versions, errors, parameters by name, loader options."""
 
 import os
+import pickle
+import re
 import subprocess
 import sys
 import threading
@@ -9,7 +11,7 @@ import unittest
 import aims
 from aims import _lib
 
-from aims_testutil import LeakCheckCase
+from aims_testutil import LeakCheckCase, source_dir
 
 
 class VersionTest(LeakCheckCase):
@@ -85,6 +87,79 @@ class ErrorTest(LeakCheckCase):
     def test_message_comes_from_the_failing_call(self):
         err = self.assertAimsError(aims.AIMS_E_NOTFOUND, aims.param_info, "no_such_param")
         self.assertIn("no_such_param", err.message)
+
+
+class StatusTableTest(LeakCheckCase):
+    """The status names and exception classes come from the library's one table
+    (AIMS_STATUS_MAP) at run time; the exceptions also are the matching built-ins."""
+
+    def header_rows(self):
+        path = os.path.join(source_dir(), "include", "aims", "aims_core.h")
+        with open(path) as f:
+            text = f.read()
+        body = text[text.index("#define AIMS_STATUS_MAP(X)"):]
+        body = body[:body.index("\n\n")]
+        return {int(v): n for n, v in re.findall(r"X\((AIMS_\w+), (\d+), ", body)}
+
+    def test_names_come_from_the_library_and_match_the_header(self):
+        rows = self.header_rows()
+        self.assertEqual(len(rows), 17)
+        self.assertEqual(aims.STATUS_NAMES, rows)
+        for code, name in rows.items():
+            self.assertEqual(aims.status_name(code), name)
+            self.assertEqual(getattr(aims, name), code)
+        self.assertIsNone(aims.status_name(len(rows)))
+        self.assertIsNone(aims.status_name(-1))
+
+    def test_constructor_returns_the_subclass_for_the_code(self):
+        cases = {
+            aims.AIMS_E_NOTFOUND: (FileNotFoundError, LookupError),
+            aims.AIMS_E_IO: (OSError,),
+            aims.AIMS_E_INVAL: (ValueError,),
+            aims.AIMS_E_RANGE: (ValueError,),
+            aims.AIMS_E_CORRUPT: (ValueError,),
+            aims.AIMS_E_TIMEOUT: (TimeoutError,),
+            aims.AIMS_E_NOMEM: (MemoryError,),
+            aims.AIMS_E_UNSUPPORTED: (NotImplementedError,),
+            aims.AIMS_E_MISUSE: (RuntimeError,),
+            aims.AIMS_E_STATE: (RuntimeError,),
+        }
+        for code, bases in cases.items():
+            err = aims.AimsError(code, "detail")
+            self.assertIs(type(err), aims.ERRORS[code])
+            self.assertIsInstance(err, aims.AimsError)
+            for base in bases:
+                self.assertIsInstance(err, base, aims.status_name(code))
+            self.assertEqual((err.code, err.message), (code, "detail"))
+            self.assertEqual(err.args, (code, "detail"))
+            self.assertIn(aims.status_name(code), str(err))
+            again = pickle.loads(pickle.dumps(err))
+            self.assertIs(type(again), type(err))
+            self.assertEqual((again.code, again.message), (code, "detail"))
+        closed = aims.AimsError(aims.AIMS_E_CLOSED)
+        self.assertNotIsInstance(closed, (ValueError, OSError, LookupError, RuntimeError))
+        self.assertIs(type(aims.AimsError(999, "future code")), aims.AimsError)
+        self.assertEqual(aims.AimsError(999).name, "AIMS_E_999")
+        self.assertIs(aims.AimsNotFoundError, aims.ERRORS[aims.AIMS_E_NOTFOUND])
+        self.assertIn("AimsTimeoutError", aims.__all__)
+        self.assertFalse(hasattr(aims, "TimeoutError"))  # no built-in shadowed
+
+    def test_idiomatic_except_on_real_calls(self):
+        with self.assertRaises(FileNotFoundError) as ctx:
+            aims.Dataset.load("csv", os.path.join(source_dir(), "no", "such", "file.csv"))
+        self.assertEqual(ctx.exception.code, aims.AIMS_E_NOTFOUND)
+        self.assertIn("file.csv", ctx.exception.message)
+        with self.assertRaises(LookupError):
+            aims.param_info("no_such_param")
+        with aims.LoadOptions() as opts:
+            with self.assertRaises(ValueError) as ctx:
+                opts.set("header", 7)
+            self.assertEqual(ctx.exception.code, aims.AIMS_E_RANGE)
+            with self.assertRaises(NotImplementedError):
+                opts.set("col_begin", 1)
+        with self.assertRaises(ValueError) as ctx:
+            aims.Dataset.parse("csv", b"1,2\n3,x,4\n")
+        self.assertIsInstance(ctx.exception, aims.AimsError)
 
 
 class ThreadErrorTest(LeakCheckCase):
