@@ -52,7 +52,8 @@ typedef enum aims_status {
     AIMS_E_OVERLOADED = 13,    /**< a bounded queue or limit is full; retry later */
     AIMS_E_CLOSED = 14,        /**< the object or connection is closed */
     AIMS_E_EXISTS = 15,        /**< the thing being created already exists */
-    AIMS_E_INTERNAL = 16       /**< an internal invariant failed; please report */
+    AIMS_E_INTERNAL = 16,      /**< an internal invariant failed; please report */
+    AIMS_E_DENIED = 17         /**< refused: the caller lacks the secret, identity or policy permission (@since 0.1) */
 } aims_status;
 
 /**

@@ -33,6 +33,7 @@ const char *aims_strerror(aims_status code)
     case AIMS_E_CLOSED: return "closed";
     case AIMS_E_EXISTS: return "already exists";
     case AIMS_E_INTERNAL: return "internal error";
+    case AIMS_E_DENIED: return "permission denied";
     }
     return "unknown status";
 }

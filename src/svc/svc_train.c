@@ -16,6 +16,14 @@
  * the lookup happens before any work and again under the lock right before
  * the insert, so even two racing submits of one id create one job.
  *
+ * Job secrets. Job ids are the caller's names ("fmnist-1") and easy to
+ * guess, so a job is reached by its id AND its secret handle: submit replies
+ * "handle" (32 hex characters from getrandom, or the caller's own "handle"
+ * tensor of 16..64 bytes, which lets a caller whose submit reply was lost
+ * retry and still learn nothing new), and status, result and cancel need that
+ * "handle" tensor back (else AIMS_E_DENIED; compared in constant time). A
+ * repeated submit of a known id without the handle gets the job's state only.
+ *
  * Memory is bounded: at most TRAIN_QUEUE_MAX jobs wait (then
  * AIMS_E_OVERLOADED with a retry hint), and at most TRAIN_JOBS_KEPT jobs are
  * remembered; beyond that the oldest finished job (and its result bundle)
@@ -51,6 +59,8 @@
 #define TRAIN_QUEUE_MAX 16
 #define TRAIN_JOBS_KEPT 64
 #define TRAIN_ID_MAX 64
+#define TRAIN_HANDLE_MIN 16
+#define TRAIN_HANDLE_MAX 64
 #define TRAIN_SPEC_MAX 65536
 #define TRAIN_MAX_HIDDEN 16
 #define TRAIN_MAX_PARAMS 64
@@ -64,6 +74,8 @@ typedef struct train_job {
     struct train_job *qnext; /* run queue */
     char id[TRAIN_ID_MAX + 1];
     size_t id_len;
+    char handle[TRAIN_HANDLE_MAX + 1];
+    size_t handle_len;
     int state;
     int cancel;
     int32_t epoch;
@@ -105,15 +117,45 @@ static aims_status put_f32(aims_msg *m, const char *name, float v)
     return aims_msg_add(m, name, AIMS_DT_F32, NULL, 0, &v, 0);
 }
 
-static aims_status reply_state(aimsi_work *w, int state)
+static aims_status reply_state_handle(aimsi_work *w, int state, const char *h, size_t hlen)
 {
     aims_msg_clear(w->reply);
-    const aims_status st = put_i32(w->reply, "state", state);
+    aims_status st = put_i32(w->reply, "state", state);
+    if (st == AIMS_OK && h != NULL) {
+        st = aimsi_msg_put_bytes(w->reply, "handle", h, hlen);
+    }
     if (st != AIMS_OK) {
         return aimsi_work_fail(w, st, "train: no room for the reply: %s", aims_errmsg());
     }
     return AIMS_OK;
 }
+
+static aims_status reply_state(aimsi_work *w, int state)
+{
+    return reply_state_handle(w, state, NULL, 0);
+}
+
+/* The request's "handle" tensor: 0 when absent, 1 when well formed, -1 bad. */
+static int req_handle(const aims_msg *m, const char **h, size_t *len)
+{
+    if (aimsi_msg_bytes(m, "handle", h, len) != AIMS_OK) {
+        return 0;
+    }
+    return *len >= TRAIN_HANDLE_MIN && *len <= TRAIN_HANDLE_MAX && memchr(*h, 0, *len) == NULL
+               ? 1 : -1;
+}
+
+/* Does the request carry job j's handle? (under the lock) */
+static int job_handle_ok(const train_job *j, const aims_msg *m)
+{
+    const char *h = NULL;
+    size_t len = 0;
+    return req_handle(m, &h, &len) == 1 && aimsi_secret_equal(j->handle, j->handle_len, h, len);
+}
+
+#define JOB_DENIED(w, what, id, len)                                                          \
+    aimsi_work_fail((w), AIMS_E_DENIED, "%s: job %.*s: wrong or missing \"handle\" (the secret " \
+                    "its submit returned)", (what), (int)(len), (id))
 
 /* ---- jobs ------------------------------------------------------------------------------ */
 
@@ -797,12 +839,21 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
     const char *id = NULL;
     size_t id_len = 0;
     AIMSI_TRY(job_id(w, &id, &id_len));
+    const char *h = NULL;
+    size_t h_len = 0;
+    const int has_h = req_handle(w->req, &h, &h_len);
+    if (has_h < 0) {
+        return aimsi_work_fail(w, AIMS_E_INVAL, "submit: \"handle\" must be BYTES of %d..%d "
+                               "bytes without NUL", TRAIN_HANDLE_MIN, TRAIN_HANDLE_MAX);
+    }
     pthread_mutex_lock(&ti->mu);
     const train_job *known = job_find(ti, id, id_len);
     const int state = known != NULL ? known->state : -1;
+    const int owner = known != NULL && job_handle_ok(known, w->req);
     pthread_mutex_unlock(&ti->mu);
     if (state >= 0) {
-        return reply_state(w, state); /* a retried submit: never a second job */
+        /* a retried submit: never a second job; the handle only to its holder */
+        return reply_state_handle(w, state, owner ? h : NULL, h_len);
     }
     train_job *j = aimsi_calloc(1, sizeof *j);
     if (j == NULL) {
@@ -810,6 +861,18 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
     }
     memcpy(j->id, id, id_len);
     j->id_len = id_len;
+    if (has_h) {
+        memcpy(j->handle, h, h_len);
+        j->handle_len = h_len;
+    } else if (aimsi_secret_hex(j->handle) != AIMS_OK) {
+        aimsi_free(j);
+        return aimsi_work_fail(w, AIMS_E_BACKEND, "submit: %s", aims_errmsg());
+    } else {
+        j->handle_len = AIMSI_SECRET_HEX;
+    }
+    char handle[TRAIN_HANDLE_MAX + 1];
+    const size_t handle_len = j->handle_len;
+    memcpy(handle, j->handle, handle_len);
     j->loss = NAN;
     j->metric = NAN;
     submit_in in;
@@ -843,8 +906,10 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
     pthread_mutex_lock(&ti->mu);
     const train_job *raced = job_find(ti, id, id_len);
     int reply = JOB_QUEUED;
+    int give = 1;
     if (raced != NULL) {
         reply = raced->state;
+        give = job_handle_ok(raced, w->req);
     } else if (ti->stopping) {
         rc = aimsi_err(NULL, AIMS_E_CLOSED, "submit: the train service is stopping");
     } else if (ti->queued >= TRAIN_QUEUE_MAX) {
@@ -878,7 +943,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
     if (rc != AIMS_OK) {
         return aimsi_work_fail(w, rc, "%s", aims_errmsg());
     }
-    return reply_state(w, reply);
+    return reply_state_handle(w, reply, give ? handle : NULL, handle_len);
 }
 
 /* ---- status / result / cancel -------------------------------------------------------------- */
@@ -893,6 +958,10 @@ static aims_status do_status(train_impl *ti, aimsi_work *w)
     if (j == NULL) {
         pthread_mutex_unlock(&ti->mu);
         return aimsi_work_fail(w, AIMS_E_NOTFOUND, "status: no job %.*s", (int)id_len, id);
+    }
+    if (!job_handle_ok(j, w->req)) {
+        pthread_mutex_unlock(&ti->mu);
+        return JOB_DENIED(w, "status", id, id_len);
     }
     const int state = j->state;
     const int32_t epoch = j->epoch;
@@ -934,6 +1003,8 @@ static aims_status do_result(train_impl *ti, aimsi_work *w)
     aims_status rc = AIMS_OK;
     if (j == NULL) {
         rc = aimsi_work_fail(w, AIMS_E_NOTFOUND, "result: no job %.*s", (int)id_len, id);
+    } else if (!job_handle_ok(j, w->req)) {
+        rc = JOB_DENIED(w, "result", id, id_len);
     } else if (j->state != JOB_DONE) {
         rc = aimsi_work_fail(w, AIMS_E_STATE, "result: job %.*s is %s%s%s", (int)id_len, id,
                   names[j->state], j->err[0] != '\0' ? ": " : "", j->err);
@@ -959,6 +1030,10 @@ static aims_status do_cancel(train_impl *ti, aimsi_work *w)
     if (j == NULL) {
         pthread_mutex_unlock(&ti->mu);
         return aimsi_work_fail(w, AIMS_E_NOTFOUND, "cancel: no job %.*s", (int)id_len, id);
+    }
+    if (!job_handle_ok(j, w->req)) {
+        pthread_mutex_unlock(&ti->mu);
+        return JOB_DENIED(w, "cancel", id, id_len);
     }
     if (j->state == JOB_QUEUED) {
         queue_remove(ti, j);

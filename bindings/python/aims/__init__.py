@@ -86,6 +86,7 @@ STATUS_NAMES = {
     8: "AIMS_E_NOTFOUND", 9: "AIMS_E_STATE", 10: "AIMS_E_BACKEND", 11: "AIMS_E_CANCELLED",
     12: "AIMS_E_TIMEOUT", 13: "AIMS_E_OVERLOADED", 14: "AIMS_E_CLOSED", 15: "AIMS_E_EXISTS",
     16: "AIMS_E_INTERNAL",
+    17: "AIMS_E_DENIED",
 }
 for _code, _name in STATUS_NAMES.items():
     globals()[_name] = _code

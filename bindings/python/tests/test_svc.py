@@ -696,14 +696,20 @@ class TestTrainService(ServiceCase):
         state = lambda r: int(r["state"]) if numpy is not None else r["state"].data.tolist()
         self.assertIn(state(first), (0, 1, 2))
         self.assertIn(state(again), (0, 1, 2))
+        handle = bytes(values(first["handle"]))   # the job's secret
+        self.assertEqual(len(handle), 32)
+        self.assertNotIn("handle", again)         # a resubmit never leaks it
+        with self.assertRaises(aims.AimsError) as cm:  # no handle
+            c.call("trainer", "status", {"job": "job-1"})
+        self.assertEqual(cm.exception.code, aims.AIMS_E_DENIED)
         deadline = time.monotonic() + 60
         while True:
-            st = c.call("trainer", "status", {"job": "job-1"})
+            st = c.call("trainer", "status", {"job": "job-1", "handle": handle})
             if state(st) >= 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         self.assertEqual(aims.TRAIN_STATES[state(st)], "done")
-        blob = c.call("trainer", "result", {"job": "job-1"})["bundle"]
+        blob = c.call("trainer", "result", {"job": "job-1", "handle": handle})["bundle"]
         with aims.Bundle.parse(values(blob)) as b:
             self.assertTrue(b.model.is_trained)
 
