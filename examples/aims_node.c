@@ -8,6 +8,11 @@
  *             [--train NAME] [--echo NAME] [--slow-us N]
  *             [--workers N] [--heartbeat-ms N] [--max-frame BYTES]
  *             [--queue-cap N] [--concurrency N] [--inline 0|1]
+ *             [--policy FILE] [--audit FILE]
+ *
+ * --policy loads an authorization policy (docs/POLICY.md) and enforces it on
+ * every request; --audit appends one JSON line per audit event (joins,
+ * registrations, denials, train submits, results, model swaps) to FILE.
  *
  * Every service flag may repeat. Once every service is started the daemon
  * prints one line "ready <first-address>" on stdout (flushed): that is the
@@ -37,6 +42,7 @@
 #include <unistd.h>
 
 #include <aims/aims_svc.h>
+#include <aims/aims_policy.h>
 
 #define MAX_LISTEN 8
 #define MAX_SERVICES 32
@@ -59,6 +65,7 @@ typedef struct options {
     svc_spec svc[MAX_SERVICES];
     size_t n_svc;
     int64_t slow_us, workers, heartbeat_ms, max_frame, queue_cap, concurrency, inline_run;
+    const char *policy, *audit;
 } options;
 
 /* Objects the daemon created, released in reverse order by teardown(). */
@@ -69,6 +76,8 @@ typedef struct daemon_state {
     size_t n_svc, n_started;
     aims_bundle *bundle[MAX_SERVICES];
     aims_pipeline *pipeline[MAX_SERVICES];
+    aims_policy *policy;
+    FILE *audit;
 } daemon_state;
 
 static int64_t g_slow_us; /* read-only once services start */
@@ -81,7 +90,8 @@ static void usage(void)
             "                 [--infer NAME=BUNDLE] [--preprocess NAME=PIPELINE]\n"
             "                 [--train NAME] [--echo NAME] [--slow-us N]\n"
             "                 [--workers N] [--heartbeat-ms N] [--max-frame BYTES]\n"
-            "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n");
+            "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n"
+            "                 [--policy FILE] [--audit FILE]\n");
 }
 
 /* Parse a non-negative decimal integer; 0 on success. */
@@ -135,6 +145,10 @@ static int parse_flag(options *o, const char *flag, const char *val)
         o->listen[o->n_listen++] = val;
     } else if (strcmp(flag, "--join") == 0) {
         o->join = val;
+    } else if (strcmp(flag, "--policy") == 0) {
+        o->policy = val;
+    } else if (strcmp(flag, "--audit") == 0) {
+        o->audit = val;
     } else if (strcmp(flag, "--infer") == 0) {
         return add_spec(o, K_INFER, val);
     } else if (strcmp(flag, "--preprocess") == 0) {
@@ -281,10 +295,49 @@ static int add_services(daemon_state *st, const options *o)
     return 0;
 }
 
+/* --audit: one JSON line per event, flushed (the hook runs one event at a time). */
+static void audit_line(void *user, int64_t unix_ms, aims_audit_action action,
+                       const char *identity, const char *peer, const char *resource,
+                       aims_status status, const char *detail)
+{
+    char line[2048];
+    const size_t n = aims_audit_json(line, sizeof line, unix_ms, action, identity, peer,
+                                     resource, status, detail);
+    if (n < sizeof line) {
+        fputs(line, user);
+        fflush(user);
+    }
+}
+
+/* --policy and --audit, before anything listens. */
+static int secure(daemon_state *st, const options *o)
+{
+    if (o->audit != NULL) {
+        st->audit = fopen(o->audit, "a");
+        if (st->audit == NULL) {
+            fprintf(stderr, "aims_node: --audit %s: %s\n", o->audit, strerror(errno));
+            return -1;
+        }
+        CHECK(st, aims_node_set_audit(st->node, audit_line, st->audit), "--audit");
+    }
+    if (o->policy != NULL) {
+        CHECK(st, aims_policy_create(&st->policy), "--policy");
+        if (aims_policy_load_file(st->policy, o->policy) != AIMS_OK) {
+            fprintf(stderr, "aims_node: --policy: %s\n", aims_policy_errmsg(st->policy));
+            return -1;
+        }
+        CHECK(st, aims_node_set_policy(st->node, st->policy), "--policy");
+    }
+    return 0;
+}
+
 /* Node, listeners, registry, services: everything up to "ready". */
 static int start(daemon_state *st, const options *o)
 {
     CHECK(st, aims_node_create(o->name, &st->node), "node");
+    if (secure(st, o) != 0) {
+        return -1;
+    }
     if (o->workers >= 0) {
         CHECK(st, aims_node_set_param_i64(st->node, AIMS_NODE_WORKERS, o->workers), "--workers");
     }
@@ -350,6 +403,10 @@ static void teardown(daemon_state *st)
         aims_pipeline_destroy(st->pipeline[i]);
     }
     aims_registry_destroy(st->registry); /* after the node that hosted it */
+    aims_policy_destroy(st->policy);     /* after the node that used it */
+    if (st->audit != NULL) {
+        fclose(st->audit);
+    }
 }
 
 int main(int argc, char **argv)

@@ -40,6 +40,7 @@
 #include <time.h>
 
 #include "aimsi_svc.h"
+#include "authz/aimsi_authz.h"
 
 
 /* ---- the process-wide inproc table ---------------------------------------------- */
@@ -192,6 +193,8 @@ typedef struct aimsi_conn {
     _Atomic int refs;
     _Atomic int64_t inflight;
     atomic_int peer_compresses; /* a request came compressed: compress big replies */
+    char peer_id[AIMSI_ID_MAX];     /* who the transport says it is (set at accept) */
+    char peer_addr[96];
 } aimsi_conn;
 
 typedef struct conn_req {
@@ -333,6 +336,10 @@ static void conn_done(void *ctx, aims_status st, aims_msg *reply, const char *er
     if (st == AIMS_OK && reply != NULL) {
         send_reply(r->c, r->id, reply);
     } else {
+        if (st == AIMS_E_DENIED) { /* a wrong lease secret or job handle */
+            aimsi_authz_audit(r->c->node, AIMS_AUDIT_DENIED, r->c->peer_id, r->c->peer_addr, "",
+                              st, err);
+        }
         send_error(r->c, r->id, st == AIMS_OK ? AIMS_E_INTERNAL : st, err);
     }
     conn_unref(r->c);
@@ -363,8 +370,13 @@ static void handle_request(aimsi_conn *c, const aimsi_frame *f)
     /* A message borrowing the decoded tensors: copied only if the call queues. */
     aims_msg m;
     aimsi_msg_init(&m);
+    const aimsi_tensor *auth = NULL; /* "$auth": a bearer token, for the door only */
     for (size_t i = 0; i < f->n_tensors; i++) {
         const aimsi_tensor *t = &f->tensors[i];
+        if (strcmp(t->name, AIMSI_AUTH_TENSOR) == 0 && t->dtype == AIMS_DT_BYTES) {
+            auth = t;
+            continue;
+        }
         const aims_status st = aims_msg_add(&m, t->name, (aims_dtype)t->dtype, t->dims, t->ndim,
                                             t->data, AIMS_MSG_BORROW);
         if (st != AIMS_OK) {
@@ -373,6 +385,15 @@ static void handle_request(aimsi_conn *c, const aimsi_frame *f)
             send_error(c, id, st, text);
             return;
         }
+    }
+    const aims_status az = aimsi_authz_check(n, c->peer_id, c->peer_addr, s->kind->name,
+                                             f->hdr.service, f->hdr.method, &m,
+                                             auth != NULL ? auth->data : NULL,
+                                             auth != NULL ? auth->bytes : 0, text, sizeof(text));
+    if (az != AIMS_OK) {
+        aimsi_msg_fini(&m);
+        send_error(c, id, az, text);
+        return;
     }
     conn_req *r = aimsi_malloc(sizeof(*r));
     if (r == NULL) {
@@ -428,6 +449,9 @@ static void *hook_accept(void *user, void *listener, void *tconn)
         aimsi_free(c);
         return NULL;
     }
+    /* before any frame of this connection can arrive (same I/O thread) */
+    aimsi_authz_peer(c->slot->scheme, tconn, c->peer_id, sizeof(c->peer_id), c->peer_addr,
+                     sizeof(c->peer_addr));
     return c;
 }
 
@@ -604,6 +628,7 @@ void aims_node_destroy(aims_node *n)
     atomic_store(&n->n_svc, 0);
     aims_metrics_destroy(n->mx);
     n->mx = NULL;
+    aimsi_authz_free(n);
     pthread_cond_destroy(&n->work_cond);
     pthread_cond_destroy(&n->idle_cond);
     pthread_cond_destroy(&n->hb_cond);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "aimsi_svc.h"
+#include "authz/aimsi_authz.h"
 
 #define REG_SERVICE "aims.registry"
 
@@ -260,5 +261,6 @@ AIMS_API aims_status aims_node_join(aims_node *n, const char *url)
     if (rc != AIMS_OK) {
         join_release(nj);
     }
+    aimsi_authz_audit(n, AIMS_AUDIT_JOIN, "host", url, REG_SERVICE, rc, "");
     return rc;
 }

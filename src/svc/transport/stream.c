@@ -53,6 +53,7 @@
  * lock that the hooks take (close waits for a running hook to return).
  */
 #include "aimsi_stream.h"
+#include "../authz/aimsi_authz.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -1196,4 +1197,12 @@ aims_status aimsi_stream_copy_url(char *out, size_t cap, const char *s, const ch
     }
     memcpy(out, s, n + 1);
     return AIMS_OK;
+}
+
+/* For the node's door (authz.c): the socket of an accepted connection, to ask
+ * the kernel who the peer is (SO_PEERCRED, getpeername). */
+int aimsi_stream_conn_fd(void *tconn)
+{
+    const stream_conn *c = tconn;
+    return c != NULL && c->tag == TAG_CONN ? c->fd : -1;
 }
