@@ -200,6 +200,7 @@ typedef struct aimsi_conn {
 typedef struct conn_req {
     aimsi_conn *c;
     uint64_t id;
+    aimsi_door *door; /* an outcome to audit (authz), or NULL */
 } conn_req;
 
 static void conn_unref(aimsi_conn *c)
@@ -333,13 +334,13 @@ static void conn_done(void *ctx, aims_status st, aims_msg *reply, const char *er
     /* Free the in-flight slot first: the peer may send its next request as
      * soon as it reads this reply. */
     atomic_fetch_sub(&r->c->inflight, 1);
+    if (r->door != NULL || st == AIMS_E_DENIED) { /* audited before the caller hears */
+        aimsi_authz_done(r->c->node, r->door, r->c->peer_id, r->c->peer_addr, st,
+                         st == AIMS_OK ? "" : err);
+    }
     if (st == AIMS_OK && reply != NULL) {
         send_reply(r->c, r->id, reply);
     } else {
-        if (st == AIMS_E_DENIED) { /* a wrong lease secret or job handle */
-            aimsi_authz_audit(r->c->node, AIMS_AUDIT_DENIED, r->c->peer_id, r->c->peer_addr, "",
-                              st, err);
-        }
         send_error(r->c, r->id, st == AIMS_OK ? AIMS_E_INTERNAL : st, err);
     }
     conn_unref(r->c);
@@ -386,10 +387,12 @@ static void handle_request(aimsi_conn *c, const aimsi_frame *f)
             return;
         }
     }
+    aimsi_door *door = NULL;
     const aims_status az = aimsi_authz_check(n, c->peer_id, c->peer_addr, s->kind->name,
                                              f->hdr.service, f->hdr.method, &m,
                                              auth != NULL ? auth->data : NULL,
-                                             auth != NULL ? auth->bytes : 0, text, sizeof(text));
+                                             auth != NULL ? auth->bytes : 0, &door, text,
+                                             sizeof(text));
     if (az != AIMS_OK) {
         aimsi_msg_fini(&m);
         send_error(c, id, az, text);
@@ -398,11 +401,13 @@ static void handle_request(aimsi_conn *c, const aimsi_frame *f)
     conn_req *r = aimsi_malloc(sizeof(*r));
     if (r == NULL) {
         aimsi_msg_fini(&m);
+        aimsi_authz_done(n, door, c->peer_id, c->peer_addr, AIMS_E_NOMEM, "out of memory");
         send_error(c, id, AIMS_E_NOMEM, "out of memory");
         return;
     }
     r->c = c;
     r->id = id;
+    r->door = door;
     atomic_fetch_add(&c->refs, 1);
     atomic_fetch_add(&c->inflight, 1);
     aimsi_svc_dispatch(s, f->hdr.method, &m, aimsi_deadline_from_wire(f->hdr.deadline_ns),

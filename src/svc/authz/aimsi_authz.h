@@ -77,15 +77,25 @@ long aimsi_b64url_decode(const char *in, size_t len, unsigned char *out, size_t 
 
 /* ---- the node's door (authz.c) ---------------------------------------------------- */
 
+/* An admitted request whose outcome is to be audited (register, deregister,
+ * train submit, result): who, what, which action. */
+typedef struct aimsi_door aimsi_door;
+
 /* The one check at request dispatch (node.c handle_request). peer_id is what
  * the transport says ("uid:1000", "anonymous"), peer_addr where it came from;
  * kind the service kind ("registry", "train", ...); m the request (without
- * "$auth"); auth/auth_len the "$auth" tensor bytes or NULL. AIMS_OK admits;
- * otherwise the status and why (for the ERROR frame) -- and it is audited. */
+ * "$auth"); auth/auth_len the "$auth" tensor bytes or NULL. AIMS_OK admits
+ * (and *door may hold a record for aimsi_authz_done); otherwise the status and
+ * why (for the ERROR frame) -- and the denial is audited. */
 aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *peer_addr,
                               const char *kind, const char *service, const char *method,
-                              const aims_msg *m, const void *auth, size_t auth_len, char *why,
-                              size_t why_cap);
+                              const aims_msg *m, const void *auth, size_t auth_len,
+                              aimsi_door **door, char *why, size_t why_cap);
+/* The request finished with st (err: its message): audit the door event with
+ * its real outcome, or a denial by the service (wrong lease secret or job
+ * handle); frees door (may be NULL). */
+void aimsi_authz_done(aims_node *n, aimsi_door *door, const char *peer_id, const char *peer_addr,
+                      aims_status st, const char *err);
 /* Audit one event on node n (no-op without a hook); denials are rate-limited. */
 void aimsi_authz_audit(aims_node *n, aims_audit_action action, const char *identity,
                        const char *peer, const char *resource, aims_status status,

@@ -289,11 +289,43 @@ static void req_text(const aims_msg *m, const char *name, char *out, size_t cap)
     out[len] = '\0';
 }
 
+struct aimsi_door {
+    aims_audit_action action;
+    char *resource; /* points into identity's block */
+    char identity[];
+};
+
+static aimsi_door *door_new(aims_audit_action action, const char *identity, const char *resource)
+{
+    const size_t il = strlen(identity) + 1, rl = strlen(resource) + 1;
+    aimsi_door *d = aimsi_malloc(sizeof(*d) + il + rl);
+    if (d != NULL) {
+        d->action = action;
+        memcpy(d->identity, identity, il);
+        d->resource = d->identity + il;
+        memcpy(d->resource, resource, rl);
+    }
+    return d;
+}
+
+void aimsi_authz_done(aims_node *n, aimsi_door *door, const char *peer_id, const char *peer_addr,
+                      aims_status st, const char *err)
+{
+    if (door != NULL) {
+        aimsi_authz_audit(n, st == AIMS_E_DENIED ? AIMS_AUDIT_DENIED : door->action,
+                          door->identity, peer_addr, door->resource, st, err);
+        aimsi_free(door);
+    } else if (st == AIMS_E_DENIED) {
+        aimsi_authz_audit(n, AIMS_AUDIT_DENIED, peer_id, peer_addr, "", st, err);
+    }
+}
+
 aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *peer_addr,
                               const char *kind, const char *service, const char *method,
-                              const aims_msg *m, const void *auth, size_t auth_len, char *why,
-                              size_t why_cap)
+                              const aims_msg *m, const void *auth, size_t auth_len,
+                              aimsi_door **door_out, char *why, size_t why_cap)
 {
+    *door_out = NULL;
     aimsi_authz *a = authz_get(n, 0);
     if (a == NULL) {
         return AIMS_OK; /* no policy, no audit: the fast path */
@@ -353,7 +385,11 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
     if (rc != AIMS_OK) {
         aimsi_authz_audit(n, AIMS_AUDIT_DENIED, identity, peer_addr, resource, rc, why);
     } else if (door != 0) {
-        aimsi_authz_audit(n, door, identity, peer_addr, resource, AIMS_OK, method);
+        /* audited when the outcome is known; without memory, now */
+        *door_out = door_new(door, identity, resource);
+        if (*door_out == NULL) {
+            aimsi_authz_audit(n, door, identity, peer_addr, resource, AIMS_OK, "admitted");
+        }
     }
     return rc;
 }
