@@ -11,11 +11,20 @@
  * Each is refused with AIMS_E_DENIED and a message naming the secret; the
  * instance stays listed, the job keeps running for its owner, whose status
  * calls with the handle keep working.
+ *
+ * Then a daemon with --policy and --audit: a token made by the `openssl`
+ * CLI (docs/POLICY.md's recipe) in "$auth" admits a call that is denied
+ * without it; a rogue registering a service name the policy gives to another
+ * identity is refused; every denial lands in the audit file as a JSON line.
  */
 #include "itest.h"
 
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static aims_msg *new_msg(void)
 {
@@ -172,6 +181,106 @@ static void rogue_jobs(aims_client *c, const char *addr)
     aims_msg_destroy(rep);
 }
 
+/* Run a shell command and read its first output line into out. */
+static void sh(const char *cmd, char *out, size_t cap)
+{
+    FILE *f = popen(cmd, "r");
+    IT_CHECK(f != NULL, "popen");
+    out[0] = '\0';
+    if (fgets(out, (int)cap, f) == NULL) {
+        out[0] = '\0';
+    }
+    const int st = pclose(f);
+    IT_CHECK(st == 0 && out[0] != '\0', "command failed: %s", cmd);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+static int count_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return 0;
+    }
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        IT_CHECK(line[0] == '{' && strstr(line, "}\n") != NULL, "audit line is not JSON: %s",
+                 line);
+        n += strstr(line, needle) != NULL;
+    }
+    fclose(f);
+    return n;
+}
+
+static void policy_daemon(aims_client *c)
+{
+    char pol[300], key[300], audit[300], cmd[2048], tok[2048];
+    snprintf(pol, sizeof pol, "%s/node.policy", it_dir());
+    snprintf(key, sizeof key, "%s/hs256.key", it_dir());
+    snprintf(audit, sizeof audit, "%s/audit.jsonl", it_dir());
+    snprintf(cmd, sizeof cmd, "openssl rand -hex 32 > %s && echo ok", key);
+    sh(cmd, tok, sizeof tok);
+    FILE *f = fopen(pol, "w");
+    IT_CHECK(f != NULL, "policy file");
+    fprintf(f, "# integration test policy\n"
+               "jwt-hs256-key-file hs256.key\n"
+               "jwt-audience aims\n"
+               "allow jwt:alice call echo/*\n"
+               "allow uid:%u register echo\n"
+               "allow * join aims.registry\n", (unsigned)getuid());
+    fclose(f);
+    /* the token, made by the openssl CLI */
+    snprintf(cmd, sizeof cmd,
+             "b64() { base64 -w0 | tr '+/' '-_' | tr -d '='; }; "
+             "h=$(printf '{\"alg\":\"HS256\",\"typ\":\"JWT\"}' | b64); "
+             "p=$(printf '{\"sub\":\"alice\",\"exp\":%lld,\"aud\":\"aims\"}' | b64); "
+             "s=$(printf '%%s.%%s' \"$h\" \"$p\" | openssl dgst -sha256 -mac HMAC "
+             "-macopt key:\"$(cat %s)\" -binary | b64); echo \"$h.$p.$s\"",
+             (long long)time(NULL) + 3600, key);
+    sh(cmd, tok, sizeof tok);
+    it_proc d;
+    it_spawnl(&d, "secured", 20000, "--name", "secured", "--listen", "tcp://127.0.0.1:0",
+              "--host-registry", "--echo", "echo", "--policy", pol, "--audit", audit,
+              (char *)NULL);
+    aims_msg *req = new_msg(), *rep = new_msg();
+    put_bytes(req, "x", "hello");
+    aims_status rc = aims_client_call_addr(c, d.addr, "echo", "ping", req, rep, 5000);
+    IT_CHECK(rc == AIMS_E_DENIED, "anonymous call: %s", aims_strerror(rc));
+    it_log("anonymous call refused: %s", aims_errmsg());
+    put_bytes(req, "$auth", tok);
+    rc = aims_client_call_addr(c, d.addr, "echo", "ping", req, rep, 5000);
+    IT_CHECK(rc == AIMS_OK, "call with the openssl-made token: %s (%s)", aims_strerror(rc),
+             aims_errmsg());
+    size_t i = 0;
+    IT_CHECK(aims_msg_find(rep, "$auth", &i) != AIMS_OK, "the token reached the handler");
+    it_log("call with an HS256 token made by the openssl CLI admitted");
+    tok[strlen(tok) - 2] = tok[strlen(tok) - 2] == 'A' ? 'B' : 'A';
+    aims_msg_clear(req);
+    put_bytes(req, "x", "hello");
+    put_bytes(req, "$auth", tok);
+    rc = aims_client_call_addr(c, d.addr, "echo", "ping", req, rep, 5000);
+    IT_CHECK(rc == AIMS_E_DENIED, "a tampered token: %s", aims_strerror(rc));
+    /* a rogue (anonymous over tcp) registering the service name "echo" */
+    aims_msg_clear(req);
+    put_bytes(req, "service", "echo");
+    put_bytes(req, "address", "tcp://127.0.0.1:1");
+    put_i64(req, "weight", 10000);
+    put_i64(req, "ttl_ms", 60000);
+    rc = aims_client_call_addr(c, d.addr, "aims.registry", "register", req, rep, 5000);
+    IT_CHECK(rc == AIMS_E_DENIED, "rogue register: %s", aims_strerror(rc));
+    it_log("rogue register refused: %s", aims_errmsg());
+    IT_CHECK(it_registry_addrs(c, d.addr, "echo", cmd, sizeof cmd) == 1,
+             "the registry lists the rogue or lost the real echo");
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    it_signal(&d, SIGTERM);
+    IT_CHECK(it_wait_exit(&d, 20000) == 0, "daemon exit");
+    const int denied = count_lines(audit, "\"action\":\"denied\"");
+    IT_CHECK(denied == 3, "audit file has %d denials, want 3", denied);
+    IT_CHECK(count_lines(audit, "\"identity\":\"anonymous\"") >= 2, "no anonymous identity");
+    it_log("audit file: %d JSON denial lines", denied);
+}
+
 int main(int argc, char **argv)
 {
     it_init(argc, argv, "authz");
@@ -191,6 +300,7 @@ int main(int argc, char **argv)
     }
     rogue_registry(c, reg.addr);
     rogue_jobs(c, tr.addr);
+    policy_daemon(c);
     aims_client_destroy(c);
     it_pass();
 }
