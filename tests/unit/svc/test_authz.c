@@ -475,6 +475,15 @@ static void on_audit(void *user, int64_t unix_ms, aims_audit_action action, cons
     pthread_mutex_unlock(&a->mu);
 }
 
+/* A consistent copy of the log (the hook writes it on node threads). */
+static audit_log snap(audit_log *a)
+{
+    pthread_mutex_lock(&a->mu);
+    audit_log copy = *a;
+    pthread_mutex_unlock(&a->mu);
+    return copy;
+}
+
 static void test_audit_json(void **state)
 {
     (void)state;
@@ -577,13 +586,13 @@ static void test_door_peercred_and_denials(void **state)
     assert_non_null(strstr(aims_errmsg(), "no rule allows"));
     char uid[32];
     snprintf(uid, sizeof uid, "uid:%u", (unsigned)getuid());
-    assert_string_equal(d.log.last_identity, uid);
-    assert_non_null(strstr(d.log.last_peer, "ipc://pid:"));
+    assert_string_equal(snap(&d.log).last_identity, uid);
+    assert_non_null(strstr(snap(&d.log).last_peer, "ipc://pid:"));
     /* tcp://: anonymous, refused, with the peer's address in the audit */
     assert_int_equal(call_with(c, d.tcp, "ping", NULL), AIMS_E_DENIED);
-    assert_string_equal(d.log.last_identity, "anonymous");
-    assert_non_null(strstr(d.log.last_peer, "tcp://127.0.0.1:"));
-    assert_int_equal(d.log.last_action, AIMS_AUDIT_DENIED);
+    assert_string_equal(snap(&d.log).last_identity, "anonymous");
+    assert_non_null(strstr(snap(&d.log).last_peer, "tcp://127.0.0.1:"));
+    assert_int_equal(snap(&d.log).last_action, AIMS_AUDIT_DENIED);
     /* a flood of denials is rate-limited in the audit */
     for (int i = 0; i < 200; i++) {
         assert_int_equal(call_with(c, d.tcp, "ping", NULL), AIMS_E_DENIED);
@@ -616,7 +625,7 @@ static void test_door_bearer_token(void **state)
                NULL);
     assert_int_equal(call_with(c, d.tcp, "predict", tok), AIMS_E_DENIED);
     assert_non_null(strstr(aims_errmsg(), "expired"));
-    assert_non_null(strstr(d.log.last_detail, "expired"));
+    assert_non_null(strstr(snap(&d.log).last_detail, "expired"));
     snprintf(pl, sizeof pl, "{\"sub\":\"alice\",\"exp\":%lld}", (long long)time(NULL) + 600);
     make_token(tok, sizeof tok, "{\"alg\":\"none\"}", pl, SIGN_NONE, NULL, 0, NULL);
     assert_int_equal(call_with(c, d.tcp, "predict", tok), AIMS_E_DENIED);
@@ -654,7 +663,7 @@ static void test_door_registry_audit(void **state)
     assert_int_equal(aims_msg_add(req, "ttl_ms", AIMS_DT_I64, NULL, 0, &ttl, 0), AIMS_OK);
     assert_int_equal(aims_client_call_addr(c, d.ipc, "aims.registry", "register", req, rep, 5000),
                      AIMS_OK);
-    assert_int_equal(d.log.n[AIMS_AUDIT_REGISTER], 1);
+    assert_int_equal(snap(&d.log).n[AIMS_AUDIT_REGISTER], 1);
     const char *sec = NULL;
     size_t sl = 0;
     assert_int_equal(aimsi_msg_bytes(rep, "secret", &sec, &sl), AIMS_OK);
@@ -667,13 +676,13 @@ static void test_door_registry_audit(void **state)
     assert_int_equal(aims_msg_add(req, "id", AIMS_DT_I64, NULL, 0, &id, 0), AIMS_OK);
     assert_int_equal(aims_client_call_addr(c, d.tcp, "aims.registry", "deregister", req, rep,
                                            5000), AIMS_E_DENIED);
-    assert_int_equal(d.log.n[AIMS_AUDIT_DENIED], 1);
-    assert_non_null(strstr(d.log.last_detail, "secret"));
+    assert_int_equal(snap(&d.log).n[AIMS_AUDIT_DENIED], 1);
+    assert_non_null(strstr(snap(&d.log).last_detail, "secret"));
     const uint64_t d3[1] = {sl};
     assert_int_equal(aims_msg_add(req, "secret", AIMS_DT_BYTES, d3, 1, secret, 0), AIMS_OK);
     assert_int_equal(aims_client_call_addr(c, d.tcp, "aims.registry", "deregister", req, rep,
                                            5000), AIMS_OK);
-    assert_int_equal(d.log.n[AIMS_AUDIT_DEREGISTER], 1); /* only the one that happened */
+    assert_int_equal(snap(&d.log).n[AIMS_AUDIT_DEREGISTER], 1); /* only the one that happened */
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
     aims_client_destroy(c);
