@@ -73,8 +73,9 @@ AIMS_API aims_status aims_policy_load_string(aims_policy *p, const char *text, c
  * @param identity The caller ("uid:1000", "jwt:alice", "node-a.example", "host").
  * @param action   "register", "join", "call", "train", "jobs" or "swap".
  * @param resource Service name, or "service/method" for "call".
- * @return AIMS_OK (allowed) or AIMS_E_DENIED; the policy's message says which
- *         rule denied it or that no rule allows it. AIMS_E_MISUSE on NULLs.
+ * @return AIMS_OK (allowed) or AIMS_E_DENIED; aims_errmsg() (thread-local: the
+ *         policy is const here) names the rule that denied it ("denied by
+ *         node.policy:7") or says that no rule allows it. AIMS_E_MISUSE on NULLs.
  * @note Thread safety: any number of threads at once.
  * @since 0.1
  */
@@ -142,9 +143,10 @@ typedef enum aims_audit_action {
 
 /**
  * Audit callback: one structured event. Strings are valid during the call
- * only and never NULL ("" when unknown). @p status is AIMS_OK for an
- * admitted request, else why it was refused. Called on node threads (an I/O
- * or worker thread): keep it short and do not call back into the node.
+ * only and never NULL ("" when unknown). @p status is the outcome (AIMS_OK,
+ * or why the request was refused or failed). Called on node threads (an I/O
+ * or worker thread), one event at a time (under the node's audit lock):
+ * keep it short and do not call back into the node.
  */
 typedef void (*aims_audit_fn)(void *user, int64_t unix_ms, aims_audit_action action,
                               const char *identity, const char *peer, const char *resource,
