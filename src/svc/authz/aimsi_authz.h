@@ -36,6 +36,7 @@ typedef struct aimsi_jwt_cfg {
     char *audience;
     char *issuer;
     int leeway_s;
+    struct aimsi_jwt_cache *cache; /* verified tokens (jwt.c); NULL: no caching */
 } aimsi_jwt_cfg;
 
 struct aims_policy {
@@ -61,12 +62,22 @@ aims_status aimsi_policy_decide(const aims_policy *p, const char *identity, cons
 typedef struct aimsi_jwt_claims {
     char sub[AIMSI_ID_MAX];
     char scope[512]; /* "scope" claim (space-separated), or "scp"/"scopes" array joined */
+    int64_t exp;
 } aimsi_jwt_claims;
 
 /* Verify token[0..len) with cfg at unix time now_s. AIMS_OK fills *out;
  * AIMS_E_DENIED / AIMS_E_CORRUPT / AIMS_E_UNSUPPORTED with the reason in err. */
 aims_status aimsi_jwt_verify(const aimsi_jwt_cfg *cfg, const char *token, size_t len,
                              int64_t now_s, aimsi_jwt_claims *out, char *err, size_t err_cap);
+/* aimsi_jwt_verify through cfg's cache of verified tokens: a token seen
+ * before (same SHA-256) and still within exp + leeway (and at most 300 s
+ * since it was verified) is not verified again. Only successes are cached. */
+aims_status aimsi_jwt_check(const aimsi_jwt_cfg *cfg, const char *token, size_t len,
+                            int64_t now_s, aimsi_jwt_claims *out, char *err, size_t err_cap);
+/* Give cfg a cache (policy create; AIMS_E_NOMEM) / forget every entry (the
+ * keys or claims changed). */
+aims_status aimsi_jwt_cache_new(aimsi_jwt_cfg *cfg);
+void aimsi_jwt_cache_clear(aimsi_jwt_cfg *cfg);
 /* Parse a PEM P-256 public key into cfg->es_key (replacing one). */
 aims_status aimsi_jwt_set_es256(aimsi_jwt_cfg *cfg, const char *pem, size_t len, char *err,
                                 size_t err_cap);

@@ -367,7 +367,7 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
         const char *scopes = NULL;
         if (auth != NULL) {
             char err[200];
-            rc = aimsi_jwt_verify(&p->jwt, auth, auth_len,
+            rc = aimsi_jwt_check(&p->jwt, auth, auth_len,
                                   (int64_t)(aimsi_realtime_ns() / 1000000000u), &cl, err,
                                   sizeof(err));
             if (rc != AIMS_OK) {

@@ -18,12 +18,20 @@
  * ES256 signature is the raw 64-byte r||s, converted to DER for
  * EVP_DigestVerify; the HMAC compare is CRYPTO_memcmp (constant time).
  *
+ * Cache. ES256 verification costs ~100-300 us, more than a loopback round
+ * trip, and a client sends the same token with every call; so a policy keeps
+ * a small direct-mapped cache of verified tokens keyed by their SHA-256 (32
+ * slots, one mutex). A hit must still be within exp + leeway and at most
+ * JWT_CACHE_MAX_S old; failures are never cached; changing a key or claim
+ * setting clears it.
+ *
  * Claims: "exp" is required; now > exp + leeway is expired; "nbf" > now +
  * leeway is not yet valid; a configured audience must equal "aud" (a string
  * or one string of an array); a configured issuer must equal "iss". "sub"
  * (required, printable, <= 128 bytes) is the identity; "scope" (a string) or
  * "scp"/"scopes" (an array of strings) give the scopes.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -42,6 +50,52 @@
 
 #define SUB_MAX 128u
 #define JSON_DEPTH 8
+#define JWT_CACHE_SLOTS 32u
+#define JWT_CACHE_MAX_S 300
+
+typedef struct jwt_cache_ent {
+    unsigned char digest[32];
+    int used;
+    int64_t until; /* unix seconds */
+    aimsi_jwt_claims cl;
+} jwt_cache_ent;
+
+struct aimsi_jwt_cache {
+    pthread_mutex_t mu;
+    jwt_cache_ent ent[JWT_CACHE_SLOTS];
+};
+
+aims_status aimsi_jwt_cache_new(aimsi_jwt_cfg *cfg)
+{
+    struct aimsi_jwt_cache *c = aimsi_calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return aimsi_err(NULL, AIMS_E_NOMEM, "policy: out of memory");
+    }
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        aimsi_free(c);
+        return aimsi_err(NULL, AIMS_E_BACKEND, "policy: pthread_mutex_init failed");
+    }
+    cfg->cache = c;
+    return AIMS_OK;
+}
+
+void aimsi_jwt_cache_clear(aimsi_jwt_cfg *cfg)
+{
+    if (cfg->cache != NULL) {
+        pthread_mutex_lock(&cfg->cache->mu);
+        memset(cfg->cache->ent, 0, sizeof(cfg->cache->ent));
+        pthread_mutex_unlock(&cfg->cache->mu);
+    }
+}
+
+static void cache_free(aimsi_jwt_cfg *cfg)
+{
+    if (cfg->cache != NULL) {
+        pthread_mutex_destroy(&cfg->cache->mu);
+        aimsi_free(cfg->cache);
+        cfg->cache = NULL;
+    }
+}
 
 /* ---- base64url --------------------------------------------------------------- */
 
@@ -594,6 +648,7 @@ aims_status aimsi_jwt_set_es256(aimsi_jwt_cfg *cfg, const char *pem, size_t len,
 
 void aimsi_jwt_cfg_free(aimsi_jwt_cfg *cfg)
 {
+    cache_free(cfg);
     EVP_PKEY_free((EVP_PKEY *)cfg->es_key);
     cfg->es_key = NULL;
     if (cfg->hs_key != NULL) {
@@ -634,6 +689,7 @@ aims_status aimsi_jwt_set_es256(aimsi_jwt_cfg *cfg, const char *pem, size_t len,
 
 void aimsi_jwt_cfg_free(aimsi_jwt_cfg *cfg)
 {
+    cache_free(cfg);
     if (cfg->hs_key != NULL) {
         memset(cfg->hs_key, 0, cfg->hs_len);
     }
@@ -742,6 +798,46 @@ aims_status aimsi_jwt_verify(const aimsi_jwt_cfg *cfg, const char *token, size_t
     }
     snprintf(out->sub, sizeof(out->sub), "%s", pf.sub);
     snprintf(out->scope, sizeof(out->scope), "%s", pf.scope);
+    out->exp = pf.exp;
     return AIMS_OK;
 #endif
+}
+
+aims_status aimsi_jwt_check(const aimsi_jwt_cfg *cfg, const char *token, size_t len,
+                            int64_t now_s, aimsi_jwt_claims *out, char *err, size_t err_cap)
+{
+#if defined(AIMS_HAVE_OPENSSL)
+    struct aimsi_jwt_cache *c = cfg->cache;
+    unsigned char d[32];
+    unsigned dl = 0;
+    if (c != NULL && len > 0 && len <= AIMSI_JWT_MAX &&
+        EVP_Digest(token, len, d, &dl, EVP_sha256(), NULL) == 1 && dl == sizeof(d)) {
+        jwt_cache_ent *e = &c->ent[d[0] % JWT_CACHE_SLOTS];
+        int hit = 0;
+        pthread_mutex_lock(&c->mu);
+        if (e->used && memcmp(e->digest, d, sizeof(d)) == 0 && now_s <= e->until) {
+            *out = e->cl;
+            hit = 1;
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (hit) {
+            return AIMS_OK;
+        }
+        const aims_status rc = aimsi_jwt_verify(cfg, token, len, now_s, out, err, err_cap);
+        if (rc == AIMS_OK) {
+            int64_t until = now_s + JWT_CACHE_MAX_S;
+            if (out->exp < INT64_MAX - cfg->leeway_s && out->exp + cfg->leeway_s < until) {
+                until = out->exp + cfg->leeway_s;
+            }
+            pthread_mutex_lock(&c->mu);
+            memcpy(e->digest, d, sizeof(d));
+            e->used = 1;
+            e->until = until;
+            e->cl = *out;
+            pthread_mutex_unlock(&c->mu);
+        }
+        return rc;
+    }
+#endif
+    return aimsi_jwt_verify(cfg, token, len, now_s, out, err, err_cap);
 }

@@ -95,6 +95,11 @@ aims_status aims_policy_create(aims_policy **out)
     }
     aimsi_obj_init(&p->obj, AIMSI_MAGIC_POLICY);
     p->jwt.leeway_s = LEEWAY_DEFAULT;
+    const aims_status rc = aimsi_jwt_cache_new(&p->jwt);
+    if (rc != AIMS_OK) {
+        aimsi_free(p);
+        return rc;
+    }
     *out = p;
     return AIMS_OK;
 }
@@ -396,6 +401,9 @@ static void commit(parse_ctx *ctx)
     if (ctx->set_leeway) {
         pj->leeway_s = tj->leeway_s;
     }
+    if (ctx->set_hs || ctx->set_es || ctx->set_aud || ctx->set_iss || ctx->set_leeway) {
+        aimsi_jwt_cache_clear(pj);
+    }
 }
 
 static aims_status load_text(aims_policy *p, const char *text, size_t len, const char *name,
@@ -589,6 +597,7 @@ aims_status aims_policy_set_jwt_hs256(aims_policy *p, const void *key, size_t le
     aimsi_free(p->jwt.hs_key);
     p->jwt.hs_key = k;
     p->jwt.hs_len = len;
+    aimsi_jwt_cache_clear(&p->jwt);
     return AIMS_OK;
 }
 
@@ -599,6 +608,7 @@ aims_status aims_policy_set_jwt_es256(aims_policy *p, const char *pem)
     }
     char err[200];
     const aims_status rc = aimsi_jwt_set_es256(&p->jwt, pem, strlen(pem), err, sizeof(err));
+    aimsi_jwt_cache_clear(&p->jwt);
     return rc == AIMS_OK ? AIMS_OK : aimsi_err(&p->obj, rc, "aims_policy_set_jwt_es256: %s", err);
 }
 
@@ -626,6 +636,7 @@ aims_status aims_policy_set_jwt_claims(aims_policy *p, const char *audience, con
     p->jwt.audience = a;
     p->jwt.issuer = i;
     p->jwt.leeway_s = leeway_s;
+    aimsi_jwt_cache_clear(&p->jwt);
     return AIMS_OK;
 }
 
@@ -637,7 +648,7 @@ aims_status aims_policy_verify_token(const aims_policy *p, const char *token, ch
     }
     aimsi_jwt_claims cl;
     char err[200];
-    const aims_status rc = aimsi_jwt_verify(&p->jwt, token, strnlen(token, AIMSI_JWT_MAX + 1),
+    const aims_status rc = aimsi_jwt_check(&p->jwt, token, strnlen(token, AIMSI_JWT_MAX + 1),
                                             aimsi_realtime_ns() / 1000000000, &cl, err,
                                             sizeof(err));
     if (rc != AIMS_OK) {

@@ -320,6 +320,28 @@ static void test_jwt_hs256(void **state)
                k_hs_key, strlen(k_hs_key), NULL);
     assert_int_equal(verify(p, tok), AIMS_E_DENIED);
     assert_non_null(strstr(aims_errmsg(), "exp"));
+    /* the cache of verified tokens never outlives exp + leeway */
+    {
+        aimsi_jwt_claims cl;
+        char err[200];
+        const int64_t t0 = (int64_t)time(NULL);
+        snprintf(pl, sizeof pl, "{\"sub\":\"c\",\"aud\":\"aims\",\"iss\":\"test\","
+                 "\"exp\":%lld}", (long long)t0 + 100);
+        make_token(tok, sizeof tok, hdr, pl, SIGN_HS, k_hs_key, strlen(k_hs_key), NULL);
+        assert_int_equal(aimsi_jwt_check(&p->jwt, tok, strlen(tok), t0, &cl, err, sizeof err),
+                         AIMS_OK);
+        assert_int_equal(aimsi_jwt_check(&p->jwt, tok, strlen(tok), t0 + 1, &cl, err,
+                                         sizeof err), AIMS_OK); /* a hit */
+        assert_string_equal(cl.sub, "c");
+        assert_int_equal(aimsi_jwt_check(&p->jwt, tok, strlen(tok), t0 + 131, &cl, err,
+                                         sizeof err), AIMS_E_DENIED);
+        /* a new key empties the cache: the old token no longer verifies */
+        assert_int_equal(aims_policy_set_jwt_hs256(p, "a completely different key, 32+ b", 34),
+                         AIMS_OK);
+        assert_int_equal(aimsi_jwt_check(&p->jwt, tok, strlen(tok), t0 + 1, &cl, err,
+                                         sizeof err), AIMS_E_DENIED);
+        assert_int_equal(aims_policy_set_jwt_hs256(p, k_hs_key, strlen(k_hs_key)), AIMS_OK);
+    }
     /* duplicate claims are ambiguous: refused */
     snprintf(pl, sizeof pl, "{\"sub\":\"a\",\"sub\":\"root\",\"aud\":\"aims\",\"iss\":\"test\","
              "\"exp\":%lld}", (long long)time(NULL) + 60);
