@@ -374,8 +374,10 @@ static void handle_request(aimsi_conn *c, const aimsi_frame *f)
     const aimsi_tensor *auth = NULL; /* "$auth": a bearer token, for the door only */
     for (size_t i = 0; i < f->n_tensors; i++) {
         const aimsi_tensor *t = &f->tensors[i];
-        if (strcmp(t->name, AIMSI_AUTH_TENSOR) == 0 && t->dtype == AIMS_DT_BYTES) {
-            auth = t;
+        if (t->name[0] == '$') { /* '$' names are the door's: never from the network */
+            if (strcmp(t->name, AIMSI_AUTH_TENSOR) == 0 && t->dtype == AIMS_DT_BYTES) {
+                auth = t;
+            }
             continue;
         }
         const aims_status st = aims_msg_add(&m, t->name, (aims_dtype)t->dtype, t->dims, t->ndim,

@@ -13,6 +13,9 @@
 #include "../aimsi_svc.h"
 
 #define AIMSI_AUTH_TENSOR "$auth"
+/* Added by the door (never accepted from the network) to a registry or train
+ * request from an admin identity: lease secrets and job handles are waived. */
+#define AIMSI_ADMIN_TENSOR "$admin"
 #define AIMSI_JWT_MAX 8192u
 #define AIMSI_ID_MAX 160u
 
@@ -57,6 +60,11 @@ aims_status aimsi_policy_decide(const aims_policy *p, const char *identity, cons
                                 const char *action, const char *resource, char *why,
                                 size_t why_cap);
 
+/* Is the principal an admin of p (an "admin" rule matches it)? */
+int aimsi_policy_is_admin(const aims_policy *p, const char *identity, const char *scopes);
+/* Does request m carry the door's "$admin" mark? */
+int aimsi_authz_admin(const aims_msg *m);
+
 /* ---- JWT (jwt.c) -------------------------------------------------------------- */
 
 typedef struct aimsi_jwt_claims {
@@ -95,12 +103,13 @@ typedef struct aimsi_door aimsi_door;
 /* The one check at request dispatch (node.c handle_request). peer_id is what
  * the transport says ("uid:1000", "anonymous"), peer_addr where it came from;
  * kind the service kind ("registry", "train", ...); m the request (without
- * "$auth"); auth/auth_len the "$auth" tensor bytes or NULL. AIMS_OK admits
- * (and *door may hold a record for aimsi_authz_done); otherwise the status and
- * why (for the ERROR frame) -- and the denial is audited. */
+ * any '$' tensor); auth/auth_len the "$auth" tensor bytes or NULL. AIMS_OK
+ * admits (and *door may hold a record for aimsi_authz_done; an admin's
+ * registry or train request gets "$admin" added to m); otherwise the status
+ * and why (for the ERROR frame) -- and the denial is audited. */
 aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *peer_addr,
                               const char *kind, const char *service, const char *method,
-                              const aims_msg *m, const void *auth, size_t auth_len,
+                              aims_msg *m, const void *auth, size_t auth_len,
                               aimsi_door **door, char *why, size_t why_cap);
 /* The request finished with st (err: its message): audit the door event with
  * its real outcome, or a denial by the service (wrong lease secret or job

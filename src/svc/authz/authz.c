@@ -273,6 +273,12 @@ void aimsi_authz_peer(const char *scheme, void *tconn, char *id, size_t id_cap, 
     }
 }
 
+int aimsi_authz_admin(const aims_msg *m)
+{
+    int64_t v = 0;
+    return aimsi_msg_int(m, AIMSI_ADMIN_TENSOR, &v) == AIMS_OK && v == 1;
+}
+
 /* ---- the check ----------------------------------------------------------------------------- */
 
 /* A request's BYTES tensor as a bounded C string ("?" when absent or odd). */
@@ -322,7 +328,7 @@ void aimsi_authz_done(aims_node *n, aimsi_door *door, const char *peer_id, const
 
 aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *peer_addr,
                               const char *kind, const char *service, const char *method,
-                              const aims_msg *m, const void *auth, size_t auth_len,
+                              aims_msg *m, const void *auth, size_t auth_len,
                               aimsi_door **door_out, char *why, size_t why_cap)
 {
     *door_out = NULL;
@@ -380,6 +386,14 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
         }
         if (rc == AIMS_OK) {
             rc = aimsi_policy_decide(p, identity, scopes, action, resource, why, why_cap);
+        }
+        if (rc == AIMS_OK && (strcmp(kind, "registry") == 0 || strcmp(kind, "train") == 0) &&
+            aimsi_policy_is_admin(p, identity, scopes)) {
+            const int32_t one = 1;
+            rc = aims_msg_add(m, AIMSI_ADMIN_TENSOR, AIMS_DT_I32, NULL, 0, &one, 0);
+            if (rc != AIMS_OK) {
+                snprintf(why, why_cap, "out of memory");
+            }
         }
     }
     if (rc != AIMS_OK) {

@@ -560,6 +560,16 @@ aims_status aimsi_policy_decide(const aims_policy *p, const char *identity, cons
     return AIMS_E_DENIED;
 }
 
+int aimsi_policy_is_admin(const aims_policy *p, const char *identity, const char *scopes)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->rules[i].kind == RULE_ADMIN && ident_matches(&p->rules[i], identity, scopes)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 aims_status aims_policy_check(const aims_policy *p, const char *identity, const char *action,
                               const char *resource)
 {

@@ -712,6 +712,91 @@ static void test_door_registry_audit(void **state)
     aims_registry_destroy(r);
 }
 
+/* A policy admin (here: our uid over ipc://) needs no lease secret or job
+ * handle; a "$admin" tensor sent from the network is stripped, not honoured. */
+static aims_status reg_call(aims_client *c, const char *addr, const char *method, int64_t id,
+                            int forge)
+{
+    aims_msg *req = mk_msg(), *rep = mk_msg();
+    assert_int_equal(aims_msg_add(req, "id", AIMS_DT_I64, NULL, 0, &id, 0), AIMS_OK);
+    if (forge) {
+        const int32_t one = 1;
+        assert_int_equal(aims_msg_add(req, "$admin", AIMS_DT_I32, NULL, 0, &one, 0), AIMS_OK);
+    }
+    const aims_status rc = aims_client_call_addr(c, addr, "aims.registry", method, req, rep,
+                                                 5000);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    return rc;
+}
+
+static aims_status job_call(aims_client *c, const char *addr, const char *method, int forge,
+                            int submit)
+{
+    aims_msg *req = mk_msg(), *rep = mk_msg();
+    const uint64_t jd[1] = {5};
+    assert_int_equal(aims_msg_add(req, "job", AIMS_DT_BYTES, jd, 1, "job-a", 0), AIMS_OK);
+    if (forge) {
+        const int32_t one = 1;
+        assert_int_equal(aims_msg_add(req, "$admin", AIMS_DT_I32, NULL, 0, &one, 0), AIMS_OK);
+    }
+    if (submit) {
+        float x[8 * 2];
+        int32_t y[8];
+        for (int i = 0; i < 8; i++) {
+            y[i] = i % 2;
+            x[2 * i] = (float)y[i];
+            x[2 * i + 1] = 1.0f - (float)y[i];
+        }
+        const uint64_t xd[2] = {8, 2}, yd[1] = {8};
+        const char *spec = "kind=softmax\nclasses=2\nepochs=1";
+        const uint64_t sd[1] = {strlen(spec)};
+        assert_int_equal(aims_msg_add(req, "x", AIMS_DT_F32, xd, 2, x, 0), AIMS_OK);
+        assert_int_equal(aims_msg_add(req, "y", AIMS_DT_I32, yd, 1, y, 0), AIMS_OK);
+        assert_int_equal(aims_msg_add(req, "spec", AIMS_DT_BYTES, sd, 1, spec, 0), AIMS_OK);
+    }
+    const aims_status rc = aims_client_call_addr(c, addr, "trainer", method, req, rep, 20000);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    return rc;
+}
+
+static void test_door_admin(void **state)
+{
+    (void)state;
+    char text[256];
+    snprintf(text, sizeof text, "admin uid:%u\nallow * join aims.registry\n"
+             "allow anonymous train trainer\nallow anonymous jobs trainer\n", (unsigned)getuid());
+    door d;
+    door_up(&d, text);
+    aims_registry *r = NULL;
+    assert_int_equal(aims_registry_create(&r), AIMS_OK);
+    assert_int_equal(aims_node_host_registry(d.n, r), AIMS_OK);
+    aims_service *tr = NULL;
+    assert_int_equal(aims_service_add_train(d.n, "trainer", NULL, &tr), AIMS_OK);
+    assert_int_equal(aims_service_start(tr), AIMS_OK);
+    aims_client *c = mk_client(NULL);
+    aims_instance id = 0;
+    assert_int_equal(aims_registry_register(r, "echo", "tcp://1.2.3.4:5", 1, 60000, &id),
+                     AIMS_OK);
+    /* anonymous over tcp: no secret, and a forged "$admin" changes nothing */
+    assert_int_equal(reg_call(c, d.tcp, "deregister", (int64_t)id, 0), AIMS_E_DENIED);
+    assert_int_equal(reg_call(c, d.tcp, "deregister", (int64_t)id, 1), AIMS_E_DENIED);
+    /* the admin over ipc needs no secret */
+    assert_int_equal(reg_call(c, d.ipc, "deregister", (int64_t)id, 0), AIMS_OK);
+    size_t n = 1;
+    assert_int_equal(aims_registry_lookup(r, "echo", NULL, 0, &n), AIMS_OK);
+    assert_int_equal(n, 0);
+    /* jobs: submitted anonymously; only the handle or an admin reaches them */
+    assert_int_equal(job_call(c, d.tcp, "submit", 0, 1), AIMS_OK);
+    assert_int_equal(job_call(c, d.tcp, "status", 1, 0), AIMS_E_DENIED);
+    assert_int_equal(job_call(c, d.ipc, "status", 0, 0), AIMS_OK);
+    assert_int_equal(job_call(c, d.ipc, "cancel", 0, 0), AIMS_OK);
+    aims_client_destroy(c);
+    door_down(&d);
+    aims_registry_destroy(r);
+}
+
 /* ---- allocation failures ------------------------------------------------------------------ */
 
 static aims_status op_policy(void *ctx)
@@ -785,6 +870,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_audit_json, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_door_peercred_and_denials, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_door_registry_audit, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_door_admin, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_alloc_policy, ta_setup, ta_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
