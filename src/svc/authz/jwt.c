@@ -408,49 +408,31 @@ typedef struct jwt_fields {
     unsigned seen; /* bit per known key: duplicates refused */
 } jwt_fields;
 
-/* Append a string array's items to f->scope (space-separated). */
-static int read_scope_array(jr *r, jwt_fields *f)
+/* What to do with one string of a claim (a string or an array of strings). */
+typedef void (*str_fn)(jwt_fields *f, const char *s);
+
+static void add_scope(jwt_fields *f, const char *item)
 {
-    r->p++;
-    ws(r);
-    if (r->p < r->end && *r->p == ']') {
-        r->p++;
-        return 1;
-    }
-    for (;;) {
-        char item[128];
-        ws(r);
-        if (!jstr(r, item, sizeof(item))) {
-            return 0;
-        }
-        const size_t have = strlen(f->scope);
-        if (have + strlen(item) + 2 < sizeof(f->scope)) {
-            snprintf(f->scope + have, sizeof(f->scope) - have, "%s%s", have ? " " : "", item);
-        }
-        ws(r);
-        if (r->p >= r->end) {
-            return 0;
-        }
-        if (*r->p == ']') {
-            r->p++;
-            return 1;
-        }
-        if (*r->p != ',') {
-            return 0;
-        }
-        r->p++;
+    const size_t have = strlen(f->scope);
+    if (have + strlen(item) + 2 < sizeof(f->scope)) {
+        snprintf(f->scope + have, sizeof(f->scope) - have, "%s%s", have ? " " : "", item);
     }
 }
 
-static int read_aud(jr *r, jwt_fields *f)
+static void match_aud(jwt_fields *f, const char *a)
 {
-    char a[256];
-    f->has_aud = 1;
-    if (r->p < r->end && *r->p == '"') {
-        if (!jstr(r, a, sizeof(a))) {
+    f->aud_match |= f->want_aud != NULL && strcmp(a, f->want_aud) == 0;
+}
+
+/* A string (when allow_one) or an array of strings, each handed to fn. */
+static int read_strings(jr *r, jwt_fields *f, str_fn fn, int allow_one)
+{
+    char item[256];
+    if (allow_one && r->p < r->end && *r->p == '"') {
+        if (!jstr(r, item, sizeof(item))) {
             return 0;
         }
-        f->aud_match |= f->want_aud != NULL && strcmp(a, f->want_aud) == 0;
+        fn(f, item);
         return 1;
     }
     if (r->p >= r->end || *r->p != '[') {
@@ -464,10 +446,10 @@ static int read_aud(jr *r, jwt_fields *f)
     }
     for (;;) {
         ws(r);
-        if (!jstr(r, a, sizeof(a))) {
+        if (!jstr(r, item, sizeof(item))) {
             return 0;
         }
-        f->aud_match |= f->want_aud != NULL && strcmp(a, f->want_aud) == 0;
+        fn(f, item);
         ws(r);
         if (r->p >= r->end) {
             return 0;
@@ -542,11 +524,12 @@ static int read_object(const unsigned char *buf, size_t len, jwt_fields *f)
                 ok = once(f, 32u) && jnum(&r, &f->nbf);
                 f->has_nbf = 1;
             } else if (strcmp(key, "aud") == 0) {
-                ok = once(f, 64u) && read_aud(&r, f);
+                f->has_aud = 1;
+                ok = once(f, 64u) && read_strings(&r, f, match_aud, 1);
             } else if (strcmp(key, "scope") == 0) {
                 ok = once(f, 128u) && jstr(&r, f->scope, sizeof(f->scope));
             } else if (strcmp(key, "scp") == 0 || strcmp(key, "scopes") == 0) {
-                ok = once(f, 256u) && r.p < r.end && *r.p == '[' && read_scope_array(&r, f);
+                ok = once(f, 256u) && read_strings(&r, f, add_scope, 0);
             } else {
                 ok = jskip(&r, 1);
             }

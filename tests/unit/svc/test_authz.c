@@ -341,6 +341,13 @@ static void test_jwt_hs256(void **state)
         assert_int_equal(aimsi_jwt_check(&p->jwt, tok, strlen(tok), t0 + 1, &cl, err,
                                          sizeof err), AIMS_E_DENIED);
         assert_int_equal(aims_policy_set_jwt_hs256(p, k_hs_key, strlen(k_hs_key)), AIMS_OK);
+        /* scopes from an array claim */
+        snprintf(pl, sizeof pl, "{\"sub\":\"s\",\"aud\":\"aims\",\"iss\":\"test\","
+                 "\"scp\":[\"train\",\"read\"],\"exp\":%lld}", (long long)t0 + 100);
+        make_token(tok, sizeof tok, hdr, pl, SIGN_HS, k_hs_key, strlen(k_hs_key), NULL);
+        assert_int_equal(aimsi_jwt_check(&p->jwt, tok, strlen(tok), t0, &cl, err, sizeof err),
+                         AIMS_OK);
+        assert_string_equal(cl.scope, "train read");
     }
     /* duplicate claims are ambiguous: refused */
     snprintf(pl, sizeof pl, "{\"sub\":\"a\",\"sub\":\"root\",\"aud\":\"aims\",\"iss\":\"test\","
