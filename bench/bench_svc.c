@@ -1008,6 +1008,12 @@ static void seed(const char *dir)
     int32_t st = seed_state(reply);
     aims_msg_clear(req);
     TRY("msg", aims_msg_add(req, "job", AIMS_DT_BYTES, jd, 1, job, AIMS_MSG_BORROW));
+    size_t hi = 0, hn = 0; /* status/result need the secret handle submit returned */
+    const void *hp = NULL;
+    TRY("msg", aims_msg_find(reply, "handle", &hi));
+    TRY("msg", aims_msg_get(reply, hi, NULL, NULL, NULL, NULL, &hp, &hn));
+    const uint64_t hd[1] = {hn};
+    TRY("msg", aims_msg_add(req, "handle", AIMS_DT_BYTES, hd, 1, hp, 0));
     while (st == 0 || st == 1) {
         usleep(20000);
         TRYC(c, "status", aims_client_call(c, "train", "status", req, reply, 0, 0));

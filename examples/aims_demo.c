@@ -408,6 +408,13 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
     const double t_submit = now_s() - t0;
     aims_msg_clear(req);
     CHECK(aims_msg_add(req, "job", AIMS_DT_BYTES, jd, 1, job, 0));
+    /* status and result need the job's secret handle that submit returned */
+    size_t hi = 0, hn = 0;
+    const void *hp = NULL;
+    CHECK(aims_msg_find(reply, "handle", &hi));
+    CHECK(aims_msg_get(reply, hi, NULL, NULL, NULL, NULL, &hp, &hn));
+    const uint64_t hd[1] = {hn};
+    CHECK(aims_msg_add(req, "handle", AIMS_DT_BYTES, hd, 1, hp, 0));
     int64_t state = 0, epoch = 0, last_epoch = -1;
     while (state < 2) {
         usleep(100000);

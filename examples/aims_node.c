@@ -17,6 +17,11 @@
  * connect; the same credentials dial a tls:// --join registry). --insecure
  * explicitly allows plain tcp:// on a non-loopback address (a trusted network
  * only). See docs/SECURITY.md.
+ *             [--policy FILE] [--audit FILE]
+ *
+ * --policy loads an authorization policy (docs/POLICY.md) and enforces it on
+ * every request; --audit appends one JSON line per audit event (joins,
+ * registrations, denials, train submits, results, model swaps) to FILE.
  *
  * Every service flag may repeat. Once every service is started the daemon
  * prints one line "ready <first-address>" on stdout (flushed): that is the
@@ -47,6 +52,7 @@
 
 #include <aims/aims_svc.h>
 #include <aims/aims_tls.h>
+#include <aims/aims_policy.h>
 
 #define MAX_LISTEN 8
 #define MAX_SERVICES 32
@@ -73,6 +79,7 @@ typedef struct options {
     const char *tls_peer[MAX_LISTEN];
     size_t n_tls_peer;
     int insecure;
+    const char *policy, *audit;
 } options;
 
 /* Objects the daemon created, released in reverse order by teardown(). */
@@ -83,6 +90,8 @@ typedef struct daemon_state {
     size_t n_svc, n_started;
     aims_bundle *bundle[MAX_SERVICES];
     aims_pipeline *pipeline[MAX_SERVICES];
+    aims_policy *policy;
+    FILE *audit;
 } daemon_state;
 
 static int64_t g_slow_us; /* read-only once services start */
@@ -98,6 +107,7 @@ static void usage(void)
             "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n"
             "                 [--tls-ca FILE|DIR --tls-cert FILE --tls-key FILE]\n"
             "                 [--tls-peer NAME ...] [--insecure]\n");
+            "                 [--policy FILE] [--audit FILE]\n");
 }
 
 /* Parse a non-negative decimal integer; 0 on success. */
@@ -163,6 +173,10 @@ static int parse_flag(options *o, const char *flag, const char *val)
             return -1;
         }
         o->tls_peer[o->n_tls_peer++] = val;
+    } else if (strcmp(flag, "--policy") == 0) {
+        o->policy = val;
+    } else if (strcmp(flag, "--audit") == 0) {
+        o->audit = val;
     } else if (strcmp(flag, "--infer") == 0) {
         return add_spec(o, K_INFER, val);
     } else if (strcmp(flag, "--preprocess") == 0) {
@@ -344,6 +358,39 @@ static int setup_tls(daemon_state *st, const options *o)
     rc = aims_node_set_tls(st->node, cfg);
     aims_tls_config_destroy(cfg); /* the node keeps its own reference */
     CHECK(st, rc, "--tls-ca");
+/* --audit: one JSON line per event, flushed (the hook runs one event at a time). */
+static void audit_line(void *user, int64_t unix_ms, aims_audit_action action,
+                       const char *identity, const char *peer, const char *resource,
+                       aims_status status, const char *detail)
+{
+    char line[2048];
+    const size_t n = aims_audit_json(line, sizeof line, unix_ms, action, identity, peer,
+                                     resource, status, detail);
+    if (n < sizeof line) {
+        fputs(line, user);
+        fflush(user);
+    }
+}
+
+/* --policy and --audit, before anything listens. */
+static int secure(daemon_state *st, const options *o)
+{
+    if (o->audit != NULL) {
+        st->audit = fopen(o->audit, "a");
+        if (st->audit == NULL) {
+            fprintf(stderr, "aims_node: --audit %s: %s\n", o->audit, strerror(errno));
+            return -1;
+        }
+        CHECK(st, aims_node_set_audit(st->node, audit_line, st->audit), "--audit");
+    }
+    if (o->policy != NULL) {
+        CHECK(st, aims_policy_create(&st->policy), "--policy");
+        if (aims_policy_load_file(st->policy, o->policy) != AIMS_OK) {
+            fprintf(stderr, "aims_node: --policy: %s\n", aims_policy_errmsg(st->policy));
+            return -1;
+        }
+        CHECK(st, aims_node_set_policy(st->node, st->policy), "--policy");
+    }
     return 0;
 }
 
@@ -351,6 +398,9 @@ static int setup_tls(daemon_state *st, const options *o)
 static int start(daemon_state *st, const options *o)
 {
     CHECK(st, aims_node_create(o->name, &st->node), "node");
+    if (secure(st, o) != 0) {
+        return -1;
+    }
     if (o->workers >= 0) {
         CHECK(st, aims_node_set_param_i64(st->node, AIMS_NODE_WORKERS, o->workers), "--workers");
     }
@@ -422,6 +472,10 @@ static void teardown(daemon_state *st)
         aims_pipeline_destroy(st->pipeline[i]);
     }
     aims_registry_destroy(st->registry); /* after the node that hosted it */
+    aims_policy_destroy(st->policy);     /* after the node that used it */
+    if (st->audit != NULL) {
+        fclose(st->audit);
+    }
 }
 
 int main(int argc, char **argv)

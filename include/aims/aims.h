@@ -21,5 +21,6 @@
 #include "aims_orch.h"
 #include "aims_svc.h"
 #include "aims_tls.h"
+#include "aims_policy.h"
 
 #endif /* AIMS_H */

@@ -87,7 +87,9 @@ AIMS_EXTERN_C_BEGIN
     /* the thing being created already exists */                                           \
     X(AIMS_E_EXISTS, 15, "already exists")                                                 \
     /* an internal invariant failed; please report */                                      \
-    X(AIMS_E_INTERNAL, 16, "internal error")
+    X(AIMS_E_INTERNAL, 16, "internal error")                                               \
+    /* refused: the caller lacks the secret, identity or policy permission */              \
+    X(AIMS_E_DENIED, 17, "permission denied")
 
 /** Expands one AIMS_STATUS_MAP row into an enumerator (internal to this header). */
 #define AIMS_STATUS_ENUM_ROW_(name, value, text) name = value,

@@ -129,6 +129,18 @@ aims_status aimsi_param_check(aimsi_obj *obj, aims_param param, int range_lo, in
 /* Default value of a known parameter (0 if unknown). */
 double aimsi_param_default(aims_param param);
 
+/* ---- secrets from the OS CSPRNG (secret.c) ------------------------------------ */
+
+#define AIMSI_SECRET_BYTES 16u
+#define AIMSI_SECRET_HEX 32u
+/* Fill buf with n bytes from getrandom(2); AIMS_E_BACKEND if the kernel fails. */
+aims_status aimsi_secret_fill(void *buf, size_t n);
+/* A fresh 128-bit secret as 32 lowercase hex characters + NUL. */
+aims_status aimsi_secret_hex(char out[AIMSI_SECRET_HEX + 1]);
+/* 1 when the two byte strings are equal and non-empty; the time taken does not
+ * depend on where they differ. */
+int aimsi_secret_equal(const char *a, size_t alen, const char *b, size_t blen);
+
 /* ---- RNG: xoshiro256** seeded through splitmix64 -------------------------- */
 
 typedef struct aimsi_rng {

@@ -356,6 +356,7 @@ struct aims_node {
     const aimsi_reg_ops *rops;
     void *rctx;
     aims_metrics *mx;
+    _Atomic(struct aimsi_authz *) authz; /* policy + audit (authz/authz.c), lazily made */
 };
 
 /* service.c, for node.c */

@@ -555,7 +555,7 @@ static void on_frame(void *conn_user, const void *frame, size_t len)
         return;
     }
     aims_status st = (aims_status)f->hdr.status;
-    if (f->hdr.status < 0 || f->hdr.status > (int32_t)AIMS_E_INTERNAL) {
+    if (f->hdr.status < 0 || f->hdr.status > (int32_t)AIMS_E_DENIED) {
         st = AIMS_E_INTERNAL;
     }
     if (st == AIMS_OK && f->hdr.type == AIMSI_FRAME_ERROR) {

@@ -41,6 +41,7 @@
 
 #include "aimsi_svc.h"
 #include "../orch/aimsi_orch.h"
+#include "authz/aimsi_authz.h"
 
 
 /* ---- the process-wide inproc table ---------------------------------------------- */
@@ -194,11 +195,14 @@ typedef struct aimsi_conn {
     _Atomic int64_t inflight;
     atomic_int peer_compresses; /* a request came compressed: compress big replies */
     char peer[256]; /* the peer's verified identity (tls://), "" when unauthenticated */
+    char peer_id[AIMSI_ID_MAX];     /* who the transport says it is (set at accept) */
+    char peer_addr[96];
 } aimsi_conn;
 
 typedef struct conn_req {
     aimsi_conn *c;
     uint64_t id;
+    aimsi_door *door; /* an outcome to audit (authz), or NULL */
 } conn_req;
 
 static void conn_unref(aimsi_conn *c)
@@ -332,6 +336,10 @@ static void conn_done(void *ctx, aims_status st, aims_msg *reply, const char *er
     /* Free the in-flight slot first: the peer may send its next request as
      * soon as it reads this reply. */
     atomic_fetch_sub(&r->c->inflight, 1);
+    if (r->door != NULL || st == AIMS_E_DENIED) { /* audited before the caller hears */
+        aimsi_authz_done(r->c->node, r->door, r->c->peer_id, r->c->peer_addr, st,
+                         st == AIMS_OK ? "" : err);
+    }
     if (st == AIMS_OK && reply != NULL) {
         send_reply(r->c, r->id, reply);
     } else {
@@ -365,8 +373,15 @@ static void handle_request(aimsi_conn *c, const aimsi_frame *f)
     /* A message borrowing the decoded tensors: copied only if the call queues. */
     aims_msg m;
     aimsi_msg_init(&m);
+    const aimsi_tensor *auth = NULL; /* "$auth": a bearer token, for the door only */
     for (size_t i = 0; i < f->n_tensors; i++) {
         const aimsi_tensor *t = &f->tensors[i];
+        if (t->name[0] == '$') { /* '$' names are the door's: never from the network */
+            if (strcmp(t->name, AIMSI_AUTH_TENSOR) == 0 && t->dtype == AIMS_DT_BYTES) {
+                auth = t;
+            }
+            continue;
+        }
         const aims_status st = aims_msg_add(&m, t->name, (aims_dtype)t->dtype, t->dims, t->ndim,
                                             t->data, AIMS_MSG_BORROW);
         if (st != AIMS_OK) {
@@ -376,14 +391,27 @@ static void handle_request(aimsi_conn *c, const aimsi_frame *f)
             return;
         }
     }
+    aimsi_door *door = NULL;
+    const aims_status az = aimsi_authz_check(n, c->peer_id, c->peer_addr, s->kind->name,
+                                             f->hdr.service, f->hdr.method, &m,
+                                             auth != NULL ? auth->data : NULL,
+                                             auth != NULL ? auth->bytes : 0, &door, text,
+                                             sizeof(text));
+    if (az != AIMS_OK) {
+        aimsi_msg_fini(&m);
+        send_error(c, id, az, text);
+        return;
+    }
     conn_req *r = aimsi_malloc(sizeof(*r));
     if (r == NULL) {
         aimsi_msg_fini(&m);
+        aimsi_authz_done(n, door, c->peer_id, c->peer_addr, AIMS_E_NOMEM, "out of memory");
         send_error(c, id, AIMS_E_NOMEM, "out of memory");
         return;
     }
     r->c = c;
     r->id = id;
+    r->door = door;
     atomic_fetch_add(&c->refs, 1);
     atomic_fetch_add(&c->inflight, 1);
     aimsi_svc_dispatch(s, f->hdr.method, &m, aimsi_deadline_from_wire(f->hdr.deadline_ns),
@@ -433,6 +461,12 @@ static void *hook_accept(void *user, void *listener, void *tconn)
     /* Copied: requests in flight may outlive the transport connection. */
     const char *peer = aimsi_ttable_peer(c->slot, tconn);
     snprintf(c->peer, sizeof c->peer, "%s", peer != NULL ? peer : "");
+    /* before any frame of this connection can arrive (same I/O thread) */
+    aimsi_authz_peer(c->slot->scheme, tconn, c->peer_id, sizeof(c->peer_id), c->peer_addr,
+                     sizeof(c->peer_addr));
+    if (c->peer[0] != '\0') { /* a verified certificate names the caller */
+        snprintf(c->peer_id, sizeof(c->peer_id), "%s", c->peer);
+    }
     return c;
 }
 
@@ -609,6 +643,7 @@ void aims_node_destroy(aims_node *n)
     atomic_store(&n->n_svc, 0);
     aimsi_metrics_destroy_owned(n->mx);
     n->mx = NULL;
+    aimsi_authz_free(n);
     pthread_cond_destroy(&n->work_cond);
     pthread_cond_destroy(&n->idle_cond);
     pthread_cond_destroy(&n->hb_cond);

@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "aimsi_svc.h"
+#include "authz/aimsi_authz.h"
 #include "../model/aimsi_model.h"
 
 /* What an item asked for; class ids are the default (0 on the wire). */
@@ -586,5 +587,8 @@ aims_status aims_service_swap_bundle(aims_service *s, const aims_bundle *b)
     if (impl == NULL) {
         return AIMSI_MISUSE("not an infer service");
     }
-    return aimsi_infer_swap(impl, b);
+    const aims_status rc = aimsi_infer_swap(impl, b);
+    aimsi_authz_audit(s->node, AIMS_AUDIT_MODEL_SWAP, "host", "", s->name, rc,
+                      rc == AIMS_OK ? "" : aims_errmsg());
+    return rc;
 }

@@ -4,10 +4,12 @@
  * A node hosts an aims_registry as the service "aims.registry" (methods
  * below). Other processes never share memory with it; they speak frames:
  *
- *   register    service, address (BYTES), weight, ttl_ms -> id
- *   heartbeat   ids (i64 [n])       -> missing (i64 [k]: unknown ids; the
+ *   register    service, address (BYTES), weight, ttl_ms -> id, secret
+ *   heartbeat   ids (i64 [n]), secrets (BYTES, '\n'-separated, one per id)
+ *                                   -> missing (i64 [k]: unknown ids, or ids
+ *                                      whose secret does not match; the
  *                                      owner registers those again)
- *   deregister  id
+ *   deregister  id, secret
  *   changes     since, epoch (i64)  -> epoch, revision, snapshot (0/1), and
  *                                      per event: kinds, ids, weights (i32/i64
  *                                      [n]), services, addresses (BYTES,
@@ -27,6 +29,20 @@
  * because the registry went away). Mirror entries carry a long lease renewed
  * by every successful sync.
  *
+ * Lease secrets. "register" returns a fresh 128-bit secret (getrandom,
+ * aimsi_secret_hex) kept in the live table next to the instance; a lease is
+ * renewed or removed over the wire only with it, so a process that merely
+ * knows an instance id (ids are small counters) cannot keep a dead instance
+ * alive or take a live one out. A heartbeat without secrets is refused
+ * (AIMS_E_DENIED); a heartbeat whose secret does not match renews nothing and
+ * reports the id missing (a restarted registry may have given that id to
+ * somebody else, and the owner should simply register again). Instances the
+ * hosting process registered in-process have no secret and cannot be touched
+ * over the wire at all -- except by an admin of the node's policy (the door
+ * marks such a request "$admin", a name no network request can carry). The
+ * joining side (aims_node_join) keeps the secret of
+ * each of its ids in a small table.
+ *
  * Every request tensor is from the network: names, lengths and counts are
  * validated before use, and a bad request gets AIMS_E_INVAL with a message,
  * never a crash (the fuzz target for registry messages drives run()).
@@ -37,6 +53,7 @@
 #include <time.h>
 
 #include "aimsi_svc.h"
+#include "authz/aimsi_authz.h"
 
 #define REG_SERVICE "aims.registry"
 #define MAX_EVENTS 4096u
@@ -50,6 +67,7 @@ typedef struct reg_entry {
     aims_instance id;
     char *service;
     char *address;
+    char secret[AIMSI_SECRET_HEX + 1]; /* "" = registered in-process: no wire control */
 } reg_entry;
 
 typedef struct reg_impl {
@@ -91,7 +109,7 @@ static void table_put(reg_impl *ri, aims_instance id, const char *service, const
         ri->live = grown;
         ri->cap_live = cap;
     }
-    reg_entry e = {id, aimsi_strdup(service), aimsi_strdup(address)};
+    reg_entry e = {id, aimsi_strdup(service), aimsi_strdup(address), ""};
     if (e.service == NULL || e.address == NULL) {
         aimsi_free(e.service);
         aimsi_free(e.address);
@@ -297,14 +315,43 @@ static aims_status do_register(reg_impl *ri, const aims_msg *req, aims_msg *repl
         return aimsi_err(NULL, AIMS_E_INVAL, "register: weight %lld or ttl_ms %lld out of range",
                          (long long)weight, (long long)ttl);
     }
+    char secret[AIMSI_SECRET_HEX + 1];
+    AIMSI_TRY(aimsi_secret_hex(secret));
     aims_instance id = 0;
     AIMSI_TRY(aims_registry_register(ri->reg, service, address, (uint32_t)weight, (uint64_t)ttl,
                                      &id));
-    const aims_status rc = aimsi_msg_put_i64(reply, "id", (int64_t)id);
+    /* The PUT event reached the table before register returned. */
+    pthread_mutex_lock(&ri->lock);
+    for (size_t i = 0; i < ri->n_live; i++) {
+        if (ri->live[i].id == id) {
+            memcpy(ri->live[i].secret, secret, sizeof(secret));
+        }
+    }
+    pthread_mutex_unlock(&ri->lock);
+    aims_status rc = aimsi_msg_put_i64(reply, "id", (int64_t)id);
+    if (rc == AIMS_OK) {
+        rc = aimsi_msg_put_bytes(reply, "secret", secret, AIMSI_SECRET_HEX);
+    }
     if (rc != AIMS_OK) {
         aims_registry_deregister(ri->reg, id);
     }
     return rc;
+}
+
+/* Does `id` carry the wire secret sec[0..len)? 1 yes, 0 no (wrong secret, or
+ * an instance registered in-process), -1 no such live instance. */
+static int secret_matches(reg_impl *ri, int64_t id, const char *sec, size_t len)
+{
+    int r = -1;
+    pthread_mutex_lock(&ri->lock);
+    for (size_t i = 0; i < ri->n_live; i++) {
+        if (ri->live[i].id == (aims_instance)id) {
+            r = aimsi_secret_equal(ri->live[i].secret, strlen(ri->live[i].secret), sec, len);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ri->lock);
+    return r;
 }
 
 static aims_status get_ids(const aims_msg *req, const int64_t **out, size_t *n)
@@ -354,7 +401,14 @@ static aims_status do_heartbeat(reg_impl *ri, const aims_msg *req, aims_msg *rep
     size_t svc_len = 0, addr_len = 0;
     const int owners = aimsi_msg_bytes(req, "services", &svc, &svc_len) == AIMS_OK &&
                        aimsi_msg_bytes(req, "addresses", &addr, &addr_len) == AIMS_OK;
-    const char *ps = svc, *pa = addr;
+    const char *sec = NULL;
+    size_t sec_len = 0;
+    const int admin = aimsi_authz_admin(req); /* the door says: a policy admin */
+    if (aimsi_msg_bytes(req, "secrets", &sec, &sec_len) != AIMS_OK && !admin) {
+        return aimsi_err(NULL, AIMS_E_DENIED, "heartbeat: tensor 'secrets' is missing: a lease "
+                         "is renewed only with the secret its registration returned");
+    }
+    const char *ps = svc, *pa = addr, *pk = sec;
     int64_t missing[64];
     size_t n_missing = 0;
     for (size_t i = 0; i < n; i++) {
@@ -368,6 +422,13 @@ static aims_status do_heartbeat(reg_impl *ri, const aims_msg *req, aims_msg *rep
                 return aimsi_err(NULL, AIMS_E_INVAL, "heartbeat: owner record %zu malformed", i);
             }
             ok = same_owner(ri, id, sb, ab);
+        }
+        char kb[AIMSI_SECRET_HEX + 2];
+        if (!admin && !next_field(&pk, sec + sec_len, kb, sizeof(kb))) {
+            return aimsi_err(NULL, AIMS_E_DENIED, "heartbeat: secret %zu missing or malformed", i);
+        }
+        if (ok && !admin) {
+            ok = secret_matches(ri, id, kb, strlen(kb)) == 1;
         }
         if (ok) {
             ok = aims_registry_heartbeat(ri->reg, (aims_instance)id) == AIMS_OK;
@@ -384,6 +445,16 @@ static aims_status do_deregister(reg_impl *ri, const aims_msg *req)
 {
     int64_t id;
     AIMSI_TRY(aimsi_msg_int(req, "id", &id));
+    const char *sec = NULL;
+    size_t sec_len = 0;
+    if (aimsi_msg_bytes(req, "secret", &sec, &sec_len) != AIMS_OK) {
+        sec_len = 0;
+    }
+    if (!aimsi_authz_admin(req) && secret_matches(ri, id, sec, sec_len) == 0) {
+        return aimsi_err(NULL, AIMS_E_DENIED, "deregister: instance %lld: wrong or missing "
+                         "secret (only the holder of the secret its registration returned may "
+                         "remove it)", (long long)id);
+    }
     const aims_status rc = aims_registry_deregister(ri->reg, (aims_instance)id);
     return rc == AIMS_E_NOTFOUND ? AIMS_OK : rc; /* already gone is what was asked */
 }
@@ -866,153 +937,6 @@ AIMS_API aims_status aims_client_join(aims_client *c, const char *url)
     if (rc != AIMS_OK) {
         aimsi_regsync_stop(rs);
         aims_registry_destroy(mirror);
-    }
-    return rc;
-}
-
-/* A node's registrations go to the hosted registry through a private client. */
-typedef struct node_join {
-    aims_client *caller;
-    char url[AIMSI_URL_MAX + 1];
-} node_join;
-
-#define JOIN_TIMEOUT_MS 2000
-
-static aims_status join_call(node_join *nj, const char *method, const aims_msg *req,
-                             aims_msg *reply)
-{
-    return aims_client_call_addr(nj->caller, nj->url, REG_SERVICE, method, req, reply,
-                                 JOIN_TIMEOUT_MS);
-}
-
-static aims_status join_reg(void *ctx, const char *service, const char *address,
-                            uint32_t weight, uint64_t ttl_ms, uint64_t *out_id)
-{
-    node_join *nj = ctx;
-    aims_msg req, reply;
-    aimsi_msg_init(&req);
-    aimsi_msg_init(&reply);
-    aims_status rc = aimsi_msg_put_bytes(&req, "service", service, strlen(service));
-    if (rc == AIMS_OK) {
-        rc = aimsi_msg_put_bytes(&req, "address", address, strlen(address));
-    }
-    if (rc == AIMS_OK) {
-        rc = aimsi_msg_put_i64(&req, "weight", weight);
-    }
-    if (rc == AIMS_OK) {
-        rc = aimsi_msg_put_i64(&req, "ttl_ms", (int64_t)ttl_ms);
-    }
-    if (rc == AIMS_OK) {
-        rc = join_call(nj, "register", &req, &reply);
-    }
-    int64_t id = 0;
-    if (rc == AIMS_OK) {
-        rc = aimsi_msg_int(&reply, "id", &id);
-    }
-    if (rc == AIMS_OK && id <= 0) {
-        rc = aimsi_err(NULL, AIMS_E_CORRUPT, "registry at %s returned instance id %lld",
-                       nj->url, (long long)id);
-    }
-    if (rc == AIMS_OK) {
-        *out_id = (uint64_t)id;
-    }
-    aimsi_msg_fini(&req);
-    aimsi_msg_fini(&reply);
-    return rc;
-}
-
-static aims_status join_heartbeat(void *ctx, const char *service, const char *address,
-                                  uint32_t weight, uint64_t ttl_ms, uint64_t *io_id)
-{
-    node_join *nj = ctx;
-    aims_msg req, reply;
-    aimsi_msg_init(&req);
-    aimsi_msg_init(&reply);
-    const int64_t id = (int64_t)*io_id;
-    const uint64_t dims[1] = {1};
-    aims_status rc = aims_msg_add(&req, "ids", AIMS_DT_I64, dims, 1, &id, 0);
-    char owner[AIMSI_URL_MAX + 2];
-    if (rc == AIMS_OK) {
-        const int k = snprintf(owner, sizeof(owner), "%s\n", service);
-        rc = aimsi_msg_put_bytes(&req, "services", owner, (size_t)k);
-    }
-    if (rc == AIMS_OK) {
-        const int k = snprintf(owner, sizeof(owner), "%s\n", address);
-        rc = aimsi_msg_put_bytes(&req, "addresses", owner, (size_t)k);
-    }
-    if (rc == AIMS_OK) {
-        rc = join_call(nj, "heartbeat", &req, &reply);
-    }
-    size_t i;
-    int lost = 0;
-    if (rc == AIMS_OK && aims_msg_find(&reply, "missing", &i) == AIMS_OK) {
-        size_t bytes = 0;
-        aims_msg_get(&reply, i, NULL, NULL, NULL, NULL, NULL, &bytes);
-        lost = bytes >= 8;
-    }
-    aimsi_msg_fini(&req);
-    aimsi_msg_fini(&reply);
-    if (rc == AIMS_OK && lost) {
-        /* The registry forgot us (expired during a partition, or it restarted):
-         * register again under a new id. */
-        return join_reg(ctx, service, address, weight, ttl_ms, io_id);
-    }
-    return rc;
-}
-
-static aims_status join_dereg(void *ctx, uint64_t id)
-{
-    node_join *nj = ctx;
-    aims_msg req, reply;
-    aimsi_msg_init(&req);
-    aimsi_msg_init(&reply);
-    aims_status rc = aimsi_msg_put_i64(&req, "id", (int64_t)id);
-    if (rc == AIMS_OK) {
-        rc = join_call(nj, "deregister", &req, &reply);
-    }
-    aimsi_msg_fini(&req);
-    aimsi_msg_fini(&reply);
-    return rc;
-}
-
-static void join_release(void *ctx)
-{
-    node_join *nj = ctx;
-    if (nj != NULL) {
-        aims_client_destroy(nj->caller);
-        aimsi_free(nj);
-    }
-}
-
-static const aimsi_reg_ops k_join_ops = {
-    .reg = join_reg, .heartbeat = join_heartbeat, .dereg = join_dereg,
-    .release = join_release,
-};
-
-AIMS_API aims_status aims_node_join(aims_node *n, const char *url)
-{
-    if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE) || url == NULL) {
-        return aimsi_err(NULL, AIMS_E_MISUSE, "aims_node_join: node is %s%s", aimsi_obj_what(n),
-                         url == NULL ? ", url is NULL" : "");
-    }
-    if (strlen(url) == 0 || strlen(url) > AIMSI_URL_MAX) {
-        return aimsi_err(NULL, AIMS_E_INVAL, "aims_node_join: url must be 1..%u bytes",
-                         AIMSI_URL_MAX);
-    }
-    node_join *nj = aimsi_calloc(1, sizeof(*nj));
-    if (nj == NULL) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "aims_node_join: out of memory");
-    }
-    strcpy(nj->url, url);
-    aims_status rc = aims_client_create(&nj->caller);
-    if (rc == AIMS_OK && n->tt.tls != NULL) { /* a tls:// registry: the node's credentials */
-        rc = aims_client_set_tls(nj->caller, n->tt.tls);
-    }
-    if (rc == AIMS_OK) {
-        rc = aimsi_node_set_remote_registry(n, &k_join_ops, nj);
-    }
-    if (rc != AIMS_OK) {
-        join_release(nj);
     }
     return rc;
 }

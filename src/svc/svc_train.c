@@ -16,6 +16,14 @@
  * the lookup happens before any work and again under the lock right before
  * the insert, so even two racing submits of one id create one job.
  *
+ * Job secrets. Job ids are the caller's names ("fmnist-1") and easy to
+ * guess, so a job is reached by its id AND its secret handle: submit replies
+ * "handle" (32 hex characters from getrandom, or the caller's own "handle"
+ * tensor of 16..64 bytes, which lets a caller whose submit reply was lost
+ * retry and still learn nothing new), and status, result and cancel need that
+ * "handle" tensor back (else AIMS_E_DENIED; compared in constant time). A
+ * repeated submit of a known id without the handle gets the job's state only.
+ *
  * Memory is bounded: at most TRAIN_QUEUE_MAX jobs wait (then
  * AIMS_E_OVERLOADED with a retry hint), and at most TRAIN_JOBS_KEPT jobs are
  * remembered; beyond that the oldest finished job (and its result bundle)
@@ -47,14 +55,14 @@
 #include <unistd.h>
 
 #include "aimsi_svc.h"
+#include "authz/aimsi_authz.h"
+#include "train_spec.h"
 
 #define TRAIN_QUEUE_MAX 16
 #define TRAIN_JOBS_KEPT 64
 #define TRAIN_ID_MAX 64
-#define TRAIN_SPEC_MAX 65536
-#define TRAIN_MAX_HIDDEN 16
-#define TRAIN_MAX_PARAMS 64
-#define TRAIN_MAX_UNITS 1048576
+#define TRAIN_HANDLE_MIN 16
+#define TRAIN_HANDLE_MAX 64
 #define TRAIN_RETRY_MS 1000
 
 enum job_state { JOB_QUEUED = 0, JOB_RUNNING = 1, JOB_DONE = 2, JOB_FAILED = 3, JOB_CANCELLED = 4 };
@@ -64,6 +72,8 @@ typedef struct train_job {
     struct train_job *qnext; /* run queue */
     char id[TRAIN_ID_MAX + 1];
     size_t id_len;
+    char handle[TRAIN_HANDLE_MAX + 1];
+    size_t handle_len;
     int state;
     int cancel;
     int32_t epoch;
@@ -105,15 +115,46 @@ static aims_status put_f32(aims_msg *m, const char *name, float v)
     return aims_msg_add(m, name, AIMS_DT_F32, NULL, 0, &v, 0);
 }
 
-static aims_status reply_state(aimsi_work *w, int state)
+static aims_status reply_state_handle(aimsi_work *w, int state, const char *h, size_t hlen)
 {
     aims_msg_clear(w->reply);
-    const aims_status st = put_i32(w->reply, "state", state);
+    aims_status st = put_i32(w->reply, "state", state);
+    if (st == AIMS_OK && h != NULL) {
+        st = aimsi_msg_put_bytes(w->reply, "handle", h, hlen);
+    }
     if (st != AIMS_OK) {
         return aimsi_work_fail(w, st, "train: no room for the reply: %s", aims_errmsg());
     }
     return AIMS_OK;
 }
+
+static aims_status reply_state(aimsi_work *w, int state)
+{
+    return reply_state_handle(w, state, NULL, 0);
+}
+
+/* The request's "handle" tensor: 0 when absent, 1 when well formed, -1 bad. */
+static int req_handle(const aims_msg *m, const char **h, size_t *len)
+{
+    if (aimsi_msg_bytes(m, "handle", h, len) != AIMS_OK) {
+        return 0;
+    }
+    return *len >= TRAIN_HANDLE_MIN && *len <= TRAIN_HANDLE_MAX && memchr(*h, 0, *len) == NULL
+               ? 1 : -1;
+}
+
+/* Does the request carry job j's handle? (under the lock) */
+static int job_handle_ok(const train_job *j, const aims_msg *m)
+{
+    const char *h = NULL;
+    size_t len = 0;
+    return (req_handle(m, &h, &len) == 1 && aimsi_secret_equal(j->handle, j->handle_len, h, len)) ||
+           aimsi_authz_admin(m); /* a policy admin, marked by the node's door */
+}
+
+#define JOB_DENIED(w, what, id, len)                                                          \
+    aimsi_work_fail((w), AIMS_E_DENIED, "%s: job %.*s: wrong or missing \"handle\" (the secret " \
+                    "its submit returned)", (what), (int)(len), (id))
 
 /* ---- jobs ------------------------------------------------------------------------------ */
 
@@ -361,249 +402,6 @@ static void *job_thread(void *arg)
     return NULL;
 }
 
-/* ---- spec ------------------------------------------------------------------------------- */
-
-typedef struct spec_param {
-    aims_param param;
-    aims_param_type type;
-    int64_t i;
-    double f;
-    char key[48];
-} spec_param;
-
-typedef struct train_spec {
-    aims_model_kind kind;
-    size_t hidden[TRAIN_MAX_HIDDEN];
-    size_t n_hidden;
-    int has_hidden;
-    aims_activation act;
-    int has_act;
-    size_t classes;
-    spec_param params[TRAIN_MAX_PARAMS];
-    size_t n_params;
-} train_spec;
-
-static int parse_i64(const char *s, int64_t *out)
-{
-    if (*s == '\0') {
-        return 0;
-    }
-    char *end = NULL;
-    errno = 0;
-    const long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0') {
-        return 0;
-    }
-    *out = (int64_t)v;
-    return 1;
-}
-
-static int parse_f64(const char *s, double *out)
-{
-    if (*s == '\0') {
-        return 0;
-    }
-    char *end = NULL;
-    errno = 0;
-    const double v = strtod(s, &end);
-    if (errno != 0 || *end != '\0' || !isfinite(v)) {
-        return 0;
-    }
-    *out = v;
-    return 1;
-}
-
-#define SPEC_BAD(...) aimsi_err(NULL, AIMS_E_INVAL, "spec: " __VA_ARGS__)
-
-static aims_status spec_hidden(train_spec *sp, const char *v)
-{
-    sp->n_hidden = 0;
-    const char *p = v;
-    for (;;) {
-        char *end = NULL;
-        errno = 0;
-        const long long u = strtoll(p, &end, 10);
-        if (end == p || errno != 0 || u < 1 || u > TRAIN_MAX_UNITS ||
-            (*end != ',' && *end != '\0')) {
-            return SPEC_BAD("hidden=%s: want positive layer widths (<= %d) separated by ','", v,
-                            TRAIN_MAX_UNITS);
-        }
-        if (sp->n_hidden == TRAIN_MAX_HIDDEN) {
-            return SPEC_BAD("hidden=%s: at most %d layers", v, TRAIN_MAX_HIDDEN);
-        }
-        sp->hidden[sp->n_hidden++] = (size_t)u;
-        if (*end == '\0') {
-            return AIMS_OK;
-        }
-        p = end + 1;
-    }
-}
-
-static aims_status spec_kind(train_spec *sp, const char *v)
-{
-    static const struct {
-        const char *name;
-        aims_model_kind kind;
-    } kinds[] = {{"mlp", AIMS_MODEL_MLP},
-                 {"softmax", AIMS_MODEL_SOFTMAX},
-                 {"logistic", AIMS_MODEL_LOGISTIC},
-                 {"linear", AIMS_MODEL_LINEAR}};
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
-        if (strcmp(v, kinds[i].name) == 0) {
-            sp->kind = kinds[i].kind;
-            return AIMS_OK;
-        }
-    }
-    return SPEC_BAD("kind=%s: want mlp, softmax, logistic or linear", v);
-}
-
-static aims_status spec_activation(train_spec *sp, const char *v)
-{
-    static const char *const names[] = {"none", "relu", "gelu", "tanh", "sigmoid"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (strcmp(v, names[i]) == 0) {
-            sp->act = (aims_activation)i;
-            sp->has_act = 1;
-            return AIMS_OK;
-        }
-    }
-    return SPEC_BAD("activation=%s: want none, relu, gelu, tanh or sigmoid", v);
-}
-
-static aims_status spec_param_kv(train_spec *sp, const char *k, const char *v)
-{
-    aims_param prm = 0;
-    if (strlen(k) >= sizeof sp->params[0].key || aims_param_by_name(k, &prm) != AIMS_OK) {
-        return SPEC_BAD("unknown key '%s'", k);
-    }
-    if (!((prm >= 400 && prm < 500) || (prm >= 500 && prm < 600))) {
-        return SPEC_BAD("'%s' is not a model or trainer parameter", k);
-    }
-    for (size_t i = 0; i < sp->n_params; i++) {
-        if (sp->params[i].param == prm) {
-            return SPEC_BAD("key '%s' given twice", k);
-        }
-    }
-    if (sp->n_params == TRAIN_MAX_PARAMS) {
-        return SPEC_BAD("more than %d parameters", TRAIN_MAX_PARAMS);
-    }
-    aims_param_type type = 0;
-    double lo = 0;
-    double hi = 0;
-    AIMSI_TRY(aims_param_info(prm, &type, &lo, &hi, NULL));
-    spec_param *q = &sp->params[sp->n_params];
-    q->param = prm;
-    q->type = type;
-    snprintf(q->key, sizeof q->key, "%s", k);
-    double as_f = 0;
-    if (type == AIMS_PARAM_I64) {
-        if (!parse_i64(v, &q->i)) {
-            return SPEC_BAD("%s=%s: not an integer", k, v);
-        }
-        as_f = (double)q->i;
-    } else {
-        if (!parse_f64(v, &q->f)) {
-            return SPEC_BAD("%s=%s: not a finite number", k, v);
-        }
-        as_f = q->f;
-    }
-    if (as_f < lo || as_f > hi) {
-        return SPEC_BAD("%s=%s: out of range [%g, %g]", k, v, lo, hi);
-    }
-    sp->n_params++;
-    return AIMS_OK;
-}
-
-/* One "key=value" token; `seen` tracks the structural keys given twice. */
-static aims_status spec_token(train_spec *sp, char *tok, unsigned *seen)
-{
-    char *eq = strchr(tok, '=');
-    if (eq == NULL || eq == tok) {
-        return SPEC_BAD("'%s' is not key=value", tok);
-    }
-    *eq = '\0';
-    const char *k = tok;
-    const char *v = eq + 1;
-    static const char *const structural[] = {"kind", "hidden", "activation", "classes"};
-    for (unsigned i = 0; i < 4; i++) {
-        if (strcmp(k, structural[i]) != 0) {
-            continue;
-        }
-        if ((*seen & (1u << i)) != 0) {
-            return SPEC_BAD("key '%s' given twice", k);
-        }
-        *seen |= 1u << i;
-        switch (i) {
-        case 0:
-            return spec_kind(sp, v);
-        case 1:
-            sp->has_hidden = 1;
-            return spec_hidden(sp, v);
-        case 2:
-            return spec_activation(sp, v);
-        default: {
-            int64_t c = 0;
-            if (!parse_i64(v, &c) || c < 1 || c > TRAIN_MAX_UNITS) {
-                return SPEC_BAD("classes=%s: want an integer in [1, %d]", v, TRAIN_MAX_UNITS);
-            }
-            sp->classes = (size_t)c;
-            return AIMS_OK;
-        }
-        }
-    }
-    return spec_param_kv(sp, k, v);
-}
-
-/* Parse the "spec" bytes: key=value separated by newlines or blanks, '#'
- * starts a comment that runs to the end of the line. */
-static aims_status spec_parse(const char *bytes, size_t len, train_spec *sp)
-{
-    if (len > TRAIN_SPEC_MAX) {
-        return SPEC_BAD("%zu bytes (at most %d)", len, TRAIN_SPEC_MAX);
-    }
-    if (memchr(bytes, '\0', len) != NULL) {
-        return SPEC_BAD("contains a NUL byte");
-    }
-    char *text = aimsi_strndup(bytes, len);
-    if (text == NULL) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "spec: no memory");
-    }
-    memset(sp, 0, sizeof *sp);
-    sp->act = AIMS_ACT_RELU;
-    unsigned seen = 0;
-    aims_status rc = AIMS_OK;
-    int comment = 0;
-    char *tok = NULL;
-    for (char *p = text;; p++) {
-        const char c = *p;
-        const int sep = c == '\0' || c == '\n' || c == '\r' || c == ' ' || c == '\t';
-        if (c == '#' && tok == NULL) {
-            comment = 1;
-        }
-        if (sep) {
-            if (tok != NULL && rc == AIMS_OK) {
-                *p = '\0';
-                rc = spec_token(sp, tok, &seen);
-            }
-            tok = NULL;
-            comment = c == '\n' ? 0 : comment;
-        } else if (!comment && tok == NULL) {
-            tok = p;
-        }
-        if (c == '\0') {
-            break;
-        }
-    }
-    aimsi_free(text);
-    if (rc == AIMS_OK && (seen & 1u) == 0) {
-        rc = SPEC_BAD("kind is missing (kind=mlp|softmax|logistic|linear)");
-    }
-    if (rc == AIMS_OK && sp->kind != AIMS_MODEL_MLP && (sp->has_hidden || sp->has_act)) {
-        rc = SPEC_BAD("hidden and activation apply to kind=mlp only");
-    }
-    return rc;
-}
-
 /* ---- submit ------------------------------------------------------------------------------- */
 
 /* A tensor of the request, checked for dtype and rank. */
@@ -671,7 +469,7 @@ static aims_status apply_params(train_job *j, const train_spec *sp)
 static aims_status build_job(const train_impl *ti, const submit_in *in, train_job *j)
 {
     train_spec sp;
-    AIMSI_TRY(spec_parse(in->spec, in->spec_len, &sp));
+    AIMSI_TRY(aimsi_train_spec_parse(in->spec, in->spec_len, &sp));
     size_t pcols = in->cols;
     if (ti->p != NULL && aims_pipeline_output_cols(ti->p, &pcols) == AIMS_OK &&
         pcols != in->cols) {
@@ -797,12 +595,26 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
     const char *id = NULL;
     size_t id_len = 0;
     AIMSI_TRY(job_id(w, &id, &id_len));
+    const char *h = NULL;
+    size_t h_len = 0;
+    const int has_h = req_handle(w->req, &h, &h_len);
+    if (has_h < 0) {
+        return aimsi_work_fail(w, AIMS_E_INVAL, "submit: \"handle\" must be BYTES of %d..%d "
+                               "bytes without NUL", TRAIN_HANDLE_MIN, TRAIN_HANDLE_MAX);
+    }
     pthread_mutex_lock(&ti->mu);
     const train_job *known = job_find(ti, id, id_len);
     const int state = known != NULL ? known->state : -1;
+    const int owner = known != NULL && job_handle_ok(known, w->req);
+    char known_handle[TRAIN_HANDLE_MAX + 1];
+    const size_t known_len = owner ? known->handle_len : 0;
+    if (owner) {
+        memcpy(known_handle, known->handle, known_len);
+    }
     pthread_mutex_unlock(&ti->mu);
     if (state >= 0) {
-        return reply_state(w, state); /* a retried submit: never a second job */
+        /* a retried submit: never a second job; the handle only to its holder */
+        return reply_state_handle(w, state, owner ? known_handle : NULL, known_len);
     }
     train_job *j = aimsi_calloc(1, sizeof *j);
     if (j == NULL) {
@@ -810,6 +622,18 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
     }
     memcpy(j->id, id, id_len);
     j->id_len = id_len;
+    if (has_h) {
+        memcpy(j->handle, h, h_len);
+        j->handle_len = h_len;
+    } else if (aimsi_secret_hex(j->handle) != AIMS_OK) {
+        aimsi_free(j);
+        return aimsi_work_fail(w, AIMS_E_BACKEND, "submit: %s", aims_errmsg());
+    } else {
+        j->handle_len = AIMSI_SECRET_HEX;
+    }
+    char handle[TRAIN_HANDLE_MAX + 1];
+    size_t handle_len = j->handle_len;
+    memcpy(handle, j->handle, handle_len);
     j->loss = NAN;
     j->metric = NAN;
     submit_in in;
@@ -843,8 +667,12 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
     pthread_mutex_lock(&ti->mu);
     const train_job *raced = job_find(ti, id, id_len);
     int reply = JOB_QUEUED;
+    int give = 1;
     if (raced != NULL) {
         reply = raced->state;
+        give = job_handle_ok(raced, w->req);
+        memcpy(handle, raced->handle, raced->handle_len); /* the job that won */
+        handle_len = raced->handle_len;
     } else if (ti->stopping) {
         rc = aimsi_err(NULL, AIMS_E_CLOSED, "submit: the train service is stopping");
     } else if (ti->queued >= TRAIN_QUEUE_MAX) {
@@ -878,7 +706,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
     if (rc != AIMS_OK) {
         return aimsi_work_fail(w, rc, "%s", aims_errmsg());
     }
-    return reply_state(w, reply);
+    return reply_state_handle(w, reply, give ? handle : NULL, handle_len);
 }
 
 /* ---- status / result / cancel -------------------------------------------------------------- */
@@ -893,6 +721,10 @@ static aims_status do_status(train_impl *ti, aimsi_work *w)
     if (j == NULL) {
         pthread_mutex_unlock(&ti->mu);
         return aimsi_work_fail(w, AIMS_E_NOTFOUND, "status: no job %.*s", (int)id_len, id);
+    }
+    if (!job_handle_ok(j, w->req)) {
+        pthread_mutex_unlock(&ti->mu);
+        return JOB_DENIED(w, "status", id, id_len);
     }
     const int state = j->state;
     const int32_t epoch = j->epoch;
@@ -934,6 +766,8 @@ static aims_status do_result(train_impl *ti, aimsi_work *w)
     aims_status rc = AIMS_OK;
     if (j == NULL) {
         rc = aimsi_work_fail(w, AIMS_E_NOTFOUND, "result: no job %.*s", (int)id_len, id);
+    } else if (!job_handle_ok(j, w->req)) {
+        rc = JOB_DENIED(w, "result", id, id_len);
     } else if (j->state != JOB_DONE) {
         rc = aimsi_work_fail(w, AIMS_E_STATE, "result: job %.*s is %s%s%s", (int)id_len, id,
                   names[j->state], j->err[0] != '\0' ? ": " : "", j->err);
@@ -959,6 +793,10 @@ static aims_status do_cancel(train_impl *ti, aimsi_work *w)
     if (j == NULL) {
         pthread_mutex_unlock(&ti->mu);
         return aimsi_work_fail(w, AIMS_E_NOTFOUND, "cancel: no job %.*s", (int)id_len, id);
+    }
+    if (!job_handle_ok(j, w->req)) {
+        pthread_mutex_unlock(&ti->mu);
+        return JOB_DENIED(w, "cancel", id, id_len);
     }
     if (j->state == JOB_QUEUED) {
         queue_remove(ti, j);

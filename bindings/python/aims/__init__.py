@@ -71,7 +71,7 @@ __all__ = [
     "param_info", "HAVE_NUMPY", "Model", "Trainer", "Eval", "Bundle", "METRICS", "STATS",
     "Registry", "Balancer", "Health", "Metrics", "LB_POLICIES", "EVENTS", "HEALTH_STATES",
     "Msg", "Node", "Service", "Client", "Tensor", "DTYPES", "SVC_STATS", "TRAIN_STATES",
-    "request_deadline_ns",
+    "request_deadline_ns", "Policy", "AUDIT_ACTIONS",
 ]
 
 HAVE_NUMPY = _np is not None
@@ -109,7 +109,7 @@ class AimsError(Exception):
     ``ERRORS``), so callers may catch the matching Python built-in:
     ``except FileNotFoundError`` / ``LookupError`` (AIMS_E_NOTFOUND),
     ``ValueError`` (INVAL, RANGE, CORRUPT), ``OSError`` (IO), ``TimeoutError``,
-    ``MemoryError``, ``NotImplementedError`` (UNSUPPORTED), ``RuntimeError``
+    ``MemoryError``, ``PermissionError`` (DENIED), ``NotImplementedError`` (UNSUPPORTED), ``RuntimeError``
     (MISUSE, STATE, BACKEND, INTERNAL). CANCELLED, OVERLOADED, CLOSED and EXISTS
     have no built-in that means the same thing and subclass AimsError only.
     ``except AimsError`` catches them all; ``err.code`` stays the exact status.
@@ -156,6 +156,7 @@ _BUILTIN_BASES = {
     "AIMS_E_BACKEND": (RuntimeError,),
     "AIMS_E_TIMEOUT": (TimeoutError,),
     "AIMS_E_INTERNAL": (RuntimeError,),
+    "AIMS_E_DENIED": (PermissionError,),
 }
 
 
@@ -2461,6 +2462,73 @@ def _registry_ptr(registry):
     return registry._ptr
 
 
+#: Audited actions (aims_audit_action), by value.
+AUDIT_ACTIONS = {1: "join", 2: "register", 3: "deregister", 4: "denied", 5: "train_submit",
+                 6: "model_swap", 7: "result"}
+
+
+class Policy(_Handle):
+    """Authorization policy (aims_policy; file format in docs/POLICY.md).
+
+    >>> pol = Policy(text="allow uid:1000 call echo/*\\n")
+    >>> pol.check("uid:1000", "call", "echo/ping")      # True
+    >>> node.set_policy(pol)                            # deny by default from now on
+    """
+
+    _kind = "Policy"
+
+    def __init__(self, path=None, text=None, name=None):
+        self._adopt(_new_handle(_c.aims_policy_create), _c.aims_policy_destroy)
+        if path is not None:
+            self.load_file(path)
+        if text is not None:
+            self.load_string(text, name)
+
+    def _call(self, fn, *args):
+        ptr = self._ptr
+        _check(fn(ptr, *args), _c.aims_policy_errmsg, ptr)
+        return self
+
+    def load_file(self, path):
+        """Add the rules of a policy file (all or nothing; errors name file:line)."""
+        return self._call(_c.aims_policy_load_file, _path(path))
+
+    def load_string(self, text, name=None):
+        """Add the rules of policy text; ``name`` is used in error messages."""
+        return self._call(_c.aims_policy_load_string, str(text).encode("utf-8"),
+                          None if name is None else str(name).encode("utf-8"))
+
+    def check(self, identity, action, resource):
+        """True when ``identity`` may do ``action`` on ``resource``."""
+        rc = _c.aims_policy_check(self._ptr, str(identity).encode("utf-8"),
+                                  str(action).encode("utf-8"), str(resource).encode("utf-8"))
+        if rc == AIMS_E_DENIED:
+            return False
+        _check(rc)
+        return True
+
+    def set_jwt_hs256(self, key):
+        """Accept HS256 bearer tokens signed with ``key`` (bytes, 32..1024)."""
+        key = bytes(key)
+        return self._call(_c.aims_policy_set_jwt_hs256, key, len(key))
+
+    def set_jwt_es256(self, pem):
+        """Accept ES256 bearer tokens verified with a PEM P-256 public key."""
+        return self._call(_c.aims_policy_set_jwt_es256, str(pem).encode("ascii"))
+
+    def set_jwt_claims(self, audience=None, issuer=None, leeway_s=30):
+        """Require these aud/iss claims (None: unchecked); clock skew in seconds."""
+        enc = lambda v: None if v is None else str(v).encode("utf-8")
+        return self._call(_c.aims_policy_set_jwt_claims, enc(audience), enc(issuer),
+                          int(leeway_s))
+
+    def verify_token(self, token):
+        """Verify a compact JWT; returns the identity it proves ("jwt:<sub>")."""
+        buf = ctypes.create_string_buffer(256)
+        _check(_c.aims_policy_verify_token(self._ptr, str(token).encode("ascii"), buf, 256))
+        return buf.value.decode("utf-8")
+
+
 class Node(_Handle):
     """A node (aims_node): hosts services on worker threads; many may live in one
     process.
@@ -2553,6 +2621,33 @@ class Node(_Handle):
     def join(self, url):
         """Register this node's services in the registry hosted at ``url``."""
         self._call(_c.aims_node_join, str(url).encode("utf-8"))
+        return self
+
+    def set_policy(self, policy):
+        """Enforce ``policy`` (a Policy, kept alive by the node; None: no policy)."""
+        self._call(_c.aims_node_set_policy, None if policy is None else policy._ptr)
+        if policy is not None:
+            self._keep.append(policy._owner)
+        return self
+
+    def set_audit(self, fn):
+        """Call ``fn(event)`` for every audit event (a dict: unix_ms, action,
+        identity, peer, resource, status, detail) on a node thread; None: off."""
+        if fn is None:
+            self._call(_c.aims_node_set_audit, None, None)
+            return self
+
+        def trampoline(user, unix_ms, action, identity, peer, resource, status, detail):
+            try:
+                fn({"unix_ms": unix_ms, "action": AUDIT_ACTIONS.get(action, "?"),
+                    "identity": _decode(identity), "peer": _decode(peer),
+                    "resource": _decode(resource), "status": status,
+                    "detail": _decode(detail)})
+            except Exception:  # never unwind into C
+                pass
+        cb = _lib.audit_fn(trampoline)
+        self._call(_c.aims_node_set_audit, ctypes.cast(cb, ctypes.c_void_p), None)
+        self._keep.append(cb)
         return self
 
     @property

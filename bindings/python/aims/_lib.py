@@ -253,6 +253,12 @@ handler_fn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ct
 done_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
                            ctypes.c_char_p)
 dtype = ctypes.c_int           # aims_dtype (enum)
+# aims_audit_fn: void (*)(void *user, int64_t unix_ms, aims_audit_action action,
+#                         const char *identity, const char *peer, const char *resource,
+#                         aims_status status, const char *detail)
+audit_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int,
+                            ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int,
+                            ctypes.c_char_p)
 
 #: The service API (nodes, services, clients, messages). Its implementation lands
 #: piece by piece, so a symbol joins PROTOTYPES only when the loaded library
@@ -326,6 +332,22 @@ SVC_PROTOTYPES = {
     "aims_tls_config_errmsg": (cstr, [handle]),
     "aims_node_set_tls": (status, [handle, handle]),
     "aims_client_set_tls": (status, [handle, handle]),
+    # aims_policy.h: authorization policy, JWT bearer tokens, audit
+    "aims_policy_create": (status, [handle_out]),
+    "aims_policy_destroy": (None, [handle]),
+    "aims_policy_load_file": (status, [handle, cstr]),
+    "aims_policy_load_string": (status, [handle, cstr, cstr]),
+    "aims_policy_check": (status, [handle, cstr, cstr, cstr]),
+    "aims_policy_errmsg": (cstr, [handle]),
+    "aims_policy_set_jwt_hs256": (status, [handle, ctypes.c_void_p, size_t]),
+    "aims_policy_set_jwt_es256": (status, [handle, cstr]),
+    "aims_policy_set_jwt_claims": (status, [handle, cstr, cstr, ctypes.c_int]),
+    "aims_policy_verify_token": (status, [handle, cstr, ctypes.c_char_p, size_t]),
+    "aims_audit_action_name": (cstr, [ctypes.c_int]),
+    "aims_audit_json": (size_t, [ctypes.c_char_p, size_t, ctypes.c_int64, ctypes.c_int, cstr,
+                                 cstr, cstr, status, cstr]),
+    "aims_node_set_policy": (status, [handle, handle]),
+    "aims_node_set_audit": (status, [handle, ctypes.c_void_p, ctypes.c_void_p]),
 }
 
 #: Symbols of the model API that src/libaims.map does not list yet (their

@@ -9,6 +9,7 @@ each test class names the symbols it needs. Runs with and without numpy.
 import array
 import gc
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -696,14 +697,20 @@ class TestTrainService(ServiceCase):
         state = lambda r: int(r["state"]) if numpy is not None else r["state"].data.tolist()
         self.assertIn(state(first), (0, 1, 2))
         self.assertIn(state(again), (0, 1, 2))
+        handle = bytes(values(first["handle"]))   # the job's secret
+        self.assertEqual(len(handle), 32)
+        self.assertNotIn("handle", again)         # a resubmit never leaks it
+        with self.assertRaises(aims.AimsError) as cm:  # no handle
+            c.call("trainer", "status", {"job": "job-1"})
+        self.assertEqual(cm.exception.code, aims.AIMS_E_DENIED)
         deadline = time.monotonic() + 60
         while True:
-            st = c.call("trainer", "status", {"job": "job-1"})
+            st = c.call("trainer", "status", {"job": "job-1", "handle": handle})
             if state(st) >= 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         self.assertEqual(aims.TRAIN_STATES[state(st)], "done")
-        blob = c.call("trainer", "result", {"job": "job-1"})["bundle"]
+        blob = c.call("trainer", "result", {"job": "job-1", "handle": handle})["bundle"]
         with aims.Bundle.parse(values(blob)) as b:
             self.assertTrue(b.model.is_trained)
 
@@ -734,3 +741,64 @@ class TestHostedRegistry(ServiceCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def _hs256_token(key, claims):
+    """A compact HS256 JWT made with the standard library (hmac, base64)."""
+    import base64
+    import hashlib
+    import hmac
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = b64(hmac.new(key, head + b"." + body, hashlib.sha256).digest())
+    return (head + b"." + body + b"." + sig).decode()
+
+
+@needs(*SVC_SYMBOLS, "aims_policy_create", "aims_node_set_policy", "aims_node_set_audit")
+class TestPolicy(ServiceCase):
+    KEY = b"a python HS256 key, 32 bytes or more"
+
+    def test_policy_object(self):
+        with aims.Policy(text="allow uid:1000 register echo*\ndeny * call admin/*\n",
+                         name="py.policy") as pol:
+            self.assertTrue(pol.check("uid:1000", "register", "echo-1"))
+            self.assertFalse(pol.check("uid:1001", "register", "echo-1"))
+            self.assertTrue(pol.check("host", "call", "admin/x"))
+            with self.assertRaises(aims.AimsError) as cm:
+                pol.load_string("allow a regsiter b\n", "bad.policy")
+            self.assertEqual(cm.exception.code, aims.AIMS_E_CORRUPT)
+            self.assertIn("bad.policy:1", str(cm.exception))
+            pol.set_jwt_hs256(self.KEY).set_jwt_claims("aims", None, 30)
+            tok = _hs256_token(self.KEY, {"sub": "alice", "aud": "aims",
+                                          "exp": int(time.time()) + 60})
+            self.assertEqual(pol.verify_token(tok), "jwt:alice")
+            bad = _hs256_token(self.KEY, {"sub": "alice", "aud": "other",
+                                          "exp": int(time.time()) + 60})
+            with self.assertRaises(aims.AimsError) as cm:
+                pol.verify_token(bad)
+            self.assertEqual(cm.exception.code, aims.AIMS_E_DENIED)
+
+    def test_node_door(self):
+        pol = self.own(aims.Policy(text="allow uid:%d call echo/ping\n"
+                                        "allow jwt:alice call echo/*\n" % os.getuid()))
+        pol.set_jwt_hs256(self.KEY)
+        events = []
+        node, _ = self.echo_node()
+        node.set_policy(pol).set_audit(events.append)
+        ipc = node.listen("ipc://" + os.path.join(self.tmp, "door.sock"))
+        tcp = node.listen("tcp://127.0.0.1:0")
+        c = self.client()
+        x = {"x": b"hi"}
+        self.assertIn("x", c.call_addr(ipc, "echo", "ping", x, timeout_ms=5000))
+        with self.assertRaises(aims.AimsError) as cm:
+            c.call_addr(tcp, "echo", "ping", x, timeout_ms=5000)
+        self.assertEqual(cm.exception.code, aims.AIMS_E_DENIED)
+        tok = _hs256_token(self.KEY, {"sub": "alice", "exp": int(time.time()) + 60})
+        reply = c.call_addr(tcp, "echo", "other", {"x": b"hi", "$auth": tok.encode()},
+                            timeout_ms=5000)
+        self.assertNotIn("$auth", reply)
+        denied = [e for e in events if e["action"] == "denied"]
+        self.assertEqual(len(denied), 1)
+        self.assertEqual(denied[0]["identity"], "anonymous")
+        self.assertTrue(denied[0]["peer"].startswith("tcp://127.0.0.1:"))

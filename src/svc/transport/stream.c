@@ -57,6 +57,7 @@
  * lock that the hooks take (close waits for a running hook to return).
  */
 #include "aimsi_stream.h"
+#include "../authz/aimsi_authz.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -1232,4 +1233,11 @@ void aimsi_stream_close(void *inst, void *conn)
     conn_link(&in->zombie_conns, c);
     pthread_mutex_unlock(&in->mu);
     wake(in);
+}
+/* For the node's door (authz.c): the socket of an accepted connection, to ask
+ * the kernel who the peer is (SO_PEERCRED, getpeername). */
+int aimsi_stream_conn_fd(void *tconn)
+{
+    const stream_conn *c = tconn;
+    return c != NULL && c->tag == TAG_CONN ? c->fd : -1;
 }

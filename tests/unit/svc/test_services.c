@@ -693,6 +693,9 @@ static aims_status train_call(void *impl, const char *method, const char *job, c
     item_init(&it, method);
     if (job != NULL) {
         add_bytes(it.req, "job", job);
+        char handle[96]; /* the caller's own job secret (>= 16 bytes) */
+        snprintf(handle, sizeof handle, "test-handle-of-%s", job);
+        add_bytes(it.req, "handle", handle);
     }
     if (spec != NULL) {
         add_x(it.req, g_x, rows, COLS);
@@ -1113,9 +1116,24 @@ static void test_node_services(void **state)
     assert_int_equal(aims_msg_add(req, "y", AIMS_DT_I32, &dy, 1, g_y, 0), AIMS_OK);
     add_bytes(req, "spec", "kind=softmax\nepochs=3\nlr=0.001\nbatch=16");
     assert_int_equal(node_call(n, "trainer", "submit", req, reply, err, sizeof err), AIMS_OK);
+    char handle[AIMSI_SECRET_HEX + 1];
+    {
+        const char *hp = NULL;
+        size_t hn = 0;
+        assert_int_equal(aimsi_msg_bytes(reply, "handle", &hp, &hn), AIMS_OK);
+        assert_int_equal(hn, AIMSI_SECRET_HEX);
+        memcpy(handle, hp, hn);
+        handle[hn] = '\0';
+    }
+    /* a repeated submit without the handle gets the state, never the handle */
     assert_int_equal(node_call(n, "trainer", "submit", req, reply, err, sizeof err), AIMS_OK);
+    assert_int_not_equal(aims_msg_find(reply, "handle", &(size_t){0}), AIMS_OK);
     aims_msg_clear(req);
     add_bytes(req, "job", "node-job");
+    /* status without the handle is refused */
+    assert_int_equal(node_call(n, "trainer", "status", req, reply, err, sizeof err), AIMS_E_DENIED);
+    assert_non_null(strstr(err, "handle"));
+    add_bytes(req, "handle", handle);
     int32_t jstate = 0;
     for (int i = 0; i < 60000 && jstate < 2; i++) {
         assert_int_equal(node_call(n, "trainer", "status", req, reply, err, sizeof err), AIMS_OK);

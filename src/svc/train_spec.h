@@ -1,0 +1,42 @@
+/*
+ * train_spec.h -- private to svc_train.c and train_spec.c: the parsed "spec"
+ * of a train submit (model kind, layer widths, trainer parameters).
+ */
+#ifndef AIMSI_TRAIN_SPEC_H
+#define AIMSI_TRAIN_SPEC_H
+
+#include "aimsi_svc.h"
+
+#define TRAIN_SPEC_MAX 65536
+#define TRAIN_MAX_HIDDEN 16
+#define TRAIN_MAX_PARAMS 64
+#define TRAIN_MAX_UNITS 1048576
+
+#define SPEC_BAD(...) aimsi_err(NULL, AIMS_E_INVAL, "spec: " __VA_ARGS__)
+
+typedef struct spec_param {
+    aims_param param;
+    aims_param_type type;
+    int64_t i;
+    double f;
+    char key[48];
+} spec_param;
+
+typedef struct train_spec {
+    aims_model_kind kind;
+    size_t hidden[TRAIN_MAX_HIDDEN];
+    size_t n_hidden;
+    int has_hidden;
+    aims_activation act;
+    int has_act;
+    size_t classes;
+    spec_param params[TRAIN_MAX_PARAMS];
+    size_t n_params;
+} train_spec;
+
+/* Parse the "spec" bytes: key=value separated by newlines or blanks, '#'
+ * starts a comment that runs to the end of the line. AIMS_E_INVAL names the
+ * bad key or value. */
+aims_status aimsi_train_spec_parse(const char *bytes, size_t len, train_spec *sp);
+
+#endif
