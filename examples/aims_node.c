@@ -106,7 +106,7 @@ static void usage(void)
             "                 [--workers N] [--heartbeat-ms N] [--max-frame BYTES]\n"
             "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n"
             "                 [--tls-ca FILE|DIR --tls-cert FILE --tls-key FILE]\n"
-            "                 [--tls-peer NAME ...] [--insecure]\n");
+            "                 [--tls-peer NAME ...] [--insecure]\n"
             "                 [--policy FILE] [--audit FILE]\n");
 }
 
@@ -358,6 +358,9 @@ static int setup_tls(daemon_state *st, const options *o)
     rc = aims_node_set_tls(st->node, cfg);
     aims_tls_config_destroy(cfg); /* the node keeps its own reference */
     CHECK(st, rc, "--tls-ca");
+    return 0;
+}
+
 /* --audit: one JSON line per event, flushed (the hook runs one event at a time). */
 static void audit_line(void *user, int64_t unix_ms, aims_audit_action action,
                        const char *identity, const char *peer, const char *resource,
