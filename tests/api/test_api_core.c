@@ -136,7 +136,7 @@ static void test_status_name_every_row_of_the_map(void **state)
     }
     assert_int_equal(named, rows);
     assert_null(aims_status_name((aims_status)-1));
-    assert_null(aims_status_name((aims_status)17));
+    assert_null(aims_status_name((aims_status)18));
     assert_string_equal(aims_status_name(AIMS_E_NOMEM), "AIMS_E_NOMEM");
 }
 
