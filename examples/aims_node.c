@@ -8,6 +8,7 @@
  *             [--train NAME] [--echo NAME] [--slow-us N]
  *             [--workers N] [--heartbeat-ms N] [--max-frame BYTES]
  *             [--queue-cap N] [--concurrency N] [--inline 0|1]
+ *             [--http HOST:PORT [--http-insecure]]
  *
  * Every service flag may repeat. Once every service is started the daemon
  * prints one line "ready <first-address>" on stdout (flushed): that is the
@@ -37,6 +38,7 @@
 #include <unistd.h>
 
 #include <aims/aims_svc.h>
+#include <aims/aims_http.h>
 
 #define MAX_LISTEN 8
 #define MAX_SERVICES 32
@@ -59,6 +61,8 @@ typedef struct options {
     svc_spec svc[MAX_SERVICES];
     size_t n_svc;
     int64_t slow_us, workers, heartbeat_ms, max_frame, queue_cap, concurrency, inline_run;
+    const char *http; /* --http: KServe v2 / metrics front door address */
+    int http_insecure;
 } options;
 
 /* Objects the daemon created, released in reverse order by teardown(). */
@@ -69,6 +73,7 @@ typedef struct daemon_state {
     size_t n_svc, n_started;
     aims_bundle *bundle[MAX_SERVICES];
     aims_pipeline *pipeline[MAX_SERVICES];
+    aims_http *http;
 } daemon_state;
 
 static int64_t g_slow_us; /* read-only once services start */
@@ -81,7 +86,8 @@ static void usage(void)
             "                 [--infer NAME=BUNDLE] [--preprocess NAME=PIPELINE]\n"
             "                 [--train NAME] [--echo NAME] [--slow-us N]\n"
             "                 [--workers N] [--heartbeat-ms N] [--max-frame BYTES]\n"
-            "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n");
+            "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n"
+            "                 [--http HOST:PORT [--http-insecure]]\n");
 }
 
 /* Parse a non-negative decimal integer; 0 on success. */
@@ -133,6 +139,9 @@ static int parse_flag(options *o, const char *flag, const char *val)
             return -1;
         }
         o->listen[o->n_listen++] = val;
+    } else if (strcmp(flag, "--http") == 0) {
+        o->http = val;
+        return 0;
     } else if (strcmp(flag, "--join") == 0) {
         o->join = val;
     } else if (strcmp(flag, "--infer") == 0) {
@@ -176,6 +185,10 @@ static int parse_args(int argc, char **argv, options *o)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--host-registry") == 0) {
             o->host_registry = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--http-insecure") == 0) {
+            o->http_insecure = 1;
             continue;
         }
         if (strcmp(argv[i], "--help") == 0 || i + 1 >= argc) {
@@ -315,6 +328,33 @@ static int start(daemon_state *st, const options *o)
     return 0;
 }
 
+/* The HTTP front door (--http): started after the services, so its
+ * readiness probe turns 200 once they are registered; prints its URL on the
+ * line after "ready". */
+static int start_http(daemon_state *st, const options *o)
+{
+    aims_status rc = aims_http_create(st->node, &st->http);
+    if (rc == AIMS_OK) {
+        rc = aims_http_set_listen(st->http, o->http);
+    }
+    if (rc == AIMS_OK && o->http_insecure) {
+        rc = aims_http_set_param_i64(st->http, AIMS_HTTP_INSECURE, 1);
+    }
+    if (rc == AIMS_OK) {
+        rc = aims_http_start(st->http);
+    }
+    char url[128];
+    if (rc == AIMS_OK) {
+        rc = aims_http_url(st->http, url, sizeof url, NULL);
+    }
+    if (rc != AIMS_OK) {
+        fprintf(stderr, "aims_node: --http %s: %s\n", o->http, aims_errmsg());
+        return -1;
+    }
+    printf("http %s\n", url);
+    return 0;
+}
+
 /* aims_service_stop on its own thread: every service drains at once, so the
  * shutdown takes one drain (grace + in-flight work), not one per service. */
 static void *stop_main(void *arg)
@@ -344,6 +384,7 @@ static void teardown(daemon_state *st)
             pthread_join(tid[i], NULL);
         }
     }
+    aims_http_destroy(st->http); /* readiness said 503 during the drain; now close */
     aims_node_destroy(st->node); /* services belong to the node */
     for (size_t i = 0; i < MAX_SERVICES; i++) {
         aims_bundle_destroy(st->bundle[i]);
@@ -385,6 +426,10 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("ready %s\n", addr);
+    if (opt.http != NULL && start_http(&st, &opt) != 0) {
+        teardown(&st);
+        return 1;
+    }
     fflush(stdout);
 
     int sig = 0;

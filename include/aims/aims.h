@@ -20,5 +20,6 @@
 #include "aims_model.h"
 #include "aims_orch.h"
 #include "aims_svc.h"
+#include "aims_http.h"
 
 #endif /* AIMS_H */

@@ -1,0 +1,87 @@
+/*
+ * aimsi_http.h -- internals of the HTTP front door (src/svc/http/).
+ *
+ *   http_server.c   the aims_http object on libmicrohttpd: limits, routing,
+ *                   suspend/resume around the node dispatch (aimsi_dispatch.h)
+ *   http_kserve.c   Open Inference Protocol JSON: request decoding into an
+ *                   aims_msg (cJSON), reply / metadata / error encoding
+ *   http_metrics.c  GET /metrics (Prometheus text) and GET / (status page)
+ *   http_buf.c      a growable byte buffer (aimsi_malloc) for response bodies
+ *
+ * Only these files include <microhttpd.h> or <cjson/cJSON.h> (DESIGN.md §1).
+ */
+#ifndef AIMSI_HTTP_H
+#define AIMSI_HTTP_H
+
+#include "aims/aims_http.h"
+#include "../aimsi_dispatch.h"
+
+/* ---- growable buffer (http_buf.c) ------------------------------------------ */
+
+typedef struct aimsi_hbuf {
+    char *p;     /* aimsi_malloc'd, NUL-terminated while len < cap */
+    size_t len;
+    size_t cap;
+    int failed;  /* an append ran out of memory: contents are truncated */
+} aimsi_hbuf;
+
+void aimsi_hbuf_add(aimsi_hbuf *b, const void *data, size_t n);
+void aimsi_hbuf_str(aimsi_hbuf *b, const char *s);
+void aimsi_hbuf_printf(aimsi_hbuf *b, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* A JSON string literal (quotes included) of n bytes of s, escaped. */
+void aimsi_hbuf_json_str(aimsi_hbuf *b, const char *s, size_t n);
+/* The same for HTML text. */
+void aimsi_hbuf_html(aimsi_hbuf *b, const char *s);
+void aimsi_hbuf_free(aimsi_hbuf *b);
+
+/* ---- KServe v2 JSON (http_kserve.c) ------------------------------------------ */
+
+/* Largest "id" echoed back. */
+#define AIMSI_KSERVE_MAX_ID 256
+
+/* What a decoded infer request asked for besides its tensors. */
+typedef struct aimsi_kserve_req {
+    char id[AIMSI_KSERVE_MAX_ID + 1];
+    int has_id;
+    int what;           /* 0 class ids, 1 scores, 2 probabilities (the "output" tensor) */
+    int want_y;         /* 1 unless "outputs" was given and omits "y" */
+} aimsi_kserve_req;
+
+/* Decode a KServe v2 JSON infer request for the infer service described by d
+ * into out (cleared first; tensors owned by out): "x" f32 [rows, cols] or
+ * "text" BYTES documents joined by '\n', plus the i32 "output" selector.
+ * Returns AIMS_OK or AIMS_E_INVAL/AIMS_E_RANGE/AIMS_E_NOMEM with a message
+ * for the client in err. Never reads past body[len]. */
+aims_status aimsi_kserve_decode(const char *body, size_t len, const aimsi_infer_desc *d,
+                                aims_msg *out, aimsi_kserve_req *rq, char *err, size_t err_cap);
+
+/* {"model_name":..., "model_version":..., "id":..., "outputs":[...]} from an
+ * infer reply ("y"). */
+aims_status aimsi_kserve_encode_reply(aimsi_hbuf *b, const char *model, const char *version,
+                                      const aimsi_kserve_req *rq, const aims_msg *reply);
+
+/* Model metadata of an infer service. */
+void aimsi_kserve_model_meta(aimsi_hbuf *b, const aimsi_svc_view *v, const aimsi_infer_desc *d,
+                             const char *const *versions, size_t n_versions);
+
+/* {"error": "..."} */
+void aimsi_kserve_error(aimsi_hbuf *b, const char *text);
+
+/* ---- metrics and status page (http_metrics.c) ------------------------------ */
+
+/* Counters of the front door itself, read by the metrics scrape. */
+typedef struct aimsi_http_counters {
+    _Atomic uint64_t requests;       /* HTTP requests answered */
+    _Atomic uint64_t by_class[6];    /* by status class: index = code / 100 */
+    _Atomic uint64_t infer_ok, infer_fail;
+    _Atomic int64_t open_conns;
+} aimsi_http_counters;
+
+void aimsi_http_metrics(aimsi_hbuf *b, aims_node *n, const aimsi_http_counters *c);
+void aimsi_http_status_page(aimsi_hbuf *b, aims_node *n);
+
+#endif /* AIMSI_HTTP_H */
