@@ -1,0 +1,162 @@
+/*
+ * test_api_http.c -- black-box tests of the HTTP front door (aims_http.h)
+ * through libaims.so, with curl as the client: misuse and parameter checks,
+ * the loopback rule, start/stop/restart, and readiness following the node's
+ * services (503 before a service is started and registered, 200 after, 503
+ * again once it stopped). Every request the server handled must have been
+ * freed (the counting allocator's teardown check). Skipped when the library
+ * was built without HTTP.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <aims/aims.h>
+
+#include "testalloc.h"
+
+static int have_http(void)
+{
+    aims_node *n = NULL;
+    aims_http *h = NULL;
+    assert_int_equal(aims_node_create("probe", &n), AIMS_OK);
+    const aims_status st = aims_http_create(n, &h);
+    aims_http_destroy(h);
+    aims_node_destroy(n);
+    return st != AIMS_E_UNSUPPORTED;
+}
+
+/* HTTP status of GET url+path via curl, body into body (may be NULL). */
+static int curl_get(const char *url, const char *path, char *body, size_t cap)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "curl -s -m 10 -w '\\n%%{http_code}' '%s%s'", url, path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char buf[4096];
+    const size_t n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = '\0';
+    pclose(p);
+    char *nl = strrchr(buf, '\n');
+    assert_non_null(nl);
+    *nl = '\0';
+    if (body != NULL) {
+        snprintf(body, cap, "%s", buf);
+    }
+    return atoi(nl + 1);
+}
+
+static aims_status echo(void *user, const char *method, const aims_msg *req, aims_msg *reply,
+                        uint64_t deadline_ns)
+{
+    (void)user;
+    (void)method;
+    (void)req;
+    (void)reply;
+    (void)deadline_ns;
+    return AIMS_OK;
+}
+
+static void test_api_http_misuse_and_params(void **state)
+{
+    (void)state;
+    if (!have_http()) {
+        skip();
+    }
+    aims_node *n = NULL;
+    aims_http *h = NULL;
+    assert_int_equal(aims_node_create("http-params", &n), AIMS_OK);
+    assert_int_equal(aims_http_create(NULL, &h), AIMS_E_MISUSE);
+    assert_int_equal(aims_http_create(n, NULL), AIMS_E_MISUSE);
+    assert_int_equal(aims_http_create((aims_node *)(void *)&h, &h), AIMS_E_MISUSE);
+    assert_int_equal(aims_http_create(n, &h), AIMS_OK);
+    char url[64];
+    assert_int_equal(aims_http_url(h, url, sizeof url, NULL), AIMS_E_STATE);
+    assert_int_equal(aims_http_set_param_i64(h, AIMS_HTTP_MAX_BODY, 10), AIMS_E_RANGE);
+    assert_int_equal(aims_http_set_param_i64(h, AIMS_NODE_WORKERS, 1), AIMS_E_UNSUPPORTED);
+    assert_int_equal(aims_http_set_param_i64(h, AIMS_HTTP_THREADS, 1), AIMS_OK);
+    assert_int_equal(aims_http_set_listen(h, "no-port"), AIMS_E_INVAL);
+    assert_int_equal(aims_http_set_listen(h, "10.1.2.3:0"), AIMS_OK);
+    assert_int_equal(aims_http_start(h), AIMS_E_STATE); /* not loopback, not insecure */
+    assert_non_null(strstr(aims_http_errmsg(h), "AIMS_HTTP_INSECURE"));
+    assert_int_equal(aims_http_set_listen(h, "example.org:80"), AIMS_OK);
+    assert_int_equal(aims_http_start(h), AIMS_E_INVAL);
+    assert_int_equal(aims_http_set_listen(h, "127.0.0.1:0"), AIMS_OK);
+    assert_int_equal(aims_http_start(h), AIMS_OK);
+    assert_int_equal(aims_http_start(h), AIMS_E_STATE);
+    assert_int_equal(aims_http_set_param_i64(h, AIMS_HTTP_THREADS, 2), AIMS_E_STATE);
+    assert_int_equal(aims_http_url(h, url, 8, NULL), AIMS_E_RANGE);
+    size_t len = 0;
+    assert_int_equal(aims_http_url(h, url, sizeof url, &len), AIMS_OK);
+    assert_int_equal(strncmp(url, "http://127.0.0.1:", 17), 0);
+    assert_int_equal(len, strlen(url));
+    assert_int_equal(curl_get(url, "/v2/health/live", NULL, 0), 200);
+    aims_http_stop(h);
+    aims_http_stop(h); /* idempotent */
+    assert_int_equal(aims_http_start(h), AIMS_OK); /* restart */
+    assert_int_equal(aims_http_url(h, url, sizeof url, NULL), AIMS_OK);
+    assert_int_equal(curl_get(url, "/v2/health/live", NULL, 0), 200);
+    aims_http_destroy(h);
+    aims_http_destroy(NULL);
+    aims_node_destroy(n);
+}
+
+static void test_api_http_ready_follows_services(void **state)
+{
+    (void)state;
+    if (!have_http()) {
+        skip();
+    }
+    aims_node *n = NULL;
+    aims_registry *r = NULL;
+    aims_service *s = NULL;
+    aims_http *h = NULL;
+    char url[64], body[4096];
+    assert_int_equal(aims_registry_create(&r), AIMS_OK);
+    assert_int_equal(aims_node_create("http-ready", &n), AIMS_OK);
+    assert_int_equal(aims_node_set_param_i64(n, AIMS_NODE_DRAIN_GRACE_MS, 1), AIMS_OK);
+    assert_int_equal(aims_node_listen(n, "inproc://http-ready"), AIMS_OK);
+    assert_int_equal(aims_node_set_registry(n, r), AIMS_OK);
+    assert_int_equal(aims_http_create(n, &h), AIMS_OK);
+    assert_int_equal(aims_http_start(h), AIMS_OK);
+    assert_int_equal(aims_http_url(h, url, sizeof url, NULL), AIMS_OK);
+    /* no services yet */
+    assert_int_equal(curl_get(url, "/v2/health/ready", body, sizeof body), 503);
+    assert_non_null(strstr(body, "\"error\""));
+    assert_int_equal(curl_get(url, "/v2/health/live", NULL, 0), 200);
+    /* added, not started: not ready */
+    assert_int_equal(aims_service_add_handler(n, "echo", echo, NULL, &s), AIMS_OK);
+    assert_int_equal(curl_get(url, "/v2/health/ready", body, sizeof body), 503);
+    assert_non_null(strstr(body, "not started"));
+    /* started and registered: ready */
+    assert_int_equal(aims_service_start(s), AIMS_OK);
+    assert_int_equal(curl_get(url, "/v2/health/ready", body, sizeof body), 200);
+    /* a handler service is not a model */
+    assert_int_equal(curl_get(url, "/v2/models/echo", body, sizeof body), 404);
+    assert_int_equal(curl_get(url, "/metrics", body, sizeof body), 200);
+    assert_non_null(strstr(body, "aims_model_running{model=\"echo\""));
+    assert_int_equal(curl_get(url, "/", body, sizeof body), 200);
+    assert_non_null(strstr(body, "echo"));
+    /* stopped: not ready again */
+    assert_int_equal(aims_service_stop(s, 1000), AIMS_OK);
+    assert_int_equal(curl_get(url, "/v2/health/ready", body, sizeof body), 503);
+    aims_http_destroy(h);
+    aims_node_destroy(n);
+    aims_registry_destroy(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_api_http_misuse_and_params, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_api_http_ready_follows_services, ta_setup,
+                                        ta_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
