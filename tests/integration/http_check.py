@@ -132,6 +132,31 @@ r = s.post(URL + "/v2/models/clf/infer", json={
 check(r.status_code == 200 and abs(sum(r.json()["outputs"][0]["data"]) - 1.0) < 1e-5,
       "requests: UINT8 with per-output probabilities")
 
+# ---- binary tensor extension: same scores as native and JSON ------------------------
+import struct
+hdr = json.dumps({"inputs": [{"name": "x", "shape": [rows, cols], "datatype": "FP32",
+                              "parameters": {"binary_data_size": 4 * rows * cols}}],
+                  "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+                  "parameters": {"output": "scores"}}).encode()
+r = s.post(URL + "/v2/models/clf/versions/1/infer", data=hdr + struct.pack("<%df" % len(flat), *flat),
+           headers={"Content-Type": "application/octet-stream",
+                    "Inference-Header-Content-Length": str(len(hdr))})
+ok = r.status_code == 200 and "Inference-Header-Content-Length" in r.headers
+if ok:
+    jl = int(r.headers["Inference-Header-Content-Length"])
+    meta_out = json.loads(r.content[:jl])["outputs"][0]
+    raw_y = r.content[jl:]
+    vals = list(struct.unpack("<%df" % (len(raw_y) // 4), raw_y))
+    ok = meta_out["parameters"]["binary_data_size"] == len(raw_y) and \
+        [float("%.9g" % v) for v in vals] == native["scores"]
+check(ok, "binary in + binary out: same scores as native (%d %s)" % (r.status_code, r.content[:120]))
+r = s.post(URL + "/v2/models/clf/infer", data=hdr + b"\0" * 3,
+           headers={"Inference-Header-Content-Length": str(len(hdr))})
+check(r.status_code == 400, "binary: wrong binary_data_size -> 400 %s" % r.text)
+r = s.post(URL + "/v2/models/clf/infer", data=hdr,
+           headers={"Inference-Header-Content-Length": str(len(hdr) + 10)})
+check(r.status_code == 400, "binary: header length past the body -> 400 %s" % r.text)
+
 # ---- hostile HTTP: each a clear 4xx, the server keeps serving ----------------------------
 def post(body, ctype="application/json"):
     return requests.post(URL + "/v2/models/clf/infer", data=body,

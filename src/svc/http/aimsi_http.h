@@ -49,20 +49,27 @@ typedef struct aimsi_kserve_req {
     int has_id;
     int what;           /* 0 class ids, 1 scores, 2 probabilities (the "output" tensor) */
     int want_y;         /* 1 unless "outputs" was given and omits "y" */
+    int binary;         /* reply "y" as raw bytes after the JSON (binary extension) */
 } aimsi_kserve_req;
 
 /* Decode a KServe v2 JSON infer request for the infer service described by d
  * into out (cleared first; tensors owned by out): "x" f32 [rows, cols] or
  * "text" BYTES documents joined by '\n', plus the i32 "output" selector.
+ * body[0..json_len) is the JSON; body[json_len..len) the binary tensor
+ * extension's data (json_len == len without it: the
+ * Inference-Header-Content-Length header).
  * Returns AIMS_OK or AIMS_E_INVAL/AIMS_E_RANGE/AIMS_E_NOMEM with a message
  * for the client in err. Never reads past body[len]. */
-aims_status aimsi_kserve_decode(const char *body, size_t len, const aimsi_infer_desc *d,
-                                aims_msg *out, aimsi_kserve_req *rq, char *err, size_t err_cap);
+aims_status aimsi_kserve_decode(const char *body, size_t len, size_t json_len,
+                                const aimsi_infer_desc *d, aims_msg *out, aimsi_kserve_req *rq,
+                                char *err, size_t err_cap);
 
 /* {"model_name":..., "model_version":..., "id":..., "outputs":[...]} from an
- * infer reply ("y"). */
+ * infer reply ("y"). With rq->binary the raw f32 bytes follow the JSON and
+ * *json_len is the JSON's length (else 0). */
 aims_status aimsi_kserve_encode_reply(aimsi_hbuf *b, const char *model, const char *version,
-                                      const aimsi_kserve_req *rq, const aims_msg *reply);
+                                      const aimsi_kserve_req *rq, const aims_msg *reply,
+                                      size_t *json_len);
 
 /* Model metadata of an infer service. */
 void aimsi_kserve_model_meta(aimsi_hbuf *b, const aimsi_svc_view *v, const aimsi_infer_desc *d,

@@ -75,39 +75,37 @@ typedef struct walk {
     const char *bad; /* first problem */
 } walk;
 
-static void leaf(walk *w, const cJSON *v)
+/* One BYTES element (n bytes of p). */
+static void leaf_str(walk *w, const char *p, size_t n)
 {
     if (w->n >= w->cap) {
         w->n++;
         return;
     }
-    if (w->dt == DT_BYTES) {
-        if (!cJSON_IsString(v)) {
-            w->bad = "BYTES data must be strings";
-            return;
+    if (w->n > 0) {
+        aimsi_hbuf_add(w->text, "\n", 1);
+    }
+    const size_t start = w->text->len;
+    aimsi_hbuf_add(w->text, p, n);
+    for (size_t i = start; i < w->text->len && !w->text->failed; i++) {
+        if (w->text->p[i] == '\n' || w->text->p[i] == '\r') {
+            w->text->p[i] = ' ';
         }
-        if (w->n > 0) {
-            aimsi_hbuf_add(w->text, "\n", 1);
-        }
-        const size_t start = w->text->len;
-        aimsi_hbuf_str(w->text, v->valuestring);
-        for (size_t i = start; i < w->text->len && !w->text->failed; i++) {
-            if (w->text->p[i] == '\n' || w->text->p[i] == '\r') {
-                w->text->p[i] = ' ';
-            }
-        }
+    }
+    w->n++;
+}
+
+/* One numeric element, checked against the datatype. */
+static void leaf_num(walk *w, double d)
+{
+    if (w->n >= w->cap) {
         w->n++;
         return;
     }
-    if (!cJSON_IsNumber(v)) {
-        w->bad = "numeric data must be JSON numbers";
-        return;
-    }
-    const double d = v->valuedouble;
     switch (w->dt) {
     case DT_FP32:
         if (!isfinite(d) || fabs(d) > 3.4028234663852886e38) {
-            w->bad = "an FP32 value is out of range";
+            w->bad = "an FP32 value is out of range (or not finite)";
             return;
         }
         break;
@@ -136,6 +134,79 @@ static void leaf(walk *w, const cJSON *v)
         return;
     }
     w->f[w->n++] = (float)d;
+}
+
+static void leaf(walk *w, const cJSON *v)
+{
+    if (w->dt == DT_BYTES) {
+        if (!cJSON_IsString(v)) {
+            w->bad = "BYTES data must be strings";
+            return;
+        }
+        leaf_str(w, v->valuestring, strlen(v->valuestring));
+    } else if (!cJSON_IsNumber(v)) {
+        w->bad = "numeric data must be JSON numbers";
+    } else {
+        leaf_num(w, v->valuedouble);
+    }
+}
+
+/* Element size of a datatype in the binary extension (0: length-prefixed BYTES). */
+static size_t bin_size(int dt)
+{
+    return dt == DT_FP32 || dt == DT_INT32 ? 4 : dt == DT_FP64 || dt == DT_INT64 ? 8
+                                                : dt == DT_UINT8 ? 1 : 0;
+}
+
+/* The binary tensor extension: n bytes of little-endian elements (BYTES: each
+ * a u32 little-endian length, then the bytes). */
+static void walk_binary(walk *w, const uint8_t *p, size_t n)
+{
+    const size_t es = bin_size(w->dt);
+    if (es != 0 && n != w->cap * es) {
+        w->bad = "binary_data_size is not shape x element size";
+        return;
+    }
+    size_t off = 0;
+    while (off < n && w->bad == NULL) {
+        if (es == 0) {
+            if (n - off < 4) {
+                w->bad = "a BYTES element's length prefix is truncated";
+                return;
+            }
+            const uint32_t l = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 |
+                               (uint32_t)p[off + 2] << 16 | (uint32_t)p[off + 3] << 24;
+            off += 4;
+            if (l > n - off) {
+                w->bad = "a BYTES element runs past binary_data_size";
+                return;
+            }
+            leaf_str(w, (const char *)p + off, l);
+            off += l;
+            continue;
+        }
+        uint64_t u = 0;
+        for (size_t k = 0; k < es; k++) {
+            u |= (uint64_t)p[off + k] << (8 * k);
+        }
+        double d = 0;
+        if (w->dt == DT_FP32) {
+            const uint32_t u32 = (uint32_t)u;
+            float f;
+            memcpy(&f, &u32, sizeof f);
+            d = f;
+        } else if (w->dt == DT_FP64) {
+            memcpy(&d, &u, sizeof d);
+        } else if (w->dt == DT_INT32) {
+            d = (double)(int32_t)(uint32_t)u;
+        } else if (w->dt == DT_INT64) {
+            d = (double)(int64_t)u;
+        } else {
+            d = (double)u;
+        }
+        leaf_num(w, d);
+        off += es;
+    }
 }
 
 static void walk_data(walk *w, const cJSON *data, int depth)
@@ -180,7 +251,8 @@ static aims_status parse_what(const cJSON *params, aimsi_kserve_req *rq, char *e
 }
 
 static aims_status decode_input(const cJSON *in, size_t body_len, const aimsi_infer_desc *d,
-                                aims_msg *out, char *err, size_t cap)
+                                const uint8_t *bin, size_t bin_len, aims_msg *out, char *err,
+                                size_t cap)
 {
     const char *want = d->text ? "text" : "x";
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(in, "name");
@@ -188,9 +260,22 @@ static aims_status decode_input(const cJSON *in, size_t body_len, const aimsi_in
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(in, "shape");
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(in, "data");
     if (!cJSON_IsObject(in) || !cJSON_IsString(name) || !cJSON_IsString(dtn) ||
-        !cJSON_IsArray(shape) || data == NULL) {
+        !cJSON_IsArray(shape)) {
         return fail(err, cap, AIMS_E_INVAL, "each input needs \"name\", \"datatype\", "
-                                            "\"shape\" and \"data\"");
+                                            "\"shape\" and \"data\" (or binary_data_size)");
+    }
+    /* binary tensor extension: parameters.binary_data_size instead of data */
+    const cJSON *bsz = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(in, "parameters"), "binary_data_size");
+    if ((data == NULL) == (bsz == NULL)) {
+        return fail(err, cap, AIMS_E_INVAL, "an input needs exactly one of \"data\" and "
+                                            "parameters.binary_data_size");
+    }
+    if (bsz != NULL && (!cJSON_IsNumber(bsz) || bsz->valuedouble < 0 ||
+                        bsz->valuedouble != floor(bsz->valuedouble) ||
+                        bsz->valuedouble != (double)bin_len)) {
+        return fail(err, cap, AIMS_E_INVAL, "binary_data_size must equal the %zu bytes after "
+                                            "the JSON header", bin_len);
     }
     if (strcmp(name->valuestring, want) != 0) {
         return fail(err, cap, AIMS_E_INVAL, "unexpected input \"%.64s\": the model takes one "
@@ -232,7 +317,11 @@ static aims_status decode_input(const cJSON *in, size_t body_len, const aimsi_in
         }
         aimsi_hbuf text = {0};
         w.text = &text;
-        walk_data(&w, data, 0);
+        if (bsz != NULL) {
+            walk_binary(&w, bin, bin_len);
+        } else {
+            walk_data(&w, data, 0);
+        }
         if (w.bad == NULL && w.n == count && text.failed) {
             st = fail(err, cap, AIMS_E_NOMEM, "out of memory");
         } else if (w.bad == NULL && w.n == count) {
@@ -269,7 +358,11 @@ static aims_status decode_input(const cJSON *in, size_t body_len, const aimsi_in
             return fail(err, cap, st, "%s", aims_errmsg());
         }
         w.f = p;
-        walk_data(&w, data, 0);
+        if (bsz != NULL) {
+            walk_binary(&w, bin, bin_len);
+        } else {
+            walk_data(&w, data, 0);
+        }
     }
     if (st == AIMS_OK && w.bad != NULL) {
         st = fail(err, cap, AIMS_E_INVAL, "input \"%s\": %s", want, w.bad);
@@ -280,14 +373,25 @@ static aims_status decode_input(const cJSON *in, size_t body_len, const aimsi_in
     return st;
 }
 
-aims_status aimsi_kserve_decode(const char *body, size_t len, const aimsi_infer_desc *d,
-                                aims_msg *out, aimsi_kserve_req *rq, char *err, size_t err_cap)
+aims_status aimsi_kserve_decode(const char *body, size_t len, size_t json_len,
+                                const aimsi_infer_desc *d, aims_msg *out, aimsi_kserve_req *rq,
+                                char *err, size_t err_cap)
 {
     memset(rq, 0, sizeof(*rq));
     rq->want_y = 1;
     aims_msg_clear(out);
     if (body == NULL || len == 0) {
         return fail(err, err_cap, AIMS_E_INVAL, "the request body is empty (want JSON)");
+    }
+    if (json_len > len) {
+        return fail(err, err_cap, AIMS_E_INVAL, "Inference-Header-Content-Length %zu exceeds "
+                                                "the %zu-byte body", json_len, len);
+    }
+    const uint8_t *bin = (const uint8_t *)body + json_len;
+    const size_t bin_len = len - json_len;
+    len = json_len;
+    if (len == 0) {
+        return fail(err, err_cap, AIMS_E_INVAL, "the JSON header is empty");
     }
     cJSON *root = cJSON_ParseWithLength(body, len);
     if (root == NULL) {
@@ -320,6 +424,9 @@ aims_status aimsi_kserve_decode(const char *body, size_t len, const aimsi_infer_
     }
     if (st == AIMS_OK && params != NULL) {
         st = parse_what(params, rq, err, err_cap);
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(params, "binary_data_output"))) {
+            rq->binary = 1;
+        }
     }
     for (const cJSON *o = outputs != NULL ? outputs->child : NULL; st == AIMS_OK && o != NULL;
          o = o->next) {
@@ -329,6 +436,9 @@ aims_status aimsi_kserve_decode(const char *body, size_t len, const aimsi_infer_
                                                   "output \"y\"");
         } else {
             const cJSON *op = cJSON_GetObjectItemCaseSensitive(o, "parameters");
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(op, "binary_data"))) {
+                rq->binary = 1;
+            }
             if (op != NULL) {
                 st = cJSON_IsObject(op) ? parse_what(op, rq, err, err_cap)
                                         : fail(err, err_cap, AIMS_E_INVAL,
@@ -340,7 +450,7 @@ aims_status aimsi_kserve_decode(const char *body, size_t len, const aimsi_infer_
         rq->what = 1; /* regression models have scores only */
     }
     if (st == AIMS_OK) {
-        st = decode_input(inputs->child, len, d, out, err, err_cap);
+        st = decode_input(inputs->child, len + bin_len, d, bin, bin_len, out, err, err_cap);
     }
     if (st == AIMS_OK && rq->what != 0) {
         const int32_t v = rq->what;
@@ -357,7 +467,8 @@ aims_status aimsi_kserve_decode(const char *body, size_t len, const aimsi_infer_
 }
 
 aims_status aimsi_kserve_encode_reply(aimsi_hbuf *b, const char *model, const char *version,
-                                      const aimsi_kserve_req *rq, const aims_msg *reply)
+                                      const aimsi_kserve_req *rq, const aims_msg *reply,
+                                      size_t *json_len)
 {
     size_t idx = 0;
     const char *name = NULL;
@@ -383,6 +494,14 @@ aims_status aimsi_kserve_encode_reply(aimsi_hbuf *b, const char *model, const ch
     for (size_t i = 0; i < ndim; i++) {
         aimsi_hbuf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)dims[i]);
     }
+    if (rq->binary) {
+        /* binary tensor extension: the JSON says how many raw bytes follow it */
+        aimsi_hbuf_printf(b, "],\"parameters\":{\"binary_data_size\":%zu}}]}", bytes);
+        *json_len = b->len;
+        aimsi_hbuf_add(b, data, bytes); /* little-endian f32, as on x86-64 and arm64 */
+        return b->failed ? aimsi_err(NULL, AIMS_E_NOMEM, "no memory for the reply") : AIMS_OK;
+    }
+    *json_len = 0;
     aimsi_hbuf_str(b, "],\"data\":[");
     const float *f = data;
     const size_t n = bytes / sizeof(float);

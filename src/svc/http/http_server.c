@@ -32,6 +32,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
@@ -77,6 +78,8 @@ typedef struct hreq {
     unsigned code;
     int retry_after;
     aimsi_hbuf out;
+    long long ihcl;     /* request Inference-Header-Content-Length, -1 if absent */
+    size_t out_json;    /* reply: JSON length before binary data, 0 = all JSON */
 } hreq;
 
 /* ---- responses ------------------------------------------------------------ */
@@ -106,8 +109,9 @@ static void count_code(aims_http *h, unsigned code)
 }
 
 /* Queue `b` (taken over, also on failure) as the response. */
-static enum MHD_Result respond(aims_http *h, struct MHD_Connection *c, unsigned code,
-                               const char *ctype, aimsi_hbuf *b, int retry_after, int close)
+static enum MHD_Result respond_ext(aims_http *h, struct MHD_Connection *c, unsigned code,
+                                   const char *ctype, aimsi_hbuf *b, int retry_after, int close,
+                                   size_t json_len)
 {
     if (b->failed) {
         aimsi_hbuf_free(b);
@@ -137,10 +141,29 @@ static enum MHD_Result respond(aims_http *h, struct MHD_Connection *c, unsigned 
     if (close) {
         (void)MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     }
+    if (json_len > 0) {
+        char v[24];
+        snprintf(v, sizeof(v), "%zu", json_len);
+        (void)MHD_add_response_header(r, "Inference-Header-Content-Length", v);
+    }
     count_code(h, code);
     const enum MHD_Result ok = MHD_queue_response(c, code, r);
     MHD_destroy_response(r);
     return ok;
+}
+
+static enum MHD_Result respond(aims_http *h, struct MHD_Connection *c, unsigned code,
+                               const char *ctype, aimsi_hbuf *b, int retry_after, int close)
+{
+    return respond_ext(h, c, code, ctype, b, retry_after, close, 0);
+}
+
+/* The answer of an infer call (JSON, or JSON + binary data). */
+static enum MHD_Result respond_infer(hreq *r)
+{
+    return respond_ext(r->h, r->conn, r->code,
+                       r->out_json > 0 ? "application/octet-stream" : "application/json",
+                       &r->out, r->retry_after, 0, r->out_json);
 }
 
 static enum MHD_Result respond_error(aims_http *h, struct MHD_Connection *c, unsigned code,
@@ -163,10 +186,12 @@ static void infer_done(void *ctx, aims_status st, aims_msg *reply, const char *e
     hreq *r = ctx;
     aims_http *h = r->h;
     if (st == AIMS_OK && reply != NULL) {
-        st = aimsi_kserve_encode_reply(&r->out, r->model, r->version, &r->rq, reply);
+        st = aimsi_kserve_encode_reply(&r->out, r->model, r->version, &r->rq, reply,
+                                       &r->out_json);
         if (st != AIMS_OK) {
             err = aims_errmsg();
             aimsi_hbuf_free(&r->out);
+            r->out_json = 0;
         }
     }
     r->code = code_of(st);
@@ -233,8 +258,9 @@ static enum MHD_Result do_infer(hreq *r, const aimsi_svc_view *v)
         return respond_error(h, r->conn, 404, "not a model", 0);
     }
     char err[512];
-    if (aimsi_kserve_decode(r->body.p, r->body.len, &d, &r->msg, &r->rq, err, sizeof(err)) !=
-        AIMS_OK) {
+    const size_t json_len = r->ihcl >= 0 ? (size_t)r->ihcl : r->body.len;
+    if (aimsi_kserve_decode(r->body.p, r->body.len, json_len, &d, &r->msg, &r->rq, err,
+                            sizeof(err)) != AIMS_OK) {
         atomic_fetch_add(&h->ctr.infer_fail, 1);
         return respond_error(h, r->conn, 400, err, 0);
     }
@@ -254,7 +280,7 @@ static enum MHD_Result do_infer(hreq *r, const aimsi_svc_view *v)
         return MHD_YES;
     }
     pthread_mutex_unlock(&r->mu);
-    return respond(h, r->conn, r->code, "application/json", &r->out, r->retry_after, 0);
+    return respond_infer(r);
 }
 
 /* ---- routing ---------------------------------------------------------------- */
@@ -415,6 +441,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         aimsi_msg_init(&r->msg);
         pthread_mutex_init(&r->mu, NULL);
         *con_cls = r;
+        r->ihcl = -1;
+        const char *ih = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     "Inference-Header-Content-Length");
+        if (ih != NULL) {
+            char *end = NULL;
+            const long long v = strtoll(ih, &end, 10);
+            r->ihcl = end != ih && *end == '\0' && v >= 0 ? v : LLONG_MAX;
+        }
         hdr_scan s = {0, 0};
         (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_header, &s);
         if (s.n_length > 1 || (s.n_length > 0 && s.has_te)) {
@@ -451,7 +485,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (r->dispatched) {
         /* resumed after the node answered */
-        return respond(h, conn, r->code, "application/json", &r->out, r->retry_after, 0);
+        return respond_infer(r);
     }
     if (r->too_big) {
         return respond_error(h, conn, 413, "request body too large", 1);
