@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -61,6 +62,126 @@ static aims_status echo(void *user, const char *method, const aims_msg *req, aim
     (void)reply;
     (void)deadline_ns;
     return AIMS_OK;
+}
+
+static const char *const g_docs[] = {
+    "the cat sat on the mat",          "stocks fell as markets slid",
+    "a dog barked at the cat",         "the market rallied on earnings",
+    "my cat chased the little mouse",  "investors sold shares of the bank",
+    "the kitten slept on the sofa",    "bond yields rose as stocks fell",
+};
+#define NDOCS (sizeof g_docs / sizeof g_docs[0])
+
+/* A tiny TEXT classifier (tokenize + hash + fastText-style model): pets vs markets. */
+static aims_bundle *make_text_bundle(void)
+{
+    int32_t labels[NDOCS];
+    for (size_t i = 0; i < NDOCS; i++) {
+        labels[i] = (int32_t)(i % 2);
+    }
+    aims_dataset *ds = NULL, *tds = NULL;
+    aims_pipeline *p = NULL;
+    aims_model *m = NULL;
+    aims_trainer *t = NULL;
+    aims_bundle *b = NULL;
+    size_t hs = 0;
+    assert_int_equal(aims_dataset_create_texts(NDOCS, g_docs, NULL, labels, &ds), AIMS_OK);
+    assert_int_equal(aims_pipeline_create(&p), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_HASH, &hs), AIMS_OK);
+    assert_int_equal(aims_pipeline_set_step_i64(p, hs, AIMS_STEP_BUCKETS, 256), AIMS_OK);
+    assert_int_equal(aims_pipeline_fit_transform(p, ds, &tds), AIMS_OK);
+    assert_int_equal(aims_model_create(AIMS_MODEL_TEXT, 256, 2, &m), AIMS_OK);
+    assert_int_equal(aims_model_set_param_i64(m, AIMS_MODEL_EMBED_DIM, 8), AIMS_OK);
+    assert_int_equal(aims_trainer_create(m, &t), AIMS_OK);
+    assert_int_equal(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 20), AIMS_OK);
+    assert_int_equal(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, 0.5), AIMS_OK);
+    assert_int_equal(aims_trainer_fit(t, tds, NULL), AIMS_OK);
+    assert_int_equal(aims_bundle_create(p, m, &b), AIMS_OK);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    aims_dataset_destroy(tds);
+    aims_dataset_destroy(ds);
+    aims_pipeline_destroy(p);
+    return b;
+}
+
+/* HTTP status of POST body (a file written first) to url+path, reply into out. */
+static int curl_post(const char *url, const char *path, const char *body, char *out, size_t cap)
+{
+    char file[] = "/tmp/aims-http-body-XXXXXX";
+    const int fd = mkstemp(file);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, body, strlen(body)), (ssize_t)strlen(body));
+    close(fd);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd,
+             "curl -s -m 10 -w '\\n%%{http_code}' -H 'Content-Type: application/json' "
+             "--data-binary @%s '%s%s'", file, url, path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char buf[8192];
+    const size_t n = fread(buf, 1, sizeof buf - 1, p);
+    buf[n] = '\0';
+    pclose(p);
+    unlink(file);
+    char *nl = strrchr(buf, '\n');
+    assert_non_null(nl);
+    *nl = '\0';
+    snprintf(out, cap, "%s", buf);
+    return atoi(nl + 1);
+}
+
+/* A TEXT model takes BYTES documents (raw text, newlines inside a document
+ * allowed) and answers what aims_bundle_predict_texts answers. */
+static void test_api_http_text_model_bytes(void **state)
+{
+    (void)state;
+    if (!have_http()) {
+        skip();
+    }
+    aims_bundle *b = make_text_bundle();
+    aims_node *n = NULL;
+    aims_service *s = NULL;
+    aims_http *h = NULL;
+    char url[64], body[8192];
+    assert_int_equal(aims_node_create("http-text", &n), AIMS_OK);
+    assert_int_equal(aims_service_add_infer(n, "topic@3", b, &s), AIMS_OK);
+    assert_int_equal(aims_service_start(s), AIMS_OK);
+    assert_int_equal(aims_http_create(n, &h), AIMS_OK);
+    assert_int_equal(aims_http_start(h), AIMS_OK);
+    assert_int_equal(aims_http_url(h, url, sizeof url, NULL), AIMS_OK);
+    assert_int_equal(curl_get(url, "/v2/models/topic", body, sizeof body), 200);
+    assert_non_null(strstr(body, "{\"name\":\"text\",\"datatype\":\"BYTES\",\"shape\":[-1]}"));
+    const char *docs[3] = {"my cat sat on the sofa", "stocks and bonds fell", "the kitten\nslept"};
+    float want[6];
+    assert_int_equal(aims_bundle_predict_texts(b, AIMS_OUT_SCORES, docs, NULL, 3, want, 6),
+                     AIMS_OK);
+    assert_int_equal(curl_post(url, "/v2/models/topic/versions/3/infer",
+                               "{\"id\":\"t\",\"inputs\":[{\"name\":\"text\",\"shape\":[3],"
+                               "\"datatype\":\"BYTES\",\"data\":[\"my cat sat on the sofa\","
+                               "\"stocks and bonds fell\",\"the kitten\\nslept\"]}],"
+                               "\"parameters\":{\"output\":\"scores\"}}",
+                               body, sizeof body),
+                     200);
+    char expect[256];
+    snprintf(expect, sizeof expect, "\"shape\":[3,2],\"data\":[%.9g,%.9g,%.9g,%.9g,%.9g,%.9g]",
+             (double)want[0], (double)want[1], (double)want[2], (double)want[3],
+             (double)want[4], (double)want[5]);
+    assert_non_null(strstr(body, expect));
+    assert_non_null(strstr(body, "\"model_version\":\"3\""));
+    /* numbers for a text model, and a dense-style input name: 400 */
+    assert_int_equal(curl_post(url, "/v2/models/topic/infer",
+                               "{\"inputs\":[{\"name\":\"text\",\"shape\":[1],"
+                               "\"datatype\":\"FP32\",\"data\":[1]}]}", body, sizeof body),
+                     400);
+    assert_int_equal(curl_post(url, "/v2/models/topic/infer",
+                               "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],"
+                               "\"datatype\":\"BYTES\",\"data\":[\"a\"]}]}", body, sizeof body),
+                     400);
+    aims_http_destroy(h);
+    aims_node_destroy(n);
+    aims_bundle_destroy(b);
 }
 
 static void test_api_http_misuse_and_params(void **state)
@@ -157,6 +278,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_api_http_misuse_and_params, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_api_http_ready_follows_services, ta_setup,
                                         ta_teardown),
+        cmocka_unit_test_setup_teardown(test_api_http_text_model_bytes, ta_setup, ta_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
