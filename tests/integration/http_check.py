@@ -239,6 +239,24 @@ p = subprocess.run(["promtool", "check", "metrics"], input=scrape, capture_outpu
 check(p.returncode == 0 and p.stdout.strip() == "" and p.stderr.strip() == "",
       "promtool check metrics: rc %d %s%s" % (p.returncode, p.stdout, p.stderr))
 
+# ---- headless Chromium loads the status page (no JavaScript needed) ------------------
+chromium = next((c for c in ("chromium", "chromium-browser") if subprocess.run(
+    ["sh", "-c", "command -v " + c], capture_output=True).returncode == 0), None)
+if chromium is None:
+    print("skip Chromium DOM check: chromium not installed")
+else:
+    shot = os.path.abspath("test_http_status.png")  # artefact, in the test's working dir
+    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-dev-shm-usage"]
+    dom = subprocess.run(base + ["--dump-dom", URL + "/"], capture_output=True, text=True,
+                         timeout=120).stdout
+    check('id="services"' in dom and "clf@1" in dom and "clf@2" in dom and "<svg" in dom
+          and "load balance degree" in dom and "parallelism" in dom and "autonomy" in dom,
+          "Chromium DOM of / shows the services, the SVG histogram and the seed metrics")
+    subprocess.run(base + ["--screenshot=" + shot, "--window-size=1200,800", URL + "/"],
+                   capture_output=True, timeout=120)
+    print("status page screenshot: %s (%s)" % (shot, os.path.exists(shot)))
+
 # ---- readiness while draining ----------------------------------------------------------
 os.kill(PID, signal.SIGTERM)
 saw_503 = False

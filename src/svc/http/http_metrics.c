@@ -205,7 +205,7 @@ void aimsi_http_metrics(aimsi_hbuf *b, aims_node *n, const aimsi_http_counters *
 
 static void svg_bars(aimsi_hbuf *b, aims_node *n, const aimsi_svc_view *v)
 {
-    /* quantiles of the node's latency histogram as bars (p10..p99) */
+    /* quantiles of the node's latency histogram as bars (p10..p99; ns) */
     static const double qs[] = {0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99};
     double val[7];
     double top = 0;
@@ -227,7 +227,7 @@ static void svg_bars(aimsi_hbuf *b, aims_node *n, const aimsi_svc_view *v)
                           8 + i * 38, 70.0 - hgt, hgt, 10 + i * 38, qs[i] * 100);
     }
     aimsi_hbuf_printf(b, "<text x=\"4\" y=\"9\" font-size=\"9\">max %.3g ms</text></svg>",
-                      top * 1e3);
+                      top * 1e-6);
 }
 
 void aimsi_http_status_page(aimsi_hbuf *b, aims_node *n)
@@ -275,6 +275,32 @@ void aimsi_http_status_page(aimsi_hbuf *b, aims_node *n)
         aimsi_hbuf_str(b, "</td></tr>");
     }
     aimsi_hbuf_str(b, "</table><h2>seed metrics</h2><table id=\"seed\">"
+                      "<tr><th>model</th><th>instances here</th><th>load balance degree "
+                      "(avg / max busy time)</th></tr>");
+    for (size_t i = 0; i < cnt; i++) {
+        int first = 1;
+        for (size_t j = 0; j < i; j++) {
+            first = first && strcmp(views[j].model, views[i].model) != 0;
+        }
+        if (!first) {
+            continue;
+        }
+        double sum = 0, max = 0;
+        size_t k = 0;
+        for (size_t j = i; j < cnt; j++) {
+            if (strcmp(views[j].model, views[i].model) == 0) {
+                const double busy = stat_of(views[j].svc, AIMS_SVC_BUSY_NS);
+                sum += busy;
+                max = busy > max ? busy : max;
+                k++;
+            }
+        }
+        aimsi_hbuf_str(b, "<tr class=\"seed\"><td>");
+        aimsi_hbuf_html(b, views[i].model);
+        aimsi_hbuf_printf(b, "</td><td>%zu</td><td>%.3f</td></tr>", k,
+                          max > 0 ? sum / (double)k / max : 1.0);
+    }
+    aimsi_hbuf_str(b, "</table><table id=\"seed-help\">"
                       "<tr><th>load balance degree</th><td>average / maximum utilisation over a "
                       "service's instances: measured by clients (aims_client_balance_degree) "
                       "or from rate(aims_model_compute_seconds_total)</td></tr>"
