@@ -7,6 +7,7 @@
  * freed (the counting allocator's teardown check). Skipped when the library
  * was built without HTTP.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -40,7 +41,7 @@ static int curl_get(const char *url, const char *path, char *body, size_t cap)
     snprintf(cmd, sizeof cmd, "curl -s -m 10 -w '\\n%%{http_code}' '%s%s'", url, path);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
-    char buf[4096];
+    static char buf[1 << 16];
     const size_t n = fread(buf, 1, sizeof buf - 1, p);
     buf[n] = '\0';
     pclose(p);
@@ -184,6 +185,150 @@ static void test_api_http_text_model_bytes(void **state)
     aims_bundle_destroy(b);
 }
 
+/* ---- overload (429 + Retry-After) and deadline (504), deterministically ------------- */
+
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int entered, open;
+} gate;
+
+static aims_status block_handler(void *user, const char *method, const aims_msg *req,
+                                 aims_msg *reply, uint64_t deadline_ns)
+{
+    (void)method;
+    (void)req;
+    (void)reply;
+    (void)deadline_ns;
+    gate *g = user;
+    pthread_mutex_lock(&g->mu);
+    g->entered = 1;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open) {
+        pthread_cond_wait(&g->cv, &g->mu);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return AIMS_OK;
+}
+
+static void *call_block(void *arg)
+{
+    aims_client *c = NULL;
+    aims_msg *req = NULL, *reply = NULL;
+    if (aims_client_create(&c) == AIMS_OK && aims_msg_create(&req) == AIMS_OK &&
+        aims_msg_create(&reply) == AIMS_OK) {
+        (void)aims_client_call_addr(c, "inproc://http-load", "block", "run", req, reply, 20000);
+    }
+    aims_msg_destroy(req);
+    aims_msg_destroy(reply);
+    aims_client_destroy(c);
+    return arg;
+}
+
+static aims_bundle *make_dense_bundle(void)
+{
+    static const float x[8 * 4] = {1, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1,
+                                   1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0, 1, 0, 1, 1, 0};
+    static const int32_t y[8] = {0, 1, 0, 1, 0, 1, 0, 1};
+    aims_dataset *ds = NULL;
+    aims_model *m = NULL;
+    aims_trainer *t = NULL;
+    aims_bundle *b = NULL;
+    assert_int_equal(aims_dataset_create_dense(8, 4, x, y, &ds), AIMS_OK);
+    assert_int_equal(aims_model_create(AIMS_MODEL_SOFTMAX, 4, 2, &m), AIMS_OK);
+    assert_int_equal(aims_trainer_create(m, &t), AIMS_OK);
+    assert_int_equal(aims_trainer_fit(t, ds, NULL), AIMS_OK);
+    assert_int_equal(aims_bundle_create(NULL, m, &b), AIMS_OK);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    aims_dataset_destroy(ds);
+    return b;
+}
+
+/* The node's one worker is held by a handler; the model's queue holds one
+ * request: the next HTTP request is refused 429 with Retry-After, the queued
+ * one outlives its HTTP deadline and gets 504, and once the worker is free
+ * requests succeed again. */
+static void test_api_http_overload_and_deadline(void **state)
+{
+    (void)state;
+    if (!have_http()) {
+        skip();
+    }
+    aims_bundle *b = make_dense_bundle();
+    aims_node *n = NULL;
+    aims_service *blk = NULL, *clf = NULL;
+    aims_http *h = NULL;
+    gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    char url[64], body[4096];
+    assert_int_equal(aims_node_create("http-load", &n), AIMS_OK);
+    assert_int_equal(aims_node_set_param_i64(n, AIMS_NODE_WORKERS, 1), AIMS_OK);
+    assert_int_equal(aims_node_listen(n, "inproc://http-load"), AIMS_OK);
+    assert_int_equal(aims_service_add_handler(n, "block", block_handler, &g, &blk), AIMS_OK);
+    assert_int_equal(aims_service_set_param_i64(blk, AIMS_SERVICE_INLINE, 0), AIMS_OK);
+    assert_int_equal(aims_service_add_infer(n, "clf", b, &clf), AIMS_OK);
+    assert_int_equal(aims_service_set_param_i64(clf, AIMS_SERVICE_INLINE, 0), AIMS_OK);
+    assert_int_equal(aims_service_set_param_i64(clf, AIMS_SERVICE_QUEUE_CAP, 1), AIMS_OK);
+    assert_int_equal(aims_service_start(blk), AIMS_OK);
+    assert_int_equal(aims_service_start(clf), AIMS_OK);
+    assert_int_equal(aims_http_create(n, &h), AIMS_OK);
+    assert_int_equal(aims_http_set_param_i64(h, AIMS_HTTP_TIMEOUT_MS, 100), AIMS_OK);
+    assert_int_equal(aims_http_start(h), AIMS_OK);
+    assert_int_equal(aims_http_url(h, url, sizeof url, NULL), AIMS_OK);
+    const char *req = "{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],\"datatype\":\"FP32\","
+                      "\"data\":[1,0,0,0]}]}";
+    /* an idle model answers */
+    assert_int_equal(curl_post(url, "/v2/models/clf/infer", req, body, sizeof body), 200);
+    /* hold the only worker */
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, call_block, NULL), 0);
+    pthread_mutex_lock(&g.mu);
+    while (!g.entered) {
+        pthread_cond_wait(&g.cv, &g.mu);
+    }
+    pthread_mutex_unlock(&g.mu);
+    /* request A waits in the queue (curl in the background) */
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "curl -s -m 20 -o /dev/null -w '%%{http_code}' -d '%s' "
+             "'%s/v2/models/clf/infer'", req, url);
+    FILE *a = popen(cmd, "r");
+    assert_non_null(a);
+    double queued = 0;
+    while (queued < 1) {
+        assert_int_equal(aims_service_stat(clf, AIMS_SVC_QUEUED, &queued), AIMS_OK);
+        usleep(1000);
+    }
+    /* request B finds the queue full: 429 with Retry-After */
+    snprintf(cmd, sizeof cmd, "curl -s -m 10 -D - -o /dev/null -d '%s' '%s/v2/models/clf/infer'",
+             req, url);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    const size_t got = fread(body, 1, sizeof body - 1, p);
+    body[got] = '\0';
+    pclose(p);
+    assert_non_null(strstr(body, " 429"));
+    assert_non_null(strstr(body, "Retry-After: 1"));
+    /* A's 100 ms deadline passes in the queue: 504 once the worker frees up */
+    usleep(300000);
+    pthread_mutex_lock(&g.mu);
+    g.open = 1;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    pthread_join(tid, NULL);
+    char code[8] = {0};
+    assert_true(fread(code, 1, sizeof code - 1, a) > 0);
+    pclose(a);
+    assert_string_equal(code, "504");
+    assert_int_equal(curl_post(url, "/v2/models/clf/infer", req, body, sizeof body), 200);
+    static char scrape[1 << 16];
+    assert_int_equal(curl_get(url, "/metrics", scrape, sizeof scrape), 200);
+    assert_non_null(strstr(scrape, "aims_http_responses_total{code=\"4xx\"} 1\n"));
+    assert_non_null(strstr(scrape, "aims_http_responses_total{code=\"5xx\"} 1\n"));
+    aims_http_destroy(h);
+    aims_node_destroy(n);
+    aims_bundle_destroy(b);
+}
+
 static void test_api_http_misuse_and_params(void **state)
 {
     (void)state;
@@ -279,6 +424,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_api_http_ready_follows_services, ta_setup,
                                         ta_teardown),
         cmocka_unit_test_setup_teardown(test_api_http_text_model_bytes, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_api_http_overload_and_deadline, ta_setup,
+                                        ta_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
