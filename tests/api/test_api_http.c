@@ -34,11 +34,10 @@ static int have_http(void)
     return st != AIMS_E_UNSUPPORTED;
 }
 
-/* HTTP status of GET url+path via curl, body into body (may be NULL). */
-static int curl_get(const char *url, const char *path, char *body, size_t cap)
+/* Run a curl command line ending in -w '\n%{http_code}': the status, body into
+ * body (may be NULL). */
+static int curl_run(const char *cmd, char *body, size_t cap)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "curl -s -m 10 -w '\\n%%{http_code}' '%s%s'", url, path);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     static char buf[1 << 16];
@@ -52,6 +51,14 @@ static int curl_get(const char *url, const char *path, char *body, size_t cap)
         snprintf(body, cap, "%s", buf);
     }
     return atoi(nl + 1);
+}
+
+/* HTTP status of GET url+path via curl, body into body (may be NULL). */
+static int curl_get(const char *url, const char *path, char *body, size_t cap)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "curl -s -m 10 -w '\\n%%{http_code}' '%s%s'", url, path);
+    return curl_run(cmd, body, cap);
 }
 
 static aims_status echo(void *user, const char *method, const aims_msg *req, aims_msg *reply,
@@ -119,18 +126,9 @@ static int curl_post(const char *url, const char *path, const char *body, char *
     snprintf(cmd, sizeof cmd,
              "curl -s -m 10 -w '\\n%%{http_code}' -H 'Content-Type: application/json' "
              "--data-binary @%s '%s%s'", file, url, path);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char buf[8192];
-    const size_t n = fread(buf, 1, sizeof buf - 1, p);
-    buf[n] = '\0';
-    pclose(p);
+    const int code = curl_run(cmd, out, cap);
     unlink(file);
-    char *nl = strrchr(buf, '\n');
-    assert_non_null(nl);
-    *nl = '\0';
-    snprintf(out, cap, "%s", buf);
-    return atoi(nl + 1);
+    return code;
 }
 
 /* A TEXT model takes BYTES documents (raw text, newlines inside a document
