@@ -205,13 +205,18 @@ static void infer_done(void *ctx, aims_status st, aims_msg *reply, const char *e
     } else {
         atomic_fetch_add(&h->ctr.infer_ok, 1);
     }
+    /* Resume outside the lock: once resumed, the event loop may send the reply
+     * and free r (on_completed) at once. A suspended connection stays valid
+     * until it is resumed, so conn may be used after the unlock. */
+    struct MHD_Connection *const conn = r->conn;
     pthread_mutex_lock(&r->mu);
     r->done = 1;
-    if (r->suspended) {
-        r->suspended = 0;
-        MHD_resume_connection(r->conn);
-    }
+    const int resume = r->suspended;
+    r->suspended = 0;
     pthread_mutex_unlock(&r->mu);
+    if (resume) {
+        MHD_resume_connection(conn);
+    }
     atomic_fetch_sub(&h->pending, 1);
 }
 
