@@ -524,6 +524,11 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 }
 
 static void on_log(void *cls, const char *fmt, va_list ap)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 0)))
+#endif
+    ;
+static void on_log(void *cls, const char *fmt, va_list ap)
 {
     if (aimsi_log_enabled(AIMS_LOG_DEBUG)) {
         char text[256];
