@@ -132,6 +132,20 @@ r = s.post(URL + "/v2/models/clf/infer", json={
 check(r.status_code == 200 and abs(sum(r.json()["outputs"][0]["data"]) - 1.0) < 1e-5,
       "requests: UINT8 with per-output probabilities")
 
+# ---- big numeric arrays (parsed without a cJSON tree): same answers ------------------
+many = 40  # 40 copies of the 3 rows: "data" well over the lifting threshold
+r = s.post(URL + "/v2/models/clf/versions/1/infer", json={
+    "inputs": [{"name": "x", "shape": [rows * many, cols], "datatype": "FP32",
+                "data": [nested] * many}], "parameters": {"output": "scores"}})
+check(r.status_code == 200 and r.json()["outputs"][0]["data"] == native["scores"] * many,
+      "big nested FP32 data: scores identical to native (%d)" % r.status_code)
+r = s.post(URL + "/v2/models/clf/versions/1/infer", json={
+    "inputs": [{"name": "x", "shape": [rows * many, cols], "datatype": "INT64",
+                "data": [int(v) for v in flat] * many}]})
+check(r.status_code == 200 and r.json()["outputs"][0]["data"] == native["class"] * many,
+      "big flat INT64 data: class ids identical to native (%d)" % r.status_code)
+big_rows = ",".join(["[1,2,3,4]"] * 100)
+
 # ---- binary tensor extension: same scores as native and JSON ------------------------
 import struct
 hdr = json.dumps({"inputs": [{"name": "x", "shape": [rows, cols], "datatype": "FP32",
@@ -185,6 +199,16 @@ hostile = {
     "bad output parameter": b'{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"parameters":{"output":"logits"}}',
     "deep nesting": b'{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":' + b"[" * 500 + b"1" + b"]" * 500 + b"}]}",
     "empty body": b"",
+    "big array, leading zero": ('{"inputs":[{"name":"x","shape":[101,4],"datatype":"FP32","data":[%s,[01,2,3,4]]}]}' % big_rows).encode(),
+    "big array, trailing comma": ('{"inputs":[{"name":"x","shape":[100,4],"datatype":"FP32","data":[%s,]}]}' % big_rows).encode(),
+    "big array, empty element": ('{"inputs":[{"name":"x","shape":[100,4],"datatype":"FP32","data":[%s,,[1,2,3,4]]}]}' % big_rows).encode(),
+    "big array, bare minus": ('{"inputs":[{"name":"x","shape":[101,4],"datatype":"FP32","data":[%s,[-,2,3,4]]}]}' % big_rows).encode(),
+    "big array, NaN": ('{"inputs":[{"name":"x","shape":[101,4],"datatype":"FP32","data":[%s,[NaN,2,3,4]]}]}' % big_rows).encode(),
+    "big array, 1e39 as FP32": ('{"inputs":[{"name":"x","shape":[101,4],"datatype":"FP32","data":[%s,[1e39,2,3,4]]}]}' % big_rows).encode(),
+    "big array, too few": ('{"inputs":[{"name":"x","shape":[101,4],"datatype":"FP32","data":[%s]}]}' % big_rows).encode(),
+    "big array, UINT8 300": ('{"inputs":[{"name":"x","shape":[101,4],"datatype":"UINT8","data":[%s,[300,2,3,4]]}]}' % big_rows).encode(),
+    "big array for BYTES": ('{"inputs":[{"name":"x","shape":[400],"datatype":"BYTES","data":[%s]}]}' % big_rows).encode(),
+    "forged placeholder": b'{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":"\\u0001aims:0"}]}',
 }
 for what, body in hostile.items():
     r = post(body)

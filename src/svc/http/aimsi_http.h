@@ -78,6 +78,28 @@ void aimsi_kserve_model_meta(aimsi_hbuf *b, const aimsi_svc_view *v, const aimsi
 /* {"error": "..."} */
 void aimsi_kserve_error(aimsi_hbuf *b, const char *text);
 
+/* ---- numeric "data" arrays without a cJSON tree (http_numarray.c) ---------- */
+
+#define AIMSI_NUMARRAY_MAX 16    /* lifted arrays per request */
+#define AIMSI_NUMARRAY_MIN 256   /* smaller arrays stay in the cJSON tree */
+
+typedef struct aimsi_numarrays {
+    size_t n;
+    size_t off[AIMSI_NUMARRAY_MAX], len[AIMSI_NUMARRAY_MAX]; /* spans of the body */
+    char *skeleton;      /* the body with each span replaced by "\u0001aims:K"; NULL if n == 0 */
+    size_t skeleton_len;
+} aimsi_numarrays;
+
+/* Find the big numbers-only "data" arrays of body and build the skeleton
+ * (free it with aimsi_free). n == 0 when there is nothing to lift. */
+aims_status aimsi_numarray_lift(const char *body, size_t len, aimsi_numarrays *out);
+/* The span index a placeholder string stands for, or -1. */
+int aimsi_numarray_index(const aimsi_numarrays *a, const char *s);
+/* Check the JSON array text p[0..len) strictly and call num() per number in
+ * order (FP32 values parsed as float when as_f32). NULL, or what is wrong. */
+const char *aimsi_numarray_walk(const char *p, size_t len, int max_depth, int as_f32,
+                                void (*num)(void *ctx, double v), void *ctx);
+
 /* ---- metrics and status page (http_metrics.c) ------------------------------ */
 
 /* Counters of the front door itself, read by the metrics scrape. */

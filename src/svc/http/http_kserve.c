@@ -250,9 +250,32 @@ static aims_status parse_what(const cJSON *params, aimsi_kserve_req *rq, char *e
                                         "\"probabilities\"");
 }
 
+static void num_cb(void *ctx, double v)
+{
+    leaf_num(ctx, v);
+}
+
+/* Fill w from "data": a cJSON array, or a placeholder for an array lifted out
+ * of the body (http_numarray.c). */
+static void walk_value(walk *w, const cJSON *data, const char *body, const aimsi_numarrays *na)
+{
+    const int k = cJSON_IsString(data) ? aimsi_numarray_index(na, data->valuestring) : -1;
+    if (k < 0) {
+        walk_data(w, data, 0);
+    } else if (w->dt == DT_BYTES) {
+        w->bad = "BYTES data must be strings";
+    } else {
+        const char *bad = aimsi_numarray_walk(body + na->off[k], na->len[k],
+                                              AIMS_MSG_MAX_NDIM + 5, w->dt == DT_FP32, num_cb, w);
+        if (bad != NULL && w->bad == NULL) {
+            w->bad = bad;
+        }
+    }
+}
+
 static aims_status decode_input(const cJSON *in, size_t body_len, const aimsi_infer_desc *d,
-                                const uint8_t *bin, size_t bin_len, aims_msg *out, char *err,
-                                size_t cap)
+                                const uint8_t *bin, size_t bin_len, const char *body,
+                                const aimsi_numarrays *na, aims_msg *out, char *err, size_t cap)
 {
     const char *want = d->text ? "text" : "x";
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(in, "name");
@@ -320,7 +343,7 @@ static aims_status decode_input(const cJSON *in, size_t body_len, const aimsi_in
         if (bsz != NULL) {
             walk_binary(&w, bin, bin_len);
         } else {
-            walk_data(&w, data, 0);
+            walk_value(&w, data, body, na);
         }
         if (w.bad == NULL && w.n == count && text.failed) {
             st = fail(err, cap, AIMS_E_NOMEM, "out of memory");
@@ -361,7 +384,7 @@ static aims_status decode_input(const cJSON *in, size_t body_len, const aimsi_in
         if (bsz != NULL) {
             walk_binary(&w, bin, bin_len);
         } else {
-            walk_data(&w, data, 0);
+            walk_value(&w, data, body, na);
         }
     }
     if (st == AIMS_OK && w.bad != NULL) {
@@ -393,10 +416,18 @@ aims_status aimsi_kserve_decode(const char *body, size_t len, size_t json_len,
     if (len == 0) {
         return fail(err, err_cap, AIMS_E_INVAL, "the JSON header is empty");
     }
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    aimsi_numarrays na;
+    if (aimsi_numarray_lift(body, len, &na) != AIMS_OK) {
+        return fail(err, err_cap, AIMS_E_NOMEM, "out of memory");
+    }
+    const char *txt = na.n > 0 ? na.skeleton : body;
+    const size_t txt_len = na.n > 0 ? na.skeleton_len : len;
+    cJSON *root = cJSON_ParseWithLength(txt, txt_len);
     if (root == NULL) {
+        /* (an offset into the skeleton when arrays were lifted: near enough) */
         const char *at = cJSON_GetErrorPtr();
-        size_t off = at != NULL && at >= body && at <= body + len ? (size_t)(at - body) : 0;
+        const size_t off = at != NULL && at >= txt && at <= txt + txt_len ? (size_t)(at - txt) : 0;
+        aimsi_free(na.skeleton);
         return fail(err, err_cap, AIMS_E_INVAL, "the body is not valid JSON (near byte %zu)", off);
     }
     aims_status st = AIMS_OK;
@@ -450,7 +481,8 @@ aims_status aimsi_kserve_decode(const char *body, size_t len, size_t json_len,
         rq->what = 1; /* regression models have scores only */
     }
     if (st == AIMS_OK) {
-        st = decode_input(inputs->child, len + bin_len, d, bin, bin_len, out, err, err_cap);
+        st = decode_input(inputs->child, len + bin_len, d, bin, bin_len, body, &na, out, err,
+                          err_cap);
     }
     if (st == AIMS_OK && rq->what != 0) {
         const int32_t v = rq->what;
@@ -460,6 +492,7 @@ aims_status aimsi_kserve_decode(const char *body, size_t len, size_t json_len,
         }
     }
     cJSON_Delete(root);
+    aimsi_free(na.skeleton);
     if (st != AIMS_OK) {
         aims_msg_clear(out);
     }
