@@ -7,6 +7,9 @@
  * freed (the counting allocator's teardown check). Skipped when the library
  * was built without HTTP.
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -327,6 +332,100 @@ static void test_api_http_overload_and_deadline(void **state)
     aims_bundle_destroy(b);
 }
 
+/* ---- connection cap and slow clients ----------------------------------------------- */
+
+static int connect_to(const char *url)
+{
+    int port = 0;
+    assert_int_equal(sscanf(url, "http://127.0.0.1:%d", &port), 1);
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+/* 1 when the server closed fd within ~10 s (read returns 0 or an error). */
+static int closed_by_server(int fd)
+{
+    struct timeval tv = {10, 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char c;
+    const ssize_t n = recv(fd, &c, 1, 0);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+/* Idle clients and a slow client (half a request, then nothing) are dropped
+ * after AIMS_HTTP_IDLE_TIMEOUT_S. With AIMS_HTTP_MAX_CONNECTIONS = 4, four
+ * open connections fill the server: a fifth is not served (libmicrohttpd
+ * stops accepting; it waits in the listen backlog) until one of them closes. */
+static void test_api_http_connection_cap_and_slow_clients(void **state)
+{
+    (void)state;
+    if (!have_http()) {
+        skip();
+    }
+    aims_node *n = NULL;
+    aims_http *h = NULL;
+    char url[64];
+    assert_int_equal(aims_node_create("http-cap", &n), AIMS_OK);
+    assert_int_equal(aims_http_create(n, &h), AIMS_OK);
+    assert_int_equal(aims_http_set_param_i64(h, AIMS_HTTP_MAX_CONNECTIONS, 4), AIMS_OK);
+    assert_int_equal(aims_http_set_param_i64(h, AIMS_HTTP_IDLE_TIMEOUT_S, 1), AIMS_OK);
+    assert_int_equal(aims_http_set_param_i64(h, AIMS_HTTP_THREADS, 1), AIMS_OK);
+    assert_int_equal(aims_http_start(h), AIMS_OK);
+    assert_int_equal(aims_http_url(h, url, sizeof url, NULL), AIMS_OK);
+    int fds[4];
+    for (int i = 0; i < 4; i++) {
+        fds[i] = connect_to(url);
+    }
+    /* slowloris on one of them: a request line and one header, never finished */
+    const char *part = "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n";
+    assert_int_equal(send(fds[0], part, strlen(part), 0), (ssize_t)strlen(part));
+    /* the idle timeout closes all four (the slow one included) */
+    for (int i = 0; i < 4; i++) {
+        assert_true(closed_by_server(fds[i]));
+        close(fds[i]);
+    }
+    assert_int_equal(curl_get(url, "/v2/health/live", NULL, 0), 200);
+    aims_http_destroy(h);
+    /* cap (idle timeout long now): with four connections open the fifth is
+     * not served -- it waits in the listen backlog -- until one closes */
+    assert_int_equal(aims_http_create(n, &h), AIMS_OK);
+    assert_int_equal(aims_http_set_param_i64(h, AIMS_HTTP_MAX_CONNECTIONS, 4), AIMS_OK);
+    assert_int_equal(aims_http_set_param_i64(h, AIMS_HTTP_THREADS, 1), AIMS_OK);
+    assert_int_equal(aims_http_start(h), AIMS_OK);
+    assert_int_equal(aims_http_url(h, url, sizeof url, NULL), AIMS_OK);
+    for (int i = 0; i < 4; i++) {
+        fds[i] = connect_to(url);
+    }
+    const int extra = connect_to(url); /* the kernel completes the handshake */
+    const char *req = "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(send(extra, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    char buf[512];
+    struct timeval tv = {1, 0};
+    (void)setsockopt(extra, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ssize_t got = recv(extra, buf, sizeof buf - 1, 0);
+    assert_true(got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)); /* not served */
+    close(fds[0]);
+    tv.tv_sec = 10;
+    (void)setsockopt(extra, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    got = recv(extra, buf, sizeof buf - 1, 0);
+    assert_true(got > 12);
+    buf[got] = '\0';
+    assert_int_equal(strncmp(buf, "HTTP/1.1 200", 12), 0); /* served once there is room */
+    close(extra);
+    for (int i = 1; i < 4; i++) {
+        close(fds[i]);
+    }
+    aims_http_destroy(h);
+    aims_node_destroy(n);
+}
+
 static void test_api_http_misuse_and_params(void **state)
 {
     (void)state;
@@ -423,6 +522,8 @@ int main(void)
                                         ta_teardown),
         cmocka_unit_test_setup_teardown(test_api_http_text_model_bytes, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_api_http_overload_and_deadline, ta_setup,
+                                        ta_teardown),
+        cmocka_unit_test_setup_teardown(test_api_http_connection_cap_and_slow_clients, ta_setup,
                                         ta_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
