@@ -282,7 +282,7 @@ typedef enum aims_param {
     AIMS_CLIENT_MAX_FRAME = 748         /**< [client_max_frame] i64: largest frame the client sends or accepts, bytes; set before the first call; default 64 MiB */,
 
     /* --- HTTP front door parameters (aims_http_set_param_i64) -------------- */
-    AIMS_HTTP_MAX_CONNECTIONS = 780,    /**< [http_max_connections] i64: open connections at once (more are refused); default 1024 */
+    AIMS_HTTP_MAX_CONNECTIONS = 780,    /**< [http_max_connections] i64: open connections at once (more wait in the listen backlog); default 1024 */
     AIMS_HTTP_MAX_BODY = 781,           /**< [http_max_body] i64: largest request body, bytes (bigger: 413); default 16 MiB */
     AIMS_HTTP_MAX_HEADER = 782,         /**< [http_max_header] i64: per-connection buffer for request line + headers, bytes (bigger: 431); default 32 KiB */
     AIMS_HTTP_IDLE_TIMEOUT_S = 783,     /**< [http_idle_timeout_s] i64: close a connection idle (or trickling) this long; default 30 */
