@@ -22,6 +22,7 @@
  * --policy loads an authorization policy (docs/POLICY.md) and enforces it on
  * every request; --audit appends one JSON line per audit event (joins,
  * registrations, denials, train submits, results, model swaps) to FILE.
+ *             [--http HOST:PORT [--http-insecure]]
  *
  * Every service flag may repeat. Once every service is started the daemon
  * prints one line "ready <first-address>" on stdout (flushed): that is the
@@ -53,6 +54,7 @@
 #include <aims/aims_svc.h>
 #include <aims/aims_tls.h>
 #include <aims/aims_policy.h>
+#include <aims/aims_http.h>
 
 #define MAX_LISTEN 8
 #define MAX_SERVICES 32
@@ -80,6 +82,8 @@ typedef struct options {
     size_t n_tls_peer;
     int insecure;
     const char *policy, *audit;
+    const char *http; /* --http: KServe v2 / metrics front door address */
+    int http_insecure;
 } options;
 
 /* Objects the daemon created, released in reverse order by teardown(). */
@@ -92,6 +96,7 @@ typedef struct daemon_state {
     aims_pipeline *pipeline[MAX_SERVICES];
     aims_policy *policy;
     FILE *audit;
+    aims_http *http;
 } daemon_state;
 
 static int64_t g_slow_us; /* read-only once services start */
@@ -107,7 +112,8 @@ static void usage(void)
             "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n"
             "                 [--tls-ca FILE|DIR --tls-cert FILE --tls-key FILE]\n"
             "                 [--tls-peer NAME ...] [--insecure]\n"
-            "                 [--policy FILE] [--audit FILE]\n");
+            "                 [--policy FILE] [--audit FILE]\n"
+            "                 [--http HOST:PORT [--http-insecure]]\n");
 }
 
 /* Parse a non-negative decimal integer; 0 on success. */
@@ -159,6 +165,9 @@ static int parse_flag(options *o, const char *flag, const char *val)
             return -1;
         }
         o->listen[o->n_listen++] = val;
+    } else if (strcmp(flag, "--http") == 0) {
+        o->http = val;
+        return 0;
     } else if (strcmp(flag, "--join") == 0) {
         o->join = val;
     } else if (strcmp(flag, "--tls-ca") == 0) {
@@ -221,7 +230,11 @@ static int parse_args(int argc, char **argv, options *o)
             continue;
         }
         if (strcmp(argv[i], "--insecure") == 0) {
-            o->insecure = 1;
+            o->insecure = o->http_insecure = 1; /* both doors */
+            continue;
+        }
+        if (strcmp(argv[i], "--http-insecure") == 0) {
+            o->http_insecure = 1;
             continue;
         }
         if (strcmp(argv[i], "--help") == 0 || i + 1 >= argc) {
@@ -440,6 +453,33 @@ static int start(daemon_state *st, const options *o)
     return 0;
 }
 
+/* The HTTP front door (--http): started after the services, so its
+ * readiness probe turns 200 once they are registered; prints its URL on the
+ * line after "ready". */
+static int start_http(daemon_state *st, const options *o)
+{
+    aims_status rc = aims_http_create(st->node, &st->http);
+    if (rc == AIMS_OK) {
+        rc = aims_http_set_listen(st->http, o->http);
+    }
+    if (rc == AIMS_OK && o->http_insecure) {
+        rc = aims_http_set_param_i64(st->http, AIMS_HTTP_INSECURE, 1);
+    }
+    if (rc == AIMS_OK) {
+        rc = aims_http_start(st->http);
+    }
+    char url[128];
+    if (rc == AIMS_OK) {
+        rc = aims_http_url(st->http, url, sizeof url, NULL);
+    }
+    if (rc != AIMS_OK) {
+        fprintf(stderr, "aims_node: --http %s: %s\n", o->http, aims_errmsg());
+        return -1;
+    }
+    printf("http %s\n", url);
+    return 0;
+}
+
 /* aims_service_stop on its own thread: every service drains at once, so the
  * shutdown takes one drain (grace + in-flight work), not one per service. */
 static void *stop_main(void *arg)
@@ -469,6 +509,7 @@ static void teardown(daemon_state *st)
             pthread_join(tid[i], NULL);
         }
     }
+    aims_http_destroy(st->http); /* readiness said 503 during the drain; now close */
     aims_node_destroy(st->node); /* services belong to the node */
     for (size_t i = 0; i < MAX_SERVICES; i++) {
         aims_bundle_destroy(st->bundle[i]);
@@ -514,6 +555,10 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("ready %s\n", addr);
+    if (opt.http != NULL && start_http(&st, &opt) != 0) {
+        teardown(&st);
+        return 1;
+    }
     fflush(stdout);
 
     int sig = 0;

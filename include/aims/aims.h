@@ -22,5 +22,6 @@
 #include "aims_svc.h"
 #include "aims_tls.h"
 #include "aims_policy.h"
+#include "aims_http.h"
 
 #endif /* AIMS_H */

@@ -341,7 +341,16 @@ typedef enum aims_param {
     AIMS_CLIENT_MAX_PENDING = 745,      /**< [max_pending] i64: calls in flight before AIMS_E_OVERLOADED; default 4096 */
     AIMS_CLIENT_SYNC_MS = 746,          /**< [sync_ms] i64: remote registry sync period; default 200 */
     AIMS_CLIENT_BACKOFF_MS = 747,       /**< [backoff_ms] i64: first reconnect backoff (doubles, <= 32x); default 50 */
-    AIMS_CLIENT_MAX_FRAME = 748         /**< [client_max_frame] i64: largest frame the client sends or accepts, bytes; set before the first call; default 64 MiB */
+    AIMS_CLIENT_MAX_FRAME = 748         /**< [client_max_frame] i64: largest frame the client sends or accepts, bytes; set before the first call; default 64 MiB */,
+
+    /* --- HTTP front door parameters (aims_http_set_param_i64) -------------- */
+    AIMS_HTTP_MAX_CONNECTIONS = 780,    /**< [http_max_connections] i64: open connections at once (more wait in the listen backlog); default 1024 */
+    AIMS_HTTP_MAX_BODY = 781,           /**< [http_max_body] i64: largest request body, bytes (bigger: 413); default 16 MiB */
+    AIMS_HTTP_MAX_HEADER = 782,         /**< [http_max_header] i64: per-connection buffer for request line + headers, bytes (bigger: 431); default 32 KiB */
+    AIMS_HTTP_IDLE_TIMEOUT_S = 783,     /**< [http_idle_timeout_s] i64: close a connection idle (or trickling) this long; default 30 */
+    AIMS_HTTP_THREADS = 784,            /**< [http_threads] i64: event-loop threads; default 2 */
+    AIMS_HTTP_INSECURE = 785,           /**< [http_insecure] i64: allow a non-loopback listen address (plain HTTP); default 0 */
+    AIMS_HTTP_TIMEOUT_MS = 786          /**< [http_timeout_ms] i64: deadline of an infer request; default 10000 */
 } aims_param;
 
 /** Value type of a parameter. */

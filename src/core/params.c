@@ -117,6 +117,14 @@ static const param_row k_params[] = {
     {AIMS_CLIENT_SYNC_MS, "sync_ms", I64, 10, 3600000, 200},
     {AIMS_CLIENT_BACKOFF_MS, "backoff_ms", I64, 1, 60000, 50},
     {AIMS_CLIENT_MAX_FRAME, "client_max_frame", I64, 4096, 4294967295.0, 67108864},
+
+    {AIMS_HTTP_MAX_CONNECTIONS, "http_max_connections", I64, 1, 65536, 1024},
+    {AIMS_HTTP_MAX_BODY, "http_max_body", I64, 1024, 1 << 30, 16 << 20},
+    {AIMS_HTTP_MAX_HEADER, "http_max_header", I64, 4096, 1 << 20, 32768},
+    {AIMS_HTTP_IDLE_TIMEOUT_S, "http_idle_timeout_s", I64, 1, 3600, 30},
+    {AIMS_HTTP_THREADS, "http_threads", I64, 1, 64, 2},
+    {AIMS_HTTP_INSECURE, "http_insecure", I64, 0, 1, 0},
+    {AIMS_HTTP_TIMEOUT_MS, "http_timeout_ms", I64, 1, 86400000, 10000},
 };
 
 static const param_row *find_row(aims_param id)

@@ -42,6 +42,7 @@
 #include "aimsi_svc.h"
 #include "../orch/aimsi_orch.h"
 #include "authz/aimsi_authz.h"
+#include "aimsi_dispatch.h"
 
 
 /* ---- the process-wide inproc table ---------------------------------------------- */
@@ -153,10 +154,9 @@ static void inproc_remove_node(aims_node *n)
 
 /* ---- local calls ------------------------------------------------------------------- */
 
-aims_status aimsi_node_call_local(aims_node *n, const aimsi_local_call *call)
+aims_status aimsi_node_dispatch(aims_node *n, const aimsi_dispatch *d)
 {
-    if (n == NULL || call == NULL || call->service == NULL || call->method == NULL ||
-        call->done == NULL) {
+    if (n == NULL || d == NULL || d->service == NULL || d->method == NULL || d->done == NULL) {
         return AIMSI_MISUSE("node and call (service, method, done) are required");
     }
     atomic_fetch_add(&n->active, 1);
@@ -164,21 +164,31 @@ aims_status aimsi_node_call_local(aims_node *n, const aimsi_local_call *call)
         atomic_fetch_sub(&n->active, 1);
         char text[160];
         snprintf(text, sizeof(text), "node %s is closed", n->name);
-        call->done(call->ctx, AIMS_E_CLOSED, NULL, text);
+        d->done(d->ctx, AIMS_E_CLOSED, NULL, text);
         return AIMS_OK;
     }
-    aims_service *s = aimsi_svc_lookup(n, call->service);
+    aims_service *s = aimsi_svc_lookup(n, d->service);
     if (s == NULL) {
         char text[256];
-        snprintf(text, sizeof(text), "no service %.128s on node %s", call->service, n->name);
-        call->done(call->ctx, AIMS_E_NOTFOUND, NULL, text);
+        snprintf(text, sizeof(text), "no service %.128s on node %s", d->service, n->name);
+        d->done(d->ctx, AIMS_E_NOTFOUND, NULL, text);
     } else {
-        aimsi_svc_dispatch(s, call->method, call->req, call->deadline_ns,
-                           call->no_inline ? AIMSI_INLINE_NO : AIMSI_INLINE_YES,
-                           call->done, call->ctx);
+        aimsi_svc_dispatch(s, d->method, d->req, d->deadline_ns, d->allow_inline, d->done,
+                           d->ctx);
     }
     atomic_fetch_sub(&n->active, 1);
     return AIMS_OK;
+}
+
+aims_status aimsi_node_call_local(aims_node *n, const aimsi_local_call *call)
+{
+    if (call == NULL) {
+        return AIMSI_MISUSE("call is required");
+    }
+    const aimsi_dispatch d = {call->service, call->method, call->req, call->deadline_ns,
+                              call->no_inline ? AIMSI_INLINE_NO : AIMSI_INLINE_YES, call->done,
+                              call->ctx};
+    return aimsi_node_dispatch(n, &d);
 }
 
 /* ---- connections (server side of tcp:// / ipc://) --------------------------------- */

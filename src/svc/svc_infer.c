@@ -45,6 +45,8 @@
 #include "aimsi_svc.h"
 #include "authz/aimsi_authz.h"
 #include "../model/aimsi_model.h"
+#include "../data/aimsi_steps.h"
+#include "aimsi_dispatch.h"
 
 /* What an item asked for; class ids are the default (0 on the wire). */
 #define OUT_CLASS 0
@@ -591,4 +593,28 @@ aims_status aims_service_swap_bundle(aims_service *s, const aims_bundle *b)
     aimsi_authz_audit(s->node, AIMS_AUDIT_MODEL_SWAP, "host", "", s->name, rc,
                       rc == AIMS_OK ? "" : aims_errmsg());
     return rc;
+}
+
+aims_status aimsi_infer_describe(aims_service *s, aimsi_infer_desc *out)
+{
+    infer_impl *im = aimsi_service_impl(s, &aimsi_kind_infer);
+    if (im == NULL || out == NULL) {
+        return aimsi_err(NULL, AIMS_E_INVAL, "not an infer service");
+    }
+    memset(out, 0, sizeof(*out));
+    /* Under mu the bundle cannot be swapped out (and so not destroyed). */
+    pthread_mutex_lock(&im->mu);
+    const aims_bundle *b = im->cur;
+    const aims_model *m = aims_bundle_model(b);
+    const aims_pipeline *p = aims_bundle_pipeline(b);
+    out->text = p != NULL && p->family == AIMSI_FAMILY_TEXT;
+    out->in_cols = out->text ? 0 : p != NULL ? p->in_w : aims_model_input_dim(m);
+    out->out_dim = aims_model_output_dim(m);
+    out->classifier = aimsi_model_is_classifier(m);
+    const char *nm = aims_bundle_get_meta(b, "name");
+    const char *ver = aims_bundle_get_meta(b, "version");
+    snprintf(out->name, sizeof(out->name), "%s", nm != NULL ? nm : "");
+    snprintf(out->version, sizeof(out->version), "%s", ver != NULL ? ver : "");
+    pthread_mutex_unlock(&im->mu);
+    return AIMS_OK;
 }
