@@ -475,7 +475,9 @@ static void *hook_accept(void *user, void *listener, void *tconn)
     aimsi_authz_peer(c->slot->scheme, tconn, c->peer_id, sizeof(c->peer_id), c->peer_addr,
                      sizeof(c->peer_addr));
     if (c->peer[0] != '\0') { /* a verified certificate names the caller */
-        snprintf(c->peer_id, sizeof(c->peer_id), "%s", c->peer);
+        const size_t l = strnlen(c->peer, sizeof(c->peer_id) - 1);
+        memcpy(c->peer_id, c->peer, l);
+        c->peer_id[l] = '\0';
     }
     return c;
 }
