@@ -85,6 +85,8 @@ PROTOTYPES = {
     "aims_dataset_load_idx": (status, [cstr, cstr, handle, handle_out]),
     "aims_dataset_load_topics": (status, [cstr, handle, handle_out]),
     "aims_dataset_create_dense": (status, [size_t, size_t, f32p, i32p, handle_out]),
+    "aims_dataset_create_dense_v2": (status, [size_t, size_t, f32p, i32p, handle,
+                                              handle_out]),
     "aims_dataset_create_texts": (status, [size_t, P(ctypes.c_char_p), sizep, i32p,
                                            handle_out]),
     "aims_dataset_destroy": (None, [handle]),
