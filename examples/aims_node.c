@@ -9,6 +9,19 @@
  *             [--workers N] [--heartbeat-ms N] [--max-frame BYTES]
  *             [--queue-cap N] [--concurrency N] [--inline 0|1]
  *
+ * Installed as `aims-node` (the build tree keeps the name aims_node for the
+ * tests). --help prints the usage on stdout and exits 0; --version prints the
+ * library version. Every flag may also come from the environment:
+ * AIMS_NODE_<FLAG> (upper case, '-' as '_'), e.g. AIMS_NODE_LISTEN=tcp://...,
+ * AIMS_NODE_HOST_REGISTRY=1; flags on the command line win; repeatable flags
+ * take ','-separated lists (node_log.h). Logs (the daemon's and the
+ * library's) go to stderr: human-readable on a terminal, JSON lines otherwise
+ * (--log-format human|json|auto, --log-level debug|info|warn|error).
+ * SIGHUP reloads what can be re-read: every --infer bundle is loaded again from
+ * its path and swapped in (calls in flight finish on the old one); a bundle
+ * that fails to load is logged and the old one keeps serving. Listeners,
+ * registry and other flags are not re-read (restart for those).
+ *
  * Every service flag may repeat. Once every service is started the daemon
  * prints one line "ready <first-address>" on stdout (flushed): that is the
  * readiness signal for a scheduler's probe or a test harness, and the first
@@ -37,6 +50,8 @@
 #include <unistd.h>
 
 #include <aims/aims_svc.h>
+
+#include "node_log.h"
 
 #define MAX_LISTEN 8
 #define MAX_SERVICES 32
@@ -73,15 +88,39 @@ typedef struct daemon_state {
 
 static int64_t g_slow_us; /* read-only once services start */
 
-static void usage(void)
+static void usage_to(FILE *f)
 {
-    fprintf(stderr,
-            "usage: aims_node --name N --listen URL [--listen URL ...]\n"
+    fprintf(f,
+            "usage: aims-node --name N --listen URL [--listen URL ...]\n"
             "                 [--join REGISTRY_URL | --host-registry]\n"
             "                 [--infer NAME=BUNDLE] [--preprocess NAME=PIPELINE]\n"
             "                 [--train NAME] [--echo NAME] [--slow-us N]\n"
             "                 [--workers N] [--heartbeat-ms N] [--max-frame BYTES]\n"
-            "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n");
+            "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n"
+            "                 [--log-format human|json|auto] [--log-level debug|info|warn|error]\n"
+            "       aims-node --help | --version\n");
+}
+
+static void usage(void)
+{
+    usage_to(stderr);
+}
+
+/* Flags of the environment (AIMS_NODE_<FLAG>) that repeat or take no value. */
+static const char *const k_env_repeatable[] = {"listen", "infer", "preprocess", "train", "echo",
+                                               NULL};
+static const char *const k_env_switches[] = {"host-registry", NULL};
+
+static void help(void)
+{
+    usage_to(stdout);
+    printf("\nRuns a libaims node: listens, joins or hosts a registry, serves the services\n"
+           "named by --infer/--preprocess/--train/--echo. Prints \"ready <address>\" on stdout\n"
+           "once serving. SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the --infer bundles.\n"
+           "Every flag may be set as AIMS_NODE_<FLAG> in the environment (e.g.\n"
+           "AIMS_NODE_LISTEN=tcp://127.0.0.1:7000, AIMS_NODE_HOST_REGISTRY=1); repeatable flags\n"
+           "take comma-separated lists; the command line wins. Logs go to stderr: text on a\n"
+           "terminal, JSON lines otherwise. Exit status: 0, 1 on failure, 2 on usage errors.\n");
 }
 
 /* Parse a non-negative decimal integer; 0 on success. */
@@ -157,6 +196,17 @@ static int parse_flag(options *o, const char *flag, const char *val)
         num = &o->concurrency;
     } else if (strcmp(flag, "--inline") == 0) {
         num = &o->inline_run;
+    } else if (strcmp(flag, "--log-format") == 0) {
+        if (nlog_set_format(val) != 0) {
+            fprintf(stderr, "aims-node: --log-format wants human, json or auto, got '%s'\n", val);
+            return -1;
+        }
+    } else if (strcmp(flag, "--log-level") == 0) {
+        if (nlog_set_level(val) != 0) {
+            fprintf(stderr, "aims-node: --log-level wants debug, info, warn or error, got '%s'\n",
+                    val);
+            return -1;
+        }
     } else {
         fprintf(stderr, "aims_node: unknown flag '%s'\n", flag);
         return -1;
@@ -234,10 +284,10 @@ static aims_status echo_handler(void *user, const char *method, const aims_msg *
 #define CHECK(st, call, what)                                                          \
     do {                                                                               \
         if ((call) != AIMS_OK) {                                                       \
-            fprintf(stderr, "aims_node: %s: %s\n", (what),                             \
-                    (st)->node != NULL && aims_node_errmsg((st)->node)[0] != '\0'      \
-                        ? aims_node_errmsg((st)->node)                                 \
-                        : aims_errmsg());                                              \
+            nlog(AIMS_LOG_ERROR, "%s: %s", (what),                                      \
+                 (st)->node != NULL && aims_node_errmsg((st)->node)[0] != '\0'         \
+                     ? aims_node_errmsg((st)->node)                                    \
+                     : aims_errmsg());                                                 \
             return -1;                                                                 \
         }                                                                              \
     } while (0)
@@ -322,8 +372,7 @@ static void *stop_main(void *arg)
     aims_service *s = arg;
     const aims_status rc = aims_service_stop(s, 5000);
     if (rc != AIMS_OK) {
-        fprintf(stderr, "aims_node: stopping a service: %s: %s\n", aims_strerror(rc),
-                aims_errmsg());
+        nlog(AIMS_LOG_ERROR, "stopping a service: %s: %s", aims_strerror(rc), aims_errmsg());
     }
     return NULL;
 }
@@ -352,22 +401,67 @@ static void teardown(daemon_state *st)
     aims_registry_destroy(st->registry); /* after the node that hosted it */
 }
 
+/* SIGHUP: load every --infer bundle again and swap it in; keep the old one
+ * when the file does not load (logged with the cause). */
+static void reload(daemon_state *st, const options *o)
+{
+    nlog(AIMS_LOG_INFO, "SIGHUP: reloading %zu service(s)' files", st->n_svc);
+    for (size_t i = 0; i < st->n_started; i++) {
+        if (o->svc[i].kind != K_INFER) {
+            continue;
+        }
+        aims_bundle *b = NULL;
+        if (aims_bundle_load(o->svc[i].path, &b) != AIMS_OK) {
+            nlog(AIMS_LOG_ERROR, "reload of '%s' from %s failed, still serving the old bundle: %s",
+                 o->svc[i].name, o->svc[i].path, aims_errmsg());
+            continue;
+        }
+        if (aims_service_swap_bundle(st->svc[i], b) != AIMS_OK) {
+            nlog(AIMS_LOG_ERROR, "reload of '%s': swap refused: %s", o->svc[i].name,
+                 aims_errmsg());
+            aims_bundle_destroy(b);
+            continue;
+        }
+        aims_bundle_destroy(st->bundle[i]);
+        st->bundle[i] = b;
+        nlog(AIMS_LOG_INFO, "reloaded '%s' from %s", o->svc[i].name, o->svc[i].path);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static options opt;
     static daemon_state st;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            help();
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("aims-node %s (libaims %s)\n", AIMS_VERSION_STRING, aims_version_string());
+            return 0;
+        }
+    }
+    char **args = nenv_args("AIMS_NODE_", argc, argv, k_env_repeatable, k_env_switches, &argc);
+    if (args == NULL) {
+        fprintf(stderr, "aims-node: out of memory\n");
+        return 1;
+    }
+    argv = args;
     if (parse_args(argc, argv, &opt) != 0) {
         usage();
         return 2;
     }
+    nlog_install("aims-node");
     g_slow_us = opt.slow_us;
 
     sigset_t stop_set;
     sigemptyset(&stop_set);
     sigaddset(&stop_set, SIGTERM);
     sigaddset(&stop_set, SIGINT);
+    sigaddset(&stop_set, SIGHUP);
     if (pthread_sigmask(SIG_BLOCK, &stop_set, NULL) != 0) {
-        fprintf(stderr, "aims_node: cannot block signals\n");
+        nlog(AIMS_LOG_ERROR, "cannot block signals");
         return 1;
     }
     /* A peer that vanished mid-write must not kill the daemon. */
@@ -380,16 +474,27 @@ int main(int argc, char **argv)
     char addr[512];
     size_t len = 0;
     if (aims_node_address(st.node, 0, addr, sizeof addr, &len) != AIMS_OK) {
-        fprintf(stderr, "aims_node: address: %s\n", aims_node_errmsg(st.node));
+        nlog(AIMS_LOG_ERROR, "address: %s", aims_node_errmsg(st.node));
         teardown(&st);
         return 1;
     }
     printf("ready %s\n", addr);
     fflush(stdout);
+    nlog(AIMS_LOG_INFO, "node %s ready at %s (%zu service(s)%s%s)", opt.name, addr, st.n_svc,
+         opt.join != NULL ? ", joined " : opt.host_registry ? ", hosting the registry" : "",
+         opt.join != NULL ? opt.join : "");
 
     int sig = 0;
-    while (sigwait(&stop_set, &sig) != 0) {
+    for (;;) {
+        if (sigwait(&stop_set, &sig) != 0) {
+            continue;
+        }
+        if (sig != SIGHUP) {
+            break;
+        }
+        reload(&st, &opt);
     }
+    nlog(AIMS_LOG_INFO, "%s: draining and stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     teardown(&st);
     return 0;
 }

@@ -514,6 +514,7 @@ struct aimsi_regsync {
     pthread_cond_t cond;
     int stop;
     uint64_t syncs_ok, syncs_failed;
+    aimsi_reach reach; /* logs and explains an unreachable registry */
 };
 
 static mirror_map *map_find(aimsi_regsync *rs, int64_t remote, const char *service,
@@ -694,6 +695,7 @@ static aims_status regsync_once(aimsi_regsync *rs)
         const int64_t timeout = (int64_t)(rs->period_ms * 5 > 1000 ? rs->period_ms * 5 : 1000);
         rc = aims_client_call_addr(rs->caller, rs->url, REG_SERVICE, "changes", &req, &reply,
                                    timeout);
+        aimsi_reach_record(&rs->reach, rc, aims_client_errmsg(rs->caller));
     }
     if (rc == AIMS_OK) {
         rc = mirror_apply(rs, &reply);
@@ -761,6 +763,7 @@ aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t
         aimsi_free(rs);
         return rc;
     }
+    aimsi_reach_init(&rs->reach, "client", url);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -784,6 +787,7 @@ aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t
         }
         aims_client_destroy(rs->caller);
         map_clear(rs);
+        aimsi_reach_fini(&rs->reach);
         aimsi_free(rs);
         return aimsi_err(NULL, AIMS_E_BACKEND, "join: cannot start the sync thread");
     }
@@ -808,6 +812,7 @@ void aimsi_regsync_stop(aimsi_regsync *rs)
     pthread_mutex_destroy(&rs->lock);
     pthread_cond_destroy(&rs->cond);
     map_clear(rs);
+    aimsi_reach_fini(&rs->reach);
     aimsi_free(rs);
 }
 
@@ -837,6 +842,17 @@ static void regsync_stop_cb(void *ctx)
     aimsi_regsync_stop(ctx);
 }
 
+size_t aimsi_regsync_why(void (*stop)(void *ctx), void *ctx, char *buf, size_t cap)
+{
+    if (stop != regsync_stop_cb || ctx == NULL) {
+        if (cap > 0) {
+            buf[0] = '\0';
+        }
+        return 0;
+    }
+    return aimsi_reach_describe(&((aimsi_regsync *)ctx)->reach, buf, cap);
+}
+
 AIMS_API aims_status aims_client_join(aims_client *c, const char *url)
 {
     if (c == NULL || url == NULL) {
@@ -863,6 +879,7 @@ AIMS_API aims_status aims_client_join(aims_client *c, const char *url)
 typedef struct node_join {
     aims_client *caller;
     char url[AIMSI_URL_MAX + 1];
+    aimsi_reach reach; /* logs an unreachable registry once, with the cause */
 } node_join;
 
 #define JOIN_TIMEOUT_MS 2000
@@ -870,8 +887,12 @@ typedef struct node_join {
 static aims_status join_call(node_join *nj, const char *method, const aims_msg *req,
                              aims_msg *reply)
 {
-    return aims_client_call_addr(nj->caller, nj->url, REG_SERVICE, method, req, reply,
-                                 JOIN_TIMEOUT_MS);
+    const aims_status rc = aims_client_call_addr(nj->caller, nj->url, REG_SERVICE, method, req,
+                                                 reply, JOIN_TIMEOUT_MS);
+    /* Any failed call: the registry is unusable (down, or the URL names a node
+     * that hosts no registry); logged on the first failure only. */
+    aimsi_reach_record(&nj->reach, rc, aims_client_errmsg(nj->caller));
+    return rc;
 }
 
 static aims_status join_reg(void *ctx, const char *service, const char *address,
@@ -969,6 +990,7 @@ static void join_release(void *ctx)
     node_join *nj = ctx;
     if (nj != NULL) {
         aims_client_destroy(nj->caller);
+        aimsi_reach_fini(&nj->reach);
         aimsi_free(nj);
     }
 }
@@ -992,6 +1014,7 @@ AIMS_API aims_status aims_node_join(aims_node *n, const char *url)
         return aimsi_err(NULL, AIMS_E_NOMEM, "aims_node_join: out of memory");
     }
     strcpy(nj->url, url);
+    aimsi_reach_init(&nj->reach, "node join", url);
     aims_status rc = aims_client_create(&nj->caller);
     if (rc == AIMS_OK) {
         rc = aimsi_node_set_remote_registry(n, &k_join_ops, nj);
