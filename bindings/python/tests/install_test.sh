@@ -28,6 +28,13 @@ lib=$(find "$tmp/stage" -name 'libaims.so.0' | head -n 1)
 libdir=$(dirname "$lib")
 echo "installed library: $lib"
 
+# the installed programs run against the installed library
+for prog in aims-node aims; do
+    exe=$(find "$tmp/stage" -path "*/bin/$prog" | head -n 1)
+    [ -n "$exe" ] || { echo "FAIL: meson install shipped no $prog"; exit 1; }
+    LD_LIBRARY_PATH="$libdir" "$exe" --version || { echo "FAIL: $prog --version"; exit 1; }
+done
+
 "$py" -m venv --system-site-packages "$tmp/venv"
 mkdir "$tmp/pkgsrc"
 cp -R "$src/bindings/python/aims" "$src/bindings/python/pyproject.toml" \
