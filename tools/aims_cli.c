@@ -6,6 +6,8 @@
  *   aims train   DATA --out BUNDLE    load, standardise, train, save a bundle
  *   aims eval    BUNDLE DATA          accuracy / loss (JSON on stdout)
  *   aims predict BUNDLE DATA          one predicted class per line
+ *   aims quantize BUNDLE DATA --out Q int8 copy of the bundle's model, its
+ *                                     activation ranges calibrated on DATA
  *
  * DATA is a CSV file (class label in the last column unless --label-column N),
  * an IDX image file with --labels LABELS_IDX, or a saved dataset (.aims): the
@@ -61,6 +63,7 @@ static int usage(const char *msg)
             "                  [--seed N] [--no-standardize] [--quiet]\n"
             "       aims eval BUNDLE DATA\n"
             "       aims predict BUNDLE DATA\n"
+            "       aims quantize BUNDLE CALIBRATION_DATA --out BUNDLE\n"
             "data options: [--format csv|idx|aims] [--labels IDX_LABELS] [--header 0|1|2]\n"
             "              [--skip-rows N] [--label-column N] [--max-rows N]\n"
             "       aims --help | --version\n");
@@ -404,6 +407,34 @@ static int cmd_predict(const cli *c)
     return rc;
 }
 
+static int cmd_quantize(const cli *c)
+{
+    if (c->out == NULL) {
+        return usage("quantize wants BUNDLE, CALIBRATION_DATA and --out BUNDLE");
+    }
+    aims_bundle *b = NULL, *qb = NULL;
+    aims_dataset *ds = NULL, *x = NULL;
+    aims_model *q = NULL;
+    int rc = bundle_data(c, &b, &ds, &x);
+    if (rc == 0 && aims_model_quantize(aims_bundle_model(b), x != NULL ? x : ds, &q) != AIMS_OK) {
+        rc = fail("quantize", NULL);
+    }
+    if (rc == 0 && (aims_bundle_create(aims_bundle_pipeline(b), q, &qb) != AIMS_OK ||
+                    aims_bundle_save(qb, c->out) != AIMS_OK)) {
+        rc = fail(c->out, NULL);
+    }
+    if (rc == 0) {
+        printf("{\"bundle\":\"%s\",\"quantized\":true,\"params\":%zu}\n", c->out,
+               aims_model_num_params(q));
+    }
+    aims_bundle_destroy(qb);
+    aims_model_destroy(q);
+    aims_dataset_destroy(x);
+    aims_dataset_destroy(ds);
+    aims_bundle_destroy(b);
+    return rc;
+}
+
 /* ---- inspect ---------------------------------------------------------------------- */
 
 static uint32_t le32(const unsigned char *p)
@@ -530,6 +561,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(c.cmd, "predict") == 0) {
         return cmd_predict(&c);
+    }
+    if (strcmp(c.cmd, "quantize") == 0) {
+        return cmd_quantize(&c);
     }
     fprintf(stderr, "aims: unknown command '%s'\n", c.cmd);
     return usage(NULL);

@@ -60,6 +60,13 @@ class CliTest(LeakCheckCase):
         preds = r.stdout.split()
         self.assertEqual(len(preds), 150)
         self.assertTrue(set(preds) <= {"0", "1", "2"})
+        qbundle = self.path("iris-int8.aimsb")
+        r = run("quantize", bundle, IRIS, "--skip-rows", "1", "--out", qbundle)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(json.loads(run("inspect", qbundle).stdout)["quantized"])
+        r = run("eval", qbundle, IRIS, "--skip-rows", "1")
+        self.assertGreater(json.loads(r.stdout)["accuracy"], 0.85)
+        self.assertEqual(run("quantize", bundle, IRIS).returncode, 2)  # no --out
         r = run("inspect", bundle)
         self.assertEqual(r.returncode, 0, r.stderr)
         info = json.loads(r.stdout)
