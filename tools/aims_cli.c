@@ -25,7 +25,9 @@
  * the library to load the file, which verifies the CRC-32C and every zstd
  * checksum.
  *
- * Progress: while training, one line per epoch on stderr -- a bar redrawn in
+ * Logs: with AIMS_LOG_LEVEL=debug|info|warn|error the library's records go
+ * through the daemon's sink (node_log.c: text on a terminal, JSON lines
+ * otherwise); by default only the CLI's own one-line failure report is shown. Progress: while training, one line per epoch on stderr -- a bar redrawn in
  * place on a terminal, JSON lines otherwise. Exit status: 0, 1 on a failure
  * (the library's message on stderr), 2 on a usage error.
  */
@@ -38,6 +40,8 @@
 #include <unistd.h>
 
 #include <aims/aims.h>
+
+#include "node_log.h"
 
 #define EXIT_USAGE 2
 
@@ -546,6 +550,11 @@ int main(int argc, char **argv)
         printf("aims %s (libaims %s)\n", AIMS_VERSION_STRING, aims_version_string());
         return 0;
     }
+    const char *lvl = getenv("AIMS_LOG_LEVEL");
+    if (lvl == NULL || nlog_set_level(lvl) != 0) {
+        nlog_set_level("off"); /* the CLI reports its failure itself, with the cause */
+    }
+    nlog_install("aims");
     cli c;
     if (parse_args(argc, argv, &c) != 0) {
         return usage(NULL);
