@@ -155,6 +155,9 @@ static int truthy(const char *v)
 
 extern char **environ;
 
+char **nenv_argv;
+
+
 char **nenv_args(const char *prefix, int argc, char **argv, const char *const *repeatable,
                  const char *const *switches, int *out_argc)
 {
@@ -219,5 +222,6 @@ char **nenv_args(const char *prefix, int argc, char **argv, const char *const *r
     }
     out[n] = NULL;
     *out_argc = n;
+    nenv_argv = out;
     return out;
 }

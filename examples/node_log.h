@@ -38,6 +38,10 @@ void nlog(aims_log_level level, const char *fmt, ...);
  * Returns a new argv (argv[0] first, NULL-terminated; never freed: it lives
  * as long as the process) and its count in *out_argc, or NULL on no memory.
  */
+/* The argv nenv_args built last: it lives as long as the process, held in a
+ * global so a leak checker sees it reachable at exit. */
+extern char **nenv_argv;
+
 char **nenv_args(const char *prefix, int argc, char **argv, const char *const *repeatable,
                  const char *const *switches, int *out_argc);
 

@@ -76,7 +76,12 @@ static int usage(const char *msg)
 
 static int fail(const char *what, const char *detail)
 {
-    fprintf(stderr, "aims: %s: %s\n", what, detail != NULL && detail[0] ? detail : aims_errmsg());
+    const char *d = detail != NULL && detail[0] ? detail : aims_errmsg();
+    if (strncmp(d, what, strlen(what)) == 0) {
+        fprintf(stderr, "aims: %s\n", d); /* the library's message names the file already */
+    } else {
+        fprintf(stderr, "aims: %s: %s\n", what, d);
+    }
     return 1;
 }
 
