@@ -35,6 +35,10 @@ for prog in aims-node aims; do
     LD_LIBRARY_PATH="$libdir" "$exe" --version || { echo "FAIL: $prog --version"; exit 1; }
 done
 
+for page in aims.1 aims-node.1; do
+    [ -n "$(find "$tmp/stage" -path "*/man1/$page")" ] || { echo "FAIL: no man page $page"; exit 1; }
+done
+
 "$py" -m venv --system-site-packages "$tmp/venv"
 mkdir "$tmp/pkgsrc"
 cp -R "$src/bindings/python/aims" "$src/bindings/python/pyproject.toml" \
