@@ -105,6 +105,15 @@ class DaemonTest(LeakCheckCase):
         self.assertTrue(any("cannot listen on " + addr2 in m for m in msgs), msgs)
         self.stop(p2)
 
+    def test_bad_bundle_logged_with_cause(self):
+        r = subprocess.run([EXE, "--name", "b", "--listen", "tcp://127.0.0.1:0",
+                            "--infer", "m=/nonexistent/model.aimsb"],
+                           capture_output=True, text=True, timeout=30, env=clean_env())
+        self.assertEqual(r.returncode, 1)
+        records = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
+        errors = [x["msg"] for x in records if x["level"] == "error"]
+        self.assertTrue(any("/nonexistent/model.aimsb" in m for m in errors), records)
+
     def test_client_says_why_no_instance(self):
         with aims.Client() as c:
             c.set_param("sync_ms", 50)
