@@ -32,14 +32,22 @@
  * drain however many services the node hosts.
  *
  * Signals. They are blocked before the node starts its threads (threads
- * inherit the mask), and the main thread waits for them with sigwait(): no
- * async-signal-safety puzzles, and the shutdown runs on an ordinary thread.
+ * inherit the mask), and the shutdown and reload run on the main thread. A
+ * plain sigwait() is not enough: threads that exist before main() (OpenBLAS
+ * starts its pool in a library constructor) do not block them, so a signal
+ * arriving while the main thread is busy (printing "ready", reloading) went to
+ * such a thread and its default action killed the process. So HUP/INT/TERM
+ * get a handler that only writes the signal number to a self-pipe (whichever
+ * thread runs it), and the main thread waits on that pipe with ppoll(), which
+ * unblocks the three signals only while it waits.
  *
  * The echo service answers every method with the request's tensors plus "pid"
  * (i64: this process), so multi-process tests can see which instance answered;
  * --slow-us makes its handler spin that long first (load and overload tests).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -401,6 +409,59 @@ static void teardown(daemon_state *st)
     aims_registry_destroy(st->registry); /* after the node that hosted it */
 }
 
+/* Self-pipe of the stop/reload signals (see the file comment). */
+static int g_sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    const int saved = errno;
+    const unsigned char b = (unsigned char)sig;
+    if (write(g_sig_pipe[1], &b, 1) < 0) {
+        /* pipe full: signals are already pending there */
+    }
+    errno = saved;
+}
+
+static int install_signals(const sigset_t *set)
+{
+    if (pipe2(g_sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        return -1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_mask = *set;
+    sa.sa_flags = SA_RESTART;
+    const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        if (sigaction(sigs[i], &sa, NULL) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The next stop/reload signal; the signals are unblocked only inside ppoll. */
+static int next_signal(const sigset_t *set)
+{
+    sigset_t during;
+    pthread_sigmask(SIG_SETMASK, NULL, &during);
+    for (int s = 1; s < NSIG; s++) {
+        if (sigismember(set, s) == 1) {
+            sigdelset(&during, s);
+        }
+    }
+    for (;;) {
+        struct pollfd pfd = {g_sig_pipe[0], POLLIN, 0};
+        if (ppoll(&pfd, 1, NULL, &during) > 0) {
+            unsigned char b = 0;
+            if (read(g_sig_pipe[0], &b, 1) == 1) {
+                return b;
+            }
+        }
+    }
+}
+
 /* SIGHUP: load every --infer bundle again and swap it in; keep the old one
  * when the file does not load (logged with the cause). */
 static void reload(daemon_state *st, const options *o)
@@ -460,8 +521,8 @@ int main(int argc, char **argv)
     sigaddset(&stop_set, SIGTERM);
     sigaddset(&stop_set, SIGINT);
     sigaddset(&stop_set, SIGHUP);
-    if (pthread_sigmask(SIG_BLOCK, &stop_set, NULL) != 0) {
-        nlog(AIMS_LOG_ERROR, "cannot block signals");
+    if (pthread_sigmask(SIG_BLOCK, &stop_set, NULL) != 0 || install_signals(&stop_set) != 0) {
+        nlog(AIMS_LOG_ERROR, "cannot set up signal handling: %s", strerror(errno));
         return 1;
     }
     /* A peer that vanished mid-write must not kill the daemon. */
@@ -486,9 +547,7 @@ int main(int argc, char **argv)
 
     int sig = 0;
     for (;;) {
-        if (sigwait(&stop_set, &sig) != 0) {
-            continue;
-        }
+        sig = next_signal(&stop_set);
         if (sig != SIGHUP) {
             break;
         }
