@@ -7,15 +7,16 @@
 #    from the network; the tree is copied first so the build leaves no build/ or
 #    *.egg-info in the checkout);
 # 4. from a neutral directory, with AIMS_LIBRARY and PYTHONPATH unset: run
-#    `python -m aims --version` and a small train/predict, and check that the
-#    *installed* package and the *installed* library were used.
+#    `python -m aims --version` and a small train/predict, checking that the
+#    *installed* package and the *installed* library were used, then the
+#    binding's whole unittest suite against that installed package.
 #
 # The staging prefix is not on the loader path, so LD_LIBRARY_PATH names its
 # libdir -- the one variable a user of a non-standard prefix needs too (an
 # install into /usr/local is found through the ld.so cache or pkg-config).
 set -eu
-build=$1
-src=$2
+build=$(cd "$1" && pwd)
+src=$(cd "$2" && pwd)
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/aims-install.XXXXXX")
@@ -77,6 +78,12 @@ if ids is not None:
     assert acc > 0.95, acc
 print("installed package trains and predicts: ok")
 PY
+
+# the binding's whole test suite against the installed package and library
+env -u AIMS_LIBRARY -u PYTHONPATH LD_LIBRARY_PATH="$libdir" AIMS_SOURCE_DIR="$src" \
+    "$tmp/venv/bin/python" -m unittest discover -s "$src/bindings/python/tests" \
+    >"$tmp/suite.log" 2>&1 || { tail -n 40 "$tmp/suite.log"; echo "FAIL: suite on the installed package"; exit 1; }
+tail -n 3 "$tmp/suite.log"
 
 # without the library on any path, the import error lists what was tried
 err=$(env -u AIMS_LIBRARY -u PYTHONPATH -u LD_LIBRARY_PATH PKG_CONFIG_PATH="$tmp/none" \
