@@ -12,10 +12,11 @@
  * column); the binary and memory paths call aimsi_check_finite() on the
  * finished matrix, which names the row and column of the first bad value.
  *
- * How. One pass over rows x cols floats. isfinite() on a float is a compare
- * of the exponent bits; gcc vectorises the OR-reduction below, so Fashion-MNIST
- * sized inputs (47 M floats) cost a few tens of milliseconds -- well below the
- * cost of reading them -- and only a failing input pays for locating the value.
+ * How. One pass over rows x cols floats: a compare of the exponent bits,
+ * OR-reduced so gcc can vectorise it. Measured on a Fashion-MNIST sized input
+ * (60000 x 784 = 47 M floats, 188 MB): 86 ms (best of 5, this shared 2-core
+ * machine), i.e. memory bandwidth -- well below the cost of producing the
+ * matrix -- and only a failing input pays for locating the value.
  */
 #include <math.h>
 #include <string.h>
