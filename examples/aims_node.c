@@ -24,6 +24,19 @@
  * registrations, denials, train submits, results, model swaps) to FILE.
  *             [--http HOST:PORT [--http-insecure]]
  *
+ * Installed as `aims-node` (the build tree keeps the name aims_node for the
+ * tests). --help prints the usage on stdout and exits 0; --version prints the
+ * library version. Every flag may also come from the environment:
+ * AIMS_NODE_<FLAG> (upper case, '-' as '_'), e.g. AIMS_NODE_LISTEN=tcp://...,
+ * AIMS_NODE_HOST_REGISTRY=1; flags on the command line win; repeatable flags
+ * take ','-separated lists (node_log.h). Logs (the daemon's and the
+ * library's) go to stderr: human-readable on a terminal, JSON lines otherwise
+ * (--log-format human|json|auto, --log-level debug|info|warn|error).
+ * SIGHUP reloads what can be re-read: every --infer bundle is loaded again from
+ * its path and swapped in (calls in flight finish on the old one); a bundle
+ * that fails to load is logged and the old one keeps serving. Listeners,
+ * registry and other flags are not re-read (restart for those).
+ *
  * Every service flag may repeat. Once every service is started the daemon
  * prints one line "ready <first-address>" on stdout (flushed): that is the
  * readiness signal for a scheduler's probe or a test harness, and the first
@@ -34,14 +47,22 @@
  * drain however many services the node hosts.
  *
  * Signals. They are blocked before the node starts its threads (threads
- * inherit the mask), and the main thread waits for them with sigwait(): no
- * async-signal-safety puzzles, and the shutdown runs on an ordinary thread.
+ * inherit the mask), and the shutdown and reload run on the main thread. A
+ * plain sigwait() is not enough: threads that exist before main() (OpenBLAS
+ * starts its pool in a library constructor) do not block them, so a signal
+ * arriving while the main thread is busy (printing "ready", reloading) went to
+ * such a thread and its default action killed the process. So HUP/INT/TERM
+ * get a handler that only writes the signal number to a self-pipe (whichever
+ * thread runs it), and the main thread waits on that pipe with ppoll(), which
+ * unblocks the three signals only while it waits.
  *
  * The echo service answers every method with the request's tensors plus "pid"
  * (i64: this process), so multi-process tests can see which instance answered;
  * --slow-us makes its handler spin that long first (load and overload tests).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -55,6 +76,8 @@
 #include <aims/aims_tls.h>
 #include <aims/aims_policy.h>
 #include <aims/aims_http.h>
+
+#include "node_log.h"
 
 #define MAX_LISTEN 8
 #define MAX_SERVICES 32
@@ -101,10 +124,10 @@ typedef struct daemon_state {
 
 static int64_t g_slow_us; /* read-only once services start */
 
-static void usage(void)
+static void usage_to(FILE *f)
 {
-    fprintf(stderr,
-            "usage: aims_node --name N --listen URL [--listen URL ...]\n"
+    fprintf(f,
+            "usage: aims-node --name N --listen URL [--listen URL ...]\n"
             "                 [--join REGISTRY_URL | --host-registry]\n"
             "                 [--infer NAME=BUNDLE] [--preprocess NAME=PIPELINE]\n"
             "                 [--train NAME] [--echo NAME] [--slow-us N]\n"
@@ -113,7 +136,32 @@ static void usage(void)
             "                 [--tls-ca FILE|DIR --tls-cert FILE --tls-key FILE]\n"
             "                 [--tls-peer NAME ...] [--insecure]\n"
             "                 [--policy FILE] [--audit FILE]\n"
-            "                 [--http HOST:PORT [--http-insecure]]\n");
+            "                 [--http HOST:PORT [--http-insecure]]\n"
+            "                 [--log-format human|json|auto] [--log-level debug|info|warn|error]\n"
+            "       aims-node --help | --version\n");
+}
+
+static void usage(void)
+{
+    usage_to(stderr);
+}
+
+/* Flags of the environment (AIMS_NODE_<FLAG>) that repeat or take no value. */
+static const char *const k_env_repeatable[] = {"listen", "infer", "preprocess", "train", "echo",
+                                               "tls-peer",
+                                               NULL};
+static const char *const k_env_switches[] = {"host-registry", "insecure", "http-insecure", NULL};
+
+static void help(void)
+{
+    usage_to(stdout);
+    printf("\nRuns a libaims node: listens, joins or hosts a registry, serves the services\n"
+           "named by --infer/--preprocess/--train/--echo. Prints \"ready <address>\" on stdout\n"
+           "once serving. SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the --infer bundles.\n"
+           "Every flag may be set as AIMS_NODE_<FLAG> in the environment (e.g.\n"
+           "AIMS_NODE_LISTEN=tcp://127.0.0.1:7000, AIMS_NODE_HOST_REGISTRY=1); repeatable flags\n"
+           "take comma-separated lists; the command line wins. Logs go to stderr: text on a\n"
+           "terminal, JSON lines otherwise. Exit status: 0, 1 on failure, 2 on usage errors.\n");
 }
 
 /* Parse a non-negative decimal integer; 0 on success. */
@@ -208,6 +256,17 @@ static int parse_flag(options *o, const char *flag, const char *val)
         num = &o->concurrency;
     } else if (strcmp(flag, "--inline") == 0) {
         num = &o->inline_run;
+    } else if (strcmp(flag, "--log-format") == 0) {
+        if (nlog_set_format(val) != 0) {
+            fprintf(stderr, "aims-node: --log-format wants human, json or auto, got '%s'\n", val);
+            return -1;
+        }
+    } else if (strcmp(flag, "--log-level") == 0) {
+        if (nlog_set_level(val) != 0) {
+            fprintf(stderr, "aims-node: --log-level wants debug, info, warn or error, got '%s'\n",
+                    val);
+            return -1;
+        }
     } else {
         fprintf(stderr, "aims_node: unknown flag '%s'\n", flag);
         return -1;
@@ -298,10 +357,10 @@ static aims_status echo_handler(void *user, const char *method, const aims_msg *
 #define CHECK(st, call, what)                                                          \
     do {                                                                               \
         if ((call) != AIMS_OK) {                                                       \
-            fprintf(stderr, "aims_node: %s: %s\n", (what),                             \
-                    (st)->node != NULL && aims_node_errmsg((st)->node)[0] != '\0'      \
-                        ? aims_node_errmsg((st)->node)                                 \
-                        : aims_errmsg());                                              \
+            nlog(AIMS_LOG_ERROR, "%s: %s", (what),                                      \
+                 (st)->node != NULL && aims_node_errmsg((st)->node)[0] != '\0'         \
+                     ? aims_node_errmsg((st)->node)                                    \
+                     : aims_errmsg());                                                 \
             return -1;                                                                 \
         }                                                                              \
     } while (0)
@@ -487,8 +546,7 @@ static void *stop_main(void *arg)
     aims_service *s = arg;
     const aims_status rc = aims_service_stop(s, 5000);
     if (rc != AIMS_OK) {
-        fprintf(stderr, "aims_node: stopping a service: %s: %s\n", aims_strerror(rc),
-                aims_errmsg());
+        nlog(AIMS_LOG_ERROR, "stopping a service: %s: %s", aims_strerror(rc), aims_errmsg());
     }
     return NULL;
 }
@@ -522,22 +580,120 @@ static void teardown(daemon_state *st)
     }
 }
 
+/* Self-pipe of the stop/reload signals (see the file comment). */
+static int g_sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    const int saved = errno;
+    const unsigned char b = (unsigned char)sig;
+    if (write(g_sig_pipe[1], &b, 1) < 0) {
+        /* pipe full: signals are already pending there */
+    }
+    errno = saved;
+}
+
+static int install_signals(const sigset_t *set)
+{
+    if (pipe2(g_sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        return -1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_mask = *set;
+    sa.sa_flags = SA_RESTART;
+    const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        if (sigaction(sigs[i], &sa, NULL) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The next stop/reload signal; the signals are unblocked only inside ppoll. */
+static int next_signal(const sigset_t *set)
+{
+    sigset_t during;
+    pthread_sigmask(SIG_SETMASK, NULL, &during);
+    for (int s = 1; s < NSIG; s++) {
+        if (sigismember(set, s) == 1) {
+            sigdelset(&during, s);
+        }
+    }
+    for (;;) {
+        struct pollfd pfd = {g_sig_pipe[0], POLLIN, 0};
+        if (ppoll(&pfd, 1, NULL, &during) > 0) {
+            unsigned char b = 0;
+            if (read(g_sig_pipe[0], &b, 1) == 1) {
+                return b;
+            }
+        }
+    }
+}
+
+/* SIGHUP: load every --infer bundle again and swap it in; keep the old one
+ * when the file does not load (logged with the cause). */
+static void reload(daemon_state *st, const options *o)
+{
+    nlog(AIMS_LOG_INFO, "SIGHUP: reloading %zu service(s)' files", st->n_svc);
+    for (size_t i = 0; i < st->n_started; i++) {
+        if (o->svc[i].kind != K_INFER) {
+            continue;
+        }
+        aims_bundle *b = NULL;
+        if (aims_bundle_load(o->svc[i].path, &b) != AIMS_OK) {
+            nlog(AIMS_LOG_ERROR, "reload of '%s' from %s failed, still serving the old bundle: %s",
+                 o->svc[i].name, o->svc[i].path, aims_errmsg());
+            continue;
+        }
+        if (aims_service_swap_bundle(st->svc[i], b) != AIMS_OK) {
+            nlog(AIMS_LOG_ERROR, "reload of '%s': swap refused: %s", o->svc[i].name,
+                 aims_errmsg());
+            aims_bundle_destroy(b);
+            continue;
+        }
+        aims_bundle_destroy(st->bundle[i]);
+        st->bundle[i] = b;
+        nlog(AIMS_LOG_INFO, "reloaded '%s' from %s", o->svc[i].name, o->svc[i].path);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static options opt;
     static daemon_state st;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            help();
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("aims-node %s (libaims %s)\n", AIMS_VERSION_STRING, aims_version_string());
+            return 0;
+        }
+    }
+    char **args = nenv_args("AIMS_NODE_", argc, argv, k_env_repeatable, k_env_switches, &argc);
+    if (args == NULL) {
+        fprintf(stderr, "aims-node: out of memory\n");
+        return 1;
+    }
+    argv = args;
     if (parse_args(argc, argv, &opt) != 0) {
         usage();
         return 2;
     }
+    nlog_install("aims-node");
     g_slow_us = opt.slow_us;
 
     sigset_t stop_set;
     sigemptyset(&stop_set);
     sigaddset(&stop_set, SIGTERM);
     sigaddset(&stop_set, SIGINT);
-    if (pthread_sigmask(SIG_BLOCK, &stop_set, NULL) != 0) {
-        fprintf(stderr, "aims_node: cannot block signals\n");
+    sigaddset(&stop_set, SIGHUP);
+    if (pthread_sigmask(SIG_BLOCK, &stop_set, NULL) != 0 || install_signals(&stop_set) != 0) {
+        nlog(AIMS_LOG_ERROR, "cannot set up signal handling: %s", strerror(errno));
         return 1;
     }
     /* A peer that vanished mid-write must not kill the daemon. */
@@ -550,7 +706,7 @@ int main(int argc, char **argv)
     char addr[512];
     size_t len = 0;
     if (aims_node_address(st.node, 0, addr, sizeof addr, &len) != AIMS_OK) {
-        fprintf(stderr, "aims_node: address: %s\n", aims_node_errmsg(st.node));
+        nlog(AIMS_LOG_ERROR, "address: %s", aims_node_errmsg(st.node));
         teardown(&st);
         return 1;
     }
@@ -560,10 +716,19 @@ int main(int argc, char **argv)
         return 1;
     }
     fflush(stdout);
+    nlog(AIMS_LOG_INFO, "node %s ready at %s (%zu service(s)%s%s)", opt.name, addr, st.n_svc,
+         opt.join != NULL ? ", joined " : opt.host_registry ? ", hosting the registry" : "",
+         opt.join != NULL ? opt.join : "");
 
     int sig = 0;
-    while (sigwait(&stop_set, &sig) != 0) {
+    for (;;) {
+        sig = next_signal(&stop_set);
+        if (sig != SIGHUP) {
+            break;
+        }
+        reload(&st, &opt);
     }
+    nlog(AIMS_LOG_INFO, "%s: draining and stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     teardown(&st);
     return 0;
 }

@@ -253,6 +253,7 @@ typedef enum aims_param {
     AIMS_LOAD_MIN_DOCS = 108,       /**< [min_docs] i64: topics dir: skip topics with fewer entries; default 20 */
     AIMS_LOAD_ZERO_BASED = 109,     /**< [zero_based] i64: svmlight indices start at 0 (1) or 1 (0); default 0 */
     AIMS_LOAD_SKIP_ROWS = 110,      /**< [skip_rows] i64: CSV lines to skip before the header/data; default 0 */
+    AIMS_LOAD_NONFINITE = 111,      /**< [allow_nonfinite] i64: numbers that are not finite -- nan, inf, or a literal beyond float range such as 1e999 -- in CSV/svmlight fields and dense datasets: 0 an error naming file, line and column (row and column for memory); 1 keep them (NaN/inf reach the dataset; an IMPUTE step with nonfinite = 1 can then replace them). Missing markers (empty, NA, ?) follow AIMS_LOAD_MISSING instead; @since 0.1; default 0 */
 
     /* --- pipeline step parameters ------------------------------------------ */
     AIMS_STEP_COL_BEGIN = 200,      /**< [col_begin] i64: first column the step touches; default 0 */
@@ -260,8 +261,8 @@ typedef enum aims_param {
     AIMS_STEP_LOW = 202,            /**< [low] f64: clip low bound / min-max target low; default 0 (clip: -inf) */
     AIMS_STEP_HIGH = 203,           /**< [high] f64: clip high bound / min-max target high; default 1 (clip: +inf) */
     AIMS_STEP_STRATEGY = 204,       /**< [strategy] i64: 0 mean, 1 median, 2 constant; default 0 */
-    AIMS_STEP_VALUE = 205,          /**< [value] f64: impute constant; default 0 */
-    AIMS_STEP_FACTOR = 206,         /**< [factor] f64: scale step multiplier; default 1/255 */
+    AIMS_STEP_VALUE = 205,          /**< [value] f64: impute constant, finite; default 0 */
+    AIMS_STEP_FACTOR = 206,         /**< [factor] f64: scale step multiplier, finite (|factor| <= FLT_MAX); default 1/255 */
     AIMS_STEP_MAX_CATEGORIES = 207, /**< [max_categories] i64: one-hot cap on categories per column; default 1024 */
     AIMS_STEP_LOWERCASE = 208,      /**< [lowercase] i64: normalize: lower-case ASCII; default 1 */
     AIMS_STEP_MIN_TOKEN_LEN = 209,  /**< [min_token_len] i64: tokenize: shortest token kept; default 2 */

@@ -144,11 +144,28 @@ AIMS_API aims_status aims_dataset_load_topics(const char *dir, const aims_loadop
  * @param x       [in] rows*cols floats, row-major; copied.
  * @param labels  [in] rows class ids >= 0, or NULL; copied.
  * @param out     [out] the new dataset.
- * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL (zero size, negative label), AIMS_E_NOMEM.
+ * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL (zero size, negative label, a value of
+ *         @p x that is NaN or inf: the message names its row and column), AIMS_E_NOMEM.
+ * @note Same as aims_dataset_create_dense_v2() with default options: non-finite
+ *       features are refused.
  * @since 0.1
  */
 AIMS_API aims_status aims_dataset_create_dense(size_t rows, size_t cols, const float *x,
                                                const int32_t *labels, aims_dataset **out);
+
+/**
+ * @brief aims_dataset_create_dense() with loader options.
+ *
+ * Of @p opts only AIMS_LOAD_NONFINITE applies: 0 (default) refuses NaN and inf in
+ * @p x with AIMS_E_INVAL naming the first one's row and column (1-based); 1 keeps
+ * them, e.g. NaN as missing values for an IMPUTE step.
+ * @param opts    Options, or NULL for the defaults; borrowed.
+ * @return As aims_dataset_create_dense().
+ * @since 0.1
+ */
+AIMS_API aims_status aims_dataset_create_dense_v2(size_t rows, size_t cols, const float *x,
+                                                  const int32_t *labels,
+                                                  const aims_loadopts *opts, aims_dataset **out);
 
 /**
  * @brief Create a text dataset by copying @p rows documents.

@@ -302,7 +302,9 @@ AIMS_API aims_status aims_trainer_set_progress(aims_trainer *t, aims_progress_fn
  *               borrowed until the run ends or the trainer is destroyed.
  * @param val    Validation data or NULL; with NULL and AIMS_TRAIN_VAL_FRACTION > 0
  *               a seeded stratified part of @p train is held out.
- * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL (shapes, labels, parameters), AIMS_E_NOMEM.
+ * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL (shapes, labels, parameters, a feature
+ *         or target that is NaN or inf -- the message names its row and column),
+ *         AIMS_E_NOMEM.
  * @since 0.1
  */
 AIMS_API aims_status aims_trainer_begin(aims_trainer *t, const aims_dataset *train,
@@ -311,7 +313,12 @@ AIMS_API aims_status aims_trainer_begin(aims_trainer *t, const aims_dataset *tra
 /**
  * @brief One optimizer step (one mini-batch). Sets *out_done when the run is over
  * (epochs exhausted or early stopping).
- * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_STATE (no run), AIMS_E_CANCELLED, AIMS_E_NOMEM.
+ * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_STATE (no run), AIMS_E_CANCELLED, AIMS_E_NOMEM,
+ *         AIMS_E_RANGE when the training diverged: the step's loss is NaN or inf (the
+ *         message names the step and epoch). The run then ends: later steps return
+ *         the same status, parameters may be set again. The weights are those of the last step whose loss
+ *         was finite, which may already hold inf: train again (a new begin) with a
+ *         lower learning rate.
  * @since 0.1
  */
 AIMS_API aims_status aims_trainer_step(aims_trainer *t, int *out_done);

@@ -5,6 +5,7 @@
  * validate through aimsi_param_check() so bounds live in exactly one place and
  * aims_param_info() tells a binding the same truth the library enforces.
  */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -36,14 +37,15 @@ static const param_row k_params[] = {
     {AIMS_LOAD_MIN_DOCS, "min_docs", I64, 0, 1 << 30, 20},
     {AIMS_LOAD_ZERO_BASED, "zero_based", I64, 0, 1, 0},
     {AIMS_LOAD_SKIP_ROWS, "skip_rows", I64, 0, BIG, 0},
+    {AIMS_LOAD_NONFINITE, "allow_nonfinite", I64, 0, 1, 0},
 
     {AIMS_STEP_COL_BEGIN, "col_begin", I64, 0, BIG, 0},
     {AIMS_STEP_COL_END, "col_end", I64, -1, BIG, -1},
     {AIMS_STEP_LOW, "low", F64, -HUGE_VAL, HUGE_VAL, 0},
     {AIMS_STEP_HIGH, "high", F64, -HUGE_VAL, HUGE_VAL, 1},
     {AIMS_STEP_STRATEGY, "strategy", I64, 0, 2, 0},
-    {AIMS_STEP_VALUE, "value", F64, -HUGE_VAL, HUGE_VAL, 0},
-    {AIMS_STEP_FACTOR, "factor", F64, -HUGE_VAL, HUGE_VAL, 1.0 / 255.0},
+    {AIMS_STEP_VALUE, "value", F64, -FLT_MAX, FLT_MAX, 0},
+    {AIMS_STEP_FACTOR, "factor", F64, -FLT_MAX, FLT_MAX, 1.0 / 255.0},
     {AIMS_STEP_MAX_CATEGORIES, "max_categories", I64, 1, 1 << 20, 1024},
     {AIMS_STEP_LOWERCASE, "lowercase", I64, 0, 1, 1},
     {AIMS_STEP_MIN_TOKEN_LEN, "min_token_len", I64, 1, 1024, 2},
@@ -82,7 +84,7 @@ static const param_row k_params[] = {
     {AIMS_TRAIN_THREADS, "train_threads", I64, 0, 256, 0},
     {AIMS_TRAIN_VAL_FRACTION, "val_fraction", F64, 0, 0.9, 0},
     {AIMS_TRAIN_PATIENCE, "patience", I64, 0, 1 << 24, 0},
-    {AIMS_TRAIN_MIN_DELTA, "min_delta", F64, 0, HUGE_VAL, 0},
+    {AIMS_TRAIN_MIN_DELTA, "min_delta", F64, 0, FLT_MAX, 0},
     {AIMS_TRAIN_METRIC, "metric", I64, 0, 1, 0},
     {AIMS_TRAIN_WARM_START, "warm_start", I64, 0, 1, 0},
     {AIMS_TRAIN_GEMM, "gemm", I64, 0, 1, 0},
@@ -200,7 +202,12 @@ aims_status aimsi_param_check(aimsi_obj *obj, aims_param param, int range_lo, in
                          row->type == I64 ? "an integer" : "a float",
                          type == I64 ? "an integer" : "a float");
     }
-    if (isnan(value) || value < row->min || value > row->max) {
+    if (!isfinite(value) && !(isinf(value) && (value < 0 ? isinf(row->min) : isinf(row->max)))) {
+        /* only a bound that is itself infinite (clip's open side) admits inf */
+        return aimsi_err(obj, AIMS_E_RANGE, "parameter %s = %g is not a finite number",
+                         row->name, value);
+    }
+    if (value < row->min || value > row->max) {
         return aimsi_err(obj, AIMS_E_RANGE, "parameter %s = %g is outside [%g, %g]", row->name,
                          value, row->min, row->max);
     }

@@ -91,6 +91,13 @@ aims_status aimsi_load_aims(const void *data, size_t size, const char *name,
  * [p, end) fully; returns 0 on success, -1 when the field is not a number. */
 int aimsi_parse_float(const char *p, const char *end, float *out);
 
+/* `code` naming "<where>: row R, column C" (1-based) of the first value of the
+ * rows x cols matrix x that is NaN or inf, unless opts allows them
+ * (AIMS_LOAD_NONFINITE = 1; opts may be NULL: the default, refuse). `hint`
+ * (NULL: the allow_nonfinite advice) ends the message. */
+aims_status aimsi_check_finite(aims_status code, const char *where, const float *x, size_t rows,
+                               size_t cols, const aims_loadopts *opts, const char *hint);
+
 /* Printable, escaped copy of at most 24 bytes of [b, e) (with "..." when cut)
  * for error messages: loaders quote the offending field without ever printing
  * raw control bytes or invalid UTF-8. cap >= AIMSI_EXCERPT_CAP is enough. */

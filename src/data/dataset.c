@@ -269,6 +269,13 @@ static aims_status copy_new_labels(aims_dataset *ds, const int32_t *labels)
 aims_status aims_dataset_create_dense(size_t rows, size_t cols, const float *x,
                                       const int32_t *labels, aims_dataset **out)
 {
+    return aims_dataset_create_dense_v2(rows, cols, x, labels, NULL, out);
+}
+
+aims_status aims_dataset_create_dense_v2(size_t rows, size_t cols, const float *x,
+                                         const int32_t *labels, const aims_loadopts *opts,
+                                         aims_dataset **out)
+{
     if (out == NULL || x == NULL) {
         return AIMSI_MISUSE("out and x must not be NULL");
     }
@@ -282,6 +289,8 @@ aims_status aims_dataset_create_dense(size_t rows, size_t cols, const float *x,
         return aimsi_err(NULL, AIMS_E_RANGE, "aims_dataset_create_dense: %zu x %zu overflows",
                          rows, cols);
     }
+    AIMSI_TRY(aimsi_check_finite(AIMS_E_INVAL, "aims_dataset_create_dense", x, rows, cols, opts,
+                                 NULL));
     if (labels != NULL) {
         size_t classes = 0;
         AIMSI_TRY(scan_labels(labels, rows, &classes));

@@ -16,7 +16,9 @@
  * Unquoted fields run to the next delimiter or LF. Blanks around a field are
  * trimmed. Every field must then be a number (numparse.c) or a missing marker
  * -- empty, NA, N/A, NaN (any case, any sign), NULL, "?" -- which becomes NaN
- * when AIMS_LOAD_MISSING is 1 and an error when it is 0. Every record must
+ * when AIMS_LOAD_MISSING is 1 and an error when it is 0. A number that is not
+ * finite (nan, inf, or a literal beyond float range such as 1e999) is an
+ * error unless AIMS_LOAD_NONFINITE is 1: such values poison training silently. Every record must
  * have as many fields as the first (or the header). The label column, when
  * there is one, is taken out of the features: class ids must be integers in
  * [0, 2^24) (a float holds them exactly, and a class count from a hostile file
@@ -67,6 +69,7 @@ typedef struct csv_ctx {
     int64_t label_opt; /* AIMS_LOAD_LABEL_COLUMN as given */
     int label_kind;
     int missing;
+    int nonfinite;     /* AIMS_LOAD_NONFINITE */
     uint64_t max_rows;
     size_t ncols;      /* fields per record */
     size_t label_idx;  /* field index of the label, SIZE_MAX for none */
@@ -312,14 +315,20 @@ static int is_missing_marker(const csv_field *f)
            lower_eq(f->b, f->e, "null") || lower_eq(f->b, f->e, "?");
 }
 
-/* Value of a non-integer field; missing markers and NaN obey AIMS_LOAD_MISSING. */
+/* Value of a non-integer field: missing markers obey AIMS_LOAD_MISSING, numbers
+ * that are not finite (nan, inf, 1e999) AIMS_LOAD_NONFINITE. */
 static aims_status field_value(const csv_ctx *c, const csv_field *f, size_t col, float *out)
 {
     float v = 0.0f;
     const int parsed = (aimsi_parse_float(f->b, f->e, &v) == 0);
-    if (parsed && !isnan(v)) {
+    if (parsed && (isfinite(v) || c->nonfinite)) {
         *out = v;
         return AIMS_OK;
+    }
+    if (parsed) {
+        return bad_field(c, f, col,
+                         "is not a finite number (nan, inf or beyond float range; set "
+                         "allow_nonfinite=1 to load it):");
     }
     if (!parsed && !is_missing_marker(f)) {
         return bad_field(c, f, col, "is not a number:");
@@ -482,7 +491,7 @@ static int fast_record(const csv_ctx *c, const char **pp, size_t r, csv_out *out
             }
             csv_field f = {0, 0, fs, q, 0};
             trim(c, &f);
-            if (aimsi_parse_float(f.b, f.e, &v) != 0 || isnan(v)) {
+            if (aimsi_parse_float(f.b, f.e, &v) != 0 || !isfinite(v)) {
                 return 0;
             }
         }
@@ -544,6 +553,7 @@ static aims_status read_options(const aims_loadopts *opts, csv_ctx *c)
     c->label_opt = aimsi_loadopt(opts, AIMS_LOAD_LABEL_COLUMN);
     c->label_kind = (int)aimsi_loadopt(opts, AIMS_LOAD_LABEL_KIND);
     c->missing = (int)aimsi_loadopt(opts, AIMS_LOAD_MISSING);
+    c->nonfinite = (int)aimsi_loadopt(opts, AIMS_LOAD_NONFINITE);
     const int64_t max_rows = aimsi_loadopt(opts, AIMS_LOAD_MAX_ROWS);
     c->max_rows = (max_rows > 0) ? (uint64_t)max_rows : 0;
     if (c->label_opt < -2) {

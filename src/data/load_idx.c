@@ -260,6 +260,14 @@ aims_status aimsi_load_idx_images(const void *data, size_t size, const char *nam
     ds->cols = h.per_item;
     aimsi_hint_hugepages(ds->x, n * sizeof *ds->x);
     convert_all(h.type, h.esize, (const uint8_t *)data + h.header_len, ds->x, n);
+    if (h.type == IDX_F32 || h.type == IDX_F64) {
+        const aims_status rc = aimsi_check_finite(AIMS_E_CORRUPT, name, ds->x, rows, ds->cols, opts,
+                                                   NULL);
+        if (rc != AIMS_OK) {
+            aimsi_dataset_free(ds);
+            return rc;
+        }
+    }
     *out = ds;
     return AIMS_OK;
 }

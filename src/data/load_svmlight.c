@@ -9,6 +9,8 @@
  *           libsvm files often say -1/+1; those are NOT silently remapped --
  *           a negative label is an error that suggests label_kind=1, which
  *           reads any finite float as a regression target instead.
+ *           Feature values that are not finite (nan, inf, 1e999) are an error
+ *           unless AIMS_LOAD_NONFINITE is 1; a label never may be.
  *   idx     decimal, 1-based unless AIMS_LOAD_ZERO_BASED=1, strictly
  *           increasing within a line (what every svmlight writer emits; a
  *           repeat or a step back means a damaged file, not something to sort).
@@ -41,6 +43,7 @@ typedef struct svm_ctx {
     const char *name;
     int label_kind;
     int zero_based;
+    int nonfinite;         /* AIMS_LOAD_NONFINITE */
     uint64_t num_features; /* 0 = infer */
     uint64_t max_rows;     /* 0 = all */
 } svm_ctx;
@@ -80,8 +83,8 @@ static aims_status parse_label(const svm_ctx *c, uint64_t line, const char *b, c
     if (aimsi_parse_float(b, e, &v) != 0) {
         return bad_token(c, line, b, e, "label is not a number:");
     }
-    if (isnan(v)) {
-        return bad_token(c, line, b, e, "label is NaN:");
+    if (!isfinite(v)) {
+        return bad_token(c, line, b, e, "label is not a finite number:");
     }
     if (c->label_kind == 1) {
         o->targets[r] = v;
@@ -134,6 +137,11 @@ static aims_status parse_entry(const svm_ctx *c, uint64_t line, const char *b, c
     float v = 0.0f;
     if (aimsi_parse_float(colon + 1, e, &v) != 0) {
         return bad_token(c, line, b, e, "feature value is not a number:");
+    }
+    if (!isfinite(v) && !c->nonfinite) {
+        return bad_token(c, line, b, e,
+                         "feature value is not a finite number (nan, inf or beyond float "
+                         "range; set allow_nonfinite=1 to load it):");
     }
     *prev = (int64_t)id;
     o->ids[o->nnz] = (uint32_t)id;
@@ -255,6 +263,7 @@ aims_status aimsi_load_svmlight(const void *data, size_t size, const char *name,
     svm_ctx c;
     c.name = name;
     c.label_kind = (int)aimsi_loadopt(opts, AIMS_LOAD_LABEL_KIND);
+    c.nonfinite = (int)aimsi_loadopt(opts, AIMS_LOAD_NONFINITE);
     c.zero_based = (int)aimsi_loadopt(opts, AIMS_LOAD_ZERO_BASED);
     const int64_t nf = aimsi_loadopt(opts, AIMS_LOAD_NUM_FEATURES);
     c.num_features = (nf > 0) ? (uint64_t)nf : 0;

@@ -435,9 +435,14 @@ aims_status aims_bundle_load(const char *path, aims_bundle **out)
         return AIMSI_MISUSE("path and out must not be NULL");
     }
     aimsi_creader *r = NULL;
-    AIMSI_TRY(aimsi_cr_open_file(path, BUNDLE_MAX_FILE, AIMSI_KIND_BUNDLE, &r));
-    const aims_status rc = bundle_read(r, out);
-    aimsi_cr_destroy(r);
+    aims_status rc = aimsi_cr_open_file(path, BUNDLE_MAX_FILE, AIMSI_KIND_BUNDLE, &r);
+    if (rc == AIMS_OK) {
+        rc = bundle_read(r, out);
+        aimsi_cr_destroy(r);
+    }
+    if (rc != AIMS_OK) {
+        aimsi_log(AIMS_LOG_ERROR, "cannot load bundle %s: %s", path, aims_errmsg());
+    }
     return rc;
 }
 

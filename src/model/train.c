@@ -75,6 +75,7 @@ struct aims_trainer {
 
     /* the run */
     int running, done;
+    int diverged; /* the loss of a step was not finite: the run stopped there */
     const aims_dataset *train, *val;
     size_t *tr_idx, n_tr; /* training rows of `train` */
     size_t *va_idx, n_va; /* held-out rows of `train` (internal split) */
@@ -349,6 +350,18 @@ static aims_status check_data(aims_trainer *t, const aims_dataset *ds, const cha
         return aimsi_err(&t->obj, AIMS_E_INVAL,
                          "aims_trainer_begin: %s has %zu rows of width %zu, model needs width %zu",
                          what, ds->rows, ds->cols, m->input_dim);
+    }
+    if (m->kind != AIMS_MODEL_TEXT) {
+        static const char hint[] = "impute or drop it before training: one such row turns "
+                                   "every weight into NaN";
+        aims_status rc = aimsi_check_finite(AIMS_E_INVAL, what, ds->x, ds->rows, ds->cols,
+                                            NULL, hint);
+        if (rc == AIMS_OK && ds->targets != NULL) {
+            rc = aimsi_check_finite(AIMS_E_INVAL, what, ds->targets, ds->rows, 1, NULL, hint);
+        }
+        if (rc != AIMS_OK) {
+            return aimsi_err_adopt(&t->obj, rc);
+        }
     }
     if (aimsi_model_is_classifier(m)) {
         if (ds->labels == NULL) {
@@ -746,6 +759,7 @@ aims_status aims_trainer_begin(aims_trainer *t, const aims_dataset *train,
         AIMSI_TRY(check_data(t, val, "val"));
     }
     end_run(t);
+    t->diverged = 0;
     aims_model *m = t->m;
     const int was_final = m->params != NULL;
     aims_status rc = aimsi_model_finalize(m);
@@ -764,6 +778,7 @@ aims_status aims_trainer_begin(aims_trainer *t, const aims_dataset *train,
     }
     t->running = 1;
     t->done = 0;
+    t->diverged = 0;
     t->epoch = 0;
     t->step = 0;
     t->pos = 0;
@@ -1331,10 +1346,33 @@ static double text_step(aims_trainer *t, size_t row, float lr)
     return loss;
 }
 
+/* Divergence: the loss of step t->step is not finite (NaN or inf). The run
+ * stops for good (the run's buffers are released, every later step returns
+ * the same status, parameters may be changed for a new begin); the check runs
+ * before the update, so no NaN gradient is applied (the weights may still
+ * hold inf from the last finite-loss update). Data was checked finite at
+ * begin, so the cause is the optimisation. */
+static aims_status diverged(aims_trainer *t, double loss)
+{
+    if (!t->diverged) {
+        end_run(t); /* parameters may change now, and a new begin() starts over */
+    }
+    t->diverged = 1;
+    t->train_loss = loss;
+    return aimsi_err(&t->obj, AIMS_E_RANGE,
+                     "training diverged at step %lld (epoch %lld): the loss is %s; lower the "
+                     "learning rate (lr = %g) or scale the features",
+                     (long long)t->step, (long long)t->epoch + 1, isnan(loss) ? "NaN" : "inf",
+                     t->h.lr);
+}
+
 aims_status aims_trainer_step(aims_trainer *t, int *out_done)
 {
     if (!TRAINER_OK(t) || out_done == NULL) {
         return AIMSI_MISUSE("invalid trainer handle or NULL out_done");
+    }
+    if (t->diverged) {
+        return diverged(t, t->train_loss);
     }
     if (!t->running) {
         return aimsi_err(&t->obj, AIMS_E_STATE, "aims_trainer_step: no run (call begin)");
@@ -1356,13 +1394,21 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
     const size_t first = (size_t)t->pos * t->bmax;
     const size_t n = t->n_tr - first < t->bmax ? t->n_tr - first : t->bmax;
     if (t->m->kind == AIMS_MODEL_TEXT) {
-        t->loss_sum += text_step(t, t->tr_idx[t->perm[first]], (float)lr_at(t, t->step));
+        const double loss = text_step(t, t->tr_idx[t->perm[first]], (float)lr_at(t, t->step));
+        if (!isfinite(loss)) {
+            return diverged(t, loss);
+        }
+        t->loss_sum += loss;
         t->loss_rows += 1;
         return after_step(t, out_done);
     }
     gather(t, first, n);
     forward(t, n);
-    t->loss_sum += loss_grad(t, n);
+    const double loss = loss_grad(t, n);
+    if (!isfinite(loss)) {
+        return diverged(t, loss); /* before backward: no NaN gradient is applied */
+    }
+    t->loss_sum += loss;
     t->loss_rows += n;
     opt_step o;
     o.lr = (float)lr_at(t, t->step);

@@ -269,6 +269,7 @@ aims_status aimsi_node_set_remote_registry(aims_node *n, const aimsi_reg_ops *op
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #define AIMSI_NODE_MAX_SERVICES 64
 #define AIMSI_NODE_MAX_ADDRS 8
@@ -399,6 +400,27 @@ const aimsi_svc_kind *aimsi_regsvc_kind(void);
 /* A thread that keeps `mirror` (a local registry the caller owns) in sync with
  * the registry hosted at url, polling every period_ms; the first sync runs
  * before start returns (failure to reach the registry is not an error). */
+/* Reachability of a joined registry (reach.c): logs the first failure (ERROR,
+ * with URL and cause) and the recovery (INFO); describes the state for error
+ * messages. */
+typedef struct aimsi_reach {
+    pthread_mutex_t lock;
+    char what[64];
+    char url[AIMSI_URL_MAX + 1];
+    int failing, ever_ok;
+    time_t since_wall;
+    uint64_t since_ns, failures;
+    char last_err[256];
+} aimsi_reach;
+void aimsi_reach_init(aimsi_reach *r, const char *what, const char *url);
+void aimsi_reach_fini(aimsi_reach *r);
+void aimsi_reach_record(aimsi_reach *r, aims_status rc, const char *errmsg);
+/* "" while reachable; else "registry URL unreachable since T (...), last error: E". */
+size_t aimsi_reach_describe(aimsi_reach *r, char *buf, size_t cap);
+/* The registry state behind a client's adopted registry (stop/ctx as given to
+ * aimsi_client_adopt_registry), or "" when it is not a joined remote registry. */
+size_t aimsi_regsync_why(void (*stop)(void *ctx), void *ctx, char *buf, size_t cap);
+
 typedef struct aimsi_regsync aimsi_regsync;
 aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t period_ms,
                                 aims_tls_config *tls, aimsi_regsync **out);

@@ -1003,10 +1003,18 @@ static aims_status pick(aims_client *c, cl_call *k, cl_ep **out_ep)
             break;
         }
     }
+    void (*const reg_stop)(void *) = c->reg_stop;
+    void *const reg_ctx = c->reg_ctx;
     pthread_mutex_unlock(&c->mu);
     if (rc != AIMS_OK || e == NULL) {
         if (rc == AIMS_OK && counted) {
             aims_balancer_done(sv->lb, id, 0, 1);
+        }
+        char why[AIMSI_URL_MAX + 400];
+        if (aimsi_regsync_why(reg_stop, reg_ctx, why, sizeof why) > 0) {
+            /* say why the view is empty: the joined registry is unreachable */
+            return call_err(c, AIMS_E_NOTFOUND, "service '%s': no live instance; %s",
+                            k->service, why);
         }
         return call_err(c, AIMS_E_NOTFOUND, "service '%s': no live instance", k->service);
     }

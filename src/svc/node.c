@@ -802,6 +802,10 @@ aims_status aims_node_listen(aims_node *n, const char *url)
         }
     }
     pthread_mutex_unlock(&n->cfg_lock);
+    if (st != AIMS_OK) {
+        aimsi_log(AIMS_LOG_ERROR, "node %s: cannot listen on %s: %s", n->name, url,
+                  aims_node_errmsg(n));
+    }
     return st;
 }
 

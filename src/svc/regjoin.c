@@ -48,6 +48,7 @@ typedef struct node_join {
     pthread_mutex_t lock;
     join_secret *sec;
     size_t n_sec, cap_sec;
+    aimsi_reach reach; /* logs an unreachable registry once, with the cause */
 } node_join;
 
 /* Remember (secret non-NULL) or forget the secret of id. */
@@ -104,8 +105,15 @@ static void join_secret_of(node_join *nj, int64_t id, char out[AIMSI_SECRET_HEX 
 static aims_status join_call(node_join *nj, const char *method, const aims_msg *req,
                              aims_msg *reply)
 {
-    return aims_client_call_addr(nj->caller, nj->url, REG_SERVICE, method, req, reply,
-                                 JOIN_TIMEOUT_MS);
+    const aims_status rc = aims_client_call_addr(nj->caller, nj->url, REG_SERVICE, method, req,
+                                                 reply, JOIN_TIMEOUT_MS);
+    /* Any failed call: the registry is unusable (down, or the URL names a node
+     * that hosts no registry); logged on the first failure only. A refusal
+     * (wrong secret) is not an outage. */
+    if (rc != AIMS_E_DENIED) {
+        aimsi_reach_record(&nj->reach, rc, aims_client_errmsg(nj->caller));
+    }
+    return rc;
 }
 
 static aims_status join_reg(void *ctx, const char *service, const char *address,
@@ -225,6 +233,7 @@ static void join_release(void *ctx)
     node_join *nj = ctx;
     if (nj != NULL) {
         aims_client_destroy(nj->caller);
+        aimsi_reach_fini(&nj->reach);
         pthread_mutex_destroy(&nj->lock);
         aimsi_free(nj->sec);
         aimsi_free(nj);
@@ -255,6 +264,7 @@ AIMS_API aims_status aims_node_join(aims_node *n, const char *url)
         aimsi_free(nj);
         return aimsi_err(NULL, AIMS_E_BACKEND, "aims_node_join: pthread_mutex_init failed");
     }
+    aimsi_reach_init(&nj->reach, "node join", url);
     aims_status rc = aims_client_create(&nj->caller);
     if (rc == AIMS_OK && n->tt.tls != NULL) { /* a tls:// registry: the node's credentials */
         rc = aims_client_set_tls(nj->caller, n->tt.tls);

@@ -586,6 +586,7 @@ struct aimsi_regsync {
     pthread_cond_t cond;
     int stop;
     uint64_t syncs_ok, syncs_failed;
+    aimsi_reach reach; /* logs and explains an unreachable registry */
 };
 
 static mirror_map *map_find(aimsi_regsync *rs, int64_t remote, const char *service,
@@ -766,6 +767,7 @@ static aims_status regsync_once(aimsi_regsync *rs)
         const int64_t timeout = (int64_t)(rs->period_ms * 5 > 1000 ? rs->period_ms * 5 : 1000);
         rc = aims_client_call_addr(rs->caller, rs->url, REG_SERVICE, "changes", &req, &reply,
                                    timeout);
+        aimsi_reach_record(&rs->reach, rc, aims_client_errmsg(rs->caller));
     }
     if (rc == AIMS_OK) {
         rc = mirror_apply(rs, &reply);
@@ -840,6 +842,7 @@ aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t
         aimsi_free(rs);
         return rc;
     }
+    aimsi_reach_init(&rs->reach, "client", url);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -863,6 +866,7 @@ aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t
         }
         aims_client_destroy(rs->caller);
         map_clear(rs);
+        aimsi_reach_fini(&rs->reach);
         aimsi_free(rs);
         return aimsi_err(NULL, AIMS_E_BACKEND, "join: cannot start the sync thread");
     }
@@ -887,6 +891,7 @@ void aimsi_regsync_stop(aimsi_regsync *rs)
     pthread_mutex_destroy(&rs->lock);
     pthread_cond_destroy(&rs->cond);
     map_clear(rs);
+    aimsi_reach_fini(&rs->reach);
     aimsi_free(rs);
 }
 
@@ -914,6 +919,17 @@ aims_status aimsi_regsync_apply_once(aims_registry *mirror, const aims_msg *repl
 static void regsync_stop_cb(void *ctx)
 {
     aimsi_regsync_stop(ctx);
+}
+
+size_t aimsi_regsync_why(void (*stop)(void *ctx), void *ctx, char *buf, size_t cap)
+{
+    if (stop != regsync_stop_cb || ctx == NULL) {
+        if (cap > 0) {
+            buf[0] = '\0';
+        }
+        return 0;
+    }
+    return aimsi_reach_describe(&((aimsi_regsync *)ctx)->reach, buf, cap);
 }
 
 AIMS_API aims_status aims_client_join(aims_client *c, const char *url)

@@ -747,17 +747,20 @@ class Dataset(_Handle):
         return cls._wrap(out)
 
     @classmethod
-    def from_dense(cls, x, labels=None, cols=None):
+    def from_dense(cls, x, labels=None, cols=None, allow_nonfinite=False):
         """Copy a rows x cols float matrix (and optional int class ids) into a dataset.
 
         ``x``: 2-D numpy array / nested lists / 2-D buffer; 1-D input is one row
-        unless ``cols`` is given.
+        unless ``cols`` is given. NaN or inf in ``x`` raise AimsError naming the
+        row and column, unless ``allow_nonfinite`` (e.g. NaN as missing values
+        for an IMPUTE step).
         """
         inp = _float_matrix(x, cols, "x")
         rows, ncols = inp.shape
         lab = _int32_vector(labels, rows, "labels")
-        out = _new_handle(_c.aims_dataset_create_dense, rows, ncols, inp.ptr,
-                          lab.ptr if lab is not None else None)
+        with LoadOptions(allow_nonfinite=1 if allow_nonfinite else 0) as lo:
+            out = _new_handle(_c.aims_dataset_create_dense_v2, rows, ncols, inp.ptr,
+                              lab.ptr if lab is not None else None, lo._ptr)
         return cls._wrap(out)
 
     @classmethod
@@ -1427,7 +1430,13 @@ class Model(_Stored, _Handle):
 
     # ---- convenience -------------------------------------------------------------
     def fit(self, train, val=None, progress=None, **trainer_params):
-        """Train with a temporary Trainer (parameters by name); returns self."""
+        """Train with a temporary Trainer (parameters by name); returns self.
+
+        ``fit(train_ds, val_ds)`` with Datasets, or ``fit(X, y)`` with arrays: X
+        rows x cols floats, y the rows' class ids (copied into a Dataset).
+        """
+        if not isinstance(train, Dataset):
+            train, val = Dataset.from_dense(train, labels=val), None
         with Trainer(self, progress=progress, **trainer_params) as t:
             t.fit(train, val)
         return self

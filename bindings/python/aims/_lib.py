@@ -87,6 +87,8 @@ PROTOTYPES = {
     "aims_dataset_load_idx": (status, [cstr, cstr, handle, handle_out]),
     "aims_dataset_load_topics": (status, [cstr, handle, handle_out]),
     "aims_dataset_create_dense": (status, [size_t, size_t, f32p, i32p, handle_out]),
+    "aims_dataset_create_dense_v2": (status, [size_t, size_t, f32p, i32p, handle,
+                                              handle_out]),
     "aims_dataset_create_texts": (status, [size_t, P(ctypes.c_char_p), sizep, i32p,
                                            handle_out]),
     "aims_dataset_destroy": (None, [handle]),
@@ -368,21 +370,12 @@ for _name in PENDING:
 
 
 def _open():
-    """Open the shared library: $AIMS_LIBRARY (a full path) first, else the SONAME.
-
-    The SONAME goes through ctypes.CDLL, i.e. dlopen(), so LD_LIBRARY_PATH, the
-    ld.so cache and the system directories all apply.
-    """
-    explicit = os.environ.get("AIMS_LIBRARY")
-    name = explicit if explicit else SONAME
-    try:
-        return ctypes.CDLL(name)
-    except OSError as exc:
-        hint = ("check the AIMS_LIBRARY path" if explicit else
-                "set AIMS_LIBRARY to the full path of libaims.so.0 or add its directory "
-                "to LD_LIBRARY_PATH")
-        raise ImportError("aims: cannot load the C library %r (%s); %s"
-                          % (name, exc, hint)) from exc
+    """Open the shared library in the order of _find.py ($AIMS_LIBRARY, the loader
+    path, find_library, pkg-config, the interpreter prefix, a build tree)."""
+    global found_how, found_name
+    from . import _find
+    handle, found_how, found_name = _find.open_library()
+    return handle
 
 
 def _declare(lib):

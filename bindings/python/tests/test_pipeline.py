@@ -138,7 +138,10 @@ class NumericPipelineTest(PipelineCase):
 
     def test_nonfinite(self):
         nan = float("nan")
-        with aims.Dataset.from_dense([[1.0, nan], [2.0, 3.0]]) as ds:
+        with self.assertRaises(aims.AimsError) as cm:
+            aims.Dataset.from_dense([[1.0, nan], [2.0, 3.0]])
+        self.assertIn("row 1, column 2 is NaN", str(cm.exception))
+        with aims.Dataset.from_dense([[1.0, nan], [2.0, 3.0]], allow_nonfinite=True) as ds:
             with aims.Pipeline([("standardize",)]) as p:
                 err = self.assertAimsError(aims.AIMS_E_INVAL, p.fit, ds)
                 self.assertTrue(err.message)

@@ -352,11 +352,11 @@ static void test_csv_fast_and_quoted_paths_agree(void **state)
             }
         }
     }
-    const opt_kv kv[] = {{AIMS_LOAD_LABEL_COLUMN, 0}};
+    const opt_kv kv[] = {{AIMS_LOAD_LABEL_COLUMN, 0}, {AIMS_LOAD_NONFINITE, 1}};
     aims_dataset *d1 = NULL;
     aims_dataset *d2 = NULL;
-    assert_int_equal(csv(plain, kv, 1, &d1), AIMS_OK);
-    assert_int_equal(csv(quoted, kv, 1, &d2), AIMS_OK);
+    assert_int_equal(csv(plain, kv, 2, &d1), AIMS_OK);
+    assert_int_equal(csv(quoted, kv, 2, &d2), AIMS_OK);
     assert_int_equal(d1->rows, ROWS);
     assert_int_equal(d2->rows, ROWS);
     assert_memory_equal(d1->x, d2->x, sizeof(float) * ROWS * (COLS - 1));
@@ -420,7 +420,10 @@ static void test_csv_missing_policy(void **state)
     (void)state;
     aims_dataset *ds = NULL;
     const char *text = "1,,NA\nnan,?,N/A\n-NaN,null,3\n";
-    assert_int_equal(csv(text, NULL, 0, &ds), AIMS_OK);
+    /* nan is a number that is not finite, not a missing marker: refused by default */
+    expect_error(csv(text, NULL, 0, &ds), AIMS_E_CORRUPT, "t.csv:2: column 1: is not a finite");
+    const opt_kv allow[] = {{AIMS_LOAD_NONFINITE, 1}};
+    assert_int_equal(csv(text, allow, 1, &ds), AIMS_OK);
     assert_int_equal(ds->rows, 3);
     assert_true(ds->x[0] == 1.0f);
     for (int i = 1; i < 8; i++) {
@@ -428,13 +431,22 @@ static void test_csv_missing_policy(void **state)
     }
     assert_true(ds->x[8] == 3.0f);
     aims_dataset_destroy(ds);
-    const opt_kv strict[] = {{AIMS_LOAD_MISSING, 0}};
-    expect_error(csv(text, strict, 1, &ds), AIMS_E_CORRUPT, "t.csv:1: column 2: missing value");
-    expect_error(csv("1,2\n3,nan\n", strict, 1, &ds), AIMS_E_CORRUPT, "t.csv:2: column 2");
-    /* inf is a number, not a missing value */
-    assert_int_equal(csv("inf,-1e39\n", strict, 1, &ds), AIMS_OK);
+    const opt_kv strict[] = {{AIMS_LOAD_MISSING, 0}, {AIMS_LOAD_NONFINITE, 1}};
+    expect_error(csv(text, strict, 2, &ds), AIMS_E_CORRUPT, "t.csv:1: column 2: missing value");
+    /* inf and overflowing literals are numbers, not missing values */
+    assert_int_equal(csv("inf,-1e39\n", strict, 2, &ds), AIMS_OK);
     assert_true(isinf(ds->x[0]) && isinf(ds->x[1]) && ds->x[1] < 0);
     aims_dataset_destroy(ds);
+    ds = NULL;
+    /* ... and refused by default, naming file, line and column (fast and slow paths) */
+    expect_error(csv("1,2\n3,inf\n", NULL, 0, &ds), AIMS_E_CORRUPT, "t.csv:2: column 2:");
+    expect_error(csv("1,2\n3,1e999\n", NULL, 0, &ds), AIMS_E_CORRUPT,
+                 "allow_nonfinite=1");
+    expect_error(csv("1,2\n\"3\",-INF\n", NULL, 0, &ds), AIMS_E_CORRUPT, "t.csv:2: column 2:");
+    expect_error(csv("1,2\n3,NaN\n", NULL, 0, &ds), AIMS_E_CORRUPT, "\"NaN\"");
+    const opt_kv ftgt[] = {{AIMS_LOAD_LABEL_COLUMN, 0}, {AIMS_LOAD_LABEL_KIND, 1}};
+    expect_error(csv("1,2\n1e40,3\n", ftgt, 2, &ds), AIMS_E_CORRUPT, "t.csv:2: column 1:");
+    assert_null(ds);
     /* missing float targets follow the policy too */
     const opt_kv tgt[] = {{AIMS_LOAD_LABEL_COLUMN, 1}, {AIMS_LOAD_LABEL_KIND, 1}};
     assert_int_equal(csv("1,NA\n", tgt, 2, &ds), AIMS_OK);
@@ -571,7 +583,16 @@ static void test_svm_errors(void **state)
     expect_error(svm("1 99999999999:1\n", NULL, 0, &ds), AIMS_E_CORRUPT, "too large");
     expect_error(svm("x 1:1\n", NULL, 0, &ds), AIMS_E_CORRUPT, "label is not a number");
     expect_error(svm("1.5 1:1\n", NULL, 0, &ds), AIMS_E_CORRUPT, "not an integer");
-    expect_error(svm("nan 1:1\n", NULL, 0, &ds), AIMS_E_CORRUPT, "NaN");
+    expect_error(svm("nan 1:1\n", NULL, 0, &ds), AIMS_E_CORRUPT, "not a finite number");
+    const opt_kv tk[] = {{AIMS_LOAD_LABEL_KIND, 1}, {AIMS_LOAD_NONFINITE, 1}};
+    expect_error(svm("inf 1:1\n", tk, 2, &ds), AIMS_E_CORRUPT, "label is not a finite");
+    expect_error(svm("1 1:1\n1 2:nan\n", NULL, 0, &ds), AIMS_E_CORRUPT, "t.svm:2: feature value");
+    expect_error(svm("1 1:1e999\n", NULL, 0, &ds), AIMS_E_CORRUPT, "\"1:1e999\"");
+    const opt_kv allow[] = {{AIMS_LOAD_NONFINITE, 1}};
+    assert_int_equal(svm("1 1:1 2:-inf\n", allow, 1, &ds), AIMS_OK);
+    assert_true(isinf(ds->tok_w[1]));
+    aims_dataset_destroy(ds);
+    ds = NULL;
     expect_error(svm("# only a comment\n\n", NULL, 0, &ds), AIMS_E_INVAL, "no data rows");
     assert_null(ds);
 }

@@ -21,10 +21,15 @@
 
 #define OK(e) assert_int_equal((e), AIMS_OK)
 
+/* NaN/inf are the subject of several tests here: allow them in the dataset. */
 static aims_dataset *dense(size_t rows, size_t cols, const float *x)
 {
     aims_dataset *ds = NULL;
-    OK(aims_dataset_create_dense(rows, cols, x, NULL, &ds));
+    aims_loadopts *lo = NULL;
+    OK(aims_loadopts_create(&lo));
+    OK(aims_loadopts_set_i64(lo, AIMS_LOAD_NONFINITE, 1));
+    OK(aims_dataset_create_dense_v2(rows, cols, x, NULL, lo, &ds));
+    aims_loadopts_destroy(lo);
     return ds;
 }
 
@@ -782,7 +787,11 @@ static aims_status af_op(void *arg)
         rc = rc != AIMS_OK ? rc : aims_pipeline_set_step_i64(p, 1, AIMS_STEP_COL_END, 4);
         rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL);
         rc = rc != AIMS_OK ? rc : aims_pipeline_set_param_i64(p, AIMS_PIPELINE_THREADS, 2);
-        rc = rc != AIMS_OK ? rc : aims_dataset_create_dense(c->rows, c->cols, c->x, NULL, &ds);
+        aims_loadopts *lo = NULL;
+        rc = rc != AIMS_OK ? rc : aims_loadopts_create(&lo);
+        rc = rc != AIMS_OK ? rc : aims_loadopts_set_i64(lo, AIMS_LOAD_NONFINITE, 1);
+        rc = rc != AIMS_OK ? rc : aims_dataset_create_dense_v2(c->rows, c->cols, c->x, NULL, lo, &ds);
+        aims_loadopts_destroy(lo);
     }
     rc = rc != AIMS_OK ? rc : aims_pipeline_fit_transform(p, ds, &o);
     rc = rc != AIMS_OK ? rc : aimsi_cw_create(AIMSI_KIND_PIPELINE, 0, &w);
