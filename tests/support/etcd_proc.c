@@ -194,12 +194,50 @@ void etcd_member_stop(etcd_cluster *c, int i, int sig)
     }
 }
 
+int etcd_member_start(etcd_cluster *c, int i)
+{
+    return c->m[i].pid > 0 ? -1 : spawn(c, i);
+}
+
+int etcd_member_wait(etcd_cluster *c, int i, int timeout_ms)
+{
+    return wait_healthy(c, i, timeout_ms);
+}
+
 int etcd_member_restart(etcd_cluster *c, int i)
 {
-    if (c->m[i].pid > 0 || spawn(c, i) != 0) {
+    if (etcd_member_start(c, i) != 0) {
         return -1;
     }
     return wait_healthy(c, i, 20000);
+}
+
+int etcd_leader(const etcd_cluster *c)
+{
+    /* `etcdctl endpoint status` of each member: the member whose own id is
+     * the leader id it reports. */
+    for (int i = 0; i < c->n; i++) {
+        if (c->m[i].pid <= 0) {
+            continue;
+        }
+        char cmd[256], out[4096];
+        snprintf(cmd, sizeof(cmd), "ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:%d endpoint "
+                 "status -w json 2>/dev/null", c->m[i].client_port);
+        FILE *p = popen(cmd, "r");
+        if (p == NULL) {
+            continue;
+        }
+        const size_t n = fread(out, 1, sizeof(out) - 1, p);
+        pclose(p);
+        out[n] = 0;
+        const char *mid = strstr(out, "\"member_id\":");
+        const char *lid = strstr(out, "\"leader\":");
+        if (mid != NULL && lid != NULL &&
+            strtoull(mid + 12, NULL, 10) == strtoull(lid + 9, NULL, 10)) {
+            return i;
+        }
+    }
+    return -1;
 }
 
 void etcd_cluster_stop(etcd_cluster *c)

@@ -41,6 +41,12 @@ int etcd_cluster_start(etcd_cluster *c, int n);
 void etcd_member_stop(etcd_cluster *c, int i, int sig);
 /* Start member i again (same ports and data); 0 when it answers /health. */
 int etcd_member_restart(etcd_cluster *c, int i);
+/* Start member i again without waiting (a cluster needs a quorum before
+ * any member is healthy), and wait for it. */
+int etcd_member_start(etcd_cluster *c, int i);
+int etcd_member_wait(etcd_cluster *c, int i, int timeout_ms);
+/* The index of the current leader (etcdctl endpoint status), or -1. */
+int etcd_leader(const etcd_cluster *c);
 /* Whether member i answers /health with "true". */
 int etcd_member_healthy(const etcd_cluster *c, int i);
 /* Stop every member and remove the data. */
