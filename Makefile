@@ -22,7 +22,7 @@ export AIMS_DATA_DIR := $(DATA)
 # Build and test tools, libraries, data sets and peers (DATA.md).
 PKGS_BUILD := meson ninja-build pkg-config gcc clang libopenblas-dev libzstd-dev \
               libcmocka-dev python3 python3-numpy gzip binutils \
-              libcurl4-openssl-dev libcjson-dev etcd-server etcd-client
+              libcurl4-openssl-dev libcjson-dev etcd-server etcd-client python3-yaml
 PKGS_DATA  := dataset-fashion-mnist fortunes fortunes-min python3-sklearn
 PKGS_BENCH := python3-pandas python3-threadpoolctl python3-torch fasttext liblinear-tools \
               libzmq3-dev libnng-dev
