@@ -14,6 +14,8 @@
  *      a third daemon started meanwhile comes up anyway. etcd returns (same
  *      data): the third instance registers, gets traffic, and every instance
  *      is listed by a fresh client.
+ *   4. A daemon paused with SIGSTOP past its lease disappears from etcd and
+ *      registers again after SIGCONT (counted with etcdctl).
  *
  * Skipped (77) when no etcd binary is installed.
  */
@@ -65,6 +67,26 @@ static size_t fresh_view(const char *url, const it_proc *p, size_t n, int timeou
     it_load_stop(&F);
     aims_client_destroy(c);
     return seen;
+}
+
+/* Instances registered under the URL's prefix, read with etcdctl (the
+ * store's own client, not ours); -1 when etcdctl fails. */
+static int registered(const char *url)
+{
+    char cmd[600];
+    const char *prefix = strrchr(url, '/');
+    snprintf(cmd, sizeof cmd, "ETCDCTL_API=3 etcdctl --endpoints=%s get --prefix --keys-only "
+             "'%s/svc/echo/' 2>/dev/null", g_etcd.endpoints, prefix);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL) {
+        return -1;
+    }
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, p) != NULL) {
+        n += strstr(line, "/svc/echo/") != NULL;
+    }
+    return pclose(p) == 0 ? n : -1;
 }
 
 int main(int argc, char **argv)
@@ -144,5 +166,25 @@ int main(int argc, char **argv)
            (unsigned long long)atomic_load(&L.failed));
     IT_CHECK(atomic_load(&L.failed) == 0, "failed calls: %s", L.first_error);
     aims_client_destroy(c);
+
+    /* 4. A node paused (SIGSTOP) past its lease: etcd removes it; on SIGCONT
+     * its next keep-alive finds the lease gone and it registers again. */
+    IT_CHECK(registered(url) == 3, "expected 3 instances in etcd, found %d", registered(url));
+    it_signal(&e[0], SIGSTOP);
+    const uint64_t t_stop = it_now_ms();
+    while (registered(url) != 2 && it_now_ms() - t_stop < 20000) {
+        it_sleep_ms(100);
+    }
+    IT_CHECK(registered(url) == 2, "the paused node's lease did not expire");
+    it_log("4. e1 paused: its lease expired after %llu ms",
+           (unsigned long long)(it_now_ms() - t_stop));
+    it_signal(&e[0], SIGCONT);
+    const uint64_t t_cont = it_now_ms();
+    while (registered(url) != 3 && it_now_ms() - t_cont < 20000) {
+        it_sleep_ms(100);
+    }
+    IT_CHECK(registered(url) == 3, "e1 did not register again after SIGCONT");
+    it_log("   e1 resumed: registered again after %llu ms",
+           (unsigned long long)(it_now_ms() - t_cont));
     it_pass();
 }
