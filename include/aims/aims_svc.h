@@ -258,7 +258,8 @@ AIMS_API aims_status aims_node_host_registry(aims_node *n, aims_registry *r);
  * retrying and re-registers when it is back.
  *
  * The URL's scheme picks the registry backend:
- * - `etcd://host:port[,host:port...][/prefix]`: etcd (v3 JSON API over HTTP);
+ * - `etcd://[user:password@]host:port[,host:port...][/prefix]`: etcd (v3 JSON
+ *   API over HTTP; credentials are traded for an auth token);
  *   each instance is a key under /prefix/ (default /aims/) bound to a lease
  *   whose TTL is the registry lease; heartbeats are lease keep-alives; the
  *   endpoints are tried in turn (docs/ETCD.md).

@@ -23,8 +23,10 @@
 
 typedef struct aimsi_etcd aimsi_etcd;
 
-/* Parse etcd://host:port[,host:port...][/prefix] (prefix default "aims")
- * and make a client. AIMS_E_INVAL names what is wrong with the URL. */
+/* Parse etcd://[user:password@]host:port[,host:port...][/prefix] (prefix
+ * default "aims") and make a client. With credentials, the first request
+ * authenticates and every request carries the token (re-authenticating once
+ * when etcd rejects it). AIMS_E_INVAL names what is wrong with the URL. */
 aims_status aimsi_etcd_create(const char *url, aimsi_etcd **out);
 void aimsi_etcd_destroy(aimsi_etcd *e);
 /* "/<prefix>/": every key the backend writes starts with it. */

@@ -30,8 +30,10 @@ struct aimsi_etcd {
     size_t n_ep;
     _Atomic size_t cur; /* the endpoint that answered last */
     char prefix[AIMSI_URL_MAX + 3];
-    pthread_mutex_t lock; /* guards easy */
+    char user[128], pass[128]; /* etcd auth (user:password@ in the URL) */
+    pthread_mutex_t lock;      /* guards easy and token */
     CURL *easy;
+    char token[512]; /* simple or JWT token from auth/authenticate ("" = none yet) */
 };
 
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
@@ -59,6 +61,24 @@ aims_status aimsi_etcd_create(const char *url, aimsi_etcd **out)
     const char *p = url + 7;
     const char *slash = strchr(p, '/');
     const char *hosts_end = slash != NULL ? slash : p + strlen(p);
+    const char *at = NULL;
+    for (const char *q = p; q < hosts_end; q++) {
+        at = *q == '@' ? q : at;
+    }
+    if (at != NULL) {
+        /* user:password@ -- etcd auth; the password may hold ':' but not '@'. */
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        const size_t ulen = colon != NULL ? (size_t)(colon - p) : 0;
+        const size_t plen = colon != NULL ? (size_t)(at - colon - 1) : 0;
+        if (colon == NULL || ulen == 0 || ulen >= sizeof(e->user) || plen >= sizeof(e->pass)) {
+            aimsi_free(e);
+            return aimsi_err(NULL, AIMS_E_INVAL, "etcd url: credentials must be "
+                             "user:password@ (user 1..127 bytes)");
+        }
+        memcpy(e->user, p, ulen);
+        memcpy(e->pass, colon + 1, plen);
+        p = at + 1;
+    }
     while (p < hosts_end) {
         const char *comma = memchr(p, ',', (size_t)(hosts_end - p));
         const char *end = comma != NULL ? comma : hosts_end;
@@ -167,24 +187,37 @@ static void easy_common(CURL *h, const char *url, const char *json, long timeout
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
 }
 
-aims_status aimsi_etcd_call(aimsi_etcd *e, const char *path, const cJSON *body, cJSON **out,
-                            long timeout_ms)
+/* Content type, and the auth token when there is one (NULL on out-of-memory). */
+static struct curl_slist *headers(const char *token)
 {
-    char *json = cJSON_PrintUnformatted(body);
-    if (json == NULL) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "etcd: out of memory");
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    if (h != NULL && token[0] != 0) {
+        char line[sizeof(((aimsi_etcd *)0)->token) + 32];
+        snprintf(line, sizeof(line), "Authorization: %s", token);
+        struct curl_slist *h2 = curl_slist_append(h, line);
+        if (h2 == NULL) {
+            curl_slist_free_all(h);
+        }
+        h = h2;
     }
-    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
-    aims_status rc = AIMS_E_IO;
-    pthread_mutex_lock(&e->lock);
+    return h;
+}
+
+/* One request, endpoint after endpoint (under e->lock). */
+static aims_status call_locked(aimsi_etcd *e, const char *path, const char *json, cJSON **out,
+                               long timeout_ms)
+{
     if (e->easy == NULL) {
         e->easy = curl_easy_init();
     }
+    struct curl_slist *hdr = headers(e->token);
     if (e->easy == NULL || hdr == NULL) {
-        rc = aimsi_err(NULL, AIMS_E_NOMEM, "etcd: curl_easy_init failed");
+        curl_slist_free_all(hdr);
+        return aimsi_err(NULL, AIMS_E_NOMEM, "etcd: curl_easy_init failed");
     }
+    aims_status rc = AIMS_E_IO;
     const size_t first = atomic_load(&e->cur);
-    for (size_t k = 0; e->easy != NULL && hdr != NULL && k < e->n_ep; k++) {
+    for (size_t k = 0; k < e->n_ep; k++) {
         const size_t i = (first + k) % e->n_ep;
         char url[192];
         snprintf(url, sizeof(url), "%s/v3/%s", e->ep[i], path);
@@ -228,8 +261,73 @@ aims_status aimsi_etcd_call(aimsi_etcd *e, const char *path, const cJSON *body, 
         rc = AIMS_OK;
         break;
     }
-    pthread_mutex_unlock(&e->lock);
     curl_slist_free_all(hdr);
+    return rc;
+}
+
+/* Trade user/password for a token (under e->lock). */
+static aims_status authenticate(aimsi_etcd *e, long timeout_ms)
+{
+    cJSON *body = cJSON_CreateObject();
+    char *json = NULL;
+    if (body != NULL && cJSON_AddStringToObject(body, "name", e->user) != NULL &&
+        cJSON_AddStringToObject(body, "password", e->pass) != NULL) {
+        json = cJSON_PrintUnformatted(body);
+    }
+    cJSON_Delete(body);
+    if (json == NULL) {
+        return aimsi_err(NULL, AIMS_E_NOMEM, "etcd: out of memory");
+    }
+    e->token[0] = 0;
+    cJSON *reply = NULL;
+    aims_status rc = call_locked(e, "auth/authenticate", json, &reply, timeout_ms);
+    cJSON_free(json);
+    if (rc == AIMS_OK) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(reply, "token");
+        if (cJSON_IsString(t) && t->valuestring[0] != 0 &&
+            strlen(t->valuestring) < sizeof(e->token)) {
+            strcpy(e->token, t->valuestring);
+        } else {
+            rc = aimsi_err(NULL, AIMS_E_CORRUPT, "etcd auth/authenticate: no usable token");
+        }
+    } else {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", aims_errmsg()); /* aimsi_err rewrites it */
+        rc = aimsi_err(NULL, rc, "etcd: authentication as '%s' failed: %s", e->user, why);
+    }
+    cJSON_Delete(reply);
+    return rc;
+}
+
+/* A token etcd no longer takes (expired simple token, restarted member). */
+static int token_rejected(void)
+{
+    const char *m = aims_errmsg();
+    return strstr(m, "invalid auth token") != NULL || strstr(m, "user name is empty") != NULL;
+}
+
+aims_status aimsi_etcd_call(aimsi_etcd *e, const char *path, const cJSON *body, cJSON **out,
+                            long timeout_ms)
+{
+    char *json = cJSON_PrintUnformatted(body);
+    if (json == NULL) {
+        return aimsi_err(NULL, AIMS_E_NOMEM, "etcd: out of memory");
+    }
+    pthread_mutex_lock(&e->lock);
+    aims_status rc = AIMS_OK;
+    if (e->user[0] != 0 && e->token[0] == 0) {
+        rc = authenticate(e, timeout_ms);
+    }
+    if (rc == AIMS_OK) {
+        rc = call_locked(e, path, json, out, timeout_ms);
+        if (rc == AIMS_E_BACKEND && e->user[0] != 0 && token_rejected()) {
+            rc = authenticate(e, timeout_ms);
+            if (rc == AIMS_OK) {
+                rc = call_locked(e, path, json, out, timeout_ms);
+            }
+        }
+    }
+    pthread_mutex_unlock(&e->lock);
     cJSON_free(json);
     return rc;
 }
@@ -292,9 +390,25 @@ aims_status aimsi_etcd_watch(aimsi_etcd *e, const char *key, const char *range_e
     }
     char *json = cJSON_PrintUnformatted(body);
     cJSON_Delete(body);
+    if (e->user[0] != 0) {
+        /* Make sure there is a token (a cheap call authenticates when needed). */
+        cJSON *probe = cJSON_CreateObject(), *reply = NULL;
+        const aims_status arc =
+            probe != NULL && cJSON_AddItemToObject(probe, "key", aimsi_etcd_b64(key, strlen(key)))
+                ? aimsi_etcd_call(e, "kv/range", probe, &reply, 2000)
+                : AIMS_E_NOMEM;
+        cJSON_Delete(probe);
+        cJSON_Delete(reply);
+        if (arc != AIMS_OK) {
+            cJSON_free(json);
+            return arc;
+        }
+    }
     CURL *h = curl_easy_init();
     CURLM *m = curl_multi_init();
-    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    pthread_mutex_lock(&e->lock);
+    struct curl_slist *hdr = headers(e->token);
+    pthread_mutex_unlock(&e->lock);
     if (json == NULL || h == NULL || m == NULL || hdr == NULL) {
         cJSON_free(json);
         curl_easy_cleanup(h);

@@ -491,6 +491,59 @@ static void test_etcd_weight_change(void **state)
     assert_int_equal(f.ops->dereg(f.ctx, id), AIMS_OK);
     fx_fini(&f);
 }
+
+/* etcd auth: credentials in the URL are traded for a token; wrong or
+ * missing credentials fail with etcd's reason. Runs last: it turns auth on
+ * for the shared test etcd. */
+static void test_etcd_auth(void **state)
+{
+    (void)state;
+    assert_int_equal(etcd_ctl(&g_etcd, "user add root:rootpw"), 0);
+    assert_int_equal(etcd_ctl(&g_etcd, "user add aims:s3cr:et"), 0);
+    assert_int_equal(etcd_ctl(&g_etcd, "role add aims"), 0);
+    assert_int_equal(etcd_ctl(&g_etcd, "role grant-permission aims --prefix=true readwrite /au/"),
+                     0);
+    assert_int_equal(etcd_ctl(&g_etcd, "user grant-role aims aims"), 0);
+    assert_int_equal(etcd_ctl(&g_etcd, "auth enable"), 0);
+    const aimsi_regbk *b = aimsi_regbk_etcd();
+    char url[400];
+    const aimsi_reg_ops *ops;
+    void *ctx;
+    uint64_t id = 0;
+    /* No credentials, wrong password: refused with etcd's reason. */
+    snprintf(url, sizeof(url), "etcd://%s/au", g_etcd.endpoints);
+    assert_int_equal(b->node_open(url, &ops, &ctx), AIMS_OK);
+    assert_int_not_equal(ops->reg(ctx, "a", "tcp://127.0.0.1:41", 1, 60000, &id), AIMS_OK);
+    ops->release(ctx);
+    snprintf(url, sizeof(url), "etcd://aims:wrong@%s/au", g_etcd.endpoints);
+    assert_int_equal(b->node_open(url, &ops, &ctx), AIMS_OK);
+    assert_int_not_equal(ops->reg(ctx, "a", "tcp://127.0.0.1:41", 1, 60000, &id), AIMS_OK);
+    assert_non_null(strstr(aims_errmsg(), "authentication as 'aims' failed"));
+    ops->release(ctx);
+    /* The right ones (a password holding ':'): register, heartbeat, watch. */
+    snprintf(url, sizeof(url), "etcd://aims:s3cr:et@%s/au", g_etcd.endpoints);
+    assert_int_equal(b->node_open(url, &ops, &ctx), AIMS_OK);
+    aims_registry *view = NULL;
+    void *vctx = NULL;
+    assert_int_equal(aims_registry_create(&view), AIMS_OK);
+    assert_int_equal(b->view_open(url, view, 50, &vctx), AIMS_OK);
+    assert_int_equal(ops->reg(ctx, "a", "tcp://127.0.0.1:41", 1, 60000, &id), AIMS_OK);
+    uint64_t io = id;
+    assert_int_equal(ops->heartbeat(ctx, "a", "tcp://127.0.0.1:41", 1, 60000, &io), AIMS_OK);
+    size_t n = 0;
+    for (int t = 0; t < 500 && n != 1; t++) {
+        assert_true(aims_registry_lookup(view, "a", NULL, 0, &n) == AIMS_OK || n > 0);
+        if (n != 1) {
+            nap_ms(20);
+        }
+    }
+    assert_int_equal(n, 1);
+    assert_int_equal(ops->dereg(ctx, id), AIMS_OK);
+    b->view_close(vctx);
+    aims_registry_destroy(view);
+    ops->release(ctx);
+    assert_int_equal(etcd_ctl(&g_etcd, "--user root:rootpw auth disable"), 0);
+}
 #endif
 
 int main(int argc, char **argv)
@@ -529,6 +582,7 @@ int main(int argc, char **argv)
             cmocka_unit_test_setup_teardown(test_etcd_weight_change, ta_setup, ta_teardown),
             cmocka_unit_test_setup_teardown(test_etcd_outage_resume_and_compaction, ta_setup,
                                             ta_teardown),
+            cmocka_unit_test_setup_teardown(test_etcd_auth, ta_setup, ta_teardown),
         };
         rc += cmocka_run_group_tests_name("etcd faults", faults, NULL, NULL);
         etcd_cluster_stop(&g_etcd);
