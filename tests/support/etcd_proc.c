@@ -34,7 +34,7 @@ int etcd_available(void)
     return system(cmd) == 0;
 }
 
-static int free_port(void)
+int etcd_free_port(void)
 {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -159,10 +159,10 @@ int etcd_cluster_start(etcd_cluster *c, int n)
         etcd_member *m = &c->m[i];
         snprintf(m->name, sizeof(m->name), "m%d", i);
         snprintf(m->dir, sizeof(m->dir), "%s/%s", c->base, m->name);
-        m->client_port = free_port();
-        m->peer_port = free_port();
+        m->client_port = etcd_free_port();
+        m->peer_port = etcd_free_port();
         while (m->peer_port == m->client_port) {
-            m->peer_port = free_port();
+            m->peer_port = etcd_free_port();
         }
         char one[40];
         snprintf(one, sizeof(one), "%s127.0.0.1:%d", i ? "," : "", m->client_port);

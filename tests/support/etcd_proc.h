@@ -33,6 +33,8 @@ typedef struct etcd_cluster {
     char endpoints[256];  /* "127.0.0.1:p1,127.0.0.1:p2,..." */
 } etcd_cluster;
 
+/* A loopback TCP port nothing listens on right now. */
+int etcd_free_port(void);
 /* 1 when an etcd binary is available. */
 int etcd_available(void);
 /* Start n (1..3) members; 0 on success (ready), -1 on failure (message on stderr). */
