@@ -13,7 +13,8 @@
  * lease keep-alive; a keep-alive that comes back without a TTL means etcd
  * forgot the lease (it expired while the node was paused or partitioned):
  * the instance is registered again under a fresh lease. A weight change
- * re-puts the key under the same lease. Deregister revokes the lease, which
+ * rewrites the key under the same lease in a transaction that compares its
+ * mod revision with the one of our last write (see lease_rec). Deregister revokes the lease, which
  * deletes the key.
  *
  * Client side (the view). A sync thread lists the prefix (range), applies it
@@ -54,11 +55,16 @@ static int instance_key(const aimsi_etcd *e, const char *service, uint64_t lease
 
 /* ---- node side ------------------------------------------------------------------- */
 
-/* The last weight put for each lease, so a heartbeat with a changed weight
- * re-puts the key (small: one entry per service of this node). */
+/* The last weight written for each lease and the key's mod revision after
+ * that write, so a heartbeat with a changed weight rewrites the key -- in a
+ * transaction that compares the mod revision, so a writer that changed the
+ * key meanwhile (an operator's override) is never silently overwritten and
+ * of two writers from the same revision exactly one wins. Small: one entry
+ * per service of this node. */
 typedef struct lease_rec {
     uint64_t lease;
     uint32_t weight;
+    int64_t rev;
 } lease_rec;
 
 typedef struct etcd_node {
@@ -68,12 +74,13 @@ typedef struct etcd_node {
     size_t n_recs, cap_recs;
 } etcd_node;
 
-static void rec_set(etcd_node *en, uint64_t lease, uint32_t weight)
+static void rec_set(etcd_node *en, uint64_t lease, uint32_t weight, int64_t rev)
 {
     pthread_mutex_lock(&en->lock);
     for (size_t i = 0; i < en->n_recs; i++) {
         if (en->recs[i].lease == lease) {
             en->recs[i].weight = weight;
+            en->recs[i].rev = rev;
             pthread_mutex_unlock(&en->lock);
             return;
         }
@@ -88,18 +95,22 @@ static void rec_set(etcd_node *en, uint64_t lease, uint32_t weight)
         en->recs = g;
         en->cap_recs = cap;
     }
-    en->recs[en->n_recs++] = (lease_rec){lease, weight};
+    en->recs[en->n_recs++] = (lease_rec){lease, weight, rev};
     pthread_mutex_unlock(&en->lock);
 }
 
-/* The weight last put for lease, or 0 when unknown. Removes it when drop. */
-static uint32_t rec_get(etcd_node *en, uint64_t lease, int drop)
+/* The weight last put for lease, or 0 when unknown (and its mod revision
+ * into *rev when rev is not NULL). Removes it when drop. */
+static uint32_t rec_get(etcd_node *en, uint64_t lease, int drop, int64_t *rev)
 {
     uint32_t w = 0;
     pthread_mutex_lock(&en->lock);
     for (size_t i = 0; i < en->n_recs; i++) {
         if (en->recs[i].lease == lease) {
             w = en->recs[i].weight;
+            if (rev != NULL) {
+                *rev = en->recs[i].rev;
+            }
             if (drop) {
                 en->recs[i] = en->recs[--en->n_recs];
             }
@@ -137,7 +148,7 @@ static cJSON *lease_body(uint64_t lease)
 }
 
 static aims_status put_instance(etcd_node *en, const char *service, const char *address,
-                                uint32_t weight, uint64_t lease)
+                                uint32_t weight, uint64_t lease, int64_t expect_rev)
 {
     char key[MAX_KEY];
     if (!instance_key(en->e, service, lease, key)) {
@@ -151,20 +162,66 @@ static aims_status put_instance(etcd_node *en, const char *service, const char *
         text = cJSON_PrintUnformatted(val);
     }
     cJSON_Delete(val);
+    /* txn: if (expect_rev == 0 ? key absent : key's mod_revision == expect_rev)
+     * then put key=value with the lease. */
     cJSON *body = text != NULL ? cJSON_CreateObject() : NULL;
-    if (body != NULL &&
-        (!cJSON_AddItemToObject(body, "key", aimsi_etcd_b64(key, strlen(key))) ||
-         !cJSON_AddItemToObject(body, "value", aimsi_etcd_b64(text, strlen(text))) ||
-         !cJSON_AddItemToObject(body, "lease", aimsi_etcd_i64_item((int64_t)lease)))) {
+    cJSON *cmp = cJSON_CreateObject(), *put = cJSON_CreateObject();
+    cJSON *cmps = cJSON_AddArrayToObject(body, "compare");
+    cJSON *succ = cJSON_AddArrayToObject(body, "success");
+    cJSON *req = cJSON_CreateObject();
+    int ok = body != NULL && cmp != NULL && put != NULL && cmps != NULL && succ != NULL &&
+             req != NULL;
+    ok = ok && cJSON_AddItemToObject(cmp, "key", aimsi_etcd_b64(key, strlen(key))) &&
+         cJSON_AddStringToObject(cmp, "target", expect_rev > 0 ? "MOD" : "CREATE") != NULL &&
+         cJSON_AddStringToObject(cmp, "result", "EQUAL") != NULL &&
+         cJSON_AddItemToObject(cmp, expect_rev > 0 ? "mod_revision" : "create_revision",
+                               aimsi_etcd_i64_item(expect_rev)) &&
+         cJSON_AddItemToObject(put, "key", aimsi_etcd_b64(key, strlen(key))) &&
+         cJSON_AddItemToObject(put, "value", aimsi_etcd_b64(text, strlen(text))) &&
+         cJSON_AddItemToObject(put, "lease", aimsi_etcd_i64_item((int64_t)lease));
+    if (ok) {
+        cJSON_AddItemToArray(cmps, cmp);
+        cJSON_AddItemToObject(req, "request_put", put);
+        cJSON_AddItemToArray(succ, req);
+    } else {
+        cJSON_Delete(cmp);
+        cJSON_Delete(put);
+        cJSON_Delete(req);
         cJSON_Delete(body);
         body = NULL;
     }
     cJSON_free(text);
-    const aims_status rc = call_simple(en->e, "kv/put", body, NULL);
-    if (rc == AIMS_OK) {
-        rec_set(en, lease, weight);
+    cJSON *reply = NULL;
+    aims_status rc = call_simple(en->e, "kv/txn", body, &reply);
+    if (rc != AIMS_OK) {
+        return rc;
     }
-    return rc;
+    const int64_t rev =
+        aimsi_etcd_i64(cJSON_GetObjectItemCaseSensitive(reply, "header"), "revision", 0);
+    const int won = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "succeeded"));
+    cJSON_Delete(reply);
+    if (won) {
+        rec_set(en, lease, weight, rev);
+        return AIMS_OK;
+    }
+    /* Another writer changed the key since our last write: its value stands.
+     * Take its revision as the new base (a later change of ours wins again)
+     * and remember the weight asked for, so the next beat does not retry. */
+    int64_t cur = 0;
+    cJSON *q = cJSON_CreateObject();
+    if (q != NULL && !cJSON_AddItemToObject(q, "key", aimsi_etcd_b64(key, strlen(key)))) {
+        cJSON_Delete(q);
+        q = NULL;
+    }
+    if (call_simple(en->e, "kv/range", q, &reply) == AIMS_OK) {
+        const cJSON *kvs = cJSON_GetObjectItemCaseSensitive(reply, "kvs");
+        cur = aimsi_etcd_i64(cJSON_GetArrayItem(kvs, 0), "mod_revision", 0);
+        cJSON_Delete(reply);
+    }
+    rec_set(en, lease, weight, cur);
+    return aimsi_err(NULL, AIMS_E_EXISTS, "etcd: %s was changed by another writer since "
+                     "revision %lld; weight %u not written", key, (long long)expect_rev,
+                     weight);
 }
 
 static aims_status etcd_reg(void *ctx, const char *service, const char *address,
@@ -184,7 +241,7 @@ static aims_status etcd_reg(void *ctx, const char *service, const char *address,
     if (lease <= 0) {
         return aimsi_err(NULL, AIMS_E_CORRUPT, "etcd lease/grant returned no lease id");
     }
-    const aims_status rc = put_instance(en, service, address, weight, (uint64_t)lease);
+    const aims_status rc = put_instance(en, service, address, weight, (uint64_t)lease, 0);
     if (rc != AIMS_OK) {
         (void)call_simple(en->e, "lease/revoke", lease_body((uint64_t)lease), NULL);
         return rc;
@@ -204,11 +261,12 @@ static aims_status etcd_heartbeat(void *ctx, const char *service, const char *ad
     cJSON_Delete(reply);
     if (ttl <= 0) {
         /* etcd forgot the lease (expired): the key went with it. */
-        (void)rec_get(en, *io_id, 1);
+        (void)rec_get(en, *io_id, 1, NULL);
         return etcd_reg(ctx, service, address, weight, ttl_ms, io_id);
     }
-    if (rec_get(en, *io_id, 0) != weight) {
-        return put_instance(en, service, address, weight, *io_id);
+    int64_t rev = 0;
+    if (rec_get(en, *io_id, 0, &rev) != weight) {
+        return put_instance(en, service, address, weight, *io_id, rev);
     }
     return AIMS_OK;
 }
@@ -216,7 +274,7 @@ static aims_status etcd_heartbeat(void *ctx, const char *service, const char *ad
 static aims_status etcd_dereg(void *ctx, uint64_t id)
 {
     etcd_node *en = ctx;
-    (void)rec_get(en, id, 1);
+    (void)rec_get(en, id, 1, NULL);
     const aims_status rc = call_simple(en->e, "lease/revoke", lease_body(id), NULL);
     return rc == AIMS_E_NOTFOUND ? AIMS_OK : rc; /* already expired: gone anyway */
 }

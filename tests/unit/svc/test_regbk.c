@@ -474,7 +474,8 @@ static void test_etcd_outage_resume_and_compaction(void **state)
     fx_fini(&f);
 }
 
-/* Weights live in etcd: a heartbeat with a new weight re-puts the key. */
+/* Weights live in etcd: a heartbeat with a new weight rewrites the key, in a
+ * transaction against the revision of the node's last write. */
 static void test_etcd_weight_change(void **state)
 {
     (void)state;
@@ -497,6 +498,47 @@ static void test_etcd_weight_change(void **state)
         }
     }
     assert_int_equal(wgt, 9);
+
+    /* Another writer (an operator) sets weight 5 on the key: the node's next
+     * weight change, written against the revision it last wrote, loses and
+     * says so; the operator's value stands. A change after that (from the
+     * new revision) wins again. */
+    aimsi_etcd *e = NULL;
+    assert_int_equal(aimsi_etcd_create(f.url, &e), AIMS_OK);
+    char key[300];
+    snprintf(key, sizeof(key), "%ssvc/wt/%016llx", aimsi_etcd_prefix(e), (unsigned long long)id);
+    const char *val = "{\"service\":\"wt\",\"address\":\"tcp://127.0.0.1:31\",\"weight\":5}";
+    cJSON *body = cJSON_CreateObject(), *reply = NULL;
+    cJSON_AddItemToObject(body, "key", aimsi_etcd_b64(key, strlen(key)));
+    cJSON_AddItemToObject(body, "value", aimsi_etcd_b64(val, strlen(val)));
+    cJSON_AddItemToObject(body, "lease", aimsi_etcd_i64_item((int64_t)id));
+    assert_int_equal(aimsi_etcd_call(e, "kv/put", body, &reply, 2000), AIMS_OK);
+    cJSON_Delete(body);
+    cJSON_Delete(reply);
+    aimsi_etcd_destroy(e);
+    io = id;
+    assert_int_equal(f.ops->heartbeat(f.ctx, "wt", "tcp://127.0.0.1:31", 7, 60000, &io),
+                     AIMS_E_EXISTS);
+    assert_non_null(strstr(aims_errmsg(), "changed by another writer"));
+    /* The same weight again is not retried (the node took the other write as its base). */
+    assert_int_equal(f.ops->heartbeat(f.ctx, "wt", "tcp://127.0.0.1:31", 7, 60000, &io), AIMS_OK);
+    for (int t = 0; t < 500 && wgt != 5; t++) {
+        assert_int_equal(aims_registry_lookup(f.view, "wt", &vid, 1, &n), AIMS_OK);
+        wgt = aims_registry_weight(f.view, vid);
+        if (wgt != 5) {
+            nap_ms(20);
+        }
+    }
+    assert_int_equal(wgt, 5);
+    assert_int_equal(f.ops->heartbeat(f.ctx, "wt", "tcp://127.0.0.1:31", 3, 60000, &io), AIMS_OK);
+    for (int t = 0; t < 500 && wgt != 3; t++) {
+        assert_int_equal(aims_registry_lookup(f.view, "wt", &vid, 1, &n), AIMS_OK);
+        wgt = aims_registry_weight(f.view, vid);
+        if (wgt != 3) {
+            nap_ms(20);
+        }
+    }
+    assert_int_equal(wgt, 3);
     assert_int_equal(f.ops->dereg(f.ctx, id), AIMS_OK);
     fx_fini(&f);
 }
