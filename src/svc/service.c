@@ -903,23 +903,6 @@ static reg_backend backend_of(aims_node *n)
     return b;
 }
 
-/* The session a registration goes through: the joined backend's (remote) or
- * the in-process registry behind the same table. 0 when there is none. */
-static int reg_session(const reg_backend *b, int remote, const aimsi_reg_ops **ops, void **ctx)
-{
-    if (remote && b->rops != NULL) {
-        *ops = b->rops;
-        *ctx = b->rctx;
-        return 1;
-    }
-    if (!remote && b->reg != NULL) {
-        *ops = &aimsi_regbk_local_ops;
-        *ctx = b->reg;
-        return 1;
-    }
-    return 0;
-}
-
 /* Under reg_lock. */
 static aims_status reg_register(aims_service *s, const reg_backend *b, const char *addr)
 {
@@ -928,7 +911,7 @@ static aims_status reg_register(aims_service *s, const reg_backend *b, const cha
     const aimsi_reg_ops *ops;
     void *ctx;
     const int remote = b->rops != NULL;
-    if (!reg_session(b, remote, &ops, &ctx)) {
+    if (!aimsi_regbk_session(b->reg, b->rops, b->rctx, remote, &ops, &ctx)) {
         return AIMS_OK;
     }
     const aims_status st = ops->reg(ctx, s->name, addr, (uint32_t)s->p_weight, lease_ms(n), &id);
@@ -949,7 +932,7 @@ static void reg_deregister(aims_service *s)
     const reg_backend b = backend_of(s->node);
     const aimsi_reg_ops *ops;
     void *ctx;
-    if (reg_session(&b, s->reg_remote, &ops, &ctx)) {
+    if (aimsi_regbk_session(b.reg, b.rops, b.rctx, s->reg_remote, &ops, &ctx)) {
         (void)ops->dereg(ctx, s->reg_id);
     }
     s->registered = 0;
@@ -997,7 +980,7 @@ void aimsi_svc_beat(aims_service *s)
     if (!s->registered) {
         /* Remote registry unreachable at start, or a lost lease: try again. */
         (void)reg_register(s, &b, addr);
-    } else if (reg_session(&b, s->reg_remote, &ops, &ctx)) {
+    } else if (aimsi_regbk_session(b.reg, b.rops, b.rctx, s->reg_remote, &ops, &ctx)) {
         uint64_t id = s->reg_id;
         const aims_status st = ops->heartbeat(ctx, s->name, addr, (uint32_t)s->p_weight,
                                               lease_ms(n), &id);

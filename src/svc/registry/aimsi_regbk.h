@@ -63,6 +63,12 @@ const aimsi_regbk *aimsi_regbk_etcd(void);    /* etcd.c */
 /* The in-process registry as a node session: ctx is the aims_registry. */
 extern const aimsi_reg_ops aimsi_regbk_local_ops;
 
+/* The session a node's registration goes through (service.c): the joined
+ * backend's rops/rctx when remote, else the in-process registry reg behind
+ * aimsi_regbk_local_ops. 0 when there is none. */
+int aimsi_regbk_session(aims_registry *reg, const aimsi_reg_ops *rops, void *rctx, int remote,
+                        const aimsi_reg_ops **ops, void **ctx);
+
 /* Next '\n'-terminated field of a joined list at *p (before end), copied into
  * buf (NUL-terminated); 0 when there is none or it does not fit. */
 int aimsi_reg_next_field(const char **p, const char *end, char *buf, size_t cap);

@@ -145,3 +145,19 @@ static aims_status local_dereg(void *ctx, uint64_t id)
 const aimsi_reg_ops aimsi_regbk_local_ops = {
     .reg = local_reg, .heartbeat = local_heartbeat, .dereg = local_dereg, .release = NULL,
 };
+
+int aimsi_regbk_session(aims_registry *reg, const aimsi_reg_ops *rops, void *rctx, int remote,
+                        const aimsi_reg_ops **ops, void **ctx)
+{
+    if (remote && rops != NULL) {
+        *ops = rops;
+        *ctx = rctx;
+        return 1;
+    }
+    if (!remote && reg != NULL) {
+        *ops = &aimsi_regbk_local_ops;
+        *ctx = reg;
+        return 1;
+    }
+    return 0;
+}
