@@ -253,9 +253,20 @@ AIMS_API aims_status aims_node_set_registry(aims_node *n, aims_registry *r);
  */
 AIMS_API aims_status aims_node_host_registry(aims_node *n, aims_registry *r);
 /**
- * @brief Register this node's services in the registry hosted at @p url (a node
- * address). Leases are renewed every heartbeat; when the registry is
- * unreachable the node keeps retrying and re-registers when it is back.
+ * @brief Register this node's services in the registry at @p url. Leases are
+ * renewed every heartbeat; when the registry is unreachable the node keeps
+ * retrying and re-registers when it is back.
+ *
+ * The URL's scheme picks the registry backend:
+ * - `etcd://[user:password@]host:port[,host:port...][/prefix]`: etcd (v3 JSON
+ *   API over HTTP; credentials are traded for an auth token);
+ *   each instance is a key under /prefix/ (default /aims/) bound to a lease
+ *   whose TTL is the registry lease; heartbeats are lease keep-alives; the
+ *   endpoints are tried in turn (docs/ETCD.md).
+ * - `aims://host:port` (= `tcp://host:port`), or any node address (`tcp://`,
+ *   `ipc://`, `inproc://`): the registry a node hosts (aims_node_host_registry).
+ * @return AIMS_OK; AIMS_E_INVAL (no scheme, malformed etcd URL);
+ *         AIMS_E_UNSUPPORTED (etcd:// in a library built without etcd).
  * @since 0.1
  */
 AIMS_API aims_status aims_node_join(aims_node *n, const char *url);
@@ -403,9 +414,13 @@ AIMS_API aims_status aims_client_add_transport(aims_client *c, const aims_transp
 /** @brief Resolve names through the local registry @p r (borrowed, must outlive the client). @since 0.1 */
 AIMS_API aims_status aims_client_use_registry(aims_client *c, aims_registry *r);
 /**
- * @brief Resolve names through the registry hosted at @p url (a node address),
- * synced every AIMS_CLIENT_SYNC_MS. When it is unreachable the client keeps its
+ * @brief Resolve names through the registry at @p url (the schemes of
+ * aims_node_join: etcd://, aims://, or a node address). A registry service is
+ * polled every AIMS_CLIENT_SYNC_MS; etcd is listed once and then watched (a
+ * compacted watch lists again; AIMS_CLIENT_SYNC_MS is the retry period while
+ * etcd is unreachable). When the registry is unreachable the client keeps its
  * last view (it never drops healthy instances because the registry went away).
+ * @return AIMS_OK; AIMS_E_INVAL, AIMS_E_UNSUPPORTED as aims_node_join.
  * @since 0.1
  */
 AIMS_API aims_status aims_client_join(aims_client *c, const char *url);

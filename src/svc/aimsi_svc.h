@@ -417,9 +417,6 @@ void aimsi_reach_fini(aimsi_reach *r);
 void aimsi_reach_record(aimsi_reach *r, aims_status rc, const char *errmsg);
 /* "" while reachable; else "registry URL unreachable since T (...), last error: E". */
 size_t aimsi_reach_describe(aimsi_reach *r, char *buf, size_t cap);
-/* The registry state behind a client's adopted registry (stop/ctx as given to
- * aimsi_client_adopt_registry), or "" when it is not a joined remote registry. */
-size_t aimsi_regsync_why(void (*stop)(void *ctx), void *ctx, char *buf, size_t cap);
 
 typedef struct aimsi_regsync aimsi_regsync;
 aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t period_ms,

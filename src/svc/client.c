@@ -61,6 +61,7 @@
 #include <time.h>
 
 #include "aimsi_svc.h"
+#include "registry/aimsi_regbk.h"
 #include "../orch/aimsi_orch.h"
 
 #define CL_HASH 256u                  /* pending-id buckets (power of two) */
@@ -1011,7 +1012,7 @@ static aims_status pick(aims_client *c, cl_call *k, cl_ep **out_ep)
             aims_balancer_done(sv->lb, id, 0, 1);
         }
         char why[AIMSI_URL_MAX + 400];
-        if (aimsi_regsync_why(reg_stop, reg_ctx, why, sizeof why) > 0) {
+        if (aimsi_regbk_why(reg_stop, reg_ctx, why, sizeof why) > 0) {
             /* say why the view is empty: the joined registry is unreachable */
             return call_err(c, AIMS_E_NOTFOUND, "service '%s': no live instance; %s",
                             k->service, why);

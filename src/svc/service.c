@@ -57,6 +57,7 @@
 #include <time.h>
 
 #include "aimsi_svc.h"
+#include "registry/aimsi_regbk.h"
 
 #define COMPRESS_NEVER 0u
 #define VEC_STACK 64u
@@ -906,18 +907,15 @@ static reg_backend backend_of(aims_node *n)
 static aims_status reg_register(aims_service *s, const reg_backend *b, const char *addr)
 {
     aims_node *n = s->node;
-    aims_status st = AIMS_OK;
     uint64_t id = 0;
-    if (b->rops != NULL) {
-        st = b->rops->reg(b->rctx, s->name, addr, (uint32_t)s->p_weight, lease_ms(n), &id);
-        s->reg_remote = 1;
-    } else if (b->reg != NULL) {
-        st = aims_registry_register(b->reg, s->name, addr, (uint32_t)s->p_weight, lease_ms(n),
-                                    &id);
-        s->reg_remote = 0;
-    } else {
+    const aimsi_reg_ops *ops;
+    void *ctx;
+    const int remote = b->rops != NULL;
+    if (!aimsi_regbk_session(b->reg, b->rops, b->rctx, remote, &ops, &ctx)) {
         return AIMS_OK;
     }
+    const aims_status st = ops->reg(ctx, s->name, addr, (uint32_t)s->p_weight, lease_ms(n), &id);
+    s->reg_remote = remote;
     if (st == AIMS_OK) {
         s->registered = 1;
         s->reg_id = id;
@@ -932,12 +930,10 @@ static void reg_deregister(aims_service *s)
         return;
     }
     const reg_backend b = backend_of(s->node);
-    if (s->reg_remote) {
-        if (b.rops != NULL) {
-            (void)b.rops->dereg(b.rctx, s->reg_id);
-        }
-    } else if (b.reg != NULL) {
-        (void)aims_registry_deregister(b.reg, s->reg_id);
+    const aimsi_reg_ops *ops;
+    void *ctx;
+    if (aimsi_regbk_session(b.reg, b.rops, b.rctx, s->reg_remote, &ops, &ctx)) {
+        (void)ops->dereg(ctx, s->reg_id);
     }
     s->registered = 0;
     s->reg_id = 0;
@@ -979,23 +975,18 @@ void aimsi_svc_beat(aims_service *s)
         return;
     }
     const reg_backend b = backend_of(n);
+    const aimsi_reg_ops *ops;
+    void *ctx;
     if (!s->registered) {
         /* Remote registry unreachable at start, or a lost lease: try again. */
         (void)reg_register(s, &b, addr);
-    } else if (s->reg_remote) {
-        if (b.rops != NULL) {
-            uint64_t id = s->reg_id;
-            const aims_status st = b.rops->heartbeat(b.rctx, s->name, addr,
-                                                     (uint32_t)s->p_weight, lease_ms(n), &id);
-            if (st == AIMS_OK) {
-                s->reg_id = id;
-            } else if (st == AIMS_E_NOTFOUND) {
-                s->registered = 0;
-                (void)reg_register(s, &b, addr);
-            }
-        }
-    } else if (b.reg != NULL) {
-        if (aims_registry_heartbeat(b.reg, s->reg_id) == AIMS_E_NOTFOUND) {
+    } else if (aimsi_regbk_session(b.reg, b.rops, b.rctx, s->reg_remote, &ops, &ctx)) {
+        uint64_t id = s->reg_id;
+        const aims_status st = ops->heartbeat(ctx, s->name, addr, (uint32_t)s->p_weight,
+                                              lease_ms(n), &id);
+        if (st == AIMS_OK) {
+            s->reg_id = id;
+        } else if (st == AIMS_E_NOTFOUND) {
             s->registered = 0;
             (void)reg_register(s, &b, addr);
         }

@@ -1,5 +1,6 @@
 /*
- * svc_registry.c -- the registry as a service, and the two ways to join it.
+ * svc_registry.c -- the registry as a service (the server side of the
+ * registry-service backend; joining it is registry/regbk_service.c).
  *
  * A node hosts an aims_registry as the service "aims.registry" (methods
  * below). Other processes never share memory with it; they speak frames:
@@ -22,13 +23,6 @@
  * is a snapshot of every live instance instead, taken from a table this file
  * keeps current with a permanent watch.
  *
- * A joining client keeps a private local aims_registry as a mirror and a sync
- * thread that polls "changes" every AIMS_CLIENT_SYNC_MS and applies them. When
- * the registry is unreachable the thread just tries again later: the mirror
- * keeps its last view (static stability -- never drop healthy instances
- * because the registry went away). Mirror entries carry a long lease renewed
- * by every successful sync.
- *
  * Lease secrets. "register" returns a fresh 128-bit secret (getrandom,
  * aimsi_secret_hex) kept in the live table next to the instance; a lease is
  * renewed or removed over the wire only with it, so a process that merely
@@ -40,8 +34,7 @@
  * hosting process registered in-process have no secret and cannot be touched
  * over the wire at all -- except by an admin of the node's policy (the door
  * marks such a request "$admin", a name no network request can carry). The
- * joining side (aims_node_join) keeps the secret of
- * each of its ids in a small table.
+ * joining side (regjoin.c) keeps the secret of each of its ids in a small table.
  *
  * Every request tensor is from the network: names, lengths and counts are
  * validated before use, and a bad request gets AIMS_E_INVAL with a message,
@@ -54,14 +47,13 @@
 
 #include "aimsi_svc.h"
 #include "authz/aimsi_authz.h"
+#include "registry/aimsi_regbk.h"
 
 #define REG_SERVICE "aims.registry"
 #define MAX_EVENTS 4096u
 #define MIRROR_TTL_MS 86400000u /* one day; renewed by every sync */
 
 /* ---- server side ------------------------------------------------------------ */
-
-static int next_field(const char **p, const char *end, char *buf, size_t cap);
 
 typedef struct reg_entry {
     aims_instance id;
@@ -417,14 +409,14 @@ static aims_status do_heartbeat(reg_impl *ri, const aims_msg *req, aims_msg *rep
         int ok = 1;
         if (owners) {
             char sb[AIMSI_FRAME_MAX_SERVICE + 1], ab[AIMSI_URL_MAX + 1];
-            if (!next_field(&ps, svc + svc_len, sb, sizeof(sb)) ||
-                !next_field(&pa, addr + addr_len, ab, sizeof(ab))) {
+            if (!aimsi_reg_next_field(&ps, svc + svc_len, sb, sizeof(sb)) ||
+                !aimsi_reg_next_field(&pa, addr + addr_len, ab, sizeof(ab))) {
                 return aimsi_err(NULL, AIMS_E_INVAL, "heartbeat: owner record %zu malformed", i);
             }
             ok = same_owner(ri, id, sb, ab);
         }
         char kb[AIMSI_SECRET_HEX + 2];
-        if (!admin && !next_field(&pk, sec + sec_len, kb, sizeof(kb))) {
+        if (!admin && !aimsi_reg_next_field(&pk, sec + sec_len, kb, sizeof(kb))) {
             return aimsi_err(NULL, AIMS_E_DENIED, "heartbeat: secret %zu missing or malformed", i);
         }
         if (ok && !admin) {
@@ -556,403 +548,4 @@ AIMS_API aims_status aims_node_host_registry(aims_node *n, aims_registry *r)
     AIMSI_TRY(aimsi_service_add(n, REG_SERVICE, &k_reg_kind, impl, &s));
     AIMSI_TRY(aims_node_set_registry(n, r));
     return aims_service_start(s);
-}
-
-/* ---- the mirror a joining client keeps -------------------------------------- */
-
-/* One mirrored instance. Identity is the remote id AND the owner record: a
- * restarted registry numbers instances from 1 again, so an id alone could
- * stand for another instance after a restart. */
-typedef struct mirror_map {
-    int64_t remote;
-    aims_instance local;
-    char *service;
-    char *address;
-    int seen; /* snapshot bookkeeping */
-} mirror_map;
-
-struct aimsi_regsync {
-    aims_client *caller; /* private client used for the sync calls */
-    aims_registry *mirror;
-    char url[AIMSI_URL_MAX + 1];
-    uint64_t period_ms;
-    int64_t since, epoch;
-    mirror_map *map;
-    size_t n_map, cap_map;
-    uint64_t last_renew_ns;
-    pthread_t thread;
-    int started;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int stop;
-    uint64_t syncs_ok, syncs_failed;
-    aimsi_reach reach; /* logs and explains an unreachable registry */
-};
-
-static mirror_map *map_find(aimsi_regsync *rs, int64_t remote, const char *service,
-                            const char *address)
-{
-    for (size_t i = 0; i < rs->n_map; i++) {
-        mirror_map *m = &rs->map[i];
-        if (m->remote == remote &&
-            (service == NULL || (strcmp(m->service, service) == 0 &&
-                                 strcmp(m->address, address) == 0))) {
-            return m;
-        }
-    }
-    return NULL;
-}
-
-static void map_remove_at(aimsi_regsync *rs, size_t i)
-{
-    aims_registry_deregister(rs->mirror, rs->map[i].local);
-    aimsi_free(rs->map[i].service);
-    aimsi_free(rs->map[i].address);
-    rs->map[i] = rs->map[--rs->n_map];
-}
-
-static void map_clear(aimsi_regsync *rs)
-{
-    while (rs->n_map > 0) {
-        map_remove_at(rs, rs->n_map - 1);
-    }
-    aimsi_free(rs->map);
-    rs->map = NULL;
-    rs->cap_map = 0;
-}
-
-/* DELETE/EXPIRE of remote id: every mirrored instance under that id goes. */
-static void mirror_drop(aimsi_regsync *rs, int64_t remote)
-{
-    for (size_t i = 0; i < rs->n_map;) {
-        if (rs->map[i].remote == remote) {
-            map_remove_at(rs, i);
-        } else {
-            i++;
-        }
-    }
-}
-
-static aims_status mirror_put(aimsi_regsync *rs, int64_t remote, const char *service,
-                              const char *address, uint32_t weight)
-{
-    mirror_map *m = map_find(rs, remote, service, address);
-    if (m != NULL) {
-        if (aims_registry_weight(rs->mirror, m->local) != weight) {
-            aims_registry_set_weight(rs->mirror, m->local, weight);
-        }
-        m->seen = 1;
-        return AIMS_OK;
-    }
-    if (rs->n_map == rs->cap_map) {
-        const size_t cap = rs->cap_map ? rs->cap_map * 2 : 32;
-        mirror_map *g = aimsi_realloc(rs->map, cap * sizeof(*g));
-        if (g == NULL) {
-            return aimsi_err(NULL, AIMS_E_NOMEM, "registry mirror: out of memory");
-        }
-        rs->map = g;
-        rs->cap_map = cap;
-    }
-    mirror_map e = {remote, 0, aimsi_strdup(service), aimsi_strdup(address), 1};
-    aims_status rc = e.service != NULL && e.address != NULL
-                         ? AIMS_OK
-                         : aimsi_err(NULL, AIMS_E_NOMEM, "registry mirror: out of memory");
-    if (rc == AIMS_OK) {
-        rc = aims_registry_register(rs->mirror, service, address, weight, MIRROR_TTL_MS,
-                                    &e.local);
-    }
-    if (rc != AIMS_OK) {
-        aimsi_free(e.service);
-        aimsi_free(e.address);
-        return rc;
-    }
-    rs->map[rs->n_map++] = e;
-    return AIMS_OK;
-}
-
-/* Next '\n'-terminated field of a joined list, copied into buf (NUL-terminated). */
-static int next_field(const char **p, const char *end, char *buf, size_t cap)
-{
-    const char *nl = memchr(*p, '\n', (size_t)(end - *p));
-    if (nl == NULL || nl == *p || (size_t)(nl - *p) >= cap) {
-        return 0;
-    }
-    memcpy(buf, *p, (size_t)(nl - *p));
-    buf[nl - *p] = 0;
-    *p = nl + 1;
-    return 1;
-}
-
-/* Apply one "changes" reply. Validates the arrays before touching the mirror.
- * A snapshot first adds what is new, then drops what it does not list, so a
- * reader of the mirror never sees a service vanish and come back. */
-static aims_status mirror_apply(aimsi_regsync *rs, const aims_msg *reply)
-{
-    int64_t epoch, rev, snap;
-    const char *svc, *addr;
-    size_t svc_len, addr_len;
-    size_t ik, ii, iw;
-    if (aimsi_msg_int(reply, "epoch", &epoch) != AIMS_OK ||
-        aimsi_msg_int(reply, "revision", &rev) != AIMS_OK ||
-        aimsi_msg_int(reply, "snapshot", &snap) != AIMS_OK ||
-        aimsi_msg_bytes(reply, "services", &svc, &svc_len) != AIMS_OK ||
-        aimsi_msg_bytes(reply, "addresses", &addr, &addr_len) != AIMS_OK ||
-        aims_msg_find(reply, "kinds", &ik) != AIMS_OK ||
-        aims_msg_find(reply, "ids", &ii) != AIMS_OK ||
-        aims_msg_find(reply, "weights", &iw) != AIMS_OK) {
-        return aimsi_err(NULL, AIMS_E_CORRUPT, "registry reply from %s is malformed", rs->url);
-    }
-    const void *kinds, *ids, *weights;
-    aims_dtype dk, di, dw;
-    size_t bk, bi, bw;
-    aims_msg_get(reply, ik, NULL, &dk, NULL, NULL, &kinds, &bk);
-    aims_msg_get(reply, ii, NULL, &di, NULL, NULL, &ids, &bi);
-    aims_msg_get(reply, iw, NULL, &dw, NULL, NULL, &weights, &bw);
-    const size_t n = bk / 4;
-    if (dk != AIMS_DT_I32 || di != AIMS_DT_I64 || dw != AIMS_DT_I32 || bk != n * 4 ||
-        bi != n * 8 || bw != n * 4 || n > MAX_EVENTS || rev < 0) {
-        return aimsi_err(NULL, AIMS_E_CORRUPT, "registry reply from %s: event arrays disagree",
-                         rs->url);
-    }
-    for (size_t i = 0; i < rs->n_map; i++) {
-        rs->map[i].seen = 0;
-    }
-    const char *ps = svc, *pa = addr;
-    for (size_t k = 0; k < n; k++) {
-        int32_t kind, weight;
-        int64_t id;
-        char s[AIMSI_FRAME_MAX_SERVICE + 1], a[AIMSI_URL_MAX + 1];
-        memcpy(&kind, (const char *)kinds + k * 4, 4);
-        memcpy(&weight, (const char *)weights + k * 4, 4);
-        memcpy(&id, (const char *)ids + k * 8, 8);
-        if (!next_field(&ps, svc + svc_len, s, sizeof(s)) ||
-            !next_field(&pa, addr + addr_len, a, sizeof(a))) {
-            return aimsi_err(NULL, AIMS_E_CORRUPT, "registry reply from %s: event %zu names",
-                             rs->url, k);
-        }
-        if (kind == AIMS_EVENT_PUT || snap) {
-            if (weight < 1 || weight > 10000) {
-                weight = 1;
-            }
-            AIMSI_TRY(mirror_put(rs, id, s, a, (uint32_t)weight));
-        } else {
-            mirror_drop(rs, id);
-        }
-    }
-    if (snap) {
-        for (size_t i = 0; i < rs->n_map;) {
-            if (rs->map[i].seen) {
-                i++;
-            } else {
-                map_remove_at(rs, i);
-            }
-        }
-    }
-    rs->epoch = epoch;
-    rs->since = rev;
-    return AIMS_OK;
-}
-
-/* One poll. Returns the outcome; the mirror is untouched on failure. */
-static aims_status regsync_once(aimsi_regsync *rs)
-{
-    aims_msg req, reply;
-    aimsi_msg_init(&req);
-    aimsi_msg_init(&reply);
-    aims_status rc = aimsi_msg_put_i64(&req, "since", rs->since);
-    if (rc == AIMS_OK) {
-        rc = aimsi_msg_put_i64(&req, "epoch", rs->epoch);
-    }
-    if (rc == AIMS_OK) {
-        const int64_t timeout = (int64_t)(rs->period_ms * 5 > 1000 ? rs->period_ms * 5 : 1000);
-        rc = aims_client_call_addr(rs->caller, rs->url, REG_SERVICE, "changes", &req, &reply,
-                                   timeout);
-        aimsi_reach_record(&rs->reach, rc, aims_client_errmsg(rs->caller));
-    }
-    if (rc == AIMS_OK) {
-        rc = mirror_apply(rs, &reply);
-    }
-    if (rc == AIMS_OK) {
-        const uint64_t now = aimsi_now_ns();
-        if (now - rs->last_renew_ns > 3600ull * 1000000000ull) {
-            for (size_t i = 0; i < rs->n_map; i++) {
-                aims_registry_heartbeat(rs->mirror, rs->map[i].local);
-            }
-            rs->last_renew_ns = now;
-        }
-    }
-    aimsi_msg_fini(&req);
-    aimsi_msg_fini(&reply);
-    return rc;
-}
-
-static void *regsync_main(void *arg)
-{
-    aimsi_regsync *rs = arg;
-    pthread_mutex_lock(&rs->lock);
-    while (!rs->stop) {
-        pthread_mutex_unlock(&rs->lock);
-        const aims_status rc = regsync_once(rs);
-        pthread_mutex_lock(&rs->lock);
-        if (rc == AIMS_OK) {
-            rs->syncs_ok++;
-        } else {
-            rs->syncs_failed++;
-        }
-        pthread_cond_broadcast(&rs->cond);
-        if (rs->stop) {
-            break;
-        }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        const uint64_t at = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec +
-                            rs->period_ms * 1000000u;
-        ts.tv_sec = (time_t)(at / 1000000000u);
-        ts.tv_nsec = (long)(at % 1000000000u);
-        pthread_cond_timedwait(&rs->cond, &rs->lock, &ts);
-    }
-    pthread_mutex_unlock(&rs->lock);
-    return NULL;
-}
-
-aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t period_ms,
-                                aims_tls_config *tls,
-                                aimsi_regsync **out)
-{
-    if (url == NULL || strlen(url) > AIMSI_URL_MAX) {
-        return aimsi_err(NULL, AIMS_E_INVAL, "join: registry url must be 1..%u bytes",
-                         AIMSI_URL_MAX);
-    }
-    aimsi_regsync *rs = aimsi_calloc(1, sizeof(*rs));
-    if (rs == NULL) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "join: out of memory");
-    }
-    strcpy(rs->url, url);
-    rs->mirror = mirror;
-    rs->period_ms = period_ms;
-    rs->last_renew_ns = aimsi_now_ns();
-    aims_status rc = aims_client_create(&rs->caller);
-    if (rc == AIMS_OK && tls != NULL) { /* a tls:// registry: the joiner's credentials */
-        rc = aims_client_set_tls(rs->caller, tls);
-        if (rc != AIMS_OK) {
-            aims_client_destroy(rs->caller);
-        }
-    }
-    if (rc != AIMS_OK) {
-        aimsi_free(rs);
-        return rc;
-    }
-    aimsi_reach_init(&rs->reach, "client", url);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    const int e1 = pthread_mutex_init(&rs->lock, NULL);
-    const int e2 = pthread_cond_init(&rs->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    /* First sync on the caller's thread: a reachable registry is in the view
-     * when join returns; an unreachable one is not an error (static stability:
-     * the thread keeps trying). */
-    regsync_once(rs);
-    int e3 = 0;
-    if (e1 == 0 && e2 == 0) {
-        e3 = pthread_create(&rs->thread, NULL, regsync_main, rs);
-    }
-    if (e1 != 0 || e2 != 0 || e3 != 0) {
-        if (e1 == 0) {
-            pthread_mutex_destroy(&rs->lock);
-        }
-        if (e2 == 0) {
-            pthread_cond_destroy(&rs->cond);
-        }
-        aims_client_destroy(rs->caller);
-        map_clear(rs);
-        aimsi_reach_fini(&rs->reach);
-        aimsi_free(rs);
-        return aimsi_err(NULL, AIMS_E_BACKEND, "join: cannot start the sync thread");
-    }
-    rs->started = 1;
-    *out = rs;
-    return AIMS_OK;
-}
-
-void aimsi_regsync_stop(aimsi_regsync *rs)
-{
-    if (rs == NULL) {
-        return;
-    }
-    pthread_mutex_lock(&rs->lock);
-    rs->stop = 1;
-    pthread_cond_broadcast(&rs->cond);
-    pthread_mutex_unlock(&rs->lock);
-    if (rs->started) {
-        pthread_join(rs->thread, NULL);
-    }
-    aims_client_destroy(rs->caller);
-    pthread_mutex_destroy(&rs->lock);
-    pthread_cond_destroy(&rs->cond);
-    map_clear(rs);
-    aimsi_reach_fini(&rs->reach);
-    aimsi_free(rs);
-}
-
-uint64_t aimsi_regsync_count(aimsi_regsync *rs, int ok)
-{
-    pthread_mutex_lock(&rs->lock);
-    const uint64_t v = ok ? rs->syncs_ok : rs->syncs_failed;
-    pthread_mutex_unlock(&rs->lock);
-    return v;
-}
-
-aims_status aimsi_regsync_apply_once(aims_registry *mirror, const aims_msg *reply)
-{
-    aimsi_regsync rs;
-    memset(&rs, 0, sizeof(rs));
-    strcpy(rs.url, "(fuzz)");
-    rs.mirror = mirror;
-    const aims_status rc = mirror_apply(&rs, reply);
-    map_clear(&rs);
-    return rc;
-}
-
-/* ---- joining: a client's view, a node's registrations ------------------------ */
-
-static void regsync_stop_cb(void *ctx)
-{
-    aimsi_regsync_stop(ctx);
-}
-
-size_t aimsi_regsync_why(void (*stop)(void *ctx), void *ctx, char *buf, size_t cap)
-{
-    if (stop != regsync_stop_cb || ctx == NULL) {
-        if (cap > 0) {
-            buf[0] = '\0';
-        }
-        return 0;
-    }
-    return aimsi_reach_describe(&((aimsi_regsync *)ctx)->reach, buf, cap);
-}
-
-AIMS_API aims_status aims_client_join(aims_client *c, const char *url)
-{
-    /* Validate before anything starts: regsync_start spawns the sync thread. */
-    if (!aimsi_obj_ok(c, AIMSI_MAGIC_CLIENT) || url == NULL) {
-        return aimsi_err(NULL, AIMS_E_MISUSE, "aims_client_join: client is %s%s",
-                         aimsi_obj_what(c), url == NULL ? ", url is NULL" : "");
-    }
-    aims_registry *mirror = NULL;
-    AIMSI_TRY(aims_registry_create(&mirror));
-    aimsi_regsync *rs = NULL;
-    const int64_t period = aimsi_client_sync_ms(c);
-    aims_status rc = aimsi_regsync_start(url, mirror, (uint64_t)(period > 0 ? period : 200),
-                                         aimsi_client_tls(c), &rs);
-    if (rc != AIMS_OK) {
-        aims_registry_destroy(mirror);
-        return rc;
-    }
-    rc = aimsi_client_adopt_registry(c, mirror, regsync_stop_cb, rs);
-    if (rc != AIMS_OK) {
-        aimsi_regsync_stop(rs);
-        aims_registry_destroy(mirror);
-    }
-    return rc;
 }

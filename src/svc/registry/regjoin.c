@@ -1,6 +1,7 @@
 /*
- * regjoin.c -- aims_node_join: a node's registrations go to a registry hosted
- * by another process ("aims.registry", svc_registry.c) through aimsi_reg_ops.
+ * regjoin.c -- the node side of the registry-service backend (regbk_service.c):
+ * a node's registrations go to a registry hosted by another process
+ * ("aims.registry", svc_registry.c) through aimsi_reg_ops.
  *
  * Split out of svc_registry.c when leases got secrets. "register" returns the
  * instance id and a lease secret; this side keeps the secret of every id it
@@ -15,8 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "aimsi_svc.h"
-#include "authz/aimsi_authz.h"
+#include "aimsi_regbk.h"
 
 #define REG_SERVICE "aims.registry"
 
@@ -245,12 +245,9 @@ static const aimsi_reg_ops k_join_ops = {
     .release = join_release,
 };
 
-AIMS_API aims_status aims_node_join(aims_node *n, const char *url)
+aims_status aimsi_regjoin_open(aims_node *n, const char *url, const aimsi_reg_ops **ops,
+                              void **ctx)
 {
-    if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE) || url == NULL) {
-        return aimsi_err(NULL, AIMS_E_MISUSE, "aims_node_join: node is %s%s", aimsi_obj_what(n),
-                         url == NULL ? ", url is NULL" : "");
-    }
     if (strlen(url) == 0 || strlen(url) > AIMSI_URL_MAX) {
         return aimsi_err(NULL, AIMS_E_INVAL, "aims_node_join: url must be 1..%u bytes",
                          AIMSI_URL_MAX);
@@ -265,16 +262,16 @@ AIMS_API aims_status aims_node_join(aims_node *n, const char *url)
         return aimsi_err(NULL, AIMS_E_BACKEND, "aims_node_join: pthread_mutex_init failed");
     }
     aimsi_reach_init(&nj->reach, "node join", url);
+    aims_tls_config *tls = n != NULL ? n->tt.tls : NULL;
     aims_status rc = aims_client_create(&nj->caller);
-    if (rc == AIMS_OK && n->tt.tls != NULL) { /* a tls:// registry: the node's credentials */
-        rc = aims_client_set_tls(nj->caller, n->tt.tls);
-    }
-    if (rc == AIMS_OK) {
-        rc = aimsi_node_set_remote_registry(n, &k_join_ops, nj);
+    if (rc == AIMS_OK && tls != NULL) { /* a tls:// registry: the node's credentials */
+        rc = aims_client_set_tls(nj->caller, tls);
     }
     if (rc != AIMS_OK) {
         join_release(nj);
+        return rc;
     }
-    aimsi_authz_audit(n, AIMS_AUDIT_JOIN, "host", url, REG_SERVICE, rc, "");
-    return rc;
+    *ops = &k_join_ops;
+    *ctx = nj;
+    return AIMS_OK;
 }

@@ -1,0 +1,266 @@
+/*
+ * etcd_proc.c -- see etcd_proc.h. Plain POSIX: fork/exec, a socket probe for
+ * /health, no library of ours, so unit and integration tests can both use it.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "etcd_proc.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *etcd_bin(void)
+{
+    const char *b = getenv("ETCD");
+    return b != NULL && b[0] != 0 ? b : "etcd";
+}
+
+int etcd_available(void)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "command -v %s >/dev/null 2>&1", etcd_bin());
+    return system(cmd) == 0;
+}
+
+int etcd_free_port(void)
+{
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
+        port = ntohs(a.sin_port);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return port;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int etcd_member_healthy(const etcd_cluster *c, int i)
+{
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return 0;
+    }
+    struct timeval tv = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->m[i].client_port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+        const char req[] = "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        if (write(fd, req, sizeof(req) - 1) == (ssize_t)(sizeof(req) - 1)) {
+            char buf[2048];
+            size_t n = 0;
+            ssize_t k;
+            while (n < sizeof(buf) - 1 && (k = read(fd, buf + n, sizeof(buf) - 1 - n)) > 0) {
+                n += (size_t)k;
+            }
+            buf[n] = 0;
+            ok = strstr(buf, "\"health\":\"true\"") != NULL;
+        }
+    }
+    close(fd);
+    return ok;
+}
+
+static int spawn(etcd_cluster *c, int i)
+{
+    etcd_member *m = &c->m[i];
+    char curl[64], purl[64], cluster[512] = "", log[340];
+    snprintf(curl, sizeof(curl), "http://127.0.0.1:%d", m->client_port);
+    snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", m->peer_port);
+    for (int k = 0; k < c->n; k++) {
+        char one[64];
+        snprintf(one, sizeof(one), "%s%s=http://127.0.0.1:%d", k ? "," : "", c->m[k].name,
+                 c->m[k].peer_port);
+        strcat(cluster, one);
+    }
+    snprintf(log, sizeof(log), "%s.log", m->dir);
+    const pid_t parent = getpid();
+    const pid_t pid = fork();
+    if (pid < 0) {
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) {
+            _exit(127);
+        }
+        const int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execlp(etcd_bin(), etcd_bin(), "--name", m->name, "--data-dir", m->dir,
+               "--unsafe-no-fsync", "--listen-client-urls", curl, "--advertise-client-urls",
+               curl, "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
+               "--initial-cluster", cluster, "--initial-cluster-state", "new",
+               "--initial-cluster-token", c->base, (char *)NULL);
+        _exit(127);
+    }
+    m->pid = pid;
+    return 0;
+}
+
+static int wait_healthy(etcd_cluster *c, int i, int timeout_ms)
+{
+    for (int t = 0; t < timeout_ms; t += 50) {
+        if (etcd_member_healthy(c, i)) {
+            return 0;
+        }
+        int st;
+        if (c->m[i].pid > 0 && waitpid(c->m[i].pid, &st, WNOHANG) == c->m[i].pid) {
+            c->m[i].pid = 0;
+            fprintf(stderr, "# etcd member %d exited (see %s.log)\n", i, c->m[i].dir);
+            return -1;
+        }
+        sleep_ms(50);
+    }
+    fprintf(stderr, "# etcd member %d not healthy after %d ms (see %s.log)\n", i, timeout_ms,
+            c->m[i].dir);
+    return -1;
+}
+
+int etcd_cluster_start(etcd_cluster *c, int n)
+{
+    memset(c, 0, sizeof(*c));
+    if (n < 1 || n > ETCD_MAX_MEMBERS) {
+        return -1;
+    }
+    const char *tmp = getenv("TMPDIR");
+    snprintf(c->base, sizeof(c->base), "%s/aims-etcd-XXXXXX", tmp != NULL ? tmp : "/tmp");
+    if (mkdtemp(c->base) == NULL) {
+        return -1;
+    }
+    c->n = n;
+    for (int i = 0; i < n; i++) {
+        etcd_member *m = &c->m[i];
+        snprintf(m->name, sizeof(m->name), "m%d", i);
+        snprintf(m->dir, sizeof(m->dir), "%s/%s", c->base, m->name);
+        m->client_port = etcd_free_port();
+        m->peer_port = etcd_free_port();
+        while (m->peer_port == m->client_port) {
+            m->peer_port = etcd_free_port();
+        }
+        char one[40];
+        snprintf(one, sizeof(one), "%s127.0.0.1:%d", i ? "," : "", m->client_port);
+        strcat(c->endpoints, one);
+    }
+    for (int i = 0; i < n; i++) {
+        if (spawn(c, i) != 0) {
+            etcd_cluster_stop(c);
+            return -1;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (wait_healthy(c, i, 20000) != 0) {
+            etcd_cluster_stop(c);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void etcd_member_stop(etcd_cluster *c, int i, int sig)
+{
+    if (c->m[i].pid > 0) {
+        kill(c->m[i].pid, sig);
+        int st;
+        while (waitpid(c->m[i].pid, &st, 0) < 0 && errno == EINTR) {
+        }
+        c->m[i].pid = 0;
+    }
+}
+
+int etcd_member_start(etcd_cluster *c, int i)
+{
+    return c->m[i].pid > 0 ? -1 : spawn(c, i);
+}
+
+int etcd_member_wait(etcd_cluster *c, int i, int timeout_ms)
+{
+    return wait_healthy(c, i, timeout_ms);
+}
+
+int etcd_member_restart(etcd_cluster *c, int i)
+{
+    if (etcd_member_start(c, i) != 0) {
+        return -1;
+    }
+    return wait_healthy(c, i, 20000);
+}
+
+int etcd_leader(const etcd_cluster *c)
+{
+    /* `etcdctl endpoint status` of each member: the member whose own id is
+     * the leader id it reports. */
+    for (int i = 0; i < c->n; i++) {
+        if (c->m[i].pid <= 0) {
+            continue;
+        }
+        char cmd[256], out[4096];
+        snprintf(cmd, sizeof(cmd), "ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:%d endpoint "
+                 "status -w json 2>/dev/null", c->m[i].client_port);
+        FILE *p = popen(cmd, "r");
+        if (p == NULL) {
+            continue;
+        }
+        const size_t n = fread(out, 1, sizeof(out) - 1, p);
+        pclose(p);
+        out[n] = 0;
+        const char *mid = strstr(out, "\"member_id\":");
+        const char *lid = strstr(out, "\"leader\":");
+        if (mid != NULL && lid != NULL &&
+            strtoull(mid + 12, NULL, 10) == strtoull(lid + 9, NULL, 10)) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+void etcd_cluster_stop(etcd_cluster *c)
+{
+    for (int i = 0; i < c->n; i++) {
+        etcd_member_stop(c, i, SIGKILL);
+    }
+    if (c->base[0] != 0) {
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", c->base);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "# could not remove %s\n", c->base);
+        }
+        c->base[0] = 0;
+    }
+    c->n = 0;
+}
+
+int etcd_ctl(const etcd_cluster *c, const char *args)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "ETCDCTL_API=3 etcdctl --endpoints=%s %s >/dev/null 2>&1",
+             c->endpoints, args);
+    const int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
