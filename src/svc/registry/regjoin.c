@@ -163,10 +163,18 @@ static aims_status join_heartbeat(void *ctx, const char *service, const char *ad
                                   uint32_t weight, uint64_t ttl_ms, uint64_t *io_id)
 {
     node_join *nj = ctx;
+    const int64_t id = (int64_t)*io_id;
+    char secret[AIMSI_SECRET_HEX + 1];
+    join_secret_of(nj, id, secret);
+    if (secret[0] == '\0') {
+        /* We hold no lease under this id any more (deregistered, or never
+         * registered through this session): the registry would refuse a
+         * renewal without its secret, so register afresh. */
+        return join_reg(ctx, service, address, weight, ttl_ms, io_id);
+    }
     aims_msg req, reply;
     aimsi_msg_init(&req);
     aimsi_msg_init(&reply);
-    const int64_t id = (int64_t)*io_id;
     const uint64_t dims[1] = {1};
     aims_status rc = aims_msg_add(&req, "ids", AIMS_DT_I64, dims, 1, &id, 0);
     char owner[AIMSI_URL_MAX + 2];
@@ -179,8 +187,6 @@ static aims_status join_heartbeat(void *ctx, const char *service, const char *ad
         rc = aimsi_msg_put_bytes(&req, "addresses", owner, (size_t)k);
     }
     if (rc == AIMS_OK) {
-        char secret[AIMSI_SECRET_HEX + 1];
-        join_secret_of(nj, id, secret);
         const int k = snprintf(owner, sizeof(owner), "%s\n", secret);
         rc = aimsi_msg_put_bytes(&req, "secrets", owner, (size_t)k);
     }
