@@ -261,7 +261,7 @@ aims_status aimsi_node_set_remote_registry(aims_node *n, const aimsi_reg_ops *op
 
 /* One queued request (service.c). */
 typedef struct aimsi_qitem {
-    struct aimsi_qitem *next;
+    struct aimsi_qitem *next, *prev;
     aimsi_work w;
     aims_msg req;            /* owned deep copy */
     aims_msg reply;
@@ -292,6 +292,8 @@ struct aims_service {
     aimsi_qitem *head, *tail;        /* node->lock */
     /* statistics */
     _Atomic uint64_t n_req, n_err, n_rej, n_batches, n_rows, busy_ns, ewma_ns;
+    _Atomic uint64_t mdev_ns;        /* mean deviation of run() from ewma_ns (svc_admit.c) */
+    uint64_t busy_since_ns;          /* node->lock: queue non-empty since (0: empty) */
     _Atomic(aims_msg *) spare[AIMSI_SVC_SPARES];
     /* registry (reg_lock) */
     pthread_mutex_t reg_lock;
@@ -407,6 +409,21 @@ aims_status aimsi_client_adopt_registry(aims_client *c, aims_registry *r, void (
 aims_registry *aimsi_client_registry(aims_client *c);
 /* The client's AIMS_CLIENT_SYNC_MS (the mirror's sync period). */
 int64_t aimsi_client_sync_ms(const aims_client *c);
+
+/* ---- admission and queue discipline (svc_admit.c) -------------------------
+ * All under node->lock but note_run. check: may a request arriving behind q
+ * queued ones be admitted (AIMS_OK; else AIMS_E_OVERLOADED with a retry hint
+ * or AIMS_E_TIMEOUT, text in text[cap]). push: append. take: the next item to
+ * run (LIFO under sustained overload) or NULL; items that must not run any
+ * more are unlinked onto *dropped (via next) with w.status set. hint_ms: the
+ * retry hint for a queue of q when `allowed_ns` of queueing is admissible. */
+void aimsi_admit_note_run(aims_service *s, uint64_t old_ewma, uint64_t run_ns);
+aims_status aimsi_admit_check(const aims_service *s, int64_t q, uint64_t now, uint64_t deadline,
+                              char *text, size_t cap);
+void aimsi_admit_push(aims_service *s, aimsi_qitem *it, uint64_t now);
+aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped);
+uint64_t aimsi_admit_hint_ms(const aims_service *s, int64_t q, uint64_t allowed_ns);
+int aimsi_admit_overloaded(const aims_service *s, uint64_t now);
 
 /* ---- clocks ---------------------------------------------------------------- */
 
