@@ -418,12 +418,28 @@ int64_t aimsi_client_sync_ms(const aims_client *c);
  * more are unlinked onto *dropped (via next) with w.status set. hint_ms: the
  * retry hint for a queue of q when `allowed_ns` of queueing is admissible. */
 void aimsi_admit_note_run(aims_service *s, uint64_t old_ewma, uint64_t run_ns);
-aims_status aimsi_admit_check(const aims_service *s, int64_t q, uint64_t now, uint64_t deadline,
+aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t deadline,
                               char *text, size_t cap);
 void aimsi_admit_push(aims_service *s, aimsi_qitem *it, uint64_t now);
 aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped);
 uint64_t aimsi_admit_hint_ms(const aims_service *s, int64_t q, uint64_t allowed_ns);
 int aimsi_admit_overloaded(const aims_service *s, uint64_t now);
+
+/* ---- per-try timeouts and retry hints (client_try.c) ------------------------
+ * lat_ring: the last AIMSI_LAT_RING successful attempt latencies of one
+ * service (racy but atomic). try_deadline: when a try started at `now` is
+ * abandoned (== deadline for the last try). retry_hint_ns: the "retry after N
+ * ms" of an AIMS_E_OVERLOADED text in ns (0: none). */
+#define AIMSI_LAT_RING 64u
+typedef struct aimsi_lat_ring {
+    _Atomic uint64_t ns[AIMSI_LAT_RING];
+    _Atomic unsigned next;
+} aimsi_lat_ring;
+void aimsi_lat_ring_note(aimsi_lat_ring *r, uint64_t ns);
+uint64_t aimsi_lat_ring_p99(const aimsi_lat_ring *r);
+uint64_t aimsi_try_deadline(const aimsi_lat_ring *r, uint64_t now, uint64_t deadline,
+                            unsigned tries_left);
+uint64_t aimsi_retry_hint_ns(const char *text);
 
 /* ---- clocks ---------------------------------------------------------------- */
 

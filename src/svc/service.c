@@ -204,9 +204,12 @@ static void note_run(aims_service *s, uint64_t run_ns)
 {
     /* EWMA with weight 1/8; racing updates may lose one sample, which is fine. */
     const uint64_t old = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
-    aimsi_admit_note_run(s, old, run_ns);
+    /* One outlier (a handler stalled by SIGSTOP, swapping) moves the estimate
+     * at most 4x per sample: admission must not refuse everything after it. */
+    const uint64_t smp = old != 0 && run_ns / 4u > old ? 4u * old : run_ns;
+    aimsi_admit_note_run(s, old, smp);
     const uint64_t next =
-        old == 0 ? run_ns : (uint64_t)((int64_t)old + ((int64_t)run_ns - (int64_t)old) / 8);
+        old == 0 ? smp : (uint64_t)((int64_t)old + ((int64_t)smp - (int64_t)old) / 8);
     atomic_store_explicit(&s->ewma_ns, next, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->busy_ns, run_ns, memory_order_relaxed);
     /* Metrics are best effort: a failed first-use allocation only loses a sample. */

@@ -20,9 +20,14 @@
  *    rounds x ewma with rounds = q / (items per run x concurrency) + 1.
  *  - Admission. Admitted only if now + estimate + margin <= deadline, with
  *    margin = estimate / 8 + 4 x deviation + ADM_HEADROOM_NS (the reply's
- *    transit and the caller's wake-up). A deadline shorter than one run plus
- *    its margin is AIMS_E_TIMEOUT (no instance can meet it); a queue too long
- *    for the deadline is AIMS_E_OVERLOADED (another instance may meet it).
+ *    transit and the caller's wake-up). A deadline shorter than one run is
+ *    AIMS_E_TIMEOUT; a queue too long for the deadline is AIMS_E_OVERLOADED
+ *    (another instance may meet it). A service with an empty queue and a free
+ *    slot admits whatever leaves room for one run; estimates are refreshed
+ *    only by runs, so when it refuses on the estimate alone the estimate
+ *    decays (1/16 per refusal) lest a stale one lock it out (service.c also
+ *    clips each run sample to 4x the estimate, so one stalled run -- SIGSTOP,
+ *    swapping -- does not inflate it).
  *  - Sustained overload (CoDel's idea, in the form Facebook's adaptive LIFO
  *    uses): the queue has not been empty for ADM_INTERVAL_NS. Then the
  *    queueing delay admitted is capped at the target,
@@ -102,15 +107,23 @@ uint64_t aimsi_admit_hint_ms(const aims_service *s, int64_t q, uint64_t allowed_
     return ms == 0 ? 1u : ms;
 }
 
-aims_status aimsi_admit_check(const aims_service *s, int64_t q, uint64_t now, uint64_t deadline,
+aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t deadline,
                               char *text, size_t cap)
 {
     const uint64_t ewma = ewma_of(s);
-    if (ewma == 0) {
-        return AIMS_OK; /* no estimate yet: only the count bound applies */
-    }
     const uint64_t left = deadline > now ? deadline - now : 0;
-    if (deadline != 0 && ewma + margin(s, ewma) > left) {
+    const int idle =
+        q == 0 && atomic_load_explicit(&s->inflight, memory_order_relaxed) < s->limit;
+    if (idle && deadline != 0 && ewma > left) {
+        /* Refusing on the estimate alone: let it decay (1/16 per refusal), so
+         * a service whose runs got fast again is not locked out for good by
+         * callers whose deadlines the old estimate exceeds. */
+        atomic_store_explicit(&s->ewma_ns, ewma - ewma / 16u, memory_order_relaxed);
+    } else if (ewma == 0 || idle) {
+        /* No estimate yet, or a free slot and room for one run: run it. */
+        return AIMS_OK;
+    }
+    if (deadline != 0 && ewma > left) {
         snprintf(text, cap,
                  "service %s cannot meet the deadline: one run takes about %" PRIu64
                  " us, %" PRIu64 " us left",
