@@ -111,11 +111,22 @@ typedef struct aimsi_tslot {
     char scheme[17];
     void *inst;         /* created instance, or NULL */
 } aimsi_tslot;
+/* Receive bounds of a node's stream transports (stream.c; the node
+ * parameters AIMS_NODE_RX_*). Zero = off (a client's table). `held`: read-buffer
+ * bytes above the first 64 KiB held by frames in progress, node-wide. */
+typedef struct aimsi_rx_limits {
+    int64_t min_rate;  /* bytes/s a frame in progress keeps up over 2 s windows */
+    int64_t header_ms; /* first byte of a frame -> its whole header */
+    int64_t budget;    /* most bytes `held` */
+    _Atomic int64_t held;
+} aimsi_rx_limits;
+
 typedef struct aimsi_ttable {
     aimsi_tslot slot[AIMSI_MAX_TRANSPORTS];
     size_t n;
     aims_transport_hooks hooks;
     uint64_t max_frame;
+    aimsi_rx_limits rx; /* handed to built-in stream instances at creation */
 } aimsi_ttable;
 
 /* Fill with the built-ins (tcp, ipc). */

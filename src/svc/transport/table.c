@@ -20,7 +20,7 @@
  * under its own lock; the instances themselves are thread-safe. The slots'
  * vt.scheme points into the slot, so a table must not be copied by value.
  */
-#include "../aimsi_svc.h"
+#include "aimsi_stream.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -182,6 +182,9 @@ aims_status aimsi_ttable_get(aimsi_ttable *tt, const char *url, aimsi_tslot **ou
         if (inst == NULL) {
             return aimsi_err(NULL, AIMS_E_INTERNAL, "transport \"%s\": create returned no instance",
                              scheme);
+        }
+        if (s->vt.create == aimsi_stream_create) {
+            aimsi_stream_set_rx(inst, &tt->rx);
         }
         s->inst = inst;
     }
