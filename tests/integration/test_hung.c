@@ -8,12 +8,22 @@
  * (client_try.c) and retried elsewhere. Expected: 0 failed calls, during the
  * stop and after the SIGCONT, and the stopped instance answering again
  * afterwards (back in rotation).
+ *
+ * Then another instance is made slow for a while (SIGSTOP for 1 s, shorter
+ * than its lease, so the registry keeps it): its latency memory in the
+ * client's balancer is seconds while the others answer in about a
+ * millisecond. Once it is fast again it must be back in rotation within the
+ * bound the balancer states (LB_STALE_NS = 1 s without a sample -> probed;
+ * plus the health tracker's 1 s active probe if it was ejected): checked as
+ * answering again within RECOVER_MS.
  */
 #include "itest.h"
 
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+
+#define RECOVER_MS 5000
 
 int main(int argc, char **argv)
 {
@@ -46,7 +56,17 @@ int main(int argc, char **argv)
     it_signal(&node[1], SIGCONT);
     const uint64_t base = it_load_pid_ok(&L, node[1].pid);
     const int back = it_load_wait_pid(&L, node[1].pid, base, 15000);
+    /* Slow for a while, then fast again. */
     it_sleep_ms(500);
+    it_signal(&node[2], SIGSTOP);
+    it_sleep_ms(1000);
+    it_signal(&node[2], SIGCONT);
+    const uint64_t t_cont = it_now_ms();
+    const uint64_t base2 = it_load_pid_ok(&L, node[2].pid);
+    const int back2 = it_load_wait_pid(&L, node[2].pid, base2, RECOVER_MS);
+    it_log("%s slow for 1 s: answering again %llu ms after it recovered (bound %d ms)",
+           node[2].name, (unsigned long long)(it_now_ms() - t_cont), RECOVER_MS);
+    it_sleep_ms(200);
     it_load_stop(&L);
     it_log("while stopped: %llu ok, %llu failed; after SIGCONT %s back in rotation: %s; total "
            "ok %llu, failed %llu",
@@ -57,6 +77,8 @@ int main(int argc, char **argv)
              (unsigned long long)atomic_load(&L.failed), L.first_error);
     IT_CHECK(ok_stopped > 0, "no call succeeded while one instance was stopped");
     IT_CHECK(back, "%s did not answer again after SIGCONT", node[1].name);
+    IT_CHECK(back2, "%s not back in rotation %d ms after it recovered", node[2].name,
+             RECOVER_MS);
     aims_client_destroy(c);
     it_pass();
 }
