@@ -434,7 +434,6 @@ aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t
 void aimsi_admit_push(aims_service *s, aimsi_qitem *it, uint64_t now);
 aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped);
 uint64_t aimsi_admit_hint_ms(const aims_service *s, int64_t q, uint64_t allowed_ns);
-int aimsi_admit_overloaded(const aims_service *s, uint64_t now);
 
 /* ---- per-try timeouts and retry hints (client_try.c) ------------------------
  * lat_ring: the last AIMSI_LAT_RING successful attempt latencies of one

@@ -228,8 +228,3 @@ aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropp
     }
     return it;
 }
-
-int aimsi_admit_overloaded(const aims_service *s, uint64_t now)
-{
-    return overloaded(s, now);
-}
