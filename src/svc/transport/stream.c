@@ -529,6 +529,22 @@ aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len)
 
 /* ---- reading ------------------------------------------------------------------------ */
 
+/* Receive-bound bookkeeping (I/O thread): a frame in progress started, with
+ * `have` bytes of it already here; `got` more bytes arrived. */
+static void rx_frame_begins(stream_conn *c, size_t have)
+{
+    c->frame_ns = c->win_ns = c->last_rx_ns;
+    c->win_bytes = have;
+}
+
+static void rx_count(stream_conn *c, size_t got)
+{
+    if (c->rlen == 0) {
+        rx_frame_begins(c, 0);
+    }
+    c->win_bytes += got;
+}
+
 /* Deliver every whole frame in the buffer. Returns AIMS_OK, or the reason to
  * fail the connection; *stop is set when the library closed it meanwhile. */
 static aims_status deliver(stream_conn *c, int *stop)
@@ -560,6 +576,9 @@ static aims_status deliver(stream_conn *c, int *stop)
     if (pos > 0) {
         memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
         c->rlen -= pos;
+        if (c->rlen > 0) {
+            rx_frame_begins(c, c->rlen); /* the rest is the next frame's start */
+        }
     }
     return rc;
 }
@@ -631,24 +650,14 @@ static void conn_readable(stream_conn *c)
             return;
         }
         const size_t got = (size_t)r;
-        const uint64_t now = aimsi_now_ns();
-        c->last_rx_ns = now;
-        if (c->rlen == 0) { /* a new frame begins */
-            c->frame_ns = c->win_ns = now;
-            c->win_bytes = 0;
-        }
-        c->win_bytes += got;
+        c->last_rx_ns = aimsi_now_ns();
+        rx_count(c, got);
         const int more = (c->rlen + got == c->rcap);
         c->rlen += got;
-        const size_t had = c->rlen;
         int stop = 0;
         const aims_status rc = deliver(c, &stop);
         if (stop) {
             return;
-        }
-        if (c->rlen > 0 && c->rlen < had) { /* the rest is the start of the next frame */
-            c->frame_ns = c->win_ns = now;
-            c->win_bytes = c->rlen;
         }
         if (rc != AIMS_OK) {
             conn_fail(c, rc);
