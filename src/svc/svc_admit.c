@@ -33,7 +33,8 @@
  *    queueing delay admitted is capped at the target,
  *    max(ADM_TARGET_NS, ADM_TARGET_ROUNDS runs), the newest request is served
  *    first (LIFO), and a request that has waited longer than the target is
- *    dropped with AIMS_E_OVERLOADED while its caller still has time to retry.
+ *    dropped with AIMS_E_OVERLOADED while its caller still has time to retry
+ *    (unless it is the last one queued: dropping it would serve nobody).
  *    The first time the queue empties, it is FIFO again.
  *  - Dropped before running. At take time, a request whose deadline passed or
  *    that can no longer finish before it (now + one run > deadline) is
@@ -187,7 +188,10 @@ static aims_status doomed(const aims_service *s, const aimsi_qitem *it, uint64_t
     if (dl != 0 && now + ewma_of(s) > dl) {
         return AIMS_E_TIMEOUT;
     }
-    if (over && now - it->t_enq > target(s)) {
+    if (over && it->next != NULL && now - it->t_enq > target(s)) {
+        /* Stale, and something fresher is queued to serve instead (the last
+         * one left is served however long it waited: a worker that was late
+         * to take it -- a loaded machine -- is no reason to waste it). */
         return AIMS_E_OVERLOADED;
     }
     return AIMS_OK;

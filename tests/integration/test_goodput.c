@@ -13,11 +13,12 @@
  * Capacity. On a shared 2-core CI machine the worker thread is not always on
  * a core, so the capacity measured before a phase (closed loop, printed with
  * the ratio to it) can be far from the capacity during it. The checks use the
- * capacity the instance showed during the phase itself: it was busy running
- * requests >= 85 % of the time ("$stats" busy_ns: admission control did not
- * leave it idle), and goodput >= 90 % of the runs it executed ("$stats"
- * batches: at most 10 % of its work was wasted on answers nobody waited for,
- * which is what congestion collapse is).
+ * capacity the instance showed during the phase itself: goodput >= 90 % of
+ * the runs it executed ("$stats" batches: at most 10 % of its work was wasted
+ * on answers nobody waited for, which is what congestion collapse is), and it
+ * was busy running requests >= 70 % of the time ("$stats" busy_ns; a generous
+ * detection bound: admission control that left it idle would show far lower,
+ * while a 2-core machine at load 30 showed 84-99 %).
  *
  * Before the admission control of service_admit.c the same run served 7-30 %
  * of capacity (congestion collapse: the node kept busy with requests that
@@ -291,7 +292,7 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
         IT_CHECK(gp >= 0.9 * cap_in,
                  "goodput %.1f/s at %.2fx is below 90 %% of the %.1f runs/s the node executed",
                  gp, factor, cap_in);
-        IT_CHECK(util >= 0.85, "at %.2fx the instances were busy only %.0f %% of the time",
+        IT_CHECK(util >= 0.7, "at %.2fx the instances were busy only %.0f %% of the time",
                  factor, 100.0 * util);
     }
     it_sleep_ms(500);
