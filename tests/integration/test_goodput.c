@@ -89,26 +89,6 @@ static void on_done(void *user, aims_status st, const aims_msg *reply, const cha
     atomic_fetch_add(&g_st.done, 1);
 }
 
-typedef struct sampler {
-    pid_t pid;
-    _Atomic int stop;
-    long peak_kb;
-    pthread_t tid;
-} sampler;
-
-static void *sample_main(void *arg)
-{
-    sampler *s = arg;
-    while (!atomic_load(&s->stop)) {
-        const long kb = it_rss_kb(s->pid);
-        if (kb > s->peak_kb) {
-            s->peak_kb = kb;
-        }
-        it_sleep_ms(50);
-    }
-    return NULL;
-}
-
 /* A counter of the instance at addr ("$stats": batches = runs executed,
  * busy_ns = time spent in runs). */
 static double node_stat(aims_client *c, const char *addr, const char *stat)
@@ -182,15 +162,6 @@ static double measure_capacity(aims_client *c, const aims_msg *req)
     return (double)ok * 1000.0 / (double)(it_now_ms() - t0);
 }
 
-static void add_ns(struct timespec *t, long ns)
-{
-    t->tv_nsec += ns;
-    while (t->tv_nsec >= 1000000000L) {
-        t->tv_nsec -= 1000000000L;
-        t->tv_sec++;
-    }
-}
-
 /* One open-loop phase at `rate` calls/s for `seconds`; returns goodput/s. */
 static double run_phase(aims_client *c, const aims_msg *req, const it_proc *const *nodes,
                         double cap, double factor, int seconds, int check)
@@ -200,9 +171,9 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
     g_st.other_err[0] = '\0';
     const double rate = cap * factor;
     const long period_ns = (long)(1e9 / rate);
-    sampler smp = {.pid = pid, .peak_kb = it_rss_kb(pid)};
+    it_sampler smp;
+    it_sampler_start(&smp, pid, 50);
     const long rss0 = smp.peak_kb;
-    pthread_create(&smp.tid, NULL, sample_main, &smp);
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
     g_st.t0_ms = it_now_ms();
@@ -227,9 +198,7 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
         (void)aims_client_call_async(c, "echo", "echo", req, AIMS_CALL_IDEMPOTENT, DEADLINE_MS,
                                      on_done, (void *)(uintptr_t)it_now_ms());
         issued++;
-        add_ns(&next, period_ns);
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) != 0) {
-        }
+        it_pace(&next, period_ns);
     }
     if (runs_read == 1) {
         for (size_t k = 0; nodes[k] != NULL; k++) {
@@ -243,8 +212,7 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
     while (atomic_load(&g_st.done) < issued && it_now_ms() - t1 < 10000) {
         it_sleep_ms(10);
     }
-    atomic_store(&smp.stop, 1);
-    pthread_join(smp.tid, NULL);
+    (void)it_sampler_stop(&smp);
     /* Goodput over the windows after the first 2 s, up to the end of the offer. */
     uint64_t good = 0;
     uint64_t worst = UINT64_MAX;

@@ -408,6 +408,22 @@ static int trickle(int *fds, int n, const uint8_t *bytes, size_t have, int bound
     return dropped;
 }
 
+/* The good client: two threads calling the victim without pause, from the
+ * moment it answers. */
+static it_load L = {.service = "echo", .method = "echo", .threads = 2, .payload = 1024,
+                    .timeout_ms = 5000, .pause_us = 200};
+
+static aims_client *good_client_start(const it_proc *reg, const it_proc *srv)
+{
+    aims_client *c = it_client(reg->addr, 50);
+    L.client = c;
+    it_load_start(&L);
+    IT_CHECK(it_load_wait_pid(&L, srv->pid, 0, 15000), "the instance never answered (%s)",
+             L.first_error);
+    it_sleep_ms(300);
+    return c;
+}
+
 static void loris_main(void)
 {
     it_proc reg, srv;
@@ -415,14 +431,7 @@ static void loris_main(void)
     it_spawnl(&srv, "victim", 20000, "--name", "victim", "--listen", "tcp://127.0.0.1:0",
               "--join", reg.addr, "--echo", "echo", "--workers", "2", "--heartbeat-ms", "300",
               (char *)NULL);
-    aims_client *c = it_client(reg.addr, 50);
-    static it_load L = {.service = "echo", .method = "echo", .threads = 2, .payload = 1024,
-                        .timeout_ms = 5000, .pause_us = 200};
-    L.client = c;
-    it_load_start(&L);
-    IT_CHECK(it_load_wait_pid(&L, srv.pid, 0, 15000), "the instance never answered (%s)",
-             L.first_error);
-    it_sleep_ms(300);
+    aims_client *c = good_client_start(&reg, &srv);
     const long rss0 = it_rss_kb(srv.pid);
     long peak = rss0;
 
@@ -492,14 +501,7 @@ int main(int argc, char **argv)
               "--workers", "2", "--heartbeat-ms", "300", (char *)NULL);
     const char *urls[2] = {srv.addr, ipc};
 
-    aims_client *c = it_client(reg.addr, 50);
-    static it_load L = {.service = "echo", .method = "echo", .threads = 2, .payload = 1024,
-                        .timeout_ms = 5000, .pause_us = 200};
-    L.client = c;
-    it_load_start(&L);
-    IT_CHECK(it_load_wait_pid(&L, srv.pid, 0, 15000), "the instance never answered (%s)",
-             L.first_error);
-    it_sleep_ms(300);
+    aims_client *c = good_client_start(&reg, &srv);
     const long rss0 = it_rss_kb(srv.pid);
 
     for (int u = 0; u < 2; u++) {
