@@ -24,6 +24,10 @@
  * of capacity (congestion collapse: the node kept busy with requests that
  * finished just after their caller gave up). docs/OVERLOAD.md has the figures.
  *
+ * Every 10th call goes through a second client that never retries, so the
+ * latency of the node's own rejections is seen (its p99 is printed; no timing
+ * assertion).
+ *
  * Then a second instance joins and the pair is offered 2.5x the capacity the
  * test measures for the two (OVERLOADED calls retry on the other instance).
  *
@@ -50,21 +54,38 @@
 typedef struct gp_stats {
     _Atomic uint64_t done, good, late, overloaded, timeout, other, no_hint;
     _Atomic uint64_t win[MAX_SECONDS]; /* good completions per 1 s window */
-    uint64_t t0_ms;
+    uint64_t t0_ms, t0_us;
     pthread_mutex_t mu;
     char other_err[512];
 } gp_stats;
 
 static gp_stats g_st = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static aims_client *g_direct; /* AIMS_CLIENT_MAX_ATTEMPTS = 1 */
+#define REJ_MAX 8192
+static uint64_t g_rej_us[REJ_MAX];
+static _Atomic size_t g_n_rej;
+
+static uint64_t it_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
 
 static void on_done(void *user, aims_status st, const aims_msg *reply, const char *error)
 {
     (void)reply;
-    const uint64_t now = it_now_ms();
-    const uint64_t issued = (uint64_t)(uintptr_t)user;
-    if (st == AIMS_OK && now - issued <= DEADLINE_MS) {
+    const uint64_t now = it_now_us();
+    const uint64_t issued = (uint64_t)(uintptr_t)user >> 1;
+    if (st == AIMS_OK && now - issued <= DEADLINE_MS * 1000u) {
         atomic_fetch_add(&g_st.good, 1);
-        const uint64_t w = (now - g_st.t0_ms) / 1000u;
+        const uint64_t w = (now - g_st.t0_us) / 1000000u;
         if (w < MAX_SECONDS) {
             atomic_fetch_add(&g_st.win[w], 1);
         }
@@ -72,6 +93,12 @@ static void on_done(void *user, aims_status st, const aims_msg *reply, const cha
         atomic_fetch_add(&g_st.late, 1);
     } else if (st == AIMS_E_OVERLOADED) {
         atomic_fetch_add(&g_st.overloaded, 1);
+        if ((uintptr_t)user & 1u) { /* through g_direct: the node's own rejection */
+            const size_t i = atomic_fetch_add(&g_n_rej, 1);
+            if (i < REJ_MAX) {
+                g_rej_us[i] = now - issued;
+            }
+        }
         if (error == NULL || strstr(error, "retry after") == NULL) {
             atomic_fetch_add(&g_st.no_hint, 1);
         }
@@ -168,6 +195,7 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
 {
     const pid_t pid = nodes[0]->pid;
     memset((void *)&g_st, 0, offsetof(gp_stats, mu));
+    atomic_store(&g_n_rej, 0);
     g_st.other_err[0] = '\0';
     const double rate = cap * factor;
     const long period_ns = (long)(1e9 / rate);
@@ -177,6 +205,7 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
     g_st.t0_ms = it_now_ms();
+    g_st.t0_us = it_now_us();
     double runs_at2 = 0.0, runs_end = 0.0, busy_at2 = 0.0, busy_end = 0.0;
     uint64_t t_at2 = 0, t_end = 0;
     int runs_read = 0;
@@ -195,8 +224,10 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
             t_at2 = it_now_ms();
             runs_read++;
         }
-        (void)aims_client_call_async(c, "echo", "echo", req, AIMS_CALL_IDEMPOTENT, DEADLINE_MS,
-                                     on_done, (void *)(uintptr_t)it_now_ms());
+        const int direct = issued % 10u == 9u;
+        (void)aims_client_call_async(direct ? g_direct : c, "echo", "echo", req,
+                                     AIMS_CALL_IDEMPOTENT, DEADLINE_MS, on_done,
+                                     (void *)(uintptr_t)((it_now_us() << 1) | (unsigned)direct));
         issued++;
         it_pace(&next, period_ns);
     }
@@ -248,6 +279,13 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
            (unsigned long long)atomic_load(&g_st.no_hint),
            (unsigned long long)atomic_load(&g_st.timeout),
            (unsigned long long)atomic_load(&g_st.other), rss0, smp.peak_kb);
+    size_t nr = atomic_load(&g_n_rej);
+    nr = nr < REJ_MAX ? nr : REJ_MAX;
+    if (nr > 0) {
+        qsort(g_rej_us, nr, sizeof g_rej_us[0], cmp_u64);
+        it_log("   the node's rejections (no client retry, %zu seen): p50 %.2f ms, p99 %.2f ms",
+               nr, (double)g_rej_us[nr / 2] * 1e-3, (double)g_rej_us[nr * 99 / 100] * 1e-3);
+    }
     IT_CHECK(atomic_load(&g_st.done) == issued, "%llu calls never completed",
              (unsigned long long)(issued - atomic_load(&g_st.done)));
     IT_CHECK(atomic_load(&g_st.other) == 0, "untyped failures under overload, first: %s",
@@ -287,6 +325,9 @@ int main(int argc, char **argv)
               reg.addr, "--echo", "echo", "--slow-us", slow_us, "--concurrency", "1",
               "--workers", "1", "--heartbeat-ms", "1000", (char *)NULL);
     aims_client *c = it_client(reg.addr, 50);
+    g_direct = it_client(reg.addr, 50);
+    IT_CHECK(aims_client_set_param_i64(g_direct, AIMS_CLIENT_MAX_ATTEMPTS, 1) == AIMS_OK,
+             "max_attempts");
     IT_CHECK(aims_client_set_param_i64(c, AIMS_CLIENT_MAX_PENDING, 1 << 16) == AIMS_OK,
              "max_pending");
     static unsigned char payload[PAYLOAD];
@@ -339,5 +380,6 @@ int main(int argc, char **argv)
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
     aims_client_destroy(c);
+    aims_client_destroy(g_direct);
     it_pass();
 }
