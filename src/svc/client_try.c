@@ -9,7 +9,9 @@
  * tries: a try that runs past CL_TRY_MULT x the service's recent p99 (bounded
  * below by CL_TRY_FLOOR_NS) is abandoned and the call retries on another
  * instance, within the retry budget. The last try the call can make gets all
- * the time left. The p99 is the largest of the last AIMSI_LAT_RING successful
+ * the time left; so does every try until the client has seen
+ * CL_TRY_MIN_SAMPLES successful calls of the service (a cold client must not
+ * abandon a slow service's first calls). The p99 is the largest of the last AIMSI_LAT_RING successful
  * attempt latencies of that service in this client (a window of 64 samples,
  * so its largest is about the 98.5th percentile), cheap and lock-free. An
  * abandoned try's pending is unlinked, so its late reply finds nothing and is
@@ -28,6 +30,7 @@
 #define CL_TRY_MULT 4u
 #define CL_TRY_FLOOR_NS 100000000u /* 100 ms */
 #define CL_HINT_MAX_NS 10000000000u /* ignore hints beyond 10 s */
+#define CL_TRY_MIN_SAMPLES 8u        /* fewer successes seen: no split yet */
 
 void aimsi_lat_ring_note(aimsi_lat_ring *r, uint64_t ns)
 {
@@ -48,7 +51,8 @@ uint64_t aimsi_lat_ring_p99(const aimsi_lat_ring *r)
 uint64_t aimsi_try_deadline(const aimsi_lat_ring *r, uint64_t now, uint64_t deadline,
                             unsigned tries_left)
 {
-    if (r == NULL || tries_left <= 1 || deadline <= now) {
+    if (r == NULL || tries_left <= 1 || deadline <= now ||
+        atomic_load_explicit(&r->next, memory_order_relaxed) < CL_TRY_MIN_SAMPLES) {
         return deadline;
     }
     uint64_t share = CL_TRY_MULT * aimsi_lat_ring_p99(r);
