@@ -41,9 +41,8 @@
  * Per-try timeouts: each try of an idempotent call gets 4 x the service's
  * recent p99 latency in this client (at least 100 ms; the last possible try,
  * and every try before 8 successes were seen, gets all the time left); a try
- * past its share is abandoned (its late reply
- * is dropped) and retried on another instance, so a hung instance costs
- * latency, not failed calls.
+ * past its share is abandoned (its late reply is dropped) and retried on
+ * another instance, so a hung instance costs latency, not failed calls.
  *
  * Threads. Every function here may be called from any thread on a shared
  * object, except *_destroy (exclusive: no call may be running or start on the
