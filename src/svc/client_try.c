@@ -8,7 +8,9 @@
  * with AIMS_E_TIMEOUT. Instead an idempotent call's deadline is split into
  * tries: a try that runs past CL_TRY_MULT x the service's recent p99 (bounded
  * below by CL_TRY_FLOOR_NS) is abandoned and the call retries on another
- * instance, within the retry budget. The last try the call can make gets all
+ * instance, within the retry budget. No try but the last gets more than half
+ * the time left (one slow outlier in the window would otherwise hand a hung
+ * instance the whole deadline). The last try the call can make gets all
  * the time left; so does every try until the client has seen
  * CL_TRY_MIN_SAMPLES successful calls of the service (a cold client must not
  * abandon a slow service's first calls). The p99 is the largest of the last AIMSI_LAT_RING successful
@@ -28,7 +30,7 @@
 #include "aimsi_svc.h"
 
 #define CL_TRY_MULT 4u
-#define CL_TRY_FLOOR_NS 100000000u /* 100 ms */
+#define CL_TRY_FLOOR_NS 200000000u /* 200 ms: a loaded machine stalls healthy calls ~100 ms */
 #define CL_HINT_MAX_NS 10000000000u /* ignore hints beyond 10 s */
 #define CL_TRY_MIN_SAMPLES 8u        /* fewer successes seen: no split yet */
 
@@ -55,9 +57,12 @@ uint64_t aimsi_try_deadline(const aimsi_lat_ring *r, uint64_t now, uint64_t dead
         atomic_load_explicit(&r->next, memory_order_relaxed) < CL_TRY_MIN_SAMPLES) {
         return deadline;
     }
+    const uint64_t left = deadline - now;
     uint64_t share = CL_TRY_MULT * aimsi_lat_ring_p99(r);
     share = share < CL_TRY_FLOOR_NS ? CL_TRY_FLOOR_NS : share;
-    return deadline - now > share ? now + share : deadline;
+    /* One outlier in the window must not give the whole deadline to one try. */
+    share = share > left / 2u ? left / 2u : share;
+    return now + share;
 }
 
 uint64_t aimsi_retry_hint_ns(const char *text)

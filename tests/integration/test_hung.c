@@ -47,6 +47,10 @@ int main(int argc, char **argv)
         IT_CHECK(it_load_wait_pid(&L, node[i].pid, 0, 20000), "%s never answered",
                  node[i].name);
     }
+    /* Steady state: the client has seen enough calls to split deadlines into
+     * tries (client_try.c: not before 8 successes; a call started before that
+     * gets its whole deadline on one instance). */
+    it_sleep_ms(1000);
     const uint64_t ok0 = atomic_load(&L.ok);
     it_log("all three answer; stopping %s (pid %ld) for 4 s", node[1].name, (long)node[1].pid);
     it_signal(&node[1], SIGSTOP);
