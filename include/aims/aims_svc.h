@@ -40,10 +40,10 @@
  * the "retry after" hint, and is not made when the hint is past the deadline.
  * Per-try timeouts: each try of an idempotent call gets 4 x the service's
  * recent p99 latency in this client (at least 200 ms, at most half the time
- * left; the last possible try,
- * and every try before 8 successes were seen, gets all the time left); a try
- * past its share is abandoned (its late reply is dropped) and retried on
- * another instance, so a hung instance costs latency, not failed calls.
+ * left; the last possible try, and every try before 8 successes were seen,
+ * gets all the time left); a try past its share is abandoned (its late reply
+ * is dropped) and retried on another instance, so a hung instance costs
+ * latency, not failed calls.
  *
  * Threads. Every function here may be called from any thread on a shared
  * object, except *_destroy (exclusive: no call may be running or start on the
