@@ -8,8 +8,8 @@
  *   - a header whose CRC does not match      -> connection dropped
  *   - a valid header claiming a 4 GiB frame  -> dropped before any payload
  *   - a valid header claiming 2 MiB (> cap)  -> dropped
- *   - half a header, then silence            -> dropped after the transport's
- *     10 s stall limit, disturbing nobody
+ *   - half a header, then silence            -> dropped after the node's
+ *     rx_header_ms (2 s; was the 10 s stall limit), disturbing nobody
  *   - 200 connections each stalled mid-header (slowloris)
  *   - 32 connections each stalled after 960 KiB of a 1 MB frame -> dropped
  *     after the stall limit (the memory they pinned is released)
@@ -243,8 +243,8 @@ static void hostile_headers(const char *url)
     expect_dropped("2 MiB frame over the 1 MiB cap", url, h, sizeof h);
 }
 
-/* Half a header, then silence, on both transports at once: the transport
- * drops a peer stalled inside a frame after 10 s without a byte. */
+/* Half a header, then silence, on both transports at once: the node drops
+ * a peer whose header is not complete after rx_header_ms (2 s). */
 #define STALL_WAIT_MS 13000
 static int half_frames(const char *const urls[2])
 {
