@@ -324,6 +324,14 @@ typedef enum aims_param {
     AIMS_NODE_INSECURE = 704,           /**< [insecure] i64: allow plain tcp:// on non-loopback addresses; default 0 */
     AIMS_NODE_DRAIN_MS = 705,           /**< [drain_ms] i64: longest drain when the node is destroyed; default 5000 */
     AIMS_NODE_DRAIN_GRACE_MS = 706,     /**< [drain_grace_ms] i64: wait after leaving the registry before refusing work; default 0 = 2 heartbeats */
+    /* Receive bounds against slow and partial senders (tcp://, ipc://; before the
+     * first listen). A peer slower than these is dropped at most rx_header_ms + 1 s
+     * (header) or 5 s (rate: two 2 s windows + the 1 s sweep) after it slowed down;
+     * bytes held for frames in progress stay under rx_budget + 64 KiB x connections.
+     * docs/OVERLOAD.md. @since 0.1 */
+    AIMS_NODE_RX_MIN_RATE = 715,        /**< [rx_min_rate] i64: bytes/s a frame in progress must keep up over each 2 s window, 0 = off; default 1024 */
+    AIMS_NODE_RX_HEADER_MS = 716,       /**< [rx_header_ms] i64: first byte of a frame to its complete 44-byte header, 0 = off; default 2000 */
+    AIMS_NODE_RX_BUDGET = 717,          /**< [rx_budget] i64: node-wide bytes of read buffer (above 64 KiB per connection) for frames in progress; a frame that would overdraw it drops its connection; 0 = off; default 256 MiB */
 
     /* --- service parameters (aims_service_set_param_i64) -------------------- */
     AIMS_SERVICE_CONCURRENCY = 720,     /**< [concurrency] i64: handlers running at once, 0 = node workers; default 0 */

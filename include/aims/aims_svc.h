@@ -20,9 +20,13 @@
  * data) plus, on replies, an error text. It is what a request and a reply carry,
  * on every transport.
  *
- * Errors a caller sees. AIMS_E_OVERLOADED: a queue or limit was full (the text
- * carries "retry after N ms"); AIMS_E_TIMEOUT: the deadline passed (requests
- * that cannot meet their deadline are rejected before they run); AIMS_E_NOTFOUND:
+ * Errors a caller sees. AIMS_E_OVERLOADED: a queue or limit was full, or the
+ * queue ahead would not let the request finish before its deadline, or it
+ * waited past the service's target delay under sustained overload (the text
+ * carries "retry after N ms": when the queue will have drained enough, from
+ * its drain rate); AIMS_E_TIMEOUT: the deadline passed or is shorter than one
+ * run (queued requests that can no longer finish in time are dropped before
+ * they run; docs/OVERLOAD.md); AIMS_E_NOTFOUND:
  * no live instance of the service; AIMS_E_CLOSED: the instance went away
  * mid-call. A handler's own status and error text travel back unchanged.
  *
@@ -32,7 +36,14 @@
  * (OVERLOADED, CLOSED, transport failures), on another instance, and only within
  * the client's retry budget: retries may add at most AIMS_CLIENT_RETRY_BUDGET x
  * recent requests (plus AIMS_CLIENT_RETRY_MIN per second), so a failing
- * cluster is not hit with a retry storm.
+ * cluster is not hit with a retry storm. A retry after OVERLOADED waits for
+ * the "retry after" hint, and is not made when the hint is past the deadline.
+ * Per-try timeouts: each try of an idempotent call gets 4 x the service's
+ * recent p99 latency in this client (at least 200 ms, at most half the time
+ * left; the last possible try, and every try before 8 successes were seen,
+ * gets all the time left); a try past its share is abandoned (its late reply
+ * is dropped) and retried on another instance, so a hung instance costs
+ * latency, not failed calls.
  *
  * Threads. Every function here may be called from any thread on a shared
  * object, except *_destroy (exclusive: no call may be running or start on the

@@ -35,6 +35,13 @@
  * getting traffic because it looked slow is eventually probed again. An
  * instance with no sample yet scores 0 while idle (probe it once) and a huge
  * penalty + outstanding while its probe is in flight (Finagle does the same).
+ * Stale memory (issue 11: a healthy instance once received nothing for 4-5 s
+ * under CPU contention, its cost decaying over tau): an instance with no call
+ * outstanding and no sample for LB_STALE_NS (1 s) scores 0, so it is picked
+ * by the next P2C draw or scan that sees it (for n <= 4, within 1 s plus one
+ * pick), and a sample arriving LB_STALE_NS or more after the previous one
+ * replaces the cost instead of being averaged in: one fast answer puts a
+ * recovered instance back in rotation. A slow one costs one probe a second.
  * A failed call counts as a sample of twice max(latency, cost), capped at 10 s,
  * so an instance that fails fast does not look fast (SRE book ch. 20).
  * The two candidates are DISTINCT (Envoy's sampling with replacement sends a
@@ -81,6 +88,7 @@
 #define LB_MAGLEV_MAX_N 65535u       /* table entries are uint16_t slots */
 #define LB_MAGLEV_EMPTY 0xffffu
 #define LB_TAU_NS 10e9               /* Finagle's peak-EWMA decay time */
+#define LB_STALE_NS 1000000000u      /* older latency memory is stale (see above) */
 #define LB_PENALTY 1e12              /* score of an unknown instance with a probe in flight */
 #define LB_FAIL_CAP_NS 10e9          /* cap of a failure's latency sample */
 #define LB_FULL_SCAN_MAX 4u          /* P2C scans every instance at or below this size */
@@ -595,6 +603,9 @@ static double lb_score(const lb_snap *s, size_t i, uint64_t now)
     /* Idle decay toward 0 (so a shunned instance gets probed again). Below
      * tau/1024 (~10 ms) the factor is within 0.1 % of 1: skip the exp(). */
     const uint64_t stamp = atomic_load_explicit(&st->stamp, memory_order_relaxed);
+    if (out == 0 && now > stamp && now - stamp >= LB_STALE_NS) {
+        return 0.0; /* stale memory, nothing outstanding: probe it */
+    }
     if (now > stamp && (double)(now - stamp) > LB_TAU_NS / 1024.0) {
         cost *= exp(-(double)(now - stamp) / LB_TAU_NS);
     }
@@ -788,7 +799,8 @@ static void lb_observe(lb_stats *st, uint64_t now, double sample)
     for (;;) {
         const double c = lb_bits_to_d(cur);
         /* Peak: a slower sample (or the first one) replaces the cost outright. */
-        const double nc = (sample > c || c <= 0.0) ? sample : c * w + sample * (1.0 - w);
+        const double nc =
+            (sample > c || c <= 0.0 || td >= LB_STALE_NS) ? sample : c * w + sample * (1.0 - w);
         if (atomic_compare_exchange_weak_explicit(&st->cost, &cur, lb_d_to_bits(nc),
                                                   memory_order_relaxed, memory_order_relaxed)) {
             return;

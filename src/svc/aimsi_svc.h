@@ -121,12 +121,23 @@ typedef struct aimsi_tslot {
     char scheme[17];
     void *inst;         /* created instance, or NULL */
 } aimsi_tslot;
+/* Receive bounds of a node's stream transports (stream.c; the node
+ * parameters AIMS_NODE_RX_*). Zero = off (a client's table). `held`: read-buffer
+ * bytes above the first 64 KiB held by frames in progress, node-wide. */
+typedef struct aimsi_rx_limits {
+    int64_t min_rate;  /* bytes/s a frame in progress keeps up over 2 s windows */
+    int64_t header_ms; /* first byte of a frame -> its whole header */
+    int64_t budget;    /* most bytes `held` */
+    _Atomic int64_t held;
+} aimsi_rx_limits;
+
 typedef struct aimsi_ttable {
     aimsi_tslot slot[AIMSI_MAX_TRANSPORTS];
     size_t n;
     aims_transport_hooks hooks;
     uint64_t max_frame;
     aims_tls_config *tls; /* reference held for the tls slot, or NULL */
+    aimsi_rx_limits rx; /* handed to built-in stream instances at creation */
 } aimsi_ttable;
 
 /* Fill with the built-ins (tcp, ipc). */
@@ -277,7 +288,7 @@ aims_status aimsi_node_set_remote_registry(aims_node *n, const aimsi_reg_ops *op
 
 /* One queued request (service.c). */
 typedef struct aimsi_qitem {
-    struct aimsi_qitem *next;
+    struct aimsi_qitem *next, *prev;
     aimsi_work w;
     aims_msg req;            /* owned deep copy */
     aims_msg reply;
@@ -308,6 +319,8 @@ struct aims_service {
     aimsi_qitem *head, *tail;        /* node->lock */
     /* statistics */
     _Atomic uint64_t n_req, n_err, n_rej, n_batches, n_rows, busy_ns, ewma_ns;
+    _Atomic uint64_t mdev_ns;        /* mean deviation of run() from ewma_ns (svc_admit.c) */
+    uint64_t busy_since_ns;          /* node->lock: queue non-empty since (0: empty) */
     _Atomic(aims_msg *) spare[AIMSI_SVC_SPARES];
     /* registry (reg_lock) */
     pthread_mutex_t reg_lock;
@@ -442,6 +455,36 @@ aims_status aimsi_client_adopt_registry(aims_client *c, aims_registry *r, void (
 aims_registry *aimsi_client_registry(aims_client *c);
 /* The client's AIMS_CLIENT_SYNC_MS (the mirror's sync period). */
 int64_t aimsi_client_sync_ms(const aims_client *c);
+
+/* ---- admission and queue discipline (svc_admit.c) -------------------------
+ * All under node->lock but note_run. check: may a request arriving behind q
+ * queued ones be admitted (AIMS_OK; else AIMS_E_OVERLOADED with a retry hint
+ * or AIMS_E_TIMEOUT, text in text[cap]). push: append. take: the next item to
+ * run (LIFO under sustained overload) or NULL; items that must not run any
+ * more are unlinked onto *dropped (via next) with w.status set. hint_ms: the
+ * retry hint for a queue of q when `allowed_ns` of queueing is admissible. */
+void aimsi_admit_note_run(aims_service *s, uint64_t old_ewma, uint64_t run_ns);
+aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t deadline,
+                              char *text, size_t cap);
+void aimsi_admit_push(aims_service *s, aimsi_qitem *it, uint64_t now);
+aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped);
+uint64_t aimsi_admit_hint_ms(const aims_service *s, int64_t q, uint64_t allowed_ns);
+
+/* ---- per-try timeouts and retry hints (client_try.c) ------------------------
+ * lat_ring: the last AIMSI_LAT_RING successful attempt latencies of one
+ * service (racy but atomic). try_deadline: when a try started at `now` is
+ * abandoned (== deadline for the last try). retry_hint_ns: the "retry after N
+ * ms" of an AIMS_E_OVERLOADED text in ns (0: none). */
+#define AIMSI_LAT_RING 64u
+typedef struct aimsi_lat_ring {
+    _Atomic uint64_t ns[AIMSI_LAT_RING];
+    _Atomic unsigned next;
+} aimsi_lat_ring;
+void aimsi_lat_ring_note(aimsi_lat_ring *r, uint64_t ns);
+uint64_t aimsi_lat_ring_p99(const aimsi_lat_ring *r);
+uint64_t aimsi_try_deadline(const aimsi_lat_ring *r, uint64_t now, uint64_t deadline,
+                            unsigned tries_left);
+uint64_t aimsi_retry_hint_ns(const char *text);
 
 /* ---- clocks ---------------------------------------------------------------- */
 

@@ -113,6 +113,7 @@ typedef struct cl_svc {
     aims_instance *ids;
     cl_ep **eps;
     char labels[AIMSI_FRAME_MAX_SERVICE + 16];
+    aimsi_lat_ring lat; /* successful attempt latencies (per-try timeouts) */
     char name[];
 } cl_svc;
 
@@ -125,6 +126,7 @@ typedef struct cl_pending {
     int unsent;   /* failed before the request reached a handler (node closed) */
     uint64_t id;
     uint64_t deadline_ns;
+    uint64_t try_ns; /* this try is abandoned then (<= deadline_ns; client_try.c) */
     aims_client *c;
     cl_ep *ep;
     cl_conn *cc;  /* stream attempts */
@@ -148,6 +150,8 @@ struct cl_call {
     aims_msg *req_copy; /* async: owned copy for retries, or NULL */
     unsigned flags;
     uint64_t start_ns, deadline_ns;
+    uint64_t try_ns;     /* the attempt in progress is abandoned then */
+    uint64_t not_before; /* async: no retry before (an OVERLOADED hint) */
     unsigned attempts;
     int no_retry; /* failed before reaching an instance (no instance, no registry) */
     int unsent;   /* the last attempt provably never reached a handler */
@@ -1078,8 +1082,11 @@ static void bucket_deposit(aims_client *c)
 /* May call k try again after status st? Withdraws a token when yes. */
 static int retry_ok(aims_client *c, cl_call *k, aims_status st, const char *labels)
 {
+    /* A try abandoned at its share of the deadline (client_try.c) is retried. */
+    const int try_expired = st == AIMS_E_TIMEOUT && k->try_ns < k->deadline_ns &&
+                            aimsi_now_ns() >= k->try_ns;
     if ((k->flags & AIMS_CALL_IDEMPOTENT) == 0 || k->addr != NULL || k->no_retry ||
-        !retryable(st) ||
+        (!retryable(st) && !try_expired) ||
         k->attempts >= (unsigned)c->max_attempts || aimsi_now_ns() >= k->deadline_ns) {
         return 0;
     }
@@ -1114,6 +1121,9 @@ static void report(cl_call *k, aims_status st)
     }
     const uint64_t lat = aimsi_now_ns() - k->attempt_ns;
     const int bad = instance_failure(st) || st == AIMS_E_OVERLOADED;
+    if (st == AIMS_OK) {
+        aimsi_lat_ring_note(&k->sv->lat, lat);
+    }
     if (k->lb_counted) {
         aims_balancer_done(k->sv->lb, k->inst, lat, !bad);
     }
@@ -1162,6 +1172,13 @@ static aims_status attempt_start(aims_client *c, cl_call *k, aims_msg *dst, cl_p
         report(k, AIMS_E_NOMEM);
         return call_err(c, AIMS_E_NOMEM, "service '%s': out of memory", k->service);
     }
+    const int may_retry = (k->flags & AIMS_CALL_IDEMPOTENT) != 0 && k->sv != NULL;
+    const unsigned left = (unsigned)c->max_attempts > k->attempts
+                              ? (unsigned)c->max_attempts - k->attempts + 1u
+                              : 1u;
+    p->try_ns = aimsi_try_deadline(k->sv != NULL ? &k->sv->lat : NULL, k->attempt_ns,
+                                   k->deadline_ns, may_retry ? left : 1u);
+    k->try_ns = p->try_ns;
     const aims_status rc = e->inproc ? send_inproc(c, k, p) : send_stream(c, k, p);
     if (rc != AIMS_OK) {
         report(k, rc);
@@ -1182,10 +1199,10 @@ static aims_status wait_sync(aims_client *c, cl_pending *p)
     pthread_mutex_lock(&p->mu);
     while (!p->delivered) {
         struct timespec ts;
-        ts.tv_sec = (time_t)(p->deadline_ns / 1000000000u);
-        ts.tv_nsec = (long)(p->deadline_ns % 1000000000u);
+        ts.tv_sec = (time_t)(p->try_ns / 1000000000u);
+        ts.tv_nsec = (long)(p->try_ns % 1000000000u);
         if (pthread_cond_timedwait(&p->cv, &p->mu, &ts) != 0 && !p->delivered &&
-            aimsi_now_ns() >= p->deadline_ns) {
+            aimsi_now_ns() >= p->try_ns) {
             break;
         }
     }
@@ -1198,7 +1215,10 @@ static aims_status wait_sync(aims_client *c, cl_pending *p)
         if (won) {
             pending_unref(p); /* the link's: a late completion finds nothing */
             aims_msg_clear(p->dst);
-            snprintf(p->err, sizeof p->err, "deadline passed waiting for %.200s", p->ep->url);
+            snprintf(p->err, sizeof p->err, "%s waiting for %.200s",
+                     p->try_ns < p->deadline_ns ? "try timed out (its share of the deadline)"
+                                                : "deadline passed",
+                     p->ep->url);
             p->st = AIMS_E_TIMEOUT;
             return AIMS_E_TIMEOUT;
         }
@@ -1222,10 +1242,12 @@ static aims_status call_sync(aims_client *c, cl_call *k, aims_msg *reply)
     aims_status st;
     for (;;) {
         cl_pending *p = NULL;
+        uint64_t hint = 0;
         st = attempt_start(c, k, reply, &p);
         k->unsent = st != AIMS_OK;
         if (st == AIMS_OK) {
             st = wait_sync(c, p);
+            hint = st == AIMS_E_OVERLOADED ? aimsi_retry_hint_ns(p->err) : 0;
             k->unsent = p->unsent;
             report(k, st);
             if (st != AIMS_OK) {
@@ -1235,8 +1257,14 @@ static aims_status call_sync(aims_client *c, cl_call *k, aims_msg *reply)
             }
             pending_unref(p); /* the waiter's */
         }
-        if (st == AIMS_OK || !retry_ok(c, k, st, labels)) {
+        const uint64_t now = aimsi_now_ns();
+        if (st == AIMS_OK || now + hint >= k->deadline_ns || !retry_ok(c, k, st, labels)) {
             break;
+        }
+        if (hint > 0) {
+            const struct timespec ts = {(time_t)(hint / 1000000000u),
+                                        (long)(hint % 1000000000u)};
+            (void)nanosleep(&ts, NULL);
         }
     }
     call_metrics(c, k, st);
@@ -1286,8 +1314,11 @@ static void attempt_finished(aims_client *c, cl_call *k, aims_status st, const a
     report(k, st);
     char labels[AIMSI_FRAME_MAX_SERVICE + 16];
     snprintf(labels, sizeof labels, "service=\"%s\"", k->service);
-    if (st != AIMS_OK && retry_ok(c, k, st, labels)) {
+    const uint64_t hint = st == AIMS_E_OVERLOADED ? aimsi_retry_hint_ns(err) : 0;
+    const uint64_t now = aimsi_now_ns();
+    if (st != AIMS_OK && now + hint < k->deadline_ns && retry_ok(c, k, st, labels)) {
         pthread_mutex_lock(&c->mu);
+        k->not_before = hint > 0 ? now + hint : 0;
         k->qnext = NULL;
         if (c->rq_tail != NULL) {
             c->rq_tail->qnext = k;
@@ -1311,7 +1342,7 @@ static void sweep_expired(aims_client *c)
     pthread_mutex_lock(&c->mu);
     for (cl_pending *p = c->plist.next; p != &c->plist;) {
         cl_pending *nx = p->next;
-        if (p->call != NULL && p->deadline_ns <= now && unlink_locked(c, p)) {
+        if (p->call != NULL && p->try_ns <= now && unlink_locked(c, p)) {
             p->hnext = dead;
             dead = p;
         }
@@ -1321,7 +1352,9 @@ static void sweep_expired(aims_client *c)
     while (dead != NULL) {
         cl_pending *p = dead;
         dead = p->hnext;
-        deliver(p, AIMS_E_TIMEOUT, NULL, "deadline passed");
+        deliver(p, AIMS_E_TIMEOUT, NULL,
+                p->try_ns < p->deadline_ns ? "try timed out (its share of the deadline)"
+                                           : "deadline passed");
         pending_unref(p);
     }
 }
@@ -1381,17 +1414,42 @@ static void health_tick(aims_client *c)
     }
 }
 
+/* Under c->mu: the first queued retry whose hint has passed, unlinked when
+ * `take` (NULL if none; *wake = the earliest hint still ahead, or 0). */
+static cl_call *rq_ready_locked(aims_client *c, uint64_t now, uint64_t *wake, int take)
+{
+    *wake = 0;
+    cl_call *prev = NULL;
+    for (cl_call *k = c->rq_head; k != NULL; prev = k, k = k->qnext) {
+        if (k->not_before > now) {
+            *wake = *wake == 0 || k->not_before < *wake ? k->not_before : *wake;
+            continue;
+        }
+        if (!take) {
+            return k;
+        }
+        if (prev != NULL) {
+            prev->qnext = k->qnext;
+        } else {
+            c->rq_head = k->qnext;
+        }
+        if (c->rq_tail == k) {
+            c->rq_tail = prev;
+        }
+        k->qnext = NULL;
+        return k;
+    }
+    return NULL;
+}
+
 static void *client_thread(void *arg)
 {
     aims_client *c = arg;
     pthread_mutex_lock(&c->mu);
     while (!c->closing) {
-        if (c->rq_head != NULL) {
-            cl_call *k = c->rq_head;
-            c->rq_head = k->qnext;
-            if (c->rq_head == NULL) {
-                c->rq_tail = NULL;
-            }
+        uint64_t wake = 0;
+        cl_call *k = rq_ready_locked(c, aimsi_now_ns(), &wake, 1);
+        if (k != NULL) {
             pthread_mutex_unlock(&c->mu);
             run_async(c, k);
             pthread_mutex_lock(&c->mu);
@@ -1408,10 +1466,11 @@ static void *client_thread(void *arg)
             health_tick(c);
         }
         pthread_mutex_lock(&c->mu);
-        if (c->closing || c->rq_head != NULL) {
+        if (c->closing || rq_ready_locked(c, aimsi_now_ns(), &wake, 0) != NULL) {
             continue;
         }
-        const uint64_t until = aimsi_now_ns() + (c->n_async > 0 ? CL_SWEEP_NS : CL_IDLE_NS);
+        uint64_t until = aimsi_now_ns() + (c->n_async > 0 ? CL_SWEEP_NS : CL_IDLE_NS);
+        until = wake != 0 && wake < until ? wake : until;
         struct timespec ts;
         ts.tv_sec = (time_t)(until / 1000000000u);
         ts.tv_nsec = (long)(until % 1000000000u);

@@ -557,6 +557,9 @@ aims_status aims_node_create(const char *name, aims_node **out)
     pthread_condattr_destroy(&ca);
     const aims_transport_hooks hooks = {n, hook_accept, hook_frame, hook_close};
     aimsi_ttable_init(&n->tt, &hooks, (uint64_t)n->p_max_frame);
+    n->tt.rx.min_rate = (int64_t)aimsi_param_default(AIMS_NODE_RX_MIN_RATE);
+    n->tt.rx.header_ms = (int64_t)aimsi_param_default(AIMS_NODE_RX_HEADER_MS);
+    n->tt.rx.budget = (int64_t)aimsi_param_default(AIMS_NODE_RX_BUDGET);
     n->tt_ready = 1;
     *out = n;
     return AIMS_OK;
@@ -677,7 +680,8 @@ aims_status aims_node_set_param_i64(aims_node *n, aims_param param, int64_t valu
     if (param == AIMS_NODE_WORKERS && running) {
         st = AIMS_E_STATE;
     } else if ((param == AIMS_NODE_MAX_FRAME || param == AIMS_NODE_INSECURE ||
-                param == AIMS_NODE_CONN_INFLIGHT) &&
+                param == AIMS_NODE_CONN_INFLIGHT || param == AIMS_NODE_RX_MIN_RATE ||
+                param == AIMS_NODE_RX_HEADER_MS || param == AIMS_NODE_RX_BUDGET) &&
                listening) {
         /* read without a lock by the transport's I/O thread once listening */
         st = AIMS_E_STATE;
@@ -701,6 +705,15 @@ aims_status aims_node_set_param_i64(aims_node *n, aims_param param, int64_t valu
             break;
         case AIMS_NODE_DRAIN_MS:
             n->p_drain_ms = value;
+            break;
+        case AIMS_NODE_RX_MIN_RATE:
+            n->tt.rx.min_rate = value;
+            break;
+        case AIMS_NODE_RX_HEADER_MS:
+            n->tt.rx.header_ms = value;
+            break;
+        case AIMS_NODE_RX_BUDGET:
+            n->tt.rx.budget = value;
             break;
         case AIMS_NODE_DRAIN_GRACE_MS:
             n->p_drain_grace_ms = value;

@@ -21,11 +21,11 @@
  *           takes it when the service has a free slot.
  *
  * Rejections happen before any work: a closed service (AIMS_E_CLOSED), a full
- * queue (AIMS_E_OVERLOADED, with a retry hint), a deadline that has passed or
- * that the queue ahead makes unreachable (AIMS_E_TIMEOUT). The estimate is the
- * EWMA of recent run() durations times the number of "rounds" ahead
- * (queued / (items per run x concurrency) + 1): crude, but it is what lets an
- * overloaded infer service refuse a request early instead of serving it late.
+ * queue (AIMS_E_OVERLOADED, with a retry hint), a deadline that has passed
+ * (AIMS_E_TIMEOUT). Admission by time and the queue discipline (which item
+ * runs next, which is dropped unrun) live in svc_admit.c: a request is queued
+ * only if the queue ahead leaves it time to finish before its deadline, and
+ * under sustained overload the queue is kept short and served newest first.
  *
  * Workers. node->lock guards every queue. A worker picks, round robin over the
  * node's services, one with queued work and a free slot; for batching kinds it
@@ -205,8 +205,12 @@ static void note_run(aims_service *s, uint64_t run_ns)
 {
     /* EWMA with weight 1/8; racing updates may lose one sample, which is fine. */
     const uint64_t old = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
+    /* One outlier (a handler stalled by SIGSTOP, swapping) moves the estimate
+     * at most 4x per sample: admission must not refuse everything after it. */
+    const uint64_t smp = old != 0 && run_ns / 4u > old ? 4u * old : run_ns;
+    aimsi_admit_note_run(s, old, smp);
     const uint64_t next =
-        old == 0 ? run_ns : (uint64_t)((int64_t)old + ((int64_t)run_ns - (int64_t)old) / 8);
+        old == 0 ? smp : (uint64_t)((int64_t)old + ((int64_t)smp - (int64_t)old) / 8);
     atomic_store_explicit(&s->ewma_ns, next, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->busy_ns, run_ns, memory_order_relaxed);
     /* Metrics are best effort: a failed first-use allocation only loses a sample. */
@@ -287,11 +291,11 @@ static void run_inline(aims_service *s, const char *method, const aims_msg *req,
     poke_idle(s);
 }
 
-/* The retry hint: time for about half the queue ahead to drain. */
+/* The retry hint: time for the queue to drain below its cap. */
 static void overload_text(const aims_service *s, int64_t q, char *text, size_t cap)
 {
-    uint64_t ms = (wait_estimate(s, q) / 2u + 999999u) / 1000000u;
-    ms = ms == 0 ? 1 : ms;
+    const uint64_t ewma = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
+    const uint64_t ms = aimsi_admit_hint_ms(s, q, wait_estimate(s, s->p_queue_cap - 1) - ewma);
     snprintf(text, cap,
              "service %s overloaded: queue full (%" PRId64 " waiting); retry after %" PRIu64
              " ms",
@@ -355,22 +359,12 @@ static void enqueue(aims_service *s, const char *method, const aims_msg *req,
     } else if (q >= s->p_queue_cap) {
         st = AIMS_E_OVERLOADED;
         overload_text(s, q, text, sizeof(text));
-    } else if (deadline_ns != 0 && t0 + wait_estimate(s, q) > deadline_ns) {
-        st = AIMS_E_TIMEOUT;
-        snprintf(text, sizeof(text),
-                 "service %s cannot meet the deadline: about %" PRIu64
-                 " us of work ahead, %" PRIu64 " us left",
-                 s->name, wait_estimate(s, q) / 1000u,
-                 deadline_ns > t0 ? (deadline_ns - t0) / 1000u : 0u);
     } else {
-        if (s->tail != NULL) {
-            s->tail->next = it;
-        } else {
-            s->head = it;
+        st = aimsi_admit_check(s, q, t0, deadline_ns, text, sizeof(text));
+        if (st == AIMS_OK) {
+            aimsi_admit_push(s, it, t0);
+            pthread_cond_broadcast(&n->work_cond);
         }
-        s->tail = it;
-        atomic_fetch_add(&s->queued, 1);
-        pthread_cond_broadcast(&n->work_cond);
     }
     pthread_mutex_unlock(&n->lock);
     if (st != AIMS_OK) {
@@ -482,25 +476,25 @@ static aims_service *pick_ready(aims_node *n)
     return NULL;
 }
 
-/* Under node->lock: move up to `want` items from s's queue to the list. */
+/* Under node->lock: move up to `want` items from s's queue to the list (in
+ * the order svc_admit.c serves them); items that must not run any more go to
+ * *dropped. */
 static size_t take_items(aims_service *s, aimsi_qitem **head, aimsi_qitem **tail, size_t want,
-                         uint64_t *earliest)
+                         uint64_t *earliest, aimsi_qitem **dropped)
 {
     size_t got = 0;
-    while (got < want && s->head != NULL) {
-        aimsi_qitem *it = s->head;
-        s->head = it->next;
-        if (s->head == NULL) {
-            s->tail = NULL;
+    const uint64_t now = aimsi_now_ns();
+    while (got < want) {
+        aimsi_qitem *it = aimsi_admit_take(s, now, dropped);
+        if (it == NULL) {
+            break;
         }
-        it->next = NULL;
         if (*tail != NULL) {
             (*tail)->next = it;
         } else {
             *head = it;
         }
         *tail = it;
-        atomic_fetch_sub(&s->queued, 1);
         if (it->w.deadline_ns != 0 && (*earliest == 0 || it->w.deadline_ns < *earliest)) {
             *earliest = it->w.deadline_ns;
         }
@@ -516,8 +510,17 @@ static void complete_item(aims_service *s, aimsi_qitem *it, int ran, uint64_t no
         it->done(it->ctx, it->w.status, &it->reply,
                  it->w.status == AIMS_OK ? "" : aims_msg_error(&it->reply));
     } else {
-        char text[200];
-        snprintf(text, sizeof(text), "deadline passed while queued at service %s", s->name);
+        char text[320];
+        if (it->w.status == AIMS_E_OVERLOADED) {
+            snprintf(text, sizeof(text),
+                     "service %s overloaded: dropped after waiting %" PRIu64
+                     " ms (sustained overload); retry after %" PRIu64 " ms",
+                     s->name, (now - it->t_enq) / 1000000u,
+                     aimsi_admit_hint_ms(s, atomic_load(&s->queued), 0));
+        } else {
+            snprintf(text, sizeof(text),
+                     "deadline passed or unreachable while queued at service %s", s->name);
+        }
         reject(s, it->w.status, it->done, it->ctx, text);
     }
     free_item(it);
@@ -591,9 +594,10 @@ static void *worker_main(void *arg)
         }
         aimsi_qitem *head = NULL;
         aimsi_qitem *tail = NULL;
+        aimsi_qitem *dropped = NULL;
         uint64_t earliest = 0;
         const size_t want = (size_t)per_run(s);
-        size_t cnt = take_items(s, &head, &tail, want, &earliest);
+        size_t cnt = take_items(s, &head, &tail, want, &earliest, &dropped);
         if (s->kind->batching && cnt < want && s->p_batch_delay_us > 0) {
             /* Wait for the batch to fill, never past the earliest deadline
              * minus one expected run. */
@@ -616,12 +620,16 @@ static void *worker_main(void *arg)
                 }
                 const struct timespec ts = mono_ts(until);
                 (void)pthread_cond_timedwait(&n->work_cond, &n->lock, &ts);
-                cnt += take_items(s, &head, &tail, want - cnt, &earliest);
+                cnt += take_items(s, &head, &tail, want - cnt, &earliest, &dropped);
             }
             s->batch_waiting = 0;
         }
         pthread_mutex_unlock(&n->lock);
         note_depth(s);
+        for (aimsi_qitem *d = dropped, *dn = NULL; d != NULL; d = dn) {
+            dn = d->next;
+            complete_item(s, d, 0, aimsi_now_ns());
+        }
         run_batch(s, head, cnt);
         atomic_fetch_sub(&s->inflight, 1);
         poke_idle(s);

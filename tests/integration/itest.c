@@ -756,3 +756,47 @@ int it_load_wait_pid(it_load *L, pid_t pid, uint64_t base, int timeout_ms)
     }
     return 0;
 }
+
+/* ---- memory sampling ------------------------------------------------------------- */
+
+static void *sampler_main(void *arg)
+{
+    it_sampler *s = arg;
+    while (!atomic_load(&s->stop)) {
+        const long kb = it_rss_kb(s->pid);
+        if (kb > s->peak_kb) {
+            s->peak_kb = kb;
+        }
+        it_sleep_ms(s->period_ms);
+    }
+    return NULL;
+}
+
+void it_sampler_start(it_sampler *s, pid_t pid, unsigned period_ms)
+{
+    s->pid = pid;
+    s->period_ms = period_ms;
+    atomic_init(&s->stop, 0);
+    s->peak_kb = it_rss_kb(pid);
+    if (pthread_create(&s->tid, NULL, sampler_main, s) != 0) {
+        it_fail("pthread_create failed");
+    }
+}
+
+long it_sampler_stop(it_sampler *s)
+{
+    atomic_store(&s->stop, 1);
+    pthread_join(s->tid, NULL);
+    return s->peak_kb;
+}
+
+void it_pace(struct timespec *next, long period_ns)
+{
+    next->tv_nsec += period_ns;
+    while (next->tv_nsec >= 1000000000L) {
+        next->tv_nsec -= 1000000000L;
+        next->tv_sec++;
+    }
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, next, NULL) != 0) {
+    }
+}

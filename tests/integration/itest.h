@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <aims/aims_svc.h>
 
@@ -75,6 +76,23 @@ uint64_t it_now_ms(void);
 void it_sleep_ms(unsigned ms);
 /* VmRSS of a process in KiB (-1 if unreadable). */
 long it_rss_kb(pid_t pid);
+
+/* Open-loop pacing: advance *next (CLOCK_MONOTONIC) by period_ns and sleep
+ * until then. */
+void it_pace(struct timespec *next, long period_ns);
+
+/* Peak VmRSS of a process, sampled every period_ms on a thread of its own
+ * between start and stop. */
+typedef struct it_sampler {
+    pid_t pid;
+    unsigned period_ms;
+    _Atomic int stop;
+    long peak_kb;
+    pthread_t tid;
+} it_sampler;
+void it_sampler_start(it_sampler *s, pid_t pid, unsigned period_ms);
+/* Stop sampling; returns the peak (KiB; at least the first sample). */
+long it_sampler_stop(it_sampler *s);
 
 /* Live instance addresses of `service` (NULL: all) in the registry hosted at
  * reg_url ('\n'-separated into buf), via the registry's "changes" method

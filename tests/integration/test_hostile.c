@@ -8,13 +8,23 @@
  *   - a header whose CRC does not match      -> connection dropped
  *   - a valid header claiming a 4 GiB frame  -> dropped before any payload
  *   - a valid header claiming 2 MiB (> cap)  -> dropped
- *   - half a header, then silence            -> dropped after the transport's
- *     10 s stall limit, disturbing nobody
+ *   - half a header, then silence            -> dropped after the node's
+ *     rx_header_ms (2 s; was the 10 s stall limit), disturbing nobody
  *   - 200 connections each stalled mid-header (slowloris)
  *   - 32 connections each stalled after 960 KiB of a 1 MB frame -> dropped
  *     after the stall limit (the memory they pinned is released)
  *   - valid requests as fast as possible, never reading a reply
  * Expected: no failed call for the good client, the server's memory bounded.
+ *
+ * With the argument "loris" (test_hostile_loris), the receive bounds of issue
+ * 11 at their defaults (AIMS_NODE_RX_*: 1 KiB/s over 2 s windows, header in
+ * 2 s, 256 MiB of partial frames node-wide), next to the same good client:
+ *   - 50 connections sending a header at 1 byte/s -> all dropped within the
+ *     documented bound (rx_header_ms + the 1 s sweep; checked at 5 s)
+ *   - 8 connections each sending 50 MB of a 60 MB frame, then 1 byte/s ->
+ *     the ones over the budget refused at once, the rest dropped within two
+ *     rate windows + a sweep (checked at 8 s); server VmRSS growth stays
+ *     under the budget (+32 MiB slack)
  */
 #include "itest.h"
 
@@ -233,8 +243,8 @@ static void hostile_headers(const char *url)
     expect_dropped("2 MiB frame over the 1 MiB cap", url, h, sizeof h);
 }
 
-/* Half a header, then silence, on both transports at once: the transport
- * drops a peer stalled inside a frame after 10 s without a byte. */
+/* Half a header, then silence, on both transports at once: the node drops
+ * a peer whose header is not complete after rx_header_ms (2 s). */
 #define STALL_WAIT_MS 13000
 static int half_frames(const char *const urls[2])
 {
@@ -345,9 +355,143 @@ static void never_reads(const char *url, pid_t server)
     close(fd);
 }
 
+/* ---- issue 11: the receive bounds (mode "loris") ------------------------------ */
+
+#define LORIS 50
+#define LORIS_BOUND_MS 5000
+#define PARTIAL 8
+#define PARTIAL_SENT (50u << 20)
+#define PARTIAL_CLAIM 60000000u
+#define PARTIAL_BOUND_MS 8000
+#define RX_BUDGET_KB (256L << 10)
+
+/* Trickle one byte per second into every open fd until all are dropped or
+ * bound_ms passed; returns how many were dropped, tracks the peak VmRSS. */
+static int trickle(int *fds, int n, const uint8_t *bytes, size_t have, int bound_ms,
+                   pid_t server, long *peak_kb)
+{
+    size_t off = 0;
+    int dropped = 0;
+    const uint64_t t0 = it_now_ms();
+    while (dropped < n && it_now_ms() - t0 < (uint64_t)bound_ms) {
+        for (int i = 0; i < n; i++) {
+            if (fds[i] < 0) {
+                continue;
+            }
+            struct pollfd pfd = {fds[i], POLLIN, 0};
+            char sink[4096];
+            int gone = 0;
+            if (poll(&pfd, 1, 0) > 0) {
+                const ssize_t got = recv(fds[i], sink, sizeof sink, MSG_DONTWAIT);
+                gone = got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR);
+            }
+            if (gone) {
+                close(fds[i]);
+                fds[i] = -1;
+                dropped++;
+            } else if (off < have) {
+                (void)send(fds[i], bytes + off, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            }
+        }
+        off++;
+        const long kb = it_rss_kb(server);
+        *peak_kb = kb > *peak_kb ? kb : *peak_kb;
+        for (int k = 0; k < 10 && dropped < n; k++) {
+            it_sleep_ms(100);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+        }
+    }
+    return dropped;
+}
+
+/* The good client: two threads calling the victim without pause, from the
+ * moment it answers. */
+static it_load L = {.service = "echo", .method = "echo", .threads = 2, .payload = 1024,
+                    .timeout_ms = 5000, .pause_us = 200};
+
+static aims_client *good_client_start(const it_proc *reg, const it_proc *srv)
+{
+    aims_client *c = it_client(reg->addr, 50);
+    L.client = c;
+    it_load_start(&L);
+    IT_CHECK(it_load_wait_pid(&L, srv->pid, 0, 15000), "the instance never answered (%s)",
+             L.first_error);
+    it_sleep_ms(300);
+    return c;
+}
+
+static void loris_main(void)
+{
+    it_proc reg, srv;
+    it_spawn_registry(&reg, 300);
+    it_spawnl(&srv, "victim", 20000, "--name", "victim", "--listen", "tcp://127.0.0.1:0",
+              "--join", reg.addr, "--echo", "echo", "--workers", "2", "--heartbeat-ms", "300",
+              (char *)NULL);
+    aims_client *c = good_client_start(&reg, &srv);
+    const long rss0 = it_rss_kb(srv.pid);
+    long peak = rss0;
+
+    static int fds[LORIS];
+    uint8_t h[HDR + 8];
+    header(h, 7, 16);
+    memcpy(h + HDR, "echoecho", 8);
+    for (int i = 0; i < LORIS; i++) {
+        fds[i] = dial(srv.addr);
+    }
+    const uint64_t t_lor = it_now_ms();
+    const int lor_dropped = trickle(fds, LORIS, h, sizeof h, LORIS_BOUND_MS, srv.pid, &peak);
+    it_log("%d connections at 1 byte/s: %d dropped after %llu ms (bound %d ms)", LORIS,
+           lor_dropped, (unsigned long long)(it_now_ms() - t_lor), LORIS_BOUND_MS);
+
+    static uint8_t body[1u << 20];
+    memset(body, 0x5A, sizeof body);
+    static int big[PARTIAL];
+    header(h, 8, PARTIAL_CLAIM);
+    for (int i = 0; i < PARTIAL; i++) {
+        big[i] = dial(srv.addr);
+        send_all(big[i], h, sizeof h);
+        for (size_t sent = 0; sent < PARTIAL_SENT; sent += sizeof body) {
+            send_all(big[i], body, sizeof body);
+        }
+        const long kb = it_rss_kb(srv.pid);
+        peak = kb > peak ? kb : peak;
+    }
+    const uint64_t t_big = it_now_ms();
+    const int big_dropped = trickle(big, PARTIAL, body, sizeof body, PARTIAL_BOUND_MS, srv.pid,
+                                    &peak);
+    it_log("%d connections with %u MiB of a %u-byte frame, then 1 byte/s: %d dropped after "
+           "%llu ms (bound %d ms); server VmRSS %ld KiB before, peak %ld KiB (budget %ld KiB)",
+           PARTIAL, PARTIAL_SENT >> 20, PARTIAL_CLAIM, big_dropped,
+           (unsigned long long)(it_now_ms() - t_big), PARTIAL_BOUND_MS, rss0, peak,
+           RX_BUDGET_KB);
+    const uint64_t ok_mid = atomic_load(&L.ok);
+    it_sleep_ms(500);
+    it_load_stop(&L);
+    it_log("good client: ok %llu, failed %llu", (unsigned long long)atomic_load(&L.ok),
+           (unsigned long long)atomic_load(&L.failed));
+    IT_CHECK(lor_dropped == LORIS, "%d of %d 1-byte/s connections still open after %d ms",
+             LORIS - lor_dropped, LORIS, LORIS_BOUND_MS);
+    IT_CHECK(big_dropped == PARTIAL, "%d of %d trickling partial frames still open after %d ms",
+             PARTIAL - big_dropped, PARTIAL, PARTIAL_BOUND_MS);
+    IT_CHECK(peak - rss0 <= RX_BUDGET_KB + (32L << 10), "server memory grew by %ld KiB",
+             peak - rss0);
+    IT_CHECK(atomic_load(&L.failed) == 0, "the good client saw %llu failures, first: %s",
+             (unsigned long long)atomic_load(&L.failed), L.first_error);
+    IT_CHECK(atomic_load(&L.ok) > ok_mid, "the good client stopped getting answers");
+    aims_client_destroy(c);
+    it_pass();
+}
+
 int main(int argc, char **argv)
 {
     it_init(argc, argv, "hostile");
+    if (argc > 2 && strcmp(argv[2], "loris") == 0) {
+        loris_main();
+    }
     char ipc[300];
     snprintf(ipc, sizeof ipc, "ipc://%s/victim.sock", it_dir());
     it_proc reg, srv;
@@ -357,14 +501,7 @@ int main(int argc, char **argv)
               "--workers", "2", "--heartbeat-ms", "300", (char *)NULL);
     const char *urls[2] = {srv.addr, ipc};
 
-    aims_client *c = it_client(reg.addr, 50);
-    static it_load L = {.service = "echo", .method = "echo", .threads = 2, .payload = 1024,
-                        .timeout_ms = 5000, .pause_us = 200};
-    L.client = c;
-    it_load_start(&L);
-    IT_CHECK(it_load_wait_pid(&L, srv.pid, 0, 15000), "the instance never answered (%s)",
-             L.first_error);
-    it_sleep_ms(300);
+    aims_client *c = good_client_start(&reg, &srv);
     const long rss0 = it_rss_kb(srv.pid);
 
     for (int u = 0; u < 2; u++) {

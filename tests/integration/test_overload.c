@@ -72,36 +72,6 @@ static void on_done(void *user, aims_status st, const aims_msg *reply, const cha
     atomic_fetch_add(&g_st.done, 1);
 }
 
-/* Samples the server's VmRSS every 20 ms while the overload runs. */
-typedef struct sampler {
-    pid_t pid;
-    _Atomic int stop;
-    long peak_kb;
-    pthread_t tid;
-} sampler;
-
-static void *sample_main(void *arg)
-{
-    sampler *s = arg;
-    while (!atomic_load(&s->stop)) {
-        const long kb = it_rss_kb(s->pid);
-        if (kb > s->peak_kb) {
-            s->peak_kb = kb;
-        }
-        it_sleep_ms(20);
-    }
-    return NULL;
-}
-
-static void add_ns(struct timespec *t, long ns)
-{
-    t->tv_nsec += ns;
-    while (t->tv_nsec >= 1000000000L) {
-        t->tv_nsec -= 1000000000L;
-        t->tv_sec++;
-    }
-}
-
 /* One overload run against a fresh slow instance; inline_flag: "0" or NULL
  * (the service's default AIMS_SERVICE_INLINE). */
 static void run_phase(const char *label, const char *reg_url, const char *inline_flag,
@@ -142,8 +112,9 @@ static void run_phase(const char *label, const char *reg_url, const char *inline
     IT_CHECK(rss0 > 0, "cannot read VmRSS of pid %ld", (long)slow.pid);
 
     /* Overload: 2x capacity, open loop. */
-    sampler smp = {.pid = slow.pid, .peak_kb = rss0};
-    pthread_create(&smp.tid, NULL, sample_main, &smp);
+    /* The server's VmRSS, sampled every 20 ms while the overload runs. */
+    it_sampler smp;
+    it_sampler_start(&smp, slow.pid, 20);
     const long period_ns = (long)SLOW_US * 1000L / 2;
     const uint64_t total = (uint64_t)SECONDS * 1000000000ull / (uint64_t)period_ns;
     struct timespec next;
@@ -155,16 +126,13 @@ static void run_phase(const char *label, const char *reg_url, const char *inline
             aims_client_call_async(c, "echo", "echo", req, 0, 10000, on_done, NULL);
         (void)rc; /* done ran (or will run) exactly once: counted there */
         issued++;
-        add_ns(&next, period_ns);
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) != 0) {
-        }
+        it_pace(&next, period_ns);
     }
     const uint64_t t1 = it_now_ms();
     while (atomic_load(&g_st.done) < issued && it_now_ms() - t1 < 60000) {
         it_sleep_ms(10);
     }
-    atomic_store(&smp.stop, 1);
-    pthread_join(smp.tid, NULL);
+    (void)it_sampler_stop(&smp);
     const long rss1 = it_rss_kb(slow.pid);
     it_log("offered %llu calls in %llu ms (capacity ~%d/s): ok %llu, overloaded %llu "
            "(without 'retry after': %llu), other %llu, done %llu",

@@ -92,6 +92,9 @@ aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len);
 void aimsi_stream_close(void *inst, void *conn);
 /* The verified identity of a stream connection's peer (tls://), or NULL. */
 const char *aimsi_stream_peer(void *inst, void *conn);
+/* Apply the receive bounds `rx` (borrowed; outlives the instance) before the
+ * first listen or dial (table.c, for instances made by aimsi_stream_create). */
+void aimsi_stream_set_rx(void *inst, aimsi_rx_limits *rx);
 
 /* A family's aims_transport: every entry is the stream core's; the family
  * travels as factory_user (the core never writes through it). */

@@ -21,6 +21,15 @@
  * peek capped at max_frame), so memory follows what a peer actually sent, not
  * what its header claims; a big buffer shrinks back once drained.
  *
+ * Receive bounds (a node's instances; aimsi_stream_set_rx, AIMS_NODE_RX_*).
+ * A frame in progress must complete its header within rx_header_ms of its
+ * first byte and keep up rx_min_rate bytes/s over each RX_WINDOW_NS window;
+ * read-buffer growth above RBUF_INIT is reserved from the node-wide rx_budget
+ * and a connection whose frame would overdraw it is refused (dropped). The
+ * sweep (every SWEEP_NS) enforces the first two, so a slow sender is dropped
+ * at most rx_header_ms + SWEEP_NS, or 2 x RX_WINDOW_NS + SWEEP_NS, after it
+ * slowed down (1 byte/s: 3 s with the defaults).
+ *
  * Writing. send() may come from any thread and takes the frame. If the
  * connection's queue is empty it writes on the caller's thread right away:
  * a request/reply round trip then costs no wake-up of the I/O thread, which
@@ -76,6 +85,7 @@
  * connection is dropped (slow-loris), checked every SWEEP_NS. */
 #define STALL_NS (10ull * 1000000000ull)
 #define SWEEP_NS (1000000000ull)
+#define RX_WINDOW_NS (2000000000ull)
 /* Accepted connections per instance; beyond this new ones are closed at once
  * (each may hold up to max_frame bytes of read buffer). */
 #define MAX_ACCEPTED 4096u
@@ -119,6 +129,9 @@ typedef struct stream_conn {
     size_t rlen, rcap;
     uint64_t last_rx_ns; /* last recv that brought bytes (I/O thread only) */
     uint64_t big_ns;     /* last delivery of a frame above RBUF_INIT (I/O thread only) */
+    uint64_t frame_ns, win_ns; /* frame in progress: first byte, rate window start */
+    uint64_t win_bytes;        /* bytes in the rate window */
+    int64_t held;              /* bytes reserved from rx->held */
     int accepted;        /* counted in inst->n_accepted */
     void *sx;            /* the family's per-connection state (ops), or NULL */
     int hs;              /* accepted, handshake not done: no on_accept yet (I/O thread) */
@@ -143,6 +156,7 @@ struct stream_inst {
     size_t n_accepted;      /* under mu */
     aims_transport_hooks hooks;
     size_t max_frame;
+    aimsi_rx_limits *rx; /* NULL: no receive bounds but STALL_NS */
     pthread_mutex_t mu;
     pthread_cond_t cv; /* listener busy -> idle */
     int started;
@@ -233,8 +247,28 @@ static void queue_drop(stream_conn *c)
     c->qbytes = 0;
 }
 
+/* Reserve (or give back) budget so that c holds what a read buffer of `cap`
+ * bytes holds above RBUF_INIT. 0 when the node-wide budget is spent. */
+static int rx_hold(stream_conn *c, size_t cap)
+{
+    aimsi_rx_limits *rx = c->inst->rx;
+    const int64_t want = cap > RBUF_INIT ? (int64_t)(cap - RBUF_INIT) : 0;
+    if (rx == NULL || want == c->held) {
+        return 1;
+    }
+    const int64_t delta = want - c->held;
+    const int64_t now_held = atomic_fetch_add(&rx->held, delta) + delta;
+    if (delta > 0 && rx->budget > 0 && now_held > rx->budget) {
+        atomic_fetch_sub(&rx->held, delta);
+        return 0;
+    }
+    c->held = want;
+    return 1;
+}
+
 static void conn_free(stream_conn *c)
 {
+    (void)rx_hold(c, 0);
     queue_drop(c);
     if (c->sx != NULL && c->inst->fam->ops->close != NULL) {
         c->inst->fam->ops->close(c->sx);
@@ -504,6 +538,22 @@ aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len)
 
 /* ---- reading ------------------------------------------------------------------------ */
 
+/* Receive-bound bookkeeping (I/O thread): a frame in progress started, with
+ * `have` bytes of it already here; `got` more bytes arrived. */
+static void rx_frame_begins(stream_conn *c, size_t have)
+{
+    c->frame_ns = c->win_ns = c->last_rx_ns;
+    c->win_bytes = have;
+}
+
+static void rx_count(stream_conn *c, size_t got)
+{
+    if (c->rlen == 0) {
+        rx_frame_begins(c, 0);
+    }
+    c->win_bytes += got;
+}
+
 /* Deliver every whole frame in the buffer. Returns AIMS_OK, or the reason to
  * fail the connection; *stop is set when the library closed it meanwhile. */
 static aims_status deliver(stream_conn *c, int *stop)
@@ -535,6 +585,9 @@ static aims_status deliver(stream_conn *c, int *stop)
     if (pos > 0) {
         memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
         c->rlen -= pos;
+        if (c->rlen > 0) {
+            rx_frame_begins(c, c->rlen); /* the rest is the next frame's start */
+        }
     }
     return rc;
 }
@@ -550,6 +603,7 @@ static aims_status rbuf_room(stream_conn *c)
             if (nb != NULL) {
                 c->rbuf = nb;
                 c->rcap = RBUF_INIT;
+                (void)rx_hold(c, RBUF_INIT);
             }
         }
         return AIMS_OK;
@@ -565,8 +619,15 @@ static aims_status rbuf_room(stream_conn *c)
     if (ncap > total || ncap < c->rcap) {
         ncap = total;
     }
+    if (!rx_hold(c, ncap)) {
+        aimsi_log(AIMS_LOG_WARN, "%s transport: a %zu-byte frame would overdraw the node's "
+                  "rx_budget (%lld bytes held): dropping the connection", c->inst->fam->scheme,
+                  total, (long long)atomic_load(&c->inst->rx->held));
+        return AIMS_E_OVERLOADED;
+    }
     uint8_t *nb = aimsi_realloc(c->rbuf, ncap);
     if (nb == NULL) {
+        (void)rx_hold(c, c->rcap);
         return AIMS_E_NOMEM;
     }
     c->rbuf = nb;
@@ -600,6 +661,7 @@ static void conn_readable(stream_conn *c)
         }
         const size_t got = (size_t)r;
         c->last_rx_ns = aimsi_now_ns();
+        rx_count(c, got);
         const int more = (c->rlen + got == c->rcap);
         c->rlen += got;
         int stop = 0;
@@ -886,23 +948,48 @@ static int resume_listeners(stream_inst *in)
     return timeout;
 }
 
-/* Drop connections stalled in the middle of a frame (I/O thread only: rlen
- * and last_rx_ns are its fields, and only it frees connections). */
+/* A frame in progress too slow for the receive bounds (I/O thread only). */
+static int rx_too_slow(const stream_inst *in, stream_conn *c, uint64_t now)
+{
+    const aimsi_rx_limits *rx = in->rx;
+    if (rx == NULL || c->rlen == 0) {
+        return 0;
+    }
+    if (rx->header_ms > 0 && c->rlen < AIMSI_FRAME_HEADER &&
+        now - c->frame_ns > (uint64_t)rx->header_ms * 1000000u) {
+        return 1;
+    }
+    if (rx->min_rate > 0 && now - c->win_ns >= RX_WINDOW_NS) {
+        if ((double)c->win_bytes * 1e9 < (double)rx->min_rate * (double)(now - c->win_ns)) {
+            return 1;
+        }
+        c->win_ns = now;
+        c->win_bytes = 0;
+    }
+    return 0;
+}
+
+/* Drop connections stalled in the middle of a frame, or too slow for the
+ * receive bounds (I/O thread only: rlen, last_rx_ns and the rate window are
+ * its fields, and only it frees connections). */
 static void sweep_stalled(stream_inst *in, uint64_t now)
 {
     stream_conn *stalled[64];
     size_t n = 0;
     pthread_mutex_lock(&in->mu);
     for (stream_conn *c = in->conns; c != NULL && n < 64; c = c->next) {
-        if (c->rlen > 0 && now - c->last_rx_ns > STALL_NS) {
+        if (c->rlen == 0) {
+            (void)rbuf_room(c); /* an idle connection gives a kept big buffer back */
+        }
+        if ((c->rlen > 0 && now - c->last_rx_ns > STALL_NS) || rx_too_slow(in, c, now)) {
             stalled[n++] = c;
         }
     }
     pthread_mutex_unlock(&in->mu);
     for (size_t i = 0; i < n; i++) {
-        aimsi_log(AIMS_LOG_WARN, "%s transport: peer stalled %.1f s inside a frame (%zu bytes "
-                  "held): dropping the connection", in->fam->scheme,
-                  (double)(now - stalled[i]->last_rx_ns) * 1e-9, stalled[i]->rlen);
+        aimsi_log(AIMS_LOG_WARN, "%s transport: peer too slow inside a frame (%.1f s since "
+                  "its first byte, %zu bytes held): dropping the connection", in->fam->scheme,
+                  (double)(now - stalled[i]->frame_ns) * 1e-9, stalled[i]->rlen);
         conn_fail(stalled[i], AIMS_E_TIMEOUT);
     }
 }
@@ -1023,6 +1110,11 @@ aims_status aimsi_stream_create(void *factory_user, const aims_transport_hooks *
     in->wake_tag = TAG_WAKE;
     *out_inst = in;
     return AIMS_OK;
+}
+
+void aimsi_stream_set_rx(void *inst, aimsi_rx_limits *rx)
+{
+    ((stream_inst *)inst)->rx = rx;
 }
 
 void aimsi_stream_destroy(void *inst)

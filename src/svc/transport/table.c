@@ -184,6 +184,9 @@ aims_status aimsi_ttable_get(aimsi_ttable *tt, const char *url, aimsi_tslot **ou
             return aimsi_err(NULL, AIMS_E_INTERNAL, "transport \"%s\": create returned no instance",
                              scheme);
         }
+        if (s->vt.create == aimsi_stream_create) {
+            aimsi_stream_set_rx(inst, &tt->rx);
+        }
         s->inst = inst;
     }
     *out = s;

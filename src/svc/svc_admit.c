@@ -1,0 +1,234 @@
+/*
+ * svc_admit.c -- admission and queue discipline of a service: which request
+ * is queued, which queued request runs next, which is dropped without running.
+ *
+ * Why. A queue bounded by count alone collapses under sustained overload: with
+ * 2 s deadlines and a queue that holds 2 s of work, every request is admitted
+ * with almost its whole deadline of work ahead, finishes just after its caller
+ * gave up, and the node stays 100 % busy producing replies nobody waits for
+ * (issue 11 measured 7 % of capacity served at 2.5x offered load). Goodput is
+ * protected by never spending a run on a request that cannot be answered in
+ * time, and by keeping the queue short once overload is sustained, so that
+ * what runs is fresh.
+ *
+ * How. Everything here runs under node->lock except aimsi_admit_note_run.
+ *
+ *  - Estimate. The service keeps an EWMA of run() durations (service.c,
+ *    weight 1/8) and here the EWMA of their absolute deviation (weight 1/4),
+ *    the error of that estimate, as TCP keeps SRTT and RTTVAR. A request
+ *    arriving behind q queued items completes after about
+ *    rounds x ewma with rounds = q / (items per run x concurrency) + 1.
+ *  - Admission. Admitted only if now + estimate + margin <= deadline, with
+ *    margin = estimate / 8 + 4 x deviation + ADM_HEADROOM_NS (the reply's
+ *    transit and the caller's wake-up). A deadline shorter than one run is
+ *    AIMS_E_TIMEOUT; a queue too long for the deadline is AIMS_E_OVERLOADED
+ *    (another instance may meet it). A service with an empty queue and a free
+ *    slot admits whatever leaves room for one run; estimates are refreshed
+ *    only by runs, so when it refuses on the estimate alone the estimate
+ *    decays (1/16 per refusal) lest a stale one lock it out (service.c also
+ *    clips each run sample to 4x the estimate, so one stalled run -- SIGSTOP,
+ *    swapping -- does not inflate it).
+ *  - Sustained overload (CoDel's idea, in the form Facebook's adaptive LIFO
+ *    uses): the queue has not been empty for ADM_INTERVAL_NS. Then the
+ *    queueing delay admitted is capped at the target,
+ *    max(ADM_TARGET_NS, ADM_TARGET_ROUNDS runs), the newest request is served
+ *    first (LIFO), and a request that has waited longer than the target is
+ *    dropped with AIMS_E_OVERLOADED while its caller still has time to retry
+ *    (unless it is the last one queued: dropping it would serve nobody).
+ *    The first time the queue empties, it is FIFO again.
+ *  - Dropped before running. At take time, a request whose deadline passed or
+ *    that can no longer finish before it (now + one run > deadline) is
+ *    completed with AIMS_E_TIMEOUT without running.
+ *  - Retry hint. Every AIMS_E_OVERLOADED says "retry after N ms": the time the
+ *    queue needs, at its drain rate (items per run x concurrency per ewma), to
+ *    come down to the level at which a fresh request would be admitted (at
+ *    least one run). aims_client honours it within the call's deadline.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "aimsi_svc.h"
+
+#define ADM_INTERVAL_NS 100000000u /* queue never empty this long = sustained overload */
+#define ADM_TARGET_NS 50000000u    /* overload: longest queueing delay admitted ... */
+#define ADM_TARGET_ROUNDS 4u       /* ... or this many runs, whichever is longer */
+#define ADM_HEADROOM_NS 2000000u   /* reply transit + caller wake-up */
+
+static uint64_t ewma_of(const aims_service *s)
+{
+    return atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
+}
+
+static uint64_t per_round(const aims_service *s)
+{
+    const int64_t r = (s->kind->batching ? s->p_batch_max : 1) * s->limit;
+    return r > 0 ? (uint64_t)r : 1u;
+}
+
+/* Completion time estimate (ns from now) of a request behind q queued ones. */
+static uint64_t estimate(const aims_service *s, int64_t q)
+{
+    return ((uint64_t)(q > 0 ? q : 0) / per_round(s) + 1u) * ewma_of(s);
+}
+
+static uint64_t margin(const aims_service *s, uint64_t est)
+{
+    return est / 8u + 4u * atomic_load_explicit(&s->mdev_ns, memory_order_relaxed) +
+           ADM_HEADROOM_NS;
+}
+
+static uint64_t target(const aims_service *s)
+{
+    const uint64_t r = ADM_TARGET_ROUNDS * ewma_of(s);
+    return r > ADM_TARGET_NS ? r : ADM_TARGET_NS;
+}
+
+static int overloaded(const aims_service *s, uint64_t now)
+{
+    return s->busy_since_ns != 0 && now - s->busy_since_ns >= ADM_INTERVAL_NS;
+}
+
+void aimsi_admit_note_run(aims_service *s, uint64_t old_ewma, uint64_t run_ns)
+{
+    if (old_ewma == 0) {
+        return;
+    }
+    const uint64_t dev = run_ns > old_ewma ? run_ns - old_ewma : old_ewma - run_ns;
+    const uint64_t md = atomic_load_explicit(&s->mdev_ns, memory_order_relaxed);
+    const int64_t next = (int64_t)md + ((int64_t)dev - (int64_t)md) / 4;
+    atomic_store_explicit(&s->mdev_ns, (uint64_t)(next > 0 ? next : 0), memory_order_relaxed);
+}
+
+uint64_t aimsi_admit_hint_ms(const aims_service *s, int64_t q, uint64_t allowed_ns)
+{
+    const uint64_t ewma = ewma_of(s);
+    const uint64_t queued = estimate(s, q) - ewma; /* queueing delay ahead */
+    uint64_t ns = queued > allowed_ns ? queued - allowed_ns + ewma : ewma;
+    uint64_t ms = (ns + 999999u) / 1000000u;
+    return ms == 0 ? 1u : ms;
+}
+
+aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t deadline,
+                              char *text, size_t cap)
+{
+    const uint64_t ewma = ewma_of(s);
+    const uint64_t left = deadline > now ? deadline - now : 0;
+    const int idle =
+        q == 0 && atomic_load_explicit(&s->inflight, memory_order_relaxed) < s->limit;
+    if (idle && deadline != 0 && ewma > left) {
+        /* Refusing on the estimate alone: let it decay (1/16 per refusal), so
+         * a service whose runs got fast again is not locked out for good by
+         * callers whose deadlines the old estimate exceeds. */
+        atomic_store_explicit(&s->ewma_ns, ewma - ewma / 16u, memory_order_relaxed);
+    } else if (ewma == 0 || idle) {
+        /* No estimate yet, or a free slot and room for one run: run it. */
+        return AIMS_OK;
+    }
+    if (deadline != 0 && ewma > left) {
+        snprintf(text, cap,
+                 "service %s cannot meet the deadline: one run takes about %" PRIu64
+                 " us, %" PRIu64 " us left",
+                 s->name, ewma / 1000u, left / 1000u);
+        return AIMS_E_TIMEOUT;
+    }
+    const uint64_t est = estimate(s, q);
+    if (overloaded(s, now) && est - ewma > target(s)) {
+        snprintf(text, cap,
+                 "service %s overloaded: about %" PRIu64 " us queued (target %" PRIu64
+                 " us under sustained overload); retry after %" PRIu64 " ms",
+                 s->name, (est - ewma) / 1000u, target(s) / 1000u,
+                 aimsi_admit_hint_ms(s, q, target(s)));
+        return AIMS_E_OVERLOADED;
+    }
+    if (deadline != 0 && est + margin(s, est) > left) {
+        const uint64_t allowed = left > margin(s, left) + ewma ? left - margin(s, left) - ewma : 0;
+        snprintf(text, cap,
+                 "service %s overloaded: cannot meet the deadline, about %" PRIu64
+                 " us of work ahead, %" PRIu64 " us left; retry after %" PRIu64 " ms",
+                 s->name, est / 1000u, left / 1000u, aimsi_admit_hint_ms(s, q, allowed));
+        return AIMS_E_OVERLOADED;
+    }
+    return AIMS_OK;
+}
+
+void aimsi_admit_push(aims_service *s, aimsi_qitem *it, uint64_t now)
+{
+    it->next = NULL;
+    it->prev = s->tail;
+    if (s->tail != NULL) {
+        s->tail->next = it;
+    } else {
+        s->head = it;
+        s->busy_since_ns = now;
+    }
+    s->tail = it;
+    atomic_fetch_add(&s->queued, 1);
+}
+
+static void unlink_item(aims_service *s, aimsi_qitem *it)
+{
+    if (it->prev != NULL) {
+        it->prev->next = it->next;
+    } else {
+        s->head = it->next;
+    }
+    if (it->next != NULL) {
+        it->next->prev = it->prev;
+    } else {
+        s->tail = it->prev;
+    }
+    it->next = it->prev = NULL;
+    atomic_fetch_sub(&s->queued, 1);
+}
+
+/* Why `it` should not run (its status), or AIMS_OK. */
+static aims_status doomed(const aims_service *s, const aimsi_qitem *it, uint64_t now, int over)
+{
+    const uint64_t dl = it->w.deadline_ns;
+    if (dl != 0 && now + ewma_of(s) > dl) {
+        return AIMS_E_TIMEOUT;
+    }
+    if (over && it->next != NULL && now - it->t_enq > target(s)) {
+        /* Stale, and something fresher is queued to serve instead (the last
+         * one left is served however long it waited: a worker that was late
+         * to take it -- a loaded machine -- is no reason to waste it). */
+        return AIMS_E_OVERLOADED;
+    }
+    return AIMS_OK;
+}
+
+static void drop(aims_service *s, aimsi_qitem *it, aims_status why, aimsi_qitem **dropped)
+{
+    unlink_item(s, it);
+    it->w.status = why;
+    it->next = *dropped;
+    *dropped = it;
+}
+
+aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped)
+{
+    const int over = overloaded(s, now);
+    aimsi_qitem *it = NULL;
+    /* The oldest first: they are the ones that can have run out of time. */
+    while (s->head != NULL) {
+        const aims_status why = doomed(s, s->head, now, over);
+        if (why == AIMS_OK) {
+            break;
+        }
+        drop(s, s->head, why, dropped);
+    }
+    while (it == NULL && s->head != NULL) {
+        aimsi_qitem *cand = over ? s->tail : s->head;
+        const aims_status why = doomed(s, cand, now, 0);
+        if (why != AIMS_OK) {
+            drop(s, cand, why, dropped);
+            continue;
+        }
+        unlink_item(s, cand);
+        it = cand;
+    }
+    if (s->head == NULL) {
+        s->busy_since_ns = 0;
+    }
+    return it;
+}
