@@ -23,7 +23,11 @@
  *   6. the "model optimization" service's job on the host: int8 quantization
  *      of the trained model, bundled, saved, reloaded and checked against the
  *      fp32 bundle (accuracy on the raw test set, single-row latency);
- *   7. one JSON summary line.
+ *   7. the HTTP front door (KServe v2) on infer-a, on a loopback port: its URL
+ *      printed, then checked with plain HTTP (demo_http.c): readiness, one
+ *      JSON infer whose class must equal the native client's for the same
+ *      row, and the Prometheus scrape;
+ *   8. one JSON summary line.
  *
  * In-process (default) every node lives in this process and talks inproc://.
  * With --processes each node is a separate `aims_node` process (next to this
@@ -51,6 +55,8 @@
 #include <unistd.h>
 
 #include <aims/aims.h>
+
+#include "demo_http.h"
 
 extern char **environ;
 
@@ -88,6 +94,7 @@ typedef struct member {
     aims_service *service; /* in-process */
     pid_t pid;             /* --processes */
     char addr[256];        /* --processes: the address it reported */
+    int http;              /* --processes: started with --http, reports its URL */
 } member;
 
 typedef struct cluster {
@@ -96,6 +103,9 @@ typedef struct cluster {
     char exe[PATH_MAX];    /* aims_node next to this program */
     char hub_url[256];
     aims_registry *reg;    /* in-process hub's registry */
+    int http_on;           /* libaims has the HTTP front door (step 7) */
+    aims_http *http;       /* in-process: the front door on infer-a's node */
+    char http_url[128];    /* its URL (either mode) */
     member hub, pre, train, infer[N_REPLICAS];
 } cluster;
 
@@ -122,6 +132,18 @@ static int spawn_node(cluster *c, member *m, char *const args[], char *addr, siz
     char line[512] = "";
     const int ok = f != NULL && fgets(line, sizeof line, f) != NULL &&
                    strncmp(line, "ready ", 6) == 0;
+    char hline[256] = "";
+    if (ok && m->http && (fgets(hline, sizeof hline, f) == NULL ||
+                          strncmp(hline, "http ", 5) != 0 ||
+                          strlen(hline + 5) >= sizeof c->http_url)) {
+        fprintf(stderr, "aims_demo: node %s did not report its HTTP URL\n", m->name);
+        fclose(f);
+        return 1;
+    }
+    if (m->http) {
+        hline[strcspn(hline, "\r\n")] = 0;
+        memcpy(c->http_url, hline + 5, strlen(hline + 5) + 1);
+    }
     if (f != NULL) {
         fclose(f);
     }
@@ -224,7 +246,12 @@ static int start_infer(cluster *c, int i, const char *bundle_path, const aims_bu
         }
         snprintf(spec, sizeof spec, "infer.fmnist@1=%s", bundle_path);
         char *args[] = {"aims_node", "--name", (char *)m->name, "--listen", url, "--join",
-                        c->hub_url, "--infer", spec, "--heartbeat-ms", "200", NULL};
+                        c->hub_url, "--infer", spec, "--heartbeat-ms", "200", NULL, NULL, NULL};
+        m->http = i == 0 && c->http_on;
+        if (m->http) { /* the front door on infer-a, any free loopback port */
+            args[11] = "--http";
+            args[12] = "127.0.0.1:0";
+        }
         const int rc = spawn_node(c, m, args, addr, sizeof addr);
         memcpy(m->addr, addr, sizeof m->addr);
         return rc;
@@ -238,6 +265,12 @@ static int start_infer(cluster *c, int i, const char *bundle_path, const aims_bu
         CHECK(aims_service_add_infer(m->node, "infer.fmnist@1", b, &m->service));
     }
     CHECK(aims_service_start(m->service));
+    if (i == 0 && c->http_on && c->http == NULL) {
+        CHECK(aims_http_create(m->node, &c->http));
+        CHECK(aims_http_set_listen(c->http, "127.0.0.1:0"));
+        CHECK(aims_http_start(c->http));
+        CHECK(aims_http_url(c->http, c->http_url, sizeof c->http_url, NULL));
+    }
     return 0;
 }
 
@@ -254,6 +287,8 @@ static int stop_infer(cluster *c, int i)
 
 static void cluster_down(cluster *c)
 {
+    aims_http_destroy(c->http); /* before its node */
+    c->http = NULL;
     for (int i = 0; i < N_REPLICAS; i++) {
         stop_process(&c->infer[i]);
         aims_node_destroy(c->infer[i].node);
@@ -724,6 +759,9 @@ typedef struct summary {
     double lb_degree, parallelism, autonomy;
     int deployments, independent;
     size_t restart_calls, restart_failed;
+    int http_checked, native_class, http_match;
+    demo_http_result http;
+    char http_url[128]; /* the front door checked (infer-a's first start) */
 } summary;
 
 /* Accuracy over the test set (the bundle's own pipeline and model, through
@@ -791,6 +829,56 @@ static int optimize(const aims_bundle *fp32, const aims_dataset *calib, const ch
     return rc;
 }
 
+
+/* 7. The HTTP front door on infer-a, as an outside program sees it: ready,
+ * one KServe v2 JSON infer of test row 0 (its class must equal the native
+ * client's), the Prometheus scrape. */
+static int http_step(cluster *c, aims_client *cl, const aims_dataset *test, summary *s)
+{
+    if (!c->http_on) {
+        printf("HTTP front door: libaims was built without it; skipped\n");
+        return 0;
+    }
+    const size_t cols = aims_dataset_cols(test);
+    const float *row = aims_dataset_features(test);
+    const uint64_t dims[2] = {1, cols};
+    aims_msg *req = NULL, *reply = NULL;
+    CHECK(aims_msg_create(&req));
+    CHECK(aims_msg_create(&reply));
+    CHECK(aims_msg_add(req, "x", AIMS_DT_F32, dims, 2, row, AIMS_MSG_BORROW));
+    const aims_status rc = aims_client_call(cl, "infer.fmnist", "predict", req, reply,
+                                            AIMS_CALL_IDEMPOTENT, 10000);
+    size_t i;
+    const void *data;
+    float cls = -1;
+    if (rc == AIMS_OK && aims_msg_find(reply, "y", &i) == AIMS_OK &&
+        aims_msg_get(reply, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
+        memcpy(&cls, data, 4);
+    }
+    aims_msg_destroy(req);
+    aims_msg_destroy(reply);
+    CHECK(rc);
+    s->native_class = (int)cls;
+    printf("HTTP front door (KServe v2) for infer.fmnist@1 on infer-a: %s\n", c->http_url);
+    if (demo_http_check(c->http_url, "infer.fmnist", "1", row, cols, &s->http) != 0) {
+        fprintf(stderr, "aims_demo: the HTTP front door at %s did not answer\n", c->http_url);
+        return 1;
+    }
+    s->http_checked = 1;
+    memcpy(s->http_url, c->http_url, sizeof s->http_url);
+    s->http_match = s->http.infer_status == 200 && s->http.infer_class == s->native_class;
+    printf("  GET /v2/health/ready -> %d; POST /v2/models/infer.fmnist/versions/1/infer -> %d, "
+           "class %d (native client: %d, %s) in %.0f us; GET /metrics -> %d, %zu bytes\n",
+           s->http.ready_status, s->http.infer_status, s->http.infer_class, s->native_class,
+           s->http_match ? "same" : "DIFFERENT", s->http.infer_us, s->http.metrics_status,
+           s->http.metrics_bytes);
+    if (s->http.ready_status != 200 || !s->http_match || s->http.metrics_status != 200 ||
+        !s->http.metrics_has_model) {
+        fprintf(stderr, "aims_demo: the HTTP front door check failed\n");
+        return 1;
+    }
+    return 0;
+}
 
 static int run(const opts *o, cluster *c, summary *s)
 {
@@ -887,6 +975,9 @@ static int run(const opts *o, cluster *c, summary *s)
            "p50 %.0f us, p99 %.0f us, p99.9 %.0f us, %.0f calls/s\n",
            s->all.calls, s->acc_served, s->all.failed, s->all.p50_us, s->all.p99_us,
            s->all.p999_us, (double)s->all.calls / s->all.seconds);
+    if (http_step(c, cl, test, s) != 0) {
+        return 1;
+    }
 
     /* 5a. load-balance degree: utilisation of each replica over the run
      * (busy time from the services' own counters, in-process or via $stats) */
@@ -988,6 +1079,9 @@ int main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    aims_http *http_probe = NULL; /* a NULL node: misuse when built with HTTP */
+    c.http_on = aims_http_create(NULL, &http_probe) != AIMS_E_UNSUPPORTED;
+    aims_http_destroy(http_probe);
     printf("libaims %s  %s\n", aims_version_string(), aims_build_info());
     summary s;
     memset(&s, 0, sizeof s);
@@ -1009,13 +1103,20 @@ int main(int argc, char **argv)
            "\"seed_metrics\":{\"load_balance_degree\":%.4f,\"parallelism\":%.3f,"
            "\"autonomy_degree\":%.3f},\"restart\":{\"deployments\":%d,\"calls\":%zu,"
            "\"failed\":%zu},\"int8\":{\"quantize_s\":%.3f,\"accuracy\":%.4f,"
-           "\"fp32_accuracy\":%.4f,\"p50_us\":%.1f,\"fp32_p50_us\":%.1f},\"total_s\":%.3f}\n",
+           "\"fp32_accuracy\":%.4f,\"p50_us\":%.1f,\"fp32_p50_us\":%.1f},"
+           "\"http\":{\"checked\":%s,\"url\":\"%s\",\"ready_status\":%d,"
+           "\"infer_status\":%d,\"infer_class\":%d,\"native_class\":%d,\"match\":%s,"
+           "\"infer_us\":%.1f,\"metrics_status\":%d,\"metrics_bytes\":%zu},"
+           "\"total_s\":%.3f}\n",
            rc == 0 ? "true" : "false", aims_version_string(),
            o.processes ? "processes" : "inproc", s.t_pre, s.t_train, s.t_publish, s.all.calls,
            s.all.failed, s.acc_served, s.all.p50_us, s.all.p99_us, s.all.p999_us,
            s.all.seconds > 0 ? (double)s.all.calls / s.all.seconds : 0.0,
            isnan(s.lb_degree) ? -1.0 : s.lb_degree, s.parallelism, s.autonomy, s.deployments,
            s.restart_calls, s.restart_failed, s.t_quant, s.acc_int8, s.acc_fp32, s.p50_int8_us,
-           s.p50_fp32_us, total);
+           s.p50_fp32_us, s.http_checked ? "true" : "false", s.http_url,
+           s.http.ready_status, s.http.infer_status, s.http.infer_class, s.native_class,
+           s.http_match ? "true" : "false", s.http.infer_us, s.http.metrics_status,
+           s.http.metrics_bytes, total);
     return rc;
 }
