@@ -28,7 +28,7 @@ PKGS_BUILD := meson ninja-build pkg-config gcc clang libopenblas-dev libzstd-dev
               libcurl4-openssl-dev etcd-server etcd-client python3-yaml
 PKGS_DATA  := dataset-fashion-mnist fortunes fortunes-min python3-sklearn
 PKGS_BENCH := python3-pandas python3-threadpoolctl python3-torch fasttext liblinear-tools \
-              libzmq3-dev libnng-dev
+              libzmq3-dev libnng-dev wrk nginx
 
 FMNIST_SRC := /usr/share/datasets/fashion-mnist
 FMNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte \

@@ -15,6 +15,7 @@ bench:
 	/usr/bin/python3 bench/run_train.py --build-dir $(BENCH_BUILD) $(TRAIN_ARGS)
 	@$(MAKE) --no-print-directory -f bench/bench.mk bench-svc-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-tls-run
+	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-http-run
 
 # Only the service goals (issue 4, P6..P10): `make -f bench/bench.mk bench-svc SVC_ARGS=--quick`.
 # bench_svc is not built by default (see bench/meson.build); if it does not
@@ -46,3 +47,16 @@ bench-tls:
 bench-tls-run:
 	ninja -C $(BENCH_BUILD) bench/bench_tls
 	AIMS_SOURCE_DIR=$(CURDIR) $(BENCH_BUILD)/bench/bench_tls $(TLS_ARGS) | tee bench/results/latest-tls.json
+
+# Only the HTTP front door goals (issue 12, P12a-c): wrk against the front door
+# (binary and JSON infer) and nginx serving a static file of the reply's size,
+# plus the added p50 of an HTTP binary call over a native client call:
+# `make -f bench/bench.mk bench-http HTTP_ARGS="--rounds 1 --duration 2"`.
+.PHONY: bench-http bench-http-run
+bench-http:
+	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
+	@$(MAKE) --no-print-directory -f bench/bench.mk bench-http-run
+
+bench-http-run:
+	ninja -C $(BENCH_BUILD) bench/bench_http
+	/usr/bin/python3 bench/run_http.py --build-dir $(BENCH_BUILD) $(HTTP_ARGS)
