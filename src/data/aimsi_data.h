@@ -104,6 +104,9 @@ aims_status aimsi_check_finite(aims_status code, const char *where, const float 
 #define AIMSI_EXCERPT_CAP 112
 void aimsi_excerpt(const char *b, const char *e, char *buf, size_t cap);
 
+/* Validate labels (>= 0) and return max + 1 in *out_classes (dataset.c). */
+aims_status aimsi_dataset_scan_labels(const int32_t *labels, size_t rows, size_t *out_classes);
+
 /* Serialise a pipeline into / out of a container (used by bundles later). */
 aims_status aimsi_pipeline_write(const aims_pipeline *p, aimsi_cwriter *w);
 aims_status aimsi_pipeline_read(aimsi_creader *r, aims_pipeline **out);

@@ -1,8 +1,9 @@
 /*
  * aimsi_steps.h -- the pipeline object's layout, shared by pipeline.c (object,
- * parameters, files), steps_num.c (numeric steps) and steps_text.c (text steps).
+ * parameters), pipeline_file.c (files), steps_num.c (numeric steps) and
+ * steps_text.c (text steps).
  *
- * Private to these three files. A pipeline holds at most AIMSI_MAX_STEPS steps
+ * Private to these four files. A pipeline holds at most AIMSI_MAX_STEPS steps
  * in a fixed array (adding a step never allocates). Each step keeps its
  * parameters as doubles indexed by (param - AIMS_STEP_COL_BEGIN) -- every i64
  * parameter is bounded by 2^53, so a double holds it exactly -- and, once
@@ -56,6 +57,18 @@ static inline double aimsi_sp(const aimsi_step *s, aims_param param)
 
 /* Thread count the pipeline runs with (>= 1). */
 unsigned aimsi_pipe_nthreads(const aims_pipeline *p);
+
+/* ---- pipeline rules shared by pipeline.c and pipeline_file.c ---- */
+
+int aimsi_pipe_is_num_kind(int k);
+const char *aimsi_pipe_step_name(int k);
+/* May a step of `kind` follow steps[0..n)? Returns NULL or the reason. */
+const char *aimsi_pipe_add_refusal(const aimsi_step *steps, size_t n, int kind);
+void aimsi_pipe_step_defaults(aimsi_step *s, aims_step_kind kind);
+/* Make the pool match the threads parameter (exclusive-access calls only). */
+aims_status aimsi_pipe_sync_pool(aims_pipeline *p);
+/* Non-zero when a text pipeline holds a complete TOKENIZE ... HASH chain. */
+int aimsi_pipe_text_complete(const aims_pipeline *p);
 
 /* Release a step's fitted arrays (keeps kind and parameters). */
 void aimsi_step_clear(aimsi_step *s);

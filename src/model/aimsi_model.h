@@ -29,12 +29,13 @@
 /*
  * NOTE (helper 'model', Phase 2) -- additions to this header, layout unchanged:
  *   - (handle magics AIMSI_MAGIC_MODEL / _TRAINER / _EVAL live in aimsi_core.h).
- *   - Quantized models: model.c frees, clones and (de)serialises the int8 fields
- *     of aimsi_dense (section 'QDNS': per layer xscale, wscale[out], qwsum[out],
+ *   - Quantized models: model.c frees and clones, model_file.c (de)serialises
+ *     the int8 fields of aimsi_dense (section 'QDNS': per layer xscale, wscale[out], qwsum[out],
  *     qw[out*in]) and keeps `params` in the FULL float layout (W slots may be
  *     zero) so w_off/b_off never change. aimsi_model_forward() calls
  *     aimsi_q8_dense_forward() for every layer of a quantized model; quant.c
- *     provides the fast (VNNI) version; model.c has a weak portable fallback.
+ *     provides the fast (VNNI) version; model_predict.c has a weak portable
+ *     fallback.
  *   - aimsi_model_scratch_floats() covers 4 * rows * widest-layer floats, which
  *     the int8 path may use as its own scratch (e.g. int8 rows + int32 sums).
  */
@@ -154,7 +155,7 @@ aims_status aimsi_model_score(const aims_model *m, const float *x, const int32_t
 int aimsi_model_is_classifier(const aims_model *m);
 size_t aimsi_model_classes(const aims_model *m);
 
-/* TEXT models (model.c): h = mean of (weighted) embeddings of row `row`'s tokens
+/* TEXT models (model_predict.c): h = mean of (weighted) embeddings of row `row`'s tokens
  * (embed_dim floats; text_linear: their weighted sum); z = W h + b (text_linear:
  * z = h + b) (output_dim floats); the factor the pooling applies to a document
  * of n tokens (1/n or 1); dataset check. */

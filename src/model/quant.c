@@ -27,14 +27,14 @@
  * time from __builtin_cpu_supports, so the library still runs on any x86-64.
  *
  * Dequantize: y[o] = (acc[o] - 128 qwsum[o]) * (xscale * wscale[o]) + b[o] in
- * float; model.c calls aimsi_q8_dense_forward() per layer and applies the
+ * float; model_predict.c calls aimsi_q8_dense_forward() per layer and applies the
  * activation, and each layer quantizes its own float input with its xscale.
  * The float hand-over costs ~50 ns per layer and keeps every activation
  * (GELU, tanh, sigmoid) exact and shared with the fp32 path.
  *
  * Ownership. aims_model_quantize() works on a clone; per layer it allocates
- * qw, wscale and qwsum separately with aimsi_malloc (model.c frees, clones and
- * serialises them) and zeroes the float W slots of params, which are never
+ * qw, wscale and qwsum separately with aimsi_malloc (model.c frees and clones
+ * them, model_file.c serialises them) and zeroes the float W slots of params, which are never
  * read again (the file then compresses them away).
  *
  * Threads: the kernels and aimsi_q8_dense_forward are pure functions of their

@@ -1,18 +1,10 @@
 /*
- * train.c -- the trainer: mini-batch gradient descent over dense models.
- *
- * Shape of a step. Rows of the batch are gathered into one contiguous block
- * (so every layer is one sgemm), the forward pass keeps each layer's output,
- * the loss gradient is formed in place of the logits (softmax + cross-entropy
- * fused: G = (softmax(z) - onehot(y)) / n, from max-shifted exponentials), and
- * the backward pass walks the layers down: dA_prev = G W first (needs the old
- * W), then dW = G^T A_prev, then the optimizer updates the layer at once while
- * its weights are still in cache. For plain SGD with momentum the gradient
- * GEMM accumulates straight into the velocity buffer (beta = 1 over a buffer
- * that the previous update already scaled by mu), so no gradient array is
- * written and OpenBLAS runs no separate beta sweep; the arithmetic is that of
- * PyTorch's SGD (v = mu v + g; w -= lr v). Likewise every forward GEMM starts
- * from the bias rows (beta = 1), so bias and activation cost one pass.
+ * train.c -- the trainer: mini-batch gradient descent over dense models --
+ * parameters, runs (begin/step/epoch/fit), validation, early stopping and
+ * statistics. The batch forward/backward lives in train_dense.c, the
+ * optimizer update in train_opt.c, the TEXT (fastText-style) trainer in
+ * train_text.c, checkpoint/restore in train_ckpt.c; aimsi_train.h holds the
+ * trainer's layout they share.
  *
  * Memory. begin() allocates one workspace for the whole run; a step never
  * allocates (validation at the end of an epoch does, once).
@@ -47,66 +39,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "aimsi_model.h"
-
-#define TRAINER_OK(t) aimsi_obj_ok((t), AIMSI_MAGIC_TRAINER)
-#define TAG_TSTA AIMSI_TAG('T', 'S', 'T', 'A')
-#define TAG_TOP1 AIMSI_TAG('T', 'O', 'P', '1')
-#define TAG_TOP2 AIMSI_TAG('T', 'O', 'P', '2')
-#define TAG_TBST AIMSI_TAG('T', 'B', 'S', 'T')
-#define CKPT_VERSION 1u
-
-enum { OPT_SGD = 0, OPT_ADAM = 1, OPT_ADAMW = 2 };
-enum { SCHED_CONST = 0, SCHED_STEP = 1, SCHED_COSINE = 2 };
-
-typedef struct hyper {
-    int64_t opt, nesterov, sched, warmup, step_epochs, batch, epochs, seed, threads, patience,
-        metric, warm, gemm;
-    double lr, mom, b1, b2, eps, wd, gamma, val_frac, min_delta;
-} hyper;
-
-struct aims_trainer {
-    aimsi_obj obj;
-    aims_model *m;
-    hyper h;
-    aims_progress_fn fn;
-    void *user;
-    atomic_int cancel;
-
-    /* the run */
-    int running, done;
-    int diverged; /* the loss of a step was not finite: the run stopped there */
-    const aims_dataset *train, *val;
-    size_t *tr_idx, n_tr; /* training rows of `train` */
-    size_t *va_idx, n_va; /* held-out rows of `train` (internal split) */
-    size_t *perm;         /* n_tr: this epoch's order (indices into tr_idx) */
-    int64_t epoch, step, pos, steps_per_epoch;
-    size_t bmax; /* rows per batch */
-
-    /* workspace: one block */
-    float *ws;
-    float *xb;                      /* bmax x in */
-    float *act[AIMSI_MAX_LAYERS];   /* bmax x out: layer outputs (last: logits -> G) */
-    float *pre[AIMSI_MAX_LAYERS];   /* bmax x out: pre-activations (GELU only) */
-    uint8_t *mask[AIMSI_MAX_LAYERS]; /* bmax x out: dropout keep flags */
-    float *g[2];                    /* bmax x widest: gradients wrt layer outputs */
-    float *grad, *v1, *v2, *best;   /* n_params each (v2: Adam; best: early stopping) */
-    int32_t *yb;
-    float *tb;
-    uint8_t *mask_block;
-    float *th, *tdh, *tz; /* TEXT: hidden, its gradient, logits */
-    void *gws;            /* own GEMMs: packed operands (NULL: OpenBLAS) */
-    aimsi_pool *pool;     /* own GEMMs: train_threads compute threads */
-    int gprec;            /* own GEMMs: AIMSI_GEMM_F32 or AIMSI_GEMM_BF16 */
-
-    /* statistics */
-    double loss_sum;
-    size_t loss_rows;
-    double train_loss, val_loss, val_acc, sps, best_metric;
-    int64_t best_epoch, bad_epochs;
-    uint64_t epoch_t0;
-    double epoch_secs;
-};
+#include "aimsi_train.h"
 
 /* ---- parameters ---------------------------------------------------------------------- */
 
@@ -389,7 +322,7 @@ static aims_status check_data(aims_trainer *t, const aims_dataset *ds, const cha
     return AIMS_OK;
 }
 
-static uint64_t mix_seed(uint64_t seed, uint64_t salt)
+uint64_t aimsi_train_mix_seed(uint64_t seed, uint64_t salt)
 {
     return seed * 0x9E3779B97F4A7C15ull + salt * 0xD1B54A32D192ED03ull + 0x5851F42D4C957F2Dull;
 }
@@ -414,7 +347,7 @@ static aims_status make_split(aims_trainer *t)
         rc = aimsi_err(&t->obj, AIMS_E_NOMEM, "aims_trainer_begin: out of memory");
     } else {
         aimsi_rng rng;
-        aimsi_rng_seed(&rng, mix_seed((uint64_t)t->h.seed, 0xA11CE));
+        aimsi_rng_seed(&rng, aimsi_train_mix_seed((uint64_t)t->h.seed, 0xA11CE));
         for (size_t i = 0; i < n; i++) {
             order[i] = i;
             count[cls ? (size_t)ds->labels[i] : 0]++;
@@ -467,54 +400,6 @@ static size_t model_widest(const aims_model *m)
     return w;
 }
 
-/* TEXT trains row by row with plain SGD: no batch buffers, no optimizer state
- * (the embedding table can be large). */
-static aims_status alloc_text_workspace(aims_trainer *t)
-{
-    const aims_model *m = t->m;
-    const int early = t->n_va > 0 || t->val != NULL;
-    const size_t small = 2 * m->embed_dim + m->output_dim;
-    t->ws = aimsi_calloc(small + (early ? m->n_params : 0), sizeof(float));
-    t->perm = aimsi_malloc(t->n_tr * sizeof *t->perm);
-    if (t->ws == NULL || t->perm == NULL) {
-        return aimsi_err(&t->obj, AIMS_E_NOMEM, "aims_trainer_begin: out of memory for the "
-                                                "workspace");
-    }
-    t->th = t->ws;
-    t->tdh = t->th + m->embed_dim;
-    t->tz = t->tdh + m->embed_dim;
-    t->best = early ? t->tz + m->output_dim : NULL;
-    t->grad = NULL;
-    t->v1 = NULL;
-    t->v2 = NULL;
-    return AIMS_OK;
-}
-
-/* GEMMs big enough to thread (OpenBLAS's own line: m n k >= 4 * 65536) run
- * in the own kernels when the trainer set them up. Outputs narrower than 8
- * stay with OpenBLAS (all but a sliver of the 32-column panel would be
- * padding); from 8 up the own kernel still wins over OpenBLAS's small-matrix
- * path (softmax regression's 128 x 10 x 784 forward: measured A/B, 5 runs). */
-static int use_own(const aims_trainer *t, size_t m, size_t n, size_t k)
-{
-    return t->gws != NULL && n >= 8 && m * n * k >= (size_t)4 * 65536;
-}
-
-static void gemm(const aims_trainer *t, int trans_a, int trans_b, size_t m, size_t n, size_t k,
-                 const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
-                 size_t ldc)
-{
-    if (use_own(t, m, n, k)) {
-        /* below ~2M multiply-adds the hand-off to the pool costs more than the
-         * second core gains (softmax regression: 1 thread beat 2) */
-        aimsi_pool *pool = m * n * k >= ((size_t)2 << 20) ? t->pool : NULL;
-        aimsi_gemm_own(pool, t->gws, t->gprec, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c,
-                       ldc);
-        return;
-    }
-    aimsi_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
-}
-
 static size_t max_size(size_t a, size_t b)
 {
     return a > b ? a : b;
@@ -559,7 +444,7 @@ static aims_status alloc_workspace(aims_trainer *t)
 {
     const aims_model *m = t->m;
     if (m->kind == AIMS_MODEL_TEXT) {
-        return alloc_text_workspace(t);
+        return aimsi_train_text_workspace(t);
     }
     const size_t B = t->bmax;
     size_t total = B * m->input_dim + 2 * B * model_widest(m) + B;
@@ -625,45 +510,11 @@ static aims_status alloc_workspace(aims_trainer *t)
 }
 
 /* PyTorch's default for nn.Linear: U(-1/sqrt(in), 1/sqrt(in)) for W and b. */
-/* TEXT, fastText style: embeddings U(-1/dim, 1/dim), output layer zero. Only the
- * rows of tokens present in the training data are drawn (each from its own
- * seed, so the order of the data does not matter); the others stay zero, so a
- * token never seen in training adds nothing at predict time instead of noise,
- * and a 2^21-bucket table is not filled with 100M random numbers. */
-static void init_text(aims_trainer *t, uint64_t seed)
-{
-    aims_model *m = t->m;
-    const aims_dataset *ds = t->train;
-    const size_t e = m->embed_dim;
-    const float k = 1.0f / (float)e;
-    float *emb = m->params + m->emb_off;
-    memset(emb, 0, m->input_dim * e * sizeof *emb);
-    memset(m->params + m->layers[0].w_off, 0,
-           (m->layers[0].in + 1) * m->layers[0].out * sizeof(float));
-    if (m->text_linear) {
-        return; /* a linear model starts at 0: no symmetry to break */
-    }
-    for (size_t r = 0; r < t->n_tr; r++) {
-        const size_t row = t->tr_idx[r];
-        for (uint64_t i = ds->tok_off[row]; i < ds->tok_off[row + 1]; i++) {
-            const uint32_t id = ds->tok_ids[i];
-            float *v = emb + (size_t)id * e;
-            if (v[0] != 0.0f) {
-                continue; /* drawn already (a draw of exactly 0 is redrawn: harmless) */
-            }
-            aimsi_rng rng;
-            aimsi_rng_seed(&rng, mix_seed(seed, 0x7E470000000ull + id));
-            for (size_t j = 0; j < e; j++) {
-                v[j] = (float)(2.0 * aimsi_rng_unit(&rng) - 1.0) * k;
-            }
-        }
-    }
-}
 
 static void init_weights(aims_model *m, uint64_t seed)
 {
     aimsi_rng rng;
-    aimsi_rng_seed(&rng, mix_seed(seed, 0x1417));
+    aimsi_rng_seed(&rng, aimsi_train_mix_seed(seed, 0x1417));
     for (size_t l = 0; l < m->n_layers; l++) {
         const aimsi_dense *L = &m->layers[l];
         const double k = 1.0 / sqrt((double)L->in);
@@ -678,10 +529,10 @@ static void init_weights(aims_model *m, uint64_t seed)
     }
 }
 
-static void make_perm(aims_trainer *t, int64_t epoch)
+void aimsi_train_make_perm(aims_trainer *t, int64_t epoch)
 {
     aimsi_rng rng;
-    aimsi_rng_seed(&rng, mix_seed((uint64_t)t->h.seed, 0xE90C0000ull + (uint64_t)epoch));
+    aimsi_rng_seed(&rng, aimsi_train_mix_seed((uint64_t)t->h.seed, 0xE90C0000ull + (uint64_t)epoch));
     for (size_t i = 0; i < t->n_tr; i++) {
         t->perm[i] = i;
     }
@@ -731,7 +582,7 @@ static aims_status begin_run(aims_trainer *t)
     AIMSI_TRY(alloc_workspace(t));
     if (!(t->h.warm && m->trained)) {
         if (m->kind == AIMS_MODEL_TEXT) {
-            init_text(t, (uint64_t)t->h.seed);
+            aimsi_train_text_init(t, (uint64_t)t->h.seed);
         } else {
             init_weights(m, (uint64_t)t->h.seed);
         }
@@ -820,369 +671,6 @@ static double lr_at(const aims_trainer *t, int64_t step)
     return lr;
 }
 
-/* ---- forward / loss / backward ------------------------------------------------------- */
-
-/* Activation (+ dropout) over a layer's fresh GEMM output (the GEMM started
- * from the bias rows, so z = x W^T + b is already complete). */
-static void bias_act(const aims_trainer *t, size_t l, size_t n)
-{
-    const aims_model *m = t->m;
-    const aimsi_dense *L = &m->layers[l];
-    float *a = t->act[l];
-    const size_t cnt = n * L->out;
-    if (L->act == AIMS_ACT_GELU) {
-        memcpy(t->pre[l], a, cnt * sizeof *a); /* the derivative needs z */
-    }
-    aimsi_act_apply(L->act, a, cnt);
-    if (t->mask[l] != NULL) {
-        aimsi_rng rng;
-        aimsi_rng_seed(&rng, mix_seed((uint64_t)t->h.seed,
-                                      0xD50F000000ull + (uint64_t)t->step * 64u + l));
-        const double p = m->dropout;
-        const float keep_scale = (float)(1.0 / (1.0 - p));
-        uint8_t *mk = t->mask[l];
-        for (size_t i = 0; i < cnt; i++) {
-            mk[i] = aimsi_rng_unit(&rng) >= p;
-            a[i] = mk[i] ? a[i] * keep_scale : 0.0f;
-        }
-    }
-}
-
-static void forward(aims_trainer *t, size_t n)
-{
-    const aims_model *m = t->m;
-    const float *x = t->xb;
-    for (size_t l = 0; l < m->n_layers; l++) {
-        const aimsi_dense *L = &m->layers[l];
-        const float *b = m->params + L->b_off;
-        for (size_t r = 0; r < n; r++) {
-            memcpy(t->act[l] + r * L->out, b, L->out * sizeof *b);
-        }
-        /* beta 1 over the bias rows: no separate zeroing sweep inside OpenBLAS */
-        gemm(t, 0, 1, n, L->out, L->in, x, L->in, m->params + L->w_off, L->in, 1.0f, t->act[l],
-             L->out);
-        bias_act(t, l, n);
-        x = t->act[l];
-    }
-}
-
-/* Loss of the batch (sum over rows) and, in place of the last layer's
- * outputs, dLoss/dz for the mean loss. */
-static double loss_grad(aims_trainer *t, size_t n)
-{
-    const aims_model *m = t->m;
-    const size_t k = m->layers[m->n_layers - 1].out;
-    float *z = t->act[m->n_layers - 1];
-    const float inv_n = 1.0f / (float)n;
-    double total = 0.0;
-    if (m->loss == 1 && k == 1) { /* LOGISTIC: sigmoid + binary cross-entropy */
-        for (size_t r = 0; r < n; r++) {
-            const float v = z[r];
-            const float y = (float)t->yb[r];
-            total += fmax(v, 0.0) - (double)v * y + log1p(exp(-fabs((double)v)));
-            z[r] = (1.0f / (1.0f + expf(-v)) - y) * inv_n;
-        }
-        return total;
-    }
-    if (m->loss == 1) { /* softmax + cross-entropy, fused and max-shifted */
-        for (size_t r = 0; r < n; r++) {
-            float *row = z + r * k;
-            float mx = row[0];
-            for (size_t j = 1; j < k; j++) {
-                mx = row[j] > mx ? row[j] : mx;
-            }
-            float s = 0.0f;
-            for (size_t j = 0; j < k; j++) {
-                row[j] = expf(row[j] - mx);
-                s += row[j];
-            }
-            const int32_t y = t->yb[r];
-            total += log((double)s) - log((double)row[y]);
-            const float inv = inv_n / s;
-            for (size_t j = 0; j < k; j++) {
-                row[j] *= inv;
-            }
-            row[y] -= inv_n;
-        }
-        return total;
-    }
-    /* MSE, mean over rows and outputs */
-    const float scale = 2.0f / (float)(n * k);
-    for (size_t r = 0; r < n; r++) {
-        for (size_t j = 0; j < k; j++) {
-            float target = t->tb[r];
-            if (k > 1) {
-                target = (size_t)t->yb[r] == j ? 1.0f : 0.0f;
-            }
-            const float d = z[r * k + j] - target;
-            total += (double)d * d / (double)k;
-            z[r * k + j] = d * scale;
-        }
-    }
-    return total;
-}
-
-/* g *= f'(pre) where f is the activation of layer l (and the dropout mask). */
-static void act_backward(const aims_trainer *t, size_t l, size_t n, float *g)
-{
-    const aimsi_dense *L = &t->m->layers[l];
-    const float *a = t->act[l];
-    const size_t cnt = n * L->out;
-    switch (L->act) {
-    case AIMS_ACT_RELU:
-        for (size_t i = 0; i < cnt; i++) {
-            g[i] = a[i] > 0.0f ? g[i] : 0.0f;
-        }
-        break;
-    case AIMS_ACT_TANH:
-    case AIMS_ACT_SIGMOID: {
-        const float keep = t->mask[l] != NULL ? (float)(1.0 - t->m->dropout) : 1.0f;
-        for (size_t i = 0; i < cnt; i++) {
-            const float y = a[i] * keep; /* undo the dropout scale to get f(z) */
-            g[i] *= L->act == AIMS_ACT_TANH ? 1.0f - y * y : y * (1.0f - y);
-        }
-        break;
-    }
-    case AIMS_ACT_GELU: {
-        const float *z = t->pre[l];
-        for (size_t i = 0; i < cnt; i++) {
-            const float x = z[i];
-            const float u = 0.7978845608f * (x + 0.044715f * x * x * x);
-            const float th = tanhf(u);
-            const float du = 0.7978845608f * (1.0f + 3.0f * 0.044715f * x * x);
-            g[i] *= 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
-        }
-        break;
-    }
-    default:
-        break;
-    }
-    if (t->mask[l] != NULL) {
-        const float keep_scale = (float)(1.0 / (1.0 - t->m->dropout));
-        for (size_t i = 0; i < cnt; i++) {
-            g[i] = t->mask[l][i] ? g[i] * keep_scale : 0.0f;
-        }
-    }
-}
-
-typedef struct opt_step {
-    float lr, mom, wd, b1, b2, eps, c1, c2; /* c1, c2: Adam bias corrections */
-} opt_step;
-
-#if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#define AIMSI_ADAM_AVX2 1
-/* Adam/AdamW over a range, 8 lanes at a time: the scalar loop cannot be
- * vectorised by the compiler (sqrtf may set errno), and with it Adam cost more
- * than the GEMMs. Same operations in the same order as the scalar tail (no
- * FMA contraction), so the result does not depend on the split point. */
-__attribute__((target("avx2"))) static void adam_avx2(const opt_step *o, int decoupled,
-                                                       float *w, float *v, float *s,
-                                                       const float *g, size_t cnt)
-{
-    const __m256 lr = _mm256_set1_ps(o->lr);
-    const __m256 lrwd = _mm256_set1_ps(o->lr * o->wd);
-    const __m256 wd = _mm256_set1_ps(o->wd);
-    const __m256 b1 = _mm256_set1_ps(o->b1);
-    const __m256 b2 = _mm256_set1_ps(o->b2);
-    const __m256 nb1 = _mm256_set1_ps(1.0f - o->b1);
-    const __m256 nb2 = _mm256_set1_ps(1.0f - o->b2);
-    const __m256 c1 = _mm256_set1_ps(o->c1);
-    const __m256 c2 = _mm256_set1_ps(o->c2);
-    const __m256 eps = _mm256_set1_ps(o->eps);
-    size_t i = 0;
-    for (; i + 8 <= cnt; i += 8) {
-        __m256 wi = _mm256_loadu_ps(w + i);
-        __m256 gi = _mm256_loadu_ps(g + i);
-        if (decoupled) {
-            wi = _mm256_sub_ps(wi, _mm256_mul_ps(lrwd, wi));
-        } else {
-            gi = _mm256_add_ps(gi, _mm256_mul_ps(wd, wi));
-        }
-        const __m256 vi = _mm256_add_ps(_mm256_mul_ps(b1, _mm256_loadu_ps(v + i)),
-                                        _mm256_mul_ps(nb1, gi));
-        const __m256 si = _mm256_add_ps(_mm256_mul_ps(b2, _mm256_loadu_ps(s + i)),
-                                        _mm256_mul_ps(_mm256_mul_ps(nb2, gi), gi));
-        _mm256_storeu_ps(v + i, vi);
-        _mm256_storeu_ps(s + i, si);
-        const __m256 mh = _mm256_div_ps(vi, c1);
-        const __m256 sh = _mm256_div_ps(si, c2);
-        const __m256 step =
-            _mm256_div_ps(_mm256_mul_ps(lr, mh), _mm256_add_ps(_mm256_sqrt_ps(sh), eps));
-        _mm256_storeu_ps(w + i, _mm256_sub_ps(wi, step));
-    }
-    for (; i < cnt; i++) {
-        float gi = g[i];
-        if (decoupled) {
-            w[i] -= o->lr * o->wd * w[i];
-        } else {
-            gi += o->wd * w[i];
-        }
-        v[i] = o->b1 * v[i] + (1.0f - o->b1) * gi;
-        s[i] = o->b2 * s[i] + (1.0f - o->b2) * gi * gi;
-        const float mh = v[i] / o->c1;
-        const float sh = s[i] / o->c2;
-        w[i] -= o->lr * mh / (sqrtf(sh) + o->eps);
-    }
-}
-#endif
-
-/* Update one contiguous parameter range [off, off+cnt) from the gradient
- * already in grad (generic path) or in v1 (fast SGD path). */
-static void update_range(const aims_trainer *t, const opt_step *o, size_t off, size_t cnt)
-{
-    float *w = t->m->params + off;
-    float *v = t->v1 + off;
-    const float *g = t->grad + off;
-    if (t->h.opt == OPT_SGD && !t->h.nesterov) {
-        /* v holds mu v + grad (the GEMM accumulated into it with beta 1); the
-         * next step's "mu v" is applied here, while v is in cache, instead of
-         * by the GEMM's own beta pass (a separate, threaded sweep in OpenBLAS).
-         * The stored buffer is therefore mu * velocity. */
-        if (o->wd > 0.0f) {
-            for (size_t i = 0; i < cnt; i++) {
-                v[i] += o->wd * w[i];
-                w[i] -= o->lr * v[i];
-                v[i] *= o->mom;
-            }
-        } else {
-            for (size_t i = 0; i < cnt; i++) {
-                w[i] -= o->lr * v[i];
-                v[i] *= o->mom;
-            }
-        }
-        return;
-    }
-    if (t->h.opt == OPT_SGD) { /* Nesterov */
-        for (size_t i = 0; i < cnt; i++) {
-            const float gi = g[i] + o->wd * w[i];
-            v[i] = o->mom * v[i] + gi;
-            w[i] -= o->lr * (gi + o->mom * v[i]);
-        }
-        return;
-    }
-    float *s = t->v2 + off;
-    const int decoupled = t->h.opt == OPT_ADAMW;
-#ifdef AIMSI_ADAM_AVX2
-    if (__builtin_cpu_supports("avx2")) {
-        adam_avx2(o, decoupled, w, v, s, g, cnt);
-        return;
-    }
-#endif
-    for (size_t i = 0; i < cnt; i++) {
-        float gi = g[i];
-        if (decoupled) {
-            w[i] -= o->lr * o->wd * w[i];
-        } else {
-            gi += o->wd * w[i];
-        }
-        v[i] = o->b1 * v[i] + (1.0f - o->b1) * gi;
-        s[i] = o->b2 * s[i] + (1.0f - o->b2) * gi * gi;
-        const float mh = v[i] / o->c1;
-        const float sh = s[i] / o->c2;
-        w[i] -= o->lr * mh / (sqrtf(sh) + o->eps);
-    }
-}
-
-typedef struct update_job {
-    const aims_trainer *t;
-    const opt_step *o;
-    size_t off, cnt;
-} update_job;
-
-enum { UPDATE_CHUNK = 16384 }; /* parameters per pool item */
-
-static void update_task(void *ctx, size_t i)
-{
-    const update_job *u = ctx;
-    const size_t at = i * UPDATE_CHUNK;
-    update_range(u->t, u->o, u->off + at, u->cnt - at < UPDATE_CHUNK ? u->cnt - at : UPDATE_CHUNK);
-}
-
-/* The optimizer update over [off, off+cnt), in chunks over the own GEMMs'
- * pool. Every parameter's update is element-wise (and the vector and scalar
- * code do the same operations in the same order), so the split does not
- * change a bit. */
-static void update_params(const aims_trainer *t, const opt_step *o, size_t off, size_t cnt)
-{
-    update_job u = {t, o, off, cnt};
-    aimsi_pool_run(t->pool, (cnt + UPDATE_CHUNK - 1) / UPDATE_CHUNK, update_task, &u);
-}
-
-static void backward(aims_trainer *t, size_t n, const opt_step *o)
-{
-    aims_model *m = t->m;
-    const int fast = t->h.opt == OPT_SGD && !t->h.nesterov;
-    float *gcur = t->act[m->n_layers - 1]; /* loss_grad left dL/dz here */
-    for (size_t l = m->n_layers; l-- > 0;) {
-        const aimsi_dense *L = &m->layers[l];
-        const float *aprev = l > 0 ? t->act[l - 1] : t->xb;
-        float *gprev = t->g[l & 1];
-        if (l > 0) { /* dA_prev = G W, with the weights before this step's update */
-            gemm(t, 0, 0, n, L->in, L->out, gcur, L->out, m->params + L->w_off, L->in, 0.0f,
-                 gprev, L->in);
-        }
-        float *dw = fast ? t->v1 + L->w_off : t->grad + L->w_off;
-        float *db = fast ? t->v1 + L->b_off : t->grad + L->b_off;
-        /* fast path: dw/db already hold mu * v (see update_range) */
-        const float beta = fast ? 1.0f : 0.0f;
-        gemm(t, 1, 0, L->out, L->in, n, gcur, L->out, aprev, L->in, beta, dw, L->in);
-        if (!fast) {
-            memset(db, 0, L->out * sizeof *db);
-        }
-        for (size_t r = 0; r < n; r++) {
-            const float *gr = gcur + r * L->out;
-            for (size_t j = 0; j < L->out; j++) {
-                db[j] += gr[j];
-            }
-        }
-        update_params(t, o, L->w_off, L->in * L->out);
-        update_range(t, o, L->b_off, L->out);
-        if (l > 0) {
-            act_backward(t, l - 1, n, gprev);
-            gcur = gprev;
-        }
-    }
-}
-
-typedef struct gather_job {
-    aims_trainer *t;
-    size_t first, n;
-} gather_job;
-
-enum { GATHER_ROWS = 32 }; /* rows per pool item */
-
-/* Rows [GATHER_ROWS i, ...) of the batch: with the own GEMMs' pool the copy
- * of randomly placed rows (cache and TLB misses, not bandwidth) runs on every
- * core instead of one. */
-static void gather_task(void *ctx, size_t i)
-{
-    const gather_job *g = ctx;
-    aims_trainer *t = g->t;
-    const aims_dataset *ds = t->train;
-    const size_t in = t->m->input_dim;
-    const size_t end = (i + 1) * GATHER_ROWS < g->n ? (i + 1) * GATHER_ROWS : g->n;
-    for (size_t r = i * GATHER_ROWS; r < end; r++) {
-        const size_t row = t->tr_idx[t->perm[g->first + r]];
-        if (r + 2 < end) { /* random rows are latency-bound: fetch two ahead (-5 % P2) */
-            const char *ahead = (const char *)(ds->x + t->tr_idx[t->perm[g->first + r + 2]] * in);
-            for (size_t b = 0; b < in * sizeof(float); b += 64) {
-                __builtin_prefetch(ahead + b);
-            }
-        }
-        memcpy(t->xb + r * in, ds->x + row * in, in * sizeof *t->xb);
-        t->yb[r] = ds->labels != NULL ? ds->labels[row] : 0;
-        t->tb[r] = ds->targets != NULL ? ds->targets[row]
-                                       : (ds->labels != NULL ? (float)ds->labels[row] : 0.0f);
-    }
-}
-
-static void gather(aims_trainer *t, size_t first, size_t n)
-{
-    gather_job g = {t, first, n};
-    aimsi_pool_run(t->pool, (n + GATHER_ROWS - 1) / GATHER_ROWS, gather_task, &g);
-}
-
 /* ---- epochs, validation, early stopping --------------------------------------------- */
 
 static aims_status validate(aims_trainer *t)
@@ -1264,88 +752,6 @@ static aims_status after_step(aims_trainer *t, int *out_done)
     return rc;
 }
 
-/* Loss gradient wrt the scores z (in place) for label y, returning the loss.
- * Cross-entropy: g = softmax(z) - onehot(y). Hinge (one-vs-rest, scikit-learn's
- * SGDClassifier default): with s = +1 for y and -1 for the other classes, each
- * class whose margin s z < 1 gets g = -s, the others 0. */
-static double text_loss_grad(int kind, float *z, size_t k, size_t y)
-{
-    if (kind == 3) {
-        double sum = 0.0;
-        for (size_t o = 0; o < k; o++) {
-            const float s = o == y ? 1.0f : -1.0f;
-            const float margin = s * z[o];
-            sum += margin < 1.0f ? (double)(1.0f - margin) : 0.0;
-            z[o] = margin < 1.0f ? -s : 0.0f;
-        }
-        return sum;
-    }
-    float mx = z[0];
-    for (size_t o = 1; o < k; o++) {
-        mx = z[o] > mx ? z[o] : mx;
-    }
-    float sum = 0.0f;
-    for (size_t o = 0; o < k; o++) {
-        z[o] = expf(z[o] - mx);
-        sum += z[o];
-    }
-    const double ce = log((double)sum) - log((double)z[y]);
-    const float inv = 1.0f / sum;
-    for (size_t o = 0; o < k; o++) {
-        z[o] = z[o] * inv - (o == y ? 1.0f : 0.0f);
-    }
-    return ce;
-}
-
-/* One document of a TEXT model: forward, fused loss gradient, and sparse SGD --
- * only the embedding rows of this document's tokens move. The gradient wrt the
- * pooled vector is taken from W before W is updated (same pass); text_linear
- * has no W, the pooled vector is the scores, so that gradient is g itself. */
-static double text_step(aims_trainer *t, size_t row, float lr)
-{
-    aims_model *m = t->m;
-    const aims_dataset *ds = t->train;
-    const size_t e = m->embed_dim;
-    const size_t k = m->output_dim;
-    float *h = t->th;
-    float *dh = t->tdh;
-    float *z = t->tz;
-    aimsi_text_hidden(m, ds, row, h);
-    aimsi_text_logits(m, h, z);
-    const double loss = text_loss_grad(m->loss, z, k, (size_t)ds->labels[row]);
-    float *w = m->params + m->layers[0].w_off;
-    float *b = m->params + m->layers[0].b_off;
-    memset(dh, 0, e * sizeof *dh);
-    for (size_t o = 0; o < k; o++) {
-        const float g = z[o];
-        const float step = lr * g;
-        b[o] -= step;
-        if (m->text_linear) {
-            dh[o] = g;
-            continue;
-        }
-        float *wr = w + o * e;
-        for (size_t j = 0; j < e; j++) {
-            dh[j] += g * wr[j];
-            wr[j] -= step * h[j];
-        }
-    }
-    const uint64_t t0 = ds->tok_off[row];
-    const uint64_t t1 = ds->tok_off[row + 1];
-    if (t1 > t0) {
-        const float scale = lr * aimsi_text_pool_scale(m, t1 - t0);
-        float *emb = m->params + m->emb_off;
-        for (uint64_t i = t0; i < t1; i++) {
-            const float s = scale * (ds->tok_w != NULL ? ds->tok_w[i] : 1.0f);
-            float *v = emb + (size_t)ds->tok_ids[i] * e;
-            for (size_t j = 0; j < e; j++) {
-                v[j] -= s * dh[j];
-            }
-        }
-    }
-    return loss;
-}
-
 /* Divergence: the loss of step t->step is not finite (NaN or inf). The run
  * stops for good (the run's buffers are released, every later step returns
  * the same status, parameters may be changed for a new begin); the check runs
@@ -1386,7 +792,7 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
                          (long long)t->step);
     }
     if (t->pos == 0) {
-        make_perm(t, t->epoch);
+        aimsi_train_make_perm(t, t->epoch);
         t->loss_sum = 0.0;
         t->loss_rows = 0;
         t->epoch_t0 = aimsi_now_ns();
@@ -1394,7 +800,7 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
     const size_t first = (size_t)t->pos * t->bmax;
     const size_t n = t->n_tr - first < t->bmax ? t->n_tr - first : t->bmax;
     if (t->m->kind == AIMS_MODEL_TEXT) {
-        const double loss = text_step(t, t->tr_idx[t->perm[first]], (float)lr_at(t, t->step));
+        const double loss = aimsi_train_text_step(t, t->tr_idx[t->perm[first]], (float)lr_at(t, t->step));
         if (!isfinite(loss)) {
             return diverged(t, loss);
         }
@@ -1402,9 +808,9 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
         t->loss_rows += 1;
         return after_step(t, out_done);
     }
-    gather(t, first, n);
-    forward(t, n);
-    const double loss = loss_grad(t, n);
+    aimsi_train_gather(t, first, n);
+    aimsi_train_forward(t, n);
+    const double loss = aimsi_train_loss_grad(t, n);
     if (!isfinite(loss)) {
         return diverged(t, loss); /* before backward: no NaN gradient is applied */
     }
@@ -1419,7 +825,7 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
     o.eps = (float)t->h.eps;
     o.c1 = (float)(1.0 - pow(t->h.b1, (double)(t->step + 1)));
     o.c2 = (float)(1.0 - pow(t->h.b2, (double)(t->step + 1)));
-    backward(t, n, &o);
+    aimsi_train_backward(t, n, &o);
     return after_step(t, out_done);
 }
 
@@ -1488,207 +894,4 @@ aims_status aims_trainer_stat(const aims_trainer *t, aims_stat stat, double *out
     }
     *out_value = v;
     return AIMS_OK;
-}
-
-/* ---- checkpoints ------------------------------------------------------------------------- */
-
-/* FNV-1a over everything a resume must agree on. */
-static uint64_t run_fingerprint(const aims_trainer *t)
-{
-    uint64_t v[32];
-    size_t n = 0;
-    const hyper *h = &t->h;
-    const int64_t ints[] = {h->opt,     h->nesterov, h->sched,   h->warmup, h->step_epochs,
-                            h->batch,   h->epochs,   h->seed,    h->threads, h->patience,
-                            h->metric};
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-        v[n++] = (uint64_t)ints[i];
-    }
-    const double dbl[] = {h->lr, h->mom, h->b1, h->b2, h->eps, h->wd, h->gamma, h->val_frac,
-                          h->min_delta, t->m->dropout};
-    for (size_t i = 0; i < sizeof dbl / sizeof dbl[0]; i++) {
-        memcpy(&v[n++], &dbl[i], sizeof(double));
-    }
-    v[n++] = t->n_tr;
-    v[n++] = t->n_va;
-    v[n++] = t->train->rows;
-    v[n++] = t->m->n_params;
-    v[n++] = t->val != NULL ? t->val->rows : 0;
-    if (h->gemm != 0) { /* appended only when set: older checkpoints keep their fingerprint */
-        v[n++] = (uint64_t)h->gemm;
-    }
-    if (t->m->kind == AIMS_MODEL_TEXT && (t->m->text_linear != 0 || t->m->loss == 3)) {
-        /* same rule: a linear table can have the embedding model's size */
-        v[n++] = 0x7E470000ull + (uint64_t)t->m->text_linear * 16u + (uint64_t)t->m->loss;
-    }
-    uint64_t f = 0xcbf29ce484222325ull;
-    const uint8_t *p = (const uint8_t *)v;
-    for (size_t i = 0; i < n * sizeof v[0]; i++) {
-        f = (f ^ p[i]) * 0x100000001b3ull;
-    }
-    return f;
-}
-
-typedef struct ckpt_state {
-    uint64_t version, fingerprint, epoch, step, pos, done, loss_rows, best_epoch, bad_epochs;
-    double loss_sum, train_loss, val_loss, val_acc, best_metric, sps;
-} ckpt_state;
-
-aims_status aims_trainer_checkpoint(const aims_trainer *t, const char *path)
-{
-    if (!TRAINER_OK(t) || path == NULL) {
-        return AIMSI_MISUSE("invalid trainer handle or NULL path");
-    }
-    if (!t->running) {
-        return aimsi_err(NULL, AIMS_E_STATE, "aims_trainer_checkpoint: no run");
-    }
-    const ckpt_state s = {CKPT_VERSION,
-                          run_fingerprint(t),
-                          (uint64_t)t->epoch,
-                          (uint64_t)t->step,
-                          (uint64_t)t->pos,
-                          (uint64_t)t->done,
-                          t->loss_rows,
-                          (uint64_t)t->best_epoch,
-                          (uint64_t)t->bad_epochs,
-                          t->loss_sum,
-                          t->train_loss,
-                          t->val_loss,
-                          t->val_acc,
-                          t->best_metric,
-                          t->sps};
-    const size_t bytes = t->m->n_params * sizeof(float);
-    aimsi_cwriter *w = NULL;
-    AIMSI_TRY(aimsi_cw_create(AIMSI_KIND_CHECKPOINT, 1, &w));
-    aims_status rc = aimsi_model_write(t->m, w);
-    if (rc == AIMS_OK) {
-        rc = aimsi_cw_add(w, TAG_TSTA, &s, sizeof s);
-    }
-    if (rc == AIMS_OK && t->v1 != NULL) {
-        rc = aimsi_cw_add(w, TAG_TOP1, t->v1, bytes);
-    }
-    if (rc == AIMS_OK && t->v2 != NULL) {
-        rc = aimsi_cw_add(w, TAG_TOP2, t->v2, bytes);
-    }
-    if (rc == AIMS_OK && t->best != NULL) {
-        rc = aimsi_cw_add(w, TAG_TBST, t->best, bytes);
-    }
-    if (rc == AIMS_OK) {
-        rc = aimsi_cw_save(w, path);
-    }
-    aimsi_cw_destroy(w);
-    return rc;
-}
-
-/* Read a float section of exactly n_params floats into dst (if dst != NULL). */
-static aims_status read_floats(aimsi_creader *r, uint32_t tag, size_t n, float *dst)
-{
-    if (dst == NULL) {
-        return aimsi_cr_has(r, tag) ? aimsi_err(NULL, AIMS_E_INVAL, "checkpoint: optimizer "
-                                                                    "state does not match")
-                                    : AIMS_OK;
-    }
-    void *p = NULL;
-    size_t len = 0;
-    aims_status rc = aimsi_cr_section(r, tag, n * sizeof(float), &p, &len);
-    if (rc == AIMS_OK && len != n * sizeof(float)) {
-        rc = aimsi_err(NULL, AIMS_E_CORRUPT, "checkpoint: section of %zu bytes, expected %zu",
-                       len, n * sizeof(float));
-    }
-    if (rc == AIMS_OK) {
-        memcpy(dst, p, len);
-    }
-    aimsi_free(p);
-    return rc == AIMS_E_NOTFOUND || rc == AIMS_E_RANGE
-               ? aimsi_err(NULL, AIMS_E_CORRUPT, "checkpoint: a section is missing or too big")
-               : rc;
-}
-
-static aims_status restore_from(aims_trainer *t, aimsi_creader *r)
-{
-    aims_model *loaded = NULL;
-    AIMSI_TRY(aimsi_model_read(r, &loaded));
-    aims_model *m = t->m;
-    aims_status rc = AIMS_OK;
-    if (loaded->n_params != m->n_params || loaded->n_layers != m->n_layers ||
-        loaded->kind != m->kind) {
-        rc = aimsi_err(NULL, AIMS_E_INVAL, "checkpoint: the model structure does not match");
-    }
-    for (size_t i = 0; i < m->n_layers && rc == AIMS_OK; i++) {
-        if (loaded->layers[i].in != m->layers[i].in || loaded->layers[i].out != m->layers[i].out ||
-            loaded->layers[i].act != m->layers[i].act) {
-            rc = aimsi_err(NULL, AIMS_E_INVAL, "checkpoint: layer %zu does not match", i);
-        }
-    }
-    ckpt_state s;
-    void *p = NULL;
-    size_t len = 0;
-    if (rc == AIMS_OK) {
-        rc = aimsi_cr_section(r, TAG_TSTA, sizeof s, &p, &len);
-        if (rc == AIMS_OK && len != sizeof s) {
-            rc = aimsi_err(NULL, AIMS_E_CORRUPT, "checkpoint: state of %zu bytes", len);
-        } else if (rc == AIMS_E_NOTFOUND || rc == AIMS_E_RANGE) {
-            rc = aimsi_err(NULL, AIMS_E_CORRUPT, "checkpoint: state section missing");
-        }
-    }
-    if (rc == AIMS_OK) {
-        memcpy(&s, p, sizeof s);
-        if (s.version != CKPT_VERSION || s.fingerprint != run_fingerprint(t)) {
-            rc = aimsi_err(NULL, AIMS_E_INVAL, "checkpoint: written by a run with other data "
-                                               "or parameters");
-        } else if (s.pos >= (uint64_t)t->steps_per_epoch || s.epoch > (uint64_t)t->h.epochs ||
-                   s.step != s.epoch * (uint64_t)t->steps_per_epoch + s.pos || s.done > 1 ||
-                   s.best_epoch > s.epoch) {
-            rc = aimsi_err(NULL, AIMS_E_CORRUPT, "checkpoint: inconsistent counters");
-        }
-    }
-    aimsi_free(p);
-    /* read into the live buffers only after everything else checked out; a
-     * failure in these leaves a half-restored optimizer, so begin() again */
-    if (rc == AIMS_OK) {
-        rc = read_floats(r, TAG_TOP1, m->n_params, t->v1);
-    }
-    if (rc == AIMS_OK) {
-        rc = read_floats(r, TAG_TOP2, m->n_params, t->v2);
-    }
-    if (rc == AIMS_OK) {
-        rc = read_floats(r, TAG_TBST, m->n_params, t->best);
-    }
-    if (rc == AIMS_OK) {
-        memcpy(m->params, loaded->params, m->n_params * sizeof *m->params);
-        t->epoch = (int64_t)s.epoch;
-        t->step = (int64_t)s.step;
-        t->pos = (int64_t)s.pos;
-        t->done = (int)s.done;
-        t->loss_rows = (size_t)s.loss_rows;
-        t->best_epoch = (int64_t)s.best_epoch;
-        t->bad_epochs = (int64_t)s.bad_epochs;
-        t->loss_sum = s.loss_sum;
-        t->train_loss = s.train_loss;
-        t->val_loss = s.val_loss;
-        t->val_acc = s.val_acc;
-        t->best_metric = s.best_metric;
-        t->sps = s.sps;
-        make_perm(t, t->epoch);
-        t->epoch_t0 = aimsi_now_ns();
-    }
-    aims_model_destroy(loaded);
-    return rc;
-}
-
-aims_status aims_trainer_restore(aims_trainer *t, const char *path)
-{
-    if (!TRAINER_OK(t) || path == NULL) {
-        return AIMSI_MISUSE("invalid trainer handle or NULL path");
-    }
-    if (!t->running) {
-        return aimsi_err(&t->obj, AIMS_E_STATE, "aims_trainer_restore: no run (call begin)");
-    }
-    aimsi_creader *r = NULL;
-    aims_status rc = aimsi_cr_open_file(path, (uint64_t)1 << 34, AIMSI_KIND_CHECKPOINT, &r);
-    if (rc == AIMS_OK) {
-        rc = restore_from(t, r);
-        aimsi_cr_destroy(r);
-    }
-    return rc == AIMS_OK ? AIMS_OK : aimsi_err_adopt(&t->obj, rc);
 }

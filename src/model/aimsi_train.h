@@ -1,0 +1,103 @@
+/*
+ * aimsi_train.h -- the trainer's layout, shared by the trainer's files:
+ * train.c (parameters, runs, validation, statistics), train_dense.c (batch
+ * forward/backward), train_opt.c (optimizer update), train_text.c (TEXT
+ * trainer) and train_ckpt.c (checkpoint/restore). Private to src/model.
+ */
+#ifndef AIMSI_TRAIN_H
+#define AIMSI_TRAIN_H
+
+#include <stdatomic.h>
+
+#include "aimsi_model.h"
+
+#define TRAINER_OK(t) aimsi_obj_ok((t), AIMSI_MAGIC_TRAINER)
+
+enum { OPT_SGD = 0, OPT_ADAM = 1, OPT_ADAMW = 2 };
+enum { SCHED_CONST = 0, SCHED_STEP = 1, SCHED_COSINE = 2 };
+
+typedef struct hyper {
+    int64_t opt, nesterov, sched, warmup, step_epochs, batch, epochs, seed, threads, patience,
+        metric, warm, gemm;
+    double lr, mom, b1, b2, eps, wd, gamma, val_frac, min_delta;
+} hyper;
+
+struct aims_trainer {
+    aimsi_obj obj;
+    aims_model *m;
+    hyper h;
+    aims_progress_fn fn;
+    void *user;
+    atomic_int cancel;
+
+    /* the run */
+    int running, done;
+    int diverged; /* the loss of a step was not finite: the run stopped there */
+    const aims_dataset *train, *val;
+    size_t *tr_idx, n_tr; /* training rows of `train` */
+    size_t *va_idx, n_va; /* held-out rows of `train` (internal split) */
+    size_t *perm;         /* n_tr: this epoch's order (indices into tr_idx) */
+    int64_t epoch, step, pos, steps_per_epoch;
+    size_t bmax; /* rows per batch */
+
+    /* workspace: one block */
+    float *ws;
+    float *xb;                      /* bmax x in */
+    float *act[AIMSI_MAX_LAYERS];   /* bmax x out: layer outputs (last: logits -> G) */
+    float *pre[AIMSI_MAX_LAYERS];   /* bmax x out: pre-activations (GELU only) */
+    uint8_t *mask[AIMSI_MAX_LAYERS]; /* bmax x out: dropout keep flags */
+    float *g[2];                    /* bmax x widest: gradients wrt layer outputs */
+    float *grad, *v1, *v2, *best;   /* n_params each (v2: Adam; best: early stopping) */
+    int32_t *yb;
+    float *tb;
+    uint8_t *mask_block;
+    float *th, *tdh, *tz; /* TEXT: hidden, its gradient, logits */
+    void *gws;            /* own GEMMs: packed operands (NULL: OpenBLAS) */
+    aimsi_pool *pool;     /* own GEMMs: train_threads compute threads */
+    int gprec;            /* own GEMMs: AIMSI_GEMM_F32 or AIMSI_GEMM_BF16 */
+
+    /* statistics */
+    double loss_sum;
+    size_t loss_rows;
+    double train_loss, val_loss, val_acc, sps, best_metric;
+    int64_t best_epoch, bad_epochs;
+    uint64_t epoch_t0;
+    double epoch_secs;
+};
+
+typedef struct opt_step {
+    float lr, mom, wd, b1, b2, eps, c1, c2; /* c1, c2: Adam bias corrections */
+} opt_step;
+
+/* ---- train.c ---- */
+
+/* Seed of one random stream: a pure function of (seed, salt). */
+uint64_t aimsi_train_mix_seed(uint64_t seed, uint64_t salt);
+/* The epoch's row order: a Fisher-Yates shuffle seeded from seed + epoch. */
+void aimsi_train_make_perm(aims_trainer *t, int64_t epoch);
+
+/* ---- train_dense.c: one mini-batch step of a dense model ---- */
+
+/* Copy batch rows [first, first + n) of this epoch's order into xb/yb/tb. */
+void aimsi_train_gather(aims_trainer *t, size_t first, size_t n);
+void aimsi_train_forward(aims_trainer *t, size_t n);
+/* Loss gradient in place of the logits; returns the batch's summed loss. */
+double aimsi_train_loss_grad(aims_trainer *t, size_t n);
+/* Backward pass, updating each layer through train_opt.c. */
+void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o);
+
+/* ---- train_opt.c: the optimizer update ---- */
+
+void aimsi_train_update_range(const aims_trainer *t, const opt_step *o, size_t off,
+                              size_t cnt);
+void aimsi_train_update_params(const aims_trainer *t, const opt_step *o, size_t off,
+                               size_t cnt);
+
+/* ---- train_text.c: the TEXT trainer ---- */
+
+aims_status aimsi_train_text_workspace(aims_trainer *t);
+void aimsi_train_text_init(aims_trainer *t, uint64_t seed);
+/* One document: forward, loss gradient and sparse SGD; returns its loss. */
+double aimsi_train_text_step(aims_trainer *t, size_t row, float lr);
+
+#endif /* AIMSI_TRAIN_H */

@@ -1,0 +1,267 @@
+/*
+ * train_dense.c -- one mini-batch step of a dense model: gather the batch,
+ * forward pass, fused loss gradient, backward pass (which hands each layer to
+ * the optimizer in train_opt.c as soon as its gradient is complete).
+ *
+ * Shape of a step. Rows of the batch are gathered into one contiguous block
+ * (so every layer is one sgemm), the forward pass keeps each layer's output,
+ * the loss gradient is formed in place of the logits (softmax + cross-entropy
+ * fused: G = (softmax(z) - onehot(y)) / n, from max-shifted exponentials), and
+ * the backward pass walks the layers down: dA_prev = G W first (needs the old
+ * W), then dW = G^T A_prev, then the optimizer updates the layer at once while
+ * its weights are still in cache. For plain SGD with momentum the gradient
+ * GEMM accumulates straight into the velocity buffer (beta = 1 over a buffer
+ * that the previous update already scaled by mu), so no gradient array is
+ * written and OpenBLAS runs no separate beta sweep; the arithmetic is that of
+ * PyTorch's SGD (v = mu v + g; w -= lr v). Likewise every forward GEMM starts
+ * from the bias rows (beta = 1), so bias and activation cost one pass.
+ */
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "aimsi_train.h"
+
+/* GEMMs big enough to thread (OpenBLAS's own line: m n k >= 4 * 65536) run
+ * in the own kernels when the trainer set them up. Outputs narrower than 8
+ * stay with OpenBLAS (all but a sliver of the 32-column panel would be
+ * padding); from 8 up the own kernel still wins over OpenBLAS's small-matrix
+ * path (softmax regression's 128 x 10 x 784 forward: measured A/B, 5 runs). */
+static int use_own(const aims_trainer *t, size_t m, size_t n, size_t k)
+{
+    return t->gws != NULL && n >= 8 && m * n * k >= (size_t)4 * 65536;
+}
+
+static void gemm(const aims_trainer *t, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                 const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                 size_t ldc)
+{
+    if (use_own(t, m, n, k)) {
+        /* below ~2M multiply-adds the hand-off to the pool costs more than the
+         * second core gains (softmax regression: 1 thread beat 2) */
+        aimsi_pool *pool = m * n * k >= ((size_t)2 << 20) ? t->pool : NULL;
+        aimsi_gemm_own(pool, t->gws, t->gprec, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c,
+                       ldc);
+        return;
+    }
+    aimsi_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+}
+
+/* ---- forward / loss / backward ------------------------------------------------------- */
+
+/* Activation (+ dropout) over a layer's fresh GEMM output (the GEMM started
+ * from the bias rows, so z = x W^T + b is already complete). */
+static void bias_act(const aims_trainer *t, size_t l, size_t n)
+{
+    const aims_model *m = t->m;
+    const aimsi_dense *L = &m->layers[l];
+    float *a = t->act[l];
+    const size_t cnt = n * L->out;
+    if (L->act == AIMS_ACT_GELU) {
+        memcpy(t->pre[l], a, cnt * sizeof *a); /* the derivative needs z */
+    }
+    aimsi_act_apply(L->act, a, cnt);
+    if (t->mask[l] != NULL) {
+        aimsi_rng rng;
+        aimsi_rng_seed(&rng, aimsi_train_mix_seed((uint64_t)t->h.seed,
+                                      0xD50F000000ull + (uint64_t)t->step * 64u + l));
+        const double p = m->dropout;
+        const float keep_scale = (float)(1.0 / (1.0 - p));
+        uint8_t *mk = t->mask[l];
+        for (size_t i = 0; i < cnt; i++) {
+            mk[i] = aimsi_rng_unit(&rng) >= p;
+            a[i] = mk[i] ? a[i] * keep_scale : 0.0f;
+        }
+    }
+}
+
+void aimsi_train_forward(aims_trainer *t, size_t n)
+{
+    const aims_model *m = t->m;
+    const float *x = t->xb;
+    for (size_t l = 0; l < m->n_layers; l++) {
+        const aimsi_dense *L = &m->layers[l];
+        const float *b = m->params + L->b_off;
+        for (size_t r = 0; r < n; r++) {
+            memcpy(t->act[l] + r * L->out, b, L->out * sizeof *b);
+        }
+        /* beta 1 over the bias rows: no separate zeroing sweep inside OpenBLAS */
+        gemm(t, 0, 1, n, L->out, L->in, x, L->in, m->params + L->w_off, L->in, 1.0f, t->act[l],
+             L->out);
+        bias_act(t, l, n);
+        x = t->act[l];
+    }
+}
+
+/* Loss of the batch (sum over rows) and, in place of the last layer's
+ * outputs, dLoss/dz for the mean loss. */
+double aimsi_train_loss_grad(aims_trainer *t, size_t n)
+{
+    const aims_model *m = t->m;
+    const size_t k = m->layers[m->n_layers - 1].out;
+    float *z = t->act[m->n_layers - 1];
+    const float inv_n = 1.0f / (float)n;
+    double total = 0.0;
+    if (m->loss == 1 && k == 1) { /* LOGISTIC: sigmoid + binary cross-entropy */
+        for (size_t r = 0; r < n; r++) {
+            const float v = z[r];
+            const float y = (float)t->yb[r];
+            total += fmax(v, 0.0) - (double)v * y + log1p(exp(-fabs((double)v)));
+            z[r] = (1.0f / (1.0f + expf(-v)) - y) * inv_n;
+        }
+        return total;
+    }
+    if (m->loss == 1) { /* softmax + cross-entropy, fused and max-shifted */
+        for (size_t r = 0; r < n; r++) {
+            float *row = z + r * k;
+            float mx = row[0];
+            for (size_t j = 1; j < k; j++) {
+                mx = row[j] > mx ? row[j] : mx;
+            }
+            float s = 0.0f;
+            for (size_t j = 0; j < k; j++) {
+                row[j] = expf(row[j] - mx);
+                s += row[j];
+            }
+            const int32_t y = t->yb[r];
+            total += log((double)s) - log((double)row[y]);
+            const float inv = inv_n / s;
+            for (size_t j = 0; j < k; j++) {
+                row[j] *= inv;
+            }
+            row[y] -= inv_n;
+        }
+        return total;
+    }
+    /* MSE, mean over rows and outputs */
+    const float scale = 2.0f / (float)(n * k);
+    for (size_t r = 0; r < n; r++) {
+        for (size_t j = 0; j < k; j++) {
+            float target = t->tb[r];
+            if (k > 1) {
+                target = (size_t)t->yb[r] == j ? 1.0f : 0.0f;
+            }
+            const float d = z[r * k + j] - target;
+            total += (double)d * d / (double)k;
+            z[r * k + j] = d * scale;
+        }
+    }
+    return total;
+}
+
+/* g *= f'(pre) where f is the activation of layer l (and the dropout mask). */
+static void act_backward(const aims_trainer *t, size_t l, size_t n, float *g)
+{
+    const aimsi_dense *L = &t->m->layers[l];
+    const float *a = t->act[l];
+    const size_t cnt = n * L->out;
+    switch (L->act) {
+    case AIMS_ACT_RELU:
+        for (size_t i = 0; i < cnt; i++) {
+            g[i] = a[i] > 0.0f ? g[i] : 0.0f;
+        }
+        break;
+    case AIMS_ACT_TANH:
+    case AIMS_ACT_SIGMOID: {
+        const float keep = t->mask[l] != NULL ? (float)(1.0 - t->m->dropout) : 1.0f;
+        for (size_t i = 0; i < cnt; i++) {
+            const float y = a[i] * keep; /* undo the dropout scale to get f(z) */
+            g[i] *= L->act == AIMS_ACT_TANH ? 1.0f - y * y : y * (1.0f - y);
+        }
+        break;
+    }
+    case AIMS_ACT_GELU: {
+        const float *z = t->pre[l];
+        for (size_t i = 0; i < cnt; i++) {
+            const float x = z[i];
+            const float u = 0.7978845608f * (x + 0.044715f * x * x * x);
+            const float th = tanhf(u);
+            const float du = 0.7978845608f * (1.0f + 3.0f * 0.044715f * x * x);
+            g[i] *= 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    if (t->mask[l] != NULL) {
+        const float keep_scale = (float)(1.0 / (1.0 - t->m->dropout));
+        for (size_t i = 0; i < cnt; i++) {
+            g[i] = t->mask[l][i] ? g[i] * keep_scale : 0.0f;
+        }
+    }
+}
+
+void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
+{
+    aims_model *m = t->m;
+    const int fast = t->h.opt == OPT_SGD && !t->h.nesterov;
+    float *gcur = t->act[m->n_layers - 1]; /* loss_grad left dL/dz here */
+    for (size_t l = m->n_layers; l-- > 0;) {
+        const aimsi_dense *L = &m->layers[l];
+        const float *aprev = l > 0 ? t->act[l - 1] : t->xb;
+        float *gprev = t->g[l & 1];
+        if (l > 0) { /* dA_prev = G W, with the weights before this step's update */
+            gemm(t, 0, 0, n, L->in, L->out, gcur, L->out, m->params + L->w_off, L->in, 0.0f,
+                 gprev, L->in);
+        }
+        float *dw = fast ? t->v1 + L->w_off : t->grad + L->w_off;
+        float *db = fast ? t->v1 + L->b_off : t->grad + L->b_off;
+        /* fast path: dw/db already hold mu * v (see update_range) */
+        const float beta = fast ? 1.0f : 0.0f;
+        gemm(t, 1, 0, L->out, L->in, n, gcur, L->out, aprev, L->in, beta, dw, L->in);
+        if (!fast) {
+            memset(db, 0, L->out * sizeof *db);
+        }
+        for (size_t r = 0; r < n; r++) {
+            const float *gr = gcur + r * L->out;
+            for (size_t j = 0; j < L->out; j++) {
+                db[j] += gr[j];
+            }
+        }
+        aimsi_train_update_params(t, o, L->w_off, L->in * L->out);
+        aimsi_train_update_range(t, o, L->b_off, L->out);
+        if (l > 0) {
+            act_backward(t, l - 1, n, gprev);
+            gcur = gprev;
+        }
+    }
+}
+
+typedef struct gather_job {
+    aims_trainer *t;
+    size_t first, n;
+} gather_job;
+
+enum { GATHER_ROWS = 32 }; /* rows per pool item */
+
+/* Rows [GATHER_ROWS i, ...) of the batch: with the own GEMMs' pool the copy
+ * of randomly placed rows (cache and TLB misses, not bandwidth) runs on every
+ * core instead of one. */
+static void gather_task(void *ctx, size_t i)
+{
+    const gather_job *g = ctx;
+    aims_trainer *t = g->t;
+    const aims_dataset *ds = t->train;
+    const size_t in = t->m->input_dim;
+    const size_t end = (i + 1) * GATHER_ROWS < g->n ? (i + 1) * GATHER_ROWS : g->n;
+    for (size_t r = i * GATHER_ROWS; r < end; r++) {
+        const size_t row = t->tr_idx[t->perm[g->first + r]];
+        if (r + 2 < end) { /* random rows are latency-bound: fetch two ahead (-5 % P2) */
+            const char *ahead = (const char *)(ds->x + t->tr_idx[t->perm[g->first + r + 2]] * in);
+            for (size_t b = 0; b < in * sizeof(float); b += 64) {
+                __builtin_prefetch(ahead + b);
+            }
+        }
+        memcpy(t->xb + r * in, ds->x + row * in, in * sizeof *t->xb);
+        t->yb[r] = ds->labels != NULL ? ds->labels[row] : 0;
+        t->tb[r] = ds->targets != NULL ? ds->targets[row]
+                                       : (ds->labels != NULL ? (float)ds->labels[row] : 0.0f);
+    }
+}
+
+void aimsi_train_gather(aims_trainer *t, size_t first, size_t n)
+{
+    gather_job g = {t, first, n};
+    aimsi_pool_run(t->pool, (n + GATHER_ROWS - 1) / GATHER_ROWS, gather_task, &g);
+}
