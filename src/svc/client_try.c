@@ -17,7 +17,7 @@
  * attempt latencies of that service in this client (a window of 64 samples,
  * so its largest is about the 98.5th percentile), cheap and lock-free. An
  * abandoned try's pending is unlinked, so its late reply finds nothing and is
- * dropped (client.c's exactly-once rule).
+ * dropped (client_send.c's exactly-once rule).
  *
  * Retry hints. An instance's AIMS_E_OVERLOADED text ends in "retry after N ms"
  * (svc_admit.c: when its queue will have drained to an admissible level). The

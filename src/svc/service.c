@@ -1,6 +1,9 @@
 /*
  * service.c -- services on a node: bounded queues, concurrency limits,
  * deadlines, dynamic batching, draining, the user-handler kind, statistics.
+ * The node's worker threads live in svc_worker.c, registry membership
+ * (register, heartbeat, deregister) in svc_member.c; aimsi_service.h is
+ * their private header.
  *
  * Shape. A service is a kind (a vtable: handler, infer, preprocess, train)
  * plus the machinery every kind shares. A request reaches a service through
@@ -27,13 +30,6 @@
  * only if the queue ahead leaves it time to finish before its deadline, and
  * under sustained overload the queue is kept short and served newest first.
  *
- * Workers. node->lock guards every queue. A worker picks, round robin over the
- * node's services, one with queued work and a free slot; for batching kinds it
- * takes up to AIMS_SERVICE_BATCH_MAX items and, when the queue runs dry,
- * waits for more up to AIMS_SERVICE_BATCH_DELAY_US (never past the earliest
- * deadline of the batch minus one expected run). While it waits it marks the
- * service batch_waiting so other workers do not split the batch.
- *
  * Slots. `inflight` counts concurrency slots in use, by inline callers and
  * workers alike; both take a slot with a CAS that never exceeds `limit`.
  *
@@ -57,10 +53,10 @@
 #include <time.h>
 
 #include "aimsi_svc.h"
+#include "aimsi_service.h"
 #include "registry/aimsi_regbk.h"
 
 #define COMPRESS_NEVER 0u
-#define VEC_STACK 64u
 
 /* ---- small helpers ----------------------------------------------------------- */
 
@@ -75,7 +71,7 @@ static void add_ns(struct timespec *ts, uint64_t ns)
 }
 
 /* Absolute CLOCK_MONOTONIC timespec for the monotonic ns value `at`. */
-static struct timespec mono_ts(uint64_t at)
+struct timespec aimsi_service_mono_ts(uint64_t at)
 {
     struct timespec ts;
     ts.tv_sec = (time_t)(at / 1000000000u);
@@ -146,7 +142,7 @@ aims_service *aimsi_svc_lookup(aims_node *n, const char *name)
 
 /* ---- slots, spares, statistics ------------------------------------------------- */
 
-static int slot_try_acquire(aims_service *s)
+int aimsi_service_slot_try_acquire(aims_service *s)
 {
     int64_t cur = atomic_load(&s->inflight);
     while (cur < s->limit) {
@@ -187,7 +183,7 @@ static void spare_put(aims_service *s, aims_msg *m)
 }
 
 /* Items a single run() takes (batching kinds: a whole batch). */
-static int64_t per_run(const aims_service *s)
+int64_t aimsi_service_per_run(const aims_service *s)
 {
     return s->kind->batching ? s->p_batch_max : 1;
 }
@@ -196,12 +192,12 @@ static int64_t per_run(const aims_service *s)
 static uint64_t wait_estimate(const aims_service *s, int64_t queued)
 {
     const uint64_t ewma = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
-    const int64_t per_round = per_run(s) * s->limit;
+    const int64_t per_round = aimsi_service_per_run(s) * s->limit;
     const uint64_t rounds = (uint64_t)(queued / (per_round > 0 ? per_round : 1)) + 1u;
     return rounds * ewma;
 }
 
-static void note_run(aims_service *s, uint64_t run_ns)
+void aimsi_service_note_run(aims_service *s, uint64_t run_ns)
 {
     /* EWMA with weight 1/8; racing updates may lose one sample, which is fine. */
     const uint64_t old = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
@@ -217,7 +213,7 @@ static void note_run(aims_service *s, uint64_t run_ns)
     (void)aims_metrics_count(s->node->mx, "aims_svc_busy_ns_total", s->labels, run_ns);
 }
 
-static void note_done(aims_service *s, aims_status st, uint64_t latency_ns)
+void aimsi_service_note_done(aims_service *s, aims_status st, uint64_t latency_ns)
 {
     if (st != AIMS_OK) {
         atomic_fetch_add_explicit(&s->n_err, 1, memory_order_relaxed);
@@ -232,14 +228,14 @@ static void note_accept(aims_service *s)
     (void)aims_metrics_count(s->node->mx, "aims_svc_requests_total", s->labels, 1);
 }
 
-static void note_depth(aims_service *s)
+void aimsi_service_note_depth(aims_service *s)
 {
     (void)aims_metrics_gauge(s->node->mx, "aims_svc_queue_depth", s->labels,
                              (double)atomic_load_explicit(&s->queued, memory_order_relaxed));
 }
 
-static void reject(aims_service *s, aims_status st, aimsi_local_done done, void *ctx,
-                   const char *text)
+void aimsi_service_reject(aims_service *s, aims_status st, aimsi_local_done done, void *ctx,
+                          const char *text)
 {
     if (st == AIMS_E_OVERLOADED || st == AIMS_E_TIMEOUT) {
         atomic_fetch_add_explicit(&s->n_rej, 1, memory_order_relaxed);
@@ -249,7 +245,7 @@ static void reject(aims_service *s, aims_status st, aimsi_local_done done, void 
 }
 
 /* Wake drains waiting for this service to go idle. */
-static void poke_idle(aims_service *s)
+void aimsi_service_poke_idle(aims_service *s)
 {
     if (atomic_load(&s->state) == AIMSI_SVC_CLOSING) {
         pthread_mutex_lock(&s->node->lock);
@@ -266,7 +262,7 @@ static void run_inline(aims_service *s, const char *method, const aims_msg *req,
     aims_msg *reply = spare_take(s);
     if (reply == NULL) {
         atomic_fetch_sub(&s->inflight, 1);
-        reject(s, AIMS_E_NOMEM, done, ctx, "out of memory for the reply message");
+        aimsi_service_reject(s, AIMS_E_NOMEM, done, ctx, "out of memory for the reply message");
         return;
     }
     note_accept(s);
@@ -276,10 +272,10 @@ static void run_inline(aims_service *s, const char *method, const aims_msg *req,
     const uint64_t t1 = aimsi_now_ns();
     /* Release the slot before the completion: the caller may chain another call. */
     atomic_fetch_sub(&s->inflight, 1);
-    note_run(s, t1 - t0);
+    aimsi_service_note_run(s, t1 - t0);
     atomic_fetch_add_explicit(&s->n_batches, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->n_rows, 1, memory_order_relaxed);
-    note_done(s, w.status, t1 - t0);
+    aimsi_service_note_done(s, w.status, t1 - t0);
     done(ctx, w.status, reply, w.status == AIMS_OK ? "" : aims_msg_error(reply));
     spare_put(s, reply);
     if (atomic_load_explicit(&s->queued, memory_order_relaxed) > 0) {
@@ -288,7 +284,7 @@ static void run_inline(aims_service *s, const char *method, const aims_msg *req,
         pthread_cond_broadcast(&s->node->work_cond);
         pthread_mutex_unlock(&s->node->lock);
     }
-    poke_idle(s);
+    aimsi_service_poke_idle(s);
 }
 
 /* The retry hint: time for the queue to drain below its cap. */
@@ -302,7 +298,7 @@ static void overload_text(const aims_service *s, int64_t q, char *text, size_t c
              s->name, q, ms);
 }
 
-static void free_item(aimsi_qitem *it)
+void aimsi_service_free_item(aimsi_qitem *it)
 {
     aimsi_msg_fini(&it->req);
     aimsi_msg_fini(&it->reply);
@@ -322,12 +318,12 @@ static void enqueue(aims_service *s, const char *method, const aims_msg *req,
     const int64_t q0 = atomic_load_explicit(&s->queued, memory_order_relaxed);
     if (q0 >= s->p_queue_cap) {
         overload_text(s, q0, text, sizeof(text));
-        reject(s, AIMS_E_OVERLOADED, done, ctx, text);
+        aimsi_service_reject(s, AIMS_E_OVERLOADED, done, ctx, text);
         return;
     }
     aimsi_qitem *it = aimsi_malloc(sizeof(*it));
     if (it == NULL) {
-        reject(s, AIMS_E_NOMEM, done, ctx, "out of memory queueing the request");
+        aimsi_service_reject(s, AIMS_E_NOMEM, done, ctx, "out of memory queueing the request");
         return;
     }
     it->next = NULL;
@@ -336,8 +332,8 @@ static void enqueue(aims_service *s, const char *method, const aims_msg *req,
     memcpy(it->method, method, mlen + 1);
     const aims_status cst = req != NULL ? aimsi_msg_copy(&it->req, req) : AIMS_OK;
     if (cst != AIMS_OK) {
-        free_item(it);
-        reject(s, cst, done, ctx, "out of memory copying the request");
+        aimsi_service_free_item(it);
+        aimsi_service_reject(s, cst, done, ctx, "out of memory copying the request");
         return;
     }
     it->w.method = it->method;
@@ -368,12 +364,12 @@ static void enqueue(aims_service *s, const char *method, const aims_msg *req,
     }
     pthread_mutex_unlock(&n->lock);
     if (st != AIMS_OK) {
-        free_item(it);
-        reject(s, st, done, ctx, text);
+        aimsi_service_free_item(it);
+        aimsi_service_reject(s, st, done, ctx, text);
         return;
     }
     note_accept(s);
-    note_depth(s);
+    aimsi_service_note_depth(s);
 }
 
 /* Built-in methods every service answers ("$" is not a valid method start for
@@ -438,17 +434,18 @@ void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req
     if (deadline_ns != 0 && t0 >= deadline_ns) {
         snprintf(text, sizeof(text), "deadline passed before service %s could run the call",
                  s->name);
-        reject(s, AIMS_E_TIMEOUT, done, ctx, text);
+        aimsi_service_reject(s, AIMS_E_TIMEOUT, done, ctx, text);
         return;
     }
     const int cheap_enough =
         allow_inline != AIMSI_INLINE_IF_CHEAP ||
         atomic_load_explicit(&s->ewma_ns, memory_order_relaxed) <= AIMSI_INLINE_CHEAP_NS;
     if (allow_inline != AIMSI_INLINE_NO && cheap_enough && s->can_inline &&
-        atomic_load_explicit(&s->queued, memory_order_relaxed) == 0 && slot_try_acquire(s)) {
+        atomic_load_explicit(&s->queued, memory_order_relaxed) == 0 &&
+        aimsi_service_slot_try_acquire(s)) {
         if (atomic_load(&s->state) != AIMSI_SVC_RUNNING) {
             atomic_fetch_sub(&s->inflight, 1);
-            poke_idle(s);
+            aimsi_service_poke_idle(s);
             snprintf(text, sizeof(text), "service %s is stopping", s->name);
             done(ctx, AIMS_E_CLOSED, NULL, text);
             return;
@@ -457,245 +454,6 @@ void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req
         return;
     }
     enqueue(s, method, req, deadline_ns, t0, done, ctx);
-}
-
-/* ---- workers ------------------------------------------------------------------- */
-
-/* Under node->lock: a service with queued work and a free slot (slot taken). */
-static aims_service *pick_ready(aims_node *n)
-{
-    const size_t cnt = atomic_load_explicit(&n->n_svc, memory_order_acquire);
-    for (size_t k = 0; k < cnt; k++) {
-        const size_t i = (n->rr + k) % cnt;
-        aims_service *s = atomic_load_explicit(&n->svc[i], memory_order_relaxed);
-        if (s->head != NULL && !s->batch_waiting && slot_try_acquire(s)) {
-            n->rr = i + 1;
-            return s;
-        }
-    }
-    return NULL;
-}
-
-/* Under node->lock: move up to `want` items from s's queue to the list (in
- * the order svc_admit.c serves them); items that must not run any more go to
- * *dropped. */
-static size_t take_items(aims_service *s, aimsi_qitem **head, aimsi_qitem **tail, size_t want,
-                         uint64_t *earliest, aimsi_qitem **dropped)
-{
-    size_t got = 0;
-    const uint64_t now = aimsi_now_ns();
-    while (got < want) {
-        aimsi_qitem *it = aimsi_admit_take(s, now, dropped);
-        if (it == NULL) {
-            break;
-        }
-        if (*tail != NULL) {
-            (*tail)->next = it;
-        } else {
-            *head = it;
-        }
-        *tail = it;
-        if (it->w.deadline_ns != 0 && (*earliest == 0 || it->w.deadline_ns < *earliest)) {
-            *earliest = it->w.deadline_ns;
-        }
-        got++;
-    }
-    return got;
-}
-
-static void complete_item(aims_service *s, aimsi_qitem *it, int ran, uint64_t now)
-{
-    note_done(s, it->w.status, now - it->t_enq);
-    if (ran) {
-        it->done(it->ctx, it->w.status, &it->reply,
-                 it->w.status == AIMS_OK ? "" : aims_msg_error(&it->reply));
-    } else {
-        char text[320];
-        if (it->w.status == AIMS_E_OVERLOADED) {
-            snprintf(text, sizeof(text),
-                     "service %s overloaded: dropped after waiting %" PRIu64
-                     " ms (sustained overload); retry after %" PRIu64 " ms",
-                     s->name, (now - it->t_enq) / 1000000u,
-                     aimsi_admit_hint_ms(s, atomic_load(&s->queued), 0));
-        } else {
-            snprintf(text, sizeof(text),
-                     "deadline passed or unreachable while queued at service %s", s->name);
-        }
-        reject(s, it->w.status, it->done, it->ctx, text);
-    }
-    free_item(it);
-}
-
-/* Run one taken batch (outside the lock), then release its slot. */
-static void run_batch(aims_service *s, aimsi_qitem *list, size_t cnt)
-{
-    aimsi_work *stackv[VEC_STACK];
-    aimsi_work **vec = stackv;
-    size_t cap = VEC_STACK;
-    if (cnt > VEC_STACK) {
-        aimsi_work **big = aimsi_calloc(cnt, sizeof(*big));
-        if (big != NULL) {
-            vec = big;
-            cap = cnt;
-        }
-    }
-    const uint64_t now = aimsi_now_ns();
-    aimsi_qitem *it = list;
-    while (it != NULL) {
-        /* Split the list into runs of at most `cap` live items (cap < cnt only
-         * when the vector allocation failed). */
-        aimsi_qitem *first = it;
-        size_t k = 0;
-        size_t taken = 0;
-        for (; it != NULL && k < cap; it = it->next, taken++) {
-            if (it->w.deadline_ns != 0 && now >= it->w.deadline_ns) {
-                it->w.status = AIMS_E_TIMEOUT;
-                continue;
-            }
-            vec[k++] = &it->w;
-        }
-        if (k > 0) {
-            const uint64_t t1 = aimsi_now_ns();
-            s->kind->run(s->impl, vec, k);
-            const uint64_t t2 = aimsi_now_ns();
-            note_run(s, t2 - t1);
-            atomic_fetch_add_explicit(&s->n_batches, 1, memory_order_relaxed);
-            atomic_fetch_add_explicit(&s->n_rows, k, memory_order_relaxed);
-            (void)aims_metrics_count(s->node->mx, "aims_svc_batches_total", s->labels, 1);
-            (void)aims_metrics_count(s->node->mx, "aims_svc_batch_rows_total", s->labels, k);
-        }
-        const uint64_t t3 = aimsi_now_ns();
-        size_t ri = 0;
-        aimsi_qitem *p = first;
-        for (size_t j = 0; j < taken; j++) {
-            aimsi_qitem *next = p->next;
-            const int ran = ri < k && vec[ri] == &p->w;
-            if (ran) {
-                ri++;
-            }
-            complete_item(s, p, ran, t3);
-            p = next;
-        }
-    }
-    if (vec != stackv) {
-        aimsi_free(vec);
-    }
-}
-
-static void *worker_main(void *arg)
-{
-    aims_node *n = arg;
-    pthread_mutex_lock(&n->lock);
-    while (!n->workers_stop) {
-        aims_service *s = pick_ready(n);
-        if (s == NULL) {
-            pthread_cond_wait(&n->work_cond, &n->lock);
-            continue;
-        }
-        aimsi_qitem *head = NULL;
-        aimsi_qitem *tail = NULL;
-        aimsi_qitem *dropped = NULL;
-        uint64_t earliest = 0;
-        const size_t want = (size_t)per_run(s);
-        size_t cnt = take_items(s, &head, &tail, want, &earliest, &dropped);
-        if (s->kind->batching && cnt < want && s->p_batch_delay_us > 0) {
-            /* Wait for the batch to fill, never past the earliest deadline
-             * minus one expected run. */
-            s->batch_waiting = 1;
-            const uint64_t delay = (uint64_t)s->p_batch_delay_us * 1000u;
-            const uint64_t until0 = aimsi_now_ns() + delay;
-            for (;;) {
-                if (cnt >= want || n->workers_stop ||
-                    atomic_load(&s->state) != AIMSI_SVC_RUNNING) {
-                    break;
-                }
-                uint64_t until = until0;
-                const uint64_t ewma = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
-                if (earliest != 0) {
-                    const uint64_t cut = earliest > ewma ? earliest - ewma : 0;
-                    until = cut < until ? cut : until;
-                }
-                if (aimsi_now_ns() >= until) {
-                    break;
-                }
-                const struct timespec ts = mono_ts(until);
-                (void)pthread_cond_timedwait(&n->work_cond, &n->lock, &ts);
-                cnt += take_items(s, &head, &tail, want - cnt, &earliest, &dropped);
-            }
-            s->batch_waiting = 0;
-        }
-        pthread_mutex_unlock(&n->lock);
-        note_depth(s);
-        for (aimsi_qitem *d = dropped, *dn = NULL; d != NULL; d = dn) {
-            dn = d->next;
-            complete_item(s, d, 0, aimsi_now_ns());
-        }
-        run_batch(s, head, cnt);
-        atomic_fetch_sub(&s->inflight, 1);
-        poke_idle(s);
-        pthread_mutex_lock(&n->lock);
-    }
-    pthread_mutex_unlock(&n->lock);
-    return NULL;
-}
-
-aims_status aimsi_node_workers_start(aims_node *n)
-{
-    pthread_mutex_lock(&n->lock);
-    if (n->threads != NULL) {
-        pthread_mutex_unlock(&n->lock);
-        return AIMS_OK;
-    }
-    const size_t want = n->p_workers > 0 ? (size_t)n->p_workers : (size_t)aimsi_cpu_count();
-    pthread_t *th = aimsi_calloc(want, sizeof(*th));
-    if (th == NULL) {
-        pthread_mutex_unlock(&n->lock);
-        return aimsi_err(&n->obj, AIMS_E_NOMEM, "node %s: out of memory for %zu workers",
-                         n->name, want);
-    }
-    size_t made = 0;
-    for (; made < want; made++) {
-        if (pthread_create(&th[made], NULL, worker_main, n) != 0) {
-            break;
-        }
-    }
-    if (made < want) {
-        n->workers_stop = 1;
-        pthread_cond_broadcast(&n->work_cond);
-        pthread_mutex_unlock(&n->lock);
-        for (size_t i = 0; i < made; i++) {
-            pthread_join(th[i], NULL);
-        }
-        aimsi_free(th);
-        pthread_mutex_lock(&n->lock);
-        n->workers_stop = 0;
-        pthread_mutex_unlock(&n->lock);
-        return aimsi_err(&n->obj, AIMS_E_BACKEND, "node %s: cannot start worker thread %zu",
-                         n->name, made);
-    }
-    n->threads = th;
-    n->n_threads = want;
-    pthread_mutex_unlock(&n->lock);
-    return AIMS_OK;
-}
-
-void aimsi_node_workers_stop(aims_node *n)
-{
-    pthread_mutex_lock(&n->lock);
-    pthread_t *th = n->threads;
-    const size_t cnt = n->n_threads;
-    n->workers_stop = 1;
-    pthread_cond_broadcast(&n->work_cond);
-    pthread_mutex_unlock(&n->lock);
-    for (size_t i = 0; i < cnt; i++) {
-        pthread_join(th[i], NULL);
-    }
-    aimsi_free(th);
-    pthread_mutex_lock(&n->lock);
-    n->threads = NULL;
-    n->n_threads = 0;
-    n->workers_stop = 0;
-    pthread_mutex_unlock(&n->lock);
 }
 
 /* ---- the user-handler kind ---------------------------------------------------------- */
@@ -841,7 +599,7 @@ void aimsi_svc_destroy(aims_service *s)
     aimsi_qitem *it = s->head;
     while (it != NULL) {
         aimsi_qitem *next = it->next;
-        free_item(it);
+        aimsi_service_free_item(it);
         it = next;
     }
     pthread_mutex_destroy(&s->reg_lock);
@@ -887,121 +645,6 @@ aims_status aims_service_set_param_i64(aims_service *s, aims_param param, int64_
     return AIMS_OK;
 }
 
-/* ---- registry -------------------------------------------------------------------- */
-
-static uint64_t lease_ms(const aims_node *n)
-{
-    return 3u * (uint64_t)n->p_heartbeat_ms;
-}
-
-/* The registry backend, read under node->lock (the setters write under it).
- * Callers hold s->reg_lock while they use it: aimsi_node_set_remote_registry
- * passes every service's reg_lock before it releases replaced ops. */
-typedef struct reg_backend {
-    aims_registry *reg;
-    const aimsi_reg_ops *rops;
-    void *rctx;
-} reg_backend;
-
-static reg_backend backend_of(aims_node *n)
-{
-    pthread_mutex_lock(&n->lock);
-    const reg_backend b = {n->reg, n->rops, n->rctx};
-    pthread_mutex_unlock(&n->lock);
-    return b;
-}
-
-/* Under reg_lock. */
-static aims_status reg_register(aims_service *s, const reg_backend *b, const char *addr)
-{
-    aims_node *n = s->node;
-    uint64_t id = 0;
-    const aimsi_reg_ops *ops;
-    void *ctx;
-    const int remote = b->rops != NULL;
-    if (!aimsi_regbk_session(b->reg, b->rops, b->rctx, remote, &ops, &ctx)) {
-        return AIMS_OK;
-    }
-    const aims_status st = ops->reg(ctx, s->name, addr, (uint32_t)s->p_weight, lease_ms(n), &id);
-    s->reg_remote = remote;
-    if (st == AIMS_OK) {
-        s->registered = 1;
-        s->reg_id = id;
-    }
-    return st;
-}
-
-/* Under reg_lock. */
-static void reg_deregister(aims_service *s)
-{
-    if (!s->registered) {
-        return;
-    }
-    const reg_backend b = backend_of(s->node);
-    const aimsi_reg_ops *ops;
-    void *ctx;
-    if (aimsi_regbk_session(b.reg, b.rops, b.rctx, s->reg_remote, &ops, &ctx)) {
-        (void)ops->dereg(ctx, s->reg_id);
-    }
-    s->registered = 0;
-    s->reg_id = 0;
-}
-
-/* The node's registry address (first listen address), copied under the lock. */
-static int first_address(aims_node *n, char *buf)
-{
-    pthread_mutex_lock(&n->lock);
-    const int have = n->n_addr > 0;
-    if (have) {
-        memcpy(buf, n->addr[0], AIMSI_URL_MAX);
-    }
-    pthread_mutex_unlock(&n->lock);
-    return have;
-}
-
-void aimsi_svc_forget_remote(aims_service *s)
-{
-    pthread_mutex_lock(&s->reg_lock);
-    if (s->registered && s->reg_remote) {
-        /* Its lease on the old remote registry simply expires. */
-        s->registered = 0;
-        s->reg_id = 0;
-    }
-    pthread_mutex_unlock(&s->reg_lock);
-}
-
-void aimsi_svc_beat(aims_service *s)
-{
-    aims_node *n = s->node;
-    char addr[AIMSI_URL_MAX];
-    if (atomic_load(&s->state) != AIMSI_SVC_RUNNING || !first_address(n, addr)) {
-        return;
-    }
-    pthread_mutex_lock(&s->reg_lock);
-    if (atomic_load(&s->state) != AIMSI_SVC_RUNNING || s->reg_leaving) {
-        pthread_mutex_unlock(&s->reg_lock);
-        return;
-    }
-    const reg_backend b = backend_of(n);
-    const aimsi_reg_ops *ops;
-    void *ctx;
-    if (!s->registered) {
-        /* Remote registry unreachable at start, or a lost lease: try again. */
-        (void)reg_register(s, &b, addr);
-    } else if (aimsi_regbk_session(b.reg, b.rops, b.rctx, s->reg_remote, &ops, &ctx)) {
-        uint64_t id = s->reg_id;
-        const aims_status st = ops->heartbeat(ctx, s->name, addr, (uint32_t)s->p_weight,
-                                              lease_ms(n), &id);
-        if (st == AIMS_OK) {
-            s->reg_id = id;
-        } else if (st == AIMS_E_NOTFOUND) {
-            s->registered = 0;
-            (void)reg_register(s, &b, addr);
-        }
-    }
-    pthread_mutex_unlock(&s->reg_lock);
-}
-
 /* ---- start / stop -------------------------------------------------------------- */
 
 aims_status aims_service_start(aims_service *s)
@@ -1034,10 +677,10 @@ aims_status aims_service_start(aims_service *s)
      * slots are busy, requests queue and the workers join them into batches. */
     s->can_inline = s->p_inline != 0 && !s->kind->never_inline;
 
-    const reg_backend b = backend_of(n);
+    const reg_backend b = aimsi_service_backend_of(n);
     if (b.reg != NULL || b.rops != NULL) {
         char addr[AIMSI_URL_MAX];
-        if (!first_address(n, addr)) {
+        if (!aimsi_service_first_address(n, addr)) {
             atomic_store(&s->stopping, 0);
             return aimsi_err(&s->obj, AIMS_E_STATE,
                              "service %s: node %s has no address to register (listen first)",
@@ -1051,8 +694,8 @@ aims_status aims_service_start(aims_service *s)
         pthread_mutex_lock(&s->reg_lock);
         s->reg_leaving = 0;
         /* Read again under reg_lock: the ops may have been replaced meanwhile. */
-        const reg_backend cur = backend_of(n);
-        const aims_status rst = reg_register(s, &cur, addr);
+        const reg_backend cur = aimsi_service_backend_of(n);
+        const aims_status rst = aimsi_service_reg_register(s, &cur, addr);
         /* A remote registry may be unreachable: the heartbeat keeps trying. */
         const int fatal = rst != AIMS_OK && cur.rops == NULL;
         if (!fatal) {
@@ -1091,7 +734,7 @@ static int idle_wait(aims_service *s, uint64_t until, int need_queue_empty)
         if (until != 0 && until < step) {
             step = until;
         }
-        const struct timespec ts = mono_ts(step);
+        const struct timespec ts = aimsi_service_mono_ts(step);
         (void)pthread_cond_timedwait(&n->idle_cond, &n->lock, &ts);
     }
 }
@@ -1105,7 +748,7 @@ int aimsi_svc_leave(aims_service *s)
     }
     pthread_mutex_lock(&s->reg_lock);
     const int was_registered = s->registered;
-    reg_deregister(s);
+    aimsi_service_reg_deregister(s);
     s->reg_leaving = 1;
     pthread_mutex_unlock(&s->reg_lock);
     return was_registered;
@@ -1136,11 +779,11 @@ void aimsi_svc_finish(aims_service *s, uint64_t until, int64_t timeout_ms)
         char text[200];
         snprintf(text, sizeof(text), "service %s stopped before the call ran", s->name);
         left->done(left->ctx, AIMS_E_CLOSED, NULL, text);
-        free_item(left);
+        aimsi_service_free_item(left);
         left = next;
         rejected++;
     }
-    note_depth(s);
+    aimsi_service_note_depth(s);
     /* running handlers cannot be interrupted: wait for them. */
     pthread_mutex_lock(&n->lock);
     (void)idle_wait(s, 0, 0);

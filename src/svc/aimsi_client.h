@@ -1,0 +1,193 @@
+/*
+ * aimsi_client.h -- private to the aims_client files (client.c, client_send.c,
+ * client_pick.c, client_call.c): the client's types and the functions they
+ * share. client.c's top comment explains the design; nothing outside these
+ * files includes this header (others go through aimsi_svc.h).
+ */
+#ifndef AIMSI_CLIENT_H
+#define AIMSI_CLIENT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "aimsi_svc.h"
+
+#define CL_HASH 256u                  /* pending-id buckets (power of two) */
+#define CL_MAX_TRIED 16u              /* instances remembered per call (>= max attempts) */
+#define CL_SWEEP_NS 2000000u          /* async deadline sweep period while busy */
+#define CL_IDLE_NS 100000000u         /* client thread period when idle; health expiry check */
+#define CL_MAX_SERVICES 4096u
+
+typedef struct cl_ep cl_ep;
+typedef struct cl_call cl_call;
+
+/* One stream connection (conn_user of the transport's hooks). */
+typedef struct cl_conn {
+    aims_client *c;
+    cl_ep *ep;
+    aimsi_tslot *slot;
+    void *conn;
+    int refs; /* under c->mu: the endpoint's + one per sender in progress */
+    int dead; /* on_close ran (or send saw CLOSED) */
+} cl_conn;
+
+typedef struct cl_grave {
+    struct cl_grave *next;
+    aims_node *node;
+} cl_grave;
+
+/* One address. Never freed before the client: views and pendings point at it. */
+struct cl_ep {
+    cl_ep *next;
+    char url[AIMSI_URL_MAX + 1];
+    int inproc;
+    aims_node *node;   /* inproc: cached reference, or NULL */
+    int node_stale;    /* the node answered CLOSED: look the name up again */
+    cl_grave *graves;  /* replaced node references, released on destroy */
+    cl_conn *conn;     /* stream: the open connection, or NULL */
+    pthread_mutex_t dial_mu;
+    uint64_t retry_at;   /* no dial before this (CLOCK_MONOTONIC ns) */
+    uint64_t backoff_ns; /* current backoff, 0 = none */
+};
+
+/* The cached view of one service name. */
+typedef struct cl_svc {
+    struct cl_svc *next;
+    aims_client *c;
+    aims_balancer *lb;
+    aims_health *hl;
+    uint64_t rev; /* registry revision the arrays reflect; UINT64_MAX = never read */
+    size_t n;
+    aims_instance *ids;
+    cl_ep **eps;
+    char labels[AIMSI_FRAME_MAX_SERVICE + 16];
+    aimsi_lat_ring lat; /* successful attempt latencies (per-try timeouts) */
+    char name[];
+} cl_svc;
+
+typedef struct cl_pending {
+    struct cl_pending *prev, *next; /* c->plist */
+    struct cl_pending *hnext;       /* id hash (stream attempts) */
+    atomic_int refs;
+    int linked;   /* under c->mu */
+    int hashed;
+    int unsent;   /* failed before the request reached a handler (node closed) */
+    uint64_t id;
+    uint64_t deadline_ns;
+    uint64_t try_ns; /* this try is abandoned then (<= deadline_ns; client_try.c) */
+    aims_client *c;
+    cl_ep *ep;
+    cl_conn *cc;  /* stream attempts */
+    cl_call *call; /* async: the call this attempt belongs to; NULL: sync */
+    /* sync delivery */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int delivered;
+    aims_status st;
+    aims_msg *dst;
+    char err[AIMSI_ERRMSG_CAP];
+} cl_pending;
+
+/* One logical call, across attempts. Sync calls keep it on the caller's stack. */
+struct cl_call {
+    cl_call *qnext;  /* retry queue */
+    const char *service;
+    const char *method;
+    const char *addr; /* call_addr: the address; NULL: resolve by name */
+    const aims_msg *req;
+    aims_msg *req_copy; /* async: owned copy for retries, or NULL */
+    unsigned flags;
+    uint64_t start_ns, deadline_ns;
+    uint64_t try_ns;     /* the attempt in progress is abandoned then */
+    uint64_t not_before; /* async: no retry before (an OVERLOADED hint) */
+    unsigned attempts;
+    int no_retry; /* failed before reaching an instance (no instance, no registry) */
+    int unsent;   /* the last attempt provably never reached a handler */
+    aims_instance tried[CL_MAX_TRIED];
+    /* the attempt in progress */
+    cl_svc *sv;
+    aims_instance inst;
+    int lb_counted; /* the balancer counted this attempt (pick, not fallback) */
+    uint64_t attempt_ns;
+    aims_done_fn done;
+    void *user;
+};
+
+struct aims_client {
+    aimsi_obj obj;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;         /* client thread wake-ups, destroy waits */
+    pthread_condattr_t cattr;  /* CLOCK_MONOTONIC, shared by the pendings' conds */
+    pthread_t thread;
+    int thread_started;
+    int closing;
+    /* parameters (atomic: set_param may race with calls on other threads) */
+    _Atomic int64_t timeout_ms, retry_min, max_attempts, lb_policy, max_pending, sync_ms,
+        backoff_ms;
+    _Atomic double retry_budget;
+    /* name resolution */
+    aims_registry *reg;
+    aims_registry *reg_owned;          /* mirror adopted from svc_registry.c */
+    void (*reg_stop)(void *ctx);
+    void *reg_ctx;
+    cl_svc *svcs;
+    size_t n_svcs;
+    cl_ep *eps;
+    aimsi_ttable tt;
+    uint64_t max_frame;
+    /* calls in flight */
+    cl_pending plist; /* sentinel */
+    cl_pending *hash[CL_HASH];
+    size_t n_pending;
+    size_t n_async;
+    size_t node_refs; /* pendings a node still holds */
+    uint64_t next_id;
+    cl_call *rq_head, *rq_tail; /* async retries for the client thread */
+    /* retry budget */
+    double tokens, recent_calls;
+    uint64_t bucket_ns;
+    uint64_t seed;
+    uint64_t health_ns;
+    uint64_t probe_ns; /* under mu: last active-probe round */
+    aims_metrics *mx;
+};
+
+static inline uint64_t aimsi_client_ms_to_ns(int64_t ms)
+{
+    return (uint64_t)ms * 1000000u;
+}
+
+/* Record a call failure: thread-local text (aims_errmsg and aims_client_errmsg). */
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+aims_status aimsi_client_call_err(const aims_client *c, aims_status code, const char *fmt, ...);
+void aimsi_client_on_frame(void *conn_user, const void *frame, size_t len);
+void aimsi_client_on_close(void *conn_user, aims_status why);
+cl_ep *aimsi_client_ep_get_locked(aims_client *c, const char *url);
+void aimsi_client_deliver(cl_pending *p, aims_status st, aims_msg *reply, const char *err);
+cl_pending *aimsi_client_pending_new(aims_client *c, cl_ep *ep, uint64_t deadline_ns,
+                                     cl_call *async, aims_msg *dst);
+aims_status aimsi_client_send_inproc(aims_client *c, cl_call *k, cl_pending *p);
+aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p);
+void aimsi_client_pending_unref(cl_pending *p);
+int aimsi_client_unlink_locked(aims_client *c, cl_pending *p);
+void aimsi_client_conn_close(cl_conn *cc);
+int aimsi_client_retryable(aims_status st);
+void aimsi_client_bucket_deposit(aims_client *c);
+aims_status aimsi_client_attempt_start(aims_client *c, cl_call *k, aims_msg *dst, cl_pending **out);
+void aimsi_client_report(cl_call *k, aims_status st);
+int aimsi_client_retry_ok(aims_client *c, cl_call *k, aims_status st, const char *labels);
+void aimsi_client_call_metrics(aims_client *c, const cl_call *k, aims_status st);
+void aimsi_client_svc_free(cl_svc *sv);
+double aimsi_client_bucket_cap(const aims_client *c);
+void aimsi_client_attempt_finished(aims_client *c, cl_call *k, aims_status st,
+                                   const aims_msg *reply, const char *err);
+void *aimsi_client_thread(void *arg);
+void aimsi_client_finish_call(aims_client *c, cl_call *k, aims_status st, const aims_msg *reply,
+                              const char *err);
+aims_status aimsi_client_call_sync(aims_client *c, cl_call *k, aims_msg *reply);
+void aimsi_client_call_free(cl_call *k);
+
+#endif

@@ -1,0 +1,593 @@
+/*
+ * client_send.c -- the client's calls in flight and how one attempt reaches
+ * an instance: the pending table, endpoints and their connections, the
+ * inproc and stream send paths (client.c has the overview).
+ *
+ * Pendings. Every attempt is a cl_pending linked into c->plist. Exactly one
+ * party unlinks it -- the reply (on_frame / the node's completion), the
+ * connection's on_close, the deadline sweeper, a waiter that timed out, or
+ * destroy -- and that party alone delivers the outcome. That is the whole
+ * "exactly once" argument: late replies find nothing to unlink and are
+ * dropped. A pending is reference counted (link + waiter + node) because the
+ * node still holds it after a waiter gave up on it.
+ *
+ * inproc:// endpoints cache a reference to the node; the request is handed
+ * over borrowed and the node's reply is moved (not copied) into the caller's
+ * reply. Stream endpoints (tcp, ipc, host transports) hold one connection,
+ * dialed lazily; a failed dial or a dropped connection backs the endpoint off
+ * (AIMS_CLIENT_BACKOFF_MS, doubling up to 32x) and calls to it fail fast with
+ * AIMS_E_CLOSED meanwhile, so they retry on another instance. Replies are
+ * decoded on the transport's thread into a message that adopts the frame
+ * bytes (one copy, out of the transport's buffer).
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "aimsi_client.h"
+#include "registry/aimsi_regbk.h"
+#include "../orch/aimsi_orch.h"
+
+/* ---- pendings -------------------------------------------------------------------- */
+
+cl_pending *aimsi_client_pending_new(aims_client *c, cl_ep *ep, uint64_t deadline_ns,
+                                     cl_call *async, aims_msg *dst)
+{
+    cl_pending *p = aimsi_calloc(1, sizeof(*p));
+    if (p == NULL) {
+        return NULL;
+    }
+    p->c = c;
+    p->ep = ep;
+    p->deadline_ns = deadline_ns;
+    p->call = async;
+    p->dst = dst;
+    /* The link reference; the waiter's (sync) is added here too. */
+    atomic_init(&p->refs, async != NULL ? 1 : 2);
+    if (async == NULL) {
+        pthread_mutex_init(&p->mu, NULL);
+        pthread_cond_init(&p->cv, &c->cattr);
+    }
+    return p;
+}
+
+void aimsi_client_pending_unref(cl_pending *p)
+{
+    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    if (p->call == NULL) {
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cv);
+    }
+    aimsi_free(p);
+}
+
+static size_t hash_of(uint64_t id)
+{
+    return (size_t)((id * 0x9e3779b97f4a7c15ull) >> 56) & (CL_HASH - 1u);
+}
+
+/* Link p (under c->mu). AIMS_E_OVERLOADED past AIMS_CLIENT_MAX_PENDING. */
+static aims_status link_locked(aims_client *c, cl_pending *p, int hashed)
+{
+    if (c->n_pending >= (size_t)c->max_pending) {
+        return AIMS_E_OVERLOADED;
+    }
+    p->id = ++c->next_id;
+    p->next = &c->plist;
+    p->prev = c->plist.prev;
+    c->plist.prev->next = p;
+    c->plist.prev = p;
+    p->linked = 1;
+    c->n_pending++;
+    if (p->call != NULL) {
+        c->n_async++;
+    }
+    if (hashed) {
+        const size_t h = hash_of(p->id);
+        p->hnext = c->hash[h];
+        c->hash[h] = p;
+        p->hashed = 1;
+    }
+    return AIMS_OK;
+}
+
+/* Unlink p (under c->mu). Returns 1 when this caller won (p was linked). */
+int aimsi_client_unlink_locked(aims_client *c, cl_pending *p)
+{
+    if (!p->linked) {
+        return 0;
+    }
+    p->linked = 0;
+    p->prev->next = p->next;
+    p->next->prev = p->prev;
+    c->n_pending--;
+    if (p->call != NULL) {
+        c->n_async--;
+    }
+    if (p->hashed) {
+        cl_pending **pp = &c->hash[hash_of(p->id)];
+        while (*pp != NULL && *pp != p) {
+            pp = &(*pp)->hnext;
+        }
+        if (*pp == p) {
+            *pp = p->hnext;
+        }
+        p->hashed = 0;
+    }
+    return 1;
+}
+
+static cl_pending *hash_find_locked(aims_client *c, uint64_t id)
+{
+    cl_pending *p = c->hash[hash_of(id)];
+    while (p != NULL && p->id != id) {
+        p = p->hnext;
+    }
+    return p;
+}
+
+/* Deliver an attempt's outcome (the caller won the unlink). For a sync waiter
+ * the reply's contents are moved into the caller's message. */
+void aimsi_client_deliver(cl_pending *p, aims_status st, aims_msg *reply, const char *err)
+{
+    if (p->call != NULL) {
+        p->call->unsent = p->unsent;
+        aimsi_client_attempt_finished(p->c, p->call, st, reply, err != NULL ? err : "");
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->st = st;
+    if (reply != NULL) {
+        aimsi_msg_move(p->dst, reply);
+    } else {
+        aims_msg_clear(p->dst);
+    }
+    snprintf(p->err, sizeof p->err, "%s", err != NULL ? err : "");
+    p->delivered = 1;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- endpoints and connections ------------------------------------------------------- */
+
+/* Find or add the endpoint of `url` (under c->mu). */
+cl_ep *aimsi_client_ep_get_locked(aims_client *c, const char *url)
+{
+    for (cl_ep *e = c->eps; e != NULL; e = e->next) {
+        if (strcmp(e->url, url) == 0) {
+            return e;
+        }
+    }
+    const size_t len = strlen(url);
+    if (len > AIMSI_URL_MAX) {
+        return NULL;
+    }
+    cl_ep *e = aimsi_calloc(1, sizeof(*e));
+    if (e == NULL) {
+        return NULL;
+    }
+    memcpy(e->url, url, len + 1);
+    e->inproc = strncmp(url, "inproc://", 9) == 0;
+    pthread_mutex_init(&e->dial_mu, NULL);
+    e->next = c->eps;
+    c->eps = e;
+    return e;
+}
+
+static void backoff_locked(aims_client *c, cl_ep *e)
+{
+    const uint64_t base = aimsi_client_ms_to_ns(c->backoff_ms);
+    if (e->backoff_ns == 0) {
+        e->backoff_ns = base;
+    } else if (e->backoff_ns < 32u * base) {
+        e->backoff_ns = e->backoff_ns * 2u > 32u * base ? 32u * base : e->backoff_ns * 2u;
+    }
+    e->retry_at = aimsi_now_ns() + e->backoff_ns;
+}
+
+/* Detach cc from its endpoint (under c->mu). Returns 1 when the caller must
+ * close it (last reference gone). */
+static int conn_detach_locked(aims_client *c, cl_conn *cc)
+{
+    cc->dead = 1;
+    if (cc->ep->conn != cc) {
+        return 0;
+    }
+    cc->ep->conn = NULL;
+    backoff_locked(c, cc->ep);
+    return --cc->refs == 0;
+}
+
+void aimsi_client_conn_close(cl_conn *cc)
+{
+    cc->slot->vt.close(cc->slot->inst, cc->conn);
+    aimsi_free(cc);
+}
+
+/* Unlink every call still waiting on cc (under c->mu), chained through hnext. */
+static cl_pending *conn_unlink_calls_locked(aims_client *c, const cl_conn *cc)
+{
+    cl_pending *dead = NULL;
+    for (cl_pending *p = c->plist.next; p != &c->plist;) {
+        cl_pending *nx = p->next;
+        if (p->cc == cc && aimsi_client_unlink_locked(c, p)) {
+            p->hnext = dead;
+            dead = p;
+        }
+        p = nx;
+    }
+    return dead;
+}
+
+static void fail_calls(cl_pending *dead, aims_status st, const char *text)
+{
+    while (dead != NULL) {
+        cl_pending *p = dead;
+        dead = p->hnext;
+        aimsi_client_deliver(p, st, NULL, text);
+        aimsi_client_pending_unref(p);
+    }
+}
+
+/* Close cc (its last reference is gone) after failing the calls still on it:
+ * once closed, no hook would ever answer them. */
+static void conn_finish(aims_client *c, cl_conn *cc)
+{
+    pthread_mutex_lock(&c->mu);
+    cl_pending *dead = conn_unlink_calls_locked(c, cc);
+    pthread_mutex_unlock(&c->mu);
+    fail_calls(dead, AIMS_E_CLOSED, "connection closed");
+    aimsi_client_conn_close(cc);
+}
+
+/* Drop a sender's reference. */
+static void conn_release(aims_client *c, cl_conn *cc)
+{
+    pthread_mutex_lock(&c->mu);
+    const int last = --cc->refs == 0;
+    pthread_mutex_unlock(&c->mu);
+    if (last) {
+        conn_finish(c, cc);
+    }
+}
+
+/* The endpoint's connection with a sender reference, dialing it if needed.
+ * Fails fast with AIMS_E_CLOSED while the endpoint backs off. */
+static aims_status conn_get(aims_client *c, cl_ep *e, cl_conn **out)
+{
+    pthread_mutex_lock(&e->dial_mu);
+    pthread_mutex_lock(&c->mu);
+    if (e->conn != NULL) {
+        e->conn->refs++;
+        *out = e->conn;
+        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&e->dial_mu);
+        return AIMS_OK;
+    }
+    if (e->retry_at != 0 && aimsi_now_ns() < e->retry_at) {
+        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&e->dial_mu);
+        return aimsi_client_call_err(c, AIMS_E_CLOSED, "%s: reconnect backoff (%llu ms)", e->url,
+                                     (unsigned long long)(e->backoff_ns / 1000000u));
+    }
+    aimsi_tslot *slot = NULL;
+    aims_status rc = c->closing ? AIMS_E_CLOSED : aimsi_ttable_get(&c->tt, e->url, &slot);
+    pthread_mutex_unlock(&c->mu);
+    if (rc != AIMS_OK) {
+        pthread_mutex_unlock(&e->dial_mu);
+        return aimsi_client_call_err(c, rc, "%s: %s", e->url, aims_errmsg());
+    }
+    cl_conn *cc = aimsi_calloc(1, sizeof(*cc));
+    if (cc == NULL) {
+        pthread_mutex_unlock(&e->dial_mu);
+        return aimsi_client_call_err(c, AIMS_E_NOMEM, "%s: out of memory for a connection", e->url);
+    }
+    cc->c = c;
+    cc->ep = e;
+    cc->slot = slot;
+    rc = slot->vt.dial(slot->inst, e->url, cc, &cc->conn);
+    char why[AIMSI_ERRMSG_CAP] = "";
+    if (rc != AIMS_OK) { /* the transport's own words (TLS: the verification failure) */
+        snprintf(why, sizeof why, "%s", aims_errmsg());
+    }
+    pthread_mutex_lock(&c->mu);
+    if (rc != AIMS_OK) {
+        backoff_locked(c, e);
+        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&e->dial_mu);
+        aimsi_free(cc);
+        /* A refused dial means the request never left: retryable. */
+        const aims_status code = rc == AIMS_E_NOMEM ? rc : AIMS_E_CLOSED;
+        return aimsi_client_call_err(c, code, "%s: connect failed: %s (%s)", e->url,
+                                     aims_strerror(rc), why);
+    }
+    if (cc->dead) {
+        /* on_close beat us: the connection died before it was installed. */
+        backoff_locked(c, e);
+        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&e->dial_mu);
+        aimsi_client_conn_close(cc);
+        return aimsi_client_call_err(c, AIMS_E_CLOSED, "%s: connection closed while connecting",
+                                     e->url);
+    }
+    cc->refs = 2; /* the endpoint's + ours */
+    e->conn = cc;
+    *out = cc;
+    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&e->dial_mu);
+    return AIMS_OK;
+}
+
+/* Transport hook: one reply frame. */
+void aimsi_client_on_frame(void *conn_user, const void *frame, size_t len)
+{
+    cl_conn *cc = conn_user;
+    aims_client *c = cc->c;
+    void *bytes = aimsi_malloc(len > 0 ? len : 1);
+    aimsi_frame *f = aimsi_malloc(sizeof(*f));
+    if (bytes == NULL || f == NULL) {
+        /* Out of memory: the waiter times out; nothing better to do here. */
+        aimsi_free(bytes);
+        aimsi_free(f);
+        return;
+    }
+    memcpy(bytes, frame, len);
+    if (aimsi_frame_decode(bytes, len, (size_t)c->max_frame, f) != AIMS_OK ||
+        (f->hdr.type != AIMSI_FRAME_REPLY && f->hdr.type != AIMSI_FRAME_ERROR)) {
+        /* Not a reply we can read (PONG, junk): ignore it; the deadline covers it. */
+        aimsi_frame_release(f);
+        aimsi_free(f);
+        aimsi_free(bytes);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    cl_pending *p = hash_find_locked(c, f->hdr.request_id);
+    int won = 0;
+    if (p != NULL && p->cc == cc) {
+        won = aimsi_client_unlink_locked(c, p);
+        cc->ep->backoff_ns = 0; /* the connection works */
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!won) {
+        /* A late reply (the call timed out) or a stranger's id: dropped. */
+        aimsi_frame_release(f);
+        aimsi_free(f);
+        aimsi_free(bytes);
+        return;
+    }
+    aims_status st = (aims_status)f->hdr.status;
+    if (f->hdr.status < 0 || f->hdr.status > (int32_t)AIMS_E_DENIED) {
+        st = AIMS_E_INTERNAL;
+    }
+    if (st == AIMS_OK && f->hdr.type == AIMSI_FRAME_ERROR) {
+        st = AIMS_E_INTERNAL;
+    }
+    aims_msg tmp;
+    aimsi_msg_init(&tmp);
+    const aims_status ar = aimsi_msg_adopt_frame(&tmp, bytes, f);
+    if (ar != AIMS_OK) {
+        aimsi_client_deliver(p, AIMS_E_CORRUPT, NULL, "malformed reply");
+    } else {
+        aimsi_client_deliver(p, st, &tmp, aims_msg_error(&tmp));
+    }
+    aimsi_msg_fini(&tmp);
+    aimsi_client_pending_unref(p);
+}
+
+/* Transport hook: the connection is gone. Fail its calls with AIMS_E_CLOSED. */
+void aimsi_client_on_close(void *conn_user, aims_status why)
+{
+    cl_conn *cc = conn_user;
+    aims_client *c = cc->c;
+    cl_pending *dead = NULL;
+    pthread_mutex_lock(&c->mu);
+    const int last = conn_detach_locked(c, cc);
+    dead = conn_unlink_calls_locked(c, cc);
+    char url[AIMSI_URL_MAX + 1];
+    memcpy(url, cc->ep->url, sizeof url);
+    pthread_mutex_unlock(&c->mu);
+    char text[AIMSI_ERRMSG_CAP];
+    snprintf(text, sizeof text, "%s: connection lost (%s)", url, aims_strerror(why));
+    fail_calls(dead, AIMS_E_CLOSED, text);
+    if (last) {
+        aimsi_client_conn_close(cc);
+    }
+}
+
+/* ---- inproc ------------------------------------------------------------------------ */
+
+/* The endpoint's node (a cached reference). */
+static aims_status ep_node(aims_client *c, cl_ep *e, aims_node **out)
+{
+    pthread_mutex_lock(&c->mu);
+    if (e->node == NULL || e->node_stale) {
+        aims_node *n = NULL;
+        const aims_status rc = aimsi_inproc_find(e->url + 9, &n);
+        if (rc != AIMS_OK) {
+            pthread_mutex_unlock(&c->mu);
+            return aimsi_client_call_err(c, rc == AIMS_E_NOMEM ? rc : AIMS_E_CLOSED,
+                                         "%s: no node listens there", e->url);
+        }
+        if (n == e->node) {
+            aimsi_node_unref(n); /* same node: the service restarted */
+        } else if (e->node != NULL) {
+            cl_grave *g = aimsi_malloc(sizeof(*g));
+            if (g == NULL) {
+                pthread_mutex_unlock(&c->mu);
+                aimsi_node_unref(n);
+                return aimsi_client_call_err(c, AIMS_E_NOMEM, "%s: out of memory", e->url);
+            }
+            /* Another thread may still be calling the old node: keep the
+             * reference until destroy. */
+            g->node = e->node;
+            g->next = e->graves;
+            e->graves = g;
+            e->node = n;
+        } else {
+            e->node = n;
+        }
+        e->node_stale = 0;
+    }
+    *out = e->node;
+    pthread_mutex_unlock(&c->mu);
+    return AIMS_OK;
+}
+
+/* Node completion (any thread; possibly inside aimsi_node_call_local). */
+static void node_done(void *ctx, aims_status st, aims_msg *reply, const char *err)
+{
+    cl_pending *p = ctx;
+    aims_client *c = p->c;
+    pthread_mutex_lock(&c->mu);
+    const int won = aimsi_client_unlink_locked(c, p);
+    if (st == AIMS_E_CLOSED) {
+        p->ep->node_stale = 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (won) {
+        /* No reply and CLOSED: the node refused before any handler ran. */
+        p->unsent = reply == NULL && st == AIMS_E_CLOSED;
+        aimsi_client_deliver(p, st, reply, err);
+        aimsi_client_pending_unref(p); /* the link's */
+    }
+    pthread_mutex_lock(&c->mu);
+    c->node_refs--;
+    if (c->closing && c->node_refs == 0) {
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    aimsi_client_pending_unref(p); /* the node's */
+}
+
+/* ---- sending one attempt ------------------------------------------------------------ */
+
+/* Send attempt p of call k to endpoint e. AIMS_OK: p is linked and will be
+ * delivered (maybe already was). Otherwise nothing is linked; the caller owns p. */
+aims_status aimsi_client_send_inproc(aims_client *c, cl_call *k, cl_pending *p)
+{
+    aims_node *n = NULL;
+    AIMSI_TRY(ep_node(c, p->ep, &n));
+    pthread_mutex_lock(&c->mu);
+    aims_status rc = c->closing ? AIMS_E_CLOSED : link_locked(c, p, 0);
+    if (rc == AIMS_OK) {
+        c->node_refs++;
+        atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); /* the node's */
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (rc != AIMS_OK) {
+        return aimsi_client_call_err(
+            c, rc, "%s: %s", p->ep->url,
+            rc == AIMS_E_OVERLOADED ? "too many calls in flight (max_pending)" : "client closing");
+    }
+    const aimsi_local_call lc = {k->service, k->method, k->req, p->deadline_ns, node_done, p,
+                                 k->done != NULL};
+    rc = aimsi_node_call_local(n, &lc);
+    if (rc == AIMS_OK) {
+        return AIMS_OK;
+    }
+    /* The node refused before taking the call: done will not run. */
+    pthread_mutex_lock(&c->mu);
+    aimsi_client_unlink_locked(c, p);
+    c->node_refs--;
+    if (rc == AIMS_E_CLOSED) {
+        p->ep->node_stale = 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+    atomic_fetch_sub_explicit(&p->refs, 1, memory_order_relaxed);
+    return aimsi_client_call_err(c, rc, "%s: %s", p->ep->url, aims_errmsg());
+}
+
+int aimsi_url_compresses(const char *url)
+{
+    if (strncmp(url, "ipc://", 6) == 0) {
+        return 0;
+    }
+    if (strncmp(url, "tcp://", 6) != 0 && strncmp(url, "tls://", 6) != 0) {
+        return 1; /* tls:// is tcp underneath: the same loopback rule */
+    }
+    const char *h = url + 6;
+    return !(strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||
+             strncmp(h, "[::1]:", 6) == 0);
+}
+
+static aims_status encode_request(aims_client *c, const cl_call *k, const char *url,
+                                  uint64_t id, uint64_t deadline_ns, void **out,
+                                  size_t *out_len)
+{
+    aimsi_frame_hdr h;
+    memset(&h, 0, sizeof h);
+    h.type = AIMSI_FRAME_REQUEST;
+    h.request_id = id;
+    h.deadline_ns = aimsi_deadline_to_wire(deadline_ns);
+    snprintf(h.service, sizeof h.service, "%s", k->service);
+    snprintf(h.method, sizeof h.method, "%s", k->method);
+    aimsi_tensor views[AIMS_MSG_MAX_TENSORS];
+    const size_t n = aimsi_msg_views(k->req, views);
+    aimsi_buf b;
+    aimsi_buf_init(&b);
+    const size_t above = aimsi_url_compresses(url) ? AIMSI_COMPRESS_ABOVE : 0;
+    const aims_status rc = aimsi_frame_encode(&h, views, n, NULL, above, &b);
+    if (rc != AIMS_OK) {
+        aimsi_buf_free(&b);
+        return aimsi_client_call_err(c, rc, "encoding the request for '%s': %s", k->service,
+                                     aims_errmsg());
+    }
+    *out = aimsi_buf_take(&b, out_len);
+    return AIMS_OK;
+}
+
+aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
+{
+    cl_conn *cc = NULL;
+    AIMSI_TRY(conn_get(c, p->ep, &cc));
+    p->cc = cc;
+    pthread_mutex_lock(&c->mu);
+    aims_status rc = c->closing ? AIMS_E_CLOSED : link_locked(c, p, 1);
+    const uint64_t id = p->id;
+    pthread_mutex_unlock(&c->mu);
+    if (rc != AIMS_OK) {
+        conn_release(c, cc);
+        return aimsi_client_call_err(c, rc, "%s: %s", p->ep->url,
+                                     rc == AIMS_E_OVERLOADED
+                            ? "too many calls in flight (max_pending); retry after 10 ms"
+                            : "client closing");
+    }
+    void *frame = NULL;
+    size_t len = 0;
+    rc = encode_request(c, k, p->ep->url, id, p->deadline_ns, &frame, &len);
+    if (rc == AIMS_OK) {
+        rc = cc->slot->vt.send(cc->slot->inst, cc->conn, frame, len);
+        if (rc == AIMS_E_OVERLOADED) {
+            /* The connection's send queue is full: the peer reads slower than
+             * we write. Short back-off hint, like a service's queue-full reply. */
+            aimsi_client_call_err(
+                c, rc, "%s: send queue full (peer not keeping up); retry after 10 ms", p->ep->url);
+        } else if (rc != AIMS_OK) {
+            aimsi_client_call_err(c, rc, "%s: send failed: %s", p->ep->url, aims_strerror(rc));
+        }
+    }
+    if (rc == AIMS_OK) {
+        conn_release(c, cc);
+        return AIMS_OK;
+    }
+    pthread_mutex_lock(&c->mu);
+    const int won = aimsi_client_unlink_locked(c, p);
+    if (rc == AIMS_E_CLOSED || rc == AIMS_E_IO) {
+        (void)conn_detach_locked(c, cc); /* our reference keeps it above 0 */
+    }
+    const int last = --cc->refs == 0;
+    pthread_mutex_unlock(&c->mu);
+    if (last) {
+        conn_finish(c, cc);
+    }
+    if (!won) {
+        /* on_close got there first and delivers; our send error is moot. */
+        return AIMS_OK;
+    }
+    return rc;
+}

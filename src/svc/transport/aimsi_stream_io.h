@@ -1,0 +1,131 @@
+/*
+ * aimsi_stream_io.h -- private to the stream machinery (stream.c,
+ * stream_io.c, stream_rx.c, stream_tx.c): the instance, listener and
+ * connection types and the functions those files share. stream.c's top
+ * comment explains the design; the transport families (sock.c, tls.c) see
+ * only aimsi_stream.h.
+ */
+#ifndef AIMSI_STREAM_IO_H
+#define AIMSI_STREAM_IO_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "aimsi_stream.h"
+
+#define RBUF_INIT ((size_t)64u << 10)
+/* A peer that stops sending in the middle of a frame holds a read buffer as
+ * big as the frame it announced: after STALL_NS without a byte the
+ * connection is dropped (slow-loris), checked every SWEEP_NS. */
+#define STALL_NS (10ull * 1000000000ull)
+#define SWEEP_NS (1000000000ull)
+#define RX_WINDOW_NS (2000000000ull)
+/* Accepted connections per instance; beyond this new ones are closed at once
+ * (each may hold up to max_frame bytes of read buffer). */
+#define MAX_ACCEPTED 4096u
+#define RBUF_SHRINK ((size_t)1u << 20)
+/* A grown read buffer is kept this long after the last frame that needed it:
+ * a stream of big frames then reads into pages already mapped (a fresh 6 MB
+ * buffer per frame cost ~1500 page faults, most of an ipc transfer here). */
+#define RBUF_KEEP_NS (1000000000ull)
+#define READS_PER_EVENT 16
+#define EVENTS_PER_WAIT 64
+#define IOV_BATCH 64
+#define QRING_INIT 8u
+
+enum { TAG_WAKE = 1, TAG_LISTENER = 2, TAG_CONN = 3 };
+
+typedef struct stream_inst stream_inst;
+
+typedef struct qent {
+    void *p;
+    size_t len;
+} qent;
+
+typedef struct stream_conn {
+    int tag; /* TAG_CONN: first member, epoll data points here */
+    stream_inst *inst;
+    int fd;
+    void *user;
+    struct stream_conn *prev, *next; /* inst->conns, or the zombie list */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int closed;    /* the library released it: no more hooks */
+    int dead;      /* failed: on_close delivered (or due), out of epoll */
+    int in_hook;   /* the I/O thread runs one of its hooks */
+    int want_out;  /* EPOLLOUT armed */
+    int zombie;    /* on inst->zombie_conns */
+    /* send queue (ring) */
+    qent *q;
+    size_t qcap, qhead, qn, qoff, qbytes;
+    /* read buffer (I/O thread only) */
+    uint8_t *rbuf;
+    size_t rlen, rcap;
+    uint64_t last_rx_ns; /* last recv that brought bytes (I/O thread only) */
+    uint64_t big_ns;     /* last delivery of a frame above RBUF_INIT (I/O thread only) */
+    uint64_t frame_ns, win_ns; /* frame in progress: first byte, rate window start */
+    uint64_t win_bytes;        /* bytes in the rate window */
+    int64_t held;              /* bytes reserved from rx->held */
+    int accepted;        /* counted in inst->n_accepted */
+    void *sx;            /* the family's per-connection state (ops), or NULL */
+    int hs;              /* accepted, handshake not done: no on_accept yet (I/O thread) */
+    uint64_t hs_deadline_ns;     /* drop it if the handshake is not done by then */
+    struct stream_listener *lst; /* its listener while hs (under inst->mu) */
+} stream_conn;
+
+typedef struct stream_listener {
+    int tag; /* TAG_LISTENER */
+    stream_inst *inst;
+    int fd;
+    int dead;
+    int busy; /* the I/O thread is accepting on it */
+    int paused; /* out of the epoll set after EMFILE/ENFILE (I/O thread only) */
+    char path[AIMSI_STREAM_PATH_MAX];
+    struct stream_listener *prev, *next;
+} stream_listener;
+
+struct stream_inst {
+    const aimsi_stream_family *fam;
+    uint64_t next_sweep_ns; /* I/O thread only */
+    size_t n_accepted;      /* under mu */
+    aims_transport_hooks hooks;
+    size_t max_frame;
+    aimsi_rx_limits *rx; /* NULL: no receive bounds but STALL_NS */
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* listener busy -> idle */
+    int started;
+    int stopping;
+    int epfd;
+    int wake_tag; /* TAG_WAKE; its address is the wake fd's epoll data */
+    int wakefd;
+    pthread_t thr;
+    stream_conn *conns;
+    stream_conn *zombie_conns;
+    stream_listener *listeners;
+    stream_listener *zombie_listeners;
+    uint64_t resume_ns; /* when paused listeners go back into epoll (0: none paused) */
+};
+
+/* Set on the I/O thread: lets close()/unlisten() know they run inside a hook. */
+
+/* Set on the I/O thread: lets close()/unlisten() know they run inside a hook. */
+extern _Thread_local const stream_inst *aimsi_stream_tl_io_inst;
+
+int aimsi_stream_hook_enter(stream_conn *c);
+void aimsi_stream_hook_leave(stream_conn *c);
+int aimsi_stream_rx_hold(stream_conn *c, size_t cap);
+void aimsi_stream_conn_fail(stream_conn *c, aims_status why);
+aims_status aimsi_stream_conn_new(stream_inst *in, int fd, void *user, stream_conn **out);
+void aimsi_stream_conn_free(stream_conn *c);
+void aimsi_stream_conn_link(stream_conn **head, stream_conn *c);
+void aimsi_stream_conn_handshake(stream_conn *c);
+void aimsi_stream_reap(stream_inst *in);
+aims_status aimsi_stream_ensure_started(stream_inst *in);
+int aimsi_stream_epoll_add(stream_inst *in, int fd, void *ptr);
+void aimsi_stream_conn_readable(stream_conn *c);
+void aimsi_stream_sweep_stalled(stream_inst *in, uint64_t now);
+void aimsi_stream_conn_event(stream_conn *c, uint32_t events);
+int aimsi_stream_queue_flush(stream_conn *c);
+void aimsi_stream_arm_out(stream_conn *c, int on);
+
+#endif

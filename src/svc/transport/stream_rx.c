@@ -1,0 +1,255 @@
+/*
+ * stream_rx.c -- receiving on a stream connection (stream.c has the
+ * overview): framing out of the read buffer, its growth and shrinking, the
+ * per-connection event handler, and the receive bounds against slow senders.
+ *
+ * Reading. Each connection has one read buffer (64 KiB to start). The I/O
+ * thread recv()s as much as fits, then walks the buffer: once 44 header bytes
+ * are there aimsi_frame_peek() says how long the frame is (and rejects a
+ * corrupt or oversize header at once, before any allocation for it); every
+ * whole frame is handed to on_frame straight from the buffer (no copy), so one
+ * recv can deliver many frames. A frame longer than the buffer grows it by
+ * doubling as its bytes arrive (never beyond the frame's length, which
+ * peek capped at max_frame), so memory follows what a peer actually sent, not
+ * what its header claims; a big buffer shrinks back once drained.
+ *
+ * Receive bounds (a node's instances; aimsi_stream_set_rx, AIMS_NODE_RX_*).
+ * A frame in progress must complete its header within rx_header_ms of its
+ * first byte and keep up rx_min_rate bytes/s over each RX_WINDOW_NS window;
+ * read-buffer growth above RBUF_INIT is reserved from the node-wide rx_budget
+ * and a connection whose frame would overdraw it is refused (dropped). The
+ * sweep (every SWEEP_NS) enforces the first two, so a slow sender is dropped
+ * at most rx_header_ms + SWEEP_NS, or 2 x RX_WINDOW_NS + SWEEP_NS, after it
+ * slowed down (1 byte/s: 3 s with the defaults).
+ */
+#include "aimsi_stream.h"
+#include "aimsi_stream_io.h"
+#include "../authz/aimsi_authz.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- reading ------------------------------------------------------------------------ */
+
+/* Receive-bound bookkeeping (I/O thread): a frame in progress started, with
+ * `have` bytes of it already here; `got` more bytes arrived. */
+static void rx_frame_begins(stream_conn *c, size_t have)
+{
+    c->frame_ns = c->win_ns = c->last_rx_ns;
+    c->win_bytes = have;
+}
+
+static void rx_count(stream_conn *c, size_t got)
+{
+    if (c->rlen == 0) {
+        rx_frame_begins(c, 0);
+    }
+    c->win_bytes += got;
+}
+
+/* Deliver every whole frame in the buffer. Returns AIMS_OK, or the reason to
+ * fail the connection; *stop is set when the library closed it meanwhile. */
+static aims_status deliver(stream_conn *c, int *stop)
+{
+    stream_inst *in = c->inst;
+    size_t pos = 0;
+    aims_status rc = AIMS_OK;
+    while (c->rlen - pos >= AIMSI_FRAME_HEADER) {
+        size_t total = 0;
+        rc = aimsi_frame_peek(c->rbuf + pos, c->rlen - pos, in->max_frame, &total);
+        if (rc != AIMS_OK) {
+            rc = (rc == AIMS_E_RANGE) ? AIMS_E_RANGE : AIMS_E_CORRUPT;
+            break;
+        }
+        if (c->rlen - pos < total) {
+            break;
+        }
+        if (!aimsi_stream_hook_enter(c)) {
+            *stop = 1;
+            return AIMS_OK;
+        }
+        in->hooks.on_frame(c->user, c->rbuf + pos, total);
+        aimsi_stream_hook_leave(c);
+        if (total > RBUF_INIT) {
+            c->big_ns = aimsi_now_ns();
+        }
+        pos += total;
+    }
+    if (pos > 0) {
+        memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
+        c->rlen -= pos;
+        if (c->rlen > 0) {
+            rx_frame_begins(c, c->rlen); /* the rest is the next frame's start */
+        }
+    }
+    return rc;
+}
+
+/* Make room to read: grow toward the pending frame's length, or shrink a
+ * buffer a big frame left behind. */
+static aims_status rbuf_room(stream_conn *c)
+{
+    if (c->rlen < c->rcap) {
+        if (c->rcap > RBUF_SHRINK && c->rlen <= RBUF_INIT &&
+            aimsi_now_ns() - c->big_ns > RBUF_KEEP_NS) {
+            uint8_t *nb = aimsi_realloc(c->rbuf, RBUF_INIT);
+            if (nb != NULL) {
+                c->rbuf = nb;
+                c->rcap = RBUF_INIT;
+                (void)aimsi_stream_rx_hold(c, RBUF_INIT);
+            }
+        }
+        return AIMS_OK;
+    }
+    /* Full: deliver() left an incomplete frame longer than the buffer. Its
+     * length was checked against max_frame by peek. */
+    size_t total = 0;
+    if (aimsi_frame_peek(c->rbuf, c->rlen, c->inst->max_frame, &total) != AIMS_OK ||
+        total <= c->rcap) {
+        return AIMS_E_INTERNAL;
+    }
+    size_t ncap = c->rcap * 2u;
+    if (ncap > total || ncap < c->rcap) {
+        ncap = total;
+    }
+    if (!aimsi_stream_rx_hold(c, ncap)) {
+        aimsi_log(AIMS_LOG_WARN, "%s transport: a %zu-byte frame would overdraw the node's "
+                  "rx_budget (%lld bytes held): dropping the connection", c->inst->fam->scheme,
+                  total, (long long)atomic_load(&c->inst->rx->held));
+        return AIMS_E_OVERLOADED;
+    }
+    uint8_t *nb = aimsi_realloc(c->rbuf, ncap);
+    if (nb == NULL) {
+        (void)aimsi_stream_rx_hold(c, c->rcap);
+        return AIMS_E_NOMEM;
+    }
+    c->rbuf = nb;
+    c->rcap = ncap;
+    return AIMS_OK;
+}
+
+void aimsi_stream_conn_readable(stream_conn *c)
+{
+    for (int i = 0; i < READS_PER_EVENT; i++) {
+        const aims_status room = rbuf_room(c);
+        if (room != AIMS_OK) {
+            aimsi_stream_conn_fail(c, room);
+            return;
+        }
+        const ssize_t r = c->inst->fam->ops->read(c->sx, c->fd, c->rbuf + c->rlen,
+                                                  c->rcap - c->rlen);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return;
+            }
+            aimsi_stream_conn_fail(c, errno == ECONNRESET || errno == EPIPE ? AIMS_E_CLOSED
+                                                                            : AIMS_E_IO);
+            return;
+        }
+        if (r == 0) {
+            aimsi_stream_conn_fail(c, AIMS_E_CLOSED);
+            return;
+        }
+        const size_t got = (size_t)r;
+        c->last_rx_ns = aimsi_now_ns();
+        rx_count(c, got);
+        const int more = (c->rlen + got == c->rcap);
+        c->rlen += got;
+        int stop = 0;
+        const aims_status rc = deliver(c, &stop);
+        if (stop) {
+            return;
+        }
+        if (rc != AIMS_OK) {
+            aimsi_stream_conn_fail(c, rc);
+            return;
+        }
+        if (!more) {
+            return; /* the socket is drained (a short read) */
+        }
+    }
+}
+
+void aimsi_stream_conn_event(stream_conn *c, uint32_t events)
+{
+    if (c->hs) {
+        aimsi_stream_conn_handshake(c);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    const int gone = c->closed || c->dead;
+    int werr = 0;
+    if (!gone && (events & EPOLLOUT) != 0) {
+        werr = aimsi_stream_queue_flush(c);
+        if (werr == 0 && c->qn == 0) {
+            aimsi_stream_arm_out(c, 0);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (gone) {
+        return;
+    }
+    if (werr != 0) {
+        aimsi_stream_conn_fail(c, werr == EPIPE || werr == ECONNRESET ? AIMS_E_CLOSED : AIMS_E_IO);
+        return;
+    }
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) != 0) {
+        aimsi_stream_conn_readable(c);
+    }
+}
+
+static int rx_too_slow(const stream_inst *in, stream_conn *c, uint64_t now)
+{
+    const aimsi_rx_limits *rx = in->rx;
+    if (rx == NULL || c->rlen == 0) {
+        return 0;
+    }
+    if (rx->header_ms > 0 && c->rlen < AIMSI_FRAME_HEADER &&
+        now - c->frame_ns > (uint64_t)rx->header_ms * 1000000u) {
+        return 1;
+    }
+    if (rx->min_rate > 0 && now - c->win_ns >= RX_WINDOW_NS) {
+        if ((double)c->win_bytes * 1e9 < (double)rx->min_rate * (double)(now - c->win_ns)) {
+            return 1;
+        }
+        c->win_ns = now;
+        c->win_bytes = 0;
+    }
+    return 0;
+}
+
+/* Drop connections stalled in the middle of a frame, or too slow for the
+ * receive bounds (I/O thread only: rlen, last_rx_ns and the rate window are
+ * its fields, and only it frees connections). */
+void aimsi_stream_sweep_stalled(stream_inst *in, uint64_t now)
+{
+    stream_conn *stalled[64];
+    size_t n = 0;
+    pthread_mutex_lock(&in->mu);
+    for (stream_conn *c = in->conns; c != NULL && n < 64; c = c->next) {
+        if (c->rlen == 0) {
+            (void)rbuf_room(c); /* an idle connection gives a kept big buffer back */
+        }
+        if ((c->rlen > 0 && now - c->last_rx_ns > STALL_NS) || rx_too_slow(in, c, now)) {
+            stalled[n++] = c;
+        }
+    }
+    pthread_mutex_unlock(&in->mu);
+    for (size_t i = 0; i < n; i++) {
+        aimsi_log(AIMS_LOG_WARN, "%s transport: peer too slow inside a frame (%.1f s since "
+                  "its first byte, %zu bytes held): dropping the connection", in->fam->scheme,
+                  (double)(now - stalled[i]->frame_ns) * 1e-9, stalled[i]->rlen);
+        aimsi_stream_conn_fail(stalled[i], AIMS_E_TIMEOUT);
+    }
+}

@@ -1,0 +1,199 @@
+/*
+ * stream_tx.c -- sending on a stream connection (stream.c has the overview):
+ * the write on the caller's thread, the bounded per-connection queue, and
+ * the flush the I/O thread does once the socket is writable again.
+ *
+ * Writing. send() may come from any thread and takes the frame. If the
+ * connection's queue is empty it writes on the caller's thread right away:
+ * a request/reply round trip then costs no wake-up of the I/O thread, which
+ * on a VM is most of a loopback round trip. What does not fit in the socket
+ * buffer stays queued (a ring of frames) and the sender arms EPOLLOUT itself
+ * (epoll_ctl is thread-safe), so the I/O thread finishes with sendmsg() over
+ * as many queued frames as it can. The queue is bounded (16 MiB or 4096 frames)
+ * and says AIMS_E_OVERLOADED beyond that, so a peer that never reads costs a
+ * bounded amount of memory and nobody else waits for it. All writes of a
+ * connection happen under its mutex, which keeps frames whole and in order.
+ */
+#include "aimsi_stream.h"
+#include "aimsi_stream_io.h"
+#include "../authz/aimsi_authz.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- writing ------------------------------------------------------------------------ */
+
+void aimsi_stream_arm_out(stream_conn *c, int on)
+{
+    if (c->want_out == on || c->dead) {
+        return;
+    }
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+    ev.data.ptr = c;
+    if (epoll_ctl(c->inst->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) {
+        c->want_out = on;
+    }
+}
+
+/* Write as much of the queue as the socket takes. Caller holds c->mu.
+ * Returns 0, or an errno value when the socket failed. */
+int aimsi_stream_queue_flush(stream_conn *c)
+{
+    while (c->qn > 0) {
+        struct iovec iov[IOV_BATCH];
+        size_t n = 0;
+        for (size_t i = 0; i < c->qn && n < IOV_BATCH; i++) {
+            const qent *e = &c->q[(c->qhead + i) % c->qcap];
+            const size_t off = (i == 0) ? c->qoff : 0;
+            iov[n].iov_base = (uint8_t *)e->p + off;
+            iov[n].iov_len = e->len - off;
+            n++;
+        }
+        const ssize_t w = c->inst->fam->ops->writev(c->sx, c->fd, iov, (int)n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return 0;
+            }
+            return errno;
+        }
+        size_t left = (size_t)w;
+        while (left > 0 && c->qn > 0) {
+            qent *e = &c->q[c->qhead];
+            const size_t rest = e->len - c->qoff;
+            if (left < rest) {
+                c->qoff += left;
+                c->qbytes -= left;
+                left = 0;
+            } else {
+                left -= rest;
+                c->qbytes -= rest;
+                aimsi_free(e->p);
+                e->p = NULL;
+                c->qhead = (c->qhead + 1) % c->qcap;
+                c->qn--;
+                c->qoff = 0;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Room for one more queue entry. Caller holds c->mu. */
+static aims_status queue_reserve(stream_conn *c)
+{
+    if (c->qn < c->qcap) {
+        return AIMS_OK;
+    }
+    const size_t ncap = c->qcap * 2u;
+    qent *nq = aimsi_calloc(ncap, sizeof *nq);
+    if (nq == NULL) {
+        return AIMS_E_NOMEM;
+    }
+    for (size_t i = 0; i < c->qn; i++) {
+        nq[i] = c->q[(c->qhead + i) % c->qcap];
+    }
+    aimsi_free(c->q);
+    c->q = nq;
+    c->qcap = ncap;
+    c->qhead = 0;
+    return AIMS_OK;
+}
+
+aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len)
+{
+    stream_inst *in = inst;
+    stream_conn *c = conn;
+    if (in == NULL || c == NULL || frame == NULL || len == 0) {
+        aimsi_free(frame);
+        return AIMSI_MISUSE("NULL instance, connection or frame, or empty frame");
+    }
+    if (c->inst != in) {
+        aimsi_free(frame);
+        return AIMSI_MISUSE("connection belongs to another transport instance");
+    }
+    if (len > in->max_frame) {
+        aimsi_free(frame);
+        return aimsi_err(NULL, AIMS_E_RANGE,
+                         "%s transport: frame of %zu bytes is over max_frame (%zu)",
+                         in->fam->scheme, len, in->max_frame);
+    }
+    pthread_mutex_lock(&c->mu);
+    if (c->closed || c->dead) {
+        pthread_mutex_unlock(&c->mu);
+        aimsi_free(frame);
+        return aimsi_err(NULL, AIMS_E_CLOSED, "%s transport: send on a closed connection",
+                         in->fam->scheme);
+    }
+    if (c->qn > 0 &&
+        (c->qn >= AIMSI_STREAM_QMAX_FRAMES || c->qbytes >= AIMSI_STREAM_QMAX_BYTES ||
+         len > AIMSI_STREAM_QMAX_BYTES - c->qbytes)) {
+        const size_t qb = c->qbytes;
+        const size_t qn = c->qn;
+        pthread_mutex_unlock(&c->mu);
+        aimsi_free(frame);
+        return aimsi_err(NULL, AIMS_E_OVERLOADED,
+                         "%s transport: send queue full (%zu frames, %zu bytes waiting for a "
+                         "slow peer); retry after 10 ms",
+                         in->fam->scheme, qn, qb);
+    }
+    /* Reserve first: once a frame is half written it must be queued. */
+    if (queue_reserve(c) != AIMS_OK) {
+        pthread_mutex_unlock(&c->mu);
+        aimsi_free(frame);
+        return aimsi_err(NULL, AIMS_E_NOMEM, "%s transport: out of memory queueing %zu bytes",
+                         in->fam->scheme, len);
+    }
+    size_t done = 0;
+    if (c->qn == 0) {
+        for (;;) {
+            const struct iovec one = {frame, len};
+            const ssize_t w = in->fam->ops->writev(c->sx, c->fd, &one, 1);
+            if (w >= 0) {
+                done = (size_t)w;
+                break;
+            }
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            const int e = errno;
+            /* Let the I/O thread see the failure and report it through on_close. */
+            shutdown(c->fd, SHUT_RDWR);
+            pthread_mutex_unlock(&c->mu);
+            aimsi_free(frame);
+            return aimsi_err(NULL, AIMS_E_IO, "%s transport: send failed: %s",
+                             in->fam->scheme, strerror(e));
+        }
+        if (done == len) {
+            pthread_mutex_unlock(&c->mu);
+            aimsi_free(frame);
+            return AIMS_OK;
+        }
+    }
+    const size_t slot = (c->qhead + c->qn) % c->qcap;
+    c->q[slot].p = frame;
+    c->q[slot].len = len;
+    if (c->qn == 0) {
+        c->qoff = done;
+    }
+    c->qn++;
+    c->qbytes += len - done;
+    aimsi_stream_arm_out(c, 1);
+    pthread_mutex_unlock(&c->mu);
+    return AIMS_OK;
+}
