@@ -942,7 +942,7 @@ aims_metrics *aims_node_metrics(aims_node *n)
     return aimsi_obj_ok(n, AIMSI_MAGIC_NODE) ? n->mx : NULL;
 }
 
-/* Here rather than in service.c, which is already over the 1,000-line mark. */
+/* Next to the node: a service's detail text lives in the node-owned service object. */
 const char *aims_service_errmsg(const aims_service *s)
 {
     return aimsi_obj_errmsg(s, AIMSI_MAGIC_SERVICE);
