@@ -2,7 +2,7 @@
  * aimsi_client.h -- private to the aims_client files (client.c, client_send.c,
  * client_pick.c, client_call.c): the client's types and the functions they
  * share. client.c's top comment explains the design; nothing outside these
- * files includes this header (others go through aimsi_svc.h).
+ * files includes this header (others go through the contract headers).
  */
 #ifndef AIMSI_CLIENT_H
 #define AIMSI_CLIENT_H
@@ -11,13 +11,31 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "aimsi_svc.h"
+#include "../codec/aimsi_frame.h"
+#include "../core/aimsi_core.h"
+#include "transport/aimsi_transport.h"
 
 #define CL_HASH 256u                  /* pending-id buckets (power of two) */
 #define CL_MAX_TRIED 16u              /* instances remembered per call (>= max attempts) */
 #define CL_SWEEP_NS 2000000u          /* async deadline sweep period while busy */
 #define CL_IDLE_NS 100000000u         /* client thread period when idle; health expiry check */
 #define CL_MAX_SERVICES 4096u
+
+/* ---- per-try timeouts and retry hints (client_try.c) ------------------------
+ * lat_ring: the last AIMSI_LAT_RING successful attempt latencies of one
+ * service (racy but atomic). try_deadline: when a try started at `now` is
+ * abandoned (== deadline for the last try). retry_hint_ns: the "retry after N
+ * ms" of an AIMS_E_OVERLOADED text in ns (0: none). */
+#define AIMSI_LAT_RING 64u
+typedef struct aimsi_lat_ring {
+    _Atomic uint64_t ns[AIMSI_LAT_RING];
+    _Atomic unsigned next;
+} aimsi_lat_ring;
+void aimsi_lat_ring_note(aimsi_lat_ring *r, uint64_t ns);
+uint64_t aimsi_lat_ring_p99(const aimsi_lat_ring *r);
+uint64_t aimsi_try_deadline(const aimsi_lat_ring *r, uint64_t now, uint64_t deadline,
+                            unsigned tries_left);
+uint64_t aimsi_retry_hint_ns(const char *text);
 
 typedef struct cl_ep cl_ep;
 typedef struct cl_call cl_call;

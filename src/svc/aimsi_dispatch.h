@@ -19,7 +19,8 @@
 #ifndef AIMSI_DISPATCH_H
 #define AIMSI_DISPATCH_H
 
-#include "aimsi_svc.h"
+#include "../codec/aimsi_frame.h"
+#include "aimsi_local.h"
 
 /* One request handed to the node by a front door.
  *
@@ -32,7 +33,7 @@
  *    aimsi_node_dispatch returns *or* done ran, whichever comes LAST.
  *  - `deadline_ns` is CLOCK_MONOTONIC (aimsi_now_ns-based), 0 = none. Queued
  *    work that misses it completes with AIMS_E_TIMEOUT without running.
- *  - `allow_inline` is AIMSI_INLINE_NO / _YES / _IF_CHEAP (aimsi_svc.h): an
+ *  - `allow_inline` is AIMSI_INLINE_NO / _YES / _IF_CHEAP (aimsi_local.h): an
  *    event-loop thread (the HTTP server's) passes _IF_CHEAP so a slow model
  *    never stalls its other connections, but a microsecond one saves a
  *    thread hand-off.

@@ -2,14 +2,16 @@
  * aimsi_service.h -- private to service.c, svc_worker.c and svc_member.c:
  * the helpers they share (slots, statistics, rejections, the registry
  * backend). service.c's top comment explains the design; other files use
- * aimsi_svc.h.
+ * the contract headers (aimsi_local.h, aimsi_svckind.h, ...).
  */
 #ifndef AIMSI_SERVICE_H
 #define AIMSI_SERVICE_H
 
 #include <time.h>
 
-#include "aimsi_svc.h"
+#include "aimsi_local.h"
+#include "aimsi_regsync.h"
+#include "aimsi_node.h"
 
 #define VEC_STACK 64u
 

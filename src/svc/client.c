@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "aimsi_client.h"
+#include "aimsi_local.h"
 #include "registry/aimsi_regbk.h"
 #include "../orch/aimsi_orch.h"
 

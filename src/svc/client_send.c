@@ -28,6 +28,8 @@
 #include <time.h>
 
 #include "aimsi_client.h"
+#include "aimsi_local.h"
+#include "aimsi_wire.h"
 #include "registry/aimsi_regbk.h"
 #include "../orch/aimsi_orch.h"
 

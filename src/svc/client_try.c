@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aimsi_svc.h"
+#include "aimsi_client.h"
 
 #define CL_TRY_MULT 4u
 #define CL_TRY_FLOOR_NS 200000000u /* 200 ms: a loaded machine stalls healthy calls ~100 ms */

@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "aimsi_svc.h"
+#include "../core/aimsi_core.h"
+#include "aimsi_msg.h"
+#include "aimsi_svckind.h"
 
 /* The frame codec (below svc) cannot see aims_dtype, so it keeps its own dtype
  * codes; tensors cross between the two by a plain cast. They must agree. */

@@ -2,7 +2,7 @@
  * node.c -- nodes: the process-wide inproc:// name table, listening
  * transports and the server side of frames, registry leases (heartbeat
  * thread), metrics, and the node lifecycle. Services and workers are in
- * service.c; the two files share the layout in aimsi_svc.h.
+ * service.c; the two files share the layout in aimsi_node.h.
  *
  * Inproc names. A mutex-protected list maps inproc names to nodes. Nodes are
  * reference counted: the owner holds one reference, every aimsi_inproc_find
@@ -39,7 +39,14 @@
 #include <string.h>
 #include <time.h>
 
-#include "aimsi_svc.h"
+#include "../codec/aimsi_frame.h"
+#include "../core/aimsi_core.h"
+#include "aimsi_msg.h"
+#include "aimsi_wire.h"
+#include "aimsi_local.h"
+#include "aimsi_regsync.h"
+#include "aimsi_node.h"
+#include "transport/aimsi_transport.h"
 #include "../orch/aimsi_orch.h"
 #include "authz/aimsi_authz.h"
 #include "aimsi_dispatch.h"

@@ -3,14 +3,16 @@
  * which services it has, whether each is running, draining and registered,
  * and whether the node as a whole is ready for traffic (the HTTP readiness
  * probe). Part of the node implementation, so it reads the node/service
- * layout of aimsi_svc.h, but never takes node->lock for long and never waits
+ * layout of aimsi_node.h, but never takes node->lock for long and never waits
  * on a registry call: a service whose reg_lock is busy (a registration or
  * renewal in progress) is reported as not registered for this look.
  */
 #include <stdio.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "aimsi_dispatch.h"
+#include "aimsi_node.h"
 
 static void view_one(aims_service *s, aimsi_svc_view *v)
 {

@@ -19,7 +19,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "aimsi_svc.h"
+#include "../core/aimsi_core.h"
+#include "aimsi_reach.h"
 
 void aimsi_reach_init(aimsi_reach *r, const char *what, const char *url)
 {

@@ -13,7 +13,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "aimsi_svc.h"
+#include "../core/aimsi_core.h"
+#include "aimsi_msg.h"
+#include "aimsi_regsync.h"
+#include "transport/aimsi_transport.h"
 
 #define MAX_INSTANCES 256
 

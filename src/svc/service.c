@@ -52,7 +52,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "aimsi_svc.h"
+#include "../codec/aimsi_frame.h"
+#include "../core/aimsi_core.h"
+#include "aimsi_msg.h"
+#include "aimsi_local.h"
+#include "aimsi_svckind.h"
+#include "aimsi_node.h"
+#include "transport/aimsi_transport.h"
 #include "aimsi_service.h"
 #include "registry/aimsi_regbk.h"
 

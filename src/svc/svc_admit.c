@@ -47,7 +47,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-#include "aimsi_svc.h"
+#include "aimsi_node.h"
 
 #define ADM_INTERVAL_NS 100000000u /* queue never empty this long = sustained overload */
 #define ADM_TARGET_NS 50000000u    /* overload: longest queueing delay admitted ... */

@@ -42,7 +42,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "aimsi_svc.h"
+#include "../core/aimsi_core.h"
+#include "aimsi_svckind.h"
+#include "aimsi_node.h"
 #include "authz/aimsi_authz.h"
 #include "../model/aimsi_model.h"
 #include "../data/aimsi_steps.h"

@@ -14,7 +14,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "aimsi_svc.h"
+#include "aimsi_regsync.h"
+#include "aimsi_node.h"
+#include "transport/aimsi_transport.h"
 #include "aimsi_service.h"
 #include "registry/aimsi_regbk.h"
 

@@ -20,7 +20,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "aimsi_svc.h"
+#include "../core/aimsi_core.h"
+#include "aimsi_svckind.h"
 
 typedef struct pre_impl {
     const aims_pipeline *p;

@@ -45,7 +45,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "aimsi_svc.h"
+#include "../codec/aimsi_frame.h"
+#include "../core/aimsi_core.h"
+#include "aimsi_msg.h"
+#include "aimsi_wire.h"
+#include "aimsi_svckind.h"
+#include "aimsi_regsync.h"
+#include "transport/aimsi_transport.h"
 #include "authz/aimsi_authz.h"
 #include "registry/aimsi_regbk.h"
 

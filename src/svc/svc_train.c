@@ -54,7 +54,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "aimsi_svc.h"
+#include "../core/aimsi_core.h"
+#include "aimsi_msg.h"
+#include "aimsi_svckind.h"
 #include "authz/aimsi_authz.h"
 #include "train_spec.h"
 

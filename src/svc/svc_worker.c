@@ -16,7 +16,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "aimsi_svc.h"
+#include "../core/aimsi_core.h"
+#include "aimsi_svckind.h"
+#include "aimsi_node.h"
 #include "aimsi_service.h"
 #include "registry/aimsi_regbk.h"
 

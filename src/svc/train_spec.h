@@ -5,7 +5,8 @@
 #ifndef AIMSI_TRAIN_SPEC_H
 #define AIMSI_TRAIN_SPEC_H
 
-#include "aimsi_svc.h"
+#include "../core/aimsi_core.h"
+#include "aims/aims_model.h"
 
 #define TRAIN_SPEC_MAX 65536
 #define TRAIN_MAX_HIDDEN 16

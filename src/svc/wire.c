@@ -10,7 +10,8 @@
  */
 #include <time.h>
 
-#include "aimsi_svc.h"
+#include "../core/aimsi_core.h"
+#include "aimsi_wire.h"
 
 uint64_t aimsi_realtime_ns(void)
 {

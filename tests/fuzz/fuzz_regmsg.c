@@ -12,7 +12,11 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "svc/aimsi_svc.h"
+#include "codec/aimsi_frame.h"
+#include "core/aimsi_core.h"
+#include "svc/aimsi_msg.h"
+#include "svc/aimsi_svckind.h"
+#include "svc/aimsi_regsync.h"
 
 #define FUZZ_RAW_CAP ((size_t)1 << 20)
 

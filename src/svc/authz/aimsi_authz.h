@@ -10,7 +10,8 @@
 #include <stdint.h>
 
 #include "aims/aims_policy.h"
-#include "../aimsi_svc.h"
+#include "aims/aims_svc.h"
+#include "../../core/aimsi_core.h"
 
 #define AIMSI_AUTH_TENSOR "$auth"
 /* Added by the door (never accepted from the network) to a registry or train

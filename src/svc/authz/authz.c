@@ -39,6 +39,9 @@
 #include <sys/un.h>
 
 #include "aimsi_authz.h"
+#include "../aimsi_node.h"
+#include "../aimsi_wire.h"
+#include "../../codec/aimsi_frame.h"
 
 #define AUDIT_DENY_PER_S 20u
 

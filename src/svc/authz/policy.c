@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "aimsi_authz.h"
+#include "../aimsi_wire.h"
 
 #define LINE_MAX_BYTES 1024u
 #define FILE_MAX_BYTES (1u << 20)

@@ -16,6 +16,7 @@
  * state, queue, in-flight, p50/p99 and an SVG bar chart of its latency
  * histogram, plus the seed's metrics as this node can measure them.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>

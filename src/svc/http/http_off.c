@@ -3,7 +3,8 @@
  * (meson -Dhttp=disabled, or libmicrohttpd/cJSON missing): every call says so.
  */
 #include "aims/aims_http.h"
-#include "../aimsi_svc.h"
+#include "aims/aims_svc.h"
+#include "../../core/aimsi_core.h"
 
 static aims_status off(void)
 {

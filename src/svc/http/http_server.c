@@ -33,6 +33,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>

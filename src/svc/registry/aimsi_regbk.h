@@ -11,7 +11,7 @@
  *
  * How: a backend has two halves.
  *   - node side: node_open(url, node) gives the aimsi_reg_ops session the node's
- *     services register, heartbeat and deregister through (aimsi_svc.h);
+ *     services register, heartbeat and deregister through (aimsi_regsync.h);
  *   - client side: view_open(url, view) keeps `view` -- a private local
  *     aims_registry the client resolves names through -- in sync with the
  *     backend until view_close. While the backend is unreachable the view
@@ -27,7 +27,9 @@
 #ifndef AIMSI_REGBK_H
 #define AIMSI_REGBK_H
 
-#include "../aimsi_svc.h"
+#include "../aimsi_regsync.h"
+#include "../aimsi_reach.h"
+#include "../transport/aimsi_transport.h"
 
 #define AIMSI_REGBK_VERSION 1u
 

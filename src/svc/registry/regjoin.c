@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "aimsi_regbk.h"
+#include "../aimsi_node.h"
 
 #define REG_SERVICE "aims.registry"
 

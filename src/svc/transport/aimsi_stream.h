@@ -22,7 +22,8 @@
 #ifndef AIMSI_STREAM_H
 #define AIMSI_STREAM_H
 
-#include "../aimsi_svc.h"
+#include "aimsi_transport.h"
+#include "../../codec/aimsi_frame.h"
 
 /* Longest url a family writes into `bound` or keeps for unlinking. */
 #define AIMSI_STREAM_PATH_MAX 112u

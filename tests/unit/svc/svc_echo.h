@@ -11,7 +11,8 @@
 #include <stdatomic.h>
 #include <time.h>
 
-#include "svc/aimsi_svc.h"
+#include "aims/aims.h"
+#include "core/aimsi_core.h"
 
 static void nap_ms(long ms)
 {

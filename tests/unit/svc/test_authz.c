@@ -17,7 +17,8 @@
 
 #include <cmocka.h>
 
-#include "svc/aimsi_svc.h"
+#include "core/aimsi_core.h"
+#include "svc/aimsi_msg.h"
 #include "svc/authz/aimsi_authz.h"
 #include "testalloc.h"
 #include "svc_echo.h"

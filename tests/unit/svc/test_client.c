@@ -22,7 +22,8 @@
 
 #include <cmocka.h>
 
-#include "svc/aimsi_svc.h"
+#include "svc/aimsi_regsync.h"
+#include "svc/transport/aimsi_transport.h"
 #include "svc_echo.h"
 #include "testalloc.h"
 

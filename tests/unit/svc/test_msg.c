@@ -13,7 +13,10 @@
 
 #include <cmocka.h>
 
-#include "svc/aimsi_svc.h"
+#include "codec/aimsi_frame.h"
+#include "core/aimsi_core.h"
+#include "svc/aimsi_msg.h"
+#include "svc/aimsi_wire.h"
 #include "testalloc.h"
 
 static aims_msg *mk(void)

@@ -20,7 +20,13 @@
 
 #include <cmocka.h>
 
-#include "svc/aimsi_svc.h"
+#include "codec/aimsi_frame.h"
+#include "core/aimsi_core.h"
+#include "svc/aimsi_local.h"
+#include "svc/aimsi_svckind.h"
+#include "svc/aimsi_regsync.h"
+#include "svc/aimsi_node.h"
+#include "svc/transport/aimsi_transport.h"
 #include "testalloc.h"
 
 /* ---- helpers ------------------------------------------------------------------- */

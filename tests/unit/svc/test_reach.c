@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "svc/aimsi_svc.h"
+#include "svc/aimsi_reach.h"
 #include "testalloc.h"
 
 typedef struct log_rec {

@@ -15,6 +15,7 @@
  * converges without reordering). Waits are generous upper bounds, never
  * timing assertions.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>

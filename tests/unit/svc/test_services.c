@@ -21,7 +21,10 @@
 
 #include <cmocka.h>
 
-#include "svc/aimsi_svc.h"
+#include "core/aimsi_core.h"
+#include "svc/aimsi_msg.h"
+#include "svc/aimsi_local.h"
+#include "svc/aimsi_svckind.h"
 #include "testalloc.h"
 
 #define ROWS 240

@@ -30,7 +30,7 @@
 
 #include <cmocka.h>
 
-#include "svc/aimsi_svc.h"
+#include "svc/transport/aimsi_transport.h"
 #include "svc_echo.h"
 #include "testalloc.h"
 #include "tls_support.h"

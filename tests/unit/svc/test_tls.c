@@ -27,7 +27,10 @@
 
 #include <cmocka.h>
 
-#include "svc/aimsi_svc.h"
+#include "core/aimsi_core.h"
+#include "svc/aimsi_local.h"
+#include "svc/aimsi_node.h"
+#include "svc/transport/aimsi_transport.h"
 #include "svc/transport/aimsi_stream.h"
 #include "svc_echo.h"
 #include "testalloc.h"

@@ -28,7 +28,9 @@
 
 #include <cmocka.h>
 
-#include "svc/aimsi_svc.h"
+#include "codec/aimsi_frame.h"
+#include "core/aimsi_core.h"
+#include "svc/transport/aimsi_transport.h"
 #include "testalloc.h"
 
 #define MAXP 64

@@ -1,0 +1,55 @@
+/*
+ * aimsi_local.h -- calls into a node of this process (node.c): how an
+ * inproc:// client (client_send.c) or a front door finds a node by name and
+ * runs a request on it without a frame, with a completion callback.
+ *
+ * Why its own header: the caller needs only the call record and the
+ * completion contract, never the node's layout (aimsi_node.h).
+ */
+#ifndef AIMSI_LOCAL_H
+#define AIMSI_LOCAL_H
+
+#include <stdint.h>
+
+#include "aimsi_msg.h"
+
+/* Completion of a local call: status, reply (valid during the call; NULL when the
+ * call failed before a handler ran), error text. Runs exactly once, either on
+ * the caller's thread before aimsi_node_call_local returns (inline run or early
+ * rejection) or on a node worker thread. */
+typedef void (*aimsi_local_done)(void *ctx, aims_status st, aims_msg *reply, const char *err);
+
+typedef struct aimsi_local_call {
+    const char *service;   /* "name" or "name@version" as registered */
+    const char *method;
+    const aims_msg *req;   /* borrowed until done runs; the node copies it when it queues */
+    uint64_t deadline_ns;  /* CLOCK_MONOTONIC, 0 = none */
+    aimsi_local_done done;
+    void *ctx;
+    /* 1: never run on the caller's thread (async calls: the caller expects to
+     * get on with its work, and several calls in flight must run in parallel). */
+    int no_inline;
+} aimsi_local_call;
+
+/* Find the node listening on inproc://name and take a reference
+ * (AIMS_E_NOTFOUND if none). Release with aimsi_node_unref. */
+aims_status aimsi_inproc_find(const char *name, aims_node **out);
+void aimsi_node_unref(aims_node *n);
+/* Run or queue a call on node n. Returns AIMS_OK when done has run or will run. */
+aims_status aimsi_node_call_local(aims_node *n, const aimsi_local_call *call);
+
+/* Identities for the request path (node.c): the verified peer of a node
+ * connection ("" when unauthenticated), and the node's own identity (its TLS
+ * certificate's; what in-process callers carry), "" without TLS. */
+struct aimsi_conn;
+const char *aimsi_node_conn_peer(const struct aimsi_conn *c);
+const char *aimsi_node_identity(const aims_node *n);
+
+/* Where a call may run: AIMSI_INLINE_NO, _YES (the caller accepts running the
+ * handler on its own thread), or _IF_CHEAP (only while the service's run-time
+ * EWMA is at most AIMSI_INLINE_CHEAP_NS: a transport I/O thread must not stall
+ * every connection behind a slow handler). */
+enum { AIMSI_INLINE_NO = 0, AIMSI_INLINE_YES = 1, AIMSI_INLINE_IF_CHEAP = 2 };
+#define AIMSI_INLINE_CHEAP_NS 50000u
+
+#endif /* AIMSI_LOCAL_H */

@@ -1,0 +1,91 @@
+/*
+ * aimsi_transport.h -- the transport table contract (src/svc/transport/):
+ * the built-in stream transports behind the public aims_transport vtable,
+ * the per-owner table of transports by scheme a node or a client keeps,
+ * URLs, and when a link is worth compressing.
+ *
+ * Why its own header: nodes, clients and the registry backends all dial or
+ * listen through an aimsi_ttable, but none of them needs the node's or the
+ * client's insides to do so; the table only needs the public transport
+ * vtable and the TLS config.
+ */
+#ifndef AIMSI_TRANSPORT_H
+#define AIMSI_TRANSPORT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aims/aims_svc.h"
+#include "aims/aims_tls.h"
+#include "../../core/aimsi_core.h"
+
+#define AIMSI_URL_MAX 256u
+/* Frame payloads at least this big are zstd-compressed when that makes them
+ * smaller and the link is worth it: requests when aimsi_url_compresses(url),
+ * replies when the connection's peer compressed a request (the peer knows
+ * where it is). */
+#define AIMSI_COMPRESS_ABOVE (256u << 10)
+
+/* Whether frames to this address should be compressed: not over ipc:// nor
+ * tcp:// to a loopback host, where zstd (~0.5 GB/s at level 1) is slower than
+ * the link -- a 6 MB float tensor round trip over ipc cost 4 x ~25 ms of
+ * (de)compression for nothing; yes for other hosts and other schemes. */
+int aimsi_url_compresses(const char *url);
+
+/* Built-in stream transports: the same vtable hosts implement. */
+const aims_transport *aimsi_transport_tcp(void);
+const aims_transport *aimsi_transport_ipc(void);
+/* tls:// (tls.c): the vtable of a config (cfg NULL: a placeholder whose listen
+ * and dial say that no TLS config was set, or that the build has no TLS). */
+const aims_transport *aimsi_transport_tls(aims_tls_config *cfg);
+void aimsi_tls_config_ref(aims_tls_config *cfg);
+/* Dials of cfg that resumed a cached session (tests, metrics). */
+uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg);
+
+/* A small per-owner table of transports by scheme (a node's or a client's):
+ * built-ins first, host registrations override. Instances are created lazily
+ * with the owner's hooks on first use. */
+#define AIMSI_MAX_TRANSPORTS 8
+typedef struct aimsi_tslot {
+    aims_transport vt;  /* copied vtable (size-checked on registration) */
+    char scheme[17];
+    void *inst;         /* created instance, or NULL */
+} aimsi_tslot;
+/* Receive bounds of a node's stream transports (stream.c; the node
+ * parameters AIMS_NODE_RX_*). Zero = off (a client's table). `held`: read-buffer
+ * bytes above the first 64 KiB held by frames in progress, node-wide. */
+typedef struct aimsi_rx_limits {
+    int64_t min_rate;  /* bytes/s a frame in progress keeps up over 2 s windows */
+    int64_t header_ms; /* first byte of a frame -> its whole header */
+    int64_t budget;    /* most bytes `held` */
+    _Atomic int64_t held;
+} aimsi_rx_limits;
+
+typedef struct aimsi_ttable {
+    aimsi_tslot slot[AIMSI_MAX_TRANSPORTS];
+    size_t n;
+    aims_transport_hooks hooks;
+    uint64_t max_frame;
+    aims_tls_config *tls; /* reference held for the tls slot, or NULL */
+    aimsi_rx_limits rx; /* handed to built-in stream instances at creation */
+} aimsi_ttable;
+
+/* Fill with the built-ins (tcp, ipc). */
+void aimsi_ttable_init(aimsi_ttable *tt, const aims_transport_hooks *hooks, uint64_t max_frame);
+/* Register (copy) a host vtable: checks struct_size/version/scheme/function pointers. */
+aims_status aimsi_ttable_add(aimsi_ttable *tt, const aims_transport *t);
+/* Slot for the scheme of `url` ("scheme://..."), creating its instance if needed.
+ * AIMS_E_UNSUPPORTED for an unknown scheme, AIMS_E_INVAL for a malformed url. */
+aims_status aimsi_ttable_get(aimsi_ttable *tt, const char *url, aimsi_tslot **out);
+/* Destroy every created instance. */
+void aimsi_ttable_fini(aimsi_ttable *tt);
+/* Use cfg for tls:// (takes a reference); AIMS_E_STATE once tls:// is in use. */
+aims_status aimsi_ttable_set_tls(aimsi_ttable *tt, aims_tls_config *cfg);
+/* The verified identity of the peer on `conn` of `slot` (tls://), or NULL. */
+const char *aimsi_ttable_peer(const aimsi_tslot *slot, void *conn);
+
+/* Split "scheme://rest": writes the scheme (<= 16 bytes) and points *rest after "://". */
+aims_status aimsi_url_split(const char *url, char *scheme, size_t scheme_cap, const char **rest);
+
+#endif /* AIMSI_TRANSPORT_H */
