@@ -1,5 +1,6 @@
 /*
- * test_loaders.c -- white-box tests of numparse.c, load_csv.c, load_svmlight.c.
+ * test_load_csv.c -- white-box tests of load_csv.c and of what it stands on
+ * and beside: numparse.c (the number parser) and load_svmlight.c.
  *
  * The number parser is checked bit for bit against the C library's strtof on
  * about a million generated strings (shortest round-trip forms, long digit
