@@ -8,13 +8,16 @@ headers unnoticed; generated, one command refreshes them and a test
 (tests/test_layout.py) fails whenever the committed table is stale.
 
 How: every ``typedef enum aims_x { AIMS_A = 1, ... } aims_x;`` in
-include/aims/*.h becomes ``ENUMS["aims_x"] = {"AIMS_A": 1, ...}`` (members in
+include/aims/*.h becomes ``ENUMS["enum aims_x"] = {"AIMS_A": 1, ...}`` (members in
 header order; every member must have an explicit value, as docs/NAMING.md rule 14
 asks), and every ``#define AIMS_NAME <integer>[u]`` becomes ``DEFINES["AIMS_NAME"]``.
 Status codes are not here: the package reads them from the library at run time
 (aims_status_name), since AIMS_STATUS_MAP is an X-macro, not an enum body.
 The C names are kept verbatim, so a script that renames C symbols rewrites the
-table and the code that reads it alike. The package turns a member name into its
+table and the code that reads it alike. Keys are "enum aims_x", never a bare
+quoted "aims_x": tools/rename-0.1.py takes a quoted bare name for a *function*,
+and two old function names (aims_trainer_stat, aims_service_stat) become enum
+type names, so a bare key would be renamed again on the script's next run. The package turns a member name into its
 Python name by dropping the prefix the enum's members share (aims/_enums.py,
 written by hand: ``names``), so "AIMS_MODEL_LINEAR" and "AIMS_MODEL_KIND_LINEAR"
 are both "linear".
@@ -84,7 +87,7 @@ def parse_headers(include_dir):
                     break
                 members[mm.group(1)] = int(mm.group(2), 0)
             if members and tag not in SKIP:
-                enums[tag] = members
+                enums["enum " + tag] = members
     return enums, defines
 
 

@@ -38,7 +38,7 @@ def alloc_live():
 
 
 #: log levels of aims_set_log (aims_log_level, from the generated table)
-_LOG_LEVELS = _enums.names("aims_log_level")
+_LOG_LEVELS = _enums.names("enum aims_log_level")
 LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF = (
     _LOG_LEVELS[k] for k in ("debug", "info", "warn", "error", "off"))
 _log_keepalive = None
@@ -67,7 +67,7 @@ def set_log(callback, min_level=LOG_INFO):
 # Parameters (by name only)
 
 _param_cache = {}
-_PARAM_TYPES = _enums.names("aims_param_type")
+_PARAM_TYPES = _enums.names("enum aims_param_type")
 _PARAM_I64 = _PARAM_TYPES["i64"]
 _PARAM_F64 = _PARAM_TYPES["f64"]
 

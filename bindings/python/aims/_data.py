@@ -77,11 +77,11 @@ class Format:
     """aims_format values."""
 
 
-for _name, _value in _enums.names("aims_format").items():
+for _name, _value in _enums.names("enum aims_format").items():
     setattr(Format, _name.upper(), _value)
 del _name, _value
 
-_FORMATS = dict(_enums.names("aims_format"), libsvm=Format.SVMLIGHT)
+_FORMATS = dict(_enums.names("enum aims_format"), libsvm=Format.SVMLIGHT)
 
 
 def _format(fmt):

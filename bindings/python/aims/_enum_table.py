@@ -6,43 +6,43 @@ when this file is stale. Read through aims/_enums.py (names, values).
 """
 
 ENUMS = {
-    'aims_log_level': {
+    'enum aims_log_level': {
         'AIMS_LOG_DEBUG': 10,
         'AIMS_LOG_INFO': 20,
         'AIMS_LOG_WARN': 30,
         'AIMS_LOG_ERROR': 40,
         'AIMS_LOG_OFF': 100,
     },
-    'aims_param_type': {
+    'enum aims_param_type': {
         'AIMS_PARAM_I64': 1,
         'AIMS_PARAM_F64': 2,
     },
-    'aims_format': {
+    'enum aims_format': {
         'AIMS_FORMAT_IDX': 1,
         'AIMS_FORMAT_CSV': 2,
         'AIMS_FORMAT_SVMLIGHT': 3,
         'AIMS_FORMAT_TEXT': 4,
         'AIMS_FORMAT_AIMS': 5,
     },
-    'aims_model_kind': {
+    'enum aims_model_kind': {
         'AIMS_MODEL_LINEAR': 1,
         'AIMS_MODEL_LOGISTIC': 2,
         'AIMS_MODEL_SOFTMAX': 3,
         'AIMS_MODEL_MLP': 4,
         'AIMS_MODEL_TEXT': 5,
     },
-    'aims_activation': {
+    'enum aims_activation': {
         'AIMS_ACT_NONE': 0,
         'AIMS_ACT_RELU': 1,
         'AIMS_ACT_GELU': 2,
         'AIMS_ACT_TANH': 3,
         'AIMS_ACT_SIGMOID': 4,
     },
-    'aims_output': {
+    'enum aims_output': {
         'AIMS_OUT_SCORES': 1,
         'AIMS_OUT_PROBA': 2,
     },
-    'aims_metric': {
+    'enum aims_metric': {
         'AIMS_METRIC_ACCURACY': 1,
         'AIMS_METRIC_MACRO_F1': 2,
         'AIMS_METRIC_LOG_LOSS': 3,
@@ -50,7 +50,7 @@ ENUMS = {
         'AIMS_METRIC_R2': 5,
         'AIMS_METRIC_ROWS': 6,
     },
-    'aims_stat': {
+    'enum aims_stat': {
         'AIMS_STAT_EPOCH': 1,
         'AIMS_STAT_STEP': 2,
         'AIMS_STAT_TRAIN_LOSS': 3,
@@ -61,12 +61,12 @@ ENUMS = {
         'AIMS_STAT_BEST_EPOCH': 8,
         'AIMS_STAT_STEPS_PER_EPOCH': 9,
     },
-    'aims_event_kind': {
+    'enum aims_event_kind': {
         'AIMS_EVENT_PUT': 1,
         'AIMS_EVENT_DELETE': 2,
         'AIMS_EVENT_EXPIRE': 3,
     },
-    'aims_lb_policy': {
+    'enum aims_lb_policy': {
         'AIMS_LB_P2C': 1,
         'AIMS_LB_ROUND_ROBIN': 2,
         'AIMS_LB_WEIGHTED_RR': 3,
@@ -74,11 +74,11 @@ ENUMS = {
         'AIMS_LB_MAGLEV': 5,
         'AIMS_LB_RANDOM': 6,
     },
-    'aims_health_state': {
+    'enum aims_health_state': {
         'AIMS_HEALTH_HEALTHY': 1,
         'AIMS_HEALTH_EJECTED': 2,
     },
-    'aims_step_kind': {
+    'enum aims_step_kind': {
         'AIMS_STEP_STANDARDIZE': 1,
         'AIMS_STEP_MINMAX': 2,
         'AIMS_STEP_IMPUTE': 3,
@@ -91,7 +91,7 @@ ENUMS = {
         'AIMS_STEP_HASH': 23,
         'AIMS_STEP_TFIDF': 24,
     },
-    'aims_audit_action': {
+    'enum aims_audit_action': {
         'AIMS_AUDIT_JOIN': 1,
         'AIMS_AUDIT_REGISTER': 2,
         'AIMS_AUDIT_DEREGISTER': 3,
@@ -100,14 +100,14 @@ ENUMS = {
         'AIMS_AUDIT_MODEL_SWAP': 6,
         'AIMS_AUDIT_RESULT': 7,
     },
-    'aims_dtype': {
+    'enum aims_dtype': {
         'AIMS_DT_F32': 1,
         'AIMS_DT_I32': 2,
         'AIMS_DT_U8': 3,
         'AIMS_DT_I64': 4,
         'AIMS_DT_BYTES': 5,
     },
-    'aims_svc_stat': {
+    'enum aims_svc_stat': {
         'AIMS_SVC_REQUESTS': 1,
         'AIMS_SVC_ERRORS': 2,
         'AIMS_SVC_REJECTED': 3,

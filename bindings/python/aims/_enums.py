@@ -6,7 +6,9 @@ bindings/python/gen_enums.py and keeps the C names verbatim; this module turns
 them into the names the Python API uses, by dropping the prefix the members of
 an enum share: "AIMS_LB_ROUND_ROBIN" -> "round_robin". The result does not
 depend on that prefix, so renaming AIMS_MODEL_LINEAR to AIMS_MODEL_KIND_LINEAR
-(docs/NAMING.md) changes nothing here.
+(docs/NAMING.md) changes nothing here. Enums are named "enum aims_x" (see
+gen_enums.py: a bare quoted "aims_x" would be taken for a function by
+tools/rename-0.1.py).
 """
 
 from ._enum_table import DEFINES, ENUMS  # noqa: F401 (DEFINES: re-exported)
@@ -25,8 +27,9 @@ def _prefix(members):
 
 
 def names(enum):
-    """{python_name: value} of a C enum, in header order: the members' shared
-    prefix dropped, lower case ("AIMS_LB_ROUND_ROBIN" -> "round_robin")."""
+    """{python_name: value} of the C enum ``enum`` ("enum aims_lb_policy"), in
+    header order: the members' shared prefix dropped, lower case
+    ("AIMS_LB_ROUND_ROBIN" -> "round_robin")."""
     members = ENUMS[enum]
     cut = len(_prefix(members))
     return {name[cut:].lower(): value for name, value in members.items()}

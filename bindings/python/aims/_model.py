@@ -19,15 +19,15 @@ from ._handle import _Handle, _Params, _Stored, _errmsg_property, _new_handle, _
 from ._lib import lib as _c
 from ._pipeline import Pipeline
 
-_MODEL_KINDS = _enums.names("aims_model_kind")
-_MODEL_KIND_NAMES = _enums.values("aims_model_kind")
-_ACTIVATIONS = _enums.names("aims_activation")
-_OUTPUTS = _enums.names("aims_output")
+_MODEL_KINDS = _enums.names("enum aims_model_kind")
+_MODEL_KIND_NAMES = _enums.values("enum aims_model_kind")
+_ACTIVATIONS = _enums.names("enum aims_activation")
+_OUTPUTS = _enums.names("enum aims_output")
 _OUT_SCORES, _OUT_PROBA = _OUTPUTS["scores"], _OUTPUTS["proba"]
 #: aims_metric values by name (Eval.get)
-METRICS = _enums.names("aims_metric")
+METRICS = _enums.names("enum aims_metric")
 #: aims_stat values by name (Trainer.stat)
-STATS = _enums.names("aims_stat")
+STATS = _enums.names("enum aims_stat")
 _E_UNSUPPORTED = _status("AIMS_E_UNSUPPORTED")
 
 

@@ -20,8 +20,8 @@ from ._handle import _Handle, _new_handle
 from ._lib import lib as _c
 
 #: aims_dtype values by name (wire codes).
-DTYPES = _enums.names("aims_dtype")
-_DTYPE_NAMES = _enums.values("aims_dtype")
+DTYPES = _enums.names("enum aims_dtype")
+_DTYPE_NAMES = _enums.values("enum aims_dtype")
 _F32, _I32, _U8, _I64, _BYTES = (DTYPES[k] for k in ("f32", "i32", "u8", "i64", "bytes"))
 _DTYPE_SIZE = {_F32: 4, _I32: 4, _U8: 1, _I64: 8, _BYTES: 1}
 #: struct/array/memoryview item codes per dtype (native byte order).

@@ -14,11 +14,11 @@ from ._handle import _Handle, _new_handle
 from ._lib import lib as _c
 
 #: aims_lb_policy values by name.
-LB_POLICIES = _enums.names("aims_lb_policy")
+LB_POLICIES = _enums.names("enum aims_lb_policy")
 #: aims_event_kind values -> names.
-EVENTS = _enums.values("aims_event_kind")
+EVENTS = _enums.values("enum aims_event_kind")
 #: aims_health_state values -> names.
-HEALTH_STATES = _enums.values("aims_health_state")
+HEALTH_STATES = _enums.values("enum aims_health_state")
 _E_RANGE = _status("AIMS_E_RANGE")
 
 

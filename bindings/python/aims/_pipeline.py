@@ -19,11 +19,11 @@ class StepKind:
     """aims_step_kind values."""
 
 
-_STEP_KINDS = _enums.names("aims_step_kind")
+_STEP_KINDS = _enums.names("enum aims_step_kind")
 for _name, _value in _STEP_KINDS.items():
     setattr(StepKind, _name.upper(), _value)
 del _name, _value
-_STEP_NAMES = _enums.values("aims_step_kind")
+_STEP_NAMES = _enums.values("enum aims_step_kind")
 
 
 def _step_kind(kind):

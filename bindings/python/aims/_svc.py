@@ -30,12 +30,12 @@ from ._pipeline import Pipeline
 
 _CALL_IDEMPOTENT = _enums.DEFINES["AIMS_CALL_IDEMPOTENT"]
 #: aims_svc_stat values by name (Service.stat).
-SVC_STATS = _enums.names("aims_svc_stat")
+SVC_STATS = _enums.names("enum aims_svc_stat")
 #: Train-service job states (the "state" reply tensor). Not a public C enum (the
 #: train service's wire values, src/svc/svc_train.c), so written here.
 TRAIN_STATES = {0: "queued", 1: "running", 2: "done", 3: "failed", 4: "cancelled"}
 #: Audited actions (aims_audit_action), by value.
-AUDIT_ACTIONS = _enums.values("aims_audit_action")
+AUDIT_ACTIONS = _enums.values("enum aims_audit_action")
 _E_RANGE = _status("AIMS_E_RANGE")
 _E_DENIED = _status("AIMS_E_DENIED")
 
