@@ -18,12 +18,10 @@ EXPECTED_MAJOR = 0
 SONAME = "libaims.so.0"
 
 # C type aliases, named after the C declarations so the table reads like the headers.
-status = ctypes.c_int          # aims_status (enum)
-param = ctypes.c_int           # aims_param (enum)
-param_type = ctypes.c_int      # aims_param_type (enum)
-fmt = ctypes.c_int             # aims_format (enum)
-step_kind = ctypes.c_int       # aims_step_kind (enum)
-log_level = ctypes.c_int       # aims_log_level (enum)
+# Enums are C ints: status (aims_status), param, param_type, fmt (aims_format),
+# step_kind, log_level, model_kind, activation, output, metric, stat.
+status = param = param_type = fmt = step_kind = log_level = ctypes.c_int
+model_kind = activation = output = metric = stat = ctypes.c_int
 size_t = ctypes.c_size_t
 handle = ctypes.c_void_p       # every opaque handle (aims_dataset *, ...)
 handle_out = ctypes.POINTER(ctypes.c_void_p)
@@ -39,12 +37,6 @@ log_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p)
 # aims_progress_fn: int (*)(void *user, const aims_trainer *t). ctypes re-acquires
 # the GIL when C calls it (the C call that runs training released it).
 progress_fn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-
-model_kind = ctypes.c_int     # aims_model_kind (enum)
-activation = ctypes.c_int     # aims_activation (enum)
-output = ctypes.c_int         # aims_output (enum)
-metric = ctypes.c_int         # aims_metric (enum)
-stat = ctypes.c_int           # aims_stat (enum)
 
 P = ctypes.POINTER
 u64p = P(ctypes.c_uint64)

@@ -8,6 +8,7 @@ destroyed twice, shows up in the test that caused it.
 import gc
 import os
 import struct
+import threading
 import unittest
 
 import aims
@@ -32,6 +33,15 @@ def idx_bytes(type_code, dims, payload):
     """An IDX file: 0, 0, element type, ndim, big-endian u32 dims, payload."""
     return bytes([0, 0, type_code, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) \
         + payload
+
+
+def run_threads(work, n=4):
+    """Run work(k) for k in range(n), each on its own thread, and join them all."""
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def to_list(arr):

@@ -5,13 +5,12 @@ import pickle
 import re
 import subprocess
 import sys
-import threading
 import unittest
 
 import aims
 from aims import _lib
 
-from aims_testutil import LeakCheckCase, source_dir
+from aims_testutil import LeakCheckCase, run_threads, source_dir
 
 
 class VersionTest(LeakCheckCase):
@@ -178,11 +177,7 @@ class ThreadErrorTest(LeakCheckCase):
                     if err.code != aims.AIMS_E_CORRUPT or ":%d:" % (k + 2) not in err.message:
                         failures.append((k, err.message))
 
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(work)
         self.assertEqual(failures, [])
 
 

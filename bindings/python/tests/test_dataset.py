@@ -6,6 +6,7 @@ import ctypes
 import gc
 import os
 import shutil
+import sys
 import tempfile
 import unittest
 from unittest import mock
@@ -450,9 +451,12 @@ class WithoutNumpyTest(LeakCheckCase):
 
     def setUp(self):
         super().setUp()
-        patcher = mock.patch.object(aims, "_np", None)
-        patcher.start()
-        self.addCleanup(patcher.stop)
+        # Every module of the package that reads numpy holds its own _np name.
+        for name, module in sorted(sys.modules.items()):
+            if (name == "aims" or name.startswith("aims.")) and hasattr(module, "_np"):
+                patcher = mock.patch.object(module, "_np", None)
+                patcher.start()
+                self.addCleanup(patcher.stop)
 
     def test_memoryview_exports(self):
         with aims.Dataset.parse("csv", CSV, label_column=-2) as ds:

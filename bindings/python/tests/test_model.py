@@ -7,12 +7,16 @@ import os
 import random
 import shutil
 import tempfile
-import threading
 import unittest
 
 import aims
 
-from aims_testutil import LeakCheckCase, numpy
+from aims_testutil import LeakCheckCase, numpy, run_threads
+
+#: Two topics (0: pets, 1: markets) for the TEXT model tests.
+TOPIC_DOCS = ["the cat sat on the mat", "a dog barked at the cat", "stocks fell today",
+              "markets rallied on earnings", "the kitten and the puppy", "bond yields rose"]
+TOPIC_LABELS = [0, 0, 1, 1, 0, 1]
 
 E_INVAL = 3
 E_CORRUPT = 5
@@ -274,11 +278,7 @@ class ModelCase(LeakCheckCase):
                         errors.append((k, i))
             except Exception as exc:  # reported below, not swallowed
                 errors.append(exc)
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(worker)
         self.assertEqual(errors, [])
         m.close()
 
@@ -352,10 +352,7 @@ class ModelCase(LeakCheckCase):
             obj.close()
 
     def test_text_model_bundle(self):
-        docs = ["the cat sat on the mat", "a dog barked at the cat", "stocks fell today",
-                "markets rallied on earnings", "the kitten and the puppy", "bond yields rose"]
-        labels = [0, 0, 1, 1, 0, 1]
-        raw = aims.Dataset.from_texts(docs * 10, labels * 10)
+        raw = aims.Dataset.from_texts(TOPIC_DOCS * 10, TOPIC_LABELS * 10)
         p = aims.Pipeline(["normalize", "tokenize", ("hash", {"buckets": 1024})])
         tok = p.fit_transform(raw)
         m = aims.Model("text", tok.token_dim, 2, embed_dim=8)
@@ -375,10 +372,7 @@ class ModelCase(LeakCheckCase):
             obj.close()
 
     def test_text_linear_hinge(self):
-        docs = ["the cat sat on the mat", "a dog barked at the cat", "stocks fell today",
-                "markets rallied on earnings", "the kitten and the puppy", "bond yields rose"]
-        labels = [0, 0, 1, 1, 0, 1]
-        raw = aims.Dataset.from_texts(docs * 10, labels * 10)
+        raw = aims.Dataset.from_texts(TOPIC_DOCS * 10, TOPIC_LABELS * 10)
         p = aims.Pipeline(["normalize", "tokenize", ("hash", {"buckets": 1024}),
                            ("tfidf", {"sublinear_tf": 1})])
         tok = p.fit_transform(raw)

@@ -19,7 +19,7 @@ import unittest
 
 import aims
 from aims import _lib
-from aims_testutil import LeakCheckCase, numpy
+from aims_testutil import LeakCheckCase, numpy, run_threads
 
 _names = itertools.count(1)
 
@@ -389,11 +389,7 @@ class TestPythonHandler(ServiceCase):
                         errors.append((k, i, v))
             except Exception as exc:  # reported below
                 errors.append(exc)
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(worker)
         self.assertEqual(errors, [])
 
     def test_handler_calls_another_service(self):
