@@ -85,8 +85,5 @@ extern const aimsi_reg_ops aimsi_regbk_local_ops;
 int aimsi_regbk_session(aims_registry *reg, const aimsi_reg_ops *rops, void *rctx, int remote,
                         const aimsi_reg_ops **ops, void **ctx);
 
-/* Next '\n'-terminated field of a joined list at *p (before end), copied into
- * buf (NUL-terminated); 0 when there is none or it does not fit. */
-int aimsi_reg_next_field(const char **p, const char *end, char *buf, size_t cap);
 
 #endif

@@ -24,24 +24,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "../../codec/aimsi_kv.h"
 #include "aimsi_regbk.h"
 
 #define REG_SERVICE "aims.registry"
 #define MAX_EVENTS 4096u
 #define MIRROR_TTL_MS 86400000u /* one day; renewed by every sync */
-
-/* Next '\n'-terminated field of a joined list, copied into buf (NUL-terminated). */
-int aimsi_reg_next_field(const char **p, const char *end, char *buf, size_t cap)
-{
-    const char *nl = memchr(*p, '\n', (size_t)(end - *p));
-    if (nl == NULL || nl == *p || (size_t)(nl - *p) >= cap) {
-        return 0;
-    }
-    memcpy(buf, *p, (size_t)(nl - *p));
-    buf[nl - *p] = 0;
-    *p = nl + 1;
-    return 1;
-}
 
 /* ---- the mirror a joining client keeps -------------------------------------- */
 
@@ -197,8 +185,8 @@ static aims_status mirror_apply(aimsi_regsync *rs, const aims_msg *reply)
         memcpy(&kind, (const char *)kinds + k * 4, 4);
         memcpy(&weight, (const char *)weights + k * 4, 4);
         memcpy(&id, (const char *)ids + k * 8, 8);
-        if (!aimsi_reg_next_field(&ps, svc + svc_len, s, sizeof(s)) ||
-            !aimsi_reg_next_field(&pa, addr + addr_len, a, sizeof(a))) {
+        if (!aimsi_kv_field_next(&ps, svc + svc_len, s, sizeof(s)) ||
+            !aimsi_kv_field_next(&pa, addr + addr_len, a, sizeof(a))) {
             return aimsi_err(NULL, AIMS_E_CORRUPT, "registry reply from %s: event %zu names",
                              rs->url, k);
         }

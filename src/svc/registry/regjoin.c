@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../codec/aimsi_kv.h"
 #include "aimsi_regbk.h"
 
 #define REG_SERVICE "aims.registry"
@@ -26,11 +27,9 @@ static aims_status reply_str(const aims_msg *m, const char *name, char *buf, siz
     const char *p;
     size_t n;
     AIMSI_TRY(aimsi_msg_bytes(m, name, &p, &n));
-    if (n == 0 || n >= cap || memchr(p, 0, n) != NULL) {
+    if (!aimsi_kv_field_copy(p, n, buf, cap)) {
         return aimsi_err(NULL, AIMS_E_CORRUPT, "registry reply tensor '%s' malformed", name);
     }
-    memcpy(buf, p, n);
-    buf[n] = 0;
     return AIMS_OK;
 }
 
