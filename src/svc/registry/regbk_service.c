@@ -278,25 +278,14 @@ static void *regsync_main(void *arg)
 aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t period_ms,
                                 aims_tls_config *tls, aimsi_regsync **out)
 {
-    if (url == NULL || strlen(url) > AIMSI_URL_MAX) {
-        return aimsi_err(NULL, AIMS_E_INVAL, "join: registry url must be 1..%u bytes",
-                         AIMSI_URL_MAX);
-    }
     aimsi_regsync *rs = aimsi_calloc(1, sizeof(*rs));
     if (rs == NULL) {
         return aimsi_err(NULL, AIMS_E_NOMEM, "join: out of memory");
     }
-    strcpy(rs->url, url);
     rs->mirror = mirror;
     rs->period_ms = period_ms;
     rs->last_renew_ns = aimsi_now_ns();
-    aims_status rc = aims_client_create(&rs->caller);
-    if (rc == AIMS_OK && tls != NULL) { /* a tls:// registry: the joiner's credentials */
-        rc = aims_client_set_tls(rs->caller, tls);
-        if (rc != AIMS_OK) {
-            aims_client_destroy(rs->caller);
-        }
-    }
+    const aims_status rc = aimsi_regbk_private_client("join", url, tls, rs->url, &rs->caller);
     if (rc != AIMS_OK) {
         aimsi_free(rs);
         return rc;
