@@ -337,9 +337,12 @@ AIMS_API aims_status aims_service_add_preprocess(aims_node *n, const char *name,
  * Methods:
  *  - "submit": "job" (BYTES id chosen by the caller, 1..64 bytes), "x" (f32
  *    [rows, cols], already preprocessed), "y" (i32 [rows]), "spec" (BYTES,
- *    "key=value" lines: kind=mlp|softmax|logistic|linear, hidden=256[,128],
+ *    "key=value" lines: kind=mlp|softmax|logistic|linear|text, hidden=256[,128],
  *    activation=relu, classes=10, and any trainer parameter by name, e.g.
  *    epochs=5 lr=0.1 optimizer=0), optional "publish" (BYTES "name@version").
+ *    kind=text takes "text" (BYTES, one '\n'-separated document per row of
+ *    "y") instead of "x" and needs @p p to be a fitted text pipeline
+ *    (tokenize + hash); see docs/train_text.md.
  *    A submit with a job id the service already knows returns that job's
  *    state and never starts a second job (so a retried submit is safe).
  *    Reply: "state" (i32: 0 queued, 1 running, 2 done, 3 failed, 4 cancelled).

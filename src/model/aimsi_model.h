@@ -153,6 +153,9 @@ aims_status aimsi_model_score(const aims_model *m, const float *x, const int32_t
                               int64_t *confusion, aimsi_score *out);
 /* Classifier? (LOGISTIC, SOFTMAX, TEXT, MLP with cross-entropy) and its class count. */
 int aimsi_model_is_classifier(const aims_model *m);
+/* Softmax numerator in place: v[i] = exp(v[i] - max v); returns the sum. The
+ * one implementation behind predict's probabilities and the training losses. */
+float aimsi_softmax_exp(float *v, size_t n);
 size_t aimsi_model_classes(const aims_model *m);
 
 /* TEXT models (model_predict.c): h = mean of (weighted) embeddings of row `row`'s tokens

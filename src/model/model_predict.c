@@ -91,7 +91,11 @@ void aimsi_model_forward(const aims_model *m, const float *x, size_t rows, float
 
 /* ---- predict ------------------------------------------------------------------------------ */
 
-static void softmax_row(float *v, size_t n)
+/* The one softmax. Predict and both training losses (train_dense.c,
+ * train_text.c) call aimsi_softmax_exp, so probabilities at serve time are
+ * exactly the ones the loss was computed from: replace v by exp(v - max v)
+ * (max-shifted, so no overflow) and return the sum. */
+float aimsi_softmax_exp(float *v, size_t n)
 {
     float mx = v[0];
     for (size_t i = 1; i < n; i++) {
@@ -102,7 +106,12 @@ static void softmax_row(float *v, size_t n)
         v[i] = expf(v[i] - mx);
         s += v[i];
     }
-    const float inv = 1.0f / s;
+    return s;
+}
+
+static void softmax_row(float *v, size_t n)
+{
+    const float inv = 1.0f / aimsi_softmax_exp(v, n);
     for (size_t i = 0; i < n; i++) {
         v[i] *= inv;
     }

@@ -114,15 +114,7 @@ double aimsi_train_loss_grad(aims_trainer *t, size_t n)
     if (m->loss == 1) { /* softmax + cross-entropy, fused and max-shifted */
         for (size_t r = 0; r < n; r++) {
             float *row = z + r * k;
-            float mx = row[0];
-            for (size_t j = 1; j < k; j++) {
-                mx = row[j] > mx ? row[j] : mx;
-            }
-            float s = 0.0f;
-            for (size_t j = 0; j < k; j++) {
-                row[j] = expf(row[j] - mx);
-                s += row[j];
-            }
+            const float s = aimsi_softmax_exp(row, k);
             const int32_t y = t->yb[r];
             total += log((double)s) - log((double)row[y]);
             const float inv = inv_n / s;

@@ -89,15 +89,7 @@ static double text_loss_grad(int kind, float *z, size_t k, size_t y)
         }
         return sum;
     }
-    float mx = z[0];
-    for (size_t o = 1; o < k; o++) {
-        mx = z[o] > mx ? z[o] : mx;
-    }
-    float sum = 0.0f;
-    for (size_t o = 0; o < k; o++) {
-        z[o] = expf(z[o] - mx);
-        sum += z[o];
-    }
+    const float sum = aimsi_softmax_exp(z, k);
     const double ce = log((double)sum) - log((double)z[y]);
     const float inv = 1.0f / sum;
     for (size_t o = 0; o < k; o++) {

@@ -46,6 +46,7 @@
 #include <time.h>
 
 #include "../codec/aimsi_frame.h"
+#include "../codec/aimsi_kv.h"
 #include "../core/aimsi_core.h"
 #include "aimsi_msg.h"
 #include "aimsi_wire.h"
@@ -292,12 +293,10 @@ static aims_status get_str(const aims_msg *req, const char *name, char *buf, siz
     const char *p;
     size_t n;
     AIMSI_TRY(aimsi_msg_bytes(req, name, &p, &n));
-    if (n == 0 || n >= cap || memchr(p, 0, n) != NULL || memchr(p, '\n', n) != NULL) {
+    if (!aimsi_kv_field_copy(p, n, buf, cap)) {
         return aimsi_err(NULL, AIMS_E_INVAL, "request tensor '%s': 1..%zu bytes without NUL "
                          "or newline", name, cap - 1);
     }
-    memcpy(buf, p, n);
-    buf[n] = 0;
     return AIMS_OK;
 }
 
@@ -415,14 +414,14 @@ static aims_status do_heartbeat(reg_impl *ri, const aims_msg *req, aims_msg *rep
         int ok = 1;
         if (owners) {
             char sb[AIMSI_FRAME_MAX_SERVICE + 1], ab[AIMSI_URL_MAX + 1];
-            if (!aimsi_reg_next_field(&ps, svc + svc_len, sb, sizeof(sb)) ||
-                !aimsi_reg_next_field(&pa, addr + addr_len, ab, sizeof(ab))) {
+            if (!aimsi_kv_field_next(&ps, svc + svc_len, sb, sizeof(sb)) ||
+                !aimsi_kv_field_next(&pa, addr + addr_len, ab, sizeof(ab))) {
                 return aimsi_err(NULL, AIMS_E_INVAL, "heartbeat: owner record %zu malformed", i);
             }
             ok = same_owner(ri, id, sb, ab);
         }
         char kb[AIMSI_SECRET_HEX + 2];
-        if (!admin && !aimsi_reg_next_field(&pk, sec + sec_len, kb, sizeof(kb))) {
+        if (!admin && !aimsi_kv_field_next(&pk, sec + sec_len, kb, sizeof(kb))) {
             return aimsi_err(NULL, AIMS_E_DENIED, "heartbeat: secret %zu missing or malformed", i);
         }
         if (ok && !admin) {

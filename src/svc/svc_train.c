@@ -58,6 +58,7 @@
 #include "aimsi_msg.h"
 #include "aimsi_svckind.h"
 #include "authz/aimsi_authz.h"
+#include "svc_train_text.h"
 #include "train_spec.h"
 
 #define TRAIN_QUEUE_MAX 16
@@ -443,6 +444,8 @@ typedef struct submit_in {
     size_t cols;
     const char *spec;
     size_t spec_len;
+    const char *text; /* kind=text: '\n'-separated documents instead of x */
+    size_t text_len;
 } submit_in;
 
 static aims_status apply_params(train_job *j, const train_spec *sp)
@@ -472,8 +475,15 @@ static aims_status build_job(const train_impl *ti, const submit_in *in, train_jo
 {
     train_spec sp;
     AIMSI_TRY(aimsi_train_spec_parse(in->spec, in->spec_len, &sp));
+    const int text = sp.kind == AIMS_MODEL_TEXT;
+    if (text != (in->text != NULL)) {
+        return aimsi_err(NULL, AIMS_E_INVAL, text ? "submit: kind=text takes \"text\" (BYTES, "
+                                                    "'\\n'-separated documents), not \"x\""
+                                                  : "submit: \"text\" is for kind=text; "
+                                                    "this kind takes \"x\"");
+    }
     size_t pcols = in->cols;
-    if (ti->p != NULL && aims_pipeline_output_cols(ti->p, &pcols) == AIMS_OK &&
+    if (!text && ti->p != NULL && aims_pipeline_output_cols(ti->p, &pcols) == AIMS_OK &&
         pcols != in->cols) {
         /* caught now rather than by aims_bundle_create after the whole fit */
         return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"x\" has %zu columns but the service's "
@@ -494,7 +504,7 @@ static aims_status build_job(const train_impl *ti, const submit_in *in, train_jo
         }
     }
     size_t out_dim = 1;
-    if (sp.kind == AIMS_MODEL_SOFTMAX || sp.kind == AIMS_MODEL_MLP) {
+    if (sp.kind == AIMS_MODEL_SOFTMAX || sp.kind == AIMS_MODEL_MLP || text) {
         out_dim = sp.classes != 0 ? sp.classes : (size_t)ymax + 1;
         if ((size_t)ymax >= out_dim) {
             return SPEC_BAD("classes=%zu but \"y\" holds label %d", out_dim, (int)ymax);
@@ -510,9 +520,12 @@ static aims_status build_job(const train_impl *ti, const submit_in *in, train_jo
     } else if (sp.classes != 0) {
         return SPEC_BAD("classes: kind=linear predicts one target");
     }
-    aims_status rc = aims_dataset_create_dense(in->rows, in->cols, in->x, in->y, &j->ds);
+    size_t in_dim = in->cols;
+    aims_status rc = text ? aimsi_train_text_data(ti->p, in->text, in->text_len, in->y, in->rows,
+                                                  &j->ds, &in_dim)
+                          : aims_dataset_create_dense(in->rows, in->cols, in->x, in->y, &j->ds);
     if (rc == AIMS_OK) {
-        rc = aims_model_create(sp.kind, in->cols, out_dim, &j->model);
+        rc = aims_model_create(sp.kind, in_dim, out_dim, &j->model);
     }
     for (size_t i = 0; rc == AIMS_OK && i < sp.n_hidden; i++) {
         rc = aims_model_add_dense(j->model, sp.hidden[i], sp.act);
@@ -551,8 +564,24 @@ static aims_status read_inputs(aimsi_work *w, submit_in *in, void **tx, void **t
     const void *y = NULL;
     size_t bx = 0;
     size_t by = 0;
-    if (!get_tensor(w->req, "x", AIMS_DT_F32, 2, &dx, &x, &bx) || dx[0] == 0 || dx[1] == 0 ||
-        (uint64_t)(size_t)dx[0] != dx[0] || (uint64_t)(size_t)dx[1] != dx[1]) {
+    const uint64_t *dt = NULL;
+    const void *text = NULL;
+    uint64_t text_dims[2] = {0, 0};
+    size_t bt = 0;
+    if (!get_tensor(w->req, "x", AIMS_DT_F32, 2, &dx, &x, &bx) &&
+        get_tensor(w->req, "text", AIMS_DT_BYTES, 1, &dt, &text, &bt) && bt > 0) {
+        /* kind=text (svc_train_text.c): one document per row of "y" */
+        if (!get_tensor(w->req, "y", AIMS_DT_I32, 1, &dy, &y, &by) || dy[0] == 0 ||
+            (uint64_t)(size_t)dy[0] != dy[0]) {
+            return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"y\" must be i32 [rows], rows >= 1");
+        }
+        text_dims[0] = dy[0];
+        dx = text_dims; /* rows of "y", no columns */
+        in->text = text;
+        in->text_len = bt;
+    } else if (!get_tensor(w->req, "x", AIMS_DT_F32, 2, &dx, &x, &bx) || dx[0] == 0 ||
+               dx[1] == 0 || (uint64_t)(size_t)dx[0] != dx[0] ||
+               (uint64_t)(size_t)dx[1] != dx[1]) {
         return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"x\" must be f32 [rows, cols], "
                                              "rows, cols >= 1");
     }
@@ -639,6 +668,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
     j->loss = NAN;
     j->metric = NAN;
     submit_in in;
+    memset(&in, 0, sizeof in);
     void *tx = NULL;
     void *ty = NULL;
     aims_status rc = read_inputs(w, &in, &tx, &ty);

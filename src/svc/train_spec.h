@@ -13,6 +13,10 @@
 #define TRAIN_MAX_PARAMS 64
 #define TRAIN_MAX_UNITS 1048576
 
+#define SPEC_KINDS "mlp|softmax|logistic|linear|text"
+#define SPEC_KEY_MAX 64     /* a key longer than this cannot name a parameter */
+#define SPEC_VALUE_MAX 1024 /* hidden=... with 16 widths fits many times over */
+
 #define SPEC_BAD(...) aimsi_err(NULL, AIMS_E_INVAL, "spec: " __VA_ARGS__)
 
 typedef struct spec_param {

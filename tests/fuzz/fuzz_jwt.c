@@ -16,34 +16,12 @@
 #include "svc/authz/aimsi_authz.h"
 
 #if defined(AIMS_HAVE_OPENSSL)
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include "../support/jwt_support.h"
 #endif
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char k_key[] = "fuzzing key of at least 32 bytes.....";
-
-#if defined(AIMS_HAVE_OPENSSL)
-static size_t b64url(const unsigned char *in, size_t n, char *out)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        const uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) |
-                           (i + 2 < n ? in[i + 2] : 0);
-        out[o++] = a[v >> 18];
-        out[o++] = a[(v >> 12) & 63];
-        if (i + 1 < n) {
-            out[o++] = a[(v >> 6) & 63];
-        }
-        if (i + 2 < n) {
-            out[o++] = a[v & 63];
-        }
-    }
-    return o;
-}
-#endif
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -73,14 +51,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *tok = malloc(signed_len + 64);
     if (tok != NULL) {
         memcpy(tok, data, signed_len);
-        unsigned char mac[EVP_MAX_MD_SIZE];
-        unsigned mac_len = 0;
-        if (HMAC(EVP_sha256(), k_key, (int)strlen(k_key), (const unsigned char *)tok, signed_len,
-                 mac, &mac_len) != NULL) {
-            tok[signed_len] = '.';
-            const size_t n = b64url(mac, mac_len, tok + signed_len + 1);
-            (void)aimsi_jwt_verify(&p->jwt, tok, signed_len + 1 + n, 1700000000, &cl, err,
-                                   sizeof err);
+        const size_t n = jwt_hs256_append(tok, signed_len, k_key, strlen(k_key));
+        if (n > 0) {
+            (void)aimsi_jwt_verify(&p->jwt, tok, n, 1700000000, &cl, err, sizeof err);
         }
         free(tok);
     }

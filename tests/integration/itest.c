@@ -800,3 +800,53 @@ void it_pace(struct timespec *next, long period_ns)
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, next, NULL) != 0) {
     }
 }
+
+/* ---- outcome counters ---------------------------------------------------------------------- */
+
+void it_outcomes_reset(it_outcomes *o)
+{
+    atomic_store(&o->done, 0);
+    atomic_store(&o->ok, 0);
+    atomic_store(&o->late, 0);
+    atomic_store(&o->overloaded, 0);
+    atomic_store(&o->no_hint, 0);
+    atomic_store(&o->timeout, 0);
+    atomic_store(&o->other, 0);
+    pthread_mutex_lock(&o->mu);
+    o->other_err[0] = o->hint_err[0] = '\0';
+    pthread_mutex_unlock(&o->mu);
+}
+
+static void keep_first(it_outcomes *o, char *slot, size_t cap, const char *text)
+{
+    pthread_mutex_lock(&o->mu);
+    if (slot[0] == '\0') {
+        snprintf(slot, cap, "%s", text);
+    }
+    pthread_mutex_unlock(&o->mu);
+}
+
+void it_outcomes_count(it_outcomes *o, aims_status st, int late, const aims_msg *reply,
+                       const char *error)
+{
+    if (st == AIMS_OK) {
+        atomic_fetch_add(late ? &o->late : &o->ok, 1);
+    } else if (st == AIMS_E_OVERLOADED) {
+        atomic_fetch_add(&o->overloaded, 1);
+        if (error == NULL || strcasestr(error, "retry after") == NULL) {
+            atomic_fetch_add(&o->no_hint, 1);
+            char text[sizeof o->hint_err];
+            snprintf(text, sizeof text, "'%s' (reply error '%s')", error != NULL ? error : "(null)",
+                     reply != NULL ? aims_msg_error(reply) : "(no reply)");
+            keep_first(o, o->hint_err, sizeof o->hint_err, text);
+        }
+    } else if (st == AIMS_E_TIMEOUT) {
+        atomic_fetch_add(&o->timeout, 1);
+    } else {
+        atomic_fetch_add(&o->other, 1);
+        char text[sizeof o->other_err];
+        snprintf(text, sizeof text, "%s: %s", aims_strerror(st), error != NULL ? error : "(null)");
+        keep_first(o, o->other_err, sizeof o->other_err, text);
+    }
+    atomic_fetch_add(&o->done, 1);
+}

@@ -145,4 +145,23 @@ uint64_t it_load_pid_ok(it_load *L, pid_t pid);
  * 1 if it did. */
 int it_load_wait_pid(it_load *L, pid_t pid, uint64_t base, int timeout_ms);
 
+/* Outcome counters of a run of async calls (test_goodput, test_overload):
+ * several client threads complete calls at once, so the counters are atomic
+ * and the first unexpected error text is kept under mu. */
+typedef struct it_outcomes {
+    _Atomic uint64_t done, ok, late, overloaded, no_hint, timeout, other;
+    pthread_mutex_t mu;
+    char other_err[512]; /* first failure that is not OVERLOADED or TIMEOUT */
+    char hint_err[512];  /* first OVERLOADED whose text lacks "retry after" */
+} it_outcomes;
+
+#define IT_OUTCOMES_INIT {.mu = PTHREAD_MUTEX_INITIALIZER}
+
+/* Zero the counters and texts (the mutex is kept). Not while calls run. */
+void it_outcomes_reset(it_outcomes *o);
+/* Count one completion: ok (or late when `late`), OVERLOADED (and no_hint when
+ * error lacks "retry after"), TIMEOUT, or other; then done. */
+void it_outcomes_count(it_outcomes *o, aims_status st, int late, const aims_msg *reply,
+                       const char *error);
+
 #endif /* ITEST_H */

@@ -52,14 +52,12 @@
 #define RSS_BOUND_KB (64L << 10)
 
 typedef struct gp_stats {
-    _Atomic uint64_t done, good, late, overloaded, timeout, other, no_hint;
+    it_outcomes o;                     /* ok = good: answered within the deadline */
     _Atomic uint64_t win[MAX_SECONDS]; /* good completions per 1 s window */
     uint64_t t0_ms, t0_us;
-    pthread_mutex_t mu;
-    char other_err[512];
 } gp_stats;
 
-static gp_stats g_st = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static gp_stats g_st = {.o = IT_OUTCOMES_INIT};
 static aims_client *g_direct; /* AIMS_CLIENT_MAX_ATTEMPTS = 1 */
 #define REJ_MAX 8192
 static uint64_t g_rej_us[REJ_MAX];
@@ -80,40 +78,22 @@ static int cmp_u64(const void *a, const void *b)
 
 static void on_done(void *user, aims_status st, const aims_msg *reply, const char *error)
 {
-    (void)reply;
     const uint64_t now = it_now_us();
     const uint64_t issued = (uint64_t)(uintptr_t)user >> 1;
-    if (st == AIMS_OK && now - issued <= DEADLINE_MS * 1000u) {
-        atomic_fetch_add(&g_st.good, 1);
+    const int late = now - issued > DEADLINE_MS * 1000u;
+    if (st == AIMS_OK && !late) {
         const uint64_t w = (now - g_st.t0_us) / 1000000u;
         if (w < MAX_SECONDS) {
             atomic_fetch_add(&g_st.win[w], 1);
         }
-    } else if (st == AIMS_OK) {
-        atomic_fetch_add(&g_st.late, 1);
-    } else if (st == AIMS_E_OVERLOADED) {
-        atomic_fetch_add(&g_st.overloaded, 1);
-        if ((uintptr_t)user & 1u) { /* through g_direct: the node's own rejection */
-            const size_t i = atomic_fetch_add(&g_n_rej, 1);
-            if (i < REJ_MAX) {
-                g_rej_us[i] = now - issued;
-            }
+    } else if (st == AIMS_E_OVERLOADED && ((uintptr_t)user & 1u)) {
+        /* through g_direct: the node's own rejection */
+        const size_t i = atomic_fetch_add(&g_n_rej, 1);
+        if (i < REJ_MAX) {
+            g_rej_us[i] = now - issued;
         }
-        if (error == NULL || strstr(error, "retry after") == NULL) {
-            atomic_fetch_add(&g_st.no_hint, 1);
-        }
-    } else if (st == AIMS_E_TIMEOUT) {
-        atomic_fetch_add(&g_st.timeout, 1);
-    } else {
-        atomic_fetch_add(&g_st.other, 1);
-        pthread_mutex_lock(&g_st.mu);
-        if (g_st.other_err[0] == '\0') {
-            snprintf(g_st.other_err, sizeof g_st.other_err, "%s: %s", aims_strerror(st),
-                     error != NULL ? error : "(null)");
-        }
-        pthread_mutex_unlock(&g_st.mu);
     }
-    atomic_fetch_add(&g_st.done, 1);
+    it_outcomes_count(&g_st.o, st, late, reply, error);
 }
 
 /* A counter of the instance at addr ("$stats": batches = runs executed,
@@ -194,9 +174,12 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
                         double cap, double factor, int seconds, int check)
 {
     const pid_t pid = nodes[0]->pid;
-    memset((void *)&g_st, 0, offsetof(gp_stats, mu));
+    it_outcomes_reset(&g_st.o);
+    for (size_t w = 0; w < MAX_SECONDS; w++) {
+        atomic_store(&g_st.win[w], 0);
+    }
+    g_st.t0_ms = g_st.t0_us = 0;
     atomic_store(&g_n_rej, 0);
-    g_st.other_err[0] = '\0';
     const double rate = cap * factor;
     const long period_ns = (long)(1e9 / rate);
     it_sampler smp;
@@ -240,7 +223,7 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
         runs_read++;
     }
     const uint64_t t1 = it_now_ms();
-    while (atomic_load(&g_st.done) < issued && it_now_ms() - t1 < 10000) {
+    while (atomic_load(&g_st.o.done) < issued && it_now_ms() - t1 < 10000) {
         it_sleep_ms(10);
     }
     (void)it_sampler_stop(&smp);
@@ -274,11 +257,11 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
            cap_in, 100.0 * cap_in / cap, 100.0 * util, cap_in > 0 ? 100.0 * gp / cap_in : 0.0);
     it_log("   good %llu, late %llu, overloaded %llu (no hint %llu), timeout %llu, other %llu; "
            "node VmRSS %ld -> peak %ld KiB",
-           (unsigned long long)atomic_load(&g_st.good), (unsigned long long)atomic_load(&g_st.late),
-           (unsigned long long)atomic_load(&g_st.overloaded),
-           (unsigned long long)atomic_load(&g_st.no_hint),
-           (unsigned long long)atomic_load(&g_st.timeout),
-           (unsigned long long)atomic_load(&g_st.other), rss0, smp.peak_kb);
+           (unsigned long long)atomic_load(&g_st.o.ok), (unsigned long long)atomic_load(&g_st.o.late),
+           (unsigned long long)atomic_load(&g_st.o.overloaded),
+           (unsigned long long)atomic_load(&g_st.o.no_hint),
+           (unsigned long long)atomic_load(&g_st.o.timeout),
+           (unsigned long long)atomic_load(&g_st.o.other), rss0, smp.peak_kb);
     size_t nr = atomic_load(&g_n_rej);
     nr = nr < REJ_MAX ? nr : REJ_MAX;
     if (nr > 0) {
@@ -286,14 +269,14 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
         it_log("   the node's rejections (no client retry, %zu seen): p50 %.2f ms, p99 %.2f ms",
                nr, (double)g_rej_us[nr / 2] * 1e-3, (double)g_rej_us[nr * 99 / 100] * 1e-3);
     }
-    IT_CHECK(atomic_load(&g_st.done) == issued, "%llu calls never completed",
-             (unsigned long long)(issued - atomic_load(&g_st.done)));
-    IT_CHECK(atomic_load(&g_st.other) == 0, "untyped failures under overload, first: %s",
-             g_st.other_err);
+    IT_CHECK(atomic_load(&g_st.o.done) == issued, "%llu calls never completed",
+             (unsigned long long)(issued - atomic_load(&g_st.o.done)));
+    IT_CHECK(atomic_load(&g_st.o.other) == 0, "untyped failures under overload, first: %s",
+             g_st.o.other_err);
     IT_CHECK(smp.peak_kb - rss0 <= RSS_BOUND_KB, "node memory grew by %ld KiB",
              smp.peak_kb - rss0);
     if (check) {
-        IT_CHECK(atomic_load(&g_st.no_hint) == 0, "OVERLOADED without a 'retry after' hint");
+        IT_CHECK(atomic_load(&g_st.o.no_hint) == 0, "OVERLOADED without a 'retry after' hint");
         IT_CHECK(cap_in > 0.0, "could not read the node's run counters");
         IT_CHECK(gp >= 0.9 * cap_in,
                  "goodput %.1f/s at %.2fx is below 90 %% of the %.1f runs/s the node executed",

@@ -33,43 +33,12 @@
 #define PAYLOAD (128u << 10)
 #define RSS_BOUND_KB (96L << 10) /* generous: 8 queued requests need ~1 MiB */
 
-typedef struct ov_stats {
-    _Atomic uint64_t done, ok, overloaded, no_hint, other;
-    pthread_mutex_t mu;
-    char other_err[512];
-    char hint_err[512]; /* first rejection text without the hint */
-} ov_stats;
-
-static ov_stats g_st = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static it_outcomes g_st = IT_OUTCOMES_INIT;
 
 static void on_done(void *user, aims_status st, const aims_msg *reply, const char *error)
 {
     (void)user;
-    (void)reply;
-    if (st == AIMS_OK) {
-        atomic_fetch_add(&g_st.ok, 1);
-    } else if (st == AIMS_E_OVERLOADED) {
-        atomic_fetch_add(&g_st.overloaded, 1);
-        if (error == NULL || strcasestr(error, "retry after") == NULL) {
-            atomic_fetch_add(&g_st.no_hint, 1);
-            pthread_mutex_lock(&g_st.mu);
-            if (g_st.hint_err[0] == '\0') {
-                snprintf(g_st.hint_err, sizeof g_st.hint_err, "'%s' (reply error '%s')",
-                         error != NULL ? error : "(null)",
-                         reply != NULL ? aims_msg_error(reply) : "(no reply)");
-            }
-            pthread_mutex_unlock(&g_st.mu);
-        }
-    } else {
-        atomic_fetch_add(&g_st.other, 1);
-        pthread_mutex_lock(&g_st.mu);
-        if (g_st.other_err[0] == '\0') {
-            snprintf(g_st.other_err, sizeof g_st.other_err, "%s: %s", aims_strerror(st),
-                     error != NULL ? error : "(null)");
-        }
-        pthread_mutex_unlock(&g_st.mu);
-    }
-    atomic_fetch_add(&g_st.done, 1);
+    it_outcomes_count(&g_st, st, 0, reply, error);
 }
 
 /* One overload run against a fresh slow instance; inline_flag: "0" or NULL
@@ -77,8 +46,7 @@ static void on_done(void *user, aims_status st, const aims_msg *reply, const cha
 static void run_phase(const char *label, const char *reg_url, const char *inline_flag,
                       const unsigned char *payload)
 {
-    memset((void *)&g_st, 0, offsetof(ov_stats, mu));
-    g_st.other_err[0] = g_st.hint_err[0] = '\0';
+    it_outcomes_reset(&g_st);
     it_log("phase: %s", label);
     it_proc slow;
     char slow_us[32];
@@ -145,7 +113,8 @@ static void run_phase(const char *label, const char *reg_url, const char *inline
            smp.peak_kb, rss1, RSS_BOUND_KB);
     IT_CHECK(atomic_load(&g_st.done) == issued, "%llu async calls never completed",
              (unsigned long long)(issued - atomic_load(&g_st.done)));
-    IT_CHECK(atomic_load(&g_st.other) == 0, "untyped failures under overload, first: %s",
+    IT_CHECK(atomic_load(&g_st.other) + atomic_load(&g_st.timeout) == 0,
+             "untyped failures under overload, first: %s",
              g_st.other_err);
     IT_CHECK(atomic_load(&g_st.overloaded) > 0, "2x overload produced no rejection");
     IT_CHECK(atomic_load(&g_st.no_hint) == 0, "rejections without a 'retry after' hint: %s",

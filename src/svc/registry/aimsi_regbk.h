@@ -87,8 +87,14 @@ extern const aimsi_reg_ops aimsi_regbk_local_ops;
 int aimsi_regbk_session(aims_registry *reg, const aimsi_reg_ops *rops, void *rctx, int remote,
                         const aimsi_reg_ops **ops, void **ctx);
 
-/* Next '\n'-terminated field of a joined list at *p (before end), copied into
- * buf (NUL-terminated); 0 when there is none or it does not fit. */
-int aimsi_reg_next_field(const char **p, const char *end, char *buf, size_t cap);
+
+/* The two registry-service sessions (the client mirror's sync in
+ * regbk_service.c, a node's join in regjoin.c) are set up alike: the URL is
+ * checked (1..AIMSI_URL_MAX bytes; `who` starts the message) and copied into
+ * url_buf, and a private client is created that carries the joiner's TLS
+ * credentials (tls may be NULL) when the registry is at tls://. Nothing is
+ * left to free on failure. */
+aims_status aimsi_regbk_private_client(const char *who, const char *url, aims_tls_config *tls,
+                                       char url_buf[AIMSI_URL_MAX + 1], aims_client **out);
 
 #endif

@@ -15,6 +15,27 @@
 #include "aimsi_regbk.h"
 #include "../authz/aimsi_authz.h"
 
+aims_status aimsi_regbk_private_client(const char *who, const char *url, aims_tls_config *tls,
+                                       char url_buf[AIMSI_URL_MAX + 1], aims_client **out)
+{
+    if (url == NULL || strlen(url) == 0 || strlen(url) > AIMSI_URL_MAX) {
+        return aimsi_err(NULL, AIMS_E_INVAL, "%s: registry url must be 1..%u bytes", who,
+                         AIMSI_URL_MAX);
+    }
+    aims_client *c = NULL;
+    AIMSI_TRY(aims_client_create(&c));
+    if (tls != NULL) {
+        const aims_status rc = aims_client_set_tls(c, tls);
+        if (rc != AIMS_OK) {
+            aims_client_destroy(c);
+            return rc;
+        }
+    }
+    strcpy(url_buf, url);
+    *out = c;
+    return AIMS_OK;
+}
+
 /* Explicit schemes; any other scheme is a transport URL of the registry
  * service (tcp, ipc, inproc, tls...), whose transport table judges it. */
 static const aimsi_regbk *backend_for_scheme(const char *scheme, size_t len)

@@ -24,24 +24,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "../../codec/aimsi_kv.h"
 #include "aimsi_regbk.h"
 
 #define REG_SERVICE "aims.registry"
 #define MAX_EVENTS 4096u
 #define MIRROR_TTL_MS 86400000u /* one day; renewed by every sync */
-
-/* Next '\n'-terminated field of a joined list, copied into buf (NUL-terminated). */
-int aimsi_reg_next_field(const char **p, const char *end, char *buf, size_t cap)
-{
-    const char *nl = memchr(*p, '\n', (size_t)(end - *p));
-    if (nl == NULL || nl == *p || (size_t)(nl - *p) >= cap) {
-        return 0;
-    }
-    memcpy(buf, *p, (size_t)(nl - *p));
-    buf[nl - *p] = 0;
-    *p = nl + 1;
-    return 1;
-}
 
 /* ---- the mirror a joining client keeps -------------------------------------- */
 
@@ -197,8 +185,8 @@ static aims_status mirror_apply(aimsi_regsync *rs, const aims_msg *reply)
         memcpy(&kind, (const char *)kinds + k * 4, 4);
         memcpy(&weight, (const char *)weights + k * 4, 4);
         memcpy(&id, (const char *)ids + k * 8, 8);
-        if (!aimsi_reg_next_field(&ps, svc + svc_len, s, sizeof(s)) ||
-            !aimsi_reg_next_field(&pa, addr + addr_len, a, sizeof(a))) {
+        if (!aimsi_kv_field_next(&ps, svc + svc_len, s, sizeof(s)) ||
+            !aimsi_kv_field_next(&pa, addr + addr_len, a, sizeof(a))) {
             return aimsi_err(NULL, AIMS_E_CORRUPT, "registry reply from %s: event %zu names",
                              rs->url, k);
         }
@@ -290,25 +278,14 @@ static void *regsync_main(void *arg)
 aims_status aimsi_regsync_start(const char *url, aims_registry *mirror, uint64_t period_ms,
                                 aims_tls_config *tls, aimsi_regsync **out)
 {
-    if (url == NULL || strlen(url) > AIMSI_URL_MAX) {
-        return aimsi_err(NULL, AIMS_E_INVAL, "join: registry url must be 1..%u bytes",
-                         AIMSI_URL_MAX);
-    }
     aimsi_regsync *rs = aimsi_calloc(1, sizeof(*rs));
     if (rs == NULL) {
         return aimsi_err(NULL, AIMS_E_NOMEM, "join: out of memory");
     }
-    strcpy(rs->url, url);
     rs->mirror = mirror;
     rs->period_ms = period_ms;
     rs->last_renew_ns = aimsi_now_ns();
-    aims_status rc = aims_client_create(&rs->caller);
-    if (rc == AIMS_OK && tls != NULL) { /* a tls:// registry: the joiner's credentials */
-        rc = aims_client_set_tls(rs->caller, tls);
-        if (rc != AIMS_OK) {
-            aims_client_destroy(rs->caller);
-        }
-    }
+    const aims_status rc = aimsi_regbk_private_client("join", url, tls, rs->url, &rs->caller);
     if (rc != AIMS_OK) {
         aimsi_free(rs);
         return rc;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../codec/aimsi_kv.h"
 #include "aimsi_regbk.h"
 #include "../aimsi_node.h"
 
@@ -27,11 +28,9 @@ static aims_status reply_str(const aims_msg *m, const char *name, char *buf, siz
     const char *p;
     size_t n;
     AIMSI_TRY(aimsi_msg_bytes(m, name, &p, &n));
-    if (n == 0 || n >= cap || memchr(p, 0, n) != NULL) {
+    if (!aimsi_kv_field_copy(p, n, buf, cap)) {
         return aimsi_err(NULL, AIMS_E_CORRUPT, "registry reply tensor '%s' malformed", name);
     }
-    memcpy(buf, p, n);
-    buf[n] = 0;
     return AIMS_OK;
 }
 
@@ -255,29 +254,22 @@ static const aimsi_reg_ops k_join_ops = {
 aims_status aimsi_regjoin_open(aims_node *n, const char *url, const aimsi_reg_ops **ops,
                               void **ctx)
 {
-    if (strlen(url) == 0 || strlen(url) > AIMSI_URL_MAX) {
-        return aimsi_err(NULL, AIMS_E_INVAL, "aims_node_join: url must be 1..%u bytes",
-                         AIMSI_URL_MAX);
-    }
     node_join *nj = aimsi_calloc(1, sizeof(*nj));
     if (nj == NULL) {
         return aimsi_err(NULL, AIMS_E_NOMEM, "aims_node_join: out of memory");
     }
-    strcpy(nj->url, url);
+    aims_tls_config *tls = n != NULL ? n->tt.tls : NULL; /* the node's credentials */
+    aims_status rc = aimsi_regbk_private_client("aims_node_join", url, tls, nj->url, &nj->caller);
+    if (rc != AIMS_OK) {
+        aimsi_free(nj);
+        return rc;
+    }
     if (pthread_mutex_init(&nj->lock, NULL) != 0) {
+        aims_client_destroy(nj->caller);
         aimsi_free(nj);
         return aimsi_err(NULL, AIMS_E_BACKEND, "aims_node_join: pthread_mutex_init failed");
     }
     aimsi_reach_init(&nj->reach, "node join", url);
-    aims_tls_config *tls = n != NULL ? n->tt.tls : NULL;
-    aims_status rc = aims_client_create(&nj->caller);
-    if (rc == AIMS_OK && tls != NULL) { /* a tls:// registry: the node's credentials */
-        rc = aims_client_set_tls(nj->caller, tls);
-    }
-    if (rc != AIMS_OK) {
-        join_release(nj);
-        return rc;
-    }
     *ops = &k_join_ops;
     *ctx = nj;
     return AIMS_OK;

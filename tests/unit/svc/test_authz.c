@@ -29,6 +29,7 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include "jwt_support.h"
 #include <openssl/pem.h>
 #endif
 
@@ -171,25 +172,6 @@ static void test_policy_file(void **state)
 
 static const char k_hs_key[] = "an HS256 key of at least 32 bytes!!";
 
-static void b64url(const unsigned char *in, size_t n, char *out)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        const uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) |
-                           (i + 2 < n ? in[i + 2] : 0);
-        out[o++] = a[v >> 18];
-        out[o++] = a[(v >> 12) & 63];
-        if (i + 1 < n) {
-            out[o++] = a[(v >> 6) & 63];
-        }
-        if (i + 2 < n) {
-            out[o++] = a[v & 63];
-        }
-    }
-    out[o] = '\0';
-}
-
 /* DER ECDSA signature -> raw r||s (64 bytes). */
 static void der_to_raw(const unsigned char *der, size_t len, unsigned char raw[64])
 {
@@ -210,18 +192,17 @@ static void make_token(char *out, size_t cap, const char *header, const char *pa
                        const void *hs_key, size_t hs_len, EVP_PKEY *es)
 {
     char h[1024], pl[2048];
-    b64url((const unsigned char *)header, strlen(header), h);
-    b64url((const unsigned char *)payload, strlen(payload), pl);
+    jwt_b64url((const unsigned char *)header, strlen(header), h);
+    jwt_b64url((const unsigned char *)payload, strlen(payload), pl);
     const int n = snprintf(out, cap, "%s.%s", h, pl);
     assert_true(n > 0 && (size_t)n < cap - 200);
+    if (how == SIGN_HS) {
+        assert_true(jwt_hs256_append(out, (size_t)n, hs_key, hs_len) > 0);
+        return;
+    }
     unsigned char sig[256];
     size_t sig_len = 0;
-    if (how == SIGN_HS) {
-        unsigned len = 0;
-        assert_non_null(HMAC(EVP_sha256(), hs_key, (int)hs_len, (const unsigned char *)out,
-                             (size_t)n, sig, &len));
-        sig_len = len;
-    } else if (how == SIGN_ES) {
+    if (how == SIGN_ES) {
         EVP_MD_CTX *md = EVP_MD_CTX_new();
         unsigned char der[128];
         size_t der_len = sizeof der;
@@ -233,7 +214,7 @@ static void make_token(char *out, size_t cap, const char *header, const char *pa
         sig_len = 64;
     }
     char s64[400];
-    b64url(sig, sig_len, s64);
+    jwt_b64url(sig, sig_len, s64);
     snprintf(out + n, cap - (size_t)n, ".%s", s64);
 }
 
@@ -435,8 +416,8 @@ static void test_jwt_es256_openssl_cli(void **state)
     assert_int_equal(system(cmd), 0);
     char pl[512], h[256], p64[1024], signing[1400];
     payload(pl, sizeof pl, "", 600);
-    b64url((const unsigned char *)"{\"alg\":\"ES256\",\"typ\":\"JWT\"}", 27, h);
-    b64url((const unsigned char *)pl, strlen(pl), p64);
+    jwt_b64url((const unsigned char *)"{\"alg\":\"ES256\",\"typ\":\"JWT\"}", 27, h);
+    jwt_b64url((const unsigned char *)pl, strlen(pl), p64);
     snprintf(signing, sizeof signing, "%s.%s", h, p64);
     snprintf(path, sizeof path, "%s/in", dir);
     FILE *f = fopen(path, "w");
@@ -453,7 +434,7 @@ static void test_jwt_es256_openssl_cli(void **state)
     fclose(f);
     der_to_raw(der, dn, raw);
     char s64[128], tok[4096];
-    b64url(raw, 64, s64);
+    jwt_b64url(raw, 64, s64);
     snprintf(tok, sizeof tok, "%s.%s", signing, s64);
     char pem[1024] = "";
     snprintf(path, sizeof path, "%s/pub.pem", dir);

@@ -845,6 +845,101 @@ static void test_train_cancel_and_queue(void **state)
     aimsi_kind_train.destroy(impl); /* destroy also stops */
 }
 
+/* kind=text: "text" ('\n'-separated documents) through the service's text
+ * pipeline into a TEXT model; the result bundle classifies the documents. */
+static char g_text_err[512];
+
+static aims_status text_submit(void *impl, const char *job, const char *spec, const char *text,
+                               size_t rows, int with_x)
+{
+    item it;
+    item_init(&it, "submit");
+    add_bytes(it.req, "job", job);
+    add_bytes(it.req, "spec", spec);
+    add_bytes(it.req, "text", text);
+    if (with_x) {
+        add_x(it.req, g_x, rows, COLS);
+    }
+    int32_t labels[NDOCS];
+    for (size_t i = 0; i < NDOCS; i++) {
+        labels[i] = (int32_t)(i % 2);
+    }
+    const uint64_t d = rows;
+    assert_int_equal(aims_msg_add(it.req, "y", AIMS_DT_I32, &d, 1, labels, 0), AIMS_OK);
+    char handle[96];
+    snprintf(handle, sizeof handle, "test-handle-of-%s", job);
+    add_bytes(it.req, "handle", handle);
+    aimsi_work *w = &it.w;
+    aimsi_kind_train.run(impl, &w, 1);
+    const aims_status st = it.w.status;
+    snprintf(g_text_err, sizeof g_text_err, "%s", st != AIMS_OK ? aims_msg_error(it.reply) : "");
+    item_fini(&it);
+    return st;
+}
+
+static void test_train_text_kind(void **state)
+{
+    (void)state;
+    char text[1024] = "";
+    for (size_t i = 0; i < NDOCS; i++) {
+        strcat(text, g_docs[i]);
+        strcat(text, "\n");
+    }
+    /* without a pipeline the service cannot tokenize: refused up front */
+    void *bare = NULL;
+    assert_int_equal(aimsi_train_create(NULL, &bare), AIMS_OK);
+    assert_int_equal(text_submit(bare, "t0", "kind=text", text, NDOCS, 0), AIMS_E_INVAL);
+    assert_non_null(strstr(g_text_err, "text pipeline"));
+    aimsi_kind_train.stop(bare);
+    aimsi_kind_train.destroy(bare);
+
+    aims_dataset *ds = NULL;
+    assert_int_equal(aims_dataset_create_texts(NDOCS, g_docs, NULL, NULL, &ds), AIMS_OK);
+    aims_pipeline *p = NULL;
+    size_t hs = 0;
+    assert_int_equal(aims_pipeline_create(&p), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_HASH, &hs), AIMS_OK);
+    assert_int_equal(aims_pipeline_set_step_i64(p, hs, AIMS_STEP_BUCKETS, 256), AIMS_OK);
+    assert_int_equal(aims_pipeline_fit(p, ds), AIMS_OK);
+    aims_dataset_destroy(ds);
+    void *impl = NULL;
+    assert_int_equal(aimsi_train_create(p, &impl), AIMS_OK);
+    /* "x" with kind=text, "text" with another kind, a document count off by one */
+    assert_int_equal(text_submit(impl, "t1", "kind=text", text, NDOCS, 1), AIMS_E_INVAL);
+    assert_int_equal(text_submit(impl, "t2", "kind=softmax", text, NDOCS, 0), AIMS_E_INVAL);
+    assert_int_equal(text_submit(impl, "t3", "kind=text", text, NDOCS - 1, 0), AIMS_E_INVAL);
+    assert_non_null(strstr(g_text_err, "documents"));
+    assert_int_equal(text_submit(impl, "t4", "kind=text\nepochs=20\nlr=0.5\nseed=3", text,
+                                 NDOCS, 0),
+                     AIMS_OK);
+    assert_int_equal(wait_state(impl, "t4", 2), 2);
+    aims_msg *r = NULL;
+    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    assert_int_equal(train_call(impl, "result", "t4", NULL, 0, r), AIMS_OK);
+    size_t idx = 0;
+    const void *data = NULL;
+    size_t bytes = 0;
+    assert_int_equal(aims_msg_find(r, "bundle", &idx), AIMS_OK);
+    assert_int_equal(aims_msg_get(r, idx, NULL, NULL, NULL, NULL, &data, &bytes), AIMS_OK);
+    aims_bundle *b = NULL;
+    assert_int_equal(aims_bundle_parse(data, bytes, &b), AIMS_OK);
+    aims_msg_destroy(r);
+    float out[NDOCS * 2];
+    assert_int_equal(aims_bundle_predict_texts(b, AIMS_OUT_PROBA, g_docs, NULL, NDOCS, out,
+                                               NDOCS * 2),
+                     AIMS_OK);
+    size_t right = 0;
+    for (size_t i = 0; i < NDOCS; i++) {
+        right += (out[2 * i + 1] > out[2 * i]) == (int)(i % 2);
+    }
+    assert_true(right >= NDOCS - 1); /* the training documents themselves */
+    aims_bundle_destroy(b);
+    aimsi_kind_train.stop(impl);
+    aimsi_kind_train.destroy(impl);
+    aims_pipeline_destroy(p);
+}
+
 static void expect_submit_error(void *impl, const char *spec, aims_status st, const char *needle)
 {
     aims_msg *r = NULL;
@@ -1363,6 +1458,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_train_submit_result, svc_setup, svc_teardown),
         cmocka_unit_test_setup_teardown(test_train_cancel_and_queue, svc_setup, svc_teardown),
         cmocka_unit_test_setup_teardown(test_train_bad_spec, svc_setup, svc_teardown),
+        cmocka_unit_test_setup_teardown(test_train_text_kind, svc_setup, svc_teardown),
         cmocka_unit_test_setup_teardown(test_train_failed_job, svc_setup, svc_teardown),
         cmocka_unit_test_setup_teardown(test_node_services, svc_setup, svc_teardown),
         cmocka_unit_test_setup_teardown(test_infer_alloc_failures, svc_setup, svc_teardown),
