@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include "aims/aims.h"
+#include "codec/aimsi_kv.h"
 #include "svc/aimsi_msg.h"
 #include "svc/aimsi_regsync.h"
 #include "svc/registry/aimsi_regbk.h"
@@ -98,8 +99,8 @@ static aims_status call_changes(aims_client *c, const char *url, int64_t since, 
         const char *p = svc;
         for (size_t k = 0; k < out->n && k < 16; k++) {
             memcpy(&out->kinds[k], (const char *)kinds + k * 4, 4);
-            assert_true(aimsi_reg_next_field(&p, svc + svc_len, out->services[k],
-                                             sizeof(out->services[k])));
+            assert_true(aimsi_kv_field_next(&p, svc + svc_len, out->services[k],
+                                            sizeof(out->services[k])));
         }
     }
     aims_msg_destroy(req);
