@@ -175,6 +175,10 @@ typedef struct aimsi_local_call {
     /* 1: never run on the caller's thread (async calls: the caller expects to
      * get on with its work, and several calls in flight must run in parallel). */
     int no_inline;
+    /* The caller's cancellation flag (svc_cancel.c), or NULL: set, the call is
+     * dropped if still queued and aims_msg_is_cancelled answers 1 in the handler.
+     * Must stay valid until done runs. */
+    const _Atomic int *cancel;
 } aimsi_local_call;
 
 /* Find the node listening on inproc://name and take a reference
@@ -195,6 +199,7 @@ typedef struct aimsi_work {
     aims_msg *reply;
     uint64_t deadline_ns;  /* CLOCK_MONOTONIC, 0 = none */
     aims_status status;
+    const _Atomic int *cancel; /* the caller's cancellation flag, or NULL (svc_cancel.c) */
 } aimsi_work;
 
 /* Fail work item w: clear its reply, set the formatted error text on it,
@@ -281,6 +286,8 @@ aims_status aimsi_node_set_remote_registry(aims_node *n, const aimsi_reg_ops *op
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
+
+#include "aimsi_cancel.h"
 
 #define AIMSI_NODE_MAX_SERVICES 64
 #define AIMSI_NODE_MAX_ADDRS 8
@@ -371,6 +378,7 @@ struct aims_node {
     void *rctx;
     aims_metrics *mx;
     _Atomic(struct aimsi_authz *) authz; /* policy + audit (authz/authz.c), lazily made */
+    aimsi_cancel_tab cancels;        /* requests from connections that a CANCEL may reach */
 };
 
 /* service.c, for node.c */
@@ -384,7 +392,7 @@ enum { AIMSI_INLINE_NO = 0, AIMSI_INLINE_YES = 1, AIMSI_INLINE_IF_CHEAP = 2 };
 #define AIMSI_INLINE_CHEAP_NS 50000u
 void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req,
                         uint64_t deadline_ns, int allow_inline, aimsi_local_done done,
-                        void *ctx);
+                        void *ctx, const _Atomic int *cancel);
 void aimsi_svc_destroy(aims_service *s);
 /* Drain in phases (aims_node_destroy leaves the registry with every service,
  * waits one grace period, then finishes each): leave returns -1 when s is not
