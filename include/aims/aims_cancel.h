@@ -76,7 +76,12 @@ AIMS_API int aims_call_is_done(const aims_call *call);
  * @since 0.1
  */
 AIMS_API aims_status aims_call_cancel(aims_call *call);
-/** @brief Cancel the call if it is still running, wait for it to end, free the handle. NULL is a no-op. @since 0.1 */
+/**
+ * @brief Cancel the call if it is still running, wait for it to end, free the
+ * handle. NULL is a no-op. aims_client_destroy ends every call of the client
+ * (AIMS_E_CLOSED), so a handle may be waited on and destroyed after its client.
+ * @since 0.1
+ */
 AIMS_API void aims_call_destroy(aims_call *call);
 /** @brief Error text of the call's outcome ("" while running, on success or for a bad handle). @since 0.1 */
 AIMS_API const char *aims_call_errmsg(const aims_call *call);

@@ -165,6 +165,7 @@ AIMS_API void aims_client_destroy(aims_client *c)
     pthread_mutex_lock(&c->mu);
     while (c->plist.next != &c->plist) {
         cl_pending *p = c->plist.next;
+        atomic_store(&p->cancel, 1); /* inproc: the node drops or flags it */
         aimsi_client_unlink_locked(c, p);
         p->hnext = dead;
         dead = p;

@@ -211,7 +211,9 @@ AIMS_API aims_status aims_call_cancel(aims_call *h)
     if (!call_ok(h)) {
         return AIMSI_MISUSE("aims_call_cancel: not a call handle");
     }
-    aimsi_client_cancel(h->c, &h->k);
+    if (!aims_call_is_done(h)) { /* once done, the client may be gone */
+        aimsi_client_cancel(h->c, &h->k);
+    }
     return AIMS_OK;
 }
 
@@ -220,7 +222,8 @@ AIMS_API void aims_call_destroy(aims_call *h)
     if (!call_ok(h)) {
         return;
     }
-    if (h->c != NULL && aimsi_obj_ok(h->c, AIMSI_MAGIC_CLIENT)) {
+    /* A finished call needs no client: the handle may outlive it. */
+    if (!aims_call_is_done(h)) {
         aimsi_client_cancel(h->c, &h->k);
     }
     pthread_mutex_lock(&h->mu);

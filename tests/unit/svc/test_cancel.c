@@ -205,6 +205,14 @@ static void test_running_handler_sees_flag(void **state)
     assert_int_equal(aims_client_call_start(c, "nosuch", "m", req, 0, 1000, &a), AIMS_OK);
     assert_int_equal(aims_call_wait(a, rep), AIMS_E_NOTFOUND);
     aims_call_destroy(a);
+    /* A handle outlives its client: destroy ends the call (CLOSED, or OK if it won). */
+    atomic_store(&h.sleep_ms, 100);
+    assert_int_equal(aims_client_call_start(c, "echo", "m", req, 0, 30000, &a), AIMS_OK);
+    aims_client_destroy(c);
+    const aims_status st = aims_call_wait(a, rep);
+    assert_true(st == AIMS_E_CLOSED || st == AIMS_OK);
+    aims_call_destroy(a);
+    c = mk_client(reg);
     /* Misuse. */
     assert_int_equal(aims_client_call_start(NULL, "echo", "m", req, 0, 0, &a), AIMS_E_MISUSE);
     assert_int_equal(aims_call_wait(NULL, rep), AIMS_E_MISUSE);
