@@ -19,7 +19,8 @@
  * balancer cannot see coming. Unhedged: AIMS_CLIENT_HEDGE_MS = -1. Hedged:
  * 0 (the service's recent p95 in this client) with a retry budget of 0.5
  * (a quarter of the calls need a hedge; the default 0.2 would deny some).
- * Each mode gets a fresh client and 200 warm-up calls per thread (the p95
+ * A third run hedges after a set delay (2 x FAST_US) for comparison
+ * ("set_*" fields). Each mode gets a fresh client and 200 warm-up calls per thread (the p95
  * needs samples). Each call is timed on its own with CLOCK_MONOTONIC.
  */
 #include <pthread.h>
@@ -188,18 +189,23 @@ int main(int argc, char **argv)
     }
     const result u = measure(reg, -1, calls, threads);
     const result h = measure(reg, 0, calls, threads);
+    /* A set delay of twice the fast handler time, for comparison. */
+    const int64_t set_ms = (2 * fast_us + 999) / 1000;
+    const result f = measure(reg, set_ms, calls, threads);
     printf("{\"goal\":\"P14c\",\"transport\":\"%s\",\"instances\":%d,\"fast_ms\":%.3f,"
            "\"slow_ms\":%.3f,\"threads\":%d,\"calls\":%ld,\"balancer\":\"round_robin\","
            "\"unhedged_p50_ms\":%.3f,\"unhedged_p99_ms\":%.3f,\"hedged_p50_ms\":%.3f,"
            "\"hedged_p99_ms\":%.3f,\"ratio_p99\":%.3f,\"goal_ratio\":0.3,"
            "\"hedges\":%.0f,\"hedges_won\":%.0f,\"hedges_cancelled\":%.0f,"
-           "\"hedges_denied\":%.0f,\"failed\":%d}\n",
+           "\"hedges_denied\":%.0f,\"set_delay_ms\":%lld,\"set_p50_ms\":%.3f,"
+           "\"set_p99_ms\":%.3f,\"set_ratio_p99\":%.3f,\"set_hedges\":%.0f,\"failed\":%d}\n",
            tr, N_INST, fast_us / 1e3, 10 * fast_us / 1e3, threads, calls * threads, u.p50,
            u.p99, h.p50, h.p99, u.p99 > 0 ? h.p99 / u.p99 : 0.0, h.hedges, h.won, h.cancelled,
-           h.denied, u.failed + h.failed);
+           h.denied, (long long)set_ms, f.p50, f.p99, u.p99 > 0 ? f.p99 / u.p99 : 0.0, f.hedges,
+           u.failed + h.failed + f.failed);
     for (int i = 0; i < N_INST; i++) {
         aims_node_destroy(nodes[i]);
     }
     aims_registry_destroy(reg);
-    return u.failed + h.failed == 0 ? 0 : 1;
+    return u.failed + h.failed + f.failed == 0 ? 0 : 1;
 }
