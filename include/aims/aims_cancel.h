@@ -15,7 +15,8 @@
  *
  * Hedging. With AIMS_CLIENT_HEDGE_MS >= 0, a synchronous aims_client_call
  * flagged AIMS_CALL_IDEMPOTENT that has no reply after the hedge delay (the
- * set number of ms, or with 0 the service's recent p95 latency in this client)
+ * set number of ms, or with 0 the service's recent p95 latency in this client,
+ * capped at twice its median)
  * sends a second copy to another instance; the first successful reply wins
  * and the other copy is cancelled as above. A hedge takes a token from the
  * retry budget like a retry does (AIMS_CLIENT_RETRY_BUDGET,

@@ -18,8 +18,8 @@
  * retries plus hedges stay within AIMS_CLIENT_RETRY_BUDGET. The request is
  * borrowed: the caller's thread waits for every leg to end before returning.
  * The delay is AIMS_CLIENT_HEDGE_MS, or with 0 the 95th percentile of the
- * service's last 64 successful attempt latencies in this client (no hedge
- * before 8 were seen).
+ * service's last 64 successful attempt latencies in this client, capped at
+ * twice their median (no hedge before 8 were seen).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -105,7 +105,14 @@ static uint64_t hedge_delay_ns(aims_client *c, const char *service)
     }
     qsort(v, n, sizeof v[0], cmp_u64);
     const size_t i = (n * 95u + 99u) / 100u; /* ceil(0.95 n), 1-based */
-    return v[i > 0 ? i - 1 : 0] > 0 ? v[i > 0 ? i - 1 : 0] : 1;
+    uint64_t d = v[i > 0 ? i - 1 : 0];
+    /* When one slow instance serves more than 5% of the calls, the p95 *is*
+     * that instance and a hedge after it is useless (a fixed point: its
+     * replies keep arriving before the hedge and keep the p95 up). Twice the
+     * median still marks a call as slow without that trap. */
+    const uint64_t twice_median = 2u * v[n / 2];
+    d = twice_median > 0 && twice_median < d ? twice_median : d;
+    return d > 0 ? d : 1;
 }
 
 static int64_t ms_left(uint64_t deadline)
