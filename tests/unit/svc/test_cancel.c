@@ -248,19 +248,20 @@ static long counter(aims_client *c, const char *name)
 #define FAST_MS 20
 #define SLOW_MS 200 /* 10x */
 
-static void hedge_run(long calls, int64_t hedge_ms, int64_t retry_min, double budget,
+/* n instances (tag i + 1), the last one 10x slow; `calls` sequential hedged
+ * calls; *out_fast counts the replies of fast instances. */
+static void hedge_run(size_t n, long calls, int64_t hedge_ms, int64_t retry_min, double budget,
                       long *out_fast, aims_client **out_c, node1 *nd, hctx *h,
                       aims_registry **out_reg)
 {
     aims_registry *reg = NULL;
     assert_int_equal(aims_registry_create(&reg), AIMS_OK);
-    memset(h, 0, 2 * sizeof *h);
-    h[0].tag = 1;
-    h[1].tag = 2;
-    atomic_store(&h[0].sleep_ms, FAST_MS);
-    atomic_store(&h[1].sleep_ms, SLOW_MS);
-    node_up(&nd[0], reg, "hedged", echo_fn, &h[0], 0);
-    node_up(&nd[1], reg, "hedged", echo_fn, &h[1], 0);
+    memset(h, 0, n * sizeof *h);
+    for (size_t i = 0; i < n; i++) {
+        h[i].tag = (int)i + 1;
+        atomic_store(&h[i].sleep_ms, i + 1 == n ? SLOW_MS : FAST_MS);
+        node_up(&nd[i], reg, "hedged", echo_fn, &h[i], 0);
+    }
     aims_client *c = mk_client(reg);
     assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_HEDGE_MS, hedge_ms), AIMS_OK);
     assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_RETRY_MIN, retry_min), AIMS_OK);
@@ -273,7 +274,7 @@ static void hedge_run(long calls, int64_t hedge_ms, int64_t retry_min, double bu
     for (long i = 0; i < calls; i++) {
         assert_int_equal(aims_client_call(c, "hedged", "m", req, rep, AIMS_CALL_IDEMPOTENT, 20000),
                          AIMS_OK);
-        fast += reply_tag(rep) == 1;
+        fast += reply_tag(rep) != (int)n;
     }
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
@@ -292,7 +293,7 @@ static void test_hedge_fast_instance_wins(void **state)
     long fast = 0;
     const long calls = 40;
     /* A generous budget: every call may hedge after 50 ms. */
-    hedge_run(calls, 50, 1000, 1.0, &fast, &c, nd, h, &reg);
+    hedge_run(2, calls, 50, 1000, 1.0, &fast, &c, nd, h, &reg);
     const long sent = counter(c, "aims_client_hedges_total");
     const long won = counter(c, "aims_client_hedges_won_total");
     const long cancelled = counter(c, "aims_client_hedges_cancelled_total");
@@ -321,7 +322,7 @@ static void test_hedge_within_budget(void **state)
     long fast = 0;
     const long calls = 30;
     /* No per-second allowance, 10% of calls: at most 3 hedges. */
-    hedge_run(calls, 30, 0, 0.1, &fast, &c, nd, h, &reg);
+    hedge_run(2, calls, 30, 0, 0.1, &fast, &c, nd, h, &reg);
     const long sent = counter(c, "aims_client_hedges_total");
     const long denied = counter(c, "aims_client_hedges_denied_total");
     const long retries = counter(c, "aims_client_retries_total");
@@ -332,6 +333,31 @@ static void test_hedge_within_budget(void **state)
     aims_client_destroy(c);
     aims_node_destroy(nd[0].n);
     aims_node_destroy(nd[1].n);
+    aims_registry_destroy(reg);
+}
+
+/* AIMS_CLIENT_HEDGE_MS = 0: the delay comes from the service's recent
+ * latencies (p95, at most 2x the median); one of 4 instances 10x slow. */
+static void test_hedge_p95_delay(void **state)
+{
+    (void)state;
+    node1 nd[4];
+    hctx h[4];
+    aims_client *c = NULL;
+    aims_registry *reg = NULL;
+    long fast = 0;
+    const long calls = 40;
+    hedge_run(4, calls, 0, 1000, 1.0, &fast, &c, nd, h, &reg);
+    const long sent = counter(c, "aims_client_hedges_total");
+    const long won = counter(c, "aims_client_hedges_won_total");
+    print_message("p95 (%s): %ld calls, %ld answered by a fast instance, hedges sent %ld won %ld\n",
+                  g_tr, calls, fast, sent, won);
+    assert_true(sent >= 1);
+    assert_true(won >= 1);
+    aims_client_destroy(c);
+    for (int i = 0; i < 4; i++) {
+        aims_node_destroy(nd[i].n);
+    }
     aims_registry_destroy(reg);
 }
 
@@ -349,6 +375,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_running_handler_sees_flag, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_hedge_fast_instance_wins, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_hedge_within_budget, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_hedge_p95_delay, ta_setup, ta_teardown),
     };
     char group[64];
     snprintf(group, sizeof group, "cancel_%s", g_tr);
