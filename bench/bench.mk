@@ -16,6 +16,7 @@ bench:
 	@$(MAKE) --no-print-directory -f bench/bench.mk bench-svc-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-tls-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-http-run
+	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-hedge-run
 
 # Only the service goals (issue 4, P6..P10): `make -f bench/bench.mk bench-svc SVC_ARGS=--quick`.
 # bench_svc is not built by default (see bench/meson.build); if it does not
@@ -60,3 +61,16 @@ bench-http:
 bench-http-run:
 	ninja -C $(BENCH_BUILD) bench/bench_http
 	/usr/bin/python3 bench/run_http.py --build-dir $(BENCH_BUILD) $(HTTP_ARGS)
+
+# Only the hedging goal (issue 16, P14c): hedged vs unhedged p99 with one of 4
+# instances 10x slow: `make -f bench/bench.mk bench-hedge HEDGE_ARGS="400 2000 2"`.
+.PHONY: bench-hedge bench-hedge-run
+bench-hedge:
+	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
+	@$(MAKE) --no-print-directory -f bench/bench.mk bench-hedge-run
+
+bench-hedge-run:
+	ninja -C $(BENCH_BUILD) bench/bench_hedge
+	ts=$$(date -u +%Y%m%dT%H%M%SZ); { $(BENCH_BUILD)/bench/bench_hedge tcp $(HEDGE_ARGS); \
+	  $(BENCH_BUILD)/bench/bench_hedge inproc $(HEDGE_ARGS); } | tee bench/results/hedge-$$ts.jsonl > bench/results/latest-hedge.jsonl
+	cat bench/results/latest-hedge.jsonl

@@ -350,6 +350,7 @@ typedef enum aims_param {
     AIMS_CLIENT_MAX_PENDING = 745,      /**< [max_pending] i64: calls in flight before AIMS_E_OVERLOADED; default 4096 */
     AIMS_CLIENT_SYNC_MS = 746,          /**< [sync_ms] i64: remote registry sync period; default 200 */
     AIMS_CLIENT_BACKOFF_MS = 747,       /**< [backoff_ms] i64: first reconnect backoff (doubles, <= 32x); default 50 */
+    AIMS_CLIENT_HEDGE_MS = 757,         /**< [hedge_ms] i64: idempotent sync calls send a second copy to another instance after this many ms without a reply; 0 = the service's recent p95 in this client (at most 2x its median); -1 = off (default); docs/CANCEL.md */
     AIMS_CLIENT_MAX_FRAME = 748         /**< [client_max_frame] i64: largest frame the client sends or accepts, bytes; set before the first call; default 64 MiB */,
 
     /* --- HTTP front door parameters (aims_http_set_param_i64) -------------- */

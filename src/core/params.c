@@ -122,6 +122,7 @@ static const param_row k_params[] = {
     {AIMS_CLIENT_SYNC_MS, "sync_ms", I64, 10, 3600000, 200},
     {AIMS_CLIENT_BACKOFF_MS, "backoff_ms", I64, 1, 60000, 50},
     {AIMS_CLIENT_MAX_FRAME, "client_max_frame", I64, 4096, 4294967295.0, 67108864},
+    {AIMS_CLIENT_HEDGE_MS, "hedge_ms", I64, -1, 600000, -1},
 
     {AIMS_HTTP_MAX_CONNECTIONS, "http_max_connections", I64, 1, 65536, 1024},
     {AIMS_HTTP_MAX_BODY, "http_max_body", I64, 1024, 1 << 30, 16 << 20},

@@ -91,6 +91,7 @@ typedef struct cl_pending {
     int linked;   /* under c->mu */
     int hashed;
     int unsent;   /* failed before the request reached a handler (node closed) */
+    _Atomic int cancel; /* inproc: the node's view of a cancel (svc_cancel.c) */
     uint64_t id;
     uint64_t deadline_ns;
     uint64_t try_ns; /* this try is abandoned then (<= deadline_ns; client_try.c) */
@@ -130,7 +131,21 @@ struct cl_call {
     uint64_t attempt_ns;
     aims_done_fn done;
     void *user;
+    /* cancellation and hedging (client_cancel.c, client_hedge.c); under c->mu */
+    int cancelled;        /* no further attempt; the outcome is AIMS_E_CANCELLED */
+    cl_pending *cur;      /* the attempt linked now, or NULL */
+    aims_instance cur_inst; /* the instance of the last linked attempt */
+    aims_instance avoid;  /* never picked (a hedge avoids its first copy's instance) */
+    cl_call **slot;       /* cleared when the call finishes, or NULL */
 };
+
+/* Options of aimsi_client_async_start (client.c). */
+typedef struct cl_start {
+    aims_instance avoid; /* never pick this instance (0: none) */
+    int no_deposit;      /* a hedge: not a new call for the retry budget */
+    int borrow;          /* req outlives the call: never copy it */
+    cl_call **slot;      /* set to the call under c->mu, cleared when it finishes */
+} cl_start;
 
 struct aims_client {
     aimsi_obj obj;
@@ -142,7 +157,7 @@ struct aims_client {
     int closing;
     /* parameters (atomic: set_param may race with calls on other threads) */
     _Atomic int64_t timeout_ms, retry_min, max_attempts, lb_policy, max_pending, sync_ms,
-        backoff_ms;
+        backoff_ms, hedge_ms;
     _Atomic double retry_budget;
     /* name resolution */
     aims_registry *reg;
@@ -207,5 +222,16 @@ void aimsi_client_finish_call(aims_client *c, cl_call *k, aims_status st, const 
                               const char *err);
 aims_status aimsi_client_call_sync(aims_client *c, cl_call *k, aims_msg *reply);
 void aimsi_client_call_free(cl_call *k);
+aims_status aimsi_client_async_start(aims_client *c, const char *service, const char *method,
+                                     const aims_msg *req, unsigned flags, int64_t timeout_ms,
+                                     aims_done_fn done, void *user, const cl_start *opt);
+void aimsi_client_conn_release(aims_client *c, cl_conn *cc);
+int aimsi_client_token_take_locked(aims_client *c);
+/* client_cancel.c: cancel the call *slot names (no-op once it finished). */
+void aimsi_client_cancel(aims_client *c, cl_call *const *slot);
+/* client_hedge.c: a sync idempotent call with a hedge after c->hedge_ms. */
+aims_status aimsi_client_call_hedged(aims_client *c, const char *service, const char *method,
+                                     const aims_msg *req, aims_msg *reply, unsigned flags,
+                                     int64_t timeout_ms);
 
 #endif

@@ -56,6 +56,7 @@ typedef struct aimsi_dispatch {
     int allow_inline;
     aimsi_local_done done;
     void *ctx;
+    const _Atomic int *cancel; /* cancellation flag (svc_cancel.c), or NULL */
 } aimsi_dispatch;
 
 aims_status aimsi_node_dispatch(aims_node *n, const aimsi_dispatch *d);

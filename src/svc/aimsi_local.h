@@ -9,6 +9,7 @@
 #ifndef AIMSI_LOCAL_H
 #define AIMSI_LOCAL_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "aimsi_msg.h"
@@ -29,6 +30,10 @@ typedef struct aimsi_local_call {
     /* 1: never run on the caller's thread (async calls: the caller expects to
      * get on with its work, and several calls in flight must run in parallel). */
     int no_inline;
+    /* The caller's cancellation flag (svc_cancel.c), or NULL: set, the call is
+     * dropped if still queued and aims_msg_is_cancelled answers 1 in the handler.
+     * Must stay valid until done runs. */
+    const _Atomic int *cancel;
 } aimsi_local_call;
 
 /* Find the node listening on inproc://name and take a reference

@@ -21,6 +21,7 @@
 #include "aims/aims_orch.h"
 #include "aims/aims_svc.h"
 #include "aimsi_msg.h"
+#include "aimsi_cancel.h"
 #include "aimsi_local.h"
 #include "aimsi_svckind.h"
 #include "aimsi_regsync.h"
@@ -129,6 +130,7 @@ struct aims_node {
     void *rctx;
     aims_metrics *mx;
     _Atomic(struct aimsi_authz *) authz; /* policy + audit (authz/authz.c), lazily made */
+    aimsi_cancel_tab cancels;        /* requests from connections that a CANCEL may reach */
 };
 
 /* service.c, for node.c */
@@ -137,7 +139,7 @@ aims_service *aimsi_svc_lookup(aims_node *n, const char *name);
  * allow_inline: one of AIMSI_INLINE_* (aimsi_local.h). */
 void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req,
                         uint64_t deadline_ns, int allow_inline, aimsi_local_done done,
-                        void *ctx);
+                        void *ctx, const _Atomic int *cancel);
 void aimsi_svc_destroy(aims_service *s);
 /* Drain in phases (aims_node_destroy leaves the registry with every service,
  * waits one grace period, then finishes each): leave returns -1 when s is not

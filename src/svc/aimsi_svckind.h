@@ -11,6 +11,7 @@
 #define AIMSI_SVCKIND_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "aims/aims_svc.h"
@@ -24,6 +25,7 @@ typedef struct aimsi_work {
     aims_msg *reply;
     uint64_t deadline_ns;  /* CLOCK_MONOTONIC, 0 = none */
     aims_status status;
+    const _Atomic int *cancel; /* the caller's cancellation flag, or NULL (svc_cancel.c) */
 } aimsi_work;
 
 /* Fail work item w: clear its reply, set the formatted error text on it,

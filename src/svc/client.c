@@ -112,6 +112,7 @@ AIMS_API aims_status aims_client_create(aims_client **out)
     c->max_pending = (int64_t)aimsi_param_default(AIMS_CLIENT_MAX_PENDING);
     c->sync_ms = (int64_t)aimsi_param_default(AIMS_CLIENT_SYNC_MS);
     c->backoff_ms = (int64_t)aimsi_param_default(AIMS_CLIENT_BACKOFF_MS);
+    c->hedge_ms = (int64_t)aimsi_param_default(AIMS_CLIENT_HEDGE_MS);
     c->tokens = (double)c->retry_min;
     c->seed = aimsi_now_ns() ^ (uint64_t)(uintptr_t)c;
     c->max_frame = (uint64_t)aimsi_param_default(AIMS_CLIENT_MAX_FRAME);
@@ -165,6 +166,7 @@ AIMS_API void aims_client_destroy(aims_client *c)
     pthread_mutex_lock(&c->mu);
     while (c->plist.next != &c->plist) {
         cl_pending *p = c->plist.next;
+        atomic_store(&p->cancel, 1); /* inproc: the node drops or flags it */
         aimsi_client_unlink_locked(c, p);
         p->hnext = dead;
         dead = p;
@@ -223,6 +225,7 @@ AIMS_API aims_status aims_client_set_param_i64(aims_client *c, aims_param param,
     case AIMS_CLIENT_MAX_PENDING: c->max_pending = value; break;
     case AIMS_CLIENT_SYNC_MS: c->sync_ms = value; break;
     case AIMS_CLIENT_BACKOFF_MS: c->backoff_ms = value; break;
+    case AIMS_CLIENT_HEDGE_MS: c->hedge_ms = value; break;
     default: break;
     }
     if (param == AIMS_CLIENT_RETRY_MIN && c->tokens > aimsi_client_bucket_cap(c)) {
@@ -350,6 +353,9 @@ AIMS_API aims_status aims_client_call(aims_client *c, const char *service, const
                                      "aims_client_call: reply is not a message (or is req)");
     }
     aims_msg_clear(reply);
+    if ((flags & AIMS_CALL_IDEMPOTENT) != 0 && c->hedge_ms >= 0) {
+        return aimsi_client_call_hedged(c, service, method, req, reply, flags, timeout_ms);
+    }
     cl_call k;
     call_init(c, &k, service, method, req, flags, timeout_ms);
     return aimsi_client_call_sync(c, &k, reply);
@@ -382,6 +388,15 @@ AIMS_API aims_status aims_client_call_async(aims_client *c, const char *service,
                                             unsigned flags, int64_t timeout_ms,
                                             aims_done_fn done, void *user)
 {
+    return aimsi_client_async_start(c, service, method, req, flags, timeout_ms, done, user,
+                                    NULL);
+}
+
+/* aims_client_call_async with options (handles, hedges: aimsi_client.h). */
+aims_status aimsi_client_async_start(aims_client *c, const char *service, const char *method,
+                                     const aims_msg *req, unsigned flags, int64_t timeout_ms,
+                                     aims_done_fn done, void *user, const cl_start *opt)
+{
     aims_status rc = check_call(c, service, method, req, timeout_ms);
     if (rc == AIMS_OK && done == NULL) {
         rc = aimsi_client_call_err(c, AIMS_E_MISUSE, "aims_client_call_async: done is NULL");
@@ -405,7 +420,12 @@ AIMS_API aims_status aims_client_call_async(aims_client *c, const char *service,
     call_init(c, k, names, names + sl + 1, req, flags, timeout_ms);
     k->done = done;
     k->user = user;
-    if ((flags & AIMS_CALL_IDEMPOTENT) != 0 && c->max_attempts > 1) {
+    if (opt != NULL) {
+        k->avoid = opt->avoid;
+        k->slot = opt->slot;
+    }
+    if ((flags & AIMS_CALL_IDEMPOTENT) != 0 && c->max_attempts > 1 &&
+        (opt == NULL || !opt->borrow)) {
         /* Retries run after this returns: they need their own request. */
         rc = aims_msg_create(&k->req_copy);
         if (rc == AIMS_OK) {
@@ -420,7 +440,14 @@ AIMS_API aims_status aims_client_call_async(aims_client *c, const char *service,
         }
         k->req = k->req_copy;
     }
-    aimsi_client_bucket_deposit(c);
+    if (opt == NULL || !opt->no_deposit) {
+        aimsi_client_bucket_deposit(c);
+    }
+    if (k->slot != NULL) {
+        pthread_mutex_lock(&c->mu);
+        *k->slot = k;
+        pthread_mutex_unlock(&c->mu);
+    }
     /* The first attempt runs here; a failure to start (no instance, no memory)
      * is reported through done before we return, and returned. */
     cl_pending *p = NULL;

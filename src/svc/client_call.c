@@ -110,6 +110,11 @@ void aimsi_client_finish_call(aims_client *c, cl_call *k, aims_status st, const 
                               const char *err)
 {
     aimsi_client_call_metrics(c, k, st);
+    if (k->slot != NULL) { /* a handle or hedge may cancel k until now */
+        pthread_mutex_lock(&c->mu);
+        *k->slot = NULL;
+        pthread_mutex_unlock(&c->mu);
+    }
     k->done(k->user, st, reply, err != NULL ? err : "");
     aimsi_client_call_free(k);
 }

@@ -176,6 +176,9 @@ static aims_status svc_refresh_locked(aims_client *c, cl_svc *sv, uint64_t rev)
 static int tried(const cl_call *k, aims_instance id)
 {
     const unsigned n = k->attempts < CL_MAX_TRIED ? k->attempts : CL_MAX_TRIED;
+    if (k->avoid != 0 && k->avoid == id) {
+        return 1; /* a hedge never goes where its first copy went */
+    }
     for (unsigned i = 0; i < n; i++) {
         if (k->tried[i] == id) {
             return 1;
@@ -323,6 +326,22 @@ void aimsi_client_bucket_deposit(aims_client *c)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Under c->mu: take one token from the retry bucket (a retry or a hedge);
+ * 0 when the bucket is empty. */
+int aimsi_client_token_take_locked(aims_client *c)
+{
+    bucket_refill_locked(c, aimsi_now_ns());
+    const double cap = aimsi_client_bucket_cap(c);
+    if (c->tokens > cap) {
+        c->tokens = cap;
+    }
+    if (c->tokens < 1.0) {
+        return 0;
+    }
+    c->tokens -= 1.0;
+    return 1;
+}
+
 /* May call k try again after status st? Withdraws a token when yes. */
 int aimsi_client_retry_ok(aims_client *c, cl_call *k, aims_status st, const char *labels)
 {
@@ -339,17 +358,9 @@ int aimsi_client_retry_ok(aims_client *c, cl_call *k, aims_status st, const char
      * registry not yet updated) must not drain the bucket. */
     const int free_retry = k->unsent && st == AIMS_E_CLOSED;
     pthread_mutex_lock(&c->mu);
-    int ok = !c->closing;
+    int ok = !c->closing && !k->cancelled;
     if (ok && !free_retry) {
-        bucket_refill_locked(c, aimsi_now_ns());
-        const double cap = aimsi_client_bucket_cap(c);
-        if (c->tokens > cap) {
-            c->tokens = cap;
-        }
-        ok = c->tokens >= 1.0;
-        if (ok) {
-            c->tokens -= 1.0;
-        }
+        ok = aimsi_client_token_take_locked(c);
     }
     pthread_mutex_unlock(&c->mu);
     aims_metrics_count(c->mx, ok ? "aims_client_retries_total" : "aims_client_retries_denied_total",

@@ -79,6 +79,9 @@ static aims_status link_locked(aims_client *c, cl_pending *p, int hashed)
     if (c->n_pending >= (size_t)c->max_pending) {
         return AIMS_E_OVERLOADED;
     }
+    if (p->call != NULL && p->call->cancelled) {
+        return AIMS_E_CANCELLED; /* client_cancel.c */
+    }
     p->id = ++c->next_id;
     p->next = &c->plist;
     p->prev = c->plist.prev;
@@ -88,6 +91,8 @@ static aims_status link_locked(aims_client *c, cl_pending *p, int hashed)
     c->n_pending++;
     if (p->call != NULL) {
         c->n_async++;
+        p->call->cur = p;
+        p->call->cur_inst = p->call->inst;
     }
     if (hashed) {
         const size_t h = hash_of(p->id);
@@ -110,6 +115,9 @@ int aimsi_client_unlink_locked(aims_client *c, cl_pending *p)
     c->n_pending--;
     if (p->call != NULL) {
         c->n_async--;
+        if (p->call->cur == p) {
+            p->call->cur = NULL;
+        }
     }
     if (p->hashed) {
         cl_pending **pp = &c->hash[hash_of(p->id)];
@@ -248,7 +256,7 @@ static void conn_finish(aims_client *c, cl_conn *cc)
 }
 
 /* Drop a sender's reference. */
-static void conn_release(aims_client *c, cl_conn *cc)
+void aimsi_client_conn_release(aims_client *c, cl_conn *cc)
 {
     pthread_mutex_lock(&c->mu);
     const int last = --cc->refs == 0;
@@ -484,10 +492,12 @@ aims_status aimsi_client_send_inproc(aims_client *c, cl_call *k, cl_pending *p)
     if (rc != AIMS_OK) {
         return aimsi_client_call_err(
             c, rc, "%s: %s", p->ep->url,
-            rc == AIMS_E_OVERLOADED ? "too many calls in flight (max_pending)" : "client closing");
+            rc == AIMS_E_OVERLOADED   ? "too many calls in flight (max_pending)"
+            : rc == AIMS_E_CANCELLED ? "cancelled by the caller"
+                                     : "client closing");
     }
     const aimsi_local_call lc = {k->service, k->method, k->req, p->deadline_ns, node_done, p,
-                                 k->done != NULL};
+                                 k->done != NULL, &p->cancel};
     rc = aimsi_node_call_local(n, &lc);
     if (rc == AIMS_OK) {
         return AIMS_OK;
@@ -553,11 +563,12 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
     const uint64_t id = p->id;
     pthread_mutex_unlock(&c->mu);
     if (rc != AIMS_OK) {
-        conn_release(c, cc);
+        aimsi_client_conn_release(c, cc);
         return aimsi_client_call_err(c, rc, "%s: %s", p->ep->url,
                                      rc == AIMS_E_OVERLOADED
                             ? "too many calls in flight (max_pending); retry after 10 ms"
-                            : "client closing");
+                            : rc == AIMS_E_CANCELLED ? "cancelled by the caller"
+                                                     : "client closing");
     }
     void *frame = NULL;
     size_t len = 0;
@@ -574,7 +585,7 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
         }
     }
     if (rc == AIMS_OK) {
-        conn_release(c, cc);
+        aimsi_client_conn_release(c, cc);
         return AIMS_OK;
     }
     pthread_mutex_lock(&c->mu);

@@ -181,7 +181,7 @@ aims_status aimsi_node_dispatch(aims_node *n, const aimsi_dispatch *d)
         d->done(d->ctx, AIMS_E_NOTFOUND, NULL, text);
     } else {
         aimsi_svc_dispatch(s, d->method, d->req, d->deadline_ns, d->allow_inline, d->done,
-                           d->ctx);
+                           d->ctx, d->cancel);
     }
     atomic_fetch_sub(&n->active, 1);
     return AIMS_OK;
@@ -194,7 +194,7 @@ aims_status aimsi_node_call_local(aims_node *n, const aimsi_local_call *call)
     }
     const aimsi_dispatch d = {call->service, call->method, call->req, call->deadline_ns,
                               call->no_inline ? AIMSI_INLINE_NO : AIMSI_INLINE_YES, call->done,
-                              call->ctx};
+                              call->ctx, call->cancel};
     return aimsi_node_dispatch(n, &d);
 }
 
@@ -220,6 +220,7 @@ typedef struct conn_req {
     aimsi_conn *c;
     uint64_t id;
     aimsi_door *door; /* an outcome to audit (authz), or NULL */
+    aimsi_cancel_ent ce; /* what a CANCEL frame for this id sets (svc_cancel.c) */
 } conn_req;
 
 static void conn_unref(aimsi_conn *c)
@@ -350,6 +351,7 @@ static void send_reply(aimsi_conn *c, uint64_t id, const aims_msg *reply)
 static void conn_done(void *ctx, aims_status st, aims_msg *reply, const char *err)
 {
     conn_req *r = ctx;
+    aimsi_cancel_del(&r->c->node->cancels, &r->ce);
     /* Free the in-flight slot first: the peer may send its next request as
      * soon as it reads this reply. */
     atomic_fetch_sub(&r->c->inflight, 1);
@@ -431,8 +433,9 @@ static void handle_request(aimsi_conn *c, const aimsi_frame *f)
     r->door = door;
     atomic_fetch_add(&c->refs, 1);
     atomic_fetch_add(&c->inflight, 1);
+    aimsi_cancel_add(&n->cancels, &r->ce, c, id);
     aimsi_svc_dispatch(s, f->hdr.method, &m, aimsi_deadline_from_wire(f->hdr.deadline_ns),
-                       AIMSI_INLINE_IF_CHEAP, conn_done, r);
+                       AIMSI_INLINE_IF_CHEAP, conn_done, r, &r->ce.flag);
     aimsi_msg_fini(&m);
 }
 
@@ -507,8 +510,9 @@ static void hook_frame(void *conn_user, const void *bytes, size_t len)
     case AIMSI_FRAME_REQUEST:
         handle_request(c, &f);
         break;
-    case AIMSI_FRAME_CANCEL:
-        break; /* best effort: a queued call still runs; its reply is ignored */
+    case AIMSI_FRAME_CANCEL: /* queued: never runs; running: the handler may poll */
+        (void)aimsi_cancel_fire(&n->cancels, c, f.hdr.request_id);
+        break;
     default:
         /* Replies or errors are not for a server: a confused or hostile peer. */
         conn_close(c);
@@ -558,6 +562,7 @@ aims_status aims_node_create(const char *name, aims_node **out)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&n->lock, NULL);
     pthread_mutex_init(&n->cfg_lock, NULL);
+    aimsi_cancel_tab_init(&n->cancels);
     pthread_cond_init(&n->work_cond, &ca);
     pthread_cond_init(&n->idle_cond, &ca);
     pthread_cond_init(&n->hb_cond, &ca);
@@ -671,6 +676,7 @@ void aims_node_destroy(aims_node *n)
     pthread_cond_destroy(&n->hb_cond);
     pthread_mutex_destroy(&n->lock);
     pthread_mutex_destroy(&n->cfg_lock);
+    aimsi_cancel_tab_fini(&n->cancels);
     aimsi_node_unref(n);
 }
 

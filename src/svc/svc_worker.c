@@ -80,6 +80,9 @@ static void complete_item(aims_service *s, aimsi_qitem *it, int ran, uint64_t no
                      " ms (sustained overload); retry after %" PRIu64 " ms",
                      s->name, (now - it->t_enq) / 1000000u,
                      aimsi_admit_hint_ms(s, atomic_load(&s->queued), 0));
+        } else if (it->w.status == AIMS_E_CANCELLED) {
+            snprintf(text, sizeof(text), "cancelled by the caller while queued at service %s",
+                     s->name);
         } else {
             snprintf(text, sizeof(text),
                      "deadline passed or unreachable while queued at service %s", s->name);
@@ -113,6 +116,10 @@ static void run_batch(aims_service *s, aimsi_qitem *list, size_t cnt)
         for (; it != NULL && k < cap; it = it->next, taken++) {
             if (it->w.deadline_ns != 0 && now >= it->w.deadline_ns) {
                 it->w.status = AIMS_E_TIMEOUT;
+                continue;
+            }
+            if (it->w.cancel != NULL && atomic_load(it->w.cancel)) {
+                it->w.status = AIMS_E_CANCELLED; /* the caller gave up: never runs */
                 continue;
             }
             vec[k++] = &it->w;

@@ -291,7 +291,7 @@ static enum MHD_Result do_infer(hreq *r, const aimsi_svc_view *v)
     snprintf(r->version, sizeof(r->version), "%s", v->version);
     const aimsi_dispatch dp = {v->name, "predict", &r->msg,
                                aimsi_now_ns() + (uint64_t)h->timeout_ms * 1000000u,
-                               AIMSI_INLINE_IF_CHEAP, infer_done, r};
+                               AIMSI_INLINE_IF_CHEAP, infer_done, r, NULL};
     r->dispatched = 1;
     atomic_fetch_add(&h->pending, 1);
     (void)aimsi_node_dispatch(h->node, &dp);

@@ -185,7 +185,7 @@ static aims_msg *mk_req(float x)
 static void call_ex(aims_node *n, const char *svc, const char *method, const aims_msg *req,
                     uint64_t deadline, result *r, int no_inline)
 {
-    const aimsi_local_call c = {svc, method, req, deadline, on_done, r, no_inline};
+    const aimsi_local_call c = {svc, method, req, deadline, on_done, r, no_inline, NULL};
     assert_int_equal(aimsi_node_call_local(n, &c), AIMS_OK);
 }
 
@@ -312,7 +312,7 @@ static void *hammer_main(void *arg)
     for (int i = 0; i < h->calls; i++) {
         result r;
         res_init(&r);
-        const aimsi_local_call c = {h->svc, "predict", req, 0, on_done, &r, 0};
+        const aimsi_local_call c = {h->svc, "predict", req, 0, on_done, &r, 0, NULL};
         if (aimsi_node_call_local(h->n, &c) == AIMS_OK) {
             res_wait(&r);
             h->ok += r.st == AIMS_OK;
@@ -1145,7 +1145,7 @@ static aims_status fail_op(void *ctx)
     }
     if (st == AIMS_OK) {
         aims_status got = AIMS_E_INTERNAL;
-        const aimsi_local_call c = {"f", "predict", req, 0, fl_done, &got, 0};
+        const aimsi_local_call c = {"f", "predict", req, 0, fl_done, &got, 0, NULL};
         st = aimsi_node_call_local(n, &c);
         if (st == AIMS_OK) {
             st = got;

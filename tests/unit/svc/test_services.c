@@ -1067,7 +1067,7 @@ static aims_status node_call(aims_node *n, const char *svc, const char *method,
     pthread_cond_init(&r.cv, NULL);
     r.reply = reply;
     aims_msg_clear(reply);
-    const aimsi_local_call c = {svc, method, req, aimsi_now_ns() + 60000000000ull, on_done, &r, 0};
+    const aimsi_local_call c = {svc, method, req, aimsi_now_ns() + 60000000000ull, on_done, &r, 0, NULL};
     assert_int_equal(aimsi_node_call_local(n, &c), AIMS_OK);
     pthread_mutex_lock(&r.mu);
     while (!r.done) {
@@ -1349,7 +1349,7 @@ static aims_status op_train(void *ctx)
                           AIMS_MSG_BORROW);
     }
     if (rc == AIMS_OK) {
-        aimsi_work w = {"submit", req, reply, 0, AIMS_OK};
+        aimsi_work w = {"submit", req, reply, 0, AIMS_OK, NULL};
         aimsi_work *wp = &w;
         aimsi_kind_train.run(impl, &wp, 1);
         rc = w.status;
@@ -1382,7 +1382,7 @@ static aims_status op_pre(void *ctx)
         rc = aims_msg_add(req, "x", AIMS_DT_F32, dx, 2, g_x, 0);
     }
     if (rc == AIMS_OK) {
-        aimsi_work w = {"transform", req, reply, 0, AIMS_OK};
+        aimsi_work w = {"transform", req, reply, 0, AIMS_OK, NULL};
         aimsi_work *wp = &w;
         aimsi_kind_preprocess.run(impl, &wp, 1);
         rc = w.status;

@@ -1,0 +1,383 @@
+/*
+ * test_cancel.c -- cancellation and hedging (docs/CANCEL.md), run once per
+ * transport (argv[1]: inproc or tcp; meson registers both): a queued call that
+ * is cancelled never runs (the handler counts), a running handler sees the
+ * flag, handles behave (wait, poll, destroy while running), and hedged
+ * idempotent calls with one of two instances slowed 10x are answered by the
+ * fast one, with hedges within the retry budget. No timing assertions: the
+ * hedging test counts which instance answered and what the metrics say.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "aims/aims_cancel.h"
+#include "svc/transport/aimsi_transport.h"
+#include "svc_echo.h"
+#include "testalloc.h"
+
+static const char *g_tr = "inproc";
+static atomic_int g_seq;
+
+typedef struct node1 {
+    aims_node *n;
+    aims_service *s;
+    char addr[AIMSI_URL_MAX + 1];
+} node1;
+
+static void node_up(node1 *nd, aims_registry *reg, const char *service, aims_handler_fn fn,
+                    void *user, int64_t concurrency)
+{
+    char name[64], url[AIMSI_URL_MAX + 1];
+    snprintf(name, sizeof name, "cx%d_%s", atomic_fetch_add(&g_seq, 1), g_tr);
+    if (strcmp(g_tr, "tcp") == 0) {
+        snprintf(url, sizeof url, "tcp://127.0.0.1:0");
+    } else {
+        snprintf(url, sizeof url, "inproc://%s", name);
+    }
+    assert_int_equal(aims_node_create(name, &nd->n), AIMS_OK);
+    assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_HEARTBEAT_MS, 250), AIMS_OK);
+    assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
+    assert_int_equal(aims_node_listen(nd->n, url), AIMS_OK);
+    size_t len = 0;
+    assert_int_equal(aims_node_address(nd->n, 0, nd->addr, sizeof nd->addr, &len), AIMS_OK);
+    if (reg != NULL) {
+        assert_int_equal(aims_node_set_registry(nd->n, reg), AIMS_OK);
+    }
+    assert_int_equal(aims_service_add_handler(nd->n, service, fn, user, &nd->s), AIMS_OK);
+    /* Workers only: a handler run inline on the tcp I/O thread would keep that
+     * thread (and the CANCEL frame behind it) waiting. */
+    assert_int_equal(aims_service_set_param_i64(nd->s, AIMS_SERVICE_INLINE, 0), AIMS_OK);
+    if (concurrency > 0) {
+        assert_int_equal(aims_service_set_param_i64(nd->s, AIMS_SERVICE_CONCURRENCY, concurrency),
+                         AIMS_OK);
+    }
+    assert_int_equal(aims_service_start(nd->s), AIMS_OK);
+}
+
+/* Wait (bounded) until *v >= want. */
+static void wait_count(atomic_int *v, int want)
+{
+    for (int i = 0; i < 20000 && atomic_load(v) < want; i++) {
+        nap_ms(1);
+    }
+    assert_true(atomic_load(v) >= want);
+}
+
+/* Over a stream, frames on one connection are handled in order: a $ping
+ * answered after the CANCEL frame proves the node has seen it. */
+static void sync_with_node(aims_client *c, const node1 *nd, const char *service)
+{
+    aims_msg *q = mk_msg(), *r = mk_msg();
+    assert_int_equal(aims_client_call_addr(c, nd->addr, service, "$ping", q, r, 5000), AIMS_OK);
+    aims_msg_destroy(q);
+    aims_msg_destroy(r);
+}
+
+static void test_queued_cancelled_never_runs(void **state)
+{
+    (void)state;
+    aims_registry *reg = NULL;
+    assert_int_equal(aims_registry_create(&reg), AIMS_OK);
+    hctx h;
+    memset(&h, 0, sizeof h);
+    atomic_store(&h.gate_closed, 1);
+    node1 nd;
+    node_up(&nd, reg, "q", echo_fn, &h, 1);
+    aims_client *c = mk_client(reg);
+    aims_msg *req = mk_req(1.0f);
+    aims_call *a = NULL, *b = NULL;
+    /* a holds the only slot at the gate; b waits in the queue. */
+    assert_int_equal(aims_client_call_start(c, "q", "m", req, 0, 20000, &a), AIMS_OK);
+    wait_count(&h.entered, 1);
+    assert_int_equal(aims_client_call_start(c, "q", "m", req, 0, 20000, &b), AIMS_OK);
+    double qd = 0;
+    for (int i = 0; i < 10000 && qd < 1.0; i++) { /* b reached the queue */
+        assert_int_equal(aims_service_stat(nd.s, AIMS_SVC_QUEUED, &qd), AIMS_OK);
+        if (qd < 1.0) {
+            nap_ms(1);
+        }
+    }
+    assert_true(qd >= 1.0);
+    assert_false(aims_call_is_done(b));
+    assert_int_equal(aims_call_cancel(b), AIMS_OK);
+    assert_int_equal(aims_call_cancel(b), AIMS_OK); /* idempotent */
+    aims_msg *rep = mk_msg();
+    assert_int_equal(aims_call_wait(b, rep), AIMS_E_CANCELLED);
+    assert_true(aims_call_is_done(b));
+    assert_non_null(strstr(aims_call_errmsg(b), "cancelled"));
+    if (strcmp(g_tr, "inproc") != 0) {
+        sync_with_node(c, &nd, "q");
+    }
+    atomic_store(&h.gate_closed, 0);
+    assert_int_equal(aims_call_wait(a, rep), AIMS_OK);
+    assert_int_equal(reply_tag(rep), 0);
+    /* A later call queues behind wherever b was: once it ran, b had its turn. */
+    assert_int_equal(aims_client_call(c, "q", "m", req, rep, 0, 20000), AIMS_OK);
+    assert_int_equal(atomic_load(&h.entered), 2);
+    assert_int_equal(atomic_load(&h.calls), 2);
+    aims_call_destroy(a);
+    aims_call_destroy(b);
+    aims_msg_destroy(rep);
+    aims_msg_destroy(req);
+    aims_client_destroy(c);
+    aims_node_destroy(nd.n);
+    aims_registry_destroy(reg);
+}
+
+/* A long handler that polls its request's cancellation flag. */
+typedef struct longh {
+    atomic_int entered, saw_cancel, finished;
+} longh;
+
+static aims_status long_fn(void *user, const char *method, const aims_msg *req, aims_msg *reply,
+                           uint64_t deadline_ns)
+{
+    (void)method;
+    (void)reply;
+    (void)deadline_ns;
+    longh *l = user;
+    atomic_fetch_add(&l->entered, 1);
+    assert_false(aims_msg_is_cancelled(reply)); /* only the request answers */
+    aims_status st = AIMS_OK;
+    for (int i = 0; i < 20000; i++) {
+        if (aims_msg_is_cancelled(req)) {
+            atomic_fetch_add(&l->saw_cancel, 1);
+            st = AIMS_E_CANCELLED;
+            break;
+        }
+        nap_ms(1);
+    }
+    atomic_fetch_add(&l->finished, 1);
+    return st;
+}
+
+static void test_running_handler_sees_flag(void **state)
+{
+    (void)state;
+    aims_registry *reg = NULL;
+    assert_int_equal(aims_registry_create(&reg), AIMS_OK);
+    longh l;
+    memset(&l, 0, sizeof l);
+    node1 nd;
+    node_up(&nd, reg, "long", long_fn, &l, 0);
+    aims_client *c = mk_client(reg);
+    aims_msg *req = mk_req(2.0f), *rep = mk_msg();
+    assert_false(aims_msg_is_cancelled(req)); /* not inside a handler */
+    aims_call *a = NULL;
+    assert_int_equal(aims_client_call_start(c, "long", "m", req, AIMS_CALL_IDEMPOTENT, 30000, &a),
+                     AIMS_OK);
+    wait_count(&l.entered, 1);
+    assert_int_equal(aims_call_cancel(a), AIMS_OK);
+    assert_int_equal(aims_call_wait(a, rep), AIMS_E_CANCELLED);
+    wait_count(&l.finished, 1);
+    assert_int_equal(atomic_load(&l.saw_cancel), 1);
+    assert_int_equal(atomic_load(&l.entered), 1); /* a cancelled call is never retried */
+    aims_call_destroy(a);
+    /* Destroying a handle of a running call cancels it and waits for it. */
+    assert_int_equal(aims_client_call_start(c, "long", "m", req, 0, 30000, &a), AIMS_OK);
+    wait_count(&l.entered, 2);
+    aims_call_destroy(a);
+    wait_count(&l.finished, 2);
+    assert_int_equal(atomic_load(&l.saw_cancel), 2);
+    /* A call that completes normally through a handle. */
+    hctx h;
+    memset(&h, 0, sizeof h);
+    h.tag = 7;
+    aims_service *s2 = NULL;
+    assert_int_equal(aims_service_add_handler(nd.n, "echo", echo_fn, &h, &s2), AIMS_OK);
+    assert_int_equal(aims_service_start(s2), AIMS_OK);
+    assert_int_equal(aims_client_call_start(c, "echo", "m", req, 0, 30000, &a), AIMS_OK);
+    assert_int_equal(aims_call_wait(a, rep), AIMS_OK);
+    assert_int_equal(reply_tag(rep), 7);
+    assert_int_equal(aims_call_cancel(a), AIMS_OK); /* after the outcome: no effect */
+    assert_string_equal(aims_call_errmsg(a), "");
+    aims_call_destroy(a);
+    /* A call that cannot start: the failure is the handle's outcome. */
+    assert_int_equal(aims_client_call_start(c, "nosuch", "m", req, 0, 1000, &a), AIMS_OK);
+    assert_int_equal(aims_call_wait(a, rep), AIMS_E_NOTFOUND);
+    aims_call_destroy(a);
+    /* A handle outlives its client: destroy ends the call (CLOSED, or OK if it won). */
+    atomic_store(&h.sleep_ms, 100);
+    assert_int_equal(aims_client_call_start(c, "echo", "m", req, 0, 30000, &a), AIMS_OK);
+    aims_client_destroy(c);
+    const aims_status st = aims_call_wait(a, rep);
+    assert_true(st == AIMS_E_CLOSED || st == AIMS_OK);
+    aims_call_destroy(a);
+    c = mk_client(reg);
+    /* Misuse. */
+    assert_int_equal(aims_client_call_start(NULL, "echo", "m", req, 0, 0, &a), AIMS_E_MISUSE);
+    assert_int_equal(aims_call_wait(NULL, rep), AIMS_E_MISUSE);
+    assert_int_equal(aims_call_cancel(NULL), AIMS_E_MISUSE);
+    assert_false(aims_call_is_done(NULL));
+    assert_string_equal(aims_call_errmsg(NULL), "");
+    aims_call_destroy(NULL);
+    aims_msg_destroy(rep);
+    aims_msg_destroy(req);
+    aims_client_destroy(c);
+    aims_node_destroy(nd.n);
+    aims_registry_destroy(reg);
+}
+
+/* Sum of a client counter over its label sets (from the Prometheus text). */
+static long counter(aims_client *c, const char *name)
+{
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(aims_metrics_prometheus(aims_client_metrics(c), &text, &len), AIMS_OK);
+    long sum = 0;
+    const size_t nl = strlen(name);
+    for (const char *p = text; (p = strstr(p, name)) != NULL; p += nl) {
+        if ((p == text || p[-1] == '\n') && (p[nl] == '{' || p[nl] == ' ')) {
+            const char *sp = strchr(p, ' ');
+            sum += sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
+        }
+    }
+    aims_free(text);
+    return sum;
+}
+
+#define FAST_MS 20
+#define SLOW_MS 200 /* 10x */
+
+/* n instances (tag i + 1), the last one 10x slow; `calls` sequential hedged
+ * calls; *out_fast counts the replies of fast instances. */
+static void hedge_run(size_t n, long calls, int64_t hedge_ms, int64_t retry_min, double budget,
+                      long *out_fast, aims_client **out_c, node1 *nd, hctx *h,
+                      aims_registry **out_reg)
+{
+    aims_registry *reg = NULL;
+    assert_int_equal(aims_registry_create(&reg), AIMS_OK);
+    memset(h, 0, n * sizeof *h);
+    for (size_t i = 0; i < n; i++) {
+        h[i].tag = (int)i + 1;
+        atomic_store(&h[i].sleep_ms, i + 1 == n ? SLOW_MS : FAST_MS);
+        node_up(&nd[i], reg, "hedged", echo_fn, &h[i], 0);
+    }
+    aims_client *c = mk_client(reg);
+    assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_HEDGE_MS, hedge_ms), AIMS_OK);
+    assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_RETRY_MIN, retry_min), AIMS_OK);
+    assert_int_equal(aims_client_set_param_f64(c, AIMS_CLIENT_RETRY_BUDGET, budget), AIMS_OK);
+    /* Round robin: half the first copies go to the slow instance. */
+    assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_LB_POLICY, AIMS_LB_ROUND_ROBIN),
+                     AIMS_OK);
+    aims_msg *req = mk_req(3.0f), *rep = mk_msg();
+    long fast = 0;
+    for (long i = 0; i < calls; i++) {
+        assert_int_equal(aims_client_call(c, "hedged", "m", req, rep, AIMS_CALL_IDEMPOTENT, 20000),
+                         AIMS_OK);
+        fast += reply_tag(rep) != (int)n;
+    }
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    *out_fast = fast;
+    *out_c = c;
+    *out_reg = reg;
+}
+
+static void test_hedge_fast_instance_wins(void **state)
+{
+    (void)state;
+    node1 nd[2];
+    hctx h[2];
+    aims_client *c = NULL;
+    aims_registry *reg = NULL;
+    long fast = 0;
+    const long calls = 40;
+    /* A generous budget: every call may hedge after 50 ms. */
+    hedge_run(2, calls, 50, 1000, 1.0, &fast, &c, nd, h, &reg);
+    const long sent = counter(c, "aims_client_hedges_total");
+    const long won = counter(c, "aims_client_hedges_won_total");
+    const long cancelled = counter(c, "aims_client_hedges_cancelled_total");
+    print_message("hedge (%s): %ld calls, %ld answered by the fast instance, hedges sent %ld "
+                  "won %ld cancelled %ld\n", g_tr, calls, fast, sent, won, cancelled);
+    assert_true(sent >= 1);
+    assert_true(won >= 1);
+    assert_true(cancelled >= 1);
+    /* Without hedging half the calls would wait for the slow instance; with it
+     * (nearly) every reply comes from the fast one. */
+    assert_true(fast >= calls - calls / 10);
+    aims_client_destroy(c);
+    /* The losers were cancelled: the slow instance's handler runs ended. */
+    aims_node_destroy(nd[0].n);
+    aims_node_destroy(nd[1].n);
+    aims_registry_destroy(reg);
+}
+
+static void test_hedge_within_budget(void **state)
+{
+    (void)state;
+    node1 nd[2];
+    hctx h[2];
+    aims_client *c = NULL;
+    aims_registry *reg = NULL;
+    long fast = 0;
+    const long calls = 30;
+    /* No per-second allowance, 10% of calls: at most 3 hedges. */
+    hedge_run(2, calls, 30, 0, 0.1, &fast, &c, nd, h, &reg);
+    const long sent = counter(c, "aims_client_hedges_total");
+    const long denied = counter(c, "aims_client_hedges_denied_total");
+    const long retries = counter(c, "aims_client_retries_total");
+    print_message("budget (%s): hedges sent %ld denied %ld retries %ld\n", g_tr, sent, denied,
+                  retries);
+    assert_true(sent + retries <= calls / 10 + 1);
+    assert_true(denied >= 1);
+    aims_client_destroy(c);
+    aims_node_destroy(nd[0].n);
+    aims_node_destroy(nd[1].n);
+    aims_registry_destroy(reg);
+}
+
+/* AIMS_CLIENT_HEDGE_MS = 0: the delay comes from the service's recent
+ * latencies (p95, at most 2x the median); one of 4 instances 10x slow. */
+static void test_hedge_p95_delay(void **state)
+{
+    (void)state;
+    node1 nd[4];
+    hctx h[4];
+    aims_client *c = NULL;
+    aims_registry *reg = NULL;
+    long fast = 0;
+    const long calls = 40;
+    hedge_run(4, calls, 0, 1000, 1.0, &fast, &c, nd, h, &reg);
+    const long sent = counter(c, "aims_client_hedges_total");
+    const long won = counter(c, "aims_client_hedges_won_total");
+    print_message("p95 (%s): %ld calls, %ld answered by a fast instance, hedges sent %ld won %ld\n",
+                  g_tr, calls, fast, sent, won);
+    assert_true(sent >= 1);
+    assert_true(won >= 1);
+    aims_client_destroy(c);
+    for (int i = 0; i < 4; i++) {
+        aims_node_destroy(nd[i].n);
+    }
+    aims_registry_destroy(reg);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) {
+        g_tr = argv[1];
+    }
+    if (strcmp(g_tr, "inproc") != 0 && strcmp(g_tr, "tcp") != 0) {
+        fprintf(stderr, "usage: %s inproc|tcp\n", argv[0]);
+        return 2;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_queued_cancelled_never_runs, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_running_handler_sees_flag, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_hedge_fast_instance_wins, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_hedge_within_budget, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_hedge_p95_delay, ta_setup, ta_teardown),
+    };
+    char group[64];
+    snprintf(group, sizeof group, "cancel_%s", g_tr);
+    return cmocka_run_group_tests_name(group, tests, NULL, NULL);
+}
