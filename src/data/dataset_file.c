@@ -208,6 +208,16 @@ static aims_status read_exact(aimsi_creader *r, const char *name, uint32_t tag, 
     return AIMS_OK;
 }
 
+/* A section of n little-endian words of `width` bytes, in host order. */
+static aims_status read_words(aimsi_creader *r, const char *name, uint32_t tag, const char *tname,
+                              uint64_t n, size_t width, uint64_t cap, void **out)
+{
+    AIMSI_TRY(read_exact(r, name, tag, tname, n * width, cap, out)); /* callers cap n */
+    aimsi_le_words(*out, (size_t)n, width);
+    return AIMS_OK;
+}
+
+
 static aims_status read_meta(aimsi_creader *r, const char *name, ds_meta *m)
 {
     void *data = NULL;
@@ -298,15 +308,13 @@ static aims_status read_tokens(aimsi_creader *r, const ds_meta *m, uint64_t cap,
                                aims_dataset *ds)
 {
     const size_t rows = (size_t)m->rows;
-    AIMSI_TRY(read_exact(r, name, TAG_TOFF, "TOFF", (m->rows + 1) * 8, cap, (void **)&ds->tok_off));
-    aimsi_le_words(ds->tok_off, rows + 1, 8);
+    AIMSI_TRY(read_words(r, name, TAG_TOFF, "TOFF", m->rows + 1, 8, cap, (void **)&ds->tok_off));
     AIMSI_TRY(check_loaded_offsets(ds->tok_off, rows, m->nnz, name, "TOFF"));
     if (m->nnz > cap / 4) {
         return aimsi_err(NULL, AIMS_E_RANGE, "%s: %llu tokens exceed the size cap", name,
                          (unsigned long long)m->nnz);
     }
-    AIMSI_TRY(read_exact(r, name, TAG_TIDS, "TIDS", m->nnz * 4, cap, (void **)&ds->tok_ids));
-    aimsi_le_words(ds->tok_ids, (size_t)m->nnz, 4);
+    AIMSI_TRY(read_words(r, name, TAG_TIDS, "TIDS", m->nnz, 4, cap, (void **)&ds->tok_ids));
     for (uint64_t j = 0; j < m->nnz; j++) {
         if (ds->tok_ids[j] >= m->tok_dim) {
             return aimsi_err(NULL, AIMS_E_CORRUPT,
@@ -316,8 +324,7 @@ static aims_status read_tokens(aimsi_creader *r, const ds_meta *m, uint64_t cap,
         }
     }
     if (m->flags & PART_WEIGHTS) {
-        AIMSI_TRY(read_exact(r, name, TAG_TWGT, "TWGT", m->nnz * 4, cap, (void **)&ds->tok_w));
-        aimsi_le_words(ds->tok_w, (size_t)m->nnz, 4);
+        AIMSI_TRY(read_words(r, name, TAG_TWGT, "TWGT", m->nnz, 4, cap, (void **)&ds->tok_w));
     }
     ds->tok_dim = (size_t)m->tok_dim;
     return AIMS_OK;
@@ -327,8 +334,7 @@ static aims_status read_text(aimsi_creader *r, const ds_meta *m, uint64_t cap, c
                              aims_dataset *ds)
 {
     const size_t rows = (size_t)m->rows;
-    AIMSI_TRY(read_exact(r, name, TAG_XOFF, "XOFF", (m->rows + 1) * 8, cap, (void **)&ds->txt_off));
-    aimsi_le_words(ds->txt_off, rows + 1, 8);
+    AIMSI_TRY(read_words(r, name, TAG_XOFF, "XOFF", m->rows + 1, 8, cap, (void **)&ds->txt_off));
     AIMSI_TRY(check_loaded_offsets(ds->txt_off, rows, m->tlen, name, "XOFF"));
     return read_exact(r, name, TAG_TEXT, "TEXT", m->tlen, cap, (void **)&ds->txt);
 }
@@ -338,8 +344,7 @@ static aims_status read_labels(aimsi_creader *r, const ds_meta *m, uint64_t cap,
 {
     const size_t rows = (size_t)m->rows;
     if (m->flags & PART_LABELS) {
-        AIMSI_TRY(read_exact(r, name, TAG_LABL, "LABL", m->rows * 4, cap, (void **)&ds->labels));
-        aimsi_le_words(ds->labels, rows, 4);
+        AIMSI_TRY(read_words(r, name, TAG_LABL, "LABL", m->rows, 4, cap, (void **)&ds->labels));
         for (size_t i = 0; i < rows; i++) {
             if (ds->labels[i] < 0 || (uint64_t)ds->labels[i] >= m->num_classes) {
                 return aimsi_err(NULL, AIMS_E_CORRUPT,
@@ -349,8 +354,7 @@ static aims_status read_labels(aimsi_creader *r, const ds_meta *m, uint64_t cap,
         }
     }
     if (m->flags & PART_TARGETS) {
-        AIMSI_TRY(read_exact(r, name, TAG_TARG, "TARG", m->rows * 4, cap, (void **)&ds->targets));
-        aimsi_le_words(ds->targets, rows, 4);
+        AIMSI_TRY(read_words(r, name, TAG_TARG, "TARG", m->rows, 4, cap, (void **)&ds->targets));
     }
     ds->num_classes = (size_t)m->num_classes;
     return AIMS_OK;
@@ -414,8 +418,7 @@ static aims_status read_parts(aimsi_creader *r, const ds_meta *m, uint64_t cap, 
                              name, (unsigned long long)m->rows, (unsigned long long)m->cols);
         }
         cells = m->rows * m->cols;
-        AIMSI_TRY(read_exact(r, name, TAG_DENS, "DENS", cells * 4, cap, (void **)&ds->x));
-        aimsi_le_words(ds->x, (size_t)cells, 4);
+        AIMSI_TRY(read_words(r, name, TAG_DENS, "DENS", cells, 4, cap, (void **)&ds->x));
         ds->cols = (size_t)m->cols;
     }
     if (m->rows + 1 > cap / 8 && (m->flags & (PART_TOKENS | PART_TEXT)) != 0) {
