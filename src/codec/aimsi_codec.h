@@ -131,6 +131,29 @@ int aimsi_cr_has(const aimsi_creader *r, uint32_t tag);
 aims_status aimsi_cr_section(aimsi_creader *r, uint32_t tag, size_t max_len, void **out,
                              size_t *out_len);
 
+/* ---- container glue (container_io.c) --------------------------------------------- */
+
+/* Write an object's sections into w / build a new object from r into out (a
+ * pointer to the caller's handle variable). */
+typedef aims_status (*aimsi_cw_fill_fn)(const void *obj, aimsi_cwriter *w);
+typedef aims_status (*aimsi_cr_take_fn)(aimsi_creader *r, void *out);
+/* create writer (kind, level) -> fill(obj) -> atomic save to path -> destroy. */
+aims_status aimsi_container_save(uint32_t kind, int level, const void *obj, aimsi_cw_fill_fn fill,
+                                 const char *path);
+/* open the container in memory (borrowed) or from path (at most max_bytes),
+ * check its kind, take(r, out), destroy the reader. */
+aims_status aimsi_container_parse(uint32_t kind, const void *data, size_t size,
+                                  aimsi_cr_take_fn take, void *out);
+aims_status aimsi_container_load(uint32_t kind, const char *path, uint64_t max_bytes,
+                                 aimsi_cr_take_fn take, void *out);
+/* Add n words of `width` bytes (4: f32/i32/u32, 8: u64) as a little-endian
+ * section, whatever the host's byte order. */
+aims_status aimsi_cw_add_words(aimsi_cwriter *w, uint32_t tag, const void *data, size_t n,
+                               size_t width);
+/* Turn n little-endian words read from a section into host order in place
+ * (a no-op on little-endian hosts; its own inverse). */
+void aimsi_le_words(void *data, size_t n, size_t width);
+
 /* zstd version the library runs with, e.g. "1.5.4" (static storage). */
 const char *aimsi_codec_zstd_version(void);
 

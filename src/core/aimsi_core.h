@@ -129,6 +129,33 @@ aims_status aimsi_param_check(aimsi_obj *obj, aims_param param, int range_lo, in
 /* Default value of a known parameter (0 if unknown). */
 double aimsi_param_default(aims_param param);
 
+/* Typed parameter storage shared by every object's set/get_param_i64/_f64:
+ * a map from parameter to the field of the object's settings that holds it
+ * (offset + C type), so each object lists its fields once instead of writing
+ * four switch statements. */
+enum { AIMSI_FIELD_I64 = 1, AIMSI_FIELD_INT = 2, AIMSI_FIELD_SIZE = 3, AIMSI_FIELD_F64 = 4 };
+typedef struct aimsi_param_field {
+    aims_param param;
+    int ctype; /* AIMSI_FIELD_* */
+    size_t offset;
+} aimsi_param_field;
+typedef struct aimsi_param_map {
+    int lo, hi; /* the object's id range */
+    const aimsi_param_field *fields;
+    size_t n;
+} aimsi_param_map;
+/* aimsi_param_check (errors on obj) and then the field that holds param;
+ * AIMS_E_UNSUPPORTED when the map has none. */
+aims_status aimsi_param_field_of(aimsi_obj *obj, const aimsi_param_map *map, aims_param param,
+                                 aims_param_type type, double value,
+                                 const aimsi_param_field **out);
+/* Store / load a checked value through a field of the settings at base. */
+void aimsi_param_store(void *base, const aimsi_param_field *f, int64_t i, double d);
+void aimsi_param_load(const void *base, const aimsi_param_field *f, int64_t *i, double *d);
+/* A getter in one call: check param (type, range) and read its field. */
+aims_status aimsi_param_get(const aimsi_param_map *map, const void *base, aims_param param,
+                            aims_param_type type, int64_t *i, double *d);
+
 /* ---- secrets from the OS CSPRNG (secret.c) ------------------------------------ */
 
 #define AIMSI_SECRET_BYTES 16u

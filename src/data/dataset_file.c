@@ -43,44 +43,10 @@ enum {
 #define TAG_TARG AIMSI_TAG('T', 'A', 'R', 'G')
 #define TAG_NAME AIMSI_TAG('N', 'A', 'M', 'E')
 
-static int host_is_le(void)
-{
-    const uint16_t one = 1;
-    unsigned char b;
-    memcpy(&b, &one, 1);
-    return b == 1;
-}
-
-/* Byte-swap n 4-byte (or 8-byte) elements in place; only big-endian hosts
- * need it, since files and little-endian memory share one layout. */
-static void swap_words(void *data, size_t n, size_t width)
-{
-    unsigned char *p = data;
-    for (size_t i = 0; i < n; i++, p += width) {
-        for (size_t a = 0, b = width - 1; a < b; a++, b--) {
-            const unsigned char t = p[a];
-            p[a] = p[b];
-            p[b] = t;
-        }
-    }
-}
-
-/* Add an array of 4-byte words as a little-endian section. */
+/* Add an array of 4-byte words as a little-endian section (codec byte order). */
 static aims_status add_words32(aimsi_cwriter *w, uint32_t tag, const void *data, size_t n)
 {
-    const size_t bytes = n * 4;
-    if (host_is_le()) {
-        return aimsi_cw_add(w, tag, data, bytes);
-    }
-    void *tmp = aimsi_malloc(bytes > 0 ? bytes : 1);
-    if (tmp == NULL) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "aims_dataset_save: out of memory");
-    }
-    memcpy(tmp, data, bytes);
-    swap_words(tmp, n, 4);
-    const aims_status rc = aimsi_cw_add(w, tag, tmp, bytes);
-    aimsi_free(tmp);
-    return rc;
+    return aimsi_cw_add_words(w, tag, data, n, 4);
 }
 
 /* Add rows+1 offsets rebased to start at 0 (views start elsewhere). */
@@ -186,6 +152,11 @@ static aims_status write_sections(aimsi_cwriter *w, const aims_dataset *ds)
     return AIMS_OK;
 }
 
+static aims_status fill_dataset(const void *ds, aimsi_cwriter *w)
+{
+    return write_sections(w, ds);
+}
+
 aims_status aims_dataset_save(const aims_dataset *ds, const char *path)
 {
     if (!DS_OK(ds)) {
@@ -194,14 +165,7 @@ aims_status aims_dataset_save(const aims_dataset *ds, const char *path)
     if (path == NULL) {
         return AIMSI_MISUSE("path is NULL");
     }
-    aimsi_cwriter *w = NULL;
-    AIMSI_TRY(aimsi_cw_create(AIMSI_KIND_DATASET, 0, &w));
-    aims_status rc = write_sections(w, ds);
-    if (rc == AIMS_OK) {
-        rc = aimsi_cw_save(w, path);
-    }
-    aimsi_cw_destroy(w);
-    return rc;
+    return aimsi_container_save(AIMSI_KIND_DATASET, 0, ds, fill_dataset, path);
 }
 
 /* ---- loading a saved dataset --------------------------------------------------------- */
@@ -243,6 +207,16 @@ static aims_status read_exact(aimsi_creader *r, const char *name, uint32_t tag, 
     *out = data;
     return AIMS_OK;
 }
+
+/* A section of n little-endian words of `width` bytes, in host order. */
+static aims_status read_words(aimsi_creader *r, const char *name, uint32_t tag, const char *tname,
+                              uint64_t n, size_t width, uint64_t cap, void **out)
+{
+    AIMSI_TRY(read_exact(r, name, tag, tname, n * width, cap, out)); /* callers cap n */
+    aimsi_le_words(*out, (size_t)n, width);
+    return AIMS_OK;
+}
+
 
 static aims_status read_meta(aimsi_creader *r, const char *name, ds_meta *m)
 {
@@ -334,19 +308,13 @@ static aims_status read_tokens(aimsi_creader *r, const ds_meta *m, uint64_t cap,
                                aims_dataset *ds)
 {
     const size_t rows = (size_t)m->rows;
-    AIMSI_TRY(read_exact(r, name, TAG_TOFF, "TOFF", (m->rows + 1) * 8, cap, (void **)&ds->tok_off));
-    if (!host_is_le()) {
-        swap_words(ds->tok_off, rows + 1, 8);
-    }
+    AIMSI_TRY(read_words(r, name, TAG_TOFF, "TOFF", m->rows + 1, 8, cap, (void **)&ds->tok_off));
     AIMSI_TRY(check_loaded_offsets(ds->tok_off, rows, m->nnz, name, "TOFF"));
     if (m->nnz > cap / 4) {
         return aimsi_err(NULL, AIMS_E_RANGE, "%s: %llu tokens exceed the size cap", name,
                          (unsigned long long)m->nnz);
     }
-    AIMSI_TRY(read_exact(r, name, TAG_TIDS, "TIDS", m->nnz * 4, cap, (void **)&ds->tok_ids));
-    if (!host_is_le()) {
-        swap_words(ds->tok_ids, (size_t)m->nnz, 4);
-    }
+    AIMSI_TRY(read_words(r, name, TAG_TIDS, "TIDS", m->nnz, 4, cap, (void **)&ds->tok_ids));
     for (uint64_t j = 0; j < m->nnz; j++) {
         if (ds->tok_ids[j] >= m->tok_dim) {
             return aimsi_err(NULL, AIMS_E_CORRUPT,
@@ -356,10 +324,7 @@ static aims_status read_tokens(aimsi_creader *r, const ds_meta *m, uint64_t cap,
         }
     }
     if (m->flags & PART_WEIGHTS) {
-        AIMSI_TRY(read_exact(r, name, TAG_TWGT, "TWGT", m->nnz * 4, cap, (void **)&ds->tok_w));
-        if (!host_is_le()) {
-            swap_words(ds->tok_w, (size_t)m->nnz, 4);
-        }
+        AIMSI_TRY(read_words(r, name, TAG_TWGT, "TWGT", m->nnz, 4, cap, (void **)&ds->tok_w));
     }
     ds->tok_dim = (size_t)m->tok_dim;
     return AIMS_OK;
@@ -369,10 +334,7 @@ static aims_status read_text(aimsi_creader *r, const ds_meta *m, uint64_t cap, c
                              aims_dataset *ds)
 {
     const size_t rows = (size_t)m->rows;
-    AIMSI_TRY(read_exact(r, name, TAG_XOFF, "XOFF", (m->rows + 1) * 8, cap, (void **)&ds->txt_off));
-    if (!host_is_le()) {
-        swap_words(ds->txt_off, rows + 1, 8);
-    }
+    AIMSI_TRY(read_words(r, name, TAG_XOFF, "XOFF", m->rows + 1, 8, cap, (void **)&ds->txt_off));
     AIMSI_TRY(check_loaded_offsets(ds->txt_off, rows, m->tlen, name, "XOFF"));
     return read_exact(r, name, TAG_TEXT, "TEXT", m->tlen, cap, (void **)&ds->txt);
 }
@@ -382,10 +344,7 @@ static aims_status read_labels(aimsi_creader *r, const ds_meta *m, uint64_t cap,
 {
     const size_t rows = (size_t)m->rows;
     if (m->flags & PART_LABELS) {
-        AIMSI_TRY(read_exact(r, name, TAG_LABL, "LABL", m->rows * 4, cap, (void **)&ds->labels));
-        if (!host_is_le()) {
-            swap_words(ds->labels, rows, 4);
-        }
+        AIMSI_TRY(read_words(r, name, TAG_LABL, "LABL", m->rows, 4, cap, (void **)&ds->labels));
         for (size_t i = 0; i < rows; i++) {
             if (ds->labels[i] < 0 || (uint64_t)ds->labels[i] >= m->num_classes) {
                 return aimsi_err(NULL, AIMS_E_CORRUPT,
@@ -395,10 +354,7 @@ static aims_status read_labels(aimsi_creader *r, const ds_meta *m, uint64_t cap,
         }
     }
     if (m->flags & PART_TARGETS) {
-        AIMSI_TRY(read_exact(r, name, TAG_TARG, "TARG", m->rows * 4, cap, (void **)&ds->targets));
-        if (!host_is_le()) {
-            swap_words(ds->targets, rows, 4);
-        }
+        AIMSI_TRY(read_words(r, name, TAG_TARG, "TARG", m->rows, 4, cap, (void **)&ds->targets));
     }
     ds->num_classes = (size_t)m->num_classes;
     return AIMS_OK;
@@ -462,10 +418,7 @@ static aims_status read_parts(aimsi_creader *r, const ds_meta *m, uint64_t cap, 
                              name, (unsigned long long)m->rows, (unsigned long long)m->cols);
         }
         cells = m->rows * m->cols;
-        AIMSI_TRY(read_exact(r, name, TAG_DENS, "DENS", cells * 4, cap, (void **)&ds->x));
-        if (!host_is_le()) {
-            swap_words(ds->x, (size_t)cells, 4);
-        }
+        AIMSI_TRY(read_words(r, name, TAG_DENS, "DENS", cells, 4, cap, (void **)&ds->x));
         ds->cols = (size_t)m->cols;
     }
     if (m->rows + 1 > cap / 8 && (m->flags & (PART_TOKENS | PART_TEXT)) != 0) {

@@ -110,19 +110,17 @@ aims_status aimsi_pipeline_write(const aims_pipeline *p, aimsi_cwriter *w)
     return rc;
 }
 
+static aims_status fill_pipeline(const void *p, aimsi_cwriter *w)
+{
+    return aimsi_pipeline_write(p, w);
+}
+
 aims_status aims_pipeline_save(const aims_pipeline *p, const char *path)
 {
     if (!aimsi_obj_ok(p, AIMSI_MAGIC_PIPELINE) || path == NULL) {
         return AIMSI_MISUSE("invalid pipeline handle or NULL path");
     }
-    aimsi_cwriter *w = NULL;
-    AIMSI_TRY(aimsi_cw_create(AIMSI_KIND_PIPELINE, 0, &w));
-    aims_status rc = aimsi_pipeline_write(p, w);
-    if (rc == AIMS_OK) {
-        rc = aimsi_cw_save(w, path);
-    }
-    aimsi_cw_destroy(w);
-    return rc;
+    return aimsi_container_save(AIMSI_KIND_PIPELINE, 0, p, fill_pipeline, path);
 }
 
 /* ---- reading --------------------------------------------------------------------------- */
@@ -419,16 +417,17 @@ aims_status aimsi_pipeline_read(aimsi_creader *r, aims_pipeline **out)
     return AIMS_OK;
 }
 
+static aims_status take_pipeline(aimsi_creader *r, void *out)
+{
+    return aimsi_pipeline_read(r, out);
+}
+
 aims_status aims_pipeline_parse(const void *data, size_t size, aims_pipeline **out)
 {
     if ((data == NULL && size != 0) || out == NULL) {
         return AIMSI_MISUSE("data or out is NULL");
     }
-    aimsi_creader *r = NULL;
-    AIMSI_TRY(aimsi_cr_open_mem(data, size, 0, AIMSI_KIND_PIPELINE, &r));
-    const aims_status rc = aimsi_pipeline_read(r, out);
-    aimsi_cr_destroy(r);
-    return rc;
+    return aimsi_container_parse(AIMSI_KIND_PIPELINE, data, size, take_pipeline, out);
 }
 
 aims_status aims_pipeline_load(const char *path, aims_pipeline **out)
@@ -436,9 +435,5 @@ aims_status aims_pipeline_load(const char *path, aims_pipeline **out)
     if (path == NULL || out == NULL) {
         return AIMSI_MISUSE("path or out is NULL");
     }
-    aimsi_creader *r = NULL;
-    AIMSI_TRY(aimsi_cr_open_file(path, PIPE_MAX_FILE, AIMSI_KIND_PIPELINE, &r));
-    const aims_status rc = aimsi_pipeline_read(r, out);
-    aimsi_cr_destroy(r);
-    return rc;
+    return aimsi_container_load(AIMSI_KIND_PIPELINE, path, PIPE_MAX_FILE, take_pipeline, out);
 }

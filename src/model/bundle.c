@@ -290,13 +290,9 @@ static aims_status write_meta(const aims_bundle *b, aimsi_cwriter *w)
     return rc;
 }
 
-aims_status aims_bundle_save(const aims_bundle *b, const char *path)
+static aims_status fill_bundle(const void *obj, aimsi_cwriter *w)
 {
-    if (!BUNDLE_OK(b) || path == NULL) {
-        return AIMSI_MISUSE("invalid bundle handle or NULL path");
-    }
-    aimsi_cwriter *w = NULL;
-    AIMSI_TRY(aimsi_cw_create(AIMSI_KIND_BUNDLE, 0, &w));
+    const aims_bundle *b = obj;
     aims_status rc = write_meta(b, w);
     if (rc == AIMS_OK && b->pipe != NULL) {
         rc = aimsi_pipeline_write(b->pipe, w);
@@ -304,10 +300,15 @@ aims_status aims_bundle_save(const aims_bundle *b, const char *path)
     if (rc == AIMS_OK) {
         rc = aimsi_model_write(b->model, w);
     }
-    if (rc == AIMS_OK) {
-        rc = aimsi_cw_save(w, path);
+    return rc;
+}
+
+aims_status aims_bundle_save(const aims_bundle *b, const char *path)
+{
+    if (!BUNDLE_OK(b) || path == NULL) {
+        return AIMSI_MISUSE("invalid bundle handle or NULL path");
     }
-    aimsi_cw_destroy(w);
+    const aims_status rc = aimsi_container_save(AIMSI_KIND_BUNDLE, 0, b, fill_bundle, path);
     return rc;
 }
 
@@ -417,16 +418,17 @@ static aims_status bundle_read(aimsi_creader *r, aims_bundle **out)
     return AIMS_OK;
 }
 
+static aims_status take_bundle(aimsi_creader *r, void *out)
+{
+    return bundle_read(r, out);
+}
+
 aims_status aims_bundle_parse(const void *data, size_t size, aims_bundle **out)
 {
     if (data == NULL || out == NULL) {
         return AIMSI_MISUSE("data and out must not be NULL");
     }
-    aimsi_creader *r = NULL;
-    AIMSI_TRY(aimsi_cr_open_mem(data, size, 0, AIMSI_KIND_BUNDLE, &r));
-    const aims_status rc = bundle_read(r, out);
-    aimsi_cr_destroy(r);
-    return rc;
+    return aimsi_container_parse(AIMSI_KIND_BUNDLE, data, size, take_bundle, out);
 }
 
 aims_status aims_bundle_load(const char *path, aims_bundle **out)
@@ -434,12 +436,8 @@ aims_status aims_bundle_load(const char *path, aims_bundle **out)
     if (path == NULL || out == NULL) {
         return AIMSI_MISUSE("path and out must not be NULL");
     }
-    aimsi_creader *r = NULL;
-    aims_status rc = aimsi_cr_open_file(path, BUNDLE_MAX_FILE, AIMSI_KIND_BUNDLE, &r);
-    if (rc == AIMS_OK) {
-        rc = bundle_read(r, out);
-        aimsi_cr_destroy(r);
-    }
+    const aims_status rc = aimsi_container_load(AIMSI_KIND_BUNDLE, path, BUNDLE_MAX_FILE,
+                                                take_bundle, out);
     if (rc != AIMS_OK) {
         aimsi_log(AIMS_LOG_ERROR, "cannot load bundle %s: %s", path, aims_errmsg());
     }

@@ -11,6 +11,7 @@
  * not allocate at all) and larger ones allocate their own.
  */
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "aimsi_modelobj.h"
@@ -233,12 +234,26 @@ static int is_structural(aims_param param)
            param == AIMS_MODEL_TEXT_LINEAR;
 }
 
+/* Where each model parameter lives in the model (core/params.c does the typed access). */
+static const aimsi_param_field k_model_fields[] = {
+    {AIMS_MODEL_LOSS, AIMSI_FIELD_INT, offsetof(aims_model, loss_param)},
+    {AIMS_MODEL_TEXT_LINEAR, AIMSI_FIELD_INT, offsetof(aims_model, text_linear)},
+    {AIMS_MODEL_EMBED_DIM, AIMSI_FIELD_SIZE, offsetof(aims_model, embed_dim)},
+    {AIMS_MODEL_THREADS, AIMSI_FIELD_INT, offsetof(aims_model, threads)},
+    {AIMS_MODEL_PRECISION, AIMSI_FIELD_INT, offsetof(aims_model, precision)},
+    {AIMS_MODEL_DROPOUT, AIMSI_FIELD_F64, offsetof(aims_model, dropout)},
+};
+static const aimsi_param_map k_model_map = {400, 499, k_model_fields,
+                                            sizeof k_model_fields / sizeof k_model_fields[0]};
+
 aims_status aims_model_set_param_i64(aims_model *m, aims_param param, int64_t value)
 {
     if (!MODEL_OK(m)) {
         return AIMSI_MISUSE("m is not a valid aims_model handle");
     }
-    AIMSI_TRY(aimsi_param_check(&m->obj, param, 400, 499, AIMS_PARAM_I64, (double)value));
+    const aimsi_param_field *f = NULL;
+    AIMSI_TRY(aimsi_param_field_of(&m->obj, &k_model_map, param, AIMS_PARAM_I64, (double)value,
+                                   &f));
     if (is_structural(param) && m->params != NULL) {
         return aimsi_err(&m->obj, AIMS_E_STATE,
                          "aims_model_set_param: parameter %d is structural and the model "
@@ -251,25 +266,7 @@ aims_status aims_model_set_param_i64(aims_model *m, aims_param param, int64_t va
                          "aims_model_set_param: parameter %d = %lld is for TEXT models only",
                          (int)param, (long long)value);
     }
-    switch (param) {
-    case AIMS_MODEL_LOSS:
-        m->loss_param = (int)value;
-        break;
-    case AIMS_MODEL_TEXT_LINEAR:
-        m->text_linear = (int)value;
-        break;
-    case AIMS_MODEL_EMBED_DIM:
-        m->embed_dim = (size_t)value;
-        break;
-    case AIMS_MODEL_THREADS:
-        m->threads = (int)value;
-        break;
-    case AIMS_MODEL_PRECISION:
-        m->precision = (int)value;
-        break;
-    default:
-        return aimsi_err(&m->obj, AIMS_E_UNSUPPORTED, "aims_model_set_param: %d", (int)param);
-    }
+    aimsi_param_store(m, f, value, 0.0);
     return AIMS_OK;
 }
 
@@ -278,11 +275,9 @@ aims_status aims_model_set_param_f64(aims_model *m, aims_param param, double val
     if (!MODEL_OK(m)) {
         return AIMSI_MISUSE("m is not a valid aims_model handle");
     }
-    AIMSI_TRY(aimsi_param_check(&m->obj, param, 400, 499, AIMS_PARAM_F64, value));
-    if (param != AIMS_MODEL_DROPOUT) {
-        return aimsi_err(&m->obj, AIMS_E_UNSUPPORTED, "aims_model_set_param: %d", (int)param);
-    }
-    m->dropout = value;
+    const aimsi_param_field *f = NULL;
+    AIMSI_TRY(aimsi_param_field_of(&m->obj, &k_model_map, param, AIMS_PARAM_F64, value, &f));
+    aimsi_param_store(m, f, 0, value);
     return AIMS_OK;
 }
 
@@ -291,26 +286,7 @@ aims_status aims_model_get_param_i64(const aims_model *m, aims_param param, int6
     if (!MODEL_OK(m) || out_value == NULL) {
         return AIMSI_MISUSE("invalid model handle or NULL out_value");
     }
-    AIMSI_TRY(aimsi_param_check(NULL, param, 400, 499, AIMS_PARAM_I64,
-                                aimsi_param_default(param)));
-    switch (param) {
-    case AIMS_MODEL_LOSS:
-        *out_value = m->loss_param;
-        break;
-    case AIMS_MODEL_EMBED_DIM:
-        *out_value = (int64_t)m->embed_dim;
-        break;
-    case AIMS_MODEL_THREADS:
-        *out_value = m->threads;
-        break;
-    case AIMS_MODEL_TEXT_LINEAR:
-        *out_value = m->text_linear;
-        break;
-    default:
-        *out_value = m->precision;
-        break;
-    }
-    return AIMS_OK;
+    return aimsi_param_get(&k_model_map, m, param, AIMS_PARAM_I64, out_value, NULL);
 }
 
 aims_status aims_model_get_param_f64(const aims_model *m, aims_param param, double *out_value)
@@ -318,10 +294,7 @@ aims_status aims_model_get_param_f64(const aims_model *m, aims_param param, doub
     if (!MODEL_OK(m) || out_value == NULL) {
         return AIMSI_MISUSE("invalid model handle or NULL out_value");
     }
-    AIMSI_TRY(aimsi_param_check(NULL, param, 400, 499, AIMS_PARAM_F64,
-                                aimsi_param_default(param)));
-    *out_value = m->dropout;
-    return AIMS_OK;
+    return aimsi_param_get(&k_model_map, m, param, AIMS_PARAM_F64, NULL, out_value);
 }
 
 aims_model_kind aims_model_get_kind(const aims_model *m)

@@ -97,8 +97,8 @@ aims_status aimsi_model_write(const aims_model *m, aimsi_cwriter *w)
         rc = aimsi_cw_add(w, TAG_MHDR, b.data, b.len);
     }
     if (rc == AIMS_OK) {
-        /* floats are stored in host order; libaims supports little-endian hosts */
-        rc = aimsi_cw_add(w, TAG_MPRM, m->params, m->n_params * sizeof *m->params);
+        /* floats are stored little-endian (the codec swaps on big-endian hosts) */
+        rc = aimsi_cw_add_words(w, TAG_MPRM, m->params, m->n_params, sizeof *m->params);
     }
     if (rc == AIMS_OK && m->quantized) {
         b.len = 0;
@@ -346,6 +346,7 @@ aims_status aimsi_model_read(aimsi_creader *r, aims_model **out)
         aimsi_free(p);
         return rc;
     }
+    aimsi_le_words(p, (size_t)h.n_params, sizeof(float)); /* file order -> host order */
     aims_model *m = NULL;
     rc = build_from_header(&h, &m);
     if (rc != AIMS_OK) {
@@ -365,6 +366,16 @@ aims_status aimsi_model_read(aimsi_creader *r, aims_model **out)
     return AIMS_OK;
 }
 
+static aims_status fill_model(const void *m, aimsi_cwriter *w)
+{
+    return aimsi_model_write(m, w);
+}
+
+static aims_status take_model(aimsi_creader *r, void *out)
+{
+    return aimsi_model_read(r, out);
+}
+
 aims_status aims_model_save(const aims_model *m, const char *path)
 {
     if (!MODEL_OK(m) || path == NULL) {
@@ -373,14 +384,7 @@ aims_status aims_model_save(const aims_model *m, const char *path)
     if (!m->trained) {
         return aimsi_err(NULL, AIMS_E_STATE, "aims_model_save: the model is not trained");
     }
-    aimsi_cwriter *w = NULL;
-    AIMSI_TRY(aimsi_cw_create(AIMSI_KIND_MODEL, 0, &w));
-    aims_status rc = aimsi_model_write(m, w);
-    if (rc == AIMS_OK) {
-        rc = aimsi_cw_save(w, path);
-    }
-    aimsi_cw_destroy(w);
-    return rc;
+    return aimsi_container_save(AIMSI_KIND_MODEL, 0, m, fill_model, path);
 }
 
 aims_status aims_model_parse(const void *data, size_t size, aims_model **out)
@@ -388,11 +392,7 @@ aims_status aims_model_parse(const void *data, size_t size, aims_model **out)
     if (data == NULL || out == NULL) {
         return AIMSI_MISUSE("data and out must not be NULL");
     }
-    aimsi_creader *r = NULL;
-    AIMSI_TRY(aimsi_cr_open_mem(data, size, 0, AIMSI_KIND_MODEL, &r));
-    aims_status rc = aimsi_model_read(r, out);
-    aimsi_cr_destroy(r);
-    return rc;
+    return aimsi_container_parse(AIMSI_KIND_MODEL, data, size, take_model, out);
 }
 
 aims_status aims_model_load(const char *path, aims_model **out)
@@ -400,9 +400,5 @@ aims_status aims_model_load(const char *path, aims_model **out)
     if (path == NULL || out == NULL) {
         return AIMSI_MISUSE("path and out must not be NULL");
     }
-    aimsi_creader *r = NULL;
-    AIMSI_TRY(aimsi_cr_open_file(path, (uint64_t)MAX_PARAMS * 8, AIMSI_KIND_MODEL, &r));
-    aims_status rc = aimsi_model_read(r, out);
-    aimsi_cr_destroy(r);
-    return rc;
+    return aimsi_container_load(AIMSI_KIND_MODEL, path, (uint64_t)MAX_PARAMS * 8, take_model, out);
 }

@@ -36,6 +36,7 @@
  * flight completes, so the model always holds the weights of a whole step.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -69,100 +70,59 @@ static void hyper_defaults(hyper *h)
     h->gemm = (int64_t)aimsi_param_default(AIMS_TRAIN_GEMM);
 }
 
-static int64_t *i64_slot(hyper *h, aims_param p)
-{
-    switch (p) {
-    case AIMS_TRAIN_OPTIMIZER:
-        return &h->opt;
-    case AIMS_TRAIN_NESTEROV:
-        return &h->nesterov;
-    case AIMS_TRAIN_SCHEDULE:
-        return &h->sched;
-    case AIMS_TRAIN_WARMUP_STEPS:
-        return &h->warmup;
-    case AIMS_TRAIN_STEP_EPOCHS:
-        return &h->step_epochs;
-    case AIMS_TRAIN_BATCH:
-        return &h->batch;
-    case AIMS_TRAIN_EPOCHS:
-        return &h->epochs;
-    case AIMS_TRAIN_SEED:
-        return &h->seed;
-    case AIMS_TRAIN_THREADS:
-        return &h->threads;
-    case AIMS_TRAIN_PATIENCE:
-        return &h->patience;
-    case AIMS_TRAIN_METRIC:
-        return &h->metric;
-    case AIMS_TRAIN_WARM_START:
-        return &h->warm;
-    case AIMS_TRAIN_GEMM:
-        return &h->gemm;
-    default:
-        return NULL;
-    }
-}
+/* Where each trainer parameter lives in `hyper` (core/params.c does the typed access). */
+static const aimsi_param_field k_hyper_fields[] = {
+    {AIMS_TRAIN_OPTIMIZER, AIMSI_FIELD_I64, offsetof(hyper, opt)},
+    {AIMS_TRAIN_NESTEROV, AIMSI_FIELD_I64, offsetof(hyper, nesterov)},
+    {AIMS_TRAIN_SCHEDULE, AIMSI_FIELD_I64, offsetof(hyper, sched)},
+    {AIMS_TRAIN_WARMUP_STEPS, AIMSI_FIELD_I64, offsetof(hyper, warmup)},
+    {AIMS_TRAIN_STEP_EPOCHS, AIMSI_FIELD_I64, offsetof(hyper, step_epochs)},
+    {AIMS_TRAIN_BATCH, AIMSI_FIELD_I64, offsetof(hyper, batch)},
+    {AIMS_TRAIN_EPOCHS, AIMSI_FIELD_I64, offsetof(hyper, epochs)},
+    {AIMS_TRAIN_SEED, AIMSI_FIELD_I64, offsetof(hyper, seed)},
+    {AIMS_TRAIN_THREADS, AIMSI_FIELD_I64, offsetof(hyper, threads)},
+    {AIMS_TRAIN_PATIENCE, AIMSI_FIELD_I64, offsetof(hyper, patience)},
+    {AIMS_TRAIN_METRIC, AIMSI_FIELD_I64, offsetof(hyper, metric)},
+    {AIMS_TRAIN_WARM_START, AIMSI_FIELD_I64, offsetof(hyper, warm)},
+    {AIMS_TRAIN_GEMM, AIMSI_FIELD_I64, offsetof(hyper, gemm)},
+    {AIMS_TRAIN_LR, AIMSI_FIELD_F64, offsetof(hyper, lr)},
+    {AIMS_TRAIN_MOMENTUM, AIMSI_FIELD_F64, offsetof(hyper, mom)},
+    {AIMS_TRAIN_BETA1, AIMSI_FIELD_F64, offsetof(hyper, b1)},
+    {AIMS_TRAIN_BETA2, AIMSI_FIELD_F64, offsetof(hyper, b2)},
+    {AIMS_TRAIN_EPS, AIMSI_FIELD_F64, offsetof(hyper, eps)},
+    {AIMS_TRAIN_WEIGHT_DECAY, AIMSI_FIELD_F64, offsetof(hyper, wd)},
+    {AIMS_TRAIN_GAMMA, AIMSI_FIELD_F64, offsetof(hyper, gamma)},
+    {AIMS_TRAIN_VAL_FRACTION, AIMSI_FIELD_F64, offsetof(hyper, val_frac)},
+    {AIMS_TRAIN_MIN_DELTA, AIMSI_FIELD_F64, offsetof(hyper, min_delta)},
+};
+static const aimsi_param_map k_hyper_map = {500, 599, k_hyper_fields,
+                                            sizeof k_hyper_fields / sizeof k_hyper_fields[0]};
 
-static double *f64_slot(hyper *h, aims_param p)
+static aims_status trainer_set(aims_trainer *t, aims_param param, aims_param_type type, int64_t i,
+                               double d)
 {
-    switch (p) {
-    case AIMS_TRAIN_LR:
-        return &h->lr;
-    case AIMS_TRAIN_MOMENTUM:
-        return &h->mom;
-    case AIMS_TRAIN_BETA1:
-        return &h->b1;
-    case AIMS_TRAIN_BETA2:
-        return &h->b2;
-    case AIMS_TRAIN_EPS:
-        return &h->eps;
-    case AIMS_TRAIN_WEIGHT_DECAY:
-        return &h->wd;
-    case AIMS_TRAIN_GAMMA:
-        return &h->gamma;
-    case AIMS_TRAIN_VAL_FRACTION:
-        return &h->val_frac;
-    case AIMS_TRAIN_MIN_DELTA:
-        return &h->min_delta;
-    default:
-        return NULL;
+    if (!TRAINER_OK(t)) {
+        return AIMSI_MISUSE("t is not a valid aims_trainer handle");
     }
+    const aimsi_param_field *f = NULL;
+    AIMSI_TRY(aimsi_param_field_of(&t->obj, &k_hyper_map, param, type,
+                                   type == AIMS_PARAM_I64 ? (double)i : d, &f));
+    if (t->running) {
+        return aimsi_err(&t->obj, AIMS_E_STATE,
+                         "aims_trainer_set_param: a run is in progress (begin a new one)");
+    }
+    aimsi_param_store(&t->h, f, i, d);
+    return AIMS_OK;
 }
 
 aims_status aims_trainer_set_param_i64(aims_trainer *t, aims_param param, int64_t value)
 {
-    if (!TRAINER_OK(t)) {
-        return AIMSI_MISUSE("t is not a valid aims_trainer handle");
-    }
-    AIMSI_TRY(aimsi_param_check(&t->obj, param, 500, 599, AIMS_PARAM_I64, (double)value));
-    int64_t *slot = i64_slot(&t->h, param);
-    if (slot == NULL) {
-        return aimsi_err(&t->obj, AIMS_E_UNSUPPORTED, "trainer parameter %d", (int)param);
-    }
-    if (t->running) {
-        return aimsi_err(&t->obj, AIMS_E_STATE,
-                         "aims_trainer_set_param: a run is in progress (begin a new one)");
-    }
-    *slot = value;
-    return AIMS_OK;
+    return trainer_set(t, param, AIMS_PARAM_I64, value, 0.0);
 }
 
 aims_status aims_trainer_set_param_f64(aims_trainer *t, aims_param param, double value)
 {
-    if (!TRAINER_OK(t)) {
-        return AIMSI_MISUSE("t is not a valid aims_trainer handle");
-    }
-    AIMSI_TRY(aimsi_param_check(&t->obj, param, 500, 599, AIMS_PARAM_F64, value));
-    double *slot = f64_slot(&t->h, param);
-    if (slot == NULL) {
-        return aimsi_err(&t->obj, AIMS_E_UNSUPPORTED, "trainer parameter %d", (int)param);
-    }
-    if (t->running) {
-        return aimsi_err(&t->obj, AIMS_E_STATE,
-                         "aims_trainer_set_param: a run is in progress (begin a new one)");
-    }
-    *slot = value;
-    return AIMS_OK;
+    return trainer_set(t, param, AIMS_PARAM_F64, 0, value);
 }
 
 aims_status aims_trainer_get_param_i64(const aims_trainer *t, aims_param param,
@@ -171,11 +131,7 @@ aims_status aims_trainer_get_param_i64(const aims_trainer *t, aims_param param,
     if (!TRAINER_OK(t) || out_value == NULL) {
         return AIMSI_MISUSE("invalid trainer handle or NULL out_value");
     }
-    AIMSI_TRY(aimsi_param_check(NULL, param, 500, 599, AIMS_PARAM_I64,
-                                aimsi_param_default(param)));
-    hyper h = t->h;
-    *out_value = *i64_slot(&h, param);
-    return AIMS_OK;
+    return aimsi_param_get(&k_hyper_map, &t->h, param, AIMS_PARAM_I64, out_value, NULL);
 }
 
 aims_status aims_trainer_get_param_f64(const aims_trainer *t, aims_param param,
@@ -184,11 +140,7 @@ aims_status aims_trainer_get_param_f64(const aims_trainer *t, aims_param param,
     if (!TRAINER_OK(t) || out_value == NULL) {
         return AIMSI_MISUSE("invalid trainer handle or NULL out_value");
     }
-    AIMSI_TRY(aimsi_param_check(NULL, param, 500, 599, AIMS_PARAM_F64,
-                                aimsi_param_default(param)));
-    hyper h = t->h;
-    *out_value = *f64_slot(&h, param);
-    return AIMS_OK;
+    return aimsi_param_get(&k_hyper_map, &t->h, param, AIMS_PARAM_F64, NULL, out_value);
 }
 
 /* ---- create / destroy ---------------------------------------------------------------- */

@@ -65,6 +65,10 @@ typedef struct ckpt_state {
     double loss_sum, train_loss, val_loss, val_acc, best_metric, sps;
 } ckpt_state;
 
+/* Stored as 8-byte little-endian words (aimsi_cw_add_words), so every field
+ * must be 8 bytes wide and the struct unpadded. */
+_Static_assert(sizeof(ckpt_state) == 15 * 8, "ckpt_state is 15 8-byte words");
+
 aims_status aims_trainer_checkpoint(const aims_trainer *t, const char *path)
 {
     if (!TRAINER_OK(t) || path == NULL) {
@@ -88,21 +92,20 @@ aims_status aims_trainer_checkpoint(const aims_trainer *t, const char *path)
                           t->val_acc,
                           t->best_metric,
                           t->sps};
-    const size_t bytes = t->m->n_params * sizeof(float);
     aimsi_cwriter *w = NULL;
     AIMSI_TRY(aimsi_cw_create(AIMSI_KIND_CHECKPOINT, 1, &w));
     aims_status rc = aimsi_model_write(t->m, w);
     if (rc == AIMS_OK) {
-        rc = aimsi_cw_add(w, TAG_TSTA, &s, sizeof s);
+        rc = aimsi_cw_add_words(w, TAG_TSTA, &s, sizeof s / 8, 8); /* all 8-byte fields */
     }
     if (rc == AIMS_OK && t->v1 != NULL) {
-        rc = aimsi_cw_add(w, TAG_TOP1, t->v1, bytes);
+        rc = aimsi_cw_add_words(w, TAG_TOP1, t->v1, t->m->n_params, 4);
     }
     if (rc == AIMS_OK && t->v2 != NULL) {
-        rc = aimsi_cw_add(w, TAG_TOP2, t->v2, bytes);
+        rc = aimsi_cw_add_words(w, TAG_TOP2, t->v2, t->m->n_params, 4);
     }
     if (rc == AIMS_OK && t->best != NULL) {
-        rc = aimsi_cw_add(w, TAG_TBST, t->best, bytes);
+        rc = aimsi_cw_add_words(w, TAG_TBST, t->best, t->m->n_params, 4);
     }
     if (rc == AIMS_OK) {
         rc = aimsi_cw_save(w, path);
@@ -127,6 +130,7 @@ static aims_status read_floats(aimsi_creader *r, uint32_t tag, size_t n, float *
                        len, n * sizeof(float));
     }
     if (rc == AIMS_OK) {
+        aimsi_le_words(p, n, 4);
         memcpy(dst, p, len);
     }
     aimsi_free(p);
@@ -164,6 +168,7 @@ static aims_status restore_from(aims_trainer *t, aimsi_creader *r)
     }
     if (rc == AIMS_OK) {
         memcpy(&s, p, sizeof s);
+        aimsi_le_words(&s, sizeof s / 8, 8);
         if (s.version != CKPT_VERSION || s.fingerprint != run_fingerprint(t)) {
             rc = aimsi_err(NULL, AIMS_E_INVAL, "checkpoint: written by a run with other data "
                                                "or parameters");

@@ -17,6 +17,26 @@
 
 #include "aimsi_train.h"
 
+/* Adam/AdamW on elements [from, cnt): the whole update without AVX2, and the
+ * tail the AVX2 loop leaves (one copy, so both paths do the same arithmetic). */
+static void adam_scalar(const opt_step *o, int decoupled, float *w, float *v, float *s,
+                        const float *g, size_t from, size_t cnt)
+{
+    for (size_t i = from; i < cnt; i++) {
+        float gi = g[i];
+        if (decoupled) {
+            w[i] -= o->lr * o->wd * w[i];
+        } else {
+            gi += o->wd * w[i];
+        }
+        v[i] = o->b1 * v[i] + (1.0f - o->b1) * gi;
+        s[i] = o->b2 * s[i] + (1.0f - o->b2) * gi * gi;
+        const float mh = v[i] / o->c1;
+        const float sh = s[i] / o->c2;
+        w[i] -= o->lr * mh / (sqrtf(sh) + o->eps);
+    }
+}
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #define AIMSI_ADAM_AVX2 1
@@ -59,19 +79,7 @@ __attribute__((target("avx2"))) static void adam_avx2(const opt_step *o, int dec
             _mm256_div_ps(_mm256_mul_ps(lr, mh), _mm256_add_ps(_mm256_sqrt_ps(sh), eps));
         _mm256_storeu_ps(w + i, _mm256_sub_ps(wi, step));
     }
-    for (; i < cnt; i++) {
-        float gi = g[i];
-        if (decoupled) {
-            w[i] -= o->lr * o->wd * w[i];
-        } else {
-            gi += o->wd * w[i];
-        }
-        v[i] = o->b1 * v[i] + (1.0f - o->b1) * gi;
-        s[i] = o->b2 * s[i] + (1.0f - o->b2) * gi * gi;
-        const float mh = v[i] / o->c1;
-        const float sh = s[i] / o->c2;
-        w[i] -= o->lr * mh / (sqrtf(sh) + o->eps);
-    }
+    adam_scalar(o, decoupled, w, v, s, g, i, cnt);
 }
 #endif
 
@@ -117,19 +125,7 @@ void aimsi_train_update_range(const aims_trainer *t, const opt_step *o, size_t o
         return;
     }
 #endif
-    for (size_t i = 0; i < cnt; i++) {
-        float gi = g[i];
-        if (decoupled) {
-            w[i] -= o->lr * o->wd * w[i];
-        } else {
-            gi += o->wd * w[i];
-        }
-        v[i] = o->b1 * v[i] + (1.0f - o->b1) * gi;
-        s[i] = o->b2 * s[i] + (1.0f - o->b2) * gi * gi;
-        const float mh = v[i] / o->c1;
-        const float sh = s[i] / o->c2;
-        w[i] -= o->lr * mh / (sqrtf(sh) + o->eps);
-    }
+    adam_scalar(o, decoupled, w, v, s, g, 0, cnt);
 }
 
 typedef struct update_job {

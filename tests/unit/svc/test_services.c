@@ -114,6 +114,18 @@ static const char *const g_docs[] = {
 };
 #define NDOCS (sizeof g_docs / sizeof g_docs[0])
 
+/* tokenize + hash into 256 buckets, not fitted yet */
+static aims_pipeline *text_pipeline(void)
+{
+    aims_pipeline *p = NULL;
+    size_t hs = 0;
+    assert_int_equal(aims_pipeline_create(&p), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_HASH, &hs), AIMS_OK);
+    assert_int_equal(aims_pipeline_set_step_i64(p, hs, AIMS_STEP_BUCKETS, 256), AIMS_OK);
+    return p;
+}
+
 static aims_bundle *make_text_bundle(void)
 {
     int32_t labels[NDOCS];
@@ -122,12 +134,7 @@ static aims_bundle *make_text_bundle(void)
     }
     aims_dataset *ds = NULL;
     assert_int_equal(aims_dataset_create_texts(NDOCS, g_docs, NULL, labels, &ds), AIMS_OK);
-    aims_pipeline *p = NULL;
-    size_t hs = 0;
-    assert_int_equal(aims_pipeline_create(&p), AIMS_OK);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL), AIMS_OK);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_HASH, &hs), AIMS_OK);
-    assert_int_equal(aims_pipeline_set_step_i64(p, hs, AIMS_STEP_BUCKETS, 256), AIMS_OK);
+    aims_pipeline *p = text_pipeline();
     aims_dataset *tds = NULL;
     assert_int_equal(aims_pipeline_fit_transform(p, ds, &tds), AIMS_OK);
     aims_model *m = NULL;
@@ -741,6 +748,26 @@ static int32_t wait_state(void *impl, const char *job, int32_t until_at_least)
     return s;
 }
 
+/* The "bundle" tensor of a train "result" reply, parsed. */
+static aims_bundle *reply_bundle(const aims_msg *r)
+{
+    size_t idx = 0;
+    const void *data = NULL;
+    size_t bytes = 0;
+    assert_int_equal(aims_msg_find(r, "bundle", &idx), AIMS_OK);
+    assert_int_equal(aims_msg_get(r, idx, NULL, NULL, NULL, NULL, &data, &bytes), AIMS_OK);
+    aims_bundle *b = NULL;
+    assert_int_equal(aims_bundle_parse(data, bytes, &b), AIMS_OK);
+    return b;
+}
+
+/* "result" of a done job, parsed (the reply lands in r). */
+static aims_bundle *result_bundle(void *impl, const char *job, aims_msg *r)
+{
+    assert_int_equal(train_call(impl, "result", job, NULL, 0, r), AIMS_OK);
+    return reply_bundle(r);
+}
+
 static const char SPEC_OK[] = "kind=softmax\n# a comment\nepochs=4 batch=16\nlr=0.001\n"
                               "val_fraction=0.2\n";
 
@@ -767,14 +794,7 @@ static void test_train_submit_result(void **state)
     assert_int_equal(train_call(impl, "submit", "job-1", "kind=linear", 3, r), AIMS_OK);
     assert_int_equal(reply_i32(r, "state"), 2);
     /* result: a bundle that loads and predicts */
-    assert_int_equal(train_call(impl, "result", "job-1", NULL, 0, r), AIMS_OK);
-    size_t idx = 0;
-    const void *data = NULL;
-    size_t bytes = 0;
-    assert_int_equal(aims_msg_find(r, "bundle", &idx), AIMS_OK);
-    assert_int_equal(aims_msg_get(r, idx, NULL, NULL, NULL, NULL, &data, &bytes), AIMS_OK);
-    aims_bundle *b = NULL;
-    assert_int_equal(aims_bundle_parse(data, bytes, &b), AIMS_OK);
+    aims_bundle *b = result_bundle(impl, "job-1", r);
     assert_string_equal(aims_bundle_get_meta(b, "name"), "blobs");
     assert_string_equal(aims_bundle_get_meta(b, "version"), "7");
     float out[ROWS * CLASSES];
@@ -895,12 +915,7 @@ static void test_train_text_kind(void **state)
 
     aims_dataset *ds = NULL;
     assert_int_equal(aims_dataset_create_texts(NDOCS, g_docs, NULL, NULL, &ds), AIMS_OK);
-    aims_pipeline *p = NULL;
-    size_t hs = 0;
-    assert_int_equal(aims_pipeline_create(&p), AIMS_OK);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL), AIMS_OK);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_HASH, &hs), AIMS_OK);
-    assert_int_equal(aims_pipeline_set_step_i64(p, hs, AIMS_STEP_BUCKETS, 256), AIMS_OK);
+    aims_pipeline *p = text_pipeline();
     assert_int_equal(aims_pipeline_fit(p, ds), AIMS_OK);
     aims_dataset_destroy(ds);
     void *impl = NULL;
@@ -916,14 +931,7 @@ static void test_train_text_kind(void **state)
     assert_int_equal(wait_state(impl, "t4", 2), 2);
     aims_msg *r = NULL;
     assert_int_equal(aims_msg_create(&r), AIMS_OK);
-    assert_int_equal(train_call(impl, "result", "t4", NULL, 0, r), AIMS_OK);
-    size_t idx = 0;
-    const void *data = NULL;
-    size_t bytes = 0;
-    assert_int_equal(aims_msg_find(r, "bundle", &idx), AIMS_OK);
-    assert_int_equal(aims_msg_get(r, idx, NULL, NULL, NULL, NULL, &data, &bytes), AIMS_OK);
-    aims_bundle *b = NULL;
-    assert_int_equal(aims_bundle_parse(data, bytes, &b), AIMS_OK);
+    aims_bundle *b = result_bundle(impl, "t4", r);
     aims_msg_destroy(r);
     float out[NDOCS * 2];
     assert_int_equal(aims_bundle_predict_texts(b, AIMS_OUT_PROBA, g_docs, NULL, NDOCS, out,
@@ -1240,13 +1248,7 @@ static void test_node_services(void **state)
     }
     assert_int_equal(jstate, 2);
     assert_int_equal(node_call(n, "trainer", "result", req, reply, err, sizeof err), AIMS_OK);
-    size_t idx = 0;
-    const void *data = NULL;
-    size_t bytes = 0;
-    assert_int_equal(aims_msg_find(reply, "bundle", &idx), AIMS_OK);
-    assert_int_equal(aims_msg_get(reply, idx, NULL, NULL, NULL, NULL, &data, &bytes), AIMS_OK);
-    aims_bundle *trained = NULL;
-    assert_int_equal(aims_bundle_parse(data, bytes, &trained), AIMS_OK);
+    aims_bundle *trained = reply_bundle(reply);
     /* publish the trained bundle on the infer service */
     assert_int_equal(aims_service_swap_bundle(si, trained), AIMS_OK);
     aims_msg_clear(req);
