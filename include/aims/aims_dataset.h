@@ -25,6 +25,7 @@
  * once. aims_dataset_shuffle() needs exclusive access. Different datasets are
  * independent.
  */
+/** @file */
 #ifndef AIMS_DATASET_H
 #define AIMS_DATASET_H
 
@@ -32,7 +33,9 @@
 
 AIMS_EXTERN_C_BEGIN
 
+/** A dataset: dense rows or texts, with optional labels (opaque). */
 typedef struct aims_dataset aims_dataset;
+/** Options for the dataset loaders (opaque; see aims_loadopts_create). */
 typedef struct aims_loadopts aims_loadopts;
 
 /** Input formats understood by aims_dataset_parse() / aims_dataset_load_file(). */

@@ -34,6 +34,7 @@
  * server's own threads (AIMS_HTTP_THREADS) call into the node. Stop (or
  * destroy) the server before destroying its node.
  */
+/** @file */
 #ifndef AIMS_HTTP_H
 #define AIMS_HTTP_H
 

@@ -48,6 +48,7 @@
  * on the split); on the OpenBLAS path also the same OpenBLAS thread count. A
  * run resumed from a checkpoint ends identical to an uninterrupted one.
  */
+/** @file */
 #ifndef AIMS_MODEL_H
 #define AIMS_MODEL_H
 
@@ -57,9 +58,13 @@
 
 AIMS_EXTERN_C_BEGIN
 
+/** A model: kind, shape and parameters (opaque). */
 typedef struct aims_model aims_model;
+/** A training run over one model and one dataset (opaque). */
 typedef struct aims_trainer aims_trainer;
+/** Evaluation results: accuracy, loss, confusion matrix (opaque). */
 typedef struct aims_eval aims_eval;
+/** A pipeline and a model saved and served together (opaque). */
 typedef struct aims_bundle aims_bundle;
 
 /** Model kinds; values never change. */

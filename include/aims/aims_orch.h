@@ -22,6 +22,7 @@
  * registry-calling thread than the one that caused its event; every call
  * returns only after its own events were delivered.
  */
+/** @file */
 #ifndef AIMS_ORCH_H
 #define AIMS_ORCH_H
 
@@ -29,10 +30,15 @@
 
 AIMS_EXTERN_C_BEGIN
 
+/** Identifier of one registered service instance (never 0 for a live one). */
 typedef uint64_t aims_instance;
+/** Service registry: instances by name, leases, watches (opaque). */
 typedef struct aims_registry aims_registry;
+/** Load balancer picking one instance per call (opaque). */
 typedef struct aims_balancer aims_balancer;
+/** Health checker probing instances (opaque). */
 typedef struct aims_health aims_health;
+/** Counters, gauges and latency histograms (opaque). */
 typedef struct aims_metrics aims_metrics;
 
 /** Clock: monotonic nanoseconds. */

@@ -43,6 +43,7 @@
  * After fit, any number of threads may call the transform functions on one
  * pipeline at once; they write errors only to the thread-local aims_errmsg().
  */
+/** @file */
 #ifndef AIMS_PIPELINE_H
 #define AIMS_PIPELINE_H
 
@@ -51,6 +52,7 @@
 
 AIMS_EXTERN_C_BEGIN
 
+/** A preprocessing pipeline: fitted steps applied in order (opaque). */
 typedef struct aims_pipeline aims_pipeline;
 
 /** Step kinds; values never change. */

@@ -24,6 +24,7 @@
  * threads at once. Loading more rules into a policy already set on a running
  * node is not allowed (make a new policy and set that instead).
  */
+/** @file */
 #ifndef AIMS_POLICY_H
 #define AIMS_POLICY_H
 
@@ -31,7 +32,9 @@
 
 AIMS_EXTERN_C_BEGIN
 
+/** An access policy: rules, JWT keys (opaque). */
 typedef struct aims_policy aims_policy;
+/** A node hosting services (opaque; declared in aims_svc.h too). */
 typedef struct aims_node aims_node;
 
 /**

@@ -57,6 +57,7 @@
  * what lets nodes of one process find each other); everything else belongs to
  * the objects.
  */
+/** @file */
 #ifndef AIMS_SVC_H
 #define AIMS_SVC_H
 
@@ -67,9 +68,13 @@
 
 AIMS_EXTERN_C_BEGIN
 
+/** A message: up to 64 named tensors and an error text (opaque). */
 typedef struct aims_msg aims_msg;
+/** A node hosting services behind its listeners (opaque). */
 typedef struct aims_node aims_node;
+/** One service on a node (opaque, owned by the node). */
 typedef struct aims_service aims_service;
+/** A client calling services by name or address (opaque). */
 typedef struct aims_client aims_client;
 
 /* ------------------------------------------------------------------------ */
@@ -91,8 +96,8 @@ typedef enum aims_dtype {
 
 /** Limits every message obeys (the frame format's). */
 #define AIMS_MSG_MAX_TENSORS 64
-#define AIMS_MSG_MAX_NAME 64
-#define AIMS_MSG_MAX_NDIM 4
+#define AIMS_MSG_MAX_NAME 64 /**< bytes in a tensor name */
+#define AIMS_MSG_MAX_NDIM 4  /**< dimensions of a tensor */
 
 /**
  * @brief Create an empty message.
