@@ -297,7 +297,13 @@ static int request_from_csv(aims_msg *m, const call_opts *o)
         while (end != NULL && (*end == ' ' || *end == '\r' || *end == '\n')) {
             end++;
         }
-        if (end == tok || *end != '\0' || !isfinite(d) || n == 4096) {
+        if (n == sizeof vals / sizeof vals[0]) {
+            fprintf(stderr, "aims call: %s:%" PRId64 ": more than %zu columns\n", o->csv, lineno,
+                    sizeof vals / sizeof vals[0]);
+            free(line);
+            return CLI_EXIT_USAGE;
+        }
+        if (end == tok || *end != '\0' || !isfinite(d)) {
             fprintf(stderr, "aims call: %s:%" PRId64 ": column %" PRId64
                             " is not a finite number: '%s'\n",
                     o->csv, lineno, col + 1, tok);
