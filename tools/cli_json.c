@@ -139,6 +139,10 @@ static char *read_string(rd *r, size_t *out_len)
             }
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
         }
+        if (cp >= 0xD800 && cp <= 0xDFFF) { /* a lone surrogate is no character */
+            free(o);
+            return bad(r, "lone surrogate in string");
+        }
         k += put_utf8(o + k, cp);
     }
     r->i = end + 1;

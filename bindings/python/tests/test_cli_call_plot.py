@@ -116,6 +116,7 @@ class CallPlotTest(unittest.TestCase):
                 (("call", self.addr, "iris", "predict"), '{"x": [1,', "byte"),
                 (("call", self.addr, "iris", "predict"), "[" * 100000, "nested"),
                 (("call", self.addr, "iris", "predict"), '{"x": [[1, 2], [3]]}', "ragged"),
+                (("call", self.addr, "iris", "predict"), '{"text": "\\ud800"}', "surrogate"),
                 (("call", self.addr, "iris", "predict"), '{"x": {"dtype": "f16", "data": [1]}}',
                  "dtype"),
                 (("call", self.addr, "iris", "predict"),
