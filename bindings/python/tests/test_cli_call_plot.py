@@ -25,6 +25,24 @@ def run(*args, stdin=None):
                           input=stdin)
 
 
+def start_node(*args):
+    """An aims-node with these flags on a free loopback port: (process, address)."""
+    p = subprocess.Popen([NODE, "--listen", "tcp://127.0.0.1:0"] + list(args),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=clean_env())
+    line = p.stdout.readline()
+    assert line.startswith("ready "), line
+    return p, line.split()[1]
+
+
+def stop_node(p):
+    """SIGTERM (drain) and reap."""
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=30)
+    p.stdout.close()
+    p.stderr.close()
+
+
 def source_dir():
     return os.environ.get("AIMS_SOURCE_DIR",
                           os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -43,20 +61,12 @@ class CallPlotTest(unittest.TestCase):
         cls.train_log = os.path.join(cls.dir, "train.jsonl")
         with open(cls.train_log, "w") as f:
             f.write(r.stderr)
-        cls.node = subprocess.Popen(
-            [NODE, "--name", "n1", "--listen", "tcp://127.0.0.1:0", "--host-registry",
-             "--infer", "iris=" + cls.bundle, "--echo", "e1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
-        line = cls.node.stdout.readline()
-        assert line.startswith("ready "), line
-        cls.addr = line.split()[1]
+        cls.node, cls.addr = start_node("--name", "n1", "--host-registry",
+                                        "--infer", "iris=" + cls.bundle, "--echo", "e1")
 
     @classmethod
     def tearDownClass(cls):
-        cls.node.send_signal(signal.SIGTERM)
-        cls.node.wait(timeout=30)
-        cls.node.stdout.close()
-        cls.node.stderr.close()
+        stop_node(cls.node)
         shutil.rmtree(cls.dir)
 
     def path(self, name):

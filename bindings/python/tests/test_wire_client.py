@@ -7,7 +7,6 @@ frame with a bad header CRC closing the connection. If docs/WIRE.md and the
 code drift apart, this fails."""
 
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -16,7 +15,8 @@ import shutil
 import unittest
 
 from test_cli import EXE as CLI, IRIS
-from test_daemon import EXE as NODE, clean_env
+from test_cli_call_plot import start_node, stop_node
+from test_daemon import EXE as NODE
 
 # ---- the client: everything below comes from docs/WIRE.md ---------------------------
 
@@ -154,20 +154,12 @@ class WireClientTest(unittest.TestCase):
                             "--epochs", "30", "--lr", "0.05", "--quiet"],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
-        cls.node = subprocess.Popen(
-            [NODE, "--name", "w1", "--listen", "tcp://127.0.0.1:0", "--echo", "e1",
-             "--infer", "iris=" + bundle], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=clean_env())
-        line = cls.node.stdout.readline()
-        assert line.startswith("ready "), line
-        cls.addr = line.split()[1]
+        cls.node, cls.addr = start_node("--name", "w1", "--echo", "e1",
+                                        "--infer", "iris=" + bundle)
 
     @classmethod
     def tearDownClass(cls):
-        cls.node.send_signal(signal.SIGTERM)
-        cls.node.wait(timeout=30)
-        cls.node.stdout.close()
-        cls.node.stderr.close()
+        stop_node(cls.node)
         shutil.rmtree(cls.dir)
 
     def setUp(self):
