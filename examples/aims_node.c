@@ -31,7 +31,7 @@
  * AIMS_NODE_HOST_REGISTRY=1; flags on the command line win; repeatable flags
  * take ','-separated lists (node_log.h). Logs (the daemon's and the
  * library's) go to stderr: human-readable on a terminal, JSON lines otherwise
- * (--log-format human|json|auto, --log-level debug|info|warn|error).
+ * (--log-format text|json|auto, --log-level debug|info|warn|error).
  * SIGHUP reloads what can be re-read: every --infer bundle is loaded again from
  * its path and swapped in (calls in flight finish on the old one); a bundle
  * that fails to load is logged and the old one keeps serving. Listeners,
@@ -137,7 +137,7 @@ static void usage_to(FILE *f)
             "                 [--tls-peer NAME ...] [--insecure]\n"
             "                 [--policy FILE] [--audit FILE]\n"
             "                 [--http HOST:PORT [--http-insecure]]\n"
-            "                 [--log-format human|json|auto] [--log-level debug|info|warn|error]\n"
+            "                 [--log-format text|json|auto] [--log-level debug|info|warn|error]\n"
             "       aims-node --help | --version\n");
 }
 
@@ -258,7 +258,7 @@ static int parse_flag(options *o, const char *flag, const char *val)
         num = &o->inline_run;
     } else if (strcmp(flag, "--log-format") == 0) {
         if (nlog_set_format(val) != 0) {
-            fprintf(stderr, "aims-node: --log-format wants human, json or auto, got '%s'\n", val);
+            fprintf(stderr, "aims-node: --log-format wants text, json or auto, got '%s'\n", val);
             return -1;
         }
     } else if (strcmp(flag, "--log-level") == 0) {

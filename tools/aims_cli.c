@@ -8,6 +8,8 @@
  *   aims predict BUNDLE DATA          one predicted class per line
  *   aims quantize BUNDLE DATA --out Q int8 copy of the bundle's model, its
  *                                     activation ranges calibrated on DATA
+ *   aims call URL SERVICE METHOD      a client call from the shell (cli_call.c)
+ *   aims plot FILE... --out SVG       training curves / bench charts (cli_plot.c)
  *
  * DATA is a CSV file (class label in the last column unless --label-column N),
  * an IDX image file with --labels LABELS_IDX, or a saved dataset (.aims): the
@@ -25,9 +27,10 @@
  * the library to load the file, which verifies the CRC-32C and every zstd
  * checksum.
  *
- * Logs: with AIMS_LOG_LEVEL=debug|info|warn|error the library's records go
- * through the daemon's sink (node_log.c: text on a terminal, JSON lines
- * otherwise); by default only the CLI's own one-line failure report is shown. Progress: while training, one line per epoch on stderr -- a bar redrawn in
+ * Logs: with --log-level (or AIMS_LOG_LEVEL) debug|info|warn|error the
+ * library's records go through the daemon's sink (node_log.c: text on a
+ * terminal, JSON lines otherwise, --log-format text|json to choose); by
+ * default only the CLI's own one-line failure report is shown. Progress: while training, one line per epoch on stderr -- a bar redrawn in
  * place on a terminal, JSON lines otherwise. Exit status: 0, 1 on a failure
  * (the library's message on stderr), 2 on a usage error.
  */
@@ -41,9 +44,10 @@
 
 #include <aims/aims.h>
 
+#include "cli_tools.h"
 #include "node_log.h"
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE CLI_EXIT_USAGE
 
 typedef struct cli {
     const char *cmd;
@@ -68,33 +72,15 @@ static int usage(const char *msg)
             "       aims eval BUNDLE DATA\n"
             "       aims predict BUNDLE DATA\n"
             "       aims quantize BUNDLE CALIBRATION_DATA --out BUNDLE\n"
+            "       aims call URL SERVICE METHOD [--json FILE|-] [--csv FILE --row N]\n"
+            "                 [--text STRING] [--registry] [--timeout MS]\n"
+            "       aims plot FILE... --out CHART.svg [--title TEXT]\n"
             "data options: [--format csv|idx|aims] [--labels IDX_LABELS] [--header 0|1|2]\n"
             "              [--skip-rows N] [--label-column N] [--max-rows N]\n"
-            "       aims --help | --version\n");
+            "       aims --help | --version\n"
+            "log options (any command): [--log-format text|json|auto]\n"
+            "              [--log-level debug|info|warn|error|off]\n");
     return EXIT_USAGE;
-}
-
-static int fail(const char *what, const char *detail)
-{
-    const char *d = detail != NULL && detail[0] ? detail : aims_errmsg();
-    if (strncmp(d, what, strlen(what)) == 0) {
-        fprintf(stderr, "aims: %s\n", d); /* the library's message names the file already */
-    } else {
-        fprintf(stderr, "aims: %s: %s\n", what, d);
-    }
-    return 1;
-}
-
-static int parse_int(const char *s, int64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    const long long v = strtoll(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0') {
-        return -1;
-    }
-    *out = (int64_t)v;
-    return 0;
 }
 
 static int parse_args(int argc, char **argv, cli *c)
@@ -152,19 +138,19 @@ static int parse_args(int argc, char **argv, cli *c)
             c->lr = strtod(v, &end);
             bad = end == v || *end != '\0' || !isfinite(c->lr) || c->lr <= 0;
         } else if (strcmp(a, "--header") == 0) {
-            bad = parse_int(v, &c->header);
+            bad = cli_parse_int(v, &c->header);
         } else if (strcmp(a, "--skip-rows") == 0) {
-            bad = parse_int(v, &c->skip_rows);
+            bad = cli_parse_int(v, &c->skip_rows);
         } else if (strcmp(a, "--label-column") == 0) {
-            bad = parse_int(v, &c->label_column);
+            bad = cli_parse_int(v, &c->label_column);
         } else if (strcmp(a, "--max-rows") == 0) {
-            bad = parse_int(v, &c->max_rows);
+            bad = cli_parse_int(v, &c->max_rows);
         } else if (strcmp(a, "--epochs") == 0) {
-            bad = parse_int(v, &c->epochs);
+            bad = cli_parse_int(v, &c->epochs);
         } else if (strcmp(a, "--batch") == 0) {
-            bad = parse_int(v, &c->batch);
+            bad = cli_parse_int(v, &c->batch);
         } else if (strcmp(a, "--seed") == 0) {
-            bad = parse_int(v, &c->seed);
+            bad = cli_parse_int(v, &c->seed);
         } else {
             fprintf(stderr, "aims: unknown option '%s'\n", a);
             return -1;
@@ -196,7 +182,7 @@ static int load_data(const cli *c, const char *path, aims_dataset **out)
     }
     aims_loadopts *lo = NULL;
     if (aims_loadopts_create(&lo) != AIMS_OK) {
-        return fail("options", NULL);
+        return cli_fail("options", NULL);
     }
     aims_status rc = aims_loadopts_set_i64(lo, AIMS_LOAD_MAX_ROWS, c->max_rows);
     if (strcmp(fmt, "csv") == 0) {
@@ -216,7 +202,7 @@ static int load_data(const cli *c, const char *path, aims_dataset **out)
     char keep[1024];
     snprintf(keep, sizeof keep, "%s", msg);
     aims_loadopts_destroy(lo);
-    return rc == AIMS_OK ? 0 : fail(path, keep);
+    return rc == AIMS_OK ? 0 : cli_fail(path, keep);
 }
 
 /* ---- train -------------------------------------------------------------------------- */
@@ -253,7 +239,7 @@ static int build_model(const cli *c, size_t in, size_t k, aims_model **out)
         return usage("--model wants softmax or mlp");
     }
     if (aims_model_create(mlp ? AIMS_MODEL_MLP : AIMS_MODEL_SOFTMAX, in, k, out) != AIMS_OK) {
-        return fail("model", NULL);
+        return cli_fail("model", NULL);
     }
     if (mlp) {
         const char *p = c->hidden != NULL ? c->hidden : "64";
@@ -264,7 +250,7 @@ static int build_model(const cli *c, size_t in, size_t k, aims_model **out)
                 return usage("--hidden wants widths like 64 or 128,64");
             }
             if (aims_model_add_dense(*out, (size_t)units, AIMS_ACT_RELU) != AIMS_OK) {
-                return fail("model", aims_model_errmsg(*out));
+                return cli_fail("model", aims_model_errmsg(*out));
             }
             p = *end == ',' ? end + 1 : end;
         }
@@ -291,22 +277,22 @@ static int cmd_train(const cli *c)
     aims_bundle *b = NULL;
     int rc = load_data(c, c->args[0], &ds);
     if (rc == 0 && aims_dataset_labels(ds) == NULL) {
-        rc = fail(c->args[0], "no class labels (--label-column, or --labels for IDX)");
+        rc = cli_fail(c->args[0], "no class labels (--label-column, or --labels for IDX)");
     }
     if (rc == 0 && aims_pipeline_create(&p) != AIMS_OK) {
-        rc = fail("pipeline", NULL);
+        rc = cli_fail("pipeline", NULL);
     }
     if (rc == 0 && c->standardize && aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL) != AIMS_OK) {
-        rc = fail("pipeline", aims_pipeline_errmsg(p));
+        rc = cli_fail("pipeline", aims_pipeline_errmsg(p));
     }
     if (rc == 0 && aims_pipeline_fit_transform(p, ds, &x) != AIMS_OK) {
-        rc = fail("preprocessing", aims_pipeline_errmsg(p));
+        rc = cli_fail("preprocessing", aims_pipeline_errmsg(p));
     }
     if (rc == 0) {
         rc = build_model(c, aims_dataset_cols(x), aims_dataset_num_classes(x), &m);
     }
     if (rc == 0 && aims_trainer_create(m, &t) != AIMS_OK) {
-        rc = fail("trainer", NULL);
+        rc = cli_fail("trainer", NULL);
     }
     if (rc == 0 && (aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, opt) != AIMS_OK ||
                     aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, c->lr) != AIMS_OK ||
@@ -319,12 +305,12 @@ static int cmd_train(const cli *c)
     if (rc == 0) {
         aims_trainer_set_progress(t, progress, (void *)c);
         if (aims_trainer_fit(t, x, NULL) != AIMS_OK) {
-            rc = fail("training", aims_trainer_errmsg(t));
+            rc = cli_fail("training", aims_trainer_errmsg(t));
         }
     }
     if (rc == 0 && (aims_bundle_create(c->standardize ? p : NULL, m, &b) != AIMS_OK ||
                     aims_bundle_save(b, c->out) != AIMS_OK)) {
-        rc = fail(c->out, NULL);
+        rc = cli_fail(c->out, NULL);
     }
     if (rc == 0) {
         printf("{\"bundle\":\"%s\",\"rows\":%zu,\"features\":%zu,\"classes\":%zu,"
@@ -349,7 +335,7 @@ static int bundle_data(const cli *c, aims_bundle **b, aims_dataset **ds, aims_da
         return usage("wants BUNDLE and DATA");
     }
     if (aims_bundle_load(c->args[0], b) != AIMS_OK) {
-        return fail(c->args[0], NULL);
+        return cli_fail(c->args[0], NULL);
     }
     int rc = load_data(c, c->args[1], ds);
     if (rc != 0) {
@@ -360,7 +346,7 @@ static int bundle_data(const cli *c, aims_bundle **b, aims_dataset **ds, aims_da
         return 0;
     }
     if (aims_pipeline_transform(p, *ds, x) != AIMS_OK) {
-        return fail("preprocessing", NULL);
+        return cli_fail("preprocessing", NULL);
     }
     return 0;
 }
@@ -372,7 +358,7 @@ static int cmd_eval(const cli *c)
     aims_eval *ev = NULL;
     int rc = bundle_data(c, &b, &ds, &x);
     if (rc == 0 && aims_model_evaluate(aims_bundle_model(b), x != NULL ? x : ds, &ev) != AIMS_OK) {
-        rc = fail("evaluation", NULL);
+        rc = cli_fail("evaluation", NULL);
     }
     if (rc == 0) {
         double acc = NAN, loss = NAN, rows = 0;
@@ -399,12 +385,12 @@ static int cmd_predict(const cli *c)
     if (rc == 0) {
         cls = malloc((rows > 0 ? rows : 1) * sizeof *cls);
         if (cls == NULL) {
-            rc = fail("predict", "out of memory");
+            rc = cli_fail("predict", "out of memory");
         }
     }
     if (rc == 0 && aims_model_predict_class(aims_bundle_model(b), aims_dataset_features(in), rows,
                                             aims_dataset_cols(in), cls, rows) != AIMS_OK) {
-        rc = fail("predict", NULL);
+        rc = cli_fail("predict", NULL);
     }
     for (size_t i = 0; rc == 0 && i < rows; i++) {
         printf("%d\n", (int)cls[i]);
@@ -426,11 +412,11 @@ static int cmd_quantize(const cli *c)
     aims_model *q = NULL;
     int rc = bundle_data(c, &b, &ds, &x);
     if (rc == 0 && aims_model_quantize(aims_bundle_model(b), x != NULL ? x : ds, &q) != AIMS_OK) {
-        rc = fail("quantize", NULL);
+        rc = cli_fail("quantize", NULL);
     }
     if (rc == 0 && (aims_bundle_create(aims_bundle_pipeline(b), q, &qb) != AIMS_OK ||
                     aims_bundle_save(qb, c->out) != AIMS_OK)) {
-        rc = fail(c->out, NULL);
+        rc = cli_fail(c->out, NULL);
     }
     if (rc == 0) {
         printf("{\"bundle\":\"%s\",\"quantized\":true,\"params\":%zu}\n", c->out,
@@ -464,7 +450,7 @@ static int cmd_inspect(const cli *c)
     const char *path = c->args[0];
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        return fail(path, strerror(errno));
+        return cli_fail(path, strerror(errno));
     }
     unsigned char h[24];
     const size_t got = fread(h, 1, sizeof h, f);
@@ -476,7 +462,7 @@ static int cmd_inspect(const cli *c)
             printf("{\"file\":\"%s\",\"bytes\":%ld,\"kind\":\"idx\"}\n", path, size);
             return 0;
         }
-        return fail(path, "not a libaims file (no AIMSCTR magic) and not an IDX file");
+        return cli_fail(path, "not a libaims file (no AIMSCTR magic) and not an IDX file");
     }
     static const char *const kinds[] = {"?", "dataset", "pipeline", "model", "bundle",
                                         "checkpoint"};
@@ -540,7 +526,7 @@ static int cmd_inspect(const cli *c)
     const int ok = st == AIMS_OK;
     printf(",\"checksums\":\"%s\"}\n", ok ? "ok" : (st == AIMS_E_UNSUPPORTED ? "unchecked" : "bad"));
     if (!ok && st != AIMS_E_UNSUPPORTED) {
-        return fail(path, NULL);
+        return cli_fail(path, NULL);
     }
     return 0;
 }
@@ -559,7 +545,31 @@ int main(int argc, char **argv)
     if (lvl == NULL || nlog_set_level(lvl) != 0) {
         nlog_set_level("off"); /* the CLI reports its failure itself, with the cause */
     }
+    /* --log-format / --log-level anywhere on the line, taken out before the
+     * subcommand parses its own flags */
+    int kept = 1;
+    for (int i = 1; i < argc; i++) {
+        const int is_fmt = strcmp(argv[i], "--log-format") == 0;
+        if (is_fmt || strcmp(argv[i], "--log-level") == 0) {
+            if (i + 1 >= argc ||
+                (is_fmt ? nlog_set_format(argv[i + 1]) : nlog_set_level(argv[i + 1])) != 0) {
+                fprintf(stderr, "aims: %s: expected %s\n", argv[i],
+                        is_fmt ? "text|json|auto" : "debug|info|warn|error|off");
+                return usage(NULL);
+            }
+            i++;
+            continue;
+        }
+        argv[kept++] = argv[i];
+    }
+    argc = kept;
     nlog_install("aims");
+    if (argc >= 2 && strcmp(argv[1], "call") == 0) {
+        return cli_call(argc - 2, argv + 2);
+    }
+    if (argc >= 2 && strcmp(argv[1], "plot") == 0) {
+        return cli_plot(argc - 2, argv + 2);
+    }
     cli c;
     if (parse_args(argc, argv, &c) != 0) {
         return usage(NULL);

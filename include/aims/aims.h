@@ -11,6 +11,7 @@
  * object. Check aims_version_number() == AIMS_VERSION_NUMBER (or at least the
  * same major) to detect a header/library mismatch.
  */
+/** @file */
 #ifndef AIMS_H
 #define AIMS_H
 

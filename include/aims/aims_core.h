@@ -29,6 +29,7 @@
  * The library never prints, aborts or exits. It reports through return codes and
  * the log callback.
  */
+/** @file */
 #ifndef AIMS_CORE_H
 #define AIMS_CORE_H
 
@@ -200,12 +201,13 @@ AIMS_API void aims_free(void *ptr);
 /* ------------------------------------------------------------------------ */
 /* Logging                                                                    */
 
+/** Severity of a log record; a sink receives records at or above its minimum. */
 typedef enum aims_log_level {
-    AIMS_LOG_DEBUG = 10,
-    AIMS_LOG_INFO = 20,
-    AIMS_LOG_WARN = 30,
-    AIMS_LOG_ERROR = 40,
-    AIMS_LOG_OFF = 100
+    AIMS_LOG_DEBUG = 10,  /**< detail for developers (every error text set) */
+    AIMS_LOG_INFO = 20,   /**< normal operation worth a line (recoveries) */
+    AIMS_LOG_WARN = 30,   /**< something was refused or degraded; service goes on */
+    AIMS_LOG_ERROR = 40,  /**< a failure an operator must see (bind, load, registry) */
+    AIMS_LOG_OFF = 100    /**< as a minimum level: no records at all */
 } aims_log_level;
 
 /** Log callback: @p msg is valid only during the call. May be called from any thread. */

@@ -25,6 +25,7 @@
  * once. aims_dataset_shuffle() needs exclusive access. Different datasets are
  * independent.
  */
+/** @file */
 #ifndef AIMS_DATASET_H
 #define AIMS_DATASET_H
 
@@ -32,7 +33,9 @@
 
 AIMS_EXTERN_C_BEGIN
 
+/** A dataset: dense rows or texts, with optional labels (opaque). */
 typedef struct aims_dataset aims_dataset;
+/** Options for the dataset loaders (opaque; see aims_loadopts_create). */
 typedef struct aims_loadopts aims_loadopts;
 
 /** Input formats understood by aims_dataset_parse() / aims_dataset_load_file(). */
@@ -115,6 +118,8 @@ AIMS_API aims_status aims_dataset_load_file(aims_format format, const char *path
  * must be u8/i8/i16/i32 integers >= 0; the item counts must agree.
  * @param images_path IDX file with ndim >= 1 (ndim 1 gives one column).
  * @param labels_path IDX file with ndim 1, or NULL.
+ * @param opts  Loader options, or NULL for the defaults.
+ * @param out   [out] the new dataset on success; untouched on failure.
  * @since 0.1
  */
 AIMS_API aims_status aims_dataset_load_idx(const char *images_path, const char *labels_path,
@@ -160,6 +165,11 @@ AIMS_API aims_status aims_dataset_create_dense(size_t rows, size_t cols, const f
  * @p x with AIMS_E_INVAL naming the first one's row and column (1-based); 1 keeps
  * them, e.g. NaN as missing values for an IMPUTE step.
  * @param opts    Options, or NULL for the defaults; borrowed.
+ * @param rows    Number of rows, >= 1.
+ * @param cols    Number of columns (features) per row, >= 1.
+ * @param x       [in] rows x cols floats, row-major; copied.
+ * @param labels  [in] rows class ids (>= 0), or NULL for an unlabelled dataset; copied.
+ * @param out     [out] the new dataset on success; untouched on failure.
  * @return As aims_dataset_create_dense().
  * @since 0.1
  */
@@ -172,6 +182,8 @@ AIMS_API aims_status aims_dataset_create_dense_v2(size_t rows, size_t cols, cons
  * @param texts   [in] rows pointers to UTF-8 bytes; copied.
  * @param lens    [in] byte lengths, or NULL when every text is NUL-terminated.
  * @param labels  [in] rows class ids >= 0, or NULL.
+ * @param rows  Number of documents, >= 1.
+ * @param out   [out] the new dataset on success; untouched on failure.
  * @since 0.1
  */
 AIMS_API aims_status aims_dataset_create_texts(size_t rows, const char *const *texts,
@@ -264,6 +276,9 @@ AIMS_API aims_status aims_dataset_select(const aims_dataset *ds, const size_t *i
  * @param test_fraction In (0, 1).
  * @param seed          RNG seed: same seed, same split.
  * @param stratified    Non-zero for a stratified split (needs class labels).
+ * @param ds         The dataset to split; borrowed, must not be NULL.
+ * @param out_train  [out] the training part (a new dataset).
+ * @param out_test   [out] the test part (a new dataset).
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL (fraction, no labels for stratified,
  *         a part would be empty), AIMS_E_NOMEM. Outputs untouched on failure.
  * @since 0.1

@@ -6,6 +6,16 @@
  * src/libaims.map) leave the shared object. Hosts linking a static build define
  * AIMS_STATIC before including any libaims header.
  */
+/** @file */
+/**
+ * @def AIMS_DEPRECATED(msg)
+ * @brief Marks a declaration deprecated (a compiler warning quoting @p msg);
+ * empty when AIMS_DISABLE_DEPRECATE_WARNINGS is defined.
+ * @def AIMS_EXTERN_C_BEGIN
+ * @brief Opens an extern "C" block in C++ (empty in C).
+ * @def AIMS_EXTERN_C_END
+ * @brief Closes the block AIMS_EXTERN_C_BEGIN opened.
+ */
 #ifndef AIMS_EXPORT_H
 #define AIMS_EXPORT_H
 

@@ -34,6 +34,7 @@
  * server's own threads (AIMS_HTTP_THREADS) call into the node. Stop (or
  * destroy) the server before destroying its node.
  */
+/** @file */
 #ifndef AIMS_HTTP_H
 #define AIMS_HTTP_H
 
@@ -75,6 +76,7 @@ AIMS_API aims_status aims_http_set_param_i64(aims_http *h, aims_param param, int
  *              IPv6 address; PORT 0 picks a free port. Default "127.0.0.1:0".
  *              A non-loopback HOST needs AIMS_HTTP_INSECURE = 1 (else AIMS_E_STATE
  *              at start).
+ * @param h  The HTTP server; must not be NULL.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL (malformed address), AIMS_E_STATE (running).
  * @since 0.1
  */
@@ -103,6 +105,7 @@ AIMS_API void aims_http_stop(aims_http *h);
  * @param buf      [out] caller buffer, NUL-terminated on success.
  * @param cap      capacity of @p buf (64 is enough for any address).
  * @param out_len  [out] length without the NUL (may be NULL).
+ * @param h  The HTTP server; must not be NULL.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_STATE (not running), AIMS_E_RANGE (buf too small).
  * @since 0.1
  */

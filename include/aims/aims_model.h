@@ -48,6 +48,7 @@
  * on the split); on the OpenBLAS path also the same OpenBLAS thread count. A
  * run resumed from a checkpoint ends identical to an uninterrupted one.
  */
+/** @file */
 #ifndef AIMS_MODEL_H
 #define AIMS_MODEL_H
 
@@ -57,9 +58,13 @@
 
 AIMS_EXTERN_C_BEGIN
 
+/** A model: kind, shape and parameters (opaque). */
 typedef struct aims_model aims_model;
+/** A training run over one model and one dataset (opaque). */
 typedef struct aims_trainer aims_trainer;
+/** Evaluation results: accuracy, loss, confusion matrix (opaque). */
 typedef struct aims_eval aims_eval;
+/** A pipeline and a model saved and served together (opaque). */
 typedef struct aims_bundle aims_bundle;
 
 /** Model kinds; values never change. */
@@ -189,6 +194,11 @@ AIMS_API aims_status aims_model_predict(const aims_model *m, aims_output what, c
 /**
  * @brief Predict class ids (argmax of the scores; LOGISTIC: p >= 0.5) for dense rows.
  * @param out [out] rows int32 class ids; @p out_cap its capacity in elements.
+ * @param m        The model; must not be NULL (else AIMS_E_MISUSE).
+ * @param x        [in] rows x cols floats, row-major; borrowed for the call.
+ * @param rows     Number of rows, >= 1.
+ * @param cols     Floats per row; must equal aims_model_input_dim(m).
+ * @param out_cap  Capacity of @p out in elements (>= rows).
  * @return as aims_model_predict; AIMS_E_INVAL for a regression model.
  * @since 0.1
  */
@@ -198,6 +208,10 @@ AIMS_API aims_status aims_model_predict_class(const aims_model *m, const float *
 /**
  * @brief Predict for every row of a dataset (dense part, or token part for TEXT).
  * @param out [out] rows * aims_model_output_dim() floats.
+ * @param m        The model; must not be NULL (else AIMS_E_MISUSE).
+ * @param what     AIMS_OUT_SCORES or AIMS_OUT_PROBA.
+ * @param ds       The rows to predict; borrowed, must not be NULL.
+ * @param out_cap  Capacity of @p out in elements; too small gives AIMS_E_RANGE.
  * @since 0.1
  */
 AIMS_API aims_status aims_model_predict_dataset(const aims_model *m, aims_output what,
@@ -207,6 +221,8 @@ AIMS_API aims_status aims_model_predict_dataset(const aims_model *m, aims_output
 /**
  * @brief Evaluate on a labelled dataset (class ids or float targets).
  * @param out [out] a new evaluation object; free with aims_eval_destroy().
+ * @param m   The model; must not be NULL (else AIMS_E_MISUSE).
+ * @param ds  Labelled data (class ids or float targets); borrowed.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_STATE (untrained), AIMS_E_INVAL (no labels,
  *         width mismatch, label >= classes), AIMS_E_NOMEM.
  * @since 0.1
@@ -233,6 +249,8 @@ AIMS_API aims_status aims_model_clone(const aims_model *m, aims_model **out);
  * on up to 1024 rows of @p calib. The result is a new model with the same
  * interface (predict, evaluate, save) and aims_model_is_quantized() true.
  * @param calib  Dataset with the model's input width (dense part).
+ * @param m    The trained fp32 model; unchanged (must not be NULL).
+ * @param out  [out] a new int8 model; free with aims_model_destroy().
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_STATE (untrained, already quantized),
  *         AIMS_E_UNSUPPORTED (TEXT models), AIMS_E_INVAL (width), AIMS_E_NOMEM.
  * @since 0.1
@@ -302,6 +320,7 @@ AIMS_API aims_status aims_trainer_set_progress(aims_trainer *t, aims_progress_fn
  *               borrowed until the run ends or the trainer is destroyed.
  * @param val    Validation data or NULL; with NULL and AIMS_TRAIN_VAL_FRACTION > 0
  *               a seeded stratified part of @p train is held out.
+ * @param t  The trainer; must not be NULL.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL (shapes, labels, parameters, a feature
  *         or target that is NaN or inf -- the message names its row and column),
  *         AIMS_E_NOMEM.
@@ -417,6 +436,12 @@ AIMS_API aims_status aims_bundle_predict_rows(const aims_bundle *b, aims_output 
 /**
  * @brief Predict from raw documents (text pipeline + TEXT or sparse model).
  * @param lens [in] byte lengths, or NULL for NUL-terminated texts.
+ * @param b        The bundle; must not be NULL.
+ * @param what     AIMS_OUT_SCORES or AIMS_OUT_PROBA.
+ * @param texts    [in] rows pointers to UTF-8 documents; borrowed for the call.
+ * @param rows     Number of documents, >= 1.
+ * @param out      [out] rows x the model's output dim floats.
+ * @param out_cap  Capacity of @p out in elements; too small gives AIMS_E_RANGE.
  * @since 0.1
  */
 AIMS_API aims_status aims_bundle_predict_texts(const aims_bundle *b, aims_output what,

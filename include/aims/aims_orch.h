@@ -22,6 +22,7 @@
  * registry-calling thread than the one that caused its event; every call
  * returns only after its own events were delivered.
  */
+/** @file */
 #ifndef AIMS_ORCH_H
 #define AIMS_ORCH_H
 
@@ -29,10 +30,15 @@
 
 AIMS_EXTERN_C_BEGIN
 
+/** Identifier of one registered service instance (never 0 for a live one). */
 typedef uint64_t aims_instance;
+/** Service registry: instances by name, leases, watches (opaque). */
 typedef struct aims_registry aims_registry;
+/** Load balancer picking one instance per call (opaque). */
 typedef struct aims_balancer aims_balancer;
+/** Health checker probing instances (opaque). */
 typedef struct aims_health aims_health;
+/** Counters, gauges and latency histograms (opaque). */
 typedef struct aims_metrics aims_metrics;
 
 /** Clock: monotonic nanoseconds. */
@@ -76,6 +82,7 @@ AIMS_API aims_status aims_registry_set_clock(aims_registry *r, aims_clock_fn fn,
  *                 event) once ttl_ms passes without a heartbeat; removal happens
  *                 at the first registry call after that moment (any call sweeps).
  * @param out_id   [out] the new instance id.
+ * @param r  The registry; must not be NULL.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL (names, weight, ttl), AIMS_E_NOMEM,
  *         AIMS_E_OVERLOADED (more than 4096 undelivered events queued by writes
  *         from inside watch callbacks; also for set_weight and deregister).
@@ -118,6 +125,9 @@ AIMS_API uint64_t aims_registry_revision(const aims_registry *r);
  * @param out_ids  [out] up to @p cap ids, in registration order.
  * @param out_n    [out] number of live instances (may exceed cap: then the call
  *                 returns AIMS_E_RANGE, sets *out_n and writes no ids).
+ * @param r        The registry; must not be NULL.
+ * @param service  Service name to look up ("name" or "name@version").
+ * @param cap      Capacity of the output array in entries.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_RANGE.
  * @since 0.1
  */
@@ -143,6 +153,11 @@ AIMS_API uint32_t aims_registry_weight(aims_registry *r, aims_instance id);
  * events) are delivered first, in order, before this call returns; then every
  * new event. Pass aims_registry_revision() to see only new events.
  * @param out_watch [out] id for aims_registry_unwatch.
+ * @param r              The registry; must not be NULL.
+ * @param service        Service name to watch, or NULL for every service.
+ * @param from_revision  Deliver events with a revision above this one.
+ * @param fn             Callback run for each change, in revision order.
+ * @param user           Passed to @p fn unchanged.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_RANGE (from_revision older than the
  *         history: compacted, take a fresh lookup and watch from its revision),
  *         AIMS_E_NOMEM.
@@ -171,6 +186,8 @@ typedef enum aims_lb_policy {
 /**
  * @brief Create a balancer.
  * @param seed Seed of the balancer's RNG (P2C, random): same seed, same picks.
+ * @param policy  The picking policy (AIMS_LB_*).
+ * @param out     [out] the new balancer on success.
  * @since 0.1
  */
 AIMS_API aims_status aims_balancer_create(aims_lb_policy policy, uint64_t seed,
@@ -202,6 +219,7 @@ AIMS_API aims_status aims_balancer_set_available(aims_balancer *b, aims_instance
  * @brief Pick an instance and count one outstanding request on it.
  * @param key  Affinity key (MAGLEV); ignored by other policies.
  * @param out  [out] the instance. Report completion with aims_balancer_done().
+ * @param b  The balancer; must not be NULL.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_NOTFOUND (empty set).
  * @note Thread safety: lock-free on the hot path for every policy but WEIGHTED_RR.
  * @since 0.1
@@ -289,6 +307,8 @@ AIMS_API void aims_metrics_destroy(aims_metrics *mx);
  * @brief Add @p delta to a counter, creating it at 0 first.
  * @param name  Prometheus-style metric name [a-zA-Z_:][a-zA-Z0-9_:]*, <= 128 bytes.
  * @param labels Prometheus label text without braces (e.g. "service=\"infer\""), or NULL.
+ * @param mx     The metrics object; must not be NULL.
+ * @param delta  Amount to add to the counter.
  * A name keeps the type it was created with: using it as another type, malformed
  * labels, or a label "le" on a histogram give AIMS_E_INVAL.
  * @since 0.1
@@ -311,6 +331,8 @@ AIMS_API aims_status aims_metrics_quantile(const aims_metrics *mx, const char *n
 /**
  * @brief Prometheus text exposition of every metric (histograms as _bucket/_sum/_count).
  * @param out [out] NUL-terminated text allocated by the library; free with aims_free().
+ * @param mx       The metrics object; must not be NULL.
+ * @param out_len  [out] length of the text without the NUL (may be NULL).
  * @since 0.1
  */
 AIMS_API aims_status aims_metrics_prometheus(const aims_metrics *mx, char **out,

@@ -43,6 +43,7 @@
  * After fit, any number of threads may call the transform functions on one
  * pipeline at once; they write errors only to the thread-local aims_errmsg().
  */
+/** @file */
 #ifndef AIMS_PIPELINE_H
 #define AIMS_PIPELINE_H
 
@@ -51,6 +52,7 @@
 
 AIMS_EXTERN_C_BEGIN
 
+/** A preprocessing pipeline: fitted steps applied in order (opaque). */
 typedef struct aims_pipeline aims_pipeline;
 
 /** Step kinds; values never change. */
@@ -82,6 +84,8 @@ AIMS_API void aims_pipeline_destroy(aims_pipeline *p);
 /**
  * @brief Append a step with default parameters. Clears any fitted state.
  * @param out_index [out] optional: the step's index, for the set_step calls.
+ * @param p     The pipeline; must not be NULL.
+ * @param kind  The step kind (AIMS_STEP_*).
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL (unknown kind, mixed families,
  *         text steps out of order or repeated), AIMS_E_NOMEM.
  * @since 0.1
@@ -158,6 +162,7 @@ AIMS_API aims_status aims_pipeline_fit_transform(aims_pipeline *p, const aims_da
  * @param in_cols  Width of @p x; must equal the width the pipeline was fitted on.
  * @param out      [out] rows * aims_pipeline_output_cols() floats.
  * @param out_cap  Capacity of @p out in floats.
+ * @param p  The fitted pipeline; must not be NULL.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_STATE (not fitted or a text pipeline),
  *         AIMS_E_INVAL (width, non-finite value), AIMS_E_RANGE (out_cap too small).
  *         On error @p out is left untouched. No allocation for pipelines without ONEHOT.
@@ -173,6 +178,8 @@ AIMS_API aims_status aims_pipeline_transform_rows(const aims_pipeline *p, const 
  * @param texts  [in] rows pointers to UTF-8 bytes; borrowed.
  * @param lens   [in] byte lengths, or NULL when every text is NUL-terminated.
  * @param out    [out] a new dataset with a token part and no labels.
+ * @param p     The fitted text pipeline; must not be NULL.
+ * @param rows  Number of documents, >= 1.
  * @note Thread safety: concurrent calls on one fitted pipeline are safe.
  * @since 0.1
  */
@@ -205,6 +212,8 @@ AIMS_API aims_status aims_pipeline_load(const char *path, aims_pipeline **out);
 /**
  * @brief Load a pipeline from the bytes of a saved file (same errors as load).
  * @param data [in] borrowed bytes; @p size their count.
+ * @param size  Bytes at @p data.
+ * @param out   [out] the loaded pipeline on success; untouched on failure.
  * @since 0.1
  */
 AIMS_API aims_status aims_pipeline_parse(const void *data, size_t size, aims_pipeline **out);

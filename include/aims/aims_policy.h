@@ -24,6 +24,7 @@
  * threads at once. Loading more rules into a policy already set on a running
  * node is not allowed (make a new policy and set that instead).
  */
+/** @file */
 #ifndef AIMS_POLICY_H
 #define AIMS_POLICY_H
 
@@ -31,7 +32,9 @@
 
 AIMS_EXTERN_C_BEGIN
 
+/** An access policy: rules, JWT keys (opaque). */
 typedef struct aims_policy aims_policy;
+/** A node hosting services (opaque; declared in aims_svc.h too). */
 typedef struct aims_node aims_node;
 
 /**
@@ -88,6 +91,8 @@ AIMS_API const char *aims_policy_errmsg(const aims_policy *p);
 /**
  * @brief Accept HS256 tokens signed with this shared key.
  * @param key Key bytes (copied), 32..1024 bytes (RFC 7518 §3.2: at least the hash size).
+ * @param p    The policy; must not be NULL.
+ * @param len  Bytes at @p key.
  * @return AIMS_OK, AIMS_E_RANGE (key length), AIMS_E_NOMEM, AIMS_E_MISUSE.
  * @since 0.1
  */
@@ -96,6 +101,7 @@ AIMS_API aims_status aims_policy_set_jwt_hs256(aims_policy *p, const void *key, 
 /**
  * @brief Accept ES256 tokens (ECDSA P-256) verified with this public key.
  * @param pem PEM text of a P-256 public key ("-----BEGIN PUBLIC KEY-----").
+ * @param p  The policy; must not be NULL.
  * @return AIMS_OK, AIMS_E_CORRUPT (not a P-256 public key), AIMS_E_UNSUPPORTED
  *         (built without OpenSSL, meson -Dtls=disabled), AIMS_E_NOMEM, AIMS_E_MISUSE.
  * @since 0.1
@@ -121,6 +127,7 @@ AIMS_API aims_status aims_policy_set_jwt_claims(aims_policy *p, const char *audi
  * @param token    The token text ("xxx.yyy.zzz"), at most 8 KiB.
  * @param identity [out] "jwt:<sub>" (NUL-terminated).
  * @param cap      Capacity of @p identity (AIMS_E_RANGE if too small).
+ * @param p  The policy; must not be NULL.
  * @return AIMS_OK, AIMS_E_DENIED (bad signature, expired, not yet valid, wrong
  *         aud/iss, refused algorithm; the message says which), AIMS_E_CORRUPT
  *         (not a JWT), AIMS_E_UNSUPPORTED (built without OpenSSL), AIMS_E_NOMEM.
@@ -168,6 +175,7 @@ AIMS_API size_t aims_audit_json(char *buf, size_t cap, int64_t unix_ms, aims_aud
 /**
  * @brief Enforce @p p on every request this node receives (NULL: no policy).
  * @param p Borrowed: must outlive the node or the next set call.
+ * @param n  The node; must not be NULL.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_NOMEM.
  * @note Call before aims_node_listen; safe later too (requests already admitted run on).
  * @since 0.1

@@ -57,6 +57,7 @@
  * what lets nodes of one process find each other); everything else belongs to
  * the objects.
  */
+/** @file */
 #ifndef AIMS_SVC_H
 #define AIMS_SVC_H
 
@@ -67,9 +68,13 @@
 
 AIMS_EXTERN_C_BEGIN
 
+/** A message: up to 64 named tensors and an error text (opaque). */
 typedef struct aims_msg aims_msg;
+/** A node hosting services behind its listeners (opaque). */
 typedef struct aims_node aims_node;
+/** One service on a node (opaque, owned by the node). */
 typedef struct aims_service aims_service;
+/** A client calling services by name or address (opaque). */
 typedef struct aims_client aims_client;
 
 /* ------------------------------------------------------------------------ */
@@ -91,8 +96,8 @@ typedef enum aims_dtype {
 
 /** Limits every message obeys (the frame format's). */
 #define AIMS_MSG_MAX_TENSORS 64
-#define AIMS_MSG_MAX_NAME 64
-#define AIMS_MSG_MAX_NDIM 4
+#define AIMS_MSG_MAX_NAME 64 /**< bytes in a tensor name */
+#define AIMS_MSG_MAX_NDIM 4  /**< dimensions of a tensor */
 
 /**
  * @brief Create an empty message.
@@ -111,6 +116,9 @@ AIMS_API void aims_msg_clear(aims_msg *m);
  * @param dims   @p ndim sizes (0..4 dims; a scalar has ndim 0 and one element).
  * @param data   product(dims) x element size bytes (may be NULL when that is 0).
  * @param flags  0 (copy) or AIMS_MSG_BORROW.
+ * @param m      The message; must not be NULL.
+ * @param dtype  Element type (AIMS_DT_*).
+ * @param ndim   Number of dimensions, 0..4.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL (name, dtype, ndim, duplicate name),
  *         AIMS_E_RANGE (more than 64 tensors, size overflow), AIMS_E_NOMEM.
  * @since 0.1
@@ -218,6 +226,7 @@ typedef struct aims_transport {
  * @brief Create a node: worker threads (AIMS_NODE_WORKERS) that run the
  * services it hosts, and, once it listens on tcp:// or ipc://, an I/O thread.
  * @param name  1..64 bytes [A-Za-z0-9_.-]; also its inproc:// name when it listens there.
+ * @param out  [out] the new node on success.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL, AIMS_E_NOMEM, AIMS_E_BACKEND (threads).
  * @since 0.1
  */
@@ -308,6 +317,10 @@ typedef aims_status (*aims_handler_fn)(void *user, const char *method, const aim
 /**
  * @brief Add a service running @p fn to node @p n (not started yet).
  * @param name "name" or "name@version" (registry name rules).
+ * @param n     The node that hosts the service; must not be NULL.
+ * @param fn    The handler, called for every request (on a worker thread).
+ * @param user  Passed to @p fn unchanged.
+ * @param out   [out] the service (owned by the node); must not be NULL.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL, AIMS_E_EXISTS (name on this node), AIMS_E_NOMEM.
  * @since 0.1
  */
@@ -350,6 +363,9 @@ AIMS_API aims_status aims_service_add_preprocess(aims_node *n, const char *name,
  *  - "result": "job" -> "bundle" (BYTES: an aims bundle file, pipeline @p p + model).
  *  - "cancel": "job" -> "state".
  * @param p  fitted pipeline stored in every produced bundle (borrowed; may be NULL).
+ * @param n     The node that hosts the service; must not be NULL.
+ * @param name  Service name ("name" or "name@version").
+ * @param out   [out] the service (owned by the node); must not be NULL.
  * @since 0.1
  */
 AIMS_API aims_status aims_service_add_train(aims_node *n, const char *name,
@@ -445,6 +461,8 @@ AIMS_API aims_status aims_client_join(aims_client *c, const char *url);
  * @param reply       [out] cleared, then filled with the reply's tensors and error text.
  * @param flags       0 or AIMS_CALL_IDEMPOTENT.
  * @param timeout_ms  deadline from now; 0 = AIMS_CLIENT_TIMEOUT_MS. Propagated to the service.
+ * @param c       The client; must not be NULL.
+ * @param method  Method name of the service (e.g. "predict").
  * @return AIMS_OK, or the handler's status, or AIMS_E_TIMEOUT / OVERLOADED /
  *         NOTFOUND / CLOSED / IO; aims_client_errmsg() and aims_msg_error(reply)
  *         say why.
@@ -479,6 +497,9 @@ AIMS_API aims_status aims_client_call_addr(aims_client *c, const char *address,
  * over the instances (1.0 = perfectly even; DESIGN.md §6). Blocks for the window.
  * @param out_degree  [out] the degree (0 when no instance did any work).
  * @param out_max_util [out] optional: the busiest instance's utilisation (0..cores).
+ * @param c          The client; must not be NULL.
+ * @param service    Service name whose instances are measured.
+ * @param window_ms  Measurement window in ms, 1..600000.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_NOTFOUND (no registry view or no live
  *         instance), AIMS_E_RANGE (window 1..600000 ms), or a call's error.
  * @since 0.1

@@ -110,6 +110,7 @@ AIMS_API aims_status aims_tls_config_add_peer_name(aims_tls_config *cfg, const c
  *        handshake after @p ms milliseconds is dropped (default 10000), and a
  *        client's dial gives up after the same time.
  * @param ms 50..600000.
+ * @param cfg  The TLS configuration; must not be NULL.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_RANGE.
  * @since 0.1
  */

@@ -26,6 +26,11 @@
  * (compact_revision), it lists again. While no endpoint answers the view
  * keeps its last state (static stability). View entries carry a long lease of
  * their own, renewed by every list.
+ *
+ * Reachability. Node and view sessions each keep an aimsi_reach (reach.c):
+ * the first failed call logs an ERROR with the URL and etcd's answer (or the
+ * connection error), recovery an INFO, and a client's "no live instance"
+ * says since when etcd is unreachable and why (view_why).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -34,6 +39,7 @@
 #include <time.h>
 
 #include "aimsi_etcd.h"
+#include "../aimsi_svc.h" /* aimsi_reach: an unreachable etcd is logged once, with the cause */
 
 #define CALL_TIMEOUT_MS 2000L
 #define VIEW_TTL_MS 86400000u /* one day; renewed by every list */
@@ -69,6 +75,7 @@ typedef struct lease_rec {
 
 typedef struct etcd_node {
     aimsi_etcd *e;
+    aimsi_reach reach;
     pthread_mutex_t lock; /* guards recs */
     lease_rec *recs;
     size_t n_recs, cap_recs;
@@ -279,10 +286,30 @@ static aims_status etcd_dereg(void *ctx, uint64_t id)
     return rc == AIMS_E_NOTFOUND ? AIMS_OK : rc; /* already expired: gone anyway */
 }
 
+/* The node's calls, each outcome recorded for the reachability log. */
+static aims_status node_reg(void *ctx, const char *service, const char *address,
+                            uint32_t weight, uint64_t ttl_ms, uint64_t *out_id)
+{
+    etcd_node *en = ctx;
+    const aims_status rc = etcd_reg(ctx, service, address, weight, ttl_ms, out_id);
+    aimsi_reach_record(&en->reach, rc, aims_errmsg());
+    return rc;
+}
+
+static aims_status node_heartbeat(void *ctx, const char *service, const char *address,
+                                  uint32_t weight, uint64_t ttl_ms, uint64_t *io_id)
+{
+    etcd_node *en = ctx;
+    const aims_status rc = etcd_heartbeat(ctx, service, address, weight, ttl_ms, io_id);
+    aimsi_reach_record(&en->reach, rc, aims_errmsg());
+    return rc;
+}
+
 static void etcd_release(void *ctx)
 {
     etcd_node *en = ctx;
     if (en != NULL) {
+        aimsi_reach_fini(&en->reach);
         aimsi_etcd_destroy(en->e);
         pthread_mutex_destroy(&en->lock);
         aimsi_free(en->recs);
@@ -291,7 +318,7 @@ static void etcd_release(void *ctx)
 }
 
 static const aimsi_reg_ops k_etcd_ops = {
-    .reg = etcd_reg, .heartbeat = etcd_heartbeat, .dereg = etcd_dereg,
+    .reg = node_reg, .heartbeat = node_heartbeat, .dereg = etcd_dereg,
     .release = etcd_release,
 };
 
@@ -307,8 +334,10 @@ static aims_status etcd_node_open(const char *url, aims_node *n, const aimsi_reg
         aimsi_free(en);
         return aimsi_err(NULL, AIMS_E_BACKEND, "etcd: pthread_mutex_init failed");
     }
+    aimsi_reach_init(&en->reach, "node join", url);
     const aims_status rc = aimsi_etcd_create(url, &en->e);
     if (rc != AIMS_OK) {
+        aimsi_reach_fini(&en->reach);
         pthread_mutex_destroy(&en->lock);
         aimsi_free(en);
         return rc;
@@ -340,6 +369,7 @@ typedef struct etcd_view {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     _Atomic int stop;
+    aimsi_reach reach;
 } etcd_view;
 
 static view_entry *view_find(etcd_view *v, const char *key)
@@ -508,6 +538,7 @@ static aims_status view_list(etcd_view *v)
 static int on_watch_result(void *user, const cJSON *res)
 {
     etcd_view *v = user;
+    aimsi_reach_record(&v->reach, AIMS_OK, NULL); /* etcd answers again */
     if (aimsi_etcd_i64(res, "compact_revision", 0) > 0) {
         v->need_list = 1; /* our revision is gone: list again */
         return 1;
@@ -566,9 +597,13 @@ static void *view_main(void *arg)
 {
     etcd_view *v = arg;
     while (!v->stop) {
-        if (v->need_list && view_list(v) != AIMS_OK) {
-            view_nap(v, v->period_ms);
-            continue;
+        if (v->need_list) {
+            const aims_status lrc = view_list(v);
+            aimsi_reach_record(&v->reach, lrc, aims_errmsg());
+            if (lrc != AIMS_OK) {
+                view_nap(v, v->period_ms);
+                continue;
+            }
         }
         char key[MAX_KEY], end[MAX_KEY];
         range_of(v, key, end);
@@ -576,6 +611,7 @@ static void *view_main(void *arg)
             aimsi_etcd_watch(v->e, key, end, v->rev + 1, on_watch_result, v, &v->stop);
         if (rc != AIMS_OK) {
             /* etcd unreachable: keep the view, resume from v->rev + 1 later. */
+            aimsi_reach_record(&v->reach, rc, aims_errmsg());
             view_nap(v, v->period_ms);
         }
     }
@@ -588,6 +624,7 @@ static void view_free(etcd_view *v)
         view_remove_at(v, v->n_ents - 1);
     }
     aimsi_free(v->ents);
+    aimsi_reach_fini(&v->reach);
     aimsi_etcd_destroy(v->e);
     pthread_mutex_destroy(&v->lock);
     pthread_cond_destroy(&v->cond);
@@ -621,6 +658,7 @@ static aims_status etcd_view_open(const char *url, aims_registry *view, uint64_t
         aimsi_free(v);
         return aimsi_err(NULL, AIMS_E_BACKEND, "etcd: cannot make the view's lock");
     }
+    aimsi_reach_init(&v->reach, "client", url);
     aims_status rc = aimsi_etcd_create(url, &v->e);
     if (rc != AIMS_OK) {
         v->e = NULL;
@@ -629,7 +667,8 @@ static aims_status etcd_view_open(const char *url, aims_registry *view, uint64_t
     }
     /* First list on the caller's thread: a reachable etcd is in the view when
      * join returns; an unreachable one is not an error (the thread retries). */
-    (void)view_list(v);
+    const aims_status first = view_list(v);
+    aimsi_reach_record(&v->reach, first, aims_errmsg());
     if (pthread_create(&v->thread, NULL, view_main, v) != 0) {
         view_free(v);
         return aimsi_err(NULL, AIMS_E_BACKEND, "etcd: cannot start the view's thread");
@@ -655,6 +694,11 @@ static void etcd_view_close(void *ctx)
     view_free(v);
 }
 
+static size_t etcd_view_why(void *ctx, char *buf, size_t cap)
+{
+    return aimsi_reach_describe(&((etcd_view *)ctx)->reach, buf, cap);
+}
+
 static const aimsi_regbk k_etcd_backend = {
     .struct_size = sizeof(aimsi_regbk),
     .version = AIMSI_REGBK_VERSION,
@@ -663,6 +707,7 @@ static const aimsi_regbk k_etcd_backend = {
     .view_open = etcd_view_open,
     .view_close = etcd_view_close,
     .available = etcd_available,
+    .view_why = etcd_view_why,
 };
 
 const aimsi_regbk *aimsi_regbk_etcd(void)
