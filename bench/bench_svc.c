@@ -7,10 +7,11 @@
  *   rt-proc T [ITERS]          P6: the same node in a forked process (ipc|tcp)
  *   infer T [ITERS] [DATA] [K=V...]  P7: infer service vs direct predict
  *   lb POLICY [SECONDS] [FAST_US] [SLOW_US]   P8: P2C vs round robin
- *   par N [SECONDS] [DATA] [ROWS] [CLIENTS] [GEN] [DELAY_US]
+ *   par N [SECONDS] [DATA] [ROWS] [CLIENTS] [GEN] [DELAY_US] [BATCH_MAX]
  *                              P9: N infer instances; GEN sync (CLIENTS threads,
  *                              closed loop) or async (one thread, CLIENTS calls
- *                              in flight); DELAY_US the instances' batch delay
+ *                              in flight); DELAY_US, BATCH_MAX the instances'
+ *                              batch delay and calls per run
  *   seed [DATA]                P10: the seed's example steps through services
  * T is inproc | ipc | tcp; DATA a directory holding fashion-mnist/ (IDX files,
  * decompressed; `make data`), or "-" for synthetic rows.
@@ -891,9 +892,12 @@ static void par_async(par_arg *a, size_t window)
 
 /* gen "sync": CLIENTS threads each call synchronously (closed loop);
  * gen "async": one thread keeps CLIENTS async calls in flight (par_async).
- * delay_us >= 0 sets AIMS_SERVICE_BATCH_DELAY_US on the instances. */
+ * delay_us >= 0 sets AIMS_SERVICE_BATCH_DELAY_US on the instances, batch_max
+ * > 0 AIMS_SERVICE_BATCH_MAX (calls per run): below the per-instance window,
+ * a worker always finds calls queued after a run instead of waiting for the
+ * generator to refill (the lock-step that otherwise idles it once per run). */
 static void par(int ninst, double seconds, const char *dir, size_t rows_per_call, int nclients,
-                const char *gen, long delay_us)
+                const char *gen, long delay_us, long batch_max)
 {
     const int async = strcmp(gen, "async") == 0;
     fixture f;
@@ -923,6 +927,10 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
         if (delay_us >= 0) {
             TRYN(nodes[i], "delay",
                  aims_service_set_param_i64(s, AIMS_SERVICE_BATCH_DELAY_US, delay_us));
+        }
+        if (batch_max > 0) {
+            TRYN(nodes[i], "batch", aims_service_set_param_i64(s, AIMS_SERVICE_BATCH_MAX,
+                                                               batch_max));
         }
         TRYN(nodes[i], "start", aims_service_start(s));
         svcs[i] = s;
@@ -975,12 +983,12 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
             printf("{\"goal\": \"P9\", \"contender\": \"libaims\", \"version\": \"%s\", "
                    "\"metric\": \"rows_per_s\", \"instances\": %d, \"median\": %.1f, "
                    "\"unit\": \"rows/s\", \"calls_per_s\": %.1f, \"rows_per_call\": %zu, "
-                   "\"clients\": %d, \"gen\": \"%s\", \"batch_delay_us\": %ld, "
+                   "\"clients\": %d, \"gen\": \"%s\", \"batch_delay_us\": %ld, \"batch_max\": %ld, "
                    "\"errors\": %zu, \"seconds\": %.2f, \"data\": \"%s\", "
                    "\"busy_instances\": %.3f, \"rows_per_busy_s\": %.1f, \"cpu_s\": %.3f, "
                    "\"loadavg_1m\": %.2f}\n",
                    aims_version_string(), ninst, (double)rows / wall, (double)calls / wall,
-                   rows_per_call, nclients, gen, delay_us, errors, wall,
+                   rows_per_call, nclients, gen, delay_us, batch_max, errors, wall,
                    f.real ? "fashion-mnist" : "synthetic",
                    busy / 1e9 / wall, busy > 0 ? (double)rows / (busy / 1e9) : 0.0, cpu,
                    load1());
@@ -1215,7 +1223,8 @@ int main(int argc, char **argv)
     } else if (strcmp(mode, "par") == 0 && argc > 2) {
         par(atoi(argv[2]), arg_f64(argc, argv, 3, 3.0), arg_str(argc, argv, 4, "-"),
             (size_t)arg_long(argc, argv, 5, 64), (int)arg_long(argc, argv, 6, 8),
-            arg_str(argc, argv, 7, "sync"), arg_long(argc, argv, 8, -1));
+            arg_str(argc, argv, 7, "sync"), arg_long(argc, argv, 8, -1),
+            arg_long(argc, argv, 9, 0));
     } else if (strcmp(mode, "seed") == 0) {
         seed(arg_str(argc, argv, 2, "-"));
     } else {

@@ -273,6 +273,10 @@ static int start_infer(cluster *c, int i, const char *bundle_path, const aims_bu
         CHECK(aims_node_set_param_i64(m->node, AIMS_NODE_WORKERS, 1));
         CHECK(aims_service_add_infer(m->node, "infer.fmnist@1", b, &m->service));
         CHECK(aims_service_set_param_i64(m->service, AIMS_SERVICE_INLINE, 0));
+        /* At most 8 calls per run: with WINDOW calls in flight over two
+         * replicas, a worker then always leaves calls queued for its next
+         * run instead of idling until the client refills the window. */
+        CHECK(aims_service_set_param_i64(m->service, AIMS_SERVICE_BATCH_MAX, 8));
     }
     CHECK(aims_service_start(m->service));
     if (i == 0 && c->http_on && c->http == NULL) {
