@@ -904,8 +904,8 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
     fixture_data(&f, dir);
     fixture_bundle(&f, 1);
     enum { MAXI = 8, MAXC = 16 };
-    if (ninst < 1 || ninst > MAXI || nclients < 1 || nclients > MAXC) {
-        fprintf(stderr, "bench_svc: 1..8 instances, 1..16 clients\n");
+    if (ninst < 1 || ninst > MAXI || nclients < 1 || nclients > (async ? 4096 : MAXC)) {
+        fprintf(stderr, "bench_svc: 1..8 instances, 1..16 clients (async: 1..4096 calls)\n");
         exit(2);
     }
     aims_registry *r = NULL;

@@ -401,7 +401,7 @@ def main():
     ap.add_argument("--slow-us", type=float, default=3000.0)
     ap.add_argument("--par-seconds", type=float, default=3.0)
     ap.add_argument("--par-rows", type=int, default=64)
-    ap.add_argument("--par-clients", type=int, default=16,
+    ap.add_argument("--par-clients", type=int, default=32,
                     help="P9: calls in flight (async) or client threads (sync)")
     ap.add_argument("--par-gen", default="async", choices=["async", "sync"],
                     help="P9 load: one async generator thread (does not take the "
