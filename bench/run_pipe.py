@@ -85,6 +85,8 @@ def main():
             version=recs[0].get("version"), metric="calls_per_s", transport=t,
             window=a.window, median=m, min=lo, max=hi, unit="calls/s", n=len(recs),
             round_values=[r["value"] for r in recs], config=recs[0].get("config"),
+            cpu_us_per_call=stats([r.get("cpu_us_per_call") for r in recs])[0],
+            round_cpu_us_per_call=[r.get("cpu_us_per_call") for r in recs],
             failed=sum(r.get("failed", 0) for r in recs),
             loadavg_1m=[r.get("loadavg_1m") for r in recs])
     for t in ("ipc", "tcp"):
