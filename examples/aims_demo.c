@@ -1039,10 +1039,11 @@ static int run(const opts *o, cluster *c, summary *s)
         s->two = tmp;
     }
     s->parallelism = (s->two.calls / s->two.seconds) / (s->one.calls / s->one.seconds);
+    const char *blas_threads = getenv("OPENBLAS_NUM_THREADS");
     printf("parallelism method: capacity = rows/s of %d-row calls, %d in flight from one "
-           "light client thread; each replica = 1 worker thread; 2 replicas / 1 replica, "
-           "best of 2 runs each\n",
-           PAR_ROWS, WINDOW);
+           "light client thread; each replica = 1 worker thread (OPENBLAS_NUM_THREADS=%s); "
+           "2 replicas / 1 replica, best of 2 runs each\n",
+           PAR_ROWS, WINDOW, blas_threads != NULL ? blas_threads : "default");
 
     /* 5c. autonomy: restart each replica under load */
     bg_load bg;
@@ -1104,6 +1105,15 @@ static int run(const opts *o, cluster *c, summary *s)
 
 int main(int argc, char **argv)
 {
+    /* A replica is one core's worth of serving (5b), but OpenBLAS threads
+     * every batched predict over all cores unless OPENBLAS_NUM_THREADS says
+     * otherwise, and it reads that only when it loads. So, when the user has
+     * not chosen, run again with 1 (training uses libaims' own threads on
+     * AVX-512; the choice is printed with the parallelism method). */
+    if (getenv("OPENBLAS_NUM_THREADS") == NULL && setenv("OPENBLAS_NUM_THREADS", "1", 1) == 0) {
+        execv("/proc/self/exe", argv);
+        /* exec failed: carry on with OpenBLAS's default */
+    }
     opts o;
     if (parse_args(argc, argv, &o) != 0) {
         return 2;
