@@ -43,16 +43,11 @@
 
 #include <aims/aims.h>
 
+#include "bench_proc.h"
+
 #define MSG_BYTES 64
 #define URL_CAP 256
 #define FEAT 784
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void fail(const char *what, aims_status rc, const char *why)
 {
@@ -68,42 +63,6 @@ static void fail(const char *what, aims_status rc, const char *why)
             fail(what, rc_, NULL);                                                       \
         }                                                                                \
     } while (0)
-
-static double load1(void)
-{
-    double l = -1.0;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1) {
-            l = -1.0;
-        }
-        fclose(f);
-    }
-    return l;
-}
-
-/* CPU seconds (user + system) of process `pid` so far, from /proc (10 ms
- * ticks): next to calls/s on a shared machine, CPU per call does not depend
- * on how much of a core the run got. */
-static double proc_cpu_s(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return 0;
-    }
-    const size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    unsigned long ut = 0, st = 0;
-    if (p == NULL ||
-        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) {
-        return 0;
-    }
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
 
 /* ---- the server process ---------------------------------------------------- */
 
