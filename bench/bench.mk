@@ -17,6 +17,7 @@ bench:
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-tls-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-http-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-hedge-run
+	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-pipe-run
 
 # Only the service goals (issue 4, P6..P10): `make -f bench/bench.mk bench-svc SVC_ARGS=--quick`.
 # bench_svc is not built by default (see bench/meson.build); if it does not
@@ -74,3 +75,17 @@ bench-hedge-run:
 	ts=$$(date -u +%Y%m%dT%H%M%SZ); { $(BENCH_BUILD)/bench/bench_hedge tcp $(HEDGE_ARGS); \
 	  $(BENCH_BUILD)/bench/bench_hedge inproc $(HEDGE_ARGS); } | tee bench/results/hedge-$$ts.jsonl > bench/results/latest-hedge.jsonl
 	cat bench/results/latest-hedge.jsonl
+
+# Only the pipelined throughput goal (issue 15, P14): async calls with many in
+# flight on one ipc:// / tcp:// connection against a ZeroMQ DEALER/ROUTER echo
+# with the same window, and infer rows/s through one tcp connection:
+# `make -f bench/bench.mk bench-pipe PIPE_ARGS="--rounds 1 --seconds 1"`.
+.PHONY: bench-pipe bench-pipe-run
+bench-pipe:
+	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
+	@$(MAKE) --no-print-directory -f bench/bench.mk bench-pipe-run
+
+bench-pipe-run:
+	ninja -C $(BENCH_BUILD) bench/bench_pipe
+	-ninja -C $(BENCH_BUILD) bench/peer_zmq_pipe
+	/usr/bin/python3 bench/run_pipe.py --build-dir $(BENCH_BUILD) $(PIPE_ARGS)

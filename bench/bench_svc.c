@@ -7,7 +7,11 @@
  *   rt-proc T [ITERS]          P6: the same node in a forked process (ipc|tcp)
  *   infer T [ITERS] [DATA] [K=V...]  P7: infer service vs direct predict
  *   lb POLICY [SECONDS] [FAST_US] [SLOW_US]   P8: P2C vs round robin
- *   par N [SECONDS] [DATA] [ROWS] [CLIENTS]   P9: N infer instances, closed loop
+ *   par N [SECONDS] [DATA] [ROWS] [CLIENTS] [GEN] [DELAY_US] [BATCH_MAX]
+ *                              P9: N infer instances; GEN sync (CLIENTS threads,
+ *                              closed loop) or async (one thread, CLIENTS calls
+ *                              in flight); DELAY_US, BATCH_MAX the instances'
+ *                              batch delay and calls per run
  *   seed [DATA]                P10: the seed's example steps through services
  * T is inproc | ipc | tcp; DATA a directory holding fashion-mnist/ (IDX files,
  * decompressed; `make data`), or "-" for synthetic rows.
@@ -818,14 +822,90 @@ static void *par_client(void *arg)
     return NULL;
 }
 
-static void par(int ninst, double seconds, const char *dir, size_t rows_per_call, int nclients)
+static double cpu_s(void);
+
+/* The async generator: one thread keeps `window` calls in flight and sleeps
+ * while the window is full; completions (on the instances' worker threads)
+ * signal it only when it sleeps, and it refills every freed slot at once. So
+ * the load costs one light thread, not CLIENTS threads taking turns on the
+ * instances' cores, and a worker finds the next calls already queued. */
+typedef struct par_gen {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_size_t inflight, calls, errors;
+    atomic_int sleeping;
+} par_gen;
+
+static void par_done(void *user, aims_status status, const aims_msg *reply, const char *error)
 {
+    (void)reply;
+    (void)error;
+    par_gen *g = user;
+    atomic_fetch_add(status == AIMS_OK ? &g->calls : &g->errors, 1);
+    atomic_fetch_sub(&g->inflight, 1);
+    if (atomic_load(&g->sleeping)) {
+        pthread_mutex_lock(&g->mu);
+        pthread_cond_signal(&g->cv);
+        pthread_mutex_unlock(&g->mu);
+    }
+}
+
+static void par_async(par_arg *a, size_t window)
+{
+    static par_gen g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0};
+    enum { NREQ = 64 };
+    aims_msg *req[NREQ];
+    for (size_t i = 0; i < NREQ; i++) {
+        const size_t off = (i * 131 * a->rows_per_call) % (a->rows_avail - a->rows_per_call);
+        const uint64_t dims[2] = {a->rows_per_call, FEAT};
+        TRY("msg", aims_msg_create(&req[i]));
+        TRY("msg add", aims_msg_add(req[i], "x", AIMS_DT_F32, dims, 2, a->x + off * FEAT,
+                                    AIMS_MSG_BORROW));
+    }
+    const size_t c0 = atomic_load(&g.calls), e0 = atomic_load(&g.errors);
+    size_t k = 0;
+    while (now_ns() < a->until) {
+        while (atomic_load(&g.inflight) < window) {
+            atomic_fetch_add(&g.inflight, 1);
+            (void)aims_client_call_async(a->c, "fmnist", "predict", req[k++ % NREQ],
+                                         AIMS_CALL_IDEMPOTENT, 0, par_done, &g);
+        }
+        pthread_mutex_lock(&g.mu);
+        atomic_store(&g.sleeping, 1);
+        while (atomic_load(&g.inflight) >= window) {
+            pthread_cond_wait(&g.cv, &g.mu);
+        }
+        atomic_store(&g.sleeping, 0);
+        pthread_mutex_unlock(&g.mu);
+    }
+    /* Count what completed inside the window only. */
+    a->calls = atomic_load(&g.calls) - c0;
+    a->errors = atomic_load(&g.errors) - e0;
+    a->rows_done = a->calls * a->rows_per_call;
+    while (atomic_load(&g.inflight) > 0) {
+        usleep(200);
+    }
+    for (size_t i = 0; i < NREQ; i++) {
+        aims_msg_destroy(req[i]);
+    }
+}
+
+/* gen "sync": CLIENTS threads each call synchronously (closed loop);
+ * gen "async": one thread keeps CLIENTS async calls in flight (par_async).
+ * delay_us >= 0 sets AIMS_SERVICE_BATCH_DELAY_US on the instances, batch_max
+ * > 0 AIMS_SERVICE_BATCH_MAX (calls per run): below the per-instance window,
+ * a worker always finds calls queued after a run instead of waiting for the
+ * generator to refill (the lock-step that otherwise idles it once per run). */
+static void par(int ninst, double seconds, const char *dir, size_t rows_per_call, int nclients,
+                const char *gen, long delay_us, long batch_max)
+{
+    const int async = strcmp(gen, "async") == 0;
     fixture f;
     fixture_data(&f, dir);
     fixture_bundle(&f, 1);
     enum { MAXI = 8, MAXC = 16 };
-    if (ninst < 1 || ninst > MAXI || nclients < 1 || nclients > MAXC) {
-        fprintf(stderr, "bench_svc: 1..8 instances, 1..16 clients\n");
+    if (ninst < 1 || ninst > MAXI || nclients < 1 || nclients > (async ? 4096 : MAXC)) {
+        fprintf(stderr, "bench_svc: 1..8 instances, 1..16 clients (async: 1..4096 calls)\n");
         exit(2);
     }
     aims_registry *r = NULL;
@@ -844,6 +924,14 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
         TRYN(nodes[i], "infer", aims_service_add_infer(nodes[i], "fmnist", f.b, &s));
         TRYN(nodes[i], "conc", aims_service_set_param_i64(s, AIMS_SERVICE_CONCURRENCY, 1));
         TRYN(nodes[i], "inline", aims_service_set_param_i64(s, AIMS_SERVICE_INLINE, 0));
+        if (delay_us >= 0) {
+            TRYN(nodes[i], "delay",
+                 aims_service_set_param_i64(s, AIMS_SERVICE_BATCH_DELAY_US, delay_us));
+        }
+        if (batch_max > 0) {
+            TRYN(nodes[i], "batch", aims_service_set_param_i64(s, AIMS_SERVICE_BATCH_MAX,
+                                                               batch_max));
+        }
         TRYN(nodes[i], "start", aims_service_start(s));
         svcs[i] = s;
     }
@@ -861,23 +949,30 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
             aims_service_stat(svcs[i], AIMS_SVC_BUSY_NS, &b);
             busy0 += b;
         }
+        const double cpu0 = cpu_s();
         const uint64_t t0 = now_ns();
         const uint64_t until = t0 + (uint64_t)((pass ? seconds : 0.3) * 1e9);
-        for (int i = 0; i < nclients; i++) {
+        const int nthreads = async ? 1 : nclients;
+        for (int i = 0; i < nthreads; i++) {
             args[i] = (par_arg){c, aims_dataset_features(f.test_raw), avail, rows_per_call,
                                 until, 0, 0, 0, (unsigned)i + 1};
-            if (pthread_create(&th[i], NULL, par_client, &args[i]) != 0) {
+            if (async) {
+                par_async(&args[i], (size_t)nclients);
+            } else if (pthread_create(&th[i], NULL, par_client, &args[i]) != 0) {
                 exit(1);
             }
         }
         size_t rows = 0, calls = 0, errors = 0;
-        for (int i = 0; i < nclients; i++) {
-            pthread_join(th[i], NULL);
+        for (int i = 0; i < nthreads; i++) {
+            if (!async) {
+                pthread_join(th[i], NULL);
+            }
             rows += args[i].rows_done;
             calls += args[i].calls;
             errors += args[i].errors;
         }
         const double wall = (double)(now_ns() - t0) / 1e9;
+        const double cpu = cpu_s() - cpu0;
         double busy = -busy0;
         for (int i = 0; i < ninst; i++) {
             double b = 0;
@@ -888,11 +983,15 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
             printf("{\"goal\": \"P9\", \"contender\": \"libaims\", \"version\": \"%s\", "
                    "\"metric\": \"rows_per_s\", \"instances\": %d, \"median\": %.1f, "
                    "\"unit\": \"rows/s\", \"calls_per_s\": %.1f, \"rows_per_call\": %zu, "
-                   "\"clients\": %d, \"errors\": %zu, \"seconds\": %.2f, \"data\": \"%s\", "
-                   "\"busy_instances\": %.3f, \"rows_per_busy_s\": %.1f, \"loadavg_1m\": %.2f}\n",
+                   "\"clients\": %d, \"gen\": \"%s\", \"batch_delay_us\": %ld, \"batch_max\": %ld, "
+                   "\"errors\": %zu, \"seconds\": %.2f, \"data\": \"%s\", "
+                   "\"busy_instances\": %.3f, \"rows_per_busy_s\": %.1f, \"cpu_s\": %.3f, "
+                   "\"loadavg_1m\": %.2f}\n",
                    aims_version_string(), ninst, (double)rows / wall, (double)calls / wall,
-                   rows_per_call, nclients, errors, wall, f.real ? "fashion-mnist" : "synthetic",
-                   busy / 1e9 / wall, busy > 0 ? (double)rows / (busy / 1e9) : 0.0, load1());
+                   rows_per_call, nclients, gen, delay_us, batch_max, errors, wall,
+                   f.real ? "fashion-mnist" : "synthetic",
+                   busy / 1e9 / wall, busy > 0 ? (double)rows / (busy / 1e9) : 0.0, cpu,
+                   load1());
             fflush(stdout);
         }
     }
@@ -1123,7 +1222,9 @@ int main(int argc, char **argv)
            arg_f64(argc, argv, 5, 3000.0));
     } else if (strcmp(mode, "par") == 0 && argc > 2) {
         par(atoi(argv[2]), arg_f64(argc, argv, 3, 3.0), arg_str(argc, argv, 4, "-"),
-            (size_t)arg_long(argc, argv, 5, 64), (int)arg_long(argc, argv, 6, 8));
+            (size_t)arg_long(argc, argv, 5, 64), (int)arg_long(argc, argv, 6, 8),
+            arg_str(argc, argv, 7, "sync"), arg_long(argc, argv, 8, -1),
+            arg_long(argc, argv, 9, 0));
     } else if (strcmp(mode, "seed") == 0) {
         seed(arg_str(argc, argv, 2, "-"));
     } else {

@@ -17,7 +17,8 @@ nodes, services and clients against ZeroMQ 4.3 and NNG 1.5.
    local registry), interleaved call by call; added p50 per transport;
 4. P8: 4 handler instances, one 3x slower, open loop at 70 %: P2C vs round
    robin p99 (and the balancer's pick cost from bench_orch);
-5. P9: closed-loop rows/s through the client with 2 infer instances vs 1;
+5. P9: infer capacity (rows/s) through the client with 2 instances vs 1, the
+   load from one async generator thread (--par-gen sync: closed-loop threads);
 6. P10: the seed's example steps (preprocess 100 records, train, infer 100
    records) through the services, against the seed's 5 s / 10 min / 3 s;
 7. writes one JSON object per row to bench/results/svc-<UTC>.jsonl and
@@ -300,7 +301,8 @@ class Run:
         for rnd in range(a.rounds):
             for n in rotate([1, 2], rnd):
                 recs, e = run_json([self.exe["libaims"], "par", str(n), str(a.par_seconds),
-                                    self.data, str(a.par_rows), str(a.par_clients)], 600, env)
+                                    self.data, str(a.par_rows), str(a.par_clients), a.par_gen,
+                                    str(a.par_delay_us), str(a.par_batch_max)], 600, env)
                 if e:
                     self.err("P9", "libaims-%d" % n, "rows_per_s", e)
                 res.setdefault(n, []).extend(recs)
@@ -310,9 +312,12 @@ class Run:
                 continue
             m, lo, hi = stats([r["median"] for r in recs])
             med[n] = m
-            self.row(goal="P9", description="closed-loop infer throughput through the client, "
-                     "%d client threads, %d rows per call, one worker per instance, "
-                     "OPENBLAS_NUM_THREADS=1" % (a.par_clients, a.par_rows),
+            how = ("one async generator thread, %d calls in flight" % a.par_clients
+                   if a.par_gen == "async" else "%d closed-loop client threads" % a.par_clients)
+            self.row(goal="P9", description="infer capacity through the client, %s, %d rows "
+                     "per call, one worker per instance (batch_max %d calls, batch delay "
+                     "%d us), OPENBLAS_NUM_THREADS=1"
+                     % (how, a.par_rows, a.par_batch_max, a.par_delay_us),
                      contender="libaims-%dinst" % n, metric="rows_per_s", instances=n,
                      median=m, min=lo, max=hi, unit="rows/s", n=len(recs),
                      errors=sum(r.get("errors", 0) for r in recs),
@@ -396,7 +401,16 @@ def main():
     ap.add_argument("--slow-us", type=float, default=3000.0)
     ap.add_argument("--par-seconds", type=float, default=3.0)
     ap.add_argument("--par-rows", type=int, default=64)
-    ap.add_argument("--par-clients", type=int, default=8)
+    ap.add_argument("--par-clients", type=int, default=32,
+                    help="P9: calls in flight (async) or client threads (sync)")
+    ap.add_argument("--par-gen", default="async", choices=["async", "sync"],
+                    help="P9 load: one async generator thread (does not take the "
+                    "instances' cores) or closed-loop threads")
+    ap.add_argument("--par-delay-us", type=int, default=0,
+                    help="P9: the instances' batch delay (64-row calls are batches already)")
+    ap.add_argument("--par-batch-max", type=int, default=4,
+                    help="P9: calls per run, below the per-instance window so a worker "
+                    "never idles waiting for a refill")
     ap.add_argument("--svc-exe", default=None,
                     help="bench_svc binary to use instead of BUILD/bench/bench_svc")
     ap.add_argument("--quick", action="store_true",

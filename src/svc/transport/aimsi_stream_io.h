@@ -31,6 +31,9 @@
 #define READS_PER_EVENT 16
 #define EVENTS_PER_WAIT 64
 #define IOV_BATCH 64
+/* While corked, a connection's sends are queued and written together once
+ * this many bytes are waiting (or IOV_BATCH frames), or at the uncork. */
+#define CORK_BYTES ((size_t)64u << 10)
 #define QRING_INIT 8u
 
 enum { TAG_WAKE = 1, TAG_LISTENER = 2, TAG_CONN = 3 };
@@ -55,6 +58,7 @@ typedef struct stream_conn {
     int in_hook;   /* the I/O thread runs one of its hooks */
     int want_out;  /* EPOLLOUT armed */
     int zombie;    /* on inst->zombie_conns */
+    int cork;      /* the I/O thread delivers a run of frames: sends queue (stream_tx.c) */
     /* send queue (ring) */
     qent *q;
     size_t qcap, qhead, qn, qoff, qbytes;
@@ -127,5 +131,9 @@ void aimsi_stream_sweep_stalled(stream_inst *in, uint64_t now);
 void aimsi_stream_conn_event(stream_conn *c, uint32_t events);
 int aimsi_stream_queue_flush(stream_conn *c);
 void aimsi_stream_arm_out(stream_conn *c, int on);
+/* Cork a connection (sends queue) / uncork it and write what queued meanwhile;
+ * uncork returns 0 or the errno of a failed write. I/O thread, around deliver. */
+void aimsi_stream_cork(stream_conn *c);
+int aimsi_stream_uncork(stream_conn *c);
 
 #endif

@@ -61,6 +61,7 @@ static aims_status deliver(stream_conn *c, int *stop)
 {
     stream_inst *in = c->inst;
     size_t pos = 0;
+    int corked = 0;
     aims_status rc = AIMS_OK;
     while (c->rlen - pos >= AIMSI_FRAME_HEADER) {
         size_t total = 0;
@@ -72,8 +73,16 @@ static aims_status deliver(stream_conn *c, int *stop)
         if (c->rlen - pos < total) {
             break;
         }
+        if (!corked && c->rlen - pos - total >= AIMSI_FRAME_HEADER) {
+            /* More frames follow: their replies go out together. */
+            aimsi_stream_cork(c);
+            corked = 1;
+        }
         if (!aimsi_stream_hook_enter(c)) {
             *stop = 1;
+            if (corked) {
+                (void)aimsi_stream_uncork(c);
+            }
             return AIMS_OK;
         }
         in->hooks.on_frame(c->user, c->rbuf + pos, total);
@@ -82,6 +91,12 @@ static aims_status deliver(stream_conn *c, int *stop)
             c->big_ns = aimsi_now_ns();
         }
         pos += total;
+    }
+    if (corked) {
+        const int e = aimsi_stream_uncork(c);
+        if (e != 0 && rc == AIMS_OK) {
+            rc = (e == EPIPE || e == ECONNRESET) ? AIMS_E_CLOSED : AIMS_E_IO;
+        }
     }
     if (pos > 0) {
         memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);

@@ -624,6 +624,71 @@ static int mx_teardown(void **state)
     return ta_teardown(state);
 }
 
+/* Many async calls started back to back, so one read on the node brings many
+ * frames and their replies go out corked (stream_tx.c): every call completes
+ * once, with its own payload, inline handler or worker. */
+typedef struct pipe_ctx {
+    atomic_int done, ok, mismatched;
+} pipe_ctx;
+
+typedef struct pipe_call {
+    pipe_ctx *ctx;
+    float want;
+} pipe_call;
+
+static void pipe_done(void *user, aims_status status, const aims_msg *reply, const char *error)
+{
+    (void)error;
+    pipe_call *pc = user;
+    size_t i = 0;
+    const void *data = NULL;
+    float got = -1.0f;
+    if (status == AIMS_OK && reply != NULL && aims_msg_find(reply, "x", &i) == AIMS_OK &&
+        aims_msg_get(reply, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
+        memcpy(&got, data, sizeof got);
+        atomic_fetch_add(&pc->ctx->ok, 1);
+        if (got != pc->want) {
+            atomic_fetch_add(&pc->ctx->mismatched, 1);
+        }
+    }
+    atomic_fetch_add(&pc->ctx->done, 1);
+}
+
+static void test_pipelined_async(void **state)
+{
+    (void)state;
+    enum { N = 512 };
+    for (int inl = 1; inl >= 0; inl--) {
+        cluster cl = {0};
+        assert_int_equal(aims_registry_create(&cl.reg), AIMS_OK);
+        const svc_opts o = {inl, 0, 4096, 0};
+        add_node(&cl, "pipe", &o);
+        aims_client *c = mk_client(cl.reg);
+        assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_MAX_PENDING, 4096), AIMS_OK);
+        pipe_ctx ctx;
+        atomic_init(&ctx.done, 0);
+        atomic_init(&ctx.ok, 0);
+        atomic_init(&ctx.mismatched, 0);
+        static pipe_call calls[N];
+        for (int i = 0; i < N; i++) {
+            calls[i].ctx = &ctx;
+            calls[i].want = (float)i + 0.5f;
+            aims_msg *req = mk_req(calls[i].want);
+            (void)aims_client_call_async(c, "pipe", "m", req, AIMS_CALL_IDEMPOTENT, 30000,
+                                         pipe_done, &calls[i]);
+            aims_msg_destroy(req);
+        }
+        for (int w = 0; w < 60000 && atomic_load(&ctx.done) < N; w++) {
+            nap_ms(1);
+        }
+        assert_int_equal(atomic_load(&ctx.done), N);
+        assert_int_equal(atomic_load(&ctx.ok), N);
+        assert_int_equal(atomic_load(&ctx.mismatched), 0);
+        aims_client_destroy(c);
+        cluster_fini(&cl);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) {
@@ -644,6 +709,7 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_echo, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined_async, mx_setup, mx_teardown),
         cmocka_unit_test_setup_teardown(test_every_dtype, mx_setup, mx_teardown),
         cmocka_unit_test_setup_teardown(test_big_payload, mx_setup, mx_teardown),
         cmocka_unit_test_setup_teardown(test_handler_error, mx_setup, mx_teardown),
