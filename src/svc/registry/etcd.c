@@ -39,7 +39,7 @@
 #include <time.h>
 
 #include "aimsi_etcd.h"
-#include "../aimsi_svc.h" /* aimsi_reach: an unreachable etcd is logged once, with the cause */
+#include "../aimsi_reach.h" /* aimsi_reach: an unreachable etcd is logged once, with the cause */
 
 #define CALL_TIMEOUT_MS 2000L
 #define VIEW_TTL_MS 86400000u /* one day; renewed by every list */
