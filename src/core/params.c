@@ -21,8 +21,8 @@ typedef struct param_row {
     double min, max, def;
 } param_row;
 
-#define I64 AIMS_PARAM_I64
-#define F64 AIMS_PARAM_F64
+#define I64 AIMS_PARAM_TYPE_I64
+#define F64 AIMS_PARAM_TYPE_F64
 #define BIG 9007199254740992.0 /* 2^53: largest exactly representable integer */
 
 static const param_row k_params[] = {

@@ -384,7 +384,7 @@ aims_status aims_metrics_count(aims_metrics *mx, const char *name, const char *l
     return AIMS_OK;
 }
 
-aims_status aims_metrics_gauge(aims_metrics *mx, const char *name, const char *labels,
+aims_status aims_metrics_set_gauge(aims_metrics *mx, const char *name, const char *labels,
                                double value)
 {
     mx_entry *e = NULL;

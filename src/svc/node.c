@@ -672,7 +672,7 @@ aims_status aims_node_set_param_i64(aims_node *n, aims_param param, int64_t valu
     if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE)) {
         return AIMSI_MISUSE("node");
     }
-    AIMSI_TRY(aimsi_param_check(&n->obj, param, 700, 719, AIMS_PARAM_I64, (double)value));
+    AIMSI_TRY(aimsi_param_check(&n->obj, param, 700, 719, AIMS_PARAM_TYPE_I64, (double)value));
     aims_status st = AIMS_OK;
     pthread_mutex_lock(&n->lock);
     const int listening = n->n_addr > 0;
@@ -822,7 +822,7 @@ aims_status aims_node_listen(aims_node *n, const char *url)
     return st;
 }
 
-aims_status aims_node_address(aims_node *n, size_t index, char *buf, size_t cap,
+aims_status aims_node_get_address(aims_node *n, size_t index, char *buf, size_t cap,
                               size_t *out_len)
 {
     if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE) || (buf == NULL && cap > 0)) {

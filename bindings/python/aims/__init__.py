@@ -416,14 +416,14 @@ class LoadOptions(_Handle):
     def set(self, name, value):
         """Set an integer loader option by name; returns self."""
         pid, _ = _param(name)
-        _check(_c.aims_loadopts_set_i64(self._ptr, pid, _as_i64(name, value)))
+        _check(_c.aims_loadopts_set_param_i64(self._ptr, pid, _as_i64(name, value)))
         return self
 
     def get(self, name):
         """Read an integer loader option by name."""
         pid, _ = _param(name)
         out = ctypes.c_int64()
-        _check(_c.aims_loadopts_get_i64(self._ptr, pid, ctypes.byref(out)))
+        _check(_c.aims_loadopts_get_param_i64(self._ptr, pid, ctypes.byref(out)))
         return out.value
 
     def __repr__(self):
@@ -1046,9 +1046,9 @@ class Pipeline(_Stored, _Handle):
         for name, value in params.items():
             pid, ptype = _param(name)
             if ptype == _PARAM_F64:
-                self._call(_c.aims_pipeline_set_step_f64, int(step), pid, _as_f64(name, value))
+                self._call(_c.aims_pipeline_set_step_param_f64, int(step), pid, _as_f64(name, value))
             else:
-                self._call(_c.aims_pipeline_set_step_i64, int(step), pid, _as_i64(name, value))
+                self._call(_c.aims_pipeline_set_step_param_i64, int(step), pid, _as_i64(name, value))
         return self
 
     def get_step(self, step, name):
@@ -1056,10 +1056,10 @@ class Pipeline(_Stored, _Handle):
         pid, ptype = _param(name)
         if ptype == _PARAM_F64:
             out = ctypes.c_double()
-            getter = _c.aims_pipeline_get_step_f64
+            getter = _c.aims_pipeline_get_step_param_f64
         else:
             out = ctypes.c_int64()
-            getter = _c.aims_pipeline_get_step_i64
+            getter = _c.aims_pipeline_get_step_param_i64
         ptr = self._ptr
         _check(getter(ptr, int(step), pid, ctypes.byref(out)), _c.aims_pipeline_errmsg, ptr)
         return out.value
@@ -1190,9 +1190,9 @@ _MODEL_KINDS = {"linear": 1, "logistic": 2, "softmax": 3, "mlp": 4, "text": 5}
 _MODEL_KIND_NAMES = {v: k for k, v in _MODEL_KINDS.items()}
 _ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2, "tanh": 3, "sigmoid": 4}
 _OUT_SCORES, _OUT_PROBA = 1, 2
-#: aims_metric values by name (Eval.get)
+#: aims_eval_metric values by name (Eval.get)
 METRICS = {"accuracy": 1, "macro_f1": 2, "log_loss": 3, "mse": 4, "r2": 5, "rows": 6}
-#: aims_stat values by name (Trainer.stat)
+#: aims_trainer_stat values by name (Trainer.stat)
 STATS = {"epoch": 1, "step": 2, "train_loss": 3, "val_loss": 4, "val_accuracy": 5,
          "samples_per_s": 6, "lr": 7, "best_epoch": 8, "steps_per_epoch": 9}
 
@@ -1267,7 +1267,7 @@ class Eval(_Handle):
 
     def get(self, metric):
         out = ctypes.c_double()
-        _check(_c.aims_eval_get(self._ptr, _enum(metric, METRICS, "metric"),
+        _check(_c.aims_eval_get_metric(self._ptr, _enum(metric, METRICS, "metric"),
                                 ctypes.byref(out)))
         return out.value
 
@@ -1286,7 +1286,7 @@ class Eval(_Handle):
         """k x k counts, [true][predicted]: an int64 numpy array, or a list of lists."""
         k = self.num_classes
         buf = (ctypes.c_int64 * max(k * k, 1))()
-        _check(_c.aims_eval_confusion(self._ptr, buf, k * k))
+        _check(_c.aims_eval_get_confusion(self._ptr, buf, k * k))
         if _np is not None:
             return _np.ctypeslib.as_array(buf)[:k * k].reshape(k, k).copy()
         return [list(buf[i * k:(i + 1) * k]) for i in range(k)]
@@ -1366,7 +1366,7 @@ class Model(_Stored, _Handle):
     @property
     def kind(self):
         """"linear", "logistic", "softmax", "mlp" or "text"."""
-        value = int(_c.aims_model_get_kind(self._ptr))
+        value = int(_c.aims_model_kind_of(self._ptr))
         return _MODEL_KIND_NAMES.get(value, str(value))
 
     input_dim = property(lambda self: int(_c.aims_model_input_dim(self._ptr)))
@@ -1507,7 +1507,7 @@ class Trainer(_Handle):
     def set_progress(self, callback):
         """Install ``callback(trainer) -> stop?`` (None removes it); returns self."""
         if callback is None:
-            self._call(_c.aims_trainer_set_progress, _lib.progress_fn(), None)
+            self._call(_c.aims_trainer_set_progress_fn, _lib.progress_fn(), None)
             self._progress = self._progress_c = None
             return self
 
@@ -1518,7 +1518,7 @@ class Trainer(_Handle):
                 self._progress_exc = exc
                 return 1
         cfn = _lib.progress_fn(_trampoline)
-        self._call(_c.aims_trainer_set_progress, cfn, None)
+        self._call(_c.aims_trainer_set_progress_fn, cfn, None)
         # C keeps the function pointer: the thunk must live as long as the trainer.
         self._progress, self._progress_c = callback, cfn
         return self
@@ -1526,7 +1526,7 @@ class Trainer(_Handle):
     def stat(self, name):
         out = ctypes.c_double()
         ptr = self._ptr
-        _check(_c.aims_trainer_stat(ptr, _enum(name, STATS, "stat"), ctypes.byref(out)),
+        _check(_c.aims_trainer_get_stat(ptr, _enum(name, STATS, "stat"), ctypes.byref(out)),
                _c.aims_trainer_errmsg, ptr)
         return out.value
 
@@ -1623,7 +1623,7 @@ class Bundle(_Stored, _Handle):
         return self
 
     def get_meta(self, key, default=None):
-        raw = _c.aims_bundle_get_meta(self._ptr, str(key).encode("utf-8"))
+        raw = _c.aims_bundle_meta(self._ptr, str(key).encode("utf-8"))
         return _decode(raw) if raw is not None else default
 
     @property
@@ -1754,7 +1754,7 @@ class Registry(_Handle):
     def address(self, iid):
         n = ctypes.c_size_t()
         buf = ctypes.create_string_buffer(272)
-        _check(_c.aims_registry_address(self._ptr, int(iid), buf, len(buf), ctypes.byref(n)))
+        _check(_c.aims_registry_get_address(self._ptr, int(iid), buf, len(buf), ctypes.byref(n)))
         return buf.value.decode()
 
     def weight(self, iid):
@@ -1841,7 +1841,7 @@ class Health(_Handle):
             def trampoline(_user, iid, frm, to):
                 callback(iid, HEALTH_STATES.get(frm, frm), HEALTH_STATES.get(to, to))
             cb = _lib.health_fn(trampoline)
-        _check(_c.aims_health_on_change(self._ptr, cb, None))
+        _check(_c.aims_health_set_change_fn(self._ptr, cb, None))
         self._on_change = cb
 
     def add(self, iid):
@@ -1859,7 +1859,7 @@ class Health(_Handle):
 
     @property
     def in_panic(self):
-        return bool(_c.aims_health_in_panic(self._ptr))
+        return bool(_c.aims_health_is_in_panic(self._ptr))
 
 
 class Metrics(_Handle):
@@ -1878,7 +1878,7 @@ class Metrics(_Handle):
         _check(_c.aims_metrics_count(self._ptr, name.encode(), self._labels(labels), int(delta)))
 
     def gauge(self, name, value, labels=None):
-        _check(_c.aims_metrics_gauge(self._ptr, name.encode(), self._labels(labels),
+        _check(_c.aims_metrics_set_gauge(self._ptr, name.encode(), self._labels(labels),
                                      float(value)))
 
     def observe(self, name, ns, labels=None):
@@ -1920,7 +1920,7 @@ _DTYPE_CODE = {1: "f", 2: _ARRAY_CODE[ctypes.c_int32], 3: "B",
                4: "q" if _array.array("q").itemsize == 8 else "l", 5: "B"}
 _MSG_BORROW = 1
 _CALL_IDEMPOTENT = 1
-#: aims_svc_stat values by name (Service.stat).
+#: aims_service_stat values by name (Service.stat).
 SVC_STATS = {"requests": 1, "errors": 2, "rejected": 3, "inflight": 4, "queued": 5,
              "batches": 6, "batch_rows": 7, "busy_ns": 8, "p50_ns": 9, "p99_ns": 10}
 #: Train-service job states (the "state" reply tensor).
@@ -2179,7 +2179,7 @@ def _msg_get(mptr, index, owner):
     dims = _lib.u64p()
     data = ctypes.c_void_p()
     nbytes = ctypes.c_size_t()
-    _check(_c.aims_msg_get(mptr, index, ctypes.byref(name), ctypes.byref(code),
+    _check(_c.aims_msg_get_tensor(mptr, index, ctypes.byref(name), ctypes.byref(code),
                            ctypes.byref(ndim), ctypes.byref(dims), ctypes.byref(data),
                            ctypes.byref(nbytes)))
     shape = tuple(int(dims[i]) for i in range(ndim.value))
@@ -2190,7 +2190,7 @@ def _msg_get(mptr, index, owner):
 def _msg_dict(mptr, owner=None):
     """Every tensor of a C message as {name: value}; copies unless ``owner`` (the
     message's _Owner) is given, in which case arrays are zero-copy views."""
-    return dict(_msg_get(mptr, i, owner) for i in range(int(_c.aims_msg_count(mptr))))
+    return dict(_msg_get(mptr, i, owner) for i in range(int(_c.aims_msg_num_tensors(mptr))))
 
 
 class Msg(_Handle):
@@ -2247,14 +2247,14 @@ class Msg(_Handle):
         return memoryview(buf).cast("B").cast(_DTYPE_CODE[code], list(shape))
 
     def __len__(self):
-        return int(_c.aims_msg_count(self._ptr))
+        return int(_c.aims_msg_num_tensors(self._ptr))
 
     def names(self):
         ptr = self._ptr
         out = []
-        for i in range(int(_c.aims_msg_count(ptr))):
+        for i in range(int(_c.aims_msg_num_tensors(ptr))):
             name = ctypes.c_char_p()
-            _check(_c.aims_msg_get(ptr, i, ctypes.byref(name), None, None, None, None, None))
+            _check(_c.aims_msg_get_tensor(ptr, i, ctypes.byref(name), None, None, None, None, None))
             out.append(_decode(name.value))
         return out
 
@@ -2604,7 +2604,7 @@ class Node(_Handle):
         while True:
             buf = ctypes.create_string_buffer(cap)
             n = ctypes.c_size_t()
-            rc = _c.aims_node_address(ptr, int(index), buf, cap, ctypes.byref(n))
+            rc = _c.aims_node_get_address(ptr, int(index), buf, cap, ctypes.byref(n))
             if rc == AIMS_E_RANGE and n.value + 1 > cap:
                 cap = n.value + 1
                 continue
@@ -2819,7 +2819,7 @@ class Service(_Borrowed, _Handle):
 
     def stat(self, name):
         out = ctypes.c_double()
-        _check(_c.aims_service_stat(self._ptr, _enum(name, SVC_STATS, "statistic"),
+        _check(_c.aims_service_get_stat(self._ptr, _enum(name, SVC_STATS, "statistic"),
                                     ctypes.byref(out)))
         return out.value
 
@@ -2910,7 +2910,7 @@ class Client(_Handle):
 
     def use_registry(self, registry):
         ptr = self._ptr
-        _check(_c.aims_client_use_registry(ptr, _registry_ptr(registry)),
+        _check(_c.aims_client_set_registry(ptr, _registry_ptr(registry)),
                _c.aims_client_errmsg, ptr)
         self._keep.append(registry._owner)
         return self
