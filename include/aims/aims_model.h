@@ -96,7 +96,7 @@ typedef enum aims_eval_metric {
     AIMS_EVAL_METRIC_ROWS = 6
 } aims_eval_metric;
 
-/** Training progress values (aims_trainer_stat). */
+/** Training progress values (aims_trainer_get_stat()). */
 typedef enum aims_trainer_stat {
     AIMS_TRAINER_STAT_EPOCH = 1,         /**< epochs completed */
     AIMS_TRAINER_STAT_STEP = 2,          /**< optimizer steps completed */

@@ -243,12 +243,13 @@ AIMS_API aims_status aims_node_add_transport(aims_node *n, const aims_transport 
 AIMS_API aims_status aims_node_listen(aims_node *n, const char *url);
 /**
  * @brief Copy the @p index-th bound address (in listen order, port resolved).
- * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_NOTFOUND (index), AIMS_E_RANGE (cap;
- *         *out_len = length needed without NUL).
+ * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_RANGE (index past the last address, or
+ *         @p cap too small: then *out_len = length needed without NUL).
+ * @note Not const: a failure is recorded for aims_node_errmsg().
  * @since 0.1
  */
 AIMS_API aims_status aims_node_get_address(aims_node *n, size_t index, char *buf, size_t cap,
-                                       size_t *out_len);
+                                           size_t *out_len);
 /**
  * @brief Services started on this node register in @p r (borrowed; must
  * outlive the node) under the node's first address, renew their leases every
@@ -375,7 +376,7 @@ AIMS_API aims_status aims_service_stop(aims_service *s, int64_t timeout_ms);
  */
 AIMS_API aims_status aims_service_swap_bundle(aims_service *s, const aims_bundle *b);
 
-/** Service statistics (aims_service_stat). */
+/** Service statistics (aims_service_get_stat()). */
 typedef enum aims_service_stat {
     AIMS_SERVICE_STAT_REQUESTS = 1,  /**< requests accepted */
     AIMS_SERVICE_STAT_ERRORS = 2,    /**< handler failures */

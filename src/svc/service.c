@@ -374,7 +374,7 @@ static void enqueue(aims_service *s, const char *method, const aims_msg *req,
 
 /* Built-in methods every service answers ("$" is not a valid method start for
  * kinds): "$ping" (empty reply: liveness probes) and "$stats" (the counters of
- * aims_service_stat as f64 scalars, so a host can read the utilisation of a
+ * aims_service_get_stat() as f64 scalars, so a host can read the utilisation of a
  * replica in another process). They run on the caller's thread, never queue. */
 static int builtin_method(aims_service *s, const char *method, aimsi_local_done done, void *ctx)
 {
