@@ -120,8 +120,9 @@ abi-baseline: setup
 	abidw --no-corpus-path --no-comp-dir-path --no-show-locs --drop-undefined-syms \
 	    --headers-dir include/aims --out-file tests/abi/libaims-0.1.abi \
 	    $(ABI_BUILD)/src/libaims.so.0
-	rm -rf tests/abi/python-0.1 && mkdir -p tests/abi/python-0.1/aims
-	cp bindings/python/aims/*.py tests/abi/python-0.1/aims/
+	rm -rf tests/abi/python-0.1 && mkdir -p tests/abi/python-0.1
+	cp -R bindings/python/aims tests/abi/python-0.1/
+	find tests/abi/python-0.1 -name __pycache__ -prune -exec rm -rf {} +
 	@echo "baseline cut: tests/abi/libaims-0.1.abi ($$(grep -c '<function-decl' \
 	    tests/abi/libaims-0.1.abi) functions), tests/abi/python-0.1/aims; commit both"
 
