@@ -11,7 +11,8 @@ text files under include/ src/ examples/ tools/ tests/ bench/ bindings/python/
 docs/ deploy/ (docs/NAMING.md, the frozen tests/abi/python-0.1/ snapshot, the
 ABI baseline XML and this script are skipped: they must keep the old names).
 A plain rename old -> new is idempotent because no new name contains an old
-name as a whole word.
+name as a whole word. In .c, .h and .py files, continuation lines aligned to a
+parenthesis that a rename moved are re-indented to follow it (realign()).
 
 The two swaps. Two old *function* names become new *type* names:
     function aims_trainer_stat -> aims_trainer_get_stat, type aims_stat     -> aims_trainer_stat
@@ -146,6 +147,59 @@ def convert(text, path="", warn=None):
     return text
 
 
+def _open_paren(line):
+    """Columns of the parentheses still open at the end of @p line, and the net
+    change in depth (string and character literals skipped)."""
+    stack, depth, quote, i = [], 0, None, 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "(":
+            stack.append(i)
+            depth += 1
+        elif ch == ")":
+            if stack:
+                stack.pop()
+            depth -= 1
+        i += 1
+    return stack, depth
+
+
+def realign(old, new):
+    """Re-indent continuation lines aligned to a parenthesis that a rename moved.
+
+    @p old and @p new have the same lines (a rename never adds a newline). Where
+    line i changed and its last open parenthesis moved from column a to b, the
+    following lines of that expression indented to a + 1 are indented to b + 1.
+    Idempotent: a second run changes no line, so it moves nothing."""
+    olines, nlines = old.split("\n"), new.split("\n")
+    if len(olines) != len(nlines):
+        return new
+    for i, (o, n) in enumerate(zip(olines, nlines)):
+        if o == n:
+            continue
+        ostack, depth = _open_paren(o)
+        nstack, _ = _open_paren(n)
+        if not ostack or len(ostack) != len(nstack) or ostack[-1] == nstack[-1]:
+            continue
+        a, b = ostack[-1] + 1, nstack[-1] + 1
+        j = i + 1
+        while depth > 0 and j < len(nlines):
+            line = nlines[j]
+            if len(line) - len(line.lstrip(" ")) != a or not line.strip():
+                break
+            nlines[j] = " " * b + line.lstrip(" ")
+            depth += _open_paren(olines[j])[1]
+            j += 1
+    return "\n".join(nlines)
+
+
 def _skipped(rel):
     rel = rel.replace(os.sep, "/")
     return any(rel == s or rel.startswith(s + "/") for s in SKIP)
@@ -186,6 +240,8 @@ def main(argv):
         if not ANY_OLD.search(text):
             continue
         new = convert(text, rel)
+        if rel.endswith((".c", ".h", ".py")):
+            new = realign(text, new)
         if new == text:
             continue
         convert(text, rel, warnings)

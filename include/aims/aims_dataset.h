@@ -70,7 +70,7 @@ AIMS_API aims_status aims_loadopts_set_param_i64(aims_loadopts *opts, aims_param
 
 /** @brief Read an integer loader option. Errors as aims_loadopts_set_param_i64. @since 0.1 */
 AIMS_API aims_status aims_loadopts_get_param_i64(const aims_loadopts *opts, aims_param param,
-                                           int64_t *out_value);
+                                                 int64_t *out_value);
 
 /** @brief Detail of the last failure on this options object from a non-const
  * call; "" if none (or for a bad handle). @since 0.1 */

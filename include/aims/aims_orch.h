@@ -131,9 +131,10 @@ AIMS_API aims_status aims_registry_lookup(aims_registry *r, const char *service,
  * @since 0.1
  */
 AIMS_API aims_status aims_registry_get_address(aims_registry *r, aims_instance id, char *buf,
-                                           size_t cap, size_t *out_len);
+                                               size_t cap, size_t *out_len);
 
-/** @brief Weight of an instance, or 0 if unknown. @since 0.1 */
+/** @brief Weight of an instance, or 0 if unknown. Not const: like
+ * aims_registry_lookup it first sweeps expired leases (NAMING.md rule 10). @since 0.1 */
 AIMS_API uint32_t aims_registry_weight(aims_registry *r, aims_instance id);
 
 /**
@@ -263,7 +264,8 @@ AIMS_API aims_status aims_health_report(aims_health *h, aims_instance id, int ok
  * @since 0.1
  */
 AIMS_API aims_health_state aims_health_state_of(aims_health *h, aims_instance id);
-/** @brief Non-zero when fewer than the panic threshold of instances are healthy. @since 0.1 */
+/** @brief Non-zero when fewer than the panic threshold of instances are healthy.
+ * Not const: like aims_health_state_of it first ends expired ejections. @since 0.1 */
 AIMS_API int aims_health_is_in_panic(aims_health *h);
 
 /* ------------------------------------------------------------------------ */
@@ -297,7 +299,7 @@ AIMS_API aims_status aims_metrics_count(aims_metrics *mx, const char *name, cons
                                         uint64_t delta);
 /** @brief Set a gauge. @since 0.1 */
 AIMS_API aims_status aims_metrics_set_gauge(aims_metrics *mx, const char *name, const char *labels,
-                                        double value);
+                                            double value);
 /** @brief Record one latency observation (nanoseconds) in a histogram. @since 0.1 */
 AIMS_API aims_status aims_metrics_observe(aims_metrics *mx, const char *name,
                                           const char *labels, uint64_t ns);

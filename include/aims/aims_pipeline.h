@@ -95,16 +95,16 @@ AIMS_API aims_status aims_pipeline_add(aims_pipeline *p, aims_step_kind kind, si
  * @since 0.1
  */
 AIMS_API aims_status aims_pipeline_set_step_param_i64(aims_pipeline *p, size_t step, aims_param param,
-                                                int64_t value);
+                                                      int64_t value);
 /** @brief Set a floating-point step parameter; as aims_pipeline_set_step_param_i64. @since 0.1 */
 AIMS_API aims_status aims_pipeline_set_step_param_f64(aims_pipeline *p, size_t step, aims_param param,
-                                                double value);
+                                                      double value);
 /** @brief Read an integer step parameter. @since 0.1 */
 AIMS_API aims_status aims_pipeline_get_step_param_i64(const aims_pipeline *p, size_t step,
-                                                aims_param param, int64_t *out_value);
+                                                      aims_param param, int64_t *out_value);
 /** @brief Read a floating-point step parameter. @since 0.1 */
 AIMS_API aims_status aims_pipeline_get_step_param_f64(const aims_pipeline *p, size_t step,
-                                                aims_param param, double *out_value);
+                                                      aims_param param, double *out_value);
 
 /**
  * @brief Set a pipeline-wide integer parameter (AIMS_PIPELINE_*).

@@ -135,9 +135,9 @@ AIMS_API size_t aims_msg_num_tensors(const aims_msg *m);
  * @since 0.1
  */
 AIMS_API aims_status aims_msg_get_tensor(const aims_msg *m, size_t index, const char **out_name,
-                                  aims_dtype *out_dtype, size_t *out_ndim,
-                                  const uint64_t **out_dims, const void **out_data,
-                                  size_t *out_bytes);
+                                         aims_dtype *out_dtype, size_t *out_ndim,
+                                         const uint64_t **out_dims, const void **out_data,
+                                         size_t *out_bytes);
 /** @brief Index of the tensor called @p name. @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_NOTFOUND. @since 0.1 */
 AIMS_API aims_status aims_msg_find(const aims_msg *m, const char *name, size_t *out_index);
 /**
@@ -389,7 +389,8 @@ typedef enum aims_service_stat {
     AIMS_SERVICE_STAT_P50_NS = 9,    /**< service latency quantiles (queue + run) */
     AIMS_SERVICE_STAT_P99_NS = 10
 } aims_service_stat;
-/** @brief Read a service statistic. @since 0.1 */
+/** @brief Read a service statistic. Not const: a failure (an unknown @p stat)
+ * is recorded for aims_service_errmsg(). @since 0.1 */
 AIMS_API aims_status aims_service_get_stat(aims_service *s, aims_service_stat stat, double *out);
 
 /** @brief Detail of the last failure on this service (start, stop, set_param,

@@ -223,9 +223,9 @@ AIMS_API size_t aims_msg_num_tensors(const aims_msg *m)
 }
 
 AIMS_API aims_status aims_msg_get_tensor(const aims_msg *m, size_t index, const char **out_name,
-                                  aims_dtype *out_dtype, size_t *out_ndim,
-                                  const uint64_t **out_dims, const void **out_data,
-                                  size_t *out_bytes)
+                                         aims_dtype *out_dtype, size_t *out_ndim,
+                                         const uint64_t **out_dims, const void **out_data,
+                                         size_t *out_bytes)
 {
     if (!aimsi_obj_ok(m, AIMSI_MAGIC_MSG)) {
         return AIMSI_MISUSE("not a message");

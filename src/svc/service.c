@@ -231,7 +231,7 @@ static void note_accept(aims_service *s)
 void aimsi_service_note_depth(aims_service *s)
 {
     (void)aims_metrics_set_gauge(s->node->mx, "aims_svc_queue_depth", s->labels,
-                             (double)atomic_load_explicit(&s->queued, memory_order_relaxed));
+                                 (double)atomic_load_explicit(&s->queued, memory_order_relaxed));
 }
 
 void aimsi_service_reject(aims_service *s, aims_status st, aimsi_local_done done, void *ctx,

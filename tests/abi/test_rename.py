@@ -22,6 +22,8 @@ static double f(aims_service *s, aims_svc_stat st) { double v; aims_service_stat
 int g(void) { return aimsi_err(NULL, 1, "aims_trainer_stat: unknown stat %d", (int)(aims_stat)3); }
 int h(aims_msg *m) { aims_model_create(AIMS_MODEL_MLP, 1, 2, 0); return aims_msg_count(m) + aims_msg_get(m, 0); }
 /* AIMS_SVC_H, AIMS_MODEL_THREADS, aims_metrics_count, aims_eval_get_metric stay. */
+AIMS_API aims_status aims_msg_get(const aims_msg *m, size_t index,
+                                  const char **out_name);
 """
 NEW_C = """\
 /** Training progress values (see aims_trainer_get_stat()). */
@@ -33,6 +35,8 @@ static double f(aims_service *s, aims_service_stat st) { double v; aims_service_
 int g(void) { return aimsi_err(NULL, 1, "aims_trainer_get_stat: unknown stat %d", (int)(aims_trainer_stat)3); }
 int h(aims_msg *m) { aims_model_create(AIMS_MODEL_KIND_MLP, 1, 2, 0); return aims_msg_num_tensors(m) + aims_msg_get_tensor(m, 0); }
 /* AIMS_SVC_H, AIMS_MODEL_THREADS, aims_metrics_count, aims_eval_get_metric stay. */
+AIMS_API aims_status aims_msg_get_tensor(const aims_msg *m, size_t index,
+                                         const char **out_name);
 """
 OLD_PY = """\
 stat = ctypes.c_int  # aims_stat (enum)
