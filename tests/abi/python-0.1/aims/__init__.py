@@ -1268,7 +1268,7 @@ class Eval(_Handle):
     def get(self, metric):
         out = ctypes.c_double()
         _check(_c.aims_eval_get_metric(self._ptr, _enum(metric, METRICS, "metric"),
-                                ctypes.byref(out)))
+                                       ctypes.byref(out)))
         return out.value
 
     accuracy = property(lambda self: self.get("accuracy"))
@@ -1879,7 +1879,7 @@ class Metrics(_Handle):
 
     def gauge(self, name, value, labels=None):
         _check(_c.aims_metrics_set_gauge(self._ptr, name.encode(), self._labels(labels),
-                                     float(value)))
+                                         float(value)))
 
     def observe(self, name, ns, labels=None):
         _check(_c.aims_metrics_observe(self._ptr, name.encode(), self._labels(labels),
@@ -2180,8 +2180,8 @@ def _msg_get(mptr, index, owner):
     data = ctypes.c_void_p()
     nbytes = ctypes.c_size_t()
     _check(_c.aims_msg_get_tensor(mptr, index, ctypes.byref(name), ctypes.byref(code),
-                           ctypes.byref(ndim), ctypes.byref(dims), ctypes.byref(data),
-                           ctypes.byref(nbytes)))
+                                  ctypes.byref(ndim), ctypes.byref(dims), ctypes.byref(data),
+                                  ctypes.byref(nbytes)))
     shape = tuple(int(dims[i]) for i in range(ndim.value))
     return (_decode(name.value),
             _tensor_out(data.value, code.value, shape, nbytes.value, owner))
@@ -2820,7 +2820,7 @@ class Service(_Borrowed, _Handle):
     def stat(self, name):
         out = ctypes.c_double()
         _check(_c.aims_service_get_stat(self._ptr, _enum(name, SVC_STATS, "statistic"),
-                                    ctypes.byref(out)))
+                                        ctypes.byref(out)))
         return out.value
 
     @property
