@@ -6,6 +6,8 @@
 #   make test   -- set up, build, run every suite, then again under ASan+UBSan,
 #                  and compile with clang -Werror; ends with "N passed, N failed"
 #   make bench  -- set up, build optimised, run bench/ against the peers
+#   make abi-baseline -- re-cut the 0.1 ABI baseline (docs/ABI.md): abidw XML of
+#                  libaims.so.0 and a snapshot of the Python package, in tests/abi/
 #
 # Variables: BUILD (build dir), ARGS (extra demo arguments), DATA (data cache).
 
@@ -35,7 +37,7 @@ FMNIST_SRC := /usr/share/datasets/fashion-mnist
 FMNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte \
                 t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
 
-.PHONY: all setup setup-bench data build demo test bench clean
+.PHONY: all setup setup-bench data build demo test bench clean abi-baseline
 
 all: build
 
@@ -107,5 +109,22 @@ test: build data
 bench: setup-bench data
 	@$(MAKE) --no-print-directory -f bench/bench.mk bench
 
+# The baseline is cut from a build of its own with the default buildtype
+# (debugoptimized: -O2 -g; abidw reads the types from the DWARF), restricted to
+# the types of the public headers. See docs/ABI.md before re-cutting it.
+ABI_BUILD ?= build-abi
+abi-baseline: setup
+	@[ -f $(ABI_BUILD)/build.ninja ] || meson setup $(ABI_BUILD) --buildtype=debugoptimized \
+	    -Dtests=false >/dev/null
+	@ninja -C $(ABI_BUILD) >/dev/null
+	abidw --no-corpus-path --no-comp-dir-path --no-show-locs --drop-undefined-syms \
+	    --headers-dir include/aims --out-file tests/abi/libaims-0.1.abi \
+	    $(ABI_BUILD)/src/libaims.so.0
+	rm -rf tests/abi/python-0.1 && mkdir -p tests/abi/python-0.1
+	cp -R bindings/python/aims tests/abi/python-0.1/
+	find tests/abi/python-0.1 -name __pycache__ -prune -exec rm -rf {} +
+	@echo "baseline cut: tests/abi/libaims-0.1.abi ($$(grep -c '<function-decl' \
+	    tests/abi/libaims-0.1.abi) functions), tests/abi/python-0.1/aims; commit both"
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(CLANG_BUILD) build-bench .test-*.log
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(CLANG_BUILD) $(ABI_BUILD) build-bench .test-*.log

@@ -119,7 +119,7 @@ static result measure(aims_registry *reg, int64_t hedge_ms, long calls, int thre
 {
     aims_client *c = NULL;
     aims_client_create(&c);
-    aims_client_use_registry(c, reg);
+    aims_client_set_registry(c, reg);
     aims_client_set_param_i64(c, AIMS_CLIENT_LB_POLICY, AIMS_LB_ROUND_ROBIN);
     aims_client_set_param_i64(c, AIMS_CLIENT_HEDGE_MS, hedge_ms);
     aims_client_set_param_f64(c, AIMS_CLIENT_RETRY_BUDGET, 0.5);

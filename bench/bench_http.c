@@ -123,11 +123,11 @@ static void server_up(server *sv)
     aims_pipeline *p = NULL;
     aims_dataset *train = NULL;
     TRY("pipeline", aims_pipeline_create(&p));
-    TRY("pipeline", aims_pipeline_add(p, AIMS_STEP_SCALE, NULL));
+    TRY("pipeline", aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, NULL));
     TRY("fit", aims_pipeline_fit_transform(p, sv->raw, &train));
     aims_model *m = NULL;
     aims_trainer *tr = NULL;
-    TRY("model", aims_model_create(AIMS_MODEL_MLP, FEAT, CLASSES, &m));
+    TRY("model", aims_model_create(AIMS_MODEL_KIND_MLP, FEAT, CLASSES, &m));
     TRY("model", aims_model_add_dense(m, 256, AIMS_ACT_RELU));
     TRY("trainer", aims_trainer_create(m, &tr));
     TRY("epochs", aims_trainer_set_param_i64(tr, AIMS_TRAIN_EPOCHS, 1));
@@ -139,7 +139,7 @@ static void server_up(server *sv)
     aims_pipeline_destroy(p);
     TRY("node", aims_node_create("bench-http", &sv->node));
     TRY("listen", aims_node_listen(sv->node, "tcp://127.0.0.1:0"));
-    TRY("address", aims_node_address(sv->node, 0, sv->addr, sizeof sv->addr, NULL));
+    TRY("address", aims_node_get_address(sv->node, 0, sv->addr, sizeof sv->addr, NULL));
     TRY("infer", aims_service_add_infer(sv->node, "mlp@1", sv->b, &sv->svc));
     TRY("start", aims_service_start(sv->svc));
     TRY("http", aims_http_create(sv->node, &sv->http));

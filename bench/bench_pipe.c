@@ -77,7 +77,7 @@ static aims_status echo_handler(void *user, const char *method, const aims_msg *
     size_t ndim = 0;
     const uint64_t *dims = NULL;
     const void *data = NULL;
-    aims_status rc = aims_msg_get(req, 0, &name, &dt, &ndim, &dims, &data, NULL);
+    aims_status rc = aims_msg_get_tensor(req, 0, &name, &dt, &ndim, &dims, &data, NULL);
     if (rc != AIMS_OK) {
         return rc;
     }
@@ -94,10 +94,10 @@ static aims_bundle *make_bundle(const aims_dataset *train)
     aims_bundle *b = NULL;
     size_t step = 0;
     TRY("pipeline", aims_pipeline_create(&p));
-    TRY("scale", aims_pipeline_add(p, AIMS_STEP_SCALE, &step));
-    TRY("factor", aims_pipeline_set_step_f64(p, step, AIMS_STEP_FACTOR, 1.0 / 255.0));
+    TRY("scale", aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, &step));
+    TRY("factor", aims_pipeline_set_step_param_f64(p, step, AIMS_STEP_FACTOR, 1.0 / 255.0));
     TRY("fit", aims_pipeline_fit_transform(p, train, &tx));
-    TRY("model", aims_model_create(AIMS_MODEL_MLP, FEAT, 10, &m));
+    TRY("model", aims_model_create(AIMS_MODEL_KIND_MLP, FEAT, 10, &m));
     TRY("model", aims_model_add_dense(m, 256, AIMS_ACT_RELU));
     TRY("trainer", aims_trainer_create(m, &tr));
     TRY("epochs", aims_trainer_set_param_i64(tr, AIMS_TRAIN_EPOCHS, 1));
@@ -187,7 +187,7 @@ static pid_t spawn_node(const char *transport, const aims_bundle *b, char *addr,
         TRY("start", aims_service_start(s));
         char a[URL_CAP] = {0};
         size_t len = 0;
-        TRY("address", aims_node_address(n, 0, a, sizeof a, &len));
+        TRY("address", aims_node_get_address(n, 0, a, sizeof a, &len));
         if (write(up[1], a, sizeof a) != (ssize_t)sizeof a) {
             _exit(1);
         }
@@ -286,7 +286,7 @@ static void run(const char *mode, const char *transport, size_t window, double s
     TRY("registry", aims_registry_create(&r));
     TRY("register", aims_registry_register(r, "svc", addr, 1, 3600000, &id));
     TRY("client", aims_client_create(&c));
-    TRY("use registry", aims_client_use_registry(c, r));
+    TRY("use registry", aims_client_set_registry(c, r));
     TRY("pending", aims_client_set_param_i64(c, AIMS_CLIENT_MAX_PENDING, 1 << 16));
     TRY("msg", aims_msg_create(&req));
     static unsigned char payload[MSG_BYTES];

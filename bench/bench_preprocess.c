@@ -202,7 +202,7 @@ static aims_status op_standardize(void *vctx)
     aims_dataset *out = NULL;
     aims_status st = aims_pipeline_create(&p);
     if (st == AIMS_OK) {
-        st = aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL);
+        st = aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL);
     }
     if (st == AIMS_OK) {
         st = aims_pipeline_fit_transform(p, ctx->in, &out);
@@ -251,21 +251,21 @@ static aims_status add_text_steps(aims_pipeline *p)
 {
     size_t hash = 0;
     size_t tfidf = 0;
-    aims_status st = aims_pipeline_add(p, AIMS_STEP_NORMALIZE, NULL);
+    aims_status st = aims_pipeline_add(p, AIMS_STEP_KIND_NORMALIZE, NULL);
     if (st == AIMS_OK) {
-        st = aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL);
+        st = aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_add(p, AIMS_STEP_HASH, &hash);
+        st = aims_pipeline_add(p, AIMS_STEP_KIND_HASH, &hash);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_set_step_i64(p, hash, AIMS_STEP_BUCKETS, INT64_C(1) << 18);
+        st = aims_pipeline_set_step_param_i64(p, hash, AIMS_STEP_BUCKETS, INT64_C(1) << 18);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_add(p, AIMS_STEP_TFIDF, &tfidf);
+        st = aims_pipeline_add(p, AIMS_STEP_KIND_TFIDF, &tfidf);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_set_step_i64(p, tfidf, AIMS_STEP_NORM, 2);
+        st = aims_pipeline_set_step_param_i64(p, tfidf, AIMS_STEP_NORM, 2);
     }
     return st;
 }
@@ -402,10 +402,10 @@ static int goal_d3b(const bench_paths *paths, int reps)
     aims_loadopts *opts = NULL;
     aims_status st = aims_loadopts_create(&opts);
     if (st == AIMS_OK) {
-        st = aims_loadopts_set_i64(opts, AIMS_LOAD_LABEL_COLUMN, 0);
+        st = aims_loadopts_set_param_i64(opts, AIMS_LOAD_LABEL_COLUMN, 0);
     }
     if (st == AIMS_OK) {
-        st = aims_loadopts_set_i64(opts, AIMS_LOAD_HEADER, 1);
+        st = aims_loadopts_set_param_i64(opts, AIMS_LOAD_HEADER, 1);
     }
     int rc = 1;
     if (st != AIMS_OK) {

@@ -66,7 +66,7 @@ static double accuracy(const aims_model *m, const aims_dataset *ds)
     aims_eval *ev = NULL;
     double acc = -1.0;
     if (aims_model_evaluate(m, ds, &ev) == AIMS_OK) {
-        aims_eval_get(ev, AIMS_METRIC_ACCURACY, &acc);
+        aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc);
     }
     aims_eval_destroy(ev);
     return acc;
@@ -135,12 +135,12 @@ int main(int argc, char **argv)
     TRY("load test", aims_dataset_load_idx(vi, vl, NULL, &test_raw));
     aims_pipeline *p = NULL;
     TRY("pipeline", aims_pipeline_create(&p));
-    TRY("pipeline", aims_pipeline_add(p, AIMS_STEP_SCALE, NULL));
+    TRY("pipeline", aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, NULL));
     TRY("fit", aims_pipeline_fit_transform(p, train_raw, &train));
     TRY("transform", aims_pipeline_transform(p, test_raw, &test));
 
     aims_model *m = NULL;
-    TRY("model", aims_model_create(AIMS_MODEL_MLP, 784, 10, &m));
+    TRY("model", aims_model_create(AIMS_MODEL_KIND_MLP, 784, 10, &m));
     TRY("model", aims_model_add_dense(m, 256, AIMS_ACT_RELU));
     aims_trainer *tr = NULL;
     TRY("trainer", aims_trainer_create(m, &tr));

@@ -186,7 +186,7 @@ static void cleanup_dir(void)
 static void node_addr(aims_node *n, char *buf, size_t cap)
 {
     size_t len = 0;
-    TRYN(n, "node address", aims_node_address(n, 0, buf, cap, &len));
+    TRYN(n, "node address", aims_node_get_address(n, 0, buf, cap, &len));
 }
 
 static double load1(void)
@@ -213,7 +213,7 @@ static aims_status echo_handler(void *user, const char *method, const aims_msg *
     size_t ndim = 0;
     const uint64_t *dims = NULL;
     const void *data = NULL;
-    aims_status rc = aims_msg_get(req, 0, &name, &dt, &ndim, &dims, &data, NULL);
+    aims_status rc = aims_msg_get_tensor(req, 0, &name, &dt, &ndim, &dims, &data, NULL);
     if (rc != AIMS_OK) {
         return rc;
     }
@@ -266,7 +266,7 @@ static void echo_client(const char *addr, const char *transport, const char *lay
         }
     }
     size_t bytes = 0;
-    TRY("reply", aims_msg_get(reply, 0, NULL, NULL, NULL, NULL, NULL, &bytes));
+    TRY("reply", aims_msg_get_tensor(reply, 0, NULL, NULL, NULL, NULL, NULL, &bytes));
     if (bytes != MSG_BYTES) {
         fprintf(stderr, "bench_svc: echo reply has %zu bytes\n", bytes);
         exit(1);
@@ -423,7 +423,7 @@ static void fixture_data(fixture *f, const char *dir)
         f->test_raw = synthetic(1000, 2);
     }
     TRY("pipeline", aims_pipeline_create(&f->p));
-    TRY("pipeline", aims_pipeline_add(f->p, AIMS_STEP_SCALE, NULL));
+    TRY("pipeline", aims_pipeline_add(f->p, AIMS_STEP_KIND_SCALE, NULL));
     TRY("fit", aims_pipeline_fit_transform(f->p, f->train_raw, &f->train));
 }
 
@@ -432,7 +432,7 @@ static void fixture_bundle(fixture *f, int64_t epochs)
 {
     aims_model *m = NULL;
     aims_trainer *tr = NULL;
-    TRY("model", aims_model_create(AIMS_MODEL_MLP, FEAT, CLASSES, &m));
+    TRY("model", aims_model_create(AIMS_MODEL_KIND_MLP, FEAT, CLASSES, &m));
     TRY("model", aims_model_add_dense(m, 256, AIMS_ACT_RELU));
     TRY("trainer", aims_trainer_create(m, &tr));
     TRY("epochs", aims_trainer_set_param_i64(tr, AIMS_TRAIN_EPOCHS, epochs));
@@ -510,7 +510,7 @@ static void infer(const char *transport, long iters, const char *dir, const kv_o
     }
     TRYN(n, "start", aims_service_start(s));
     TRY("client", aims_client_create(&c));
-    TRYC(c, "use registry", aims_client_use_registry(c, r));
+    TRYC(c, "use registry", aims_client_set_registry(c, r));
 
     aims_msg *req = NULL, *reply = NULL;
     TRY("msg", aims_msg_create(&req));
@@ -538,7 +538,7 @@ static void infer(const char *transport, long iters, const char *dir, const kv_o
         size_t yi = 0;
         const void *yd = NULL;
         TRY("reply y", aims_msg_find(reply, "y", &yi));
-        TRY("reply y", aims_msg_get(reply, yi, NULL, NULL, NULL, NULL, &yd, NULL));
+        TRY("reply y", aims_msg_get_tensor(reply, yi, NULL, NULL, NULL, NULL, &yd, NULL));
         float cls;
         memcpy(&cls, yd, sizeof cls);
         agree += (size_t)cls == direct;
@@ -700,7 +700,7 @@ static void lb(const char *policy, double seconds, double fast_us, double slow_u
     }
     aims_client *c = NULL;
     TRY("client", aims_client_create(&c));
-    TRYC(c, "registry", aims_client_use_registry(c, r));
+    TRYC(c, "registry", aims_client_set_registry(c, r));
     TRYC(c, "policy", aims_client_set_param_i64(c, AIMS_CLIENT_LB_POLICY, pol));
     TRYC(c, "pending", aims_client_set_param_i64(c, AIMS_CLIENT_MAX_PENDING, 1 << 20));
     TRYC(c, "timeout", aims_client_set_param_i64(c, AIMS_CLIENT_TIMEOUT_MS, 120000));
@@ -763,7 +763,7 @@ static void lb(const char *policy, double seconds, double fast_us, double slow_u
     double per[NI];
     for (int i = 0; i < NI; i++) {
         per[i] = 0;
-        aims_service_stat(svcs[i], AIMS_SVC_REQUESTS, &per[i]);
+        aims_service_get_stat(svcs[i], AIMS_SERVICE_STAT_REQUESTS, &per[i]);
     }
     printf("{\"goal\": \"P8\", \"contender\": \"libaims-%s\", \"version\": \"%s\", "
            "\"metric\": \"latency_us\", \"policy\": \"%s\", \"p50\": %.1f, \"p99\": %.1f, "
@@ -937,7 +937,7 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
     }
     aims_client *c = NULL;
     TRY("client", aims_client_create(&c));
-    TRYC(c, "registry", aims_client_use_registry(c, r));
+    TRYC(c, "registry", aims_client_set_registry(c, r));
     const size_t avail = aims_dataset_rows(f.test_raw);
     par_arg args[MAXC];
     pthread_t th[MAXC];
@@ -946,7 +946,7 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
         double busy0 = 0;
         for (int i = 0; i < ninst; i++) {
             double b = 0;
-            aims_service_stat(svcs[i], AIMS_SVC_BUSY_NS, &b);
+            aims_service_get_stat(svcs[i], AIMS_SERVICE_STAT_BUSY_NS, &b);
             busy0 += b;
         }
         const double cpu0 = cpu_s();
@@ -976,7 +976,7 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
         double busy = -busy0;
         for (int i = 0; i < ninst; i++) {
             double b = 0;
-            aims_service_stat(svcs[i], AIMS_SVC_BUSY_NS, &b);
+            aims_service_get_stat(svcs[i], AIMS_SERVICE_STAT_BUSY_NS, &b);
             busy += b;
         }
         if (pass == 1) {
@@ -1041,7 +1041,7 @@ static int32_t seed_state(aims_msg *reply)
     const void *d = NULL;
     int32_t st = -1;
     if (aims_msg_find(reply, "state", &i) == AIMS_OK &&
-        aims_msg_get(reply, i, NULL, NULL, NULL, NULL, &d, NULL) == AIMS_OK && d) {
+        aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &d, NULL) == AIMS_OK && d) {
         memcpy(&st, d, sizeof st);
     }
     return st;
@@ -1066,7 +1066,7 @@ static void seed(const char *dir)
     TRYN(n, "start", aims_service_start(strain));
     aims_client *c = NULL;
     TRY("client", aims_client_create(&c));
-    TRYC(c, "registry", aims_client_use_registry(c, r));
+    TRYC(c, "registry", aims_client_set_registry(c, r));
     aims_msg *req = NULL, *reply = NULL;
     TRY("msg", aims_msg_create(&req));
     TRY("msg", aims_msg_create(&reply));
@@ -1110,7 +1110,7 @@ static void seed(const char *dir)
     size_t hi = 0, hn = 0; /* status/result need the secret handle submit returned */
     const void *hp = NULL;
     TRY("msg", aims_msg_find(reply, "handle", &hi));
-    TRY("msg", aims_msg_get(reply, hi, NULL, NULL, NULL, NULL, &hp, &hn));
+    TRY("msg", aims_msg_get_tensor(reply, hi, NULL, NULL, NULL, NULL, &hp, &hn));
     const uint64_t hd[1] = {hn};
     TRY("msg", aims_msg_add(req, "handle", AIMS_DT_BYTES, hd, 1, hp, 0));
     while (st == 0 || st == 1) {
@@ -1128,7 +1128,7 @@ static void seed(const char *dir)
     size_t bi = 0, blen = 0;
     const void *bdata = NULL;
     TRY("bundle", aims_msg_find(reply, "bundle", &bi));
-    TRY("bundle", aims_msg_get(reply, bi, NULL, NULL, NULL, NULL, &bdata, &blen));
+    TRY("bundle", aims_msg_get_tensor(reply, bi, NULL, NULL, NULL, NULL, &bdata, &blen));
     aims_bundle *b = NULL;
     TRY("bundle parse", aims_bundle_parse(bdata, blen, &b));
     /* Test accuracy of the bundle the service produced (raw test rows). */
@@ -1163,7 +1163,7 @@ static void seed(const char *dir)
         const void *y = NULL;
         float cls;
         TRY("y", aims_msg_find(reply, "y", &yi));
-        TRY("y", aims_msg_get(reply, yi, NULL, NULL, NULL, NULL, &y, NULL));
+        TRY("y", aims_msg_get_tensor(reply, yi, NULL, NULL, NULL, NULL, &y, NULL));
         memcpy(&cls, y, sizeof cls);
         ok += (int32_t)cls == ty[i];
     }

@@ -41,13 +41,13 @@ static aims_status echo_fn(void *user, const char *method, const aims_msg *req,
                            aims_msg *reply, uint64_t deadline_ns)
 {
     (void)user, (void)method, (void)deadline_ns;
-    for (size_t i = 0; i < aims_msg_count(req); i++) {
+    for (size_t i = 0; i < aims_msg_num_tensors(req); i++) {
         const char *name;
         aims_dtype dt;
         size_t nd, bytes;
         const uint64_t *dims;
         const void *data;
-        aims_status rc = aims_msg_get(req, i, &name, &dt, &nd, &dims, &data, &bytes);
+        aims_status rc = aims_msg_get_tensor(req, i, &name, &dt, &nd, &dims, &data, &bytes);
         if (rc == AIMS_OK) {
             rc = aims_msg_add(reply, name, dt, dims, nd, data, 0);
         }
@@ -199,8 +199,8 @@ int main(int argc, char **argv)
     TRY("start", aims_service_start(s));
     char tcp[128], tls[128];
     size_t len = 0;
-    TRY("address", aims_node_address(n, 0, tcp, sizeof tcp, &len));
-    TRY("address", aims_node_address(n, 1, tls, sizeof tls, &len));
+    TRY("address", aims_node_get_address(n, 0, tcp, sizeof tcp, &len));
+    TRY("address", aims_node_get_address(n, 1, tls, sizeof tls, &len));
     aims_tls_config *ccfg = cfg_for("client");
 
     const double rt_tcp = rt_p50(tcp, NULL, it_rt);

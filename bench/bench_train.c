@@ -171,7 +171,7 @@ static aims_status load_scaled(const char *dir, const char *img, const char *lab
         st = aims_pipeline_create(&p);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_add(p, AIMS_STEP_SCALE, NULL); /* factor defaults to 1/255 */
+        st = aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, NULL); /* factor defaults to 1/255 */
     }
     if (st == AIMS_OK) {
         st = aims_pipeline_fit_transform(p, raw, out);
@@ -202,7 +202,7 @@ typedef struct trained {
 static aims_status build_model(const opts *o, int mlp, aims_model **out)
 {
     aims_model *m = NULL;
-    aims_status st = aims_model_create(mlp ? AIMS_MODEL_MLP : AIMS_MODEL_SOFTMAX, 784, 10, &m);
+    aims_status st = aims_model_create(mlp ? AIMS_MODEL_KIND_MLP : AIMS_MODEL_KIND_SOFTMAX, 784, 10, &m);
     if (st == AIMS_OK && mlp) {
         st = aims_model_add_dense(m, 256, AIMS_ACT_RELU);
     }
@@ -249,7 +249,7 @@ static aims_status accuracy_of(const aims_model *m, const aims_dataset *test, do
     aims_eval *ev = NULL;
     aims_status st = aims_model_evaluate(m, test, &ev);
     if (st == AIMS_OK) {
-        st = aims_eval_get(ev, AIMS_METRIC_ACCURACY, acc);
+        st = aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, acc);
     }
     aims_eval_destroy(ev);
     return st;
@@ -490,31 +490,31 @@ static aims_status text_pipeline(const opts *o, aims_pipeline **out)
         st = aims_pipeline_set_param_i64(p, AIMS_PIPELINE_THREADS, o->threads);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_add(p, AIMS_STEP_NORMALIZE, NULL);
+        st = aims_pipeline_add(p, AIMS_STEP_KIND_NORMALIZE, NULL);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_add(p, AIMS_STEP_TOKENIZE, &step);
+        st = aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, &step);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_set_step_i64(p, step, AIMS_STEP_MIN_TOKEN_LEN, 1);
+        st = aims_pipeline_set_step_param_i64(p, step, AIMS_STEP_MIN_TOKEN_LEN, 1);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_add(p, AIMS_STEP_NGRAMS, &step);
+        st = aims_pipeline_add(p, AIMS_STEP_KIND_NGRAMS, &step);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_set_step_i64(p, step, AIMS_STEP_NGRAM_MAX, 2);
+        st = aims_pipeline_set_step_param_i64(p, step, AIMS_STEP_NGRAM_MAX, 2);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_add(p, AIMS_STEP_HASH, &step);
+        st = aims_pipeline_add(p, AIMS_STEP_KIND_HASH, &step);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_set_step_i64(p, step, AIMS_STEP_BUCKETS, 1 << 18);
+        st = aims_pipeline_set_step_param_i64(p, step, AIMS_STEP_BUCKETS, 1 << 18);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_add(p, AIMS_STEP_TFIDF, &step);
+        st = aims_pipeline_add(p, AIMS_STEP_KIND_TFIDF, &step);
     }
     if (st == AIMS_OK) {
-        st = aims_pipeline_set_step_i64(p, step, AIMS_STEP_SUBLINEAR_TF, 1);
+        st = aims_pipeline_set_step_param_i64(p, step, AIMS_STEP_SUBLINEAR_TF, 1);
     }
     if (st != AIMS_OK) {
         aims_pipeline_destroy(p);
@@ -552,7 +552,7 @@ static aims_status train_text(const opts *o, uint64_t seed, text_run *res, char 
         st = aims_pipeline_fit_transform(p, raw, &tok);
     }
     if (st == AIMS_OK) {
-        st = aims_model_create(AIMS_MODEL_TEXT, aims_dataset_token_dim(tok),
+        st = aims_model_create(AIMS_MODEL_KIND_TEXT, aims_dataset_token_dim(tok),
                                aims_dataset_num_classes(raw), &m);
     }
     if (st == AIMS_OK) {

@@ -363,7 +363,7 @@ static int preprocess_remote(aims_client *cl, const aims_dataset *raw, float **o
         const void *data;
         size_t bytes;
         CHECK(aims_msg_find(reply, "x", &i));
-        CHECK(aims_msg_get(reply, i, NULL, NULL, NULL, NULL, &data, &bytes));
+        CHECK(aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, &bytes));
         if (bytes != n * cols * sizeof(float)) {
             fprintf(stderr, "aims_demo: preprocess reply has %zu bytes\n", bytes);
             return 1;
@@ -401,7 +401,7 @@ static int get_i64(const aims_msg *m, const char *name, int64_t *out)
     const void *data;
     aims_dtype dt;
     if (aims_msg_find(m, name, &i) != AIMS_OK ||
-        aims_msg_get(m, i, NULL, &dt, NULL, NULL, &data, NULL) != AIMS_OK) {
+        aims_msg_get_tensor(m, i, NULL, &dt, NULL, NULL, &data, NULL) != AIMS_OK) {
         return 1;
     }
     if (dt == AIMS_DT_I32) {
@@ -422,7 +422,7 @@ static double get_f32(const aims_msg *m, const char *name)
     const void *data;
     float v;
     if (aims_msg_find(m, name, &i) != AIMS_OK ||
-        aims_msg_get(m, i, NULL, NULL, NULL, NULL, &data, NULL) != AIMS_OK) {
+        aims_msg_get_tensor(m, i, NULL, NULL, NULL, NULL, &data, NULL) != AIMS_OK) {
         return NAN;
     }
     memcpy(&v, data, 4);
@@ -461,7 +461,7 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
     size_t hi = 0, hn = 0;
     const void *hp = NULL;
     CHECK(aims_msg_find(reply, "handle", &hi));
-    CHECK(aims_msg_get(reply, hi, NULL, NULL, NULL, NULL, &hp, &hn));
+    CHECK(aims_msg_get_tensor(reply, hi, NULL, NULL, NULL, NULL, &hp, &hn));
     const uint64_t hd[1] = {hn};
     CHECK(aims_msg_add(req, "handle", AIMS_DT_BYTES, hd, 1, hp, 0));
     int64_t state = 0, epoch = 0, last_epoch = -1;
@@ -495,7 +495,7 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
     const void *data;
     size_t bytes;
     CHECK(aims_msg_find(reply, "bundle", &i));
-    CHECK(aims_msg_get(reply, i, NULL, NULL, NULL, NULL, &data, &bytes));
+    CHECK(aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, &bytes));
     CHECK(aims_bundle_parse(data, bytes, out_model_bundle));
     aims_msg_destroy(req);
     aims_msg_destroy(reply);
@@ -534,7 +534,7 @@ static void on_reply(void *user, aims_status status, const aims_msg *reply, cons
         const void *data;
         float cls = -1;
         if (aims_msg_find(reply, "y", &i) == AIMS_OK &&
-            aims_msg_get(reply, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
+            aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
             memcpy(&cls, data, 4);
         }
         if (r->rows == 1 && (int32_t)cls == aims_dataset_labels(r->test)[cc->row]) {
@@ -672,7 +672,7 @@ static int replica_busy(cluster *c, aims_client *cl, double busy[N_REPLICAS])
     for (int i = 0; i < N_REPLICAS; i++) {
         busy[i] = 0;
         if (!c->processes) {
-            CHECK(aims_service_stat(c->infer[i].service, AIMS_SVC_BUSY_NS, &busy[i]));
+            CHECK(aims_service_get_stat(c->infer[i].service, AIMS_SERVICE_STAT_BUSY_NS, &busy[i]));
             continue;
         }
         int64_t ns = 0;
@@ -798,7 +798,7 @@ static int bundle_check(const aims_bundle *b, const aims_dataset *test, double *
     const aims_status rc_eval = aims_model_evaluate(aims_bundle_model(b), tx, &ev);
     aims_dataset_destroy(tx);
     CHECK(rc_eval);
-    const aims_status rc_acc = aims_eval_get(ev, AIMS_METRIC_ACCURACY, acc);
+    const aims_status rc_acc = aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, acc);
     aims_eval_destroy(ev);
     CHECK(rc_acc);
     const size_t n = aims_dataset_rows(test);
@@ -873,7 +873,7 @@ static int http_step(cluster *c, aims_client *cl, const aims_dataset *test, summ
     const void *data;
     float cls = -1;
     if (rc == AIMS_OK && aims_msg_find(reply, "y", &i) == AIMS_OK &&
-        aims_msg_get(reply, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
+        aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
         memcpy(&cls, data, 4);
     }
     aims_msg_destroy(req);
@@ -926,9 +926,9 @@ static int run(const opts *o, cluster *c, summary *s)
     t0 = now_s();
     CHECK(aims_pipeline_create(&p));
     size_t step;
-    CHECK(aims_pipeline_add(p, AIMS_STEP_SCALE, &step));
-    CHECK(aims_pipeline_set_step_f64(p, step, AIMS_STEP_FACTOR, 1.0 / 255.0));
-    CHECK(aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, &step));
+    CHECK(aims_pipeline_set_step_param_f64(p, step, AIMS_STEP_FACTOR, 1.0 / 255.0));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL));
     CHECK(aims_pipeline_fit(p, train));
     snprintf(path, sizeof path, "%s/fmnist.aimsp", c->dir);
     CHECK(aims_pipeline_save(p, path));

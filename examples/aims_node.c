@@ -335,14 +335,14 @@ static aims_status echo_handler(void *user, const char *method, const aims_msg *
     if (g_slow_us > 0) {
         spin_us(g_slow_us);
     }
-    const size_t n = aims_msg_count(req);
+    const size_t n = aims_msg_num_tensors(req);
     for (size_t i = 0; i < n; i++) {
         const char *name;
         aims_dtype dt;
         size_t ndim;
         const uint64_t *dims;
         const void *data;
-        aims_status rc = aims_msg_get(req, i, &name, &dt, &ndim, &dims, &data, NULL);
+        aims_status rc = aims_msg_get_tensor(req, i, &name, &dt, &ndim, &dims, &data, NULL);
         if (rc == AIMS_OK && strcmp(name, "pid") != 0) {
             rc = aims_msg_add(reply, name, dt, dims, ndim, data, 0);
         }
@@ -705,7 +705,7 @@ int main(int argc, char **argv)
     }
     char addr[512];
     size_t len = 0;
-    if (aims_node_address(st.node, 0, addr, sizeof addr, &len) != AIMS_OK) {
+    if (aims_node_get_address(st.node, 0, addr, sizeof addr, &len) != AIMS_OK) {
         nlog(AIMS_LOG_ERROR, "address: %s", aims_node_errmsg(st.node));
         teardown(&st);
         return 1;

@@ -153,10 +153,10 @@ static int on_progress(void *user, const aims_trainer *t)
 {
     const double *epochs = user;
     double epoch = 0, loss = 0, sps = 0, val = 0;
-    aims_trainer_stat(t, AIMS_STAT_EPOCH, &epoch);
-    aims_trainer_stat(t, AIMS_STAT_TRAIN_LOSS, &loss);
-    aims_trainer_stat(t, AIMS_STAT_SAMPLES_PER_S, &sps);
-    aims_trainer_stat(t, AIMS_STAT_VAL_ACCURACY, &val);
+    aims_trainer_get_stat(t, AIMS_TRAINER_STAT_EPOCH, &epoch);
+    aims_trainer_get_stat(t, AIMS_TRAINER_STAT_TRAIN_LOSS, &loss);
+    aims_trainer_get_stat(t, AIMS_TRAINER_STAT_SAMPLES_PER_S, &sps);
+    aims_trainer_get_stat(t, AIMS_TRAINER_STAT_VAL_ACCURACY, &val);
     char vbuf[16] = "n/a"; /* no validation set: NaN */
     if (!isnan(val)) {
         snprintf(vbuf, sizeof vbuf, "%.4f", val);
@@ -189,7 +189,7 @@ static int train_mlp(const aims_pipeline *p, const aims_dataset *test_raw,
     aims_bundle *b = NULL, *back = NULL;
     char path[1100];
 
-    CHECK(aims_model_create(AIMS_MODEL_MLP, aims_dataset_cols(train_x), 10, &m));
+    CHECK(aims_model_create(AIMS_MODEL_KIND_MLP, aims_dataset_cols(train_x), 10, &m));
     CHECK(aims_model_add_dense(m, 256, AIMS_ACT_RELU));
     CHECK(aims_trainer_create(m, &t));
     CHECK(aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, 1)); /* Adam */
@@ -199,7 +199,7 @@ static int train_mlp(const aims_pipeline *p, const aims_dataset *test_raw,
     CHECK(aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 42));
     CHECK(aims_trainer_set_param_i64(t, AIMS_TRAIN_THREADS, threads));
     CHECK(aims_trainer_set_param_f64(t, AIMS_TRAIN_VAL_FRACTION, 0.1));
-    CHECK(aims_trainer_set_progress(t, on_progress, (void *)&epochs));
+    CHECK(aims_trainer_set_progress_fn(t, on_progress, (void *)&epochs));
     printf("training MLP 784-256-10 (Adam 1e-3, batch 128, %.0f epochs, 10%% held out):\n",
            epochs);
     double t0 = now_s();
@@ -208,12 +208,12 @@ static int train_mlp(const aims_pipeline *p, const aims_dataset *test_raw,
     aims_trainer_destroy(t);
 
     CHECK(aims_model_evaluate(m, test_x, &ev));
-    CHECK(aims_eval_get(ev, AIMS_METRIC_ACCURACY, &s->acc_mlp));
-    CHECK(aims_eval_get(ev, AIMS_METRIC_MACRO_F1, &s->f1_mlp));
+    CHECK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &s->acc_mlp));
+    CHECK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_MACRO_F1, &s->f1_mlp));
     aims_eval_destroy(ev);
     CHECK(aims_model_quantize(m, train_x, &q));
     CHECK(aims_model_evaluate(q, test_x, &evq));
-    CHECK(aims_eval_get(evq, AIMS_METRIC_ACCURACY, &s->acc_int8));
+    CHECK(aims_eval_get_metric(evq, AIMS_EVAL_METRIC_ACCURACY, &s->acc_int8));
     aims_eval_destroy(evq);
     printf("MLP trained in %.2f s: test accuracy %.4f, macro-F1 %.4f; int8 accuracy %.4f\n",
            s->t_train_mlp, s->acc_mlp, s->f1_mlp, s->acc_int8);
@@ -268,7 +268,7 @@ static int train_mlp(const aims_pipeline *p, const aims_dataset *test_raw,
     s->row_p50_us = lat[100] * 1e6;
     printf("bundle %s (name=%s) reloaded: %zu raw test images, %.1f%% same class as the "
            "model; single raw row p50 %.1f us\n",
-           path, aims_bundle_get_meta(back, "name"), n, 100.0 * s->bundle_agree,
+           path, aims_bundle_meta(back, "name"), n, 100.0 * s->bundle_agree,
            s->row_p50_us);
     free(scores);
     free(direct);
@@ -311,9 +311,9 @@ static int run_images(const demo_opts *o, const char *out_dir, demo_summary *s)
 
     CHECK(aims_pipeline_create(&p));
     size_t step;
-    CHECK(aims_pipeline_add(p, AIMS_STEP_SCALE, &step));
-    CHECK(aims_pipeline_set_step_f64(p, step, AIMS_STEP_FACTOR, 1.0 / 255.0));
-    CHECK(aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, &step));
+    CHECK(aims_pipeline_set_step_param_f64(p, step, AIMS_STEP_FACTOR, 1.0 / 255.0));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL));
     CHECK(aims_pipeline_set_param_i64(p, AIMS_PIPELINE_THREADS, o->threads));
     t0 = now_s();
     CHECK(aims_pipeline_fit(p, train));
@@ -373,18 +373,18 @@ static int train_topics(const aims_dataset *train, const aims_dataset *test,
     char path[1100];
 
     CHECK(aims_pipeline_create(&p));
-    CHECK(aims_pipeline_add(p, AIMS_STEP_NORMALIZE, NULL));
-    CHECK(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, &step));
-    CHECK(aims_pipeline_set_step_i64(p, step, AIMS_STEP_MIN_TOKEN_LEN, 1));
-    CHECK(aims_pipeline_add(p, AIMS_STEP_NGRAMS, &step));
-    CHECK(aims_pipeline_set_step_i64(p, step, AIMS_STEP_NGRAM_MAX, 2));
-    CHECK(aims_pipeline_add(p, AIMS_STEP_HASH, &step));
-    CHECK(aims_pipeline_set_step_i64(p, step, AIMS_STEP_BUCKETS, 1 << 18));
-    CHECK(aims_pipeline_add(p, AIMS_STEP_TFIDF, &step));
-    CHECK(aims_pipeline_set_step_i64(p, step, AIMS_STEP_SUBLINEAR_TF, 1));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_NORMALIZE, NULL));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, &step));
+    CHECK(aims_pipeline_set_step_param_i64(p, step, AIMS_STEP_MIN_TOKEN_LEN, 1));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_NGRAMS, &step));
+    CHECK(aims_pipeline_set_step_param_i64(p, step, AIMS_STEP_NGRAM_MAX, 2));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_HASH, &step));
+    CHECK(aims_pipeline_set_step_param_i64(p, step, AIMS_STEP_BUCKETS, 1 << 18));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_TFIDF, &step));
+    CHECK(aims_pipeline_set_step_param_i64(p, step, AIMS_STEP_SUBLINEAR_TF, 1));
     const double t0 = now_s();
     CHECK(aims_pipeline_fit_transform(p, train, &train_t));
-    CHECK(aims_model_create(AIMS_MODEL_TEXT, aims_dataset_token_dim(train_t),
+    CHECK(aims_model_create(AIMS_MODEL_KIND_TEXT, aims_dataset_token_dim(train_t),
                             aims_dataset_num_classes(train), &m));
     CHECK(aims_model_set_param_i64(m, AIMS_MODEL_TEXT_LINEAR, 1)); /* no embedding */
     CHECK(aims_model_set_param_i64(m, AIMS_MODEL_LOSS, 3));        /* one-vs-rest hinge */
@@ -392,7 +392,7 @@ static int train_topics(const aims_dataset *train, const aims_dataset *test,
     CHECK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, 0.2));
     CHECK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, (int64_t)epochs));
     CHECK(aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 42));
-    CHECK(aims_trainer_set_progress(t, on_progress, (void *)&epochs));
+    CHECK(aims_trainer_set_progress_fn(t, on_progress, (void *)&epochs));
     printf("training the topic classifier (hashed 1-2 grams, TF-IDF, linear hinge, %.0f "
            "epochs):\n",
            epochs);
@@ -401,7 +401,7 @@ static int train_topics(const aims_dataset *train, const aims_dataset *test,
     aims_trainer_destroy(t);
     CHECK(aims_pipeline_transform(p, test, &test_t));
     CHECK(aims_model_evaluate(m, test_t, &ev));
-    CHECK(aims_eval_get(ev, AIMS_METRIC_ACCURACY, &s->acc_text));
+    CHECK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &s->acc_text));
     aims_eval_destroy(ev);
     printf("topic classifier trained in %.2f s: test accuracy %.4f over %zu topics "
            "(majority class ~0.08)\n",
@@ -473,13 +473,13 @@ static int run_texts(const demo_opts *o, const char *out_dir, demo_summary *s)
 
     CHECK(aims_pipeline_create(&p));
     size_t step;
-    CHECK(aims_pipeline_add(p, AIMS_STEP_NORMALIZE, NULL));
-    CHECK(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL));
-    CHECK(aims_pipeline_add(p, AIMS_STEP_NGRAMS, &step));
-    CHECK(aims_pipeline_set_step_i64(p, step, AIMS_STEP_NGRAM_MAX, 2));
-    CHECK(aims_pipeline_add(p, AIMS_STEP_HASH, &step));
-    CHECK(aims_pipeline_set_step_i64(p, step, AIMS_STEP_BUCKETS, 1 << 18));
-    CHECK(aims_pipeline_add(p, AIMS_STEP_TFIDF, NULL));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_NORMALIZE, NULL));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_NGRAMS, &step));
+    CHECK(aims_pipeline_set_step_param_i64(p, step, AIMS_STEP_NGRAM_MAX, 2));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_HASH, &step));
+    CHECK(aims_pipeline_set_step_param_i64(p, step, AIMS_STEP_BUCKETS, 1 << 18));
+    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_TFIDF, NULL));
     CHECK(aims_pipeline_set_param_i64(p, AIMS_PIPELINE_THREADS, o->threads));
     t0 = now_s();
     CHECK(aims_pipeline_fit(p, train));

@@ -55,17 +55,17 @@ int main(int argc, char **argv)
     TRY(st);
     TRY(aims_dataset_load_idx(timg, tlab, NULL, &test));
     TRY(aims_pipeline_create(&p));
-    TRY(aims_pipeline_add(p, AIMS_STEP_SCALE, NULL)); /* x / 255 */
+    TRY(aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, NULL)); /* x / 255 */
     TRY(aims_pipeline_fit_transform(p, train, &train_x));
     TRY(aims_pipeline_transform(p, test, &test_x));
 
-    TRY(aims_model_create(AIMS_MODEL_MLP, 784, 10, &m));
+    TRY(aims_model_create(AIMS_MODEL_KIND_MLP, 784, 10, &m));
     TRY(aims_model_add_dense(m, 256, AIMS_ACT_RELU));
     TRY(aims_trainer_create(m, &t));
     TRY(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, epochs)); /* SGD 0.1, momentum 0.9 */
     TRY(aims_trainer_fit(t, train_x, NULL));
     TRY(aims_model_evaluate(m, test_x, &ev));
-    TRY(aims_eval_get(ev, AIMS_METRIC_ACCURACY, &acc));
+    TRY(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc));
     printf("test accuracy after %d epochs: %.4f\n", epochs, acc);
 
     TRY(aims_bundle_create(p, m, &b));

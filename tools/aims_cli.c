@@ -184,11 +184,11 @@ static int load_data(const cli *c, const char *path, aims_dataset **out)
     if (aims_loadopts_create(&lo) != AIMS_OK) {
         return cli_fail("options", NULL);
     }
-    aims_status rc = aims_loadopts_set_i64(lo, AIMS_LOAD_MAX_ROWS, c->max_rows);
+    aims_status rc = aims_loadopts_set_param_i64(lo, AIMS_LOAD_MAX_ROWS, c->max_rows);
     if (strcmp(fmt, "csv") == 0) {
-        rc = rc != AIMS_OK ? rc : aims_loadopts_set_i64(lo, AIMS_LOAD_HEADER, c->header);
-        rc = rc != AIMS_OK ? rc : aims_loadopts_set_i64(lo, AIMS_LOAD_SKIP_ROWS, c->skip_rows);
-        rc = rc != AIMS_OK ? rc : aims_loadopts_set_i64(lo, AIMS_LOAD_LABEL_COLUMN, c->label_column);
+        rc = rc != AIMS_OK ? rc : aims_loadopts_set_param_i64(lo, AIMS_LOAD_HEADER, c->header);
+        rc = rc != AIMS_OK ? rc : aims_loadopts_set_param_i64(lo, AIMS_LOAD_SKIP_ROWS, c->skip_rows);
+        rc = rc != AIMS_OK ? rc : aims_loadopts_set_param_i64(lo, AIMS_LOAD_LABEL_COLUMN, c->label_column);
         rc = rc != AIMS_OK ? rc : aims_dataset_load_file(AIMS_FORMAT_CSV, path, lo, out);
     } else if (strcmp(fmt, "idx") == 0) {
         rc = rc != AIMS_OK ? rc : aims_dataset_load_idx(path, c->labels, lo, out);
@@ -211,9 +211,9 @@ static int progress(void *user, const aims_trainer *t)
 {
     const cli *c = user;
     double epoch = 0, loss = 0, sps = 0;
-    aims_trainer_stat(t, AIMS_STAT_EPOCH, &epoch);
-    aims_trainer_stat(t, AIMS_STAT_TRAIN_LOSS, &loss);
-    aims_trainer_stat(t, AIMS_STAT_SAMPLES_PER_S, &sps);
+    aims_trainer_get_stat(t, AIMS_TRAINER_STAT_EPOCH, &epoch);
+    aims_trainer_get_stat(t, AIMS_TRAINER_STAT_TRAIN_LOSS, &loss);
+    aims_trainer_get_stat(t, AIMS_TRAINER_STAT_SAMPLES_PER_S, &sps);
     if (c->quiet) {
         return 0;
     }
@@ -238,7 +238,7 @@ static int build_model(const cli *c, size_t in, size_t k, aims_model **out)
     if (!mlp && strcmp(c->model, "softmax") != 0) {
         return usage("--model wants softmax or mlp");
     }
-    if (aims_model_create(mlp ? AIMS_MODEL_MLP : AIMS_MODEL_SOFTMAX, in, k, out) != AIMS_OK) {
+    if (aims_model_create(mlp ? AIMS_MODEL_KIND_MLP : AIMS_MODEL_KIND_SOFTMAX, in, k, out) != AIMS_OK) {
         return cli_fail("model", NULL);
     }
     if (mlp) {
@@ -282,7 +282,7 @@ static int cmd_train(const cli *c)
     if (rc == 0 && aims_pipeline_create(&p) != AIMS_OK) {
         rc = cli_fail("pipeline", NULL);
     }
-    if (rc == 0 && c->standardize && aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL) != AIMS_OK) {
+    if (rc == 0 && c->standardize && aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL) != AIMS_OK) {
         rc = cli_fail("pipeline", aims_pipeline_errmsg(p));
     }
     if (rc == 0 && aims_pipeline_fit_transform(p, ds, &x) != AIMS_OK) {
@@ -303,7 +303,7 @@ static int cmd_train(const cli *c)
         rc = EXIT_USAGE;
     }
     if (rc == 0) {
-        aims_trainer_set_progress(t, progress, (void *)c);
+        aims_trainer_set_progress_fn(t, progress, (void *)c);
         if (aims_trainer_fit(t, x, NULL) != AIMS_OK) {
             rc = cli_fail("training", aims_trainer_errmsg(t));
         }
@@ -362,9 +362,9 @@ static int cmd_eval(const cli *c)
     }
     if (rc == 0) {
         double acc = NAN, loss = NAN, rows = 0;
-        aims_eval_get(ev, AIMS_METRIC_ACCURACY, &acc);
-        aims_eval_get(ev, AIMS_METRIC_LOG_LOSS, &loss);
-        aims_eval_get(ev, AIMS_METRIC_ROWS, &rows);
+        aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc);
+        aims_eval_get_metric(ev, AIMS_EVAL_METRIC_LOG_LOSS, &loss);
+        aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ROWS, &rows);
         printf("{\"rows\":%.0f,\"accuracy\":%.6f,\"log_loss\":%.6f}\n", rows, acc, loss);
     }
     aims_eval_destroy(ev);
@@ -511,11 +511,11 @@ static int cmd_inspect(const cli *c)
         const aims_model *mm = kind == 3 ? m : (st == AIMS_OK ? aims_bundle_model(b) : NULL);
         if (st == AIMS_OK) {
             printf(",\"model_kind\":%d,\"inputs\":%zu,\"outputs\":%zu,\"params\":%zu,"
-                   "\"quantized\":%s", (int)aims_model_get_kind(mm), aims_model_input_dim(mm),
+                   "\"quantized\":%s", (int)aims_model_kind_of(mm), aims_model_input_dim(mm),
                    aims_model_output_dim(mm), aims_model_num_params(mm),
                    aims_model_is_quantized(mm) ? "true" : "false");
             if (b != NULL) {
-                const char *lv = aims_bundle_get_meta(b, "library_version");
+                const char *lv = aims_bundle_meta(b, "library_version");
                 printf(",\"pipeline\":%s,\"library_version\":\"%s\"",
                        aims_bundle_pipeline(b) != NULL ? "true" : "false", lv ? lv : "");
             }

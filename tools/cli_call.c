@@ -384,13 +384,13 @@ static int print_reply(const call_opts *o, const aims_msg *reply)
     fputs(",\"method\":", stdout);
     cli_json_string(stdout, o->method, strlen(o->method));
     fputs(",\"tensors\":{", stdout);
-    for (size_t i = 0; i < aims_msg_count(reply); i++) {
+    for (size_t i = 0; i < aims_msg_num_tensors(reply); i++) {
         const char *name = NULL;
         aims_dtype dt = AIMS_DT_F32;
         size_t ndim = 0, bytes = 0;
         const uint64_t *dims = NULL;
         const void *data = NULL;
-        if (aims_msg_get(reply, i, &name, &dt, &ndim, &dims, &data, &bytes) != AIMS_OK) {
+        if (aims_msg_get_tensor(reply, i, &name, &dt, &ndim, &dims, &data, &bytes) != AIMS_OK) {
             return 1;
         }
         printf("%s", i > 0 ? "," : "");

@@ -19,7 +19,7 @@ quoted "aims_x": tools/rename-0.1.py takes a quoted bare name for a *function*,
 and two old function names (aims_trainer_stat, aims_service_stat) become enum
 type names, so a bare key would be renamed again on the script's next run. The package turns a member name into its
 Python name by dropping the prefix the enum's members share (aims/_enums.py,
-written by hand: ``names``), so "AIMS_MODEL_LINEAR" and "AIMS_MODEL_KIND_LINEAR"
+written by hand: ``names``), so "AIMS_MODEL_KIND_LINEAR" and "AIMS_MODEL_KIND_LINEAR"
 are both "linear".
 
 Usage:

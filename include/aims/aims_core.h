@@ -367,8 +367,8 @@ typedef enum aims_param {
 
 /** Value type of a parameter. */
 typedef enum aims_param_type {
-    AIMS_PARAM_I64 = 1,
-    AIMS_PARAM_F64 = 2
+    AIMS_PARAM_TYPE_I64 = 1,
+    AIMS_PARAM_TYPE_F64 = 2
 } aims_param_type;
 
 /**

@@ -69,11 +69,11 @@ AIMS_API void aims_loadopts_destroy(aims_loadopts *opts);
  *         option or not an integer option); AIMS_E_RANGE (outside aims_param_info bounds).
  * @since 0.1
  */
-AIMS_API aims_status aims_loadopts_set_i64(aims_loadopts *opts, aims_param param, int64_t value);
+AIMS_API aims_status aims_loadopts_set_param_i64(aims_loadopts *opts, aims_param param, int64_t value);
 
-/** @brief Read an integer loader option. Errors as aims_loadopts_set_i64. @since 0.1 */
-AIMS_API aims_status aims_loadopts_get_i64(const aims_loadopts *opts, aims_param param,
-                                           int64_t *out_value);
+/** @brief Read an integer loader option. Errors as aims_loadopts_set_param_i64. @since 0.1 */
+AIMS_API aims_status aims_loadopts_get_param_i64(const aims_loadopts *opts, aims_param param,
+                                                 int64_t *out_value);
 
 /** @brief Detail of the last failure on this options object from a non-const
  * call; "" if none (or for a bad handle). @since 0.1 */

@@ -69,11 +69,11 @@ typedef struct aims_bundle aims_bundle;
 
 /** Model kinds; values never change. */
 typedef enum aims_model_kind {
-    AIMS_MODEL_LINEAR = 1,
-    AIMS_MODEL_LOGISTIC = 2,
-    AIMS_MODEL_SOFTMAX = 3,
-    AIMS_MODEL_MLP = 4,
-    AIMS_MODEL_TEXT = 5
+    AIMS_MODEL_KIND_LINEAR = 1,
+    AIMS_MODEL_KIND_LOGISTIC = 2,
+    AIMS_MODEL_KIND_SOFTMAX = 3,
+    AIMS_MODEL_KIND_MLP = 4,
+    AIMS_MODEL_KIND_TEXT = 5
 } aims_model_kind;
 
 /** Activations for dense layers. */
@@ -91,28 +91,28 @@ typedef enum aims_output {
     AIMS_OUT_PROBA = 2   /**< class probabilities (classifiers only) */
 } aims_output;
 
-/** Evaluation metrics (aims_eval_get). */
-typedef enum aims_metric {
-    AIMS_METRIC_ACCURACY = 1,
-    AIMS_METRIC_MACRO_F1 = 2,
-    AIMS_METRIC_LOG_LOSS = 3,
-    AIMS_METRIC_MSE = 4,
-    AIMS_METRIC_R2 = 5,
-    AIMS_METRIC_ROWS = 6
-} aims_metric;
+/** Evaluation metrics (aims_eval_get_metric). */
+typedef enum aims_eval_metric {
+    AIMS_EVAL_METRIC_ACCURACY = 1,
+    AIMS_EVAL_METRIC_MACRO_F1 = 2,
+    AIMS_EVAL_METRIC_LOG_LOSS = 3,
+    AIMS_EVAL_METRIC_MSE = 4,
+    AIMS_EVAL_METRIC_R2 = 5,
+    AIMS_EVAL_METRIC_ROWS = 6
+} aims_eval_metric;
 
-/** Training progress values (aims_trainer_stat). */
-typedef enum aims_stat {
-    AIMS_STAT_EPOCH = 1,         /**< epochs completed */
-    AIMS_STAT_STEP = 2,          /**< optimizer steps completed */
-    AIMS_STAT_TRAIN_LOSS = 3,    /**< mean training loss over the last epoch (or so far) */
-    AIMS_STAT_VAL_LOSS = 4,      /**< validation loss after the last epoch (NaN without validation) */
-    AIMS_STAT_VAL_ACCURACY = 5,  /**< validation accuracy after the last epoch (NaN if n/a) */
-    AIMS_STAT_SAMPLES_PER_S = 6, /**< training throughput over the last epoch */
-    AIMS_STAT_LR = 7,            /**< learning rate of the next step */
-    AIMS_STAT_BEST_EPOCH = 8,    /**< epoch with the best validation metric so far */
-    AIMS_STAT_STEPS_PER_EPOCH = 9
-} aims_stat;
+/** Training progress values (aims_trainer_get_stat()). */
+typedef enum aims_trainer_stat {
+    AIMS_TRAINER_STAT_EPOCH = 1,         /**< epochs completed */
+    AIMS_TRAINER_STAT_STEP = 2,          /**< optimizer steps completed */
+    AIMS_TRAINER_STAT_TRAIN_LOSS = 3,    /**< mean training loss over the last epoch (or so far) */
+    AIMS_TRAINER_STAT_VAL_LOSS = 4,      /**< validation loss after the last epoch (NaN without validation) */
+    AIMS_TRAINER_STAT_VAL_ACCURACY = 5,  /**< validation accuracy after the last epoch (NaN if n/a) */
+    AIMS_TRAINER_STAT_SAMPLES_PER_S = 6, /**< training throughput over the last epoch */
+    AIMS_TRAINER_STAT_LR = 7,            /**< learning rate of the next step */
+    AIMS_TRAINER_STAT_BEST_EPOCH = 8,    /**< epoch with the best validation metric so far */
+    AIMS_TRAINER_STAT_STEPS_PER_EPOCH = 9
+} aims_trainer_stat;
 
 /* ------------------------------------------------------------------------ */
 /* Models                                                                     */
@@ -159,7 +159,7 @@ AIMS_API aims_status aims_model_get_param_f64(const aims_model *m, aims_param pa
                                               double *out_value);
 
 /** @brief Kind of the model, or 0 for an invalid handle. @since 0.1 */
-AIMS_API aims_model_kind aims_model_get_kind(const aims_model *m);
+AIMS_API aims_model_kind aims_model_kind_of(const aims_model *m);
 /** @brief Input width (features, or token id bound for TEXT); 0 if invalid. @since 0.1 */
 AIMS_API size_t aims_model_input_dim(const aims_model *m);
 /** @brief Values written per row by predict (classes; 2 for LOGISTIC probabilities). @since 0.1 */
@@ -269,7 +269,7 @@ AIMS_API void aims_eval_destroy(aims_eval *ev);
  *         classification metrics on regression and vice versa).
  * @since 0.1
  */
-AIMS_API aims_status aims_eval_get(const aims_eval *ev, aims_metric metric, double *out_value);
+AIMS_API aims_status aims_eval_get_metric(const aims_eval *ev, aims_eval_metric metric, double *out_value);
 /** @brief Number of classes in the confusion matrix (0 for regression). @since 0.1 */
 AIMS_API size_t aims_eval_num_classes(const aims_eval *ev);
 /**
@@ -277,14 +277,14 @@ AIMS_API size_t aims_eval_num_classes(const aims_eval *ev);
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_UNSUPPORTED (regression), AIMS_E_RANGE (out_cap < k*k).
  * @since 0.1
  */
-AIMS_API aims_status aims_eval_confusion(const aims_eval *ev, int64_t *out, size_t out_cap);
+AIMS_API aims_status aims_eval_get_confusion(const aims_eval *ev, int64_t *out, size_t out_cap);
 
 /* ------------------------------------------------------------------------ */
 /* Training                                                                   */
 
 /**
  * Progress callback, called after every epoch (and from aims_trainer_step when an
- * epoch ends) on the training thread. Read values with aims_trainer_stat().
+ * epoch ends) on the training thread. Read values with aims_trainer_get_stat().
  * Return 0 to continue, non-zero to stop (the run ends with AIMS_E_CANCELLED).
  */
 typedef int (*aims_progress_fn)(void *user, const aims_trainer *t);
@@ -311,7 +311,7 @@ AIMS_API aims_status aims_trainer_get_param_i64(const aims_trainer *t, aims_para
 AIMS_API aims_status aims_trainer_get_param_f64(const aims_trainer *t, aims_param param,
                                                 double *out_value);
 /** @brief Install the progress callback (NULL to remove). @since 0.1 */
-AIMS_API aims_status aims_trainer_set_progress(aims_trainer *t, aims_progress_fn fn, void *user);
+AIMS_API aims_status aims_trainer_set_progress_fn(aims_trainer *t, aims_progress_fn fn, void *user);
 
 /**
  * @brief Start a run: initialise weights (seeded; unless the model is already
@@ -367,7 +367,7 @@ AIMS_API void aims_trainer_cancel(aims_trainer *t);
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_UNSUPPORTED (unknown stat).
  * @since 0.1
  */
-AIMS_API aims_status aims_trainer_stat(const aims_trainer *t, aims_stat stat, double *out_value);
+AIMS_API aims_status aims_trainer_get_stat(const aims_trainer *t, aims_trainer_stat stat, double *out_value);
 
 /**
  * @brief Write a checkpoint of the running training (weights, optimizer state, RNG,
@@ -413,7 +413,7 @@ AIMS_API void aims_bundle_destroy(aims_bundle *b);
  */
 AIMS_API aims_status aims_bundle_set_meta(aims_bundle *b, const char *key, const char *value);
 /** @brief Metadata value for @p key, or NULL. Valid while the bundle lives. @since 0.1 */
-AIMS_API const char *aims_bundle_get_meta(const aims_bundle *b, const char *key);
+AIMS_API const char *aims_bundle_meta(const aims_bundle *b, const char *key);
 /** @brief The bundle's model (borrowed). @since 0.1 */
 AIMS_API const aims_model *aims_bundle_model(const aims_bundle *b);
 /** @brief The bundle's pipeline (borrowed), or NULL. @since 0.1 */

@@ -140,10 +140,11 @@ AIMS_API aims_status aims_registry_lookup(aims_registry *r, const char *service,
  *         *out_len says the size needed without the NUL).
  * @since 0.1
  */
-AIMS_API aims_status aims_registry_address(aims_registry *r, aims_instance id, char *buf,
-                                           size_t cap, size_t *out_len);
+AIMS_API aims_status aims_registry_get_address(aims_registry *r, aims_instance id, char *buf,
+                                               size_t cap, size_t *out_len);
 
-/** @brief Weight of an instance, or 0 if unknown. @since 0.1 */
+/** @brief Weight of an instance, or 0 if unknown. Not const: like
+ * aims_registry_lookup it first sweeps expired leases (NAMING.md rule 10). @since 0.1 */
 AIMS_API uint32_t aims_registry_weight(aims_registry *r, aims_instance id);
 
 /**
@@ -242,8 +243,8 @@ AIMS_API uint64_t aims_balancer_outstanding(const aims_balancer *b, aims_instanc
 
 /** Health states of an instance. */
 typedef enum aims_health_state {
-    AIMS_HEALTH_HEALTHY = 1,
-    AIMS_HEALTH_EJECTED = 2  /**< passive outlier ejection; returns after the ejection time */
+    AIMS_HEALTH_STATE_HEALTHY = 1,
+    AIMS_HEALTH_STATE_EJECTED = 2  /**< passive outlier ejection; returns after the ejection time */
 } aims_health_state;
 
 /** State-change callback. */
@@ -264,7 +265,7 @@ AIMS_API aims_status aims_health_set_clock(aims_health *h, aims_clock_fn fn, voi
 /** @brief Set an integer parameter (AIMS_HEALTH_*). @since 0.1 */
 AIMS_API aims_status aims_health_set_param_i64(aims_health *h, aims_param param, int64_t value);
 /** @brief Install the state-change callback (NULL removes it). @since 0.1 */
-AIMS_API aims_status aims_health_on_change(aims_health *h, aims_health_fn fn, void *user);
+AIMS_API aims_status aims_health_set_change_fn(aims_health *h, aims_health_fn fn, void *user);
 /** @brief Start tracking an instance (healthy). AIMS_E_EXISTS if tracked. @since 0.1 */
 AIMS_API aims_status aims_health_add(aims_health *h, aims_instance id);
 /** @brief Stop tracking an instance. @since 0.1 */
@@ -281,8 +282,9 @@ AIMS_API aims_status aims_health_report(aims_health *h, aims_instance id, int ok
  * @since 0.1
  */
 AIMS_API aims_health_state aims_health_state_of(aims_health *h, aims_instance id);
-/** @brief Non-zero when fewer than the panic threshold of instances are healthy. @since 0.1 */
-AIMS_API int aims_health_in_panic(aims_health *h);
+/** @brief Non-zero when fewer than the panic threshold of instances are healthy.
+ * Not const: like aims_health_state_of it first ends expired ejections. @since 0.1 */
+AIMS_API int aims_health_is_in_panic(aims_health *h);
 
 /* ------------------------------------------------------------------------ */
 /* Metrics                                                                    */
@@ -316,8 +318,8 @@ AIMS_API void aims_metrics_destroy(aims_metrics *mx);
 AIMS_API aims_status aims_metrics_count(aims_metrics *mx, const char *name, const char *labels,
                                         uint64_t delta);
 /** @brief Set a gauge. @since 0.1 */
-AIMS_API aims_status aims_metrics_gauge(aims_metrics *mx, const char *name, const char *labels,
-                                        double value);
+AIMS_API aims_status aims_metrics_set_gauge(aims_metrics *mx, const char *name, const char *labels,
+                                            double value);
 /** @brief Record one latency observation (nanoseconds) in a histogram. @since 0.1 */
 AIMS_API aims_status aims_metrics_observe(aims_metrics *mx, const char *name,
                                           const char *labels, uint64_t ns);

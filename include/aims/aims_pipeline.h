@@ -57,17 +57,17 @@ typedef struct aims_pipeline aims_pipeline;
 
 /** Step kinds; values never change. */
 typedef enum aims_step_kind {
-    AIMS_STEP_STANDARDIZE = 1,
-    AIMS_STEP_MINMAX = 2,
-    AIMS_STEP_IMPUTE = 3,
-    AIMS_STEP_CLIP = 4,
-    AIMS_STEP_ONEHOT = 5,
-    AIMS_STEP_SCALE = 6,
-    AIMS_STEP_NORMALIZE = 20,
-    AIMS_STEP_TOKENIZE = 21,
-    AIMS_STEP_NGRAMS = 22,
-    AIMS_STEP_HASH = 23,
-    AIMS_STEP_TFIDF = 24
+    AIMS_STEP_KIND_STANDARDIZE = 1,
+    AIMS_STEP_KIND_MINMAX = 2,
+    AIMS_STEP_KIND_IMPUTE = 3,
+    AIMS_STEP_KIND_CLIP = 4,
+    AIMS_STEP_KIND_ONEHOT = 5,
+    AIMS_STEP_KIND_SCALE = 6,
+    AIMS_STEP_KIND_NORMALIZE = 20,
+    AIMS_STEP_KIND_TOKENIZE = 21,
+    AIMS_STEP_KIND_NGRAMS = 22,
+    AIMS_STEP_KIND_HASH = 23,
+    AIMS_STEP_KIND_TFIDF = 24
 } aims_step_kind;
 
 /**
@@ -98,17 +98,17 @@ AIMS_API aims_status aims_pipeline_add(aims_pipeline *p, aims_step_kind kind, si
  *         AIMS_E_UNSUPPORTED (parameter does not apply to this step kind or type).
  * @since 0.1
  */
-AIMS_API aims_status aims_pipeline_set_step_i64(aims_pipeline *p, size_t step, aims_param param,
-                                                int64_t value);
-/** @brief Set a floating-point step parameter; as aims_pipeline_set_step_i64. @since 0.1 */
-AIMS_API aims_status aims_pipeline_set_step_f64(aims_pipeline *p, size_t step, aims_param param,
-                                                double value);
+AIMS_API aims_status aims_pipeline_set_step_param_i64(aims_pipeline *p, size_t step, aims_param param,
+                                                      int64_t value);
+/** @brief Set a floating-point step parameter; as aims_pipeline_set_step_param_i64. @since 0.1 */
+AIMS_API aims_status aims_pipeline_set_step_param_f64(aims_pipeline *p, size_t step, aims_param param,
+                                                      double value);
 /** @brief Read an integer step parameter. @since 0.1 */
-AIMS_API aims_status aims_pipeline_get_step_i64(const aims_pipeline *p, size_t step,
-                                                aims_param param, int64_t *out_value);
+AIMS_API aims_status aims_pipeline_get_step_param_i64(const aims_pipeline *p, size_t step,
+                                                      aims_param param, int64_t *out_value);
 /** @brief Read a floating-point step parameter. @since 0.1 */
-AIMS_API aims_status aims_pipeline_get_step_f64(const aims_pipeline *p, size_t step,
-                                                aims_param param, double *out_value);
+AIMS_API aims_status aims_pipeline_get_step_param_f64(const aims_pipeline *p, size_t step,
+                                                      aims_param param, double *out_value);
 
 /**
  * @brief Set a pipeline-wide integer parameter (AIMS_PIPELINE_*).

@@ -135,17 +135,17 @@ AIMS_API aims_status aims_msg_add(aims_msg *m, const char *name, aims_dtype dtyp
 AIMS_API aims_status aims_msg_alloc(aims_msg *m, const char *name, aims_dtype dtype,
                                     const uint64_t *dims, size_t ndim, void **out_data);
 /** @brief Number of tensors. @since 0.1 */
-AIMS_API size_t aims_msg_count(const aims_msg *m);
+AIMS_API size_t aims_msg_num_tensors(const aims_msg *m);
 /**
  * @brief Describe tensor @p index. Every output is optional. Pointers stay
  * valid until the message is cleared or destroyed. Data may be unaligned.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_RANGE (index).
  * @since 0.1
  */
-AIMS_API aims_status aims_msg_get(const aims_msg *m, size_t index, const char **out_name,
-                                  aims_dtype *out_dtype, size_t *out_ndim,
-                                  const uint64_t **out_dims, const void **out_data,
-                                  size_t *out_bytes);
+AIMS_API aims_status aims_msg_get_tensor(const aims_msg *m, size_t index, const char **out_name,
+                                         aims_dtype *out_dtype, size_t *out_ndim,
+                                         const uint64_t **out_dims, const void **out_data,
+                                         size_t *out_bytes);
 /** @brief Index of the tensor called @p name. @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_NOTFOUND. @since 0.1 */
 AIMS_API aims_status aims_msg_find(const aims_msg *m, const char *name, size_t *out_index);
 /**
@@ -252,12 +252,13 @@ AIMS_API aims_status aims_node_add_transport(aims_node *n, const aims_transport 
 AIMS_API aims_status aims_node_listen(aims_node *n, const char *url);
 /**
  * @brief Copy the @p index-th bound address (in listen order, port resolved).
- * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_NOTFOUND (index), AIMS_E_RANGE (cap;
- *         *out_len = length needed without NUL).
+ * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_RANGE (index past the last address, or
+ *         @p cap too small: then *out_len = length needed without NUL).
+ * @note Not const: a failure is recorded for aims_node_errmsg().
  * @since 0.1
  */
-AIMS_API aims_status aims_node_address(aims_node *n, size_t index, char *buf, size_t cap,
-                                       size_t *out_len);
+AIMS_API aims_status aims_node_get_address(aims_node *n, size_t index, char *buf, size_t cap,
+                                           size_t *out_len);
 /**
  * @brief Services started on this node register in @p r (borrowed; must
  * outlive the node) under the node's first address, renew their leases every
@@ -394,21 +395,22 @@ AIMS_API aims_status aims_service_stop(aims_service *s, int64_t timeout_ms);
  */
 AIMS_API aims_status aims_service_swap_bundle(aims_service *s, const aims_bundle *b);
 
-/** Service statistics (aims_service_stat). */
-typedef enum aims_svc_stat {
-    AIMS_SVC_REQUESTS = 1,  /**< requests accepted */
-    AIMS_SVC_ERRORS = 2,    /**< handler failures */
-    AIMS_SVC_REJECTED = 3,  /**< overload + deadline rejections */
-    AIMS_SVC_INFLIGHT = 4,  /**< running now */
-    AIMS_SVC_QUEUED = 5,    /**< waiting now */
-    AIMS_SVC_BATCHES = 6,   /**< batches run (infer) */
-    AIMS_SVC_BATCH_ROWS = 7,/**< rows in those batches */
-    AIMS_SVC_BUSY_NS = 8,   /**< total handler time (utilisation = busy / wall) */
-    AIMS_SVC_P50_NS = 9,    /**< service latency quantiles (queue + run) */
-    AIMS_SVC_P99_NS = 10
-} aims_svc_stat;
-/** @brief Read a service statistic. @since 0.1 */
-AIMS_API aims_status aims_service_stat(aims_service *s, aims_svc_stat stat, double *out);
+/** Service statistics (aims_service_get_stat()). */
+typedef enum aims_service_stat {
+    AIMS_SERVICE_STAT_REQUESTS = 1,  /**< requests accepted */
+    AIMS_SERVICE_STAT_ERRORS = 2,    /**< handler failures */
+    AIMS_SERVICE_STAT_REJECTED = 3,  /**< overload + deadline rejections */
+    AIMS_SERVICE_STAT_INFLIGHT = 4,  /**< running now */
+    AIMS_SERVICE_STAT_QUEUED = 5,    /**< waiting now */
+    AIMS_SERVICE_STAT_BATCHES = 6,   /**< batches run (infer) */
+    AIMS_SERVICE_STAT_BATCH_ROWS = 7,/**< rows in those batches */
+    AIMS_SERVICE_STAT_BUSY_NS = 8,   /**< total handler time (utilisation = busy / wall) */
+    AIMS_SERVICE_STAT_P50_NS = 9,    /**< service latency quantiles (queue + run) */
+    AIMS_SERVICE_STAT_P99_NS = 10
+} aims_service_stat;
+/** @brief Read a service statistic. Not const: a failure (an unknown @p stat)
+ * is recorded for aims_service_errmsg(). @since 0.1 */
+AIMS_API aims_status aims_service_get_stat(aims_service *s, aims_service_stat stat, double *out);
 
 /** @brief Detail of the last failure on this service (start, stop, set_param,
  * swap_bundle, stat); "" if none (or for a bad handle). @since 0.1 */
@@ -428,7 +430,7 @@ typedef void (*aims_done_fn)(void *user, aims_status status, const aims_msg *rep
                              const char *error);
 
 /**
- * @brief Create a client. It needs a registry view (aims_client_use_registry or
+ * @brief Create a client. It needs a registry view (aims_client_set_registry or
  * aims_client_join) to call services by name; aims_client_call_addr works without.
  * @since 0.1
  */
@@ -442,7 +444,7 @@ AIMS_API aims_status aims_client_set_param_f64(aims_client *c, aims_param param,
 /** @brief Register a host transport for its scheme (copied). @since 0.1 */
 AIMS_API aims_status aims_client_add_transport(aims_client *c, const aims_transport *t);
 /** @brief Resolve names through the local registry @p r (borrowed, must outlive the client). @since 0.1 */
-AIMS_API aims_status aims_client_use_registry(aims_client *c, aims_registry *r);
+AIMS_API aims_status aims_client_set_registry(aims_client *c, aims_registry *r);
 /**
  * @brief Resolve names through the registry at @p url (the schemes of
  * aims_node_join: etcd://, aims://, or a node address). A registry service is

@@ -26,8 +26,8 @@ typedef struct param_row {
     double min, max, def;
 } param_row;
 
-#define I64 AIMS_PARAM_I64
-#define F64 AIMS_PARAM_F64
+#define I64 AIMS_PARAM_TYPE_I64
+#define F64 AIMS_PARAM_TYPE_F64
 #define BIG 9007199254740992.0 /* 2^53: largest exactly representable integer */
 
 static const param_row k_params[] = {
@@ -296,7 +296,7 @@ aims_status aimsi_param_get(const aimsi_param_map *map, const void *base, aims_p
     int64_t vi = 0;
     double vd = 0.0;
     aimsi_param_load(base, f, &vi, &vd);
-    if (type == AIMS_PARAM_I64) {
+    if (type == AIMS_PARAM_TYPE_I64) {
         *i = vi;
     } else {
         *d = vd;

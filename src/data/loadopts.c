@@ -63,25 +63,25 @@ void aims_loadopts_destroy(aims_loadopts *opts)
     aimsi_free(opts);
 }
 
-aims_status aims_loadopts_set_i64(aims_loadopts *opts, aims_param param, int64_t value)
+aims_status aims_loadopts_set_param_i64(aims_loadopts *opts, aims_param param, int64_t value)
 {
     if (!aimsi_obj_ok(opts, AIMSI_MAGIC_LOADOPTS)) {
         return AIMSI_MISUSE("opts is not a valid aims_loadopts handle");
     }
     AIMSI_TRY(aimsi_param_check(&opts->obj, param, LOADOPT_RANGE_LO, LOADOPT_RANGE_HI,
-                                AIMS_PARAM_I64, (double)value));
+                                AIMS_PARAM_TYPE_I64, (double)value));
     const int i = loadopt_slot(param);
     if (i < 0) {
         /* In the loader range and in the table, but beyond the slots: a table
          * row was added without growing struct aims_loadopts. */
         return aimsi_err(&opts->obj, AIMS_E_INTERNAL,
-                         "aims_loadopts_set_i64: parameter %d has no storage slot", (int)param);
+                         "aims_loadopts_set_param_i64: parameter %d has no storage slot", (int)param);
     }
     opts->v[i] = value;
     return AIMS_OK;
 }
 
-aims_status aims_loadopts_get_i64(const aims_loadopts *opts, aims_param param, int64_t *out_value)
+aims_status aims_loadopts_get_param_i64(const aims_loadopts *opts, aims_param param, int64_t *out_value)
 {
     if (!aimsi_obj_ok(opts, AIMSI_MAGIC_LOADOPTS)) {
         return AIMSI_MISUSE("opts is not a valid aims_loadopts handle");
@@ -91,12 +91,12 @@ aims_status aims_loadopts_get_i64(const aims_loadopts *opts, aims_param param, i
     }
     /* Validate the identifier (and its type) with its own default as the value,
      * which is always within bounds. */
-    AIMSI_TRY(aimsi_param_check(NULL, param, LOADOPT_RANGE_LO, LOADOPT_RANGE_HI, AIMS_PARAM_I64,
+    AIMSI_TRY(aimsi_param_check(NULL, param, LOADOPT_RANGE_LO, LOADOPT_RANGE_HI, AIMS_PARAM_TYPE_I64,
                                 aimsi_param_default(param)));
     const int i = loadopt_slot(param);
     if (i < 0) {
         return aimsi_err(NULL, AIMS_E_INTERNAL,
-                         "aims_loadopts_get_i64: parameter %d has no storage slot", (int)param);
+                         "aims_loadopts_get_param_i64: parameter %d has no storage slot", (int)param);
     }
     *out_value = opts->v[i];
     return AIMS_OK;

@@ -24,37 +24,37 @@
 
 int aimsi_pipe_is_num_kind(int k)
 {
-    return k >= AIMS_STEP_STANDARDIZE && k <= AIMS_STEP_SCALE;
+    return k >= AIMS_STEP_KIND_STANDARDIZE && k <= AIMS_STEP_KIND_SCALE;
 }
 
 static int is_text_kind(int k)
 {
-    return k >= AIMS_STEP_NORMALIZE && k <= AIMS_STEP_TFIDF;
+    return k >= AIMS_STEP_KIND_NORMALIZE && k <= AIMS_STEP_KIND_TFIDF;
 }
 
 #define KB(k) (1u << ((k) >= 20 ? (k) - 13 : (k)))
 #define NUMERIC_KINDS                                                                     \
-    (KB(AIMS_STEP_STANDARDIZE) | KB(AIMS_STEP_MINMAX) | KB(AIMS_STEP_IMPUTE) |              \
-     KB(AIMS_STEP_CLIP) | KB(AIMS_STEP_ONEHOT) | KB(AIMS_STEP_SCALE))
+    (KB(AIMS_STEP_KIND_STANDARDIZE) | KB(AIMS_STEP_KIND_MINMAX) | KB(AIMS_STEP_KIND_IMPUTE) |              \
+     KB(AIMS_STEP_KIND_CLIP) | KB(AIMS_STEP_KIND_ONEHOT) | KB(AIMS_STEP_KIND_SCALE))
 
 /* Which step kinds each step parameter applies to (bit KB(kind)). */
 static const unsigned k_applies[AIMSI_NSTEP_PARAMS] = {
     [AIMS_STEP_COL_BEGIN - 200] = NUMERIC_KINDS,
     [AIMS_STEP_COL_END - 200] = NUMERIC_KINDS,
-    [AIMS_STEP_LOW - 200] = KB(AIMS_STEP_MINMAX) | KB(AIMS_STEP_CLIP),
-    [AIMS_STEP_HIGH - 200] = KB(AIMS_STEP_MINMAX) | KB(AIMS_STEP_CLIP),
-    [AIMS_STEP_STRATEGY - 200] = KB(AIMS_STEP_IMPUTE),
-    [AIMS_STEP_VALUE - 200] = KB(AIMS_STEP_IMPUTE),
-    [AIMS_STEP_FACTOR - 200] = KB(AIMS_STEP_SCALE),
-    [AIMS_STEP_MAX_CATEGORIES - 200] = KB(AIMS_STEP_ONEHOT),
-    [AIMS_STEP_LOWERCASE - 200] = KB(AIMS_STEP_NORMALIZE),
-    [AIMS_STEP_MIN_TOKEN_LEN - 200] = KB(AIMS_STEP_TOKENIZE),
-    [AIMS_STEP_NGRAM_MAX - 200] = KB(AIMS_STEP_NGRAMS),
-    [AIMS_STEP_BUCKETS - 200] = KB(AIMS_STEP_HASH),
-    [AIMS_STEP_SIGNED - 200] = KB(AIMS_STEP_HASH),
-    [AIMS_STEP_SMOOTH_IDF - 200] = KB(AIMS_STEP_TFIDF),
-    [AIMS_STEP_SUBLINEAR_TF - 200] = KB(AIMS_STEP_TFIDF),
-    [AIMS_STEP_NORM - 200] = KB(AIMS_STEP_TFIDF),
+    [AIMS_STEP_LOW - 200] = KB(AIMS_STEP_KIND_MINMAX) | KB(AIMS_STEP_KIND_CLIP),
+    [AIMS_STEP_HIGH - 200] = KB(AIMS_STEP_KIND_MINMAX) | KB(AIMS_STEP_KIND_CLIP),
+    [AIMS_STEP_STRATEGY - 200] = KB(AIMS_STEP_KIND_IMPUTE),
+    [AIMS_STEP_VALUE - 200] = KB(AIMS_STEP_KIND_IMPUTE),
+    [AIMS_STEP_FACTOR - 200] = KB(AIMS_STEP_KIND_SCALE),
+    [AIMS_STEP_MAX_CATEGORIES - 200] = KB(AIMS_STEP_KIND_ONEHOT),
+    [AIMS_STEP_LOWERCASE - 200] = KB(AIMS_STEP_KIND_NORMALIZE),
+    [AIMS_STEP_MIN_TOKEN_LEN - 200] = KB(AIMS_STEP_KIND_TOKENIZE),
+    [AIMS_STEP_NGRAM_MAX - 200] = KB(AIMS_STEP_KIND_NGRAMS),
+    [AIMS_STEP_BUCKETS - 200] = KB(AIMS_STEP_KIND_HASH),
+    [AIMS_STEP_SIGNED - 200] = KB(AIMS_STEP_KIND_HASH),
+    [AIMS_STEP_SMOOTH_IDF - 200] = KB(AIMS_STEP_KIND_TFIDF),
+    [AIMS_STEP_SUBLINEAR_TF - 200] = KB(AIMS_STEP_KIND_TFIDF),
+    [AIMS_STEP_NORM - 200] = KB(AIMS_STEP_KIND_TFIDF),
     [AIMS_STEP_NONFINITE - 200] = NUMERIC_KINDS,
 };
 
@@ -66,7 +66,7 @@ const char *aimsi_pipe_step_name(int k)
     if (aimsi_pipe_is_num_kind(k)) {
         return num[k];
     }
-    return is_text_kind(k) ? text[k - AIMS_STEP_NORMALIZE] : "unknown";
+    return is_text_kind(k) ? text[k - AIMS_STEP_KIND_NORMALIZE] : "unknown";
 }
 
 /* May a step of `kind` follow steps[0..n)? Returns NULL or the reason. */
@@ -87,17 +87,17 @@ const char *aimsi_pipe_add_refusal(const aimsi_step *steps, size_t n, int kind)
     int have_tok = 0;
     int have_hash = 0;
     for (size_t i = 0; i < n; i++) {
-        have_tok |= steps[i].kind == AIMS_STEP_TOKENIZE;
-        have_hash |= steps[i].kind == AIMS_STEP_HASH;
+        have_tok |= steps[i].kind == AIMS_STEP_KIND_TOKENIZE;
+        have_hash |= steps[i].kind == AIMS_STEP_KIND_HASH;
     }
     if (n > 0 && (int)steps[n - 1].kind >= kind) {
         return "text steps must come in the order [normalize] tokenize [ngrams] hash [tfidf], "
                "each once";
     }
-    if (kind > AIMS_STEP_TOKENIZE && !have_tok) {
+    if (kind > AIMS_STEP_KIND_TOKENIZE && !have_tok) {
         return "tokenize must come before ngrams, hash and tfidf";
     }
-    if (kind == AIMS_STEP_TFIDF && !have_hash) {
+    if (kind == AIMS_STEP_KIND_TFIDF && !have_hash) {
         return "hash must come before tfidf";
     }
     return NULL;
@@ -109,7 +109,7 @@ void aimsi_pipe_step_defaults(aimsi_step *s, aims_step_kind kind)
     for (int i = 0; i < AIMSI_NSTEP_PARAMS; i++) {
         s->pv[i] = aimsi_param_default((aims_param)(AIMS_STEP_COL_BEGIN + i));
     }
-    if (kind == AIMS_STEP_CLIP) {
+    if (kind == AIMS_STEP_KIND_CLIP) {
         s->pv[AIMS_STEP_LOW - 200] = -HUGE_VAL;
         s->pv[AIMS_STEP_HIGH - 200] = HUGE_VAL;
     }
@@ -244,16 +244,16 @@ static aims_status set_step(aims_pipeline *p, size_t step, aims_param param,
     return AIMS_OK;
 }
 
-aims_status aims_pipeline_set_step_i64(aims_pipeline *p, size_t step, aims_param param,
+aims_status aims_pipeline_set_step_param_i64(aims_pipeline *p, size_t step, aims_param param,
                                                 int64_t value)
 {
-    return set_step(p, step, param, AIMS_PARAM_I64, (double)value);
+    return set_step(p, step, param, AIMS_PARAM_TYPE_I64, (double)value);
 }
 
-aims_status aims_pipeline_set_step_f64(aims_pipeline *p, size_t step, aims_param param,
+aims_status aims_pipeline_set_step_param_f64(aims_pipeline *p, size_t step, aims_param param,
                                                 double value)
 {
-    return set_step(p, step, param, AIMS_PARAM_F64, value);
+    return set_step(p, step, param, AIMS_PARAM_TYPE_F64, value);
 }
 
 static aims_status get_step(const aims_pipeline *p, size_t step, aims_param param,
@@ -273,19 +273,19 @@ static aims_status get_step(const aims_pipeline *p, size_t step, aims_param para
     return AIMS_OK;
 }
 
-aims_status aims_pipeline_get_step_i64(const aims_pipeline *p, size_t step,
+aims_status aims_pipeline_get_step_param_i64(const aims_pipeline *p, size_t step,
                                                 aims_param param, int64_t *out_value)
 {
     double v = 0;
-    AIMSI_TRY(get_step(p, step, param, AIMS_PARAM_I64, out_value == NULL ? NULL : &v));
+    AIMSI_TRY(get_step(p, step, param, AIMS_PARAM_TYPE_I64, out_value == NULL ? NULL : &v));
     *out_value = (int64_t)v;
     return AIMS_OK;
 }
 
-aims_status aims_pipeline_get_step_f64(const aims_pipeline *p, size_t step,
+aims_status aims_pipeline_get_step_param_f64(const aims_pipeline *p, size_t step,
                                                 aims_param param, double *out_value)
 {
-    return get_step(p, step, param, AIMS_PARAM_F64, out_value);
+    return get_step(p, step, param, AIMS_PARAM_TYPE_F64, out_value);
 }
 
 aims_status aims_pipeline_set_param_i64(aims_pipeline *p, aims_param param,
@@ -294,7 +294,7 @@ aims_status aims_pipeline_set_param_i64(aims_pipeline *p, aims_param param,
     if (!aimsi_obj_ok(p, AIMSI_MAGIC_PIPELINE)) {
         return AIMSI_MISUSE("invalid pipeline handle");
     }
-    AIMSI_TRY(aimsi_param_check(&p->obj, param, AIMS_PIPELINE_THREADS, 399, AIMS_PARAM_I64,
+    AIMSI_TRY(aimsi_param_check(&p->obj, param, AIMS_PIPELINE_THREADS, 399, AIMS_PARAM_TYPE_I64,
                                 (double)value));
     const int64_t old = p->threads;
     p->threads = value;
@@ -311,7 +311,7 @@ aims_status aims_pipeline_get_param_i64(const aims_pipeline *p, aims_param param
     if (!aimsi_obj_ok(p, AIMSI_MAGIC_PIPELINE) || out_value == NULL) {
         return AIMSI_MISUSE("invalid pipeline handle or NULL output");
     }
-    AIMSI_TRY(aimsi_param_check(NULL, param, AIMS_PIPELINE_THREADS, 399, AIMS_PARAM_I64,
+    AIMSI_TRY(aimsi_param_check(NULL, param, AIMS_PIPELINE_THREADS, 399, AIMS_PARAM_TYPE_I64,
                                 aimsi_param_default(param)));
     *out_value = p->threads;
     return AIMS_OK;
@@ -361,8 +361,8 @@ int aimsi_pipe_text_complete(const aims_pipeline *p)
     int tok = 0;
     int hash = 0;
     for (size_t k = 0; k < p->nsteps; k++) {
-        tok |= p->steps[k].kind == AIMS_STEP_TOKENIZE;
-        hash |= p->steps[k].kind == AIMS_STEP_HASH;
+        tok |= p->steps[k].kind == AIMS_STEP_KIND_TOKENIZE;
+        hash |= p->steps[k].kind == AIMS_STEP_KIND_HASH;
     }
     return tok && hash;
 }

@@ -23,10 +23,10 @@
 
 /* A pipeline file stores each step's aims_step_kind number (read back by a
  * cast in decode_steps), so these values are a file format too. */
-_Static_assert(AIMS_STEP_STANDARDIZE == 1 && AIMS_STEP_MINMAX == 2 && AIMS_STEP_IMPUTE == 3 &&
-                   AIMS_STEP_CLIP == 4 && AIMS_STEP_ONEHOT == 5 && AIMS_STEP_SCALE == 6 &&
-                   AIMS_STEP_NORMALIZE == 20 && AIMS_STEP_TOKENIZE == 21 &&
-                   AIMS_STEP_NGRAMS == 22 && AIMS_STEP_HASH == 23 && AIMS_STEP_TFIDF == 24,
+_Static_assert(AIMS_STEP_KIND_STANDARDIZE == 1 && AIMS_STEP_KIND_MINMAX == 2 && AIMS_STEP_KIND_IMPUTE == 3 &&
+                   AIMS_STEP_KIND_CLIP == 4 && AIMS_STEP_KIND_ONEHOT == 5 && AIMS_STEP_KIND_SCALE == 6 &&
+                   AIMS_STEP_KIND_NORMALIZE == 20 && AIMS_STEP_KIND_TOKENIZE == 21 &&
+                   AIMS_STEP_KIND_NGRAMS == 22 && AIMS_STEP_KIND_HASH == 23 && AIMS_STEP_KIND_TFIDF == 24,
                "aims_step_kind values are pipeline file codes: never renumber");
 
 #define PIPE_TAG AIMSI_TAG('P', 'I', 'P', 'E')
@@ -57,19 +57,19 @@ static aims_status put_step(aimsi_buf *b, const aims_pipeline *p, const aimsi_st
         AIMSI_TRY(aimsi_buf_put_u64le(b, s->out_w));
         AIMSI_TRY(aimsi_buf_put_u64le(b, s->c0));
         AIMSI_TRY(aimsi_buf_put_u64le(b, s->c1));
-        if (s->kind == AIMS_STEP_STANDARDIZE || s->kind == AIMS_STEP_MINMAX) {
+        if (s->kind == AIMS_STEP_KIND_STANDARDIZE || s->kind == AIMS_STEP_KIND_MINMAX) {
             AIMSI_TRY(put_f64s(b, s->a, m));
             AIMSI_TRY(put_f64s(b, s->b, m));
-        } else if (s->kind == AIMS_STEP_IMPUTE) {
+        } else if (s->kind == AIMS_STEP_KIND_IMPUTE) {
             AIMSI_TRY(put_f64s(b, s->a, m));
-        } else if (s->kind == AIMS_STEP_ONEHOT) {
+        } else if (s->kind == AIMS_STEP_KIND_ONEHOT) {
             for (size_t j = 0; j < m; j++) {
                 AIMSI_TRY(aimsi_buf_put_u32le(b, s->cat[j]));
             }
         }
         return AIMS_OK;
     }
-    if (s->kind == AIMS_STEP_TFIDF) {
+    if (s->kind == AIMS_STEP_KIND_TFIDF) {
         AIMSI_TRY(aimsi_buf_put_u64le(b, s->ndocs));
         AIMSI_TRY(aimsi_buf_put_u32le(b, (uint32_t)p->out_w));
         AIMSI_TRY(aimsi_buf_reserve(b, p->out_w * 4));
@@ -195,7 +195,7 @@ static aims_status read_params(reader *r, aimsi_step *s)
             return aimsi_err(NULL, AIMS_E_INTERNAL, "step parameter %d has no table row",
                              (int)param);
         }
-        if (isnan(v) || v < lo || v > hi || (type == AIMS_PARAM_I64 && v != floor(v))) {
+        if (isnan(v) || v < lo || v > hi || (type == AIMS_PARAM_TYPE_I64 && v != floor(v))) {
             return CORRUPT("step %zu: parameter %s = %g is outside [%g, %g]", r->step,
                            aims_param_name(param), v, lo, hi);
         }
@@ -226,28 +226,28 @@ static aims_status read_num_state(reader *r, aimsi_step *s, size_t w)
     s->c0 = (size_t)c0;
     s->c1 = (size_t)c1;
     const size_t m = s->c1 - s->c0;
-    if (s->kind != AIMS_STEP_ONEHOT && out_w != in_w) {
+    if (s->kind != AIMS_STEP_KIND_ONEHOT && out_w != in_w) {
         return CORRUPT("step %zu (%s): output width differs from input width", r->step,
                        aimsi_pipe_step_name(s->kind));
     }
     const double lo = aimsi_sp(s, AIMS_STEP_LOW);
     const double hi = aimsi_sp(s, AIMS_STEP_HIGH);
-    if ((s->kind == AIMS_STEP_MINMAX && !(lo < hi && isfinite(lo) && isfinite(hi))) ||
-        (s->kind == AIMS_STEP_CLIP && !(lo <= hi))) {
+    if ((s->kind == AIMS_STEP_KIND_MINMAX && !(lo < hi && isfinite(lo) && isfinite(hi))) ||
+        (s->kind == AIMS_STEP_KIND_CLIP && !(lo <= hi))) {
         return CORRUPT("step %zu (%s): low %g / high %g are inconsistent", r->step,
                        aimsi_pipe_step_name(s->kind), lo, hi);
     }
-    if (s->kind == AIMS_STEP_STANDARDIZE || s->kind == AIMS_STEP_MINMAX) {
+    if (s->kind == AIMS_STEP_KIND_STANDARDIZE || s->kind == AIMS_STEP_KIND_MINMAX) {
         AIMSI_TRY(rd_f64s(r, m, &s->a, 1, "offset"));
         AIMSI_TRY(rd_f64s(r, m, &s->b, 1, "scale"));
         for (size_t j = 0; j < m; j++) {
-            if (s->b[j] < 0.0 || (s->kind == AIMS_STEP_STANDARDIZE && s->b[j] == 0.0)) {
+            if (s->b[j] < 0.0 || (s->kind == AIMS_STEP_KIND_STANDARDIZE && s->b[j] == 0.0)) {
                 return CORRUPT("step %zu: scale[%zu] = %g is invalid", r->step, j, s->b[j]);
             }
         }
-    } else if (s->kind == AIMS_STEP_IMPUTE) {
+    } else if (s->kind == AIMS_STEP_KIND_IMPUTE) {
         AIMSI_TRY(rd_f64s(r, m, &s->a, 0, "fill value"));
-    } else if (s->kind == AIMS_STEP_ONEHOT) {
+    } else if (s->kind == AIMS_STEP_KIND_ONEHOT) {
         const uint8_t *src;
         AIMSI_TRY(rd_array(r, m, 4, &src, "category count"));
         s->cat = aimsi_malloc(m * sizeof(uint32_t));
@@ -302,7 +302,7 @@ static aims_status read_tfidf_state(reader *r, aimsi_step *s, size_t buckets)
 static size_t hash_buckets(const aims_pipeline *p)
 {
     for (size_t k = 0; k < p->nsteps; k++) {
-        if (p->steps[k].kind == AIMS_STEP_HASH) {
+        if (p->steps[k].kind == AIMS_STEP_KIND_HASH) {
             return (size_t)aimsi_sp(&p->steps[k], AIMS_STEP_BUCKETS);
         }
     }
@@ -328,7 +328,7 @@ static aims_status decode_steps(reader *r, aims_pipeline *p, uint32_t nsteps, in
         if (fitted && p->family == AIMSI_FAMILY_NUM) {
             AIMSI_TRY(read_num_state(r, s, w));
             w = s->out_w;
-        } else if (fitted && s->kind == AIMS_STEP_TFIDF) {
+        } else if (fitted && s->kind == AIMS_STEP_KIND_TFIDF) {
             AIMSI_TRY(read_tfidf_state(r, s, hash_buckets(p)));
         }
     }

@@ -50,7 +50,7 @@ static int strict(const aimsi_step *s)
 static int has_onehot(const aims_pipeline *p)
 {
     for (size_t k = 0; k < p->nsteps; k++) {
-        if (p->steps[k].kind == AIMS_STEP_ONEHOT) {
+        if (p->steps[k].kind == AIMS_STEP_KIND_ONEHOT) {
             return 1;
         }
     }
@@ -76,12 +76,12 @@ static size_t block_rows(size_t width)
 static const char *kind_name(aims_step_kind k)
 {
     switch (k) {
-    case AIMS_STEP_STANDARDIZE: return "standardize";
-    case AIMS_STEP_MINMAX: return "minmax";
-    case AIMS_STEP_IMPUTE: return "impute";
-    case AIMS_STEP_CLIP: return "clip";
-    case AIMS_STEP_ONEHOT: return "onehot";
-    case AIMS_STEP_SCALE: return "scale";
+    case AIMS_STEP_KIND_STANDARDIZE: return "standardize";
+    case AIMS_STEP_KIND_MINMAX: return "minmax";
+    case AIMS_STEP_KIND_IMPUTE: return "impute";
+    case AIMS_STEP_KIND_CLIP: return "clip";
+    case AIMS_STEP_KIND_ONEHOT: return "onehot";
+    case AIMS_STEP_KIND_SCALE: return "scale";
     default: return "?";
     }
 }
@@ -194,12 +194,12 @@ static void k_onehot(const aimsi_step *s, const float *src, float *dst, size_t n
 static void apply_block(const aimsi_step *s, const float *src, float *dst, size_t n)
 {
     switch (s->kind) {
-    case AIMS_STEP_STANDARDIZE: for_each_row(s, src, dst, n, span_standardize); break;
-    case AIMS_STEP_MINMAX: for_each_row(s, src, dst, n, span_minmax); break;
-    case AIMS_STEP_IMPUTE: for_each_row(s, src, dst, n, span_impute); break;
-    case AIMS_STEP_CLIP: for_each_row(s, src, dst, n, span_clip); break;
-    case AIMS_STEP_ONEHOT: k_onehot(s, src, dst, n); break;
-    case AIMS_STEP_SCALE: for_each_row(s, src, dst, n, span_scale); break;
+    case AIMS_STEP_KIND_STANDARDIZE: for_each_row(s, src, dst, n, span_standardize); break;
+    case AIMS_STEP_KIND_MINMAX: for_each_row(s, src, dst, n, span_minmax); break;
+    case AIMS_STEP_KIND_IMPUTE: for_each_row(s, src, dst, n, span_impute); break;
+    case AIMS_STEP_KIND_CLIP: for_each_row(s, src, dst, n, span_clip); break;
+    case AIMS_STEP_KIND_ONEHOT: k_onehot(s, src, dst, n); break;
+    case AIMS_STEP_KIND_SCALE: for_each_row(s, src, dst, n, span_scale); break;
     default: break;
     }
 }
@@ -244,26 +244,26 @@ static long refusing_step(const aims_pipeline *p, size_t j, float v)
             j = j - s->in_w + s->out_w;
             continue;
         }
-        if (s->kind == AIMS_STEP_IMPUTE) {
+        if (s->kind == AIMS_STEP_KIND_IMPUTE) {
             v = isnan(v) ? (float)s->a[j - s->c0] : v;
             continue;
         }
         if (!isfinite(v) && strict(s)) {
             return (long)k;
         }
-        if (s->kind == AIMS_STEP_ONEHOT) {
+        if (s->kind == AIMS_STEP_KIND_ONEHOT) {
             return -1; /* indicators are always finite */
         }
-        if (s->kind == AIMS_STEP_STANDARDIZE) {
+        if (s->kind == AIMS_STEP_KIND_STANDARDIZE) {
             v = (float)(((double)v - s->a[j - s->c0]) * s->b[j - s->c0]);
-        } else if (s->kind == AIMS_STEP_MINMAX) {
+        } else if (s->kind == AIMS_STEP_KIND_MINMAX) {
             v = (float)(((double)v - s->a[j - s->c0]) * s->b[j - s->c0] +
                         aimsi_sp(s, AIMS_STEP_LOW));
-        } else if (s->kind == AIMS_STEP_CLIP) {
+        } else if (s->kind == AIMS_STEP_KIND_CLIP) {
             const float lo = (float)aimsi_sp(s, AIMS_STEP_LOW);
             const float hi = (float)aimsi_sp(s, AIMS_STEP_HIGH);
             v = v < lo ? lo : (v > hi ? hi : v);
-        } else if (s->kind == AIMS_STEP_SCALE) {
+        } else if (s->kind == AIMS_STEP_KIND_SCALE) {
             v = (float)((double)v * aimsi_sp(s, AIMS_STEP_FACTOR));
         }
     }
@@ -274,7 +274,7 @@ static long refusing_step(const aims_pipeline *p, size_t j, float v)
 static int needs_check(const aims_pipeline *p)
 {
     for (size_t k = 0; k < p->nsteps; k++) {
-        if (p->steps[k].kind != AIMS_STEP_IMPUTE && strict(&p->steps[k])) {
+        if (p->steps[k].kind != AIMS_STEP_KIND_IMPUTE && strict(&p->steps[k])) {
             return 1;
         }
     }
@@ -417,7 +417,7 @@ static int fit_block(fit_job *job, fit_chunk *c, const float *blk, size_t n, siz
     for (size_t r = 0; r < n; r++) {
         const float *in = blk + r * s->in_w + s->c0;
         switch (s->kind) {
-        case AIMS_STEP_STANDARDIZE:
+        case AIMS_STEP_KIND_STANDARDIZE:
             if (st) {
                 for (size_t j = 0; j < m; j++) {
                     const double d = (double)in[j] - job->shift[j];
@@ -435,8 +435,8 @@ static int fit_block(fit_job *job, fit_chunk *c, const float *blk, size_t n, siz
                 }
             }
             break;
-        case AIMS_STEP_MINMAX:
-        case AIMS_STEP_ONEHOT:
+        case AIMS_STEP_KIND_MINMAX:
+        case AIMS_STEP_KIND_ONEHOT:
             for (size_t j = 0; j < m; j++) {
                 const float v = in[j];
                 if (!isfinite(v)) {
@@ -446,7 +446,7 @@ static int fit_block(fit_job *job, fit_chunk *c, const float *blk, size_t n, siz
                     }
                     continue;
                 }
-                if (s->kind == AIMS_STEP_ONEHOT && category(v, UINT32_MAX) < 0) {
+                if (s->kind == AIMS_STEP_KIND_ONEHOT && category(v, UINT32_MAX) < 0) {
                     continue; /* not a category: gives all zeros, does not widen */
                 }
                 if (c->cnt[j] == 0.0) {
@@ -458,7 +458,7 @@ static int fit_block(fit_job *job, fit_chunk *c, const float *blk, size_t n, siz
                 c->s2[j] = v > c->s2[j] ? v : c->s2[j]; /* max */
             }
             break;
-        case AIMS_STEP_IMPUTE:
+        case AIMS_STEP_KIND_IMPUTE:
             for (size_t j = 0; j < m; j++) {
                 const float v = in[j];
                 if (job->colbuf != NULL) {
@@ -524,7 +524,7 @@ static void fit_task(void *ctx, size_t i)
         /* the standardize fast path skips per-value tests: a non-finite sum
          * means a non-finite input, found by a second pass over this chunk */
         int clean = 1;
-        if (s->kind == AIMS_STEP_STANDARDIZE && strict(s)) {
+        if (s->kind == AIMS_STEP_KIND_STANDARDIZE && strict(s)) {
             for (size_t j = 0; j < m; j++) {
                 clean &= isfinite(c->s1[j]) && isfinite(c->s2[j]);
             }
@@ -612,7 +612,7 @@ static aims_status fit_finish(fit_job *job)
         for (size_t i = 0; i < job->nch; i++) {
             const fit_chunk *c = &job->ch[i];
             const double cn = c->cnt != NULL ? c->cnt[j] : (double)job->per;
-            if (s->kind == AIMS_STEP_MINMAX || s->kind == AIMS_STEP_ONEHOT) {
+            if (s->kind == AIMS_STEP_KIND_MINMAX || s->kind == AIMS_STEP_KIND_ONEHOT) {
                 if (cn > 0.0) {
                     mn = c->s1[j] < mn ? c->s1[j] : mn;
                     mx = c->s2[j] > mx ? c->s2[j] : mx;
@@ -624,7 +624,7 @@ static aims_status fit_finish(fit_job *job)
             s2 += c->s2 != NULL ? c->s2[j] : 0.0;
             n += c->cnt != NULL ? cn : 0.0;
         }
-        if (s->kind == AIMS_STEP_STANDARDIZE) {
+        if (s->kind == AIMS_STEP_KIND_STANDARDIZE) {
             if (strict(s)) {
                 n = (double)job->rows;
             }
@@ -638,18 +638,18 @@ static aims_status fit_finish(fit_job *job)
             const double bound = n * eps * var + (n * mean * eps) * (n * mean * eps);
             s->a[j] = mean;
             s->b[j] = var <= bound ? 1.0 : 1.0 / sqrt(var);
-        } else if (s->kind == AIMS_STEP_MINMAX) {
+        } else if (s->kind == AIMS_STEP_KIND_MINMAX) {
             const double lo = aimsi_sp(s, AIMS_STEP_LOW);
             const double hi = aimsi_sp(s, AIMS_STEP_HIGH);
             s->a[j] = n > 0.0 ? mn : 0.0;
             s->b[j] = n > 0.0 && mx > mn ? (hi - lo) / (mx - mn) : 0.0;
-        } else if (s->kind == AIMS_STEP_ONEHOT) {
+        } else if (s->kind == AIMS_STEP_KIND_ONEHOT) {
             /* k = largest integer category seen + 1, capped; at least one column */
             const double cap = aimsi_sp(s, AIMS_STEP_MAX_CATEGORIES);
             double k = n > 0.0 && mx >= 0.0 ? floor(mx) + 1.0 : 1.0;
             k = k > cap ? cap : k;
             s->cat[j] = (uint32_t)k;
-        } else if (s->kind == AIMS_STEP_IMPUTE) {
+        } else if (s->kind == AIMS_STEP_KIND_IMPUTE) {
             const int64_t strategy = (int64_t)aimsi_sp(s, AIMS_STEP_STRATEGY);
             if (strategy == 2) {
                 s->a[j] = aimsi_sp(s, AIMS_STEP_VALUE);
@@ -682,19 +682,19 @@ static aims_status fit_alloc(aims_pipeline *p, aimsi_step *s, fit_job *job)
 {
     const size_t m = s->c1 - s->c0;
     const int strategy = (int)aimsi_sp(s, AIMS_STEP_STRATEGY);
-    const int mean_kind = s->kind == AIMS_STEP_STANDARDIZE;
-    const int impute_median = s->kind == AIMS_STEP_IMPUTE && strategy == 1;
-    if (s->kind == AIMS_STEP_ONEHOT) {
+    const int mean_kind = s->kind == AIMS_STEP_KIND_STANDARDIZE;
+    const int impute_median = s->kind == AIMS_STEP_KIND_IMPUTE && strategy == 1;
+    if (s->kind == AIMS_STEP_KIND_ONEHOT) {
         s->cat = aimsi_calloc(m, sizeof(uint32_t));
     } else {
         s->a = aimsi_calloc(m, sizeof(double));
-        if (s->kind != AIMS_STEP_IMPUTE) {
+        if (s->kind != AIMS_STEP_KIND_IMPUTE) {
             s->b = aimsi_calloc(m, sizeof(double));
         }
     }
     job->ch = aimsi_calloc(job->nch, sizeof(fit_chunk));
     if ((s->cat == NULL && s->a == NULL) || job->ch == NULL ||
-        (s->kind != AIMS_STEP_IMPUTE && s->kind != AIMS_STEP_ONEHOT && s->b == NULL)) {
+        (s->kind != AIMS_STEP_KIND_IMPUTE && s->kind != AIMS_STEP_KIND_ONEHOT && s->b == NULL)) {
         return aimsi_err(&p->obj, AIMS_E_NOMEM, "pipeline fit: no memory for step %zu", job->k);
     }
     if (mean_kind) {
@@ -764,7 +764,7 @@ static aims_status fit_step(aims_pipeline *p, size_t k, const float *x, size_t r
     job.per = (rows + nch - 1) / nch;
     job.nch = (rows + job.per - 1) / job.per;
     aims_status rc = fit_alloc(p, s, &job);
-    if (rc == AIMS_OK && s->kind == AIMS_STEP_STANDARDIZE) {
+    if (rc == AIMS_OK && s->kind == AIMS_STEP_KIND_STANDARDIZE) {
         rc = fit_shift(&job, s);
     }
     if (rc == AIMS_OK) {
@@ -813,11 +813,11 @@ static aims_status check_bounds(aims_pipeline *p, size_t k)
     const aimsi_step *s = &p->steps[k];
     const double lo = aimsi_sp(s, AIMS_STEP_LOW);
     const double hi = aimsi_sp(s, AIMS_STEP_HIGH);
-    if (s->kind == AIMS_STEP_MINMAX && !(lo < hi && isfinite(lo) && isfinite(hi))) {
+    if (s->kind == AIMS_STEP_KIND_MINMAX && !(lo < hi && isfinite(lo) && isfinite(hi))) {
         return aimsi_err(&p->obj, AIMS_E_INVAL,
                          "step %zu (minmax): needs finite low < high, got [%g, %g]", k, lo, hi);
     }
-    if (s->kind == AIMS_STEP_CLIP && !(lo <= hi)) {
+    if (s->kind == AIMS_STEP_KIND_CLIP && !(lo <= hi)) {
         return aimsi_err(&p->obj, AIMS_E_INVAL, "step %zu (clip): low %g > high %g", k, lo, hi);
     }
     return AIMS_OK;
@@ -831,10 +831,10 @@ aims_status aimsi_num_fit(aims_pipeline *p, const float *x, size_t rows, size_t 
         aimsi_step *s = &p->steps[k];
         AIMSI_TRY(resolve_cols(p, k, w));
         AIMSI_TRY(check_bounds(p, k));
-        if (s->kind != AIMS_STEP_CLIP && s->kind != AIMS_STEP_SCALE) {
+        if (s->kind != AIMS_STEP_KIND_CLIP && s->kind != AIMS_STEP_KIND_SCALE) {
             AIMSI_TRY(fit_step(p, k, x, rows));
         }
-        if (s->kind == AIMS_STEP_ONEHOT) {
+        if (s->kind == AIMS_STEP_KIND_ONEHOT) {
             size_t add = 0;
             for (size_t j = 0; j < s->c1 - s->c0; j++) {
                 add += s->cat[j];
@@ -859,7 +859,7 @@ int aimsi_num_fit_checked_all(const aims_pipeline *p)
      * stateless CLIP and SCALE are checked at transform time alone */
     for (size_t k = 0; k < p->nsteps; k++) {
         const aimsi_step *s = &p->steps[k];
-        if ((s->kind == AIMS_STEP_CLIP || s->kind == AIMS_STEP_SCALE) && strict(s)) {
+        if ((s->kind == AIMS_STEP_KIND_CLIP || s->kind == AIMS_STEP_KIND_SCALE) && strict(s)) {
             return 0;
         }
     }

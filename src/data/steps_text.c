@@ -108,14 +108,14 @@ static void cfg_init(const aims_pipeline *p, text_cfg *c)
     for (size_t k = 0; k < p->nsteps; k++) {
         const aimsi_step *s = &p->steps[k];
         switch (s->kind) {
-        case AIMS_STEP_NORMALIZE: c->lower = aimsi_sp(s, AIMS_STEP_LOWERCASE) != 0.0; break;
-        case AIMS_STEP_TOKENIZE: c->minlen = (size_t)aimsi_sp(s, AIMS_STEP_MIN_TOKEN_LEN); break;
-        case AIMS_STEP_NGRAMS: c->nmax = (size_t)aimsi_sp(s, AIMS_STEP_NGRAM_MAX); break;
-        case AIMS_STEP_HASH:
+        case AIMS_STEP_KIND_NORMALIZE: c->lower = aimsi_sp(s, AIMS_STEP_LOWERCASE) != 0.0; break;
+        case AIMS_STEP_KIND_TOKENIZE: c->minlen = (size_t)aimsi_sp(s, AIMS_STEP_MIN_TOKEN_LEN); break;
+        case AIMS_STEP_KIND_NGRAMS: c->nmax = (size_t)aimsi_sp(s, AIMS_STEP_NGRAM_MAX); break;
+        case AIMS_STEP_KIND_HASH:
             c->buckets = (uint32_t)aimsi_sp(s, AIMS_STEP_BUCKETS);
             c->sign = aimsi_sp(s, AIMS_STEP_SIGNED) != 0.0;
             break;
-        case AIMS_STEP_TFIDF:
+        case AIMS_STEP_KIND_TFIDF:
             c->tfidf = s;
             c->norm = (int)aimsi_sp(s, AIMS_STEP_NORM);
             c->sublinear = aimsi_sp(s, AIMS_STEP_SUBLINEAR_TF) != 0.0;

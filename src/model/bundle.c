@@ -231,7 +231,7 @@ aims_status aims_bundle_set_meta(aims_bundle *b, const char *key, const char *va
     return meta_put(b, key, klen, value, vlen);
 }
 
-const char *aims_bundle_get_meta(const aims_bundle *b, const char *key)
+const char *aims_bundle_meta(const aims_bundle *b, const char *key)
 {
     if (!BUNDLE_OK(b) || key == NULL) {
         return NULL;
@@ -530,7 +530,7 @@ aims_status aims_bundle_predict_texts(const aims_bundle *b, aims_output what,
     aims_dataset *ds = NULL;
     AIMSI_TRY(aims_pipeline_transform_texts(b->pipe, texts, lens, rows, &ds));
     aims_status rc;
-    if (aims_model_get_kind(b->model) == AIMS_MODEL_TEXT) {
+    if (aims_model_kind_of(b->model) == AIMS_MODEL_KIND_TEXT) {
         rc = aims_model_predict_dataset(b->model, what, ds, out, out_cap);
     } else {
         rc = predict_tokens_dense(b->model, what, ds, out, out_cap);

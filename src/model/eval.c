@@ -134,7 +134,7 @@ static aims_status score_text(const aims_model *m, const aims_dataset *ds, const
 aims_status aimsi_model_score_ds(const aims_model *m, const aims_dataset *ds, const size_t *idx,
                                  size_t n, int64_t *confusion, aimsi_score *out)
 {
-    if (m->kind == AIMS_MODEL_TEXT) {
+    if (m->kind == AIMS_MODEL_KIND_TEXT) {
         return score_text(m, ds, idx, n, confusion, out);
     }
     return aimsi_model_score(m, ds->x, ds->labels, ds->targets, idx, n, confusion, out);
@@ -237,7 +237,7 @@ aims_status aims_model_evaluate(const aims_model *m, const aims_dataset *ds, aim
     if (!m->trained || m->params == NULL) {
         return aimsi_err(NULL, AIMS_E_STATE, "evaluate: the model is not trained");
     }
-    if (m->kind == AIMS_MODEL_TEXT) {
+    if (m->kind == AIMS_MODEL_KIND_TEXT) {
         AIMSI_TRY(aimsi_text_check(m, ds));
     } else if (ds->x == NULL || ds->cols != m->input_dim || ds->rows == 0) {
         return aimsi_err(NULL, AIMS_E_INVAL, "evaluate: dataset width %zu, model needs %zu",
@@ -287,7 +287,7 @@ void aims_eval_destroy(aims_eval *ev)
     aimsi_free(ev);
 }
 
-aims_status aims_eval_get(const aims_eval *ev, aims_metric metric, double *out_value)
+aims_status aims_eval_get_metric(const aims_eval *ev, aims_eval_metric metric, double *out_value)
 {
     if (!EVAL_OK(ev) || out_value == NULL) {
         return AIMSI_MISUSE("invalid eval handle or NULL out_value");
@@ -295,27 +295,27 @@ aims_status aims_eval_get(const aims_eval *ev, aims_metric metric, double *out_v
     double v = 0.0;
     int ok = 1;
     switch (metric) {
-    case AIMS_METRIC_ACCURACY:
+    case AIMS_EVAL_METRIC_ACCURACY:
         v = ev->accuracy;
         ok = ev->classifier;
         break;
-    case AIMS_METRIC_MACRO_F1:
+    case AIMS_EVAL_METRIC_MACRO_F1:
         v = ev->macro_f1;
         ok = ev->classifier;
         break;
-    case AIMS_METRIC_LOG_LOSS:
+    case AIMS_EVAL_METRIC_LOG_LOSS:
         v = ev->log_loss;
         ok = ev->classifier;
         break;
-    case AIMS_METRIC_MSE:
+    case AIMS_EVAL_METRIC_MSE:
         v = ev->mse;
         ok = !ev->classifier;
         break;
-    case AIMS_METRIC_R2:
+    case AIMS_EVAL_METRIC_R2:
         v = ev->r2;
         ok = !ev->classifier;
         break;
-    case AIMS_METRIC_ROWS:
+    case AIMS_EVAL_METRIC_ROWS:
         v = (double)ev->rows;
         break;
     default:
@@ -323,7 +323,7 @@ aims_status aims_eval_get(const aims_eval *ev, aims_metric metric, double *out_v
         break;
     }
     if (!ok) {
-        return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "aims_eval_get: metric %d does not apply",
+        return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "aims_eval_get_metric: metric %d does not apply",
                          (int)metric);
     }
     *out_value = v;
@@ -335,16 +335,16 @@ size_t aims_eval_num_classes(const aims_eval *ev)
     return EVAL_OK(ev) ? ev->k : 0;
 }
 
-aims_status aims_eval_confusion(const aims_eval *ev, int64_t *out, size_t out_cap)
+aims_status aims_eval_get_confusion(const aims_eval *ev, int64_t *out, size_t out_cap)
 {
     if (!EVAL_OK(ev) || out == NULL) {
         return AIMSI_MISUSE("invalid eval handle or NULL out");
     }
     if (!ev->classifier) {
-        return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "aims_eval_confusion: regression model");
+        return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "aims_eval_get_confusion: regression model");
     }
     if (out_cap < ev->k * ev->k) {
-        return aimsi_err(NULL, AIMS_E_RANGE, "aims_eval_confusion: out_cap %zu < %zu", out_cap,
+        return aimsi_err(NULL, AIMS_E_RANGE, "aims_eval_get_confusion: out_cap %zu < %zu", out_cap,
                          ev->k * ev->k);
     }
     memcpy(out, ev->confusion, ev->k * ev->k * sizeof *out);

@@ -57,7 +57,7 @@ aims_status aims_model_create(aims_model_kind kind, size_t input_dim, size_t out
     if (out == NULL) {
         return AIMSI_MISUSE("out is NULL");
     }
-    if (kind < AIMS_MODEL_LINEAR || kind > AIMS_MODEL_TEXT) {
+    if (kind < AIMS_MODEL_KIND_LINEAR || kind > AIMS_MODEL_KIND_TEXT) {
         return aimsi_err(NULL, AIMS_E_INVAL, "aims_model_create: unknown kind %d", (int)kind);
     }
     if (input_dim == 0 || output_dim == 0 || input_dim > MAX_DIM || output_dim > MAX_DIM) {
@@ -65,7 +65,7 @@ aims_status aims_model_create(aims_model_kind kind, size_t input_dim, size_t out
                          "aims_model_create: input_dim %zu / output_dim %zu outside [1, %zu]",
                          input_dim, output_dim, MAX_DIM);
     }
-    if (kind == AIMS_MODEL_LOGISTIC && output_dim != 1) {
+    if (kind == AIMS_MODEL_KIND_LOGISTIC && output_dim != 1) {
         return aimsi_err(NULL, AIMS_E_INVAL,
                          "aims_model_create: LOGISTIC needs output_dim 1, got %zu", output_dim);
     }
@@ -115,7 +115,7 @@ aims_status aims_model_add_dense(aims_model *m, size_t units, aims_activation ac
     if (!MODEL_OK(m)) {
         return AIMSI_MISUSE("m is not a valid aims_model handle");
     }
-    if (m->kind != AIMS_MODEL_MLP) {
+    if (m->kind != AIMS_MODEL_KIND_MLP) {
         return aimsi_err(&m->obj, AIMS_E_INVAL, "aims_model_add_dense: only MLP models have "
                                                 "hidden layers");
     }
@@ -146,16 +146,16 @@ aims_status aims_model_add_dense(aims_model *m, size_t units, aims_activation ac
  * aims_model_set_param enforces). */
 int aimsi_model_resolve_loss(const aims_model *m)
 {
-    if (m->kind == AIMS_MODEL_LINEAR) {
+    if (m->kind == AIMS_MODEL_KIND_LINEAR) {
         return 2;
     }
-    if (m->kind == AIMS_MODEL_TEXT) {
+    if (m->kind == AIMS_MODEL_KIND_TEXT) {
         return m->loss_param == 3 ? 3 : 1;
     }
-    if (m->kind == AIMS_MODEL_MLP && m->loss_param != 0) {
+    if (m->kind == AIMS_MODEL_KIND_MLP && m->loss_param != 0) {
         return m->loss_param;
     }
-    if (m->kind == AIMS_MODEL_MLP && m->loss != 0) {
+    if (m->kind == AIMS_MODEL_KIND_MLP && m->loss != 0) {
         return m->loss; /* auto, resolved from the training data by the trainer */
     }
     return 1;
@@ -166,11 +166,11 @@ aims_status aimsi_model_finalize(aims_model *m)
     if (m->params != NULL) {
         return AIMS_OK;
     }
-    size_t n_hidden = m->kind == AIMS_MODEL_MLP ? m->n_layers : 0;
+    size_t n_hidden = m->kind == AIMS_MODEL_KIND_MLP ? m->n_layers : 0;
     size_t total = 0;
     size_t in = m->input_dim;
     size_t width = m->embed_dim;
-    if (m->kind == AIMS_MODEL_TEXT) {
+    if (m->kind == AIMS_MODEL_KIND_TEXT) {
         if (m->text_linear) {
             /* one weight per token and class: the "embedding" is the score row */
             if (m->output_dim > TEXT_MAX_WIDTH) {
@@ -219,7 +219,7 @@ aims_status aimsi_model_finalize(aims_model *m)
     memcpy(m->layers, shapes, sizeof shapes);
     m->n_layers = n_hidden + 1;
     m->emb_off = 0;
-    if (m->kind == AIMS_MODEL_TEXT) {
+    if (m->kind == AIMS_MODEL_KIND_TEXT) {
         m->embed_dim = width;
     }
     m->params = p;
@@ -252,7 +252,7 @@ aims_status aims_model_set_param_i64(aims_model *m, aims_param param, int64_t va
         return AIMSI_MISUSE("m is not a valid aims_model handle");
     }
     const aimsi_param_field *f = NULL;
-    AIMSI_TRY(aimsi_param_field_of(&m->obj, &k_model_map, param, AIMS_PARAM_I64, (double)value,
+    AIMSI_TRY(aimsi_param_field_of(&m->obj, &k_model_map, param, AIMS_PARAM_TYPE_I64, (double)value,
                                    &f));
     if (is_structural(param) && m->params != NULL) {
         return aimsi_err(&m->obj, AIMS_E_STATE,
@@ -261,7 +261,7 @@ aims_status aims_model_set_param_i64(aims_model *m, aims_param param, int64_t va
                          (int)param);
     }
     if ((param == AIMS_MODEL_TEXT_LINEAR || (param == AIMS_MODEL_LOSS && value == 3)) &&
-        m->kind != AIMS_MODEL_TEXT) {
+        m->kind != AIMS_MODEL_KIND_TEXT) {
         return aimsi_err(&m->obj, AIMS_E_INVAL,
                          "aims_model_set_param: parameter %d = %lld is for TEXT models only",
                          (int)param, (long long)value);
@@ -276,7 +276,7 @@ aims_status aims_model_set_param_f64(aims_model *m, aims_param param, double val
         return AIMSI_MISUSE("m is not a valid aims_model handle");
     }
     const aimsi_param_field *f = NULL;
-    AIMSI_TRY(aimsi_param_field_of(&m->obj, &k_model_map, param, AIMS_PARAM_F64, value, &f));
+    AIMSI_TRY(aimsi_param_field_of(&m->obj, &k_model_map, param, AIMS_PARAM_TYPE_F64, value, &f));
     aimsi_param_store(m, f, 0, value);
     return AIMS_OK;
 }
@@ -286,7 +286,7 @@ aims_status aims_model_get_param_i64(const aims_model *m, aims_param param, int6
     if (!MODEL_OK(m) || out_value == NULL) {
         return AIMSI_MISUSE("invalid model handle or NULL out_value");
     }
-    return aimsi_param_get(&k_model_map, m, param, AIMS_PARAM_I64, out_value, NULL);
+    return aimsi_param_get(&k_model_map, m, param, AIMS_PARAM_TYPE_I64, out_value, NULL);
 }
 
 aims_status aims_model_get_param_f64(const aims_model *m, aims_param param, double *out_value)
@@ -294,10 +294,10 @@ aims_status aims_model_get_param_f64(const aims_model *m, aims_param param, doub
     if (!MODEL_OK(m) || out_value == NULL) {
         return AIMSI_MISUSE("invalid model handle or NULL out_value");
     }
-    return aimsi_param_get(&k_model_map, m, param, AIMS_PARAM_F64, NULL, out_value);
+    return aimsi_param_get(&k_model_map, m, param, AIMS_PARAM_TYPE_F64, NULL, out_value);
 }
 
-aims_model_kind aims_model_get_kind(const aims_model *m)
+aims_model_kind aims_model_kind_of(const aims_model *m)
 {
     return MODEL_OK(m) ? m->kind : (aims_model_kind)0;
 }
@@ -312,7 +312,7 @@ size_t aims_model_output_dim(const aims_model *m)
     if (!MODEL_OK(m)) {
         return 0;
     }
-    return m->kind == AIMS_MODEL_LOGISTIC ? 2 : m->output_dim;
+    return m->kind == AIMS_MODEL_KIND_LOGISTIC ? 2 : m->output_dim;
 }
 
 size_t aims_model_num_params(const aims_model *m)

@@ -17,8 +17,8 @@
 
 /* A model file stores its kind as the aims_model_kind number (read back by a
  * cast in the header decoder), so these values are a file format too. */
-_Static_assert(AIMS_MODEL_LINEAR == 1 && AIMS_MODEL_LOGISTIC == 2 && AIMS_MODEL_SOFTMAX == 3 &&
-                   AIMS_MODEL_MLP == 4 && AIMS_MODEL_TEXT == 5,
+_Static_assert(AIMS_MODEL_KIND_LINEAR == 1 && AIMS_MODEL_KIND_LOGISTIC == 2 && AIMS_MODEL_KIND_SOFTMAX == 3 &&
+                   AIMS_MODEL_KIND_MLP == 4 && AIMS_MODEL_KIND_TEXT == 5,
                "aims_model_kind values are .aimsm file codes: never renumber");
 
 #define TAG_MHDR AIMSI_TAG('M', 'H', 'D', 'R')
@@ -167,7 +167,7 @@ static aims_status read_header(aimsi_rd *rd, hdr_info *h)
  * check that the result has exactly the stored shapes. */
 static aims_status build_from_header(const hdr_info *h, aims_model **out)
 {
-    if (h->kind != AIMS_MODEL_MLP && h->n_layers != 1) {
+    if (h->kind != AIMS_MODEL_KIND_MLP && h->n_layers != 1) {
         return aimsi_err(NULL, AIMS_E_CORRUPT, "model header: kind %u with %u layers", h->kind,
                          h->n_layers);
     }
@@ -176,7 +176,7 @@ static aims_status build_from_header(const hdr_info *h, aims_model **out)
         h->quantized > 1 || !(h->dropout >= 0.0 && h->dropout <= 0.99) || h->text_linear > 1) {
         return aimsi_err(NULL, AIMS_E_CORRUPT, "model header: a field is out of range");
     }
-    if (h->kind != AIMS_MODEL_TEXT && (h->text_linear != 0 || h->loss == 3 || h->resolved == 3)) {
+    if (h->kind != AIMS_MODEL_KIND_TEXT && (h->text_linear != 0 || h->loss == 3 || h->resolved == 3)) {
         return aimsi_err(NULL, AIMS_E_CORRUPT,
                          "model header: text_linear / hinge loss on a kind %u model", h->kind);
     }

@@ -18,7 +18,7 @@
 
 static size_t widest(const aims_model *m)
 {
-    size_t w = m->kind == AIMS_MODEL_TEXT ? m->embed_dim : m->input_dim;
+    size_t w = m->kind == AIMS_MODEL_KIND_TEXT ? m->embed_dim : m->input_dim;
     for (size_t i = 0; i < m->n_layers; i++) {
         w = m->layers[i].in > w ? m->layers[i].in : w;
         w = m->layers[i].out > w ? m->layers[i].out : w;
@@ -120,12 +120,12 @@ static void softmax_row(float *v, size_t n)
 int aimsi_model_is_classifier(const aims_model *m)
 {
     const int loss = aimsi_model_resolve_loss(m);
-    return m->kind != AIMS_MODEL_LINEAR && (loss == 1 || loss == 3);
+    return m->kind != AIMS_MODEL_KIND_LINEAR && (loss == 1 || loss == 3);
 }
 
 size_t aimsi_model_classes(const aims_model *m)
 {
-    return m->kind == AIMS_MODEL_LOGISTIC ? 2 : m->output_dim;
+    return m->kind == AIMS_MODEL_KIND_LOGISTIC ? 2 : m->output_dim;
 }
 
 
@@ -138,7 +138,7 @@ static aims_status check_predict(const aims_model *m, aims_output what, const fl
     if (!m->trained || m->params == NULL) {
         return aimsi_err(NULL, AIMS_E_STATE, "predict: the model is not trained");
     }
-    if (m->kind == AIMS_MODEL_TEXT) {
+    if (m->kind == AIMS_MODEL_KIND_TEXT) {
         return aimsi_err(NULL, AIMS_E_INVAL, "predict: TEXT models take token datasets "
                                              "(aims_model_predict_dataset)");
     }
@@ -162,7 +162,7 @@ static aims_status check_predict(const aims_model *m, aims_output what, const fl
 static void finish_rows(const aims_model *m, aims_output what, const float *raw, size_t rows,
                         float *out)
 {
-    if (m->kind == AIMS_MODEL_LOGISTIC) {
+    if (m->kind == AIMS_MODEL_KIND_LOGISTIC) {
         for (size_t r = rows; r-- > 0;) {
             const float z = raw[r];
             if (what == AIMS_OUT_PROBA) {
@@ -224,7 +224,7 @@ aims_status aims_model_predict(const aims_model *m, aims_output what, const floa
         return aimsi_err(NULL, AIMS_E_RANGE, "predict: out_cap %zu < %zu rows x %zu", out_cap,
                          rows, k);
     }
-    if (m->kind != AIMS_MODEL_LOGISTIC) {
+    if (m->kind != AIMS_MODEL_KIND_LOGISTIC) {
         /* the caller's buffer holds the raw scores directly, chunk by chunk; a
          * failure part-way would have written out, so allocate up front */
         float stack[STACK_SCRATCH];
@@ -428,7 +428,7 @@ aims_status aims_model_predict_dataset(const aims_model *m, aims_output what,
     if (!MODEL_OK(m) || !aimsi_obj_ok(ds, AIMSI_MAGIC_DATASET) || out == NULL) {
         return AIMSI_MISUSE("invalid model/dataset handle or NULL out");
     }
-    if (m->kind == AIMS_MODEL_TEXT) {
+    if (m->kind == AIMS_MODEL_KIND_TEXT) {
         return predict_text(m, what, ds, out, out_cap);
     }
     if (ds->x == NULL) {

@@ -494,7 +494,7 @@ static aims_status fill_layer(aims_model *q, aimsi_dense *L, float xmax)
 
 static aims_status quantize_check(const aims_model *m, const aims_dataset *calib)
 {
-    if (m->kind == AIMS_MODEL_TEXT) {
+    if (m->kind == AIMS_MODEL_KIND_TEXT) {
         return aimsi_err(NULL, AIMS_E_UNSUPPORTED,
                          "aims_model_quantize: TEXT models are not quantized");
     }

@@ -106,7 +106,7 @@ static aims_status trainer_set(aims_trainer *t, aims_param param, aims_param_typ
     }
     const aimsi_param_field *f = NULL;
     AIMSI_TRY(aimsi_param_field_of(&t->obj, &k_hyper_map, param, type,
-                                   type == AIMS_PARAM_I64 ? (double)i : d, &f));
+                                   type == AIMS_PARAM_TYPE_I64 ? (double)i : d, &f));
     if (t->running) {
         return aimsi_err(&t->obj, AIMS_E_STATE,
                          "aims_trainer_set_param: a run is in progress (begin a new one)");
@@ -117,12 +117,12 @@ static aims_status trainer_set(aims_trainer *t, aims_param param, aims_param_typ
 
 aims_status aims_trainer_set_param_i64(aims_trainer *t, aims_param param, int64_t value)
 {
-    return trainer_set(t, param, AIMS_PARAM_I64, value, 0.0);
+    return trainer_set(t, param, AIMS_PARAM_TYPE_I64, value, 0.0);
 }
 
 aims_status aims_trainer_set_param_f64(aims_trainer *t, aims_param param, double value)
 {
-    return trainer_set(t, param, AIMS_PARAM_F64, 0, value);
+    return trainer_set(t, param, AIMS_PARAM_TYPE_F64, 0, value);
 }
 
 aims_status aims_trainer_get_param_i64(const aims_trainer *t, aims_param param,
@@ -131,7 +131,7 @@ aims_status aims_trainer_get_param_i64(const aims_trainer *t, aims_param param,
     if (!TRAINER_OK(t) || out_value == NULL) {
         return AIMSI_MISUSE("invalid trainer handle or NULL out_value");
     }
-    return aimsi_param_get(&k_hyper_map, &t->h, param, AIMS_PARAM_I64, out_value, NULL);
+    return aimsi_param_get(&k_hyper_map, &t->h, param, AIMS_PARAM_TYPE_I64, out_value, NULL);
 }
 
 aims_status aims_trainer_get_param_f64(const aims_trainer *t, aims_param param,
@@ -140,7 +140,7 @@ aims_status aims_trainer_get_param_f64(const aims_trainer *t, aims_param param,
     if (!TRAINER_OK(t) || out_value == NULL) {
         return AIMSI_MISUSE("invalid trainer handle or NULL out_value");
     }
-    return aimsi_param_get(&k_hyper_map, &t->h, param, AIMS_PARAM_F64, NULL, out_value);
+    return aimsi_param_get(&k_hyper_map, &t->h, param, AIMS_PARAM_TYPE_F64, NULL, out_value);
 }
 
 /* ---- create / destroy ---------------------------------------------------------------- */
@@ -196,7 +196,7 @@ void aims_trainer_destroy(aims_trainer *t)
     aimsi_free(t);
 }
 
-aims_status aims_trainer_set_progress(aims_trainer *t, aims_progress_fn fn, void *user)
+aims_status aims_trainer_set_progress_fn(aims_trainer *t, aims_progress_fn fn, void *user)
 {
     if (!TRAINER_OK(t)) {
         return AIMSI_MISUSE("t is not a valid aims_trainer handle");
@@ -226,7 +226,7 @@ static aims_status check_data(aims_trainer *t, const aims_dataset *ds, const cha
     if (!aimsi_obj_ok(ds, AIMSI_MAGIC_DATASET)) {
         return aimsi_err(&t->obj, AIMS_E_MISUSE, "aims_trainer_begin: %s is not a dataset", what);
     }
-    if (m->kind == AIMS_MODEL_TEXT) {
+    if (m->kind == AIMS_MODEL_KIND_TEXT) {
         const aims_status rc = aimsi_text_check(m, ds);
         if (rc != AIMS_OK) {
             return aimsi_err_adopt(&t->obj, rc);
@@ -236,7 +236,7 @@ static aims_status check_data(aims_trainer *t, const aims_dataset *ds, const cha
                          "aims_trainer_begin: %s has %zu rows of width %zu, model needs width %zu",
                          what, ds->rows, ds->cols, m->input_dim);
     }
-    if (m->kind != AIMS_MODEL_TEXT) {
+    if (m->kind != AIMS_MODEL_KIND_TEXT) {
         static const char hint[] = "impute or drop it before training: one such row turns "
                                    "every weight into NaN";
         aims_status rc = aimsi_check_finite(AIMS_E_INVAL, what, ds->x, ds->rows, ds->cols,
@@ -395,7 +395,7 @@ static aims_status alloc_own_gemm(aims_trainer *t)
 static aims_status alloc_workspace(aims_trainer *t)
 {
     const aims_model *m = t->m;
-    if (m->kind == AIMS_MODEL_TEXT) {
+    if (m->kind == AIMS_MODEL_KIND_TEXT) {
         return aimsi_train_text_workspace(t);
     }
     const size_t B = t->bmax;
@@ -527,13 +527,13 @@ static aims_status begin_run(aims_trainer *t)
         }
     }
     t->bmax = (size_t)t->h.batch < t->n_tr ? (size_t)t->h.batch : t->n_tr;
-    if (m->kind == AIMS_MODEL_TEXT) {
+    if (m->kind == AIMS_MODEL_KIND_TEXT) {
         t->bmax = 1; /* fastText-style per-document SGD */
     }
     t->steps_per_epoch = (int64_t)((t->n_tr + t->bmax - 1) / t->bmax);
     AIMSI_TRY(alloc_workspace(t));
     if (!(t->h.warm && m->trained)) {
-        if (m->kind == AIMS_MODEL_TEXT) {
+        if (m->kind == AIMS_MODEL_KIND_TEXT) {
             aimsi_train_text_init(t, (uint64_t)t->h.seed);
         } else {
             init_weights(m, (uint64_t)t->h.seed);
@@ -552,7 +552,7 @@ aims_status aims_trainer_begin(aims_trainer *t, const aims_dataset *train,
         return aimsi_err(&t->obj, AIMS_E_INVAL, "aims_trainer_begin: the model is quantized");
     }
     aims_model *mm = t->m;
-    if (mm->params == NULL && mm->kind == AIMS_MODEL_MLP && mm->loss_param == 0 &&
+    if (mm->params == NULL && mm->kind == AIMS_MODEL_KIND_MLP && mm->loss_param == 0 &&
         aimsi_obj_ok(train, AIMSI_MAGIC_DATASET)) {
         /* auto loss: targets without labels train a regression */
         mm->loss = train->labels == NULL && train->targets != NULL ? 2 : 1;
@@ -604,7 +604,7 @@ static double lr_at(const aims_trainer *t, int64_t step)
 {
     const hyper *h = &t->h;
     double lr = h->lr;
-    if (t->m->kind == AIMS_MODEL_TEXT) { /* fastText: linear decay to zero over the run */
+    if (t->m->kind == AIMS_MODEL_KIND_TEXT) { /* fastText: linear decay to zero over the run */
         const double total = (double)(h->epochs * t->steps_per_epoch);
         return total > 0.0 ? lr * fmax(0.0, 1.0 - (double)step / total) : lr;
     }
@@ -751,7 +751,7 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
     }
     const size_t first = (size_t)t->pos * t->bmax;
     const size_t n = t->n_tr - first < t->bmax ? t->n_tr - first : t->bmax;
-    if (t->m->kind == AIMS_MODEL_TEXT) {
+    if (t->m->kind == AIMS_MODEL_KIND_TEXT) {
         const double loss = aimsi_train_text_step(t, t->tr_idx[t->perm[first]], (float)lr_at(t, t->step));
         if (!isfinite(loss)) {
             return diverged(t, loss);
@@ -806,42 +806,42 @@ aims_status aims_trainer_fit(aims_trainer *t, const aims_dataset *train,
     return AIMS_OK;
 }
 
-aims_status aims_trainer_stat(const aims_trainer *t, aims_stat stat, double *out_value)
+aims_status aims_trainer_get_stat(const aims_trainer *t, aims_trainer_stat stat, double *out_value)
 {
     if (!TRAINER_OK(t) || out_value == NULL) {
         return AIMSI_MISUSE("invalid trainer handle or NULL out_value");
     }
     double v = 0.0;
     switch (stat) {
-    case AIMS_STAT_EPOCH:
+    case AIMS_TRAINER_STAT_EPOCH:
         v = (double)t->epoch;
         break;
-    case AIMS_STAT_STEP:
+    case AIMS_TRAINER_STAT_STEP:
         v = (double)t->step;
         break;
-    case AIMS_STAT_TRAIN_LOSS:
+    case AIMS_TRAINER_STAT_TRAIN_LOSS:
         v = t->pos > 0 && t->loss_rows > 0 ? t->loss_sum / (double)t->loss_rows : t->train_loss;
         break;
-    case AIMS_STAT_VAL_LOSS:
+    case AIMS_TRAINER_STAT_VAL_LOSS:
         v = t->val_loss;
         break;
-    case AIMS_STAT_VAL_ACCURACY:
+    case AIMS_TRAINER_STAT_VAL_ACCURACY:
         v = t->val_acc;
         break;
-    case AIMS_STAT_SAMPLES_PER_S:
+    case AIMS_TRAINER_STAT_SAMPLES_PER_S:
         v = t->sps;
         break;
-    case AIMS_STAT_LR:
+    case AIMS_TRAINER_STAT_LR:
         v = t->running ? lr_at(t, t->step) : t->h.lr;
         break;
-    case AIMS_STAT_BEST_EPOCH:
+    case AIMS_TRAINER_STAT_BEST_EPOCH:
         v = (double)t->best_epoch;
         break;
-    case AIMS_STAT_STEPS_PER_EPOCH:
+    case AIMS_TRAINER_STAT_STEPS_PER_EPOCH:
         v = (double)t->steps_per_epoch;
         break;
     default:
-        return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "aims_trainer_stat: unknown stat %d",
+        return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "aims_trainer_get_stat: unknown stat %d",
                          (int)stat);
     }
     *out_value = v;

@@ -48,7 +48,7 @@ static uint64_t run_fingerprint(const aims_trainer *t)
     if (h->gemm != 0) { /* appended only when set: older checkpoints keep their fingerprint */
         v[n++] = (uint64_t)h->gemm;
     }
-    if (t->m->kind == AIMS_MODEL_TEXT && (t->m->text_linear != 0 || t->m->loss == 3)) {
+    if (t->m->kind == AIMS_MODEL_KIND_TEXT && (t->m->text_linear != 0 || t->m->loss == 3)) {
         /* same rule: a linear table can have the embedding model's size */
         v[n++] = 0x7E470000ull + (uint64_t)t->m->text_linear * 16u + (uint64_t)t->m->loss;
     }

@@ -115,7 +115,7 @@ static int uneject_one(aims_health *h, uint64_t now, change *c)
     uint64_t next = UINT64_MAX;
     for (size_t i = 0; i < h->n; i++) {
         hent *const x = &h->e[i];
-        if (x->state != AIMS_HEALTH_EJECTED) {
+        if (x->state != AIMS_HEALTH_STATE_EJECTED) {
             continue;
         }
         if (x->eject_end_ns <= now && (due == NULL || x->eject_end_ns < due->eject_end_ns)) {
@@ -123,15 +123,15 @@ static int uneject_one(aims_health *h, uint64_t now, change *c)
         }
     }
     if (due != NULL) {
-        due->state = AIMS_HEALTH_HEALTHY;
+        due->state = AIMS_HEALTH_STATE_HEALTHY;
         due->fails = 0;
         due->healthy_since = due->eject_end_ns;
         h->ejected--;
-        set_change(h, c, due->id, AIMS_HEALTH_EJECTED, AIMS_HEALTH_HEALTHY);
+        set_change(h, c, due->id, AIMS_HEALTH_STATE_EJECTED, AIMS_HEALTH_STATE_HEALTHY);
     }
     for (size_t i = 0; i < h->n; i++) {
         const hent *const x = &h->e[i];
-        if (x->state == AIMS_HEALTH_EJECTED && x->eject_end_ns < next) {
+        if (x->state == AIMS_HEALTH_STATE_EJECTED && x->eject_end_ns < next) {
             next = x->eject_end_ns;
         }
     }
@@ -195,7 +195,7 @@ static void eject(aims_health *h, hent *x, uint64_t now)
         x->times++;
     }
     const uint64_t ms = x->times > cap / base ? cap : base * x->times;
-    x->state = AIMS_HEALTH_EJECTED;
+    x->state = AIMS_HEALTH_STATE_EJECTED;
     x->eject_end_ns = now + ms * NS_PER_MS;
     x->fails = 0;
     h->ejected++;
@@ -267,7 +267,7 @@ aims_status aims_health_set_param_i64(aims_health *h, aims_param param, int64_t 
     if (!HEALTH_OK(h)) {
         return AIMSI_MISUSE("health handle");
     }
-    AIMSI_TRY(aimsi_param_check(NULL, param, 600, 699, AIMS_PARAM_I64, (double)value));
+    AIMSI_TRY(aimsi_param_check(NULL, param, 600, 699, AIMS_PARAM_TYPE_I64, (double)value));
     pthread_mutex_lock(&h->lock);
     switch (param) {
     case AIMS_HEALTH_FAILURES:
@@ -290,7 +290,7 @@ aims_status aims_health_set_param_i64(aims_health *h, aims_param param, int64_t 
     return AIMS_OK;
 }
 
-aims_status aims_health_on_change(aims_health *h, aims_health_fn fn, void *user)
+aims_status aims_health_set_change_fn(aims_health *h, aims_health_fn fn, void *user)
 {
     if (!HEALTH_OK(h)) {
         return AIMSI_MISUSE("health handle");
@@ -337,7 +337,7 @@ aims_status aims_health_add(aims_health *h, aims_instance id)
         memmove(&h->e[i + 1], &h->e[i], (h->n - i) * sizeof(hent));
         memset(&h->e[i], 0, sizeof(hent));
         h->e[i].id = id;
-        h->e[i].state = AIMS_HEALTH_HEALTHY;
+        h->e[i].state = AIMS_HEALTH_STATE_HEALTHY;
         h->n++;
     }
     pthread_mutex_unlock(&h->lock);
@@ -354,7 +354,7 @@ aims_status aims_health_remove(aims_health *h, aims_instance id)
     const size_t i = lower(h, id);
     if (i < h->n && h->e[i].id == id) {
         found = 1;
-        h->ejected -= h->e[i].state == AIMS_HEALTH_EJECTED;
+        h->ejected -= h->e[i].state == AIMS_HEALTH_STATE_EJECTED;
         memmove(&h->e[i], &h->e[i + 1], (h->n - i - 1) * sizeof(hent));
         h->n--;
     }
@@ -369,7 +369,7 @@ aims_status aims_health_remove(aims_health *h, aims_instance id)
 /* Apply one report under lock; returns 1 when it ejected the instance. */
 static int apply_report(aims_health *h, hent *x, int ok, uint64_t now, change *c)
 {
-    if (x->state == AIMS_HEALTH_EJECTED) {
+    if (x->state == AIMS_HEALTH_STATE_EJECTED) {
         return 0; /* traffic that still reaches it does not extend the ejection */
     }
     decay(h, x, now);
@@ -384,7 +384,7 @@ static int apply_report(aims_health *h, hent *x, int ok, uint64_t now, change *c
         return 0;
     }
     eject(h, x, now);
-    set_change(h, c, x->id, AIMS_HEALTH_HEALTHY, AIMS_HEALTH_EJECTED);
+    set_change(h, c, x->id, AIMS_HEALTH_STATE_HEALTHY, AIMS_HEALTH_STATE_EJECTED);
     return 1;
 }
 
@@ -399,7 +399,7 @@ static int report_fast(aims_health *h, aims_instance id, int ok, int *found)
     hent *const x = find(h, id);
     *found = x != NULL;
     if (now < h->next_end) {
-        const int would_eject = x != NULL && !ok && x->state == AIMS_HEALTH_HEALTHY &&
+        const int would_eject = x != NULL && !ok && x->state == AIMS_HEALTH_STATE_HEALTHY &&
                                 (int64_t)x->fails + 1 >= h->failures &&
                                 h->ejected < max_ejected(h);
         if (x == NULL) {
@@ -467,7 +467,7 @@ aims_health_state aims_health_state_of(aims_health *h, aims_instance id)
     return s;
 }
 
-int aims_health_in_panic(aims_health *h)
+int aims_health_is_in_panic(aims_health *h)
 {
     if (!HEALTH_OK(h)) {
         return 0;

@@ -384,8 +384,8 @@ aims_status aims_metrics_count(aims_metrics *mx, const char *name, const char *l
     return AIMS_OK;
 }
 
-aims_status aims_metrics_gauge(aims_metrics *mx, const char *name, const char *labels,
-                               double value)
+aims_status aims_metrics_set_gauge(aims_metrics *mx, const char *name, const char *labels,
+                                   double value)
 {
     mx_entry *e = NULL;
     AIMSI_TRY(mx_get(mx, name, labels, MX_GAUGE, 1, &e));

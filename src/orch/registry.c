@@ -697,8 +697,8 @@ aims_status aims_registry_lookup(aims_registry *r, const char *service, aims_ins
     return AIMS_OK;
 }
 
-aims_status aims_registry_address(aims_registry *r, aims_instance id, char *buf, size_t cap,
-                                  size_t *out_len)
+aims_status aims_registry_get_address(aims_registry *r, aims_instance id, char *buf, size_t cap,
+                                      size_t *out_len)
 {
     if (!REG_OK(r) || out_len == NULL || (buf == NULL && cap > 0)) {
         return AIMSI_MISUSE(!REG_OK(r) ? "registry handle" : "out_len/buf is NULL");

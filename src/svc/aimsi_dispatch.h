@@ -65,7 +65,7 @@ aims_status aimsi_node_dispatch(aims_node *n, const aimsi_dispatch *d);
 
 /* One service as a front door sees it (a snapshot). */
 typedef struct aimsi_svc_view {
-    aims_service *svc;                     /* for aims_service_stat; lives with the node */
+    aims_service *svc;                     /* for aims_service_get_stat(); lives with the node */
     char name[AIMSI_FRAME_MAX_SERVICE + 1]; /* "name" or "name@version" */
     char model[AIMSI_FRAME_MAX_SERVICE + 1];   /* part before '@' */
     char version[AIMSI_FRAME_MAX_SERVICE + 1]; /* part after '@', or "" */

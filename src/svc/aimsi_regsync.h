@@ -69,7 +69,7 @@ aims_status aimsi_regsync_apply_once(aims_registry *mirror, const aims_msg *repl
 /* ---- client internals for svc_registry.c (client.c) ------------------------- */
 
 /* aims_client_join's mirror: from now on the client resolves names through
- * `r` (exactly like aims_client_use_registry) and OWNS it. The client's
+ * `r` (exactly like aims_client_set_registry) and OWNS it. The client's
  * destroy first calls stop(ctx) -- which must stop whatever keeps r in sync
  * (its thread may be inside aims_client_call_addr on this client: such calls
  * fail fast with AIMS_E_CLOSED once destroy began) and free ctx -- and then

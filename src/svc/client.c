@@ -199,7 +199,7 @@ AIMS_API aims_status aims_client_set_param_i64(aims_client *c, aims_param param,
     if (!CLIENT_OK(c)) {
         return AIMSI_MISUSE("not a client");
     }
-    AIMSI_TRY(aimsi_param_check(&c->obj, param, 740, 759, AIMS_PARAM_I64, (double)value));
+    AIMSI_TRY(aimsi_param_check(&c->obj, param, 740, 759, AIMS_PARAM_TYPE_I64, (double)value));
     pthread_mutex_lock(&c->mu);
     if (param == AIMS_CLIENT_MAX_FRAME) {
         /* Transport instances take the cap when they are created (first call
@@ -240,7 +240,7 @@ AIMS_API aims_status aims_client_set_param_f64(aims_client *c, aims_param param,
     if (!CLIENT_OK(c)) {
         return AIMSI_MISUSE("not a client");
     }
-    AIMSI_TRY(aimsi_param_check(&c->obj, param, 740, 759, AIMS_PARAM_F64, value));
+    AIMSI_TRY(aimsi_param_check(&c->obj, param, 740, 759, AIMS_PARAM_TYPE_F64, value));
     pthread_mutex_lock(&c->mu);
     if (param == AIMS_CLIENT_RETRY_BUDGET) {
         c->retry_budget = value;
@@ -291,7 +291,7 @@ static aims_status set_registry(aims_client *c, aims_registry *r, int owned,
     return AIMS_OK;
 }
 
-AIMS_API aims_status aims_client_use_registry(aims_client *c, aims_registry *r)
+AIMS_API aims_status aims_client_set_registry(aims_client *c, aims_registry *r)
 {
     return set_registry(c, r, 0, NULL, NULL);
 }

@@ -222,7 +222,7 @@ static void health_tick(aims_client *c)
     for (cl_svc *sv = c->svcs; sv != NULL; sv = sv->next) {
         for (size_t i = 0; i < sv->n; i++) {
             const aims_health_state st = aims_health_state_of(sv->hl, sv->ids[i]);
-            if (probe_now && st != AIMS_HEALTH_HEALTHY && n_probe < CL_PROBE_MAX) {
+            if (probe_now && st != AIMS_HEALTH_STATE_HEALTHY && n_probe < CL_PROBE_MAX) {
                 cl_probe *p = &probes[n_probe++];
                 p->sv = sv;
                 p->id = sv->ids[i];

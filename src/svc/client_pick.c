@@ -39,7 +39,7 @@ static void health_changed(void *user, aims_instance id, aims_health_state from,
 {
     (void)from;
     cl_svc *sv = user;
-    aims_balancer_set_available(sv->lb, id, to == AIMS_HEALTH_HEALTHY);
+    aims_balancer_set_available(sv->lb, id, to == AIMS_HEALTH_STATE_HEALTHY);
 }
 
 void aimsi_client_svc_free(cl_svc *sv)
@@ -72,7 +72,7 @@ static cl_svc *svc_get_locked(aims_client *c, const char *name)
     sv->rev = UINT64_MAX;
     if (aims_balancer_create((aims_lb_policy)c->lb_policy, c->seed++, &sv->lb) != AIMS_OK ||
         aims_health_create(&sv->hl) != AIMS_OK ||
-        aims_health_on_change(sv->hl, health_changed, sv) != AIMS_OK) {
+        aims_health_set_change_fn(sv->hl, health_changed, sv) != AIMS_OK) {
         aimsi_client_svc_free(sv);
         return NULL;
     }
@@ -117,7 +117,7 @@ static aims_status svc_refresh_locked(aims_client *c, cl_svc *sv, uint64_t rev)
     for (size_t i = 0; i < n; i++) {
         char url[AIMSI_URL_MAX + 1];
         size_t ulen = 0;
-        if (aims_registry_address(c->reg, ids[i], url, sizeof url, &ulen) != AIMS_OK) {
+        if (aims_registry_get_address(c->reg, ids[i], url, sizeof url, &ulen) != AIMS_OK) {
             continue; /* gone meanwhile, or an address we cannot hold */
         }
         cl_ep *e = aimsi_client_ep_get_locked(c, url);
@@ -206,7 +206,7 @@ static aims_status pick(aims_client *c, cl_call *k, cl_ep **out_ep)
         pthread_mutex_unlock(&c->mu);
         return aimsi_client_call_err(
             c, AIMS_E_STATE,
-            "calling '%s' by name needs a registry (aims_client_use_registry/join)", k->service);
+            "calling '%s' by name needs a registry (aims_client_set_registry/join)", k->service);
     }
     cl_svc *sv = svc_get_locked(c, k->service);
     if (sv == NULL) {

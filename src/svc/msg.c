@@ -219,15 +219,15 @@ AIMS_API aims_status aims_msg_alloc(aims_msg *m, const char *name, aims_dtype dt
     return AIMS_OK;
 }
 
-AIMS_API size_t aims_msg_count(const aims_msg *m)
+AIMS_API size_t aims_msg_num_tensors(const aims_msg *m)
 {
     return aimsi_obj_ok(m, AIMSI_MAGIC_MSG) ? m->n : 0;
 }
 
-AIMS_API aims_status aims_msg_get(const aims_msg *m, size_t index, const char **out_name,
-                                  aims_dtype *out_dtype, size_t *out_ndim,
-                                  const uint64_t **out_dims, const void **out_data,
-                                  size_t *out_bytes)
+AIMS_API aims_status aims_msg_get_tensor(const aims_msg *m, size_t index, const char **out_name,
+                                         aims_dtype *out_dtype, size_t *out_ndim,
+                                         const uint64_t **out_dims, const void **out_data,
+                                         size_t *out_bytes)
 {
     if (!aimsi_obj_ok(m, AIMSI_MAGIC_MSG)) {
         return AIMSI_MISUSE("not a message");

@@ -685,7 +685,7 @@ aims_status aims_node_set_param_i64(aims_node *n, aims_param param, int64_t valu
     if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE)) {
         return AIMSI_MISUSE("node");
     }
-    AIMSI_TRY(aimsi_param_check(&n->obj, param, 700, 719, AIMS_PARAM_I64, (double)value));
+    AIMSI_TRY(aimsi_param_check(&n->obj, param, 700, 719, AIMS_PARAM_TYPE_I64, (double)value));
     aims_status st = AIMS_OK;
     pthread_mutex_lock(&n->lock);
     const int listening = n->n_addr > 0;
@@ -835,34 +835,36 @@ aims_status aims_node_listen(aims_node *n, const char *url)
     return st;
 }
 
-aims_status aims_node_address(aims_node *n, size_t index, char *buf, size_t cap,
-                              size_t *out_len)
+aims_status aims_node_get_address(aims_node *n, size_t index, char *buf, size_t cap,
+                                  size_t *out_len)
 {
     if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE) || (buf == NULL && cap > 0)) {
         return AIMSI_MISUSE("node, and buf when cap > 0");
     }
-    aims_status st = AIMS_OK;
+    /* Both an index past the end and a short buffer are AIMS_E_RANGE (NAMING.md
+     * rule 16); the message tells them apart, and only the second sets *out_len. */
+    size_t n_addr = 0;
+    size_t need = 0;
     pthread_mutex_lock(&n->lock);
-    if (index >= n->n_addr) {
-        st = AIMS_E_NOTFOUND;
-    } else {
+    n_addr = n->n_addr;
+    if (index < n_addr) {
         const size_t len = strlen(n->addr[index]);
+        need = len + 1;
         if (out_len != NULL) {
             *out_len = len;
         }
-        if (cap < len + 1) {
-            st = AIMS_E_RANGE;
-        } else {
-            memcpy(buf, n->addr[index], len + 1);
+        if (cap >= need) {
+            memcpy(buf, n->addr[index], need);
         }
     }
     pthread_mutex_unlock(&n->lock);
-    if (st == AIMS_E_NOTFOUND) {
-        return aimsi_err(&n->obj, st, "node %s has no address %zu", n->name, index);
+    if (index >= n_addr) {
+        return aimsi_err(&n->obj, AIMS_E_RANGE, "node %s has %zu address(es), no index %zu",
+                         n->name, n_addr, index);
     }
-    if (st == AIMS_E_RANGE) {
-        return aimsi_err(&n->obj, st, "node %s: address %zu needs %zu bytes", n->name, index,
-                         strlen(n->addr[index]) + 1);
+    if (cap < need) {
+        return aimsi_err(&n->obj, AIMS_E_RANGE, "node %s: address %zu needs %zu bytes",
+                         n->name, index, need);
     }
     return AIMS_OK;
 }

@@ -5,7 +5,7 @@
  * window, average load / maximum load, with load = utilisation (busy time /
  * window), not request counts -- an instance that got the same number of
  * requests but served them slower is the more loaded one. Busy time is each
- * service's own AIMS_SVC_BUSY_NS, read through the "$stats" method so the
+ * service's own AIMS_SERVICE_STAT_BUSY_NS, read through the "$stats" method so the
  * instances may live in other processes; the client's registry view says who
  * the instances are. Instances that appear or vanish during the window are
  * left out (their utilisation over the window is unknown).
@@ -49,7 +49,7 @@ static aims_status lookup(aims_registry *r, const char *service, inst_sample *s,
     size_t k = 0;
     for (size_t i = 0; i < found; i++) {
         size_t len = 0;
-        if (aims_registry_address(r, ids[i], s[k].url, sizeof s[k].url, &len) == AIMS_OK) {
+        if (aims_registry_get_address(r, ids[i], s[k].url, sizeof s[k].url, &len) == AIMS_OK) {
             k++;
         }
     }
@@ -71,7 +71,7 @@ AIMS_API aims_status aims_client_balance_degree(aims_client *c, const char *serv
     aims_registry *r = aimsi_client_registry(c);
     if (r == NULL) {
         return aimsi_err(NULL, AIMS_E_NOTFOUND, "balance degree: the client has no registry "
-                         "view (aims_client_use_registry or aims_client_join)");
+                         "view (aims_client_set_registry or aims_client_join)");
     }
     inst_sample *s = aimsi_calloc(MAX_INSTANCES, sizeof(*s));
     if (s == NULL) {

@@ -236,8 +236,8 @@ static void note_accept(aims_service *s)
 
 void aimsi_service_note_depth(aims_service *s)
 {
-    (void)aims_metrics_gauge(s->node->mx, "aims_svc_queue_depth", s->labels,
-                             (double)atomic_load_explicit(&s->queued, memory_order_relaxed));
+    (void)aims_metrics_set_gauge(s->node->mx, "aims_svc_queue_depth", s->labels,
+                                 (double)atomic_load_explicit(&s->queued, memory_order_relaxed));
 }
 
 void aimsi_service_reject(aims_service *s, aims_status st, aimsi_local_done done, void *ctx,
@@ -383,7 +383,7 @@ static void enqueue(aims_service *s, const char *method, const aims_msg *req,
 
 /* Built-in methods every service answers ("$" is not a valid method start for
  * kinds): "$ping" (empty reply: liveness probes) and "$stats" (the counters of
- * aims_service_stat as f64 scalars, so a host can read the utilisation of a
+ * aims_service_get_stat() as f64 scalars, so a host can read the utilisation of a
  * replica in another process). They run on the caller's thread, never queue. */
 static int builtin_method(aims_service *s, const char *method, aimsi_local_done done, void *ctx)
 {
@@ -396,15 +396,15 @@ static int builtin_method(aims_service *s, const char *method, aimsi_local_done 
     if (strcmp(method, "$stats") == 0) {
         static const struct {
             const char *name;
-            aims_svc_stat stat;
-        } k_stats[] = {{"requests", AIMS_SVC_REQUESTS}, {"errors", AIMS_SVC_ERRORS},
-                       {"rejected", AIMS_SVC_REJECTED}, {"inflight", AIMS_SVC_INFLIGHT},
-                       {"queued", AIMS_SVC_QUEUED},     {"batches", AIMS_SVC_BATCHES},
-                       {"batch_rows", AIMS_SVC_BATCH_ROWS}, {"busy_ns", AIMS_SVC_BUSY_NS},
-                       {"p50_ns", AIMS_SVC_P50_NS},     {"p99_ns", AIMS_SVC_P99_NS}};
+            aims_service_stat stat;
+        } k_stats[] = {{"requests", AIMS_SERVICE_STAT_REQUESTS}, {"errors", AIMS_SERVICE_STAT_ERRORS},
+                       {"rejected", AIMS_SERVICE_STAT_REJECTED}, {"inflight", AIMS_SERVICE_STAT_INFLIGHT},
+                       {"queued", AIMS_SERVICE_STAT_QUEUED},     {"batches", AIMS_SERVICE_STAT_BATCHES},
+                       {"batch_rows", AIMS_SERVICE_STAT_BATCH_ROWS}, {"busy_ns", AIMS_SERVICE_STAT_BUSY_NS},
+                       {"p50_ns", AIMS_SERVICE_STAT_P50_NS},     {"p99_ns", AIMS_SERVICE_STAT_P99_NS}};
         for (size_t i = 0; st == AIMS_OK && i < sizeof(k_stats) / sizeof(k_stats[0]); i++) {
             double v = 0.0;
-            st = aims_service_stat(s, k_stats[i].stat, &v);
+            st = aims_service_get_stat(s, k_stats[i].stat, &v);
             const int64_t iv = (int64_t)v;
             if (st == AIMS_OK) {
                 st = aims_msg_add(&reply, k_stats[i].name, AIMS_DT_I64, NULL, 0, &iv, 0);
@@ -626,7 +626,7 @@ aims_status aims_service_set_param_i64(aims_service *s, aims_param param, int64_
     if (!aimsi_obj_ok(s, AIMSI_MAGIC_SERVICE)) {
         return AIMSI_MISUSE("service");
     }
-    AIMSI_TRY(aimsi_param_check(&s->obj, param, 720, 739, AIMS_PARAM_I64, (double)value));
+    AIMSI_TRY(aimsi_param_check(&s->obj, param, 720, 739, AIMS_PARAM_TYPE_I64, (double)value));
     if (atomic_load(&s->state) != AIMSI_SVC_NEW) {
         return aimsi_err(&s->obj, AIMS_E_STATE, "service %s: set parameters before start",
                          s->name);
@@ -845,40 +845,40 @@ aims_status aims_service_stop(aims_service *s, int64_t timeout_ms)
 
 /* ---- statistics -------------------------------------------------------------------- */
 
-aims_status aims_service_stat(aims_service *s, aims_svc_stat stat, double *out)
+aims_status aims_service_get_stat(aims_service *s, aims_service_stat stat, double *out)
 {
     if (!aimsi_obj_ok(s, AIMSI_MAGIC_SERVICE) || out == NULL) {
         return AIMSI_MISUSE("service and out are required");
     }
     double v = 0.0;
     switch (stat) {
-    case AIMS_SVC_REQUESTS:
+    case AIMS_SERVICE_STAT_REQUESTS:
         v = (double)atomic_load(&s->n_req);
         break;
-    case AIMS_SVC_ERRORS:
+    case AIMS_SERVICE_STAT_ERRORS:
         v = (double)atomic_load(&s->n_err);
         break;
-    case AIMS_SVC_REJECTED:
+    case AIMS_SERVICE_STAT_REJECTED:
         v = (double)atomic_load(&s->n_rej);
         break;
-    case AIMS_SVC_INFLIGHT:
+    case AIMS_SERVICE_STAT_INFLIGHT:
         v = (double)atomic_load(&s->inflight);
         break;
-    case AIMS_SVC_QUEUED:
+    case AIMS_SERVICE_STAT_QUEUED:
         v = (double)atomic_load(&s->queued);
         break;
-    case AIMS_SVC_BATCHES:
+    case AIMS_SERVICE_STAT_BATCHES:
         v = (double)atomic_load(&s->n_batches);
         break;
-    case AIMS_SVC_BATCH_ROWS:
+    case AIMS_SERVICE_STAT_BATCH_ROWS:
         v = (double)atomic_load(&s->n_rows);
         break;
-    case AIMS_SVC_BUSY_NS:
+    case AIMS_SERVICE_STAT_BUSY_NS:
         v = (double)atomic_load(&s->busy_ns);
         break;
-    case AIMS_SVC_P50_NS:
-    case AIMS_SVC_P99_NS: {
-        const double q = stat == AIMS_SVC_P50_NS ? 0.5 : 0.99;
+    case AIMS_SERVICE_STAT_P50_NS:
+    case AIMS_SERVICE_STAT_P99_NS: {
+        const double q = stat == AIMS_SERVICE_STAT_P50_NS ? 0.5 : 0.99;
         const aims_status st =
             aims_metrics_quantile(s->node->mx, "aims_svc_latency_seconds", s->labels, q, &v);
         if (st == AIMS_E_NOTFOUND) {

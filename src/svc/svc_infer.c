@@ -199,7 +199,7 @@ static int find_tensor(const aims_msg *m, const char *name, aims_dtype *dt, size
     if (aims_msg_find(m, name, &i) != AIMS_OK) {
         return 0;
     }
-    return aims_msg_get(m, i, NULL, dt, ndim, dims, data, bytes) == AIMS_OK;
+    return aims_msg_get_tensor(m, i, NULL, dt, ndim, dims, data, bytes) == AIMS_OK;
 }
 
 /* ---- validation ------------------------------------------------------------------------ */
@@ -302,7 +302,7 @@ static void do_info(aimsi_work *w, item_note *note, const aims_bundle *b)
     static const char *const keys[] = {"name", "version"};
     aims_msg_clear(w->reply);
     for (size_t i = 0; i < 2; i++) {
-        const char *v = aims_bundle_get_meta(b, keys[i]);
+        const char *v = aims_bundle_meta(b, keys[i]);
         v = v != NULL ? v : "";
         const uint64_t dim = strlen(v);
         const aims_status st = aims_msg_add(w->reply, keys[i], AIMS_DT_BYTES, &dim, 1, v, 0);
@@ -333,7 +333,7 @@ static void item_reply(aimsi_work *w, item_note *note, const aims_model *m, cons
     float *o = out;
     if (note->what != OUT_CLASS) {
         memcpy(o, y, note->rows * k * sizeof *o);
-    } else if (aims_model_get_kind(m) == AIMS_MODEL_LOGISTIC) {
+    } else if (aims_model_kind_of(m) == AIMS_MODEL_KIND_LOGISTIC) {
         /* LOGISTIC scores are (0, z); predict_class says p >= 0.5, i.e. z >= 0 */
         for (size_t r = 0; r < note->rows; r++) {
             o[r] = y[r * k + 1] >= 0.0f ? 1.0f : 0.0f;
@@ -613,8 +613,8 @@ aims_status aimsi_infer_describe(aims_service *s, aimsi_infer_desc *out)
     out->in_cols = out->text ? 0 : p != NULL ? p->in_w : aims_model_input_dim(m);
     out->out_dim = aims_model_output_dim(m);
     out->classifier = aimsi_model_is_classifier(m);
-    const char *nm = aims_bundle_get_meta(b, "name");
-    const char *ver = aims_bundle_get_meta(b, "version");
+    const char *nm = aims_bundle_meta(b, "name");
+    const char *ver = aims_bundle_meta(b, "version");
     snprintf(out->name, sizeof(out->name), "%s", nm != NULL ? nm : "");
     snprintf(out->version, sizeof(out->version), "%s", ver != NULL ? ver : "");
     pthread_mutex_unlock(&im->mu);

@@ -40,7 +40,7 @@ static aims_status transform_one(const pre_impl *pi, aimsi_work *w)
     const uint64_t *dims = NULL;
     const void *data = NULL;
     size_t bytes = 0;
-    (void)aims_msg_get(w->req, idx, NULL, &dt, &ndim, &dims, &data, &bytes);
+    (void)aims_msg_get_tensor(w->req, idx, NULL, &dt, &ndim, &dims, &data, &bytes);
     if (dt != AIMS_DT_F32 || ndim != 2 || dims[0] == 0 || dims[1] == 0 ||
         (uint64_t)(size_t)dims[0] != dims[0] || (uint64_t)(size_t)dims[1] != dims[1]) {
         return aimsi_work_fail(w, AIMS_E_INVAL, "transform: \"x\" must be f32 [rows, cols] with "
@@ -126,7 +126,7 @@ aims_status aimsi_preprocess_create(const aims_pipeline *p, void **out)
     size_t oc = 0;
     AIMSI_TRY(aims_pipeline_output_cols(p, &oc));
     const aims_step_kind first = aims_pipeline_step_kind(p, 0);
-    if (first >= AIMS_STEP_NORMALIZE) {
+    if (first >= AIMS_STEP_KIND_NORMALIZE) {
         return aimsi_err(NULL, AIMS_E_INVAL, "preprocess: a text pipeline cannot transform "
                                              "\"x\" rows (numeric pipelines only)");
     }

@@ -360,7 +360,7 @@ static aims_status get_ids(const aims_msg *req, const int64_t **out, size_t *n)
     if (aims_msg_find(req, "ids", &i) != AIMS_OK) {
         return aimsi_err(NULL, AIMS_E_INVAL, "request tensor 'ids' is missing");
     }
-    aims_msg_get(req, i, NULL, &dt, &ndim, NULL, &data, &bytes);
+    aims_msg_get_tensor(req, i, NULL, &dt, &ndim, NULL, &data, &bytes);
     if (dt != AIMS_DT_I64 || ndim != 1 || bytes / 8 > MAX_EVENTS) {
         return aimsi_err(NULL, AIMS_E_INVAL, "request tensor 'ids' must be i64 [n <= %u]",
                          MAX_EVENTS);

@@ -241,9 +241,9 @@ static int progress_cb(void *user, const aims_trainer *t)
     double epoch = 0;
     double loss = NAN;
     double metric = NAN;
-    (void)aims_trainer_stat(t, AIMS_STAT_EPOCH, &epoch);
-    (void)aims_trainer_stat(t, AIMS_STAT_TRAIN_LOSS, &loss);
-    (void)aims_trainer_stat(t, AIMS_STAT_VAL_ACCURACY, &metric);
+    (void)aims_trainer_get_stat(t, AIMS_TRAINER_STAT_EPOCH, &epoch);
+    (void)aims_trainer_get_stat(t, AIMS_TRAINER_STAT_TRAIN_LOSS, &loss);
+    (void)aims_trainer_get_stat(t, AIMS_TRAINER_STAT_VAL_ACCURACY, &metric);
     pthread_mutex_lock(&pc->ti->mu);
     pc->job->epoch = (int32_t)epoch;
     pc->job->loss = (float)loss;
@@ -336,7 +336,7 @@ static aims_status make_result(const train_impl *ti, const train_job *j, void **
 static void run_job(train_impl *ti, train_job *j)
 {
     progress_ctx pc = {ti, j};
-    aims_status rc = aims_trainer_set_progress(j->trainer, progress_cb, &pc);
+    aims_status rc = aims_trainer_set_progress_fn(j->trainer, progress_cb, &pc);
     if (rc == AIMS_OK) {
         rc = aims_trainer_fit(j->trainer, j->ds, NULL);
     }
@@ -415,7 +415,7 @@ static int get_tensor(const aims_msg *m, const char *name, aims_dtype dt, size_t
     aims_dtype t = 0;
     size_t nd = 0;
     if (aims_msg_find(m, name, &idx) != AIMS_OK ||
-        aims_msg_get(m, idx, NULL, &t, &nd, dims, data, bytes) != AIMS_OK) {
+        aims_msg_get_tensor(m, idx, NULL, &t, &nd, dims, data, bytes) != AIMS_OK) {
         return 0;
     }
     return t == dt && nd == ndim;
@@ -454,10 +454,10 @@ static aims_status apply_params(train_job *j, const train_spec *sp)
         const spec_param *q = &sp->params[i];
         aims_status rc;
         if (q->param < 500) {
-            rc = q->type == AIMS_PARAM_I64 ? aims_model_set_param_i64(j->model, q->param, q->i)
+            rc = q->type == AIMS_PARAM_TYPE_I64 ? aims_model_set_param_i64(j->model, q->param, q->i)
                                            : aims_model_set_param_f64(j->model, q->param, q->f);
         } else {
-            rc = q->type == AIMS_PARAM_I64
+            rc = q->type == AIMS_PARAM_TYPE_I64
                      ? aims_trainer_set_param_i64(j->trainer, q->param, q->i)
                      : aims_trainer_set_param_f64(j->trainer, q->param, q->f);
         }
@@ -475,7 +475,7 @@ static aims_status build_job(const train_impl *ti, const submit_in *in, train_jo
 {
     train_spec sp;
     AIMSI_TRY(aimsi_train_spec_parse(in->spec, in->spec_len, &sp));
-    const int text = sp.kind == AIMS_MODEL_TEXT;
+    const int text = sp.kind == AIMS_MODEL_KIND_TEXT;
     if (text != (in->text != NULL)) {
         return aimsi_err(NULL, AIMS_E_INVAL, text ? "submit: kind=text takes \"text\" (BYTES, "
                                                     "'\\n'-separated documents), not \"x\""
@@ -504,12 +504,12 @@ static aims_status build_job(const train_impl *ti, const submit_in *in, train_jo
         }
     }
     size_t out_dim = 1;
-    if (sp.kind == AIMS_MODEL_SOFTMAX || sp.kind == AIMS_MODEL_MLP || text) {
+    if (sp.kind == AIMS_MODEL_KIND_SOFTMAX || sp.kind == AIMS_MODEL_KIND_MLP || text) {
         out_dim = sp.classes != 0 ? sp.classes : (size_t)ymax + 1;
         if ((size_t)ymax >= out_dim) {
             return SPEC_BAD("classes=%zu but \"y\" holds label %d", out_dim, (int)ymax);
         }
-    } else if (sp.kind == AIMS_MODEL_LOGISTIC) {
+    } else if (sp.kind == AIMS_MODEL_KIND_LOGISTIC) {
         if (sp.classes != 0 && sp.classes != 2) {
             return SPEC_BAD("classes=%zu: kind=logistic has 2 classes", sp.classes);
         }
@@ -682,7 +682,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
         const void *pub = NULL;
         size_t pb = 0;
         aims_dtype dt = 0;
-        (void)aims_msg_get(w->req, pidx, NULL, &dt, NULL, NULL, &pub, &pb);
+        (void)aims_msg_get_tensor(w->req, pidx, NULL, &dt, NULL, NULL, &pub, &pb);
         if (dt != AIMS_DT_BYTES || pb == 0 || pb > 128 || memchr(pub, '\0', pb) != NULL) {
             rc = aimsi_err(NULL, AIMS_E_INVAL, "submit: \"publish\" must be BYTES "
                                                "\"name@version\" of 1..128 bytes");

@@ -75,11 +75,11 @@ static aims_status spec_kind(train_spec *sp, const char *v)
     static const struct {
         const char *name;
         aims_model_kind kind;
-    } kinds[] = {{"mlp", AIMS_MODEL_MLP},
-                 {"softmax", AIMS_MODEL_SOFTMAX},
-                 {"logistic", AIMS_MODEL_LOGISTIC},
-                 {"linear", AIMS_MODEL_LINEAR},
-                 {"text", AIMS_MODEL_TEXT}};
+    } kinds[] = {{"mlp", AIMS_MODEL_KIND_MLP},
+                 {"softmax", AIMS_MODEL_KIND_SOFTMAX},
+                 {"logistic", AIMS_MODEL_KIND_LOGISTIC},
+                 {"linear", AIMS_MODEL_KIND_LINEAR},
+                 {"text", AIMS_MODEL_KIND_TEXT}};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         if (strcmp(v, kinds[i].name) == 0) {
             sp->kind = kinds[i].kind;
@@ -128,7 +128,7 @@ static aims_status spec_param_kv(train_spec *sp, const char *k, const char *v)
     q->type = type;
     snprintf(q->key, sizeof q->key, "%s", k);
     double as_f = 0;
-    if (type == AIMS_PARAM_I64) {
+    if (type == AIMS_PARAM_TYPE_I64) {
         if (!parse_i64(v, &q->i)) {
             return SPEC_BAD("%s=%s: not an integer", k, v);
         }
@@ -216,7 +216,7 @@ aims_status aimsi_train_spec_parse(const char *bytes, size_t len, train_spec *sp
     if (rc == AIMS_OK && (seen & 1u) == 0) {
         rc = SPEC_BAD("kind is missing (kind=" SPEC_KINDS ")");
     }
-    if (rc == AIMS_OK && sp->kind != AIMS_MODEL_MLP && (sp->has_hidden || sp->has_act)) {
+    if (rc == AIMS_OK && sp->kind != AIMS_MODEL_KIND_MLP && (sp->has_hidden || sp->has_act)) {
         rc = SPEC_BAD("hidden and activation apply to kind=mlp only");
     }
     return rc;

@@ -56,7 +56,7 @@ static double accuracy(const aims_model *m, const aims_dataset *ds)
     aims_eval *ev = NULL;
     double acc = 0.0;
     OK(aims_model_evaluate(m, ds, &ev));
-    OK(aims_eval_get(ev, AIMS_METRIC_ACCURACY, &acc));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc));
     aims_eval_destroy(ev);
     return acc;
 }
@@ -66,9 +66,9 @@ static void build(fixture *f)
     make_data(f->x, f->y, N, 1);
     OK(aims_dataset_create_dense(N, D, f->x, f->y, &f->raw));
     OK(aims_pipeline_create(&f->p));
-    OK(aims_pipeline_add(f->p, AIMS_STEP_STANDARDIZE, NULL));
+    OK(aims_pipeline_add(f->p, AIMS_STEP_KIND_STANDARDIZE, NULL));
     OK(aims_pipeline_fit_transform(f->p, f->raw, &f->t));
-    OK(aims_model_create(AIMS_MODEL_MLP, D, K, &f->m));
+    OK(aims_model_create(AIMS_MODEL_KIND_MLP, D, K, &f->m));
     OK(aims_model_add_dense(f->m, 16, AIMS_ACT_RELU));
     aims_trainer *tr = NULL;
     OK(aims_trainer_create(f->m, &tr));
@@ -112,8 +112,8 @@ static void test_api_bundle_serves_raw_rows(void **state)
     b = NULL;
     OK(aims_bundle_load(path, &b));
     unlink(path);
-    assert_string_equal(aims_bundle_get_meta(b, "name"), "blobs");
-    assert_string_equal(aims_bundle_get_meta(b, "library_version"), aims_version_string());
+    assert_string_equal(aims_bundle_meta(b, "name"), "blobs");
+    assert_string_equal(aims_bundle_meta(b, "library_version"), aims_version_string());
     assert_true(aims_model_is_quantized(aims_bundle_model(b)));
 
     static float got[N * K];

@@ -41,7 +41,7 @@ static void test_param_info_and_by_name(void **state)
     aims_param_type type;
     double lo, hi, def;
     assert_int_equal(aims_param_info(id, &type, &lo, &hi, &def), AIMS_OK);
-    assert_int_equal(type, AIMS_PARAM_I64);
+    assert_int_equal(type, AIMS_PARAM_TYPE_I64);
     assert_true(def == 262144.0);
     assert_true(lo >= 1.0 && hi >= def);
     assert_int_equal(aims_param_by_name("no_such_param", &id), AIMS_E_NOTFOUND);

@@ -511,7 +511,7 @@ static void test_dataset_parse_idx_types(void **state)
     /* max_rows */
     aims_loadopts *o = NULL;
     assert_int_equal(aims_loadopts_create(&o), AIMS_OK);
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_LOAD_MAX_ROWS, 2), AIMS_OK);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_LOAD_MAX_ROWS, 2), AIMS_OK);
     assert_int_equal(aims_dataset_parse(AIMS_FORMAT_IDX, buf, n, o, &ds), AIMS_OK);
     assert_int_equal(aims_dataset_rows(ds), 2);
     aims_dataset_destroy(ds);
@@ -581,7 +581,7 @@ static void test_dataset_parse_idx_hostile(void **state)
     /* max_bytes */
     aims_loadopts *o = NULL;
     assert_int_equal(aims_loadopts_create(&o), AIMS_OK);
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_LOAD_MAX_BYTES, 10), AIMS_OK);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_LOAD_MAX_BYTES, 10), AIMS_OK);
     assert_int_equal(aims_dataset_parse(AIMS_FORMAT_IDX, buf, n, o, &ds), AIMS_E_RANGE);
     assert_null(ds);
     aims_loadopts_destroy(o);
@@ -723,7 +723,7 @@ static void test_dataset_load_topics_layout(void **state)
     make_topics_dir(dir, sizeof dir);
     aims_loadopts *o = NULL;
     assert_int_equal(aims_loadopts_create(&o), AIMS_OK);
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_LOAD_MIN_DOCS, 2), AIMS_OK);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_LOAD_MIN_DOCS, 2), AIMS_OK);
     aims_dataset *ds = NULL;
     assert_int_equal(aims_dataset_load_topics(dir, o, &ds), AIMS_OK);
     assert_int_equal(aims_dataset_num_classes(ds), 2);
@@ -745,7 +745,7 @@ static void test_dataset_load_topics_layout(void **state)
     aims_dataset_destroy(ds);
 
     /* min_docs 1 keeps "small" too; max_rows caps documents */
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_LOAD_MIN_DOCS, 1), AIMS_OK);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_LOAD_MIN_DOCS, 1), AIMS_OK);
     assert_int_equal(aims_dataset_load_topics(dir, o, &ds), AIMS_OK);
     assert_int_equal(aims_dataset_num_classes(ds), 3);
     assert_int_equal(aims_dataset_rows(ds), 7);
@@ -768,19 +768,19 @@ static void test_dataset_loadopts(void **state)
     aims_loadopts *o = NULL;
     assert_int_equal(aims_loadopts_create(&o), AIMS_OK);
     int64_t v = 0;
-    assert_int_equal(aims_loadopts_get_i64(o, AIMS_LOAD_MIN_DOCS, &v), AIMS_OK);
+    assert_int_equal(aims_loadopts_get_param_i64(o, AIMS_LOAD_MIN_DOCS, &v), AIMS_OK);
     assert_int_equal(v, 20);
-    assert_int_equal(aims_loadopts_get_i64(o, AIMS_LOAD_MAX_BYTES, &v), AIMS_OK);
+    assert_int_equal(aims_loadopts_get_param_i64(o, AIMS_LOAD_MAX_BYTES, &v), AIMS_OK);
     assert_int_equal(v, 4294967296LL);
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_LOAD_DELIMITER, ';'), AIMS_OK);
-    assert_int_equal(aims_loadopts_get_i64(o, AIMS_LOAD_DELIMITER, &v), AIMS_OK);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_LOAD_DELIMITER, ';'), AIMS_OK);
+    assert_int_equal(aims_loadopts_get_param_i64(o, AIMS_LOAD_DELIMITER, &v), AIMS_OK);
     assert_int_equal(v, ';');
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_LOAD_MAX_BYTES, 0), AIMS_E_RANGE);
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_STEP_BUCKETS, 5), AIMS_E_UNSUPPORTED);
-    assert_int_equal(aims_loadopts_set_i64(o, (aims_param)150, 5), AIMS_E_UNSUPPORTED);
-    assert_int_equal(aims_loadopts_get_i64(o, AIMS_STEP_BUCKETS, &v), AIMS_E_UNSUPPORTED);
-    assert_int_equal(aims_loadopts_get_i64(o, AIMS_LOAD_HEADER, NULL), AIMS_E_MISUSE);
-    assert_int_equal(aims_loadopts_set_i64(NULL, AIMS_LOAD_HEADER, 1), AIMS_E_MISUSE);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_LOAD_MAX_BYTES, 0), AIMS_E_RANGE);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_STEP_BUCKETS, 5), AIMS_E_UNSUPPORTED);
+    assert_int_equal(aims_loadopts_set_param_i64(o, (aims_param)150, 5), AIMS_E_UNSUPPORTED);
+    assert_int_equal(aims_loadopts_get_param_i64(o, AIMS_STEP_BUCKETS, &v), AIMS_E_UNSUPPORTED);
+    assert_int_equal(aims_loadopts_get_param_i64(o, AIMS_LOAD_HEADER, NULL), AIMS_E_MISUSE);
+    assert_int_equal(aims_loadopts_set_param_i64(NULL, AIMS_LOAD_HEADER, 1), AIMS_E_MISUSE);
     assert_int_equal(aims_loadopts_create(NULL), AIMS_E_MISUSE);
     aims_loadopts_destroy(o);
     aims_loadopts_destroy(NULL);
@@ -927,7 +927,7 @@ static aims_status op_loadopts(void *c)
     aims_loadopts *o = NULL;
     aims_status rc = aims_loadopts_create(&o);
     if (rc == AIMS_OK) {
-        rc = aims_loadopts_set_i64(o, AIMS_LOAD_MIN_DOCS, 3);
+        rc = aims_loadopts_set_param_i64(o, AIMS_LOAD_MIN_DOCS, 3);
     }
     aims_loadopts_destroy(o);
     return rc;
@@ -1000,7 +1000,7 @@ static void test_dataset_alloc_failures(void **state)
     make_topics_dir(dir, sizeof dir);
     aims_loadopts *o = NULL;
     assert_int_equal(aims_loadopts_create(&o), AIMS_OK);
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_LOAD_MIN_DOCS, 2), AIMS_OK);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_LOAD_MIN_DOCS, 2), AIMS_OK);
     ctx.path = dir;
     ctx.opts = o;
     ta_fail_loop("load_topics", op_load_topics, &ctx);

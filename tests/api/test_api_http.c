@@ -100,11 +100,11 @@ static aims_bundle *make_text_bundle(void)
     size_t hs = 0;
     assert_int_equal(aims_dataset_create_texts(NDOCS, g_docs, NULL, labels, &ds), AIMS_OK);
     assert_int_equal(aims_pipeline_create(&p), AIMS_OK);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL), AIMS_OK);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_HASH, &hs), AIMS_OK);
-    assert_int_equal(aims_pipeline_set_step_i64(p, hs, AIMS_STEP_BUCKETS, 256), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_HASH, &hs), AIMS_OK);
+    assert_int_equal(aims_pipeline_set_step_param_i64(p, hs, AIMS_STEP_BUCKETS, 256), AIMS_OK);
     assert_int_equal(aims_pipeline_fit_transform(p, ds, &tds), AIMS_OK);
-    assert_int_equal(aims_model_create(AIMS_MODEL_TEXT, 256, 2, &m), AIMS_OK);
+    assert_int_equal(aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 2, &m), AIMS_OK);
     assert_int_equal(aims_model_set_param_i64(m, AIMS_MODEL_EMBED_DIM, 8), AIMS_OK);
     assert_int_equal(aims_trainer_create(m, &t), AIMS_OK);
     assert_int_equal(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 20), AIMS_OK);
@@ -238,7 +238,7 @@ static aims_bundle *make_dense_bundle(void)
     aims_trainer *t = NULL;
     aims_bundle *b = NULL;
     assert_int_equal(aims_dataset_create_dense(8, 4, x, y, &ds), AIMS_OK);
-    assert_int_equal(aims_model_create(AIMS_MODEL_SOFTMAX, 4, 2, &m), AIMS_OK);
+    assert_int_equal(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 4, 2, &m), AIMS_OK);
     assert_int_equal(aims_trainer_create(m, &t), AIMS_OK);
     assert_int_equal(aims_trainer_fit(t, ds, NULL), AIMS_OK);
     assert_int_equal(aims_bundle_create(NULL, m, &b), AIMS_OK);
@@ -298,7 +298,7 @@ static void test_api_http_overload_and_deadline(void **state)
     assert_non_null(a);
     double queued = 0;
     while (queued < 1) {
-        assert_int_equal(aims_service_stat(clf, AIMS_SVC_QUEUED, &queued), AIMS_OK);
+        assert_int_equal(aims_service_get_stat(clf, AIMS_SERVICE_STAT_QUEUED, &queued), AIMS_OK);
         usleep(1000);
     }
     /* request B finds the queue full: 429 with Retry-After */

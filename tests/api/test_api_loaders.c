@@ -34,7 +34,7 @@ static aims_loadopts *make_opts(const opt_kv *kv, size_t n)
     aims_loadopts *o = NULL;
     assert_int_equal(aims_loadopts_create(&o), AIMS_OK);
     for (size_t i = 0; i < n; i++) {
-        assert_int_equal(aims_loadopts_set_i64(o, kv[i].p, kv[i].v), AIMS_OK);
+        assert_int_equal(aims_loadopts_set_param_i64(o, kv[i].p, kv[i].v), AIMS_OK);
     }
     return o;
 }
@@ -289,7 +289,7 @@ static aims_status load_op(void *ctx)
             return AIMS_E_NOMEM;
         }
         for (size_t i = 0; i < lc->n; i++) {
-            if (aims_loadopts_set_i64(o, lc->kv[i].p, lc->kv[i].v) != AIMS_OK) {
+            if (aims_loadopts_set_param_i64(o, lc->kv[i].p, lc->kv[i].v) != AIMS_OK) {
                 aims_loadopts_destroy(o);
                 return AIMS_E_INTERNAL;
             }
@@ -339,8 +339,8 @@ static void check_sklearn_table(const char *file, size_t rows, size_t cols, size
 {
     aims_loadopts *o = NULL;
     assert_int_equal(aims_loadopts_create(&o), AIMS_OK);
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_LOAD_HEADER, 2), AIMS_OK);
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_LOAD_LABEL_COLUMN, -2), AIMS_OK);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_LOAD_HEADER, 2), AIMS_OK);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_LOAD_LABEL_COLUMN, -2), AIMS_OK);
     aims_dataset *ds = NULL;
     const aims_status rc = aims_dataset_load_file(AIMS_FORMAT_CSV, file, o, &ds);
     if (rc != AIMS_OK) {

@@ -130,7 +130,7 @@ static void call_once(aims_client *c, const char *addr)
     assert_int_equal(aims_msg_create(&req), AIMS_OK);
     assert_int_equal(aims_msg_create(&reply), AIMS_OK);
     assert_int_equal(aims_client_call_addr(c, addr, "echo", "run", req, reply, 5000), AIMS_OK);
-    assert_int_equal(aims_msg_count(reply), 1);
+    assert_int_equal(aims_msg_num_tensors(reply), 1);
     aims_msg_destroy(reply);
     aims_msg_destroy(req);
 }
@@ -196,13 +196,13 @@ static void test_errmsg_loadopts_bundle_service_name_the_problem(void **state)
     aims_loadopts *opts = NULL;
     assert_int_equal(aims_loadopts_create(&opts), AIMS_OK);
     assert_string_equal(aims_loadopts_errmsg(opts), "");
-    assert_int_equal(aims_loadopts_set_i64(opts, AIMS_LOAD_HEADER, 7), AIMS_E_RANGE);
+    assert_int_equal(aims_loadopts_set_param_i64(opts, AIMS_LOAD_HEADER, 7), AIMS_E_RANGE);
     assert_non_null(strstr(aims_loadopts_errmsg(opts), "header"));
     aims_loadopts_destroy(opts);
 
     aims_model *m = NULL;
     aims_bundle *b = NULL;
-    assert_int_equal(aims_model_create(AIMS_MODEL_SOFTMAX, 2, 2, &m), AIMS_OK);
+    assert_int_equal(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 2, 2, &m), AIMS_OK);
     {
         const float x[8] = {0, 1, 1, 0, 0, 2, 2, 0};
         const int32_t y[4] = {0, 1, 0, 1};

@@ -45,9 +45,9 @@ static void test_misuse(void **state)
 {
     (void)state;
     aims_model *m = NULL;
-    assert_int_equal(aims_model_create(AIMS_MODEL_SOFTMAX, 2, 3, NULL), AIMS_E_MISUSE);
+    assert_int_equal(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 2, 3, NULL), AIMS_E_MISUSE);
     assert_int_equal(aims_model_add_dense(NULL, 3, AIMS_ACT_RELU), AIMS_E_MISUSE);
-    assert_int_equal(aims_model_get_kind(NULL), 0);
+    assert_int_equal(aims_model_kind_of(NULL), 0);
     assert_int_equal(aims_model_input_dim(NULL), 0);
     assert_string_equal(aims_model_errmsg(NULL), "");
     aims_model_destroy(NULL);
@@ -56,7 +56,7 @@ static void test_misuse(void **state)
     aims_trainer_cancel(NULL);
     aims_trainer *t = NULL;
     assert_int_equal(aims_trainer_create(NULL, &t), AIMS_E_MISUSE);
-    OK(aims_model_create(AIMS_MODEL_SOFTMAX, 2, 3, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 2, 3, &m));
     OK(aims_trainer_create(m, &t));
     int done = 0;
     assert_int_equal(aims_trainer_step(t, &done), AIMS_E_STATE);
@@ -67,7 +67,7 @@ static void test_misuse(void **state)
     double v = 0;
     OK(aims_trainer_get_param_f64(t, AIMS_TRAIN_LR, &v));
     assert_true(v == 0.1);
-    assert_int_equal(aims_trainer_stat(t, (aims_stat)99, &v), AIMS_E_UNSUPPORTED);
+    assert_int_equal(aims_trainer_get_stat(t, (aims_trainer_stat)99, &v), AIMS_E_UNSUPPORTED);
     /* wrong width and out-of-range labels */
     float x[4] = {0, 0, 1, 1};
     int32_t y[2] = {0, 5};
@@ -88,7 +88,7 @@ static void test_end_to_end(void **state)
     (void)state;
     aims_dataset *ds = toy(300);
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_MLP, 2, 3, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_MLP, 2, 3, &m));
     OK(aims_model_add_dense(m, 16, AIMS_ACT_TANH));
     aims_trainer *t = NULL;
     OK(aims_trainer_create(m, &t));
@@ -98,16 +98,16 @@ static void test_end_to_end(void **state)
     OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_WARMUP_STEPS, 10));
     OK(aims_trainer_fit(t, ds, NULL));
     double e = 0, lr = 1, spe = 0;
-    OK(aims_trainer_stat(t, AIMS_STAT_EPOCH, &e));
-    OK(aims_trainer_stat(t, AIMS_STAT_LR, &lr));
-    OK(aims_trainer_stat(t, AIMS_STAT_STEPS_PER_EPOCH, &spe));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_EPOCH, &e));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_LR, &lr));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_STEPS_PER_EPOCH, &spe));
     assert_int_equal((int)e, 30);
     assert_int_equal((int)spe, 10);
     assert_true(lr < 1e-6); /* cosine reached its end */
     aims_eval *ev = NULL;
     OK(aims_model_evaluate(m, ds, &ev));
     double acc = 0;
-    OK(aims_eval_get(ev, AIMS_METRIC_ACCURACY, &acc));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc));
     assert_true(acc > 0.97);
     aims_eval_destroy(ev);
 
@@ -118,7 +118,7 @@ static void test_end_to_end(void **state)
     OK(aims_model_save(m, path));
     aims_model *l = NULL;
     OK(aims_model_load(path, &l));
-    assert_int_equal(aims_model_get_kind(l), AIMS_MODEL_MLP);
+    assert_int_equal(aims_model_kind_of(l), AIMS_MODEL_KIND_MLP);
     assert_int_equal(aims_model_output_dim(l), 3);
     float a[9], b[9];
     const float *x = aims_dataset_features(ds);
@@ -150,7 +150,7 @@ static void test_metrics_by_hand(void **state)
     aims_dataset *ds = NULL;
     OK(aims_dataset_create_dense(8, 1, x, y, &ds));
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_LOGISTIC, 1, 1, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_LOGISTIC, 1, 1, &m));
     aims_trainer *t = NULL;
     OK(aims_trainer_create(m, &t));
     OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 200));
@@ -159,12 +159,12 @@ static void test_metrics_by_hand(void **state)
     aims_eval *ev = NULL;
     OK(aims_model_evaluate(m, ds, &ev));
     int64_t conf[4];
-    OK(aims_eval_confusion(ev, conf, 4));
+    OK(aims_eval_get_confusion(ev, conf, 4));
     assert_int_equal(conf[0], 4);
     assert_int_equal(conf[3], 4);
     double f1 = 0, ll = 1;
-    OK(aims_eval_get(ev, AIMS_METRIC_MACRO_F1, &f1));
-    OK(aims_eval_get(ev, AIMS_METRIC_LOG_LOSS, &ll));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_MACRO_F1, &f1));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_LOG_LOSS, &ll));
     assert_true(fabs(f1 - 1.0) < 1e-12);
     assert_true(ll < 0.3);
     aims_eval_destroy(ev);
@@ -178,7 +178,7 @@ static void test_step_api_and_checkpoint(void **state)
     (void)state;
     aims_dataset *ds = toy(90);
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_SOFTMAX, 2, 3, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 2, 3, &m));
     aims_trainer *t = NULL;
     OK(aims_trainer_create(m, &t));
     OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, 10));
@@ -189,8 +189,8 @@ static void test_step_api_and_checkpoint(void **state)
     int done = 0;
     OK(aims_trainer_step(t, &done));
     double step = 0, spe = 0, vacc = 0;
-    OK(aims_trainer_stat(t, AIMS_STAT_STEP, &step));
-    OK(aims_trainer_stat(t, AIMS_STAT_STEPS_PER_EPOCH, &spe));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_STEP, &step));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_STEPS_PER_EPOCH, &spe));
     assert_int_equal((int)step, 1);
     assert_int_equal((int)spe, 8); /* 72 training rows */
     char path[] = "/tmp/aims_api_ckpt_XXXXXX";
@@ -200,14 +200,14 @@ static void test_step_api_and_checkpoint(void **state)
     OK(aims_trainer_checkpoint(t, path));
     OK(aims_trainer_epoch(t, &done));
     assert_false(done);
-    OK(aims_trainer_stat(t, AIMS_STAT_VAL_ACCURACY, &vacc));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_VAL_ACCURACY, &vacc));
     assert_false(isnan(vacc));
     OK(aims_trainer_epoch(t, &done));
     assert_true(done);
     OK(aims_trainer_step(t, &done)); /* nothing left: still done */
     assert_true(done);
     OK(aims_trainer_restore(t, path));
-    OK(aims_trainer_stat(t, AIMS_STAT_STEP, &step));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_STEP, &step));
     assert_int_equal((int)step, 1);
     /* corrupt checkpoint */
     FILE *f = fopen(path, "r+b");

@@ -35,7 +35,7 @@ static aims_loadopts *allow_opts(void)
 {
     aims_loadopts *lo = NULL;
     OK(aims_loadopts_create(&lo));
-    OK(aims_loadopts_set_i64(lo, AIMS_LOAD_NONFINITE, 1));
+    OK(aims_loadopts_set_param_i64(lo, AIMS_LOAD_NONFINITE, 1));
     return lo;
 }
 
@@ -60,9 +60,9 @@ static void test_dataset_create_dense_nonfinite(void **state)
     int64_t v = -1;
     OK(aims_param_by_name("allow_nonfinite", &(aims_param){0}));
     OK(aims_loadopts_create(&lo));
-    OK(aims_loadopts_get_i64(lo, AIMS_LOAD_NONFINITE, &v));
+    OK(aims_loadopts_get_param_i64(lo, AIMS_LOAD_NONFINITE, &v));
     assert_int_equal(v, 0);
-    assert_int_equal(aims_loadopts_set_i64(lo, AIMS_LOAD_NONFINITE, 2), AIMS_E_RANGE);
+    assert_int_equal(aims_loadopts_set_param_i64(lo, AIMS_LOAD_NONFINITE, 2), AIMS_E_RANGE);
     aims_loadopts_destroy(lo);
 }
 
@@ -76,17 +76,17 @@ static void test_csv_nan_impute_then_train(void **state)
                                "0.0,0.1,0\n1.0,nan,1\n0.3,0.1,0\n0.9,1.2,1\n";
     aims_loadopts *lo = NULL;
     OK(aims_loadopts_create(&lo));
-    OK(aims_loadopts_set_i64(lo, AIMS_LOAD_LABEL_COLUMN, -2));
+    OK(aims_loadopts_set_param_i64(lo, AIMS_LOAD_LABEL_COLUMN, -2));
     aims_dataset *ds = NULL;
     assert_int_equal(aims_dataset_parse(AIMS_FORMAT_CSV, text, sizeof text - 1, lo, &ds),
                      AIMS_E_CORRUPT);
     expect_msg(aims_errmsg(), "<memory>:2: column 2:");
-    OK(aims_loadopts_set_i64(lo, AIMS_LOAD_NONFINITE, 1));
+    OK(aims_loadopts_set_param_i64(lo, AIMS_LOAD_NONFINITE, 1));
     OK(aims_dataset_parse(AIMS_FORMAT_CSV, text, sizeof text - 1, lo, &ds));
     aims_loadopts_destroy(lo);
 
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_SOFTMAX, 2, 2, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 2, 2, &m));
     aims_trainer *t = NULL;
     OK(aims_trainer_create(m, &t));
     OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 3));
@@ -96,7 +96,7 @@ static void test_csv_nan_impute_then_train(void **state)
 
     aims_pipeline *p = NULL;
     OK(aims_pipeline_create(&p));
-    OK(aims_pipeline_add(p, AIMS_STEP_IMPUTE, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_IMPUTE, NULL));
     aims_dataset *clean = NULL;
     OK(aims_pipeline_fit_transform(p, ds, &clean));
     OK(aims_trainer_fit(t, clean, NULL));
@@ -124,13 +124,13 @@ static void test_trainer_divergence_stops(void **state)
     }
     aims_loadopts *lo = NULL;
     OK(aims_loadopts_create(&lo));
-    OK(aims_loadopts_set_i64(lo, AIMS_LOAD_LABEL_COLUMN, -2));
-    OK(aims_loadopts_set_i64(lo, AIMS_LOAD_LABEL_KIND, 1));
+    OK(aims_loadopts_set_param_i64(lo, AIMS_LOAD_LABEL_COLUMN, -2));
+    OK(aims_loadopts_set_param_i64(lo, AIMS_LOAD_LABEL_KIND, 1));
     aims_dataset *ds = NULL;
     OK(aims_dataset_parse(AIMS_FORMAT_CSV, text, n, lo, &ds));
     aims_loadopts_destroy(lo);
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_LINEAR, 2, 1, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_LINEAR, 2, 1, &m));
     aims_trainer *t = NULL;
     OK(aims_trainer_create(m, &t));
     OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, 1000.0));
@@ -140,7 +140,7 @@ static void test_trainer_divergence_stops(void **state)
     expect_msg(aims_trainer_errmsg(t), "training diverged at step ");
     expect_msg(aims_trainer_errmsg(t), "lower the learning rate");
     double step = 0;
-    OK(aims_trainer_stat(t, AIMS_STAT_STEP, &step));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_STEP, &step));
     assert_true(step > 0 && step < 100 * 8);
     /* the run stays stopped */
     int done = 0;
@@ -158,22 +158,22 @@ static void test_params_refuse_nonfinite(void **state)
     (void)state;
     aims_pipeline *p = NULL;
     OK(aims_pipeline_create(&p));
-    OK(aims_pipeline_add(p, AIMS_STEP_SCALE, NULL));
-    assert_int_equal(aims_pipeline_set_step_f64(p, 0, AIMS_STEP_FACTOR, INFINITY), AIMS_E_RANGE);
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, NULL));
+    assert_int_equal(aims_pipeline_set_step_param_f64(p, 0, AIMS_STEP_FACTOR, INFINITY), AIMS_E_RANGE);
     expect_msg(aims_pipeline_errmsg(p), "factor = inf is not a finite number");
-    assert_int_equal(aims_pipeline_set_step_f64(p, 0, AIMS_STEP_FACTOR, NAN), AIMS_E_RANGE);
-    assert_int_equal(aims_pipeline_set_step_f64(p, 0, AIMS_STEP_FACTOR, 1e300), AIMS_E_RANGE);
-    OK(aims_pipeline_set_step_f64(p, 0, AIMS_STEP_FACTOR, 2.0));
-    OK(aims_pipeline_add(p, AIMS_STEP_IMPUTE, NULL));
-    assert_int_equal(aims_pipeline_set_step_f64(p, 1, AIMS_STEP_VALUE, -INFINITY), AIMS_E_RANGE);
+    assert_int_equal(aims_pipeline_set_step_param_f64(p, 0, AIMS_STEP_FACTOR, NAN), AIMS_E_RANGE);
+    assert_int_equal(aims_pipeline_set_step_param_f64(p, 0, AIMS_STEP_FACTOR, 1e300), AIMS_E_RANGE);
+    OK(aims_pipeline_set_step_param_f64(p, 0, AIMS_STEP_FACTOR, 2.0));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_IMPUTE, NULL));
+    assert_int_equal(aims_pipeline_set_step_param_f64(p, 1, AIMS_STEP_VALUE, -INFINITY), AIMS_E_RANGE);
     /* a clip bound may still be open (infinite) */
-    OK(aims_pipeline_add(p, AIMS_STEP_CLIP, NULL));
-    OK(aims_pipeline_set_step_f64(p, 2, AIMS_STEP_HIGH, INFINITY));
-    assert_int_equal(aims_pipeline_set_step_f64(p, 2, AIMS_STEP_HIGH, NAN), AIMS_E_RANGE);
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_CLIP, NULL));
+    OK(aims_pipeline_set_step_param_f64(p, 2, AIMS_STEP_HIGH, INFINITY));
+    assert_int_equal(aims_pipeline_set_step_param_f64(p, 2, AIMS_STEP_HIGH, NAN), AIMS_E_RANGE);
     aims_pipeline_destroy(p);
 
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_MLP, 2, 2, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_MLP, 2, 2, &m));
     assert_int_equal(aims_model_set_param_f64(m, AIMS_MODEL_DROPOUT, NAN), AIMS_E_RANGE);
     aims_trainer *t = NULL;
     OK(aims_trainer_create(m, &t));

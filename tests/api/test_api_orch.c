@@ -98,10 +98,10 @@ static void test_api_registry_discovery_with_leases(void **state)
 
     char addr[32];
     size_t len = 0;
-    assert_int_equal(aims_registry_address(r, b, addr, sizeof(addr), &len), AIMS_OK);
+    assert_int_equal(aims_registry_get_address(r, b, addr, sizeof(addr), &len), AIMS_OK);
     assert_string_equal(addr, "inproc://b");
     assert_int_equal(aims_registry_weight(r, b), 3);
-    assert_int_equal(aims_registry_address(r, a, addr, sizeof(addr), &len), AIMS_E_NOTFOUND);
+    assert_int_equal(aims_registry_get_address(r, a, addr, sizeof(addr), &len), AIMS_E_NOTFOUND);
 
     assert_int_equal(aims_registry_deregister(r, b), AIMS_OK);
     assert_int_equal(v.deletes, 1);
@@ -133,25 +133,25 @@ static void test_api_health_ejects_and_returns(void **state)
     assert_int_equal(aims_health_create(&h), AIMS_OK);
     assert_int_equal(aims_health_set_clock(h, sim_clock, &now), AIMS_OK);
     flips f = {0};
-    assert_int_equal(aims_health_on_change(h, flip, &f), AIMS_OK);
+    assert_int_equal(aims_health_set_change_fn(h, flip, &f), AIMS_OK);
     for (aims_instance i = 1; i <= 3; i++) {
         assert_int_equal(aims_health_add(h, i), AIMS_OK);
     }
     for (int i = 0; i < 5; i++) { /* Envoy's default: 5 consecutive failures */
         assert_int_equal(aims_health_report(h, 2, 0), AIMS_OK);
     }
-    assert_int_equal(aims_health_state_of(h, 2), AIMS_HEALTH_EJECTED);
+    assert_int_equal(aims_health_state_of(h, 2), AIMS_HEALTH_STATE_EJECTED);
     assert_int_equal(f.n, 1);
-    assert_int_equal(aims_health_in_panic(h), 0); /* 2 of 3 healthy */
+    assert_int_equal(aims_health_is_in_panic(h), 0); /* 2 of 3 healthy */
     now = 30000 * MS; /* default base ejection: 30 s */
-    assert_int_equal(aims_health_state_of(h, 2), AIMS_HEALTH_HEALTHY);
+    assert_int_equal(aims_health_state_of(h, 2), AIMS_HEALTH_STATE_HEALTHY);
     assert_int_equal(f.n, 2);
-    assert_int_equal(f.last, AIMS_HEALTH_HEALTHY);
+    assert_int_equal(f.last, AIMS_HEALTH_STATE_HEALTHY);
     assert_int_equal(aims_health_set_param_i64(h, AIMS_HEALTH_FAILURES, 1), AIMS_OK);
     assert_int_equal(aims_health_set_param_i64(h, AIMS_HEALTH_MAX_EJECTED_PCT, 100), AIMS_OK);
     assert_int_equal(aims_health_report(h, 1, 0), AIMS_OK);
     assert_int_equal(aims_health_report(h, 3, 0), AIMS_OK);
-    assert_int_equal(aims_health_in_panic(h), 1);
+    assert_int_equal(aims_health_is_in_panic(h), 1);
     aims_health_destroy(h);
 }
 

@@ -38,10 +38,10 @@ static aims_pipeline *numeric(int threads)
 {
     aims_pipeline *p = NULL;
     OK(aims_pipeline_create(&p));
-    OK(aims_pipeline_add(p, AIMS_STEP_SCALE, NULL));
-    OK(aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL));
-    OK(aims_pipeline_add(p, AIMS_STEP_CLIP, NULL));
-    OK(aims_pipeline_set_step_f64(p, 2, AIMS_STEP_LOW, -1.5));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_CLIP, NULL));
+    OK(aims_pipeline_set_step_param_f64(p, 2, AIMS_STEP_LOW, -1.5));
     OK(aims_pipeline_set_param_i64(p, AIMS_PIPELINE_THREADS, threads));
     return p;
 }
@@ -133,11 +133,11 @@ static void test_pipeline_text_paths_agree(void **state)
     OK(aims_dataset_create_texts(5, k_docs, NULL, NULL, &ds));
     aims_pipeline *p = NULL;
     OK(aims_pipeline_create(&p));
-    OK(aims_pipeline_add(p, AIMS_STEP_NORMALIZE, NULL));
-    OK(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL));
-    OK(aims_pipeline_add(p, AIMS_STEP_NGRAMS, NULL));
-    OK(aims_pipeline_add(p, AIMS_STEP_HASH, NULL));
-    OK(aims_pipeline_add(p, AIMS_STEP_TFIDF, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_NORMALIZE, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_NGRAMS, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_HASH, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_TFIDF, NULL));
     aims_dataset *a = NULL;
     assert_int_equal(aims_pipeline_transform(p, ds, &a), AIMS_E_STATE);
     OK(aims_pipeline_fit_transform(p, ds, &a));
@@ -186,14 +186,14 @@ static aims_status op_roundtrip(void *arg)
     aims_dataset *o = NULL;
     aims_status rc = aims_pipeline_create(&p);
     if (c->text) {
-        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_HASH, NULL);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_set_step_i64(p, 1, AIMS_STEP_BUCKETS, 512);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_TFIDF, NULL);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_KIND_HASH, NULL);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_set_step_param_i64(p, 1, AIMS_STEP_BUCKETS, 512);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_KIND_TFIDF, NULL);
         rc = rc != AIMS_OK ? rc : aims_dataset_create_texts(5, k_docs, NULL, NULL, &ds);
     } else {
-        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_MINMAX, NULL);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_KIND_MINMAX, NULL);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL);
         rc = rc != AIMS_OK ? rc : aims_pipeline_set_param_i64(p, AIMS_PIPELINE_THREADS, 2);
         rc = rc != AIMS_OK ? rc : aims_dataset_create_dense(c->rows, c->cols, c->x, NULL, &ds);
     }

@@ -72,7 +72,7 @@ static aims_status handler(void *user, const char *method, const aims_msg *req, 
     const uint64_t *dims;
     const void *data;
     size_t bytes;
-    rc = aims_msg_get(req, ix, NULL, &dt, &ndim, &dims, &data, &bytes);
+    rc = aims_msg_get_tensor(req, ix, NULL, &dt, &ndim, &dims, &data, &bytes);
     if (rc != AIMS_OK || dt != AIMS_DT_F32 || ndim != 1) {
         aims_msg_set_error(reply, "x must be f32 [n]");
         return AIMS_E_INVAL;
@@ -108,7 +108,7 @@ static void fx_init_inline(fx *f, int allow_inline)
     assert_int_equal(aims_registry_create(&f->r), AIMS_OK);
     assert_int_equal(aims_node_create(name, &f->node), AIMS_OK);
     assert_int_equal(aims_node_listen(f->node, url), AIMS_OK);
-    assert_int_equal(aims_node_address(f->node, 0, f->addr, sizeof(f->addr), NULL), AIMS_OK);
+    assert_int_equal(aims_node_get_address(f->node, 0, f->addr, sizeof(f->addr), NULL), AIMS_OK);
     assert_true(strncmp(f->addr, g_tr, strlen(g_tr)) == 0);
     assert_int_equal(aims_node_set_registry(f->node, f->r), AIMS_OK);
     assert_int_equal(aims_service_add_handler(f->node, "echo@1", handler, &f->calls, &f->svc),
@@ -117,7 +117,7 @@ static void fx_init_inline(fx *f, int allow_inline)
                      AIMS_OK);
     assert_int_equal(aims_service_start(f->svc), AIMS_OK);
     assert_int_equal(aims_client_create(&f->c), AIMS_OK);
-    assert_int_equal(aims_client_use_registry(f->c, f->r), AIMS_OK);
+    assert_int_equal(aims_client_set_registry(f->c, f->r), AIMS_OK);
 }
 
 static void fx_init(fx *f)
@@ -148,7 +148,7 @@ static float y_at(const aims_msg *reply, size_t i)
     assert_int_equal(aims_msg_find(reply, "y", &iy), AIMS_OK);
     const void *data;
     size_t bytes;
-    assert_int_equal(aims_msg_get(reply, iy, NULL, NULL, NULL, NULL, &data, &bytes), AIMS_OK);
+    assert_int_equal(aims_msg_get_tensor(reply, iy, NULL, NULL, NULL, NULL, &data, &bytes), AIMS_OK);
     assert_true(bytes >= (i + 1) * sizeof(float));
     return ((const float *)data)[i];
 }
@@ -171,7 +171,7 @@ static void test_client_call_by_name_and_address(void **state)
     assert_string_equal(aims_msg_error(reply), "");
 
     double n = 0;
-    assert_int_equal(aims_service_stat(f.svc, AIMS_SVC_REQUESTS, &n), AIMS_OK);
+    assert_int_equal(aims_service_get_stat(f.svc, AIMS_SERVICE_STAT_REQUESTS, &n), AIMS_OK);
     assert_true(n == 3.0);
     assert_int_equal(atomic_load(&f.calls), 3);
 
@@ -192,7 +192,7 @@ static void test_client_call_reports_handler_and_name_errors(void **state)
     assert_int_equal(aims_client_call(f.c, "echo", "fail", req, reply, 0, 5000), AIMS_E_INVAL);
     assert_non_null(strstr(aims_msg_error(reply), "the handler said no"));
     double errs = 0;
-    assert_int_equal(aims_service_stat(f.svc, AIMS_SVC_ERRORS, &errs), AIMS_OK);
+    assert_int_equal(aims_service_get_stat(f.svc, AIMS_SERVICE_STAT_ERRORS, &errs), AIMS_OK);
     assert_true(errs == 1.0);
 
     /* A request the handler rejects, then a name nobody registered. */
@@ -312,7 +312,7 @@ static void test_node_join_hosted_registry(void **state)
     assert_int_equal(aims_node_create(name, &home), AIMS_OK);
     assert_int_equal(aims_node_listen(home, url), AIMS_OK);
     assert_int_equal(aims_node_host_registry(home, r), AIMS_OK);
-    assert_int_equal(aims_node_address(home, 0, reg_addr, sizeof(reg_addr), NULL), AIMS_OK);
+    assert_int_equal(aims_node_get_address(home, 0, reg_addr, sizeof(reg_addr), NULL), AIMS_OK);
 
     /* A worker node joins it and serves echo. */
     aims_node *worker = NULL;

@@ -368,7 +368,7 @@ static aims_status adder(void *user, const char *method, const aims_msg *req, ai
     }
     const void *data = NULL;
     size_t bytes = 0;
-    rc = aims_msg_get(req, i, NULL, NULL, NULL, NULL, &data, &bytes);
+    rc = aims_msg_get_tensor(req, i, NULL, NULL, NULL, NULL, &data, &bytes);
     if (rc != AIMS_OK || bytes != sizeof(int64_t)) {
         return rc != AIMS_OK ? rc : AIMS_E_INVAL;
     }
@@ -397,7 +397,7 @@ static void rig_up(rig *r)
     assert_int_equal(aims_service_start(s), AIMS_OK);
     assert_int_equal(aims_client_create(&r->client), AIMS_OK);
     assert_int_equal(aims_client_add_transport(r->client, &k_mem), AIMS_OK);
-    assert_int_equal(aims_client_use_registry(r->client, r->reg), AIMS_OK);
+    assert_int_equal(aims_client_set_registry(r->client, r->reg), AIMS_OK);
 }
 
 static void rig_down(rig *r)
@@ -425,7 +425,7 @@ static int64_t add_call(aims_client *c, const char *addr, int64_t x)
     size_t i = 0;
     assert_int_equal(aims_msg_find(reply, "y", &i), AIMS_OK);
     const void *data = NULL;
-    assert_int_equal(aims_msg_get(reply, i, NULL, NULL, NULL, NULL, &data, NULL), AIMS_OK);
+    assert_int_equal(aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, NULL), AIMS_OK);
     int64_t y;
     memcpy(&y, data, sizeof y);
     aims_msg_destroy(reply);
@@ -440,7 +440,7 @@ static void test_transport_host_vtable_carries_calls_by_address_and_by_name(void
     rig_up(&r);
     char addr[64];
     size_t len = 0;
-    assert_int_equal(aims_node_address(r.node, 0, addr, sizeof addr, &len), AIMS_OK);
+    assert_int_equal(aims_node_get_address(r.node, 0, addr, sizeof addr, &len), AIMS_OK);
     assert_string_equal(addr, "mem://house");
 
     pthread_mutex_lock(&g_mu);
@@ -492,7 +492,7 @@ static void on_done(void *user, aims_status status, const aims_msg *reply, const
     size_t i = 0;
     if (status == AIMS_OK && aims_msg_find(reply, "y", &i) == AIMS_OK) {
         const void *data = NULL;
-        if (aims_msg_get(reply, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
+        if (aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
             memcpy(&y, data, sizeof y);
         }
     }

@@ -47,8 +47,8 @@ static void exercise(const aims_bundle *b)
         const char *const docs[] = {"Hello hello world", "", "caf\xC3\xA9 \xFF ok ok"};
         (void)aims_bundle_predict_texts(b, AIMS_OUT_SCORES, docs, NULL, 3, out, 3 * k);
     }
-    (void)aims_bundle_get_meta(b, "name");
-    (void)aims_bundle_get_meta(b, "library_version");
+    (void)aims_bundle_meta(b, "name");
+    (void)aims_bundle_meta(b, "library_version");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -59,7 +59,7 @@ static aims_status run_create(aims_dataset **ds, aims_model **m, aims_trainer **
     *t = NULL;
     aims_status rc = aims_dataset_create_dense(8, 3, g_x, g_y, ds);
     if (rc == AIMS_OK) {
-        rc = aims_model_create(AIMS_MODEL_SOFTMAX, 3, 3, m);
+        rc = aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 3, 3, m);
     }
     if (rc == AIMS_OK) {
         rc = aims_trainer_create(*m, t);

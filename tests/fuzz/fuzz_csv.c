@@ -20,14 +20,14 @@ static void set_options(aims_loadopts *o, uint8_t b)
 {
     static const int64_t delims[4] = {',', ';', '\t', ' '};
     static const int64_t labels[4] = {-1, -2, 0, 1};
-    (void)aims_loadopts_set_i64(o, AIMS_LOAD_DELIMITER, delims[b & 3u]);
+    (void)aims_loadopts_set_param_i64(o, AIMS_LOAD_DELIMITER, delims[b & 3u]);
     const unsigned h = (b >> 2) & 3u;
-    (void)aims_loadopts_set_i64(o, AIMS_LOAD_HEADER, h == 3 ? 0 : (int64_t)h);
-    (void)aims_loadopts_set_i64(o, AIMS_LOAD_SKIP_ROWS, h == 3 ? 1 : 0);
-    (void)aims_loadopts_set_i64(o, AIMS_LOAD_LABEL_COLUMN, labels[(b >> 4) & 3u]);
-    (void)aims_loadopts_set_i64(o, AIMS_LOAD_LABEL_KIND, (b >> 6) & 1u);
-    (void)aims_loadopts_set_i64(o, AIMS_LOAD_MISSING, (b >> 7) & 1u);
-    (void)aims_loadopts_set_i64(o, AIMS_LOAD_MAX_ROWS, ((b >> 7) & 1u) ? 0 : 3);
+    (void)aims_loadopts_set_param_i64(o, AIMS_LOAD_HEADER, h == 3 ? 0 : (int64_t)h);
+    (void)aims_loadopts_set_param_i64(o, AIMS_LOAD_SKIP_ROWS, h == 3 ? 1 : 0);
+    (void)aims_loadopts_set_param_i64(o, AIMS_LOAD_LABEL_COLUMN, labels[(b >> 4) & 3u]);
+    (void)aims_loadopts_set_param_i64(o, AIMS_LOAD_LABEL_KIND, (b >> 6) & 1u);
+    (void)aims_loadopts_set_param_i64(o, AIMS_LOAD_MISSING, (b >> 7) & 1u);
+    (void)aims_loadopts_set_param_i64(o, AIMS_LOAD_MAX_ROWS, ((b >> 7) & 1u) ? 0 : 3);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

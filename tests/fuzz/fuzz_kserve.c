@@ -65,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t ndim = 0;
         const uint64_t *dims = NULL;
         if (aims_msg_find(&m, "x", &i) == AIMS_OK &&
-            aims_msg_get(&m, i, NULL, NULL, &ndim, &dims, &x, NULL) == AIMS_OK &&
+            aims_msg_get_tensor(&m, i, NULL, NULL, &ndim, &dims, &x, NULL) == AIMS_OK &&
             aims_msg_add(&reply, "y", AIMS_DT_F32, dims, ndim, x, 0) == AIMS_OK) {
             aimsi_hbuf b = {0};
             size_t jl = 0;

@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t out_w = 0;
         if (aims_pipeline_output_cols(p, &out_w) == AIMS_OK) {
             const aims_step_kind k = aims_pipeline_step_kind(p, 0);
-            if (k >= AIMS_STEP_NORMALIZE) {
+            if (k >= AIMS_STEP_KIND_NORMALIZE) {
                 exercise_text(p);
             } else {
                 /* the input width is not exposed; try the widths a corpus uses */

@@ -27,10 +27,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (aims_loadopts_create(&o) != AIMS_OK) {
         return 0;
     }
-    (void)aims_loadopts_set_i64(o, AIMS_LOAD_ZERO_BASED, b & 1u);
-    (void)aims_loadopts_set_i64(o, AIMS_LOAD_LABEL_KIND, (b >> 1) & 1u);
-    (void)aims_loadopts_set_i64(o, AIMS_LOAD_NUM_FEATURES, widths[(b >> 2) & 3u]);
-    (void)aims_loadopts_set_i64(o, AIMS_LOAD_MAX_ROWS, ((b >> 4) & 1u) ? 2 : 0);
+    (void)aims_loadopts_set_param_i64(o, AIMS_LOAD_ZERO_BASED, b & 1u);
+    (void)aims_loadopts_set_param_i64(o, AIMS_LOAD_LABEL_KIND, (b >> 1) & 1u);
+    (void)aims_loadopts_set_param_i64(o, AIMS_LOAD_NUM_FEATURES, widths[(b >> 2) & 3u]);
+    (void)aims_loadopts_set_param_i64(o, AIMS_LOAD_MAX_ROWS, ((b >> 4) & 1u) ? 2 : 0);
     aims_dataset *ds = NULL;
     if (aims_dataset_parse(AIMS_FORMAT_SVMLIGHT, data + 1, size - 1, o, &ds) == AIMS_OK) {
         if (aimsi_dataset_check(ds) != AIMS_OK || ds->rows == 0) {

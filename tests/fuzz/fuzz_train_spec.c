@@ -20,8 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     train_spec sp;
     if (aimsi_train_spec_parse((const char *)data, size, &sp) == AIMS_OK) {
         if (sp.n_hidden > TRAIN_MAX_HIDDEN || sp.n_params > TRAIN_MAX_PARAMS ||
-            sp.classes > TRAIN_MAX_UNITS || sp.kind < AIMS_MODEL_LINEAR ||
-            sp.kind > AIMS_MODEL_TEXT) {
+            sp.classes > TRAIN_MAX_UNITS || sp.kind < AIMS_MODEL_KIND_LINEAR ||
+            sp.kind > AIMS_MODEL_KIND_TEXT) {
             __builtin_trap();
         }
         for (size_t i = 0; i < sp.n_hidden; i++) {

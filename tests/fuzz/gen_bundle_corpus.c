@@ -48,7 +48,7 @@ static aims_pipeline *num_pipe(size_t cols)
     aims_pipeline *p = NULL;
     check(aims_dataset_create_dense(16, cols, x, NULL, &ds), "dataset");
     check(aims_pipeline_create(&p), "pipeline");
-    check(aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL), "add");
+    check(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL), "add");
     check(aims_pipeline_fit(p, ds), "fit");
     aims_dataset_destroy(ds);
     return p;
@@ -96,9 +96,9 @@ int main(int argc, char **argv)
     }
     const char *dir = argv[1];
     aims_pipeline *p8 = num_pipe(8);
-    aims_model *mlp = model(AIMS_MODEL_MLP, 8, 6, 3);
+    aims_model *mlp = model(AIMS_MODEL_KIND_MLP, 8, 6, 3);
     save(dir, "mlp_standardize", p8, mlp);
-    aims_model *sm = model(AIMS_MODEL_SOFTMAX, 5, 0, 3);
+    aims_model *sm = model(AIMS_MODEL_KIND_SOFTMAX, 5, 0, 3);
     save(dir, "softmax_no_pipeline", NULL, sm);
 
     float x[16 * 8];
@@ -116,12 +116,12 @@ int main(int argc, char **argv)
     const char *const docs[] = {"alpha beta", "beta gamma delta", "gamma"};
     aims_dataset *td = NULL;
     check(aims_pipeline_create(&tp), "pipeline");
-    check(aims_pipeline_add(tp, AIMS_STEP_TOKENIZE, NULL), "add");
-    check(aims_pipeline_add(tp, AIMS_STEP_HASH, &h), "add");
-    check(aims_pipeline_set_step_i64(tp, h, AIMS_STEP_BUCKETS, 16), "buckets");
+    check(aims_pipeline_add(tp, AIMS_STEP_KIND_TOKENIZE, NULL), "add");
+    check(aims_pipeline_add(tp, AIMS_STEP_KIND_HASH, &h), "add");
+    check(aims_pipeline_set_step_param_i64(tp, h, AIMS_STEP_BUCKETS, 16), "buckets");
     check(aims_dataset_create_texts(3, docs, NULL, NULL, &td), "texts");
     check(aims_pipeline_fit(tp, td), "fit");
-    aims_model *tm = model(AIMS_MODEL_SOFTMAX, 16, 0, 3);
+    aims_model *tm = model(AIMS_MODEL_KIND_SOFTMAX, 16, 0, 3);
     save(dir, "text_softmax", tp, tm);
 
     /* damaged copies of the first seed */

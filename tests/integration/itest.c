@@ -449,8 +449,8 @@ int it_registry_addrs(aims_client *c, const char *reg_url, const char *service, 
     if (aims_client_call_addr(c, reg_url, "aims.registry", "changes", req, rep, 2000) == AIMS_OK &&
         aims_msg_find(rep, "addresses", &ia) == AIMS_OK &&
         aims_msg_find(rep, "services", &is) == AIMS_OK &&
-        aims_msg_get(rep, ia, NULL, NULL, NULL, NULL, &adata, &alen) == AIMS_OK &&
-        aims_msg_get(rep, is, NULL, NULL, NULL, NULL, &sdata, &slen) == AIMS_OK) {
+        aims_msg_get_tensor(rep, ia, NULL, NULL, NULL, NULL, &adata, &alen) == AIMS_OK &&
+        aims_msg_get_tensor(rep, is, NULL, NULL, NULL, NULL, &sdata, &slen) == AIMS_OK) {
         count = 0;
         size_t used = 0;
         buf[0] = '\0';
@@ -558,10 +558,10 @@ void it_make_bundle(const char *bundle_path, const char *pipeline_path)
     IT_CHECK(aims_dataset_create_dense(ROWS, COLS, x, y, &ds) == AIMS_OK, "dataset: %s",
              aims_errmsg());
     IT_CHECK(aims_pipeline_create(&p) == AIMS_OK &&
-                 aims_pipeline_add(p, AIMS_STEP_SCALE, NULL) == AIMS_OK &&
+                 aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, NULL) == AIMS_OK &&
                  aims_pipeline_fit_transform(p, ds, &xt) == AIMS_OK,
              "pipeline: %s", aims_errmsg());
-    IT_CHECK(aims_model_create(AIMS_MODEL_SOFTMAX, COLS, 2, &m) == AIMS_OK &&
+    IT_CHECK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, COLS, 2, &m) == AIMS_OK &&
                  aims_trainer_create(m, &t) == AIMS_OK &&
                  aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 3) == AIMS_OK &&
                  aims_trainer_fit(t, xt, NULL) == AIMS_OK,
@@ -621,8 +621,8 @@ static int echo_ok(const aims_msg *rep, const unsigned char *sent, size_t n, pid
     const void *data = NULL, *pdata = NULL;
     aims_dtype dt = 0;
     if (aims_msg_find(rep, "x", &ix) != AIMS_OK || aims_msg_find(rep, "pid", &ip) != AIMS_OK ||
-        aims_msg_get(rep, ix, NULL, NULL, NULL, NULL, &data, &bytes) != AIMS_OK ||
-        aims_msg_get(rep, ip, NULL, &dt, NULL, NULL, &pdata, &pbytes) != AIMS_OK ||
+        aims_msg_get_tensor(rep, ix, NULL, NULL, NULL, NULL, &data, &bytes) != AIMS_OK ||
+        aims_msg_get_tensor(rep, ip, NULL, &dt, NULL, NULL, &pdata, &pbytes) != AIMS_OK ||
         bytes != n || memcmp(data, sent, n) != 0 || dt != AIMS_DT_I64 || pbytes != 8) {
         return 0;
     }
@@ -664,7 +664,7 @@ static void *load_main(void *arg)
                 load_error(L, "call %s/%s: %s: %s (reply error '%s')", L->service, L->method,
                            aims_strerror(rc), aims_client_errmsg(L->client), aims_msg_error(rep));
             } else if (aims_msg_find(rep, "y", &iy) != AIMS_OK ||
-                       aims_msg_get(rep, iy, NULL, NULL, &ndim, &ydims, NULL, NULL) != AIMS_OK ||
+                       aims_msg_get_tensor(rep, iy, NULL, NULL, &ndim, &ydims, NULL, NULL) != AIMS_OK ||
                        ndim < 1 || ydims[0] != 1) {
                 load_error(L, "call %s/%s: reply without a 1-row 'y'", L->service, L->method);
             } else {

@@ -60,8 +60,8 @@ static int64_t instance_id(aims_client *c, const char *reg, const char *service)
     const void *ids = NULL, *svc = NULL;
     IT_CHECK(aims_msg_find(rep, "ids", &ii) == AIMS_OK && aims_msg_find(rep, "services", &is) ==
              AIMS_OK, "changes reply without ids/services");
-    aims_msg_get(rep, ii, NULL, NULL, NULL, NULL, &ids, &ib);
-    aims_msg_get(rep, is, NULL, NULL, NULL, NULL, &svc, &sn);
+    aims_msg_get_tensor(rep, ii, NULL, NULL, NULL, NULL, &ids, &ib);
+    aims_msg_get_tensor(rep, is, NULL, NULL, NULL, NULL, &svc, &sn);
     int64_t found = 0;
     const char *p = svc;
     for (size_t k = 0; k < ib / 8 && p != NULL; k++) {
@@ -111,7 +111,7 @@ static void rogue_registry(aims_client *c, const char *reg)
              AIMS_OK, "heartbeat with a wrong secret: %s", aims_errmsg());
     size_t im = 0, mb = 0;
     IT_CHECK(aims_msg_find(rep, "missing", &im) == AIMS_OK, "no 'missing'");
-    aims_msg_get(rep, im, NULL, NULL, NULL, NULL, NULL, &mb);
+    aims_msg_get_tensor(rep, im, NULL, NULL, NULL, NULL, NULL, &mb);
     IT_CHECK(mb == 8, "a wrong secret renewed the lease");
     aims_msg_destroy(rep);
     aims_msg_destroy(req);
@@ -126,7 +126,7 @@ static int32_t state_of(const aims_msg *rep)
     const void *p = NULL;
     int32_t s = -1;
     if (aims_msg_find(rep, "state", &i) == AIMS_OK &&
-        aims_msg_get(rep, i, NULL, NULL, NULL, NULL, &p, NULL) == AIMS_OK) {
+        aims_msg_get_tensor(rep, i, NULL, NULL, NULL, NULL, &p, NULL) == AIMS_OK) {
         memcpy(&s, p, sizeof s);
     }
     return s;
@@ -155,7 +155,7 @@ static void rogue_jobs(aims_client *c, const char *addr)
     const void *hp = NULL;
     size_t hn = 0;
     IT_CHECK(aims_msg_find(rep, "handle", &hi) == AIMS_OK &&
-             aims_msg_get(rep, hi, NULL, NULL, NULL, NULL, &hp, &hn) == AIMS_OK && hn == 32,
+             aims_msg_get_tensor(rep, hi, NULL, NULL, NULL, NULL, &hp, &hn) == AIMS_OK && hn == 32,
              "submit returned no 32-character handle");
     char handle[33];
     memcpy(handle, hp, 32);

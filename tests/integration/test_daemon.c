@@ -46,7 +46,7 @@ static void check_services(aims_client *c, const char *addr, pid_t daemon)
     const void *data = NULL;
     size_t bytes = 0;
     IT_CHECK(aims_msg_find(rep, "pid", &i) == AIMS_OK &&
-                 aims_msg_get(rep, i, NULL, NULL, NULL, NULL, &data, &bytes) == AIMS_OK &&
+                 aims_msg_get_tensor(rep, i, NULL, NULL, NULL, NULL, &data, &bytes) == AIMS_OK &&
                  bytes == 8,
              "echo reply without pid");
     int64_t pid;
@@ -59,7 +59,7 @@ static void check_services(aims_client *c, const char *addr, pid_t daemon)
     size_t ndim = 0;
     const uint64_t *dims = NULL;
     IT_CHECK(aims_msg_find(rep, "y", &i) == AIMS_OK &&
-                 aims_msg_get(rep, i, NULL, NULL, &ndim, &dims, NULL, NULL) == AIMS_OK &&
+                 aims_msg_get_tensor(rep, i, NULL, NULL, &ndim, &dims, NULL, NULL) == AIMS_OK &&
                  ndim >= 1 && dims[0] == 2,
              "infer reply: no 'y' with 2 rows");
     aims_msg_destroy(rep);

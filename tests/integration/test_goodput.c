@@ -115,7 +115,7 @@ static double node_stat(aims_client *c, const char *addr, const char *stat)
     }
     if (rc == AIMS_OK &&
         aims_msg_find(rep, stat, &idx) == AIMS_OK &&
-        aims_msg_get(rep, idx, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
+        aims_msg_get_tensor(rep, idx, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
         int64_t n = 0;
         memcpy(&n, data, sizeof n);
         v = (double)n;

@@ -68,7 +68,7 @@ static void native(FILE *f, aims_client *c, const char *addr, const char *key, c
     const void *data = NULL;
     size_t bytes = 0;
     IT_CHECK(aims_msg_find(reply, "y", &i) == AIMS_OK &&
-                 aims_msg_get(reply, i, NULL, NULL, NULL, NULL, &data, &bytes) == AIMS_OK,
+                 aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, &bytes) == AIMS_OK,
              "reply y");
     fprintf(f, "\"%s\": [", key);
     write_floats(f, data, bytes / sizeof(float));

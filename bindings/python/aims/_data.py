@@ -24,8 +24,8 @@ class LoadOptions(_Handle):
 
     _kind = "LoadOptions"
     _c_prefix = "aims_loadopts"
-    _c_setters = (_c.aims_loadopts_set_i64, None)
-    _c_getters = (_c.aims_loadopts_get_i64, None)
+    _c_setters = (_c.aims_loadopts_set_param_i64, None)
+    _c_getters = (_c.aims_loadopts_get_param_i64, None)
 
     def __init__(self, **options):
         self._adopt(_new_handle(_c.aims_loadopts_create))

@@ -5,7 +5,7 @@ headers unnoticed). _enum_table.py is generated from include/aims/*.h by
 bindings/python/gen_enums.py and keeps the C names verbatim; this module turns
 them into the names the Python API uses, by dropping the prefix the members of
 an enum share: "AIMS_LB_ROUND_ROBIN" -> "round_robin". The result does not
-depend on that prefix, so renaming AIMS_MODEL_LINEAR to AIMS_MODEL_KIND_LINEAR
+depend on that prefix, so renaming AIMS_MODEL_KIND_LINEAR to AIMS_MODEL_KIND_LINEAR
 (docs/NAMING.md) changes nothing here. Enums are named "enum aims_x" (see
 gen_enums.py: a bare quoted "aims_x" would be taken for a function by
 tools/rename-0.1.py).

@@ -24,10 +24,10 @@ _MODEL_KIND_NAMES = _enums.values("enum aims_model_kind")
 _ACTIVATIONS = _enums.names("enum aims_activation")
 _OUTPUTS = _enums.names("enum aims_output")
 _OUT_SCORES, _OUT_PROBA = _OUTPUTS["scores"], _OUTPUTS["proba"]
-#: aims_metric values by name (Eval.get)
-METRICS = _enums.names("enum aims_metric")
-#: aims_stat values by name (Trainer.stat)
-STATS = _enums.names("enum aims_stat")
+#: aims_eval_metric values by name (Eval.get)
+METRICS = _enums.names("enum aims_eval_metric")
+#: aims_trainer_stat values by name (Trainer.stat)
+STATS = _enums.names("enum aims_trainer_stat")
 _E_UNSUPPORTED = _status("AIMS_E_UNSUPPORTED")
 
 
@@ -52,8 +52,8 @@ class Eval(_Handle):
 
     def get(self, metric):
         out = ctypes.c_double()
-        _check(_c.aims_eval_get(self._ptr, _enum(metric, METRICS, "metric"),
-                                ctypes.byref(out)))
+        _check(_c.aims_eval_get_metric(self._ptr, _enum(metric, METRICS, "metric"),
+                                       ctypes.byref(out)))
         return out.value
 
     accuracy = property(lambda self: self.get("accuracy"))
@@ -71,7 +71,7 @@ class Eval(_Handle):
         """k x k counts, [true][predicted]: an int64 numpy array, or a list of lists."""
         k = self.num_classes
         buf = (ctypes.c_int64 * max(k * k, 1))()
-        _check(_c.aims_eval_confusion(self._ptr, buf, k * k))
+        _check(_c.aims_eval_get_confusion(self._ptr, buf, k * k))
         if _np is not None:
             return _np.ctypeslib.as_array(buf)[:k * k].reshape(k, k).copy()
         return [list(buf[i * k:(i + 1) * k]) for i in range(k)]
@@ -131,7 +131,7 @@ class Model(_Stored, _Params, _Handle):
     @property
     def kind(self):
         """"linear", "logistic", "softmax", "mlp" or "text"."""
-        value = int(_c.aims_model_get_kind(self._ptr))
+        value = int(_c.aims_model_kind_of(self._ptr))
         return _MODEL_KIND_NAMES.get(value, str(value))
 
     input_dim = property(lambda self: int(_c.aims_model_input_dim(self._ptr)))
@@ -260,7 +260,7 @@ class Trainer(_Params, _Handle):
     def set_progress(self, callback):
         """Install ``callback(trainer) -> stop?`` (None removes it); returns self."""
         if callback is None:
-            self._call(_c.aims_trainer_set_progress, _lib.progress_fn(), None)
+            self._call(_c.aims_trainer_set_progress_fn, _lib.progress_fn(), None)
             self._progress = self._progress_c = None
             return self
 
@@ -271,7 +271,7 @@ class Trainer(_Params, _Handle):
                 self._progress_exc = exc
                 return 1
         cfn = _lib.progress_fn(_trampoline)
-        self._call(_c.aims_trainer_set_progress, cfn, None)
+        self._call(_c.aims_trainer_set_progress_fn, cfn, None)
         # C keeps the function pointer: the thunk must live as long as the trainer.
         self._progress, self._progress_c = callback, cfn
         return self
@@ -279,7 +279,7 @@ class Trainer(_Params, _Handle):
     def stat(self, name):
         out = ctypes.c_double()
         ptr = self._ptr
-        _check(_c.aims_trainer_stat(ptr, _enum(name, STATS, "stat"), ctypes.byref(out)),
+        _check(_c.aims_trainer_get_stat(ptr, _enum(name, STATS, "stat"), ctypes.byref(out)),
                self._c_errmsg, ptr)
         return out.value
 
@@ -363,7 +363,7 @@ class Bundle(_Stored, _Handle):
         return self
 
     def get_meta(self, key, default=None):
-        raw = _c.aims_bundle_get_meta(self._ptr, str(key).encode("utf-8"))
+        raw = _c.aims_bundle_meta(self._ptr, str(key).encode("utf-8"))
         return _decode(raw) if raw is not None else default
 
     @property

@@ -287,9 +287,9 @@ def _msg_get(mptr, index, owner):
     dims = _lib.u64p()
     data = ctypes.c_void_p()
     nbytes = ctypes.c_size_t()
-    _check(_c.aims_msg_get(mptr, index, ctypes.byref(name), ctypes.byref(code),
-                           ctypes.byref(ndim), ctypes.byref(dims), ctypes.byref(data),
-                           ctypes.byref(nbytes)))
+    _check(_c.aims_msg_get_tensor(mptr, index, ctypes.byref(name), ctypes.byref(code),
+                                  ctypes.byref(ndim), ctypes.byref(dims), ctypes.byref(data),
+                                  ctypes.byref(nbytes)))
     shape = tuple(int(dims[i]) for i in range(ndim.value))
     return (_decode(name.value),
             _tensor_out(data.value, code.value, shape, nbytes.value, owner))
@@ -298,7 +298,7 @@ def _msg_get(mptr, index, owner):
 def _msg_dict(mptr, owner=None):
     """Every tensor of a C message as {name: value}; copies unless ``owner`` (the
     message's _Owner) is given, in which case arrays are zero-copy views."""
-    return dict(_msg_get(mptr, i, owner) for i in range(int(_c.aims_msg_count(mptr))))
+    return dict(_msg_get(mptr, i, owner) for i in range(int(_c.aims_msg_num_tensors(mptr))))
 
 
 class Msg(_Handle):
@@ -354,14 +354,14 @@ class Msg(_Handle):
         return memoryview(buf).cast("B").cast(_DTYPE_CODE[code], list(shape))
 
     def __len__(self):
-        return int(_c.aims_msg_count(self._ptr))
+        return int(_c.aims_msg_num_tensors(self._ptr))
 
     def names(self):
         ptr = self._ptr
         out = []
-        for i in range(int(_c.aims_msg_count(ptr))):
+        for i in range(int(_c.aims_msg_num_tensors(ptr))):
             name = ctypes.c_char_p()
-            _check(_c.aims_msg_get(ptr, i, ctypes.byref(name), None, None, None, None, None))
+            _check(_c.aims_msg_get_tensor(ptr, i, ctypes.byref(name), None, None, None, None, None))
             out.append(_decode(name.value))
         return out
 

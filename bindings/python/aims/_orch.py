@@ -100,7 +100,7 @@ class Registry(_Handle):
     def address(self, iid):
         n = ctypes.c_size_t()
         buf = ctypes.create_string_buffer(272)
-        _check(_c.aims_registry_address(self._ptr, int(iid), buf, len(buf), ctypes.byref(n)))
+        _check(_c.aims_registry_get_address(self._ptr, int(iid), buf, len(buf), ctypes.byref(n)))
         return buf.value.decode()
 
     def weight(self, iid):
@@ -183,7 +183,7 @@ class Health(_Handle):
             def trampoline(_user, iid, frm, to):
                 callback(iid, HEALTH_STATES.get(frm, frm), HEALTH_STATES.get(to, to))
             cb = _lib.health_fn(trampoline)
-        _check(_c.aims_health_on_change(self._ptr, cb, None))
+        _check(_c.aims_health_set_change_fn(self._ptr, cb, None))
         self._on_change = cb
 
     def add(self, iid):
@@ -201,7 +201,7 @@ class Health(_Handle):
 
     @property
     def in_panic(self):
-        return bool(_c.aims_health_in_panic(self._ptr))
+        return bool(_c.aims_health_is_in_panic(self._ptr))
 
 
 class Metrics(_Handle):
@@ -221,8 +221,8 @@ class Metrics(_Handle):
         _check(_c.aims_metrics_count(self._ptr, name.encode(), self._labels(labels), int(delta)))
 
     def gauge(self, name, value, labels=None):
-        _check(_c.aims_metrics_gauge(self._ptr, name.encode(), self._labels(labels),
-                                     float(value)))
+        _check(_c.aims_metrics_set_gauge(self._ptr, name.encode(), self._labels(labels),
+                                         float(value)))
 
     def observe(self, name, ns, labels=None):
         _check(_c.aims_metrics_observe(self._ptr, name.encode(), self._labels(labels),

@@ -157,5 +157,5 @@ class Pipeline(_Stored, _Params, _Handle):
         return "<aims.Pipeline steps=%r fitted=%s>" % (self.steps, self.is_fitted)
 
 
-_STEP_SETTERS = (_c.aims_pipeline_set_step_i64, _c.aims_pipeline_set_step_f64)
-_STEP_GETTERS = (_c.aims_pipeline_get_step_i64, _c.aims_pipeline_get_step_f64)
+_STEP_SETTERS = (_c.aims_pipeline_set_step_param_i64, _c.aims_pipeline_set_step_param_f64)
+_STEP_GETTERS = (_c.aims_pipeline_get_step_param_i64, _c.aims_pipeline_get_step_param_f64)

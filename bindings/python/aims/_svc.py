@@ -29,8 +29,8 @@ from ._orch import LB_POLICIES, Metrics, Registry
 from ._pipeline import Pipeline
 
 _CALL_IDEMPOTENT = _enums.DEFINES["AIMS_CALL_IDEMPOTENT"]
-#: aims_svc_stat values by name (Service.stat).
-SVC_STATS = _enums.names("enum aims_svc_stat")
+#: aims_service_stat values by name (Service.stat).
+SVC_STATS = _enums.names("enum aims_service_stat")
 #: Train-service job states (the "state" reply tensor). Not a public C enum (the
 #: train service's wire values, src/svc/svc_train.c), so written here.
 TRAIN_STATES = {0: "queued", 1: "running", 2: "done", 3: "failed", 4: "cancelled"}
@@ -367,7 +367,7 @@ class Node(_Host):
         while True:
             buf = ctypes.create_string_buffer(cap)
             n = ctypes.c_size_t()
-            rc = _c.aims_node_address(ptr, int(index), buf, cap, ctypes.byref(n))
+            rc = _c.aims_node_get_address(ptr, int(index), buf, cap, ctypes.byref(n))
             if rc == _E_RANGE and n.value + 1 > cap:
                 cap = n.value + 1
                 continue
@@ -563,8 +563,8 @@ class Service(_Borrowed, _Handle):
 
     def stat(self, name):
         out = ctypes.c_double()
-        _check(_c.aims_service_stat(self._ptr, _enum(name, SVC_STATS, "statistic"),
-                                    ctypes.byref(out)))
+        _check(_c.aims_service_get_stat(self._ptr, _enum(name, SVC_STATS, "statistic"),
+                                        ctypes.byref(out)))
         return out.value
 
     @property
@@ -638,7 +638,7 @@ class Client(_Host):
         return _Host.set_param(self, name, value)
 
     def use_registry(self, registry):
-        return self._keep_registry(_c.aims_client_use_registry, registry)
+        return self._keep_registry(_c.aims_client_set_registry, registry)
 
     def join(self, url):
         self._call(_c.aims_client_join, str(url).encode("utf-8"))

@@ -511,7 +511,7 @@ aims_status aimsi_kserve_encode_reply(aimsi_hbuf *b, const char *model, const ch
     const void *data = NULL;
     size_t bytes = 0;
     if (aims_msg_find(reply, "y", &idx) != AIMS_OK ||
-        aims_msg_get(reply, idx, &name, &dt, &ndim, &dims, &data, &bytes) != AIMS_OK ||
+        aims_msg_get_tensor(reply, idx, &name, &dt, &ndim, &dims, &data, &bytes) != AIMS_OK ||
         dt != AIMS_DT_F32) {
         return aimsi_err(NULL, AIMS_E_INTERNAL, "the infer reply has no f32 \"y\"");
     }

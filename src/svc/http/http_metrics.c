@@ -3,7 +3,7 @@
  * (the status page) of the HTTP front door.
  *
  * Metrics come from three places: each service's own statistics
- * (aims_service_stat: the counters service.c keeps lock-free), the node's
+ * (aims_service_get_stat: the counters service.c keeps lock-free), the node's
  * aims_metrics registry (its latency histograms, exposed as it renders them),
  * and the process (/proc/self/statm, getrusage). Names follow the Prometheus
  * conventions (base units, _total counters, _seconds histograms); the list
@@ -26,10 +26,10 @@
 
 #define MAX_VIEWS 64
 
-static double stat_of(aims_service *s, aims_svc_stat what)
+static double stat_of(aims_service *s, aims_service_stat what)
 {
     double v = 0;
-    (void)aims_service_stat(s, what, &v);
+    (void)aims_service_get_stat(s, what, &v);
     return v;
 }
 
@@ -41,7 +41,7 @@ static void labels(aimsi_hbuf *b, const aimsi_svc_view *v, const char *node)
 
 typedef struct metric_def {
     const char *name, *type, *help;
-    int stat;     /* aims_svc_stat, or a negative code below */
+    int stat;     /* aims_service_stat, or a negative code below */
     double scale;
 } metric_def;
 
@@ -51,22 +51,22 @@ static const metric_def k_defs[] = {
     {"aims_model_request_success_total", "counter", "Requests a model answered successfully.",
      M_SUCCESS, 1},
     {"aims_model_request_failure_total", "counter", "Requests a model's handler failed.",
-     AIMS_SVC_ERRORS, 1},
+     AIMS_SERVICE_STAT_ERRORS, 1},
     {"aims_model_rejected_total", "counter",
-     "Requests refused before running (queue full or deadline passed).", AIMS_SVC_REJECTED, 1},
+     "Requests refused before running (queue full or deadline passed).", AIMS_SERVICE_STAT_REJECTED, 1},
     {"aims_model_inference_rows_total", "counter", "Rows (inferences) run in batches.",
-     AIMS_SVC_BATCH_ROWS, 1},
+     AIMS_SERVICE_STAT_BATCH_ROWS, 1},
     {"aims_model_batch_executions_total", "counter", "Batched model executions.",
-     AIMS_SVC_BATCHES, 1},
+     AIMS_SERVICE_STAT_BATCHES, 1},
     {"aims_model_compute_seconds_total", "counter", "Time handlers spent running.",
-     AIMS_SVC_BUSY_NS, 1e-9},
+     AIMS_SERVICE_STAT_BUSY_NS, 1e-9},
     {"aims_model_queue_depth", "gauge", "Requests waiting in the model's queue.",
-     AIMS_SVC_QUEUED, 1},
-    {"aims_model_inflight", "gauge", "Requests running now.", AIMS_SVC_INFLIGHT, 1},
+     AIMS_SERVICE_STAT_QUEUED, 1},
+    {"aims_model_inflight", "gauge", "Requests running now.", AIMS_SERVICE_STAT_INFLIGHT, 1},
     {"aims_model_latency_p50_seconds", "gauge", "Median latency (queue + run), recent.",
-     AIMS_SVC_P50_NS, 1e-9},
+     AIMS_SERVICE_STAT_P50_NS, 1e-9},
     {"aims_model_latency_p99_seconds", "gauge", "99th percentile latency (queue + run), recent.",
-     AIMS_SVC_P99_NS, 1e-9},
+     AIMS_SERVICE_STAT_P99_NS, 1e-9},
     {"aims_model_running", "gauge", "1 while the service is started and not draining.",
      M_RUNNING, 1},
 };
@@ -165,13 +165,13 @@ void aimsi_http_metrics(aimsi_hbuf *b, aims_node *n, const aimsi_http_counters *
         for (size_t i = 0; i < cnt; i++) {
             double v = 0;
             if (m->stat == M_SUCCESS) {
-                v = stat_of(views[i].svc, AIMS_SVC_REQUESTS) -
-                    stat_of(views[i].svc, AIMS_SVC_ERRORS);
+                v = stat_of(views[i].svc, AIMS_SERVICE_STAT_REQUESTS) -
+                    stat_of(views[i].svc, AIMS_SERVICE_STAT_ERRORS);
                 v = v < 0 ? 0 : v;
             } else if (m->stat == M_RUNNING) {
                 v = views[i].running;
             } else {
-                v = stat_of(views[i].svc, (aims_svc_stat)m->stat) * m->scale;
+                v = stat_of(views[i].svc, (aims_service_stat)m->stat) * m->scale;
             }
             aimsi_hbuf_str(b, m->name);
             labels(b, &views[i], node);
@@ -257,7 +257,7 @@ void aimsi_http_status_page(aimsi_hbuf *b, aims_node *n)
     for (size_t i = 0; i < cnt; i++) {
         const aimsi_svc_view *v = &views[i];
         aims_service *s = v->svc;
-        const double batches = stat_of(s, AIMS_SVC_BATCHES);
+        const double batches = stat_of(s, AIMS_SERVICE_STAT_BATCHES);
         aimsi_hbuf_str(b, "<tr class=\"service\"><td>");
         aimsi_hbuf_html(b, v->name);
         aimsi_hbuf_printf(b, "</td><td>%s</td><td class=\"%s\">%s</td><td>%.0f</td><td>%.0f</td>"
@@ -267,11 +267,11 @@ void aimsi_http_status_page(aimsi_hbuf *b, aims_node *n)
                           v->draining ? "draining" : v->running ? (v->registered ? "running"
                                                                                   : "unregistered")
                                                                  : "stopped",
-                          stat_of(s, AIMS_SVC_REQUESTS), stat_of(s, AIMS_SVC_ERRORS),
-                          stat_of(s, AIMS_SVC_REJECTED), stat_of(s, AIMS_SVC_QUEUED),
-                          stat_of(s, AIMS_SVC_INFLIGHT),
-                          batches > 0 ? stat_of(s, AIMS_SVC_BATCH_ROWS) / batches : 0.0,
-                          stat_of(s, AIMS_SVC_P50_NS) * 1e-6, stat_of(s, AIMS_SVC_P99_NS) * 1e-6);
+                          stat_of(s, AIMS_SERVICE_STAT_REQUESTS), stat_of(s, AIMS_SERVICE_STAT_ERRORS),
+                          stat_of(s, AIMS_SERVICE_STAT_REJECTED), stat_of(s, AIMS_SERVICE_STAT_QUEUED),
+                          stat_of(s, AIMS_SERVICE_STAT_INFLIGHT),
+                          batches > 0 ? stat_of(s, AIMS_SERVICE_STAT_BATCH_ROWS) / batches : 0.0,
+                          stat_of(s, AIMS_SERVICE_STAT_P50_NS) * 1e-6, stat_of(s, AIMS_SERVICE_STAT_P99_NS) * 1e-6);
         svg_bars(b, n, v);
         aimsi_hbuf_str(b, "</td></tr>");
     }
@@ -290,7 +290,7 @@ void aimsi_http_status_page(aimsi_hbuf *b, aims_node *n)
         size_t k = 0;
         for (size_t j = i; j < cnt; j++) {
             if (strcmp(views[j].model, views[i].model) == 0) {
-                const double busy = stat_of(views[j].svc, AIMS_SVC_BUSY_NS);
+                const double busy = stat_of(views[j].svc, AIMS_SERVICE_STAT_BUSY_NS);
                 sum += busy;
                 max = busy > max ? busy : max;
                 k++;

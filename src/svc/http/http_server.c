@@ -589,7 +589,7 @@ aims_status aims_http_set_param_i64(aims_http *h, aims_param param, int64_t valu
         return aimsi_err(&h->obj, AIMS_E_STATE, "http: parameters are set before start");
     }
     AIMSI_TRY(aimsi_param_check(&h->obj, param, AIMS_HTTP_MAX_CONNECTIONS, AIMS_HTTP_TIMEOUT_MS,
-                                AIMS_PARAM_I64, (double)value));
+                                AIMS_PARAM_TYPE_I64, (double)value));
     int64_t *const slot[] = {&h->max_conns, &h->max_body, &h->max_header, &h->idle_s,
                              &h->threads,   &h->insecure, &h->timeout_ms};
     *slot[param - AIMS_HTTP_MAX_CONNECTIONS] = value;

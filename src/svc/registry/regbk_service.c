@@ -165,9 +165,9 @@ static aims_status mirror_apply(aimsi_regsync *rs, const aims_msg *reply)
     const void *kinds, *ids, *weights;
     aims_dtype dk, di, dw;
     size_t bk, bi, bw;
-    aims_msg_get(reply, ik, NULL, &dk, NULL, NULL, &kinds, &bk);
-    aims_msg_get(reply, ii, NULL, &di, NULL, NULL, &ids, &bi);
-    aims_msg_get(reply, iw, NULL, &dw, NULL, NULL, &weights, &bw);
+    aims_msg_get_tensor(reply, ik, NULL, &dk, NULL, NULL, &kinds, &bk);
+    aims_msg_get_tensor(reply, ii, NULL, &di, NULL, NULL, &ids, &bi);
+    aims_msg_get_tensor(reply, iw, NULL, &dw, NULL, NULL, &weights, &bw);
     const size_t n = bk / 4;
     if (dk != AIMS_DT_I32 || di != AIMS_DT_I64 || dw != AIMS_DT_I32 || bk != n * 4 ||
         bi != n * 8 || bw != n * 4 || n > MAX_EVENTS || rev < 0) {

@@ -197,7 +197,7 @@ static aims_status join_heartbeat(void *ctx, const char *service, const char *ad
     int lost = 0;
     if (rc == AIMS_OK && aims_msg_find(&reply, "missing", &i) == AIMS_OK) {
         size_t bytes = 0;
-        aims_msg_get(&reply, i, NULL, NULL, NULL, NULL, NULL, &bytes);
+        aims_msg_get_tensor(&reply, i, NULL, NULL, NULL, NULL, NULL, &bytes);
         lost = bytes >= 8;
     }
     aimsi_msg_fini(&req);

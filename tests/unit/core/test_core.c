@@ -42,15 +42,15 @@ static void test_err_sets_object_and_thread_message(void **state)
 static void test_param_check_bounds_and_types(void **state)
 {
     (void)state;
-    assert_int_equal(aimsi_param_check(NULL, AIMS_LOAD_HEADER, 100, 199, AIMS_PARAM_I64, 2),
+    assert_int_equal(aimsi_param_check(NULL, AIMS_LOAD_HEADER, 100, 199, AIMS_PARAM_TYPE_I64, 2),
                      AIMS_OK);
-    assert_int_equal(aimsi_param_check(NULL, AIMS_LOAD_HEADER, 100, 199, AIMS_PARAM_I64, 3),
+    assert_int_equal(aimsi_param_check(NULL, AIMS_LOAD_HEADER, 100, 199, AIMS_PARAM_TYPE_I64, 3),
                      AIMS_E_RANGE);
-    assert_int_equal(aimsi_param_check(NULL, AIMS_LOAD_HEADER, 200, 299, AIMS_PARAM_I64, 1),
+    assert_int_equal(aimsi_param_check(NULL, AIMS_LOAD_HEADER, 200, 299, AIMS_PARAM_TYPE_I64, 1),
                      AIMS_E_UNSUPPORTED);
-    assert_int_equal(aimsi_param_check(NULL, AIMS_STEP_LOW, 200, 299, AIMS_PARAM_I64, 1),
+    assert_int_equal(aimsi_param_check(NULL, AIMS_STEP_LOW, 200, 299, AIMS_PARAM_TYPE_I64, 1),
                      AIMS_E_UNSUPPORTED);
-    assert_int_equal(aimsi_param_check(NULL, (aims_param)150, 100, 199, AIMS_PARAM_I64, 1),
+    assert_int_equal(aimsi_param_check(NULL, (aims_param)150, 100, 199, AIMS_PARAM_TYPE_I64, 1),
                      AIMS_E_UNSUPPORTED);
     assert_true(aimsi_param_default(AIMS_LOAD_DELIMITER) == ',');
 }

@@ -340,9 +340,9 @@ static void test_dataset_loadopt_defaults(void **state)
     assert_int_equal(aimsi_loadopt(NULL, AIMS_STEP_BUCKETS), 0);
     aims_loadopts *o = NULL;
     assert_int_equal(aims_loadopts_create(&o), AIMS_OK);
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_LOAD_SKIP_ROWS, 7), AIMS_OK);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_LOAD_SKIP_ROWS, 7), AIMS_OK);
     assert_int_equal(aimsi_loadopt(o, AIMS_LOAD_SKIP_ROWS), 7);
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_LOAD_HEADER, 3), AIMS_E_RANGE);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_LOAD_HEADER, 3), AIMS_E_RANGE);
     assert_true(strlen(o->obj.errmsg) > 0);
     aims_loadopts_destroy(o);
 }
@@ -402,7 +402,7 @@ static void test_dataset_text_class_order(void **state)
 
     aims_loadopts *o = NULL;
     assert_int_equal(aims_loadopts_create(&o), AIMS_OK);
-    assert_int_equal(aims_loadopts_set_i64(o, AIMS_LOAD_MAX_ROWS, 2), AIMS_OK);
+    assert_int_equal(aims_loadopts_set_param_i64(o, AIMS_LOAD_MAX_ROWS, 2), AIMS_OK);
     assert_int_equal(aimsi_load_text(t, sizeof t - 1, "t", o, &ds), AIMS_OK);
     assert_int_equal(ds->rows, 2);
     assert_int_equal(ds->num_classes, 2);

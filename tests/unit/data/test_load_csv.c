@@ -233,7 +233,7 @@ static aims_status csv(const char *text, const opt_kv *kv, size_t n, aims_datase
     aims_loadopts *o = NULL;
     assert_int_equal(aims_loadopts_create(&o), AIMS_OK);
     for (size_t i = 0; i < n; i++) {
-        assert_int_equal(aims_loadopts_set_i64(o, kv[i].p, kv[i].v), AIMS_OK);
+        assert_int_equal(aims_loadopts_set_param_i64(o, kv[i].p, kv[i].v), AIMS_OK);
     }
     const aims_status rc = aimsi_load_csv(text, strlen(text), "t.csv", o, out);
     aims_loadopts_destroy(o);
@@ -245,7 +245,7 @@ static aims_status svm(const char *text, const opt_kv *kv, size_t n, aims_datase
     aims_loadopts *o = NULL;
     assert_int_equal(aims_loadopts_create(&o), AIMS_OK);
     for (size_t i = 0; i < n; i++) {
-        assert_int_equal(aims_loadopts_set_i64(o, kv[i].p, kv[i].v), AIMS_OK);
+        assert_int_equal(aims_loadopts_set_param_i64(o, kv[i].p, kv[i].v), AIMS_OK);
     }
     const aims_status rc = aimsi_load_svmlight(text, strlen(text), "t.svm", o, out);
     aims_loadopts_destroy(o);

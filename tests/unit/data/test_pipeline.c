@@ -27,7 +27,7 @@ static aims_dataset *dense(size_t rows, size_t cols, const float *x)
     aims_dataset *ds = NULL;
     aims_loadopts *lo = NULL;
     OK(aims_loadopts_create(&lo));
-    OK(aims_loadopts_set_i64(lo, AIMS_LOAD_NONFINITE, 1));
+    OK(aims_loadopts_set_param_i64(lo, AIMS_LOAD_NONFINITE, 1));
     OK(aims_dataset_create_dense_v2(rows, cols, x, NULL, lo, &ds));
     aims_loadopts_destroy(lo);
     return ds;
@@ -83,7 +83,7 @@ static void test_standardize_math(void **state)
 {
     (void)state;
     const float x[] = {1, 2, 3, 2, 5, 2, 7, 2};
-    aims_pipeline *p = num_pipe(AIMS_STEP_STANDARDIZE);
+    aims_pipeline *p = num_pipe(AIMS_STEP_KIND_STANDARDIZE);
     fit_rows(p, 4, 2, x);
     float out[8];
     OK(aims_pipeline_transform_rows(p, x, 4, 2, out, 8));
@@ -100,9 +100,9 @@ static void test_minmax_clip_scale_math(void **state)
 {
     (void)state;
     const float x[] = {0, 4, 5, 4, 10, 4};
-    aims_pipeline *p = num_pipe(AIMS_STEP_MINMAX);
-    OK(aims_pipeline_set_step_f64(p, 0, AIMS_STEP_LOW, -1.0));
-    OK(aims_pipeline_set_step_f64(p, 0, AIMS_STEP_HIGH, 1.0));
+    aims_pipeline *p = num_pipe(AIMS_STEP_KIND_MINMAX);
+    OK(aims_pipeline_set_step_param_f64(p, 0, AIMS_STEP_LOW, -1.0));
+    OK(aims_pipeline_set_step_param_f64(p, 0, AIMS_STEP_HIGH, 1.0));
     fit_rows(p, 3, 2, x);
     float out[6];
     OK(aims_pipeline_transform_rows(p, x, 3, 2, out, 6));
@@ -110,12 +110,12 @@ static void test_minmax_clip_scale_math(void **state)
     assert_floats(out, want, 6, 1e-6);
     aims_pipeline_destroy(p);
 
-    p = num_pipe(AIMS_STEP_SCALE);
-    OK(aims_pipeline_set_step_f64(p, 0, AIMS_STEP_FACTOR, 0.5));
-    OK(aims_pipeline_add(p, AIMS_STEP_CLIP, NULL));
-    OK(aims_pipeline_set_step_f64(p, 1, AIMS_STEP_LOW, 1.0));
-    OK(aims_pipeline_set_step_f64(p, 1, AIMS_STEP_HIGH, 2.0));
-    OK(aims_pipeline_set_step_i64(p, 1, AIMS_STEP_COL_END, 1));
+    p = num_pipe(AIMS_STEP_KIND_SCALE);
+    OK(aims_pipeline_set_step_param_f64(p, 0, AIMS_STEP_FACTOR, 0.5));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_CLIP, NULL));
+    OK(aims_pipeline_set_step_param_f64(p, 1, AIMS_STEP_LOW, 1.0));
+    OK(aims_pipeline_set_step_param_f64(p, 1, AIMS_STEP_HIGH, 2.0));
+    OK(aims_pipeline_set_step_param_i64(p, 1, AIMS_STEP_COL_END, 1));
     fit_rows(p, 3, 2, x);
     OK(aims_pipeline_transform_rows(p, x, 3, 2, out, 6));
     const float want2[] = {1, 2, 2, 2, 2, 2};
@@ -130,9 +130,9 @@ static void test_impute_math(void **state)
     const int64_t strategies[] = {0, 1, 2};
     const float want_fill[3][2] = {{14.0f / 3.0f, 14.0f / 3.0f}, {3, 4}, {-7, -7}};
     for (int s = 0; s < 3; s++) {
-        aims_pipeline *p = num_pipe(AIMS_STEP_IMPUTE);
-        OK(aims_pipeline_set_step_i64(p, 0, AIMS_STEP_STRATEGY, strategies[s]));
-        OK(aims_pipeline_set_step_f64(p, 0, AIMS_STEP_VALUE, -7.0));
+        aims_pipeline *p = num_pipe(AIMS_STEP_KIND_IMPUTE);
+        OK(aims_pipeline_set_step_param_i64(p, 0, AIMS_STEP_STRATEGY, strategies[s]));
+        OK(aims_pipeline_set_step_param_f64(p, 0, AIMS_STEP_VALUE, -7.0));
         fit_rows(p, 4, 2, x);
         float out[8];
         OK(aims_pipeline_transform_rows(p, x, 4, 2, out, 8));
@@ -142,8 +142,8 @@ static void test_impute_math(void **state)
     }
     /* even count: median is the mean of the two middle values */
     const float y[] = {1, 2, 3, 10, NAN};
-    aims_pipeline *p = num_pipe(AIMS_STEP_IMPUTE);
-    OK(aims_pipeline_set_step_i64(p, 0, AIMS_STEP_STRATEGY, 1));
+    aims_pipeline *p = num_pipe(AIMS_STEP_KIND_IMPUTE);
+    OK(aims_pipeline_set_step_param_i64(p, 0, AIMS_STEP_STRATEGY, 1));
     fit_rows(p, 5, 1, y);
     float out[5];
     OK(aims_pipeline_transform_rows(p, y, 5, 1, out, 5));
@@ -155,9 +155,9 @@ static void test_onehot_math(void **state)
 {
     (void)state;
     const float x[] = {9, 0, 2, 9, 1, 7, 9, 2, 1};
-    aims_pipeline *p = num_pipe(AIMS_STEP_ONEHOT);
-    OK(aims_pipeline_set_step_i64(p, 0, AIMS_STEP_COL_BEGIN, 1));
-    OK(aims_pipeline_set_step_i64(p, 0, AIMS_STEP_COL_END, 2));
+    aims_pipeline *p = num_pipe(AIMS_STEP_KIND_ONEHOT);
+    OK(aims_pipeline_set_step_param_i64(p, 0, AIMS_STEP_COL_BEGIN, 1));
+    OK(aims_pipeline_set_step_param_i64(p, 0, AIMS_STEP_COL_END, 2));
     fit_rows(p, 3, 3, x);
     size_t oc = 0;
     OK(aims_pipeline_output_cols(p, &oc));
@@ -182,19 +182,19 @@ static void test_nonfinite_policy(void **state)
 {
     (void)state;
     float x[] = {1, 2, 3, NAN, 5, 6};
-    aims_pipeline *p = num_pipe(AIMS_STEP_STANDARDIZE);
+    aims_pipeline *p = num_pipe(AIMS_STEP_KIND_STANDARDIZE);
     aims_dataset *ds = dense(3, 2, x);
     assert_int_equal(aims_pipeline_fit(p, ds), AIMS_E_INVAL);
     assert_non_null(strstr(aims_pipeline_errmsg(p), "row 1, column 1"));
     assert_false(aims_pipeline_is_fitted(p));
-    OK(aims_pipeline_set_step_i64(p, 0, AIMS_STEP_NONFINITE, 1));
+    OK(aims_pipeline_set_step_param_i64(p, 0, AIMS_STEP_NONFINITE, 1));
     OK(aims_pipeline_fit(p, ds));
     float out[6];
     OK(aims_pipeline_transform_rows(p, x, 3, 2, out, 6));
     assert_true(isnan(out[3]));
     assert_true(fabsf(out[1] + 1.0f) < 1e-6f); /* column 1 fitted on {2, 6} */
     /* strict transform: error, out untouched */
-    OK(aims_pipeline_set_step_i64(p, 0, AIMS_STEP_NONFINITE, 0));
+    OK(aims_pipeline_set_step_param_i64(p, 0, AIMS_STEP_NONFINITE, 0));
     const float clean[] = {1, 2, 3, 4, 5, 6};
     fit_rows(p, 3, 2, clean);
     float keep[6] = {42, 42, 42, 42, 42, 42};
@@ -206,8 +206,8 @@ static void test_nonfinite_policy(void **state)
     }
     /* an IMPUTE first makes NaN acceptable to the next step */
     aims_pipeline_destroy(p);
-    p = num_pipe(AIMS_STEP_IMPUTE);
-    OK(aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL));
+    p = num_pipe(AIMS_STEP_KIND_IMPUTE);
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL));
     x[3] = NAN;
     aims_dataset_destroy(ds);
     ds = dense(3, 2, x);
@@ -221,21 +221,21 @@ static void test_nonfinite_policy(void **state)
 static void test_misuse_and_rules(void **state)
 {
     (void)state;
-    aims_pipeline *p = num_pipe(AIMS_STEP_SCALE);
+    aims_pipeline *p = num_pipe(AIMS_STEP_KIND_SCALE);
     size_t idx = 9;
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, &idx), AIMS_E_INVAL);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, &idx), AIMS_E_INVAL);
     assert_int_equal(idx, 9);
     assert_int_equal(aims_pipeline_add(p, (aims_step_kind)99, NULL), AIMS_E_INVAL);
-    assert_int_equal(aims_pipeline_set_step_i64(p, 3, AIMS_STEP_COL_BEGIN, 0), AIMS_E_RANGE);
-    assert_int_equal(aims_pipeline_set_step_i64(p, 0, AIMS_STEP_BUCKETS, 8), AIMS_E_UNSUPPORTED);
-    assert_int_equal(aims_pipeline_set_step_i64(p, 0, AIMS_STEP_FACTOR, 2), AIMS_E_UNSUPPORTED);
-    assert_int_equal(aims_pipeline_set_step_i64(p, 0, AIMS_STEP_COL_BEGIN, -3), AIMS_E_RANGE);
-    assert_int_equal(aims_pipeline_set_step_i64(p, 0, AIMS_PIPELINE_THREADS, 1),
+    assert_int_equal(aims_pipeline_set_step_param_i64(p, 3, AIMS_STEP_COL_BEGIN, 0), AIMS_E_RANGE);
+    assert_int_equal(aims_pipeline_set_step_param_i64(p, 0, AIMS_STEP_BUCKETS, 8), AIMS_E_UNSUPPORTED);
+    assert_int_equal(aims_pipeline_set_step_param_i64(p, 0, AIMS_STEP_FACTOR, 2), AIMS_E_UNSUPPORTED);
+    assert_int_equal(aims_pipeline_set_step_param_i64(p, 0, AIMS_STEP_COL_BEGIN, -3), AIMS_E_RANGE);
+    assert_int_equal(aims_pipeline_set_step_param_i64(p, 0, AIMS_PIPELINE_THREADS, 1),
                      AIMS_E_UNSUPPORTED);
     assert_int_equal(aims_pipeline_set_param_i64(p, AIMS_STEP_LOW, 1), AIMS_E_UNSUPPORTED);
     assert_int_equal(aims_pipeline_set_param_i64(p, AIMS_PIPELINE_THREADS, 9999), AIMS_E_RANGE);
     double f = 0;
-    OK(aims_pipeline_get_step_f64(p, 0, AIMS_STEP_FACTOR, &f));
+    OK(aims_pipeline_get_step_param_f64(p, 0, AIMS_STEP_FACTOR, &f));
     assert_true(fabs(f - 1.0 / 255.0) < 1e-15);
     float out[4];
     const float x[] = {1, 2, 3, 4};
@@ -244,21 +244,21 @@ static void test_misuse_and_rules(void **state)
     assert_int_equal(aims_pipeline_transform_rows(p, x, 1, 4, out, 4), AIMS_E_INVAL);
     assert_int_equal(aims_pipeline_transform_rows(p, x, 2, 2, out, 3), AIMS_E_RANGE);
     assert_int_equal(aims_pipeline_transform_rows(p, NULL, 2, 2, out, 4), AIMS_E_MISUSE);
-    OK(aims_pipeline_set_step_i64(p, 0, AIMS_STEP_COL_END, 5));
+    OK(aims_pipeline_set_step_param_i64(p, 0, AIMS_STEP_COL_END, 5));
     aims_dataset *ds = dense(2, 2, x);
     assert_int_equal(aims_pipeline_fit(p, ds), AIMS_E_INVAL);
     aims_dataset_destroy(ds);
     aims_pipeline_destroy(p);
 
     OK(aims_pipeline_create(&p));
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_HASH, NULL), AIMS_E_INVAL);
-    OK(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL));
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL), AIMS_E_INVAL);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_NORMALIZE, NULL), AIMS_E_INVAL);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_TFIDF, NULL), AIMS_E_INVAL);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_SCALE, NULL), AIMS_E_INVAL);
-    OK(aims_pipeline_add(p, AIMS_STEP_HASH, NULL));
-    assert_int_equal(aims_pipeline_step_kind(p, 1), AIMS_STEP_HASH);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_HASH, NULL), AIMS_E_INVAL);
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL));
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL), AIMS_E_INVAL);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_NORMALIZE, NULL), AIMS_E_INVAL);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_TFIDF, NULL), AIMS_E_INVAL);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, NULL), AIMS_E_INVAL);
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_HASH, NULL));
+    assert_int_equal(aims_pipeline_step_kind(p, 1), AIMS_STEP_KIND_HASH);
     assert_int_equal(aims_pipeline_step_kind(p, 2), 0);
     aims_pipeline_destroy(p);
     aims_pipeline_destroy(NULL);
@@ -271,14 +271,14 @@ static aims_pipeline *text_pipe(int ngrams, int tfidf)
 {
     aims_pipeline *p = NULL;
     OK(aims_pipeline_create(&p));
-    OK(aims_pipeline_add(p, AIMS_STEP_NORMALIZE, NULL));
-    OK(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_NORMALIZE, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL));
     if (ngrams) {
-        OK(aims_pipeline_add(p, AIMS_STEP_NGRAMS, NULL));
+        OK(aims_pipeline_add(p, AIMS_STEP_KIND_NGRAMS, NULL));
     }
-    OK(aims_pipeline_add(p, AIMS_STEP_HASH, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_HASH, NULL));
     if (tfidf) {
-        OK(aims_pipeline_add(p, AIMS_STEP_TFIDF, NULL));
+        OK(aims_pipeline_add(p, AIMS_STEP_KIND_TFIDF, NULL));
     }
     return p;
 }
@@ -364,8 +364,8 @@ static void test_signed_hash(void **state)
 {
     (void)state;
     aims_pipeline *p = text_pipe(0, 0);
-    OK(aims_pipeline_set_step_i64(p, 2, AIMS_STEP_SIGNED, 1));
-    OK(aims_pipeline_set_step_i64(p, 2, AIMS_STEP_BUCKETS, 1000));
+    OK(aims_pipeline_set_step_param_i64(p, 2, AIMS_STEP_SIGNED, 1));
+    OK(aims_pipeline_set_step_param_i64(p, 2, AIMS_STEP_BUCKETS, 1000));
     const char *docs[] = {"hello world"};
     aims_dataset *ds = NULL;
     OK(aims_dataset_create_texts(1, docs, NULL, NULL, &ds));
@@ -403,14 +403,14 @@ static float *random_rows(size_t rows, size_t cols, uint64_t seed)
 
 static aims_pipeline *mixed_num_pipe(void)
 {
-    aims_pipeline *p = num_pipe(AIMS_STEP_SCALE);
-    OK(aims_pipeline_add(p, AIMS_STEP_ONEHOT, NULL));
-    OK(aims_pipeline_set_step_i64(p, 1, AIMS_STEP_COL_BEGIN, 3));
-    OK(aims_pipeline_set_step_i64(p, 1, AIMS_STEP_COL_END, 4));
-    OK(aims_pipeline_set_step_f64(p, 0, AIMS_STEP_FACTOR, 1.0)); /* keep categories */
-    OK(aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL));
-    OK(aims_pipeline_add(p, AIMS_STEP_MINMAX, NULL));
-    OK(aims_pipeline_set_step_i64(p, 3, AIMS_STEP_COL_BEGIN, 2));
+    aims_pipeline *p = num_pipe(AIMS_STEP_KIND_SCALE);
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_ONEHOT, NULL));
+    OK(aims_pipeline_set_step_param_i64(p, 1, AIMS_STEP_COL_BEGIN, 3));
+    OK(aims_pipeline_set_step_param_i64(p, 1, AIMS_STEP_COL_END, 4));
+    OK(aims_pipeline_set_step_param_f64(p, 0, AIMS_STEP_FACTOR, 1.0)); /* keep categories */
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_MINMAX, NULL));
+    OK(aims_pipeline_set_step_param_i64(p, 3, AIMS_STEP_COL_BEGIN, 2));
     return p;
 }
 
@@ -532,7 +532,7 @@ static void test_load_validates_content(void **state)
 {
     (void)state;
     const float x[] = {1, 2, 3, 4};
-    aims_pipeline *p = num_pipe(AIMS_STEP_STANDARDIZE);
+    aims_pipeline *p = num_pipe(AIMS_STEP_KIND_STANDARDIZE);
     fit_rows(p, 2, 2, x);
     size_t len = 0;
     uint8_t *data = save_mem(p, &len);
@@ -773,23 +773,23 @@ static aims_status af_op(void *arg)
     aimsi_cwriter *w = NULL;
     aims_status rc = aims_pipeline_create(&p);
     if (rc == AIMS_OK && c->text) {
-        rc = aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_NGRAMS, NULL);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_HASH, NULL);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_set_step_i64(p, 2, AIMS_STEP_BUCKETS, 4096);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_TFIDF, NULL);
+        rc = aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_KIND_NGRAMS, NULL);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_KIND_HASH, NULL);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_set_step_param_i64(p, 2, AIMS_STEP_BUCKETS, 4096);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_KIND_TFIDF, NULL);
         rc = rc != AIMS_OK ? rc : aims_dataset_create_texts(c->ndocs, c->docs, NULL, NULL, &ds);
     } else if (rc == AIMS_OK) {
-        rc = aims_pipeline_add(p, AIMS_STEP_IMPUTE, NULL);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_set_step_i64(p, 0, AIMS_STEP_STRATEGY, 1);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_ONEHOT, NULL);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_set_step_i64(p, 1, AIMS_STEP_COL_BEGIN, 3);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_set_step_i64(p, 1, AIMS_STEP_COL_END, 4);
-        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL);
+        rc = aims_pipeline_add(p, AIMS_STEP_KIND_IMPUTE, NULL);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_set_step_param_i64(p, 0, AIMS_STEP_STRATEGY, 1);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_KIND_ONEHOT, NULL);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_set_step_param_i64(p, 1, AIMS_STEP_COL_BEGIN, 3);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_set_step_param_i64(p, 1, AIMS_STEP_COL_END, 4);
+        rc = rc != AIMS_OK ? rc : aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL);
         rc = rc != AIMS_OK ? rc : aims_pipeline_set_param_i64(p, AIMS_PIPELINE_THREADS, 2);
         aims_loadopts *lo = NULL;
         rc = rc != AIMS_OK ? rc : aims_loadopts_create(&lo);
-        rc = rc != AIMS_OK ? rc : aims_loadopts_set_i64(lo, AIMS_LOAD_NONFINITE, 1);
+        rc = rc != AIMS_OK ? rc : aims_loadopts_set_param_i64(lo, AIMS_LOAD_NONFINITE, 1);
         rc = rc != AIMS_OK ? rc : aims_dataset_create_dense_v2(c->rows, c->cols, c->x, NULL, lo, &ds);
         aims_loadopts_destroy(lo);
     }

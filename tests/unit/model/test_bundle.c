@@ -59,7 +59,7 @@ static aims_pipeline *fitted_standardize(const float *x, size_t rows, size_t col
     aims_pipeline *p = NULL;
     aims_dataset *ds = NULL;
     OK(aims_pipeline_create(&p));
-    OK(aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL));
     OK(aims_dataset_create_dense(rows, cols, x, NULL, &ds));
     OK(aims_pipeline_fit(p, ds));
     aims_dataset_destroy(ds);
@@ -76,9 +76,9 @@ static aims_pipeline *fitted_text(void)
     aims_pipeline *p = NULL;
     size_t h = 0;
     OK(aims_pipeline_create(&p));
-    OK(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL));
-    OK(aims_pipeline_add(p, AIMS_STEP_HASH, &h));
-    OK(aims_pipeline_set_step_i64(p, h, AIMS_STEP_BUCKETS, BUCKETS));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_HASH, &h));
+    OK(aims_pipeline_set_step_param_i64(p, h, AIMS_STEP_BUCKETS, BUCKETS));
     aims_dataset *ds = NULL;
     OK(aims_dataset_create_texts(NDOCS, g_docs, NULL, NULL, &ds));
     OK(aims_pipeline_fit(p, ds));
@@ -115,15 +115,15 @@ static void test_bundle_roundtrip_rows(void **state)
     float x[ROWS * IN];
     fill_rows(x, ROWS * IN, 1);
     aims_pipeline *p = fitted_standardize(x, ROWS, IN);
-    aims_model *m = make_model(AIMS_MODEL_MLP, IN, H, K, 2);
+    aims_model *m = make_model(AIMS_MODEL_KIND_MLP, IN, H, K, 2);
     aims_bundle *b = NULL;
     OK(aims_bundle_create(p, m, &b));
     OK(aims_bundle_set_meta(b, "name", "fmnist-mlp"));
     OK(aims_bundle_set_meta(b, "classes", "a\nb\nc"));
     OK(aims_bundle_set_meta(b, "name", "renamed")); /* replace */
-    assert_string_equal(aims_bundle_get_meta(b, "name"), "renamed");
-    assert_string_equal(aims_bundle_get_meta(b, "library_version"), AIMS_VERSION_STRING);
-    assert_null(aims_bundle_get_meta(b, "missing"));
+    assert_string_equal(aims_bundle_meta(b, "name"), "renamed");
+    assert_string_equal(aims_bundle_meta(b, "library_version"), AIMS_VERSION_STRING);
+    assert_null(aims_bundle_meta(b, "missing"));
     assert_non_null(aims_bundle_pipeline(b));
     assert_ptr_not_equal(aims_bundle_model(b), m); /* a private copy */
 
@@ -148,9 +148,9 @@ static void test_bundle_roundtrip_rows(void **state)
     aims_bundle *pb = NULL;
     OK(aims_bundle_parse(bytes, len, &pb));
     free(bytes);
-    assert_string_equal(aims_bundle_get_meta(l, "name"), "renamed");
-    assert_string_equal(aims_bundle_get_meta(l, "classes"), "a\nb\nc");
-    assert_string_equal(aims_bundle_get_meta(pb, "library_version"), AIMS_VERSION_STRING);
+    assert_string_equal(aims_bundle_meta(l, "name"), "renamed");
+    assert_string_equal(aims_bundle_meta(l, "classes"), "a\nb\nc");
+    assert_string_equal(aims_bundle_meta(pb, "library_version"), AIMS_VERSION_STRING);
     memset(got, 0, sizeof got);
     OK(aims_bundle_predict_rows(l, AIMS_OUT_PROBA, x, ROWS, IN, got, ROWS * K));
     assert_memory_equal(got, want, sizeof got);
@@ -179,7 +179,7 @@ static void test_bundle_no_pipeline_quantized(void **state)
     (void)state;
     float x[ROWS * IN];
     fill_rows(x, ROWS * IN, 3);
-    aims_model *m = make_model(AIMS_MODEL_MLP, IN, H, K, 4);
+    aims_model *m = make_model(AIMS_MODEL_KIND_MLP, IN, H, K, 4);
     aims_dataset *ds = NULL;
     OK(aims_dataset_create_dense(ROWS, IN, x, NULL, &ds));
     aims_model *q = NULL;
@@ -209,7 +209,7 @@ static void test_bundle_texts_dense_model(void **state)
 {
     (void)state;
     aims_pipeline *p = fitted_text();
-    aims_model *m = make_model(AIMS_MODEL_SOFTMAX, BUCKETS, 0, K, 5);
+    aims_model *m = make_model(AIMS_MODEL_KIND_SOFTMAX, BUCKETS, 0, K, 5);
     aims_bundle *b = NULL;
     OK(aims_bundle_create(p, m, &b));
     float got[NDOCS * K];
@@ -249,16 +249,16 @@ static void test_bundle_errors(void **state)
     float x[ROWS * IN];
     fill_rows(x, ROWS * IN, 6);
     aims_pipeline *p = fitted_standardize(x, ROWS, IN);
-    aims_model *wrong = make_model(AIMS_MODEL_SOFTMAX, IN + 1, 0, K, 1);
+    aims_model *wrong = make_model(AIMS_MODEL_KIND_SOFTMAX, IN + 1, 0, K, 1);
     aims_bundle *b = NULL;
     assert_int_equal(aims_bundle_create(p, wrong, &b), AIMS_E_INVAL);
     aims_model *untrained = NULL;
-    OK(aims_model_create(AIMS_MODEL_SOFTMAX, IN, K, &untrained));
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, IN, K, &untrained));
     assert_int_equal(aims_bundle_create(p, untrained, &b), AIMS_E_STATE);
     aims_pipeline *unfitted = NULL;
     OK(aims_pipeline_create(&unfitted));
-    OK(aims_pipeline_add(unfitted, AIMS_STEP_STANDARDIZE, NULL));
-    aims_model *m = make_model(AIMS_MODEL_SOFTMAX, IN, 0, K, 1);
+    OK(aims_pipeline_add(unfitted, AIMS_STEP_KIND_STANDARDIZE, NULL));
+    aims_model *m = make_model(AIMS_MODEL_KIND_SOFTMAX, IN, 0, K, 1);
     assert_int_equal(aims_bundle_create(unfitted, m, &b), AIMS_E_STATE);
     assert_int_equal(aims_bundle_create(p, NULL, &b), AIMS_E_MISUSE);
     assert_int_equal(aims_bundle_create(p, m, NULL), AIMS_E_MISUSE);
@@ -273,7 +273,7 @@ static void test_bundle_errors(void **state)
     OK(aims_bundle_set_meta(b, key, "v"));
     assert_int_equal(aims_bundle_set_meta(b, "", "v"), AIMS_E_INVAL);
     assert_int_equal(aims_bundle_set_meta(b, "library_version", "9.9.9"), AIMS_E_INVAL);
-    assert_string_equal(aims_bundle_get_meta(b, "library_version"), AIMS_VERSION_STRING);
+    assert_string_equal(aims_bundle_meta(b, "library_version"), AIMS_VERSION_STRING);
     char *big = malloc((1u << 20) + 1);
     memset(big, 'v', 1u << 20);
     big[1u << 20] = '\0';
@@ -344,7 +344,7 @@ static void test_bundle_hostile_bytes(void **state)
     float x[ROWS * IN];
     fill_rows(x, ROWS * IN, 8);
     aims_pipeline *p = fitted_standardize(x, ROWS, IN);
-    aims_model *m = make_model(AIMS_MODEL_MLP, IN, 6, K, 9);
+    aims_model *m = make_model(AIMS_MODEL_KIND_MLP, IN, 6, K, 9);
     aims_bundle *b = NULL;
     OK(aims_bundle_create(p, m, &b));
     OK(aims_bundle_set_meta(b, "name", "hostile"));
@@ -395,7 +395,7 @@ static aims_status parse_crafted(const void *hdr, size_t hlen, const void *met, 
 static void test_bundle_crafted_sections(void **state)
 {
     (void)state;
-    aims_model *m = make_model(AIMS_MODEL_SOFTMAX, 4, 0, 2, 3);
+    aims_model *m = make_model(AIMS_MODEL_KIND_SOFTMAX, 4, 0, 2, 3);
     const uint8_t h1[12] = {1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0}; /* v1, no pipeline, 1 entry */
     const uint8_t ok_met[] = {1, 0, 0, 0, 'k', 2, 0, 0, 0, 'v', 'w'};
     OK(parse_crafted(h1, sizeof h1, ok_met, sizeof ok_met, m));
@@ -466,7 +466,7 @@ static void test_bundle_concurrent_predict(void **state)
     float x[ROWS * IN];
     fill_rows(x, ROWS * IN, 13);
     aims_pipeline *p = fitted_standardize(x, ROWS, IN);
-    aims_model *m = make_model(AIMS_MODEL_MLP, IN, H, K, 14);
+    aims_model *m = make_model(AIMS_MODEL_KIND_MLP, IN, H, K, 14);
     aims_dataset *ds = NULL;
     OK(aims_dataset_create_dense(ROWS, IN, x, NULL, &ds));
     aims_model *q = NULL;
@@ -540,14 +540,14 @@ static void test_bundle_alloc_failures(void **state)
     (void)state;
     float x[ROWS * IN];
     fill_rows(x, ROWS * IN, 10);
-    bctx c = {fitted_standardize(x, ROWS, IN), make_model(AIMS_MODEL_MLP, IN, H, K, 11), NULL,
+    bctx c = {fitted_standardize(x, ROWS, IN), make_model(AIMS_MODEL_KIND_MLP, IN, H, K, 11), NULL,
               x};
     ta_fail_loop("bundle create/save/load/predict_rows", op_create_save_load, &c);
     aims_pipeline_destroy(c.p);
     aims_model_destroy(c.m);
 
     c.p = fitted_text();
-    c.m = make_model(AIMS_MODEL_SOFTMAX, BUCKETS, 0, K, 12);
+    c.m = make_model(AIMS_MODEL_KIND_SOFTMAX, BUCKETS, 0, K, 12);
     OK(aims_bundle_create(c.p, c.m, &c.b));
     ta_fail_loop("bundle predict_texts", op_predict_texts, &c);
     aims_bundle_destroy(c.b);

@@ -215,7 +215,7 @@ static aims_status make_pair(int64_t precision, int64_t threads, int64_t gemm, a
 {
     aims_model *m = NULL;
     aims_trainer *t = NULL;
-    aims_status rc = aims_model_create(AIMS_MODEL_MLP, 256, 4, &m);
+    aims_status rc = aims_model_create(AIMS_MODEL_KIND_MLP, 256, 4, &m);
     if (rc == AIMS_OK) {
         rc = aims_model_add_dense(m, 128, AIMS_ACT_RELU);
     }
@@ -256,7 +256,7 @@ static float *train_copy(const aims_dataset *ds, int64_t precision, int64_t thre
     memcpy(p, m->params, m->n_params * sizeof *p);
     aims_eval *ev = NULL;
     OK(aims_model_evaluate(m, ds, &ev));
-    OK(aims_eval_get(ev, AIMS_METRIC_ACCURACY, acc));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, acc));
     aims_eval_destroy(ev);
     aims_trainer_destroy(t);
     aims_model_destroy(m);

@@ -84,7 +84,7 @@ static aims_dataset *regress(size_t rows, size_t cols, uint64_t seed)
 static aims_model *mlp(size_t in, size_t out, aims_activation a1, aims_activation a2)
 {
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_MLP, in, out, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_MLP, in, out, &m));
     OK(aims_model_add_dense(m, 6, a1));
     OK(aims_model_add_dense(m, 5, a2));
     return m;
@@ -106,13 +106,13 @@ static void test_create_and_params(void **state)
 {
     (void)state;
     aims_model *m = NULL;
-    assert_int_equal(aims_model_create(AIMS_MODEL_LOGISTIC, 3, 2, &m), AIMS_E_INVAL);
+    assert_int_equal(aims_model_create(AIMS_MODEL_KIND_LOGISTIC, 3, 2, &m), AIMS_E_INVAL);
     assert_int_equal(aims_model_create((aims_model_kind)9, 3, 2, &m), AIMS_E_INVAL);
-    assert_int_equal(aims_model_create(AIMS_MODEL_SOFTMAX, 0, 2, &m), AIMS_E_INVAL);
+    assert_int_equal(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 0, 2, &m), AIMS_E_INVAL);
     assert_null(m);
-    OK(aims_model_create(AIMS_MODEL_SOFTMAX, 3, 4, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 3, 4, &m));
     assert_int_equal(aims_model_add_dense(m, 4, AIMS_ACT_RELU), AIMS_E_INVAL);
-    assert_int_equal(aims_model_get_kind(m), AIMS_MODEL_SOFTMAX);
+    assert_int_equal(aims_model_kind_of(m), AIMS_MODEL_KIND_SOFTMAX);
     assert_int_equal(aims_model_num_params(m), 0);
     assert_false(aims_model_is_trained(m));
     OK(aimsi_model_finalize(m));
@@ -188,19 +188,19 @@ static void test_grad_linear_kinds(void **state)
     (void)state;
     aims_dataset *ds = blobs(40, 5, 3, 11);
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_SOFTMAX, 5, 3, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 5, 3, &m));
     grad_check(m, ds);
     aims_model_destroy(m);
     aims_dataset_destroy(ds);
 
     ds = blobs(40, 5, 2, 12);
-    OK(aims_model_create(AIMS_MODEL_LOGISTIC, 5, 1, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_LOGISTIC, 5, 1, &m));
     grad_check(m, ds);
     aims_model_destroy(m);
     aims_dataset_destroy(ds);
 
     ds = regress(40, 5, 13);
-    OK(aims_model_create(AIMS_MODEL_LINEAR, 5, 1, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_LINEAR, 5, 1, &m));
     grad_check(m, ds);
     aims_model_destroy(m);
     aims_dataset_destroy(ds);
@@ -251,7 +251,7 @@ static void configure(aims_trainer *t, aims_model *m, const run_cfg *c)
     OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_VAL_FRACTION, c->val_frac));
     OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_WEIGHT_DECAY, c->wd));
     OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, c->opt ? 0.01 : 0.1));
-    if (c->dropout > 0 && aims_model_get_kind(m) == AIMS_MODEL_MLP && m->params == NULL) {
+    if (c->dropout > 0 && aims_model_kind_of(m) == AIMS_MODEL_KIND_MLP && m->params == NULL) {
         OK(aims_model_set_param_f64(m, AIMS_MODEL_DROPOUT, c->dropout));
     }
 }
@@ -316,7 +316,7 @@ static void resume_case(const aims_dataset *ds, const run_cfg *c, int stop_after
     OK(aims_trainer_begin(t, ds, NULL));
     OK(aims_trainer_restore(t, path));
     double step = 0;
-    OK(aims_trainer_stat(t, AIMS_STAT_STEP, &step));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_STEP, &step));
     assert_int_equal((int)step, stop_after);
     do {
         OK(aims_trainer_epoch(t, &done));
@@ -373,7 +373,7 @@ static void test_cancel_from_thread(void **state)
     assert_int_equal(aims_trainer_fit(t, ds, NULL), AIMS_E_CANCELLED);
     pthread_join(th, NULL);
     double step = 0;
-    OK(aims_trainer_stat(t, AIMS_STAT_STEP, &step));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_STEP, &step));
     assert_true(step >= 1);
     assert_true(aims_model_is_trained(m));
     /* the flag was consumed: the run continues */
@@ -388,7 +388,7 @@ static int stop_at_two(void *user, const aims_trainer *t)
 {
     (void)user;
     double e = 0;
-    OK(aims_trainer_stat(t, AIMS_STAT_EPOCH, &e));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_EPOCH, &e));
     return e >= 2;
 }
 
@@ -397,12 +397,12 @@ static void test_progress_stops(void **state)
     (void)state;
     aims_dataset *ds = blobs(64, 6, 3, 52);
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_SOFTMAX, 6, 3, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 6, 3, &m));
     aims_trainer *t = trainer(m, 10, 8, 1);
-    OK(aims_trainer_set_progress(t, stop_at_two, NULL));
+    OK(aims_trainer_set_progress_fn(t, stop_at_two, NULL));
     assert_int_equal(aims_trainer_fit(t, ds, NULL), AIMS_E_CANCELLED);
     double e = 0;
-    OK(aims_trainer_stat(t, AIMS_STAT_EPOCH, &e));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_EPOCH, &e));
     assert_int_equal((int)e, 2);
     aims_trainer_destroy(t);
     aims_model_destroy(m);
@@ -420,7 +420,7 @@ static int snapshot(void *user, const aims_trainer *t)
 {
     snaps *s = user;
     double e = 0;
-    OK(aims_trainer_stat(t, AIMS_STAT_EPOCH, &e));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_EPOCH, &e));
     const size_t i = (size_t)e;
     assert_true(i < 64);
     free(s->p[i]);
@@ -447,11 +447,11 @@ static void test_early_stopping_restores_best(void **state)
     snaps sn;
     memset(&sn, 0, sizeof sn);
     sn.m = m;
-    OK(aims_trainer_set_progress(t, snapshot, &sn));
+    OK(aims_trainer_set_progress_fn(t, snapshot, &sn));
     OK(aims_trainer_fit(t, ds, NULL));
     double best = 0, epoch = 0;
-    OK(aims_trainer_stat(t, AIMS_STAT_BEST_EPOCH, &best));
-    OK(aims_trainer_stat(t, AIMS_STAT_EPOCH, &epoch));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_BEST_EPOCH, &best));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_EPOCH, &epoch));
     assert_true(epoch < 60);            /* stopped early */
     assert_true(best >= 1 && best < epoch);
     assert_int_equal((int)(epoch - best), 3);
@@ -500,11 +500,11 @@ static void test_predict_and_evaluate(void **state)
     aims_eval *ev = NULL;
     OK(aims_model_evaluate(m, ds, &ev));
     double acc = 0, f1 = 0, ll = 0, rows = 0;
-    OK(aims_eval_get(ev, AIMS_METRIC_ACCURACY, &acc));
-    OK(aims_eval_get(ev, AIMS_METRIC_MACRO_F1, &f1));
-    OK(aims_eval_get(ev, AIMS_METRIC_LOG_LOSS, &ll));
-    OK(aims_eval_get(ev, AIMS_METRIC_ROWS, &rows));
-    assert_int_equal(aims_eval_get(ev, AIMS_METRIC_MSE, &rows), AIMS_E_UNSUPPORTED);
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_MACRO_F1, &f1));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_LOG_LOSS, &ll));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ROWS, &rows));
+    assert_int_equal(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_MSE, &rows), AIMS_E_UNSUPPORTED);
     assert_true(fabs(acc - (double)correct / (double)n) < 1e-12);
     assert_true(acc > 0.85);
     assert_true(f1 > 0.8 && f1 <= 1.0);
@@ -515,8 +515,8 @@ static void test_predict_and_evaluate(void **state)
     assert_true(fabs(ll - want_ll / (double)n) < 1e-4);
     int64_t conf[9];
     assert_int_equal(aims_eval_num_classes(ev), 3);
-    assert_int_equal(aims_eval_confusion(ev, conf, 8), AIMS_E_RANGE);
-    OK(aims_eval_confusion(ev, conf, 9));
+    assert_int_equal(aims_eval_get_confusion(ev, conf, 8), AIMS_E_RANGE);
+    OK(aims_eval_get_confusion(ev, conf, 9));
     int64_t diag = 0, all = 0;
     for (size_t i = 0; i < 9; i++) {
         all += conf[i];
@@ -555,20 +555,20 @@ static void test_regression_metrics(void **state)
     (void)state;
     aims_dataset *ds = regress(200, 4, 81);
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_LINEAR, 4, 1, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_LINEAR, 4, 1, &m));
     aims_trainer *t = trainer(m, 40, 16, 1);
     OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, 0.05));
     OK(aims_trainer_fit(t, ds, NULL));
     aims_eval *ev = NULL;
     OK(aims_model_evaluate(m, ds, &ev));
     double mse = 1, r2 = 0;
-    OK(aims_eval_get(ev, AIMS_METRIC_MSE, &mse));
-    OK(aims_eval_get(ev, AIMS_METRIC_R2, &r2));
-    assert_int_equal(aims_eval_get(ev, AIMS_METRIC_ACCURACY, &r2), AIMS_E_UNSUPPORTED);
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_MSE, &mse));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_R2, &r2));
+    assert_int_equal(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &r2), AIMS_E_UNSUPPORTED);
     assert_true(mse < 1e-3);
     assert_true(r2 > 0.99);
     int64_t c[1];
-    assert_int_equal(aims_eval_confusion(ev, c, 1), AIMS_E_UNSUPPORTED);
+    assert_int_equal(aims_eval_get_confusion(ev, c, 1), AIMS_E_UNSUPPORTED);
     aims_eval_destroy(ev);
     float p[1];
     assert_int_equal(aims_model_predict(m, AIMS_OUT_PROBA, ds->x, 1, 4, p, 1), AIMS_E_INVAL);
@@ -587,7 +587,7 @@ static void test_logistic(void **state)
     (void)state;
     aims_dataset *ds = blobs(200, 4, 2, 91);
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_LOGISTIC, 4, 1, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_LOGISTIC, 4, 1, &m));
     assert_int_equal(aims_model_output_dim(m), 2);
     aims_trainer *t = trainer(m, 30, 16, 1);
     OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, 2));
@@ -604,7 +604,7 @@ static void test_logistic(void **state)
     aims_eval *ev = NULL;
     OK(aims_model_evaluate(m, ds, &ev));
     double acc = 0;
-    OK(aims_eval_get(ev, AIMS_METRIC_ACCURACY, &acc));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc));
     assert_true(acc > 0.9);
     assert_int_equal(aims_eval_num_classes(ev), 2);
     aims_eval_destroy(ev);
@@ -701,7 +701,7 @@ static void test_save_load_clone(void **state)
     aims_model *bad = NULL;
     assert_int_equal(aims_model_load("/nonexistent/x.model", &bad), AIMS_E_NOTFOUND);
     aims_model *u = NULL;
-    OK(aims_model_create(AIMS_MODEL_SOFTMAX, 2, 2, &u));
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 2, 2, &u));
     assert_int_equal(aims_model_save(u, path), AIMS_E_STATE);
     aims_model_destroy(u);
     unlink(path);
@@ -716,7 +716,7 @@ static void test_hostile_files(void **state)
     (void)state;
     aims_dataset *ds = blobs(40, 3, 2, 121);
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_MLP, 3, 2, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_MLP, 3, 2, &m));
     OK(aims_model_add_dense(m, 4, AIMS_ACT_GELU));
     aims_trainer *t = trainer(m, 2, 8, 1);
     OK(aims_trainer_fit(t, ds, NULL));
@@ -763,7 +763,7 @@ static aims_status op_train(void *arg)
 {
     const fctx *c = arg;
     aims_model *m = NULL;
-    aims_status rc = aims_model_create(AIMS_MODEL_MLP, 6, 3, &m);
+    aims_status rc = aims_model_create(AIMS_MODEL_KIND_MLP, 6, 3, &m);
     if (rc != AIMS_OK) {
         return rc;
     }
@@ -872,13 +872,13 @@ static void test_fashion_softmax_floor(void **state)
         te->x[i] *= 1.0f / 255.0f;
     }
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_SOFTMAX, 784, 10, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 784, 10, &m));
     aims_trainer *t = trainer(m, 1, 128, 1);
     OK(aims_trainer_fit(t, tr, NULL));
     aims_eval *ev = NULL;
     OK(aims_model_evaluate(m, te, &ev));
     double acc = 0;
-    OK(aims_eval_get(ev, AIMS_METRIC_ACCURACY, &acc));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc));
     assert_true(acc >= 0.80);
     aims_eval_destroy(ev);
     aims_trainer_destroy(t);
@@ -918,11 +918,11 @@ static aims_dataset *text_docs(size_t rows, uint64_t seed)
     OK(aims_dataset_create_texts(rows, (const char *const *)docs, NULL, y, &raw));
     aims_pipeline *p = NULL;
     OK(aims_pipeline_create(&p));
-    OK(aims_pipeline_add(p, AIMS_STEP_NORMALIZE, NULL));
-    OK(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_NORMALIZE, NULL));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL));
     size_t hi = 0;
-    OK(aims_pipeline_add(p, AIMS_STEP_HASH, &hi));
-    OK(aims_pipeline_set_step_i64(p, hi, AIMS_STEP_BUCKETS, 256));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_HASH, &hi));
+    OK(aims_pipeline_set_step_param_i64(p, hi, AIMS_STEP_BUCKETS, 256));
     aims_dataset *ds = NULL;
     OK(aims_pipeline_fit_transform(p, raw, &ds));
     assert_non_null(ds->tok_off);
@@ -942,19 +942,19 @@ static void test_text_model(void **state)
     (void)state;
     aims_dataset *ds = text_docs(300, 141);
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_TEXT, 256, 3, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 3, &m));
     OK(aims_model_set_param_i64(m, AIMS_MODEL_EMBED_DIM, 8));
     aims_trainer *t = trainer(m, 5, 1, 1);
     OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, 0.5));
     OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_VAL_FRACTION, 0.2));
     OK(aims_trainer_fit(t, ds, NULL));
     double vacc = 0;
-    OK(aims_trainer_stat(t, AIMS_STAT_VAL_ACCURACY, &vacc));
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_VAL_ACCURACY, &vacc));
     assert_true(vacc > 0.95);
     aims_eval *ev = NULL;
     OK(aims_model_evaluate(m, ds, &ev));
     double acc = 0;
-    OK(aims_eval_get(ev, AIMS_METRIC_ACCURACY, &acc));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc));
     assert_true(acc > 0.95);
     aims_eval_destroy(ev);
     float *p = malloc(ds->rows * 3 * sizeof *p);
@@ -984,7 +984,7 @@ static aims_status op_text(void *arg)
 {
     const aims_dataset *ds = arg;
     aims_model *m = NULL;
-    aims_status rc = aims_model_create(AIMS_MODEL_TEXT, 256, 3, &m);
+    aims_status rc = aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 3, &m);
     if (rc != AIMS_OK) {
         return rc;
     }
@@ -1031,7 +1031,7 @@ static void test_text_grad_and_resume(void **state)
     aims_dataset *one = NULL;
     OK(aims_dataset_view(all, 4, 1, &one));
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_TEXT, 256, 3, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 3, &m));
     OK(aims_model_set_param_i64(m, AIMS_MODEL_EMBED_DIM, 4));
     aims_trainer *t = trainer(m, 1, 1, 3);
     OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, 1.0));
@@ -1076,7 +1076,7 @@ static void test_text_grad_and_resume(void **state)
     const int fd = mkstemp(path);
     close(fd);
     for (int pass = 0; pass < 2; pass++) {
-        OK(aims_model_create(AIMS_MODEL_TEXT, 256, 3, &m));
+        OK(aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 3, &m));
         OK(aims_model_set_param_i64(m, AIMS_MODEL_EMBED_DIM, 4));
         t = trainer(m, 3, 1, 4);
         OK(aims_trainer_begin(t, all, NULL));
@@ -1137,7 +1137,7 @@ static void text_grad_check(int linear, int64_t loss)
     aims_dataset *one = NULL;
     OK(aims_dataset_view(all, 7, 1, &one));
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_TEXT, 256, 3, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 3, &m));
     OK(aims_model_set_param_i64(m, AIMS_MODEL_EMBED_DIM, 4));
     OK(aims_model_set_param_i64(m, AIMS_MODEL_TEXT_LINEAR, linear));
     OK(aims_model_set_param_i64(m, AIMS_MODEL_LOSS, loss));
@@ -1196,11 +1196,11 @@ static void test_text_linear_hinge(void **state)
     (void)state;
     /* parameters: TEXT only, structural, read back */
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_SOFTMAX, 4, 3, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 4, 3, &m));
     assert_int_equal(aims_model_set_param_i64(m, AIMS_MODEL_TEXT_LINEAR, 1), AIMS_E_INVAL);
     assert_int_equal(aims_model_set_param_i64(m, AIMS_MODEL_LOSS, 3), AIMS_E_INVAL);
     aims_model_destroy(m);
-    OK(aims_model_create(AIMS_MODEL_TEXT, 256, 3, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 3, &m));
     int64_t v = -1;
     OK(aims_model_get_param_i64(m, AIMS_MODEL_TEXT_LINEAR, &v));
     assert_int_equal(v, 0);
@@ -1222,7 +1222,7 @@ static void test_text_linear_hinge(void **state)
     aims_eval *ev = NULL;
     OK(aims_model_evaluate(m, ds, &ev));
     double acc = 0;
-    OK(aims_eval_get(ev, AIMS_METRIC_ACCURACY, &acc));
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc));
     assert_true(acc > 0.95);
     aims_eval_destroy(ev);
     assert_true(text_hinge_loss(m, ds) < 0.5);
@@ -1262,7 +1262,7 @@ static void test_text_linear_hinge(void **state)
 
     /* a file claiming text_linear or the hinge loss for another kind is corrupt */
     for (int field = 0; field < 2; field++) {
-        OK(aims_model_create(AIMS_MODEL_SOFTMAX, 4, 3, &m));
+        OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 4, 3, &m));
         OK(aimsi_model_finalize(m));
         if (field == 0) {
             m->text_linear = 1; /* white-box: what no public call allows */
@@ -1287,7 +1287,7 @@ static void test_text_linear_hinge(void **state)
     float *want = NULL;
     int done = 0;
     for (int pass = 0; pass < 3; pass++) {
-        OK(aims_model_create(AIMS_MODEL_TEXT, 256, 3, &m));
+        OK(aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 3, &m));
         OK(aims_model_set_param_i64(m, AIMS_MODEL_EMBED_DIM, 3));
         OK(aims_model_set_param_i64(m, AIMS_MODEL_TEXT_LINEAR, pass < 2 ? 1 : 0));
         OK(aims_model_set_param_i64(m, AIMS_MODEL_LOSS, 3));
@@ -1336,7 +1336,7 @@ static aims_status op_text_linear(void *arg)
 {
     const aims_dataset *ds = arg;
     aims_model *m = NULL;
-    aims_status rc = aims_model_create(AIMS_MODEL_TEXT, 256, 3, &m);
+    aims_status rc = aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 3, &m);
     if (rc != AIMS_OK) {
         return rc;
     }

@@ -36,7 +36,7 @@ static aims_model *make_mlp(size_t in, size_t hidden, size_t out, aims_activatio
                             uint64_t seed)
 {
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_MLP, in, out, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_MLP, in, out, &m));
     if (hidden > 0) {
         OK(aims_model_add_dense(m, hidden, act));
     }
@@ -263,7 +263,7 @@ static void test_quantize_softmax_and_single_row(void **state)
     (void)state;
     enum { IN = 64, K = 4 };
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_SOFTMAX, IN, K, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, IN, K, &m));
     OK(aimsi_model_finalize(m));
     aimsi_rng rng;
     aimsi_rng_seed(&rng, 3);
@@ -299,7 +299,7 @@ static void test_quantize_errors(void **state)
     OK(aims_dataset_create_dense(8, 6, x, NULL, &ds));
     aims_model *q = NULL;
     aims_model *m = NULL;
-    OK(aims_model_create(AIMS_MODEL_MLP, 6, 3, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_MLP, 6, 3, &m));
     assert_int_equal(aims_model_quantize(m, ds, &q), AIMS_E_STATE); /* untrained */
     aims_model_destroy(m);
 
@@ -323,7 +323,7 @@ static void test_quantize_errors(void **state)
     aims_model_destroy(q);
     aims_model_destroy(m);
 
-    OK(aims_model_create(AIMS_MODEL_TEXT, 100, 3, &m));
+    OK(aims_model_create(AIMS_MODEL_KIND_TEXT, 100, 3, &m));
     assert_int_equal(aims_model_quantize(m, ds, &q), AIMS_E_UNSUPPORTED);
     aims_model_destroy(m);
 

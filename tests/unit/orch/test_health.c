@@ -39,11 +39,11 @@ static void on_change(void *user, aims_instance id, aims_health_state from,
     c->last_id = id;
     c->last_from = from;
     c->last_to = to;
-    if (to == AIMS_HEALTH_EJECTED) {
-        assert_int_equal(from, AIMS_HEALTH_HEALTHY);
+    if (to == AIMS_HEALTH_STATE_EJECTED) {
+        assert_int_equal(from, AIMS_HEALTH_STATE_HEALTHY);
         c->to_ejected++;
     } else {
-        assert_int_equal(from, AIMS_HEALTH_EJECTED);
+        assert_int_equal(from, AIMS_HEALTH_STATE_EJECTED);
         c->to_healthy++;
     }
 }
@@ -54,7 +54,7 @@ static aims_health *mk(_Atomic uint64_t *clk, changes *c, size_t n)
     aims_health *h = NULL;
     assert_int_equal(aims_health_create(&h), AIMS_OK);
     assert_int_equal(aims_health_set_clock(h, fake_clock, clk), AIMS_OK);
-    assert_int_equal(aims_health_on_change(h, on_change, c), AIMS_OK);
+    assert_int_equal(aims_health_set_change_fn(h, on_change, c), AIMS_OK);
     for (size_t i = 1; i <= n; i++) {
         assert_int_equal(aims_health_add(h, i), AIMS_OK);
     }
@@ -75,7 +75,7 @@ static void test_health_create_params_misuse(void **state)
     aims_health_destroy(NULL);
     assert_int_equal(aims_health_report(NULL, 1, 0), AIMS_E_MISUSE);
     assert_int_equal(aims_health_state_of(NULL, 1), 0);
-    assert_int_equal(aims_health_in_panic(NULL), 0);
+    assert_int_equal(aims_health_is_in_panic(NULL), 0);
     aims_health *h = NULL;
     assert_int_equal(aims_health_create(&h), AIMS_OK);
     assert_int_equal(aims_health_set_param_i64(h, AIMS_HEALTH_FAILURES, 0), AIMS_E_RANGE);
@@ -86,13 +86,13 @@ static void test_health_create_params_misuse(void **state)
     assert_int_equal(aims_health_add(h, 5), AIMS_OK);
     assert_int_equal(aims_health_add(h, 5), AIMS_E_EXISTS);
     assert_int_equal(aims_health_add(h, 3), AIMS_OK);
-    assert_int_equal(aims_health_state_of(h, 5), AIMS_HEALTH_HEALTHY);
+    assert_int_equal(aims_health_state_of(h, 5), AIMS_HEALTH_STATE_HEALTHY);
     assert_int_equal(aims_health_state_of(h, 4), 0);
     assert_int_equal(aims_health_report(h, 4, 1), AIMS_E_NOTFOUND);
     assert_int_equal(aims_health_remove(h, 5), AIMS_OK);
     assert_int_equal(aims_health_remove(h, 5), AIMS_E_NOTFOUND);
     assert_int_equal(aims_health_state_of(h, 5), 0);
-    assert_int_equal(aims_health_state_of(h, 3), AIMS_HEALTH_HEALTHY);
+    assert_int_equal(aims_health_state_of(h, 3), AIMS_HEALTH_STATE_HEALTHY);
     aims_health_destroy(h);
 }
 
@@ -104,23 +104,23 @@ static void test_health_defaults_eject_after_five(void **state)
     changes c = {0};
     aims_health *h = mk(&clk, &c, 20);
     fail_n(h, 7, 4);
-    assert_int_equal(aims_health_state_of(h, 7), AIMS_HEALTH_HEALTHY);
+    assert_int_equal(aims_health_state_of(h, 7), AIMS_HEALTH_STATE_HEALTHY);
     assert_int_equal(aims_health_report(h, 7, 1), AIMS_OK); /* a success resets the run */
     fail_n(h, 7, 4);
-    assert_int_equal(aims_health_state_of(h, 7), AIMS_HEALTH_HEALTHY);
+    assert_int_equal(aims_health_state_of(h, 7), AIMS_HEALTH_STATE_HEALTHY);
     assert_int_equal(c.to_ejected, 0);
     fail_n(h, 7, 1);
-    assert_int_equal(aims_health_state_of(h, 7), AIMS_HEALTH_EJECTED);
+    assert_int_equal(aims_health_state_of(h, 7), AIMS_HEALTH_STATE_EJECTED);
     assert_int_equal(c.to_ejected, 1);
     assert_int_equal(c.last_id, 7);
     fail_n(h, 7, 10); /* reports on an ejected instance change nothing */
     assert_int_equal(c.to_ejected, 1);
     atomic_store(&clk, 30000 * MS - 1);
-    assert_int_equal(aims_health_state_of(h, 7), AIMS_HEALTH_EJECTED);
+    assert_int_equal(aims_health_state_of(h, 7), AIMS_HEALTH_STATE_EJECTED);
     atomic_store(&clk, 30000 * MS);
-    assert_int_equal(aims_health_state_of(h, 7), AIMS_HEALTH_HEALTHY);
-    assert_int_equal(aims_health_state_of(h, 7), AIMS_HEALTH_HEALTHY);
-    assert_int_equal(aims_health_in_panic(h), 0);
+    assert_int_equal(aims_health_state_of(h, 7), AIMS_HEALTH_STATE_HEALTHY);
+    assert_int_equal(aims_health_state_of(h, 7), AIMS_HEALTH_STATE_HEALTHY);
+    assert_int_equal(aims_health_is_in_panic(h), 0);
     assert_int_equal(c.to_healthy, 1); /* once per change */
     aims_health_destroy(h);
 }
@@ -129,10 +129,10 @@ static void test_health_defaults_eject_after_five(void **state)
 static uint64_t eject_len(aims_health *h, _Atomic uint64_t *clk, aims_instance id)
 {
     fail_n(h, id, 2);
-    assert_int_equal(aims_health_state_of(h, id), AIMS_HEALTH_EJECTED);
+    assert_int_equal(aims_health_state_of(h, id), AIMS_HEALTH_STATE_EJECTED);
     const uint64_t t0 = atomic_load(clk);
     uint64_t ms = 0;
-    while (aims_health_state_of(h, id) == AIMS_HEALTH_EJECTED) {
+    while (aims_health_state_of(h, id) == AIMS_HEALTH_STATE_EJECTED) {
         ms++;
         atomic_store(clk, t0 + ms * MS);
         assert_true(ms < 100000);
@@ -193,26 +193,26 @@ static void test_health_max_ejected_share(void **state)
     assert_int_equal(aims_health_set_param_i64(h, AIMS_HEALTH_EJECT_MS, 1000), AIMS_OK);
     fail_n(h, 1, 3);
     fail_n(h, 2, 3);
-    assert_int_equal(aims_health_state_of(h, 1), AIMS_HEALTH_EJECTED);
-    assert_int_equal(aims_health_state_of(h, 2), AIMS_HEALTH_HEALTHY);
+    assert_int_equal(aims_health_state_of(h, 1), AIMS_HEALTH_STATE_EJECTED);
+    assert_int_equal(aims_health_state_of(h, 2), AIMS_HEALTH_STATE_HEALTHY);
     assert_int_equal(c.to_ejected, 1);
     atomic_store(&clk, 1000 * MS);
     /* the run of 2 continues: the next failure ejects once there is room */
     fail_n(h, 2, 1);
-    assert_int_equal(aims_health_state_of(h, 1), AIMS_HEALTH_HEALTHY);
-    assert_int_equal(aims_health_state_of(h, 2), AIMS_HEALTH_EJECTED);
+    assert_int_equal(aims_health_state_of(h, 1), AIMS_HEALTH_STATE_HEALTHY);
+    assert_int_equal(aims_health_state_of(h, 2), AIMS_HEALTH_STATE_EJECTED);
     assert_int_equal(c.to_ejected, 2);
     assert_int_equal(c.to_healthy, 1);
     /* with 50 %: two of five */
     assert_int_equal(aims_health_set_param_i64(h, AIMS_HEALTH_MAX_EJECTED_PCT, 50), AIMS_OK);
     fail_n(h, 3, 3);
     fail_n(h, 4, 3);
-    assert_int_equal(aims_health_state_of(h, 3), AIMS_HEALTH_EJECTED);
-    assert_int_equal(aims_health_state_of(h, 4), AIMS_HEALTH_HEALTHY);
+    assert_int_equal(aims_health_state_of(h, 3), AIMS_HEALTH_STATE_EJECTED);
+    assert_int_equal(aims_health_state_of(h, 4), AIMS_HEALTH_STATE_HEALTHY);
     /* removing an ejected instance frees its slot (2 of 4 at 50 %) */
     assert_int_equal(aims_health_remove(h, 2), AIMS_OK);
     fail_n(h, 4, 1);
-    assert_int_equal(aims_health_state_of(h, 4), AIMS_HEALTH_EJECTED);
+    assert_int_equal(aims_health_state_of(h, 4), AIMS_HEALTH_STATE_EJECTED);
     aims_health_destroy(h);
 }
 
@@ -222,7 +222,7 @@ static void test_health_panic_threshold(void **state)
     _Atomic uint64_t clk = 0;
     changes c = {0};
     aims_health *h = mk(&clk, &c, 0);
-    assert_int_equal(aims_health_in_panic(h), 0); /* empty: no panic */
+    assert_int_equal(aims_health_is_in_panic(h), 0); /* empty: no panic */
     for (aims_instance i = 1; i <= 4; i++) {
         assert_int_equal(aims_health_add(h, i), AIMS_OK);
     }
@@ -230,23 +230,23 @@ static void test_health_panic_threshold(void **state)
     assert_int_equal(aims_health_set_param_i64(h, AIMS_HEALTH_MAX_EJECTED_PCT, 100), AIMS_OK);
     assert_int_equal(aims_health_set_param_i64(h, AIMS_HEALTH_EJECT_MS, 50), AIMS_OK);
     fail_n(h, 1, 1);
-    assert_int_equal(aims_health_in_panic(h), 0); /* 75 % healthy */
+    assert_int_equal(aims_health_is_in_panic(h), 0); /* 75 % healthy */
     fail_n(h, 2, 1);
-    assert_int_equal(aims_health_in_panic(h), 0); /* 50 %: not below 50 */
+    assert_int_equal(aims_health_is_in_panic(h), 0); /* 50 %: not below 50 */
     fail_n(h, 3, 1);
-    assert_int_equal(aims_health_in_panic(h), 1); /* 25 % */
+    assert_int_equal(aims_health_is_in_panic(h), 1); /* 25 % */
     assert_int_equal(aims_health_set_param_i64(h, AIMS_HEALTH_PANIC_PCT, 25), AIMS_OK);
-    assert_int_equal(aims_health_in_panic(h), 0);
+    assert_int_equal(aims_health_is_in_panic(h), 0);
     assert_int_equal(aims_health_set_param_i64(h, AIMS_HEALTH_PANIC_PCT, 50), AIMS_OK);
     atomic_store(&clk, 50 * MS); /* ejections end: in_panic ends them, with callbacks */
-    assert_int_equal(aims_health_in_panic(h), 0);
+    assert_int_equal(aims_health_is_in_panic(h), 0);
     assert_int_equal(c.to_healthy, 3);
     assert_int_equal(aims_health_set_param_i64(h, AIMS_HEALTH_PANIC_PCT, 0), AIMS_OK);
     fail_n(h, 1, 1);
     fail_n(h, 2, 1);
     fail_n(h, 3, 1);
     fail_n(h, 4, 1);
-    assert_int_equal(aims_health_in_panic(h), 0); /* panic disabled */
+    assert_int_equal(aims_health_is_in_panic(h), 0); /* panic disabled */
     aims_health_destroy(h);
 }
 
@@ -267,7 +267,7 @@ static void reent_cb(void *user, aims_instance id, aims_health_state from, aims_
     r->seen_state = aims_health_state_of(r->h, id);
     assert_int_equal(r->seen_state, to);
     assert_int_equal(aims_health_report(r->h, id, 1), AIMS_OK);
-    (void)aims_health_in_panic(r->h);
+    (void)aims_health_is_in_panic(r->h);
 }
 
 static void test_health_callback_reentrant(void **state)
@@ -278,15 +278,15 @@ static void test_health_callback_reentrant(void **state)
     assert_int_equal(aims_health_create(&h), AIMS_OK);
     assert_int_equal(aims_health_set_clock(h, fake_clock, &clk), AIMS_OK);
     reent r = {.h = h};
-    assert_int_equal(aims_health_on_change(h, reent_cb, &r), AIMS_OK);
+    assert_int_equal(aims_health_set_change_fn(h, reent_cb, &r), AIMS_OK);
     assert_int_equal(aims_health_add(h, 1), AIMS_OK);
     assert_int_equal(aims_health_set_param_i64(h, AIMS_HEALTH_FAILURES, 1), AIMS_OK);
     fail_n(h, 1, 1);
     assert_int_equal(r.calls, 1);
     atomic_store(&clk, 30000 * MS);
-    assert_int_equal(aims_health_state_of(h, 1), AIMS_HEALTH_HEALTHY);
+    assert_int_equal(aims_health_state_of(h, 1), AIMS_HEALTH_STATE_HEALTHY);
     assert_int_equal(r.calls, 2);
-    assert_int_equal(aims_health_on_change(h, NULL, NULL), AIMS_OK);
+    assert_int_equal(aims_health_set_change_fn(h, NULL, NULL), AIMS_OK);
     fail_n(h, 1, 1);
     assert_int_equal(r.calls, 2);
     aims_health_destroy(h);
@@ -307,7 +307,7 @@ static void conc_cb(void *user, aims_instance id, aims_health_state from, aims_h
     (void)id;
     (void)from;
     conc *const c = user;
-    if (to == AIMS_HEALTH_EJECTED) {
+    if (to == AIMS_HEALTH_STATE_EJECTED) {
         atomic_fetch_add(&c->ejections, 1);
     } else {
         atomic_fetch_add(&c->returns, 1);
@@ -344,7 +344,7 @@ static void test_health_concurrent_reports(void **state)
     atomic_init(&c.returns, 0);
     assert_int_equal(aims_health_create(&c.h), AIMS_OK);
     assert_int_equal(aims_health_set_clock(c.h, fake_clock, &c.clk), AIMS_OK);
-    assert_int_equal(aims_health_on_change(c.h, conc_cb, &c), AIMS_OK);
+    assert_int_equal(aims_health_set_change_fn(c.h, conc_cb, &c), AIMS_OK);
     assert_int_equal(aims_health_set_param_i64(c.h, AIMS_HEALTH_FAILURES, 2), AIMS_OK);
     assert_int_equal(aims_health_set_param_i64(c.h, AIMS_HEALTH_EJECT_MS, 20), AIMS_OK);
     assert_int_equal(aims_health_set_param_i64(c.h, AIMS_HEALTH_MAX_EJECTED_PCT, 50), AIMS_OK);
@@ -365,7 +365,7 @@ static void test_health_concurrent_reports(void **state)
     }
     int ejected = 0;
     for (aims_instance i = 1; i <= 8; i++) {
-        ejected += aims_health_state_of(c.h, i) == AIMS_HEALTH_EJECTED;
+        ejected += aims_health_state_of(c.h, i) == AIMS_HEALTH_STATE_EJECTED;
     }
     assert_true(ejected <= 4);
     assert_true(atomic_load(&c.ejections) > 0);

@@ -87,7 +87,7 @@ static void test_metrics_rejects_bad_args(void **state)
     assert_int_equal(aims_metrics_observe(mx, "h", "le=\"1\"", 1), AIMS_E_INVAL);
     assert_int_equal(aims_metrics_count(mx, "h2", "le=\"1\"", 1), AIMS_OK);
     /* One kind per name, whatever the labels. */
-    assert_int_equal(aims_metrics_gauge(mx, "c", NULL, 1.0), AIMS_E_INVAL);
+    assert_int_equal(aims_metrics_set_gauge(mx, "c", NULL, 1.0), AIMS_E_INVAL);
     assert_int_equal(aims_metrics_observe(mx, "c", "x=\"y\"", 1), AIMS_E_INVAL);
     /* Quantile errors */
     assert_int_equal(aims_metrics_quantile(mx, "nope", NULL, 0.5, &q), AIMS_E_NOTFOUND);
@@ -109,8 +109,8 @@ static void test_metrics_counters_gauges_quantile_edges(void **state)
     assert_int_equal(aims_metrics_count(mx, "req_total", "svc=\"a\"", 3), AIMS_OK);
     assert_int_equal(aims_metrics_count(mx, "req_total", "svc=\"a\"", 4), AIMS_OK);
     assert_int_equal(aims_metrics_count(mx, "req_total", "svc=\"b\"", 1), AIMS_OK);
-    assert_int_equal(aims_metrics_gauge(mx, "inflight", NULL, 2.5), AIMS_OK);
-    assert_int_equal(aims_metrics_gauge(mx, "inflight", NULL, -1.25), AIMS_OK);
+    assert_int_equal(aims_metrics_set_gauge(mx, "inflight", NULL, 2.5), AIMS_OK);
+    assert_int_equal(aims_metrics_set_gauge(mx, "inflight", NULL, -1.25), AIMS_OK);
     char *txt = NULL;
     size_t len = 0;
     assert_int_equal(aims_metrics_prometheus(mx, &txt, &len), AIMS_OK);
@@ -266,9 +266,9 @@ static void test_metrics_prometheus_parses(void **state)
     aims_metrics *mx = mk();
     assert_int_equal(aims_metrics_count(mx, "aims_requests_total", "service=\"infer\"", 5), AIMS_OK);
     assert_int_equal(aims_metrics_count(mx, "aims_requests_total", "service=\"train\"", 2), AIMS_OK);
-    assert_int_equal(aims_metrics_gauge(mx, "aims_inflight", NULL, 3.0), AIMS_OK);
-    assert_int_equal(aims_metrics_gauge(mx, "aims_weird", "k=\"inf\"", INFINITY), AIMS_OK);
-    assert_int_equal(aims_metrics_gauge(mx, "aims_weird", "k=\"nan\"", NAN), AIMS_OK);
+    assert_int_equal(aims_metrics_set_gauge(mx, "aims_inflight", NULL, 3.0), AIMS_OK);
+    assert_int_equal(aims_metrics_set_gauge(mx, "aims_weird", "k=\"inf\"", INFINITY), AIMS_OK);
+    assert_int_equal(aims_metrics_set_gauge(mx, "aims_weird", "k=\"nan\"", NAN), AIMS_OK);
     for (uint64_t ns = 500; ns < 200000000000ull; ns = ns * 3 / 2) {
         assert_int_equal(aims_metrics_observe(mx, "aims_latency_seconds", "service=\"infer\"", ns),
                          AIMS_OK);
@@ -360,7 +360,7 @@ static void *conc_worker(void *arg)
         if (k % 1000 == 0) {
             char name[32];
             snprintf(name, sizeof name, "g_%ld_%d", t, k); /* grows the table meanwhile */
-            if (aims_metrics_gauge(g_mx, name, NULL, (double)k) != AIMS_OK) {
+            if (aims_metrics_set_gauge(g_mx, name, NULL, (double)k) != AIMS_OK) {
                 atomic_fetch_add(&g_fail, 1);
             }
             char *txt = NULL;
@@ -413,7 +413,7 @@ static aims_status op_metrics(void *ctx)
         char name[32];
         snprintf(name, sizeof name, "m%d", i);
         rc = i % 3 == 0   ? aims_metrics_count(mx, name, "a=\"b\"", 1)
-             : i % 3 == 1 ? aims_metrics_gauge(mx, name, NULL, 1.5)
+             : i % 3 == 1 ? aims_metrics_set_gauge(mx, name, NULL, 1.5)
                           : aims_metrics_observe(mx, name, NULL, (uint64_t)i * 1000);
     }
     double q = 0;

@@ -256,15 +256,15 @@ static void test_registry_address_copy(void **state)
     addr[0] = 'X'; /* the registry keeps its own copy */
     char buf[64];
     size_t len = 0;
-    assert_int_equal(aims_registry_address(r, id, buf, sizeof(buf), &len), AIMS_OK);
+    assert_int_equal(aims_registry_get_address(r, id, buf, sizeof(buf), &len), AIMS_OK);
     assert_string_equal(buf, "tcp://127.0.0.1:5555");
     assert_int_equal(len, 20);
     char tiny[20] = "untouched";
     len = 0;
-    assert_int_equal(aims_registry_address(r, id, tiny, sizeof(tiny), &len), AIMS_E_RANGE);
+    assert_int_equal(aims_registry_get_address(r, id, tiny, sizeof(tiny), &len), AIMS_E_RANGE);
     assert_int_equal(len, 20);
     assert_string_equal(tiny, "untouched");
-    assert_int_equal(aims_registry_address(r, id + 1, buf, sizeof(buf), &len), AIMS_E_NOTFOUND);
+    assert_int_equal(aims_registry_get_address(r, id + 1, buf, sizeof(buf), &len), AIMS_E_NOTFOUND);
     aims_registry_destroy(r);
 }
 

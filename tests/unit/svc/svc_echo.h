@@ -50,14 +50,14 @@ static aims_status echo_fn(void *user, const char *method, const aims_msg *req, 
         aims_msg_set_error(reply, "told to fail");
         return fail;
     }
-    for (size_t i = 0; i < aims_msg_count(req); i++) {
+    for (size_t i = 0; i < aims_msg_num_tensors(req); i++) {
         const char *name;
         aims_dtype dt;
         size_t nd;
         const uint64_t *dims;
         const void *data;
         size_t bytes;
-        AIMSI_TRY(aims_msg_get(req, i, &name, &dt, &nd, &dims, &data, &bytes));
+        AIMSI_TRY(aims_msg_get_tensor(req, i, &name, &dt, &nd, &dims, &data, &bytes));
         AIMSI_TRY(aims_msg_add(reply, name, dt, dims, nd, data, 0));
     }
     const int32_t tag = h->tag;
@@ -77,7 +77,7 @@ static aims_client *mk_client(aims_registry *r)
         assert_int_equal(aims_client_set_tls(c, g_client_tls), AIMS_OK);
     }
     if (r != NULL) {
-        assert_int_equal(aims_client_use_registry(c, r), AIMS_OK);
+        assert_int_equal(aims_client_set_registry(c, r), AIMS_OK);
     }
     return c;
 }
@@ -104,7 +104,7 @@ static int reply_tag(const aims_msg *m)
         return -1;
     }
     const void *data = NULL;
-    assert_int_equal(aims_msg_get(m, idx, NULL, NULL, NULL, NULL, &data, NULL), AIMS_OK);
+    assert_int_equal(aims_msg_get_tensor(m, idx, NULL, NULL, NULL, NULL, &data, NULL), AIMS_OK);
     int32_t t;
     memcpy(&t, data, sizeof t);
     return t;

@@ -548,8 +548,8 @@ static void door_up(door *d, const char *policy_text)
     assert_int_equal(aims_node_listen(d->n, "tcp://127.0.0.1:0"), AIMS_OK);
     assert_int_equal(aims_node_listen(d->n, ipc), AIMS_OK);
     size_t len = 0;
-    assert_int_equal(aims_node_address(d->n, 0, d->tcp, sizeof d->tcp, &len), AIMS_OK);
-    assert_int_equal(aims_node_address(d->n, 1, d->ipc, sizeof d->ipc, &len), AIMS_OK);
+    assert_int_equal(aims_node_get_address(d->n, 0, d->tcp, sizeof d->tcp, &len), AIMS_OK);
+    assert_int_equal(aims_node_get_address(d->n, 1, d->ipc, sizeof d->ipc, &len), AIMS_OK);
     assert_int_equal(aims_service_add_handler(d->n, "echo", echo_fn, &d->h, &d->s), AIMS_OK);
     assert_int_equal(aims_service_start(d->s), AIMS_OK);
 }

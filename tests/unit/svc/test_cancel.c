@@ -48,7 +48,7 @@ static void node_up(node1 *nd, aims_registry *reg, const char *service, aims_han
     assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
     assert_int_equal(aims_node_listen(nd->n, url), AIMS_OK);
     size_t len = 0;
-    assert_int_equal(aims_node_address(nd->n, 0, nd->addr, sizeof nd->addr, &len), AIMS_OK);
+    assert_int_equal(aims_node_get_address(nd->n, 0, nd->addr, sizeof nd->addr, &len), AIMS_OK);
     if (reg != NULL) {
         assert_int_equal(aims_node_set_registry(nd->n, reg), AIMS_OK);
     }
@@ -101,7 +101,7 @@ static void test_queued_cancelled_never_runs(void **state)
     assert_int_equal(aims_client_call_start(c, "q", "m", req, 0, 20000, &b), AIMS_OK);
     double qd = 0;
     for (int i = 0; i < 10000 && qd < 1.0; i++) { /* b reached the queue */
-        assert_int_equal(aims_service_stat(nd.s, AIMS_SVC_QUEUED, &qd), AIMS_OK);
+        assert_int_equal(aims_service_get_stat(nd.s, AIMS_SERVICE_STAT_QUEUED, &qd), AIMS_OK);
         if (qd < 1.0) {
             nap_ms(1);
         }

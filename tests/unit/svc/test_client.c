@@ -82,7 +82,7 @@ static float reply_x(const aims_msg *m)
     size_t idx = 0;
     assert_int_equal(aims_msg_find(m, "x", &idx), AIMS_OK);
     const void *data = NULL;
-    assert_int_equal(aims_msg_get(m, idx, NULL, NULL, NULL, NULL, &data, NULL), AIMS_OK);
+    assert_int_equal(aims_msg_get_tensor(m, idx, NULL, NULL, NULL, NULL, &data, NULL), AIMS_OK);
     float x;
     memcpy(&x, data, sizeof x);
     return x;
@@ -362,7 +362,7 @@ static void test_deadline_and_late_reply(void **state)
     /* TIMEOUT is never retried, even for idempotent calls. */
     assert_int_equal(aims_client_call(c, "slow", "m", req, rep, AIMS_CALL_IDEMPOTENT, 30),
                      AIMS_E_TIMEOUT);
-    assert_int_equal(aims_msg_count(rep), 0);
+    assert_int_equal(aims_msg_num_tensors(rep), 0);
     /* The late reply arrives into nothing; the next call works. */
     cl.h[0].sleep_ms = 0;
     nap_ms(400);
@@ -570,7 +570,7 @@ static void test_mirror_keeps_last_view(void **state)
     aims_client *c = mk_client(NULL);
     assert_int_equal(aimsi_client_adopt_registry(c, mirror, NULL, NULL), AIMS_OK);
     assert_int_equal(aimsi_client_adopt_registry(c, mirror, NULL, NULL), AIMS_E_STATE);
-    assert_int_equal(aims_client_use_registry(c, mirror), AIMS_E_STATE);
+    assert_int_equal(aims_client_set_registry(c, mirror), AIMS_E_STATE);
     aims_msg *req = mk_req(1.0f), *rep = NULL;
     assert_int_equal(aims_msg_create(&rep), AIMS_OK);
     assert_int_equal(aims_client_call(c, "kept", "m", req, rep, 0, 0), AIMS_OK);
@@ -627,7 +627,7 @@ static void test_params_and_misuse(void **state)
     assert_int_equal(aims_client_set_param_f64(c, AIMS_CLIENT_RETRY_BUDGET, 0.5), AIMS_OK);
     assert_int_equal(aims_client_set_param_i64(c, AIMS_NODE_WORKERS, 1), AIMS_E_UNSUPPORTED);
     assert_int_equal(aims_client_create(NULL), AIMS_E_MISUSE);
-    assert_int_equal(aims_client_use_registry(c, NULL), AIMS_E_MISUSE);
+    assert_int_equal(aims_client_set_registry(c, NULL), AIMS_E_MISUSE);
     assert_non_null(aims_client_metrics(c));
     assert_null(aims_client_metrics(NULL));
     assert_string_equal(aims_client_errmsg(NULL), "");
@@ -647,7 +647,7 @@ static aims_status create_and_call(void *p)
     aims_msg *rep = NULL;
     aims_status rc = aims_client_create(&c);
     if (rc == AIMS_OK) {
-        rc = aims_client_use_registry(c, f->reg);
+        rc = aims_client_set_registry(c, f->reg);
     }
     if (rc == AIMS_OK) {
         rc = aims_msg_create(&rep);

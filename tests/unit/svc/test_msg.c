@@ -35,7 +35,7 @@ static void test_add_get_find(void **state)
     assert_int_equal(aims_msg_add(m, "x", AIMS_DT_F32, dims, 2, x, 0), AIMS_OK);
     const int64_t k = 7;
     assert_int_equal(aims_msg_add(m, "k", AIMS_DT_I64, NULL, 0, &k, AIMS_MSG_BORROW), AIMS_OK);
-    assert_int_equal(aims_msg_count(m), 2);
+    assert_int_equal(aims_msg_num_tensors(m), 2);
 
     size_t idx = 99;
     assert_int_equal(aims_msg_find(m, "k", &idx), AIMS_OK);
@@ -47,7 +47,7 @@ static void test_add_get_find(void **state)
     size_t ndim, bytes;
     const uint64_t *d;
     const void *data;
-    assert_int_equal(aims_msg_get(m, 0, &name, &dt, &ndim, &d, &data, &bytes), AIMS_OK);
+    assert_int_equal(aims_msg_get_tensor(m, 0, &name, &dt, &ndim, &d, &data, &bytes), AIMS_OK);
     assert_string_equal(name, "x");
     assert_int_equal(dt, AIMS_DT_F32);
     assert_int_equal(ndim, 2);
@@ -55,13 +55,13 @@ static void test_add_get_find(void **state)
     assert_int_equal(bytes, sizeof(x));
     assert_true(data != (const void *)x); /* copied */
     assert_memory_equal(data, x, sizeof(x));
-    assert_int_equal(aims_msg_get(m, 1, NULL, NULL, NULL, NULL, &data, &bytes), AIMS_OK);
+    assert_int_equal(aims_msg_get_tensor(m, 1, NULL, NULL, NULL, NULL, &data, &bytes), AIMS_OK);
     assert_ptr_equal(data, &k); /* borrowed */
     assert_int_equal(bytes, 8);
-    assert_int_equal(aims_msg_get(m, 2, NULL, NULL, NULL, NULL, NULL, NULL), AIMS_E_RANGE);
+    assert_int_equal(aims_msg_get_tensor(m, 2, NULL, NULL, NULL, NULL, NULL, NULL), AIMS_E_RANGE);
 
     aims_msg_clear(m);
-    assert_int_equal(aims_msg_count(m), 0);
+    assert_int_equal(aims_msg_num_tensors(m), 0);
     aims_msg_destroy(m);
 }
 
@@ -91,9 +91,9 @@ static void test_validation(void **state)
         assert_int_equal(aims_msg_add(m, nm, AIMS_DT_U8, NULL, 0, &v, AIMS_MSG_BORROW), AIMS_OK);
     }
     assert_int_equal(aims_msg_add(m, "z", AIMS_DT_U8, NULL, 0, &v, 0), AIMS_E_RANGE);
-    assert_int_equal(aims_msg_count(m), AIMS_MSG_MAX_TENSORS);
+    assert_int_equal(aims_msg_num_tensors(m), AIMS_MSG_MAX_TENSORS);
     assert_int_equal(aims_msg_add(NULL, "z", AIMS_DT_U8, NULL, 0, &v, 0), AIMS_E_MISUSE);
-    assert_int_equal(aims_msg_count(NULL), 0);
+    assert_int_equal(aims_msg_num_tensors(NULL), 0);
     aims_msg_destroy(m);
     aims_msg_destroy(NULL);
 }
@@ -110,7 +110,7 @@ static void test_alloc_aligned(void **state)
     assert_true(f[0] == 0.0f && f[99] == 0.0f);
     ((float *)p)[5] = 3.5f;
     const void *data;
-    assert_int_equal(aims_msg_get(m, 0, NULL, NULL, NULL, NULL, &data, NULL), AIMS_OK);
+    assert_int_equal(aims_msg_get_tensor(m, 0, NULL, NULL, NULL, NULL, &data, NULL), AIMS_OK);
     assert_ptr_equal(data, p);
     aims_msg_destroy(m);
 }
@@ -174,10 +174,10 @@ static void test_frame_round_trip(void **state)
     assert_int_equal(aimsi_frame_decode(bytes, len, 1u << 20, f), AIMS_OK);
     aims_msg *r = mk();
     assert_int_equal(aimsi_msg_adopt_frame(r, bytes, f), AIMS_OK);
-    assert_int_equal(aims_msg_count(r), 2);
+    assert_int_equal(aims_msg_num_tensors(r), 2);
     const void *data;
     size_t nb;
-    assert_int_equal(aims_msg_get(r, 0, NULL, NULL, NULL, NULL, &data, &nb), AIMS_OK);
+    assert_int_equal(aims_msg_get_tensor(r, 0, NULL, NULL, NULL, NULL, &data, &nb), AIMS_OK);
     assert_int_equal(nb, sizeof(x));
     assert_memory_equal(data, x, sizeof(x));
 
@@ -187,8 +187,8 @@ static void test_frame_round_trip(void **state)
     aims_msg_destroy(r);
     aims_msg *mv = mk();
     aimsi_msg_move(mv, c);
-    assert_int_equal(aims_msg_count(c), 0);
-    assert_int_equal(aims_msg_get(mv, 1, NULL, NULL, NULL, NULL, &data, &nb), AIMS_OK);
+    assert_int_equal(aims_msg_num_tensors(c), 0);
+    assert_int_equal(aims_msg_get_tensor(mv, 1, NULL, NULL, NULL, NULL, &data, &nb), AIMS_OK);
     assert_memory_equal(data, ids, sizeof(ids));
     aims_msg_destroy(c);
     aims_msg_destroy(mv);

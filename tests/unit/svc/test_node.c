@@ -114,7 +114,7 @@ static aims_status echo_fn(void *user, const char *method, const aims_msg *req, 
     size_t idx = 0;
     if (req != NULL && aims_msg_find(req, "x", &idx) == AIMS_OK) {
         const void *data = NULL;
-        (void)aims_msg_get(req, idx, NULL, NULL, NULL, NULL, &data, NULL);
+        (void)aims_msg_get_tensor(req, idx, NULL, NULL, NULL, NULL, &data, NULL);
         memcpy(&x, data, sizeof(x));
     }
     const float y = x + 1.0f;
@@ -158,7 +158,7 @@ static void on_done(void *ctx, aims_status st, aims_msg *reply, const char *err)
     size_t idx = 0;
     if (reply != NULL && aims_msg_find(reply, "y", &idx) == AIMS_OK) {
         const void *data = NULL;
-        (void)aims_msg_get(reply, idx, NULL, NULL, NULL, NULL, &data, NULL);
+        (void)aims_msg_get_tensor(reply, idx, NULL, NULL, NULL, NULL, &data, NULL);
         memcpy(&r->y, data, sizeof(r->y));
     }
     pthread_cond_broadcast(&r->cv);
@@ -203,10 +203,10 @@ static aims_node *mk_node(const char *name, int workers)
     return n;
 }
 
-static double stat_of(aims_service *s, aims_svc_stat st)
+static double stat_of(aims_service *s, aims_service_stat st)
 {
     double v = -1;
-    assert_int_equal(aims_service_stat(s, st, &v), AIMS_OK);
+    assert_int_equal(aims_service_get_stat(s, st, &v), AIMS_OK);
     return v;
 }
 
@@ -255,9 +255,9 @@ static void test_inline_and_queued(void **state)
     assert_non_null(strstr(u.err, "no service nope on node n-inline"));
     res_fini(&u);
 
-    assert_true(stat_of(fast, AIMS_SVC_REQUESTS) == 3.0);
-    assert_true(stat_of(slow, AIMS_SVC_REQUESTS) == 1.0);
-    assert_true(stat_of(fast, AIMS_SVC_P50_NS) > 0.0);
+    assert_true(stat_of(fast, AIMS_SERVICE_STAT_REQUESTS) == 3.0);
+    assert_true(stat_of(slow, AIMS_SERVICE_STAT_REQUESTS) == 1.0);
+    assert_true(stat_of(fast, AIMS_SERVICE_STAT_P50_NS) > 0.0);
     char *text = NULL;
     size_t len = 0;
     assert_int_equal(aims_metrics_prometheus(aims_node_metrics(n), &text, &len), AIMS_OK);
@@ -283,7 +283,7 @@ static void test_handler_error(void **state)
         assert_string_equal(r.err, "bad x: want a scalar");
         res_fini(&r);
     }
-    assert_true(stat_of(s, AIMS_SVC_ERRORS) == 2.0);
+    assert_true(stat_of(s, AIMS_SERVICE_STAT_ERRORS) == 2.0);
     /* not started -> CLOSED */
     aims_service *idle = NULL;
     assert_int_equal(aims_service_add_handler(n, "idle", echo_fn, NULL, &idle), AIMS_OK);
@@ -388,8 +388,8 @@ static void test_queue_full(void **state)
         assert_non_null(strstr(r[i].err, "service full overloaded: queue full (2 waiting)"));
         assert_non_null(strstr(r[i].err, "retry after "));
     }
-    assert_true(stat_of(s, AIMS_SVC_QUEUED) == 2.0);
-    assert_true(stat_of(s, AIMS_SVC_REJECTED) == 2.0);
+    assert_true(stat_of(s, AIMS_SERVICE_STAT_QUEUED) == 2.0);
+    assert_true(stat_of(s, AIMS_SERVICE_STAT_REJECTED) == 2.0);
     gate_open(&g);
     for (int i = 0; i < 3; i++) {
         res_wait(&r[i]);
@@ -440,7 +440,7 @@ static void test_deadline(void **state)
     assert_int_equal(h.ok, 1);
     assert_int_equal(late.st, AIMS_E_TIMEOUT);
     assert_int_equal(g.calls, 1);
-    assert_true(stat_of(s, AIMS_SVC_REJECTED) == 2.0);
+    assert_true(stat_of(s, AIMS_SERVICE_STAT_REJECTED) == 2.0);
     res_fini(&late);
     res_fini(&first);
     aims_msg_destroy(req);
@@ -574,11 +574,11 @@ static void test_batching(void **state)
     }
     assert_int_equal(total, 21);
     assert_int_equal(biggest, 8); /* 20 were waiting: full batches */
-    assert_true(stat_of(s, AIMS_SVC_BATCH_ROWS) == 21.0);
+    assert_true(stat_of(s, AIMS_SERVICE_STAT_BATCH_ROWS) == 21.0);
     /* Idle service, a caller that may wait: a batch of one on the caller's
      * thread (no hand-off, no batch delay). */
     g.use_gate = 0;
-    while (stat_of(s, AIMS_SVC_INFLIGHT) != 0.0) { /* the worker releases its slot */
+    while (stat_of(s, AIMS_SERVICE_STAT_INFLIGHT) != 0.0) { /* the worker releases its slot */
         usleep(1000);
     }
     const size_t before = b->n_batches;
@@ -709,11 +709,11 @@ static void test_inproc_names(void **state)
     assert_int_equal(aims_node_listen(b, "nope://x"), AIMS_E_UNSUPPORTED);
     char buf[64];
     size_t len = 0;
-    assert_int_equal(aims_node_address(a, 0, buf, sizeof(buf), &len), AIMS_OK);
+    assert_int_equal(aims_node_get_address(a, 0, buf, sizeof(buf), &len), AIMS_OK);
     assert_string_equal(buf, "inproc://shared");
-    assert_int_equal(aims_node_address(a, 0, buf, 4, &len), AIMS_E_RANGE);
+    assert_int_equal(aims_node_get_address(a, 0, buf, 4, &len), AIMS_E_RANGE);
     assert_int_equal(len, strlen("inproc://shared"));
-    assert_int_equal(aims_node_address(a, 1, buf, sizeof(buf), &len), AIMS_E_NOTFOUND);
+    assert_int_equal(aims_node_get_address(a, 1, buf, sizeof(buf), &len), AIMS_E_RANGE);
     aims_service *s = NULL;
     assert_int_equal(aims_service_add_handler(a, "svc", echo_fn, NULL, &s), AIMS_OK);
     assert_int_equal(aims_service_start(s), AIMS_OK);
@@ -764,7 +764,7 @@ static void test_registry_local(void **state)
     assert_int_equal(aims_registry_lookup(reg, "reg-svc", &id, 1, &cnt), AIMS_OK);
     assert_int_equal(cnt, 1);
     char addr[64];
-    assert_int_equal(aims_registry_address(reg, id, addr, sizeof(addr), &cnt), AIMS_OK);
+    assert_int_equal(aims_registry_get_address(reg, id, addr, sizeof(addr), &cnt), AIMS_OK);
     assert_string_equal(addr, "inproc://n-reg");
     assert_int_equal(aims_registry_weight(reg, id), 100);
     /* several lease lengths (3 x 20 ms) later the heartbeats kept it alive */
@@ -974,7 +974,7 @@ static void frames_on(const char *url)
     assert_int_equal(aims_node_set_param_i64(n, AIMS_NODE_CONN_INFLIGHT, 1), AIMS_OK);
     assert_int_equal(aims_node_listen(n, url), AIMS_OK);
     char addr[AIMSI_URL_MAX];
-    assert_int_equal(aims_node_address(n, 0, addr, sizeof(addr), NULL), AIMS_OK);
+    assert_int_equal(aims_node_get_address(n, 0, addr, sizeof(addr), NULL), AIMS_OK);
 
     const aims_transport_hooks hooks = {NULL, rc_accept, rc_frame, rc_close};
     aimsi_ttable tt;

@@ -70,7 +70,7 @@ static void fx_init(fx *f)
         assert_int_equal(aims_node_listen(f->host, "tcp://127.0.0.1:0"), AIMS_OK);
         assert_int_equal(aims_node_host_registry(f->host, f->r), AIMS_OK);
         char addr[256];
-        assert_int_equal(aims_node_address(f->host, 0, addr, sizeof(addr), NULL), AIMS_OK);
+        assert_int_equal(aims_node_get_address(f->host, 0, addr, sizeof(addr), NULL), AIMS_OK);
         assert_true(strncmp(addr, "tcp://", 6) == 0);
         snprintf(f->url, sizeof(f->url), "aims://%s", addr + 6);
     } else {
@@ -138,7 +138,7 @@ static int view_has(fx *f, const char *service, const char *address)
     for (size_t i = 0; i < n; i++) {
         char buf[300];
         size_t len = 0;
-        if (aims_registry_address(f->view, ids[i], buf, sizeof(buf), &len) == AIMS_OK &&
+        if (aims_registry_get_address(f->view, ids[i], buf, sizeof(buf), &len) == AIMS_OK &&
             strcmp(buf, address) == 0) {
             return 1;
         }
@@ -302,7 +302,7 @@ static void test_regbk_join_end_to_end(void **state)
     aims_client *c = mk_client(NULL);
     if (is("local")) {
         assert_int_equal(aims_node_set_registry(n, f.r), AIMS_OK);
-        assert_int_equal(aims_client_use_registry(c, f.r), AIMS_OK);
+        assert_int_equal(aims_client_set_registry(c, f.r), AIMS_OK);
     } else {
         assert_int_equal(aims_node_join(n, f.url), AIMS_OK);
         assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_SYNC_MS, 50), AIMS_OK);

@@ -70,19 +70,19 @@ static aims_bundle *make_bundle(aims_model_kind kind, int with_pipe, int epochs)
     for (size_t r = 0; r < ROWS; r++) {
         ybin[r] = g_y[r] == 0 ? 1 : 0;
     }
-    const int32_t *labels = kind == AIMS_MODEL_LOGISTIC ? ybin : g_y;
+    const int32_t *labels = kind == AIMS_MODEL_KIND_LOGISTIC ? ybin : g_y;
     assert_int_equal(aims_dataset_create_dense(ROWS, COLS, g_x, labels, &ds), AIMS_OK);
     aims_pipeline *p = NULL;
     aims_dataset *tds = ds;
     if (with_pipe) {
         assert_int_equal(aims_pipeline_create(&p), AIMS_OK);
-        assert_int_equal(aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL), AIMS_OK);
+        assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL), AIMS_OK);
         assert_int_equal(aims_pipeline_fit_transform(p, ds, &tds), AIMS_OK);
     }
-    const size_t out = kind == AIMS_MODEL_LOGISTIC || kind == AIMS_MODEL_LINEAR ? 1 : CLASSES;
+    const size_t out = kind == AIMS_MODEL_KIND_LOGISTIC || kind == AIMS_MODEL_KIND_LINEAR ? 1 : CLASSES;
     aims_model *m = NULL;
     assert_int_equal(aims_model_create(kind, COLS, out, &m), AIMS_OK);
-    if (kind == AIMS_MODEL_MLP) {
+    if (kind == AIMS_MODEL_KIND_MLP) {
         assert_int_equal(aims_model_add_dense(m, 8, AIMS_ACT_RELU), AIMS_OK);
     }
     aims_trainer *t = NULL;
@@ -120,9 +120,9 @@ static aims_pipeline *text_pipeline(void)
     aims_pipeline *p = NULL;
     size_t hs = 0;
     assert_int_equal(aims_pipeline_create(&p), AIMS_OK);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_TOKENIZE, NULL), AIMS_OK);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_HASH, &hs), AIMS_OK);
-    assert_int_equal(aims_pipeline_set_step_i64(p, hs, AIMS_STEP_BUCKETS, 256), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_HASH, &hs), AIMS_OK);
+    assert_int_equal(aims_pipeline_set_step_param_i64(p, hs, AIMS_STEP_BUCKETS, 256), AIMS_OK);
     return p;
 }
 
@@ -138,7 +138,7 @@ static aims_bundle *make_text_bundle(void)
     aims_dataset *tds = NULL;
     assert_int_equal(aims_pipeline_fit_transform(p, ds, &tds), AIMS_OK);
     aims_model *m = NULL;
-    assert_int_equal(aims_model_create(AIMS_MODEL_TEXT, 256, 2, &m), AIMS_OK);
+    assert_int_equal(aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 2, &m), AIMS_OK);
     assert_int_equal(aims_model_set_param_i64(m, AIMS_MODEL_EMBED_DIM, 8), AIMS_OK);
     aims_trainer *t = NULL;
     assert_int_equal(aims_trainer_create(m, &t), AIMS_OK);
@@ -204,7 +204,7 @@ static const float *reply_f32(const aims_msg *m, const char *name, size_t *n_out
     aims_dtype dt = 0;
     const void *data = NULL;
     size_t bytes = 0;
-    assert_int_equal(aims_msg_get(m, idx, NULL, &dt, NULL, NULL, &data, &bytes), AIMS_OK);
+    assert_int_equal(aims_msg_get_tensor(m, idx, NULL, &dt, NULL, NULL, &data, &bytes), AIMS_OK);
     assert_int_equal(dt, AIMS_DT_F32);
     *n_out = bytes / sizeof(float);
     return data;
@@ -216,7 +216,7 @@ static int32_t reply_i32(const aims_msg *m, const char *name)
     assert_int_equal(aims_msg_find(m, name, &idx), AIMS_OK);
     const void *data = NULL;
     aims_dtype dt = 0;
-    assert_int_equal(aims_msg_get(m, idx, NULL, &dt, NULL, NULL, &data, NULL), AIMS_OK);
+    assert_int_equal(aims_msg_get_tensor(m, idx, NULL, &dt, NULL, NULL, &data, NULL), AIMS_OK);
     assert_int_equal(dt, AIMS_DT_I32);
     int32_t v = 0;
     memcpy(&v, data, sizeof v);
@@ -354,7 +354,7 @@ static void expect_error(const item *it, aims_status st, const char *needle)
         fail_msg("status %d (want %d), error '%s' (want '%s')", (int)it->w.status, (int)st,
                  aims_msg_error(it->reply), needle);
     }
-    assert_int_equal(aims_msg_count(it->reply), 0);
+    assert_int_equal(aims_msg_num_tensors(it->reply), 0);
 }
 
 static void test_infer_bad_items(void **state)
@@ -413,12 +413,12 @@ static void test_infer_bad_items(void **state)
     const void *data = NULL;
     size_t bytes = 0;
     assert_int_equal(aims_msg_find(its[9].reply, "name", &idx), AIMS_OK);
-    assert_int_equal(aims_msg_get(its[9].reply, idx, NULL, NULL, NULL, NULL, &data, &bytes),
+    assert_int_equal(aims_msg_get_tensor(its[9].reply, idx, NULL, NULL, NULL, NULL, &data, &bytes),
                      AIMS_OK);
     assert_int_equal(bytes, 5);
     assert_memory_equal(data, "blobs", 5);
     assert_int_equal(aims_msg_find(its[9].reply, "version", &idx), AIMS_OK);
-    assert_int_equal(aims_msg_get(its[9].reply, idx, NULL, NULL, NULL, NULL, &data, &bytes),
+    assert_int_equal(aims_msg_get_tensor(its[9].reply, idx, NULL, NULL, NULL, NULL, &data, &bytes),
                      AIMS_OK);
     assert_int_equal(bytes, 1);
     assert_memory_equal(data, "3", 1);
@@ -467,14 +467,14 @@ static void test_infer_mixed_outputs_unaligned(void **state)
 static void test_infer_outputs(void **state)
 {
     (void)state;
-    aims_bundle *lg = make_bundle(AIMS_MODEL_LOGISTIC, 1, 3);
+    aims_bundle *lg = make_bundle(AIMS_MODEL_KIND_LOGISTIC, 1, 3);
     check_batch(lg, 0);
     check_batch(lg, AIMS_OUT_SCORES);
     check_batch(lg, AIMS_OUT_PROBA);
-    aims_bundle *mlp = make_bundle(AIMS_MODEL_MLP, 0, 2);
+    aims_bundle *mlp = make_bundle(AIMS_MODEL_KIND_MLP, 0, 2);
     check_batch(mlp, 0);
     check_batch(mlp, AIMS_OUT_PROBA);
-    aims_bundle *lin = make_bundle(AIMS_MODEL_LINEAR, 1, 2);
+    aims_bundle *lin = make_bundle(AIMS_MODEL_KIND_LINEAR, 1, 2);
     check_batch(lin, AIMS_OUT_SCORES);
     void *impl = NULL;
     assert_int_equal(aimsi_infer_create(lin, &impl), AIMS_OK);
@@ -577,7 +577,7 @@ static void *swap_worker(void *arg)
             const void *data = NULL;
             size_t bytes = 0;
             aims_msg_find(it.reply, "y", &idx);
-            aims_msg_get(it.reply, idx, NULL, NULL, NULL, NULL, &data, &bytes);
+            aims_msg_get_tensor(it.reply, idx, NULL, NULL, NULL, NULL, &data, &bytes);
             y = data;
             n = bytes / sizeof(float);
         }
@@ -608,7 +608,7 @@ static aims_bundle *clone_bundle(const aims_bundle *b)
 static void test_infer_swap_under_load(void **state)
 {
     (void)state;
-    aims_bundle *other = make_bundle(AIMS_MODEL_SOFTMAX, 1, 1);
+    aims_bundle *other = make_bundle(AIMS_MODEL_KIND_SOFTMAX, 1, 1);
     swap_ctx c;
     memset(&c, 0, sizeof c);
     float sa[CLASSES];
@@ -689,7 +689,7 @@ static void test_preprocess(void **state)
     assert_int_equal(aimsi_preprocess_create(NULL, &impl), AIMS_E_MISUSE);
     aims_pipeline *u = NULL;
     assert_int_equal(aims_pipeline_create(&u), AIMS_OK);
-    assert_int_equal(aims_pipeline_add(u, AIMS_STEP_STANDARDIZE, NULL), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(u, AIMS_STEP_KIND_STANDARDIZE, NULL), AIMS_OK);
     assert_int_equal(aimsi_preprocess_create(u, &impl), AIMS_E_STATE);
     aims_pipeline_destroy(u);
 }
@@ -755,7 +755,7 @@ static aims_bundle *reply_bundle(const aims_msg *r)
     const void *data = NULL;
     size_t bytes = 0;
     assert_int_equal(aims_msg_find(r, "bundle", &idx), AIMS_OK);
-    assert_int_equal(aims_msg_get(r, idx, NULL, NULL, NULL, NULL, &data, &bytes), AIMS_OK);
+    assert_int_equal(aims_msg_get_tensor(r, idx, NULL, NULL, NULL, NULL, &data, &bytes), AIMS_OK);
     aims_bundle *b = NULL;
     assert_int_equal(aims_bundle_parse(data, bytes, &b), AIMS_OK);
     return b;
@@ -795,8 +795,8 @@ static void test_train_submit_result(void **state)
     assert_int_equal(reply_i32(r, "state"), 2);
     /* result: a bundle that loads and predicts */
     aims_bundle *b = result_bundle(impl, "job-1", r);
-    assert_string_equal(aims_bundle_get_meta(b, "name"), "blobs");
-    assert_string_equal(aims_bundle_get_meta(b, "version"), "7");
+    assert_string_equal(aims_bundle_meta(b, "name"), "blobs");
+    assert_string_equal(aims_bundle_meta(b, "version"), "7");
     float out[ROWS * CLASSES];
     assert_int_equal(aims_bundle_predict_rows(b, AIMS_OUT_PROBA, g_x, ROWS, COLS, out,
                                               ROWS * CLASSES),
@@ -1015,7 +1015,7 @@ static void test_train_failed_job(void **state)
     }
     assert_int_equal(aims_dataset_create_dense(ROWS, COLS + 1, wide, NULL, &ds), AIMS_OK);
     assert_int_equal(aims_pipeline_create(&p), AIMS_OK);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_STANDARDIZE, NULL), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL), AIMS_OK);
     assert_int_equal(aims_pipeline_fit(p, ds), AIMS_OK);
     void *impl = NULL;
     assert_int_equal(aimsi_train_create(p, &impl), AIMS_OK);
@@ -1119,7 +1119,7 @@ static void *infer_load(void *arg)
         const void *data = NULL;
         size_t bytes = 0;
         if (st != AIMS_OK || aims_msg_find(reply, "y", &idx) != AIMS_OK ||
-            aims_msg_get(reply, idx, NULL, NULL, NULL, NULL, &data, &bytes) != AIMS_OK ||
+            aims_msg_get_tensor(reply, idx, NULL, NULL, NULL, NULL, &data, &bytes) != AIMS_OK ||
             bytes != rows * CLASSES * sizeof(float)) {
             c->bad++;
             continue;
@@ -1167,8 +1167,8 @@ static void test_node_services(void **state)
     }
     double batches = 0;
     double rows = 0;
-    assert_int_equal(aims_service_stat(si, AIMS_SVC_BATCHES, &batches), AIMS_OK);
-    assert_int_equal(aims_service_stat(si, AIMS_SVC_BATCH_ROWS, &rows), AIMS_OK);
+    assert_int_equal(aims_service_get_stat(si, AIMS_SERVICE_STAT_BATCHES, &batches), AIMS_OK);
+    assert_int_equal(aims_service_get_stat(si, AIMS_SERVICE_STAT_BATCH_ROWS, &rows), AIMS_OK);
     assert_true(batches >= 1 && batches <= 100);
 
     aims_msg *req = NULL;
@@ -1184,7 +1184,7 @@ static void test_node_services(void **state)
     assert_non_null(strstr(err, "no method nope on infer service"));
 
     /* swap to another bundle while the service runs */
-    aims_bundle *other = make_bundle(AIMS_MODEL_SOFTMAX, 1, 1);
+    aims_bundle *other = make_bundle(AIMS_MODEL_KIND_SOFTMAX, 1, 1);
     assert_int_equal(aims_service_swap_bundle(si, other), AIMS_OK);
     add_x(req, g_x, 2, COLS);
     add_i32(req, "output", AIMS_OUT_PROBA);
@@ -1433,7 +1433,7 @@ static void test_node_add_alloc_failures(void **state)
 static int svc_setup(void **state)
 {
     const int rc = ta_setup(state);
-    g_softmax = make_bundle(AIMS_MODEL_SOFTMAX, 1, 5);
+    g_softmax = make_bundle(AIMS_MODEL_KIND_SOFTMAX, 1, 5);
     return rc;
 }
 

@@ -87,7 +87,7 @@ static void add_node(cluster *cl, const char *service, const svc_opts *o)
     }
     assert_int_equal(aims_node_listen(cl->node[i], url), AIMS_OK);
     size_t len = 0;
-    assert_int_equal(aims_node_address(cl->node[i], 0, cl->addr[i], sizeof cl->addr[i], &len),
+    assert_int_equal(aims_node_get_address(cl->node[i], 0, cl->addr[i], sizeof cl->addr[i], &len),
                      AIMS_OK);
     if (cl->reg != NULL) {
         assert_int_equal(aims_node_set_registry(cl->node[i], cl->reg), AIMS_OK);
@@ -124,16 +124,16 @@ static void cluster_fini(cluster *cl)
 /* Every tensor of a must be in b, same dtype, shape and bytes. */
 static void assert_same_tensors(const aims_msg *a, const aims_msg *b)
 {
-    for (size_t i = 0; i < aims_msg_count(a); i++) {
+    for (size_t i = 0; i < aims_msg_num_tensors(a); i++) {
         const char *name;
         aims_dtype dt, dt2;
         size_t nd, nd2, bytes, bytes2;
         const uint64_t *dims, *dims2;
         const void *data, *data2;
-        assert_int_equal(aims_msg_get(a, i, &name, &dt, &nd, &dims, &data, &bytes), AIMS_OK);
+        assert_int_equal(aims_msg_get_tensor(a, i, &name, &dt, &nd, &dims, &data, &bytes), AIMS_OK);
         size_t j = 0;
         assert_int_equal(aims_msg_find(b, name, &j), AIMS_OK);
-        assert_int_equal(aims_msg_get(b, j, NULL, &dt2, &nd2, &dims2, &data2, &bytes2), AIMS_OK);
+        assert_int_equal(aims_msg_get_tensor(b, j, NULL, &dt2, &nd2, &dims2, &data2, &bytes2), AIMS_OK);
         assert_int_equal(dt, dt2);
         assert_int_equal(nd, nd2);
         for (size_t d = 0; d < nd; d++) {
@@ -190,7 +190,7 @@ static void test_every_dtype(void **state)
     assert_int_equal(aims_msg_add(req, "scalar", AIMS_DT_F32, NULL, 0, &scalar, 0), AIMS_OK);
     assert_int_equal(aims_msg_add(req, "four_d", AIMS_DT_U8, d1111, 4, u8, 0), AIMS_OK);
     assert_int_equal(aims_client_call_addr(c, cl.addr[0], "types", "m", req, rep, 0), AIMS_OK);
-    assert_int_equal(aims_msg_count(rep), aims_msg_count(req) + 1);
+    assert_int_equal(aims_msg_num_tensors(rep), aims_msg_num_tensors(req) + 1);
     assert_same_tensors(req, rep);
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
@@ -285,7 +285,7 @@ static void test_overload(void **state)
     aims_status st = AIMS_OK;
     for (int tries = 0; tries < 5000; tries++) {
         double queued = 0;
-        assert_int_equal(aims_service_stat(cl.svc[0], AIMS_SVC_QUEUED, &queued), AIMS_OK);
+        assert_int_equal(aims_service_get_stat(cl.svc[0], AIMS_SERVICE_STAT_QUEUED, &queued), AIMS_OK);
         if (queued >= 1) {
             st = aims_client_call_addr(c, cl.addr[0], "busy", "m", req, rep, 0);
             break;
@@ -644,7 +644,7 @@ static void pipe_done(void *user, aims_status status, const aims_msg *reply, con
     const void *data = NULL;
     float got = -1.0f;
     if (status == AIMS_OK && reply != NULL && aims_msg_find(reply, "x", &i) == AIMS_OK &&
-        aims_msg_get(reply, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
+        aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
         memcpy(&got, data, sizeof got);
         atomic_fetch_add(&pc->ctx->ok, 1);
         if (got != pc->want) {

@@ -54,7 +54,7 @@ static void host_start(host *h, const char *listen)
     assert_int_equal(aims_node_create("reghost", &h->node), AIMS_OK);
     assert_int_equal(aims_node_listen(h->node, listen), AIMS_OK);
     assert_int_equal(aims_node_host_registry(h->node, h->r), AIMS_OK);
-    assert_int_equal(aims_node_address(h->node, 0, h->url, sizeof(h->url), NULL), AIMS_OK);
+    assert_int_equal(aims_node_get_address(h->node, 0, h->url, sizeof(h->url), NULL), AIMS_OK);
 }
 
 static void host_stop(host *h)
@@ -91,7 +91,7 @@ static aims_status call_changes(aims_client *c, const char *url, int64_t since, 
         assert_int_equal(aims_msg_find(reply, "kinds", &ik), AIMS_OK);
         const void *kinds;
         size_t bk;
-        assert_int_equal(aims_msg_get(reply, ik, NULL, NULL, NULL, NULL, &kinds, &bk), AIMS_OK);
+        assert_int_equal(aims_msg_get_tensor(reply, ik, NULL, NULL, NULL, NULL, &kinds, &bk), AIMS_OK);
         out->n = bk / 4;
         const char *svc;
         size_t svc_len;
@@ -262,7 +262,7 @@ static void test_mirror_follows_revisions(void **state)
     assert_int_equal(aims_registry_lookup(mirror, "alpha", &m, 1, &n), AIMS_OK);
     char addr[64];
     size_t addr_len = 0;
-    assert_int_equal(aims_registry_address(mirror, m, addr, sizeof(addr), &addr_len), AIMS_OK);
+    assert_int_equal(aims_registry_get_address(mirror, m, addr, sizeof(addr), &addr_len), AIMS_OK);
     assert_string_equal(addr, "tcp://10.0.0.1:7");
 
     /* A weight change is a PUT of the same instance: the mirror updates in place. */

@@ -106,7 +106,7 @@ static void tnode_start(tnode *t, const char *scheme, aims_tls_config *cfg)
     snprintf(url, sizeof url, "%s://127.0.0.1:0", scheme);
     assert_int_equal(aims_node_listen(t->node, url), AIMS_OK);
     size_t len = 0;
-    assert_int_equal(aims_node_address(t->node, 0, t->addr, sizeof t->addr, &len), AIMS_OK);
+    assert_int_equal(aims_node_get_address(t->node, 0, t->addr, sizeof t->addr, &len), AIMS_OK);
     t->port = atoi(strrchr(t->addr, ':') + 1);
     assert_int_equal(aims_service_add_handler(t->node, "echo", echo_fn, &t->h, &t->svc),
                      AIMS_OK);
