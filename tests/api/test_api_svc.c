@@ -82,8 +82,11 @@ static aims_status handler(void *user, const char *method, const aims_msg *req, 
     if (rc != AIMS_OK) {
         return rc;
     }
-    for (uint64_t i = 0; i < dims[0]; i++) {
-        ((float *)out)[i] = 2.0f * ((const float *)data)[i];
+    for (uint64_t i = 0; i < dims[0]; i++) { /* request data may be unaligned */
+        float v;
+        memcpy(&v, (const char *)data + i * sizeof(float), sizeof(v));
+        v *= 2.0f;
+        memcpy((char *)out + i * sizeof(float), &v, sizeof(v));
     }
     return AIMS_OK;
 }
@@ -150,7 +153,9 @@ static float y_at(const aims_msg *reply, size_t i)
     size_t bytes;
     assert_int_equal(aims_msg_get(reply, iy, NULL, NULL, NULL, NULL, &data, &bytes), AIMS_OK);
     assert_true(bytes >= (i + 1) * sizeof(float));
-    return ((const float *)data)[i];
+    float v;
+    memcpy(&v, (const char *)data + i * sizeof(float), sizeof(v)); /* may be unaligned */
+    return v;
 }
 
 static void test_client_call_by_name_and_address(void **state)
