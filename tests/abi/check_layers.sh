@@ -1,5 +1,5 @@
 #!/bin/sh
-# check_layers.sh CC SRCBUILDDIR -- proves the layer check of src/meson.build
+# check_layers.sh CC SRCBUILDDIR [SANITIZE] -- proves the layer check of src/meson.build
 # (docs/LAYERS.md) catches a call the wrong way. For each case it adds a tiny
 # probe object to a layer (meson's archives are thin, so the probe is linked
 # next to the archive rather than copied into it) and links it exactly as the
@@ -11,6 +11,12 @@
 set -eu
 cc=$1
 lib=$2
+# A sanitizer build's archives call into the sanitizer runtimes: link as the
+# build links (meson's b_sanitize, "none" when off).
+san=""
+if [ "${3:-none}" != none ]; then
+    san="-fsanitize=$3"
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -39,11 +45,11 @@ link() {
     n=$((n + 1))
     printf 'void %s(void);\nvoid aimsi_layer_probe_%d(void);\nvoid aimsi_layer_probe_%d(void) { %s(); }\n' \
         "$2" "$n" "$n" "$2" > "$tmp/probe$n.c"
-    "$cc" -c -fPIC -o "$tmp/probe$n.o" "$tmp/probe$n.c"
+    "$cc" $san -c -fPIC -o "$tmp/probe$n.o" "$tmp/probe$n.c"
     lower=""
     for b in $(below "$1"); do lower="$lower $lib/libaims_$b.a"; done
     # shellcheck disable=SC2086
-    "$cc" -shared -fPIC -o "$tmp/check$n.so" -Wl,--start-group \
+    "$cc" $san -shared -fPIC -o "$tmp/check$n.so" -Wl,--start-group \
         "$tmp/probe$n.o" \
         -Wl,--whole-archive "$lib/libaims_$1.a" -Wl,--no-whole-archive $lower $ext \
         -Wl,--end-group -Wl,--no-undefined > "$tmp/log" 2>&1
