@@ -67,6 +67,7 @@ static void hyper_defaults(hyper *h)
     h->metric = (int64_t)aimsi_param_default(AIMS_TRAIN_METRIC);
     h->warm = (int64_t)aimsi_param_default(AIMS_TRAIN_WARM_START);
     h->gemm = (int64_t)aimsi_param_default(AIMS_TRAIN_GEMM);
+    h->avg = (int64_t)aimsi_param_default(AIMS_TRAIN_AVERAGE);
 }
 
 static int64_t *i64_slot(hyper *h, aims_param p)
@@ -98,6 +99,8 @@ static int64_t *i64_slot(hyper *h, aims_param p)
         return &h->warm;
     case AIMS_TRAIN_GEMM:
         return &h->gemm;
+    case AIMS_TRAIN_AVERAGE:
+        return &h->avg;
     default:
         return NULL;
     }
@@ -728,6 +731,9 @@ static aims_status end_epoch(aims_trainer *t)
     }
     if (t->epoch >= t->h.epochs) {
         t->done = 1;
+    }
+    if (t->done && t->m->kind == AIMS_MODEL_TEXT) {
+        aimsi_train_text_average_finish(t);
     }
     if (t->done) {
         restore_best(t);
