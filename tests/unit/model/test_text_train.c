@@ -120,6 +120,33 @@ static void test_punct_tokens(void **state)
     aims_pipeline_destroy(pw);
 }
 
+/* A version 1 pipeline file (17 step parameters, written before AIMS_STEP_PUNCT;
+ * the committed fuzz seed) still loads, with punct at its default 0. */
+static void test_pipeline_file_v1(void **state)
+{
+    (void)state;
+    const char *src = getenv("AIMS_SOURCE_DIR");
+    if (src == NULL) {
+        skip();
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/fuzz/corpus/pipeline/text_tfidf", src);
+    aims_pipeline *p = NULL;
+    OK(aims_pipeline_load(path, &p));
+    assert_true(aims_pipeline_is_fitted(p));
+    int64_t v = -1;
+    size_t tok = (size_t)-1;
+    for (size_t i = 0; i < aims_pipeline_num_steps(p); i++) {
+        if (aims_pipeline_step_kind(p, i) == AIMS_STEP_TOKENIZE) {
+            tok = i;
+        }
+    }
+    assert_true(tok != (size_t)-1);
+    OK(aims_pipeline_get_step_i64(p, tok, AIMS_STEP_PUNCT, &v));
+    assert_int_equal(v, 0);
+    aims_pipeline_destroy(p);
+}
+
 /* 60 short documents of 3 topics, with punctuation */
 static aims_dataset *docs(void)
 {
@@ -267,6 +294,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_punct_tokens, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_pipeline_file_v1, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_average_linear, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_average_embedding, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_average_param, ta_setup, ta_teardown),
