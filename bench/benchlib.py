@@ -79,3 +79,23 @@ def blas_summary(by_tag):
     """{tag: {"median", "min", "max", "n", "accuracy"}} recorded beside every ratio."""
     return {t: ({k: s.get(k) for k in ("median", "min", "max", "n", "accuracy")} if s else None)
             for t, s in by_tag.items()}
+
+
+def cached_grid(path, version, compute, force=False):
+    """A peer's tuning grid, cached as JSON at `path`: the cached one when its
+    "version" is `version` (and not `force`), else compute() -- a dict with that
+    "version" -- written atomically and returned."""
+    import json
+    if not force:
+        try:
+            with open(path) as f:
+                g = json.load(f)
+            if g.get("version") == version:
+                return g
+        except (OSError, ValueError):
+            pass
+    g = compute()
+    with open(path + ".tmp", "w") as f:
+        json.dump(g, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return g

@@ -25,6 +25,9 @@ import warnings
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import cached_grid  # noqa: E402
+
 
 def read_idx(images, labels):
     with open(images, "rb") as f:
@@ -104,15 +107,11 @@ def p3_fit_eval(ttr, ftr, tte, fte, cfg, seed):
 
 
 def p3_grid(fdir, force=False):
-    path = os.path.join(fdir, "sklearn-grid.json")
-    if not force:
-        try:
-            with open(path) as f:
-                g = json.load(f)
-            if g.get("version") == SK_GRID_VERSION:
-                return g
-        except (OSError, ValueError):
-            pass
+    return cached_grid(os.path.join(fdir, "sklearn-grid.json"), SK_GRID_VERSION,
+                       lambda: p3_tune(fdir), force)
+
+
+def p3_tune(fdir):
     ftr, ttr = read_tsv(os.path.join(fdir, "tune-train.tsv"))
     fva, tva = read_tsv(os.path.join(fdir, "tune-valid.tsv"))
     grid = []
@@ -121,13 +120,9 @@ def p3_grid(fdir, force=False):
         grid.append(dict(cfg, valid_accuracy=acc, train_s=round(secs, 3)))
         sys.stderr.write("[sklearn grid] %s -> %.4f in %.2f s\n" % (cfg, acc, secs))
     b = max(grid, key=lambda g: (g["valid_accuracy"], -g["train_s"]))
-    g = {"version": SK_GRID_VERSION, "tuned_on": "fortunes/tune-train.tsv -> tune-valid.tsv",
-         "best": {"alpha": b["alpha"], "ngram_max": b["ngram_max"]},
-         "best_valid_accuracy": b["valid_accuracy"], "grid": grid}
-    with open(path + ".tmp", "w") as f:
-        json.dump(g, f, indent=1)
-    os.replace(path + ".tmp", path)
-    return g
+    return {"version": SK_GRID_VERSION, "tuned_on": "fortunes/tune-train.tsv -> tune-valid.tsv",
+            "best": {"alpha": b["alpha"], "ngram_max": b["ngram_max"]},
+            "best_valid_accuracy": b["valid_accuracy"], "grid": grid}
 
 
 def goal_p3(args):
