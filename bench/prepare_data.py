@@ -8,6 +8,10 @@ Writes into $AIMS_DATA_DIR (default <repo>/data-cache):
   fortunes/{train,test}.tsv "topic<TAB>text", one document per line: a seeded,
       stratified 80/20 split (train_test_split, random_state=0) of the fortunes
       corpus built with the DATA.md rules (40 topics, 15,193 documents).
+  fortunes/tune-{train,valid}.tsv  a seeded, stratified 80/20 split
+      (random_state=1) of train.tsv alone: every contender's hyper-parameters
+      (fastText's grid, scikit-learn's alpha and n-grams, libaims' settings) are
+      chosen on tune-valid.tsv, never on test.tsv (DATA.md).
 
 Inside a document, newlines and tabs become single spaces: the line format has
 no escape, and both tokenizers (libaims TOKENIZE and scikit-learn's \\b\\w\\w+\\b)
@@ -167,10 +171,28 @@ def prepare_fortunes(root):
     atomic_write(stamp, lambda f: f.write((RECIPE + "\n").encode()))
 
 
+def prepare_tuning(root):
+    """tune-train.tsv / tune-valid.tsv: the validation slice carved from train.tsv."""
+    out = os.path.join(root, "fortunes")
+    names = ("tune-train.tsv", "tune-valid.tsv")
+    if all(os.path.exists(os.path.join(out, n)) for n in names):
+        return
+    with open(os.path.join(out, "train.tsv"), "rb") as f:
+        lines = [ln for ln in f.read().decode("utf-8").split("\n") if ln]
+    topics = [ln.partition("\t")[0] for ln in lines]
+    from sklearn.model_selection import train_test_split
+    tr, va = train_test_split(list(range(len(lines))), test_size=0.2, stratify=topics,
+                              random_state=1)
+    for fname, part in zip(names, (tr, va)):
+        atomic_write(os.path.join(out, fname), lambda f, part=part: f.write(
+            "".join(lines[i] + "\n" for i in part).encode("utf-8")))
+
+
 def main():
     root = data_dir()
     prepare_fmnist(root)
     prepare_fortunes(root)
+    prepare_tuning(root)
     print(root)
 
 

@@ -61,6 +61,7 @@ static const param_row k_params[] = {
     {AIMS_STEP_SUBLINEAR_TF, "sublinear_tf", I64, 0, 1, 0},
     {AIMS_STEP_NORM, "norm", I64, 0, 2, 2},
     {AIMS_STEP_NONFINITE, "nonfinite", I64, 0, 1, 0},
+    {AIMS_STEP_PUNCT, "punct", I64, 0, 1, 0},
 
     {AIMS_PIPELINE_THREADS, "threads", I64, 0, 256, 1},
 
@@ -93,6 +94,7 @@ static const param_row k_params[] = {
     {AIMS_TRAIN_METRIC, "metric", I64, 0, 1, 0},
     {AIMS_TRAIN_WARM_START, "warm_start", I64, 0, 1, 0},
     {AIMS_TRAIN_GEMM, "gemm", I64, 0, 1, 0},
+    {AIMS_TRAIN_AVERAGE, "average", I64, 0, 1 << 24, 0},
 
     {AIMS_HEALTH_FAILURES, "failures", I64, 1, 1000000, 5},
     {AIMS_HEALTH_EJECT_MS, "eject_ms", I64, 1, 86400000, 30000},

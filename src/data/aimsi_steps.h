@@ -15,7 +15,7 @@
 #include "aimsi_data.h"
 
 #define AIMSI_MAX_STEPS 64
-#define AIMSI_NSTEP_PARAMS 17 /* AIMS_STEP_COL_BEGIN .. AIMS_STEP_NONFINITE */
+#define AIMSI_NSTEP_PARAMS 18 /* AIMS_STEP_COL_BEGIN .. AIMS_STEP_PUNCT */
 /* Widest dense row a pipeline accepts or produces; keeps per-column arrays and
  * one-hot expansions bounded (also for files read from outside). */
 #define AIMSI_MAX_WIDTH ((size_t)1 << 26)

@@ -56,6 +56,7 @@ static const unsigned k_applies[AIMSI_NSTEP_PARAMS] = {
     [AIMS_STEP_SUBLINEAR_TF - 200] = KB(AIMS_STEP_KIND_TFIDF),
     [AIMS_STEP_NORM - 200] = KB(AIMS_STEP_KIND_TFIDF),
     [AIMS_STEP_NONFINITE - 200] = NUMERIC_KINDS,
+    [AIMS_STEP_PUNCT - 200] = KB(AIMS_STEP_KIND_TOKENIZE),
 };
 
 const char *aimsi_pipe_step_name(int k)
@@ -222,7 +223,7 @@ static aims_status step_param_ok(aimsi_obj *obj, const aims_pipeline *p, size_t 
     if (step >= p->nsteps) {
         return aimsi_err(obj, AIMS_E_RANGE, "no step %zu (pipeline has %zu)", step, p->nsteps);
     }
-    AIMSI_TRY(aimsi_param_check(obj, param, AIMS_STEP_COL_BEGIN, AIMS_STEP_NONFINITE, type,
+    AIMSI_TRY(aimsi_param_check(obj, param, AIMS_STEP_COL_BEGIN, AIMS_STEP_PUNCT, type,
                                 value));
     const aimsi_step *s = &p->steps[step];
     if ((k_applies[param - AIMS_STEP_COL_BEGIN] & KB(s->kind)) == 0) {

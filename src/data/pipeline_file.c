@@ -8,13 +8,15 @@
  * could not have built.
  *
  * File format: a container of kind AIMSI_KIND_PIPELINE with one section PIPE:
- *   u32 version (1), u32 family, u32 nsteps, u32 fitted, u64 threads,
- *   u64 in_w, u64 out_w, then per step: u32 kind, 17 x f64 parameters and,
+ *   u32 version (2), u32 family, u32 nsteps, u32 fitted, u64 threads,
+ *   u64 in_w, u64 out_w, then per step: u32 kind, 18 x f64 parameters and,
  *   when fitted, the step's state (numeric: u64 in_w, out_w, c0, c1 and the
  *   per-column arrays; TFIDF: u64 ndocs, u32 buckets, buckets x u32 df).
  * The reader re-checks everything the API would have enforced -- kinds,
  * order, parameter bounds, widths chained step to step, array sizes against
  * declared widths, df <= ndocs -- and refuses the rest as AIMS_E_CORRUPT.
+ * Version 1 files (17 parameters: before AIMS_STEP_PUNCT) are still read; the
+ * parameters they lack take their defaults.
  */
 #include <math.h>
 #include <string.h>
@@ -30,7 +32,8 @@ _Static_assert(AIMS_STEP_KIND_STANDARDIZE == 1 && AIMS_STEP_KIND_MINMAX == 2 && 
                "aims_step_kind values are pipeline file codes: never renumber");
 
 #define PIPE_TAG AIMSI_TAG('P', 'I', 'P', 'E')
-#define PIPE_VERSION 1u
+#define PIPE_VERSION 2u
+#define PIPE_NPARAMS_V1 17 /* version 1: AIMS_STEP_COL_BEGIN .. AIMS_STEP_NONFINITE */
 #define PIPE_MAX_FILE ((uint64_t)1 << 33)
 #define PIPE_MAX_SECTION ((size_t)1 << 30) /* 2^28 TFIDF buckets; bounds a hostile raw size */
 
@@ -128,6 +131,7 @@ aims_status aims_pipeline_save(const aims_pipeline *p, const char *path)
 typedef struct reader {
     aimsi_rd rd;
     size_t step; /* for messages */
+    uint32_t version;
 } reader;
 
 #define CORRUPT(...) aimsi_err(NULL, AIMS_E_CORRUPT, "pipeline file: " __VA_ARGS__)
@@ -182,8 +186,12 @@ static aims_status rd_f64s(reader *r, size_t n, double **out, int finite, const 
 static aims_status read_params(reader *r, aimsi_step *s)
 {
     const uint8_t *src;
-    AIMSI_TRY(rd_array(r, AIMSI_NSTEP_PARAMS, 8, &src, "parameter"));
-    for (int i = 0; i < AIMSI_NSTEP_PARAMS; i++) {
+    const int n = r->version == 1 ? PIPE_NPARAMS_V1 : AIMSI_NSTEP_PARAMS;
+    AIMSI_TRY(rd_array(r, (size_t)n, 8, &src, "parameter"));
+    for (int i = n; i < AIMSI_NSTEP_PARAMS; i++) {
+        s->pv[i] = aimsi_param_default((aims_param)(AIMS_STEP_COL_BEGIN + i));
+    }
+    for (int i = 0; i < n; i++) {
         const aims_param param = (aims_param)(AIMS_STEP_COL_BEGIN + i);
         const uint64_t u = aimsi_load_u64le(src + 8 * i);
         double v;
@@ -350,11 +358,12 @@ static aims_status decode(const uint8_t *data, size_t len, aims_pipeline *p)
     uint32_t version, family, nsteps, fitted;
     uint64_t threads, in_w, out_w;
     AIMSI_TRY(rd_u32(&r, &version, "version"));
-    if (version != PIPE_VERSION) {
+    if (version != PIPE_VERSION && version != 1) {
         return aimsi_err(NULL, AIMS_E_UNSUPPORTED,
-                         "pipeline file: section version %u (this build reads %u)", version,
+                         "pipeline file: section version %u (this build reads 1..%u)", version,
                          PIPE_VERSION);
     }
+    r.version = version;
     AIMSI_TRY(rd_u32(&r, &family, "family"));
     AIMSI_TRY(rd_u32(&r, &nsteps, "step count"));
     AIMSI_TRY(rd_u32(&r, &fitted, "fitted flag"));

@@ -94,7 +94,7 @@ uint32_t aimsi_murmur3_32(const void *key, size_t len, uint32_t seed)
 /* ---- configuration ------------------------------------------------------------- */
 
 typedef struct text_cfg {
-    int lower;
+    int lower, punct;
     size_t minlen, nmax;
     uint32_t buckets;
     int sign;
@@ -109,7 +109,10 @@ static void cfg_init(const aims_pipeline *p, text_cfg *c)
         const aimsi_step *s = &p->steps[k];
         switch (s->kind) {
         case AIMS_STEP_KIND_NORMALIZE: c->lower = aimsi_sp(s, AIMS_STEP_LOWERCASE) != 0.0; break;
-        case AIMS_STEP_KIND_TOKENIZE: c->minlen = (size_t)aimsi_sp(s, AIMS_STEP_MIN_TOKEN_LEN); break;
+        case AIMS_STEP_KIND_TOKENIZE:
+            c->minlen = (size_t)aimsi_sp(s, AIMS_STEP_MIN_TOKEN_LEN);
+            c->punct = aimsi_sp(s, AIMS_STEP_PUNCT) != 0.0;
+            break;
         case AIMS_STEP_KIND_NGRAMS: c->nmax = (size_t)aimsi_sp(s, AIMS_STEP_NGRAM_MAX); break;
         case AIMS_STEP_KIND_HASH:
             c->buckets = (uint32_t)aimsi_sp(s, AIMS_STEP_BUCKETS);
@@ -220,8 +223,13 @@ static size_t utf8_len(const uint8_t *s, size_t left)
  * allocation failure. */
 static size_t tokenize(const text_cfg *c, const uint8_t *s, size_t len, doc_scratch *scr)
 {
-    if (grow((void **)&scr->buf, &scr->bcap, len + 1, 1) != 0 ||
-        grow((void **)&scr->tpos, &scr->tcap, 2 * (len / 2 + 1), sizeof(size_t)) != 0) {
+    /* Words are separated in the input, so at most len/2+1 of them fit in len+1
+     * bytes; punctuation tokens need no separator (every byte may be a token, and
+     * each is written with a space after it). */
+    const size_t bytes = c->punct ? 2 * len + 1 : len + 1;
+    const size_t toks = c->punct ? len + 1 : len / 2 + 1;
+    if (grow((void **)&scr->buf, &scr->bcap, bytes, 1) != 0 ||
+        grow((void **)&scr->tpos, &scr->tcap, 2 * toks, sizeof(size_t)) != 0) {
         return (size_t)-1;
     }
     char *buf = scr->buf;
@@ -231,12 +239,19 @@ static size_t tokenize(const text_cfg *c, const uint8_t *s, size_t len, doc_scra
     size_t nt = 0;
     size_t i = 0;
     while (i < len) {
-        /* skip separators */
+        /* skip separators; with punct, a punctuation byte is a token of its own */
         while (i < len) {
             const uint8_t b = s[i];
             if (b < 0x80) {
                 if (k_word[b]) {
                     break;
+                }
+                if (c->punct && b > 0x20 && b < 0x7F) {
+                    tp[2 * nt] = o;
+                    buf[o++] = (char)b;
+                    tp[2 * nt + 1] = o;
+                    nt++;
+                    buf[o++] = ' ';
                 }
                 i++;
             } else if (utf8_len(s + i, len - i) != 0) {

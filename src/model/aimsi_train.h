@@ -18,7 +18,7 @@ enum { SCHED_CONST = 0, SCHED_STEP = 1, SCHED_COSINE = 2 };
 
 typedef struct hyper {
     int64_t opt, nesterov, sched, warmup, step_epochs, batch, epochs, seed, threads, patience,
-        metric, warm, gemm;
+        metric, warm, gemm, avg;
     double lr, mom, b1, b2, eps, wd, gamma, val_frac, min_delta;
 } hyper;
 
@@ -52,6 +52,9 @@ struct aims_trainer {
     float *tb;
     uint8_t *mask_block;
     float *th, *tdh, *tz; /* TEXT: hidden, its gradient, logits */
+    float *tavg;          /* TEXT, average > 0: n_params, sum of (steps so far) x update */
+    int64_t avg_from;     /* TEXT: first step averaged */
+    int64_t avg_n;        /* TEXT: steps averaged so far */
     void *gws;            /* own GEMMs: packed operands (NULL: OpenBLAS) */
     aimsi_pool *pool;     /* own GEMMs: train_threads compute threads */
     int gprec;            /* own GEMMs: AIMSI_GEMM_F32 or AIMSI_GEMM_BF16 */
@@ -99,5 +102,7 @@ aims_status aimsi_train_text_workspace(aims_trainer *t);
 void aimsi_train_text_init(aims_trainer *t, uint64_t seed);
 /* One document: forward, loss gradient and sparse SGD; returns its loss. */
 double aimsi_train_text_step(aims_trainer *t, size_t row, float lr);
+/* ASGD (average > 0): replace the weights by the mean of the averaged steps. */
+void aimsi_train_text_average_finish(aims_trainer *t);
 
 #endif /* AIMSI_TRAIN_H */

@@ -68,6 +68,7 @@ static void hyper_defaults(hyper *h)
     h->metric = (int64_t)aimsi_param_default(AIMS_TRAIN_METRIC);
     h->warm = (int64_t)aimsi_param_default(AIMS_TRAIN_WARM_START);
     h->gemm = (int64_t)aimsi_param_default(AIMS_TRAIN_GEMM);
+    h->avg = (int64_t)aimsi_param_default(AIMS_TRAIN_AVERAGE);
 }
 
 /* Where each trainer parameter lives in `hyper` (core/params.c does the typed access). */
@@ -85,6 +86,7 @@ static const aimsi_param_field k_hyper_fields[] = {
     {AIMS_TRAIN_METRIC, AIMSI_FIELD_I64, offsetof(hyper, metric)},
     {AIMS_TRAIN_WARM_START, AIMSI_FIELD_I64, offsetof(hyper, warm)},
     {AIMS_TRAIN_GEMM, AIMSI_FIELD_I64, offsetof(hyper, gemm)},
+    {AIMS_TRAIN_AVERAGE, AIMSI_FIELD_I64, offsetof(hyper, avg)},
     {AIMS_TRAIN_LR, AIMSI_FIELD_F64, offsetof(hyper, lr)},
     {AIMS_TRAIN_MOMENTUM, AIMSI_FIELD_F64, offsetof(hyper, mom)},
     {AIMS_TRAIN_BETA1, AIMSI_FIELD_F64, offsetof(hyper, b1)},
@@ -680,6 +682,9 @@ static aims_status end_epoch(aims_trainer *t)
     }
     if (t->epoch >= t->h.epochs) {
         t->done = 1;
+    }
+    if (t->done && t->m->kind == AIMS_MODEL_KIND_TEXT) {
+        aimsi_train_text_average_finish(t);
     }
     if (t->done) {
         restore_best(t);

@@ -8,6 +8,15 @@
  * the embedding table can be large; only the embedding rows of the
  * document's tokens move. The initial embeddings are drawn per token from the
  * seed (aimsi_train_mix_seed), so the order of the data does not matter.
+ *
+ * Averaging (AIMS_TRAIN_AVERAGE = N > 0, ASGD). Per-document SGD on a sparse
+ * bag of n-grams ends wherever the last few documents pushed it; the mean of
+ * the iterates of the last N epochs is a better model (on the fortunes topics
+ * +1 to +2 pp, see docs/text-training.md). Averaging must stay sparse, so it uses
+ * the usual lazy form: with w_s the weights after averaged step s = 1..T and u_s
+ * that step's update, sum_s w_s = T w_T - sum_s (s-1) u_s, so each update also
+ * adds (s-1) u_s to an accumulator A of the touched entries only, and at the
+ * end w = w_T - A / T: one more float per parameter, no dense pass per step.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -21,8 +30,10 @@ aims_status aimsi_train_text_workspace(aims_trainer *t)
 {
     const aims_model *m = t->m;
     const int early = t->n_va > 0 || t->val != NULL;
+    const int avg = t->h.avg > 0 && t->h.patience == 0;
     const size_t small = 2 * m->embed_dim + m->output_dim;
-    t->ws = aimsi_calloc(small + (early ? m->n_params : 0), sizeof(float));
+    t->ws = aimsi_calloc(small + (early ? m->n_params : 0) + (avg ? m->n_params : 0),
+                         sizeof(float));
     t->perm = aimsi_malloc(t->n_tr * sizeof *t->perm);
     if (t->ws == NULL || t->perm == NULL) {
         return aimsi_err(&t->obj, AIMS_E_NOMEM, "aims_trainer_begin: out of memory for the "
@@ -32,6 +43,10 @@ aims_status aimsi_train_text_workspace(aims_trainer *t)
     t->tdh = t->th + m->embed_dim;
     t->tz = t->tdh + m->embed_dim;
     t->best = early ? t->tz + m->output_dim : NULL;
+    t->tavg = avg ? t->tz + m->output_dim + (early ? m->n_params : 0) : NULL;
+    const int64_t from = t->h.epochs > t->h.avg ? (t->h.epochs - t->h.avg) * t->steps_per_epoch : 0;
+    t->avg_from = from;
+    t->avg_n = 0;
     t->grad = NULL;
     t->v1 = NULL;
     t->v2 = NULL;
@@ -116,19 +131,29 @@ double aimsi_train_text_step(aims_trainer *t, size_t row, float lr)
     const double loss = text_loss_grad(m->loss, z, k, (size_t)ds->labels[row]);
     float *w = m->params + m->layers[0].w_off;
     float *b = m->params + m->layers[0].b_off;
+    /* ASGD: A += (s-1) u for every update u of this step (see the top comment) */
+    float *acc = t->tavg != NULL && t->step >= t->avg_from ? t->tavg : NULL;
+    const float c = (float)t->avg_n;
     memset(dh, 0, e * sizeof *dh);
     for (size_t o = 0; o < k; o++) {
         const float g = z[o];
         const float step = lr * g;
         b[o] -= step;
+        if (acc != NULL) {
+            acc[m->layers[0].b_off + o] -= c * step;
+        }
         if (m->text_linear) {
             dh[o] = g;
             continue;
         }
         float *wr = w + o * e;
+        float *ar = acc != NULL ? acc + m->layers[0].w_off + o * e : NULL;
         for (size_t j = 0; j < e; j++) {
             dh[j] += g * wr[j];
             wr[j] -= step * h[j];
+            if (ar != NULL) {
+                ar[j] -= c * step * h[j];
+            }
         }
     }
     const uint64_t t0 = ds->tok_off[row];
@@ -138,11 +163,35 @@ double aimsi_train_text_step(aims_trainer *t, size_t row, float lr)
         float *emb = m->params + m->emb_off;
         for (uint64_t i = t0; i < t1; i++) {
             const float s = scale * (ds->tok_w != NULL ? ds->tok_w[i] : 1.0f);
-            float *v = emb + (size_t)ds->tok_ids[i] * e;
+            const size_t off = (size_t)ds->tok_ids[i] * e;
+            float *v = emb + off;
             for (size_t j = 0; j < e; j++) {
                 v[j] -= s * dh[j];
             }
+            if (acc != NULL) {
+                float *a = acc + m->emb_off + off;
+                const float cs = c * s;
+                for (size_t j = 0; j < e; j++) {
+                    a[j] -= cs * dh[j];
+                }
+            }
         }
     }
+    if (acc != NULL) {
+        t->avg_n++;
+    }
     return loss;
+}
+
+void aimsi_train_text_average_finish(aims_trainer *t)
+{
+    if (t->tavg == NULL || t->avg_n == 0) {
+        return;
+    }
+    float *p = t->m->params;
+    const float inv = 1.0f / (float)t->avg_n;
+    for (size_t i = 0; i < t->m->n_params; i++) {
+        p[i] -= t->tavg[i] * inv;
+    }
+    t->avg_n = 0; /* applied once */
 }
