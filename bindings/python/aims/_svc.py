@@ -83,8 +83,10 @@ def _handler_trampoline(user, method, req, reply, deadline_ns):
     try:
         prev = getattr(_tls, "in_callback", False)
         prev_deadline = getattr(_tls, "deadline_ns", 0)
+        prev_req = getattr(_tls, "req", None)
         _tls.in_callback = True
         _tls.deadline_ns = deadline_ns
+        _tls.req = req      # the running request, for is_cancelled() (_call.py)
         try:
             fn = _handlers[user]
             result = fn(_decode(method), _msg_dict(req))
@@ -96,6 +98,7 @@ def _handler_trampoline(user, method, req, reply, deadline_ns):
         finally:
             _tls.in_callback = prev
             _tls.deadline_ns = prev_deadline
+            _tls.req = prev_req
     except BaseException as exc:  # noqa: B902 -- every failure becomes a status
         try:
             code, text = _exc_status(exc)
@@ -672,6 +675,12 @@ class Client(_Host):
             return _reply_or_raise(rc, reply, ptr)
         finally:
             req.release()
+
+    def call_start(self, service, method, request=None, idempotent=False, timeout_ms=0):
+        """Start a call and return an aims.Call handle: wait(), done, cancel(),
+        close() (docs/CANCEL.md, _call.py)."""
+        from ._call import Call
+        return Call._start(self, service, method, request, idempotent, timeout_ms)
 
     def call_addr(self, address, service, method, request=None, timeout_ms=0):
         """Call a service at one address (no registry, balancing or retries)."""
