@@ -1,9 +1,7 @@
 """Call handles and cancellation (aims_cancel.h, docs/CANCEL.md).
 
 Why a module of its own: a Call is the one wrapper whose C handle belongs to a
-call in flight rather than to an object the user built, and it has the one
-piece of per-thread state of the handler side (which request this thread is
-running), so both stay out of the already long _svc.py.
+call in flight rather than to an object the user built, and it has it stays out of the already long _svc.py (which imports it).
 
 How: ``Client.call_start`` returns a ``Call`` over aims_client_call_start. The
 request is copied by the library when it needs it, so it is released as soon
@@ -13,33 +11,20 @@ out once: a second ``wait()`` returns (or raises) the same thing again.
 ``wait(timeout)`` polls aims_call_is_done, as the C wait is bounded only by
 the call's own deadline. ``close()`` (and the context manager, and garbage
 collection) runs aims_call_destroy, which cancels a call still running and
-waits for it to end. On the handler side, ``_svc``'s trampoline records the C
-request of the running handler in a thread-local (``_tls.req``), which
-``is_cancelled()`` hands to aims_msg_is_cancelled.
+waits for it to end. The handler side (``aims.is_cancelled()``) lives in _svc.py,
+next to the trampoline that records which request a thread runs.
 """
 
 import time
 
-from . import _svc
+from . import _enums
 from ._errors import AimsError, _decode, _status
 from ._handle import _Handle, _Owner, _new_handle
 from ._lib import lib as _c
+from ._msg import _msg_dict
 
 _E_TIMEOUT = _status("AIMS_E_TIMEOUT")
-
-
-def is_cancelled(request=None):
-    """Inside a Python handler: True once the caller cancelled the request this
-    thread is running (Call.cancel, a CANCEL frame, or a hedge that lost).
-
-    A long handler polls it and returns early (any reply or exception: nobody
-    waits for it any more). ``request`` (the handler's request dict) is accepted
-    for readability and ignored: the request is the one running on this
-    thread. Outside a handler it is False.
-    """
-    del request
-    req = getattr(_svc._tls, "req", None)
-    return bool(req) and _c.aims_msg_is_cancelled(req) == 1
+_CALL_IDEMPOTENT = _enums.DEFINES["AIMS_CALL_IDEMPOTENT"]
 
 
 class Call(_Handle):
@@ -70,7 +55,7 @@ class Call(_Handle):
         try:
             ptr = _new_handle(_c.aims_client_call_start, cptr, str(service).encode("utf-8"),
                               str(method).encode("utf-8"), req.ptr,
-                              _svc._CALL_IDEMPOTENT if idempotent else 0, int(timeout_ms))
+                              _CALL_IDEMPOTENT if idempotent else 0, int(timeout_ms))
         finally:
             req.release()
         self = cls._wrap(ptr)
@@ -117,7 +102,7 @@ class Call(_Handle):
             reply = _Owner(_new_handle(_c.aims_msg_create), _c.aims_msg_destroy)
             rc = _c.aims_call_wait(ptr, reply.ptr)
             if rc == 0:
-                self._outcome = (_svc._msg_dict(reply.ptr, reply), None)
+                self._outcome = (_msg_dict(reply.ptr, reply), None)
             else:
                 text = _decode(_c.aims_msg_error(reply.ptr)) or \
                     _decode(_c.aims_call_errmsg(ptr)) or _decode(_c.aims_errmsg())

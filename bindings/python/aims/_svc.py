@@ -18,6 +18,7 @@ from concurrent.futures import Future as _Future
 
 from . import _enums
 from . import _lib
+from ._call import Call
 from ._core import _enum, _set_typed
 from ._errors import AimsError, _E_CLOSED, _E_INTERNAL, _E_MISUSE, _check, _decode, _status
 from ._handle import _Borrowed, _Handle, _Owner, _errmsg_property, _new_handle, \
@@ -27,6 +28,7 @@ from ._model import Bundle
 from ._msg import Msg, _msg_dict, _msg_fill
 from ._orch import LB_POLICIES, Metrics, Registry
 from ._pipeline import Pipeline
+from ._tls import TlsConfig
 
 _CALL_IDEMPOTENT = _enums.DEFINES["AIMS_CALL_IDEMPOTENT"]
 #: aims_service_stat values by name (Service.stat).
@@ -154,6 +156,20 @@ def request_deadline_ns():
     return int(getattr(_tls, "deadline_ns", 0) or 0)
 
 
+def is_cancelled(request=None):
+    """Inside a Python handler: True once the caller cancelled the request this
+    thread is running (Call.cancel, a CANCEL frame, or a hedge that lost).
+
+    A long handler polls it and returns early (any reply or exception: nobody
+    waits for it any more). ``request`` (the handler's request dict) is accepted
+    for readability and ignored: the request is the one running on this
+    thread. Outside a handler it is False.
+    """
+    del request
+    req = getattr(_tls, "req", None)
+    return bool(req) and _c.aims_msg_is_cancelled(req) == 1
+
+
 def _not_in_callback(what):
     if getattr(_tls, "in_callback", False):
         raise AimsError(_E_MISUSE, "%s from inside a handler or completion callback would "
@@ -263,6 +279,13 @@ class Policy(_Handle):
         return buf.value.decode("utf-8")
 
 
+def _set_tls(host, fn, tls):
+    if not isinstance(tls, TlsConfig):
+        raise TypeError("expected an aims.TlsConfig, got %s" % type(tls).__name__)
+    host._call(fn, tls._ptr)
+    return host
+
+
 class _Host(_Handle):
     """Base of Node and Client: objects that own library threads.
 
@@ -307,6 +330,8 @@ class _Host(_Handle):
         if self.closed:
             return
         _not_in_callback("%s.close()" % self._kind)
+        for dep in list(self.__dict__.get("_dependents", ())):
+            dep.close()     # HTTP servers borrow the node: they stop first (_http.py)
         owner, self._owner = self._owner, None
         owner.release()
 
@@ -393,6 +418,11 @@ class Node(_Host):
         """Register this node's services in the registry hosted at ``url``."""
         self._call(_c.aims_node_join, str(url).encode("utf-8"))
         return self
+
+    def set_tls(self, tls):
+        """Serve and dial tls:// with ``tls`` (an aims.TlsConfig; the node takes
+        its own reference). Returns self."""
+        return _set_tls(self, _c.aims_node_set_tls, tls)
 
     def set_policy(self, policy):
         """Enforce ``policy`` (a Policy, kept alive by the node; None: no policy)."""
@@ -640,6 +670,11 @@ class Client(_Host):
         max_attempts, lb_policy (name or number), max_pending, sync_ms, backoff_ms)."""
         return _Host.set_param(self, name, value)
 
+    def set_tls(self, tls):
+        """Dial tls:// with ``tls`` (an aims.TlsConfig; the client takes its own
+        reference). Returns self."""
+        return _set_tls(self, _c.aims_client_set_tls, tls)
+
     def use_registry(self, registry):
         return self._keep_registry(_c.aims_client_set_registry, registry)
 
@@ -679,7 +714,6 @@ class Client(_Host):
     def call_start(self, service, method, request=None, idempotent=False, timeout_ms=0):
         """Start a call and return an aims.Call handle: wait(), done, cancel(),
         close() (docs/CANCEL.md, _call.py)."""
-        from ._call import Call
         return Call._start(self, service, method, request, idempotent, timeout_ms)
 
     def call_addr(self, address, service, method, request=None, timeout_ms=0):
