@@ -667,7 +667,8 @@ class Client(_Host):
 
     def set_param(self, name, value):
         """Set a client parameter by name (timeout_ms, retry_budget, retry_min,
-        max_attempts, lb_policy (name or number), max_pending, sync_ms, backoff_ms)."""
+        max_attempts, lb_policy (name or number), max_pending, sync_ms, backoff_ms,
+        hedge_ms: -1 off, N ms, 0 adaptive; for idempotent calls, docs/CANCEL.md)."""
         return _Host.set_param(self, name, value)
 
     def set_tls(self, tls):
