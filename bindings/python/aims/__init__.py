@@ -81,7 +81,7 @@ from ._svc import _HANDLER_THUNK, _handlers, _token  # noqa: F401 (used by the t
 from ._call import Call
 from ._http import HttpServer
 from ._svc import is_cancelled
-from ._tls import TlsConfig
+from ._tlsconfig import TlsConfig
 
 __all__ = [
     "AimsError", "LoadOptions", "Dataset", "Pipeline", "Format", "StepKind",

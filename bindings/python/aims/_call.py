@@ -1,7 +1,8 @@
 """Call handles and cancellation (aims_cancel.h, docs/CANCEL.md).
 
 Why a module of its own: a Call is the one wrapper whose C handle belongs to a
-call in flight rather than to an object the user built, and it has it stays out of the already long _svc.py (which imports it).
+call in flight rather than to an object the user built; it stays out of the
+already long _svc.py (which imports it for Client.call_start).
 
 How: ``Client.call_start`` returns a ``Call`` over aims_client_call_start. The
 request is copied by the library when it needs it, so it is released as soon

@@ -28,7 +28,7 @@ from ._model import Bundle
 from ._msg import Msg, _msg_dict, _msg_fill
 from ._orch import LB_POLICIES, Metrics, Registry
 from ._pipeline import Pipeline
-from ._tls import TlsConfig
+from ._tlsconfig import TlsConfig
 
 _CALL_IDEMPOTENT = _enums.DEFINES["AIMS_CALL_IDEMPOTENT"]
 #: aims_service_stat values by name (Service.stat).
@@ -88,7 +88,7 @@ def _handler_trampoline(user, method, req, reply, deadline_ns):
         prev_req = getattr(_tls, "req", None)
         _tls.in_callback = True
         _tls.deadline_ns = deadline_ns
-        _tls.req = req      # the running request, for is_cancelled() (_call.py)
+        _tls.req = req      # the running request, for is_cancelled() below
         try:
             fn = _handlers[user]
             result = fn(_decode(method), _msg_dict(req))
