@@ -7,6 +7,8 @@ here: the codes and names come from the library at import time
 status also subclasses is keyed by the status *name*.
 """
 
+from concurrent import futures as _futures
+
 from ._lib import lib as _c
 
 def _status_table():
@@ -48,8 +50,9 @@ class AimsError(Exception):
     ``except FileNotFoundError`` / ``LookupError`` (AIMS_E_NOTFOUND),
     ``ValueError`` (INVAL, RANGE, CORRUPT), ``OSError`` (IO), ``TimeoutError``,
     ``MemoryError``, ``PermissionError`` (DENIED), ``NotImplementedError`` (UNSUPPORTED), ``RuntimeError``
-    (MISUSE, STATE, BACKEND, INTERNAL). CANCELLED, OVERLOADED, CLOSED and EXISTS
-    have no built-in that means the same thing and subclass AimsError only.
+    (MISUSE, STATE, BACKEND, INTERNAL), ``concurrent.futures.CancelledError``
+    (CANCELLED). OVERLOADED, CLOSED and EXISTS have no built-in that means the
+    same thing and subclass AimsError only.
     ``except AimsError`` catches them all; ``err.code`` stays the exact status.
     """
 
@@ -95,6 +98,8 @@ _BUILTIN_BASES = {
     "AIMS_E_TIMEOUT": (TimeoutError,),
     "AIMS_E_INTERNAL": (RuntimeError,),
     "AIMS_E_DENIED": (PermissionError,),
+    # The futures' own "cancelled" (an Exception, unlike asyncio's BaseException).
+    "AIMS_E_CANCELLED": (_futures.CancelledError,),
 }
 
 

@@ -323,6 +323,15 @@ SVC_PROTOTYPES = {
                                             ctypes.POINTER(ctypes.c_double),
                                             ctypes.POINTER(ctypes.c_double)]),
     "aims_client_errmsg": (cstr, [handle]),
+    # aims_cancel.h: call handles, cancellation (docs/CANCEL.md; Python: _call.py)
+    "aims_client_call_start": (status, [handle, cstr, cstr, handle, ctypes.c_uint,
+                                        ctypes.c_int64, handle_out]),
+    "aims_call_wait": (status, [handle, handle]),
+    "aims_call_is_done": (ctypes.c_int, [handle]),
+    "aims_call_cancel": (status, [handle]),
+    "aims_call_destroy": (None, [handle]),
+    "aims_call_errmsg": (cstr, [handle]),
+    "aims_msg_is_cancelled": (ctypes.c_int, [handle]),
     # aims_tls.h: mutual TLS for tls:// (issue 10).
     "aims_tls_config_create": (status, [handle_out]),
     "aims_tls_config_destroy": (None, [handle]),

@@ -18,6 +18,7 @@ from concurrent.futures import Future as _Future
 
 from . import _enums
 from . import _lib
+from ._call import Call
 from ._core import _enum, _set_typed
 from ._errors import AimsError, _E_CLOSED, _E_INTERNAL, _E_MISUSE, _check, _decode, _status
 from ._handle import _Borrowed, _Handle, _Owner, _errmsg_property, _new_handle, \
@@ -27,6 +28,7 @@ from ._model import Bundle
 from ._msg import Msg, _msg_dict, _msg_fill
 from ._orch import LB_POLICIES, Metrics, Registry
 from ._pipeline import Pipeline
+from ._tlsconfig import TlsConfig
 
 _CALL_IDEMPOTENT = _enums.DEFINES["AIMS_CALL_IDEMPOTENT"]
 #: aims_service_stat values by name (Service.stat).
@@ -83,8 +85,10 @@ def _handler_trampoline(user, method, req, reply, deadline_ns):
     try:
         prev = getattr(_tls, "in_callback", False)
         prev_deadline = getattr(_tls, "deadline_ns", 0)
+        prev_req = getattr(_tls, "req", None)
         _tls.in_callback = True
         _tls.deadline_ns = deadline_ns
+        _tls.req = req      # the running request, for is_cancelled() below
         try:
             fn = _handlers[user]
             result = fn(_decode(method), _msg_dict(req))
@@ -96,6 +100,7 @@ def _handler_trampoline(user, method, req, reply, deadline_ns):
         finally:
             _tls.in_callback = prev
             _tls.deadline_ns = prev_deadline
+            _tls.req = prev_req
     except BaseException as exc:  # noqa: B902 -- every failure becomes a status
         try:
             code, text = _exc_status(exc)
@@ -149,6 +154,20 @@ _DONE_THUNK = _lib.done_fn(_done_trampoline)
 def request_deadline_ns():
     """Inside a handler: the request's CLOCK_MONOTONIC deadline in ns (0: none)."""
     return int(getattr(_tls, "deadline_ns", 0) or 0)
+
+
+def is_cancelled(request=None):
+    """Inside a Python handler: True once the caller cancelled the request this
+    thread is running (Call.cancel, a CANCEL frame, or a hedge that lost).
+
+    A long handler polls it and returns early (any reply or exception: nobody
+    waits for it any more). ``request`` (the handler's request dict) is accepted
+    for readability and ignored: the request is the one running on this
+    thread. Outside a handler it is False.
+    """
+    del request
+    req = getattr(_tls, "req", None)
+    return bool(req) and _c.aims_msg_is_cancelled(req) == 1
 
 
 def _not_in_callback(what):
@@ -260,6 +279,13 @@ class Policy(_Handle):
         return buf.value.decode("utf-8")
 
 
+def _set_tls(host, fn, tls):
+    if not isinstance(tls, TlsConfig):
+        raise TypeError("expected an aims.TlsConfig, got %s" % type(tls).__name__)
+    host._call(fn, tls._ptr)
+    return host
+
+
 class _Host(_Handle):
     """Base of Node and Client: objects that own library threads.
 
@@ -304,6 +330,8 @@ class _Host(_Handle):
         if self.closed:
             return
         _not_in_callback("%s.close()" % self._kind)
+        for dep in list(self.__dict__.get("_dependents", ())):
+            dep.close()     # HTTP servers borrow the node: they stop first (_http.py)
         owner, self._owner = self._owner, None
         owner.release()
 
@@ -390,6 +418,11 @@ class Node(_Host):
         """Register this node's services in the registry hosted at ``url``."""
         self._call(_c.aims_node_join, str(url).encode("utf-8"))
         return self
+
+    def set_tls(self, tls):
+        """Serve and dial tls:// with ``tls`` (an aims.TlsConfig; the node takes
+        its own reference). Returns self."""
+        return _set_tls(self, _c.aims_node_set_tls, tls)
 
     def set_policy(self, policy):
         """Enforce ``policy`` (a Policy, kept alive by the node; None: no policy)."""
@@ -634,8 +667,14 @@ class Client(_Host):
 
     def set_param(self, name, value):
         """Set a client parameter by name (timeout_ms, retry_budget, retry_min,
-        max_attempts, lb_policy (name or number), max_pending, sync_ms, backoff_ms)."""
+        max_attempts, lb_policy (name or number), max_pending, sync_ms, backoff_ms,
+        hedge_ms: -1 off, N ms, 0 adaptive; for idempotent calls, docs/CANCEL.md)."""
         return _Host.set_param(self, name, value)
+
+    def set_tls(self, tls):
+        """Dial tls:// with ``tls`` (an aims.TlsConfig; the client takes its own
+        reference). Returns self."""
+        return _set_tls(self, _c.aims_client_set_tls, tls)
 
     def use_registry(self, registry):
         return self._keep_registry(_c.aims_client_set_registry, registry)
@@ -672,6 +711,11 @@ class Client(_Host):
             return _reply_or_raise(rc, reply, ptr)
         finally:
             req.release()
+
+    def call_start(self, service, method, request=None, idempotent=False, timeout_ms=0):
+        """Start a call and return an aims.Call handle: wait(), done, cancel(),
+        close() (docs/CANCEL.md, _call.py)."""
+        return Call._start(self, service, method, request, idempotent, timeout_ms)
 
     def call_addr(self, address, service, method, request=None, timeout_ms=0):
         """Call a service at one address (no registry, balancing or retries)."""
