@@ -333,9 +333,11 @@ void aimsi_authz_done(aims_node *n, aimsi_door *door, const char *peer_id, const
 aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *peer_addr,
                               const char *kind, const char *service, const char *method,
                               aims_msg *m, const void *auth, size_t auth_len,
-                              aimsi_door **door_out, char *why, size_t why_cap)
+                              aimsi_door **door_out, char who[AIMSI_CALLER_MAX], char *why,
+                              size_t why_cap)
 {
     *door_out = NULL;
+    snprintf(who, AIMSI_CALLER_MAX, "%s", peer_id);
     aimsi_authz *a = authz_get(n, 0);
     if (a == NULL) {
         return AIMS_OK; /* no policy, no audit: the fast path */
@@ -368,7 +370,7 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
         snprintf(resource, sizeof(resource), "%s/%s", service, method);
     }
     const aims_policy *p = atomic_load(&a->policy);
-    char identity[AIMSI_ID_MAX + 8];
+    char identity[AIMSI_CALLER_MAX];
     snprintf(identity, sizeof(identity), "%s", peer_id);
     aims_status rc = AIMS_OK;
     if (p != NULL) {
@@ -400,6 +402,7 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
             }
         }
     }
+    snprintf(who, AIMSI_CALLER_MAX, "%s", identity);
     if (rc != AIMS_OK) {
         aimsi_authz_audit(n, AIMS_AUDIT_DENIED, identity, peer_addr, resource, rc, why);
     } else if (door != 0) {
