@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -216,6 +217,179 @@ static void test_token_alloc_failures(void **state)
     ta_fail_loop("client token", token_op, NULL);
 }
 
+/* ---- remote swap ---------------------------------------------------------------------- */
+
+typedef struct swap_log {
+    pthread_mutex_t mu;
+    int swaps, denied;
+    char last[256];
+} swap_log;
+
+static void on_audit(void *user, int64_t unix_ms, aims_audit_action action, const char *identity,
+                     const char *peer, const char *resource, aims_status status,
+                     const char *detail)
+{
+    (void)unix_ms, (void)peer, (void)detail;
+    swap_log *l = user;
+    pthread_mutex_lock(&l->mu);
+    if (action == AIMS_AUDIT_MODEL_SWAP && status == AIMS_OK) {
+        l->swaps++;
+    } else if (action == AIMS_AUDIT_DENIED) {
+        l->denied++;
+    }
+    snprintf(l->last, sizeof l->last, "%s %s %s", aims_audit_action_name(action), identity,
+             resource);
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* A trained 2-class logistic bundle on 4 features with meta version. */
+static aims_bundle *tiny_bundle(const char *version)
+{
+    float x[64 * 4];
+    int32_t y[64];
+    for (int r = 0; r < 64; r++) {
+        y[r] = r % 2;
+        for (int j = 0; j < 4; j++) {
+            x[r * 4 + j] = (float)((r % 2) * 2 - 1) + 0.01f * (float)j;
+        }
+    }
+    aims_dataset *ds = NULL;
+    assert_int_equal(aims_dataset_create_dense(64, 4, x, y, &ds), AIMS_OK);
+    aims_model *m = NULL;
+    assert_int_equal(aims_model_create(AIMS_MODEL_KIND_LOGISTIC, 4, 1, &m), AIMS_OK);
+    aims_trainer *t = NULL;
+    assert_int_equal(aims_trainer_create(m, &t), AIMS_OK);
+    assert_int_equal(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 2), AIMS_OK);
+    assert_int_equal(aims_trainer_fit(t, ds, NULL), AIMS_OK);
+    aims_bundle *b = NULL;
+    assert_int_equal(aims_bundle_create(NULL, m, &b), AIMS_OK);
+    assert_int_equal(aims_bundle_set_meta(b, "version", version), AIMS_OK);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    aims_dataset_destroy(ds);
+    return b;
+}
+
+/* The bytes of a saved bundle (malloc'd). */
+static void *bundle_file(const aims_bundle *b, size_t *len)
+{
+    char path[] = "/tmp/aims-ident-XXXXXX";
+    const int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(aims_bundle_save(b, path), AIMS_OK);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *buf = malloc(*len);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, *len, f), *len);
+    fclose(f);
+    unlink(path);
+    return buf;
+}
+
+static aims_status remote_swap(aims_client *c, const char *addr, const void *bytes, size_t len)
+{
+    aims_msg *req = mk_msg(), *rep = mk_msg();
+    const uint64_t d[1] = {len};
+    assert_int_equal(aims_msg_add(req, "bundle", AIMS_DT_BYTES, d, 1, bytes, 0), AIMS_OK);
+    const aims_status rc = aims_client_call_addr(c, addr, "infer.tiny", "swap", req, rep, 10000);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    return rc;
+}
+
+/* The version the infer service serves now ("info" method). */
+static int served_has(aims_client *c, const char *addr, const char *version)
+{
+    aims_msg *req = mk_msg(), *rep = mk_msg();
+    assert_int_equal(aims_client_call_addr(c, addr, "infer.tiny", "info", req, rep, 5000),
+                     AIMS_OK);
+    int hit = 0;
+    for (size_t i = 0; i < aims_msg_num_tensors(rep); i++) {
+        const void *data = NULL;
+        size_t bytes = 0;
+        aims_dtype dt = 0;
+        assert_int_equal(aims_msg_get_tensor(rep, i, NULL, &dt, NULL, NULL, &data, &bytes),
+                         AIMS_OK);
+        if (dt == AIMS_DT_BYTES && bytes == strlen(version) && memcmp(data, version, bytes) == 0) {
+            hit = 1;
+        }
+    }
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    return hit;
+}
+
+static void test_remote_swap_enforced(void **state)
+{
+    (void)state;
+    aims_bundle *v1 = tiny_bundle("v1"), *v2 = tiny_bundle("v2"), *v3 = tiny_bundle("v3");
+    size_t l2 = 0, l3 = 0;
+    void *b2 = bundle_file(v2, &l2), *b3 = bundle_file(v3, &l3);
+    swap_log log;
+    memset(&log, 0, sizeof log);
+    pthread_mutex_init(&log.mu, NULL);
+    aims_node *n = NULL;
+    aims_service *s = NULL;
+    char addr[256], tok[1024];
+    size_t len = 0;
+    assert_int_equal(aims_node_create("id-swap", &n), AIMS_OK);
+    assert_int_equal(aims_node_set_audit(n, on_audit, &log), AIMS_OK);
+    assert_int_equal(aims_node_listen(n, "tcp://127.0.0.1:0"), AIMS_OK);
+    assert_int_equal(aims_node_get_address(n, 0, addr, sizeof addr, &len), AIMS_OK);
+    assert_int_equal(aims_service_add_infer(n, "infer.tiny", v1, &s), AIMS_OK);
+    assert_int_equal(aims_service_start(s), AIMS_OK);
+    aims_client *c = mk_client(NULL);
+    assert_true(served_has(c, addr, "v1"));
+    /* no policy: a remote swap is refused (and audited), the model stays */
+    assert_int_equal(remote_swap(c, addr, b2, l2), AIMS_E_DENIED);
+    assert_non_null(strstr(aims_errmsg(), "needs a policy allowing 'swap'"));
+    assert_true(served_has(c, addr, "v1"));
+    /* a policy: alice may call, only ops may swap */
+    aims_policy *p = NULL;
+    assert_int_equal(aims_policy_create(&p), AIMS_OK);
+    assert_int_equal(aims_policy_load_string(p, "allow jwt:* call infer.tiny/*\n"
+                                                "allow jwt:ops swap infer.*\n", "swap.policy"),
+                     AIMS_OK);
+    assert_int_equal(aims_policy_set_jwt_hs256(p, k_key, strlen(k_key)), AIMS_OK);
+    assert_int_equal(aims_node_set_policy(n, p), AIMS_OK);
+    make_jwt(tok, sizeof tok, "alice", 600);
+    assert_int_equal(aims_client_set_token(c, tok), AIMS_OK);
+    assert_int_equal(remote_swap(c, addr, b2, l2), AIMS_E_DENIED);
+    assert_non_null(strstr(aims_errmsg(), "no rule allows"));
+    assert_true(served_has(c, addr, "v1"));
+    pthread_mutex_lock(&log.mu);
+    assert_non_null(strstr(log.last, "denied jwt:alice infer.tiny"));
+    pthread_mutex_unlock(&log.mu);
+    /* ops swaps twice (the second frees the bundle the first installed) */
+    make_jwt(tok, sizeof tok, "ops", 600);
+    assert_int_equal(aims_client_set_token(c, tok), AIMS_OK);
+    assert_int_equal(remote_swap(c, addr, b2, l2), AIMS_OK);
+    assert_true(served_has(c, addr, "v2"));
+    assert_int_equal(remote_swap(c, addr, b3, l3), AIMS_OK);
+    assert_true(served_has(c, addr, "v3"));
+    /* garbage is refused by the service, the model stays */
+    assert_int_equal(remote_swap(c, addr, "not a bundle", 12), AIMS_E_CORRUPT);
+    assert_true(served_has(c, addr, "v3"));
+    pthread_mutex_lock(&log.mu);
+    assert_int_equal(log.swaps, 2);
+    assert_true(log.denied >= 2);
+    pthread_mutex_unlock(&log.mu);
+    aims_client_destroy(c);
+    aims_node_destroy(n);
+    aims_policy_destroy(p);
+    aims_bundle_destroy(v1);
+    aims_bundle_destroy(v2);
+    aims_bundle_destroy(v3);
+    free(b2);
+    free(b3);
+    pthread_mutex_destroy(&log.mu);
+}
+
 int main(void)
 {
     snprintf(g_dir, sizeof g_dir, "/tmp/aims_ident_XXXXXX");
@@ -227,10 +401,12 @@ int main(void)
         return 1;
     }
     ta_install();
+    (void)echo_fn, (void)reply_tag; /* svc_echo.h helpers this file does not need */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_caller_tls_ipc_tcp_inproc, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_client_token_and_jwt_caller, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_token_alloc_failures, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_remote_swap_enforced, ta_setup, ta_teardown),
     };
     const int rc = cmocka_run_group_tests_name("ident", tests, NULL, NULL);
     char cmd[256];
