@@ -24,6 +24,7 @@
 #include "aims_cancel.h"
 #include "aims_tls.h"
 #include "aims_policy.h"
+#include "aims_ident.h"
 #include "aims_http.h"
 
 #endif /* AIMS_H */

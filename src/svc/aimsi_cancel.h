@@ -1,7 +1,8 @@
 /*
  * aimsi_cancel.h -- server-side cancellation (svc_cancel.c): the table that
  * lets a CANCEL frame find the request it names, and the thread-local "which
- * request is this handler running" that aims_msg_is_cancelled reads.
+ * request is this handler running" that aims_msg_is_cancelled and
+ * aims_msg_caller read.
  *
  * A request's cancellation flag is an _Atomic int owned by whoever started the
  * request: the client's pending for inproc:// calls (the node holds a
@@ -44,8 +45,9 @@ int aimsi_cancel_fire(aimsi_cancel_tab *t, const void *conn, uint64_t id);
 typedef struct aimsi_cancel_cur {
     const void *req;
     const _Atomic int *flag;
+    const char *caller; /* aims_msg_caller: the door's identity, NULL = "host" */
 } aimsi_cancel_cur;
-aimsi_cancel_cur aimsi_cancel_enter(const void *req, const _Atomic int *flag);
+aimsi_cancel_cur aimsi_cancel_enter(const void *req, const _Atomic int *flag, const char *caller);
 void aimsi_cancel_leave(aimsi_cancel_cur prev);
 
 #endif

@@ -184,7 +184,16 @@ struct aims_client {
     uint64_t health_ns;
     uint64_t probe_ns; /* under mu: last active-probe round */
     aims_metrics *mx;
+    struct aimsi_client_tok *token; /* mu: bearer token for "$auth" (client_token.c) */
 };
+
+/* client_token.c: the client's bearer token, reference-counted so a renewal
+ * never races a frame being encoded. take: a reference or NULL (no token);
+ * view: fill a borrowed "$auth" BYTES view of it (0 when t is NULL). */
+typedef struct aimsi_client_tok aimsi_client_tok;
+aimsi_client_tok *aimsi_client_token_take(aims_client *c);
+int aimsi_client_token_view(const aimsi_client_tok *t, aimsi_tensor *view);
+void aimsi_client_token_drop(aimsi_client_tok *t);
 
 static inline uint64_t aimsi_client_ms_to_ns(int64_t ms)
 {

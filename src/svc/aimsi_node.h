@@ -139,7 +139,7 @@ aims_service *aimsi_svc_lookup(aims_node *n, const char *name);
  * allow_inline: one of AIMSI_INLINE_* (aimsi_local.h). */
 void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req,
                         uint64_t deadline_ns, int allow_inline, aimsi_local_done done,
-                        void *ctx, const _Atomic int *cancel);
+                        void *ctx, const _Atomic int *cancel, const char *caller);
 void aimsi_svc_destroy(aims_service *s);
 /* Drain in phases (aims_node_destroy leaves the registry with every service,
  * waits one grace period, then finishes each): leave returns -1 when s is not

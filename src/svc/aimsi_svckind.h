@@ -26,6 +26,7 @@ typedef struct aimsi_work {
     uint64_t deadline_ns;  /* CLOCK_MONOTONIC, 0 = none */
     aims_status status;
     const _Atomic int *cancel; /* the caller's cancellation flag, or NULL (svc_cancel.c) */
+    const char *caller;        /* who asks (authz door), NULL = in-process "host" (svc_cancel.c) */
 } aimsi_work;
 
 /* Fail work item w: clear its reply, set the formatted error text on it,

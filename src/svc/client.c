@@ -80,6 +80,7 @@ static void client_free(aims_client *c)
         e = nx;
     }
     aimsi_ttable_fini(&c->tt);
+    aimsi_client_token_drop(c->token);
     aims_registry_destroy(c->reg_owned);
     aimsi_metrics_destroy_owned(c->mx);
     pthread_cond_destroy(&c->cv);

@@ -538,12 +538,15 @@ static aims_status encode_request(aims_client *c, const cl_call *k, const char *
     h.deadline_ns = aimsi_deadline_to_wire(deadline_ns);
     snprintf(h.service, sizeof h.service, "%s", k->service);
     snprintf(h.method, sizeof h.method, "%s", k->method);
-    aimsi_tensor views[AIMS_MSG_MAX_TENSORS];
-    const size_t n = aimsi_msg_views(k->req, views);
+    aimsi_tensor views[AIMS_MSG_MAX_TENSORS + 1]; /* + the bearer token */
+    size_t n = aimsi_msg_views(k->req, views);
+    aimsi_client_tok *tok = aimsi_client_token_take(c); /* client_token.c */
+    n += (size_t)aimsi_client_token_view(tok, &views[n]);
     aimsi_buf b;
     aimsi_buf_init(&b);
     const size_t above = aimsi_url_compresses(url) ? AIMSI_COMPRESS_ABOVE : 0;
     const aims_status rc = aimsi_frame_encode(&h, views, n, NULL, above, &b);
+    aimsi_client_token_drop(tok);
     if (rc != AIMS_OK) {
         aimsi_buf_free(&b);
         return aimsi_client_call_err(c, rc, "encoding the request for '%s': %s", k->service,

@@ -181,7 +181,7 @@ aims_status aimsi_node_dispatch(aims_node *n, const aimsi_dispatch *d)
         d->done(d->ctx, AIMS_E_NOTFOUND, NULL, text);
     } else {
         aimsi_svc_dispatch(s, d->method, d->req, d->deadline_ns, d->allow_inline, d->done,
-                           d->ctx, d->cancel);
+                           d->ctx, d->cancel, NULL);
     }
     atomic_fetch_sub(&n->active, 1);
     return AIMS_OK;
@@ -221,6 +221,7 @@ typedef struct conn_req {
     uint64_t id;
     aimsi_door *door; /* an outcome to audit (authz), or NULL */
     aimsi_cancel_ent ce; /* what a CANCEL frame for this id sets (svc_cancel.c) */
+    char caller[AIMSI_CALLER_MAX]; /* who asks, as the door decided (aims_msg_caller) */
 } conn_req;
 
 static void conn_unref(aimsi_conn *c)
@@ -411,10 +412,11 @@ static void handle_request(aimsi_conn *c, const aimsi_frame *f)
         }
     }
     aimsi_door *door = NULL;
+    char who[AIMSI_CALLER_MAX];
     const aims_status az = aimsi_authz_check(n, c->peer_id, c->peer_addr, s->kind->name,
                                              f->hdr.service, f->hdr.method, &m,
                                              auth != NULL ? auth->data : NULL,
-                                             auth != NULL ? auth->bytes : 0, &door, text,
+                                             auth != NULL ? auth->bytes : 0, &door, who, text,
                                              sizeof(text));
     if (az != AIMS_OK) {
         aimsi_msg_fini(&m);
@@ -431,11 +433,12 @@ static void handle_request(aimsi_conn *c, const aimsi_frame *f)
     r->c = c;
     r->id = id;
     r->door = door;
+    memcpy(r->caller, who, sizeof(who));
     atomic_fetch_add(&c->refs, 1);
     atomic_fetch_add(&c->inflight, 1);
     aimsi_cancel_add(&n->cancels, &r->ce, c, id);
     aimsi_svc_dispatch(s, f->hdr.method, &m, aimsi_deadline_from_wire(f->hdr.deadline_ns),
-                       AIMSI_INLINE_IF_CHEAP, conn_done, r, &r->ce.flag);
+                       AIMSI_INLINE_IF_CHEAP, conn_done, r, &r->ce.flag, r->caller);
     aimsi_msg_fini(&m);
 }
 

@@ -264,7 +264,7 @@ void aimsi_service_poke_idle(aims_service *s)
 
 static void run_inline(aims_service *s, const char *method, const aims_msg *req,
                        uint64_t deadline_ns, uint64_t t0, aimsi_local_done done, void *ctx,
-                       const _Atomic int *cancel)
+                       const _Atomic int *cancel, const char *caller)
 {
     aims_msg *reply = spare_take(s);
     if (reply == NULL) {
@@ -273,7 +273,7 @@ static void run_inline(aims_service *s, const char *method, const aims_msg *req,
         return;
     }
     note_accept(s);
-    aimsi_work w = {method, req, reply, deadline_ns, AIMS_OK, cancel};
+    aimsi_work w = {method, req, reply, deadline_ns, AIMS_OK, cancel, caller};
     aimsi_work *const item = &w;
     s->kind->run(s->impl, &item, 1);
     const uint64_t t1 = aimsi_now_ns();
@@ -314,7 +314,7 @@ void aimsi_service_free_item(aimsi_qitem *it)
 
 static void enqueue(aims_service *s, const char *method, const aims_msg *req,
                     uint64_t deadline_ns, uint64_t t0, aimsi_local_done done, void *ctx,
-                    const _Atomic int *cancel)
+                    const _Atomic int *cancel, const char *caller)
 {
     char text[256];
     const size_t mlen = strlen(method);
@@ -350,6 +350,7 @@ static void enqueue(aims_service *s, const char *method, const aims_msg *req,
     it->w.deadline_ns = deadline_ns;
     it->w.status = AIMS_OK;
     it->w.cancel = cancel;
+    it->w.caller = caller; /* lives in the requester's record until done runs */
     it->t_enq = t0;
     it->done = done;
     it->ctx = ctx;
@@ -429,7 +430,7 @@ static int builtin_method(aims_service *s, const char *method, aimsi_local_done 
 
 void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req,
                         uint64_t deadline_ns, int allow_inline, aimsi_local_done done, void *ctx,
-                        const _Atomic int *cancel)
+                        const _Atomic int *cancel, const char *caller)
 {
     char text[200];
     const uint64_t t0 = aimsi_now_ns();
@@ -460,10 +461,10 @@ void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req
             done(ctx, AIMS_E_CLOSED, NULL, text);
             return;
         }
-        run_inline(s, method, req, deadline_ns, t0, done, ctx, cancel);
+        run_inline(s, method, req, deadline_ns, t0, done, ctx, cancel, caller);
         return;
     }
-    enqueue(s, method, req, deadline_ns, t0, done, ctx, cancel);
+    enqueue(s, method, req, deadline_ns, t0, done, ctx, cancel, caller);
 }
 
 /* ---- the user-handler kind ---------------------------------------------------------- */
@@ -478,7 +479,8 @@ static void handler_run(void *impl, aimsi_work *const *items, size_t n)
     const handler_impl *h = impl;
     for (size_t i = 0; i < n; i++) {
         aimsi_work *w = items[i];
-        const aimsi_cancel_cur prev = aimsi_cancel_enter(w->req, w->cancel); /* svc_cancel.c */
+        const aimsi_cancel_cur prev =
+            aimsi_cancel_enter(w->req, w->cancel, w->caller); /* svc_cancel.c */
         w->status = h->fn(h->user, w->method, w->req, w->reply, w->deadline_ns);
         aimsi_cancel_leave(prev);
     }

@@ -14,6 +14,7 @@
  * queued item whose flag is set with AIMS_E_CANCELLED; a handler polls
  * aims_msg_is_cancelled(req), which compares req with the request its thread
  * is running (a thread-local set around each handler call) and reads the flag.
+ * aims_msg_caller(req) reads the caller's identity from the same thread-local.
  *
  * The table is one mutex over 64 buckets: each frame request adds and removes
  * one entry (a few tens of ns uncontended); CANCEL frames are rare.
@@ -25,6 +26,7 @@
 #include "aimsi_cancel.h"
 #include "aimsi_svckind.h"
 #include "aims/aims_cancel.h"
+#include "aims/aims_ident.h"
 
 static size_t bucket_of(const void *conn, uint64_t id)
 {
@@ -91,11 +93,12 @@ int aimsi_cancel_fire(aimsi_cancel_tab *t, const void *conn, uint64_t id)
 
 static _Thread_local aimsi_cancel_cur t_cur;
 
-aimsi_cancel_cur aimsi_cancel_enter(const void *req, const _Atomic int *flag)
+aimsi_cancel_cur aimsi_cancel_enter(const void *req, const _Atomic int *flag, const char *caller)
 {
     const aimsi_cancel_cur prev = t_cur;
     t_cur.req = req;
     t_cur.flag = flag;
+    t_cur.caller = caller;
     return prev;
 }
 
@@ -110,4 +113,16 @@ AIMS_API int aims_msg_is_cancelled(const aims_msg *req)
         return 0;
     }
     return atomic_load_explicit(t_cur.flag, memory_order_relaxed) != 0;
+}
+
+/* The same thread-local answers "who asks" (docs/SECURITY.md, identities):
+ * the node's door resolved the caller before dispatch (certificate name,
+ * "uid:N", "jwt:<sub>", "anonymous") and the string lives in the
+ * connection's request record until the request is done. */
+AIMS_API const char *aims_msg_caller(const aims_msg *req)
+{
+    if (req == NULL || req != t_cur.req) {
+        return "";
+    }
+    return t_cur.caller != NULL ? t_cur.caller : "host";
 }

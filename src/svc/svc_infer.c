@@ -87,6 +87,7 @@ typedef struct infer_impl {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     const aims_bundle *cur; /* served bundle (borrowed) */
+    aims_bundle *owned;     /* cur when a remote "swap" installed it (ours to free) */
     unsigned epoch;         /* counter new runs enter */
     size_t users[2];        /* runs inside each epoch */
     int swapping;           /* a swap is waiting for its old epoch */
@@ -440,9 +441,62 @@ static int same_group(const item_note *a, const item_note *b)
     return a->input == b->input && a->cols == b->cols && a->what == b->what;
 }
 
+static aims_status swap_in(infer_impl *im, const aims_bundle *b, int own);
+static int bundle_ok(const aims_bundle *b);
+
+static int is_swap(const aimsi_work *w)
+{
+    return w->method != NULL && strcmp(w->method, "swap") == 0;
+}
+
+/* "swap" over the wire (docs/IDENT.md): the node's door admitted it only for
+ * an identity the policy allows "swap" on this service (never without a
+ * policy) and audits the outcome. The request's BYTES "bundle" (a saved
+ * bundle file) is parsed and installed; the service owns it from then on.
+ * Runs before the batch enters an epoch: a swap waits for the old epoch. */
+static void do_remote_swap(infer_impl *im, aimsi_work *w)
+{
+    aims_dtype dt = 0;
+    size_t ndim = 0;
+    const void *data = NULL;
+    size_t bytes = 0;
+    size_t i = 0;
+    aims_bundle *b = NULL;
+    if (aims_msg_find(w->req, "bundle", &i) != AIMS_OK ||
+        aims_msg_get_tensor(w->req, i, NULL, &dt, &ndim, NULL, &data, &bytes) != AIMS_OK ||
+        dt != AIMS_DT_BYTES || bytes == 0) {
+        item_fail(w, NULL, AIMS_E_INVAL, "swap: want a BYTES tensor \"bundle\" holding a "
+                                         "saved bundle");
+        return;
+    }
+    aims_status rc = aims_bundle_parse(data, bytes, &b);
+    if (rc != AIMS_OK) {
+        item_fail(w, NULL, rc, "swap: the bundle does not load: %s", aims_errmsg());
+        return;
+    }
+    if (!bundle_ok(b)) {
+        aims_bundle_destroy(b);
+        item_fail(w, NULL, AIMS_E_INVAL, "swap: the bundle has no trained model");
+        return;
+    }
+    rc = swap_in(im, b, 1);
+    if (rc != AIMS_OK) {
+        aims_bundle_destroy(b);
+        item_fail(w, NULL, rc, "swap: %s", aims_errmsg());
+        return;
+    }
+    const int32_t one = 1;
+    w->status = aims_msg_add(w->reply, "swapped", AIMS_DT_I32, NULL, 0, &one, 0);
+}
+
 static void infer_run(void *impl, aimsi_work *const *items, size_t n)
 {
     infer_impl *im = impl;
+    for (size_t i = 0; i < n; i++) {
+        if (is_swap(items[i])) {
+            do_remote_swap(im, items[i]);
+        }
+    }
     unsigned epoch = 0;
     const aims_bundle *b = bundle_enter(im, &epoch);
     infer_scratch *s = scratch_get(im);
@@ -464,7 +518,9 @@ static void infer_run(void *impl, aimsi_work *const *items, size_t n)
             aimsi_work *w = items[i];
             item_note *nt = &s->notes[i];
             memset(nt, 0, sizeof *nt);
-            if (w->method != NULL && strcmp(w->method, "info") == 0) {
+            if (is_swap(w)) {
+                nt->state = IT_DONE; /* answered above */
+            } else if (w->method != NULL && strcmp(w->method, "info") == 0) {
                 do_info(w, nt, b);
             } else if (w->method == NULL || strcmp(w->method, "predict") != 0) {
                 item_fail(w, nt, AIMS_E_NOTFOUND, "no method %s on infer service",
@@ -508,6 +564,7 @@ static void infer_destroy(void *impl)
         im->free_list = s->next;
         scratch_free(s);
     }
+    aims_bundle_destroy(im->owned);
     pthread_cond_destroy(&im->cv);
     pthread_mutex_destroy(&im->mu);
     aimsi_free(im);
@@ -553,7 +610,13 @@ aims_status aimsi_infer_create(const aims_bundle *b, void **out)
 
 aims_status aimsi_infer_swap(void *impl, const aims_bundle *b)
 {
-    infer_impl *im = impl;
+    return swap_in(impl, b, 0);
+}
+
+/* Install b; own: the service frees it (a remote swap). The bundle a
+ * previous remote swap installed is freed once its epoch has drained. */
+static aims_status swap_in(infer_impl *im, const aims_bundle *b, int own)
+{
     if (im == NULL || !bundle_ok(b)) {
         return AIMSI_MISUSE("not an infer service, or not a bundle with a trained model");
     }
@@ -568,9 +631,12 @@ aims_status aimsi_infer_swap(void *impl, const aims_bundle *b)
     while (im->users[old] > 0) {
         pthread_cond_wait(&im->cv, &im->mu);
     }
+    aims_bundle *drop = im->owned;
+    im->owned = own ? (aims_bundle *)(uintptr_t)b : NULL;
     im->swapping = 0;
     pthread_cond_broadcast(&im->cv);
     pthread_mutex_unlock(&im->mu);
+    aims_bundle_destroy(drop);
     return AIMS_OK;
 }
 

@@ -26,7 +26,7 @@ static void run_method(void *impl, const char *method, const aims_msg *req)
 {
     aims_msg reply;
     aimsi_msg_init(&reply);
-    aimsi_work w = {method, req, &reply, 0, AIMS_OK, NULL};
+    aimsi_work w = {method, req, &reply, 0, AIMS_OK, NULL, NULL};
     aimsi_work *items[1] = {&w};
     aimsi_regsvc_kind()->run(impl, items, 1);
     aimsi_msg_fini(&reply);

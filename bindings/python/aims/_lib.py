@@ -344,6 +344,9 @@ SVC_PROTOTYPES = {
     "aims_tls_config_errmsg": (cstr, [handle]),
     "aims_node_set_tls": (status, [handle, handle]),
     "aims_client_set_tls": (status, [handle, handle]),
+    # aims_ident.h: the caller's identity (handlers), the client's bearer token
+    "aims_msg_caller": (cstr, [handle]),
+    "aims_client_set_token": (status, [handle, cstr]),
     # aims_policy.h: authorization policy, JWT bearer tokens, audit
     "aims_policy_create": (status, [handle_out]),
     "aims_policy_destroy": (None, [handle]),

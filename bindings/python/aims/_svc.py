@@ -683,6 +683,13 @@ class Client(_Host):
         self._call(_c.aims_client_join, str(url).encode("utf-8"))
         return self
 
+    def set_token(self, token):
+        """Attach a bearer token (JWT) to every call from now on (None: stop);
+        calling it again renews it (aims_client_set_token)."""
+        self._call(_c.aims_client_set_token,
+                   None if token is None else str(token).encode("ascii"))
+        return self
+
     @staticmethod
     def _request(request):
         """The request as a C message: a Msg as it is, else a temporary message

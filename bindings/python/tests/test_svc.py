@@ -798,3 +798,21 @@ class TestPolicy(ServiceCase):
         self.assertEqual(len(denied), 1)
         self.assertEqual(denied[0]["identity"], "anonymous")
         self.assertTrue(denied[0]["peer"].startswith("tcp://127.0.0.1:"))
+
+    @needs("aims_client_set_token")
+    def test_client_token(self):
+        pol = self.own(aims.Policy(text="allow jwt:alice call echo/*\n"))
+        pol.set_jwt_hs256(self.KEY)
+        node, _ = self.echo_node()
+        node.set_policy(pol)
+        tcp = node.listen("tcp://127.0.0.1:0")
+        c = self.client()
+        with self.assertRaises(aims.AimsError) as cm:
+            c.call_addr(tcp, "echo", "ping", {"x": b"hi"}, timeout_ms=5000)
+        self.assertEqual(cm.exception.code, aims.AIMS_E_DENIED)
+        c.set_token(_hs256_token(self.KEY, {"sub": "alice", "exp": int(time.time()) + 60}))
+        reply = c.call_addr(tcp, "echo", "ping", {"x": b"hi"}, timeout_ms=5000)
+        self.assertNotIn("$auth", reply)
+        c.set_token(None)
+        with self.assertRaises(aims.AimsError):
+            c.call_addr(tcp, "echo", "ping", {"x": b"hi"}, timeout_ms=5000)

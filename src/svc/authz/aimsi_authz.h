@@ -19,6 +19,8 @@
 #define AIMSI_ADMIN_TENSOR "$admin"
 #define AIMSI_JWT_MAX 8192u
 #define AIMSI_ID_MAX 160u
+/* Room for a caller identity ("jwt:" + sub, a certificate name, "uid:N"). */
+#define AIMSI_CALLER_MAX (AIMSI_ID_MAX + 8u)
 
 /* ---- policy (policy.c) --------------------------------------------------- */
 
@@ -106,12 +108,15 @@ typedef struct aimsi_door aimsi_door;
  * kind the service kind ("registry", "train", ...); m the request (without
  * any '$' tensor); auth/auth_len the "$auth" tensor bytes or NULL. AIMS_OK
  * admits (and *door may hold a record for aimsi_authz_done; an admin's
- * registry or train request gets "$admin" added to m); otherwise the status
- * and why (for the ERROR frame) -- and the denial is audited. */
+ * registry or train request gets "$admin" added to m) and who names the
+ * caller for the handler (aims_msg_caller: the verified token's "jwt:<sub>"
+ * or peer_id); otherwise the status and why (for the ERROR frame) -- and the
+ * denial is audited. */
 aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *peer_addr,
                               const char *kind, const char *service, const char *method,
                               aims_msg *m, const void *auth, size_t auth_len,
-                              aimsi_door **door, char *why, size_t why_cap);
+                              aimsi_door **door, char who[AIMSI_CALLER_MAX], char *why,
+                              size_t why_cap);
 /* The request finished with st (err: its message): audit the door event with
  * its real outcome, or a denial by the service (wrong lease secret or job
  * handle); frees door (may be NULL). */

@@ -333,11 +333,14 @@ void aimsi_authz_done(aims_node *n, aimsi_door *door, const char *peer_id, const
 aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *peer_addr,
                               const char *kind, const char *service, const char *method,
                               aims_msg *m, const void *auth, size_t auth_len,
-                              aimsi_door **door_out, char *why, size_t why_cap)
+                              aimsi_door **door_out, char who[AIMSI_CALLER_MAX], char *why,
+                              size_t why_cap)
 {
     *door_out = NULL;
+    snprintf(who, AIMSI_CALLER_MAX, "%s", peer_id);
+    const int swap = strcmp(kind, "infer") == 0 && strcmp(method, "swap") == 0;
     aimsi_authz *a = authz_get(n, 0);
-    if (a == NULL) {
+    if (a == NULL && !swap) {
         return AIMS_OK; /* no policy, no audit: the fast path */
     }
     /* the action and resource of this door */
@@ -364,14 +367,21 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
         action = submit ? "train" : "jobs";
         door = submit ? AIMS_AUDIT_TRAIN_SUBMIT
                       : strcmp(method, "result") == 0 ? AIMS_AUDIT_RESULT : 0;
+    } else if (swap) {
+        action = "swap";
+        door = AIMS_AUDIT_MODEL_SWAP;
     } else {
         snprintf(resource, sizeof(resource), "%s/%s", service, method);
     }
-    const aims_policy *p = atomic_load(&a->policy);
-    char identity[AIMSI_ID_MAX + 8];
+    const aims_policy *p = a != NULL ? atomic_load(&a->policy) : NULL;
+    char identity[AIMSI_CALLER_MAX];
     snprintf(identity, sizeof(identity), "%s", peer_id);
     aims_status rc = AIMS_OK;
-    if (p != NULL) {
+    if (p == NULL && swap) { /* a model swap over the wire needs a rule allowing it */
+        snprintf(why, why_cap, "a model swap over the wire needs a policy allowing 'swap' on "
+                               "'%s' (docs/POLICY.md); none is set on this node", service);
+        rc = AIMS_E_DENIED;
+    } else if (p != NULL) {
         aimsi_jwt_claims cl;
         cl.scope[0] = '\0';
         const char *scopes = NULL;
@@ -400,6 +410,7 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
             }
         }
     }
+    snprintf(who, AIMSI_CALLER_MAX, "%s", identity);
     if (rc != AIMS_OK) {
         aimsi_authz_audit(n, AIMS_AUDIT_DENIED, identity, peer_addr, resource, rc, why);
     } else if (door != 0) {

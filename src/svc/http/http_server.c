@@ -278,9 +278,10 @@ static enum MHD_Result do_infer(hreq *r, const aimsi_svc_view *v)
     const char *bearer = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
     const char *tok = bearer != NULL && strncasecmp(bearer, "Bearer ", 7) == 0 ? bearer + 7 : NULL;
     aimsi_door *door = NULL;
+    char who[AIMSI_CALLER_MAX];
     const aims_status az = aimsi_authz_check(h->node, "anonymous", "http://", "infer", v->name,
                                              "predict", &r->msg, tok,
-                                             tok != NULL ? strlen(tok) : 0, &door, err,
+                                             tok != NULL ? strlen(tok) : 0, &door, who, err,
                                              sizeof(err));
     if (az != AIMS_OK) {
         atomic_fetch_add(&h->ctr.infer_fail, 1);

@@ -1351,7 +1351,7 @@ static aims_status op_train(void *ctx)
                           AIMS_MSG_BORROW);
     }
     if (rc == AIMS_OK) {
-        aimsi_work w = {"submit", req, reply, 0, AIMS_OK, NULL};
+        aimsi_work w = {"submit", req, reply, 0, AIMS_OK, NULL, NULL};
         aimsi_work *wp = &w;
         aimsi_kind_train.run(impl, &wp, 1);
         rc = w.status;
@@ -1384,7 +1384,7 @@ static aims_status op_pre(void *ctx)
         rc = aims_msg_add(req, "x", AIMS_DT_F32, dx, 2, g_x, 0);
     }
     if (rc == AIMS_OK) {
-        aimsi_work w = {"transform", req, reply, 0, AIMS_OK, NULL};
+        aimsi_work w = {"transform", req, reply, 0, AIMS_OK, NULL, NULL};
         aimsi_work *wp = &w;
         aimsi_kind_preprocess.run(impl, &wp, 1);
         rc = w.status;
