@@ -477,6 +477,10 @@ AIMS_API aims_status aims_client_call(aims_client *c, const char *service, const
  * @brief Start a call; @p done runs exactly once (also on failure to start:
  * then before this returns, and the return value is that status).
  * @p req is copied when the call cannot complete before this returns.
+ * Over tcp://, ipc:// and tls://, a call started while other async calls are
+ * in flight is queued and written by the connection's I/O thread together
+ * with the others queued by then (one writev for many calls); a lone call is
+ * written on the caller's thread (docs/pipelined.md).
  * @return AIMS_OK when @p done has been or will be called with the outcome.
  * @since 0.1
  */

@@ -564,6 +564,8 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
     pthread_mutex_lock(&c->mu);
     aims_status rc = c->closing ? AIMS_E_CLOSED : link_locked(c, p, 1);
     const uint64_t id = p->id;
+    /* Async with others in flight: the I/O thread may batch it (stream_tx.c). */
+    const int defer = p->call != NULL && c->n_async > 1;
     pthread_mutex_unlock(&c->mu);
     if (rc != AIMS_OK) {
         aimsi_client_conn_release(c, cc);
@@ -577,7 +579,9 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
     size_t len = 0;
     rc = encode_request(c, k, p->ep->url, id, p->deadline_ns, &frame, &len);
     if (rc == AIMS_OK) {
+        aimsi_transport_tl_defer = defer;
         rc = cc->slot->vt.send(cc->slot->inst, cc->conn, frame, len);
+        aimsi_transport_tl_defer = 0;
         if (rc == AIMS_E_OVERLOADED) {
             /* The connection's send queue is full: the peer reads slower than
              * we write. Short back-off hint, like a service's queue-full reply. */

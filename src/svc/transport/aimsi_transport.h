@@ -85,6 +85,12 @@ aims_status aimsi_ttable_set_tls(aimsi_ttable *tt, aims_tls_config *cfg);
 /* The verified identity of the peer on `conn` of `slot` (tls://), or NULL. */
 const char *aimsi_ttable_peer(const aimsi_tslot *slot, void *conn);
 
+/* Send hint for the built-in stream transports (stream_tx.c), set by the
+ * client around one send on its own thread: nonzero = this frame may wait for
+ * the connection's I/O thread, which writes every frame queued by then in one
+ * writev (async calls with others in flight). Host transports ignore it. */
+extern _Thread_local int aimsi_transport_tl_defer;
+
 /* Split "scheme://rest": writes the scheme (<= 16 bytes) and points *rest after "://". */
 aims_status aimsi_url_split(const char *url, char *scheme, size_t scheme_cap, const char **rest);
 

@@ -626,20 +626,45 @@ static int mx_teardown(void **state)
 
 /* Many async calls started back to back, so one read on the node brings many
  * frames and their replies go out corked (stream_tx.c): every call completes
- * once, with its own payload, inline handler or worker. */
+ * once, with its own payload, inline handler or worker. A burst that queues
+ * longer than the service's target under sustained overload is shed with
+ * AIMS_E_OVERLOADED (svc_admit.c, by design: requests batched by the client's
+ * I/O thread arrive together), and a try that waits past the client's
+ * per-try timeout ends AIMS_E_TIMEOUT; such a call is started again, as a
+ * caller would, so every call still ends with its own reply. */
 typedef struct pipe_ctx {
-    atomic_int done, ok, mismatched;
+    atomic_int done, ok, mismatched, shed;
+    aims_client *c;
 } pipe_ctx;
 
 typedef struct pipe_call {
     pipe_ctx *ctx;
     float want;
+    int retries;
 } pipe_call;
 
-static void pipe_done(void *user, aims_status status, const aims_msg *reply, const char *error)
+static void pipe_done(void *user, aims_status status, const aims_msg *reply, const char *error);
+
+/* Shed by the service (OVERLOADED), or a try abandoned by the client's
+ * per-try timeout (client_try.c) while it waited behind the burst on a loaded
+ * machine (TIMEOUT, one instance: nowhere else to retry). */
+static int pipe_shed(aims_status status)
 {
-    (void)error;
-    pipe_call *pc = user;
+    return status == AIMS_E_OVERLOADED || status == AIMS_E_TIMEOUT;
+}
+
+/* Note one outcome; returns 0 when the call was started again (shed). */
+static int pipe_note(pipe_call *pc, aims_status status, const aims_msg *reply)
+{
+    if (pipe_shed(status) && pc->ctx->c != NULL && pc->retries < 1000) {
+        pc->retries++;
+        atomic_fetch_add(&pc->ctx->shed, 1);
+        aims_msg *req = mk_req(pc->want);
+        (void)aims_client_call_async(pc->ctx->c, "pipe", "m", req, AIMS_CALL_IDEMPOTENT, 30000,
+                                     pipe_done, pc);
+        aims_msg_destroy(req);
+        return 0;
+    }
     size_t i = 0;
     const void *data = NULL;
     float got = -1.0f;
@@ -652,6 +677,13 @@ static void pipe_done(void *user, aims_status status, const aims_msg *reply, con
         }
     }
     atomic_fetch_add(&pc->ctx->done, 1);
+    return 1;
+}
+
+static void pipe_done(void *user, aims_status status, const aims_msg *reply, const char *error)
+{
+    (void)error;
+    (void)pipe_note(user, status, reply);
 }
 
 static void test_pipelined_async(void **state)
@@ -665,14 +697,17 @@ static void test_pipelined_async(void **state)
         add_node(&cl, "pipe", &o);
         aims_client *c = mk_client(cl.reg);
         assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_MAX_PENDING, 4096), AIMS_OK);
-        pipe_ctx ctx;
+        static pipe_ctx ctx;
         atomic_init(&ctx.done, 0);
         atomic_init(&ctx.ok, 0);
         atomic_init(&ctx.mismatched, 0);
+        atomic_init(&ctx.shed, 0);
+        ctx.c = c;
         static pipe_call calls[N];
         for (int i = 0; i < N; i++) {
             calls[i].ctx = &ctx;
             calls[i].want = (float)i + 0.5f;
+            calls[i].retries = 0;
             aims_msg *req = mk_req(calls[i].want);
             (void)aims_client_call_async(c, "pipe", "m", req, AIMS_CALL_IDEMPOTENT, 30000,
                                          pipe_done, &calls[i]);
@@ -684,6 +719,95 @@ static void test_pipelined_async(void **state)
         assert_int_equal(atomic_load(&ctx.done), N);
         assert_int_equal(atomic_load(&ctx.ok), N);
         assert_int_equal(atomic_load(&ctx.mismatched), 0);
+        aims_client_destroy(c);
+        cluster_fini(&cl);
+    }
+}
+
+/* A window refilled from the completions (they may run on the I/O thread,
+ * whose sends are deferred too: stream_tx.c) while sync calls go through the
+ * same connection: every async call and every sync call gets its own reply,
+ * and nothing stalls in the deferred queue (a stall shows as done < N). */
+typedef struct refill_ctx {
+    pipe_ctx pc;
+    aims_client *c;
+    atomic_int started;
+} refill_ctx;
+
+enum { REFILL_N = 2048, REFILL_W = 32 };
+static refill_ctx g_refill;
+static pipe_call g_refill_calls[REFILL_N];
+
+static void refill_next(void);
+
+static void refill_done(void *user, aims_status status, const aims_msg *reply, const char *error)
+{
+    (void)error;
+    pipe_call *pc = user;
+    if (pipe_shed(status) && pc->retries < 1000) {
+        pc->retries++; /* shed: the same call again, the window slot stays taken */
+        aims_msg *req = mk_req(pc->want);
+        (void)aims_client_call_async(g_refill.c, "pipe", "m", req, AIMS_CALL_IDEMPOTENT, 30000,
+                                     refill_done, pc);
+        aims_msg_destroy(req);
+        return;
+    }
+    (void)pipe_note(pc, status, reply);
+    refill_next();
+}
+
+static void refill_next(void)
+{
+    const int i = atomic_fetch_add(&g_refill.started, 1);
+    if (i >= REFILL_N) {
+        return;
+    }
+    g_refill_calls[i].ctx = &g_refill.pc;
+    g_refill_calls[i].want = (float)i + 0.25f;
+    g_refill_calls[i].retries = 0;
+    aims_msg *req = mk_req(g_refill_calls[i].want);
+    (void)aims_client_call_async(g_refill.c, "pipe", "m", req, AIMS_CALL_IDEMPOTENT, 30000,
+                                 refill_done, &g_refill_calls[i]);
+    aims_msg_destroy(req);
+}
+
+static void test_pipelined_refill_and_sync(void **state)
+{
+    (void)state;
+    for (int inl = 1; inl >= 0; inl--) {
+        cluster cl = {0};
+        assert_int_equal(aims_registry_create(&cl.reg), AIMS_OK);
+        const svc_opts o = {inl, 0, 4096, 0};
+        add_node(&cl, "pipe", &o);
+        aims_client *c = mk_client(cl.reg);
+        memset(&g_refill, 0, sizeof g_refill);
+        g_refill.c = c;
+        atomic_init(&g_refill.pc.done, 0);
+        atomic_init(&g_refill.pc.ok, 0);
+        atomic_init(&g_refill.pc.mismatched, 0);
+        atomic_init(&g_refill.pc.shed, 0);
+        atomic_init(&g_refill.started, 0);
+        for (int i = 0; i < REFILL_W; i++) {
+            refill_next();
+        }
+        aims_msg *rep = mk_msg();
+        for (int k = 0; k < 50; k++) {
+            aims_msg *req = mk_req(1000000.0f + (float)k);
+            aims_status st = AIMS_E_OVERLOADED;
+            for (int t = 0; t < 1000 && pipe_shed(st); t++) {
+                st = aims_client_call(c, "pipe", "m", req, rep, AIMS_CALL_IDEMPOTENT, 30000);
+            }
+            assert_int_equal(st, AIMS_OK);
+            assert_same_tensors(req, rep);
+            aims_msg_destroy(req);
+        }
+        aims_msg_destroy(rep);
+        for (int w = 0; w < 60000 && atomic_load(&g_refill.pc.done) < REFILL_N; w++) {
+            nap_ms(1);
+        }
+        assert_int_equal(atomic_load(&g_refill.pc.done), REFILL_N);
+        assert_int_equal(atomic_load(&g_refill.pc.ok), REFILL_N);
+        assert_int_equal(atomic_load(&g_refill.pc.mismatched), 0);
         aims_client_destroy(c);
         cluster_fini(&cl);
     }
@@ -710,6 +834,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_echo, mx_setup, mx_teardown),
         cmocka_unit_test_setup_teardown(test_pipelined_async, mx_setup, mx_teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined_refill_and_sync, mx_setup, mx_teardown),
         cmocka_unit_test_setup_teardown(test_every_dtype, mx_setup, mx_teardown),
         cmocka_unit_test_setup_teardown(test_big_payload, mx_setup, mx_teardown),
         cmocka_unit_test_setup_teardown(test_handler_error, mx_setup, mx_teardown),
