@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -468,6 +469,103 @@ static void test_policy_publish_needs_swap(void **state)
     aims_policy_destroy(pol2);
 }
 
+/* Fashion-MNIST (AIMS_DATA_DIR; skipped without it): an MLP trained on 20,000
+ * rows, optimized against 2,000 test rows with 1,000 separate calibration
+ * rows; the accuracies agree with a local evaluation and a 2-point bound is
+ * met. Prints the measured numbers. */
+static float *scaled(const aims_dataset *ds, size_t rows)
+{
+    const size_t n = rows * aims_dataset_cols(ds);
+    float *x = malloc(n * sizeof(float));
+    assert_non_null(x);
+    const float *f = aims_dataset_features(ds);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = f[i] * (1.0f / 255.0f);
+    }
+    return x;
+}
+
+static void test_fashion_mnist(void **state)
+{
+    (void)state;
+    const char *dir = getenv("AIMS_DATA_DIR");
+    char img[512], lab[512], timg[512], tlab[512];
+    snprintf(img, sizeof img, "%s/fashion-mnist/train-images-idx3-ubyte", dir ? dir : ".");
+    snprintf(lab, sizeof lab, "%s/fashion-mnist/train-labels-idx1-ubyte", dir ? dir : ".");
+    snprintf(timg, sizeof timg, "%s/fashion-mnist/t10k-images-idx3-ubyte", dir ? dir : ".");
+    snprintf(tlab, sizeof tlab, "%s/fashion-mnist/t10k-labels-idx1-ubyte", dir ? dir : ".");
+    if (dir == NULL || access(img, R_OK) != 0 || access(timg, R_OK) != 0) {
+        skip();
+    }
+    enum { TR = 20000, EV = 2000, CAL = 1000 };
+    aims_dataset *tr = NULL, *te = NULL, *trs = NULL;
+    assert_int_equal(aims_dataset_load_idx(img, lab, NULL, &tr), AIMS_OK);
+    assert_int_equal(aims_dataset_load_idx(timg, tlab, NULL, &te), AIMS_OK);
+    float *xtr = scaled(tr, TR), *xte = scaled(te, EV);
+    assert_int_equal(aims_dataset_create_dense(TR, 784, xtr, aims_dataset_labels(tr), &trs),
+                     AIMS_OK);
+    aims_model *m = NULL;
+    assert_int_equal(aims_model_create(AIMS_MODEL_KIND_MLP, 784, 10, &m), AIMS_OK);
+    assert_int_equal(aims_model_add_dense(m, 64, AIMS_ACT_RELU), AIMS_OK);
+    aims_trainer *t = NULL;
+    assert_int_equal(aims_trainer_create(m, &t), AIMS_OK);
+    assert_int_equal(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 1), AIMS_OK);
+    assert_int_equal(aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, 64), AIMS_OK);
+    assert_int_equal(aims_trainer_fit(t, trs, NULL), AIMS_OK);
+    aims_bundle *b = NULL;
+    assert_int_equal(aims_bundle_create(NULL, m, &b), AIMS_OK);
+    void *bytes = NULL;
+    size_t blen = 0;
+    assert_int_equal(aimsi_bundle_to_bytes(b, &bytes, &blen), AIMS_OK);
+    env e;
+    env_up(&e, NULL);
+    aims_msg *req = NULL, *rep = NULL;
+    assert_int_equal(aims_msg_create(&req), AIMS_OK);
+    assert_int_equal(aims_msg_create(&rep), AIMS_OK);
+    const uint64_t bn = blen, xd[2] = {EV, 784}, yd = EV, cd[2] = {CAL, 784};
+    const float md = 0.02f;
+    assert_int_equal(aims_msg_add(req, "bundle", AIMS_DT_BYTES, &bn, 1, bytes, 0), AIMS_OK);
+    assert_int_equal(aims_msg_add(req, "x", AIMS_DT_F32, xd, 2, xte, 0), AIMS_OK);
+    assert_int_equal(aims_msg_add(req, "y", AIMS_DT_I32, &yd, 1, aims_dataset_labels(te), 0),
+                     AIMS_OK);
+    assert_int_equal(aims_msg_add(req, "calib_x", AIMS_DT_F32, cd, 2, xtr + (size_t)(TR - CAL) * 784,
+                                  0),
+                     AIMS_OK);
+    assert_int_equal(aims_msg_add(req, "max_drop", AIMS_DT_F32, NULL, 0, &md, 0), AIMS_OK);
+    assert_int_equal(call(&e, req, rep), AIMS_OK);
+    /* fp32 numbers = a local aims_eval on the same rows */
+    aims_dataset *evs = NULL;
+    assert_int_equal(aims_dataset_create_dense(EV, 784, xte, aims_dataset_labels(te), &evs),
+                     AIMS_OK);
+    aims_eval *ev = NULL;
+    double acc = 0;
+    assert_int_equal(aims_model_evaluate(m, evs, &ev), AIMS_OK);
+    assert_int_equal(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc), AIMS_OK);
+    assert_int_equal(i64_of(rep, "fp32_correct"), (int64_t)llround(acc * EV));
+    assert_true(acc > 0.7);
+    assert_true(f32_of(rep, "drop") <= md);
+    assert_true(i64_of(rep, "int8_bytes") < i64_of(rep, "fp32_bytes"));
+    fprintf(stderr, "fashion-mnist optimize: fp32 acc %.4f %lld B %.2f us | int8 acc %.4f "
+            "%lld B %.2f us\n",
+            (double)f32_of(rep, "fp32_accuracy"), (long long)i64_of(rep, "fp32_bytes"),
+            (double)f32_of(rep, "fp32_latency_us"), (double)f32_of(rep, "int8_accuracy"),
+            (long long)i64_of(rep, "int8_bytes"), (double)f32_of(rep, "int8_latency_us"));
+    aims_eval_destroy(ev);
+    aims_dataset_destroy(evs);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    env_down(&e);
+    aimsi_free(bytes);
+    aims_bundle_destroy(b);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    aims_dataset_destroy(trs);
+    aims_dataset_destroy(tr);
+    aims_dataset_destroy(te);
+    free(xtr);
+    free(xte);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -498,6 +596,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_hostile_requests, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_publish_swaps_infer, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_policy_publish_needs_swap, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_fashion_mnist, ta_setup, ta_teardown),
     };
     char group[64];
     snprintf(group, sizeof group, "optimize_%s", g_tr);
