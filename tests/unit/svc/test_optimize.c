@@ -165,29 +165,30 @@ static aims_status call(env *e, const aims_msg *req, aims_msg *rep)
     return aims_client_call_addr(e->c, e->addr, "optimize.blobs", "optimize", req, rep, 60000);
 }
 
-static int64_t i64_of(const aims_msg *m, const char *name)
+/* The scalar `name` of reply m, which must have dtype dt (4 or 8 bytes into out). */
+static void scalar_of(const aims_msg *m, const char *name, aims_dtype dt, void *out, size_t size)
 {
-    size_t idx = 0;
+    size_t idx = 0, bytes = 0;
     assert_int_equal(aims_msg_find(m, name, &idx), AIMS_OK);
     const void *d = NULL;
-    aims_dtype dt = 0;
-    assert_int_equal(aims_msg_get_tensor(m, idx, NULL, &dt, NULL, NULL, &d, NULL), AIMS_OK);
-    assert_int_equal(dt, AIMS_DT_I64);
+    aims_dtype got = 0;
+    assert_int_equal(aims_msg_get_tensor(m, idx, NULL, &got, NULL, NULL, &d, &bytes), AIMS_OK);
+    assert_int_equal(got, dt);
+    assert_int_equal(bytes, size);
+    memcpy(out, d, size);
+}
+
+static int64_t i64_of(const aims_msg *m, const char *name)
+{
     int64_t v = 0;
-    memcpy(&v, d, sizeof v);
+    scalar_of(m, name, AIMS_DT_I64, &v, sizeof v);
     return v;
 }
 
 static float f32_of(const aims_msg *m, const char *name)
 {
-    size_t idx = 0;
-    assert_int_equal(aims_msg_find(m, name, &idx), AIMS_OK);
-    const void *d = NULL;
-    aims_dtype dt = 0;
-    assert_int_equal(aims_msg_get_tensor(m, idx, NULL, &dt, NULL, NULL, &d, NULL), AIMS_OK);
-    assert_int_equal(dt, AIMS_DT_F32);
     float v = 0;
-    memcpy(&v, d, sizeof v);
+    scalar_of(m, name, AIMS_DT_F32, &v, sizeof v);
     return v;
 }
 
