@@ -232,8 +232,9 @@ static aims_status parse_req(aimsi_work *w, opt_req *r)
     const size_t k = aims_model_output_dim(m);
     for (size_t i = 0; i < r->rows; i++) {
         if (r->y[i] < 0 || (size_t)r->y[i] >= k) {
-            return aimsi_work_fail(w, AIMS_E_INVAL, "optimize: \"y\"[%zu] = %d is not a class "
-                                                    "of the model (0..%zu)", i, (int)r->y[i], k - 1);
+            return aimsi_work_fail(w, AIMS_E_INVAL,
+                                   "optimize: \"y\"[%zu] = %d is not a class of the model (0..%zu)",
+                                   i, (int)r->y[i], k - 1);
         }
     }
     if (get(w->req, "calib_x", &dt, &nd, &dims, &data, &bytes)) {
