@@ -5,7 +5,7 @@
  *   aims_node --name N --listen URL [--listen URL ...]
  *             [--join REGISTRY_URL | --host-registry]
  *             [--infer NAME=BUNDLE_PATH] [--preprocess NAME=PIPELINE_PATH]
- *             [--train NAME] [--echo NAME] [--slow-us N]
+ *             [--train NAME] [--optimize NAME] [--echo NAME] [--slow-us N]
  *             [--workers N] [--heartbeat-ms N] [--max-frame BYTES]
  *             [--queue-cap N] [--concurrency N] [--inline 0|1]
  *             [--tls-ca FILE|DIR --tls-cert FILE --tls-key FILE [--tls-peer NAME ...]]
@@ -76,6 +76,7 @@
 #include <aims/aims_tls.h>
 #include <aims/aims_policy.h>
 #include <aims/aims_http.h>
+#include <aims/aims_optimize.h>
 
 #include "node_log.h"
 
@@ -83,7 +84,7 @@
 #define MAX_SERVICES 32
 
 /* What one --infer/--preprocess/--train/--echo flag asked for. */
-typedef enum svc_kind { K_INFER, K_PREPROCESS, K_TRAIN, K_ECHO } svc_kind;
+typedef enum svc_kind { K_INFER, K_PREPROCESS, K_TRAIN, K_ECHO, K_OPTIMIZE } svc_kind;
 
 typedef struct svc_spec {
     svc_kind kind;
@@ -130,7 +131,7 @@ static void usage_to(FILE *f)
             "usage: aims-node --name N --listen URL [--listen URL ...]\n"
             "                 [--join REGISTRY_URL | --host-registry]\n"
             "                 [--infer NAME=BUNDLE] [--preprocess NAME=PIPELINE]\n"
-            "                 [--train NAME] [--echo NAME] [--slow-us N]\n"
+            "                 [--train NAME] [--optimize NAME] [--echo NAME] [--slow-us N]\n"
             "                 [--workers N] [--heartbeat-ms N] [--max-frame BYTES]\n"
             "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n"
             "                 [--tls-ca FILE|DIR --tls-cert FILE --tls-key FILE]\n"
@@ -242,6 +243,8 @@ static int parse_flag(options *o, const char *flag, const char *val)
         return add_spec(o, K_TRAIN, val);
     } else if (strcmp(flag, "--echo") == 0) {
         return add_spec(o, K_ECHO, val);
+    } else if (strcmp(flag, "--optimize") == 0) {
+        return add_spec(o, K_OPTIMIZE, val);
     } else if (strcmp(flag, "--slow-us") == 0) {
         num = &o->slow_us;
     } else if (strcmp(flag, "--workers") == 0) {
@@ -387,6 +390,9 @@ static int add_services(daemon_state *st, const options *o)
             break;
         case K_ECHO:
             CHECK(st, aims_service_add_handler(st->node, sp->name, echo_handler, NULL, &s), what);
+            break;
+        case K_OPTIMIZE: /* docs/OPTIMIZE.md */
+            CHECK(st, aims_service_add_optimize(st->node, sp->name, &s), what);
             break;
         }
         st->svc[st->n_svc++] = s;

@@ -101,6 +101,8 @@ void aimsi_model_forward(const aims_model *m, const float *x, size_t rows, float
  * checkpoints). */
 aims_status aimsi_model_write(const aims_model *m, aimsi_cwriter *w);
 aims_status aimsi_model_read(aimsi_creader *r, aims_model **out);
+/* A bundle's file bytes in memory (bundle.c; aimsi_free *out). */
+aims_status aimsi_bundle_to_bytes(const aims_bundle *b, void **out, size_t *out_len);
 
 /* BLAS boundary (blas.c): C = alpha * op(A) op(B) + beta * C, row-major. */
 void aimsi_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,

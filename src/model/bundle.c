@@ -312,6 +312,23 @@ aims_status aims_bundle_save(const aims_bundle *b, const char *path)
     return rc;
 }
 
+/* The bytes aims_bundle_save would write (aimsi_free them): for services that
+ * ship a bundle in a reply without a temporary file. */
+aims_status aimsi_bundle_to_bytes(const aims_bundle *b, void **out, size_t *out_len)
+{
+    if (!BUNDLE_OK(b) || out == NULL || out_len == NULL) {
+        return AIMSI_MISUSE("invalid bundle handle or NULL out");
+    }
+    aimsi_cwriter *w = NULL;
+    AIMSI_TRY(aimsi_cw_create(AIMSI_KIND_BUNDLE, 0, &w));
+    aims_status rc = fill_bundle(b, w);
+    if (rc == AIMS_OK) {
+        rc = aimsi_cw_finish(w, out, out_len);
+    }
+    aimsi_cw_destroy(w);
+    return rc;
+}
+
 /* ---- load ------------------------------------------------------------------------------ */
 
 #define CORRUPT(...) aimsi_err(NULL, AIMS_E_CORRUPT, "bundle: " __VA_ARGS__)

@@ -299,6 +299,7 @@ SVC_PROTOTYPES = {
     "aims_service_add_infer": (status, [handle, cstr, handle, handle_out]),
     "aims_service_add_preprocess": (status, [handle, cstr, handle, handle_out]),
     "aims_service_add_train": (status, [handle, cstr, handle, handle_out]),
+    "aims_service_add_optimize": (status, [handle, cstr, handle_out]),
     "aims_service_set_param_i64": (status, [handle, param, ctypes.c_int64]),
     "aims_service_start": (status, [handle]),
     "aims_service_stop": (status, [handle, ctypes.c_int64]),

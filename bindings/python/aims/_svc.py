@@ -467,6 +467,9 @@ class Node(_Host):
     def add_train(self, name, pipeline=None, **params):
         return Service.add_train(self, name, pipeline, **params)
 
+    def add_optimize(self, name, **params):
+        return Service.add_optimize(self, name, **params)
+
     def close(self):
         """Stop every service, close listeners, join threads, free (idempotent)."""
         self._close()
@@ -558,6 +561,12 @@ class Service(_Borrowed, _Handle):
         if pipeline is not None:
             node._keep.append(pipeline._owner)
         return cls._make(node, name, _c.aims_service_add_train, (pp,), params)
+
+    @classmethod
+    def add_optimize(cls, node, name, **params):
+        """An optimize service ("optimize": "bundle", "x", "y", "max_drop" -> the
+        int8 bundle and both models' accuracy/size/latency; docs/OPTIMIZE.md)."""
+        return cls._make(node, name, _c.aims_service_add_optimize, (), params)
 
     @property
     def name(self):

@@ -711,6 +711,38 @@ class TestTrainService(ServiceCase):
             self.assertTrue(b.model.is_trained)
 
 
+@needs(*SVC_SYMBOLS, "aims_service_add_infer", "aims_service_add_optimize")
+class TestOptimizeService(ServiceCase):
+    def test_optimize_and_refuse(self):
+        rows, labels = toy_data(200)
+        with aims.Dataset.from_dense(rows, labels) as ds:
+            model = aims.Model("softmax", 4, 2)
+            model.fit(ds, epochs=3, lr=0.1, seed=1)
+        path = os.path.join(self.tmp, "m.bundle")
+        with aims.Bundle(None, model, name="toy", version="1") as b:
+            b.save(path)
+        model.close()
+        with open(path, "rb") as f:
+            blob = f.read()
+        node = self.node(unique("opt"))
+        node.listen("inproc://" + node.name)
+        node.set_registry(self.registry)
+        node.add_optimize("optimize.toy").start()
+        c = self.client()
+        req = {"bundle": ("bytes", (len(blob),), blob),
+               "x": ("f32", (len(rows), 4), array.array("f", [v for r in rows for v in r])),
+               "y": ("i32", (len(labels),), array.array("i", labels)),
+               "max_drop": 0.5}
+        rep = c.call("optimize.toy", "optimize", req)
+        with aims.Bundle.parse(values(rep["bundle"])) as q:
+            self.assertTrue(q.model.is_quantized)
+        req["max_drop"] = -1.0
+        with self.assertRaises(aims.AimsError) as cm:
+            c.call("optimize.toy", "optimize", req)
+        self.assertEqual(cm.exception.code, aims.AIMS_E_RANGE)
+        self.assertIn("refused", str(cm.exception))
+
+
 @needs(*SVC_SYMBOLS, "aims_node_host_registry", "aims_node_join", "aims_client_join")
 class TestHostedRegistry(ServiceCase):
     def test_join_over_tcp(self):

@@ -11,6 +11,7 @@
  *   train     submit               -> train     <service>
  *   train     status/result/cancel -> jobs      <service>
  *   anything else                  -> call      <service>/<method>
+ *   (optimize with "publish": also swap <"publish" tensor>)
  *
  * The caller is who the transport says (aimsi_authz_peer: "uid:N" for ipc://
  * via SO_PEERCRED, "anonymous" for plain tcp://; a TLS transport hands up its
@@ -400,6 +401,12 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
         }
         if (rc == AIMS_OK) {
             rc = aimsi_policy_decide(p, identity, scopes, action, resource, why, why_cap);
+        }
+        size_t pi = 0; /* an optimize that publishes also swaps its target's model */
+        if (rc == AIMS_OK && strcmp(kind, "optimize") == 0 &&
+            aims_msg_find(m, "publish", &pi) == AIMS_OK) {
+            req_text(m, "publish", resource, sizeof(resource));
+            rc = aimsi_policy_decide(p, identity, scopes, "swap", resource, why, why_cap);
         }
         if (rc == AIMS_OK && (strcmp(kind, "registry") == 0 || strcmp(kind, "train") == 0) &&
             aimsi_policy_is_admin(p, identity, scopes)) {
