@@ -22,6 +22,7 @@
 #include "aims/aims_svc.h"
 #include "aimsi_msg.h"
 #include "aimsi_cancel.h"
+#include "aimsi_climit.h"
 #include "aimsi_local.h"
 #include "aimsi_svckind.h"
 #include "aimsi_regsync.h"
@@ -80,6 +81,7 @@ struct aims_service {
     _Atomic uint64_t n_req, n_err, n_rej, n_batches, n_rows, busy_ns, ewma_ns;
     _Atomic uint64_t mdev_ns;        /* mean deviation of run() from ewma_ns (svc_admit.c) */
     uint64_t busy_since_ns;          /* node->lock: queue non-empty since (0: empty) */
+    aimsi_climit climit;             /* adaptive limit on queued + running (svc_climit.c) */
     _Atomic(aims_msg *) spare[AIMSI_SVC_SPARES];
     /* registry (reg_lock) */
     pthread_mutex_t reg_lock;
@@ -172,5 +174,8 @@ aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t
 void aimsi_admit_push(aims_service *s, aimsi_qitem *it, uint64_t now);
 aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped);
 uint64_t aimsi_admit_hint_ms(const aims_service *s, int64_t q, uint64_t allowed_ns);
+/* A request ran and was answered sojourn_ns after it was queued: feeds the
+ * adaptive limit (no lock needed). */
+void aimsi_admit_note_done(aims_service *s, uint64_t sojourn_ns);
 
 #endif /* AIMSI_NODE_H */
