@@ -165,7 +165,7 @@ aims_status aimsi_node_hb_start(aims_node *n);
  * All under node->lock but note_run. check: may a request arriving behind q
  * queued ones be admitted (AIMS_OK; else AIMS_E_OVERLOADED with a retry hint
  * or AIMS_E_TIMEOUT, text in text[cap]). push: append. take: the next item to
- * run (LIFO under sustained overload) or NULL; items that must not run any
+ * run (FIFO) or NULL; items that must not run any
  * more are unlinked onto *dropped (via next) with w.status set. hint_ms: the
  * retry hint for a queue of q when `allowed_ns` of queueing is admissible. */
 void aimsi_admit_note_run(aims_service *s, uint64_t old_ewma, uint64_t run_ns);
