@@ -36,9 +36,12 @@
  *    refused at arrival (a rejection costs the caller one round trip, not a
  *    wait) -- an earlier LIFO + drop-after-target design made the p99 of a
  *    rejection 75-130 ms (docs/OVERLOAD.md).
- *  - Adaptive limit (svc_climit.c): queued + running must stay below a limit
- *    that a gradient rule derives from the sojourn time vs the no-load run
- *    time; refused at arrival with AIMS_E_OVERLOADED when it is reached.
+ *  - Adaptive limit (svc_climit.c): under sustained overload, queued +
+ *    running must stay below a limit that a gradient rule derives from the
+ *    sojourn time vs the no-load run time; refused at arrival with
+ *    AIMS_E_OVERLOADED when it is reached. Only then, as CoDel tells a good
+ *    queue (a burst that drains within the interval: a client pipelining 512
+ *    calls) from a bad one (standing): a burst with long deadlines is queued.
  *  - Dropped before running. At take time, a request whose deadline passed or
  *    that can no longer finish before it (now + one run > deadline) is
  *    completed with AIMS_E_TIMEOUT without running.
@@ -163,7 +166,7 @@ aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t
     }
     const int64_t in_sys = in_system(s, q);
     const int64_t lim = aimsi_climit_get(&s->climit, climit_lo(s), climit_hi(s));
-    if (in_sys >= lim) {
+    if (overloaded(s, now) && in_sys >= lim) {
         const uint64_t allowed = estimate(s, lim - 1 - (in_sys - q)) - ewma;
         snprintf(text, cap,
                  "service %s overloaded: %" PRId64 " requests queued or running, adaptive "
