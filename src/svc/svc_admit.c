@@ -39,9 +39,12 @@
  *  - Adaptive limit (svc_climit.c): under sustained overload, queued +
  *    running must stay below a limit that a gradient rule derives from the
  *    sojourn time vs the no-load run time; refused at arrival with
- *    AIMS_E_OVERLOADED when it is reached. Only then, as CoDel tells a good
- *    queue (a burst that drains within the interval: a client pipelining 512
- *    calls) from a bad one (standing): a burst with long deadlines is queued.
+ *    AIMS_E_OVERLOADED when it is reached -- or when the queue ahead is
+ *    already longer than the target (a short queue empties now and then,
+ *    which ends "sustained"; the limit must still hold then). A burst whose
+ *    queue drains within the target (a client pipelining 512 quick calls) is
+ *    queued whatever the limit says, as CoDel tells a good queue from a
+ *    standing one.
  *  - Dropped before running. At take time, a request whose deadline passed or
  *    that can no longer finish before it (now + one run > deadline) is
  *    completed with AIMS_E_TIMEOUT without running.
@@ -166,7 +169,7 @@ aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t
     }
     const int64_t in_sys = in_system(s, q);
     const int64_t lim = aimsi_climit_get(&s->climit, climit_lo(s), climit_hi(s));
-    if (overloaded(s, now) && in_sys >= lim) {
+    if (in_sys >= lim && (overloaded(s, now) || estimate(s, q) - ewma > target(s))) {
         const uint64_t allowed = estimate(s, lim - 1 - (in_sys - q)) - ewma;
         snprintf(text, cap,
                  "service %s overloaded: %" PRId64 " requests queued or running, adaptive "
