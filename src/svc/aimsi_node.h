@@ -22,6 +22,7 @@
 #include "aims/aims_svc.h"
 #include "aimsi_msg.h"
 #include "aimsi_cancel.h"
+#include "aimsi_climit.h"
 #include "aimsi_local.h"
 #include "aimsi_svckind.h"
 #include "aimsi_regsync.h"
@@ -80,6 +81,7 @@ struct aims_service {
     _Atomic uint64_t n_req, n_err, n_rej, n_batches, n_rows, busy_ns, ewma_ns;
     _Atomic uint64_t mdev_ns;        /* mean deviation of run() from ewma_ns (svc_admit.c) */
     uint64_t busy_since_ns;          /* node->lock: queue non-empty since (0: empty) */
+    aimsi_climit climit;             /* adaptive limit on queued + running (svc_climit.c) */
     _Atomic(aims_msg *) spare[AIMSI_SVC_SPARES];
     /* registry (reg_lock) */
     pthread_mutex_t reg_lock;
@@ -163,7 +165,7 @@ aims_status aimsi_node_hb_start(aims_node *n);
  * All under node->lock but note_run. check: may a request arriving behind q
  * queued ones be admitted (AIMS_OK; else AIMS_E_OVERLOADED with a retry hint
  * or AIMS_E_TIMEOUT, text in text[cap]). push: append. take: the next item to
- * run (LIFO under sustained overload) or NULL; items that must not run any
+ * run (FIFO) or NULL; items that must not run any
  * more are unlinked onto *dropped (via next) with w.status set. hint_ms: the
  * retry hint for a queue of q when `allowed_ns` of queueing is admissible. */
 void aimsi_admit_note_run(aims_service *s, uint64_t old_ewma, uint64_t run_ns);
@@ -172,5 +174,8 @@ aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t
 void aimsi_admit_push(aims_service *s, aimsi_qitem *it, uint64_t now);
 aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped);
 uint64_t aimsi_admit_hint_ms(const aims_service *s, int64_t q, uint64_t allowed_ns);
+/* A request ran and was answered sojourn_ns after it was queued: feeds the
+ * adaptive limit (no lock needed). */
+void aimsi_admit_note_done(aims_service *s, uint64_t sojourn_ns);
 
 #endif /* AIMSI_NODE_H */

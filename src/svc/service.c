@@ -28,7 +28,7 @@
  * (AIMS_E_TIMEOUT). Admission by time and the queue discipline (which item
  * runs next, which is dropped unrun) live in svc_admit.c: a request is queued
  * only if the queue ahead leaves it time to finish before its deadline, and
- * under sustained overload the queue is kept short and served newest first.
+ * under sustained overload the queue is kept short (FIFO, adaptive limit).
  *
  * Slots. `inflight` counts concurrency slots in use, by inline callers and
  * workers alike; both take a slot with a CAS that never exceeds `limit`.
@@ -538,6 +538,7 @@ aims_status aimsi_service_add(aims_node *n, const char *name, const aimsi_svc_ki
     s->p_weight = (int64_t)aimsi_param_default(AIMS_SERVICE_WEIGHT);
     s->limit = 1;
     atomic_init(&s->state, AIMSI_SVC_NEW);
+    aimsi_climit_init(&s->climit);
     pthread_mutex_init(&s->reg_lock, NULL);
 
     aims_status st = AIMS_OK;

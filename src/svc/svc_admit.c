@@ -28,14 +28,24 @@
  *    decays (1/16 per refusal) lest a stale one lock it out (service.c also
  *    clips each run sample to 4x the estimate, so one stalled run -- SIGSTOP,
  *    swapping -- does not inflate it).
- *  - Sustained overload (CoDel's idea, in the form Facebook's adaptive LIFO
- *    uses): the queue has not been empty for ADM_INTERVAL_NS. Then the
- *    queueing delay admitted is capped at the target,
- *    max(ADM_TARGET_NS, ADM_TARGET_ROUNDS runs), the newest request is served
- *    first (LIFO), and a request that has waited longer than the target is
- *    dropped with AIMS_E_OVERLOADED while its caller still has time to retry
- *    (unless it is the last one queued: dropping it would serve nobody).
- *    The first time the queue empties, it is FIFO again.
+ *  - Sustained overload (CoDel's idea): the queue has not been empty for
+ *    ADM_INTERVAL_NS. Then the queueing delay admitted is capped at the
+ *    target, max(ADM_TARGET_NS, ADM_TARGET_ROUNDS runs). The queue stays FIFO
+ *    and nothing admitted is dropped for having waited: since nothing is
+ *    admitted behind more than the target, a request that will not make it is
+ *    refused at arrival (a rejection costs the caller one round trip, not a
+ *    wait) -- an earlier LIFO + drop-after-target design made the p99 of a
+ *    rejection 75-130 ms (docs/OVERLOAD.md).
+ *  - Adaptive limit (svc_climit.c): queued + running must stay below a limit
+ *    that a gradient rule derives from the sojourn time vs the no-load run
+ *    time; refused at arrival with AIMS_E_OVERLOADED when it is reached and
+ *    the queue ahead is longer than half the target. Not below that: a very
+ *    fast service (an echo of 10 us) has a tiny no-load time, so any queue
+ *    drives its limit to the floor, while a burst of hundreds of its calls
+ *    (a client pipelining 512) drains in milliseconds -- a good queue, in
+ *    CoDel's terms, that must be queued, not refused. Not only under
+ *    sustained overload either: a short queue empties now and then, which
+ *    ends "sustained", and the limit must hold then too.
  *  - Dropped before running. At take time, a request whose deadline passed or
  *    that can no longer finish before it (now + one run > deadline) is
  *    completed with AIMS_E_TIMEOUT without running.
@@ -88,6 +98,33 @@ static int overloaded(const aims_service *s, uint64_t now)
     return s->busy_since_ns != 0 && now - s->busy_since_ns >= ADM_INTERVAL_NS;
 }
 
+/* Requests queued or running (a running batch counts as per-run items). */
+static int64_t in_system(const aims_service *s, int64_t q)
+{
+    const int64_t per_run = s->kind->batching ? s->p_batch_max : 1;
+    return q + atomic_load_explicit(&s->inflight, memory_order_relaxed) * per_run;
+}
+
+/* The adaptive limit's bounds: at least two rounds (one running, one queued),
+ * at most the queue cap plus one round (the fixed bound before it). */
+static double climit_lo(const aims_service *s)
+{
+    return 2.0 * (double)per_round(s);
+}
+
+static double climit_hi(const aims_service *s)
+{
+    const double hi = (double)(s->p_queue_cap + (int64_t)per_round(s));
+    return hi > climit_lo(s) ? hi : climit_lo(s);
+}
+
+void aimsi_admit_note_done(aims_service *s, uint64_t sojourn_ns)
+{
+    aimsi_climit_note_sojourn(&s->climit, sojourn_ns,
+                              in_system(s, atomic_load_explicit(&s->queued, memory_order_relaxed)),
+                              climit_lo(s), climit_hi(s));
+}
+
 void aimsi_admit_note_run(aims_service *s, uint64_t old_ewma, uint64_t run_ns)
 {
     if (old_ewma == 0) {
@@ -130,6 +167,16 @@ aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t
                  " us, %" PRIu64 " us left",
                  s->name, ewma / 1000u, left / 1000u);
         return AIMS_E_TIMEOUT;
+    }
+    const int64_t in_sys = in_system(s, q);
+    const int64_t lim = aimsi_climit_get(&s->climit, climit_lo(s), climit_hi(s));
+    if (in_sys >= lim && estimate(s, q) - ewma > target(s) / 2u) {
+        const uint64_t allowed = estimate(s, lim - 1 - (in_sys - q)) - ewma;
+        snprintf(text, cap,
+                 "service %s overloaded: %" PRId64 " requests queued or running, adaptive "
+                 "limit %" PRId64 "; retry after %" PRIu64 " ms",
+                 s->name, in_sys, lim, aimsi_admit_hint_ms(s, q, allowed));
+        return AIMS_E_OVERLOADED;
     }
     const uint64_t est = estimate(s, q);
     if (overloaded(s, now) && est - ewma > target(s)) {
@@ -182,49 +229,29 @@ static void unlink_item(aims_service *s, aimsi_qitem *it)
 }
 
 /* Why `it` should not run (its status), or AIMS_OK. */
-static aims_status doomed(const aims_service *s, const aimsi_qitem *it, uint64_t now, int over)
+static aims_status doomed(const aims_service *s, const aimsi_qitem *it, uint64_t now)
 {
     const uint64_t dl = it->w.deadline_ns;
     if (dl != 0 && now + ewma_of(s) > dl) {
         return AIMS_E_TIMEOUT;
     }
-    if (over && it->next != NULL && now - it->t_enq > target(s)) {
-        /* Stale, and something fresher is queued to serve instead (the last
-         * one left is served however long it waited: a worker that was late
-         * to take it -- a loaded machine -- is no reason to waste it). */
-        return AIMS_E_OVERLOADED;
-    }
     return AIMS_OK;
-}
-
-static void drop(aims_service *s, aimsi_qitem *it, aims_status why, aimsi_qitem **dropped)
-{
-    unlink_item(s, it);
-    it->w.status = why;
-    it->next = *dropped;
-    *dropped = it;
 }
 
 aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped)
 {
-    const int over = overloaded(s, now);
     aimsi_qitem *it = NULL;
-    /* The oldest first: they are the ones that can have run out of time. */
-    while (s->head != NULL) {
-        const aims_status why = doomed(s, s->head, now, over);
-        if (why == AIMS_OK) {
-            break;
-        }
-        drop(s, s->head, why, dropped);
-    }
+    /* FIFO; the ones that ran out of time while queued are dropped unrun. */
     while (it == NULL && s->head != NULL) {
-        aimsi_qitem *cand = over ? s->tail : s->head;
-        const aims_status why = doomed(s, cand, now, 0);
+        aimsi_qitem *cand = s->head;
+        unlink_item(s, cand);
+        const aims_status why = doomed(s, cand, now);
         if (why != AIMS_OK) {
-            drop(s, cand, why, dropped);
+            cand->w.status = why;
+            cand->next = *dropped;
+            *dropped = cand;
             continue;
         }
-        unlink_item(s, cand);
         it = cand;
     }
     if (s->head == NULL) {

@@ -69,6 +69,9 @@ static size_t take_items(aims_service *s, aimsi_qitem **head, aimsi_qitem **tail
 static void complete_item(aims_service *s, aimsi_qitem *it, int ran, uint64_t now)
 {
     aimsi_service_note_done(s, it->w.status, now - it->t_enq);
+    if (ran && it->w.status == AIMS_OK) {
+        aimsi_admit_note_done(s, now - it->t_enq);
+    }
     if (ran) {
         it->done(it->ctx, it->w.status, &it->reply,
                  it->w.status == AIMS_OK ? "" : aims_msg_error(&it->reply));
@@ -129,6 +132,7 @@ static void run_batch(aims_service *s, aimsi_qitem *list, size_t cnt)
             s->kind->run(s->impl, vec, k);
             const uint64_t t2 = aimsi_now_ns();
             aimsi_service_note_run(s, t2 - t1);
+            aimsi_climit_note_run(&s->climit, t2, t2 - t1);
             atomic_fetch_add_explicit(&s->n_batches, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&s->n_rows, k, memory_order_relaxed);
             (void)aims_metrics_count(s->node->mx, "aims_svc_batches_total", s->labels, 1);

@@ -33,7 +33,9 @@
  *
  * Environment: AIMS_GOODPUT_SECONDS (phase length, default 6),
  * AIMS_GOODPUT_FACTORS ("1.25,2.5,5"), AIMS_GOODPUT_NOCHECK=1 (measure only:
- * print the figures, assert nothing about goodput).
+ * print the figures, assert nothing about goodput), AIMS_GOODPUT_JSON=path
+ * (append one JSON line per phase: `make -f bench/bench.mk bench-overload`),
+ * AIMS_GOODPUT_PAIR=0 (skip the two-instance phase).
  */
 #include "itest.h"
 
@@ -62,6 +64,10 @@ static aims_client *g_direct; /* AIMS_CLIENT_MAX_ATTEMPTS = 1 */
 #define REJ_MAX 8192
 static uint64_t g_rej_us[REJ_MAX];
 static _Atomic size_t g_n_rej;
+#define OK_MAX 65536
+static uint64_t g_ok_us[OK_MAX]; /* latency of the calls answered OK */
+static _Atomic size_t g_n_ok;
+static FILE *g_json; /* AIMS_GOODPUT_JSON: one JSON line per phase (bench/run_overload.py) */
 
 static uint64_t it_now_us(void)
 {
@@ -85,6 +91,10 @@ static void on_done(void *user, aims_status st, const aims_msg *reply, const cha
         const uint64_t w = (now - g_st.t0_us) / 1000000u;
         if (w < MAX_SECONDS) {
             atomic_fetch_add(&g_st.win[w], 1);
+        }
+        const size_t i = atomic_fetch_add(&g_n_ok, 1);
+        if (i < OK_MAX) {
+            g_ok_us[i] = now - issued;
         }
     } else if (st == AIMS_E_OVERLOADED && ((uintptr_t)user & 1u)) {
         /* through g_direct: the node's own rejection */
@@ -180,6 +190,7 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
     }
     g_st.t0_ms = g_st.t0_us = 0;
     atomic_store(&g_n_rej, 0);
+    atomic_store(&g_n_ok, 0);
     const double rate = cap * factor;
     const long period_ns = (long)(1e9 / rate);
     it_sampler smp;
@@ -269,6 +280,34 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
         it_log("   the node's rejections (no client retry, %zu seen): p50 %.2f ms, p99 %.2f ms",
                nr, (double)g_rej_us[nr / 2] * 1e-3, (double)g_rej_us[nr * 99 / 100] * 1e-3);
     }
+    size_t nok = atomic_load(&g_n_ok);
+    nok = nok < OK_MAX ? nok : OK_MAX;
+    if (nok > 0) {
+        qsort(g_ok_us, nok, sizeof g_ok_us[0], cmp_u64);
+    }
+    if (g_json != NULL) {
+        fprintf(g_json,
+                "{\"instances\": %zu, \"factor\": %.2f, \"seconds\": %d, \"offered_per_s\": %.1f, "
+                "\"capacity_measured_per_s\": %.1f, \"runs_per_s_during\": %.1f, "
+                "\"goodput_per_s\": %.1f, \"goodput_pct_of_capacity\": %.1f, "
+                "\"goodput_pct_of_runs\": %.1f, \"worst_window\": %llu, \"busy_pct\": %.1f, "
+                "\"ok\": %llu, \"late\": %llu, \"overloaded\": %llu, \"timeout\": %llu, "
+                "\"other\": %llu, \"ok_p50_ms\": %.2f, \"ok_p99_ms\": %.2f, "
+                "\"rejections_seen\": %zu, \"reject_p50_ms\": %.2f, \"reject_p99_ms\": %.2f, "
+                "\"rss_growth_kib\": %ld}\n",
+                n_nodes, factor, seconds, rate, cap, cap_in, gp, 100.0 * gp / cap,
+                cap_in > 0 ? 100.0 * gp / cap_in : 0.0, (unsigned long long)worst, 100.0 * util,
+                (unsigned long long)atomic_load(&g_st.o.ok),
+                (unsigned long long)atomic_load(&g_st.o.late),
+                (unsigned long long)atomic_load(&g_st.o.overloaded),
+                (unsigned long long)atomic_load(&g_st.o.timeout),
+                (unsigned long long)atomic_load(&g_st.o.other),
+                nok > 0 ? (double)g_ok_us[nok / 2] * 1e-3 : 0.0,
+                nok > 0 ? (double)g_ok_us[nok * 99 / 100] * 1e-3 : 0.0, nr,
+                nr > 0 ? (double)g_rej_us[nr / 2] * 1e-3 : 0.0,
+                nr > 0 ? (double)g_rej_us[nr * 99 / 100] * 1e-3 : 0.0, smp.peak_kb - rss0);
+        fflush(g_json);
+    }
     IT_CHECK(atomic_load(&g_st.o.done) == issued, "%llu calls never completed",
              (unsigned long long)(issued - atomic_load(&g_st.o.done)));
     IT_CHECK(atomic_load(&g_st.o.other) == 0, "untyped failures under overload, first: %s",
@@ -294,6 +333,11 @@ int main(int argc, char **argv)
     const char *env_s = getenv("AIMS_GOODPUT_SECONDS");
     const char *env_f = getenv("AIMS_GOODPUT_FACTORS");
     const int check = getenv("AIMS_GOODPUT_NOCHECK") == NULL;
+    const char *env_j = getenv("AIMS_GOODPUT_JSON");
+    if (env_j != NULL && env_j[0] != '\0') {
+        g_json = fopen(env_j, "a");
+        IT_CHECK(g_json != NULL, "cannot open %s", env_j);
+    }
     int seconds = env_s != NULL ? atoi(env_s) : 6;
     seconds = seconds < 3 ? 3 : (seconds > MAX_SECONDS ? MAX_SECONDS : seconds);
     char factors[128];
@@ -342,17 +386,19 @@ int main(int argc, char **argv)
         const it_proc *const one[2] = {&node, NULL};
         (void)run_phase(c, req, one, cap, f, seconds, check);
     }
-    /* Two instances behind one client. */
-    it_proc node2;
-    it_spawnl(&node2, "echo2", 20000, "--name", "echo2", "--listen", "tcp://127.0.0.1:0",
-              "--join", reg.addr, "--echo", "echo", "--slow-us", slow_us, "--concurrency", "1",
-              "--workers", "1", "--heartbeat-ms", "1000", (char *)NULL);
-    it_sleep_ms(500); /* the client's view syncs every 50 ms */
-    const double cap2 = measure_capacity(c, req);
-    it_log("measured capacity of two instances: %.1f calls/s", cap2);
-    const it_proc *const two[3] = {&node, &node2, NULL};
-    (void)run_phase(c, req, two, cap2, 2.5, seconds, check);
-
+    /* Two instances behind one client (AIMS_GOODPUT_PAIR=0: skipped). */
+    const char *env_p = getenv("AIMS_GOODPUT_PAIR");
+    if (env_p == NULL || strcmp(env_p, "0") != 0) {
+        it_proc node2;
+        it_spawnl(&node2, "echo2", 20000, "--name", "echo2", "--listen", "tcp://127.0.0.1:0",
+                  "--join", reg.addr, "--echo", "echo", "--slow-us", slow_us, "--concurrency",
+                  "1", "--workers", "1", "--heartbeat-ms", "1000", (char *)NULL);
+        it_sleep_ms(500); /* the client's view syncs every 50 ms */
+        const double cap2 = measure_capacity(c, req);
+        it_log("measured capacity of two instances: %.1f calls/s", cap2);
+        const it_proc *const two[3] = {&node, &node2, NULL};
+        (void)run_phase(c, req, two, cap2, 2.5, seconds, check);
+    }
     /* Afterwards: normal service. */
     for (int i = 0; i < 20; i++) {
         const aims_status rc =
@@ -364,5 +410,8 @@ int main(int argc, char **argv)
     aims_msg_destroy(rep);
     aims_client_destroy(c);
     aims_client_destroy(g_direct);
+    if (g_json != NULL) {
+        fclose(g_json);
+    }
     it_pass();
 }

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""R6 of issue 11: goodput of one infer-like node offered 2.5x and 1.25x its capacity.
+
+Runs tests/integration/test_goodput (one aims_node echo instance spinning 10 ms
+per call on one worker, tcp:// on loopback, a registry node, a C client making
+idempotent calls with 2 s deadlines, open loop at `factor` x the capacity it
+measured first with a closed loop) in measure-only mode and writes one JSON line
+per phase to bench/results/overload-<UTC>.jsonl and latest-overload.jsonl:
+goodput (calls answered OK within their deadline per second, after the first
+2 s) as % of the measured capacity and of the runs the node executed during the
+phase, success p50/p99, the node's rejection p50/p99 (the 1-in-10 calls sent
+through a client that never retries) and the method.
+
+Under `chrt -f 1` by default (SCHED_FIFO for the client and the daemons it
+spawns: the machine is shared, so without it the figures swing with other
+load); --no-chrt to measure without.
+
+Usage: python3 bench/run_overload.py --build-dir build-bench-ovl [--seconds 15]
+       [--factors 2.5,1.25] [--pair] [--no-chrt]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import machine_info  # noqa: E402
+
+METHOD = ("tests/integration/test_goodput: registry node + one aims_node echo instance "
+          "(--slow-us 10000 --concurrency 1 --workers 1) on tcp://127.0.0.1; capacity = closed "
+          "loop from 6 threads for 3 s; then open loop at factor x capacity for `seconds` with "
+          "2 s deadlines, idempotent calls (client retries OVERLOADED after its hint within "
+          "the retry budget), 1 in 10 through a client with max_attempts 1 (rejection "
+          "latency); goodput = OK within deadline per second over the windows after the first "
+          "2 s")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", default="build-bench-ovl")
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--factors", default="2.5,1.25")
+    ap.add_argument("--pair", action="store_true", help="also 2.5x on two instances")
+    ap.add_argument("--no-chrt", action="store_true")
+    ap.add_argument("--out-dir", default="bench/results")
+    a = ap.parse_args()
+    test = os.path.join(a.build_dir, "tests/integration/test_goodput")
+    node = os.path.join(a.build_dir, "examples/aims_node")
+    for f in (test, node):
+        if not os.access(f, os.X_OK):
+            sys.exit(f"missing {f}: build it (make -f bench/bench.mk bench-overload)")
+    chrt = not a.no_chrt and shutil.which("chrt") is not None
+    if chrt and subprocess.run(["chrt", "-f", "1", "true"]).returncode != 0:
+        print("chrt -f 1 not permitted here: measuring without it", file=sys.stderr)
+        chrt = False
+    with tempfile.TemporaryDirectory() as tmp:
+        jpath = os.path.join(tmp, "phases.jsonl")
+        env = dict(os.environ, AIMS_GOODPUT_NOCHECK="1", AIMS_GOODPUT_JSON=jpath,
+                   AIMS_GOODPUT_SECONDS=str(a.seconds), AIMS_GOODPUT_FACTORS=a.factors,
+                   AIMS_GOODPUT_PAIR="1" if a.pair else "0")
+        cmd = (["chrt", "-f", "1"] if chrt else []) + [test, node]
+        info = machine_info()
+        budget = 60 + (len(a.factors.split(",")) + (2 if a.pair else 0)) * (a.seconds + 15)
+        r = subprocess.run(cmd, env=env, timeout=budget)
+        rows = []
+        if os.path.exists(jpath):
+            with open(jpath) as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        sys.exit(f"test_goodput produced no figures (exit {r.returncode})")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = None
+    ts = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    os.makedirs(a.out_dir, exist_ok=True)
+    out = os.path.join(a.out_dir, f"overload-{ts}.jsonl")
+    with open(out, "w") as f:
+        for row in rows:
+            row = {"bench": "R6-overload", "git": commit, "chrt_fifo_1": chrt,
+                   "command": " ".join(cmd), "method": METHOD, **row, "machine": info}
+            f.write(json.dumps(row) + "\n")
+    shutil.copyfile(out, os.path.join(a.out_dir, "latest-overload.jsonl"))
+    for row in rows:
+        print(f"{row['instances']} instance(s) {row['factor']}x: goodput {row['goodput_per_s']}/s"
+              f" = {row['goodput_pct_of_capacity']} % of capacity"
+              f" ({row['goodput_pct_of_runs']} % of runs executed); ok p99 {row['ok_p99_ms']} ms;"
+              f" rejection p50 {row['reject_p50_ms']} ms p99 {row['reject_p99_ms']} ms")
+    print(f"written {out}")
+    return 0 if r.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
