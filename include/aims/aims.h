@@ -22,6 +22,7 @@
 #include "aims_orch.h"
 #include "aims_svc.h"
 #include "aims_cancel.h"
+#include "aims_events.h"
 #include "aims_tls.h"
 #include "aims_policy.h"
 #include "aims_http.h"
