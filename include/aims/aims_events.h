@@ -25,8 +25,9 @@
  * the client's calls: a slow callback delays the events after it, nothing
  * else (client calls, other watches, the client's registry mirror). It should
  * still return promptly (queue heavy work elsewhere): while it runs no further
- * event of this watch is fetched. It may call into the client but must not
- * unwatch its own watch (AIMS_E_MISUSE).
+ * event of this watch is fetched. It may call into the client, and may
+ * destroy its own watch (no further event follows; the watch's thread frees it
+ * after the callback returned).
  */
 #ifndef AIMS_EVENTS_H
 #define AIMS_EVENTS_H
@@ -36,7 +37,7 @@
 
 AIMS_EXTERN_C_BEGIN
 
-/** A running event watch (opaque); aims_client_unwatch stops and frees it. */
+/** A running event watch (opaque); aims_event_watch_destroy stops and frees it. */
 typedef struct aims_event_watch aims_event_watch;
 
 /**
@@ -50,7 +51,7 @@ typedef struct aims_event_watch aims_event_watch;
  * AIMS_EVENT_RESYNC (a snapshot follows: drop the state built so far).
  */
 typedef struct aims_event {
-    aims_event_kind kind;
+    aims_event_kind kind; /**< what happened (see above) */
     uint64_t epoch;     /**< registry incarnation; pass back to resume */
     uint64_t revision;  /**< registry revision of this change; pass back to resume */
     aims_instance id;   /**< instance id (0 for RESYNC) */
@@ -75,7 +76,7 @@ typedef void (*aims_event_fn)(void *user, const aims_event *ev);
  * @param url   registry service: tcp://, ipc://, inproc://, tls:// or aims://
  *              (the same as aims_client_join's registry-service URLs).
  * @param fn    callback (see aims_event_fn); @p user is passed to it.
- * @param out   [out] the watch; stop it with aims_client_unwatch.
+ * @param out   [out] the watch; stop it with aims_event_watch_destroy.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_INVAL (url), AIMS_E_NOMEM,
  *         AIMS_E_BACKEND (thread).
  * @note Thread safety: any thread, on a shared client.
@@ -87,11 +88,20 @@ AIMS_API aims_status aims_client_watch(aims_client *c, const char *url, uint64_t
 
 /**
  * @brief Stop a watch and free it: no callback runs after this returns (a
- * callback in progress is waited for). NULL is a no-op.
- * @return AIMS_OK, AIMS_E_MISUSE (not a watch, or called from its own callback).
+ * callback in progress is waited for). From inside the watch's own callback it
+ * stops the watch without waiting: no event follows the current one, and the
+ * watch's thread frees it when the callback returns. NULL is a no-op.
  * @since 0.1
  */
-AIMS_API aims_status aims_client_unwatch(aims_event_watch *w);
+AIMS_API void aims_event_watch_destroy(aims_event_watch *w);
+
+/**
+ * @brief Why the watch's last poll failed ("" after a successful one, or for
+ * a bad handle): the registry unreachable, a malformed reply...
+ * @note The text is copied on each call: do not call it from two threads at once.
+ * @since 0.1
+ */
+AIMS_API const char *aims_event_watch_errmsg(aims_event_watch *w);
 
 AIMS_EXTERN_C_END
 

@@ -27,6 +27,7 @@
  * "name@version" into an extra VERSION event.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -60,6 +61,9 @@ struct aims_event_watch {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int stop;
+    int self_free; /* destroyed from its own callback: the thread frees it */
+    char err[256];   /* last poll failure, written by the thread under lock */
+    char shown[256]; /* what aims_event_watch_errmsg returned last */
 };
 
 static int stopping(aims_event_watch *w)
@@ -252,14 +256,30 @@ static void poll_once(aims_event_watch *w)
     }
     parsed p;
     memset(&p, 0, sizeof(p));
+    const int call_failed = rc != AIMS_OK;
     if (rc == AIMS_OK) {
         rc = parse_reply(w, &reply, &p);
     }
+    pthread_mutex_lock(&w->lock);
+    snprintf(w->err, sizeof(w->err), "%s",
+             rc == AIMS_OK ? "" : call_failed ? aims_client_errmsg(w->caller) : aims_errmsg());
+    pthread_mutex_unlock(&w->lock);
     if (rc == AIMS_OK) {
         deliver(w, &p);
     }
     aimsi_msg_fini(&req);
     aimsi_msg_fini(&reply);
+}
+
+static void watch_free(aims_event_watch *w)
+{
+    w->magic = 0;
+    aims_client_destroy(w->caller);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    live_clear(w);
+    aimsi_free(w->live);
+    aimsi_free(w);
 }
 
 static void *watch_main(void *arg)
@@ -281,7 +301,12 @@ static void *watch_main(void *arg)
         ts.tv_nsec = (long)(at % 1000000000u);
         pthread_cond_timedwait(&w->cond, &w->lock, &ts);
     }
+    const int self_free = w->self_free;
     pthread_mutex_unlock(&w->lock);
+    if (self_free) {
+        pthread_detach(pthread_self());
+        watch_free(w);
+    }
     return NULL;
 }
 
@@ -345,29 +370,33 @@ AIMS_API aims_status aims_client_watch(aims_client *c, const char *url, uint64_t
     return AIMS_OK;
 }
 
-AIMS_API aims_status aims_client_unwatch(aims_event_watch *w)
+AIMS_API void aims_event_watch_destroy(aims_event_watch *w)
 {
-    if (w == NULL) {
-        return AIMS_OK;
-    }
-    if (w->magic != WATCH_MAGIC) {
-        return aimsi_err(NULL, AIMS_E_MISUSE, "aims_client_unwatch: not an event watch");
-    }
-    if (pthread_equal(pthread_self(), w->thread)) {
-        return aimsi_err(NULL, AIMS_E_MISUSE, "aims_client_unwatch: called from the watch's "
-                         "own callback; unwatch from another thread");
+    if (w == NULL || w->magic != WATCH_MAGIC) {
+        return;
     }
     pthread_mutex_lock(&w->lock);
     w->stop = 1;
     pthread_cond_broadcast(&w->cond);
+    if (pthread_equal(pthread_self(), w->thread)) {
+        /* From the watch's own callback: the thread frees the watch once the
+         * callback returned (watch_main). */
+        w->self_free = 1;
+        pthread_mutex_unlock(&w->lock);
+        return;
+    }
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->thread, NULL);
-    w->magic = 0;
-    aims_client_destroy(w->caller);
-    pthread_mutex_destroy(&w->lock);
-    pthread_cond_destroy(&w->cond);
-    live_clear(w);
-    aimsi_free(w->live);
-    aimsi_free(w);
-    return AIMS_OK;
+    watch_free(w);
+}
+
+AIMS_API const char *aims_event_watch_errmsg(aims_event_watch *w)
+{
+    if (w == NULL || w->magic != WATCH_MAGIC) {
+        return "";
+    }
+    pthread_mutex_lock(&w->lock);
+    memcpy(w->shown, w->err, sizeof(w->shown));
+    pthread_mutex_unlock(&w->lock);
+    return w->shown;
 }

@@ -10,7 +10,7 @@
  * a watch resumed by a NEW client from the last (epoch, revision) delivers
  * every later event exactly once (no gap, no duplicate); a compacted history
  * and a restarted registry give RESYNC + snapshot; a callback that blocks does
- * not block the client's calls, and may not unwatch itself.
+ * not block the client's calls, and may destroy its own watch.
  * Waits are generous upper bounds polled every 5 ms, never timing assertions.
  */
 #include <pthread.h>
@@ -92,14 +92,12 @@ typedef struct sink {
     int block;            /* block in the first callback until released */
     int entered, released;
     aims_event_watch *self;
-    aims_status self_unwatch_rc;
 } sink;
 
 static void sink_init(sink *s)
 {
     memset(s, 0, sizeof(*s));
     pthread_mutex_init(&s->mu, NULL);
-    s->self_unwatch_rc = AIMS_OK;
 }
 
 static void on_event(void *user, const aims_event *ev)
@@ -111,7 +109,10 @@ static void on_event(void *user, const aims_event *ev)
             nap_ms(1); /* the test stores the handle once aims_client_watch returned */
         }
         __atomic_store_n(&s->entered, 1, __ATOMIC_SEQ_CST);
-        s->self_unwatch_rc = aims_client_unwatch(self);
+        if (s->block == 2) {
+            aims_event_watch_destroy(self); /* stops the watch; freed after we return */
+            __atomic_store_n(&s->released, 1, __ATOMIC_SEQ_CST);
+        }
         while (!__atomic_load_n(&s->released, __ATOMIC_SEQ_CST)) {
             nap_ms(2);
         }
@@ -205,7 +206,7 @@ static void test_order(void **state)
     wait_count(&s, 10);
     nap_ms(50); /* nothing more may arrive */
     assert_int_equal(sink_count(&s), 10);
-    assert_int_equal(aims_client_unwatch(w), AIMS_OK);
+    aims_event_watch_destroy(w);
 
     expect(&s.r[1], AIMS_EVENT_PUT, "echo@1");
     expect(&s.r[2], AIMS_EVENT_VERSION, "echo@1");
@@ -251,7 +252,7 @@ static void test_resume(void **state)
     aims_instance x, y, z;
     assert_int_equal(aims_registry_register(h.r, "svc", "inproc://x", 1, 60000, &x), AIMS_OK);
     wait_kind(&s1, AIMS_EVENT_PUT, "svc");
-    assert_int_equal(aims_client_unwatch(w), AIMS_OK);
+    aims_event_watch_destroy(w);
     aims_client_destroy(c);
     const rec last = s1.r[s1.n - 1];
 
@@ -269,7 +270,7 @@ static void test_resume(void **state)
     assert_int_equal(aims_registry_set_weight(h.r, y, 5), AIMS_OK);
     wait_count(&s2, 5);
     nap_ms(50);
-    assert_int_equal(aims_client_unwatch(w), AIMS_OK);
+    aims_event_watch_destroy(w);
     assert_int_equal(s2.n, 5);
     expect(&s2.r[0], AIMS_EVENT_PUT, "svc");
     assert_int_equal(s2.r[0].id, y);
@@ -302,7 +303,7 @@ static void test_compacted(void **state)
     assert_int_equal(aims_registry_register(h.r, "svc", "inproc://x", 1, 60000, &x), AIMS_OK);
     assert_int_equal(aims_client_watch(c, h.url, 0, 0, on_event, &s1, &w), AIMS_OK);
     wait_kind(&s1, AIMS_EVENT_PUT, "svc");
-    assert_int_equal(aims_client_unwatch(w), AIMS_OK);
+    aims_event_watch_destroy(w);
     const rec last = s1.r[s1.n - 1];
     for (int i = 0; i < 5000; i++) {
         assert_int_equal(aims_registry_set_weight(h.r, x, 1 + (uint32_t)(i % 9)), AIMS_OK);
@@ -312,7 +313,7 @@ static void test_compacted(void **state)
     assert_int_equal(aims_client_watch(c, h.url, last.epoch, last.revision, on_event, &s2, &w),
                      AIMS_OK);
     wait_count(&s2, 2);
-    assert_int_equal(aims_client_unwatch(w), AIMS_OK);
+    aims_event_watch_destroy(w);
     expect(&s2.r[0], AIMS_EVENT_RESYNC, "");
     expect(&s2.r[1], AIMS_EVENT_PUT, "svc");
     assert_int_equal(s2.r[1].weight, aims_registry_weight(h.r, x));
@@ -343,7 +344,7 @@ static void test_registry_restart(void **state)
     host_start_at(&h, listen);
     assert_int_equal(aims_registry_register(h.r, "new", "inproc://y", 1, 60000, &x), AIMS_OK);
     wait_kind(&s, AIMS_EVENT_PUT, "new");
-    assert_int_equal(aims_client_unwatch(w), AIMS_OK);
+    aims_event_watch_destroy(w);
     int resync = -1;
     for (int k = 1; k < s.n; k++) {
         if (s.r[k].kind == AIMS_EVENT_RESYNC) {
@@ -392,10 +393,40 @@ static void test_slow_callback(void **state)
     assert_int_equal(aims_registry_register(h.r, "late", "inproc://x", 1, 60000, &x), AIMS_OK);
     __atomic_store_n(&s.released, 1, __ATOMIC_SEQ_CST);
     wait_kind(&s, AIMS_EVENT_PUT, "late");
-    assert_int_equal(aims_client_unwatch(w), AIMS_OK);
-    assert_int_equal(s.self_unwatch_rc, AIMS_E_MISUSE);
+    aims_event_watch_destroy(w);
     aims_client_destroy(c);
     host_stop(&h);
+}
+
+/* A callback destroys its own watch: nothing follows, the watch frees itself. */
+static void test_destroy_in_callback(void **state)
+{
+    (void)state;
+    host h;
+    host_start(&h);
+    aims_client *c = fast_client();
+    sink s;
+    sink_init(&s);
+    s.block = 2;
+    aims_event_watch *w = NULL;
+    assert_int_equal(aims_client_watch(c, h.url, 0, 0, on_event, &s, &w), AIMS_OK);
+    __atomic_store_n(&s.self, w, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < WAIT_MS / 5 && !__atomic_load_n(&s.released, __ATOMIC_SEQ_CST); i++) {
+        nap_ms(5);
+    }
+    assert_true(__atomic_load_n(&s.released, __ATOMIC_SEQ_CST));
+    const int n = sink_count(&s); /* the RESYNC, or nothing if it was aims.registry */
+    aims_instance x;
+    assert_int_equal(aims_registry_register(h.r, "after", "inproc://x", 1, 60000, &x), AIMS_OK);
+    nap_ms(60);
+    assert_int_equal(sink_count(&s), n);
+    assert_true(n <= 1);
+    aims_client_destroy(c);
+    host_stop(&h);
+    /* The watch's thread frees it on its own: wait for the blocks to come back. */
+    for (int i = 0; i < WAIT_MS / 5 && aims_alloc_live() != 0; i++) {
+        nap_ms(5);
+    }
 }
 
 static void test_misuse(void **state)
@@ -411,12 +442,16 @@ static void test_misuse(void **state)
     assert_int_equal(aims_client_watch(c, NULL, 0, 0, on_event, &s, &w), AIMS_E_INVAL);
     assert_int_equal(aims_client_watch(c, "", 0, 0, on_event, &s, &w), AIMS_E_INVAL);
     assert_null(w);
-    assert_int_equal(aims_client_unwatch(NULL), AIMS_OK);
+    aims_event_watch_destroy(NULL);
     /* An unreachable registry is not an error: the watch keeps polling. */
     assert_int_equal(aims_client_watch(c, "inproc://nobody-here", 0, 0, on_event, &s, &w),
                      AIMS_OK);
-    nap_ms(30);
-    assert_int_equal(aims_client_unwatch(w), AIMS_OK);
+    for (int i = 0; i < WAIT_MS / 5 && aims_event_watch_errmsg(w)[0] == '\0'; i++) {
+        nap_ms(5);
+    }
+    assert_true(strlen(aims_event_watch_errmsg(w)) > 0); /* says why */
+    assert_string_equal(aims_event_watch_errmsg(NULL), "");
+    aims_event_watch_destroy(w);
     assert_int_equal(s.n, 0);
     aims_client_destroy(c);
 }
@@ -436,6 +471,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_compacted, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_registry_restart, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_slow_callback, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_in_callback, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_misuse, ta_setup, ta_teardown),
     };
     return cmocka_run_group_tests_name(g_tr, tests, NULL, NULL);
