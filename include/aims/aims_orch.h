@@ -51,7 +51,11 @@ typedef uint64_t (*aims_clock_fn)(void *user);
 typedef enum aims_event_kind {
     AIMS_EVENT_PUT = 1,     /**< instance registered or its data changed */
     AIMS_EVENT_DELETE = 2,  /**< instance deregistered */
-    AIMS_EVENT_EXPIRE = 3   /**< instance removed because its lease expired */
+    AIMS_EVENT_EXPIRE = 3,  /**< instance removed because its lease expired */
+    /* Only client event watches (aims_events.h) deliver the kinds below. */
+    AIMS_EVENT_WEIGHT = 4,  /**< an instance's weight changed */
+    AIMS_EVENT_VERSION = 5, /**< first instance of a "name@version" appeared */
+    AIMS_EVENT_RESYNC = 6   /**< history lost: a full snapshot follows */
 } aims_event_kind;
 
 /**

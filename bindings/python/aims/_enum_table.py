@@ -65,6 +65,9 @@ ENUMS = {
         'AIMS_EVENT_PUT': 1,
         'AIMS_EVENT_DELETE': 2,
         'AIMS_EVENT_EXPIRE': 3,
+        'AIMS_EVENT_WEIGHT': 4,
+        'AIMS_EVENT_VERSION': 5,
+        'AIMS_EVENT_RESYNC': 6,
     },
     'enum aims_lb_policy': {
         'AIMS_LB_P2C': 1,
