@@ -79,6 +79,7 @@ from ._svc import (AUDIT_ACTIONS, SVC_STATS, TRAIN_STATES, Client, Node, Policy,
                    request_deadline_ns)
 from ._svc import _HANDLER_THUNK, _handlers, _token  # noqa: F401 (used by the tests)
 from ._call import Call
+from ._events import Event, EventWatch
 from ._http import HttpServer
 from ._svc import is_cancelled
 from ._tlsconfig import TlsConfig
@@ -91,7 +92,7 @@ __all__ = [
     "Msg", "Node", "Service", "Client", "Tensor", "DTYPES", "SVC_STATS", "TRAIN_STATES",
     "request_deadline_ns", "Policy", "AUDIT_ACTIONS",
 ]
-__all__ += ["Call", "is_cancelled", "HttpServer", "TlsConfig"]
+__all__ += ["Call", "is_cancelled", "HttpServer", "TlsConfig", "Event", "EventWatch"]
 
 # Status codes as module constants (aims.AIMS_E_NOMEM ...) and one exception class
 # per status (aims.AimsNoMemError ...), all from the library at import time.

@@ -46,6 +46,15 @@ clock_fn = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)
 #                         const char *service, const char *address)
 watch_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                             ctypes.c_uint64, ctypes.c_char_p, ctypes.c_char_p)
+# aims_event (aims_events.h) and aims_event_fn: void (*)(void *user, const aims_event *)
+class Event(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("epoch", ctypes.c_uint64),
+                ("revision", ctypes.c_uint64), ("id", ctypes.c_uint64),
+                ("service", ctypes.c_char_p), ("address", ctypes.c_char_p),
+                ("weight", ctypes.c_uint32)]
+
+
+event_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(Event))
 # aims_health_fn: void (*)(void *user, aims_instance, from, to)
 health_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                              ctypes.c_int)
@@ -333,6 +342,11 @@ SVC_PROTOTYPES = {
     "aims_call_destroy": (None, [handle]),
     "aims_call_errmsg": (cstr, [handle]),
     "aims_msg_is_cancelled": (ctypes.c_int, [handle]),
+    # aims_events.h: ordered, resumable registry events (docs/EVENTS.md; Python: _events.py)
+    "aims_client_watch": (status, [handle, cstr, ctypes.c_uint64, ctypes.c_uint64, event_fn,
+                                   ctypes.c_void_p, handle_out]),
+    "aims_event_watch_destroy": (None, [handle]),
+    "aims_event_watch_errmsg": (cstr, [handle]),
     # aims_tls.h: mutual TLS for tls:// (issue 10).
     "aims_tls_config_create": (status, [handle_out]),
     "aims_tls_config_destroy": (None, [handle]),

@@ -20,6 +20,7 @@ from . import _enums
 from . import _lib
 from ._call import Call
 from ._core import _enum, _set_typed
+from ._events import EventWatch
 from ._errors import AimsError, _E_CLOSED, _E_INTERNAL, _E_MISUSE, _check, _decode, _status
 from ._handle import _Borrowed, _Handle, _Owner, _errmsg_property, _new_handle, \
     _noop_destroy, _path, _ptr_or_none
@@ -732,6 +733,13 @@ class Client(_Host):
         """Start a call and return an aims.Call handle: wait(), done, cancel(),
         close() (docs/CANCEL.md, _call.py)."""
         return Call._start(self, service, method, request, idempotent, timeout_ms)
+
+    def watch(self, url, callback, epoch=0, from_revision=0):
+        """Watch the registry at ``url`` (its service address) and call
+        ``callback(aims.Event)`` for every change, in order, on a library thread;
+        returns an aims.EventWatch (close() stops it). Pass the last event's
+        ``epoch`` and ``revision`` to resume without gaps (docs/EVENTS.md)."""
+        return EventWatch._start(self, url, callback, epoch, from_revision)
 
     def call_addr(self, address, service, method, request=None, timeout_ms=0):
         """Call a service at one address (no registry, balancing or retries)."""

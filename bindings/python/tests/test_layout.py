@@ -86,7 +86,7 @@ class LayoutTest(unittest.TestCase):
         # The private modules mirror the C layers (docs/PYTHON.md): each imports
         # only modules listed before it here, so no upward import creeps in.
         order = ["_find", "_lib", "_enum_table", "_enums", "_errors", "_core", "_arrays",
-                 "_handle", "_data", "_pipeline", "_model", "_orch", "_msg", "_call", "_tlsconfig",
+                 "_handle", "_data", "_pipeline", "_model", "_orch", "_msg", "_call", "_events", "_tlsconfig",
                  "_svc", "_http"]
         pkg = os.path.join(PKG_SRC, "aims")
         for i, name in enumerate(order):

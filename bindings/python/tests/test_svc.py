@@ -766,6 +766,50 @@ class TestHostedRegistry(ServiceCase):
                 time.sleep(0.05)
         self.assertEqual(values(got["s"]), b"remote")
 
+    @unittest.skipUnless(hasattr(aims, "EventWatch"), "no event watches")
+    def test_event_watch_in_order_and_resumed(self):
+        host = self.node(unique("reg"))
+        reg_addr = host.listen("tcp://127.0.0.1:0")
+        host.host_registry(self.registry)
+        c = self.own(aims.Client(sync_ms=20))
+        seen, cond = [], threading.Condition()
+
+        def on_event(ev):
+            with cond:
+                seen.append(ev)
+                cond.notify_all()
+
+        def wait_for(pred):
+            with cond:
+                self.assertTrue(cond.wait_for(lambda: any(pred(e) for e in seen), 15),
+                                "events so far: %r" % seen)
+
+        with c.watch(reg_addr, on_event) as w:
+            self.assertIsInstance(w, aims.EventWatch)
+            worker = self.node(unique("wrk"), heartbeat_ms=100)
+            worker.listen("ipc://" + os.path.join(self.tmp, "ev.sock"))
+            worker.join(reg_addr)
+            worker.add_handler("evecho", echo).start()
+            wait_for(lambda e: e.kind == "put" and e.service == "evecho")
+            put = next(e for e in seen if e.kind == "put" and e.service == "evecho")
+            self.assertTrue(put.address.startswith("ipc://"))
+            worker.close()
+            wait_for(lambda e: e.kind in ("delete", "expire") and e.id == put.id)
+            self.assertEqual(w.errmsg, "")
+        revs = [e.revision for e in seen if e.kind != "resync"]
+        self.assertEqual(revs, sorted(revs))
+        # Resumed from the put: the leave comes again, the put does not.
+        again = []
+        with c.watch(reg_addr, again.append, epoch=put.epoch, from_revision=put.revision):
+            deadline = time.monotonic() + 15
+            while not any(e.id == put.id and e.kind != "put" for e in again):
+                self.assertLess(time.monotonic(), deadline, "resumed events: %r" % again)
+                time.sleep(0.02)
+        self.assertFalse(any(e.kind == "put" and e.id == put.id for e in again))
+        self.assertTrue(all(e.revision > put.revision for e in again if e.kind != "resync"))
+        with self.assertRaises(TypeError):
+            c.watch(reg_addr, None)
+
 
 if __name__ == "__main__":
     unittest.main()
