@@ -74,34 +74,31 @@ static void release_root(aims_dataset *root)
     }
 }
 
+/* Kill a handle. A view frees itself and drops its reference on the root
+ * (returns 1); a root is left for the caller to free (returns 0). */
+static int drop_view(aims_dataset *ds)
+{
+    aimsi_obj_kill(&ds->obj);
+    if (ds->root == NULL) {
+        return 0;
+    }
+    aims_dataset *root = ds->root;
+    aimsi_free(ds);
+    release_root(root);
+    return 1;
+}
+
 void aimsi_dataset_free(aims_dataset *ds)
 {
-    if (ds == NULL) {
-        return;
-    }
-    aimsi_obj_kill(&ds->obj);
-    if (ds->root != NULL) {
-        /* A view owns only itself; it still holds a reference on its root. */
-        aims_dataset *root = ds->root;
+    if (ds != NULL && !drop_view(ds)) {
+        free_arrays(ds);
         aimsi_free(ds);
-        release_root(root);
-        return;
     }
-    free_arrays(ds);
-    aimsi_free(ds);
 }
 
 void aims_dataset_destroy(aims_dataset *ds)
 {
-    if (!DS_OK(ds)) {
-        return;
-    }
-    aimsi_obj_kill(&ds->obj);
-    if (ds->root != NULL) {
-        aims_dataset *root = ds->root;
-        aimsi_free(ds);
-        release_root(root);
-    } else {
+    if (DS_OK(ds) && !drop_view(ds)) {
         release_root(ds);
     }
 }

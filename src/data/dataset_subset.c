@@ -45,6 +45,15 @@ static void parts_free(ds_parts *p)
     memset(p, 0, sizeof *p);
 }
 
+/* Exchange every part array between ds and p. */
+static void parts_swap(aims_dataset *ds, ds_parts *p)
+{
+#define PARTS_SWAP(f) do { void *t_ = ds->f; ds->f = p->f; p->f = t_; } while (0)
+    PARTS_SWAP(x); PARTS_SWAP(tok_off); PARTS_SWAP(tok_ids); PARTS_SWAP(tok_w);
+    PARTS_SWAP(txt_off); PARTS_SWAP(txt); PARTS_SWAP(labels); PARTS_SWAP(targets);
+#undef PARTS_SWAP
+}
+
 /* Allocate n*size bytes (at least 1 so empty parts still get a pointer). */
 static void *alloc_array(size_t n, size_t size)
 {
@@ -71,6 +80,27 @@ static int csr_total(const uint64_t *off, const size_t *idx, size_t n, size_t *o
     }
     *out = (size_t)total;
     return 0;
+}
+
+/* Copy the CSR rows idx[0..n) of one or two value arrays of `size`-byte
+ * elements (from[k]/to[k]; a NULL to[k] is skipped) and write the new
+ * offsets into off_out[0..n]. The destinations are sized by csr_total. */
+static void csr_gather(const uint64_t *off, const size_t *idx, size_t n, uint64_t *off_out,
+                       const void *const from[2], void *const to[2], size_t size)
+{
+    size_t pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t b = off[idx[i]];
+        const size_t len = (size_t)(off[idx[i] + 1] - b);
+        off_out[i] = pos;
+        for (int k = 0; k < 2 && len > 0; k++) {
+            if (to[k] != NULL) {
+                memcpy((char *)to[k] + pos * size, (const char *)from[k] + b * size, len * size);
+            }
+        }
+        pos += len;
+    }
+    off_out[n] = pos;
 }
 
 static aims_status gather_dense(const aims_dataset *src, const size_t *idx, size_t n, ds_parts *p)
@@ -105,20 +135,9 @@ static aims_status gather_tokens(const aims_dataset *src, const size_t *idx, siz
     if (p->tok_off == NULL || p->tok_ids == NULL || (src->tok_w != NULL && p->tok_w == NULL)) {
         return aimsi_err(NULL, AIMS_E_NOMEM, "dataset: out of memory for %zu tokens", nnz);
     }
-    size_t pos = 0;
-    for (size_t i = 0; i < n; i++) {
-        const uint64_t b = src->tok_off[idx[i]];
-        const size_t len = (size_t)(src->tok_off[idx[i] + 1] - b);
-        p->tok_off[i] = pos;
-        if (len > 0) {
-            memcpy(p->tok_ids + pos, src->tok_ids + b, len * sizeof *p->tok_ids);
-            if (p->tok_w != NULL) {
-                memcpy(p->tok_w + pos, src->tok_w + b, len * sizeof *p->tok_w);
-            }
-        }
-        pos += len;
-    }
-    p->tok_off[n] = pos;
+    const void *from[2] = {src->tok_ids, src->tok_w};
+    void *to[2] = {p->tok_ids, p->tok_w};
+    csr_gather(src->tok_off, idx, n, p->tok_off, from, to, sizeof *p->tok_ids);
     return AIMS_OK;
 }
 
@@ -133,17 +152,9 @@ static aims_status gather_text(const aims_dataset *src, const size_t *idx, size_
     if (p->txt_off == NULL || p->txt == NULL) {
         return aimsi_err(NULL, AIMS_E_NOMEM, "dataset: out of memory for %zu text bytes", total);
     }
-    size_t pos = 0;
-    for (size_t i = 0; i < n; i++) {
-        const uint64_t b = src->txt_off[idx[i]];
-        const size_t len = (size_t)(src->txt_off[idx[i] + 1] - b);
-        p->txt_off[i] = pos;
-        if (len > 0) {
-            memcpy(p->txt + pos, src->txt + b, len);
-        }
-        pos += len;
-    }
-    p->txt_off[n] = pos;
+    const void *from[2] = {src->txt, NULL};
+    void *to[2] = {p->txt, NULL};
+    csr_gather(src->txt_off, idx, n, p->txt_off, from, to, 1);
     return AIMS_OK;
 }
 
@@ -264,23 +275,10 @@ aims_status aims_dataset_shuffle(aims_dataset *ds, uint64_t seed)
     if (rc != AIMS_OK) {
         return aimsi_err_adopt(&ds->obj, rc);
     }
-    /* Commit: swap the permuted arrays in (names and sizes are unchanged). */
-    aimsi_free(ds->x);
-    aimsi_free(ds->tok_off);
-    aimsi_free(ds->tok_ids);
-    aimsi_free(ds->tok_w);
-    aimsi_free(ds->txt_off);
-    aimsi_free(ds->txt);
-    aimsi_free(ds->labels);
-    aimsi_free(ds->targets);
-    ds->x = p.x;
-    ds->tok_off = p.tok_off;
-    ds->tok_ids = p.tok_ids;
-    ds->tok_w = p.tok_w;
-    ds->txt_off = p.txt_off;
-    ds->txt = p.txt;
-    ds->labels = p.labels;
-    ds->targets = p.targets;
+    /* Commit: swap the permuted arrays in (names and sizes are unchanged) and
+     * free the old ones through the parts. */
+    parts_swap(ds, &p);
+    parts_free(&p);
     return AIMS_OK;
 }
 
