@@ -251,6 +251,18 @@ static aims_status copy_new_labels(aims_dataset *ds, const int32_t *labels)
     return AIMS_OK;
 }
 
+/* A new empty dataset of `rows` rows, once the labels (if any) are valid. */
+static aims_status new_checked(size_t rows, const int32_t *labels, aims_dataset **out)
+{
+    if (labels != NULL) {
+        size_t classes = 0;
+        AIMSI_TRY(aimsi_dataset_scan_labels(labels, rows, &classes));
+    }
+    AIMSI_TRY(aimsi_dataset_new(out));
+    (*out)->rows = rows;
+    return AIMS_OK;
+}
+
 aims_status aims_dataset_create_dense(size_t rows, size_t cols, const float *x,
                                       const int32_t *labels, aims_dataset **out)
 {
@@ -276,13 +288,8 @@ aims_status aims_dataset_create_dense_v2(size_t rows, size_t cols, const float *
     }
     AIMSI_TRY(aimsi_check_finite(AIMS_E_INVAL, "aims_dataset_create_dense", x, rows, cols, opts,
                                  NULL));
-    if (labels != NULL) {
-        size_t classes = 0;
-        AIMSI_TRY(aimsi_dataset_scan_labels(labels, rows, &classes));
-    }
     aims_dataset *ds = NULL;
-    AIMSI_TRY(aimsi_dataset_new(&ds));
-    ds->rows = rows;
+    AIMSI_TRY(new_checked(rows, labels, &ds));
     ds->cols = cols;
     ds->x = aimsi_malloc(bytes);
     if (ds->x == NULL) {
@@ -323,13 +330,8 @@ aims_status aims_dataset_create_texts(size_t rows, const char *const *texts, con
         }
         total += len;
     }
-    if (labels != NULL) {
-        size_t classes = 0;
-        AIMSI_TRY(aimsi_dataset_scan_labels(labels, rows, &classes));
-    }
     aims_dataset *ds = NULL;
-    AIMSI_TRY(aimsi_dataset_new(&ds));
-    ds->rows = rows;
+    AIMSI_TRY(new_checked(rows, labels, &ds));
     ds->txt_off = aimsi_malloc((rows + 1) * sizeof *ds->txt_off);
     /* Never NULL, even for all-empty documents, so text pointers are valid. */
     ds->txt = aimsi_malloc(total > 0 ? total : 1);

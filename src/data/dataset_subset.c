@@ -82,27 +82,6 @@ static int csr_total(const uint64_t *off, const size_t *idx, size_t n, size_t *o
     return 0;
 }
 
-/* Copy the CSR rows idx[0..n) of one or two value arrays of `size`-byte
- * elements (from[k]/to[k]; a NULL to[k] is skipped) and write the new
- * offsets into off_out[0..n]. The destinations are sized by csr_total. */
-static void csr_gather(const uint64_t *off, const size_t *idx, size_t n, uint64_t *off_out,
-                       const void *const from[2], void *const to[2], size_t size)
-{
-    size_t pos = 0;
-    for (size_t i = 0; i < n; i++) {
-        const uint64_t b = off[idx[i]];
-        const size_t len = (size_t)(off[idx[i] + 1] - b);
-        off_out[i] = pos;
-        for (int k = 0; k < 2 && len > 0; k++) {
-            if (to[k] != NULL) {
-                memcpy((char *)to[k] + pos * size, (const char *)from[k] + b * size, len * size);
-            }
-        }
-        pos += len;
-    }
-    off_out[n] = pos;
-}
-
 static aims_status gather_dense(const aims_dataset *src, const size_t *idx, size_t n, ds_parts *p)
 {
     size_t cells = 0;
@@ -121,41 +100,57 @@ static aims_status gather_dense(const aims_dataset *src, const size_t *idx, size
     return AIMS_OK;
 }
 
+/* Copy the CSR rows idx[0..n) of a part: its offsets and one or two value
+ * arrays of `size`-byte elements (from[0] always, from[1] when not NULL) into
+ * fresh arrays *off_out, *to[0], *to[1]. `what` names the values in messages. */
+static aims_status gather_csr(const uint64_t *off, const size_t *idx, size_t n,
+                              const void *const from[2], size_t size, const char *what,
+                              uint64_t **off_out, void **const to[2])
+{
+    size_t total = 0;
+    if (csr_total(off, idx, n, &total) != 0) {
+        return aimsi_err(NULL, AIMS_E_RANGE, "dataset: %s count overflows", what);
+    }
+    *off_out = alloc_array(n + 1, sizeof **off_out);
+    int ok = *off_out != NULL;
+    for (int k = 0; k < 2; k++) {
+        if (k == 0 || from[k] != NULL) {
+            *to[k] = alloc_array(total, size);
+            ok = ok && *to[k] != NULL;
+        }
+    }
+    if (!ok) {
+        return aimsi_err(NULL, AIMS_E_NOMEM, "dataset: out of memory for %zu %s", total, what);
+    }
+    uint64_t *o = *off_out;
+    size_t pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t b = off[idx[i]];
+        const size_t len = (size_t)(off[idx[i] + 1] - b);
+        o[i] = pos;
+        for (int k = 0; k < 2 && len > 0; k++) {
+            if (from[k] != NULL) {
+                memcpy((char *)*to[k] + pos * size, (const char *)from[k] + b * size, len * size);
+            }
+        }
+        pos += len;
+    }
+    o[n] = pos;
+    return AIMS_OK;
+}
+
 static aims_status gather_tokens(const aims_dataset *src, const size_t *idx, size_t n, ds_parts *p)
 {
-    size_t nnz = 0;
-    if (csr_total(src->tok_off, idx, n, &nnz) != 0) {
-        return aimsi_err(NULL, AIMS_E_RANGE, "dataset: token count overflows");
-    }
-    p->tok_off = alloc_array(n + 1, sizeof *p->tok_off);
-    p->tok_ids = alloc_array(nnz, sizeof *p->tok_ids);
-    if (src->tok_w != NULL) {
-        p->tok_w = alloc_array(nnz, sizeof *p->tok_w);
-    }
-    if (p->tok_off == NULL || p->tok_ids == NULL || (src->tok_w != NULL && p->tok_w == NULL)) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "dataset: out of memory for %zu tokens", nnz);
-    }
     const void *from[2] = {src->tok_ids, src->tok_w};
-    void *to[2] = {p->tok_ids, p->tok_w};
-    csr_gather(src->tok_off, idx, n, p->tok_off, from, to, sizeof *p->tok_ids);
-    return AIMS_OK;
+    void **const to[2] = {(void **)&p->tok_ids, (void **)&p->tok_w};
+    return gather_csr(src->tok_off, idx, n, from, sizeof *p->tok_ids, "tokens", &p->tok_off, to);
 }
 
 static aims_status gather_text(const aims_dataset *src, const size_t *idx, size_t n, ds_parts *p)
 {
-    size_t total = 0;
-    if (csr_total(src->txt_off, idx, n, &total) != 0) {
-        return aimsi_err(NULL, AIMS_E_RANGE, "dataset: text size overflows");
-    }
-    p->txt_off = alloc_array(n + 1, sizeof *p->txt_off);
-    p->txt = alloc_array(total, 1);
-    if (p->txt_off == NULL || p->txt == NULL) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "dataset: out of memory for %zu text bytes", total);
-    }
     const void *from[2] = {src->txt, NULL};
-    void *to[2] = {p->txt, NULL};
-    csr_gather(src->txt_off, idx, n, p->txt_off, from, to, 1);
-    return AIMS_OK;
+    void **const to[2] = {(void **)&p->txt, NULL};
+    return gather_csr(src->txt_off, idx, n, from, 1, "text bytes", &p->txt_off, to);
 }
 
 static aims_status gather_labels(const aims_dataset *src, const size_t *idx, size_t n, ds_parts *p)

@@ -639,20 +639,14 @@ aims_status aimsi_jwt_set_es256(aimsi_jwt_cfg *cfg, const char *pem, size_t len,
     return AIMS_OK;
 }
 
-void aimsi_jwt_cfg_free(aimsi_jwt_cfg *cfg)
+/* Release the keys: the ES256 key, and the HS256 secret wiped first. */
+static void keys_free(aimsi_jwt_cfg *cfg)
 {
-    cache_free(cfg);
     EVP_PKEY_free((EVP_PKEY *)cfg->es_key);
     cfg->es_key = NULL;
     if (cfg->hs_key != NULL) {
         OPENSSL_cleanse(cfg->hs_key, cfg->hs_len);
     }
-    aimsi_free(cfg->hs_key);
-    cfg->hs_key = NULL;
-    aimsi_free(cfg->audience);
-    cfg->audience = NULL;
-    aimsi_free(cfg->issuer);
-    cfg->issuer = NULL;
 }
 
 #else
@@ -680,12 +674,19 @@ aims_status aimsi_jwt_set_es256(aimsi_jwt_cfg *cfg, const char *pem, size_t len,
     return AIMS_E_UNSUPPORTED;
 }
 
-void aimsi_jwt_cfg_free(aimsi_jwt_cfg *cfg)
+static void keys_free(aimsi_jwt_cfg *cfg)
 {
-    cache_free(cfg);
     if (cfg->hs_key != NULL) {
         memset(cfg->hs_key, 0, cfg->hs_len);
     }
+}
+
+#endif
+
+void aimsi_jwt_cfg_free(aimsi_jwt_cfg *cfg)
+{
+    cache_free(cfg);
+    keys_free(cfg);
     aimsi_free(cfg->hs_key);
     cfg->hs_key = NULL;
     aimsi_free(cfg->audience);
@@ -693,8 +694,6 @@ void aimsi_jwt_cfg_free(aimsi_jwt_cfg *cfg)
     aimsi_free(cfg->issuer);
     cfg->issuer = NULL;
 }
-
-#endif
 
 /* ---- verify ------------------------------------------------------------------------------- */
 
