@@ -152,6 +152,8 @@ aims_status aimsi_param_field_of(aimsi_obj *obj, const aimsi_param_map *map, aim
 /* Store / load a checked value through a field of the settings at base. */
 void aimsi_param_store(void *base, const aimsi_param_field *f, int64_t i, double d);
 void aimsi_param_load(const void *base, const aimsi_param_field *f, int64_t *i, double *d);
+/* Store every mapped parameter's default (from the table) into its field. */
+void aimsi_param_set_defaults(const aimsi_param_map *map, void *base);
 /* A getter in one call: check param (type, range) and read its field. */
 aims_status aimsi_param_get(const aimsi_param_map *map, const void *base, aims_param param,
                             aims_param_type type, int64_t *i, double *d);
