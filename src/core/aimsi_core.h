@@ -33,6 +33,10 @@ char *aimsi_strndup(const char *s, size_t n);
 void aimsi_hint_hugepages(void *p, size_t bytes);
 /* a*b with overflow check: returns 0 and sets *out, or -1 on overflow. */
 int aimsi_mul_ok(size_t a, size_t b, size_t *out);
+/* Room for one more element in a growable array of `elem`-byte items holding
+ * n (doubling from `first`): 0 when n < *cap already or after growing *arr and
+ * *cap; -1 on overflow or out of memory, *arr and *cap unchanged. */
+int aimsi_grow(void **arr, size_t *cap, size_t n, size_t elem, size_t first);
 
 /* ---- handles and errors ---------------------------------------------------- */
 
