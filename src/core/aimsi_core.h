@@ -33,6 +33,10 @@ char *aimsi_strndup(const char *s, size_t n);
 void aimsi_hint_hugepages(void *p, size_t bytes);
 /* a*b with overflow check: returns 0 and sets *out, or -1 on overflow. */
 int aimsi_mul_ok(size_t a, size_t b, size_t *out);
+/* Room for one more element in a growable array of `elem`-byte items holding
+ * n (doubling from `first`): 0 when n < *cap already or after growing *arr and
+ * *cap; -1 on overflow or out of memory, *arr and *cap unchanged. */
+int aimsi_grow(void **arr, size_t *cap, size_t n, size_t elem, size_t first);
 
 /* ---- handles and errors ---------------------------------------------------- */
 
@@ -152,6 +156,8 @@ aims_status aimsi_param_field_of(aimsi_obj *obj, const aimsi_param_map *map, aim
 /* Store / load a checked value through a field of the settings at base. */
 void aimsi_param_store(void *base, const aimsi_param_field *f, int64_t i, double d);
 void aimsi_param_load(const void *base, const aimsi_param_field *f, int64_t *i, double *d);
+/* Store every mapped parameter's default (from the table) into its field. */
+void aimsi_param_set_defaults(const aimsi_param_map *map, void *base);
 /* A getter in one call: check param (type, range) and read its field. */
 aims_status aimsi_param_get(const aimsi_param_map *map, const void *base, aims_param param,
                             aims_param_type type, int64_t *i, double *d);

@@ -140,6 +140,25 @@ int aimsi_mul_ok(size_t a, size_t b, size_t *out)
     return 0;
 }
 
+int aimsi_grow(void **arr, size_t *cap, size_t n, size_t elem, size_t first)
+{
+    if (n < *cap) {
+        return 0;
+    }
+    size_t want = 0;
+    const size_t next = *cap ? *cap : first / 2;
+    if (next > SIZE_MAX / 2 || aimsi_mul_ok(next * 2, elem, &want) != 0) {
+        return -1;
+    }
+    void *g = aimsi_realloc(*arr, want);
+    if (g == NULL) {
+        return -1;
+    }
+    *arr = g;
+    *cap = next * 2;
+    return 0;
+}
+
 void aimsi_hint_hugepages(void *p, size_t bytes)
 {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)

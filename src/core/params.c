@@ -290,6 +290,14 @@ void aimsi_param_load(const void *base, const aimsi_param_field *f, int64_t *i, 
     }
 }
 
+void aimsi_param_set_defaults(const aimsi_param_map *map, void *base)
+{
+    for (size_t i = 0; i < map->n; i++) {
+        const double d = aimsi_param_default(map->fields[i].param);
+        aimsi_param_store(base, &map->fields[i], (int64_t)d, d);
+    }
+}
+
 aims_status aimsi_param_get(const aimsi_param_map *map, const void *base, aims_param param,
                             aims_param_type type, int64_t *i, double *d)
 {

@@ -74,34 +74,31 @@ static void release_root(aims_dataset *root)
     }
 }
 
+/* Kill a handle. A view frees itself and drops its reference on the root
+ * (returns 1); a root is left for the caller to free (returns 0). */
+static int drop_view(aims_dataset *ds)
+{
+    aimsi_obj_kill(&ds->obj);
+    if (ds->root == NULL) {
+        return 0;
+    }
+    aims_dataset *root = ds->root;
+    aimsi_free(ds);
+    release_root(root);
+    return 1;
+}
+
 void aimsi_dataset_free(aims_dataset *ds)
 {
-    if (ds == NULL) {
-        return;
-    }
-    aimsi_obj_kill(&ds->obj);
-    if (ds->root != NULL) {
-        /* A view owns only itself; it still holds a reference on its root. */
-        aims_dataset *root = ds->root;
+    if (ds != NULL && !drop_view(ds)) {
+        free_arrays(ds);
         aimsi_free(ds);
-        release_root(root);
-        return;
     }
-    free_arrays(ds);
-    aimsi_free(ds);
 }
 
 void aims_dataset_destroy(aims_dataset *ds)
 {
-    if (!DS_OK(ds)) {
-        return;
-    }
-    aimsi_obj_kill(&ds->obj);
-    if (ds->root != NULL) {
-        aims_dataset *root = ds->root;
-        aimsi_free(ds);
-        release_root(root);
-    } else {
+    if (DS_OK(ds) && !drop_view(ds)) {
         release_root(ds);
     }
 }
@@ -254,6 +251,18 @@ static aims_status copy_new_labels(aims_dataset *ds, const int32_t *labels)
     return AIMS_OK;
 }
 
+/* A new empty dataset of `rows` rows, once the labels (if any) are valid. */
+static aims_status new_checked(size_t rows, const int32_t *labels, aims_dataset **out)
+{
+    if (labels != NULL) {
+        size_t classes = 0;
+        AIMSI_TRY(aimsi_dataset_scan_labels(labels, rows, &classes));
+    }
+    AIMSI_TRY(aimsi_dataset_new(out));
+    (*out)->rows = rows;
+    return AIMS_OK;
+}
+
 aims_status aims_dataset_create_dense(size_t rows, size_t cols, const float *x,
                                       const int32_t *labels, aims_dataset **out)
 {
@@ -279,13 +288,8 @@ aims_status aims_dataset_create_dense_v2(size_t rows, size_t cols, const float *
     }
     AIMSI_TRY(aimsi_check_finite(AIMS_E_INVAL, "aims_dataset_create_dense", x, rows, cols, opts,
                                  NULL));
-    if (labels != NULL) {
-        size_t classes = 0;
-        AIMSI_TRY(aimsi_dataset_scan_labels(labels, rows, &classes));
-    }
     aims_dataset *ds = NULL;
-    AIMSI_TRY(aimsi_dataset_new(&ds));
-    ds->rows = rows;
+    AIMSI_TRY(new_checked(rows, labels, &ds));
     ds->cols = cols;
     ds->x = aimsi_malloc(bytes);
     if (ds->x == NULL) {
@@ -326,13 +330,8 @@ aims_status aims_dataset_create_texts(size_t rows, const char *const *texts, con
         }
         total += len;
     }
-    if (labels != NULL) {
-        size_t classes = 0;
-        AIMSI_TRY(aimsi_dataset_scan_labels(labels, rows, &classes));
-    }
     aims_dataset *ds = NULL;
-    AIMSI_TRY(aimsi_dataset_new(&ds));
-    ds->rows = rows;
+    AIMSI_TRY(new_checked(rows, labels, &ds));
     ds->txt_off = aimsi_malloc((rows + 1) * sizeof *ds->txt_off);
     /* Never NULL, even for all-empty documents, so text pointers are valid. */
     ds->txt = aimsi_malloc(total > 0 ? total : 1);

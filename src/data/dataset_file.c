@@ -283,10 +283,14 @@ static aims_status check_meta(const ds_meta *m, const char *name)
     return AIMS_OK;
 }
 
-/* rows+1 offsets: first 0, non-decreasing, last == limit. */
-static aims_status check_loaded_offsets(const uint64_t *off, size_t rows, uint64_t limit,
-                                        const char *name, const char *tname)
+/* Read a section of rows+1 offsets and check them: first 0, non-decreasing,
+ * last == limit. */
+static aims_status read_offsets(aimsi_creader *r, const ds_meta *m, uint64_t cap, const char *name,
+                                uint32_t tag, const char *tname, uint64_t limit, uint64_t **out)
 {
+    const size_t rows = (size_t)m->rows;
+    AIMSI_TRY(read_words(r, name, tag, tname, m->rows + 1, 8, cap, (void **)out));
+    const uint64_t *off = *out;
     if (off[0] != 0) {
         return aimsi_err(NULL, AIMS_E_CORRUPT, "%s: section %s: first offset is not 0", name,
                          tname);
@@ -307,9 +311,7 @@ static aims_status check_loaded_offsets(const uint64_t *off, size_t rows, uint64
 static aims_status read_tokens(aimsi_creader *r, const ds_meta *m, uint64_t cap, const char *name,
                                aims_dataset *ds)
 {
-    const size_t rows = (size_t)m->rows;
-    AIMSI_TRY(read_words(r, name, TAG_TOFF, "TOFF", m->rows + 1, 8, cap, (void **)&ds->tok_off));
-    AIMSI_TRY(check_loaded_offsets(ds->tok_off, rows, m->nnz, name, "TOFF"));
+    AIMSI_TRY(read_offsets(r, m, cap, name, TAG_TOFF, "TOFF", m->nnz, &ds->tok_off));
     if (m->nnz > cap / 4) {
         return aimsi_err(NULL, AIMS_E_RANGE, "%s: %llu tokens exceed the size cap", name,
                          (unsigned long long)m->nnz);
@@ -333,9 +335,7 @@ static aims_status read_tokens(aimsi_creader *r, const ds_meta *m, uint64_t cap,
 static aims_status read_text(aimsi_creader *r, const ds_meta *m, uint64_t cap, const char *name,
                              aims_dataset *ds)
 {
-    const size_t rows = (size_t)m->rows;
-    AIMSI_TRY(read_words(r, name, TAG_XOFF, "XOFF", m->rows + 1, 8, cap, (void **)&ds->txt_off));
-    AIMSI_TRY(check_loaded_offsets(ds->txt_off, rows, m->tlen, name, "XOFF"));
+    AIMSI_TRY(read_offsets(r, m, cap, name, TAG_XOFF, "XOFF", m->tlen, &ds->txt_off));
     return read_exact(r, name, TAG_TEXT, "TEXT", m->tlen, cap, (void **)&ds->txt);
 }
 

@@ -45,6 +45,15 @@ static void parts_free(ds_parts *p)
     memset(p, 0, sizeof *p);
 }
 
+/* Exchange every part array between ds and p. */
+static void parts_swap(aims_dataset *ds, ds_parts *p)
+{
+#define PARTS_SWAP(f) do { void *t_ = ds->f; ds->f = p->f; p->f = t_; } while (0)
+    PARTS_SWAP(x); PARTS_SWAP(tok_off); PARTS_SWAP(tok_ids); PARTS_SWAP(tok_w);
+    PARTS_SWAP(txt_off); PARTS_SWAP(txt); PARTS_SWAP(labels); PARTS_SWAP(targets);
+#undef PARTS_SWAP
+}
+
 /* Allocate n*size bytes (at least 1 so empty parts still get a pointer). */
 static void *alloc_array(size_t n, size_t size)
 {
@@ -91,60 +100,57 @@ static aims_status gather_dense(const aims_dataset *src, const size_t *idx, size
     return AIMS_OK;
 }
 
-static aims_status gather_tokens(const aims_dataset *src, const size_t *idx, size_t n, ds_parts *p)
+/* Copy the CSR rows idx[0..n) of a part: its offsets and one or two value
+ * arrays of `size`-byte elements (from[0] always, from[1] when not NULL) into
+ * fresh arrays *off_out, *to[0], *to[1]. `what` names the values in messages. */
+static aims_status gather_csr(const uint64_t *off, const size_t *idx, size_t n,
+                              const void *const from[2], size_t size, const char *what,
+                              uint64_t **off_out, void **const to[2])
 {
-    size_t nnz = 0;
-    if (csr_total(src->tok_off, idx, n, &nnz) != 0) {
-        return aimsi_err(NULL, AIMS_E_RANGE, "dataset: token count overflows");
+    size_t total = 0;
+    if (csr_total(off, idx, n, &total) != 0) {
+        return aimsi_err(NULL, AIMS_E_RANGE, "dataset: %s count overflows", what);
     }
-    p->tok_off = alloc_array(n + 1, sizeof *p->tok_off);
-    p->tok_ids = alloc_array(nnz, sizeof *p->tok_ids);
-    if (src->tok_w != NULL) {
-        p->tok_w = alloc_array(nnz, sizeof *p->tok_w);
+    *off_out = alloc_array(n + 1, sizeof **off_out);
+    int ok = *off_out != NULL;
+    for (int k = 0; k < 2; k++) {
+        if (k == 0 || from[k] != NULL) {
+            *to[k] = alloc_array(total, size);
+            ok = ok && *to[k] != NULL;
+        }
     }
-    if (p->tok_off == NULL || p->tok_ids == NULL || (src->tok_w != NULL && p->tok_w == NULL)) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "dataset: out of memory for %zu tokens", nnz);
+    if (!ok) {
+        return aimsi_err(NULL, AIMS_E_NOMEM, "dataset: out of memory for %zu %s", total, what);
     }
+    uint64_t *o = *off_out;
     size_t pos = 0;
     for (size_t i = 0; i < n; i++) {
-        const uint64_t b = src->tok_off[idx[i]];
-        const size_t len = (size_t)(src->tok_off[idx[i] + 1] - b);
-        p->tok_off[i] = pos;
-        if (len > 0) {
-            memcpy(p->tok_ids + pos, src->tok_ids + b, len * sizeof *p->tok_ids);
-            if (p->tok_w != NULL) {
-                memcpy(p->tok_w + pos, src->tok_w + b, len * sizeof *p->tok_w);
+        const uint64_t b = off[idx[i]];
+        const size_t len = (size_t)(off[idx[i] + 1] - b);
+        o[i] = pos;
+        for (int k = 0; k < 2 && len > 0; k++) {
+            if (from[k] != NULL) {
+                memcpy((char *)*to[k] + pos * size, (const char *)from[k] + b * size, len * size);
             }
         }
         pos += len;
     }
-    p->tok_off[n] = pos;
+    o[n] = pos;
     return AIMS_OK;
+}
+
+static aims_status gather_tokens(const aims_dataset *src, const size_t *idx, size_t n, ds_parts *p)
+{
+    const void *from[2] = {src->tok_ids, src->tok_w};
+    void **const to[2] = {(void **)&p->tok_ids, (void **)&p->tok_w};
+    return gather_csr(src->tok_off, idx, n, from, sizeof *p->tok_ids, "tokens", &p->tok_off, to);
 }
 
 static aims_status gather_text(const aims_dataset *src, const size_t *idx, size_t n, ds_parts *p)
 {
-    size_t total = 0;
-    if (csr_total(src->txt_off, idx, n, &total) != 0) {
-        return aimsi_err(NULL, AIMS_E_RANGE, "dataset: text size overflows");
-    }
-    p->txt_off = alloc_array(n + 1, sizeof *p->txt_off);
-    p->txt = alloc_array(total, 1);
-    if (p->txt_off == NULL || p->txt == NULL) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "dataset: out of memory for %zu text bytes", total);
-    }
-    size_t pos = 0;
-    for (size_t i = 0; i < n; i++) {
-        const uint64_t b = src->txt_off[idx[i]];
-        const size_t len = (size_t)(src->txt_off[idx[i] + 1] - b);
-        p->txt_off[i] = pos;
-        if (len > 0) {
-            memcpy(p->txt + pos, src->txt + b, len);
-        }
-        pos += len;
-    }
-    p->txt_off[n] = pos;
-    return AIMS_OK;
+    const void *from[2] = {src->txt, NULL};
+    void **const to[2] = {(void **)&p->txt, NULL};
+    return gather_csr(src->txt_off, idx, n, from, 1, "text bytes", &p->txt_off, to);
 }
 
 static aims_status gather_labels(const aims_dataset *src, const size_t *idx, size_t n, ds_parts *p)
@@ -264,23 +270,10 @@ aims_status aims_dataset_shuffle(aims_dataset *ds, uint64_t seed)
     if (rc != AIMS_OK) {
         return aimsi_err_adopt(&ds->obj, rc);
     }
-    /* Commit: swap the permuted arrays in (names and sizes are unchanged). */
-    aimsi_free(ds->x);
-    aimsi_free(ds->tok_off);
-    aimsi_free(ds->tok_ids);
-    aimsi_free(ds->tok_w);
-    aimsi_free(ds->txt_off);
-    aimsi_free(ds->txt);
-    aimsi_free(ds->labels);
-    aimsi_free(ds->targets);
-    ds->x = p.x;
-    ds->tok_off = p.tok_off;
-    ds->tok_ids = p.tok_ids;
-    ds->tok_w = p.tok_w;
-    ds->txt_off = p.txt_off;
-    ds->txt = p.txt;
-    ds->labels = p.labels;
-    ds->targets = p.targets;
+    /* Commit: swap the permuted arrays in (names and sizes are unchanged) and
+     * free the old ones through the parts. */
+    parts_swap(ds, &p);
+    parts_free(&p);
     return AIMS_OK;
 }
 

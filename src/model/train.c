@@ -44,33 +44,6 @@
 
 /* ---- parameters ---------------------------------------------------------------------- */
 
-static void hyper_defaults(hyper *h)
-{
-    h->opt = (int64_t)aimsi_param_default(AIMS_TRAIN_OPTIMIZER);
-    h->lr = aimsi_param_default(AIMS_TRAIN_LR);
-    h->mom = aimsi_param_default(AIMS_TRAIN_MOMENTUM);
-    h->nesterov = (int64_t)aimsi_param_default(AIMS_TRAIN_NESTEROV);
-    h->b1 = aimsi_param_default(AIMS_TRAIN_BETA1);
-    h->b2 = aimsi_param_default(AIMS_TRAIN_BETA2);
-    h->eps = aimsi_param_default(AIMS_TRAIN_EPS);
-    h->wd = aimsi_param_default(AIMS_TRAIN_WEIGHT_DECAY);
-    h->sched = (int64_t)aimsi_param_default(AIMS_TRAIN_SCHEDULE);
-    h->warmup = (int64_t)aimsi_param_default(AIMS_TRAIN_WARMUP_STEPS);
-    h->step_epochs = (int64_t)aimsi_param_default(AIMS_TRAIN_STEP_EPOCHS);
-    h->gamma = aimsi_param_default(AIMS_TRAIN_GAMMA);
-    h->batch = (int64_t)aimsi_param_default(AIMS_TRAIN_BATCH);
-    h->epochs = (int64_t)aimsi_param_default(AIMS_TRAIN_EPOCHS);
-    h->seed = (int64_t)aimsi_param_default(AIMS_TRAIN_SEED);
-    h->threads = (int64_t)aimsi_param_default(AIMS_TRAIN_THREADS);
-    h->val_frac = aimsi_param_default(AIMS_TRAIN_VAL_FRACTION);
-    h->patience = (int64_t)aimsi_param_default(AIMS_TRAIN_PATIENCE);
-    h->min_delta = aimsi_param_default(AIMS_TRAIN_MIN_DELTA);
-    h->metric = (int64_t)aimsi_param_default(AIMS_TRAIN_METRIC);
-    h->warm = (int64_t)aimsi_param_default(AIMS_TRAIN_WARM_START);
-    h->gemm = (int64_t)aimsi_param_default(AIMS_TRAIN_GEMM);
-    h->avg = (int64_t)aimsi_param_default(AIMS_TRAIN_AVERAGE);
-}
-
 /* Where each trainer parameter lives in `hyper` (core/params.c does the typed access). */
 static const aimsi_param_field k_hyper_fields[] = {
     {AIMS_TRAIN_OPTIMIZER, AIMSI_FIELD_I64, offsetof(hyper, opt)},
@@ -158,7 +131,7 @@ aims_status aims_trainer_create(aims_model *m, aims_trainer **out)
     }
     aimsi_obj_init(&t->obj, AIMSI_MAGIC_TRAINER);
     t->m = m;
-    hyper_defaults(&t->h);
+    aimsi_param_set_defaults(&k_hyper_map, &t->h);
     atomic_init(&t->cancel, 0);
     t->val_loss = NAN;
     t->val_acc = NAN;

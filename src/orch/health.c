@@ -33,6 +33,7 @@
  * tracker is not in panic).
  */
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "aimsi_orch.h"
@@ -70,6 +71,17 @@ struct aims_health {
     aims_health_fn fn;
     void *fn_user;
 };
+
+/* Where each AIMS_HEALTH_* parameter lives (core/params.c does the typed access). */
+static const aimsi_param_field k_health_fields[] = {
+    {AIMS_HEALTH_FAILURES, AIMSI_FIELD_I64, offsetof(struct aims_health, failures)},
+    {AIMS_HEALTH_EJECT_MS, AIMSI_FIELD_I64, offsetof(struct aims_health, eject_ms)},
+    {AIMS_HEALTH_MAX_EJECT_MS, AIMSI_FIELD_I64, offsetof(struct aims_health, max_eject_ms)},
+    {AIMS_HEALTH_MAX_EJECTED_PCT, AIMSI_FIELD_I64, offsetof(struct aims_health, max_ejected_pct)},
+    {AIMS_HEALTH_PANIC_PCT, AIMSI_FIELD_I64, offsetof(struct aims_health, panic_pct)},
+};
+static const aimsi_param_map k_health_map = {600, 699, k_health_fields,
+                                             sizeof k_health_fields / sizeof k_health_fields[0]};
 
 #define HEALTH_OK(h) aimsi_obj_ok((h), AIMSI_MAGIC_HEALTH)
 
@@ -230,11 +242,7 @@ aims_status aims_health_create(aims_health **out)
         return aimsi_err(NULL, AIMS_E_BACKEND, "health_create: pthread_mutex_init failed");
     }
     aimsi_obj_init(&h->obj, AIMSI_MAGIC_HEALTH);
-    h->failures = (int64_t)aimsi_param_default(AIMS_HEALTH_FAILURES);
-    h->eject_ms = (int64_t)aimsi_param_default(AIMS_HEALTH_EJECT_MS);
-    h->max_eject_ms = (int64_t)aimsi_param_default(AIMS_HEALTH_MAX_EJECT_MS);
-    h->max_ejected_pct = (int64_t)aimsi_param_default(AIMS_HEALTH_MAX_EJECTED_PCT);
-    h->panic_pct = (int64_t)aimsi_param_default(AIMS_HEALTH_PANIC_PCT);
+    aimsi_param_set_defaults(&k_health_map, h);
     h->next_end = UINT64_MAX;
     *out = h;
     return AIMS_OK;
@@ -267,25 +275,11 @@ aims_status aims_health_set_param_i64(aims_health *h, aims_param param, int64_t 
     if (!HEALTH_OK(h)) {
         return AIMSI_MISUSE("health handle");
     }
-    AIMSI_TRY(aimsi_param_check(NULL, param, 600, 699, AIMS_PARAM_TYPE_I64, (double)value));
+    const aimsi_param_field *f = NULL;
+    AIMSI_TRY(aimsi_param_field_of(NULL, &k_health_map, param, AIMS_PARAM_TYPE_I64,
+                                   (double)value, &f));
     pthread_mutex_lock(&h->lock);
-    switch (param) {
-    case AIMS_HEALTH_FAILURES:
-        h->failures = value;
-        break;
-    case AIMS_HEALTH_EJECT_MS:
-        h->eject_ms = value;
-        break;
-    case AIMS_HEALTH_MAX_EJECT_MS:
-        h->max_eject_ms = value;
-        break;
-    case AIMS_HEALTH_MAX_EJECTED_PCT:
-        h->max_ejected_pct = value;
-        break;
-    default: /* aimsi_param_check admitted only 600..604 */
-        h->panic_pct = value;
-        break;
-    }
+    aimsi_param_store(h, f, value, 0.0);
     pthread_mutex_unlock(&h->lock);
     return AIMS_OK;
 }

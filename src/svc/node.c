@@ -35,6 +35,7 @@
  * registry (aims_node_join in svc_registry.c) plugs in through aimsi_reg_ops.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -532,6 +533,22 @@ static void hook_close(void *conn_user, aims_status why)
 
 /* ---- node lifecycle ----------------------------------------------------------------- */
 
+/* Where each AIMS_NODE_* parameter lives (core/params.c does the typed access). */
+static const aimsi_param_field k_node_fields[] = {
+    {AIMS_NODE_WORKERS, AIMSI_FIELD_I64, offsetof(struct aims_node, p_workers)},
+    {AIMS_NODE_MAX_FRAME, AIMSI_FIELD_I64, offsetof(struct aims_node, p_max_frame)},
+    {AIMS_NODE_CONN_INFLIGHT, AIMSI_FIELD_I64, offsetof(struct aims_node, p_conn_inflight)},
+    {AIMS_NODE_HEARTBEAT_MS, AIMSI_FIELD_I64, offsetof(struct aims_node, p_heartbeat_ms)},
+    {AIMS_NODE_INSECURE, AIMSI_FIELD_I64, offsetof(struct aims_node, p_insecure)},
+    {AIMS_NODE_DRAIN_MS, AIMSI_FIELD_I64, offsetof(struct aims_node, p_drain_ms)},
+    {AIMS_NODE_DRAIN_GRACE_MS, AIMSI_FIELD_I64, offsetof(struct aims_node, p_drain_grace_ms)},
+    {AIMS_NODE_RX_MIN_RATE, AIMSI_FIELD_I64, offsetof(struct aims_node, tt.rx.min_rate)},
+    {AIMS_NODE_RX_HEADER_MS, AIMSI_FIELD_I64, offsetof(struct aims_node, tt.rx.header_ms)},
+    {AIMS_NODE_RX_BUDGET, AIMSI_FIELD_I64, offsetof(struct aims_node, tt.rx.budget)},
+};
+static const aimsi_param_map k_node_map = {700, 719, k_node_fields,
+                                           sizeof k_node_fields / sizeof k_node_fields[0]};
+
 aims_status aims_node_create(const char *name, aims_node **out)
 {
     if (name == NULL || out == NULL) {
@@ -548,13 +565,6 @@ aims_status aims_node_create(const char *name, aims_node **out)
     aimsi_obj_init(&n->obj, AIMSI_MAGIC_NODE);
     strcpy(n->name, name);
     atomic_init(&n->refs, 1);
-    n->p_workers = (int64_t)aimsi_param_default(AIMS_NODE_WORKERS);
-    n->p_max_frame = (int64_t)aimsi_param_default(AIMS_NODE_MAX_FRAME);
-    n->p_conn_inflight = (int64_t)aimsi_param_default(AIMS_NODE_CONN_INFLIGHT);
-    n->p_heartbeat_ms = (int64_t)aimsi_param_default(AIMS_NODE_HEARTBEAT_MS);
-    n->p_insecure = (int64_t)aimsi_param_default(AIMS_NODE_INSECURE);
-    n->p_drain_ms = (int64_t)aimsi_param_default(AIMS_NODE_DRAIN_MS);
-    n->p_drain_grace_ms = (int64_t)aimsi_param_default(AIMS_NODE_DRAIN_GRACE_MS);
     const aims_status st = aimsi_metrics_create_owned(&n->mx);
     if (st != AIMS_OK) {
         aimsi_free(n);
@@ -571,10 +581,8 @@ aims_status aims_node_create(const char *name, aims_node **out)
     pthread_cond_init(&n->hb_cond, &ca);
     pthread_condattr_destroy(&ca);
     const aims_transport_hooks hooks = {n, hook_accept, hook_frame, hook_close};
-    aimsi_ttable_init(&n->tt, &hooks, (uint64_t)n->p_max_frame);
-    n->tt.rx.min_rate = (int64_t)aimsi_param_default(AIMS_NODE_RX_MIN_RATE);
-    n->tt.rx.header_ms = (int64_t)aimsi_param_default(AIMS_NODE_RX_HEADER_MS);
-    n->tt.rx.budget = (int64_t)aimsi_param_default(AIMS_NODE_RX_BUDGET);
+    aimsi_ttable_init(&n->tt, &hooks, (uint64_t)aimsi_param_default(AIMS_NODE_MAX_FRAME));
+    aimsi_param_set_defaults(&k_node_map, n); /* after ttable_init: some live in tt */
     n->tt_ready = 1;
     *out = n;
     return AIMS_OK;
@@ -688,7 +696,9 @@ aims_status aims_node_set_param_i64(aims_node *n, aims_param param, int64_t valu
     if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE)) {
         return AIMSI_MISUSE("node");
     }
-    AIMSI_TRY(aimsi_param_check(&n->obj, param, 700, 719, AIMS_PARAM_TYPE_I64, (double)value));
+    const aimsi_param_field *f = NULL;
+    AIMSI_TRY(aimsi_param_field_of(&n->obj, &k_node_map, param, AIMS_PARAM_TYPE_I64,
+                                   (double)value, &f));
     aims_status st = AIMS_OK;
     pthread_mutex_lock(&n->lock);
     const int listening = n->n_addr > 0;
@@ -702,41 +712,9 @@ aims_status aims_node_set_param_i64(aims_node *n, aims_param param, int64_t valu
         /* read without a lock by the transport's I/O thread once listening */
         st = AIMS_E_STATE;
     } else {
-        switch (param) {
-        case AIMS_NODE_WORKERS:
-            n->p_workers = value;
-            break;
-        case AIMS_NODE_MAX_FRAME:
-            n->p_max_frame = value;
+        aimsi_param_store(n, f, value, 0.0);
+        if (param == AIMS_NODE_MAX_FRAME) {
             n->tt.max_frame = (uint64_t)value;
-            break;
-        case AIMS_NODE_CONN_INFLIGHT:
-            n->p_conn_inflight = value;
-            break;
-        case AIMS_NODE_HEARTBEAT_MS:
-            n->p_heartbeat_ms = value;
-            break;
-        case AIMS_NODE_INSECURE:
-            n->p_insecure = value;
-            break;
-        case AIMS_NODE_DRAIN_MS:
-            n->p_drain_ms = value;
-            break;
-        case AIMS_NODE_RX_MIN_RATE:
-            n->tt.rx.min_rate = value;
-            break;
-        case AIMS_NODE_RX_HEADER_MS:
-            n->tt.rx.header_ms = value;
-            break;
-        case AIMS_NODE_RX_BUDGET:
-            n->tt.rx.budget = value;
-            break;
-        case AIMS_NODE_DRAIN_GRACE_MS:
-            n->p_drain_grace_ms = value;
-            break;
-        default:
-            st = AIMS_E_INVAL;
-            break;
         }
     }
     pthread_mutex_unlock(&n->lock);
@@ -744,10 +722,6 @@ aims_status aims_node_set_param_i64(aims_node *n, aims_param param, int64_t valu
         return aimsi_err(&n->obj, st,
                          "node %s: parameter %s must be set before the first listen / start",
                          n->name, aims_param_name(param));
-    }
-    if (st != AIMS_OK) {
-        return aimsi_err(&n->obj, st, "node %s: parameter %d is not a node parameter", n->name,
-                         (int)param);
     }
     return AIMS_OK;
 }

@@ -48,6 +48,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -502,6 +503,19 @@ static void drop_impl(const aimsi_svc_kind *kind, void *impl)
     }
 }
 
+/* Where each AIMS_SERVICE_* parameter lives (core/params.c does the typed access). */
+static const aimsi_param_field k_service_fields[] = {
+    {AIMS_SERVICE_CONCURRENCY, AIMSI_FIELD_I64, offsetof(struct aims_service, p_concurrency)},
+    {AIMS_SERVICE_QUEUE_CAP, AIMSI_FIELD_I64, offsetof(struct aims_service, p_queue_cap)},
+    {AIMS_SERVICE_BATCH_MAX, AIMSI_FIELD_I64, offsetof(struct aims_service, p_batch_max)},
+    {AIMS_SERVICE_BATCH_DELAY_US, AIMSI_FIELD_I64,
+     offsetof(struct aims_service, p_batch_delay_us)},
+    {AIMS_SERVICE_INLINE, AIMSI_FIELD_I64, offsetof(struct aims_service, p_inline)},
+    {AIMS_SERVICE_WEIGHT, AIMSI_FIELD_I64, offsetof(struct aims_service, p_weight)},
+};
+static const aimsi_param_map k_service_map = {720, 739, k_service_fields,
+                                              sizeof k_service_fields / sizeof k_service_fields[0]};
+
 aims_status aimsi_service_add(aims_node *n, const char *name, const aimsi_svc_kind *kind,
                               void *impl, aims_service **out)
 {
@@ -530,12 +544,7 @@ aims_status aimsi_service_add(aims_node *n, const char *name, const aimsi_svc_ki
     snprintf(s->labels, sizeof(s->labels), "service=\"%s\",node=\"%s\"", name, n->name);
     s->kind = kind;
     s->impl = impl;
-    s->p_concurrency = (int64_t)aimsi_param_default(AIMS_SERVICE_CONCURRENCY);
-    s->p_queue_cap = (int64_t)aimsi_param_default(AIMS_SERVICE_QUEUE_CAP);
-    s->p_batch_max = (int64_t)aimsi_param_default(AIMS_SERVICE_BATCH_MAX);
-    s->p_batch_delay_us = (int64_t)aimsi_param_default(AIMS_SERVICE_BATCH_DELAY_US);
-    s->p_inline = (int64_t)aimsi_param_default(AIMS_SERVICE_INLINE);
-    s->p_weight = (int64_t)aimsi_param_default(AIMS_SERVICE_WEIGHT);
+    aimsi_param_set_defaults(&k_service_map, s);
     s->limit = 1;
     atomic_init(&s->state, AIMSI_SVC_NEW);
     aimsi_climit_init(&s->climit);
@@ -629,34 +638,14 @@ aims_status aims_service_set_param_i64(aims_service *s, aims_param param, int64_
     if (!aimsi_obj_ok(s, AIMSI_MAGIC_SERVICE)) {
         return AIMSI_MISUSE("service");
     }
-    AIMSI_TRY(aimsi_param_check(&s->obj, param, 720, 739, AIMS_PARAM_TYPE_I64, (double)value));
+    const aimsi_param_field *f = NULL;
+    AIMSI_TRY(aimsi_param_field_of(&s->obj, &k_service_map, param, AIMS_PARAM_TYPE_I64,
+                                   (double)value, &f));
     if (atomic_load(&s->state) != AIMSI_SVC_NEW) {
         return aimsi_err(&s->obj, AIMS_E_STATE, "service %s: set parameters before start",
                          s->name);
     }
-    switch (param) {
-    case AIMS_SERVICE_CONCURRENCY:
-        s->p_concurrency = value;
-        break;
-    case AIMS_SERVICE_QUEUE_CAP:
-        s->p_queue_cap = value;
-        break;
-    case AIMS_SERVICE_BATCH_MAX:
-        s->p_batch_max = value;
-        break;
-    case AIMS_SERVICE_BATCH_DELAY_US:
-        s->p_batch_delay_us = value;
-        break;
-    case AIMS_SERVICE_INLINE:
-        s->p_inline = value;
-        break;
-    case AIMS_SERVICE_WEIGHT:
-        s->p_weight = value;
-        break;
-    default:
-        return aimsi_err(&s->obj, AIMS_E_INVAL, "service %s: parameter %d is not used",
-                         s->name, (int)param);
-    }
+    aimsi_param_store(s, f, value, 0.0);
     return AIMS_OK;
 }
 

@@ -336,12 +336,41 @@ static int jlit(jr *r, const char *lit)
 
 static int jskip(jr *r, int depth);
 
-static int jskip_container(jr *r, int depth, char close, int keyed)
+/* Step over a container's opening character; 1 (and past `close`) when the
+ * container is empty. */
+static int jopen_empty(jr *r, char close)
 {
     r->p++;
     ws(r);
     if (r->p < r->end && *r->p == close) {
         r->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* After a member: 1 when `close` ends the container, 2 after a ',' (another
+ * member follows), 0 for anything else. */
+static int jsep(jr *r, char close)
+{
+    ws(r);
+    if (r->p >= r->end) {
+        return 0;
+    }
+    if (*r->p == close) {
+        r->p++;
+        return 1;
+    }
+    if (*r->p != ',') {
+        return 0;
+    }
+    r->p++;
+    return 2;
+}
+
+static int jskip_container(jr *r, int depth, char close, int keyed)
+{
+    if (jopen_empty(r, close)) {
         return 1;
     }
     for (;;) {
@@ -359,18 +388,10 @@ static int jskip_container(jr *r, int depth, char close, int keyed)
         if (!jskip(r, depth + 1)) {
             return 0;
         }
-        ws(r);
-        if (r->p >= r->end) {
-            return 0;
+        const int sep = jsep(r, close);
+        if (sep != 2) {
+            return sep;
         }
-        if (*r->p == close) {
-            r->p++;
-            return 1;
-        }
-        if (*r->p != ',') {
-            return 0;
-        }
-        r->p++;
     }
 }
 
@@ -438,10 +459,7 @@ static int read_strings(jr *r, jwt_fields *f, str_fn fn, int allow_one)
     if (r->p >= r->end || *r->p != '[') {
         return 0;
     }
-    r->p++;
-    ws(r);
-    if (r->p < r->end && *r->p == ']') {
-        r->p++;
+    if (jopen_empty(r, ']')) {
         return 1;
     }
     for (;;) {
@@ -450,18 +468,10 @@ static int read_strings(jr *r, jwt_fields *f, str_fn fn, int allow_one)
             return 0;
         }
         fn(f, item);
-        ws(r);
-        if (r->p >= r->end) {
-            return 0;
+        const int sep = jsep(r, ']');
+        if (sep != 2) {
+            return sep;
         }
-        if (*r->p == ']') {
-            r->p++;
-            return 1;
-        }
-        if (*r->p != ',') {
-            return 0;
-        }
-        r->p++;
     }
 }
 
@@ -629,20 +639,14 @@ aims_status aimsi_jwt_set_es256(aimsi_jwt_cfg *cfg, const char *pem, size_t len,
     return AIMS_OK;
 }
 
-void aimsi_jwt_cfg_free(aimsi_jwt_cfg *cfg)
+/* Release the keys: the ES256 key, and the HS256 secret wiped first. */
+static void keys_free(aimsi_jwt_cfg *cfg)
 {
-    cache_free(cfg);
     EVP_PKEY_free((EVP_PKEY *)cfg->es_key);
     cfg->es_key = NULL;
     if (cfg->hs_key != NULL) {
         OPENSSL_cleanse(cfg->hs_key, cfg->hs_len);
     }
-    aimsi_free(cfg->hs_key);
-    cfg->hs_key = NULL;
-    aimsi_free(cfg->audience);
-    cfg->audience = NULL;
-    aimsi_free(cfg->issuer);
-    cfg->issuer = NULL;
 }
 
 #else
@@ -670,12 +674,19 @@ aims_status aimsi_jwt_set_es256(aimsi_jwt_cfg *cfg, const char *pem, size_t len,
     return AIMS_E_UNSUPPORTED;
 }
 
-void aimsi_jwt_cfg_free(aimsi_jwt_cfg *cfg)
+static void keys_free(aimsi_jwt_cfg *cfg)
 {
-    cache_free(cfg);
     if (cfg->hs_key != NULL) {
         memset(cfg->hs_key, 0, cfg->hs_len);
     }
+}
+
+#endif
+
+void aimsi_jwt_cfg_free(aimsi_jwt_cfg *cfg)
+{
+    cache_free(cfg);
+    keys_free(cfg);
     aimsi_free(cfg->hs_key);
     cfg->hs_key = NULL;
     aimsi_free(cfg->audience);
@@ -683,8 +694,6 @@ void aimsi_jwt_cfg_free(aimsi_jwt_cfg *cfg)
     aimsi_free(cfg->issuer);
     cfg->issuer = NULL;
 }
-
-#endif
 
 /* ---- verify ------------------------------------------------------------------------------- */
 

@@ -211,14 +211,8 @@ static aims_status add_rule(parse_ctx *ctx, int kind, const char *ident, const c
         return BAD(ctx, AIMS_E_CORRUPT, "unknown action '%.64s' (register, join, call, train, "
                    "jobs, swap or *)", action);
     }
-    if (t->n == t->cap) {
-        const size_t cap = t->cap ? t->cap * 2 : 16;
-        aimsi_rule *g = aimsi_realloc(t->rules, cap * sizeof(*g));
-        if (g == NULL) {
-            return BAD(ctx, AIMS_E_NOMEM, "out of memory");
-        }
-        t->rules = g;
-        t->cap = cap;
+    if (aimsi_grow((void **)&t->rules, &t->cap, t->n, sizeof(*t->rules), 16) != 0) {
+        return BAD(ctx, AIMS_E_NOMEM, "out of memory");
     }
     char where[300];
     snprintf(where, sizeof(where), "%s:%u", ctx->name, ctx->line);

@@ -36,6 +36,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -556,6 +557,19 @@ static void on_log(void *cls, const char *fmt, va_list ap)
     }
 }
 
+/* Where each AIMS_HTTP_* parameter lives (core/params.c does the typed access). */
+#define HTTP_FIELD(p, m) {p, AIMSI_FIELD_I64, offsetof(struct aims_http, m)}
+static const aimsi_param_field k_http_fields[] = {
+    HTTP_FIELD(AIMS_HTTP_MAX_CONNECTIONS, max_conns), HTTP_FIELD(AIMS_HTTP_MAX_BODY, max_body),
+    HTTP_FIELD(AIMS_HTTP_MAX_HEADER, max_header), HTTP_FIELD(AIMS_HTTP_IDLE_TIMEOUT_S, idle_s),
+    HTTP_FIELD(AIMS_HTTP_THREADS, threads),       HTTP_FIELD(AIMS_HTTP_INSECURE, insecure),
+    HTTP_FIELD(AIMS_HTTP_TIMEOUT_MS, timeout_ms),
+};
+#undef HTTP_FIELD
+static const aimsi_param_map k_http_map = {AIMS_HTTP_MAX_CONNECTIONS, AIMS_HTTP_TIMEOUT_MS,
+                                           k_http_fields,
+                                           sizeof k_http_fields / sizeof k_http_fields[0]};
+
 /* ---- the public object ------------------------------------------------------- */
 
 aims_status aims_http_create(aims_node *node, aims_http **out)
@@ -570,13 +584,7 @@ aims_status aims_http_create(aims_node *node, aims_http **out)
     aimsi_obj_init(&h->obj, AIMSI_MAGIC_HTTP);
     h->node = node;
     snprintf(h->listen, sizeof(h->listen), "127.0.0.1:0");
-    h->max_conns = (int64_t)aimsi_param_default(AIMS_HTTP_MAX_CONNECTIONS);
-    h->max_body = (int64_t)aimsi_param_default(AIMS_HTTP_MAX_BODY);
-    h->max_header = (int64_t)aimsi_param_default(AIMS_HTTP_MAX_HEADER);
-    h->idle_s = (int64_t)aimsi_param_default(AIMS_HTTP_IDLE_TIMEOUT_S);
-    h->threads = (int64_t)aimsi_param_default(AIMS_HTTP_THREADS);
-    h->insecure = (int64_t)aimsi_param_default(AIMS_HTTP_INSECURE);
-    h->timeout_ms = (int64_t)aimsi_param_default(AIMS_HTTP_TIMEOUT_MS);
+    aimsi_param_set_defaults(&k_http_map, h);
     *out = h;
     return AIMS_OK;
 }
@@ -589,11 +597,10 @@ aims_status aims_http_set_param_i64(aims_http *h, aims_param param, int64_t valu
     if (h->d != NULL) {
         return aimsi_err(&h->obj, AIMS_E_STATE, "http: parameters are set before start");
     }
-    AIMSI_TRY(aimsi_param_check(&h->obj, param, AIMS_HTTP_MAX_CONNECTIONS, AIMS_HTTP_TIMEOUT_MS,
-                                AIMS_PARAM_TYPE_I64, (double)value));
-    int64_t *const slot[] = {&h->max_conns, &h->max_body, &h->max_header, &h->idle_s,
-                             &h->threads,   &h->insecure, &h->timeout_ms};
-    *slot[param - AIMS_HTTP_MAX_CONNECTIONS] = value;
+    const aimsi_param_field *f = NULL;
+    AIMSI_TRY(aimsi_param_field_of(&h->obj, &k_http_map, param, AIMS_PARAM_TYPE_I64,
+                                   (double)value, &f));
+    aimsi_param_store(h, f, value, 0.0);
     return AIMS_OK;
 }
 

@@ -287,22 +287,23 @@ static aims_status etcd_dereg(void *ctx, uint64_t id)
 }
 
 /* The node's calls, each outcome recorded for the reachability log. */
+static aims_status noted(void *ctx, aims_status rc)
+{
+    etcd_node *en = ctx;
+    aimsi_reach_record(&en->reach, rc, aims_errmsg());
+    return rc;
+}
+
 static aims_status node_reg(void *ctx, const char *service, const char *address,
                             uint32_t weight, uint64_t ttl_ms, uint64_t *out_id)
 {
-    etcd_node *en = ctx;
-    const aims_status rc = etcd_reg(ctx, service, address, weight, ttl_ms, out_id);
-    aimsi_reach_record(&en->reach, rc, aims_errmsg());
-    return rc;
+    return noted(ctx, etcd_reg(ctx, service, address, weight, ttl_ms, out_id));
 }
 
 static aims_status node_heartbeat(void *ctx, const char *service, const char *address,
                                   uint32_t weight, uint64_t ttl_ms, uint64_t *io_id)
 {
-    etcd_node *en = ctx;
-    const aims_status rc = etcd_heartbeat(ctx, service, address, weight, ttl_ms, io_id);
-    aimsi_reach_record(&en->reach, rc, aims_errmsg());
-    return rc;
+    return noted(ctx, etcd_heartbeat(ctx, service, address, weight, ttl_ms, io_id));
 }
 
 static void etcd_release(void *ctx)

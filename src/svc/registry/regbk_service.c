@@ -117,14 +117,8 @@ static aims_status mirror_put(aimsi_regsync *rs, int64_t remote, const char *ser
         m->seen = 1;
         return AIMS_OK;
     }
-    if (rs->n_map == rs->cap_map) {
-        const size_t cap = rs->cap_map ? rs->cap_map * 2 : 32;
-        mirror_map *g = aimsi_realloc(rs->map, cap * sizeof(*g));
-        if (g == NULL) {
-            return aimsi_err(NULL, AIMS_E_NOMEM, "registry mirror: out of memory");
-        }
-        rs->map = g;
-        rs->cap_map = cap;
+    if (aimsi_grow((void **)&rs->map, &rs->cap_map, rs->n_map, sizeof(*rs->map), 32) != 0) {
+        return aimsi_err(NULL, AIMS_E_NOMEM, "registry mirror: out of memory");
     }
     mirror_map e = {remote, 0, aimsi_strdup(service), aimsi_strdup(address), 1};
     aims_status rc = e.service != NULL && e.address != NULL
