@@ -18,12 +18,10 @@ EXPECTED_MAJOR = 0
 SONAME = "libaims.so.0"
 
 # C type aliases, named after the C declarations so the table reads like the headers.
-status = ctypes.c_int          # aims_status (enum)
-param = ctypes.c_int           # aims_param (enum)
-param_type = ctypes.c_int      # aims_param_type (enum)
-fmt = ctypes.c_int             # aims_format (enum)
-step_kind = ctypes.c_int       # aims_step_kind (enum)
-log_level = ctypes.c_int       # aims_log_level (enum)
+# Enums are C ints: status (aims_status), param, param_type, fmt (aims_format),
+# step_kind, log_level, model_kind, activation, output, metric, stat.
+status = param = param_type = fmt = step_kind = log_level = ctypes.c_int
+model_kind = activation = output = metric = stat = ctypes.c_int
 size_t = ctypes.c_size_t
 handle = ctypes.c_void_p       # every opaque handle (aims_dataset *, ...)
 handle_out = ctypes.POINTER(ctypes.c_void_p)
@@ -40,12 +38,6 @@ log_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p)
 # the GIL when C calls it (the C call that runs training released it).
 progress_fn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
-model_kind = ctypes.c_int     # aims_model_kind (enum)
-activation = ctypes.c_int     # aims_activation (enum)
-output = ctypes.c_int         # aims_output (enum)
-metric = ctypes.c_int         # aims_eval_metric (enum)
-stat = ctypes.c_int           # aims_trainer_stat (enum)
-
 P = ctypes.POINTER
 u64p = P(ctypes.c_uint64)
 # aims_clock_fn: uint64_t (*)(void *user)
@@ -54,6 +46,15 @@ clock_fn = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)
 #                         const char *service, const char *address)
 watch_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                             ctypes.c_uint64, ctypes.c_char_p, ctypes.c_char_p)
+# aims_event (aims_events.h) and aims_event_fn: void (*)(void *user, const aims_event *)
+class Event(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("epoch", ctypes.c_uint64),
+                ("revision", ctypes.c_uint64), ("id", ctypes.c_uint64),
+                ("service", ctypes.c_char_p), ("address", ctypes.c_char_p),
+                ("weight", ctypes.c_uint32)]
+
+
+event_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(Event))
 # aims_health_fn: void (*)(void *user, aims_instance, from, to)
 health_fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                              ctypes.c_int)
@@ -307,6 +308,7 @@ SVC_PROTOTYPES = {
     "aims_service_add_infer": (status, [handle, cstr, handle, handle_out]),
     "aims_service_add_preprocess": (status, [handle, cstr, handle, handle_out]),
     "aims_service_add_train": (status, [handle, cstr, handle, handle_out]),
+    "aims_service_add_optimize": (status, [handle, cstr, handle_out]),
     "aims_service_set_param_i64": (status, [handle, param, ctypes.c_int64]),
     "aims_service_start": (status, [handle]),
     "aims_service_stop": (status, [handle, ctypes.c_int64]),
@@ -331,6 +333,20 @@ SVC_PROTOTYPES = {
                                             ctypes.POINTER(ctypes.c_double),
                                             ctypes.POINTER(ctypes.c_double)]),
     "aims_client_errmsg": (cstr, [handle]),
+    # aims_cancel.h: call handles, cancellation (docs/CANCEL.md; Python: _call.py)
+    "aims_client_call_start": (status, [handle, cstr, cstr, handle, ctypes.c_uint,
+                                        ctypes.c_int64, handle_out]),
+    "aims_call_wait": (status, [handle, handle]),
+    "aims_call_is_done": (ctypes.c_int, [handle]),
+    "aims_call_cancel": (status, [handle]),
+    "aims_call_destroy": (None, [handle]),
+    "aims_call_errmsg": (cstr, [handle]),
+    "aims_msg_is_cancelled": (ctypes.c_int, [handle]),
+    # aims_events.h: ordered, resumable registry events (docs/EVENTS.md; Python: _events.py)
+    "aims_client_watch": (status, [handle, cstr, ctypes.c_uint64, ctypes.c_uint64, event_fn,
+                                   ctypes.c_void_p, handle_out]),
+    "aims_event_watch_destroy": (None, [handle]),
+    "aims_event_watch_errmsg": (cstr, [handle]),
     # aims_tls.h: mutual TLS for tls:// (issue 10).
     "aims_tls_config_create": (status, [handle_out]),
     "aims_tls_config_destroy": (None, [handle]),
@@ -343,6 +359,9 @@ SVC_PROTOTYPES = {
     "aims_tls_config_errmsg": (cstr, [handle]),
     "aims_node_set_tls": (status, [handle, handle]),
     "aims_client_set_tls": (status, [handle, handle]),
+    # aims_ident.h: the caller's identity (handlers), the client's bearer token
+    "aims_msg_caller": (cstr, [handle]),
+    "aims_client_set_token": (status, [handle, cstr]),
     # aims_policy.h: authorization policy, JWT bearer tokens, audit
     "aims_policy_create": (status, [handle_out]),
     "aims_policy_destroy": (None, [handle]),
