@@ -461,12 +461,25 @@ static const uint8_t *doc_at(const aimsi_textsrc *src, size_t i, size_t *len)
 
 /* ---- fit: document frequencies ---------------------------------------------------------- */
 
-typedef struct fit_slice {
-    uint32_t *df;
+/* One worker's scratch for merging a document's hashed tokens into (id, count)
+ * pairs: fit and transform both use it through doc_pairs. */
+typedef struct doc_merge {
     doc_scratch scr;
     uint32_t *ids;
     double *cnt;
     size_t mcap;
+} doc_merge;
+
+static void merge_free(doc_merge *mg)
+{
+    aimsi_free(mg->ids);
+    aimsi_free(mg->cnt);
+    scratch_free(&mg->scr);
+}
+
+typedef struct fit_slice {
+    uint32_t *df;
+    doc_merge mg;
     aims_status rc;
 } fit_slice;
 
@@ -477,30 +490,29 @@ typedef struct tfit_job {
     fit_slice *sl;
 } tfit_job;
 
-/* Tokenise + hash + merge one document into sl->ids / sl->cnt; returns the
+/* Tokenise + hash + merge one document into mg->ids / mg->cnt; returns the
  * pair count or -1 on allocation failure. */
-static size_t doc_pairs(const text_cfg *c, const uint8_t *s, size_t len, doc_scratch *scr,
-                        uint32_t **ids, double **cnt, size_t *mcap)
+static size_t doc_pairs(const text_cfg *c, const uint8_t *s, size_t len, doc_merge *mg)
 {
-    const size_t nt = tokenize(c, s, len, scr);
+    const size_t nt = tokenize(c, s, len, &mg->scr);
     if (nt == (size_t)-1) {
         return (size_t)-1;
     }
-    const size_t nk = hash_tokens(c, nt, scr);
+    const size_t nk = hash_tokens(c, nt, &mg->scr);
     if (nk == (size_t)-1) {
         return (size_t)-1;
     }
-    size_t cap = *mcap;
-    if (grow((void **)ids, &cap, nk + 1, sizeof(uint32_t)) != 0) {
+    size_t cap = mg->mcap;
+    if (grow((void **)&mg->ids, &cap, nk + 1, sizeof(uint32_t)) != 0) {
         return (size_t)-1;
     }
-    size_t cap2 = *mcap;
-    if (grow((void **)cnt, &cap2, nk + 1, sizeof(double)) != 0) {
+    size_t cap2 = mg->mcap;
+    if (grow((void **)&mg->cnt, &cap2, nk + 1, sizeof(double)) != 0) {
         return (size_t)-1;
     }
-    *mcap = cap < cap2 ? cap : cap2;
-    sort_keys(scr->keys, nk);
-    return merge_keys(scr->keys, nk, *ids, *cnt);
+    mg->mcap = cap < cap2 ? cap : cap2;
+    sort_keys(mg->scr.keys, nk);
+    return merge_keys(mg->scr.keys, nk, mg->ids, mg->cnt);
 }
 
 static void tfit_task(void *ctx, size_t i)
@@ -512,13 +524,13 @@ static void tfit_task(void *ctx, size_t i)
     for (size_t d = d0; d < d1; d++) {
         size_t len;
         const uint8_t *s = doc_at(job->src, d, &len);
-        const size_t m = doc_pairs(job->cfg, s, len, &sl->scr, &sl->ids, &sl->cnt, &sl->mcap);
+        const size_t m = doc_pairs(job->cfg, s, len, &sl->mg);
         if (m == (size_t)-1) {
             sl->rc = AIMS_E_NOMEM;
             return;
         }
         for (size_t k = 0; k < m; k++) {
-            sl->df[sl->ids[k]]++;
+            sl->df[sl->mg.ids[k]]++;
         }
     }
 }
@@ -585,9 +597,7 @@ aims_status aimsi_text_fit(aims_pipeline *p, const aimsi_textsrc *src, size_t ro
     }
     for (unsigned i = 0; job.sl != NULL && i < nsl; i++) {
         aimsi_free(job.sl[i].df);
-        aimsi_free(job.sl[i].ids);
-        aimsi_free(job.sl[i].cnt);
-        scratch_free(&job.sl[i].scr);
+        merge_free(&job.sl[i].mg);
     }
     aimsi_free(job.sl);
     return rc == AIMS_OK ? AIMS_OK
@@ -601,10 +611,7 @@ typedef struct tx_chunk {
     uint32_t *ids;
     float *w;
     size_t n, cap, wcap;
-    doc_scratch scr;
-    uint32_t *mids;
-    double *mcnt;
-    size_t mcap;
+    doc_merge mg; /* the document's merged (id, count) pairs */
     aims_status rc;
 } tx_chunk;
 
@@ -638,15 +645,15 @@ static void tfidf_row(const text_cfg *cfg, tx_chunk *c, size_t m)
     double norm = 0.0;
     (void)idf;
     for (size_t k = 0; k < m; k++) {
-        const double w = tfidf_weight(cfg, c->mcnt[k], c->mids[k]);
-        c->mcnt[k] = w;
+        const double w = tfidf_weight(cfg, c->mg.cnt[k], c->mg.ids[k]);
+        c->mg.cnt[k] = w;
         norm += cfg->norm == 2 ? w * w : fabs(w);
     }
     norm = cfg->norm == 2 ? sqrt(norm) : norm;
     const double inv = cfg->norm != 0 && norm > 0.0 ? 1.0 / norm : 1.0;
     for (size_t k = 0; k < m; k++) {
-        c->ids[c->n + k] = c->mids[k];
-        c->w[c->n + k] = (float)(c->mcnt[k] * inv);
+        c->ids[c->n + k] = c->mg.ids[k];
+        c->w[c->n + k] = (float)(c->mg.cnt[k] * inv);
     }
     c->n += m;
 }
@@ -659,29 +666,29 @@ static int doc_transform(const tx_job *job, tx_chunk *c, size_t d)
     const uint8_t *s = doc_at(job->src, d, &len);
     const size_t before = c->n;
     if (cfg->tfidf != NULL) {
-        const size_t m = doc_pairs(cfg, s, len, &c->scr, &c->mids, &c->mcnt, &c->mcap);
+        const size_t m = doc_pairs(cfg, s, len, &c->mg);
         if (m == (size_t)-1 || emit(c, 1, m) != 0) {
             return -1;
         }
         if (job->counts_only) {
             for (size_t k = 0; k < m; k++) {
-                c->ids[c->n + k] = c->mids[k];
-                c->w[c->n + k] = (float)c->mcnt[k];
+                c->ids[c->n + k] = c->mg.ids[k];
+                c->w[c->n + k] = (float)c->mg.cnt[k];
             }
             c->n += m;
         } else {
             tfidf_row(cfg, c, m);
         }
     } else {
-        const size_t nt = tokenize(cfg, s, len, &c->scr);
-        const size_t nk = nt == (size_t)-1 ? (size_t)-1 : hash_tokens(cfg, nt, &c->scr);
+        const size_t nt = tokenize(cfg, s, len, &c->mg.scr);
+        const size_t nk = nt == (size_t)-1 ? (size_t)-1 : hash_tokens(cfg, nt, &c->mg.scr);
         if (nk == (size_t)-1 || emit(c, job->weighted, nk) != 0) {
             return -1;
         }
         for (size_t k = 0; k < nk; k++) {
-            c->ids[c->n + k] = (uint32_t)(c->scr.keys[k] >> 1);
+            c->ids[c->n + k] = (uint32_t)(c->mg.scr.keys[k] >> 1);
             if (job->weighted) {
-                c->w[c->n + k] = (c->scr.keys[k] & 1u) ? -1.0f : 1.0f;
+                c->w[c->n + k] = (c->mg.scr.keys[k] & 1u) ? -1.0f : 1.0f;
             }
         }
         c->n += nk;
@@ -709,9 +716,7 @@ static void tx_free(tx_job *job, size_t nch)
     for (size_t i = 0; job->ch != NULL && i < nch; i++) {
         aimsi_free(job->ch[i].ids);
         aimsi_free(job->ch[i].w);
-        aimsi_free(job->ch[i].mids);
-        aimsi_free(job->ch[i].mcnt);
-        scratch_free(&job->ch[i].scr);
+        merge_free(&job->ch[i].mg);
     }
     aimsi_free(job->ch);
 }
