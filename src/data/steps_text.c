@@ -483,10 +483,36 @@ typedef struct fit_slice {
     aims_status rc;
 } fit_slice;
 
-typedef struct tfit_job {
+/* The documents of a fit or transform cut into slices of `per` for the pool's tasks. */
+typedef struct doc_split {
     const text_cfg *cfg;
     const aimsi_textsrc *src;
     size_t rows, per;
+} doc_split;
+
+static doc_split split_docs(const text_cfg *cfg, const aimsi_textsrc *src, size_t rows,
+                            size_t parts)
+{
+    return (doc_split){.cfg = cfg, .src = src, .rows = rows, .per = (rows + parts - 1) / parts};
+}
+
+/* Run doc(job, slot, d) over the documents d of slice i, stopping at the first that
+ * fails (nonzero: out of memory). */
+static aims_status split_run(const doc_split *sp, size_t i, int (*doc)(void *, void *, size_t),
+                             void *job, void *slot)
+{
+    const size_t d0 = i * sp->per;
+    const size_t d1 = d0 + sp->per < sp->rows ? d0 + sp->per : sp->rows;
+    for (size_t d = d0; d < d1; d++) {
+        if (doc(job, slot, d) != 0) {
+            return AIMS_E_NOMEM;
+        }
+    }
+    return AIMS_OK;
+}
+
+typedef struct tfit_job {
+    doc_split sp;
     fit_slice *sl;
 } tfit_job;
 
@@ -515,24 +541,27 @@ static size_t doc_pairs(const text_cfg *c, const uint8_t *s, size_t len, doc_mer
     return merge_keys(mg->scr.keys, nk, mg->ids, mg->cnt);
 }
 
+/* Count document d's buckets into its slice's df table; nonzero when out of memory. */
+static int tfit_doc(void *ctx, void *slot, size_t d)
+{
+    const tfit_job *job = ctx;
+    fit_slice *sl = slot;
+    size_t len;
+    const uint8_t *s = doc_at(job->sp.src, d, &len);
+    const size_t m = doc_pairs(job->sp.cfg, s, len, &sl->mg);
+    if (m == (size_t)-1) {
+        return -1;
+    }
+    for (size_t k = 0; k < m; k++) {
+        sl->df[sl->mg.ids[k]]++;
+    }
+    return 0;
+}
+
 static void tfit_task(void *ctx, size_t i)
 {
     tfit_job *job = ctx;
-    fit_slice *sl = &job->sl[i];
-    const size_t d0 = i * job->per;
-    const size_t d1 = d0 + job->per < job->rows ? d0 + job->per : job->rows;
-    for (size_t d = d0; d < d1; d++) {
-        size_t len;
-        const uint8_t *s = doc_at(job->src, d, &len);
-        const size_t m = doc_pairs(job->cfg, s, len, &sl->mg);
-        if (m == (size_t)-1) {
-            sl->rc = AIMS_E_NOMEM;
-            return;
-        }
-        for (size_t k = 0; k < m; k++) {
-            sl->df[sl->mg.ids[k]]++;
-        }
-    }
+    job->sl[i].rc = split_run(&job->sp, i, tfit_doc, job, &job->sl[i]);
 }
 
 aims_status aimsi_text_idf(aimsi_step *s, size_t buckets)
@@ -569,7 +598,7 @@ aims_status aimsi_text_fit(aims_pipeline *p, const aimsi_textsrc *src, size_t ro
     unsigned nsl = aimsi_pipe_nthreads(p);
     nsl = nsl > 8 ? 8 : nsl;
     nsl = cfg.buckets > (1u << 22) || rows < 64 ? 1 : nsl;
-    tfit_job job = {.cfg = &cfg, .src = src, .rows = rows, .per = (rows + nsl - 1) / nsl};
+    tfit_job job = {.sp = split_docs(&cfg, src, rows, nsl)};
     job.sl = aimsi_calloc(nsl, sizeof(fit_slice));
     aims_status rc = job.sl == NULL ? AIMS_E_NOMEM : AIMS_OK;
     for (unsigned i = 0; i < nsl && rc == AIMS_OK; i++) {
@@ -616,9 +645,7 @@ typedef struct tx_chunk {
 } tx_chunk;
 
 typedef struct tx_job {
-    const text_cfg *cfg;
-    const aimsi_textsrc *src;
-    size_t rows, per;
+    doc_split sp;
     int weighted;
     int counts_only; /* fit_transform: emit merged raw counts, weight later */
     uint64_t *off; /* rows + 1; chunk tasks write per-document counts at [d + 1] */
@@ -661,9 +688,9 @@ static void tfidf_row(const text_cfg *cfg, tx_chunk *c, size_t m)
 /* Transform document d into chunk c; returns -1 on allocation failure. */
 static int doc_transform(const tx_job *job, tx_chunk *c, size_t d)
 {
-    const text_cfg *cfg = job->cfg;
+    const text_cfg *cfg = job->sp.cfg;
     size_t len;
-    const uint8_t *s = doc_at(job->src, d, &len);
+    const uint8_t *s = doc_at(job->sp.src, d, &len);
     const size_t before = c->n;
     if (cfg->tfidf != NULL) {
         const size_t m = doc_pairs(cfg, s, len, &c->mg);
@@ -697,18 +724,15 @@ static int doc_transform(const tx_job *job, tx_chunk *c, size_t d)
     return 0;
 }
 
+static int tx_doc(void *ctx, void *slot, size_t d)
+{
+    return doc_transform(ctx, slot, d);
+}
+
 static void tx_task(void *ctx, size_t i)
 {
     tx_job *job = ctx;
-    tx_chunk *c = &job->ch[i];
-    const size_t d0 = i * job->per;
-    const size_t d1 = d0 + job->per < job->rows ? d0 + job->per : job->rows;
-    for (size_t d = d0; d < d1; d++) {
-        if (doc_transform(job, c, d) != 0) {
-            c->rc = AIMS_E_NOMEM;
-            return;
-        }
-    }
+    job->ch[i].rc = split_run(&job->sp, i, tx_doc, job, &job->ch[i]);
 }
 
 static void tx_free(tx_job *job, size_t nch)
@@ -725,7 +749,7 @@ static void tx_free(tx_job *job, size_t nch)
 static aims_status tx_gather(tx_job *job, size_t nch, aims_dataset *out)
 {
     uint64_t total = 0;
-    for (size_t d = 0; d < job->rows; d++) {
+    for (size_t d = 0; d < job->sp.rows; d++) {
         total += job->off[d + 1];
         job->off[d + 1] = total;
     }
@@ -734,7 +758,7 @@ static aims_status tx_gather(tx_job *job, size_t nch, aims_dataset *out)
         out->tok_off = job->off;
         out->tok_ids = job->ch[0].ids;
         out->tok_w = job->weighted ? job->ch[0].w : NULL;
-        out->tok_dim = job->cfg->buckets;
+        out->tok_dim = job->sp.cfg->buckets;
         job->ch[0].ids = NULL;
         job->ch[0].w = job->weighted ? NULL : job->ch[0].w;
         job->off = NULL;
@@ -759,7 +783,7 @@ static aims_status tx_gather(tx_job *job, size_t nch, aims_dataset *out)
     out->tok_off = job->off;
     out->tok_ids = ids;
     out->tok_w = w;
-    out->tok_dim = job->cfg->buckets;
+    out->tok_dim = job->sp.cfg->buckets;
     job->off = NULL;
     return AIMS_OK;
 }
@@ -774,7 +798,7 @@ static aims_status transform_impl(const aims_pipeline *p, const aimsi_textsrc *s
     nch = nch > MAX_TEXT_CHUNKS ? MAX_TEXT_CHUNKS : nch;
     nch = nch > rows ? rows : nch;
     nch = nch == 0 ? 1 : nch;
-    tx_job job = {.cfg = &cfg, .src = src, .rows = rows, .per = (rows + nch - 1) / nch};
+    tx_job job = {.sp = split_docs(&cfg, src, rows, nch)};
     job.weighted = cfg.tfidf != NULL || cfg.sign;
     job.counts_only = counts_only;
     job.off = aimsi_calloc(rows + 1, sizeof(uint64_t));
