@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "aims/aims_core.h"
 
@@ -153,6 +154,17 @@ typedef struct aimsi_param_map {
 aims_status aimsi_param_field_of(aimsi_obj *obj, const aimsi_param_map *map, aims_param param,
                                  aims_param_type type, double value,
                                  const aimsi_param_field **out);
+/* The opening of an aims_<object>_set_param_i64 setter: misuse unless h is a live
+ * handle with magic (message names `what` and the calling function), then the
+ * checked field of map that holds param into *fp. Returns from the caller on error. */
+#define AIMSI_SET_I64_OPEN(h, magic, what, map, param, value, fp)                      \
+    do {                                                                              \
+        if (!aimsi_obj_ok((h), (magic))) {                                            \
+            return AIMSI_MISUSE(what);                                                \
+        }                                                                             \
+        AIMSI_TRY(aimsi_param_field_of(&(h)->obj, (map), (param), AIMS_PARAM_TYPE_I64, \
+                                       (double)(value), (fp)));                        \
+    } while (0)
 /* Store / load a checked value through a field of the settings at base. */
 void aimsi_param_store(void *base, const aimsi_param_field *f, int64_t i, double d);
 void aimsi_param_load(const void *base, const aimsi_param_field *f, int64_t *i, double *d);
@@ -190,6 +202,9 @@ double aimsi_rng_unit(aimsi_rng *rng);
 /* ---- clock --------------------------------------------------------------------- */
 
 uint64_t aimsi_now_ns(void); /* CLOCK_MONOTONIC */
+/* Absolute CLOCK_MONOTONIC deadline `ms` from now, for pthread_cond_timedwait on a
+ * condition variable created with pthread_condattr_setclock(CLOCK_MONOTONIC). */
+struct timespec aimsi_mono_after_ms(uint64_t ms);
 
 /* ---- growable byte buffer ------------------------------------------------------ */
 

@@ -65,3 +65,12 @@ uint64_t aimsi_now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+struct timespec aimsi_mono_after_ms(uint64_t ms)
+{
+    const uint64_t at = aimsi_now_ns() + ms * 1000000u;
+    struct timespec ts;
+    ts.tv_sec = (time_t)(at / 1000000000u);
+    ts.tv_nsec = (long)(at % 1000000000u);
+    return ts;
+}

@@ -461,66 +461,107 @@ static const uint8_t *doc_at(const aimsi_textsrc *src, size_t i, size_t *len)
 
 /* ---- fit: document frequencies ---------------------------------------------------------- */
 
-typedef struct fit_slice {
-    uint32_t *df;
+/* One worker's scratch for merging a document's hashed tokens into (id, count)
+ * pairs: fit and transform both use it through doc_pairs. */
+typedef struct doc_merge {
     doc_scratch scr;
     uint32_t *ids;
     double *cnt;
     size_t mcap;
+} doc_merge;
+
+static void merge_free(doc_merge *mg)
+{
+    aimsi_free(mg->ids);
+    aimsi_free(mg->cnt);
+    scratch_free(&mg->scr);
+}
+
+typedef struct fit_slice {
+    uint32_t *df;
+    doc_merge mg;
     aims_status rc;
 } fit_slice;
 
-typedef struct tfit_job {
+/* The documents of a fit or transform cut into slices of `per` for the pool's tasks. */
+typedef struct doc_split {
     const text_cfg *cfg;
     const aimsi_textsrc *src;
     size_t rows, per;
+} doc_split;
+
+static doc_split split_docs(const text_cfg *cfg, const aimsi_textsrc *src, size_t rows,
+                            size_t parts)
+{
+    return (doc_split){.cfg = cfg, .src = src, .rows = rows, .per = (rows + parts - 1) / parts};
+}
+
+/* Run doc(job, slot, d) over the documents d of slice i, stopping at the first that
+ * fails (nonzero: out of memory). */
+static aims_status split_run(const doc_split *sp, size_t i, int (*doc)(void *, void *, size_t),
+                             void *job, void *slot)
+{
+    const size_t d0 = i * sp->per;
+    const size_t d1 = d0 + sp->per < sp->rows ? d0 + sp->per : sp->rows;
+    for (size_t d = d0; d < d1; d++) {
+        if (doc(job, slot, d) != 0) {
+            return AIMS_E_NOMEM;
+        }
+    }
+    return AIMS_OK;
+}
+
+typedef struct tfit_job {
+    doc_split sp;
     fit_slice *sl;
 } tfit_job;
 
-/* Tokenise + hash + merge one document into sl->ids / sl->cnt; returns the
+/* Tokenise + hash + merge one document into mg->ids / mg->cnt; returns the
  * pair count or -1 on allocation failure. */
-static size_t doc_pairs(const text_cfg *c, const uint8_t *s, size_t len, doc_scratch *scr,
-                        uint32_t **ids, double **cnt, size_t *mcap)
+static size_t doc_pairs(const text_cfg *c, const uint8_t *s, size_t len, doc_merge *mg)
 {
-    const size_t nt = tokenize(c, s, len, scr);
+    const size_t nt = tokenize(c, s, len, &mg->scr);
     if (nt == (size_t)-1) {
         return (size_t)-1;
     }
-    const size_t nk = hash_tokens(c, nt, scr);
+    const size_t nk = hash_tokens(c, nt, &mg->scr);
     if (nk == (size_t)-1) {
         return (size_t)-1;
     }
-    size_t cap = *mcap;
-    if (grow((void **)ids, &cap, nk + 1, sizeof(uint32_t)) != 0) {
+    size_t cap = mg->mcap;
+    if (grow((void **)&mg->ids, &cap, nk + 1, sizeof(uint32_t)) != 0) {
         return (size_t)-1;
     }
-    size_t cap2 = *mcap;
-    if (grow((void **)cnt, &cap2, nk + 1, sizeof(double)) != 0) {
+    size_t cap2 = mg->mcap;
+    if (grow((void **)&mg->cnt, &cap2, nk + 1, sizeof(double)) != 0) {
         return (size_t)-1;
     }
-    *mcap = cap < cap2 ? cap : cap2;
-    sort_keys(scr->keys, nk);
-    return merge_keys(scr->keys, nk, *ids, *cnt);
+    mg->mcap = cap < cap2 ? cap : cap2;
+    sort_keys(mg->scr.keys, nk);
+    return merge_keys(mg->scr.keys, nk, mg->ids, mg->cnt);
+}
+
+/* Count document d's buckets into its slice's df table; nonzero when out of memory. */
+static int tfit_doc(void *ctx, void *slot, size_t d)
+{
+    const tfit_job *job = ctx;
+    fit_slice *sl = slot;
+    size_t len;
+    const uint8_t *s = doc_at(job->sp.src, d, &len);
+    const size_t m = doc_pairs(job->sp.cfg, s, len, &sl->mg);
+    if (m == (size_t)-1) {
+        return -1;
+    }
+    for (size_t k = 0; k < m; k++) {
+        sl->df[sl->mg.ids[k]]++;
+    }
+    return 0;
 }
 
 static void tfit_task(void *ctx, size_t i)
 {
     tfit_job *job = ctx;
-    fit_slice *sl = &job->sl[i];
-    const size_t d0 = i * job->per;
-    const size_t d1 = d0 + job->per < job->rows ? d0 + job->per : job->rows;
-    for (size_t d = d0; d < d1; d++) {
-        size_t len;
-        const uint8_t *s = doc_at(job->src, d, &len);
-        const size_t m = doc_pairs(job->cfg, s, len, &sl->scr, &sl->ids, &sl->cnt, &sl->mcap);
-        if (m == (size_t)-1) {
-            sl->rc = AIMS_E_NOMEM;
-            return;
-        }
-        for (size_t k = 0; k < m; k++) {
-            sl->df[sl->ids[k]]++;
-        }
-    }
+    job->sl[i].rc = split_run(&job->sp, i, tfit_doc, job, &job->sl[i]);
 }
 
 aims_status aimsi_text_idf(aimsi_step *s, size_t buckets)
@@ -557,7 +598,7 @@ aims_status aimsi_text_fit(aims_pipeline *p, const aimsi_textsrc *src, size_t ro
     unsigned nsl = aimsi_pipe_nthreads(p);
     nsl = nsl > 8 ? 8 : nsl;
     nsl = cfg.buckets > (1u << 22) || rows < 64 ? 1 : nsl;
-    tfit_job job = {.cfg = &cfg, .src = src, .rows = rows, .per = (rows + nsl - 1) / nsl};
+    tfit_job job = {.sp = split_docs(&cfg, src, rows, nsl)};
     job.sl = aimsi_calloc(nsl, sizeof(fit_slice));
     aims_status rc = job.sl == NULL ? AIMS_E_NOMEM : AIMS_OK;
     for (unsigned i = 0; i < nsl && rc == AIMS_OK; i++) {
@@ -585,9 +626,7 @@ aims_status aimsi_text_fit(aims_pipeline *p, const aimsi_textsrc *src, size_t ro
     }
     for (unsigned i = 0; job.sl != NULL && i < nsl; i++) {
         aimsi_free(job.sl[i].df);
-        aimsi_free(job.sl[i].ids);
-        aimsi_free(job.sl[i].cnt);
-        scratch_free(&job.sl[i].scr);
+        merge_free(&job.sl[i].mg);
     }
     aimsi_free(job.sl);
     return rc == AIMS_OK ? AIMS_OK
@@ -601,17 +640,12 @@ typedef struct tx_chunk {
     uint32_t *ids;
     float *w;
     size_t n, cap, wcap;
-    doc_scratch scr;
-    uint32_t *mids;
-    double *mcnt;
-    size_t mcap;
+    doc_merge mg; /* the document's merged (id, count) pairs */
     aims_status rc;
 } tx_chunk;
 
 typedef struct tx_job {
-    const text_cfg *cfg;
-    const aimsi_textsrc *src;
-    size_t rows, per;
+    doc_split sp;
     int weighted;
     int counts_only; /* fit_transform: emit merged raw counts, weight later */
     uint64_t *off; /* rows + 1; chunk tasks write per-document counts at [d + 1] */
@@ -638,15 +672,15 @@ static void tfidf_row(const text_cfg *cfg, tx_chunk *c, size_t m)
     double norm = 0.0;
     (void)idf;
     for (size_t k = 0; k < m; k++) {
-        const double w = tfidf_weight(cfg, c->mcnt[k], c->mids[k]);
-        c->mcnt[k] = w;
+        const double w = tfidf_weight(cfg, c->mg.cnt[k], c->mg.ids[k]);
+        c->mg.cnt[k] = w;
         norm += cfg->norm == 2 ? w * w : fabs(w);
     }
     norm = cfg->norm == 2 ? sqrt(norm) : norm;
     const double inv = cfg->norm != 0 && norm > 0.0 ? 1.0 / norm : 1.0;
     for (size_t k = 0; k < m; k++) {
-        c->ids[c->n + k] = c->mids[k];
-        c->w[c->n + k] = (float)(c->mcnt[k] * inv);
+        c->ids[c->n + k] = c->mg.ids[k];
+        c->w[c->n + k] = (float)(c->mg.cnt[k] * inv);
     }
     c->n += m;
 }
@@ -654,34 +688,34 @@ static void tfidf_row(const text_cfg *cfg, tx_chunk *c, size_t m)
 /* Transform document d into chunk c; returns -1 on allocation failure. */
 static int doc_transform(const tx_job *job, tx_chunk *c, size_t d)
 {
-    const text_cfg *cfg = job->cfg;
+    const text_cfg *cfg = job->sp.cfg;
     size_t len;
-    const uint8_t *s = doc_at(job->src, d, &len);
+    const uint8_t *s = doc_at(job->sp.src, d, &len);
     const size_t before = c->n;
     if (cfg->tfidf != NULL) {
-        const size_t m = doc_pairs(cfg, s, len, &c->scr, &c->mids, &c->mcnt, &c->mcap);
+        const size_t m = doc_pairs(cfg, s, len, &c->mg);
         if (m == (size_t)-1 || emit(c, 1, m) != 0) {
             return -1;
         }
         if (job->counts_only) {
             for (size_t k = 0; k < m; k++) {
-                c->ids[c->n + k] = c->mids[k];
-                c->w[c->n + k] = (float)c->mcnt[k];
+                c->ids[c->n + k] = c->mg.ids[k];
+                c->w[c->n + k] = (float)c->mg.cnt[k];
             }
             c->n += m;
         } else {
             tfidf_row(cfg, c, m);
         }
     } else {
-        const size_t nt = tokenize(cfg, s, len, &c->scr);
-        const size_t nk = nt == (size_t)-1 ? (size_t)-1 : hash_tokens(cfg, nt, &c->scr);
+        const size_t nt = tokenize(cfg, s, len, &c->mg.scr);
+        const size_t nk = nt == (size_t)-1 ? (size_t)-1 : hash_tokens(cfg, nt, &c->mg.scr);
         if (nk == (size_t)-1 || emit(c, job->weighted, nk) != 0) {
             return -1;
         }
         for (size_t k = 0; k < nk; k++) {
-            c->ids[c->n + k] = (uint32_t)(c->scr.keys[k] >> 1);
+            c->ids[c->n + k] = (uint32_t)(c->mg.scr.keys[k] >> 1);
             if (job->weighted) {
-                c->w[c->n + k] = (c->scr.keys[k] & 1u) ? -1.0f : 1.0f;
+                c->w[c->n + k] = (c->mg.scr.keys[k] & 1u) ? -1.0f : 1.0f;
             }
         }
         c->n += nk;
@@ -690,18 +724,15 @@ static int doc_transform(const tx_job *job, tx_chunk *c, size_t d)
     return 0;
 }
 
+static int tx_doc(void *ctx, void *slot, size_t d)
+{
+    return doc_transform(ctx, slot, d);
+}
+
 static void tx_task(void *ctx, size_t i)
 {
     tx_job *job = ctx;
-    tx_chunk *c = &job->ch[i];
-    const size_t d0 = i * job->per;
-    const size_t d1 = d0 + job->per < job->rows ? d0 + job->per : job->rows;
-    for (size_t d = d0; d < d1; d++) {
-        if (doc_transform(job, c, d) != 0) {
-            c->rc = AIMS_E_NOMEM;
-            return;
-        }
-    }
+    job->ch[i].rc = split_run(&job->sp, i, tx_doc, job, &job->ch[i]);
 }
 
 static void tx_free(tx_job *job, size_t nch)
@@ -709,9 +740,7 @@ static void tx_free(tx_job *job, size_t nch)
     for (size_t i = 0; job->ch != NULL && i < nch; i++) {
         aimsi_free(job->ch[i].ids);
         aimsi_free(job->ch[i].w);
-        aimsi_free(job->ch[i].mids);
-        aimsi_free(job->ch[i].mcnt);
-        scratch_free(&job->ch[i].scr);
+        merge_free(&job->ch[i].mg);
     }
     aimsi_free(job->ch);
 }
@@ -720,7 +749,7 @@ static void tx_free(tx_job *job, size_t nch)
 static aims_status tx_gather(tx_job *job, size_t nch, aims_dataset *out)
 {
     uint64_t total = 0;
-    for (size_t d = 0; d < job->rows; d++) {
+    for (size_t d = 0; d < job->sp.rows; d++) {
         total += job->off[d + 1];
         job->off[d + 1] = total;
     }
@@ -729,7 +758,7 @@ static aims_status tx_gather(tx_job *job, size_t nch, aims_dataset *out)
         out->tok_off = job->off;
         out->tok_ids = job->ch[0].ids;
         out->tok_w = job->weighted ? job->ch[0].w : NULL;
-        out->tok_dim = job->cfg->buckets;
+        out->tok_dim = job->sp.cfg->buckets;
         job->ch[0].ids = NULL;
         job->ch[0].w = job->weighted ? NULL : job->ch[0].w;
         job->off = NULL;
@@ -754,7 +783,7 @@ static aims_status tx_gather(tx_job *job, size_t nch, aims_dataset *out)
     out->tok_off = job->off;
     out->tok_ids = ids;
     out->tok_w = w;
-    out->tok_dim = job->cfg->buckets;
+    out->tok_dim = job->sp.cfg->buckets;
     job->off = NULL;
     return AIMS_OK;
 }
@@ -769,7 +798,7 @@ static aims_status transform_impl(const aims_pipeline *p, const aimsi_textsrc *s
     nch = nch > MAX_TEXT_CHUNKS ? MAX_TEXT_CHUNKS : nch;
     nch = nch > rows ? rows : nch;
     nch = nch == 0 ? 1 : nch;
-    tx_job job = {.cfg = &cfg, .src = src, .rows = rows, .per = (rows + nch - 1) / nch};
+    tx_job job = {.sp = split_docs(&cfg, src, rows, nch)};
     job.weighted = cfg.tfidf != NULL || cfg.sign;
     job.counts_only = counts_only;
     job.off = aimsi_calloc(rows + 1, sizeof(uint64_t));

@@ -186,7 +186,10 @@ static int32_t hsum_avx2(__m256i v)
 }
 
 /* quantize_row_c with AVX2: as in the AVX-512 version, cvtps2dq rounds to
- * nearest even and max/min with the data first return the bound for NaN. */
+ * nearest even and max/min with the data first return the bound for NaN.
+ * Kept apart from quantize_row_avx512 on purpose: the width differs and so does the
+ * narrowing store (one vpmovdb there, two saturating packs here); a macro over the
+ * intrinsic names would hide that difference and a width-generic loop loses speed. */
 Q8_AVX2_TARGET
 static void quantize_row_avx2(const float *x, size_t n, float inv_scale, uint8_t *xu)
 {

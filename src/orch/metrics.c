@@ -375,34 +375,42 @@ void aimsi_metrics_destroy_owned(aims_metrics *mx)
     aimsi_free(mx);
 }
 
+/* One front door for count / set_gauge / observe: find or make the series of that
+ * kind, then apply v (a counter delta, a gauge's double bits, or a latency in ns). */
+static aims_status mx_record(aims_metrics *mx, const char *name, const char *labels, mx_kind kind,
+                             uint64_t v)
+{
+    mx_entry *e = NULL;
+    AIMSI_TRY(mx_get(mx, name, labels, kind, 1, &e));
+    if (kind == MX_COUNTER) {
+        atomic_fetch_add_explicit(&e->value, v, memory_order_relaxed);
+    } else if (kind == MX_GAUGE) {
+        atomic_store_explicit(&e->value, v, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&e->buckets[aimsi_hist_index(v)], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&e->sum, v, memory_order_relaxed);
+    }
+    return AIMS_OK;
+}
+
 aims_status aims_metrics_count(aims_metrics *mx, const char *name, const char *labels,
                                uint64_t delta)
 {
-    mx_entry *e = NULL;
-    AIMSI_TRY(mx_get(mx, name, labels, MX_COUNTER, 1, &e));
-    atomic_fetch_add_explicit(&e->value, delta, memory_order_relaxed);
-    return AIMS_OK;
+    return mx_record(mx, name, labels, MX_COUNTER, delta);
 }
 
 aims_status aims_metrics_set_gauge(aims_metrics *mx, const char *name, const char *labels,
                                    double value)
 {
-    mx_entry *e = NULL;
-    AIMSI_TRY(mx_get(mx, name, labels, MX_GAUGE, 1, &e));
     uint64_t bits;
     memcpy(&bits, &value, sizeof bits);
-    atomic_store_explicit(&e->value, bits, memory_order_relaxed);
-    return AIMS_OK;
+    return mx_record(mx, name, labels, MX_GAUGE, bits);
 }
 
 aims_status aims_metrics_observe(aims_metrics *mx, const char *name, const char *labels,
                                  uint64_t ns)
 {
-    mx_entry *e = NULL;
-    AIMSI_TRY(mx_get(mx, name, labels, MX_HIST, 1, &e));
-    atomic_fetch_add_explicit(&e->buckets[aimsi_hist_index(ns)], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&e->sum, ns, memory_order_relaxed);
-    return AIMS_OK;
+    return mx_record(mx, name, labels, MX_HIST, ns);
 }
 
 /* Copy the bucket counters (concurrent observes may land on either side). */

@@ -293,12 +293,7 @@ static void *watch_main(void *arg)
         if (w->stop) {
             break;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        const uint64_t at = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec +
-                            w->period_ms * 1000000u;
-        ts.tv_sec = (time_t)(at / 1000000000u);
-        ts.tv_nsec = (long)(at % 1000000000u);
+        const struct timespec ts = aimsi_mono_after_ms(w->period_ms);
         pthread_cond_timedwait(&w->cond, &w->lock, &ts);
     }
     const int self_free = w->self_free;

@@ -693,12 +693,8 @@ void aims_node_destroy(aims_node *n)
 
 aims_status aims_node_set_param_i64(aims_node *n, aims_param param, int64_t value)
 {
-    if (!aimsi_obj_ok(n, AIMSI_MAGIC_NODE)) {
-        return AIMSI_MISUSE("node");
-    }
     const aimsi_param_field *f = NULL;
-    AIMSI_TRY(aimsi_param_field_of(&n->obj, &k_node_map, param, AIMS_PARAM_TYPE_I64,
-                                   (double)value, &f));
+    AIMSI_SET_I64_OPEN(n, AIMSI_MAGIC_NODE, "node", &k_node_map, param, value, &f);
     aims_status st = AIMS_OK;
     pthread_mutex_lock(&n->lock);
     const int listening = n->n_addr > 0;

@@ -635,12 +635,8 @@ void aimsi_svc_destroy(aims_service *s)
 
 aims_status aims_service_set_param_i64(aims_service *s, aims_param param, int64_t value)
 {
-    if (!aimsi_obj_ok(s, AIMSI_MAGIC_SERVICE)) {
-        return AIMSI_MISUSE("service");
-    }
     const aimsi_param_field *f = NULL;
-    AIMSI_TRY(aimsi_param_field_of(&s->obj, &k_service_map, param, AIMS_PARAM_TYPE_I64,
-                                   (double)value, &f));
+    AIMSI_SET_I64_OPEN(s, AIMSI_MAGIC_SERVICE, "service", &k_service_map, param, value, &f);
     if (atomic_load(&s->state) != AIMSI_SVC_NEW) {
         return aimsi_err(&s->obj, AIMS_E_STATE, "service %s: set parameters before start",
                          s->name);

@@ -38,9 +38,7 @@ class EventWatch(_Handle):
 
     _kind = "EventWatch"
     _c_prefix = "aims_event_watch"
-
-    def __init__(self, *_args, **_kwargs):
-        raise TypeError("use Client.watch(url, callback)")
+    _no_init = "use Client.watch(url, callback)"
 
     @classmethod
     def _start(cls, client, url, callback, epoch, from_revision):

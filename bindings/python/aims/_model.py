@@ -46,9 +46,7 @@ class Eval(_Handle):
 
     _kind = "Eval"
     _c_prefix = "aims_eval"
-
-    def __init__(self, *_args, **_kwargs):
-        raise TypeError("Eval objects come from Model.evaluate()")
+    _no_init = "Eval objects come from Model.evaluate()"
 
     def get(self, metric):
         out = ctypes.c_double()

@@ -498,9 +498,7 @@ class Service(_Borrowed, _Handle):
 
     _kind = "Service"
     _c_prefix = "aims_service"
-
-    def __init__(self, *_args, **_kwargs):
-        raise TypeError("use Node.add_handler/add_infer/add_preprocess/add_train")
+    _no_init = "use Node.add_handler/add_infer/add_preprocess/add_train"
 
     @classmethod
     def _make(cls, node, name, fn, arg, params):

@@ -8,6 +8,7 @@ destroyed twice, shows up in the test that caused it.
 import gc
 import os
 import struct
+import subprocess
 import threading
 import unittest
 
@@ -27,6 +28,36 @@ def source_dir():
     if env:
         return env
     return os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
+
+#: The iris CSV shipped with python3-sklearn (a header row, 4 features, 3 classes).
+IRIS = "/usr/lib/python3/dist-packages/sklearn/datasets/data/iris.csv"
+
+
+def iris_train_args(out, *extra):
+    """`aims train` arguments for the small iris bundle the CLI tests share."""
+    return ["train", IRIS, "--skip-rows", "1", "--out", out, "--epochs", "30",
+            "--lr", "0.05"] + list(extra)
+
+
+#: Decorator: skip a test (or class) that needs the iris CSV when it is missing.
+needs_iris = unittest.skipIf(not os.path.exists(IRIS), "python3-sklearn data files missing")
+
+
+def train_iris(exe, out, *extra):
+    """Run the `aims` CLI exe to train the shared iris bundle into out; asserts
+    success and returns the CompletedProcess (its stderr holds the progress log)."""
+    r = subprocess.run([exe] + iris_train_args(out, *extra), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def assert_exit(case, r, code, *needles):
+    """r (a CompletedProcess) exited with code and its stderr names every needle."""
+    case.assertEqual(r.returncode, code, r.stderr)
+    for needle in needles:
+        case.assertIn(needle, r.stderr)
 
 
 def idx_bytes(type_code, dims, payload):

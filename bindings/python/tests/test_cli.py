@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import unittest
 
-from aims_testutil import LeakCheckCase
+from aims_testutil import IRIS, LeakCheckCase, assert_exit, iris_train_args, needs_iris
 
 
 def cli_exe():
@@ -20,7 +20,6 @@ def cli_exe():
 
 
 EXE = cli_exe()
-IRIS = "/usr/lib/python3/dist-packages/sklearn/datasets/data/iris.csv"
 FMNIST = os.path.join(os.environ.get("AIMS_DATA_DIR", ""), "fashion-mnist")
 
 
@@ -43,11 +42,10 @@ class CliTest(LeakCheckCase):
     def path(self, name):
         return os.path.join(self.dir, name)
 
-    @unittest.skipIf(not os.path.exists(IRIS), "python3-sklearn data files missing")
+    @needs_iris
     def test_iris_train_eval_predict_inspect(self):
         bundle = self.path("iris.aimsb")
-        r = run("train", IRIS, "--skip-rows", "1", "--out", bundle, "--epochs", "30",
-                "--lr", "0.05", "--batch", "16")
+        r = run(*iris_train_args(bundle, "--batch", "16"))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(json.loads(r.stdout)["classes"], 3)
         progress = [json.loads(line) for line in r.stderr.splitlines()]
@@ -79,8 +77,7 @@ class CliTest(LeakCheckCase):
         bad = self.path("flipped.aimsb")
         write(bad, bytes(data))
         r = run("inspect", bad)
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("flipped.aimsb", r.stderr)
+        assert_exit(self, r, 1, "flipped.aimsb")
         write(bad, bytes(data[:200]))
         self.assertEqual(run("inspect", bad).returncode, 1)
         self.assertEqual(run("eval", bad, IRIS).returncode, 1)
@@ -112,13 +109,11 @@ class CliTest(LeakCheckCase):
         with open(csv, "w") as f:
             f.write("1,2,0\n3,nan,1\n")
         r = run("train", csv, "--out", self.path("o.aimsb"))
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("nan.csv:2: column 2", r.stderr)
+        assert_exit(self, r, 1, "nan.csv:2: column 2")
         junk = self.path("junk.bin")
         write(junk, b"\x00\x01garbage" * 10)
         r = run("inspect", junk)
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("not a libaims file", r.stderr)
+        assert_exit(self, r, 1, "not a libaims file")
 
 
 if __name__ == "__main__":

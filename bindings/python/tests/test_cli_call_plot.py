@@ -14,7 +14,8 @@ import tempfile
 import unittest
 import xml.etree.ElementTree as ET
 
-from test_cli import EXE, IRIS
+from aims_testutil import IRIS, assert_exit, needs_iris, source_dir, train_iris
+from test_cli import EXE
 from test_daemon import EXE as NODE, clean_env
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -43,31 +44,45 @@ def stop_node(p):
     p.stderr.close()
 
 
-def source_dir():
-    return os.environ.get("AIMS_SOURCE_DIR",
-                          os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+class IrisNodeCase(unittest.TestCase):
+    """Class fixture shared by the CLI and wire tests: a temp dir (cls.dir), the iris
+    bundle trained there with TRAIN_ARGS (cls.bundle; cls.trained is the CompletedProcess)
+    and an aims-node started with node_args(bundle) (cls.node, cls.addr)."""
 
+    TRAIN_ARGS = ()
 
-@unittest.skipIf(EXE is None or NODE is None, "aims / aims-node not built")
-@unittest.skipIf(not os.path.exists(IRIS), "python3-sklearn data files missing")
-class CallPlotTest(unittest.TestCase):
+    @classmethod
+    def node_args(cls, bundle):
+        raise NotImplementedError
+
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp()
         cls.bundle = os.path.join(cls.dir, "iris.aimsb")
-        r = run("train", IRIS, "--skip-rows", "1", "--out", cls.bundle, "--epochs", "30",
-                "--lr", "0.05", "--batch", "16")
-        assert r.returncode == 0, r.stderr
-        cls.train_log = os.path.join(cls.dir, "train.jsonl")
-        with open(cls.train_log, "w") as f:
-            f.write(r.stderr)
-        cls.node, cls.addr = start_node("--name", "n1", "--host-registry",
-                                        "--infer", "iris=" + cls.bundle, "--echo", "e1")
+        cls.trained = train_iris(EXE, cls.bundle, *cls.TRAIN_ARGS)
+        cls.node, cls.addr = start_node(*cls.node_args(cls.bundle))
 
     @classmethod
     def tearDownClass(cls):
         stop_node(cls.node)
         shutil.rmtree(cls.dir)
+
+
+@unittest.skipIf(EXE is None or NODE is None, "aims / aims-node not built")
+@needs_iris
+class CallPlotTest(IrisNodeCase):
+    TRAIN_ARGS = ("--batch", "16")
+
+    @classmethod
+    def node_args(cls, bundle):
+        return ["--name", "n1", "--host-registry", "--infer", "iris=" + bundle, "--echo", "e1"]
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.train_log = os.path.join(cls.dir, "train.jsonl")
+        with open(cls.train_log, "w") as f:
+            f.write(cls.trained.stderr)
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -107,15 +122,12 @@ class CallPlotTest(unittest.TestCase):
 
     def test_call_failures_exit_1_with_cause(self):
         r = run("call", self.addr, "nosuch", "predict", "--text", "x")
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("no service nosuch", r.stderr)
+        assert_exit(self, r, 1, "no service nosuch")
         r = run("call", self.addr, "iris", "predict", stdin='{"x": [[1, 2]]}')
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("fitted on 4", r.stderr)
+        assert_exit(self, r, 1, "fitted on 4")
         r = run("call", "tcp://127.0.0.1:1", "iris", "predict", "--text", "x",
                 "--timeout", "3000")
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("tcp://127.0.0.1:1", r.stderr)
+        assert_exit(self, r, 1, "tcp://127.0.0.1:1")
         self.assertIn("refused", r.stderr)
 
     def test_call_usage_errors_exit_2(self):
@@ -188,11 +200,9 @@ class CallPlotTest(unittest.TestCase):
         with open(empty, "w") as f:
             f.write("{}\n[1,2]\n\x00\x01garbage\n")
         r = run("plot", empty, "--out", self.path("x.svg"))
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("empty.jsonl", r.stderr)
+        assert_exit(self, r, 1, "empty.jsonl")
         r = run("plot", self.path("missing.jsonl"), "--out", self.path("x.svg"))
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("missing.jsonl", r.stderr)
+        assert_exit(self, r, 1, "missing.jsonl")
         r = run("plot", self.train_log)
         self.assertEqual(r.returncode, 2)
         bench = os.path.join(source_dir(), "bench", "results", "latest-train.jsonl")
@@ -200,8 +210,7 @@ class CallPlotTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("separate", r.stderr)
         r = run("plot", self.train_log, "--out", "/nonexistent/dir/x.svg")
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("/nonexistent/dir/x.svg", r.stderr)
+        assert_exit(self, r, 1, "/nonexistent/dir/x.svg")
 
     def test_log_format_flag(self):
         r = run("--log-format", "xml", "inspect", IRIS)

@@ -6,16 +6,13 @@ replies matched by request id when several requests are in flight, and a
 frame with a bad header CRC closing the connection. If docs/WIRE.md and the
 code drift apart, this fails."""
 
-import os
 import socket
 import struct
-import subprocess
-import tempfile
-import shutil
 import unittest
 
-from test_cli import EXE as CLI, IRIS
-from test_cli_call_plot import start_node, stop_node
+from aims_testutil import needs_iris
+from test_cli import EXE as CLI
+from test_cli_call_plot import IrisNodeCase
 from test_daemon import EXE as NODE
 
 # ---- the client: everything below comes from docs/WIRE.md ---------------------------
@@ -144,23 +141,13 @@ class WireClient:
 
 
 @unittest.skipIf(NODE is None or CLI is None, "aims-node / aims not built")
-@unittest.skipIf(not os.path.exists(IRIS), "python3-sklearn data files missing")
-class WireClientTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp()
-        bundle = os.path.join(cls.dir, "iris.aimsb")
-        r = subprocess.run([CLI, "train", IRIS, "--skip-rows", "1", "--out", bundle,
-                            "--epochs", "30", "--lr", "0.05", "--quiet"],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        cls.node, cls.addr = start_node("--name", "w1", "--echo", "e1",
-                                        "--infer", "iris=" + bundle)
+@needs_iris
+class WireClientTest(IrisNodeCase):
+    TRAIN_ARGS = ("--quiet",)
 
     @classmethod
-    def tearDownClass(cls):
-        stop_node(cls.node)
-        shutil.rmtree(cls.dir)
+    def node_args(cls, bundle):
+        return ["--name", "w1", "--echo", "e1", "--infer", "iris=" + bundle]
 
     def setUp(self):
         self.c = WireClient(self.addr)

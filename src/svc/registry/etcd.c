@@ -581,12 +581,7 @@ static int view_nap(etcd_view *v, uint64_t ms)
 {
     pthread_mutex_lock(&v->lock);
     if (!v->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        const uint64_t at = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec +
-                            ms * 1000000u;
-        ts.tv_sec = (time_t)(at / 1000000000u);
-        ts.tv_nsec = (long)(at % 1000000000u);
+        const struct timespec ts = aimsi_mono_after_ms(ms);
         pthread_cond_timedwait(&v->cond, &v->lock, &ts);
     }
     const int stop = v->stop;

@@ -257,12 +257,7 @@ static void *regsync_main(void *arg)
         if (rs->stop) {
             break;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        const uint64_t at = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec +
-                            rs->period_ms * 1000000u;
-        ts.tv_sec = (time_t)(at / 1000000000u);
-        ts.tv_nsec = (long)(at % 1000000000u);
+        const struct timespec ts = aimsi_mono_after_ms(rs->period_ms);
         pthread_cond_timedwait(&rs->cond, &rs->lock, &ts);
     }
     pthread_mutex_unlock(&rs->lock);
