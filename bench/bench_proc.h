@@ -14,14 +14,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t now_ns(void)
+static inline uint64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static double load1(void)
+static inline double load1(void)
 {
     double l = -1.0;
     FILE *f = fopen("/proc/loadavg", "r");
@@ -37,7 +37,7 @@ static double load1(void)
 /* CPU seconds (user + system) of process `pid` so far, from /proc (10 ms
  * ticks): next to calls/s on a shared machine, CPU per call does not depend
  * on how much of a core the run got. */
-static double proc_cpu_s(pid_t pid)
+static inline double proc_cpu_s(pid_t pid)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);

@@ -61,6 +61,8 @@
 
 #include <aims/aims.h>
 
+#include "bench_proc.h"
+
 #define MSG_BYTES 64
 #define WARMUP 2000
 #define URL_CAP 256
@@ -69,13 +71,6 @@
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                    */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void fail(const char *what, aims_status rc, const char *why)
 {
@@ -187,19 +182,6 @@ static void node_addr(aims_node *n, char *buf, size_t cap)
 {
     size_t len = 0;
     TRYN(n, "node address", aims_node_get_address(n, 0, buf, cap, &len));
-}
-
-static double load1(void)
-{
-    double l = -1.0;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1) {
-            l = -1.0;
-        }
-        fclose(f);
-    }
-    return l;
 }
 
 /* ------------------------------------------------------------------------ */
