@@ -19,6 +19,7 @@ bench:
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-hedge-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-pipe-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-overload
+	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-etcd
 
 # Only the service goals (issue 4, P6..P10): `make -f bench/bench.mk bench-svc SVC_ARGS=--quick`.
 # bench_svc is not built by default (see bench/meson.build); if it does not
@@ -104,3 +105,20 @@ bench-overload:
 bench-overload-run:
 	ninja -C $(OVERLOAD_BUILD) tests/integration/test_goodput examples/aims_node
 	/usr/bin/python3 bench/run_overload.py --build-dir $(OVERLOAD_BUILD) $(OVERLOAD_ARGS)
+
+# Only the etcd goals (issue 13): P13a registry operations next to etcdctl and
+# P13b client call p50 with the etcd backend vs the in-process registry, side
+# by side in one run on a fresh 1-member etcd (bench/bench_etcd.c):
+# `make -f bench/bench.mk bench-etcd ETCD_ARGS="100 2000 5"`.
+# bench_etcd uses the test harness's etcd starter, so its own release build with tests on.
+ETCD_BUILD ?= build-bench-etcd
+.PHONY: bench-etcd bench-etcd-run
+bench-etcd:
+	@test -f $(ETCD_BUILD)/build.ninja || meson setup $(ETCD_BUILD) --buildtype=release -Dpython_tests=false
+	@$(MAKE) --no-print-directory -f bench/bench.mk bench-etcd-run
+
+bench-etcd-run:
+	ninja -C $(ETCD_BUILD) bench/bench_etcd
+	ts=$$(date -u +%Y%m%dT%H%M%SZ); { echo "$(ETCD_BUILD)/bench/bench_etcd $(ETCD_ARGS)  ($$ts, release build)"; \
+	  $(ETCD_BUILD)/bench/bench_etcd $(ETCD_ARGS); } | tee bench/results/etcd-$$ts.txt > bench/results/latest-etcd.txt
+	cat bench/results/latest-etcd.txt

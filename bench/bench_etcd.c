@@ -10,7 +10,18 @@
  *             script doing the same would pay)
  *
  * Prints p50/p90 in microseconds and the ratio ours/etcdctl of the
- * put->watch p50. Usage: bench_etcd [N]
+ * put->watch p50.
+ *
+ * Goal P13b, same run: client call latency with the etcd backend against the
+ * in-process registry. Two identical nodes serve an empty handler "p13b" on
+ * tcp://127.0.0.1: one registered in an in-process aims_registry that its
+ * client resolves through (aims_client_set_registry), one joined to the etcd
+ * above and called by a client joined to it (aims_client_join). Calls
+ * alternate between the two in ROUNDS rounds of CALLS calls each (so drift
+ * hits both alike); p50/p90 of each and the ratio etcd/in-process p50
+ * (goal: within 5 %: discovery is off the call path).
+ *
+ * Usage: bench_etcd [N [CALLS [ROUNDS]]]   (defaults 100 2000 5)
  */
 #include <signal.h>
 #include <stdio.h>
@@ -41,6 +52,119 @@ static double pct(double *v, int n, double p)
     return v[(int)(p * (n - 1))];
 }
 
+/* ---- P13b ------------------------------------------------------------------------ */
+
+static aims_status empty_fn(void *user, const char *method, const aims_msg *req,
+                            aims_msg *reply, uint64_t deadline_ns)
+{
+    (void)user, (void)method, (void)req, (void)reply, (void)deadline_ns;
+    return AIMS_OK;
+}
+
+/* A node serving "p13b" on tcp://127.0.0.1, in registry r or joined to url. */
+static aims_node *p13b_node(const char *name, aims_registry *r, const char *url)
+{
+    aims_node *n = NULL;
+    aims_service *s = NULL;
+    if (aims_node_create(name, &n) != AIMS_OK ||
+        aims_node_listen(n, "tcp://127.0.0.1:0") != AIMS_OK ||
+        (r != NULL ? aims_node_set_registry(n, r) : aims_node_join(n, url)) != AIMS_OK ||
+        aims_service_add_handler(n, "p13b", empty_fn, NULL, &s) != AIMS_OK ||
+        aims_service_start(s) != AIMS_OK) {
+        fprintf(stderr, "bench_etcd: node %s: %s\n", name, aims_errmsg());
+        aims_node_destroy(n);
+        return NULL;
+    }
+    return n;
+}
+
+/* Calls until one succeeds (the instance reached the client's view), <= 10 s. */
+static int p13b_ready(aims_client *c, aims_msg *req, aims_msg *rep)
+{
+    for (int t = 0; t < 1000; t++) {
+        if (aims_client_call(c, "p13b", "m", req, rep, AIMS_CALL_IDEMPOTENT, 1000) == AIMS_OK) {
+            return 1;
+        }
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    fprintf(stderr, "bench_etcd: p13b never answered: %s\n", aims_errmsg());
+    return 0;
+}
+
+static int p13b(const char *url, int calls, int rounds)
+{
+    aims_registry *lr = NULL;
+    aims_client *cl = NULL, *ce = NULL;
+    aims_msg *req = NULL, *rep = NULL;
+    aims_node *nl = NULL, *ne = NULL;
+    int ok = aims_registry_create(&lr) == AIMS_OK && aims_client_create(&cl) == AIMS_OK &&
+             aims_client_create(&ce) == AIMS_OK && aims_msg_create(&req) == AIMS_OK &&
+             aims_msg_create(&rep) == AIMS_OK;
+    ok = ok && (nl = p13b_node("p13b-local", lr, NULL)) != NULL &&
+         (ne = p13b_node("p13b-etcd", NULL, url)) != NULL &&
+         aims_client_set_registry(cl, lr) == AIMS_OK && aims_client_join(ce, url) == AIMS_OK;
+    const float x = 1.0f;
+    const uint64_t dims[1] = {1};
+    ok = ok && aims_msg_add(req, "x", AIMS_DT_F32, dims, 1, &x, 0) == AIMS_OK &&
+         p13b_ready(cl, req, rep) && p13b_ready(ce, req, rep);
+    const size_t total = (size_t)calls * (size_t)rounds;
+    double *lat[4] = {calloc(total, sizeof(double)), calloc(total, sizeof(double)),
+                      calloc(total, sizeof(double)), calloc(total, sizeof(double))};
+    aims_client *who[4] = {cl, ce, cl, cl};
+    char addr[2][256] = {"", ""};
+    size_t got[4] = {0, 0, 0, 0};
+    ok = ok && lat[0] != NULL && lat[1] != NULL && lat[2] != NULL && lat[3] != NULL &&
+         aims_node_get_address(nl, 0, addr[0], sizeof(addr[0]), NULL) == AIMS_OK &&
+         aims_node_get_address(ne, 0, addr[1], sizeof(addr[1]), NULL) == AIMS_OK;
+    /* modes 0, 1: by name through each client's registry; 2, 3: the same two
+     * nodes by address (aims_client_call_addr), no registry at all, so a
+     * difference that is the nodes' and not discovery's shows there too */
+    for (int r = 0; ok && r < rounds; r++) {
+        for (int m = 0; ok && m < 4; m++) {
+            for (int i = 0; i < calls; i++) {
+                const double t0 = now_us();
+                const aims_status crc =
+                    m < 2 ? aims_client_call(who[m], "p13b", "m", req, rep, AIMS_CALL_IDEMPOTENT,
+                                             2000)
+                          : aims_client_call_addr(who[m], addr[m - 2], "p13b", "m", req, rep,
+                                                  2000);
+                if (crc != AIMS_OK) {
+                    fprintf(stderr, "bench_etcd: p13b call: %s\n", aims_errmsg());
+                    ok = 0;
+                    break;
+                }
+                lat[m][got[m]++] = now_us() - t0;
+            }
+        }
+    }
+    if (ok) {
+        const double l50 = pct(lat[0], (int)got[0], 0.5), e50 = pct(lat[1], (int)got[1], 0.5);
+        printf("P13b client call, tcp://127.0.0.1, %d rounds x %d calls each, alternating\n",
+               rounds, calls);
+        printf("  in-process registry                 p50 %8.1f us  p90 %8.1f us\n", l50,
+               pct(lat[0], (int)got[0], 0.9));
+        printf("  etcd backend (joined view)          p50 %8.1f us  p90 %8.1f us\n", e50,
+               pct(lat[1], (int)got[1], 0.9));
+        printf("  ratio etcd/in-process (p50)         %.3f (goal P13b: within 5 %%, "
+               "0.95..1.05)\n", e50 / l50);
+        const double a50 = pct(lat[2], (int)got[2], 0.5), b50 = pct(lat[3], (int)got[3], 0.5);
+        printf("  by address: in-process node         p50 %8.1f us;  etcd-joined node p50 "
+               "%8.1f us (ratio %.3f)\n", a50, b50, b50 / a50);
+    }
+    for (int m = 0; m < 4; m++) {
+        free(lat[m]);
+    }
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+    aims_client_destroy(cl);
+    aims_client_destroy(ce);
+    aims_node_destroy(nl);
+    aims_node_destroy(ne);
+    aims_registry_destroy(lr);
+    return ok ? 0 : 1;
+}
+
 static size_t count(aims_registry *view)
 {
     size_t n = 0;
@@ -51,8 +175,11 @@ static size_t count(aims_registry *view)
 int main(int argc, char **argv)
 {
     const int n = argc > 1 ? atoi(argv[1]) : 100;
-    if (n < 2 || n > 10000 || !etcd_available()) {
-        fprintf(stderr, "usage: bench_etcd [N >= 2] (needs etcd)\n");
+    const int calls = argc > 2 ? atoi(argv[2]) : 2000;
+    const int rounds = argc > 3 ? atoi(argv[3]) : 5;
+    if (n < 2 || n > 10000 || calls < 10 || calls > 1000000 || rounds < 1 || rounds > 100 ||
+        !etcd_available()) {
+        fprintf(stderr, "usage: bench_etcd [N >= 2 [CALLS >= 10 [ROUNDS >= 1]]] (needs etcd)\n");
         return 2;
     }
     etcd_cluster c;
@@ -145,6 +272,8 @@ int main(int argc, char **argv)
     if (w != NULL) {
         pclose(w);
     }
+    fflush(stdout);
+    const int rc = p13b(url, calls, rounds);
     etcd_cluster_stop(&c);
-    return 0;
+    return rc;
 }

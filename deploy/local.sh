@@ -4,6 +4,8 @@
 # configured from the same deploy/topology.env.
 #
 #   deploy/local.sh up       start etcd members and nodes (state in $AIMS_LOCAL_DIR)
+#   deploy/local.sh etcd     start the etcd members only (`make demo ARGS=--etcd`
+#                            runs the demo's nodes on them; prints "join: URL")
 #   deploy/local.sh status   the instances registered in etcd
 #   deploy/local.sh down     stop everything started by `up`
 #   deploy/local.sh check    up, wait until every replica is registered, down
@@ -29,9 +31,8 @@ endpoints() {
 }
 JOIN="etcd://$(endpoints)/$AIMS_PREFIX"
 
-up() {
+etcd_up() {
     command -v etcd >/dev/null || { echo "local.sh: no etcd (apt-get install etcd-server)" >&2; exit 1; }
-    [ -x "$AIMS_NODE" ] || { echo "local.sh: no daemon at $AIMS_NODE (build first)" >&2; exit 1; }
     mkdir -p "$DIR"
     cluster=""; i=0
     while [ $i -lt "$ETCD_MEMBERS" ]; do
@@ -54,6 +55,11 @@ up() {
         sleep 0.2
     done
     echo "etcd: $(endpoints)"
+}
+
+up() {
+    [ -x "$AIMS_NODE" ] || { echo "local.sh: no daemon at $AIMS_NODE (build first)" >&2; exit 1; }
+    etcd_up
     node() { # name, service flags...
         name=$1; shift
         "$AIMS_NODE" --name "$name" --listen tcp://127.0.0.1:0 --join "$JOIN" \
@@ -106,8 +112,9 @@ check() {
 
 case "${1:-}" in
     up) up ;;
+    etcd) etcd_up; echo "join: $JOIN" ;;
     status) status ;;
     down) down ;;
     check) check ;;
-    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac

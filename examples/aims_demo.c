@@ -35,8 +35,12 @@
  * In-process (default) every node lives in this process and talks inproc://.
  * With --processes each node is a separate `aims_node` process (next to this
  * binary) on tcp:// and ipc://; the calls in this file are the same.
+ * With --etcd (implies --processes) there is no hub: deploy/local.sh starts
+ * the 3-member etcd cluster of the deploy topology on free loopback ports and
+ * every node and the client join it (etcd://); the model version is
+ * published exactly once through it (aims_client_publish_version).
  *
- * Usage: aims_demo [--data DIR] [--processes] [--epochs N] [--threads N]
+ * Usage: aims_demo [--data DIR] [--processes] [--etcd] [--epochs N] [--threads N]
  * Exit codes: 0 ok, 1 failure, 2 usage, 77 input data missing.
  */
 #ifndef _GNU_SOURCE
@@ -52,6 +56,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -78,6 +85,7 @@ enum { N_REPLICAS = 2, CHUNK = 2000, WINDOW = 32, MAX_LAT = 200000 };
 typedef struct opts {
     const char *data_dir;
     int processes;
+    int etcd;
     int epochs;
     int threads;
 } opts;
@@ -102,6 +110,8 @@ typedef struct member {
 
 typedef struct cluster {
     int processes;
+    int etcd;              /* --etcd: hub_url is etcd://, started by deploy/local.sh */
+    char local_sh[PATH_MAX + 256]; /* deploy/local.sh, with its environment */
     char dir[64];          /* temp dir: sockets, pipeline, bundle */
     char exe[PATH_MAX];    /* aims_node next to this program */
     char hub_url[256];
@@ -182,9 +192,83 @@ static int local_node(cluster *c, member *m, const char *url)
     return 0;
 }
 
+/* 1 when nothing holds 127.0.0.1:port right now (a bind succeeds). */
+static int port_free(int port)
+{
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok;
+}
+
+/* An even base port whose next 6 ports (3 etcd members: client + peer) are free. */
+static int free_port_base(void)
+{
+    for (unsigned k = 0; k < 200; k++) {
+        const int base = 20000 + (int)((((unsigned)getpid() * 7919u + k * 97u) % 20000u) & ~1u);
+        int ok = 1;
+        for (int p = base; ok && p < base + 6; p++) {
+            ok = port_free(p);
+        }
+        if (ok) {
+            return base;
+        }
+    }
+    return 23790;
+}
+
+/* --etcd: deploy/local.sh starts the topology's etcd members; their URL is
+ * the demo's registry. */
+static int start_etcd(cluster *c)
+{
+    const char *src = getenv("AIMS_SOURCE_DIR");
+    char script[PATH_MAX];
+    if (src != NULL) {
+        snprintf(script, sizeof script, "%s/deploy/local.sh", src);
+    } else {
+        /* build/examples/aims_node -> deploy/local.sh of the source tree */
+        snprintf(script, sizeof script, "%s", c->exe);
+        char *slash = strrchr(script, '/');
+        if (slash != NULL) {
+            *slash = 0;
+        }
+        strncat(script, "/../../deploy/local.sh", sizeof script - strlen(script) - 1);
+    }
+    if (access(script, R_OK) != 0) {
+        snprintf(script, sizeof script, "deploy/local.sh");
+    }
+    snprintf(c->local_sh, sizeof c->local_sh, "AIMS_LOCAL_DIR='%s/etcd' ETCD_BASE_PORT=%d sh '%s'",
+             c->dir, free_port_base(), script);
+    char cmd[sizeof c->local_sh + 16];
+    snprintf(cmd, sizeof cmd, "%s etcd", c->local_sh);
+    FILE *f = popen(cmd, "r");
+    char line[512];
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        line[strcspn(line, "\r\n")] = 0;
+        if (strncmp(line, "join: ", 6) == 0 && strlen(line + 6) < sizeof c->hub_url) {
+            memcpy(c->hub_url, line + 6, strlen(line + 6) + 1);
+        }
+    }
+    if (f == NULL || pclose(f) != 0 || c->hub_url[0] == 0) {
+        fprintf(stderr, "aims_demo: %s etcd failed (needs etcd-server)\n", script);
+        return 1;
+    }
+    return 0;
+}
+
 static int start_hub(cluster *c)
 {
     c->hub.name = "hub";
+    if (c->etcd) {
+        return start_etcd(c);
+    }
     if (c->processes) {
         char *args[] = {"aims_node", "--name", "hub", "--listen", "tcp://127.0.0.1:0",
                         "--host-registry", "--heartbeat-ms", "200", NULL};
@@ -314,6 +398,14 @@ static void cluster_down(cluster *c)
     stop_process(&c->hub);
     aims_node_destroy(c->hub.node);
     aims_registry_destroy(c->reg);
+    if (c->local_sh[0] != 0) {
+        char cmd[sizeof c->local_sh + 16];
+        snprintf(cmd, sizeof cmd, "%s down", c->local_sh);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "aims_demo: %s failed\n", cmd);
+        }
+        c->local_sh[0] = 0;
+    }
 }
 
 /* Wait until the client's registry view resolves `service` (a call succeeds). */
@@ -723,6 +815,7 @@ static int parse_args(int argc, char **argv, opts *o)
 {
     o->data_dir = getenv("AIMS_DATA_DIR") != NULL ? getenv("AIMS_DATA_DIR") : "data-cache";
     o->processes = 0;
+    o->etcd = 0;
     o->epochs = 5;
     o->threads = 2;
     for (int i = 1; i < argc; i++) {
@@ -730,6 +823,9 @@ static int parse_args(int argc, char **argv, opts *o)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--processes") == 0) {
             o->processes = 1;
+        } else if (strcmp(a, "--etcd") == 0) {
+            o->processes = 1;
+            o->etcd = 1;
         } else if (strcmp(a, "--data") == 0 && v != NULL) {
             o->data_dir = v;
             i++;
@@ -740,7 +836,7 @@ static int parse_args(int argc, char **argv, opts *o)
             o->threads = atoi(v);
             i++;
         } else {
-            fprintf(stderr, "usage: aims_demo [--data DIR] [--processes] [--epochs N] "
+            fprintf(stderr, "usage: aims_demo [--data DIR] [--processes] [--etcd] [--epochs N] "
                             "[--threads N]\n");
             return -1;
         }
@@ -943,7 +1039,9 @@ static int run(const opts *o, cluster *c, summary *s)
     CHECK(aims_client_set_param_i64(cl, AIMS_CLIENT_MAX_FRAME, (int64_t)512 << 20));
     CHECK(aims_client_join(cl, c->hub_url));
     printf("cluster (%s): registry at %s; services preprocess.fmnist, train.fmnist\n",
-           c->processes ? "separate processes, tcp:// + ipc://" : "one process, inproc://",
+           c->etcd        ? "separate processes on a 3-member etcd (deploy/local.sh)"
+           : c->processes ? "separate processes, tcp:// + ipc://"
+                          : "one process, inproc://",
            c->hub_url);
     if (wait_service(cl, "preprocess.fmnist", 1) != 0 || wait_service(cl, "train.fmnist", 1)) {
         fprintf(stderr, "aims_demo: services did not appear in the registry\n");
@@ -972,6 +1070,15 @@ static int run(const opts *o, cluster *c, summary *s)
     CHECK(aims_bundle_set_meta(served, "version", "1"));
     snprintf(path, sizeof path, "%s/fmnist@1.aimsb", c->dir);
     CHECK(aims_bundle_save(served, path));
+    /* exactly once, through whatever registry the cluster uses (hub or etcd) */
+    CHECK(aims_client_publish_version(cl, "infer.fmnist", "1", "aims_demo", path));
+    if (aims_client_publish_version(cl, "infer.fmnist", "1", "a-second-trainer", NULL) !=
+        AIMS_E_EXISTS) {
+        fprintf(stderr, "aims_demo: infer.fmnist@1 was published twice\n");
+        return 1;
+    }
+    printf("published infer.fmnist@1 once (a second publisher was told: %s)\n",
+           aims_client_errmsg(cl));
     for (int i = 0; i < N_REPLICAS; i++) {
         if (start_infer(c, i, path, served) != 0) {
             return 1;
@@ -1127,6 +1234,7 @@ int main(int argc, char **argv)
     cluster c;
     memset(&c, 0, sizeof c);
     c.processes = o.processes;
+    c.etcd = o.etcd;
     snprintf(c.dir, sizeof c.dir, "/tmp/aims-demo-XXXXXX");
     if (mkdtemp(c.dir) == NULL || (o.processes && locate_node_exe(&c) != 0)) {
         fprintf(stderr, "aims_demo: cannot prepare %s\n", c.dir);
@@ -1163,7 +1271,7 @@ int main(int argc, char **argv)
            "\"infer_us\":%.1f,\"metrics_status\":%d,\"metrics_bytes\":%zu},"
            "\"total_s\":%.3f}\n",
            rc == 0 ? "true" : "false", aims_version_string(),
-           o.processes ? "processes" : "inproc", s.t_pre, s.t_train, s.t_publish, s.all.calls,
+           o.etcd ? "etcd" : o.processes ? "processes" : "inproc", s.t_pre, s.t_train, s.t_publish, s.all.calls,
            s.all.failed, s.acc_served, s.all.p50_us, s.all.p99_us, s.all.p999_us,
            s.all.seconds > 0 ? (double)s.all.calls / s.all.seconds : 0.0,
            isnan(s.lb_degree) ? -1.0 : s.lb_degree, s.parallelism, s.autonomy, s.deployments,

@@ -56,4 +56,31 @@ void aimsi_lb_draw2(uint64_t r, size_t n, size_t *i, size_t *j);
 size_t aimsi_hist_index(uint64_t ns);
 void aimsi_hist_bounds(size_t index, uint64_t *lo, uint64_t *hi);
 
+/* ---- publications (registry_pub.c; aims_publish.h) ------------------------ */
+
+#include <pthread.h>
+
+/* The "name@version" -> (owner, meta) records of one registry, under their own
+ * lock (never held with the registry's locks). Embedded in aims_registry. */
+typedef struct aimsi_pubrec aimsi_pubrec;
+typedef struct aimsi_pubtab {
+    pthread_mutex_t mu;
+    aimsi_pubrec *recs;
+    size_t n, cap;
+} aimsi_pubtab;
+
+/* 0 on success (a mutex could not be made otherwise). */
+int aimsi_pubtab_init(aimsi_pubtab *t);
+void aimsi_pubtab_fini(aimsi_pubtab *t);
+/* The table of a registry (registry.c); NULL for a bad handle. */
+aimsi_pubtab *aimsi_registry_pubs(aims_registry *r);
+/* Check publish arguments (aims_publish.h rules; meta may be NULL). AIMS_OK,
+ * AIMS_E_MISUSE (NULL), AIMS_E_INVAL naming the argument; `who` starts the
+ * message. Shared by every backend so they refuse the same inputs. */
+aims_status aimsi_pub_check(const char *who, const char *name, const char *version,
+                            const char *owner, const char *meta);
+/* The conflict every backend reports: AIMS_E_EXISTS, "name@version already
+ * published by OWNER". */
+aims_status aimsi_pub_conflict(const char *name, const char *version, const char *owner);
+
 #endif /* AIMSI_ORCH_H */

@@ -121,6 +121,7 @@ struct aims_registry {
     uint64_t next_watch;
     unsigned depth;
     int has_dead;
+    aimsi_pubtab pubs; /* published model versions (registry_pub.c) */
 };
 
 #define REG_OK(r) aimsi_obj_ok((r), AIMSI_MAGIC_REGISTRY)
@@ -384,7 +385,8 @@ aims_status aims_registry_create(aims_registry **out)
     const int e1 = pthread_mutex_init(&r->lock, NULL);
     const int e2 = pthread_mutex_init(&r->deliver, &attr);
     pthread_mutexattr_destroy(&attr);
-    if (e1 != 0 || e2 != 0) {
+    const int e3 = e1 == 0 && e2 == 0 ? aimsi_pubtab_init(&r->pubs) : -1;
+    if (e1 != 0 || e2 != 0 || e3 != 0) {
         if (e1 == 0) {
             pthread_mutex_destroy(&r->lock);
         }
@@ -421,10 +423,16 @@ void aims_registry_destroy(aims_registry *r)
     aimsi_free(r->watches);
     aimsi_free(r->inst);
     aimsi_free(r->ring);
+    aimsi_pubtab_fini(&r->pubs);
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->deliver);
     aimsi_obj_kill(&r->obj);
     aimsi_free(r);
+}
+
+aimsi_pubtab *aimsi_registry_pubs(aims_registry *r)
+{
+    return REG_OK(r) ? &r->pubs : NULL;
 }
 
 aims_status aims_registry_set_clock(aims_registry *r, aims_clock_fn fn, void *user)

@@ -39,6 +39,12 @@ typedef struct aimsi_reg_ops {
     /* Free ctx: called once by the node when the ops are replaced or the node
      * is destroyed, after its last use (may be NULL). */
     void (*release)(void *ctx);
+    /* Publish model version name@version exactly once (aims_publish.h;
+     * arguments already checked, meta never NULL): AIMS_OK for the one writer
+     * that wins, AIMS_E_EXISTS "... already published by OWNER" for every
+     * other. NULL: the backend cannot publish (AIMS_E_UNSUPPORTED). */
+    aims_status (*publish)(void *ctx, const char *name, const char *version,
+                           const char *owner, const char *meta);
 } aimsi_reg_ops;
 
 /* Install (ops non-NULL) or remove (NULL) the remote registry of node n; the

@@ -11,6 +11,9 @@
  *                                      whose secret does not match; the
  *                                      owner registers those again)
  *   deregister  id, secret
+ *   publish     name, version, owner, [meta] (BYTES) -> nothing; exactly one
+ *               caller per name@version gets AIMS_OK, the others
+ *               AIMS_E_EXISTS "... already published by OWNER" (aims_publish.h)
  *   changes     since, epoch (i64)  -> epoch, revision, snapshot (0/1), and
  *                                      per event: kinds, ids, weights (i32/i64
  *                                      [n]), services, addresses (BYTES,
@@ -55,6 +58,7 @@
 #include "transport/aimsi_transport.h"
 #include "authz/aimsi_authz.h"
 #include "registry/aimsi_regbk.h"
+#include "aims/aims_publish.h"
 
 #define REG_SERVICE "aims.registry"
 #define MAX_EVENTS 4096u
@@ -456,6 +460,28 @@ static aims_status do_deregister(reg_impl *ri, const aims_msg *req)
     return rc == AIMS_E_NOTFOUND ? AIMS_OK : rc; /* already gone is what was asked */
 }
 
+/* publish: name, version, owner, optional meta (BYTES) -> nothing; exactly
+ * one caller per name@version gets AIMS_OK (aims_registry_publish decides). */
+static aims_status do_publish(reg_impl *ri, const aims_msg *req)
+{
+    char name[AIMSI_FRAME_MAX_SERVICE + 1], version[AIMS_PUBLISH_MAX_VERSION + 1];
+    char owner[AIMS_PUBLISH_MAX_OWNER + 1], meta[AIMS_PUBLISH_MAX_META + 1] = "";
+    AIMSI_TRY(get_str(req, "name", name, sizeof(name)));
+    AIMSI_TRY(get_str(req, "version", version, sizeof(version)));
+    AIMSI_TRY(get_str(req, "owner", owner, sizeof(owner)));
+    const char *mp = NULL;
+    size_t mn = 0;
+    if (aimsi_msg_bytes(req, "meta", &mp, &mn) == AIMS_OK) {
+        if (mn > AIMS_PUBLISH_MAX_META || memchr(mp, '\0', mn) != NULL) {
+            return aimsi_err(NULL, AIMS_E_INVAL, "publish: meta must be at most %d bytes "
+                             "without NUL", AIMS_PUBLISH_MAX_META);
+        }
+        memcpy(meta, mp, mn);
+        meta[mn] = '\0';
+    }
+    return aims_registry_publish(ri->reg, name, version, owner, meta);
+}
+
 static void reg_run(void *impl, aimsi_work *const *items, size_t n)
 {
     reg_impl *ri = impl;
@@ -471,6 +497,8 @@ static void reg_run(void *impl, aimsi_work *const *items, size_t n)
             rc = do_register(ri, w->req, w->reply);
         } else if (strcmp(m, "deregister") == 0) {
             rc = do_deregister(ri, w->req);
+        } else if (strcmp(m, "publish") == 0) {
+            rc = do_publish(ri, w->req);
         } else {
             rc = aimsi_err(NULL, AIMS_E_NOTFOUND, "no method '%s' on %s", m, REG_SERVICE);
         }

@@ -31,6 +31,8 @@ typedef struct etcd_cluster {
     int n;
     char base[256];       /* mkdtemp directory holding every member's data */
     char endpoints[256];  /* "127.0.0.1:p1,127.0.0.1:p2,..." */
+    char tls[200];        /* "" or a directory with ca.pem, etcd.pem/.key, client.pem/.key:
+                           * the members serve https with --client-cert-auth */
 } etcd_cluster;
 
 /* A loopback TCP port nothing listens on right now. */
@@ -39,6 +41,20 @@ int etcd_free_port(void);
 int etcd_available(void);
 /* Start n (1..3) members; 0 on success (ready), -1 on failure (message on stderr). */
 int etcd_cluster_start(etcd_cluster *c, int n);
+/* The same over TLS: https client URLs, server certificate pki/etcd.pem,
+ * clients must present a certificate signed by pki/ca.pem (--client-cert-auth):
+ * pki/gw.pem + gw.key for libaims (no CN: see docs/ETCD.md), pki/client.pem
+ * for etcdctl and curl.
+ * etcd_make_pki makes such a directory with the openssl CLI (0 on success). */
+int etcd_make_pki(const char *pki);
+int etcd_cluster_start_tls(etcd_cluster *c, int n, const char *pki);
+/* For a test's main: start a 1-member etcd (over TLS when pki is not NULL:
+ * a fresh PKI is made in a new temporary directory whose path is written to
+ * pki[cap]). 0 when it is up; otherwise the exit code, with the reason
+ * printed: 77 no etcd binary (skip), 1 it did not start. etcd_test_stop stops
+ * it and removes the PKI (pki may be NULL). */
+int etcd_test_start(etcd_cluster *c, char *pki, size_t cap);
+void etcd_test_stop(etcd_cluster *c, const char *pki);
 /* Kill member i with sig and reap it. */
 void etcd_member_stop(etcd_cluster *c, int i, int sig);
 /* Start member i again (same ports and data); 0 when it answers /health. */

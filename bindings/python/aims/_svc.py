@@ -420,6 +420,12 @@ class Node(_Host):
         self._call(_c.aims_node_join, str(url).encode("utf-8"))
         return self
 
+    def publish_version(self, name, version, owner, meta=None):
+        """Publish model version name@version exactly once through this node's
+        registry (docs/PUBLISH.md); AimsError AIMS_E_EXISTS names the winner."""
+        self._call(_c.aims_node_publish_version, str(name).encode(), str(version).encode(),
+                   str(owner).encode(), None if meta is None else str(meta).encode())
+
     def set_tls(self, tls):
         """Serve and dial tls:// with ``tls`` (an aims.TlsConfig; the node takes
         its own reference). Returns self."""
@@ -690,6 +696,12 @@ class Client(_Host):
     def join(self, url):
         self._call(_c.aims_client_join, str(url).encode("utf-8"))
         return self
+
+    def publish_version(self, name, version, owner, meta=None):
+        """Publish model version name@version exactly once through the client's
+        registry (docs/PUBLISH.md); AimsError AIMS_E_EXISTS names the winner."""
+        self._call(_c.aims_client_publish_version, str(name).encode(), str(version).encode(),
+                   str(owner).encode(), None if meta is None else str(meta).encode())
 
     def set_token(self, token):
         """Attach a bearer token (JWT) to every call from now on (None: stop);

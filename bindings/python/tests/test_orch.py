@@ -48,6 +48,21 @@ class TestRegistry(LeakCheckCase):
             self.assertEqual(cm.exception.code, aims.AIMS_E_INVAL)
 
 
+class TestPublish(LeakCheckCase):
+    def test_publish_exactly_once(self):
+        with aims.Registry() as reg, aims.Client() as cl:
+            cl.use_registry(reg)
+            cl.publish_version("fmnist", "3", "job-a", "acc=0.85")
+            with self.assertRaises(aims.AimsError) as cm:
+                reg.publish("fmnist", "3", "job-b")
+            self.assertEqual(cm.exception.code, aims.AIMS_E_EXISTS)
+            self.assertIn("fmnist@3 already published by job-a", str(cm.exception))
+            self.assertEqual(reg.publication("fmnist", "3"), ("job-a", "acc=0.85"))
+            with self.assertRaises(aims.AimsError) as cm:
+                reg.publication("fmnist", "4")
+            self.assertEqual(cm.exception.code, aims.AIMS_E_NOTFOUND)
+
+
 class TestBalancerHealth(LeakCheckCase):
     def test_round_robin_rotates(self):
         with aims.Balancer("round_robin", seed=3) as lb:

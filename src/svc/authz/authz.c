@@ -7,6 +7,7 @@
  * turns (service kind, method, request) into a policy action and resource:
  *
  *   registry  register             -> register  <"service" tensor>
+ *   registry  publish              -> register  <"name"@"version" tensors>
  *   registry  changes/heartbeat/deregister -> join aims.registry
  *   train     submit               -> train     <service>
  *   train     status/result/cancel -> jobs      <service>
@@ -354,6 +355,14 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
             action = "register";
             door = AIMS_AUDIT_REGISTER;
             req_text(m, "service", resource, sizeof(resource));
+        } else if (strcmp(method, "publish") == 0) {
+            /* publishing name@version: whoever may register that name may */
+            char ver[40];
+            action = "register";
+            door = AIMS_AUDIT_REGISTER;
+            req_text(m, "name", resource, sizeof(resource) - sizeof(ver) - 1);
+            req_text(m, "version", ver, sizeof(ver));
+            strcat(strcat(resource, "@"), ver);
         } else {
             action = "join";
             if (strcmp(method, "deregister") == 0) {

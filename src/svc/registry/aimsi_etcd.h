@@ -48,6 +48,13 @@ aims_status aimsi_etcd_watch(aimsi_etcd *e, const char *key, const char *range_e
                              int64_t start_revision, aimsi_etcd_on_result on_result, void *user,
                              const _Atomic int *stop);
 
+/* Publish name@version exactly once (etcd_pub.c): one txn on
+ * <prefix>pub/<name>/<version> comparing create_revision == 0. Arguments
+ * already checked (aimsi_pub_check); AIMS_OK for the winner, AIMS_E_EXISTS
+ * "... already published by OWNER" otherwise. */
+aims_status aimsi_etcd_publish(aimsi_etcd *e, const char *name, const char *version,
+                               const char *owner, const char *meta);
+
 /* Base64 of n bytes as a new JSON string item (NULL on out-of-memory). */
 cJSON *aimsi_etcd_b64(const char *s, size_t n);
 /* Decode base64 text into out (cap bytes, NUL-terminated); 0 when the

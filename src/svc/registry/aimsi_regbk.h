@@ -57,6 +57,10 @@ typedef struct aimsi_regbk {
      * unreachable since T, last error E") into buf[cap]; 0 when it is
      * reachable or the backend cannot tell (may be NULL). */
     size_t (*view_why)(void *ctx, char *buf, size_t cap);
+    /* Publish name@version exactly once through the view's backend (ctx from
+     * view_open), as aimsi_reg_ops.publish (may be NULL: unsupported). */
+    aims_status (*view_publish)(void *ctx, const char *name, const char *version,
+                                const char *owner, const char *meta);
 } aimsi_regbk;
 
 /* The backend for url's scheme (etcd: etcd; aims and any transport scheme:
@@ -77,6 +81,17 @@ aims_status aimsi_regjoin_open(aims_node *n, const char *url, const aimsi_reg_op
  * unreachable (stop/ctx as given to aimsi_client_adopt_registry by
  * aims_client_join); 0 when reachable or not a joined view. */
 size_t aimsi_regbk_why(void (*stop)(void *ctx), void *ctx, char *buf, size_t cap);
+
+/* Publish through a client's joined view (stop/ctx as for aimsi_regbk_why).
+ * AIMS_E_STATE when stop/ctx is not a joined view. */
+aims_status aimsi_regbk_view_publish(void (*stop)(void *ctx), void *ctx, const char *name,
+                                     const char *version, const char *owner, const char *meta);
+
+/* The "publish" method of the registry service at url, through caller
+ * (regbk_service.c): both the client view and the node join of that backend
+ * publish with it. */
+aims_status aimsi_regsvc_publish(aims_client *caller, const char *url, const char *name,
+                                 const char *version, const char *owner, const char *meta);
 
 /* The in-process registry as a node session: ctx is the aims_registry. */
 extern const aimsi_reg_ops aimsi_regbk_local_ops;

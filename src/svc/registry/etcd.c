@@ -318,9 +318,15 @@ static void etcd_release(void *ctx)
     }
 }
 
+static aims_status node_publish(void *ctx, const char *name, const char *version,
+                                const char *owner, const char *meta)
+{
+    return aimsi_etcd_publish(((etcd_node *)ctx)->e, name, version, owner, meta);
+}
+
 static const aimsi_reg_ops k_etcd_ops = {
     .reg = node_reg, .heartbeat = node_heartbeat, .dereg = etcd_dereg,
-    .release = etcd_release,
+    .release = etcd_release, .publish = node_publish,
 };
 
 static aims_status etcd_node_open(const char *url, aims_node *n, const aimsi_reg_ops **ops,
@@ -695,6 +701,12 @@ static size_t etcd_view_why(void *ctx, char *buf, size_t cap)
     return aimsi_reach_describe(&((etcd_view *)ctx)->reach, buf, cap);
 }
 
+static aims_status etcd_view_publish(void *ctx, const char *name, const char *version,
+                                     const char *owner, const char *meta)
+{
+    return aimsi_etcd_publish(((etcd_view *)ctx)->e, name, version, owner, meta);
+}
+
 static const aimsi_regbk k_etcd_backend = {
     .struct_size = sizeof(aimsi_regbk),
     .version = AIMSI_REGBK_VERSION,
@@ -704,6 +716,7 @@ static const aimsi_regbk k_etcd_backend = {
     .view_close = etcd_view_close,
     .available = etcd_available,
     .view_why = etcd_view_why,
+    .view_publish = etcd_view_publish,
 };
 
 const aimsi_regbk *aimsi_regbk_etcd(void)

@@ -31,6 +31,8 @@ struct aimsi_etcd {
     _Atomic size_t cur; /* the endpoint that answered last */
     char prefix[AIMSI_URL_MAX + 3];
     char user[128], pass[128]; /* etcd auth (user:password@ in the URL) */
+    int tls;                   /* https: any of the TLS options below was given */
+    char cacert[AIMSI_URL_MAX], cert[AIMSI_URL_MAX], key[AIMSI_URL_MAX]; /* "" = unset */
     pthread_mutex_t lock;      /* guards easy and token */
     CURL *easy;
     char token[512]; /* simple or JWT token from auth/authenticate ("" = none yet) */
@@ -42,6 +44,39 @@ static CURLcode g_curl_rc = CURLE_FAILED_INIT;
 static void curl_init_once(void)
 {
     g_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* "cacert=F&cert=F&key=F" (etcdctl's names): TLS to etcd. Any of them turns
+ * https on; cert and key go together. Unknown keys are refused, so a typo
+ * never silently means "no TLS". */
+static aims_status parse_query(aimsi_etcd *e, const char *q)
+{
+    while (*q != 0) {
+        const char *amp = strchr(q, '&');
+        const size_t len = amp != NULL ? (size_t)(amp - q) : strlen(q);
+        const char *eq = memchr(q, '=', len);
+        char *dst = NULL;
+        if (eq != NULL) {
+            const size_t klen = (size_t)(eq - q);
+            dst = klen == 6 && strncmp(q, "cacert", 6) == 0 ? e->cacert
+                  : klen == 4 && strncmp(q, "cert", 4) == 0 ? e->cert
+                  : klen == 3 && strncmp(q, "key", 3) == 0  ? e->key
+                                                            : NULL;
+        }
+        const size_t vlen = eq != NULL ? len - (size_t)(eq - q) - 1 : 0;
+        if (dst == NULL || vlen == 0 || vlen >= AIMSI_URL_MAX) {
+            return aimsi_err(NULL, AIMS_E_INVAL, "etcd url: option '%.*s' is not one of "
+                             "cacert=FILE, cert=FILE, key=FILE", (int)len, q);
+        }
+        memcpy(dst, eq + 1, vlen);
+        dst[vlen] = 0;
+        e->tls = 1;
+        q += len + (amp != NULL);
+    }
+    if ((e->cert[0] != 0) != (e->key[0] != 0)) {
+        return aimsi_err(NULL, AIMS_E_INVAL, "etcd url: cert= and key= go together");
+    }
+    return AIMS_OK;
 }
 
 aims_status aimsi_etcd_create(const char *url, aimsi_etcd **out)
@@ -59,8 +94,14 @@ aims_status aimsi_etcd_create(const char *url, aimsi_etcd **out)
         return aimsi_err(NULL, AIMS_E_NOMEM, "etcd: out of memory");
     }
     const char *p = url + 7;
-    const char *slash = strchr(p, '/');
-    const char *hosts_end = slash != NULL ? slash : p + strlen(p);
+    const char *query = strchr(p, '?');
+    const char *path_end = query != NULL ? query : p + strlen(p);
+    const char *slash = memchr(p, '/', (size_t)(path_end - p));
+    const char *hosts_end = slash != NULL ? slash : path_end;
+    if (query != NULL && parse_query(e, query + 1) != AIMS_OK) {
+        aimsi_free(e);
+        return AIMS_E_INVAL;
+    }
     const char *at = NULL;
     for (const char *q = p; q < hosts_end; q++) {
         at = *q == '@' ? q : at;
@@ -89,11 +130,12 @@ aims_status aimsi_etcd_create(const char *url, aimsi_etcd **out)
             return aimsi_err(NULL, AIMS_E_INVAL, "etcd url '%s': endpoints must be 1..%d "
                              "host:port items separated by ','", url, AIMSI_ETCD_MAX_ENDPOINTS);
         }
-        snprintf(e->ep[e->n_ep++], sizeof(e->ep[0]), "http://%.*s", (int)len, p);
+        snprintf(e->ep[e->n_ep++], sizeof(e->ep[0]), "%s://%.*s", e->tls ? "https" : "http",
+                 (int)len, p);
         p = comma != NULL ? comma + 1 : hosts_end;
     }
-    const char *pre = slash != NULL && slash[1] != 0 ? slash + 1 : "aims";
-    size_t plen = strlen(pre);
+    const char *pre = slash != NULL && slash + 1 < path_end ? slash + 1 : "aims";
+    size_t plen = slash != NULL && slash + 1 < path_end ? (size_t)(path_end - pre) : 4u;
     while (plen > 0 && pre[plen - 1] == '/') {
         plen--;
     }
@@ -176,15 +218,31 @@ static aims_status grpc_error(const char *ep, const char *path, long http, const
                      cJSON_IsString(msg) ? msg->valuestring : "(no message)");
 }
 
-static void easy_common(CURL *h, const char *url, const char *json, long timeout_ms)
+static void easy_common(const aimsi_etcd *e, CURL *h, const char *url, const char *json,
+                        long timeout_ms)
 {
+    if (e->tls) {
+        /* https only: a TLS URL must never fall back to plain text */
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+        if (e->cacert[0] != 0) {
+            curl_easy_setopt(h, CURLOPT_CAINFO, e->cacert);
+        }
+        if (e->cert[0] != 0) {
+            curl_easy_setopt(h, CURLOPT_SSLCERT, e->cert);
+            curl_easy_setopt(h, CURLOPT_SSLKEY, e->key);
+        }
+    }
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 500L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+    if (!e->tls) {
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+    }
 }
 
 /* Content type, and the auth token when there is one (NULL on out-of-memory). */
@@ -223,7 +281,7 @@ static aims_status call_locked(aimsi_etcd *e, const char *path, const char *json
         snprintf(url, sizeof(url), "%s/v3/%s", e->ep[i], path);
         body_buf b = {0};
         curl_easy_reset(e->easy);
-        easy_common(e->easy, url, json, timeout_ms);
+        easy_common(e, e->easy, url, json, timeout_ms);
         curl_easy_setopt(e->easy, CURLOPT_HTTPHEADER, hdr);
         curl_easy_setopt(e->easy, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(e->easy, CURLOPT_WRITEDATA, &b);
@@ -420,7 +478,7 @@ aims_status aimsi_etcd_watch(aimsi_etcd *e, const char *key, const char *range_e
     char url[192];
     snprintf(url, sizeof(url), "%s/v3/watch", e->ep[i]);
     watch_ctx w = {.on_result = on_result, .user = user};
-    easy_common(h, url, json, 0L);
+    easy_common(e, h, url, json, 0L);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_watch_bytes);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &w);

@@ -14,6 +14,7 @@
 
 #include "aimsi_regbk.h"
 #include "../authz/aimsi_authz.h"
+#include "aims/aims_publish.h"
 
 aims_status aimsi_regbk_private_client(const char *who, const char *url, aims_tls_config *tls,
                                        char url_buf[AIMSI_URL_MAX + 1], aims_client **out)
@@ -122,6 +123,20 @@ size_t aimsi_regbk_why(void (*stop)(void *ctx), void *ctx, char *buf, size_t cap
     return v->b->view_why(v->ctx, buf, cap);
 }
 
+aims_status aimsi_regbk_view_publish(void (*stop)(void *ctx), void *ctx, const char *name,
+                                     const char *version, const char *owner, const char *meta)
+{
+    const view_sync *v = ctx;
+    if (stop != view_stop || v == NULL) {
+        return aimsi_err(NULL, AIMS_E_STATE, "publish: the client joined no registry backend");
+    }
+    if (v->b->struct_size < sizeof(aimsi_regbk) || v->b->view_publish == NULL) {
+        return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "publish: the %s:// registry backend "
+                         "cannot publish", v->b->scheme);
+    }
+    return v->b->view_publish(v->ctx, name, version, owner, meta);
+}
+
 AIMS_API aims_status aims_client_join(aims_client *c, const char *url)
 {
     /* Validate before anything starts: view_open may spawn a sync thread. */
@@ -183,9 +198,16 @@ static aims_status local_dereg(void *ctx, uint64_t id)
     return aims_registry_deregister(ctx, id);
 }
 
+static aims_status local_publish(void *ctx, const char *name, const char *version,
+                                 const char *owner, const char *meta)
+{
+    return aims_registry_publish(ctx, name, version, owner, meta);
+}
+
 /* No release: the node borrows the registry (aims_node_set_registry). */
 const aimsi_reg_ops aimsi_regbk_local_ops = {
     .reg = local_reg, .heartbeat = local_heartbeat, .dereg = local_dereg, .release = NULL,
+    .publish = local_publish,
 };
 
 int aimsi_regbk_session(aims_registry *reg, const aimsi_reg_ops *rops, void *rctx, int remote,

@@ -388,6 +388,45 @@ static void service_view_close(void *ctx)
     aimsi_regsync_stop(ctx);
 }
 
+aims_status aimsi_regsvc_publish(aims_client *caller, const char *url, const char *name,
+                                 const char *version, const char *owner, const char *meta)
+{
+    aims_msg req, reply;
+    aimsi_msg_init(&req);
+    aimsi_msg_init(&reply);
+    aims_status rc = aimsi_msg_put_bytes(&req, "name", name, strlen(name));
+    if (rc == AIMS_OK) {
+        rc = aimsi_msg_put_bytes(&req, "version", version, strlen(version));
+    }
+    if (rc == AIMS_OK) {
+        rc = aimsi_msg_put_bytes(&req, "owner", owner, strlen(owner));
+    }
+    if (rc == AIMS_OK && meta[0] != '\0') {
+        rc = aimsi_msg_put_bytes(&req, "meta", meta, strlen(meta));
+    }
+    if (rc == AIMS_OK) {
+        /* Not idempotent in its answer (a retry after a lost reply would say
+         * "already published by <us>"), so one try: the caller may ask again. */
+        rc = aims_client_call_addr(caller, url, REG_SERVICE, "publish", &req, &reply, 5000);
+        if (rc != AIMS_OK) {
+            /* the registry's own words ("... already published by X") when it answered */
+            const char *why = aims_msg_error(&reply);
+            rc = aimsi_err(NULL, rc, "%s", why != NULL && why[0] != '\0'
+                                               ? why : aims_client_errmsg(caller));
+        }
+    }
+    aimsi_msg_fini(&req);
+    aimsi_msg_fini(&reply);
+    return rc;
+}
+
+static aims_status service_view_publish(void *ctx, const char *name, const char *version,
+                                        const char *owner, const char *meta)
+{
+    aimsi_regsync *rs = ctx;
+    return aimsi_regsvc_publish(rs->caller, rs->url, name, version, owner, meta);
+}
+
 static size_t service_view_why(void *ctx, char *buf, size_t cap)
 {
     return aimsi_reach_describe(&((aimsi_regsync *)ctx)->reach, buf, cap);
@@ -401,6 +440,7 @@ static const aimsi_regbk k_service_backend = {
     .view_open = service_view_open,
     .view_close = service_view_close,
     .view_why = service_view_why,
+    .view_publish = service_view_publish,
 };
 
 const aimsi_regbk *aimsi_regbk_service(void)

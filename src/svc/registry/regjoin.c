@@ -246,9 +246,16 @@ static void join_release(void *ctx)
     }
 }
 
+static aims_status join_publish(void *ctx, const char *name, const char *version,
+                                const char *owner, const char *meta)
+{
+    node_join *nj = ctx;
+    return aimsi_regsvc_publish(nj->caller, nj->url, name, version, owner, meta);
+}
+
 static const aimsi_reg_ops k_join_ops = {
     .reg = join_reg, .heartbeat = join_heartbeat, .dereg = join_dereg,
-    .release = join_release,
+    .release = join_release, .publish = join_publish,
 };
 
 aims_status aimsi_regjoin_open(aims_node *n, const char *url, const aimsi_reg_ops **ops,

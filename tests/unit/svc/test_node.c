@@ -816,7 +816,7 @@ static void fr_release(void *ctx)
     atomic_fetch_add(&fr_released, 1);
 }
 
-static const aimsi_reg_ops fr_ops = {fr_reg, fr_beat, fr_dereg, fr_release};
+static const aimsi_reg_ops fr_ops = {fr_reg, fr_beat, fr_dereg, fr_release, NULL};
 
 static uint64_t frozen_clock(void *user)
 {
