@@ -20,6 +20,7 @@ bench:
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-pipe-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-overload
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-etcd
+	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-jobs-run
 
 # Only the service goals (issue 4, P6..P10): `make -f bench/bench.mk bench-svc SVC_ARGS=--quick`.
 # bench_svc is not built by default (see bench/meson.build); if it does not
@@ -122,3 +123,15 @@ bench-etcd-run:
 	ts=$$(date -u +%Y%m%dT%H%M%SZ); { echo "$(ETCD_BUILD)/bench/bench_etcd $(ETCD_ARGS)  ($$ts, release build)"; \
 	  $(ETCD_BUILD)/bench/bench_etcd $(ETCD_ARGS); } | tee bench/results/etcd-$$ts.txt > bench/results/latest-etcd.txt
 	cat bench/results/latest-etcd.txt
+# Only the durable-jobs goals (P14a checkpoint overhead, P14b kill -> running
+# elsewhere): `make -f bench/bench.mk bench-jobs JOBS_ARGS="3 60000"` (reps, rows).
+.PHONY: bench-jobs bench-jobs-run
+bench-jobs:
+	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
+	@$(MAKE) --no-print-directory -f bench/bench.mk bench-jobs-run
+
+bench-jobs-run:
+	ninja -C $(BENCH_BUILD) bench/bench_jobs
+	ts=$$(date -u +%Y%m%dT%H%M%SZ); $(BENCH_BUILD)/bench/bench_jobs $(JOBS_ARGS) \
+	  | tee bench/results/jobs-$$ts.jsonl > bench/results/latest-jobs.jsonl
+	cat bench/results/latest-jobs.jsonl

@@ -5,8 +5,8 @@
  *   aims_node --name N --listen URL [--listen URL ...]
  *             [--join REGISTRY_URL | --host-registry]
  *             [--infer NAME=BUNDLE_PATH] [--preprocess NAME=PIPELINE_PATH]
- *             [--train NAME] [--optimize NAME] [--echo NAME] [--slow-us N]
- *             [--workers N] [--heartbeat-ms N] [--max-frame BYTES]
+ *             [--train NAME [--train-store DIR]] [--optimize NAME] [--echo NAME]
+ *             [--slow-us N] [--workers N] [--heartbeat-ms N] [--max-frame BYTES]
  *             [--queue-cap N] [--concurrency N] [--inline 0|1]
  *             [--tls-ca FILE|DIR --tls-cert FILE --tls-key FILE [--tls-peer NAME ...]]
  *             [--insecure]
@@ -77,6 +77,7 @@
 #include <aims/aims_policy.h>
 #include <aims/aims_http.h>
 #include <aims/aims_optimize.h>
+#include <aims/aims_jobs.h>
 
 #include "node_log.h"
 
@@ -108,6 +109,7 @@ typedef struct options {
     const char *policy, *audit;
     const char *http; /* --http: KServe v2 / metrics front door address */
     int http_insecure;
+    const char *train_store; /* --train-store: durable jobs of every --train (docs/JOBS.md) */
 } options;
 
 /* Objects the daemon created, released in reverse order by teardown(). */
@@ -131,7 +133,8 @@ static void usage_to(FILE *f)
             "usage: aims-node --name N --listen URL [--listen URL ...]\n"
             "                 [--join REGISTRY_URL | --host-registry]\n"
             "                 [--infer NAME=BUNDLE] [--preprocess NAME=PIPELINE]\n"
-            "                 [--train NAME] [--optimize NAME] [--echo NAME] [--slow-us N]\n"
+            "                 [--train NAME [--train-store DIR]] [--optimize NAME]\n"
+            "                 [--echo NAME] [--slow-us N]\n"
             "                 [--workers N] [--heartbeat-ms N] [--max-frame BYTES]\n"
             "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n"
             "                 [--tls-ca FILE|DIR --tls-cert FILE --tls-key FILE]\n"
@@ -243,6 +246,8 @@ static int parse_flag(options *o, const char *flag, const char *val)
         return add_spec(o, K_TRAIN, val);
     } else if (strcmp(flag, "--echo") == 0) {
         return add_spec(o, K_ECHO, val);
+    } else if (strcmp(flag, "--train-store") == 0) {
+        o->train_store = val; /* "DIR" or "dir:DIR[?lease_ms=N]" */
     } else if (strcmp(flag, "--optimize") == 0) {
         return add_spec(o, K_OPTIMIZE, val);
     } else if (strcmp(flag, "--slow-us") == 0) {
@@ -387,6 +392,9 @@ static int add_services(daemon_state *st, const options *o)
             break;
         case K_TRAIN:
             CHECK(st, aims_service_add_train(st->node, sp->name, NULL, &s), what);
+            if (o->train_store != NULL) {
+                CHECK(st, aims_service_set_store(s, o->train_store), "--train-store");
+            }
             break;
         case K_ECHO:
             CHECK(st, aims_service_add_handler(st->node, sp->name, echo_handler, NULL, &s), what);

@@ -24,6 +24,7 @@
 #include "aims_cancel.h"
 #include "aims_optimize.h"
 #include "aims_events.h"
+#include "aims_jobs.h"
 #include "aims_tls.h"
 #include "aims_policy.h"
 #include "aims_ident.h"

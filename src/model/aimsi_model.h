@@ -101,6 +101,10 @@ void aimsi_model_forward(const aims_model *m, const float *x, size_t rows, float
  * checkpoints). */
 aims_status aimsi_model_write(const aims_model *m, aimsi_cwriter *w);
 aims_status aimsi_model_read(aimsi_creader *r, aims_model **out);
+/* A trainer checkpoint as bytes in memory / restored from bytes (train_ckpt.c;
+ * the same container aims_trainer_checkpoint writes; aimsi_free *out). */
+aims_status aimsi_trainer_checkpoint_bytes(const aims_trainer *t, void **out, size_t *out_len);
+aims_status aimsi_trainer_restore_bytes(aims_trainer *t, const void *data, size_t len);
 /* A bundle's file bytes in memory (bundle.c; aimsi_free *out). */
 aims_status aimsi_bundle_to_bytes(const aims_bundle *b, void **out, size_t *out_len);
 

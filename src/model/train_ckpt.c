@@ -7,7 +7,8 @@
  * buffers, counters and early-stopping state, plus a fingerprint of
  * everything a resume must agree on (data, model shape, parameters,
  * AIMS_TRAIN_THREADS). Restoring regenerates the current epoch's order and
- * continues bit for bit.
+ * continues bit for bit. The _bytes variants (aimsi_model.h) do the same in
+ * memory for the train service's durable jobs (src/svc/jobs/).
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -69,14 +70,9 @@ typedef struct ckpt_state {
  * must be 8 bytes wide and the struct unpadded. */
 _Static_assert(sizeof(ckpt_state) == 15 * 8, "ckpt_state is 15 8-byte words");
 
-aims_status aims_trainer_checkpoint(const aims_trainer *t, const char *path)
+/* The checkpoint's container, filled (the caller saves or finishes it). */
+static aims_status ckpt_writer(const aims_trainer *t, aimsi_cwriter **out)
 {
-    if (!TRAINER_OK(t) || path == NULL) {
-        return AIMSI_MISUSE("invalid trainer handle or NULL path");
-    }
-    if (!t->running) {
-        return aimsi_err(NULL, AIMS_E_STATE, "aims_trainer_checkpoint: no run");
-    }
     const ckpt_state s = {CKPT_VERSION,
                           run_fingerprint(t),
                           (uint64_t)t->epoch,
@@ -107,9 +103,41 @@ aims_status aims_trainer_checkpoint(const aims_trainer *t, const char *path)
     if (rc == AIMS_OK && t->best != NULL) {
         rc = aimsi_cw_add_words(w, TAG_TBST, t->best, t->m->n_params, 4);
     }
-    if (rc == AIMS_OK) {
-        rc = aimsi_cw_save(w, path);
+    if (rc != AIMS_OK) {
+        aimsi_cw_destroy(w);
+        return rc;
     }
+    *out = w;
+    return AIMS_OK;
+}
+
+aims_status aims_trainer_checkpoint(const aims_trainer *t, const char *path)
+{
+    if (!TRAINER_OK(t) || path == NULL) {
+        return AIMSI_MISUSE("invalid trainer handle or NULL path");
+    }
+    if (!t->running) {
+        return aimsi_err(NULL, AIMS_E_STATE, "aims_trainer_checkpoint: no run");
+    }
+    aimsi_cwriter *w = NULL;
+    AIMSI_TRY(ckpt_writer(t, &w));
+    const aims_status rc = aimsi_cw_save(w, path);
+    aimsi_cw_destroy(w);
+    return rc;
+}
+
+/* The same checkpoint as bytes in memory (the train service's job store). */
+aims_status aimsi_trainer_checkpoint_bytes(const aims_trainer *t, void **out, size_t *out_len)
+{
+    if (!TRAINER_OK(t) || out == NULL || out_len == NULL) {
+        return AIMSI_MISUSE("invalid trainer handle or NULL out");
+    }
+    if (!t->running) {
+        return aimsi_err(NULL, AIMS_E_STATE, "checkpoint: no run");
+    }
+    aimsi_cwriter *w = NULL;
+    AIMSI_TRY(ckpt_writer(t, &w));
+    const aims_status rc = aimsi_cw_finish(w, out, out_len);
     aimsi_cw_destroy(w);
     return rc;
 }
@@ -227,4 +255,21 @@ aims_status aims_trainer_restore(aims_trainer *t, const char *path)
         aimsi_cr_destroy(r);
     }
     return rc == AIMS_OK ? AIMS_OK : aimsi_err_adopt(&t->obj, rc);
+}
+
+aims_status aimsi_trainer_restore_bytes(aims_trainer *t, const void *data, size_t len)
+{
+    if (!TRAINER_OK(t) || data == NULL) {
+        return AIMSI_MISUSE("invalid trainer handle or NULL data");
+    }
+    if (!t->running) {
+        return aimsi_err(&t->obj, AIMS_E_STATE, "restore: no run (call begin)");
+    }
+    aimsi_creader *r = NULL;
+    aims_status rc = aimsi_cr_open_mem(data, len, 0, AIMSI_KIND_CHECKPOINT, &r);
+    if (rc == AIMS_OK) {
+        rc = restore_from(t, r);
+        aimsi_cr_destroy(r);
+    }
+    return rc;
 }

@@ -39,25 +39,29 @@
  * the trainer pointer of the running job is cleared under it before the
  * trainer is destroyed, so cancel never touches a dead trainer.
  *
- * The result is the bytes of an aims bundle file (pipeline + model). The
- * public API has no "bundle to memory" call, so the bundle is saved to a
- * private temporary file, read back and unlinked.
+ * The result is the bytes of an aims bundle file (pipeline + model).
+ *
+ * Durable jobs (docs/JOBS.md). With a store (aims_service_set_store) every
+ * job is also kept in it (src/svc/jobs/): the fit checkpoints there, another
+ * instance adopts the job when this one dies, and status/result/cancel of a
+ * job this instance does not hold (or handed over: `moved`) are answered from
+ * the store. A job then carries its fencing token; "put_data" stores rows by
+ * content and a submit may name them ("data") instead of shipping them.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "../core/aimsi_core.h"
+#include "../model/aimsi_model.h"
 #include "aimsi_msg.h"
 #include "aimsi_svckind.h"
 #include "authz/aimsi_authz.h"
+#include "jobs/aimsi_jobs.h"
 #include "svc_train_text.h"
 #include "train_spec.h"
 
@@ -89,6 +93,10 @@ typedef struct train_job {
     void *bundle;            /* result bytes (done) */
     size_t bundle_len;
     char err[AIMSI_ERRMSG_CAP];
+    uint64_t token;          /* durable: fencing token (src/svc/jobs/) */
+    int64_t ckpt_steps;      /* durable: checkpoint_every_steps / _ms of the spec */
+    int64_t ckpt_ms;
+    int moved;               /* durable: handed over or fenced; the store answers */
 } train_job;
 
 typedef struct train_impl {
@@ -104,6 +112,7 @@ typedef struct train_impl {
     pthread_t thread;
     int thread_on;
     int stopping;
+    aimsi_jobs *durable;     /* durable jobs, or NULL (aimsi_train_set_store) */
 } train_impl;
 
 /* ---- replies ------------------------------------------------------------------------- */
@@ -253,59 +262,6 @@ static int progress_cb(void *user, const aims_trainer *t)
     return stop;
 }
 
-/* Bytes of bundle b, through a private temporary file. */
-static aims_status bundle_bytes(const aims_bundle *b, void **out, size_t *out_len)
-{
-    const char *dir = getenv("TMPDIR");
-    char path[512];
-    const int pn = snprintf(path, sizeof path, "%s/aims-train-XXXXXX",
-                            dir != NULL && dir[0] != '\0' ? dir : "/tmp");
-    if (pn < 0 || (size_t)pn >= sizeof path) {
-        return aimsi_err(NULL, AIMS_E_IO, "train: TMPDIR path too long");
-    }
-    const int tfd = mkstemp(path);
-    if (tfd < 0) {
-        return aimsi_err(NULL, AIMS_E_IO, "train: mkstemp in %s: %s", path, strerror(errno));
-    }
-    close(tfd);
-    aims_status rc = aims_bundle_save(b, path);
-    void *buf = NULL;
-    size_t len = 0;
-    if (rc == AIMS_OK) {
-        const int fd = open(path, O_RDONLY | O_CLOEXEC);
-        struct stat sb;
-        if (fd < 0 || fstat(fd, &sb) != 0 || sb.st_size <= 0) {
-            rc = aimsi_err(NULL, AIMS_E_IO, "train: reading back %s: %s", path, strerror(errno));
-        } else {
-            len = (size_t)sb.st_size;
-            buf = aimsi_malloc(len);
-            rc = buf == NULL ? aimsi_err(NULL, AIMS_E_NOMEM, "train: no memory for a %zu-byte "
-                                                             "bundle", len)
-                             : AIMS_OK;
-            for (size_t got = 0; rc == AIMS_OK && got < len;) {
-                const ssize_t r = read(fd, (char *)buf + got, len - got);
-                if (r <= 0) {
-                    rc = aimsi_err(NULL, AIMS_E_IO, "train: reading %s: %s", path,
-                                   r == 0 ? "short file" : strerror(errno));
-                } else {
-                    got += (size_t)r;
-                }
-            }
-        }
-        if (fd >= 0) {
-            close(fd);
-        }
-    }
-    unlink(path);
-    if (rc != AIMS_OK) {
-        aimsi_free(buf);
-        return rc;
-    }
-    *out = buf;
-    *out_len = len;
-    return AIMS_OK;
-}
-
 /* Bundle the trained model with the service's pipeline; name@version from "publish". */
 static aims_status make_result(const train_impl *ti, const train_job *j, void **out,
                                size_t *out_len)
@@ -327,7 +283,7 @@ static aims_status make_result(const train_impl *ti, const train_job *j, void **
         }
     }
     if (rc == AIMS_OK) {
-        rc = bundle_bytes(b, out, out_len);
+        rc = aimsi_bundle_to_bytes(b, out, out_len);
     }
     aims_bundle_destroy(b);
     return rc;
@@ -338,7 +294,9 @@ static void run_job(train_impl *ti, train_job *j)
     progress_ctx pc = {ti, j};
     aims_status rc = aims_trainer_set_progress_fn(j->trainer, progress_cb, &pc);
     if (rc == AIMS_OK) {
-        rc = aims_trainer_fit(j->trainer, j->ds, NULL);
+        rc = ti->durable != NULL ? aimsi_jobs_fit(ti->durable, j->id, j->id_len, j->token,
+                                                  j->trainer, j->ds, j->ckpt_steps, j->ckpt_ms)
+                                 : aims_trainer_fit(j->trainer, j->ds, NULL);
     }
     char err[AIMSI_ERRMSG_CAP] = "";
     if (rc != AIMS_OK && rc != AIMS_E_CANCELLED) {
@@ -352,6 +310,10 @@ static void run_job(train_impl *ti, train_job *j)
         rc = make_result(ti, j, &bytes, &len);
         if (rc != AIMS_OK) {
             snprintf(err, sizeof err, "bundle: %s", aims_errmsg());
+        }
+        if (rc == AIMS_OK && ti->durable != NULL) {
+            rc = aimsi_jobs_commit(ti->durable, j->id, j->id_len, j->token, bytes, len);
+            snprintf(err, sizeof err, "%s", rc != AIMS_OK ? aims_errmsg() : ""); /* fenced */
         }
     }
     pthread_mutex_lock(&ti->mu);
@@ -368,6 +330,10 @@ static void run_job(train_impl *ti, train_job *j)
         j->state = JOB_FAILED;
         snprintf(j->err, sizeof j->err, "%s", err);
     }
+    /* stopped with the service, or fenced (AIMS_E_STATE): the store answers from now on */
+    const int handover = ti->durable != NULL && rc != AIMS_OK &&
+                         (ti->stopping || rc == AIMS_E_STATE);
+    j->moved = handover;
     aims_model *m = j->model;
     aims_dataset *ds = j->ds;
     j->model = NULL;
@@ -376,6 +342,13 @@ static void run_job(train_impl *ti, train_job *j)
     pthread_mutex_unlock(&ti->mu);
     if (rc != AIMS_OK) {
         aimsi_free(bytes);
+    }
+    if (ti->durable != NULL && rc != AIMS_OK && handover) {
+        aimsi_log(AIMS_LOG_WARN, "train: job %.*s handed over: %s", (int)j->id_len, j->id, err);
+        aimsi_jobs_drop(ti->durable, j->id, j->id_len);
+    } else if (ti->durable != NULL && rc != AIMS_OK) {
+        aimsi_jobs_end(ti->durable, j->id, j->id_len, j->token,
+                       rc == AIMS_E_CANCELLED ? JOB_CANCELLED : JOB_FAILED, err);
     }
     aims_trainer_destroy(t);
     aims_model_destroy(m);
@@ -407,27 +380,13 @@ static void *job_thread(void *arg)
 
 /* ---- submit ------------------------------------------------------------------------------- */
 
-/* A tensor of the request, checked for dtype and rank. */
-static int get_tensor(const aims_msg *m, const char *name, aims_dtype dt, size_t ndim,
-                      const uint64_t **dims, const void **data, size_t *bytes)
-{
-    size_t idx = 0;
-    aims_dtype t = 0;
-    size_t nd = 0;
-    if (aims_msg_find(m, name, &idx) != AIMS_OK ||
-        aims_msg_get_tensor(m, idx, NULL, &t, &nd, dims, data, bytes) != AIMS_OK) {
-        return 0;
-    }
-    return t == dt && nd == ndim;
-}
-
 static aims_status job_id(aimsi_work *w, const char **id, size_t *len)
 {
     const uint64_t *dims = NULL;
     const void *data = NULL;
     size_t bytes = 0;
-    if (!get_tensor(w->req, "job", AIMS_DT_BYTES, 1, &dims, &data, &bytes) || bytes == 0 ||
-        bytes > TRAIN_ID_MAX || memchr(data, '\0', bytes) != NULL) {
+    if (!aimsi_train_get_tensor(w->req, "job", AIMS_DT_BYTES, 1, &dims, &data, &bytes) ||
+        bytes == 0 || bytes > TRAIN_ID_MAX || memchr(data, '\0', bytes) != NULL) {
         return aimsi_work_fail(w, AIMS_E_INVAL, "train %s: \"job\" must be a BYTES id of 1..%d bytes "
                                      "without NUL", w->method, TRAIN_ID_MAX);
     }
@@ -435,18 +394,6 @@ static aims_status job_id(aimsi_work *w, const char **id, size_t *len)
     *len = bytes;
     return AIMS_OK;
 }
-
-/* Build a job's dataset, model and trainer from the request (outside the lock). */
-typedef struct submit_in {
-    const float *x;
-    const int32_t *y;
-    size_t rows;
-    size_t cols;
-    const char *spec;
-    size_t spec_len;
-    const char *text; /* kind=text: '\n'-separated documents instead of x */
-    size_t text_len;
-} submit_in;
 
 static aims_status apply_params(train_job *j, const train_spec *sp)
 {
@@ -536,77 +483,9 @@ static aims_status build_job(const train_impl *ti, const submit_in *in, train_jo
     if (rc == AIMS_OK) {
         rc = apply_params(j, &sp);
     }
+    j->ckpt_steps = sp.ckpt_steps;
+    j->ckpt_ms = sp.ckpt_ms;
     return rc;
-}
-
-/* Point *out at aligned elements of data, copying into *tmp when data is not. */
-static aims_status aligned(const void *data, size_t bytes, size_t align, const void **out,
-                           void **tmp)
-{
-    if (((uintptr_t)data % align) == 0) {
-        *out = data;
-        return AIMS_OK;
-    }
-    *tmp = aimsi_malloc(bytes);
-    if (*tmp == NULL) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "submit: no memory to align %zu bytes", bytes);
-    }
-    memcpy(*tmp, data, bytes);
-    *out = *tmp;
-    return AIMS_OK;
-}
-
-static aims_status read_inputs(aimsi_work *w, submit_in *in, void **tx, void **ty)
-{
-    const uint64_t *dx = NULL;
-    const uint64_t *dy = NULL;
-    const void *x = NULL;
-    const void *y = NULL;
-    size_t bx = 0;
-    size_t by = 0;
-    const uint64_t *dt = NULL;
-    const void *text = NULL;
-    uint64_t text_dims[2] = {0, 0};
-    size_t bt = 0;
-    if (!get_tensor(w->req, "x", AIMS_DT_F32, 2, &dx, &x, &bx) &&
-        get_tensor(w->req, "text", AIMS_DT_BYTES, 1, &dt, &text, &bt) && bt > 0) {
-        /* kind=text (svc_train_text.c): one document per row of "y" */
-        if (!get_tensor(w->req, "y", AIMS_DT_I32, 1, &dy, &y, &by) || dy[0] == 0 ||
-            (uint64_t)(size_t)dy[0] != dy[0]) {
-            return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"y\" must be i32 [rows], rows >= 1");
-        }
-        text_dims[0] = dy[0];
-        dx = text_dims; /* rows of "y", no columns */
-        in->text = text;
-        in->text_len = bt;
-    } else if (!get_tensor(w->req, "x", AIMS_DT_F32, 2, &dx, &x, &bx) || dx[0] == 0 ||
-               dx[1] == 0 || (uint64_t)(size_t)dx[0] != dx[0] ||
-               (uint64_t)(size_t)dx[1] != dx[1]) {
-        return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"x\" must be f32 [rows, cols], "
-                                             "rows, cols >= 1");
-    }
-    if (!get_tensor(w->req, "y", AIMS_DT_I32, 1, &dy, &y, &by) || dy[0] != dx[0]) {
-        return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"y\" must be i32 [rows] with the rows "
-                                             "of \"x\" (%llu)", (unsigned long long)dx[0]);
-    }
-    const uint64_t *ds = NULL;
-    const void *spec = NULL;
-    size_t bs = 0;
-    if (!get_tensor(w->req, "spec", AIMS_DT_BYTES, 1, &ds, &spec, &bs)) {
-        return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"spec\" (BYTES key=value lines) is "
-                                             "missing");
-    }
-    in->rows = (size_t)dx[0];
-    in->cols = (size_t)dx[1];
-    in->spec = spec;
-    in->spec_len = bs;
-    const void *ax = NULL;
-    const void *ay = NULL;
-    AIMSI_TRY(aligned(x, bx, _Alignof(float), &ax, tx));
-    AIMSI_TRY(aligned(y, by, _Alignof(int32_t), &ay, ty));
-    in->x = ax;
-    in->y = ay;
-    return AIMS_OK;
 }
 
 static aims_status start_thread_locked(train_impl *ti)
@@ -621,7 +500,9 @@ static aims_status start_thread_locked(train_impl *ti)
     return AIMS_OK;
 }
 
-static aims_status do_submit(train_impl *ti, aimsi_work *w)
+/* A submit (token 0) or, with a store, the adoption of a stored job under
+ * fencing token `token` (its stored submit is w->req). */
+static aims_status do_submit(train_impl *ti, aimsi_work *w, uint64_t token)
 {
     const char *id = NULL;
     size_t id_len = 0;
@@ -634,8 +515,12 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
                                "bytes without NUL", TRAIN_HANDLE_MIN, TRAIN_HANDLE_MAX);
     }
     pthread_mutex_lock(&ti->mu);
-    const train_job *known = job_find(ti, id, id_len);
-    const int state = known != NULL ? known->state : -1;
+    train_job *known = job_find(ti, id, id_len);
+    if (token > 0 && known != NULL && known->state >= JOB_DONE) {
+        known->id_len = 0; /* re-adopted: the old entry is found no more (trimmed later) */
+        known = NULL;
+    }
+    int state = known != NULL ? known->state : -1;
     const int owner = known != NULL && job_handle_ok(known, w->req);
     char known_handle[TRAIN_HANDLE_MAX + 1];
     const size_t known_len = owner ? known->handle_len : 0;
@@ -643,6 +528,9 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
         memcpy(known_handle, known->handle, known_len);
     }
     pthread_mutex_unlock(&ti->mu);
+    if (state < 0 && token == 0 && ti->durable != NULL) {
+        state = aimsi_jobs_state(ti->durable, id, id_len); /* submitted on another instance */
+    }
     if (state >= 0) {
         /* a retried submit: never a second job; the handle only to its holder */
         return reply_state_handle(w, state, owner ? known_handle : NULL, known_len);
@@ -671,12 +559,21 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
     memset(&in, 0, sizeof in);
     void *tx = NULL;
     void *ty = NULL;
-    aims_status rc = read_inputs(w, &in, &tx, &ty);
+    aims_msg *rows = NULL; /* "data" by reference: the stored rows */
+    size_t didx = 0;
+    aims_status rc = aims_msg_find(w->req, "data", &didx) != AIMS_OK ? AIMS_OK
+                     : ti->durable != NULL ? aimsi_jobs_data_load(ti->durable, w->req, &rows)
+                     : aimsi_err(NULL, AIMS_E_STATE, "submit: \"data\" by reference needs a "
+                                 "train service with a store (aims_service_set_store)");
+    if (rc == AIMS_OK) {
+        rc = aimsi_train_read_inputs(w, rows != NULL ? rows : w->req, &in, &tx, &ty);
+    }
     if (rc == AIMS_OK) {
         rc = build_job(ti, &in, j);
     }
     aimsi_free(tx);
     aimsi_free(ty);
+    aims_msg_destroy(rows);
     size_t pidx = 0;
     if (rc == AIMS_OK && aims_msg_find(w->req, "publish", &pidx) == AIMS_OK) {
         const void *pub = NULL;
@@ -690,6 +587,15 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
             j->publish = aimsi_strndup(pub, pb);
             rc = j->publish == NULL ? aimsi_err(NULL, AIMS_E_NOMEM, "submit: no memory")
                                     : AIMS_OK;
+        }
+    }
+    j->token = token;
+    if (rc == AIMS_OK && ti->durable != NULL && token == 0) {
+        rc = aimsi_jobs_begin(ti->durable, w->req, handle, handle_len, &j->token);
+        if (rc == AIMS_E_EXISTS) { /* a racing submit of this id on another instance */
+            job_free(j);
+            state = aimsi_jobs_state(ti->durable, id, id_len);
+            return reply_state(w, state >= 0 ? state : JOB_QUEUED);
         }
     }
     if (rc != AIMS_OK) {
@@ -732,6 +638,10 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w)
         pthread_cond_broadcast(&ti->cv);
     }
     pthread_mutex_unlock(&ti->mu);
+    if (j != NULL && ti->durable != NULL && rc != AIMS_OK && token == 0) {
+        /* recorded in the store but not queued here: nobody must adopt it */
+        aimsi_jobs_end(ti->durable, id, id_len, j->token, JOB_FAILED, aims_errmsg());
+    }
     if (j != NULL) {
         job_free(j);
     }
@@ -782,6 +692,9 @@ static aims_status do_status(train_impl *ti, aimsi_work *w)
     }
     if (rc != AIMS_OK) {
         return aimsi_work_fail(w, rc, "status: no room for the reply: %s", aims_errmsg());
+    }
+    if (ti->durable != NULL) {
+        aimsi_jobs_status_extra(ti->durable, id, id_len, w->reply); /* owner, token, resumed-from */
     }
     return AIMS_OK;
 }
@@ -845,6 +758,25 @@ static aims_status do_cancel(train_impl *ti, aimsi_work *w)
     return reply_state(w, state);
 }
 
+/* With a store, status/result/cancel of a job this instance does not hold (or
+ * handed over) are answered from the store: 1 when w was answered. */
+static int answered_by_store(train_impl *ti, aimsi_work *w)
+{
+    const char *id = NULL;
+    size_t len = 0;
+    if (ti->durable == NULL || aimsi_msg_bytes(w->req, "job", &id, &len) != AIMS_OK || len == 0 ||
+        len > TRAIN_ID_MAX) {
+        return 0;
+    }
+    pthread_mutex_lock(&ti->mu);
+    const train_job *j = job_find(ti, id, len);
+    const int local = j != NULL && !j->moved;
+    pthread_mutex_unlock(&ti->mu);
+    const aims_status rc = local ? AIMS_E_NOTFOUND : aimsi_jobs_answer(ti->durable, w, id, len);
+    w->status = rc;
+    return rc != AIMS_E_NOTFOUND;
+}
+
 static void train_run(void *impl, aimsi_work *const *items, size_t n)
 {
     train_impl *ti = impl;
@@ -855,7 +787,14 @@ static void train_run(void *impl, aimsi_work *const *items, size_t n)
             w->status = aimsi_work_fail(w, AIMS_E_TIMEOUT, "%s: the deadline passed before the call "
                                                 "started", m);
         } else if (strcmp(m, "submit") == 0) {
-            w->status = do_submit(ti, w);
+            w->status = do_submit(ti, w, 0);
+        } else if (strcmp(m, "put_data") == 0) {
+            w->status = ti->durable != NULL ? aimsi_jobs_put_data(ti->durable, w)
+                                         : aimsi_work_fail(w, AIMS_E_STATE, "put_data: this "
+                                                           "train service has no store");
+        } else if ((strcmp(m, "status") == 0 || strcmp(m, "result") == 0 ||
+                    strcmp(m, "cancel") == 0) && answered_by_store(ti, w)) {
+            /* w answered from the store */
         } else if (strcmp(m, "status") == 0) {
             w->status = do_status(ti, w);
         } else if (strcmp(m, "result") == 0) {
@@ -895,6 +834,7 @@ static void train_stop(void *impl)
     const pthread_t th = ti->thread;
     pthread_cond_broadcast(&ti->cv);
     pthread_mutex_unlock(&ti->mu);
+    aimsi_jobs_stop(ti->durable); /* hand unfinished durable jobs over (NULL: no-op) */
     pthread_join(th, NULL);
     pthread_mutex_lock(&ti->mu);
     ti->stopping = 0;
@@ -907,7 +847,11 @@ static void train_destroy(void *impl)
     if (ti == NULL) {
         return;
     }
+    if (ti->durable != NULL) {
+        aimsi_jobs_join(ti->durable); /* no adoption into ti from here on */
+    }
     train_stop(ti);
+    aimsi_jobs_destroy(ti->durable);
     while (ti->jobs != NULL) {
         train_job *j = ti->jobs;
         ti->jobs = j->next;
@@ -951,6 +895,41 @@ aims_status aimsi_train_create(const aims_pipeline *p, void **out)
     ti->p = p;
     *out = ti;
     return AIMS_OK;
+}
+
+/* The jobs module adopts a stored job: rebuilt from its stored submit. */
+static aims_status train_adopt(void *user, const aims_msg *submit, uint64_t token)
+{
+    aims_msg *reply = NULL;
+    AIMSI_TRY(aims_msg_create(&reply));
+    aimsi_work w = {.method = "submit", .req = submit, .reply = reply};
+    aims_status rc = do_submit(user, &w, token);
+    if (rc != AIMS_OK) {
+        rc = aimsi_err(NULL, rc, "%s", aims_msg_error(reply));
+    }
+    aims_msg_destroy(reply);
+    return rc;
+}
+
+aims_status aimsi_train_set_store(void *impl, const char *url, const char *instance)
+{
+    train_impl *ti = impl;
+    aimsi_jobs *J = NULL;
+    AIMSI_TRY(aimsi_jobs_create(url, instance, &J));
+    pthread_mutex_lock(&ti->mu);
+    const int late = ti->durable != NULL || ti->n_jobs > 0;
+    ti->durable = late ? ti->durable : J;
+    pthread_mutex_unlock(&ti->mu);
+    if (late) {
+        aimsi_jobs_destroy(J);
+        return aimsi_err(NULL, AIMS_E_STATE, "train: set the store once, before any submit");
+    }
+    return aimsi_jobs_start(J, train_adopt, ti);
+}
+
+aimsi_jobs *aimsi_train_jobs(void *impl)
+{
+    return ((train_impl *)impl)->durable;
 }
 
 aims_status aims_service_add_train(aims_node *n, const char *name, const aims_pipeline *p,

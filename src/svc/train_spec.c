@@ -146,11 +146,28 @@ static aims_status spec_param_kv(train_spec *sp, const char *k, const char *v)
     return AIMS_OK;
 }
 
+/* checkpoint_every_steps / checkpoint_every_ms: how often a durable job
+ * (docs/JOBS.md) writes a checkpoint; ignored by a service without a store. */
+static aims_status spec_ckpt(train_spec *sp, const char *k, const char *v)
+{
+    int64_t n = 0;
+    if (!parse_i64(v, &n) || n < 0 || n > ((int64_t)1 << 40)) {
+        return SPEC_BAD("%s=%s: want an integer >= 0", k, v);
+    }
+    if (strcmp(k, "checkpoint_every_steps") == 0) {
+        sp->ckpt_steps = n;
+    } else {
+        sp->ckpt_ms = n;
+    }
+    return AIMS_OK;
+}
+
 /* One key=value pair; `seen` tracks the structural keys given twice. */
 static aims_status spec_pair(train_spec *sp, const char *k, const char *v, unsigned *seen)
 {
-    static const char *const structural[] = {"kind", "hidden", "activation", "classes"};
-    for (unsigned i = 0; i < 4; i++) {
+    static const char *const structural[] = {"kind", "hidden", "activation", "classes",
+                                             "checkpoint_every_steps", "checkpoint_every_ms"};
+    for (unsigned i = 0; i < 6; i++) {
         if (strcmp(k, structural[i]) != 0) {
             continue;
         }
@@ -166,6 +183,9 @@ static aims_status spec_pair(train_spec *sp, const char *k, const char *v, unsig
             return spec_hidden(sp, v);
         case 2:
             return spec_activation(sp, v);
+        case 4:
+        case 5:
+            return spec_ckpt(sp, k, v);
         default: {
             int64_t c = 0;
             if (!parse_i64(v, &c) || c < 1 || c > TRAIN_MAX_UNITS) {
@@ -193,6 +213,7 @@ aims_status aimsi_train_spec_parse(const char *bytes, size_t len, train_spec *sp
     }
     memset(sp, 0, sizeof *sp);
     sp->act = AIMS_ACT_RELU;
+    sp->ckpt_ms = 30000; /* durable jobs: at each epoch end and at least every 30 s */
     unsigned seen = 0;
     aims_status rc = AIMS_OK;
     aimsi_kv r;

@@ -1,12 +1,14 @@
 /*
- * train_spec.h -- private to svc_train.c and train_spec.c: the parsed "spec"
- * of a train submit (model kind, layer widths, trainer parameters).
+ * train_spec.h -- private to svc_train.c, train_spec.c and train_input.c:
+ * the parsed "spec" of a train submit (model kind, layer widths, trainer
+ * parameters, checkpoint intervals) and the submit's inputs.
  */
 #ifndef AIMSI_TRAIN_SPEC_H
 #define AIMSI_TRAIN_SPEC_H
 
 #include "../core/aimsi_core.h"
 #include "aims/aims_model.h"
+#include "aimsi_svckind.h"
 
 #define TRAIN_SPEC_MAX 65536
 #define TRAIN_MAX_HIDDEN 16
@@ -37,11 +39,34 @@ typedef struct train_spec {
     size_t classes;
     spec_param params[TRAIN_MAX_PARAMS];
     size_t n_params;
+    int64_t ckpt_steps; /* checkpoint_every_steps (durable jobs; 0 = each epoch end) */
+    int64_t ckpt_ms;    /* checkpoint_every_ms (durable jobs; 0 = off) */
 } train_spec;
 
 /* Parse the "spec" bytes: key=value separated by newlines or blanks, '#'
  * starts a comment that runs to the end of the line. AIMS_E_INVAL names the
  * bad key or value. */
 aims_status aimsi_train_spec_parse(const char *bytes, size_t len, train_spec *sp);
+
+/* The inputs of a submit (train_input.c), pointing into the request. */
+typedef struct submit_in {
+    const float *x;
+    const int32_t *y;
+    size_t rows;
+    size_t cols;
+    const char *spec;
+    size_t spec_len;
+    const char *text; /* kind=text: '\n'-separated documents instead of x */
+    size_t text_len;
+} submit_in;
+
+/* A tensor of m called name with dtype dt and ndim dimensions: 1, else 0. */
+int aimsi_train_get_tensor(const aims_msg *m, const char *name, aims_dtype dt, size_t ndim,
+                           const uint64_t **dims, const void **data, size_t *bytes);
+/* Read "x"/"text" and "y" from rows (the request, or a durable job's stored
+ * data) and "spec" from w->req into in; unaligned tensors are copied into
+ * *tx / *ty (aimsi_free them). AIMS_E_INVAL names what is wrong. */
+aims_status aimsi_train_read_inputs(const aimsi_work *w, const aims_msg *rows, submit_in *in,
+                                    void **tx, void **ty);
 
 #endif

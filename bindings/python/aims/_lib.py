@@ -318,6 +318,7 @@ SVC_PROTOTYPES = {
     "aims_service_start": (status, [handle]),
     "aims_service_stop": (status, [handle, ctypes.c_int64]),
     "aims_service_swap_bundle": (status, [handle, handle]),
+    "aims_service_set_store": (status, [handle, cstr]),
     "aims_service_get_stat": (status, [handle, ctypes.c_int, P(ctypes.c_double)]),
     "aims_service_errmsg": (cstr, [handle]),
     "aims_client_create": (status, [handle_out]),

@@ -598,6 +598,13 @@ class Service(_Borrowed, _Handle):
         _check(_c.aims_service_stop(self._ptr, int(timeout_ms)))
         return self
 
+    def set_store(self, store):
+        """Train services: keep the jobs in ``store`` ("dir:/shared/path[?lease_ms=N]"),
+        shared by every instance, so a job survives its node (docs/JOBS.md); before
+        the first submit. Returns self."""
+        _check(_c.aims_service_set_store(self._ptr, str(store).encode("utf-8")))
+        return self
+
     def swap_bundle(self, bundle):
         """Infer services: serve ``bundle`` from now on; returns once no call uses
         the previous one (which the node then stops keeping alive)."""

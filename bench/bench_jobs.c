@@ -1,0 +1,304 @@
+/*
+ * bench_jobs.c -- durable training jobs (docs/JOBS.md), goals P14a and P14b.
+ *
+ * P14a, checkpoint overhead: the P1sgd training (MLP 784-256-10 ReLU, batch
+ * 128, 5 epochs, SGD lr 0.1 momentum 0.9, Fashion-MNIST's 60,000 rows) run
+ * three ways on the same trainer settings, alternating, `reps` times each:
+ *   plain     aims_trainer_fit (no store)
+ *   epoch     the durable loop (aimsi_jobs_fit) checkpointing to a store
+ *             directory at every epoch end (the default)
+ *   steps50   the same with a checkpoint every 50 steps (~94 checkpoints)
+ * Reported: median/min/max seconds and the ratio to plain (goal <= 1.05 for
+ * `epoch`), and whether the final weights are bit-identical to plain.
+ *
+ * P14b, kill -> running elsewhere: two train services (A, B) share a store
+ * in one process; A runs a job and "dies" (stops renewing its lease and
+ * writing, then its job thread stops, as a SIGKILL looks to the store); the
+ * time until B reports the job running again under its own name, for lease
+ * intervals of 300 and 1000 ms (renewed every lease / 3: the heartbeat). The
+ * multi-process figure with real kill -9 is printed by
+ * tests/integration/test_jobs_daemon.c.
+ *
+ * usage: bench_jobs [reps=3] [rows=60000]   (AIMS_DATA_DIR: the Fashion-MNIST cache)
+ * Prints JSON lines.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench_util.h"
+#include "core/aimsi_core.h"
+#include "model/aimsi_model.h"
+#include "svc/aimsi_msg.h"
+#include "svc/aimsi_svckind.h"
+#include "svc/jobs/aimsi_jobs.h"
+
+#define CHECK(cond, ...)                                                                       \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "bench_jobs: " __VA_ARGS__);                                       \
+            fprintf(stderr, " (%s)\n", aims_errmsg());                                         \
+            exit(1);                                                                           \
+        }                                                                                      \
+    } while (0)
+
+static const char P1_SPEC[] = "kind=mlp hidden=256 activation=relu epochs=5 batch=128 lr=0.1 "
+                              "momentum=0.9 seed=1";
+
+static aims_dataset *g_ds;
+static float *g_x;
+static const int32_t *g_y;
+static size_t g_rows;
+static char g_dir[256];
+
+static void load(size_t rows)
+{
+    const char *dir = getenv("AIMS_DATA_DIR");
+    char img[512], lab[512];
+    snprintf(img, sizeof img, "%s/fashion-mnist/train-images-idx3-ubyte", dir ? dir : "data-cache");
+    snprintf(lab, sizeof lab, "%s/fashion-mnist/train-labels-idx1-ubyte", dir ? dir : "data-cache");
+    aims_dataset *raw = NULL;
+    CHECK(aims_dataset_load_idx(img, lab, NULL, &raw) == AIMS_OK, "load %s", img);
+    g_rows = rows < aims_dataset_rows(raw) ? rows : aims_dataset_rows(raw);
+    g_x = malloc(g_rows * 784 * sizeof(float));
+    CHECK(g_x != NULL, "malloc");
+    const float *f = aims_dataset_features(raw);
+    for (size_t i = 0; i < g_rows * 784; i++) {
+        g_x[i] = f[i] * (1.0f / 255.0f);
+    }
+    int32_t *y = malloc(g_rows * sizeof(int32_t));
+    CHECK(y != NULL, "malloc");
+    memcpy(y, aims_dataset_labels(raw), g_rows * sizeof(int32_t));
+    g_y = y;
+    CHECK(aims_dataset_create_dense(g_rows, 784, g_x, g_y, &g_ds) == AIMS_OK, "dataset");
+    aims_dataset_destroy(raw);
+}
+
+static void new_run(aims_model **m, aims_trainer **t)
+{
+    CHECK(aims_model_create(AIMS_MODEL_KIND_MLP, 784, 10, m) == AIMS_OK, "model");
+    CHECK(aims_model_add_dense(*m, 256, AIMS_ACT_RELU) == AIMS_OK, "dense");
+    CHECK(aims_trainer_create(*m, t) == AIMS_OK, "trainer");
+    CHECK(aims_trainer_set_param_i64(*t, AIMS_TRAIN_EPOCHS, 5) == AIMS_OK &&
+              aims_trainer_set_param_i64(*t, AIMS_TRAIN_BATCH, 128) == AIMS_OK &&
+              aims_trainer_set_param_f64(*t, AIMS_TRAIN_LR, 0.1) == AIMS_OK &&
+              aims_trainer_set_param_f64(*t, AIMS_TRAIN_MOMENTUM, 0.9) == AIMS_OK &&
+              aims_trainer_set_param_i64(*t, AIMS_TRAIN_SEED, 1) == AIMS_OK,
+          "params");
+}
+
+static void *model_bytes(const aims_model *m, size_t *len)
+{
+    aims_bundle *b = NULL;
+    CHECK(aims_bundle_create(NULL, m, &b) == AIMS_OK, "bundle");
+    void *p = NULL;
+    CHECK(aimsi_bundle_to_bytes(b, &p, len) == AIMS_OK, "bytes");
+    aims_bundle_destroy(b);
+    return p;
+}
+
+static void add_bytes(aims_msg *m, const char *name, const char *s)
+{
+    const uint64_t n = strlen(s);
+    CHECK(aims_msg_add(m, name, AIMS_DT_BYTES, &n, 1, s, 0) == AIMS_OK, "add");
+}
+
+static aims_status adopt_none(void *user, const aims_msg *submit, uint64_t token)
+{
+    (void)user;
+    (void)submit;
+    (void)token;
+    return AIMS_E_UNSUPPORTED;
+}
+
+/* One timed run; mode 0 plain, else the durable loop with ckpt_steps. */
+static double run_once(aimsi_jobs *J, int mode, int64_t ckpt_steps, int rep, void **bytes,
+                       size_t *len)
+{
+    aims_model *m = NULL;
+    aims_trainer *t = NULL;
+    new_run(&m, &t);
+    double secs = 0;
+    if (mode == 0) {
+        const double t0 = now_s();
+        CHECK(aims_trainer_fit(t, g_ds, NULL) == AIMS_OK, "fit");
+        secs = now_s() - t0;
+    } else {
+        char id[32];
+        snprintf(id, sizeof id, "p14a-%d-%lld", rep, (long long)ckpt_steps);
+        aims_msg *sub = NULL;
+        CHECK(aims_msg_create(&sub) == AIMS_OK, "msg");
+        add_bytes(sub, "job", id);
+        add_bytes(sub, "spec", P1_SPEC);
+        const uint64_t xd[2] = {g_rows, 784}, yd = g_rows;
+        CHECK(aims_msg_add(sub, "x", AIMS_DT_F32, xd, 2, g_x, AIMS_MSG_BORROW) == AIMS_OK &&
+                  aims_msg_add(sub, "y", AIMS_DT_I32, &yd, 1, g_y, AIMS_MSG_BORROW) == AIMS_OK,
+              "rows");
+        uint64_t token = 0;
+        /* recording the job and its rows is the submit's cost, not the training's */
+        CHECK(aimsi_jobs_begin(J, sub, "bench-handle-0123456789", 23, &token) == AIMS_OK,
+              "begin");
+        aims_msg_destroy(sub);
+        const double t0 = now_s();
+        CHECK(aimsi_jobs_fit(J, id, strlen(id), token, t, g_ds, ckpt_steps, 0) == AIMS_OK,
+              "durable fit");
+        secs = now_s() - t0;
+        aimsi_jobs_end(J, id, strlen(id), token, 4, "benchmark");
+    }
+    *bytes = model_bytes(m, len);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    return secs;
+}
+
+static void p14a(int reps)
+{
+    char url[400];
+    snprintf(url, sizeof url, "dir:%s/p14a", g_dir);
+    aimsi_jobs *J = NULL;
+    CHECK(aimsi_jobs_create(url, "bench", &J) == AIMS_OK, "jobs");
+    CHECK(aimsi_jobs_start(J, adopt_none, NULL) == AIMS_OK, "start");
+    static const char *const names[3] = {"plain", "epoch", "steps50"};
+    const int64_t steps[3] = {0, 0, 50};
+    double t[3][16];
+    int identical[3] = {1, 1, 1};
+    void *ref = NULL;
+    size_t ref_len = 0;
+    for (int r = 0; r < reps; r++) {
+        for (int k = 0; k < 3; k++) {
+            void *b = NULL;
+            size_t len = 0;
+            t[k][r] = run_once(J, k, steps[k], r, &b, &len);
+            if (ref == NULL) {
+                ref = b;
+                ref_len = len;
+                continue;
+            }
+            identical[k] &= len == ref_len && memcmp(b, ref, len) == 0;
+            aims_free(b);
+        }
+    }
+    double med[3];
+    for (int k = 0; k < 3; k++) {
+        double v[16];
+        memcpy(v, t[k], sizeof v);
+        med[k] = median_sort(v, (size_t)reps);
+        printf("{\"goal\": \"P14a\", \"mode\": \"%s\", \"rows\": %zu, \"reps\": %d, "
+               "\"median_s\": %.4f, \"min_s\": %.4f, \"max_s\": %.4f, \"ratio_to_plain\": %.4f, "
+               "\"weights_identical_to_plain\": %s, \"spec\": ",
+               names[k], g_rows, reps, med[k], v[0], v[reps - 1], med[k] / med[0],
+               identical[k] ? "true" : "false");
+        json_str(P1_SPEC);
+        printf("}\n");
+        fflush(stdout);
+    }
+    aims_free(ref);
+    aimsi_jobs_destroy(J);
+}
+
+/* ---- P14b ----------------------------------------------------------------------------------- */
+
+static aims_status call(void *impl, const char *method, const char *job, const char *spec,
+                        aims_msg *reply)
+{
+    aims_msg *req = NULL;
+    CHECK(aims_msg_create(&req) == AIMS_OK, "msg");
+    add_bytes(req, "job", job);
+    add_bytes(req, "handle", "bench-handle-0123456789");
+    if (spec != NULL) {
+        add_bytes(req, "spec", spec);
+        const uint64_t xd[2] = {g_rows, 784}, yd = g_rows;
+        CHECK(aims_msg_add(req, "x", AIMS_DT_F32, xd, 2, g_x, AIMS_MSG_BORROW) == AIMS_OK &&
+                  aims_msg_add(req, "y", AIMS_DT_I32, &yd, 1, g_y, AIMS_MSG_BORROW) == AIMS_OK,
+              "rows");
+    }
+    aims_msg_clear(reply);
+    aimsi_work w = {.method = method, .req = req, .reply = reply};
+    aimsi_work *wp = &w;
+    aimsi_kind_train.run(impl, &wp, 1);
+    aims_msg_destroy(req);
+    return w.status;
+}
+
+static void *service(const char *url, const char *inst)
+{
+    void *impl = NULL;
+    CHECK(aimsi_train_create(NULL, &impl) == AIMS_OK, "train");
+    CHECK(aimsi_train_set_store(impl, url, inst) == AIMS_OK, "store");
+    return impl;
+}
+
+static void p14b(int lease_ms, int reps)
+{
+    static const char spec[] = "kind=mlp hidden=64 epochs=1000 batch=128 lr=0.05 seed=2 "
+                               "checkpoint_every_steps=20";
+    double ms[16];
+    for (int r = 0; r < reps; r++) {
+        char url[400];
+        snprintf(url, sizeof url, "dir:%s/p14b-%d-%d?lease_ms=%d&scan_ms=%d", g_dir, lease_ms, r,
+                 lease_ms, lease_ms / 10);
+        aims_msg *rep = NULL;
+        CHECK(aims_msg_create(&rep) == AIMS_OK, "msg");
+        void *a = service(url, "A");
+        void *b = service(url, "B");
+        CHECK(call(a, "submit", "victim", spec, rep) == AIMS_OK, "submit: %s", aims_msg_error(rep));
+        int64_t ck = -1;
+        while (ck < 40) { /* a few checkpoints in */
+            CHECK(call(a, "status", "victim", NULL, rep) == AIMS_OK, "status");
+            (void)aimsi_msg_int(rep, "ckpt_step", &ck);
+            usleep(2000);
+        }
+        const double t0 = now_s();
+        aimsi_jobs_pause(aimsi_train_jobs(a), 1); /* "dies": no renewals, no writes */
+        aimsi_kind_train.stop(a);
+        for (;;) {
+            CHECK(call(b, "status", "victim", NULL, rep) == AIMS_OK, "status B");
+            const char *owner = NULL;
+            size_t n = 0;
+            int64_t st = 0;
+            (void)aimsi_msg_int(rep, "state", &st);
+            if (aimsi_msg_bytes(rep, "owner", &owner, &n) == AIMS_OK && n == 1 &&
+                owner[0] == 'B' && st == 1) {
+                break;
+            }
+            usleep(1000);
+        }
+        ms[r] = (now_s() - t0) * 1000.0;
+        CHECK(call(b, "cancel", "victim", NULL, rep) == AIMS_OK, "cancel");
+        aimsi_kind_train.stop(b);
+        aimsi_kind_train.destroy(b);
+        aimsi_kind_train.destroy(a);
+        aims_msg_destroy(rep);
+    }
+    const double med = median_sort(ms, (size_t)reps);
+    printf("{\"goal\": \"P14b\", \"lease_ms\": %d, \"heartbeat_ms\": %d, \"reps\": %d, "
+           "\"median_ms\": %.1f, \"min_ms\": %.1f, \"max_ms\": %.1f, "
+           "\"median_in_heartbeats\": %.2f, \"rows\": %zu}\n",
+           lease_ms, lease_ms / 3, reps, med, ms[0], ms[reps - 1], med / (lease_ms / 3.0), g_rows);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    int reps = argc > 1 ? atoi(argv[1]) : 3;
+    reps = reps < 1 ? 1 : reps > 16 ? 16 : reps;
+    const size_t rows = argc > 2 ? (size_t)atoll(argv[2]) : 60000;
+    load(rows);
+    snprintf(g_dir, sizeof g_dir, "%s/aims-bench-jobs-XXXXXX",
+             getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+    CHECK(mkdtemp(g_dir) != NULL, "mkdtemp");
+    p14a(reps);
+    p14b(300, reps);
+    p14b(1000, reps);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "bench_jobs: could not remove %s\n", g_dir);
+    }
+    aims_dataset_destroy(g_ds);
+    free(g_x);
+    free((void *)g_y);
+    return 0;
+}

@@ -1,0 +1,113 @@
+/*
+ * jobs_impl.h -- private to src/svc/jobs/ (jobs.c, jobs_lease.c, jobs_fit.c,
+ * jobs_data.c): the aimsi_jobs object, the held-job table, the job status
+ * record and the fencing helpers. aimsi_jobs.h explains the design.
+ */
+#ifndef AIMSI_JOBS_IMPL_H
+#define AIMSI_JOBS_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "../store/aimsi_store.h"
+#include "aimsi_jobs.h"
+
+#define JOBS_ID_MAX 64
+#define JOBS_DIR_MAX (2 + 2 * JOBS_ID_MAX + 1)
+#define JOBS_INSTANCE_MAX 96
+#define JOBS_ERR_MAX 240
+#define JOBS_LEASE_MS_DEFAULT 3000
+#define JOBS_CKPT_KEEP 2
+#define JOBS_REF_LEN (7 + 64) /* "sha256:" + hex */
+
+/* A job this instance holds (runs or has queued) under a fencing token. */
+typedef struct jobs_held {
+    struct jobs_held *next;
+    char id[JOBS_ID_MAX + 1];
+    size_t id_len;
+    char dir[JOBS_DIR_MAX];
+    uint64_t token;
+    _Atomic int64_t step; /* steps done, as the fit reports them (lease heartbeat) */
+    _Atomic int lost;     /* another instance holds a higher token */
+    int64_t prev_step;    /* adopted: the step the previous owner last reported, else -1 */
+} jobs_held;
+
+struct aimsi_jobs {
+    aimsi_store *st;
+    char instance[JOBS_INSTANCE_MAX];
+    int64_t lease_ms;
+    int64_t scan_ms;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    jobs_held *held;
+    pthread_t thread;
+    int thread_on;
+    int quit;
+    _Atomic int paused;   /* test hook: a paused process */
+    _Atomic int stopped;  /* the service stopped: no adoption */
+    _Atomic int wake;     /* stop: fits waiting in a pause return */
+    _Atomic int64_t pause_after; /* test hook: pause after this many checkpoints (-1 off) */
+    aimsi_jobs_adopt_fn adopt;
+    void *adopt_user;
+};
+
+/* The job's status record (j/<hex>/status). */
+typedef struct jobs_status {
+    int state;
+    char owner[JOBS_INSTANCE_MAX];
+    uint64_t token;
+    int64_t epoch;
+    int64_t step;
+    int64_t ckpt_step;     /* step of the newest checkpoint, -1 none */
+    int64_t resumed_from;  /* checkpoint step the current owner resumed from, -1 none */
+    int64_t lost_steps;    /* steps the previous owner had reported beyond it, -1 n/a */
+    int64_t adoptions;
+    int64_t ckpt_every;    /* checkpoint interval in steps (0: each epoch) */
+    double loss;
+    double metric;
+    char err[JOBS_ERR_MAX];
+} jobs_status;
+
+/* "j/<hex of id>" into dir. */
+void aimsi_jobs_dirname(const char *id, size_t id_len, char dir[JOBS_DIR_MAX]);
+/* dir + "/" + leaf into out (AIMSI_STORE_NAME_MAX + 1 bytes). */
+void aimsi_jobs_path(const char *dir, const char *leaf, char *out);
+
+/* Highest token file of the job (0 when none). */
+aims_status aimsi_jobs_token_now(aimsi_jobs *J, const char *dir, uint64_t *out);
+/* AIMS_OK when `token` is still the job's highest, else AIMS_E_STATE "fenced"
+ * naming the instance that took the job (and marking the held entry lost). */
+aims_status aimsi_jobs_fence(aimsi_jobs *J, const char *dir, uint64_t token);
+/* Claim token n (put_new tok.<n>, content = our first lease). */
+aims_status aimsi_jobs_claim(aimsi_jobs *J, const char *dir, uint64_t n);
+
+void aimsi_jobs_status_init(jobs_status *s);
+aims_status aimsi_jobs_status_read(aimsi_jobs *J, const char *dir, jobs_status *s);
+aims_status aimsi_jobs_status_write(aimsi_jobs *J, const char *dir, const jobs_status *s);
+
+/* Held table (take J->mu around these). */
+jobs_held *aimsi_jobs_held_find(aimsi_jobs *J, const char *id, size_t id_len);
+aims_status aimsi_jobs_held_add(aimsi_jobs *J, const char *id, size_t id_len, uint64_t token);
+void aimsi_jobs_held_remove(aimsi_jobs *J, const char *id, size_t id_len);
+
+/* Write a job's lease (expiry now + lease_ms, or already past when release). */
+aims_status aimsi_jobs_lease_write(aimsi_jobs *J, const char *dir, uint64_t token, int64_t step,
+                                   int release);
+
+/* A paused instance blocks here until unpaused or woken by stop: 1 when woken
+ * (the caller gives up), 0 when it may go on. */
+int aimsi_jobs_pause_point(aimsi_jobs *J);
+
+/* Store the row tensors of m ("x"/"text", "y") by content; ref gets
+ * "sha256:<hex>" (jobs_data.c). */
+aims_status aimsi_jobs_data_store(aimsi_jobs *J, const aims_msg *m, char ref[JOBS_REF_LEN + 1]);
+/* Decode an encoded frame (aimsi_malloc'd p, taken also on failure) into a
+ * new message whose tensors point into it (jobs_data.c). */
+aims_status aimsi_jobs_decode(void *p, size_t n, aims_msg **out);
+/* 1 when a caller on another instance asked to cancel the job in dir (jobs.c). */
+int aimsi_jobs_cancelled(aimsi_jobs *J, const char *dir);
+
+/* Wall-clock milliseconds (leases are compared across processes). */
+int64_t aimsi_jobs_wall_ms(void);
+
+#endif /* AIMSI_JOBS_IMPL_H */

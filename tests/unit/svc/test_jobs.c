@@ -1,0 +1,612 @@
+/*
+ * test_jobs.c -- durable training jobs (docs/JOBS.md, src/svc/jobs/,
+ * src/svc/store/): the checkpoint store, and train services sharing one
+ * store directory, driven through the train kind's run() as test_services.c
+ * does.
+ *
+ * "Death" of an instance is simulated the way a kill -9 looks to the store:
+ * the instance stops renewing its leases and writing (aimsi_jobs_pause, or
+ * aimsi_jobs_pause_after: right after its n-th checkpoint), then its job
+ * thread is stopped without finishing. The integration test
+ * (tests/integration/test_jobs_daemon.c) does it with real processes.
+ *
+ * Every test compares the adopted job's result with an uninterrupted run of
+ * the same spec on a service without a store: the bundle bytes must be equal.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/aimsi_core.h"
+#include "svc/aimsi_msg.h"
+#include "svc/aimsi_svckind.h"
+#include "svc/jobs/aimsi_jobs.h"
+#include "svc/store/aimsi_store.h"
+#include "testalloc.h"
+
+#define ROWS 240
+#define COLS 4
+#define CLASSES 3
+#define LEASE "?lease_ms=300&scan_ms=20"
+
+static float g_x[ROWS * COLS];
+static int32_t g_y[ROWS];
+static char g_dir[256];
+
+static uint64_t lcg(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 33;
+}
+
+static void make_data(void)
+{
+    uint64_t s = 42;
+    for (size_t r = 0; r < ROWS; r++) {
+        const int32_t c = (int32_t)(r % CLASSES);
+        g_y[r] = c;
+        for (size_t j = 0; j < COLS; j++) {
+            const double noise = ((double)(lcg(&s) % 1000) / 1000.0 - 0.5) * 1.5;
+            const double centre = (j % CLASSES == (size_t)c) ? 3.0 : -1.0;
+            g_x[r * COLS + j] = (float)(centre + noise);
+        }
+    }
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- calls ---------------------------------------------------------------------------------- */
+
+static void add_bytes(aims_msg *m, const char *name, const char *s)
+{
+    const uint64_t d = strlen(s);
+    assert_int_equal(aims_msg_add(m, name, AIMS_DT_BYTES, &d, 1, s, 0), AIMS_OK);
+}
+
+/* One call of the train kind; the reply is moved into reply_out (may be NULL).
+ * spec != NULL: a submit with the rows (or with "data" = ref when ref != NULL). */
+static aims_status call(void *impl, const char *method, const char *job, const char *spec,
+                        const char *ref, aims_msg *reply_out)
+{
+    aims_msg *req = NULL;
+    aims_msg *reply = NULL;
+    assert_int_equal(aims_msg_create(&req), AIMS_OK);
+    assert_int_equal(aims_msg_create(&reply), AIMS_OK);
+    if (job != NULL) {
+        add_bytes(req, "job", job);
+        char handle[96];
+        snprintf(handle, sizeof handle, "test-handle-of-%s", job);
+        add_bytes(req, "handle", handle);
+    }
+    if (spec != NULL && ref != NULL) {
+        add_bytes(req, "data", ref);
+    } else if (spec != NULL || strcmp(method, "put_data") == 0) {
+        const uint64_t dx[2] = {ROWS, COLS};
+        const uint64_t dy = ROWS;
+        assert_int_equal(aims_msg_add(req, "x", AIMS_DT_F32, dx, 2, g_x, 0), AIMS_OK);
+        assert_int_equal(aims_msg_add(req, "y", AIMS_DT_I32, &dy, 1, g_y, 0), AIMS_OK);
+    }
+    if (spec != NULL) {
+        add_bytes(req, "spec", spec);
+        add_bytes(req, "publish", "blobs@3");
+    }
+    aimsi_work w = {.method = method, .req = req, .reply = reply, .status = (aims_status)-1};
+    aimsi_work *wp = &w;
+    aimsi_kind_train.run(impl, &wp, 1);
+    if (reply_out != NULL) {
+        aimsi_msg_move(reply_out, reply);
+    }
+    aims_msg_destroy(req);
+    aims_msg_destroy(reply);
+    return w.status;
+}
+
+static int64_t reply_int(const aims_msg *m, const char *name)
+{
+    int64_t v = 0;
+    assert_int_equal(aimsi_msg_int(m, name, &v), AIMS_OK);
+    return v;
+}
+
+static int32_t state_of(void *impl, const char *job, aims_msg *r)
+{
+    assert_int_equal(call(impl, "status", job, NULL, NULL, r), AIMS_OK);
+    return (int32_t)reply_int(r, "state");
+}
+
+/* Poll status until the state is at least `want` (bounded: 120 s). */
+static int32_t wait_state(void *impl, const char *job, int32_t want, aims_msg *r)
+{
+    for (int i = 0; i < 60000; i++) {
+        const int32_t s = state_of(impl, job, r);
+        if (s >= want) {
+            return s;
+        }
+        sleep_ms(2);
+    }
+    fail_msg("job %s never reached state %d", job, (int)want);
+    return -1;
+}
+
+/* The result bytes of a done job (malloc'd copy). */
+static void *result_of(void *impl, const char *job, size_t *len)
+{
+    aims_msg *r = NULL;
+    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    assert_int_equal(call(impl, "result", job, NULL, NULL, r), AIMS_OK);
+    const char *p = NULL;
+    assert_int_equal(aimsi_msg_bytes(r, "bundle", &p, len), AIMS_OK);
+    void *copy = malloc(*len);
+    assert_non_null(copy);
+    memcpy(copy, p, *len);
+    aims_msg_destroy(r);
+    return copy;
+}
+
+/* A train impl, with a store when inst != NULL. */
+static void *service(const char *inst)
+{
+    void *impl = NULL;
+    assert_int_equal(aimsi_train_create(NULL, &impl), AIMS_OK);
+    if (inst != NULL) {
+        char url[400];
+        snprintf(url, sizeof url, "dir:%s" LEASE, g_dir);
+        assert_int_equal(aimsi_train_set_store(impl, url, inst), AIMS_OK);
+    }
+    return impl;
+}
+
+static void service_end(void *impl)
+{
+    aimsi_kind_train.stop(impl);
+    aimsi_kind_train.destroy(impl);
+}
+
+/* The uninterrupted run of spec on a service without a store. */
+static void *reference(const char *spec, size_t *len)
+{
+    void *r = service(NULL);
+    aims_msg *m = NULL;
+    assert_int_equal(aims_msg_create(&m), AIMS_OK);
+    assert_int_equal(call(r, "submit", "ref", spec, NULL, m), AIMS_OK);
+    assert_int_equal(wait_state(r, "ref", 2, m), 2);
+    void *bytes = result_of(r, "ref", len);
+    aims_msg_destroy(m);
+    service_end(r);
+    return bytes;
+}
+
+static void wait_paused(void *impl)
+{
+    for (int i = 0; i < 60000 && !aimsi_jobs_paused(aimsi_train_jobs(impl)); i++) {
+        sleep_ms(2);
+    }
+    assert_true(aimsi_jobs_paused(aimsi_train_jobs(impl)));
+}
+
+/* Files of the job's folder whose name starts with prefix. */
+static int count_files(const char *job, const char *prefix, char *newest, size_t cap)
+{
+    char path[512];
+    int n = snprintf(path, sizeof path, "%s/j/", g_dir);
+    for (const char *p = job; *p != '\0'; p++) {
+        n += snprintf(path + n, sizeof path - (size_t)n, "%02x", (unsigned char)*p);
+    }
+    DIR *d = opendir(path);
+    int count = 0;
+    if (d == NULL) {
+        return 0;
+    }
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+            count++;
+            if (newest != NULL && (newest[0] == '\0' || strcmp(e->d_name, newest + n + 1) > 0)) {
+                const int w = snprintf(newest, cap, "%s/%s", path, e->d_name);
+                assert_true(w > 0 && (size_t)w < cap);
+            }
+        }
+    }
+    closedir(d);
+    return count;
+}
+
+/* 15 steps per epoch (240 rows, batch 16); a checkpoint every 10 steps. */
+static const char SPEC[] = "kind=mlp hidden=16 activation=tanh epochs=12 batch=16 lr=0.01 "
+                           "seed=7 checkpoint_every_steps=10 checkpoint_every_ms=0";
+
+/* ---- the store ------------------------------------------------------------------------------ */
+
+static int list_count(void *user, const char *name)
+{
+    (void)name;
+    (*(int *)user)++;
+    return 0;
+}
+
+static void test_store_blobs(void **state)
+{
+    (void)state;
+    char url[400];
+    snprintf(url, sizeof url, "dir:%s/st", g_dir);
+    aimsi_store *s = NULL;
+    assert_int_equal(aimsi_store_open(url, &s), AIMS_OK);
+    assert_int_equal(aimsi_store_put(s, "a/b/one", "hello", 5), AIMS_OK);
+    assert_int_equal(aimsi_store_put(s, "a/b/one", "hello!", 6), AIMS_OK); /* replace */
+    assert_int_equal(aimsi_store_put_new(s, "a/b/two", "x", 1), AIMS_OK);
+    assert_int_equal(aimsi_store_put_new(s, "a/b/two", "y", 1), AIMS_E_EXISTS);
+    void *p = NULL;
+    size_t n = 0;
+    assert_int_equal(aimsi_store_get(s, "a/b/one", &p, &n), AIMS_OK);
+    assert_int_equal(n, 6);
+    assert_memory_equal(p, "hello!", 6);
+    aimsi_free(p);
+    assert_int_equal(aimsi_store_get(s, "a/b/two", &p, &n), AIMS_OK);
+    assert_memory_equal(p, "x", 1);
+    aimsi_free(p);
+    int count = 0;
+    assert_int_equal(aimsi_store_list(s, "a/b", list_count, &count), AIMS_OK);
+    assert_int_equal(count, 2); /* no temp files left behind */
+    assert_int_equal(aimsi_store_get(s, "a/b/none", &p, &n), AIMS_E_NOTFOUND);
+    /* names that could leave the store */
+    assert_int_equal(aimsi_store_put(s, "../x", "z", 1), AIMS_E_INVAL);
+    assert_int_equal(aimsi_store_put(s, "/abs", "z", 1), AIMS_E_INVAL);
+    assert_int_equal(aimsi_store_put(s, "a//b", "z", 1), AIMS_E_INVAL);
+    assert_int_equal(aimsi_store_put(s, "a/.hidden", "z", 1), AIMS_E_INVAL);
+    /* damage: one flipped payload byte is told apart from an intact blob */
+    char path[512];
+    snprintf(path, sizeof path, "%s/st/a/b/one", g_dir);
+    const int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    char c = 0;
+    assert_int_equal(pread(fd, &c, 1, 26), 1);
+    c ^= 0x20;
+    assert_int_equal(pwrite(fd, &c, 1, 26), 1);
+    close(fd);
+    assert_int_equal(aimsi_store_get(s, "a/b/one", &p, &n), AIMS_E_CORRUPT);
+    assert_non_null(strstr(aims_errmsg(), "a/b/one"));
+    /* truncation too */
+    assert_int_equal(truncate(path, 10), 0);
+    assert_int_equal(aimsi_store_get(s, "a/b/one", &p, &n), AIMS_E_CORRUPT);
+    assert_int_equal(aimsi_store_remove(s, "a/b/one"), AIMS_OK);
+    assert_int_equal(aimsi_store_remove(s, "a/b/one"), AIMS_OK); /* absent: fine */
+    aimsi_store_close(s);
+    /* URLs and options */
+    assert_int_equal(aimsi_store_open("s3://bucket", &s), AIMS_E_INVAL);
+    assert_int_equal(aimsi_store_open("dir:relative", &s), AIMS_E_INVAL);
+    int64_t v = 0;
+    assert_int_equal(aimsi_store_option("dir:/x?lease_ms=70&scan_ms=9", "lease_ms", 50, 100, 1,
+                                        &v), AIMS_OK);
+    assert_int_equal(v, 70);
+    assert_int_equal(aimsi_store_option("dir:/x?lease_ms=7", "lease_ms", 50, 100, 1, &v),
+                     AIMS_E_INVAL);
+    assert_int_equal(aimsi_store_option("dir:/x", "lease_ms", 50, 100, 77, &v), AIMS_OK);
+    assert_int_equal(v, 77);
+}
+
+/* ---- adoption ------------------------------------------------------------------------------- */
+
+/* Service A runs `job` of SPEC and "dies" right after its n-th checkpoint:
+ * it stops renewing and writing, then its job thread stops unfinished. */
+static void run_and_die(const char *job, int64_t n, aims_msg *r)
+{
+    void *a = service("A");
+    aimsi_jobs_pause_after(aimsi_train_jobs(a), n);
+    assert_int_equal(call(a, "submit", job, SPEC, NULL, r), AIMS_OK);
+    wait_paused(a);
+    service_end(a); /* no lease is released: a dead process releases nothing */
+}
+
+/* Service B adopts `job` and finishes it with the bytes of ref; B's last
+ * status reply is left in r. */
+static void adopt_and_check(const char *job, const void *ref, size_t ref_len, aims_msg *r)
+{
+    void *b = service("B");
+    assert_int_equal(wait_state(b, job, 2, r), 2);
+    size_t len = 0;
+    void *got = result_of(b, job, &len);
+    assert_int_equal(len, ref_len);
+    assert_memory_equal(got, ref, len);
+    free(got);
+    service_end(b);
+}
+
+/* A dies after two checkpoints (step 20); B adopts, resumes from step 20 and
+ * finishes with the bytes of the uninterrupted run. */
+static void test_jobs_adopt_bitexact(void **state)
+{
+    (void)state;
+    size_t ref_len = 0;
+    void *ref = reference(SPEC, &ref_len);
+    aims_msg *r = NULL;
+    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    run_and_die("j1", 2, r);
+    assert_int_equal(count_files("j1", "ckpt.", NULL, 0), 2);
+    adopt_and_check("j1", ref, ref_len, r);
+    const char *owner = NULL;
+    size_t owner_len = 0;
+    assert_int_equal(aimsi_msg_bytes(r, "owner", &owner, &owner_len), AIMS_OK);
+    assert_int_equal(owner_len, 1);
+    assert_memory_equal(owner, "B", 1);
+    assert_int_equal(reply_int(r, "token"), 2);
+    assert_int_equal(reply_int(r, "adoptions"), 1);
+    assert_int_equal(reply_int(r, "resumed_from"), 20);
+    const int64_t lost = reply_int(r, "lost_steps");
+    assert_true(lost >= 0 && lost <= 10); /* at most one checkpoint interval */
+    assert_int_equal(count_files("j1", "result", NULL, 0), 1);
+    /* any instance answers from the store, handle required */
+    void *c = service("C");
+    assert_int_equal(state_of(c, "j1", r), 2);
+    size_t len = 0;
+    void *got = result_of(c, "j1", &len);
+    assert_memory_equal(got, ref, ref_len);
+    free(got);
+    aims_msg *req = NULL;
+    assert_int_equal(aims_msg_create(&req), AIMS_OK);
+    add_bytes(req, "job", "j1");
+    add_bytes(req, "handle", "not-the-handle-of-j1");
+    aimsi_work w = {.method = "status", .req = req, .reply = r};
+    aimsi_work *wp = &w;
+    aimsi_kind_train.run(c, &wp, 1);
+    assert_int_equal(w.status, AIMS_E_DENIED);
+    aims_msg_destroy(req);
+    service_end(c);
+    aims_msg_destroy(r);
+    free(ref);
+}
+
+/* The newest checkpoint is damaged: B falls back to the one before it and the
+ * result is still the uninterrupted run's. */
+static void test_jobs_damaged_checkpoint(void **state)
+{
+    (void)state;
+    size_t ref_len = 0;
+    void *ref = reference(SPEC, &ref_len);
+    aims_msg *r = NULL;
+    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    run_and_die("j2", 3, r);
+    char newest[512] = "";
+    assert_int_equal(count_files("j2", "ckpt.", newest, sizeof newest), 2);
+    assert_non_null(strstr(newest, "ckpt.0000000000000030"));
+    const int fd = open(newest, O_RDWR);
+    assert_true(fd >= 0);
+    char junk[64];
+    memset(junk, 0x5a, sizeof junk);
+    assert_int_equal(pwrite(fd, junk, sizeof junk, 100), (ssize_t)sizeof junk);
+    close(fd);
+    adopt_and_check("j2", ref, ref_len, r);
+    assert_int_equal(reply_int(r, "resumed_from"), 20); /* the older intact one */
+    aims_msg_destroy(r);
+    free(ref);
+}
+
+/* ---- fencing -------------------------------------------------------------------------------- */
+
+static char g_fenced[512];
+static pthread_mutex_t g_fenced_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void log_fn(void *user, aims_log_level level, const char *msg)
+{
+    (void)user;
+    (void)level;
+    pthread_mutex_lock(&g_fenced_mu);
+    if (strstr(msg, "fenced") != NULL && g_fenced[0] == '\0') {
+        snprintf(g_fenced, sizeof g_fenced, "%s", msg);
+    }
+    pthread_mutex_unlock(&g_fenced_mu);
+}
+
+/* The first logged line about fencing, copied into out ("" until then). */
+static void fenced_line(char *out, size_t cap)
+{
+    pthread_mutex_lock(&g_fenced_mu);
+    snprintf(out, cap, "%s", g_fenced);
+    pthread_mutex_unlock(&g_fenced_mu);
+}
+
+/* A is paused (its lease runs out) with its job running; B adopts and
+ * finishes; A comes back: its commit is fenced, the one result is B's. */
+static void test_jobs_zombie_fenced(void **state)
+{
+    (void)state;
+    static const char spec[] = "kind=mlp hidden=16 activation=tanh epochs=12 batch=16 lr=0.01 "
+                               "seed=7 checkpoint_every_steps=1000000 checkpoint_every_ms=0";
+    g_fenced[0] = '\0';
+    /* before any thread runs: the log hook is process-wide start-up state */
+    assert_int_equal(aims_set_log(log_fn, NULL, AIMS_LOG_WARN), AIMS_OK);
+    size_t ref_len = 0;
+    void *ref = reference(spec, &ref_len);
+    aims_msg *r = NULL;
+    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    void *a = service("A");
+    aimsi_jobs *ja = aimsi_train_jobs(a);
+    aimsi_jobs_pause(ja, 1); /* a paused process: no renewals; blocks before its commit */
+    assert_int_equal(call(a, "submit", "z1", spec, NULL, r), AIMS_OK);
+    void *b = service("B");
+    assert_int_equal(wait_state(b, "z1", 2, r), 2);
+    size_t len = 0;
+    void *got = result_of(b, "z1", &len);
+    assert_memory_equal(got, ref, ref_len);
+    free(got);
+    /* the zombie comes back */
+    aimsi_jobs_pause(ja, 0);
+    char line[512] = "";
+    for (int i = 0; i < 60000 && line[0] == '\0'; i++) {
+        sleep_ms(2);
+        fenced_line(line, sizeof line);
+    }
+    assert_non_null(strstr(line, "fenced"));
+    assert_non_null(strstr(line, "instance B holds it now (token 2)"));
+    /* A's job ends (handed over); A answers from the store then: done, by B */
+    assert_int_equal(wait_state(a, "z1", 2, r), 2);
+    const char *owner = NULL;
+    size_t owner_len = 0;
+    assert_int_equal(aimsi_msg_bytes(r, "owner", &owner, &owner_len), AIMS_OK);
+    assert_memory_equal(owner, "B", 1);
+    /* a direct commit with the old token is refused with a clear message */
+    assert_int_equal(aimsi_jobs_commit(ja, "z1", 2, 1, "other", 5), AIMS_E_STATE);
+    assert_non_null(strstr(aims_errmsg(), "fenced"));
+    assert_int_equal(count_files("z1", "result", NULL, 0), 1);
+    got = result_of(a, "z1", &len);
+    assert_memory_equal(got, ref, ref_len);
+    free(got);
+    service_end(a);
+    service_end(b);
+    assert_int_equal(aims_set_log(NULL, NULL, AIMS_LOG_WARN), AIMS_OK); /* threads joined */
+    aims_msg_destroy(r);
+    free(ref);
+}
+
+/* ---- data by reference, retries, cancel ----------------------------------------------------- */
+
+static void test_jobs_data_ref(void **state)
+{
+    (void)state;
+    size_t ref_len = 0;
+    void *ref = reference(SPEC, &ref_len);
+    aims_msg *r = NULL;
+    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    void *a = service("A");
+    assert_int_equal(call(a, "put_data", NULL, NULL, NULL, r), AIMS_OK);
+    const char *p = NULL;
+    size_t n = 0;
+    assert_int_equal(aimsi_msg_bytes(r, "data", &p, &n), AIMS_OK);
+    assert_int_equal(n, 71);
+    char data_ref[72];
+    memcpy(data_ref, p, n);
+    data_ref[n] = '\0';
+    assert_memory_equal(data_ref, "sha256:", 7);
+    /* the same rows again: the same reference */
+    assert_int_equal(call(a, "put_data", NULL, NULL, NULL, r), AIMS_OK);
+    assert_int_equal(aimsi_msg_bytes(r, "data", &p, &n), AIMS_OK);
+    assert_memory_equal(p, data_ref, 71);
+    assert_int_equal(call(a, "submit", "d1", SPEC, data_ref, r), AIMS_OK);
+    assert_int_equal(wait_state(a, "d1", 2, r), 2);
+    size_t len = 0;
+    void *got = result_of(a, "d1", &len);
+    assert_int_equal(len, ref_len);
+    assert_memory_equal(got, ref, len);
+    free(got);
+    /* a retried submit of the same id on another instance: no second job */
+    void *b = service("B");
+    assert_int_equal(call(b, "submit", "d1", SPEC, data_ref, r), AIMS_OK);
+    assert_int_equal(reply_int(r, "state"), 2);
+    /* an unknown or malformed reference is a clear error */
+    char bad[72];
+    memcpy(bad, data_ref, sizeof bad);
+    bad[7] = bad[7] == 'a' ? 'b' : 'a';
+    assert_int_equal(call(b, "submit", "d2", SPEC, bad, r), AIMS_E_NOTFOUND);
+    assert_non_null(strstr(aims_msg_error(r), "put_data"));
+    assert_int_equal(call(b, "submit", "d3", SPEC, "sha256:xyz", r), AIMS_E_INVAL);
+    /* without a store "data" and put_data are refused */
+    void *plain = service(NULL);
+    assert_int_equal(call(plain, "submit", "d4", SPEC, data_ref, r), AIMS_E_STATE);
+    assert_int_equal(call(plain, "put_data", NULL, NULL, NULL, r), AIMS_E_STATE);
+    service_end(plain);
+    service_end(b);
+    service_end(a);
+    aims_msg_destroy(r);
+    free(ref);
+}
+
+/* A caller's cancel is recorded: no other instance adopts the job. A stopped
+ * service hands its job over instead (released lease, adopted at once). */
+static void test_jobs_cancel_and_handover(void **state)
+{
+    (void)state;
+    static const char long_spec[] = "kind=mlp hidden=16 activation=tanh epochs=1000000 batch=16 "
+                                    "lr=0.001 seed=3 checkpoint_every_steps=50";
+    aims_msg *r = NULL;
+    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    void *a = service("A");
+    assert_int_equal(call(a, "submit", "c1", long_spec, NULL, r), AIMS_OK);
+    assert_int_equal(wait_state(a, "c1", 1, r), 1);
+    assert_int_equal(call(a, "cancel", "c1", NULL, NULL, r), AIMS_OK);
+    assert_int_equal(wait_state(a, "c1", 4, r), 4);
+    /* handover: a stopped service releases its lease; B adopts without waiting */
+    assert_int_equal(call(a, "submit", "h1", long_spec, NULL, r), AIMS_OK);
+    assert_int_equal(wait_state(a, "h1", 1, r), 1);
+    while (count_files("h1", "ckpt.", NULL, 0) == 0) {
+        sleep_ms(2);
+    }
+    aimsi_kind_train.stop(a);
+    void *b = service("B");
+    for (int i = 0; i < 60000; i++) {
+        (void)state_of(b, "h1", r);
+        const char *owner = NULL;
+        size_t ol = 0;
+        /* running on B, and its fit has restored (resumed_from is written then) */
+        if (aimsi_msg_bytes(r, "owner", &owner, &ol) == AIMS_OK && ol == 1 && owner[0] == 'B' &&
+            reply_int(r, "state") == 1 && reply_int(r, "resumed_from") >= 0) {
+            break;
+        }
+        sleep_ms(2);
+    }
+    assert_int_equal(reply_int(r, "state"), 1);
+    assert_true(reply_int(r, "resumed_from") >= 50);
+    /* the cancelled job was never adopted */
+    assert_int_equal(state_of(b, "c1", r), 4);
+    assert_int_equal(reply_int(r, "adoptions"), 0);
+    /* cancel through another instance reaches the owner (A answers from the store) */
+    assert_int_equal(call(a, "cancel", "h1", NULL, NULL, r), AIMS_OK);
+    assert_int_equal(wait_state(b, "h1", 4, r), 4);
+    service_end(b);
+    service_end(a);
+    aims_msg_destroy(r);
+}
+
+/* ---- setup ---------------------------------------------------------------------------------- */
+
+static int jobs_setup(void **state)
+{
+    snprintf(g_dir, sizeof g_dir, "%s/aims-jobs-XXXXXX",
+             getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+    assert_non_null(mkdtemp(g_dir));
+    return ta_setup(state);
+}
+
+static void rm_rf(const char *path)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    assert_int_equal(system(cmd), 0);
+}
+
+static int jobs_teardown(void **state)
+{
+    rm_rf(g_dir);
+    return ta_teardown(state);
+}
+
+int main(void)
+{
+    ta_install();
+    make_data();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_store_blobs, jobs_setup, jobs_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_adopt_bitexact, jobs_setup, jobs_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_damaged_checkpoint, jobs_setup, jobs_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_zombie_fenced, jobs_setup, jobs_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_data_ref, jobs_setup, jobs_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_cancel_and_handover, jobs_setup,
+                                        jobs_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
