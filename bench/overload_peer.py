@@ -2,22 +2,27 @@
 (bench/run_overload.py --peer / --hung / --lifo; bench/bench_overload.c is
 the load generator).
 
---peer. Two aims_node instances serve the same MLP bundle (16 inputs, 2 x 1024
-relu, 10 classes; a 64-row predict per call, one worker and concurrency 1
-each, OPENBLAS_NUM_THREADS=1) on tcp:// and, each, an HTTP front door with
-a 2 s request deadline (--param http_timeout_ms=2000). nginx (one worker,
+--peer. Two aims_node instances serve the same MLP bundle (16 inputs, 2 x 2048
+relu, 10 classes; a 64-row predict per call, one worker, concurrency 1 and
+batch_max 1 each -- one call per predict --, OPENBLAS_NUM_THREADS=1) on
+tcp:// and, each, an HTTP front door with a 2 s request deadline (--param http_timeout_ms=2000). nginx (one worker,
 access log off) proxies to the two front doors with the overload protection
 nginx open source has: `max_conns` per upstream server (nginx answers 502 at
 once when every server is at it; the `queue` directive that would hold such
 requests is nginx Plus only), `proxy_next_upstream error timeout http_429
 http_503 non_idempotent` with 2 tries (a refused request goes to the other
-instance), keep-alive upstream connections and 2 s proxy timeouts.
+instance), `max_fails=0` (the default max_fails=1 counts every 429 as a
+failure and takes the server out for 10 s: under overload nginx then answered
+502 "no live upstreams" to nearly everything), keep-alive upstream connections
+and 2 s proxy timeouts.
 `limit_conn`/`limit_req` would cap per-client rates, which is not what
 protects a service from the sum of its clients, so they are not used.
 Capacity is measured once with libaims' client (closed loop, 8 threads, 3 s,
 over both instances); then for each factor the same open-loop offer (factor
 x capacity, 2 s deadlines) runs through libaims' client against the two
-instances, then through nginx, one after the other on the same instances.
+instances, then through each nginx (max_conns as given; 0 = without), one
+after the other on the same instances. Useful work per phase: answers OK
+within 2 s / model runs the instances executed (their /metrics).
 
 --hung (R4b). Three echo instances (1 ms per call, 2 workers); libaims'
 client offers a steady open loop; 3 s in, one instance is SIGSTOPped for 4 s.
@@ -41,7 +46,7 @@ import subprocess
 import tempfile
 import time
 
-HIDDEN = 1024
+HIDDEN = 2048
 LAYERS = 2
 PREFIX = []  # ["chrt", "-f", "1"] when run_overload.py measures under SCHED_FIFO: every process
 
@@ -109,6 +114,21 @@ def gen(exe, args, timeout=300):
     return rows[-1]
 
 
+def gen_phase(exe, args, at_start, timeout=300):
+    """Run an open-loop phase; at_start() runs when the generator says
+    "start" (after its warm-up calls), its result is returned with the row."""
+    g = subprocess.Popen(PREFIX + [exe] + [str(a) for a in args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = g.stdout.readline()
+    mark = at_start() if line.strip() == "start" else None
+    out, err = g.communicate(timeout=timeout)
+    rows = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    if g.returncode != 0 or not rows:
+        raise RuntimeError("bench_overload %s failed (%d): %s" % (args[0], g.returncode,
+                                                                 err[-400:]))
+    return rows[-1], mark
+
+
 def proc_cpu_s(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
@@ -140,7 +160,10 @@ def load1():
 
 def nginx_conf(tmp, port, ups, max_conns):
     lim = " max_conns=%d" % max_conns if max_conns > 0 else ""
-    servers = "".join("    server %s%s;\n" % (u, lim) for u in ups)
+    # max_fails=0: with the default (1 failure in 10 s) every 429 that
+    # proxy_next_upstream retries marks the server down for 10 s, and under
+    # overload both are soon "no live upstreams" -> 502 for everything.
+    servers = "".join("    server %s max_fails=0%s;\n" % (u, lim) for u in ups)
     conf = os.path.join(tmp, "nginx.conf")
     with open(conf, "w") as f:
         f.write("""worker_processes 1;
@@ -218,7 +241,10 @@ def peer(build, factors, seconds, max_conns_list, log):
                            env=node_env(), timeout=300)
             reg = spawn_registry(node)
             procs.append(reg)
-            svc = ["--infer", "mlp@1=" + bundle, "--workers", "1", "--concurrency", "1"]
+            # batch_max counts requests (svc_worker.c), not rows: 1 keeps one
+            # 64-row call per predict, so a run is the same work whatever the queue.
+            svc = ["--infer", "mlp@1=" + bundle, "--workers", "1", "--concurrency", "1",
+                   "--param", "batch_max=1"]
             for i in range(2):
                 procs.append(spawn_node(node, "mlp%d" % i, reg, svc, http=True))
             ups = [p.http.replace("http://", "") for p in procs[1:]]
@@ -237,14 +263,17 @@ def peer(build, factors, seconds, max_conns_list, log):
                         ("nginx" if mc > 0 else "nginx_no_max_conns", mc, n, p)
                         for mc, n, p in ngxs]:
                     urls = [p.http for p in procs[1:]]
-                    e0 = runs_executed(urls)
-                    c0 = [proc_cpu_s(p.p.pid) for p in procs[1:]]
-                    n0 = sum(proc_cpu_s(q) or 0 for q in nginx_pids(ngx)) if ngx else 0
+
+                    def snap():
+                        return (runs_executed(urls), [proc_cpu_s(p.p.pid) for p in procs[1:]],
+                                sum(proc_cpu_s(q) or 0 for q in nginx_pids(ngx)) if ngx else 0)
                     if ngx is None:
-                        r = gen(exe, ["aims", reg.addr, "mlp@1", f * cap, seconds])
+                        r, m = gen_phase(exe, ["aims", reg.addr, "mlp@1", f * cap, seconds], snap)
                     else:
-                        r = gen(exe, ["http", "127.0.0.1", nport,
-                                      "/v2/models/mlp/versions/1/infer", f * cap, seconds])
+                        r, m = gen_phase(exe, ["http", "127.0.0.1", nport,
+                                               "/v2/models/mlp/versions/1/infer", f * cap,
+                                               seconds], snap)
+                    e0, c0, n0 = m if m else (None, [], 0)
                     e1 = runs_executed(urls)
                     runs = e1 - e0 if e0 is not None and e1 is not None else None
                     c1 = [proc_cpu_s(p.p.pid) for p in procs[1:]]

@@ -112,7 +112,7 @@ def main():
     ap.add_argument("--pair", action="store_true", help="goodput: also on two instances")
     ap.add_argument("--no-chrt", action="store_true")
     ap.add_argument("--what", default="goodput,peer,hung,lifo")
-    ap.add_argument("--nginx-max-conns", default="4",
+    ap.add_argument("--nginx-max-conns", default="4,0",
                     help="comma-separated: one nginx per value, 0 = without max_conns")
     ap.add_argument("--hung-rate", type=float, default=300.0)
     ap.add_argument("--out-dir", default="bench/results")
