@@ -93,9 +93,11 @@ bench-pipe-run:
 	-ninja -C $(BENCH_BUILD) bench/peer_zmq_pipe
 	/usr/bin/python3 bench/run_pipe.py --build-dir $(BENCH_BUILD) $(PIPE_ARGS)
 
-# Only the overload goal (issue 11, R6): goodput, rejection p50/p99 and success
-# p99 of one node offered 2.5x and 1.25x its capacity (under chrt -f 1):
-# `make -f bench/bench.mk bench-overload OVERLOAD_ARGS="--seconds 15"`.
+# Only the overload goals (issue 11, R6 and R4b): goodput, rejection p50/p99 and
+# success p99 of one node offered 1.25x, 2.5x and 5x its capacity (under chrt -f 1),
+# the same through nginx (max_conns) vs libaims' client in front of two instances,
+# one of three instances hung, FIFO vs LIFO:
+# `make -f bench/bench.mk bench-overload OVERLOAD_ARGS="--seconds 15 --what peer"`.
 # Needs the integration test binary, so its own release build with tests on.
 OVERLOAD_BUILD ?= build-bench-ovl
 .PHONY: bench-overload bench-overload-run
@@ -104,7 +106,7 @@ bench-overload:
 	@$(MAKE) --no-print-directory -f bench/bench.mk bench-overload-run
 
 bench-overload-run:
-	ninja -C $(OVERLOAD_BUILD) tests/integration/test_goodput examples/aims_node
+	ninja -C $(OVERLOAD_BUILD) tests/integration/test_goodput examples/aims_node bench/bench_overload
 	/usr/bin/python3 bench/run_overload.py --build-dir $(OVERLOAD_BUILD) $(OVERLOAD_ARGS)
 
 # Only the etcd goals (issue 13): P13a registry operations next to etcdctl and

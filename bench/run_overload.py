@@ -15,8 +15,19 @@ Under `chrt -f 1` by default (SCHED_FIFO for the client and the daemons it
 spawns: the machine is shared, so without it the figures swing with other
 load); --no-chrt to measure without.
 
+--what picks the parts (default all, comma-separated):
+  goodput  the test_goodput phases above (one instance; with --pair also two
+           instances behind one client at the same factors)
+  peer     R6 side by side: libaims' client vs nginx (max_conns, next-upstream)
+           in front of the same two MLP instances' HTTP front doors, the same
+           open-loop offer (bench/overload_peer.py says how)
+  hung     R4b: failed calls and p99 with one of three instances SIGSTOPped
+  lifo     FIFO (default) vs LIFO vs LIFO without the adaptive limit
+peer/hung/lifo use bench/bench_overload (the load generator, one thread).
+
 Usage: python3 bench/run_overload.py --build-dir build-bench-ovl [--seconds 15]
-       [--factors 2.5,1.25] [--pair] [--no-chrt]
+       [--factors 2.5,1.25,5] [--pair] [--no-chrt] [--what goodput,peer,hung,lifo]
+       [--nginx-max-conns 4[,0]]
 """
 
 import argparse
@@ -30,6 +41,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import machine_info  # noqa: E402
+import overload_peer  # noqa: E402
 
 METHOD = ("tests/integration/test_goodput: registry node + one aims_node echo instance "
           "(--slow-us 10000 --concurrency 1 --workers 1) on tcp://127.0.0.1; capacity = closed "
@@ -49,39 +61,95 @@ def harness_record(row):
             "reject_p99_ms": row.get("reject_p99_ms"), "git": row.get("git")}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build-dir", default="build-bench-ovl")
-    ap.add_argument("--seconds", type=int, default=15)
-    ap.add_argument("--factors", default="2.5,1.25")
-    ap.add_argument("--pair", action="store_true", help="also 2.5x on two instances")
-    ap.add_argument("--no-chrt", action="store_true")
-    ap.add_argument("--out-dir", default="bench/results")
-    a = ap.parse_args()
+def peer_record(row):
+    """A peer/hung/lifo row in the harness's record shape."""
+    if row["bench"] == "R4b-hung":
+        return {"goal": "R4b", "description": "failed idempotent calls, one of 3 instances hung",
+                "contender": "libaims", "metric": "failed_calls", "median": row["failed"],
+                "unit": "calls", "n": 1, "ok_p99_ms": row["ok_p99_ms"], "git": row.get("git")}
+    who = row.get("via") or "libaims-" + row.get("variant", "")
+    return {"goal": "R6", "description": "goodput under overload, % of capacity",
+            "contender": who, "metric": "goodput_pct_%gx_%d_inst" % (row["factor"],
+                                                                     row["instances"]),
+            "median": row["goodput_pct_of_capacity"], "unit": "%", "n": 1,
+            "ok_p99_ms": row["ok_p99_ms"], "git": row.get("git")}
+
+
+def run_goodput(a, chrt):
     test = os.path.join(a.build_dir, "tests/integration/test_goodput")
     node = os.path.join(a.build_dir, "examples/aims_node")
     for f in (test, node):
         if not os.access(f, os.X_OK):
             sys.exit(f"missing {f}: build it (make -f bench/bench.mk bench-overload)")
-    chrt = not a.no_chrt and shutil.which("chrt") is not None
-    if chrt and subprocess.run(["chrt", "-f", "1", "true"]).returncode != 0:
-        print("chrt -f 1 not permitted here: measuring without it", file=sys.stderr)
-        chrt = False
     with tempfile.TemporaryDirectory() as tmp:
         jpath = os.path.join(tmp, "phases.jsonl")
         env = dict(os.environ, AIMS_GOODPUT_NOCHECK="1", AIMS_GOODPUT_JSON=jpath,
                    AIMS_GOODPUT_SECONDS=str(a.seconds), AIMS_GOODPUT_FACTORS=a.factors,
-                   AIMS_GOODPUT_PAIR="1" if a.pair else "0")
+                   AIMS_GOODPUT_PAIR="1" if a.pair else "0", AIMS_GOODPUT_PAIR_FACTORS=a.factors)
         cmd = (["chrt", "-f", "1"] if chrt else []) + [test, node]
-        info = machine_info()
-        budget = 60 + (len(a.factors.split(",")) + (2 if a.pair else 0)) * (a.seconds + 15)
+        nf = len(a.factors.split(","))
+        budget = 60 + (nf + (nf + 1 if a.pair else 0)) * (a.seconds + 15)
         r = subprocess.run(cmd, env=env, timeout=budget)
         rows = []
         if os.path.exists(jpath):
             with open(jpath) as f:
                 rows = [json.loads(line) for line in f if line.strip()]
     if not rows:
-        sys.exit(f"test_goodput produced no figures (exit {r.returncode})")
+        print(f"test_goodput produced no figures (exit {r.returncode})", file=sys.stderr)
+    for row in rows:
+        print(f"{row['instances']} instance(s) {row['factor']}x: goodput {row['goodput_per_s']}/s"
+              f" = {row['goodput_pct_of_capacity']} % of capacity"
+              f" ({row['goodput_pct_of_runs']} % of runs executed); ok p99 {row['ok_p99_ms']} ms;"
+              f" rejection p50 {row['reject_p50_ms']} ms p99 {row['reject_p99_ms']} ms")
+    return rows, " ".join(cmd), r.returncode
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build-dir", default="build-bench-ovl")
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--factors", default="1.25,2.5,5")
+    ap.add_argument("--pair", action="store_true", help="goodput: also on two instances")
+    ap.add_argument("--no-chrt", action="store_true")
+    ap.add_argument("--what", default="goodput,peer,hung,lifo")
+    ap.add_argument("--nginx-max-conns", default="4,0",
+                    help="comma-separated: one nginx per value, 0 = without max_conns")
+    ap.add_argument("--hung-rate", type=float, default=300.0)
+    ap.add_argument("--out-dir", default="bench/results")
+    a = ap.parse_args()
+    what = set(a.what.split(","))
+    factors = [float(x) for x in a.factors.split(",")]
+    chrt = not a.no_chrt and shutil.which("chrt") is not None
+    if chrt and subprocess.run(["chrt", "-f", "1", "true"]).returncode != 0:
+        print("chrt -f 1 not permitted here: measuring without it", file=sys.stderr)
+        chrt = False
+    info = machine_info()
+    overload_peer.PREFIX = ["chrt", "-f", "1"] if chrt else []
+    rows, extra = [], []
+    rc = 0
+    cmd = "python3 bench/run_overload.py " + " ".join(sys.argv[1:])
+    if "goodput" in what:
+        rows, cmd_g, rc = run_goodput(a, chrt)
+        cmd = cmd_g if what == {"goodput"} else cmd
+    gen = os.path.join(a.build_dir, "bench/bench_overload")
+    if what & {"peer", "hung", "lifo"} and not os.access(gen, os.X_OK):
+        sys.exit(f"missing {gen}: build it (ninja -C {a.build_dir} bench/bench_overload)")
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    try:
+        if "peer" in what:
+            extra += overload_peer.peer(a.build_dir, factors, a.seconds,
+                                        [int(x) for x in a.nginx_max_conns.split(",")], log)
+        if "hung" in what:
+            extra += overload_peer.hung(a.build_dir, 12, a.hung_rate, log)
+        if "lifo" in what:
+            extra += overload_peer.lifo(a.build_dir, [f for f in factors if f >= 2.5] or factors,
+                                        a.seconds, log)
+    except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as ex:
+        print(f"overload bench part failed: {ex}", file=sys.stderr)
+        extra.append({"bench": "R6-peer", "error": str(ex)})
+        rc = 1
+    if not rows and not extra:
+        sys.exit("no figures")
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
@@ -93,19 +161,20 @@ def main():
     with open(out, "w") as f:
         for row in rows:
             row = {"bench": "R6-overload", "git": commit, "chrt_fifo_1": chrt,
-                   "command": " ".join(cmd), "method": METHOD, **row, "machine": info}
+                   "command": cmd, "method": METHOD, **row, "machine": info}
             f.write(json.dumps(row) + "\n")
             # The harness's record shape too (goal, contender, metric, median), so
             # `aims plot` and the results tables read this file like the others.
             f.write(json.dumps(harness_record(row)) + "\n")
+        for row in extra:
+            row = {"git": commit, "command": cmd, "method": overload_peer.__doc__.strip(),
+                   **row, "machine": info}
+            f.write(json.dumps(row) + "\n")
+            if "error" not in row:
+                f.write(json.dumps(peer_record(row)) + "\n")
     shutil.copyfile(out, os.path.join(a.out_dir, "latest-overload.jsonl"))
-    for row in rows:
-        print(f"{row['instances']} instance(s) {row['factor']}x: goodput {row['goodput_per_s']}/s"
-              f" = {row['goodput_pct_of_capacity']} % of capacity"
-              f" ({row['goodput_pct_of_runs']} % of runs executed); ok p99 {row['ok_p99_ms']} ms;"
-              f" rejection p50 {row['reject_p50_ms']} ms p99 {row['reject_p99_ms']} ms")
     print(f"written {out}")
-    return 0 if r.returncode == 0 else 1
+    return 0 if rc == 0 else 1
 
 
 if __name__ == "__main__":

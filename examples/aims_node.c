@@ -23,7 +23,11 @@
  * every request; --audit appends one JSON line per audit event (joins,
  * registrations, denials, train submits, results, model swaps) to FILE.
  *             [--http HOST:PORT [--http-insecure]]
+ *             [--param NAME=VALUE ...]
  *
+ * --param sets an integer parameter by its aims_param_by_name() name on every
+ * service (AIMS_SERVICE_*: e.g. climit_tolerance_pct=0, lifo=1, batch_max=64)
+ * or on the HTTP front door (AIMS_HTTP_*: e.g. http_timeout_ms=2000).
  * Installed as `aims-node` (the build tree keeps the name aims_node for the
  * tests). --help prints the usage on stdout and exits 0; --version prints the
  * library version. Every flag may also come from the environment:
@@ -110,6 +114,8 @@ typedef struct options {
     const char *http; /* --http: KServe v2 / metrics front door address */
     int http_insecure;
     const char *train_store; /* --train-store: durable jobs of every --train (docs/JOBS.md) */
+    const char *param[MAX_SERVICES]; /* --param NAME=VALUE */
+    size_t n_param;
 } options;
 
 /* Objects the daemon created, released in reverse order by teardown(). */
@@ -141,6 +147,7 @@ static void usage_to(FILE *f)
             "                 [--tls-peer NAME ...] [--insecure]\n"
             "                 [--policy FILE] [--audit FILE]\n"
             "                 [--http HOST:PORT [--http-insecure]]\n"
+            "                 [--param NAME=VALUE ...]\n"
             "                 [--log-format text|json|auto] [--log-level debug|info|warn|error]\n"
             "       aims-node --help | --version\n");
 }
@@ -152,7 +159,7 @@ static void usage(void)
 
 /* Flags of the environment (AIMS_NODE_<FLAG>) that repeat or take no value. */
 static const char *const k_env_repeatable[] = {"listen", "infer", "preprocess", "train", "echo",
-                                               "tls-peer",
+                                               "tls-peer", "param",
                                                NULL};
 static const char *const k_env_switches[] = {"host-registry", "insecure", "http-insecure", NULL};
 
@@ -179,6 +186,24 @@ static int parse_i64(const char *s, int64_t *out)
     }
     *out = (int64_t)v;
     return 0;
+}
+
+/* --param "NAME=VALUE": 1 with the parameter and value when NAME's number is
+ * in [lo, hi], 0 when it is not, -1 when the spec is malformed. */
+static int param_spec(const char *spec, int lo, int hi, aims_param *p, int64_t *v)
+{
+    char name[64];
+    const char *eq = strchr(spec, '=');
+    if (eq == NULL || eq == spec || (size_t)(eq - spec) >= sizeof name ||
+        parse_i64(eq + 1, v) != 0) {
+        return -1;
+    }
+    memcpy(name, spec, (size_t)(eq - spec));
+    name[eq - spec] = '\0';
+    if (aims_param_by_name(name, p) != AIMS_OK) {
+        return -1;
+    }
+    return (int)*p >= lo && (int)*p <= hi;
 }
 
 /* "NAME=PATH" (infer, preprocess) or "NAME" (train, echo) into a spec. */
@@ -219,6 +244,18 @@ static int parse_flag(options *o, const char *flag, const char *val)
         o->listen[o->n_listen++] = val;
     } else if (strcmp(flag, "--http") == 0) {
         o->http = val;
+        return 0;
+    } else if (strcmp(flag, "--param") == 0) {
+        aims_param p;
+        int64_t v = 0;
+        if (o->n_param == MAX_SERVICES ||
+            (param_spec(val, 720, 739, &p, &v) != 1 && param_spec(val, 780, 799, &p, &v) != 1)) {
+            fprintf(stderr, "aims_node: --param wants NAME=VALUE with the name of a service or "
+                            "HTTP parameter and a non-negative integer (at most %d), got '%s'\n",
+                    MAX_SERVICES, val);
+            return -1;
+        }
+        o->param[o->n_param++] = val;
         return 0;
     } else if (strcmp(flag, "--join") == 0) {
         o->join = val;
@@ -414,6 +451,13 @@ static int add_services(daemon_state *st, const options *o)
         if (o->inline_run >= 0) {
             CHECK(st, aims_service_set_param_i64(s, AIMS_SERVICE_INLINE, o->inline_run), what);
         }
+        for (size_t k = 0; k < o->n_param; k++) {
+            aims_param p;
+            int64_t v = 0;
+            if (param_spec(o->param[k], 720, 739, &p, &v) == 1) {
+                CHECK(st, aims_service_set_param_i64(s, p, v), o->param[k]);
+            }
+        }
     }
     return 0;
 }
@@ -537,6 +581,13 @@ static int start_http(daemon_state *st, const options *o)
     }
     if (rc == AIMS_OK && o->http_insecure) {
         rc = aims_http_set_param_i64(st->http, AIMS_HTTP_INSECURE, 1);
+    }
+    for (size_t k = 0; rc == AIMS_OK && k < o->n_param; k++) {
+        aims_param p;
+        int64_t v = 0;
+        if (param_spec(o->param[k], 780, 799, &p, &v) == 1) {
+            rc = aims_http_set_param_i64(st->http, p, v);
+        }
     }
     if (rc == AIMS_OK) {
         rc = aims_http_start(st->http);

@@ -119,6 +119,8 @@ static const param_row k_params[] = {
     {AIMS_SERVICE_BATCH_DELAY_US, "batch_delay_us", I64, 0, 10000000, 200},
     {AIMS_SERVICE_INLINE, "inline", I64, 0, 1, 1},
     {AIMS_SERVICE_WEIGHT, "weight", I64, 1, 10000, 100},
+    {AIMS_SERVICE_CLIMIT_TOLERANCE_PCT, "climit_tolerance_pct", I64, 0, 100000, 200},
+    {AIMS_SERVICE_LIFO, "lifo", I64, 0, 1, 0},
 
     {AIMS_CLIENT_TIMEOUT_MS, "timeout_ms", I64, 1, 86400000, 10000},
     {AIMS_CLIENT_RETRY_BUDGET, "retry_budget", F64, 0, 10, 0.2},

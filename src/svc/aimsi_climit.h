@@ -15,7 +15,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define AIMSI_CLIMIT_TOLERANCE 2.0      /* rtt up to 2x the no-queue rtt: no decrease */
+#define AIMSI_CLIMIT_TOLERANCE 2.0      /* default: rtt up to 2x the no-queue rtt: no decrease */
 #define AIMSI_CLIMIT_SMOOTHING 0.2      /* weight of a new limit */
 #define AIMSI_CLIMIT_WINDOW_NS 5000000000u /* the no-queue rtt: min over 5 s windows */
 
@@ -32,15 +32,16 @@ typedef struct aimsi_climit {
  * service was app-limited (in_system < limit / 2); smoothed by SMOOTHING and
  * clamped to [lo, hi]. Pure: unit-tested. */
 double aimsi_climit_next(double limit, uint64_t min_rtt, uint64_t rtt, int64_t in_system,
-                         double lo, double hi);
+                         double lo, double hi, double tolerance);
 
 void aimsi_climit_init(aimsi_climit *c);
 /* A run of run_ns (no queueing in it): the no-queue rtt. */
 void aimsi_climit_note_run(aimsi_climit *c, uint64_t now, uint64_t run_ns);
 /* A request answered after sojourn_ns (queue wait + run) with in_system
- * requests queued or running: one step of the limit. */
+ * requests queued or running: one step of the limit (tolerance: the service's
+ * AIMS_SERVICE_CLIMIT_TOLERANCE_PCT / 100). */
 void aimsi_climit_note_sojourn(aimsi_climit *c, uint64_t sojourn_ns, int64_t in_system, double lo,
-                               double hi);
+                               double hi, double tolerance);
 /* The current limit (hi before the first sample). */
 int64_t aimsi_climit_get(const aimsi_climit *c, double lo, double hi);
 

@@ -70,6 +70,7 @@ struct aims_service {
     void *impl;
     /* parameters (set before start) */
     int64_t p_concurrency, p_queue_cap, p_batch_max, p_batch_delay_us, p_inline, p_weight;
+    int64_t p_climit_tol_pct, p_lifo; /* svc_admit.c: adaptive limit tolerance (0 off), LIFO */
     int64_t limit;                   /* resolved concurrency limit (>= 1) */
     int can_inline;                  /* resolved at start */
     _Atomic int state;

@@ -512,6 +512,9 @@ static const aimsi_param_field k_service_fields[] = {
      offsetof(struct aims_service, p_batch_delay_us)},
     {AIMS_SERVICE_INLINE, AIMSI_FIELD_I64, offsetof(struct aims_service, p_inline)},
     {AIMS_SERVICE_WEIGHT, AIMSI_FIELD_I64, offsetof(struct aims_service, p_weight)},
+    {AIMS_SERVICE_CLIMIT_TOLERANCE_PCT, AIMSI_FIELD_I64,
+     offsetof(struct aims_service, p_climit_tol_pct)},
+    {AIMS_SERVICE_LIFO, AIMSI_FIELD_I64, offsetof(struct aims_service, p_lifo)},
 };
 static const aimsi_param_map k_service_map = {720, 739, k_service_fields,
                                               sizeof k_service_fields / sizeof k_service_fields[0]};

@@ -49,6 +49,15 @@
  *  - Dropped before running. At take time, a request whose deadline passed or
  *    that can no longer finish before it (now + one run > deadline) is
  *    completed with AIMS_E_TIMEOUT without running.
+ *  - Tuning (AIMS_SERVICE_CLIMIT_TOLERANCE_PCT, AIMS_SERVICE_LIFO). The limit's
+ *    latency tolerance is a service parameter (0 turns the limit off: then
+ *    queue_cap, the deadline and the target bound the queue). lifo = 1 brings
+ *    back the design the FIFO replaced, as an option: under sustained
+ *    overload admission goes by the deadline alone (no target cap at
+ *    arrival), the newest request is served first, and a queued request that
+ *    waited past the target is dropped with AIMS_E_OVERLOADED and a hint
+ *    (CoDel's drop, but after the wait rather than at arrival).
+ *    docs/OVERLOAD.md has both measured side by side.
  *  - Retry hint. Every AIMS_E_OVERLOADED says "retry after N ms": the time the
  *    queue needs, at its drain rate (items per run x concurrency per ewma), to
  *    come down to the level at which a fresh request would be admitted (at
@@ -120,9 +129,12 @@ static double climit_hi(const aims_service *s)
 
 void aimsi_admit_note_done(aims_service *s, uint64_t sojourn_ns)
 {
+    if (s->p_climit_tol_pct <= 0) {
+        return; /* adaptive limit off */
+    }
     aimsi_climit_note_sojourn(&s->climit, sojourn_ns,
                               in_system(s, atomic_load_explicit(&s->queued, memory_order_relaxed)),
-                              climit_lo(s), climit_hi(s));
+                              climit_lo(s), climit_hi(s), (double)s->p_climit_tol_pct / 100.0);
 }
 
 void aimsi_admit_note_run(aims_service *s, uint64_t old_ewma, uint64_t run_ns)
@@ -169,7 +181,9 @@ aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t
         return AIMS_E_TIMEOUT;
     }
     const int64_t in_sys = in_system(s, q);
-    const int64_t lim = aimsi_climit_get(&s->climit, climit_lo(s), climit_hi(s));
+    const int64_t lim = s->p_climit_tol_pct > 0
+                            ? aimsi_climit_get(&s->climit, climit_lo(s), climit_hi(s))
+                            : INT64_MAX;
     if (in_sys >= lim && estimate(s, q) - ewma > target(s) / 2u) {
         const uint64_t allowed = estimate(s, lim - 1 - (in_sys - q)) - ewma;
         snprintf(text, cap,
@@ -179,7 +193,7 @@ aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t
         return AIMS_E_OVERLOADED;
     }
     const uint64_t est = estimate(s, q);
-    if (overloaded(s, now) && est - ewma > target(s)) {
+    if (!s->p_lifo && overloaded(s, now) && est - ewma > target(s)) {
         snprintf(text, cap,
                  "service %s overloaded: about %" PRIu64 " us queued (target %" PRIu64
                  " us under sustained overload); retry after %" PRIu64 " ms",
@@ -238,21 +252,34 @@ static aims_status doomed(const aims_service *s, const aimsi_qitem *it, uint64_t
     return AIMS_OK;
 }
 
+static void drop_item(aimsi_qitem *it, aims_status why, aimsi_qitem **dropped)
+{
+    it->w.status = why;
+    it->next = *dropped;
+    *dropped = it;
+}
+
 aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped)
 {
     aimsi_qitem *it = NULL;
-    /* FIFO; the ones that ran out of time while queued are dropped unrun. */
+    /* FIFO (or, with lifo under sustained overload, newest first); the ones
+     * that ran out of time while queued are dropped unrun. */
+    const int lifo = s->p_lifo && overloaded(s, now);
     while (it == NULL && s->head != NULL) {
-        aimsi_qitem *cand = s->head;
+        aimsi_qitem *cand = lifo ? s->tail : s->head;
         unlink_item(s, cand);
         const aims_status why = doomed(s, cand, now);
         if (why != AIMS_OK) {
-            cand->w.status = why;
-            cand->next = *dropped;
-            *dropped = cand;
+            drop_item(cand, why, dropped);
             continue;
         }
         it = cand;
+    }
+    /* lifo: what waited past the target is stale; its caller may still retry. */
+    while (lifo && s->head != NULL && now - s->head->t_enq > target(s)) {
+        aimsi_qitem *old = s->head;
+        unlink_item(s, old);
+        drop_item(old, AIMS_E_OVERLOADED, dropped);
     }
     if (s->head == NULL) {
         s->busy_since_ns = 0;

@@ -7,7 +7,9 @@
  * adaptive concurrency filter find it from latency: while the round-trip time
  * stays near the no-load one, the limit grows (by sqrt(limit), the queue it
  * allows); when it grows past TOLERANCE x the no-load one, the limit shrinks
- * in proportion (at most halving a step). For a service doing one run at a
+ * in proportion (at most halving a step); TOLERANCE is the service's
+ * AIMS_SERVICE_CLIMIT_TOLERANCE_PCT / 100 (0 turns the limit off in
+ * svc_admit.c). For a service doing one run at a
  * time the fixed point of limit = limit x 2/limit + sqrt(limit) is 4: one
  * running, about three queued, a bounded queueing delay whatever the offer.
  *
@@ -28,12 +30,12 @@
 #include <math.h>
 
 double aimsi_climit_next(double limit, uint64_t min_rtt, uint64_t rtt, int64_t in_system,
-                         double lo, double hi)
+                         double lo, double hi, double tolerance)
 {
     if (rtt == 0 || min_rtt == 0) {
         return limit;
     }
-    double g = AIMSI_CLIMIT_TOLERANCE * (double)min_rtt / (double)rtt;
+    double g = tolerance * (double)min_rtt / (double)rtt;
     g = g < 0.5 ? 0.5 : (g > 1.0 ? 1.0 : g);
     double next = limit * g + sqrt(limit);
     if ((double)in_system < limit / 2.0 && next > limit) {
@@ -88,7 +90,7 @@ int64_t aimsi_climit_get(const aimsi_climit *c, double lo, double hi)
 }
 
 void aimsi_climit_note_sojourn(aimsi_climit *c, uint64_t sojourn_ns, int64_t in_system, double lo,
-                               double hi)
+                               double hi, double tolerance)
 {
     const uint64_t base = no_load_rtt(c);
     if (base == 0) {
@@ -96,7 +98,7 @@ void aimsi_climit_note_sojourn(aimsi_climit *c, uint64_t sojourn_ns, int64_t in_
     }
     const uint64_t lm = atomic_load_explicit(&c->limit_milli, memory_order_relaxed);
     const double cur = lm == 0 ? hi : (double)lm / 1000.0;
-    const double next = aimsi_climit_next(cur, base, sojourn_ns, in_system, lo, hi);
+    const double next = aimsi_climit_next(cur, base, sojourn_ns, in_system, lo, hi, tolerance);
     atomic_store_explicit(&c->limit_milli, (uint64_t)(next * 1000.0) + 1u, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->n_samples, 1, memory_order_relaxed);
 }

@@ -28,14 +28,17 @@
  * latency of the node's own rejections is seen (its p99 is printed; no timing
  * assertion).
  *
- * Then a second instance joins and the pair is offered 2.5x the capacity the
- * test measures for the two (OVERLOADED calls retry on the other instance).
+ * Then a second instance joins and the pair is offered 1.25x, 2.5x and 5x
+ * the capacity the test measures for the two (OVERLOADED calls retry on the
+ * other instance after the hint), with the same checks: the issue's "the
+ * same with two nodes behind one client".
  *
  * Environment: AIMS_GOODPUT_SECONDS (phase length, default 6),
  * AIMS_GOODPUT_FACTORS ("1.25,2.5,5"), AIMS_GOODPUT_NOCHECK=1 (measure only:
  * print the figures, assert nothing about goodput), AIMS_GOODPUT_JSON=path
  * (append one JSON line per phase: `make -f bench/bench.mk bench-overload`),
- * AIMS_GOODPUT_PAIR=0 (skip the two-instance phase).
+ * AIMS_GOODPUT_PAIR=0 (skip the two-instance phases), AIMS_GOODPUT_PAIR_FACTORS
+ * (their factors, default "1.25,2.5,5").
  */
 #include "itest.h"
 
@@ -397,7 +400,14 @@ int main(int argc, char **argv)
         const double cap2 = measure_capacity(c, req);
         it_log("measured capacity of two instances: %.1f calls/s", cap2);
         const it_proc *const two[3] = {&node, &node2, NULL};
-        (void)run_phase(c, req, two, cap2, 2.5, seconds, check);
+        const char *env_pf = getenv("AIMS_GOODPUT_PAIR_FACTORS");
+        snprintf(factors, sizeof factors, "%s", env_pf != NULL ? env_pf : "1.25,2.5,5");
+        for (char *save = NULL, *tok = strtok_r(factors, ",", &save); tok != NULL;
+             tok = strtok_r(NULL, ",", &save)) {
+            const double f = atof(tok);
+            IT_CHECK(f > 0.0 && f <= 20.0, "bad factor '%s'", tok);
+            (void)run_phase(c, req, two, cap2, f, seconds, check);
+        }
     }
     /* Afterwards: normal service. */
     for (int i = 0; i < 20; i++) {

@@ -21,6 +21,7 @@
 #define R_NS 10000000u /* one run: 10 ms */
 #define LO 2.0
 #define HI 1000.0
+#define TOL AIMSI_CLIMIT_TOLERANCE
 
 /* `steps` requests through the model (one every run), the service always
  * full to its limit (an offered load far above capacity). */
@@ -29,7 +30,7 @@ static uint64_t drive(aimsi_climit *c, uint64_t now, uint64_t run_ns, int steps)
     for (int i = 0; i < steps; i++) {
         const int64_t l = aimsi_climit_get(c, LO, HI);
         aimsi_climit_note_run(c, now, run_ns);
-        aimsi_climit_note_sojourn(c, (uint64_t)l * run_ns, l, LO, HI);
+        aimsi_climit_note_sojourn(c, (uint64_t)l * run_ns, l, LO, HI, AIMSI_CLIMIT_TOLERANCE);
         now += run_ns;
     }
     return now;
@@ -52,9 +53,21 @@ static void converges_from_below(void **state)
     double l = LO;
     for (int i = 0; i < 300; i++) {
         const uint64_t in_sys = (uint64_t)l;
-        l = aimsi_climit_next(l, R_NS, in_sys * R_NS, (int64_t)in_sys, LO, HI);
+        l = aimsi_climit_next(l, R_NS, in_sys * R_NS, (int64_t)in_sys, LO, HI, TOL);
     }
     assert_in_range((int64_t)l, 3, 5);
+}
+
+/* AIMS_SERVICE_CLIMIT_TOLERANCE_PCT = 400: the fixed point of L = 4 + sqrt(L), 6.56. */
+static void tolerance_moves_fixed_point(void **state)
+{
+    (void)state;
+    double l = LO;
+    for (int i = 0; i < 300; i++) {
+        const uint64_t in_sys = (uint64_t)l;
+        l = aimsi_climit_next(l, R_NS, in_sys * R_NS, (int64_t)in_sys, LO, HI, 4.0);
+    }
+    assert_in_range((int64_t)l, 5, 7);
 }
 
 static void grows_when_latency_flat(void **state)
@@ -63,7 +76,7 @@ static void grows_when_latency_flat(void **state)
     /* Many workers: latency does not grow with the load. */
     double l = 10.0;
     for (int i = 0; i < 500; i++) {
-        l = aimsi_climit_next(l, R_NS, R_NS, (int64_t)l, LO, HI);
+        l = aimsi_climit_next(l, R_NS, R_NS, (int64_t)l, LO, HI, TOL);
     }
     assert_int_equal((int64_t)l, 1000);
 }
@@ -73,7 +86,7 @@ static void app_limited_does_not_grow(void **state)
     (void)state;
     double l = 10.0;
     for (int i = 0; i < 500; i++) {
-        l = aimsi_climit_next(l, R_NS, R_NS, 1, LO, HI); /* one request in at a time */
+        l = aimsi_climit_next(l, R_NS, R_NS, 1, LO, HI, TOL); /* one request in at a time */
     }
     assert_int_equal((int64_t)l, 10);
 }
@@ -96,15 +109,16 @@ static void bounds_hold(void **state)
 {
     (void)state;
     /* A sojourn 100x the run time at the floor: stays at lo. */
-    assert_true(aimsi_climit_next(LO, R_NS, 100u * R_NS, 2, LO, HI) >= LO);
+    assert_true(aimsi_climit_next(LO, R_NS, 100u * R_NS, 2, LO, HI, TOL) >= LO);
     /* No data: unchanged. */
-    assert_true(aimsi_climit_next(7.0, 0, R_NS, 7, LO, HI) == 7.0);
+    assert_true(aimsi_climit_next(7.0, 0, R_NS, 7, LO, HI, TOL) == 7.0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(converges_from_above), cmocka_unit_test(converges_from_below),
+        cmocka_unit_test(tolerance_moves_fixed_point),
         cmocka_unit_test(grows_when_latency_flat), cmocka_unit_test(app_limited_does_not_grow),
         cmocka_unit_test(reconverges_after_slowdown), cmocka_unit_test(bounds_hold),
     };
