@@ -361,9 +361,9 @@ typedef struct gemm_job {
  * one batch) its 8 rows x 32 columns are ~1 us of compute against up to 48
  * scattered cache lines of memory. */
 enum { PREFETCH_BLOCKS = 2 }; /* how many blocks ahead */
-static inline void prefetch_block(const gemm_job *g, size_t i, size_t j0, size_t cols)
+static inline void prefetch_block(const gemm_job *g, size_t i, size_t end, size_t j0, size_t cols)
 {
-    const size_t rows = i >= g->m ? 0 : (g->m - i >= MR ? MR : g->m - i);
+    const size_t rows = i >= end ? 0 : (end - i >= MR ? MR : end - i);
     const aimsi_gemm_epi *e = g->epi;
     for (size_t r = 0; r < rows; r++) {
         const float *c = g->c + (i + r) * g->ldc + j0;
@@ -382,10 +382,9 @@ static inline void prefetch_block(const gemm_job *g, size_t i, size_t j0, size_t
     }
 }
 
-static void run_panel(void *ctx, size_t p)
+/* Pack panel p of B into `panel`, then C rows [i0, i1) x the panel's columns. */
+static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_t i1)
 {
-    const gemm_job *g = ctx;
-    uint32_t *panel = g->bp + p * g->ks * NR;
     const size_t j0 = p * NR;
     const size_t cols = g->n - j0 >= NR ? NR : g->n - j0;
     if (g->prec == AIMSI_GEMM_BF16) {
@@ -399,12 +398,12 @@ static void run_panel(void *ctx, size_t p)
     } else {
         pack_n_f32(j0, cols, g->k, g->b, g->ldb, panel);
     }
-    prefetch_block(g, 0, j0, cols);
-    prefetch_block(g, MR, j0, cols);
-    for (size_t i = 0; i < g->m; i += MR) {
-        const size_t rows = g->m - i >= MR ? MR : g->m - i;
+    prefetch_block(g, i0, i1, j0, cols);
+    prefetch_block(g, i0 + MR, i1, j0, cols);
+    for (size_t i = i0; i < i1; i += MR) {
+        const size_t rows = i1 - i >= MR ? MR : i1 - i;
         float *c = g->c + i * g->ldc + j0;
-        prefetch_block(g, i + PREFETCH_BLOCKS * MR, j0, cols);
+        prefetch_block(g, i + PREFETCH_BLOCKS * MR, i1, j0, cols);
         if (g->prec == AIMSI_GEMM_BF16) {
             kernel_bf16(rows, cols, g->ks, (const uint32_t *)g->a + i * g->stride_i, g->stride_i,
                         g->stride_k, panel, g->beta, c, g->ldc, g->epi, i, j0);
@@ -414,6 +413,12 @@ static void run_panel(void *ctx, size_t p)
         }
     }
 }
+
+static void run_panel(const gemm_job *g, size_t p)
+{
+    sweep(g, p, g->bp + p * g->ks * NR, 0, g->m);
+}
+
 /* Panel range s is [s * panels / slots, (s + 1) * panels / slots). */
 static size_t range_end(const gemm_job *g, size_t s)
 {
@@ -442,6 +447,35 @@ static void run_ranges(void *ctx, size_t item)
                 break;
             }
             run_panel(g, p);
+        }
+    }
+}
+/* Row mode, for a GEMM whose epilogue updates weights (the SGD step in the
+ * weight-gradient GEMM): range s is row blocks [s * blocks / slots, ...) of C,
+ * i.e. output neurons, the same split as the forward GEMM's panels (its n is
+ * the neurons), so with the same CPU preference each CPU updates exactly the
+ * rows of w and v that it reads in the forward: they stay in its L2 instead
+ * of crossing between the cores every step. A range is taken whole (each
+ * thread packs every B panel into its own buffer, the panel slot of its range
+ * number) and ranges no thread claimed are taken by the others. */
+static void run_rows(void *ctx, size_t item)
+{
+    gemm_job *g = ctx;
+    (void)item;
+    const int cpu = sched_getcpu();
+    const size_t home = cpu >= 0 ? (size_t)cpu % g->slots : 0;
+    const size_t blocks = (g->m + MR - 1) / MR;
+    for (size_t d = 0; d < g->slots; d++) {
+        const size_t s = (home + d) % g->slots;
+        if (atomic_exchange_explicit(&g->next[s], 1, memory_order_relaxed) != 0) {
+            continue; /* taken */
+        }
+        const size_t i0 = s * blocks / g->slots * MR;
+        const size_t b1 = (s + 1) * blocks / g->slots * MR;
+        const size_t i1 = b1 < g->m ? b1 : g->m;
+        uint32_t *panel = g->bp + s * g->ks * NR;
+        for (size_t p = 0; p < g->panels && i0 < i1; p++) {
+            sweep(g, p, panel, i0, i1);
         }
     }
 }
@@ -563,6 +597,20 @@ void aimsi_gemm_own_epi(aimsi_pool *pool, void *ws, int prec, int trans_a, int t
         g.slots = pool != NULL ? aimsi_pool_threads(pool) : 1;
         g.slots = g.slots > GEMM_MAX_SLOTS ? GEMM_MAX_SLOTS : g.slots;
         g.slots = g.slots > g.panels ? g.panels : g.slots;
+        /* row mode when the epilogue updates weights and every range has a
+         * few row blocks and its own panel buffer */
+        const size_t threads = pool != NULL ? aimsi_pool_threads(pool) : 1;
+        const int rows = epi != NULL && epi->w != NULL && threads > 1 &&
+                         threads <= GEMM_MAX_SLOTS && m >= 2 * MR * threads &&
+                         g.panels >= threads;
+        if (rows) {
+            g.slots = threads;
+            for (size_t s = 0; s < g.slots; s++) {
+                atomic_init(&g.next[s], 0);
+            }
+            aimsi_pool_run(pool, g.slots, run_rows, &g);
+            return;
+        }
         for (size_t s = 0; s < g.slots; s++) {
             atomic_init(&g.next[s], s * g.panels / g.slots);
         }

@@ -156,7 +156,8 @@ static void epi_case(int prec)
     aimsi_pool *pool = NULL;
     OK(aimsi_pool_create(3, &pool));
     static const shape shapes[] = {{1, 1, 1},   {8, 32, 2},   {7, 31, 3},    {9, 33, 33},
-                                   {13, 70, 101}, {64, 10, 128}, {24, 784, 16}, {3, 17, 1000}};
+                                   {13, 70, 101}, {64, 10, 128}, {24, 784, 16}, {3, 17, 1000},
+                                   {96, 100, 40}, {256, 784, 128}};
     uint64_t seed = 99;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         for (int v = 0; v < 4; v++) {
