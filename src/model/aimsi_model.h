@@ -131,7 +131,9 @@ void aimsi_gemm_own(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans
  *   gate  c = gate[i * ldc + j] > 0 ? c : 0 (ReLU backward: gate = the layer's
  *                                            output, laid out like C)
  *   w     SGD with momentum, C holding mu v + grad (train_opt.c's fast path):
- *         wd > 0: c += wd w;  w -= lr c;  c *= mom   (w[i * ldw + j])
+ *         wd > 0: c += wd w;  w -= lr c;  c *= mom   (w[i * ldw + j]);
+ *         or, adam set, Adam/AdamW with C = the gradient (train_opt.c's
+ *         arithmetic; C is left unwritten)
  * Each replaces a separate pass over C with the same operations in the same
  * order (no FMA contraction), so results are bit-identical to those passes;
  * blocks are disjoint, so any thread count gives the same bits. */
@@ -142,6 +144,12 @@ typedef struct aimsi_gemm_epi {
     float *w;
     size_t ldw;
     float lr, mom, wd;
+    /* adam != 0: instead of the SGD step, C is the gradient and the step is
+     * train_opt.c's Adam (AdamW when adam == 2) on w, v1 = m, v2 = s (all
+     * laid out like w); C is then not stored. */
+    int adam;
+    float *v1, *v2;
+    float b1, b2, eps, c1, c2;
 } aimsi_gemm_epi;
 void aimsi_gemm_own_epi(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
                         size_t n, size_t k, const float *a, size_t lda, const float *b,

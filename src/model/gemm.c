@@ -47,6 +47,7 @@
  * called after aimsi_gemm_own_available() said the CPU has it; otherwise the
  * call falls through to aimsi_sgemm (OpenBLAS).
  */
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -244,7 +245,30 @@ F32_TARGET static inline __m512 epi_half(__m512 v, __mmask16 m, const aimsi_gemm
         const __m512 g = _mm512_maskz_loadu_ps(m, e->gate + row * ldc + col);
         v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(g, zero, _CMP_GT_OQ), v);
     }
-    if (e->w != NULL) { /* SGD with momentum on the block: v is mu v + grad */
+    if (e->w != NULL && e->adam) { /* Adam: adam_avx2's operations, 16 lanes */
+        const size_t at = row * e->ldw + col;
+        __m512 w = _mm512_maskz_loadu_ps(m, e->w + at);
+        __m512 g = v;
+        if (e->adam == 2) {
+            w = _mm512_sub_ps(w, _mm512_mul_ps(_mm512_set1_ps(e->lr * e->wd), w));
+        } else {
+            g = _mm512_add_ps(g, _mm512_mul_ps(_mm512_set1_ps(e->wd), w));
+        }
+        const __m512 mv = _mm512_add_ps(
+            _mm512_mul_ps(_mm512_set1_ps(e->b1), _mm512_maskz_loadu_ps(m, e->v1 + at)),
+            _mm512_mul_ps(_mm512_set1_ps(1.0f - e->b1), g));
+        const __m512 sv = _mm512_add_ps(
+            _mm512_mul_ps(_mm512_set1_ps(e->b2), _mm512_maskz_loadu_ps(m, e->v2 + at)),
+            _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(1.0f - e->b2), g), g));
+        _mm512_mask_storeu_ps(e->v1 + at, m, mv);
+        _mm512_mask_storeu_ps(e->v2 + at, m, sv);
+        const __m512 mh = _mm512_div_ps(mv, _mm512_set1_ps(e->c1));
+        const __m512 sh = _mm512_div_ps(sv, _mm512_set1_ps(e->c2));
+        const __m512 step =
+            _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(e->lr), mh),
+                          _mm512_add_ps(_mm512_sqrt_ps(sh), _mm512_set1_ps(e->eps)));
+        _mm512_mask_storeu_ps(e->w + at, m, _mm512_sub_ps(w, step));
+    } else if (e->w != NULL) { /* SGD with momentum on the block: v is mu v + grad */
         float *wp = e->w + row * e->ldw + col;
         __m512 w = _mm512_maskz_loadu_ps(m, wp);
         if (e->wd > 0.0f) {
@@ -279,6 +303,9 @@ F32_TARGET static inline void store_block(__m512 acc[MR][2], size_t rows, size_t
             if (cols > 16) {
                 v1 = epi_half(v1, m1, e, i0 + r, j0 + 16, ldc);
             }
+        }
+        if (e != NULL && e->adam) {
+            continue; /* the gradient was consumed by the Adam step */
         }
         _mm512_mask_storeu_ps(cr, m0, v0);
         if (cols > 16) {
@@ -541,6 +568,21 @@ void aimsi_gemm_epi_apply(const aimsi_gemm_epi *e, size_t m, size_t n, float *c,
             }
             if (gr != NULL) {
                 v = gr[j] > 0.0f ? v : 0.0f;
+            }
+            if (wr != NULL && e->adam) { /* train_opt.c's adam_scalar */
+                const size_t at = i * e->ldw + j;
+                float g = v;
+                if (e->adam == 2) {
+                    wr[j] -= e->lr * e->wd * wr[j];
+                } else {
+                    g += e->wd * wr[j];
+                }
+                e->v1[at] = e->b1 * e->v1[at] + (1.0f - e->b1) * g;
+                e->v2[at] = e->b2 * e->v2[at] + (1.0f - e->b2) * g * g;
+                const float mh = e->v1[at] / e->c1;
+                const float sh = e->v2[at] / e->c2;
+                wr[j] -= e->lr * mh / (sqrtf(sh) + e->eps);
+                continue; /* C keeps the gradient */
             }
             if (wr != NULL) {
                 if (e->wd > 0.0f) {

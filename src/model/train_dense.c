@@ -251,13 +251,24 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
          * each block of v is in registers (no separate pass over w and v) */
         const float beta = fast ? 1.0f : 0.0f;
         aimsi_gemm_epi e = {0};
-        const int fused = fast && fuse(t, L->out, L->in, n);
+        const int adam = t->h.opt == OPT_ADAM || t->h.opt == OPT_ADAMW;
+        const int fused = (fast || adam) && fuse(t, L->out, L->in, n);
         if (fused) {
             e.w = w;
             e.ldw = L->in;
             e.lr = o->lr;
             e.mom = o->mom;
             e.wd = o->wd;
+            if (adam) { /* the whole Adam step in the epilogue; grad is not written */
+                e.adam = t->h.opt == OPT_ADAMW ? 2 : 1;
+                e.v1 = t->v1 + L->w_off;
+                e.v2 = t->v2 + L->w_off;
+                e.b1 = o->b1;
+                e.b2 = o->b2;
+                e.eps = o->eps;
+                e.c1 = o->c1;
+                e.c2 = o->c2;
+            }
         }
         gemm(t, 1, 0, L->out, L->in, n, gcur, L->out, aprev, L->in, beta, dw, L->in,
              fused ? &e : NULL);

@@ -7,7 +7,8 @@
  *     transpose combination, edge shapes, on a 3-thread pool;
  *   - training with the epilogues fused gives the same weights, bit for bit,
  *     as training with the separate passes (SGD with and without weight decay,
- *     Adam, dropout), so models are what they were before the fusion;
+ *     Adam with and without L2, AdamW, dropout, bf16), so models are what
+ *     they were before the fusion;
  *   - the single-row GEMV on every kernel the CPU has (AVX-512, AVX2, C) is
  *     close to a double-precision reference for awkward shapes;
  *   - the int8 panel kernel over pre-packed weights gives exactly the int32
@@ -244,7 +245,8 @@ static void test_fused_training_bit_identical(void **state)
     }
     aims_dataset *ds = rule_data(640, 21);
     static const train_case cases[] = {
-        {0, 0, 0.0, 0.0}, {0, 0, 1e-3, 0.0}, {1, 0, 0.0, 0.0}, {0, 0, 0.0, 0.2}, {0, 1, 0.0, 0.0}};
+        {0, 0, 0.0, 0.0},  {0, 0, 1e-3, 0.0}, {1, 0, 0.0, 0.0}, {1, 0, 1e-3, 0.0},
+        {2, 0, 1e-2, 0.0}, {0, 0, 0.0, 0.2},  {0, 1, 0.0, 0.0}, {1, 1, 0.0, 0.0}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t n1 = 0;
         size_t n2 = 0;
