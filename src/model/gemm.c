@@ -282,10 +282,11 @@ F32_TARGET static inline __m512 epi_half(__m512 v, __mmask16 m, const aimsi_gemm
 }
 
 /* C[rows x cols] = acc + beta C, then the epilogue (rows <= 8, cols <= 32);
- * (i0, j0): the block's place in C. */
-F32_TARGET static inline void store_block(__m512 acc[MR][2], size_t rows, size_t cols, float beta,
-                                          float *c, size_t ldc, const aimsi_gemm_epi *e,
-                                          size_t i0, size_t j0)
+ * (i0, j0): the block's place in C. Always inlined: as a call, the 16
+ * accumulators would go through memory. */
+F32_TARGET static inline __attribute__((always_inline)) void
+store_block(__m512 acc[MR][2], size_t rows, size_t cols, float beta, float *c, size_t ldc,
+            const aimsi_gemm_epi *e, size_t i0, size_t j0)
 {
     const __mmask16 m0 = mask16(cols);
     const __mmask16 m1 = mask16(cols > 16 ? cols - 16 : 0);
