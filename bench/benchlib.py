@@ -7,7 +7,8 @@ harness runs every contender (peers and libaims alike) twice: with the machine's
 settings ("machine") and with both variables unset together, in that command
 alone ("native"). blas_variants() says which settings to run, blas_env() builds
 the environment of one command, pick_blas() keeps the faster of the pooled
-results and blas_summary() records both beside the ratio. The machine's own
+results (pool_by_blas() pools one contender's tagged records per setting and
+picks) and blas_summary() records both beside the ratio. The machine's own
 environment is never changed (tests and CI keep it as it is).
 """
 
@@ -75,10 +76,32 @@ def pick_blas(by_tag, higher_is_better=False):
     return min(tags, key=key)
 
 
+def pool_by_blas(recs, pool, higher_is_better=False):
+    """recs: one contender's records, each tagged {"blas": tag}; pool(list of
+    records) -> stats with "median" (or None). Returns (best tag, {tag: stats},
+    stats of the best tag): the contender at its faster BLAS setting, with
+    every setting kept for blas_summary()."""
+    by = {}
+    for tag in sorted({r.get("blas") for r in recs if r.get("blas")}):
+        st = pool([r for r in recs if r.get("blas") == tag])
+        if st:
+            by[tag] = st
+    best = pick_blas(by, higher_is_better)
+    return best, by, by.get(best) if best else None
+
+
 def blas_summary(by_tag):
     """{tag: {"median", "min", "max", "n", "accuracy"}} recorded beside every ratio."""
     return {t: ({k: s.get(k) for k in ("median", "min", "max", "n", "accuracy")} if s else None)
             for t, s in by_tag.items()}
+
+
+def blas_cell(row, fmt):
+    """The table cell "best (other median, ...)" of a row with blas_best/blas_settings."""
+    cell = row.get("blas_best") or "-"
+    others = ["%s %s" % (t, fmt((v or {}).get("median")))
+              for t, v in (row.get("blas_settings") or {}).items() if t != row.get("blas_best")]
+    return cell + (" (%s)" % ", ".join(others) if others else "")
 
 
 def cached_grid(path, version, compute, force=False):

@@ -15,7 +15,11 @@
 
 ratio = libaims median / peer median (on the libaims row; below 1 means libaims
 is faster). met = ratio within the goal's target AND outputs_equal.
-OPENBLAS_* variables are recorded in every row, never changed.
+OPENBLAS_* variables are recorded in every row. With --blas-env both (the
+default) every process runs with the machine's OPENBLAS_* settings AND with
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (benchlib.py, issue 15); each
+contender's ratio uses its faster setting ("blas_best"), both are recorded
+("blas_settings"). numpy, pandas and scikit-learn load OpenBLAS too.
 """
 import argparse
 import datetime
@@ -27,7 +31,8 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import machine_info
+from benchlib import (blas_cell, blas_desc, blas_env, blas_summary, blas_variants, machine_info,
+                      pool_by_blas)
 
 import numpy as np
 
@@ -49,20 +54,22 @@ GOALS = {
 TARGET_TEXT = {1.0 / 3.0: "<= 0.333", 1.0: "<= 1.0"}
 
 
-def run_json(cmd, timeout):
-    """Run one contender process; return its JSON lines (and stderr on failure)."""
+def run_json(cmd, timeout, tag="machine"):
+    """Run one contender process with BLAS setting `tag`; return its JSON lines
+    (and stderr on failure), each tagged with "blas"."""
     if not os.access(cmd[0], os.X_OK):
-        return [{"error": "%s: not built" % cmd[0]}]
+        return [{"error": "%s: not built" % cmd[0], "blas": tag}]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                       cwd=REPO)
+                       cwd=REPO, env=blas_env(tag))
     recs = []
     for line in p.stdout.decode(errors="replace").splitlines():
         line = line.strip()
         if line.startswith("{"):
-            recs.append(json.loads(line))
+            recs.append(dict(json.loads(line), blas=tag))
     if p.returncode != 0 and not recs:
         recs.append({"error": "exit %d: %s" % (p.returncode,
-                                               p.stderr.decode(errors="replace")[-2000:])})
+                                               p.stderr.decode(errors="replace")[-2000:]),
+                     "blas": tag})
     if p.stderr and p.returncode != 0:
         sys.stderr.write(p.stderr.decode(errors="replace")[-2000:])
     return recs
@@ -175,7 +182,12 @@ def main():
     ap.add_argument("--goals", default="D1,D2,D3a,D3b")
     ap.add_argument("--results-dir", default=os.path.join(HERE, "results"))
     ap.add_argument("--timeout", type=int, default=1200)
+    ap.add_argument("--blas-env", choices=("both", "native", "inherit"), default="both",
+                    help="both: every process with the machine's OPENBLAS_* settings and with "
+                         "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset, each contender at its "
+                         "faster one; native: unset only; inherit: as set")
     args = ap.parse_args()
+    tags = blas_variants(args.blas_env)
     if args.rounds < 1 or args.reps < 1:
         sys.exit("run.py: --rounds and --reps must be >= 1")
 
@@ -191,6 +203,7 @@ def main():
     out_dir = tempfile.mkdtemp(prefix="aims-bench-")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     machine = machine_info()
+    machine["blas_env"] = args.blas_env
     rows, failures = [], 0
     try:
         for goal in args.goals.split(","):
@@ -204,13 +217,16 @@ def main():
                 if r % 2:
                     order.reverse()
                 for who, cmd in order:
-                    sys.stderr.write("[bench] %s round %d/%d: %s\n" % (goal, r + 1,
-                                                                       args.rounds, who))
-                    got[who].extend(rec for rec in run_json(cmd, args.timeout)
-                                    if rec.get("goal", goal) == goal)
+                    for tag in (tags if r % 2 == 0 else tags[::-1]):
+                        sys.stderr.write("[bench] %s round %d/%d: %s, BLAS %s\n"
+                                         % (goal, r + 1, args.rounds, who, tag))
+                        got[who].extend(rec for rec in run_json(cmd, args.timeout, tag)
+                                        if rec.get("goal", goal) == goal)
             errs = {who: [r["error"] for r in recs if "error" in r] for who, recs in got.items()}
             good = {who: [r for r in recs if "error" not in r] for who, recs in got.items()}
-            st = {who: pooled(recs) for who, recs in good.items()}
+            # each contender at its faster BLAS setting, both recorded
+            blas = {who: pool_by_blas(recs, pooled) for who, recs in good.items()}
+            st = {who: b[2] for who, b in blas.items()}
             if errs["libaims"] or errs[peer] or not st["libaims"] or not st[peer]:
                 equal, detail = False, {"why": "a contender failed"}
             else:
@@ -233,6 +249,8 @@ def main():
                        "outputs_equal": equal, "equality": detail, "n": s.get("n", 0),
                        "rounds": args.rounds, "reps": args.reps,
                        "round_medians": s.get("round_medians"), "check": last.get("check"),
+                       "blas_best": blas[who][0],
+                       "blas_settings": blas_summary(blas[who][1]),
                        "env": env, "timestamp": stamp}
                 if "version" in last:
                     row["version"] = last["version"]
@@ -251,20 +269,23 @@ def main():
             f.write(text)
         os.replace(p + ".tmp", p)
 
-    print("| goal | contender | metric | median | min | max | n | ratio | target | met "
-          "| outputs equal |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |")
+    print("| goal | contender | metric | median | min | max | n | BLAS used (other) | ratio "
+          "| target | met | outputs equal |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- | --- | --- |")
     for r in rows:
         ratio = "%.3f" % r["ratio"] if r["ratio"] is not None else ""
         met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
         name = r["contender"] + (" (error)" if "error" in r else "")
-        print("| %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s |"
+        bl = blas_cell(r, fmt_s)
+        print("| %s | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s |"
               % (r["goal"], name, r["metric"], fmt_s(r["median"]), fmt_s(r["min"]),
-                 fmt_s(r["max"]), r["n"], ratio, r["target"] or "", met,
+                 fmt_s(r["max"]), r["n"], bl, ratio, r["target"] or "", met,
                  "yes" if r["outputs_equal"] else "**no**"))
-    print("\nCPU: %s, %s cores; OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s; results: %s"
+    print("\nCPU: %s, %s cores; OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s; every contender ran "
+          "with BLAS settings: %s, and its ratio uses its faster one; results: %s"
           % (machine["cpu"], machine["nproc"], machine["OPENBLAS_CORETYPE"],
-             machine["OPENBLAS_L2_SIZE"], os.path.relpath(path, REPO)))
+             machine["OPENBLAS_L2_SIZE"], "; ".join(blas_desc(t) for t in tags),
+             os.path.relpath(path, REPO)))
     for r in rows:
         if "error" in r:
             print("error: %s %s: %s" % (r["goal"], r["contender"], r["error"][:300]))

@@ -27,6 +27,14 @@ nodes, services and clients against ZeroMQ 4.3 and NNG 1.5.
 A contender that is not built (no libzmq3-dev / libnng-dev, or a library
 without the service API yet) or that fails is recorded with "error" and the run
 goes on. met = ratio within the goal's target.
+
+BLAS settings (benchlib.py, issue 15): where BLAS runs -- libaims' predicts in
+P7 and P9 -- every process runs with the machine's OPENBLAS_* settings AND with
+OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset (--blas-env both), and each figure uses
+its faster setting ("blas_best", both in "blas_settings"); P9's ratio divides
+the two-instance figure at its best setting by the one-instance figure at its
+best. P6 (ZeroMQ, NNG and libaims moving bytes, no BLAS call on any side), P8
+and P10 run once, with the machine's settings.
 """
 import argparse
 import datetime
@@ -36,7 +44,7 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import machine_info
+from benchlib import blas_env, blas_summary, blas_variants, machine_info, pool_by_blas
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -47,9 +55,10 @@ LAYOUT = {"rt-thread": "threads", "rt-proc": "processes"}
 P6_TARGET = {"inproc": 0.25, "ipc": 1.0, "tcp": 1.0}
 
 
-def run_json(cmd, timeout, env=None):
-    """Run cmd; return (list of JSON objects from stdout, error text or None)."""
-    e = dict(os.environ)
+def run_json(cmd, timeout, env=None, tag="machine"):
+    """Run cmd with BLAS setting `tag` (benchlib.blas_env) and `env` on top;
+    return (list of JSON objects from stdout, each tagged "blas", error text or None)."""
+    e = blas_env(tag)
     e.update(env or {})
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e)
@@ -62,7 +71,7 @@ def run_json(cmd, timeout, env=None):
         line = line.strip()
         if line.startswith("{"):
             try:
-                recs.append(json.loads(line))
+                recs.append(dict(json.loads(line), blas=tag))
             except ValueError:
                 pass
     if p.returncode != 0:
@@ -76,6 +85,12 @@ def stats(vals):
     if not vals:
         return None, None, None
     return statistics.median(vals), min(vals), max(vals)
+
+
+def pool_medians(recs):
+    """Stats over records' "median" values, for benchlib.pool_by_blas."""
+    med, lo, hi = stats([r.get("median") for r in recs])
+    return None if med is None else {"median": med, "min": lo, "max": hi, "n": len(recs)}
 
 
 def rotate(lst, k):
@@ -92,6 +107,8 @@ class Run:
                     "libaims": args.svc_exe or os.path.join(b, "bench_svc")}
         self.rows = []
         self.env = machine_info()
+        self.env["blas_env"] = args.blas_env
+        self.tags = blas_variants(args.blas_env)
         self.stamp = datetime.datetime.utcnow().strftime("%Y%m%dT%H%M%SZ")
         self.data = args.data_dir if os.path.isdir(
             os.path.join(args.data_dir, "fashion-mnist")) else "-"
@@ -205,14 +222,17 @@ class Run:
             for vname, kv in variants:
                 recs_all = []
                 err = None
-                for _ in range(a.rounds):
-                    recs, e = run_json([self.exe["libaims"], "infer", tr, str(a.iters),
-                                        self.data] + kv, 600)
-                    err = err or e
-                    recs_all.extend(r for r in recs if r.get("metric") == "added_p50_us")
+                for rnd in range(a.rounds):
+                    for tag in rotate(self.tags, rnd):
+                        recs, e = run_json([self.exe["libaims"], "infer", tr, str(a.iters),
+                                            self.data] + kv, 600, tag=tag)
+                        err = err or e
+                        recs_all.extend(r for r in recs if r.get("metric") == "added_p50_us")
                 if not recs_all:
                     self.err("P7", "libaims", "added_p50_us %s %s" % (tr, vname), err)
                     continue
+                best, by, _ = pool_by_blas(recs_all, pool_medians)
+                recs_all = [r for r in recs_all if r.get("blas") == best] or recs_all
                 med, lo, hi = stats([r["median"] for r in recs_all])
                 z = getattr(self, "base", {}).get(("zeromq", tr, "threads"))
                 if tr == "inproc":
@@ -230,6 +250,7 @@ class Run:
                          p50_direct=statistics.median([r["p50_direct"] for r in recs_all]),
                          n=len(recs_all), round_values=[r["median"] for r in recs_all],
                          target=tgt, met=(med <= limit) if limit is not None else None,
+                         blas_best=best, blas_settings=blas_summary(by),
                          loadavg_1m=[r.get("loadavg_1m") for r in recs_all],
                          data=recs_all[0].get("data"))
 
@@ -300,16 +321,20 @@ class Run:
         env = {"OPENBLAS_NUM_THREADS": "1"}
         for rnd in range(a.rounds):
             for n in rotate([1, 2], rnd):
-                recs, e = run_json([self.exe["libaims"], "par", str(n), str(a.par_seconds),
-                                    self.data, str(a.par_rows), str(a.par_clients), a.par_gen,
-                                    str(a.par_delay_us), str(a.par_batch_max)], 600, env)
-                if e:
-                    self.err("P9", "libaims-%d" % n, "rows_per_s", e)
-                res.setdefault(n, []).extend(recs)
+                for tag in rotate(self.tags, rnd):
+                    recs, e = run_json([self.exe["libaims"], "par", str(n),
+                                        str(a.par_seconds), self.data, str(a.par_rows),
+                                        str(a.par_clients), a.par_gen, str(a.par_delay_us),
+                                        str(a.par_batch_max)], 600, env, tag=tag)
+                    if e:
+                        self.err("P9", "libaims-%d" % n, "rows_per_s", e)
+                    res.setdefault(n, []).extend(recs)
         med = {}
         for n, recs in sorted(res.items()):
             if not recs:
                 continue
+            best, by, _ = pool_by_blas(recs, pool_medians, higher_is_better=True)
+            recs = [r for r in recs if r.get("blas") == best] or recs
             m, lo, hi = stats([r["median"] for r in recs])
             med[n] = m
             how = ("one async generator thread, %d calls in flight" % a.par_clients
@@ -322,6 +347,7 @@ class Run:
                      median=m, min=lo, max=hi, unit="rows/s", n=len(recs),
                      errors=sum(r.get("errors", 0) for r in recs),
                      round_values=[r["median"] for r in recs], run_env=env,
+                     blas_best=best, blas_settings=blas_summary(by),
                      busy_instances=[r.get("busy_instances") for r in recs],
                      loadavg_1m=[r.get("loadavg_1m") for r in recs])
         if 1 in med and 2 in med and med[1]:
@@ -413,6 +439,10 @@ def main():
                     "never idles waiting for a refill")
     ap.add_argument("--svc-exe", default=None,
                     help="bench_svc binary to use instead of BUILD/bench/bench_svc")
+    ap.add_argument("--blas-env", choices=("both", "native", "inherit"), default="both",
+                    help="P7/P9: both = libaims with the machine's OPENBLAS_* settings and "
+                    "with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset, each figure at its faster "
+                    "one; native: unset only; inherit: as set")
     ap.add_argument("--quick", action="store_true",
                     help="1 round, 5,000 round trips, shorter P8/P9 windows")
     args = ap.parse_args()

@@ -127,6 +127,40 @@ void aimsi_gemm_own(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans
                     size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                     float beta, float *c, size_t ldc);
 
+/* What the own GEMM does to each finished block of C, while it is still in
+ * registers, after C = acc + beta C; in this order, each step optional (a
+ * zeroed struct does nothing):
+ *   bias  c += bias[j]                      (the forward's bias rows)
+ *   relu  c = c > 0 ? c : 0                 (the ReLU pass)
+ *   gate  c = gate[i * ldc + j] > 0 ? c : 0 (ReLU backward: gate = the layer's
+ *                                            output, laid out like C)
+ *   w     SGD with momentum, C holding mu v + grad (train_opt.c's fast path):
+ *         wd > 0: c += wd w;  w -= lr c;  c *= mom   (w[i * ldw + j]);
+ *         or, adam set, Adam/AdamW with C = the gradient (train_opt.c's
+ *         arithmetic; C is left unwritten)
+ * Each replaces a separate pass over C with the same operations in the same
+ * order (no FMA contraction), so results are bit-identical to those passes;
+ * blocks are disjoint, so any thread count gives the same bits. */
+typedef struct aimsi_gemm_epi {
+    const float *bias;
+    int relu;
+    const float *gate;
+    float *w;
+    size_t ldw;
+    float lr, mom, wd;
+    /* adam != 0: instead of the SGD step, C is the gradient and the step is
+     * train_opt.c's Adam (AdamW when adam == 2) on w, v1 = m, v2 = s (all
+     * laid out like w); C is then not stored. */
+    int adam;
+    float *v1, *v2;
+    float b1, b2, eps, c1, c2;
+} aimsi_gemm_epi;
+void aimsi_gemm_own_epi(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
+                        size_t n, size_t k, const float *a, size_t lda, const float *b,
+                        size_t ldb, float beta, float *c, size_t ldc, const aimsi_gemm_epi *epi);
+/* The same epilogue as plain passes over an m x n block of C. */
+void aimsi_gemm_epi_apply(const aimsi_gemm_epi *e, size_t m, size_t n, float *c, size_t ldc);
+
 /* Handle magics (AIMSI_MAGIC_MODEL, _TRAINER, _EVAL, _BUNDLE): aimsi_core.h. */
 
 /* One dense layer of a quantized model: y[rows x L->out] = dequant(qW x_q) + b,
@@ -136,10 +170,13 @@ void aimsi_gemm_own(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans
 void aimsi_q8_dense_forward(const aims_model *m, const aimsi_dense *L, const float *x,
                             size_t rows, float *scratch, float *y);
 
-/* y[out] = W x + b for one row, on the calling thread (blas.c; no BLAS threads,
- * no allocation). */
+/* y[out] = W x + b for one row, on the calling thread (gemv.c; no BLAS
+ * threads, no allocation; AVX-512, AVX2+FMA or C, chosen once). */
 void aimsi_gemv_bias(const float *w, size_t out, size_t in, const float *x, const float *b,
                      float *y);
+/* Force the kernel (1 C, 2 AVX2, 3 AVX-512; 0: the best the CPU has). Returns
+ * the kernel in effect, or -1 when the CPU lacks it. Process-wide; tests only. */
+int aimsi_gemv_isa_force(int isa);
 
 /* Apply an activation in place over n floats. */
 void aimsi_act_apply(aims_activation act, float *v, size_t n);

@@ -43,4 +43,17 @@ void aimsi_q8_quantize_row(const float *x, size_t n, float inv_scale, uint8_t *x
 void aimsi_q8_quantize_weights(const float *w, size_t in, size_t out, int8_t *qw, float *wscale,
                                int32_t *qwsum);
 
+/* Pre-packed weights for the single-row path. A layer's qw block holds the
+ * out x in matrix (files, clones and the row kernels read it) followed by the
+ * same weights in the panel layout of the VNNI panel kernel; the block is
+ * aimsi_q8_qw_bytes(in, out) bytes, and aimsi_q8_pack() writes the panel copy
+ * once the matrix is filled (quantize, model load, clone copies both). */
+size_t aimsi_q8_qw_bytes(size_t in, size_t out);
+void aimsi_q8_pack(aimsi_dense *L);
+/* Blocks of 16 outputs in the next chunk, with `left` blocks to go. */
+size_t aimsi_q8_chunk_blocks(size_t left);
+/* acc[out] as aimsi_q8_gemv, from the panel copy when the VNNI kernel is in
+ * effect (else the matrix). xu must be readable to a multiple of 4 bytes. */
+void aimsi_q8_gemv_packed(const aimsi_dense *L, const uint8_t *xu, int32_t *acc);
+
 #endif /* AIMSI_QUANT_H */

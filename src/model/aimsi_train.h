@@ -88,6 +88,10 @@ void aimsi_train_forward(aims_trainer *t, size_t n);
 double aimsi_train_loss_grad(aims_trainer *t, size_t n);
 /* Backward pass, updating each layer through train_opt.c. */
 void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o);
+/* Fuse bias/ReLU/ReLU-backward/SGD into the own GEMMs' epilogues (1, the
+ * default) or run them as separate passes (0); returns the previous setting.
+ * Process-wide; for tests only (the results are the same bits either way). */
+int aimsi_train_fusion_force(int on);
 
 /* ---- train_opt.c: the optimizer update ---- */
 

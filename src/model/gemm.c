@@ -29,7 +29,16 @@
  *     outputs such as 10 classes) runs only its first half.
  *   - Work items are B panels: each item packs its panel (into its own slice
  *     of the workspace) and sweeps every row block, so threads never share a
- *     write and need no barrier.
+ *     write and need no barrier. The bf16 copy of A is packed first, on the
+ *     calling thread (measured faster than on the pool: see pack_a_bf16's call).
+ *   - Epilogue (aimsi_gemm_epi, issue 15): while a finished 8 x 32 block is
+ *     still in registers, the store can add a bias row, apply ReLU, apply a
+ *     ReLU gate (backward) and run an SGD-with-momentum step on the matching
+ *     weights -- the element-wise passes training would otherwise make over
+ *     C (and, for SGD, over w and v) afterwards, each with the same operations
+ *     in the same order, so the bits are those of the passes. The lines of C
+ *     (and w, gate) the next block touches are prefetched while this one
+ *     computes: with k = one batch a block is short.
  * Each sum runs over k in the same order whatever the thread count, so
  * results do not depend on how panels are spread over threads (exact resume,
  * determinism for any train_threads).
@@ -38,7 +47,10 @@
  * called after aimsi_gemm_own_available() said the CPU has it; otherwise the
  * call falls through to aimsi_sgemm (OpenBLAS).
  */
+#include <math.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "../core/aimsi_core.h"
@@ -170,14 +182,14 @@ BF16_TARGET static void pack_n_bf16(size_t j0, size_t cols, size_t k, const floa
 }
 
 /* Pack A (m x k) to bf16 slots. trans_a = 0: a[i * lda + kk] -> row-major
- * (stride_i = ks, stride_k = 1); trans_a = 1: a[kk * lda + i] -> slot-major
- * (stride_i = 1, stride_k = m). */
+ * (stride_i = ks, stride_k = 1), rows [from, to); trans_a = 1: a[kk * lda + i]
+ * -> slot-major (stride_i = 1, stride_k = m), slots [from, to). */
 BF16_TARGET static void pack_a_bf16(int trans_a, size_t m, size_t k, const float *a, size_t lda,
-                                    uint32_t *ap)
+                                    uint32_t *ap, size_t from, size_t to)
 {
     const size_t ks = (k + 1) / 2;
     if (!trans_a) {
-        for (size_t i = 0; i < m; i++) {
+        for (size_t i = from; i < to; i++) {
             for (size_t s = 0; s < ks; s += 16) {
                 _mm512_mask_storeu_epi32(ap + i * ks + s, mask16(ks - s),
                                          slots_bf16(a + i * lda, s, k));
@@ -185,7 +197,7 @@ BF16_TARGET static void pack_a_bf16(int trans_a, size_t m, size_t k, const float
         }
         return;
     }
-    for (size_t kp = 0; kp < ks; kp++) {
+    for (size_t kp = from; kp < to; kp++) {
         const float *r0 = a + 2 * kp * lda;
         const float *r1 = 2 * kp + 1 < k ? r0 + lda : NULL;
         for (size_t i = 0; i < m; i += 16) {
@@ -195,9 +207,67 @@ BF16_TARGET static void pack_a_bf16(int trans_a, size_t m, size_t k, const float
     }
 }
 
-/* C[rows x cols] = acc + beta C (rows <= 8, cols <= 32). */
-F32_TARGET static inline void store_block(__m512 acc[MR][2], size_t rows, size_t cols, float beta,
-                                          float *c, size_t ldc)
+/* One 16-lane half of a finished row of C: v = acc + beta c, then the
+ * epilogue (aimsi_gemm_epi) in its documented order, with the operations of
+ * the separate passes it replaces (no FMA contraction), so the result is bit
+ * for bit what those passes gave. at: offset of the half in C's indexing
+ * (row i, column j) -> i * ldc + j; col: its first column. */
+F32_TARGET static inline __m512 epi_half(__m512 v, __mmask16 m, const aimsi_gemm_epi *e,
+                                         size_t row, size_t col, size_t ldc)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    if (e->bias != NULL) {
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, e->bias + col));
+    }
+    if (e->relu) { /* max(v, 0) returns 0 for NaN and -0, as "v > 0 ? v : 0" */
+        v = _mm512_max_ps(v, zero);
+    }
+    if (e->gate != NULL) {
+        const __m512 g = _mm512_maskz_loadu_ps(m, e->gate + row * ldc + col);
+        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(g, zero, _CMP_GT_OQ), v);
+    }
+    if (e->w != NULL && e->adam) { /* Adam: adam_avx2's operations, 16 lanes */
+        const size_t at = row * e->ldw + col;
+        __m512 w = _mm512_maskz_loadu_ps(m, e->w + at);
+        __m512 g = v;
+        if (e->adam == 2) {
+            w = _mm512_sub_ps(w, _mm512_mul_ps(_mm512_set1_ps(e->lr * e->wd), w));
+        } else {
+            g = _mm512_add_ps(g, _mm512_mul_ps(_mm512_set1_ps(e->wd), w));
+        }
+        const __m512 mv = _mm512_add_ps(
+            _mm512_mul_ps(_mm512_set1_ps(e->b1), _mm512_maskz_loadu_ps(m, e->v1 + at)),
+            _mm512_mul_ps(_mm512_set1_ps(1.0f - e->b1), g));
+        const __m512 sv = _mm512_add_ps(
+            _mm512_mul_ps(_mm512_set1_ps(e->b2), _mm512_maskz_loadu_ps(m, e->v2 + at)),
+            _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(1.0f - e->b2), g), g));
+        _mm512_mask_storeu_ps(e->v1 + at, m, mv);
+        _mm512_mask_storeu_ps(e->v2 + at, m, sv);
+        const __m512 mh = _mm512_div_ps(mv, _mm512_set1_ps(e->c1));
+        const __m512 sh = _mm512_div_ps(sv, _mm512_set1_ps(e->c2));
+        const __m512 step =
+            _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(e->lr), mh),
+                          _mm512_add_ps(_mm512_sqrt_ps(sh), _mm512_set1_ps(e->eps)));
+        _mm512_mask_storeu_ps(e->w + at, m, _mm512_sub_ps(w, step));
+    } else if (e->w != NULL) { /* SGD with momentum on the block: v is mu v + grad */
+        float *wp = e->w + row * e->ldw + col;
+        __m512 w = _mm512_maskz_loadu_ps(m, wp);
+        if (e->wd > 0.0f) {
+            v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(e->wd), w));
+        }
+        w = _mm512_sub_ps(w, _mm512_mul_ps(_mm512_set1_ps(e->lr), v));
+        v = _mm512_mul_ps(v, _mm512_set1_ps(e->mom));
+        _mm512_mask_storeu_ps(wp, m, w);
+    }
+    return v;
+}
+
+/* C[rows x cols] = acc + beta C, then the epilogue (rows <= 8, cols <= 32);
+ * (i0, j0): the block's place in C. Always inlined: as a call, the 16
+ * accumulators would go through memory. */
+F32_TARGET static inline __attribute__((always_inline)) void
+store_block(__m512 acc[MR][2], size_t rows, size_t cols, float beta, float *c, size_t ldc,
+            const aimsi_gemm_epi *e, size_t i0, size_t j0)
 {
     const __mmask16 m0 = mask16(cols);
     const __mmask16 m1 = mask16(cols > 16 ? cols - 16 : 0);
@@ -209,6 +279,15 @@ F32_TARGET static inline void store_block(__m512 acc[MR][2], size_t rows, size_t
         if (beta != 0.0f) {
             v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), v0);
             v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), v1);
+        }
+        if (e != NULL) {
+            v0 = epi_half(v0, m0, e, i0 + r, j0, ldc);
+            if (cols > 16) {
+                v1 = epi_half(v1, m1, e, i0 + r, j0 + 16, ldc);
+            }
+        }
+        if (e != NULL && e->adam) {
+            continue; /* the gradient was consumed by the Adam step */
         }
         _mm512_mask_storeu_ps(cr, m0, v0);
         if (cols > 16) {
@@ -239,7 +318,8 @@ F32_TARGET static inline void store_block(__m512 acc[MR][2], size_t rows, size_t
         }                                                                                       \
     }                                                                                           \
     TARGET static void NAME(size_t rows, size_t cols, size_t ks, const ATYPE *a, size_t si,     \
-                            size_t sk, const uint32_t *bp, float beta, float *c, size_t ldc)    \
+                            size_t sk, const uint32_t *bp, float beta, float *c, size_t ldc,    \
+                            const aimsi_gemm_epi *e, size_t i0, size_t j0)                      \
     {                                                                                           \
         __m512 acc[MR][2];                                                                      \
         for (size_t r = 0; r < MR; r++) {                                                       \
@@ -255,7 +335,7 @@ F32_TARGET static inline void store_block(__m512 acc[MR][2], size_t rows, size_t
         } else {                                                                                \
             NAME##_rows(acc, rows, cols > 16 ? 2 : 1, ks, a, si, sk, bp);                       \
         }                                                                                       \
-        store_block(acc, rows, cols, beta, c, ldc);                                             \
+        store_block(acc, rows, cols, beta, c, ldc, e, i0, j0);                                  \
     }
 
 #define BCAST_F32(p) _mm512_set1_ps(*(p))
@@ -267,6 +347,7 @@ F32_TARGET static inline void store_block(__m512 acc[MR][2], size_t rows, size_t
 MICRO_KERNEL(kernel_f32, F32_TARGET, float, __m512, BCAST_F32, LOADB_F32, MAC_F32)
 MICRO_KERNEL(kernel_bf16, BF16_TARGET, uint32_t, __m512bh, BCAST_BF16, LOADB_BF16, MAC_BF16)
 
+enum { GEMM_MAX_SLOTS = 16 };
 typedef struct gemm_job {
     int prec, trans_b;
     size_t m, n, k, ks; /* ks: slots along k */
@@ -278,12 +359,41 @@ typedef struct gemm_job {
     float beta;
     float *c;
     size_t ldc;
+    const aimsi_gemm_epi *epi; /* NULL: none */
+    /* panels in `slots` contiguous ranges, range s preferred by CPU s mod slots */
+    size_t panels, slots;
+    atomic_size_t next[GEMM_MAX_SLOTS]; /* next unclaimed panel of each range */
 } gemm_job;
 
-static void run_panel(void *ctx, size_t p)
+/* Ask for the lines of C (and of the epilogue's w and gate) that the next
+ * block will read or write: with a short k (the weight-gradient GEMM sums over
+ * one batch) its 8 rows x 32 columns are ~1 us of compute against up to 48
+ * scattered cache lines of memory. */
+enum { PREFETCH_BLOCKS = 2 }; /* how many blocks ahead */
+static inline void prefetch_block(const gemm_job *g, size_t i, size_t end, size_t j0, size_t cols)
 {
-    const gemm_job *g = ctx;
-    uint32_t *panel = g->bp + p * g->ks * NR;
+    const size_t rows = i >= end ? 0 : (end - i >= MR ? MR : end - i);
+    const aimsi_gemm_epi *e = g->epi;
+    for (size_t r = 0; r < rows; r++) {
+        const float *c = g->c + (i + r) * g->ldc + j0;
+        __builtin_prefetch(c, 1);
+        __builtin_prefetch(c + cols - 1, 1);
+        if (e != NULL && e->w != NULL) {
+            const float *w = e->w + (i + r) * e->ldw + j0;
+            __builtin_prefetch(w, 1);
+            __builtin_prefetch(w + cols - 1, 1);
+        }
+        if (e != NULL && e->gate != NULL) {
+            const float *gt = e->gate + (i + r) * g->ldc + j0;
+            __builtin_prefetch(gt, 0);
+            __builtin_prefetch(gt + cols - 1, 0);
+        }
+    }
+}
+
+/* Pack panel p of B into `panel`, then C rows [i0, i1) x the panel's columns. */
+static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_t i1)
+{
     const size_t j0 = p * NR;
     const size_t cols = g->n - j0 >= NR ? NR : g->n - j0;
     if (g->prec == AIMSI_GEMM_BF16) {
@@ -297,15 +407,84 @@ static void run_panel(void *ctx, size_t p)
     } else {
         pack_n_f32(j0, cols, g->k, g->b, g->ldb, panel);
     }
-    for (size_t i = 0; i < g->m; i += MR) {
-        const size_t rows = g->m - i >= MR ? MR : g->m - i;
+    prefetch_block(g, i0, i1, j0, cols);
+    prefetch_block(g, i0 + MR, i1, j0, cols);
+    for (size_t i = i0; i < i1; i += MR) {
+        const size_t rows = i1 - i >= MR ? MR : i1 - i;
         float *c = g->c + i * g->ldc + j0;
+        prefetch_block(g, i + PREFETCH_BLOCKS * MR, i1, j0, cols);
         if (g->prec == AIMSI_GEMM_BF16) {
             kernel_bf16(rows, cols, g->ks, (const uint32_t *)g->a + i * g->stride_i, g->stride_i,
-                        g->stride_k, panel, g->beta, c, g->ldc);
+                        g->stride_k, panel, g->beta, c, g->ldc, g->epi, i, j0);
         } else {
             kernel_f32(rows, cols, g->ks, (const float *)g->a + i * g->stride_i, g->stride_i,
-                       g->stride_k, panel, g->beta, c, g->ldc);
+                       g->stride_k, panel, g->beta, c, g->ldc, g->epi, i, j0);
+        }
+    }
+}
+
+static void run_panel(const gemm_job *g, size_t p)
+{
+    sweep(g, p, g->bp + p * g->ks * NR, 0, g->m);
+}
+
+/* Panel range s is [s * panels / slots, (s + 1) * panels / slots). */
+static size_t range_end(const gemm_job *g, size_t s)
+{
+    return (s + 1) * g->panels / g->slots;
+}
+
+/* One pool item per thread: take the panels of the range this CPU prefers,
+ * then help with the others. Why: with k = one batch, the weight-gradient
+ * GEMM reads and writes its C (the momentum buffer, 800 KB for the first
+ * MLP layer) every step; when the same CPU takes the same columns every step
+ * they stay in its L2, while first-come panels bounce C's lines between the
+ * cores (measured: 2 threads no faster than 1). Every panel is computed by
+ * exactly one thread whatever the order, so the bits do not change. */
+static void run_ranges(void *ctx, size_t item)
+{
+    gemm_job *g = ctx;
+    (void)item;
+    const int cpu = sched_getcpu();
+    const size_t home = cpu >= 0 ? (size_t)cpu % g->slots : 0;
+    for (size_t d = 0; d < g->slots; d++) {
+        const size_t s = (home + d) % g->slots;
+        const size_t end = range_end(g, s);
+        for (;;) {
+            const size_t p = atomic_fetch_add_explicit(&g->next[s], 1, memory_order_relaxed);
+            if (p >= end) {
+                break;
+            }
+            run_panel(g, p);
+        }
+    }
+}
+/* Row mode, for a GEMM whose epilogue updates weights (the SGD step in the
+ * weight-gradient GEMM): range s is row blocks [s * blocks / slots, ...) of C,
+ * i.e. output neurons, the same split as the forward GEMM's panels (its n is
+ * the neurons), so with the same CPU preference each CPU updates exactly the
+ * rows of w and v that it reads in the forward: they stay in its L2 instead
+ * of crossing between the cores every step. A range is taken whole (each
+ * thread packs every B panel into its own buffer, the panel slot of its range
+ * number) and ranges no thread claimed are taken by the others. */
+static void run_rows(void *ctx, size_t item)
+{
+    gemm_job *g = ctx;
+    (void)item;
+    const int cpu = sched_getcpu();
+    const size_t home = cpu >= 0 ? (size_t)cpu % g->slots : 0;
+    const size_t blocks = (g->m + MR - 1) / MR;
+    for (size_t d = 0; d < g->slots; d++) {
+        const size_t s = (home + d) % g->slots;
+        if (atomic_exchange_explicit(&g->next[s], 1, memory_order_relaxed) != 0) {
+            continue; /* taken */
+        }
+        const size_t i0 = s * blocks / g->slots * MR;
+        const size_t b1 = (s + 1) * blocks / g->slots * MR;
+        const size_t i1 = b1 < g->m ? b1 : g->m;
+        uint32_t *panel = g->bp + s * g->ks * NR;
+        for (size_t p = 0; p < g->panels && i0 < i1; p++) {
+            sweep(g, p, panel, i0, i1);
         }
     }
 }
@@ -353,9 +532,63 @@ size_t aimsi_gemm_own_ws_bytes(int prec, size_t m, size_t n, size_t k)
     return (a_slots(prec, m, k) + panels * NR * k_slots(prec, k)) * sizeof(uint32_t) + 64;
 }
 
+/* The epilogue as plain passes over C (the path without the own kernels):
+ * the same operations in the same order as epi_half. */
+void aimsi_gemm_epi_apply(const aimsi_gemm_epi *e, size_t m, size_t n, float *c, size_t ldc)
+{
+    for (size_t i = 0; i < m; i++) {
+        float *cr = c + i * ldc;
+        float *wr = e->w != NULL ? e->w + i * e->ldw : NULL;
+        const float *gr = e->gate != NULL ? e->gate + i * ldc : NULL;
+        for (size_t j = 0; j < n; j++) {
+            float v = cr[j];
+            if (e->bias != NULL) {
+                v += e->bias[j];
+            }
+            if (e->relu) {
+                v = v > 0.0f ? v : 0.0f;
+            }
+            if (gr != NULL) {
+                v = gr[j] > 0.0f ? v : 0.0f;
+            }
+            if (wr != NULL && e->adam) { /* train_opt.c's adam_scalar */
+                const size_t at = i * e->ldw + j;
+                float g = v;
+                if (e->adam == 2) {
+                    wr[j] -= e->lr * e->wd * wr[j];
+                } else {
+                    g += e->wd * wr[j];
+                }
+                e->v1[at] = e->b1 * e->v1[at] + (1.0f - e->b1) * g;
+                e->v2[at] = e->b2 * e->v2[at] + (1.0f - e->b2) * g * g;
+                const float mh = e->v1[at] / e->c1;
+                const float sh = e->v2[at] / e->c2;
+                wr[j] -= e->lr * mh / (sqrtf(sh) + e->eps);
+                continue; /* C keeps the gradient */
+            }
+            if (wr != NULL) {
+                if (e->wd > 0.0f) {
+                    v += e->wd * wr[j];
+                }
+                wr[j] -= e->lr * v;
+                v *= e->mom;
+            }
+            cr[j] = v;
+        }
+    }
+}
+
 void aimsi_gemm_own(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
                     size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,
                     float beta, float *c, size_t ldc)
+{
+    aimsi_gemm_own_epi(pool, ws, prec, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc,
+                       NULL);
+}
+
+void aimsi_gemm_own_epi(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
+                        size_t n, size_t k, const float *a, size_t lda, const float *b,
+                        size_t ldb, float beta, float *c, size_t ldc, const aimsi_gemm_epi *epi)
 {
 #ifdef AIMSI_HAVE_OWN_GEMM
     if (aimsi_gemm_own_available(prec)) {
@@ -375,14 +608,39 @@ void aimsi_gemm_own(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans
                       .bp = base + a_slots(prec, m, k),
                       .beta = beta,
                       .c = c,
-                      .ldc = ldc};
+                      .ldc = ldc,
+                      .epi = epi};
         if (prec == AIMSI_GEMM_BF16) {
-            pack_a_bf16(trans_a, m, k, a, lda, base);
+            /* on the calling thread: packing it on the pool (16 rows per item)
+             * split the copy over both L2s, every panel then read half of it
+             * from the other core, and it measured no faster */
+            pack_a_bf16(trans_a, m, k, a, lda, base, 0, trans_a ? ks : m);
             g.a = base;
             g.stride_i = trans_a ? 1 : ks;
             g.stride_k = trans_a ? m : 1;
         }
-        aimsi_pool_run(pool, (n + NR - 1) / NR, run_panel, &g);
+        g.panels = (n + NR - 1) / NR;
+        g.slots = pool != NULL ? aimsi_pool_threads(pool) : 1;
+        g.slots = g.slots > GEMM_MAX_SLOTS ? GEMM_MAX_SLOTS : g.slots;
+        g.slots = g.slots > g.panels ? g.panels : g.slots;
+        /* row mode when the epilogue updates weights and every range has a
+         * few row blocks and its own panel buffer */
+        const size_t threads = pool != NULL ? aimsi_pool_threads(pool) : 1;
+        const int rows = epi != NULL && epi->w != NULL && threads > 1 &&
+                         threads <= GEMM_MAX_SLOTS && m >= 2 * MR * threads &&
+                         g.panels >= threads;
+        if (rows) {
+            g.slots = threads;
+            for (size_t s = 0; s < g.slots; s++) {
+                atomic_init(&g.next[s], 0);
+            }
+            aimsi_pool_run(pool, g.slots, run_rows, &g);
+            return;
+        }
+        for (size_t s = 0; s < g.slots; s++) {
+            atomic_init(&g.next[s], s * g.panels / g.slots);
+        }
+        aimsi_pool_run(pool, g.slots, run_ranges, &g);
         return;
     }
 #endif
@@ -390,4 +648,7 @@ void aimsi_gemm_own(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans
     (void)ws;
     (void)prec;
     aimsi_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+    if (epi != NULL) {
+        aimsi_gemm_epi_apply(epi, m, n, c, ldc);
+    }
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "aimsi_modelobj.h"
+#include "aimsi_quant.h"
 
 /* ---- activations ------------------------------------------------------------------- */
 
@@ -348,13 +349,13 @@ static aims_status clone_q8(const aims_model *src, aims_model *dst)
         if (s->qw == NULL) {
             continue;
         }
-        d->qw = aimsi_malloc(s->in * s->out);
+        d->qw = aimsi_malloc(aimsi_q8_qw_bytes(s->in, s->out)); /* matrix + panels */
         d->wscale = aimsi_malloc(s->out * sizeof *d->wscale);
         d->qwsum = aimsi_malloc(s->out * sizeof *d->qwsum);
         if (d->qw == NULL || d->wscale == NULL || d->qwsum == NULL) {
             return aimsi_err(NULL, AIMS_E_NOMEM, "aims_model_clone: out of memory");
         }
-        memcpy(d->qw, s->qw, s->in * s->out);
+        memcpy(d->qw, s->qw, aimsi_q8_qw_bytes(s->in, s->out));
         memcpy(d->wscale, s->wscale, s->out * sizeof *d->wscale);
         memcpy(d->qwsum, s->qwsum, s->out * sizeof *d->qwsum);
     }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "aimsi_modelobj.h"
+#include "aimsi_quant.h"
 
 /* A model file stores its kind as the aims_model_kind number (read back by a
  * cast in the header decoder), so these values are a file format too. */
@@ -254,7 +255,7 @@ static aims_status read_q8(aims_model *m, const uint8_t *p, size_t len)
         }
         L->wscale = aimsi_malloc(L->out * sizeof *L->wscale);
         L->qwsum = aimsi_malloc(L->out * sizeof *L->qwsum);
-        L->qw = aimsi_malloc(L->in * L->out);
+        L->qw = aimsi_malloc(aimsi_q8_qw_bytes(L->in, L->out)); /* matrix + panels */
         if (L->wscale == NULL || L->qwsum == NULL || L->qw == NULL) {
             return aimsi_err(NULL, AIMS_E_NOMEM, "model load: out of memory");
         }
@@ -272,6 +273,7 @@ static aims_status read_q8(aims_model *m, const uint8_t *p, size_t len)
         const uint8_t *q = NULL;
         RD(aimsi_rd_bytes(rd, L->in * L->out, &q));
         memcpy(L->qw, q, L->in * L->out);
+        aimsi_q8_pack(L);
         if (!isfinite(L->xscale) || L->xscale <= 0.0f) {
             return aimsi_err(NULL, AIMS_E_CORRUPT, "model int8 layer %zu: bad input scale", i);
         }

@@ -155,6 +155,66 @@ static void gemv_vnni(const int8_t *qw, size_t in, size_t out, const uint8_t *xu
     }
 }
 
+/* The panel kernel over pre-packed weights (aimsi_q8_pack): all the outputs
+ * of a chunk (up to 256) stay in zmm accumulators while x streams past, four
+ * bytes at a time broadcast to every lane; each 64-byte panel row feeds one
+ * vpdpbusd with no shuffles and no horizontal sums, and the weights are read
+ * as one sequential stream. Sums are the same exact int32 values as every
+ * other kernel's. NB (blocks of 16 outputs) is a constant after inlining, so
+ * the accumulators live in registers. */
+Q8_VNNI_TARGET static inline __attribute__((always_inline)) void
+q8p_chunk(size_t nb, const int8_t *p, size_t g4, const uint8_t *xu, int32_t *acc, size_t outs)
+{
+    __m512i a[16];
+    for (size_t b = 0; b < nb; b++) {
+        a[b] = _mm512_setzero_si512();
+    }
+    for (size_t g = 0; g < g4; g++) {
+        int32_t x4;
+        memcpy(&x4, xu + 4 * g, sizeof x4);
+        const __m512i xb = _mm512_set1_epi32(x4);
+        const int8_t *pg = p + g * nb * 64;
+        for (size_t b = 0; b < nb; b++) {
+            a[b] = _mm512_dpbusd_epi32(a[b], xb, _mm512_loadu_si512((const void *)(pg + b * 64)));
+        }
+    }
+    for (size_t b = 0; b < nb && 16 * b < outs; b++) {
+        const size_t left = outs - 16 * b;
+        const __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        _mm512_mask_storeu_epi32(acc + 16 * b, m, a[b]);
+    }
+}
+
+Q8_VNNI_TARGET static void gemv_vnni_packed(const int8_t *p, size_t in, size_t out,
+                                            const uint8_t *xu, int32_t *acc)
+{
+    const size_t g4 = (in + 3) / 4;
+    size_t o = 0;
+    for (size_t left = (out + 15) / 16; left > 0;) {
+        const size_t nb = aimsi_q8_chunk_blocks(left);
+        switch (nb) { /* one instantiation per chunk width */
+        case 16:
+            q8p_chunk(16, p, g4, xu, acc + o, out - o);
+            break;
+        case 8:
+            q8p_chunk(8, p, g4, xu, acc + o, out - o);
+            break;
+        case 4:
+            q8p_chunk(4, p, g4, xu, acc + o, out - o);
+            break;
+        case 2:
+            q8p_chunk(2, p, g4, xu, acc + o, out - o);
+            break;
+        default:
+            q8p_chunk(1, p, g4, xu, acc + o, out - o);
+            break;
+        }
+        p += nb * g4 * 64;
+        o += 16 * nb;
+        left -= nb;
+    }
+}
+
 /* Same arithmetic as quantize_row_c: vcvtps2dq rounds to nearest even under
  * the default MXCSR, and max/min return the bound for NaN (operand order). */
 Q8_VNNI_TARGET
@@ -369,6 +429,57 @@ void aimsi_q8_quantize_weights(const float *w, size_t in, size_t out, int8_t *qw
     }
 }
 
+/* ---- packed weights ---------------------------------------------------------------- */
+
+size_t aimsi_q8_chunk_blocks(size_t left)
+{
+    return left >= 16 ? 16 : left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+}
+
+size_t aimsi_q8_qw_bytes(size_t in, size_t out)
+{
+    return in * out + (out + 15) / 16 * ((in + 3) / 4) * 64;
+}
+
+/* Chunks of up to 16 blocks of 16 outputs (aimsi_q8_chunk_blocks); inside a
+ * chunk, for each group of 4 inputs g, for each block, 64 bytes: output o's
+ * qw[o][4g..4g+3] at 4 (o % 16). Zeros past `in` and past `out`. */
+void aimsi_q8_pack(aimsi_dense *L)
+{
+    const size_t in = L->in;
+    const size_t out = L->out;
+    const size_t g4 = (in + 3) / 4;
+    int8_t *p = L->qw + in * out;
+    size_t blk0 = 0;
+    for (size_t left = (out + 15) / 16; left > 0;) {
+        const size_t nb = aimsi_q8_chunk_blocks(left);
+        for (size_t g = 0; g < g4; g++) {
+            for (size_t b = 0; b < nb; b++) {
+                for (size_t o = 0; o < 16; o++) {
+                    const size_t row = (blk0 + b) * 16 + o;
+                    for (size_t j = 0; j < 4; j++) {
+                        const size_t col = 4 * g + j;
+                        *p++ = row < out && col < in ? L->qw[row * in + col] : 0;
+                    }
+                }
+            }
+        }
+        blk0 += nb;
+        left -= nb;
+    }
+}
+
+void aimsi_q8_gemv_packed(const aimsi_dense *L, const uint8_t *xu, int32_t *acc)
+{
+#if Q8_X86
+    if (aimsi_q8_isa() == AIMSI_Q8_VNNI) {
+        gemv_vnni_packed(L->qw + L->in * L->out, L->in, L->out, xu, acc);
+        return;
+    }
+#endif
+    aimsi_q8_gemv(L->qw, L->in, L->out, xu, acc);
+}
+
 /* ---- forward ------------------------------------------------------------------------ */
 
 /* One dense layer, int8: see aimsi_model.h. Scratch use per row: the u8 input
@@ -383,9 +494,12 @@ void aimsi_q8_dense_forward(const aims_model *m, const aimsi_dense *L, const flo
     int32_t *acc = (int32_t *)(void *)(scratch + (in + 3) / 4);
     const float *b = m->params + L->b_off;
     const float inv = L->xscale > 0.0f ? 1.0f / L->xscale : 0.0f;
+    /* the panel kernel reads x four bytes at a time: the pad bytes meet zero
+     * weights, but are zeroed so nothing uninitialised is read */
+    memset(xu + in, 0, (in + 3) / 4 * 4 - in);
     for (size_t r = 0; r < rows; r++) {
         aimsi_q8_quantize_row(x + r * in, in, inv, xu);
-        aimsi_q8_gemv(L->qw, in, out, xu, acc);
+        aimsi_q8_gemv_packed(L, xu, acc);
         float *yr = y + r * out;
         for (size_t o = 0; o < out; o++) {
             /* exact for every qwsum quantize() makes (|128 qwsum| < 2^31 as in <=
@@ -476,7 +590,7 @@ static aims_status fill_layer(aims_model *q, aimsi_dense *L, float xmax)
     if (aimsi_mul_ok(L->in, L->out, &nw) != 0) {
         return aimsi_err(NULL, AIMS_E_NOMEM, "aims_model_quantize: layer too large");
     }
-    int8_t *qw = aimsi_malloc(nw);
+    int8_t *qw = aimsi_malloc(aimsi_q8_qw_bytes(L->in, L->out));
     float *ws = aimsi_malloc(L->out * sizeof(float));
     int32_t *qs = aimsi_malloc(L->out * sizeof(int32_t));
     if (qw == NULL || ws == NULL || qs == NULL) {
@@ -489,6 +603,7 @@ static aims_status fill_layer(aims_model *q, aimsi_dense *L, float xmax)
     L->qw = qw;
     L->wscale = ws;
     L->qwsum = qs;
+    aimsi_q8_pack(L);
     /* an all-zero input (xmax 0) quantizes to 0 whatever the scale; 1 keeps
      * the division well defined */
     L->xscale = xmax > 0.0f ? xmax / 127.0f : 1.0f;

@@ -15,6 +15,15 @@
  * written and OpenBLAS runs no separate beta sweep; the arithmetic is that of
  * PyTorch's SGD (v = mu v + g; w -= lr v). Likewise every forward GEMM starts
  * from the bias rows (beta = 1), so bias and activation cost one pass.
+ *
+ * In libaims' own kernels (gemm.c) those passes disappear into the GEMM's
+ * epilogue, done while each block of C is still in registers: the forward
+ * adds the bias and applies ReLU there, dA_prev = G W applies the ReLU
+ * gate (ReLU backward) there, and the fast SGD path runs the whole update
+ * (w -= lr v; v *= mu) there, so w and v are read and written once per step
+ * instead of twice. The epilogue does the same operations in the same order
+ * as the passes it replaces (aimsi_gemm_epi), so the weights are bit for bit
+ * those of the separate passes.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -32,26 +41,45 @@ static int use_own(const aims_trainer *t, size_t m, size_t n, size_t k)
     return t->gws != NULL && n >= 8 && m * n * k >= (size_t)4 * 65536;
 }
 
+/* Epilogue fusion on (1) or off (0): process-wide, for the test that proves
+ * the fused step bit-identical to the separate passes. */
+static atomic_int g_fuse = 1;
+
+int aimsi_train_fusion_force(int on)
+{
+    return atomic_exchange(&g_fuse, on ? 1 : 0);
+}
+
+static int fuse(const aims_trainer *t, size_t m, size_t n, size_t k)
+{
+    return use_own(t, m, n, k) && atomic_load_explicit(&g_fuse, memory_order_relaxed);
+}
+
+/* C = op(A) op(B) + beta C, then the epilogue e (NULL: none): in the own
+ * kernels while each block is in registers, else as passes over C. */
 static void gemm(const aims_trainer *t, int trans_a, int trans_b, size_t m, size_t n, size_t k,
                  const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
-                 size_t ldc)
+                 size_t ldc, const aimsi_gemm_epi *e)
 {
     if (use_own(t, m, n, k)) {
         /* below ~2M multiply-adds the hand-off to the pool costs more than the
          * second core gains (softmax regression: 1 thread beat 2) */
         aimsi_pool *pool = m * n * k >= ((size_t)2 << 20) ? t->pool : NULL;
-        aimsi_gemm_own(pool, t->gws, t->gprec, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c,
-                       ldc);
+        aimsi_gemm_own_epi(pool, t->gws, t->gprec, trans_a, trans_b, m, n, k, a, lda, b, ldb,
+                           beta, c, ldc, e);
         return;
     }
     aimsi_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+    if (e != NULL) {
+        aimsi_gemm_epi_apply(e, m, n, c, ldc);
+    }
 }
 
 /* ---- forward / loss / backward ------------------------------------------------------- */
 
-/* Activation (+ dropout) over a layer's fresh GEMM output (the GEMM started
- * from the bias rows, so z = x W^T + b is already complete). */
-static void bias_act(const aims_trainer *t, size_t l, size_t n)
+/* Activation (+ dropout) over a layer's fresh GEMM output (the GEMM added
+ * the bias, so z = x W^T + b is already complete; relu_done: and the ReLU). */
+static void bias_act(const aims_trainer *t, size_t l, size_t n, int relu_done)
 {
     const aims_model *m = t->m;
     const aimsi_dense *L = &m->layers[l];
@@ -60,7 +88,9 @@ static void bias_act(const aims_trainer *t, size_t l, size_t n)
     if (L->act == AIMS_ACT_GELU) {
         memcpy(t->pre[l], a, cnt * sizeof *a); /* the derivative needs z */
     }
-    aimsi_act_apply(L->act, a, cnt);
+    if (!relu_done) {
+        aimsi_act_apply(L->act, a, cnt);
+    }
     if (t->mask[l] != NULL) {
         aimsi_rng rng;
         aimsi_rng_seed(&rng, aimsi_train_mix_seed((uint64_t)t->h.seed,
@@ -82,13 +112,22 @@ void aimsi_train_forward(aims_trainer *t, size_t n)
     for (size_t l = 0; l < m->n_layers; l++) {
         const aimsi_dense *L = &m->layers[l];
         const float *b = m->params + L->b_off;
-        for (size_t r = 0; r < n; r++) {
-            memcpy(t->act[l] + r * L->out, b, L->out * sizeof *b);
+        const float *w = m->params + L->w_off;
+        int relu_done = 0;
+        if (fuse(t, n, L->out, L->in)) {
+            /* bias and ReLU in the GEMM's epilogue: no bias rows, no ReLU pass */
+            aimsi_gemm_epi e = {0};
+            e.bias = b;
+            e.relu = relu_done = L->act == AIMS_ACT_RELU;
+            gemm(t, 0, 1, n, L->out, L->in, x, L->in, w, L->in, 0.0f, t->act[l], L->out, &e);
+        } else {
+            for (size_t r = 0; r < n; r++) {
+                memcpy(t->act[l] + r * L->out, b, L->out * sizeof *b);
+            }
+            /* beta 1 over the bias rows: no separate zeroing sweep inside OpenBLAS */
+            gemm(t, 0, 1, n, L->out, L->in, x, L->in, w, L->in, 1.0f, t->act[l], L->out, NULL);
         }
-        /* beta 1 over the bias rows: no separate zeroing sweep inside OpenBLAS */
-        gemm(t, 0, 1, n, L->out, L->in, x, L->in, m->params + L->w_off, L->in, 1.0f, t->act[l],
-             L->out);
-        bias_act(t, l, n);
+        bias_act(t, l, n, relu_done);
         x = t->act[l];
     }
 }
@@ -141,13 +180,14 @@ double aimsi_train_loss_grad(aims_trainer *t, size_t n)
     return total;
 }
 
-/* g *= f'(pre) where f is the activation of layer l (and the dropout mask). */
-static void act_backward(const aims_trainer *t, size_t l, size_t n, float *g)
+/* g *= f'(pre) where f is the activation of layer l (and the dropout mask);
+ * gated: the GEMM's epilogue already applied the ReLU gate. */
+static void act_backward(const aims_trainer *t, size_t l, size_t n, float *g, int gated)
 {
     const aimsi_dense *L = &t->m->layers[l];
     const float *a = t->act[l];
     const size_t cnt = n * L->out;
-    switch (L->act) {
+    switch (gated ? AIMS_ACT_NONE : L->act) {
     case AIMS_ACT_RELU:
         for (size_t i = 0; i < cnt; i++) {
             g[i] = a[i] > 0.0f ? g[i] : 0.0f;
@@ -192,16 +232,46 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
     for (size_t l = m->n_layers; l-- > 0;) {
         const aimsi_dense *L = &m->layers[l];
         const float *aprev = l > 0 ? t->act[l - 1] : t->xb;
+        float *w = m->params + L->w_off;
         float *gprev = t->g[l & 1];
+        int gated = 0;
         if (l > 0) { /* dA_prev = G W, with the weights before this step's update */
-            gemm(t, 0, 0, n, L->in, L->out, gcur, L->out, m->params + L->w_off, L->in, 0.0f,
-                 gprev, L->in);
+            aimsi_gemm_epi e = {0};
+            if (m->layers[l - 1].act == AIMS_ACT_RELU && fuse(t, n, L->in, L->out)) {
+                e.gate = t->act[l - 1]; /* ReLU backward in the epilogue */
+                gated = 1;
+            }
+            gemm(t, 0, 0, n, L->in, L->out, gcur, L->out, w, L->in, 0.0f, gprev, L->in,
+                 gated ? &e : NULL);
         }
         float *dw = fast ? t->v1 + L->w_off : t->grad + L->w_off;
         float *db = fast ? t->v1 + L->b_off : t->grad + L->b_off;
-        /* fast path: dw/db already hold mu * v (see update_range) */
+        /* fast path: dw/db already hold mu * v (see update_range), and in the own
+         * kernels the SGD step itself runs in the epilogue of this GEMM, while
+         * each block of v is in registers (no separate pass over w and v) */
         const float beta = fast ? 1.0f : 0.0f;
-        gemm(t, 1, 0, L->out, L->in, n, gcur, L->out, aprev, L->in, beta, dw, L->in);
+        aimsi_gemm_epi e = {0};
+        const int adam = t->h.opt == OPT_ADAM || t->h.opt == OPT_ADAMW;
+        const int fused = (fast || adam) && fuse(t, L->out, L->in, n);
+        if (fused) {
+            e.w = w;
+            e.ldw = L->in;
+            e.lr = o->lr;
+            e.mom = o->mom;
+            e.wd = o->wd;
+            if (adam) { /* the whole Adam step in the epilogue; grad is not written */
+                e.adam = t->h.opt == OPT_ADAMW ? 2 : 1;
+                e.v1 = t->v1 + L->w_off;
+                e.v2 = t->v2 + L->w_off;
+                e.b1 = o->b1;
+                e.b2 = o->b2;
+                e.eps = o->eps;
+                e.c1 = o->c1;
+                e.c2 = o->c2;
+            }
+        }
+        gemm(t, 1, 0, L->out, L->in, n, gcur, L->out, aprev, L->in, beta, dw, L->in,
+             fused ? &e : NULL);
         if (!fast) {
             memset(db, 0, L->out * sizeof *db);
         }
@@ -211,10 +281,12 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
                 db[j] += gr[j];
             }
         }
-        aimsi_train_update_params(t, o, L->w_off, L->in * L->out);
+        if (!fused) {
+            aimsi_train_update_params(t, o, L->w_off, L->in * L->out);
+        }
         aimsi_train_update_range(t, o, L->b_off, L->out);
         if (l > 0) {
-            act_backward(t, l - 1, n, gprev);
+            act_backward(t, l - 1, n, gprev, gated);
             gcur = gprev;
         }
     }

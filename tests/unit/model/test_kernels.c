@@ -1,0 +1,427 @@
+/*
+ * test_kernels.c -- the kernels of issue 15 item 6 (src/model/gemm.c epilogue,
+ * gemv.c, the packed int8 GEMV of quant.c) against the code they replace.
+ *
+ *   - the own GEMM's epilogue (bias, ReLU, ReLU gate, SGD step) gives the same
+ *     bits as the GEMM followed by the separate passes, fp32 and bf16, every
+ *     transpose combination, edge shapes, on a 3-thread pool;
+ *   - training with the epilogues fused gives the same weights, bit for bit,
+ *     as training with the separate passes (SGD with and without weight decay,
+ *     Adam with and without L2, AdamW, dropout, bf16), so models are what
+ *     they were before the fusion;
+ *   - the single-row GEMV on every kernel the CPU has (AVX-512, AVX2, C) is
+ *     close to a double-precision reference for awkward shapes;
+ *   - the int8 panel kernel over pre-packed weights gives exactly the int32
+ *     sums of the row-major C kernel, and a quantized model keeps its panels
+ *     through save/load and clone.
+ * Kernels the CPU lacks are skipped (and say so).
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "model/aimsi_quant.h"
+#include "model/aimsi_train.h"
+#include "testalloc.h"
+
+#define OK(e) assert_int_equal((e), AIMS_OK)
+
+static float frand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(*s >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
+}
+
+static float *filled(size_t count, uint64_t *seed)
+{
+    float *v = aimsi_malloc(count * sizeof *v);
+    assert_non_null(v);
+    for (size_t i = 0; i < count; i++) {
+        v[i] = frand(seed);
+    }
+    return v;
+}
+
+static float *copy_of(const float *v, size_t count)
+{
+    float *c = aimsi_malloc(count * sizeof *c);
+    assert_non_null(c);
+    memcpy(c, v, count * sizeof *c);
+    return c;
+}
+
+/* ---- GEMM epilogue == GEMM + passes ------------------------------------------------ */
+
+typedef struct shape {
+    size_t m, n, k;
+} shape;
+
+static void epi_one(aimsi_pool *pool, int prec, int ta, int tb, shape s, int variant,
+                    uint64_t seed)
+{
+    const size_t lda = (ta ? s.m : s.k) + 1;
+    const size_t ldb = (tb ? s.k : s.n) + 3;
+    const size_t ldc = s.n + 2;
+    const size_t ldw = s.n + 5;
+    float *a = filled((ta ? s.k : s.m) * lda, &seed);
+    float *b = filled((tb ? s.n : s.k) * ldb, &seed);
+    float *c0 = filled(s.m * ldc, &seed);
+    float *bias = filled(s.n, &seed);
+    float *gate = filled(s.m * ldc, &seed);
+    float *w0 = filled(s.m * ldw, &seed);
+    for (size_t i = 0; i < s.m * ldc; i += 7) {
+        gate[i] = 0.0f; /* the boundary: "> 0" is false */
+    }
+    float *c1 = copy_of(c0, s.m * ldc);
+    float *c2 = copy_of(c0, s.m * ldc);
+    float *w1 = copy_of(w0, s.m * ldw);
+    float *w2 = copy_of(w0, s.m * ldw);
+    aimsi_gemm_epi e = {0};
+    float beta = 0.0f;
+    switch (variant) {
+    case 0: /* forward: bias + ReLU */
+        e.bias = bias;
+        e.relu = 1;
+        break;
+    case 1: /* ReLU backward */
+        e.gate = gate;
+        break;
+    case 2: /* SGD step into a momentum buffer */
+        beta = 1.0f;
+        e.lr = 0.1f;
+        e.mom = 0.9f;
+        break;
+    default: /* everything, with weight decay and beta 0.5 */
+        beta = 0.5f;
+        e.bias = bias;
+        e.relu = 1;
+        e.gate = gate;
+        e.lr = 0.05f;
+        e.mom = 0.8f;
+        e.wd = 0.01f;
+        break;
+    }
+    if (variant >= 2) {
+        e.ldw = ldw;
+    }
+    void *ws = aimsi_malloc(aimsi_gemm_own_ws_bytes(prec, s.m, s.n, s.k));
+    assert_non_null(ws);
+    aimsi_gemm_epi e1 = e;
+    e1.w = variant >= 2 ? w1 : NULL;
+    aimsi_gemm_own_epi(pool, ws, prec, ta, tb, s.m, s.n, s.k, a, lda, b, ldb, beta, c1, ldc,
+                       &e1);
+    aimsi_gemm_epi e2 = e;
+    e2.w = variant >= 2 ? w2 : NULL;
+    aimsi_gemm_own(NULL, ws, prec, ta, tb, s.m, s.n, s.k, a, lda, b, ldb, beta, c2, ldc);
+    aimsi_gemm_epi_apply(&e2, s.m, s.n, c2, ldc);
+    for (size_t i = 0; i < s.m; i++) {
+        for (size_t j = 0; j < ldc; j++) {
+            if (memcmp(&c1[i * ldc + j], &c2[i * ldc + j], sizeof *c1) != 0) {
+                fail_msg("prec %d ta %d tb %d %zux%zux%zu variant %d C(%zu,%zu): fused %.9g, "
+                         "passes %.9g",
+                         prec, ta, tb, s.m, s.n, s.k, variant, i, j, (double)c1[i * ldc + j],
+                         (double)c2[i * ldc + j]);
+            }
+        }
+    }
+    assert_memory_equal(w1, w2, s.m * ldw * sizeof *w1);
+    aimsi_free(ws);
+    aimsi_free(w2);
+    aimsi_free(w1);
+    aimsi_free(c2);
+    aimsi_free(c1);
+    aimsi_free(w0);
+    aimsi_free(gate);
+    aimsi_free(bias);
+    aimsi_free(c0);
+    aimsi_free(b);
+    aimsi_free(a);
+}
+
+static void epi_case(int prec)
+{
+    if (!aimsi_gemm_own_available(prec)) {
+        print_message("note: the own %s GEMM needs AVX-512%s\n",
+                      prec == AIMSI_GEMM_BF16 ? "bf16" : "fp32",
+                      prec == AIMSI_GEMM_BF16 ? "_BF16" : "");
+        skip();
+    }
+    aimsi_pool *pool = NULL;
+    OK(aimsi_pool_create(3, &pool));
+    static const shape shapes[] = {{1, 1, 1},   {8, 32, 2},   {7, 31, 3},    {9, 33, 33},
+                                   {13, 70, 101}, {64, 10, 128}, {24, 784, 16}, {3, 17, 1000},
+                                   {96, 100, 40}, {256, 784, 128}};
+    uint64_t seed = 99;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        for (int v = 0; v < 4; v++) {
+            const int ta = (int)((s + (size_t)v) & 1u);
+            const int tb = (int)(((s + (size_t)v) >> 1) & 1u);
+            epi_one(pool, prec, ta, tb, shapes[s], v, seed++);
+        }
+    }
+    aimsi_pool_destroy(pool);
+}
+
+static void test_gemm_epilogue_f32(void **state)
+{
+    (void)state;
+    epi_case(AIMSI_GEMM_F32);
+}
+
+static void test_gemm_epilogue_bf16(void **state)
+{
+    (void)state;
+    epi_case(AIMSI_GEMM_BF16);
+}
+
+/* ---- fused training == separate passes --------------------------------------------- */
+
+/* rows x 256 features, 4 classes from a fixed linear rule. */
+static aims_dataset *rule_data(size_t rows, uint64_t seed)
+{
+    enum { COLS = 256 };
+    float *x = filled(rows * COLS, &seed);
+    int32_t *y = aimsi_malloc(rows * sizeof *y);
+    assert_non_null(y);
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * COLS;
+        y[r] = (xr[0] > xr[1]) + 2 * (xr[2] > xr[5]);
+    }
+    aims_dataset *ds = NULL;
+    OK(aims_dataset_create_dense(rows, COLS, x, y, &ds));
+    aimsi_free(x);
+    aimsi_free(y);
+    return ds;
+}
+
+typedef struct train_case {
+    int64_t opt, precision;
+    double wd, dropout;
+} train_case;
+
+/* MLP 256-128(ReLU)-64(ReLU)-4, batch 64: the two hidden layers' GEMMs run in
+ * the own kernels, so every epilogue (bias+ReLU, ReLU gate, SGD) is used. */
+static float *train_params(const aims_dataset *ds, const train_case *c, int fused, size_t *n)
+{
+    aims_model *m = NULL;
+    aims_trainer *t = NULL;
+    OK(aims_model_create(AIMS_MODEL_KIND_MLP, 256, 4, &m));
+    OK(aims_model_add_dense(m, 128, AIMS_ACT_RELU));
+    OK(aims_model_add_dense(m, 64, AIMS_ACT_RELU));
+    OK(aims_model_set_param_i64(m, AIMS_MODEL_PRECISION, c->precision));
+    OK(aims_model_set_param_f64(m, AIMS_MODEL_DROPOUT, c->dropout));
+    OK(aims_trainer_create(m, &t));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, c->opt));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 2));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, 64));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 5));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_THREADS, 2));
+    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, c->opt == 0 ? 0.05 : 0.002));
+    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_WEIGHT_DECAY, c->wd));
+    const int before = aimsi_train_fusion_force(fused);
+    OK(aims_trainer_fit(t, ds, NULL));
+    aimsi_train_fusion_force(before);
+    *n = m->n_params;
+    float *p = copy_of(m->params, m->n_params);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    return p;
+}
+
+static void test_fused_training_bit_identical(void **state)
+{
+    (void)state;
+    if (!aimsi_gemm_own_available(AIMSI_GEMM_F32)) {
+        print_message("note: no own kernels on this CPU, nothing is fused\n");
+        skip();
+    }
+    aims_dataset *ds = rule_data(640, 21);
+    static const train_case cases[] = {
+        {0, 0, 0.0, 0.0},  {0, 0, 1e-3, 0.0}, {1, 0, 0.0, 0.0}, {1, 0, 1e-3, 0.0},
+        {2, 0, 1e-2, 0.0}, {0, 0, 0.0, 0.2},  {0, 1, 0.0, 0.0}, {1, 1, 0.0, 0.0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n1 = 0;
+        size_t n2 = 0;
+        float *p1 = train_params(ds, &cases[i], 1, &n1);
+        float *p2 = train_params(ds, &cases[i], 0, &n2);
+        assert_int_equal(n1, n2);
+        if (memcmp(p1, p2, n1 * sizeof *p1) != 0) {
+            fail_msg("case %zu (opt %lld, precision %lld, wd %g, dropout %g): fused and "
+                     "separate passes trained different weights",
+                     i, (long long)cases[i].opt, (long long)cases[i].precision, cases[i].wd,
+                     cases[i].dropout);
+        }
+        aimsi_free(p2);
+        aimsi_free(p1);
+    }
+    aims_dataset_destroy(ds);
+}
+
+/* ---- single-row GEMV ------------------------------------------------------------------ */
+
+static void gemv_check(size_t out, size_t in, uint64_t seed)
+{
+    float *w = filled(out * in, &seed);
+    float *x = filled(in, &seed);
+    float *b = filled(out, &seed);
+    float *y = aimsi_malloc((out + 1) * sizeof *y);
+    assert_non_null(y);
+    y[out] = 12345.0f; /* nothing past out is written */
+    aimsi_gemv_bias(w, out, in, x, b, y);
+    for (size_t o = 0; o < out; o++) {
+        double want = (double)b[o];
+        double mag = fabs(want);
+        for (size_t i = 0; i < in; i++) {
+            want += (double)w[o * in + i] * (double)x[i];
+            mag += fabs((double)w[o * in + i] * (double)x[i]);
+        }
+        if (fabs((double)y[o] - want) > 2e-7 * (mag + 1.0) * sqrt((double)in + 1.0) * 4.0) {
+            fail_msg("gemv %zux%zu row %zu: got %.9g want %.9g", out, in, o, (double)y[o],
+                     want);
+        }
+    }
+    assert_true(y[out] == 12345.0f);
+    aimsi_free(y);
+    aimsi_free(b);
+    aimsi_free(x);
+    aimsi_free(w);
+}
+
+static void test_gemv_every_kernel(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"", "C", "AVX2", "AVX-512"};
+    static const size_t outs[] = {1, 7, 8, 9, 10, 16, 17, 256};
+    static const size_t ins[] = {1, 3, 8, 15, 16, 17, 33, 784};
+    for (int isa = 1; isa <= 3; isa++) {
+        if (aimsi_gemv_isa_force(isa) != isa) {
+            print_message("note: GEMV kernel %s unavailable\n", names[isa]);
+            continue;
+        }
+        uint64_t seed = 3 + (uint64_t)isa;
+        for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
+            for (size_t j = 0; j < sizeof ins / sizeof ins[0]; j++) {
+                gemv_check(outs[i], ins[j], seed++);
+            }
+        }
+    }
+    assert_true(aimsi_gemv_isa_force(0) >= 1);
+}
+
+/* ---- int8 panels ------------------------------------------------------------------------ */
+
+static void q8_packed_check(size_t in, size_t out, uint64_t seed)
+{
+    aimsi_dense L;
+    memset(&L, 0, sizeof L);
+    L.in = in;
+    L.out = out;
+    L.qw = aimsi_malloc(aimsi_q8_qw_bytes(in, out));
+    uint8_t *xu = aimsi_malloc((in + 3) / 4 * 4);
+    int32_t *want = aimsi_malloc((out + 1) * sizeof *want);
+    int32_t *got = aimsi_malloc((out + 1) * sizeof *got);
+    assert_non_null(L.qw);
+    assert_non_null(xu);
+    assert_non_null(want);
+    assert_non_null(got);
+    for (size_t i = 0; i < in * out; i++) {
+        L.qw[i] = (int8_t)(frand(&seed) * 127.0f);
+    }
+    for (size_t i = 0; i < in; i++) {
+        xu[i] = (uint8_t)(frand(&seed) * 127.0f + 128.0f);
+    }
+    memset(xu + in, 0, (in + 3) / 4 * 4 - in);
+    aimsi_q8_pack(&L);
+    got[out] = want[out] = -7;
+    assert_int_equal(aimsi_q8_isa_force(AIMSI_Q8_C), AIMSI_Q8_C);
+    aimsi_q8_gemv(L.qw, in, out, xu, want);
+    aimsi_q8_isa_force(AIMSI_Q8_AUTO);
+    aimsi_q8_gemv_packed(&L, xu, got);
+    assert_memory_equal(got, want, (out + 1) * sizeof *got);
+    aimsi_free(got);
+    aimsi_free(want);
+    aimsi_free(xu);
+    aimsi_free(L.qw);
+}
+
+static void test_q8_packed_exact(void **state)
+{
+    (void)state;
+    if (aimsi_q8_isa_force(AIMSI_Q8_VNNI) != AIMSI_Q8_VNNI) {
+        print_message("note: no VNNI: the panels are checked through the fallback only\n");
+    }
+    aimsi_q8_isa_force(AIMSI_Q8_AUTO);
+    static const size_t ins[] = {1, 3, 4, 5, 63, 64, 65, 256, 784};
+    static const size_t outs[] = {1, 10, 15, 16, 17, 33, 100, 256, 257, 300, 530};
+    uint64_t seed = 17;
+    for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++) {
+        for (size_t j = 0; j < sizeof outs / sizeof outs[0]; j++) {
+            q8_packed_check(ins[i], outs[j], seed++);
+        }
+    }
+}
+
+/* A quantized model predicts the same bits after save/load and clone (both
+ * rebuild or copy the panels) as the model quantize() made. */
+static void test_q8_panels_survive_load_and_clone(void **state)
+{
+    (void)state;
+    aims_dataset *ds = rule_data(300, 8);
+    aims_model *m = NULL;
+    aims_trainer *t = NULL;
+    OK(aims_model_create(AIMS_MODEL_KIND_MLP, 256, 4, &m));
+    OK(aims_model_add_dense(m, 40, AIMS_ACT_RELU));
+    OK(aims_trainer_create(m, &t));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 1));
+    OK(aims_trainer_fit(t, ds, NULL));
+    aims_model *q = NULL;
+    OK(aims_model_quantize(m, ds, &q));
+    char path[] = "/tmp/aims-test-kernels-XXXXXX";
+    const int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    OK(aims_model_save(q, path));
+    aims_model *l = NULL;
+    OK(aims_model_load(path, &l));
+    remove(path);
+    aims_model *c = NULL;
+    OK(aims_model_clone(q, &c));
+    const float *x = aims_dataset_features(ds);
+    float y[3][4];
+    for (size_t r = 0; r < 20; r++) {
+        OK(aims_model_predict(q, AIMS_OUT_SCORES, x + r * 256, 1, 256, y[0], 4));
+        OK(aims_model_predict(l, AIMS_OUT_SCORES, x + r * 256, 1, 256, y[1], 4));
+        OK(aims_model_predict(c, AIMS_OUT_SCORES, x + r * 256, 1, 256, y[2], 4));
+        assert_memory_equal(y[0], y[1], sizeof y[0]);
+        assert_memory_equal(y[0], y[2], sizeof y[0]);
+    }
+    aims_model_destroy(c);
+    aims_model_destroy(l);
+    aims_model_destroy(q);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    aims_dataset_destroy(ds);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_gemm_epilogue_f32, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_gemm_epilogue_bf16, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_fused_training_bit_identical, ta_setup,
+                                        ta_teardown),
+        cmocka_unit_test_setup_teardown(test_gemv_every_kernel, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_q8_packed_exact, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_q8_panels_survive_load_and_clone, ta_setup,
+                                        ta_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
