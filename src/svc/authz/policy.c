@@ -14,7 +14,8 @@
  *   jwt-audience AUD | jwt-issuer ISS | jwt-leeway SECONDS
  *
  * IDENTITY and RESOURCE are globs ('*', '?'); ACTION is one of register,
- * join, call, train, jobs, swap or '*'. An IDENTITY "scope:NAME" matches a
+ * join, call, train, jobs, swap, load, unload, rollback, weight, deploy
+ * (the model lifecycle, aims_lifecycle.h) or '*'. An IDENTITY "scope:NAME" matches a
  * JWT caller whose token carries scope NAME.
  *
  * Decision: "host" (in-process callers) and admins are allowed everything;
@@ -44,7 +45,8 @@
 #define LEEWAY_DEFAULT 30
 #define LEEWAY_MAX 600
 
-static const char *const k_actions[] = {"register", "join", "call", "train", "jobs", "swap", "*"};
+static const char *const k_actions[] = {"register", "join",   "call",     "train",  "jobs", "swap",
+                                        "load",     "unload", "rollback", "weight", "deploy", "*"};
 
 #define POLICY_OK(p) aimsi_obj_ok((p), AIMSI_MAGIC_POLICY)
 
