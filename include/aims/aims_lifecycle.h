@@ -61,10 +61,10 @@ AIMS_EXTERN_C_BEGIN
 
 /** Where a service's last canary stands (values never change). */
 typedef enum aims_canary_state {
-    AIMS_CANARY_NONE = 0,        /**< no canary was started */
-    AIMS_CANARY_RUNNING = 1,     /**< being watched */
-    AIMS_CANARY_PROMOTED = 2,    /**< it passed: it serves all traffic */
-    AIMS_CANARY_ROLLED_BACK = 3  /**< it failed: traffic went back, it was unloaded */
+    AIMS_CANARY_STATE_NONE = 0,        /**< no canary was started */
+    AIMS_CANARY_STATE_RUNNING = 1,     /**< being watched */
+    AIMS_CANARY_STATE_PROMOTED = 2,    /**< it passed: it serves all traffic */
+    AIMS_CANARY_STATE_ROLLED_BACK = 3  /**< it failed: traffic went back, it was unloaded */
 } aims_canary_state;
 
 /**
@@ -136,8 +136,15 @@ AIMS_API aims_status aims_client_rollback(aims_client *c, const char *service,
  *        canary taking @p percent % of the traffic, judged by @p rule (NULL:
  *        the defaults; see the header overview). @p percent = 100 switches to
  *        it at once (the old version stays loaded for rollback).
+ * @param c        Client with a registry view.
+ * @param service  Infer service name.
+ * @param version  New version label (as aims_client_load_version).
+ * @param bundle   Bundle file bytes, or NULL with @p path.
+ * @param len      Bytes at @p bundle.
+ * @param path     Or a bundle file under the service's model directory.
  * @param percent  1..100.
  * @param rule     "key=value" text or NULL.
+ * @param timeout_ms Per instance; 0 = the client's default.
  * @return AIMS_OK when every instance started it; the outcome comes later
  *         (aims_client_canary_state).
  * @since 0.1
@@ -150,7 +157,10 @@ AIMS_API aims_status aims_client_canary_start(aims_client *c, const char *servic
 /**
  * @brief The canary state over every live instance: ROLLED_BACK if any rolled
  *        back, else RUNNING if any still runs, else PROMOTED if any promoted, else NONE.
- * @param out [out] the state.
+ * @param c        Client with a registry view.
+ * @param service  Infer service name.
+ * @param out      [out] the state.
+ * @param timeout_ms Per instance; 0 = the client's default.
  * @return AIMS_OK or the first failure.
  * @since 0.1
  */

@@ -209,7 +209,7 @@ aims_status aims_client_canary_state(aims_client *c, const char *service, aims_c
     }
     aims_msg req;
     aimsi_msg_init(&req);
-    aims_canary_state acc = AIMS_CANARY_NONE;
+    aims_canary_state acc = AIMS_CANARY_STATE_NONE;
     const aims_status rc = run(c, service, "versions", &req, AIMS_OK, timeout_ms, fold_state, &acc);
     if (rc == AIMS_OK) {
         *out = acc;

@@ -351,7 +351,7 @@ static void deploy_locked(aimsi_life *lf, int c, int64_t pct, const aimsi_canary
     lf->slot[lf->stable]->weight = (uint32_t)(100 - pct);
     lf->slot[c]->weight = (uint32_t)pct;
     lf->canary = c;
-    lf->cstate = AIMS_CANARY_RUNNING;
+    lf->cstate = AIMS_CANARY_STATE_RUNNING;
     lf->rule = *rule;
     lf->cstart_ns = aimsi_now_ns();
     for (int i = 0; i < LIFE_MAX; i++) {
@@ -366,7 +366,7 @@ life_slot *aimsi_life_canary_back_locked(aimsi_life *lf)
 {
     const int c = lf->canary;
     lf->canary = -1;
-    lf->cstate = AIMS_CANARY_ROLLED_BACK;
+    lf->cstate = AIMS_CANARY_STATE_ROLLED_BACK;
     aimsi_life_only_locked(lf, lf->stable);
     return aimsi_life_remove_locked(lf, c);
 }
@@ -542,7 +542,7 @@ static void route_chunk(aimsi_life *lf, aimsi_work *const *items, size_t n)
         if (d == AIMSI_CANARY_PROMOTE) {
             const int ci = lf->canary;
             lf->canary = -1;
-            lf->cstate = AIMS_CANARY_PROMOTED;
+            lf->cstate = AIMS_CANARY_STATE_PROMOTED;
             lf->prev = lf->stable;
             lf->stable = ci;
             aimsi_life_only_locked(lf, ci);

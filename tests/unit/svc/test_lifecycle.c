@@ -322,7 +322,7 @@ static void test_load_weight_rollback_unload(void **state)
     assert_int_equal(aims_client_load_version(e.c, "blobs", "2", g_good, g_good_len, NULL, 0),
                      AIMS_E_EXISTS);
     assert_non_null(strstr(aims_client_errmsg(e.c), "already loaded"));
-    assert_int_equal(versions(&e, t, sizeof t), AIMS_CANARY_NONE);
+    assert_int_equal(versions(&e, t, sizeof t), AIMS_CANARY_STATE_NONE);
     assert_int_equal(ver_field(t, "1", "weight"), 100);
     assert_int_equal(ver_field(t, "2", "weight"), 0);
     assert_true(is_stable(t, "1"));
@@ -511,8 +511,8 @@ static aims_canary_state canary_under_load(env *e, const void *bytes, size_t len
     }
     assert_int_equal(aims_client_canary_start(e->c, "blobs", "2", bytes, len, NULL, pct, rule, 0),
                      AIMS_OK);
-    aims_canary_state st = AIMS_CANARY_RUNNING;
-    for (int i = 0; i < 6000 && st == AIMS_CANARY_RUNNING; i++) { /* bounded: 60 s */
+    aims_canary_state st = AIMS_CANARY_STATE_RUNNING;
+    for (int i = 0; i < 6000 && st == AIMS_CANARY_STATE_RUNNING; i++) { /* bounded: 60 s */
         usleep(10000);
         assert_int_equal(aims_client_canary_state(e->c, "blobs", &st, 0), AIMS_OK);
     }
@@ -534,11 +534,11 @@ static void test_canary_bad_version_rolled_back(void **state)
     const aims_canary_state st = canary_under_load(
         &e, g_bad, g_bad_len, 20, "window_ms=600000 min_calls=20 max_error_delta=0.05", &calls,
         &failed);
-    assert_int_equal(st, AIMS_CANARY_ROLLED_BACK);
+    assert_int_equal(st, AIMS_CANARY_STATE_ROLLED_BACK);
     assert_int_equal(failed, 0); /* every failed try was served again by version 1 */
     assert_true(calls > 0);
     char t[2048];
-    assert_int_equal(versions(&e, t, sizeof t), AIMS_CANARY_ROLLED_BACK);
+    assert_int_equal(versions(&e, t, sizeof t), AIMS_CANARY_STATE_ROLLED_BACK);
     assert_int_equal(ver_field(t, "2", "weight"), -1); /* unloaded */
     assert_int_equal(ver_field(t, "1", "weight"), 100);
     assert_true(is_stable(t, "1"));
@@ -570,7 +570,7 @@ static void test_canary_slow_version_rolled_back(void **state)
     const aims_canary_state st = canary_under_load(
         &e, g_slow, g_slow_len, 20, "window_ms=500 min_calls=20 latency_slack_us=100", &calls,
         &failed);
-    assert_int_equal(st, AIMS_CANARY_ROLLED_BACK);
+    assert_int_equal(st, AIMS_CANARY_STATE_ROLLED_BACK);
     assert_int_equal(failed, 0);
     char t[2048];
     versions(&e, t, sizeof t);
@@ -592,7 +592,7 @@ static void test_canary_good_version_promoted(void **state)
     const aims_canary_state st = canary_under_load(
         &e, g_good, g_good_len, 50, "window_ms=300 min_calls=20 latency_slack_us=10000000",
         &calls, &failed);
-    assert_int_equal(st, AIMS_CANARY_PROMOTED);
+    assert_int_equal(st, AIMS_CANARY_STATE_PROMOTED);
     assert_int_equal(failed, 0);
     char t[2048];
     versions(&e, t, sizeof t);
@@ -724,7 +724,7 @@ static void test_train_publish_deploys(void **state)
     aims_service *tr = NULL;
     submit_publish(&e, &tr, "job-direct", "blobs@7", 0);
     char t[2048];
-    assert_int_equal(versions(&e, t, sizeof t), AIMS_CANARY_NONE);
+    assert_int_equal(versions(&e, t, sizeof t), AIMS_CANARY_STATE_NONE);
     assert_true(is_stable(t, "7"));
     assert_int_equal(ver_field(t, "7", "weight"), 100);
     assert_int_equal(ver_field(t, "1", "weight"), 0);
@@ -734,7 +734,7 @@ static void test_train_publish_deploys(void **state)
     assert_int_equal(audit_count(&e.log, AIMS_AUDIT_MODEL_DEPLOY, AIMS_OK, "train"), 1);
     /* as a canary at 30 % */
     submit_publish(&e, &tr, "job-canary", "blobs@8", 30);
-    assert_int_equal(versions(&e, t, sizeof t), AIMS_CANARY_RUNNING);
+    assert_int_equal(versions(&e, t, sizeof t), AIMS_CANARY_STATE_RUNNING);
     assert_int_equal(ver_field(t, "8", "weight"), 30);
     assert_int_equal(ver_field(t, "7", "weight"), 70);
     /* this policy has no "rollback" rule: over tcp:// refused, in-process allowed */
