@@ -371,7 +371,9 @@ static void commit(parse_ctx *ctx)
 {
     aims_policy *p = ctx->p, *t = &ctx->tmp;
     aimsi_jwt_cfg *pj = &p->jwt, *tj = &t->jwt;
-    memcpy(p->rules + p->n, t->rules, t->n * sizeof(*t->rules));
+    if (t->n > 0) { /* an empty text has no rules array (memcpy from NULL is UB) */
+        memcpy(p->rules + p->n, t->rules, t->n * sizeof(*t->rules));
+    }
     p->n += t->n;
     t->n = 0;
     if (ctx->set_hs) {
