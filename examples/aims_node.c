@@ -82,6 +82,7 @@
 #include <aims/aims_http.h>
 #include <aims/aims_optimize.h>
 #include <aims/aims_jobs.h>
+#include <aims/aims_lifecycle.h>
 
 #include "node_log.h"
 
@@ -111,6 +112,7 @@ typedef struct options {
     size_t n_tls_peer;
     int insecure;
     const char *policy, *audit;
+    const char *model_dir; /* --model-dir: where remote "load" may read bundles */
     const char *http; /* --http: KServe v2 / metrics front door address */
     int http_insecure;
     const char *train_store; /* --train-store: durable jobs of every --train (docs/JOBS.md) */
@@ -145,7 +147,7 @@ static void usage_to(FILE *f)
             "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n"
             "                 [--tls-ca FILE|DIR --tls-cert FILE --tls-key FILE]\n"
             "                 [--tls-peer NAME ...] [--insecure]\n"
-            "                 [--policy FILE] [--audit FILE]\n"
+            "                 [--policy FILE] [--audit FILE] [--model-dir DIR]\n"
             "                 [--http HOST:PORT [--http-insecure]]\n"
             "                 [--param NAME=VALUE ...]\n"
             "                 [--log-format text|json|auto] [--log-level debug|info|warn|error]\n"
@@ -275,6 +277,8 @@ static int parse_flag(options *o, const char *flag, const char *val)
         o->policy = val;
     } else if (strcmp(flag, "--audit") == 0) {
         o->audit = val;
+    } else if (strcmp(flag, "--model-dir") == 0) {
+        o->model_dir = val;
     } else if (strcmp(flag, "--infer") == 0) {
         return add_spec(o, K_INFER, val);
     } else if (strcmp(flag, "--preprocess") == 0) {
@@ -422,6 +426,9 @@ static int add_services(daemon_state *st, const options *o)
         case K_INFER:
             CHECK(st, aims_bundle_load(sp->path, &st->bundle[i]), "--infer");
             CHECK(st, aims_service_add_infer(st->node, sp->name, st->bundle[i], &s), what);
+            if (o->model_dir != NULL) { /* remote load by path (docs/LIFECYCLE.md) */
+                CHECK(st, aims_service_set_model_dir(s, o->model_dir), "--model-dir");
+            }
             break;
         case K_PREPROCESS:
             CHECK(st, aims_pipeline_load(sp->path, &st->pipeline[i]), "--preprocess");

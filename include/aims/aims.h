@@ -23,6 +23,7 @@
 #include "aims_svc.h"
 #include "aims_cancel.h"
 #include "aims_optimize.h"
+#include "aims_lifecycle.h"
 #include "aims_events.h"
 #include "aims_jobs.h"
 #include "aims_tls.h"

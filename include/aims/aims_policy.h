@@ -74,7 +74,8 @@ AIMS_API aims_status aims_policy_load_string(aims_policy *p, const char *text, c
  * @brief Is @p identity allowed to do @p action on @p resource?
  * @param p        Policy.
  * @param identity The caller ("uid:1000", "jwt:alice", "node-a.example", "host").
- * @param action   "register", "join", "call", "train", "jobs" or "swap".
+ * @param action   "register", "join", "call", "train", "jobs", "swap", or one of the
+ *                 model lifecycle's "load", "unload", "rollback", "weight", "deploy".
  * @param resource Service name, or "service/method" for "call".
  * @return AIMS_OK (allowed) or AIMS_E_DENIED; aims_errmsg() (thread-local: the
  *         policy is const here) names the rule that denied it ("denied by
@@ -145,7 +146,14 @@ typedef enum aims_audit_action {
     AIMS_AUDIT_DENIED = 4,       /**< a call refused (policy, token, secret or handle) */
     AIMS_AUDIT_TRAIN_SUBMIT = 5, /**< a training job submitted */
     AIMS_AUDIT_MODEL_SWAP = 6,   /**< a model swapped on an infer service */
-    AIMS_AUDIT_RESULT = 7        /**< a training result fetched */
+    AIMS_AUDIT_RESULT = 7,       /**< a training result fetched */
+    /* The model lifecycle (aims_lifecycle.h); 8..19 are left to the security work. */
+    AIMS_AUDIT_MODEL_LOAD = 20,     /**< a model version loaded into an infer service */
+    AIMS_AUDIT_MODEL_UNLOAD = 21,   /**< a model version unloaded */
+    AIMS_AUDIT_MODEL_WEIGHT = 22,   /**< a version's traffic weight set */
+    AIMS_AUDIT_MODEL_ROLLBACK = 23, /**< traffic given back to a previous version (asked, or a failed canary) */
+    AIMS_AUDIT_MODEL_DEPLOY = 24,   /**< a version deployed: a canary started, or switched to at 100 % */
+    AIMS_AUDIT_MODEL_PROMOTE = 25   /**< a canary passed its rule and took all traffic */
 } aims_audit_action;
 
 /**

@@ -353,7 +353,10 @@ AIMS_API aims_status aims_service_add_preprocess(aims_node *n, const char *name,
  *    [rows, cols], already preprocessed), "y" (i32 [rows]), "spec" (BYTES,
  *    "key=value" lines: kind=mlp|softmax|logistic|linear|text, hidden=256[,128],
  *    activation=relu, classes=10, and any trainer parameter by name, e.g.
- *    epochs=5 lr=0.1 optimizer=0), optional "publish" (BYTES "name@version").
+ *    epochs=5 lr=0.1 optimizer=0), optional "publish" (BYTES "name@version":
+ *    the finished model is deployed to the infer service "name" on this node
+ *    as that version before the job shows done; optional i64 "publish_canary"
+ *    1..99 deploys it as a canary at that percent, see aims_lifecycle.h).
  *    kind=text takes "text" (BYTES, one '\n'-separated document per row of
  *    "y") instead of "x" and needs @p p to be a fitted text pipeline
  *    (tokenize + hash); see docs/train_text.md.

@@ -36,6 +36,11 @@
  * bundle, flips the epoch so new runs count elsewhere, and waits for the old
  * epoch's counter to reach zero. Swaps are serialised; the mutex is taken
  * twice per batch, never per row.
+ *
+ * Versions. Remote load/unload/weight/rollback/deploy (aims_lifecycle.h) live
+ * in svc_life.c: infer_run hands each batch to aimsi_life_run first, which
+ * does nothing until a lifecycle method reaches the service; from then on it
+ * splits the batch between versions, each an impl of this file run plain.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -49,6 +54,7 @@
 #include "../model/aimsi_model.h"
 #include "../data/aimsi_steps.h"
 #include "aimsi_dispatch.h"
+#include "aimsi_life.h"
 
 /* What an item asked for; class ids are the default (0 on the wire). */
 #define OUT_CLASS 0
@@ -92,6 +98,8 @@ typedef struct infer_impl {
     size_t users[2];        /* runs inside each epoch */
     int swapping;           /* a swap is waiting for its old epoch */
     infer_scratch *free_list;
+    aims_service *svc;           /* set once added (the lifecycle needs its name, node) */
+    _Atomic(aimsi_life *) life;  /* versions, weights, canary (svc_life.c); NULL until used */
 } infer_impl;
 
 /* ---- small helpers ----------------------------------------------------------------- */
@@ -489,7 +497,16 @@ static void do_remote_swap(infer_impl *im, aimsi_work *w)
     w->status = aims_msg_add(w->reply, "swapped", AIMS_DT_I32, NULL, 0, &one, 0);
 }
 
+/* Lifecycle methods and version routing first (svc_life.c); plain otherwise. */
 static void infer_run(void *impl, aimsi_work *const *items, size_t n)
+{
+    infer_impl *im = impl;
+    if (!aimsi_life_run(&im->life, im->svc, im, items, n)) {
+        aimsi_infer_run_plain(im, items, n);
+    }
+}
+
+void aimsi_infer_run_plain(void *impl, aimsi_work *const *items, size_t n)
 {
     infer_impl *im = impl;
     for (size_t i = 0; i < n; i++) {
@@ -564,6 +581,7 @@ static void infer_destroy(void *impl)
         im->free_list = s->next;
         scratch_free(s);
     }
+    aimsi_life_free(atomic_load(&im->life));
     aims_bundle_destroy(im->owned);
     pthread_cond_destroy(&im->cv);
     pthread_mutex_destroy(&im->mu);
@@ -648,7 +666,18 @@ aims_status aims_service_add_infer(aims_node *n, const char *name, const aims_bu
     }
     void *impl = NULL;
     AIMSI_TRY(aimsi_infer_create(b, &impl));
-    return aimsi_service_add(n, name, &aimsi_kind_infer, impl, out);
+    AIMSI_TRY(aimsi_service_add(n, name, &aimsi_kind_infer, impl, out));
+    ((infer_impl *)impl)->svc = *out;
+    return AIMS_OK;
+}
+
+_Atomic(aimsi_life *) *aimsi_infer_life_slot(aims_service *s, void **base)
+{
+    infer_impl *im = aimsi_service_impl(s, &aimsi_kind_infer);
+    if (im != NULL && base != NULL) {
+        *base = im;
+    }
+    return im != NULL ? &im->life : NULL;
 }
 
 aims_status aims_service_swap_bundle(aims_service *s, const aims_bundle *b)

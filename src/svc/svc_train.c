@@ -62,6 +62,7 @@
 #include "aimsi_svckind.h"
 #include "authz/aimsi_authz.h"
 #include "jobs/aimsi_jobs.h"
+#include "aimsi_life.h"
 #include "svc_train_text.h"
 #include "train_spec.h"
 
@@ -90,6 +91,7 @@ typedef struct train_job {
     aims_model *model;
     aims_trainer *trainer;
     char *publish;           /* "name@version" or NULL */
+    int64_t publish_canary;  /* percent for a canary publish, 0 = direct (svc_life.c) */
     void *bundle;            /* result bytes (done) */
     size_t bundle_len;
     char err[AIMSI_ERRMSG_CAP];
@@ -113,6 +115,7 @@ typedef struct train_impl {
     int thread_on;
     int stopping;
     aimsi_jobs *durable;     /* durable jobs, or NULL (aimsi_train_set_store) */
+    aims_node *node;         /* where "publish" deploys (svc_life.c) */
 } train_impl;
 
 /* ---- replies ------------------------------------------------------------------------- */
@@ -315,6 +318,10 @@ static void run_job(train_impl *ti, train_job *j)
             rc = aimsi_jobs_commit(ti->durable, j->id, j->id_len, j->token, bytes, len);
             snprintf(err, sizeof err, "%s", rc != AIMS_OK ? aims_errmsg() : ""); /* fenced */
         }
+    }
+    if (rc == AIMS_OK && j->publish != NULL && ti->node != NULL) {
+        /* deploy before "done" shows (svc_life.c); a failure is logged, the result stays */
+        (void)aimsi_life_publish(ti->node, j->publish, bytes, len, j->publish_canary, "train");
     }
     pthread_mutex_lock(&ti->mu);
     aims_trainer *t = j->trainer;
@@ -586,7 +593,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w, uint64_t token)
         } else {
             j->publish = aimsi_strndup(pub, pb);
             rc = j->publish == NULL ? aimsi_err(NULL, AIMS_E_NOMEM, "submit: no memory")
-                                    : AIMS_OK;
+                                    : aimsi_life_publish_canary(w->req, &j->publish_canary);
         }
     }
     j->token = token;
@@ -940,5 +947,6 @@ aims_status aims_service_add_train(aims_node *n, const char *name, const aims_pi
     }
     void *impl = NULL;
     AIMSI_TRY(aimsi_train_create(p, &impl));
+    ((train_impl *)impl)->node = n;
     return aimsi_service_add(n, name, &aimsi_kind_train, impl, out);
 }

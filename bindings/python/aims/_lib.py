@@ -353,6 +353,17 @@ SVC_PROTOTYPES = {
                                    ctypes.c_void_p, handle_out]),
     "aims_event_watch_destroy": (None, [handle]),
     "aims_event_watch_errmsg": (cstr, [handle]),
+    # aims_lifecycle.h: versions, weights, rollback, canary (docs/LIFECYCLE.md; Python: _svc.py)
+    "aims_service_set_model_dir": (status, [handle, cstr]),
+    "aims_client_load_version": (status, [handle, cstr, cstr, ctypes.c_void_p, size_t, cstr,
+                                          ctypes.c_int64]),
+    "aims_client_unload_version": (status, [handle, cstr, cstr, ctypes.c_int64]),
+    "aims_client_set_version_weight": (status, [handle, cstr, cstr, ctypes.c_uint32,
+                                                ctypes.c_int64]),
+    "aims_client_rollback": (status, [handle, cstr, ctypes.c_int64]),
+    "aims_client_canary_start": (status, [handle, cstr, cstr, ctypes.c_void_p, size_t, cstr,
+                                          ctypes.c_uint32, cstr, ctypes.c_int64]),
+    "aims_client_canary_state": (status, [handle, cstr, P(ctypes.c_int), ctypes.c_int64]),
     # aims_tls.h: mutual TLS for tls:// (issue 10).
     "aims_tls_config_create": (status, [handle_out]),
     "aims_tls_config_destroy": (None, [handle]),

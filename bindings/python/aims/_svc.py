@@ -39,6 +39,7 @@ SVC_STATS = _enums.names("enum aims_service_stat")
 TRAIN_STATES = {0: "queued", 1: "running", 2: "done", 3: "failed", 4: "cancelled"}
 #: Audited actions (aims_audit_action), by value.
 AUDIT_ACTIONS = _enums.values("enum aims_audit_action")
+_CANARY_STATES = _enums.values("enum aims_canary_state")
 _E_RANGE = _status("AIMS_E_RANGE")
 _E_DENIED = _status("AIMS_E_DENIED")
 
@@ -615,6 +616,12 @@ class Service(_Borrowed, _Handle):
         self._host._keep.append(bundle._owner)
         return self
 
+    def set_model_dir(self, path):
+        """Infer services: let "load"/"deploy" requests name bundle files under
+        ``path`` only (None: refuse paths); docs/LIFECYCLE.md."""
+        _check(_c.aims_service_set_model_dir(self._ptr, None if path is None else _path(path)))
+        return self
+
     def stat(self, name):
         out = ctypes.c_double()
         _check(_c.aims_service_get_stat(self._ptr, _enum(name, SVC_STATS, "statistic"),
@@ -757,6 +764,59 @@ class Client(_Host):
         returns an aims.EventWatch (close() stops it). Pass the last event's
         ``epoch`` and ``revision`` to resume without gaps (docs/EVENTS.md)."""
         return EventWatch._start(self, url, callback, epoch, from_revision)
+
+    # ---- the model lifecycle of infer services (aims_lifecycle.h, docs/LIFECYCLE.md):
+    # each call goes to every live instance of ``service``.
+
+    def _life(self, fn, service, *args):
+        _not_in_callback("Client model lifecycle calls")
+        self._call(fn, str(service).encode("utf-8"), *args)
+        return self
+
+    @staticmethod
+    def _source(bundle, path):
+        if (bundle is None) == (path is None):
+            raise ValueError("give exactly one of bundle (bytes of a saved bundle) and path")
+        if path is not None:
+            return None, 0, str(path).encode("utf-8")
+        data = bytes(bundle)
+        return data, len(data), None
+
+    def load_version(self, service, version, bundle=None, path=None, timeout_ms=0):
+        """Load ``version`` (bundle file bytes, or a path under the service's model
+        directory) with weight 0; returns self."""
+        data, n, p = self._source(bundle, path)
+        return self._life(_c.aims_client_load_version, service, str(version).encode("utf-8"),
+                          data, n, p, int(timeout_ms))
+
+    def unload_version(self, service, version, timeout_ms=0):
+        """Unload a version without traffic; returns self."""
+        return self._life(_c.aims_client_unload_version, service,
+                          str(version).encode("utf-8"), int(timeout_ms))
+
+    def set_version_weight(self, service, version, weight, timeout_ms=0):
+        """Set ``version``'s traffic weight (0..10000); returns self."""
+        return self._life(_c.aims_client_set_version_weight, service,
+                          str(version).encode("utf-8"), int(weight), int(timeout_ms))
+
+    def rollback(self, service, timeout_ms=0):
+        """Give all traffic back to the previous version; returns self."""
+        return self._life(_c.aims_client_rollback, service, int(timeout_ms))
+
+    def canary_start(self, service, version, bundle=None, path=None, percent=10, rule=None,
+                     timeout_ms=0):
+        """Deploy ``version`` as a canary at ``percent`` % judged by ``rule``
+        ("key=value ..." or None for the defaults); returns self."""
+        data, n, p = self._source(bundle, path)
+        return self._life(_c.aims_client_canary_start, service, str(version).encode("utf-8"),
+                          data, n, p, int(percent),
+                          None if rule is None else str(rule).encode("utf-8"), int(timeout_ms))
+
+    def canary_state(self, service, timeout_ms=0):
+        """"none", "running", "promoted" or "rolled_back" over every instance."""
+        out = ctypes.c_int()
+        self._life(_c.aims_client_canary_state, service, ctypes.byref(out), int(timeout_ms))
+        return _CANARY_STATES.get(out.value, out.value)
 
     def call_addr(self, address, service, method, request=None, timeout_ms=0):
         """Call a service at one address (no registry, balancing or retries)."""

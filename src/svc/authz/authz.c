@@ -42,6 +42,7 @@
 
 #include "aimsi_authz.h"
 #include "../aimsi_node.h"
+#include "../aimsi_life.h"
 #include "../aimsi_wire.h"
 #include "../../codec/aimsi_frame.h"
 
@@ -130,6 +131,12 @@ const char *aims_audit_action_name(aims_audit_action action)
     case AIMS_AUDIT_TRAIN_SUBMIT: return "train_submit";
     case AIMS_AUDIT_MODEL_SWAP: return "model_swap";
     case AIMS_AUDIT_RESULT: return "result";
+    case AIMS_AUDIT_MODEL_LOAD: return "model_load";
+    case AIMS_AUDIT_MODEL_UNLOAD: return "model_unload";
+    case AIMS_AUDIT_MODEL_WEIGHT: return "model_weight";
+    case AIMS_AUDIT_MODEL_ROLLBACK: return "model_rollback";
+    case AIMS_AUDIT_MODEL_DEPLOY: return "model_deploy";
+    case AIMS_AUDIT_MODEL_PROMOTE: return "model_promote";
     }
     return "?";
 }
@@ -341,8 +348,11 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
     *door_out = NULL;
     snprintf(who, AIMSI_CALLER_MAX, "%s", peer_id);
     const int swap = strcmp(kind, "infer") == 0 && strcmp(method, "swap") == 0;
+    aims_audit_action life_door = 0; /* load, unload, ...: svc_life.c */
+    const char *life = strcmp(kind, "infer") == 0 ? aimsi_life_action(method, &life_door) : NULL;
+    const int guarded = swap || life != NULL;
     aimsi_authz *a = authz_get(n, 0);
-    if (a == NULL && !swap) {
+    if (a == NULL && !guarded) {
         return AIMS_OK; /* no policy, no audit: the fast path */
     }
     /* the action and resource of this door */
@@ -380,6 +390,9 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
     } else if (swap) {
         action = "swap";
         door = AIMS_AUDIT_MODEL_SWAP;
+    } else if (life != NULL) {
+        action = life;
+        door = life_door;
     } else {
         snprintf(resource, sizeof(resource), "%s/%s", service, method);
     }
@@ -387,9 +400,10 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
     char identity[AIMSI_CALLER_MAX];
     snprintf(identity, sizeof(identity), "%s", peer_id);
     aims_status rc = AIMS_OK;
-    if (p == NULL && swap) { /* a model swap over the wire needs a rule allowing it */
-        snprintf(why, why_cap, "a model swap over the wire needs a policy allowing 'swap' on "
-                               "'%s' (docs/POLICY.md); none is set on this node", service);
+    if (p == NULL && guarded) { /* a model change over the wire needs a rule allowing it */
+        snprintf(why, why_cap, "a model %s over the wire needs a policy allowing '%s' on "
+                               "'%s' (docs/POLICY.md); none is set on this node", action, action,
+                 service);
         rc = AIMS_E_DENIED;
     } else if (p != NULL) {
         aimsi_jwt_claims cl;

@@ -14,7 +14,8 @@
  *   jwt-audience AUD | jwt-issuer ISS | jwt-leeway SECONDS
  *
  * IDENTITY and RESOURCE are globs ('*', '?'); ACTION is one of register,
- * join, call, train, jobs, swap or '*'. An IDENTITY "scope:NAME" matches a
+ * join, call, train, jobs, swap, load, unload, rollback, weight, deploy
+ * (the model lifecycle, aims_lifecycle.h) or '*'. An IDENTITY "scope:NAME" matches a
  * JWT caller whose token carries scope NAME.
  *
  * Decision: "host" (in-process callers) and admins are allowed everything;
@@ -44,7 +45,8 @@
 #define LEEWAY_DEFAULT 30
 #define LEEWAY_MAX 600
 
-static const char *const k_actions[] = {"register", "join", "call", "train", "jobs", "swap", "*"};
+static const char *const k_actions[] = {"register", "join",   "call",     "train",  "jobs", "swap",
+                                        "load",     "unload", "rollback", "weight", "deploy", "*"};
 
 #define POLICY_OK(p) aimsi_obj_ok((p), AIMSI_MAGIC_POLICY)
 
@@ -369,7 +371,9 @@ static void commit(parse_ctx *ctx)
 {
     aims_policy *p = ctx->p, *t = &ctx->tmp;
     aimsi_jwt_cfg *pj = &p->jwt, *tj = &t->jwt;
-    memcpy(p->rules + p->n, t->rules, t->n * sizeof(*t->rules));
+    if (t->n > 0) { /* an empty text has no rules array (memcpy from NULL is UB) */
+        memcpy(p->rules + p->n, t->rules, t->n * sizeof(*t->rules));
+    }
     p->n += t->n;
     t->n = 0;
     if (ctx->set_hs) {
