@@ -42,8 +42,10 @@ bench-train:
 	ninja -C $(BENCH_BUILD)
 	/usr/bin/python3 bench/run_train.py --build-dir $(BENCH_BUILD) $(TRAIN_ARGS)
 
-# Only the TLS goals (issue 10, P11a-c): `make -f bench/bench.mk bench-tls TLS_ARGS="5000 200 200"`.
-# tls vs tcp side by side in one process; the PKI is made by tests/support/mkcerts.sh.
+# Only the TLS goals (issue 10, P11a-c): `make -f bench/bench.mk bench-tls TLS_ARGS="--rounds 3"`.
+# tls vs tcp side by side in one process, alternating with ZeroMQ CURVE (the
+# P11a peer); the PKI is made by tests/support/mkcerts.sh. bench/run_tls.py
+# writes bench/results/tls-<UTC>.jsonl and latest-tls.jsonl.
 .PHONY: bench-tls bench-tls-run
 bench-tls:
 	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
@@ -51,7 +53,8 @@ bench-tls:
 
 bench-tls-run:
 	ninja -C $(BENCH_BUILD) bench/bench_tls
-	AIMS_SOURCE_DIR=$(CURDIR) $(BENCH_BUILD)/bench/bench_tls $(TLS_ARGS) | tee bench/results/latest-tls.json
+	-ninja -C $(BENCH_BUILD) bench/peer_zmq_curve
+	/usr/bin/python3 bench/run_tls.py --build-dir $(BENCH_BUILD) $(TLS_ARGS)
 
 # Only the HTTP front door goals (issue 12, P12a-c): wrk against the front door
 # (binary and JSON infer) and nginx serving a static file of the reply's size,

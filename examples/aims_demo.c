@@ -34,13 +34,17 @@
  *
  * In-process (default) every node lives in this process and talks inproc://.
  * With --processes each node is a separate `aims_node` process (next to this
- * binary) on tcp:// and ipc://; the calls in this file are the same.
- * With --etcd (implies --processes) there is no hub: deploy/local.sh starts
- * the 3-member etcd cluster of the deploy topology on free loopback ports and
- * every node and the client join it (etcd://); the model version is
- * published exactly once through it (aims_client_publish_version).
+ * binary) on tls:// -- mutual TLS 1.3 with a throw-away CA made at start by
+ * the openssl CLI, every node enforcing one policy (demo_tls.c), the HTTP
+ * front door on HTTPS -- or, with --plain (or a library built without TLS),
+ * on tcp:// and ipc://; the calls in this file are the same.
+ * With --etcd (implies --processes, on tcp:// + ipc://) there is no hub:
+ * deploy/local.sh starts the 3-member etcd cluster of the deploy topology on
+ * free loopback ports and every node and the client join it (etcd://); the
+ * model version is published exactly once through it
+ * (aims_client_publish_version).
  *
- * Usage: aims_demo [--data DIR] [--processes] [--etcd] [--epochs N] [--threads N]
+ * Usage: aims_demo [--data DIR] [--processes [--plain]] [--etcd] [--epochs N] [--threads N]
  * Exit codes: 0 ok, 1 failure, 2 usage, 77 input data missing.
  */
 #ifndef _GNU_SOURCE
@@ -67,6 +71,7 @@
 #include <aims/aims.h>
 
 #include "demo_http.h"
+#include "demo_tls.h"
 
 extern char **environ;
 
@@ -86,6 +91,7 @@ typedef struct opts {
     const char *data_dir;
     int processes;
     int etcd;
+    int plain; /* --plain: --processes on tcp:// + ipc:// instead of tls:// */
     int epochs;
     int threads;
 } opts;
@@ -112,6 +118,8 @@ typedef struct cluster {
     int processes;
     int etcd;              /* --etcd: hub_url is etcd://, started by deploy/local.sh */
     char local_sh[PATH_MAX + 256]; /* deploy/local.sh, with its environment */
+    int tls;               /* --processes over tls:// (demo_tls.c) */
+    demo_tls pki;          /* its CA, certificates and policy */
     char dir[64];          /* temp dir: sockets, pipeline, bundle */
     char exe[PATH_MAX];    /* aims_node next to this program */
     char hub_url[256];
@@ -122,9 +130,32 @@ typedef struct cluster {
     member hub, pre, train, infer[N_REPLICAS];
 } cluster;
 
+/* Over tls:// every listener is tls://127.0.0.1:0 and every node gets the
+ * PKI and the policy: args copied into big with those flags appended. */
+static char *const *tls_args(const cluster *c, char *const args[], char *big[], size_t cap)
+{
+    static char k_tls_listen[] = "tls://127.0.0.1:0";
+    size_t n = 0;
+    for (; args[n] != NULL && n + 12 < cap; n++) {
+        big[n] = n > 0 && strcmp(args[n - 1], "--listen") == 0 ? k_tls_listen : args[n];
+    }
+    char *const extra[] = {"--tls-ca", (char *)c->pki.ca, "--tls-cert", (char *)c->pki.node_cert,
+                           "--tls-key", (char *)c->pki.node_key, "--policy",
+                           (char *)c->pki.policy};
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        big[n++] = extra[i];
+    }
+    big[n] = NULL;
+    return big;
+}
+
 /* Start `aims_node` with args and wait for its "ready <address>" line. */
 static int spawn_node(cluster *c, member *m, char *const args[], char *addr, size_t cap)
 {
+    char *big[48];
+    if (c->tls) {
+        args = tls_args(c, args, big, sizeof big / sizeof big[0]);
+    }
     int fds[2];
     if (pipe(fds) != 0) {
         return 1;
@@ -816,6 +847,7 @@ static int parse_args(int argc, char **argv, opts *o)
     o->data_dir = getenv("AIMS_DATA_DIR") != NULL ? getenv("AIMS_DATA_DIR") : "data-cache";
     o->processes = 0;
     o->etcd = 0;
+    o->plain = 0;
     o->epochs = 5;
     o->threads = 2;
     for (int i = 1; i < argc; i++) {
@@ -826,6 +858,8 @@ static int parse_args(int argc, char **argv, opts *o)
         } else if (strcmp(a, "--etcd") == 0) {
             o->processes = 1;
             o->etcd = 1;
+        } else if (strcmp(a, "--plain") == 0) {
+            o->plain = 1;
         } else if (strcmp(a, "--data") == 0 && v != NULL) {
             o->data_dir = v;
             i++;
@@ -836,8 +870,8 @@ static int parse_args(int argc, char **argv, opts *o)
             o->threads = atoi(v);
             i++;
         } else {
-            fprintf(stderr, "usage: aims_demo [--data DIR] [--processes] [--etcd] [--epochs N] "
-                            "[--threads N]\n");
+            fprintf(stderr, "usage: aims_demo [--data DIR] [--processes [--plain]] [--etcd] "
+                            "[--epochs N] [--threads N]\n");
             return -1;
         }
     }
@@ -1037,11 +1071,26 @@ static int run(const opts *o, cluster *c, summary *s)
     CHECK(aims_client_create(&cl));
     /* training sets travel as one frame: allow 512 MiB */
     CHECK(aims_client_set_param_i64(cl, AIMS_CLIENT_MAX_FRAME, (int64_t)512 << 20));
+    if (c->tls) { /* this program dials as demo-client */
+        aims_tls_config *ct = NULL;
+        CHECK(aims_tls_config_create(&ct));
+        const aims_status rc_ct = aims_tls_config_set_ca(ct, c->pki.ca) != AIMS_OK
+                                      ? AIMS_E_INVAL
+                                      : aims_tls_config_set_cert(ct, c->pki.client_cert,
+                                                                 c->pki.client_key);
+        if (rc_ct == AIMS_OK) {
+            demo_http_set_ca(c->pki.ca);
+        }
+        const aims_status rc_set = rc_ct == AIMS_OK ? aims_client_set_tls(cl, ct) : rc_ct;
+        aims_tls_config_destroy(ct); /* the client keeps its reference */
+        CHECK(rc_set);
+    }
     CHECK(aims_client_join(cl, c->hub_url));
     printf("cluster (%s): registry at %s; services preprocess.fmnist, train.fmnist\n",
            c->etcd        ? "separate processes on a 3-member etcd (deploy/local.sh)"
-           : c->processes ? "separate processes, tcp:// + ipc://"
-                          : "one process, inproc://",
+           : !c->processes ? "one process, inproc://"
+           : c->tls        ? "separate processes, tls:// (mutual TLS 1.3, policy)"
+                           : "separate processes, tcp:// + ipc://",
            c->hub_url);
     if (wait_service(cl, "preprocess.fmnist", 1) != 0 || wait_service(cl, "train.fmnist", 1)) {
         fprintf(stderr, "aims_demo: services did not appear in the registry\n");
@@ -1245,6 +1294,24 @@ int main(int argc, char **argv)
     c.http_on = aims_http_create(NULL, &http_probe) != AIMS_E_UNSUPPORTED;
     aims_http_destroy(http_probe);
     printf("libaims %s  %s\n", aims_version_string(), aims_build_info());
+    if (o.processes && !o.plain && !o.etcd) { /* over tls:// when the library has TLS */
+        aims_tls_config *probe_tls = NULL;
+        const aims_status has_tls = aims_tls_config_create(&probe_tls);
+        aims_tls_config_destroy(probe_tls);
+        if (has_tls != AIMS_OK) {
+            printf("tls: libaims was built without TLS; the nodes use tcp:// and ipc://\n");
+        } else if (demo_tls_make(c.dir, &c.pki) != 0) {
+            char rm[128];
+            snprintf(rm, sizeof rm, "rm -rf '%s'", c.dir);
+            return system(rm) == 0 ? 1 : 1;
+        } else {
+            c.tls = 1;
+            printf("tls: made a throw-away CA with the openssl CLI in %s; every node listens "
+                   "on tls:// (mutual TLS 1.3, certificate node.demo), this program dials as "
+                   "demo-client, every node enforces the policy %s; the HTTP front door "
+                   "serves HTTPS\n", c.pki.dir, c.pki.policy);
+        }
+    }
     summary s;
     memset(&s, 0, sizeof s);
     const double t0 = now_s();
@@ -1271,7 +1338,8 @@ int main(int argc, char **argv)
            "\"infer_us\":%.1f,\"metrics_status\":%d,\"metrics_bytes\":%zu},"
            "\"total_s\":%.3f}\n",
            rc == 0 ? "true" : "false", aims_version_string(),
-           o.etcd ? "etcd" : o.processes ? "processes" : "inproc", s.t_pre, s.t_train, s.t_publish, s.all.calls,
+           o.etcd ? "etcd" : !o.processes ? "inproc" : c.tls ? "processes-tls" : "processes",
+           s.t_pre, s.t_train, s.t_publish, s.all.calls,
            s.all.failed, s.acc_served, s.all.p50_us, s.all.p99_us, s.all.p999_us,
            s.all.seconds > 0 ? (double)s.all.calls / s.all.seconds : 0.0,
            isnan(s.lb_degree) ? -1.0 : s.lb_degree, s.parallelism, s.autonomy, s.deployments,

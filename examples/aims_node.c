@@ -28,6 +28,10 @@
  * --param sets an integer parameter by its aims_param_by_name() name on every
  * service (AIMS_SERVICE_*: e.g. climit_tolerance_pct=0, lifo=1, batch_max=64)
  * or on the HTTP front door (AIMS_HTTP_*: e.g. http_timeout_ms=2000).
+ *
+ * With --tls-cert/--tls-key the --http door serves HTTPS with the same
+ * certificate (any address; the URL line says https://).
+ *
  * Installed as `aims-node` (the build tree keeps the name aims_node for the
  * tests). --help prints the usage on stdout and exits 0; --version prints the
  * library version. Every flag may also come from the environment:
@@ -80,6 +84,7 @@
 #include <aims/aims_tls.h>
 #include <aims/aims_policy.h>
 #include <aims/aims_http.h>
+#include <aims/aims_https.h>
 #include <aims/aims_optimize.h>
 #include <aims/aims_jobs.h>
 #include <aims/aims_lifecycle.h>
@@ -577,14 +582,32 @@ static int start(daemon_state *st, const options *o)
     return 0;
 }
 
+/* HTTPS on the front door with the node's own --tls-cert/--tls-key. */
+static aims_status http_tls(aims_http *h, const options *o)
+{
+    aims_tls_config *cfg = NULL;
+    aims_status rc = aims_tls_config_create(&cfg);
+    if (rc == AIMS_OK) {
+        rc = aims_tls_config_set_cert(cfg, o->tls_cert, o->tls_key);
+    }
+    if (rc == AIMS_OK) {
+        rc = aims_http_set_tls(h, cfg);
+    }
+    aims_tls_config_destroy(cfg);
+    return rc;
+}
+
 /* The HTTP front door (--http): started after the services, so its
  * readiness probe turns 200 once they are registered; prints its URL on the
- * line after "ready". */
+ * line after "ready". With --tls-cert it serves HTTPS (aims_https.h). */
 static int start_http(daemon_state *st, const options *o)
 {
     aims_status rc = aims_http_create(st->node, &st->http);
     if (rc == AIMS_OK) {
         rc = aims_http_set_listen(st->http, o->http);
+    }
+    if (rc == AIMS_OK && o->tls_cert != NULL) {
+        rc = http_tls(st->http, o);
     }
     if (rc == AIMS_OK && o->http_insecure) {
         rc = aims_http_set_param_i64(st->http, AIMS_HTTP_INSECURE, 1);

@@ -22,7 +22,11 @@ typedef struct demo_http_result {
     int metrics_has_model; /* the scrape names the model */
 } demo_http_result;
 
-/* Run the three requests against `url` ("http://127.0.0.1:PORT") for model
+/* For an "https://" url: trust this CA file (the requests then go through the
+ * curl command line, since the demo links no TLS library of its own). */
+void demo_http_set_ca(const char *ca_file);
+
+/* Run the three requests against `url` ("http(s)://127.0.0.1:PORT") for model
  * `model` version `version` with one row of `cols` floats. Returns 0 when
  * every request got an answer (whatever its status), 1 on a socket error. */
 int demo_http_check(const char *url, const char *model, const char *version, const float *row,

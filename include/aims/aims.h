@@ -31,5 +31,6 @@
 #include "aims_ident.h"
 #include "aims_http.h"
 #include "aims_publish.h"
+#include "aims_https.h"
 
 #endif /* AIMS_H */

@@ -27,8 +27,11 @@
  * of the build (meson -Dhttp=disabled): then aims_http_create returns
  * AIMS_E_UNSUPPORTED ("built without HTTP").
  *
- * Security: the server listens on loopback only unless AIMS_HTTP_INSECURE is
- * set (there is no TLS or authentication on this door yet).
+ * Security: plain HTTP listens on loopback only unless AIMS_HTTP_INSECURE is
+ * set; with aims_http_set_tls (aims_https.h) the door serves HTTPS and may
+ * listen anywhere. Callers are "anonymous" unless an "Authorization: Bearer"
+ * JWT verifies against the node's policy (aims_policy.h), which judges infer
+ * requests here as on the native protocol.
  *
  * Threads: create/set/start/stop/destroy from one thread at a time. The
  * server's own threads (AIMS_HTTP_THREADS) call into the node. Stop (or

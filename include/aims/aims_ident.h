@@ -29,7 +29,8 @@ AIMS_EXTERN_C_BEGIN
  * request carried a bearer token that the node's policy verified, else the
  * transport's: the verified certificate name of a tls:// peer, "uid:<uid>" of
  * an ipc:// peer (SO_PEERCRED), "anonymous" for plain tcp://. In-process
- * callers (inproc://, direct API calls) are "host". Without a policy on the
+ * callers (inproc://, direct API calls) carry the node's own certificate name
+ * (aims_tls_config_identity) when the node has TLS, else "host". Without a policy on the
  * node a token is not verified and so does not change the identity.
  * @param req the request the handler was given.
  * @return The identity, valid until the handler returns; "" when @p req is

@@ -62,6 +62,7 @@
 #include "transport/aimsi_transport.h"
 #include "aimsi_service.h"
 #include "registry/aimsi_regbk.h"
+#include "aimsi_ident.h"
 
 #define COMPRESS_NEVER 0u
 
@@ -473,6 +474,7 @@ void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req
 typedef struct handler_impl {
     aims_handler_fn fn;
     void *user;
+    const aims_node *node; /* names in-process callers (aimsi_ident_host) */
 } handler_impl;
 
 static void handler_run(void *impl, aimsi_work *const *items, size_t n)
@@ -480,8 +482,8 @@ static void handler_run(void *impl, aimsi_work *const *items, size_t n)
     const handler_impl *h = impl;
     for (size_t i = 0; i < n; i++) {
         aimsi_work *w = items[i];
-        const aimsi_cancel_cur prev =
-            aimsi_cancel_enter(w->req, w->cancel, w->caller); /* svc_cancel.c */
+        const char *who = w->caller != NULL ? w->caller : aimsi_ident_host(h->node);
+        const aimsi_cancel_cur prev = aimsi_cancel_enter(w->req, w->cancel, who); /* svc_cancel.c */
         w->status = h->fn(h->user, w->method, w->req, w->reply, w->deadline_ns);
         aimsi_cancel_leave(prev);
     }
@@ -597,6 +599,7 @@ aims_status aims_service_add_handler(aims_node *n, const char *name, aims_handle
     }
     h->fn = fn;
     h->user = user;
+    h->node = n;
     return aimsi_service_add(n, name, &handler_kind, h, out);
 }
 

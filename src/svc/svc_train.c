@@ -23,6 +23,8 @@
  * retry and still learn nothing new), and status, result and cancel need that
  * "handle" tensor back (else AIMS_E_DENIED; compared in constant time). A
  * repeated submit of a known id without the handle gets the job's state only.
+ * An authenticated submitter also owns its job: status, result and cancel
+ * from another identity are denied even with the handle (svc_ident.c).
  *
  * Memory is bounded: at most TRAIN_QUEUE_MAX jobs wait (then
  * AIMS_E_OVERLOADED with a retry hint), and at most TRAIN_JOBS_KEPT jobs are
@@ -63,6 +65,7 @@
 #include "authz/aimsi_authz.h"
 #include "jobs/aimsi_jobs.h"
 #include "aimsi_life.h"
+#include "aimsi_ident.h"
 #include "svc_train_text.h"
 #include "train_spec.h"
 
@@ -82,6 +85,7 @@ typedef struct train_job {
     size_t id_len;
     char handle[TRAIN_HANDLE_MAX + 1];
     size_t handle_len;
+    char owner[AIMSI_CALLER_MAX]; /* who submitted, "" = unauthenticated (svc_ident.c) */
     int state;
     int cancel;
     int32_t epoch;
@@ -158,18 +162,21 @@ static int req_handle(const aims_msg *m, const char **h, size_t *len)
                ? 1 : -1;
 }
 
-/* Does the request carry job j's handle? (under the lock) */
-static int job_handle_ok(const train_job *j, const aims_msg *m)
+/* Does the request carry job j's handle, from its owner? (under the lock) */
+static int job_handle_ok(const train_job *j, const aimsi_work *w)
 {
     const char *h = NULL;
     size_t len = 0;
-    return (req_handle(m, &h, &len) == 1 && aimsi_secret_equal(j->handle, j->handle_len, h, len)) ||
+    const aims_msg *m = w->req;
+    return (req_handle(m, &h, &len) == 1 && aimsi_secret_equal(j->handle, j->handle_len, h, len) &&
+            aimsi_job_owner_ok(j->owner, w->caller)) ||
            aimsi_authz_admin(m); /* a policy admin, marked by the node's door */
 }
 
 #define JOB_DENIED(w, what, id, len)                                                          \
     aimsi_work_fail((w), AIMS_E_DENIED, "%s: job %.*s: wrong or missing \"handle\" (the secret " \
-                    "its submit returned)", (what), (int)(len), (id))
+                    "its submit returned), or not the identity that submitted it", (what),    \
+                    (int)(len), (id))
 
 /* ---- jobs ------------------------------------------------------------------------------ */
 
@@ -528,7 +535,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w, uint64_t token)
         known = NULL;
     }
     int state = known != NULL ? known->state : -1;
-    const int owner = known != NULL && job_handle_ok(known, w->req);
+    const int owner = known != NULL && job_handle_ok(known, w);
     char known_handle[TRAIN_HANDLE_MAX + 1];
     const size_t known_len = owner ? known->handle_len : 0;
     if (owner) {
@@ -548,6 +555,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w, uint64_t token)
     }
     memcpy(j->id, id, id_len);
     j->id_len = id_len;
+    aimsi_job_owner_set(j->owner, sizeof j->owner, w->caller);
     if (has_h) {
         memcpy(j->handle, h, h_len);
         j->handle_len = h_len;
@@ -615,7 +623,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w, uint64_t token)
     int give = 1;
     if (raced != NULL) {
         reply = raced->state;
-        give = job_handle_ok(raced, w->req);
+        give = job_handle_ok(raced, w);
         memcpy(handle, raced->handle, raced->handle_len); /* the job that won */
         handle_len = raced->handle_len;
     } else if (ti->stopping) {
@@ -671,7 +679,7 @@ static aims_status do_status(train_impl *ti, aimsi_work *w)
         pthread_mutex_unlock(&ti->mu);
         return aimsi_work_fail(w, AIMS_E_NOTFOUND, "status: no job %.*s", (int)id_len, id);
     }
-    if (!job_handle_ok(j, w->req)) {
+    if (!job_handle_ok(j, w)) {
         pthread_mutex_unlock(&ti->mu);
         return JOB_DENIED(w, "status", id, id_len);
     }
@@ -718,7 +726,7 @@ static aims_status do_result(train_impl *ti, aimsi_work *w)
     aims_status rc = AIMS_OK;
     if (j == NULL) {
         rc = aimsi_work_fail(w, AIMS_E_NOTFOUND, "result: no job %.*s", (int)id_len, id);
-    } else if (!job_handle_ok(j, w->req)) {
+    } else if (!job_handle_ok(j, w)) {
         rc = JOB_DENIED(w, "result", id, id_len);
     } else if (j->state != JOB_DONE) {
         rc = aimsi_work_fail(w, AIMS_E_STATE, "result: job %.*s is %s%s%s", (int)id_len, id,
@@ -746,7 +754,7 @@ static aims_status do_cancel(train_impl *ti, aimsi_work *w)
         pthread_mutex_unlock(&ti->mu);
         return aimsi_work_fail(w, AIMS_E_NOTFOUND, "cancel: no job %.*s", (int)id_len, id);
     }
-    if (!job_handle_ok(j, w->req)) {
+    if (!job_handle_ok(j, w)) {
         pthread_mutex_unlock(&ti->mu);
         return JOB_DENIED(w, "cancel", id, id_len);
     }

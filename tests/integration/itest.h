@@ -76,6 +76,8 @@ uint64_t it_now_ms(void);
 void it_sleep_ms(unsigned ms);
 /* VmRSS of a process in KiB (-1 if unreadable). */
 long it_rss_kb(pid_t pid);
+/* A loopback TCP port free right now (for a daemon's --http). */
+int it_free_port(void);
 
 /* Open-loop pacing: advance *next (CLOCK_MONOTONIC) by period_ns and sleep
  * until then. */

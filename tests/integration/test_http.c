@@ -29,21 +29,6 @@
 
 #include "itest.h"
 
-static int free_port(void)
-{
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    IT_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-                 getsockname(fd, (struct sockaddr *)&a, &len) == 0,
-             "no free port");
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void write_floats(FILE *f, const float *v, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -99,7 +84,7 @@ int main(int argc, char **argv)
     snprintf(a1, sizeof a1, "clf@1=%s", bundle);
     snprintf(a2, sizeof a2, "clf@2=%s", bundle);
     it_make_bundle(bundle, pipeline);
-    const int port = free_port();
+    const int port = it_free_port();
     snprintf(http, sizeof http, "127.0.0.1:%d", port);
     it_proc d;
     it_spawnl(&d, "http-node", 30000, "--name", "http-node", "--listen", "tcp://127.0.0.1:0",

@@ -308,6 +308,7 @@ SVC_PROTOTYPES = {
     "aims_http_stop": (None, [handle]),
     "aims_http_url": (status, [handle, ctypes.c_char_p, size_t, sizep]),
     "aims_http_errmsg": (cstr, [handle]),
+    "aims_http_set_tls": (status, [handle, handle]),
     "aims_service_add_handler": (status, [handle, cstr, handler_fn, ctypes.c_void_p,
                                           handle_out]),
     "aims_service_add_infer": (status, [handle, cstr, handle, handle_out]),

@@ -149,6 +149,32 @@ class TestTls(_ts.ServiceCase):
         with self.assertRaises(TypeError):
             c.set_tls("ca.pem")
 
+    def test_https_front_door(self):
+        """HttpServer.set_tls: the door answers over HTTPS with the node's
+        certificate, verified against the test CA; not without the CA."""
+        if not built_with_http():
+            self.skipTest("libaims built without HTTP")
+        import ssl
+        p = self.pki
+        node, _addr = self.tls_node()
+        with aims.TlsConfig(ca=p("ca.pem"), cert=p("node.pem"), key=p("node.key")) as cfg, \
+                aims.HttpServer(node, listen="127.0.0.1:0") as http:
+            http.set_tls(cfg).start()
+            url = http.url
+            self.assertTrue(url.startswith("https://127.0.0.1:"), url)
+            ctx = ssl.create_default_context(cafile=p("ca.pem"))
+            with urllib.request.urlopen(url + "/v2/health/live", timeout=10, context=ctx) as r:
+                self.assertEqual(r.status, 200)
+            with self.assertRaises(urllib.error.URLError):
+                urllib.request.urlopen(url + "/v2/health/live", timeout=10,
+                                       context=ssl.create_default_context())
+            with self.assertRaises(TypeError):
+                http.set_tls("node.pem")
+            self.assertAimsError(aims.AIMS_E_STATE, http.set_tls, cfg)   # running
+        with aims.TlsConfig(ca=p("ca.pem")) as no_cert, \
+                aims.HttpServer(node, listen="127.0.0.1:0") as http:
+            self.assertAimsError(aims.AIMS_E_STATE, http.set_tls, no_cert)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -3,6 +3,7 @@
  * (meson -Dhttp=disabled, or libmicrohttpd/cJSON missing): every call says so.
  */
 #include "aims/aims_http.h"
+#include "aims/aims_https.h"
 #include "aims/aims_svc.h"
 #include "../../core/aimsi_core.h"
 
@@ -64,4 +65,11 @@ const char *aims_http_errmsg(const aims_http *h)
 {
     (void)h;
     return "libaims was built without HTTP";
+}
+
+aims_status aims_http_set_tls(aims_http *h, const aims_tls_config *cfg)
+{
+    (void)h;
+    (void)cfg;
+    return off();
 }

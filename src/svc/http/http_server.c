@@ -29,6 +29,12 @@
  * Two Content-Length headers, or Content-Length with Transfer-Encoding (the
  * request-smuggling shapes): 400 and the connection is closed. Bodies are
  * parsed only by cJSON (http_kserve.c). Slow clients hit the idle timeout.
+ *
+ * HTTPS (aims_https.h). aims_http_set_tls copies the PEM texts of a TLS
+ * config's certificate chain and key (read from its files) and start hands
+ * them to MHD (MHD_USE_TLS: GnuTLS inside libmicrohttpd, TLS 1.3 only); the
+ * key copy is wiped when replaced or freed. With TLS the door may listen on
+ * a non-loopback address without AIMS_HTTP_INSECURE.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -47,6 +53,8 @@
 
 #include "aimsi_http.h"
 #include "../authz/aimsi_authz.h"
+#include "../transport/aimsi_transport.h"
+#include "aims/aims_https.h"
 
 #define AIMSI_MAGIC_HTTP 0x41485454u /* "AHTT" */
 #define MAX_VIEWS 64
@@ -58,6 +66,7 @@ struct aims_http {
     int64_t max_conns, max_body, max_header, idle_s, threads, insecure, timeout_ms;
     struct MHD_Daemon *d;
     char url[96];
+    char *tls_cert, *tls_key; /* PEM texts (aims_http_set_tls), NULL: plain HTTP */
     _Atomic int64_t pending;
     aimsi_http_counters ctr;
 };
@@ -674,15 +683,21 @@ aims_status aims_http_start(aims_http *h)
     socklen_t sl = 0;
     int loopback = 0;
     AIMSI_TRY(parse_addr(h, &ss, &sl, &loopback));
-    if (!loopback && !h->insecure) {
-        return aimsi_err(&h->obj, AIMS_E_STATE, "http: %s is not a loopback address; plain "
-                                                "HTTP there needs AIMS_HTTP_INSECURE = 1",
+    if (!loopback && !h->insecure && h->tls_cert == NULL) {
+        return aimsi_err(&h->obj, AIMS_E_STATE, "http: %s is not a loopback address; serve "
+                                                "HTTPS there (aims_http_set_tls) or allow plain "
+                                                "HTTP with AIMS_HTTP_INSECURE = 1",
                          h->listen);
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6) {
         flags |= MHD_USE_IPv6;
+    }
+    static char k_tls13[] = "NORMAL:-VERS-ALL:+VERS-TLS1.3"; /* GnuTLS priority string */
+    const int tls = h->tls_cert != NULL;
+    if (tls) {
+        flags |= MHD_USE_TLS;
     }
     struct MHD_OptionItem opts[] = {
         {MHD_OPTION_SOCK_ADDR, 0, &ss},
@@ -693,9 +708,17 @@ aims_status aims_http_start(aims_http *h)
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h},
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_log, h},
         {MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL},
-        {h->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)h->threads,
-         NULL},
+        /* MHD stops at the first END: optional items come last, skipped as END */
+        {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, h->tls_cert},
+        {tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, h->tls_key},
+        {tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0, k_tls13},
+        {MHD_OPTION_END, 0, NULL},
         {MHD_OPTION_END, 0, NULL}};
+    if (h->threads > 1) { /* in the first END slot */
+        const size_t at = tls ? 11 : 8;
+        opts[at] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)h->threads,
+                                           NULL};
+    }
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, opts,
                             MHD_OPTION_END);
     if (h->d == NULL) {
@@ -712,7 +735,7 @@ aims_status aims_http_start(aims_http *h)
     } else {
         inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
     }
-    snprintf(h->url, sizeof(h->url), "http://%s:%u", host, port);
+    snprintf(h->url, sizeof(h->url), "%s://%s:%u", tls ? "https" : "http", host, port);
     aimsi_log(AIMS_LOG_INFO, "http: serving node %s on %s", aimsi_node_name(h->node), h->url);
     return AIMS_OK;
 }
@@ -734,12 +757,50 @@ void aims_http_stop(aims_http *h)
     h->url[0] = '\0';
 }
 
+/* Drop the PEM copies (the key wiped first). */
+static void tls_forget(aims_http *h)
+{
+    if (h->tls_key != NULL) {
+        volatile char *k = h->tls_key; /* not optimised away, unlike a memset before free */
+        for (size_t i = 0; k[i] != '\0'; i++) {
+            k[i] = '\0';
+        }
+    }
+    aimsi_free(h->tls_key);
+    aimsi_free(h->tls_cert);
+    h->tls_key = h->tls_cert = NULL;
+}
+
+aims_status aims_http_set_tls(aims_http *h, const aims_tls_config *cfg)
+{
+    if (!aimsi_obj_ok(h, AIMSI_MAGIC_HTTP) || cfg == NULL) {
+        return AIMSI_MISUSE("http and a TLS config are required");
+    }
+    if (h->d != NULL) {
+        return aimsi_err(&h->obj, AIMS_E_STATE, "http: TLS is set before start");
+    }
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        return aimsi_err(&h->obj, AIMS_E_UNSUPPORTED, "http: this libmicrohttpd was built "
+                                                      "without HTTPS (GnuTLS)");
+    }
+    char *cert = NULL, *key = NULL;
+    const aims_status rc = aimsi_tls_config_pems(cfg, &cert, &key);
+    if (rc != AIMS_OK) {
+        return aimsi_err_adopt(&h->obj, rc);
+    }
+    tls_forget(h);
+    h->tls_cert = cert;
+    h->tls_key = key;
+    return AIMS_OK;
+}
+
 void aims_http_destroy(aims_http *h)
 {
     if (!aimsi_obj_ok(h, AIMSI_MAGIC_HTTP)) {
         return;
     }
     aims_http_stop(h);
+    tls_forget(h);
     aimsi_obj_kill(&h->obj);
     aimsi_free(h);
 }

@@ -42,6 +42,10 @@ const aims_transport *aimsi_transport_tls(aims_tls_config *cfg);
 void aimsi_tls_config_ref(aims_tls_config *cfg);
 /* Dials of cfg that resumed a cached session (tests, metrics). */
 uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg);
+/* The PEM texts of cfg's certificate chain and key, read from its files now
+ * (the HTTP front door hands them to its own TLS library); free both with
+ * aimsi_free. AIMS_E_STATE without a certificate, AIMS_E_UNSUPPORTED without TLS. */
+aims_status aimsi_tls_config_pems(const aims_tls_config *cfg, char **cert, char **key);
 
 /* A small per-owner table of transports by scheme (a node's or a client's):
  * built-ins first, host registrations override. Instances are created lazily

@@ -122,6 +122,12 @@ AIMS_API const char *aims_tls_config_errmsg(const aims_tls_config *cfg)
     return "libaims was built without TLS";
 }
 
+aims_status aimsi_tls_config_pems(const aims_tls_config *cfg, char **cert, char **key)
+{
+    (void)cfg, (void)cert, (void)key;
+    return no_tls();
+}
+
 #else
 /* ---- OpenSSL ------------------------------------------------------------------------------ */
 
@@ -449,6 +455,54 @@ AIMS_API const char *aims_tls_config_identity(const aims_tls_config *cfg)
 AIMS_API const char *aims_tls_config_errmsg(const aims_tls_config *cfg)
 {
     return aimsi_obj_ok(cfg, TLS_MAGIC) ? cfg->obj.errmsg : "";
+}
+
+/* A whole PEM file as a NUL-terminated string (at most 1 MiB). */
+static aims_status read_pem(const char *what, const char *path, char **out)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return aimsi_err(NULL, AIMS_E_IO, "tls: cannot open the %s \"%s\": %s", what, path,
+                         strerror(errno));
+    }
+    const size_t cap = (size_t)1 << 20;
+    char *buf = aimsi_malloc(cap + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return aimsi_err(NULL, AIMS_E_NOMEM, "tls: out of memory reading the %s", what);
+    }
+    const size_t n = fread(buf, 1, cap + 1, f);
+    const int bad = ferror(f);
+    fclose(f);
+    if (bad || n == 0 || n > cap) {
+        aimsi_free(buf);
+        return aimsi_err(NULL, AIMS_E_IO, "tls: the %s \"%s\" is %s", what, path,
+                         bad ? "unreadable" : n == 0 ? "empty" : "over 1 MiB");
+    }
+    buf[n] = '\0';
+    *out = buf;
+    return AIMS_OK;
+}
+
+aims_status aimsi_tls_config_pems(const aims_tls_config *cfg, char **cert, char **key)
+{
+    if (!aimsi_obj_ok(cfg, TLS_MAGIC) || cert == NULL || key == NULL) {
+        return AIMSI_MISUSE("a TLS config and outputs are required");
+    }
+    if (cfg->cert_path == NULL || cfg->key_path == NULL) {
+        return aimsi_err(NULL, AIMS_E_STATE, "tls: the config has no certificate and key "
+                                             "(aims_tls_config_set_cert)");
+    }
+    char *c = NULL, *k = NULL;
+    AIMSI_TRY(read_pem("certificate chain", cfg->cert_path, &c));
+    const aims_status rc = read_pem("private key", cfg->key_path, &k);
+    if (rc != AIMS_OK) {
+        aimsi_free(c);
+        return rc;
+    }
+    *cert = c;
+    *key = k;
+    return AIMS_OK;
 }
 
 #endif /* AIMS_HAVE_TLS */

@@ -1,0 +1,51 @@
+/*
+ * aims_https.h -- HTTPS on the HTTP front door (issue 12 item 5, issue 10).
+ *
+ * Why. The front door (aims_http.h) lets Kubernetes probes, Prometheus and
+ * programs in any language reach a node; across machines that traffic must
+ * be encrypted and the server authenticated, with the same certificates the
+ * node's tls:// transport already uses, so an operator manages one set of
+ * files. Callers authenticate with the same JWT bearer tokens the native
+ * protocol accepts ("Authorization: Bearer <JWT>"), judged by the node's one
+ * policy (aims_policy.h): one policy for every door.
+ *
+ * How. aims_http_set_tls hands the config's certificate chain and key to the
+ * HTTP server's TLS stack (libmicrohttpd's HTTPS, which is GnuTLS: OpenSSL
+ * stays the library of tls://, the HTTP library brings its own). TLS 1.3
+ * only, like tls://. The server does not ask for client certificates: on
+ * this door callers are "anonymous" unless a bearer token verifies. With TLS
+ * the server may listen on a non-loopback address without
+ * AIMS_HTTP_INSECURE; its URL starts with "https://". docs/HTTP.md has the
+ * curl commands.
+ *
+ * Threads: like the other aims_http setters (one thread, before start).
+ */
+/** @file */
+#ifndef AIMS_HTTPS_H
+#define AIMS_HTTPS_H
+
+#include "aims_http.h"
+#include "aims_tls.h"
+
+AIMS_EXTERN_C_BEGIN
+
+/**
+ * @brief Serve HTTPS with @p cfg's certificate chain and private key.
+ *
+ * The files are read now (call it again after rotating them, then restart
+ * the server: aims_http_stop + aims_http_start). Call before aims_http_start.
+ * @param h    The server; must not be NULL (else AIMS_E_MISUSE).
+ * @param cfg  A config with a certificate (aims_tls_config_set_cert); only its
+ *             certificate and key are used; borrowed, not kept.
+ * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_STATE (the server runs, or @p cfg has no
+ *         certificate), AIMS_E_IO (a file cannot be read), AIMS_E_NOMEM,
+ *         AIMS_E_UNSUPPORTED (built without HTTP or TLS, or the HTTP library
+ *         has no HTTPS).
+ * @note Thread safety: as the other aims_http setters.
+ * @since 0.1
+ */
+AIMS_API aims_status aims_http_set_tls(aims_http *h, const aims_tls_config *cfg);
+
+AIMS_EXTERN_C_END
+
+#endif /* AIMS_HTTPS_H */
