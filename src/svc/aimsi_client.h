@@ -46,7 +46,9 @@ typedef struct cl_conn {
     cl_ep *ep;
     aimsi_tslot *slot;
     void *conn;
-    int refs; /* under c->mu: the endpoint's + one per sender in progress */
+    /* the endpoint's + one per sender in progress; atomic, so a sender drops
+     * its reference without c->mu (taken under c->mu while ep->conn == this) */
+    atomic_int refs;
     int dead; /* on_close ran (or send saw CLOSED) */
 } cl_conn;
 
@@ -121,6 +123,7 @@ struct cl_call {
     uint64_t try_ns;     /* the attempt in progress is abandoned then */
     uint64_t not_before; /* async: no retry before (an OVERLOADED hint) */
     unsigned attempts;
+    int deposit;  /* count the call into the retry bucket at its first pick (one lock) */
     int no_retry; /* failed before reaching an instance (no instance, no registry) */
     int unsent;   /* the last attempt provably never reached a handler */
     aims_instance tried[CL_MAX_TRIED];
@@ -138,6 +141,31 @@ struct cl_call {
     aims_instance avoid;  /* never picked (a hedge avoids its first copy's instance) */
     cl_call **slot;       /* cleared when the call finishes, or NULL */
 };
+
+/* Recycled blocks for calls and pendings (client_pool.c explains why): a
+ * block fits a cl_pending or a cl_call with its service and method names. */
+#define CL_NAMES_MAX (AIMSI_FRAME_MAX_SERVICE + AIMSI_FRAME_MAX_METHOD + 2u)
+#define CL_POOL_BLOCK                                                                        \
+    (sizeof(cl_pending) > sizeof(cl_call) + CL_NAMES_MAX ? sizeof(cl_pending)                \
+                                                         : sizeof(cl_call) + CL_NAMES_MAX)
+#define CL_POOL_KEEP 1024u /* blocks the call/pending pool keeps at most */
+#define CL_MPOOL_KEEP 256u /* request copies (~9 KB each) the message pool keeps */
+typedef struct cl_pool {
+    size_t block;                 /* payload bytes of a pooled block */
+    size_t keep;                  /* blocks kept at most */
+    pthread_mutex_t mu;           /* allocating threads only */
+    struct cl_blk *own;           /* under mu: blocks to hand out */
+    _Atomic(struct cl_blk *) ret; /* lock-free stack: blocks given back */
+    atomic_size_t kept;           /* blocks held (own + ret), roughly */
+} cl_pool;
+void aimsi_client_pool_init(cl_pool *pl, size_t block, size_t keep);
+void aimsi_client_pool_fini(cl_pool *pl);
+/* A block of `size` bytes (from the pool when it fits), or NULL: take leaves
+ * it as it was, get zeroes it. */
+void *aimsi_client_pool_take(cl_pool *pl, size_t size);
+void *aimsi_client_pool_get(cl_pool *pl, size_t size);
+/* Give a block of pool_get back (any thread; NULL: no-op). */
+void aimsi_client_pool_put(void *p);
 
 /* Options of aimsi_client_async_start (client.c). */
 typedef struct cl_start {
@@ -185,13 +213,16 @@ struct aims_client {
     uint64_t probe_ns; /* under mu: last active-probe round */
     aims_metrics *mx;
     struct aimsi_client_tok *token; /* mu: bearer token for "$auth" (client_token.c) */
+    cl_pool pool;  /* calls and pendings (client_pool.c) */
+    cl_pool mpool; /* async calls' request copies (aims_msg) */
 };
 
 /* client_token.c: the client's bearer token, reference-counted so a renewal
- * never races a frame being encoded. take: a reference or NULL (no token);
- * view: fill a borrowed "$auth" BYTES view of it (0 when t is NULL). */
+ * never races a frame being encoded. take (under c->mu: the sender links its
+ * call in the same hold): a reference or NULL (no token); view: fill a
+ * borrowed "$auth" BYTES view of it (0 when t is NULL). */
 typedef struct aimsi_client_tok aimsi_client_tok;
-aimsi_client_tok *aimsi_client_token_take(aims_client *c);
+aimsi_client_tok *aimsi_client_bearer_take_locked(aims_client *c);
 int aimsi_client_token_view(const aimsi_client_tok *t, aimsi_tensor *view);
 void aimsi_client_token_drop(aimsi_client_tok *t);
 
@@ -217,7 +248,6 @@ void aimsi_client_pending_unref(cl_pending *p);
 int aimsi_client_unlink_locked(aims_client *c, cl_pending *p);
 void aimsi_client_conn_close(cl_conn *cc);
 int aimsi_client_retryable(aims_status st);
-void aimsi_client_bucket_deposit(aims_client *c);
 aims_status aimsi_client_attempt_start(aims_client *c, cl_call *k, aims_msg *dst, cl_pending **out);
 void aimsi_client_report(cl_call *k, aims_status st);
 int aimsi_client_retry_ok(aims_client *c, cl_call *k, aims_status st, const char *labels);

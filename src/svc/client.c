@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "aimsi_client.h"
+#include "aimsi_msg.h"
 #include "aimsi_local.h"
 #include "registry/aimsi_regbk.h"
 #include "../orch/aimsi_orch.h"
@@ -83,6 +84,8 @@ static void client_free(aims_client *c)
     aimsi_client_token_drop(c->token);
     aims_registry_destroy(c->reg_owned);
     aimsi_metrics_destroy_owned(c->mx);
+    aimsi_client_pool_fini(&c->pool); /* every call, pending and copy was given back */
+    aimsi_client_pool_fini(&c->mpool);
     pthread_cond_destroy(&c->cv);
     pthread_condattr_destroy(&c->cattr);
     pthread_mutex_destroy(&c->mu);
@@ -100,7 +103,9 @@ AIMS_API aims_status aims_client_create(aims_client **out)
         return aimsi_err(NULL, AIMS_E_NOMEM, "aims_client_create: out of memory");
     }
     aimsi_obj_init(&c->obj, AIMSI_MAGIC_CLIENT);
-    pthread_mutex_init(&c->mu, NULL);
+    aimsi_mutex_init_spin(&c->mu); /* aimsi_transport.h: caller and I/O thread meet on it */
+    aimsi_client_pool_init(&c->pool, CL_POOL_BLOCK, CL_POOL_KEEP);
+    aimsi_client_pool_init(&c->mpool, sizeof(aims_msg), CL_MPOOL_KEEP);
     pthread_condattr_init(&c->cattr);
     pthread_condattr_setclock(&c->cattr, CLOCK_MONOTONIC);
     pthread_cond_init(&c->cv, &c->cattr);
@@ -409,7 +414,7 @@ aims_status aimsi_client_async_start(aims_client *c, const char *service, const 
         return rc;
     }
     const size_t sl = strlen(service), ml = strlen(method);
-    cl_call *k = aimsi_calloc(1, sizeof(*k) + sl + ml + 2);
+    cl_call *k = aimsi_client_pool_get(&c->pool, sizeof(*k) + sl + ml + 2); /* zeroed */
     if (k == NULL) {
         rc = aimsi_client_call_err(c, AIMS_E_NOMEM, "aims_client_call_async: out of memory");
         done(user, rc, NULL, aims_errmsg());
@@ -428,8 +433,10 @@ aims_status aimsi_client_async_start(aims_client *c, const char *service, const 
     if ((flags & AIMS_CALL_IDEMPOTENT) != 0 && c->max_attempts > 1 &&
         (opt == NULL || !opt->borrow)) {
         /* Retries run after this returns: they need their own request. */
-        rc = aims_msg_create(&k->req_copy);
+        k->req_copy = aimsi_client_pool_take(&c->mpool, sizeof(aims_msg));
+        rc = k->req_copy != NULL ? AIMS_OK : aimsi_err(NULL, AIMS_E_NOMEM, "out of memory");
         if (rc == AIMS_OK) {
+            aimsi_msg_init(k->req_copy); /* pooled: freed by aimsi_client_call_free */
             rc = aimsi_msg_copy(k->req_copy, req);
         }
         if (rc != AIMS_OK) {
@@ -442,7 +449,7 @@ aims_status aimsi_client_async_start(aims_client *c, const char *service, const 
         k->req = k->req_copy;
     }
     if (opt == NULL || !opt->no_deposit) {
-        aimsi_client_bucket_deposit(c);
+        k->deposit = 1; /* at the first pick, under the same lock (client_pick.c) */
     }
     if (k->slot != NULL) {
         pthread_mutex_lock(&c->mu);
@@ -453,12 +460,12 @@ aims_status aimsi_client_async_start(aims_client *c, const char *service, const 
      * is reported through done before we return, and returned. */
     cl_pending *p = NULL;
     char labels[AIMSI_FRAME_MAX_SERVICE + 16];
-    snprintf(labels, sizeof labels, "service=\"%s\"", service);
     for (;;) {
         rc = aimsi_client_attempt_start(c, k, NULL, &p);
         if (rc == AIMS_OK) {
             return AIMS_OK;
         }
+        snprintf(labels, sizeof labels, "service=\"%s\"", service); /* failures only */
         k->unsent = 1;
         if (!aimsi_client_retry_ok(c, k, rc, labels)) {
             break;

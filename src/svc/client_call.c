@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "aimsi_client.h"
+#include "aimsi_msg.h"
 #include "registry/aimsi_regbk.h"
 #include "../orch/aimsi_orch.h"
 
@@ -62,9 +63,7 @@ aims_status aimsi_client_call_sync(aims_client *c, cl_call *k, aims_msg *reply)
 {
     char labels[AIMSI_FRAME_MAX_SERVICE + 16];
     snprintf(labels, sizeof labels, "service=\"%s\"", k->service);
-    if (k->addr == NULL) {
-        aimsi_client_bucket_deposit(c);
-    }
+    k->deposit = k->addr == NULL; /* at the first pick (client_pick.c) */
     aims_status st;
     for (;;) {
         cl_pending *p = NULL;
@@ -102,8 +101,11 @@ aims_status aimsi_client_call_sync(aims_client *c, cl_call *k, aims_msg *reply)
 
 void aimsi_client_call_free(cl_call *k)
 {
-    aims_msg_destroy(k->req_copy);
-    aimsi_free(k);
+    if (k->req_copy != NULL) { /* from the client's mpool (client.c) */
+        aimsi_msg_fini(k->req_copy);
+        aimsi_client_pool_put(k->req_copy);
+    }
+    aimsi_client_pool_put(k); /* from aimsi_client_pool_get (client.c) */
 }
 
 void aimsi_client_finish_call(aims_client *c, cl_call *k, aims_status st, const aims_msg *reply,
@@ -144,11 +146,15 @@ void aimsi_client_attempt_finished(aims_client *c, cl_call *k, aims_status st,
                                    const aims_msg *reply, const char *err)
 {
     aimsi_client_report(k, st);
+    if (st == AIMS_OK) { /* the common case: no retry labels, no clock read */
+        aimsi_client_finish_call(c, k, st, reply, err);
+        return;
+    }
     char labels[AIMSI_FRAME_MAX_SERVICE + 16];
     snprintf(labels, sizeof labels, "service=\"%s\"", k->service);
     const uint64_t hint = st == AIMS_E_OVERLOADED ? aimsi_retry_hint_ns(err) : 0;
     const uint64_t now = aimsi_now_ns();
-    if (st != AIMS_OK && now + hint < k->deadline_ns && aimsi_client_retry_ok(c, k, st, labels)) {
+    if (now + hint < k->deadline_ns && aimsi_client_retry_ok(c, k, st, labels)) {
         pthread_mutex_lock(&c->mu);
         k->not_before = hint > 0 ? now + hint : 0;
         k->qnext = NULL;

@@ -187,10 +187,16 @@ static int tried(const cl_call *k, aims_instance id)
     return 0;
 }
 
+static void bucket_deposit_locked(aims_client *c);
+
 /* Resolve + pick for an attempt of k: sets k->sv, k->inst and *out_ep. */
 static aims_status pick(aims_client *c, cl_call *k, cl_ep **out_ep)
 {
     pthread_mutex_lock(&c->mu);
+    if (k->deposit) { /* the call's deposit rides on its first pick's lock */
+        k->deposit = 0;
+        bucket_deposit_locked(c);
+    }
     if (k->addr != NULL) {
         cl_ep *e = aimsi_client_ep_get_locked(c, k->addr);
         pthread_mutex_unlock(&c->mu);
@@ -311,20 +317,18 @@ double aimsi_client_bucket_cap(const aims_client *c)
     return c->retry_budget * c->recent_calls + 10.0 * (double)c->retry_min;
 }
 
-/* Count a call into the bucket. */
-void aimsi_client_bucket_deposit(aims_client *c)
+/* Count a call into the bucket (under c->mu). */
+static void bucket_deposit_locked(aims_client *c)
 {
-    const uint64_t now = aimsi_now_ns();
-    pthread_mutex_lock(&c->mu);
-    bucket_refill_locked(c, now);
+    bucket_refill_locked(c, aimsi_now_ns());
     c->recent_calls += 1.0;
     c->tokens += c->retry_budget;
     const double cap = aimsi_client_bucket_cap(c);
     if (c->tokens > cap) {
         c->tokens = cap;
     }
-    pthread_mutex_unlock(&c->mu);
 }
+
 
 /* Under c->mu: take one token from the retry bucket (a retry or a hedge);
  * 0 when the bucket is empty. */

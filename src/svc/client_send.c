@@ -38,7 +38,7 @@
 cl_pending *aimsi_client_pending_new(aims_client *c, cl_ep *ep, uint64_t deadline_ns,
                                      cl_call *async, aims_msg *dst)
 {
-    cl_pending *p = aimsi_calloc(1, sizeof(*p));
+    cl_pending *p = aimsi_client_pool_get(&c->pool, sizeof(*p)); /* zeroed */
     if (p == NULL) {
         return NULL;
     }
@@ -65,7 +65,7 @@ void aimsi_client_pending_unref(cl_pending *p)
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->cv);
     }
-    aimsi_free(p);
+    aimsi_client_pool_put(p);
 }
 
 static size_t hash_of(uint64_t id)
@@ -255,13 +255,11 @@ static void conn_finish(aims_client *c, cl_conn *cc)
     aimsi_client_conn_close(cc);
 }
 
-/* Drop a sender's reference. */
+/* Drop a sender's reference (no lock: refs is atomic, and whoever takes it
+ * to zero -- here or conn_detach_locked -- is the one that closes). */
 void aimsi_client_conn_release(aims_client *c, cl_conn *cc)
 {
-    pthread_mutex_lock(&c->mu);
-    const int last = --cc->refs == 0;
-    pthread_mutex_unlock(&c->mu);
-    if (last) {
+    if (--cc->refs == 0) {
         conn_finish(c, cc);
     }
 }
@@ -333,30 +331,89 @@ static aims_status conn_get(aims_client *c, cl_ep *e, cl_conn **out)
     return AIMS_OK;
 }
 
-/* Transport hook: one reply frame. */
+/* An async attempt's reply, straight from the transport's buffer: done()
+ * sees a reply only while it runs (aims_done_fn), so its tensors borrow the
+ * frame -- no copy of the bytes, no heap frame (an aimsi_frame is ~8 KB, past
+ * malloc's per-thread caches) per reply on the I/O thread. */
+static void deliver_borrowed(cl_pending *p, aims_status st, const aimsi_frame *f)
+{
+    aims_msg tmp;
+    aimsi_msg_init(&tmp);
+    aims_status rc = f->n_tensors <= AIMS_MSG_MAX_TENSORS ? AIMS_OK : AIMS_E_CORRUPT;
+    for (size_t i = 0; rc == AIMS_OK && i < f->n_tensors; i++) {
+        const aimsi_tensor *t = &f->tensors[i];
+        rc = aims_msg_add(&tmp, t->name, (aims_dtype)t->dtype, t->dims, t->ndim, t->data,
+                          AIMS_MSG_BORROW);
+    }
+    char err[1025]; /* an ERROR frame's text is at most 1024 bytes */
+    const size_t n = f->message != NULL ? (f->message_len < 1024 ? f->message_len : 1024) : 0;
+    memcpy(err, f->message != NULL ? f->message : "", n);
+    err[n] = '\0';
+    if (rc == AIMS_OK && n > 0) {
+        (void)aims_msg_set_error(&tmp, err); /* aims_msg_error(reply) says it too */
+    }
+    if (rc != AIMS_OK) {
+        aimsi_client_deliver(p, AIMS_E_CORRUPT, NULL, "malformed reply");
+    } else {
+        aimsi_client_deliver(p, st, &tmp, err);
+    }
+    aimsi_msg_fini(&tmp);
+}
+
+/* A sync attempt's reply: the waiter keeps it, so it adopts a copy of the
+ * frame bytes (one copy, out of the transport's buffer) -- or, when the
+ * payload was decompressed, the decoded frame itself (its tensors point into
+ * the buffer the frame owns, which moves along; *f is left owning nothing). */
+static void deliver_owned(aims_client *c, cl_pending *p, aims_status st, aimsi_frame *f,
+                          const void *frame, size_t len)
+{
+    const int moved = f->owned != NULL;
+    void *bytes = moved ? NULL : aimsi_malloc(len > 0 ? len : 1);
+    aimsi_frame *hf = aimsi_malloc(sizeof(*hf));
+    if ((!moved && bytes == NULL) || hf == NULL) {
+        aimsi_free(bytes);
+        aimsi_free(hf);
+        aimsi_client_deliver(p, AIMS_E_NOMEM, NULL, "out of memory for the reply");
+        return;
+    }
+    if (moved) {
+        *hf = *f;
+        f->owned = NULL;
+    } else {
+        memcpy(bytes, frame, len);
+        if (aimsi_frame_decode(bytes, len, (size_t)c->max_frame, hf) != AIMS_OK) {
+            aimsi_free(hf); /* decoded once already: cannot fail */
+            aimsi_free(bytes);
+            aimsi_client_deliver(p, AIMS_E_CORRUPT, NULL, "malformed reply");
+            return;
+        }
+    }
+    aims_msg tmp;
+    aimsi_msg_init(&tmp);
+    const aims_status ar = aimsi_msg_adopt_frame(&tmp, bytes, hf); /* owns both, also on error */
+    if (ar != AIMS_OK) {
+        aimsi_client_deliver(p, AIMS_E_CORRUPT, NULL, "malformed reply");
+    } else {
+        aimsi_client_deliver(p, st, &tmp, aims_msg_error(&tmp));
+    }
+    aimsi_msg_fini(&tmp);
+}
+
+/* Transport hook: one reply frame (borrowed for the duration of the hook). */
 void aimsi_client_on_frame(void *conn_user, const void *frame, size_t len)
 {
     cl_conn *cc = conn_user;
     aims_client *c = cc->c;
-    void *bytes = aimsi_malloc(len > 0 ? len : 1);
-    aimsi_frame *f = aimsi_malloc(sizeof(*f));
-    if (bytes == NULL || f == NULL) {
-        /* Out of memory: the waiter times out; nothing better to do here. */
-        aimsi_free(bytes);
-        aimsi_free(f);
-        return;
+    aimsi_frame f; /* decoded in place: tensors point into the transport's buffer */
+    if (aimsi_frame_decode(frame, len, (size_t)c->max_frame, &f) != AIMS_OK) {
+        return; /* junk: ignored; the deadline covers its call */
     }
-    memcpy(bytes, frame, len);
-    if (aimsi_frame_decode(bytes, len, (size_t)c->max_frame, f) != AIMS_OK ||
-        (f->hdr.type != AIMSI_FRAME_REPLY && f->hdr.type != AIMSI_FRAME_ERROR)) {
-        /* Not a reply we can read (PONG, junk): ignore it; the deadline covers it. */
-        aimsi_frame_release(f);
-        aimsi_free(f);
-        aimsi_free(bytes);
+    if (f.hdr.type != AIMSI_FRAME_REPLY && f.hdr.type != AIMSI_FRAME_ERROR) {
+        aimsi_frame_release(&f); /* not a reply (PONG): ignored */
         return;
     }
     pthread_mutex_lock(&c->mu);
-    cl_pending *p = hash_find_locked(c, f->hdr.request_id);
+    cl_pending *p = hash_find_locked(c, f.hdr.request_id);
     int won = 0;
     if (p != NULL && p->cc == cc) {
         won = aimsi_client_unlink_locked(c, p);
@@ -365,27 +422,22 @@ void aimsi_client_on_frame(void *conn_user, const void *frame, size_t len)
     pthread_mutex_unlock(&c->mu);
     if (!won) {
         /* A late reply (the call timed out) or a stranger's id: dropped. */
-        aimsi_frame_release(f);
-        aimsi_free(f);
-        aimsi_free(bytes);
+        aimsi_frame_release(&f);
         return;
     }
-    aims_status st = (aims_status)f->hdr.status;
-    if (f->hdr.status < 0 || f->hdr.status > (int32_t)AIMS_E_DENIED) {
+    aims_status st = (aims_status)f.hdr.status;
+    if (f.hdr.status < 0 || f.hdr.status > (int32_t)AIMS_E_DENIED) {
         st = AIMS_E_INTERNAL;
     }
-    if (st == AIMS_OK && f->hdr.type == AIMSI_FRAME_ERROR) {
+    if (st == AIMS_OK && f.hdr.type == AIMSI_FRAME_ERROR) {
         st = AIMS_E_INTERNAL;
     }
-    aims_msg tmp;
-    aimsi_msg_init(&tmp);
-    const aims_status ar = aimsi_msg_adopt_frame(&tmp, bytes, f);
-    if (ar != AIMS_OK) {
-        aimsi_client_deliver(p, AIMS_E_CORRUPT, NULL, "malformed reply");
+    if (p->call != NULL) {
+        deliver_borrowed(p, st, &f);
     } else {
-        aimsi_client_deliver(p, st, &tmp, aims_msg_error(&tmp));
+        deliver_owned(c, p, st, &f, frame, len);
     }
-    aimsi_msg_fini(&tmp);
+    aimsi_frame_release(&f);
     aimsi_client_pending_unref(p);
 }
 
@@ -465,13 +517,15 @@ static void node_done(void *ctx, aims_status st, aims_msg *reply, const char *er
         aimsi_client_deliver(p, st, reply, err);
         aimsi_client_pending_unref(p); /* the link's */
     }
+    /* The node's reference goes before node_refs drops: once that reaches
+     * zero destroy may free the client, and with it the pool p returns to. */
+    aimsi_client_pending_unref(p);
     pthread_mutex_lock(&c->mu);
     c->node_refs--;
     if (c->closing && c->node_refs == 0) {
         pthread_cond_broadcast(&c->cv);
     }
     pthread_mutex_unlock(&c->mu);
-    aimsi_client_pending_unref(p); /* the node's */
 }
 
 /* ---- sending one attempt ------------------------------------------------------------ */
@@ -527,9 +581,10 @@ int aimsi_url_compresses(const char *url)
              strncmp(h, "[::1]:", 6) == 0);
 }
 
+/* tok: a reference to the bearer token (or NULL), dropped here. */
 static aims_status encode_request(aims_client *c, const cl_call *k, const char *url,
-                                  uint64_t id, uint64_t deadline_ns, void **out,
-                                  size_t *out_len)
+                                  uint64_t id, uint64_t deadline_ns, aimsi_client_tok *tok,
+                                  void **out, size_t *out_len)
 {
     aimsi_frame_hdr h;
     memset(&h, 0, sizeof h);
@@ -540,10 +595,18 @@ static aims_status encode_request(aims_client *c, const cl_call *k, const char *
     snprintf(h.method, sizeof h.method, "%s", k->method);
     aimsi_tensor views[AIMS_MSG_MAX_TENSORS + 1]; /* + the bearer token */
     size_t n = aimsi_msg_views(k->req, views);
-    aimsi_client_tok *tok = aimsi_client_token_take(c); /* client_token.c */
-    n += (size_t)aimsi_client_token_view(tok, &views[n]);
+    n += (size_t)aimsi_client_token_view(tok, &views[n]); /* client_token.c */
     aimsi_buf b;
     aimsi_buf_init(&b);
+    /* One allocation of about the frame's size instead of a few doublings
+     * (each a realloc on the caller's thread, while the I/O thread frees the
+     * frames it wrote into the same malloc arena): header, names, and per
+     * tensor its descriptor (<= 120 bytes with padding) and data. */
+    size_t est = AIMSI_FRAME_HEADER + AIMSI_FRAME_MAX_SERVICE + AIMSI_FRAME_MAX_METHOD + 4;
+    for (size_t i = 0; i < n; i++) {
+        est += 120 + views[i].bytes;
+    }
+    (void)aimsi_buf_reserve(&b, est < ((size_t)64 << 10) ? est : ((size_t)64 << 10));
     const size_t above = aimsi_url_compresses(url) ? AIMSI_COMPRESS_ABOVE : 0;
     const aims_status rc = aimsi_frame_encode(&h, views, n, NULL, above, &b);
     aimsi_client_token_drop(tok);
@@ -558,14 +621,25 @@ static aims_status encode_request(aims_client *c, const cl_call *k, const char *
 
 aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
 {
-    cl_conn *cc = NULL;
-    AIMSI_TRY(conn_get(c, p->ep, &cc));
-    p->cc = cc;
+    /* A connected endpoint (every call but the first): the sender reference
+     * and the link in one hold of c->mu, no dial lock -- with many calls in
+     * flight the caller and the I/O thread (replies) meet on c->mu, so each
+     * hold saved is a futex sleep/wake pair less when they collide. */
     pthread_mutex_lock(&c->mu);
+    cl_conn *cc = p->ep->conn;
+    if (cc != NULL) {
+        cc->refs++; /* ours, while we send (the endpoint holds one: refs >= 1) */
+    } else {
+        pthread_mutex_unlock(&c->mu);
+        AIMSI_TRY(conn_get(c, p->ep, &cc)); /* dials; takes our reference */
+        pthread_mutex_lock(&c->mu);
+    }
+    p->cc = cc;
     aims_status rc = c->closing ? AIMS_E_CLOSED : link_locked(c, p, 1);
     const uint64_t id = p->id;
     /* Async with others in flight: the I/O thread may batch it (stream_tx.c). */
     const int defer = p->call != NULL && c->n_async > 1;
+    aimsi_client_tok *tok = rc == AIMS_OK ? aimsi_client_bearer_take_locked(c) : NULL;
     pthread_mutex_unlock(&c->mu);
     if (rc != AIMS_OK) {
         aimsi_client_conn_release(c, cc);
@@ -577,7 +651,7 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
     }
     void *frame = NULL;
     size_t len = 0;
-    rc = encode_request(c, k, p->ep->url, id, p->deadline_ns, &frame, &len);
+    rc = encode_request(c, k, p->ep->url, id, p->deadline_ns, tok, &frame, &len);
     if (rc == AIMS_OK) {
         aimsi_transport_tl_defer = defer;
         rc = cc->slot->vt.send(cc->slot->inst, cc->conn, frame, len);

@@ -8,9 +8,10 @@
  * message the program builds; the client does it once for all calls instead.
  *
  * How. The client holds one reference-counted copy of the token (under its
- * mutex). encode_request (client_send.c) takes a reference, appends the
- * token as a borrowed BYTES view named "$auth" to the frame it encodes and
- * drops the reference. A renewal (set_token again) swaps the pointer: frames
+ * mutex). The sender (client_send.c) takes a reference in the hold of the
+ * mutex that links its call, and encode_request appends the token as a
+ * borrowed BYTES view named "$auth" to the frame it encodes and drops the
+ * reference. A renewal (set_token again) swaps the pointer: frames
  * being encoded keep the old copy alive until they are done with it, so a
  * renewal never races an encode. In-process calls never carry it (the node
  * treats in-process callers as "host").
@@ -35,14 +36,12 @@ void aimsi_client_token_drop(aimsi_client_tok *t)
     }
 }
 
-aimsi_client_tok *aimsi_client_token_take(aims_client *c)
+aimsi_client_tok *aimsi_client_bearer_take_locked(aims_client *c)
 {
-    pthread_mutex_lock(&c->mu);
     aimsi_client_tok *t = c->token;
     if (t != NULL) {
         atomic_fetch_add(&t->refs, 1);
     }
-    pthread_mutex_unlock(&c->mu);
     return t;
 }
 

@@ -43,8 +43,9 @@ enum { AIMSI_HS_DONE = 0, AIMSI_HS_WANT_READ = 1, AIMSI_HS_WANT_WRITE = 2, AIMSI
  * (NULL for plain sockets). read/writev have recv()/sendmsg() semantics:
  * bytes moved, 0 at end of stream (read), -1 with errno set (EAGAIN when it
  * would block). read runs on the I/O thread; writev on any sending thread
- * under the connection's lock, so it may overlap a read of the same
- * connection (a family that cannot allow that locks inside). */
+ * under the connection's lock, or on the I/O thread outside it (stream_tx.c:
+ * never two writevs of a connection at once), so it may overlap a read of the
+ * same connection (a family that cannot allow that locks inside). */
 typedef struct aimsi_stream_ops {
     /* Secure a freshly connected socket on the caller's thread (bounded by
      * the family's handshake budget); NULL: nothing to do. */

@@ -35,6 +35,9 @@
  * this many bytes are waiting (or IOV_BATCH frames), or at the uncork. */
 #define CORK_BYTES ((size_t)64u << 10)
 #define QRING_INIT 8u
+/* writevs one drain does before it leaves the rest to EPOLLOUT, so that a
+ * sender that never stops cannot keep the I/O thread on one connection. */
+#define DRAIN_ROUNDS 16
 
 enum { TAG_WAKE = 1, TAG_LISTENER = 2, TAG_CONN = 3 };
 
@@ -59,6 +62,7 @@ typedef struct stream_conn {
     int want_out;  /* EPOLLOUT armed */
     int zombie;    /* on inst->zombie_conns */
     int cork;      /* the I/O thread delivers a run of frames: sends queue (stream_tx.c) */
+    int writing;   /* the I/O thread writes the queue without mu held: nobody else writes */
     /* send queue (ring) */
     qent *q;
     size_t qcap, qhead, qn, qoff, qbytes;
@@ -129,7 +133,12 @@ int aimsi_stream_epoll_add(stream_inst *in, int fd, void *ptr);
 void aimsi_stream_conn_readable(stream_conn *c);
 void aimsi_stream_sweep_stalled(stream_inst *in, uint64_t now);
 void aimsi_stream_conn_event(stream_conn *c, uint32_t events);
+/* Write the queue under c->mu (held by the caller); does nothing while the
+ * I/O thread is draining it (`writing`). */
 int aimsi_stream_queue_flush(stream_conn *c);
+/* The I/O thread's flush: like queue_flush, but c->mu is released around
+ * each writev so that senders keep queueing meanwhile (stream_tx.c). */
+int aimsi_stream_queue_drain(stream_conn *c);
 void aimsi_stream_arm_out(stream_conn *c, int on);
 /* Cork a connection (sends queue) / uncork it and write what queued meanwhile;
  * uncork returns 0 or the errno of a failed write. I/O thread, around deliver. */

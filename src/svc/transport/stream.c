@@ -182,7 +182,7 @@ aims_status aimsi_stream_conn_new(stream_inst *in, int fd, void *user, stream_co
         return aimsi_err(NULL, AIMS_E_NOMEM, "%s transport: out of memory for a connection",
                          in->fam->scheme);
     }
-    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+    if (aimsi_mutex_init_spin(&c->mu) != 0) {
         aimsi_free(c->q);
         aimsi_free(c->rbuf);
         aimsi_free(c);

@@ -206,7 +206,7 @@ void aimsi_stream_conn_event(stream_conn *c, uint32_t events)
     const int gone = c->closed || c->dead;
     int werr = 0;
     if (!gone && (events & EPOLLOUT) != 0) {
-        werr = aimsi_stream_queue_flush(c);
+        werr = aimsi_stream_queue_drain(c);
         if (werr == 0 && c->qn == 0) {
             aimsi_stream_arm_out(c, 0);
         }

@@ -11,8 +11,12 @@
  * (epoll_ctl is thread-safe), so the I/O thread finishes with sendmsg() over
  * as many queued frames as it can. The queue is bounded (16 MiB or 4096 frames)
  * and says AIMS_E_OVERLOADED beyond that, so a peer that never reads costs a
- * bounded amount of memory and nobody else waits for it. All writes of a
- * connection happen under its mutex, which keeps frames whole and in order.
+ * bounded amount of memory and nobody else waits for it. Writes on a
+ * sender's thread happen under the connection's mutex; the I/O thread writes
+ * the queue with the mutex released around each writev (`writing` keeps
+ * every other writer out, queue_drain), so senders keep appending while it is
+ * in the syscall. Either way one writer at a time: frames stay whole and in
+ * order.
  *
  * Corking. When one read brings several frames (a pipelining peer), the I/O
  * thread corks the connection while it delivers them (stream_rx.c): the
@@ -63,21 +67,57 @@ void aimsi_stream_arm_out(stream_conn *c, int on)
     }
 }
 
+/* The iovec of the first IOV_BATCH queued frames. Caller holds c->mu. */
+static int queue_iov(const stream_conn *c, struct iovec *iov)
+{
+    int n = 0;
+    for (size_t i = 0; i < c->qn && n < IOV_BATCH; i++) {
+        const qent *e = &c->q[(c->qhead + i) % c->qcap];
+        const size_t off = (i == 0) ? c->qoff : 0;
+        iov[n].iov_base = (uint8_t *)e->p + off;
+        iov[n].iov_len = e->len - off;
+        n++;
+    }
+    return n;
+}
+
+/* Drop the first `w` written bytes of the queue, freeing whole frames. Caller
+ * holds c->mu. Frames are only ever taken off the head by the one writer, so
+ * the head is still the frame the writev started with, even if a sender grew
+ * (re-laid) the ring meanwhile. */
+static void queue_consume(stream_conn *c, size_t w)
+{
+    size_t left = w;
+    while (left > 0 && c->qn > 0) {
+        qent *e = &c->q[c->qhead];
+        const size_t rest = e->len - c->qoff;
+        if (left < rest) {
+            c->qoff += left;
+            c->qbytes -= left;
+            left = 0;
+        } else {
+            left -= rest;
+            c->qbytes -= rest;
+            aimsi_free(e->p);
+            e->p = NULL;
+            c->qhead = (c->qhead + 1) % c->qcap;
+            c->qn--;
+            c->qoff = 0;
+        }
+    }
+}
+
 /* Write as much of the queue as the socket takes. Caller holds c->mu.
  * Returns 0, or an errno value when the socket failed. */
 int aimsi_stream_queue_flush(stream_conn *c)
 {
+    if (c->writing) {
+        return 0; /* the I/O thread is draining: it takes these frames too */
+    }
     while (c->qn > 0) {
         struct iovec iov[IOV_BATCH];
-        size_t n = 0;
-        for (size_t i = 0; i < c->qn && n < IOV_BATCH; i++) {
-            const qent *e = &c->q[(c->qhead + i) % c->qcap];
-            const size_t off = (i == 0) ? c->qoff : 0;
-            iov[n].iov_base = (uint8_t *)e->p + off;
-            iov[n].iov_len = e->len - off;
-            n++;
-        }
-        const ssize_t w = c->inst->fam->ops->writev(c->sx, c->fd, iov, (int)n);
+        const int n = queue_iov(c, iov);
+        const ssize_t w = c->inst->fam->ops->writev(c->sx, c->fd, iov, n);
         if (w < 0) {
             if (errno == EINTR) {
                 continue;
@@ -87,26 +127,47 @@ int aimsi_stream_queue_flush(stream_conn *c)
             }
             return errno;
         }
-        size_t left = (size_t)w;
-        while (left > 0 && c->qn > 0) {
-            qent *e = &c->q[c->qhead];
-            const size_t rest = e->len - c->qoff;
-            if (left < rest) {
-                c->qoff += left;
-                c->qbytes -= left;
-                left = 0;
-            } else {
-                left -= rest;
-                c->qbytes -= rest;
-                aimsi_free(e->p);
-                e->p = NULL;
-                c->qhead = (c->qhead + 1) % c->qcap;
-                c->qn--;
-                c->qoff = 0;
-            }
-        }
+        queue_consume(c, (size_t)w);
     }
     return 0;
+}
+
+/* The I/O thread's flush (EPOLLOUT, uncork). Caller holds c->mu; it is
+ * released around each writev, `writing` keeping every other thread from
+ * writing meanwhile: senders only append to the queue (which a writev in
+ * progress never looks at: its iovec points at the frames, not the ring) and
+ * the drain loops until the queue is empty, so what they append goes out in
+ * the next writev. Before, the I/O thread held the mutex across the syscall
+ * and a pipelining sender blocked on it (a futex sleep and wake per
+ * collision, the slow mode of P14). Safe because only the I/O thread frees a
+ * connection or drops its queue (conn_fail, the reaper), and it is here. */
+int aimsi_stream_queue_drain(stream_conn *c)
+{
+    if (c->writing) {
+        return 0;
+    }
+    c->writing = 1;
+    int err = 0;
+    for (int round = 0; c->qn > 0 && round < DRAIN_ROUNDS; round++) {
+        struct iovec iov[IOV_BATCH];
+        const int n = queue_iov(c, iov);
+        pthread_mutex_unlock(&c->mu);
+        const ssize_t w = c->inst->fam->ops->writev(c->sx, c->fd, iov, n);
+        const int e = w < 0 ? errno : 0;
+        pthread_mutex_lock(&c->mu);
+        if (w < 0) {
+            if (e == EINTR) {
+                continue;
+            }
+            if (e != EAGAIN && e != EWOULDBLOCK) {
+                err = e;
+            }
+            break;
+        }
+        queue_consume(c, (size_t)w);
+    }
+    c->writing = 0;
+    return err;
 }
 
 /* Room for one more queue entry. Caller holds c->mu. */
@@ -175,7 +236,7 @@ aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len)
                          in->fam->scheme, len);
     }
     size_t done = 0;
-    if (c->qn == 0 && !c->cork && !aimsi_transport_tl_defer) {
+    if (c->qn == 0 && !c->cork && !c->writing && !aimsi_transport_tl_defer) {
         for (;;) {
             const struct iovec one = {frame, len};
             const ssize_t w = in->fam->ops->writev(c->sx, c->fd, &one, 1);
@@ -211,6 +272,11 @@ aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len)
     }
     c->qn++;
     c->qbytes += len - done;
+    if (c->writing) {
+        /* The I/O thread is draining this queue: its next writev takes it. */
+        pthread_mutex_unlock(&c->mu);
+        return AIMS_OK;
+    }
     if (c->cork && !c->want_out) {
         /* Flushed at the uncork, or now when the batch is full. */
         if (c->qn >= IOV_BATCH || c->qbytes >= CORK_BYTES) {
@@ -242,7 +308,7 @@ int aimsi_stream_uncork(stream_conn *c)
     pthread_mutex_lock(&c->mu);
     c->cork = 0;
     if (!c->closed && !c->dead && c->qn > 0 && !c->want_out) {
-        e = aimsi_stream_queue_flush(c);
+        e = aimsi_stream_queue_drain(c);
         if (e == 0 && c->qn > 0) {
             aimsi_stream_arm_out(c, 1);
         }
