@@ -185,10 +185,11 @@ static void p14a(int reps)
         double v[16];
         memcpy(v, t[k], sizeof v);
         med[k] = median_sort(v, (size_t)reps);
-        printf("{\"goal\": \"P14a\", \"mode\": \"%s\", \"rows\": %zu, \"reps\": %d, "
+        printf("{\"goal\": \"P14a\", \"contender\": \"libaims-%s\", \"metric\": \"train_s\", "
+               "\"unit\": \"s\", \"median\": %.4f, \"mode\": \"%s\", \"rows\": %zu, \"reps\": %d, "
                "\"median_s\": %.4f, \"min_s\": %.4f, \"max_s\": %.4f, \"ratio_to_plain\": %.4f, "
                "\"weights_identical_to_plain\": %s, \"spec\": ",
-               names[k], g_rows, reps, med[k], v[0], v[reps - 1], med[k] / med[0],
+               names[k], med[k], names[k], g_rows, reps, med[k], v[0], v[reps - 1], med[k] / med[0],
                identical[k] ? "true" : "false");
         json_str(P1_SPEC);
         printf("}\n");
@@ -273,10 +274,11 @@ static void p14b(int lease_ms, int reps)
         aims_msg_destroy(rep);
     }
     const double med = median_sort(ms, (size_t)reps);
-    printf("{\"goal\": \"P14b\", \"lease_ms\": %d, \"heartbeat_ms\": %d, \"reps\": %d, "
+    printf("{\"goal\": \"P14b\", \"contender\": \"libaims\", \"metric\": \"kill_to_running_ms\", "
+           "\"unit\": \"ms\", \"median\": %.1f, \"lease_ms\": %d, \"heartbeat_ms\": %d, \"reps\": %d, "
            "\"median_ms\": %.1f, \"min_ms\": %.1f, \"max_ms\": %.1f, "
            "\"median_in_heartbeats\": %.2f, \"rows\": %zu}\n",
-           lease_ms, lease_ms / 3, reps, med, ms[0], ms[reps - 1], med / (lease_ms / 3.0), g_rows);
+           med, lease_ms, lease_ms / 3, reps, med, ms[0], ms[reps - 1], med / (lease_ms / 3.0), g_rows);
     fflush(stdout);
 }
 
