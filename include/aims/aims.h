@@ -28,5 +28,6 @@
 #include "aims_policy.h"
 #include "aims_ident.h"
 #include "aims_http.h"
+#include "aims_dist.h"
 
 #endif /* AIMS_H */
