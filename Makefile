@@ -28,7 +28,7 @@ PKGS_BUILD := meson ninja-build pkg-config gcc clang libopenblas-dev libzstd-dev
               libmicrohttpd-dev libcjson-dev curl python3-requests prometheus \
               python3-venv python3-setuptools python3-wheel python3-pip \
               libcurl4-openssl-dev etcd-server etcd-client python3-yaml chromium \
-              abigail-tools doxygen
+              abigail-tools doxygen libopenmpi-dev openmpi-bin
 PKGS_DATA  := dataset-fashion-mnist fortunes fortunes-min python3-sklearn
 PKGS_BENCH := python3-pandas python3-threadpoolctl python3-torch fasttext liblinear-tools \
               libzmq3-dev libnng-dev wrk nginx

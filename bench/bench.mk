@@ -21,6 +21,7 @@ bench:
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-overload
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-etcd
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-jobs-run
+	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-mpi
 
 # Only the service goals (issue 4, P6..P10): `make -f bench/bench.mk bench-svc SVC_ARGS=--quick`.
 # bench_svc is not built by default (see bench/meson.build); if it does not
@@ -140,3 +141,12 @@ bench-jobs-run:
 	ts=$$(date -u +%Y%m%dT%H%M%SZ); $(BENCH_BUILD)/bench/bench_jobs $(JOBS_ARGS) \
 	  | tee bench/results/jobs-$$ts.jsonl > bench/results/latest-jobs.jsonl
 	cat bench/results/latest-jobs.jsonl
+
+# Only the data-parallel training goal (issue 16 item 5): time per epoch of the
+# Fashion-MNIST MLP with 2 MPI ranks x 1 thread vs 1 rank x 1 and x 2 threads
+# (docs/MPI.md): `make -f bench/bench.mk bench-mpi MPI_ARGS="--rounds 1 --epochs 2"`.
+.PHONY: bench-mpi
+bench-mpi:
+	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
+	ninja -C $(BENCH_BUILD) examples/aims_train_mpi
+	/usr/bin/python3 bench/run_mpi.py --build-dir $(BENCH_BUILD) $(MPI_ARGS)

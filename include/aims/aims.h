@@ -32,5 +32,6 @@
 #include "aims_http.h"
 #include "aims_publish.h"
 #include "aims_https.h"
+#include "aims_dist.h"
 
 #endif /* AIMS_H */

@@ -66,6 +66,14 @@ struct aims_trainer {
     int64_t best_epoch, bad_epochs;
     uint64_t epoch_t0;
     double epoch_secs;
+
+    /* data parallel (train_shard.c, aims_dist.h): every batch cut into shards */
+    int64_t shards;          /* 0 or 1: the ordinary trainer */
+    struct aimsi_dist *dist; /* owned; NULL: this process computes every shard */
+    size_t norm_rows;        /* loss gradient normalized by this many rows (0: the batch's) */
+    uint64_t shard_salt;     /* 1 + shard being computed (0: none): salts dropout masks */
+    unsigned char *sbuf;     /* shards x sblk bytes: each shard's loss and gradient */
+    size_t sblk;
 };
 
 typedef struct opt_step {
@@ -86,7 +94,8 @@ void aimsi_train_gather(aims_trainer *t, size_t first, size_t n);
 void aimsi_train_forward(aims_trainer *t, size_t n);
 /* Loss gradient in place of the logits; returns the batch's summed loss. */
 double aimsi_train_loss_grad(aims_trainer *t, size_t n);
-/* Backward pass, updating each layer through train_opt.c. */
+/* Backward pass, updating each layer through train_opt.c (o == NULL: only the
+ * gradients, into t->grad, for a data-parallel shard). */
 void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o);
 /* Fuse bias/ReLU/ReLU-backward/SGD into the own GEMMs' epilogues (1, the
  * default) or run them as separate passes (0); returns the previous setting.
@@ -99,6 +108,22 @@ void aimsi_train_update_range(const aims_trainer *t, const opt_step *o, size_t o
                               size_t cnt);
 void aimsi_train_update_params(const aims_trainer *t, const opt_step *o, size_t off,
                                size_t cnt);
+
+/* ---- train_shard.c: data-parallel steps (aims_dist.h) ---- */
+
+/* Non-zero when the run cuts batches into shards. */
+int aimsi_train_sharded(const aims_trainer *t);
+/* begin: check the model kind, allocate the shard blocks (end_run frees them). */
+aims_status aimsi_train_shard_begin(aims_trainer *t);
+void aimsi_train_shard_end(aims_trainer *t);
+/* trainer destroy: release the exchange. */
+void aimsi_train_shard_destroy(aims_trainer *t);
+/* The batch [first, first + n) of this epoch's order: every shard's (or this
+ * rank's) forward/backward, the exchange, and the shard-order sum into
+ * t->grad; *out_loss gets the batch's summed loss. No weight changes. */
+aims_status aimsi_train_shard_grad(aims_trainer *t, size_t first, size_t n, double *out_loss);
+/* The optimizer update of every layer from t->grad. */
+void aimsi_train_shard_apply(aims_trainer *t, const opt_step *o);
 
 /* ---- train_text.c: the TEXT trainer ---- */
 

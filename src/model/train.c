@@ -150,6 +150,7 @@ static void end_run(aims_trainer *t)
     aimsi_free(t->mask_block);
     aimsi_free(t->gws);
     aimsi_pool_destroy(t->pool);
+    aimsi_train_shard_end(t);
     t->gws = NULL;
     t->pool = NULL;
     t->ws = NULL;
@@ -167,6 +168,7 @@ void aims_trainer_destroy(aims_trainer *t)
         return;
     }
     end_run(t);
+    aimsi_train_shard_destroy(t);
     aimsi_obj_kill(&t->obj);
     aimsi_free(t);
 }
@@ -506,6 +508,7 @@ static aims_status begin_run(aims_trainer *t)
         t->bmax = 1; /* fastText-style per-document SGD */
     }
     t->steps_per_epoch = (int64_t)((t->n_tr + t->bmax - 1) / t->bmax);
+    AIMSI_TRY(aimsi_train_shard_begin(t));
     AIMSI_TRY(alloc_workspace(t));
     if (!(t->h.warm && m->trained)) {
         if (m->kind == AIMS_MODEL_KIND_TEXT) {
@@ -738,9 +741,14 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
         t->loss_rows += 1;
         return after_step(t, out_done);
     }
-    aimsi_train_gather(t, first, n);
-    aimsi_train_forward(t, n);
-    const double loss = aimsi_train_loss_grad(t, n);
+    double loss = 0.0;
+    if (aimsi_train_sharded(t)) { /* data parallel: every shard's gradient, summed */
+        AIMSI_TRY(aimsi_train_shard_grad(t, first, n, &loss));
+    } else {
+        aimsi_train_gather(t, first, n);
+        aimsi_train_forward(t, n);
+        loss = aimsi_train_loss_grad(t, n);
+    }
     if (!isfinite(loss)) {
         return diverged(t, loss); /* before backward: no NaN gradient is applied */
     }
@@ -755,7 +763,11 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
     o.eps = (float)t->h.eps;
     o.c1 = (float)(1.0 - pow(t->h.b1, (double)(t->step + 1)));
     o.c2 = (float)(1.0 - pow(t->h.b2, (double)(t->step + 1)));
-    aimsi_train_backward(t, n, &o);
+    if (aimsi_train_sharded(t)) {
+        aimsi_train_shard_apply(t, &o);
+    } else {
+        aimsi_train_backward(t, n, &o);
+    }
     return after_step(t, out_done);
 }
 

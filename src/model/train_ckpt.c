@@ -49,6 +49,9 @@ static uint64_t run_fingerprint(const aims_trainer *t)
     if (h->gemm != 0) { /* appended only when set: older checkpoints keep their fingerprint */
         v[n++] = (uint64_t)h->gemm;
     }
+    if (t->shards > 1) { /* data parallel (train_shard.c): the sums depend on the count */
+        v[n++] = 0x5AA2D0000ull + (uint64_t)t->shards;
+    }
     if (t->m->kind == AIMS_MODEL_KIND_TEXT && (t->m->text_linear != 0 || t->m->loss == 3)) {
         /* same rule: a linear table can have the embedding model's size */
         v[n++] = 0x7E470000ull + (uint64_t)t->m->text_linear * 16u + (uint64_t)t->m->loss;

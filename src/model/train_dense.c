@@ -93,8 +93,10 @@ static void bias_act(const aims_trainer *t, size_t l, size_t n, int relu_done)
     }
     if (t->mask[l] != NULL) {
         aimsi_rng rng;
+        /* shard_salt: each shard of a data-parallel step draws its own masks */
         aimsi_rng_seed(&rng, aimsi_train_mix_seed((uint64_t)t->h.seed,
-                                      0xD50F000000ull + (uint64_t)t->step * 64u + l));
+                                      0xD50F000000ull + (uint64_t)t->step * 64u + l +
+                                          (t->shard_salt << 48)));
         const double p = m->dropout;
         const float keep_scale = (float)(1.0 / (1.0 - p));
         uint8_t *mk = t->mask[l];
@@ -139,7 +141,9 @@ double aimsi_train_loss_grad(aims_trainer *t, size_t n)
     const aims_model *m = t->m;
     const size_t k = m->layers[m->n_layers - 1].out;
     float *z = t->act[m->n_layers - 1];
-    const float inv_n = 1.0f / (float)n;
+    /* a data-parallel shard normalizes by the whole batch (norm_rows) */
+    const size_t norm = t->norm_rows > 0 ? t->norm_rows : n;
+    const float inv_n = 1.0f / (float)norm;
     double total = 0.0;
     if (m->loss == 1 && k == 1) { /* LOGISTIC: sigmoid + binary cross-entropy */
         for (size_t r = 0; r < n; r++) {
@@ -165,7 +169,7 @@ double aimsi_train_loss_grad(aims_trainer *t, size_t n)
         return total;
     }
     /* MSE, mean over rows and outputs */
-    const float scale = 2.0f / (float)(n * k);
+    const float scale = 2.0f / (float)(norm * k);
     for (size_t r = 0; r < n; r++) {
         for (size_t j = 0; j < k; j++) {
             float target = t->tb[r];
@@ -227,7 +231,8 @@ static void act_backward(const aims_trainer *t, size_t l, size_t n, float *g, in
 void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
 {
     aims_model *m = t->m;
-    const int fast = t->h.opt == OPT_SGD && !t->h.nesterov;
+    /* o == NULL (a data-parallel shard): gradients into t->grad, no update */
+    const int fast = o != NULL && t->h.opt == OPT_SGD && !t->h.nesterov;
     float *gcur = t->act[m->n_layers - 1]; /* loss_grad left dL/dz here */
     for (size_t l = m->n_layers; l-- > 0;) {
         const aimsi_dense *L = &m->layers[l];
@@ -251,7 +256,7 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
          * each block of v is in registers (no separate pass over w and v) */
         const float beta = fast ? 1.0f : 0.0f;
         aimsi_gemm_epi e = {0};
-        const int adam = t->h.opt == OPT_ADAM || t->h.opt == OPT_ADAMW;
+        const int adam = o != NULL && (t->h.opt == OPT_ADAM || t->h.opt == OPT_ADAMW);
         const int fused = (fast || adam) && fuse(t, L->out, L->in, n);
         if (fused) {
             e.w = w;
@@ -281,10 +286,12 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
                 db[j] += gr[j];
             }
         }
-        if (!fused) {
-            aimsi_train_update_params(t, o, L->w_off, L->in * L->out);
+        if (o != NULL) { /* a data-parallel shard updates after the exchange */
+            if (!fused) {
+                aimsi_train_update_params(t, o, L->w_off, L->in * L->out);
+            }
+            aimsi_train_update_range(t, o, L->b_off, L->out);
         }
-        aimsi_train_update_range(t, o, L->b_off, L->out);
         if (l > 0) {
             act_backward(t, l - 1, n, gprev, gated);
             gcur = gprev;

@@ -184,6 +184,11 @@ PROTOTYPES = {
     "aims_trainer_checkpoint": (status, [handle, cstr]),
     "aims_trainer_restore": (status, [handle, cstr]),
     "aims_trainer_errmsg": (cstr, [handle]),
+    # ---- aims_dist.h: data-parallel training --------------------------------------------
+    "aims_trainer_set_shards": (status, [handle, ctypes.c_int]),
+    "aims_trainer_set_mpi": (status, [handle, ctypes.c_int]),
+    "aims_init_mpi": (status, [P(ctypes.c_int), P(ctypes.c_int)]),
+    "aims_finalize_mpi": (status, []),
     # ---- aims_model.h: bundles --------------------------------------------------------
     "aims_bundle_create": (status, [handle, handle, handle_out]),
     "aims_bundle_destroy": (None, [handle]),

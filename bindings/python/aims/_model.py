@@ -321,6 +321,19 @@ class Trainer(_Params, _Handle):
     def checkpoint(self, path):
         self._call(_c.aims_trainer_checkpoint, _path(path))
 
+    def set_shards(self, shards):
+        """Cut every batch into ``shards`` shards summed in shard order: the
+        one-process reference of an MPI run over that many ranks (aims_dist.h,
+        docs/MPI.md); returns self."""
+        self._call(_c.aims_trainer_set_shards, int(shards))
+        return self
+
+    def set_mpi(self, enable=True):
+        """Train data-parallel over the ranks of MPI_COMM_WORLD (MPI started by
+        the host or aims_init_mpi); returns self."""
+        self._call(_c.aims_trainer_set_mpi, 1 if enable else 0)
+        return self
+
     def restore(self, path):
         self._call(_c.aims_trainer_restore, _path(path))
 

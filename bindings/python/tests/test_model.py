@@ -241,6 +241,30 @@ class ModelCase(LeakCheckCase):
         m2.close()
         ref.close()
 
+    def test_shards_train_and_refuse(self):
+        # two shards: close to one shard (other sums), deterministic, checked
+        params = {"epochs": 3, "batch": 16, "lr": 0.1, "seed": 3}
+        preds = []
+        for shards in (1, 2, 2):
+            m = aims.Model("mlp", 4, 3, hidden=[8])
+            t = aims.Trainer(m, **params).set_shards(shards).fit(self.ds)
+            preds.append(rows_of(m.predict(self.x), 3))
+            t.close()
+            m.close()
+        self.assertEqual(preds[1], preds[2])
+        m = aims.Model("mlp", 4, 3, hidden=[8])
+        t = aims.Trainer(m, **params)
+        with self.assertRaises(aims.AimsError):
+            t.set_shards(0)
+        # MPI is not started in this process (or libaims was built without it)
+        with self.assertRaises(aims.AimsError) as cm:
+            t.set_mpi(True)
+        self.assertTrue("aims_init_mpi" in str(cm.exception)
+                        or "built without MPI" in str(cm.exception), str(cm.exception))
+        t.set_mpi(False)
+        t.close()
+        m.close()
+
     def test_precision_and_gemm_backends(self):
         # 256-128-3, batch 64: the first layer's GEMMs are big enough for the own
         # kernels on the trainer's threads

@@ -1,0 +1,443 @@
+/*
+ * test_shard.c -- white-box tests of data-parallel training (train_shard.c,
+ * aims_dist.h) without MPI: S trainers on S threads, joined by an exchange
+ * hook made of a barrier and a shared buffer (the role train_mpi.c plays
+ * between processes), must end with weights bit-identical to one trainer
+ * computing all S shards; plus parameter checks, exact resume of a sharded
+ * run, the "built without MPI" / "MPI not initialized" refusals and
+ * allocation failures. The real MPI run is tests/integration/mpi_check.py.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "model/aimsi_dist.h"
+#include "model/aimsi_model.h"
+#include "testalloc.h"
+
+#define OK(e) assert_int_equal((e), AIMS_OK)
+
+enum { COLS = 12, CLASSES = 3, HIDDEN = 10, MAX_RANKS = 4 };
+
+static float frand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(*s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* rows x COLS features, labels from a fixed (learnable) rule */
+static aims_dataset *blobs(size_t rows, uint64_t seed)
+{
+    float *x = malloc(rows * COLS * sizeof *x);
+    int32_t *y = malloc(rows * sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    uint64_t s = seed;
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t c = 0; c < COLS; c++) {
+            x[r * COLS + c] = frand(&s);
+        }
+        const float a = x[r * COLS] + 0.5f * x[r * COLS + 1];
+        y[r] = a > 0.3f ? 2 : (a > -0.3f ? 1 : 0);
+    }
+    aims_dataset *ds = NULL;
+    OK(aims_dataset_create_dense(rows, COLS, x, y, &ds));
+    free(x);
+    free(y);
+    return ds;
+}
+
+typedef struct cfg {
+    int64_t opt, batch, epochs, nesterov;
+    double dropout, val;
+} cfg;
+
+static aims_status make(const cfg *c, aims_model **out_m, aims_trainer **out_t)
+{
+    aims_model *m = NULL;
+    aims_trainer *t = NULL;
+    aims_status rc = aims_model_create(AIMS_MODEL_KIND_MLP, COLS, CLASSES, &m);
+    if (rc == AIMS_OK) {
+        rc = aims_model_add_dense(m, HIDDEN, AIMS_ACT_TANH);
+    }
+    if (rc == AIMS_OK && c->dropout > 0.0) {
+        rc = aims_model_set_param_f64(m, AIMS_MODEL_DROPOUT, c->dropout);
+    }
+    if (rc == AIMS_OK) {
+        rc = aims_trainer_create(m, &t);
+    }
+    if (rc == AIMS_OK) {
+        aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, c->opt);
+        aims_trainer_set_param_i64(t, AIMS_TRAIN_NESTEROV, c->nesterov);
+        aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, c->batch);
+        aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, c->epochs);
+        aims_trainer_set_param_i64(t, AIMS_TRAIN_THREADS, 1);
+        aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 7);
+        aims_trainer_set_param_f64(t, AIMS_TRAIN_VAL_FRACTION, c->val);
+        if (c->opt != 0) {
+            aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, 0.01);
+        }
+    }
+    if (rc != AIMS_OK) {
+        aims_trainer_destroy(t);
+        aims_model_destroy(m);
+        return rc;
+    }
+    *out_m = m;
+    *out_t = t;
+    return AIMS_OK;
+}
+
+/* Train with `shards` shards in one process; returns a malloc'd copy of the weights. */
+static float *train_local(const aims_dataset *ds, const cfg *c, int shards, size_t *n_out)
+{
+    aims_model *m;
+    aims_trainer *t;
+    OK(make(c, &m, &t));
+    OK(aims_trainer_set_shards(t, shards));
+    OK(aims_trainer_fit(t, ds, NULL));
+    float *w = malloc(m->n_params * sizeof *w);
+    assert_non_null(w);
+    memcpy(w, m->params, m->n_params * sizeof *w);
+    *n_out = m->n_params;
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    return w;
+}
+
+/* ---- the thread "cluster": one trainer per rank, a barrier exchange -------------------- */
+
+typedef struct hub {
+    pthread_barrier_t bar;
+    unsigned char *shared; /* size x blk */
+    size_t cap;
+    int size;
+} hub;
+
+typedef struct rank_ctx {
+    aimsi_dist base; /* first */
+    hub *h;
+    const aims_dataset *ds;
+    const cfg *c;
+    float *w; /* out: weights (malloc) */
+    size_t n;
+    aims_status rc;
+    double loss;
+} rank_ctx;
+
+static aims_status hub_exchange(aimsi_dist *d, void *all, size_t blk, char *err, size_t cap)
+{
+    rank_ctx *rc = (rank_ctx *)d;
+    hub *h = rc->h;
+    if (blk * (size_t)h->size > h->cap) {
+        snprintf(err, cap, "block of %zu bytes too big for the test hub", blk);
+        return AIMS_E_RANGE; /* every rank takes this branch alike: no one waits */
+    }
+    unsigned char *a = all;
+    memcpy(h->shared + (size_t)d->rank * blk, a + (size_t)d->rank * blk, blk);
+    pthread_barrier_wait(&h->bar);
+    memcpy(a, h->shared, (size_t)h->size * blk);
+    pthread_barrier_wait(&h->bar); /* nobody overwrites shared before everyone read it */
+    return AIMS_OK;
+}
+
+static void *rank_main(void *arg)
+{
+    rank_ctx *r = arg;
+    aims_model *m;
+    aims_trainer *t;
+    r->rc = make(r->c, &m, &t);
+    if (r->rc != AIMS_OK) {
+        return NULL;
+    }
+    r->rc = aimsi_train_set_dist(t, &r->base); /* destroy is NULL: r stays ours */
+    if (r->rc == AIMS_OK) {
+        r->rc = aims_trainer_fit(t, r->ds, NULL);
+    }
+    if (r->rc == AIMS_OK) {
+        aims_trainer_get_stat(t, AIMS_TRAINER_STAT_TRAIN_LOSS, &r->loss);
+        r->n = m->n_params;
+        r->w = malloc(r->n * sizeof *r->w);
+        if (r->w != NULL) {
+            memcpy(r->w, m->params, r->n * sizeof *r->w);
+        }
+    }
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    return NULL;
+}
+
+/* S ranks on S threads must equal one process with S shards, on every rank. */
+static void ranks_equal_local(size_t rows, const cfg *c, int S)
+{
+    aims_dataset *ds = blobs(rows, 99);
+    size_t n = 0;
+    float *want = train_local(ds, c, S, &n);
+
+    hub h;
+    h.size = S;
+    h.cap = (size_t)S * (16 + n * sizeof(float));
+    h.shared = malloc(h.cap);
+    assert_non_null(h.shared);
+    assert_int_equal(pthread_barrier_init(&h.bar, NULL, (unsigned)S), 0);
+    rank_ctx r[MAX_RANKS];
+    pthread_t th[MAX_RANKS];
+    for (int i = 0; i < S; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        r[i].base.rank = i;
+        r[i].base.size = S;
+        r[i].base.exchange = hub_exchange;
+        r[i].h = &h;
+        r[i].ds = ds;
+        r[i].c = c;
+        assert_int_equal(pthread_create(&th[i], NULL, rank_main, &r[i]), 0);
+    }
+    for (int i = 0; i < S; i++) {
+        pthread_join(th[i], NULL);
+    }
+    for (int i = 0; i < S; i++) {
+        OK(r[i].rc);
+        assert_int_equal(r[i].n, n);
+        assert_non_null(r[i].w);
+        assert_memory_equal(r[i].w, want, n * sizeof *want);
+        assert_true(r[i].loss == r[0].loss);
+        free(r[i].w);
+    }
+    pthread_barrier_destroy(&h.bar);
+    free(h.shared);
+    free(want);
+    aims_dataset_destroy(ds);
+}
+
+static void test_shards_sgd_two_ranks(void **state)
+{
+    (void)state;
+    const cfg c = {0, 32, 2, 0, 0.0, 0.1}; /* fast SGD path, held-out split */
+    ranks_equal_local(300, &c, 2);
+}
+
+static void test_shards_adam_dropout_three_ranks(void **state)
+{
+    (void)state;
+    /* 194 = 6 x 32 + 2: the last batch has 2 rows for 3 shards (shard 0 empty) */
+    const cfg c = {1, 32, 2, 0, 0.25, 0.0};
+    ranks_equal_local(194, &c, 3);
+}
+
+static void test_shards_nesterov_four_ranks(void **state)
+{
+    (void)state;
+    const cfg c = {0, 50, 2, 1, 0.0, 0.0};
+    ranks_equal_local(230, &c, 4);
+}
+
+/* A sharded run learns like an ordinary one: close, not equal (other sums). */
+static void test_shards_close_to_plain(void **state)
+{
+    (void)state;
+    aims_dataset *ds = blobs(400, 5);
+    const cfg c = {0, 40, 3, 0, 0.0, 0.0};
+    size_t n = 0;
+    size_t n2 = 0;
+    float *plain = train_local(ds, &c, 1, &n);
+    float *sharded = train_local(ds, &c, 2, &n2);
+    assert_int_equal(n, n2);
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = (double)plain[i] - (double)sharded[i];
+        worst = d * d > worst ? d * d : worst;
+    }
+    assert_true(worst < 1e-6); /* rounding only: |diff| < 1e-3 */
+    free(plain);
+    free(sharded);
+    aims_dataset_destroy(ds);
+}
+
+static void test_set_shards_checks(void **state)
+{
+    (void)state;
+    assert_int_equal(aims_trainer_set_shards(NULL, 2), AIMS_E_MISUSE);
+    aims_dataset *ds = blobs(100, 1);
+    aims_model *m;
+    aims_trainer *t;
+    const cfg c = {0, 16, 1, 0, 0.0, 0.0};
+    OK(make(&c, &m, &t));
+    assert_int_equal(aims_trainer_set_shards(t, 0), AIMS_E_INVAL);
+    assert_non_null(strstr(aims_trainer_errmsg(t), "shards = 0"));
+    assert_int_equal(aims_trainer_set_shards(t, 5000), AIMS_E_INVAL);
+    OK(aims_trainer_set_shards(t, 3));
+    OK(aims_trainer_begin(t, ds, NULL));
+    assert_int_equal(aims_trainer_set_shards(t, 2), AIMS_E_STATE);
+    assert_int_equal(aims_trainer_set_mpi(t, 1), AIMS_E_STATE);
+    int done = 0;
+    while (!done) {
+        OK(aims_trainer_step(t, &done));
+    }
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    aims_dataset_destroy(ds);
+}
+
+/* Without MPI built: a clear refusal; with MPI built but not started: STATE. */
+static void test_set_mpi_refusals(void **state)
+{
+    (void)state;
+    aims_model *m;
+    aims_trainer *t;
+    const cfg c = {0, 16, 1, 0, 0.0, 0.0};
+    OK(make(&c, &m, &t));
+    assert_int_equal(aims_trainer_set_mpi(NULL, 1), AIMS_E_MISUSE);
+#ifdef AIMS_HAVE_MPI
+    assert_int_equal(aims_trainer_set_mpi(t, 1), AIMS_E_STATE);
+    assert_non_null(strstr(aims_trainer_errmsg(t), "aims_init_mpi"));
+    OK(aims_finalize_mpi()); /* never started by libaims: nothing to do */
+#else
+    assert_int_equal(aims_trainer_set_mpi(t, 1), AIMS_E_UNSUPPORTED);
+    assert_non_null(strstr(aims_trainer_errmsg(t), "built without MPI"));
+    int rank = -1;
+    assert_int_equal(aims_init_mpi(&rank, NULL), AIMS_E_UNSUPPORTED);
+    assert_int_equal(rank, -1);
+    assert_non_null(strstr(aims_errmsg(), "built without MPI"));
+    assert_int_equal(aims_finalize_mpi(), AIMS_E_UNSUPPORTED);
+#endif
+    OK(aims_trainer_set_mpi(t, 0)); /* detaching always works */
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+}
+
+/* A TEXT model trains one document per step: no shards. */
+static void test_shards_text_unsupported(void **state)
+{
+    (void)state;
+    const char *const texts[] = {"alpha beta gamma", "beta gamma delta", "gamma delta eps",
+                                 "delta eps zeta"};
+    const int32_t y[] = {0, 1, 0, 1};
+    aims_dataset *raw;
+    aims_dataset *ds;
+    aims_pipeline *p;
+    size_t k = 0;
+    OK(aims_dataset_create_texts(4, texts, NULL, y, &raw));
+    OK(aims_pipeline_create(&p));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, &k));
+    OK(aims_pipeline_add(p, AIMS_STEP_KIND_HASH, &k));
+    OK(aims_pipeline_set_step_param_i64(p, k, AIMS_STEP_BUCKETS, 1 << 10));
+    OK(aims_pipeline_fit_transform(p, raw, &ds));
+    aims_pipeline_destroy(p);
+    aims_dataset_destroy(raw);
+    aims_model *m;
+    aims_trainer *t;
+    OK(aims_model_create(AIMS_MODEL_KIND_TEXT, 1 << 10, 2, &m));
+    OK(aims_trainer_create(m, &t));
+    OK(aims_trainer_set_shards(t, 2));
+    assert_int_equal(aims_trainer_begin(t, ds, NULL), AIMS_E_UNSUPPORTED);
+    assert_non_null(strstr(aims_trainer_errmsg(t), "dense model"));
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    aims_dataset_destroy(ds);
+}
+
+/* A sharded run resumes bit for bit; another shard count refuses the checkpoint. */
+static void test_shards_exact_resume(void **state)
+{
+    (void)state;
+    aims_dataset *ds = blobs(260, 3);
+    const cfg c = {2, 32, 3, 0, 0.1, 0.0}; /* AdamW + dropout */
+    size_t n = 0;
+    float *want = train_local(ds, &c, 3, &n);
+    char path[] = "/tmp/aims_shard_ckpt_XXXXXX";
+    const int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+
+    aims_model *m;
+    aims_trainer *t;
+    OK(make(&c, &m, &t));
+    OK(aims_trainer_set_shards(t, 3));
+    OK(aims_trainer_begin(t, ds, NULL));
+    int done = 0;
+    for (int i = 0; i < 11; i++) {
+        OK(aims_trainer_step(t, &done));
+    }
+    OK(aims_trainer_checkpoint(t, path));
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+
+    OK(make(&c, &m, &t));
+    OK(aims_trainer_set_shards(t, 2));
+    OK(aims_trainer_begin(t, ds, NULL));
+    assert_int_equal(aims_trainer_restore(t, path), AIMS_E_INVAL);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+
+    OK(make(&c, &m, &t));
+    OK(aims_trainer_set_shards(t, 3));
+    OK(aims_trainer_begin(t, ds, NULL));
+    OK(aims_trainer_restore(t, path));
+    do {
+        OK(aims_trainer_epoch(t, &done));
+    } while (!done);
+    assert_int_equal(m->n_params, n);
+    assert_memory_equal(m->params, want, n * sizeof *want);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    unlink(path);
+    free(want);
+    aims_dataset_destroy(ds);
+}
+
+typedef struct fail_ctx {
+    const aims_dataset *ds;
+} fail_ctx;
+
+static aims_status op_sharded_fit(void *ctx)
+{
+    const fail_ctx *f = ctx;
+    const cfg c = {1, 16, 1, 0, 0.0, 0.1};
+    aims_model *m;
+    aims_trainer *t;
+    aims_status rc = make(&c, &m, &t);
+    if (rc != AIMS_OK) {
+        return rc;
+    }
+    rc = aims_trainer_set_shards(t, 3);
+    if (rc == AIMS_OK) {
+        rc = aims_trainer_fit(t, f->ds, NULL);
+    }
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    return rc;
+}
+
+static void test_shards_alloc_failures(void **state)
+{
+    (void)state;
+    aims_dataset *ds = blobs(64, 4);
+    fail_ctx f = {ds};
+    ta_fail_loop("sharded fit", op_sharded_fit, &f);
+    aims_dataset_destroy(ds);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_shards_sgd_two_ranks, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_shards_adam_dropout_three_ranks, ta_setup,
+                                        ta_teardown),
+        cmocka_unit_test_setup_teardown(test_shards_nesterov_four_ranks, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_shards_close_to_plain, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_set_shards_checks, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_set_mpi_refusals, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_shards_text_unsupported, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_shards_exact_resume, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_shards_alloc_failures, ta_setup, ta_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
