@@ -201,8 +201,14 @@ int demo_life_on_status(demo_life *L, const aims_msg *status)
         L->token = v;
     }
     memcpy(L->owner, owner, sizeof owner);
+    /* Mid-job: an epoch done, a checkpoint written, then ~0.5 s more of
+     * training (a lease renewal reports it), so some work is really lost. */
     if (L->train_pid[0] != NULL && !L->killed && state == 1 && epoch >= 1 && ckpt > 0) {
-        return kill_owner(L, owner, epoch, ckpt);
+        if (L->eligible_s == 0) {
+            L->eligible_s = mono_s();
+        } else if (mono_s() - L->eligible_s >= 0.5) {
+            return kill_owner(L, owner, epoch, ckpt);
+        }
     }
     return 0;
 }

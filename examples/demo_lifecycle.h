@@ -22,6 +22,7 @@ typedef struct demo_life {
     int killed;              /* the node running the job was killed with SIGKILL */
     long killed_pid;
     int64_t killed_epoch, killed_ckpt_step;
+    double eligible_s;       /* when the job first could be killed (monotonic s) */
     int64_t resumed_from, lost_steps, adoptions, ckpt_every, token;
     char owner[160];         /* the instance that finished the job */
     /* optimize (the optimize.fmnist service's reply) */
