@@ -23,9 +23,14 @@
  *      take the replicas' cores) and autonomy degree (a rolling restart of
  *      each replica under load: independent when no call failed and p99
  *      stayed within bound);
- *   6. the "model optimization" service's job on the host: int8 quantization
- *      of the trained model, bundled, saved, reloaded and checked against the
- *      fp32 bundle (accuracy on the raw test set, single-row latency);
+ *   6. the model lifecycle (demo_lifecycle.c, issue 16): the optimize
+ *      service optimize.fmnist quantizes the published fp32 bundle to int8
+ *      within an accuracy bound (accuracy, size, latency of both), and the
+ *      int8 version is deployed to infer.fmnist as a 20 % canary under the
+ *      demo's own load until the rule promotes it (zero failed calls). With
+ *      --processes, step 3 runs on two train nodes sharing a checkpoint
+ *      store: the node running the job is killed with SIGKILL mid-job and the
+ *      other resumes it (resumed_from / lost_steps from the job's record);
  *   7. the HTTP front door (KServe v2) on infer-a, on a loopback port: its URL
  *      printed, then checked with plain HTTP (demo_http.c): readiness, one
  *      JSON infer whose class must equal the native client's for the same
@@ -71,6 +76,7 @@
 #include <aims/aims.h>
 
 #include "demo_http.h"
+#include "demo_lifecycle.h"
 #include "demo_tls.h"
 
 extern char **environ;
@@ -128,6 +134,9 @@ typedef struct cluster {
     aims_http *http;       /* in-process: the front door on infer-a's node */
     char http_url[128];    /* its URL (either mode) */
     member hub, pre, train, infer[N_REPLICAS];
+    member train2;         /* --processes: a second train node on the same store */
+    char infer_policy[PATH_MAX]; /* --processes without TLS: demo_life_plain_policy */
+    demo_life life;        /* lifecycle steps (demo_lifecycle.c) */
 } cluster;
 
 /* Over tls:// every listener is tls://127.0.0.1:0 and every node gets the
@@ -335,18 +344,32 @@ static int start_pre(cluster *c, const char *pipeline_path, const aims_pipeline 
 static int start_train(cluster *c)
 {
     c->train.name = "train";
-    if (c->processes) {
-        char addr[256];
-        char *args[] = {"aims_node", "--name", "train", "--listen", "tcp://127.0.0.1:0",
-                        "--join", c->hub_url, "--train", "train.fmnist", "--max-frame",
-                        "536870912", "--heartbeat-ms", "200", NULL};
-        return spawn_node(c, &c->train, args, addr, sizeof addr);
+    c->train2.name = "train2";
+    if (c->processes) { /* two train nodes sharing one checkpoint store (lifecycle) */
+        char addr[256], store[PATH_MAX + 64];
+        demo_life_store_flag(c->dir, store, sizeof store);
+        member *const ms[2] = {&c->train, &c->train2};
+        for (int i = 0; i < 2; i++) {
+            char *args[] = {"aims_node", "--name", (char *)ms[i]->name, "--listen",
+                            "tcp://127.0.0.1:0", "--join", c->hub_url, "--train",
+                            "train.fmnist", "--train-store", store, "--optimize",
+                            "optimize.fmnist", "--max-frame", "536870912", "--heartbeat-ms",
+                            "200", NULL};
+            if (spawn_node(c, ms[i], args, addr, sizeof addr) != 0) {
+                return 1;
+            }
+            c->life.train_pid[i] = &ms[i]->pid;
+        }
+        return 0;
     }
     if (local_node(c, &c->train, "inproc://train") != 0) {
         return 1;
     }
     CHECK(aims_service_add_train(c->train.node, "train.fmnist", NULL, &c->train.service));
     CHECK(aims_service_start(c->train.service));
+    aims_service *opt = NULL; /* the optimize service (owned by the node) */
+    CHECK(aims_service_add_optimize(c->train.node, "optimize.fmnist", &opt));
+    CHECK(aims_service_start(opt));
     return 0;
 }
 
@@ -366,11 +389,20 @@ static int start_infer(cluster *c, int i, const char *bundle_path, const aims_bu
         /* One worker: a replica is one core's worth of serving (see 5b). */
         char *args[] = {"aims_node", "--name", (char *)m->name, "--listen", url, "--join",
                         c->hub_url, "--infer", spec, "--heartbeat-ms", "200", "--workers", "1",
-                        NULL, NULL, NULL};
+                        NULL, NULL, NULL, NULL, NULL};
+        int na = 13;
         m->http = i == 0 && c->http_on;
         if (m->http) { /* the front door on infer-a, any free loopback port */
-            args[13] = "--http";
-            args[14] = "127.0.0.1:0";
+            args[na++] = "--http";
+            args[na++] = "127.0.0.1:0";
+        }
+        if (!c->tls) { /* lifecycle requests need a policy (demo_lifecycle.c) */
+            if (c->infer_policy[0] == 0 &&
+                demo_life_plain_policy(c->dir, c->infer_policy, sizeof c->infer_policy) != 0) {
+                return 1;
+            }
+            args[na++] = "--policy";
+            args[na++] = c->infer_policy;
         }
         const int rc = spawn_node(c, m, args, addr, sizeof addr);
         memcpy(m->addr, addr, sizeof m->addr);
@@ -423,6 +455,7 @@ static void cluster_down(cluster *c)
         aims_node_destroy(c->infer[i].node);
     }
     stop_process(&c->train);
+    stop_process(&c->train2);
     aims_node_destroy(c->train.node);
     stop_process(&c->pre);
     aims_node_destroy(c->pre.node);
@@ -518,27 +551,6 @@ static void draw_progress(int epoch, int epochs, double loss, double metric)
     fflush(stdout);
 }
 
-static int get_i64(const aims_msg *m, const char *name, int64_t *out)
-{
-    size_t i;
-    const void *data;
-    aims_dtype dt;
-    if (aims_msg_find(m, name, &i) != AIMS_OK ||
-        aims_msg_get_tensor(m, i, NULL, &dt, NULL, NULL, &data, NULL) != AIMS_OK) {
-        return 1;
-    }
-    if (dt == AIMS_DT_I32) {
-        int32_t v;
-        memcpy(&v, data, 4);
-        *out = v;
-    } else if (dt == AIMS_DT_I64) {
-        memcpy(out, data, 8);
-    } else {
-        return 1;
-    }
-    return 0;
-}
-
 static double get_f32(const aims_msg *m, const char *name)
 {
     size_t i;
@@ -553,17 +565,19 @@ static double get_f32(const aims_msg *m, const char *name)
 }
 
 static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw, int epochs,
-                        int threads, aims_bundle **out_model_bundle, double *out_s)
+                        int threads, demo_life *life, aims_bundle **out_model_bundle,
+                        double *out_s)
 {
     const size_t rows = aims_dataset_rows(raw), cols = aims_dataset_cols(raw);
     aims_msg *req = NULL, *reply = NULL;
     CHECK(aims_msg_create(&req));
     CHECK(aims_msg_create(&reply));
     const uint64_t xd[2] = {rows, cols}, yd[1] = {rows};
-    char spec[256];
+    char spec[320];
     snprintf(spec, sizeof spec,
              "kind=mlp\nhidden=256\nactivation=relu\nclasses=10\noptimizer=1\nlr=0.001\n"
-             "batch=128\nepochs=%d\nseed=42\ntrain_threads=%d\nval_fraction=0.1\n",
+             "batch=128\nepochs=%d\nseed=42\ntrain_threads=%d\nval_fraction=0.1\n"
+             "checkpoint_every_steps=100\ncheckpoint_every_ms=0\n",
              epochs, threads);
     const char *job = "fmnist-1";
     const uint64_t jd[1] = {strlen(job)}, sd[1] = {strlen(spec)};
@@ -588,11 +602,19 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
     const uint64_t hd[1] = {hn};
     CHECK(aims_msg_add(req, "handle", AIMS_DT_BYTES, hd, 1, hp, 0));
     int64_t state = 0, epoch = 0, last_epoch = -1;
+    int misses = 0; /* status calls that failed in a row (a killed node) */
     while (state < 2) {
         usleep(100000);
-        CHECK(aims_client_call(cl, "train.fmnist", "status", req, reply, AIMS_CALL_IDEMPOTENT,
-                               10000));
-        if (get_i64(reply, "state", &state) != 0 || get_i64(reply, "epoch", &epoch) != 0) {
+        const aims_status rs = aims_client_call(cl, "train.fmnist", "status", req, reply,
+                                                AIMS_CALL_IDEMPOTENT, 10000);
+        if (rs != AIMS_OK && ++misses < 100) {
+            continue;
+        }
+        CHECK(rs);
+        misses = 0;
+        if (demo_msg_i64(reply, "state", &state) != 0 ||
+            demo_msg_i64(reply, "epoch", &epoch) != 0 ||
+            demo_life_on_status(life, reply) != 0) {
             fprintf(stderr, "aims_demo: malformed status reply\n");
             return 1;
         }
@@ -614,6 +636,12 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
     *out_s = now_s() - t0;
     printf("  job: submitted in %.2f s, finished at %.2f s, result fetched at %.2f s\n",
            t_submit, t_done, *out_s);
+    if (life->killed) {
+        printf("  job resumed on %s after the kill: resumed_from step %lld, lost_steps %lld "
+               "(checkpoint every %lld steps), adoptions %lld, fencing token %lld\n",
+               life->owner, (long long)life->resumed_from, (long long)life->lost_steps,
+               (long long)life->ckpt_every, (long long)life->adoptions, (long long)life->token);
+    }
     size_t i;
     const void *data;
     size_t bytes;
@@ -801,7 +829,7 @@ static int replica_busy(cluster *c, aims_client *cl, double busy[N_REPLICAS])
         int64_t ns = 0;
         CHECK(aims_client_call_addr(cl, c->infer[i].addr, "infer.fmnist@1", "$stats", req,
                                     reply, 2000));
-        if (get_i64(reply, "busy_ns", &ns) != 0) {
+        if (demo_msg_i64(reply, "busy_ns", &ns) != 0) {
             fprintf(stderr, "aims_demo: $stats reply without busy_ns\n");
             return 1;
         }
@@ -915,72 +943,6 @@ typedef struct summary {
     char http_url[128]; /* the front door checked (infer-a's first start) */
 } summary;
 
-/* Accuracy over the test set (the bundle's own pipeline and model, through
- * aims_model_evaluate) and p50 single-row latency from raw pixels through the
- * bundle, as served, on this thread. */
-static int bundle_check(const aims_bundle *b, const aims_dataset *test, double *acc,
-                        double *p50_us)
-{
-    enum { K = 10, LAT_ROWS = 2000 };
-    aims_dataset *tx = NULL;
-    aims_eval *ev = NULL;
-    CHECK(aims_pipeline_transform(aims_bundle_pipeline(b), test, &tx));
-    const aims_status rc_eval = aims_model_evaluate(aims_bundle_model(b), tx, &ev);
-    aims_dataset_destroy(tx);
-    CHECK(rc_eval);
-    const aims_status rc_acc = aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, acc);
-    aims_eval_destroy(ev);
-    CHECK(rc_acc);
-    const size_t n = aims_dataset_rows(test);
-    const size_t cols = aims_dataset_cols(test);
-    const float *x = aims_dataset_features(test);
-    double lat[LAT_ROWS];
-    float scores[K];
-    for (size_t r = 0; r < LAT_ROWS; r++) {
-        const double t0 = now_s();
-        CHECK(aims_bundle_predict_rows(b, AIMS_OUT_SCORES, x + (r % n) * cols, 1, cols, scores,
-                                       K));
-        lat[r] = (now_s() - t0) * 1e6;
-    }
-    qsort(lat, LAT_ROWS, sizeof *lat, cmp_double);
-    *p50_us = lat[LAT_ROWS / 2];
-    return 0;
-}
-
-/* The seed's "model optimization" service, on the host: int8 post-training
- * quantization of the trained model (calibrated on preprocessed training
- * rows), bundled with the pipeline, saved, reloaded, and checked against the
- * fp32 bundle on the raw test set (accuracy, single-row latency). */
-static int optimize(const aims_bundle *fp32, const aims_dataset *calib, const char *dir,
-                    const aims_dataset *test, summary *s)
-{
-    char path[PATH_MAX];
-    aims_model *q = NULL;
-    aims_bundle *b = NULL, *back = NULL;
-    const double t0 = now_s();
-    CHECK(aims_model_quantize(aims_bundle_model(fp32), calib, &q));
-    CHECK(aims_bundle_create(aims_bundle_pipeline(fp32), q, &b));
-    aims_model_destroy(q);
-    CHECK(aims_bundle_set_meta(b, "name", "fmnist"));
-    CHECK(aims_bundle_set_meta(b, "version", "1-int8"));
-    snprintf(path, sizeof path, "%s/fmnist@1-int8.aimsb", dir);
-    CHECK(aims_bundle_save(b, path));
-    aims_bundle_destroy(b);
-    CHECK(aims_bundle_load(path, &back));
-    s->t_quant = now_s() - t0;
-    const int rc = bundle_check(fp32, test, &s->acc_fp32, &s->p50_fp32_us) ||
-                   bundle_check(back, test, &s->acc_int8, &s->p50_int8_us);
-    aims_bundle_destroy(back);
-    if (rc == 0) {
-        printf("optimized: int8 bundle (quantize + save + reload %.2f s): accuracy %.4f vs "
-               "fp32 %.4f, single-row p50 %.1f us vs %.1f us (%.1fx)\n",
-               s->t_quant, s->acc_int8, s->acc_fp32, s->p50_int8_us, s->p50_fp32_us,
-               s->p50_fp32_us / s->p50_int8_us);
-    }
-    return rc;
-}
-
-
 /* 7. The HTTP front door on infer-a, as an outside program sees it: ready,
  * one KServe v2 JSON infer of test row 0 (its class must equal the native
  * client's), the Prometheus scrape. */
@@ -1042,7 +1004,6 @@ static int run(const opts *o, cluster *c, summary *s)
     aims_pipeline *p = NULL;
     aims_client *cl = NULL;
     aims_bundle *trained = NULL, *served = NULL;
-    aims_dataset *calib = NULL;
     float *train_x = NULL;
 
     double t0 = now_s();
@@ -1105,13 +1066,10 @@ static int run(const opts *o, cluster *c, summary *s)
            aims_dataset_rows(train), s->t_pre);
 
     /* 3. train as a job, then publish infer.fmnist@1 on two replicas */
-    if (train_remote(cl, train_x, train, o->epochs, o->threads, &trained, &s->t_train) != 0) {
+    if (train_remote(cl, train_x, train, o->epochs, o->threads, &c->life, &trained,
+                     &s->t_train) != 0) {
         return 1;
     }
-    /* calibration rows for the int8 step (preprocessed, as the model sees them) */
-    enum { CALIB_ROWS = 1024 };
-    CHECK(aims_dataset_create_dense(CALIB_ROWS, aims_dataset_cols(train), train_x,
-                                    aims_dataset_labels(train), &calib));
     free(train_x);
     t0 = now_s();
     CHECK(aims_bundle_create(p, aims_bundle_model(trained), &served));
@@ -1238,14 +1196,36 @@ static int run(const opts *o, cluster *c, summary *s)
            s->autonomy, s->independent, s->deployments,
            s->restart_calls, s->restart_failed);
 
-    /* 6. optimize: int8 bundle vs the served fp32 one */
-    if (optimize(served, calib, c->dir, test, s) != 0) {
+    /* 6. optimize through optimize.fmnist, then 6b. the int8 version as a
+     * canary under the demo's own load until it is promoted (demo_lifecycle.c) */
+    demo_life *L = &c->life;
+    if (demo_life_optimize(cl, path, test, train, L) != 0) {
+        return 1;
+    }
+    s->t_quant = L->t_optimize;
+    s->acc_fp32 = L->fp32_acc;
+    s->acc_int8 = L->int8_acc;
+    s->p50_fp32_us = L->fp32_lat_us;
+    s->p50_int8_us = L->int8_lat_us;
+    memset(&bg, 0, sizeof bg);
+    bg.cl = cl;
+    bg.test = test;
+    pthread_create(&th, NULL, bg_main, &bg);
+    const int canary_rc = demo_life_canary(cl, L);
+    atomic_store(&bg.stop, 1);
+    pthread_join(th, NULL);
+    L->canary_calls = bg.res.calls;
+    L->canary_failed = bg.res.failed;
+    printf("canary load: %zu calls, %zu failed\n", L->canary_calls, L->canary_failed);
+    if (canary_rc != 0 || L->canary_failed != 0 || (c->processes && L->adoptions < 1)) {
+        fprintf(stderr, "aims_demo: lifecycle incomplete (canary %s, %zu failed calls, %lld "
+                        "adoptions)\n", canary_rc == 0 ? "promoted" : "not promoted",
+                L->canary_failed, (long long)L->adoptions);
         return 1;
     }
 
     aims_client_destroy(cl);
     aims_bundle_destroy(trained);
-    aims_dataset_destroy(calib);
     cluster_down(c);
     aims_bundle_destroy(served);
     aims_pipeline_destroy(p);
@@ -1282,6 +1262,7 @@ int main(int argc, char **argv)
     }
     cluster c;
     memset(&c, 0, sizeof c);
+    demo_life_init(&c.life);
     c.processes = o.processes;
     c.etcd = o.etcd;
     snprintf(c.dir, sizeof c.dir, "/tmp/aims-demo-XXXXXX");
@@ -1336,7 +1317,7 @@ int main(int argc, char **argv)
            "\"http\":{\"checked\":%s,\"url\":\"%s\",\"ready_status\":%d,"
            "\"infer_status\":%d,\"infer_class\":%d,\"native_class\":%d,\"match\":%s,"
            "\"infer_us\":%.1f,\"metrics_status\":%d,\"metrics_bytes\":%zu},"
-           "\"total_s\":%.3f}\n",
+           "\"total_s\":%.3f,",
            rc == 0 ? "true" : "false", aims_version_string(),
            o.etcd ? "etcd" : !o.processes ? "inproc" : c.tls ? "processes-tls" : "processes",
            s.t_pre, s.t_train, s.t_publish, s.all.calls,
@@ -1348,5 +1329,8 @@ int main(int argc, char **argv)
            s.http.ready_status, s.http.infer_status, s.http.infer_class, s.native_class,
            s.http_match ? "true" : "false", s.http.infer_us, s.http.metrics_status,
            s.http.metrics_bytes, total);
+    demo_life_json(stdout, &c.life, o.processes);
+    printf("}\n");
+    demo_life_free(&c.life);
     return rc;
 }

@@ -42,7 +42,8 @@ static const char k_policy[] =
     "allow   demo-client   call      *               # calls every service\n"
     "allow   demo-client   train     train.fmnist    # submits training jobs\n"
     "allow   demo-client   jobs      train.fmnist    # and sees its own jobs\n"
-    "allow   demo-client   register  infer.fmnist@1  # publishes the model version once\n"
+    "allow   demo-client   register  infer.fmnist@*  # publishes model versions\n"
+    "allow   demo-client   deploy    infer.fmnist*   # deploys the int8 canary\n"
     "allow   anonymous     call      infer.fmnist@1/predict   # HTTPS front door\n";
 
 int demo_tls_make(const char *dir, demo_tls *t)
