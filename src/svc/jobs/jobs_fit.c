@@ -212,13 +212,12 @@ aims_status aimsi_jobs_fit(aimsi_jobs *J, const char *id, size_t id_len, uint64_
                   "reported step %" PRId64 ")", (int)id_len, id, step, prev);
     }
     AIMSI_TRY(aimsi_jobs_fence(J, dir, token));
-    AIMSI_TRY(aimsi_jobs_status_write(J, dir, &s));
-    const int64_t running_ms = aimsi_jobs_wall_ms();
     pthread_mutex_lock(&J->mu);
     J->times.begin_ns = t1 - t0;
     J->times.ckpt_ns = t2 - t1;
-    J->times.running_wall_ms = running_ms;
+    J->times.running_wall_ms = aimsi_jobs_wall_ms(); /* before anyone can read "running" */
     pthread_mutex_unlock(&J->mu);
+    AIMSI_TRY(aimsi_jobs_status_write(J, dir, &s));
     double spe = 0;
     (void)aims_trainer_get_stat(t, AIMS_TRAINER_STAT_STEPS_PER_EPOCH, &spe);
     const int64_t per_epoch = spe >= 1 ? (int64_t)spe : 1;
