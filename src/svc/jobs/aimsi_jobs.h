@@ -27,7 +27,8 @@
  * AIMS_E_STATE "fenced" and publishes nothing; the result is created once.
  *
  * Threads. All calls may come from any thread; one mutex guards the held-job
- * table; the lease thread (renewal + adoption scan) is the module's own.
+ * table; the lease thread (renewals) and the scan thread (adoption,
+ * retention) are the module's own.
  */
 #ifndef AIMSI_JOBS_H
 #define AIMSI_JOBS_H

@@ -41,7 +41,8 @@ struct aimsi_jobs {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     jobs_held *held;
-    pthread_t thread;
+    pthread_t thread;      /* renewals */
+    pthread_t scan_thread; /* adoption scans (an adoption may read GBs of rows) */
     int thread_on;
     int quit;
     _Atomic int paused;   /* test hook: a paused process */

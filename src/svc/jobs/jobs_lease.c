@@ -575,40 +575,60 @@ static void scan(aimsi_jobs *J)
     aimsi_free(c);
 }
 
+/* Wait on J->cv until `ms` passed or quit (J->mu held). */
+static void wait_ms_locked(aimsi_jobs *J, int64_t wait)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const int64_t ms = wait < 1 ? 1 : wait > 1000 ? 1000 : wait;
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    if (!J->quit) {
+        pthread_cond_timedwait(&J->cv, &J->mu, &ts);
+    }
+}
+
+/* Renewals run on their own thread: an adoption (the scan thread) may take
+ * seconds reading a big job's rows, longer than the leases of the jobs this
+ * instance already runs. */
 static void *lease_thread(void *arg)
 {
     aimsi_jobs *J = arg;
     const int64_t renew_every = J->lease_ms / 3 > 1 ? J->lease_ms / 3 : 1;
     int64_t next_renew = 0;
+    pthread_mutex_lock(&J->mu);
+    while (!J->quit) {
+        pthread_mutex_unlock(&J->mu);
+        const int64_t now = (int64_t)(aimsi_now_ns() / 1000000u);
+        if (!atomic_load(&J->paused) && now >= next_renew) {
+            renew_all(J, 0);
+            next_renew = now + renew_every;
+        }
+        pthread_mutex_lock(&J->mu);
+        wait_ms_locked(J, next_renew - now);
+    }
+    pthread_mutex_unlock(&J->mu);
+    return NULL;
+}
+
+static void *scan_thread(void *arg)
+{
+    aimsi_jobs *J = arg;
     int64_t next_scan = 0;
     pthread_mutex_lock(&J->mu);
     while (!J->quit) {
         pthread_mutex_unlock(&J->mu);
         const int64_t now = (int64_t)(aimsi_now_ns() / 1000000u);
-        if (!atomic_load(&J->paused)) {
-            if (now >= next_renew) {
-                renew_all(J, 0);
-                next_renew = now + renew_every;
-            }
-            if (now >= next_scan && !atomic_load(&J->stopped)) {
-                scan(J);
-                next_scan = now + J->scan_ms;
-            }
-        }
-        const int64_t wait = (next_renew < next_scan ? next_renew : next_scan) - now;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        const int64_t ms = wait < 1 ? 1 : wait > 1000 ? 1000 : wait;
-        ts.tv_sec += (time_t)(ms / 1000);
-        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
+        if (!atomic_load(&J->paused) && now >= next_scan && !atomic_load(&J->stopped)) {
+            scan(J);
+            next_scan = now + J->scan_ms;
         }
         pthread_mutex_lock(&J->mu);
-        if (!J->quit) {
-            pthread_cond_timedwait(&J->cv, &J->mu, &ts);
-        }
+        wait_ms_locked(J, next_scan - now);
     }
     pthread_mutex_unlock(&J->mu);
     return NULL;
@@ -624,6 +644,13 @@ aims_status aimsi_jobs_start(aimsi_jobs *J, aimsi_jobs_adopt_fn fn, void *user)
         J->quit = 0;
         if (pthread_create(&J->thread, NULL, lease_thread, J) != 0) {
             rc = aimsi_err(NULL, AIMS_E_BACKEND, "jobs: cannot start the lease thread");
+        } else if (pthread_create(&J->scan_thread, NULL, scan_thread, J) != 0) {
+            J->quit = 1;
+            pthread_cond_broadcast(&J->cv);
+            pthread_mutex_unlock(&J->mu);
+            pthread_join(J->thread, NULL);
+            pthread_mutex_lock(&J->mu);
+            rc = aimsi_err(NULL, AIMS_E_BACKEND, "jobs: cannot start the scan thread");
         } else {
             J->thread_on = 1;
         }
@@ -643,6 +670,7 @@ void aimsi_jobs_join(aimsi_jobs *J)
     pthread_mutex_unlock(&J->mu);
     if (on) {
         pthread_join(J->thread, NULL);
+        pthread_join(J->scan_thread, NULL);
     }
 }
 
