@@ -157,8 +157,40 @@ uint64_t aimsi_load_u64le(const uint8_t *p)
 static uint32_t crc_table[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
+/* x86-64 has CRC-32C in hardware (SSE4.2, the same Castagnoli polynomial,
+ * bit-reflected): ~8x the tables' speed, which matters for the job store's
+ * 188 MB row blobs checked on every read (bench_jobs P14b). Chosen at run
+ * time, so the library still runs on a CPU without it. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <nmmintrin.h>
+#define CRC_HW 1
+static int crc_hw_ok;
+
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n)
+{
+    uint64_t c64 = c;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c64 = _mm_crc32_u64(c64, v);
+        p += 8;
+        n -= 8;
+    }
+    uint32_t c32 = (uint32_t)c64;
+    while (n > 0) {
+        c32 = _mm_crc32_u8(c32, *p);
+        p++;
+        n--;
+    }
+    return c32;
+}
+#endif
+
 static void crc_init(void)
 {
+#ifdef CRC_HW
+    crc_hw_ok = __builtin_cpu_supports("sse4.2");
+#endif
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++) {
@@ -185,6 +217,11 @@ uint32_t aimsi_crc32c(uint32_t crc, const void *data, size_t n)
     if (p == NULL) {
         return crc;
     }
+#ifdef CRC_HW
+    if (crc_hw_ok) {
+        return ~crc_hw(c, p, n);
+    }
+#endif
     while (n >= 8) {
         const uint32_t lo = c ^ aimsi_load_u32le(p);
         const uint32_t hi = aimsi_load_u32le(p + 4);

@@ -926,6 +926,16 @@ static aims_status train_adopt(void *user, const aims_msg *submit, uint64_t toke
     return rc;
 }
 
+/* Room to queue an adopted job? (no claim without it) */
+static int train_room(void *user)
+{
+    train_impl *ti = user;
+    pthread_mutex_lock(&ti->mu);
+    const int room = !ti->stopping && ti->queued < TRAIN_QUEUE_MAX;
+    pthread_mutex_unlock(&ti->mu);
+    return room;
+}
+
 aims_status aimsi_train_set_store(void *impl, const char *url, const char *instance)
 {
     train_impl *ti = impl;
@@ -939,6 +949,7 @@ aims_status aimsi_train_set_store(void *impl, const char *url, const char *insta
         aimsi_jobs_destroy(J);
         return aimsi_err(NULL, AIMS_E_STATE, "train: set the store once, before any submit");
     }
+    aimsi_jobs_set_room(J, train_room);
     return aimsi_jobs_start(J, train_adopt, ti);
 }
 

@@ -27,7 +27,8 @@
  * AIMS_E_STATE "fenced" and publishes nothing; the result is created once.
  *
  * Threads. All calls may come from any thread; one mutex guards the held-job
- * table; the lease thread (renewal + adoption scan) is the module's own.
+ * table; the lease thread (renewals) and the scan thread (adoption,
+ * retention) are the module's own.
  */
 #ifndef AIMSI_JOBS_H
 #define AIMSI_JOBS_H
@@ -118,6 +119,28 @@ int aimsi_jobs_state(aimsi_jobs *J, const char *id, size_t id_len);
 /* Add the store's view of a job this instance runs to a status reply
  * ("owner", "token", "step", "ckpt_step", "resumed_from", "lost_steps"). */
 void aimsi_jobs_status_extra(aimsi_jobs *J, const char *id, size_t id_len, aims_msg *reply);
+
+/* Where the time of the newest adoption went (bench_jobs P14b): wall-clock
+ * ms of the claim and of the fit reporting "running", and the durations of
+ * the parts in between. */
+typedef struct aimsi_jobs_times {
+    int64_t claim_wall_ms;    /* the claim of the newest adoption (tok.<N+1> created) */
+    uint64_t data_read_ns;    /* newest data load: read + frame CRC of the rows */
+    uint64_t data_verify_ns;  /* its SHA-256 check (0 when the sidecar vouched for them) */
+    uint64_t data_decode_ns;  /* its frame decode */
+    int data_sidecar;         /* 1: verified by d/<hex>.ok (length + CRC), no SHA-256 */
+    uint64_t adopt_ns;        /* the train service's rebuild, data load included */
+    uint64_t begin_ns;        /* newest fit: aims_trainer_begin */
+    uint64_t ckpt_ns;         /* newest fit: finding, reading and restoring the checkpoint */
+    int64_t running_wall_ms;  /* newest fit: status "running" written */
+} aimsi_jobs_times;
+void aimsi_jobs_get_times(aimsi_jobs *J, aimsi_jobs_times *out);
+
+/* Does the adopter have room for one more job? Asked before claiming an
+ * expired job (a claim that cannot be queued would add a token for nothing).
+ * NULL (the default): always. */
+typedef int (*aimsi_jobs_room_fn)(void *user);
+void aimsi_jobs_set_room(aimsi_jobs *J, aimsi_jobs_room_fn fn);
 
 /* Give the train service impl (aimsi_kind_train) a store (svc_train.c): once,
  * before any submit. Starts the lease thread. */

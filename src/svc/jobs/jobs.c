@@ -17,6 +17,7 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -36,10 +37,16 @@ aims_status aimsi_jobs_create(const char *url, const char *instance, aimsi_jobs 
     AIMSI_TRY(aimsi_store_option(url, "lease_ms", 50, 3600000, JOBS_LEASE_MS_DEFAULT, &lease_ms));
     AIMSI_TRY(aimsi_store_option(url, "scan_ms", 10, 3600000,
                                  lease_ms / 3 > 10 ? lease_ms / 3 : 10, &scan_ms));
+    int64_t keep_done = 0;
+    int64_t keep_done_s = 0;
+    AIMSI_TRY(aimsi_store_option(url, "keep_done", 0, INT32_MAX, -1, &keep_done));
+    AIMSI_TRY(aimsi_store_option(url, "keep_done_s", 0, INT32_MAX, -1, &keep_done_s));
     aimsi_jobs *J = aimsi_calloc(1, sizeof *J);
     if (J == NULL) {
         return aimsi_err(NULL, AIMS_E_NOMEM, "jobs: no memory");
     }
+    J->keep_done = keep_done;
+    J->keep_done_ms = keep_done_s >= 0 ? keep_done_s * 1000 : -1;
     size_t k = 0;
     for (const char *p = instance; *p != '\0' && k + 1 < sizeof J->instance; p++) {
         const char c = *p;
@@ -229,6 +236,7 @@ aims_status aimsi_jobs_commit(aimsi_jobs *J, const char *id, size_t id_len, uint
     jobs_status s;
     if (rc == AIMS_OK && aimsi_jobs_status_read(J, dir, &s) == AIMS_OK) {
         s.state = AIMSI_JOB_DONE;
+        s.ended_ms = aimsi_jobs_wall_ms();
         pthread_mutex_lock(&J->mu);
         jobs_held *h = aimsi_jobs_held_find(J, id, id_len);
         s.step = h != NULL ? atomic_load(&h->step) : s.step;
@@ -250,6 +258,7 @@ void aimsi_jobs_end(aimsi_jobs *J, const char *id, size_t id_len, uint64_t token
     if (aimsi_jobs_fence(J, dir, token) == AIMS_OK &&
         aimsi_jobs_status_read(J, dir, &s) == AIMS_OK && s.state < AIMSI_JOB_DONE) {
         s.state = state;
+        s.ended_ms = aimsi_jobs_wall_ms();
         snprintf(s.err, sizeof s.err, "%s", err != NULL ? err : "");
         (void)aimsi_jobs_status_write(J, dir, &s);
     }

@@ -107,15 +107,19 @@ static aims_status resume(aimsi_jobs *J, const char *dir, aims_trainer *t, const
     return AIMS_OK;
 }
 
-/* Steps done -> the held entry (the lease heartbeat reports it). */
-static void note_step(aimsi_jobs *J, const char *id, size_t id_len, int64_t step)
+/* Steps done -> the held entry (the lease heartbeat reports it); 1 when the
+ * lease thread saw a cancel from another instance. */
+static int note_step(aimsi_jobs *J, const char *id, size_t id_len, int64_t step)
 {
+    int cancel = 0;
     pthread_mutex_lock(&J->mu);
     jobs_held *h = aimsi_jobs_held_find(J, id, id_len);
     if (h != NULL) {
         atomic_store(&h->step, step);
+        cancel = atomic_load(&h->cancel);
     }
     pthread_mutex_unlock(&J->mu);
+    return cancel;
 }
 
 static void stats_into(const aims_trainer *t, jobs_status *s)
@@ -177,9 +181,12 @@ aims_status aimsi_jobs_fit(aimsi_jobs *J, const char *id, size_t id_len, uint64_
 {
     char dir[JOBS_DIR_MAX];
     aimsi_jobs_dirname(id, id_len, dir);
+    const uint64_t t0 = aimsi_now_ns();
     AIMSI_TRY(aims_trainer_begin(t, ds, NULL));
+    const uint64_t t1 = aimsi_now_ns();
     int64_t from = -1;
     AIMSI_TRY(resume(J, dir, t, ds, &from));
+    const uint64_t t2 = aimsi_now_ns();
     int64_t step = from > 0 ? from : 0;
     pthread_mutex_lock(&J->mu);
     jobs_held *h = aimsi_jobs_held_find(J, id, id_len);
@@ -205,6 +212,11 @@ aims_status aimsi_jobs_fit(aimsi_jobs *J, const char *id, size_t id_len, uint64_
                   "reported step %" PRId64 ")", (int)id_len, id, step, prev);
     }
     AIMSI_TRY(aimsi_jobs_fence(J, dir, token));
+    pthread_mutex_lock(&J->mu);
+    J->times.begin_ns = t1 - t0;
+    J->times.ckpt_ns = t2 - t1;
+    J->times.running_wall_ms = aimsi_jobs_wall_ms(); /* before anyone can read "running" */
+    pthread_mutex_unlock(&J->mu);
     AIMSI_TRY(aimsi_jobs_status_write(J, dir, &s));
     double spe = 0;
     (void)aims_trainer_get_stat(t, AIMS_TRAINER_STAT_STEPS_PER_EPOCH, &spe);
@@ -218,7 +230,11 @@ aims_status aimsi_jobs_fit(aimsi_jobs *J, const char *id, size_t id_len, uint64_
             break;
         }
         step++;
-        note_step(J, id, id_len, step);
+        if (note_step(J, id, id_len, step)) {
+            rc = aimsi_err(NULL, AIMS_E_CANCELLED, "jobs: cancelled by a caller on another "
+                                                   "instance");
+            break;
+        }
         if (done) {
             break;
         }

@@ -29,6 +29,7 @@ typedef struct jobs_held {
     uint64_t token;
     _Atomic int64_t step; /* steps done, as the fit reports them (lease heartbeat) */
     _Atomic int lost;     /* another instance holds a higher token */
+    _Atomic int cancel;   /* the lease thread saw the job's cancel marker */
     int64_t prev_step;    /* adopted: the step the previous owner last reported, else -1 */
 } jobs_held;
 
@@ -40,7 +41,8 @@ struct aimsi_jobs {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     jobs_held *held;
-    pthread_t thread;
+    pthread_t thread;      /* renewals */
+    pthread_t scan_thread; /* adoption scans (an adoption may read GBs of rows) */
     int thread_on;
     int quit;
     _Atomic int paused;   /* test hook: a paused process */
@@ -49,6 +51,10 @@ struct aimsi_jobs {
     _Atomic int64_t pause_after; /* test hook: pause after this many checkpoints (-1 off) */
     aimsi_jobs_adopt_fn adopt;
     void *adopt_user;
+    aimsi_jobs_room_fn room; /* NULL: always room */
+    aimsi_jobs_times times;  /* guarded by mu */
+    int64_t keep_done;       /* retention: finished jobs kept (-1: all) */
+    int64_t keep_done_ms;    /* retention: finished jobs kept this long (-1: forever) */
 };
 
 /* The job's status record (j/<hex>/status). */
@@ -62,6 +68,7 @@ typedef struct jobs_status {
     int64_t resumed_from;  /* checkpoint step the current owner resumed from, -1 none */
     int64_t lost_steps;    /* steps the previous owner had reported beyond it, -1 n/a */
     int64_t adoptions;
+    int64_t ended_ms;      /* wall clock when the job finished (0: unknown / running) */
     int64_t ckpt_every;    /* checkpoint interval in steps (0: each epoch) */
     double loss;
     double metric;
@@ -104,8 +111,14 @@ aims_status aimsi_jobs_data_store(aimsi_jobs *J, const aims_msg *m, char ref[JOB
 /* Decode an encoded frame (aimsi_malloc'd p, taken also on failure) into a
  * new message whose tensors point into it (jobs_data.c). */
 aims_status aimsi_jobs_decode(void *p, size_t n, aims_msg **out);
+/* The same for a frame at base + off (base is the allocation taken). */
+aims_status aimsi_jobs_decode_at(void *base, size_t off, size_t n, aims_msg **out);
 /* 1 when a caller on another instance asked to cancel the job in dir (jobs.c). */
 int aimsi_jobs_cancelled(aimsi_jobs *J, const char *dir);
+
+/* Retention (jobs_gc.c): remove finished jobs beyond keep_done / older than
+ * keep_done_ms among the scanned job folders (lease thread). */
+void aimsi_jobs_gc(aimsi_jobs *J, const char (*dirs)[JOBS_DIR_MAX], size_t n);
 
 /* Wall-clock milliseconds (leases are compared across processes). */
 int64_t aimsi_jobs_wall_ms(void);

@@ -259,6 +259,8 @@ static void status_kv(void *user, const char *k, size_t klen, const char *v, siz
         s->lost_steps = to_i64(v, vlen);
     } else if (key_is(k, klen, "adoptions")) {
         s->adoptions = to_i64(v, vlen);
+    } else if (key_is(k, klen, "ended_ms")) {
+        s->ended_ms = to_i64(v, vlen);
     } else if (key_is(k, klen, "ckpt_every")) {
         s->ckpt_every = to_i64(v, vlen);
     } else if (key_is(k, klen, "loss")) {
@@ -295,9 +297,10 @@ aims_status aimsi_jobs_status_write(aimsi_jobs *J, const char *dir, const jobs_s
         text, sizeof text,
         "state=%d\nowner=%s\ntoken=%" PRIu64 "\nepoch=%" PRId64 "\nstep=%" PRId64
         "\nckpt_step=%" PRId64 "\nresumed_from=%" PRId64 "\nlost_steps=%" PRId64
-        "\nadoptions=%" PRId64 "\nckpt_every=%" PRId64 "\nloss=%.9g\nmetric=%.9g\nerror=%s\n",
+        "\nadoptions=%" PRId64 "\nckpt_every=%" PRId64 "\nended_ms=%" PRId64
+        "\nloss=%.9g\nmetric=%.9g\nerror=%s\n",
         s->state, s->owner, s->token, s->epoch, s->step, s->ckpt_step, s->resumed_from,
-        s->lost_steps, s->adoptions, s->ckpt_every, s->loss, s->metric, err);
+        s->lost_steps, s->adoptions, s->ckpt_every, s->ended_ms, s->loss, s->metric, err);
     char name[AIMSI_STORE_NAME_MAX + 1];
     aimsi_jobs_path(dir, "status", name);
     return aimsi_store_put(J->st, name, text, len > 0 && (size_t)len < sizeof text
@@ -331,6 +334,7 @@ aims_status aimsi_jobs_held_add(aimsi_jobs *J, const char *id, size_t id_len, ui
     h->token = token;
     atomic_init(&h->step, 0);
     atomic_init(&h->lost, 0);
+    atomic_init(&h->cancel, 0);
     h->prev_step = -1;
     aimsi_jobs_held_remove(J, id, id_len); /* a re-adopted job replaces its old entry */
     h->next = J->held;
@@ -389,6 +393,18 @@ static void renew_all(aimsi_jobs *J, int release)
         if (aimsi_jobs_fence(J, items[i].dir, items[i].token) != AIMS_OK) {
             aimsi_log(AIMS_LOG_WARN, "jobs: %s: %s", items[i].dir, aims_errmsg());
             continue;
+        }
+        if (!release && aimsi_jobs_cancelled(J, items[i].dir)) {
+            /* a caller on another instance cancelled it: the fit sees the flag at its
+             * next step, so a cancel lands within one renewal, whatever the checkpoint
+             * interval */
+            pthread_mutex_lock(&J->mu);
+            for (jobs_held *h = J->held; h != NULL; h = h->next) {
+                if (strcmp(h->dir, items[i].dir) == 0) {
+                    atomic_store(&h->cancel, 1);
+                }
+            }
+            pthread_mutex_unlock(&J->mu);
         }
         if (aimsi_jobs_lease_write(J, items[i].dir, items[i].token, items[i].step, release) !=
             AIMS_OK) {
@@ -474,24 +490,29 @@ static int expired(aimsi_jobs *J, const char *dir, uint64_t *top, int64_t *last_
     return aimsi_jobs_wall_ms() > l.expires_ms;
 }
 
-static void adopt_one(aimsi_jobs *J, const char *dir)
+/* 1 when the adopter is full (the scan stops for this round), else 0. */
+static int adopt_one(aimsi_jobs *J, const char *dir)
 {
     char id[JOBS_ID_MAX];
     size_t id_len = 0;
     uint64_t top = 0;
     int64_t last_step = 0;
     if (!unhex(dir + 2, id, &id_len)) {
-        return;
+        return 0;
     }
     pthread_mutex_lock(&J->mu);
     const int mine = aimsi_jobs_held_find(J, id, id_len) != NULL;
     pthread_mutex_unlock(&J->mu);
     if (mine || !expired(J, dir, &top, &last_step)) {
-        return;
+        return 0;
+    }
+    if (J->room != NULL && !J->room(J->adopt_user)) {
+        return 1; /* no room to queue it: claim nothing (a claim adds a token file) */
     }
     if (aimsi_jobs_claim(J, dir, top + 1) != AIMS_OK) {
-        return; /* another instance claimed it first (AIMS_E_EXISTS) */
+        return 0; /* another instance claimed it first (AIMS_E_EXISTS) */
     }
+    const int64_t claim_ms = aimsi_jobs_wall_ms();
     aims_msg *m = NULL;
     aims_status rc = load_submit(J, dir, &m);
     pthread_mutex_lock(&J->mu);
@@ -518,7 +539,13 @@ static void adopt_one(aimsi_jobs *J, const char *dir)
     if (rc == AIMS_OK) {
         aimsi_log(AIMS_LOG_INFO, "jobs: %s adopts job %.*s (token %" PRIu64 ", owner's last "
                   "step %" PRId64 ")", J->instance, (int)id_len, id, top + 1, last_step);
+        const uint64_t t0 = aimsi_now_ns();
         rc = J->adopt(J->adopt_user, m, top + 1);
+        const uint64_t t1 = aimsi_now_ns();
+        pthread_mutex_lock(&J->mu);
+        J->times.claim_wall_ms = claim_ms;
+        J->times.adopt_ns = t1 - t0;
+        pthread_mutex_unlock(&J->mu);
     }
     aims_msg_destroy(m);
     if (rc != AIMS_OK) {
@@ -527,7 +554,9 @@ static void adopt_one(aimsi_jobs *J, const char *dir)
         pthread_mutex_lock(&J->mu);
         aimsi_jobs_held_remove(J, id, id_len);
         pthread_mutex_unlock(&J->mu);
+        return rc == AIMS_E_OVERLOADED; /* full after all (a race with submits) */
     }
+    return 0;
 }
 
 static void scan(aimsi_jobs *J)
@@ -537,46 +566,69 @@ static void scan(aimsi_jobs *J)
         return;
     }
     (void)aimsi_store_list(J->st, "j", scan_cb, c);
-    for (size_t i = 0; i < c->n && !atomic_load(&J->paused) && !atomic_load(&J->stopped); i++) {
-        adopt_one(J, c->names[i]);
+    int full = 0;
+    for (size_t i = 0; i < c->n && !full && !atomic_load(&J->paused) && !atomic_load(&J->stopped);
+         i++) {
+        full = adopt_one(J, c->names[i]);
     }
+    aimsi_jobs_gc(J, (const char(*)[JOBS_DIR_MAX])c->names, c->n);
     aimsi_free(c);
 }
 
+/* Wait on J->cv until `ms` passed or quit (J->mu held). */
+static void wait_ms_locked(aimsi_jobs *J, int64_t wait)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const int64_t ms = wait < 1 ? 1 : wait > 1000 ? 1000 : wait;
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    if (!J->quit) {
+        pthread_cond_timedwait(&J->cv, &J->mu, &ts);
+    }
+}
+
+/* Renewals run on their own thread: an adoption (the scan thread) may take
+ * seconds reading a big job's rows, longer than the leases of the jobs this
+ * instance already runs. */
 static void *lease_thread(void *arg)
 {
     aimsi_jobs *J = arg;
     const int64_t renew_every = J->lease_ms / 3 > 1 ? J->lease_ms / 3 : 1;
     int64_t next_renew = 0;
+    pthread_mutex_lock(&J->mu);
+    while (!J->quit) {
+        pthread_mutex_unlock(&J->mu);
+        const int64_t now = (int64_t)(aimsi_now_ns() / 1000000u);
+        if (!atomic_load(&J->paused) && now >= next_renew) {
+            renew_all(J, 0);
+            next_renew = now + renew_every;
+        }
+        pthread_mutex_lock(&J->mu);
+        wait_ms_locked(J, next_renew - now);
+    }
+    pthread_mutex_unlock(&J->mu);
+    return NULL;
+}
+
+static void *scan_thread(void *arg)
+{
+    aimsi_jobs *J = arg;
     int64_t next_scan = 0;
     pthread_mutex_lock(&J->mu);
     while (!J->quit) {
         pthread_mutex_unlock(&J->mu);
         const int64_t now = (int64_t)(aimsi_now_ns() / 1000000u);
-        if (!atomic_load(&J->paused)) {
-            if (now >= next_renew) {
-                renew_all(J, 0);
-                next_renew = now + renew_every;
-            }
-            if (now >= next_scan && !atomic_load(&J->stopped)) {
-                scan(J);
-                next_scan = now + J->scan_ms;
-            }
-        }
-        const int64_t wait = (next_renew < next_scan ? next_renew : next_scan) - now;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        const int64_t ms = wait < 1 ? 1 : wait > 1000 ? 1000 : wait;
-        ts.tv_sec += (time_t)(ms / 1000);
-        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
+        if (!atomic_load(&J->paused) && now >= next_scan && !atomic_load(&J->stopped)) {
+            scan(J);
+            next_scan = now + J->scan_ms;
         }
         pthread_mutex_lock(&J->mu);
-        if (!J->quit) {
-            pthread_cond_timedwait(&J->cv, &J->mu, &ts);
-        }
+        wait_ms_locked(J, next_scan - now);
     }
     pthread_mutex_unlock(&J->mu);
     return NULL;
@@ -592,6 +644,13 @@ aims_status aimsi_jobs_start(aimsi_jobs *J, aimsi_jobs_adopt_fn fn, void *user)
         J->quit = 0;
         if (pthread_create(&J->thread, NULL, lease_thread, J) != 0) {
             rc = aimsi_err(NULL, AIMS_E_BACKEND, "jobs: cannot start the lease thread");
+        } else if (pthread_create(&J->scan_thread, NULL, scan_thread, J) != 0) {
+            J->quit = 1;
+            pthread_cond_broadcast(&J->cv);
+            pthread_mutex_unlock(&J->mu);
+            pthread_join(J->thread, NULL);
+            pthread_mutex_lock(&J->mu);
+            rc = aimsi_err(NULL, AIMS_E_BACKEND, "jobs: cannot start the scan thread");
         } else {
             J->thread_on = 1;
         }
@@ -611,6 +670,7 @@ void aimsi_jobs_join(aimsi_jobs *J)
     pthread_mutex_unlock(&J->mu);
     if (on) {
         pthread_join(J->thread, NULL);
+        pthread_join(J->scan_thread, NULL);
     }
 }
 
@@ -630,6 +690,20 @@ void aimsi_jobs_stop(aimsi_jobs *J)
         J->held = h->next;
         aimsi_free(h);
     }
+    pthread_mutex_unlock(&J->mu);
+}
+
+void aimsi_jobs_get_times(aimsi_jobs *J, aimsi_jobs_times *out)
+{
+    pthread_mutex_lock(&J->mu);
+    *out = J->times;
+    pthread_mutex_unlock(&J->mu);
+}
+
+void aimsi_jobs_set_room(aimsi_jobs *J, aimsi_jobs_room_fn fn)
+{
+    pthread_mutex_lock(&J->mu);
+    J->room = fn;
     pthread_mutex_unlock(&J->mu);
 }
 

@@ -78,6 +78,14 @@ aims_status aimsi_store_put_new(aimsi_store *s, const char *name, const void *p,
  * or checksum does not hold. *out is aimsi_malloc'd (aimsi_free it); an empty
  * blob gives a 1-byte allocation and *out_len 0. */
 aims_status aimsi_store_get(aimsi_store *s, const char *name, void **out, size_t *out_len);
+/* As aimsi_store_get, without moving the payload: *base is the allocation
+ * (aimsi_free it), the payload is *base + *off for *out_len bytes, and *crc
+ * its CRC-32C as the frame recorded (and the read checked). For big blobs
+ * (training rows): no copy beyond the read itself. */
+aims_status aimsi_store_get_framed(aimsi_store *s, const char *name, void **base, size_t *off,
+                                   size_t *out_len, uint32_t *crc);
+/* The payload CRC-32C a put of p[0..n) records in the blob frame. */
+uint32_t aimsi_store_crc(const void *p, size_t n);
 aims_status aimsi_store_list(aimsi_store *s, const char *dir, aimsi_store_list_fn fn, void *user);
 aims_status aimsi_store_remove(aimsi_store *s, const char *name);
 /* Is name acceptable (see Names)? */

@@ -177,9 +177,15 @@ aims_status aimsi_store_put_new(aimsi_store *s, const char *name, const void *p,
     return put_framed(s, name, p, n, 1);
 }
 
-aims_status aimsi_store_get(aimsi_store *s, const char *name, void **out, size_t *out_len)
+uint32_t aimsi_store_crc(const void *p, size_t n)
 {
-    if (s == NULL || out == NULL || out_len == NULL) {
+    return aimsi_crc32c(0, p, n);
+}
+
+aims_status aimsi_store_get_framed(aimsi_store *s, const char *name, void **base, size_t *off,
+                                   size_t *out_len, uint32_t *out_crc)
+{
+    if (s == NULL || base == NULL || off == NULL || out_len == NULL) {
         return AIMSI_MISUSE("NULL store or out");
     }
     AIMSI_TRY(check_name(s, name));
@@ -210,12 +216,30 @@ aims_status aimsi_store_get(aimsi_store *s, const char *name, void **out, size_t
         aimsi_free(raw);
         return aimsi_err(NULL, AIMS_E_CORRUPT, "store %s: blob %s: %s", s->url, name, why);
     }
+    *base = raw;
+    *off = BLOB_HDR;
+    *out_len = (size_t)n;
+    if (out_crc != NULL) {
+        *out_crc = crc;
+    }
+    return AIMS_OK;
+}
+
+aims_status aimsi_store_get(aimsi_store *s, const char *name, void **out, size_t *out_len)
+{
+    if (s == NULL || out == NULL || out_len == NULL) {
+        return AIMSI_MISUSE("NULL store or out");
+    }
+    void *raw = NULL;
+    size_t off = 0;
+    size_t n = 0;
+    AIMSI_TRY(aimsi_store_get_framed(s, name, &raw, &off, &n, NULL));
     /* hand out the payload in the same buffer, the frame header dropped */
     if (n > 0) {
-        memmove(raw, b + BLOB_HDR, (size_t)n);
+        memmove(raw, (uint8_t *)raw + off, n);
     }
     *out = raw;
-    *out_len = (size_t)n;
+    *out_len = n;
     return AIMS_OK;
 }
 

@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 
 #include <cmocka.h>
 
+#include "aims/aims.h"
 #include "core/aimsi_core.h"
 #include "svc/aimsi_msg.h"
 #include "svc/aimsi_svckind.h"
@@ -572,6 +574,285 @@ static void test_jobs_cancel_and_handover(void **state)
     aims_msg_destroy(r);
 }
 
+/* ---- leftovers of this morning: cancel bound, full adopter, retention, text, digest sidecar ---- */
+
+/* A train impl with a store URL of LEASE plus `extra` ("&k=v"), on pipeline p. */
+static void *service_with(const char *inst, const char *extra, const aims_pipeline *p)
+{
+    void *impl = NULL;
+    assert_int_equal(aimsi_train_create(p, &impl), AIMS_OK);
+    char url[400];
+    snprintf(url, sizeof url, "dir:%s" LEASE "%s", g_dir, extra);
+    assert_int_equal(aimsi_train_set_store(impl, url, inst), AIMS_OK);
+    return impl;
+}
+
+/* A cancel reaching another instance stops the owner within a lease renewal,
+ * not at its next checkpoint: here there is none for 10^6 steps. */
+static void test_jobs_cancel_between_checkpoints(void **state)
+{
+    (void)state;
+    static const char spec[] = "kind=mlp hidden=16 activation=tanh epochs=1000000 batch=16 "
+                               "lr=0.001 seed=5 checkpoint_every_steps=1000000 "
+                               "checkpoint_every_ms=0";
+    aims_msg *r = NULL;
+    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    void *a = service("A");
+    void *b = service("B");
+    assert_int_equal(call(a, "submit", "k1", spec, NULL, r), AIMS_OK);
+    assert_int_equal(wait_state(a, "k1", 1, r), 1);
+    assert_int_equal(call(b, "cancel", "k1", NULL, NULL, r), AIMS_OK); /* B: a marker */
+    assert_int_equal(wait_state(a, "k1", 3, r), 4);
+    assert_int_equal(count_files("k1", "ckpt.", NULL, 0), 0); /* not seen at a checkpoint */
+    assert_int_equal(wait_state(b, "k1", 3, r), 4); /* the store says so too */
+    service_end(b);
+    service_end(a);
+    aims_msg_destroy(r);
+}
+
+static _Atomic int g_room;
+static _Atomic int g_room_asked;
+static _Atomic int g_adopted;
+
+static int room_fn(void *user)
+{
+    (void)user;
+    atomic_fetch_add(&g_room_asked, 1);
+    return atomic_load(&g_room);
+}
+
+static aims_status adopt_fn(void *user, const aims_msg *submit, uint64_t token)
+{
+    (void)user;
+    (void)submit;
+    assert_int_equal(token, 2);
+    atomic_fetch_add(&g_adopted, 1);
+    return AIMS_OK;
+}
+
+/* An adopter without room claims nothing (no token file per scan); with room
+ * it adopts once. */
+static void test_jobs_full_adopter_claims_nothing(void **state)
+{
+    (void)state;
+    char url[400];
+    snprintf(url, sizeof url, "dir:%s" LEASE, g_dir);
+    aimsi_jobs *a = NULL;
+    assert_int_equal(aimsi_jobs_create(url, "A", &a), AIMS_OK);
+    aims_msg *sub = NULL;
+    assert_int_equal(aims_msg_create(&sub), AIMS_OK);
+    add_bytes(sub, "job", "f1");
+    add_bytes(sub, "spec", SPEC);
+    const uint64_t dx[2] = {ROWS, COLS};
+    const uint64_t dy = ROWS;
+    assert_int_equal(aims_msg_add(sub, "x", AIMS_DT_F32, dx, 2, g_x, 0), AIMS_OK);
+    assert_int_equal(aims_msg_add(sub, "y", AIMS_DT_I32, &dy, 1, g_y, 0), AIMS_OK);
+    uint64_t token = 0;
+    assert_int_equal(aimsi_jobs_begin(a, sub, "test-handle-of-f1", 17, &token), AIMS_OK);
+    assert_int_equal(token, 1);
+    aims_msg_destroy(sub);
+    aimsi_jobs_pause(a, 1); /* dies: its lease is never renewed nor released */
+    aimsi_jobs_destroy(a);
+    atomic_store(&g_room, 0);
+    atomic_store(&g_room_asked, 0);
+    atomic_store(&g_adopted, 0);
+    aimsi_jobs *b = NULL;
+    assert_int_equal(aimsi_jobs_create(url, "B", &b), AIMS_OK);
+    aimsi_jobs_set_room(b, room_fn);
+    assert_int_equal(aimsi_jobs_start(b, adopt_fn, NULL), AIMS_OK);
+    /* B sees the expired job on several scans and has no room each time */
+    for (int i = 0; i < 60000 && atomic_load(&g_room_asked) < 5; i++) {
+        sleep_ms(2);
+    }
+    assert_true(atomic_load(&g_room_asked) >= 5);
+    assert_int_equal(count_files("f1", "tok.", NULL, 0), 1);
+    assert_int_equal(atomic_load(&g_adopted), 0);
+    atomic_store(&g_room, 1);
+    for (int i = 0; i < 60000 && atomic_load(&g_adopted) == 0; i++) {
+        sleep_ms(2);
+    }
+    assert_int_equal(atomic_load(&g_adopted), 1);
+    assert_int_equal(count_files("f1", "tok.", NULL, 0), 2);
+    aimsi_jobs_destroy(b);
+}
+
+static int count_jobs(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/j", g_dir);
+    DIR *d = opendir(path);
+    int n = 0;
+    if (d == NULL) {
+        return 0;
+    }
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        n += e->d_name[0] != '.';
+    }
+    closedir(d);
+    return n;
+}
+
+/* keep_done=1: of two finished jobs the older one's folder goes (by one
+ * instance, whole), the newer stays readable everywhere. */
+static void test_jobs_retention(void **state)
+{
+    (void)state;
+    static const char spec[] = "kind=mlp hidden=8 epochs=2 batch=16 lr=0.01 seed=9";
+    aims_msg *r = NULL;
+    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    void *a = service_with("A", "&keep_done=1", NULL);
+    void *b = service_with("B", "&keep_done=1", NULL);
+    assert_int_equal(call(a, "submit", "old", spec, NULL, r), AIMS_OK);
+    assert_int_equal(wait_state(a, "old", 2, r), 2);
+    assert_int_equal(call(a, "submit", "new", spec, NULL, r), AIMS_OK);
+    assert_int_equal(wait_state(a, "new", 2, r), 2);
+    for (int i = 0; i < 60000 && count_jobs() > 1; i++) {
+        sleep_ms(2);
+    }
+    assert_int_equal(count_jobs(), 1);
+    assert_int_equal(count_files("new", "result", NULL, 0), 1);
+    assert_int_equal(call(b, "status", "old", NULL, NULL, r), AIMS_E_NOTFOUND);
+    assert_int_equal(state_of(b, "new", r), 2);
+    size_t len = 0;
+    free(result_of(b, "new", &len));
+    assert_true(len > 0);
+    service_end(b);
+    service_end(a);
+    /* a bad retention option is a clear error */
+    void *c = NULL;
+    assert_int_equal(aimsi_train_create(NULL, &c), AIMS_OK);
+    char url[400];
+    snprintf(url, sizeof url, "dir:%s?keep_done=-1", g_dir);
+    assert_int_equal(aimsi_train_set_store(c, url, "C"), AIMS_E_INVAL);
+    assert_non_null(strstr(aims_errmsg(), "keep_done"));
+    service_end(c);
+    aims_msg_destroy(r);
+}
+
+static const char *const g_docs[] = {
+    "the cat sat on the mat",          "a dog barked at the cat",
+    "stocks fell as markets slid",     "the market rallied on earnings",
+    "my cat chased the little mouse",  "investors sold shares of the bank",
+    "the puppy and the kitten played", "bond yields rose while stocks fell",
+};
+#define NDOCS (sizeof g_docs / sizeof g_docs[0])
+/* 4 steps per epoch (8 documents, batch 2), a checkpoint every 5 steps */
+static const char TEXT_SPEC[] = "kind=text epochs=30 batch=2 lr=0.5 seed=3 "
+                                "checkpoint_every_steps=5 checkpoint_every_ms=0";
+
+static void text_submit(void *impl, const char *job, aims_msg *r)
+{
+    char text[1024] = "";
+    int32_t labels[NDOCS];
+    for (size_t i = 0; i < NDOCS; i++) {
+        strcat(text, g_docs[i]);
+        strcat(text, "\n");
+        labels[i] = (int32_t)(i % 2);
+    }
+    aims_msg *req = NULL;
+    assert_int_equal(aims_msg_create(&req), AIMS_OK);
+    add_bytes(req, "job", job);
+    char handle[96];
+    snprintf(handle, sizeof handle, "test-handle-of-%s", job);
+    add_bytes(req, "handle", handle);
+    add_bytes(req, "spec", TEXT_SPEC);
+    add_bytes(req, "text", text);
+    const uint64_t d = NDOCS;
+    assert_int_equal(aims_msg_add(req, "y", AIMS_DT_I32, &d, 1, labels, 0), AIMS_OK);
+    aimsi_work w = {.method = "submit", .req = req, .reply = r, .status = (aims_status)-1};
+    aimsi_work *wp = &w;
+    aimsi_kind_train.run(impl, &wp, 1);
+    assert_int_equal(w.status, AIMS_OK);
+    aims_msg_destroy(req);
+}
+
+/* kind=text on the durable path: a job adopted mid-run ends in the bytes of
+ * the uninterrupted run. */
+static void test_jobs_text_adopted_bitexact(void **state)
+{
+    (void)state;
+    aims_dataset *ds = NULL;
+    assert_int_equal(aims_dataset_create_texts(NDOCS, g_docs, NULL, NULL, &ds), AIMS_OK);
+    aims_pipeline *p = NULL;
+    size_t hs = 0;
+    assert_int_equal(aims_pipeline_create(&p), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_TOKENIZE, NULL), AIMS_OK);
+    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_HASH, &hs), AIMS_OK);
+    assert_int_equal(aims_pipeline_set_step_param_i64(p, hs, AIMS_STEP_BUCKETS, 256), AIMS_OK);
+    assert_int_equal(aims_pipeline_fit(p, ds), AIMS_OK);
+    aims_dataset_destroy(ds);
+    aims_msg *r = NULL;
+    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    void *plain = NULL;
+    assert_int_equal(aimsi_train_create(p, &plain), AIMS_OK);
+    text_submit(plain, "tref", r);
+    assert_int_equal(wait_state(plain, "tref", 2, r), 2);
+    size_t ref_len = 0;
+    void *ref = result_of(plain, "tref", &ref_len);
+    service_end(plain);
+    void *a = service_with("A", "", p);
+    aimsi_jobs_pause_after(aimsi_train_jobs(a), 3); /* dies at step 15 */
+    text_submit(a, "t1", r);
+    wait_paused(a);
+    service_end(a);
+    void *b = service_with("B", "", p);
+    assert_int_equal(wait_state(b, "t1", 2, r), 2);
+    assert_int_equal(reply_int(r, "resumed_from"), 15);
+    assert_int_equal(reply_int(r, "adoptions"), 1);
+    size_t len = 0;
+    void *got = result_of(b, "t1", &len);
+    assert_int_equal(len, ref_len);
+    assert_memory_equal(got, ref, len);
+    free(got);
+    free(ref);
+    service_end(b);
+    aims_msg_destroy(r);
+    aims_pipeline_destroy(p);
+}
+
+/* The rows' digest is checked once: put_data records d/<hex>.ok and readers
+ * trust length + CRC; without the sidecar a reader hashes and records it. */
+static void test_jobs_data_sidecar(void **state)
+{
+    (void)state;
+    aims_msg *r = NULL;
+    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    void *a = service("A");
+    assert_int_equal(call(a, "put_data", NULL, NULL, NULL, r), AIMS_OK);
+    const char *p = NULL;
+    size_t n = 0;
+    assert_int_equal(aimsi_msg_bytes(r, "data", &p, &n), AIMS_OK);
+    char data_ref[72];
+    memcpy(data_ref, p, n);
+    data_ref[n] = '\0';
+    char side[600];
+    snprintf(side, sizeof side, "%s/d/%s.ok", g_dir, data_ref + 7);
+    struct stat sb;
+    assert_int_equal(stat(side, &sb), 0);
+    aimsi_jobs_times tm;
+    assert_int_equal(call(a, "submit", "s1", SPEC, data_ref, r), AIMS_OK);
+    aimsi_jobs_get_times(aimsi_train_jobs(a), &tm);
+    assert_int_equal(tm.data_sidecar, 1);
+    assert_int_equal(tm.data_verify_ns, 0);
+    assert_int_equal(unlink(side), 0); /* a store written before sidecars existed */
+    assert_int_equal(call(a, "submit", "s2", SPEC, data_ref, r), AIMS_OK);
+    aimsi_jobs_get_times(aimsi_train_jobs(a), &tm);
+    assert_int_equal(tm.data_sidecar, 0);
+    assert_int_equal(stat(side, &sb), 0); /* recorded again */
+    /* a damaged sidecar vouches for nothing: the digest is checked */
+    const int fd = open(side, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "junk", 4), 4);
+    close(fd);
+    assert_int_equal(call(a, "submit", "s3", SPEC, data_ref, r), AIMS_OK);
+    aimsi_jobs_get_times(aimsi_train_jobs(a), &tm);
+    assert_int_equal(tm.data_sidecar, 0);
+    assert_int_equal(wait_state(a, "s3", 2, r), 2);
+    service_end(a);
+    aims_msg_destroy(r);
+}
+
 /* ---- setup ---------------------------------------------------------------------------------- */
 
 static int jobs_setup(void **state)
@@ -607,6 +888,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jobs_data_ref, jobs_setup, jobs_teardown),
         cmocka_unit_test_setup_teardown(test_jobs_cancel_and_handover, jobs_setup,
                                         jobs_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_cancel_between_checkpoints, jobs_setup,
+                                        jobs_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_full_adopter_claims_nothing, jobs_setup,
+                                        jobs_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_retention, jobs_setup, jobs_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_text_adopted_bitexact, jobs_setup,
+                                        jobs_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_data_sidecar, jobs_setup, jobs_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
