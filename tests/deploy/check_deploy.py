@@ -15,7 +15,10 @@ agree with each other and with the rest of the tree:
     "--flag value" pairs, and --join / --listen / --heartbeat-ms / replicas
     agree with deploy/topology.env;
   - deploy/Containerfile: Debian 12 stages, a non-root USER, the daemon as
-    ENTRYPOINT.
+    ENTRYPOINT;
+  - security (check_security.py): Secrets made by deploy/certs.sh defined for
+    every reference, flag paths under volumeMounts, probes on the front
+    door's endpoints, ServiceAccounts without tokens, securityContexts.
 
 Then, when argv[1] is the aims_node binary and etcd is installed, it runs
 `deploy/local.sh check` on free loopback ports (3 etcd members + nodes).
@@ -112,7 +115,7 @@ def check_manifests(env, flags, image):
         elif kind == "PodDisruptionBudget":
             if get(d, "spec.minAvailable") is None and get(d, "spec.maxUnavailable") is None:
                 err("%s: needs minAvailable or maxUnavailable" % where)
-        elif kind not in ("Job",):
+        elif kind not in ("Job", "ServiceAccount", "Secret"):
             err("%s: kind not checked by this script" % where)
 
     def selects(sel):
@@ -181,7 +184,7 @@ def check_manifests(env, flags, image):
                 kv.setdefault(a, []).append(str(args[i + 1]))
                 i += 2
             join = kv.get("--join", [""])[0]
-            if not re.match(r"^etcd://[^/]+/%s$" % re.escape(prefix), join):
+            if not re.match(r"^etcd://[^/]+/%s(\?.*)?$" % re.escape(prefix), join):
                 err("%s: --join %s is not etcd://.../%s" % (cw, join, prefix))
             listen = kv.get("--listen", [""])[0]
             if not listen.endswith(":" + env["AIMS_PORT"]) or int(env["AIMS_PORT"]) not in ports:
@@ -192,7 +195,10 @@ def check_manifests(env, flags, image):
             for s in svcs:
                 if s in replicas_by_service and int(get(w, "spec.replicas", 1)) != replicas_by_service[s]:
                     err("%s: replicas of %s disagree with topology.env" % (cw, s))
-    print("# %d objects checked" % len(docs))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import check_security
+    n = check_security.check(SRC, DEPLOY, docs, err)
+    print("# %d objects checked (+%d Secrets made by deploy/certs.sh)" % (len(docs), n))
 
 
 def free_base():
