@@ -21,7 +21,8 @@ agree with each other and with the rest of the tree:
     door's endpoints, ServiceAccounts without tokens, securityContexts.
 
 Then, when argv[1] is the aims_node binary and etcd is installed, it runs
-`deploy/local.sh check` on free loopback ports (3 etcd members + nodes).
+`deploy/local.sh check` on free loopback ports (3 etcd members + nodes), over
+plain http and again with AIMS_ETCD_TLS=1 (etcd https + client certificates).
 Usage: check_deploy.py [AIMS_NODE]
 """
 import os
@@ -232,14 +233,16 @@ def main():
         return 1
     node = sys.argv[1] if len(sys.argv) > 1 else None
     if node and shutil.which("etcd") and shutil.which("etcdctl"):
-        base = free_base()
-        e = dict(os.environ, AIMS_NODE=node, ETCD_BASE_PORT=str(base),
-                 AIMS_LOCAL_DIR=os.path.join(os.environ.get("TMPDIR", "/tmp"),
-                                             "aims-local-%d" % os.getpid()))
-        r = subprocess.run([os.path.join(DEPLOY, "local.sh"), "check"], env=e, timeout=120)
-        if r.returncode != 0:
-            print("FAIL: deploy/local.sh check exited %d" % r.returncode)
-            return 1
+        # plain, then TLS to etcd as in deploy/k8s (AIMS_ETCD_TLS=1: certs.sh PKI)
+        for tls in ("0", "1") if shutil.which("openssl") else ("0",):
+            base = free_base()
+            e = dict(os.environ, AIMS_NODE=node, ETCD_BASE_PORT=str(base), AIMS_ETCD_TLS=tls,
+                     AIMS_LOCAL_DIR=os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                 "aims-local-%d-%s" % (os.getpid(), tls)))
+            r = subprocess.run([os.path.join(DEPLOY, "local.sh"), "check"], env=e, timeout=120)
+            if r.returncode != 0:
+                print("FAIL: AIMS_ETCD_TLS=%s deploy/local.sh check exited %d" % (tls, r.returncode))
+                return 1
     else:
         print("# no daemon path or no etcd: deploy/local.sh not run")
     print("deploy: ok")
