@@ -38,6 +38,10 @@ except ImportError:
     print("# python3-yaml not installed: skipped")
     sys.exit(77)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_security  # noqa: E402 (after the yaml check)
+from check_security import get  # noqa: E402
+
 SRC = os.environ.get("AIMS_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
 DEPLOY = os.path.join(SRC, "deploy")
 errors = []
@@ -79,14 +83,6 @@ def containerfile():
         err("Containerfile: ENTRYPOINT must be the aims_node daemon")
     tag = re.search(r"-t\s+(\S+)", text)
     return (m.group(1) if m else None), (tag.group(1) if tag else None)
-
-
-def get(obj, path, default=None):
-    for p in path.split("."):
-        if not isinstance(obj, dict) or p not in obj:
-            return default
-        obj = obj[p]
-    return obj
 
 
 def check_manifests(env, flags, image):
@@ -196,8 +192,6 @@ def check_manifests(env, flags, image):
             for s in svcs:
                 if s in replicas_by_service and int(get(w, "spec.replicas", 1)) != replicas_by_service[s]:
                     err("%s: replicas of %s disagree with topology.env" % (cw, s))
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import check_security
     n = check_security.check(SRC, DEPLOY, docs, err)
     print("# %d objects checked (+%d Secrets made by deploy/certs.sh)" % (len(docs), n))
 
