@@ -35,7 +35,8 @@
  * them to MHD (MHD_USE_TLS: GnuTLS inside libmicrohttpd, TLS 1.3 only); the
  * key copy is wiped when replaced or freed. With TLS the door may listen on
  * a non-loopback address without AIMS_HTTP_INSECURE. When the config also
- * has a CA, the door asks for client certificates (MHD_OPTION_HTTPS_MEM_TRUST)
+ * has a CA and allowed peer names (it requires named peers, as tls:// does
+ * with them), the door asks for client certificates (MHD_OPTION_HTTPS_MEM_TRUST)
  * and refuses, with 403 before routing, any request whose connection has no
  * certificate verifying against it or lacking the config's allowed peer names
  * (http_mtls.c); the certificate's name is the caller the policy judges.
@@ -804,6 +805,11 @@ aims_status aims_http_set_tls(aims_http *h, const aims_tls_config *cfg)
     aims_status rc = aimsi_tls_config_pems(cfg, &cert, &key);
     if (rc == AIMS_OK) {
         rc = aimsi_tls_config_trust(cfg, &ca, &names);
+    }
+    if (rc == AIMS_OK && (names == NULL || names[0] == '\0')) {
+        aimsi_free(ca); /* no named peers required: no client certificates asked */
+        aimsi_free(names);
+        ca = names = NULL;
     }
     if (rc == AIMS_OK && ca != NULL && !aimsi_http_have_mtls()) {
         rc = aimsi_err(NULL, AIMS_E_UNSUPPORTED, "http: client certificates (a CA in the TLS "
