@@ -120,6 +120,11 @@ void aimsi_http_status_page(aimsi_hbuf *b, aims_node *n);
 struct MHD_Connection;
 int aimsi_http_peer_identity(struct MHD_Connection *conn, const char *names, char *who,
                              size_t cap, char *why, size_t why_cap);
+/* A connection's verdict, computed on its first request (socket context). */
+typedef struct aimsi_peer_verdict {
+    int known, ok;
+    char who[256], why[256];
+} aimsi_peer_verdict;
 /* 1 when built with GnuTLS (client certificates possible), else 0. */
 int aimsi_http_have_mtls(void);
 

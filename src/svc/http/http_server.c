@@ -492,11 +492,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             const long long v = strtoll(ih, &end, 10);
             r->ihcl = end != ih && *end == '\0' && v >= 0 ? v : LLONG_MAX;
         }
-        char why[256];
-        if (h->tls_ca != NULL && aimsi_http_peer_identity(conn, h->tls_names, r->who,
-                                                          sizeof(r->who), why, sizeof(why)) != 0) {
-            r->reject = 403; /* mutual TLS: no verified client certificate, no service */
-            return respond_error(h, conn, 403, why, 1);
+        if (h->tls_ca != NULL) { /* mutual TLS: no verified client certificate, no service */
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+            aimsi_peer_verdict *pv = ci != NULL ? ci->socket_context : NULL;
+            aimsi_peer_verdict once = {0, 0, "", ""};
+            if (pv == NULL) {
+                pv = &once;
+            }
+            if (!pv->known) { /* once per connection: the certificate cannot change */
+                pv->ok = aimsi_http_peer_identity(conn, h->tls_names, pv->who, sizeof(pv->who),
+                                                  pv->why, sizeof(pv->why)) == 0;
+                pv->known = 1;
+            }
+            if (!pv->ok) {
+                r->reject = 403;
+                return respond_error(h, conn, 403, pv->why, 1);
+            }
+            snprintf(r->who, sizeof(r->who), "%s", pv->who);
         }
         hdr_scan s = {0, 0};
         (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_header, &s);
@@ -565,6 +578,14 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 {
     aims_http *h = cls;
     atomic_fetch_add(&h->ctr.open_conns, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+    if (h->tls_ca != NULL) { /* the client certificate's verdict, cached per connection */
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+            *socket_context = aimsi_calloc(1, sizeof(aimsi_peer_verdict));
+        } else {
+            aimsi_free(*socket_context);
+            *socket_context = NULL;
+        }
+    }
 }
 
 static void on_log(void *cls, const char *fmt, va_list ap)
