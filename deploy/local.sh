@@ -14,7 +14,11 @@
 # Environment: AIMS_NODE (daemon binary, default build/examples/aims_node),
 # AIMS_LOCAL_DIR (state dir, default /tmp/aims-local-$USER), AIMS_BUNDLE (an
 # .aimsb bundle: also start INFER_REPLICAS infer nodes), ETCD_BASE_PORT
-# (default 23790: member i uses client port base+2i, peer port base+2i+1).
+# (default 23790: member i uses client port base+2i, peer port base+2i+1),
+# AIMS_ETCD_TLS=1 (TLS as in deploy/k8s: deploy/certs.sh makes a throw-away
+# CA and certificates in $AIMS_LOCAL_DIR/pki with the openssl CLI; etcd
+# serves https to clients and peers and requires client certificates; the
+# nodes join with etcd://...?cacert=&cert=&key=).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/topology.env"
@@ -30,31 +34,52 @@ endpoints() {
     echo "$eps"
 }
 JOIN="etcd://$(endpoints)/$AIMS_PREFIX"
+PKI=$DIR/pki
+scheme=http
+if [ "${AIMS_ETCD_TLS:-0}" = 1 ]; then
+    scheme=https
+    JOIN="$JOIN?cacert=$PKI/ca.pem&cert=$PKI/etcd-client.pem&key=$PKI/etcd-client.key"
+fi
+
+etcdctl_() {
+    if [ $scheme = https ]; then
+        set -- --cacert "$PKI/ca.pem" --cert "$PKI/etcd-client.pem" --key "$PKI/etcd-client.key" "$@"
+    fi
+    ETCDCTL_API=3 etcdctl --endpoints="$(endpoints)" "$@"
+}
 
 etcd_up() {
     command -v etcd >/dev/null || { echo "local.sh: no etcd (apt-get install etcd-server)" >&2; exit 1; }
     mkdir -p "$DIR"
+    tls=""
+    if [ $scheme = https ]; then
+        sh "$here/certs.sh" "$PKI" >/dev/null
+        tls="--cert-file $PKI/etcd.pem --key-file $PKI/etcd.key --trusted-ca-file $PKI/ca.pem
+             --client-cert-auth --peer-cert-file $PKI/etcd.pem --peer-key-file $PKI/etcd.key
+             --peer-trusted-ca-file $PKI/ca.pem --peer-client-cert-auth"
+    fi
     cluster=""; i=0
     while [ $i -lt "$ETCD_MEMBERS" ]; do
-        cluster="$cluster${cluster:+,}m$i=http://127.0.0.1:$((BASE + 2 * i + 1))"; i=$((i + 1))
+        cluster="$cluster${cluster:+,}m$i=$scheme://127.0.0.1:$((BASE + 2 * i + 1))"; i=$((i + 1))
     done
     i=0
     while [ $i -lt "$ETCD_MEMBERS" ]; do
-        c=http://127.0.0.1:$((BASE + 2 * i)); p=http://127.0.0.1:$((BASE + 2 * i + 1))
+        c=$scheme://127.0.0.1:$((BASE + 2 * i)); p=$scheme://127.0.0.1:$((BASE + 2 * i + 1))
+        # shellcheck disable=SC2086 # $tls: several flags
         etcd --name m$i --data-dir "$DIR/etcd-m$i" --unsafe-no-fsync \
              --listen-client-urls $c --advertise-client-urls $c \
              --listen-peer-urls $p --initial-advertise-peer-urls $p \
              --initial-cluster "$cluster" --initial-cluster-state new \
-             --initial-cluster-token aims-local >"$DIR/etcd-m$i.log" 2>&1 &
+             --initial-cluster-token aims-local $tls >"$DIR/etcd-m$i.log" 2>&1 &
         echo $! >>"$DIR/pids"
         i=$((i + 1))
     done
     t=0
-    until ETCDCTL_API=3 etcdctl --endpoints="$(endpoints)" endpoint health >/dev/null 2>&1; do
+    until etcdctl_ endpoint health >/dev/null 2>&1; do
         t=$((t + 1)); [ $t -lt 100 ] || { echo "local.sh: etcd not healthy" >&2; down; exit 1; }
         sleep 0.2
     done
-    echo "etcd: $(endpoints)"
+    echo "etcd: $scheme $(endpoints)"
 }
 
 up() {
@@ -79,7 +104,7 @@ up() {
 }
 
 status() {
-    ETCDCTL_API=3 etcdctl --endpoints="$(endpoints)" get --prefix "/$AIMS_PREFIX/svc/" \
+    etcdctl_ get --prefix "/$AIMS_PREFIX/svc/" \
         --print-value-only
 }
 
@@ -116,5 +141,5 @@ case "${1:-}" in
     status) status ;;
     down) down ;;
     check) check ;;
-    *) sed -n '2,18p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,22p' "$0" >&2; exit 2 ;;
 esac

@@ -582,13 +582,21 @@ static int start(daemon_state *st, const options *o)
     return 0;
 }
 
-/* HTTPS on the front door with the node's own --tls-cert/--tls-key. */
+/* HTTPS on the front door with the node's own --tls-cert/--tls-key; with
+ * --tls-peer (the node requires named peers) it requires client certificates
+ * from --tls-ca carrying those names too (mutual TLS, aims_https.h). */
 static aims_status http_tls(aims_http *h, const options *o)
 {
     aims_tls_config *cfg = NULL;
     aims_status rc = aims_tls_config_create(&cfg);
     if (rc == AIMS_OK) {
         rc = aims_tls_config_set_cert(cfg, o->tls_cert, o->tls_key);
+    }
+    if (rc == AIMS_OK && o->n_tls_peer > 0 && o->tls_ca != NULL) {
+        rc = aims_tls_config_set_ca(cfg, o->tls_ca);
+    }
+    for (size_t i = 0; rc == AIMS_OK && o->tls_ca != NULL && i < o->n_tls_peer; i++) {
+        rc = aims_tls_config_add_peer_name(cfg, o->tls_peer[i]);
     }
     if (rc == AIMS_OK) {
         rc = aims_http_set_tls(h, cfg);

@@ -35,12 +35,23 @@ AIMS_EXTERN_C_BEGIN
  * The files are read now (call it again after rotating them, then restart
  * the server: aims_http_stop + aims_http_start). Call before aims_http_start.
  * @param h    The server; must not be NULL (else AIMS_E_MISUSE).
- * @param cfg  A config with a certificate (aims_tls_config_set_cert); only its
- *             certificate and key are used; borrowed, not kept.
+ * Mutual TLS: when @p cfg requires peers -- it has a CA (aims_tls_config_set_ca,
+ * a file) and allowed peer names (aims_tls_config_add_peer_name) -- the door
+ * requires client certificates: a request whose connection has no
+ * certificate verifying against that CA (chain and dates) and carrying one
+ * of those names is answered 403 {"error": "client certificate ..."} before
+ * routing (health and metrics included). A verified caller's identity is the
+ * certificate's first DNS/URI subjectAltName, else its CN (as on tls://); the
+ * node's policy judges that name (a valid JWT bearer token still wins).
+ * Without peer names (or without a CA) no client certificate is asked for
+ * (callers are "anonymous" unless a token verifies). The daemon gives the door its CA when it has
+ * --tls-peer (docs/HTTP.md, section "Client certificates").
+ * @param cfg  A config with a certificate (aims_tls_config_set_cert); its
+ *             certificate, key, CA and peer names are read; borrowed, not kept.
  * @return AIMS_OK, AIMS_E_MISUSE, AIMS_E_STATE (the server runs, or @p cfg has no
  *         certificate), AIMS_E_IO (a file cannot be read), AIMS_E_NOMEM,
  *         AIMS_E_UNSUPPORTED (built without HTTP or TLS, or the HTTP library
- *         has no HTTPS).
+ *         has no HTTPS; a CA directory, or a CA when built without GnuTLS).
  * @note Thread safety: as the other aims_http setters.
  * @since 0.1
  */

@@ -23,7 +23,7 @@ trap 'rm -rf "$tmp"' EXIT
 # Outside libraries: whatever of them pkg-config knows (the optional ones may
 # be absent when the build turned them off).
 ext="-pthread -lm"
-for p in openblas libzstd openssl libmicrohttpd libcjson libcurl ompi-c; do
+for p in openblas libzstd openssl libmicrohttpd libcjson libcurl ompi-c gnutls; do
     ext="$ext $(pkg-config --libs "$p" 2>/dev/null || true)"
 done
 

@@ -15,10 +15,14 @@ agree with each other and with the rest of the tree:
     "--flag value" pairs, and --join / --listen / --heartbeat-ms / replicas
     agree with deploy/topology.env;
   - deploy/Containerfile: Debian 12 stages, a non-root USER, the daemon as
-    ENTRYPOINT.
+    ENTRYPOINT;
+  - security (check_security.py): Secrets made by deploy/certs.sh defined for
+    every reference, flag paths under volumeMounts, probes on the front
+    door's endpoints, ServiceAccounts without tokens, securityContexts.
 
 Then, when argv[1] is the aims_node binary and etcd is installed, it runs
-`deploy/local.sh check` on free loopback ports (3 etcd members + nodes).
+`deploy/local.sh check` on free loopback ports (3 etcd members + nodes), over
+plain http and again with AIMS_ETCD_TLS=1 (etcd https + client certificates).
 Usage: check_deploy.py [AIMS_NODE]
 """
 import os
@@ -33,6 +37,10 @@ try:
 except ImportError:
     print("# python3-yaml not installed: skipped")
     sys.exit(77)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_security  # noqa: E402 (after the yaml check)
+from check_security import get  # noqa: E402
 
 SRC = os.environ.get("AIMS_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
 DEPLOY = os.path.join(SRC, "deploy")
@@ -77,14 +85,6 @@ def containerfile():
     return (m.group(1) if m else None), (tag.group(1) if tag else None)
 
 
-def get(obj, path, default=None):
-    for p in path.split("."):
-        if not isinstance(obj, dict) or p not in obj:
-            return default
-        obj = obj[p]
-    return obj
-
-
 def check_manifests(env, flags, image):
     docs = []
     kdir = os.path.join(DEPLOY, "k8s")
@@ -112,7 +112,7 @@ def check_manifests(env, flags, image):
         elif kind == "PodDisruptionBudget":
             if get(d, "spec.minAvailable") is None and get(d, "spec.maxUnavailable") is None:
                 err("%s: needs minAvailable or maxUnavailable" % where)
-        elif kind not in ("Job",):
+        elif kind not in ("Job", "ServiceAccount", "Secret"):
             err("%s: kind not checked by this script" % where)
 
     def selects(sel):
@@ -181,7 +181,7 @@ def check_manifests(env, flags, image):
                 kv.setdefault(a, []).append(str(args[i + 1]))
                 i += 2
             join = kv.get("--join", [""])[0]
-            if not re.match(r"^etcd://[^/]+/%s$" % re.escape(prefix), join):
+            if not re.match(r"^etcd://[^/]+/%s(\?.*)?$" % re.escape(prefix), join):
                 err("%s: --join %s is not etcd://.../%s" % (cw, join, prefix))
             listen = kv.get("--listen", [""])[0]
             if not listen.endswith(":" + env["AIMS_PORT"]) or int(env["AIMS_PORT"]) not in ports:
@@ -192,7 +192,8 @@ def check_manifests(env, flags, image):
             for s in svcs:
                 if s in replicas_by_service and int(get(w, "spec.replicas", 1)) != replicas_by_service[s]:
                     err("%s: replicas of %s disagree with topology.env" % (cw, s))
-    print("# %d objects checked" % len(docs))
+    n = check_security.check(SRC, DEPLOY, docs, err)
+    print("# %d objects checked (+%d Secrets made by deploy/certs.sh)" % (len(docs), n))
 
 
 def free_base():
@@ -226,14 +227,16 @@ def main():
         return 1
     node = sys.argv[1] if len(sys.argv) > 1 else None
     if node and shutil.which("etcd") and shutil.which("etcdctl"):
-        base = free_base()
-        e = dict(os.environ, AIMS_NODE=node, ETCD_BASE_PORT=str(base),
-                 AIMS_LOCAL_DIR=os.path.join(os.environ.get("TMPDIR", "/tmp"),
-                                             "aims-local-%d" % os.getpid()))
-        r = subprocess.run([os.path.join(DEPLOY, "local.sh"), "check"], env=e, timeout=120)
-        if r.returncode != 0:
-            print("FAIL: deploy/local.sh check exited %d" % r.returncode)
-            return 1
+        # plain, then TLS to etcd as in deploy/k8s (AIMS_ETCD_TLS=1: certs.sh PKI)
+        for tls in ("0", "1") if shutil.which("openssl") else ("0",):
+            base = free_base()
+            e = dict(os.environ, AIMS_NODE=node, ETCD_BASE_PORT=str(base), AIMS_ETCD_TLS=tls,
+                     AIMS_LOCAL_DIR=os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                 "aims-local-%d-%s" % (os.getpid(), tls)))
+            r = subprocess.run([os.path.join(DEPLOY, "local.sh"), "check"], env=e, timeout=120)
+            if r.returncode != 0:
+                print("FAIL: AIMS_ETCD_TLS=%s deploy/local.sh check exited %d" % (tls, r.returncode))
+                return 1
     else:
         print("# no daemon path or no etcd: deploy/local.sh not run")
     print("deploy: ok")

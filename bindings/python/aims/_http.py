@@ -73,7 +73,10 @@ class HttpServer(_Handle):
     def set_tls(self, tls):
         """Serve HTTPS with the certificate and key of ``tls`` (an aims.TlsConfig
         with set_cert), read now (aims_https.h); before start(); returns self.
-        The URL then starts with "https://"."""
+        The URL then starts with "https://". When ``tls`` has a CA and peer
+        names (TlsConfig(..., peer_names=[...])) the door requires
+        client certificates from that CA with one of those names (403
+        otherwise) and the policy sees the certificate name (aims_https.h)."""
         if not isinstance(tls, TlsConfig):
             raise TypeError("expected an aims.TlsConfig, got %s" % type(tls).__name__)
         self._call(_c.aims_http_set_tls, tls._ptr)

@@ -175,6 +175,32 @@ class TestTls(_ts.ServiceCase):
                 aims.HttpServer(node, listen="127.0.0.1:0") as http:
             self.assertAimsError(aims.AIMS_E_STATE, http.set_tls, no_cert)
 
+    def test_https_front_door_client_certs(self):
+        """HttpServer.set_tls with a CA and peer names: mutual TLS at the door,
+        client1's certificate in, no certificate or client2's out (403)."""
+        if not built_with_http():
+            self.skipTest("libaims built without HTTP")
+        import ssl
+        p = self.pki
+        node, _addr = self.tls_node()
+        with aims.TlsConfig(ca=p("ca.pem"), cert=p("node.pem"), key=p("node.key"),
+                            peer_names=["client1.aims"]) as cfg, \
+                aims.HttpServer(node, listen="127.0.0.1:0") as http:
+            http.set_tls(cfg).start()
+            url = http.url + "/v2/health/live"
+            ctx = ssl.create_default_context(cafile=p("ca.pem"))
+            ctx.load_cert_chain(p("client.pem"), p("client.key"))
+            with urllib.request.urlopen(url, timeout=10, context=ctx) as r:
+                self.assertEqual(r.status, 200)
+            for who in (None, "client2"):
+                ctx = ssl.create_default_context(cafile=p("ca.pem"))
+                if who:
+                    ctx.load_cert_chain(p(who + ".pem"), p(who + ".key"))
+                with self.assertRaises(urllib.error.HTTPError) as e:
+                    urllib.request.urlopen(url, timeout=10, context=ctx)
+                self.assertEqual(e.exception.code, 403)
+                self.assertIn(b"client certificate", e.exception.read())
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -113,4 +113,19 @@ typedef struct aimsi_http_counters {
 void aimsi_http_metrics(aimsi_hbuf *b, aims_node *n, const aimsi_http_counters *c);
 void aimsi_http_status_page(aimsi_hbuf *b, aims_node *n);
 
+/* http_mtls.c: the verdict on a connection's client certificate (GnuTLS).
+ * 0 and who = the certificate's identity (first DNS/URI subjectAltName, else
+ * CN) when it verifies against the door's CA and carries one of `names`
+ * ('\n'-separated; NULL or "": any name); -1 and why otherwise. */
+struct MHD_Connection;
+int aimsi_http_peer_identity(struct MHD_Connection *conn, const char *names, char *who,
+                             size_t cap, char *why, size_t why_cap);
+/* A connection's verdict, computed on its first request (socket context). */
+typedef struct aimsi_peer_verdict {
+    int known, ok;
+    char who[256], why[256];
+} aimsi_peer_verdict;
+/* 1 when built with GnuTLS (client certificates possible), else 0. */
+int aimsi_http_have_mtls(void);
+
 #endif /* AIMSI_HTTP_H */

@@ -34,7 +34,12 @@
  * config's certificate chain and key (read from its files) and start hands
  * them to MHD (MHD_USE_TLS: GnuTLS inside libmicrohttpd, TLS 1.3 only); the
  * key copy is wiped when replaced or freed. With TLS the door may listen on
- * a non-loopback address without AIMS_HTTP_INSECURE.
+ * a non-loopback address without AIMS_HTTP_INSECURE. When the config also
+ * has a CA and allowed peer names (it requires named peers, as tls:// does
+ * with them), the door asks for client certificates (MHD_OPTION_HTTPS_MEM_TRUST)
+ * and refuses, with 403 before routing, any request whose connection has no
+ * certificate verifying against it or lacking the config's allowed peer names
+ * (http_mtls.c); the certificate's name is the caller the policy judges.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -67,6 +72,7 @@ struct aims_http {
     struct MHD_Daemon *d;
     char url[96];
     char *tls_cert, *tls_key; /* PEM texts (aims_http_set_tls), NULL: plain HTTP */
+    char *tls_ca, *tls_names; /* CA PEM: client certificates required (http_mtls.c) */
     _Atomic int64_t pending;
     aimsi_http_counters ctr;
 };
@@ -93,6 +99,7 @@ typedef struct hreq {
     aimsi_hbuf out;
     long long ihcl;     /* request Inference-Header-Content-Length, -1 if absent */
     size_t out_json;    /* reply: JSON length before binary data, 0 = all JSON */
+    char who[256];      /* the client certificate's identity ("" without mTLS) */
 } hreq;
 
 /* ---- responses ------------------------------------------------------------ */
@@ -289,7 +296,9 @@ static enum MHD_Result do_infer(hreq *r, const aimsi_svc_view *v)
     const char *tok = bearer != NULL && strncasecmp(bearer, "Bearer ", 7) == 0 ? bearer + 7 : NULL;
     aimsi_door *door = NULL;
     char who[AIMSI_CALLER_MAX];
-    const aims_status az = aimsi_authz_check(h->node, "anonymous", "http://", "infer", v->name,
+    const char *caller = r->who[0] != '\0' ? r->who : "anonymous";
+    const char *door_peer = h->tls_cert != NULL ? "https://" : "http://";
+    const aims_status az = aimsi_authz_check(h->node, caller, door_peer, "infer", v->name,
                                              "predict", &r->msg, tok,
                                              tok != NULL ? strlen(tok) : 0, &door, who, err,
                                              sizeof(err));
@@ -297,7 +306,7 @@ static enum MHD_Result do_infer(hreq *r, const aimsi_svc_view *v)
         atomic_fetch_add(&h->ctr.infer_fail, 1);
         return respond_error(h, r->conn, az == AIMS_E_DENIED ? 403 : 400, err, 0);
     }
-    aimsi_authz_done(h->node, door, "anonymous", "http://", AIMS_OK, "");
+    aimsi_authz_done(h->node, door, caller, door_peer, AIMS_OK, "");
     snprintf(r->model, sizeof(r->model), "%s", v->model);
     snprintf(r->version, sizeof(r->version), "%s", v->version);
     const aimsi_dispatch dp = {v->name, "predict", &r->msg,
@@ -483,6 +492,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             const long long v = strtoll(ih, &end, 10);
             r->ihcl = end != ih && *end == '\0' && v >= 0 ? v : LLONG_MAX;
         }
+        if (h->tls_ca != NULL) { /* mutual TLS: no verified client certificate, no service */
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+            aimsi_peer_verdict *pv = ci != NULL ? ci->socket_context : NULL;
+            aimsi_peer_verdict once = {0, 0, "", ""};
+            if (pv == NULL) {
+                pv = &once;
+            }
+            if (!pv->known) { /* once per connection: the certificate cannot change */
+                pv->ok = aimsi_http_peer_identity(conn, h->tls_names, pv->who, sizeof(pv->who),
+                                                  pv->why, sizeof(pv->why)) == 0;
+                pv->known = 1;
+            }
+            if (!pv->ok) {
+                r->reject = 403;
+                return respond_error(h, conn, 403, pv->why, 1);
+            }
+            snprintf(r->who, sizeof(r->who), "%s", pv->who);
+        }
         hdr_scan s = {0, 0};
         (void)MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_header, &s);
         if (s.n_length > 1 || (s.n_length > 0 && s.has_te)) {
@@ -550,6 +578,14 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 {
     aims_http *h = cls;
     atomic_fetch_add(&h->ctr.open_conns, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+    if (h->tls_ca != NULL) { /* the client certificate's verdict, cached per connection */
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+            *socket_context = aimsi_calloc(1, sizeof(aimsi_peer_verdict));
+        } else {
+            aimsi_free(*socket_context);
+            *socket_context = NULL;
+        }
+    }
 }
 
 static void on_log(void *cls, const char *fmt, va_list ap)
@@ -712,10 +748,11 @@ aims_status aims_http_start(aims_http *h)
         {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, h->tls_cert},
         {tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, h->tls_key},
         {tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0, k_tls13},
+        {tls && h->tls_ca != NULL ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0, h->tls_ca},
         {MHD_OPTION_END, 0, NULL},
         {MHD_OPTION_END, 0, NULL}};
     if (h->threads > 1) { /* in the first END slot */
-        const size_t at = tls ? 11 : 8;
+        const size_t at = tls ? (h->tls_ca != NULL ? 12 : 11) : 8;
         opts[at] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)h->threads,
                                            NULL};
     }
@@ -768,7 +805,9 @@ static void tls_forget(aims_http *h)
     }
     aimsi_free(h->tls_key);
     aimsi_free(h->tls_cert);
-    h->tls_key = h->tls_cert = NULL;
+    aimsi_free(h->tls_ca);
+    aimsi_free(h->tls_names);
+    h->tls_key = h->tls_cert = h->tls_ca = h->tls_names = NULL;
 }
 
 aims_status aims_http_set_tls(aims_http *h, const aims_tls_config *cfg)
@@ -783,14 +822,32 @@ aims_status aims_http_set_tls(aims_http *h, const aims_tls_config *cfg)
         return aimsi_err(&h->obj, AIMS_E_UNSUPPORTED, "http: this libmicrohttpd was built "
                                                       "without HTTPS (GnuTLS)");
     }
-    char *cert = NULL, *key = NULL;
-    const aims_status rc = aimsi_tls_config_pems(cfg, &cert, &key);
+    char *cert = NULL, *key = NULL, *ca = NULL, *names = NULL;
+    aims_status rc = aimsi_tls_config_pems(cfg, &cert, &key);
+    if (rc == AIMS_OK) {
+        rc = aimsi_tls_config_trust(cfg, &ca, &names);
+    }
+    if (rc == AIMS_OK && (names == NULL || names[0] == '\0')) {
+        aimsi_free(ca); /* no named peers required: no client certificates asked */
+        aimsi_free(names);
+        ca = names = NULL;
+    }
+    if (rc == AIMS_OK && ca != NULL && !aimsi_http_have_mtls()) {
+        rc = aimsi_err(NULL, AIMS_E_UNSUPPORTED, "http: client certificates (a CA in the TLS "
+                                                 "config) need GnuTLS; built without it");
+    }
     if (rc != AIMS_OK) {
+        aimsi_free(cert);
+        aimsi_free(key);
+        aimsi_free(ca);
+        aimsi_free(names);
         return aimsi_err_adopt(&h->obj, rc);
     }
     tls_forget(h);
     h->tls_cert = cert;
     h->tls_key = key;
+    h->tls_ca = ca; /* NULL: no client certificates asked for */
+    h->tls_names = names;
     return AIMS_OK;
 }
 

@@ -47,6 +47,10 @@ uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg);
  * (the HTTP front door hands them to its own TLS library); free both with
  * aimsi_free. AIMS_E_STATE without a certificate, AIMS_E_UNSUPPORTED without TLS. */
 aims_status aimsi_tls_config_pems(const aims_tls_config *cfg, char **cert, char **key);
+/* The PEM text of cfg's CA file (*ca NULL when it has none) and its allowed
+ * peer names, each followed by '\n' (*names NULL without a CA); free both
+ * with aimsi_free. AIMS_E_UNSUPPORTED for a CA directory or without TLS. */
+aims_status aimsi_tls_config_trust(const aims_tls_config *cfg, char **ca, char **names);
 
 /* A small per-owner table of transports by scheme (a node's or a client's):
  * built-ins first, host registrations override. Instances are created lazily

@@ -128,6 +128,12 @@ aims_status aimsi_tls_config_pems(const aims_tls_config *cfg, char **cert, char 
     return no_tls();
 }
 
+aims_status aimsi_tls_config_trust(const aims_tls_config *cfg, char **ca, char **names)
+{
+    (void)cfg, (void)ca, (void)names;
+    return no_tls();
+}
+
 #else
 /* ---- OpenSSL ------------------------------------------------------------------------------ */
 
@@ -502,6 +508,42 @@ aims_status aimsi_tls_config_pems(const aims_tls_config *cfg, char **cert, char 
     }
     *cert = c;
     *key = k;
+    return AIMS_OK;
+}
+
+aims_status aimsi_tls_config_trust(const aims_tls_config *cfg, char **ca, char **names)
+{
+    if (!aimsi_obj_ok(cfg, TLS_MAGIC) || ca == NULL || names == NULL) {
+        return AIMSI_MISUSE("a TLS config and outputs are required");
+    }
+    *ca = *names = NULL;
+    if (cfg->ca_path == NULL) {
+        return AIMS_OK;
+    }
+    struct stat st;
+    if (stat(cfg->ca_path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "tls: the CA \"%s\" is a directory; the "
+                                                   "HTTPS door needs a CA file", cfg->ca_path);
+    }
+    size_t len = 1;
+    for (size_t i = 0; i < cfg->n_names; i++) {
+        len += strlen(cfg->names[i]) + 1;
+    }
+    char *nl = aimsi_malloc(len);
+    if (nl == NULL) {
+        return aimsi_err(NULL, AIMS_E_NOMEM, "tls: out of memory for the peer names");
+    }
+    nl[0] = '\0';
+    for (size_t i = 0; i < cfg->n_names; i++) {
+        strcat(nl, cfg->names[i]);
+        strcat(nl, "\n");
+    }
+    const aims_status rc = read_pem("CA", cfg->ca_path, ca);
+    if (rc != AIMS_OK) {
+        aimsi_free(nl);
+        return rc;
+    }
+    *names = nl;
     return AIMS_OK;
 }
 
