@@ -921,6 +921,9 @@ static void canary_events(const void *bytes, size_t len, const char *rule, const
         }
     }
     assert_true(s.r[dec].revision > s.r[dep].revision);
+    char by[48];
+    snprintf(by, sizeof by, " by=%s ", e.who); /* who started the canary: the caller */
+    assert_non_null(strstr(s.r[dep].text, by));
     assert_non_null(strstr(s.r[dec].text, "by=canary"));
     aims_client_destroy(wc);
     pthread_mutex_destroy(&s.mu);
