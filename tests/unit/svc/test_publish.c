@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -298,6 +299,16 @@ static void test_news_records(void **state)
     assert_int_equal(aimsi_news_kind("aims.model/blobs@2", subj, sizeof(subj)), AIMS_EVENT_MODEL);
     assert_string_equal(subj, "blobs@2");
     assert_int_equal(aimsi_news_kind("blobs@2", subj, sizeof(subj)), 0);
+    /* what one post costs on this backend (printed, never asserted) */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int e = 2; e < 52; e++) {
+        aimsi_news_job_step(f.node, "train.x", "job 2", 5, 1, e, 0.1f, 0, "", &jn);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("# news post (register + remove) on %s: %.1f us\n", g_kind,
+           ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / 50e3);
+    aimsi_news_drop(f.node, jn.id);
     pfx_fini(&f);
 }
 
