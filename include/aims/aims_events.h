@@ -48,7 +48,17 @@ typedef struct aims_event_watch aims_event_watch;
  * instance's weight changed; @c weight is the registry's current value),
  * AIMS_EVENT_VERSION (the first instance of a "name@version" service appeared:
  * a model version was published; it follows that PUT with the same revision),
- * AIMS_EVENT_RESYNC (a snapshot follows: drop the state built so far).
+ * AIMS_EVENT_RESYNC (a snapshot follows: drop the state built so far),
+ * AIMS_EVENT_MODEL (a lifecycle step of an infer service: @c service is the
+ * infer service, @c address the text "action=A version=NAME@V by=WHO detail=..."
+ * with A one of load, unload, weight, rollback, deploy, promote),
+ * AIMS_EVENT_JOB (a training job's state: @c service is the train service,
+ * @c address "state=S epoch=E loss=L node=N [detail=...] job=ID" with S one of
+ * queued, running, resumed, progress, done, failed, cancelled; ID, the exact
+ * job id, runs to the end of the text). MODEL and JOB events come from
+ * registry records the owning node writes (docs/EVENTS.md), so they are
+ * ordered with every other event, resumable, and after a RESYNC the snapshot
+ * holds the latest one of each subject.
  */
 typedef struct aims_event {
     aims_event_kind kind; /**< what happened (see above) */

@@ -55,7 +55,9 @@ typedef enum aims_event_kind {
     /* Only client event watches (aims_events.h) deliver the kinds below. */
     AIMS_EVENT_WEIGHT = 4,  /**< an instance's weight changed */
     AIMS_EVENT_VERSION = 5, /**< first instance of a "name@version" appeared */
-    AIMS_EVENT_RESYNC = 6   /**< history lost: a full snapshot follows */
+    AIMS_EVENT_RESYNC = 6,  /**< history lost: a full snapshot follows */
+    AIMS_EVENT_MODEL = 7,   /**< a model lifecycle step on an infer service (docs/EVENTS.md) */
+    AIMS_EVENT_JOB = 8      /**< a training job changed state or made progress */
 } aims_event_kind;
 
 /**

@@ -46,6 +46,16 @@ const char *aimsi_life_action(const char *method, aims_audit_action *audit);
  * outcome; the job's result stays downloadable whatever happens here. */
 aims_status aimsi_life_publish(aims_node *n, const char *publish, const void *bytes,
                                size_t len, int64_t canary_pct, const char *who);
+/* svc_train_pub.c: publish `publish` exactly once through the node's registry
+ * (owner = the job id), and deploy with aimsi_life_publish only when this job
+ * won (or the node has no registry). The outcome, for the job's status, in note. */
+aims_status aimsi_train_publish(aims_node *n, const char *publish, const char *owner,
+                                const void *bytes, size_t len, int64_t canary_pct, char *note,
+                                size_t cap);
+/* svc_train_pub.c: the bundle file of a finished job (the service's pipeline and
+ * the model; meta "name"/"version" from `publish` "name@version" when not NULL). */
+aims_status aimsi_train_bundle(const aims_pipeline *p, const aims_model *m, const char *publish,
+                               void **out, size_t *out_len);
 /* svc_train.c: the optional "publish_canary" percent of a submit (0 = none). */
 aims_status aimsi_life_publish_canary(const aims_msg *req, int64_t *out_pct);
 

@@ -44,6 +44,7 @@ struct aimsi_life {
     aimsi_canary_rule rule;
     uint64_t cstart_ns;
     char dir[PATH_CAP];  /* model directory (resolved), "" = none */
+    _Atomic uint64_t news_id; /* registry record of the last step (svc_news.c), 0 = none */
 };
 
 /* What to tell the world after the mutex is released. */

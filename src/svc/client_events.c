@@ -36,6 +36,7 @@
 #include "../core/aimsi_core.h"
 #include "aims/aims_events.h"
 #include "aimsi_msg.h"
+#include "aimsi_news.h"
 #include "aimsi_regsync.h"
 #include "aimsi_wire.h"
 #include "registry/aimsi_regbk.h"
@@ -227,7 +228,13 @@ static void deliver(aims_event_watch *w, const parsed *p)
         memcpy(&id, p->ids + e * 8, 8);
         const uint64_t rev = p->snap ? (uint64_t)p->rev : since + 1 + e;
         const uint32_t wgt = weight < 1 || weight > 10000 ? 1u : (uint32_t)weight;
-        if (p->snap || kind == AIMS_EVENT_PUT) {
+        char subj[AIMSI_FRAME_MAX_SERVICE + 1];
+        const int news = aimsi_news_kind(s, subj, sizeof(subj)); /* svc_news.c */
+        if (news != 0) {
+            if (p->snap || kind == AIMS_EVENT_PUT) { /* a record's removal is bookkeeping */
+                emit(w, (aims_event_kind)news, rev, id, subj, a, 0);
+            }
+        } else if (p->snap || kind == AIMS_EVENT_PUT) {
             deliver_put(w, rev, id, s, a, wgt);
         } else if (kind == AIMS_EVENT_DELETE || kind == AIMS_EVENT_EXPIRE) {
             live_drop(w, id);

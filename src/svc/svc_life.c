@@ -50,6 +50,7 @@
 #include "aimsi_dispatch.h"
 #include "aimsi_life.h"
 #include "aimsi_life_table.h"
+#include "aimsi_news.h"
 #include "aimsi_node.h"
 #include "authz/aimsi_authz.h"
 
@@ -155,6 +156,11 @@ void aimsi_life_news_emit(aimsi_life *lf, const life_news *nw, const char *who, 
     }
     if (nw->action != 0 && audit) {
         aimsi_authz_audit(lf->svc->node, nw->action, who, "", nw->resource, AIMS_OK, nw->detail);
+    }
+    if (nw->action != 0) { /* event watchers (svc_news.c): the new record replaces the last */
+        const uint64_t id = aimsi_news_model(lf->svc->node, lf->svc->name, nw->action,
+                                             nw->resource, who, nw->detail);
+        aimsi_news_drop(lf->svc->node, atomic_exchange(&lf->news_id, id));
     }
     if (nw->outcome != NULL) {
         char labels[AIMSI_FRAME_MAX_SERVICE + 160];

@@ -384,7 +384,7 @@ void aimsi_life_ctl_run(aimsi_life *lf, aimsi_work *w)
     }
     rc = aimsi_msg_put_bytes(w->reply, "version", ver, strlen(ver));
     w->status = rc == AIMS_OK ? AIMS_OK : aimsi_work_fail(w, rc, "%s: no memory", m);
-    aimsi_life_news_emit(lf, &nw, "host", w->caller == NULL);
+    aimsi_life_news_emit(lf, &nw, w->caller != NULL ? w->caller : "host", w->caller == NULL);
 }
 
 aims_status aimsi_life_publish_canary(const aims_msg *req, int64_t *out_pct)

@@ -65,6 +65,7 @@
 #include "authz/aimsi_authz.h"
 #include "jobs/aimsi_jobs.h"
 #include "aimsi_life.h"
+#include "aimsi_news.h"
 #include "aimsi_ident.h"
 #include "svc_train_text.h"
 #include "train_spec.h"
@@ -103,6 +104,9 @@ typedef struct train_job {
     int64_t ckpt_steps;      /* durable: checkpoint_every_steps / _ms of the spec */
     int64_t ckpt_ms;
     int moved;               /* durable: handed over or fenced; the store answers */
+    char pubnote[AIMSI_ERRMSG_CAP]; /* outcome of "publish" (svc_train_pub.c), "" = none */
+    int adopted;             /* durable: taken over from a dead instance */
+    aimsi_job_news news;     /* what event watchers were told (svc_news.c; news_mu) */
 } train_job;
 
 typedef struct train_impl {
@@ -120,6 +124,8 @@ typedef struct train_impl {
     int stopping;
     aimsi_jobs *durable;     /* durable jobs, or NULL (aimsi_train_set_store) */
     aims_node *node;         /* where "publish" deploys (svc_life.c) */
+    char name[AIMSI_FRAME_MAX_SERVICE + 1]; /* the service's name (job news) */
+    pthread_mutex_t news_mu; /* keeps the news of a job in order (job_news) */
 } train_impl;
 
 /* ---- replies ------------------------------------------------------------------------- */
@@ -208,6 +214,38 @@ static train_job *job_find(const train_impl *ti, const char *id, size_t len)
     return NULL;
 }
 
+/* Tell event watchers what changed (svc_news.c). Takes news_mu then mu: the
+ * registry round trips happen outside mu, and the posts of a job stay in order. */
+static void job_news(train_impl *ti, const char *id, size_t id_len)
+{
+    char jid[TRAIN_ID_MAX], detail[AIMSI_ERRMSG_CAP];
+    memcpy(jid, id, id_len); /* the caller's id may live in a job that is forgotten */
+    pthread_mutex_lock(&ti->news_mu);
+    pthread_mutex_lock(&ti->mu);
+    train_job *j = ti->node != NULL ? job_find(ti, jid, id_len) : NULL;
+    j = j != NULL && !j->moved ? j : NULL; /* handed over: the adopting instance tells */
+    aimsi_job_news news = {0};
+    const int state = j != NULL ? j->state : 0, adopted = j != NULL && j->adopted;
+    const int32_t epoch = j != NULL ? j->epoch : 0;
+    const float loss = j != NULL ? j->loss : 0.0f;
+    if (j != NULL) {
+        news = j->news;
+        snprintf(detail, sizeof detail, "%s", j->state == JOB_FAILED ? j->err : j->pubnote);
+    }
+    pthread_mutex_unlock(&ti->mu);
+    if (j != NULL) {
+        aimsi_news_job_step(ti->node, ti->name, jid, id_len, state, epoch, loss, adopted, detail,
+                            &news);
+        pthread_mutex_lock(&ti->mu);
+        j = job_find(ti, jid, id_len);
+        if (j != NULL) {
+            j->news = news;
+        }
+        pthread_mutex_unlock(&ti->mu);
+    }
+    pthread_mutex_unlock(&ti->news_mu);
+}
+
 /* Forget the oldest finished job when the table is full (under the lock). */
 static void jobs_trim(train_impl *ti)
 {
@@ -269,39 +307,14 @@ static int progress_cb(void *user, const aims_trainer *t)
     pc->job->metric = (float)metric;
     const int stop = pc->job->cancel;
     pthread_mutex_unlock(&pc->ti->mu);
+    job_news(pc->ti, pc->job->id, pc->job->id_len);
     return stop;
-}
-
-/* Bundle the trained model with the service's pipeline; name@version from "publish". */
-static aims_status make_result(const train_impl *ti, const train_job *j, void **out,
-                               size_t *out_len)
-{
-    aims_bundle *b = NULL;
-    AIMSI_TRY(aims_bundle_create(ti->p, j->model, &b));
-    aims_status rc = AIMS_OK;
-    if (j->publish != NULL) {
-        char *at = strchr(j->publish, '@');
-        if (at != NULL) {
-            *at = '\0';
-            rc = aims_bundle_set_meta(b, "name", j->publish);
-            if (rc == AIMS_OK) {
-                rc = aims_bundle_set_meta(b, "version", at + 1);
-            }
-            *at = '@';
-        } else {
-            rc = aims_bundle_set_meta(b, "name", j->publish);
-        }
-    }
-    if (rc == AIMS_OK) {
-        rc = aimsi_bundle_to_bytes(b, out, out_len);
-    }
-    aims_bundle_destroy(b);
-    return rc;
 }
 
 static void run_job(train_impl *ti, train_job *j)
 {
     progress_ctx pc = {ti, j};
+    job_news(ti, j->id, j->id_len); /* running (after queued) */
     aims_status rc = aims_trainer_set_progress_fn(j->trainer, progress_cb, &pc);
     if (rc == AIMS_OK) {
         rc = ti->durable != NULL ? aimsi_jobs_fit(ti->durable, j->id, j->id_len, j->token,
@@ -317,7 +330,7 @@ static void run_job(train_impl *ti, train_job *j)
     void *bytes = NULL;
     size_t len = 0;
     if (rc == AIMS_OK) {
-        rc = make_result(ti, j, &bytes, &len);
+        rc = aimsi_train_bundle(ti->p, j->model, j->publish, &bytes, &len);
         if (rc != AIMS_OK) {
             snprintf(err, sizeof err, "bundle: %s", aims_errmsg());
         }
@@ -326,14 +339,18 @@ static void run_job(train_impl *ti, train_job *j)
             snprintf(err, sizeof err, "%s", rc != AIMS_OK ? aims_errmsg() : ""); /* fenced */
         }
     }
+    char pubnote[AIMSI_ERRMSG_CAP] = "";
     if (rc == AIMS_OK && j->publish != NULL && ti->node != NULL) {
-        /* deploy before "done" shows (svc_life.c); a failure is logged, the result stays */
-        (void)aimsi_life_publish(ti->node, j->publish, bytes, len, j->publish_canary, "train");
+        /* publish exactly once, then deploy, before "done" shows (svc_train_pub.c); a
+         * refusal or failure is in the status ("publish"), the result stays */
+        (void)aimsi_train_publish(ti->node, j->publish, j->id, bytes, len, j->publish_canary,
+                                  pubnote, sizeof pubnote);
     }
     pthread_mutex_lock(&ti->mu);
     aims_trainer *t = j->trainer;
     j->trainer = NULL; /* cancel must not reach it any more */
     ti->running = NULL;
+    memcpy(j->pubnote, pubnote, sizeof pubnote);
     if (rc == AIMS_OK) {
         j->state = JOB_DONE;
         j->bundle = bytes;
@@ -354,6 +371,7 @@ static void run_job(train_impl *ti, train_job *j)
     j->ds = NULL;
     pthread_cond_broadcast(&ti->cv);
     pthread_mutex_unlock(&ti->mu);
+    job_news(ti, j->id, j->id_len); /* done / failed / cancelled */
     if (rc != AIMS_OK) {
         aimsi_free(bytes);
     }
@@ -605,6 +623,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w, uint64_t token)
         }
     }
     j->token = token;
+    j->adopted = token != 0;
     if (rc == AIMS_OK && ti->durable != NULL && token == 0) {
         rc = aimsi_jobs_begin(ti->durable, w->req, handle, handle_len, &j->token);
         if (rc == AIMS_E_EXISTS) { /* a racing submit of this id on another instance */
@@ -659,6 +678,8 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w, uint64_t token)
     }
     if (j != NULL) {
         job_free(j);
+    } else {
+        job_news(ti, id, id_len); /* queued */
     }
     if (rc != AIMS_OK) {
         return aimsi_work_fail(w, rc, "%s", aims_errmsg());
@@ -687,8 +708,9 @@ static aims_status do_status(train_impl *ti, aimsi_work *w)
     const int32_t epoch = j->epoch;
     const float loss = j->loss;
     const float metric = j->metric;
-    char err[AIMSI_ERRMSG_CAP];
+    char err[AIMSI_ERRMSG_CAP], pubnote[AIMSI_ERRMSG_CAP];
     memcpy(err, j->err, sizeof err);
+    memcpy(pubnote, j->pubnote, sizeof pubnote);
     pthread_mutex_unlock(&ti->mu);
     aims_msg_clear(w->reply);
     aims_status rc = put_i32(w->reply, "state", state);
@@ -704,6 +726,10 @@ static aims_status do_status(train_impl *ti, aimsi_work *w)
     if (rc == AIMS_OK && state == JOB_FAILED) {
         const uint64_t n = strlen(err);
         rc = aims_msg_add(w->reply, "error", AIMS_DT_BYTES, &n, 1, err, 0);
+    }
+    if (rc == AIMS_OK && pubnote[0] != '\0') {
+        const uint64_t n = strlen(pubnote);
+        rc = aims_msg_add(w->reply, "publish", AIMS_DT_BYTES, &n, 1, pubnote, 0);
     }
     if (rc != AIMS_OK) {
         return aimsi_work_fail(w, rc, "status: no room for the reply: %s", aims_errmsg());
@@ -770,6 +796,7 @@ static aims_status do_cancel(train_impl *ti, aimsi_work *w)
     }
     const int state = j->state;
     pthread_mutex_unlock(&ti->mu);
+    job_news(ti, id, id_len);
     return reply_state(w, state);
 }
 
@@ -874,6 +901,7 @@ static void train_destroy(void *impl)
     }
     pthread_cond_destroy(&ti->cv);
     pthread_mutex_destroy(&ti->mu);
+    pthread_mutex_destroy(&ti->news_mu);
     aimsi_free(ti);
 }
 
@@ -902,7 +930,7 @@ aims_status aimsi_train_create(const aims_pipeline *p, void **out)
         aimsi_free(ti);
         return aimsi_err(NULL, AIMS_E_BACKEND, "train: pthread_mutex_init failed");
     }
-    if (pthread_cond_init(&ti->cv, NULL) != 0) {
+    if (pthread_cond_init(&ti->cv, NULL) != 0 || pthread_mutex_init(&ti->news_mu, NULL) != 0) {
         pthread_mutex_destroy(&ti->mu);
         aimsi_free(ti);
         return aimsi_err(NULL, AIMS_E_BACKEND, "train: pthread_cond_init failed");
@@ -967,5 +995,6 @@ aims_status aims_service_add_train(aims_node *n, const char *name, const aims_pi
     void *impl = NULL;
     AIMSI_TRY(aimsi_train_create(p, &impl));
     ((train_impl *)impl)->node = n;
+    snprintf(((train_impl *)impl)->name, sizeof ((train_impl *)impl)->name, "%s", name);
     return aimsi_service_add(n, name, &aimsi_kind_train, impl, out);
 }

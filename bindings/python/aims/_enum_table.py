@@ -74,6 +74,8 @@ ENUMS = {
         'AIMS_EVENT_WEIGHT': 4,
         'AIMS_EVENT_VERSION': 5,
         'AIMS_EVENT_RESYNC': 6,
+        'AIMS_EVENT_MODEL': 7,
+        'AIMS_EVENT_JOB': 8,
     },
     'enum aims_lb_policy': {
         'AIMS_LB_P2C': 1,

@@ -665,19 +665,14 @@ static void test_canary_rule(void **state)
 
 /* ---- train publish ------------------------------------------------------------------------ */
 
-static void submit_publish(env *e, aims_service **tr, const char *job, const char *publish,
-                           int64_t canary)
+/* Submit job `job` to train service `svc` (publishing `publish`, as a canary at
+ * `canary` % when > 0) without waiting. */
+static void submit_to(env *e, const char *svc, const char *job, const char *publish,
+                      int64_t canary)
 {
     aims_msg *req = NULL, *rep = NULL;
     assert_int_equal(aims_msg_create(&req), AIMS_OK);
     assert_int_equal(aims_msg_create(&rep), AIMS_OK);
-    if (*tr == NULL) {
-        /* the train service shares the served bundle's fitted pipeline */
-        assert_int_equal(aims_service_add_train(e->n, "train.blobs",
-                                                aims_bundle_pipeline(e->served), tr),
-                         AIMS_OK);
-        assert_int_equal(aims_service_start(*tr), AIMS_OK);
-    }
     float *x = malloc(ROWS * COLS * sizeof *x);
     assert_non_null(x);
     for (size_t r = 0; r < ROWS; r++) {
@@ -698,31 +693,64 @@ static void submit_publish(env *e, aims_service **tr, const char *job, const cha
         assert_int_equal(aims_msg_add(req, "publish_canary", AIMS_DT_I64, NULL, 0, &canary, 0),
                          AIMS_OK);
     }
-    assert_int_equal(aims_client_call(e->c, "train.blobs", "submit", req, rep, 0, 10000),
-                     AIMS_OK);
-    /* wait for done (bounded: 60 s) */
+    assert_int_equal(aims_client_call(e->c, svc, "submit", req, rep, 0, 10000), AIMS_OK);
+    free(x);
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+}
+
+/* Wait (at most 60 s) until job `job` of `svc` is done; its "publish" note into note. */
+static void wait_done(env *e, const char *svc, const char *job, char *note, size_t cap)
+{
+    aims_msg *req = NULL, *rep = NULL;
+    assert_int_equal(aims_msg_create(&req), AIMS_OK);
+    assert_int_equal(aims_msg_create(&rep), AIMS_OK);
+    const char handle[] = "lifecycle-test-handle-0001";
+    const uint64_t dj = strlen(job), dh = strlen(handle);
     int32_t st = 0;
     for (int i = 0; i < 600 && st < 2; i++) {
         aims_msg_clear(req);
         assert_int_equal(aims_msg_add(req, "job", AIMS_DT_BYTES, &dj, 1, job, 0), AIMS_OK);
         assert_int_equal(aims_msg_add(req, "handle", AIMS_DT_BYTES, &dh, 1, handle, 0),
                          AIMS_OK);
-        assert_int_equal(aims_client_call(e->c, "train.blobs", "status", req, rep, 0, 10000),
-                         AIMS_OK);
+        assert_int_equal(aims_client_call(e->c, svc, "status", req, rep, 0, 10000), AIMS_OK);
         size_t k = 0;
         const void *data = NULL;
+        size_t bytes = 0;
         assert_int_equal(aims_msg_find(rep, "state", &k), AIMS_OK);
         assert_int_equal(aims_msg_get_tensor(rep, k, NULL, NULL, NULL, NULL, &data, NULL),
                          AIMS_OK);
         memcpy(&st, data, sizeof st);
+        note[0] = '\0';
+        if (aims_msg_find(rep, "publish", &k) == AIMS_OK) {
+            assert_int_equal(aims_msg_get_tensor(rep, k, NULL, NULL, NULL, NULL, &data, &bytes),
+                             AIMS_OK);
+            assert_true(bytes < cap);
+            memcpy(note, data, bytes);
+            note[bytes] = '\0';
+        }
         if (st < 2) {
             usleep(100000);
         }
     }
     assert_int_equal(st, 2);
-    free(x);
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
+}
+
+static void submit_publish(env *e, aims_service **tr, const char *job, const char *publish,
+                           int64_t canary)
+{
+    if (*tr == NULL) {
+        /* the train service shares the served bundle's fitted pipeline */
+        assert_int_equal(aims_service_add_train(e->n, "train.blobs",
+                                                aims_bundle_pipeline(e->served), tr),
+                         AIMS_OK);
+        assert_int_equal(aims_service_start(*tr), AIMS_OK);
+    }
+    char note[512];
+    submit_to(e, "train.blobs", job, publish, canary);
+    wait_done(e, "train.blobs", job, note, sizeof note);
 }
 
 static void test_train_publish_deploys(void **state)
@@ -750,6 +778,281 @@ static void test_train_publish_deploys(void **state)
     /* this policy has no "rollback" rule: over tcp:// refused, in-process allowed */
     assert_int_equal(aims_client_rollback(e.c, "blobs", 0),
                      strcmp(g_tr, "tcp") == 0 ? AIMS_E_DENIED : AIMS_OK);
+    env_down(&e);
+}
+
+/* Two train services race to publish the same version: exactly one deploys. */
+static void test_train_publish_race_exactly_once(void **state)
+{
+    (void)state;
+    env e;
+    env_up(&e, "allow anonymous call blobs/*\nallow anonymous call train.a/*\n"
+               "allow anonymous train train.a\nallow anonymous jobs train.a\n"
+               "allow anonymous call train.b/*\nallow anonymous train train.b\n"
+               "allow anonymous jobs train.b\n");
+    aims_service *ta = NULL, *tb = NULL;
+    const aims_pipeline *p = aims_bundle_pipeline(e.served);
+    assert_int_equal(aims_service_add_train(e.n, "train.a", p, &ta), AIMS_OK);
+    assert_int_equal(aims_service_add_train(e.n, "train.b", p, &tb), AIMS_OK);
+    assert_int_equal(aims_service_start(ta), AIMS_OK);
+    assert_int_equal(aims_service_start(tb), AIMS_OK);
+    submit_to(&e, "train.a", "job-a", "blobs@9", 0);
+    submit_to(&e, "train.b", "job-b", "blobs@9", 0);
+    char na[512], nb[512], owner[AIMS_PUBLISH_MAX_OWNER + 1];
+    wait_done(&e, "train.a", "job-a", na, sizeof na);
+    wait_done(&e, "train.b", "job-b", nb, sizeof nb);
+    fprintf(stderr, "job-a: %s\njob-b: %s\n", na, nb);
+    /* the registry's record names the winner; only the winner deployed */
+    assert_int_equal(aims_registry_get_publication(e.r, "blobs", "9", owner, sizeof owner,
+                                                   NULL, 0),
+                     AIMS_OK);
+    const int a_won = strcmp(owner, "job-a") == 0;
+    assert_true(a_won || strcmp(owner, "job-b") == 0);
+    const char *win = a_won ? na : nb, *lose = a_won ? nb : na;
+    assert_non_null(strstr(win, "published blobs@9 by job-"));
+    char want[200];
+    snprintf(want, sizeof want, "not deployed: blobs@9 already published by %s", owner);
+    assert_string_equal(lose, want);
+    assert_int_equal(audit_count(&e.log, AIMS_AUDIT_MODEL_DEPLOY, AIMS_OK, "train"), 1);
+    assert_int_equal(audit_count(&e.log, AIMS_AUDIT_MODEL_DEPLOY, AIMS_E_EXISTS, "train"), 1);
+    char t[2048];
+    assert_int_equal(versions(&e, t, sizeof t), AIMS_CANARY_STATE_NONE);
+    assert_true(is_stable(t, "9"));
+    /* a third job publishing an already-published version deploys nothing either */
+    submit_to(&e, "train.a", "job-c", "blobs@9", 0);
+    wait_done(&e, "train.a", "job-c", na, sizeof na);
+    snprintf(want, sizeof want, "not deployed: blobs@9 already published by %s", owner);
+    assert_string_equal(na, want);
+    assert_int_equal(audit_count(&e.log, AIMS_AUDIT_MODEL_DEPLOY, AIMS_OK, "train"), 1);
+    env_down(&e);
+}
+
+/* ---- lifecycle and job events (aims_client_watch, svc_news.c) ---------------------------- */
+
+#define EV_MAX 128
+
+typedef struct ev_rec {
+    aims_event_kind kind;
+    uint64_t epoch, revision;
+    char service[64];
+    char text[256];
+} ev_rec;
+
+typedef struct ev_sink {
+    pthread_mutex_t mu;
+    ev_rec r[EV_MAX];
+    int n;
+} ev_sink;
+
+static void on_ev(void *user, const aims_event *ev)
+{
+    ev_sink *s = user;
+    pthread_mutex_lock(&s->mu);
+    if (s->n < EV_MAX) {
+        ev_rec *r = &s->r[s->n++];
+        r->kind = ev->kind;
+        r->epoch = ev->epoch;
+        r->revision = ev->revision;
+        snprintf(r->service, sizeof r->service, "%s", ev->service);
+        snprintf(r->text, sizeof r->text, "%s", ev->address);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Index of the first event at or after `from` of `kind` whose text starts with
+ * `prefix`, waiting up to 60 s for it; -1 when it never came. */
+static int ev_wait(ev_sink *s, int from, aims_event_kind kind, const char *prefix)
+{
+    for (int t = 0; t < 6000; t++) {
+        pthread_mutex_lock(&s->mu);
+        for (int i = from; i < s->n; i++) {
+            if (s->r[i].kind == kind && strncmp(s->r[i].text, prefix, strlen(prefix)) == 0) {
+                pthread_mutex_unlock(&s->mu);
+                return i;
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+        usleep(10000);
+    }
+    return -1;
+}
+
+/* The node hosts its registry; a watch from a client of its own (sync every 10 ms). */
+static aims_client *ev_watch(env *e, ev_sink *s, uint64_t epoch, uint64_t rev,
+                             aims_event_watch **w)
+{
+    char url[300];
+    assert_int_equal(aims_node_get_address(e->n, 0, url, sizeof url, NULL), AIMS_OK);
+    aims_client *c = NULL;
+    assert_int_equal(aims_client_create(&c), AIMS_OK);
+    assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_SYNC_MS, 10), AIMS_OK);
+    assert_int_equal(aims_client_watch(c, url, epoch, rev, on_ev, s, w), AIMS_OK);
+    return c;
+}
+
+/* Model events of a canary, in order: deploy, then `decision` ("action=promote"
+ * or "action=rollback"), with increasing revisions. */
+static void canary_events(const void *bytes, size_t len, const char *rule, const char *decision,
+                          aims_canary_state want)
+{
+    env e;
+    char pol[512];
+    snprintf(pol, sizeof pol, "%sallow * join aims.registry\n", ALLOW_ALL);
+    env_up(&e, strcmp(g_tr, "tcp") == 0 ? pol : NULL);
+    assert_int_equal(aims_node_host_registry(e.n, e.r), AIMS_OK);
+    ev_sink s = {.n = 0};
+    pthread_mutex_init(&s.mu, NULL);
+    aims_event_watch *w = NULL;
+    aims_client *wc = ev_watch(&e, &s, 0, 0, &w);
+    assert_true(ev_wait(&s, 0, AIMS_EVENT_RESYNC, "") >= 0);
+    long calls = 0, failed = 0;
+    assert_int_equal(canary_under_load(&e, bytes, len, 30, rule, &calls, &failed), want);
+    assert_int_equal(failed, 0);
+    const int dep = ev_wait(&s, 0, AIMS_EVENT_MODEL, "action=deploy version=blobs@2");
+    assert_true(dep >= 0);
+    const int dec = ev_wait(&s, dep + 1, AIMS_EVENT_MODEL, decision);
+    assert_true(dec > dep);
+    aims_event_watch_destroy(w);
+    for (int i = 0; i < s.n; i++) {
+        if (s.r[i].kind == AIMS_EVENT_MODEL) {
+            fprintf(stderr, "  rev %llu %s: %s\n", (unsigned long long)s.r[i].revision,
+                    s.r[i].service, s.r[i].text);
+            assert_string_equal(s.r[i].service, "blobs");
+        }
+    }
+    assert_true(s.r[dec].revision > s.r[dep].revision);
+    char by[48];
+    snprintf(by, sizeof by, " by=%s ", e.who); /* who started the canary: the caller */
+    assert_non_null(strstr(s.r[dep].text, by));
+    assert_non_null(strstr(s.r[dec].text, "by=canary"));
+    aims_client_destroy(wc);
+    pthread_mutex_destroy(&s.mu);
+    env_down(&e);
+}
+
+static void test_events_canary_promoted(void **state)
+{
+    (void)state;
+    canary_events(g_good, g_good_len, "window_ms=300 min_calls=20 latency_slack_us=10000000",
+                  "action=promote version=blobs@2", AIMS_CANARY_STATE_PROMOTED);
+}
+
+static void test_events_canary_rolled_back(void **state)
+{
+    (void)state;
+    canary_events(g_bad, g_bad_len, "window_ms=600000 min_calls=20 max_error_delta=0.05",
+                  "action=rollback", AIMS_CANARY_STATE_ROLLED_BACK);
+}
+
+/* The JOB events of `job` from index `from`: "q" queued, "r" running, "p"
+ * progress, "d" done, as one string. */
+static void job_states(ev_sink *s, int from, const char *job, char *out, size_t cap)
+{
+    char tail[96];
+    snprintf(tail, sizeof tail, " job=%s", job);
+    size_t k = 0;
+    pthread_mutex_lock(&s->mu);
+    for (int i = from; i < s->n && k + 1 < cap; i++) {
+        const char *t = s->r[i].text;
+        const size_t tl = strlen(t), jl = strlen(tail);
+        if (s->r[i].kind == AIMS_EVENT_JOB && tl > jl && strcmp(t + tl - jl, tail) == 0) {
+            assert_string_equal(s->r[i].service, "train.blobs");
+            out[k++] = t[6]; /* "state=X..." */
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    out[k] = '\0';
+}
+
+/* "q" "r" "p"... "d": queued, running, at least one progress, done -- nothing else. */
+static void assert_qrpd(const char *st)
+{
+    const size_t n = strlen(st);
+    assert_true(n >= 4);
+    assert_int_equal(st[0], 'q');
+    assert_int_equal(st[1], 'r');
+    assert_int_equal(st[n - 1], 'd');
+    for (size_t i = 2; i + 1 < n; i++) {
+        assert_int_equal(st[i], 'p');
+    }
+}
+
+/* A job's states reach watchers in order, with progress; a watcher that
+ * reconnects resumes from its (epoch, revision) without a gap or duplicate:
+ * what it saw before and after equals what an uninterrupted watcher saw. */
+static void test_events_job_and_resume(void **state)
+{
+    (void)state;
+    env e;
+    env_up(&e, "allow anonymous call blobs/*\nallow anonymous call train.blobs/*\n"
+               "allow anonymous train train.blobs\nallow anonymous jobs train.blobs\n"
+               "allow * join aims.registry\n");
+    assert_int_equal(aims_node_host_registry(e.n, e.r), AIMS_OK);
+    aims_service *tr = NULL;
+    assert_int_equal(aims_service_add_train(e.n, "train.blobs", aims_bundle_pipeline(e.served),
+                                            &tr),
+                     AIMS_OK);
+    assert_int_equal(aims_service_start(tr), AIMS_OK);
+    ev_sink a = {.n = 0}, b = {.n = 0}, b2 = {.n = 0};
+    pthread_mutex_init(&a.mu, NULL);
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_mutex_init(&b2.mu, NULL);
+    aims_event_watch *wa = NULL, *wb = NULL;
+    aims_client *ca = ev_watch(&e, &a, 0, 0, &wa);
+    aims_client *cb = ev_watch(&e, &b, 0, 0, &wb);
+    assert_true(ev_wait(&a, 0, AIMS_EVENT_RESYNC, "") >= 0);
+    assert_true(ev_wait(&b, 0, AIMS_EVENT_RESYNC, "") >= 0);
+    char note[512], st[64];
+    submit_to(&e, "train.blobs", "job-1", "blobs@5", 0);
+    wait_done(&e, "train.blobs", "job-1", note, sizeof note);
+    assert_true(ev_wait(&a, 0, AIMS_EVENT_JOB, "state=done") >= 0);
+    job_states(&a, 0, "job-1", st, sizeof st);
+    fprintf(stderr, "job-1 states: %s\n", st);
+    assert_qrpd(st);
+    const int done = ev_wait(&a, 0, AIMS_EVENT_JOB, "state=done");
+    assert_non_null(strstr(a.r[done].text, "detail=published blobs@5 by job-1"));
+    assert_true(ev_wait(&a, 0, AIMS_EVENT_MODEL, "action=deploy version=blobs@5 by=train") >= 0);
+    /* watcher b disconnects (its client too) while job-2 runs, then resumes */
+    assert_true(ev_wait(&b, 0, AIMS_EVENT_JOB, "state=done") >= 0);
+    aims_event_watch_destroy(wb);
+    aims_client_destroy(cb);
+    const ev_rec last = b.r[b.n - 1];
+    submit_to(&e, "train.blobs", "job-2", "blobs@6", 0);
+    wait_done(&e, "train.blobs", "job-2", note, sizeof note);
+    assert_true(ev_wait(&a, 0, AIMS_EVENT_MODEL, "action=deploy version=blobs@6") >= 0);
+    cb = ev_watch(&e, &b2, last.epoch, last.revision, &wb);
+    /* job-2's "done" is the last change: both watchers get there */
+    assert_true(ev_wait(&b2, 0, AIMS_EVENT_JOB, "state=done") >= 0);
+    assert_true(ev_wait(&a, done + 1, AIMS_EVENT_JOB, "state=done") >= 0);
+    usleep(100000); /* nothing may follow */
+    aims_event_watch_destroy(wa);
+    aims_event_watch_destroy(wb);
+    job_states(&b2, 0, "job-2", st, sizeof st);
+    fprintf(stderr, "job-2 states after resume: %s\n", st);
+    assert_qrpd(st);
+    /* b before + b after == a, event for event (after both snapshots) */
+    const uint64_t snap = a.r[0].revision > b.r[0].revision ? a.r[0].revision : b.r[0].revision;
+    int ia = 0, ib = 0;
+    while (ia < a.n && a.r[ia].revision <= snap) {
+        ia++;
+    }
+    while (ib < b.n && b.r[ib].revision <= snap) {
+        ib++;
+    }
+    assert_true(b2.n > 0);
+    assert_int_not_equal(b2.r[0].kind, AIMS_EVENT_RESYNC);
+    assert_int_equal(a.n - ia, (b.n - ib) + b2.n);
+    for (int k2 = 0; ia < a.n; ia++) {
+        const ev_rec *x = ib < b.n ? &b.r[ib++] : &b2.r[k2++];
+        assert_int_equal(x->kind, a.r[ia].kind);
+        assert_int_equal(x->revision, a.r[ia].revision);
+        assert_string_equal(x->text, a.r[ia].text);
+    }
+    aims_client_destroy(ca);
+    aims_client_destroy(cb);
+    pthread_mutex_destroy(&a.mu);
+    pthread_mutex_destroy(&b.mu);
+    pthread_mutex_destroy(&b2.mu);
     env_down(&e);
 }
 
@@ -804,6 +1107,11 @@ int main(int argc, char **argv)
                                         ta_teardown),
         cmocka_unit_test_setup_teardown(test_canary_rule, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_train_publish_deploys, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_train_publish_race_exactly_once, ta_setup,
+                                        ta_teardown),
+        cmocka_unit_test_setup_teardown(test_events_canary_promoted, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_events_canary_rolled_back, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_events_job_and_resume, ta_setup, ta_teardown),
     };
     char group[64];
     snprintf(group, sizeof group, "lifecycle_%s", g_tr);

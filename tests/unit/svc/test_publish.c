@@ -16,6 +16,7 @@
  * publishes again is told it already did, bad arguments are refused alike by
  * every backend, a client or node without a registry gets AIMS_E_STATE.
  */
+#include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -24,11 +25,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "etcd_proc.h"
+#include "svc/aimsi_news.h"
+#include "svc/aimsi_regsync.h"
 #include "testalloc.h"
 
 #define ROUNDS 100
@@ -236,6 +240,78 @@ static void test_publish_without_registry(void **state)
     aims_node_destroy(n);
 }
 
+/* ---- event records (svc_news.c) through the node's backend ---------------------------- */
+
+/* Wait (<= 20 s) until the client's view holds `want` live instances of
+ * `service`; with want == 1, that one's text must become `text`. */
+static void view_wait(pfx *f, const char *service, size_t want, const char *text)
+{
+    aims_registry *view = aimsi_client_registry(f->cl);
+    assert_non_null(view);
+    char got[300] = "";
+    size_t n = 99;
+    for (int i = 0; i < 2000; i++) {
+        aims_instance ids[4];
+        assert_int_equal(aims_registry_lookup(view, service, ids, 4, &n), AIMS_OK);
+        got[0] = '\0';
+        if (n == 1) {
+            size_t len = 0;
+            assert_int_equal(aims_registry_get_address(view, ids[0], got, sizeof(got), &len),
+                             AIMS_OK);
+        }
+        if (n == want && (want != 1 || strcmp(got, text) == 0)) {
+            return;
+        }
+        usleep(10000);
+    }
+    fail_msg("%s: %zu instances (want %zu), text '%s' (want '%s')", service, n, want, got,
+             want == 1 ? text : "");
+}
+
+/* A job's states and a model step are registry records on every backend: the
+ * latest state of a subject is its one live record, as every client sees it. */
+static void test_news_records(void **state)
+{
+    (void)state;
+    pfx f;
+    pfx_init(&f);
+    aimsi_job_news jn = {0};
+    aimsi_news_job_step(f.node, "train.x", "job 1", 5, 0, 0, NAN, 0, "", &jn); /* queued */
+    aimsi_news_job_step(f.node, "train.x", "job 1", 5, 1, 0, NAN, 0, "", &jn); /* running */
+    aimsi_news_job_step(f.node, "train.x", "job 1", 5, 1, 1, 0.5f, 0, "", &jn); /* progress */
+    aimsi_news_job_step(f.node, "train.x", "job 1", 5, 2, 1, 0.25f, 0,
+                        "published x@1 by job 1", &jn); /* done */
+    assert_true(jn.id != 0 && jn.posted && jn.state == 2 && jn.epoch == 1);
+    view_wait(&f, "aims.job/train.x/job_1", 1,
+              "state=done epoch=1 loss=0.25 node=publisher detail=published x@1 by job 1 "
+              "job=job 1");
+    const uint64_t id = aimsi_news_model(f.node, "blobs", AIMS_AUDIT_MODEL_PROMOTE, "blobs@2",
+                                         "canary", "ok\nfine");
+    assert_true(id != 0);
+    view_wait(&f, "aims.model/blobs", 1, "action=promote version=blobs@2 by=canary detail=ok fine");
+    aimsi_news_drop(f.node, id);
+    view_wait(&f, "aims.model/blobs", 0, NULL);
+    /* the watcher's classification of records */
+    char subj[64];
+    assert_int_equal(aimsi_news_kind("aims.job/train.x/job_1", subj, sizeof(subj)),
+                     AIMS_EVENT_JOB);
+    assert_string_equal(subj, "train.x");
+    assert_int_equal(aimsi_news_kind("aims.model/blobs@2", subj, sizeof(subj)), AIMS_EVENT_MODEL);
+    assert_string_equal(subj, "blobs@2");
+    assert_int_equal(aimsi_news_kind("blobs@2", subj, sizeof(subj)), 0);
+    /* what one post costs on this backend (printed, never asserted) */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int e = 2; e < 52; e++) {
+        aimsi_news_job_step(f.node, "train.x", "job 2", 5, 1, e, 0.1f, 0, "", &jn);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("# news post (register + remove) on %s: %.1f us\n", g_kind,
+           ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / 50e3);
+    aimsi_news_drop(f.node, jn.id);
+    pfx_fini(&f);
+}
+
 #ifdef HAVE_ETCD
 /* etcd holds the record where docs/PUBLISH.md says, readable by etcdctl. */
 static void test_publish_etcd_layout(void **state)
@@ -282,6 +358,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_publish_again_refused, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_publish_bad_args, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_publish_without_registry, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_news_records, ta_setup, ta_teardown),
 #ifdef HAVE_ETCD
         cmocka_unit_test_setup_teardown(test_publish_etcd_layout, ta_setup, ta_teardown),
 #endif
