@@ -332,10 +332,16 @@ typedef enum aims_param {
      * first listen). A peer slower than these is dropped at most rx_header_ms + 1 s
      * (header) or 5 s (rate: two 2 s windows + the 1 s sweep) after it slowed down;
      * bytes held for frames in progress stay under rx_budget + 64 KiB x connections.
-     * docs/OVERLOAD.md. @since 0.1 */
+     * A frame whose read buffer would overdraw rx_budget is read no further: its
+     * connection stops being read (the sender's socket fills and blocks it) until
+     * budget frees -- checked every 1 s -- and is dropped when it waited more than
+     * rx_pause_ms (at most rx_pause_ms + 1 s after it paused). So big frames are
+     * read into memory only as fast as the budget allows. docs/OVERLOAD.md.
+     * @since 0.1 */
     AIMS_NODE_RX_MIN_RATE = 715,        /**< [rx_min_rate] i64: bytes/s a frame in progress must keep up over each 2 s window, 0 = off; default 1024 */
     AIMS_NODE_RX_HEADER_MS = 716,       /**< [rx_header_ms] i64: first byte of a frame to its complete 44-byte header, 0 = off; default 2000 */
-    AIMS_NODE_RX_BUDGET = 717,          /**< [rx_budget] i64: node-wide bytes of read buffer (above 64 KiB per connection) for frames in progress; a frame that would overdraw it drops its connection; 0 = off; default 256 MiB */
+    AIMS_NODE_RX_BUDGET = 717,          /**< [rx_budget] i64: node-wide bytes of read buffer (above 64 KiB per connection) for frames in progress; a frame that would overdraw it pauses its connection (rx_pause_ms); 0 = off; default 256 MiB */
+    AIMS_NODE_RX_PAUSE_MS = 718,        /**< [rx_pause_ms] i64: longest a connection paused for rx_budget waits for budget before it is dropped, 0 = drop at once; default 5000 */
 
     /* --- service parameters (aims_service_set_param_i64) -------------------- */
     AIMS_SERVICE_CONCURRENCY = 720,     /**< [concurrency] i64: handlers running at once, 0 = node workers; default 0 */

@@ -112,6 +112,7 @@ static const param_row k_params[] = {
     {AIMS_NODE_RX_MIN_RATE, "rx_min_rate", I64, 0, 1e12, 1024},
     {AIMS_NODE_RX_HEADER_MS, "rx_header_ms", I64, 0, 3600000, 2000},
     {AIMS_NODE_RX_BUDGET, "rx_budget", I64, 0, 1e15, 268435456},
+    {AIMS_NODE_RX_PAUSE_MS, "rx_pause_ms", I64, 0, 3600000, 5000},
 
     {AIMS_SERVICE_CONCURRENCY, "concurrency", I64, 0, 4096, 0},
     {AIMS_SERVICE_QUEUE_CAP, "queue_cap", I64, 1, 1 << 24, 1024},

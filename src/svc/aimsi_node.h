@@ -54,6 +54,7 @@ typedef struct aimsi_qitem {
     aims_msg reply;
     char method[AIMSI_FRAME_MAX_METHOD + 1];
     uint64_t t_enq;          /* monotonic ns at acceptance */
+    int64_t rows;            /* work units (infer: input rows; else 1): svc_admit.c */
     aimsi_local_done done;
     void *ctx;
 } aimsi_qitem;
@@ -76,6 +77,8 @@ struct aims_service {
     _Atomic int state;
     _Atomic int64_t inflight;        /* concurrency slots in use */
     _Atomic int64_t queued;          /* mirrors the queue length (lock-free reads) */
+    _Atomic int64_t queued_rows;     /* rows of the queued items (svc_admit.c) */
+    _Atomic int64_t running_rows;    /* rows of the items workers are running */
     int batch_waiting;               /* a worker is filling a batch (node->lock) */
     aimsi_qitem *head, *tail;        /* node->lock */
     /* statistics */
@@ -163,17 +166,19 @@ void aimsi_node_workers_stop(aims_node *n);
 aims_status aimsi_node_hb_start(aims_node *n);
 
 /* ---- admission and queue discipline (svc_admit.c) -------------------------
- * All under node->lock but note_run. check: may a request arriving behind q
- * queued ones be admitted (AIMS_OK; else AIMS_E_OVERLOADED with a retry hint
- * or AIMS_E_TIMEOUT, text in text[cap]). push: append. take: the next item to
- * run (FIFO) or NULL; items that must not run any
+ * All under node->lock but note_run. Queue lengths are in rows (qitem.rows:
+ * an infer request's input rows, 1 for other kinds). check: may a request of
+ * `own` rows arriving behind q queued rows be admitted (AIMS_OK; else
+ * AIMS_E_OVERLOADED with a retry hint or AIMS_E_TIMEOUT, text in text[cap]).
+ * push: append. take: the next item to run (FIFO) or NULL, also NULL when it
+ * has more than `room` rows (it stays queued); items that must not run any
  * more are unlinked onto *dropped (via next) with w.status set. hint_ms: the
- * retry hint for a queue of q when `allowed_ns` of queueing is admissible. */
+ * retry hint for a queue of q rows when `allowed_ns` of queueing is admissible. */
 void aimsi_admit_note_run(aims_service *s, uint64_t old_ewma, uint64_t run_ns);
-aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t deadline,
-                              char *text, size_t cap);
+aims_status aimsi_admit_check(aims_service *s, int64_t q, int64_t own, uint64_t now,
+                              uint64_t deadline, char *text, size_t cap);
 void aimsi_admit_push(aims_service *s, aimsi_qitem *it, uint64_t now);
-aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped);
+aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped, int64_t room);
 uint64_t aimsi_admit_hint_ms(const aims_service *s, int64_t q, uint64_t allowed_ns);
 /* A request ran and was answered sojourn_ns after it was queued: feeds the
  * adaptive limit (no lock needed). */

@@ -45,7 +45,7 @@ aims_status aimsi_work_failv(aimsi_work *w, aims_status st, const char *fmt, va_
 
 typedef struct aimsi_svc_kind {
     const char *name;       /* "handler", "infer", "preprocess", "train" */
-    /* 1: the core hands run() up to AIMS_SERVICE_BATCH_MAX queued items at once,
+    /* 1: the core hands run() queued items of up to AIMS_SERVICE_BATCH_MAX rows at once,
      * waiting up to AIMS_SERVICE_BATCH_DELAY_US for more when the queue runs dry
      * (and never past the earliest deadline); it never runs such items inline. */
     int batching;
@@ -58,6 +58,11 @@ typedef struct aimsi_svc_kind {
     void (*stop)(void *impl);
     /* Free impl when the node is destroyed (may be NULL). */
     void (*destroy)(void *impl);
+    /* Batching kinds: the rows a queued request adds to a batch (>= 1; may be
+     * NULL: 1). Called once per request at queueing time, on the request
+     * alone (w->req, w->method); must not fail -- a malformed request counts
+     * 1 and fails in run(). A batch holds at most AIMS_SERVICE_BATCH_MAX rows. */
+    int64_t (*rows)(const aimsi_work *w);
 } aimsi_svc_kind;
 
 /* Add a service of `kind` (impl owned by the service from now on, also on failure:

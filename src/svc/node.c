@@ -545,6 +545,7 @@ static const aimsi_param_field k_node_fields[] = {
     {AIMS_NODE_RX_MIN_RATE, AIMSI_FIELD_I64, offsetof(struct aims_node, tt.rx.min_rate)},
     {AIMS_NODE_RX_HEADER_MS, AIMSI_FIELD_I64, offsetof(struct aims_node, tt.rx.header_ms)},
     {AIMS_NODE_RX_BUDGET, AIMSI_FIELD_I64, offsetof(struct aims_node, tt.rx.budget)},
+    {AIMS_NODE_RX_PAUSE_MS, AIMSI_FIELD_I64, offsetof(struct aims_node, tt.rx.pause_ms)},
 };
 static const aimsi_param_map k_node_map = {700, 719, k_node_fields,
                                            sizeof k_node_fields / sizeof k_node_fields[0]};
@@ -703,7 +704,8 @@ aims_status aims_node_set_param_i64(aims_node *n, aims_param param, int64_t valu
         st = AIMS_E_STATE;
     } else if ((param == AIMS_NODE_MAX_FRAME || param == AIMS_NODE_INSECURE ||
                 param == AIMS_NODE_CONN_INFLIGHT || param == AIMS_NODE_RX_MIN_RATE ||
-                param == AIMS_NODE_RX_HEADER_MS || param == AIMS_NODE_RX_BUDGET) &&
+                param == AIMS_NODE_RX_HEADER_MS || param == AIMS_NODE_RX_BUDGET ||
+                param == AIMS_NODE_RX_PAUSE_MS) &&
                listening) {
         /* read without a lock by the transport's I/O thread once listening */
         st = AIMS_E_STATE;

@@ -300,7 +300,11 @@ static void run_inline(aims_service *s, const char *method, const aims_msg *req,
 static void overload_text(const aims_service *s, int64_t q, char *text, size_t cap)
 {
     const uint64_t ewma = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
-    const uint64_t ms = aimsi_admit_hint_ms(s, q, wait_estimate(s, s->p_queue_cap - 1) - ewma);
+    /* In rows (svc_admit.c): the queue's rows, and the cap in rows of its mean request. */
+    const int64_t rows = atomic_load_explicit(&s->queued_rows, memory_order_relaxed);
+    const int64_t per_item = q > 0 && rows > q ? rows / q : 1;
+    const uint64_t ms =
+        aimsi_admit_hint_ms(s, rows, wait_estimate(s, (s->p_queue_cap - 1) * per_item) - ewma);
     snprintf(text, cap,
              "service %s overloaded: queue full (%" PRId64 " waiting); retry after %" PRIu64
              " ms",
@@ -354,6 +358,11 @@ static void enqueue(aims_service *s, const char *method, const aims_msg *req,
     it->w.cancel = cancel;
     it->w.caller = caller; /* lives in the requester's record until done runs */
     it->t_enq = t0;
+    it->rows = 1;
+    if (s->kind->batching && s->kind->rows != NULL) {
+        const int64_t r = s->kind->rows(&it->w);
+        it->rows = r > 1 ? r : 1;
+    }
     it->done = done;
     it->ctx = ctx;
 
@@ -368,7 +377,8 @@ static void enqueue(aims_service *s, const char *method, const aims_msg *req,
         st = AIMS_E_OVERLOADED;
         overload_text(s, q, text, sizeof(text));
     } else {
-        st = aimsi_admit_check(s, q, t0, deadline_ns, text, sizeof(text));
+        st = aimsi_admit_check(s, atomic_load(&s->queued_rows), it->rows, t0, deadline_ns, text,
+                               sizeof(text));
         if (st == AIMS_OK) {
             aimsi_admit_push(s, it, t0);
             pthread_cond_broadcast(&n->work_cond);
@@ -494,7 +504,8 @@ static void handler_destroy(void *impl)
     aimsi_free(impl);
 }
 
-static const aimsi_svc_kind handler_kind = {"handler", 0, 0, handler_run, NULL, handler_destroy};
+static const aimsi_svc_kind handler_kind = {"handler", 0, 0, handler_run, NULL, handler_destroy,
+                                           NULL};
 
 /* ---- adding services --------------------------------------------------------------- */
 
@@ -778,6 +789,7 @@ void aimsi_svc_finish(aims_service *s, uint64_t until, int64_t timeout_ms)
     s->head = NULL;
     s->tail = NULL;
     atomic_store(&s->queued, 0);
+    atomic_store(&s->queued_rows, 0);
     pthread_mutex_unlock(&n->lock);
     size_t rejected = 0;
     while (left != NULL) {

@@ -15,9 +15,15 @@
  *
  *  - Estimate. The service keeps an EWMA of run() durations (service.c,
  *    weight 1/8) and here the EWMA of their absolute deviation (weight 1/4),
- *    the error of that estimate, as TCP keeps SRTT and RTTVAR. A request
- *    arriving behind q queued items completes after about
- *    rounds x ewma with rounds = q / (items per run x concurrency) + 1.
+ *    the error of that estimate, as TCP keeps SRTT and RTTVAR. Work is
+ *    counted in rows (an infer request's input rows, 1 for other kinds:
+ *    qitem.rows), because a run takes up to AIMS_SERVICE_BATCH_MAX rows, not
+ *    requests (svc_worker.c): counting requests made 64 queued 64-row calls
+ *    look like one run when they are 64, and let ~1 s of work in (10-18 %
+ *    goodput, docs/OVERLOAD.md). A request of r rows arriving behind q queued
+ *    rows completes after about rounds x ewma with
+ *    rounds = ceil((q + r) / (batch_max x concurrency)); the adaptive limit
+ *    and its floor (two rounds) are in rows too.
  *  - Admission. Admitted only if now + estimate + margin <= deadline, with
  *    margin = estimate / 8 + 4 x deviation + ADM_HEADROOM_NS (the reply's
  *    transit and the caller's wake-up). A deadline shorter than one run is
@@ -59,7 +65,7 @@
  *    (CoDel's drop, but after the wait rather than at arrival).
  *    docs/OVERLOAD.md has both measured side by side.
  *  - Retry hint. Every AIMS_E_OVERLOADED says "retry after N ms": the time the
- *    queue needs, at its drain rate (items per run x concurrency per ewma), to
+ *    queue needs, at its drain rate (batch rows x concurrency per ewma), to
  *    come down to the level at which a fresh request would be admitted (at
  *    least one run). aims_client honours it within the call's deadline.
  */
@@ -84,10 +90,13 @@ static uint64_t per_round(const aims_service *s)
     return r > 0 ? (uint64_t)r : 1u;
 }
 
-/* Completion time estimate (ns from now) of a request behind q queued ones. */
-static uint64_t estimate(const aims_service *s, int64_t q)
+/* Completion time estimate (ns from now) of a request of `own` rows behind q
+ * queued rows: the runs needed to get through both, ceil((q + own) / per
+ * round) (a request bigger than a batch runs alone, one run per batch_max). */
+static uint64_t estimate(const aims_service *s, int64_t q, int64_t own)
 {
-    return ((uint64_t)(q > 0 ? q : 0) / per_round(s) + 1u) * ewma_of(s);
+    const uint64_t ahead = (uint64_t)(q > 0 ? q : 0) + (uint64_t)(own > 1 ? own : 1) - 1u;
+    return (ahead / per_round(s) + 1u) * ewma_of(s);
 }
 
 static uint64_t margin(const aims_service *s, uint64_t est)
@@ -107,15 +116,20 @@ static int overloaded(const aims_service *s, uint64_t now)
     return s->busy_since_ns != 0 && now - s->busy_since_ns >= ADM_INTERVAL_NS;
 }
 
-/* Requests queued or running (a running batch counts as per-run items). */
+/* Rows queued (q) or running: the rows the workers took, or one per slot in
+ * use when more slots are busy (inline runs take a slot, not rows). Counting
+ * rows, not requests: 64 queued calls of 64 rows are 64 runs of work, not one
+ * (the bug docs/OVERLOAD.md describes). */
 static int64_t in_system(const aims_service *s, int64_t q)
 {
-    const int64_t per_run = s->kind->batching ? s->p_batch_max : 1;
-    return q + atomic_load_explicit(&s->inflight, memory_order_relaxed) * per_run;
+    const int64_t run = atomic_load_explicit(&s->running_rows, memory_order_relaxed);
+    const int64_t slots = atomic_load_explicit(&s->inflight, memory_order_relaxed);
+    return q + (run > slots ? run : slots);
 }
 
-/* The adaptive limit's bounds: at least two rounds (one running, one queued),
- * at most the queue cap plus one round (the fixed bound before it). */
+/* The adaptive limit's bounds, in rows: at least two rounds (one running, one
+ * queued: for 64-row calls and batch_max 64, two calls), at most the queue
+ * cap of full-batch requests plus one round (the fixed bound before it). */
 static double climit_lo(const aims_service *s)
 {
     return 2.0 * (double)per_round(s);
@@ -123,7 +137,8 @@ static double climit_lo(const aims_service *s)
 
 static double climit_hi(const aims_service *s)
 {
-    const double hi = (double)(s->p_queue_cap + (int64_t)per_round(s));
+    const int64_t per_item = s->kind->batching ? s->p_batch_max : 1;
+    const double hi = (double)(s->p_queue_cap * per_item + (int64_t)per_round(s));
     return hi > climit_lo(s) ? hi : climit_lo(s);
 }
 
@@ -151,14 +166,14 @@ void aimsi_admit_note_run(aims_service *s, uint64_t old_ewma, uint64_t run_ns)
 uint64_t aimsi_admit_hint_ms(const aims_service *s, int64_t q, uint64_t allowed_ns)
 {
     const uint64_t ewma = ewma_of(s);
-    const uint64_t queued = estimate(s, q) - ewma; /* queueing delay ahead */
+    const uint64_t queued = estimate(s, q, 1) - ewma; /* queueing delay ahead */
     uint64_t ns = queued > allowed_ns ? queued - allowed_ns + ewma : ewma;
     uint64_t ms = (ns + 999999u) / 1000000u;
     return ms == 0 ? 1u : ms;
 }
 
-aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t deadline,
-                              char *text, size_t cap)
+aims_status aimsi_admit_check(aims_service *s, int64_t q, int64_t own, uint64_t now,
+                              uint64_t deadline, char *text, size_t cap)
 {
     const uint64_t ewma = ewma_of(s);
     const uint64_t left = deadline > now ? deadline - now : 0;
@@ -184,15 +199,15 @@ aims_status aimsi_admit_check(aims_service *s, int64_t q, uint64_t now, uint64_t
     const int64_t lim = s->p_climit_tol_pct > 0
                             ? aimsi_climit_get(&s->climit, climit_lo(s), climit_hi(s))
                             : INT64_MAX;
-    if (in_sys >= lim && estimate(s, q) - ewma > target(s) / 2u) {
-        const uint64_t allowed = estimate(s, lim - 1 - (in_sys - q)) - ewma;
+    if (in_sys >= lim && estimate(s, q, 1) - ewma > target(s) / 2u) {
+        const uint64_t allowed = estimate(s, lim - 1 - (in_sys - q), 1) - ewma;
         snprintf(text, cap,
-                 "service %s overloaded: %" PRId64 " requests queued or running, adaptive "
+                 "service %s overloaded: %" PRId64 " rows queued or running, adaptive "
                  "limit %" PRId64 "; retry after %" PRIu64 " ms",
                  s->name, in_sys, lim, aimsi_admit_hint_ms(s, q, allowed));
         return AIMS_E_OVERLOADED;
     }
-    const uint64_t est = estimate(s, q);
+    const uint64_t est = estimate(s, q, own);
     if (!s->p_lifo && overloaded(s, now) && est - ewma > target(s)) {
         snprintf(text, cap,
                  "service %s overloaded: about %" PRIu64 " us queued (target %" PRIu64
@@ -224,6 +239,7 @@ void aimsi_admit_push(aims_service *s, aimsi_qitem *it, uint64_t now)
     }
     s->tail = it;
     atomic_fetch_add(&s->queued, 1);
+    atomic_fetch_add(&s->queued_rows, it->rows);
 }
 
 static void unlink_item(aims_service *s, aimsi_qitem *it)
@@ -240,6 +256,7 @@ static void unlink_item(aims_service *s, aimsi_qitem *it)
     }
     it->next = it->prev = NULL;
     atomic_fetch_sub(&s->queued, 1);
+    atomic_fetch_sub(&s->queued_rows, it->rows);
 }
 
 /* Why `it` should not run (its status), or AIMS_OK. */
@@ -259,20 +276,26 @@ static void drop_item(aimsi_qitem *it, aims_status why, aimsi_qitem **dropped)
     *dropped = it;
 }
 
-aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped)
+aimsi_qitem *aimsi_admit_take(aims_service *s, uint64_t now, aimsi_qitem **dropped, int64_t room)
 {
     aimsi_qitem *it = NULL;
     /* FIFO (or, with lifo under sustained overload, newest first); the ones
-     * that ran out of time while queued are dropped unrun. */
+     * that ran out of time while queued are dropped unrun; the next one stays
+     * queued when it has more rows than the batch has room for (no
+     * reordering: it heads the next batch, alone if it is bigger than one). */
     const int lifo = s->p_lifo && overloaded(s, now);
     while (it == NULL && s->head != NULL) {
         aimsi_qitem *cand = lifo ? s->tail : s->head;
-        unlink_item(s, cand);
         const aims_status why = doomed(s, cand, now);
         if (why != AIMS_OK) {
+            unlink_item(s, cand);
             drop_item(cand, why, dropped);
             continue;
         }
+        if (cand->rows > room) {
+            break;
+        }
+        unlink_item(s, cand);
         it = cand;
     }
     /* lifo: what waited past the target is stale; its caller may still retry. */

@@ -588,9 +588,33 @@ static void infer_destroy(void *impl)
     aimsi_free(im);
 }
 
+/* The rows a request adds to a batch (aimsi_svc_kind.rows): "x" f32 [rows, cols]
+ * gives rows, "text" its documents, anything else (info, a malformed request
+ * that run() will refuse) 1. Capped so a sum over a queue cannot overflow. */
+static int64_t infer_rows(const aimsi_work *w)
+{
+    aims_dtype dt = 0;
+    size_t ndim = 0;
+    const uint64_t *dims = NULL;
+    const void *data = NULL;
+    size_t bytes = 0;
+    uint64_t r = 1;
+    if (w->req == NULL || w->method == NULL || strcmp(w->method, "predict") != 0) {
+        return 1;
+    }
+    if (find_tensor(w->req, "x", &dt, &ndim, &dims, &data, &bytes)) {
+        r = ndim == 2 && dt == AIMS_DT_F32 ? dims[0] : 1;
+    } else if (find_tensor(w->req, "text", &dt, &ndim, &dims, &data, &bytes) &&
+               dt == AIMS_DT_BYTES && bytes > 0) {
+        r = count_docs(data, bytes);
+    }
+    return r == 0 ? 1 : (r > (1u << 24) ? (int64_t)1 << 24 : (int64_t)r);
+}
+
 const aimsi_svc_kind aimsi_kind_infer = {
     .name = "infer",
     .batching = 1,
+    .rows = infer_rows,
     .never_inline = 0,
     .run = infer_run,
     .stop = NULL,

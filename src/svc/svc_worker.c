@@ -5,7 +5,9 @@
  *
  * Workers. node->lock guards every queue. A worker picks, round robin over the
  * node's services, one with queued work and a free slot; for batching kinds it
- * takes up to AIMS_SERVICE_BATCH_MAX items and, when the queue runs dry,
+ * takes queued requests in order while their rows (qitem.rows) fit in
+ * AIMS_SERVICE_BATCH_MAX -- a request with more rows than that runs alone --
+ * and, when the queue runs dry,
  * waits for more up to AIMS_SERVICE_BATCH_DELAY_US (never past the earliest
  * deadline of the batch minus one expected run). While it waits it marks the
  * service batch_waiting so other workers do not split the batch.
@@ -39,31 +41,41 @@ static aims_service *pick_ready(aims_node *n)
     return NULL;
 }
 
-/* Under node->lock: move up to `want` items from s's queue to the list (in
- * the order svc_admit.c serves them); items that must not run any more go to
- * *dropped. */
-static size_t take_items(aims_service *s, aimsi_qitem **head, aimsi_qitem **tail, size_t want,
-                         uint64_t *earliest, aimsi_qitem **dropped)
+/* A batch being taken: its items and their rows. */
+typedef struct take_state {
+    aimsi_qitem *head, *tail;
+    size_t cnt;
+    int64_t rows;
+    uint64_t earliest; /* earliest deadline in it (0: none) */
+} take_state;
+
+/* Under node->lock: move items from s's queue to the batch (in the order
+ * svc_admit.c serves them) while their rows fit in `want` rows (the first
+ * one whatever its rows); items that must not run any more go to *dropped.
+ * Returns 1 when the batch is full: the next queued item does not fit. */
+static int take_items(aims_service *s, take_state *b, int64_t want, aimsi_qitem **dropped)
 {
-    size_t got = 0;
     const uint64_t now = aimsi_now_ns();
-    while (got < want) {
-        aimsi_qitem *it = aimsi_admit_take(s, now, dropped);
+    while (b->rows < want) {
+        const int64_t room = b->cnt == 0 ? INT64_MAX : want - b->rows;
+        aimsi_qitem *it = aimsi_admit_take(s, now, dropped, room);
         if (it == NULL) {
-            break;
+            return s->head != NULL;
         }
-        if (*tail != NULL) {
-            (*tail)->next = it;
+        if (b->tail != NULL) {
+            b->tail->next = it;
         } else {
-            *head = it;
+            b->head = it;
         }
-        *tail = it;
-        if (it->w.deadline_ns != 0 && (*earliest == 0 || it->w.deadline_ns < *earliest)) {
-            *earliest = it->w.deadline_ns;
+        b->tail = it;
+        if (it->w.deadline_ns != 0 && (b->earliest == 0 || it->w.deadline_ns < b->earliest)) {
+            b->earliest = it->w.deadline_ns;
         }
-        got++;
+        b->cnt++;
+        b->rows += it->rows;
+        atomic_fetch_add_explicit(&s->running_rows, it->rows, memory_order_relaxed);
     }
-    return got;
+    return 1;
 }
 
 static void complete_item(aims_service *s, aimsi_qitem *it, int ran, uint64_t now)
@@ -82,7 +94,7 @@ static void complete_item(aims_service *s, aimsi_qitem *it, int ran, uint64_t no
                      "service %s overloaded: dropped after waiting %" PRIu64
                      " ms (sustained overload); retry after %" PRIu64 " ms",
                      s->name, (now - it->t_enq) / 1000000u,
-                     aimsi_admit_hint_ms(s, atomic_load(&s->queued), 0));
+                     aimsi_admit_hint_ms(s, atomic_load(&s->queued_rows), 0));
         } else if (it->w.status == AIMS_E_CANCELLED) {
             snprintf(text, sizeof(text), "cancelled by the caller while queued at service %s",
                      s->name);
@@ -116,6 +128,7 @@ static void run_batch(aims_service *s, aimsi_qitem *list, size_t cnt)
         aimsi_qitem *first = it;
         size_t k = 0;
         size_t taken = 0;
+        uint64_t rows = 0;
         for (; it != NULL && k < cap; it = it->next, taken++) {
             if (it->w.deadline_ns != 0 && now >= it->w.deadline_ns) {
                 it->w.status = AIMS_E_TIMEOUT;
@@ -126,6 +139,7 @@ static void run_batch(aims_service *s, aimsi_qitem *list, size_t cnt)
                 continue;
             }
             vec[k++] = &it->w;
+            rows += (uint64_t)it->rows;
         }
         if (k > 0) {
             const uint64_t t1 = aimsi_now_ns();
@@ -134,9 +148,9 @@ static void run_batch(aims_service *s, aimsi_qitem *list, size_t cnt)
             aimsi_service_note_run(s, t2 - t1);
             aimsi_climit_note_run(&s->climit, t2, t2 - t1);
             atomic_fetch_add_explicit(&s->n_batches, 1, memory_order_relaxed);
-            atomic_fetch_add_explicit(&s->n_rows, k, memory_order_relaxed);
+            atomic_fetch_add_explicit(&s->n_rows, rows, memory_order_relaxed);
             (void)aims_metrics_count(s->node->mx, "aims_svc_batches_total", s->labels, 1);
-            (void)aims_metrics_count(s->node->mx, "aims_svc_batch_rows_total", s->labels, k);
+            (void)aims_metrics_count(s->node->mx, "aims_svc_batch_rows_total", s->labels, rows);
         }
         const uint64_t t3 = aimsi_now_ns();
         size_t ri = 0;
@@ -166,27 +180,25 @@ static void *worker_main(void *arg)
             pthread_cond_wait(&n->work_cond, &n->lock);
             continue;
         }
-        aimsi_qitem *head = NULL;
-        aimsi_qitem *tail = NULL;
+        take_state b = {0};
         aimsi_qitem *dropped = NULL;
-        uint64_t earliest = 0;
-        const size_t want = (size_t)aimsi_service_per_run(s);
-        size_t cnt = take_items(s, &head, &tail, want, &earliest, &dropped);
-        if (s->kind->batching && cnt < want && s->p_batch_delay_us > 0) {
+        const int64_t want = aimsi_service_per_run(s);
+        int full = take_items(s, &b, want, &dropped);
+        if (s->kind->batching && !full && s->p_batch_delay_us > 0) {
             /* Wait for the batch to fill, never past the earliest deadline
              * minus one expected run. */
             s->batch_waiting = 1;
             const uint64_t delay = (uint64_t)s->p_batch_delay_us * 1000u;
             const uint64_t until0 = aimsi_now_ns() + delay;
             for (;;) {
-                if (cnt >= want || n->workers_stop ||
+                if (full || n->workers_stop ||
                     atomic_load(&s->state) != AIMSI_SVC_RUNNING) {
                     break;
                 }
                 uint64_t until = until0;
                 const uint64_t ewma = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
-                if (earliest != 0) {
-                    const uint64_t cut = earliest > ewma ? earliest - ewma : 0;
+                if (b.earliest != 0) {
+                    const uint64_t cut = b.earliest > ewma ? b.earliest - ewma : 0;
                     until = cut < until ? cut : until;
                 }
                 if (aimsi_now_ns() >= until) {
@@ -194,7 +206,7 @@ static void *worker_main(void *arg)
                 }
                 const struct timespec ts = aimsi_service_mono_ts(until);
                 (void)pthread_cond_timedwait(&n->work_cond, &n->lock, &ts);
-                cnt += take_items(s, &head, &tail, want - cnt, &earliest, &dropped);
+                full = take_items(s, &b, want, &dropped);
             }
             s->batch_waiting = 0;
         }
@@ -204,7 +216,8 @@ static void *worker_main(void *arg)
             dn = d->next;
             complete_item(s, d, 0, aimsi_now_ns());
         }
-        run_batch(s, head, cnt);
+        run_batch(s, b.head, b.cnt);
+        atomic_fetch_sub_explicit(&s->running_rows, b.rows, memory_order_relaxed);
         atomic_fetch_sub(&s->inflight, 1);
         aimsi_service_poke_idle(s);
         pthread_mutex_lock(&n->lock);

@@ -22,9 +22,12 @@
  *   - 50 connections sending a header at 1 byte/s -> all dropped within the
  *     documented bound (rx_header_ms + the 1 s sweep; checked at 5 s)
  *   - 8 connections each sending 50 MB of a 60 MB frame, then 1 byte/s ->
- *     the ones over the budget refused at once, the rest dropped within two
- *     rate windows + a sweep (checked at 8 s); server VmRSS growth stays
- *     under the budget (+32 MiB slack)
+ *     the ones whose frame would overdraw the budget are paused, not refused
+ *     (their sends stall while the connection stays open: the node reads big
+ *     frames only as fast as the budget allows; AIMS_NODE_RX_PAUSE_MS), the
+ *     rest dropped within two rate windows + a sweep, the paused ones by
+ *     rx_pause_ms (5 s) + a sweep or, resumed, by the rate rule (all checked
+ *     at 12 s); server VmRSS growth stays under the budget (+32 MiB slack)
  */
 #include "itest.h"
 
@@ -362,8 +365,36 @@ static void never_reads(const char *url, pid_t server)
 #define PARTIAL 8
 #define PARTIAL_SENT (50u << 20)
 #define PARTIAL_CLAIM 60000000u
-#define PARTIAL_BOUND_MS 8000
+#define PARTIAL_BOUND_MS 12000
+#define PARTIAL_STALL_MS 1500 /* a send making no progress this long: paused */
 #define RX_BUDGET_KB (256L << 10)
+
+/* Send n bytes unless the peer stops reading for PARTIAL_STALL_MS: 1 all sent,
+ * 0 stalled with the connection open (the node paused reading it), -1 the
+ * peer closed or reset it. */
+static int send_paced(int fd, const uint8_t *b, size_t n)
+{
+    while (n > 0) {
+        struct pollfd pfd = {fd, POLLOUT, 0};
+        const int pr = poll(&pfd, 1, PARTIAL_STALL_MS);
+        if (pr == 0) {
+            return 0;
+        }
+        if (pr < 0 || (pfd.revents & (POLLERR | POLLHUP)) != 0) {
+            return -1;
+        }
+        const ssize_t w = send(fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            continue;
+        }
+        if (w <= 0) {
+            return -1;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return 1;
+}
 
 /* Trickle one byte per second into every open fd until all are dropped or
  * bound_ms passed; returns how many were dropped, tracks the peak VmRSS. */
@@ -450,16 +481,23 @@ static void loris_main(void)
     static uint8_t body[1u << 20];
     memset(body, 0x5A, sizeof body);
     static int big[PARTIAL];
+    int paused = 0;
+    int refused = 0;
     header(h, 8, PARTIAL_CLAIM);
     for (int i = 0; i < PARTIAL; i++) {
         big[i] = dial(srv.addr);
         send_all(big[i], h, sizeof h);
-        for (size_t sent = 0; sent < PARTIAL_SENT; sent += sizeof body) {
-            send_all(big[i], body, sizeof body);
+        int r = 1;
+        for (size_t sent = 0; sent < PARTIAL_SENT && r == 1; sent += sizeof body) {
+            r = send_paced(big[i], body, sizeof body);
         }
+        paused += r == 0;
+        refused += r < 0;
         const long kb = it_rss_kb(srv.pid);
         peak = kb > peak ? kb : peak;
     }
+    it_log("%d big partial frames: %d paused by the node (sends stalled, connection open), "
+           "%d refused", PARTIAL, paused, refused);
     const uint64_t t_big = it_now_ms();
     const int big_dropped = trickle(big, PARTIAL, body, sizeof body, PARTIAL_BOUND_MS, srv.pid,
                                     &peak);
@@ -475,6 +513,8 @@ static void loris_main(void)
            (unsigned long long)atomic_load(&L.failed));
     IT_CHECK(lor_dropped == LORIS, "%d of %d 1-byte/s connections still open after %d ms",
              LORIS - lor_dropped, LORIS, LORIS_BOUND_MS);
+    IT_CHECK(paused >= 1 && refused == 0, "over the budget: %d paused, %d refused (want "
+             "paused, not refused)", paused, refused);
     IT_CHECK(big_dropped == PARTIAL, "%d of %d trickling partial frames still open after %d ms",
              PARTIAL - big_dropped, PARTIAL, PARTIAL_BOUND_MS);
     IT_CHECK(peak - rss0 <= RX_BUDGET_KB + (32L << 10), "server memory grew by %ld KiB",

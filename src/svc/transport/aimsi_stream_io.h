@@ -74,6 +74,8 @@ typedef struct stream_conn {
     uint64_t frame_ns, win_ns; /* frame in progress: first byte, rate window start */
     uint64_t win_bytes;        /* bytes in the rate window */
     int64_t held;              /* bytes reserved from rx->held */
+    int rx_paused;             /* reading paused for rx_budget (written by the I/O thread under mu) */
+    uint64_t paused_ns;        /* when it paused (I/O thread only) */
     int accepted;        /* counted in inst->n_accepted */
     void *sx;            /* the family's per-connection state (ops), or NULL */
     int hs;              /* accepted, handshake not done: no on_accept yet (I/O thread) */

@@ -68,6 +68,7 @@ typedef struct aimsi_rx_limits {
     int64_t min_rate;  /* bytes/s a frame in progress keeps up over 2 s windows */
     int64_t header_ms; /* first byte of a frame -> its whole header */
     int64_t budget;    /* most bytes `held` */
+    int64_t pause_ms;  /* longest a connection waits for budget (reading paused); 0 = drop */
     _Atomic int64_t held;
 } aimsi_rx_limits;
 

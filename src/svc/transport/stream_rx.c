@@ -16,11 +16,21 @@
  * Receive bounds (a node's instances; aimsi_stream_set_rx, AIMS_NODE_RX_*).
  * A frame in progress must complete its header within rx_header_ms of its
  * first byte and keep up rx_min_rate bytes/s over each RX_WINDOW_NS window;
- * read-buffer growth above RBUF_INIT is reserved from the node-wide rx_budget
- * and a connection whose frame would overdraw it is refused (dropped). The
- * sweep (every SWEEP_NS) enforces the first two, so a slow sender is dropped
- * at most rx_header_ms + SWEEP_NS, or 2 x RX_WINDOW_NS + SWEEP_NS, after it
- * slowed down (1 byte/s: 3 s with the defaults).
+ * read-buffer growth above RBUF_INIT is reserved from the node-wide rx_budget.
+ * The sweep (every SWEEP_NS) enforces the first two, so a slow sender is
+ * dropped at most rx_header_ms + SWEEP_NS, or 2 x RX_WINDOW_NS + SWEEP_NS,
+ * after it slowed down (1 byte/s: 3 s with the defaults).
+ *
+ * Pacing big frames by the budget. A connection whose frame would overdraw
+ * rx_budget is not dropped but paused: out of EPOLLIN (the kernel's socket
+ * buffers fill and TCP flow control stops the sender), exempt from the rate
+ * rules (it is not slow, we are not reading). Each sweep retries its buffer
+ * growth; once the budget has room it is read again with a fresh rate
+ * window. One paused longer than rx_pause_ms is dropped (AIMS_E_OVERLOADED),
+ * so a paused connection lives at most rx_pause_ms + SWEEP_NS without
+ * progress; rx_pause_ms = 0 drops at once (the behaviour before pausing).
+ * Memory held for frames in progress thus never exceeds rx_budget, and big
+ * frames are read as fast as other frames complete and give budget back.
  */
 #include "aimsi_stream.h"
 #include "aimsi_stream_io.h"
@@ -108,8 +118,31 @@ static aims_status deliver(stream_conn *c, int *stop)
     return rc;
 }
 
+/* Pause (1) or resume (0) reading c for the budget (I/O thread). */
+static void rx_set_paused(stream_conn *c, int paused, uint64_t now)
+{
+    pthread_mutex_lock(&c->mu);
+    c->rx_paused = paused;
+    if (!c->dead) {
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.events = (paused ? 0u : EPOLLIN) | (c->want_out ? EPOLLOUT : 0u);
+        ev.data.ptr = c;
+        (void)epoll_ctl(c->inst->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (paused) {
+        c->paused_ns = now;
+    } else {
+        /* Not slow while paused: the rate rules start afresh. */
+        c->last_rx_ns = c->win_ns = now;
+        c->win_bytes = 0;
+    }
+}
+
 /* Make room to read: grow toward the pending frame's length, or shrink a
- * buffer a big frame left behind. */
+ * buffer a big frame left behind. AIMS_E_OVERLOADED: the growth would
+ * overdraw the node's rx_budget (nothing changed). */
 static aims_status rbuf_room(stream_conn *c)
 {
     if (c->rlen < c->rcap) {
@@ -136,9 +169,6 @@ static aims_status rbuf_room(stream_conn *c)
         ncap = total;
     }
     if (!aimsi_stream_rx_hold(c, ncap)) {
-        aimsi_log(AIMS_LOG_WARN, "%s transport: a %zu-byte frame would overdraw the node's "
-                  "rx_budget (%lld bytes held): dropping the connection", c->inst->fam->scheme,
-                  total, (long long)atomic_load(&c->inst->rx->held));
         return AIMS_E_OVERLOADED;
     }
     uint8_t *nb = aimsi_realloc(c->rbuf, ncap);
@@ -155,7 +185,16 @@ void aimsi_stream_conn_readable(stream_conn *c)
 {
     for (int i = 0; i < READS_PER_EVENT; i++) {
         const aims_status room = rbuf_room(c);
+        if (room == AIMS_E_OVERLOADED && c->inst->rx->pause_ms > 0) {
+            rx_set_paused(c, 1, aimsi_now_ns()); /* the sweep resumes it */
+            return;
+        }
         if (room != AIMS_OK) {
+            if (room == AIMS_E_OVERLOADED) {
+                aimsi_log(AIMS_LOG_WARN, "%s transport: a frame would overdraw the node's "
+                          "rx_budget (%lld bytes held): dropping the connection",
+                          c->inst->fam->scheme, (long long)atomic_load(&c->inst->rx->held));
+            }
             aimsi_stream_conn_fail(c, room);
             return;
         }
@@ -219,6 +258,11 @@ void aimsi_stream_conn_event(stream_conn *c, uint32_t events)
         aimsi_stream_conn_fail(c, werr == EPIPE || werr == ECONNRESET ? AIMS_E_CLOSED : AIMS_E_IO);
         return;
     }
+    if (c->rx_paused && (events & (EPOLLHUP | EPOLLERR)) != 0) {
+        /* Not maskable, level-triggered: a paused reader must not spin on it. */
+        aimsi_stream_conn_fail(c, AIMS_E_CLOSED);
+        return;
+    }
     if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) != 0) {
         aimsi_stream_conn_readable(c);
     }
@@ -250,9 +294,19 @@ static int rx_too_slow(const stream_inst *in, stream_conn *c, uint64_t now)
 void aimsi_stream_sweep_stalled(stream_inst *in, uint64_t now)
 {
     stream_conn *stalled[64];
+    stream_conn *starved[64]; /* paused for the budget longer than rx_pause_ms */
     size_t n = 0;
+    size_t ns = 0;
     pthread_mutex_lock(&in->mu);
-    for (stream_conn *c = in->conns; c != NULL && n < 64; c = c->next) {
+    for (stream_conn *c = in->conns; c != NULL && n < 64 && ns < 64; c = c->next) {
+        if (c->rx_paused) {
+            if (rbuf_room(c) == AIMS_OK) {
+                rx_set_paused(c, 0, now); /* budget freed: read on (level-triggered) */
+            } else if (now - c->paused_ns > (uint64_t)in->rx->pause_ms * 1000000u) {
+                starved[ns++] = c;
+            }
+            continue;
+        }
         if (c->rlen == 0) {
             (void)rbuf_room(c); /* an idle connection gives a kept big buffer back */
         }
@@ -261,6 +315,13 @@ void aimsi_stream_sweep_stalled(stream_inst *in, uint64_t now)
         }
     }
     pthread_mutex_unlock(&in->mu);
+    for (size_t i = 0; i < ns; i++) {
+        aimsi_log(AIMS_LOG_WARN, "%s transport: a frame waited %.1f s for the node's rx_budget "
+                  "(%lld bytes held; rx_pause_ms %lld): dropping the connection",
+                  in->fam->scheme, (double)(now - starved[i]->paused_ns) * 1e-9,
+                  (long long)atomic_load(&in->rx->held), (long long)in->rx->pause_ms);
+        aimsi_stream_conn_fail(starved[i], AIMS_E_OVERLOADED);
+    }
     for (size_t i = 0; i < n; i++) {
         aimsi_log(AIMS_LOG_WARN, "%s transport: peer too slow inside a frame (%.1f s since "
                   "its first byte, %zu bytes held): dropping the connection", in->fam->scheme,

@@ -60,7 +60,7 @@ void aimsi_stream_arm_out(stream_conn *c, int on)
     }
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);
-    ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+    ev.events = (c->rx_paused ? 0u : EPOLLIN) | (on ? EPOLLOUT : 0u); /* stream_rx.c */
     ev.data.ptr = c;
     if (epoll_ctl(c->inst->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) {
         c->want_out = on;

@@ -53,6 +53,7 @@ static aims_service *svc(int64_t lifo, int64_t tol_pct)
 static void push(aims_service *s, int i, uint64_t t)
 {
     g_it[i].t_enq = t;
+    g_it[i].rows = 1;
     g_it[i].w.deadline_ns = t + 2000u * MS;
     aimsi_admit_push(s, &g_it[i], t);
 }
@@ -66,7 +67,7 @@ static void fifo_by_default(void **state)
     push(s, 2, 120 * MS);
     aimsi_qitem *dropped = NULL;
     /* Sustained (queue busy since 1 ms, now 130 ms) and yet oldest first. */
-    assert_ptr_equal(aimsi_admit_take(s, 130 * MS, &dropped), &g_it[0]);
+    assert_ptr_equal(aimsi_admit_take(s, 130 * MS, &dropped, INT64_MAX), &g_it[0]);
     assert_null(dropped);
     assert_int_equal(atomic_load(&s->queued), 2);
 }
@@ -80,14 +81,14 @@ static void lifo_when_sustained(void **state)
     push(s, 2, 120 * MS);
     aimsi_qitem *dropped = NULL;
     /* Not sustained yet (50 ms < 100 ms): FIFO. */
-    assert_ptr_equal(aimsi_admit_take(s, 50 * MS, &dropped), &g_it[0]);
+    assert_ptr_equal(aimsi_admit_take(s, 50 * MS, &dropped, INT64_MAX), &g_it[0]);
     assert_null(dropped);
     push(s, 3, 125 * MS);
     /* Sustained at 130 ms: newest first; item 1 waited 40 ms (< target 50 ms), stays. */
-    assert_ptr_equal(aimsi_admit_take(s, 130 * MS, &dropped), &g_it[3]);
+    assert_ptr_equal(aimsi_admit_take(s, 130 * MS, &dropped, INT64_MAX), &g_it[3]);
     assert_null(dropped);
     /* At 150 ms item 1 waited 60 ms: served after item 2, it is dropped as stale. */
-    assert_ptr_equal(aimsi_admit_take(s, 150 * MS, &dropped), &g_it[2]);
+    assert_ptr_equal(aimsi_admit_take(s, 150 * MS, &dropped, INT64_MAX), &g_it[2]);
     assert_ptr_equal(dropped, &g_it[1]);
     assert_int_equal(g_it[1].w.status, AIMS_E_OVERLOADED);
     assert_int_equal(atomic_load(&s->queued), 0);
@@ -101,7 +102,7 @@ static aims_status admit_behind_ten(aims_service *s, uint64_t now, char *text, s
     }
     atomic_store(&s->queued, 10); /* as if two more were queued */
     atomic_store(&s->climit.limit_milli, 2000u);
-    return aimsi_admit_check(s, 10, now, now + 2000u * MS, text, cap);
+    return aimsi_admit_check(s, 10, 1, now, now + 2000u * MS, text, cap);
 }
 
 static void climit_off(void **state)
@@ -124,12 +125,12 @@ static void lifo_admits_by_deadline(void **state)
      * FIFO refuses at arrival, LIFO admits (the deadline allows) and drops later. */
     aims_service *s = svc(0, 0);
     assert_int_equal(admit_behind_ten(s, 10 * MS, text, sizeof text), AIMS_OK);
-    assert_int_equal(aimsi_admit_check(s, 10, 200 * MS, 2200u * MS, text, sizeof text),
+    assert_int_equal(aimsi_admit_check(s, 10, 1, 200 * MS, 2200u * MS, text, sizeof text),
                      AIMS_E_OVERLOADED);
     assert_non_null(strstr(text, "target"));
     s = svc(1, 0);
     assert_int_equal(admit_behind_ten(s, 10 * MS, text, sizeof text), AIMS_OK);
-    assert_int_equal(aimsi_admit_check(s, 10, 200 * MS, 2200u * MS, text, sizeof text),
+    assert_int_equal(aimsi_admit_check(s, 10, 1, 200 * MS, 2200u * MS, text, sizeof text),
                      AIMS_OK);
 }
 

@@ -526,7 +526,7 @@ static void batch_destroy(void *impl)
 }
 
 static const aimsi_svc_kind batch_kind = {"test-batch", 1, 0, batch_run, batch_stop,
-                                          batch_destroy};
+                                          batch_destroy, NULL};
 
 static void test_batching(void **state)
 {
