@@ -140,6 +140,9 @@ struct cl_call {
     aims_instance cur_inst; /* the instance of the last linked attempt */
     aims_instance avoid;  /* never picked (a hedge avoids its first copy's instance) */
     cl_call **slot;       /* cleared when the call finishes, or NULL */
+    /* async: senders still reading the call (client_send.c, "Who frees what");
+     * 0 = only the finisher's reference, so a zeroed call needs no init */
+    atomic_int holds;
 };
 
 /* Recycled blocks for calls and pendings (client_pool.c explains why): a
@@ -261,6 +264,9 @@ void aimsi_client_finish_call(aims_client *c, cl_call *k, aims_status st, const 
                               const char *err);
 aims_status aimsi_client_call_sync(aims_client *c, cl_call *k, aims_msg *reply);
 void aimsi_client_call_free(cl_call *k);
+/* Take / drop a sender's hold on an async call; the last drop frees it. */
+void aimsi_client_call_hold(cl_call *k);
+void aimsi_client_call_unref(cl_call *k);
 aims_status aimsi_client_async_start(aims_client *c, const char *service, const char *method,
                                      const aims_msg *req, unsigned flags, int64_t timeout_ms,
                                      aims_done_fn done, void *user, const cl_start *opt);

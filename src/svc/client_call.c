@@ -108,6 +108,21 @@ void aimsi_client_call_free(cl_call *k)
     aimsi_client_pool_put(k); /* from aimsi_client_pool_get (client.c) */
 }
 
+void aimsi_client_call_hold(cl_call *k)
+{
+    atomic_fetch_add_explicit(&k->holds, 1, memory_order_relaxed);
+}
+
+/* holds counts the references beyond the finisher's: whoever finds it at 0
+ * (the finisher when no sender reads k any more, or the last sender after
+ * the call finished) frees k. */
+void aimsi_client_call_unref(cl_call *k)
+{
+    if (atomic_fetch_sub_explicit(&k->holds, 1, memory_order_acq_rel) == 0) {
+        aimsi_client_call_free(k);
+    }
+}
+
 void aimsi_client_finish_call(aims_client *c, cl_call *k, aims_status st, const aims_msg *reply,
                               const char *err)
 {
@@ -118,7 +133,7 @@ void aimsi_client_finish_call(aims_client *c, cl_call *k, aims_status st, const 
         pthread_mutex_unlock(&c->mu);
     }
     k->done(k->user, st, reply, err != NULL ? err : "");
-    aimsi_client_call_free(k);
+    aimsi_client_call_unref(k); /* a sender may still be encoding k (client_send.c) */
 }
 
 /* Run attempts of k until one is in flight or the call is over (any thread

@@ -3,8 +3,11 @@
  * aimsi_client_cancel, which the handles and hedges (client_hedge.c) use
  * (docs/CANCEL.md; client.c has the client's overview).
  *
- * Reaching a call. An async call (cl_call) is freed by whoever finishes it,
- * on any thread. So nobody keeps a bare pointer to it: a handle or a hedge
+ * Reaching a call. An async call (cl_call) is finished by whoever wins its
+ * attempt's unlink, on any thread -- possibly while the thread that linked the
+ * attempt is still encoding its request, which is why that sender holds a
+ * reference until it is done (client_send.c, "Who frees what"; the last
+ * reference frees). So nobody keeps a bare pointer to it: a handle or a hedge
  * leg owns a slot (cl_call *) that the call fills when it starts and that
  * aimsi_client_finish_call clears, both under c->mu. aimsi_client_cancel reads
  * the slot under c->mu; while it holds the lock the call cannot be freed.

@@ -438,6 +438,13 @@ aims_status aimsi_client_attempt_start(aims_client *c, cl_call *k, aims_msg *dst
     p->try_ns = aimsi_try_deadline(k->sv != NULL ? &k->sv->lat : NULL, k->attempt_ns,
                                    k->deadline_ns, may_retry ? left : 1u);
     k->try_ns = p->try_ns;
+    /* Once p is linked another thread may finish k (a cancel, the deadline
+     * sweeper, on_close): the sender's hold keeps k and p readable until it
+     * has encoded and handed over the request (client_send.c, "Who frees what"). */
+    const int async = dst == NULL;
+    if (async) {
+        aimsi_client_call_hold(k);
+    }
     const aims_status rc =
         e->inproc ? aimsi_client_send_inproc(c, k, p) : aimsi_client_send_stream(c, k, p);
     if (rc != AIMS_OK) {
@@ -445,9 +452,18 @@ aims_status aimsi_client_attempt_start(aims_client *c, cl_call *k, aims_msg *dst
         /* Not linked: only our references remain. */
         atomic_store_explicit(&p->refs, 1, memory_order_relaxed);
         aimsi_client_pending_unref(p);
+        if (async) {
+            aimsi_client_call_unref(k); /* nobody else finished k: never the last */
+        }
         return rc;
     }
-    /* Async: from here on p (and k) may already be finished on another thread. */
-    *out = dst != NULL ? p : NULL;
+    if (async) {
+        /* From here on p and k may already be finished on another thread. */
+        aimsi_client_pending_unref(p);
+        aimsi_client_call_unref(k);
+        *out = NULL;
+        return AIMS_OK;
+    }
+    *out = p;
     return AIMS_OK;
 }

@@ -8,8 +8,23 @@
  * connection's on_close, the deadline sweeper, a waiter that timed out, or
  * destroy -- and that party alone delivers the outcome. That is the whole
  * "exactly once" argument: late replies find nothing to unlink and are
- * dropped. A pending is reference counted (link + waiter + node) because the
+ * dropped. A pending is reference counted (link + starter + node) because the
  * node still holds it after a waiter gave up on it.
+ *
+ * Who frees what, while an attempt is sent. An attempt is linked (under c->mu,
+ * which gives it its request id and makes it cancellable) *before* its
+ * request is encoded (stream) or handed to the node (inproc). From the link on,
+ * another thread may win the unlink and finish the call: aims_call_cancel,
+ * the deadline sweeper, a hedge cancelling its loser, on_close. Finishing
+ * an async call frees the cl_call (and its request copy) and drops the
+ * pending's link reference. So the sender -- the thread in
+ * aimsi_client_attempt_start -- holds its own reference on both until it is
+ * done reading them: the pending's "starter" reference (for a sync call that
+ * is the waiter's, held across the wait) and a hold on the cl_call
+ * (cl_call.holds; client_call.c). The rule: nobody reads a cl_call or a
+ * cl_pending after the unlink unless they hold a reference; whoever drops the
+ * last one frees. A send that fails after another party won the unlink
+ * reports success: the winner delivers the outcome, exactly once.
  *
  * inproc:// endpoints cache a reference to the node; the request is handed
  * over borrowed and the node's reply is moved (not copied) into the caller's
@@ -47,8 +62,9 @@ cl_pending *aimsi_client_pending_new(aims_client *c, cl_ep *ep, uint64_t deadlin
     p->deadline_ns = deadline_ns;
     p->call = async;
     p->dst = dst;
-    /* The link reference; the waiter's (sync) is added here too. */
-    atomic_init(&p->refs, async != NULL ? 1 : 2);
+    /* The link reference and the starter's: the sync waiter's, or the async
+     * sender's until it has sent (aimsi_client_attempt_start drops it). */
+    atomic_init(&p->refs, 2);
     if (async == NULL) {
         pthread_mutex_init(&p->mu, NULL);
         pthread_cond_init(&p->cv, &c->cattr);
@@ -557,15 +573,20 @@ aims_status aimsi_client_send_inproc(aims_client *c, cl_call *k, cl_pending *p)
         return AIMS_OK;
     }
     /* The node refused before taking the call: done will not run. */
+    char why[AIMSI_ERRMSG_CAP];
+    snprintf(why, sizeof why, "%s", aims_errmsg());
     pthread_mutex_lock(&c->mu);
-    aimsi_client_unlink_locked(c, p);
+    const int won = aimsi_client_unlink_locked(c, p);
     c->node_refs--;
     if (rc == AIMS_E_CLOSED) {
         p->ep->node_stale = 1;
     }
     pthread_mutex_unlock(&c->mu);
-    atomic_fetch_sub_explicit(&p->refs, 1, memory_order_relaxed);
-    return aimsi_client_call_err(c, rc, "%s: %s", p->ep->url, aims_errmsg());
+    aimsi_client_pending_unref(p); /* the node's (ours keeps p) */
+    if (!won) {
+        return AIMS_OK; /* a cancel or the sweeper unlinked it first and delivers */
+    }
+    return aimsi_client_call_err(c, rc, "%s: %s", p->ep->url, why);
 }
 
 int aimsi_url_compresses(const char *url)
