@@ -89,7 +89,7 @@ static aims_msg *mk_msg(void)
     return m;
 }
 
-static aims_msg *mk_req(float x)
+static inline aims_msg *mk_req(float x)
 {
     aims_msg *m = mk_msg();
     const uint64_t dims[1] = {1};
@@ -97,7 +97,7 @@ static aims_msg *mk_req(float x)
     return m;
 }
 
-static int reply_tag(const aims_msg *m)
+static inline int reply_tag(const aims_msg *m)
 {
     size_t idx = 0;
     if (aims_msg_find(m, "tag", &idx) != AIMS_OK) {
