@@ -493,7 +493,11 @@ typedef struct load_ctx {
 static void *load_thread(void *arg)
 {
     load_ctx *lc = arg;
-    for (size_t i = 0; !atomic_load(&lc->stop) && i < 20000; i++) {
+    /* runs until the canary is decided: the service judges a canary after its
+     * batches, so load that ended before the window did would leave it undecided
+     * (fast inproc calls finished 2 x 20,000 calls inside a 300 ms window); the
+     * count only bounds a runaway loop, the caller's 150 s bound stops it */
+    for (size_t i = 0; !atomic_load(&lc->stop) && i < 20000000; i++) {
         const aims_status st = predict(lc->e->c, i);
         atomic_fetch_add(&lc->calls, 1);
         if (st != AIMS_OK) {
