@@ -45,9 +45,7 @@ class Call(_Handle):
 
     _kind = "Call"
     _c_prefix = "aims_call"
-
-    def __init__(self, *_args, **_kwargs):
-        raise TypeError("use Client.call_start(service, method, request)")
+    _no_init = "use Client.call_start(service, method, request)"
 
     @classmethod
     def _start(cls, client, service, method, request, idempotent, timeout_ms):

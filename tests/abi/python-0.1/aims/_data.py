@@ -104,9 +104,7 @@ class Dataset(_Handle):
 
     _kind = "Dataset"
     _c_prefix = "aims_dataset"
-
-    def __init__(self, *_args, **_kwargs):
-        raise TypeError("use Dataset.parse/load/load_idx/load_topics/from_dense/from_texts")
+    _no_init = "use Dataset.parse/load/load_idx/load_topics/from_dense/from_texts"
 
     # ---- constructors ----------------------------------------------------------
     @classmethod

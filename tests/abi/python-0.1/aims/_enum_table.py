@@ -24,6 +24,12 @@ ENUMS = {
         'AIMS_FORMAT_TEXT': 4,
         'AIMS_FORMAT_AIMS': 5,
     },
+    'enum aims_canary_state': {
+        'AIMS_CANARY_STATE_NONE': 0,
+        'AIMS_CANARY_STATE_RUNNING': 1,
+        'AIMS_CANARY_STATE_PROMOTED': 2,
+        'AIMS_CANARY_STATE_ROLLED_BACK': 3,
+    },
     'enum aims_model_kind': {
         'AIMS_MODEL_KIND_LINEAR': 1,
         'AIMS_MODEL_KIND_LOGISTIC': 2,
@@ -68,6 +74,8 @@ ENUMS = {
         'AIMS_EVENT_WEIGHT': 4,
         'AIMS_EVENT_VERSION': 5,
         'AIMS_EVENT_RESYNC': 6,
+        'AIMS_EVENT_MODEL': 7,
+        'AIMS_EVENT_JOB': 8,
     },
     'enum aims_lb_policy': {
         'AIMS_LB_P2C': 1,
@@ -102,6 +110,12 @@ ENUMS = {
         'AIMS_AUDIT_TRAIN_SUBMIT': 5,
         'AIMS_AUDIT_MODEL_SWAP': 6,
         'AIMS_AUDIT_RESULT': 7,
+        'AIMS_AUDIT_MODEL_LOAD': 20,
+        'AIMS_AUDIT_MODEL_UNLOAD': 21,
+        'AIMS_AUDIT_MODEL_WEIGHT': 22,
+        'AIMS_AUDIT_MODEL_ROLLBACK': 23,
+        'AIMS_AUDIT_MODEL_DEPLOY': 24,
+        'AIMS_AUDIT_MODEL_PROMOTE': 25,
     },
     'enum aims_dtype': {
         'AIMS_DT_F32': 1,
@@ -125,6 +139,9 @@ ENUMS = {
 }
 
 DEFINES = {
+    'AIMS_PUBLISH_MAX_OWNER': 128,
+    'AIMS_PUBLISH_MAX_META': 1024,
+    'AIMS_PUBLISH_MAX_VERSION': 32,
     'AIMS_MSG_BORROW': 1,
     'AIMS_MSG_MAX_TENSORS': 64,
     'AIMS_MSG_MAX_NAME': 64,

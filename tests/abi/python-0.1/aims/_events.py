@@ -7,7 +7,8 @@ callback alive for exactly as long as the C watch can call it.
 How: ``Client.watch(url, callback, epoch=0, from_revision=0)`` runs
 aims_client_watch with a trampoline that turns each ``aims_event`` into an
 ``Event`` named tuple (kind as a name: "put", "delete", "expire", "weight",
-"version", "resync") and calls ``callback(event)`` on the library's watch
+"version", "resync", "model", "job"; for "model" and "job" the address is
+the state text, docs/EVENTS.md) and calls ``callback(event)`` on the library's watch
 thread, in registry order. Resume after a restart of the program by passing
 the last event's ``epoch`` and ``revision``. ``close()`` (or the context
 manager) stops the watch and waits for a running callback; it may be called
@@ -38,9 +39,7 @@ class EventWatch(_Handle):
 
     _kind = "EventWatch"
     _c_prefix = "aims_event_watch"
-
-    def __init__(self, *_args, **_kwargs):
-        raise TypeError("use Client.watch(url, callback)")
+    _no_init = "use Client.watch(url, callback)"
 
     @classmethod
     def _start(cls, client, url, callback, epoch, from_revision):

@@ -71,9 +71,17 @@ class _Handle:
     _c_prefix = None
     _c_destroy = _c_errmsg = None
     _c_setters = _c_getters = (None, None)
+    #: For a wrapper made only by factories (Dataset.parse, Client.watch...): the text
+    #: of the TypeError that calling the class itself raises.
+    _no_init = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        no_init = cls.__dict__.get("_no_init")
+        if no_init and "__init__" not in cls.__dict__:
+            def __init__(self, *_args, **_kwargs):
+                raise TypeError(no_init)
+            cls.__init__ = __init__
         prefix = cls.__dict__.get("_c_prefix")
         if not prefix:
             return

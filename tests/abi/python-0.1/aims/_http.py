@@ -18,6 +18,7 @@ from ._errors import _check
 from ._handle import _Handle, _errmsg_property, _new_handle
 from ._lib import lib as _c
 from ._svc import Node
+from ._tlsconfig import TlsConfig
 
 
 def _param_name(name):
@@ -67,6 +68,18 @@ class HttpServer(_Handle):
     def set_listen(self, addr):
         """Listen on "HOST:PORT" (before start); returns self."""
         self._call(_c.aims_http_set_listen, str(addr).encode("utf-8"))
+        return self
+
+    def set_tls(self, tls):
+        """Serve HTTPS with the certificate and key of ``tls`` (an aims.TlsConfig
+        with set_cert), read now (aims_https.h); before start(); returns self.
+        The URL then starts with "https://". When ``tls`` has a CA and peer
+        names (TlsConfig(..., peer_names=[...])) the door requires
+        client certificates from that CA with one of those names (403
+        otherwise) and the policy sees the certificate name (aims_https.h)."""
+        if not isinstance(tls, TlsConfig):
+            raise TypeError("expected an aims.TlsConfig, got %s" % type(tls).__name__)
+        self._call(_c.aims_http_set_tls, tls._ptr)
         return self
 
     def start(self):

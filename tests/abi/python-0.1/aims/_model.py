@@ -46,9 +46,7 @@ class Eval(_Handle):
 
     _kind = "Eval"
     _c_prefix = "aims_eval"
-
-    def __init__(self, *_args, **_kwargs):
-        raise TypeError("Eval objects come from Model.evaluate()")
+    _no_init = "Eval objects come from Model.evaluate()"
 
     def get(self, metric):
         out = ctypes.c_double()
@@ -322,6 +320,19 @@ class Trainer(_Params, _Handle):
 
     def checkpoint(self, path):
         self._call(_c.aims_trainer_checkpoint, _path(path))
+
+    def set_shards(self, shards):
+        """Cut every batch into ``shards`` shards summed in shard order: the
+        one-process reference of an MPI run over that many ranks (aims_dist.h,
+        docs/MPI.md); returns self."""
+        self._call(_c.aims_trainer_set_shards, int(shards))
+        return self
+
+    def set_mpi(self, enable=True):
+        """Train data-parallel over the ranks of MPI_COMM_WORLD (MPI started by
+        the host or aims_init_mpi); returns self."""
+        self._call(_c.aims_trainer_set_mpi, 1 if enable else 0)
+        return self
 
     def restore(self, path):
         self._call(_c.aims_trainer_restore, _path(path))

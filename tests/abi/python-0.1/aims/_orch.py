@@ -106,6 +106,23 @@ class Registry(_Handle):
     def weight(self, iid):
         return int(_c.aims_registry_weight(self._ptr, int(iid)))
 
+    def publish(self, name, version, owner, meta=None):
+        """Publish model version name@version exactly once (docs/PUBLISH.md);
+        raises AimsError (AIMS_E_EXISTS, "... already published by OWNER") if
+        somebody did before."""
+        _check(_c.aims_registry_publish(self._ptr, str(name).encode(), str(version).encode(),
+                                        str(owner).encode(),
+                                        None if meta is None else str(meta).encode()))
+
+    def publication(self, name, version):
+        """(owner, meta) of a published version; raises AimsError (NOTFOUND) if none."""
+        owner = ctypes.create_string_buffer(129)
+        meta = ctypes.create_string_buffer(1025)
+        _check(_c.aims_registry_get_publication(self._ptr, str(name).encode(),
+                                                str(version).encode(), owner, len(owner),
+                                                meta, len(meta)))
+        return owner.value.decode(), meta.value.decode()
+
     def watch(self, callback, service=None, from_revision=None):
         """Call callback(revision, kind, id, service, address) per event; returns a
         watch id. kind is "put", "delete" or "expire"."""

@@ -39,6 +39,7 @@ SVC_STATS = _enums.names("enum aims_service_stat")
 TRAIN_STATES = {0: "queued", 1: "running", 2: "done", 3: "failed", 4: "cancelled"}
 #: Audited actions (aims_audit_action), by value.
 AUDIT_ACTIONS = _enums.values("enum aims_audit_action")
+_CANARY_STATES = _enums.values("enum aims_canary_state")
 _E_RANGE = _status("AIMS_E_RANGE")
 _E_DENIED = _status("AIMS_E_DENIED")
 
@@ -420,6 +421,12 @@ class Node(_Host):
         self._call(_c.aims_node_join, str(url).encode("utf-8"))
         return self
 
+    def publish_version(self, name, version, owner, meta=None):
+        """Publish model version name@version exactly once through this node's
+        registry (docs/PUBLISH.md); AimsError AIMS_E_EXISTS names the winner."""
+        self._call(_c.aims_node_publish_version, str(name).encode(), str(version).encode(),
+                   str(owner).encode(), None if meta is None else str(meta).encode())
+
     def set_tls(self, tls):
         """Serve and dial tls:// with ``tls`` (an aims.TlsConfig; the node takes
         its own reference). Returns self."""
@@ -498,9 +505,7 @@ class Service(_Borrowed, _Handle):
 
     _kind = "Service"
     _c_prefix = "aims_service"
-
-    def __init__(self, *_args, **_kwargs):
-        raise TypeError("use Node.add_handler/add_infer/add_preprocess/add_train")
+    _no_init = "use Node.add_handler/add_infer/add_preprocess/add_train"
 
     @classmethod
     def _make(cls, node, name, fn, arg, params):
@@ -594,6 +599,13 @@ class Service(_Borrowed, _Handle):
         _check(_c.aims_service_stop(self._ptr, int(timeout_ms)))
         return self
 
+    def set_store(self, store):
+        """Train services: keep the jobs in ``store`` ("dir:/shared/path[?lease_ms=N]"),
+        shared by every instance, so a job survives its node (docs/JOBS.md); before
+        the first submit. Returns self."""
+        _check(_c.aims_service_set_store(self._ptr, str(store).encode("utf-8")))
+        return self
+
     def swap_bundle(self, bundle):
         """Infer services: serve ``bundle`` from now on; returns once no call uses
         the previous one (which the node then stops keeping alive)."""
@@ -602,6 +614,12 @@ class Service(_Borrowed, _Handle):
         _not_in_callback("Service.swap_bundle()")
         _check(_c.aims_service_swap_bundle(self._ptr, bundle._ptr))
         self._host._keep.append(bundle._owner)
+        return self
+
+    def set_model_dir(self, path):
+        """Infer services: let "load"/"deploy" requests name bundle files under
+        ``path`` only (None: refuse paths); docs/LIFECYCLE.md."""
+        _check(_c.aims_service_set_model_dir(self._ptr, None if path is None else _path(path)))
         return self
 
     def stat(self, name):
@@ -693,6 +711,12 @@ class Client(_Host):
         self._call(_c.aims_client_join, str(url).encode("utf-8"))
         return self
 
+    def publish_version(self, name, version, owner, meta=None):
+        """Publish model version name@version exactly once through the client's
+        registry (docs/PUBLISH.md); AimsError AIMS_E_EXISTS names the winner."""
+        self._call(_c.aims_client_publish_version, str(name).encode(), str(version).encode(),
+                   str(owner).encode(), None if meta is None else str(meta).encode())
+
     def set_token(self, token):
         """Attach a bearer token (JWT) to every call from now on (None: stop);
         calling it again renews it (aims_client_set_token)."""
@@ -740,6 +764,59 @@ class Client(_Host):
         returns an aims.EventWatch (close() stops it). Pass the last event's
         ``epoch`` and ``revision`` to resume without gaps (docs/EVENTS.md)."""
         return EventWatch._start(self, url, callback, epoch, from_revision)
+
+    # ---- the model lifecycle of infer services (aims_lifecycle.h, docs/LIFECYCLE.md):
+    # each call goes to every live instance of ``service``.
+
+    def _life(self, fn, service, *args):
+        _not_in_callback("Client model lifecycle calls")
+        self._call(fn, str(service).encode("utf-8"), *args)
+        return self
+
+    @staticmethod
+    def _source(bundle, path):
+        if (bundle is None) == (path is None):
+            raise ValueError("give exactly one of bundle (bytes of a saved bundle) and path")
+        if path is not None:
+            return None, 0, str(path).encode("utf-8")
+        data = bytes(bundle)
+        return data, len(data), None
+
+    def load_version(self, service, version, bundle=None, path=None, timeout_ms=0):
+        """Load ``version`` (bundle file bytes, or a path under the service's model
+        directory) with weight 0; returns self."""
+        data, n, p = self._source(bundle, path)
+        return self._life(_c.aims_client_load_version, service, str(version).encode("utf-8"),
+                          data, n, p, int(timeout_ms))
+
+    def unload_version(self, service, version, timeout_ms=0):
+        """Unload a version without traffic; returns self."""
+        return self._life(_c.aims_client_unload_version, service,
+                          str(version).encode("utf-8"), int(timeout_ms))
+
+    def set_version_weight(self, service, version, weight, timeout_ms=0):
+        """Set ``version``'s traffic weight (0..10000); returns self."""
+        return self._life(_c.aims_client_set_version_weight, service,
+                          str(version).encode("utf-8"), int(weight), int(timeout_ms))
+
+    def rollback(self, service, timeout_ms=0):
+        """Give all traffic back to the previous version; returns self."""
+        return self._life(_c.aims_client_rollback, service, int(timeout_ms))
+
+    def canary_start(self, service, version, bundle=None, path=None, percent=10, rule=None,
+                     timeout_ms=0):
+        """Deploy ``version`` as a canary at ``percent`` % judged by ``rule``
+        ("key=value ..." or None for the defaults); returns self."""
+        data, n, p = self._source(bundle, path)
+        return self._life(_c.aims_client_canary_start, service, str(version).encode("utf-8"),
+                          data, n, p, int(percent),
+                          None if rule is None else str(rule).encode("utf-8"), int(timeout_ms))
+
+    def canary_state(self, service, timeout_ms=0):
+        """"none", "running", "promoted" or "rolled_back" over every instance."""
+        out = ctypes.c_int()
+        self._life(_c.aims_client_canary_state, service, ctypes.byref(out), int(timeout_ms))
+        return _CANARY_STATES.get(out.value, out.value)
 
     def call_addr(self, address, service, method, request=None, timeout_ms=0):
         """Call a service at one address (no registry, balancing or retries)."""
