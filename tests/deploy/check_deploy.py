@@ -197,21 +197,26 @@ def check_manifests(env, flags, image):
 
 
 def free_base():
-    for _ in range(50):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-        s.close()
-        if base > 60000:
-            continue
+    """Six consecutive free loopback ports for local.sh (3 etcd members x client+peer).
+
+    Bases are drawn below Linux's ephemeral range (32768+): the test suite's own
+    connections leave thousands of TIME_WAIT sockets there, and a port with one
+    cannot be bound. Probes use SO_REUSEADDR, as etcd's (Go's) listeners do."""
+    import random
+    rng = random.Random(os.getpid())
+    for _ in range(400):
+        base = rng.randrange(20000, 32000)
         ok = True
         for p in range(base, base + 6):
             t = socket.socket()
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 t.bind(("127.0.0.1", p))
             except OSError:
                 ok = False
             t.close()
+            if not ok:
+                break
         if ok:
             return base
     return None
@@ -230,6 +235,9 @@ def main():
         # plain, then TLS to etcd as in deploy/k8s (AIMS_ETCD_TLS=1: certs.sh PKI)
         for tls in ("0", "1") if shutil.which("openssl") else ("0",):
             base = free_base()
+            if base is None:
+                print("FAIL: no 6 consecutive free loopback ports in 20000-32000 for local.sh")
+                return 1
             e = dict(os.environ, AIMS_NODE=node, ETCD_BASE_PORT=str(base), AIMS_ETCD_TLS=tls,
                      AIMS_LOCAL_DIR=os.path.join(os.environ.get("TMPDIR", "/tmp"),
                                                  "aims-local-%d-%s" % (os.getpid(), tls)))
