@@ -262,7 +262,7 @@ static int resume_listeners(stream_inst *in)
     return timeout;
 }
 
-/* A frame in progress too slow for the receive bounds (I/O thread only). */
+/* The I/O thread: reap, resume paused readers, sweep, then one epoll batch. */
 static void *io_main(void *arg)
 {
     stream_inst *in = arg;
@@ -275,6 +275,11 @@ static void *io_main(void *arg)
         pthread_mutex_unlock(&in->mu);
         if (stop) {
             break;
+        }
+        if (in->rx_freed) {
+            /* Budget came back (a big frame delivered, a connection freed):
+             * paused connections go on now, not at the next sweep. */
+            aimsi_stream_rx_wake(in, aimsi_now_ns());
         }
         int timeout = resume_listeners(in);
         const uint64_t now = aimsi_now_ns();
