@@ -253,7 +253,10 @@ static void resume_in_order(const aims_transport *t)
     sender sc = {.fd = raw_connect(bound), .p = fr[2], .n = len[2]};
     assert_int_equal(pthread_create(&sc.th, NULL, sender_main, &sc), 0);
     assert_true(wait_i64(&x->rx.paused, 2)); /* C paused behind B */
-    assert_int_equal(x->n_frames, 0);
+    pthread_mutex_lock(&x->mu);
+    const int early = x->n_frames;
+    pthread_mutex_unlock(&x->mu);
+    assert_int_equal(early, 0);
 
     assert_int_equal(send_all(fa, fr[0] + FIRST_PART, len[0] - FIRST_PART), 0);
     assert_true(frames_at_least(x, 3));
