@@ -188,7 +188,8 @@ static void report(const char *mode, double rate, int seconds)
            "\"codes\": {%s}, \"goodput_per_s\": %.1f, \"worst_window\": %llu, "
            "\"windows\": [%s], \"ok_p50_ms\": %.2f, \"ok_p99_ms\": %.2f, \"ok_max_ms\": %.2f, "
            "\"reject_p50_ms\": %.2f, \"reject_p99_ms\": %.2f, \"node_reject_n\": %zu, "
-           "\"node_reject_p50_ms\": %.2f, \"node_reject_p99_ms\": %.2f, \"gen_cpu_s\": %.2f}\n",
+           "\"node_reject_p50_ms\": %.2f, \"node_reject_p99_ms\": %.2f, "
+           "\"node_reject_max_ms\": %.2f, \"gen_cpu_s\": %.2f}\n",
            mode, rate, seconds, (unsigned long long)atomic_load(&g_c.issued),
            (unsigned long long)atomic_load(&g_c.ok), (unsigned long long)atomic_load(&g_c.late),
            (unsigned long long)atomic_load(&g_c.timeout),
@@ -197,7 +198,8 @@ static void report(const char *mode, double rate, int seconds)
            (unsigned long long)(worst == UINT64_MAX ? 0 : worst), wins, pct_ms(g_ok_us, nok, 50),
            pct_ms(g_ok_us, nok, 99), nok > 0 ? (double)g_ok_us[nok - 1] * 1e-3 : 0.0,
            pct_ms(g_rej_us, nrej, 50), pct_ms(g_rej_us, nrej, 99), ndir,
-           pct_ms(g_direct_us, ndir, 50), pct_ms(g_direct_us, ndir, 99), cpu);
+           pct_ms(g_direct_us, ndir, 50), pct_ms(g_direct_us, ndir, 99),
+           ndir > 0 ? (double)g_direct_us[ndir - 1] * 1e-3 : 0.0, cpu);
     fflush(stdout);
 }
 

@@ -4,7 +4,8 @@ the load generator).
 
 --peer. Two aims_node instances serve the same MLP bundle (16 inputs, 2 x 2048
 relu, 10 classes; a 64-row predict per call, one worker, concurrency 1 and
-batch_max 1 each -- one call per predict --, OPENBLAS_NUM_THREADS=1) on
+the default batching each -- batch_max counts rows, so a batch holds one
+64-row call --, OPENBLAS_NUM_THREADS=1) on
 tcp:// and, each, an HTTP front door with a 2 s request deadline (--param http_timeout_ms=2000). nginx (one worker,
 access log off) proxies to the two front doors with the overload protection
 nginx open source has: `max_conns` per upstream server (nginx answers 502 at
@@ -44,6 +45,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 HIDDEN = 2048
@@ -83,6 +85,66 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
+
+
+def descendants(root):
+    """root and every process below it (from /proc's parent links)."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+class IoBoost(threading.Thread):
+    """While running, put the libaims I/O threads (named "aims-io-<scheme>")
+    of root's process tree -- the daemons' and the clients' -- at SCHED_FIFO
+    priority `prio` (run_overload.py --io-prio). The library runs them one
+    above the workers by itself (stream_io.c); --io-prio 1 puts them back at
+    the workers' priority, to measure what that changes."""
+
+    def __init__(self, root, prio):
+        super().__init__(daemon=True)
+        self.root, self.prio, self.done = root, prio, set()
+        self.halt = threading.Event()
+
+    def scan(self):
+        for pid in descendants(self.root):
+            try:
+                tids = os.listdir("/proc/%d/task" % pid)
+            except OSError:
+                continue
+            for tid in tids:
+                if (pid, tid) in self.done:
+                    continue
+                try:
+                    with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                        comm = f.read().strip()
+                except OSError:
+                    continue
+                if comm.startswith("aims-io-") and subprocess.run(
+                        ["chrt", "-f", "-p", str(self.prio), tid],
+                        capture_output=True).returncode == 0:
+                    self.done.add((pid, tid))
+
+    def run(self):
+        while not self.halt.wait(0.2):
+            self.scan()
+
+    def stop(self):
+        self.halt.set()
+        self.join(5)
+        return len(self.done)
 
 
 def node_env():
@@ -241,10 +303,10 @@ def peer(build, factors, seconds, max_conns_list, log):
                            env=node_env(), timeout=300)
             reg = spawn_registry(node)
             procs.append(reg)
-            # batch_max counts requests (svc_worker.c), not rows: 1 keeps one
-            # 64-row call per predict, so a run is the same work whatever the queue.
-            svc = ["--infer", "mlp@1=" + bundle, "--workers", "1", "--concurrency", "1",
-                   "--param", "batch_max=1"]
+            # Default batching: batch_max (64) counts rows, so one 64-row call
+            # is one predict whatever the queue (docs/OVERLOAD.md, "Batches
+            # are rows"; before that fix this passed batch_max=1).
+            svc = ["--infer", "mlp@1=" + bundle, "--workers", "1", "--concurrency", "1"]
             for i in range(2):
                 procs.append(spawn_node(node, "mlp%d" % i, reg, svc, http=True))
             ups = [p.http.replace("http://", "") for p in procs[1:]]
@@ -380,10 +442,13 @@ def lifo(build, factors, seconds, log):
                           "capacity_per_s": cap,
                           "goodput_pct_of_capacity": round(100.0 * r["goodput_per_s"] / cap, 1)})
                 log("%-14s %.2fx: goodput %.1f/s = %.0f %% of %.1f/s; ok p50 %.1f p99 %.1f ms; "
-                    "rejected %d (p50 %.2f p99 %.2f ms), timeouts %d" % (
+                    "rejected %d (p50 %.2f p99 %.2f ms), timeouts %d; node's rejections n %d "
+                    "p50 %.2f p99 %.2f max %.2f ms" % (
                         name, f, r["goodput_per_s"], r["goodput_pct_of_capacity"], cap,
                         r["ok_p50_ms"], r["ok_p99_ms"], r["rejected"], r["reject_p50_ms"],
-                        r["reject_p99_ms"], r["timeout"]))
+                        r["reject_p99_ms"], r["timeout"], r["node_reject_n"],
+                        r["node_reject_p50_ms"], r["node_reject_p99_ms"],
+                        r["node_reject_max_ms"]))
                 rows.append(r)
                 time.sleep(0.5)
         finally:

@@ -23,6 +23,10 @@ load); --no-chrt to measure without.
            open-loop offer (bench/overload_peer.py says how)
   hung     R4b: failed calls and p99 with one of three instances SIGSTOPped
   lifo     FIFO (default) vs LIFO vs LIFO without the adaptive limit
+  reject   the rejection latency with many samples: the goodput setup with
+           every call through the client that never retries
+           (AIMS_GOODPUT_DIRECT_EVERY=1), one instance; count, p50, p90, p99
+           and max of the node's rejections per factor (R6-reject rows)
 peer/hung/lifo use bench/bench_overload (the load generator, one thread).
 
 Usage: python3 bench/run_overload.py --build-dir build-bench-ovl [--seconds 15]
@@ -55,10 +59,17 @@ METHOD = ("tests/integration/test_goodput: registry node + one aims_node echo in
 def harness_record(row):
     """Goodput of one phase as a bench record: goal R6, the offered factor in
     the metric name, the percentage of capacity as the median."""
+    if row.get("bench") == "R6-reject":
+        return {"goal": "R6", "description": "latency of the node's rejections (no retry)",
+                "contender": "libaims", "metric": "reject_p99_ms_%gx" % row["factor"],
+                "median": row.get("reject_p99_ms"), "unit": "ms", "n": row.get("rejections_seen"),
+                "reject_p50_ms": row.get("reject_p50_ms"), "reject_max_ms": row.get("reject_max_ms"),
+                "git": row.get("git")}
     return {"goal": "R6", "description": "goodput under overload, % of capacity",
             "contender": "libaims", "metric": "goodput_pct_%gx" % row["factor"],
             "median": row["goodput_pct_of_capacity"], "unit": "%", "n": 1,
-            "reject_p99_ms": row.get("reject_p99_ms"), "git": row.get("git")}
+            "reject_p99_ms": row.get("reject_p99_ms"), "reject_n": row.get("rejections_seen"),
+            "reject_max_ms": row.get("reject_max_ms"), "git": row.get("git")}
 
 
 def peer_record(row):
@@ -75,7 +86,7 @@ def peer_record(row):
             "ok_p99_ms": row["ok_p99_ms"], "git": row.get("git")}
 
 
-def run_goodput(a, chrt):
+def run_goodput(a, chrt, direct_every=10):
     test = os.path.join(a.build_dir, "tests/integration/test_goodput")
     node = os.path.join(a.build_dir, "examples/aims_node")
     for f in (test, node):
@@ -85,7 +96,9 @@ def run_goodput(a, chrt):
         jpath = os.path.join(tmp, "phases.jsonl")
         env = dict(os.environ, AIMS_GOODPUT_NOCHECK="1", AIMS_GOODPUT_JSON=jpath,
                    AIMS_GOODPUT_SECONDS=str(a.seconds), AIMS_GOODPUT_FACTORS=a.factors,
-                   AIMS_GOODPUT_PAIR="1" if a.pair else "0", AIMS_GOODPUT_PAIR_FACTORS=a.factors)
+                   AIMS_GOODPUT_PAIR="1" if a.pair and direct_every == 10 else "0",
+                   AIMS_GOODPUT_PAIR_FACTORS=a.factors,
+                   AIMS_GOODPUT_DIRECT_EVERY=str(direct_every))
         cmd = (["chrt", "-f", "1"] if chrt else []) + [test, node]
         nf = len(a.factors.split(","))
         budget = 60 + (nf + (nf + 1 if a.pair else 0)) * (a.seconds + 15)
@@ -100,7 +113,11 @@ def run_goodput(a, chrt):
         print(f"{row['instances']} instance(s) {row['factor']}x: goodput {row['goodput_per_s']}/s"
               f" = {row['goodput_pct_of_capacity']} % of capacity"
               f" ({row['goodput_pct_of_runs']} % of runs executed); ok p99 {row['ok_p99_ms']} ms;"
-              f" rejection p50 {row['reject_p50_ms']} ms p99 {row['reject_p99_ms']} ms")
+              f" node's rejections (1 call in {direct_every} without retry): n"
+              f" {row['rejections_seen']}, p50 {row['reject_p50_ms']} ms, p99"
+              f" {row['reject_p99_ms']} ms, max {row.get('reject_max_ms')} ms; $ping control n"
+              f" {row.get('ping_n')}, p50 {row.get('ping_p50_ms')} ms, p99 {row.get('ping_p99_ms')}"
+              f" ms, max {row.get('ping_max_ms')} ms")
     return rows, " ".join(cmd), r.returncode
 
 
@@ -111,10 +128,14 @@ def main():
     ap.add_argument("--factors", default="1.25,2.5,5")
     ap.add_argument("--pair", action="store_true", help="goodput: also on two instances")
     ap.add_argument("--no-chrt", action="store_true")
-    ap.add_argument("--what", default="goodput,peer,hung,lifo")
+    ap.add_argument("--what", default="goodput,reject,peer,hung,lifo")
     ap.add_argument("--nginx-max-conns", default="4,0",
                     help="comma-separated: one nginx per value, 0 = without max_conns")
     ap.add_argument("--hung-rate", type=float, default=300.0)
+    ap.add_argument("--io-prio", type=int, default=0,
+                    help="under chrt: put every libaims I/O thread (aims-io-*) of the run at "
+                         "this SCHED_FIFO priority (1 = the workers' priority, as before "
+                         "the I/O threads ran one above them; 0: as the library sets them)")
     ap.add_argument("--out-dir", default="bench/results")
     a = ap.parse_args()
     what = set(a.what.split(","))
@@ -128,9 +149,17 @@ def main():
     rows, extra = [], []
     rc = 0
     cmd = "python3 bench/run_overload.py " + " ".join(sys.argv[1:])
+    boost = None
+    if chrt and a.io_prio > 0:
+        boost = overload_peer.IoBoost(os.getpid(), a.io_prio)
+        boost.start()
     if "goodput" in what:
         rows, cmd_g, rc = run_goodput(a, chrt)
         cmd = cmd_g if what == {"goodput"} else cmd
+    if "reject" in what:
+        rrows, _, rrc = run_goodput(a, chrt, direct_every=1)
+        rows += [dict(r, bench="R6-reject") for r in rrows]
+        rc = rc or rrc
     gen = os.path.join(a.build_dir, "bench/bench_overload")
     if what & {"peer", "hung", "lifo"} and not os.access(gen, os.X_OK):
         sys.exit(f"missing {gen}: build it (ninja -C {a.build_dir} bench/bench_overload)")
@@ -148,6 +177,11 @@ def main():
         print(f"overload bench part failed: {ex}", file=sys.stderr)
         extra.append({"bench": "R6-peer", "error": str(ex)})
         rc = 1
+    if boost is not None:
+        n = boost.stop()
+        print(f"--io-prio {a.io_prio}: {n} libaims I/O threads set to SCHED_FIFO {a.io_prio}")
+        for row in rows + extra:
+            row["io_threads_fifo_prio"] = a.io_prio
     if not rows and not extra:
         sys.exit("no figures")
     try:
@@ -162,6 +196,9 @@ def main():
         for row in rows:
             row = {"bench": "R6-overload", "git": commit, "chrt_fifo_1": chrt,
                    "command": cmd, "method": METHOD, **row, "machine": info}
+            if row["bench"] == "R6-reject":
+                row["method"] = METHOD + "; R6-reject: every call through the client that " \
+                    "never retries (AIMS_GOODPUT_DIRECT_EVERY=1), for the rejection latency"
             f.write(json.dumps(row) + "\n")
             # The harness's record shape too (goal, contender, metric, median), so
             # `aims plot` and the results tables read this file like the others.

@@ -334,9 +334,12 @@ typedef enum aims_param {
      * bytes held for frames in progress stay under rx_budget + 64 KiB x connections.
      * A frame whose read buffer would overdraw rx_budget is read no further: its
      * connection stops being read (the sender's socket fills and blocks it) until
-     * budget frees -- checked every 1 s -- and is dropped when it waited more than
-     * rx_pause_ms (at most rx_pause_ms + 1 s after it paused). So big frames are
-     * read into memory only as fast as the budget allows. docs/OVERLOAD.md.
+     * budget frees -- paused connections resume in the order they paused as soon
+     * as a frame or connection of the same transport gives budget back (budget
+     * freed by another transport of the node: at the 1 s sweep) -- and is dropped
+     * when it waited more than rx_pause_ms (at most rx_pause_ms + 1 s after it
+     * paused). So big frames are read into memory only as fast as the budget
+     * allows. docs/OVERLOAD.md.
      * @since 0.1 */
     AIMS_NODE_RX_MIN_RATE = 715,        /**< [rx_min_rate] i64: bytes/s a frame in progress must keep up over each 2 s window, 0 = off; default 1024 */
     AIMS_NODE_RX_HEADER_MS = 716,       /**< [rx_header_ms] i64: first byte of a frame to its complete 44-byte header, 0 = off; default 2000 */

@@ -173,6 +173,7 @@ static void run_batch(aims_service *s, aimsi_qitem *list, size_t cnt)
 static void *worker_main(void *arg)
 {
     aims_node *n = arg;
+    (void)pthread_setname_np(pthread_self(), "aims-worker"); /* top -H, chrt -p */
     pthread_mutex_lock(&n->lock);
     while (!n->workers_stop) {
         aims_service *s = pick_ready(n);

@@ -24,9 +24,11 @@
  * of capacity (congestion collapse: the node kept busy with requests that
  * finished just after their caller gave up). docs/OVERLOAD.md has the figures.
  *
- * Every 10th call goes through a second client that never retries, so the
- * latency of the node's own rejections is seen (its p99 is printed; no timing
- * assertion).
+ * Every 10th call (AIMS_GOODPUT_DIRECT_EVERY=N: every Nth; 1 = all, for many
+ * samples) goes through a second client that never retries, so the latency
+ * of the node's own rejections is seen (count, p50, p90, p99 and max are
+ * printed; no timing assertion). Every 10th call is also followed by a
+ * "$ping" through that client: the control (on_done says why).
  *
  * Then a second instance joins and the pair is offered 1.25x, 2.5x and 5x
  * the capacity the test measures for the two (OVERLOADED calls retry on the
@@ -38,7 +40,7 @@
  * print the figures, assert nothing about goodput), AIMS_GOODPUT_JSON=path
  * (append one JSON line per phase: `make -f bench/bench.mk bench-overload`),
  * AIMS_GOODPUT_PAIR=0 (skip the two-instance phases), AIMS_GOODPUT_PAIR_FACTORS
- * (their factors, default "1.25,2.5,5").
+ * (their factors, default "1.25,2.5,5"), AIMS_GOODPUT_DIRECT_EVERY (above).
  */
 #include "itest.h"
 
@@ -71,6 +73,7 @@ static _Atomic size_t g_n_rej;
 static uint64_t g_ok_us[OK_MAX]; /* latency of the calls answered OK */
 static _Atomic size_t g_n_ok;
 static FILE *g_json; /* AIMS_GOODPUT_JSON: one JSON line per phase (bench/run_overload.py) */
+static unsigned g_direct_every = 10; /* AIMS_GOODPUT_DIRECT_EVERY: every Nth call via g_direct */
 
 static uint64_t it_now_us(void)
 {
@@ -85,10 +88,30 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The control for the rejection latency: "$ping" round trips through the
+ * same client and node connection, answered by the node's I/O thread as the
+ * frame is read (like a rejection, but never near the queue). When their
+ * tail equals the rejections' tail, what delays a rejection is not the
+ * admission path but getting the threads on a core. */
+#define PING_MAX 8192
+static uint64_t g_ping_us[PING_MAX];
+static _Atomic size_t g_n_ping;
+static _Atomic uint64_t g_pings_out; /* issued, not yet done */
+
 static void on_done(void *user, aims_status st, const aims_msg *reply, const char *error)
 {
     const uint64_t now = it_now_us();
-    const uint64_t issued = (uint64_t)(uintptr_t)user >> 1;
+    const uint64_t issued = (uint64_t)(uintptr_t)user >> 2;
+    if ((uintptr_t)user & 2u) {
+        if (st == AIMS_OK) {
+            const size_t i = atomic_fetch_add(&g_n_ping, 1);
+            if (i < PING_MAX) {
+                g_ping_us[i] = now - issued;
+            }
+        }
+        atomic_fetch_sub(&g_pings_out, 1);
+        return;
+    }
     const int late = now - issued > DEADLINE_MS * 1000u;
     if (st == AIMS_OK && !late) {
         const uint64_t w = (now - g_st.t0_us) / 1000000u;
@@ -107,6 +130,20 @@ static void on_done(void *user, aims_status st, const aims_msg *reply, const cha
         }
     }
     it_outcomes_count(&g_st.o, st, late, reply, error);
+}
+
+/* Sort the first n (at most cap) latencies and log their count, p50, p90,
+ * p99 and max; returns how many there were. */
+static size_t sort_log(uint64_t *v, size_t n, size_t cap, const char *what)
+{
+    n = n < cap ? n : cap;
+    if (n > 0) {
+        qsort(v, n, sizeof v[0], cmp_u64);
+        it_log("   %s: n %zu, p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms", what, n,
+               (double)v[n / 2] * 1e-3, (double)v[n * 9 / 10] * 1e-3,
+               (double)v[n * 99 / 100] * 1e-3, (double)v[n - 1] * 1e-3);
+    }
+    return n;
 }
 
 /* A counter of the instance at addr ("$stats": batches = runs executed,
@@ -194,6 +231,7 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
     g_st.t0_ms = g_st.t0_us = 0;
     atomic_store(&g_n_rej, 0);
     atomic_store(&g_n_ok, 0);
+    atomic_store(&g_n_ping, 0);
     const double rate = cap * factor;
     const long period_ns = (long)(1e9 / rate);
     it_sampler smp;
@@ -221,10 +259,16 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
             t_at2 = it_now_ms();
             runs_read++;
         }
-        const int direct = issued % 10u == 9u;
+        const int direct = issued % g_direct_every == g_direct_every - 1u;
         (void)aims_client_call_async(direct ? g_direct : c, "echo", "echo", req,
                                      AIMS_CALL_IDEMPOTENT, DEADLINE_MS, on_done,
-                                     (void *)(uintptr_t)((it_now_us() << 1) | (unsigned)direct));
+                                     (void *)(uintptr_t)((it_now_us() << 2) | (unsigned)direct));
+        if (issued % 10u == 4u) {
+            atomic_fetch_add(&g_pings_out, 1);
+            (void)aims_client_call_async(g_direct, "echo", "$ping", req, AIMS_CALL_IDEMPOTENT,
+                                         DEADLINE_MS, on_done,
+                                         (void *)(uintptr_t)((it_now_us() << 2) | 2u));
+        }
         issued++;
         it_pace(&next, period_ns);
     }
@@ -237,7 +281,8 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
         runs_read++;
     }
     const uint64_t t1 = it_now_ms();
-    while (atomic_load(&g_st.o.done) < issued && it_now_ms() - t1 < 10000) {
+    while ((atomic_load(&g_st.o.done) < issued || atomic_load(&g_pings_out) > 0) &&
+           it_now_ms() - t1 < 10000) {
         it_sleep_ms(10);
     }
     (void)it_sampler_stop(&smp);
@@ -276,13 +321,10 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
            (unsigned long long)atomic_load(&g_st.o.no_hint),
            (unsigned long long)atomic_load(&g_st.o.timeout),
            (unsigned long long)atomic_load(&g_st.o.other), rss0, smp.peak_kb);
-    size_t nr = atomic_load(&g_n_rej);
-    nr = nr < REJ_MAX ? nr : REJ_MAX;
-    if (nr > 0) {
-        qsort(g_rej_us, nr, sizeof g_rej_us[0], cmp_u64);
-        it_log("   the node's rejections (no client retry, %zu seen): p50 %.2f ms, p99 %.2f ms",
-               nr, (double)g_rej_us[nr / 2] * 1e-3, (double)g_rej_us[nr * 99 / 100] * 1e-3);
-    }
+    const size_t nr = sort_log(g_rej_us, atomic_load(&g_n_rej), REJ_MAX,
+                               "the node's rejections (no client retry)");
+    const size_t np = sort_log(g_ping_us, atomic_load(&g_n_ping), PING_MAX,
+                               "$ping through the same client meanwhile (the control)");
     size_t nok = atomic_load(&g_n_ok);
     nok = nok < OK_MAX ? nok : OK_MAX;
     if (nok > 0) {
@@ -296,8 +338,10 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
                 "\"goodput_pct_of_runs\": %.1f, \"worst_window\": %llu, \"busy_pct\": %.1f, "
                 "\"ok\": %llu, \"late\": %llu, \"overloaded\": %llu, \"timeout\": %llu, "
                 "\"other\": %llu, \"ok_p50_ms\": %.2f, \"ok_p99_ms\": %.2f, "
-                "\"rejections_seen\": %zu, \"reject_p50_ms\": %.2f, \"reject_p99_ms\": %.2f, "
-                "\"rss_growth_kib\": %ld}\n",
+                "\"rejections_seen\": %zu, \"reject_p50_ms\": %.2f, \"reject_p90_ms\": %.2f, "
+                "\"reject_p99_ms\": %.2f, \"reject_max_ms\": %.2f, \"direct_every\": %u, "
+                "\"ping_n\": %zu, \"ping_p50_ms\": %.2f, \"ping_p99_ms\": %.2f, "
+                "\"ping_max_ms\": %.2f, \"rss_growth_kib\": %ld}\n",
                 n_nodes, factor, seconds, rate, cap, cap_in, gp, 100.0 * gp / cap,
                 cap_in > 0 ? 100.0 * gp / cap_in : 0.0, (unsigned long long)worst, 100.0 * util,
                 (unsigned long long)atomic_load(&g_st.o.ok),
@@ -308,7 +352,12 @@ static double run_phase(aims_client *c, const aims_msg *req, const it_proc *cons
                 nok > 0 ? (double)g_ok_us[nok / 2] * 1e-3 : 0.0,
                 nok > 0 ? (double)g_ok_us[nok * 99 / 100] * 1e-3 : 0.0, nr,
                 nr > 0 ? (double)g_rej_us[nr / 2] * 1e-3 : 0.0,
-                nr > 0 ? (double)g_rej_us[nr * 99 / 100] * 1e-3 : 0.0, smp.peak_kb - rss0);
+                nr > 0 ? (double)g_rej_us[nr * 9 / 10] * 1e-3 : 0.0,
+                nr > 0 ? (double)g_rej_us[nr * 99 / 100] * 1e-3 : 0.0,
+                nr > 0 ? (double)g_rej_us[nr - 1] * 1e-3 : 0.0, g_direct_every, np,
+                np > 0 ? (double)g_ping_us[np / 2] * 1e-3 : 0.0,
+                np > 0 ? (double)g_ping_us[np * 99 / 100] * 1e-3 : 0.0,
+                np > 0 ? (double)g_ping_us[np - 1] * 1e-3 : 0.0, smp.peak_kb - rss0);
         fflush(g_json);
     }
     IT_CHECK(atomic_load(&g_st.o.done) == issued, "%llu calls never completed",
@@ -340,6 +389,10 @@ int main(int argc, char **argv)
     if (env_j != NULL && env_j[0] != '\0') {
         g_json = fopen(env_j, "a");
         IT_CHECK(g_json != NULL, "cannot open %s", env_j);
+    }
+    const char *env_d = getenv("AIMS_GOODPUT_DIRECT_EVERY");
+    if (env_d != NULL && atoi(env_d) >= 1) {
+        g_direct_every = (unsigned)atoi(env_d);
     }
     int seconds = env_s != NULL ? atoi(env_s) : 6;
     seconds = seconds < 3 ? 3 : (seconds > MAX_SECONDS ? MAX_SECONDS : seconds);

@@ -20,6 +20,9 @@
 #define STALL_NS (10ull * 1000000000ull)
 #define SWEEP_NS (1000000000ull)
 #define RX_WINDOW_NS (2000000000ull)
+/* Connections paused for rx_budget that one release of budget may resume
+ * (stream_rx.c): bounded work per release; the rest wait for the next one. */
+#define RX_RESUME_MAX 8
 /* Accepted connections per instance; beyond this new ones are closed at once
  * (each may hold up to max_frame bytes of read buffer). */
 #define MAX_ACCEPTED 4096u
@@ -76,6 +79,8 @@ typedef struct stream_conn {
     int64_t held;              /* bytes reserved from rx->held */
     int rx_paused;             /* reading paused for rx_budget (written by the I/O thread under mu) */
     uint64_t paused_ns;        /* when it paused (I/O thread only) */
+    struct stream_conn *pq_prev, *pq_next; /* inst's queue of paused connections (I/O thread) */
+    int in_pq;                 /* on that queue (I/O thread only) */
     int accepted;        /* counted in inst->n_accepted */
     void *sx;            /* the family's per-connection state (ops), or NULL */
     int hs;              /* accepted, handshake not done: no on_accept yet (I/O thread) */
@@ -114,6 +119,11 @@ struct stream_inst {
     stream_listener *listeners;
     stream_listener *zombie_listeners;
     uint64_t resume_ns; /* when paused listeners go back into epoll (0: none paused) */
+    /* Connections paused for rx_budget, in the order they paused, and whether
+     * budget was given back since the I/O thread last looked (stream_rx.c;
+     * I/O thread only, or after it stopped). */
+    stream_conn *pq_head, *pq_tail;
+    int rx_freed;
 };
 
 /* Set on the I/O thread: lets close()/unlisten() know they run inside a hook. */
@@ -134,6 +144,13 @@ aims_status aimsi_stream_ensure_started(stream_inst *in);
 int aimsi_stream_epoll_add(stream_inst *in, int fd, void *ptr);
 void aimsi_stream_conn_readable(stream_conn *c);
 void aimsi_stream_sweep_stalled(stream_inst *in, uint64_t now);
+/* Budget was given back (rx_freed): resume paused connections in the order
+ * they paused while it has room for the rest of their frames, at most
+ * RX_RESUME_MAX (I/O thread, top of its loop). */
+void aimsi_stream_rx_wake(stream_inst *in, uint64_t now);
+/* Take c off its instance's paused queue, if it is on it (I/O thread, or
+ * after the thread stopped). */
+void aimsi_stream_pq_remove(stream_conn *c);
 void aimsi_stream_conn_event(stream_conn *c, uint32_t events);
 /* Write the queue under c->mu (held by the caller); does nothing while the
  * I/O thread is draining it (`writing`). */

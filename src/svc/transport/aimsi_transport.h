@@ -70,6 +70,12 @@ typedef struct aimsi_rx_limits {
     int64_t budget;    /* most bytes `held` */
     int64_t pause_ms;  /* longest a connection waits for budget (reading paused); 0 = drop */
     _Atomic int64_t held;
+    /* Observability of pausing (tests, logs): connections paused now, and
+     * resumptions as soon as a release in the same transport made room vs by
+     * the 1 s sweep (budget freed by another transport of the node). */
+    _Atomic int64_t paused;
+    _Atomic uint64_t resumed_on_release;
+    _Atomic uint64_t resumed_by_sweep;
 } aimsi_rx_limits;
 
 typedef struct aimsi_ttable {

@@ -146,11 +146,17 @@ int aimsi_stream_rx_hold(stream_conn *c, size_t cap)
         return 0;
     }
     c->held = want;
+    if (delta < 0) {
+        /* Only the I/O thread (or destroy, after it stopped) gives budget
+         * back: a connection holds budget only once that thread grew it. */
+        c->inst->rx_freed = 1; /* paused connections may resume (stream_rx.c) */
+    }
     return 1;
 }
 
 void aimsi_stream_conn_free(stream_conn *c)
 {
+    aimsi_stream_pq_remove(c);
     (void)aimsi_stream_rx_hold(c, 0);
     queue_drop(c);
     if (c->sx != NULL && c->inst->fam->ops->close != NULL) {
@@ -244,6 +250,7 @@ void aimsi_stream_conn_fail(stream_conn *c, aims_status why)
     queue_drop(c);
     c->want_out = 0;
     pthread_mutex_unlock(&c->mu);
+    aimsi_stream_pq_remove(c); /* the I/O thread's: only it fails connections */
     if (aimsi_stream_hook_enter(c)) {
         in->hooks.on_close(c->user, why);
         aimsi_stream_hook_leave(c);

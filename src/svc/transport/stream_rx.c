@@ -24,13 +24,31 @@
  * Pacing big frames by the budget. A connection whose frame would overdraw
  * rx_budget is not dropped but paused: out of EPOLLIN (the kernel's socket
  * buffers fill and TCP flow control stops the sender), exempt from the rate
- * rules (it is not slow, we are not reading). Each sweep retries its buffer
- * growth; once the budget has room it is read again with a fresh rate
- * window. One paused longer than rx_pause_ms is dropped (AIMS_E_OVERLOADED),
- * so a paused connection lives at most rx_pause_ms + SWEEP_NS without
- * progress; rx_pause_ms = 0 drops at once (the behaviour before pausing).
- * Memory held for frames in progress thus never exceeds rx_budget, and big
- * frames are read as fast as other frames complete and give budget back.
+ * rules (it is not slow, we are not reading), and appended to the instance's
+ * queue of paused connections. One paused longer than rx_pause_ms is dropped
+ * (AIMS_E_OVERLOADED), so a paused connection lives at most rx_pause_ms +
+ * SWEEP_NS without progress; rx_pause_ms = 0 drops at once (the behaviour
+ * before pausing). Memory held for frames in progress thus never exceeds
+ * rx_budget.
+ *
+ * Resuming as soon as budget frees. Whenever budget comes back on this
+ * instance -- a big frame was delivered (while anyone is paused its buffer
+ * is given back at once instead of being kept RBUF_KEEP_NS for the next big
+ * frame), a connection was freed -- rx_hold raises rx_freed, and the I/O
+ * thread, at the top of its next loop (before it sleeps again), resumes
+ * paused connections in the order they paused (aimsi_stream_rx_wake), at
+ * most RX_RESUME_MAX per release, stopping at the first whose frame does not
+ * fit: a later, smaller paused frame does not overtake it. (A connection
+ * that is being read may still grow whenever the budget has room: making it
+ * queue behind a paused 60 MB frame would let one peer announcing huge
+ * frames stall every other big-frame sender for rx_pause_ms.) A resumed
+ * connection reserves the *whole rest* of its frame at once (not the next
+ * doubling), so it never pauses again for that frame: resumed connections
+ * cannot deadlock each other each holding half of the budget. Budget given back by another
+ * instance of the node (tcp vs ipc vs tls share rx_budget, each has its own
+ * I/O thread) is noticed by the sweep (every SWEEP_NS), in the same order.
+ * Before, only the sweep resumed: a paused big frame waited up to 1 s after
+ * the budget it needed was free.
  */
 #include "aimsi_stream.h"
 #include "aimsi_stream_io.h"
@@ -118,9 +136,55 @@ static aims_status deliver(stream_conn *c, int *stop)
     return rc;
 }
 
+/* ---- the queue of connections paused for the budget (I/O thread only) ---------- */
+
+static void pq_push(stream_conn *c)
+{
+    stream_inst *in = c->inst;
+    if (c->in_pq) {
+        return;
+    }
+    c->pq_next = NULL;
+    c->pq_prev = in->pq_tail;
+    if (in->pq_tail != NULL) {
+        in->pq_tail->pq_next = c;
+    } else {
+        in->pq_head = c;
+    }
+    in->pq_tail = c;
+    c->in_pq = 1;
+    atomic_fetch_add(&in->rx->paused, 1);
+}
+
+void aimsi_stream_pq_remove(stream_conn *c)
+{
+    if (!c->in_pq) {
+        return;
+    }
+    stream_inst *in = c->inst;
+    if (c->pq_prev != NULL) {
+        c->pq_prev->pq_next = c->pq_next;
+    } else {
+        in->pq_head = c->pq_next;
+    }
+    if (c->pq_next != NULL) {
+        c->pq_next->pq_prev = c->pq_prev;
+    } else {
+        in->pq_tail = c->pq_prev;
+    }
+    c->pq_prev = c->pq_next = NULL;
+    c->in_pq = 0;
+    atomic_fetch_sub(&in->rx->paused, 1);
+}
+
 /* Pause (1) or resume (0) reading c for the budget (I/O thread). */
 static void rx_set_paused(stream_conn *c, int paused, uint64_t now)
 {
+    if (paused) {
+        pq_push(c);
+    } else {
+        aimsi_stream_pq_remove(c);
+    }
     pthread_mutex_lock(&c->mu);
     c->rx_paused = paused;
     if (!c->dead) {
@@ -140,20 +204,30 @@ static void rx_set_paused(stream_conn *c, int paused, uint64_t now)
     }
 }
 
-/* Make room to read: grow toward the pending frame's length, or shrink a
- * buffer a big frame left behind. AIMS_E_OVERLOADED: the growth would
- * overdraw the node's rx_budget (nothing changed). */
-static aims_status rbuf_room(stream_conn *c)
+/* Give a grown read buffer back (its budget with it) once what it holds
+ * fits the initial size. */
+static void rbuf_give_back(stream_conn *c)
+{
+    if (c->rcap > RBUF_INIT && c->rlen <= RBUF_INIT) {
+        uint8_t *nb = aimsi_realloc(c->rbuf, RBUF_INIT);
+        if (nb != NULL) {
+            c->rbuf = nb;
+            c->rcap = RBUF_INIT;
+            (void)aimsi_stream_rx_hold(c, RBUF_INIT);
+        }
+    }
+}
+
+/* Make room to read: grow toward the pending frame's length (by doubling,
+ * or with `whole` to the frame's length at once), or shrink a buffer a big
+ * frame left behind. AIMS_E_OVERLOADED: the growth would overdraw the node's
+ * rx_budget (nothing changed). */
+static aims_status rbuf_room(stream_conn *c, int whole)
 {
     if (c->rlen < c->rcap) {
         if (c->rcap > RBUF_SHRINK && c->rlen <= RBUF_INIT &&
             aimsi_now_ns() - c->big_ns > RBUF_KEEP_NS) {
-            uint8_t *nb = aimsi_realloc(c->rbuf, RBUF_INIT);
-            if (nb != NULL) {
-                c->rbuf = nb;
-                c->rcap = RBUF_INIT;
-                (void)aimsi_stream_rx_hold(c, RBUF_INIT);
-            }
+            rbuf_give_back(c);
         }
         return AIMS_OK;
     }
@@ -165,7 +239,7 @@ static aims_status rbuf_room(stream_conn *c)
         return AIMS_E_INTERNAL;
     }
     size_t ncap = c->rcap * 2u;
-    if (ncap > total || ncap < c->rcap) {
+    if (whole || ncap > total || ncap < c->rcap) {
         ncap = total;
     }
     if (!aimsi_stream_rx_hold(c, ncap)) {
@@ -184,9 +258,9 @@ static aims_status rbuf_room(stream_conn *c)
 void aimsi_stream_conn_readable(stream_conn *c)
 {
     for (int i = 0; i < READS_PER_EVENT; i++) {
-        const aims_status room = rbuf_room(c);
+        const aims_status room = rbuf_room(c, 0);
         if (room == AIMS_E_OVERLOADED && c->inst->rx->pause_ms > 0) {
-            rx_set_paused(c, 1, aimsi_now_ns()); /* the sweep resumes it */
+            rx_set_paused(c, 1, aimsi_now_ns()); /* a release or the sweep resumes it */
             return;
         }
         if (room != AIMS_OK) {
@@ -228,6 +302,11 @@ void aimsi_stream_conn_readable(stream_conn *c)
         if (rc != AIMS_OK) {
             aimsi_stream_conn_fail(c, rc);
             return;
+        }
+        if (c->inst->rx != NULL && atomic_load(&c->inst->rx->paused) > 0) {
+            /* Someone waits for budget: a big frame just delivered gives its
+             * buffer back now rather than keeping it RBUF_KEEP_NS. */
+            rbuf_give_back(c);
         }
         if (!more) {
             return; /* the socket is drained (a short read) */
@@ -288,6 +367,29 @@ static int rx_too_slow(const stream_inst *in, stream_conn *c, uint64_t now)
     return 0;
 }
 
+/* Resume paused connections from the head of the queue while the budget has
+ * room for the rest of their frames, at most RX_RESUME_MAX; count them in
+ * *resumed. The head that does not fit stops it (arrival order). */
+static void rx_resume(stream_inst *in, uint64_t now, _Atomic uint64_t *resumed)
+{
+    for (int k = 0; k < RX_RESUME_MAX && in->pq_head != NULL; k++) {
+        stream_conn *c = in->pq_head;
+        if (rbuf_room(c, 1) != AIMS_OK) {
+            break;
+        }
+        rx_set_paused(c, 0, now); /* read on (level-triggered) */
+        atomic_fetch_add(resumed, 1);
+    }
+}
+
+void aimsi_stream_rx_wake(stream_inst *in, uint64_t now)
+{
+    in->rx_freed = 0;
+    if (in->rx != NULL) {
+        rx_resume(in, now, &in->rx->resumed_on_release);
+    }
+}
+
 /* Drop connections stalled in the middle of a frame, or too slow for the
  * receive bounds (I/O thread only: rlen, last_rx_ns and the rate window are
  * its fields, and only it frees connections). */
@@ -297,18 +399,23 @@ void aimsi_stream_sweep_stalled(stream_inst *in, uint64_t now)
     stream_conn *starved[64]; /* paused for the budget longer than rx_pause_ms */
     size_t n = 0;
     size_t ns = 0;
-    pthread_mutex_lock(&in->mu);
-    for (stream_conn *c = in->conns; c != NULL && n < 64 && ns < 64; c = c->next) {
-        if (c->rx_paused) {
-            if (rbuf_room(c) == AIMS_OK) {
-                rx_set_paused(c, 0, now); /* budget freed: read on (level-triggered) */
-            } else if (now - c->paused_ns > (uint64_t)in->rx->pause_ms * 1000000u) {
+    if (in->rx != NULL) {
+        /* Budget another instance of the node gave back (its own release
+         * does not wake this thread), then the ones that waited too long. */
+        rx_resume(in, now, &in->rx->resumed_by_sweep);
+        for (stream_conn *c = in->pq_head; c != NULL && ns < 64; c = c->pq_next) {
+            if (now - c->paused_ns > (uint64_t)in->rx->pause_ms * 1000000u) {
                 starved[ns++] = c;
             }
+        }
+    }
+    pthread_mutex_lock(&in->mu);
+    for (stream_conn *c = in->conns; c != NULL && n < 64; c = c->next) {
+        if (c->rx_paused) {
             continue;
         }
         if (c->rlen == 0) {
-            (void)rbuf_room(c); /* an idle connection gives a kept big buffer back */
+            (void)rbuf_room(c, 0); /* an idle connection gives a kept big buffer back */
         }
         if ((c->rlen > 0 && now - c->last_rx_ns > STALL_NS) || rx_too_slow(in, c, now)) {
             stalled[n++] = c;
