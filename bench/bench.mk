@@ -7,9 +7,50 @@
 # A separate release build dir so timings never come from a debug build.
 BENCH_BUILD ?= build-bench
 
+# Most goals below are the same two targets: `bench-NAME` configures a release
+# build dir once and runs `bench-NAME-run`, which builds what the goal needs
+# and runs it -- a Python harness bench/run_NAME.py (bench_py_run) or a bench
+# binary whose stdout becomes bench/results/NAME-<UTC>.EXT and latest-NAME.EXT
+# (bench_bin_run). The macros write those targets; each goal keeps its comment,
+# its NAME_ARGS variable and its target names.
+
+# $(call bench_setup,DIR,MESON_OPTIONS): configure DIR (release) unless it exists.
+bench_setup = @test -f $(1)/build.ninja || meson setup $(1) --buildtype=release $(2)
+
+# $(eval $(call bench_goal,NAME,DIR,MESON_OPTIONS)): bench-NAME.
+define bench_goal
+.PHONY: bench-$(1) bench-$(1)-run
+bench-$(1):
+	$$(call bench_setup,$(2),$(3))
+	@$$(MAKE) --no-print-directory -f bench/bench.mk bench-$(1)-run
+endef
+
+# $(eval $(call bench_py_run,NAME,DIR,NEEDED,OPTIONAL,ARGS_VAR)): bench-NAME-run
+# builds the NEEDED ninja targets (failing if they do not build), tries the
+# OPTIONAL ones (peers that may lack their library), then runs
+# bench/run_NAME.py --build-dir DIR $(ARGS_VAR).
+define bench_py_run
+bench-$(1)-run:
+	$(if $(3),ninja -C $(2) $(3))
+	$(if $(4),-ninja -C $(2) $(4))
+	/usr/bin/python3 bench/run_$(1).py --build-dir $(2) $$($(5))
+endef
+
+# $(eval $(call bench_bin_run,NAME,DIR,EXT)): bench-NAME-run builds
+# bench/bench_NAME and runs the shell commands in the variable NAME_cmd
+# (expanded when the recipe runs; $$ts there is the run's UTC stamp), their
+# stdout teed to bench/results/NAME-<UTC>.EXT and latest-NAME.EXT.
+define bench_bin_run
+bench-$(1)-run:
+	ninja -C $(2) bench/bench_$(1)
+	ts=$$$$(date -u +%Y%m%dT%H%M%SZ); { $$($(1)_cmd); } \
+	  | tee bench/results/$(1)-$$$$ts.$(3) > bench/results/latest-$(1).$(3)
+	cat bench/results/latest-$(1).$(3)
+endef
+
 .PHONY: bench
 bench:
-	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
+	$(call bench_setup,$(BENCH_BUILD),-Dtests=false)
 	ninja -C $(BENCH_BUILD)
 	/usr/bin/python3 bench/run.py --build-dir $(BENCH_BUILD)
 	/usr/bin/python3 bench/run_train.py --build-dir $(BENCH_BUILD) $(TRAIN_ARGS)
@@ -28,18 +69,16 @@ bench:
 # build, run_svc.py still measures the peers and records the error.
 .PHONY: bench-svc bench-svc-run
 bench-svc:
-	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
+	$(call bench_setup,$(BENCH_BUILD),-Dtests=false)
 	-ninja -k 0 -C $(BENCH_BUILD)
 	@$(MAKE) --no-print-directory -f bench/bench.mk bench-svc-run
 
-bench-svc-run:
-	-ninja -C $(BENCH_BUILD) bench/bench_svc
-	/usr/bin/python3 bench/run_svc.py --build-dir $(BENCH_BUILD) $(SVC_ARGS)
+$(eval $(call bench_py_run,svc,$(BENCH_BUILD),,bench/bench_svc,SVC_ARGS))
 
 # Only the training goals (issue 3): `make -f bench/bench.mk bench-train TRAIN_ARGS=...`
 .PHONY: bench-train
 bench-train:
-	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
+	$(call bench_setup,$(BENCH_BUILD),-Dtests=false)
 	ninja -C $(BENCH_BUILD)
 	/usr/bin/python3 bench/run_train.py --build-dir $(BENCH_BUILD) $(TRAIN_ARGS)
 
@@ -47,55 +86,29 @@ bench-train:
 # tls vs tcp side by side in one process, alternating with ZeroMQ CURVE (the
 # P11a peer); the PKI is made by tests/support/mkcerts.sh. bench/run_tls.py
 # writes bench/results/tls-<UTC>.jsonl and latest-tls.jsonl.
-.PHONY: bench-tls bench-tls-run
-bench-tls:
-	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
-	@$(MAKE) --no-print-directory -f bench/bench.mk bench-tls-run
-
-bench-tls-run:
-	ninja -C $(BENCH_BUILD) bench/bench_tls
-	-ninja -C $(BENCH_BUILD) bench/peer_zmq_curve
-	/usr/bin/python3 bench/run_tls.py --build-dir $(BENCH_BUILD) $(TLS_ARGS)
+$(eval $(call bench_goal,tls,$(BENCH_BUILD),-Dtests=false))
+$(eval $(call bench_py_run,tls,$(BENCH_BUILD),bench/bench_tls,bench/peer_zmq_curve,TLS_ARGS))
 
 # Only the HTTP front door goals (issue 12, P12a-c): wrk against the front door
 # (binary and JSON infer) and nginx serving a static file of the reply's size,
 # plus the added p50 of an HTTP binary call over a native client call:
 # `make -f bench/bench.mk bench-http HTTP_ARGS="--rounds 1 --duration 2"`.
-.PHONY: bench-http bench-http-run
-bench-http:
-	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
-	@$(MAKE) --no-print-directory -f bench/bench.mk bench-http-run
-
-bench-http-run:
-	ninja -C $(BENCH_BUILD) bench/bench_http
-	/usr/bin/python3 bench/run_http.py --build-dir $(BENCH_BUILD) $(HTTP_ARGS)
+$(eval $(call bench_goal,http,$(BENCH_BUILD),-Dtests=false))
+$(eval $(call bench_py_run,http,$(BENCH_BUILD),bench/bench_http,,HTTP_ARGS))
 
 # Only the hedging goal (issue 16, P14c): hedged vs unhedged p99 with one of 4
 # instances 10x slow: `make -f bench/bench.mk bench-hedge HEDGE_ARGS="400 2000 2"`.
-.PHONY: bench-hedge bench-hedge-run
-bench-hedge:
-	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
-	@$(MAKE) --no-print-directory -f bench/bench.mk bench-hedge-run
-
-bench-hedge-run:
-	ninja -C $(BENCH_BUILD) bench/bench_hedge
-	ts=$$(date -u +%Y%m%dT%H%M%SZ); { $(BENCH_BUILD)/bench/bench_hedge tcp $(HEDGE_ARGS); \
-	  $(BENCH_BUILD)/bench/bench_hedge inproc $(HEDGE_ARGS); } | tee bench/results/hedge-$$ts.jsonl > bench/results/latest-hedge.jsonl
-	cat bench/results/latest-hedge.jsonl
+hedge_cmd = $(BENCH_BUILD)/bench/bench_hedge tcp $(HEDGE_ARGS); \
+  $(BENCH_BUILD)/bench/bench_hedge inproc $(HEDGE_ARGS)
+$(eval $(call bench_goal,hedge,$(BENCH_BUILD),-Dtests=false))
+$(eval $(call bench_bin_run,hedge,$(BENCH_BUILD),jsonl))
 
 # Only the pipelined throughput goal (issue 15, P14): async calls with many in
 # flight on one ipc:// / tcp:// connection against a ZeroMQ DEALER/ROUTER echo
 # with the same window, and infer rows/s through one tcp connection:
 # `make -f bench/bench.mk bench-pipe PIPE_ARGS="--rounds 1 --seconds 1"`.
-.PHONY: bench-pipe bench-pipe-run
-bench-pipe:
-	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
-	@$(MAKE) --no-print-directory -f bench/bench.mk bench-pipe-run
-
-bench-pipe-run:
-	ninja -C $(BENCH_BUILD) bench/bench_pipe
-	-ninja -C $(BENCH_BUILD) bench/peer_zmq_pipe
-	/usr/bin/python3 bench/run_pipe.py --build-dir $(BENCH_BUILD) $(PIPE_ARGS)
+$(eval $(call bench_goal,pipe,$(BENCH_BUILD),-Dtests=false))
+$(eval $(call bench_py_run,pipe,$(BENCH_BUILD),bench/bench_pipe,bench/peer_zmq_pipe,PIPE_ARGS))
 
 # Only the overload goals (issue 11, R6 and R4b): goodput, rejection p50/p99 and
 # success p99 of one node offered 1.25x, 2.5x and 5x its capacity (under chrt -f 1),
@@ -104,14 +117,9 @@ bench-pipe-run:
 # `make -f bench/bench.mk bench-overload OVERLOAD_ARGS="--seconds 15 --what peer"`.
 # Needs the integration test binary, so its own release build with tests on.
 OVERLOAD_BUILD ?= build-bench-ovl
-.PHONY: bench-overload bench-overload-run
-bench-overload:
-	@test -f $(OVERLOAD_BUILD)/build.ninja || meson setup $(OVERLOAD_BUILD) --buildtype=release -Dpython_tests=false
-	@$(MAKE) --no-print-directory -f bench/bench.mk bench-overload-run
-
-bench-overload-run:
-	ninja -C $(OVERLOAD_BUILD) tests/integration/test_goodput examples/aims_node bench/bench_overload
-	/usr/bin/python3 bench/run_overload.py --build-dir $(OVERLOAD_BUILD) $(OVERLOAD_ARGS)
+$(eval $(call bench_goal,overload,$(OVERLOAD_BUILD),-Dpython_tests=false))
+$(eval $(call bench_py_run,overload,$(OVERLOAD_BUILD),tests/integration/test_goodput \
+  examples/aims_node bench/bench_overload,,OVERLOAD_ARGS))
 
 # Only the etcd goals (issue 13): P13a registry operations next to etcdctl and
 # P13b client call p50 with the etcd backend vs the in-process registry, side
@@ -119,34 +127,22 @@ bench-overload-run:
 # `make -f bench/bench.mk bench-etcd ETCD_ARGS="100 2000 5"`.
 # bench_etcd uses the test harness's etcd starter, so its own release build with tests on.
 ETCD_BUILD ?= build-bench-etcd
-.PHONY: bench-etcd bench-etcd-run
-bench-etcd:
-	@test -f $(ETCD_BUILD)/build.ninja || meson setup $(ETCD_BUILD) --buildtype=release -Dpython_tests=false
-	@$(MAKE) --no-print-directory -f bench/bench.mk bench-etcd-run
+etcd_cmd = echo "$(ETCD_BUILD)/bench/bench_etcd $(ETCD_ARGS)  ($$ts, release build)"; \
+  $(ETCD_BUILD)/bench/bench_etcd $(ETCD_ARGS)
+$(eval $(call bench_goal,etcd,$(ETCD_BUILD),-Dpython_tests=false))
+$(eval $(call bench_bin_run,etcd,$(ETCD_BUILD),txt))
 
-bench-etcd-run:
-	ninja -C $(ETCD_BUILD) bench/bench_etcd
-	ts=$$(date -u +%Y%m%dT%H%M%SZ); { echo "$(ETCD_BUILD)/bench/bench_etcd $(ETCD_ARGS)  ($$ts, release build)"; \
-	  $(ETCD_BUILD)/bench/bench_etcd $(ETCD_ARGS); } | tee bench/results/etcd-$$ts.txt > bench/results/latest-etcd.txt
-	cat bench/results/latest-etcd.txt
 # Only the durable-jobs goals (P14a checkpoint overhead, P14b kill -> running
 # elsewhere): `make -f bench/bench.mk bench-jobs JOBS_ARGS="3 60000"` (reps, rows).
-.PHONY: bench-jobs bench-jobs-run
-bench-jobs:
-	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
-	@$(MAKE) --no-print-directory -f bench/bench.mk bench-jobs-run
-
-bench-jobs-run:
-	ninja -C $(BENCH_BUILD) bench/bench_jobs
-	ts=$$(date -u +%Y%m%dT%H%M%SZ); $(BENCH_BUILD)/bench/bench_jobs $(JOBS_ARGS) \
-	  | tee bench/results/jobs-$$ts.jsonl > bench/results/latest-jobs.jsonl
-	cat bench/results/latest-jobs.jsonl
+jobs_cmd = $(BENCH_BUILD)/bench/bench_jobs $(JOBS_ARGS)
+$(eval $(call bench_goal,jobs,$(BENCH_BUILD),-Dtests=false))
+$(eval $(call bench_bin_run,jobs,$(BENCH_BUILD),jsonl))
 
 # Only the data-parallel training goal (issue 16 item 5): time per epoch of the
 # Fashion-MNIST MLP with 2 MPI ranks x 1 thread vs 1 rank x 1 and x 2 threads
 # (docs/MPI.md): `make -f bench/bench.mk bench-mpi MPI_ARGS="--rounds 1 --epochs 2"`.
 .PHONY: bench-mpi
 bench-mpi:
-	@test -f $(BENCH_BUILD)/build.ninja || meson setup $(BENCH_BUILD) --buildtype=release -Dtests=false
+	$(call bench_setup,$(BENCH_BUILD),-Dtests=false)
 	ninja -C $(BENCH_BUILD) examples/aims_train_mpi
 	/usr/bin/python3 bench/run_mpi.py --build-dir $(BENCH_BUILD) $(MPI_ARGS)

@@ -42,6 +42,8 @@
  * trainer is destroyed, so cancel never touches a dead trainer.
  *
  * The result is the bytes of an aims bundle file (pipeline + model).
+ * The job thread itself is in svc_train_run.c, the job table's types in
+ * svc_train_impl.h.
  *
  * Durable jobs (docs/JOBS.md). With a store (aims_service_set_store) every
  * job is also kept in it (src/svc/jobs/): the fit checkpoints there, another
@@ -69,64 +71,7 @@
 #include "aimsi_ident.h"
 #include "svc_train_text.h"
 #include "train_spec.h"
-
-#define TRAIN_QUEUE_MAX 16
-#define TRAIN_JOBS_KEPT 64
-#define TRAIN_ID_MAX 64
-#define TRAIN_HANDLE_MIN 16
-#define TRAIN_HANDLE_MAX 64
-#define TRAIN_RETRY_MS 1000
-
-enum job_state { JOB_QUEUED = 0, JOB_RUNNING = 1, JOB_DONE = 2, JOB_FAILED = 3, JOB_CANCELLED = 4 };
-
-typedef struct train_job {
-    struct train_job *next;  /* all jobs, oldest first */
-    struct train_job *qnext; /* run queue */
-    char id[TRAIN_ID_MAX + 1];
-    size_t id_len;
-    char handle[TRAIN_HANDLE_MAX + 1];
-    size_t handle_len;
-    char owner[AIMSI_CALLER_MAX]; /* who submitted, "" = unauthenticated (svc_ident.c) */
-    int state;
-    int cancel;
-    int32_t epoch;
-    float loss;
-    float metric;
-    aims_dataset *ds;
-    aims_model *model;
-    aims_trainer *trainer;
-    char *publish;           /* "name@version" or NULL */
-    int64_t publish_canary;  /* percent for a canary publish, 0 = direct (svc_life.c) */
-    void *bundle;            /* result bytes (done) */
-    size_t bundle_len;
-    char err[AIMSI_ERRMSG_CAP];
-    uint64_t token;          /* durable: fencing token (src/svc/jobs/) */
-    int64_t ckpt_steps;      /* durable: checkpoint_every_steps / _ms of the spec */
-    int64_t ckpt_ms;
-    int moved;               /* durable: handed over or fenced; the store answers */
-    char pubnote[AIMSI_ERRMSG_CAP]; /* outcome of "publish" (svc_train_pub.c), "" = none */
-    int adopted;             /* durable: taken over from a dead instance */
-    aimsi_job_news news;     /* what event watchers were told (svc_news.c; news_mu) */
-} train_job;
-
-typedef struct train_impl {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    const aims_pipeline *p;
-    train_job *jobs;
-    size_t n_jobs;
-    train_job *qhead;
-    train_job *qtail;
-    size_t queued;
-    train_job *running;
-    pthread_t thread;
-    int thread_on;
-    int stopping;
-    aimsi_jobs *durable;     /* durable jobs, or NULL (aimsi_train_set_store) */
-    aims_node *node;         /* where "publish" deploys (svc_life.c) */
-    char name[AIMSI_FRAME_MAX_SERVICE + 1]; /* the service's name (job news) */
-    pthread_mutex_t news_mu; /* keeps the news of a job in order (job_news) */
-} train_impl;
+#include "svc_train_impl.h"
 
 /* ---- replies ------------------------------------------------------------------------- */
 
@@ -216,7 +161,7 @@ static train_job *job_find(const train_impl *ti, const char *id, size_t len)
 
 /* Tell event watchers what changed (svc_news.c). Takes news_mu then mu: the
  * registry round trips happen outside mu, and the posts of a job stay in order. */
-static void job_news(train_impl *ti, const char *id, size_t id_len)
+void aimsi_train_job_news(train_impl *ti, const char *id, size_t id_len)
 {
     char jid[TRAIN_ID_MAX], detail[AIMSI_ERRMSG_CAP];
     memcpy(jid, id, id_len); /* the caller's id may live in a job that is forgotten */
@@ -265,7 +210,7 @@ static void jobs_trim(train_impl *ti)
 }
 
 /* Remove a queued job from the run queue (under the lock). */
-static void queue_remove(train_impl *ti, train_job *j)
+void aimsi_train_queue_remove(train_impl *ti, train_job *j)
 {
     train_job *prev = NULL;
     for (train_job *q = ti->qhead; q != NULL; prev = q, q = q->qnext) {
@@ -283,131 +228,6 @@ static void queue_remove(train_impl *ti, train_job *j)
             return;
         }
     }
-}
-
-/* ---- the job thread -------------------------------------------------------------------- */
-
-typedef struct progress_ctx {
-    train_impl *ti;
-    train_job *job;
-} progress_ctx;
-
-static int progress_cb(void *user, const aims_trainer *t)
-{
-    const progress_ctx *pc = user;
-    double epoch = 0;
-    double loss = NAN;
-    double metric = NAN;
-    (void)aims_trainer_get_stat(t, AIMS_TRAINER_STAT_EPOCH, &epoch);
-    (void)aims_trainer_get_stat(t, AIMS_TRAINER_STAT_TRAIN_LOSS, &loss);
-    (void)aims_trainer_get_stat(t, AIMS_TRAINER_STAT_VAL_ACCURACY, &metric);
-    pthread_mutex_lock(&pc->ti->mu);
-    pc->job->epoch = (int32_t)epoch;
-    pc->job->loss = (float)loss;
-    pc->job->metric = (float)metric;
-    const int stop = pc->job->cancel;
-    pthread_mutex_unlock(&pc->ti->mu);
-    job_news(pc->ti, pc->job->id, pc->job->id_len);
-    return stop;
-}
-
-static void run_job(train_impl *ti, train_job *j)
-{
-    progress_ctx pc = {ti, j};
-    job_news(ti, j->id, j->id_len); /* running (after queued) */
-    aims_status rc = aims_trainer_set_progress_fn(j->trainer, progress_cb, &pc);
-    if (rc == AIMS_OK) {
-        rc = ti->durable != NULL ? aimsi_jobs_fit(ti->durable, j->id, j->id_len, j->token,
-                                                  j->trainer, j->ds, j->ckpt_steps, j->ckpt_ms)
-                                 : aims_trainer_fit(j->trainer, j->ds, NULL);
-    }
-    char err[AIMSI_ERRMSG_CAP] = "";
-    if (rc != AIMS_OK && rc != AIMS_E_CANCELLED) {
-        snprintf(err, sizeof err, "%s", aims_trainer_errmsg(j->trainer)[0] != '\0'
-                                            ? aims_trainer_errmsg(j->trainer)
-                                            : aims_errmsg());
-    }
-    void *bytes = NULL;
-    size_t len = 0;
-    if (rc == AIMS_OK) {
-        rc = aimsi_train_bundle(ti->p, j->model, j->publish, &bytes, &len);
-        if (rc != AIMS_OK) {
-            snprintf(err, sizeof err, "bundle: %s", aims_errmsg());
-        }
-        if (rc == AIMS_OK && ti->durable != NULL) {
-            rc = aimsi_jobs_commit(ti->durable, j->id, j->id_len, j->token, bytes, len);
-            snprintf(err, sizeof err, "%s", rc != AIMS_OK ? aims_errmsg() : ""); /* fenced */
-        }
-    }
-    char pubnote[AIMSI_ERRMSG_CAP] = "";
-    if (rc == AIMS_OK && j->publish != NULL && ti->node != NULL) {
-        /* publish exactly once, then deploy, before "done" shows (svc_train_pub.c); a
-         * refusal or failure is in the status ("publish"), the result stays */
-        (void)aimsi_train_publish(ti->node, j->publish, j->id, bytes, len, j->publish_canary,
-                                  pubnote, sizeof pubnote);
-    }
-    pthread_mutex_lock(&ti->mu);
-    aims_trainer *t = j->trainer;
-    j->trainer = NULL; /* cancel must not reach it any more */
-    ti->running = NULL;
-    memcpy(j->pubnote, pubnote, sizeof pubnote);
-    if (rc == AIMS_OK) {
-        j->state = JOB_DONE;
-        j->bundle = bytes;
-        j->bundle_len = len;
-    } else if (rc == AIMS_E_CANCELLED || j->cancel) {
-        j->state = JOB_CANCELLED;
-    } else {
-        j->state = JOB_FAILED;
-        snprintf(j->err, sizeof j->err, "%s", err);
-    }
-    /* stopped with the service, or fenced (AIMS_E_STATE): the store answers from now on */
-    const int handover = ti->durable != NULL && rc != AIMS_OK &&
-                         (ti->stopping || rc == AIMS_E_STATE);
-    j->moved = handover;
-    aims_model *m = j->model;
-    aims_dataset *ds = j->ds;
-    j->model = NULL;
-    j->ds = NULL;
-    pthread_cond_broadcast(&ti->cv);
-    pthread_mutex_unlock(&ti->mu);
-    job_news(ti, j->id, j->id_len); /* done / failed / cancelled */
-    if (rc != AIMS_OK) {
-        aimsi_free(bytes);
-    }
-    if (ti->durable != NULL && rc != AIMS_OK && handover) {
-        aimsi_log(AIMS_LOG_WARN, "train: job %.*s handed over: %s", (int)j->id_len, j->id, err);
-        aimsi_jobs_drop(ti->durable, j->id, j->id_len);
-    } else if (ti->durable != NULL && rc != AIMS_OK) {
-        aimsi_jobs_end(ti->durable, j->id, j->id_len, j->token,
-                       rc == AIMS_E_CANCELLED ? JOB_CANCELLED : JOB_FAILED, err);
-    }
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
-    aims_dataset_destroy(ds);
-}
-
-static void *job_thread(void *arg)
-{
-    train_impl *ti = arg;
-    pthread_mutex_lock(&ti->mu);
-    for (;;) {
-        while (!ti->stopping && ti->qhead == NULL) {
-            pthread_cond_wait(&ti->cv, &ti->mu);
-        }
-        if (ti->stopping) {
-            break;
-        }
-        train_job *j = ti->qhead;
-        queue_remove(ti, j);
-        j->state = JOB_RUNNING;
-        ti->running = j;
-        pthread_mutex_unlock(&ti->mu);
-        run_job(ti, j);
-        pthread_mutex_lock(&ti->mu);
-    }
-    pthread_mutex_unlock(&ti->mu);
-    return NULL;
 }
 
 /* ---- submit ------------------------------------------------------------------------------- */
@@ -525,7 +345,7 @@ static aims_status start_thread_locked(train_impl *ti)
     if (ti->thread_on) {
         return AIMS_OK;
     }
-    if (pthread_create(&ti->thread, NULL, job_thread, ti) != 0) {
+    if (pthread_create(&ti->thread, NULL, aimsi_train_job_thread, ti) != 0) {
         return aimsi_err(NULL, AIMS_E_BACKEND, "train: cannot start the job thread");
     }
     ti->thread_on = 1;
@@ -679,7 +499,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w, uint64_t token)
     if (j != NULL) {
         job_free(j);
     } else {
-        job_news(ti, id, id_len); /* queued */
+        aimsi_train_job_news(ti, id, id_len); /* queued */
     }
     if (rc != AIMS_OK) {
         return aimsi_work_fail(w, rc, "%s", aims_errmsg());
@@ -785,7 +605,7 @@ static aims_status do_cancel(train_impl *ti, aimsi_work *w)
         return JOB_DENIED(w, "cancel", id, id_len);
     }
     if (j->state == JOB_QUEUED) {
-        queue_remove(ti, j);
+        aimsi_train_queue_remove(ti, j);
         j->state = JOB_CANCELLED;
         job_release_work(j);
     } else if (j->state == JOB_RUNNING) {
@@ -796,7 +616,7 @@ static aims_status do_cancel(train_impl *ti, aimsi_work *w)
     }
     const int state = j->state;
     pthread_mutex_unlock(&ti->mu);
-    job_news(ti, id, id_len);
+    aimsi_train_job_news(ti, id, id_len);
     return reply_state(w, state);
 }
 
@@ -868,7 +688,7 @@ static void train_stop(void *impl)
     }
     while (ti->qhead != NULL) {
         train_job *j = ti->qhead;
-        queue_remove(ti, j);
+        aimsi_train_queue_remove(ti, j);
         j->state = JOB_CANCELLED;
         job_release_work(j);
     }

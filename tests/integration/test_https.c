@@ -14,76 +14,29 @@
  *      openssl s_client (TLS 1.3) and headless Chromium (the status page
  *      over HTTPS, certificate pinned by its SPKI hash) when installed;
  *   4. SIGTERM: the daemon must exit 0.
+ * Steps 1 and 3-4 are https_itest.c's (shared with test_https_mtls.c).
  * Exit 77 (skipped) when built without HTTP or TLS.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <aims/aims.h>
 
+#include "https_itest.h"
 #include "itest.h"
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    IT_CHECK(f != NULL && fputs(text, f) >= 0 && fclose(f) == 0, "cannot write %s", path);
-}
 
 int main(int argc, char **argv)
 {
     it_init(argc, argv, "test_https");
     const char *script = argc > 2 ? argv[2] : "tests/integration/https_check.py";
-    {
-        aims_http *h = NULL;
-        aims_tls_config *t = NULL;
-        const aims_status hs = aims_http_create(NULL, &h);
-        const aims_status ts = aims_tls_config_create(&t);
-        aims_tls_config_destroy(t);
-        if (hs == AIMS_E_UNSUPPORTED || ts == AIMS_E_UNSUPPORTED) {
-            it_log("built without HTTP or TLS: skipped");
-            return 77;
-        }
+    https_rig r;
+    if (!https_rig_start(&r, "# only alice's token may infer over any door\n"
+                             "allow jwt:alice call clf*/*\n"
+                             "jwt-hs256-key-file hs256.key\n")) {
+        return 77;
     }
-    const char *src = getenv("AIMS_SOURCE_DIR");
-    char cmd[1600], pki[300], bundle[300], pipeline[300], a1[320], http[64], policy[320];
-    char key[320], ca[320], cert[320], nkey[320];
-    snprintf(pki, sizeof pki, "%s/pki", it_dir());
-    snprintf(cmd, sizeof cmd, "sh '%s/tests/support/mkcerts.sh' '%s'", src ? src : ".", pki);
-    IT_CHECK(system(cmd) == 0, "mkcerts.sh failed (openssl CLI missing? AIMS_SOURCE_DIR?)");
-    snprintf(ca, sizeof ca, "%s/ca.pem", pki);
-    snprintf(cert, sizeof cert, "%s/node.pem", pki);
-    snprintf(nkey, sizeof nkey, "%s/node.key", pki);
-    snprintf(key, sizeof key, "%s/hs256.key", pki);
-    write_file(key, "https test key: at least thirty-two bytes long\n");
-    snprintf(policy, sizeof policy, "%s/node.policy", pki);
-    write_file(policy, "# only alice's token may infer over any door\n"
-                       "allow jwt:alice call clf*/*\n"
-                       "jwt-hs256-key-file hs256.key\n");
-    snprintf(bundle, sizeof bundle, "%s/clf.bundle", it_dir());
-    snprintf(pipeline, sizeof pipeline, "%s/clf.pipeline", it_dir());
-    snprintf(a1, sizeof a1, "clf@1=%s", bundle);
-    it_make_bundle(bundle, pipeline);
-    const int port = it_free_port();
-    snprintf(http, sizeof http, "127.0.0.1:%d", port);
     it_proc d;
     it_spawnl(&d, "https-node", 30000, "--name", "https-node", "--listen", "tls://127.0.0.1:0",
-              "--host-registry", "--heartbeat-ms", "500", "--infer", a1, "--tls-ca", ca,
-              "--tls-cert", cert, "--tls-key", nkey, "--policy", policy, "--http", http,
+              "--host-registry", "--heartbeat-ms", "500", "--infer", r.a1, "--tls-ca", r.ca,
+              "--tls-cert", r.cert, "--tls-key", r.nkey, "--policy", r.policy, "--http", r.http,
               (char *)NULL);
-    it_log("daemon %s, https on %s", d.addr, http);
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s https://%s %s", script, http, pki);
-    it_log("running %s", cmd);
-    const int rc = system(cmd);
-    IT_CHECK(rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "https_check.py failed (%d)", rc);
-    it_signal(&d, SIGTERM);
-    const int st = it_wait_exit(&d, 20000);
-    IT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "daemon exit status %d", st);
+    https_rig_check(&r, &d, script);
     it_pass();
 }

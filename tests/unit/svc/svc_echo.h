@@ -1,20 +1,31 @@
 /*
- * svc_echo.h -- what the svc tests share (test_client.c, test_svc_matrix.c):
- * the echo handler, which returns every request tensor plus an i32 "tag" that
- * says which instance answered and can be told to wait, hold at a gate or
- * fail; and the small client/message helpers around it (cmocka asserts: include
- * after cmocka.h). Header-only: each test program includes it once.
+ * svc_echo.h -- what the svc tests share (test_client.c, test_svc_matrix.c,
+ * test_pipe.c, test_cancel_race.c, ...): the echo handler, which returns every
+ * request tensor plus an i32 "tag" that says which instance answered and can
+ * be told to wait, hold at a gate or fail; the small client/message helpers
+ * around it; and the fixtures several tests built for themselves: one node
+ * serving echo_fn in a local registry with a client of that registry
+ * (svc_rig) and a node hosting a registry (svc_host). The transport under
+ * test (main()'s argument, a node's listen URL) is svc_tr.h's, included here.
+ *
+ * cmocka asserts: include after cmocka.h. Header-only, every function
+ * `static inline` so a test that uses only part of it compiles without
+ * unused-function warnings (clang -Werror).
  */
 #ifndef SVC_ECHO_H
 #define SVC_ECHO_H
 
 #include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "aims/aims.h"
 #include "core/aimsi_core.h"
+#include "svc/transport/aimsi_transport.h"
+#include "svc_tr.h"
 
-static void nap_ms(long ms)
+static inline void nap_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -30,8 +41,8 @@ typedef struct hctx {
     atomic_int gate_closed;        /* handlers spin (sleeping) while set */
 } hctx;
 
-static aims_status echo_fn(void *user, const char *method, const aims_msg *req, aims_msg *reply,
-                           uint64_t deadline_ns)
+static inline aims_status echo_fn(void *user, const char *method, const aims_msg *req,
+                                  aims_msg *reply, uint64_t deadline_ns)
 {
     (void)method;
     (void)deadline_ns;
@@ -69,7 +80,7 @@ static aims_status echo_fn(void *user, const char *method, const aims_msg *req, 
 /* Set by a suite that runs over tls://: every mk_client() dials with it. */
 static aims_tls_config *g_client_tls;
 
-static aims_client *mk_client(aims_registry *r)
+static inline aims_client *mk_client(aims_registry *r)
 {
     aims_client *c = NULL;
     assert_int_equal(aims_client_create(&c), AIMS_OK);
@@ -82,7 +93,7 @@ static aims_client *mk_client(aims_registry *r)
     return c;
 }
 
-static aims_msg *mk_msg(void)
+static inline aims_msg *mk_msg(void)
 {
     aims_msg *m = NULL;
     assert_int_equal(aims_msg_create(&m), AIMS_OK);
@@ -108,6 +119,77 @@ static inline int reply_tag(const aims_msg *m)
     int32_t t;
     memcpy(&t, data, sizeof t);
     return t;
+}
+
+/* ---- fixtures: a node on the transport under test (svc_tr.h: its URL) ---- */
+
+/* One node serving echo_fn (with h) as `service` over transport tr,
+ * registered in a local registry, and a client of that registry; queues of
+ * 1 << 14 on both sides, so bursts of async calls are not shed by size. */
+typedef struct svc_rig {
+    aims_registry *reg;
+    aims_node *node;
+    aims_service *svc;
+    hctx h;
+    aims_client *c;
+} svc_rig;
+
+/* Node names are prefix<n>_<tr> (n counts rigs in this process); an ipc://
+ * socket goes to dir. inline_run sets AIMS_SERVICE_INLINE. */
+static inline void svc_rig_up(svc_rig *r, const char *tr, const char *dir, const char *prefix,
+                              const char *service, int inline_run)
+{
+    static atomic_int seq;
+    memset(r, 0, sizeof *r);
+    char name[64], url[AIMSI_URL_MAX + 1];
+    snprintf(name, sizeof name, "%s%d_%s", prefix, atomic_fetch_add(&seq, 1), tr);
+    svc_listen_url(url, sizeof url, tr, dir, name);
+    assert_int_equal(aims_registry_create(&r->reg), AIMS_OK);
+    assert_int_equal(aims_node_create(name, &r->node), AIMS_OK);
+    assert_int_equal(aims_node_set_param_i64(r->node, AIMS_NODE_HEARTBEAT_MS, 250), AIMS_OK);
+    assert_int_equal(aims_node_set_param_i64(r->node, AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
+    assert_int_equal(aims_node_listen(r->node, url), AIMS_OK);
+    assert_int_equal(aims_node_set_registry(r->node, r->reg), AIMS_OK);
+    assert_int_equal(aims_service_add_handler(r->node, service, echo_fn, &r->h, &r->svc),
+                     AIMS_OK);
+    assert_int_equal(aims_service_set_param_i64(r->svc, AIMS_SERVICE_INLINE, inline_run), AIMS_OK);
+    assert_int_equal(aims_service_set_param_i64(r->svc, AIMS_SERVICE_QUEUE_CAP, 1 << 14), AIMS_OK);
+    assert_int_equal(aims_service_start(r->svc), AIMS_OK);
+    r->c = mk_client(r->reg);
+    assert_int_equal(aims_client_set_param_i64(r->c, AIMS_CLIENT_MAX_PENDING, 1 << 14), AIMS_OK);
+}
+
+static inline void svc_rig_down(svc_rig *r)
+{
+    aims_client_destroy(r->c);
+    aims_node_destroy(r->node);
+    aims_registry_destroy(r->reg);
+    memset(r, 0, sizeof *r);
+}
+
+/* A node ("reghost") hosting a fresh registry at `listen`; url is its first
+ * address, for clients that join the registry by URL. */
+typedef struct svc_host {
+    aims_registry *r;
+    aims_node *node;
+    char url[300];
+} svc_host;
+
+static inline void svc_host_start(svc_host *h, const char *listen)
+{
+    memset(h, 0, sizeof(*h));
+    assert_int_equal(aims_registry_create(&h->r), AIMS_OK);
+    assert_int_equal(aims_node_create("reghost", &h->node), AIMS_OK);
+    assert_int_equal(aims_node_listen(h->node, listen), AIMS_OK);
+    assert_int_equal(aims_node_host_registry(h->node, h->r), AIMS_OK);
+    assert_int_equal(aims_node_get_address(h->node, 0, h->url, sizeof(h->url), NULL), AIMS_OK);
+}
+
+static inline void svc_host_stop(svc_host *h)
+{
+    aims_node_destroy(h->node);
+    aims_registry_destroy(h->r);
+    memset(h, 0, sizeof(*h));
 }
 
 #endif /* SVC_ECHO_H */

@@ -38,11 +38,7 @@ static void node_up(node1 *nd, aims_registry *reg, const char *service, aims_han
 {
     char name[64], url[AIMSI_URL_MAX + 1];
     snprintf(name, sizeof name, "cx%d_%s", atomic_fetch_add(&g_seq, 1), g_tr);
-    if (strcmp(g_tr, "tcp") == 0) {
-        snprintf(url, sizeof url, "tcp://127.0.0.1:0");
-    } else {
-        snprintf(url, sizeof url, "inproc://%s", name);
-    }
+    svc_listen_url(url, sizeof url, g_tr, NULL, name);
     assert_int_equal(aims_node_create(name, &nd->n), AIMS_OK);
     assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_HEARTBEAT_MS, 250), AIMS_OK);
     assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
@@ -363,11 +359,7 @@ static void test_hedge_p95_delay(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1) {
-        g_tr = argv[1];
-    }
-    if (strcmp(g_tr, "inproc") != 0 && strcmp(g_tr, "tcp") != 0) {
-        fprintf(stderr, "usage: %s inproc|tcp\n", argv[0]);
+    if (svc_transport_arg(argc, argv, &g_tr, "inproc|tcp") != 0) {
         return 2;
     }
     const struct CMUnitTest tests[] = {

@@ -41,50 +41,14 @@
 
 static const char *g_tr = "tcp";
 static char g_dir[128];
-static atomic_int g_seq;
 
 enum { N_CALLS = 600, BIG = 16384 /* floats: 64 KiB per request */ };
 
-typedef struct rig {
-    aims_registry *reg;
-    aims_node *node;
-    aims_service *svc;
-    hctx h;
-    aims_client *c;
-} rig;
-
-static void rig_up(rig *r, int inline_run)
+/* One node serving "race" over the transport under test, registered in a
+ * local registry, and a client of that registry (svc_echo.h). */
+static void rig_up(svc_rig *r, int inline_run)
 {
-    memset(r, 0, sizeof *r);
-    char name[64], url[AIMSI_URL_MAX + 1];
-    snprintf(name, sizeof name, "cr%d_%s", atomic_fetch_add(&g_seq, 1), g_tr);
-    if (strcmp(g_tr, "inproc") == 0) {
-        snprintf(url, sizeof url, "inproc://%s", name);
-    } else if (strcmp(g_tr, "ipc") == 0) {
-        snprintf(url, sizeof url, "ipc://%s/%s.sock", g_dir, name);
-    } else {
-        snprintf(url, sizeof url, "tcp://127.0.0.1:0");
-    }
-    assert_int_equal(aims_registry_create(&r->reg), AIMS_OK);
-    assert_int_equal(aims_node_create(name, &r->node), AIMS_OK);
-    assert_int_equal(aims_node_set_param_i64(r->node, AIMS_NODE_HEARTBEAT_MS, 250), AIMS_OK);
-    assert_int_equal(aims_node_set_param_i64(r->node, AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
-    assert_int_equal(aims_node_listen(r->node, url), AIMS_OK);
-    assert_int_equal(aims_node_set_registry(r->node, r->reg), AIMS_OK);
-    assert_int_equal(aims_service_add_handler(r->node, "race", echo_fn, &r->h, &r->svc), AIMS_OK);
-    assert_int_equal(aims_service_set_param_i64(r->svc, AIMS_SERVICE_INLINE, inline_run), AIMS_OK);
-    assert_int_equal(aims_service_set_param_i64(r->svc, AIMS_SERVICE_QUEUE_CAP, 1 << 14), AIMS_OK);
-    assert_int_equal(aims_service_start(r->svc), AIMS_OK);
-    r->c = mk_client(r->reg);
-    assert_int_equal(aims_client_set_param_i64(r->c, AIMS_CLIENT_MAX_PENDING, 1 << 14), AIMS_OK);
-}
-
-static void rig_down(rig *r)
-{
-    aims_client_destroy(r->c);
-    aims_node_destroy(r->node);
-    aims_registry_destroy(r->reg);
-    memset(r, 0, sizeof *r);
+    svc_rig_up(r, g_tr, g_dir, "cr", "race", inline_run);
 }
 
 static aims_msg *big_req(float x)
@@ -136,7 +100,7 @@ static void *canceller(void *arg)
 
 static void cancel_storm(int inline_run, unsigned flags)
 {
-    rig r;
+    svc_rig r;
     rig_up(&r, inline_run);
     static shared s;
     memset(&s, 0, sizeof s);
@@ -160,7 +124,7 @@ static void cancel_storm(int inline_run, unsigned flags)
     }
     aims_msg_destroy(rep);
     aims_msg_destroy(req);
-    rig_down(&r);
+    svc_rig_down(&r);
     (void)cancelled; /* how many depends on scheduling: no assertion */
 }
 
@@ -193,7 +157,7 @@ static void dl_done(void *user, aims_status st, const aims_msg *reply, const cha
 static void test_deadline_storm(void **state)
 {
     (void)state;
-    rig r;
+    svc_rig r;
     rig_up(&r, 0);
     atomic_store(&r.h.sleep_ms, 1);
     atomic_init(&g_dl_done, 0);
@@ -213,7 +177,7 @@ static void test_deadline_storm(void **state)
     assert_int_equal(atomic_load(&g_dl_bad), 0);
     aims_msg_destroy(req);
     atomic_store(&r.h.sleep_ms, 0);
-    rig_down(&r);
+    svc_rig_down(&r);
 }
 
 /* ---- hedged calls: the loser is cancelled ------------------------------------------ */
@@ -221,7 +185,7 @@ static void test_deadline_storm(void **state)
 static void test_hedge_losers(void **state)
 {
     (void)state;
-    rig r;
+    svc_rig r;
     rig_up(&r, 0);
     assert_int_equal(aims_client_set_param_i64(r.c, AIMS_CLIENT_HEDGE_MS, 1), AIMS_OK);
     aims_msg *req = big_req(5.0f);
@@ -235,16 +199,12 @@ static void test_hedge_losers(void **state)
     atomic_store(&r.h.sleep_ms, 0);
     aims_msg_destroy(rep);
     aims_msg_destroy(req);
-    rig_down(&r);
+    svc_rig_down(&r);
 }
 
 int main(int argc, char **argv)
 {
-    if (argc > 1) {
-        g_tr = argv[1];
-    }
-    if (strcmp(g_tr, "inproc") != 0 && strcmp(g_tr, "ipc") != 0 && strcmp(g_tr, "tcp") != 0) {
-        fprintf(stderr, "usage: %s inproc|ipc|tcp\n", argv[0]);
+    if (svc_transport_arg(argc, argv, &g_tr, "inproc|ipc|tcp") != 0) {
         return 2;
     }
     snprintf(g_dir, sizeof g_dir, "/tmp/aims_cr_XXXXXX");

@@ -28,6 +28,7 @@
 
 #include "aims/aims.h"
 #include "svc/aimsi_msg.h"
+#include "svc_echo.h"
 #include "testalloc.h"
 
 #define WAIT_MS 20000
@@ -36,29 +37,8 @@
 static const char *g_tr = "inproc";
 static int g_seq;
 
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-typedef struct host {
-    aims_registry *r;
-    aims_node *node;
-    char url[300];
-} host;
-
-static void host_start_at(host *h, const char *listen)
-{
-    memset(h, 0, sizeof(*h));
-    assert_int_equal(aims_registry_create(&h->r), AIMS_OK);
-    assert_int_equal(aims_node_create("reghost", &h->node), AIMS_OK);
-    assert_int_equal(aims_node_listen(h->node, listen), AIMS_OK);
-    assert_int_equal(aims_node_host_registry(h->node, h->r), AIMS_OK);
-    assert_int_equal(aims_node_get_address(h->node, 0, h->url, sizeof(h->url), NULL), AIMS_OK);
-}
-
-static void host_start(host *h)
+/* A node hosting a registry on the transport under test (svc_echo.h). */
+static void host_start(svc_host *h)
 {
     char listen[64];
     if (strcmp(g_tr, "tcp") == 0) {
@@ -66,13 +46,7 @@ static void host_start(host *h)
     } else {
         snprintf(listen, sizeof(listen), "inproc://events-%d-%d", (int)getpid(), ++g_seq);
     }
-    host_start_at(h, listen);
-}
-
-static void host_stop(host *h)
-{
-    aims_node_destroy(h->node);
-    aims_registry_destroy(h->r);
+    svc_host_start(h, listen);
 }
 
 /* Events recorded by the callback (services other than aims.registry). */
@@ -185,7 +159,7 @@ static void expect(const rec *r, aims_event_kind kind, const char *service)
 static void test_order(void **state)
 {
     (void)state;
-    host h;
+    svc_host h;
     host_start(&h);
     aims_client *c = fast_client();
     sink s;
@@ -235,14 +209,14 @@ static void test_order(void **state)
     }
     assert_int_equal(s.r[9].revision, aims_registry_revision(h.r));
     aims_client_destroy(c);
-    host_stop(&h);
+    svc_host_stop(&h);
 }
 
 /* Client destroyed and recreated: resume from the last (epoch, revision). */
 static void test_resume(void **state)
 {
     (void)state;
-    host h;
+    svc_host h;
     host_start(&h);
     aims_client *c = fast_client();
     sink s1;
@@ -286,14 +260,14 @@ static void test_resume(void **state)
         assert_int_equal(s2.r[k].epoch, last.epoch);
     }
     aims_client_destroy(c);
-    host_stop(&h);
+    svc_host_stop(&h);
 }
 
 /* Resume from a revision the registry compacted away: RESYNC + snapshot. */
 static void test_compacted(void **state)
 {
     (void)state;
-    host h;
+    svc_host h;
     host_start(&h);
     aims_client *c = fast_client();
     sink s1;
@@ -319,14 +293,14 @@ static void test_compacted(void **state)
     assert_int_equal(s2.r[1].weight, aims_registry_weight(h.r, x));
     assert_true(s2.r[0].revision >= last.revision + 5000);
     aims_client_destroy(c);
-    host_stop(&h);
+    svc_host_stop(&h);
 }
 
 /* The registry process restarts (new epoch, revisions from 0 again). */
 static void test_registry_restart(void **state)
 {
     (void)state;
-    host h;
+    svc_host h;
     host_start(&h);
     char listen[300];
     snprintf(listen, sizeof(listen), "%s", h.url);
@@ -339,9 +313,9 @@ static void test_registry_restart(void **state)
     assert_int_equal(aims_client_watch(c, h.url, 0, 0, on_event, &s, &w), AIMS_OK);
     wait_kind(&s, AIMS_EVENT_PUT, "old");
     const uint64_t epoch1 = s.r[0].epoch;
-    host_stop(&h);
+    svc_host_stop(&h);
     nap_ms(30); /* a few failed polls */
-    host_start_at(&h, listen);
+    svc_host_start(&h, listen);
     assert_int_equal(aims_registry_register(h.r, "new", "inproc://y", 1, 60000, &x), AIMS_OK);
     wait_kind(&s, AIMS_EVENT_PUT, "new");
     aims_event_watch_destroy(w);
@@ -357,14 +331,14 @@ static void test_registry_restart(void **state)
         assert_string_equal(s.r[k].service, "new"); /* "old" is gone with its registry */
     }
     aims_client_destroy(c);
-    host_stop(&h);
+    svc_host_stop(&h);
 }
 
 /* A callback that blocks does not block the client's own calls. */
 static void test_slow_callback(void **state)
 {
     (void)state;
-    host h;
+    svc_host h;
     host_start(&h);
     aims_client *c = fast_client();
     sink s;
@@ -395,14 +369,14 @@ static void test_slow_callback(void **state)
     wait_kind(&s, AIMS_EVENT_PUT, "late");
     aims_event_watch_destroy(w);
     aims_client_destroy(c);
-    host_stop(&h);
+    svc_host_stop(&h);
 }
 
 /* A callback destroys its own watch: nothing follows, the watch frees itself. */
 static void test_destroy_in_callback(void **state)
 {
     (void)state;
-    host h;
+    svc_host h;
     host_start(&h);
     aims_client *c = fast_client();
     sink s;
@@ -422,7 +396,7 @@ static void test_destroy_in_callback(void **state)
     assert_int_equal(sink_count(&s), n);
     assert_true(n <= 1);
     aims_client_destroy(c);
-    host_stop(&h);
+    svc_host_stop(&h);
     /* The watch's thread frees it on its own: wait for the blocks to come back. */
     for (int i = 0; i < WAIT_MS / 5 && aims_alloc_live() != 0; i++) {
         nap_ms(5);
@@ -458,11 +432,7 @@ static void test_misuse(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1) {
-        g_tr = argv[1];
-    }
-    if (strcmp(g_tr, "inproc") != 0 && strcmp(g_tr, "tcp") != 0) {
-        fprintf(stderr, "usage: %s inproc|tcp\n", argv[0]);
+    if (svc_transport_arg(argc, argv, &g_tr, "inproc|tcp") != 0) {
         return 2;
     }
     const struct CMUnitTest tests[] = {

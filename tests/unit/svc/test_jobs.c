@@ -37,6 +37,7 @@
 #include "svc/aimsi_svckind.h"
 #include "svc/jobs/aimsi_jobs.h"
 #include "svc/store/aimsi_store.h"
+#include "svc_blobs.h"
 #include "testalloc.h"
 
 #define ROWS 240
@@ -48,24 +49,11 @@ static float g_x[ROWS * COLS];
 static int32_t g_y[ROWS];
 static char g_dir[256];
 
-static uint64_t lcg(uint64_t *s)
-{
-    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-    return *s >> 33;
-}
-
 static void make_data(void)
 {
-    uint64_t s = 42;
-    for (size_t r = 0; r < ROWS; r++) {
-        const int32_t c = (int32_t)(r % CLASSES);
-        g_y[r] = c;
-        for (size_t j = 0; j < COLS; j++) {
-            const double noise = ((double)(lcg(&s) % 1000) / 1000.0 - 0.5) * 1.5;
-            const double centre = (j % CLASSES == (size_t)c) ? 3.0 : -1.0;
-            g_x[r * COLS + j] = (float)(centre + noise);
-        }
-    }
+    const blobs_shape sh = {.rows = ROWS, .cols = COLS, .classes = CLASSES, .seed = 42,
+                            .hi = 3.0, .lo = -1.0, .spread = 1.5};
+    blobs_make(&sh, g_x, g_y);
 }
 
 static void sleep_ms(long ms)
@@ -147,11 +135,17 @@ static int32_t wait_state(void *impl, const char *job, int32_t want, aims_msg *r
     return -1;
 }
 
+static aims_msg *new_msg(void)
+{
+    aims_msg *m = NULL;
+    assert_int_equal(aims_msg_create(&m), AIMS_OK);
+    return m;
+}
+
 /* The result bytes of a done job (malloc'd copy). */
 static void *result_of(void *impl, const char *job, size_t *len)
 {
-    aims_msg *r = NULL;
-    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    aims_msg *r = new_msg();
     assert_int_equal(call(impl, "result", job, NULL, NULL, r), AIMS_OK);
     const char *p = NULL;
     assert_int_equal(aimsi_msg_bytes(r, "bundle", &p, len), AIMS_OK);
@@ -160,6 +154,39 @@ static void *result_of(void *impl, const char *job, size_t *len)
     memcpy(copy, p, *len);
     aims_msg_destroy(r);
     return copy;
+}
+
+/* The job's result on impl is ref (ref_len bytes), byte for byte. */
+static void expect_result(void *impl, const char *job, const void *ref, size_t ref_len)
+{
+    size_t len = 0;
+    void *got = result_of(impl, job, &len);
+    assert_int_equal(len, ref_len);
+    assert_memory_equal(got, ref, len);
+    free(got);
+}
+
+/* Submit job (spec with the rows, or with data_ref) on impl and poll its
+ * status until it is done (state 2); the last reply is left in r. */
+static void run_to_end(void *impl, const char *job, const char *spec, const char *data_ref,
+                       aims_msg *r)
+{
+    assert_int_equal(call(impl, "submit", job, spec, data_ref, r), AIMS_OK);
+    assert_int_equal(wait_state(impl, job, 2, r), 2);
+}
+
+/* put_data of the rows on impl; their reference ("sha256:" and 64 hex
+ * digits) into data_ref. */
+static void put_rows(void *impl, aims_msg *r, char data_ref[72])
+{
+    assert_int_equal(call(impl, "put_data", NULL, NULL, NULL, r), AIMS_OK);
+    const char *p = NULL;
+    size_t n = 0;
+    assert_int_equal(aimsi_msg_bytes(r, "data", &p, &n), AIMS_OK);
+    assert_int_equal(n, 71);
+    memcpy(data_ref, p, n);
+    data_ref[n] = '\0';
+    assert_memory_equal(data_ref, "sha256:", 7);
 }
 
 /* A train impl, with a store when inst != NULL. */
@@ -185,10 +212,8 @@ static void service_end(void *impl)
 static void *reference(const char *spec, size_t *len)
 {
     void *r = service(NULL);
-    aims_msg *m = NULL;
-    assert_int_equal(aims_msg_create(&m), AIMS_OK);
-    assert_int_equal(call(r, "submit", "ref", spec, NULL, m), AIMS_OK);
-    assert_int_equal(wait_state(r, "ref", 2, m), 2);
+    aims_msg *m = new_msg();
+    run_to_end(r, "ref", spec, NULL, m);
     void *bytes = result_of(r, "ref", len);
     aims_msg_destroy(m);
     service_end(r);
@@ -322,11 +347,7 @@ static void adopt_and_check(const char *job, const void *ref, size_t ref_len, ai
 {
     void *b = service("B");
     assert_int_equal(wait_state(b, job, 2, r), 2);
-    size_t len = 0;
-    void *got = result_of(b, job, &len);
-    assert_int_equal(len, ref_len);
-    assert_memory_equal(got, ref, len);
-    free(got);
+    expect_result(b, job, ref, ref_len);
     service_end(b);
 }
 
@@ -337,8 +358,7 @@ static void test_jobs_adopt_bitexact(void **state)
     (void)state;
     size_t ref_len = 0;
     void *ref = reference(SPEC, &ref_len);
-    aims_msg *r = NULL;
-    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    aims_msg *r = new_msg();
     run_and_die("j1", 2, r);
     assert_int_equal(count_files("j1", "ckpt.", NULL, 0), 2);
     adopt_and_check("j1", ref, ref_len, r);
@@ -356,10 +376,7 @@ static void test_jobs_adopt_bitexact(void **state)
     /* any instance answers from the store, handle required */
     void *c = service("C");
     assert_int_equal(state_of(c, "j1", r), 2);
-    size_t len = 0;
-    void *got = result_of(c, "j1", &len);
-    assert_memory_equal(got, ref, ref_len);
-    free(got);
+    expect_result(c, "j1", ref, ref_len);
     aims_msg *req = NULL;
     assert_int_equal(aims_msg_create(&req), AIMS_OK);
     add_bytes(req, "job", "j1");
@@ -381,8 +398,7 @@ static void test_jobs_damaged_checkpoint(void **state)
     (void)state;
     size_t ref_len = 0;
     void *ref = reference(SPEC, &ref_len);
-    aims_msg *r = NULL;
-    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    aims_msg *r = new_msg();
     run_and_die("j2", 3, r);
     char newest[512] = "";
     assert_int_equal(count_files("j2", "ckpt.", newest, sizeof newest), 2);
@@ -435,18 +451,14 @@ static void test_jobs_zombie_fenced(void **state)
     assert_int_equal(aims_set_log(log_fn, NULL, AIMS_LOG_WARN), AIMS_OK);
     size_t ref_len = 0;
     void *ref = reference(spec, &ref_len);
-    aims_msg *r = NULL;
-    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    aims_msg *r = new_msg();
     void *a = service("A");
     aimsi_jobs *ja = aimsi_train_jobs(a);
     aimsi_jobs_pause(ja, 1); /* a paused process: no renewals; blocks before its commit */
     assert_int_equal(call(a, "submit", "z1", spec, NULL, r), AIMS_OK);
     void *b = service("B");
     assert_int_equal(wait_state(b, "z1", 2, r), 2);
-    size_t len = 0;
-    void *got = result_of(b, "z1", &len);
-    assert_memory_equal(got, ref, ref_len);
-    free(got);
+    expect_result(b, "z1", ref, ref_len);
     /* the zombie comes back */
     aimsi_jobs_pause(ja, 0);
     char line[512] = "";
@@ -466,9 +478,7 @@ static void test_jobs_zombie_fenced(void **state)
     assert_int_equal(aimsi_jobs_commit(ja, "z1", 2, 1, "other", 5), AIMS_E_STATE);
     assert_non_null(strstr(aims_errmsg(), "fenced"));
     assert_int_equal(count_files("z1", "result", NULL, 0), 1);
-    got = result_of(a, "z1", &len);
-    assert_memory_equal(got, ref, ref_len);
-    free(got);
+    expect_result(a, "z1", ref, ref_len);
     service_end(a);
     service_end(b);
     assert_int_equal(aims_set_log(NULL, NULL, AIMS_LOG_WARN), AIMS_OK); /* threads joined */
@@ -483,29 +493,16 @@ static void test_jobs_data_ref(void **state)
     (void)state;
     size_t ref_len = 0;
     void *ref = reference(SPEC, &ref_len);
-    aims_msg *r = NULL;
-    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    aims_msg *r = new_msg();
     void *a = service("A");
-    assert_int_equal(call(a, "put_data", NULL, NULL, NULL, r), AIMS_OK);
-    const char *p = NULL;
-    size_t n = 0;
-    assert_int_equal(aimsi_msg_bytes(r, "data", &p, &n), AIMS_OK);
-    assert_int_equal(n, 71);
     char data_ref[72];
-    memcpy(data_ref, p, n);
-    data_ref[n] = '\0';
-    assert_memory_equal(data_ref, "sha256:", 7);
+    put_rows(a, r, data_ref);
     /* the same rows again: the same reference */
-    assert_int_equal(call(a, "put_data", NULL, NULL, NULL, r), AIMS_OK);
-    assert_int_equal(aimsi_msg_bytes(r, "data", &p, &n), AIMS_OK);
-    assert_memory_equal(p, data_ref, 71);
-    assert_int_equal(call(a, "submit", "d1", SPEC, data_ref, r), AIMS_OK);
-    assert_int_equal(wait_state(a, "d1", 2, r), 2);
-    size_t len = 0;
-    void *got = result_of(a, "d1", &len);
-    assert_int_equal(len, ref_len);
-    assert_memory_equal(got, ref, len);
-    free(got);
+    char again[72];
+    put_rows(a, r, again);
+    assert_string_equal(again, data_ref);
+    run_to_end(a, "d1", SPEC, data_ref, r);
+    expect_result(a, "d1", ref, ref_len);
     /* a retried submit of the same id on another instance: no second job */
     void *b = service("B");
     assert_int_equal(call(b, "submit", "d1", SPEC, data_ref, r), AIMS_OK);
@@ -535,8 +532,7 @@ static void test_jobs_cancel_and_handover(void **state)
     (void)state;
     static const char long_spec[] = "kind=mlp hidden=16 activation=tanh epochs=1000000 batch=16 "
                                     "lr=0.001 seed=3 checkpoint_every_steps=50";
-    aims_msg *r = NULL;
-    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    aims_msg *r = new_msg();
     void *a = service("A");
     assert_int_equal(call(a, "submit", "c1", long_spec, NULL, r), AIMS_OK);
     assert_int_equal(wait_state(a, "c1", 1, r), 1);
@@ -595,8 +591,7 @@ static void test_jobs_cancel_between_checkpoints(void **state)
     static const char spec[] = "kind=mlp hidden=16 activation=tanh epochs=1000000 batch=16 "
                                "lr=0.001 seed=5 checkpoint_every_steps=1000000 "
                                "checkpoint_every_ms=0";
-    aims_msg *r = NULL;
-    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    aims_msg *r = new_msg();
     void *a = service("A");
     void *b = service("B");
     assert_int_equal(call(a, "submit", "k1", spec, NULL, r), AIMS_OK);
@@ -699,14 +694,11 @@ static void test_jobs_retention(void **state)
 {
     (void)state;
     static const char spec[] = "kind=mlp hidden=8 epochs=2 batch=16 lr=0.01 seed=9";
-    aims_msg *r = NULL;
-    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    aims_msg *r = new_msg();
     void *a = service_with("A", "&keep_done=1", NULL);
     void *b = service_with("B", "&keep_done=1", NULL);
-    assert_int_equal(call(a, "submit", "old", spec, NULL, r), AIMS_OK);
-    assert_int_equal(wait_state(a, "old", 2, r), 2);
-    assert_int_equal(call(a, "submit", "new", spec, NULL, r), AIMS_OK);
-    assert_int_equal(wait_state(a, "new", 2, r), 2);
+    run_to_end(a, "old", spec, NULL, r);
+    run_to_end(a, "new", spec, NULL, r);
     for (int i = 0; i < 60000 && count_jobs() > 1; i++) {
         sleep_ms(2);
     }
@@ -782,8 +774,7 @@ static void test_jobs_text_adopted_bitexact(void **state)
     assert_int_equal(aims_pipeline_set_step_param_i64(p, hs, AIMS_STEP_BUCKETS, 256), AIMS_OK);
     assert_int_equal(aims_pipeline_fit(p, ds), AIMS_OK);
     aims_dataset_destroy(ds);
-    aims_msg *r = NULL;
-    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    aims_msg *r = new_msg();
     void *plain = NULL;
     assert_int_equal(aimsi_train_create(p, &plain), AIMS_OK);
     text_submit(plain, "tref", r);
@@ -800,11 +791,7 @@ static void test_jobs_text_adopted_bitexact(void **state)
     assert_int_equal(wait_state(b, "t1", 2, r), 2);
     assert_int_equal(reply_int(r, "resumed_from"), 15);
     assert_int_equal(reply_int(r, "adoptions"), 1);
-    size_t len = 0;
-    void *got = result_of(b, "t1", &len);
-    assert_int_equal(len, ref_len);
-    assert_memory_equal(got, ref, len);
-    free(got);
+    expect_result(b, "t1", ref, ref_len);
     free(ref);
     service_end(b);
     aims_msg_destroy(r);
@@ -816,16 +803,10 @@ static void test_jobs_text_adopted_bitexact(void **state)
 static void test_jobs_data_sidecar(void **state)
 {
     (void)state;
-    aims_msg *r = NULL;
-    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    aims_msg *r = new_msg();
     void *a = service("A");
-    assert_int_equal(call(a, "put_data", NULL, NULL, NULL, r), AIMS_OK);
-    const char *p = NULL;
-    size_t n = 0;
-    assert_int_equal(aimsi_msg_bytes(r, "data", &p, &n), AIMS_OK);
     char data_ref[72];
-    memcpy(data_ref, p, n);
-    data_ref[n] = '\0';
+    put_rows(a, r, data_ref);
     char side[600];
     snprintf(side, sizeof side, "%s/d/%s.ok", g_dir, data_ref + 7);
     struct stat sb;

@@ -34,6 +34,8 @@
 #include "core/aimsi_core.h"
 #include "model/aimsi_model.h"
 #include "svc/aimsi_life.h"
+#include "svc_blobs.h"
+#include "svc_tr.h"
 #include "testalloc.h"
 
 #define ROWS 300
@@ -52,23 +54,11 @@ static void *g_good, *g_bad, *g_slow; /* slow: 2 x 2048 hidden units, ~1000x the
 static size_t g_good_len, g_bad_len, g_slow_len;
 static int g_seq;
 
-static uint64_t lcg(uint64_t *s)
-{
-    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-    return *s >> 33;
-}
-
 static void make_data(void)
 {
-    uint64_t s = 11;
-    for (size_t r = 0; r < ROWS; r++) {
-        const int32_t c = (int32_t)(lcg(&s) % CLASSES);
-        g_y[r] = c;
-        for (size_t j = 0; j < COLS + 2; j++) {
-            const double noise = ((double)(lcg(&s) % 1000) / 1000.0 - 0.5) * 2.0;
-            g_x[r * (COLS + 2) + j] = (float)(((j % CLASSES) == (size_t)c ? 2.0 : 0.0) + noise);
-        }
-    }
+    const blobs_shape sh = {.rows = ROWS, .cols = COLS + 2, .classes = CLASSES, .seed = 11,
+                            .random_labels = 1, .hi = 2.0, .lo = 0.0, .spread = 2.0};
+    blobs_make(&sh, g_x, g_y);
 }
 
 /* Train an MLP (`hidden` units, twice when `deep`) over `cols` inputs on the
@@ -81,38 +71,8 @@ static void make_bundle_of(size_t cols, size_t hidden, int deep, size_t rows, vo
     for (size_t r = 0; r < ROWS; r++) {
         memcpy(x + r * cols, g_x + r * (COLS + 2), cols * sizeof *x);
     }
-    aims_dataset *ds = NULL, *tds = NULL;
-    assert_int_equal(aims_dataset_create_dense(rows, cols, x, g_y, &ds), AIMS_OK);
-    aims_pipeline *p = NULL;
-    assert_int_equal(aims_pipeline_create(&p), AIMS_OK);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL), AIMS_OK);
-    assert_int_equal(aims_pipeline_fit_transform(p, ds, &tds), AIMS_OK);
-    aims_model *m = NULL;
-    assert_int_equal(aims_model_create(AIMS_MODEL_KIND_MLP, cols, CLASSES, &m), AIMS_OK);
-    assert_int_equal(aims_model_add_dense(m, hidden, AIMS_ACT_RELU), AIMS_OK);
-    if (deep) {
-        assert_int_equal(aims_model_add_dense(m, hidden, AIMS_ACT_RELU), AIMS_OK);
-    }
-    aims_trainer *t = NULL;
-    assert_int_equal(aims_trainer_create(m, &t), AIMS_OK);
-    assert_int_equal(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 3), AIMS_OK);
-    assert_int_equal(aims_trainer_fit(t, tds, NULL), AIMS_OK);
-    aims_bundle *b = NULL;
-    assert_int_equal(aims_bundle_create(p, m, &b), AIMS_OK);
-    assert_int_equal(aims_bundle_set_meta(b, "name", "blobs"), AIMS_OK);
-    assert_int_equal(aims_bundle_set_meta(b, "version", "1"), AIMS_OK);
-    void *bytes = NULL;
-    assert_int_equal(aimsi_bundle_to_bytes(b, &bytes, out_len), AIMS_OK);
-    *out = malloc(*out_len);
-    assert_non_null(*out);
-    memcpy(*out, bytes, *out_len);
-    aimsi_free(bytes);
-    aims_bundle_destroy(b);
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
-    aims_dataset_destroy(tds);
-    aims_dataset_destroy(ds);
-    aims_pipeline_destroy(p);
+    const blobs_train t = {.hidden = hidden, .deep = deep, .epochs = 3};
+    blobs_bundle(x, g_y, rows, cols, CLASSES, &t, out, out_len);
     free(x);
 }
 
@@ -195,11 +155,7 @@ static void env_up(env *e, const char *policy)
     char name[64], url[128];
     snprintf(name, sizeof name, "life%d_%s", g_seq++, g_tr);
     const int tcp = strcmp(g_tr, "tcp") == 0;
-    if (tcp) {
-        snprintf(url, sizeof url, "tcp://127.0.0.1:0");
-    } else {
-        snprintf(url, sizeof url, "inproc://%s", name);
-    }
+    svc_listen_url(url, sizeof url, g_tr, NULL, name);
     snprintf(e->who, sizeof e->who, "%s", tcp ? "anonymous" : "host");
     assert_int_equal(aims_registry_create(&e->r), AIMS_OK);
     assert_int_equal(aims_node_create(name, &e->n), AIMS_OK);
@@ -1091,11 +1047,7 @@ static void log_line(void *user, aims_log_level level, const char *msg)
 int main(int argc, char **argv)
 {
     (void)aims_set_log(log_line, NULL, AIMS_LOG_INFO);
-    if (argc > 1) {
-        g_tr = argv[1];
-    }
-    if (strcmp(g_tr, "inproc") != 0 && strcmp(g_tr, "tcp") != 0) {
-        fprintf(stderr, "usage: %s inproc|tcp\n", argv[0]);
+    if (svc_transport_arg(argc, argv, &g_tr, "inproc|tcp") != 0) {
         return 2;
     }
     const struct CMUnitTest tests[] = {

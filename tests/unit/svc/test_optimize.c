@@ -25,6 +25,8 @@
 #include "aims/aims.h"
 #include "core/aimsi_core.h"
 #include "model/aimsi_model.h"
+#include "svc_blobs.h"
+#include "svc_tr.h"
 #include "testalloc.h"
 
 #define ROWS 600
@@ -39,60 +41,19 @@ static void *g_bytes; /* the fp32 bundle file */
 static size_t g_len;
 static int g_seq;
 
-static uint64_t lcg(uint64_t *s)
-{
-    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-    return *s >> 33;
-}
-
 static void make_data(void)
 {
-    uint64_t s = 7;
-    for (size_t r = 0; r < ROWS; r++) {
-        const int32_t c = (int32_t)(lcg(&s) % CLASSES);
-        g_y[r] = c;
-        for (size_t j = 0; j < COLS; j++) {
-            const double noise = ((double)(lcg(&s) % 1000) / 1000.0 - 0.5) * 4.0;
-            const double centre = (j % CLASSES == (size_t)c) ? 1.5 : -0.5;
-            g_x[r * COLS + j] = (float)(centre + noise + 5.0 * (double)j);
-        }
-    }
+    const blobs_shape sh = {.rows = ROWS, .cols = COLS, .classes = CLASSES, .seed = 7,
+                            .random_labels = 1, .hi = 1.5, .lo = -0.5, .spread = 4.0,
+                            .slope = 5.0};
+    blobs_make(&sh, g_x, g_y);
 }
 
 /* Train on the first TRAIN_ROWS rows; the rest is the held-out set. */
 static void make_bundle(void)
 {
-    aims_dataset *ds = NULL, *tds = NULL;
-    assert_int_equal(aims_dataset_create_dense(TRAIN_ROWS, COLS, g_x, g_y, &ds), AIMS_OK);
-    aims_pipeline *p = NULL;
-    assert_int_equal(aims_pipeline_create(&p), AIMS_OK);
-    assert_int_equal(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL), AIMS_OK);
-    assert_int_equal(aims_pipeline_fit_transform(p, ds, &tds), AIMS_OK);
-    aims_model *m = NULL;
-    assert_int_equal(aims_model_create(AIMS_MODEL_KIND_MLP, COLS, CLASSES, &m), AIMS_OK);
-    assert_int_equal(aims_model_add_dense(m, 16, AIMS_ACT_RELU), AIMS_OK);
-    aims_trainer *t = NULL;
-    assert_int_equal(aims_trainer_create(m, &t), AIMS_OK);
-    assert_int_equal(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 20), AIMS_OK);
-    assert_int_equal(aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, 16), AIMS_OK);
-    assert_int_equal(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, 0.05), AIMS_OK);
-    assert_int_equal(aims_trainer_fit(t, tds, NULL), AIMS_OK);
-    aims_bundle *b = NULL;
-    assert_int_equal(aims_bundle_create(p, m, &b), AIMS_OK);
-    assert_int_equal(aims_bundle_set_meta(b, "name", "blobs"), AIMS_OK);
-    assert_int_equal(aims_bundle_set_meta(b, "version", "1"), AIMS_OK);
-    void *bytes = NULL; /* kept in plain malloc: the counting allocator must balance per test */
-    assert_int_equal(aimsi_bundle_to_bytes(b, &bytes, &g_len), AIMS_OK);
-    g_bytes = malloc(g_len);
-    assert_non_null(g_bytes);
-    memcpy(g_bytes, bytes, g_len);
-    aimsi_free(bytes);
-    aims_bundle_destroy(b);
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
-    aims_dataset_destroy(tds);
-    aims_dataset_destroy(ds);
-    aims_pipeline_destroy(p);
+    const blobs_train t = {.hidden = 16, .epochs = 20, .batch = 16, .lr = 0.05};
+    blobs_bundle(g_x, g_y, TRAIN_ROWS, COLS, CLASSES, &t, &g_bytes, &g_len);
 }
 
 typedef struct env {
@@ -108,11 +69,7 @@ static void env_up(env *e, const aims_policy *pol)
     memset(e, 0, sizeof *e);
     char name[64], url[128];
     snprintf(name, sizeof name, "opt%d_%s", g_seq++, g_tr);
-    if (strcmp(g_tr, "tcp") == 0) {
-        snprintf(url, sizeof url, "tcp://127.0.0.1:0");
-    } else {
-        snprintf(url, sizeof url, "inproc://%s", name);
-    }
+    svc_listen_url(url, sizeof url, g_tr, NULL, name);
     assert_int_equal(aims_node_create(name, &e->n), AIMS_OK);
     assert_int_equal(aims_node_set_param_i64(e->n, AIMS_NODE_DRAIN_GRACE_MS, 10), AIMS_OK);
     if (pol != NULL) {
@@ -583,11 +540,7 @@ static int group_teardown(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1) {
-        g_tr = argv[1];
-    }
-    if (strcmp(g_tr, "inproc") != 0 && strcmp(g_tr, "tcp") != 0) {
-        fprintf(stderr, "usage: %s inproc|tcp\n", argv[0]);
+    if (svc_transport_arg(argc, argv, &g_tr, "inproc|tcp") != 0) {
         return 2;
     }
     const struct CMUnitTest tests[] = {

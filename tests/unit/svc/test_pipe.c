@@ -34,50 +34,12 @@
 
 static const char *g_tr = "tcp";
 static char g_dir[128];
-static atomic_int g_seq;
-
-typedef struct rig {
-    aims_registry *reg;
-    aims_node *node;
-    aims_service *svc;
-    hctx h;
-    aims_client *c;
-} rig;
 
 /* One node serving "pipe" over the transport under test, registered in a
- * local registry, and a client of that registry. */
-static void rig_up(rig *r, int inline_run)
+ * local registry, and a client of that registry (svc_echo.h). */
+static void rig_up(svc_rig *r, int inline_run)
 {
-    memset(r, 0, sizeof *r);
-    char name[64], url[AIMSI_URL_MAX + 1];
-    snprintf(name, sizeof name, "pp%d_%s", atomic_fetch_add(&g_seq, 1), g_tr);
-    if (strcmp(g_tr, "inproc") == 0) {
-        snprintf(url, sizeof url, "inproc://%s", name);
-    } else if (strcmp(g_tr, "ipc") == 0) {
-        snprintf(url, sizeof url, "ipc://%s/%s.sock", g_dir, name);
-    } else {
-        snprintf(url, sizeof url, "tcp://127.0.0.1:0");
-    }
-    assert_int_equal(aims_registry_create(&r->reg), AIMS_OK);
-    assert_int_equal(aims_node_create(name, &r->node), AIMS_OK);
-    assert_int_equal(aims_node_set_param_i64(r->node, AIMS_NODE_HEARTBEAT_MS, 250), AIMS_OK);
-    assert_int_equal(aims_node_set_param_i64(r->node, AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
-    assert_int_equal(aims_node_listen(r->node, url), AIMS_OK);
-    assert_int_equal(aims_node_set_registry(r->node, r->reg), AIMS_OK);
-    assert_int_equal(aims_service_add_handler(r->node, "pipe", echo_fn, &r->h, &r->svc), AIMS_OK);
-    assert_int_equal(aims_service_set_param_i64(r->svc, AIMS_SERVICE_INLINE, inline_run), AIMS_OK);
-    assert_int_equal(aims_service_set_param_i64(r->svc, AIMS_SERVICE_QUEUE_CAP, 1 << 14), AIMS_OK);
-    assert_int_equal(aims_service_start(r->svc), AIMS_OK);
-    r->c = mk_client(r->reg);
-    assert_int_equal(aims_client_set_param_i64(r->c, AIMS_CLIENT_MAX_PENDING, 1 << 14), AIMS_OK);
-}
-
-static void rig_down(rig *r)
-{
-    aims_client_destroy(r->c);
-    aims_node_destroy(r->node);
-    aims_registry_destroy(r->reg);
-    memset(r, 0, sizeof *r);
+    svc_rig_up(r, g_tr, g_dir, "pp", "pipe", inline_run);
 }
 
 /* Shed by the node's admission control under a burst: not an error here. */
@@ -190,7 +152,7 @@ static void test_threads_and_sync(void **state)
 {
     (void)state;
     for (int inl = 1; inl >= 0; inl--) {
-        rig r;
+        svc_rig r;
         rig_up(&r, inl);
         static gen gens[GENS];
         pthread_t th[GENS];
@@ -226,7 +188,7 @@ static void test_threads_and_sync(void **state)
             pthread_cond_destroy(&gens[i].cv);
             pthread_mutex_destroy(&gens[i].mu);
         }
-        rig_down(&r);
+        svc_rig_down(&r);
     }
 }
 
@@ -250,7 +212,7 @@ static void test_error_text(void **state)
 {
     (void)state;
     enum { N = 200 };
-    rig r;
+    svc_rig r;
     rig_up(&r, 1);
     atomic_store(&r.h.fail_with, AIMS_E_INVAL);
     static err_ctx e;
@@ -270,7 +232,7 @@ static void test_error_text(void **state)
     assert_non_null(strstr(aims_client_errmsg(r.c), "told to fail"));
     aims_msg_destroy(rep);
     aims_msg_destroy(req);
-    rig_down(&r);
+    svc_rig_down(&r);
 }
 
 /* ---- destroy with calls in flight: each completes once, nothing leaks ----------- */
@@ -293,7 +255,7 @@ static void fly_done(void *user, aims_status status, const aims_msg *reply, cons
 static void test_destroy_in_flight(void **state)
 {
     (void)state;
-    rig r;
+    svc_rig r;
     rig_up(&r, 0);
     atomic_store(&r.h.sleep_ms, 1); /* on a worker: most calls are still queued */
     atomic_init(&g_fly_done, 0);
@@ -310,16 +272,12 @@ static void test_destroy_in_flight(void **state)
     assert_int_equal(atomic_load(&g_fly_done), 256);
     assert_int_equal(atomic_load(&g_fly_twice), 0);
     atomic_store(&r.h.sleep_ms, 0);
-    rig_down(&r);
+    svc_rig_down(&r);
 }
 
 int main(int argc, char **argv)
 {
-    if (argc > 1) {
-        g_tr = argv[1];
-    }
-    if (strcmp(g_tr, "inproc") != 0 && strcmp(g_tr, "ipc") != 0 && strcmp(g_tr, "tcp") != 0) {
-        fprintf(stderr, "usage: %s inproc|ipc|tcp\n", argv[0]);
+    if (svc_transport_arg(argc, argv, &g_tr, "inproc|ipc|tcp") != 0) {
         return 2;
     }
     snprintf(g_dir, sizeof g_dir, "/tmp/aims_pp_XXXXXX");

@@ -25,6 +25,7 @@
 #include "svc/aimsi_msg.h"
 #include "svc/aimsi_local.h"
 #include "svc/aimsi_svckind.h"
+#include "svc_blobs.h"
 #include "testalloc.h"
 
 #define ROWS 240
@@ -36,24 +37,11 @@
 static float g_x[ROWS * COLS];
 static int32_t g_y[ROWS];
 
-static uint64_t lcg(uint64_t *s)
-{
-    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-    return *s >> 33;
-}
-
 static void make_data(void)
 {
-    uint64_t s = 42;
-    for (size_t r = 0; r < ROWS; r++) {
-        const int32_t c = (int32_t)(r % CLASSES);
-        g_y[r] = c;
-        for (size_t j = 0; j < COLS; j++) {
-            const double noise = ((double)(lcg(&s) % 1000) / 1000.0 - 0.5) * 1.5;
-            const double centre = (j % CLASSES == (size_t)c) ? 3.0 : -1.0;
-            g_x[r * COLS + j] = (float)(centre + noise + 10.0 * (double)j);
-        }
-    }
+    const blobs_shape sh = {.rows = ROWS, .cols = COLS, .classes = CLASSES, .seed = 42,
+                            .hi = 3.0, .lo = -1.0, .spread = 1.5, .slope = 10.0};
+    blobs_make(&sh, g_x, g_y);
 }
 
 static void sleep_ms(long ms)

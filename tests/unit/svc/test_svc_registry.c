@@ -30,39 +30,10 @@
 #include "svc/aimsi_msg.h"
 #include "svc/aimsi_regsync.h"
 #include "svc/registry/aimsi_regbk.h"
+#include "svc_echo.h"
 #include "testalloc.h"
 
 #define WAIT_MS 10000
-
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-typedef struct host {
-    aims_registry *r;
-    aims_node *node;
-    char url[300];
-} host;
-
-/* A node hosting registry r at `listen` (tcp://127.0.0.1:0 or inproc://name). */
-static void host_start(host *h, const char *listen)
-{
-    memset(h, 0, sizeof(*h));
-    assert_int_equal(aims_registry_create(&h->r), AIMS_OK);
-    assert_int_equal(aims_node_create("reghost", &h->node), AIMS_OK);
-    assert_int_equal(aims_node_listen(h->node, listen), AIMS_OK);
-    assert_int_equal(aims_node_host_registry(h->node, h->r), AIMS_OK);
-    assert_int_equal(aims_node_get_address(h->node, 0, h->url, sizeof(h->url), NULL), AIMS_OK);
-}
-
-static void host_stop(host *h)
-{
-    aims_node_destroy(h->node);
-    aims_registry_destroy(h->r);
-    memset(h, 0, sizeof(*h));
-}
 
 /* One decoded "changes" reply. */
 typedef struct changes {
@@ -155,8 +126,8 @@ static uint32_t only_weight(aims_registry *r, const char *service)
 static void test_changes_new_caller_gets_snapshot_then_events(void **state)
 {
     (void)state;
-    host h;
-    host_start(&h, "tcp://127.0.0.1:0");
+    svc_host h;
+    svc_host_start(&h, "tcp://127.0.0.1:0");
     aims_client *c = NULL;
     assert_int_equal(aims_client_create(&c), AIMS_OK);
     aims_instance a, b;
@@ -206,14 +177,14 @@ static void test_changes_new_caller_gets_snapshot_then_events(void **state)
     assert_int_equal(ch.n, base + 1);
 
     aims_client_destroy(c);
-    host_stop(&h);
+    svc_host_stop(&h);
 }
 
 static void test_changes_compacted_history_gives_snapshot(void **state)
 {
     (void)state;
-    host h;
-    host_start(&h, "inproc://regsync-compact");
+    svc_host h;
+    svc_host_start(&h, "inproc://regsync-compact");
     aims_client *c = NULL;
     assert_int_equal(aims_client_create(&c), AIMS_OK);
     aims_instance keep;
@@ -237,7 +208,7 @@ static void test_changes_compacted_history_gives_snapshot(void **state)
     assert_int_equal((uint64_t)ch.revision, aims_registry_revision(h.r));
 
     aims_client_destroy(c);
-    host_stop(&h);
+    svc_host_stop(&h);
 }
 
 /* ---- the client mirror --------------------------------------------------- */
@@ -245,8 +216,8 @@ static void test_changes_compacted_history_gives_snapshot(void **state)
 static void test_mirror_follows_revisions(void **state)
 {
     (void)state;
-    host h;
-    host_start(&h, "tcp://127.0.0.1:0");
+    svc_host h;
+    svc_host_start(&h, "tcp://127.0.0.1:0");
     aims_registry *mirror = NULL;
     assert_int_equal(aims_registry_create(&mirror), AIMS_OK);
     aims_instance a;
@@ -288,15 +259,15 @@ static void test_mirror_follows_revisions(void **state)
 
     aimsi_regsync_stop(rs);
     aims_registry_destroy(mirror);
-    host_stop(&h);
+    svc_host_stop(&h);
 }
 
 static void test_mirror_survives_restart_and_compaction(void **state)
 {
     (void)state;
     const char *url = "inproc://regsync-restart";
-    host h;
-    host_start(&h, url);
+    svc_host h;
+    svc_host_start(&h, url);
     aims_registry *mirror = NULL;
     assert_int_equal(aims_registry_create(&mirror), AIMS_OK);
     aimsi_regsync *rs = NULL;
@@ -307,7 +278,7 @@ static void test_mirror_survives_restart_and_compaction(void **state)
     assert_true(wait_count(mirror, "old", 1));
 
     /* The registry goes away: syncs fail, the mirror keeps its last view. */
-    host_stop(&h);
+    svc_host_stop(&h);
     const uint64_t failed = aimsi_regsync_count(rs, 0);
     for (int t = 0; t < WAIT_MS && aimsi_regsync_count(rs, 0) < failed + 3; t += 10) {
         nap_ms(10);
@@ -317,7 +288,7 @@ static void test_mirror_survives_restart_and_compaction(void **state)
 
     /* It comes back empty under a new epoch with another instance: the
      * snapshot adds the new one and drops the stale one. */
-    host_start(&h, url);
+    svc_host_start(&h, url);
     aims_instance b;
     assert_int_equal(aims_registry_register(h.r, "new", "tcp://10.0.0.2:1", 1, 60000, &b),
                      AIMS_OK);
@@ -340,7 +311,7 @@ static void test_mirror_survives_restart_and_compaction(void **state)
 
     aimsi_regsync_stop(rs);
     aims_registry_destroy(mirror);
-    host_stop(&h);
+    svc_host_stop(&h);
 }
 
 /* ---- hostile replies ------------------------------------------------------- */
