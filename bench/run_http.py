@@ -6,9 +6,10 @@
 
 1. bench_http serve (bench/bench_http.c) hosts a 784-256-10 MLP as mlp@1
    with the HTTP front door on a loopback port and writes the request bodies;
+   (with OPENBLAS_NUM_THREADS=1, SERVER_ENV, recorded as "server_env");
 2. nginx serves static files of the same sizes as the binary and the JSON
    infer replies, from a throwaway config in a temp dir (non-root paths,
-   127.0.0.1, 2 workers, access log off);
+   127.0.0.1, 2 workers, access log off; recorded as "nginx");
 3. wrk -t2 -c16 -d3s --latency (keep-alive; the same for every contender)
    against: (a) single-row infer over HTTP binary, (b) over HTTP JSON,
    nginx with the binary-reply-sized file, nginx with the JSON-reply-sized
@@ -48,6 +49,17 @@ from benchlib import blas_env, blas_summary, blas_variants, machine_info, pick_b
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 WRK = ["wrk", "-t2", "-c16"]
+# The peer at its best on this 2-core machine: as many workers as cores, no
+# access log; both recorded beside every ratio ("nginx").
+NGINX_WORKERS = 2
+# The libaims server as run_svc.py and run_pipe.py run theirs: OpenBLAS on the
+# calling thread. With OpenBLAS's own threads (2 here) a batched predict left
+# them spinning in sched_yield beside the door's 2 threads and the workers on
+# 2 cores; under load the server then fell into a state of ~100-400 rps (from
+# 6,000-15,000) -- 25 % of its CPU in sched_yield (perf, docs/DOOR_SPEED.md).
+SERVER_ENV = {"OPENBLAS_NUM_THREADS": "1"}
+NGINX_CONF = {"worker_processes": NGINX_WORKERS, "access_log": "off",
+              "keepalive_requests": 1000000}
 
 
 def free_port():
@@ -117,7 +129,7 @@ def start_nginx(tmp, sizes):
                       for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     conf = os.path.join(tmp, "nginx.conf")
     with open(conf, "w") as f:
-        f.write("""worker_processes 2;
+        f.write("""worker_processes %(workers)d;
 daemon off;
 pid %(t)s/nginx.pid;
 error_log %(t)s/error.log;
@@ -132,7 +144,7 @@ http {
         location / { default_type application/octet-stream; }
     }
 }
-""" % {"t": tmp, "temps": temps, "port": port, "www": www})
+""" % {"t": tmp, "temps": temps, "port": port, "www": www, "workers": NGINX_WORKERS})
     proc = subprocess.Popen(["nginx", "-c", conf, "-p", tmp, "-e", os.path.join(tmp, "error.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     for _ in range(100):
@@ -174,7 +186,7 @@ def main():
             os.makedirs(d)
             srvs.append(subprocess.Popen([exe, "serve", d], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, text=True,
-                                         env=blas_env(tag)))
+                                         env=dict(blas_env(tag), **SERVER_ENV)))
             line = srvs[-1].stdout.readline().strip()
             if not line.startswith("ready "):
                 raise RuntimeError("bench_http serve (BLAS %s) did not start: %r" % (tag, line))
@@ -233,7 +245,8 @@ def main():
                          "median_rps": a_rps, "nginx_median_rps": n_rps,
                          "median_p50_us": by[best]["p50_us"],
                          "blas_best": best, "blas_settings": blas_summary(by),
-                         "nginx_median_p50_us": med(ref, "p50_us"),
+                         "nginx_median_p50_us": med(ref, "p50_us"), "nginx": NGINX_CONF,
+                         "server_env": SERVER_ENV,
                          "ratio": ratio, "target": target,
                          "met": ratio is not None and ratio >= target,
                          "per_round": res[mine + "@" + best], "nginx_per_round": res[ref]})

@@ -61,6 +61,10 @@ typedef struct aimsi_stream_ops {
     void (*close)(void *sx); /* free sx (NULL: nothing to free) */
     /* The peer's verified identity, or NULL (no authentication). */
     const char *(*peer)(void *sx);
+    /* Nonzero when the family holds bytes it read from the socket but read()
+     * has not returned yet (tls:// reads ahead whole socket buffers): epoll
+     * cannot see them, so stream_rx.c comes back for them itself. NULL: never. */
+    int (*pending)(void *sx);
 } aimsi_stream_ops;
 
 /* recv/sendmsg on the socket itself (sock.c): tcp:// and ipc://. */

@@ -86,6 +86,10 @@ typedef struct stream_conn {
     int hs;              /* accepted, handshake not done: no on_accept yet (I/O thread) */
     uint64_t hs_deadline_ns;     /* drop it if the handshake is not done by then */
     struct stream_listener *lst; /* its listener while hs (under inst->mu) */
+    /* On inst->again: the family holds bytes epoll cannot announce (ops->pending)
+     * and the read loop stopped before taking them (I/O thread only). */
+    int again;
+    struct stream_conn *again_prev, *again_next;
 } stream_conn;
 
 typedef struct stream_listener {
@@ -124,9 +128,8 @@ struct stream_inst {
      * I/O thread only, or after it stopped). */
     stream_conn *pq_head, *pq_tail;
     int rx_freed;
+    stream_conn *again; /* connections to read again without an event (I/O thread only) */
 };
-
-/* Set on the I/O thread: lets close()/unlisten() know they run inside a hook. */
 
 /* Set on the I/O thread: lets close()/unlisten() know they run inside a hook. */
 extern _Thread_local const stream_inst *aimsi_stream_tl_io_inst;
@@ -143,6 +146,12 @@ void aimsi_stream_reap(stream_inst *in);
 aims_status aimsi_stream_ensure_started(stream_inst *in);
 int aimsi_stream_epoll_add(stream_inst *in, int fd, void *ptr);
 void aimsi_stream_conn_readable(stream_conn *c);
+/* The family-buffered bytes of c (ops->pending) are read on the I/O thread's
+ * next loop: put c on / take it off inst->again (I/O thread only), and read
+ * every connection on it (io_main, after each batch of epoll events). */
+void aimsi_stream_again_add(stream_conn *c);
+void aimsi_stream_again_del(stream_conn *c);
+void aimsi_stream_again_run(stream_inst *in);
 void aimsi_stream_sweep_stalled(stream_inst *in, uint64_t now);
 /* Budget was given back (rx_freed): resume paused connections in the order
  * they paused while it has room for the rest of their frames, at most

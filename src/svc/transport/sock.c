@@ -41,7 +41,7 @@ static ssize_t plain_writev(void *sx, int fd, const struct iovec *iov, int n)
 }
 
 const aimsi_stream_ops aimsi_stream_plain_ops = {NULL, NULL, NULL, plain_read, plain_writev,
-                                                 NULL, NULL};
+                                                 NULL, NULL, NULL};
 
 /* ---- socket set-up helpers for the families ---------------------------------------------- */
 

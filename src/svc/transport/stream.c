@@ -158,6 +158,7 @@ void aimsi_stream_conn_free(stream_conn *c)
 {
     aimsi_stream_pq_remove(c);
     (void)aimsi_stream_rx_hold(c, 0);
+    aimsi_stream_again_del(c); /* I/O thread, or after it was joined */
     queue_drop(c);
     if (c->sx != NULL && c->inst->fam->ops->close != NULL) {
         c->inst->fam->ops->close(c->sx);

@@ -322,6 +322,9 @@ static void *io_main(void *arg)
         if (timeout < 0 || timeout > (int)(SWEEP_NS / 1000000u)) {
             timeout = (int)(SWEEP_NS / 1000000u);
         }
+        if (in->again != NULL) {
+            timeout = 0; /* bytes a family holds wait for no event */
+        }
         const int n = epoll_wait(in->epfd, evs, EVENTS_PER_WAIT, timeout);
         for (int i = 0; i < n; i++) {
             const int tag = *(const int *)evs[i].data.ptr;
@@ -335,6 +338,7 @@ static void *io_main(void *arg)
                 aimsi_stream_conn_event(evs[i].data.ptr, evs[i].events);
             }
         }
+        aimsi_stream_again_run(in);
     }
     aimsi_stream_tl_io_inst = NULL;
     return NULL;

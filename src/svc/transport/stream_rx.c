@@ -255,9 +255,81 @@ static aims_status rbuf_room(stream_conn *c, int whole)
     return AIMS_OK;
 }
 
+/* ---- bytes only the family can see ------------------------------------------------ */
+
+void aimsi_stream_again_add(stream_conn *c)
+{
+    if (c->again) {
+        return;
+    }
+    stream_inst *in = c->inst;
+    c->again = 1;
+    c->again_prev = NULL;
+    c->again_next = in->again;
+    if (in->again != NULL) {
+        in->again->again_prev = c;
+    }
+    in->again = c;
+}
+
+void aimsi_stream_again_del(stream_conn *c)
+{
+    if (!c->again) {
+        return;
+    }
+    if (c->again_prev != NULL) {
+        c->again_prev->again_next = c->again_next;
+    } else {
+        c->inst->again = c->again_next;
+    }
+    if (c->again_next != NULL) {
+        c->again_next->again_prev = c->again_prev;
+    }
+    c->again = 0;
+    c->again_prev = c->again_next = NULL;
+}
+
+/* Read once more every connection the read loop left with family-buffered
+ * bytes. A connection that again stops before they are gone goes back on the
+ * list for the next loop, so one busy peer cannot keep the thread to itself.
+ * Everything on the list is alive: conn_free takes a connection off it. */
+void aimsi_stream_again_run(stream_inst *in)
+{
+    stream_conn *list = in->again;
+    in->again = NULL;
+    for (stream_conn *c = list; c != NULL; c = c->again_next) {
+        c->again = 0; /* now only linked through `list` */
+    }
+    while (list != NULL) {
+        stream_conn *c = list;
+        list = c->again_next;
+        c->again_prev = c->again_next = NULL;
+        pthread_mutex_lock(&c->mu);
+        const int gone = c->closed || c->dead || c->rx_paused;
+        pthread_mutex_unlock(&c->mu);
+        if (!gone && !c->hs) {
+            aimsi_stream_conn_readable(c);
+        }
+    }
+}
+
+static int family_pending(const stream_conn *c)
+{
+    const aimsi_stream_ops *ops = c->inst->fam->ops;
+    return ops->pending != NULL && c->sx != NULL && ops->pending(c->sx);
+}
+
 void aimsi_stream_conn_readable(stream_conn *c)
 {
-    for (int i = 0; i < READS_PER_EVENT; i++) {
+    for (int i = 0;; i++) {
+        if (i == READS_PER_EVENT) {
+            /* Plain sockets: level-triggered epoll reports the rest. Bytes a
+             * family already took off the socket it would not: come back. */
+            if (family_pending(c)) {
+                aimsi_stream_again_add(c);
+            }
+            return;
+        }
         const aims_status room = rbuf_room(c, 0);
         if (room == AIMS_E_OVERLOADED && c->inst->rx->pause_ms > 0) {
             rx_set_paused(c, 1, aimsi_now_ns()); /* a release or the sweep resumes it */
@@ -378,6 +450,9 @@ static void rx_resume(stream_inst *in, uint64_t now, _Atomic uint64_t *resumed)
             break;
         }
         rx_set_paused(c, 0, now); /* read on (level-triggered) */
+        if (family_pending(c)) {
+            aimsi_stream_again_add(c); /* what epoll will not report */
+        }
         atomic_fetch_add(resumed, 1);
     }
 }

@@ -480,6 +480,7 @@ static aims_status tls_dial(void *ctx, int fd, const char *url, void **out_sx)
     if (SSL_session_reused(tc->ssl)) {
         atomic_fetch_add(&cfg->resumed, 1);
     }
+    SSL_set_read_ahead(tc->ssl, 1); /* see tls_read */
     if (tc->peer[0] == '\0') { /* a resumed session: no verify callback ran */
         X509 *pc = SSL_get0_peer_certificate(tc->ssl);
         if (pc != NULL) {
@@ -534,11 +535,24 @@ static int tls_handshake(void *sx, char *why, size_t cap)
                 aimsi_tls_cert_identity(pc, tc->peer, sizeof tc->peer);
             }
         }
+        if (res == AIMSI_HS_DONE) {
+            SSL_set_read_ahead(tc->ssl, 1); /* see tls_read */
+        }
     }
     pthread_mutex_unlock(&tc->mu);
     return res;
 }
 
+/* Reading ahead. Without it OpenSSL reads a record in two recv() calls (the
+ * 5-byte header, then exactly the body), so a 64 B frame cost the receiver two
+ * system calls where tcp:// needs one. After the handshake each connection
+ * reads ahead: one recv() takes whatever the socket holds, up to OpenSSL's
+ * buffer, and records are decrypted out of that. Bytes taken off the socket
+ * but not yet returned are invisible to epoll; tls_read returns short only
+ * when none are left (SSL_has_pending), and when the stream core stops with
+ * the buffer full it asks tls_pending and comes back without an event
+ * (stream_rx.c, inst->again). Read-ahead is off during the handshake, so the
+ * dial side never leaves application bytes behind in OpenSSL unseen. */
 static ssize_t tls_read(void *sx, int fd, void *buf, size_t len)
 {
     (void)fd;
@@ -641,8 +655,17 @@ static const char *tls_peer(void *sx)
     return tc->peer[0] != '\0' ? tc->peer : NULL;
 }
 
+static int tls_pending(void *sx)
+{
+    tls_conn *tc = sx;
+    pthread_mutex_lock(&tc->mu);
+    const int n = SSL_has_pending(tc->ssl);
+    pthread_mutex_unlock(&tc->mu);
+    return n;
+}
+
 const aimsi_stream_ops aimsi_tls_ops = {tls_dial,   tls_accept, tls_handshake, tls_read,
-                                        tls_writev, tls_close,  tls_peer};
+                                        tls_writev, tls_close,  tls_peer,      tls_pending};
 
 /* ---- the family ------------------------------------------------------------------------------- */
 
