@@ -14,6 +14,7 @@
  */
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +30,7 @@
 #include "model/aimsi_model.h"
 #include "svc/aimsi_life.h"
 #include "svc/aimsi_msg.h"
+#include "etcd_proc.h"
 #include "testalloc.h"
 
 #define N 240
@@ -435,8 +437,30 @@ static void test_verdict_cluster_wide(void **state)
     pthread_mutex_destroy(&v.mu);
 }
 
-/* The same through the registry service (aims://): a remote registry, so
- * only the heartbeat ticks record verdicts (svc_verdict.c). */
+/* Two nodes joined to the remote registry at `join` (only the heartbeat
+ * ticks record there, svc_verdict.c), one canary id "j1" on both, traffic on
+ * the first: both end promoted, the second by following. */
+static void two_joined(const char *join, verdicts *v)
+{
+    inode a, b;
+    inode_up(&a, NULL, join, 100, v);
+    inode_up(&b, NULL, join, 100, v);
+    aims_client *c = NULL;
+    assert_int_equal(aims_client_create(&c), AIMS_OK);
+    /* one canary id on both, as aims_client_canary_start sends it */
+    const char *rule = "window_ms=1000 min_calls=10 latency_slack_us=10000000";
+    deploy_at(c, &a, 50, rule, "j1");
+    deploy_at(c, &b, 50, rule, "j1");
+    assert_int_equal(load_until_decided(c, &a), AIMS_CANARY_STATE_PROMOTED);
+    assert_int_equal(decided_at(c, &b), AIMS_CANARY_STATE_PROMOTED);
+    assert_int_equal(verdict_count(v, AIMS_AUDIT_MODEL_PROMOTE, NULL), 2);
+    assert_int_equal(verdict_count(v, AIMS_AUDIT_MODEL_PROMOTE, "following"), 1);
+    aims_client_destroy(c);
+    inode_down(&b);
+    inode_down(&a);
+}
+
+/* Through the registry service (aims://). */
 static void test_verdict_cluster_wide_joined(void **state)
 {
     (void)state;
@@ -452,33 +476,41 @@ static void test_verdict_cluster_wide_joined(void **state)
     assert_int_equal(aims_node_host_registry(host, r), AIMS_OK);
     assert_int_equal(aims_node_get_address(host, 0, addr, sizeof addr, NULL), AIMS_OK);
     snprintf(join, sizeof join, "aims://%s", addr + 6); /* past "tcp://" */
-    inode a, b;
-    inode_up(&a, NULL, join, 100, &v);
-    inode_up(&b, NULL, join, 100, &v);
-    aims_client *c = NULL;
-    assert_int_equal(aims_client_create(&c), AIMS_OK);
-    /* one canary id on both, as aims_client_canary_start sends it */
-    const char *rule = "window_ms=1000 min_calls=10 latency_slack_us=10000000";
-    deploy_at(c, &a, 50, rule, "j1");
-    deploy_at(c, &b, 50, rule, "j1");
-    assert_int_equal(load_until_decided(c, &a), AIMS_CANARY_STATE_PROMOTED);
-    assert_int_equal(decided_at(c, &b), AIMS_CANARY_STATE_PROMOTED);
+    two_joined(join, &v);
     char owner[160];
     assert_int_equal(aims_registry_get_publication(r, "blobs/2", "verdict-j1", owner,
                                                    sizeof owner, NULL, 0),
                      AIMS_OK);
     assert_int_equal(strncmp(owner, "promoted verdict", 16), 0);
-    assert_int_equal(verdict_count(&v, AIMS_AUDIT_MODEL_PROMOTE, NULL), 2);
-    assert_int_equal(verdict_count(&v, AIMS_AUDIT_MODEL_PROMOTE, "following"), 1);
     assert_int_equal(model_records(r, "action=promote"), 1);
     assert_int_equal(model_records(r, "action=rollback"), 0);
-    aims_client_destroy(c);
-    inode_down(&b);
-    inode_down(&a);
     aims_node_destroy(host);
     aims_registry_destroy(r);
     pthread_mutex_destroy(&v.mu);
 }
+
+#ifdef HAVE_ETCD
+static etcd_cluster g_etcd;
+
+/* Through etcd: the record is the key <prefix>pub/blobs/2/verdict-j1. */
+static void test_verdict_cluster_wide_etcd(void **state)
+{
+    (void)state;
+    verdicts v = {.n = 0};
+    pthread_mutex_init(&v.mu, NULL);
+    char join[400], cmd[600];
+    snprintf(join, sizeof join, "etcd://%s/cv%d", g_etcd.endpoints, (int)getpid());
+    two_joined(join, &v);
+    snprintf(cmd, sizeof cmd, "get /cv%d/pub/blobs/2/verdict-j1 --print-value-only | grep -q "
+             "'\"owner\":\"promoted verdict'", (int)getpid());
+    assert_int_equal(etcd_ctl(&g_etcd, cmd), 0);
+    /* one model event of the verdict: one news record holds action=promote */
+    snprintf(cmd, sizeof cmd, "get --prefix /cv%d/ --print-value-only | grep -c "
+             "'action=promote' | grep -qx 1", (int)getpid());
+    assert_int_equal(etcd_ctl(&g_etcd, cmd), 0);
+    pthread_mutex_destroy(&v.mu);
+}
+#endif
 
 /* A verdict recorded first wins over the instance's own numbers. */
 static void test_verdict_recorded_first_wins(void **state)
@@ -638,13 +670,38 @@ static int group_teardown(void **state)
     return 0;
 }
 
+/* "etcd": the cluster-wide verdict through a real etcd (nodes on inproc). */
+static int main_etcd(void)
+{
+#ifndef HAVE_ETCD
+    printf("# built without etcd: skipped\n");
+    return 77;
+#else
+    signal(SIGPIPE, SIG_IGN);
+    const int st = etcd_test_start(&g_etcd, NULL, 0);
+    if (st != 0) {
+        return st;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_verdict_cluster_wide_etcd, ta_setup, ta_teardown),
+    };
+    const int rc = cmocka_run_group_tests_name("canary_verdict_etcd", tests, group_setup,
+                                               group_teardown);
+    etcd_test_stop(&g_etcd, NULL);
+    return rc;
+#endif
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "etcd") == 0) {
+        return main_etcd();
+    }
     if (argc > 1) {
         g_tr = argv[1];
     }
     if (strcmp(g_tr, "inproc") != 0 && strcmp(g_tr, "tcp") != 0) {
-        fprintf(stderr, "usage: %s inproc|tcp\n", argv[0]);
+        fprintf(stderr, "usage: %s inproc|tcp|etcd\n", argv[0]);
         return 2;
     }
     const struct CMUnitTest tests[] = {
