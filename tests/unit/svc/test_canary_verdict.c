@@ -295,6 +295,13 @@ static int model_records(aims_registry *r, const char *part)
     return k;
 }
 
+/* Print (never assert) how long since t0 a verdict took: docs/VERDICTS.md's numbers. */
+static void report(const char *what, uint64_t t0)
+{
+    fprintf(stderr, "verdict %s (%s): %.0f ms after the deploy\n", what, g_tr,
+            (double)(aimsi_now_ns() - t0) / 1e6);
+}
+
 /* ---- tests ------------------------------------------------------------------------ */
 
 static void test_canary_rule_insufficient_traffic(void **state)
@@ -343,8 +350,10 @@ static void test_verdict_by_query(void **state)
     aims_client *c = NULL;
     assert_int_equal(aims_client_create(&c), AIMS_OK);
     /* no traffic at all: rolled back for insufficient traffic when asked */
+    const uint64_t t0 = aimsi_now_ns();
     deploy_at(c, &x, 20, "window_ms=100 min_calls=5", NULL);
     assert_int_equal(decided_at(c, &x), AIMS_CANARY_STATE_ROLLED_BACK);
+    report("by query, no traffic, window 100 ms, polled every 10 ms", t0);
     assert_int_equal(verdict_count(&v, AIMS_AUDIT_MODEL_ROLLBACK, "insufficient traffic"), 1);
     /* traffic that ended inside the window: promoted when asked after it */
     deploy_at(c, &x, 50, "window_ms=300 min_calls=5 latency_slack_us=10000000", NULL);
@@ -378,11 +387,13 @@ static void test_verdict_by_tick(void **state)
     inode_up(&x, r, NULL, 50, &v);
     aims_client *c = NULL;
     assert_int_equal(aims_client_create(&c), AIMS_OK);
+    const uint64_t t0 = aimsi_now_ns();
     deploy_at(c, &x, 20, "window_ms=100 min_calls=5", NULL);
     for (int i = 0; i < POLL_TRIES && verdict_count(&v, AIMS_AUDIT_MODEL_ROLLBACK, NULL) == 0;
          i++) {
         usleep(10000);
     }
+    report("by tick, no traffic, window 100 ms, heartbeat 50 ms", t0);
     assert_int_equal(verdict_count(&v, AIMS_AUDIT_MODEL_ROLLBACK, "insufficient traffic"), 1);
     assert_int_equal(state_at(c, &x), AIMS_CANARY_STATE_ROLLED_BACK);
     /* recorded in the registry (no id: "verdict") and reported once */
@@ -451,8 +462,11 @@ static void two_joined(const char *join, verdicts *v)
     const char *rule = "window_ms=1000 min_calls=10 latency_slack_us=10000000";
     deploy_at(c, &a, 50, rule, "j1");
     deploy_at(c, &b, 50, rule, "j1");
+    const uint64_t t0 = aimsi_now_ns();
     assert_int_equal(load_until_decided(c, &a), AIMS_CANARY_STATE_PROMOTED);
+    report("joined: first instance (traffic), window 1000 ms, heartbeat 100 ms", t0);
     assert_int_equal(decided_at(c, &b), AIMS_CANARY_STATE_PROMOTED);
+    report("joined: second instance follows (no traffic)", t0);
     assert_int_equal(verdict_count(v, AIMS_AUDIT_MODEL_PROMOTE, NULL), 2);
     assert_int_equal(verdict_count(v, AIMS_AUDIT_MODEL_PROMOTE, "following"), 1);
     aims_client_destroy(c);
@@ -695,6 +709,7 @@ static int main_etcd(void)
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "etcd") == 0) {
+        g_tr = "etcd"; /* nodes on inproc:// (inode_up), names and reports say etcd */
         return main_etcd();
     }
     if (argc > 1) {
