@@ -150,6 +150,19 @@ static int verdict_count(verdicts *v, aims_audit_action action, const char *part
     return k;
 }
 
+/* verdict_count, polled until it says `want` (bounded): a tick applies a
+ * verdict under the table's lock and audits it after, so a query may see the
+ * new state first. */
+static int verdicts_become(verdicts *v, aims_audit_action action, const char *part, int want)
+{
+    int k = verdict_count(v, action, part);
+    for (int i = 0; i < POLL_TRIES && k != want; i++) {
+        usleep(10000);
+        k = verdict_count(v, action, part);
+    }
+    return k;
+}
+
 /* ---- one infer node ------------------------------------------------------------ */
 
 typedef struct inode {
@@ -302,6 +315,18 @@ static void report(const char *what, uint64_t t0)
             (double)(aimsi_now_ns() - t0) / 1e6);
 }
 
+/* model_records, polled until it says `want` (bounded): the event is posted
+ * after the verdict's audit and state change, on the deciding thread. */
+static int records_become(aims_registry *r, const char *part, int want)
+{
+    int k = model_records(r, part);
+    for (int i = 0; i < POLL_TRIES && k != want; i++) {
+        usleep(10000);
+        k = model_records(r, part);
+    }
+    return k;
+}
+
 /* ---- tests ------------------------------------------------------------------------ */
 
 static void test_canary_rule_insufficient_traffic(void **state)
@@ -354,14 +379,15 @@ static void test_verdict_by_query(void **state)
     deploy_at(c, &x, 20, "window_ms=100 min_calls=5", NULL);
     assert_int_equal(decided_at(c, &x), AIMS_CANARY_STATE_ROLLED_BACK);
     report("by query, no traffic, window 100 ms, polled every 10 ms", t0);
-    assert_int_equal(verdict_count(&v, AIMS_AUDIT_MODEL_ROLLBACK, "insufficient traffic"), 1);
+    assert_int_equal(verdicts_become(&v, AIMS_AUDIT_MODEL_ROLLBACK, "insufficient traffic", 1),
+                     1);
     /* traffic that ended inside the window: promoted when asked after it */
-    deploy_at(c, &x, 50, "window_ms=300 min_calls=5 latency_slack_us=10000000", NULL);
+    deploy_at(c, &x, 50, "window_ms=1000 min_calls=5 latency_slack_us=10000000", NULL);
     for (size_t i = 0; i < 40; i++) {
         predict_at(c, &x, i);
     }
     assert_int_equal(decided_at(c, &x), AIMS_CANARY_STATE_PROMOTED);
-    assert_int_equal(verdict_count(&v, AIMS_AUDIT_MODEL_PROMOTE, NULL), 1);
+    assert_int_equal(verdicts_become(&v, AIMS_AUDIT_MODEL_PROMOTE, NULL, 1), 1);
     char *prom = NULL;
     size_t plen = 0;
     assert_int_equal(aims_metrics_prometheus(aims_node_metrics(x.n), &prom, &plen), AIMS_OK);
@@ -394,7 +420,8 @@ static void test_verdict_by_tick(void **state)
         usleep(10000);
     }
     report("by tick, no traffic, window 100 ms, heartbeat 50 ms", t0);
-    assert_int_equal(verdict_count(&v, AIMS_AUDIT_MODEL_ROLLBACK, "insufficient traffic"), 1);
+    assert_int_equal(verdicts_become(&v, AIMS_AUDIT_MODEL_ROLLBACK, "insufficient traffic", 1),
+                     1);
     assert_int_equal(state_at(c, &x), AIMS_CANARY_STATE_ROLLED_BACK);
     /* recorded in the registry (no id: "verdict") and reported once */
     char owner[160], meta[300];
@@ -403,7 +430,7 @@ static void test_verdict_by_tick(void **state)
                      AIMS_OK);
     assert_int_equal(strncmp(owner, "rolled_back ", 12), 0);
     assert_non_null(strstr(meta, "insufficient traffic"));
-    assert_int_equal(model_records(r, "action=rollback"), 1);
+    assert_int_equal(records_become(r, "action=rollback", 1), 1);
     aims_client_destroy(c);
     inode_down(&x);
     aims_registry_destroy(r);
@@ -425,7 +452,7 @@ static void test_verdict_cluster_wide(void **state)
     assert_int_equal(aims_client_create(&c), AIMS_OK);
     assert_int_equal(aims_client_set_registry(c, r), AIMS_OK);
     assert_int_equal(aims_client_canary_start(c, "blobs", "2", g_bundle, g_bundle_len, NULL, 50,
-                                              "window_ms=300 min_calls=10 "
+                                              "window_ms=1000 min_calls=5 "
                                               "latency_slack_us=10000000",
                                               CALL_MS),
                      AIMS_OK);
@@ -435,11 +462,12 @@ static void test_verdict_cluster_wide(void **state)
     aims_canary_state all = AIMS_CANARY_STATE_NONE;
     assert_int_equal(aims_client_canary_state(c, "blobs", &all, CALL_MS), AIMS_OK);
     assert_int_equal(all, AIMS_CANARY_STATE_PROMOTED);
-    assert_int_equal(verdict_count(&v, AIMS_AUDIT_MODEL_PROMOTE, NULL), 2);
-    assert_int_equal(verdict_count(&v, AIMS_AUDIT_MODEL_PROMOTE, "following"), 1);
-    assert_int_equal(verdict_count(&v, AIMS_AUDIT_MODEL_PROMOTE, "insufficient traffic"), 1);
+    assert_int_equal(verdicts_become(&v, AIMS_AUDIT_MODEL_PROMOTE, NULL, 2), 2);
+    assert_int_equal(verdicts_become(&v, AIMS_AUDIT_MODEL_PROMOTE, "following", 1), 1);
+    assert_int_equal(verdicts_become(&v, AIMS_AUDIT_MODEL_PROMOTE, "insufficient traffic", 1),
+                     1);
     assert_int_equal(verdict_count(&v, AIMS_AUDIT_MODEL_ROLLBACK, NULL), 0);
-    assert_int_equal(model_records(r, "action=promote"), 1); /* one event, by a */
+    assert_int_equal(records_become(r, "action=promote", 1), 1); /* one event, by a */
     assert_int_equal(model_records(r, "action=rollback"), 0);
     aims_client_destroy(c);
     inode_down(&b);
@@ -459,7 +487,7 @@ static void two_joined(const char *join, verdicts *v)
     aims_client *c = NULL;
     assert_int_equal(aims_client_create(&c), AIMS_OK);
     /* one canary id on both, as aims_client_canary_start sends it */
-    const char *rule = "window_ms=1000 min_calls=10 latency_slack_us=10000000";
+    const char *rule = "window_ms=1000 min_calls=5 latency_slack_us=10000000";
     deploy_at(c, &a, 50, rule, "j1");
     deploy_at(c, &b, 50, rule, "j1");
     const uint64_t t0 = aimsi_now_ns();
@@ -467,8 +495,8 @@ static void two_joined(const char *join, verdicts *v)
     report("joined: first instance (traffic), window 1000 ms, heartbeat 100 ms", t0);
     assert_int_equal(decided_at(c, &b), AIMS_CANARY_STATE_PROMOTED);
     report("joined: second instance follows (no traffic)", t0);
-    assert_int_equal(verdict_count(v, AIMS_AUDIT_MODEL_PROMOTE, NULL), 2);
-    assert_int_equal(verdict_count(v, AIMS_AUDIT_MODEL_PROMOTE, "following"), 1);
+    assert_int_equal(verdicts_become(v, AIMS_AUDIT_MODEL_PROMOTE, NULL, 2), 2);
+    assert_int_equal(verdicts_become(v, AIMS_AUDIT_MODEL_PROMOTE, "following", 1), 1);
     aims_client_destroy(c);
     inode_down(&b);
     inode_down(&a);
@@ -496,7 +524,7 @@ static void test_verdict_cluster_wide_joined(void **state)
                                                    sizeof owner, NULL, 0),
                      AIMS_OK);
     assert_int_equal(strncmp(owner, "promoted verdict", 16), 0);
-    assert_int_equal(model_records(r, "action=promote"), 1);
+    assert_int_equal(records_become(r, "action=promote", 1), 1);
     assert_int_equal(model_records(r, "action=rollback"), 0);
     aims_node_destroy(host);
     aims_registry_destroy(r);
@@ -521,7 +549,12 @@ static void test_verdict_cluster_wide_etcd(void **state)
     /* one model event of the verdict: one news record holds action=promote */
     snprintf(cmd, sizeof cmd, "get --prefix /cv%d/ --print-value-only | grep -c "
              "'action=promote' | grep -qx 1", (int)getpid());
-    assert_int_equal(etcd_ctl(&g_etcd, cmd), 0);
+    int st = etcd_ctl(&g_etcd, cmd); /* posted after the verdict: polled (bounded) */
+    for (int i = 0; i < 100 && st != 0; i++) {
+        usleep(100000);
+        st = etcd_ctl(&g_etcd, cmd);
+    }
+    assert_int_equal(st, 0);
     pthread_mutex_destroy(&v.mu);
 }
 #endif
@@ -542,16 +575,16 @@ static void test_verdict_recorded_first_wins(void **state)
     aims_client *c = NULL;
     assert_int_equal(aims_client_create(&c), AIMS_OK);
     /* another canary id is a fresh verdict: this good one is promoted */
-    deploy_at(c, &x, 50, "window_ms=200 min_calls=10 latency_slack_us=10000000", "t0");
+    deploy_at(c, &x, 50, "window_ms=1000 min_calls=5 latency_slack_us=10000000", "t0");
     assert_int_equal(load_until_decided(c, &x), AIMS_CANARY_STATE_PROMOTED);
     /* the same good model under the recorded id follows "rolled_back ops" */
     inode y;
     inode_up(&y, r, NULL, 0, &v);
-    deploy_at(c, &y, 50, "window_ms=200 min_calls=10 latency_slack_us=10000000", "t1");
+    deploy_at(c, &y, 50, "window_ms=1000 min_calls=5 latency_slack_us=10000000", "t1");
     assert_int_equal(load_until_decided(c, &y), AIMS_CANARY_STATE_ROLLED_BACK);
-    assert_int_equal(verdict_count(&v, AIMS_AUDIT_MODEL_ROLLBACK, "rolled_back ops"), 1);
+    assert_int_equal(verdicts_become(&v, AIMS_AUDIT_MODEL_ROLLBACK, "rolled_back ops", 1), 1);
     assert_int_equal(model_records(r, "action=rollback"), 0); /* not ours to report */
-    assert_int_equal(model_records(r, "action=promote"), 1);  /* x's, under id t0 */
+    assert_int_equal(records_become(r, "action=promote", 1), 1); /* x's, under id t0 */
     aims_client_destroy(c);
     inode_down(&y);
     inode_down(&x);
@@ -706,8 +739,18 @@ static int main_etcd(void)
 #endif
 }
 
+/* Canary decisions are logged at INFO with their reason: show them. */
+static void log_line(void *user, aims_log_level level, const char *msg)
+{
+    (void)user;
+    if (level >= AIMS_LOG_INFO && strncmp(msg, "canary ", 7) == 0) {
+        fprintf(stderr, "log: %s\n", msg);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    (void)aims_set_log(log_line, NULL, AIMS_LOG_INFO);
     if (argc > 1 && strcmp(argv[1], "etcd") == 0) {
         g_tr = "etcd"; /* nodes on inproc:// (inode_up), names and reports say etcd */
         return main_etcd();
