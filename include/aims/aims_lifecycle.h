@@ -41,8 +41,22 @@
  * min_calls canary calls, it is rolled back when its mean latency exceeds both
  * max_latency_ratio x and latency_slack_us above the stable version's mean,
  * else promoted (weight 100, every other version 0; the old stable version
- * stays loaded as the rollback target). Decisions are taken on the traffic's
- * own threads (after a batch), so a canary without traffic waits.
+ * stays loaded as the rollback target). A canary with fewer than min_calls
+ * calls when its window ends gets the window once more; still too few calls
+ * then, it is rolled back ("insufficient traffic": the stable version keeps
+ * serving). The rule is applied after every batch, on every "versions" query
+ * (aims_client_canary_state) and on the node's heartbeat tick
+ * (AIMS_NODE_HEARTBEAT_MS, while the node has a registry), so a window that
+ * ends without traffic still gets its verdict.
+ *
+ * One verdict per cluster: when the node has a registry, the first instance
+ * to reach a verdict records it there exactly once (as aims_publish.h
+ * publishes a version: "<service>/<version>@verdict-<canary id>", owner
+ * "promoted <node>" or "rolled_back <node>"), and every other instance
+ * applies the recorded verdict when it reaches its own, whatever its own
+ * numbers said -- so all instances end in the same state, and the model event
+ * (AIMS_EVENT_MODEL) of the verdict is posted once, by the instance that
+ * recorded it. Without a registry each instance decides alone.
  *
  * Metrics (the node's aims_metrics, labels service, version):
  * aims_version_weight (gauge), aims_version_calls_total,
@@ -146,7 +160,9 @@ AIMS_API aims_status aims_client_rollback(aims_client *c, const char *service,
  * @param rule     "key=value" text or NULL.
  * @param timeout_ms Per instance; 0 = the client's default.
  * @return AIMS_OK when every instance started it; the outcome comes later
- *         (aims_client_canary_state).
+ *         (aims_client_canary_state). Every instance gets the same canary id
+ *         (a fresh random one per call), which names the cluster's verdict
+ *         record, so a later canary of the same version label is judged anew.
  * @since 0.1
  */
 AIMS_API aims_status aims_client_canary_start(aims_client *c, const char *service,

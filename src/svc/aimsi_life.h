@@ -16,12 +16,30 @@
 
 #include "aims/aims_lifecycle.h"
 #include "aims/aims_policy.h"
+#include "aimsi_dispatch.h"
 #include "aimsi_svckind.h"
 
 typedef struct aimsi_life aimsi_life;
 
 /* svc_infer.c: the batch entry without the lifecycle (one bundle, as before). */
 void aimsi_infer_run_plain(void *impl, aimsi_work *const *items, size_t n);
+/* svc_infer.c: aimsi_infer_describe of one infer impl (a version's). */
+aims_status aimsi_infer_describe_impl(void *impl, aimsi_infer_desc *out);
+
+/* ---- what the HTTP door describes (svc_life_desc.c) -------------------------------- */
+
+/* Bytes of a version label with its NUL. */
+#define AIMSI_LIFE_LABEL 33
+/* The description of version `ver` of infer service s, or (ver NULL or "")
+ * of the version a plain call is served by now: the stable one when s has a
+ * version table, else its own bundle. AIMS_E_NOTFOUND: no such version;
+ * AIMS_E_INVAL: not an infer service. */
+aims_status aimsi_life_describe(aims_service *s, const char *ver, aimsi_infer_desc *out);
+/* Append to vers[0..n) (capacity cap) the labels of the versions loaded in
+ * s's version table that it does not hold yet, copied into buf[0..bcap);
+ * returns the new count (n when s has no table). */
+size_t aimsi_life_labels(aims_service *s, const char **vers, size_t n, size_t cap,
+                         char (*buf)[AIMSI_LIFE_LABEL], size_t bcap);
 
 /* svc_infer.c hook: run the batch through the version table of the service.
  * Returns 0 (nothing done: the caller runs it plain) while no lifecycle
@@ -61,12 +79,17 @@ aims_status aimsi_life_publish_canary(const aims_msg *req, int64_t *out_pct);
 
 /* ---- the canary rule (svc_canary.c) ----------------------------------------------- */
 
+/* Longest canary id: the "canary_id" of a deploy, [A-Za-z0-9], which
+ * aims_client_canary_start sets alike on every instance (svc_verdict.c). */
+#define AIMSI_CANARY_ID_MAX 24
+
 typedef struct aimsi_canary_rule {
     int64_t window_ms;        /* judge after this long ... */
     int64_t min_calls;        /* ... and at least this many canary calls */
     double max_error_delta;   /* canary error rate may exceed stable's by this much */
     double max_latency_ratio; /* canary mean latency may be this many times stable's ... */
     int64_t latency_slack_us; /* ... or this much slower in absolute terms */
+    char id[AIMSI_CANARY_ID_MAX + 1]; /* canary id ("" = none): names its verdict record */
 } aimsi_canary_rule;
 
 /* What one version did in the current window. */
@@ -85,5 +108,21 @@ aims_status aimsi_canary_rule_parse(const char *text, size_t len, aimsi_canary_r
 int aimsi_canary_judge(const aimsi_canary_rule *r, const aimsi_canary_win *stable,
                        const aimsi_canary_win *canary, uint64_t elapsed_ns, char *why,
                        size_t cap);
+
+/* ---- verdicts (svc_verdict.c) ------------------------------------------------------- */
+
+/* A verdict point: judge the running canary of lf now and, when the rule
+ * decides, record the verdict cluster-wide and apply the recorded one.
+ * Called after each batch slice, on a "versions" query and on the node's
+ * tick (tick = 1); never under lf->mu (it takes it, and may block on the
+ * registry). With a remote registry (a registry service or etcd) only the
+ * tick records verdicts: a traffic or I/O thread never waits for a registry
+ * round trip. */
+void aimsi_life_judge(aimsi_life *lf, int tick);
+/* The node's heartbeat thread, once per period for every service: a verdict
+ * point for an infer service that has a version table (nothing else). */
+void aimsi_life_tick(aims_service *s);
+/* 1 when id is a valid canary id (1..AIMSI_CANARY_ID_MAX of [A-Za-z0-9]). */
+int aimsi_canary_id_ok(const char *id);
 
 #endif

@@ -43,6 +43,8 @@ struct aimsi_life {
     aims_canary_state cstate;
     aimsi_canary_rule rule;
     uint64_t cstart_ns;
+    uint64_t cgen;       /* canaries started so far: a verdict applies to its own only */
+    int deciding;        /* a verdict is being recorded (svc_verdict.c), outside mu */
     char dir[PATH_CAP];  /* model directory (resolved), "" = none */
     _Atomic uint64_t news_id; /* registry record of the last step (svc_news.c), 0 = none */
 };
@@ -54,6 +56,7 @@ typedef struct life_news {
     char detail[256];
     int weights;              /* weight gauges changed */
     const char *outcome;      /* canary decision, or NULL */
+    int quiet;                /* no event: another instance reported this verdict */
 } life_news;
 
 /* Slots (svc_life.c). */

@@ -12,8 +12,12 @@
  * one after the other, and the first failure is the result. Addresses that
  * appear twice (one node registering a service under two names) are called once.
  */
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "../core/aimsi_core.h"
 #include "aimsi_client.h"
@@ -162,6 +166,22 @@ aims_status aims_client_rollback(aims_client *c, const char *service, int64_t ti
     return run(c, service, "rollback", &req, AIMS_OK, timeout_ms, NULL, NULL);
 }
 
+/* A canary id (16 hex digits): the wall clock, the process and a counter,
+ * mixed (splitmix64), so two clients starting canaries do not collide. */
+static void canary_id(char *out, size_t cap)
+{
+    static _Atomic uint64_t seq;
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    x ^= (uint64_t)getpid() << 40;
+    x += (atomic_fetch_add(&seq, 1) + 1) * 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    snprintf(out, cap, "%016llx", (unsigned long long)x);
+}
+
 aims_status aims_client_canary_start(aims_client *c, const char *service, const char *version,
                                      const void *bundle, size_t len, const char *path,
                                      uint32_t percent, const char *rule, int64_t timeout_ms)
@@ -180,6 +200,11 @@ aims_status aims_client_canary_start(aims_client *c, const char *service, const 
     }
     if (rc == AIMS_OK && rule != NULL) {
         rc = put_str(&req, "rule", rule);
+    }
+    char id[24];
+    canary_id(id, sizeof id);
+    if (rc == AIMS_OK) { /* one id for every instance: it names the cluster's verdict */
+        rc = put_str(&req, "canary_id", id);
     }
     return run(c, service, "deploy", &req, rc, timeout_ms, NULL, NULL);
 }

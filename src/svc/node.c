@@ -51,6 +51,7 @@
 #include "../orch/aimsi_orch.h"
 #include "authz/aimsi_authz.h"
 #include "aimsi_dispatch.h"
+#include "aimsi_life.h"
 
 
 /* ---- the process-wide inproc table ---------------------------------------------- */
@@ -903,6 +904,7 @@ static void *hb_main(void *arg)
         const size_t cnt = atomic_load_explicit(&n->n_svc, memory_order_acquire);
         for (size_t i = 0; i < cnt; i++) {
             aimsi_svc_beat(atomic_load(&n->svc[i]));
+            aimsi_life_tick(atomic_load(&n->svc[i])); /* canary verdicts (svc_verdict.c) */
         }
         pthread_mutex_lock(&n->lock);
     }

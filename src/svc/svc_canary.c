@@ -8,7 +8,15 @@
  * test drives it with made-up numbers (tests never assert timings).
  *
  * The rule, in order:
- *   1. fewer than min_calls canary calls: wait (nothing is known yet);
+ *   1. fewer than min_calls canary calls: wait (nothing is known yet) --
+ *      but not forever: the window is extended once (to 2 x window_ms),
+ *      and a canary that still has too few calls then is rolled back with
+ *      the reason "insufficient traffic" (the stable version keeps serving:
+ *      nothing shows the new one is fit). Why extend once: an instance that
+ *      got traffic decides at the end of the first window, one that got
+ *      none only after the second, so in a cluster-wide verdict
+ *      (svc_verdict.c: first recorded verdict wins) the instance with
+ *      evidence records first;
  *   2. canary error rate > stable error rate + max_error_delta: roll back,
  *      at once (errors need no window: each one already cost a fallback);
  *   3. window not over: wait;
@@ -34,6 +42,7 @@ void aimsi_canary_rule_default(aimsi_canary_rule *r)
     r->max_error_delta = 0.01;
     r->max_latency_ratio = 2.0;
     r->latency_slack_us = 2000;
+    r->id[0] = '\0';
 }
 
 aims_status aimsi_canary_rule_parse(const char *text, size_t len, aimsi_canary_rule *out)
@@ -85,9 +94,17 @@ int aimsi_canary_judge(const aimsi_canary_rule *r, const aimsi_canary_win *stabl
                        const aimsi_canary_win *canary, uint64_t elapsed_ns, char *why,
                        size_t cap)
 {
+    const uint64_t window_ns = (uint64_t)r->window_ms * 1000000u;
     if (canary->calls < (uint64_t)r->min_calls) {
-        snprintf(why, cap, "%llu of %lld calls seen", (unsigned long long)canary->calls,
-                 (long long)r->min_calls);
+        if (elapsed_ns >= 2u * window_ns) {
+            snprintf(why, cap, "insufficient traffic: %llu of %lld calls in 2 windows of %lld ms",
+                     (unsigned long long)canary->calls, (long long)r->min_calls,
+                     (long long)r->window_ms);
+            return AIMSI_CANARY_ROLLBACK;
+        }
+        snprintf(why, cap, "%llu of %lld calls seen%s", (unsigned long long)canary->calls,
+                 (long long)r->min_calls,
+                 elapsed_ns >= window_ns ? " (window extended once)" : "");
         return AIMSI_CANARY_WAIT;
     }
     const double cer = (double)canary->errors / (double)canary->calls;
@@ -97,7 +114,7 @@ int aimsi_canary_judge(const aimsi_canary_rule *r, const aimsi_canary_win *stabl
                  (unsigned long long)canary->calls, ser, r->max_error_delta);
         return AIMSI_CANARY_ROLLBACK;
     }
-    if (elapsed_ns < (uint64_t)r->window_ms * 1000000u) {
+    if (elapsed_ns < window_ns) {
         snprintf(why, cap, "window of %lld ms not over", (long long)r->window_ms);
         return AIMSI_CANARY_WAIT;
     }

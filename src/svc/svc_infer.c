@@ -718,7 +718,12 @@ aims_status aims_service_swap_bundle(aims_service *s, const aims_bundle *b)
 
 aims_status aimsi_infer_describe(aims_service *s, aimsi_infer_desc *out)
 {
-    infer_impl *im = aimsi_service_impl(s, &aimsi_kind_infer);
+    return aimsi_infer_describe_impl(aimsi_service_impl(s, &aimsi_kind_infer), out);
+}
+
+aims_status aimsi_infer_describe_impl(void *impl, aimsi_infer_desc *out)
+{
+    infer_impl *im = impl;
     if (im == NULL || out == NULL) {
         return aimsi_err(NULL, AIMS_E_INVAL, "not an infer service");
     }

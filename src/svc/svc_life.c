@@ -157,7 +157,8 @@ void aimsi_life_news_emit(aimsi_life *lf, const life_news *nw, const char *who, 
     if (nw->action != 0 && audit) {
         aimsi_authz_audit(lf->svc->node, nw->action, who, "", nw->resource, AIMS_OK, nw->detail);
     }
-    if (nw->action != 0) { /* event watchers (svc_news.c): the new record replaces the last */
+    if (nw->action != 0 && !nw->quiet) { /* event watchers (svc_news.c): the new record
+                                            * replaces the last */
         const uint64_t id = aimsi_news_model(lf->svc->node, lf->svc->name, nw->action,
                                              nw->resource, who, nw->detail);
         aimsi_news_drop(lf->svc->node, atomic_exchange(&lf->news_id, id));
@@ -360,6 +361,7 @@ static void deploy_locked(aimsi_life *lf, int c, int64_t pct, const aimsi_canary
     lf->cstate = AIMS_CANARY_STATE_RUNNING;
     lf->rule = *rule;
     lf->cstart_ns = aimsi_now_ns();
+    lf->cgen++;
     for (int i = 0; i < LIFE_MAX; i++) {
         if (lf->slot[i] != NULL) {
             memset(&lf->slot[i]->win, 0, sizeof lf->slot[i]->win);
@@ -519,8 +521,6 @@ static void route_chunk(aimsi_life *lf, aimsi_work *const *items, size_t n)
 
     life_slot *drop[LIFE_MAX + 2] = {0};
     size_t n_drop = 0;
-    life_news nw;
-    memset(&nw, 0, sizeof nw);
     pthread_mutex_lock(&lf->mu);
     for (int v = 0; v < LIFE_MAX; v++) {
         life_slot *s = used[v];
@@ -539,31 +539,6 @@ static void route_chunk(aimsi_life *lf, aimsi_work *const *items, size_t n)
     }
     if (--stable->refs == 0 && stable->gone) {
         drop[n_drop++] = stable;
-    }
-    if (lf->canary >= 0 && lf->slot[lf->canary] != NULL) {
-        char why[200];
-        const life_slot *c = lf->slot[lf->canary];
-        const int d = aimsi_canary_judge(&lf->rule, &lf->slot[lf->stable]->win, &c->win,
-                                         aimsi_now_ns() - lf->cstart_ns, why, sizeof why);
-        if (d == AIMSI_CANARY_PROMOTE) {
-            const int ci = lf->canary;
-            lf->canary = -1;
-            lf->cstate = AIMS_CANARY_STATE_PROMOTED;
-            lf->prev = lf->stable;
-            lf->stable = ci;
-            aimsi_life_only_locked(lf, ci);
-            aimsi_life_news_set(&nw, lf, AIMS_AUDIT_MODEL_PROMOTE, lf->slot[ci]->ver, "%s", why);
-            nw.outcome = "promoted";
-        } else if (d == AIMSI_CANARY_ROLLBACK) {
-            char cver[LIFE_VER_MAX + 1];
-            memcpy(cver, c->ver, sizeof cver);
-            life_slot *gone = aimsi_life_canary_back_locked(lf);
-            if (gone != NULL) {
-                drop[n_drop++] = gone;
-            }
-            aimsi_life_news_set(&nw, lf, AIMS_AUDIT_MODEL_ROLLBACK, cver, "%s", why);
-            nw.outcome = "rolled_back";
-        }
     }
     pthread_mutex_unlock(&lf->mu);
     for (size_t i = 0; i < n_drop; i++) {
@@ -585,7 +560,7 @@ static void route_chunk(aimsi_life *lf, aimsi_work *const *items, size_t n)
                                      tally[v].fallbacks);
         }
     }
-    aimsi_life_news_emit(lf, &nw, "canary", 1);
+    aimsi_life_judge(lf, 0); /* a verdict point (svc_verdict.c) */
 }
 
 int aimsi_life_run(_Atomic(aimsi_life *) *lp, aims_service *svc, void *base,

@@ -289,6 +289,7 @@ static aims_status do_versions(aimsi_life *lf, aimsi_work *w)
     char table[LIFE_MAX * 160 + 64];
     size_t off = 0;
     char stable[LIFE_VER_MAX + 1] = "", canary[LIFE_VER_MAX + 1] = "";
+    aimsi_life_judge(lf, 0); /* a verdict point: a window may have ended without traffic */
     pthread_mutex_lock(&lf->mu);
     for (int i = 0; i < LIFE_MAX; i++) {
         const life_slot *s = lf->slot[i];
@@ -356,6 +357,12 @@ void aimsi_life_ctl_run(aimsi_life *lf, aimsi_work *w)
         size_t rl = 0;
         aims_bundle *b = NULL;
         rc = req_int(w->req, "percent", 10, 1, 100, &pct, why, sizeof why);
+        const int hid = req_str(w->req, "canary_id", rule.id, sizeof rule.id);
+        if (rc == AIMS_OK && (hid < 0 || (hid > 0 && !aimsi_canary_id_ok(rule.id)))) {
+            rc = AIMS_E_INVAL;
+            snprintf(why, sizeof why, "\"canary_id\": want 1..%d bytes of [A-Za-z0-9]",
+                     AIMSI_CANARY_ID_MAX);
+        }
         if (rc == AIMS_OK && aimsi_msg_bytes(w->req, "rule", &rt, &rl) == AIMS_OK) {
             rc = aimsi_canary_rule_parse(rt, rl, &rule);
             if (rc != AIMS_OK) {

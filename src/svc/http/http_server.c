@@ -57,6 +57,7 @@
 #include <microhttpd.h>
 
 #include "aimsi_http.h"
+#include "../aimsi_life.h"
 #include "../authz/aimsi_authz.h"
 #include "../transport/aimsi_transport.h"
 #include "aims/aims_https.h"
@@ -278,8 +279,8 @@ static int find_model(aims_http *h, const char *m, const char *v, aimsi_svc_view
 static enum MHD_Result do_infer(hreq *r, const aimsi_svc_view *v)
 {
     aims_http *h = r->h;
-    aimsi_infer_desc d;
-    if (aimsi_infer_describe(v->svc, &d) != AIMS_OK) {
+    aimsi_infer_desc d; /* the inputs of the version serving now (svc_life_desc.c) */
+    if (aimsi_life_describe(v->svc, NULL, &d) != AIMS_OK) {
         return respond_error(h, r->conn, 404, "not a model", 0);
     }
     char err[512];
@@ -369,15 +370,26 @@ static enum MHD_Result route_model(hreq *r, const char *url, int is_get)
     const char *versions[16];
     size_t nv = 0;
     char vbuf[1024];
+    /* A version may also live inside the service "m" (svc_life_desc.c): inner. */
+    const char *inner = NULL;
+    aimsi_infer_desc d;
     if (!find_model(h, m, v[0] ? v : NULL, &view, versions, &nv, vbuf, sizeof(vbuf))) {
-        char text[400];
-        snprintf(text, sizeof(text), "unknown model \"%s\"%s%s%s", m, v[0] ? " version \"" : "",
-                 v, v[0] ? "\"" : "");
-        return respond_error(h, r->conn, 404, text, 0);
+        if (v[0] == '\0' || !find_model(h, m, NULL, &view, versions, &nv, vbuf, sizeof(vbuf)) ||
+            aimsi_life_describe(view.svc, v, &d) != AIMS_OK) {
+            char text[400];
+            snprintf(text, sizeof(text), "unknown model \"%s\"%s%s%s", m,
+                     v[0] ? " version \"" : "", v, v[0] ? "\"" : "");
+            return respond_error(h, r->conn, 404, text, 0);
+        }
+        inner = v;
     }
     if (strcmp(tail, "/infer") == 0) {
         if (!r->is_post) {
             return respond_error(h, r->conn, 405, "infer takes POST", 0);
+        }
+        if (inner != NULL) {
+            return respond_error(h, r->conn, 404, "this version is served by weight inside the "
+                                 "model: infer on /v2/models/{model}/infer", 0);
         }
         return do_infer(r, &view);
     }
@@ -398,10 +410,12 @@ static enum MHD_Result route_model(hreq *r, const char *url, int is_get)
     if (tail[0] != '\0') {
         return respond_error(h, r->conn, 404, "no such path", 0);
     }
-    aimsi_infer_desc d;
-    if (aimsi_infer_describe(view.svc, &d) != AIMS_OK) {
+    if (aimsi_life_describe(view.svc, inner, &d) != AIMS_OK) { /* the version serving now */
         return respond_error(h, r->conn, 404, "not a model", 0);
     }
+    char labels[8][AIMSI_LIFE_LABEL];
+    nv = aimsi_life_labels(view.svc, versions, nv, sizeof(versions) / sizeof(versions[0]), labels,
+                           sizeof(labels) / sizeof(labels[0]));
     aimsi_kserve_model_meta(&b, &view, &d, versions, nv);
     return respond_json(h, r->conn, &b);
 }
