@@ -235,7 +235,10 @@ static void on_done(void *user, aims_status status, const aims_msg *reply, const
     }
     atomic_fetch_add(&g->done, 1);
     atomic_fetch_sub(&g->inflight, 1);
-    if (atomic_load(&g->sleeping)) {
+    /* Only the first completion after the generator went to sleep wakes it
+     * (one signal per burst of replies, as ZeroMQ's mailbox): the later ones
+     * would only meet it on g->mu while it wakes. */
+    if (atomic_load(&g->sleeping) && atomic_exchange(&g->sleeping, 0)) {
         pthread_mutex_lock(&g->mu);
         pthread_cond_signal(&g->cv);
         pthread_mutex_unlock(&g->mu);
@@ -255,8 +258,11 @@ static size_t drive(aims_client *c, gen *g, const aims_msg *req, uint64_t until)
                                          on_done, g);
         }
         pthread_mutex_lock(&g->mu);
-        atomic_store(&g->sleeping, 1);
-        while (atomic_load(&g->inflight) >= g->window) {
+        for (;;) {
+            atomic_store(&g->sleeping, 1); /* before the check: on_done's Dekker pair */
+            if (atomic_load(&g->inflight) < g->window) {
+                break;
+            }
             pthread_cond_wait(&g->cv, &g->mu);
         }
         atomic_store(&g->sleeping, 0);

@@ -93,6 +93,10 @@ typedef struct aimsi_frame_hdr {
  * AIMS_E_CORRUPT / AIMS_E_UNSUPPORTED / AIMS_E_RANGE (> max_frame). Transports
  * use it to know how much to read. */
 aims_status aimsi_frame_peek(const void *buf, size_t len, size_t max_frame, size_t *out_total);
+/* The type of a frame whose header aimsi_frame_peek accepted, and its request
+ * id in *request_id -- no second check, for a reader that sorts the frames of
+ * one read before it decodes them (the client's reply bursts). */
+uint8_t aimsi_frame_peek_id(const void *buf, uint64_t *request_id);
 
 /* Encode a frame into out (appended). Payload: n tensors (REQUEST/REPLY) or the
  * UTF-8 message in `message` (ERROR). Payloads whose raw size is at least

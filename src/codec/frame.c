@@ -258,6 +258,13 @@ aims_status aimsi_frame_peek(const void *buf, size_t len, size_t max_frame, size
     return AIMS_OK;
 }
 
+uint8_t aimsi_frame_peek_id(const void *buf, uint64_t *request_id)
+{
+    const uint8_t *const p = buf;
+    *request_id = aimsi_load_u64le(p + 8);
+    return p[5];
+}
+
 /* ---- encode -------------------------------------------------------------------- */
 
 static aims_status check_name(const char *what, const char *name, size_t max, size_t min,
@@ -329,9 +336,17 @@ static aims_status build_payload(const aimsi_frame_hdr *hdr, const aimsi_tensor 
                              AIMSI_FRAME_MAX_TENSORS);
         }
         size_t name_len[AIMSI_FRAME_MAX_TENSORS];
+        /* The payload's exact size, reserved at once: laid out by doubling
+         * from 64 bytes it cost two or three reallocs per frame, on both
+         * sides of every call (P14 profile). */
+        size_t need = pay->len + 4u;
         for (size_t i = 0; i < n; i++) {
             AIMSI_TRY(check_tensor(&tensors[i], i, &name_len[i]));
+            need += 4u + name_len[i] + 8u * tensors[i].ndim;
+            need += (PAD - need % PAD) % PAD;
+            need = tensors[i].bytes > SIZE_MAX / 2 - need ? SIZE_MAX / 2 : need + tensors[i].bytes;
         }
+        AIMSI_TRY(aimsi_buf_reserve(pay, need - pay->len));
         AIMSI_TRY(aimsi_buf_put_u32le(pay, (uint32_t)n));
         for (size_t i = 0; i < n; i++) {
             AIMSI_TRY(put_tensor(pay, &tensors[i], name_len[i]));

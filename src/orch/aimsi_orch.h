@@ -44,6 +44,21 @@ aims_status aimsi_orch_raise(const aimsi_orch_err *e);
 aims_status aimsi_metrics_create_owned(aims_metrics **out);
 void aimsi_metrics_destroy_owned(aims_metrics *mx);
 
+/* Series handles (metrics.c), for hot paths that update the same series on
+ * every call: the (name, labels) lookup -- a name check, a hash of both
+ * strings and the registry's mutex -- happens once, and each update is then
+ * one or two relaxed atomic adds. An entry lives until its registry is
+ * destroyed, so a handle stays valid as long as the registry; *slot caches it
+ * (NULL until the first successful lookup, which a failed one -- out of memory,
+ * a name already used as another kind -- retries at the next update, so a
+ * sample may be lost, as with aims_metrics_count). kind: 'c' counter, 'h'
+ * histogram. */
+typedef struct mx_entry aimsi_mx_series;
+aimsi_mx_series *aimsi_metrics_series(aims_metrics *mx, _Atomic(aimsi_mx_series *) *slot,
+                                      char kind, const char *name, const char *labels);
+void aimsi_mx_add(aimsi_mx_series *s, uint64_t delta);     /* counter; NULL: no-op */
+void aimsi_mx_observe(aimsi_mx_series *s, uint64_t ns);    /* histogram; NULL: no-op */
+
 /* P2C draw: two DISTINCT indices in [0, n) (n >= 2) from one 64-bit random
  * value (high half -> *i, low half -> *j). Exposed for the distribution tests. */
 void aimsi_lb_draw2(uint64_t r, size_t n, size_t *i, size_t *j);

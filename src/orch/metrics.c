@@ -413,6 +413,39 @@ aims_status aims_metrics_observe(aims_metrics *mx, const char *name, const char 
     return mx_record(mx, name, labels, MX_HIST, ns);
 }
 
+/* ---- series handles (aimsi_orch.h) ----------------------------------------- */
+
+aimsi_mx_series *aimsi_metrics_series(aims_metrics *mx, _Atomic(aimsi_mx_series *) *slot,
+                                      char kind, const char *name, const char *labels)
+{
+    aimsi_mx_series *s = atomic_load_explicit(slot, memory_order_acquire);
+    if (s != NULL) {
+        return s;
+    }
+    mx_entry *e = NULL;
+    if (mx_get(mx, name, labels, kind == 'h' ? MX_HIST : MX_COUNTER, 1, &e) != AIMS_OK) {
+        return NULL;
+    }
+    /* Racing first uses find the same entry: either store is right. */
+    atomic_store_explicit(slot, e, memory_order_release);
+    return e;
+}
+
+void aimsi_mx_add(aimsi_mx_series *s, uint64_t delta)
+{
+    if (s != NULL) {
+        atomic_fetch_add_explicit(&s->value, delta, memory_order_relaxed);
+    }
+}
+
+void aimsi_mx_observe(aimsi_mx_series *s, uint64_t ns)
+{
+    if (s != NULL) {
+        atomic_fetch_add_explicit(&s->buckets[aimsi_hist_index(ns)], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->sum, ns, memory_order_relaxed);
+    }
+}
+
 /* Copy the bucket counters (concurrent observes may land on either side). */
 static uint64_t mx_snapshot(const mx_entry *e, uint64_t *b)
 {

@@ -40,6 +40,16 @@ uint64_t aimsi_retry_hint_ns(const char *text);
 typedef struct cl_ep cl_ep;
 typedef struct cl_call cl_call;
 
+/* The replies of one read burst not handled yet (aimsi_transport_tl_burst):
+ * borrowed from the transport's read buffer until the burst ends. */
+#define CL_BURST 64u
+typedef struct cl_burst {
+    uint64_t seq; /* the transport's burst these frames belong to */
+    unsigned n;
+    const void *frame[CL_BURST];
+    size_t len[CL_BURST];
+} cl_burst;
+
 /* One stream connection (conn_user of the transport's hooks). */
 typedef struct cl_conn {
     aims_client *c;
@@ -50,6 +60,7 @@ typedef struct cl_conn {
      * its reference without c->mu (taken under c->mu while ep->conn == this) */
     atomic_int refs;
     int dead; /* on_close ran (or send saw CLOSED) */
+    cl_burst burst; /* the I/O thread's (aimsi_client_on_frame) */
 } cl_conn;
 
 typedef struct cl_grave {
@@ -83,6 +94,8 @@ typedef struct cl_svc {
     cl_ep **eps;
     char labels[AIMSI_FRAME_MAX_SERVICE + 16];
     aimsi_lat_ring lat; /* successful attempt latencies (per-try timeouts) */
+    /* the per-call metrics series, looked up once (aimsi_metrics_series) */
+    _Atomic(struct mx_entry *) mx_calls, mx_lat;
     char name[];
 } cl_svc;
 
@@ -129,9 +142,11 @@ struct cl_call {
     aims_instance tried[CL_MAX_TRIED];
     /* the attempt in progress */
     cl_svc *sv;
+    cl_svc *msv; /* the view of the last pick, kept for the call's metrics */
     aims_instance inst;
     int lb_counted; /* the balancer counted this attempt (pick, not fallback) */
     uint64_t attempt_ns;
+    uint64_t done_ns; /* when the last reported attempt ended (aimsi_client_report) */
     aims_done_fn done;
     void *user;
     /* cancellation and hedging (client_cancel.c, client_hedge.c); under c->mu */

@@ -84,6 +84,8 @@ struct aims_service {
     /* statistics */
     _Atomic uint64_t n_req, n_err, n_rej, n_batches, n_rows, busy_ns, ewma_ns;
     _Atomic uint64_t mdev_ns;        /* mean deviation of run() from ewma_ns (svc_admit.c) */
+    /* the per-call metrics series, looked up once (aimsi_metrics_series) */
+    _Atomic(struct mx_entry *) mx_req, mx_busy, mx_lat;
     uint64_t busy_since_ns;          /* node->lock: queue non-empty since (0: empty) */
     aimsi_climit climit;             /* adaptive limit on queued + running (svc_climit.c) */
     _Atomic(aims_msg *) spare[AIMSI_SVC_SPARES];

@@ -32,8 +32,9 @@
  * dialed lazily; a failed dial or a dropped connection backs the endpoint off
  * (AIMS_CLIENT_BACKOFF_MS, doubling up to 32x) and calls to it fail fast with
  * AIMS_E_CLOSED meanwhile, so they retry on another instance. Replies are
- * decoded on the transport's thread into a message that adopts the frame
- * bytes (one copy, out of the transport's buffer).
+ * decoded on the transport's thread: an async reply borrows the frame bytes
+ * for its done(), a sync one adopts a copy. The replies of one read burst are
+ * unlinked together, under one hold of c->mu (aimsi_client_on_frame).
  */
 #include <math.h>
 #include <pthread.h>
@@ -415,30 +416,14 @@ static void deliver_owned(aims_client *c, cl_pending *p, aims_status st, aimsi_f
     aimsi_msg_fini(&tmp);
 }
 
-/* Transport hook: one reply frame (borrowed for the duration of the hook). */
-void aimsi_client_on_frame(void *conn_user, const void *frame, size_t len)
+/* One reply whose attempt this thread won: decode it, deliver, drop the link's
+ * reference. A reply that does not decode fails its call (AIMS_E_CORRUPT). */
+static void reply_deliver(aims_client *c, cl_pending *p, const void *frame, size_t len)
 {
-    cl_conn *cc = conn_user;
-    aims_client *c = cc->c;
     aimsi_frame f; /* decoded in place: tensors point into the transport's buffer */
     if (aimsi_frame_decode(frame, len, (size_t)c->max_frame, &f) != AIMS_OK) {
-        return; /* junk: ignored; the deadline covers its call */
-    }
-    if (f.hdr.type != AIMSI_FRAME_REPLY && f.hdr.type != AIMSI_FRAME_ERROR) {
-        aimsi_frame_release(&f); /* not a reply (PONG): ignored */
-        return;
-    }
-    pthread_mutex_lock(&c->mu);
-    cl_pending *p = hash_find_locked(c, f.hdr.request_id);
-    int won = 0;
-    if (p != NULL && p->cc == cc) {
-        won = aimsi_client_unlink_locked(c, p);
-        cc->ep->backoff_ns = 0; /* the connection works */
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (!won) {
-        /* A late reply (the call timed out) or a stranger's id: dropped. */
-        aimsi_frame_release(&f);
+        aimsi_client_deliver(p, AIMS_E_CORRUPT, NULL, "malformed reply");
+        aimsi_client_pending_unref(p);
         return;
     }
     aims_status st = (aims_status)f.hdr.status;
@@ -455,6 +440,69 @@ void aimsi_client_on_frame(void *conn_user, const void *frame, size_t len)
     }
     aimsi_frame_release(&f);
     aimsi_client_pending_unref(p);
+}
+
+/* The replies of one read burst: every attempt they answer is unlinked under
+ * one hold of c->mu (not one per reply: with many calls in flight the caller
+ * starting calls and this I/O thread meet on c->mu, and every collision is a
+ * futex sleep and wake), then each is delivered outside the lock, in order.
+ * A late reply (the call timed out), a stranger's id or a frame that is not a
+ * reply (PONG) finds nothing to unlink and is dropped. */
+static void replies_handle(cl_conn *cc, const void *const *frames, const size_t *lens,
+                           unsigned n)
+{
+    aims_client *c = cc->c;
+    cl_pending *won[CL_BURST];
+    int any = 0;
+    pthread_mutex_lock(&c->mu);
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t id = 0;
+        const uint8_t type = aimsi_frame_peek_id(frames[i], &id);
+        cl_pending *p = NULL;
+        if (type == AIMSI_FRAME_REPLY || type == AIMSI_FRAME_ERROR) {
+            p = hash_find_locked(c, id);
+        }
+        won[i] = p != NULL && p->cc == cc && aimsi_client_unlink_locked(c, p) ? p : NULL;
+        any |= won[i] != NULL;
+    }
+    if (any) {
+        cc->ep->backoff_ns = 0; /* the connection works */
+    }
+    pthread_mutex_unlock(&c->mu);
+    for (unsigned i = 0; i < n; i++) {
+        if (won[i] != NULL) {
+            reply_deliver(c, won[i], frames[i], lens[i]);
+        }
+    }
+}
+
+/* Transport hook: one reply frame. Inside a read burst of a built-in stream
+ * transport (aimsi_transport_tl_burst) the frame is kept until the burst's
+ * last one, which handles them all; elsewhere it is handled at once. A burst
+ * cut short (the connection closed) leaves its frames unhandled: their calls
+ * stay linked and on_close fails them. */
+void aimsi_client_on_frame(void *conn_user, const void *frame, size_t len)
+{
+    cl_conn *cc = conn_user;
+    const aimsi_burst *tb = aimsi_transport_tl_burst;
+    if (tb == NULL) {
+        replies_handle(cc, &frame, &len, 1);
+        return;
+    }
+    cl_burst *b = &cc->burst;
+    if (b->seq != tb->seq) { /* a new burst: what an earlier one left is gone */
+        b->seq = tb->seq;
+        b->n = 0;
+    }
+    b->frame[b->n] = frame;
+    b->len[b->n] = len;
+    b->n++;
+    if (tb->more && b->n < CL_BURST) {
+        return;
+    }
+    const unsigned n = b->n;
+    b->n = 0;
+    replies_handle(cc, b->frame, b->len, n);
 }
 
 /* Transport hook: the connection is gone. Fail its calls with AIMS_E_CLOSED. */
@@ -612,8 +660,11 @@ static aims_status encode_request(aims_client *c, const cl_call *k, const char *
     h.type = AIMSI_FRAME_REQUEST;
     h.request_id = id;
     h.deadline_ns = aimsi_deadline_to_wire(deadline_ns);
-    snprintf(h.service, sizeof h.service, "%s", k->service);
-    snprintf(h.method, sizeof h.method, "%s", k->method);
+    /* Copied by hand, not snprintf'd: per request, on the pipelined hot path. */
+    const size_t sl = strnlen(k->service, sizeof h.service - 1);
+    const size_t ml = strnlen(k->method, sizeof h.method - 1);
+    memcpy(h.service, k->service, sl);
+    memcpy(h.method, k->method, ml);
     aimsi_tensor views[AIMS_MSG_MAX_TENSORS + 1]; /* + the bearer token */
     size_t n = aimsi_msg_views(k->req, views);
     n += (size_t)aimsi_client_token_view(tok, &views[n]); /* client_token.c */

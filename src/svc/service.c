@@ -63,6 +63,7 @@
 #include "aimsi_service.h"
 #include "registry/aimsi_regbk.h"
 #include "aimsi_ident.h"
+#include "../orch/aimsi_orch.h"
 
 #define COMPRESS_NEVER 0u
 
@@ -218,7 +219,9 @@ void aimsi_service_note_run(aims_service *s, uint64_t run_ns)
     atomic_store_explicit(&s->ewma_ns, next, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->busy_ns, run_ns, memory_order_relaxed);
     /* Metrics are best effort: a failed first-use allocation only loses a sample. */
-    (void)aims_metrics_count(s->node->mx, "aims_svc_busy_ns_total", s->labels, run_ns);
+    aimsi_mx_add(aimsi_metrics_series(s->node->mx, &s->mx_busy, 'c', "aims_svc_busy_ns_total",
+                                      s->labels),
+                 run_ns);
 }
 
 void aimsi_service_note_done(aims_service *s, aims_status st, uint64_t latency_ns)
@@ -227,13 +230,17 @@ void aimsi_service_note_done(aims_service *s, aims_status st, uint64_t latency_n
         atomic_fetch_add_explicit(&s->n_err, 1, memory_order_relaxed);
         (void)aims_metrics_count(s->node->mx, "aims_svc_errors_total", s->labels, 1);
     }
-    (void)aims_metrics_observe(s->node->mx, "aims_svc_latency_seconds", s->labels, latency_ns);
+    aimsi_mx_observe(aimsi_metrics_series(s->node->mx, &s->mx_lat, 'h',
+                                          "aims_svc_latency_seconds", s->labels),
+                     latency_ns);
 }
 
 static void note_accept(aims_service *s)
 {
     atomic_fetch_add_explicit(&s->n_req, 1, memory_order_relaxed);
-    (void)aims_metrics_count(s->node->mx, "aims_svc_requests_total", s->labels, 1);
+    aimsi_mx_add(aimsi_metrics_series(s->node->mx, &s->mx_req, 'c', "aims_svc_requests_total",
+                                      s->labels),
+                 1);
 }
 
 void aimsi_service_note_depth(aims_service *s)

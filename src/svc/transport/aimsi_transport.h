@@ -107,6 +107,23 @@ const char *aimsi_ttable_peer(const aimsi_tslot *slot, void *conn);
  * writev (async calls with others in flight). Host transports ignore it. */
 extern _Thread_local int aimsi_transport_tl_defer;
 
+/* Read bursts of the built-in stream transports (stream_rx.c). While an I/O
+ * thread hands over the frames of one read, aimsi_transport_tl_burst points
+ * at this: `more` says another whole frame (its header already checked by
+ * aimsi_frame_peek) follows the one on_frame is being given, so on_frame will
+ * be called again in this burst -- unless the connection is closed meanwhile,
+ * when the burst ends without it; `seq` tells bursts apart. Every frame of a
+ * burst stays valid, at the address on_frame was given, until the burst ends
+ * (the read buffer is not moved or freed while it is delivered), so a hook
+ * may keep the frames of a burst and handle them all at its last one: the
+ * client unlinks every reply of a burst under one hold of its mutex
+ * (client_send.c). NULL outside a burst, and always for host transports. */
+typedef struct aimsi_burst {
+    uint64_t seq;
+    int more;
+} aimsi_burst;
+extern _Thread_local const aimsi_burst *aimsi_transport_tl_burst;
+
 /* Initialise a mutex that spins briefly before it sleeps (glibc's adaptive
  * type; a plain mutex elsewhere), for the locks a pipelining caller and an
  * I/O thread both take per call -- the client's and a stream connection's:

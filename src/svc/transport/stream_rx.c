@@ -83,24 +83,42 @@ static void rx_count(stream_conn *c, size_t got)
     c->win_bytes += got;
 }
 
-/* Deliver every whole frame in the buffer. Returns AIMS_OK, or the reason to
- * fail the connection; *stop is set when the library closed it meanwhile. */
+_Thread_local const aimsi_burst *aimsi_transport_tl_burst;
+static _Thread_local uint64_t t_burst_seq;
+
+/* The length of the whole frame at pos, or 0 when it is not all here yet
+ * (*rc says why when its header is bad). */
+static size_t whole_frame_at(const stream_conn *c, size_t pos, aims_status *rc)
+{
+    size_t total = 0;
+    if (c->rlen - pos < AIMSI_FRAME_HEADER) {
+        return 0;
+    }
+    const aims_status pr = aimsi_frame_peek(c->rbuf + pos, c->rlen - pos, c->inst->max_frame,
+                                            &total);
+    if (pr != AIMS_OK) {
+        *rc = (pr == AIMS_E_RANGE) ? AIMS_E_RANGE : AIMS_E_CORRUPT;
+        return 0;
+    }
+    return c->rlen - pos < total ? 0 : total;
+}
+
+/* Deliver every whole frame in the buffer, as one burst (aimsi_transport.h:
+ * the read buffer stays put until the loop ends). Returns AIMS_OK, or the
+ * reason to fail the connection; *stop is set when the library closed it
+ * meanwhile. */
 static aims_status deliver(stream_conn *c, int *stop)
 {
     stream_inst *in = c->inst;
     size_t pos = 0;
     int corked = 0;
     aims_status rc = AIMS_OK;
-    while (c->rlen - pos >= AIMSI_FRAME_HEADER) {
-        size_t total = 0;
-        rc = aimsi_frame_peek(c->rbuf + pos, c->rlen - pos, in->max_frame, &total);
-        if (rc != AIMS_OK) {
-            rc = (rc == AIMS_E_RANGE) ? AIMS_E_RANGE : AIMS_E_CORRUPT;
-            break;
-        }
-        if (c->rlen - pos < total) {
-            break;
-        }
+    aimsi_burst burst = {++t_burst_seq, 0};
+    const aimsi_burst *const outer = aimsi_transport_tl_burst;
+    size_t total = whole_frame_at(c, 0, &rc);
+    while (total > 0) {
+        const size_t next = whole_frame_at(c, pos + total, &rc);
+        burst.more = next > 0;
         if (!corked && c->rlen - pos - total >= AIMSI_FRAME_HEADER) {
             /* More frames follow: their replies go out together. */
             aimsi_stream_cork(c);
@@ -113,12 +131,15 @@ static aims_status deliver(stream_conn *c, int *stop)
             }
             return AIMS_OK;
         }
+        aimsi_transport_tl_burst = &burst;
         in->hooks.on_frame(c->user, c->rbuf + pos, total);
+        aimsi_transport_tl_burst = outer;
         aimsi_stream_hook_leave(c);
         if (total > RBUF_INIT) {
             c->big_ns = aimsi_now_ns();
         }
         pos += total;
+        total = next;
     }
     if (corked) {
         const int e = aimsi_stream_uncork(c);

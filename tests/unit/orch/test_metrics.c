@@ -429,6 +429,40 @@ static aims_status op_metrics(void *ctx)
     return rc;
 }
 
+/* Series handles (aimsi_metrics_series): looked up once and cached in the
+ * slot, updates land in the same series the by-name calls update, a name
+ * already used as another kind gives NULL (updates through NULL are no-ops). */
+static void test_metrics_series_handles(void **state)
+{
+    (void)state;
+    aims_metrics *mx = mk();
+    _Atomic(aimsi_mx_series *) cslot = NULL, hslot = NULL, bad = NULL;
+    aimsi_mx_series *c = aimsi_metrics_series(mx, &cslot, 'c', "calls_total", "svc=\"a\"");
+    assert_non_null(c);
+    assert_ptr_equal(atomic_load(&cslot), c);
+    assert_ptr_equal(aimsi_metrics_series(mx, &cslot, 'c', "calls_total", "svc=\"a\""), c);
+    aimsi_mx_add(c, 5);
+    assert_int_equal(aims_metrics_count(mx, "calls_total", "svc=\"a\"", 2), AIMS_OK);
+    aimsi_mx_series *h = aimsi_metrics_series(mx, &hslot, 'h', "lat_ns", "svc=\"a\"");
+    assert_non_null(h);
+    for (int k = 0; k < 10; k++) {
+        aimsi_mx_observe(h, 2000000);
+    }
+    double q = 0;
+    assert_int_equal(aims_metrics_quantile(mx, "lat_ns", "svc=\"a\"", 0.5, &q), AIMS_OK);
+    assert_true(fabs(q - 2e6) / 2e6 < 0.035);
+    assert_null(aimsi_metrics_series(mx, &bad, 'h', "calls_total", "svc=\"b\""));
+    assert_null(atomic_load(&bad));
+    aimsi_mx_add(NULL, 1);
+    aimsi_mx_observe(NULL, 1);
+    char *txt = NULL;
+    assert_int_equal(aims_metrics_prometheus(mx, &txt, NULL), AIMS_OK);
+    assert_non_null(strstr(txt, "calls_total{svc=\"a\"} 7\n"));
+    assert_null(strstr(txt, "svc=\"b\""));
+    aims_free(txt);
+    aims_metrics_destroy(mx);
+}
+
 static void test_metrics_alloc_failure_loop(void **state)
 {
     (void)state;
@@ -446,6 +480,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_metrics_quantile_accuracy, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_metrics_prometheus_parses, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_metrics_concurrent_updates, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_metrics_series_handles, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_metrics_alloc_failure_loop, ta_setup, ta_teardown),
     };
     return cmocka_run_group_tests_name("metrics", tests, NULL, NULL);
