@@ -25,10 +25,15 @@
  * begin), checkpoint (find + read + restore one checkpoint). Run "warm" (the
  * rows' digest vouched for by the d/<hex>.ok sidecar the submit wrote) and
  * "cold" (sidecar removed before the kill: a store written before it
- * existed, the SHA-256 is checked once).
+ * existed, the SHA-256 is checked once) -- both with the row cache off
+ * (data_cache_mb=0) -- and "cached": B, a standby, prefetched the job's rows
+ * into its row cache before the kill, so the adoption reads no rows
+ * (docs/JOBS.md, "Fast adoption").
  *
- * usage: bench_jobs [reps=3] [rows=60000] [p14b]   (AIMS_DATA_DIR: the Fashion-MNIST cache;
- * "p14b": only P14b with lease 1000, warm and cold)
+ * usage: bench_jobs [reps=3] [rows=60000] [p14b|p14b2]   (AIMS_DATA_DIR: the Fashion-MNIST
+ * cache; "p14b": only P14b with lease 1000, uncached, cached and cold; "p14b2": uncached and
+ * cached only). kill_to_running_ms is kill -> B's status says running (its job thread took
+ * the job); kill_to_resumed_ms is kill -> B's fit resumed from the checkpoint.
  * Prints JSON lines.
  */
 #include <stdint.h>
@@ -278,19 +283,28 @@ static int list_names(const char *dir, int (*fn)(void *, const char *), void *us
     return 0;
 }
 
-static void p14b(int lease_ms, int reps, int cold)
+/* P14b modes: CACHED = B prefetched the rows into its row cache before the
+ * kill (the default since fast adoption); UNCACHED = data_cache_mb=0, B
+ * reads the rows at adoption, digest vouched for by the sidecar (the figure
+ * before fast adoption); COLD = UNCACHED without the sidecar (SHA-256). */
+enum { P14B_CACHED = 0, P14B_UNCACHED = 1, P14B_COLD = 2 };
+
+static void p14b(int lease_ms, int reps, int mode)
 {
+    const int cold = mode == P14B_COLD;
+    static const char *const mode_names[3] = {"cached", "uncached", "cold"};
     static const char spec[] = "kind=mlp hidden=64 epochs=1000 batch=128 lr=0.05 seed=2 "
                                "checkpoint_every_steps=20";
     double ms[16];
+    int cached[16];
     double part[9][16]; /* detect, data_read, data_verify, data_decode, rebuild, queue, begin,
                            ckpt, total (from the parts) */
     for (int r = 0; r < reps; r++) {
         char url[600];
         char root[400];
-        snprintf(root, sizeof root, "%s/p14b-%d-%d-%d", g_dir, lease_ms, cold, r);
-        snprintf(url, sizeof url, "dir:%s?lease_ms=%d&scan_ms=%d", root, lease_ms,
-                 lease_ms / 10);
+        snprintf(root, sizeof root, "%s/p14b-%d-%d-%d", g_dir, lease_ms, mode, r);
+        snprintf(url, sizeof url, "dir:%s?lease_ms=%d&scan_ms=%d%s", root, lease_ms,
+                 lease_ms / 10, mode == P14B_CACHED ? "" : "&data_cache_mb=0");
         aims_msg *rep = NULL;
         CHECK(aims_msg_create(&rep) == AIMS_OK, "msg");
         void *a = service(url, "A");
@@ -301,6 +315,12 @@ static void p14b(int lease_ms, int reps, int cold)
             CHECK(call(a, "status", "victim", NULL, rep) == AIMS_OK, "status");
             (void)aimsi_msg_int(rep, "ckpt_step", &ck);
             usleep(2000);
+        }
+        for (int i = 0; mode == P14B_CACHED && i < 120000; i++) { /* B is a warm standby */
+            if (aimsi_jobs_prefetched(aimsi_train_jobs(b)) >= 1) {
+                break;
+            }
+            usleep(1000);
         }
         if (cold) {
             char d[700];
@@ -341,6 +361,7 @@ static void p14b(int lease_ms, int reps, int cold)
         part[6][r] = (double)tm.begin_ns / 1e6;
         part[7][r] = (double)tm.ckpt_ns / 1e6;
         part[8][r] = (double)(tm.running_wall_ms - kill_wall);
+        cached[r] = tm.data_cached;
         part[5][r] = part[8][r] - part[0][r] - (double)tm.adopt_ns / 1e6 - part[6][r] - part[7][r];
         CHECK(call(b, "cancel", "victim", NULL, rep) == AIMS_OK, "cancel");
         aimsi_kind_train.stop(b);
@@ -355,6 +376,7 @@ static void p14b(int lease_ms, int reps, int cold)
     for (int k = 0; k < 9; k++) {
         med_part[k] = median_sort(part[k], (size_t)reps);
     }
+    const double resumed = med_part[8]; /* kill -> the fit runs again (checkpoint restored) */
     med_part[8] -= med_part[0]; /* kill->running minus detection: the adoption itself */
     const double med = median_sort(ms, (size_t)reps);
     /* the goal: <= 3 heartbeats (lease_ms) + the time to load one checkpoint */
@@ -363,11 +385,16 @@ static void p14b(int lease_ms, int reps, int cold)
            "\"unit\": \"ms\", \"median\": %.1f, \"lease_ms\": %d, \"heartbeat_ms\": %d, \"reps\": %d, "
            "\"median_ms\": %.1f, \"min_ms\": %.1f, \"max_ms\": %.1f, "
            "\"median_in_heartbeats\": %.2f, \"goal_ms\": %.1f, \"within_goal\": %s, \"rows\": %zu",
-           cold ? "cold" : "warm", med, lease_ms, lease_ms / 3, reps, med, ms[0], ms[reps - 1],
+           mode_names[mode], med, lease_ms, lease_ms / 3, reps, med, ms[0], ms[reps - 1],
            med / (lease_ms / 3.0), goal, med <= goal ? "true" : "false", g_rows);
     for (int k = 0; k < 9; k++) {
         printf(", \"%s\": %.1f", names[k], med_part[k]);
     }
+    int n_cached = 0;
+    for (int r = 0; r < reps; r++) {
+        n_cached += cached[r];
+    }
+    printf(", \"adoptions_from_cache\": %d, \"kill_to_resumed_ms\": %.1f", n_cached, resumed);
     printf("}\n");
     fflush(stdout);
 }
@@ -381,13 +408,17 @@ int main(int argc, char **argv)
     snprintf(g_dir, sizeof g_dir, "%s/aims-bench-jobs-XXXXXX",
              getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
     CHECK(mkdtemp(g_dir) != NULL, "mkdtemp");
-    const int only_b = argc > 3 && strcmp(argv[3], "p14b") == 0;
+    const int only_b = argc > 3 && strncmp(argv[3], "p14b", 4) == 0;
+    const int no_cold = argc > 3 && strcmp(argv[3], "p14b2") == 0; /* uncached vs cached only */
     if (!only_b) {
         p14a(reps);
-        p14b(300, reps, 0);
+        p14b(300, reps, P14B_CACHED);
     }
-    p14b(1000, reps, 0);
-    p14b(1000, reps, 1);
+    p14b(1000, reps, P14B_UNCACHED); /* before fast adoption and after, in one run */
+    p14b(1000, reps, P14B_CACHED);
+    if (!no_cold) {
+        p14b(1000, reps, P14B_COLD);
+    }
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (system(cmd) != 0) {

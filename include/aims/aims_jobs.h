@@ -39,7 +39,9 @@
  *
  * Data by reference. Rows are stored once, named by the SHA-256 of their
  * encoding, and checked against it when read, so a job resumed on another
- * instance trains on the very same bytes. A submit that ships its rows has
+ * instance trains on the very same bytes. Each instance keeps the decoded
+ * rows of the unfinished jobs in the store (read ahead while their owners
+ * run, bounded by data_cache_mb), so an adoption reads no rows. A submit that ships its rows has
  * them stored this way too (a retry or an adoption never ships them again).
  * Hashing uses OpenSSL: built without it (-Dtls=disabled), "put_data" and
  * durable submits report "built without OpenSSL".
@@ -67,9 +69,15 @@ AIMS_EXTERN_C_BEGIN
  *               submit; else AIMS_E_INVAL (another kind) or AIMS_E_STATE.
  * @param store  "dir:/absolute/path" or "/absolute/path" (created, mode
  *               0700, when missing), optionally followed by
- *               "?lease_ms=N" (job lease, 50..3600000; default 3000) and
+ *               "?lease_ms=N" (job lease, 50..3600000; default 3000),
  *               "&scan_ms=N" (how often to look for orphaned jobs; default
- *               lease_ms / 3).
+ *               and at most lease_ms / 3: a larger value is lowered to it),
+ *               "&data_cache_mb=N" (0..1048576, default 512: the decoded
+ *               rows of data references this instance keeps, prefetched
+ *               for the jobs other instances run, so that adopting one is a
+ *               claim + a checkpoint load; least recently used rows are
+ *               dropped beyond N MB; 0 = no cache, no prefetch), and
+ *               "&keep_done=N", "&keep_done_s=T" (retention, docs/JOBS.md).
  * @return AIMS_OK, AIMS_E_MISUSE (NULL), AIMS_E_INVAL (not a train service,
  *         bad store URL or option), AIMS_E_STATE (store already set, or jobs
  *         submitted), AIMS_E_IO (the directory cannot be made), AIMS_E_NOMEM.

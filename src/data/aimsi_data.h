@@ -46,6 +46,8 @@ struct aims_dataset {
     char **class_names;
     size_t num_names;
 
+    int x_finite;              /* x was checked finite when built (create_dense); arrays
+                                  are never written after that, so begin skips the scan */
     struct aims_dataset *root; /* NULL for a root dataset */
     atomic_long refs;          /* root only: 1 + number of live views */
 };

@@ -303,6 +303,7 @@ aims_status aims_dataset_create_dense_v2(size_t rows, size_t cols, const float *
         aimsi_dataset_free(ds);
         return rc;
     }
+    ds->x_finite = aimsi_loadopt(opts, AIMS_LOAD_NONFINITE) == 0; /* checked above */
     *out = ds;
     return AIMS_OK;
 }

@@ -300,6 +300,7 @@ aims_status aims_dataset_view(const aims_dataset *ds, size_t begin, size_t count
     v->rows = count;
     v->cols = ds->cols;
     v->x = ds->x != NULL ? ds->x + begin * ds->cols : NULL;
+    v->x_finite = ds->x_finite; /* the same (checked) values */
     /* ids, weights and text bytes stay shared; offsets stay absolute. */
     v->tok_off = ds->tok_off != NULL ? ds->tok_off + begin : NULL;
     v->tok_ids = ds->tok_ids;

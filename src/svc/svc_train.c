@@ -288,19 +288,9 @@ static aims_status build_job(const train_impl *ti, const submit_in *in, train_jo
         return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"x\" has %zu columns but the service's "
                                              "pipeline outputs %zu", in->cols, pcols);
     }
-    int32_t ymax = 0;
-    for (size_t r = 0; r < in->rows; r++) {
-        if (in->y[r] < 0) {
-            return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"y\" row %zu is %d (labels are >= 0)",
-                             r, (int)in->y[r]);
-        }
-        ymax = in->y[r] > ymax ? in->y[r] : ymax;
-    }
-    for (size_t i = 0; i < in->rows * in->cols; i++) {
-        if (!isfinite(in->x[i])) {
-            return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"x\" row %zu column %zu is not finite",
-                             i / in->cols, i % in->cols);
-        }
+    int32_t ymax = in->ymax; /* rows from the row cache were checked when cached */
+    if (in->ds == NULL) {
+        AIMSI_TRY(aimsi_train_check_rows(in->x, in->y, in->rows, in->cols, &ymax));
     }
     size_t out_dim = 1;
     if (sp.kind == AIMS_MODEL_KIND_SOFTMAX || sp.kind == AIMS_MODEL_KIND_MLP || text) {
@@ -322,6 +312,7 @@ static aims_status build_job(const train_impl *ti, const submit_in *in, train_jo
     size_t in_dim = in->cols;
     aims_status rc = text ? aimsi_train_text_data(ti->p, in->text, in->text_len, in->y, in->rows,
                                                   &j->ds, &in_dim)
+                          : in->ds != NULL ? aims_dataset_view(in->ds, 0, in->rows, &j->ds)
                           : aims_dataset_create_dense(in->rows, in->cols, in->x, in->y, &j->ds);
     if (rc == AIMS_OK) {
         rc = aims_model_create(sp.kind, in_dim, out_dim, &j->model);
@@ -412,10 +403,11 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w, uint64_t token)
     memset(&in, 0, sizeof in);
     void *tx = NULL;
     void *ty = NULL;
-    aims_msg *rows = NULL; /* "data" by reference: the stored rows */
+    aims_msg *rows = NULL; /* "data" by reference: the stored rows, or in.ds (row cache) */
     size_t didx = 0;
     aims_status rc = aims_msg_find(w->req, "data", &didx) != AIMS_OK ? AIMS_OK
-                     : ti->durable != NULL ? aimsi_jobs_data_load(ti->durable, w->req, &rows)
+                     : ti->durable != NULL ? aimsi_jobs_data_get(ti->durable, w->req, &rows,
+                                                                 &in.ds, &in.ymax)
                      : aimsi_err(NULL, AIMS_E_STATE, "submit: \"data\" by reference needs a "
                                  "train service with a store (aims_service_set_store)");
     if (rc == AIMS_OK) {
@@ -427,6 +419,7 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w, uint64_t token)
     aimsi_free(tx);
     aimsi_free(ty);
     aims_msg_destroy(rows);
+    aims_dataset_destroy(in.ds);
     size_t pidx = 0;
     if (rc == AIMS_OK && aims_msg_find(w->req, "publish", &pidx) == AIMS_OK) {
         const void *pub = NULL;

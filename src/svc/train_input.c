@@ -4,8 +4,11 @@
  * checked for dtype, rank and agreement, and aligned when a decoded frame
  * left them unaligned. The rows may come from another message than the
  * request: a durable job's stored data (src/svc/jobs/, "data" by reference).
+ * Rows a durable job takes from the instance's row cache arrive as a checked
+ * dataset instead (in->ds, src/svc/jobs/jobs_cache.c): only "spec" is read.
  * Split out of svc_train.c to keep it under 1000 lines.
  */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -43,9 +46,49 @@ static aims_status aligned(const void *data, size_t bytes, size_t align, const v
     return AIMS_OK;
 }
 
+static aims_status read_spec(const aimsi_work *w, submit_in *in)
+{
+    const uint64_t *ds = NULL;
+    const void *spec = NULL;
+    size_t bs = 0;
+    if (!aimsi_train_get_tensor(w->req, "spec", AIMS_DT_BYTES, 1, &ds, &spec, &bs)) {
+        return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"spec\" (BYTES key=value lines) is "
+                                             "missing");
+    }
+    in->spec = spec;
+    in->spec_len = bs;
+    return AIMS_OK;
+}
+
+aims_status aimsi_train_check_rows(const float *x, const int32_t *y, size_t rows, size_t cols,
+                                   int32_t *ymax)
+{
+    int32_t top = 0;
+    for (size_t r = 0; r < rows; r++) {
+        if (y[r] < 0) {
+            return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"y\" row %zu is %d (labels are >= 0)",
+                             r, (int)y[r]);
+        }
+        top = y[r] > top ? y[r] : top;
+    }
+    for (size_t i = 0; i < rows * cols; i++) {
+        if (!isfinite(x[i])) {
+            return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"x\" row %zu column %zu is not finite",
+                             i / cols, i % cols);
+        }
+    }
+    *ymax = top;
+    return AIMS_OK;
+}
+
 aims_status aimsi_train_read_inputs(const aimsi_work *w, const aims_msg *rows, submit_in *in,
                                     void **tx, void **ty)
 {
+    if (in->ds != NULL) { /* "data" from the row cache: rows checked when they were cached */
+        in->rows = aims_dataset_rows(in->ds);
+        in->cols = aims_dataset_cols(in->ds);
+        return read_spec(w, in);
+    }
     const uint64_t *dx = NULL;
     const uint64_t *dy = NULL;
     const void *x = NULL;
@@ -77,17 +120,9 @@ aims_status aimsi_train_read_inputs(const aimsi_work *w, const aims_msg *rows, s
         return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"y\" must be i32 [rows] with the rows "
                                              "of \"x\" (%llu)", (unsigned long long)dx[0]);
     }
-    const uint64_t *ds = NULL;
-    const void *spec = NULL;
-    size_t bs = 0;
-    if (!aimsi_train_get_tensor(w->req, "spec", AIMS_DT_BYTES, 1, &ds, &spec, &bs)) {
-        return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"spec\" (BYTES key=value lines) is "
-                                             "missing");
-    }
+    AIMSI_TRY(read_spec(w, in));
     in->rows = (size_t)dx[0];
     in->cols = (size_t)dx[1];
-    in->spec = spec;
-    in->spec_len = bs;
     const void *ax = NULL;
     const void *ay = NULL;
     AIMSI_TRY(aligned(x, bx, _Alignof(float), &ax, tx));

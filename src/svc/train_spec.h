@@ -58,6 +58,8 @@ typedef struct submit_in {
     size_t spec_len;
     const char *text; /* kind=text: '\n'-separated documents instead of x */
     size_t text_len;
+    aims_dataset *ds; /* "data" from the row cache (jobs/aimsi_rowcache.h): checked, no copy */
+    int32_t ymax;     /* with ds: its largest label */
 } submit_in;
 
 /* A tensor of m called name with dtype dt and ndim dimensions: 1, else 0. */
@@ -68,5 +70,9 @@ int aimsi_train_get_tensor(const aims_msg *m, const char *name, aims_dtype dt, s
  * *tx / *ty (aimsi_free them). AIMS_E_INVAL names what is wrong. */
 aims_status aimsi_train_read_inputs(const aimsi_work *w, const aims_msg *rows, submit_in *in,
                                     void **tx, void **ty);
+/* The row checks of a submit: labels >= 0 (*ymax = the largest), features
+ * finite. AIMS_E_INVAL names the first bad row. */
+aims_status aimsi_train_check_rows(const float *x, const int32_t *y, size_t rows, size_t cols,
+                                   int32_t *ymax);
 
 #endif

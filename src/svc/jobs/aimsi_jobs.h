@@ -38,6 +38,7 @@
 
 #include "aims/aims_model.h"
 #include "../aimsi_svckind.h"
+#include "aimsi_rowcache.h"
 
 typedef struct aimsi_jobs aimsi_jobs;
 
@@ -85,6 +86,19 @@ int aimsi_jobs_has_ref(const aims_msg *req);
 /* The rows ("x", "y" or "text", "y") of the reference in req's "data", read
  * from the store and checked against their SHA-256 (aims_msg_destroy *out). */
 aims_status aimsi_jobs_data_load(aimsi_jobs *J, const aims_msg *req, aims_msg **out);
+/* The rows of the reference in req's "data" for a submit or an adoption,
+ * through the instance's row cache (aimsi_rowcache.h): dense rows come back
+ * as *ds, a view of the cached, already checked dataset (aims_dataset_destroy
+ * it; *ymax its largest label; *rows NULL); other rows (text), or all rows
+ * with data_cache_mb=0, as *rows like aimsi_jobs_data_load (*ds NULL). A
+ * blob that fails its CRC or digest is refused as by aimsi_jobs_data_load
+ * and never cached. */
+aims_status aimsi_jobs_data_get(aimsi_jobs *J, const aims_msg *req, aims_msg **rows,
+                                aims_dataset **ds, int32_t *ymax);
+/* The row cache's counters (all 0 when it is off). */
+void aimsi_jobs_cache_stats(aimsi_jobs *J, aimsi_rowcache_stats *out);
+/* How many jobs' rows the prefetch thread loaded into the cache. */
+int64_t aimsi_jobs_prefetched(aimsi_jobs *J);
 /* The train service's "put_data" method: store the request's rows once and
  * reply "data" = "sha256:<hex>". */
 aims_status aimsi_jobs_put_data(aimsi_jobs *J, aimsi_work *w);
@@ -129,6 +143,8 @@ typedef struct aimsi_jobs_times {
     uint64_t data_verify_ns;  /* its SHA-256 check (0 when the sidecar vouched for them) */
     uint64_t data_decode_ns;  /* its frame decode */
     int data_sidecar;         /* 1: verified by d/<hex>.ok (length + CRC), no SHA-256 */
+    int data_cached;          /* 1: the rows came from the row cache (nothing read) */
+    uint64_t data_build_ns;   /* newest cache load: rows -> checked dataset */
     uint64_t adopt_ns;        /* the train service's rebuild, data load included */
     uint64_t begin_ns;        /* newest fit: aims_trainer_begin */
     uint64_t ckpt_ns;         /* newest fit: finding, reading and restoring the checkpoint */

@@ -35,8 +35,12 @@ aims_status aimsi_jobs_create(const char *url, const char *instance, aimsi_jobs 
     int64_t lease_ms = 0;
     int64_t scan_ms = 0;
     AIMSI_TRY(aimsi_store_option(url, "lease_ms", 50, 3600000, JOBS_LEASE_MS_DEFAULT, &lease_ms));
-    AIMSI_TRY(aimsi_store_option(url, "scan_ms", 10, 3600000,
-                                 lease_ms / 3 > 10 ? lease_ms / 3 : 10, &scan_ms));
+    const int64_t third = lease_ms / 3 > 10 ? lease_ms / 3 : 10;
+    AIMSI_TRY(aimsi_store_option(url, "scan_ms", 10, 3600000, third, &scan_ms));
+    scan_ms = scan_ms < third ? scan_ms : third; /* adopters look at least every heartbeat */
+    int64_t cache_mb = 0;
+    AIMSI_TRY(aimsi_store_option(url, "data_cache_mb", 0, 1 << 20, JOBS_CACHE_MB_DEFAULT,
+                                 &cache_mb));
     int64_t keep_done = 0;
     int64_t keep_done_s = 0;
     AIMSI_TRY(aimsi_store_option(url, "keep_done", 0, INT32_MAX, -1, &keep_done));
@@ -55,7 +59,11 @@ aims_status aimsi_jobs_create(const char *url, const char *instance, aimsi_jobs 
     J->instance[k] = '\0';
     J->lease_ms = lease_ms;
     J->scan_ms = scan_ms;
-    aims_status rc = aimsi_store_open(url, &J->st);
+    aims_status rc = cache_mb > 0 ? aimsi_rowcache_create((size_t)cache_mb << 20, &J->cache)
+                                  : AIMS_OK;
+    if (rc == AIMS_OK) {
+        rc = aimsi_store_open(url, &J->st);
+    }
     if (rc == AIMS_OK && pthread_mutex_init(&J->mu, NULL) != 0) {
         rc = aimsi_err(NULL, AIMS_E_BACKEND, "jobs: pthread_mutex_init failed");
         aimsi_store_close(J->st);
@@ -65,9 +73,11 @@ aims_status aimsi_jobs_create(const char *url, const char *instance, aimsi_jobs 
         aimsi_store_close(J->st);
     }
     if (rc != AIMS_OK) {
+        aimsi_rowcache_destroy(J->cache);
         aimsi_free(J);
         return rc;
     }
+    atomic_init(&J->prefetched, 0);
     atomic_init(&J->paused, 0);
     atomic_init(&J->stopped, 0);
     atomic_init(&J->wake, 0);
@@ -86,6 +96,7 @@ void aimsi_jobs_destroy(aimsi_jobs *J)
     pthread_cond_destroy(&J->cv);
     pthread_mutex_destroy(&J->mu);
     aimsi_store_close(J->st);
+    aimsi_rowcache_destroy(J->cache); /* views jobs still hold stay valid */
     aimsi_free(J);
 }
 

@@ -125,7 +125,7 @@ aims_status aimsi_jobs_data_store(aimsi_jobs *J, const aims_msg *m, char ref[DAT
     return rc;
 }
 
-aims_status aimsi_jobs_data_load(aimsi_jobs *J, const aims_msg *req, aims_msg **out)
+aims_status aimsi_jobs_data_hex(const aims_msg *req, char hex[65])
 {
     const char *ref = NULL;
     size_t len = 0;
@@ -134,7 +134,6 @@ aims_status aimsi_jobs_data_load(aimsi_jobs *J, const aims_msg *req, aims_msg **
         return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"data\" must be BYTES \"sha256:<64 hex "
                                              "digits>\" (from the train service's put_data)");
     }
-    char hex[65];
     memcpy(hex, ref + 7, 64);
     hex[64] = '\0';
     for (size_t i = 0; i < 64; i++) {
@@ -144,6 +143,18 @@ aims_status aimsi_jobs_data_load(aimsi_jobs *J, const aims_msg *req, aims_msg **
                                                  "hex digit", c);
         }
     }
+    return AIMS_OK;
+}
+
+aims_status aimsi_jobs_data_load(aimsi_jobs *J, const aims_msg *req, aims_msg **out)
+{
+    return aimsi_jobs_data_read(J, req, out, 1);
+}
+
+aims_status aimsi_jobs_data_read(aimsi_jobs *J, const aims_msg *req, aims_msg **out, int record)
+{
+    char hex[65];
+    AIMSI_TRY(aimsi_jobs_data_hex(req, hex));
     char name[80];
     snprintf(name, sizeof name, "d/%s", hex);
     void *base = NULL;
@@ -153,8 +164,8 @@ aims_status aimsi_jobs_data_load(aimsi_jobs *J, const aims_msg *req, aims_msg **
     const uint64_t t0 = aimsi_now_ns();
     aims_status rc = aimsi_store_get_framed(J->st, name, &base, &off, &n, &crc);
     if (rc == AIMS_E_NOTFOUND) {
-        return aimsi_err(NULL, AIMS_E_NOTFOUND, "submit: no data %.*s in the store %s (write "
-                         "it with put_data first)", (int)len, ref, J->st->url);
+        return aimsi_err(NULL, AIMS_E_NOTFOUND, "submit: no data sha256:%s in the store %s "
+                         "(write it with put_data first)", hex, J->st->url);
     }
     AIMSI_TRY(rc);
     const uint64_t t1 = aimsi_now_ns();
@@ -175,11 +186,15 @@ aims_status aimsi_jobs_data_load(aimsi_jobs *J, const aims_msg *req, aims_msg **
     const uint64_t t2 = aimsi_now_ns();
     rc = aimsi_jobs_decode_at(base, off, n, out);
     const uint64_t t3 = aimsi_now_ns();
+    if (!record) {
+        return rc; /* a prefetch: the times are the newest submit's or adoption's */
+    }
     pthread_mutex_lock(&J->mu);
     J->times.data_read_ns = t1 - t0;
     J->times.data_verify_ns = vouched ? 0 : t2 - t1;
     J->times.data_decode_ns = t3 - t2;
     J->times.data_sidecar = vouched;
+    J->times.data_cached = 0;
     pthread_mutex_unlock(&J->mu);
     return rc;
 }

@@ -11,12 +11,14 @@
 
 #include "../store/aimsi_store.h"
 #include "aimsi_jobs.h"
+#include "aimsi_rowcache.h"
 
 #define JOBS_ID_MAX 64
 #define JOBS_DIR_MAX (2 + 2 * JOBS_ID_MAX + 1)
 #define JOBS_INSTANCE_MAX 96
 #define JOBS_ERR_MAX 240
 #define JOBS_LEASE_MS_DEFAULT 3000
+#define JOBS_CACHE_MB_DEFAULT 512 /* data_cache_mb: decoded rows kept per instance */
 #define JOBS_CKPT_KEEP 2
 #define JOBS_REF_LEN (7 + 64) /* "sha256:" + hex */
 
@@ -55,6 +57,10 @@ struct aimsi_jobs {
     aimsi_jobs_times times;  /* guarded by mu */
     int64_t keep_done;       /* retention: finished jobs kept (-1: all) */
     int64_t keep_done_ms;    /* retention: finished jobs kept this long (-1: forever) */
+    aimsi_rowcache *cache;   /* decoded rows of data references (NULL: data_cache_mb=0) */
+    pthread_t warm;          /* prefetch into the cache (jobs_cache.c) */
+    int warm_on;
+    _Atomic int64_t prefetched; /* rows the warm thread loaded */
 };
 
 /* The job's status record (j/<hex>/status). */
@@ -113,6 +119,19 @@ aims_status aimsi_jobs_data_store(aimsi_jobs *J, const aims_msg *m, char ref[JOB
 aims_status aimsi_jobs_decode(void *p, size_t n, aims_msg **out);
 /* The same for a frame at base + off (base is the allocation taken). */
 aims_status aimsi_jobs_decode_at(void *base, size_t off, size_t n, aims_msg **out);
+/* aimsi_jobs_data_load; record = 0: leave J->times alone (prefetch). */
+aims_status aimsi_jobs_data_read(aimsi_jobs *J, const aims_msg *req, aims_msg **out, int record);
+/* aimsi_jobs_data_get; record = 0: leave J->times alone (prefetch; jobs_cache.c). */
+aims_status aimsi_jobs_data_fetch(aimsi_jobs *J, const aims_msg *req, aims_msg **rows,
+                                  aims_dataset **ds, int32_t *ymax, int record);
+/* The 64 hex digits of req's "data" reference (checked) into hex (jobs_data.c). */
+aims_status aimsi_jobs_data_hex(const aims_msg *req, char hex[65]);
+/* Decode the stored submit of the job in dir (jobs_lease.c). */
+aims_status aimsi_jobs_load_submit(aimsi_jobs *J, const char *dir, aims_msg **out);
+/* Wait on J->cv (J->mu held) until ms passed (at most 1 s) or quit (jobs_lease.c). */
+void aimsi_jobs_wait_locked(aimsi_jobs *J, int64_t ms);
+/* Start the prefetch thread when the cache is on (J->mu held; jobs_cache.c). */
+void aimsi_jobs_warm_start(aimsi_jobs *J);
 /* 1 when a caller on another instance asked to cancel the job in dir (jobs.c). */
 int aimsi_jobs_cancelled(aimsi_jobs *J, const char *dir);
 

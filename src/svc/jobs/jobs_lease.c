@@ -452,7 +452,7 @@ static int unhex(const char *hex, char *out, size_t *len)
 }
 
 /* Decode the stored submit frame into a message (aims_msg_destroy it). */
-static aims_status load_submit(aimsi_jobs *J, const char *dir, aims_msg **out)
+aims_status aimsi_jobs_load_submit(aimsi_jobs *J, const char *dir, aims_msg **out)
 {
     char name[AIMSI_STORE_NAME_MAX + 1];
     aimsi_jobs_path(dir, "submit", name);
@@ -466,8 +466,10 @@ static aims_status load_submit(aimsi_jobs *J, const char *dir, aims_msg **out)
 }
 
 /* Is the job in dir unfinished with an expired lease? *top = its highest
- * token, *last_step = the step its owner last reported. */
-static int expired(aimsi_jobs *J, const char *dir, uint64_t *top, int64_t *last_step)
+ * token, *last_step = the step its owner last reported; an unfinished job's
+ * lease expiry lowers *soonest (the scan looks again right after it). */
+static int expired(aimsi_jobs *J, const char *dir, uint64_t *top, int64_t *last_step,
+                   int64_t *soonest)
 {
     jobs_status s;
     if (aimsi_jobs_status_read(J, dir, &s) != AIMS_OK || s.state >= AIMSI_JOB_DONE) {
@@ -487,11 +489,15 @@ static int expired(aimsi_jobs *J, const char *dir, uint64_t *top, int64_t *last_
     }
     *top = n;
     *last_step = l.step > s.step ? l.step : s.step;
-    return aimsi_jobs_wall_ms() > l.expires_ms;
+    const int gone = aimsi_jobs_wall_ms() > l.expires_ms;
+    if (!gone && l.expires_ms < *soonest) {
+        *soonest = l.expires_ms;
+    }
+    return gone;
 }
 
 /* 1 when the adopter is full (the scan stops for this round), else 0. */
-static int adopt_one(aimsi_jobs *J, const char *dir)
+static int adopt_one(aimsi_jobs *J, const char *dir, int64_t *soonest)
 {
     char id[JOBS_ID_MAX];
     size_t id_len = 0;
@@ -503,7 +509,7 @@ static int adopt_one(aimsi_jobs *J, const char *dir)
     pthread_mutex_lock(&J->mu);
     const int mine = aimsi_jobs_held_find(J, id, id_len) != NULL;
     pthread_mutex_unlock(&J->mu);
-    if (mine || !expired(J, dir, &top, &last_step)) {
+    if (mine || !expired(J, dir, &top, &last_step, soonest)) {
         return 0;
     }
     if (J->room != NULL && !J->room(J->adopt_user)) {
@@ -514,7 +520,7 @@ static int adopt_one(aimsi_jobs *J, const char *dir)
     }
     const int64_t claim_ms = aimsi_jobs_wall_ms();
     aims_msg *m = NULL;
-    aims_status rc = load_submit(J, dir, &m);
+    aims_status rc = aimsi_jobs_load_submit(J, dir, &m);
     pthread_mutex_lock(&J->mu);
     if (rc == AIMS_OK) {
         rc = aimsi_jobs_held_add(J, id, id_len, top + 1);
@@ -524,9 +530,9 @@ static int adopt_one(aimsi_jobs *J, const char *dir)
         h->prev_step = last_step; /* the fit compares its resume point with it */
     }
     pthread_mutex_unlock(&J->mu);
-    if (rc == AIMS_OK) {
-        (void)aimsi_jobs_lease_write(J, dir, top + 1, 0, 0);
-    }
+    /* no lease write here: tok.<N+1> carries our first lease (expired() reads it while
+     * `lease` still names token N) and the lease thread renews it within a heartbeat;
+     * an adoption spends its time on the claim and the checkpoint, not on fsyncs */
     jobs_status s;
     if (rc == AIMS_OK && aimsi_jobs_status_read(J, dir, &s) == AIMS_OK) {
         snprintf(s.owner, sizeof s.owner, "%s", J->instance);
@@ -559,24 +565,28 @@ static int adopt_one(aimsi_jobs *J, const char *dir)
     return 0;
 }
 
-static void scan(aimsi_jobs *J)
+/* One adoption round; returns the wall-clock expiry of the soonest lease
+ * of another instance's unfinished job (INT64_MAX: none). */
+static int64_t scan(aimsi_jobs *J)
 {
+    int64_t soonest = INT64_MAX;
     scan_ctx *c = aimsi_calloc(1, sizeof *c);
     if (c == NULL) {
-        return;
+        return soonest;
     }
     (void)aimsi_store_list(J->st, "j", scan_cb, c);
     int full = 0;
     for (size_t i = 0; i < c->n && !full && !atomic_load(&J->paused) && !atomic_load(&J->stopped);
          i++) {
-        full = adopt_one(J, c->names[i]);
+        full = adopt_one(J, c->names[i], &soonest);
     }
     aimsi_jobs_gc(J, (const char(*)[JOBS_DIR_MAX])c->names, c->n);
     aimsi_free(c);
+    return soonest;
 }
 
 /* Wait on J->cv until `ms` passed or quit (J->mu held). */
-static void wait_ms_locked(aimsi_jobs *J, int64_t wait)
+void aimsi_jobs_wait_locked(aimsi_jobs *J, int64_t wait)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -609,7 +619,7 @@ static void *lease_thread(void *arg)
             next_renew = now + renew_every;
         }
         pthread_mutex_lock(&J->mu);
-        wait_ms_locked(J, next_renew - now);
+        aimsi_jobs_wait_locked(J, next_renew - now);
     }
     pthread_mutex_unlock(&J->mu);
     return NULL;
@@ -624,11 +634,18 @@ static void *scan_thread(void *arg)
         pthread_mutex_unlock(&J->mu);
         const int64_t now = (int64_t)(aimsi_now_ns() / 1000000u);
         if (!atomic_load(&J->paused) && now >= next_scan && !atomic_load(&J->stopped)) {
-            scan(J);
+            const int64_t soonest = scan(J);
+            const int64_t after = (int64_t)(aimsi_now_ns() / 1000000u);
             next_scan = now + J->scan_ms;
+            if (soonest != INT64_MAX) {
+                /* look again right after the soonest lease runs out, not a scan later:
+                 * detection = the lease's own expiry, whatever scan_ms */
+                const int64_t at = after + (soonest - aimsi_jobs_wall_ms()) + 1;
+                next_scan = at < next_scan ? (at > after ? at : after + 1) : next_scan;
+            }
         }
         pthread_mutex_lock(&J->mu);
-        wait_ms_locked(J, next_scan - now);
+        aimsi_jobs_wait_locked(J, next_scan - (int64_t)(aimsi_now_ns() / 1000000u));
     }
     pthread_mutex_unlock(&J->mu);
     return NULL;
@@ -653,6 +670,7 @@ aims_status aimsi_jobs_start(aimsi_jobs *J, aimsi_jobs_adopt_fn fn, void *user)
             rc = aimsi_err(NULL, AIMS_E_BACKEND, "jobs: cannot start the scan thread");
         } else {
             J->thread_on = 1;
+            aimsi_jobs_warm_start(J); /* prefetch: without it adoptions read their rows */
         }
     }
     pthread_mutex_unlock(&J->mu);
@@ -664,13 +682,18 @@ void aimsi_jobs_join(aimsi_jobs *J)
 {
     pthread_mutex_lock(&J->mu);
     const int on = J->thread_on;
+    const int warm = J->warm_on;
     J->quit = 1;
     J->thread_on = 0;
+    J->warm_on = 0;
     pthread_cond_broadcast(&J->cv);
     pthread_mutex_unlock(&J->mu);
     if (on) {
         pthread_join(J->thread, NULL);
         pthread_join(J->scan_thread, NULL);
+    }
+    if (warm) {
+        pthread_join(J->warm, NULL);
     }
 }
 

@@ -48,6 +48,7 @@
 static float g_x[ROWS * COLS];
 static int32_t g_y[ROWS];
 static char g_dir[256];
+static const char *g_url_extra = ""; /* more store options ("&data_cache_mb=0") */
 
 static void make_data(void)
 {
@@ -196,7 +197,7 @@ static void *service(const char *inst)
     assert_int_equal(aimsi_train_create(NULL, &impl), AIMS_OK);
     if (inst != NULL) {
         char url[400];
-        snprintf(url, sizeof url, "dir:%s" LEASE, g_dir);
+        snprintf(url, sizeof url, "dir:%s" LEASE "%s", g_dir, g_url_extra);
         assert_int_equal(aimsi_train_set_store(impl, url, inst), AIMS_OK);
     }
     return impl;
@@ -804,7 +805,9 @@ static void test_jobs_data_sidecar(void **state)
 {
     (void)state;
     aims_msg *r = new_msg();
+    g_url_extra = "&data_cache_mb=0"; /* every submit reads the blob (no row cache) */
     void *a = service("A");
+    g_url_extra = "";
     char data_ref[72];
     put_rows(a, r, data_ref);
     char side[600];
@@ -832,6 +835,61 @@ static void test_jobs_data_sidecar(void **state)
     assert_int_equal(wait_state(a, "s3", 2, r), 2);
     service_end(a);
     aims_msg_destroy(r);
+}
+
+/* ---- fast adoption: rows prefetched into the row cache ------------------------------------- */
+
+static atomic_int g_room;
+
+static int room_when_told(void *user)
+{
+    (void)user;
+    return atomic_load(&g_room);
+}
+
+/* B is up while A runs the job: B's warm thread loads the job's rows into its
+ * row cache. A dies; B adopts with nothing to read (data_cached) and ends in
+ * the uninterrupted run's bytes. B claims nothing until it has prefetched
+ * (its room hook says no), so the test does not depend on timing. */
+static void test_jobs_adopt_from_cache(void **state)
+{
+    (void)state;
+    size_t ref_len = 0;
+    void *ref = reference(SPEC, &ref_len);
+    aims_msg *r = NULL;
+    assert_int_equal(aims_msg_create(&r), AIMS_OK);
+    atomic_store(&g_room, 0);
+    void *b = service("B");
+    aimsi_jobs *JB = aimsi_train_jobs(b);
+    aimsi_jobs_set_room(JB, room_when_told);
+    run_and_die("j9", 2, r);
+    for (int i = 0; i < 60000 && aimsi_jobs_prefetched(JB) < 1; i++) {
+        sleep_ms(2);
+    }
+    assert_int_equal(aimsi_jobs_prefetched(JB), 1);
+    aimsi_rowcache_stats st;
+    aimsi_jobs_cache_stats(JB, &st);
+    assert_int_equal(st.entries, 1);
+    assert_int_equal(st.bytes, ROWS * COLS * sizeof(float) + ROWS * sizeof(int32_t));
+    atomic_store(&g_room, 1);
+    assert_int_equal(wait_state(b, "j9", 2, r), 2);
+    assert_int_equal(reply_int(r, "adoptions"), 1);
+    assert_int_equal(reply_int(r, "resumed_from"), 20);
+    size_t len = 0;
+    void *got = result_of(b, "j9", &len);
+    assert_int_equal(len, ref_len);
+    assert_memory_equal(got, ref, len);
+    free(got);
+    aimsi_jobs_times tm;
+    aimsi_jobs_get_times(JB, &tm);
+    assert_int_equal(tm.data_cached, 1); /* the adoption read no rows */
+    assert_int_equal(tm.data_read_ns, 0);
+    aimsi_jobs_cache_stats(JB, &st);
+    assert_true(st.hits >= 1);
+    assert_int_equal(st.loads, 1);
+    service_end(b);
+    aims_msg_destroy(r);
+    free(ref);
 }
 
 /* ---- setup ---------------------------------------------------------------------------------- */
@@ -877,6 +935,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jobs_text_adopted_bitexact, jobs_setup,
                                         jobs_teardown),
         cmocka_unit_test_setup_teardown(test_jobs_data_sidecar, jobs_setup, jobs_teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_adopt_from_cache, jobs_setup, jobs_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
