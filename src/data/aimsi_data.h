@@ -48,6 +48,9 @@ struct aims_dataset {
 
     struct aims_dataset *root; /* NULL for a root dataset */
     atomic_long refs;          /* root only: 1 + number of live views */
+    /* 1 once a trainer's begin found every value of x finite: datasets are
+     * immutable (a shuffle only reorders rows), so later begins skip the scan */
+    atomic_int x_finite;
 };
 
 /* Option values after defaults are applied; loaders read from this. */
