@@ -13,8 +13,7 @@
  * than a training GEMM's half. aimsi_pool_set_spin() lets a pool's workers
  * (and the caller waiting for them) poll for up to `spin_us` before they
  * sleep, so back-to-back jobs -- the GEMMs of a training step -- are handed
- * over through memory (without a syscall for the first SPIN_QUIET_US of a
- * wait). generation and busy are atomics for that; the mutex
+ * over through memory. generation and busy are atomics for that; the mutex
  * and condition variables stay for the sleeping path, and every change a
  * sleeper waits for is still published under the mutex, so no wake-up is lost.
  */
@@ -69,38 +68,23 @@ static void drain(aimsi_pool *pool)
     }
 }
 
-/* Poll until cond(pool, arg) holds or spin_us pass; returns whether it held.
- * The first SPIN_QUIET_US are pure memory polls (pause, and the clock every
- * 16 polls): on this VM a sched_yield is a hypervisor round trip (its
- * pvm_irq_enable and the syscall were ~15 % of a training step's samples,
- * all of it on a core that was only waiting) and it delays noticing the
- * flag by a syscall. Only a wait longer than that -- the thread we wait for
- * is probably not running, an oversubscribed machine -- yields the CPU every
- * 16 polls so that thread can run. */
-enum { SPIN_QUIET_US = 50 };
-
+/* Poll until cond(pool, arg) holds or spin_us pass; returns whether it held. */
 static int spin_until(aimsi_pool *pool, int (*cond)(aimsi_pool *, uint64_t), uint64_t arg)
 {
     const unsigned us = atomic_load_explicit(&pool->spin_us, memory_order_relaxed);
     if (us == 0) {
         return cond(pool, arg);
     }
-    const uint64_t start = aimsi_now_ns();
-    const uint64_t end = start + (uint64_t)us * 1000u;
-    const unsigned q_us = us < (unsigned)SPIN_QUIET_US ? us : (unsigned)SPIN_QUIET_US;
-    const uint64_t quiet = start + (uint64_t)q_us * 1000u;
+    const uint64_t end = aimsi_now_ns() + (uint64_t)us * 1000u;
     for (unsigned i = 1;; i++) {
         if (cond(pool, arg)) {
             return 1;
         }
         if ((i & 15u) == 0) {
-            const uint64_t now = aimsi_now_ns();
-            if (now >= end) {
+            if (aimsi_now_ns() >= end) {
                 return 0;
             }
-            if (now >= quiet) {
-                sched_yield(); /* oversubscribed: let the thread we wait for run */
-            }
+            sched_yield(); /* an oversubscribed machine: let the thread we wait for run */
         }
         CPU_RELAX();
     }
