@@ -46,10 +46,12 @@ struct aims_dataset {
     char **class_names;
     size_t num_names;
 
-    int x_finite;              /* x was checked finite when built (create_dense); arrays
-                                  are never written after that, so begin skips the scan */
     struct aims_dataset *root; /* NULL for a root dataset */
     atomic_long refs;          /* root only: 1 + number of live views */
+    /* 1 once x is known finite: checked when built (create_dense) or by a
+     * trainer's begin; datasets are immutable (a shuffle only reorders rows),
+     * so later begins skip the scan */
+    atomic_int x_finite;
 };
 
 /* Option values after defaults are applied; loaders read from this. */

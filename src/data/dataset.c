@@ -36,6 +36,7 @@ aims_status aimsi_dataset_new(aims_dataset **out)
     }
     aimsi_obj_init(&ds->obj, AIMSI_MAGIC_DATASET);
     atomic_init(&ds->refs, 1);
+    atomic_init(&ds->x_finite, 0);
     *out = ds;
     return AIMS_OK;
 }

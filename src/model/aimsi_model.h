@@ -158,6 +158,27 @@ typedef struct aimsi_gemm_epi {
 void aimsi_gemm_own_epi(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
                         size_t n, size_t k, const float *a, size_t lda, const float *b,
                         size_t ldb, float beta, float *c, size_t ldc, const aimsi_gemm_epi *epi);
+/* Operands of a bf16 own GEMM given already rounded (the trainer's bf16 copy
+ * of the batch, train_dense.c), each optional (NULL: round the fp32 operand
+ * as usual): a16 replaces A when trans_a = 0, as m rows of (k + 1) / 2 slots
+ * (aimsi_bf16_round_row's layout); b16 replaces B when trans_b = 0, as k
+ * rows of ldb16 bf16 values. They must hold the roundings of a / b, so the
+ * result is bit for bit that of aimsi_gemm_own_epi; the replaced fp32
+ * operand is then not read, so pass them only when
+ * aimsi_gemm_own_available(AIMSI_GEMM_BF16). Ignored for fp32. */
+typedef struct aimsi_gemm_pre {
+    const uint32_t *a16;
+    const uint16_t *b16;
+    size_t ldb16;
+} aimsi_gemm_pre;
+void aimsi_gemm_own_pre(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
+                        size_t n, size_t k, const float *a, size_t lda, const float *b,
+                        size_t ldb, float beta, float *c, size_t ldc, const aimsi_gemm_epi *epi,
+                        const aimsi_gemm_pre *pre);
+/* One row of k floats rounded to bf16 (nearest even, the own GEMM's rounding)
+ * as (k + 1) / 2 slots, the odd tail zero; returns 0 (nothing written) on a
+ * CPU without AVX512_BF16. */
+int aimsi_bf16_round_row(const float *x, size_t k, uint32_t *dst);
 /* The same epilogue as plain passes over an m x n block of C. */
 void aimsi_gemm_epi_apply(const aimsi_gemm_epi *e, size_t m, size_t n, float *c, size_t ldc);
 

@@ -58,6 +58,9 @@ struct aims_trainer {
     void *gws;            /* own GEMMs: packed operands (NULL: OpenBLAS) */
     aimsi_pool *pool;     /* own GEMMs: train_threads compute threads */
     int gprec;            /* own GEMMs: AIMSI_GEMM_F32 or AIMSI_GEMM_BF16 */
+    /* bf16 own GEMMs (train_dense.c): the batch rounded to bf16 by the gather */
+    uint32_t *xb16; /* bmax x x16_ks slots (instead of xb); NULL: gather fp32 */
+    size_t x16_ks;  /* slots per row: (input_dim + 1) / 2 */
 
     /* statistics */
     double loss_sum;
@@ -89,7 +92,16 @@ void aimsi_train_make_perm(aims_trainer *t, int64_t epoch);
 
 /* ---- train_dense.c: one mini-batch step of a dense model ---- */
 
-/* Copy batch rows [first, first + n) of this epoch's order into xb/yb/tb. */
+/* The bf16 batch (xb16), when the run trains the first layer in the own
+ * bf16 GEMMs; silently none when it does not apply or the memory is not
+ * there. _end frees it (end_run). */
+void aimsi_train_x16_begin(aims_trainer *t);
+void aimsi_train_x16_end(aims_trainer *t);
+/* Use the bf16 batch when it applies (1, the default) or never (0); returns
+ * the previous setting. Process-wide; for tests (the same bits either way). */
+int aimsi_train_x16_force(int on);
+/* Copy batch rows [first, first + n) of this epoch's order into xb/yb/tb
+ * (the features rounded into xb16 instead when the bf16 batch is used). */
 void aimsi_train_gather(aims_trainer *t, size_t first, size_t n);
 void aimsi_train_forward(aims_trainer *t, size_t n);
 /* Loss gradient in place of the logits; returns the batch's summed loss. */

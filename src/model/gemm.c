@@ -27,9 +27,10 @@
  *     FMA / vdpbf16ps per accumulator per slot; C = acc + beta C, with masked
  *     stores at the right edge. A panel with at most 16 real columns (narrow
  *     outputs such as 10 classes) runs only its first half.
- *   - Work items are B panels: each item packs its panel (into its own slice
- *     of the workspace) and sweeps every row block, so threads never share a
- *     write and need no barrier. The bf16 copy of A is packed first, on the
+ *   - Work items are B panels: each item packs its panel (into the slice of
+ *     the workspace of the pool item running it, reused panel after panel)
+ *     and sweeps every row block, so threads never share a write and need
+ *     no barrier. The bf16 copy of A is packed first, on the
  *     calling thread (measured faster than on the pool: see pack_a_bf16's call).
  *   - Epilogue (aimsi_gemm_epi, issue 15): while a finished 8 x 32 block is
  *     still in registers, the store can add a bias row, apply ReLU, apply a
@@ -178,6 +179,42 @@ BF16_TARGET static void pack_n_bf16(size_t j0, size_t cols, size_t k, const floa
         _mm512_storeu_si512(dst + kp * NR + 16,
                             n1 > 0 ? pairs_bf16(r0 + 16, r1 != NULL ? r1 + 16 : NULL, n1)
                                    : _mm512_setzero_si512());
+    }
+}
+
+/* Panel of a B already rounded to bf16 (the trainer's bf16 batch, k rows of
+ * ldb bf16 values): rows 2kp and 2kp + 1 interleave into the slots of panel
+ * row kp, exactly what pack_n_bf16 makes from the fp32 rows (the values are
+ * the same roundings), without reading or converting fp32. */
+static const uint16_t g_ilv_idx[2][32] = {
+    {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+     8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47},
+    {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+     24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63}};
+
+BF16_TARGET static void pack_n_b16(size_t j0, size_t cols, size_t k, const uint16_t *b,
+                                   size_t ldb, uint32_t *dst)
+{
+    const __mmask32 m = cols >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << cols) - 1u);
+    const __m512i lo = _mm512_loadu_si512(g_ilv_idx[0]);
+    const __m512i hi = _mm512_loadu_si512(g_ilv_idx[1]);
+    for (size_t kp = 0; 2 * kp < k; kp++) {
+        const uint16_t *r0 = b + 2 * kp * ldb + j0;
+        const __m512i v0 = _mm512_maskz_loadu_epi16(m, r0);
+        const __m512i v1 =
+            2 * kp + 1 < k ? _mm512_maskz_loadu_epi16(m, r0 + ldb) : _mm512_setzero_si512();
+        _mm512_storeu_si512(dst + kp * NR, _mm512_permutex2var_epi16(v0, lo, v1));
+        _mm512_storeu_si512(dst + kp * NR + 16, _mm512_permutex2var_epi16(v0, hi, v1));
+    }
+}
+
+/* One row of k floats -> (k + 1) / 2 bf16 slots, the odd tail padded with
+ * zero: the rounding pack_a_bf16 does (and, value by value, pack_n_bf16). */
+BF16_TARGET static void round_row_bf16(const float *x, size_t k, uint32_t *dst)
+{
+    const size_t ks = (k + 1) / 2;
+    for (size_t s = 0; s < ks; s += 16) {
+        _mm512_mask_storeu_epi32(dst + s, mask16(ks - s), slots_bf16(x, s, k));
     }
 }
 
@@ -355,6 +392,8 @@ typedef struct gemm_job {
     size_t stride_i, stride_k;
     const float *b;
     size_t ldb;
+    const uint16_t *b16; /* bf16, trans_b 0: B already rounded (NULL: pack b) */
+    size_t ldb16;
     uint32_t *bp; /* panels, ks * NR slots each */
     float beta;
     float *c;
@@ -396,7 +435,9 @@ static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_
 {
     const size_t j0 = p * NR;
     const size_t cols = g->n - j0 >= NR ? NR : g->n - j0;
-    if (g->prec == AIMSI_GEMM_BF16) {
+    if (g->b16 != NULL) {
+        pack_n_b16(j0, cols, g->k, g->b16, g->ldb16, panel);
+    } else if (g->prec == AIMSI_GEMM_BF16) {
         if (g->trans_b) {
             pack_t_bf16(j0, cols, g->k, g->ks, g->b, g->ldb, panel);
         } else {
@@ -423,11 +464,6 @@ static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_
     }
 }
 
-static void run_panel(const gemm_job *g, size_t p)
-{
-    sweep(g, p, g->bp + p * g->ks * NR, 0, g->m);
-}
-
 /* Panel range s is [s * panels / slots, (s + 1) * panels / slots). */
 static size_t range_end(const gemm_job *g, size_t s)
 {
@@ -444,7 +480,12 @@ static size_t range_end(const gemm_job *g, size_t s)
 static void run_ranges(void *ctx, size_t item)
 {
     gemm_job *g = ctx;
-    (void)item;
+    /* one panel buffer per pool item (items <= panels), reused for every
+     * panel this thread packs: a panel is packed and consumed inside one
+     * sweep, so a buffer per panel only spread the packed copy of B over
+     * panels x 100 KB (the forward's W: 400 KB per thread) of L2, evicting
+     * the weights and momentum the SGD epilogue updates next */
+    uint32_t *panel = g->bp + item * g->ks * NR;
     const int cpu = sched_getcpu();
     const size_t home = cpu >= 0 ? (size_t)cpu % g->slots : 0;
     for (size_t d = 0; d < g->slots; d++) {
@@ -455,7 +496,7 @@ static void run_ranges(void *ctx, size_t item)
             if (p >= end) {
                 break;
             }
-            run_panel(g, p);
+            sweep(g, p, panel, 0, g->m);
         }
     }
 }
@@ -590,6 +631,30 @@ void aimsi_gemm_own_epi(aimsi_pool *pool, void *ws, int prec, int trans_a, int t
                         size_t n, size_t k, const float *a, size_t lda, const float *b,
                         size_t ldb, float beta, float *c, size_t ldc, const aimsi_gemm_epi *epi)
 {
+    const aimsi_gemm_pre pre = {0};
+    aimsi_gemm_own_pre(pool, ws, prec, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc,
+                       epi, &pre);
+}
+
+int aimsi_bf16_round_row(const float *x, size_t k, uint32_t *dst)
+{
+#ifdef AIMSI_HAVE_OWN_GEMM
+    if (aimsi_gemm_own_available(AIMSI_GEMM_BF16)) {
+        round_row_bf16(x, k, dst);
+        return 1;
+    }
+#endif
+    (void)x;
+    (void)k;
+    (void)dst;
+    return 0;
+}
+
+void aimsi_gemm_own_pre(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
+                        size_t n, size_t k, const float *a, size_t lda, const float *b,
+                        size_t ldb, float beta, float *c, size_t ldc, const aimsi_gemm_epi *epi,
+                        const aimsi_gemm_pre *pre)
+{
 #ifdef AIMSI_HAVE_OWN_GEMM
     if (aimsi_gemm_own_available(prec)) {
         uint32_t *base = (uint32_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
@@ -610,7 +675,15 @@ void aimsi_gemm_own_epi(aimsi_pool *pool, void *ws, int prec, int trans_a, int t
                       .c = c,
                       .ldc = ldc,
                       .epi = epi};
-        if (prec == AIMSI_GEMM_BF16) {
+        if (prec == AIMSI_GEMM_BF16 && !trans_b && pre->b16 != NULL) {
+            g.b16 = pre->b16;
+            g.ldb16 = pre->ldb16;
+        }
+        if (prec == AIMSI_GEMM_BF16 && !trans_a && pre->a16 != NULL) {
+            g.a = pre->a16; /* already the row-major slots pack_a_bf16 makes */
+            g.stride_i = ks;
+            g.stride_k = 1;
+        } else if (prec == AIMSI_GEMM_BF16) {
             /* on the calling thread: packing it on the pool (16 rows per item)
              * split the copy over both L2s, every panel then read half of it
              * from the other core, and it measured no faster */
@@ -647,6 +720,7 @@ void aimsi_gemm_own_epi(aimsi_pool *pool, void *ws, int prec, int trans_a, int t
     (void)pool;
     (void)ws;
     (void)prec;
+    (void)pre;
     aimsi_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
     if (epi != NULL) {
         aimsi_gemm_epi_apply(epi, m, n, c, ldc);

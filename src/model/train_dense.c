@@ -24,6 +24,10 @@
  * instead of twice. The epilogue does the same operations in the same order
  * as the passes it replaces (aimsi_gemm_epi), so the weights are bit for bit
  * those of the separate passes.
+ *
+ * With bf16 GEMMs the gather rounds the batch to bf16 once, on the pool,
+ * straight into the operand layout both GEMMs of the first layer read (see
+ * "the batch in bf16" below).
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -59,20 +63,85 @@ static int fuse(const aims_trainer *t, size_t m, size_t n, size_t k)
  * kernels while each block is in registers, else as passes over C. */
 static void gemm(const aims_trainer *t, int trans_a, int trans_b, size_t m, size_t n, size_t k,
                  const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
-                 size_t ldc, const aimsi_gemm_epi *e)
+                 size_t ldc, const aimsi_gemm_epi *e, const aimsi_gemm_pre *pre)
 {
+    static const aimsi_gemm_pre none = {0};
     if (use_own(t, m, n, k)) {
         /* below ~2M multiply-adds the hand-off to the pool costs more than the
          * second core gains (softmax regression: 1 thread beat 2) */
         aimsi_pool *pool = m * n * k >= ((size_t)2 << 20) ? t->pool : NULL;
-        aimsi_gemm_own_epi(pool, t->gws, t->gprec, trans_a, trans_b, m, n, k, a, lda, b, ldb,
-                           beta, c, ldc, e);
+        aimsi_gemm_own_pre(pool, t->gws, t->gprec, trans_a, trans_b, m, n, k, a, lda, b, ldb,
+                           beta, c, ldc, e, pre != NULL ? pre : &none);
         return;
     }
     aimsi_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
     if (e != NULL) {
         aimsi_gemm_epi_apply(e, m, n, c, ldc);
     }
+}
+
+/* ---- the batch in bf16 ------------------------------------------------------------------ */
+
+/* With bf16 GEMMs the first layer's two GEMMs take the batch as a bf16
+ * operand: the forward as A, the weight gradient as B. Each used to round
+ * the fp32 batch itself every step -- the forward's copy on the calling
+ * thread while the other core waited, the weight gradient's once per thread
+ * (row split) -- so the batch was rounded three times and read as fp32 three
+ * times. Instead the gather, spread over the pool, rounds each row as it
+ * copies it (aimsi_bf16_round_row, the GEMMs' own rounding) into xb16, in
+ * the slot layout the forward's A packing made, and both GEMMs take it as is
+ * (aimsi_gemm_pre); fp32 xb is then not written. Every value, and so every
+ * trained bit, is what rounding the fp32 batch gave (test_kernels:
+ * test_bf16_rows_bit_identical).
+ *
+ * Not done (estimated, not measured): a bf16 copy of the whole training
+ * set, so that later epochs' gathers move half the bytes. Per fit it would
+ * cost rows x in x 2 bytes (Fashion-MNIST: 94 MB of page faults and writes
+ * in the first epoch) against a saving of about that size over the next
+ * four epochs, plus that much memory for the run. */
+static atomic_int g_x16 = 1;
+
+int aimsi_train_x16_force(int on)
+{
+    return atomic_exchange(&g_x16, on ? 1 : 0);
+}
+
+/* The first layer's forward and weight-gradient GEMMs at batch n both run in
+ * the own kernels (so both read xb16 and nothing reads xb). */
+static int x16_fits(const aims_trainer *t, size_t n)
+{
+    const aimsi_dense *L = &t->m->layers[0];
+    return use_own(t, n, L->out, L->in) && use_own(t, L->out, L->in, n);
+}
+
+static int x16_on(const aims_trainer *t, size_t n)
+{
+    return t->xb16 != NULL && x16_fits(t, n);
+}
+
+void aimsi_train_x16_end(aims_trainer *t)
+{
+    aimsi_free(t->xb16);
+    t->xb16 = NULL;
+    t->x16_ks = 0;
+}
+
+void aimsi_train_x16_begin(aims_trainer *t)
+{
+    const aims_model *m = t->m;
+    const aims_dataset *ds = t->train;
+    if (t->gws == NULL || t->gprec != AIMSI_GEMM_BF16 || m->kind == AIMS_MODEL_KIND_TEXT ||
+        m->n_layers == 0 || aimsi_train_sharded(t) || ds == NULL || ds->x == NULL ||
+        ds->cols != m->layers[0].in || !atomic_load(&g_x16) || !x16_fits(t, t->bmax) ||
+        !aimsi_gemm_own_available(AIMSI_GEMM_BF16)) {
+        return;
+    }
+    const size_t ks = (m->layers[0].in + 1) / 2;
+    t->xb16 = aimsi_malloc(t->bmax * ks * sizeof(uint32_t));
+    if (t->xb16 == NULL) {
+        return; /* an optimisation only: gather fp32 rows, the GEMMs round them */
+    }
+    t->x16_ks = ks;
 }
 
 /* ---- forward / loss / backward ------------------------------------------------------- */
@@ -116,18 +185,22 @@ void aimsi_train_forward(aims_trainer *t, size_t n)
         const float *b = m->params + L->b_off;
         const float *w = m->params + L->w_off;
         int relu_done = 0;
+        aimsi_gemm_pre pre = {0};
+        pre.a16 = l == 0 && x16_on(t, n) ? t->xb16 : NULL; /* the batch, in bf16 */
         if (fuse(t, n, L->out, L->in)) {
             /* bias and ReLU in the GEMM's epilogue: no bias rows, no ReLU pass */
             aimsi_gemm_epi e = {0};
             e.bias = b;
             e.relu = relu_done = L->act == AIMS_ACT_RELU;
-            gemm(t, 0, 1, n, L->out, L->in, x, L->in, w, L->in, 0.0f, t->act[l], L->out, &e);
+            gemm(t, 0, 1, n, L->out, L->in, x, L->in, w, L->in, 0.0f, t->act[l], L->out, &e,
+                 &pre);
         } else {
             for (size_t r = 0; r < n; r++) {
                 memcpy(t->act[l] + r * L->out, b, L->out * sizeof *b);
             }
             /* beta 1 over the bias rows: no separate zeroing sweep inside OpenBLAS */
-            gemm(t, 0, 1, n, L->out, L->in, x, L->in, w, L->in, 1.0f, t->act[l], L->out, NULL);
+            gemm(t, 0, 1, n, L->out, L->in, x, L->in, w, L->in, 1.0f, t->act[l], L->out, NULL,
+                 &pre);
         }
         bias_act(t, l, n, relu_done);
         x = t->act[l];
@@ -247,7 +320,7 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
                 gated = 1;
             }
             gemm(t, 0, 0, n, L->in, L->out, gcur, L->out, w, L->in, 0.0f, gprev, L->in,
-                 gated ? &e : NULL);
+                 gated ? &e : NULL, NULL);
         }
         float *dw = fast ? t->v1 + L->w_off : t->grad + L->w_off;
         float *db = fast ? t->v1 + L->b_off : t->grad + L->b_off;
@@ -275,8 +348,13 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
                 e.c2 = o->c2;
             }
         }
+        aimsi_gemm_pre pre = {0};
+        if (l == 0 && x16_on(t, n)) { /* B = the batch, in bf16 */
+            pre.b16 = (const uint16_t *)(const void *)t->xb16;
+            pre.ldb16 = 2 * t->x16_ks;
+        }
         gemm(t, 1, 0, L->out, L->in, n, gcur, L->out, aprev, L->in, beta, dw, L->in,
-             fused ? &e : NULL);
+             fused ? &e : NULL, &pre);
         if (!fast) {
             memset(db, 0, L->out * sizeof *db);
         }
@@ -302,6 +380,7 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
 typedef struct gather_job {
     aims_trainer *t;
     size_t first, n;
+    int b16; /* features rounded into xb16 instead of copied into xb */
 } gather_job;
 
 enum { GATHER_ROWS = 32 }; /* rows per pool item */
@@ -324,7 +403,11 @@ static void gather_task(void *ctx, size_t i)
                 __builtin_prefetch(ahead + b);
             }
         }
-        memcpy(t->xb + r * in, ds->x + row * in, in * sizeof *t->xb);
+        if (g->b16) { /* rounded as it is copied: the operand both GEMMs read */
+            aimsi_bf16_round_row(ds->x + row * in, in, t->xb16 + r * t->x16_ks);
+        } else {
+            memcpy(t->xb + r * in, ds->x + row * in, in * sizeof *t->xb);
+        }
         t->yb[r] = ds->labels != NULL ? ds->labels[row] : 0;
         t->tb[r] = ds->targets != NULL ? ds->targets[row]
                                        : (ds->labels != NULL ? (float)ds->labels[row] : 0.0f);
@@ -333,6 +416,6 @@ static void gather_task(void *ctx, size_t i)
 
 void aimsi_train_gather(aims_trainer *t, size_t first, size_t n)
 {
-    gather_job g = {t, first, n};
+    gather_job g = {t, first, n, x16_on(t, n)};
     aimsi_pool_run(t->pool, (n + GATHER_ROWS - 1) / GATHER_ROWS, gather_task, &g);
 }

@@ -9,6 +9,9 @@
  *     as training with the separate passes (SGD with and without weight decay,
  *     Adam with and without L2, AdamW, dropout, bf16), so models are what
  *     they were before the fusion;
+ *   - bf16 training from the batch the gather rounds (train_dense.c) gives
+ *     the same weights, bit for bit, as rounding the fp32 batch in every
+ *     GEMM (odd widths and batches included);
  *   - the single-row GEMV on every kernel the CPU has (AVX-512, AVX2, C) is
  *     close to a double-precision reference for awkward shapes;
  *   - the int8 panel kernel over pre-packed weights gives exactly the int32
@@ -184,10 +187,10 @@ static void test_gemm_epilogue_bf16(void **state)
 
 /* ---- fused training == separate passes --------------------------------------------- */
 
-/* rows x 256 features, 4 classes from a fixed linear rule. */
-static aims_dataset *rule_data(size_t rows, uint64_t seed)
+/* rows x cols features, 4 classes from a fixed linear rule. */
+static aims_dataset *rule_data_cols(size_t rows, size_t cols, uint64_t seed)
 {
-    enum { COLS = 256 };
+    const size_t COLS = cols;
     float *x = filled(rows * COLS, &seed);
     int32_t *y = aimsi_malloc(rows * sizeof *y);
     assert_non_null(y);
@@ -200,6 +203,11 @@ static aims_dataset *rule_data(size_t rows, uint64_t seed)
     aimsi_free(x);
     aimsi_free(y);
     return ds;
+}
+
+static aims_dataset *rule_data(size_t rows, uint64_t seed)
+{
+    return rule_data_cols(rows, 256, seed);
 }
 
 typedef struct train_case {
@@ -263,6 +271,75 @@ static void test_fused_training_bit_identical(void **state)
         aimsi_free(p1);
     }
     aims_dataset_destroy(ds);
+}
+
+/* ---- the batch rounded by the gather == rounded by the GEMMs -------------------------- */
+
+/* MLP cols-128(ReLU)-4 in bf16, 2 epochs; x16 = 0 forbids the bf16 batch
+ * (the GEMMs round the fp32 batch). *seen: the run used it. */
+static float *train_x16(const aims_dataset *ds, size_t cols, int64_t opt, int64_t batch,
+                        int x16, size_t *n, int *seen)
+{
+    aims_model *m = NULL;
+    aims_trainer *t = NULL;
+    OK(aims_model_create(AIMS_MODEL_KIND_MLP, cols, 4, &m));
+    OK(aims_model_add_dense(m, 128, AIMS_ACT_RELU));
+    OK(aims_model_set_param_i64(m, AIMS_MODEL_PRECISION, 1));
+    OK(aims_trainer_create(m, &t));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, opt));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 2));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, batch));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 9));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_THREADS, 2));
+    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, opt == 0 ? 0.05 : 0.002));
+    const int before = aimsi_train_x16_force(x16);
+    OK(aims_trainer_begin(t, ds, NULL));
+    aimsi_train_x16_force(before);
+    *seen = t->xb16 != NULL;
+    int done = 0;
+    while (!done) {
+        OK(aims_trainer_step(t, &done));
+    }
+    *n = m->n_params;
+    float *p = copy_of(m->params, m->n_params);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    return p;
+}
+
+static void test_bf16_rows_bit_identical(void **state)
+{
+    (void)state;
+    if (!aimsi_gemm_own_available(AIMSI_GEMM_BF16)) {
+        print_message("note: no AVX512_BF16 on this CPU, no bf16 batch\n");
+        skip();
+    }
+    /* an odd width (a padded slot in every row) and an odd batch (an unpaired
+     * last row in the weight gradient's B), SGD and Adam */
+    static const struct {
+        size_t cols;
+        int64_t opt, batch;
+    } cases[] = {{256, 0, 64}, {255, 0, 63}, {255, 1, 63}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        aims_dataset *ds = rule_data_cols(640, cases[i].cols, 31 + i);
+        size_t n1 = 0;
+        size_t n2 = 0;
+        int seen1 = 0;
+        int seen2 = 1;
+        float *p1 = train_x16(ds, cases[i].cols, cases[i].opt, cases[i].batch, 1, &n1, &seen1);
+        float *p2 = train_x16(ds, cases[i].cols, cases[i].opt, cases[i].batch, 0, &n2, &seen2);
+        assert_true(seen1);
+        assert_false(seen2);
+        assert_int_equal(n1, n2);
+        if (memcmp(p1, p2, n1 * sizeof *p1) != 0) {
+            fail_msg("case %zu (%zu columns, opt %lld, batch %lld): training from the bf16 "
+                     "batch gave different weights",
+                     i, cases[i].cols, (long long)cases[i].opt, (long long)cases[i].batch);
+        }
+        aimsi_free(p2);
+        aimsi_free(p1);
+        aims_dataset_destroy(ds);
+    }
 }
 
 /* ---- single-row GEMV ------------------------------------------------------------------ */
@@ -418,6 +495,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gemm_epilogue_bf16, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_fused_training_bit_identical, ta_setup,
                                         ta_teardown),
+        cmocka_unit_test_setup_teardown(test_bf16_rows_bit_identical, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_gemv_every_kernel, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_q8_packed_exact, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_q8_panels_survive_load_and_clone, ta_setup,
