@@ -27,8 +27,11 @@
  * aims_client_hedges_denied_total (the budget refused a hedge).
  *
  * Deadlines. A call's deadline travels with every request and every hedge (the
- * frame header); the instance drops queued work that can no longer finish in
- * time and hands the handler the deadline (aims_handler_fn's deadline_ns).
+ * frame header, as the time the call has left: docs/WIRE.md); the instance
+ * drops queued work that can no longer finish in time and hands the handler
+ * the deadline (aims_handler_fn's deadline_ns). A call a handler makes on the
+ * thread running it gets the smaller of its own timeout and what the
+ * handler's request has left (docs/DEADLINES.md).
  *
  * Threads. An aims_call may be waited on, polled and cancelled from any
  * thread; aims_call_destroy is exclusive. aims_msg_is_cancelled is called by a

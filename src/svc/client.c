@@ -31,6 +31,7 @@
 #include "aimsi_client.h"
 #include "aimsi_msg.h"
 #include "aimsi_local.h"
+#include "aimsi_wire.h"
 #include "registry/aimsi_regbk.h"
 #include "../orch/aimsi_orch.h"
 
@@ -345,8 +346,8 @@ static void call_init(const aims_client *c, cl_call *k, const char *service, con
     k->req = req;
     k->flags = flags;
     k->start_ns = aimsi_now_ns();
-    k->deadline_ns =
-        k->start_ns + aimsi_client_ms_to_ns(timeout_ms > 0 ? timeout_ms : c->timeout_ms);
+    k->deadline_ns = aimsi_deadline_cap( /* inside a handler: what its request has left */
+        k->start_ns + aimsi_client_ms_to_ns(timeout_ms > 0 ? timeout_ms : c->timeout_ms));
 }
 
 AIMS_API aims_status aims_client_call(aims_client *c, const char *service, const char *method,

@@ -30,6 +30,7 @@
 #include "aimsi_client.h"
 #include "aimsi_msg.h"
 #include "aims/aims_cancel.h"
+#include "aimsi_wire.h"
 
 #define HEDGE_LEGS 2
 #define HEDGE_MIN_SAMPLES 8u
@@ -157,8 +158,8 @@ aims_status aimsi_client_call_hedged(aims_client *c, const char *service, const 
 {
     char labels[AIMSI_FRAME_MAX_SERVICE + 16];
     snprintf(labels, sizeof labels, "service=\"%s\"", service);
-    const uint64_t deadline =
-        aimsi_now_ns() + aimsi_client_ms_to_ns(timeout_ms > 0 ? timeout_ms : c->timeout_ms);
+    const uint64_t deadline = aimsi_deadline_cap(
+        aimsi_now_ns() + aimsi_client_ms_to_ns(timeout_ms > 0 ? timeout_ms : c->timeout_ms));
     hedge h;
     memset(&h, 0, sizeof h);
     h.winner = -1;
