@@ -13,7 +13,8 @@
  * aims_msg_is_cancelled(req) and return early. A cancelled call is never
  * retried.
  *
- * Hedging. With AIMS_CLIENT_HEDGE_MS >= 0, a synchronous aims_client_call
+ * Hedging. With AIMS_CLIENT_HEDGE_MS >= 0, an aims_client_call or
+ * aims_client_call_async (not a handle's aims_client_call_start)
  * flagged AIMS_CALL_IDEMPOTENT that has no reply after the hedge delay (the
  * set number of ms, or with 0 the service's recent p95 latency in this client,
  * capped at twice its median)

@@ -198,6 +198,7 @@ AIMS_API void aims_client_destroy(aims_client *c)
         pthread_cond_wait(&c->cv, &c->mu);
     }
     pthread_mutex_unlock(&c->mu);
+    aimsi_client_ahedge_fini(c); /* every copy ended above: drop the timers' references */
     client_free(c);
 }
 
@@ -395,6 +396,10 @@ AIMS_API aims_status aims_client_call_async(aims_client *c, const char *service,
                                             unsigned flags, int64_t timeout_ms,
                                             aims_done_fn done, void *user)
 {
+    if ((flags & AIMS_CALL_IDEMPOTENT) != 0 && done != NULL &&
+        check_call(c, service, method, req, timeout_ms) == AIMS_OK && c->hedge_ms >= 0) {
+        return aimsi_client_async_hedged(c, service, method, req, flags, timeout_ms, done, user);
+    }
     return aimsi_client_async_start(c, service, method, req, flags, timeout_ms, done, user,
                                     NULL);
 }

@@ -2,6 +2,7 @@
  * client_hedge.c -- hedged requests (docs/CANCEL.md): a synchronous
  * idempotent call that has no reply after the hedge delay sends a second copy
  * to another instance; the first good reply wins and the loser is cancelled.
+ * (Async calls hedge by the same rules in client_hedge_async.c.)
  *
  * Why. One slow instance (a noisy neighbour, a GC pause, a swapped-out page)
  * sets the tail latency of every call routed to it; per-try timeouts
@@ -79,8 +80,8 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The hedge delay for `service` (0: no hedge yet). */
-static uint64_t hedge_delay_ns(aims_client *c, const char *service)
+/* The hedge delay for `service` (0: no hedge yet); also client_hedge_async.c. */
+uint64_t aimsi_client_hedge_delay_ns(aims_client *c, const char *service)
 {
     const int64_t ms = c->hedge_ms;
     if (ms > 0) {
@@ -173,7 +174,7 @@ aims_status aimsi_client_call_hedged(aims_client *c, const char *service, const 
         h.leg[i].h = &h;
         aimsi_msg_init(&h.leg[i].reply);
     }
-    const uint64_t delay = hedge_delay_ns(c, service);
+    const uint64_t delay = aimsi_client_hedge_delay_ns(c, service);
     h.leg[0].started = 1;
     const cl_start opt0 = {0, 0, 1, &h.leg[0].k};
     (void)aimsi_client_async_start(c, service, method, req, flags, ms_left(deadline), leg_done,
