@@ -2,11 +2,14 @@
  * bench_hedge.c -- goal P14c (issue 16): the p99 latency of idempotent calls
  * when one of 4 instances is 10x slow, hedged vs unhedged.
  *
- * usage: bench_hedge [T] [CALLS] [FAST_US] [THREADS]
+ * usage: bench_hedge [T] [CALLS] [FAST_US] [THREADS] [API]
  *   T        inproc | tcp (default tcp)
  *   CALLS    measured calls per mode and thread (default 400)
  *   FAST_US  handler time of the fast instances (default 2000; the slow one 10x)
  *   THREADS  client threads calling at once (default 2)
+ *   API      sync (aims_client_call, default) | async (aims_client_call_async,
+ *            each thread waiting for its call's done callback; the latency is
+ *            start to callback)
  * Prints one JSON line: p50/p99 of each mode, the ratio hedged p99 / unhedged
  * p99 (the goal: <= 0.3), and the hedge counters.
  *
@@ -64,7 +67,42 @@ typedef struct worker {
     long calls;
     double *lat;
     int failed;
+    int async;
+    pthread_mutex_t mu; /* async: the done callback's hand-off */
+    pthread_cond_t cv;
+    int done;
+    aims_status st;
 } worker;
+
+static int g_async; /* API = async */
+
+static void on_done(void *user, aims_status st, const aims_msg *reply, const char *error)
+{
+    (void)reply;
+    (void)error;
+    worker *w = user;
+    pthread_mutex_lock(&w->mu);
+    w->st = st;
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static aims_status call_once(worker *w, const aims_msg *req, aims_msg *rep)
+{
+    if (!w->async) {
+        return aims_client_call(w->c, "svc", "m", req, rep, AIMS_CALL_IDEMPOTENT, 10000);
+    }
+    w->done = 0;
+    (void)aims_client_call_async(w->c, "svc", "m", req, AIMS_CALL_IDEMPOTENT, 10000, on_done, w);
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) {
+        pthread_cond_wait(&w->cv, &w->mu);
+    }
+    const aims_status st = w->st;
+    pthread_mutex_unlock(&w->mu);
+    return st;
+}
 
 static void *run(void *p)
 {
@@ -77,8 +115,7 @@ static void *run(void *p)
     aims_msg_add(req, "x", AIMS_DT_F32, dims, 1, &x, 0);
     for (long i = 0; i < WARMUP + w->calls; i++) {
         const double t0 = now_s();
-        const aims_status st =
-            aims_client_call(w->c, "svc", "m", req, rep, AIMS_CALL_IDEMPOTENT, 10000);
+        const aims_status st = call_once(w, req, rep);
         const double t1 = now_s();
         w->failed += st != AIMS_OK;
         if (i >= WARMUP) {
@@ -130,6 +167,9 @@ static result measure(aims_registry *reg, int64_t hedge_ms, long calls, int thre
         w[i].calls = calls;
         w[i].lat = all + (size_t)i * (size_t)calls;
         w[i].failed = 0;
+        w[i].async = g_async;
+        pthread_mutex_init(&w[i].mu, NULL);
+        pthread_cond_init(&w[i].cv, NULL);
         pthread_create(&w[i].th, NULL, run, &w[i]);
     }
     result r;
@@ -137,6 +177,8 @@ static result measure(aims_registry *reg, int64_t hedge_ms, long calls, int thre
     for (int i = 0; i < threads; i++) {
         pthread_join(w[i].th, NULL);
         r.failed += w[i].failed;
+        pthread_mutex_destroy(&w[i].mu);
+        pthread_cond_destroy(&w[i].cv);
     }
     const size_t n = (size_t)(calls * threads);
     qsort(all, n, sizeof *all, cmp_double);
@@ -158,8 +200,12 @@ int main(int argc, char **argv)
     const long fast_us = argc > 3 ? atol(argv[3]) : 2000;
     int threads = argc > 4 ? atoi(argv[4]) : 2;
     threads = threads < 1 ? 1 : threads > 16 ? 16 : threads;
-    if ((strcmp(tr, "tcp") != 0 && strcmp(tr, "inproc") != 0) || calls < 10 || fast_us < 1) {
-        fprintf(stderr, "usage: %s [inproc|tcp] [CALLS>=10] [FAST_US] [THREADS]\n", argv[0]);
+    const char *api = argc > 5 ? argv[5] : "sync";
+    g_async = strcmp(api, "async") == 0;
+    if ((strcmp(tr, "tcp") != 0 && strcmp(tr, "inproc") != 0) || calls < 10 || fast_us < 1 ||
+        (!g_async && strcmp(api, "sync") != 0)) {
+        fprintf(stderr, "usage: %s [inproc|tcp] [CALLS>=10] [FAST_US] [THREADS] [sync|async]\n",
+                argv[0]);
         return 2;
     }
     aims_registry *reg = NULL;
@@ -192,14 +238,14 @@ int main(int argc, char **argv)
     /* A set delay of twice the fast handler time, for comparison. */
     const int64_t set_ms = (2 * fast_us + 999) / 1000;
     const result f = measure(reg, set_ms, calls, threads);
-    printf("{\"goal\":\"P14c\",\"transport\":\"%s\",\"instances\":%d,\"fast_ms\":%.3f,"
+    printf("{\"goal\":\"P14c\",\"api\":\"%s\",\"transport\":\"%s\",\"instances\":%d,\"fast_ms\":%.3f,"
            "\"slow_ms\":%.3f,\"threads\":%d,\"calls\":%ld,\"balancer\":\"round_robin\","
            "\"unhedged_p50_ms\":%.3f,\"unhedged_p99_ms\":%.3f,\"hedged_p50_ms\":%.3f,"
            "\"hedged_p99_ms\":%.3f,\"ratio_p99\":%.3f,\"goal_ratio\":0.3,"
            "\"hedges\":%.0f,\"hedges_won\":%.0f,\"hedges_cancelled\":%.0f,"
            "\"hedges_denied\":%.0f,\"set_delay_ms\":%lld,\"set_p50_ms\":%.3f,"
            "\"set_p99_ms\":%.3f,\"set_ratio_p99\":%.3f,\"set_hedges\":%.0f,\"failed\":%d}\n",
-           tr, N_INST, fast_us / 1e3, 10 * fast_us / 1e3, threads, calls * threads, u.p50,
+           api, tr, N_INST, fast_us / 1e3, 10 * fast_us / 1e3, threads, calls * threads, u.p50,
            u.p99, h.p50, h.p99, u.p99 > 0 ? h.p99 / u.p99 : 0.0, h.hedges, h.won, h.cancelled,
            h.denied, (long long)set_ms, f.p50, f.p99, u.p99 > 0 ? f.p99 / u.p99 : 0.0, f.hedges,
            u.failed + h.failed + f.failed);
@@ -209,9 +255,9 @@ int main(int argc, char **argv)
         {"unhedged", u.p99}, {"hedged (p95 delay)", h.p99}, {"hedged (set delay)", f.p99}};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         printf("{\"goal\":\"P14c\",\"description\":\"p99 of idempotent calls, one of %d "
-               "instances 10x slow\",\"contender\":\"%s\",\"metric\":\"p99_ms\","
+               "instances 10x slow\",\"contender\":\"%s%s\",\"metric\":\"p99_ms\","
                "\"transport\":\"%s\",\"median\":%.3f,\"unit\":\"ms\",\"n\":1}\n",
-               N_INST, rows[i].who, tr, rows[i].p99);
+               N_INST, rows[i].who, g_async ? ", async" : "", tr, rows[i].p99);
     }
     for (int i = 0; i < N_INST; i++) {
         aims_node_destroy(nodes[i]);

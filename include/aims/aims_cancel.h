@@ -13,7 +13,8 @@
  * aims_msg_is_cancelled(req) and return early. A cancelled call is never
  * retried.
  *
- * Hedging. With AIMS_CLIENT_HEDGE_MS >= 0, a synchronous aims_client_call
+ * Hedging. With AIMS_CLIENT_HEDGE_MS >= 0, an aims_client_call or
+ * aims_client_call_async (not a handle's aims_client_call_start)
  * flagged AIMS_CALL_IDEMPOTENT that has no reply after the hedge delay (the
  * set number of ms, or with 0 the service's recent p95 latency in this client,
  * capped at twice its median)
@@ -27,8 +28,11 @@
  * aims_client_hedges_denied_total (the budget refused a hedge).
  *
  * Deadlines. A call's deadline travels with every request and every hedge (the
- * frame header); the instance drops queued work that can no longer finish in
- * time and hands the handler the deadline (aims_handler_fn's deadline_ns).
+ * frame header, as the time the call has left: docs/WIRE.md); the instance
+ * drops queued work that can no longer finish in time and hands the handler
+ * the deadline (aims_handler_fn's deadline_ns). A call a handler makes on the
+ * thread running it gets the smaller of its own timeout and what the
+ * handler's request has left (docs/DEADLINES.md).
  *
  * Threads. An aims_call may be waited on, polled and cancelled from any
  * thread; aims_call_destroy is exclusive. aims_msg_is_cancelled is called by a

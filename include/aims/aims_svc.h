@@ -484,6 +484,8 @@ AIMS_API aims_status aims_client_call(aims_client *c, const char *service, const
  * in flight is queued and written by the connection's I/O thread together
  * with the others queued by then (one writev for many calls); a lone call is
  * written on the caller's thread (docs/pipelined.md).
+ * With AIMS_CALL_IDEMPOTENT and AIMS_CLIENT_HEDGE_MS >= 0 the call is hedged
+ * as a synchronous one is (aims_cancel.h); @p done still runs once.
  * @return AIMS_OK when @p done has been or will be called with the outcome.
  * @since 0.1
  */

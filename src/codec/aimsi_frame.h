@@ -5,11 +5,15 @@
  *
  *   offset  size  field
  *   0       4     magic "AIMF"
- *   4       1     version (1; a reader refuses a newer one: AIMS_E_UNSUPPORTED)
+ *   4       1     version (2; a reader refuses a newer one: AIMS_E_UNSUPPORTED;
+ *                 version 1 still decodes, hdr.version says which it was)
  *   5       1     type (AIMSI_FRAME_REQUEST, _REPLY, _ERROR, _PING, _PONG, _CANCEL)
  *   6       2     flags (bit 0: payload zstd-compressed; other bits must be 0)
  *   8       8     request id (echoed by the reply)
- *   16      8     deadline: absolute CLOCK_REALTIME ns, 0 = none
+ *   16      8     deadline: version 2: the time left, in ns, when the sender
+ *                 encoded the frame (0 = none; the receiver adds it to its own
+ *                 CLOCK_MONOTONIC, src/svc/wire.c); version 1 held an absolute
+ *                 CLOCK_REALTIME deadline, which a host with a skewed clock misreads
  *   24      4     status (replies/errors: an aims_status; requests: 0)
  *   28      2     service name length S (1..128 for requests, else 0..128)
  *   30      2     method name length M (0..64)
@@ -49,7 +53,8 @@
 #include "aimsi_codec.h"
 
 #define AIMSI_FRAME_HEADER 44u
-#define AIMSI_FRAME_VERSION 1u
+#define AIMSI_FRAME_VERSION 2u     /* 2: deadlines as time left (docs/WIRE.md) */
+#define AIMSI_FRAME_VERSION_MIN 1u /* oldest version decode accepts */
 #define AIMSI_FRAME_MAX_SERVICE 128u
 #define AIMSI_FRAME_MAX_METHOD 64u
 #define AIMSI_FRAME_MAX_TENSORS 64u
@@ -81,10 +86,11 @@ typedef struct aimsi_frame_hdr {
     uint8_t type;
     uint16_t flags;
     uint64_t request_id;
-    uint64_t deadline_ns;
+    uint64_t deadline_ns; /* the raw field: time left in ns (version 2), see above */
     int32_t status;
     char service[AIMSI_FRAME_MAX_SERVICE + 1];
     char method[AIMSI_FRAME_MAX_METHOD + 1];
+    uint8_t version; /* decode: the frame's; encode: 0 = AIMSI_FRAME_VERSION */
 } aimsi_frame_hdr;
 
 /* Bytes needed to encode the header + names of the first frame in buf, once

@@ -10,7 +10,9 @@
  * leaves out->len where it was.
  *
  * Decoder. The 44-byte header is parsed by one function (hdr_parse) shared
- * by peek and decode: magic, version (newer: AIMS_E_UNSUPPORTED), the header
+ * by peek and decode: magic, version (newer: AIMS_E_UNSUPPORTED; the older
+ * version 1 is parsed and reported in hdr.version, so a node can answer an
+ * old peer in words it reads instead of dropping it), the header
  * CRC before any length is believed, then type, flags and every length
  * against its cap. Decode then insists that the frame occupies the input
  * exactly, checks names' characters, checks the raw size against the
@@ -38,6 +40,7 @@ static const uint8_t frame_magic[4] = {'A', 'I', 'M', 'F'};
 
 /* Header fields as parsed, before the names are read. */
 typedef struct raw_hdr {
+    uint8_t version;
     uint8_t type;
     uint16_t flags;
     uint64_t request_id;
@@ -179,6 +182,7 @@ static aims_status hdr_parse(const uint8_t *p, raw_hdr *h)
                          "frame: byte 4: version %u is newer than this build's %u", p[4],
                          AIMSI_FRAME_VERSION);
     }
+    h->version = p[4]; /* 1 is still parsed: the node answers it (aimsi_wire.h) */
     const uint32_t crc = aimsi_crc32c(0, p, 40);
     if (crc != aimsi_load_u32le(p + 40)) {
         return aimsi_err(NULL, AIMS_E_CORRUPT,
@@ -382,6 +386,10 @@ static aims_status check_hdr(const aimsi_frame_hdr *hdr, size_t *slen, size_t *m
     if (!type_valid(hdr->type)) {
         return aimsi_err(NULL, AIMS_E_INVAL, "frame encode: unknown frame type %u", hdr->type);
     }
+    if (hdr->version > AIMSI_FRAME_VERSION) {
+        return aimsi_err(NULL, AIMS_E_INVAL, "frame encode: version %u is newer than %u",
+                         hdr->version, AIMSI_FRAME_VERSION);
+    }
     if (hdr->type == AIMSI_FRAME_REQUEST && hdr->status != 0) {
         return aimsi_err(NULL, AIMS_E_INVAL, "frame encode: a request carries status 0");
     }
@@ -394,7 +402,7 @@ static void write_header(uint8_t *p, const aimsi_frame_hdr *hdr, uint16_t flags,
                          size_t mlen, uint32_t stored, uint32_t raw)
 {
     memcpy(p, frame_magic, sizeof frame_magic);
-    p[4] = AIMSI_FRAME_VERSION;
+    p[4] = hdr->version != 0 ? hdr->version : AIMSI_FRAME_VERSION;
     p[5] = hdr->type;
     p[6] = (uint8_t)flags;
     p[7] = (uint8_t)(flags >> 8);
@@ -597,6 +605,7 @@ static aims_status copy_names(const uint8_t *p, const raw_hdr *h, aimsi_frame_hd
                          "frame: byte %zu: method name character outside [A-Za-z0-9_.@/-]",
                          AIMSI_FRAME_HEADER + h->slen + bad);
     }
+    out->version = h->version;
     out->type = h->type;
     out->flags = h->flags;
     out->request_id = h->request_id;

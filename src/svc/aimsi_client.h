@@ -233,6 +233,7 @@ struct aims_client {
     struct aimsi_client_tok *token; /* mu: bearer token for "$auth" (client_token.c) */
     cl_pool pool;  /* calls and pendings (client_pool.c) */
     cl_pool mpool; /* async calls' request copies (aims_msg) */
+    struct cl_ahedge *ahedges; /* mu: async hedges waiting for their delay */
 };
 
 /* client_token.c: the client's bearer token, reference-counted so a renewal
@@ -293,5 +294,13 @@ void aimsi_client_cancel(aims_client *c, cl_call *const *slot);
 aims_status aimsi_client_call_hedged(aims_client *c, const char *service, const char *method,
                                      const aims_msg *req, aims_msg *reply, unsigned flags,
                                      int64_t timeout_ms);
+uint64_t aimsi_client_hedge_delay_ns(aims_client *c, const char *service);
+/* client_hedge_async.c: an async idempotent call with a hedge; the client
+ * thread's timer tick; the list drained by aims_client_destroy. */
+aims_status aimsi_client_async_hedged(aims_client *c, const char *service, const char *method,
+                                      const aims_msg *req, unsigned flags, int64_t timeout_ms,
+                                      aims_done_fn done, void *user);
+void aimsi_client_ahedge_tick(aims_client *c);
+void aimsi_client_ahedge_fini(aims_client *c);
 
 #endif

@@ -31,6 +31,7 @@
 #include "aimsi_client.h"
 #include "aimsi_msg.h"
 #include "aimsi_local.h"
+#include "aimsi_wire.h"
 #include "registry/aimsi_regbk.h"
 #include "../orch/aimsi_orch.h"
 
@@ -197,6 +198,7 @@ AIMS_API void aims_client_destroy(aims_client *c)
         pthread_cond_wait(&c->cv, &c->mu);
     }
     pthread_mutex_unlock(&c->mu);
+    aimsi_client_ahedge_fini(c); /* every copy ended above: drop the timers' references */
     client_free(c);
 }
 
@@ -345,8 +347,8 @@ static void call_init(const aims_client *c, cl_call *k, const char *service, con
     k->req = req;
     k->flags = flags;
     k->start_ns = aimsi_now_ns();
-    k->deadline_ns =
-        k->start_ns + aimsi_client_ms_to_ns(timeout_ms > 0 ? timeout_ms : c->timeout_ms);
+    k->deadline_ns = aimsi_deadline_cap( /* inside a handler: what its request has left */
+        k->start_ns + aimsi_client_ms_to_ns(timeout_ms > 0 ? timeout_ms : c->timeout_ms));
 }
 
 AIMS_API aims_status aims_client_call(aims_client *c, const char *service, const char *method,
@@ -394,6 +396,10 @@ AIMS_API aims_status aims_client_call_async(aims_client *c, const char *service,
                                             unsigned flags, int64_t timeout_ms,
                                             aims_done_fn done, void *user)
 {
+    if ((flags & AIMS_CALL_IDEMPOTENT) != 0 && done != NULL &&
+        check_call(c, service, method, req, timeout_ms) == AIMS_OK && c->hedge_ms >= 0) {
+        return aimsi_client_async_hedged(c, service, method, req, flags, timeout_ms, done, user);
+    }
     return aimsi_client_async_start(c, service, method, req, flags, timeout_ms, done, user,
                                     NULL);
 }

@@ -314,6 +314,7 @@ void *aimsi_client_thread(void *arg)
         if (n_async > 0) {
             sweep_expired(c);
         }
+        aimsi_client_ahedge_tick(c); /* async hedges whose delay is up */
         const uint64_t now = aimsi_now_ns();
         if (now - c->health_ns >= CL_IDLE_NS) {
             c->health_ns = now;

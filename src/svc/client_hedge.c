@@ -2,6 +2,7 @@
  * client_hedge.c -- hedged requests (docs/CANCEL.md): a synchronous
  * idempotent call that has no reply after the hedge delay sends a second copy
  * to another instance; the first good reply wins and the loser is cancelled.
+ * (Async calls hedge by the same rules in client_hedge_async.c.)
  *
  * Why. One slow instance (a noisy neighbour, a GC pause, a swapped-out page)
  * sets the tail latency of every call routed to it; per-try timeouts
@@ -30,6 +31,7 @@
 #include "aimsi_client.h"
 #include "aimsi_msg.h"
 #include "aims/aims_cancel.h"
+#include "aimsi_wire.h"
 
 #define HEDGE_LEGS 2
 #define HEDGE_MIN_SAMPLES 8u
@@ -78,8 +80,8 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The hedge delay for `service` (0: no hedge yet). */
-static uint64_t hedge_delay_ns(aims_client *c, const char *service)
+/* The hedge delay for `service` (0: no hedge yet); also client_hedge_async.c. */
+uint64_t aimsi_client_hedge_delay_ns(aims_client *c, const char *service)
 {
     const int64_t ms = c->hedge_ms;
     if (ms > 0) {
@@ -157,8 +159,8 @@ aims_status aimsi_client_call_hedged(aims_client *c, const char *service, const 
 {
     char labels[AIMSI_FRAME_MAX_SERVICE + 16];
     snprintf(labels, sizeof labels, "service=\"%s\"", service);
-    const uint64_t deadline =
-        aimsi_now_ns() + aimsi_client_ms_to_ns(timeout_ms > 0 ? timeout_ms : c->timeout_ms);
+    const uint64_t deadline = aimsi_deadline_cap(
+        aimsi_now_ns() + aimsi_client_ms_to_ns(timeout_ms > 0 ? timeout_ms : c->timeout_ms));
     hedge h;
     memset(&h, 0, sizeof h);
     h.winner = -1;
@@ -172,7 +174,7 @@ aims_status aimsi_client_call_hedged(aims_client *c, const char *service, const 
         h.leg[i].h = &h;
         aimsi_msg_init(&h.leg[i].reply);
     }
-    const uint64_t delay = hedge_delay_ns(c, service);
+    const uint64_t delay = aimsi_client_hedge_delay_ns(c, service);
     h.leg[0].started = 1;
     const cl_start opt0 = {0, 0, 1, &h.leg[0].k};
     (void)aimsi_client_async_start(c, service, method, req, flags, ms_left(deadline), leg_done,

@@ -497,6 +497,20 @@ static void *hook_accept(void *user, void *listener, void *tconn)
     return c;
 }
 
+/* A version-1 REQUEST: an ERROR the old peer can read (wire.c). */
+static void refuse_old_version(aimsi_conn *c, const aimsi_frame_hdr *h)
+{
+    aimsi_buf b;
+    aimsi_buf_init(&b);
+    if (aimsi_wire_refuse_v1(h, c->node->name, &b) != AIMS_OK) {
+        aimsi_buf_free(&b);
+        return;
+    }
+    size_t len = 0;
+    void *bytes = aimsi_buf_take(&b, &len);
+    conn_send(c, bytes, len);
+}
+
 static void hook_frame(void *conn_user, const void *bytes, size_t len)
 {
     aimsi_conn *c = conn_user;
@@ -513,6 +527,10 @@ static void hook_frame(void *conn_user, const void *bytes, size_t len)
         send_control(c, AIMSI_FRAME_PONG, f.hdr.request_id, AIMS_OK, NULL);
         break;
     case AIMSI_FRAME_REQUEST:
+        if (f.hdr.version != AIMSI_FRAME_VERSION) { /* its deadline means another thing */
+            refuse_old_version(c, &f.hdr);
+            break;
+        }
         handle_request(c, &f);
         break;
     case AIMSI_FRAME_CANCEL: /* queued: never runs; running: the handler may poll */

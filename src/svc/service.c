@@ -64,6 +64,7 @@
 #include "registry/aimsi_regbk.h"
 #include "aimsi_ident.h"
 #include "../orch/aimsi_orch.h"
+#include "aimsi_wire.h"
 
 #define COMPRESS_NEVER 0u
 
@@ -501,7 +502,9 @@ static void handler_run(void *impl, aimsi_work *const *items, size_t n)
         aimsi_work *w = items[i];
         const char *who = w->caller != NULL ? w->caller : aimsi_ident_host(h->node);
         const aimsi_cancel_cur prev = aimsi_cancel_enter(w->req, w->cancel, who); /* svc_cancel.c */
+        const uint64_t dl = aimsi_deadline_enter(w->deadline_ns); /* passed on: wire.c */
         w->status = h->fn(h->user, w->method, w->req, w->reply, w->deadline_ns);
+        aimsi_deadline_leave(dl);
         aimsi_cancel_leave(prev);
     }
 }

@@ -1,13 +1,36 @@
 /*
  * wire.c -- the clocks a deadline crosses.
  *
- * Inside a process every deadline is CLOCK_MONOTONIC (immune to clock steps);
- * on the wire it is absolute CLOCK_REALTIME, the only clock two processes (or
- * machines with NTP) share. The conversions go through "now" on both clocks,
- * so a deadline keeps its remaining time across the hop; 0 means "none" on
- * both sides. A deadline already in the past stays in the past (clamped to 1,
- * never turned into "none").
+ * Inside a process every deadline is CLOCK_MONOTONIC (immune to clock steps).
+ * On the wire (frame version 2, docs/WIRE.md) a REQUEST carries the time the
+ * call has LEFT when the sender encodes it, in ns, as gRPC's grpc-timeout does:
+ * the receiver adds it to its own CLOCK_MONOTONIC on arrival. No wall clock is
+ * involved, so a node whose realtime clock is off by seconds neither drops
+ * work that still has time nor serves work whose caller gave up (version 1
+ * carried an absolute CLOCK_REALTIME deadline and did both).
+ *
+ * The one-way delay (queueing in the sender's and receiver's socket buffers,
+ * the network) is unknown and is NOT subtracted: the receiver's deadline is
+ * later than the caller's by that delay. On loopback it is microseconds; on
+ * a network, a caller that must not be over-served subtracts its own margin.
+ * The caller stops waiting at its own deadline either way.
+ *
+ * Both conversions are pure functions of (value, now) so they are testable
+ * without clocks; 0 means "none" on both sides, and a deadline already past
+ * stays past (1 ns left, never turned into "none").
+ *
+ * Passing on what is left. While a user handler runs, the request's deadline
+ * is the thread's "ambient" deadline (aimsi_deadline_enter/leave around the
+ * handler, service.c): a call the handler makes with aims_client_* on that
+ * thread gets min(its own timeout, what the request has left), so a chain
+ * node A -> handler -> node B never gives B more time than A's caller has.
+ *
+ * Version 1 peers. A node that decodes a version-1 REQUEST answers with an
+ * ERROR frame in version 1 (which the old peer can read): AIMS_E_UNSUPPORTED
+ * and a sentence saying why, instead of guessing at an absolute deadline.
  */
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "../core/aimsi_core.h"
@@ -20,26 +43,72 @@ uint64_t aimsi_realtime_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Shift `t` from one clock to another given "now" on both. */
-static uint64_t shift(uint64_t t, uint64_t from_now, uint64_t to_now)
+uint64_t aimsi_deadline_encode(uint64_t deadline_mono, uint64_t now_mono)
 {
-    if (t == 0) {
+    if (deadline_mono == 0) {
         return 0;
     }
-    if (t <= from_now) {
-        const uint64_t late = from_now - t;
-        return to_now > late ? to_now - late : 1;
+    return deadline_mono > now_mono ? deadline_mono - now_mono : 1u;
+}
+
+uint64_t aimsi_deadline_decode(uint64_t left_ns, uint64_t now_mono)
+{
+    if (left_ns == 0) {
+        return 0;
     }
-    const uint64_t left = t - from_now;
-    return to_now > UINT64_MAX - left ? UINT64_MAX : to_now + left;
+    return now_mono > UINT64_MAX - left_ns ? UINT64_MAX : now_mono + left_ns;
 }
 
 uint64_t aimsi_deadline_to_wire(uint64_t mono_ns)
 {
-    return shift(mono_ns, aimsi_now_ns(), aimsi_realtime_ns());
+    return aimsi_deadline_encode(mono_ns, aimsi_now_ns());
 }
 
-uint64_t aimsi_deadline_from_wire(uint64_t real_ns)
+uint64_t aimsi_deadline_from_wire(uint64_t left_ns)
 {
-    return shift(real_ns, aimsi_realtime_ns(), aimsi_now_ns());
+    return aimsi_deadline_decode(left_ns, aimsi_now_ns());
+}
+
+/* ---- the ambient deadline of a running handler ---------------------------------- */
+
+static _Thread_local uint64_t t_ambient; /* CLOCK_MONOTONIC, 0 = none */
+
+uint64_t aimsi_deadline_enter(uint64_t deadline_mono)
+{
+    const uint64_t prev = t_ambient;
+    t_ambient = deadline_mono;
+    return prev;
+}
+
+void aimsi_deadline_leave(uint64_t prev)
+{
+    t_ambient = prev;
+}
+
+uint64_t aimsi_deadline_cap(uint64_t deadline_mono)
+{
+    const uint64_t a = t_ambient;
+    if (a == 0) {
+        return deadline_mono;
+    }
+    return deadline_mono == 0 || a < deadline_mono ? a : deadline_mono;
+}
+
+/* ---- version-1 peers -------------------------------------------------------------- */
+
+aims_status aimsi_wire_refuse_v1(const aimsi_frame_hdr *req, const char *node, aimsi_buf *out)
+{
+    char text[320];
+    snprintf(text, sizeof text,
+             "node %.64s speaks frame version %u: version %u frames (absolute CLOCK_REALTIME "
+             "deadlines) are refused; the deadline field now carries the time left "
+             "(docs/WIRE.md): upgrade libaims on this client",
+             node != NULL ? node : "", AIMSI_FRAME_VERSION, (unsigned)req->version);
+    aimsi_frame_hdr h;
+    memset(&h, 0, sizeof h);
+    h.version = req->version; /* in words the old peer can decode */
+    h.type = AIMSI_FRAME_ERROR;
+    h.request_id = req->request_id;
+    h.status = (int32_t)AIMS_E_UNSUPPORTED;
+    return aimsi_frame_encode(&h, NULL, 0, text, 0, out);
 }

@@ -93,7 +93,7 @@ static void header(uint8_t *h, uint64_t id, uint32_t payload_len)
 {
     memset(h, 0, HDR);
     memcpy(h, "AIMF", 4);
-    h[4] = 1; /* version */
+    h[4] = 2; /* version (2: the deadline field is time left) */
     h[5] = 1; /* REQUEST */
     put64(h + 8, id);
     put16(h + 28, 4);

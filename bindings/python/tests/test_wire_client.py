@@ -80,9 +80,11 @@ def decode_tensors(p):
     return out
 
 
-def encode_frame(ftype, req_id, service="", method="", payload=b"", status=0, deadline=0):
+def encode_frame(ftype, req_id, service="", method="", payload=b"", status=0, deadline=0,
+                 version=2):
+    """deadline: the time the call has left, in ns (0: none)."""
     s, m = service.encode(), method.encode()
-    head = b"AIMF" + struct.pack("<BBHQQiHHII", 1, ftype, 0, req_id, deadline, status,
+    head = b"AIMF" + struct.pack("<BBHQQiHHII", version, ftype, 0, req_id, deadline, status,
                                  len(s), len(m), len(payload), len(payload))
     return head + struct.pack("<I", crc32c(head)) + s + m + payload
 
@@ -97,9 +99,9 @@ def recv_exact(sock, n):
     return buf
 
 
-def read_frame(sock):
+def read_frame(sock, version=2):
     h = recv_exact(sock, 44)
-    assert h[:4] == b"AIMF" and h[4] == 1
+    assert h[:4] == b"AIMF" and h[4] == version, h[:5]
     assert struct.unpack_from("<I", h, 40)[0] == crc32c(h[:40]), "header CRC"
     _, ftype, flags, req_id, _, status, slen, mlen, stored, raw = \
         struct.unpack_from("<BBHQQiHHII", h, 4)
@@ -155,9 +157,12 @@ class WireClientTest(IrisNodeCase):
 
     def test_worked_example_bytes(self):
         # the frame docs/WIRE.md spells out byte by byte
-        f = encode_frame(REQUEST, 7, "e1", "run", encode_tensors([("text", BYTES, [2], b"hi")]))
+        f = encode_frame(REQUEST, 7, "e1", "run", encode_tensors([("text", BYTES, [2], b"hi")]),
+                         deadline=250000000)
         self.assertEqual(len(f), 44 + 2 + 3 + 26)
-        self.assertEqual(f[:8], bytes.fromhex("41494d4601010000"))
+        self.assertEqual(f[:44], bytes.fromhex("41494d46" "02" "01" "0000" "0700000000000000"
+                                               "80b2e60e00000000" "00000000" "0200" "0300"
+                                               "1a000000" "1a000000" "3894883e"))
         self.assertEqual(f[49:], bytes.fromhex("01000000" "05010400" "74657874"
                                                "0200000000000000" "00000000" "6869"))
 
@@ -199,6 +204,25 @@ class WireClientTest(IrisNodeCase):
         self.c.sock.sendall(encode_frame(PING, 99))
         ftype, rid, status, payload = read_frame(self.c.sock)
         self.assertEqual((ftype, rid, status, payload), (PONG, 99, 0, b""))
+
+    def test_deadline_is_time_left(self):
+        # 5 s left: served (read as an absolute time, 5 s after 1970, it would have passed)
+        p = encode_tensors([("i", I32, [], [1])])
+        self.c.sock.sendall(encode_frame(REQUEST, 41, "e1", "run", p, deadline=5 * 10**9))
+        ftype, rid, status, _ = read_frame(self.c.sock)
+        self.assertEqual((ftype, rid, status), (REPLY, 41, 0))
+        # 1 ns left: past on arrival, refused with AIMS_E_TIMEOUT by the node itself
+        self.c.sock.sendall(encode_frame(REQUEST, 42, "e1", "run", p, deadline=1))
+        ftype, rid, status, text = read_frame(self.c.sock)
+        self.assertEqual((ftype, rid, status), (ERROR, 42, 12), text)
+
+    def test_version1_refused_in_version1(self):
+        p = encode_tensors([("i", I32, [], [1])])
+        self.c.sock.sendall(encode_frame(REQUEST, 43, "e1", "run", p, version=1))
+        ftype, rid, status, text = read_frame(self.c.sock, version=1)
+        self.assertEqual((ftype, rid, status), (ERROR, 43, 7))  # AIMS_E_UNSUPPORTED
+        self.assertIn(b"version 1", text)
+        self.assertEqual(self.c.call("e1", "$ping", [])[0], 0)  # the connection stays usable
 
     def test_pipelined_requests_matched_by_id(self):
         ids = [self.c.send("e1", "run", [("i", I32, [], [k])]) for k in range(20)]

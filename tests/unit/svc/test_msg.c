@@ -203,10 +203,86 @@ static void test_deadline_clock(void **state)
     const uint64_t now = aimsi_now_ns();
     const uint64_t d = now + 5000000000ull;
     const uint64_t back = aimsi_deadline_from_wire(aimsi_deadline_to_wire(d));
-    const uint64_t diff = back > d ? back - d : d - back;
-    assert_true(diff < 100000000ull); /* the same deadline within 0.1 s of clock reads */
+    assert_true(back >= d); /* time left is re-anchored later, never earlier */
+    assert_true(back - d < 100000000ull); /* the same deadline within 0.1 s of clock reads */
     assert_true(aimsi_deadline_from_wire(1) != 0); /* past stays past, never "none" */
     assert_true(aimsi_deadline_from_wire(1) <= aimsi_now_ns());
+}
+
+/* The pure pair behind it (wire.c): time left at the sender, re-anchored on
+ * the receiver's own monotonic clock, whatever either host's realtime says. */
+static void test_deadline_encode_decode(void **state)
+{
+    (void)state;
+    const uint64_t ms = 1000000u;
+    /* none stays none */
+    assert_int_equal(aimsi_deadline_encode(0, 777), 0);
+    assert_int_equal(aimsi_deadline_decode(0, 777), 0);
+    /* 50 ms left at the sender (its clock at 10 s) ... */
+    const uint64_t left = aimsi_deadline_encode(10000 * ms + 50 * ms, 10000 * ms);
+    assert_true(left == 50 * ms);
+    /* ... is 50 ms from arrival on a receiver whose clock reads anything */
+    assert_true(aimsi_deadline_decode(left, 3 * ms) == 53 * ms);
+    assert_true(aimsi_deadline_decode(left, 987654321000ull) == 987654321000ull + 50 * ms);
+    /* a deadline already past (or exactly now) goes out as 1 ns: past on arrival */
+    assert_int_equal(aimsi_deadline_encode(5 * ms, 9 * ms), 1);
+    assert_int_equal(aimsi_deadline_encode(9 * ms, 9 * ms), 1);
+    assert_true(aimsi_deadline_decode(1, 9 * ms) == 9 * ms + 1);
+    /* a huge budget saturates instead of wrapping into the past */
+    assert_true(aimsi_deadline_decode(UINT64_MAX - 5, 100) == UINT64_MAX);
+    assert_true(aimsi_deadline_encode(UINT64_MAX, 0) == UINT64_MAX);
+}
+
+/* A running handler's deadline caps the calls it makes (aimsi_deadline_cap). */
+static void test_deadline_ambient(void **state)
+{
+    (void)state;
+    assert_true(aimsi_deadline_cap(500) == 500); /* no handler: unchanged */
+    assert_true(aimsi_deadline_cap(0) == 0);
+    const uint64_t prev = aimsi_deadline_enter(300);
+    assert_int_equal(prev, 0);
+    assert_true(aimsi_deadline_cap(500) == 300); /* what the request has left */
+    assert_true(aimsi_deadline_cap(200) == 200); /* a shorter own timeout wins */
+    assert_true(aimsi_deadline_cap(0) == 300);
+    const uint64_t inner = aimsi_deadline_enter(0); /* a nested handler without one */
+    assert_true(inner == 300);
+    assert_true(aimsi_deadline_cap(500) == 500);
+    aimsi_deadline_leave(inner);
+    assert_true(aimsi_deadline_cap(500) == 300);
+    aimsi_deadline_leave(prev);
+    assert_true(aimsi_deadline_cap(500) == 500);
+}
+
+/* An old (version 1) request is answered in version 1: AIMS_E_UNSUPPORTED. */
+static void test_refuse_v1(void **state)
+{
+    (void)state;
+    aimsi_frame_hdr req;
+    memset(&req, 0, sizeof req);
+    req.version = 1;
+    req.type = AIMSI_FRAME_REQUEST;
+    req.request_id = 42;
+    req.deadline_ns = 1700000000000000000ull; /* an absolute realtime deadline */
+    strcpy(req.service, "svc");
+    aimsi_buf b;
+    aimsi_buf_init(&b);
+    assert_int_equal(aimsi_wire_refuse_v1(&req, "n1", &b), AIMS_OK);
+    assert_int_equal(((const uint8_t *)b.data)[4], 1);
+    aimsi_frame f;
+    assert_int_equal(aimsi_frame_decode(b.data, b.len, 1u << 20, &f), AIMS_OK);
+    assert_int_equal(f.hdr.version, 1);
+    assert_int_equal(f.hdr.type, AIMSI_FRAME_ERROR);
+    assert_true(f.hdr.request_id == 42);
+    assert_int_equal(f.hdr.status, AIMS_E_UNSUPPORTED);
+    assert_int_equal(f.hdr.deadline_ns, 0);
+    char text[400];
+    assert_true(f.message_len < sizeof text);
+    memcpy(text, f.message, f.message_len);
+    text[f.message_len] = '\0';
+    assert_non_null(strstr(text, "version 1"));
+    assert_non_null(strstr(text, "node n1"));
+    aimsi_frame_release(&f);
+    aimsi_buf_free(&b);
 }
 
 static aims_status op_build(void *ctx)
@@ -251,6 +327,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_error_text, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_frame_round_trip, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_deadline_clock, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_encode_decode, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_ambient, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_refuse_v1, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_alloc_failures, ta_setup, ta_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
