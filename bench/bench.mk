@@ -57,6 +57,7 @@ bench:
 	@$(MAKE) --no-print-directory -f bench/bench.mk bench-svc-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-tls-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-http-run
+	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-json-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-hedge-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-pipe-run
 	-@$(MAKE) --no-print-directory -f bench/bench.mk bench-overload
@@ -102,6 +103,13 @@ hedge_cmd = $(BENCH_BUILD)/bench/bench_hedge tcp $(HEDGE_ARGS); \
   $(BENCH_BUILD)/bench/bench_hedge inproc $(HEDGE_ARGS)
 $(eval $(call bench_goal,hedge,$(BENCH_BUILD),-Dtests=false))
 $(eval $(call bench_bin_run,hedge,$(BENCH_BUILD),jsonl))
+
+# Only P12b's decode figure: a 64-row KServe v2 JSON infer request through the
+# HTTP door's decoder, MB/s of JSON (goal >= 200): `make -f bench/bench.mk bench-json
+# JSON_ARGS="5 200"` (rounds, decodes per round).
+json_cmd = $(BENCH_BUILD)/bench/bench_json $(JSON_ARGS)
+$(eval $(call bench_goal,json,$(BENCH_BUILD),-Dtests=false))
+$(eval $(call bench_bin_run,json,$(BENCH_BUILD),jsonl))
 
 # Only the pipelined throughput goal (issue 15, P14): async calls with many in
 # flight on one ipc:// / tcp:// connection against a ZeroMQ DEALER/ROUTER echo
