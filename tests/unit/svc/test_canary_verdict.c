@@ -415,13 +415,9 @@ static void test_verdict_by_tick(void **state)
     assert_int_equal(aims_client_create(&c), AIMS_OK);
     const uint64_t t0 = aimsi_now_ns();
     deploy_at(c, &x, 20, "window_ms=100 min_calls=5", NULL);
-    for (int i = 0; i < POLL_TRIES && verdict_count(&v, AIMS_AUDIT_MODEL_ROLLBACK, NULL) == 0;
-         i++) {
-        usleep(10000);
-    }
+    const int rolled = verdicts_become(&v, AIMS_AUDIT_MODEL_ROLLBACK, "insufficient traffic", 1);
     report("by tick, no traffic, window 100 ms, heartbeat 50 ms", t0);
-    assert_int_equal(verdicts_become(&v, AIMS_AUDIT_MODEL_ROLLBACK, "insufficient traffic", 1),
-                     1);
+    assert_int_equal(rolled, 1);
     assert_int_equal(state_at(c, &x), AIMS_CANARY_STATE_ROLLED_BACK);
     /* recorded in the registry (no id: "verdict") and reported once */
     char owner[160], meta[300];
