@@ -23,6 +23,9 @@
  * Rows: Fashion-MNIST's first ROWS training images (scaled to [0, 1]) from
  * AIMS_DATA_DIR, or seeded synthetic rows when the cache is missing.
  *
+ * A third argument "nostore" runs the same without --train-store (jobs in
+ * rank 0's memory, no checkpoints).
+ *
  * Without MPI ("nompi"): `aims_node --train-mpi ...` must exit 1 at start
  * (the message says "built without MPI"); then exit 77 (skipped).
  *
@@ -291,8 +294,8 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "--itest-exec") == 0) {
         it_init(argc, argv, "test_train_mpi_daemon"); /* the trampoline: does not return */
     }
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s PATH/TO/aims_node mpi|nompi\n", argv[0]);
+    if (argc != 3 && !(argc == 4 && strcmp(argv[3], "nostore") == 0)) {
+        fprintf(stderr, "usage: %s PATH/TO/aims_node mpi|nompi [nostore]\n", argv[0]);
         return 2;
     }
     if (strcmp(argv[2], "mpi") != 0) {
@@ -319,10 +322,15 @@ int main(int argc, char **argv)
     reference_model(ref_path);
 
     it_proc mpi;
-    it_spawnl(&mpi, "mpirun", 120000, "--oversubscribe", "--allow-run-as-root", "-np", "2",
-              node, "--name", "mpitrain", "--listen", "tcp://127.0.0.1:0", "--train",
-              "trainer", "--train-store", store, "--train-mpi", "--echo", "pid",
-              (char *)NULL);
+    /* durable jobs (checkpoints on rank 0) by default; "nostore": in-memory jobs */
+    const char *args[] = {"--oversubscribe", "--allow-run-as-root", "-np", "2", node,
+                          "--name", "mpitrain", "--listen", "tcp://127.0.0.1:0", "--train",
+                          "trainer", "--train-mpi", "--echo", "pid", "--train-store", store,
+                          NULL};
+    if (argc == 4) {
+        args[sizeof args / sizeof args[0] - 3] = NULL; /* no --train-store */
+    }
+    it_spawn(&mpi, "mpirun", args, 120000);
     aims_client *c = it_client(NULL, 50);
     const pid_t r0 = rank0_pid(c, mpi.addr);
     it_log("rank 0 is pid %ld (mpirun %ld)", (long)r0, (long)mpi.pid);
