@@ -64,6 +64,9 @@
  * thread runs it), and the main thread waits on that pipe with ppoll(), which
  * unblocks the three signals only while it waits.
  *
+ * --train-mpi (under mpirun): rank 0 is this daemon and its --train services
+ * train every job on all ranks; ranks 1..N-1 follow (node_mpi.c, docs/MPI.md).
+ *
  * The echo service answers every method with the request's tensors plus "pid"
  * (i64: this process), so multi-process tests can see which instance answered;
  * --slow-us makes its handler spin that long first (load and overload tests).
@@ -88,8 +91,10 @@
 #include <aims/aims_optimize.h>
 #include <aims/aims_jobs.h>
 #include <aims/aims_lifecycle.h>
+#include <aims/aims_train_mpi.h>
 
 #include "node_log.h"
+#include "node_mpi.h"
 
 #define MAX_LISTEN 8
 #define MAX_SERVICES 32
@@ -121,6 +126,7 @@ typedef struct options {
     const char *http; /* --http: KServe v2 / metrics front door address */
     int http_insecure;
     const char *train_store; /* --train-store: durable jobs of every --train (docs/JOBS.md) */
+    int train_mpi;           /* --train-mpi: --train jobs run on every MPI rank (node_mpi.c) */
     const char *param[MAX_SERVICES]; /* --param NAME=VALUE */
     size_t n_param;
 } options;
@@ -146,7 +152,7 @@ static void usage_to(FILE *f)
             "usage: aims-node --name N --listen URL [--listen URL ...]\n"
             "                 [--join REGISTRY_URL | --host-registry]\n"
             "                 [--infer NAME=BUNDLE] [--preprocess NAME=PIPELINE]\n"
-            "                 [--train NAME [--train-store DIR]] [--optimize NAME]\n"
+            "                 [--train NAME [--train-store DIR] [--train-mpi]] [--optimize NAME]\n"
             "                 [--echo NAME] [--slow-us N]\n"
             "                 [--workers N] [--heartbeat-ms N] [--max-frame BYTES]\n"
             "                 [--queue-cap N] [--concurrency N] [--inline 0|1]\n"
@@ -168,7 +174,8 @@ static void usage(void)
 static const char *const k_env_repeatable[] = {"listen", "infer", "preprocess", "train", "echo",
                                                "tls-peer", "param",
                                                NULL};
-static const char *const k_env_switches[] = {"host-registry", "insecure", "http-insecure", NULL};
+static const char *const k_env_switches[] = {"host-registry", "insecure", "http-insecure",
+                                             "train-mpi", NULL};
 
 static void help(void)
 {
@@ -346,6 +353,10 @@ static int parse_args(int argc, char **argv, options *o)
             o->insecure = o->http_insecure = 1; /* both doors */
             continue;
         }
+        if (strcmp(argv[i], "--train-mpi") == 0) {
+            o->train_mpi = 1;
+            continue;
+        }
         if (strcmp(argv[i], "--http-insecure") == 0) {
             o->http_insecure = 1;
             continue;
@@ -443,6 +454,9 @@ static int add_services(daemon_state *st, const options *o)
             CHECK(st, aims_service_add_train(st->node, sp->name, NULL, &s), what);
             if (o->train_store != NULL) {
                 CHECK(st, aims_service_set_store(s, o->train_store), "--train-store");
+            }
+            if (o->train_mpi) {
+                CHECK(st, aims_service_set_mpi(s, 1), "--train-mpi");
             }
             break;
         case K_ECHO:
@@ -802,8 +816,18 @@ int main(int argc, char **argv)
     /* A peer that vanished mid-write must not kill the daemon. */
     signal(SIGPIPE, SIG_IGN);
 
+    if (opt.train_mpi) { /* after the signal set-up: followers keep it (node_mpi.c) */
+        int rank = 0, size = 1;
+        if (node_mpi_init(&rank, &size) != 0) {
+            return 1;
+        }
+        if (rank != 0) {
+            return node_mpi_follow(rank);
+        }
+    }
     if (start(&st, &opt) != 0) {
         teardown(&st);
+        node_mpi_finish();
         return 1;
     }
     char addr[512];
@@ -811,11 +835,13 @@ int main(int argc, char **argv)
     if (aims_node_get_address(st.node, 0, addr, sizeof addr, &len) != AIMS_OK) {
         nlog(AIMS_LOG_ERROR, "address: %s", aims_node_errmsg(st.node));
         teardown(&st);
+        node_mpi_finish();
         return 1;
     }
     printf("ready %s\n", addr);
     if (opt.http != NULL && start_http(&st, &opt) != 0) {
         teardown(&st);
+        node_mpi_finish();
         return 1;
     }
     fflush(stdout);
@@ -833,5 +859,6 @@ int main(int argc, char **argv)
     }
     nlog(AIMS_LOG_INFO, "%s: draining and stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     teardown(&st);
+    node_mpi_finish(); /* --train-mpi: the followers stop after the services did */
     return 0;
 }

@@ -33,5 +33,6 @@
 #include "aims_publish.h"
 #include "aims_https.h"
 #include "aims_dist.h"
+#include "aims_train_mpi.h"
 
 #endif /* AIMS_H */

@@ -35,8 +35,14 @@
  * step is a collective operation. Stopping one rank only (cancel, a progress
  * callback returning non-zero) leaves the others waiting in the next step:
  * stop all ranks alike (the loss, validation figures and the epoch counter
- * are the same on every rank, so a rule based on them decides alike). MPI is
- * only called from the thread that steps the trainer (MPI_THREAD_FUNNELED).
+ * are the same on every rank, so a rule based on them decides alike). A
+ * cancel is carried alike for you: with aims_trainer_set_mpi, a cancel on
+ * any rank (aims_trainer_cancel, or a progress callback returning non-zero,
+ * which then cancels the next step) rides the next step's gradient exchange,
+ * and that step returns AIMS_E_CANCELLED on EVERY rank, nothing applied;
+ * later steps of the run return it at once, without an exchange. MPI is
+ * called one call at a time from the thread that steps the trainer
+ * (MPI_THREAD_SERIALIZED: it need not be the thread that started MPI).
  */
 /** @file */
 #ifndef AIMS_DIST_H
@@ -50,7 +56,7 @@ AIMS_EXTERN_C_BEGIN
  * @brief Start MPI for this process (if the host has not already) and say
  * which rank of how many it is in MPI_COMM_WORLD.
  *
- * Calls MPI_Init_thread (MPI_THREAD_FUNNELED) unless MPI is already
+ * Calls MPI_Init_thread (MPI_THREAD_SERIALIZED) unless MPI is already
  * initialized; a host that initializes MPI itself may skip this call.
  * Launch the processes with mpirun (e.g. `mpirun -np 4 ./host`); a process
  * started without mpirun is a world of one (rank 0 of 1).
@@ -120,7 +126,7 @@ AIMS_API aims_status aims_trainer_set_shards(aims_trainer *t, int shards);
  *         AIMS_E_BACKEND (the communicator could not be duplicated),
  *         AIMS_E_NOMEM.
  * @note Thread safety: from the thread that steps the trainer (MPI is used
- *       in MPI_THREAD_FUNNELED mode).
+ *       one call at a time; MPI_THREAD_SERIALIZED or more).
  * @since 0.1
  */
 AIMS_API aims_status aims_trainer_set_mpi(aims_trainer *t, int enable);

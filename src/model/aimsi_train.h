@@ -75,8 +75,9 @@ struct aims_trainer {
     struct aimsi_dist *dist; /* owned; NULL: this process computes every shard */
     size_t norm_rows;        /* loss gradient normalized by this many rows (0: the batch's) */
     uint64_t shard_salt;     /* 1 + shard being computed (0: none): salts dropout masks */
-    unsigned char *sbuf;     /* shards x sblk bytes: each shard's loss and gradient */
+    unsigned char *sbuf;     /* shards x sblk bytes: each shard's loss, stop word, gradient */
     size_t sblk;
+    int dist_stopped;        /* a stop crossed the exchange: no more exchanges this run */
 };
 
 typedef struct opt_step {
@@ -132,8 +133,13 @@ void aimsi_train_shard_end(aims_trainer *t);
 void aimsi_train_shard_destroy(aims_trainer *t);
 /* The batch [first, first + n) of this epoch's order: every shard's (or this
  * rank's) forward/backward, the exchange, and the shard-order sum into
- * t->grad; *out_loss gets the batch's summed loss. No weight changes. */
-aims_status aimsi_train_shard_grad(aims_trainer *t, size_t first, size_t n, double *out_loss);
+ * t->grad; *out_loss gets the batch's summed loss. No weight changes.
+ * stop != 0 (this rank was cancelled) rides the exchange in this rank's
+ * block: when any rank's block says stop, every rank returns
+ * AIMS_E_CANCELLED from the same step, nothing applied, and sets
+ * dist_stopped (later steps of the run return it without an exchange). */
+aims_status aimsi_train_shard_grad(aims_trainer *t, size_t first, size_t n, int stop,
+                                   double *out_loss);
 /* The optimizer update of every layer from t->grad. */
 void aimsi_train_shard_apply(aims_trainer *t, const opt_step *o);
 

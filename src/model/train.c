@@ -675,7 +675,11 @@ static aims_status end_epoch(aims_trainer *t)
     if (t->done) {
         restore_best(t);
     }
-    if (t->fn != NULL && t->fn(t->user, t) != 0) {
+    const int cb_stop = t->fn != NULL && t->fn(t->user, t) != 0;
+    if (cb_stop && !t->done && t->dist != NULL && aimsi_train_sharded(t)) {
+        /* over MPI: stop at the next step's exchange, with every rank */
+        atomic_store(&t->cancel, 1);
+    } else if (cb_stop) {
         return aimsi_err(&t->obj, AIMS_E_CANCELLED, "training stopped by the progress "
                                                     "callback after epoch %lld",
                          (long long)t->epoch);
@@ -730,7 +734,11 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
         *out_done = 1;
         return AIMS_OK;
     }
-    if (atomic_exchange(&t->cancel, 0) != 0) {
+    const int cancel = atomic_exchange(&t->cancel, 0) != 0;
+    /* over MPI a cancel must stop every rank at the same step: it rides the
+     * step's exchange instead (train_shard.c, "Stopping alike") */
+    const int alike = t->dist != NULL && aimsi_train_sharded(t);
+    if (cancel && !alike) {
         return aimsi_err(&t->obj, AIMS_E_CANCELLED, "training cancelled at step %lld",
                          (long long)t->step);
     }
@@ -753,7 +761,7 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
     }
     double loss = 0.0;
     if (aimsi_train_sharded(t)) { /* data parallel: every shard's gradient, summed */
-        AIMSI_TRY(aimsi_train_shard_grad(t, first, n, &loss));
+        AIMSI_TRY(aimsi_train_shard_grad(t, first, n, cancel, &loss));
     } else {
         aimsi_train_gather(t, first, n);
         aimsi_train_forward(t, n);

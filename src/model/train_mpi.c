@@ -20,20 +20,34 @@
  *
  * Process-wide state. MPI is process-wide by nature; libaims keeps one flag
  * beside it, "aims_init_mpi started MPI", so aims_finalize_mpi finalizes only
- * what it started and a host that runs MPI itself keeps control of it.
+ * what it started and a host that runs MPI itself keeps control of it; and
+ * the command channel of an MPI train service (aimsi_mpi.h: broadcast and
+ * agreement on a duplicate of MPI_COMM_WORLD made at first use, freed by
+ * aims_finalize_mpi).
+ *
+ * Threads. aims_init_mpi asks for MPI_THREAD_SERIALIZED: MPI calls are made
+ * one at a time, but not always from the thread that started MPI -- a train
+ * service steps its trainers on its job thread (docs/MPI.md "As a train
+ * service"), while the host's main thread starts and finalizes MPI.
  */
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 
 #include "aimsi_dist.h"
+#include "aimsi_mpi.h"
 #include "aimsi_train.h"
 
 #ifdef AIMS_HAVE_MPI
 
 #include <mpi.h>
+#include <pthread.h>
 
 static atomic_int g_started; /* aims_init_mpi called MPI_Init_thread */
+
+/* The command channel (aimsi_mpi.h): created at first use, under g_chan_mu. */
+static pthread_mutex_t g_chan_mu = PTHREAD_MUTEX_INITIALIZER;
+static MPI_Comm g_chan = MPI_COMM_NULL;
 
 static void mpi_text(int code, char *buf, size_t cap)
 {
@@ -65,7 +79,7 @@ aims_status aims_init_mpi(int *out_rank, int *out_size)
     }
     if (!init) {
         int provided = 0;
-        const int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+        const int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
         if (rc != MPI_SUCCESS) {
             return mpi_fail(NULL, rc, "aims_init_mpi: MPI_Init_thread");
         }
@@ -88,8 +102,17 @@ aims_status aims_finalize_mpi(void)
 {
     int fin = 0;
     MPI_Finalized(&fin);
-    if (fin || atomic_exchange(&g_started, 0) == 0) {
-        return AIMS_OK; /* never started by libaims, or already finalized */
+    if (fin) {
+        return AIMS_OK; /* already finalized (the channel went with MPI) */
+    }
+    pthread_mutex_lock(&g_chan_mu);
+    if (g_chan != MPI_COMM_NULL) {
+        MPI_Comm_free(&g_chan); /* collective, like the finalize below */
+        g_chan = MPI_COMM_NULL;
+    }
+    pthread_mutex_unlock(&g_chan_mu);
+    if (atomic_exchange(&g_started, 0) == 0) {
+        return AIMS_OK; /* never started by libaims */
     }
     const int rc = MPI_Finalize();
     return rc == MPI_SUCCESS ? AIMS_OK : mpi_fail(NULL, rc, "aims_finalize_mpi: MPI_Finalize");
@@ -173,6 +196,72 @@ aims_status aims_trainer_set_mpi(aims_trainer *t, int enable)
     return st;
 }
 
+/* ---- the command channel of an MPI train service (aimsi_mpi.h) ---- */
+
+aims_status aimsi_mpi_world(int *rank, int *size)
+{
+    int init = 0;
+    int fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    if (!init || fin) {
+        return aimsi_err(NULL, AIMS_E_STATE, "MPI is %s (call aims_init_mpi first)",
+                         fin ? "finalized" : "not initialized");
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, rank);
+    MPI_Comm_size(MPI_COMM_WORLD, size);
+    return AIMS_OK;
+}
+
+static aims_status chan(MPI_Comm *out)
+{
+    int r = 0;
+    int n = 0;
+    AIMSI_TRY(aimsi_mpi_world(&r, &n));
+    pthread_mutex_lock(&g_chan_mu);
+    int rc = MPI_SUCCESS;
+    if (g_chan == MPI_COMM_NULL) {
+        rc = MPI_Comm_dup(MPI_COMM_WORLD, &g_chan);
+        if (rc == MPI_SUCCESS) {
+            MPI_Comm_set_errhandler(g_chan, MPI_ERRORS_RETURN);
+        } else {
+            g_chan = MPI_COMM_NULL;
+        }
+    }
+    *out = g_chan;
+    pthread_mutex_unlock(&g_chan_mu);
+    return rc == MPI_SUCCESS ? AIMS_OK : mpi_fail(NULL, rc, "MPI command channel: MPI_Comm_dup");
+}
+
+aims_status aimsi_mpi_bcast(void *buf, size_t len)
+{
+    MPI_Comm c = MPI_COMM_NULL;
+    AIMSI_TRY(chan(&c));
+    const size_t piece = (size_t)1 << 30;
+    for (size_t off = 0; off < len; off += piece) {
+        const size_t n = len - off < piece ? len - off : piece;
+        const int rc = MPI_Bcast((char *)buf + off, (int)n, MPI_BYTE, 0, c);
+        if (rc != MPI_SUCCESS) {
+            return mpi_fail(NULL, rc, "MPI command channel: MPI_Bcast");
+        }
+    }
+    return AIMS_OK;
+}
+
+aims_status aimsi_mpi_agree(int ok, int *all_ok)
+{
+    MPI_Comm c = MPI_COMM_NULL;
+    AIMSI_TRY(chan(&c));
+    int mine = ok != 0;
+    int all = 0;
+    const int rc = MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, c);
+    if (rc != MPI_SUCCESS) {
+        return mpi_fail(NULL, rc, "MPI command channel: MPI_Allreduce");
+    }
+    *all_ok = all;
+    return AIMS_OK;
+}
+
 #else /* built without MPI */
 
 static aims_status no_mpi(aimsi_obj *obj, const char *fn)
@@ -204,6 +293,27 @@ aims_status aims_trainer_set_mpi(aims_trainer *t, int enable)
         return aimsi_train_set_dist(t, NULL); /* detach, or AIMS_E_STATE while running */
     }
     return no_mpi(&t->obj, "aims_trainer_set_mpi");
+}
+
+aims_status aimsi_mpi_world(int *rank, int *size)
+{
+    (void)rank;
+    (void)size;
+    return no_mpi(NULL, "--train-mpi / aims_service_set_mpi");
+}
+
+aims_status aimsi_mpi_bcast(void *buf, size_t len)
+{
+    (void)buf;
+    (void)len;
+    return no_mpi(NULL, "aimsi_mpi_bcast");
+}
+
+aims_status aimsi_mpi_agree(int ok, int *all_ok)
+{
+    (void)ok;
+    (void)all_ok;
+    return no_mpi(NULL, "aimsi_mpi_agree");
 }
 
 #endif /* AIMS_HAVE_MPI */

@@ -21,7 +21,16 @@
  * same sums: the same bits.
  *
  * Memory. begin() allocates shards x sblk bytes (sblk = the loss, a double,
- * then n_params floats, rounded up to 8 bytes); a step never allocates. A
+ * a stop word, then n_params floats, rounded up to 8 bytes); a step never
+ * allocates.
+ *
+ * Stopping alike (docs/MPI.md). Every step is collective, so a rank must not
+ * leave a run alone: a cancel on one MPI rank (aims_trainer_cancel, or a
+ * progress callback returning non-zero, which train.c turns into a cancel of
+ * the next step) is written into the stop word of its block and crosses the
+ * next exchange with the gradients; after it every rank sees the same words
+ * and returns AIMS_E_CANCELLED from the same step with nothing applied. No
+ * extra message per step: the word rides the allgather that happens anyway. A
  * shard's backward writes its gradient straight into its block (t->grad is
  * pointed there for the duration of the shard).
  *
@@ -33,9 +42,14 @@
 #include <string.h>
 
 #include "aimsi_dist.h"
+#include "aimsi_mpi.h"
 #include "aimsi_train.h"
 
 enum { MAX_SHARDS = 4096 };
+
+/* A block: the shard's summed loss (double), the stop word, the gradient. */
+#define BLK_STOP ((size_t)sizeof(double))
+#define BLK_GRAD ((size_t)(2 * sizeof(double)))
 
 int aimsi_train_sharded(const aims_trainer *t)
 {
@@ -85,6 +99,7 @@ aims_status aimsi_train_set_dist(aims_trainer *t, aimsi_dist *d)
                          "aims_trainer_set_mpi: a run is in progress (begin a new one)");
     }
     drop_dist(t);
+    t->dist_stopped = 0;
     t->dist = d;
     t->shards = d != NULL ? d->size : 1;
     return AIMS_OK;
@@ -97,6 +112,7 @@ void aimsi_train_shard_destroy(aims_trainer *t)
 
 aims_status aimsi_train_shard_begin(aims_trainer *t)
 {
+    t->dist_stopped = 0;
     if (!aimsi_train_sharded(t)) {
         return AIMS_OK;
     }
@@ -108,11 +124,11 @@ aims_status aimsi_train_shard_begin(aims_trainer *t)
     }
     const size_t S = (size_t)t->shards;
     const size_t P = t->m->n_params;
-    if (P > (SIZE_MAX / 2 / S - sizeof(double)) / sizeof(float)) {
+    if (P > (SIZE_MAX / 2 / S - BLK_GRAD) / sizeof(float)) {
         return aimsi_err(&t->obj, AIMS_E_NOMEM, "aims_trainer_begin: %zu shards of %zu "
                                                 "parameters overflow", S, P);
     }
-    t->sblk = (sizeof(double) + P * sizeof(float) + 7u) & ~(size_t)7u;
+    t->sblk = (BLK_GRAD + P * sizeof(float) + 7u) & ~(size_t)7u;
     t->sbuf = aimsi_malloc(S * t->sblk);
     if (t->sbuf == NULL) {
         return aimsi_err(&t->obj, AIMS_E_NOMEM,
@@ -135,7 +151,7 @@ void aimsi_train_shard_end(aims_trainer *t)
 static void shard_pass(aims_trainer *t, size_t first, size_t n, size_t s, unsigned char *blk)
 {
     float *const keep = t->grad;
-    t->grad = (float *)(void *)(blk + sizeof(double));
+    t->grad = (float *)(void *)(blk + BLK_GRAD);
     t->shard_salt = (uint64_t)s + 1u;
     aimsi_train_gather(t, first, n);
     aimsi_train_forward(t, n);
@@ -160,7 +176,7 @@ static double sum_shards(aims_trainer *t, size_t n)
             continue; /* empty shard (batch narrower than the shard count) */
         }
         const unsigned char *blk = t->sbuf + s * t->sblk;
-        const float *gs = (const float *)(const void *)(blk + sizeof(double));
+        const float *gs = (const float *)(const void *)(blk + BLK_GRAD);
         double ls;
         memcpy(&ls, blk, sizeof ls);
         if (first) {
@@ -177,7 +193,22 @@ static double sum_shards(aims_trainer *t, size_t n)
     return loss;
 }
 
-aims_status aimsi_train_shard_grad(aims_trainer *t, size_t first, size_t n, double *out_loss)
+/* The stop word of every block after an exchange: the first rank that
+ * stopped, or -1 when none did (the same answer on every rank). */
+static int first_stop(const aims_trainer *t)
+{
+    for (int64_t s = 0; s < t->shards; s++) {
+        int64_t w = 0;
+        memcpy(&w, t->sbuf + (size_t)s * t->sblk + BLK_STOP, sizeof w);
+        if (w != 0) {
+            return (int)s;
+        }
+    }
+    return -1;
+}
+
+aims_status aimsi_train_shard_grad(aims_trainer *t, size_t first, size_t n, int stop,
+                                   double *out_loss)
 {
     const size_t S = (size_t)t->shards;
     t->norm_rows = n;
@@ -194,24 +225,55 @@ aims_status aimsi_train_shard_grad(aims_trainer *t, size_t first, size_t n, doub
         const size_t lo = shard_lo(n, r, S);
         const size_t hi = shard_lo(n, r + 1, S);
         unsigned char *mine = t->sbuf + r * t->sblk;
-        if (hi > lo) {
+        if (t->dist_stopped) { /* the ranks already left this run together */
+            t->norm_rows = 0;
+            return aimsi_err(&t->obj, AIMS_E_CANCELLED, "training cancelled at step %lld "
+                             "(every rank stopped)", (long long)t->step);
+        }
+        if (hi > lo && !stop) {
             shard_pass(t, first + lo, hi - lo, r, mine);
         } else {
             memset(mine, 0, t->sblk); /* sent but skipped by every rank's sum */
         }
+        const int64_t word = stop ? 1 : 0;
+        memcpy(mine + BLK_STOP, &word, sizeof word);
         char err[256] = "";
         const aims_status rc = t->dist->exchange(t->dist, t->sbuf, t->sblk, err, sizeof err);
         if (rc != AIMS_OK) {
             t->norm_rows = 0;
+            t->dist_stopped = 1; /* the link is broken: no rank may wait on it again */
             return aimsi_err(&t->obj, rc,
                              "aims_trainer_step: the gradient exchange of step %lld (rank %d of "
                              "%d) failed: %s",
                              (long long)t->step, t->dist->rank, t->dist->size, err);
         }
+        const int who = first_stop(t);
+        if (who >= 0) {
+            t->norm_rows = 0;
+            t->dist_stopped = 1;
+            return aimsi_err(&t->obj, AIMS_E_CANCELLED, "training cancelled at step %lld: rank "
+                             "%d of %d stopped, every rank stops", (long long)t->step, who,
+                             t->dist->size);
+        }
     }
     t->norm_rows = 0;
     *out_loss = sum_shards(t, n);
     return AIMS_OK;
+}
+
+void aimsi_train_dist_leave(aims_trainer *t)
+{
+    if (!TRAINER_OK(t) || t->dist == NULL || !aimsi_train_sharded(t) || !t->running ||
+        t->done || t->diverged || t->dist_stopped || t->sbuf == NULL) {
+        return;
+    }
+    unsigned char *mine = t->sbuf + (size_t)t->dist->rank * t->sblk;
+    memset(mine, 0, t->sblk);
+    const int64_t word = 1;
+    memcpy(mine + BLK_STOP, &word, sizeof word);
+    char err[256] = "";
+    (void)t->dist->exchange(t->dist, t->sbuf, t->sblk, err, sizeof err);
+    t->dist_stopped = 1;
 }
 
 void aimsi_train_shard_apply(aims_trainer *t, const opt_step *o)

@@ -144,6 +144,7 @@ static void job_release_work(train_job *j)
 static void job_free(train_job *j)
 {
     job_release_work(j);
+    aimsi_free(j->spec);
     aimsi_free(j->publish);
     aimsi_free(j->bundle);
     aimsi_free(j);
@@ -270,7 +271,9 @@ static aims_status apply_params(train_job *j, const train_spec *sp)
     return AIMS_OK;
 }
 
-static aims_status build_job(const train_impl *ti, const submit_in *in, train_job *j)
+/* Dataset, model and trainer of a job from its inputs (also the MPI
+ * followers' way to build the job rank 0 sent them: svc_train_mpi.c). */
+aims_status aimsi_train_build_job(const aims_pipeline *p, const submit_in *in, train_job *j)
 {
     train_spec sp;
     AIMSI_TRY(aimsi_train_spec_parse(in->spec, in->spec_len, &sp));
@@ -282,7 +285,7 @@ static aims_status build_job(const train_impl *ti, const submit_in *in, train_jo
                                                     "this kind takes \"x\"");
     }
     size_t pcols = in->cols;
-    if (!text && ti->p != NULL && aims_pipeline_output_cols(ti->p, &pcols) == AIMS_OK &&
+    if (!text && p != NULL && aims_pipeline_output_cols(p, &pcols) == AIMS_OK &&
         pcols != in->cols) {
         /* caught now rather than by aims_bundle_create after the whole fit */
         return aimsi_err(NULL, AIMS_E_INVAL, "submit: \"x\" has %zu columns but the service's "
@@ -310,7 +313,7 @@ static aims_status build_job(const train_impl *ti, const submit_in *in, train_jo
         return SPEC_BAD("classes: kind=linear predicts one target");
     }
     size_t in_dim = in->cols;
-    aims_status rc = text ? aimsi_train_text_data(ti->p, in->text, in->text_len, in->y, in->rows,
+    aims_status rc = text ? aimsi_train_text_data(p, in->text, in->text_len, in->y, in->rows,
                                                   &j->ds, &in_dim)
                           : in->ds != NULL ? aims_dataset_view(in->ds, 0, in->rows, &j->ds)
                           : aims_dataset_create_dense(in->rows, in->cols, in->x, in->y, &j->ds);
@@ -414,7 +417,16 @@ static aims_status do_submit(train_impl *ti, aimsi_work *w, uint64_t token)
         rc = aimsi_train_read_inputs(w, rows != NULL ? rows : w->req, &in, &tx, &ty);
     }
     if (rc == AIMS_OK) {
-        rc = build_job(ti, &in, j);
+        rc = aimsi_train_build_job(ti->p, &in, j);
+    }
+    if (rc == AIMS_OK && ti->mpi) { /* the recipe MPI followers get (svc_train_mpi.c) */
+        j->spec = aimsi_malloc(in.spec_len + 1);
+        rc = j->spec == NULL ? aimsi_err(NULL, AIMS_E_NOMEM, "submit: no memory") : AIMS_OK;
+        if (rc == AIMS_OK) {
+            memcpy(j->spec, in.spec, in.spec_len);
+            j->spec[in.spec_len] = '\0';
+            j->spec_len = in.spec_len;
+        }
     }
     aimsi_free(tx);
     aimsi_free(ty);

@@ -57,6 +57,8 @@ typedef struct train_job {
     char pubnote[AIMSI_ERRMSG_CAP]; /* outcome of "publish" (svc_train_pub.c), "" = none */
     int adopted;             /* durable: taken over from a dead instance */
     aimsi_job_news news;     /* what event watchers were told (svc_news.c; news_mu) */
+    char *spec;              /* MPI service: the submit's spec text (svc_train_mpi.c) */
+    size_t spec_len;
 } train_job;
 
 typedef struct train_impl {
@@ -76,6 +78,7 @@ typedef struct train_impl {
     aims_node *node;         /* where "publish" deploys (svc_life.c) */
     char name[AIMSI_FRAME_MAX_SERVICE + 1]; /* the service's name (job news) */
     pthread_mutex_t news_mu; /* keeps the news of a job in order (job_news) */
+    int mpi;                 /* jobs run on every MPI rank (aims_service_set_mpi) */
 } train_impl;
 
 /* Tell event watchers what changed about job id (svc_news.c). Takes news_mu
@@ -86,5 +89,7 @@ void aimsi_train_queue_remove(train_impl *ti, train_job *j);
 /* The job thread: runs queued jobs one at a time until ti->stopping
  * (pthread_create argument ti; svc_train_run.c). */
 void *aimsi_train_job_thread(void *arg);
+/* Fit job j on every MPI rank, rank 0 leading (svc_train_mpi.c; job thread). */
+aims_status aimsi_train_mpi_fit(train_impl *ti, train_job *j);
 
 #endif /* AIMSI_SVC_TRAIN_IMPL_H */

@@ -63,7 +63,8 @@ static void run_job(train_impl *ti, train_job *j)
     aimsi_train_job_news(ti, j->id, j->id_len); /* running (after queued) */
     aims_status rc = aims_trainer_set_progress_fn(j->trainer, progress_cb, &pc);
     if (rc == AIMS_OK) {
-        rc = ti->durable != NULL ? aimsi_jobs_fit(ti->durable, j->id, j->id_len, j->token,
+        rc = ti->mpi ? aimsi_train_mpi_fit(ti, j) /* every rank (svc_train_mpi.c) */
+             : ti->durable != NULL ? aimsi_jobs_fit(ti->durable, j->id, j->id_len, j->token,
                                                   j->trainer, j->ds, j->ckpt_steps, j->ckpt_ms)
                                  : aims_trainer_fit(j->trainer, j->ds, NULL);
     }

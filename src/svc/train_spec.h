@@ -8,6 +8,7 @@
 
 #include "../core/aimsi_core.h"
 #include "aims/aims_model.h"
+#include "aims/aims_pipeline.h"
 #include "aimsi_svckind.h"
 
 #define TRAIN_SPEC_MAX 65536
@@ -74,5 +75,11 @@ aims_status aimsi_train_read_inputs(const aimsi_work *w, const aims_msg *rows, s
  * finite. AIMS_E_INVAL names the first bad row. */
 aims_status aimsi_train_check_rows(const float *x, const int32_t *y, size_t rows, size_t cols,
                                    int32_t *ymax);
+
+/* Dataset, model and trainer of a job from its inputs into j (svc_train.c;
+ * p: the service's pipeline or NULL). */
+struct train_job;
+aims_status aimsi_train_build_job(const aims_pipeline *p, const submit_in *in,
+                                  struct train_job *j);
 
 #endif

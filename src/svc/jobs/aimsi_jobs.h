@@ -111,6 +111,13 @@ aims_status aimsi_jobs_put_data(aimsi_jobs *J, aimsi_work *w);
 aims_status aimsi_jobs_fit(aimsi_jobs *J, const char *id, size_t id_len, uint64_t token,
                            aims_trainer *t, const aims_dataset *ds, int64_t ckpt_steps,
                            int64_t ckpt_ms);
+/* The same with sync(sync_user, t) called once the trainer is begun and
+ * resumed, before the first step (MPI: rank 0 hands its state to every rank,
+ * svc_train_mpi.c); its failure ends the fit with its status. */
+aims_status aimsi_jobs_fit_sync(aimsi_jobs *J, const char *id, size_t id_len, uint64_t token,
+                                aims_trainer *t, const aims_dataset *ds, int64_t ckpt_steps,
+                                int64_t ckpt_ms, aims_status (*sync)(void *, aims_trainer *),
+                                void *sync_user);
 /* Commit the result bytes (fenced; exactly one result per job): AIMS_E_STATE
  * "fenced" for a writer that lost its token, AIMS_E_EXISTS when a result is
  * already there. Marks the job done and drops it from the held table. */

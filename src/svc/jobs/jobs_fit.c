@@ -179,6 +179,14 @@ aims_status aimsi_jobs_fit(aimsi_jobs *J, const char *id, size_t id_len, uint64_
                            aims_trainer *t, const aims_dataset *ds, int64_t ckpt_steps,
                            int64_t ckpt_ms)
 {
+    return aimsi_jobs_fit_sync(J, id, id_len, token, t, ds, ckpt_steps, ckpt_ms, NULL, NULL);
+}
+
+aims_status aimsi_jobs_fit_sync(aimsi_jobs *J, const char *id, size_t id_len, uint64_t token,
+                                aims_trainer *t, const aims_dataset *ds, int64_t ckpt_steps,
+                                int64_t ckpt_ms, aims_status (*sync)(void *, aims_trainer *),
+                                void *sync_user)
+{
     char dir[JOBS_DIR_MAX];
     aimsi_jobs_dirname(id, id_len, dir);
     const uint64_t t0 = aimsi_now_ns();
@@ -186,6 +194,9 @@ aims_status aimsi_jobs_fit(aimsi_jobs *J, const char *id, size_t id_len, uint64_
     const uint64_t t1 = aimsi_now_ns();
     int64_t from = -1;
     AIMSI_TRY(resume(J, dir, t, ds, &from));
+    if (sync != NULL) { /* MPI: every rank takes this trainer state (svc_train_mpi.c) */
+        AIMSI_TRY(sync(sync_user, t));
+    }
     const uint64_t t2 = aimsi_now_ns();
     int64_t step = from > 0 ? from : 0;
     pthread_mutex_lock(&J->mu);

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "model/aimsi_dist.h"
+#include "model/aimsi_mpi.h"
 #include "model/aimsi_model.h"
 #include "testalloc.h"
 
@@ -184,7 +185,7 @@ static void ranks_equal_local(size_t rows, const cfg *c, int S)
 
     hub h;
     h.size = S;
-    h.cap = (size_t)S * (16 + n * sizeof(float));
+    h.cap = (size_t)S * (24 + n * sizeof(float)); /* loss, stop word, grads, pad */
     h.shared = malloc(h.cap);
     assert_non_null(h.shared);
     assert_int_equal(pthread_barrier_init(&h.bar, NULL, (unsigned)S), 0);
@@ -237,6 +238,144 @@ static void test_shards_nesterov_four_ranks(void **state)
     (void)state;
     const cfg c = {0, 50, 2, 1, 0.0, 0.0};
     ranks_equal_local(230, &c, 4);
+}
+
+/* ---- stopping alike: a cancel on one rank stops every rank at the same step ---------- */
+
+typedef struct stop_ctx {
+    rank_ctx r;      /* first: the exchange hook */
+    int cancel_rank; /* this rank cancels ... */
+    int64_t at_step; /* ... before this step (-1: never) */
+    int cb_epoch;    /* > 0: this rank's progress callback says stop after that epoch */
+    int64_t leave_at; /* this rank leaves between steps (aimsi_train_dist_leave), -1 never */
+    int64_t stopped_at; /* out: the step whose call returned AIMS_E_CANCELLED */
+    aims_status again;  /* out: one more step after the stop (must not exchange) */
+} stop_ctx;
+
+static int stop_cb(void *user, const aims_trainer *t)
+{
+    const stop_ctx *sc = user;
+    double e = 0;
+    aims_trainer_get_stat(t, AIMS_TRAINER_STAT_EPOCH, &e);
+    return sc->cb_epoch > 0 && (int)e >= sc->cb_epoch;
+}
+
+static void *stop_main(void *arg)
+{
+    stop_ctx *sc = arg;
+    rank_ctx *r = &sc->r;
+    aims_model *m;
+    aims_trainer *t;
+    r->rc = make(r->c, &m, &t);
+    if (r->rc != AIMS_OK) {
+        return NULL;
+    }
+    r->rc = aimsi_train_set_dist(t, &r->base);
+    if (r->rc == AIMS_OK && sc->cb_epoch > 0) {
+        r->rc = aims_trainer_set_progress_fn(t, stop_cb, sc);
+    }
+    if (r->rc == AIMS_OK) {
+        r->rc = aims_trainer_begin(t, r->ds, NULL);
+    }
+    sc->stopped_at = -1;
+    for (int done = 0; r->rc == AIMS_OK && !done;) {
+        double step = 0;
+        aims_trainer_get_stat(t, AIMS_TRAINER_STAT_STEP, &step);
+        if (sc->at_step >= 0 && (int64_t)step == sc->at_step) {
+            aims_trainer_cancel(t);
+        }
+        if (sc->leave_at >= 0 && (int64_t)step == sc->leave_at) {
+            aimsi_train_dist_leave(t); /* as a train service's rank 0 does */
+            r->rc = AIMS_E_CANCELLED;
+            sc->stopped_at = (int64_t)step;
+            break;
+        }
+        r->rc = aims_trainer_step(t, &done);
+        if (r->rc == AIMS_E_CANCELLED) {
+            sc->stopped_at = (int64_t)step;
+        }
+    }
+    if (r->rc == AIMS_E_CANCELLED) {
+        int done = 0;
+        sc->again = aims_trainer_step(t, &done); /* alone: an exchange would hang */
+        r->n = m->n_params;
+        r->w = malloc(r->n * sizeof *r->w);
+        if (r->w != NULL) {
+            memcpy(r->w, m->params, r->n * sizeof *r->w);
+        }
+    }
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    return NULL;
+}
+
+/* Rank `who` stops (cancel before step at_step, or its callback after epoch
+ * cb_epoch): every rank must return AIMS_E_CANCELLED from the same step, with
+ * the same weights, and a later step must return at once on every rank. */
+static void stop_alike_v(int S, int who, int64_t at_step, int cb_epoch, int64_t leave_at,
+                         int64_t want_step)
+{
+    aims_dataset *ds = blobs(200, 3);
+    const cfg c = {0, 20, 4, 0, 0.0, 0.0}; /* 10 steps an epoch */
+    hub h;
+    h.size = S;
+    h.cap = (size_t)S * (24 + 4096 * sizeof(float));
+    h.shared = malloc(h.cap);
+    assert_non_null(h.shared);
+    assert_int_equal(pthread_barrier_init(&h.bar, NULL, (unsigned)S), 0);
+    stop_ctx sc[MAX_RANKS];
+    pthread_t th[MAX_RANKS];
+    for (int i = 0; i < S; i++) {
+        memset(&sc[i], 0, sizeof sc[i]);
+        sc[i].r.base.rank = i;
+        sc[i].r.base.size = S;
+        sc[i].r.base.exchange = hub_exchange;
+        sc[i].r.h = &h;
+        sc[i].r.ds = ds;
+        sc[i].r.c = &c;
+        sc[i].at_step = i == who ? at_step : -1;
+        sc[i].cb_epoch = i == who ? cb_epoch : 0;
+        sc[i].leave_at = i == who ? leave_at : -1;
+        assert_int_equal(pthread_create(&th[i], NULL, stop_main, &sc[i]), 0);
+    }
+    for (int i = 0; i < S; i++) {
+        pthread_join(th[i], NULL);
+    }
+    for (int i = 0; i < S; i++) {
+        assert_int_equal(sc[i].r.rc, AIMS_E_CANCELLED);
+        assert_int_equal(sc[i].stopped_at, want_step);
+        assert_int_equal(sc[i].again, AIMS_E_CANCELLED);
+        assert_non_null(sc[i].r.w);
+        assert_memory_equal(sc[i].r.w, sc[0].r.w, sc[0].r.n * sizeof(float));
+    }
+    for (int i = 0; i < S; i++) {
+        free(sc[i].r.w);
+    }
+    pthread_barrier_destroy(&h.bar);
+    free(h.shared);
+    aims_dataset_destroy(ds);
+}
+
+static void stop_alike(int S, int who, int64_t at_step, int cb_epoch, int64_t want_step)
+{
+    stop_alike_v(S, who, at_step, cb_epoch, -1, want_step);
+}
+
+static void test_shards_cancel_one_rank_stops_all(void **state)
+{
+    (void)state;
+    stop_alike(2, 1, 3, 0, 3);  /* a follower cancels before step 3 */
+    stop_alike(3, 0, 17, 0, 17); /* rank 0 (the train service's) mid-epoch 2 */
+}
+
+static void test_shards_callback_stop_stops_all(void **state)
+{
+    (void)state;
+    /* rank 0's progress callback says stop after epoch 1 (step 10): the next
+     * step's exchange carries it, so every rank stops at step 10 */
+    stop_alike(2, 0, -1, 1, 10);
+    /* rank 0 leaves between steps without stepping (fenced, say) */
+    stop_alike_v(3, 0, -1, 0, 13, 13);
 }
 
 /* A sharded run learns like an ordinary one: close, not equal (other sums). */
@@ -433,6 +572,10 @@ int main(void)
                                         ta_teardown),
         cmocka_unit_test_setup_teardown(test_shards_nesterov_four_ranks, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_shards_close_to_plain, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_shards_cancel_one_rank_stops_all, ta_setup,
+                                        ta_teardown),
+        cmocka_unit_test_setup_teardown(test_shards_callback_stop_stops_all, ta_setup,
+                                        ta_teardown),
         cmocka_unit_test_setup_teardown(test_set_shards_checks, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_set_mpi_refusals, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_shards_text_unsupported, ta_setup, ta_teardown),
