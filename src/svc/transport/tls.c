@@ -545,11 +545,11 @@ static int tls_handshake(void *sx, char *why, size_t cap)
 
 /* Empty this thread's OpenSSL error queue before an SSL call on the data
  * path (SSL_get_error reads it). ERR_clear_error() in OpenSSL 3.0 frees two
- * pointers in each of the queue's 16 slots whether or not anything is queued:
- * 32 CRYPTO_free + free(NULL) per call, four calls a round trip -- with its
- * own frame ~1 us of a 64 B round trip's ~7 us of TLS work in perf
- * (docs/DOOR_SPEED.md). The queue is nearly always empty, and peeking is
- * cheap. (Handshakes keep ERR_clear_error: not per frame.) */
+ * pointers in each of the queue's 16 slots whether or not anything is queued
+ * (32 CRYPTO_free calls, each a libc free of NULL), and the data path made
+ * four such calls a round trip: with its own frame ~1 us of the 64 B round
+ * trip's ~7 us of TLS work in perf (docs/DOOR_SPEED.md). The queue is nearly
+ * always empty and peeking is cheap. (Handshakes keep ERR_clear_error.) */
 static void err_reset(void)
 {
     if (ERR_peek_error() != 0) {
