@@ -3,12 +3,15 @@
  * same node, service and client, side by side in one run (same process, same
  * machine load).
  *
- *   P11a  64 B request round trip p50 after the handshake (tls vs tcp)
+ *   P11a  64 B request round trip p50 after the handshake (tls vs tcp;
+ *         interleaved ABBA/BAAB blocks, rt_interleaved)
  *   P11b  1 MiB request+reply frames, bytes/s (tls vs tcp; ABBA order, mb_rates)
  *   P11c  new connection + handshake + first call p50: tcp, tls with session
  *         resumption, tls without (a fresh config per connection)
  *
- * usage: bench_tls [ITERS_RT] [ITERS_MB] [ITERS_CONN]   (defaults 5000 200 200)
+ * usage: [AIMS_BENCH_ONLY=tcp|tls] bench_tls [ITERS_RT] [ITERS_MB] [ITERS_CONN]
+ *        (defaults 5000 200 200; 0 skips a part; AIMS_BENCH_ONLY measures one
+ *        transport alone, for strace -c and perf record of one of them)
  * Needs AIMS_SOURCE_DIR (or the current directory) to find
  * tests/support/mkcerts.sh, which makes a throw-away PKI with the openssl CLI.
  * Prints one JSON object. The node runs inline handlers in this process: the
@@ -95,27 +98,83 @@ static aims_client *client_for(aims_tls_config *cfg)
     return c;
 }
 
-/* p50 of one 64 B round trip, microseconds. */
-static double rt_p50(const char *addr, aims_tls_config *cfg, long iters)
+/* P11a: 64 B round trips on tcp:// and tls:// interleaved in blocks.
+ *
+ * Both clients are connected and warmed up first; then QUADS quads of four
+ * blocks run in ABBA order (tcp, tls, tls, tcp), the next quad in BAAB order,
+ * and so on, each block iters / (2 * QUADS) calls. A drift of the machine's
+ * load during the run (the shared VM's other tenants, a compile starting)
+ * then falls on both transports alike instead of on whichever ran second, and
+ * each quad gives a ratio of its own (tls p50 / tcp p50 over its calls), so
+ * the JSON shows the spread next to the ratio of the overall p50s. Before,
+ * all tcp calls ran first, then all tls calls: one quiet run gave rounds of
+ * 1.08, 1.31 and 1.17 for the same build. */
+#define QUADS 4
+
+typedef struct rt_side {
+    aims_client *c;
+    const char *addr;
+    double *all;  /* every timed call, microseconds */
+    size_t n_all;
+} rt_side;
+
+static void rt_block(rt_side *s, aims_msg *req, aims_msg *rep, long calls, double *quad,
+                     size_t *n_quad)
 {
-    aims_client *c = client_for(cfg);
+    for (long i = 0; i < calls; i++) {
+        const double t0 = now_s();
+        TRY("call", aims_client_call_addr(s->c, s->addr, "echo", "m", req, rep, 0));
+        const double us = (now_s() - t0) * 1e6;
+        s->all[s->n_all++] = us;
+        quad[(*n_quad)++] = us;
+    }
+}
+
+/* only: -1 both transports, 0 tcp only, 1 tls only (profiling one transport). */
+static void rt_interleaved(const char *tcp, const char *tls, aims_tls_config *cfg, long iters,
+                           int only, double *p50, double *quad_ratio)
+{
+    const long per = iters / (2 * QUADS) > 0 ? iters / (2 * QUADS) : 1;
+    rt_side side[2] = {{NULL, tcp, NULL, 0}, {NULL, tls, NULL, 0}};
     aims_msg *req = payload(64), *rep = NULL;
     TRY("msg", aims_msg_create(&rep));
-    double *v = malloc(sizeof *v * (size_t)iters);
-    for (long i = 0; i < iters / 10 + 10; i++) { /* connect + warm up */
-        TRY("warm-up call", aims_client_call_addr(c, addr, "echo", "m", req, rep, 0));
+    double *quad[2];
+    for (int t = 0; t < 2; t++) {
+        side[t].c = client_for(t == 1 ? cfg : NULL);
+        side[t].all = malloc(sizeof(double) * (size_t)(per * 2 * QUADS));
+        quad[t] = malloc(sizeof(double) * (size_t)(per * 2));
+        if (side[t].all == NULL || quad[t] == NULL) {
+            exit(1);
+        }
     }
-    for (long i = 0; i < iters; i++) {
-        const double t0 = now_s();
-        TRY("call", aims_client_call_addr(c, addr, "echo", "m", req, rep, 0));
-        v[i] = (now_s() - t0) * 1e6;
+    for (long i = 0; i < iters / 10 + 10; i++) { /* connect + warm up, both alike */
+        for (int t = 0; t < 2; t++) {
+            if (only < 0 || only == t) {
+                TRY("warm-up call", aims_client_call_addr(side[t].c, side[t].addr, "echo", "m",
+                                                          req, rep, 0));
+            }
+        }
     }
-    const double p50 = median_sort(v, (size_t)iters);
-    free(v);
+    static const int abba[2][4] = {{0, 1, 1, 0}, {1, 0, 0, 1}};
+    for (int q = 0; q < QUADS; q++) {
+        size_t nq[2] = {0, 0};
+        for (int b = 0; b < 4; b++) {
+            const int t = abba[q % 2][b];
+            if (only < 0 || only == t) {
+                rt_block(&side[t], req, rep, per, quad[t], &nq[t]);
+            }
+        }
+        quad_ratio[q] = (only < 0) ? median_sort(quad[1], nq[1]) / median_sort(quad[0], nq[0])
+                                   : 0.0;
+    }
+    for (int t = 0; t < 2; t++) {
+        p50[t] = side[t].n_all > 0 ? median_sort(side[t].all, side[t].n_all) : 0.0;
+        free(side[t].all);
+        free(quad[t]);
+        aims_client_destroy(side[t].c);
+    }
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
-    aims_client_destroy(c);
-    return p50;
 }
 
 /* Request + reply bytes per second with 1 MiB frames. Seconds of `iters`
@@ -137,22 +196,20 @@ static double mb_secs(const char *addr, aims_tls_config *cfg, long iters)
     return dt;
 }
 
-/* P11b in ABBA order (tcp, tls, tls, tcp; half the calls each time): with
- * tcp:// always first, tcp paid the process's first-touch costs alone (fresh
- * 1 MiB buffers page-faulting while malloc's mmap threshold adapts) and came
- * out ~1.5-2x SLOWER than tls://; run the other way round, tcp:// was faster.
- * ABBA gives each transport the same share of early and late calls. */
-static void mb_rates(const char *tcp, const char *tls, aims_tls_config *cfg, long iters,
-                     double *tcp_bps, double *tls_bps)
+/* P11b in ABBA order (tcp, tls, tls, tcp; half the calls each time), so
+ * both transports get the same share of early and late calls; halves[] keeps
+ * the four timings (seconds, in run order) for the JSON. only: as for P11a. */
+static void mb_rates(const char *tcp, const char *tls, aims_tls_config *cfg, long iters, int only,
+                     double *tcp_bps, double *tls_bps, double halves[4])
 {
     const long h1 = iters / 2 > 0 ? iters / 2 : 1, h2 = iters - h1 > 0 ? iters - h1 : 1;
-    const double a1 = mb_secs(tcp, NULL, h1);
-    const double b1 = mb_secs(tls, cfg, h1);
-    const double b2 = mb_secs(tls, cfg, h2);
-    const double a2 = mb_secs(tcp, NULL, h2);
+    halves[0] = only != 1 ? mb_secs(tcp, NULL, h1) : 0.0;
+    halves[1] = only != 0 ? mb_secs(tls, cfg, h1) : 0.0;
+    halves[2] = only != 0 ? mb_secs(tls, cfg, h2) : 0.0;
+    halves[3] = only != 1 ? mb_secs(tcp, NULL, h2) : 0.0;
     const double bytes = 2.0 * (double)(h1 + h2) * (double)(1u << 20);
-    *tcp_bps = bytes / (a1 + a2);
-    *tls_bps = bytes / (b1 + b2);
+    *tcp_bps = only != 1 ? bytes / (halves[0] + halves[3]) : 0.0;
+    *tls_bps = only != 0 ? bytes / (halves[1] + halves[2]) : 0.0;
 }
 
 /* p50 of connect + handshake + first call, microseconds. mode: 0 tcp, 1 tls
@@ -192,13 +249,29 @@ static double conn_p50(const char *addr, int mode, long iters)
     return p50;
 }
 
+/* a / b as JSON, null when either side was not measured. */
+static void json_ratio(double a, double b)
+{
+    if (a > 0.0 && b > 0.0) {
+        printf("%.3f", a / b);
+    } else {
+        printf("null");
+    }
+}
+
 int main(int argc, char **argv)
 {
     const long it_rt = argc > 1 ? atol(argv[1]) : 5000;
     const long it_mb = argc > 2 ? atol(argv[2]) : 200;
     const long it_conn = argc > 3 ? atol(argv[3]) : 200;
-    if (it_rt < 1 || it_mb < 1 || it_conn < 1) {
-        fprintf(stderr, "usage: bench_tls [ITERS_RT] [ITERS_MB] [ITERS_CONN]\n");
+    /* AIMS_BENCH_ONLY=tcp|tls measures one transport (strace -c, perf record). */
+    const char *only_s = getenv("AIMS_BENCH_ONLY");
+    const int only = only_s == NULL || only_s[0] == '\0' ? -1 : strcmp(only_s, "tls") == 0;
+    if (it_rt < 0 || it_mb < 0 || it_conn < 0 ||
+        (only_s != NULL && only_s[0] != '\0' && strcmp(only_s, "tcp") != 0 &&
+         strcmp(only_s, "tls") != 0)) {
+        fprintf(stderr, "usage: [AIMS_BENCH_ONLY=tcp|tls] bench_tls [ITERS_RT] [ITERS_MB] "
+                        "[ITERS_CONN]   (0 skips a part)\n");
         return 2;
     }
     snprintf(g_pki, sizeof g_pki, "/tmp/bench-tls-XXXXXX");
@@ -229,18 +302,33 @@ int main(int argc, char **argv)
     TRY("address", aims_node_get_address(n, 1, tls, sizeof tls, &len));
     aims_tls_config *ccfg = cfg_for("client");
 
-    const double rt_tcp = rt_p50(tcp, NULL, it_rt);
-    const double rt_tls = rt_p50(tls, ccfg, it_rt);
-    double mb_tcp = 0.0, mb_tls = 0.0;
-    mb_rates(tcp, tls, ccfg, it_mb, &mb_tcp, &mb_tls);
-    const double c_tcp = conn_p50(tcp, 0, it_conn);
-    const double c_res = conn_p50(tls, 1, it_conn);
-    const double c_full = conn_p50(tls, 2, it_conn);
+    double rt[2] = {0.0, 0.0}, quad[QUADS] = {0.0};
+    if (it_rt > 0) {
+        rt_interleaved(tcp, tls, ccfg, it_rt, only, rt, quad);
+    }
+    double mb_tcp = 0.0, mb_tls = 0.0, halves[4] = {0.0};
+    if (it_mb > 0) {
+        mb_rates(tcp, tls, ccfg, it_mb, only, &mb_tcp, &mb_tls, halves);
+    }
+    const int conn = it_conn > 0;
+    const double c_tcp = conn && only != 1 ? conn_p50(tcp, 0, it_conn) : 0.0;
+    const double c_res = conn && only != 0 ? conn_p50(tls, 1, it_conn) : 0.0;
+    const double c_full = conn && only != 0 ? conn_p50(tls, 2, it_conn) : 0.0;
     printf("{\"bench\": \"tls\", \"iters\": [%ld, %ld, %ld],\n", it_rt, it_mb, it_conn);
-    printf(" \"P11a_rt64_p50_us\": {\"tcp\": %.1f, \"tls\": %.1f, \"tls_over_tcp\": %.3f},\n",
-           rt_tcp, rt_tls, rt_tls / rt_tcp);
-    printf(" \"P11b_1mib_bytes_per_s\": {\"tcp\": %.3e, \"tls\": %.3e, \"tls_over_tcp\": %.3f},\n",
-           mb_tcp, mb_tls, mb_tls / mb_tcp);
+    printf(" \"P11a_rt64_p50_us\": {\"tcp\": %.1f, \"tls\": %.1f, \"tls_over_tcp\": ", rt[0],
+           rt[1]);
+    json_ratio(rt[1], rt[0]);
+    printf("},\n \"P11a_order\": \"%d quads of 4 blocks, ABBA then BAAB, %ld calls a block\",\n",
+           QUADS, it_rt / (2 * QUADS) > 0 ? it_rt / (2 * QUADS) : 1);
+    printf(" \"P11a_quad_ratios\": [");
+    for (int q = 0; q < QUADS; q++) {
+        printf(q > 0 ? ", %.3f" : "%.3f", quad[q]);
+    }
+    printf("],\n \"P11b_1mib_bytes_per_s\": {\"tcp\": %.3e, \"tls\": %.3e, \"tls_over_tcp\": ",
+           mb_tcp, mb_tls);
+    json_ratio(mb_tls, mb_tcp);
+    printf("},\n \"P11b_abba_s\": [%.4f, %.4f, %.4f, %.4f],\n", halves[0], halves[1],
+           halves[2], halves[3]);
     printf(" \"P11c_connect_first_call_p50_us\": {\"tcp\": %.1f, \"tls_resumed\": %.1f, "
            "\"tls_full\": %.1f},\n", c_tcp, c_res, c_full);
     printf(" \"P11c_failed_first_calls\": {\"tcp\": %ld, \"tls_resumed\": %ld, "

@@ -8,7 +8,8 @@
  * port, TLS to a plaintext port, a stalled handshake (dropped within the
  * bound), a TLS 1.2-only client (openssl s_client -tls1_2). And a client no
  * one here wrote: openssl s_client sees TLS 1.3 and ALPN aims/1 and is
- * refused without a certificate. The PKI is made at start by mkcerts.sh.
+ * refused without a certificate, and gets the server's cipher suite order
+ * (AES-128-GCM first with AES-NI). The PKI is made at start by mkcerts.sh.
  * No timing assertions: the stall test only waits for the drop, bounded.
  */
 #include <setjmp.h>
@@ -483,6 +484,46 @@ static void test_tls_openssl_s_client(void **state)
     tnode_stop(&t);
 }
 
+static int cpu_has_aes_ni(void)
+{
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
+#else
+    return 1;
+#endif
+}
+
+/* The server's suite order decides (tls_config.c): AES-128-GCM where the CPU
+ * has AES-NI, even for a client that lists AES-256-GCM first (openssl
+ * s_client's default order), and ChaCha20-Poly1305 for a client that puts it
+ * first (what a client without AES-NI does). A real client: openssl s_client. */
+static void test_tls_cipher_suite_order(void **state)
+{
+    (void)state;
+    tnode t;
+    tnode_start(&t, "tls", tls_cfg(g_dir, "node"));
+    char cmd[1024], out[16384];
+    static const char *const offers[2] = {
+        "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256",
+        "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"};
+    const char *const want[2] = {cpu_has_aes_ni() ? "Cipher is TLS_AES_128_GCM_SHA256"
+                                                  : "Cipher is TLS_CHACHA20_POLY1305_SHA256",
+                                 "Cipher is TLS_CHACHA20_POLY1305_SHA256"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "echo | timeout 20 openssl s_client -connect 127.0.0.1:%d -alpn aims/1 "
+                 "-CAfile %s/ca.pem -cert %s/client.pem -key %s/client.key "
+                 "-ciphersuites %s 2>&1",
+                 t.port, g_dir, g_dir, g_dir, offers[i]);
+        (void)run(cmd, out, sizeof out);
+        if (strstr(out, want[i]) == NULL) {
+            fail_msg("client offering %s: expected \"%s\":\n%s", offers[i], want[i], out);
+        }
+    }
+    tnode_stop(&t);
+}
+
 static void copy_file(const char *from, const char *to)
 {
     char cmd[1024];
@@ -616,6 +657,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_stalled_handshake_dropped, ta_setup,
                                         ta_teardown),
         cmocka_unit_test_setup_teardown(test_tls_openssl_s_client, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_tls_cipher_suite_order, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_tls_reload, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_tls_config_errors, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_tls_config_alloc_failures, ta_setup, ta_teardown),
