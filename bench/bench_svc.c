@@ -38,10 +38,12 @@
  * runs one request at a time (concurrency 1, inline off), like a single
  * worker; the first 5 % of requests are warm-up.
  *
- * P9 closes the loop: CLIENTS threads each call the infer service
- * synchronously with ROWS rows; rows served per second with N = 1 or 2
+ * P9: rows served per second through the client with N = 1 or 2 infer
  * instances (one worker each, inline off so the work runs on the instances'
- * threads, not the callers').
+ * threads, not the callers'), the load either CLIENTS closed-loop threads or
+ * (the default, run_svc.py) one async generator thread with CLIENTS calls in
+ * flight, the same for N = 1 and 2 and within one instance's admission window
+ * (rejections are reported apart: capacity is goodput; docs/P9.md).
  */
 #include <errno.h>
 #include <math.h>
@@ -774,8 +776,9 @@ typedef struct par_arg {
     const float *x;
     size_t rows_avail, rows_per_call;
     uint64_t until;
-    size_t rows_done, calls, errors;
+    size_t rows_done, calls, errors, rejected;
     unsigned seed;
+    double gen_cpu_s; /* async: the generator thread's CPU over the window */
 } par_arg;
 
 static void *par_client(void *arg)
@@ -790,10 +793,13 @@ static void *par_client(void *arg)
         aims_msg_clear(req);
         TRY("msg add", aims_msg_add(req, "x", AIMS_DT_F32, dims, 2, a->x + off * FEAT,
                                     AIMS_MSG_BORROW));
-        if (aims_client_call(a->c, "fmnist", "predict", req, reply, AIMS_CALL_IDEMPOTENT, 0) ==
-            AIMS_OK) {
+        const aims_status st =
+            aims_client_call(a->c, "fmnist", "predict", req, reply, AIMS_CALL_IDEMPOTENT, 0);
+        if (st == AIMS_OK) {
             a->rows_done += a->rows_per_call;
             a->calls++;
+        } else if (st == AIMS_E_OVERLOADED) {
+            a->rejected++;
         } else {
             a->errors++;
         }
@@ -806,16 +812,28 @@ static void *par_client(void *arg)
 
 static double cpu_s(void);
 
-/* The async generator: one thread keeps `window` calls in flight and sleeps
- * while the window is full; completions (on the instances' worker threads)
- * signal it only when it sleeps, and it refills every freed slot at once. So
- * the load costs one light thread, not CLIENTS threads taking turns on the
- * instances' cores, and a worker finds the next calls already queued. */
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The async generator: one thread keeps up to `window` calls in flight. It
+ * refills the window, then sleeps until half of it has completed (low water),
+ * and refills again: completions (on the instances' worker threads) signal it
+ * only when it sleeps and the low water is reached, so it wakes once per
+ * window/2 calls, not once per call -- each wake-up is a context switch on a
+ * core the instances need (docs/P9.md). window/2 calls still queued keep every
+ * instance busy while it refills. Rejections (AIMS_E_OVERLOADED, after the
+ * client's own retries) are counted apart from other errors: capacity is
+ * goodput, and a load within the instances' admission window has none. */
 typedef struct par_gen {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    atomic_size_t inflight, calls, errors;
+    atomic_size_t inflight, calls, errors, rejected;
     atomic_int sleeping;
+    size_t low;
 } par_gen;
 
 static void par_done(void *user, aims_status status, const aims_msg *reply, const char *error)
@@ -823,9 +841,12 @@ static void par_done(void *user, aims_status status, const aims_msg *reply, cons
     (void)reply;
     (void)error;
     par_gen *g = user;
-    atomic_fetch_add(status == AIMS_OK ? &g->calls : &g->errors, 1);
-    atomic_fetch_sub(&g->inflight, 1);
-    if (atomic_load(&g->sleeping)) {
+    atomic_fetch_add(status == AIMS_OK            ? &g->calls
+                     : status == AIMS_E_OVERLOADED ? &g->rejected
+                                                   : &g->errors,
+                     1);
+    const size_t left = atomic_fetch_sub(&g->inflight, 1) - 1;
+    if (left <= g->low && atomic_load(&g->sleeping)) {
         pthread_mutex_lock(&g->mu);
         pthread_cond_signal(&g->cv);
         pthread_mutex_unlock(&g->mu);
@@ -834,7 +855,8 @@ static void par_done(void *user, aims_status status, const aims_msg *reply, cons
 
 static void par_async(par_arg *a, size_t window)
 {
-    static par_gen g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0};
+    static par_gen g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0};
+    g.low = window / 2;
     enum { NREQ = 64 };
     aims_msg *req[NREQ];
     for (size_t i = 0; i < NREQ; i++) {
@@ -845,6 +867,8 @@ static void par_async(par_arg *a, size_t window)
                                     AIMS_MSG_BORROW));
     }
     const size_t c0 = atomic_load(&g.calls), e0 = atomic_load(&g.errors);
+    const size_t r0 = atomic_load(&g.rejected);
+    const double cpu0 = thread_cpu_s();
     size_t k = 0;
     while (now_ns() < a->until) {
         while (atomic_load(&g.inflight) < window) {
@@ -854,7 +878,7 @@ static void par_async(par_arg *a, size_t window)
         }
         pthread_mutex_lock(&g.mu);
         atomic_store(&g.sleeping, 1);
-        while (atomic_load(&g.inflight) >= window) {
+        while (atomic_load(&g.inflight) > g.low) {
             pthread_cond_wait(&g.cv, &g.mu);
         }
         atomic_store(&g.sleeping, 0);
@@ -863,7 +887,9 @@ static void par_async(par_arg *a, size_t window)
     /* Count what completed inside the window only. */
     a->calls = atomic_load(&g.calls) - c0;
     a->errors = atomic_load(&g.errors) - e0;
+    a->rejected = atomic_load(&g.rejected) - r0;
     a->rows_done = a->calls * a->rows_per_call;
+    a->gen_cpu_s = thread_cpu_s() - cpu0;
     while (atomic_load(&g.inflight) > 0) {
         usleep(200);
     }
@@ -875,9 +901,11 @@ static void par_async(par_arg *a, size_t window)
 /* gen "sync": CLIENTS threads each call synchronously (closed loop);
  * gen "async": one thread keeps CLIENTS async calls in flight (par_async).
  * delay_us >= 0 sets AIMS_SERVICE_BATCH_DELAY_US on the instances, batch_max
- * > 0 AIMS_SERVICE_BATCH_MAX (calls per run): below the per-instance window,
- * a worker always finds calls queued after a run instead of waiting for the
- * generator to refill (the lock-step that otherwise idles it once per run). */
+ * > 0 AIMS_SERVICE_BATCH_MAX (ROWS per run; 0 keeps the default, 64 rows:
+ * one 64-row call per run). Reported beside rows/s: rejections apart from
+ * errors, the CPU outside the instances' runs per call (the client's hot path
+ * and the node's queueing, on a machine whose cores the instances need) and
+ * the generator thread's own share of it. */
 static void par(int ninst, double seconds, const char *dir, size_t rows_per_call, int nclients,
                 const char *gen, long delay_us, long batch_max)
 {
@@ -936,15 +964,17 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
         const uint64_t until = t0 + (uint64_t)((pass ? seconds : 0.3) * 1e9);
         const int nthreads = async ? 1 : nclients;
         for (int i = 0; i < nthreads; i++) {
-            args[i] = (par_arg){c, aims_dataset_features(f.test_raw), avail, rows_per_call,
-                                until, 0, 0, 0, (unsigned)i + 1};
+            args[i] = (par_arg){.c = c, .x = aims_dataset_features(f.test_raw),
+                                .rows_avail = avail, .rows_per_call = rows_per_call,
+                                .until = until, .seed = (unsigned)i + 1};
             if (async) {
                 par_async(&args[i], (size_t)nclients);
             } else if (pthread_create(&th[i], NULL, par_client, &args[i]) != 0) {
                 exit(1);
             }
         }
-        size_t rows = 0, calls = 0, errors = 0;
+        size_t rows = 0, calls = 0, errors = 0, rejected = 0;
+        double gen_cpu = 0;
         for (int i = 0; i < nthreads; i++) {
             if (!async) {
                 pthread_join(th[i], NULL);
@@ -952,6 +982,8 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
             rows += args[i].rows_done;
             calls += args[i].calls;
             errors += args[i].errors;
+            rejected += args[i].rejected;
+            gen_cpu += args[i].gen_cpu_s;
         }
         const double wall = (double)(now_ns() - t0) / 1e9;
         const double cpu = cpu_s() - cpu0;
@@ -966,14 +998,16 @@ static void par(int ninst, double seconds, const char *dir, size_t rows_per_call
                    "\"metric\": \"rows_per_s\", \"instances\": %d, \"median\": %.1f, "
                    "\"unit\": \"rows/s\", \"calls_per_s\": %.1f, \"rows_per_call\": %zu, "
                    "\"clients\": %d, \"gen\": \"%s\", \"batch_delay_us\": %ld, \"batch_max\": %ld, "
-                   "\"errors\": %zu, \"seconds\": %.2f, \"data\": \"%s\", "
+                   "\"errors\": %zu, \"rejected\": %zu, \"seconds\": %.2f, \"data\": \"%s\", "
                    "\"busy_instances\": %.3f, \"rows_per_busy_s\": %.1f, \"cpu_s\": %.3f, "
+                   "\"overhead_us_per_call\": %.2f, \"gen_cpu_us_per_call\": %.2f, "
                    "\"loadavg_1m\": %.2f}\n",
                    aims_version_string(), ninst, (double)rows / wall, (double)calls / wall,
-                   rows_per_call, nclients, gen, delay_us, batch_max, errors, wall,
+                   rows_per_call, nclients, gen, delay_us, batch_max, errors, rejected, wall,
                    f.real ? "fashion-mnist" : "synthetic",
                    busy / 1e9 / wall, busy > 0 ? (double)rows / (busy / 1e9) : 0.0, cpu,
-                   load1());
+                   calls > 0 ? (cpu - busy / 1e9) * 1e6 / (double)calls : 0.0,
+                   calls > 0 && async ? gen_cpu * 1e6 / (double)calls : 0.0, load1());
             fflush(stdout);
         }
     }

@@ -17,8 +17,11 @@ nodes, services and clients against ZeroMQ 4.3 and NNG 1.5.
    local registry), interleaved call by call; added p50 per transport;
 4. P8: 4 handler instances, one 3x slower, open loop at 70 %: P2C vs round
    robin p99 (and the balancer's pick cost from bench_orch);
-5. P9: infer capacity (rows/s) through the client with 2 instances vs 1, the
-   load from one async generator thread (--par-gen sync: closed-loop threads);
+5. P9: infer capacity (rows/s of goodput) through the client with 2 instances
+   vs 1, the same load for both (one async generator thread keeping up to
+   --par-clients calls in flight, within one instance's admission window;
+   --par-gen sync: closed-loop threads); rejections are counted apart from
+   errors, and the CPU per call outside the instances' runs is recorded;
 6. P10: the seed's example steps (preprocess 100 records, train, infer 100
    records) through the services, against the seed's 5 s / 10 min / 3 s;
 7. writes one JSON object per row to bench/results/svc-<UTC>.jsonl and
@@ -337,15 +340,24 @@ class Run:
             recs = [r for r in recs if r.get("blas") == best] or recs
             m, lo, hi = stats([r["median"] for r in recs])
             med[n] = m
-            how = ("one async generator thread, %d calls in flight" % a.par_clients
-                   if a.par_gen == "async" else "%d closed-loop client threads" % a.par_clients)
-            self.row(goal="P9", description="infer capacity through the client, %s, %d rows "
-                     "per call, one worker per instance (batch_max %d calls, batch delay "
+            how = ("one async generator thread, up to %d calls in flight (refilled at "
+                   "half)" % a.par_clients if a.par_gen == "async"
+                   else "%d closed-loop client threads" % a.par_clients)
+            bm = ("batch_max %d rows" % a.par_batch_max if a.par_batch_max > 0
+                  else "batch_max default 64 rows: one call per run")
+            self.row(goal="P9", description="infer capacity (goodput) through the client, %s, "
+                     "the same load for 1 and 2 instances, within one instance's admission "
+                     "window; %d rows per call, one worker per instance (%s, batch delay "
                      "%d us), OPENBLAS_NUM_THREADS=1"
-                     % (how, a.par_rows, a.par_batch_max, a.par_delay_us),
+                     % (how, a.par_rows, bm, a.par_delay_us),
                      contender="libaims-%dinst" % n, metric="rows_per_s", instances=n,
                      median=m, min=lo, max=hi, unit="rows/s", n=len(recs),
                      errors=sum(r.get("errors", 0) for r in recs),
+                     rejected=sum(r.get("rejected", 0) for r in recs),
+                     overhead_us_per_call=stats([r.get("overhead_us_per_call")
+                                                 for r in recs])[0],
+                     gen_cpu_us_per_call=stats([r.get("gen_cpu_us_per_call")
+                                                for r in recs])[0],
                      round_values=[r["median"] for r in recs], run_env=env,
                      blas_best=best, blas_settings=blas_summary(by),
                      busy_instances=[r.get("busy_instances") for r in recs],
@@ -434,9 +446,11 @@ def main():
                     "instances' cores) or closed-loop threads")
     ap.add_argument("--par-delay-us", type=int, default=0,
                     help="P9: the instances' batch delay (64-row calls are batches already)")
-    ap.add_argument("--par-batch-max", type=int, default=4,
-                    help="P9: calls per run, below the per-instance window so a worker "
-                    "never idles waiting for a refill")
+    ap.add_argument("--par-batch-max", type=int, default=0,
+                    help="P9: the instances' AIMS_SERVICE_BATCH_MAX in ROWS (0: the default, "
+                    "64 rows = one 64-row call per run). It was 4, read as calls: a 64-row "
+                    "call still ran alone, but admission counted it as 16 runs and the one "
+                    "instance refused calls (docs/P9.md)")
     ap.add_argument("--svc-exe", default=None,
                     help="bench_svc binary to use instead of BUILD/bench/bench_svc")
     ap.add_argument("--blas-env", choices=("both", "native", "inherit"), default="both",

@@ -114,6 +114,7 @@ typedef struct cl_pending {
     cl_ep *ep;
     cl_conn *cc;  /* stream attempts */
     cl_call *call; /* async: the call this attempt belongs to; NULL: sync */
+    int node_holds_call; /* inproc: the node borrows call->req_copy; node_done drops the hold */
     /* sync delivery */
     pthread_mutex_t mu;
     pthread_cond_t cv;

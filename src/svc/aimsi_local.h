@@ -28,7 +28,12 @@ typedef struct aimsi_local_call {
     aimsi_local_done done;
     void *ctx;
     /* 1: never run on the caller's thread (async calls: the caller expects to
-     * get on with its work, and several calls in flight must run in parallel). */
+     * get on with its work, and several calls in flight must run in parallel).
+     * Or'd with AIMSI_REQ_KEPT: req (and every byte it borrows) stays valid
+     * until done has returned -- the caller holds it for the node
+     * (client_send.c: an async call's own request copy) --, so a queued call
+     * borrows it instead of deep-copying it (a 64-row f32 request is 200 KB;
+     * docs/P9.md). Without it the node copies, as before. */
     int no_inline;
     /* The caller's cancellation flag (svc_cancel.c), or NULL: set, the call is
      * dropped if still queued and aims_msg_is_cancelled answers 1 in the handler.
@@ -56,5 +61,9 @@ const char *aimsi_node_identity(const aims_node *n);
  * every connection behind a slow handler). */
 enum { AIMSI_INLINE_NO = 0, AIMSI_INLINE_YES = 1, AIMSI_INLINE_IF_CHEAP = 2 };
 #define AIMSI_INLINE_CHEAP_NS 50000u
+/* Or'd into aimsi_local_call.no_inline by the caller, and by
+ * aimsi_node_call_local into allow_inline: a queued request borrows the
+ * caller's tensors (service.c, enqueue). */
+#define AIMSI_REQ_KEPT 0x100
 
 #endif /* AIMSI_LOCAL_H */

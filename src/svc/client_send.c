@@ -28,8 +28,10 @@
  *
  * inproc:// endpoints cache a reference to the node; the request is handed
  * over borrowed and the node's reply is moved (not copied) into the caller's
- * reply. Stream endpoints (tcp, ipc, host transports) hold one connection,
- * dialed lazily; a failed dial or a dropped connection backs the endpoint off
+ * reply. An async call's own request copy is lent to the node with a hold on
+ * the call (AIMSI_REQ_KEPT), so a queued call is not copied a second time. Stream
+ * endpoints (tcp, ipc, host transports) hold one connection, dialed lazily;
+ * a failed dial or a dropped connection backs the endpoint off
  * (AIMS_CLIENT_BACKOFF_MS, doubling up to 32x) and calls to it fail fast with
  * AIMS_E_CLOSED meanwhile, so they retry on another instance. Replies are
  * decoded on the transport's thread: an async reply borrows the frame bytes
@@ -569,6 +571,7 @@ static void node_done(void *ctx, aims_status st, aims_msg *reply, const char *er
 {
     cl_pending *p = ctx;
     aims_client *c = p->c;
+    cl_call *held = p->node_holds_call ? p->call : NULL; /* its req_copy, lent to the node */
     pthread_mutex_lock(&c->mu);
     const int won = aimsi_client_unlink_locked(c, p);
     if (st == AIMS_E_CLOSED) {
@@ -581,9 +584,12 @@ static void node_done(void *ctx, aims_status st, aims_msg *reply, const char *er
         aimsi_client_deliver(p, st, reply, err);
         aimsi_client_pending_unref(p); /* the link's */
     }
-    /* The node's reference goes before node_refs drops: once that reaches
+    /* The node's references go before node_refs drops: once that reaches
      * zero destroy may free the client, and with it the pool p returns to. */
     aimsi_client_pending_unref(p);
+    if (held != NULL) {
+        aimsi_client_call_unref(held); /* the node is done with the request */
+    }
     pthread_mutex_lock(&c->mu);
     c->node_refs--;
     if (c->closing && c->node_refs == 0) {
@@ -614,11 +620,23 @@ aims_status aimsi_client_send_inproc(aims_client *c, cl_call *k, cl_pending *p)
             : rc == AIMS_E_CANCELLED ? "cancelled by the caller"
                                      : "client closing");
     }
+    /* An async call's own request copy lives as long as k: a hold on k for
+     * the node lets a queued call borrow it instead of copying it again
+     * (node_done drops the hold, after the node's last look at it). */
+    const int lend = k->done != NULL && k->req_copy != NULL && k->req == k->req_copy;
+    if (lend) {
+        aimsi_client_call_hold(k);
+        p->node_holds_call = 1;
+    }
     const aimsi_local_call lc = {k->service, k->method, k->req, p->deadline_ns, node_done, p,
-                                 k->done != NULL, &p->cancel};
+                                 (k->done != NULL) | (lend ? AIMSI_REQ_KEPT : 0), &p->cancel};
     rc = aimsi_node_call_local(n, &lc);
     if (rc == AIMS_OK) {
         return AIMS_OK;
+    }
+    if (lend) {
+        p->node_holds_call = 0;
+        aimsi_client_call_unref(k); /* the sender's hold remains: never the last */
     }
     /* The node refused before taking the call: done will not run. */
     char why[AIMSI_ERRMSG_CAP];

@@ -195,8 +195,10 @@ aims_status aimsi_node_call_local(aims_node *n, const aimsi_local_call *call)
         return AIMSI_MISUSE("call is required");
     }
     const aimsi_dispatch d = {call->service, call->method, call->req, call->deadline_ns,
-                              call->no_inline ? AIMSI_INLINE_NO : AIMSI_INLINE_YES, call->done,
-                              call->ctx, call->cancel};
+                              ((call->no_inline & ~AIMSI_REQ_KEPT) != 0 ? AIMSI_INLINE_NO
+                                                                        : AIMSI_INLINE_YES) |
+                                  (call->no_inline & AIMSI_REQ_KEPT),
+                              call->done, call->ctx, call->cancel};
     return aimsi_node_dispatch(n, &d);
 }
 

@@ -21,7 +21,9 @@
  *           what the handler itself allocates.
  *   queued  the request is deep-copied into a queue item and appended to the
  *           service's FIFO (bounded by AIMS_SERVICE_QUEUE_CAP); a node worker
- *           takes it when the service has a free slot.
+ *           takes it when the service has a free slot. An inproc async call
+ *           whose client holds its own request copy until done has returned
+ *           (AIMSI_REQ_KEPT, aimsi_local.h) is queued borrowing it instead.
  *
  * Rejections happen before any work: a closed service (AIMS_E_CLOSED), a full
  * queue (AIMS_E_OVERLOADED, with a retry hint), a deadline that has passed
@@ -326,9 +328,29 @@ void aimsi_service_free_item(aimsi_qitem *it)
     aimsi_free(it);
 }
 
+/* The queue item's request: a deep copy, or -- when the caller keeps req
+ * alive until done has returned (AIMSI_REQ_KEPT) -- descriptors borrowing its
+ * tensors (no byte copied). */
+static aims_status item_req(aims_msg *dst, const aims_msg *req, int kept)
+{
+    if (!kept) {
+        return aimsi_msg_copy(dst, req);
+    }
+    for (size_t i = 0; i < req->n; i++) {
+        const aimsi_mtensor *t = &req->t[i];
+        const aims_status rc = aims_msg_add(dst, t->name, (aims_dtype)t->dtype, t->dims,
+                                            t->ndim, t->data, AIMS_MSG_BORROW);
+        if (rc != AIMS_OK) {
+            aims_msg_clear(dst);
+            return rc;
+        }
+    }
+    return AIMS_OK;
+}
+
 static void enqueue(aims_service *s, const char *method, const aims_msg *req,
                     uint64_t deadline_ns, uint64_t t0, aimsi_local_done done, void *ctx,
-                    const _Atomic int *cancel, const char *caller)
+                    const _Atomic int *cancel, const char *caller, int kept)
 {
     char text[256];
     const size_t mlen = strlen(method);
@@ -352,7 +374,7 @@ static void enqueue(aims_service *s, const char *method, const aims_msg *req,
     aimsi_msg_init(&it->req);
     aimsi_msg_init(&it->reply);
     memcpy(it->method, method, mlen + 1);
-    const aims_status cst = req != NULL ? aimsi_msg_copy(&it->req, req) : AIMS_OK;
+    const aims_status cst = req != NULL ? item_req(&it->req, req, kept) : AIMS_OK;
     if (cst != AIMS_OK) {
         aimsi_service_free_item(it);
         aimsi_service_reject(s, cst, done, ctx, "out of memory copying the request");
@@ -453,6 +475,8 @@ void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req
                         const _Atomic int *cancel, const char *caller)
 {
     char text[200];
+    const int kept = (allow_inline & AIMSI_REQ_KEPT) != 0;
+    allow_inline &= ~AIMSI_REQ_KEPT;
     const uint64_t t0 = aimsi_now_ns();
     if (builtin_method(s, method, done, ctx)) {
         return;
@@ -484,7 +508,7 @@ void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req
         run_inline(s, method, req, deadline_ns, t0, done, ctx, cancel, caller);
         return;
     }
-    enqueue(s, method, req, deadline_ns, t0, done, ctx, cancel, caller);
+    enqueue(s, method, req, deadline_ns, t0, done, ctx, cancel, caller, kept);
 }
 
 /* ---- the user-handler kind ---------------------------------------------------------- */

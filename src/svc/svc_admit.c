@@ -22,8 +22,10 @@
  *    look like one run when they are 64, and let ~1 s of work in (10-18 %
  *    goodput, docs/OVERLOAD.md). A request of r rows arriving behind q queued
  *    rows completes after about rounds x ewma with
- *    rounds = ceil((q + r) / (batch_max x concurrency)); the adaptive limit
- *    and its floor (two rounds) are in rows too.
+ *    rounds = ceil((q + r) / (batch_max x concurrency)) -- where batch_max is
+ *    the mean request's rows when requests are bigger than a batch (each
+ *    runs alone; docs/P9.md) --; the adaptive limit and its floor (two
+ *    rounds) are in rows too.
  *  - Admission. Admitted only if now + estimate + margin <= deadline, with
  *    margin = estimate / 8 + 4 x deviation + ADM_HEADROOM_NS (the reply's
  *    transit and the caller's wake-up). A deadline shorter than one run is
@@ -84,19 +86,42 @@ static uint64_t ewma_of(const aims_service *s)
     return atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
 }
 
+/* Rows one round of runs takes: batch_max rows per slot -- or, when the
+ * requests are bigger than a batch, one request per slot, since such a
+ * request runs alone (svc_worker.c): `extra_rows` in `extra_items` requests
+ * beyond the queue (the one arriving) count into the mean request size.
+ * Counting batch_max alone made a 64-row call behind batch_max 8 look like
+ * eight runs of work, so a service refused at a ~12-call queue what it would
+ * serve in 25 ms (docs/P9.md). */
+static uint64_t per_round_with(const aims_service *s, int64_t extra_rows, int64_t extra_items)
+{
+    int64_t per_run = s->kind->batching ? s->p_batch_max : 1;
+    if (s->kind->batching) {
+        const int64_t items =
+            atomic_load_explicit(&s->queued, memory_order_relaxed) + extra_items;
+        const int64_t rows =
+            atomic_load_explicit(&s->queued_rows, memory_order_relaxed) + extra_rows;
+        const int64_t mean = items > 0 ? rows / items : 0;
+        per_run = mean > per_run ? mean : per_run;
+    }
+    const int64_t r = per_run * s->limit;
+    return r > 0 ? (uint64_t)r : 1u;
+}
+
 static uint64_t per_round(const aims_service *s)
 {
-    const int64_t r = (s->kind->batching ? s->p_batch_max : 1) * s->limit;
-    return r > 0 ? (uint64_t)r : 1u;
+    return per_round_with(s, 0, 0);
 }
 
 /* Completion time estimate (ns from now) of a request of `own` rows behind q
  * queued rows: the runs needed to get through both, ceil((q + own) / per
- * round) (a request bigger than a batch runs alone, one run per batch_max). */
+ * round) (a request bigger than a batch runs alone: then a round is one
+ * request per slot, per_round_with). */
 static uint64_t estimate(const aims_service *s, int64_t q, int64_t own)
 {
     const uint64_t ahead = (uint64_t)(q > 0 ? q : 0) + (uint64_t)(own > 1 ? own : 1) - 1u;
-    return (ahead / per_round(s) + 1u) * ewma_of(s);
+    const uint64_t round = own > 1 ? per_round_with(s, own, 1) : per_round(s);
+    return (ahead / round + 1u) * ewma_of(s);
 }
 
 static uint64_t margin(const aims_service *s, uint64_t est)

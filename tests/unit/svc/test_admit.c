@@ -3,8 +3,9 @@
  * docs/OVERLOAD.md), white-box on a service struct with a fake kind: FIFO
  * by default, LIFO + drop after the overload target only when
  * AIMS_SERVICE_LIFO is set and the overload is sustained, and
- * AIMS_SERVICE_CLIMIT_TOLERANCE_PCT = 0 turning the adaptive limit off; then
- * the two parameters through the public API (names, bounds, defaults).
+ * AIMS_SERVICE_CLIMIT_TOLERANCE_PCT = 0 turning the adaptive limit off, a
+ * request bigger than batch_max counted as one run; then the two parameters
+ * through the public API (names, bounds, defaults).
  * Counts and statuses only: the clock is passed in.
  */
 #include <setjmp.h>
@@ -134,6 +135,52 @@ static void lifo_admits_by_deadline(void **state)
                      AIMS_OK);
 }
 
+/* A batching kind (infer-like): rows per request count, batch_max applies. */
+static const aimsi_svc_kind k_batch = {.name = "infer", .batching = 1, .run = run_nothing};
+
+/* Requests bigger than a batch run alone (svc_worker.c), so a round is one of
+ * them per slot, not batch_max rows: with batch_max 8 and 64-row calls of 10
+ * ms, two queued are 20 ms of queueing (admitted under the limit: < half the
+ * 50 ms target); five are 50 ms (refused). The old estimate, rows / batch_max,
+ * saw 16 runs (160 ms) behind two and refused them: the one-instance P9 bench
+ * and the demo's parallelism step lost calls to it (docs/P9.md). */
+static void big_requests_run_alone(void **state)
+{
+    (void)state;
+    char text[320] = "";
+    aims_service *s = svc(0, 200);
+    s->kind = &k_batch;
+    s->p_batch_max = 8;
+    atomic_store(&s->climit.limit_milli, 2000u); /* at the floor: two rounds */
+    for (int i = 0; i < 5; i++) {
+        g_it[i].t_enq = 1 * MS;
+        g_it[i].rows = 64;
+        g_it[i].w.deadline_ns = 2001u * MS;
+        aimsi_admit_push(s, &g_it[i], 1 * MS);
+        if (i == 1) {
+            assert_int_equal(aimsi_admit_check(s, 128, 64, 2 * MS, 2002u * MS, text,
+                                               sizeof text),
+                             AIMS_OK);
+        }
+    }
+    assert_int_equal(atomic_load(&s->queued_rows), 320);
+    assert_int_equal(aimsi_admit_check(s, 320, 64, 2 * MS, 2002u * MS, text, sizeof text),
+                     AIMS_E_OVERLOADED);
+    assert_non_null(strstr(text, "adaptive limit"));
+    /* Rows no bigger than a batch: unchanged, a round is batch_max rows. */
+    s = svc(0, 200);
+    s->kind = &k_batch;
+    s->p_batch_max = 8;
+    atomic_store(&s->climit.limit_milli, 2000u);
+    for (int i = 0; i < 8; i++) {
+        g_it[i].t_enq = 1 * MS;
+        g_it[i].rows = 8;
+        aimsi_admit_push(s, &g_it[i], 1 * MS);
+    }
+    assert_int_equal(aimsi_admit_check(s, 64, 8, 2 * MS, 2002u * MS, text, sizeof text),
+                     AIMS_E_OVERLOADED); /* 8 runs ahead: 80 ms */
+}
+
 static aims_status echo(void *user, const char *method, const aims_msg *req, aims_msg *reply,
                         uint64_t deadline_ns)
 {
@@ -175,6 +222,7 @@ int main(void)
         cmocka_unit_test(lifo_when_sustained),
         cmocka_unit_test(climit_off),
         cmocka_unit_test(lifo_admits_by_deadline),
+        cmocka_unit_test(big_requests_run_alone),
         cmocka_unit_test_setup_teardown(params_public, ta_setup, ta_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
