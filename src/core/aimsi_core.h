@@ -244,7 +244,8 @@ void aimsi_pool_run(aimsi_pool *pool, size_t n, aimsi_task_fn fn, void *ctx);
  * _join runs the items no worker took yet on the caller and returns when all
  * are done. Between the two the pool is held: the caller must not run
  * another job on it (that would wait forever), and must join before the
- * job's ctx goes away. _join without a pending start does nothing. */
+ * job's ctx goes away; the thread that started joins. _join without a
+ * pending start of its own does nothing. */
 void aimsi_pool_start(aimsi_pool *pool, size_t n, aimsi_task_fn fn, void *ctx);
 void aimsi_pool_join(aimsi_pool *pool);
 /* Let idle workers (and a caller waiting for them) poll for up to spin_us

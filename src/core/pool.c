@@ -207,33 +207,14 @@ void aimsi_pool_run(aimsi_pool *pool, size_t n, aimsi_task_fn fn, void *ctx)
         }
         return;
     }
-    pthread_mutex_lock(&pool->run_lock);
-    pthread_mutex_lock(&pool->lock);
-    pool->fn = fn;
-    pool->ctx = ctx;
-    pool->n = n;
-    atomic_store(&pool->next, 0);
-    atomic_store(&pool->busy, pool->started);
-    atomic_fetch_add(&pool->generation, 1);
-    pthread_cond_broadcast(&pool->wake);
-    pthread_mutex_unlock(&pool->lock);
-
-    drain(pool);
-
-    if (!spin_until(pool, job_finished, 0)) {
-        pthread_mutex_lock(&pool->lock);
-        while (!job_finished(pool, 0)) {
-            pthread_cond_wait(&pool->done, &pool->lock);
-        }
-        pthread_mutex_unlock(&pool->lock);
-    }
-    pthread_mutex_unlock(&pool->run_lock);
+    aimsi_pool_start(pool, n, fn, ctx);
+    aimsi_pool_join(pool);
 }
 
 /* The first half of aimsi_pool_run: publish the job and return. The caller
- * keeps run_lock until aimsi_pool_join (no other run can start in between),
- * and does its own work meanwhile; the join then drains what the workers
- * left and waits for them, exactly as the end of aimsi_pool_run does. */
+ * keeps run_lock until its aimsi_pool_join (no other run can start in
+ * between) and does its own work meanwhile; the join drains what the workers
+ * left and waits for them. */
 void aimsi_pool_start(aimsi_pool *pool, size_t n, aimsi_task_fn fn, void *ctx)
 {
     if (pool == NULL || pool->started == 0 || n == 0) {
@@ -252,7 +233,7 @@ void aimsi_pool_start(aimsi_pool *pool, size_t n, aimsi_task_fn fn, void *ctx)
     atomic_fetch_add(&pool->generation, 1);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->lock);
-    pool->started_async = 1; /* read and written under run_lock only */
+    pool->started_async = 1; /* only the run_lock holder reads or writes it */
 }
 
 void aimsi_pool_join(aimsi_pool *pool)
