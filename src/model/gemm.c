@@ -22,7 +22,9 @@
  *   - B (k x n) is packed in panels of 32 columns: for each slot, the 32
  *     columns side by side (128 bytes), so the kernel loads them as two
  *     vectors. Columns past n are zero. When B's rows run along k (trans_b),
- *     16 x 16 blocks are transposed in registers.
+ *     16 x 16 blocks are transposed in registers. A full panel that B already
+ *     holds in that shape (fp32 B stored k x n; bf16 B given as pair rows)
+ *     is read in place, at B's row stride, and not packed (see sweep).
  *   - The kernel computes an 8 x 32 block of C in 16 zmm accumulators, one
  *     FMA / vdpbf16ps per accumulator per slot; C = acc + beta C, with masked
  *     stores at the right edge. A panel with at most 16 real columns (narrow

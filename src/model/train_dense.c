@@ -26,8 +26,12 @@
  * those of the separate passes.
  *
  * With bf16 GEMMs the gather rounds the batch to bf16 once, on the pool,
- * straight into the operand layout both GEMMs of the first layer read (see
+ * straight into the operand layouts both GEMMs of the first layer read (see
  * "the batch in bf16" below).
+ *
+ * The gather of the next batch runs on the pool's workers while the caller
+ * computes the layers above the first (see "the next batch" below), so a
+ * step's critical path is the first layer's two GEMMs plus the caller's part.
  */
 #include <math.h>
 #include <stdatomic.h>
