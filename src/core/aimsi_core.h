@@ -239,6 +239,15 @@ unsigned aimsi_pool_threads(const aimsi_pool *pool);
  * and return when all are done. Safe to call from several threads at once (the
  * calls are serialised). A NULL pool runs everything on the caller's thread. */
 void aimsi_pool_run(aimsi_pool *pool, size_t n, aimsi_task_fn fn, void *ctx);
+/* aimsi_pool_run in two halves: _start hands fn over [0, n) to the workers and
+ * returns at once (with no workers, it runs every item before returning);
+ * _join runs the items no worker took yet on the caller and returns when all
+ * are done. Between the two the pool is held: the caller must not run
+ * another job on it (that would wait forever), and must join before the
+ * job's ctx goes away; the thread that started joins. _join without a
+ * pending start of its own does nothing. */
+void aimsi_pool_start(aimsi_pool *pool, size_t n, aimsi_task_fn fn, void *ctx);
+void aimsi_pool_join(aimsi_pool *pool);
 /* Let idle workers (and a caller waiting for them) poll for up to spin_us
  * microseconds before sleeping: for back-to-back short jobs, at the price of
  * burning that much CPU after the last one. 0 (the default) sleeps at once. */

@@ -16,6 +16,11 @@
  * over through memory. generation and busy are atomics for that; the mutex
  * and condition variables stay for the sleeping path, and every change a
  * sleeper waits for is still published under the mutex, so no wake-up is lost.
+ *
+ * Start and join. aimsi_pool_run is aimsi_pool_start (publish the job) +
+ * aimsi_pool_join (drain and wait) back to back; a caller with work of its
+ * own that the job does not touch (the trainer's output layer while the
+ * workers gather the next batch) does that work between the two halves.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -49,6 +54,7 @@ struct aimsi_pool {
     void *ctx;
     size_t n;
     atomic_size_t next;
+    int started_async; /* aimsi_pool_start ran and its join did not (run_lock held) */
 };
 
 unsigned aimsi_cpu_count(void)
@@ -201,6 +207,22 @@ void aimsi_pool_run(aimsi_pool *pool, size_t n, aimsi_task_fn fn, void *ctx)
         }
         return;
     }
+    aimsi_pool_start(pool, n, fn, ctx);
+    aimsi_pool_join(pool);
+}
+
+/* The first half of aimsi_pool_run: publish the job and return. The caller
+ * keeps run_lock until its aimsi_pool_join (no other run can start in
+ * between) and does its own work meanwhile; the join drains what the workers
+ * left and waits for them. */
+void aimsi_pool_start(aimsi_pool *pool, size_t n, aimsi_task_fn fn, void *ctx)
+{
+    if (pool == NULL || pool->started == 0 || n == 0) {
+        for (size_t i = 0; i < n; i++) {
+            fn(ctx, i);
+        }
+        return;
+    }
     pthread_mutex_lock(&pool->run_lock);
     pthread_mutex_lock(&pool->lock);
     pool->fn = fn;
@@ -211,9 +233,16 @@ void aimsi_pool_run(aimsi_pool *pool, size_t n, aimsi_task_fn fn, void *ctx)
     atomic_fetch_add(&pool->generation, 1);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->lock);
+    pool->started_async = 1; /* only the run_lock holder reads or writes it */
+}
 
+void aimsi_pool_join(aimsi_pool *pool)
+{
+    if (pool == NULL || !pool->started_async) {
+        return;
+    }
+    pool->started_async = 0;
     drain(pool);
-
     if (!spin_until(pool, job_finished, 0)) {
         pthread_mutex_lock(&pool->lock);
         while (!job_finished(pool, 0)) {

@@ -170,6 +170,12 @@ typedef struct aimsi_gemm_pre {
     const uint32_t *a16;
     const uint16_t *b16;
     size_t ldb16;
+    /* bp32 (with b16, trans_b = 0): the same B as (k + 1) / 2 pair rows of
+     * ldbp32 slots, slot j of row kp = (b16 row 2kp [j], row 2kp + 1 [j], or
+     * 0 past k) -- aimsi_bf16_pair_rows' layout, a panel's rows in place:
+     * full panels are read from it, the ragged edge is packed from b16. */
+    const uint32_t *bp32;
+    size_t ldbp32;
 } aimsi_gemm_pre;
 void aimsi_gemm_own_pre(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
                         size_t n, size_t k, const float *a, size_t lda, const float *b,
@@ -179,6 +185,14 @@ void aimsi_gemm_own_pre(aimsi_pool *pool, void *ws, int prec, int trans_a, int t
  * as (k + 1) / 2 slots, the odd tail zero; returns 0 (nothing written) on a
  * CPU without AVX512_BF16. */
 int aimsi_bf16_round_row(const float *x, size_t k, uint32_t *dst);
+/* Two rows in aimsi_bf16_round_row's layout (k values each; r1 NULL: zeros)
+ * interleaved into k slots (r0[j], r1[j]): one row of aimsi_gemm_pre.bp32.
+ * Returns 0 (nothing written) on a CPU without AVX512_BF16. */
+int aimsi_bf16_pair_rows(const uint32_t *r0, const uint32_t *r1, size_t k, uint32_t *dst);
+/* Full fp32 panels of a B stored k x n read in place (1, the default) or
+ * packed first (0); returns the previous setting. Process-wide; for tests
+ * (the same bits either way). */
+int aimsi_gemm_direct_b_force(int on);
 /* The same epilogue as plain passes over an m x n block of C. */
 void aimsi_gemm_epi_apply(const aimsi_gemm_epi *e, size_t m, size_t n, float *c, size_t ldc);
 

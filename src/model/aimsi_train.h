@@ -61,6 +61,11 @@ struct aims_trainer {
     /* bf16 own GEMMs (train_dense.c): the batch rounded to bf16 by the gather */
     uint32_t *xb16; /* bmax x x16_ks slots (instead of xb); NULL: gather fp32 */
     size_t x16_ks;  /* slots per row: (input_dim + 1) / 2 */
+    uint32_t *xp16; /* (bmax + 1) / 2 pair rows of input_dim slots (with xb16) */
+    void *x16_blk;  /* the allocation holding both */
+    /* the next batch, gathered by the pool while the caller runs the layers
+     * above the first (train_dense.c); NULL: gathered at the start of a step */
+    struct aimsi_next *nx;
 
     /* statistics */
     double loss_sum;
@@ -104,6 +109,19 @@ int aimsi_train_x16_force(int on);
 /* Copy batch rows [first, first + n) of this epoch's order into xb/yb/tb
  * (the features rounded into xb16 instead when the bf16 batch is used). */
 void aimsi_train_gather(aims_trainer *t, size_t first, size_t n);
+/* The next batch gathered during a step (runs with a pool and two or more
+ * layers; silently none without the memory). _begin after the workspace,
+ * _end first thing in end_run (it waits for a running gather and gives the
+ * trainer its own buffers back). */
+void aimsi_train_next_begin(aims_trainer *t);
+void aimsi_train_next_end(aims_trainer *t);
+/* Wait for the next batch's gather if it runs (before any other pool job). */
+void aimsi_train_next_join(aims_trainer *t);
+/* t->pool, after joining the next batch's gather. */
+aimsi_pool *aimsi_train_pool(aims_trainer *t);
+/* Gather the next batch during a step (1, the default) or never (0); returns
+ * the previous setting. Process-wide; for tests (the same bits either way). */
+int aimsi_train_next_force(int on);
 void aimsi_train_forward(aims_trainer *t, size_t n);
 /* Loss gradient in place of the logits; returns the batch's summed loss. */
 double aimsi_train_loss_grad(aims_trainer *t, size_t n);

@@ -22,7 +22,9 @@
  *   - B (k x n) is packed in panels of 32 columns: for each slot, the 32
  *     columns side by side (128 bytes), so the kernel loads them as two
  *     vectors. Columns past n are zero. When B's rows run along k (trans_b),
- *     16 x 16 blocks are transposed in registers.
+ *     16 x 16 blocks are transposed in registers. A full panel that B already
+ *     holds in that shape (fp32 B stored k x n; bf16 B given as pair rows)
+ *     is read in place, at B's row stride, and not packed (see sweep).
  *   - The kernel computes an 8 x 32 block of C in 16 zmm accumulators, one
  *     FMA / vdpbf16ps per accumulator per slot; C = acc + beta C, with masked
  *     stores at the right edge. A panel with at most 16 real columns (narrow
@@ -208,6 +210,29 @@ BF16_TARGET static void pack_n_b16(size_t j0, size_t cols, size_t k, const uint1
     }
 }
 
+/* Two rows of bf16 slots (round_row_bf16's layout, k values each; r1 NULL:
+ * zeros) -> k slots of pairs (r0[j], r1[j]): one row of a bf16 panel's
+ * layout for a B of k columns, what pack_n_b16 makes of the same two rows. */
+BF16_TARGET static void pair_rows_bf16(const uint32_t *r0, const uint32_t *r1, size_t k,
+                                       uint32_t *dst)
+{
+    const uint16_t *a = (const uint16_t *)(const void *)r0;
+    const uint16_t *b = (const uint16_t *)(const void *)r1;
+    const __m512i lo = _mm512_loadu_si512(g_ilv_idx[0]);
+    const __m512i hi = _mm512_loadu_si512(g_ilv_idx[1]);
+    for (size_t j = 0; j < k; j += 32) {
+        const size_t left = k - j;
+        const __mmask32 m = left >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << left) - 1u);
+        const __m512i v0 = _mm512_maskz_loadu_epi16(m, a + j);
+        const __m512i v1 = b != NULL ? _mm512_maskz_loadu_epi16(m, b + j) : _mm512_setzero_si512();
+        _mm512_mask_storeu_epi32(dst + j, mask16(left), _mm512_permutex2var_epi16(v0, lo, v1));
+        if (left > 16) {
+            _mm512_mask_storeu_epi32(dst + j + 16, mask16(left - 16),
+                                     _mm512_permutex2var_epi16(v0, hi, v1));
+        }
+    }
+}
+
 /* One row of k floats -> (k + 1) / 2 bf16 slots, the odd tail padded with
  * zero: the rounding pack_a_bf16 does (and, value by value, pack_n_bf16). */
 BF16_TARGET static void round_row_bf16(const float *x, size_t k, uint32_t *dst)
@@ -339,11 +364,11 @@ store_block(__m512 acc[MR][2], size_t rows, size_t cols, float beta, float *c, s
 #define MICRO_KERNEL(NAME, TARGET, ATYPE, BTYPE, BCAST, LOADB, MAC)                            \
     TARGET static inline __attribute__((always_inline)) void NAME##_rows(                      \
         __m512 acc[MR][2], size_t rows, size_t halves, size_t ks, const ATYPE *a, size_t si,    \
-        size_t sk, const uint32_t *bp)                                                          \
+        size_t sk, const uint32_t *bp, size_t bs)                                               \
     {                                                                                           \
         for (size_t s = 0; s < ks; s++) {                                                       \
-            const BTYPE b0 = LOADB(bp + s * NR);                                                \
-            const BTYPE b1 = LOADB(bp + s * NR + 16);                                           \
+            const BTYPE b0 = LOADB(bp + s * bs);                                                \
+            const BTYPE b1 = LOADB(bp + s * bs + 16);                                           \
             const ATYPE *as = a + s * sk;                                                       \
             for (size_t r = 0; r < rows; r++) {                                                 \
                 const BTYPE x = BCAST(as + r * si);                                             \
@@ -355,7 +380,8 @@ store_block(__m512 acc[MR][2], size_t rows, size_t cols, float beta, float *c, s
         }                                                                                       \
     }                                                                                           \
     TARGET static void NAME(size_t rows, size_t cols, size_t ks, const ATYPE *a, size_t si,     \
-                            size_t sk, const uint32_t *bp, float beta, float *c, size_t ldc,    \
+                            size_t sk, const uint32_t *bp, size_t bs, float beta, float *c,     \
+                            size_t ldc,                                                         \
                             const aimsi_gemm_epi *e, size_t i0, size_t j0)                      \
     {                                                                                           \
         __m512 acc[MR][2];                                                                      \
@@ -366,11 +392,11 @@ store_block(__m512 acc[MR][2], size_t rows, size_t cols, float beta, float *c, s
         /* constant row and half counts: the compiler unrolls them into registers;      \
          * a panel of at most 16 real columns skips the padded half (narrow outputs) */  \
         if (rows == MR && cols > 16) {                                                          \
-            NAME##_rows(acc, MR, 2, ks, a, si, sk, bp);                                         \
+            NAME##_rows(acc, MR, 2, ks, a, si, sk, bp, bs);                                     \
         } else if (rows == MR) {                                                                \
-            NAME##_rows(acc, MR, 1, ks, a, si, sk, bp);                                         \
+            NAME##_rows(acc, MR, 1, ks, a, si, sk, bp, bs);                                     \
         } else {                                                                                \
-            NAME##_rows(acc, rows, cols > 16 ? 2 : 1, ks, a, si, sk, bp);                       \
+            NAME##_rows(acc, rows, cols > 16 ? 2 : 1, ks, a, si, sk, bp, bs);                   \
         }                                                                                       \
         store_block(acc, rows, cols, beta, c, ldc, e, i0, j0);                                  \
     }
@@ -399,6 +425,9 @@ typedef struct gemm_job {
     float *c;
     size_t ldc;
     const aimsi_gemm_epi *epi; /* NULL: none */
+    int direct_b; /* full panels read in place (see sweep): fp32 B, or bpr */
+    const uint32_t *bpr; /* bf16, trans_b 0: B as pair rows (aimsi_gemm_pre.bp32) */
+    size_t ldbpr;
     /* panels in `slots` contiguous ranges, range s preferred by CPU s mod slots */
     size_t panels, slots;
     atomic_size_t next[GEMM_MAX_SLOTS]; /* next unclaimed panel of each range */
@@ -430,12 +459,24 @@ static inline void prefetch_block(const gemm_job *g, size_t i, size_t end, size_
     }
 }
 
-/* Pack panel p of B into `panel`, then C rows [i0, i1) x the panel's columns. */
+/* Pack panel p of B into `panel`, then C rows [i0, i1) x the panel's columns.
+ * A full panel of an fp32 B stored k x n is not packed: its slot rows are
+ * already 32 floats side by side in B itself (at stride ldb instead of NR),
+ * so the kernel reads them in place -- the same values in the same order, so
+ * the same bits -- and the copy (the weight gradient's B is the whole batch,
+ * packed by every thread of the row split: 400 KB per thread and step for
+ * P1) is saved. A bf16 B comes that way when the caller gives it as pair
+ * rows (aimsi_gemm_pre.bp32: the trainer's gather writes the batch so). */
 static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_t i1)
 {
     const size_t j0 = p * NR;
     const size_t cols = g->n - j0 >= NR ? NR : g->n - j0;
-    if (g->b16 != NULL) {
+    const uint32_t *bp = panel;
+    size_t bs = NR;
+    if (cols == NR && g->direct_b) { /* in place: fp32 B, or bf16 B given as pair rows */
+        bp = g->bpr != NULL ? g->bpr + j0 : (const uint32_t *)(const void *)(g->b + j0);
+        bs = g->bpr != NULL ? g->ldbpr : g->ldb;
+    } else if (g->b16 != NULL) {
         pack_n_b16(j0, cols, g->k, g->b16, g->ldb16, panel);
     } else if (g->prec == AIMSI_GEMM_BF16) {
         if (g->trans_b) {
@@ -456,10 +497,10 @@ static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_
         prefetch_block(g, i + PREFETCH_BLOCKS * MR, i1, j0, cols);
         if (g->prec == AIMSI_GEMM_BF16) {
             kernel_bf16(rows, cols, g->ks, (const uint32_t *)g->a + i * g->stride_i, g->stride_i,
-                        g->stride_k, panel, g->beta, c, g->ldc, g->epi, i, j0);
+                        g->stride_k, bp, bs, g->beta, c, g->ldc, g->epi, i, j0);
         } else {
             kernel_f32(rows, cols, g->ks, (const float *)g->a + i * g->stride_i, g->stride_i,
-                       g->stride_k, panel, g->beta, c, g->ldc, g->epi, i, j0);
+                       g->stride_k, bp, bs, g->beta, c, g->ldc, g->epi, i, j0);
         }
     }
 }
@@ -636,6 +677,30 @@ void aimsi_gemm_own_epi(aimsi_pool *pool, void *ws, int prec, int trans_a, int t
                        epi, &pre);
 }
 
+int aimsi_bf16_pair_rows(const uint32_t *r0, const uint32_t *r1, size_t k, uint32_t *dst)
+{
+#ifdef AIMSI_HAVE_OWN_GEMM
+    if (aimsi_gemm_own_available(AIMSI_GEMM_BF16)) {
+        pair_rows_bf16(r0, r1, k, dst);
+        return 1;
+    }
+#endif
+    (void)r0;
+    (void)r1;
+    (void)k;
+    (void)dst;
+    return 0;
+}
+
+/* Full fp32 panels of a B stored k x n read in place (1, the default) or
+ * packed (0): process-wide, for the test that proves both give the same bits. */
+static atomic_int g_direct_b = 1;
+
+int aimsi_gemm_direct_b_force(int on)
+{
+    return atomic_exchange(&g_direct_b, on ? 1 : 0);
+}
+
 int aimsi_bf16_round_row(const float *x, size_t k, uint32_t *dst)
 {
 #ifdef AIMSI_HAVE_OWN_GEMM
@@ -692,6 +757,12 @@ void aimsi_gemm_own_pre(aimsi_pool *pool, void *ws, int prec, int trans_a, int t
             g.stride_i = trans_a ? 1 : ks;
             g.stride_k = trans_a ? m : 1;
         }
+        if (prec == AIMSI_GEMM_BF16 && !trans_b && pre->bp32 != NULL) {
+            g.bpr = pre->bp32;
+            g.ldbpr = pre->ldbp32;
+        }
+        g.direct_b = !trans_b && (prec == AIMSI_GEMM_F32 || g.bpr != NULL) &&
+                     atomic_load(&g_direct_b);
         g.panels = (n + NR - 1) / NR;
         g.slots = pool != NULL ? aimsi_pool_threads(pool) : 1;
         g.slots = g.slots > GEMM_MAX_SLOTS ? GEMM_MAX_SLOTS : g.slots;

@@ -142,6 +142,7 @@ aims_status aims_trainer_create(aims_model *m, aims_trainer **out)
 
 static void end_run(aims_trainer *t)
 {
+    aimsi_train_next_end(t); /* first: its gather may still read the run's buffers */
     aimsi_free(t->ws);
     aimsi_free(t->tr_idx);
     aimsi_free(t->va_idx);
@@ -400,7 +401,7 @@ static aims_status alloc_workspace(aims_trainer *t)
     const int adam = t->h.opt != OPT_SGD;
     const int early = t->n_va > 0 || t->val != NULL;
     total += m->n_params * (size_t)(2 + adam + early);
-    t->ws = aimsi_calloc(total, sizeof(float));
+    t->ws = aimsi_calloc(total + 16, sizeof(float)); /* + 16: xb on a cache line */
     t->yb = aimsi_malloc(B * sizeof *t->yb);
     t->perm = aimsi_malloc(t->n_tr * sizeof *t->perm);
     if (mask_total > 0) {
@@ -412,7 +413,8 @@ static aims_status alloc_workspace(aims_trainer *t)
                                                 "workspace");
     }
     aimsi_hint_hugepages(t->ws, total * sizeof(float));
-    float *p = t->ws;
+    /* the batch on a cache line: the weight gradient reads it in place (gemm.c) */
+    float *p = (float *)(((uintptr_t)t->ws + 63) & ~(uintptr_t)63);
     uint8_t *mk = t->mask_block;
     t->xb = p;
     p += B * m->input_dim;
@@ -520,6 +522,7 @@ static aims_status begin_run(aims_trainer *t)
     AIMSI_TRY(aimsi_train_shard_begin(t));
     AIMSI_TRY(alloc_workspace(t));
     aimsi_train_x16_begin(t);
+    aimsi_train_next_begin(t);
     if (!(t->h.warm && m->trained)) {
         if (m->kind == AIMS_MODEL_KIND_TEXT) {
             aimsi_train_text_init(t, (uint64_t)t->h.seed);

@@ -26,8 +26,12 @@
  * those of the separate passes.
  *
  * With bf16 GEMMs the gather rounds the batch to bf16 once, on the pool,
- * straight into the operand layout both GEMMs of the first layer read (see
+ * straight into the operand layouts both GEMMs of the first layer read (see
  * "the batch in bf16" below).
+ *
+ * The gather of the next batch runs on the pool's workers while the caller
+ * computes the layers above the first (see "the next batch" below), so a
+ * step's critical path is the first layer's two GEMMs plus the caller's part.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -61,7 +65,7 @@ static int fuse(const aims_trainer *t, size_t m, size_t n, size_t k)
 
 /* C = op(A) op(B) + beta C, then the epilogue e (NULL: none): in the own
  * kernels while each block is in registers, else as passes over C. */
-static void gemm(const aims_trainer *t, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+static void gemm(aims_trainer *t, int trans_a, int trans_b, size_t m, size_t n, size_t k,
                  const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
                  size_t ldc, const aimsi_gemm_epi *e, const aimsi_gemm_pre *pre)
 {
@@ -69,7 +73,7 @@ static void gemm(const aims_trainer *t, int trans_a, int trans_b, size_t m, size
     if (use_own(t, m, n, k)) {
         /* below ~2M multiply-adds the hand-off to the pool costs more than the
          * second core gains (softmax regression: 1 thread beat 2) */
-        aimsi_pool *pool = m * n * k >= ((size_t)2 << 20) ? t->pool : NULL;
+        aimsi_pool *pool = m * n * k >= ((size_t)2 << 20) ? aimsi_train_pool(t) : NULL;
         aimsi_gemm_own_pre(pool, t->gws, t->gprec, trans_a, trans_b, m, n, k, a, lda, b, ldb,
                            beta, c, ldc, e, pre != NULL ? pre : &none);
         return;
@@ -121,8 +125,10 @@ static int x16_on(const aims_trainer *t, size_t n)
 
 void aimsi_train_x16_end(aims_trainer *t)
 {
-    aimsi_free(t->xb16);
+    aimsi_free(t->x16_blk);
+    t->x16_blk = NULL;
     t->xb16 = NULL;
+    t->xp16 = NULL;
     t->x16_ks = 0;
 }
 
@@ -137,12 +143,21 @@ void aimsi_train_x16_begin(aims_trainer *t)
         return;
     }
     const size_t ks = (m->layers[0].in + 1) / 2;
-    t->xb16 = aimsi_malloc(t->bmax * ks * sizeof(uint32_t));
-    if (t->xb16 == NULL) {
+    /* the rows, then the same batch as the pair rows the weight gradient reads
+     * in place; both on cache lines (a 64-byte load across two lines costs two) */
+    const size_t rows_bytes = (t->bmax * ks * sizeof(uint32_t) + 63) & ~(size_t)63;
+    const size_t pairs_bytes = (t->bmax + 1) / 2 * m->layers[0].in * sizeof(uint32_t);
+    t->x16_blk = aimsi_malloc(rows_bytes + pairs_bytes + 64);
+    if (t->x16_blk == NULL) {
         return; /* an optimisation only: gather fp32 rows, the GEMMs round them */
     }
+    unsigned char *p = (unsigned char *)(((uintptr_t)t->x16_blk + 63) & ~(uintptr_t)63);
+    t->xb16 = (uint32_t *)(void *)p;
+    t->xp16 = (uint32_t *)(void *)(p + rows_bytes);
     t->x16_ks = ks;
 }
+
+static void next_start(aims_trainer *t);
 
 /* ---- forward / loss / backward ------------------------------------------------------- */
 
@@ -204,6 +219,9 @@ void aimsi_train_forward(aims_trainer *t, size_t n)
         }
         bias_act(t, l, n, relu_done);
         x = t->act[l];
+        if (l == 0) {
+            next_start(t); /* the layers above run on this thread: the workers gather */
+        }
     }
 }
 
@@ -352,9 +370,13 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
         if (l == 0 && x16_on(t, n)) { /* B = the batch, in bf16 */
             pre.b16 = (const uint16_t *)(const void *)t->xb16;
             pre.ldb16 = 2 * t->x16_ks;
+            pre.bp32 = t->xp16; /* and as pair rows: read in place */
+            pre.ldbp32 = L->in;
         }
-        gemm(t, 1, 0, L->out, L->in, n, gcur, L->out, aprev, L->in, beta, dw, L->in,
-             fused ? &e : NULL, &pre);
+        /* the bias first: it needs only G, and on the first layer this runs
+         * while the workers may still gather the next batch (the GEMM below
+         * joins them); bias and weights are disjoint, so the order changes
+         * no bit */
         if (!fast) {
             memset(db, 0, L->out * sizeof *db);
         }
@@ -365,22 +387,32 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
             }
         }
         if (o != NULL) { /* a data-parallel shard updates after the exchange */
-            if (!fused) {
-                aimsi_train_update_params(t, o, L->w_off, L->in * L->out);
-            }
             aimsi_train_update_range(t, o, L->b_off, L->out);
+        }
+        gemm(t, 1, 0, L->out, L->in, n, gcur, L->out, aprev, L->in, beta, dw, L->in,
+             fused ? &e : NULL, &pre);
+        if (o != NULL && !fused) {
+            aimsi_train_next_join(t); /* the update runs on the pool */
+            aimsi_train_update_params(t, o, L->w_off, L->in * L->out);
         }
         if (l > 0) {
             act_backward(t, l - 1, n, gprev, gated);
             gcur = gprev;
         }
     }
+    aimsi_train_next_join(t); /* no job outlives the step */
 }
 
 typedef struct gather_job {
     aims_trainer *t;
     size_t first, n;
     int b16; /* features rounded into xb16 instead of copied into xb */
+    /* where the rows go: the trainer's batch, or the next batch (below) */
+    float *xb;
+    uint32_t *xb16;
+    uint32_t *xp16; /* with xb16 (may be NULL): the batch as pair rows too */
+    int32_t *yb;
+    float *tb;
 } gather_job;
 
 enum { GATHER_ROWS = 32 }; /* rows per pool item */
@@ -391,7 +423,7 @@ enum { GATHER_ROWS = 32 }; /* rows per pool item */
 static void gather_task(void *ctx, size_t i)
 {
     const gather_job *g = ctx;
-    aims_trainer *t = g->t;
+    const aims_trainer *t = g->t;
     const aims_dataset *ds = t->train;
     const size_t in = t->m->input_dim;
     const size_t end = (i + 1) * GATHER_ROWS < g->n ? (i + 1) * GATHER_ROWS : g->n;
@@ -404,18 +436,174 @@ static void gather_task(void *ctx, size_t i)
             }
         }
         if (g->b16) { /* rounded as it is copied: the operand both GEMMs read */
-            aimsi_bf16_round_row(ds->x + row * in, in, t->xb16 + r * t->x16_ks);
+            aimsi_bf16_round_row(ds->x + row * in, in, g->xb16 + r * t->x16_ks);
         } else {
-            memcpy(t->xb + r * in, ds->x + row * in, in * sizeof *t->xb);
+            memcpy(g->xb + r * in, ds->x + row * in, in * sizeof *g->xb);
         }
-        t->yb[r] = ds->labels != NULL ? ds->labels[row] : 0;
-        t->tb[r] = ds->targets != NULL ? ds->targets[row]
+        g->yb[r] = ds->labels != NULL ? ds->labels[row] : 0;
+        g->tb[r] = ds->targets != NULL ? ds->targets[row]
                                        : (ds->labels != NULL ? (float)ds->labels[row] : 0.0f);
     }
+    if (g->b16 && g->xp16 != NULL) { /* rows 2kp, 2kp + 1 (GATHER_ROWS is even) */
+        for (size_t kp = i * GATHER_ROWS / 2; 2 * kp < end; kp++) {
+            const uint32_t *r0 = g->xb16 + 2 * kp * t->x16_ks;
+            aimsi_bf16_pair_rows(r0, 2 * kp + 1 < end ? r0 + t->x16_ks : NULL, in,
+                                 g->xp16 + kp * in);
+        }
+    }
+}
+
+/* ---- the next batch, gathered while the caller runs the layers above the first ------ */
+
+/* A step's first-layer GEMMs run on every pool thread, but what lies between
+ * them -- the forward and backward of the layers above (P1: the 256 x 10
+ * output layer), the loss gradient, the bias sums -- runs on the calling
+ * thread while the workers wait. The next step's gather needs nothing of
+ * this step (its rows are fixed by the epoch's order), so the workers gather
+ * it then, into a second set of batch buffers (aimsi_pool_start), and the
+ * caller joins them before it needs the pool again; the next step swaps the
+ * two sets instead of gathering. The bytes are the same as a gather at the
+ * start of that step, so not a bit of training changes (test_model,
+ * test_kernels: test_next_batch_bit_identical). The job never outlives the
+ * step that started it (the backward pass and end_run join it). */
+struct aimsi_next {
+    gather_job job;     /* the pending or ready gather (its destinations: the spare set) */
+    int64_t epoch;      /* the batch held: epoch's order, rows [first, first + n) */
+    int pending, ready; /* started and not joined / joined, not yet taken */
+    int swapped;        /* the trainer's buffers are the spare set's (swap back at end) */
+    size_t cur_first, cur_n; /* the batch the step in flight uses */
+};
+
+static atomic_int g_next = 1;
+
+int aimsi_train_next_force(int on)
+{
+    return atomic_exchange(&g_next, on ? 1 : 0);
+}
+
+static void swap_sets(aims_trainer *t, gather_job *spare)
+{
+    float *xb = t->xb;
+    uint32_t *xb16 = t->xb16;
+    uint32_t *xp16 = t->xp16;
+    int32_t *yb = t->yb;
+    float *tb = t->tb;
+    t->xb = spare->xb;
+    t->xb16 = spare->xb16;
+    t->xp16 = spare->xp16;
+    t->yb = spare->yb;
+    t->tb = spare->tb;
+    spare->xb = xb;
+    spare->xb16 = xb16;
+    spare->xp16 = xp16;
+    spare->yb = yb;
+    spare->tb = tb;
+}
+
+void aimsi_train_next_begin(aims_trainer *t)
+{
+    const aims_model *m = t->m;
+    if (t->pool == NULL || m->kind == AIMS_MODEL_KIND_TEXT || m->n_layers < 2 ||
+        aimsi_train_sharded(t) || !atomic_load(&g_next)) {
+        return;
+    }
+    const size_t in = m->input_dim;
+    const size_t B = t->bmax;
+    const size_t x16 = t->xb16 != NULL ? (B * t->x16_ks * sizeof(uint32_t) + 63) & ~(size_t)63 : 0;
+    const size_t xp16 = t->xp16 != NULL ? (B + 1) / 2 * in * sizeof(uint32_t) : 0;
+    const size_t xb = (B * in * sizeof(float) + 63) & ~(size_t)63;
+    const size_t lab = (B * (sizeof(int32_t) + sizeof(float)) + 63) & ~(size_t)63;
+    const size_t bytes = sizeof(struct aimsi_next) + 64 + xb + lab + x16 + xp16;
+    unsigned char *blk = aimsi_calloc(1, bytes);
+    if (blk == NULL) {
+        return; /* an optimisation only: gather at the start of each step */
+    }
+    struct aimsi_next *nx = (struct aimsi_next *)(void *)blk;
+    unsigned char *p = (unsigned char *)(((uintptr_t)(blk + sizeof *nx) + 63) & ~(uintptr_t)63);
+    nx->job.xb = (float *)(void *)p;
+    p += xb;
+    nx->job.yb = (int32_t *)(void *)p;
+    nx->job.tb = (float *)(void *)(p + B * sizeof(int32_t));
+    p += lab;
+    nx->job.xb16 = x16 > 0 ? (uint32_t *)(void *)p : NULL;
+    p += x16;
+    nx->job.xp16 = xp16 > 0 ? (uint32_t *)(void *)p : NULL;
+    nx->job.t = t;
+    t->nx = nx;
+}
+
+/* Wait for the next batch's gather, if one is running. */
+void aimsi_train_next_join(aims_trainer *t)
+{
+    struct aimsi_next *nx = t->nx;
+    if (nx != NULL && nx->pending) {
+        aimsi_pool_join(t->pool);
+        nx->pending = 0;
+        nx->ready = 1;
+    }
+}
+
+void aimsi_train_next_end(aims_trainer *t)
+{
+    struct aimsi_next *nx = t->nx;
+    if (nx == NULL) {
+        return;
+    }
+    aimsi_train_next_join(t);
+    if (nx->swapped) { /* give the trainer its own buffers back (end_run frees those) */
+        swap_sets(t, &nx->job);
+    }
+    aimsi_free(nx);
+    t->nx = NULL;
+}
+
+/* Start gathering the batch after the one in flight (none past the epoch's
+ * end: the next epoch's order is not drawn yet). */
+static void next_start(aims_trainer *t)
+{
+    struct aimsi_next *nx = t->nx;
+    if (nx == NULL || nx->pending) {
+        return;
+    }
+    const size_t first = nx->cur_first + nx->cur_n;
+    if (first >= t->n_tr) {
+        return;
+    }
+    const size_t n = t->n_tr - first < t->bmax ? t->n_tr - first : t->bmax;
+    nx->ready = 0;
+    nx->epoch = t->epoch;
+    nx->job.first = first;
+    nx->job.n = n;
+    nx->job.b16 = x16_on(t, n);
+    nx->pending = 1;
+    aimsi_pool_start(t->pool, (n + GATHER_ROWS - 1) / GATHER_ROWS, gather_task, &nx->job);
+}
+
+/* The pool for a GEMM or an update: first the next batch's gather, if it is
+ * still running (a run cannot start while it holds the pool). */
+aimsi_pool *aimsi_train_pool(aims_trainer *t)
+{
+    aimsi_train_next_join(t);
+    return t->pool;
 }
 
 void aimsi_train_gather(aims_trainer *t, size_t first, size_t n)
 {
-    gather_job g = {t, first, n, x16_on(t, n)};
+    struct aimsi_next *nx = t->nx;
+    const int b16 = x16_on(t, n);
+    if (nx != NULL) {
+        aimsi_train_next_join(t); /* nothing should be running here; be sure */
+        nx->cur_first = first;
+        nx->cur_n = n;
+        if (nx->ready && nx->epoch == t->epoch && nx->job.first == first && nx->job.n == n &&
+            nx->job.b16 == b16) {
+            swap_sets(t, &nx->job); /* gathered during the last step */
+            nx->swapped ^= 1;
+            nx->ready = 0;
+            return;
+        }
+        nx->ready = 0;
+    }
+    gather_job g = {t, first, n, b16, t->xb, t->xb16, t->xp16, t->yb, t->tb};
     aimsi_pool_run(t->pool, (n + GATHER_ROWS - 1) / GATHER_ROWS, gather_task, &g);
 }

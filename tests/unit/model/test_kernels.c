@@ -185,6 +185,68 @@ static void test_gemm_epilogue_bf16(void **state)
     epi_case(AIMSI_GEMM_BF16);
 }
 
+/* ---- fp32 B read in place == packed ------------------------------------------------- */
+
+/* C = op(A) B + beta C (B stored k x n, so full panels are read in place)
+ * with and without the in-place read: the same bits, with the SGD epilogue
+ * and without, full panels and a ragged right edge, 1 and 3 threads. */
+static void test_gemm_direct_b_bit_identical(void **state)
+{
+    (void)state;
+    if (!aimsi_gemm_own_available(AIMSI_GEMM_F32)) {
+        print_message("note: the own fp32 GEMM needs AVX-512\n");
+        skip();
+    }
+    aimsi_pool *pool = NULL;
+    OK(aimsi_pool_create(3, &pool));
+    static const shape shapes[] = {{8, 32, 2}, {7, 31, 3}, {9, 64, 33}, {64, 100, 128},
+                                   {256, 784, 128}, {13, 70, 5}};
+    uint64_t seed = 7;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        for (int v = 0; v < 4; v++) {
+            const shape sh = shapes[s];
+            const int ta = v & 1;
+            const size_t lda = (ta ? sh.m : sh.k) + 1;
+            const size_t ldb = sh.n + (v >= 2 ? 3 : 0);
+            const size_t ldc = sh.n + 2;
+            float *a = filled((ta ? sh.k : sh.m) * lda, &seed);
+            float *b = filled(sh.k * ldb, &seed);
+            float *c1 = filled(sh.m * ldc, &seed);
+            float *w1 = filled(sh.m * sh.n, &seed);
+            float *c2 = copy_of(c1, sh.m * ldc);
+            float *w2 = copy_of(w1, sh.m * sh.n);
+            aimsi_gemm_epi e = {0};
+            e.ldw = sh.n;
+            e.lr = 0.1f;
+            e.mom = 0.9f;
+            void *ws = aimsi_malloc(aimsi_gemm_own_ws_bytes(AIMSI_GEMM_F32, sh.m, sh.n, sh.k));
+            assert_non_null(ws);
+            aimsi_pool *p = s % 2 == 0 ? pool : NULL;
+            for (int direct = 1; direct >= 0; direct--) {
+                const int before = aimsi_gemm_direct_b_force(direct);
+                aimsi_gemm_epi ed = e;
+                ed.w = direct ? w1 : w2;
+                aimsi_gemm_own_epi(p, ws, AIMSI_GEMM_F32, ta, 0, sh.m, sh.n, sh.k, a, lda, b,
+                                   ldb, 1.0f, direct ? c1 : c2, ldc, v >= 2 ? &ed : NULL);
+                aimsi_gemm_direct_b_force(before);
+            }
+            if (memcmp(c1, c2, sh.m * ldc * sizeof *c1) != 0 ||
+                memcmp(w1, w2, sh.m * sh.n * sizeof *w1) != 0) {
+                fail_msg("%zux%zux%zu ta %d variant %d: B read in place gave other bits", sh.m,
+                         sh.n, sh.k, ta, v);
+            }
+            aimsi_free(ws);
+            aimsi_free(w2);
+            aimsi_free(c2);
+            aimsi_free(w1);
+            aimsi_free(c1);
+            aimsi_free(b);
+            aimsi_free(a);
+        }
+    }
+    aimsi_pool_destroy(pool);
+}
+
 /* ---- fused training == separate passes --------------------------------------------- */
 
 /* rows x cols features, 4 classes from a fixed linear rule. */
@@ -342,6 +404,87 @@ static void test_bf16_rows_bit_identical(void **state)
     }
 }
 
+/* ---- the next batch gathered during a step == gathered at its start ------------------ */
+
+typedef struct next_case {
+    int64_t precision, opt, nesterov, batch, layers;
+    double dropout;
+} next_case;
+
+/* MLP 255-128(ReLU)[-64(ReLU)]-4, 2 epochs of 640 rows, 2 threads; next = 0
+ * forbids the next-batch gather. *seen: the run gathered ahead. */
+static float *train_next(const aims_dataset *ds, const next_case *c, int next, size_t *n,
+                         int *seen)
+{
+    aims_model *m = NULL;
+    aims_trainer *t = NULL;
+    OK(aims_model_create(AIMS_MODEL_KIND_MLP, 255, 4, &m));
+    OK(aims_model_add_dense(m, 128, AIMS_ACT_RELU));
+    if (c->layers > 2) {
+        OK(aims_model_add_dense(m, 64, AIMS_ACT_RELU));
+    }
+    OK(aims_model_set_param_i64(m, AIMS_MODEL_PRECISION, c->precision));
+    OK(aims_model_set_param_f64(m, AIMS_MODEL_DROPOUT, c->dropout));
+    OK(aims_trainer_create(m, &t));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, c->opt));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_NESTEROV, c->nesterov));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 2));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, c->batch));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 13));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_THREADS, 2));
+    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, c->opt == 0 ? 0.05 : 0.002));
+    const int before = aimsi_train_next_force(next);
+    OK(aims_trainer_begin(t, ds, NULL));
+    aimsi_train_next_force(before);
+    *seen = t->nx != NULL;
+    int done = 0;
+    while (!done) {
+        OK(aims_trainer_step(t, &done));
+    }
+    *n = m->n_params;
+    float *p = copy_of(m->params, m->n_params);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    return p;
+}
+
+/* Every optimizer path (fused SGD, Nesterov through the pooled update, Adam),
+ * fp32 and the bf16 batch, dropout, a short last batch, two and three layers. */
+static void test_next_batch_bit_identical(void **state)
+{
+    (void)state;
+    if (!aimsi_gemm_own_available(AIMSI_GEMM_F32)) {
+        print_message("note: no own kernels on this CPU, so no training pool\n");
+        skip();
+    }
+    static const next_case cases[] = {
+        {0, 0, 0, 64, 2, 0.0}, {0, 0, 0, 63, 3, 0.0}, {0, 0, 1, 64, 2, 0.0},
+        {0, 1, 0, 63, 2, 0.0}, {0, 0, 0, 64, 3, 0.2}, {1, 0, 0, 63, 2, 0.0},
+        {1, 1, 0, 64, 3, 0.0}};
+    aims_dataset *ds = rule_data_cols(640, 255, 41);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n1 = 0;
+        size_t n2 = 0;
+        int seen1 = 0;
+        int seen2 = 1;
+        float *p1 = train_next(ds, &cases[i], 1, &n1, &seen1);
+        float *p2 = train_next(ds, &cases[i], 0, &n2, &seen2);
+        assert_true(seen1);
+        assert_false(seen2);
+        assert_int_equal(n1, n2);
+        if (memcmp(p1, p2, n1 * sizeof *p1) != 0) {
+            fail_msg("case %zu (precision %lld, opt %lld, nesterov %lld, batch %lld, %lld "
+                     "layers, dropout %g): the next-batch gather changed the weights",
+                     i, (long long)cases[i].precision, (long long)cases[i].opt,
+                     (long long)cases[i].nesterov, (long long)cases[i].batch,
+                     (long long)cases[i].layers, cases[i].dropout);
+        }
+        aimsi_free(p2);
+        aimsi_free(p1);
+    }
+    aims_dataset_destroy(ds);
+}
+
 /* ---- single-row GEMV ------------------------------------------------------------------ */
 
 static void gemv_check(size_t out, size_t in, uint64_t seed)
@@ -496,6 +639,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fused_training_bit_identical, ta_setup,
                                         ta_teardown),
         cmocka_unit_test_setup_teardown(test_bf16_rows_bit_identical, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_gemm_direct_b_bit_identical, ta_setup,
+                                        ta_teardown),
+        cmocka_unit_test_setup_teardown(test_next_batch_bit_identical, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_gemv_every_kernel, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_q8_packed_exact, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_q8_panels_survive_load_and_clone, ta_setup,
