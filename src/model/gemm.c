@@ -30,11 +30,7 @@
  *   - Work items are B panels: each item packs its panel (into the slice of
  *     the workspace of the pool item running it, reused panel after panel)
  *     and sweeps every row block, so threads never share a write and need
- *     no barrier. A long k (more than KC = 256 slots: the forward's 784) is
- *     cut into balanced chunks: the item packs one chunk of the panel (25 KB,
- *     it stays in L1), sweeps every row block over it, and keeps each
- *     block's raw sums in a scratch block until the next chunk resumes them
- *     (the bits of the unchunked sums; see KC). The bf16 copy of A is packed first, on the
+ *     no barrier. The bf16 copy of A is packed first, on the
  *     calling thread (measured faster than on the pool: see pack_a_bf16's call).
  *   - Epilogue (aimsi_gemm_epi, issue 15): while a finished 8 x 32 block is
  *     still in registers, the store can add a bias row, apply ReLU, apply a
@@ -360,17 +356,12 @@ store_block(__m512 acc[MR][2], size_t rows, size_t cols, float beta, float *c, s
     }                                                                                           \
     TARGET static void NAME(size_t rows, size_t cols, size_t ks, const ATYPE *a, size_t si,     \
                             size_t sk, const uint32_t *bp, float beta, float *c, size_t ldc,    \
-                            const aimsi_gemm_epi *e, size_t i0, size_t j0, const float *acc_in, \
-                            float *acc_out)                                                     \
+                            const aimsi_gemm_epi *e, size_t i0, size_t j0)                      \
     {                                                                                           \
         __m512 acc[MR][2];                                                                      \
         for (size_t r = 0; r < MR; r++) {                                                       \
             acc[r][0] = _mm512_setzero_ps();                                                    \
             acc[r][1] = _mm512_setzero_ps();                                                    \
-            if (acc_in != NULL && r < rows) { /* the sums of the k chunks before */             \
-                acc[r][0] = _mm512_loadu_ps(acc_in + r * NR);                                   \
-                acc[r][1] = _mm512_loadu_ps(acc_in + r * NR + 16);                              \
-            }                                                                                   \
         }                                                                                       \
         /* constant row and half counts: the compiler unrolls them into registers;      \
          * a panel of at most 16 real columns skips the padded half (narrow outputs) */  \
@@ -380,13 +371,6 @@ store_block(__m512 acc[MR][2], size_t rows, size_t cols, float beta, float *c, s
             NAME##_rows(acc, MR, 1, ks, a, si, sk, bp);                                         \
         } else {                                                                                \
             NAME##_rows(acc, rows, cols > 16 ? 2 : 1, ks, a, si, sk, bp);                       \
-        }                                                                                       \
-        if (acc_out != NULL) { /* more k chunks follow: keep the raw sums */                    \
-            for (size_t r = 0; r < rows; r++) {                                                 \
-                _mm512_storeu_ps(acc_out + r * NR, acc[r][0]);                                  \
-                _mm512_storeu_ps(acc_out + r * NR + 16, acc[r][1]);                             \
-            }                                                                                   \
-            return;                                                                             \
         }                                                                                       \
         store_block(acc, rows, cols, beta, c, ldc, e, i0, j0);                                  \
     }
@@ -410,10 +394,7 @@ typedef struct gemm_job {
     size_t ldb;
     const uint16_t *b16; /* bf16, trans_b 0: B already rounded (NULL: pack b) */
     size_t ldb16;
-    uint32_t *bp; /* panel buffers, kcap * NR slots each (one k chunk) */
-    size_t kcap;
-    float *scr;   /* k chunked: per pool item, m_pad x NR raw sums (see KC) */
-    size_t m_pad;
+    uint32_t *bp; /* panels, ks * NR slots each */
     float beta;
     float *c;
     size_t ldc;
@@ -449,89 +430,36 @@ static inline void prefetch_block(const gemm_job *g, size_t i, size_t end, size_
     }
 }
 
-/* k in chunks of at most KC slots (balanced): a chunk of the B panel (KC x
- * 128 bytes) then stays in L1 while every row block of the sweep reads it,
- * instead of the whole panel (784 slots: 100 KB) streaming from L2 once per
- * row block. Between chunks each block's raw sums wait in a scratch block
- * (rows x NR floats per pool item) and the next chunk resumes the same FMA
- * chains from them, so every sum still runs over k in one order from zero
- * and the bits are those of the unchunked kernel. */
-enum { KC = 256 };
-
-static size_t k_chunk(size_t ks)
-{
-    if (ks <= KC) {
-        return ks;
-    }
-    const size_t chunks = (ks + KC - 1) / KC;
-    return (ks + chunks - 1) / chunks;
-}
-
-/* Slots [s0, s0 + kl) of panel (columns j0 .. j0 + cols - 1) of B into
- * `panel` (kl x NR slots): the same values in the same layout as packing the
- * whole panel, chunk by chunk. */
-static void pack_chunk(const gemm_job *g, size_t j0, size_t cols, size_t s0, size_t kl,
-                       uint32_t *panel)
-{
-    const int bf16 = g->prec == AIMSI_GEMM_BF16;
-    const size_t ke = bf16 ? 2 * s0 : s0; /* first element along k */
-    const size_t kr = g->k - ke;           /* elements from there to the end */
-    const size_t kn = bf16 ? (kr < 2 * kl ? kr : 2 * kl) : kl; /* elements in the chunk */
-    if (g->b16 != NULL) {
-        pack_n_b16(j0, cols, kn, g->b16 + ke * g->ldb16, g->ldb16, panel);
-    } else if (bf16) {
-        if (g->trans_b) {
-            pack_t_bf16(j0, cols, kr, kl, g->b + ke, g->ldb, panel);
-        } else {
-            pack_n_bf16(j0, cols, kn, g->b + ke * g->ldb, g->ldb, panel);
-        }
-    } else if (g->trans_b) {
-        pack_t_f32(j0, cols, kr, kl, g->b + ke, g->ldb, panel);
-    } else {
-        pack_n_f32(j0, cols, kn, g->b + ke * g->ldb, g->ldb, panel);
-    }
-}
-
-/* C rows [i0, i1) x the columns of panel p, k chunk by k chunk: pack the
- * chunk of B into `panel` (it stays in L1), then every row block
- * (scr: scratch of (i1 - i0) x NR floats, used when k is chunked). */
-static void sweep(const gemm_job *g, size_t p, uint32_t *panel, float *scr, size_t i0,
-                  size_t i1)
+/* Pack panel p of B into `panel`, then C rows [i0, i1) x the panel's columns. */
+static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_t i1)
 {
     const size_t j0 = p * NR;
     const size_t cols = g->n - j0 >= NR ? NR : g->n - j0;
-    const size_t kc = k_chunk(g->ks);
-    for (size_t k0 = 0;; k0 += kc) { /* once at least: k = 0 still stores beta C */
-        const size_t kl = g->ks - k0 < kc ? g->ks - k0 : kc;
-        const int first = k0 == 0;
-        const int last = k0 + kl >= g->ks;
-        if (kl > 0) {
-            pack_chunk(g, j0, cols, k0, kl, panel);
+    if (g->b16 != NULL) {
+        pack_n_b16(j0, cols, g->k, g->b16, g->ldb16, panel);
+    } else if (g->prec == AIMSI_GEMM_BF16) {
+        if (g->trans_b) {
+            pack_t_bf16(j0, cols, g->k, g->ks, g->b, g->ldb, panel);
+        } else {
+            pack_n_bf16(j0, cols, g->k, g->b, g->ldb, panel);
         }
-        if (last) { /* C is touched by the last chunk only */
-            prefetch_block(g, i0, i1, j0, cols);
-            prefetch_block(g, i0 + MR, i1, j0, cols);
-        }
-        for (size_t i = i0; i < i1; i += MR) {
-            const size_t rows = i1 - i >= MR ? MR : i1 - i;
-            float *c = g->c + i * g->ldc + j0;
-            float *sb = kl < g->ks ? scr + (i - i0) * NR : NULL; /* chunked k only */
-            if (last) {
-                prefetch_block(g, i + PREFETCH_BLOCKS * MR, i1, j0, cols);
-            }
-            const size_t ak = i * g->stride_i + k0 * g->stride_k;
-            if (g->prec == AIMSI_GEMM_BF16) {
-                kernel_bf16(rows, cols, kl, (const uint32_t *)g->a + ak, g->stride_i, g->stride_k,
-                            panel, g->beta, c, g->ldc, g->epi, i, j0, first ? NULL : sb,
-                            last ? NULL : sb);
-            } else {
-                kernel_f32(rows, cols, kl, (const float *)g->a + ak, g->stride_i, g->stride_k,
-                           panel, g->beta, c, g->ldc, g->epi, i, j0, first ? NULL : sb,
-                           last ? NULL : sb);
-            }
-        }
-        if (last) {
-            break;
+    } else if (g->trans_b) {
+        pack_t_f32(j0, cols, g->k, g->ks, g->b, g->ldb, panel);
+    } else {
+        pack_n_f32(j0, cols, g->k, g->b, g->ldb, panel);
+    }
+    prefetch_block(g, i0, i1, j0, cols);
+    prefetch_block(g, i0 + MR, i1, j0, cols);
+    for (size_t i = i0; i < i1; i += MR) {
+        const size_t rows = i1 - i >= MR ? MR : i1 - i;
+        float *c = g->c + i * g->ldc + j0;
+        prefetch_block(g, i + PREFETCH_BLOCKS * MR, i1, j0, cols);
+        if (g->prec == AIMSI_GEMM_BF16) {
+            kernel_bf16(rows, cols, g->ks, (const uint32_t *)g->a + i * g->stride_i, g->stride_i,
+                        g->stride_k, panel, g->beta, c, g->ldc, g->epi, i, j0);
+        } else {
+            kernel_f32(rows, cols, g->ks, (const float *)g->a + i * g->stride_i, g->stride_i,
+                       g->stride_k, panel, g->beta, c, g->ldc, g->epi, i, j0);
         }
     }
 }
@@ -557,8 +485,7 @@ static void run_ranges(void *ctx, size_t item)
      * sweep, so a buffer per panel only spread the packed copy of B over
      * panels x 100 KB (the forward's W: 400 KB per thread) of L2, evicting
      * the weights and momentum the SGD epilogue updates next */
-    uint32_t *panel = g->bp + item * g->kcap * NR;
-    float *scr = g->scr + item * g->m_pad * NR;
+    uint32_t *panel = g->bp + item * g->ks * NR;
     const int cpu = sched_getcpu();
     const size_t home = cpu >= 0 ? (size_t)cpu % g->slots : 0;
     for (size_t d = 0; d < g->slots; d++) {
@@ -569,7 +496,7 @@ static void run_ranges(void *ctx, size_t item)
             if (p >= end) {
                 break;
             }
-            sweep(g, p, panel, scr, 0, g->m);
+            sweep(g, p, panel, 0, g->m);
         }
     }
 }
@@ -596,10 +523,9 @@ static void run_rows(void *ctx, size_t item)
         const size_t i0 = s * blocks / g->slots * MR;
         const size_t b1 = (s + 1) * blocks / g->slots * MR;
         const size_t i1 = b1 < g->m ? b1 : g->m;
-        uint32_t *panel = g->bp + s * g->kcap * NR;
-        float *scr = g->scr + s * g->m_pad * NR;
+        uint32_t *panel = g->bp + s * g->ks * NR;
         for (size_t p = 0; p < g->panels && i0 < i1; p++) {
-            sweep(g, p, panel, scr, i0, i1);
+            sweep(g, p, panel, i0, i1);
         }
     }
 }
@@ -641,39 +567,10 @@ static size_t a_slots(int prec, size_t m, size_t k)
     return prec == AIMSI_GEMM_BF16 ? (m * k_slots(prec, k) + 15) & ~(size_t)15 : 0;
 }
 
-/* Slots of one panel buffer: one k chunk (see KC). */
-static size_t k_cap(int prec, size_t k)
-{
-#ifdef AIMSI_HAVE_OWN_GEMM
-    return k_chunk(k_slots(prec, k));
-#else
-    return k_slots(prec, k);
-#endif
-}
-
-/* Scratch floats for chunked k (see KC): one m_pad x NR block per pool item
- * (items <= min(panels, GEMM_MAX_SLOTS)); none when k fits one chunk. */
-static size_t scr_floats(int prec, size_t m, size_t n, size_t k)
-{
-#ifdef AIMSI_HAVE_OWN_GEMM
-    const size_t panels = (n + NR - 1) / NR;
-    const size_t items = panels < GEMM_MAX_SLOTS ? panels : GEMM_MAX_SLOTS;
-    return k_slots(prec, k) > KC ? items * ((m + MR - 1) / MR * MR) * NR : 0;
-#else
-    (void)prec;
-    (void)m;
-    (void)n;
-    (void)k;
-    return 0;
-#endif
-}
-
 size_t aimsi_gemm_own_ws_bytes(int prec, size_t m, size_t n, size_t k)
 {
     const size_t panels = (n + NR - 1) / NR;
-    return (a_slots(prec, m, k) + panels * NR * k_cap(prec, k) + scr_floats(prec, m, n, k)) *
-               sizeof(uint32_t) +
-           64;
+    return (a_slots(prec, m, k) + panels * NR * k_slots(prec, k)) * sizeof(uint32_t) + 64;
 }
 
 /* The epilogue as plain passes over C (the path without the own kernels):
@@ -774,10 +671,6 @@ void aimsi_gemm_own_pre(aimsi_pool *pool, void *ws, int prec, int trans_a, int t
                       .b = b,
                       .ldb = ldb,
                       .bp = base + a_slots(prec, m, k),
-                      .kcap = k_cap(prec, k),
-                      .scr = (float *)(void *)(base + a_slots(prec, m, k) +
-                                               (n + NR - 1) / NR * NR * k_cap(prec, k)),
-                      .m_pad = (m + MR - 1) / MR * MR,
                       .beta = beta,
                       .c = c,
                       .ldc = ldc,
