@@ -14,8 +14,8 @@
  *
  *   A. every batch group (SMAX_GROUPS fixed halves of the batch, whatever the
  *      thread count) on its own core: the rows are read where they lie in
- *      the dataset (no gather copy; the lines of the rows two pairs ahead are
- *      prefetched while a pair computes), the logits come from dot products
+ *      the dataset (no gather copy; the lines of the rows four pairs ahead
+ *      are prefetched into L2 while a pair computes), the logits come from dot products
  *      along the features (lanes = 16 features, two rows share every load of
  *      W, so all 16 lanes do real work), then softmax, loss and the loss
  *      gradient G per row with the classes in the lanes of one vector (the
@@ -48,7 +48,11 @@
 
 #include "aimsi_train.h"
 
-enum { SMAX_GROUPS = 2, SMAX_KMAX = 16, SMAX_APPLY_CHUNK = 4096 };
+/* SMAX_AHEAD: pairs of rows whose lines are prefetched (into L2: the L2 keeps
+ * more misses in flight than L1; random rows of a 188 MB dataset come from
+ * DRAM, and a step of softmax regression is bound by them). */
+enum { SMAX_GROUPS = 2, SMAX_KMAX = 16, SMAX_APPLY_CHUNK = 4096, SMAX_AHEAD = 4 };
+#define SMAX_HINT _MM_HINT_T1
 
 struct aimsi_smax {
     float *part;       /* SMAX_GROUPS x n_params: each group's gradient (W, b) */
@@ -101,14 +105,14 @@ static inline __mmask16 tail_mask(size_t n)
     return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
 }
 
-/* Every line of a row of `in` floats into L1 (the first line and then one
+/* Every line of a row of `in` floats into L2 (the first line and then one
  * per 16 floats, plus the last: rows need not start on a line). */
 static inline void prefetch_row(const float *r, size_t in)
 {
     for (size_t j = 0; j < in; j += 16) {
-        _mm_prefetch((const char *)(r + j), _MM_HINT_T0);
+        _mm_prefetch((const char *)(r + j), SMAX_HINT);
     }
-    _mm_prefetch((const char *)(r + in - 1), _MM_HINT_T0);
+    _mm_prefetch((const char *)(r + in - 1), SMAX_HINT);
 }
 
 /* The sums of a[0..K) (K <= 16) in lanes 0..K-1 of one vector: a
@@ -155,8 +159,8 @@ SMAX_TARGET SMAX_INLINE void logits2(const size_t K, size_t in, const float *w, 
     size_t j = 0;
     for (; j + 16 <= in; j += 16) {
         if (p0 != NULL) {
-            _mm_prefetch((const char *)(p0 + j), _MM_HINT_T0);
-            _mm_prefetch((const char *)(p1 + j), _MM_HINT_T0);
+            _mm_prefetch((const char *)(p0 + j), SMAX_HINT);
+            _mm_prefetch((const char *)(p1 + j), SMAX_HINT);
         }
         const __m512 v0 = _mm512_loadu_ps(x0 + j);
         const __m512 v1 = _mm512_loadu_ps(x1 + j);
@@ -177,8 +181,8 @@ SMAX_TARGET SMAX_INLINE void logits2(const size_t K, size_t in, const float *w, 
         }
     }
     if (p0 != NULL) {
-        _mm_prefetch((const char *)(p0 + in - 1), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p1 + in - 1), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p0 + in - 1), SMAX_HINT);
+        _mm_prefetch((const char *)(p1 + in - 1), SMAX_HINT);
     }
     *z0 = fold16(a0, K);
     *z1 = fold16(a1, K);
@@ -284,7 +288,7 @@ SMAX_TARGET SMAX_INLINE void group_k(const smax_ctx *s, const size_t K, const si
     const size_t in = s->in;
     const float *x = s->x;
     double total = 0.0;
-    for (size_t r = 0; r < cnt && r < 4; r++) { /* the first two pairs */
+    for (size_t r = 0; r < cnt && r < 2 * SMAX_AHEAD; r++) { /* the first pairs */
         prefetch_row(x + idx[r] * in, in);
     }
     for (size_t r = 0; r < cnt; r += 2) {
@@ -292,9 +296,9 @@ SMAX_TARGET SMAX_INLINE void group_k(const smax_ctx *s, const size_t K, const si
         const float *x1 = r + 1 < cnt ? x + idx[r + 1] * in : x0;
         const float *p0 = NULL;
         const float *p1 = NULL;
-        if (r + 4 < cnt) { /* the pair after next */
-            p0 = x + idx[r + 4] * in;
-            p1 = r + 5 < cnt ? x + idx[r + 5] * in : p0;
+        if (r + 2 * SMAX_AHEAD < cnt) { /* SMAX_AHEAD pairs ahead */
+            p0 = x + idx[r + 2 * SMAX_AHEAD] * in;
+            p1 = r + 2 * SMAX_AHEAD + 1 < cnt ? x + idx[r + 2 * SMAX_AHEAD + 1] * in : p0;
         }
         __m512 z0;
         __m512 z1;
