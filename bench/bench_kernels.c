@@ -9,13 +9,19 @@
  * GFLOP/s): the forward Y = X W^T with the bias+ReLU epilogue, the weight
  * gradient dW = G^T X with beta 1 (accumulating into the momentum buffer),
  * the same with the SGD epilogue (the fused update, lr 0 so the weights keep
- * their values) and with beta 0. Internal API, so it links the static
+ * their values) and with beta 0; then the forward's plain product
+ * Y = X W^T (beta 0, no epilogue) through the own kernel and through OpenBLAS
+ * cblas_sgemm with the same thread count, one after the other in the same
+ * run (the sgemm goal P4 compares with; run it with OPENBLAS_CORETYPE unset
+ * for OpenBLAS's native kernel). Internal API, so it links the static
  * library; a measurement tool, never part of `meson test`.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <cblas.h>
 
 #include "model/aimsi_model.h"
 
@@ -64,8 +70,11 @@ int main(int argc, char **argv)
         g[i] = (float)((int)(i % 17) - 8) * 0.001f;
     }
     static const char *const names[] = {"forward 128x256x784 +bias+ReLU", "dW 256x784x128 beta 1",
-                                        "dW 256x784x128 + SGD epilogue", "dW 256x784x128 beta 0"};
-    for (int which = 0; which < 4; which++) {
+                                        "dW 256x784x128 + SGD epilogue", "dW 256x784x128 beta 0",
+                                        "own sgemm 128x256x784 X W^T",
+                                        "openblas sgemm 128x256x784 X W^T"};
+    openblas_set_num_threads(threads);
+    for (int which = 0; which < 6; which++) {
         double best = 1e9;
         for (int r = 0; r < ROUNDS; r++) {
             const double t0 = now_s();
@@ -77,6 +86,11 @@ int main(int argc, char **argv)
                     e.relu = 1;
                     aimsi_gemm_own_epi(pool, ws, prec, 0, 1, B, OUT, IN, x, IN, w, IN, 0.0f, y,
                                        OUT, &e);
+                } else if (which == 4) {
+                    aimsi_gemm_own(pool, ws, prec, 0, 1, B, OUT, IN, x, IN, w, IN, 0.0f, y, OUT);
+                } else if (which == 5) {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, OUT, IN, 1.0f, x, IN,
+                                w, IN, 0.0f, y, OUT);
                 } else if (which == 2) {
                     e.w = w;
                     e.ldw = IN;

@@ -66,6 +66,7 @@ struct aims_trainer {
     /* the next batch, gathered by the pool while the caller runs the layers
      * above the first (train_dense.c); NULL: gathered at the start of a step */
     struct aimsi_next *nx;
+    struct aimsi_smax *smax; /* softmax regression's own step (train_smax.c); NULL: none */
 
     /* statistics */
     double loss_sum;
@@ -132,6 +133,23 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o);
  * default) or run them as separate passes (0); returns the previous setting.
  * Process-wide; for tests only (the results are the same bits either way). */
 int aimsi_train_fusion_force(int on);
+
+/* ---- train_smax.c: softmax regression's own step ---- */
+
+/* begin: switch the run to train_smax.c's step when the model is one dense
+ * layer of 2..16 classes with softmax + cross-entropy, fp32 in the own
+ * kernels, not sharded (silently not, also without memory); _end frees it. */
+void aimsi_train_smax_begin(aims_trainer *t);
+void aimsi_train_smax_end(aims_trainer *t);
+int aimsi_train_smax_on(const aims_trainer *t);
+/* Batch rows [first, first + n) of this epoch's order: forward, loss and the
+ * gradient; returns the batch's summed loss. No weight changes. */
+double aimsi_train_smax_grad(aims_trainer *t, size_t first, size_t n);
+/* The optimizer update from the gradient aimsi_train_smax_grad made. */
+void aimsi_train_smax_apply(aims_trainer *t, const opt_step *o);
+/* Use the path when it applies (1, the default) or never (0); returns the
+ * previous setting. Process-wide; for tests. */
+int aimsi_train_smax_force(int on);
 
 /* ---- train_opt.c: the optimizer update ---- */
 

@@ -153,6 +153,7 @@ static void end_run(aims_trainer *t)
     aimsi_pool_destroy(t->pool);
     aimsi_train_shard_end(t);
     aimsi_train_x16_end(t);
+    aimsi_train_smax_end(t);
     t->gws = NULL;
     t->pool = NULL;
     t->ws = NULL;
@@ -523,6 +524,7 @@ static aims_status begin_run(aims_trainer *t)
     AIMSI_TRY(alloc_workspace(t));
     aimsi_train_x16_begin(t);
     aimsi_train_next_begin(t);
+    aimsi_train_smax_begin(t); /* softmax regression's own step (train_smax.c) */
     if (!(t->h.warm && m->trained)) {
         if (m->kind == AIMS_MODEL_KIND_TEXT) {
             aimsi_train_text_init(t, (uint64_t)t->h.seed);
@@ -765,6 +767,8 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
     double loss = 0.0;
     if (aimsi_train_sharded(t)) { /* data parallel: every shard's gradient, summed */
         AIMSI_TRY(aimsi_train_shard_grad(t, first, n, cancel, &loss));
+    } else if (aimsi_train_smax_on(t)) { /* softmax regression: train_smax.c */
+        loss = aimsi_train_smax_grad(t, first, n);
     } else {
         aimsi_train_gather(t, first, n);
         aimsi_train_forward(t, n);
@@ -786,6 +790,8 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
     o.c2 = (float)(1.0 - pow(t->h.b2, (double)(t->step + 1)));
     if (aimsi_train_sharded(t)) {
         aimsi_train_shard_apply(t, &o);
+    } else if (aimsi_train_smax_on(t)) {
+        aimsi_train_smax_apply(t, &o);
     } else {
         aimsi_train_backward(t, n, &o);
     }

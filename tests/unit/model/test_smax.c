@@ -1,0 +1,341 @@
+/*
+ * test_smax.c -- softmax regression's own training step (src/model/train_smax.c).
+ *
+ *   - it trains what the general step (train_dense.c) trains: the same weights
+ *     up to rounding, for SGD with and without momentum and weight decay,
+ *     Nesterov, Adam and AdamW, feature counts that are and are not multiples
+ *     of 16, 2 to 16 classes, odd batches and a last batch of one row (an
+ *     empty batch group);
+ *   - its weights do not depend on the thread count (bit for bit);
+ *   - a run stopped mid-epoch, checkpointed and restored ends with the bits of
+ *     the run that never stopped;
+ *   - it is used only where it applies (one layer, 2..16 classes, fp32 in the
+ *     own kernels) and a failed allocation falls back to the general step
+ *     without leaking;
+ *   - a step whose loss is not finite is refused before any update.
+ * Skipped on CPUs without the own AVX-512 kernels (the path never runs there).
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "model/aimsi_train.h"
+#include "testalloc.h"
+
+#define OK(e) assert_int_equal((e), AIMS_OK)
+
+static float frand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(*s >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
+}
+
+/* rows x cols features in [0, 1), `classes` classes from a fixed linear rule. */
+static aims_dataset *rule_data(size_t rows, size_t cols, size_t classes, uint64_t seed)
+{
+    float *x = aimsi_malloc(rows * cols * sizeof *x);
+    int32_t *y = aimsi_malloc(rows * sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    for (size_t i = 0; i < rows * cols; i++) {
+        x[i] = 0.5f + 0.5f * frand(&seed);
+    }
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        float s = 0.0f;
+        for (size_t c = 0; c < cols; c++) {
+            s += xr[c] * (float)((c % 7) + 1) * (c % 2 ? 1.0f : -1.0f);
+        }
+        y[r] = (int32_t)((size_t)(fabsf(s) * 3.0f) % classes);
+    }
+    aims_dataset *ds = NULL;
+    OK(aims_dataset_create_dense(rows, cols, x, y, &ds));
+    aimsi_free(x);
+    aimsi_free(y);
+    return ds;
+}
+
+typedef struct run_cfg {
+    size_t cols, classes;
+    int64_t opt, nesterov, batch, epochs, threads;
+    double lr, mom, wd;
+} run_cfg;
+
+static aims_trainer *make_trainer(const run_cfg *c, aims_model **om)
+{
+    aims_model *m = NULL;
+    aims_trainer *t = NULL;
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, c->cols, c->classes, &m));
+    OK(aims_trainer_create(m, &t));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, c->opt));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_NESTEROV, c->nesterov));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, c->epochs));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, c->batch));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 3));
+    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_THREADS, c->threads));
+    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, c->lr));
+    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_MOMENTUM, c->mom));
+    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_WEIGHT_DECAY, c->wd));
+    *om = m;
+    return t;
+}
+
+/* Train to the end with the path allowed (smax = 1) or not; *used: it ran. */
+static float *train(const aims_dataset *ds, const run_cfg *c, int smax, int *used, size_t *n,
+                    double *loss)
+{
+    aims_model *m = NULL;
+    aims_trainer *t = make_trainer(c, &m);
+    const int before = aimsi_train_smax_force(smax);
+    OK(aims_trainer_begin(t, ds, NULL));
+    aimsi_train_smax_force(before);
+    *used = aimsi_train_smax_on(t);
+    int done = 0;
+    while (!done) {
+        OK(aims_trainer_step(t, &done));
+    }
+    OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_TRAIN_LOSS, loss));
+    *n = m->n_params;
+    float *p = aimsi_malloc(m->n_params * sizeof *p);
+    assert_non_null(p);
+    memcpy(p, m->params, m->n_params * sizeof *p);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    return p;
+}
+
+static void skip_without_kernels(void)
+{
+    if (!aimsi_gemm_own_available(AIMSI_GEMM_F32)) {
+        print_message("note: no own AVX-512 kernels on this CPU, no softmax step\n");
+        skip();
+    }
+}
+
+static void test_smax_matches_general_step(void **state)
+{
+    (void)state;
+    skip_without_kernels();
+    static const run_cfg cases[] = {
+        /* cols, classes, opt, nesterov, batch, epochs, threads, lr, mom, wd */
+        {784, 10, 0, 0, 64, 2, 2, 0.1, 0.9, 0.0},   /* the bench's shape, narrower data */
+        {100, 10, 0, 0, 63, 2, 2, 0.1, 0.9, 1e-3},  /* a masked tail, weight decay */
+        {37, 3, 0, 1, 16, 2, 3, 0.05, 0.9, 0.0},    /* Nesterov, 3 threads */
+        {50, 16, 1, 0, 32, 2, 2, 0.01, 0.0, 0.0},   /* Adam, the widest kernel */
+        {33, 2, 2, 0, 20, 2, 1, 0.01, 0.0, 1e-2},   /* AdamW, one thread */
+        {16, 13, 0, 0, 64, 2, 2, 0.1, 0.0, 0.0},    /* no momentum, 13 classes, one vector */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const run_cfg *c = &cases[i];
+        /* 65 rows past a multiple of the batch: a last batch of one row */
+        aims_dataset *ds = rule_data(4 * (size_t)c->batch + 1, c->cols, c->classes, 11 + i);
+        size_t n1 = 0;
+        size_t n2 = 0;
+        int used1 = 0;
+        int used2 = 1;
+        double l1 = 0.0;
+        double l2 = 0.0;
+        float *p1 = train(ds, c, 1, &used1, &n1, &l1);
+        float *p2 = train(ds, c, 0, &used2, &n2, &l2);
+        assert_true(used1);
+        assert_false(used2);
+        assert_int_equal(n1, n2);
+        for (size_t k = 0; k < n1; k++) {
+            if (!(fabsf(p1[k] - p2[k]) <= 1e-4f * (1.0f + fabsf(p2[k])))) {
+                fail_msg("case %zu, parameter %zu of %zu: softmax step %.9g, general step %.9g",
+                         i, k, n1, (double)p1[k], (double)p2[k]);
+            }
+        }
+        assert_true(isfinite(l1));
+        assert_true(fabs(l1 - l2) <= 1e-4 * (1.0 + fabs(l2)));
+        aimsi_free(p2);
+        aimsi_free(p1);
+        aims_dataset_destroy(ds);
+    }
+}
+
+static void test_smax_threads_bit_identical(void **state)
+{
+    (void)state;
+    skip_without_kernels();
+    aims_dataset *ds = rule_data(301, 100, 10, 5);
+    run_cfg c = {100, 10, 0, 0, 50, 2, 1, 0.1, 0.9, 0.0};
+    float *p[3];
+    size_t n[3];
+    for (int64_t th = 1; th <= 3; th++) {
+        c.threads = th;
+        int used = 0;
+        double loss = 0.0;
+        p[th - 1] = train(ds, &c, 1, &used, &n[th - 1], &loss);
+        assert_true(used);
+    }
+    assert_memory_equal(p[0], p[1], n[0] * sizeof *p[0]);
+    assert_memory_equal(p[0], p[2], n[0] * sizeof *p[0]);
+    for (int i = 0; i < 3; i++) {
+        aimsi_free(p[i]);
+    }
+    aims_dataset_destroy(ds);
+}
+
+static void test_smax_exact_resume(void **state)
+{
+    (void)state;
+    skip_without_kernels();
+    aims_dataset *ds = rule_data(200, 64, 10, 7);
+    const run_cfg c = {64, 10, 0, 0, 32, 3, 2, 0.1, 0.9, 1e-4};
+    size_t n = 0;
+    int used = 0;
+    double loss = 0.0;
+    float *want = train(ds, &c, 1, &used, &n, &loss);
+    assert_true(used);
+    char path[] = "/tmp/aims_smax_ckpt_XXXXXX";
+    const int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+
+    aims_model *m = NULL;
+    aims_trainer *t = make_trainer(&c, &m);
+    OK(aims_trainer_begin(t, ds, NULL));
+    int done = 0;
+    for (int i = 0; i < 9; i++) { /* mid-epoch: 7 steps per epoch */
+        OK(aims_trainer_step(t, &done));
+    }
+    OK(aims_trainer_checkpoint(t, path));
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+
+    t = make_trainer(&c, &m);
+    OK(aims_trainer_begin(t, ds, NULL));
+    OK(aims_trainer_restore(t, path));
+    assert_true(aimsi_train_smax_on(t));
+    do {
+        OK(aims_trainer_step(t, &done));
+    } while (!done);
+    assert_int_equal(m->n_params, n);
+    assert_memory_equal(m->params, want, n * sizeof *want);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    unlink(path);
+    aimsi_free(want);
+    aims_dataset_destroy(ds);
+}
+
+/* Where the path applies, and where it does not. */
+static void test_smax_only_where_it_applies(void **state)
+{
+    (void)state;
+    skip_without_kernels();
+    aims_dataset *ds = rule_data(64, 20, 17, 9);
+    aims_model *m = NULL;
+    aims_trainer *t = NULL;
+    /* 17 classes: wider than one vector */
+    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 20, 17, &m));
+    OK(aims_trainer_create(m, &t));
+    OK(aims_trainer_begin(t, ds, NULL));
+    assert_false(aimsi_train_smax_on(t));
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    /* a hidden layer */
+    OK(aims_model_create(AIMS_MODEL_KIND_MLP, 20, 17, &m));
+    OK(aims_model_add_dense(m, 8, AIMS_ACT_RELU));
+    OK(aims_trainer_create(m, &t));
+    OK(aims_trainer_begin(t, ds, NULL));
+    assert_false(aimsi_train_smax_on(t));
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    aims_dataset_destroy(ds);
+    /* OpenBLAS asked for, and bf16 */
+    ds = rule_data(64, 20, 4, 9);
+    for (int i = 0; i < 3; i++) {
+        OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 20, 4, &m));
+        if (i == 1) {
+            OK(aims_model_set_param_i64(m, AIMS_MODEL_PRECISION, 1));
+        }
+        OK(aims_trainer_create(m, &t));
+        if (i == 0) {
+            OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_GEMM, 1));
+        }
+        OK(aims_trainer_begin(t, ds, NULL));
+        const int bf16 = aimsi_gemm_own_available(AIMSI_GEMM_BF16);
+        assert_int_equal(aimsi_train_smax_on(t), i == 2 || (i == 1 && !bf16));
+        aims_trainer_destroy(t);
+        aims_model_destroy(m);
+    }
+    aims_dataset_destroy(ds);
+}
+
+static aims_status fit_once(void *ctx)
+{
+    const aims_dataset *ds = ctx;
+    aims_model *m = NULL;
+    aims_trainer *t = NULL;
+    aims_status rc = aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 40, 10, &m);
+    if (rc == AIMS_OK) {
+        rc = aims_trainer_create(m, &t);
+    }
+    if (rc == AIMS_OK) {
+        rc = aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 1);
+    }
+    if (rc == AIMS_OK) {
+        rc = aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, 16);
+    }
+    if (rc == AIMS_OK) {
+        rc = aims_trainer_fit(t, ds, NULL);
+    }
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    return rc;
+}
+
+static void test_smax_alloc_failures(void **state)
+{
+    (void)state;
+    aims_dataset *ds = rule_data(64, 40, 10, 13);
+    ta_fail_loop("softmax fit", fit_once, ds);
+    aims_dataset_destroy(ds);
+}
+
+/* A learning rate that makes the loss overflow: the step is refused. */
+static void test_smax_divergence_refused(void **state)
+{
+    (void)state;
+    skip_without_kernels();
+    aims_dataset *ds = rule_data(256, 32, 10, 17);
+    const run_cfg c = {32, 10, 0, 0, 32, 50, 2, 1e6, 0.9, 0.0};
+    aims_model *m = NULL;
+    aims_trainer *t = make_trainer(&c, &m);
+    OK(aims_trainer_begin(t, ds, NULL));
+    assert_true(aimsi_train_smax_on(t));
+    int done = 0;
+    aims_status rc = AIMS_OK;
+    for (int i = 0; i < 400 && rc == AIMS_OK && !done; i++) {
+        rc = aims_trainer_step(t, &done);
+    }
+    assert_int_equal(rc, AIMS_E_RANGE);
+    int again = 0;
+    assert_int_equal(aims_trainer_step(t, &again), AIMS_E_RANGE); /* for good */
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
+    aims_dataset_destroy(ds);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_smax_matches_general_step, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_threads_bit_identical, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_exact_resume, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_only_where_it_applies, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_alloc_failures, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_divergence_refused, ta_setup, ta_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
