@@ -94,8 +94,11 @@ AIMS_API aims_status aims_registry_get_publication(aims_registry *r, const char 
  * AIMS_E_STATE when the client has no registry; AIMS_E_IO, AIMS_E_TIMEOUT or
  * AIMS_E_BACKEND when the joined backend cannot be reached or refuses (then
  * nothing is known about the outcome: publishing again tells, since a second
- * try by the winner gets AIMS_E_EXISTS naming itself). Blocks for one round
- * trip to the backend (at most a few seconds).
+ * try by the winner gets AIMS_E_EXISTS naming itself); AIMS_E_DENIED when the
+ * registry service's policy does not let the client's identity register
+ * @p name@@p version (docs/POLICY.md; a canary verdict record also counts as
+ * its service's, docs/VERDICTS.md). Blocks for one round trip to the backend
+ * (at most a few seconds).
  * @param c        The client; must not be NULL.
  * @param name     Model name.
  * @param version  Version.

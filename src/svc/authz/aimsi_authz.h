@@ -63,6 +63,15 @@ aims_status aimsi_policy_decide(const aims_policy *p, const char *identity, cons
                                 const char *action, const char *resource, char *why,
                                 size_t why_cap);
 
+/* aimsi_policy_decide for a resource that also goes by its owner's name (a
+ * canary verdict record "<svc>/<ver>@verdict-<id>" and its service "<svc>",
+ * docs/VERDICTS.md): allowed when an allow rule matches either name and no
+ * deny rule matches either. */
+aims_status aimsi_policy_decide_owned(const aims_policy *p, const char *identity,
+                                      const char *scopes, const char *action,
+                                      const char *resource, const char *owner, char *why,
+                                      size_t why_cap);
+
 /* Is the principal an admin of p (an "admin" rule matches it)? */
 int aimsi_policy_is_admin(const aims_policy *p, const char *identity, const char *scopes);
 /* Does request m carry the door's "$admin" mark? */

@@ -8,6 +8,8 @@
  *
  *   registry  register             -> register  <"service" tensor>
  *   registry  publish              -> register  <"name"@"version" tensors>
+ *     (records about a service -- its canary verdicts, its model and job
+ *     events -- also by whoever may register the service: record_owner)
  *   registry  changes/heartbeat/deregister -> join aims.registry
  *   train     submit               -> train     <service>
  *   train     status/result/cancel -> jobs      <service>
@@ -308,6 +310,34 @@ static void req_text(const aims_msg *m, const char *name, char *out, size_t cap)
     out[len] = '\0';
 }
 
+/* Records a node writes about a service it serves belong to that service, so
+ * whoever may register <svc> may write them (docs/VERDICTS.md, "Who may
+ * record"); owner gets "<svc>", or "" for any other name:
+ *   publish  "<svc>/<ver>" @ "verdict" | "verdict-<id>"   a canary verdict (svc_verdict.c)
+ *   register "aims.model/<svc>"                          a model event (svc_news.c)
+ *   register "aims.job/<svc>/<job id>"                   a job event (svc_news.c)
+ * ver: the publication's version, NULL for a registration. */
+static void record_owner(const char *name, const char *ver, char *owner, size_t cap)
+{
+    const char *from = name, *to = NULL;
+    owner[0] = '\0';
+    if (ver != NULL) {
+        if (strcmp(ver, "verdict") == 0 || strncmp(ver, "verdict-", 8) == 0) {
+            to = strrchr(name, '/');
+        }
+    } else if (strncmp(name, "aims.model/", 11) == 0) {
+        from = name + 11;
+        to = from + strlen(from);
+    } else if (strncmp(name, "aims.job/", 9) == 0) {
+        from = name + 9;
+        to = strrchr(from, '/');
+    }
+    if (to != NULL && to > from && (size_t)(to - from) < cap) {
+        memcpy(owner, from, (size_t)(to - from));
+        owner[to - from] = '\0';
+    }
+}
+
 struct aimsi_door {
     aims_audit_action action;
     char *resource; /* points into identity's block */
@@ -363,12 +393,15 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
     const char *action = "call";
     char resource[AIMSI_FRAME_MAX_SERVICE + AIMS_MSG_MAX_NAME + 2];
     aims_audit_action door = 0;
+    char owner[AIMSI_FRAME_MAX_SERVICE + 1]; /* the service a record is about, or "" */
+    owner[0] = '\0';
     snprintf(resource, sizeof(resource), "%s", service);
     if (strcmp(kind, "registry") == 0) {
         if (strcmp(method, "register") == 0) {
             action = "register";
             door = AIMS_AUDIT_REGISTER;
             req_text(m, "service", resource, sizeof(resource));
+            record_owner(resource, NULL, owner, sizeof(owner));
         } else if (strcmp(method, "publish") == 0) {
             /* publishing name@version: whoever may register that name may */
             char ver[40];
@@ -376,6 +409,7 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
             door = AIMS_AUDIT_REGISTER;
             req_text(m, "name", resource, sizeof(resource) - sizeof(ver) - 1);
             req_text(m, "version", ver, sizeof(ver));
+            record_owner(resource, ver, owner, sizeof(owner));
             strcat(strcat(resource, "@"), ver);
         } else {
             action = "join";
@@ -427,7 +461,12 @@ aims_status aimsi_authz_check(aims_node *n, const char *peer_id, const char *pee
             }
         }
         if (rc == AIMS_OK) {
-            rc = aimsi_policy_decide(p, identity, scopes, action, resource, why, why_cap);
+            /* a deregister is audited as "instance N" but decided as join
+             * aims.registry (docs/POLICY.md), like heartbeat and changes */
+            const int dereg = door == AIMS_AUDIT_DEREGISTER;
+            rc = aimsi_policy_decide_owned(p, identity, scopes, action,
+                                           dereg ? service : resource,
+                                           owner[0] != '\0' ? owner : NULL, why, why_cap);
         }
         size_t pi = 0; /* an optimize that publishes also swaps its target's model */
         if (rc == AIMS_OK && strcmp(kind, "optimize") == 0 &&

@@ -519,9 +519,12 @@ static int ident_matches(const aimsi_rule *r, const char *identity, const char *
     return aimsi_glob(r->ident, identity);
 }
 
-aims_status aimsi_policy_decide(const aims_policy *p, const char *identity, const char *scopes,
-                                const char *action, const char *resource, char *why,
-                                size_t why_cap)
+/* The decision over one resource, or two names of one resource (owner non-NULL:
+ * a canary verdict record and the service it belongs to, aimsi_policy_decide_owned):
+ * an allow rule matching either admits, a deny rule matching either refuses. */
+static aims_status decide(const aims_policy *p, const char *identity, const char *scopes,
+                          const char *action, const char *resource, const char *owner,
+                          char *why, size_t why_cap)
 {
     if (strcmp(identity, "host") == 0) {
         return AIMS_OK;
@@ -536,7 +539,8 @@ aims_status aimsi_policy_decide(const aims_policy *p, const char *identity, cons
             return AIMS_OK;
         }
         if ((strcmp(r->action, "*") == 0 || strcmp(r->action, action) == 0) &&
-            aimsi_glob(r->resource, resource)) {
+            (aimsi_glob(r->resource, resource) ||
+             (owner != NULL && aimsi_glob(r->resource, owner)))) {
             if (r->kind == RULE_DENY && deny == NULL) {
                 deny = r;
             } else if (r->kind == RULE_ALLOW && allow == NULL) {
@@ -548,15 +552,34 @@ aims_status aimsi_policy_decide(const aims_policy *p, const char *identity, cons
         return AIMS_OK;
     }
     if (why != NULL && why_cap > 0) {
+        char also[200] = "";
+        if (owner != NULL) {
+            snprintf(also, sizeof(also), " nor on its service '%.140s'", owner);
+        }
         if (deny != NULL) {
             snprintf(why, why_cap, "policy: '%.160s' may not %s '%.160s' (denied by %s)",
                      identity, action, resource, deny->where);
         } else {
-            snprintf(why, why_cap, "policy: '%.160s' may not %s '%.160s' (no rule allows it)",
-                     identity, action, resource);
+            snprintf(why, why_cap, "policy: '%.160s' may not %s '%.160s'%s (no rule allows it)",
+                     identity, action, resource, also);
         }
     }
     return AIMS_E_DENIED;
+}
+
+aims_status aimsi_policy_decide(const aims_policy *p, const char *identity, const char *scopes,
+                                const char *action, const char *resource, char *why,
+                                size_t why_cap)
+{
+    return decide(p, identity, scopes, action, resource, NULL, why, why_cap);
+}
+
+aims_status aimsi_policy_decide_owned(const aims_policy *p, const char *identity,
+                                      const char *scopes, const char *action,
+                                      const char *resource, const char *owner, char *why,
+                                      size_t why_cap)
+{
+    return decide(p, identity, scopes, action, resource, owner, why, why_cap);
 }
 
 int aimsi_policy_is_admin(const aims_policy *p, const char *identity, const char *scopes)

@@ -81,6 +81,53 @@ static void test_policy_decide(void **state)
     aims_policy_destroy(NULL);
 }
 
+/* A record about a service (a canary verdict, a model or job event) is
+ * decided under its own name and its service's (authz.c record_owner,
+ * docs/VERDICTS.md "Who may record"): an allow on either admits, a deny on
+ * either refuses. */
+static void test_policy_decide_owned(void **state)
+{
+    (void)state;
+    aims_policy *p = NULL;
+    assert_int_equal(aims_policy_create(&p), AIMS_OK);
+    assert_int_equal(aims_policy_load_string(p,
+                                             "allow n1.aims register blobs\n"
+                                             "allow n2.aims register blobs\n"
+                                             "deny  n2.aims register blobs/*@verdict*\n"
+                                             "allow n3.aims register blobs/*@verdict-*\n"
+                                             "deny  n4.aims register blobs\n"
+                                             "allow n4.aims register blobs/*\n",
+                                             "own.policy"),
+                     AIMS_OK);
+    char why[300];
+    const char *rec = "blobs/2@verdict-p1";
+    assert_int_equal(aimsi_policy_decide(p, "n1.aims", NULL, "register", rec, why, sizeof why),
+                     AIMS_E_DENIED); /* the record's own name: no rule */
+    assert_int_equal(aimsi_policy_decide_owned(p, "n1.aims", NULL, "register", rec, "blobs",
+                                               why, sizeof why),
+                     AIMS_OK); /* the service's registrant */
+    assert_int_equal(aimsi_policy_decide_owned(p, "n2.aims", NULL, "register", rec, "blobs",
+                                               why, sizeof why),
+                     AIMS_E_DENIED); /* a deny on the record wins */
+    assert_non_null(strstr(why, "denied by own.policy:3"));
+    assert_int_equal(aimsi_policy_decide_owned(p, "n3.aims", NULL, "register", rec, "blobs",
+                                               why, sizeof why),
+                     AIMS_OK); /* allowed by the record's name alone */
+    assert_int_equal(aimsi_policy_decide_owned(p, "n4.aims", NULL, "register", rec, "blobs",
+                                               why, sizeof why),
+                     AIMS_E_DENIED); /* a deny on the service wins */
+    assert_non_null(strstr(why, "denied by own.policy:5"));
+    assert_int_equal(aimsi_policy_decide_owned(p, "n5.aims", NULL, "register", rec, "blobs",
+                                               why, sizeof why),
+                     AIMS_E_DENIED);
+    assert_non_null(strstr(why, "'n5.aims' may not register 'blobs/2@verdict-p1' nor on its "
+                                "service 'blobs' (no rule allows it)"));
+    assert_int_equal(aimsi_policy_decide_owned(p, "host", NULL, "register", rec, "blobs", why,
+                                               sizeof why),
+                     AIMS_OK);
+    aims_policy_destroy(p);
+}
+
 static void test_policy_glob(void **state)
 {
     (void)state;
@@ -846,6 +893,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_policy_decide, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_policy_decide_owned, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_policy_glob, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_policy_errors, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_policy_file, ta_setup, ta_teardown),

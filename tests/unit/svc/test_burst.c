@@ -40,6 +40,7 @@
 #include "core/aimsi_core.h"
 #include "svc/transport/aimsi_transport.h"
 #include "testalloc.h"
+#include "tr_raw.h"
 
 #define NF 32       /* frames of the contract test */
 #define NCALL 16    /* calls of the client test */
@@ -47,77 +48,23 @@
 
 static const char *g_tr = "ipc";
 
-/* A frame of `type` with one BYTES tensor "b" of `n` bytes of value `v`; malloc'd. */
+/* A frame of `type` with one BYTES tensor "b" of `n` bytes of value `v` (n 0:
+ * no tensor); service NULL: none. aimsi_malloc'd: aimsi_free it. */
 static void *make_frame(uint8_t type, uint64_t id, const char *service, size_t n, uint8_t v,
                         size_t *out_len)
 {
     uint8_t data[256];
     assert_true(n <= sizeof data);
     memset(data, v, n);
-    aimsi_frame_hdr h;
-    memset(&h, 0, sizeof h);
-    h.type = type;
-    h.request_id = id;
-    if (service != NULL) {
-        snprintf(h.service, sizeof h.service, "%s", service);
-        snprintf(h.method, sizeof h.method, "m");
-    }
-    aimsi_tensor t;
-    memset(&t, 0, sizeof t);
-    t.dtype = AIMSI_DT_BYTES;
-    t.ndim = 1;
-    t.dims[0] = n;
-    strcpy(t.name, "b");
-    t.data = data;
-    t.bytes = n;
-    aimsi_buf b;
-    aimsi_buf_init(&b);
-    assert_int_equal(aimsi_frame_encode(&h, n > 0 ? &t : NULL, n > 0 ? 1 : 0, NULL, 0, &b),
-                     AIMS_OK);
-    void *out = malloc(b.len);
-    assert_non_null(out);
-    memcpy(out, b.data, b.len);
-    *out_len = b.len;
-    aimsi_buf_free(&b);
-    return out;
+    void *f = tr_raw_frame(type, id, service, "m", AIMSI_DT_BYTES, n > 0 ? "b" : NULL, data, n,
+                           out_len);
+    assert_non_null(f);
+    return f;
 }
 
 static void write_all(int fd, const uint8_t *p, size_t n)
 {
-    while (n > 0) {
-        const ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        assert_true(w > 0);
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
-static int raw_connect(const char *bound)
-{
-    int fd;
-    if (strncmp(bound, "tcp://", 6) == 0) {
-        struct sockaddr_in a;
-        memset(&a, 0, sizeof a);
-        a.sin_family = AF_INET;
-        a.sin_port = htons((uint16_t)atoi(strrchr(bound, ':') + 1));
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        fd = socket(AF_INET, SOCK_STREAM, 0);
-        assert_true(fd >= 0);
-        assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    } else {
-        struct sockaddr_un a;
-        memset(&a, 0, sizeof a);
-        a.sun_family = AF_UNIX;
-        const size_t pl = strnlen(bound + 6, sizeof a.sun_path - 1);
-        memcpy(a.sun_path, bound + 6, pl);
-        fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        assert_true(fd >= 0);
-        assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    }
-    return fd;
+    assert_int_equal(tr_raw_send_all(fd, p, n), 0);
 }
 
 /* A listening raw socket on g_tr; its URL in url. */
@@ -249,9 +196,9 @@ static void test_burst_contract(void **state)
         assert_true(total + len <= (size_t)NF * 128);
         memcpy(all + total, f, len);
         total += len;
-        free(f);
+        aimsi_free(f);
     }
-    const int fd = raw_connect(bound);
+    const int fd = tr_raw_connect(bound);
     write_all(fd, all, total);
     free(all);
     struct timespec ts;
@@ -370,11 +317,11 @@ static void *server_main(void *arg)
     void *f = make_frame(AIMSI_FRAME_PONG, 12345, NULL, 0, 0, &len);
     memcpy(out + olen, f, len);
     olen += len;
-    free(f);
+    aimsi_free(f);
     f = make_frame(AIMSI_FRAME_REPLY, 999999, NULL, 8, 0x77, &len); /* nobody asked */
     memcpy(out + olen, f, len);
     olen += len;
-    free(f);
+    aimsi_free(f);
     int ok = 1;
     for (int i = NCALL - 1; i >= 0; i--) {
         f = make_frame(AIMSI_FRAME_REPLY, ids[i], NULL, 8, vals[i], &len);
@@ -389,7 +336,7 @@ static void *server_main(void *arg)
         }
         memcpy(out + olen, f, len);
         olen += len;
-        free(f);
+        aimsi_free(f);
     }
     write_all(fd, out, olen);
     free(out);

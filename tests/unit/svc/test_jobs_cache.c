@@ -278,26 +278,45 @@ static aimsi_jobs *open_jobs(const char *opts)
     return J;
 }
 
-/* Store dataset 0's rows; ref gets "sha256:<hex>". */
-static void put_rows(aimsi_jobs *J, char ref[72])
+/* Dataset 0's rows stored once in a jobs store opened with `opts`, and the
+ * request that names them by reference -- what every case below reads. */
+typedef struct stored {
+    aimsi_jobs *J;
+    char ref[72]; /* "sha256:<hex>" */
+    aims_msg *req; /* tensor "data" = ref */
+} stored;
+
+static void stored_open(stored *s, const char *opts)
 {
+    s->J = open_jobs(opts);
     aims_msg *m = NULL;
     assert_int_equal(aims_msg_create(&m), AIMS_OK);
     const uint64_t dx[2] = {ROWS, COLS};
     const uint64_t dy = ROWS;
     assert_int_equal(aims_msg_add(m, "x", AIMS_DT_F32, dx, 2, g_x[0], 0), AIMS_OK);
     assert_int_equal(aims_msg_add(m, "y", AIMS_DT_I32, &dy, 1, g_y[0], 0), AIMS_OK);
-    assert_int_equal(aimsi_jobs_data_store(J, m, ref), AIMS_OK);
+    assert_int_equal(aimsi_jobs_data_store(s->J, m, s->ref), AIMS_OK);
     aims_msg_destroy(m);
+    s->req = NULL;
+    assert_int_equal(aims_msg_create(&s->req), AIMS_OK);
+    const uint64_t d = strlen(s->ref);
+    assert_int_equal(aims_msg_add(s->req, "data", AIMS_DT_BYTES, &d, 1, s->ref, 0), AIMS_OK);
 }
 
-static aims_msg *ref_req(const char *ref)
+/* Read the rows by reference: aimsi_jobs_data_get's status, its outputs in
+ * rows / ds (either may be NULL on return) and ymax. */
+static aims_status stored_get(stored *s, aims_msg **rows, aims_dataset **ds, int32_t *ymax)
 {
-    aims_msg *req = NULL;
-    assert_int_equal(aims_msg_create(&req), AIMS_OK);
-    const uint64_t d = strlen(ref);
-    assert_int_equal(aims_msg_add(req, "data", AIMS_DT_BYTES, &d, 1, ref, 0), AIMS_OK);
-    return req;
+    *rows = NULL;
+    *ds = NULL;
+    *ymax = -1;
+    return aimsi_jobs_data_get(s->J, s->req, rows, ds, ymax);
+}
+
+static void stored_close(stored *s)
+{
+    aims_msg_destroy(s->req);
+    aimsi_jobs_destroy(s->J);
 }
 
 /* The rows through the cache are the stored rows; the second read is a hit
@@ -305,63 +324,57 @@ static aims_msg *ref_req(const char *ref)
 static void test_jobs_cache_same_rows(void **state)
 {
     (void)state;
-    aimsi_jobs *J = open_jobs("?data_cache_mb=1");
-    char ref[72];
-    put_rows(J, ref);
-    aims_msg *req = ref_req(ref);
+    stored s;
+    stored_open(&s, "?data_cache_mb=1");
     aims_msg *rows = NULL;
     aims_dataset *ds1 = NULL;
     aims_dataset *ds2 = NULL;
     int32_t ymax = -1;
-    assert_int_equal(aimsi_jobs_data_get(J, req, &rows, &ds1, &ymax), AIMS_OK);
+    assert_int_equal(stored_get(&s, &rows, &ds1, &ymax), AIMS_OK);
     assert_null(rows);
     assert_non_null(ds1);
     assert_int_equal(ymax, 2);
     check_rows(ds1, 0);
     aimsi_jobs_times tm;
-    aimsi_jobs_get_times(J, &tm);
+    aimsi_jobs_get_times(s.J, &tm);
     assert_int_equal(tm.data_cached, 0);
     assert_true(tm.data_read_ns > 0);
-    assert_int_equal(aimsi_jobs_data_get(J, req, &rows, &ds2, &ymax), AIMS_OK);
+    assert_int_equal(stored_get(&s, &rows, &ds2, &ymax), AIMS_OK);
     check_rows(ds2, 0);
     assert_ptr_equal(aims_dataset_features(ds1), aims_dataset_features(ds2));
-    aimsi_jobs_get_times(J, &tm);
+    aimsi_jobs_get_times(s.J, &tm);
     assert_int_equal(tm.data_cached, 1);
     assert_int_equal(tm.data_read_ns, 0);
     aimsi_rowcache_stats st;
-    aimsi_jobs_cache_stats(J, &st);
+    aimsi_jobs_cache_stats(s.J, &st);
     assert_int_equal(st.entries, 1);
     assert_int_equal(st.hits, 1);
     assert_int_equal(st.bytes, DS_BYTES);
     assert_int_equal(st.cap, 1u << 20);
     aims_dataset_destroy(ds1);
     aims_dataset_destroy(ds2);
-    aims_msg_destroy(req);
-    aimsi_jobs_destroy(J);
+    stored_close(&s);
 }
 
 /* data_cache_mb=0: no cache, the decoded rows as before. */
 static void test_jobs_cache_off(void **state)
 {
     (void)state;
-    aimsi_jobs *J = open_jobs("?data_cache_mb=0");
-    char ref[72];
-    put_rows(J, ref);
-    aims_msg *req = ref_req(ref);
+    stored s;
+    stored_open(&s, "?data_cache_mb=0");
     aims_msg *rows = NULL;
     aims_dataset *ds = NULL;
     int32_t ymax = -1;
-    assert_int_equal(aimsi_jobs_data_get(J, req, &rows, &ds, &ymax), AIMS_OK);
+    assert_int_equal(stored_get(&s, &rows, &ds, &ymax), AIMS_OK);
     assert_null(ds);
     assert_non_null(rows);
     size_t idx = 0;
     assert_int_equal(aims_msg_find(rows, "x", &idx), AIMS_OK);
     aimsi_rowcache_stats st;
-    aimsi_jobs_cache_stats(J, &st);
+    aimsi_jobs_cache_stats(s.J, &st);
     assert_int_equal(st.cap, 0);
     aims_msg_destroy(rows);
-    aims_msg_destroy(req);
-    aimsi_jobs_destroy(J);
+    stored_close(&s);
 }
 
 /* Flip one byte of the stored rows: refused with the store's CRC message,
@@ -369,11 +382,10 @@ static void test_jobs_cache_off(void **state)
 static void test_jobs_cache_corrupt_refused(void **state)
 {
     (void)state;
-    aimsi_jobs *J = open_jobs("?data_cache_mb=1");
-    char ref[72];
-    put_rows(J, ref);
+    stored s;
+    stored_open(&s, "?data_cache_mb=1");
     char path[600];
-    snprintf(path, sizeof path, "%s/st/d/%s", g_dir, ref + 7);
+    snprintf(path, sizeof path, "%s/st/d/%s", g_dir, s.ref + 7);
     const int fd = open(path, O_RDWR);
     assert_true(fd >= 0);
     struct stat sb;
@@ -384,46 +396,41 @@ static void test_jobs_cache_corrupt_refused(void **state)
     byte ^= 0x40;
     assert_int_equal(pwrite(fd, &byte, 1, at), 1);
     close(fd);
-    aims_msg *req = ref_req(ref);
     for (int i = 0; i < 2; i++) {
         aims_msg *rows = NULL;
         aims_dataset *ds = NULL;
         int32_t ymax = -1;
-        assert_int_equal(aimsi_jobs_data_get(J, req, &rows, &ds, &ymax), AIMS_E_CORRUPT);
+        assert_int_equal(stored_get(&s, &rows, &ds, &ymax), AIMS_E_CORRUPT);
         assert_null(rows);
         assert_null(ds);
         assert_non_null(strstr(aims_errmsg(), "checksum"));
-        assert_non_null(strstr(aims_errmsg(), ref + 7));
+        assert_non_null(strstr(aims_errmsg(), s.ref + 7));
     }
     aimsi_rowcache_stats st;
-    aimsi_jobs_cache_stats(J, &st);
+    aimsi_jobs_cache_stats(s.J, &st);
     assert_int_equal(st.entries, 0);
     assert_int_equal(st.loads, 0);
-    aims_msg_destroy(req);
-    aimsi_jobs_destroy(J);
+    stored_close(&s);
 }
 
 /* Rows a submit would refuse (a negative label) are refused, not cached. */
 static void test_jobs_cache_bad_rows_refused(void **state)
 {
     (void)state;
-    aimsi_jobs *J = open_jobs("?data_cache_mb=1");
     const int32_t keep = g_y[0][7];
     g_y[0][7] = -1;
-    char ref[72];
-    put_rows(J, ref);
+    stored s;
+    stored_open(&s, "?data_cache_mb=1");
     g_y[0][7] = keep;
-    aims_msg *req = ref_req(ref);
     aims_msg *rows = NULL;
     aims_dataset *ds = NULL;
     int32_t ymax = -1;
-    assert_int_equal(aimsi_jobs_data_get(J, req, &rows, &ds, &ymax), AIMS_E_INVAL);
+    assert_int_equal(stored_get(&s, &rows, &ds, &ymax), AIMS_E_INVAL);
     assert_non_null(strstr(aims_errmsg(), "row 7"));
     aimsi_rowcache_stats st;
-    aimsi_jobs_cache_stats(J, &st);
+    aimsi_jobs_cache_stats(s.J, &st);
     assert_int_equal(st.entries, 0);
-    aims_msg_destroy(req);
-    aimsi_jobs_destroy(J);
+    stored_close(&s);
 }
 
 /* ---- setup ---------------------------------------------------------------------------------- */

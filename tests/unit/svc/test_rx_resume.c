@@ -46,6 +46,7 @@
 #include "svc/transport/aimsi_transport.h"
 #include "svc/transport/aimsi_stream.h"
 #include "testalloc.h"
+#include "tr_raw.h"
 
 #define WAIT_MS 60000 /* generous (TSan, a loaded machine); never a timing assertion */
 #define PAYLOAD 200000u
@@ -103,67 +104,11 @@ static uint8_t *make_frame(uint64_t id, size_t *out_len)
     uint8_t *data = malloc(PAYLOAD);
     assert_non_null(data);
     memset(data, (int)id, PAYLOAD);
-    aimsi_frame_hdr h;
-    memset(&h, 0, sizeof h);
-    h.type = AIMSI_FRAME_REQUEST;
-    h.request_id = id;
-    strcpy(h.service, "big");
-    strcpy(h.method, "m");
-    aimsi_tensor t;
-    memset(&t, 0, sizeof t);
-    strcpy(t.name, "x");
-    t.dtype = AIMSI_DT_U8;
-    t.ndim = 1;
-    t.dims[0] = PAYLOAD;
-    t.data = data;
-    t.bytes = PAYLOAD;
-    aimsi_buf b;
-    aimsi_buf_init(&b);
-    const aims_status rc = aimsi_frame_encode(&h, &t, 1, NULL, 0, &b);
+    uint8_t *f = tr_raw_frame(AIMSI_FRAME_REQUEST, id, "big", "m", AIMSI_DT_U8, "x", data,
+                              PAYLOAD, out_len);
     free(data);
-    assert_int_equal(rc, AIMS_OK);
-    return aimsi_buf_take(&b, out_len);
-}
-
-static int raw_connect(const char *bound)
-{
-    int fd;
-    if (strncmp(bound, "tcp://", 6) == 0) {
-        const char *colon = strrchr(bound, ':');
-        struct sockaddr_in a;
-        memset(&a, 0, sizeof a);
-        a.sin_family = AF_INET;
-        a.sin_port = htons((uint16_t)atoi(colon + 1));
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        fd = socket(AF_INET, SOCK_STREAM, 0);
-        assert_true(fd >= 0);
-        assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    } else {
-        struct sockaddr_un a;
-        memset(&a, 0, sizeof a);
-        a.sun_family = AF_UNIX;
-        snprintf(a.sun_path, sizeof a.sun_path, "%s", bound + 6);
-        fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        assert_true(fd >= 0);
-        assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    }
-    return fd;
-}
-
-static int send_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        const ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    assert_non_null(f);
+    return f;
 }
 
 typedef struct sender {
@@ -177,7 +122,7 @@ typedef struct sender {
 static void *sender_main(void *arg)
 {
     sender *s = arg;
-    s->rc = send_all(s->fd, s->p, s->n);
+    s->rc = tr_raw_send_all(s->fd, s->p, s->n);
     return NULL;
 }
 
@@ -243,14 +188,14 @@ static void resume_in_order(const aims_transport *t)
     const int64_t whole = (int64_t)len[0] - (64 * 1024);
     assert_true(whole <= BUDGET && whole + 64 * 1024 > BUDGET && 2 * whole > BUDGET);
 
-    const int fa = raw_connect(bound);
-    assert_int_equal(send_all(fa, fr[0], FIRST_PART), 0);
+    const int fa = tr_raw_connect(bound);
+    assert_int_equal(tr_raw_send_all(fa, fr[0], FIRST_PART), 0);
     assert_true(wait_i64(&x->rx.held, whole)); /* A: the whole frame reserved */
 
-    sender sb = {.fd = raw_connect(bound), .p = fr[1], .n = len[1]};
+    sender sb = {.fd = tr_raw_connect(bound), .p = fr[1], .n = len[1]};
     assert_int_equal(pthread_create(&sb.th, NULL, sender_main, &sb), 0);
     assert_true(wait_i64(&x->rx.paused, 1)); /* B paused: its growth would overdraw */
-    sender sc = {.fd = raw_connect(bound), .p = fr[2], .n = len[2]};
+    sender sc = {.fd = tr_raw_connect(bound), .p = fr[2], .n = len[2]};
     assert_int_equal(pthread_create(&sc.th, NULL, sender_main, &sc), 0);
     assert_true(wait_i64(&x->rx.paused, 2)); /* C paused behind B */
     pthread_mutex_lock(&x->mu);
@@ -258,7 +203,7 @@ static void resume_in_order(const aims_transport *t)
     pthread_mutex_unlock(&x->mu);
     assert_int_equal(early, 0);
 
-    assert_int_equal(send_all(fa, fr[0] + FIRST_PART, len[0] - FIRST_PART), 0);
+    assert_int_equal(tr_raw_send_all(fa, fr[0] + FIRST_PART, len[0] - FIRST_PART), 0);
     assert_true(frames_at_least(x, 3));
     pthread_join(sb.th, NULL);
     pthread_join(sc.th, NULL);

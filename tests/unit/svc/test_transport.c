@@ -32,6 +32,7 @@
 #include "core/aimsi_core.h"
 #include "svc/transport/aimsi_transport.h"
 #include "testalloc.h"
+#include "tr_raw.h"
 
 #define MAXP 64
 #define WAIT_MS 60000 /* generous: a loaded machine under TSan is slow; never a timing assertion */
@@ -103,7 +104,7 @@ static uint8_t pattern(uint64_t id, size_t i)
     return (uint8_t)((i * 131u) ^ (id * 7u));
 }
 
-/* A REQUEST frame with one U8 tensor of n pattern bytes; aimsi_malloc'd. */
+/* A REQUEST frame with one U8 tensor of n pattern bytes; aimsi_malloc'd (NULL: no memory). */
 static void *make_frame(uint64_t id, size_t n, size_t *out_len)
 {
     uint8_t *data = malloc(n > 0 ? n : 1);
@@ -111,29 +112,10 @@ static void *make_frame(uint64_t id, size_t n, size_t *out_len)
     for (size_t i = 0; i < n; i++) {
         data[i] = pattern(id, i);
     }
-    aimsi_frame_hdr h;
-    memset(&h, 0, sizeof h);
-    h.type = AIMSI_FRAME_REQUEST;
-    h.request_id = id;
-    strcpy(h.service, "echo");
-    strcpy(h.method, "m");
-    aimsi_tensor t;
-    memset(&t, 0, sizeof t);
-    t.dtype = AIMSI_DT_U8;
-    t.ndim = 1;
-    t.dims[0] = n;
-    strcpy(t.name, "x");
-    t.data = data;
-    t.bytes = n;
-    aimsi_buf b;
-    aimsi_buf_init(&b);
-    const aims_status rc = aimsi_frame_encode(&h, &t, 1, NULL, 0, &b);
+    void *f = tr_raw_frame(AIMSI_FRAME_REQUEST, id, "echo", "m", AIMSI_DT_U8, "x", data, n,
+                           out_len);
     free(data);
-    if (rc != AIMS_OK) {
-        aimsi_buf_free(&b);
-        return NULL;
-    }
-    return aimsi_buf_take(&b, out_len);
+    return f;
 }
 
 static int verify_frame(const void *frame, size_t len, uint64_t *out_id)
@@ -318,27 +300,7 @@ static void wait_accepted(ctx *cx, int n)
 /* A raw connected socket to the bound address (a hostile or stalled peer). */
 static int raw_connect(const ctx *cx)
 {
-    int fd;
-    if (strncmp(cx->bound, "tcp://", 6) == 0) {
-        const char *colon = strrchr(cx->bound, ':');
-        struct sockaddr_in a;
-        memset(&a, 0, sizeof a);
-        a.sin_family = AF_INET;
-        a.sin_port = htons((uint16_t)atoi(colon + 1));
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        fd = socket(AF_INET, SOCK_STREAM, 0);
-        assert_true(fd >= 0);
-        assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    } else {
-        struct sockaddr_un a;
-        memset(&a, 0, sizeof a);
-        a.sun_family = AF_UNIX;
-        strcpy(a.sun_path, cx->bound + 6);
-        fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        assert_true(fd >= 0);
-        assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    }
-    return fd;
+    return tr_raw_connect(cx->bound);
 }
 
 static void echo_check(ctx *cx, peer *p, uint64_t id, size_t n)
