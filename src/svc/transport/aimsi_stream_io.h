@@ -49,7 +49,18 @@ typedef struct stream_inst stream_inst;
 typedef struct qent {
     void *p;
     size_t len;
+    aimsi_frame_rel rel; /* how p goes back (fn NULL: aimsi_free) */
 } qent;
+
+/* Give a sent (or refused) frame back: rel.fn, or aimsi_free. */
+static inline void aimsi_stream_frame_free(aimsi_frame_rel rel, void *p)
+{
+    if (rel.fn != NULL) {
+        rel.fn(rel.ctx, p);
+    } else {
+        aimsi_free(p);
+    }
+}
 
 typedef struct stream_conn {
     int tag; /* TAG_CONN: first member, epoll data points here */

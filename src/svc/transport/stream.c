@@ -121,7 +121,7 @@ static void wake(stream_inst *in)
 static void queue_drop(stream_conn *c)
 {
     while (c->qn > 0) {
-        aimsi_free(c->q[c->qhead].p);
+        aimsi_stream_frame_free(c->q[c->qhead].rel, c->q[c->qhead].p);
         c->qhead = (c->qhead + 1) % c->qcap;
         c->qn--;
     }

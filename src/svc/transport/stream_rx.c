@@ -113,7 +113,7 @@ static aims_status deliver(stream_conn *c, int *stop)
     size_t pos = 0;
     int corked = 0;
     aims_status rc = AIMS_OK;
-    aimsi_burst burst = {++t_burst_seq, 0};
+    aimsi_burst burst = {++t_burst_seq, 0, c->last_rx_ns}; /* the read's clock */
     const aimsi_burst *const outer = aimsi_transport_tl_burst;
     size_t total = whole_frame_at(c, 0, &rc);
     while (total > 0) {
