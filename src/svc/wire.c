@@ -25,6 +25,14 @@
  * thread gets min(its own timeout, what the request has left), so a chain
  * node A -> handler -> node B never gives B more time than A's caller has.
  *
+ * Which "now". The sender counts what is left from its attempt's start (its
+ * one clock read per attempt, re-read after a dial: microseconds earlier than
+ * the encode); a node counts from the time the read that brought the frame
+ * returned, or the end of the previous inline run of that read burst
+ * (aimsi_frame_clock): one clock read per burst instead of three per frame
+ * on a pipelined connection. Both err by microseconds, well inside the
+ * one-way delay this scheme already ignores.
+ *
  * Version 1 peers. A node that decodes a version-1 REQUEST answers with an
  * ERROR frame in version 1 (which the old peer can read): AIMS_E_UNSUPPORTED
  * and a sentence saying why, instead of guessing at an absolute deadline.

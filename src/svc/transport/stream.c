@@ -227,6 +227,18 @@ int aimsi_stream_hook_enter(stream_conn *c)
     return ok;
 }
 
+int aimsi_stream_hook_next(stream_conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    const int ok = !c->closed;
+    if (!ok) {
+        c->in_hook = 0; /* as hook_leave: a close() waiting for us goes on */
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
 void aimsi_stream_hook_leave(stream_conn *c)
 {
     pthread_mutex_lock(&c->mu);
