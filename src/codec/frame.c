@@ -1,12 +1,15 @@
 /*
  * frame.c -- the wire frame every transport carries (layout in aimsi_frame.h).
  *
- * Encoder. The payload (tensor list or error message) is first laid out raw
- * in a scratch buffer; when its size reaches the caller's threshold it is
- * zstd-compressed into a second scratch buffer capped at raw - 1 bytes, so a
+ * Encoder. The payload (tensor list or error message) is checked and sized
+ * first. Below the caller's compression threshold -- every frame on a
+ * loopback or ipc:// connection, and every small one -- the output buffer
+ * grows once and the payload is laid out in place behind the header (no
+ * scratch buffer, no copy). Otherwise it is laid out raw in a scratch buffer
+ * and zstd-compressed into a second one capped at raw - 1 bytes, so a
  * payload that does not shrink is simply stored raw (zstd answers "does not
- * fit" instead of us comparing afterwards). Only then is the output buffer
- * grown once and header + names + payload appended; a failure at any step
+ * fit" instead of us comparing afterwards); only then is the output buffer
+ * grown once and header + names + payload appended. A failure at any step
  * leaves out->len where it was.
  *
  * Decoder. The 44-byte header is parsed by one function (hdr_parse) shared
@@ -317,7 +320,9 @@ static aims_status check_tensor(const aimsi_tensor *t, size_t i, size_t *name_le
     return AIMS_OK;
 }
 
-static aims_status put_tensor(aimsi_buf *b, const aimsi_tensor *t, size_t name_len)
+/* Append one tensor; `base` is where the payload starts in b (padding
+ * counts from there). */
+static aims_status put_tensor(aimsi_buf *b, const aimsi_tensor *t, size_t name_len, size_t base)
 {
     static const uint8_t zeros[PAD] = {0};
     const uint8_t head[4] = {t->dtype, t->ndim, (uint8_t)name_len, (uint8_t)(name_len >> 8)};
@@ -326,12 +331,16 @@ static aims_status put_tensor(aimsi_buf *b, const aimsi_tensor *t, size_t name_l
     for (uint8_t d = 0; d < t->ndim; d++) {
         AIMSI_TRY(aimsi_buf_put_u64le(b, t->dims[d]));
     }
-    AIMSI_TRY(aimsi_buf_append(b, zeros, (PAD - b->len % PAD) % PAD));
+    AIMSI_TRY(aimsi_buf_append(b, zeros, (PAD - (b->len - base) % PAD) % PAD));
     return aimsi_buf_append(b, t->data, t->bytes);
 }
 
+/* The payload of a frame: with pay == NULL only checked and sized (*need:
+ * its exact length); else appended to pay, which must hold exactly that many
+ * more bytes -- a reserve the caller already made is never grown (the
+ * in-place encode below relies on it: pay is then a window into `out`). */
 static aims_status build_payload(const aimsi_frame_hdr *hdr, const aimsi_tensor *tensors,
-                                 size_t n, const char *message, aimsi_buf *pay)
+                                 size_t n, const char *message, aimsi_buf *pay, size_t *need)
 {
     if (has_tensors(hdr->type)) {
         if (message != NULL || n > AIMSI_FRAME_MAX_TENSORS || (n > 0 && tensors == NULL)) {
@@ -342,18 +351,24 @@ static aims_status build_payload(const aimsi_frame_hdr *hdr, const aimsi_tensor 
         size_t name_len[AIMSI_FRAME_MAX_TENSORS];
         /* The payload's exact size, reserved at once: laid out by doubling
          * from 64 bytes it cost two or three reallocs per frame, on both
-         * sides of every call (P14 profile). */
-        size_t need = pay->len + 4u;
+         * sides of every call (P14 profile). Padding counts from the
+         * payload's first byte. */
+        size_t len = 4u;
         for (size_t i = 0; i < n; i++) {
             AIMSI_TRY(check_tensor(&tensors[i], i, &name_len[i]));
-            need += 4u + name_len[i] + 8u * tensors[i].ndim;
-            need += (PAD - need % PAD) % PAD;
-            need = tensors[i].bytes > SIZE_MAX / 2 - need ? SIZE_MAX / 2 : need + tensors[i].bytes;
+            len += 4u + name_len[i] + 8u * tensors[i].ndim;
+            len += (PAD - len % PAD) % PAD;
+            len = tensors[i].bytes > SIZE_MAX / 2 - len ? SIZE_MAX / 2 : len + tensors[i].bytes;
         }
-        AIMSI_TRY(aimsi_buf_reserve(pay, need - pay->len));
+        *need = len;
+        if (pay == NULL) {
+            return AIMS_OK;
+        }
+        const size_t base = pay->len;
+        AIMSI_TRY(aimsi_buf_reserve(pay, len));
         AIMSI_TRY(aimsi_buf_put_u32le(pay, (uint32_t)n));
         for (size_t i = 0; i < n; i++) {
-            AIMSI_TRY(put_tensor(pay, &tensors[i], name_len[i]));
+            AIMSI_TRY(put_tensor(pay, &tensors[i], name_len[i], base));
         }
         return AIMS_OK;
     }
@@ -372,12 +387,14 @@ static aims_status build_payload(const aimsi_frame_hdr *hdr, const aimsi_tensor 
             return aimsi_err(NULL, AIMS_E_INVAL,
                              "frame encode: error message is not UTF-8 at byte %zu", bad);
         }
-        return aimsi_buf_append(pay, message, len);
+        *need = len;
+        return pay == NULL || len == 0 ? AIMS_OK : aimsi_buf_append(pay, message, len);
     }
     if (message != NULL) {
         return aimsi_err(NULL, AIMS_E_INVAL, "frame encode: type %u carries no message",
                          hdr->type);
     }
+    *need = 0;
     return AIMS_OK;
 }
 
@@ -462,6 +479,35 @@ static aims_status encode_into(const aimsi_frame_hdr *hdr, size_t slen, size_t m
     return AIMS_OK;
 }
 
+/* A frame that will not be compressed: out grows once to its exact size and
+ * the payload is laid out right behind the header and names -- no scratch
+ * buffer, no copy of the payload (which was a malloc, a free and a memcpy
+ * per frame on both sides of every call). `need`: the payload's size
+ * (build_payload). On failure out->len is where it was. */
+static aims_status encode_in_place(const aimsi_frame_hdr *hdr, const aimsi_tensor *tensors,
+                                   size_t n, const char *message, size_t slen, size_t mlen,
+                                   size_t need, aimsi_buf *out)
+{
+    if (need > UINT32_MAX) {
+        return aimsi_err(NULL, AIMS_E_RANGE, "frame encode: payload of %zu bytes exceeds 4 GiB",
+                         need);
+    }
+    const size_t head = AIMSI_FRAME_HEADER + slen + mlen;
+    AIMSI_TRY(aimsi_buf_reserve(out, head + need));
+    uint8_t *const p = out->data + out->len;
+    /* A window on the reserved bytes: build_payload never grows it. */
+    aimsi_buf win = {p + head, 0, need};
+    AIMSI_TRY(build_payload(hdr, tensors, n, message, &win, &need));
+    if (win.data != p + head || win.len != need) {
+        return aimsi_err(NULL, AIMS_E_INTERNAL, "frame encode: payload size changed");
+    }
+    write_header(p, hdr, 0, slen, mlen, (uint32_t)need, (uint32_t)need);
+    memcpy(p + AIMSI_FRAME_HEADER, hdr->service, slen);
+    memcpy(p + AIMSI_FRAME_HEADER + slen, hdr->method, mlen);
+    out->len += head + need;
+    return AIMS_OK;
+}
+
 aims_status aimsi_frame_encode(const aimsi_frame_hdr *hdr, const aimsi_tensor *tensors,
                                size_t n, const char *message, size_t compress_above,
                                aimsi_buf *out)
@@ -472,12 +518,17 @@ aims_status aimsi_frame_encode(const aimsi_frame_hdr *hdr, const aimsi_tensor *t
     size_t slen = 0;
     size_t mlen = 0;
     AIMSI_TRY(check_hdr(hdr, &slen, &mlen));
+    size_t need = 0;
+    AIMSI_TRY(build_payload(hdr, tensors, n, message, NULL, &need));
+    if (compress_above == 0 || need < compress_above || need < 2) {
+        return encode_in_place(hdr, tensors, n, message, slen, mlen, need, out);
+    }
     aimsi_buf pay;
     aimsi_buf z;
     aimsi_buf_init(&pay);
     aimsi_buf_init(&z);
     int use_z = 0;
-    aims_status rc = build_payload(hdr, tensors, n, message, &pay);
+    aims_status rc = build_payload(hdr, tensors, n, message, &pay, &need);
     if (rc == AIMS_OK) {
         rc = maybe_compress(&pay, compress_above, &z, &use_z);
     }

@@ -110,6 +110,7 @@ typedef struct cl_pending {
     uint64_t id;
     uint64_t deadline_ns;
     uint64_t try_ns; /* this try is abandoned then (<= deadline_ns; client_try.c) */
+    uint64_t rx_ns;  /* when its reply was read (a burst's clock), or 0: read the clock */
     aims_client *c;
     cl_ep *ep;
     cl_conn *cc;  /* stream attempts */
@@ -148,6 +149,7 @@ struct cl_call {
     int lb_counted; /* the balancer counted this attempt (pick, not fallback) */
     uint64_t attempt_ns;
     uint64_t done_ns; /* when the last reported attempt ended (aimsi_client_report) */
+    uint64_t rx_ns;   /* the ending attempt's reply was read then (0: unknown; one report) */
     aims_done_fn done;
     void *user;
     /* cancellation and hedging (client_cancel.c, client_hedge.c); under c->mu */
@@ -168,7 +170,12 @@ struct cl_call {
     (sizeof(cl_pending) > sizeof(cl_call) + CL_NAMES_MAX ? sizeof(cl_pending)                \
                                                          : sizeof(cl_call) + CL_NAMES_MAX)
 #define CL_POOL_KEEP 1024u /* blocks the call/pending pool keeps at most */
-#define CL_MPOOL_KEEP 256u /* request copies (~9 KB each) the message pool keeps */
+#define CL_MPOOL_KEEP 256u /* request copies (~10 KB each) the message pool keeps */
+/* Tensor bytes an async call's request copy keeps inside its pooled block,
+ * behind the message (client.c, copy_request): small requests -- the
+ * pipelined case -- then cost no allocation and no cross-thread free. */
+#define CL_REQ_INLINE 1024u
+#define CL_MPOOL_BLOCK (sizeof(aims_msg) + 16u + CL_REQ_INLINE)
 typedef struct cl_pool {
     size_t block;                 /* payload bytes of a pooled block */
     size_t keep;                  /* blocks kept at most */
@@ -185,6 +192,14 @@ void *aimsi_client_pool_take(cl_pool *pl, size_t size);
 void *aimsi_client_pool_get(cl_pool *pl, size_t size);
 /* Give a block of pool_get back (any thread; NULL: no-op). */
 void aimsi_client_pool_put(void *p);
+/* Headerless blocks of exactly pl->block bytes, plain aimsi_malloc pointers
+ * (a request frame the encoder may realloc): take on the allocating side,
+ * put_raw(pool, p) from any thread (the transport's release hook). */
+void *aimsi_client_pool_take_raw(cl_pool *pl);
+void aimsi_client_pool_put_raw(void *pool, void *p);
+/* Request frames up to this size are encoded into recycled blocks. */
+#define CL_FRAME_BLOCK 2048u
+#define CL_FPOOL_KEEP 512u
 
 /* Options of aimsi_client_async_start (client.c). */
 typedef struct cl_start {
@@ -234,6 +249,7 @@ struct aims_client {
     struct aimsi_client_tok *token; /* mu: bearer token for "$auth" (client_token.c) */
     cl_pool pool;  /* calls and pendings (client_pool.c) */
     cl_pool mpool; /* async calls' request copies (aims_msg) */
+    cl_pool fpool; /* request frames of stream connections (headerless) */
     struct cl_ahedge *ahedges; /* mu: async hedges waiting for their delay */
 };
 

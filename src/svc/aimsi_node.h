@@ -148,6 +148,17 @@ aims_service *aimsi_svc_lookup(aims_node *n, const char *name);
 void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req,
                         uint64_t deadline_ns, int allow_inline, aimsi_local_done done,
                         void *ctx, const _Atomic int *cancel, const char *caller);
+/* Clock hand-over between node.c and the next aimsi_svc_dispatch on this
+ * thread (one clock read per frame instead of three on the pipelined path):
+ * `clock_in`, when nonzero, is a CLOCK_MONOTONIC reading taken moments ago
+ * that dispatch uses as its "now" (and clears on entry, so a dispatch nested
+ * in a handler never sees it); after an inline run dispatch leaves its end
+ * time in `clock_out` (0 otherwise) for the caller to pass on to the next
+ * frame of the same read burst. */
+typedef struct aimsi_svc_clock {
+    uint64_t clock_in, clock_out;
+} aimsi_svc_clock;
+extern _Thread_local aimsi_svc_clock aimsi_svc_tl_clock;
 void aimsi_svc_destroy(aims_service *s);
 /* Drain in phases (aims_node_destroy leaves the registry with every service,
  * waits one grace period, then finishes each): leave returns -1 when s is not

@@ -23,6 +23,17 @@ uint64_t aimsi_deadline_decode(uint64_t left_ns, uint64_t now_mono);
 uint64_t aimsi_deadline_to_wire(uint64_t mono_ns);
 uint64_t aimsi_deadline_from_wire(uint64_t left_ns);
 
+/* "Now" for a request frame on a node's I/O thread: one clock read per read
+ * burst, not three per frame. The first frame of a burst takes the read's
+ * time (aimsi_transport_tl_burst->now_ns); a later one the end of the
+ * previous frame's inline run (handed back by aimsi_svc_dispatch and given to
+ * aimsi_frame_clock_after), or the clock when that frame did not run inline.
+ * Outside a burst (host transports), the clock. What it costs: a frame's
+ * deadline and its service's run time count from a reading up to one reply
+ * send earlier than the frame's own start (microseconds). */
+uint64_t aimsi_frame_clock(void);
+void aimsi_frame_clock_after(uint64_t end);
+
 /* The calling thread's ambient deadline (a running handler's request's):
  * enter sets it and returns the previous one for leave; cap returns
  * min(deadline, ambient) with 0 = none on both. */

@@ -87,6 +87,7 @@ static void client_free(aims_client *c)
     aimsi_metrics_destroy_owned(c->mx);
     aimsi_client_pool_fini(&c->pool); /* every call, pending and copy was given back */
     aimsi_client_pool_fini(&c->mpool);
+    aimsi_client_pool_fini(&c->fpool); /* after the transports: they give frames back */
     pthread_cond_destroy(&c->cv);
     pthread_condattr_destroy(&c->cattr);
     pthread_mutex_destroy(&c->mu);
@@ -106,7 +107,8 @@ AIMS_API aims_status aims_client_create(aims_client **out)
     aimsi_obj_init(&c->obj, AIMSI_MAGIC_CLIENT);
     aimsi_mutex_init_spin(&c->mu); /* aimsi_transport.h: caller and I/O thread meet on it */
     aimsi_client_pool_init(&c->pool, CL_POOL_BLOCK, CL_POOL_KEEP);
-    aimsi_client_pool_init(&c->mpool, sizeof(aims_msg), CL_MPOOL_KEEP);
+    aimsi_client_pool_init(&c->mpool, CL_MPOOL_BLOCK, CL_MPOOL_KEEP);
+    aimsi_client_pool_init(&c->fpool, CL_FRAME_BLOCK, CL_FPOOL_KEEP);
     pthread_condattr_init(&c->cattr);
     pthread_condattr_setclock(&c->cattr, CLOCK_MONOTONIC);
     pthread_cond_init(&c->cv, &c->cattr);
@@ -404,6 +406,42 @@ AIMS_API aims_status aims_client_call_async(aims_client *c, const char *service,
                                     NULL);
 }
 
+/* An async call's own copy of its request, in a block of the client's mpool
+ * (CL_MPOOL_BLOCK): when the tensors' bytes fit in CL_REQ_INLINE they are
+ * copied behind the message, each 16-byte aligned, and the copy borrows them
+ * -- no allocation per call, and nothing the I/O thread frees into the
+ * caller's malloc arena when the call ends (client_pool.c says why that
+ * matters). Bigger requests, or one with an error text, are deep-copied. */
+static aims_status copy_request(aims_msg *dst, const aims_msg *src)
+{
+    size_t need = 0;
+    for (size_t i = 0; i < src->n; i++) {
+        need += (src->t[i].bytes + 15u) & ~(size_t)15u;
+        if (need > CL_REQ_INLINE) {
+            break;
+        }
+    }
+    if (need > CL_REQ_INLINE || src->error != NULL) {
+        return aimsi_msg_copy(dst, src);
+    }
+    unsigned char *room = (unsigned char *)(((uintptr_t)(dst + 1) + 15u) & ~(uintptr_t)15u);
+    aims_msg_clear(dst);
+    for (size_t i = 0; i < src->n; i++) {
+        const aimsi_mtensor *t = &src->t[i];
+        if (t->bytes > 0) {
+            memcpy(room, t->data, t->bytes);
+        }
+        const aims_status rc = aims_msg_add(dst, t->name, (aims_dtype)t->dtype, t->dims,
+                                            t->ndim, room, AIMS_MSG_BORROW);
+        if (rc != AIMS_OK) {
+            aims_msg_clear(dst);
+            return rc;
+        }
+        room += (t->bytes + 15u) & ~(size_t)15u;
+    }
+    return AIMS_OK;
+}
+
 /* aims_client_call_async with options (handles, hedges: aimsi_client.h). */
 aims_status aimsi_client_async_start(aims_client *c, const char *service, const char *method,
                                      const aims_msg *req, unsigned flags, int64_t timeout_ms,
@@ -439,11 +477,11 @@ aims_status aimsi_client_async_start(aims_client *c, const char *service, const 
     if ((flags & AIMS_CALL_IDEMPOTENT) != 0 && c->max_attempts > 1 &&
         (opt == NULL || !opt->borrow)) {
         /* Retries run after this returns: they need their own request. */
-        k->req_copy = aimsi_client_pool_take(&c->mpool, sizeof(aims_msg));
+        k->req_copy = aimsi_client_pool_take(&c->mpool, CL_MPOOL_BLOCK);
         rc = k->req_copy != NULL ? AIMS_OK : aimsi_err(NULL, AIMS_E_NOMEM, "out of memory");
         if (rc == AIMS_OK) {
             aimsi_msg_init(k->req_copy); /* pooled: freed by aimsi_client_call_free */
-            rc = aimsi_msg_copy(k->req_copy, req);
+            rc = copy_request(k->req_copy, req);
         }
         if (rc != AIMS_OK) {
             aimsi_client_call_free(k);

@@ -187,15 +187,16 @@ static int tried(const cl_call *k, aims_instance id)
     return 0;
 }
 
-static void bucket_deposit_locked(aims_client *c);
+static void bucket_deposit_locked(aims_client *c, uint64_t now);
 
-/* Resolve + pick for an attempt of k: sets k->sv, k->inst and *out_ep. */
-static aims_status pick(aims_client *c, cl_call *k, cl_ep **out_ep)
+/* Resolve + pick for an attempt of k (started at `now`): sets k->sv, k->inst
+ * and *out_ep. */
+static aims_status pick(aims_client *c, cl_call *k, uint64_t now, cl_ep **out_ep)
 {
     pthread_mutex_lock(&c->mu);
     if (k->deposit) { /* the call's deposit rides on its first pick's lock */
         k->deposit = 0;
-        bucket_deposit_locked(c);
+        bucket_deposit_locked(c, now);
     }
     if (k->addr != NULL) {
         cl_ep *e = aimsi_client_ep_get_locked(c, k->addr);
@@ -304,10 +305,10 @@ static void bucket_refill_locked(aims_client *c, uint64_t now)
         c->bucket_ns = now;
         return;
     }
-    const double dt = (double)(now - c->bucket_ns) * 1e-9;
-    if (dt <= 0) {
-        return;
+    if (now <= c->bucket_ns) {
+        return; /* read before another thread's refill (an attempt's start time) */
     }
+    const double dt = (double)(now - c->bucket_ns) * 1e-9;
     c->bucket_ns = now;
     c->tokens += dt * (double)c->retry_min;
     c->recent_calls *= exp(-dt / 10.0);
@@ -318,10 +319,10 @@ double aimsi_client_bucket_cap(const aims_client *c)
     return c->retry_budget * c->recent_calls + 10.0 * (double)c->retry_min;
 }
 
-/* Count a call into the bucket (under c->mu). */
-static void bucket_deposit_locked(aims_client *c)
+/* Count a call into the bucket (under c->mu); `now`: the attempt's clock read. */
+static void bucket_deposit_locked(aims_client *c, uint64_t now)
 {
-    bucket_refill_locked(c, aimsi_now_ns());
+    bucket_refill_locked(c, now);
     c->recent_calls += 1.0;
     c->tokens += c->retry_budget;
     const double cap = aimsi_client_bucket_cap(c);
@@ -379,7 +380,10 @@ void aimsi_client_report(cl_call *k, aims_status st)
     if (k->sv == NULL) {
         return;
     }
-    k->done_ns = aimsi_now_ns();
+    /* The reply's read time when the transport gave one (a read burst's
+     * clock, client_send.c), else now: one clock read per burst of replies. */
+    k->done_ns = k->rx_ns > k->attempt_ns ? k->rx_ns : aimsi_now_ns();
+    k->rx_ns = 0;
     const uint64_t lat = k->done_ns - k->attempt_ns;
     const int bad = instance_failure(st) || st == AIMS_E_OVERLOADED;
     if (st == AIMS_OK) {
@@ -432,7 +436,7 @@ aims_status aimsi_client_attempt_start(aims_client *c, cl_call *k, aims_msg *dst
                                      k->service, k->method);
     }
     cl_ep *e = NULL;
-    const aims_status prc = pick(c, k, &e);
+    const aims_status prc = pick(c, k, now, &e);
     if (prc != AIMS_OK) {
         /* Nothing to retry on: another pick would see the same view. */
         k->no_retry = 1;

@@ -2,7 +2,9 @@
  * client_pool.c -- recycled blocks for what every call allocates on the
  * caller's thread and frees on the I/O thread: its cl_call (async), its
  * cl_pending (each attempt) and an idempotent async call's request copy
- * (an aims_msg, ~9 KB), two pools per client (by block size).
+ * (an aims_msg, ~10 KB, with room for a small request's bytes), and the
+ * encoded request frames that the I/O thread frees after its writev: three
+ * pools per client (by block size).
  *
  * Why. With many async calls in flight on one connection the caller's thread
  * allocates the call and its pending and the connection's I/O thread frees
@@ -64,22 +66,45 @@ void aimsi_client_pool_fini(cl_pool *pl)
     pthread_mutex_destroy(&pl->mu);
 }
 
+/* A kept block, or NULL (allocating threads). */
+static cl_blk *pool_pop(cl_pool *pl)
+{
+    pthread_mutex_lock(&pl->mu);
+    if (pl->own == NULL) {
+        pl->own = atomic_exchange_explicit(&pl->ret, NULL, memory_order_acquire);
+    }
+    cl_blk *b = pl->own;
+    if (b != NULL) {
+        pl->own = b->next;
+    }
+    pthread_mutex_unlock(&pl->mu);
+    if (b != NULL) {
+        atomic_fetch_sub_explicit(&pl->kept, 1, memory_order_relaxed);
+    }
+    return b;
+}
+
+/* Keep b (any thread), or free it when the pool holds `keep` already. */
+static void pool_push(cl_pool *pl, cl_blk *b)
+{
+    if (atomic_fetch_add_explicit(&pl->kept, 1, memory_order_relaxed) >= pl->keep) {
+        atomic_fetch_sub_explicit(&pl->kept, 1, memory_order_relaxed);
+        aimsi_free(b);
+        return;
+    }
+    cl_blk *head = atomic_load_explicit(&pl->ret, memory_order_relaxed);
+    do {
+        b->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&pl->ret, &head, b, memory_order_release,
+                                                    memory_order_relaxed));
+}
+
 void *aimsi_client_pool_take(cl_pool *pl, size_t size)
 {
     cl_blk *b = NULL;
     if (size <= pl->block) {
-        pthread_mutex_lock(&pl->mu);
-        if (pl->own == NULL) {
-            pl->own = atomic_exchange_explicit(&pl->ret, NULL, memory_order_acquire);
-        }
-        b = pl->own;
-        if (b != NULL) {
-            pl->own = b->next;
-        }
-        pthread_mutex_unlock(&pl->mu);
-        if (b != NULL) {
-            atomic_fetch_sub_explicit(&pl->kept, 1, memory_order_relaxed);
-        } else {
+        b = pool_pop(pl);
+        if (b == NULL) {
             b = aimsi_malloc(sizeof(cl_blk) + pl->block);
         }
         if (b != NULL) {
@@ -103,24 +128,35 @@ void *aimsi_client_pool_get(cl_pool *pl, size_t size)
     return p;
 }
 
+/* ---- headerless blocks (request frames) ---------------------------------------------
+ * A request frame is an aimsi_buf the encoder may grow (realloc) and that the
+ * transport may end up freeing as an ordinary heap block, so its block must
+ * be a plain aimsi_malloc'd pointer: no header. While a block waits in the
+ * pool its first bytes hold the list link (cl_blk.next is at offset 0, so
+ * aimsi_client_pool_fini frees these lists too). The pool is given as the
+ * release hook's context (aimsi_transport_tl_release). */
+void *aimsi_client_pool_take_raw(cl_pool *pl)
+{
+    cl_blk *b = pool_pop(pl);
+    return b != NULL ? (void *)b : aimsi_malloc(pl->block);
+}
+
+void aimsi_client_pool_put_raw(void *pool, void *p)
+{
+    if (p != NULL) {
+        pool_push(pool, p);
+    }
+}
+
 void aimsi_client_pool_put(void *p)
 {
     if (p == NULL) {
         return;
     }
     cl_blk *b = (cl_blk *)p - 1;
-    cl_pool *pl = b->pool;
-    if (pl == NULL ||
-        atomic_fetch_add_explicit(&pl->kept, 1, memory_order_relaxed) >= pl->keep) {
-        if (pl != NULL) {
-            atomic_fetch_sub_explicit(&pl->kept, 1, memory_order_relaxed);
-        }
-        aimsi_free(b);
+    if (b->pool == NULL) {
+        aimsi_free(b); /* oversize: never pooled */
         return;
     }
-    cl_blk *head = atomic_load_explicit(&pl->ret, memory_order_relaxed);
-    do {
-        b->next = head;
-    } while (!atomic_compare_exchange_weak_explicit(&pl->ret, &head, b, memory_order_release,
-                                                    memory_order_relaxed));
+    pool_push(b->pool, b);
 }

@@ -166,6 +166,7 @@ void aimsi_client_deliver(cl_pending *p, aims_status st, aims_msg *reply, const 
 {
     if (p->call != NULL) {
         p->call->unsent = p->unsent;
+        p->call->rx_ns = p->rx_ns; /* the reply's read time: its report reads no clock */
         aimsi_client_attempt_finished(p->c, p->call, st, reply, err != NULL ? err : "");
         return;
     }
@@ -451,7 +452,7 @@ static void reply_deliver(aims_client *c, cl_pending *p, const void *frame, size
  * A late reply (the call timed out), a stranger's id or a frame that is not a
  * reply (PONG) finds nothing to unlink and is dropped. */
 static void replies_handle(cl_conn *cc, const void *const *frames, const size_t *lens,
-                           unsigned n)
+                           unsigned n, uint64_t rx_ns)
 {
     aims_client *c = cc->c;
     cl_pending *won[CL_BURST];
@@ -473,6 +474,7 @@ static void replies_handle(cl_conn *cc, const void *const *frames, const size_t 
     pthread_mutex_unlock(&c->mu);
     for (unsigned i = 0; i < n; i++) {
         if (won[i] != NULL) {
+            won[i]->rx_ns = rx_ns; /* one clock read per burst, not per reply */
             reply_deliver(c, won[i], frames[i], lens[i]);
         }
     }
@@ -488,7 +490,7 @@ void aimsi_client_on_frame(void *conn_user, const void *frame, size_t len)
     cl_conn *cc = conn_user;
     const aimsi_burst *tb = aimsi_transport_tl_burst;
     if (tb == NULL) {
-        replies_handle(cc, &frame, &len, 1);
+        replies_handle(cc, &frame, &len, 1, 0);
         return;
     }
     cl_burst *b = &cc->burst;
@@ -504,7 +506,7 @@ void aimsi_client_on_frame(void *conn_user, const void *frame, size_t len)
     }
     const unsigned n = b->n;
     b->n = 0;
-    replies_handle(cc, b->frame, b->len, n);
+    replies_handle(cc, b->frame, b->len, n, tb->now_ns);
 }
 
 /* Transport hook: the connection is gone. Fail its calls with AIMS_E_CLOSED. */
@@ -668,16 +670,18 @@ int aimsi_url_compresses(const char *url)
              strncmp(h, "[::1]:", 6) == 0);
 }
 
-/* tok: a reference to the bearer token (or NULL), dropped here. */
+/* tok: a reference to the bearer token (or NULL), dropped here. `now`: the
+ * clock the time left on the wire counts from (docs/DEADLINES.md). */
 static aims_status encode_request(aims_client *c, const cl_call *k, const char *url,
-                                  uint64_t id, uint64_t deadline_ns, aimsi_client_tok *tok,
-                                  void **out, size_t *out_len)
+                                  uint64_t id, uint64_t deadline_ns, uint64_t now,
+                                  aimsi_client_tok *tok, int pool, void **out, size_t *out_len,
+                                  int *pooled)
 {
     aimsi_frame_hdr h;
     memset(&h, 0, sizeof h);
     h.type = AIMSI_FRAME_REQUEST;
     h.request_id = id;
-    h.deadline_ns = aimsi_deadline_to_wire(deadline_ns);
+    h.deadline_ns = aimsi_deadline_encode(deadline_ns, now);
     /* Copied by hand, not snprintf'd: per request, on the pipelined hot path. */
     const size_t sl = strnlen(k->service, sizeof h.service - 1);
     const size_t ml = strnlen(k->method, sizeof h.method - 1);
@@ -696,12 +700,26 @@ static aims_status encode_request(aims_client *c, const cl_call *k, const char *
     for (size_t i = 0; i < n; i++) {
         est += 120 + views[i].bytes;
     }
-    (void)aimsi_buf_reserve(&b, est < ((size_t)64 << 10) ? est : ((size_t)64 << 10));
+    /* A small frame goes into a recycled block (a plain heap block: should
+     * the encoder ever need more it reallocs it like any other), which the
+     * transport gives back to the pool when it is written. */
+    void *blk = pool && est <= CL_FRAME_BLOCK ? aimsi_client_pool_take_raw(&c->fpool) : NULL;
+    if (blk != NULL) {
+        b.data = blk;
+        b.cap = CL_FRAME_BLOCK;
+    } else {
+        (void)aimsi_buf_reserve(&b, est < ((size_t)64 << 10) ? est : ((size_t)64 << 10));
+    }
     const size_t above = aimsi_url_compresses(url) ? AIMSI_COMPRESS_ABOVE : 0;
     const aims_status rc = aimsi_frame_encode(&h, views, n, NULL, above, &b);
     aimsi_client_token_drop(tok);
+    *pooled = blk != NULL && b.data == blk;
     if (rc != AIMS_OK) {
-        aimsi_buf_free(&b);
+        if (*pooled) {
+            aimsi_client_pool_put_raw(&c->fpool, blk);
+        } else {
+            aimsi_buf_free(&b);
+        }
         return aimsi_client_call_err(c, rc, "encoding the request for '%s': %s", k->service,
                                      aims_errmsg());
     }
@@ -715,6 +733,9 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
      * and the link in one hold of c->mu, no dial lock -- with many calls in
      * flight the caller and the I/O thread (replies) meet on c->mu, so each
      * hold saved is a futex sleep/wake pair less when they collide. */
+    /* The time left on the wire counts from the attempt's start (its clock
+     * read, a few microseconds ago: pick, link) unless this send dialed. */
+    uint64_t now = k->attempt_ns;
     pthread_mutex_lock(&c->mu);
     cl_conn *cc = p->ep->conn;
     if (cc != NULL) {
@@ -722,6 +743,7 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
     } else {
         pthread_mutex_unlock(&c->mu);
         AIMSI_TRY(conn_get(c, p->ep, &cc)); /* dials; takes our reference */
+        now = 0;
         pthread_mutex_lock(&c->mu);
     }
     p->cc = cc;
@@ -741,10 +763,18 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
     }
     void *frame = NULL;
     size_t len = 0;
-    rc = encode_request(c, k, p->ep->url, id, p->deadline_ns, tok, &frame, &len);
+    int pooled = 0;
+    rc = encode_request(c, k, p->ep->url, id, p->deadline_ns, now != 0 ? now : aimsi_now_ns(),
+                        tok, aimsi_ttable_streams(cc->slot), &frame, &len, &pooled);
     if (rc == AIMS_OK) {
         aimsi_transport_tl_defer = defer;
+        if (pooled) { /* the transport gives the frame back to fpool (client_pool.c) */
+            aimsi_transport_tl_release.fn = aimsi_client_pool_put_raw;
+            aimsi_transport_tl_release.ctx = &c->fpool;
+        }
         rc = cc->slot->vt.send(cc->slot->inst, cc->conn, frame, len);
+        aimsi_transport_tl_release.fn = NULL;
+        aimsi_transport_tl_release.ctx = NULL;
         aimsi_transport_tl_defer = 0;
         if (rc == AIMS_E_OVERLOADED) {
             /* The connection's send queue is full: the peer reads slower than

@@ -441,8 +441,14 @@ static void handle_request(aimsi_conn *c, const aimsi_frame *f)
     atomic_fetch_add(&c->refs, 1);
     atomic_fetch_add(&c->inflight, 1);
     aimsi_cancel_add(&n->cancels, &r->ce, c, id);
-    aimsi_svc_dispatch(s, f->hdr.method, &m, aimsi_deadline_from_wire(f->hdr.deadline_ns),
+    const uint64_t now = aimsi_frame_clock(); /* one clock read per burst (wire.c) */
+    aimsi_svc_tl_clock.clock_in = now;
+    aimsi_svc_tl_clock.clock_out = 0;
+    aimsi_svc_dispatch(s, f->hdr.method, &m, aimsi_deadline_decode(f->hdr.deadline_ns, now),
                        AIMSI_INLINE_IF_CHEAP, conn_done, r, &r->ce.flag, r->caller);
+    aimsi_svc_tl_clock.clock_in = 0;
+    aimsi_frame_clock_after(aimsi_svc_tl_clock.clock_out);
+    aimsi_svc_tl_clock.clock_out = 0;
     aimsi_msg_fini(&m);
 }
 

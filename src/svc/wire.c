@@ -25,6 +25,14 @@
  * thread gets min(its own timeout, what the request has left), so a chain
  * node A -> handler -> node B never gives B more time than A's caller has.
  *
+ * Which "now". The sender counts what is left from its attempt's start (its
+ * one clock read per attempt, re-read after a dial: microseconds earlier than
+ * the encode); a node counts from the time the read that brought the frame
+ * returned, or the end of the previous inline run of that read burst
+ * (aimsi_frame_clock): one clock read per burst instead of three per frame
+ * on a pipelined connection. Both err by microseconds, well inside the
+ * one-way delay this scheme already ignores.
+ *
  * Version 1 peers. A node that decodes a version-1 REQUEST answers with an
  * ERROR frame in version 1 (which the old peer can read): AIMS_E_UNSUPPORTED
  * and a sentence saying why, instead of guessing at an absolute deadline.
@@ -35,6 +43,7 @@
 
 #include "../core/aimsi_core.h"
 #include "aimsi_wire.h"
+#include "transport/aimsi_transport.h"
 
 uint64_t aimsi_realtime_ns(void)
 {
@@ -67,6 +76,32 @@ uint64_t aimsi_deadline_to_wire(uint64_t mono_ns)
 uint64_t aimsi_deadline_from_wire(uint64_t left_ns)
 {
     return aimsi_deadline_decode(left_ns, aimsi_now_ns());
+}
+
+/* ---- one clock read per read burst (node.c) -------------------------------------- */
+
+static _Thread_local struct {
+    uint64_t seq, now;
+} t_fclock;
+
+uint64_t aimsi_frame_clock(void)
+{
+    const aimsi_burst *tb = aimsi_transport_tl_burst;
+    if (tb == NULL || tb->now_ns == 0) {
+        return aimsi_now_ns();
+    }
+    if (t_fclock.seq != tb->seq) {
+        t_fclock.seq = tb->seq;
+        t_fclock.now = 0;
+        return tb->now_ns;
+    }
+    return t_fclock.now != 0 ? t_fclock.now : aimsi_now_ns();
+}
+
+void aimsi_frame_clock_after(uint64_t end)
+{
+    const aimsi_burst *tb = aimsi_transport_tl_burst;
+    t_fclock.now = tb != NULL && tb->more ? end : 0;
 }
 
 /* ---- the ambient deadline of a running handler ---------------------------------- */

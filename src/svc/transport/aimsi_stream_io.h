@@ -49,7 +49,18 @@ typedef struct stream_inst stream_inst;
 typedef struct qent {
     void *p;
     size_t len;
+    aimsi_frame_rel rel; /* how p goes back (fn NULL: aimsi_free) */
 } qent;
+
+/* Give a sent (or refused) frame back: rel.fn, or aimsi_free. */
+static inline void aimsi_stream_frame_free(aimsi_frame_rel rel, void *p)
+{
+    if (rel.fn != NULL) {
+        rel.fn(rel.ctx, p);
+    } else {
+        aimsi_free(p);
+    }
+}
 
 typedef struct stream_conn {
     int tag; /* TAG_CONN: first member, epoll data points here */
@@ -136,6 +147,11 @@ extern _Thread_local const stream_inst *aimsi_stream_tl_io_inst;
 
 int aimsi_stream_hook_enter(stream_conn *c);
 void aimsi_stream_hook_leave(stream_conn *c);
+/* Between two frames of one read burst: stay in the hook (one lock hold
+ * instead of leave + enter per frame), unless the library closed c
+ * meanwhile: then leave it and return 0. A close() from another thread thus
+ * waits for the rest of a burst (at most one read buffer of frames). */
+int aimsi_stream_hook_next(stream_conn *c);
 int aimsi_stream_rx_hold(stream_conn *c, size_t cap);
 void aimsi_stream_conn_fail(stream_conn *c, aims_status why);
 aims_status aimsi_stream_conn_new(stream_inst *in, int fd, void *user, stream_conn **out);

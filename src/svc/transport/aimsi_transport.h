@@ -107,6 +107,21 @@ const char *aimsi_ttable_peer(const aimsi_tslot *slot, void *conn);
  * writev (async calls with others in flight). Host transports ignore it. */
 extern _Thread_local int aimsi_transport_tl_defer;
 
+/* Release hook for the built-in stream transports (stream_tx.c), set by the
+ * client around one send on its own thread, like tl_defer: when fn is set,
+ * the transport gives that frame back with fn(ctx, frame) -- on whichever
+ * thread is done with it, maybe the I/O thread after its writev -- instead
+ * of aimsi_free. The client recycles request frames this way (client_pool.c);
+ * host transports ignore it, so it is set only on a stream slot
+ * (aimsi_ttable_streams). */
+typedef struct aimsi_frame_rel {
+    void (*fn)(void *ctx, void *frame);
+    void *ctx;
+} aimsi_frame_rel;
+extern _Thread_local aimsi_frame_rel aimsi_transport_tl_release;
+/* Nonzero when slot is one of the built-in stream families (tcp, ipc, tls). */
+int aimsi_ttable_streams(const aimsi_tslot *slot);
+
 /* Read bursts of the built-in stream transports (stream_rx.c). While an I/O
  * thread hands over the frames of one read, aimsi_transport_tl_burst points
  * at this: `more` says another whole frame (its header already checked by
@@ -117,10 +132,15 @@ extern _Thread_local int aimsi_transport_tl_defer;
  * (the read buffer is not moved or freed while it is delivered), so a hook
  * may keep the frames of a burst and handle them all at its last one: the
  * client unlinks every reply of a burst under one hold of its mutex
- * (client_send.c). NULL outside a burst, and always for host transports. */
+ * (client_send.c). NULL outside a burst, and always for host transports.
+ * `now_ns` is the CLOCK_MONOTONIC time the read that brought the burst
+ * returned: a hook that needs "now" per frame (a reply's latency, a request's
+ * deadline) takes it from here instead of reading the clock once per frame
+ * (clock reads were ~7 % of a pipelined call's samples). */
 typedef struct aimsi_burst {
     uint64_t seq;
     int more;
+    uint64_t now_ns;
 } aimsi_burst;
 extern _Thread_local const aimsi_burst *aimsi_transport_tl_burst;
 

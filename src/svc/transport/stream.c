@@ -121,7 +121,7 @@ static void wake(stream_inst *in)
 static void queue_drop(stream_conn *c)
 {
     while (c->qn > 0) {
-        aimsi_free(c->q[c->qhead].p);
+        aimsi_stream_frame_free(c->q[c->qhead].rel, c->q[c->qhead].p);
         c->qhead = (c->qhead + 1) % c->qcap;
         c->qn--;
     }
@@ -222,6 +222,18 @@ int aimsi_stream_hook_enter(stream_conn *c)
     const int ok = !c->closed;
     if (ok) {
         c->in_hook = 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return ok;
+}
+
+int aimsi_stream_hook_next(stream_conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    const int ok = !c->closed;
+    if (!ok) {
+        c->in_hook = 0; /* as hook_leave: a close() waiting for us goes on */
+        pthread_cond_broadcast(&c->cv);
     }
     pthread_mutex_unlock(&c->mu);
     return ok;

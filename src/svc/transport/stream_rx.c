@@ -113,8 +113,9 @@ static aims_status deliver(stream_conn *c, int *stop)
     size_t pos = 0;
     int corked = 0;
     aims_status rc = AIMS_OK;
-    aimsi_burst burst = {++t_burst_seq, 0};
+    aimsi_burst burst = {++t_burst_seq, 0, c->last_rx_ns}; /* the read's clock */
     const aimsi_burst *const outer = aimsi_transport_tl_burst;
+    int entered = 0; /* in the hook since the burst's first frame */
     size_t total = whole_frame_at(c, 0, &rc);
     while (total > 0) {
         const size_t next = whole_frame_at(c, pos + total, &rc);
@@ -124,22 +125,25 @@ static aims_status deliver(stream_conn *c, int *stop)
             aimsi_stream_cork(c);
             corked = 1;
         }
-        if (!aimsi_stream_hook_enter(c)) {
+        if (!(entered ? aimsi_stream_hook_next(c) : aimsi_stream_hook_enter(c))) {
             *stop = 1;
             if (corked) {
                 (void)aimsi_stream_uncork(c);
             }
             return AIMS_OK;
         }
+        entered = 1;
         aimsi_transport_tl_burst = &burst;
         in->hooks.on_frame(c->user, c->rbuf + pos, total);
         aimsi_transport_tl_burst = outer;
-        aimsi_stream_hook_leave(c);
         if (total > RBUF_INIT) {
             c->big_ns = aimsi_now_ns();
         }
         pos += total;
         total = next;
+    }
+    if (entered) {
+        aimsi_stream_hook_leave(c);
     }
     if (corked) {
         const int e = aimsi_stream_uncork(c);

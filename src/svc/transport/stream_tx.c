@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 _Thread_local int aimsi_transport_tl_defer;
+_Thread_local aimsi_frame_rel aimsi_transport_tl_release;
 
 /* ---- writing ------------------------------------------------------------------------ */
 
@@ -98,7 +99,7 @@ static void queue_consume(stream_conn *c, size_t w)
         } else {
             left -= rest;
             c->qbytes -= rest;
-            aimsi_free(e->p);
+            aimsi_stream_frame_free(e->rel, e->p);
             e->p = NULL;
             c->qhead = (c->qhead + 1) % c->qcap;
             c->qn--;
@@ -195,16 +196,17 @@ aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len)
 {
     stream_inst *in = inst;
     stream_conn *c = conn;
+    const aimsi_frame_rel rel = aimsi_transport_tl_release; /* the sender's, for this frame */
     if (in == NULL || c == NULL || frame == NULL || len == 0) {
-        aimsi_free(frame);
+        aimsi_stream_frame_free(rel, frame);
         return AIMSI_MISUSE("NULL instance, connection or frame, or empty frame");
     }
     if (c->inst != in) {
-        aimsi_free(frame);
+        aimsi_stream_frame_free(rel, frame);
         return AIMSI_MISUSE("connection belongs to another transport instance");
     }
     if (len > in->max_frame) {
-        aimsi_free(frame);
+        aimsi_stream_frame_free(rel, frame);
         return aimsi_err(NULL, AIMS_E_RANGE,
                          "%s transport: frame of %zu bytes is over max_frame (%zu)",
                          in->fam->scheme, len, in->max_frame);
@@ -212,7 +214,7 @@ aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len)
     pthread_mutex_lock(&c->mu);
     if (c->closed || c->dead) {
         pthread_mutex_unlock(&c->mu);
-        aimsi_free(frame);
+        aimsi_stream_frame_free(rel, frame);
         return aimsi_err(NULL, AIMS_E_CLOSED, "%s transport: send on a closed connection",
                          in->fam->scheme);
     }
@@ -222,7 +224,7 @@ aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len)
         const size_t qb = c->qbytes;
         const size_t qn = c->qn;
         pthread_mutex_unlock(&c->mu);
-        aimsi_free(frame);
+        aimsi_stream_frame_free(rel, frame);
         return aimsi_err(NULL, AIMS_E_OVERLOADED,
                          "%s transport: send queue full (%zu frames, %zu bytes waiting for a "
                          "slow peer); retry after 10 ms",
@@ -231,7 +233,7 @@ aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len)
     /* Reserve first: once a frame is half written it must be queued. */
     if (queue_reserve(c) != AIMS_OK) {
         pthread_mutex_unlock(&c->mu);
-        aimsi_free(frame);
+        aimsi_stream_frame_free(rel, frame);
         return aimsi_err(NULL, AIMS_E_NOMEM, "%s transport: out of memory queueing %zu bytes",
                          in->fam->scheme, len);
     }
@@ -254,19 +256,20 @@ aims_status aimsi_stream_send(void *inst, void *conn, void *frame, size_t len)
             /* Let the I/O thread see the failure and report it through on_close. */
             shutdown(c->fd, SHUT_RDWR);
             pthread_mutex_unlock(&c->mu);
-            aimsi_free(frame);
+            aimsi_stream_frame_free(rel, frame);
             return aimsi_err(NULL, AIMS_E_IO, "%s transport: send failed: %s",
                              in->fam->scheme, strerror(e));
         }
         if (done == len) {
             pthread_mutex_unlock(&c->mu);
-            aimsi_free(frame);
+            aimsi_stream_frame_free(rel, frame);
             return AIMS_OK;
         }
     }
     const size_t slot = (c->qhead + c->qn) % c->qcap;
     c->q[slot].p = frame;
     c->q[slot].len = len;
+    c->q[slot].rel = rel;
     if (c->qn == 0) {
         c->qoff = done;
     }

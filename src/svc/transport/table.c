@@ -236,6 +236,11 @@ aims_status aimsi_ttable_set_tls(aimsi_ttable *tt, aims_tls_config *cfg)
     return AIMS_OK;
 }
 
+int aimsi_ttable_streams(const aimsi_tslot *slot)
+{
+    return slot != NULL && slot->vt.send == aimsi_stream_send;
+}
+
 const char *aimsi_ttable_peer(const aimsi_tslot *slot, void *conn)
 {
     if (slot == NULL || slot->inst == NULL || slot->vt.send != aimsi_stream_send) {

@@ -275,6 +275,144 @@ static void test_destroy_in_flight(void **state)
     svc_rig_down(&r);
 }
 
+/* ---- a retry sends the call's own copy of the request --------------------------- */
+
+/* An async idempotent call keeps a copy of its request for retries, since the
+ * caller may free its own as soon as call_async returns: small requests
+ * inside the copy's pooled block, bigger ones deep-copied (client.c,
+ * copy_request; the limit is 1 KiB of tensor bytes). The handler refuses each
+ * request's first attempt with a retryable OVERLOADED, so every reply comes
+ * from a retry, i.e. from the copy; requests span both sides of the limit
+ * (0 to 1250 bytes in "a" plus two small tensors), and every tensor of every
+ * reply must equal what its request was. */
+enum { RC_N = 120 };
+
+typedef struct rc_ctx {
+    atomic_int first[RC_N];
+    atomic_int entered, done, ok, twice;
+    atomic_int seen[RC_N];
+} rc_ctx;
+
+static int rc_id(const aims_msg *m)
+{
+    size_t i = 0;
+    const void *data = NULL;
+    int32_t id = -1;
+    if (m != NULL && aims_msg_find(m, "id", &i) == AIMS_OK &&
+        aims_msg_get_tensor(m, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
+        memcpy(&id, data, sizeof id);
+    }
+    return id >= 0 && id < RC_N ? id : -1;
+}
+
+static size_t rc_alen(int id)
+{
+    return (size_t)(id % 6) * 250u;
+}
+
+static aims_msg *rc_req(int id)
+{
+    unsigned char a[1250];
+    float b[3];
+    for (size_t j = 0; j < sizeof a; j++) {
+        a[j] = (unsigned char)(id * 7 + (int)j);
+    }
+    for (int k = 0; k < 3; k++) {
+        b[k] = (float)id + 0.5f * (float)k;
+    }
+    aims_msg *m = mk_msg();
+    const int32_t v = id;
+    const uint64_t da[1] = {rc_alen(id)}, db[1] = {3};
+    assert_int_equal(aims_msg_add(m, "id", AIMS_DT_I32, NULL, 0, &v, 0), AIMS_OK);
+    assert_int_equal(aims_msg_add(m, "a", AIMS_DT_U8, da, 1, a, 0), AIMS_OK);
+    assert_int_equal(aims_msg_add(m, "b", AIMS_DT_F32, db, 1, b, 0), AIMS_OK);
+    return m;
+}
+
+static aims_status rc_fn(void *user, const char *method, const aims_msg *req, aims_msg *reply,
+                         uint64_t deadline_ns)
+{
+    (void)method;
+    (void)deadline_ns;
+    rc_ctx *x = user;
+    atomic_fetch_add(&x->entered, 1);
+    const int id = rc_id(req);
+    if (id >= 0 && atomic_exchange(&x->first[id], 1) == 0) {
+        aims_msg_set_error(reply, "first attempt refused; retry after 0 ms");
+        return AIMS_E_OVERLOADED;
+    }
+    for (size_t i = 0; i < aims_msg_num_tensors(req); i++) {
+        const char *name;
+        aims_dtype dt;
+        size_t nd;
+        const uint64_t *dims;
+        const void *data;
+        AIMSI_TRY(aims_msg_get_tensor(req, i, &name, &dt, &nd, &dims, &data, NULL));
+        AIMSI_TRY(aims_msg_add(reply, name, dt, dims, nd, data, 0));
+    }
+    return AIMS_OK;
+}
+
+/* The reply is exactly what rc_req(id) held. */
+static int rc_same(const aims_msg *reply, int id)
+{
+    aims_msg *want = rc_req(id);
+    int same = aims_msg_num_tensors(reply) == aims_msg_num_tensors(want);
+    for (size_t i = 0; same && i < aims_msg_num_tensors(want); i++) {
+        const char *n1, *n2;
+        aims_dtype t1, t2;
+        const void *d1, *d2;
+        size_t b1, b2;
+        same = aims_msg_get_tensor(want, i, &n1, &t1, NULL, NULL, &d1, &b1) == AIMS_OK &&
+               aims_msg_get_tensor(reply, i, &n2, &t2, NULL, NULL, &d2, &b2) == AIMS_OK &&
+               strcmp(n1, n2) == 0 && t1 == t2 && b1 == b2 && (b1 == 0 || memcmp(d1, d2, b1) == 0);
+    }
+    aims_msg_destroy(want);
+    return same;
+}
+
+static void rc_done(void *user, aims_status status, const aims_msg *reply, const char *error)
+{
+    (void)error;
+    rc_ctx *x = user;
+    const int id = rc_id(reply);
+    if (status == AIMS_OK && id >= 0 && rc_same(reply, id)) {
+        if (atomic_fetch_add(&x->seen[id], 1) != 0) {
+            atomic_fetch_add(&x->twice, 1);
+        }
+        atomic_fetch_add(&x->ok, 1);
+    }
+    atomic_fetch_add(&x->done, 1);
+}
+
+static void test_retry_uses_request_copy(void **state)
+{
+    (void)state;
+    svc_rig r;
+    rig_up(&r, 1);
+    static rc_ctx x;
+    memset(&x, 0, sizeof x);
+    aims_service *s = NULL;
+    assert_int_equal(aims_service_add_handler(r.node, "copies", rc_fn, &x, &s), AIMS_OK);
+    assert_int_equal(aims_service_start(s), AIMS_OK);
+    assert_int_equal(aims_client_set_param_f64(r.c, AIMS_CLIENT_RETRY_BUDGET, 10.0), AIMS_OK);
+    assert_int_equal(aims_client_set_param_i64(r.c, AIMS_CLIENT_RETRY_MIN, 1000000), AIMS_OK);
+    for (int id = 0; id < RC_N; id++) {
+        aims_msg *req = rc_req(id);
+        (void)aims_client_call_async(r.c, "copies", "m", req, AIMS_CALL_IDEMPOTENT, 30000,
+                                     rc_done, &x);
+        aims_msg_destroy(req); /* the retry must not need it */
+    }
+    for (int w = 0; w < 60000 && atomic_load(&x.done) < RC_N; w++) {
+        nap_ms(1);
+    }
+    assert_int_equal(atomic_load(&x.done), RC_N);
+    assert_int_equal(atomic_load(&x.ok), RC_N);
+    assert_int_equal(atomic_load(&x.twice), 0);
+    assert_true(atomic_load(&x.entered) >= 2 * RC_N); /* every reply came from a retry */
+    svc_rig_down(&r);
+}
+
 int main(int argc, char **argv)
 {
     if (svc_transport_arg(argc, argv, &g_tr, "inproc|ipc|tcp") != 0) {
@@ -288,6 +426,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_threads_and_sync, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_error_text, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_destroy_in_flight, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_retry_uses_request_copy, ta_setup, ta_teardown),
     };
     char group[64];
     snprintf(group, sizeof group, "pipe_%s", g_tr);
