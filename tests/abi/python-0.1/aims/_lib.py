@@ -189,6 +189,10 @@ PROTOTYPES = {
     "aims_trainer_set_mpi": (status, [handle, ctypes.c_int]),
     "aims_init_mpi": (status, [P(ctypes.c_int), P(ctypes.c_int)]),
     "aims_finalize_mpi": (status, []),
+    # ---- aims_train_mpi.h: a train service over MPI ranks ----------------------------------
+    "aims_service_set_mpi": (status, [handle, ctypes.c_int]),
+    "aims_follow_mpi": (status, []),
+    "aims_stop_mpi_followers": (status, []),
     # ---- aims_model.h: bundles --------------------------------------------------------
     "aims_bundle_create": (status, [handle, handle, handle_out]),
     "aims_bundle_destroy": (None, [handle]),
