@@ -16,7 +16,8 @@ uint64_t aimsi_realtime_ns(void);
 
 /* Pure conversions. encode: a monotonic deadline -> the frame's field at
  * sender time now_mono (0 -> 0; already past -> 1). decode: the field -> a
- * monotonic deadline at receiver time now_mono (0 -> 0; saturating). */
+ * monotonic deadline at receiver time now_mono (0 -> 0; 1 (late) -> 1, an
+ * instant always past; saturating). */
 uint64_t aimsi_deadline_encode(uint64_t deadline_mono, uint64_t now_mono);
 uint64_t aimsi_deadline_decode(uint64_t left_ns, uint64_t now_mono);
 /* The same at "now" (aimsi_now_ns). */

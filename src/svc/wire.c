@@ -65,6 +65,12 @@ uint64_t aimsi_deadline_decode(uint64_t left_ns, uint64_t now_mono)
     if (left_ns == 0) {
         return 0;
     }
+    if (left_ns == 1) {
+        /* late (the sender's deadline had passed): an instant always past,
+         * whatever "now" is -- a node reads its clock once per read burst, so
+         * its now for a frame may be microseconds early (aimsi_frame_clock) */
+        return 1;
+    }
     return now_mono > UINT64_MAX - left_ns ? UINT64_MAX : now_mono + left_ns;
 }
 
