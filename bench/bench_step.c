@@ -20,42 +20,13 @@
 
 #include "model/aimsi_train.h"
 
+#include "bench_data.h"
+#include "bench_util.h"
+
+/* microseconds on the monotonic clock */
 static double now_us(void)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a;
-    const double y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static aims_status load_scaled(const char *dir, const char *img, const char *lab,
-                               aims_dataset **out)
-{
-    char ip[4096];
-    char lp[4096];
-    snprintf(ip, sizeof ip, "%s/fashion-mnist/%s", dir, img);
-    snprintf(lp, sizeof lp, "%s/fashion-mnist/%s", dir, lab);
-    aims_dataset *raw = NULL;
-    aims_pipeline *p = NULL;
-    aims_status st = aims_dataset_load_idx(ip, lp, NULL, &raw);
-    if (st == AIMS_OK) {
-        st = aims_pipeline_create(&p);
-    }
-    if (st == AIMS_OK) {
-        st = aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, NULL);
-    }
-    if (st == AIMS_OK) {
-        st = aims_pipeline_fit_transform(p, raw, out);
-    }
-    aims_pipeline_destroy(p);
-    aims_dataset_destroy(raw);
-    return st;
+    return now_s() * 1e6;
 }
 
 enum { PHASES = 5 };

@@ -54,6 +54,7 @@
 
 #include <aims/aims.h>
 
+#include "bench_data.h"
 #include "bench_util.h"
 #include <aims/aims_model.h>
 
@@ -160,29 +161,6 @@ static void emit(const opts *o, const char *contender, const char *metric, const
 
 /* ---- data -------------------------------------------------------------------------- */
 
-static aims_status load_scaled(const char *dir, const char *img, const char *lab,
-                               aims_dataset **out)
-{
-    char ip[4096];
-    char lp[4096];
-    snprintf(ip, sizeof ip, "%s/fashion-mnist/%s", dir, img);
-    snprintf(lp, sizeof lp, "%s/fashion-mnist/%s", dir, lab);
-    aims_dataset *raw = NULL;
-    aims_pipeline *p = NULL;
-    aims_status st = aims_dataset_load_idx(ip, lp, NULL, &raw);
-    if (st == AIMS_OK) {
-        st = aims_pipeline_create(&p);
-    }
-    if (st == AIMS_OK) {
-        st = aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, NULL); /* factor defaults to 1/255 */
-    }
-    if (st == AIMS_OK) {
-        st = aims_pipeline_fit_transform(p, raw, out);
-    }
-    aims_pipeline_destroy(p);
-    aims_dataset_destroy(raw);
-    return st;
-}
 
 static aims_status load_fmnist(const char *dir, fmnist *f)
 {

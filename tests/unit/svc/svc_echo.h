@@ -41,6 +41,21 @@ typedef struct hctx {
     atomic_int gate_closed;        /* handlers spin (sleeping) while set */
 } hctx;
 
+/* Copy every tensor of req into reply, in order (the echo of the handlers). */
+static inline aims_status echo_tensors(const aims_msg *req, aims_msg *reply)
+{
+    for (size_t i = 0; i < aims_msg_num_tensors(req); i++) {
+        const char *name;
+        aims_dtype dt;
+        size_t nd;
+        const uint64_t *dims;
+        const void *data;
+        AIMSI_TRY(aims_msg_get_tensor(req, i, &name, &dt, &nd, &dims, &data, NULL));
+        AIMSI_TRY(aims_msg_add(reply, name, dt, dims, nd, data, 0));
+    }
+    return AIMS_OK;
+}
+
 static inline aims_status echo_fn(void *user, const char *method, const aims_msg *req,
                                   aims_msg *reply, uint64_t deadline_ns)
 {
@@ -61,16 +76,7 @@ static inline aims_status echo_fn(void *user, const char *method, const aims_msg
         aims_msg_set_error(reply, "told to fail");
         return fail;
     }
-    for (size_t i = 0; i < aims_msg_num_tensors(req); i++) {
-        const char *name;
-        aims_dtype dt;
-        size_t nd;
-        const uint64_t *dims;
-        const void *data;
-        size_t bytes;
-        AIMSI_TRY(aims_msg_get_tensor(req, i, &name, &dt, &nd, &dims, &data, &bytes));
-        AIMSI_TRY(aims_msg_add(reply, name, dt, dims, nd, data, 0));
-    }
+    AIMSI_TRY(echo_tensors(req, reply));
     const int32_t tag = h->tag;
     return aims_msg_add(reply, "tag", AIMS_DT_I32, NULL, 0, &tag, 0);
 }

@@ -341,16 +341,7 @@ static aims_status rc_fn(void *user, const char *method, const aims_msg *req, ai
         aims_msg_set_error(reply, "first attempt refused; retry after 0 ms");
         return AIMS_E_OVERLOADED;
     }
-    for (size_t i = 0; i < aims_msg_num_tensors(req); i++) {
-        const char *name;
-        aims_dtype dt;
-        size_t nd;
-        const uint64_t *dims;
-        const void *data;
-        AIMSI_TRY(aims_msg_get_tensor(req, i, &name, &dt, &nd, &dims, &data, NULL));
-        AIMSI_TRY(aims_msg_add(reply, name, dt, dims, nd, data, 0));
-    }
-    return AIMS_OK;
+    return echo_tensors(req, reply);
 }
 
 /* The reply is exactly what rc_req(id) held. */
