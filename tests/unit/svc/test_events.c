@@ -334,6 +334,23 @@ static void test_registry_restart(void **state)
     svc_host_stop(&h);
 }
 
+/* A watch from the start into s (sink_init'd here) whose first callback
+ * blocks as `block` says (on_event); waits (bounded) until *flag is set. */
+static aims_event_watch *watch_blocking(aims_client *c, const char *url, sink *s, int block,
+                                        int *flag)
+{
+    sink_init(s);
+    s->block = block;
+    aims_event_watch *w = NULL;
+    assert_int_equal(aims_client_watch(c, url, 0, 0, on_event, s, &w), AIMS_OK);
+    __atomic_store_n(&s->self, w, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < WAIT_MS / 5 && !__atomic_load_n(flag, __ATOMIC_SEQ_CST); i++) {
+        nap_ms(5);
+    }
+    assert_true(__atomic_load_n(flag, __ATOMIC_SEQ_CST));
+    return w;
+}
+
 /* A callback that blocks does not block the client's own calls. */
 static void test_slow_callback(void **state)
 {
@@ -342,15 +359,7 @@ static void test_slow_callback(void **state)
     host_start(&h);
     aims_client *c = fast_client();
     sink s;
-    sink_init(&s);
-    s.block = 1;
-    aims_event_watch *w = NULL;
-    assert_int_equal(aims_client_watch(c, h.url, 0, 0, on_event, &s, &w), AIMS_OK);
-    __atomic_store_n(&s.self, w, __ATOMIC_SEQ_CST);
-    for (int i = 0; i < WAIT_MS / 5 && !__atomic_load_n(&s.entered, __ATOMIC_SEQ_CST); i++) {
-        nap_ms(5);
-    }
-    assert_true(__atomic_load_n(&s.entered, __ATOMIC_SEQ_CST));
+    aims_event_watch *w = watch_blocking(c, h.url, &s, 1, &s.entered);
     /* The callback is stuck; calls on the client go through. */
     for (int i = 0; i < 3; i++) {
         aims_msg *req = NULL, *reply = NULL;
@@ -380,15 +389,7 @@ static void test_destroy_in_callback(void **state)
     host_start(&h);
     aims_client *c = fast_client();
     sink s;
-    sink_init(&s);
-    s.block = 2;
-    aims_event_watch *w = NULL;
-    assert_int_equal(aims_client_watch(c, h.url, 0, 0, on_event, &s, &w), AIMS_OK);
-    __atomic_store_n(&s.self, w, __ATOMIC_SEQ_CST);
-    for (int i = 0; i < WAIT_MS / 5 && !__atomic_load_n(&s.released, __ATOMIC_SEQ_CST); i++) {
-        nap_ms(5);
-    }
-    assert_true(__atomic_load_n(&s.released, __ATOMIC_SEQ_CST));
+    (void)watch_blocking(c, h.url, &s, 2, &s.released);
     const int n = sink_count(&s); /* the RESYNC, or nothing if it was aims.registry */
     aims_instance x;
     assert_int_equal(aims_registry_register(h.r, "after", "inproc://x", 1, 60000, &x), AIMS_OK);
