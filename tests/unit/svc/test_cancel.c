@@ -184,15 +184,26 @@ static void test_running_handler_sees_flag(void **state)
 #define FAST_MS 20
 #define SLOW_MS 200 /* 10x */
 
-/* n instances (tag i + 1), the last one 10x slow; `calls` sequential hedged
- * calls; *out_fast counts the replies of fast instances. */
-static void hedge_run(size_t n, long calls, int64_t hedge_ms, int64_t retry_min, double budget,
-                      long *out_fast, aims_client **out_c, svc_node1 *nd, hctx *h,
-                      aims_registry **out_reg)
+/* What hedge_run brought up: its instances, their registry, the client. */
+typedef struct hedge_rig {
+    size_t n;
+    svc_node1 nd[4];
+    hctx h[4];
+    aims_registry *reg;
+    aims_client *c;
+} hedge_rig;
+
+/* n (<= 4) instances (tag i + 1), the last one 10x slow; `calls` sequential
+ * hedged calls; returns how many replies came from fast instances. */
+static long hedge_run(hedge_rig *r, size_t n, long calls, int64_t hedge_ms, int64_t retry_min,
+                      double budget)
 {
+    memset(r, 0, sizeof *r);
+    r->n = n;
+    svc_node1 *nd = r->nd;
+    hctx *h = r->h;
     aims_registry *reg = NULL;
     assert_int_equal(aims_registry_create(&reg), AIMS_OK);
-    memset(h, 0, n * sizeof *h);
     for (size_t i = 0; i < n; i++) {
         h[i].tag = (int)i + 1;
         atomic_store(&h[i].sleep_ms, i + 1 == n ? SLOW_MS : FAST_MS);
@@ -214,22 +225,28 @@ static void hedge_run(size_t n, long calls, int64_t hedge_ms, int64_t retry_min,
     }
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
-    *out_fast = fast;
-    *out_c = c;
-    *out_reg = reg;
+    r->c = c;
+    r->reg = reg;
+    return fast;
+}
+
+static void hedge_down(hedge_rig *r)
+{
+    aims_client_destroy(r->c);
+    for (size_t i = 0; i < r->n; i++) {
+        aims_node_destroy(r->nd[i].n);
+    }
+    aims_registry_destroy(r->reg);
 }
 
 static void test_hedge_fast_instance_wins(void **state)
 {
     (void)state;
-    svc_node1 nd[2];
-    hctx h[2];
-    aims_client *c = NULL;
-    aims_registry *reg = NULL;
-    long fast = 0;
+    hedge_rig r;
     const long calls = 40;
     /* A generous budget: every call may hedge after 50 ms. */
-    hedge_run(2, calls, 50, 1000, 1.0, &fast, &c, nd, h, &reg);
+    const long fast = hedge_run(&r, 2, calls, 50, 1000, 1.0);
+    aims_client *c = r.c;
     const long sent = svc_client_counter(c, "aims_client_hedges_total");
     const long won = svc_client_counter(c, "aims_client_hedges_won_total");
     const long cancelled = svc_client_counter(c, "aims_client_hedges_cancelled_total");
@@ -241,24 +258,18 @@ static void test_hedge_fast_instance_wins(void **state)
     /* Without hedging half the calls would wait for the slow instance; with it
      * (nearly) every reply comes from the fast one. */
     assert_true(fast >= calls - calls / 10);
-    aims_client_destroy(c);
     /* The losers were cancelled: the slow instance's handler runs ended. */
-    aims_node_destroy(nd[0].n);
-    aims_node_destroy(nd[1].n);
-    aims_registry_destroy(reg);
+    hedge_down(&r);
 }
 
 static void test_hedge_within_budget(void **state)
 {
     (void)state;
-    svc_node1 nd[2];
-    hctx h[2];
-    aims_client *c = NULL;
-    aims_registry *reg = NULL;
-    long fast = 0;
+    hedge_rig r;
     const long calls = 30;
     /* No per-second allowance, 10% of calls: at most 3 hedges. */
-    hedge_run(2, calls, 30, 0, 0.1, &fast, &c, nd, h, &reg);
+    (void)hedge_run(&r, 2, calls, 30, 0, 0.1);
+    aims_client *c = r.c;
     const long sent = svc_client_counter(c, "aims_client_hedges_total");
     const long denied = svc_client_counter(c, "aims_client_hedges_denied_total");
     const long retries = svc_client_counter(c, "aims_client_retries_total");
@@ -266,10 +277,7 @@ static void test_hedge_within_budget(void **state)
                   retries);
     assert_true(sent + retries <= calls / 10 + 1);
     assert_true(denied >= 1);
-    aims_client_destroy(c);
-    aims_node_destroy(nd[0].n);
-    aims_node_destroy(nd[1].n);
-    aims_registry_destroy(reg);
+    hedge_down(&r);
 }
 
 /* AIMS_CLIENT_HEDGE_MS = 0: the delay comes from the service's recent
@@ -277,24 +285,17 @@ static void test_hedge_within_budget(void **state)
 static void test_hedge_p95_delay(void **state)
 {
     (void)state;
-    svc_node1 nd[4];
-    hctx h[4];
-    aims_client *c = NULL;
-    aims_registry *reg = NULL;
-    long fast = 0;
+    hedge_rig r;
     const long calls = 40;
-    hedge_run(4, calls, 0, 1000, 1.0, &fast, &c, nd, h, &reg);
+    const long fast = hedge_run(&r, 4, calls, 0, 1000, 1.0);
+    aims_client *c = r.c;
     const long sent = svc_client_counter(c, "aims_client_hedges_total");
     const long won = svc_client_counter(c, "aims_client_hedges_won_total");
     print_message("p95 (%s): %ld calls, %ld answered by a fast instance, hedges sent %ld won %ld\n",
                   g_tr, calls, fast, sent, won);
     assert_true(sent >= 1);
     assert_true(won >= 1);
-    aims_client_destroy(c);
-    for (int i = 0; i < 4; i++) {
-        aims_node_destroy(nd[i].n);
-    }
-    aims_registry_destroy(reg);
+    hedge_down(&r);
 }
 
 int main(int argc, char **argv)
