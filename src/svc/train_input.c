@@ -29,9 +29,8 @@ int aimsi_train_get_tensor(const aims_msg *m, const char *name, aims_dtype dt, s
     return t == dt && nd == ndim;
 }
 
-/* Point *out at aligned elements of data, copying into *tmp when data is not. */
-static aims_status aligned(const void *data, size_t bytes, size_t align, const void **out,
-                           void **tmp)
+aims_status aimsi_train_aligned(const void *data, size_t bytes, size_t align, const void **out,
+                                void **tmp)
 {
     if (((uintptr_t)data % align) == 0) {
         *out = data;
@@ -125,8 +124,8 @@ aims_status aimsi_train_read_inputs(const aimsi_work *w, const aims_msg *rows, s
     in->cols = (size_t)dx[1];
     const void *ax = NULL;
     const void *ay = NULL;
-    AIMSI_TRY(aligned(x, bx, _Alignof(float), &ax, tx));
-    AIMSI_TRY(aligned(y, by, _Alignof(int32_t), &ay, ty));
+    AIMSI_TRY(aimsi_train_aligned(x, bx, _Alignof(float), &ax, tx));
+    AIMSI_TRY(aimsi_train_aligned(y, by, _Alignof(int32_t), &ay, ty));
     in->x = ax;
     in->y = ay;
     return AIMS_OK;

@@ -66,6 +66,11 @@ typedef struct submit_in {
 /* A tensor of m called name with dtype dt and ndim dimensions: 1, else 0. */
 int aimsi_train_get_tensor(const aims_msg *m, const char *name, aims_dtype dt, size_t ndim,
                            const uint64_t **dims, const void **data, size_t *bytes);
+/* Point *out at data when it is aligned to `align`, else at a copy of its
+ * bytes in *tmp (aimsi_malloc'd; the caller aimsi_frees it): a decoded frame
+ * may leave a tensor unaligned. AIMS_E_NOMEM when the copy fails. */
+aims_status aimsi_train_aligned(const void *data, size_t bytes, size_t align, const void **out,
+                                void **tmp);
 /* Read "x"/"text" and "y" from rows (the request, or a durable job's stored
  * data) and "spec" from w->req into in; unaligned tensors are copied into
  * *tx / *ty (aimsi_free them). AIMS_E_INVAL names what is wrong. */

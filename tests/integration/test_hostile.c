@@ -30,6 +30,7 @@
  *     at 12 s); server VmRSS growth stays under the budget (+32 MiB slack)
  */
 #include "itest.h"
+#include "tr_sock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,9 +39,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #define HDR 44u
@@ -127,30 +125,7 @@ static size_t frame(uint8_t *out, uint64_t id, size_t n)
 
 static int dial(const char *url)
 {
-    int fd = -1;
-    if (strncmp(url, "tcp://", 6) == 0) {
-        const char *colon = strrchr(url, ':');
-        struct sockaddr_in a;
-        memset(&a, 0, sizeof a);
-        a.sin_family = AF_INET;
-        a.sin_port = htons((uint16_t)atoi(colon + 1));
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-            close(fd);
-            fd = -1;
-        }
-    } else if (strncmp(url, "ipc://", 6) == 0) {
-        struct sockaddr_un a;
-        memset(&a, 0, sizeof a);
-        a.sun_family = AF_UNIX;
-        snprintf(a.sun_path, sizeof a.sun_path, "%s", url + 6);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-            close(fd);
-            fd = -1;
-        }
-    }
+    const int fd = tr_sock_dial(url);
     if (fd < 0) {
         it_fail("cannot connect to %s: %s", url, strerror(errno));
     }
@@ -160,15 +135,7 @@ static int dial(const char *url)
 static void send_all(int fd, const void *p, size_t n)
 {
     /* A peer that already dropped us may make this fail: that is fine here. */
-    const uint8_t *b = p;
-    while (n > 0) {
-        const ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-        if (w <= 0) {
-            return;
-        }
-        b += w;
-        n -= (size_t)w;
-    }
+    (void)tr_sock_send_all(fd, p, n);
 }
 
 /* 1 when the server closed the connection within ms (EOF or reset). */

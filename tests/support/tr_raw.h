@@ -8,71 +8,36 @@
  * the header+one-tensor frame encoder, differing only in the names and
  * constants that are now arguments.
  *
+ * The sockets themselves are tr_sock.h's (shared with the integration
+ * tests); this header adds the asserting connect and the frame encoder.
+ *
  * cmocka asserts: include after cmocka.h. Header-only, `static inline`, so a
  * test that uses part of it still builds warning-free under clang -Werror.
  */
 #ifndef TR_RAW_H
 #define TR_RAW_H
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include "codec/aimsi_frame.h"
 #include "core/aimsi_core.h"
+#include "tr_sock.h"
 
 /* A raw socket connected to a bound listener URL: "tcp://127.0.0.1:PORT"
  * (loopback, the port after the last ':') or "ipc://PATH". Asserts. */
 static inline int tr_raw_connect(const char *bound)
 {
-    int fd;
-    if (strncmp(bound, "tcp://", 6) == 0) {
-        const char *colon = strrchr(bound, ':');
-        struct sockaddr_in a;
-        memset(&a, 0, sizeof a);
-        a.sin_family = AF_INET;
-        a.sin_port = htons((uint16_t)atoi(colon + 1));
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        fd = socket(AF_INET, SOCK_STREAM, 0);
-        assert_true(fd >= 0);
-        assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    } else {
-        struct sockaddr_un a;
-        memset(&a, 0, sizeof a);
-        a.sun_family = AF_UNIX;
-        const size_t pl = strnlen(bound + 6, sizeof a.sun_path - 1);
-        memcpy(a.sun_path, bound + 6, pl);
-        fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        assert_true(fd >= 0);
-        assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    }
+    const int fd = tr_sock_dial(bound);
+    assert_true(fd >= 0);
     return fd;
 }
 
-/* Send all n bytes (MSG_NOSIGNAL: a peer that went away is -1, not SIGPIPE);
- * 0, or -1 when the socket failed. */
+/* Send all n bytes (tr_sock_send_all): 0, or -1 when the socket failed. */
 static inline int tr_raw_send_all(int fd, const void *buf, size_t n)
 {
-    const uint8_t *p = buf;
-    while (n > 0) {
-        const ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    return tr_sock_send_all(fd, buf, n);
 }
 
 /* One encoded frame: header `type`, `id`, service/method (service NULL: none)

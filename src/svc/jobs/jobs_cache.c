@@ -62,18 +62,9 @@ static aims_status dense_of(const aims_msg *m, aims_dataset **root, size_t *byte
     const size_t cols = (size_t)dx[1];
     void *tx = NULL;
     void *ty = NULL;
-    aims_status rc = AIMS_OK;
-    if ((uintptr_t)x % _Alignof(float) != 0 || (uintptr_t)y % _Alignof(int32_t) != 0) {
-        tx = aimsi_malloc(bx > 0 ? bx : 1);
-        ty = aimsi_malloc(by > 0 ? by : 1);
-        if (tx == NULL || ty == NULL) {
-            rc = aimsi_err(NULL, AIMS_E_NOMEM, "jobs: no memory to align %zu rows", rows);
-        } else {
-            memcpy(tx, x, bx);
-            memcpy(ty, y, by);
-            x = tx;
-            y = ty;
-        }
+    aims_status rc = aimsi_train_aligned(x, bx, _Alignof(float), &x, &tx);
+    if (rc == AIMS_OK) {
+        rc = aimsi_train_aligned(y, by, _Alignof(int32_t), &y, &ty);
     }
     if (rc == AIMS_OK) {
         rc = aimsi_train_check_rows(x, y, rows, cols, ymax);

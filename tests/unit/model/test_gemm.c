@@ -25,12 +25,7 @@
 
 #include "model/aimsi_model.h"
 #include "testalloc.h"
-
-static float frand(uint64_t *s)
-{
-    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((double)(*s >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
-}
+#include "train_fix.h"
 
 /* fp32 -> bf16 -> fp32, round to nearest even (finite inputs). */
 static double bf16(float f)
@@ -47,24 +42,14 @@ typedef struct shape {
     size_t m, n, k;
 } shape;
 
-static float *filled(size_t count, uint64_t *seed)
-{
-    float *v = aimsi_malloc(count * sizeof *v);
-    assert_non_null(v);
-    for (size_t i = 0; i < count; i++) {
-        v[i] = frand(seed);
-    }
-    return v;
-}
-
 static void check_one(aimsi_pool *pool, int prec, int ta, int tb, shape s, float beta, uint64_t seed)
 {
     const size_t lda = (ta ? s.m : s.k) + 3; /* padded leading dimensions */
     const size_t ldb = (tb ? s.k : s.n) + 5;
     const size_t ldc = s.n + 2;
-    const float *a = filled((ta ? s.k : s.m) * lda, &seed);
-    const float *b = filled((tb ? s.n : s.k) * ldb, &seed);
-    float *c0 = filled(s.m * ldc, &seed);
+    const float *a = tf_filled((ta ? s.k : s.m) * lda, &seed);
+    const float *b = tf_filled((tb ? s.n : s.k) * ldb, &seed);
+    float *c0 = tf_filled(s.m * ldc, &seed);
     float *c = aimsi_malloc(s.m * ldc * sizeof *c);
     float *c1 = aimsi_malloc(s.m * ldc * sizeof *c1);
     void *ws = aimsi_malloc(aimsi_gemm_own_ws_bytes(prec, s.m, s.n, s.k));
@@ -184,14 +169,12 @@ static void test_gemm_bf16_exact_small_ints(void **state)
 static aims_dataset *rule_data(size_t rows, uint64_t seed)
 {
     enum { COLS = 256 };
-    float *x = aimsi_malloc(rows * COLS * sizeof *x);
-    int32_t *y = aimsi_malloc(rows * sizeof *y);
-    assert_non_null(x);
-    assert_non_null(y);
+    float *x = tf_alloc(rows * COLS * sizeof *x);
+    int32_t *y = tf_alloc(rows * sizeof *y);
     for (size_t r = 0; r < rows; r++) {
         float best = -1e9f;
         for (size_t c = 0; c < COLS; c++) {
-            x[r * COLS + c] = frand(&seed);
+            x[r * COLS + c] = tf_frand(&seed);
         }
         for (int32_t k = 0; k < 4; k++) {
             const float v = x[r * COLS + (size_t)k * 3] - x[r * COLS + (size_t)k * 5 + 1];
@@ -201,11 +184,7 @@ static aims_dataset *rule_data(size_t rows, uint64_t seed)
             }
         }
     }
-    aims_dataset *ds = NULL;
-    OK(aims_dataset_create_dense(rows, COLS, x, y, &ds));
-    aimsi_free(x);
-    aimsi_free(y);
-    return ds;
+    return tf_dense_take(rows, COLS, x, y);
 }
 
 /* MLP 256-128-4: the first layer's GEMMs (64 x 128 x 256) are big enough for
@@ -213,27 +192,16 @@ static aims_dataset *rule_data(size_t rows, uint64_t seed)
 static aims_status make_pair(int64_t precision, int64_t threads, int64_t gemm, aims_model **om,
                              aims_trainer **ot)
 {
+    const tf_net net = {AIMS_MODEL_KIND_MLP, 256, 4, {128, 0, 0}, AIMS_ACT_RELU, precision, 0.0};
+    const tf_hyper h = {.opt = 0, .epochs = 4, .batch = 64, .seed = 3, .threads = threads,
+                        .lr = 0.05};
     aims_model *m = NULL;
     aims_trainer *t = NULL;
-    aims_status rc = aims_model_create(AIMS_MODEL_KIND_MLP, 256, 4, &m);
-    if (rc == AIMS_OK) {
-        rc = aims_model_add_dense(m, 128, AIMS_ACT_RELU);
+    aims_status rc = tf_make(&net, &h, &m, &t);
+    if (rc != AIMS_OK) {
+        return rc;
     }
-    if (rc == AIMS_OK) {
-        rc = aims_model_set_param_i64(m, AIMS_MODEL_PRECISION, precision);
-    }
-    if (rc == AIMS_OK) {
-        rc = aims_trainer_create(m, &t);
-    }
-    static const aims_param ip[] = {AIMS_TRAIN_EPOCHS, AIMS_TRAIN_BATCH, AIMS_TRAIN_SEED,
-                                    AIMS_TRAIN_THREADS, AIMS_TRAIN_GEMM};
-    const int64_t iv[] = {4, 64, 3, threads, gemm};
-    for (size_t i = 0; i < 5 && rc == AIMS_OK; i++) {
-        rc = aims_trainer_set_param_i64(t, ip[i], iv[i]);
-    }
-    if (rc == AIMS_OK) {
-        rc = aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, 0.05);
-    }
+    rc = aims_trainer_set_param_i64(t, AIMS_TRAIN_GEMM, gemm);
     if (rc != AIMS_OK) {
         aims_trainer_destroy(t);
         aims_model_destroy(m);
@@ -251,9 +219,7 @@ static float *train_copy(const aims_dataset *ds, int64_t precision, int64_t thre
     aims_trainer *t = NULL;
     OK(make_pair(precision, threads, gemm, &m, &t));
     OK(aims_trainer_fit(t, ds, NULL));
-    float *p = aimsi_malloc(m->n_params * sizeof *p);
-    assert_non_null(p);
-    memcpy(p, m->params, m->n_params * sizeof *p);
+    float *p = tf_copy_of(m->params, m->n_params);
     aims_eval *ev = NULL;
     OK(aims_model_evaluate(m, ds, &ev));
     OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, acc));
@@ -313,24 +279,16 @@ static void test_bf16_exact_resume(void **state)
     double acc = 0.0;
     float *want = train_copy(ds, 1, 2, 0, &acc);
     char path[] = "/tmp/aims_bf16_XXXXXX";
-    const int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    tf_temp_file(path);
     aims_model *m = NULL;
     aims_trainer *t = NULL;
     OK(make_pair(1, 2, 0, &m, &t));
-    OK(aims_trainer_begin(t, ds, NULL));
-    int done = 0;
-    for (int i = 0; i < 11; i++) { /* into the second epoch */
-        OK(aims_trainer_step(t, &done));
-    }
-    OK(aims_trainer_checkpoint(t, path));
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
+    tf_checkpoint_after(m, t, ds, 11, path); /* into the second epoch */
 
     OK(make_pair(1, 2, 0, &m, &t));
     OK(aims_trainer_begin(t, ds, NULL));
     OK(aims_trainer_restore(t, path));
+    int done = 0;
     do {
         OK(aims_trainer_epoch(t, &done));
     } while (!done);

@@ -34,32 +34,9 @@
 #include "model/aimsi_quant.h"
 #include "model/aimsi_train.h"
 #include "testalloc.h"
+#include "train_fix.h"
 
 #define OK(e) assert_int_equal((e), AIMS_OK)
-
-static float frand(uint64_t *s)
-{
-    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((double)(*s >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
-}
-
-static float *filled(size_t count, uint64_t *seed)
-{
-    float *v = aimsi_malloc(count * sizeof *v);
-    assert_non_null(v);
-    for (size_t i = 0; i < count; i++) {
-        v[i] = frand(seed);
-    }
-    return v;
-}
-
-static float *copy_of(const float *v, size_t count)
-{
-    float *c = aimsi_malloc(count * sizeof *c);
-    assert_non_null(c);
-    memcpy(c, v, count * sizeof *c);
-    return c;
-}
 
 /* ---- GEMM epilogue == GEMM + passes ------------------------------------------------ */
 
@@ -74,19 +51,19 @@ static void epi_one(aimsi_pool *pool, int prec, int ta, int tb, shape s, int var
     const size_t ldb = (tb ? s.k : s.n) + 3;
     const size_t ldc = s.n + 2;
     const size_t ldw = s.n + 5;
-    float *a = filled((ta ? s.k : s.m) * lda, &seed);
-    float *b = filled((tb ? s.n : s.k) * ldb, &seed);
-    float *c0 = filled(s.m * ldc, &seed);
-    float *bias = filled(s.n, &seed);
-    float *gate = filled(s.m * ldc, &seed);
-    float *w0 = filled(s.m * ldw, &seed);
+    float *a = tf_filled((ta ? s.k : s.m) * lda, &seed);
+    float *b = tf_filled((tb ? s.n : s.k) * ldb, &seed);
+    float *c0 = tf_filled(s.m * ldc, &seed);
+    float *bias = tf_filled(s.n, &seed);
+    float *gate = tf_filled(s.m * ldc, &seed);
+    float *w0 = tf_filled(s.m * ldw, &seed);
     for (size_t i = 0; i < s.m * ldc; i += 7) {
         gate[i] = 0.0f; /* the boundary: "> 0" is false */
     }
-    float *c1 = copy_of(c0, s.m * ldc);
-    float *c2 = copy_of(c0, s.m * ldc);
-    float *w1 = copy_of(w0, s.m * ldw);
-    float *w2 = copy_of(w0, s.m * ldw);
+    float *c1 = tf_copy_of(c0, s.m * ldc);
+    float *c2 = tf_copy_of(c0, s.m * ldc);
+    float *w1 = tf_copy_of(w0, s.m * ldw);
+    float *w2 = tf_copy_of(w0, s.m * ldw);
     aimsi_gemm_epi e = {0};
     float beta = 0.0f;
     switch (variant) {
@@ -209,12 +186,12 @@ static void test_gemm_direct_b_bit_identical(void **state)
             const size_t lda = (ta ? sh.m : sh.k) + 1;
             const size_t ldb = sh.n + (v >= 2 ? 3 : 0);
             const size_t ldc = sh.n + 2;
-            float *a = filled((ta ? sh.k : sh.m) * lda, &seed);
-            float *b = filled(sh.k * ldb, &seed);
-            float *c1 = filled(sh.m * ldc, &seed);
-            float *w1 = filled(sh.m * sh.n, &seed);
-            float *c2 = copy_of(c1, sh.m * ldc);
-            float *w2 = copy_of(w1, sh.m * sh.n);
+            float *a = tf_filled((ta ? sh.k : sh.m) * lda, &seed);
+            float *b = tf_filled(sh.k * ldb, &seed);
+            float *c1 = tf_filled(sh.m * ldc, &seed);
+            float *w1 = tf_filled(sh.m * sh.n, &seed);
+            float *c2 = tf_copy_of(c1, sh.m * ldc);
+            float *w2 = tf_copy_of(w1, sh.m * sh.n);
             aimsi_gemm_epi e = {0};
             e.ldw = sh.n;
             e.lr = 0.1f;
@@ -252,19 +229,13 @@ static void test_gemm_direct_b_bit_identical(void **state)
 /* rows x cols features, 4 classes from a fixed linear rule. */
 static aims_dataset *rule_data_cols(size_t rows, size_t cols, uint64_t seed)
 {
-    const size_t COLS = cols;
-    float *x = filled(rows * COLS, &seed);
-    int32_t *y = aimsi_malloc(rows * sizeof *y);
-    assert_non_null(y);
+    float *x = tf_filled(rows * cols, &seed);
+    int32_t *y = tf_alloc(rows * sizeof *y);
     for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * COLS;
+        const float *xr = x + r * cols;
         y[r] = (xr[0] > xr[1]) + 2 * (xr[2] > xr[5]);
     }
-    aims_dataset *ds = NULL;
-    OK(aims_dataset_create_dense(rows, COLS, x, y, &ds));
-    aimsi_free(x);
-    aimsi_free(y);
-    return ds;
+    return tf_dense_take(rows, cols, x, y);
 }
 
 static aims_dataset *rule_data(size_t rows, uint64_t seed)
@@ -281,29 +252,17 @@ typedef struct train_case {
  * the own kernels, so every epilogue (bias+ReLU, ReLU gate, SGD) is used. */
 static float *train_params(const aims_dataset *ds, const train_case *c, int fused, size_t *n)
 {
+    const tf_net net = {AIMS_MODEL_KIND_MLP, 256, 4, {128, 64, 0}, AIMS_ACT_RELU,
+                        c->precision, c->dropout};
+    const tf_hyper h = {.opt = c->opt, .epochs = 2, .batch = 64, .seed = 5, .threads = 2,
+                        .lr = c->opt == 0 ? 0.05 : 0.002, .wd = c->wd};
     aims_model *m = NULL;
     aims_trainer *t = NULL;
-    OK(aims_model_create(AIMS_MODEL_KIND_MLP, 256, 4, &m));
-    OK(aims_model_add_dense(m, 128, AIMS_ACT_RELU));
-    OK(aims_model_add_dense(m, 64, AIMS_ACT_RELU));
-    OK(aims_model_set_param_i64(m, AIMS_MODEL_PRECISION, c->precision));
-    OK(aims_model_set_param_f64(m, AIMS_MODEL_DROPOUT, c->dropout));
-    OK(aims_trainer_create(m, &t));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, c->opt));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 2));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, 64));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 5));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_THREADS, 2));
-    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, c->opt == 0 ? 0.05 : 0.002));
-    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_WEIGHT_DECAY, c->wd));
+    OK(tf_make(&net, &h, &m, &t));
     const int before = aimsi_train_fusion_force(fused);
     OK(aims_trainer_fit(t, ds, NULL));
     aimsi_train_fusion_force(before);
-    *n = m->n_params;
-    float *p = copy_of(m->params, m->n_params);
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
-    return p;
+    return tf_params_take(m, t, n);
 }
 
 static void test_fused_training_bit_identical(void **state)
@@ -342,31 +301,16 @@ static void test_fused_training_bit_identical(void **state)
 static float *train_x16(const aims_dataset *ds, size_t cols, int64_t opt, int64_t batch,
                         int x16, size_t *n, int *seen)
 {
+    const tf_net net = {AIMS_MODEL_KIND_MLP, cols, 4, {128, 0, 0}, AIMS_ACT_RELU, 1, 0.0};
+    const tf_hyper h = {.opt = opt, .epochs = 2, .batch = batch, .seed = 9, .threads = 2,
+                        .lr = opt == 0 ? 0.05 : 0.002};
     aims_model *m = NULL;
     aims_trainer *t = NULL;
-    OK(aims_model_create(AIMS_MODEL_KIND_MLP, cols, 4, &m));
-    OK(aims_model_add_dense(m, 128, AIMS_ACT_RELU));
-    OK(aims_model_set_param_i64(m, AIMS_MODEL_PRECISION, 1));
-    OK(aims_trainer_create(m, &t));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, opt));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 2));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, batch));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 9));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_THREADS, 2));
-    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, opt == 0 ? 0.05 : 0.002));
-    const int before = aimsi_train_x16_force(x16);
-    OK(aims_trainer_begin(t, ds, NULL));
-    aimsi_train_x16_force(before);
+    OK(tf_make(&net, &h, &m, &t));
+    tf_begin_forced(t, ds, aimsi_train_x16_force, x16);
     *seen = t->xb16 != NULL;
-    int done = 0;
-    while (!done) {
-        OK(aims_trainer_step(t, &done));
-    }
-    *n = m->n_params;
-    float *p = copy_of(m->params, m->n_params);
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
-    return p;
+    tf_steps_to_end(t);
+    return tf_params_take(m, t, n);
 }
 
 static void test_bf16_rows_bit_identical(void **state)
@@ -416,36 +360,18 @@ typedef struct next_case {
 static float *train_next(const aims_dataset *ds, const next_case *c, int next, size_t *n,
                          int *seen)
 {
+    const tf_net net = {AIMS_MODEL_KIND_MLP, 255, 4, {128, c->layers > 2 ? 64 : 0, 0},
+                        AIMS_ACT_RELU, c->precision, c->dropout};
+    const tf_hyper h = {.opt = c->opt, .epochs = 2, .batch = c->batch, .seed = 13,
+                        .threads = 2, .lr = c->opt == 0 ? 0.05 : 0.002,
+                        .nesterov = c->nesterov};
     aims_model *m = NULL;
     aims_trainer *t = NULL;
-    OK(aims_model_create(AIMS_MODEL_KIND_MLP, 255, 4, &m));
-    OK(aims_model_add_dense(m, 128, AIMS_ACT_RELU));
-    if (c->layers > 2) {
-        OK(aims_model_add_dense(m, 64, AIMS_ACT_RELU));
-    }
-    OK(aims_model_set_param_i64(m, AIMS_MODEL_PRECISION, c->precision));
-    OK(aims_model_set_param_f64(m, AIMS_MODEL_DROPOUT, c->dropout));
-    OK(aims_trainer_create(m, &t));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, c->opt));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_NESTEROV, c->nesterov));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, 2));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, c->batch));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 13));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_THREADS, 2));
-    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, c->opt == 0 ? 0.05 : 0.002));
-    const int before = aimsi_train_next_force(next);
-    OK(aims_trainer_begin(t, ds, NULL));
-    aimsi_train_next_force(before);
+    OK(tf_make(&net, &h, &m, &t));
+    tf_begin_forced(t, ds, aimsi_train_next_force, next);
     *seen = t->nx != NULL;
-    int done = 0;
-    while (!done) {
-        OK(aims_trainer_step(t, &done));
-    }
-    *n = m->n_params;
-    float *p = copy_of(m->params, m->n_params);
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
-    return p;
+    tf_steps_to_end(t);
+    return tf_params_take(m, t, n);
 }
 
 /* Every optimizer path (fused SGD, Nesterov through the pooled update, Adam),
@@ -489,9 +415,9 @@ static void test_next_batch_bit_identical(void **state)
 
 static void gemv_check(size_t out, size_t in, uint64_t seed)
 {
-    float *w = filled(out * in, &seed);
-    float *x = filled(in, &seed);
-    float *b = filled(out, &seed);
+    float *w = tf_filled(out * in, &seed);
+    float *x = tf_filled(in, &seed);
+    float *b = tf_filled(out, &seed);
     float *y = aimsi_malloc((out + 1) * sizeof *y);
     assert_non_null(y);
     y[out] = 12345.0f; /* nothing past out is written */
@@ -553,10 +479,10 @@ static void q8_packed_check(size_t in, size_t out, uint64_t seed)
     assert_non_null(want);
     assert_non_null(got);
     for (size_t i = 0; i < in * out; i++) {
-        L.qw[i] = (int8_t)(frand(&seed) * 127.0f);
+        L.qw[i] = (int8_t)(tf_frand(&seed) * 127.0f);
     }
     for (size_t i = 0; i < in; i++) {
-        xu[i] = (uint8_t)(frand(&seed) * 127.0f + 128.0f);
+        xu[i] = (uint8_t)(tf_frand(&seed) * 127.0f + 128.0f);
     }
     memset(xu + in, 0, (in + 3) / 4 * 4 - in);
     aimsi_q8_pack(&L);

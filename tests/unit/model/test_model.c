@@ -24,6 +24,7 @@
 
 #include "model/aimsi_model.h"
 #include "testalloc.h"
+#include "train_fix.h"
 
 #define OK(e) assert_int_equal((e), AIMS_OK)
 
@@ -262,13 +263,7 @@ static float *train_params(const aims_dataset *ds, const run_cfg *c, int64_t see
     aims_trainer *t = trainer(m, 3, 16, seed);
     configure(t, m, c);
     OK(aims_trainer_fit(t, ds, NULL));
-    *n = m->n_params;
-    float *p = malloc(*n * sizeof *p);
-    assert_non_null(p);
-    memcpy(p, m->params, *n * sizeof *p);
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
-    return p;
+    return tf_params_take(m, t, n);
 }
 
 static void test_determinism(void **state)
@@ -283,9 +278,9 @@ static void test_determinism(void **state)
     assert_int_equal(n1, n2);
     assert_memory_equal(a, b, n1 * sizeof *a);
     assert_memory_not_equal(a, d, n1 * sizeof *a);
-    free(a);
-    free(b);
-    free(d);
+    aimsi_free(a);
+    aimsi_free(b);
+    aimsi_free(d);
     aims_dataset_destroy(ds);
 }
 
@@ -294,21 +289,12 @@ static void resume_case(const aims_dataset *ds, const run_cfg *c, int stop_after
     size_t n = 0;
     float *want = train_params(ds, c, 9, &n);
     char path[] = "/tmp/aims_ckpt_XXXXXX";
-    const int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    tf_temp_file(path);
 
     aims_model *m = mlp(6, 3, AIMS_ACT_RELU, AIMS_ACT_GELU);
     aims_trainer *t = trainer(m, 3, 16, 9);
     configure(t, m, c);
-    OK(aims_trainer_begin(t, ds, NULL));
-    int done = 0;
-    for (int i = 0; i < stop_after; i++) {
-        OK(aims_trainer_step(t, &done));
-    }
-    OK(aims_trainer_checkpoint(t, path));
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
+    tf_checkpoint_after(m, t, ds, stop_after, path);
 
     m = mlp(6, 3, AIMS_ACT_RELU, AIMS_ACT_GELU);
     t = trainer(m, 3, 16, 9);
@@ -318,6 +304,7 @@ static void resume_case(const aims_dataset *ds, const run_cfg *c, int stop_after
     double step = 0;
     OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_STEP, &step));
     assert_int_equal((int)step, stop_after);
+    int done = 0;
     do {
         OK(aims_trainer_epoch(t, &done));
     } while (!done);
@@ -334,7 +321,7 @@ static void resume_case(const aims_dataset *ds, const run_cfg *c, int stop_after
     aims_trainer_destroy(t);
     aims_model_destroy(m);
     unlink(path);
-    free(want);
+    aimsi_free(want);
 }
 
 static void test_exact_resume(void **state)
@@ -1094,8 +1081,7 @@ static void test_text_grad_and_resume(void **state)
             OK(aims_trainer_epoch(t, &done));
         } while (!done);
         if (pass == 0) {
-            want = malloc(m->n_params * sizeof *want);
-            memcpy(want, m->params, m->n_params * sizeof *want);
+            want = tf_copy_of(m->params, m->n_params);
         } else {
             assert_memory_equal(m->params, want, m->n_params * sizeof *want);
         }
@@ -1103,7 +1089,7 @@ static void test_text_grad_and_resume(void **state)
         aims_model_destroy(m);
     }
     unlink(path);
-    free(want);
+    aimsi_free(want);
     aims_dataset_destroy(all);
 }
 
@@ -1313,9 +1299,7 @@ static void test_text_linear_hinge(void **state)
             OK(aims_trainer_epoch(t, &done));
         } while (!done);
         if (pass == 0) {
-            want = malloc(m->n_params * sizeof *want);
-            assert_non_null(want);
-            memcpy(want, m->params, m->n_params * sizeof *want);
+            want = tf_copy_of(m->params, m->n_params);
         } else {
             assert_memory_equal(m->params, want, m->n_params * sizeof *want);
         }
@@ -1323,7 +1307,7 @@ static void test_text_linear_hinge(void **state)
         aims_model_destroy(m);
     }
     unlink(path);
-    free(want);
+    aimsi_free(want);
     aims_dataset_destroy(ds);
 
     /* gradients: linear x {cross-entropy, hinge}, and hinge on the embedding model */

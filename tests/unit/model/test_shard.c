@@ -23,6 +23,7 @@
 #include "model/aimsi_mpi.h"
 #include "model/aimsi_model.h"
 #include "testalloc.h"
+#include "train_fix.h"
 
 #define OK(e) assert_int_equal((e), AIMS_OK)
 
@@ -37,10 +38,8 @@ static float frand(uint64_t *s)
 /* rows x COLS features, labels from a fixed (learnable) rule */
 static aims_dataset *blobs(size_t rows, uint64_t seed)
 {
-    float *x = malloc(rows * COLS * sizeof *x);
-    int32_t *y = malloc(rows * sizeof *y);
-    assert_non_null(x);
-    assert_non_null(y);
+    float *x = tf_alloc(rows * COLS * sizeof *x);
+    int32_t *y = tf_alloc(rows * sizeof *y);
     uint64_t s = seed;
     for (size_t r = 0; r < rows; r++) {
         for (size_t c = 0; c < COLS; c++) {
@@ -49,11 +48,7 @@ static aims_dataset *blobs(size_t rows, uint64_t seed)
         const float a = x[r * COLS] + 0.5f * x[r * COLS + 1];
         y[r] = a > 0.3f ? 2 : (a > -0.3f ? 1 : 0);
     }
-    aims_dataset *ds = NULL;
-    OK(aims_dataset_create_dense(rows, COLS, x, y, &ds));
-    free(x);
-    free(y);
-    return ds;
+    return tf_dense_take(rows, COLS, x, y);
 }
 
 typedef struct cfg {
@@ -61,43 +56,20 @@ typedef struct cfg {
     double dropout, val;
 } cfg;
 
+/* MLP COLS-HIDDEN(tanh)-CLASSES, one thread, seed 7; lr 0.01 for Adam(W), the
+ * default 0.1 for SGD. */
 static aims_status make(const cfg *c, aims_model **out_m, aims_trainer **out_t)
 {
-    aims_model *m = NULL;
-    aims_trainer *t = NULL;
-    aims_status rc = aims_model_create(AIMS_MODEL_KIND_MLP, COLS, CLASSES, &m);
-    if (rc == AIMS_OK) {
-        rc = aims_model_add_dense(m, HIDDEN, AIMS_ACT_TANH);
-    }
-    if (rc == AIMS_OK && c->dropout > 0.0) {
-        rc = aims_model_set_param_f64(m, AIMS_MODEL_DROPOUT, c->dropout);
-    }
-    if (rc == AIMS_OK) {
-        rc = aims_trainer_create(m, &t);
-    }
-    if (rc == AIMS_OK) {
-        aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, c->opt);
-        aims_trainer_set_param_i64(t, AIMS_TRAIN_NESTEROV, c->nesterov);
-        aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, c->batch);
-        aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, c->epochs);
-        aims_trainer_set_param_i64(t, AIMS_TRAIN_THREADS, 1);
-        aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 7);
-        aims_trainer_set_param_f64(t, AIMS_TRAIN_VAL_FRACTION, c->val);
-        if (c->opt != 0) {
-            aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, 0.01);
-        }
-    }
-    if (rc != AIMS_OK) {
-        aims_trainer_destroy(t);
-        aims_model_destroy(m);
-        return rc;
-    }
-    *out_m = m;
-    *out_t = t;
-    return AIMS_OK;
+    const tf_net net = {AIMS_MODEL_KIND_MLP, COLS, CLASSES, {HIDDEN, 0, 0}, AIMS_ACT_TANH, 0,
+                        c->dropout};
+    const tf_hyper h = {.opt = c->opt, .epochs = c->epochs, .batch = c->batch, .seed = 7,
+                        .threads = 1, .lr = c->opt != 0 ? 0.01 : 0.1, .nesterov = c->nesterov,
+                        .val = c->val};
+    return tf_make(&net, &h, out_m, out_t);
 }
 
-/* Train with `shards` shards in one process; returns a malloc'd copy of the weights. */
+/* Train with `shards` shards in one process; returns an aimsi_malloc'd copy
+ * of the weights. */
 static float *train_local(const aims_dataset *ds, const cfg *c, int shards, size_t *n_out)
 {
     aims_model *m;
@@ -105,13 +77,7 @@ static float *train_local(const aims_dataset *ds, const cfg *c, int shards, size
     OK(make(c, &m, &t));
     OK(aims_trainer_set_shards(t, shards));
     OK(aims_trainer_fit(t, ds, NULL));
-    float *w = malloc(m->n_params * sizeof *w);
-    assert_non_null(w);
-    memcpy(w, m->params, m->n_params * sizeof *w);
-    *n_out = m->n_params;
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
-    return w;
+    return tf_params_take(m, t, n_out);
 }
 
 /* ---- the thread "cluster": one trainer per rank, a barrier exchange -------------------- */
@@ -150,6 +116,45 @@ static aims_status hub_exchange(aimsi_dist *d, void *all, size_t blk, char *err,
     return AIMS_OK;
 }
 
+/* A barrier for S ranks and room for `cap` bytes of exchanged blocks. */
+static void hub_open(hub *h, int S, size_t cap)
+{
+    h->size = S;
+    h->cap = cap;
+    h->shared = malloc(h->cap);
+    assert_non_null(h->shared);
+    assert_int_equal(pthread_barrier_init(&h->bar, NULL, (unsigned)S), 0);
+}
+
+static void hub_close(hub *h)
+{
+    pthread_barrier_destroy(&h->bar);
+    free(h->shared);
+}
+
+/* Rank i of S on hub h, training c on ds. */
+static void rank_init(rank_ctx *r, int i, int S, hub *h, const aims_dataset *ds, const cfg *c)
+{
+    memset(r, 0, sizeof *r);
+    r->base.rank = i;
+    r->base.size = S;
+    r->base.exchange = hub_exchange;
+    r->h = h;
+    r->ds = ds;
+    r->c = c;
+}
+
+/* The rank's weights into r->w (malloc: a rank thread must not assert; NULL
+ * when out of memory, which the main thread's checks catch). */
+static void rank_keep_weights(rank_ctx *r, const aims_model *m)
+{
+    r->n = m->n_params;
+    r->w = malloc(r->n * sizeof *r->w);
+    if (r->w != NULL) {
+        memcpy(r->w, m->params, r->n * sizeof *r->w);
+    }
+}
+
 static void *rank_main(void *arg)
 {
     rank_ctx *r = arg;
@@ -165,11 +170,7 @@ static void *rank_main(void *arg)
     }
     if (r->rc == AIMS_OK) {
         aims_trainer_get_stat(t, AIMS_TRAINER_STAT_TRAIN_LOSS, &r->loss);
-        r->n = m->n_params;
-        r->w = malloc(r->n * sizeof *r->w);
-        if (r->w != NULL) {
-            memcpy(r->w, m->params, r->n * sizeof *r->w);
-        }
+        rank_keep_weights(r, m);
     }
     aims_trainer_destroy(t);
     aims_model_destroy(m);
@@ -184,21 +185,11 @@ static void ranks_equal_local(size_t rows, const cfg *c, int S)
     float *want = train_local(ds, c, S, &n);
 
     hub h;
-    h.size = S;
-    h.cap = (size_t)S * (24 + n * sizeof(float)); /* loss, stop word, grads, pad */
-    h.shared = malloc(h.cap);
-    assert_non_null(h.shared);
-    assert_int_equal(pthread_barrier_init(&h.bar, NULL, (unsigned)S), 0);
+    hub_open(&h, S, (size_t)S * (24 + n * sizeof(float))); /* loss, stop word, grads, pad */
     rank_ctx r[MAX_RANKS];
     pthread_t th[MAX_RANKS];
     for (int i = 0; i < S; i++) {
-        memset(&r[i], 0, sizeof r[i]);
-        r[i].base.rank = i;
-        r[i].base.size = S;
-        r[i].base.exchange = hub_exchange;
-        r[i].h = &h;
-        r[i].ds = ds;
-        r[i].c = c;
+        rank_init(&r[i], i, S, &h, ds, c);
         assert_int_equal(pthread_create(&th[i], NULL, rank_main, &r[i]), 0);
     }
     for (int i = 0; i < S; i++) {
@@ -212,9 +203,8 @@ static void ranks_equal_local(size_t rows, const cfg *c, int S)
         assert_true(r[i].loss == r[0].loss);
         free(r[i].w);
     }
-    pthread_barrier_destroy(&h.bar);
-    free(h.shared);
-    free(want);
+    hub_close(&h);
+    aimsi_free(want);
     aims_dataset_destroy(ds);
 }
 
@@ -298,11 +288,7 @@ static void *stop_main(void *arg)
     if (r->rc == AIMS_E_CANCELLED) {
         int done = 0;
         sc->again = aims_trainer_step(t, &done); /* alone: an exchange would hang */
-        r->n = m->n_params;
-        r->w = malloc(r->n * sizeof *r->w);
-        if (r->w != NULL) {
-            memcpy(r->w, m->params, r->n * sizeof *r->w);
-        }
+        rank_keep_weights(r, m);
     }
     aims_trainer_destroy(t);
     aims_model_destroy(m);
@@ -318,21 +304,12 @@ static void stop_alike_v(int S, int who, int64_t at_step, int cb_epoch, int64_t 
     aims_dataset *ds = blobs(200, 3);
     const cfg c = {0, 20, 4, 0, 0.0, 0.0}; /* 10 steps an epoch */
     hub h;
-    h.size = S;
-    h.cap = (size_t)S * (24 + 4096 * sizeof(float));
-    h.shared = malloc(h.cap);
-    assert_non_null(h.shared);
-    assert_int_equal(pthread_barrier_init(&h.bar, NULL, (unsigned)S), 0);
+    hub_open(&h, S, (size_t)S * (24 + 4096 * sizeof(float)));
     stop_ctx sc[MAX_RANKS];
     pthread_t th[MAX_RANKS];
     for (int i = 0; i < S; i++) {
         memset(&sc[i], 0, sizeof sc[i]);
-        sc[i].r.base.rank = i;
-        sc[i].r.base.size = S;
-        sc[i].r.base.exchange = hub_exchange;
-        sc[i].r.h = &h;
-        sc[i].r.ds = ds;
-        sc[i].r.c = &c;
+        rank_init(&sc[i].r, i, S, &h, ds, &c);
         sc[i].at_step = i == who ? at_step : -1;
         sc[i].cb_epoch = i == who ? cb_epoch : 0;
         sc[i].leave_at = i == who ? leave_at : -1;
@@ -351,8 +328,7 @@ static void stop_alike_v(int S, int who, int64_t at_step, int cb_epoch, int64_t 
     for (int i = 0; i < S; i++) {
         free(sc[i].r.w);
     }
-    pthread_barrier_destroy(&h.bar);
-    free(h.shared);
+    hub_close(&h);
     aims_dataset_destroy(ds);
 }
 
@@ -395,8 +371,8 @@ static void test_shards_close_to_plain(void **state)
         worst = d * d > worst ? d * d : worst;
     }
     assert_true(worst < 1e-6); /* rounding only: |diff| < 1e-3 */
-    free(plain);
-    free(sharded);
+    aimsi_free(plain);
+    aimsi_free(sharded);
     aims_dataset_destroy(ds);
 }
 
@@ -416,10 +392,7 @@ static void test_set_shards_checks(void **state)
     OK(aims_trainer_begin(t, ds, NULL));
     assert_int_equal(aims_trainer_set_shards(t, 2), AIMS_E_STATE);
     assert_int_equal(aims_trainer_set_mpi(t, 1), AIMS_E_STATE);
-    int done = 0;
-    while (!done) {
-        OK(aims_trainer_step(t, &done));
-    }
+    tf_steps_to_end(t);
     aims_trainer_destroy(t);
     aims_model_destroy(m);
     aims_dataset_destroy(ds);
@@ -492,22 +465,13 @@ static void test_shards_exact_resume(void **state)
     size_t n = 0;
     float *want = train_local(ds, &c, 3, &n);
     char path[] = "/tmp/aims_shard_ckpt_XXXXXX";
-    const int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    tf_temp_file(path);
 
     aims_model *m;
     aims_trainer *t;
     OK(make(&c, &m, &t));
     OK(aims_trainer_set_shards(t, 3));
-    OK(aims_trainer_begin(t, ds, NULL));
-    int done = 0;
-    for (int i = 0; i < 11; i++) {
-        OK(aims_trainer_step(t, &done));
-    }
-    OK(aims_trainer_checkpoint(t, path));
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
+    tf_checkpoint_after(m, t, ds, 11, path);
 
     OK(make(&c, &m, &t));
     OK(aims_trainer_set_shards(t, 2));
@@ -520,15 +484,11 @@ static void test_shards_exact_resume(void **state)
     OK(aims_trainer_set_shards(t, 3));
     OK(aims_trainer_begin(t, ds, NULL));
     OK(aims_trainer_restore(t, path));
+    int done = 0;
     do {
         OK(aims_trainer_epoch(t, &done));
     } while (!done);
-    assert_int_equal(m->n_params, n);
-    assert_memory_equal(m->params, want, n * sizeof *want);
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
-    unlink(path);
-    free(want);
+    tf_resume_check(m, t, want, n, path);
     aims_dataset_destroy(ds);
 }
 

@@ -29,24 +29,17 @@
 
 #include "model/aimsi_train.h"
 #include "testalloc.h"
+#include "train_fix.h"
 
 #define OK(e) assert_int_equal((e), AIMS_OK)
-
-static float frand(uint64_t *s)
-{
-    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((double)(*s >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
-}
 
 /* rows x cols features in [0, 1), `classes` classes from a fixed linear rule. */
 static aims_dataset *rule_data(size_t rows, size_t cols, size_t classes, uint64_t seed)
 {
-    float *x = aimsi_malloc(rows * cols * sizeof *x);
-    int32_t *y = aimsi_malloc(rows * sizeof *y);
-    assert_non_null(x);
-    assert_non_null(y);
+    float *x = tf_alloc(rows * cols * sizeof *x);
+    int32_t *y = tf_alloc(rows * sizeof *y);
     for (size_t i = 0; i < rows * cols; i++) {
-        x[i] = 0.5f + 0.5f * frand(&seed);
+        x[i] = 0.5f + 0.5f * tf_frand(&seed);
     }
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * cols;
@@ -56,11 +49,7 @@ static aims_dataset *rule_data(size_t rows, size_t cols, size_t classes, uint64_
         }
         y[r] = (int32_t)((size_t)(fabsf(s) * 3.0f) % classes);
     }
-    aims_dataset *ds = NULL;
-    OK(aims_dataset_create_dense(rows, cols, x, y, &ds));
-    aimsi_free(x);
-    aimsi_free(y);
-    return ds;
+    return tf_dense_take(rows, cols, x, y);
 }
 
 typedef struct run_cfg {
@@ -71,20 +60,14 @@ typedef struct run_cfg {
 
 static aims_trainer *make_trainer(const run_cfg *c, aims_model **om)
 {
-    aims_model *m = NULL;
+    const tf_net net = {AIMS_MODEL_KIND_SOFTMAX, c->cols, c->classes, {0, 0, 0}, AIMS_ACT_RELU,
+                        0, 0.0};
+    const tf_hyper h = {.opt = c->opt, .epochs = c->epochs, .batch = c->batch, .seed = 3,
+                        .threads = c->threads, .lr = c->lr, .nesterov = c->nesterov,
+                        .wd = c->wd};
     aims_trainer *t = NULL;
-    OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, c->cols, c->classes, &m));
-    OK(aims_trainer_create(m, &t));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_OPTIMIZER, c->opt));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_NESTEROV, c->nesterov));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, c->epochs));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_BATCH, c->batch));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_SEED, 3));
-    OK(aims_trainer_set_param_i64(t, AIMS_TRAIN_THREADS, c->threads));
-    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_LR, c->lr));
+    OK(tf_make(&net, &h, om, &t));
     OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_MOMENTUM, c->mom));
-    OK(aims_trainer_set_param_f64(t, AIMS_TRAIN_WEIGHT_DECAY, c->wd));
-    *om = m;
     return t;
 }
 
@@ -94,22 +77,11 @@ static float *train(const aims_dataset *ds, const run_cfg *c, int smax, int *use
 {
     aims_model *m = NULL;
     aims_trainer *t = make_trainer(c, &m);
-    const int before = aimsi_train_smax_force(smax);
-    OK(aims_trainer_begin(t, ds, NULL));
-    aimsi_train_smax_force(before);
+    tf_begin_forced(t, ds, aimsi_train_smax_force, smax);
     *used = aimsi_train_smax_on(t);
-    int done = 0;
-    while (!done) {
-        OK(aims_trainer_step(t, &done));
-    }
+    tf_steps_to_end(t);
     OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_TRAIN_LOSS, loss));
-    *n = m->n_params;
-    float *p = aimsi_malloc(m->n_params * sizeof *p);
-    assert_non_null(p);
-    memcpy(p, m->params, m->n_params * sizeof *p);
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
-    return p;
+    return tf_params_take(m, t, n);
 }
 
 static void skip_without_kernels(void)
@@ -197,34 +169,18 @@ static void test_smax_exact_resume(void **state)
     float *want = train(ds, &c, 1, &used, &n, &loss);
     assert_true(used);
     char path[] = "/tmp/aims_smax_ckpt_XXXXXX";
-    const int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    tf_temp_file(path);
 
     aims_model *m = NULL;
     aims_trainer *t = make_trainer(&c, &m);
-    OK(aims_trainer_begin(t, ds, NULL));
-    int done = 0;
-    for (int i = 0; i < 9; i++) { /* mid-epoch: 7 steps per epoch */
-        OK(aims_trainer_step(t, &done));
-    }
-    OK(aims_trainer_checkpoint(t, path));
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
+    tf_checkpoint_after(m, t, ds, 9, path); /* mid-epoch: 7 steps per epoch */
 
     t = make_trainer(&c, &m);
     OK(aims_trainer_begin(t, ds, NULL));
     OK(aims_trainer_restore(t, path));
     assert_true(aimsi_train_smax_on(t));
-    do {
-        OK(aims_trainer_step(t, &done));
-    } while (!done);
-    assert_int_equal(m->n_params, n);
-    assert_memory_equal(m->params, want, n * sizeof *want);
-    aims_trainer_destroy(t);
-    aims_model_destroy(m);
-    unlink(path);
-    aimsi_free(want);
+    tf_steps_to_end(t);
+    tf_resume_check(m, t, want, n, path);
     aims_dataset_destroy(ds);
 }
 

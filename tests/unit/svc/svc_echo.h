@@ -5,7 +5,8 @@
  * be told to wait, hold at a gate or fail; the small client/message helpers
  * around it; and the fixtures several tests built for themselves: one node
  * serving echo_fn in a local registry with a client of that registry
- * (svc_rig) and a node hosting a registry (svc_host). The transport under
+ * (svc_rig), a node serving one handler (svc_node1) and a node hosting a
+ * registry (svc_host). The transport under
  * test (main()'s argument, a node's listen URL) is svc_tr.h's, included here.
  *
  * cmocka asserts: include after cmocka.h. Header-only, every function
@@ -17,6 +18,7 @@
 
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -171,6 +173,73 @@ static inline void svc_rig_down(svc_rig *r)
     aims_node_destroy(r->node);
     aims_registry_destroy(r->reg);
     memset(r, 0, sizeof *r);
+}
+
+/* One node serving one handler on the transport under test, as the tests
+ * that bring up several of them each wrote it (test_cancel, test_deadline_wire,
+ * test_hedge_async): named prefix<n>_<tr>, heartbeat 250 ms, drain grace
+ * 30 ms, registered in reg (when not NULL), workers only (AIMS_SERVICE_INLINE
+ * 0: a handler run inline on the tcp I/O thread would keep that thread, and
+ * a CANCEL frame behind it, waiting); concurrency > 0 sets
+ * AIMS_SERVICE_CONCURRENCY. addr: its first address. aims_node_destroy(n)
+ * takes it down. */
+typedef struct svc_node1 {
+    aims_node *n;
+    aims_service *s;
+    char addr[AIMSI_URL_MAX + 1];
+} svc_node1;
+
+static inline void svc_node1_up(svc_node1 *nd, const char *tr, const char *prefix,
+                                aims_registry *reg, const char *service, aims_handler_fn fn,
+                                void *user, int64_t concurrency)
+{
+    static atomic_int seq;
+    char name[64], url[AIMSI_URL_MAX + 1];
+    snprintf(name, sizeof name, "%s%d_%s", prefix, atomic_fetch_add(&seq, 1), tr);
+    svc_listen_url(url, sizeof url, tr, NULL, name);
+    assert_int_equal(aims_node_create(name, &nd->n), AIMS_OK);
+    assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_HEARTBEAT_MS, 250), AIMS_OK);
+    assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
+    assert_int_equal(aims_node_listen(nd->n, url), AIMS_OK);
+    size_t len = 0;
+    assert_int_equal(aims_node_get_address(nd->n, 0, nd->addr, sizeof nd->addr, &len), AIMS_OK);
+    if (reg != NULL) {
+        assert_int_equal(aims_node_set_registry(nd->n, reg), AIMS_OK);
+    }
+    assert_int_equal(aims_service_add_handler(nd->n, service, fn, user, &nd->s), AIMS_OK);
+    assert_int_equal(aims_service_set_param_i64(nd->s, AIMS_SERVICE_INLINE, 0), AIMS_OK);
+    if (concurrency > 0) {
+        assert_int_equal(aims_service_set_param_i64(nd->s, AIMS_SERVICE_CONCURRENCY, concurrency),
+                         AIMS_OK);
+    }
+    assert_int_equal(aims_service_start(nd->s), AIMS_OK);
+}
+
+/* Wait (bounded: 20 s) until *v >= want; asserts it got there. */
+static inline void svc_wait_count(atomic_int *v, int want)
+{
+    for (int i = 0; i < 20000 && atomic_load(v) < want; i++) {
+        nap_ms(1);
+    }
+    assert_true(atomic_load(v) >= want);
+}
+
+/* Sum of a client counter over its label sets (from its Prometheus text). */
+static inline long svc_client_counter(aims_client *c, const char *name)
+{
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(aims_metrics_prometheus(aims_client_metrics(c), &text, &len), AIMS_OK);
+    long sum = 0;
+    const size_t nl = strlen(name);
+    for (const char *p = text; (p = strstr(p, name)) != NULL; p += nl) {
+        if ((p == text || p[-1] == '\n') && (p[nl] == '{' || p[nl] == ' ')) {
+            const char *sp = strchr(p, ' ');
+            sum += sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
+        }
+    }
+    aims_free(text);
+    return sum;
 }
 
 /* A node ("reghost") hosting a fresh registry at `listen`; url is its first

@@ -25,52 +25,10 @@
 #include "testalloc.h"
 
 static const char *g_tr = "inproc";
-static atomic_int g_seq;
-
-typedef struct node1 {
-    aims_node *n;
-    aims_service *s;
-    char addr[AIMSI_URL_MAX + 1];
-} node1;
-
-static void node_up(node1 *nd, aims_registry *reg, const char *service, aims_handler_fn fn,
-                    void *user, int64_t concurrency)
-{
-    char name[64], url[AIMSI_URL_MAX + 1];
-    snprintf(name, sizeof name, "cx%d_%s", atomic_fetch_add(&g_seq, 1), g_tr);
-    svc_listen_url(url, sizeof url, g_tr, NULL, name);
-    assert_int_equal(aims_node_create(name, &nd->n), AIMS_OK);
-    assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_HEARTBEAT_MS, 250), AIMS_OK);
-    assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
-    assert_int_equal(aims_node_listen(nd->n, url), AIMS_OK);
-    size_t len = 0;
-    assert_int_equal(aims_node_get_address(nd->n, 0, nd->addr, sizeof nd->addr, &len), AIMS_OK);
-    if (reg != NULL) {
-        assert_int_equal(aims_node_set_registry(nd->n, reg), AIMS_OK);
-    }
-    assert_int_equal(aims_service_add_handler(nd->n, service, fn, user, &nd->s), AIMS_OK);
-    /* Workers only: a handler run inline on the tcp I/O thread would keep that
-     * thread (and the CANCEL frame behind it) waiting. */
-    assert_int_equal(aims_service_set_param_i64(nd->s, AIMS_SERVICE_INLINE, 0), AIMS_OK);
-    if (concurrency > 0) {
-        assert_int_equal(aims_service_set_param_i64(nd->s, AIMS_SERVICE_CONCURRENCY, concurrency),
-                         AIMS_OK);
-    }
-    assert_int_equal(aims_service_start(nd->s), AIMS_OK);
-}
-
-/* Wait (bounded) until *v >= want. */
-static void wait_count(atomic_int *v, int want)
-{
-    for (int i = 0; i < 20000 && atomic_load(v) < want; i++) {
-        nap_ms(1);
-    }
-    assert_true(atomic_load(v) >= want);
-}
 
 /* Over a stream, frames on one connection are handled in order: a $ping
  * answered after the CANCEL frame proves the node has seen it. */
-static void sync_with_node(aims_client *c, const node1 *nd, const char *service)
+static void sync_with_node(aims_client *c, const svc_node1 *nd, const char *service)
 {
     aims_msg *q = mk_msg(), *r = mk_msg();
     assert_int_equal(aims_client_call_addr(c, nd->addr, service, "$ping", q, r, 5000), AIMS_OK);
@@ -86,14 +44,14 @@ static void test_queued_cancelled_never_runs(void **state)
     hctx h;
     memset(&h, 0, sizeof h);
     atomic_store(&h.gate_closed, 1);
-    node1 nd;
-    node_up(&nd, reg, "q", echo_fn, &h, 1);
+    svc_node1 nd;
+    svc_node1_up(&nd, g_tr, "cx", reg, "q", echo_fn, &h, 1);
     aims_client *c = mk_client(reg);
     aims_msg *req = mk_req(1.0f);
     aims_call *a = NULL, *b = NULL;
     /* a holds the only slot at the gate; b waits in the queue. */
     assert_int_equal(aims_client_call_start(c, "q", "m", req, 0, 20000, &a), AIMS_OK);
-    wait_count(&h.entered, 1);
+    svc_wait_count(&h.entered, 1);
     assert_int_equal(aims_client_call_start(c, "q", "m", req, 0, 20000, &b), AIMS_OK);
     double qd = 0;
     for (int i = 0; i < 10000 && qd < 1.0; i++) { /* b reached the queue */
@@ -163,26 +121,26 @@ static void test_running_handler_sees_flag(void **state)
     assert_int_equal(aims_registry_create(&reg), AIMS_OK);
     longh l;
     memset(&l, 0, sizeof l);
-    node1 nd;
-    node_up(&nd, reg, "long", long_fn, &l, 0);
+    svc_node1 nd;
+    svc_node1_up(&nd, g_tr, "cx", reg, "long", long_fn, &l, 0);
     aims_client *c = mk_client(reg);
     aims_msg *req = mk_req(2.0f), *rep = mk_msg();
     assert_false(aims_msg_is_cancelled(req)); /* not inside a handler */
     aims_call *a = NULL;
     assert_int_equal(aims_client_call_start(c, "long", "m", req, AIMS_CALL_IDEMPOTENT, 30000, &a),
                      AIMS_OK);
-    wait_count(&l.entered, 1);
+    svc_wait_count(&l.entered, 1);
     assert_int_equal(aims_call_cancel(a), AIMS_OK);
     assert_int_equal(aims_call_wait(a, rep), AIMS_E_CANCELLED);
-    wait_count(&l.finished, 1);
+    svc_wait_count(&l.finished, 1);
     assert_int_equal(atomic_load(&l.saw_cancel), 1);
     assert_int_equal(atomic_load(&l.entered), 1); /* a cancelled call is never retried */
     aims_call_destroy(a);
     /* Destroying a handle of a running call cancels it and waits for it. */
     assert_int_equal(aims_client_call_start(c, "long", "m", req, 0, 30000, &a), AIMS_OK);
-    wait_count(&l.entered, 2);
+    svc_wait_count(&l.entered, 2);
     aims_call_destroy(a);
-    wait_count(&l.finished, 2);
+    svc_wait_count(&l.finished, 2);
     assert_int_equal(atomic_load(&l.saw_cancel), 2);
     /* A call that completes normally through a handle. */
     hctx h;
@@ -223,40 +181,33 @@ static void test_running_handler_sees_flag(void **state)
     aims_registry_destroy(reg);
 }
 
-/* Sum of a client counter over its label sets (from the Prometheus text). */
-static long counter(aims_client *c, const char *name)
-{
-    char *text = NULL;
-    size_t len = 0;
-    assert_int_equal(aims_metrics_prometheus(aims_client_metrics(c), &text, &len), AIMS_OK);
-    long sum = 0;
-    const size_t nl = strlen(name);
-    for (const char *p = text; (p = strstr(p, name)) != NULL; p += nl) {
-        if ((p == text || p[-1] == '\n') && (p[nl] == '{' || p[nl] == ' ')) {
-            const char *sp = strchr(p, ' ');
-            sum += sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
-        }
-    }
-    aims_free(text);
-    return sum;
-}
-
 #define FAST_MS 20
 #define SLOW_MS 200 /* 10x */
 
-/* n instances (tag i + 1), the last one 10x slow; `calls` sequential hedged
- * calls; *out_fast counts the replies of fast instances. */
-static void hedge_run(size_t n, long calls, int64_t hedge_ms, int64_t retry_min, double budget,
-                      long *out_fast, aims_client **out_c, node1 *nd, hctx *h,
-                      aims_registry **out_reg)
+/* What hedge_run brought up: its instances, their registry, the client. */
+typedef struct hedge_rig {
+    size_t n;
+    svc_node1 nd[4];
+    hctx h[4];
+    aims_registry *reg;
+    aims_client *c;
+} hedge_rig;
+
+/* n (<= 4) instances (tag i + 1), the last one 10x slow; `calls` sequential
+ * hedged calls; returns how many replies came from fast instances. */
+static long hedge_run(hedge_rig *r, size_t n, long calls, int64_t hedge_ms, int64_t retry_min,
+                      double budget)
 {
+    memset(r, 0, sizeof *r);
+    r->n = n;
+    svc_node1 *nd = r->nd;
+    hctx *h = r->h;
     aims_registry *reg = NULL;
     assert_int_equal(aims_registry_create(&reg), AIMS_OK);
-    memset(h, 0, n * sizeof *h);
     for (size_t i = 0; i < n; i++) {
         h[i].tag = (int)i + 1;
         atomic_store(&h[i].sleep_ms, i + 1 == n ? SLOW_MS : FAST_MS);
-        node_up(&nd[i], reg, "hedged", echo_fn, &h[i], 0);
+        svc_node1_up(&nd[i], g_tr, "cx", reg, "hedged", echo_fn, &h[i], 0);
     }
     aims_client *c = mk_client(reg);
     assert_int_equal(aims_client_set_param_i64(c, AIMS_CLIENT_HEDGE_MS, hedge_ms), AIMS_OK);
@@ -274,25 +225,31 @@ static void hedge_run(size_t n, long calls, int64_t hedge_ms, int64_t retry_min,
     }
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
-    *out_fast = fast;
-    *out_c = c;
-    *out_reg = reg;
+    r->c = c;
+    r->reg = reg;
+    return fast;
+}
+
+static void hedge_down(hedge_rig *r)
+{
+    aims_client_destroy(r->c);
+    for (size_t i = 0; i < r->n; i++) {
+        aims_node_destroy(r->nd[i].n);
+    }
+    aims_registry_destroy(r->reg);
 }
 
 static void test_hedge_fast_instance_wins(void **state)
 {
     (void)state;
-    node1 nd[2];
-    hctx h[2];
-    aims_client *c = NULL;
-    aims_registry *reg = NULL;
-    long fast = 0;
+    hedge_rig r;
     const long calls = 40;
     /* A generous budget: every call may hedge after 50 ms. */
-    hedge_run(2, calls, 50, 1000, 1.0, &fast, &c, nd, h, &reg);
-    const long sent = counter(c, "aims_client_hedges_total");
-    const long won = counter(c, "aims_client_hedges_won_total");
-    const long cancelled = counter(c, "aims_client_hedges_cancelled_total");
+    const long fast = hedge_run(&r, 2, calls, 50, 1000, 1.0);
+    aims_client *c = r.c;
+    const long sent = svc_client_counter(c, "aims_client_hedges_total");
+    const long won = svc_client_counter(c, "aims_client_hedges_won_total");
+    const long cancelled = svc_client_counter(c, "aims_client_hedges_cancelled_total");
     print_message("hedge (%s): %ld calls, %ld answered by the fast instance, hedges sent %ld "
                   "won %ld cancelled %ld\n", g_tr, calls, fast, sent, won, cancelled);
     assert_true(sent >= 1);
@@ -301,35 +258,26 @@ static void test_hedge_fast_instance_wins(void **state)
     /* Without hedging half the calls would wait for the slow instance; with it
      * (nearly) every reply comes from the fast one. */
     assert_true(fast >= calls - calls / 10);
-    aims_client_destroy(c);
     /* The losers were cancelled: the slow instance's handler runs ended. */
-    aims_node_destroy(nd[0].n);
-    aims_node_destroy(nd[1].n);
-    aims_registry_destroy(reg);
+    hedge_down(&r);
 }
 
 static void test_hedge_within_budget(void **state)
 {
     (void)state;
-    node1 nd[2];
-    hctx h[2];
-    aims_client *c = NULL;
-    aims_registry *reg = NULL;
-    long fast = 0;
+    hedge_rig r;
     const long calls = 30;
     /* No per-second allowance, 10% of calls: at most 3 hedges. */
-    hedge_run(2, calls, 30, 0, 0.1, &fast, &c, nd, h, &reg);
-    const long sent = counter(c, "aims_client_hedges_total");
-    const long denied = counter(c, "aims_client_hedges_denied_total");
-    const long retries = counter(c, "aims_client_retries_total");
+    (void)hedge_run(&r, 2, calls, 30, 0, 0.1);
+    aims_client *c = r.c;
+    const long sent = svc_client_counter(c, "aims_client_hedges_total");
+    const long denied = svc_client_counter(c, "aims_client_hedges_denied_total");
+    const long retries = svc_client_counter(c, "aims_client_retries_total");
     print_message("budget (%s): hedges sent %ld denied %ld retries %ld\n", g_tr, sent, denied,
                   retries);
     assert_true(sent + retries <= calls / 10 + 1);
     assert_true(denied >= 1);
-    aims_client_destroy(c);
-    aims_node_destroy(nd[0].n);
-    aims_node_destroy(nd[1].n);
-    aims_registry_destroy(reg);
+    hedge_down(&r);
 }
 
 /* AIMS_CLIENT_HEDGE_MS = 0: the delay comes from the service's recent
@@ -337,24 +285,17 @@ static void test_hedge_within_budget(void **state)
 static void test_hedge_p95_delay(void **state)
 {
     (void)state;
-    node1 nd[4];
-    hctx h[4];
-    aims_client *c = NULL;
-    aims_registry *reg = NULL;
-    long fast = 0;
+    hedge_rig r;
     const long calls = 40;
-    hedge_run(4, calls, 0, 1000, 1.0, &fast, &c, nd, h, &reg);
-    const long sent = counter(c, "aims_client_hedges_total");
-    const long won = counter(c, "aims_client_hedges_won_total");
+    const long fast = hedge_run(&r, 4, calls, 0, 1000, 1.0);
+    aims_client *c = r.c;
+    const long sent = svc_client_counter(c, "aims_client_hedges_total");
+    const long won = svc_client_counter(c, "aims_client_hedges_won_total");
     print_message("p95 (%s): %ld calls, %ld answered by a fast instance, hedges sent %ld won %ld\n",
                   g_tr, calls, fast, sent, won);
     assert_true(sent >= 1);
     assert_true(won >= 1);
-    aims_client_destroy(c);
-    for (int i = 0; i < 4; i++) {
-        aims_node_destroy(nd[i].n);
-    }
-    aims_registry_destroy(reg);
+    hedge_down(&r);
 }
 
 int main(int argc, char **argv)

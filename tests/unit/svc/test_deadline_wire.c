@@ -27,8 +27,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -39,48 +37,9 @@
 #include "svc/transport/aimsi_transport.h"
 #include "svc_echo.h"
 #include "testalloc.h"
+#include "tr_raw.h"
 
 static const char *g_tr = "inproc";
-static atomic_int g_seq;
-
-typedef struct node1 {
-    aims_node *n;
-    aims_service *s;
-    char addr[AIMSI_URL_MAX + 1];
-} node1;
-
-/* A node serving `service` (one slot, workers only) on the transport under
- * test, registered in reg so calls by name travel over that transport. */
-static void node_up(node1 *nd, aims_registry *reg, const char *service, aims_handler_fn fn,
-                    void *user)
-{
-    char name[64], url[AIMSI_URL_MAX + 1];
-    snprintf(name, sizeof name, "dw%d_%s", atomic_fetch_add(&g_seq, 1), g_tr);
-    if (strcmp(g_tr, "tcp") == 0) {
-        snprintf(url, sizeof url, "tcp://127.0.0.1:0");
-    } else {
-        snprintf(url, sizeof url, "inproc://%s", name);
-    }
-    assert_int_equal(aims_node_create(name, &nd->n), AIMS_OK);
-    assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_HEARTBEAT_MS, 250), AIMS_OK);
-    assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
-    assert_int_equal(aims_node_listen(nd->n, url), AIMS_OK);
-    size_t len = 0;
-    assert_int_equal(aims_node_get_address(nd->n, 0, nd->addr, sizeof nd->addr, &len), AIMS_OK);
-    assert_int_equal(aims_node_set_registry(nd->n, reg), AIMS_OK);
-    assert_int_equal(aims_service_add_handler(nd->n, service, fn, user, &nd->s), AIMS_OK);
-    assert_int_equal(aims_service_set_param_i64(nd->s, AIMS_SERVICE_INLINE, 0), AIMS_OK);
-    assert_int_equal(aims_service_set_param_i64(nd->s, AIMS_SERVICE_CONCURRENCY, 1), AIMS_OK);
-    assert_int_equal(aims_service_start(nd->s), AIMS_OK);
-}
-
-static void wait_count(atomic_int *v, int want)
-{
-    for (int i = 0; i < 20000 && atomic_load(v) < want; i++) {
-        nap_ms(1);
-    }
-    assert_true(atomic_load(v) >= want);
-}
 
 static double stat_of(aims_service *s, aims_service_stat which)
 {
@@ -117,14 +76,14 @@ static void test_queued_past_deadline_dropped(void **state)
     hctx h;
     memset(&h, 0, sizeof h);
     atomic_store(&h.gate_closed, 1);
-    node1 nd;
-    node_up(&nd, reg, "slow", echo_fn, &h);
+    svc_node1 nd;
+    svc_node1_up(&nd, g_tr, "dw", reg, "slow", echo_fn, &h, 1); /* one slot */
     aims_client *c = mk_client(reg);
     aims_msg *req = mk_req(1.0f), *rep = mk_msg();
     /* A holds the only slot (the work ahead) until well after B's 50 ms. */
     aims_call *a = NULL;
     assert_int_equal(aims_client_call_start(c, "slow", "m", req, 0, 20000, &a), AIMS_OK);
-    wait_count(&h.entered, 1);
+    svc_wait_count(&h.entered, 1);
     /* B: 50 ms. The caller stops waiting at its deadline ... */
     assert_int_equal(aims_client_call(c, "slow", "m", req, rep, 0, 50), AIMS_E_TIMEOUT);
     nap_ms(150); /* ... and the node's deadline for B (time left on arrival) passes too */
@@ -193,9 +152,9 @@ static void test_handler_passes_on_what_is_left(void **state)
     front_ctx f;
     memset(&f, 0, sizeof f);
     f.c = mk_client(reg);
-    node1 back, front;
-    node_up(&back, reg, "back", back_fn, &b);
-    node_up(&front, reg, "front", front_fn, &f);
+    svc_node1 back, front;
+    svc_node1_up(&back, g_tr, "dw", reg, "back", back_fn, &b, 1);
+    svc_node1_up(&front, g_tr, "dw", reg, "front", front_fn, &f, 1);
     aims_client *c = mk_client(reg);
     aims_msg *req = mk_req(2.0f), *rep = mk_msg();
     /* Control: called directly with the default timeout, back sees ~10 s. */
@@ -223,19 +182,9 @@ static void test_handler_passes_on_what_is_left(void **state)
 
 static int raw_connect(const char *url)
 {
-    const char *hp = url + strlen("tcp://");
-    const char *colon = strrchr(hp, ':');
-    assert_non_null(colon);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)atoi(colon + 1));
-    assert_int_equal(inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr), 1);
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
+    const int fd = tr_raw_connect(url);
     struct timeval tv = {30, 0}; /* a bound on every read below */
     assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     return fd;
 }
 
@@ -314,8 +263,8 @@ static void test_raw_frames(void **state)
     assert_int_equal(aims_registry_create(&reg), AIMS_OK);
     hctx h;
     memset(&h, 0, sizeof h);
-    node1 nd;
-    node_up(&nd, reg, "raw", echo_fn, &h);
+    svc_node1 nd;
+    svc_node1_up(&nd, g_tr, "dw", reg, "raw", echo_fn, &h, 1);
     const int fd = raw_connect(nd.addr);
     uint8_t v = 0, type = 0;
     uint64_t id = 0;
@@ -343,7 +292,7 @@ static void test_raw_frames(void **state)
     aims_msg *req = mk_req(1.0f), *rep = mk_msg();
     aims_call *a = NULL;
     assert_int_equal(aims_client_call_start(c, "raw", "m", req, 0, 20000, &a), AIMS_OK);
-    wait_count(&h.entered, 2);
+    svc_wait_count(&h.entered, 2);
     raw_send_request(fd, 0, 13, "raw", 50u * ms);
     wait_queued(nd.s);
     nap_ms(150);

@@ -155,6 +155,17 @@ static void expect(const rec *r, aims_event_kind kind, const char *service)
     }
 }
 
+/* A watch of url's changes after (epoch, revision) (0, 0: from the start)
+ * into s, which is sink_init'd here. */
+static aims_event_watch *watch_into(aims_client *c, const char *url, uint64_t epoch,
+                                    uint64_t revision, sink *s)
+{
+    sink_init(s);
+    aims_event_watch *w = NULL;
+    assert_int_equal(aims_client_watch(c, url, epoch, revision, on_event, s, &w), AIMS_OK);
+    return w;
+}
+
 /* join, second join, weight, leave, lease expiry, new version -- in order. */
 static void test_order(void **state)
 {
@@ -163,9 +174,7 @@ static void test_order(void **state)
     host_start(&h);
     aims_client *c = fast_client();
     sink s;
-    sink_init(&s);
-    aims_event_watch *w = NULL;
-    assert_int_equal(aims_client_watch(c, h.url, 0, 0, on_event, &s, &w), AIMS_OK);
+    aims_event_watch *w = watch_into(c, h.url, 0, 0, &s);
     wait_count(&s, 1); /* RESYNC of a fresh watch */
     expect(&s.r[0], AIMS_EVENT_RESYNC, "");
 
@@ -220,9 +229,7 @@ static void test_resume(void **state)
     host_start(&h);
     aims_client *c = fast_client();
     sink s1;
-    sink_init(&s1);
-    aims_event_watch *w = NULL;
-    assert_int_equal(aims_client_watch(c, h.url, 0, 0, on_event, &s1, &w), AIMS_OK);
+    aims_event_watch *w = watch_into(c, h.url, 0, 0, &s1);
     aims_instance x, y, z;
     assert_int_equal(aims_registry_register(h.r, "svc", "inproc://x", 1, 60000, &x), AIMS_OK);
     wait_kind(&s1, AIMS_EVENT_PUT, "svc");
@@ -237,9 +244,7 @@ static void test_resume(void **state)
 
     c = fast_client();
     sink s2;
-    sink_init(&s2);
-    assert_int_equal(aims_client_watch(c, h.url, last.epoch, last.revision, on_event, &s2, &w),
-                     AIMS_OK);
+    w = watch_into(c, h.url, last.epoch, last.revision, &s2);
     wait_count(&s2, 4);
     assert_int_equal(aims_registry_set_weight(h.r, y, 5), AIMS_OK);
     wait_count(&s2, 5);
@@ -270,12 +275,10 @@ static void test_compacted(void **state)
     svc_host h;
     host_start(&h);
     aims_client *c = fast_client();
-    sink s1;
-    sink_init(&s1);
-    aims_event_watch *w = NULL;
     aims_instance x;
     assert_int_equal(aims_registry_register(h.r, "svc", "inproc://x", 1, 60000, &x), AIMS_OK);
-    assert_int_equal(aims_client_watch(c, h.url, 0, 0, on_event, &s1, &w), AIMS_OK);
+    sink s1;
+    aims_event_watch *w = watch_into(c, h.url, 0, 0, &s1);
     wait_kind(&s1, AIMS_EVENT_PUT, "svc");
     aims_event_watch_destroy(w);
     const rec last = s1.r[s1.n - 1];
@@ -283,9 +286,7 @@ static void test_compacted(void **state)
         assert_int_equal(aims_registry_set_weight(h.r, x, 1 + (uint32_t)(i % 9)), AIMS_OK);
     }
     sink s2;
-    sink_init(&s2);
-    assert_int_equal(aims_client_watch(c, h.url, last.epoch, last.revision, on_event, &s2, &w),
-                     AIMS_OK);
+    w = watch_into(c, h.url, last.epoch, last.revision, &s2);
     wait_count(&s2, 2);
     aims_event_watch_destroy(w);
     expect(&s2.r[0], AIMS_EVENT_RESYNC, "");
@@ -305,12 +306,10 @@ static void test_registry_restart(void **state)
     char listen[300];
     snprintf(listen, sizeof(listen), "%s", h.url);
     aims_client *c = fast_client();
-    sink s;
-    sink_init(&s);
-    aims_event_watch *w = NULL;
     aims_instance x;
     assert_int_equal(aims_registry_register(h.r, "old", "inproc://x", 1, 60000, &x), AIMS_OK);
-    assert_int_equal(aims_client_watch(c, h.url, 0, 0, on_event, &s, &w), AIMS_OK);
+    sink s;
+    aims_event_watch *w = watch_into(c, h.url, 0, 0, &s);
     wait_kind(&s, AIMS_EVENT_PUT, "old");
     const uint64_t epoch1 = s.r[0].epoch;
     svc_host_stop(&h);
@@ -334,6 +333,23 @@ static void test_registry_restart(void **state)
     svc_host_stop(&h);
 }
 
+/* A watch from the start into s (sink_init'd here) whose first callback
+ * blocks as `block` says (on_event); waits (bounded) until *flag is set. */
+static aims_event_watch *watch_blocking(aims_client *c, const char *url, sink *s, int block,
+                                        int *flag)
+{
+    sink_init(s);
+    s->block = block; /* before the watch starts: its first callback reads it */
+    aims_event_watch *w = NULL;
+    assert_int_equal(aims_client_watch(c, url, 0, 0, on_event, s, &w), AIMS_OK);
+    __atomic_store_n(&s->self, w, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < WAIT_MS / 5 && !__atomic_load_n(flag, __ATOMIC_SEQ_CST); i++) {
+        nap_ms(5);
+    }
+    assert_true(__atomic_load_n(flag, __ATOMIC_SEQ_CST));
+    return w;
+}
+
 /* A callback that blocks does not block the client's own calls. */
 static void test_slow_callback(void **state)
 {
@@ -342,15 +358,7 @@ static void test_slow_callback(void **state)
     host_start(&h);
     aims_client *c = fast_client();
     sink s;
-    sink_init(&s);
-    s.block = 1;
-    aims_event_watch *w = NULL;
-    assert_int_equal(aims_client_watch(c, h.url, 0, 0, on_event, &s, &w), AIMS_OK);
-    __atomic_store_n(&s.self, w, __ATOMIC_SEQ_CST);
-    for (int i = 0; i < WAIT_MS / 5 && !__atomic_load_n(&s.entered, __ATOMIC_SEQ_CST); i++) {
-        nap_ms(5);
-    }
-    assert_true(__atomic_load_n(&s.entered, __ATOMIC_SEQ_CST));
+    aims_event_watch *w = watch_blocking(c, h.url, &s, 1, &s.entered);
     /* The callback is stuck; calls on the client go through. */
     for (int i = 0; i < 3; i++) {
         aims_msg *req = NULL, *reply = NULL;
@@ -380,15 +388,7 @@ static void test_destroy_in_callback(void **state)
     host_start(&h);
     aims_client *c = fast_client();
     sink s;
-    sink_init(&s);
-    s.block = 2;
-    aims_event_watch *w = NULL;
-    assert_int_equal(aims_client_watch(c, h.url, 0, 0, on_event, &s, &w), AIMS_OK);
-    __atomic_store_n(&s.self, w, __ATOMIC_SEQ_CST);
-    for (int i = 0; i < WAIT_MS / 5 && !__atomic_load_n(&s.released, __ATOMIC_SEQ_CST); i++) {
-        nap_ms(5);
-    }
-    assert_true(__atomic_load_n(&s.released, __ATOMIC_SEQ_CST));
+    (void)watch_blocking(c, h.url, &s, 2, &s.released);
     const int n = sink_count(&s); /* the RESYNC, or nothing if it was aims.registry */
     aims_instance x;
     assert_int_equal(aims_registry_register(h.r, "after", "inproc://x", 1, 60000, &x), AIMS_OK);

@@ -34,50 +34,6 @@
 #define SLOW_MS 200 /* 10x */
 
 static const char *g_tr = "inproc";
-static atomic_int g_seq;
-
-typedef struct node1 {
-    aims_node *n;
-    aims_service *s;
-} node1;
-
-static void node_up(node1 *nd, aims_registry *reg, hctx *h)
-{
-    char name[64], url[AIMSI_URL_MAX + 1];
-    snprintf(name, sizeof name, "ha%d_%s", atomic_fetch_add(&g_seq, 1), g_tr);
-    if (strcmp(g_tr, "tcp") == 0) {
-        snprintf(url, sizeof url, "tcp://127.0.0.1:0");
-    } else {
-        snprintf(url, sizeof url, "inproc://%s", name);
-    }
-    assert_int_equal(aims_node_create(name, &nd->n), AIMS_OK);
-    assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_HEARTBEAT_MS, 250), AIMS_OK);
-    assert_int_equal(aims_node_set_param_i64(nd->n, AIMS_NODE_DRAIN_GRACE_MS, 30), AIMS_OK);
-    assert_int_equal(aims_node_listen(nd->n, url), AIMS_OK);
-    assert_int_equal(aims_node_set_registry(nd->n, reg), AIMS_OK);
-    assert_int_equal(aims_service_add_handler(nd->n, "hedged", echo_fn, h, &nd->s), AIMS_OK);
-    /* Workers only: a handler inline on the tcp I/O thread would hold the CANCEL behind it. */
-    assert_int_equal(aims_service_set_param_i64(nd->s, AIMS_SERVICE_INLINE, 0), AIMS_OK);
-    assert_int_equal(aims_service_start(nd->s), AIMS_OK);
-}
-
-/* Sum of a client counter over its label sets (from the Prometheus text). */
-static long counter(aims_client *c, const char *name)
-{
-    char *text = NULL;
-    size_t len = 0;
-    assert_int_equal(aims_metrics_prometheus(aims_client_metrics(c), &text, &len), AIMS_OK);
-    long sum = 0;
-    const size_t nl = strlen(name);
-    for (const char *p = text; (p = strstr(p, name)) != NULL; p += nl) {
-        if ((p == text || p[-1] == '\n') && (p[nl] == '{' || p[nl] == ' ')) {
-            const char *sp = strchr(p, ' ');
-            sum += sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
-        }
-    }
-    aims_free(text);
-    return sum;
-}
 
 /* What the done callbacks saw. */
 typedef struct outcome {
@@ -110,7 +66,7 @@ static void wait_done(outcome *o, int want)
 
 typedef struct rig {
     aims_registry *reg;
-    node1 nd[2];
+    svc_node1 nd[2];
     hctx h[2];
     aims_client *c;
 } rig;
@@ -122,7 +78,7 @@ static void rig_up(rig *r, int64_t hedge_ms, int64_t retry_min, double budget)
     for (int i = 0; i < 2; i++) {
         r->h[i].tag = i + 1;
         atomic_store(&r->h[i].sleep_ms, i == 1 ? SLOW_MS : FAST_MS);
-        node_up(&r->nd[i], r->reg, &r->h[i]);
+        svc_node1_up(&r->nd[i], g_tr, "ha", r->reg, "hedged", echo_fn, &r->h[i], 0);
     }
     r->c = mk_client(r->reg);
     assert_int_equal(aims_client_set_param_i64(r->c, AIMS_CLIENT_HEDGE_MS, hedge_ms), AIMS_OK);
@@ -167,9 +123,9 @@ static void test_async_hedge_fast_instance_wins(void **state)
     const long calls = 40;
     rig_up(&r, 50, 1000, 1.0); /* a generous budget: every call may hedge after 50 ms */
     run_calls(&r, &o, calls, 1);
-    const long sent = counter(r.c, "aims_client_hedges_total");
-    const long won = counter(r.c, "aims_client_hedges_won_total");
-    const long cancelled = counter(r.c, "aims_client_hedges_cancelled_total");
+    const long sent = svc_client_counter(r.c, "aims_client_hedges_total");
+    const long won = svc_client_counter(r.c, "aims_client_hedges_won_total");
+    const long cancelled = svc_client_counter(r.c, "aims_client_hedges_cancelled_total");
     print_message("async hedge (%s): %ld calls, %d ok, %d answered by the fast instance, hedges "
                   "sent %ld won %ld cancelled %ld\n",
                   g_tr, calls, atomic_load(&o.ok), atomic_load(&o.fast), sent, won, cancelled);
@@ -192,9 +148,9 @@ static void test_async_hedge_within_budget(void **state)
     const long calls = 30;
     rig_up(&r, 30, 0, 0.1); /* no per-second allowance, 10% of calls: at most 3 hedges */
     run_calls(&r, &o, calls, 1);
-    const long sent = counter(r.c, "aims_client_hedges_total");
-    const long denied = counter(r.c, "aims_client_hedges_denied_total");
-    const long retries = counter(r.c, "aims_client_retries_total");
+    const long sent = svc_client_counter(r.c, "aims_client_hedges_total");
+    const long denied = svc_client_counter(r.c, "aims_client_hedges_denied_total");
+    const long retries = svc_client_counter(r.c, "aims_client_retries_total");
     print_message("async budget (%s): hedges sent %ld denied %ld retries %ld\n", g_tr, sent,
                   denied, retries);
     assert_int_equal(atomic_load(&o.ok), calls);
@@ -212,7 +168,7 @@ static void test_async_hedge_concurrent_and_destroy(void **state)
     rig_up(&r, 50, 1000, 1.0);
     run_calls(&r, &o, calls, 8);
     assert_int_equal(atomic_load(&o.ok), calls);
-    assert_true(counter(r.c, "aims_client_hedges_total") >= 1);
+    assert_true(svc_client_counter(r.c, "aims_client_hedges_total") >= 1);
     /* Destroy the client with hedged calls in flight: each ends exactly once. */
     aims_msg *req = mk_req(4.0f);
     outcome o2;

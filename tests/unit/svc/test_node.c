@@ -357,19 +357,31 @@ static void test_concurrency_limit(void **state)
     aims_node_destroy(n);
 }
 
+/* A started service `name` on n running echo_fn behind gate g (gate_init'd
+ * here, closed), one call at a time on the workers; queue_cap > 0 sets
+ * AIMS_SERVICE_QUEUE_CAP. */
+static aims_service *gated_one(aims_node *n, const char *name, gate *g, int64_t queue_cap)
+{
+    gate_init(g);
+    g->use_gate = 1;
+    aims_service *s = NULL;
+    assert_int_equal(aims_service_add_handler(n, name, echo_fn, g, &s), AIMS_OK);
+    assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_CONCURRENCY, 1), AIMS_OK);
+    if (queue_cap > 0) {
+        assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_QUEUE_CAP, queue_cap),
+                         AIMS_OK);
+    }
+    assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_INLINE, 0), AIMS_OK);
+    assert_int_equal(aims_service_start(s), AIMS_OK);
+    return s;
+}
+
 static void test_queue_full(void **state)
 {
     (void)state;
     aims_node *n = mk_node("n-full", 1);
     gate g;
-    gate_init(&g);
-    g.use_gate = 1;
-    aims_service *s = NULL;
-    assert_int_equal(aims_service_add_handler(n, "full", echo_fn, &g, &s), AIMS_OK);
-    assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_CONCURRENCY, 1), AIMS_OK);
-    assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_QUEUE_CAP, 2), AIMS_OK);
-    assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_INLINE, 0), AIMS_OK);
-    assert_int_equal(aims_service_start(s), AIMS_OK);
+    aims_service *s = gated_one(n, "full", &g, 2);
     aims_msg *req = mk_req(1.0f);
     result r[5];
     for (int i = 0; i < 5; i++) {
@@ -616,13 +628,7 @@ static void test_drain(void **state)
     (void)state;
     aims_node *n = mk_node("n-drain", 2);
     gate g;
-    gate_init(&g);
-    g.use_gate = 1;
-    aims_service *s = NULL;
-    assert_int_equal(aims_service_add_handler(n, "dr", echo_fn, &g, &s), AIMS_OK);
-    assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_CONCURRENCY, 1), AIMS_OK);
-    assert_int_equal(aims_service_set_param_i64(s, AIMS_SERVICE_INLINE, 0), AIMS_OK);
-    assert_int_equal(aims_service_start(s), AIMS_OK);
+    aims_service *s = gated_one(n, "dr", &g, 0);
     aims_msg *req = mk_req(1.0f);
     result r[4];
     for (int i = 0; i < 4; i++) {

@@ -23,10 +23,7 @@
 #include <time.h>
 #include <pthread.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 
 #include <cmocka.h>
 
@@ -34,6 +31,7 @@
 #include "svc_echo.h"
 #include "testalloc.h"
 #include "tls_support.h"
+#include "tr_raw.h"
 
 static const char *g_tr = "inproc";
 static char g_dir[128];
@@ -541,31 +539,6 @@ static void test_active_probe(void **state)
     cluster_fini(&cl);
 }
 
-static int raw_connect(const char *url)
-{
-    if (strncmp(url, "tcp://", 6) == 0 || strncmp(url, "tls://", 6) == 0) {
-        const char *colon = strrchr(url, ':');
-        assert_non_null(colon);
-        struct sockaddr_in sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons((uint16_t)atoi(colon + 1));
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        const int fd = socket(AF_INET, SOCK_STREAM, 0);
-        assert_true(fd >= 0);
-        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-        return fd;
-    }
-    struct sockaddr_un su;
-    memset(&su, 0, sizeof su);
-    su.sun_family = AF_UNIX;
-    snprintf(su.sun_path, sizeof su.sun_path, "%.100s", url + 6);
-    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&su, sizeof su), 0);
-    return fd;
-}
-
 static void test_hostile_frames(void **state)
 {
     (void)state;
@@ -586,7 +559,7 @@ static void test_hostile_frames(void **state)
     memset(hdr, 0xff, sizeof hdr);
     memcpy(hdr, "AIMF", 4);
     for (int round = 0; round < 3; round++) {
-        const int fd = raw_connect(cl.addr[0]);
+        const int fd = tr_raw_connect(cl.addr[0]);
         const void *what = round == 1 ? (const void *)hdr : (const void *)junk;
         const size_t len = round == 1 ? sizeof hdr : (round == 0 ? sizeof junk : 20);
         ssize_t w = write(fd, what, len);

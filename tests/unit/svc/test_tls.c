@@ -22,8 +22,6 @@
 #include <pthread.h>
 #include <poll.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cmocka.h>
@@ -36,6 +34,7 @@
 #include "svc_echo.h"
 #include "testalloc.h"
 #include "tls_support.h"
+#include "tr_raw.h"
 
 static char g_dir[128];
 
@@ -160,19 +159,6 @@ static void expect_refused(const tnode *t, aims_client *good, aims_client *bad,
         assert_true(log_has(node_says));
     }
     assert_int_equal(call(good, t->addr), AIMS_OK);
-}
-
-static int raw_connect(int port)
-{
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    return fd;
 }
 
 /* Read until EOF/error, at most `ms`: 1 when the peer closed. */
@@ -380,7 +366,7 @@ static void test_tls_plaintext_both_ways(void **state)
     assert_int_equal(call(good, t.addr), AIMS_OK);
     /* Plaintext bytes (a libaims frame header, then junk) to the TLS port. */
     log_clear();
-    const int fd = raw_connect(t.port);
+    const int fd = tr_raw_connect(t.addr);
     const char junk[] = "AIMF this is not a TLS record at all, not even close..........";
     assert_int_equal(write(fd, junk, sizeof junk), (ssize_t)sizeof junk);
     assert_int_equal(call(good, t.addr), AIMS_OK);
@@ -417,8 +403,8 @@ static void test_tls_stalled_handshake_dropped(void **state)
     tnode_start(&t, "tls", scfg);
     aims_client *good = client_with(tls_cfg(g_dir, "client"));
     log_clear();
-    const int silent = raw_connect(t.port);
-    const int partial = raw_connect(t.port);
+    const int silent = tr_raw_connect(t.addr);
+    const int partial = tr_raw_connect(t.addr);
     const unsigned char hello_start[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01};
     assert_int_equal(write(partial, hello_start, sizeof hello_start), (ssize_t)sizeof hello_start);
     assert_int_equal(call(good, t.addr), AIMS_OK);
