@@ -25,9 +25,9 @@ carries the settings in "config" and the BLAS the process really used in
 "blas_runtime" (threadpoolctl: library, threading layer, kernel architecture,
 threads).
 
-Peer settings (issue 15, "the peer at its best"; bench/README of the choice in
-docs/BENCH_PEERS.md): --flush-denormal (torch.set_flush_denormal), --foreach
-(multi-tensor optimizer step), --batches gather|epoch (index every batch out of
+Peer settings (issue 15, "the peer at its best"; what each did on this machine
+is in docs/BENCH_PEERS.md; none was measurably faster, so all default off):
+--flush-denormal (torch.set_flush_denormal), --foreach (multi-tensor optimizer step), --batches gather|epoch (index every batch out of
 the full tensor, or gather the whole shuffled epoch once and slice contiguous
 batches), --mkldnn on|off (torch.backends.mkldnn.enabled), --jit (torch.jit.trace
 of the model), --step-times (per-step time quantiles in the record: tells a
