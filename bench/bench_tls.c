@@ -184,19 +184,28 @@ static void rt_interleaved(const char *tcp, const char *tls, aims_tls_config *cf
     aims_msg_destroy(rep);
 }
 
+/* CPU seconds of this process (node and clients alike). */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 /* Request + reply bytes per second with 1 MiB frames. Seconds of `iters`
- * calls (after one warm-up call). */
-static double mb_secs(const char *addr, aims_tls_config *cfg, long iters)
+ * calls (after one warm-up call); *cpu += the process CPU seconds they took. */
+static double mb_secs(const char *addr, aims_tls_config *cfg, long iters, double *cpu)
 {
     aims_client *c = client_for(cfg);
     aims_msg *req = payload((size_t)1 << 20), *rep = NULL;
     TRY("msg", aims_msg_create(&rep));
     TRY("warm-up call", aims_client_call_addr(c, addr, "echo", "m", req, rep, 0));
-    const double t0 = now_s();
+    const double t0 = now_s(), c0 = cpu_s();
     for (long i = 0; i < iters; i++) {
         TRY("call", aims_client_call_addr(c, addr, "echo", "m", req, rep, 0));
     }
     const double dt = now_s() - t0;
+    *cpu += cpu_s() - c0;
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
     aims_client_destroy(c);
@@ -207,16 +216,20 @@ static double mb_secs(const char *addr, aims_tls_config *cfg, long iters)
  * both transports get the same share of early and late calls; halves[] keeps
  * the four timings (seconds, in run order) for the JSON. only: as for P11a. */
 static void mb_rates(const char *tcp, const char *tls, aims_tls_config *cfg, long iters, int only,
-                     double *tcp_bps, double *tls_bps, double halves[4])
+                     double *tcp_bps, double *tls_bps, double halves[4], double cpu_ms_mib[2])
 {
     const long h1 = iters / 2 > 0 ? iters / 2 : 1, h2 = iters - h1 > 0 ? iters - h1 : 1;
-    halves[0] = only != 1 ? mb_secs(tcp, NULL, h1) : 0.0;
-    halves[1] = only != 0 ? mb_secs(tls, cfg, h1) : 0.0;
-    halves[2] = only != 0 ? mb_secs(tls, cfg, h2) : 0.0;
-    halves[3] = only != 1 ? mb_secs(tcp, NULL, h2) : 0.0;
-    const double bytes = 2.0 * (double)(h1 + h2) * (double)(1u << 20);
+    double cpu[2] = {0.0, 0.0};
+    halves[0] = only != 1 ? mb_secs(tcp, NULL, h1, &cpu[0]) : 0.0;
+    halves[1] = only != 0 ? mb_secs(tls, cfg, h1, &cpu[1]) : 0.0;
+    halves[2] = only != 0 ? mb_secs(tls, cfg, h2, &cpu[1]) : 0.0;
+    halves[3] = only != 1 ? mb_secs(tcp, NULL, h2, &cpu[0]) : 0.0;
+    const double mib = 2.0 * (double)(h1 + h2);
+    const double bytes = mib * (double)(1u << 20);
     *tcp_bps = only != 1 ? bytes / (halves[0] + halves[3]) : 0.0;
     *tls_bps = only != 0 ? bytes / (halves[1] + halves[2]) : 0.0;
+    cpu_ms_mib[0] = cpu[0] * 1e3 / mib;
+    cpu_ms_mib[1] = cpu[1] * 1e3 / mib;
 }
 
 /* P11b-stream: the throughput figure. One connection per transport carries
@@ -245,13 +258,6 @@ static void st_done(void *user, aims_status status, const aims_msg *reply, const
     }
     pthread_cond_signal(&g->cv);
     pthread_mutex_unlock(&g->mu);
-}
-
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* `calls` calls with at most `window` in flight; wall seconds (*cpu: CPU seconds). */
@@ -437,9 +443,9 @@ int main(int argc, char **argv)
     if (it_rt > 0) {
         rt_interleaved(tcp, tls, ccfg, it_rt, only, rt, quad);
     }
-    double mb_tcp = 0.0, mb_tls = 0.0, halves[4] = {0.0};
+    double mb_tcp = 0.0, mb_tls = 0.0, halves[4] = {0.0}, mb_cpu[2] = {0.0, 0.0};
     if (it_mb > 0) {
-        mb_rates(tcp, tls, ccfg, it_mb, only, &mb_tcp, &mb_tls, halves);
+        mb_rates(tcp, tls, ccfg, it_mb, only, &mb_tcp, &mb_tls, halves, mb_cpu);
     }
     st_out st;
     memset(&st, 0, sizeof st);
@@ -466,6 +472,8 @@ int main(int argc, char **argv)
     json_ratio(mb_tls, mb_tcp);
     printf("},\n \"P11b_sync_abba_s\": [%.4f, %.4f, %.4f, %.4f],\n", halves[0], halves[1],
            halves[2], halves[3]);
+    printf(" \"P11b_sync_cpu_ms_per_mib\": {\"tcp\": %.3f, \"tls\": %.3f},\n", mb_cpu[0],
+           mb_cpu[1]);
     printf(" \"P11b_stream_1mib_bytes_per_s\": {\"tcp\": %.3e, \"tls\": %.3e, \"tls_over_tcp\": ",
            st.bps[0], st.bps[1]);
     json_ratio(st.bps[1], st.bps[0]);

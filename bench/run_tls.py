@@ -159,6 +159,9 @@ def main():
         if kind == "sync":
             rec_b["order"] = "per round: tcp, tls, tls, tcp halves (ABBA), one call at a time"
             rec_b["abba_s"] = [x.get("P11b_sync_abba_s") for x in aims_rounds]
+            rec_b["cpu_ms_per_mib"] = {
+                "tcp": spread(col("P11b_sync_cpu_ms_per_mib", "tcp")),
+                "tls": spread(col("P11b_sync_cpu_ms_per_mib", "tls"))}
             if zmb is not None:
                 rec_b["zmq_curve_bytes_per_s"] = zmb
         else:
