@@ -5,23 +5,30 @@
  *
  *   P11a  64 B request round trip p50 after the handshake (tls vs tcp;
  *         interleaved ABBA/BAAB blocks, rt_interleaved)
- *   P11b  1 MiB request+reply frames, bytes/s (tls vs tcp; ABBA order, mb_rates)
+ *   P11b-sync    1 MiB request+reply frames, one call at a time, bytes/s
+ *                (tls vs tcp; ABBA order, mb_rates)
+ *   P11b-stream  1 MiB request+reply frames, WINDOW async calls in flight on
+ *                one connection, bytes/s and process CPU per MiB (tls vs tcp;
+ *                interleaved ABBA/BAAB blocks as P11a, mb_stream)
  *   P11c  new connection + handshake + first call p50: tcp, tls with session
  *         resumption, tls without (a fresh config per connection)
  *
  * usage: [AIMS_BENCH_ONLY=tcp|tls] bench_tls [ITERS_RT] [ITERS_MB] [ITERS_CONN]
- *        (defaults 5000 200 200; 0 skips a part; AIMS_BENCH_ONLY measures one
- *        transport alone, for strace -c and perf record of one of them)
+ *                                           [ITERS_STREAM] [WINDOW]
+ *        (defaults 5000 200 200 400 8; 0 skips a part; AIMS_BENCH_ONLY measures
+ *        one transport alone, for strace -c and perf record of one of them)
  * Needs AIMS_SOURCE_DIR (or the current directory) to find
  * tests/support/mkcerts.sh, which makes a throw-away PKI with the openssl CLI.
  * Prints one JSON object. The node runs inline handlers in this process: the
  * numbers are transport + framing + TLS cost on loopback, nothing else.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <aims/aims.h>
@@ -177,39 +184,167 @@ static void rt_interleaved(const char *tcp, const char *tls, aims_tls_config *cf
     aims_msg_destroy(rep);
 }
 
+/* CPU seconds of this process (node and clients alike). */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 /* Request + reply bytes per second with 1 MiB frames. Seconds of `iters`
- * calls (after one warm-up call). */
-static double mb_secs(const char *addr, aims_tls_config *cfg, long iters)
+ * calls (after one warm-up call); *cpu += the process CPU seconds they took. */
+static double mb_secs(const char *addr, aims_tls_config *cfg, long iters, double *cpu)
 {
     aims_client *c = client_for(cfg);
     aims_msg *req = payload((size_t)1 << 20), *rep = NULL;
     TRY("msg", aims_msg_create(&rep));
     TRY("warm-up call", aims_client_call_addr(c, addr, "echo", "m", req, rep, 0));
-    const double t0 = now_s();
+    const double t0 = now_s(), c0 = cpu_s();
     for (long i = 0; i < iters; i++) {
         TRY("call", aims_client_call_addr(c, addr, "echo", "m", req, rep, 0));
     }
     const double dt = now_s() - t0;
+    *cpu += cpu_s() - c0;
     aims_msg_destroy(req);
     aims_msg_destroy(rep);
     aims_client_destroy(c);
     return dt;
 }
 
-/* P11b in ABBA order (tcp, tls, tls, tcp; half the calls each time), so
+/* P11b-sync in ABBA order (tcp, tls, tls, tcp; half the calls each time), so
  * both transports get the same share of early and late calls; halves[] keeps
  * the four timings (seconds, in run order) for the JSON. only: as for P11a. */
 static void mb_rates(const char *tcp, const char *tls, aims_tls_config *cfg, long iters, int only,
-                     double *tcp_bps, double *tls_bps, double halves[4])
+                     double *tcp_bps, double *tls_bps, double halves[4], double cpu_ms_mib[2])
 {
     const long h1 = iters / 2 > 0 ? iters / 2 : 1, h2 = iters - h1 > 0 ? iters - h1 : 1;
-    halves[0] = only != 1 ? mb_secs(tcp, NULL, h1) : 0.0;
-    halves[1] = only != 0 ? mb_secs(tls, cfg, h1) : 0.0;
-    halves[2] = only != 0 ? mb_secs(tls, cfg, h2) : 0.0;
-    halves[3] = only != 1 ? mb_secs(tcp, NULL, h2) : 0.0;
-    const double bytes = 2.0 * (double)(h1 + h2) * (double)(1u << 20);
+    double cpu[2] = {0.0, 0.0};
+    halves[0] = only != 1 ? mb_secs(tcp, NULL, h1, &cpu[0]) : 0.0;
+    halves[1] = only != 0 ? mb_secs(tls, cfg, h1, &cpu[1]) : 0.0;
+    halves[2] = only != 0 ? mb_secs(tls, cfg, h2, &cpu[1]) : 0.0;
+    halves[3] = only != 1 ? mb_secs(tcp, NULL, h2, &cpu[0]) : 0.0;
+    const double mib = 2.0 * (double)(h1 + h2);
+    const double bytes = mib * (double)(1u << 20);
     *tcp_bps = only != 1 ? bytes / (halves[0] + halves[3]) : 0.0;
     *tls_bps = only != 0 ? bytes / (halves[1] + halves[2]) : 0.0;
+    cpu_ms_mib[0] = cpu[0] * 1e3 / mib;
+    cpu_ms_mib[1] = cpu[1] * 1e3 / mib;
+}
+
+/* P11b-stream: the throughput figure. One connection per transport carries
+ * `window` async 1 MiB echo calls at a time (a new call starts as soon as one
+ * ends), so the two ends work at once: while the node decrypts one request
+ * the client encrypts the next and decrypts an earlier reply -- what "bytes/s"
+ * means for a pipe, where P11b-sync (one call at a time) adds every pass of
+ * both ends up. Blocks of `per` calls run in the ABBA/BAAB quads of P11a, each
+ * quad giving its own ratio; the process CPU (node and client are both in this
+ * process) is taken around every block. */
+typedef struct st_gen {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    long inflight, done, failed;
+} st_gen;
+
+static void st_done(void *user, aims_status status, const aims_msg *reply, const char *error)
+{
+    (void)reply, (void)error;
+    st_gen *g = user;
+    pthread_mutex_lock(&g->mu);
+    g->inflight--;
+    g->done++;
+    if (status != AIMS_OK) {
+        g->failed++;
+    }
+    pthread_cond_signal(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* `calls` calls with at most `window` in flight; wall seconds (*cpu: CPU seconds). */
+static double st_block(aims_client *c, st_gen *g, const aims_msg *req, long calls, long window,
+                       double *cpu)
+{
+    const double t0 = now_s(), c0 = cpu_s();
+    long started = 0;
+    pthread_mutex_lock(&g->mu);
+    const long done0 = g->done;
+    while (g->done - done0 < calls) {
+        while (started < calls && g->inflight < window) {
+            g->inflight++;
+            started++;
+            pthread_mutex_unlock(&g->mu);
+            /* st_done runs exactly once, also when the call cannot start */
+            (void)aims_client_call_async(c, "echo", "m", req, 0, 60000, st_done, g);
+            pthread_mutex_lock(&g->mu);
+        }
+        if (g->done - done0 < calls) {
+            pthread_cond_wait(&g->cv, &g->mu);
+        }
+    }
+    pthread_mutex_unlock(&g->mu);
+    *cpu = cpu_s() - c0;
+    return now_s() - t0;
+}
+
+typedef struct st_out {
+    double bps[2];        /* bytes/s: tcp, tls */
+    double cpu_ms_mib[2]; /* process CPU per MiB moved (request + reply bytes) */
+    double quad[QUADS];   /* per-quad tls/tcp bytes/s */
+    long failed;
+} st_out;
+
+static void mb_stream(const char *tcp, const char *tls, aims_tls_config *cfg, long iters,
+                      long window, int only, st_out *out)
+{
+    const long per = iters / (2 * QUADS) > window ? iters / (2 * QUADS) : window;
+    const char *addr[2] = {tcp, tls};
+    aims_registry *r[2] = {NULL, NULL};
+    aims_client *c[2] = {NULL, NULL};
+    st_gen g[2];
+    aims_msg *req = payload((size_t)1 << 20);
+    for (int t = 0; t < 2; t++) {
+        aims_instance id;
+        TRY("registry", aims_registry_create(&r[t]));
+        TRY("register", aims_registry_register(r[t], "echo", addr[t], 1, 3600000, &id));
+        c[t] = client_for(t == 1 ? cfg : NULL);
+        TRY("use registry", aims_client_set_registry(c[t], r[t]));
+        pthread_mutex_init(&g[t].mu, NULL);
+        pthread_cond_init(&g[t].cv, NULL);
+        g[t].inflight = g[t].done = g[t].failed = 0;
+    }
+    double secs[2] = {0.0, 0.0}, cpu[2] = {0.0, 0.0}, cpu_b = 0.0;
+    long calls[2] = {0, 0};
+    for (int t = 0; t < 2; t++) { /* connect + warm up, both alike */
+        if (only < 0 || only == t) {
+            (void)st_block(c[t], &g[t], req, 2 * window, window, &cpu_b);
+        }
+    }
+    static const int abba[2][4] = {{0, 1, 1, 0}, {1, 0, 0, 1}};
+    for (int q = 0; q < QUADS; q++) {
+        double qs[2] = {0.0, 0.0};
+        for (int b = 0; b < 4; b++) {
+            const int t = abba[q % 2][b];
+            if (only < 0 || only == t) {
+                qs[t] += st_block(c[t], &g[t], req, per, window, &cpu_b);
+                cpu[t] += cpu_b;
+                calls[t] += per;
+            }
+        }
+        secs[0] += qs[0];
+        secs[1] += qs[1];
+        out->quad[q] = only < 0 ? qs[0] / qs[1] : 0.0; /* same calls each side: time ratio */
+    }
+    for (int t = 0; t < 2; t++) {
+        const double mib = 2.0 * (double)calls[t];
+        out->bps[t] = secs[t] > 0.0 ? mib * (double)(1u << 20) / secs[t] : 0.0;
+        out->cpu_ms_mib[t] = mib > 0.0 ? cpu[t] * 1e3 / mib : 0.0;
+        aims_client_destroy(c[t]);
+        aims_registry_destroy(r[t]);
+        out->failed += g[t].failed;
+        pthread_mutex_destroy(&g[t].mu);
+        pthread_cond_destroy(&g[t].cv);
+    }
+    aims_msg_destroy(req);
 }
 
 /* p50 of connect + handshake + first call, microseconds. mode: 0 tcp, 1 tls
@@ -264,14 +399,16 @@ int main(int argc, char **argv)
     const long it_rt = argc > 1 ? atol(argv[1]) : 5000;
     const long it_mb = argc > 2 ? atol(argv[2]) : 200;
     const long it_conn = argc > 3 ? atol(argv[3]) : 200;
+    const long it_st = argc > 4 ? atol(argv[4]) : 400;
+    const long window = argc > 5 ? atol(argv[5]) : 8;
     /* AIMS_BENCH_ONLY=tcp|tls measures one transport (strace -c, perf record). */
     const char *only_s = getenv("AIMS_BENCH_ONLY");
     const int only = only_s == NULL || only_s[0] == '\0' ? -1 : strcmp(only_s, "tls") == 0;
-    if (it_rt < 0 || it_mb < 0 || it_conn < 0 ||
+    if (it_rt < 0 || it_mb < 0 || it_conn < 0 || it_st < 0 || window < 1 || window > 64 ||
         (only_s != NULL && only_s[0] != '\0' && strcmp(only_s, "tcp") != 0 &&
          strcmp(only_s, "tls") != 0)) {
         fprintf(stderr, "usage: [AIMS_BENCH_ONLY=tcp|tls] bench_tls [ITERS_RT] [ITERS_MB] "
-                        "[ITERS_CONN]   (0 skips a part)\n");
+                        "[ITERS_CONN] [ITERS_STREAM] [WINDOW 1..64]   (0 skips a part)\n");
         return 2;
     }
     snprintf(g_pki, sizeof g_pki, "/tmp/bench-tls-XXXXXX");
@@ -306,15 +443,21 @@ int main(int argc, char **argv)
     if (it_rt > 0) {
         rt_interleaved(tcp, tls, ccfg, it_rt, only, rt, quad);
     }
-    double mb_tcp = 0.0, mb_tls = 0.0, halves[4] = {0.0};
+    double mb_tcp = 0.0, mb_tls = 0.0, halves[4] = {0.0}, mb_cpu[2] = {0.0, 0.0};
     if (it_mb > 0) {
-        mb_rates(tcp, tls, ccfg, it_mb, only, &mb_tcp, &mb_tls, halves);
+        mb_rates(tcp, tls, ccfg, it_mb, only, &mb_tcp, &mb_tls, halves, mb_cpu);
+    }
+    st_out st;
+    memset(&st, 0, sizeof st);
+    if (it_st > 0) {
+        mb_stream(tcp, tls, ccfg, it_st, window, only, &st);
     }
     const int conn = it_conn > 0;
     const double c_tcp = conn && only != 1 ? conn_p50(tcp, 0, it_conn) : 0.0;
     const double c_res = conn && only != 0 ? conn_p50(tls, 1, it_conn) : 0.0;
     const double c_full = conn && only != 0 ? conn_p50(tls, 2, it_conn) : 0.0;
-    printf("{\"bench\": \"tls\", \"iters\": [%ld, %ld, %ld],\n", it_rt, it_mb, it_conn);
+    printf("{\"bench\": \"tls\", \"iters\": [%ld, %ld, %ld, %ld], \"window\": %ld,\n", it_rt,
+           it_mb, it_conn, it_st, window);
     printf(" \"P11a_rt64_p50_us\": {\"tcp\": %.1f, \"tls\": %.1f, \"tls_over_tcp\": ", rt[0],
            rt[1]);
     json_ratio(rt[1], rt[0]);
@@ -324,11 +467,23 @@ int main(int argc, char **argv)
     for (int q = 0; q < QUADS; q++) {
         printf(q > 0 ? ", %.3f" : "%.3f", quad[q]);
     }
-    printf("],\n \"P11b_1mib_bytes_per_s\": {\"tcp\": %.3e, \"tls\": %.3e, \"tls_over_tcp\": ",
+    printf("],\n \"P11b_sync_1mib_bytes_per_s\": {\"tcp\": %.3e, \"tls\": %.3e, \"tls_over_tcp\": ",
            mb_tcp, mb_tls);
     json_ratio(mb_tls, mb_tcp);
-    printf("},\n \"P11b_abba_s\": [%.4f, %.4f, %.4f, %.4f],\n", halves[0], halves[1],
+    printf("},\n \"P11b_sync_abba_s\": [%.4f, %.4f, %.4f, %.4f],\n", halves[0], halves[1],
            halves[2], halves[3]);
+    printf(" \"P11b_sync_cpu_ms_per_mib\": {\"tcp\": %.3f, \"tls\": %.3f},\n", mb_cpu[0],
+           mb_cpu[1]);
+    printf(" \"P11b_stream_1mib_bytes_per_s\": {\"tcp\": %.3e, \"tls\": %.3e, \"tls_over_tcp\": ",
+           st.bps[0], st.bps[1]);
+    json_ratio(st.bps[1], st.bps[0]);
+    printf("},\n \"P11b_stream_cpu_ms_per_mib\": {\"tcp\": %.3f, \"tls\": %.3f},\n",
+           st.cpu_ms_mib[0], st.cpu_ms_mib[1]);
+    printf(" \"P11b_stream_quad_ratios\": [");
+    for (int q = 0; q < QUADS; q++) {
+        printf(q > 0 ? ", %.3f" : "%.3f", st.quad[q]);
+    }
+    printf("],\n \"P11b_stream_failed_calls\": %ld,\n", st.failed);
     printf(" \"P11c_connect_first_call_p50_us\": {\"tcp\": %.1f, \"tls_resumed\": %.1f, "
            "\"tls_full\": %.1f},\n", c_tcp, c_res, c_full);
     printf(" \"P11c_failed_first_calls\": {\"tcp\": %ld, \"tls_resumed\": %ld, "

@@ -40,6 +40,7 @@ struct aims_tls_config {
     tls_session sessions[TLS_SESSIONS];
     size_t next_session;
     atomic_uint_fast64_t resumed; /* dials that resumed a session */
+    atomic_uint_fast64_t batch_waits; /* batched writes left waiting for the socket (tls.c) */
 };
 
 /* The stream hooks of tls:// and its listen (tcp's, any address). */

@@ -56,7 +56,15 @@ typedef struct tls_conn {
     SSL *ssl;
     aims_tls_config *cfg;
     pthread_mutex_t mu;
+    int fd;
     int got_ticket;
+    /* Record batching (see nb_write): ciphertext records waiting for one send. */
+    int batching;      /* inside tls_writev: records may wait in obuf */
+    uint8_t *obuf;     /* ocap bytes, made for the first big write */
+    size_t ocap;
+    size_t olen, ooff; /* bytes in obuf; bytes of them already sent */
+    unsigned small;    /* small writes in a row (obuf is given back after TLS_SMALL_FREE) */
+    size_t held;       /* plaintext bytes OpenSSL took that tls_writev did not report yet */
     char key[AIMSI_URL_MAX]; /* session cache key (dial side), "" on accept */
     char peer[TLS_NAME_MAX]; /* verified identity */
 } tls_conn;
@@ -66,17 +74,96 @@ typedef struct tls_conn {
 static BIO_METHOD *g_bio_method;
 static pthread_once_t g_bio_once = PTHREAD_ONCE_INIT;
 
-static int bio_fd(BIO *b)
+/* Batching records into fewer sends. OpenSSL hands the BIO one TLS record
+ * (at most 16 KiB of plaintext) per write, so a 1 MiB frame was 64 send()
+ * calls, each a system call (with page-table isolation on this VM) plus, on
+ * loopback, the receiver's TCP input path and a wake-up run by the sender.
+ * TLS 1.3 offers no bigger records (max_send_fragment only lowers the 16 KiB
+ * cap) and OpenSSL's record pipelining needs a TLS 1.2 explicit-IV CBC cipher,
+ * so the batching is ours: a tls_writev of more than one record turns the BIO
+ * into an appender -- records go into obuf, which is sent once TLS_BATCH_FLUSH
+ * bytes wait and at the end of the writev: a 1 MiB frame is 5 sends instead
+ * of 64, and the receiver is woken a few times instead of 64 (it still starts
+ * decrypting the first batch while the sender encrypts the next). The price
+ * is a memcpy of the ciphertext (docs/DOOR_SPEED.md has the measurements).
+ * obuf is made for the first big write and given back after TLS_SMALL_FREE
+ * small ones in a row, so a connection that moves small frames holds none.
+ *
+ * Bytes left in obuf when the socket is full: tls_writev reports one
+ * plaintext byte fewer than OpenSSL took (`held`), so the stream core keeps
+ * the frame queued and arms EPOLLOUT; the next tls_writev sends obuf first,
+ * then counts the held byte (the core hands the same bytes again) and goes
+ * on. Outside tls_writev (handshake, alerts, close_notify, a KeyUpdate answer
+ * from SSL_read) records go straight to the socket, after what obuf holds. */
+#define TLS_BATCH_FLUSH ((size_t)256u << 10)
+/* Room for one more record above the flush mark (TLS 1.3: 5 + 16384 + 1 + 255). */
+#define TLS_REC_ROOM ((size_t)17u << 10)
+#define TLS_SMALL_FREE 64u
+
+/* Send what obuf holds: 0 all sent, 1 the socket is full (some left), -1
+ * failed (errno). Caller holds tc->mu (or is OpenSSL inside an SSL call,
+ * which runs under it). */
+static int out_flush(tls_conn *tc)
 {
-    return (int)(intptr_t)BIO_get_data(b);
+    while (tc->ooff < tc->olen) {
+        const ssize_t w = send(tc->fd, tc->obuf + tc->ooff, tc->olen - tc->ooff,
+                               MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+        }
+        tc->ooff += (size_t)w;
+    }
+    tc->olen = tc->ooff = 0;
+    return 0;
 }
 
 static int nb_write(BIO *b, const char *buf, int len)
 {
+    tls_conn *tc = BIO_get_data(b);
     BIO_clear_retry_flags(b);
+    if (tc->batching && (size_t)len <= TLS_REC_ROOM) {
+        if (tc->obuf == NULL) {
+            tc->obuf = aimsi_malloc(TLS_BATCH_FLUSH + TLS_REC_ROOM);
+            tc->ocap = tc->obuf != NULL ? TLS_BATCH_FLUSH + TLS_REC_ROOM : 0;
+        }
+        if (tc->obuf != NULL) {
+            if (tc->olen + (size_t)len > tc->ocap) {
+                if (out_flush(tc) < 0) {
+                    return -1;
+                }
+                if (tc->ooff > 0) { /* some sent: keep the rest at the front */
+                    memmove(tc->obuf, tc->obuf + tc->ooff, tc->olen - tc->ooff);
+                    tc->olen -= tc->ooff;
+                    tc->ooff = 0;
+                }
+                if (tc->olen + (size_t)len > tc->ocap) {
+                    BIO_set_retry_write(b); /* OpenSSL keeps the record and retries it */
+                    return -1;
+                }
+            }
+            memcpy(tc->obuf + tc->olen, buf, (size_t)len);
+            tc->olen += (size_t)len;
+            if (tc->olen - tc->ooff >= TLS_BATCH_FLUSH) {
+                (void)out_flush(tc); /* a failure shows at tls_writev's final flush */
+            }
+            return len;
+        }
+    }
+    if (tc->ooff < tc->olen) { /* keep the order: what obuf holds goes first */
+        const int f = out_flush(tc);
+        if (f != 0) {
+            if (f > 0) {
+                BIO_set_retry_write(b);
+            }
+            return -1;
+        }
+    }
     ssize_t w;
     do {
-        w = send(bio_fd(b), buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        w = send(tc->fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (w < 0 && errno == EINTR);
     if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         BIO_set_retry_write(b);
@@ -86,10 +173,11 @@ static int nb_write(BIO *b, const char *buf, int len)
 
 static int nb_read(BIO *b, char *buf, int len)
 {
+    const tls_conn *tc = BIO_get_data(b);
     BIO_clear_retry_flags(b);
     ssize_t r;
     do {
-        r = recv(bio_fd(b), buf, (size_t)len, MSG_DONTWAIT);
+        r = recv(tc->fd, buf, (size_t)len, MSG_DONTWAIT);
     } while (r < 0 && errno == EINTR);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         BIO_set_retry_read(b);
@@ -309,6 +397,7 @@ static void tc_free(tls_conn *tc)
     }
     SSL_free(tc->ssl);
     pthread_mutex_destroy(&tc->mu);
+    aimsi_free(tc->obuf);
     aimsi_free(tc);
 }
 
@@ -349,7 +438,8 @@ static aims_status tc_new(aims_tls_config *cfg, int fd, int server, const char *
         tc_free(tc);
         return rc;
     }
-    BIO_set_data(bio, (void *)(intptr_t)fd);
+    tc->fd = fd;
+    BIO_set_data(bio, tc);
     SSL_set_bio(tc->ssl, bio, bio);
     SSL_set_app_data(tc->ssl, tc);
     *out = tc;
@@ -612,15 +702,66 @@ static ssize_t tls_read(void *sx, int fd, void *buf, size_t len)
     return total > 0 ? (ssize_t)total : res;
 }
 
+/* Before a tls_writev writes anything new: send what obuf still holds and
+ * count the held byte (nb_write). 0 go on (*total = the held bytes, skipped
+ * in the iovec), else an errno value (EAGAIN: obuf still not empty). */
+static int writev_resume(tls_conn *tc, size_t *total)
+{
+    if (tc->ooff < tc->olen) {
+        const int f = out_flush(tc);
+        if (f != 0) {
+            return f > 0 ? EAGAIN : (errno != 0 ? errno : EPIPE);
+        }
+    }
+    *total = tc->held;
+    tc->held = 0;
+    return 0;
+}
+
+/* After the records are written (into obuf while batching): send obuf. What
+ * the socket did not take stays there; then one byte of `total` is held back
+ * so the stream core keeps the frame queued and waits for EPOLLOUT. Returns 0
+ * or an errno value (the connection is broken). */
+static int writev_finish(tls_conn *tc, size_t *total)
+{
+    const int f = out_flush(tc);
+    if (f < 0) {
+        return errno != 0 ? errno : EPIPE;
+    }
+    if (f > 0 && *total > 0) {
+        tc->held = 1;
+        *total -= 1;
+        atomic_fetch_add(&tc->cfg->batch_waits, 1);
+    }
+    return 0;
+}
+
 static ssize_t tls_writev(void *sx, int fd, const struct iovec *iov, int n)
 {
     (void)fd;
     tls_conn *tc = sx;
     size_t total = 0;
-    int err = 0;
     pthread_mutex_lock(&tc->mu);
+    int err = writev_resume(tc, &total);
+    size_t skip = total; /* held bytes: the core hands them again */
+    size_t want = 0;
+    for (int i = 0; i < n; i++) {
+        want += iov[i].iov_len;
+    }
+    /* Batch only what takes more than one record: a small frame is one
+     * record and one send either way. A connection that moves only small
+     * frames for a while gives the batch buffer back (memory per idle
+     * connection stays OpenSSL's own). */
+    tc->batching = want - skip > SSL3_RT_MAX_PLAIN_LENGTH;
+    tc->small = tc->batching ? 0 : (tc->small < TLS_SMALL_FREE ? tc->small + 1 : tc->small);
+    if (tc->small >= TLS_SMALL_FREE && tc->obuf != NULL && tc->olen == 0) {
+        aimsi_free(tc->obuf);
+        tc->obuf = NULL;
+        tc->ocap = 0;
+    }
     for (int i = 0; i < n && err == 0; i++) {
-        size_t off = 0;
+        size_t off = skip < iov[i].iov_len ? skip : iov[i].iov_len;
+        skip -= off;
         while (off < iov[i].iov_len) {
             size_t w = 0;
             err_reset();
@@ -638,6 +779,14 @@ static ssize_t tls_writev(void *sx, int fd, const struct iovec *iov, int n)
                                                                             : EPIPE;
             ERR_clear_error();
             break;
+        }
+    }
+    tc->batching = 0;
+    if (err == 0 || err == EAGAIN) {
+        const int fe = writev_finish(tc, &total);
+        if (fe != 0) {
+            err = fe;
+            total = 0; /* broken: nothing counts */
         }
     }
     pthread_mutex_unlock(&tc->mu);

@@ -66,6 +66,12 @@ uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg)
     return 0;
 }
 
+uint64_t aimsi_tls_config_batch_waits(const aims_tls_config *cfg)
+{
+    (void)cfg;
+    return 0;
+}
+
 AIMS_API aims_status aims_tls_config_create(aims_tls_config **out)
 {
     if (out != NULL) {
@@ -327,6 +333,11 @@ void aimsi_tls_config_ref(aims_tls_config *cfg)
 uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg)
 {
     return atomic_load(&((aims_tls_config *)(uintptr_t)cfg)->resumed);
+}
+
+uint64_t aimsi_tls_config_batch_waits(const aims_tls_config *cfg)
+{
+    return atomic_load(&((aims_tls_config *)(uintptr_t)cfg)->batch_waits);
 }
 
 /* ---- the public config -------------------------------------------------------------------- */
