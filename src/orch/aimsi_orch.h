@@ -36,6 +36,13 @@ aims_status aimsi_orch_defer(aimsi_orch_err *e, aims_status code, const char *fm
     ;
 aims_status aimsi_orch_raise(const aimsi_orch_err *e);
 
+/* aims_health_report(h, id, 1) for callers that do not need to know whether
+ * id is tracked (the client, per successful reply): returns without the
+ * tracker's lock when no instance has a failure run, an ejection or an
+ * ejection count to forgive, where a success report changes nothing
+ * (health.c, "The clean shortcut"). h must be a live tracker. */
+void aimsi_health_report_ok(aims_health *h, aims_instance id);
+
 /* ---- balancer / metrics (balancer.c, metrics.c) --------------------------- */
 
 /* Metrics a node or client owns and lends out (aims_node_metrics,

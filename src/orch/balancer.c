@@ -26,6 +26,13 @@
  * readers go to the other counter, so a steady stream of picks cannot starve
  * the writer. All operations are seq_cst; the counters' release sequences give
  * TSan the happens-before edge from the last reader to the free.
+ * Each parity's counter is split into LB_SHARDS cache lines, a thread using
+ * the one its thread-local address hashes to (session 10): with pipelined
+ * calls the caller picks and the client's I/O thread reports done() for
+ * every call, and one shared counter moved its cache line between the two
+ * cores at each enter and exit of both. The writer waits for every shard of the old
+ * parity; a reader increments and decrements the same shard, so the argument
+ * above holds per shard.
  *
  * P2C. Score = (outstanding + 1) x cost / weight, where cost is Finagle's
  * "peak EWMA" of latency: a sample above the current cost replaces it at once
@@ -120,6 +127,13 @@ typedef struct lb_snap {
     uint16_t *maglev;       /* LB_MAGLEV_M entries (MAGLEV only) */
 } lb_snap;
 
+/* One shard of a grace-period reader count, alone on its cache line. */
+#define LB_SHARDS 16u
+typedef struct lb_ctr {
+    atomic_ulong n;
+    char pad[64 - sizeof(atomic_ulong)];
+} lb_ctr;
+
 struct aims_balancer {
     aimsi_obj hdr;
     aims_lb_policy policy;
@@ -127,7 +141,7 @@ struct aims_balancer {
     void *clock_user;
     _Atomic(lb_snap *) cur;
     atomic_uint epoch;
-    atomic_ulong readers[2];
+    lb_ctr readers[2][LB_SHARDS];
     _Atomic uint64_t rng; /* splitmix64 state */
     _Atomic uint64_t rr;  /* round-robin / rotation counter */
     pthread_mutex_t wlock;
@@ -208,16 +222,36 @@ static uint64_t lb_now(const aims_balancer *b)
 
 /* ---- grace period -------------------------------------------------------- */
 
+/* This thread's reader shard: a hash of a thread-local's address (no
+ * global state; two threads may share a shard, which is only slower). */
+static _Thread_local char t_lb_anchor;
+
+static unsigned lb_shard(void)
+{
+    return (unsigned)(lb_mix((uint64_t)(uintptr_t)&t_lb_anchor) >> 60) & (LB_SHARDS - 1u);
+}
+
+/* Returns the token lb_exit needs: the parity and the shard. */
 static unsigned lb_enter(aims_balancer *b)
 {
     const unsigned e = atomic_load(&b->epoch) & 1u;
-    atomic_fetch_add(&b->readers[e], 1);
-    return e;
+    const unsigned k = lb_shard();
+    atomic_fetch_add(&b->readers[e][k].n, 1);
+    return e | (k << 1);
 }
 
-static void lb_exit(aims_balancer *b, unsigned e)
+static void lb_exit(aims_balancer *b, unsigned tok)
 {
-    atomic_fetch_sub(&b->readers[e], 1);
+    atomic_fetch_sub(&b->readers[tok & 1u][tok >> 1].n, 1);
+}
+
+static unsigned long lb_readers(aims_balancer *b, unsigned e)
+{
+    unsigned long any = 0;
+    for (unsigned k = 0; k < LB_SHARDS; k++) {
+        any |= atomic_load(&b->readers[e][k].n); /* nonzero when any shard is */
+    }
+    return any;
 }
 
 /* Called under wlock after the pointer swap: returns when no reader can still
@@ -227,7 +261,7 @@ static void lb_synchronize(aims_balancer *b)
     for (int round = 0; round < 2; round++) {
         const unsigned old = atomic_load(&b->epoch) & 1u;
         atomic_store(&b->epoch, old ^ 1u);
-        while (atomic_load(&b->readers[old]) != 0) {
+        while (lb_readers(b, old) != 0) {
             sched_yield();
         }
     }
@@ -414,8 +448,10 @@ aims_status aims_balancer_create(aims_lb_policy policy, uint64_t seed, aims_bala
     b->policy = policy;
     atomic_init(&b->cur, NULL);
     atomic_init(&b->epoch, 0);
-    atomic_init(&b->readers[0], 0);
-    atomic_init(&b->readers[1], 0);
+    for (unsigned k = 0; k < LB_SHARDS; k++) {
+        atomic_init(&b->readers[0][k].n, 0);
+        atomic_init(&b->readers[1][k].n, 0);
+    }
     atomic_init(&b->rng, seed);
     atomic_init(&b->rr, 0);
     *out = b;

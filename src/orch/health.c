@@ -31,8 +31,19 @@
  *
  * Panic: fewer than panic_pct % of the tracked instances are healthy (an empty
  * tracker is not in panic).
+ *
+ * The clean shortcut (session 10). A success report changes nothing when no
+ * tracked instance has a failure run, an ejection or an ejection count still
+ * to forgive ("dirty"): then it cannot reset a run, end or cause an ejection,
+ * or decay a count. `ndirty` counts dirty instances under `lock` and is
+ * published in an atomic, so aimsi_health_report_ok -- the client's report
+ * of every successful reply -- returns at once in the common case, without
+ * the lock, the clock read and the search (one of the per-call locks of
+ * pipelined calls, docs/pipelined.md). A report racing with one that makes
+ * an instance dirty is ordered before it, as if it had come first.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -68,6 +79,8 @@ struct aims_health {
     size_t n, cap;
     size_t ejected;
     uint64_t next_end; /* no ejection ends before this */
+    size_t ndirty;     /* instances with a failure run, an ejection or times > 0 */
+    _Atomic size_t ndirty_pub; /* ndirty, for the clean shortcut (read without lock) */
     aims_health_fn fn;
     void *fn_user;
 };
@@ -107,6 +120,22 @@ static hent *find(aims_health *h, aims_instance id)
     return (i < h->n && h->e[i].id == id) ? &h->e[i] : NULL;
 }
 
+static int dirty(const hent *x)
+{
+    return x->fails > 0 || x->state != AIMS_HEALTH_STATE_HEALTHY || x->times > 0;
+}
+
+/* x was (was_dirty) before a change made under lock; count what it is now. */
+static void dirty_note(aims_health *h, int was_dirty, const hent *x)
+{
+    const int now_dirty = dirty(x);
+    if (was_dirty == now_dirty) {
+        return;
+    }
+    h->ndirty = now_dirty ? h->ndirty + 1u : h->ndirty - 1u;
+    atomic_store_explicit(&h->ndirty_pub, h->ndirty, memory_order_release);
+}
+
 static void set_change(const aims_health *h, change *c, aims_instance id,
                        aims_health_state from, aims_health_state to)
 {
@@ -135,10 +164,12 @@ static int uneject_one(aims_health *h, uint64_t now, change *c)
         }
     }
     if (due != NULL) {
+        const int was = dirty(due);
         due->state = AIMS_HEALTH_STATE_HEALTHY;
         due->fails = 0;
         due->healthy_since = due->eject_end_ns;
         h->ejected--;
+        dirty_note(h, was, due);
         set_change(h, c, due->id, AIMS_HEALTH_STATE_EJECTED, AIMS_HEALTH_STATE_HEALTHY);
     }
     for (size_t i = 0; i < h->n; i++) {
@@ -349,6 +380,10 @@ aims_status aims_health_remove(aims_health *h, aims_instance id)
     if (i < h->n && h->e[i].id == id) {
         found = 1;
         h->ejected -= h->e[i].state == AIMS_HEALTH_STATE_EJECTED;
+        if (dirty(&h->e[i])) {
+            h->ndirty--;
+            atomic_store_explicit(&h->ndirty_pub, h->ndirty, memory_order_release);
+        }
         memmove(&h->e[i], &h->e[i + 1], (h->n - i - 1) * sizeof(hent));
         h->n--;
     }
@@ -361,7 +396,17 @@ aims_status aims_health_remove(aims_health *h, aims_instance id)
 }
 
 /* Apply one report under lock; returns 1 when it ejected the instance. */
+static int apply_report_raw(aims_health *h, hent *x, int ok, uint64_t now, change *c);
+
 static int apply_report(aims_health *h, hent *x, int ok, uint64_t now, change *c)
+{
+    const int was = dirty(x);
+    const int r = apply_report_raw(h, x, ok, now, c);
+    dirty_note(h, was, x);
+    return r;
+}
+
+static int apply_report_raw(aims_health *h, hent *x, int ok, uint64_t now, change *c)
 {
     if (x->state == AIMS_HEALTH_STATE_EJECTED) {
         return 0; /* traffic that still reaches it does not extend the ejection */
@@ -433,6 +478,14 @@ aims_status aims_health_report(aims_health *h, aims_instance id, int ok)
                          (unsigned long long)id);
     }
     return AIMS_OK;
+}
+
+void aimsi_health_report_ok(aims_health *h, aims_instance id)
+{
+    if (atomic_load_explicit(&h->ndirty_pub, memory_order_acquire) == 0) {
+        return; /* nothing a success report could change (the file comment) */
+    }
+    (void)aims_health_report(h, id, 1);
 }
 
 /* Whether an ejection is due (then settle() must run under `deliver`). */

@@ -197,7 +197,9 @@ void aimsi_client_pool_put(void *p);
  * put_raw(pool, p) from any thread (the transport's release hook). */
 void *aimsi_client_pool_take_raw(cl_pool *pl);
 void aimsi_client_pool_put_raw(void *pool, void *p);
-/* Request frames up to this size are encoded into recycled blocks. */
+/* Request frames up to this size are encoded into recycled blocks; a block
+ * has AIMSI_FRAME_LINK more bytes behind, lent to the stream transport as the
+ * frame's hand-over node (aimsi_frame_rel.link). */
 #define CL_FRAME_BLOCK 2048u
 #define CL_FPOOL_KEEP 512u
 

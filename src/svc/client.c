@@ -108,7 +108,7 @@ AIMS_API aims_status aims_client_create(aims_client **out)
     aimsi_mutex_init_spin(&c->mu); /* aimsi_transport.h: caller and I/O thread meet on it */
     aimsi_client_pool_init(&c->pool, CL_POOL_BLOCK, CL_POOL_KEEP);
     aimsi_client_pool_init(&c->mpool, CL_MPOOL_BLOCK, CL_MPOOL_KEEP);
-    aimsi_client_pool_init(&c->fpool, CL_FRAME_BLOCK, CL_FPOOL_KEEP);
+    aimsi_client_pool_init(&c->fpool, CL_FRAME_BLOCK + AIMSI_FRAME_LINK, CL_FPOOL_KEEP);
     pthread_condattr_init(&c->cattr);
     pthread_condattr_setclock(&c->cattr, CLOCK_MONOTONIC);
     pthread_cond_init(&c->cv, &c->cattr);

@@ -395,7 +395,7 @@ void aimsi_client_report(cl_call *k, aims_status st)
     if (instance_failure(st)) {
         aims_health_report(k->sv->hl, k->inst, 0);
     } else if (st != AIMS_E_OVERLOADED) {
-        aims_health_report(k->sv->hl, k->inst, 1);
+        aimsi_health_report_ok(k->sv->hl, k->inst); /* no lock when all are clean */
     }
     k->sv = NULL;
 }

@@ -771,10 +771,14 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
         if (pooled) { /* the transport gives the frame back to fpool (client_pool.c) */
             aimsi_transport_tl_release.fn = aimsi_client_pool_put_raw;
             aimsi_transport_tl_release.ctx = &c->fpool;
+            /* The block's tail behind CL_FRAME_BLOCK: the frame's node in the
+             * transport's lock-free hand-over (stream_tx.c). */
+            aimsi_transport_tl_release.link = (uint8_t *)frame + CL_FRAME_BLOCK;
         }
         rc = cc->slot->vt.send(cc->slot->inst, cc->conn, frame, len);
         aimsi_transport_tl_release.fn = NULL;
         aimsi_transport_tl_release.ctx = NULL;
+        aimsi_transport_tl_release.link = NULL;
         aimsi_transport_tl_defer = 0;
         if (rc == AIMS_E_OVERLOADED) {
             /* The connection's send queue is full: the peer reads slower than

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "aimsi_stream.h"
+#include "../../core/aimsi_mpsc.h"
 
 #define RBUF_INIT ((size_t)64u << 10)
 /* A peer that stops sending in the middle of a frame holds a read buffer as
@@ -101,7 +102,21 @@ typedef struct stream_conn {
      * and the read loop stopped before taking them (I/O thread only). */
     int again;
     struct stream_conn *again_prev, *again_next;
+    /* Lock-free hand-over of deferred frames (stream_tx.c, "Handing over"):
+     * senders push onto `inbox` without mu; whoever holds mu and is about to
+     * write or queue moves it into the ring first (tx_take), so the queue
+     * stays in send order. `spill`: frames taken from the inbox that did not
+     * fit the ring (out of memory growing it), oldest first, under mu; they
+     * go before anything queued later. */
+    aimsi_mpsc inbox;
+    struct aimsi_mpsc_node *spill_head, *spill_tail;
+    aimsi_mpsc_node rnode;   /* on inst->ready */
+    _Atomic int txstate;     /* TX_IDLE / TX_READY (on inst->ready) / TX_LOOKING (corked) */
+    _Atomic int txshut;      /* closed or dead: pushes refused (mirrors the flags under mu) */
+    _Atomic size_t txn, txb; /* frames and bytes waiting: inbox + spill + ring (queue limits) */
 } stream_conn;
+
+enum { TX_IDLE = 0, TX_READY = 1, TX_LOOKING = 2 };
 
 typedef struct stream_listener {
     int tag; /* TAG_LISTENER */
@@ -140,6 +155,7 @@ struct stream_inst {
     stream_conn *pq_head, *pq_tail;
     int rx_freed;
     stream_conn *again; /* connections to read again without an event (I/O thread only) */
+    aimsi_mpsc ready;   /* connections whose inbox waits for the I/O thread (stream_tx.c) */
 };
 
 /* Set on the I/O thread: lets close()/unlisten() know they run inside a hook. */
@@ -188,5 +204,17 @@ void aimsi_stream_arm_out(stream_conn *c, int on);
  * uncork returns 0 or the errno of a failed write. I/O thread, around deliver. */
 void aimsi_stream_cork(stream_conn *c);
 int aimsi_stream_uncork(stream_conn *c);
+/* Move the frames handed over lock-free (inbox, then spill) into the ring,
+ * in order. Caller holds c->mu. Returns 0, or -1 when some did not fit (out
+ * of memory: they wait on spill, and nothing may be queued behind them). */
+int aimsi_stream_tx_take(stream_conn *c);
+/* The I/O thread: move and write the inbox of every connection on
+ * inst->ready (once per loop, and before reaping: a connection on that list
+ * is freed only after this took it off). */
+void aimsi_stream_tx_run(stream_inst *in);
+/* Free every frame still handed over or queued (conn_fail, conn_free). */
+void aimsi_stream_tx_drop(stream_conn *c);
+/* Wake the I/O thread (its eventfd). */
+void aimsi_stream_wake(stream_inst *in);
 
 #endif

@@ -119,7 +119,15 @@ extern _Thread_local int aimsi_transport_tl_defer;
 typedef struct aimsi_frame_rel {
     void (*fn)(void *ctx, void *frame);
     void *ctx;
+    /* NULL, or AIMSI_FRAME_LINK bytes (8-aligned) that live as long as the
+     * frame (until fn gives it back) and that a stream transport may use as
+     * the frame's node in its lock-free hand-over to the I/O thread: a
+     * deferred frame with a link is pushed without the connection's mutex
+     * (stream_tx.c). The client points it behind the end of a pooled frame
+     * block (client_pool.c). */
+    void *link;
 } aimsi_frame_rel;
+#define AIMSI_FRAME_LINK 64u
 extern _Thread_local aimsi_frame_rel aimsi_transport_tl_release;
 /* Nonzero when slot is one of the built-in stream families (tcp, ipc, tls). */
 int aimsi_ttable_streams(const aimsi_tslot *slot);

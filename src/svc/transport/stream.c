@@ -106,7 +106,7 @@ static void lst_unlink(stream_listener **head, stream_listener *l)
     l->prev = l->next = NULL;
 }
 
-static void wake(stream_inst *in)
+void aimsi_stream_wake(stream_inst *in)
 {
     const uint64_t one = 1;
     /* EAGAIN means the counter is already non-zero: the thread will wake. */
@@ -117,18 +117,6 @@ static void wake(stream_inst *in)
 }
 
 /* ---- connection objects ----------------------------------------------------------- */
-
-static void queue_drop(stream_conn *c)
-{
-    while (c->qn > 0) {
-        aimsi_stream_frame_free(c->q[c->qhead].rel, c->q[c->qhead].p);
-        c->qhead = (c->qhead + 1) % c->qcap;
-        c->qn--;
-    }
-    c->qhead = 0;
-    c->qoff = 0;
-    c->qbytes = 0;
-}
 
 /* Reserve (or give back) budget so that c holds what a read buffer of `cap`
  * bytes holds above RBUF_INIT. 0 when the node-wide budget is spent. */
@@ -159,7 +147,7 @@ void aimsi_stream_conn_free(stream_conn *c)
     aimsi_stream_pq_remove(c);
     (void)aimsi_stream_rx_hold(c, 0);
     aimsi_stream_again_del(c); /* I/O thread, or after it was joined */
-    queue_drop(c);
+    aimsi_stream_tx_drop(c);   /* the ring, and frames handed over (stream_tx.c) */
     if (c->sx != NULL && c->inst->fam->ops->close != NULL) {
         c->inst->fam->ops->close(c->sx);
     }
@@ -204,6 +192,11 @@ aims_status aimsi_stream_conn_new(stream_inst *in, int fd, void *user, stream_co
         return aimsi_err(NULL, AIMS_E_BACKEND, "%s transport: pthread_cond_init failed",
                          in->fam->scheme);
     }
+    aimsi_mpsc_init(&c->inbox);
+    atomic_init(&c->txstate, TX_IDLE);
+    atomic_init(&c->txshut, 0);
+    atomic_init(&c->txn, 0);
+    atomic_init(&c->txb, 0);
     c->tag = TAG_CONN;
     c->inst = in;
     c->fd = fd;
@@ -258,9 +251,10 @@ void aimsi_stream_conn_fail(stream_conn *c, aims_status why)
         return;
     }
     c->dead = 1;
+    atomic_store_explicit(&c->txshut, 1, memory_order_release); /* no more pushes */
     epoll_ctl(in->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     shutdown(c->fd, SHUT_RDWR);
-    queue_drop(c);
+    aimsi_stream_tx_drop(c);
     c->want_out = 0;
     pthread_mutex_unlock(&c->mu);
     aimsi_stream_pq_remove(c); /* the I/O thread's: only it fails connections */
@@ -308,6 +302,7 @@ aims_status aimsi_stream_create(void *factory_user, const aims_transport_hooks *
     in->epfd = -1;
     in->wakefd = -1;
     in->wake_tag = TAG_WAKE;
+    aimsi_mpsc_init(&in->ready);
     *out_inst = in;
     return AIMS_OK;
 }
@@ -328,7 +323,7 @@ void aimsi_stream_destroy(void *inst)
     in->stopping = 1;
     pthread_mutex_unlock(&in->mu);
     if (started) {
-        wake(in);
+        aimsi_stream_wake(in);
         pthread_join(in->thr, NULL);
     }
     aimsi_stream_reap(in);
@@ -440,7 +435,7 @@ void aimsi_stream_unlisten(void *inst, void *listener)
     l->next = in->zombie_listeners;
     in->zombie_listeners = l;
     pthread_mutex_unlock(&in->mu);
-    wake(in);
+    aimsi_stream_wake(in);
 }
 
 aims_status aimsi_stream_dial(void *inst, const char *url, void *conn_user, void **out_conn)
@@ -510,6 +505,7 @@ void aimsi_stream_close(void *inst, void *conn)
         return;
     }
     c->closed = 1;
+    atomic_store_explicit(&c->txshut, 1, memory_order_release);
     if (aimsi_stream_tl_io_inst != in) {
         while (c->in_hook) {
             pthread_cond_wait(&c->cv, &c->mu);
@@ -524,7 +520,7 @@ void aimsi_stream_close(void *inst, void *conn)
     conn_unlink(&in->conns, c);
     aimsi_stream_conn_link(&in->zombie_conns, c);
     pthread_mutex_unlock(&in->mu);
-    wake(in);
+    aimsi_stream_wake(in);
 }
 /* For the node's door (authz.c): the socket of an accepted connection, to ask
  * the kernel who the peer is (SO_PEERCRED, getpeername). */

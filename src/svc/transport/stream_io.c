@@ -64,6 +64,7 @@ static void hs_drop(stream_conn *c, const char *why)
     c->hs = 0;
     pthread_mutex_lock(&c->mu);
     c->dead = 1;
+    atomic_store_explicit(&c->txshut, 1, memory_order_release);
     epoll_ctl(c->inst->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     shutdown(c->fd, SHUT_RDWR);
     pthread_mutex_unlock(&c->mu);
@@ -218,11 +219,18 @@ void aimsi_stream_reap(stream_inst *in)
     in->zombie_conns = NULL;
     in->zombie_listeners = NULL;
     pthread_mutex_unlock(&in->mu);
+    if (zc != NULL && aimsi_stream_tl_io_inst == in) {
+        /* A zombie may still be on the ready list (a push before its close):
+         * take the list now, so nothing points at it once it is freed. (In
+         * destroy, after the thread stopped, nobody reads that list again.) */
+        aimsi_stream_tx_run(in);
+    }
     while (zc != NULL) {
         stream_conn *next = zc->next;
         epoll_ctl(in->epfd, EPOLL_CTL_DEL, zc->fd, NULL);
         pthread_mutex_lock(&zc->mu);
         if (!zc->dead) {
+            (void)aimsi_stream_tx_take(zc); /* frames handed over before the close */
             (void)aimsi_stream_queue_flush(zc); /* best effort: a reply sent just before close */
         }
         pthread_mutex_unlock(&zc->mu);
@@ -338,6 +346,7 @@ static void *io_main(void *arg)
                 aimsi_stream_conn_event(evs[i].data.ptr, evs[i].events);
             }
         }
+        aimsi_stream_tx_run(in); /* frames handed over lock-free (stream_tx.c) */
         aimsi_stream_again_run(in);
     }
     aimsi_stream_tl_io_inst = NULL;

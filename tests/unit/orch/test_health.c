@@ -2,7 +2,8 @@
  * test_health.c -- white-box tests of src/orch/health.c on a fake clock:
  * consecutive-failure ejection, growing and capped ejection times, decay of
  * the multiplier, the ejected-share cap, panic, callbacks (once per change,
- * re-entrant, concurrent callers) and allocation failures.
+ * re-entrant, concurrent callers), the client's success report with its
+ * lock-free shortcut, and allocation failures.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -392,6 +393,67 @@ static aims_status op_health(void *ctx)
     return st;
 }
 
+/* aimsi_health_report_ok (the client's per-reply report, with its lock-free
+ * shortcut while every instance is clean) behaves exactly as
+ * aims_health_report(h, id, 1): two trackers on one fake clock get the same
+ * random stream of failures and successes (one through each), with
+ * instances removed and added back, and agree on every state, on panic and
+ * on the changes they delivered after every step. */
+static void test_health_report_ok_same_as_report(void **state)
+{
+    (void)state;
+    _Atomic uint64_t clk = 0;
+    changes ca = {0}, cb = {0};
+    aims_health *a = mk(&clk, &ca, 4);
+    aims_health *b = mk(&clk, &cb, 4);
+    aims_health *both[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(aims_health_set_param_i64(both[k], AIMS_HEALTH_FAILURES, 3), AIMS_OK);
+        assert_int_equal(aims_health_set_param_i64(both[k], AIMS_HEALTH_EJECT_MS, 10), AIMS_OK);
+        assert_int_equal(aims_health_set_param_i64(both[k], AIMS_HEALTH_MAX_EJECT_MS, 40),
+                         AIMS_OK);
+        assert_int_equal(aims_health_set_param_i64(both[k], AIMS_HEALTH_MAX_EJECTED_PCT, 50),
+                         AIMS_OK);
+    }
+    uint64_t r = 12345;
+    int shortcut_chances = 0; /* steps where every instance was clean */
+    for (int step = 0; step < 20000; step++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        const aims_instance id = 1 + (aims_instance)((r >> 33) % 4u);
+        const unsigned roll = (unsigned)((r >> 40) % 100u);
+        if (roll < 1) {
+            /* an instance leaves and comes back clean */
+            assert_int_equal(aims_health_remove(a, id), AIMS_OK);
+            assert_int_equal(aims_health_remove(b, id), AIMS_OK);
+            assert_int_equal(aims_health_add(a, id), AIMS_OK);
+            assert_int_equal(aims_health_add(b, id), AIMS_OK);
+        } else if (roll < 25) {
+            assert_int_equal(aims_health_report(a, id, 0), AIMS_OK);
+            assert_int_equal(aims_health_report(b, id, 0), AIMS_OK);
+        } else {
+            assert_int_equal(aims_health_report(a, id, 1), AIMS_OK);
+            aimsi_health_report_ok(b, id);
+        }
+        atomic_fetch_add(&clk, ((r >> 20) % 4u) * MS);
+        int clean = 1;
+        for (aims_instance i = 1; i <= 4; i++) {
+            const aims_health_state sa = aims_health_state_of(a, i);
+            assert_int_equal(sa, aims_health_state_of(b, i));
+            clean &= sa == AIMS_HEALTH_STATE_HEALTHY;
+        }
+        shortcut_chances += clean;
+        assert_int_equal(aims_health_is_in_panic(a), aims_health_is_in_panic(b));
+        assert_int_equal(ca.to_ejected, cb.to_ejected);
+        assert_int_equal(ca.to_healthy, cb.to_healthy);
+    }
+    assert_true(ca.to_ejected > 10); /* the stream did eject, and end ejections */
+    assert_true(ca.to_healthy > 10);
+    assert_true(shortcut_chances > 0);
+    aimsi_health_report_ok(a, 99); /* untracked: nothing happens, nothing is said */
+    aims_health_destroy(a);
+    aims_health_destroy(b);
+}
+
 static void test_health_alloc_failures(void **state)
 {
     (void)state;
@@ -411,6 +473,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_health_panic_threshold, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_health_callback_reentrant, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_health_concurrent_reports, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_health_report_ok_same_as_report, ta_setup,
+                                        ta_teardown),
         cmocka_unit_test_setup_teardown(test_health_alloc_failures, ta_setup, ta_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
