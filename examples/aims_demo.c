@@ -1012,7 +1012,10 @@ static int http_step(cluster *c, aims_client *cl, const aims_dataset *test, summ
            s->http.metrics_bytes);
     if (s->http.ready_status != 200 || !s->http_match || s->http.metrics_status != 200 ||
         !s->http.metrics_has_model) {
-        fprintf(stderr, "aims_demo: the HTTP front door check failed\n");
+        fprintf(stderr, "aims_demo: the HTTP front door check failed: ready %d, infer %d "
+                "class %d vs native %d, metrics %d (%s the model)\n", s->http.ready_status,
+                s->http.infer_status, s->http.infer_class, s->native_class,
+                s->http.metrics_status, s->http.metrics_has_model ? "names" : "does not name");
         return 1;
     }
     return 0;

@@ -199,10 +199,25 @@ int demo_http_check(const char *url, const char *model, const char *version, con
     r->infer_class = -1;
     const int port = url_port(url);
     char *out = NULL;
-    if (port <= 0 || get(port, "/v2/health/ready", &r->ready_status, &out) != 0) {
-        return 1;
+    /* Readiness is a state, not an event: a node is unready while a service's
+     * registration is being renewed, so the check polls it the way a probe
+     * does (every 100 ms, up to 5 s) and says why it was not ready. */
+    for (int tries = 0;; tries++) {
+        if (port <= 0 || get(port, "/v2/health/ready", &r->ready_status, &out) != 0) {
+            return 1;
+        }
+        if (r->ready_status == 200 || tries == 50) {
+            free(out);
+            break;
+        }
+        if (tries == 0) {
+            fprintf(stderr, "aims_demo: GET /v2/health/ready answered %d: %s (polling)\n",
+                    r->ready_status, out);
+        }
+        free(out);
+        const struct timespec pause = {0, 100 * 1000 * 1000};
+        nanosleep(&pause, NULL);
     }
-    free(out);
 
     /* the KServe v2 JSON request: {"inputs":[{"name":"x","shape":[1,C],...}]} */
     const size_t cap = 256 + cols * 18;
