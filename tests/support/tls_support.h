@@ -21,6 +21,22 @@ static int tls_make_pki(const char *dir)
     return system(cmd);
 }
 
+/* A fresh /tmp/aims_<name>_XXXXXX directory (written to dir, cap bytes) holding
+ * the test PKI; 0 on success, else -1 with the reason on stderr. */
+static inline int tls_temp_pki(char *dir, size_t cap, const char *name)
+{
+    snprintf(dir, cap, "/tmp/aims_%s_XXXXXX", name);
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        return -1;
+    }
+    if (tls_make_pki(dir) != 0) {
+        fprintf(stderr, "cannot make the test PKI with tests/support/mkcerts.sh\n");
+        return -1;
+    }
+    return 0;
+}
+
 /* A config trusting dir/<ca>.pem with certificate dir/<who>.pem (who NULL: none). */
 static aims_tls_config *tls_cfg2(const char *dir, const char *ca, const char *who)
 {

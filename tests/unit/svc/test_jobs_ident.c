@@ -319,12 +319,7 @@ static void test_inproc_caller_is_node_certificate(void **state)
 
 int main(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/aims_jobsid_XXXXXX");
-    if (mkdtemp(g_dir) == NULL) {
-        return 1;
-    }
-    if (tls_make_pki(g_dir) != 0) {
-        fprintf(stderr, "cannot make the test PKI with tests/support/mkcerts.sh\n");
+    if (tls_temp_pki(g_dir, sizeof g_dir, "jobsid") != 0) {
         return 1;
     }
     ta_install();

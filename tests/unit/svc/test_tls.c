@@ -620,12 +620,7 @@ static void test_tls_config_alloc_failures(void **state)
 
 int main(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/aims_tls_XXXXXX");
-    if (mkdtemp(g_dir) == NULL) {
-        return 1;
-    }
-    if (tls_make_pki(g_dir) != 0) {
-        fprintf(stderr, "cannot make the test PKI with tests/support/mkcerts.sh\n");
+    if (tls_temp_pki(g_dir, sizeof g_dir, "tls") != 0) {
         return 1;
     }
     ta_install();

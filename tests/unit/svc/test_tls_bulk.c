@@ -277,12 +277,7 @@ static void test_tls_bulk_window(void **state)
 
 int main(void)
 {
-    snprintf(g_dir, sizeof g_dir, "/tmp/aims_tlsbulk_XXXXXX");
-    if (mkdtemp(g_dir) == NULL) {
-        return 1;
-    }
-    if (tls_make_pki(g_dir) != 0) {
-        fprintf(stderr, "cannot make the test PKI with tests/support/mkcerts.sh\n");
+    if (tls_temp_pki(g_dir, sizeof g_dir, "tlsbulk") != 0) {
         return 1;
     }
     ta_install();
