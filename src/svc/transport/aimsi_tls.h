@@ -41,6 +41,7 @@ struct aims_tls_config {
     size_t next_session;
     atomic_uint_fast64_t resumed; /* dials that resumed a session */
     atomic_uint_fast64_t batch_waits; /* batched writes left waiting for the socket (tls.c) */
+    atomic_uint_fast64_t ra_fills;    /* recv()s into a connection's read-ahead buffer (tls.c) */
 };
 
 /* The stream hooks of tls:// and its listen (tcp's, any address). */

@@ -65,6 +65,12 @@ typedef struct tls_conn {
     size_t olen, ooff; /* bytes in obuf; bytes of them already sent */
     unsigned small;    /* small writes in a row (obuf is given back after TLS_SMALL_FREE) */
     size_t held;       /* plaintext bytes OpenSSL took that tls_writev did not report yet */
+    /* Reading ahead in the BIO (see nb_read): ciphertext taken off the socket
+     * that OpenSSL has not asked for yet. */
+    int ra;            /* after the handshake: nb_read may fill ibuf */
+    uint8_t *ibuf;     /* TLS_RA_BUF bytes, made when a recv filled OpenSSL's buffer */
+    size_t ilen, ioff; /* bytes in ibuf; bytes of them already handed to OpenSSL */
+    unsigned ishort;   /* short recvs into ibuf in a row (ibuf is given back after TLS_SMALL_FREE) */
     char key[AIMSI_URL_MAX]; /* session cache key (dial side), "" on accept */
     char peer[TLS_NAME_MAX]; /* verified identity */
 } tls_conn;
@@ -171,18 +177,63 @@ static int nb_write(BIO *b, const char *buf, int len)
     return (int)w;
 }
 
+/* Reading ahead in our BIO (session 11). OpenSSL 3.0 reads at most one
+ * record a recv() even with read-ahead on (its buffer holds one record; a
+ * bigger one costs a memmove of everything left per record: ssl3_read_n's
+ * `clearold`, docs/DOOR_SPEED.md), so a 1 MiB frame was ~65 recv() calls on
+ * the receiving side, each a system call under the connection's lock. Once
+ * a recv fills what OpenSSL asked for (a big frame is arriving), the BIO
+ * takes up to TLS_RA_BUF bytes a recv into ibuf and serves OpenSSL's reads
+ * from there: ~5 recv() a MiB for one memcpy of the ciphertext. A connection
+ * that moves small frames reads straight into OpenSSL's buffer as before, and
+ * gives ibuf back after TLS_SMALL_FREE short recvs in a row. Bytes in ibuf
+ * are invisible to epoll: tls_read and tls_pending count them as pending
+ * (tls_has_pending), as they do OpenSSL's own. Off during the handshake (the
+ * dial side hands the socket to the I/O thread with nothing buffered). */
+#define TLS_RA_BUF ((size_t)256u << 10)
+
 static int nb_read(BIO *b, char *buf, int len)
 {
-    const tls_conn *tc = BIO_get_data(b);
+    tls_conn *tc = BIO_get_data(b);
     BIO_clear_retry_flags(b);
+    if (tc->ioff < tc->ilen) {
+        const size_t n = tc->ilen - tc->ioff < (size_t)len ? tc->ilen - tc->ioff : (size_t)len;
+        memcpy(buf, tc->ibuf + tc->ioff, n);
+        tc->ioff += n;
+        return (int)n;
+    }
+    tc->ilen = tc->ioff = 0;
+    const int into_ibuf = tc->ibuf != NULL && (size_t)len < TLS_RA_BUF;
     ssize_t r;
     do {
-        r = recv(tc->fd, buf, (size_t)len, MSG_DONTWAIT);
+        r = into_ibuf ? recv(tc->fd, tc->ibuf, TLS_RA_BUF, MSG_DONTWAIT)
+                      : recv(tc->fd, buf, (size_t)len, MSG_DONTWAIT);
     } while (r < 0 && errno == EINTR);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         BIO_set_retry_read(b);
     }
-    return (int)r;
+    if (r <= 0) {
+        return (int)r;
+    }
+    if (!into_ibuf) {
+        if (tc->ra && r == len && tc->ibuf == NULL) { /* more is likely waiting */
+            tc->ibuf = aimsi_malloc(TLS_RA_BUF);
+            tc->ishort = 0;
+        }
+        return (int)r;
+    }
+    tc->ishort = (size_t)r > TLS_REC_ROOM ? 0 : tc->ishort + 1;
+    if (tc->ishort >= TLS_SMALL_FREE && (size_t)r <= (size_t)len) {
+        memcpy(buf, tc->ibuf, (size_t)r); /* small frames again: back to direct reads */
+        aimsi_free(tc->ibuf);
+        tc->ibuf = NULL;
+        return (int)r;
+    }
+    atomic_fetch_add_explicit(&tc->cfg->ra_fills, 1, memory_order_relaxed);
+    tc->ilen = (size_t)r;
+    tc->ioff = (size_t)r < (size_t)len ? (size_t)r : (size_t)len;
+    memcpy(buf, tc->ibuf, tc->ioff);
+    return (int)tc->ioff;
 }
 
 static long nb_ctrl(BIO *b, int cmd, long num, void *ptr)
@@ -398,6 +449,7 @@ static void tc_free(tls_conn *tc)
     SSL_free(tc->ssl);
     pthread_mutex_destroy(&tc->mu);
     aimsi_free(tc->obuf);
+    aimsi_free(tc->ibuf);
     aimsi_free(tc);
 }
 
@@ -571,6 +623,7 @@ static aims_status tls_dial(void *ctx, int fd, const char *url, void **out_sx)
         atomic_fetch_add(&cfg->resumed, 1);
     }
     SSL_set_read_ahead(tc->ssl, 1); /* see tls_read */
+    tc->ra = 1;                     /* and nb_read */
     if (tc->peer[0] == '\0') { /* a resumed session: no verify callback ran */
         X509 *pc = SSL_get0_peer_certificate(tc->ssl);
         if (pc != NULL) {
@@ -627,6 +680,7 @@ static int tls_handshake(void *sx, char *why, size_t cap)
         }
         if (res == AIMSI_HS_DONE) {
             SSL_set_read_ahead(tc->ssl, 1); /* see tls_read */
+            tc->ra = 1;                     /* and nb_read */
         }
     }
     pthread_mutex_unlock(&tc->mu);
@@ -647,13 +701,20 @@ static void err_reset(void)
     }
 }
 
+/* Bytes read off the socket and not returned yet: in OpenSSL's buffers or
+ * in our BIO's (nb_read). Caller holds tc->mu. */
+static int tls_has_pending(const tls_conn *tc)
+{
+    return tc->ioff < tc->ilen || SSL_has_pending(tc->ssl);
+}
+
 /* Reading ahead. Without it OpenSSL reads a record in two recv() calls (the
  * 5-byte header, then exactly the body), so a 64 B frame cost the receiver two
  * system calls where tcp:// needs one. After the handshake each connection
  * reads ahead: one recv() takes whatever the socket holds, up to OpenSSL's
  * buffer, and records are decrypted out of that. Bytes taken off the socket
  * but not yet returned are invisible to epoll; tls_read returns short only
- * when none are left (SSL_has_pending), and when the stream core stops with
+ * when none are left (tls_has_pending), and when the stream core stops with
  * the buffer full it asks tls_pending and comes back without an event
  * (stream_rx.c, inst->again). Read-ahead is off during the handshake, so the
  * dial side never leaves application bytes behind in OpenSSL unseen. */
@@ -674,7 +735,7 @@ static ssize_t tls_read(void *sx, int fd, void *buf, size_t len)
             /* A short record with nothing buffered in OpenSSL (no read-ahead):
              * likely the end of a burst. Stop without the recv that would only
              * say EAGAIN; anything still in the socket wakes epoll again. */
-            if (got < SSL3_RT_MAX_PLAIN_LENGTH && SSL_has_pending(tc->ssl) == 0) {
+            if (got < SSL3_RT_MAX_PLAIN_LENGTH && !tls_has_pending(tc)) {
                 break;
             }
             continue;
@@ -822,7 +883,7 @@ static int tls_pending(void *sx)
 {
     tls_conn *tc = sx;
     pthread_mutex_lock(&tc->mu);
-    const int n = SSL_has_pending(tc->ssl);
+    const int n = tls_has_pending(tc);
     pthread_mutex_unlock(&tc->mu);
     return n;
 }

@@ -72,6 +72,12 @@ uint64_t aimsi_tls_config_batch_waits(const aims_tls_config *cfg)
     return 0;
 }
 
+uint64_t aimsi_tls_config_ra_fills(const aims_tls_config *cfg)
+{
+    (void)cfg;
+    return 0;
+}
+
 AIMS_API aims_status aims_tls_config_create(aims_tls_config **out)
 {
     if (out != NULL) {
@@ -338,6 +344,11 @@ uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg)
 uint64_t aimsi_tls_config_batch_waits(const aims_tls_config *cfg)
 {
     return atomic_load(&((aims_tls_config *)(uintptr_t)cfg)->batch_waits);
+}
+
+uint64_t aimsi_tls_config_ra_fills(const aims_tls_config *cfg)
+{
+    return atomic_load(&((aims_tls_config *)(uintptr_t)cfg)->ra_fills);
 }
 
 /* ---- the public config -------------------------------------------------------------------- */

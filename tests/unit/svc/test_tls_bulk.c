@@ -16,6 +16,12 @@
  *   window     24 async 1 MiB calls, 6 in flight on one connection (the
  *              client's I/O thread writes the deferred ones: the
  *              P11b-stream path of bench_tls), every reply compared.
+ *   read_ahead the receive side's read-ahead (nb_read: one recv of up to
+ *              256 KiB serves many records): a 1 MiB echo uses it on both
+ *              ends (aimsi_tls_config_ra_fills), then 80 small calls on the
+ *              same connection (records served from the buffer, then the
+ *              buffer given back after 64 short reads), then a 1 MiB + 5
+ *              echo reads ahead again; every reply compared.
  *
  * The PKI is made at start by mkcerts.sh; waits are bounded, nothing is timed.
  */
@@ -275,6 +281,41 @@ static void test_tls_bulk_window(void **state)
     bnode_stop(&b);
 }
 
+static void echo_check(aims_client *c, const bnode *b, size_t n, unsigned seed)
+{
+    aims_msg *req = big_req(n, seed), *rep = mk_msg();
+    assert_int_equal(aims_client_call_addr(c, b->addr, "echo", "m", req, rep, 60000), AIMS_OK);
+    assert_true(reply_ok(rep, n, seed));
+    aims_msg_destroy(req);
+    aims_msg_destroy(rep);
+}
+
+static void test_tls_bulk_read_ahead(void **state)
+{
+    (void)state;
+    bnode b;
+    bnode_start(&b);
+    aims_tls_config *ccfg = NULL;
+    aims_client *c = bulk_client(&b, &ccfg);
+    echo_check(c, &b, 100, 1); /* connected: the handshake never reads ahead */
+    const uint64_t n0 = aimsi_tls_config_ra_fills(b.cfg), c0 = aimsi_tls_config_ra_fills(ccfg);
+    echo_check(c, &b, (size_t)1 << 20, 2);
+    const uint64_t n1 = aimsi_tls_config_ra_fills(b.cfg), c1 = aimsi_tls_config_ra_fills(ccfg);
+    print_message("read-ahead recvs for one 1 MiB echo: node %llu, client %llu\n",
+                  (unsigned long long)(n1 - n0), (unsigned long long)(c1 - c0));
+    assert_true(n1 > n0); /* the node read the request ahead */
+    assert_true(c1 > c0); /* the client read the reply ahead */
+    for (unsigned k = 0; k < 80; k++) {
+        echo_check(c, &b, 1 + (size_t)k * 97u, 100u + k);
+    }
+    const uint64_t n2 = aimsi_tls_config_ra_fills(b.cfg);
+    echo_check(c, &b, ((size_t)1 << 20) + 5, 3);
+    assert_true(aimsi_tls_config_ra_fills(b.cfg) > n2); /* made again for the big frame */
+    aims_client_destroy(c);
+    aims_tls_config_destroy(ccfg);
+    bnode_stop(&b);
+}
+
 int main(void)
 {
     if (tls_temp_pki(g_dir, sizeof g_dir, "tlsbulk") != 0) {
@@ -285,6 +326,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_bulk_sizes, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_tls_bulk_full_socket, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_tls_bulk_window, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_tls_bulk_read_ahead, ta_setup, ta_teardown),
     };
     const int rc = cmocka_run_group_tests_name("tls_bulk", tests, NULL, NULL);
     char cmd[256];
