@@ -14,8 +14,9 @@
  *              aimsi_tls_config_batch_waits), and everything arrives intact
  *              once the node reads again;
  *   window     24 async 1 MiB calls, 6 in flight on one connection (the
- *              client's I/O thread writes the deferred ones: the
- *              P11b-stream path of bench_tls), every reply compared.
+ *              P11b-stream path of bench_tls: the caller writes a big frame
+ *              itself when nothing waits before it, else it queues for the
+ *              client's I/O thread), every reply compared.
  *   read_ahead the receive side's read-ahead (nb_read: one recv of up to
  *              256 KiB serves many records): a 1 MiB echo uses it on both
  *              ends (aimsi_tls_config_ra_fills), then 80 small calls on the
