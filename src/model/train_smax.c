@@ -61,9 +61,11 @@ struct aimsi_smax {
     size_t *idx;       /* bmax: dataset rows of this batch */
     size_t n;          /* rows in this batch */
     double loss[SMAX_GROUPS];
-    /* the compact copy: x[i] == decode(xq[i]) bit for bit (NULL: none) */
-    uint8_t *xq;
-    float qd; /* decode(k) = k / qd, correctly rounded */
+    /* the compact copy: x[i] == decode(xq[i]) bit for bit once READY */
+    uint8_t *xq;       /* dataset rows x in codes (NULL: none) */
+    float qd;          /* decode(k) = k / qd, correctly rounded */
+    int qstate;        /* SMAX_Q_* */
+    atomic_int qbad;   /* a feature of this epoch's rows has no code */
     /* the one-run step (aimsi_train_smax_step): claims and the meeting point */
     atomic_uint gnext;  /* next batch group to claim */
     atomic_uint gdone;  /* batch groups finished */
@@ -72,6 +74,10 @@ struct aimsi_smax {
     pthread_cond_t met;
     int sync_init;
 };
+
+/* The compact copy's life: made during the first whole epoch of a run, from
+ * the rows the steps read anyway, used from the next epoch on. */
+enum { SMAX_Q_PENDING = 0, SMAX_Q_MAKING = 1, SMAX_Q_READY = 2 };
 
 static atomic_int g_smax = 1;
 static atomic_int g_smax_one_run = 1;
@@ -84,7 +90,7 @@ int aimsi_train_smax_compact_force(int on)
 
 int aimsi_train_smax_compact_on(const aims_trainer *t)
 {
-    return t->smax != NULL && t->smax->xq != NULL;
+    return t->smax != NULL && t->smax->xq != NULL && t->smax->qstate == SMAX_Q_READY;
 }
 
 int aimsi_train_smax_one_run_force(int on)
@@ -130,6 +136,8 @@ typedef struct smax_ctx {
     const uint8_t *xq; /* or their compact copy (NULL: none) */
     float *xb;         /* with xq: the batch's rows decoded, bmax x in */
     float qd;
+    uint8_t *qmake;    /* the compact copy to write this batch's rows into (NULL: none) */
+    atomic_int *qbad;
     const int32_t *labels;
     size_t in, k;
     const float *w, *b;
@@ -235,6 +243,32 @@ SMAX_TARGET SMAX_INLINE void logits2(const size_t K, size_t in, const float *w, 
     }
     *z0 = fold16(a0, K);
     *z1 = fold16(a1, K);
+}
+
+/* The codes of a row of `in` features into q: k = rint(x d), written as a
+ * byte; returns whether every feature is decode16(k) bit for bit with k in
+ * 0..255 (-0.0, NaN, values between codes or out of range: not). */
+SMAX_TARGET SMAX_INLINE int code_row(const float *x, uint8_t *q, size_t in, float qd)
+{
+    const __m512 d = _mm512_set1_ps(qd);
+    const __m512 rr = _mm512_set1_ps(1.0f / qd);
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 hi = _mm512_set1_ps(255.0f);
+    __mmask16 all = 0xFFFF;
+    for (size_t j = 0; j < in; j += 16) {
+        const __mmask16 m = tail_mask(in - j);
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + j);
+        const __m512 kf = _mm512_roundscale_ps(_mm512_mul_ps(v, d),
+                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __mmask16 ok = _mm512_cmp_ps_mask(kf, zero, _CMP_GE_OQ) &
+                       _mm512_cmp_ps_mask(kf, hi, _CMP_LE_OQ);
+        const __m512i k = _mm512_cvtps_epi32(kf);
+        const __m512 back = decode16(k, d, rr);
+        ok &= _mm512_cmpeq_epi32_mask(_mm512_castps_si512(back), _mm512_castps_si512(v));
+        all &= (__mmask16)(ok | (__mmask16)~m);
+        _mm_mask_storeu_epi8(q + j, m, _mm512_cvtepi32_epi8(k));
+    }
+    return all == 0xFFFF;
 }
 
 /* Logits of two compact rows (as logits2, same sums in the same order: the
@@ -438,6 +472,15 @@ SMAX_TARGET SMAX_INLINE void group_k(const smax_ctx *s, const size_t K, const si
         __m512 z0;
         __m512 z1;
         logits2(K, in, s->w, x0, x1, p0, p1, &z0, &z1);
+        if (s->qmake != NULL) { /* the compact copy, from the rows now in L1 */
+            int ok = code_row(x0, s->qmake + idx[r] * in, in, s->qd);
+            if (r + 1 < cnt) {
+                ok &= code_row(x1, s->qmake + idx[r + 1] * in, in, s->qd);
+            }
+            if (!ok) {
+                atomic_store_explicit(s->qbad, 1, memory_order_relaxed);
+            }
+        }
         total += row_loss_grad(s, z0, s->labels[idx[r]], g + r * K);
         if (r + 1 < cnt) {
             total += row_loss_grad(s, z1, s->labels[idx[r + 1]], g + (r + 1) * K);
@@ -496,7 +539,7 @@ static void group_task(void *ctx, size_t gi)
                   part + L->w_off, part + L->b_off, loss);
 }
 
-/* ---- the compact copy ----
+/* ---- the compact copy (made by group_k, read by group_q) ----
  *
  * A step reads 128 random rows of 784 floats (400 KB) from DRAM; Fashion-
  * MNIST's features are pixels k / 255. When every feature of the dataset is
@@ -504,49 +547,13 @@ static void group_task(void *ctx, size_t gi)
  * the first rows), a u8 copy holds the same information in a quarter of the
  * bytes, and decode16 gives back every feature's exact bits (checked for
  * each feature while the copy is made: a single mismatch, -0.0, NaN or a
- * value out of range, and there is no copy). The copy is made by the pool
- * in aims_trainer_begin, so its cost is part of every timed fit. */
+ * value out of range, and there is no copy). A separate pass would read the
+ * whole dataset once more (188 MB: a sixth of a 5-epoch fit); instead the
+ * steps of the run's first whole epoch, which read every training row once,
+ * write each row's codes right after its logits (the row is in L1 then),
+ * and the next epochs read the codes. */
 
-enum { SMAX_COPY_ROWS = 512, SMAX_PROBE_ROWS = 64 };
-
-typedef struct copy_job {
-    const float *x;
-    uint8_t *q;
-    size_t rows, in;
-    float qd;
-    atomic_int bad;
-} copy_job;
-
-SMAX_TARGET static void copy_task(void *ctx, size_t i)
-{
-    copy_job *c = ctx;
-    if (atomic_load_explicit(&c->bad, memory_order_relaxed)) {
-        return;
-    }
-    const size_t r1 = (i + 1) * SMAX_COPY_ROWS < c->rows ? (i + 1) * SMAX_COPY_ROWS : c->rows;
-    const size_t e1 = r1 * c->in;
-    const __m512 d = _mm512_set1_ps(c->qd);
-    const __m512 rr = _mm512_set1_ps(1.0f / c->qd);
-    const __m512 zero = _mm512_setzero_ps();
-    const __m512 hi = _mm512_set1_ps(255.0f);
-    __mmask16 all = 0xFFFF;
-    for (size_t e = i * SMAX_COPY_ROWS * c->in; e < e1; e += 16) {
-        const __mmask16 m = tail_mask(e1 - e);
-        const __m512 v = _mm512_maskz_loadu_ps(m, c->x + e);
-        const __m512 kf = _mm512_roundscale_ps(_mm512_mul_ps(v, d),
-                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __mmask16 ok = _mm512_cmp_ps_mask(kf, zero, _CMP_GE_OQ) &
-                       _mm512_cmp_ps_mask(kf, hi, _CMP_LE_OQ);
-        const __m512i k = _mm512_cvtps_epi32(kf);
-        const __m512 back = decode16(k, d, rr);
-        ok &= _mm512_cmpeq_epi32_mask(_mm512_castps_si512(back), _mm512_castps_si512(v));
-        all &= (__mmask16)(ok | (__mmask16)~m);
-        _mm_mask_storeu_epi8(c->q + e, m, _mm512_cvtepi32_epi8(k));
-    }
-    if (all != 0xFFFF) {
-        atomic_store(&c->bad, 1);
-    }
-}
+enum { SMAX_PROBE_ROWS = 64 };
 
 static void compact_begin(aims_trainer *t, struct aimsi_smax *s)
 {
@@ -562,19 +569,36 @@ static void compact_begin(aims_trainer *t, struct aimsi_smax *s)
     if (!(qd >= 1.0f && qd <= 65536.0f)) {
         return; /* no positive value (or a tiny one): not k / d */
     }
-    copy_job c = {.x = ds->x, .rows = ds->rows, .in = ds->cols, .qd = qd};
-    atomic_init(&c.bad, 0);
-    c.q = aimsi_malloc(ds->rows * ds->cols);
-    if (c.q == NULL) {
+    s->xq = aimsi_malloc(ds->rows * ds->cols);
+    if (s->xq == NULL) {
         return; /* an optimisation only */
     }
-    aimsi_pool_run(t->pool, (ds->rows + SMAX_COPY_ROWS - 1) / SMAX_COPY_ROWS, copy_task, &c);
-    if (atomic_load(&c.bad)) {
-        aimsi_free(c.q);
+    /* 2 MB pages: a fault per 4 KB page costs more than its rows here (a VM),
+     * and the steps' random rows then miss the TLB less */
+    aimsi_hint_hugepages(s->xq, ds->rows * ds->cols);
+    s->qd = qd;
+    s->qstate = SMAX_Q_PENDING;
+    atomic_init(&s->qbad, 0);
+}
+
+/* At the start of every epoch (first == 0): a pending copy is made during
+ * this epoch (every training row is read once per epoch); one made during
+ * the last epoch is used from now on, or freed if a feature had no code. */
+static void compact_epoch(struct aimsi_smax *sm, size_t first)
+{
+    if (sm->xq == NULL || first != 0) {
         return;
     }
-    s->xq = c.q;
-    s->qd = qd;
+    if (sm->qstate == SMAX_Q_PENDING) {
+        sm->qstate = SMAX_Q_MAKING;
+    } else if (sm->qstate == SMAX_Q_MAKING) {
+        if (atomic_load(&sm->qbad)) {
+            aimsi_free(sm->xq);
+            sm->xq = NULL;
+        } else {
+            sm->qstate = SMAX_Q_READY;
+        }
+    }
 }
 #endif /* AIMSI_HAVE_SMAX */
 
@@ -643,15 +667,18 @@ static smax_ctx batch_ctx(aims_trainer *t, size_t first, size_t n)
 {
     struct aimsi_smax *sm = t->smax;
     const aimsi_dense *L = &t->m->layers[0];
+    compact_epoch(sm, first);
     for (size_t r = 0; r < n; r++) {
         sm->idx[r] = t->tr_idx[t->perm[first + r]];
     }
     sm->n = n;
     const smax_ctx s = {.t = t,
                         .x = t->train->x,
-                        .xq = sm->xq,
+                        .xq = sm->qstate == SMAX_Q_READY ? sm->xq : NULL,
                         .xb = t->xb,
                         .qd = sm->qd,
+                        .qmake = sm->qstate == SMAX_Q_MAKING ? sm->xq : NULL,
+                        .qbad = &sm->qbad,
                         .labels = t->train->labels,
                         .in = L->in,
                         .k = L->out,
@@ -817,8 +844,8 @@ double aimsi_train_smax_step(aims_trainer *t, size_t first, size_t n, const opt_
     const size_t np = t->m->n_params;
     step_job j = {.s = batch_ctx(t, first, n),
                   .a = {t, o},
-                  .chunks = (np + SMAX_APPLY_CHUNK - 1) / SMAX_APPLY_CHUNK,
-                  .row_bytes = sm->xq != NULL ? in : in * sizeof(float)};
+                  .chunks = (np + SMAX_APPLY_CHUNK - 1) / SMAX_APPLY_CHUNK};
+    j.row_bytes = j.s.xq != NULL ? in : in * sizeof(float); /* after batch_ctx's epoch turn */
     const size_t nf = first + n; /* the next batch, when it is in this epoch's order */
     const size_t n2 = nf < t->n_tr ? (t->n_tr - nf < t->bmax ? t->n_tr - nf : t->bmax) : 0;
     for (size_t g = 0; g < SMAX_GROUPS; g++) {
@@ -827,7 +854,7 @@ double aimsi_train_smax_step(aims_trainer *t, size_t first, size_t n, const opt_
         j.nnext[g] = r1 - r0 < 2 * SMAX_AHEAD ? r1 - r0 : 2 * SMAX_AHEAD;
         for (size_t r = 0; r < j.nnext[g]; r++) {
             const size_t row = t->tr_idx[t->perm[nf + r0 + r]];
-            j.next[g][r] = sm->xq != NULL ? (const void *)(sm->xq + row * in)
+            j.next[g][r] = j.s.xq != NULL ? (const void *)(j.s.xq + row * in)
                                           : (const void *)(j.s.x + row * in);
         }
     }
