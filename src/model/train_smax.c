@@ -10,7 +10,10 @@
  * spends 6 of every 16 lanes on padding), packs the batch again into
  * panels for the weight gradient, runs both GEMMs on one core (below the
  * pool's threshold) and makes separate passes for the loss, the bias sums
- * and the update. Here a step is two pool runs:
+ * and the update. Here a step is one pool run (aimsi_train_smax_step; the
+ * two runs A then B below stay as aimsi_train_smax_grad + _apply, for the
+ * test that the one run gives their bits), in two phases with a meeting
+ * point between them:
  *
  *   A. every batch group (SMAX_GROUPS fixed halves of the batch, whatever the
  *      thread count) on its own core: the rows are read where they lie in
@@ -31,6 +34,12 @@
  *      momentum or Nesterov, Adam, AdamW: the trainer's own arithmetic),
  *      element-wise in chunks over the pool.
  *
+ * Between A and B every thread checks the batch loss (see "the one-run
+ * step" below); during B it prefetches the next batch's first rows. From
+ * the run's second epoch on, A reads a u8 copy of the features instead of
+ * the floats when every feature is k / d (Fashion-MNIST's pixels k / 255):
+ * a quarter of the bytes from DRAM, the same bits (see "the compact copy").
+ *
  * Determinism. Each logit, each group block and each final sum is computed
  * by one thread in a fixed order; the groups are fixed halves of the batch,
  * so the trained bits do not depend on the thread count (exact resume and
@@ -38,9 +47,9 @@
  * general path (its sums run in another order): aimsi_train_smax_force(0)
  * switches this path off, for the test that compares the two.
  *
- * Divergence. The loss of the batch is known after A; the trainer checks it
- * before B, so a non-finite step is never applied (the contract of
- * aims_trainer_step).
+ * Divergence. The loss of the batch is known after A; every thread checks
+ * it before B (the trainer too, after the run), so a non-finite step is never
+ * applied (the contract of aims_trainer_step).
  */
 #include <math.h>
 #include <pthread.h>
