@@ -90,7 +90,11 @@ enum { SMAX_Q_PENDING = 0, SMAX_Q_MAKING = 1, SMAX_Q_READY = 2 };
 
 static atomic_int g_smax = 1;
 static atomic_int g_smax_one_run = 1;
-static atomic_int g_smax_compact = 1;
+/* Off by default: measured (loaded, docs/kernels.md "Session 11: P2"), the
+ * fresh 47 MB a fit must fault in and the first epoch's coding cost more
+ * than the cheaper reads of epochs 2..5 save; it pays when the copy
+ * outlives a fit (not done). */
+static atomic_int g_smax_compact = 0;
 
 int aimsi_train_smax_compact_force(int on)
 {
