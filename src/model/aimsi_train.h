@@ -150,6 +150,19 @@ void aimsi_train_smax_apply(aims_trainer *t, const opt_step *o);
 /* Use the path when it applies (1, the default) or never (0); returns the
  * previous setting. Process-wide; for tests. */
 int aimsi_train_smax_force(int on);
+/* The whole step in one pool run: gradient, the batch loss (returned; when
+ * it is not finite nothing is written), and the update with o. */
+double aimsi_train_smax_step(aims_trainer *t, size_t first, size_t n, const opt_step *o);
+/* aimsi_train_smax_step in one pool run (1, the default) or as _grad then
+ * _apply (0); returns the previous setting. Process-wide; for tests (the
+ * same bits either way). */
+int aimsi_train_smax_one_run_force(int on);
+/* Read the features from a u8 copy when every one is k / d exactly (1) or
+ * never (0, the default: see train_smax.c); returns the previous setting.
+ * Process-wide; for tests and bench_smax (the same bits either way). _on:
+ * this run reads the copy. */
+int aimsi_train_smax_compact_force(int on);
+int aimsi_train_smax_compact_on(const aims_trainer *t);
 
 /* ---- train_opt.c: the optimizer update ---- */
 

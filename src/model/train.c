@@ -764,11 +764,20 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
         t->loss_rows += 1;
         return after_step(t, out_done);
     }
+    opt_step o;
+    o.lr = (float)lr_at(t, t->step);
+    o.mom = (float)t->h.mom;
+    o.wd = (float)t->h.wd;
+    o.b1 = (float)t->h.b1;
+    o.b2 = (float)t->h.b2;
+    o.eps = (float)t->h.eps;
+    o.c1 = (float)(1.0 - pow(t->h.b1, (double)(t->step + 1)));
+    o.c2 = (float)(1.0 - pow(t->h.b2, (double)(t->step + 1)));
     double loss = 0.0;
     if (aimsi_train_sharded(t)) { /* data parallel: every shard's gradient, summed */
         AIMSI_TRY(aimsi_train_shard_grad(t, first, n, cancel, &loss));
-    } else if (aimsi_train_smax_on(t)) { /* softmax regression: train_smax.c */
-        loss = aimsi_train_smax_grad(t, first, n);
+    } else if (aimsi_train_smax_on(t)) { /* softmax regression: train_smax.c, updated */
+        loss = aimsi_train_smax_step(t, first, n, &o); /* only when the loss is finite */
     } else {
         aimsi_train_gather(t, first, n);
         aimsi_train_forward(t, n);
@@ -779,20 +788,9 @@ aims_status aims_trainer_step(aims_trainer *t, int *out_done)
     }
     t->loss_sum += loss;
     t->loss_rows += n;
-    opt_step o;
-    o.lr = (float)lr_at(t, t->step);
-    o.mom = (float)t->h.mom;
-    o.wd = (float)t->h.wd;
-    o.b1 = (float)t->h.b1;
-    o.b2 = (float)t->h.b2;
-    o.eps = (float)t->h.eps;
-    o.c1 = (float)(1.0 - pow(t->h.b1, (double)(t->step + 1)));
-    o.c2 = (float)(1.0 - pow(t->h.b2, (double)(t->step + 1)));
     if (aimsi_train_sharded(t)) {
         aimsi_train_shard_apply(t, &o);
-    } else if (aimsi_train_smax_on(t)) {
-        aimsi_train_smax_apply(t, &o);
-    } else {
+    } else if (!aimsi_train_smax_on(t)) {
         aimsi_train_backward(t, n, &o);
     }
     return after_step(t, out_done);

@@ -12,7 +12,11 @@
  *   - it is used only where it applies (one layer, 2..16 classes, fp32 in the
  *     own kernels) and a failed allocation falls back to the general step
  *     without leaking;
- *   - a step whose loss is not finite is refused before any update.
+ *   - a step whose loss is not finite is refused before any update;
+ *   - the one-run step (one pool run: groups, a meeting point, the update)
+ *     gives the bits of the two-run path;
+ *   - pixel data (k / 255) trains from the u8 copy with the float rows' bits,
+ *     and data that is not of that form gets no copy.
  * Skipped on CPUs without the own AVX-512 kernels (the path never runs there).
  */
 #include <math.h>
@@ -157,6 +161,138 @@ static void test_smax_threads_bit_identical(void **state)
     aims_dataset_destroy(ds);
 }
 
+/* The one-run step (gradient, loss check and update in one pool run) gives
+ * the bits of the two-run path (aimsi_train_smax_grad, then _apply), for
+ * every optimizer and thread count. */
+static void test_smax_one_run_same_bits(void **state)
+{
+    (void)state;
+    skip_without_kernels();
+    static const run_cfg cases[] = {
+        /* cols, classes, opt, nesterov, batch, epochs, threads, lr, mom, wd */
+        {784, 10, 0, 0, 64, 2, 2, 0.1, 0.9, 0.0},  /* the bench's shape */
+        {100, 10, 0, 0, 63, 2, 3, 0.1, 0.9, 1e-3}, /* weight decay, 3 threads */
+        {37, 3, 0, 1, 16, 2, 2, 0.05, 0.9, 0.0},   /* Nesterov */
+        {50, 16, 1, 0, 32, 2, 2, 0.01, 0.0, 0.0},  /* Adam */
+        {33, 2, 2, 0, 20, 2, 1, 0.01, 0.0, 1e-2},  /* AdamW, one thread */
+        {16, 13, 0, 0, 64, 2, 4, 0.1, 0.0, 0.0},   /* plain SGD, 4 threads */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const run_cfg *c = &cases[i];
+        aims_dataset *ds = rule_data(4 * (size_t)c->batch + 1, c->cols, c->classes, 21 + i);
+        size_t n1 = 0;
+        size_t n2 = 0;
+        int used1 = 0;
+        int used2 = 0;
+        double l1 = 0.0;
+        double l2 = 0.0;
+        const int was = aimsi_train_smax_one_run_force(1);
+        float *p1 = train(ds, c, 1, &used1, &n1, &l1);
+        aimsi_train_smax_one_run_force(0);
+        float *p2 = train(ds, c, 1, &used2, &n2, &l2);
+        aimsi_train_smax_one_run_force(was);
+        assert_true(used1 && used2);
+        assert_int_equal(n1, n2);
+        if (memcmp(p1, p2, n1 * sizeof *p1) != 0) {
+            fail_msg("case %zu: the one-run step's weights differ from the two-run path's", i);
+        }
+        assert_true(l1 == l2);
+        aimsi_free(p2);
+        aimsi_free(p1);
+        aims_dataset_destroy(ds);
+    }
+}
+
+/* rows x cols pixels k / 255 as the scale step makes them from IDX images,
+ * (float)(k * (1.0 / 255)) for a u8 k, `classes` classes from a linear
+ * rule; feature `odd` (when < cols) of every tenth row gets `v` instead. */
+static aims_dataset *pixel_data(size_t rows, size_t cols, size_t classes, uint64_t seed,
+                                size_t odd, float v)
+{
+    float *x = tf_alloc(rows * cols * sizeof *x);
+    int32_t *y = tf_alloc(rows * sizeof *y);
+    for (size_t i = 0; i < rows * cols; i++) {
+        const unsigned k = (unsigned)(tf_frand(&seed) * 256.0f) & 255u;
+        x[i] = (float)((double)k * (1.0 / 255));
+    }
+    for (size_t r = 3; odd < cols && r < rows; r += 10) {
+        x[r * cols + odd] = v;
+    }
+    for (size_t r = 0; r < rows; r++) {
+        float s = 0.0f;
+        for (size_t c = 0; c < cols; c++) {
+            s += x[r * cols + c] * (float)((c % 7) + 1) * (c % 2 ? 1.0f : -1.0f);
+        }
+        y[r] = (int32_t)((size_t)(fabsf(s) * 3.0f) % classes);
+    }
+    return tf_dense_take(rows, cols, x, y);
+}
+
+/* Pixel data trains from the u8 copy (made during the first epoch, read
+ * from the second) with the bits of the float rows, for several optimizers,
+ * widths (masked tails) and thread counts, in the one-run and the two-run
+ * step; data that is not k / d (-0.0, a value between two codes, one out of
+ * range) never reads a copy. */
+static void test_smax_compact_same_bits(void **state)
+{
+    (void)state;
+    skip_without_kernels();
+    static const run_cfg cases[] = {
+        /* cols, classes, opt, nesterov, batch, epochs, threads, lr, mom, wd */
+        {784, 10, 0, 0, 128, 2, 2, 0.1, 0.9, 0.0}, /* the bench's shape */
+        {100, 10, 0, 0, 63, 2, 3, 0.1, 0.9, 1e-3}, /* a masked tail, 3 threads */
+        {37, 3, 0, 1, 16, 2, 1, 0.05, 0.9, 0.0},   /* Nesterov, one thread */
+        {50, 16, 1, 0, 32, 2, 2, 0.01, 0.0, 0.0},  /* Adam, the widest kernel */
+        {33, 2, 2, 0, 20, 2, 2, 0.01, 0.0, 1e-2},  /* AdamW */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const run_cfg *c = &cases[i];
+        for (int one_run = 0; one_run <= 1; one_run++) {
+            aims_dataset *ds = pixel_data(4 * (size_t)c->batch + 1, c->cols, c->classes, 31 + i,
+                                          SIZE_MAX, 0.0f);
+            const int was = aimsi_train_smax_one_run_force(one_run);
+            aims_model *m1 = NULL;
+            aims_trainer *t1 = make_trainer(c, &m1);
+            tf_begin_forced(t1, ds, aimsi_train_smax_compact_force, 1);
+            assert_false(aimsi_train_smax_compact_on(t1)); /* made during the first epoch */
+            tf_steps_to_end(t1);
+            assert_true(aimsi_train_smax_compact_on(t1)); /* and read in the second */
+            size_t n1 = 0;
+            float *p1 = tf_params_take(m1, t1, &n1);
+            aims_model *m2 = NULL;
+            aims_trainer *t2 = make_trainer(c, &m2);
+            tf_begin_forced(t2, ds, aimsi_train_smax_compact_force, 0);
+            assert_true(aimsi_train_smax_on(t2));
+            tf_steps_to_end(t2);
+            assert_false(aimsi_train_smax_compact_on(t2));
+            size_t n2 = 0;
+            float *p2 = tf_params_take(m2, t2, &n2);
+            aimsi_train_smax_one_run_force(was);
+            assert_int_equal(n1, n2);
+            if (memcmp(p1, p2, n1 * sizeof *p1) != 0) {
+                fail_msg("case %zu (one run %d): the u8 copy's weights differ", i, one_run);
+            }
+            aimsi_free(p2);
+            aimsi_free(p1);
+            aims_dataset_destroy(ds);
+        }
+    }
+    static const float odd[] = {-0.0f, 0.5f / 255.0f, 300.0f / 255.0f, 0.1f};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        const run_cfg c = {100, 10, 0, 0, 32, 3, 2, 0.1, 0.9, 0.0};
+        aims_dataset *ds = pixel_data(200, 100, 10, 41, 7, odd[i]);
+        aims_model *m = NULL;
+        aims_trainer *t = make_trainer(&c, &m);
+        tf_begin_forced(t, ds, aimsi_train_smax_compact_force, 1);
+        assert_true(aimsi_train_smax_on(t));
+        tf_steps_to_end(t);
+        assert_false(aimsi_train_smax_compact_on(t));
+        aims_trainer_destroy(t);
+        aims_model_destroy(m);
+        aims_dataset_destroy(ds);
+    }
+}
+
 static void test_smax_exact_resume(void **state)
 {
     (void)state;
@@ -283,15 +419,50 @@ static void test_smax_divergence_refused(void **state)
     aims_dataset_destroy(ds);
 }
 
+/* The step that is refused writes nothing: the weights after it are those
+ * before it (the refusal ends the run, so the velocity is gone), with one
+ * thread and with the one-run step's meeting point on two and three. */
+static void test_smax_refused_step_writes_nothing(void **state)
+{
+    (void)state;
+    skip_without_kernels();
+    aims_dataset *ds = rule_data(256, 32, 10, 17);
+    for (int64_t th = 1; th <= 3; th++) {
+        const run_cfg c = {32, 10, 0, 0, 32, 50, th, 1e6, 0.9, 0.0};
+        aims_model *m = NULL;
+        aims_trainer *t = make_trainer(&c, &m);
+        OK(aims_trainer_begin(t, ds, NULL));
+        assert_true(aimsi_train_smax_on(t));
+        const size_t np = t->m->n_params;
+        float *w0 = tf_alloc(np * sizeof *w0);
+        int done = 0;
+        aims_status rc = AIMS_OK;
+        for (int i = 0; i < 400 && rc == AIMS_OK && !done; i++) {
+            memcpy(w0, t->m->params, np * sizeof *w0);
+            rc = aims_trainer_step(t, &done);
+        }
+        assert_int_equal(rc, AIMS_E_RANGE);
+        assert_memory_equal(w0, t->m->params, np * sizeof *w0);
+        aimsi_free(w0);
+        aims_trainer_destroy(t);
+        aims_model_destroy(m);
+    }
+    aims_dataset_destroy(ds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_smax_matches_general_step, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_threads_bit_identical, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_one_run_same_bits, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_compact_same_bits, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_exact_resume, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_only_where_it_applies, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_alloc_failures, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_divergence_refused, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_refused_step_writes_nothing, ta_setup,
+                                        ta_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
