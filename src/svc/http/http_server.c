@@ -93,7 +93,6 @@ typedef struct hreq {
     int too_big;
     /* an infer call in flight */
     int dispatched;
-    aims_msg msg;
     aimsi_kserve_req rq;
     char model[AIMSI_FRAME_MAX_SERVICE + 1];
     char version[AIMSI_FRAME_MAX_SERVICE + 1];
@@ -105,6 +104,7 @@ typedef struct hreq {
     long long ihcl;     /* request Inference-Header-Content-Length, -1 if absent */
     size_t out_json;    /* reply: JSON length before binary data, 0 = all JSON */
     char who[256];      /* the client certificate's identity ("" without mTLS) */
+    aims_msg msg;       /* last: ~8 KB of tensor slots that need no zeroing */
 } hreq;
 
 /* ---- responses ------------------------------------------------------------ */
@@ -492,10 +492,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     aims_http *h = cls;
     hreq *r = *con_cls;
     if (r == NULL) {
-        r = aimsi_calloc(1, sizeof(*r));
+        /* Zeroed up to the message only (aimsi_msg_init sets its header; its
+         * ~8 KB tensor table is written before it is read): one per request. */
+        r = aimsi_malloc(sizeof(*r));
         if (r == NULL) {
             return MHD_NO;
         }
+        memset(r, 0, offsetof(hreq, msg));
         r->h = h;
         r->conn = conn;
         r->is_post = strcmp(method, "POST") == 0;
