@@ -546,11 +546,16 @@ aims_status aimsi_kserve_encode_reply(aimsi_hbuf *b, const char *model, const ch
     }
     aimsi_hbuf_str(b, ",\"outputs\":[{\"name\":\"y\",\"datatype\":\"FP32\",\"shape\":[");
     for (size_t i = 0; i < ndim; i++) {
-        aimsi_hbuf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)dims[i]);
+        if (i > 0) {
+            aimsi_hbuf_add(b, ",", 1);
+        }
+        aimsi_hbuf_u64(b, dims[i]);
     }
     if (rq->binary) {
         /* binary tensor extension: the JSON says how many raw bytes follow it */
-        aimsi_hbuf_printf(b, "],\"parameters\":{\"binary_data_size\":%zu}}]}", bytes);
+        aimsi_hbuf_str(b, "],\"parameters\":{\"binary_data_size\":");
+        aimsi_hbuf_u64(b, bytes);
+        aimsi_hbuf_str(b, "}}]}");
         *json_len = b->len;
         aimsi_hbuf_add(b, data, bytes); /* little-endian f32, as on x86-64 and arm64 */
         return b->failed ? aimsi_err(NULL, AIMS_E_NOMEM, "no memory for the reply") : AIMS_OK;
