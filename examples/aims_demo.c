@@ -1021,6 +1021,19 @@ static int http_step(cluster *c, aims_client *cl, const aims_dataset *test, summ
     return 0;
 }
 
+/* CHECK for run(): every exit goes through its one cleanup label. */
+#define TRY(call)                                                                          \
+    do {                                                                                   \
+        const aims_status rc_ = (call);                                                    \
+        if (rc_ != AIMS_OK) {                                                              \
+            fprintf(stderr, "aims_demo: %s failed: %s: %s\n", #call, aims_strerror(rc_),   \
+                    aims_errmsg());                                                        \
+            goto out;                                                                      \
+        }                                                                                  \
+    } while (0)
+
+/* The demo. Every exit, early or not, frees what it made (LSan under ASan) and
+ * takes the cluster down. */
 static int run(const opts *o, cluster *c, summary *s)
 {
     char img[1024], lab[1024], timg[1024], tlab[1024], path[PATH_MAX];
@@ -1033,36 +1046,37 @@ static int run(const opts *o, cluster *c, summary *s)
     aims_client *cl = NULL;
     aims_bundle *trained = NULL, *served = NULL;
     float *train_x = NULL;
+    int rc = 1;
 
     double t0 = now_s();
-    CHECK(aims_dataset_load_idx(img, lab, NULL, &train));
-    CHECK(aims_dataset_load_idx(timg, tlab, NULL, &test));
+    TRY(aims_dataset_load_idx(img, lab, NULL, &train));
+    TRY(aims_dataset_load_idx(timg, tlab, NULL, &test));
     s->t_load = now_s() - t0;
     printf("fashion-mnist: train %zu x %zu, test %zu (%.2f s)\n", aims_dataset_rows(train),
            aims_dataset_cols(train), aims_dataset_rows(test), s->t_load);
 
     /* 1. fit the pipeline (the data owner does this once) */
     t0 = now_s();
-    CHECK(aims_pipeline_create(&p));
+    TRY(aims_pipeline_create(&p));
     size_t step;
-    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, &step));
-    CHECK(aims_pipeline_set_step_param_f64(p, step, AIMS_STEP_FACTOR, 1.0 / 255.0));
-    CHECK(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL));
-    CHECK(aims_pipeline_fit(p, train));
+    TRY(aims_pipeline_add(p, AIMS_STEP_KIND_SCALE, &step));
+    TRY(aims_pipeline_set_step_param_f64(p, step, AIMS_STEP_FACTOR, 1.0 / 255.0));
+    TRY(aims_pipeline_add(p, AIMS_STEP_KIND_STANDARDIZE, NULL));
+    TRY(aims_pipeline_fit(p, train));
     snprintf(path, sizeof path, "%s/fmnist.aimsp", c->dir);
-    CHECK(aims_pipeline_save(p, path));
+    TRY(aims_pipeline_save(p, path));
     s->t_fit = now_s() - t0;
 
     /* the cluster */
     if (start_hub(c) != 0 || start_pre(c, path, p) != 0 || start_train(c) != 0) {
-        return 1;
+        goto out;
     }
-    CHECK(aims_client_create(&cl));
+    TRY(aims_client_create(&cl));
     /* training sets travel as one frame: allow 512 MiB */
-    CHECK(aims_client_set_param_i64(cl, AIMS_CLIENT_MAX_FRAME, (int64_t)512 << 20));
+    TRY(aims_client_set_param_i64(cl, AIMS_CLIENT_MAX_FRAME, (int64_t)512 << 20));
     if (c->tls) { /* this program dials as demo-client */
         aims_tls_config *ct = NULL;
-        CHECK(aims_tls_config_create(&ct));
+        TRY(aims_tls_config_create(&ct));
         const aims_status rc_ct = aims_tls_config_set_ca(ct, c->pki.ca) != AIMS_OK
                                       ? AIMS_E_INVAL
                                       : aims_tls_config_set_cert(ct, c->pki.client_cert,
@@ -1072,9 +1086,9 @@ static int run(const opts *o, cluster *c, summary *s)
         }
         const aims_status rc_set = rc_ct == AIMS_OK ? aims_client_set_tls(cl, ct) : rc_ct;
         aims_tls_config_destroy(ct); /* the client keeps its reference */
-        CHECK(rc_set);
+        TRY(rc_set);
     }
-    CHECK(aims_client_join(cl, c->hub_url));
+    TRY(aims_client_join(cl, c->hub_url));
     printf("cluster (%s): registry at %s; services preprocess.fmnist, train.fmnist\n",
            c->etcd        ? "separate processes on a 3-member etcd (deploy/local.sh)"
            : !c->processes ? "one process, inproc://"
@@ -1083,12 +1097,12 @@ static int run(const opts *o, cluster *c, summary *s)
            c->hub_url);
     if (wait_service(cl, "preprocess.fmnist", 1) != 0 || wait_service(cl, "train.fmnist", 1)) {
         fprintf(stderr, "aims_demo: services did not appear in the registry\n");
-        return 1;
+        goto out;
     }
 
     /* 2. preprocess through the service */
     if (preprocess_remote(cl, train, &train_x, &s->t_pre) != 0) {
-        return 1;
+        goto out;
     }
     printf("preprocessed %zu rows through preprocess.fmnist in %.2f s\n",
            aims_dataset_rows(train), s->t_pre);
@@ -1096,31 +1110,32 @@ static int run(const opts *o, cluster *c, summary *s)
     /* 3. train as a job, then publish infer.fmnist@1 on two replicas */
     if (train_remote(cl, train_x, train, o->epochs, o->threads, &c->life, &trained,
                      &s->t_train) != 0) {
-        return 1;
+        goto out;
     }
     free(train_x);
+    train_x = NULL;
     t0 = now_s();
-    CHECK(aims_bundle_create(p, aims_bundle_model(trained), &served));
-    CHECK(aims_bundle_set_meta(served, "name", "fmnist"));
-    CHECK(aims_bundle_set_meta(served, "version", "1"));
+    TRY(aims_bundle_create(p, aims_bundle_model(trained), &served));
+    TRY(aims_bundle_set_meta(served, "name", "fmnist"));
+    TRY(aims_bundle_set_meta(served, "version", "1"));
     snprintf(path, sizeof path, "%s/fmnist@1.aimsb", c->dir);
-    CHECK(aims_bundle_save(served, path));
+    TRY(aims_bundle_save(served, path));
     /* exactly once, through whatever registry the cluster uses (hub or etcd) */
-    CHECK(aims_client_publish_version(cl, "infer.fmnist", "1", "aims_demo", path));
+    TRY(aims_client_publish_version(cl, "infer.fmnist", "1", "aims_demo", path));
     if (aims_client_publish_version(cl, "infer.fmnist", "1", "a-second-trainer", NULL) !=
         AIMS_E_EXISTS) {
         fprintf(stderr, "aims_demo: infer.fmnist@1 was published twice\n");
-        return 1;
+        goto out;
     }
     printf("published infer.fmnist@1 once (a second publisher was told: %s)\n",
            aims_client_errmsg(cl));
     for (int i = 0; i < N_REPLICAS; i++) {
         if (start_infer(c, i, path, served) != 0) {
-            return 1;
+            goto out;
         }
     }
     if (wait_service(cl, "infer.fmnist", N_REPLICAS) != 0) {
-        return 1;
+        goto out;
     }
     s->t_publish = now_s() - t0;
     printf("trained in %.2f s; published infer.fmnist@1 on %d replicas in %.2f s\n",
@@ -1131,7 +1146,7 @@ static int run(const opts *o, cluster *c, summary *s)
     if (replica_busy(c, cl, busy0) != 0 ||
         serve(cl, test, 0, aims_dataset_rows(test), 1, &s->all) != 0 ||
         replica_busy(c, cl, busy1) != 0) {
-        return 1;
+        goto out;
     }
     s->acc_served = (double)s->all.correct / (double)s->all.calls;
     printf("served %zu raw test images through the client: accuracy %.4f, %zu failed, "
@@ -1139,7 +1154,7 @@ static int run(const opts *o, cluster *c, summary *s)
            s->all.calls, s->acc_served, s->all.failed, s->all.p50_us, s->all.p99_us,
            s->all.p999_us, (double)s->all.calls / s->all.seconds);
     if (http_step(c, cl, test, s) != 0) {
-        return 1;
+        goto out;
     }
 
     /* 5a. load-balance degree: utilisation of each replica over the run
@@ -1163,19 +1178,19 @@ static int run(const opts *o, cluster *c, summary *s)
     if (stop_infer(c, 1) != 0 || serve(cl, test, 0, 50, PAR_ROWS, &tmp) != 0 ||
         serve(cl, test, 0, PAR_CALLS, PAR_ROWS, &s->one) != 0 ||
         serve(cl, test, 0, PAR_CALLS, PAR_ROWS, &tmp) != 0) {
-        return 1;
+        goto out;
     }
     if (tmp.seconds < s->one.seconds) {
         s->one = tmp;
     }
     if (start_infer(c, 1, path, served) != 0 || wait_service(cl, "infer.fmnist", 2) != 0) {
-        return 1;
+        goto out;
     }
     usleep(300000); /* let the view settle on two replicas */
     if (serve(cl, test, 0, 50, PAR_ROWS, &tmp) != 0 ||
         serve(cl, test, 0, PAR_CALLS, PAR_ROWS, &s->two) != 0 ||
         serve(cl, test, 0, PAR_CALLS, PAR_ROWS, &tmp) != 0) {
-        return 1;
+        goto out;
     }
     if (tmp.seconds < s->two.seconds) {
         s->two = tmp;
@@ -1205,7 +1220,7 @@ static int run(const opts *o, cluster *c, summary *s)
         if (stop_infer(c, i) != 0 || start_infer(c, i, path, served) != 0) {
             atomic_store(&bg.stop, 1);
             pthread_join(th, NULL);
-            return 1;
+            goto out;
         }
         usleep(300000);
         s->deployments++;
@@ -1233,7 +1248,7 @@ static int run(const opts *o, cluster *c, summary *s)
      * canary under the demo's own load until it is promoted (demo_lifecycle.c) */
     demo_life *L = &c->life;
     if (demo_life_optimize(cl, path, test, train, L) != 0) {
-        return 1;
+        goto out;
     }
     s->t_quant = L->t_optimize;
     s->acc_fp32 = L->fp32_acc;
@@ -1254,9 +1269,10 @@ static int run(const opts *o, cluster *c, summary *s)
         fprintf(stderr, "aims_demo: lifecycle incomplete (canary %s, %zu failed calls, %lld "
                         "adoptions)\n", canary_rc == 0 ? "promoted" : "not promoted",
                 L->canary_failed, (long long)L->adoptions);
-        return 1;
+        goto out;
     }
-
+    rc = 0;
+out: /* every exit: what was made is freed (the cluster first: its nodes serve the bundles) */
     aims_client_destroy(cl);
     aims_bundle_destroy(trained);
     cluster_down(c);
@@ -1264,6 +1280,10 @@ static int run(const opts *o, cluster *c, summary *s)
     aims_pipeline_destroy(p);
     aims_dataset_destroy(test);
     aims_dataset_destroy(train);
+    free(train_x);
+    if (rc != 0) {
+        return 1;
+    }
     if (s->acc_served < 0.85) {
         fprintf(stderr, "aims_demo: served accuracy %.4f is below the 0.85 floor\n",
                 s->acc_served);
@@ -1271,6 +1291,7 @@ static int run(const opts *o, cluster *c, summary *s)
     }
     return s->all.failed == 0 && s->restart_failed == 0 ? 0 : 1;
 }
+#undef TRY
 
 int main(int argc, char **argv)
 {
@@ -1329,10 +1350,7 @@ int main(int argc, char **argv)
     summary s;
     memset(&s, 0, sizeof s);
     const double t0 = now_s();
-    const int rc = run(&o, &c, &s);
-    if (rc != 0) {
-        cluster_down(&c);
-    }
+    const int rc = run(&o, &c, &s); /* takes the cluster down on every path */
     const double total = now_s() - t0;
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", c.dir);

@@ -60,6 +60,13 @@ const char *aimsi_node_identity(const aims_node *n);
  * EWMA is at most AIMSI_INLINE_CHEAP_NS: a transport I/O thread must not stall
  * every connection behind a slow handler). */
 enum { AIMSI_INLINE_NO = 0, AIMSI_INLINE_YES = 1, AIMSI_INLINE_IF_CHEAP = 2 };
+/* _IF_CHEAP judged by the run time per ROW (row_ewma_ns), not per run: a
+ * batch of 9 rows takes 9x a single row, so under load the per-run EWMA of a
+ * batched service stays above the line and every call keeps queueing (the
+ * HTTP door's bistable rps, docs/DOOR_SPEED.md "Session 11"). For a caller
+ * whose hand-off costs more than a cheap run (the HTTP door: suspend, two
+ * thread hops, resume). */
+#define AIMSI_INLINE_IF_CHEAP_ROW 3
 #define AIMSI_INLINE_CHEAP_NS 50000u
 /* Or'd into aimsi_local_call.no_inline by the caller, and by
  * aimsi_node_call_local into allow_inline: a queued request borrows the

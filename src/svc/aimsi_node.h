@@ -84,6 +84,7 @@ struct aims_service {
     /* statistics */
     _Atomic uint64_t n_req, n_err, n_rej, n_batches, n_rows, busy_ns, ewma_ns;
     _Atomic uint64_t mdev_ns;        /* mean deviation of run() from ewma_ns (svc_admit.c) */
+    _Atomic uint64_t row_ewma_ns;    /* EWMA of run() time per row (AIMSI_INLINE_IF_CHEAP_ROW) */
     /* the per-call metrics series, looked up once (aimsi_metrics_series) */
     _Atomic(struct mx_entry *) mx_req, mx_busy, mx_lat;
     uint64_t busy_since_ns;          /* node->lock: queue non-empty since (0: empty) */

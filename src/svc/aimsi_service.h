@@ -29,7 +29,9 @@ void aimsi_service_note_done(aims_service *s, aims_status st, uint64_t latency_n
 void aimsi_service_reject(aims_service *s, aims_status st, aimsi_local_done done, void *ctx,
                           const char *text);
 void aimsi_service_free_item(aimsi_qitem *it);
-void aimsi_service_note_run(aims_service *s, uint64_t run_ns);
+/* A run() of `rows` rows took run_ns (an inline run counts as one row): the
+ * per-run and per-row EWMAs, busy time, admission's deviation. */
+void aimsi_service_note_run(aims_service *s, uint64_t run_ns, uint64_t rows);
 int64_t aimsi_service_per_run(const aims_service *s);
 struct timespec aimsi_service_mono_ts(uint64_t at);
 void aimsi_service_note_depth(aims_service *s);

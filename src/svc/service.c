@@ -209,8 +209,19 @@ static uint64_t wait_estimate(const aims_service *s, int64_t queued)
     return rounds * ewma;
 }
 
-void aimsi_service_note_run(aims_service *s, uint64_t run_ns)
+/* EWMA with weight 1/8 of `smp`, a sample at most 4x the old value. */
+static void ewma_add(_Atomic uint64_t *e, uint64_t smp)
 {
+    const uint64_t old = atomic_load_explicit(e, memory_order_relaxed);
+    smp = old != 0 && smp / 4u > old ? 4u * old : smp;
+    const uint64_t next =
+        old == 0 ? smp : (uint64_t)((int64_t)old + ((int64_t)smp - (int64_t)old) / 8);
+    atomic_store_explicit(e, next, memory_order_relaxed);
+}
+
+void aimsi_service_note_run(aims_service *s, uint64_t run_ns, uint64_t rows)
+{
+    ewma_add(&s->row_ewma_ns, run_ns / (rows > 0 ? rows : 1));
     /* EWMA with weight 1/8; racing updates may lose one sample, which is fine. */
     const uint64_t old = atomic_load_explicit(&s->ewma_ns, memory_order_relaxed);
     /* One outlier (a handler stalled by SIGSTOP, swapping) moves the estimate
@@ -291,7 +302,7 @@ static void run_inline(aims_service *s, const char *method, const aims_msg *req,
     const uint64_t t1 = aimsi_now_ns();
     /* Release the slot before the completion: the caller may chain another call. */
     atomic_fetch_sub(&s->inflight, 1);
-    aimsi_service_note_run(s, t1 - t0);
+    aimsi_service_note_run(s, t1 - t0, 1);
     atomic_fetch_add_explicit(&s->n_batches, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->n_rows, 1, memory_order_relaxed);
     aimsi_service_note_done(s, w.status, t1 - t0);
@@ -503,8 +514,11 @@ void aimsi_svc_dispatch(aims_service *s, const char *method, const aims_msg *req
         return;
     }
     const int cheap_enough =
-        allow_inline != AIMSI_INLINE_IF_CHEAP ||
-        atomic_load_explicit(&s->ewma_ns, memory_order_relaxed) <= AIMSI_INLINE_CHEAP_NS;
+        allow_inline == AIMSI_INLINE_IF_CHEAP_ROW
+            ? atomic_load_explicit(&s->row_ewma_ns, memory_order_relaxed) <= AIMSI_INLINE_CHEAP_NS
+            : allow_inline != AIMSI_INLINE_IF_CHEAP ||
+                  atomic_load_explicit(&s->ewma_ns, memory_order_relaxed) <=
+                      AIMSI_INLINE_CHEAP_NS;
     if (allow_inline != AIMSI_INLINE_NO && cheap_enough && s->can_inline &&
         atomic_load_explicit(&s->queued, memory_order_relaxed) == 0 &&
         aimsi_service_slot_try_acquire(s)) {

@@ -145,7 +145,7 @@ static void run_batch(aims_service *s, aimsi_qitem *list, size_t cnt)
             const uint64_t t1 = aimsi_now_ns();
             s->kind->run(s->impl, vec, k);
             const uint64_t t2 = aimsi_now_ns();
-            aimsi_service_note_run(s, t2 - t1);
+            aimsi_service_note_run(s, t2 - t1, rows);
             aimsi_climit_note_run(&s->climit, t2, t2 - t1);
             atomic_fetch_add_explicit(&s->n_batches, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&s->n_rows, rows, memory_order_relaxed);

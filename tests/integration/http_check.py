@@ -170,6 +170,12 @@ check(r.status_code == 400, "binary: wrong binary_data_size -> 400 %s" % r.text)
 r = s.post(URL + "/v2/models/clf/infer", data=hdr,
            headers={"Inference-Header-Content-Length": str(len(hdr) + 10)})
 check(r.status_code == 400, "binary: header length past the body -> 400 %s" % r.text)
+for bad in (float("nan"), float("inf"), float("-inf")):  # the FP32 fast path checks the bits
+    body = struct.pack("<%df" % len(flat), *(flat[:-1] + [bad]))
+    r = s.post(URL + "/v2/models/clf/infer", data=hdr + body,
+               headers={"Inference-Header-Content-Length": str(len(hdr))})
+    check(r.status_code == 400 and "not finite" in r.text,
+          "binary: a %r FP32 value -> 400 %s" % (bad, r.text))
 
 # ---- hostile HTTP: each a clear 4xx, the server keeps serving ----------------------------
 def post(body, ctype="application/json"):

@@ -27,6 +27,7 @@ typedef struct aimsi_hbuf {
 
 void aimsi_hbuf_add(aimsi_hbuf *b, const void *data, size_t n);
 void aimsi_hbuf_str(aimsi_hbuf *b, const char *s);
+void aimsi_hbuf_u64(aimsi_hbuf *b, uint64_t v);
 void aimsi_hbuf_printf(aimsi_hbuf *b, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))

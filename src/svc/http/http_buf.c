@@ -49,6 +49,18 @@ void aimsi_hbuf_str(aimsi_hbuf *b, const char *s)
     aimsi_hbuf_add(b, s, strlen(s));
 }
 
+/* Decimal digits of v, without a vsnprintf (the binary infer reply's numbers). */
+void aimsi_hbuf_u64(aimsi_hbuf *b, uint64_t v)
+{
+    char d[20];
+    size_t n = 0;
+    do {
+        d[sizeof d - ++n] = (char)('0' + v % 10u);
+        v /= 10u;
+    } while (v != 0);
+    aimsi_hbuf_add(b, d + sizeof d - n, n);
+}
+
 void aimsi_hbuf_printf(aimsi_hbuf *b, const char *fmt, ...)
 {
     va_list ap;

@@ -167,6 +167,27 @@ static void walk_binary(walk *w, const uint8_t *p, size_t n)
         w->bad = "binary_data_size is not shape x element size";
         return;
     }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (w->dt == DT_FP32 && w->f != NULL && w->n == 0) {
+        /* The binary FP32 infer (P12a's path): the wire bytes are the floats.
+         * One copy, then the one check leaf_num makes of an FP32 value, on
+         * the bits: exponent all ones = Inf or NaN (every finite float is in
+         * range). Was a byte-by-byte assemble, widen and narrow per value. */
+        memcpy(w->f, p, n);
+        uint32_t bad = 0;
+        for (size_t i = 0; i < w->cap; i++) {
+            uint32_t b;
+            memcpy(&b, w->f + i, sizeof b);
+            bad |= (b & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad) {
+            w->bad = "an FP32 value is out of range (or not finite)";
+            return;
+        }
+        w->n = w->cap;
+        return;
+    }
+#endif
     size_t off = 0;
     while (off < n && w->bad == NULL) {
         if (es == 0) {
@@ -525,11 +546,16 @@ aims_status aimsi_kserve_encode_reply(aimsi_hbuf *b, const char *model, const ch
     }
     aimsi_hbuf_str(b, ",\"outputs\":[{\"name\":\"y\",\"datatype\":\"FP32\",\"shape\":[");
     for (size_t i = 0; i < ndim; i++) {
-        aimsi_hbuf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)dims[i]);
+        if (i > 0) {
+            aimsi_hbuf_add(b, ",", 1);
+        }
+        aimsi_hbuf_u64(b, dims[i]);
     }
     if (rq->binary) {
         /* binary tensor extension: the JSON says how many raw bytes follow it */
-        aimsi_hbuf_printf(b, "],\"parameters\":{\"binary_data_size\":%zu}}]}", bytes);
+        aimsi_hbuf_str(b, "],\"parameters\":{\"binary_data_size\":");
+        aimsi_hbuf_u64(b, bytes);
+        aimsi_hbuf_str(b, "}}]}");
         *json_len = b->len;
         aimsi_hbuf_add(b, data, bytes); /* little-endian f32, as on x86-64 and arm64 */
         return b->failed ? aimsi_err(NULL, AIMS_E_NOMEM, "no memory for the reply") : AIMS_OK;

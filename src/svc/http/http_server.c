@@ -16,9 +16,13 @@
  * A request's body is collected (capped by AIMS_HTTP_MAX_BODY; a bigger
  * Content-Length gets 413 before any body is read), decoded, and handed to
  * the node through aimsi_node_dispatch -- the same entry native frames use --
- * with AIMSI_INLINE_IF_CHEAP: a microsecond model answers on the event-loop
- * thread, anything slower is queued to the node's workers (and batched with
- * other requests, HTTP or native). While it is queued the connection is
+ * with AIMSI_INLINE_IF_CHEAP_ROW: a model that takes microseconds a row
+ * answers on the event-loop thread, anything slower is queued to the node's
+ * workers (and batched with other requests, HTTP or native). Per row, not per
+ * run: a queued call costs the door ~30 us of CPU more than an inline one (a
+ * suspend, two thread hops, a resume), and judged per run the batches of a
+ * busy moment kept every later call queued (docs/DOOR_SPEED.md, session 11).
+ * While it is queued the connection is
  * suspended (MHD_suspend_connection) so the event loop serves others; the
  * completion (on a node worker) encodes the reply JSON and resumes it. A
  * per-request mutex orders "done" against "suspend", which may happen in
@@ -89,7 +93,6 @@ typedef struct hreq {
     int too_big;
     /* an infer call in flight */
     int dispatched;
-    aims_msg msg;
     aimsi_kserve_req rq;
     char model[AIMSI_FRAME_MAX_SERVICE + 1];
     char version[AIMSI_FRAME_MAX_SERVICE + 1];
@@ -101,6 +104,7 @@ typedef struct hreq {
     long long ihcl;     /* request Inference-Header-Content-Length, -1 if absent */
     size_t out_json;    /* reply: JSON length before binary data, 0 = all JSON */
     char who[256];      /* the client certificate's identity ("" without mTLS) */
+    aims_msg msg;       /* last: ~8 KB of tensor slots that need no zeroing */
 } hreq;
 
 /* ---- responses ------------------------------------------------------------ */
@@ -312,7 +316,7 @@ static enum MHD_Result do_infer(hreq *r, const aimsi_svc_view *v)
     snprintf(r->version, sizeof(r->version), "%s", v->version);
     const aimsi_dispatch dp = {v->name, "predict", &r->msg,
                                aimsi_now_ns() + (uint64_t)h->timeout_ms * 1000000u,
-                               AIMSI_INLINE_IF_CHEAP, infer_done, r, NULL};
+                               AIMSI_INLINE_IF_CHEAP_ROW, infer_done, r, NULL};
     r->dispatched = 1;
     atomic_fetch_add(&h->pending, 1);
     (void)aimsi_node_dispatch(h->node, &dp);
@@ -488,10 +492,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     aims_http *h = cls;
     hreq *r = *con_cls;
     if (r == NULL) {
-        r = aimsi_calloc(1, sizeof(*r));
+        /* Zeroed up to the message only (aimsi_msg_init sets its header; its
+         * ~8 KB tensor table is written before it is read): one per request. */
+        r = aimsi_malloc(sizeof(*r));
         if (r == NULL) {
             return MHD_NO;
         }
+        memset(r, 0, offsetof(hreq, msg));
         r->h = h;
         r->conn = conn;
         r->is_post = strcmp(method, "POST") == 0;
