@@ -465,6 +465,10 @@ aims_status aimsi_client_attempt_start(aims_client *c, cl_call *k, aims_msg *dst
     const int async = dst == NULL;
     if (async) {
         aimsi_client_call_hold(k);
+        if (k->keep) { /* the sender reads the caller's request (client_keep.c) */
+            aimsi_client_rd_get(k);
+            p->rd = 1;
+        }
     }
     const aims_status rc =
         e->inproc ? aimsi_client_send_inproc(c, k, p) : aimsi_client_send_stream(c, k, p);
@@ -472,6 +476,10 @@ aims_status aimsi_client_attempt_start(aims_client *c, cl_call *k, aims_msg *dst
         aimsi_client_report(k, rc);
         /* Not linked: only our references remain. */
         atomic_store_explicit(&p->refs, 1, memory_order_relaxed);
+        if (p->rd) { /* failed before the request was read or handed over */
+            p->rd = 0;
+            aimsi_client_rd_put(k);
+        }
         aimsi_client_pending_unref(p);
         if (async) {
             aimsi_client_call_unref(k); /* nobody else finished k: never the last */
