@@ -308,11 +308,18 @@ static void check_task(void *ctx, size_t i)
     for (size_t r = r0; r < r1; r += 64) {
         const size_t n = r1 - r < 64 ? r1 - r : 64;
         const float *b = job->x + r * w;
-        float z = 0.0f;
+        /* Any Inf or NaN in the block? The largest magnitude's bits reach
+         * the exponent's all-ones pattern only then. An unsigned max
+         * vectorizes; the float sum of b[e] * 0 it replaces was one serial
+         * chain of dependent adds (~9 % of a 64-row infer call, P9). */
+        uint32_t mx = 0;
         for (size_t e = 0; e < n * w; e++) {
-            z += b[e] * 0.0f;
+            uint32_t u;
+            memcpy(&u, &b[e], sizeof u);
+            u &= 0x7fffffffu;
+            mx = u > mx ? u : mx;
         }
-        if (z == 0.0f) {
+        if (mx < 0x7f800000u) {
             continue;
         }
         for (size_t e = 0; e < n * w; e++) {
