@@ -308,18 +308,18 @@ static void check_task(void *ctx, size_t i)
     for (size_t r = r0; r < r1; r += 64) {
         const size_t n = r1 - r < 64 ? r1 - r : 64;
         const float *b = job->x + r * w;
-        /* Any Inf or NaN in the block? The largest magnitude's bits reach
-         * the exponent's all-ones pattern only then. An unsigned max
-         * vectorizes; the float sum of b[e] * 0 it replaces was one serial
-         * chain of dependent adds (~9 % of a 64-row infer call, P9). */
-        uint32_t mx = 0;
+        /* Any Inf or NaN in the block? Only an all-ones exponent carries
+         * into bit 31 when 1 is added at the exponent's lowest bit; an OR
+         * of those sums is three SSE2 instructions per four floats. The
+         * float sum of b[e] * 0 it replaces was one serial chain of
+         * dependent adds (~9 % of a 64-row infer call on the worker, P9). */
+        uint32_t acc = 0;
         for (size_t e = 0; e < n * w; e++) {
             uint32_t u;
             memcpy(&u, &b[e], sizeof u);
-            u &= 0x7fffffffu;
-            mx = u > mx ? u : mx;
+            acc |= (u & 0x7f800000u) + 0x00800000u;
         }
-        if (mx < 0x7f800000u) {
+        if ((acc & 0x80000000u) == 0) {
             continue;
         }
         for (size_t e = 0; e < n * w; e++) {
