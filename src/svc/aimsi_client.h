@@ -301,6 +301,20 @@ int aimsi_client_unlink_locked(aims_client *c, cl_pending *p);
 void aimsi_client_conn_close(cl_conn *cc);
 int aimsi_client_retryable(aims_status st);
 aims_status aimsi_client_attempt_start(aims_client *c, cl_call *k, aims_msg *dst, cl_pending **out);
+/* An async attempt on a connected stream endpoint is linked inside the pick's
+ * own hold of c->mu (one hold per call on the caller's thread, not two):
+ * aimsi_client_stream_link_locked links it (0: not linked, nothing changed;
+ * the caller takes the usual path), aimsi_client_send_linked encodes and
+ * sends it (client_send.c). */
+typedef struct cl_slink {
+    cl_conn *cc;
+    uint64_t id;
+    int defer;
+    aimsi_client_tok *tok;
+} cl_slink;
+int aimsi_client_stream_link_locked(aims_client *c, cl_pending *p, cl_slink *out);
+aims_status aimsi_client_send_linked(aims_client *c, cl_call *k, cl_pending *p, const cl_slink *sl,
+                                     uint64_t now);
 void aimsi_client_report(cl_call *k, aims_status st);
 int aimsi_client_retry_ok(aims_client *c, cl_call *k, aims_status st, const char *labels);
 void aimsi_client_call_metrics(aims_client *c, const cl_call *k, aims_status st);

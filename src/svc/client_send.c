@@ -765,10 +765,10 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
     }
     p->cc = cc;
     aims_status rc = c->closing ? AIMS_E_CLOSED : link_locked(c, p, 1);
-    const uint64_t id = p->id;
+    cl_slink sl = {cc, p->id, 0, NULL};
     /* Async with others in flight: the I/O thread may batch it (stream_tx.c). */
-    const int defer = p->call != NULL && c->n_async > 1;
-    aimsi_client_tok *tok = rc == AIMS_OK ? aimsi_client_bearer_take_locked(c) : NULL;
+    sl.defer = p->call != NULL && c->n_async > 1;
+    sl.tok = rc == AIMS_OK ? aimsi_client_bearer_take_locked(c) : NULL;
     pthread_mutex_unlock(&c->mu);
     if (rc != AIMS_OK) {
         aimsi_client_conn_release(c, cc);
@@ -778,11 +778,40 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
                             : rc == AIMS_E_CANCELLED ? "cancelled by the caller"
                                                      : "client closing");
     }
+    return aimsi_client_send_linked(c, k, p, &sl, now != 0 ? now : aimsi_now_ns());
+}
+
+int aimsi_client_stream_link_locked(aims_client *c, cl_pending *p, cl_slink *out)
+{
+    cl_conn *cc = p->ep->conn;
+    if (cc == NULL || c->closing) {
+        return 0; /* dial, or fail, on the usual path */
+    }
+    p->cc = cc;
+    if (link_locked(c, p, 1) != AIMS_OK) {
+        p->cc = NULL;
+        return 0; /* the usual path fails it the same way, with its words */
+    }
+    cc->refs++; /* ours, while we send (the endpoint holds one: refs >= 1) */
+    out->cc = cc;
+    out->id = p->id;
+    out->defer = c->n_async > 1;
+    out->tok = aimsi_client_bearer_take_locked(c);
+    return 1;
+}
+
+/* Encode and send attempt p, linked on sl->cc with id sl->id; `now`: the
+ * clock the time left on the wire counts from. */
+aims_status aimsi_client_send_linked(aims_client *c, cl_call *k, cl_pending *p, const cl_slink *sl,
+                                     uint64_t now)
+{
+    cl_conn *cc = sl->cc;
+    const int defer = sl->defer;
     void *frame = NULL;
     size_t len = 0;
     int pooled = 0;
-    rc = encode_request(c, k, p->ep->url, id, p->deadline_ns, now != 0 ? now : aimsi_now_ns(),
-                        tok, aimsi_ttable_streams(cc->slot), &frame, &len, &pooled);
+    aims_status rc = encode_request(c, k, p->ep->url, sl->id, p->deadline_ns, now, sl->tok,
+                                    aimsi_ttable_streams(cc->slot), &frame, &len, &pooled);
     if (p->rd) { /* encoded: the caller's request is not read again (client_keep.c) */
         p->rd = 0;
         aimsi_client_rd_put(k);
