@@ -253,8 +253,10 @@ static size_t drive(aims_client *c, gen *g, const aims_msg *req, uint64_t until)
         while (atomic_load(&g->inflight) < g->window) {
             atomic_fetch_add(&g->inflight, 1);
             started++;
-            /* done runs exactly once, also when the call cannot start */
-            (void)aims_client_call_async(c, "svc", "predict", req, AIMS_CALL_IDEMPOTENT, 10000,
+            /* done runs exactly once, also when the call cannot start; req
+             * outlives every call, so the client borrows it */
+            (void)aims_client_call_async(c, "svc", "predict", req,
+                                         AIMS_CALL_IDEMPOTENT | AIMS_CALL_KEEP_REQUEST, 10000,
                                          on_done, g);
         }
         pthread_mutex_lock(&g->mu);

@@ -760,9 +760,10 @@ static void issue(serve_run *r)
     cc->row = row;
     cc->t0 = now_s();
     atomic_fetch_add(&r->outstanding, 1);
-    /* done runs exactly once, also when the call cannot start */
-    aims_client_call_async(r->cl, "infer.fmnist", "predict", cc->req, AIMS_CALL_IDEMPOTENT,
-                           10000, on_reply, cc);
+    /* done runs exactly once, also when the call cannot start; it frees
+     * cc->req, so the client borrows the request instead of copying it */
+    aims_client_call_async(r->cl, "infer.fmnist", "predict", cc->req,
+                           AIMS_CALL_IDEMPOTENT | AIMS_CALL_KEEP_REQUEST, 10000, on_reply, cc);
 }
 
 static int cmp_double(const void *a, const void *b)

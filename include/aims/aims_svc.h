@@ -424,6 +424,18 @@ AIMS_API const char *aims_service_errmsg(const aims_service *s);
 
 /** aims_client_call flags. */
 #define AIMS_CALL_IDEMPOTENT 1u /**< safe to retry on another instance */
+/**
+ * aims_client_call_async / aims_call_start flag: the caller keeps @p req
+ * valid and unchanged until the call's done() has returned, so the client
+ * borrows it instead of copying it (an idempotent async call copies its
+ * request for retries; a queued inproc:// call was copied by the node). In
+ * return done() runs only after every reader of the request has finished
+ * with it -- an inproc handler still running past a TIMEOUT or a cancel
+ * delays done() until it returns. Ignored by sync calls and hedged calls
+ * (AIMS_CLIENT_HEDGE_MS >= 0: they copy once for both copies).
+ * docs/keep-request.md. @since 0.1
+ */
+#define AIMS_CALL_KEEP_REQUEST 2u
 
 /**
  * Completion of an async call. @p reply is the library's (valid during the call

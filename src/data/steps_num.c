@@ -308,11 +308,18 @@ static void check_task(void *ctx, size_t i)
     for (size_t r = r0; r < r1; r += 64) {
         const size_t n = r1 - r < 64 ? r1 - r : 64;
         const float *b = job->x + r * w;
-        float z = 0.0f;
+        /* Any Inf or NaN in the block? Only an all-ones exponent carries
+         * into bit 31 when 1 is added at the exponent's lowest bit; an OR
+         * of those sums is three SSE2 instructions per four floats. The
+         * float sum of b[e] * 0 it replaces was one serial chain of
+         * dependent adds (~9 % of a 64-row infer call on the worker, P9). */
+        uint32_t acc = 0;
         for (size_t e = 0; e < n * w; e++) {
-            z += b[e] * 0.0f;
+            uint32_t u;
+            memcpy(&u, &b[e], sizeof u);
+            acc |= (u & 0x7f800000u) + 0x00800000u;
         }
-        if (z == 0.0f) {
+        if ((acc & 0x80000000u) == 0) {
             continue;
         }
         for (size_t e = 0; e < n * w; e++) {

@@ -116,6 +116,7 @@ typedef struct cl_pending {
     cl_conn *cc;  /* stream attempts */
     cl_call *call; /* async: the call this attempt belongs to; NULL: sync */
     int node_holds_call; /* inproc: the node borrows call->req_copy; node_done drops the hold */
+    int rd; /* holds one of call->rdgate's readers (AIMS_CALL_KEEP_REQUEST, client_keep.c) */
     /* sync delivery */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -161,6 +162,13 @@ struct cl_call {
     /* async: senders still reading the call (client_send.c, "Who frees what");
      * 0 = only the finisher's reference, so a zeroed call needs no init */
     atomic_int holds;
+    /* AIMS_CALL_KEEP_REQUEST (client_keep.c): req is the caller's, and done()
+     * waits for its readers (senders encoding it, nodes holding it) */
+    int keep;
+    atomic_uint rdgate;      /* readers, | CL_RD_FIN once the call finished */
+    aims_status fin_st;      /* a finish waiting for the last reader */
+    aims_msg *fin_reply;     /* its reply, copied (or NULL) */
+    char *fin_err;
 };
 
 /* Recycled blocks for calls and pendings (client_pool.c explains why): a
@@ -238,6 +246,12 @@ struct aims_client {
     cl_pending *hash[CL_HASH];
     size_t n_pending;
     size_t n_async;
+    /* The client thread sleeps until the earliest try deadline of the async
+     * calls in flight, not every CL_SWEEP_NS (client_call.c): next_try is a
+     * lower bound of it (link lowers it, a sweep recomputes it); a link below
+     * it while sweep_sleeping wakes the thread. */
+    uint64_t next_try;
+    int sweep_sleeping;
     size_t node_refs; /* pendings a node still holds */
     uint64_t next_id;
     cl_call *rq_head, *rq_tail; /* async retries for the client thread */
@@ -287,6 +301,20 @@ int aimsi_client_unlink_locked(aims_client *c, cl_pending *p);
 void aimsi_client_conn_close(cl_conn *cc);
 int aimsi_client_retryable(aims_status st);
 aims_status aimsi_client_attempt_start(aims_client *c, cl_call *k, aims_msg *dst, cl_pending **out);
+/* An async attempt on a connected stream endpoint is linked inside the pick's
+ * own hold of c->mu (one hold per call on the caller's thread, not two):
+ * aimsi_client_stream_link_locked links it (0: not linked, nothing changed;
+ * the caller takes the usual path), aimsi_client_send_linked encodes and
+ * sends it (client_send.c). */
+typedef struct cl_slink {
+    cl_conn *cc;
+    uint64_t id;
+    int defer;
+    aimsi_client_tok *tok;
+} cl_slink;
+int aimsi_client_stream_link_locked(aims_client *c, cl_pending *p, cl_slink *out);
+aims_status aimsi_client_send_linked(aims_client *c, cl_call *k, cl_pending *p, const cl_slink *sl,
+                                     uint64_t now);
 void aimsi_client_report(cl_call *k, aims_status st);
 int aimsi_client_retry_ok(aims_client *c, cl_call *k, aims_status st, const char *labels);
 void aimsi_client_call_metrics(aims_client *c, const cl_call *k, aims_status st);
@@ -321,5 +349,15 @@ aims_status aimsi_client_async_hedged(aims_client *c, const char *service, const
                                       aims_done_fn done, void *user);
 void aimsi_client_ahedge_tick(aims_client *c);
 void aimsi_client_ahedge_fini(aims_client *c);
+
+/* AIMS_CALL_KEEP_REQUEST (client_keep.c). rd_get before an attempt reads
+ * k->req (attempt start), rd_put when it no longer does; keep_finish: 1 to
+ * run done() now, 0 when the last reader will (the finisher's reference on k
+ * goes with it). */
+#define CL_RD_FIN 0x80000000u
+void aimsi_client_rd_get(cl_call *k);
+void aimsi_client_rd_put(cl_call *k);
+int aimsi_client_keep_finish(cl_call *k, aims_status st, const aims_msg *reply, const char *err);
+void aimsi_client_keep_free(cl_call *k);
 
 #endif

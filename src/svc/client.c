@@ -474,8 +474,10 @@ aims_status aimsi_client_async_start(aims_client *c, const char *service, const 
         k->avoid = opt->avoid;
         k->slot = opt->slot;
     }
+    /* The caller keeps req until done (client_keep.c): borrow it. */
+    k->keep = (flags & AIMS_CALL_KEEP_REQUEST) != 0 && (opt == NULL || !opt->borrow);
     if ((flags & AIMS_CALL_IDEMPOTENT) != 0 && c->max_attempts > 1 &&
-        (opt == NULL || !opt->borrow)) {
+        (opt == NULL || !opt->borrow) && !k->keep) {
         /* Retries run after this returns: they need their own request. */
         k->req_copy = aimsi_client_pool_take(&c->mpool, CL_MPOOL_BLOCK);
         rc = k->req_copy != NULL ? AIMS_OK : aimsi_err(NULL, AIMS_E_NOMEM, "out of memory");

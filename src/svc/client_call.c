@@ -101,6 +101,7 @@ aims_status aimsi_client_call_sync(aims_client *c, cl_call *k, aims_msg *reply)
 
 void aimsi_client_call_free(cl_call *k)
 {
+    aimsi_client_keep_free(k);
     if (k->req_copy != NULL) { /* from the client's mpool (client.c) */
         aimsi_msg_fini(k->req_copy);
         aimsi_client_pool_put(k->req_copy);
@@ -131,6 +132,9 @@ void aimsi_client_finish_call(aims_client *c, cl_call *k, aims_status st, const 
         pthread_mutex_lock(&c->mu);
         *k->slot = NULL;
         pthread_mutex_unlock(&c->mu);
+    }
+    if (k->keep && !aimsi_client_keep_finish(k, st, reply, err)) {
+        return; /* the request's last reader runs done() (client_keep.c) */
     }
     k->done(k->user, st, reply, err != NULL ? err : "");
     aimsi_client_call_unref(k); /* a sender may still be encoding k (client_send.c) */
@@ -188,19 +192,29 @@ void aimsi_client_attempt_finished(aims_client *c, cl_call *k, aims_status st,
 
 /* ---- the client thread --------------------------------------------------------------------- */
 
+/* Unlink the async attempts whose try deadline passed and answer them
+ * TIMEOUT; c->next_try becomes the earliest try deadline still linked, which
+ * is when the client thread wakes next (not every CL_SWEEP_NS: with calls
+ * in flight that was 500 wake-ups a second, each a context switch and a walk
+ * of the pending list under c->mu, on a machine whose cores the callers and
+ * instances need -- docs/P9.md, session 11). */
 static void sweep_expired(aims_client *c)
 {
     const uint64_t now = aimsi_now_ns();
     cl_pending *dead = NULL;
+    uint64_t next = UINT64_MAX;
     pthread_mutex_lock(&c->mu);
     for (cl_pending *p = c->plist.next; p != &c->plist;) {
         cl_pending *nx = p->next;
         if (p->call != NULL && p->try_ns <= now && aimsi_client_unlink_locked(c, p)) {
             p->hnext = dead;
             dead = p;
+        } else if (p->call != NULL && p->try_ns < next) {
+            next = p->try_ns;
         }
         p = nx;
     }
+    c->next_try = next;
     pthread_mutex_unlock(&c->mu);
     while (dead != NULL) {
         cl_pending *p = dead;
@@ -324,12 +338,17 @@ void *aimsi_client_thread(void *arg)
         if (c->closing || rq_ready_locked(c, aimsi_now_ns(), &wake, 0) != NULL) {
             continue;
         }
-        uint64_t until = aimsi_now_ns() + (c->n_async > 0 ? CL_SWEEP_NS : CL_IDLE_NS);
+        /* Async hedges still tick every CL_SWEEP_NS (client_hedge_async.c);
+         * deadlines wake the thread when the earliest is due. */
+        uint64_t until = aimsi_now_ns() + (c->ahedges != NULL ? CL_SWEEP_NS : CL_IDLE_NS);
+        until = c->n_async > 0 && c->next_try < until ? c->next_try : until;
         until = wake != 0 && wake < until ? wake : until;
         struct timespec ts;
         ts.tv_sec = (time_t)(until / 1000000000u);
         ts.tv_nsec = (long)(until % 1000000000u);
+        c->sweep_sleeping = 1;
         pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        c->sweep_sleeping = 0;
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;

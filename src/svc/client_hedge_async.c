@@ -183,6 +183,9 @@ aims_status aimsi_client_async_hedged(aims_client *c, const char *service, const
     pthread_mutex_lock(&c->mu);
     ah->next = c->ahedges;
     c->ahedges = ah;
+    if (ah->next == NULL && c->sweep_sleeping) {
+        pthread_cond_broadcast(&c->cv); /* it sleeps until a deadline: tick again */
+    }
     pthread_mutex_unlock(&c->mu);
     const cl_start opt0 = {0, 0, 1, &ah->leg[0].k};
     rc = aimsi_client_async_start(c, ah->service, ah->method, &ah->req, flags,

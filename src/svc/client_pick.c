@@ -189,9 +189,14 @@ static int tried(const cl_call *k, aims_instance id)
 
 static void bucket_deposit_locked(aims_client *c, uint64_t now);
 
+static void attempt_begin(aims_client *c, cl_call *k, cl_pending *p, cl_ep *e, uint64_t now);
+
 /* Resolve + pick for an attempt of k (started at `now`): sets k->sv, k->inst
- * and *out_ep. */
-static aims_status pick(aims_client *c, cl_call *k, uint64_t now, cl_ep **out_ep)
+ * and *out_ep. With `pre` (an async attempt's pending), a pick of a connected
+ * stream endpoint also begins and links the attempt in the same hold of c->mu
+ * (*linked = 1, *sl filled). */
+static aims_status pick_link(aims_client *c, cl_call *k, uint64_t now, cl_ep **out_ep,
+                             cl_pending *pre, cl_slink *sl, int *linked)
 {
     pthread_mutex_lock(&c->mu);
     if (k->deposit) { /* the call's deposit rides on its first pick's lock */
@@ -263,6 +268,17 @@ static aims_status pick(aims_client *c, cl_call *k, uint64_t now, cl_ep **out_ep
     }
     void (*const reg_stop)(void *) = c->reg_stop;
     void *const reg_ctx = c->reg_ctx;
+    if (pre != NULL && rc == AIMS_OK && e != NULL && !e->inproc && e->conn != NULL) {
+        k->sv = sv; /* link_locked reads k->inst (the call's cur_inst) */
+        k->msv = sv;
+        k->inst = id;
+        k->lb_counted = counted;
+        attempt_begin(c, k, pre, e, now);
+        *linked = aimsi_client_stream_link_locked(c, pre, sl);
+        pthread_mutex_unlock(&c->mu);
+        *out_ep = e;
+        return AIMS_OK;
+    }
     pthread_mutex_unlock(&c->mu);
     if (rc != AIMS_OK || e == NULL) {
         if (rc == AIMS_OK && counted) {
@@ -423,6 +439,36 @@ void aimsi_client_call_metrics(aims_client *c, const cl_call *k, aims_status st)
     aims_metrics_observe(c->mx, "aims_client_latency_ns", buf, aimsi_now_ns() - k->start_ns);
 }
 
+/* The attempt's bookkeeping before it is linked (k is this thread's; under
+ * c->mu when called from the pick): tried list, count, start, try deadline,
+ * and the sender's hold on k. Once p is linked another thread may finish k
+ * (a cancel, the deadline sweeper, on_close): the sender's hold keeps k and p
+ * readable until it has encoded and handed over the request (client_send.c,
+ * "Who frees what"). */
+static void attempt_begin(aims_client *c, cl_call *k, cl_pending *p, cl_ep *e, uint64_t now)
+{
+    if (k->inst != 0 && k->attempts < CL_MAX_TRIED) {
+        k->tried[k->attempts] = k->inst;
+    }
+    k->attempts++;
+    k->attempt_ns = now;
+    p->ep = e;
+    const int may_retry = (k->flags & AIMS_CALL_IDEMPOTENT) != 0 && k->sv != NULL;
+    const unsigned left = (unsigned)c->max_attempts > k->attempts
+                              ? (unsigned)c->max_attempts - k->attempts + 1u
+                              : 1u;
+    p->try_ns = aimsi_try_deadline(k->sv != NULL ? &k->sv->lat : NULL, k->attempt_ns,
+                                   k->deadline_ns, may_retry ? left : 1u);
+    k->try_ns = p->try_ns;
+    if (p->call != NULL) {
+        aimsi_client_call_hold(k);
+        if (k->keep) { /* the sender reads the caller's request (client_keep.c) */
+            aimsi_client_rd_get(k);
+            p->rd = 1;
+        }
+    }
+}
+
 /* Start one attempt: pick, make the pending, send. On AIMS_OK the attempt
  * completes later through deliver(). On failure nothing is in flight and the
  * attempt was reported. */
@@ -435,43 +481,57 @@ aims_status aimsi_client_attempt_start(aims_client *c, cl_call *k, aims_msg *dst
         return aimsi_client_call_err(c, AIMS_E_TIMEOUT, "service '%s' method '%s': deadline passed",
                                      k->service, k->method);
     }
+    const int async = dst == NULL;
+    cl_pending *pre = NULL;
+    if (async) { /* made before the pick: a connected stream attempt links in its hold */
+        pre = aimsi_client_pending_new(c, NULL, k->deadline_ns, k, NULL);
+        if (pre == NULL) {
+            return aimsi_client_call_err(c, AIMS_E_NOMEM, "service '%s': out of memory",
+                                         k->service);
+        }
+    }
     cl_ep *e = NULL;
-    const aims_status prc = pick(c, k, now, &e);
+    cl_slink sl;
+    int linked = 0, begun = 0;
+    const aims_status prc = pick_link(c, k, now, &e, pre, &sl, &linked);
+    begun = pre != NULL && pre->ep != NULL; /* attempt_begin ran in the pick's hold */
     if (prc != AIMS_OK) {
+        if (pre != NULL) {
+            atomic_store_explicit(&pre->refs, 1, memory_order_relaxed);
+            aimsi_client_pending_unref(pre);
+        }
         /* Nothing to retry on: another pick would see the same view. */
         k->no_retry = 1;
         return prc;
     }
-    if (k->inst != 0 && k->attempts < CL_MAX_TRIED) {
-        k->tried[k->attempts] = k->inst;
-    }
-    k->attempts++;
-    k->attempt_ns = now;
-    cl_pending *p = aimsi_client_pending_new(c, e, k->deadline_ns, dst == NULL ? k : NULL, dst);
+    cl_pending *p = pre;
     if (p == NULL) {
-        aimsi_client_report(k, AIMS_E_NOMEM);
-        return aimsi_client_call_err(c, AIMS_E_NOMEM, "service '%s': out of memory", k->service);
+        p = aimsi_client_pending_new(c, e, k->deadline_ns, NULL, dst);
+        if (p == NULL) {
+            if (k->inst != 0 && k->attempts < CL_MAX_TRIED) {
+                k->tried[k->attempts] = k->inst;
+            }
+            k->attempts++;
+            k->attempt_ns = now;
+            aimsi_client_report(k, AIMS_E_NOMEM);
+            return aimsi_client_call_err(c, AIMS_E_NOMEM, "service '%s': out of memory",
+                                         k->service);
+        }
     }
-    const int may_retry = (k->flags & AIMS_CALL_IDEMPOTENT) != 0 && k->sv != NULL;
-    const unsigned left = (unsigned)c->max_attempts > k->attempts
-                              ? (unsigned)c->max_attempts - k->attempts + 1u
-                              : 1u;
-    p->try_ns = aimsi_try_deadline(k->sv != NULL ? &k->sv->lat : NULL, k->attempt_ns,
-                                   k->deadline_ns, may_retry ? left : 1u);
-    k->try_ns = p->try_ns;
-    /* Once p is linked another thread may finish k (a cancel, the deadline
-     * sweeper, on_close): the sender's hold keeps k and p readable until it
-     * has encoded and handed over the request (client_send.c, "Who frees what"). */
-    const int async = dst == NULL;
-    if (async) {
-        aimsi_client_call_hold(k);
+    if (!begun) {
+        attempt_begin(c, k, p, e, now);
     }
-    const aims_status rc =
-        e->inproc ? aimsi_client_send_inproc(c, k, p) : aimsi_client_send_stream(c, k, p);
+    const aims_status rc = linked     ? aimsi_client_send_linked(c, k, p, &sl, k->attempt_ns)
+                           : e->inproc ? aimsi_client_send_inproc(c, k, p)
+                                       : aimsi_client_send_stream(c, k, p);
     if (rc != AIMS_OK) {
         aimsi_client_report(k, rc);
         /* Not linked: only our references remain. */
         atomic_store_explicit(&p->refs, 1, memory_order_relaxed);
+        if (p->rd) { /* failed before the request was read or handed over */
+            p->rd = 0;
+            aimsi_client_rd_put(k);
+        }
         aimsi_client_pending_unref(p);
         if (async) {
             aimsi_client_call_unref(k); /* nobody else finished k: never the last */

@@ -112,6 +112,12 @@ static aims_status link_locked(aims_client *c, cl_pending *p, int hashed)
         c->n_async++;
         p->call->cur = p;
         p->call->cur_inst = p->call->inst;
+        if (p->try_ns < c->next_try) { /* earlier than the sweeper's plan (client_call.c) */
+            c->next_try = p->try_ns;
+            if (c->sweep_sleeping) {
+                pthread_cond_broadcast(&c->cv);
+            }
+        }
     }
     if (hashed) {
         const size_t h = hash_of(p->id);
@@ -574,6 +580,10 @@ static void node_done(void *ctx, aims_status st, aims_msg *reply, const char *er
     cl_pending *p = ctx;
     aims_client *c = p->c;
     cl_call *held = p->node_holds_call ? p->call : NULL; /* its req_copy, lent to the node */
+    if (p->rd) { /* the node is done with the caller's request (client_keep.c) */
+        p->rd = 0;
+        aimsi_client_rd_put(p->call);
+    }
     pthread_mutex_lock(&c->mu);
     const int won = aimsi_client_unlink_locked(c, p);
     if (st == AIMS_E_CLOSED) {
@@ -625,7 +635,10 @@ aims_status aimsi_client_send_inproc(aims_client *c, cl_call *k, cl_pending *p)
     /* An async call's own request copy lives as long as k: a hold on k for
      * the node lets a queued call borrow it instead of copying it again
      * (node_done drops the hold, after the node's last look at it). */
-    const int lend = k->done != NULL && k->req_copy != NULL && k->req == k->req_copy;
+    const int lend = k->done != NULL &&
+                     ((k->req_copy != NULL && k->req == k->req_copy) || k->keep);
+    /* AIMS_CALL_KEEP_REQUEST: the sender's reader (p->rd) becomes the node's,
+     * dropped by node_done before it delivers (client_keep.c). */
     if (lend) {
         aimsi_client_call_hold(k);
         p->node_holds_call = 1;
@@ -639,6 +652,10 @@ aims_status aimsi_client_send_inproc(aims_client *c, cl_call *k, cl_pending *p)
     if (lend) {
         p->node_holds_call = 0;
         aimsi_client_call_unref(k); /* the sender's hold remains: never the last */
+    }
+    if (p->rd) { /* refused: the node will not read the request */
+        p->rd = 0;
+        aimsi_client_rd_put(k);
     }
     /* The node refused before taking the call: done will not run. */
     char why[AIMSI_ERRMSG_CAP];
@@ -748,10 +765,10 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
     }
     p->cc = cc;
     aims_status rc = c->closing ? AIMS_E_CLOSED : link_locked(c, p, 1);
-    const uint64_t id = p->id;
+    cl_slink sl = {cc, p->id, 0, NULL};
     /* Async with others in flight: the I/O thread may batch it (stream_tx.c). */
-    const int defer = p->call != NULL && c->n_async > 1;
-    aimsi_client_tok *tok = rc == AIMS_OK ? aimsi_client_bearer_take_locked(c) : NULL;
+    sl.defer = p->call != NULL && c->n_async > 1;
+    sl.tok = rc == AIMS_OK ? aimsi_client_bearer_take_locked(c) : NULL;
     pthread_mutex_unlock(&c->mu);
     if (rc != AIMS_OK) {
         aimsi_client_conn_release(c, cc);
@@ -761,11 +778,44 @@ aims_status aimsi_client_send_stream(aims_client *c, cl_call *k, cl_pending *p)
                             : rc == AIMS_E_CANCELLED ? "cancelled by the caller"
                                                      : "client closing");
     }
+    return aimsi_client_send_linked(c, k, p, &sl, now != 0 ? now : aimsi_now_ns());
+}
+
+int aimsi_client_stream_link_locked(aims_client *c, cl_pending *p, cl_slink *out)
+{
+    cl_conn *cc = p->ep->conn;
+    if (cc == NULL || c->closing) {
+        return 0; /* dial, or fail, on the usual path */
+    }
+    p->cc = cc;
+    if (link_locked(c, p, 1) != AIMS_OK) {
+        p->cc = NULL;
+        return 0; /* the usual path fails it the same way, with its words */
+    }
+    cc->refs++; /* ours, while we send (the endpoint holds one: refs >= 1) */
+    out->cc = cc;
+    out->id = p->id;
+    out->defer = c->n_async > 1;
+    out->tok = aimsi_client_bearer_take_locked(c);
+    return 1;
+}
+
+/* Encode and send attempt p, linked on sl->cc with id sl->id; `now`: the
+ * clock the time left on the wire counts from. */
+aims_status aimsi_client_send_linked(aims_client *c, cl_call *k, cl_pending *p, const cl_slink *sl,
+                                     uint64_t now)
+{
+    cl_conn *cc = sl->cc;
+    const int defer = sl->defer;
     void *frame = NULL;
     size_t len = 0;
     int pooled = 0;
-    rc = encode_request(c, k, p->ep->url, id, p->deadline_ns, now != 0 ? now : aimsi_now_ns(),
-                        tok, aimsi_ttable_streams(cc->slot), &frame, &len, &pooled);
+    aims_status rc = encode_request(c, k, p->ep->url, sl->id, p->deadline_ns, now, sl->tok,
+                                    aimsi_ttable_streams(cc->slot), &frame, &len, &pooled);
+    if (p->rd) { /* encoded: the caller's request is not read again (client_keep.c) */
+        p->rd = 0;
+        aimsi_client_rd_put(k);
+    }
     if (rc == AIMS_OK) {
         aimsi_transport_tl_defer = defer;
         if (pooled) { /* the transport gives the frame back to fpool (client_pool.c) */
