@@ -428,6 +428,7 @@ typedef struct gemm_job {
     int direct_b; /* full panels read in place (see sweep): fp32 B, or bpr */
     const uint32_t *bpr; /* bf16, trans_b 0: B as pair rows (aimsi_gemm_pre.bp32) */
     size_t ldbpr;
+    const uint32_t *bpk; /* trans_b 1: B's panels, ready (aimsi_gemm_pre.bpk) */
     /* panels in `slots` contiguous ranges, range s preferred by CPU s mod slots */
     size_t panels, slots;
     atomic_size_t next[GEMM_MAX_SLOTS]; /* next unclaimed panel of each range */
@@ -459,6 +460,82 @@ static inline void prefetch_block(const gemm_job *g, size_t i, size_t end, size_
     }
 }
 
+/* ---- the forward's panels of w, written by the update (aimsi_gemm_epi.wpk) ---------- */
+
+/* r[0..7]: 16 slots (fp32 values or bf16 pairs) of 8 consecutive rows of w,
+ * i.e. 8 neurons; store slot f < nf of the rows < `rows` as 8 side-by-side
+ * values at dst + f * NR: the 8 columns of panel row f that those neurons
+ * are (what pack_t_* would write there). Two interleave stages inside 128-bit
+ * lanes, then a lane shuffle puts rows 0-3 and 4-7 of one slot together. */
+F32_TARGET static void wpk_rows_store(const __m512 r[MR], size_t rows, size_t nf, float *dst)
+{
+    const __mmask8 mk = (__mmask8)((1u << rows) - 1u);
+    __m512 t[MR];
+    __m512 u[MR];
+    for (size_t i = 0; i < 4; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (size_t h = 0; h < 2; h++) { /* u[4h + c], lane L: rows 4h..4h+3 of slot 4L + c */
+        u[4 * h] = _mm512_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+        u[4 * h + 1] = _mm512_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+        u[4 * h + 2] = _mm512_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+        u[4 * h + 3] = _mm512_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+    }
+    for (size_t c = 0; c < 4; c++) {
+        for (size_t half = 0; half < 2; half++) { /* lanes 0, 1 or 2, 3 */
+            const __m512 x = _mm512_shuffle_f32x4(u[c], u[4 + c], half ? 0xEE : 0x44);
+            const __m512 y = _mm512_shuffle_f32x4(x, x, 0xD8); /* (a, b) of lane L, L + 1 */
+            const size_t f = 8 * half + c;
+            if (f < nf) {
+                _mm256_mask_storeu_ps(dst + f * NR, mk, _mm512_castps512_ps256(y));
+            }
+            if (f + 4 < nf) {
+                _mm256_mask_storeu_ps(
+                    dst + (f + 4) * NR, mk,
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
+            }
+        }
+    }
+}
+
+/* Where rows i.. of w, slot s land in the panels (ks slots per panel). */
+static float *wpk_at(const gemm_job *g, size_t ks, size_t i, size_t s)
+{
+    return (float *)(void *)(g->epi->wpk + ((i / NR) * ks + s) * NR + i % NR);
+}
+
+/* After the update of rows [i, i + rows) x columns [j0, j0 + cols) of w (a C
+ * block of the weight-gradient GEMM, whose n is the forward's k): the same
+ * values, reloaded from L1, into the forward's fp32 panels. */
+F32_TARGET static void wpk_block_f32(const gemm_job *g, size_t i, size_t rows, size_t j0,
+                                     size_t cols)
+{
+    const aimsi_gemm_epi *e = g->epi;
+    for (size_t h = 0; h < cols; h += 16) {
+        __m512 r[MR];
+        for (size_t q = 0; q < MR; q++) {
+            r[q] = q < rows ? _mm512_maskz_loadu_ps(mask16(cols - h), e->w + (i + q) * e->ldw + j0 + h)
+                            : _mm512_setzero_ps();
+        }
+        wpk_rows_store(r, rows, cols - h >= 16 ? 16 : cols - h, wpk_at(g, g->n, i, j0 + h));
+    }
+}
+
+/* The same for bf16 panels: 32 columns are 16 slots, rounded as slots_bf16
+ * rounds (the odd tail's pair padded with zero, as past k). */
+BF16_TARGET static void wpk_block_bf16(const gemm_job *g, size_t i, size_t rows, size_t j0,
+                                       size_t cols)
+{
+    const aimsi_gemm_epi *e = g->epi;
+    __m512 r[MR];
+    for (size_t q = 0; q < MR; q++) {
+        r[q] = q < rows ? _mm512_castsi512_ps(slots_bf16(e->w + (i + q) * e->ldw + j0, 0, cols))
+                        : _mm512_setzero_ps();
+    }
+    wpk_rows_store(r, rows, (cols + 1) / 2, wpk_at(g, (g->n + 1) / 2, i, j0 / 2));
+}
+
 /* Pack panel p of B into `panel`, then C rows [i0, i1) x the panel's columns.
  * A full panel of an fp32 B stored k x n is not packed: its slot rows are
  * already 32 floats side by side in B itself (at stride ldb instead of NR),
@@ -473,7 +550,9 @@ static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_
     const size_t cols = g->n - j0 >= NR ? NR : g->n - j0;
     const uint32_t *bp = panel;
     size_t bs = NR;
-    if (cols == NR && g->direct_b) { /* in place: fp32 B, or bf16 B given as pair rows */
+    if (g->bpk != NULL) { /* ready: written by the last update (aimsi_gemm_epi.wpk) */
+        bp = g->bpk + p * g->ks * NR;
+    } else if (cols == NR && g->direct_b) { /* in place: fp32 B, or bf16 B given as pair rows */
         bp = g->bpr != NULL ? g->bpr + j0 : (const uint32_t *)(const void *)(g->b + j0);
         bs = g->bpr != NULL ? g->ldbpr : g->ldb;
     } else if (g->b16 != NULL) {
@@ -501,6 +580,13 @@ static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_
         } else {
             kernel_f32(rows, cols, g->ks, (const float *)g->a + i * g->stride_i, g->stride_i,
                        g->stride_k, bp, bs, g->beta, c, g->ldc, g->epi, i, j0);
+        }
+        if (g->epi != NULL && g->epi->wpk != NULL) { /* the new w, for the next forward */
+            if (g->prec == AIMSI_GEMM_BF16) {
+                wpk_block_bf16(g, i, rows, j0, cols);
+            } else {
+                wpk_block_f32(g, i, rows, j0, cols);
+            }
         }
     }
 }
@@ -756,6 +842,9 @@ void aimsi_gemm_own_pre(aimsi_pool *pool, void *ws, int prec, int trans_a, int t
             g.a = base;
             g.stride_i = trans_a ? 1 : ks;
             g.stride_k = trans_a ? m : 1;
+        }
+        if (trans_b && pre->bpk != NULL) {
+            g.bpk = pre->bpk;
         }
         if (prec == AIMSI_GEMM_BF16 && !trans_b && pre->bp32 != NULL) {
             g.bpr = pre->bp32;
