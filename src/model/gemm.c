@@ -41,7 +41,11 @@
  *     C (and, for SGD, over w and v) afterwards, each with the same operations
  *     in the same order, so the bits are those of the passes. The lines of C
  *     (and w, gate) the next block touches are prefetched while this one
- *     computes: with k = one batch a block is short.
+ *     computes: with k = one batch a block is short. The weight update can
+ *     also write its new weights into the panels the next forward GEMM
+ *     (X W^T) reads (aimsi_gemm_epi.wpk: an 8 x 32 block of w is 32 panel
+ *     rows of 8 neurons, one transpose in registers), so that forward packs
+ *     nothing (aimsi_gemm_pre.bpk).
  * Each sum runs over k in the same order whatever the thread count, so
  * results do not depend on how panels are spread over threads (exact resume,
  * determinism for any train_threads).
