@@ -31,17 +31,6 @@
 
 #define OK(e) assert_int_equal((e), AIMS_OK)
 
-static aims_dataset *rule_data(size_t rows, size_t cols, uint64_t seed)
-{
-    float *x = tf_filled(rows * cols, &seed);
-    int32_t *y = tf_alloc(rows * sizeof *y);
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols;
-        y[r] = (xr[0] > xr[1]) + 2 * (xr[2] > xr[5]);
-    }
-    return tf_dense_take(rows, cols, x, y);
-}
-
 typedef struct wcase {
     int64_t precision, opt, batch, threads;
     size_t cols, hidden1, hidden2;
@@ -92,7 +81,7 @@ static void test_wpanels_training_bit_identical(void **state)
         if (skip_case(c)) {
             continue;
         }
-        aims_dataset *ds = rule_data(640, c->cols, 51 + i);
+        aims_dataset *ds = tf_rule_data(640, c->cols, 51 + i);
         size_t n1 = 0;
         size_t n2 = 0;
         int seen1 = 0;
@@ -125,7 +114,7 @@ static void test_wpanels_stale_after_restore(void **state)
         if (skip_case(c)) {
             continue;
         }
-        aims_dataset *ds = rule_data(640, c->cols, 71 + i);
+        aims_dataset *ds = tf_rule_data(640, c->cols, 71 + i);
         size_t n = 0;
         int seen = 0;
         float *want = train(ds, c, 1, &n, &seen);
