@@ -7,7 +7,8 @@
  *
  * usage: bench_step DATA_DIR [PREC [THREADS [OPT [EPOCHS [WPK]]]]]
  *        PREC 0 fp32 | 1 bf16; OPT 0 SGD | 1 Adam; WPK 0: the forward packs
- *        W every step instead of reading the update's panels (A/B in one binary)
+ *        W every step instead of reading the update's panels, 1 (default):
+ *        panels for bf16, 2: for fp32 too (A/B in one binary)
  *
  * Why per-phase minima and medians: this machine is shared, and a phase's
  * minimum over a few thousand steps is what it costs when nothing else

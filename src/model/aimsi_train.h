@@ -120,8 +120,9 @@ int aimsi_train_x16_force(int on);
 void aimsi_train_wpk_begin(aims_trainer *t);
 void aimsi_train_wpk_end(aims_trainer *t);
 void aimsi_train_wpk_stale(aims_trainer *t);
-/* Use the panels when they apply (1, the default) or never (0); returns the
- * previous setting. Process-wide; for tests (the same bits either way). */
+/* Use the panels never (0), for bf16 GEMMs when they apply (1, the default)
+ * or for fp32 GEMMs too (2); returns the previous setting. Process-wide; for
+ * tests and benches (the same bits either way). */
 int aimsi_train_wpk_force(int on);
 /* Copy batch rows [first, first + n) of this epoch's order into xb/yb/tb
  * (the features rounded into xb16 instead when the bf16 batch is used). */

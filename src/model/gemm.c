@@ -467,13 +467,12 @@ static inline void prefetch_block(const gemm_job *g, size_t i, size_t end, size_
 /* ---- the forward's panels of w, written by the update (aimsi_gemm_epi.wpk) ---------- */
 
 /* r[0..7]: 16 slots (fp32 values or bf16 pairs) of 8 consecutive rows of w,
- * i.e. 8 neurons; store slot f < nf of the rows < `rows` as 8 side-by-side
- * values at dst + f * NR: the 8 columns of panel row f that those neurons
- * are (what pack_t_* would write there). Two interleave stages inside 128-bit
- * lanes, then a lane shuffle puts rows 0-3 and 4-7 of one slot together. */
-F32_TARGET static void wpk_rows_store(const __m512 r[MR], size_t rows, size_t nf, float *dst)
+ * i.e. 8 neurons -> out[f]: slot f of the 8 rows side by side, the 8 columns
+ * of panel row f that those neurons are (what pack_t_* writes there). Two
+ * interleave stages inside 128-bit lanes, then a lane shuffle puts rows 0-3
+ * and 4-7 of one slot together. */
+F32_TARGET static inline void wpk_transpose8(const __m512 *r, __m256 out[16])
 {
-    const __mmask8 mk = (__mmask8)((1u << rows) - 1u);
     __m512 t[MR];
     __m512 u[MR];
     for (size_t i = 0; i < 4; i++) {
@@ -490,16 +489,31 @@ F32_TARGET static void wpk_rows_store(const __m512 r[MR], size_t rows, size_t nf
         for (size_t half = 0; half < 2; half++) { /* lanes 0, 1 or 2, 3 */
             const __m512 x = _mm512_shuffle_f32x4(u[c], u[4 + c], half ? 0xEE : 0x44);
             const __m512 y = _mm512_shuffle_f32x4(x, x, 0xD8); /* (a, b) of lane L, L + 1 */
-            const size_t f = 8 * half + c;
-            if (f < nf) {
-                _mm256_mask_storeu_ps(dst + f * NR, mk, _mm512_castps512_ps256(y));
-            }
-            if (f + 4 < nf) {
-                _mm256_mask_storeu_ps(
-                    dst + (f + 4) * NR, mk,
-                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
-            }
+            out[8 * half + c] = _mm512_castps512_ps256(y);
+            out[8 * half + c + 4] =
+                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1));
         }
+    }
+}
+
+/* r[0..15]: 16 slots of up to 16 consecutive rows of w (rows past `rows`
+ * zero); store slot f < nf of rows < `rows` at dst + f * NR. Two row blocks
+ * together fill whole 64-byte lines of the panel (16 neurons x 4 bytes), so
+ * the lines are written whole instead of in 32-byte halves. */
+F32_TARGET static void wpk_rows_store(const __m512 r[2 * MR], size_t rows, size_t nf, float *dst)
+{
+    const __mmask16 mk = mask16(rows);
+    __m256 lo[16];
+    __m256 hi[16];
+    wpk_transpose8(r, lo);
+    if (rows > MR) {
+        wpk_transpose8(r + MR, hi);
+    }
+    for (size_t f = 0; f < nf; f++) {
+        const __m512 z = _mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castpd256_pd512(_mm256_castps_pd(lo[f])),
+            _mm256_castps_pd(rows > MR ? hi[f] : _mm256_setzero_ps()), 1));
+        _mm512_mask_storeu_ps(dst + f * NR, mk, z);
     }
 }
 
@@ -509,16 +523,17 @@ static float *wpk_at(const gemm_job *g, size_t ks, size_t i, size_t s)
     return (float *)(void *)(g->epi->wpk + ((i / NR) * ks + s) * NR + i % NR);
 }
 
-/* After the update of rows [i, i + rows) x columns [j0, j0 + cols) of w (a C
- * block of the weight-gradient GEMM, whose n is the forward's k): the same
- * values, reloaded from L1, into the forward's fp32 panels. */
+/* After the update of rows [i, i + rows) (rows <= 16: one or two row blocks)
+ * x columns [j0, j0 + cols) of w (C blocks of the weight-gradient GEMM, whose
+ * n is the forward's k): the same values, reloaded from L1, into the
+ * forward's fp32 panels. */
 F32_TARGET static void wpk_block_f32(const gemm_job *g, size_t i, size_t rows, size_t j0,
                                      size_t cols)
 {
     const aimsi_gemm_epi *e = g->epi;
     for (size_t h = 0; h < cols; h += 16) {
-        __m512 r[MR];
-        for (size_t q = 0; q < MR; q++) {
+        __m512 r[2 * MR];
+        for (size_t q = 0; q < 2 * MR; q++) {
             r[q] = q < rows ? _mm512_maskz_loadu_ps(mask16(cols - h), e->w + (i + q) * e->ldw + j0 + h)
                             : _mm512_setzero_ps();
         }
@@ -532,8 +547,8 @@ BF16_TARGET static void wpk_block_bf16(const gemm_job *g, size_t i, size_t rows,
                                        size_t cols)
 {
     const aimsi_gemm_epi *e = g->epi;
-    __m512 r[MR];
-    for (size_t q = 0; q < MR; q++) {
+    __m512 r[2 * MR];
+    for (size_t q = 0; q < 2 * MR; q++) {
         r[q] = q < rows ? _mm512_castsi512_ps(slots_bf16(e->w + (i + q) * e->ldw + j0, 0, cols))
                         : _mm512_setzero_ps();
     }
@@ -585,11 +600,14 @@ static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_
             kernel_f32(rows, cols, g->ks, (const float *)g->a + i * g->stride_i, g->stride_i,
                        g->stride_k, bp, bs, g->beta, c, g->ldc, g->epi, i, j0);
         }
-        if (g->epi != NULL && g->epi->wpk != NULL) { /* the new w, for the next forward */
+        /* the new w, for the next forward: an even row block waits for the
+         * odd one after it (whole panel lines), unless that one is not ours */
+        if (g->epi != NULL && g->epi->wpk != NULL && (i % (2 * MR) != 0 || i + MR >= i1)) {
+            const size_t lo = i % (2 * MR) == MR && i >= i0 + MR ? i - MR : i;
             if (g->prec == AIMSI_GEMM_BF16) {
-                wpk_block_bf16(g, i, rows, j0, cols);
+                wpk_block_bf16(g, lo, i + rows - lo, j0, cols);
             } else {
-                wpk_block_f32(g, i, rows, j0, cols);
+                wpk_block_f32(g, lo, i + rows - lo, j0, cols);
             }
         }
     }

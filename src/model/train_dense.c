@@ -178,7 +178,7 @@ static atomic_int g_wpk = 1;
 
 int aimsi_train_wpk_force(int on)
 {
-    return atomic_exchange(&g_wpk, on ? 1 : 0);
+    return atomic_exchange(&g_wpk, on < 0 ? 0 : (on > 2 ? 2 : on));
 }
 
 void aimsi_train_wpk_stale(aims_trainer *t)
@@ -215,8 +215,13 @@ void aimsi_train_wpk_begin(aims_trainer *t)
 {
     const aims_model *m = t->m;
     aimsi_train_wpk_stale(t);
+    /* fp32 only when forced (2): there the panels (800 KB for P1's first
+     * layer, twice bf16's) measured slower to write than the pack they save
+     * (docs/kernels.md, session 11) */
+    const int mode = atomic_load(&g_wpk);
     if (t->gws == NULL || m->kind == AIMS_MODEL_KIND_TEXT || aimsi_train_sharded(t) ||
-        !atomic_load(&g_wpk) || !aimsi_gemm_own_available(t->gprec)) {
+        mode == 0 || (mode == 1 && t->gprec != AIMSI_GEMM_BF16) ||
+        !aimsi_gemm_own_available(t->gprec)) {
         return;
     }
     size_t total = 0;

@@ -46,14 +46,14 @@ static void make(const wcase *c, aims_model **m, aims_trainer **t)
     OK(tf_make(&net, &h, m, t));
 }
 
-/* Train c to the end with the panels allowed (on = 1) or not; *seen: the
- * first layer had panels. */
+/* Train c to the end with the panels forced on (fp32 too) or off; *seen:
+ * the first layer had panels. */
 static float *train(const aims_dataset *ds, const wcase *c, int on, size_t *n, int *seen)
 {
     aims_model *m = NULL;
     aims_trainer *t = NULL;
     make(c, &m, &t);
-    tf_begin_forced(t, ds, aimsi_train_wpk_force, on);
+    tf_begin_forced(t, ds, aimsi_train_wpk_force, on ? 2 : 0);
     *seen = t->wpk[0] != NULL;
     tf_steps_to_end(t);
     return tf_params_take(m, t, n);
@@ -124,7 +124,7 @@ static void test_wpanels_stale_after_restore(void **state)
         aims_model *m = NULL;
         aims_trainer *t = NULL;
         make(c, &m, &t);
-        OK(aims_trainer_begin(t, ds, NULL));
+        tf_begin_forced(t, ds, aimsi_train_wpk_force, 2);
         int done = 0;
         for (int s = 0; s < 12; s++) {
             OK(aims_trainer_step(t, &done));
