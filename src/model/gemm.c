@@ -486,13 +486,16 @@ F32_TARGET static inline void wpk_transpose8(const __m512 *r, __m256 out[16])
         u[4 * h + 3] = _mm512_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
     }
     for (size_t c = 0; c < 4; c++) {
-        for (size_t half = 0; half < 2; half++) { /* lanes 0, 1 or 2, 3 */
-            const __m512 x = _mm512_shuffle_f32x4(u[c], u[4 + c], half ? 0xEE : 0x44);
-            const __m512 y = _mm512_shuffle_f32x4(x, x, 0xD8); /* (a, b) of lane L, L + 1 */
-            out[8 * half + c] = _mm512_castps512_ps256(y);
-            out[8 * half + c + 4] =
-                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1));
-        }
+        /* lanes 0, 1 (slots c, c + 4) and lanes 2, 3 (slots c + 8, c + 12) of
+         * both halves; then (a, b) of lane L next to each other */
+        const __m512 y0 = _mm512_shuffle_f32x4(_mm512_shuffle_f32x4(u[c], u[4 + c], 0x44),
+                                               _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), 0xD8);
+        const __m512 y1 = _mm512_shuffle_f32x4(_mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE),
+                                               _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE), 0xD8);
+        out[c] = _mm512_castps512_ps256(y0);
+        out[c + 4] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y0), 1));
+        out[c + 8] = _mm512_castps512_ps256(y1);
+        out[c + 12] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y1), 1));
     }
 }
 
