@@ -6,14 +6,18 @@
  * usage: bench_kernels [PREC [THREADS]]   PREC 0 fp32 (default) | 1 bf16
  *
  * Prints, per GEMM, the best of 30 rounds of 20 calls (microseconds and
- * GFLOP/s): the forward Y = X W^T with the bias+ReLU epilogue, the weight
+ * GFLOP/s; best_call_us: the fastest single call, which a loaded machine
+ * disturbs less): the forward Y = X W^T with the bias+ReLU epilogue, the weight
  * gradient dW = G^T X with beta 1 (accumulating into the momentum buffer),
  * the same with the SGD epilogue (the fused update, lr 0 so the weights keep
  * their values) and with beta 0; then the forward's plain product
  * Y = X W^T (beta 0, no epilogue) through the own kernel and through OpenBLAS
  * cblas_sgemm with the same thread count, one after the other in the same
  * run (the sgemm goal P4 compares with; run it with OPENBLAS_CORETYPE unset
- * for OpenBLAS's native kernel). Internal API, so it links the static
+ * for OpenBLAS's native kernel); then the update with the SGD epilogue
+ * also writing the forward's panels of W^T (aimsi_gemm_epi.wpk), and the
+ * forward reading them instead of packing W (aimsi_gemm_pre.bpk; it says
+ * whether its output equals the packing forward's, bit for bit). Internal API, so it links the static
  * library; a measurement tool, never part of `meson test`.
  */
 #include <stdio.h>
@@ -72,27 +76,43 @@ int main(int argc, char **argv)
     static const char *const names[] = {"forward 128x256x784 +bias+ReLU", "dW 256x784x128 beta 1",
                                         "dW 256x784x128 + SGD epilogue", "dW 256x784x128 beta 0",
                                         "own sgemm 128x256x784 X W^T",
-                                        "openblas sgemm 128x256x784 X W^T"};
+                                        "openblas sgemm 128x256x784 X W^T",
+                                        "dW 256x784x128 + SGD epilogue + W^T panels",
+                                        "forward 128x256x784 +bias+ReLU from the panels"};
+    /* the forward's panels of w as the fused update writes them (train_dense.c) */
+    const size_t ks = prec == AIMSI_GEMM_BF16 ? (IN + 1) / 2 : IN;
+    uint32_t *wpk = calloc((OUT + 31) / 32 * 32 * ks, sizeof(uint32_t));
+    float *y0 = malloc(sizeof(float) * B * OUT);
+    if (wpk == NULL || y0 == NULL) {
+        fprintf(stderr, "bench_kernels: out of memory\n");
+        return 1;
+    }
     openblas_set_num_threads(threads);
-    for (int which = 0; which < 6; which++) {
+    for (int which = 0; which < 8; which++) {
         double best = 1e9;
+        double best_call = 1e9; /* the fastest single call: robust to preemption */
         for (int r = 0; r < ROUNDS; r++) {
             const double t0 = now_s();
             for (int it = 0; it < CALLS; it++) {
+                const double c0 = now_s();
                 aimsi_gemm_epi e;
                 memset(&e, 0, sizeof e);
-                if (which == 0) {
+                if (which == 0 || which == 7) {
+                    aimsi_gemm_pre pre;
+                    memset(&pre, 0, sizeof pre);
+                    pre.bpk = which == 7 ? wpk : NULL;
                     e.bias = bias;
                     e.relu = 1;
-                    aimsi_gemm_own_epi(pool, ws, prec, 0, 1, B, OUT, IN, x, IN, w, IN, 0.0f, y,
-                                       OUT, &e);
+                    aimsi_gemm_own_pre(pool, ws, prec, 0, 1, B, OUT, IN, x, IN, w, IN, 0.0f,
+                                       which == 7 ? y : y0, OUT, &e, &pre);
                 } else if (which == 4) {
                     aimsi_gemm_own(pool, ws, prec, 0, 1, B, OUT, IN, x, IN, w, IN, 0.0f, y, OUT);
                 } else if (which == 5) {
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, OUT, IN, 1.0f, x, IN,
                                 w, IN, 0.0f, y, OUT);
-                } else if (which == 2) {
+                } else if (which == 2 || which == 6) {
                     e.w = w;
+                    e.wpk = which == 6 ? wpk : NULL;
                     e.ldw = IN;
                     e.mom = 0.9f; /* lr 0: w keeps its values */
                     aimsi_gemm_own_epi(pool, ws, prec, 1, 0, OUT, IN, B, g, OUT, x, IN, 1.0f, v,
@@ -101,15 +121,24 @@ int main(int argc, char **argv)
                     aimsi_gemm_own_epi(pool, ws, prec, 1, 0, OUT, IN, B, g, OUT, x, IN,
                                        which == 1 ? 1.0f : 0.0f, v, IN, NULL);
                 }
+                const double dc = now_s() - c0;
+                best_call = dc < best_call ? dc : best_call;
             }
             const double dt = (now_s() - t0) / CALLS;
             best = dt < best ? dt : best;
         }
         printf("{\"gemm\": \"%s\", \"prec\": %d, \"threads\": %d, \"best_us\": %.1f, "
-               "\"gflops\": %.1f}\n",
-               names[which], prec, threads, best * 1e6, 2.0 * B * IN * OUT / best * 1e-9);
+               "\"best_call_us\": %.1f, \"gflops\": %.1f",
+               names[which], prec, threads, best * 1e6, best_call * 1e6, 2.0 * B * IN * OUT / best * 1e-9);
+        if (which == 7) { /* lr 0: w never changed, so the panels are w's */
+            printf(", \"same_as_packed\": %s", memcmp(y, y0, sizeof(float) * B * OUT) == 0 ?
+                                                  "true" : "false");
+        }
+        printf("}\n");
     }
     aimsi_pool_destroy(pool);
+    free(y0);
+    free(wpk);
     free(ws);
     free(bias);
     free(g);

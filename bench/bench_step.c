@@ -5,8 +5,10 @@
  * step functions (gather, forward, loss gradient, backward with the fused
  * update).
  *
- * usage: bench_step DATA_DIR [PREC [THREADS [OPT [EPOCHS]]]]
- *        PREC 0 fp32 | 1 bf16; OPT 0 SGD | 1 Adam
+ * usage: bench_step DATA_DIR [PREC [THREADS [OPT [EPOCHS [WPK]]]]]
+ *        PREC 0 fp32 | 1 bf16; OPT 0 SGD | 1 Adam; WPK 0: the forward packs
+ *        W every step instead of reading the update's panels, 1 (default):
+ *        panels for bf16, 2: for fp32 too (A/B in one binary)
  *
  * Why per-phase minima and medians: this machine is shared, and a phase's
  * minimum over a few thousand steps is what it costs when nothing else
@@ -35,13 +37,14 @@ static const char *const g_names[PHASES] = {"gather", "forward", "loss", "backwa
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_step DATA_DIR [PREC [THREADS [OPT [EPOCHS]]]]\n");
+        fprintf(stderr, "usage: bench_step DATA_DIR [PREC [THREADS [OPT [EPOCHS [WPK]]]]]\n");
         return 2;
     }
     const int prec = argc > 2 ? atoi(argv[2]) : 0;
     const int threads = argc > 3 ? atoi(argv[3]) : 2;
     const int opt = argc > 4 ? atoi(argv[4]) : 0;
     const int epochs = argc > 5 ? atoi(argv[5]) : 3;
+    const int wpk = argc > 6 ? atoi(argv[6]) : 1;
     aims_dataset *train = NULL;
     aims_model *m = NULL;
     aims_trainer *t = NULL;
@@ -78,7 +81,9 @@ int main(int argc, char **argv)
         st = aims_trainer_set_param_i64(t, AIMS_TRAIN_EPOCHS, epochs + 1);
     }
     if (st == AIMS_OK) {
+        const int before = aimsi_train_wpk_force(wpk);
         st = aims_trainer_begin(t, train, NULL);
+        aimsi_train_wpk_force(before);
     }
     if (st != AIMS_OK) {
         fprintf(stderr, "bench_step: %s\n", t != NULL ? aims_trainer_errmsg(t) : "setup failed");
@@ -125,8 +130,8 @@ int main(int argc, char **argv)
             }
         }
     }
-    printf("bench_step prec=%d threads=%d opt=%d: %zu steps, mean loss %.4f\n", prec, threads,
-           opt, cnt, loss_sum / (double)(t->n_tr * (size_t)(epochs + 1)));
+    printf("bench_step prec=%d threads=%d opt=%d wpk=%d: %zu steps, mean loss %.4f\n", prec,
+           threads, opt, t->wpk[0] != NULL, cnt, loss_sum / (double)(t->n_tr * (size_t)(epochs + 1)));
     printf("%-10s %9s %9s %9s %9s\n", "phase", "min_us", "p10_us", "median_us", "mean_us");
     for (int k = 0; k < PHASES; k++) {
         double *v = tm + (size_t)k * steps * (size_t)epochs;

@@ -154,6 +154,13 @@ typedef struct aimsi_gemm_epi {
     int adam;
     float *v1, *v2;
     float b1, b2, eps, c1, c2;
+    /* wpk (with w): after a block's step, also write its new weights into
+     * wpk, the panels the forward GEMM X W^T packs from w (pack_t_f32 /
+     * pack_t_bf16 in the GEMM's precision; (ldw-wide rows of) w as B, k =
+     * this GEMM's n): panel p, slot s at wpk + (p * ks + s) * 32. The forward
+     * then takes them as aimsi_gemm_pre.bpk. Pads are never written (zero
+     * them once). */
+    uint32_t *wpk;
 } aimsi_gemm_epi;
 void aimsi_gemm_own_epi(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
                         size_t n, size_t k, const float *a, size_t lda, const float *b,
@@ -176,6 +183,10 @@ typedef struct aimsi_gemm_pre {
      * full panels are read from it, the ragged edge is packed from b16. */
     const uint32_t *bp32;
     size_t ldbp32;
+    /* bpk (trans_b = 1, fp32 or bf16): B already in panels, every panel
+     * (ceil(n / 32) of them, (k_slots x 32) slots each, columns past n zero),
+     * exactly what packing b would make (aimsi_gemm_epi.wpk writes them) */
+    const uint32_t *bpk;
 } aimsi_gemm_pre;
 void aimsi_gemm_own_pre(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
                         size_t n, size_t k, const float *a, size_t lda, const float *b,

@@ -67,6 +67,11 @@ struct aims_trainer {
      * above the first (train_dense.c); NULL: gathered at the start of a step */
     struct aimsi_next *nx;
     struct aimsi_smax *smax; /* softmax regression's own step (train_smax.c); NULL: none */
+    /* each layer's W^T in the forward GEMM's panels, written by the fused
+     * update (train_dense.c, "the forward's panels"); NULL: packed per step */
+    uint32_t *wpk[AIMSI_MAX_LAYERS];
+    int wpk_ok[AIMSI_MAX_LAYERS]; /* wpk[l] holds the weights as they are now */
+    void *wpk_blk;
 
     /* statistics */
     double loss_sum;
@@ -107,6 +112,18 @@ void aimsi_train_x16_end(aims_trainer *t);
 /* Use the bf16 batch when it applies (1, the default) or never (0); returns
  * the previous setting. Process-wide; for tests (the same bits either way). */
 int aimsi_train_x16_force(int on);
+/* The forward's panels of the weights (wpk), when the run trains in the own
+ * GEMMs with a fused update; silently none when it does not apply or the
+ * memory is not there. _end frees them (end_run); _stale forgets their
+ * contents (call it whenever the weights change outside a training step,
+ * e.g. a checkpoint restore). */
+void aimsi_train_wpk_begin(aims_trainer *t);
+void aimsi_train_wpk_end(aims_trainer *t);
+void aimsi_train_wpk_stale(aims_trainer *t);
+/* Use the panels never (0), for bf16 GEMMs when they apply (1, the default)
+ * or for fp32 GEMMs too (2); returns the previous setting. Process-wide; for
+ * tests and benches (the same bits either way). */
+int aimsi_train_wpk_force(int on);
 /* Copy batch rows [first, first + n) of this epoch's order into xb/yb/tb
  * (the features rounded into xb16 instead when the bf16 batch is used). */
 void aimsi_train_gather(aims_trainer *t, size_t first, size_t n);

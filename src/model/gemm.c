@@ -41,7 +41,11 @@
  *     C (and, for SGD, over w and v) afterwards, each with the same operations
  *     in the same order, so the bits are those of the passes. The lines of C
  *     (and w, gate) the next block touches are prefetched while this one
- *     computes: with k = one batch a block is short.
+ *     computes: with k = one batch a block is short. The weight update can
+ *     also write its new weights into the panels the next forward GEMM
+ *     (X W^T) reads (aimsi_gemm_epi.wpk: an 8 x 32 block of w is 32 panel
+ *     rows of 8 neurons, one transpose in registers), so that forward packs
+ *     nothing (aimsi_gemm_pre.bpk).
  * Each sum runs over k in the same order whatever the thread count, so
  * results do not depend on how panels are spread over threads (exact resume,
  * determinism for any train_threads).
@@ -428,6 +432,7 @@ typedef struct gemm_job {
     int direct_b; /* full panels read in place (see sweep): fp32 B, or bpr */
     const uint32_t *bpr; /* bf16, trans_b 0: B as pair rows (aimsi_gemm_pre.bp32) */
     size_t ldbpr;
+    const uint32_t *bpk; /* trans_b 1: B's panels, ready (aimsi_gemm_pre.bpk) */
     /* panels in `slots` contiguous ranges, range s preferred by CPU s mod slots */
     size_t panels, slots;
     atomic_size_t next[GEMM_MAX_SLOTS]; /* next unclaimed panel of each range */
@@ -459,6 +464,100 @@ static inline void prefetch_block(const gemm_job *g, size_t i, size_t end, size_
     }
 }
 
+/* ---- the forward's panels of w, written by the update (aimsi_gemm_epi.wpk) ---------- */
+
+/* r[0..7]: 16 slots (fp32 values or bf16 pairs) of 8 consecutive rows of w,
+ * i.e. 8 neurons -> out[f]: slot f of the 8 rows side by side, the 8 columns
+ * of panel row f that those neurons are (what pack_t_* writes there). Two
+ * interleave stages inside 128-bit lanes, then a lane shuffle puts rows 0-3
+ * and 4-7 of one slot together. */
+F32_TARGET static inline void wpk_transpose8(const __m512 *r, __m256 out[16])
+{
+    __m512 t[MR];
+    __m512 u[MR];
+    for (size_t i = 0; i < 4; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (size_t h = 0; h < 2; h++) { /* u[4h + c], lane L: rows 4h..4h+3 of slot 4L + c */
+        u[4 * h] = _mm512_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+        u[4 * h + 1] = _mm512_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+        u[4 * h + 2] = _mm512_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+        u[4 * h + 3] = _mm512_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+    }
+    for (size_t c = 0; c < 4; c++) {
+        /* lanes 0, 1 (slots c, c + 4) and lanes 2, 3 (slots c + 8, c + 12) of
+         * both halves; then (a, b) of lane L next to each other */
+        const __m512 y0 = _mm512_shuffle_f32x4(_mm512_shuffle_f32x4(u[c], u[4 + c], 0x44),
+                                               _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), 0xD8);
+        const __m512 y1 = _mm512_shuffle_f32x4(_mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE),
+                                               _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE), 0xD8);
+        out[c] = _mm512_castps512_ps256(y0);
+        out[c + 4] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y0), 1));
+        out[c + 8] = _mm512_castps512_ps256(y1);
+        out[c + 12] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y1), 1));
+    }
+}
+
+/* r[0..15]: 16 slots of up to 16 consecutive rows of w (rows past `rows`
+ * zero); store slot f < nf of rows < `rows` at dst + f * NR. Two row blocks
+ * together fill whole 64-byte lines of the panel (16 neurons x 4 bytes), so
+ * the lines are written whole instead of in 32-byte halves. */
+F32_TARGET static void wpk_rows_store(const __m512 r[2 * MR], size_t rows, size_t nf, float *dst)
+{
+    const __mmask16 mk = mask16(rows);
+    __m256 lo[16];
+    __m256 hi[16];
+    wpk_transpose8(r, lo);
+    if (rows > MR) {
+        wpk_transpose8(r + MR, hi);
+    }
+    for (size_t f = 0; f < nf; f++) {
+        const __m512 z = _mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castpd256_pd512(_mm256_castps_pd(lo[f])),
+            _mm256_castps_pd(rows > MR ? hi[f] : _mm256_setzero_ps()), 1));
+        _mm512_mask_storeu_ps(dst + f * NR, mk, z);
+    }
+}
+
+/* Where rows i.. of w, slot s land in the panels (ks slots per panel). */
+static float *wpk_at(const gemm_job *g, size_t ks, size_t i, size_t s)
+{
+    return (float *)(void *)(g->epi->wpk + ((i / NR) * ks + s) * NR + i % NR);
+}
+
+/* After the update of rows [i, i + rows) (rows <= 16: one or two row blocks)
+ * x columns [j0, j0 + cols) of w (C blocks of the weight-gradient GEMM, whose
+ * n is the forward's k): the same values, reloaded from L1, into the
+ * forward's fp32 panels. */
+F32_TARGET static void wpk_block_f32(const gemm_job *g, size_t i, size_t rows, size_t j0,
+                                     size_t cols)
+{
+    const aimsi_gemm_epi *e = g->epi;
+    for (size_t h = 0; h < cols; h += 16) {
+        __m512 r[2 * MR];
+        for (size_t q = 0; q < 2 * MR; q++) {
+            r[q] = q < rows ? _mm512_maskz_loadu_ps(mask16(cols - h), e->w + (i + q) * e->ldw + j0 + h)
+                            : _mm512_setzero_ps();
+        }
+        wpk_rows_store(r, rows, cols - h >= 16 ? 16 : cols - h, wpk_at(g, g->n, i, j0 + h));
+    }
+}
+
+/* The same for bf16 panels: 32 columns are 16 slots, rounded as slots_bf16
+ * rounds (the odd tail's pair padded with zero, as past k). */
+BF16_TARGET static void wpk_block_bf16(const gemm_job *g, size_t i, size_t rows, size_t j0,
+                                       size_t cols)
+{
+    const aimsi_gemm_epi *e = g->epi;
+    __m512 r[2 * MR];
+    for (size_t q = 0; q < 2 * MR; q++) {
+        r[q] = q < rows ? _mm512_castsi512_ps(slots_bf16(e->w + (i + q) * e->ldw + j0, 0, cols))
+                        : _mm512_setzero_ps();
+    }
+    wpk_rows_store(r, rows, (cols + 1) / 2, wpk_at(g, (g->n + 1) / 2, i, j0 / 2));
+}
+
 /* Pack panel p of B into `panel`, then C rows [i0, i1) x the panel's columns.
  * A full panel of an fp32 B stored k x n is not packed: its slot rows are
  * already 32 floats side by side in B itself (at stride ldb instead of NR),
@@ -473,7 +572,9 @@ static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_
     const size_t cols = g->n - j0 >= NR ? NR : g->n - j0;
     const uint32_t *bp = panel;
     size_t bs = NR;
-    if (cols == NR && g->direct_b) { /* in place: fp32 B, or bf16 B given as pair rows */
+    if (g->bpk != NULL) { /* ready: written by the last update (aimsi_gemm_epi.wpk) */
+        bp = g->bpk + p * g->ks * NR;
+    } else if (cols == NR && g->direct_b) { /* in place: fp32 B, or bf16 B given as pair rows */
         bp = g->bpr != NULL ? g->bpr + j0 : (const uint32_t *)(const void *)(g->b + j0);
         bs = g->bpr != NULL ? g->ldbpr : g->ldb;
     } else if (g->b16 != NULL) {
@@ -501,6 +602,16 @@ static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_
         } else {
             kernel_f32(rows, cols, g->ks, (const float *)g->a + i * g->stride_i, g->stride_i,
                        g->stride_k, bp, bs, g->beta, c, g->ldc, g->epi, i, j0);
+        }
+        /* the new w, for the next forward: an even row block waits for the
+         * odd one after it (whole panel lines), unless that one is not ours */
+        if (g->epi != NULL && g->epi->wpk != NULL && (i % (2 * MR) != 0 || i + MR >= i1)) {
+            const size_t lo = i % (2 * MR) == MR && i >= i0 + MR ? i - MR : i;
+            if (g->prec == AIMSI_GEMM_BF16) {
+                wpk_block_bf16(g, lo, i + rows - lo, j0, cols);
+            } else {
+                wpk_block_f32(g, lo, i + rows - lo, j0, cols);
+            }
         }
     }
 }
@@ -756,6 +867,9 @@ void aimsi_gemm_own_pre(aimsi_pool *pool, void *ws, int prec, int trans_a, int t
             g.a = base;
             g.stride_i = trans_a ? 1 : ks;
             g.stride_k = trans_a ? m : 1;
+        }
+        if (trans_b && pre->bpk != NULL) {
+            g.bpk = pre->bpk;
         }
         if (prec == AIMSI_GEMM_BF16 && !trans_b && pre->bp32 != NULL) {
             g.bpr = pre->bp32;

@@ -153,6 +153,7 @@ static void end_run(aims_trainer *t)
     aimsi_pool_destroy(t->pool);
     aimsi_train_shard_end(t);
     aimsi_train_x16_end(t);
+    aimsi_train_wpk_end(t);
     aimsi_train_smax_end(t);
     t->gws = NULL;
     t->pool = NULL;
@@ -523,6 +524,7 @@ static aims_status begin_run(aims_trainer *t)
     AIMSI_TRY(aimsi_train_shard_begin(t));
     AIMSI_TRY(alloc_workspace(t));
     aimsi_train_x16_begin(t);
+    aimsi_train_wpk_begin(t);
     aimsi_train_next_begin(t);
     aimsi_train_smax_begin(t); /* softmax regression's own step (train_smax.c) */
     if (!(t->h.warm && m->trained)) {
@@ -645,6 +647,7 @@ static void restore_best(aims_trainer *t)
 {
     if (t->best != NULL && t->h.patience > 0 && t->best_epoch > 0) {
         memcpy(t->m->params, t->best, t->m->n_params * sizeof *t->best);
+        aimsi_train_wpk_stale(t);
     }
 }
 

@@ -223,6 +223,7 @@ static aims_status restore_from(aims_trainer *t, aimsi_creader *r)
     }
     if (rc == AIMS_OK) {
         memcpy(m->params, loaded->params, m->n_params * sizeof *m->params);
+        aimsi_train_wpk_stale(t); /* the forward's panels were of the weights before */
         t->epoch = (int64_t)s.epoch;
         t->step = (int64_t)s.step;
         t->pos = (int64_t)s.pos;

@@ -157,6 +157,94 @@ void aimsi_train_x16_begin(aims_trainer *t)
     t->x16_ks = ks;
 }
 
+/* ---- the forward's panels ------------------------------------------------------------ */
+
+/* The forward GEMM (X W^T) reads W^T in 32-neuron panels, and packing them
+ * from w every step (pack_t_f32 / pack_t_bf16: all of w read, transposed,
+ * and for bf16 rounded) was ~5 % of a P1 run's samples. The fused SGD/Adam
+ * update has every block of the new w in hand anyway, so it writes the block
+ * into a persistent copy of those panels too (aimsi_gemm_epi.wpk; with the
+ * row split the CPU that updates a neuron is the one whose forward reads its
+ * panel), and the next step's forward takes them as they are
+ * (aimsi_gemm_pre.bpk). The values are exactly what the pack made of the
+ * same w (same rounding), so the trained bits do not change (test_wpanels).
+ *
+ * Freshness: wpk_ok[l] is set by the fused update that wrote the panels and
+ * cleared by every forward that reads (or could not read) them, so a panel
+ * copy is used at most once and only right after the update that made it;
+ * anything else that changes the weights between steps (a checkpoint
+ * restore, the best-epoch restore) calls aimsi_train_wpk_stale. */
+static atomic_int g_wpk = 1;
+
+int aimsi_train_wpk_force(int on)
+{
+    return atomic_exchange(&g_wpk, on < 0 ? 0 : (on > 2 ? 2 : on));
+}
+
+void aimsi_train_wpk_stale(aims_trainer *t)
+{
+    memset(t->wpk_ok, 0, sizeof t->wpk_ok);
+}
+
+void aimsi_train_wpk_end(aims_trainer *t)
+{
+    aimsi_free(t->wpk_blk);
+    t->wpk_blk = NULL;
+    memset(t->wpk, 0, sizeof t->wpk);
+    aimsi_train_wpk_stale(t);
+}
+
+/* Panels for layer l: its forward and weight gradient at a full batch run in
+ * the own kernels and the update is fused (SGD with momentum, Adam, AdamW). */
+static int wpk_fits(const aims_trainer *t, size_t l)
+{
+    const aimsi_dense *L = &t->m->layers[l];
+    const int opt_fused = (t->h.opt == OPT_SGD && !t->h.nesterov) || t->h.opt == OPT_ADAM ||
+                          t->h.opt == OPT_ADAMW;
+    return opt_fused && use_own(t, t->bmax, L->out, L->in) && use_own(t, L->out, L->in, t->bmax);
+}
+
+static size_t wpk_slots(const aims_trainer *t, size_t l)
+{
+    const aimsi_dense *L = &t->m->layers[l];
+    const size_t ks = t->gprec == AIMSI_GEMM_BF16 ? (L->in + 1) / 2 : L->in;
+    return (L->out + 31) / 32 * 32 * ks;
+}
+
+void aimsi_train_wpk_begin(aims_trainer *t)
+{
+    const aims_model *m = t->m;
+    aimsi_train_wpk_stale(t);
+    /* fp32 only when forced (2): there the panels (800 KB for P1's first
+     * layer, twice bf16's) measured slower to write than the pack they save
+     * (docs/kernels.md, session 11) */
+    const int mode = atomic_load(&g_wpk);
+    if (t->gws == NULL || m->kind == AIMS_MODEL_KIND_TEXT || aimsi_train_sharded(t) ||
+        mode == 0 || (mode == 1 && t->gprec != AIMSI_GEMM_BF16) ||
+        !aimsi_gemm_own_available(t->gprec)) {
+        return;
+    }
+    size_t total = 0;
+    for (size_t l = 0; l < m->n_layers && l < AIMSI_MAX_LAYERS; l++) {
+        total += wpk_fits(t, l) ? (wpk_slots(t, l) + 15) & ~(size_t)15 : 0;
+    }
+    if (total == 0) {
+        return;
+    }
+    /* zeroed: the pads of the panels (columns past the neurons) are never written */
+    t->wpk_blk = aimsi_calloc(1, total * sizeof(uint32_t) + 64);
+    if (t->wpk_blk == NULL) {
+        return; /* an optimisation only: the forward packs w each step */
+    }
+    uint32_t *p = (uint32_t *)(((uintptr_t)t->wpk_blk + 63) & ~(uintptr_t)63);
+    for (size_t l = 0; l < m->n_layers && l < AIMSI_MAX_LAYERS; l++) {
+        if (wpk_fits(t, l)) {
+            t->wpk[l] = p;
+            p += (wpk_slots(t, l) + 15) & ~(size_t)15;
+        }
+    }
+}
+
 static void next_start(aims_trainer *t);
 
 /* ---- forward / loss / backward ------------------------------------------------------- */
@@ -202,6 +290,10 @@ void aimsi_train_forward(aims_trainer *t, size_t n)
         int relu_done = 0;
         aimsi_gemm_pre pre = {0};
         pre.a16 = l == 0 && x16_on(t, n) ? t->xb16 : NULL; /* the batch, in bf16 */
+        if (l < AIMSI_MAX_LAYERS) { /* W^T's panels, if the last update wrote them */
+            pre.bpk = t->wpk_ok[l] ? t->wpk[l] : NULL;
+            t->wpk_ok[l] = 0;
+        }
         if (fuse(t, n, L->out, L->in)) {
             /* bias and ReLU in the GEMM's epilogue: no bias rows, no ReLU pass */
             aimsi_gemm_epi e = {0};
@@ -355,6 +447,7 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
             e.lr = o->lr;
             e.mom = o->mom;
             e.wd = o->wd;
+            e.wpk = l < AIMSI_MAX_LAYERS ? t->wpk[l] : NULL; /* and the next forward's B */
             if (adam) { /* the whole Adam step in the epilogue; grad is not written */
                 e.adam = t->h.opt == OPT_ADAMW ? 2 : 1;
                 e.v1 = t->v1 + L->w_off;
@@ -391,6 +484,9 @@ void aimsi_train_backward(aims_trainer *t, size_t n, const opt_step *o)
         }
         gemm(t, 1, 0, L->out, L->in, n, gcur, L->out, aprev, L->in, beta, dw, L->in,
              fused ? &e : NULL, &pre);
+        if (l < AIMSI_MAX_LAYERS) {
+            t->wpk_ok[l] = fused && e.wpk != NULL;
+        }
         if (o != NULL && !fused) {
             aimsi_train_next_join(t); /* the update runs on the pool */
             aimsi_train_update_params(t, o, L->w_off, L->in * L->out);

@@ -75,6 +75,19 @@ static inline aims_dataset *tf_dense_take(size_t rows, size_t cols, float *x, in
     return ds;
 }
 
+/* rows x cols seeded features with 4 classes from a fixed rule on features
+ * 0, 1, 2 and 5 (cols >= 6): learnable, so training moves every weight. */
+static inline aims_dataset *tf_rule_data(size_t rows, size_t cols, uint64_t seed)
+{
+    float *x = tf_filled(rows * cols, &seed);
+    int32_t *y = tf_alloc(rows * sizeof *y);
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        y[r] = (xr[0] > xr[1]) + 2 * (xr[2] > xr[5]);
+    }
+    return tf_dense_take(rows, cols, x, y);
+}
+
 /* A model: kind, input and output widths, up to three hidden dense layers
  * (widths; 0 ends the list) with one activation, and the two structural
  * parameters the tests vary (set when not 0, their default). */

@@ -229,13 +229,7 @@ static void test_gemm_direct_b_bit_identical(void **state)
 /* rows x cols features, 4 classes from a fixed linear rule. */
 static aims_dataset *rule_data_cols(size_t rows, size_t cols, uint64_t seed)
 {
-    float *x = tf_filled(rows * cols, &seed);
-    int32_t *y = tf_alloc(rows * sizeof *y);
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols;
-        y[r] = (xr[0] > xr[1]) + 2 * (xr[2] > xr[5]);
-    }
-    return tf_dense_take(rows, cols, x, y);
+    return tf_rule_data(rows, cols, seed);
 }
 
 static aims_dataset *rule_data(size_t rows, uint64_t seed)
