@@ -41,24 +41,17 @@
 #include "../../model/aimsi_model.h"
 #include "jobs_impl.h"
 
-static void ckpt_name(const char *dir, int64_t step, char *out)
+void aimsi_jobs_ckpt_name(const char *dir, int64_t step, char *out)
 {
     char leaf[40];
     snprintf(leaf, sizeof leaf, "ckpt.%016" PRId64, step);
     aimsi_jobs_path(dir, leaf, out);
 }
 
-#define CKPT_SCAN_MAX 64
-
-typedef struct prune_list {
-    int64_t steps[CKPT_SCAN_MAX];
-    size_t n;
-} prune_list;
-
-static int prune_cb(void *user, const char *name)
+static int ckpt_cb(void *user, const char *name)
 {
-    prune_list *c = user;
-    if (strncmp(name, "ckpt.", 5) != 0 || c->n == CKPT_SCAN_MAX) {
+    jobs_ckpt_list *c = user;
+    if (strncmp(name, "ckpt.", 5) != 0 || c->n == JOBS_CKPT_SCAN_MAX) {
         return 0;
     }
     char *end = NULL;
@@ -69,23 +62,31 @@ static int prune_cb(void *user, const char *name)
     return 0;
 }
 
+static int cmp_desc(const void *a, const void *b)
+{
+    const int64_t x = *(const int64_t *)a;
+    const int64_t y = *(const int64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+aims_status aimsi_jobs_ckpt_list(aimsi_jobs *J, const char *dir, jobs_ckpt_list *c)
+{
+    c->n = 0;
+    AIMSI_TRY(aimsi_store_list(J->st, dir, ckpt_cb, c));
+    qsort(c->steps, c->n, sizeof c->steps[0], cmp_desc);
+    return AIMS_OK;
+}
+
 /* Remove all but the JOBS_CKPT_KEEP newest checkpoints (newest = highest step). */
 static void prune(aimsi_jobs *J, const char *dir)
 {
-    prune_list c = {.n = 0};
-    if (aimsi_store_list(J->st, dir, prune_cb, &c) != AIMS_OK) {
+    jobs_ckpt_list c;
+    if (aimsi_jobs_ckpt_list(J, dir, &c) != AIMS_OK) {
         return;
     }
-    for (size_t kept = 0; kept < JOBS_CKPT_KEEP && c.n > 0; kept++) {
-        size_t top = 0; /* drop the newest from the list: it stays */
-        for (size_t i = 1; i < c.n; i++) {
-            top = c.steps[i] > c.steps[top] ? i : top;
-        }
-        c.steps[top] = c.steps[--c.n];
-    }
-    for (size_t i = 0; i < c.n; i++) {
+    for (size_t i = JOBS_CKPT_KEEP; i < c.n; i++) {
         char name[AIMSI_STORE_NAME_MAX + 1];
-        ckpt_name(dir, c.steps[i], name);
+        aimsi_jobs_ckpt_name(dir, c.steps[i], name);
         (void)aimsi_store_remove(J->st, name);
     }
 }
@@ -95,7 +96,7 @@ aims_status aimsi_jobs_ckpt_persist(aimsi_jobs *J, const char *dir, uint64_t tok
                                     const jobs_status *s)
 {
     char name[AIMSI_STORE_NAME_MAX + 1];
-    ckpt_name(dir, step, name);
+    aimsi_jobs_ckpt_name(dir, step, name);
     AIMSI_TRY(aimsi_store_put(J->st, name, bytes, len));
     prune(J, dir);
     const aims_status rc = aimsi_jobs_status_write(J, dir, s);

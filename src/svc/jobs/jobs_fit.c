@@ -29,59 +29,16 @@
 #include "../../model/aimsi_model.h"
 #include "jobs_impl.h"
 
-#define CKPT_SCAN_MAX 64
-
-typedef struct ckpt_list {
-    int64_t steps[CKPT_SCAN_MAX];
-    size_t n;
-} ckpt_list;
-
-static int ckpt_cb(void *user, const char *name)
-{
-    ckpt_list *c = user;
-    if (strncmp(name, "ckpt.", 5) != 0 || c->n == CKPT_SCAN_MAX) {
-        return 0;
-    }
-    char *end = NULL;
-    const long long v = strtoll(name + 5, &end, 10);
-    if (end != name + 5 && *end == '\0' && v >= 0) {
-        c->steps[c->n++] = v;
-    }
-    return 0;
-}
-
-static int cmp_desc(const void *a, const void *b)
-{
-    const int64_t x = *(const int64_t *)a;
-    const int64_t y = *(const int64_t *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
-static aims_status list_ckpts(aimsi_jobs *J, const char *dir, ckpt_list *c)
-{
-    c->n = 0;
-    AIMSI_TRY(aimsi_store_list(J->st, dir, ckpt_cb, c));
-    qsort(c->steps, c->n, sizeof c->steps[0], cmp_desc);
-    return AIMS_OK;
-}
-
-static void ckpt_name(const char *dir, int64_t step, char *out)
-{
-    char leaf[40];
-    snprintf(leaf, sizeof leaf, "ckpt.%016" PRId64, step);
-    aimsi_jobs_path(dir, leaf, out);
-}
-
 /* Restore the newest intact checkpoint into t (begun); *from = its step or -1. */
 static aims_status resume(aimsi_jobs *J, const char *dir, aims_trainer *t, const aims_dataset *ds,
                           int64_t *from)
 {
     *from = -1;
-    ckpt_list c;
-    AIMSI_TRY(list_ckpts(J, dir, &c));
+    jobs_ckpt_list c;
+    AIMSI_TRY(aimsi_jobs_ckpt_list(J, dir, &c));
     for (size_t i = 0; i < c.n; i++) {
         char name[AIMSI_STORE_NAME_MAX + 1];
-        ckpt_name(dir, c.steps[i], name);
+        aimsi_jobs_ckpt_name(dir, c.steps[i], name);
         void *p = NULL;
         size_t n = 0;
         aims_status rc = aimsi_store_get(J->st, name, &p, &n);

@@ -105,6 +105,16 @@ typedef struct jobs_ckptw {
     uint64_t write_ns; /* time the thread spent writing them (mu) */
 } jobs_ckptw;
 
+/* A job's checkpoints (steps, newest first; at most JOBS_CKPT_SCAN_MAX). */
+#define JOBS_CKPT_SCAN_MAX 64
+typedef struct jobs_ckpt_list {
+    int64_t steps[JOBS_CKPT_SCAN_MAX];
+    size_t n;
+} jobs_ckpt_list;
+aims_status aimsi_jobs_ckpt_list(aimsi_jobs *J, const char *dir, jobs_ckpt_list *c);
+/* dir + "/ckpt.<step, 16 digits>" into out (AIMSI_STORE_NAME_MAX + 1 bytes). */
+void aimsi_jobs_ckpt_name(const char *dir, int64_t step, char *out);
+
 void aimsi_jobs_ckpt_init(jobs_ckptw *w, aimsi_jobs *J, const char *dir, uint64_t token);
 /* Hand the checkpoint of `step` to the writer: waits for the previous one
  * (its failure is returned), snapshots t and s, and returns. *sync = 1 when
