@@ -8,6 +8,12 @@
  *   epoch     the durable loop (aimsi_jobs_fit) checkpointing to a store
  *             directory at every epoch end (the default)
  *   steps50   the same with a checkpoint every 50 steps (~94 checkpoints)
+ *   epoch_sync, steps50_sync  the same two with ckpt_async=0: every checkpoint
+ *             written on the training thread (before checkpoints moved to a
+ *             writer thread, src/svc/jobs/jobs_ckpt.c)
+ * Each durable mode also reports the training thread's time per checkpoint
+ * (pause_ms_per_ckpt: snapshot + hand-over, or the whole write when
+ * synchronous) and the writer thread's (write_ms_per_ckpt).
  * Reported: median/min/max seconds and the ratio to plain (goal <= 1.05 for
  * `epoch`), and whether the final weights are bit-identical to plain.
  *
@@ -130,6 +136,8 @@ static aims_status adopt_none(void *user, const aims_msg *submit, uint64_t token
 }
 
 /* One timed run; mode 0 plain, else the durable loop with ckpt_steps. */
+static double g_pause_ms, g_write_ms; /* per checkpoint, of the last durable run */
+
 static double run_once(aimsi_jobs *J, int mode, int64_t ckpt_steps, int rep, void **bytes,
                        size_t *len)
 {
@@ -143,7 +151,7 @@ static double run_once(aimsi_jobs *J, int mode, int64_t ckpt_steps, int rep, voi
         secs = now_s() - t0;
     } else {
         char id[32];
-        snprintf(id, sizeof id, "p14a-%d-%lld", rep, (long long)ckpt_steps);
+        snprintf(id, sizeof id, "p14a-%d-%d-%lld", rep, mode, (long long)ckpt_steps);
         aims_msg *sub = NULL;
         CHECK(aims_msg_create(&sub) == AIMS_OK, "msg");
         add_bytes(sub, "job", id);
@@ -161,6 +169,11 @@ static double run_once(aimsi_jobs *J, int mode, int64_t ckpt_steps, int rep, voi
         CHECK(aimsi_jobs_fit(J, id, strlen(id), token, t, g_ds, ckpt_steps, 0) == AIMS_OK,
               "durable fit");
         secs = now_s() - t0;
+        aimsi_jobs_times tm;
+        aimsi_jobs_get_times(J, &tm);
+        const double n = tm.ckpts > 0 ? (double)tm.ckpts : 1.0;
+        g_pause_ms = (double)tm.ckpt_pause_ns / 1e6 / n;
+        g_write_ms = (double)tm.ckpt_write_ns / 1e6 / n;
         aimsi_jobs_end(J, id, strlen(id), token, 4, "benchmark");
     }
     *bytes = model_bytes(m, len);
@@ -176,17 +189,27 @@ static void p14a(int reps)
     aimsi_jobs *J = NULL;
     CHECK(aimsi_jobs_create(url, "bench", &J) == AIMS_OK, "jobs");
     CHECK(aimsi_jobs_start(J, adopt_none, NULL) == AIMS_OK, "start");
-    static const char *const names[3] = {"plain", "epoch", "steps50"};
-    const int64_t steps[3] = {0, 0, 50};
-    double t[3][16];
-    int identical[3] = {1, 1, 1};
+    char url_sync[440];
+    snprintf(url_sync, sizeof url_sync, "dir:%s/p14a-sync?ckpt_async=0", g_dir);
+    aimsi_jobs *Js = NULL;
+    CHECK(aimsi_jobs_create(url_sync, "bench-sync", &Js) == AIMS_OK, "jobs");
+    CHECK(aimsi_jobs_start(Js, adopt_none, NULL) == AIMS_OK, "start");
+    enum { NM = 5 };
+    static const char *const names[NM] = {"plain", "epoch", "steps50", "epoch_sync",
+                                          "steps50_sync"};
+    const int64_t steps[NM] = {0, 0, 50, 0, 50};
+    double t[NM][16], pause[NM][16], wr[NM][16];
+    int identical[NM] = {1, 1, 1, 1, 1};
     void *ref = NULL;
     size_t ref_len = 0;
     for (int r = 0; r < reps; r++) {
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < NM; k++) {
             void *b = NULL;
             size_t len = 0;
-            t[k][r] = run_once(J, k, steps[k], r, &b, &len);
+            g_pause_ms = g_write_ms = 0;
+            t[k][r] = run_once(k >= 3 ? Js : J, k, steps[k], r, &b, &len);
+            pause[k][r] = g_pause_ms;
+            wr[k][r] = g_write_ms;
             if (ref == NULL) {
                 ref = b;
                 ref_len = len;
@@ -196,23 +219,27 @@ static void p14a(int reps)
             aims_free(b);
         }
     }
-    double med[3];
-    for (int k = 0; k < 3; k++) {
+    double med[NM];
+    for (int k = 0; k < NM; k++) {
         double v[16];
         memcpy(v, t[k], sizeof v);
         med[k] = median_sort(v, (size_t)reps);
+        const double pm = median_sort(pause[k], (size_t)reps);
+        const double wm = median_sort(wr[k], (size_t)reps);
         printf("{\"goal\": \"P14a\", \"contender\": \"libaims-%s\", \"metric\": \"train_s\", "
                "\"unit\": \"s\", \"median\": %.4f, \"mode\": \"%s\", \"rows\": %zu, \"reps\": %d, "
                "\"median_s\": %.4f, \"min_s\": %.4f, \"max_s\": %.4f, \"ratio_to_plain\": %.4f, "
-               "\"weights_identical_to_plain\": %s, \"spec\": ",
+               "\"weights_identical_to_plain\": %s, ",
                names[k], med[k], names[k], g_rows, reps, med[k], v[0], v[reps - 1], med[k] / med[0],
                identical[k] ? "true" : "false");
+        printf("\"pause_ms_per_ckpt\": %.3f, \"write_ms_per_ckpt\": %.3f, \"spec\": ", pm, wm);
         json_str(P1_SPEC);
         printf("}\n");
         fflush(stdout);
     }
     aims_free(ref);
     aimsi_jobs_destroy(J);
+    aimsi_jobs_destroy(Js);
 }
 
 /* ---- P14b ----------------------------------------------------------------------------------- */

@@ -105,6 +105,17 @@ aims_status aimsi_model_read(aimsi_creader *r, aims_model **out);
  * the same container aims_trainer_checkpoint writes; aimsi_free *out). */
 aims_status aimsi_trainer_checkpoint_bytes(const aims_trainer *t, void **out, size_t *out_len);
 aims_status aimsi_trainer_restore_bytes(aims_trainer *t, const void *data, size_t len);
+/* A snapshot of a begun trainer's checkpoint state (parameters, optimizer
+ * buffers, counters), taken between steps by memcpy into a reused buffer, and
+ * turned into the very bytes aimsi_trainer_checkpoint_bytes gives for that
+ * state later, on any thread, while the trainer goes on (durable jobs write
+ * checkpoints off the training thread, src/svc/jobs/jobs_ckpt.c). take: *io
+ * NULL creates one, else it is reused (its buffer grows when needed); on
+ * failure *io is unchanged and still valid. */
+typedef struct aimsi_trainer_snap aimsi_trainer_snap;
+aims_status aimsi_trainer_snap_take(const aims_trainer *t, aimsi_trainer_snap **io);
+aims_status aimsi_trainer_snap_bytes(const aimsi_trainer_snap *s, void **out, size_t *out_len);
+void aimsi_trainer_snap_free(aimsi_trainer_snap *s);
 /* A bundle's file bytes in memory (bundle.c; aimsi_free *out). */
 aims_status aimsi_bundle_to_bytes(const aims_bundle *b, void **out, size_t *out_len);
 

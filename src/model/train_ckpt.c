@@ -73,8 +73,8 @@ typedef struct ckpt_state {
  * must be 8 bytes wide and the struct unpadded. */
 _Static_assert(sizeof(ckpt_state) == 15 * 8, "ckpt_state is 15 8-byte words");
 
-/* The checkpoint's container, filled (the caller saves or finishes it). */
-static aims_status ckpt_writer(const aims_trainer *t, aimsi_cwriter **out)
+/* The counters and fingerprint of t, as a checkpoint stores them. */
+static ckpt_state ckpt_state_of(const aims_trainer *t)
 {
     const ckpt_state s = {CKPT_VERSION,
                           run_fingerprint(t),
@@ -91,20 +91,28 @@ static aims_status ckpt_writer(const aims_trainer *t, aimsi_cwriter **out)
                           t->val_acc,
                           t->best_metric,
                           t->sps};
+    return s;
+}
+
+/* The checkpoint's container from its parts (a live trainer or a snapshot of
+ * one: the same bytes either way), filled (the caller saves or finishes it). */
+static aims_status ckpt_fill(const aims_model *m, const ckpt_state *s, const float *v1,
+                             const float *v2, const float *best, aimsi_cwriter **out)
+{
     aimsi_cwriter *w = NULL;
     AIMSI_TRY(aimsi_cw_create(AIMSI_KIND_CHECKPOINT, 1, &w));
-    aims_status rc = aimsi_model_write(t->m, w);
+    aims_status rc = aimsi_model_write(m, w);
     if (rc == AIMS_OK) {
-        rc = aimsi_cw_add_words(w, TAG_TSTA, &s, sizeof s / 8, 8); /* all 8-byte fields */
+        rc = aimsi_cw_add_words(w, TAG_TSTA, s, sizeof *s / 8, 8); /* all 8-byte fields */
     }
-    if (rc == AIMS_OK && t->v1 != NULL) {
-        rc = aimsi_cw_add_words(w, TAG_TOP1, t->v1, t->m->n_params, 4);
+    if (rc == AIMS_OK && v1 != NULL) {
+        rc = aimsi_cw_add_words(w, TAG_TOP1, v1, m->n_params, 4);
     }
-    if (rc == AIMS_OK && t->v2 != NULL) {
-        rc = aimsi_cw_add_words(w, TAG_TOP2, t->v2, t->m->n_params, 4);
+    if (rc == AIMS_OK && v2 != NULL) {
+        rc = aimsi_cw_add_words(w, TAG_TOP2, v2, m->n_params, 4);
     }
-    if (rc == AIMS_OK && t->best != NULL) {
-        rc = aimsi_cw_add_words(w, TAG_TBST, t->best, t->m->n_params, 4);
+    if (rc == AIMS_OK && best != NULL) {
+        rc = aimsi_cw_add_words(w, TAG_TBST, best, m->n_params, 4);
     }
     if (rc != AIMS_OK) {
         aimsi_cw_destroy(w);
@@ -112,6 +120,12 @@ static aims_status ckpt_writer(const aims_trainer *t, aimsi_cwriter **out)
     }
     *out = w;
     return AIMS_OK;
+}
+
+static aims_status ckpt_writer(const aims_trainer *t, aimsi_cwriter **out)
+{
+    const ckpt_state s = ckpt_state_of(t);
+    return ckpt_fill(t->m, &s, t->v1, t->v2, t->best, out);
 }
 
 aims_status aims_trainer_checkpoint(const aims_trainer *t, const char *path)
@@ -276,4 +290,90 @@ aims_status aimsi_trainer_restore_bytes(aims_trainer *t, const void *data, size_
         aimsi_cr_destroy(r);
     }
     return rc;
+}
+
+/* ---- snapshots (durable jobs: the checkpoint written off the training thread) ------------- */
+
+/* A copy of everything a checkpoint stores, taken between two steps. The
+ * model part is a by-value copy of the trainer's model struct (shapes,
+ * flags: what aimsi_model_write reads besides the parameters) whose params
+ * point at the snapshot's own copy; it is never handed out as a model. */
+struct aimsi_trainer_snap {
+    aims_model m;
+    ckpt_state s;
+    float *buf; /* params, then v1, v2, best when the run has them */
+    size_t cap; /* floats in buf */
+    const float *v1, *v2, *best;
+};
+
+aims_status aimsi_trainer_snap_take(const aims_trainer *t, aimsi_trainer_snap **io)
+{
+    if (!TRAINER_OK(t) || io == NULL) {
+        return AIMSI_MISUSE("invalid trainer handle or NULL snapshot");
+    }
+    if (!t->running || t->m->params == NULL) {
+        return aimsi_err(NULL, AIMS_E_STATE, "checkpoint: no run");
+    }
+    if (t->m->quantized) {
+        return aimsi_err(NULL, AIMS_E_UNSUPPORTED, "checkpoint snapshot: quantized model");
+    }
+    const size_t n = t->m->n_params;
+    const size_t need = n * (1u + (t->v1 != NULL) + (t->v2 != NULL) + (t->best != NULL));
+    aimsi_trainer_snap *s = *io;
+    if (s == NULL) {
+        s = aimsi_calloc(1, sizeof *s);
+        if (s == NULL) {
+            return aimsi_err(NULL, AIMS_E_NOMEM, "checkpoint snapshot: no memory");
+        }
+    }
+    if (s->cap < need) {
+        float *b = aimsi_malloc(need * sizeof(float));
+        if (b == NULL) {
+            if (*io == NULL) {
+                aimsi_free(s);
+            }
+            return aimsi_err(NULL, AIMS_E_NOMEM, "checkpoint snapshot: no memory for %zu "
+                                                 "floats", need);
+        }
+        aimsi_free(s->buf);
+        s->buf = b;
+        s->cap = need;
+    }
+    s->m = *t->m;
+    s->m.params = s->buf;
+    memcpy(s->buf, t->m->params, n * sizeof(float));
+    float *next = s->buf + n;
+    const float *const src[3] = {t->v1, t->v2, t->best};
+    const float **dst[3] = {&s->v1, &s->v2, &s->best};
+    for (int i = 0; i < 3; i++) {
+        *dst[i] = NULL;
+        if (src[i] != NULL) {
+            memcpy(next, src[i], n * sizeof(float));
+            *dst[i] = next;
+            next += n;
+        }
+    }
+    s->s = ckpt_state_of(t);
+    *io = s;
+    return AIMS_OK;
+}
+
+aims_status aimsi_trainer_snap_bytes(const aimsi_trainer_snap *s, void **out, size_t *out_len)
+{
+    if (s == NULL || s->buf == NULL || out == NULL || out_len == NULL) {
+        return AIMSI_MISUSE("empty snapshot or NULL out");
+    }
+    aimsi_cwriter *w = NULL;
+    AIMSI_TRY(ckpt_fill(&s->m, &s->s, s->v1, s->v2, s->best, &w));
+    const aims_status rc = aimsi_cw_finish(w, out, out_len);
+    aimsi_cw_destroy(w);
+    return rc;
+}
+
+void aimsi_trainer_snap_free(aimsi_trainer_snap *s)
+{
+    if (s != NULL) {
+        aimsi_free(s->buf);
+        aimsi_free(s);
+    }
 }

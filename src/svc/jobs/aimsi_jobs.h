@@ -156,8 +156,18 @@ typedef struct aimsi_jobs_times {
     uint64_t begin_ns;        /* newest fit: aims_trainer_begin */
     uint64_t ckpt_ns;         /* newest fit: finding, reading and restoring the checkpoint */
     int64_t running_wall_ms;  /* newest fit: status "running" written */
+    int64_t ckpts;            /* newest fit: checkpoints written */
+    int64_t ckpts_async;      /* ... of them by the writer thread (the rest synchronously) */
+    uint64_t ckpt_pause_ns;   /* ... time the training thread spent on them */
+    uint64_t ckpt_write_ns;   /* ... time the writer thread spent writing */
 } aimsi_jobs_times;
 void aimsi_jobs_get_times(aimsi_jobs *J, aimsi_jobs_times *out);
+
+/* Test hook: called by a fit's checkpoint writer thread before it writes
+ * the checkpoint of `step` (block in it to hold a write in flight). Set
+ * before any job runs; NULL: none. */
+typedef void (*aimsi_jobs_ckpt_hook_fn)(void *user, int64_t step);
+void aimsi_jobs_set_ckpt_hook(aimsi_jobs *J, aimsi_jobs_ckpt_hook_fn fn, void *user);
 
 /* Does the adopter have room for one more job? Asked before claiming an
  * expired job (a claim that cannot be queued would add a token for nothing).

@@ -45,6 +45,8 @@ aims_status aimsi_jobs_create(const char *url, const char *instance, aimsi_jobs 
     int64_t keep_done_s = 0;
     AIMSI_TRY(aimsi_store_option(url, "keep_done", 0, INT32_MAX, -1, &keep_done));
     AIMSI_TRY(aimsi_store_option(url, "keep_done_s", 0, INT32_MAX, -1, &keep_done_s));
+    int64_t ckpt_async = 1;
+    AIMSI_TRY(aimsi_store_option(url, "ckpt_async", 0, 1, 1, &ckpt_async));
     aimsi_jobs *J = aimsi_calloc(1, sizeof *J);
     if (J == NULL) {
         return aimsi_err(NULL, AIMS_E_NOMEM, "jobs: no memory");
@@ -78,6 +80,8 @@ aims_status aimsi_jobs_create(const char *url, const char *instance, aimsi_jobs 
         return rc;
     }
     atomic_init(&J->prefetched, 0);
+    atomic_init(&J->ckpt_async, (int)ckpt_async);
+    atomic_init(&J->ckpt_writing, 0);
     atomic_init(&J->paused, 0);
     atomic_init(&J->stopped, 0);
     atomic_init(&J->wake, 0);

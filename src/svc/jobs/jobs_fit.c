@@ -29,59 +29,16 @@
 #include "../../model/aimsi_model.h"
 #include "jobs_impl.h"
 
-#define CKPT_SCAN_MAX 64
-
-typedef struct ckpt_list {
-    int64_t steps[CKPT_SCAN_MAX];
-    size_t n;
-} ckpt_list;
-
-static int ckpt_cb(void *user, const char *name)
-{
-    ckpt_list *c = user;
-    if (strncmp(name, "ckpt.", 5) != 0 || c->n == CKPT_SCAN_MAX) {
-        return 0;
-    }
-    char *end = NULL;
-    const long long v = strtoll(name + 5, &end, 10);
-    if (end != name + 5 && *end == '\0' && v >= 0) {
-        c->steps[c->n++] = v;
-    }
-    return 0;
-}
-
-static int cmp_desc(const void *a, const void *b)
-{
-    const int64_t x = *(const int64_t *)a;
-    const int64_t y = *(const int64_t *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
-static aims_status list_ckpts(aimsi_jobs *J, const char *dir, ckpt_list *c)
-{
-    c->n = 0;
-    AIMSI_TRY(aimsi_store_list(J->st, dir, ckpt_cb, c));
-    qsort(c->steps, c->n, sizeof c->steps[0], cmp_desc);
-    return AIMS_OK;
-}
-
-static void ckpt_name(const char *dir, int64_t step, char *out)
-{
-    char leaf[40];
-    snprintf(leaf, sizeof leaf, "ckpt.%016" PRId64, step);
-    aimsi_jobs_path(dir, leaf, out);
-}
-
 /* Restore the newest intact checkpoint into t (begun); *from = its step or -1. */
 static aims_status resume(aimsi_jobs *J, const char *dir, aims_trainer *t, const aims_dataset *ds,
                           int64_t *from)
 {
     *from = -1;
-    ckpt_list c;
-    AIMSI_TRY(list_ckpts(J, dir, &c));
+    jobs_ckpt_list c;
+    AIMSI_TRY(aimsi_jobs_ckpt_list(J, dir, &c));
     for (size_t i = 0; i < c.n; i++) {
         char name[AIMSI_STORE_NAME_MAX + 1];
-        ckpt_name(dir, c.steps[i], name);
+        aimsi_jobs_ckpt_name(dir, c.steps[i], name);
         void *p = NULL;
         size_t n = 0;
         aims_status rc = aimsi_store_get(J->st, name, &p, &n);
@@ -136,10 +93,15 @@ static void stats_into(const aims_trainer *t, jobs_status *s)
     }
 }
 
-/* Write one checkpoint of step `step` (fenced), prune old ones, update status. */
-static aims_status checkpoint(aimsi_jobs *J, const char *dir, uint64_t token,
-                              const aims_trainer *t, int64_t step, jobs_status *s)
+/* The checkpoint of step `step`: what must happen on the training thread
+ * (the test pause point, the fence, a cancel marker), then the snapshot handed
+ * to the writer thread (jobs_ckpt.c), or, when that cannot be, the whole
+ * write here (serialise, put, prune, status). *pause_ns += time spent. */
+static aims_status checkpoint(aimsi_jobs *J, jobs_ckptw *w, const char *dir, uint64_t token,
+                              const aims_trainer *t, int64_t step, jobs_status *s,
+                              int64_t *n_sync)
 {
+    AIMSI_TRY(aimsi_jobs_ckpt_wait(w)); /* the previous one is durable (or failed) */
     if (aimsi_jobs_pause_point(J)) {
         return aimsi_err(NULL, AIMS_E_CANCELLED, "jobs: stopped while paused");
     }
@@ -148,30 +110,20 @@ static aims_status checkpoint(aimsi_jobs *J, const char *dir, uint64_t token,
         return aimsi_err(NULL, AIMS_E_CANCELLED, "jobs: cancelled by a caller on another "
                                                  "instance");
     }
-    void *bytes = NULL;
-    size_t len = 0;
-    AIMSI_TRY(aimsi_trainer_checkpoint_bytes(t, &bytes, &len));
-    char name[AIMSI_STORE_NAME_MAX + 1];
-    ckpt_name(dir, step, name);
-    aims_status rc = aimsi_store_put(J->st, name, bytes, len);
-    aimsi_free(bytes);
-    if (rc != AIMS_OK) {
-        return rc;
-    }
-    ckpt_list c;
-    if (list_ckpts(J, dir, &c) == AIMS_OK) {
-        for (size_t i = JOBS_CKPT_KEEP; i < c.n; i++) {
-            ckpt_name(dir, c.steps[i], name);
-            (void)aimsi_store_remove(J->st, name);
-        }
-    }
     stats_into(t, s);
     s->step = step;
     s->ckpt_step = step;
-    rc = aimsi_jobs_status_write(J, dir, s);
-    if (atomic_load(&J->pause_after) > 0 && atomic_fetch_sub(&J->pause_after, 1) == 1) {
-        atomic_store(&J->paused, 1); /* test hook: "dies" after this checkpoint */
+    int sync = 0;
+    AIMSI_TRY(aimsi_jobs_ckpt_submit(w, t, step, s, &sync));
+    if (!sync) {
+        return AIMS_OK;
     }
+    (*n_sync)++;
+    void *bytes = NULL;
+    size_t len = 0;
+    AIMSI_TRY(aimsi_trainer_checkpoint_bytes(t, &bytes, &len));
+    const aims_status rc = aimsi_jobs_ckpt_persist(J, dir, token, bytes, len, step, s);
+    aimsi_free(bytes);
     return rc;
 }
 
@@ -235,6 +187,11 @@ aims_status aimsi_jobs_fit_sync(aimsi_jobs *J, const char *id, size_t id_len, ui
     const int64_t every = ckpt_steps > 0 ? ckpt_steps : per_epoch;
     uint64_t last_ns = aimsi_now_ns();
     aims_status rc = AIMS_OK;
+    jobs_ckptw w;
+    aimsi_jobs_ckpt_init(&w, J, dir, token);
+    int64_t n_ckpt = 0;
+    int64_t n_sync = 0;
+    uint64_t pause_ns = 0;
     for (int done = 0; !done;) {
         rc = aims_trainer_step(t, &done);
         if (rc != AIMS_OK) {
@@ -253,12 +210,30 @@ aims_status aimsi_jobs_fit_sync(aimsi_jobs *J, const char *id, size_t id_len, ui
         const int due = step % every == 0 ||
                         (ckpt_ms > 0 && now - last_ns >= (uint64_t)ckpt_ms * 1000000u);
         if (due) {
-            rc = checkpoint(J, dir, token, t, step, &s);
+            rc = checkpoint(J, &w, dir, token, t, step, &s, &n_sync);
+            n_ckpt++;
+            last_ns = aimsi_now_ns();
+            pause_ns += last_ns - now;
             if (rc != AIMS_OK) {
                 break;
             }
-            last_ns = aimsi_now_ns();
         }
     }
+    /* the result, "done" and a hand-over come after the last durable checkpoint */
+    char msg[JOBS_ERR_MAX] = "";
+    if (rc != AIMS_OK) {
+        snprintf(msg, sizeof msg, "%s", aims_errmsg()); /* the fit's failure wins */
+    }
+    const aims_status wrc = aimsi_jobs_ckpt_finish(&w);
+    if (rc != AIMS_OK && wrc != AIMS_OK) {
+        (void)aimsi_err(NULL, rc, "%s", msg);
+    }
+    rc = rc != AIMS_OK ? rc : wrc;
+    pthread_mutex_lock(&J->mu);
+    J->times.ckpts = n_ckpt;
+    J->times.ckpts_async = n_ckpt - n_sync;
+    J->times.ckpt_pause_ns = pause_ns;
+    J->times.ckpt_write_ns = w.write_ns;
+    pthread_mutex_unlock(&J->mu);
     return rc;
 }

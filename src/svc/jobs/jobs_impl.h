@@ -61,6 +61,10 @@ struct aimsi_jobs {
     pthread_t warm;          /* prefetch into the cache (jobs_cache.c) */
     int warm_on;
     _Atomic int64_t prefetched; /* rows the warm thread loaded */
+    _Atomic int ckpt_async;     /* checkpoints off the training thread (ckpt_async=1) */
+    _Atomic int ckpt_writing;   /* checkpoint writes in flight (jobs_ckpt.c) */
+    aimsi_jobs_ckpt_hook_fn ckpt_hook; /* test hook, set before jobs run */
+    void *ckpt_hook_user;
 };
 
 /* The job's status record (j/<hex>/status). */
@@ -80,6 +84,55 @@ typedef struct jobs_status {
     double metric;
     char err[JOBS_ERR_MAX];
 } jobs_status;
+
+/* A fit's checkpoint writer (jobs_ckpt.c): one snapshot in flight at most. */
+typedef struct jobs_ckptw {
+    aimsi_jobs *J;
+    char dir[JOBS_DIR_MAX];
+    uint64_t token;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t th;
+    int on;      /* thread started (lazily, at the first checkpoint) */
+    int pending; /* a snapshot waits for or is in its write (mu) */
+    int quit;
+    struct aimsi_trainer_snap *snap; /* reused from checkpoint to checkpoint */
+    int64_t step;                    /* of the snapshot */
+    jobs_status s;                   /* the status record to write with it */
+    aims_status rc;                  /* outcome of the last write (mu) */
+    char err[JOBS_ERR_MAX];
+    int64_t writes;    /* checkpoints handed to the thread */
+    uint64_t write_ns; /* time the thread spent writing them (mu) */
+} jobs_ckptw;
+
+/* A job's checkpoints (steps, newest first; at most JOBS_CKPT_SCAN_MAX). */
+#define JOBS_CKPT_SCAN_MAX 64
+typedef struct jobs_ckpt_list {
+    int64_t steps[JOBS_CKPT_SCAN_MAX];
+    size_t n;
+} jobs_ckpt_list;
+aims_status aimsi_jobs_ckpt_list(aimsi_jobs *J, const char *dir, jobs_ckpt_list *c);
+/* dir + "/ckpt.<step, 16 digits>" into out (AIMSI_STORE_NAME_MAX + 1 bytes). */
+void aimsi_jobs_ckpt_name(const char *dir, int64_t step, char *out);
+
+void aimsi_jobs_ckpt_init(jobs_ckptw *w, aimsi_jobs *J, const char *dir, uint64_t token);
+/* Hand the checkpoint of `step` to the writer: waits for the previous one
+ * (its failure is returned), snapshots t and s, and returns. *sync = 1 when
+ * it could not (no memory for the snapshot, no thread, ckpt_async=0): the
+ * caller writes this one synchronously. */
+aims_status aimsi_jobs_ckpt_submit(jobs_ckptw *w, const aims_trainer *t, int64_t step,
+                                   const jobs_status *s, int *sync);
+/* Wait for the checkpoint in flight; its outcome. */
+aims_status aimsi_jobs_ckpt_wait(jobs_ckptw *w);
+/* Wait for the last write, stop the thread, free the snapshot; its outcome. */
+aims_status aimsi_jobs_ckpt_finish(jobs_ckptw *w);
+/* Put checkpoint bytes as ckpt.<step>, prune to the newest JOBS_CKPT_KEEP,
+ * write status s (either path; the caller fenced). */
+aims_status aimsi_jobs_ckpt_persist(aimsi_jobs *J, const char *dir, uint64_t token,
+                                    const void *bytes, size_t len, int64_t step,
+                                    const jobs_status *s);
+/* Wait (at most max_ms) until no checkpoint write of J is in flight. */
+void aimsi_jobs_ckpt_drain(aimsi_jobs *J, int64_t max_ms);
 
 /* "j/<hex of id>" into dir. */
 void aimsi_jobs_dirname(const char *id, size_t id_len, char dir[JOBS_DIR_MAX]);

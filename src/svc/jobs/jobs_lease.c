@@ -705,6 +705,8 @@ void aimsi_jobs_stop(aimsi_jobs *J)
     atomic_store(&J->stopped, 1);
     atomic_store(&J->wake, 1);
     if (!atomic_load(&J->paused)) {
+        /* a hand-over comes after the checkpoints in flight are durable (jobs_ckpt.c) */
+        aimsi_jobs_ckpt_drain(J, 30000);
         renew_all(J, 1); /* hand the unfinished jobs over at once */
     }
     pthread_mutex_lock(&J->mu);
@@ -728,6 +730,12 @@ void aimsi_jobs_set_room(aimsi_jobs *J, aimsi_jobs_room_fn fn)
     pthread_mutex_lock(&J->mu);
     J->room = fn;
     pthread_mutex_unlock(&J->mu);
+}
+
+void aimsi_jobs_set_ckpt_hook(aimsi_jobs *J, aimsi_jobs_ckpt_hook_fn fn, void *user)
+{
+    J->ckpt_hook = fn;
+    J->ckpt_hook_user = user;
 }
 
 void aimsi_jobs_pause_after(aimsi_jobs *J, int64_t checkpoints)

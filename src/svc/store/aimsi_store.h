@@ -37,12 +37,15 @@ typedef int (*aimsi_store_list_fn)(void *user, const char *name);
 
 typedef struct aimsi_store_ops {
     const char *scheme; /* "dir" */
-    /* Replace `name` atomically with bytes p[0..n): a reader sees the old or
-     * the new blob, never a mix. */
-    aims_status (*put)(void *ctx, const char *name, const void *p, size_t n);
-    /* Create `name` with p[0..n) only if it does not exist: AIMS_E_EXISTS when
-     * it does (atomic: of two racing creators exactly one wins). */
-    aims_status (*put_new)(void *ctx, const char *name, const void *p, size_t n);
+    /* Replace `name` atomically with the bytes hdr[0..hn) then p[0..n) (the
+     * blob frame and its payload, written without joining them first): a
+     * reader sees the old or the new blob, never a mix. */
+    aims_status (*put)(void *ctx, const char *name, const void *hdr, size_t hn, const void *p,
+                       size_t n);
+    /* Create `name` with those bytes only if it does not exist: AIMS_E_EXISTS
+     * when it does (atomic: of two racing creators exactly one wins). */
+    aims_status (*put_new)(void *ctx, const char *name, const void *hdr, size_t hn,
+                           const void *p, size_t n);
     /* Read all of `name` (at most cap bytes): AIMS_E_NOTFOUND when absent. */
     aims_status (*get)(void *ctx, const char *name, size_t cap, void **out, size_t *out_len);
     /* Call fn for each entry of folder `dir` (order unspecified; temp files

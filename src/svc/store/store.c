@@ -130,25 +130,18 @@ static aims_status check_name(const aimsi_store *s, const char *name)
     return AIMS_OK;
 }
 
-/* Frame p[0..n) into a new buffer of BLOB_HDR + n bytes. */
-static aims_status frame(const void *p, size_t n, uint8_t **out)
+/* The frame header of p[0..n) into b (BLOB_HDR bytes); the payload follows
+ * it in the blob as it is (the backend writes both parts, no joined copy). */
+static aims_status frame(const void *p, size_t n, uint8_t b[BLOB_HDR])
 {
     if (n > AIMSI_STORE_BLOB_MAX) {
         return aimsi_err(NULL, AIMS_E_RANGE, "store: a %zu-byte blob is over the cap", n);
-    }
-    uint8_t *b = aimsi_malloc(BLOB_HDR + n);
-    if (b == NULL) {
-        return aimsi_err(NULL, AIMS_E_NOMEM, "store: no memory for a %zu-byte blob", n);
     }
     aimsi_store_u32le(b, BLOB_MAGIC);
     aimsi_store_u32le(b + 4, BLOB_VERSION);
     aimsi_store_u64le(b + 8, (uint64_t)n);
     aimsi_store_u32le(b + 16, aimsi_crc32c(0, p, n));
     aimsi_store_u32le(b + 20, aimsi_crc32c(0, b, 20));
-    if (n > 0) {
-        memcpy(b + BLOB_HDR, p, n);
-    }
-    *out = b;
     return AIMS_OK;
 }
 
@@ -159,12 +152,10 @@ static aims_status put_framed(aimsi_store *s, const char *name, const void *p, s
         return AIMSI_MISUSE("NULL store or data");
     }
     AIMSI_TRY(check_name(s, name));
-    uint8_t *b = NULL;
-    AIMSI_TRY(frame(p, n, &b));
-    const aims_status rc = only_new ? s->ops->put_new(s->ctx, name, b, BLOB_HDR + n)
-                                    : s->ops->put(s->ctx, name, b, BLOB_HDR + n);
-    aimsi_free(b);
-    return rc;
+    uint8_t b[BLOB_HDR];
+    AIMSI_TRY(frame(p, n, b));
+    return only_new ? s->ops->put_new(s->ctx, name, b, BLOB_HDR, p, n)
+                    : s->ops->put(s->ctx, name, b, BLOB_HDR, p, n);
 }
 
 aims_status aimsi_store_put(aimsi_store *s, const char *name, const void *p, size_t n)

@@ -4,7 +4,8 @@
  * shared path (NFS, a mounted volume) that every train instance sees.
  *
  * How writes stay whole. A blob is written to a temporary file in its own
- * folder (".tmp.<pid>.<n>.<name>": listing skips dot files), fsync'd, then
+ * folder (".tmp.<pid>.<n>.<name>": listing skips dot files) with writev
+ * (frame header + payload, never joined in memory), fdatasync'd, then
  *   put      rename(2) over the name: readers see the old or the new file;
  *   put_new  link(2) to the name: fails with EEXIST when the name exists,
  *            so of two racing creators exactly one wins (the fencing claim
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "aimsi_store.h"
@@ -79,8 +81,12 @@ static aims_status sync_folder(const char *path)
     return rc;
 }
 
-/* Write p[0..n) to a new temp file next to path; its name into tmp. */
-static aims_status write_temp(dir_store *d, const char *path, const void *p, size_t n, char *tmp)
+/* Write hdr[0..hn) + p[0..n) to a new temp file next to path (one writev
+ * per pass, no joined copy; fdatasync: the data and the size a reader needs,
+ * the name is made durable by the folder's fsync after the rename/link); its
+ * name into tmp. */
+static aims_status write_temp(dir_store *d, const char *path, const void *hdr, size_t hn,
+                              const void *p, size_t n, char *tmp)
 {
     const char *slash = strrchr(path, '/');
     const size_t dlen = (size_t)(slash - path);
@@ -95,19 +101,35 @@ static aims_status write_temp(dir_store *d, const char *path, const void *p, siz
         return aimsi_err(NULL, AIMS_E_IO, "store: create %s: %s", tmp, strerror(errno));
     }
     aims_status rc = AIMS_OK;
-    for (size_t done = 0; done < n && rc == AIMS_OK;) {
-        const ssize_t w = write(fd, (const char *)p + done, n - done);
+    struct iovec iov[2] = {{(void *)hdr, hn}, {(void *)p, n}};
+    int first = hn > 0 ? 0 : 1;
+    while (rc == AIMS_OK && first < 2) {
+        if (iov[first].iov_len == 0) {
+            first++;
+            continue;
+        }
+        const ssize_t w = writev(fd, iov + first, 2 - first);
         if (w < 0 && errno == EINTR) {
             continue;
         }
         if (w <= 0) {
-            rc = aimsi_err(NULL, AIMS_E_IO, "store: write %s: %s", tmp, strerror(errno));
-        } else {
-            done += (size_t)w;
+            rc = aimsi_err(NULL, AIMS_E_IO, "store: write %s: %s", tmp,
+                           w == 0 ? "no progress" : strerror(errno));
+            break;
+        }
+        size_t left = (size_t)w; /* advance past what was written */
+        while (left > 0 && first < 2) {
+            const size_t take = left < iov[first].iov_len ? left : iov[first].iov_len;
+            iov[first].iov_base = (char *)iov[first].iov_base + take;
+            iov[first].iov_len -= take;
+            left -= take;
+            if (iov[first].iov_len == 0) {
+                first++;
+            }
         }
     }
-    if (rc == AIMS_OK && fsync(fd) != 0) {
-        rc = aimsi_err(NULL, AIMS_E_IO, "store: fsync %s: %s", tmp, strerror(errno));
+    if (rc == AIMS_OK && fdatasync(fd) != 0) {
+        rc = aimsi_err(NULL, AIMS_E_IO, "store: fdatasync %s: %s", tmp, strerror(errno));
     }
     if (close(fd) != 0 && rc == AIMS_OK && errno != EINTR) {
         rc = aimsi_err(NULL, AIMS_E_IO, "store: close %s: %s", tmp, strerror(errno));
@@ -118,14 +140,15 @@ static aims_status write_temp(dir_store *d, const char *path, const void *p, siz
     return rc;
 }
 
-static aims_status dir_write(void *ctx, const char *name, const void *p, size_t n, int only_new)
+static aims_status dir_write(void *ctx, const char *name, const void *hdr, size_t hn,
+                             const void *p, size_t n, int only_new)
 {
     dir_store *d = ctx;
     char path[DIR_PATH_MAX];
     char tmp[DIR_PATH_MAX];
     AIMSI_TRY(join(d, name, path));
     AIMSI_TRY(make_parents(d, path));
-    AIMSI_TRY(write_temp(d, path, p, n, tmp));
+    AIMSI_TRY(write_temp(d, path, hdr, hn, p, n, tmp));
     aims_status rc = AIMS_OK;
     if (only_new) {
         if (link(tmp, path) != 0) {
@@ -141,14 +164,16 @@ static aims_status dir_write(void *ctx, const char *name, const void *p, size_t 
     return rc == AIMS_OK ? sync_folder(path) : rc;
 }
 
-static aims_status dir_put(void *ctx, const char *name, const void *p, size_t n)
+static aims_status dir_put(void *ctx, const char *name, const void *hdr, size_t hn,
+                           const void *p, size_t n)
 {
-    return dir_write(ctx, name, p, n, 0);
+    return dir_write(ctx, name, hdr, hn, p, n, 0);
 }
 
-static aims_status dir_put_new(void *ctx, const char *name, const void *p, size_t n)
+static aims_status dir_put_new(void *ctx, const char *name, const void *hdr, size_t hn,
+                               const void *p, size_t n)
 {
-    return dir_write(ctx, name, p, n, 1);
+    return dir_write(ctx, name, hdr, hn, p, n, 1);
 }
 
 static aims_status dir_get(void *ctx, const char *name, size_t cap, void **out, size_t *out_len)
