@@ -39,6 +39,7 @@
 #include "svc/store/aimsi_store.h"
 #include "svc_blobs.h"
 #include "testalloc.h"
+#include "tmp_dir.h"
 
 #define ROWS 240
 #define COLS 4
@@ -896,22 +897,13 @@ static void test_jobs_adopt_from_cache(void **state)
 
 static int jobs_setup(void **state)
 {
-    snprintf(g_dir, sizeof g_dir, "%s/aims-jobs-XXXXXX",
-             getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
-    assert_non_null(mkdtemp(g_dir));
+    tmp_dir_make(g_dir, sizeof g_dir, "jobs");
     return ta_setup(state);
-}
-
-static void rm_rf(const char *path)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-    assert_int_equal(system(cmd), 0);
 }
 
 static int jobs_teardown(void **state)
 {
-    rm_rf(g_dir);
+    tmp_dir_remove(g_dir);
     return ta_teardown(state);
 }
 

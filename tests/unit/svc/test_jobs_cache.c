@@ -35,6 +35,7 @@
 #include "svc/jobs/aimsi_rowcache.h"
 #include "svc/jobs/jobs_impl.h"
 #include "testalloc.h"
+#include "tmp_dir.h"
 
 #define ROWS 100
 #define COLS 4
@@ -437,17 +438,13 @@ static void test_jobs_cache_bad_rows_refused(void **state)
 
 static int cache_setup(void **state)
 {
-    snprintf(g_dir, sizeof g_dir, "%s/aims-jobs-cache-XXXXXX",
-             getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
-    assert_non_null(mkdtemp(g_dir));
+    tmp_dir_make(g_dir, sizeof g_dir, "jobs-cache");
     return ta_setup(state);
 }
 
 static int cache_teardown(void **state)
 {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    tmp_dir_remove(g_dir);
     return ta_teardown(state);
 }
 

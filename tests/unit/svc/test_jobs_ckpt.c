@@ -36,6 +36,7 @@
 #include "svc/store/aimsi_store.h"
 #include "svc_blobs.h"
 #include "testalloc.h"
+#include "tmp_dir.h"
 
 #define ROWS 240
 #define COLS 4
@@ -403,17 +404,13 @@ static void test_jobs_ckpt_snapshot_nomem(void **state)
 
 static int setup(void **state)
 {
-    snprintf(g_dir, sizeof g_dir, "%s/aims-jobs-ckpt-XXXXXX",
-             getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
-    assert_non_null(mkdtemp(g_dir));
+    tmp_dir_make(g_dir, sizeof g_dir, "jobs-ckpt");
     return ta_setup(state);
 }
 
 static int teardown(void **state)
 {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    assert_int_equal(system(cmd), 0);
+    tmp_dir_remove(g_dir);
     return ta_teardown(state);
 }
 
