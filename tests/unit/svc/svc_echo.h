@@ -129,6 +129,25 @@ static inline int reply_tag(const aims_msg *m)
     return t;
 }
 
+/* Whether reply's f32 "x" holds n floats with x[k] == base + k (every 97th k
+ * checked): the ramp a test wrote into its request, echoed back. */
+static inline int reply_is_ramp(const aims_msg *reply, size_t n, float base)
+{
+    size_t idx = 0;
+    const void *data = NULL;
+    size_t bytes = 0;
+    int right = aims_msg_find(reply, "x", &idx) == AIMS_OK &&
+                aims_msg_get_tensor(reply, idx, NULL, NULL, NULL, NULL, &data, &bytes) ==
+                    AIMS_OK &&
+                bytes == n * sizeof(float);
+    for (size_t k = 0; right && k < n; k += 97) {
+        float v;
+        memcpy(&v, (const char *)data + k * sizeof v, sizeof v);
+        right = v == base + (float)k;
+    }
+    return right;
+}
+
 /* ---- fixtures: a node on the transport under test (svc_tr.h: its URL) ---- */
 
 /* One node serving echo_fn (with h) as `service` over transport tr,

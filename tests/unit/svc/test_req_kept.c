@@ -56,19 +56,7 @@ static void on_done(void *user, aims_status st, const aims_msg *reply, const cha
     outcome *o = r->o;
     if (st == AIMS_OK) {
         atomic_fetch_add(&o->ok, 1);
-        size_t idx = 0;
-        const void *data = NULL;
-        size_t bytes = 0;
-        int right = aims_msg_find(reply, "x", &idx) == AIMS_OK &&
-                    aims_msg_get_tensor(reply, idx, NULL, NULL, NULL, NULL, &data, &bytes) ==
-                        AIMS_OK &&
-                    bytes == N_FLOATS * sizeof(float);
-        for (size_t k = 0; right && k < N_FLOATS; k += 97) {
-            float v;
-            memcpy(&v, (const char *)data + k * sizeof v, sizeof v);
-            right = v == o->want[r->i] + (float)k;
-        }
-        if (right) {
+        if (reply_is_ramp(reply, N_FLOATS, o->want[r->i])) {
             atomic_fetch_add(&o->right, 1);
         }
     } else if (st == AIMS_E_TIMEOUT) {
