@@ -95,8 +95,11 @@ static void gen_done(void *user, aims_status status, const aims_msg *reply, cons
     } else {
         atomic_fetch_add(&g->bad, 1);
     }
-    atomic_fetch_sub(&g->inflight, 1);
+    /* The count drops under the mutex: gen_run's last wait takes it, so no done()
+     * still touches g->cv or g->mu once the generator has seen zero in flight and
+     * the test destroys them. */
     pthread_mutex_lock(&g->mu);
+    atomic_fetch_sub(&g->inflight, 1);
     pthread_cond_signal(&g->cv);
     pthread_mutex_unlock(&g->mu);
 }
@@ -142,9 +145,11 @@ static void *gen_run(void *arg)
         }
         pthread_mutex_unlock(&g->mu);
     }
+    pthread_mutex_lock(&g->mu);
     while (atomic_load(&g->inflight) > 0) {
-        nap_ms(1);
+        pthread_cond_wait(&g->cv, &g->mu);
     }
+    pthread_mutex_unlock(&g->mu);
     return NULL;
 }
 
