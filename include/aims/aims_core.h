@@ -155,7 +155,11 @@ AIMS_API const char *aims_version_string(void);
 /**
  * @brief Build information as one line of JSON with static storage, e.g.
  * {"version":"0.1.0","blas":"OpenBLAS 0.3.21 ...","blas_threads":2,"zstd":"1.5.4",...}.
- * Reports the BLAS core and thread model and the zstd version the library runs with.
+ * Reports the BLAS core and thread model and the zstd version the library runs with,
+ * and (since 0.1, session 12) "kernels": which of libaims' own CPU-specific kernels this
+ * process picks on this CPU: {"gemm_f32":"own"|"openblas","gemm_bf16":"own"|"openblas",
+ * "smax_step":"own"|"off","int8":"vnni"|"avx2"|"c"} ("openblas" for gemm_bf16: precision 1
+ * trains in fp32). Benchmarks record it beside their figures.
  * @note Thread safety: safe from any thread; the string is built once.
  * @since 0.1
  */

@@ -157,6 +157,9 @@ int aimsi_train_fusion_force(int on);
  * layer of 2..16 classes with softmax + cross-entropy, fp32 in the own
  * kernels, not sharded (silently not, also without memory); _end frees it. */
 void aimsi_train_smax_begin(aims_trainer *t);
+/* Whether this CPU (and build) can run the own step at all: the CPU half of
+ * _begin's test, one place, also read by aims_build_info(). */
+int aimsi_train_smax_cpu_ok(void);
 void aimsi_train_smax_end(aims_trainer *t);
 int aimsi_train_smax_on(const aims_trainer *t);
 /* Batch rows [first, first + n) of this epoch's order: forward, loss and the

@@ -4,7 +4,14 @@
  * aims_build_info() lives here because only src/model may talk to BLAS, and
  * the build string must say which BLAS core and thread model the library runs
  * with (OpenBLAS picks its kernel at run time). It is built once, on first
- * use, under pthread_once, into static storage.
+ * use, under pthread_once, into static storage. Its "kernels" object says
+ * which of libaims' own CPU-specific kernels this process will pick (the same
+ * run-time tests the trainer and the predict paths make), so a benchmark
+ * records what really ran rather than guessing from the CPU flags:
+ *   gemm_f32, gemm_bf16  "own" (libaims' kernels) or "openblas" (bf16
+ *                        without its kernel trains in fp32 on OpenBLAS/own fp32)
+ *   smax_step            "own" or "off" (softmax regression's fused step)
+ *   int8                 "vnni", "avx2" or "c" (quantized predict)
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -12,6 +19,8 @@
 #include "../codec/aimsi_codec.h"
 #include "../core/aimsi_core.h"
 #include "aimsi_model.h"
+#include "aimsi_quant.h"
+#include "aimsi_train.h"
 
 /* OpenBLAS extensions (declared in its cblas.h; declared here so no BLAS header
  * is needed outside this file). */
@@ -20,20 +29,26 @@ extern char *openblas_get_corename(void);
 extern int openblas_get_num_threads(void);
 extern int openblas_get_parallel(void);
 
-static char g_info[512];
+static char g_info[768];
 static pthread_once_t g_info_once = PTHREAD_ONCE_INIT;
 
 static void build_info(void)
 {
     static const char *const models[] = {"sequential", "pthreads", "openmp"};
+    static const char *const q8[] = {"auto", "c", "avx2", "vnni"};
     const int par = openblas_get_parallel();
+    const int q = aimsi_q8_isa();
     snprintf(g_info, sizeof g_info,
              "{\"version\":\"%s\",\"blas\":\"%s\",\"blas_core\":\"%s\","
              "\"blas_threads\":%d,\"blas_parallel\":\"%s\",\"zstd\":\"%s\","
-             "\"cpus\":%u}",
+             "\"cpus\":%u,\"kernels\":{\"gemm_f32\":\"%s\",\"gemm_bf16\":\"%s\","
+             "\"smax_step\":\"%s\",\"int8\":\"%s\"}}",
              AIMS_VERSION_STRING, openblas_get_config(), openblas_get_corename(),
              openblas_get_num_threads(), (par >= 0 && par <= 2) ? models[par] : "unknown",
-             aimsi_codec_zstd_version(), aimsi_cpu_count());
+             aimsi_codec_zstd_version(), aimsi_cpu_count(),
+             aimsi_gemm_own_available(AIMSI_GEMM_F32) ? "own" : "openblas",
+             aimsi_gemm_own_available(AIMSI_GEMM_BF16) ? "own" : "openblas",
+             aimsi_train_smax_cpu_ok() ? "own" : "off", (q >= 0 && q <= 3) ? q8[q] : "unknown");
 }
 
 const char *aims_build_info(void)

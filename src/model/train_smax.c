@@ -615,6 +615,15 @@ static void compact_epoch(struct aimsi_smax *sm, size_t first)
 }
 #endif /* AIMSI_HAVE_SMAX */
 
+int aimsi_train_smax_cpu_ok(void)
+{
+#ifdef AIMSI_HAVE_SMAX
+    return aimsi_gemm_own_available(AIMSI_GEMM_F32);
+#else
+    return 0;
+#endif
+}
+
 void aimsi_train_smax_begin(aims_trainer *t)
 {
 #ifdef AIMSI_HAVE_SMAX
@@ -623,7 +632,7 @@ void aimsi_train_smax_begin(aims_trainer *t)
     if (!atomic_load(&g_smax) || t->gws == NULL || t->gprec != AIMSI_GEMM_F32 ||
         m->kind == AIMS_MODEL_KIND_TEXT || m->n_layers != 1 || m->loss != 1 ||
         aimsi_train_sharded(t) || ds == NULL || ds->x == NULL || ds->labels == NULL ||
-        !aimsi_gemm_own_available(AIMSI_GEMM_F32)) {
+        !aimsi_train_smax_cpu_ok()) {
         return;
     }
     const aimsi_dense *L = &m->layers[0];

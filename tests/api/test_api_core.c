@@ -29,6 +29,7 @@ static void test_build_info_names_blas_and_zstd(void **state)
     assert_non_null(strstr(info, "\"blas\":\"OpenBLAS"));
     assert_non_null(strstr(info, "\"zstd\":\"1."));
     assert_non_null(strstr(info, "\"blas_parallel\":"));
+    assert_non_null(strstr(info, "\"kernels\":{\"gemm_f32\":"));
     assert_ptr_equal(info, aims_build_info()); /* built once */
 }
 
