@@ -39,11 +39,14 @@ endef
 # $(eval $(call bench_bin_run,NAME,DIR,EXT)): bench-NAME-run builds
 # bench/bench_NAME and runs the shell commands in the variable NAME_cmd
 # (expanded when the recipe runs; $$ts there is the run's UTC stamp), their
-# stdout teed to bench/results/NAME-<UTC>.EXT and latest-NAME.EXT.
+# stdout teed to bench/results/NAME-<UTC>.EXT and latest-NAME.EXT. The first
+# line of every such file is bench/machine.py's {"machine": ...}: the CPU, its
+# ISA flags and the kernels DIR's libaims picks there (session 12).
 define bench_bin_run
 bench-$(1)-run:
 	ninja -C $(2) bench/bench_$(1)
-	ts=$$$$(date -u +%Y%m%dT%H%M%SZ); { $$($(1)_cmd); } \
+	ts=$$$$(date -u +%Y%m%dT%H%M%SZ); { /usr/bin/python3 bench/machine.py --build-dir $(2); \
+	  $$($(1)_cmd); } \
 	  | tee bench/results/$(1)-$$$$ts.$(3) > bench/results/latest-$(1).$(3)
 	cat bench/results/latest-$(1).$(3)
 endef

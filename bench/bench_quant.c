@@ -173,7 +173,11 @@ int main(int argc, char **argv)
                                         "libaims-int8-c"};
     for (size_t i = 0; i < 3; i++) {
         if (aimsi_q8_isa_force(isas[i]) != isas[i]) {
-            fprintf(stderr, "%s: not supported by this CPU\n", names[i]);
+            /* Said in the results, not only on stderr: a kernel this CPU lacks
+             * is n/a here, never a missing row (docs/BENCH_PEERS.md, session 12). */
+            printf("{\"goal\": \"P5\", \"contender\": \"%s\", \"na\": \"n/a: this CPU "
+                   "lacks the kernel's ISA (%s)\"}\n",
+                   names[i], isas[i] == AIMSI_Q8_VNNI ? "AVX-512 VNNI" : "AVX2");
             continue;
         }
         if (time_rows(q, test, reps, st) == 0) {

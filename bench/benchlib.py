@@ -15,11 +15,16 @@ environment is never changed (tests and CI keep it as it is).
 import os
 import platform
 
+import machine
+
 BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
-def machine_info():
-    """CPU, cores, kernel, load at start and the OpenBLAS variables, for every result."""
+def machine_info(build_dir=None):
+    """CPU, cores, kernel, load at start and the OpenBLAS variables, for every result,
+    and "machine": machine.describe(build_dir) -- CPU generation, the ISA flags
+    libaims cares about and the kernels build_dir's library picks on this CPU,
+    with "machine"]["short"] the phrase every summary footer prints (session 12)."""
     cpu = None
     try:
         with open("/proc/cpuinfo") as f:
@@ -32,7 +37,13 @@ def machine_info():
     return {"cpu": cpu, "nproc": os.cpu_count(), "kernel": platform.release(),
             "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
+            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
+            "machine": machine.describe(build_dir)}
+
+
+def machine_line(info):
+    """The summary footer line of a machine_info() record."""
+    return "machine: %s" % info["machine"]["short"]
 
 
 def blas_variants(mode="both"):

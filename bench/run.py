@@ -202,7 +202,7 @@ def main():
     peer_script = os.path.join(HERE, "peers", "sklearn_preprocess.py")
     out_dir = tempfile.mkdtemp(prefix="aims-bench-")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    machine = machine_info()
+    machine = machine_info(build)
     machine["blas_env"] = args.blas_env
     rows, failures = [], 0
     try:
@@ -281,9 +281,9 @@ def main():
               % (r["goal"], name, r["metric"], fmt_s(r["median"]), fmt_s(r["min"]),
                  fmt_s(r["max"]), r["n"], bl, ratio, r["target"] or "", met,
                  "yes" if r["outputs_equal"] else "**no**"))
-    print("\nCPU: %s, %s cores; OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s; every contender ran "
+    print("\nCPU: %s; OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s; every contender ran "
           "with BLAS settings: %s, and its ratio uses its faster one; results: %s"
-          % (machine["cpu"], machine["nproc"], machine["OPENBLAS_CORETYPE"],
+          % (machine["machine"]["short"], machine["OPENBLAS_CORETYPE"],
              machine["OPENBLAS_L2_SIZE"], "; ".join(blas_desc(t) for t in tags),
              os.path.relpath(path, REPO)))
     for r in rows:

@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import blas_env, blas_summary, blas_variants, machine_info, pick_blas
+from benchlib import blas_env, blas_summary, blas_variants, machine_info, machine_line, pick_blas
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -173,7 +173,7 @@ def main():
     tags = blas_variants(a.blas_env)
     exe = os.path.join(REPO, a.build_dir, "bench", "bench_http")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    info = machine_info()
+    info = machine_info(os.path.join(REPO, a.build_dir))
     info["blas_env"] = a.blas_env
     rows = []
     tmp = tempfile.mkdtemp(prefix="aims-bench-http-")
@@ -280,6 +280,7 @@ def main():
         with open(path, "w") as f:
             for r in out:
                 f.write(json.dumps(r) + "\n")
+    print("%s\n" % machine_line(info))
     print("| goal | contender | value | target | met |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:

@@ -32,6 +32,7 @@ ROOT = os.path.dirname(HERE)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from mpi_env import MPI_ENV  # noqa: E402
+import machine  # noqa: E402  (bench/, the script's own folder)
 
 
 def one(exe, data, args, setup):
@@ -93,13 +94,15 @@ def main():
         "rows": a.rows, "epochs": a.epochs, "batch": a.batch, "hidden": a.hidden,
         "rounds": a.rounds, "cores": os.cpu_count(), "load1_start": os.getloadavg()[0],
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
+        "machine": machine.describe(a.build_dir),
         "summary": summary,
         "parallelism_2r_vs_1r1t": base / summary["2r1t"]["epoch_s_median"],
         "parallelism_1r2t_vs_1r1t": base / summary["1r2t"]["epoch_s_median"],
         "two_ranks_vs_1r2t": summary["1r2t"]["epoch_s_median"] / summary["2r1t"]["epoch_s_median"],
         "runs": runs,
     }
-    print("\nsetup  s/epoch (median, min-max)   samples/s   test acc")
+    print("\nmachine: %s" % result["machine"]["short"])
+    print("setup  s/epoch (median, min-max)   samples/s   test acc")
     for s in setups:
         v = summary[s]
         print("%-5s  %.3f (%.3f-%.3f)        %8.0f    %.4f" % (s, v["epoch_s_median"], v["min"],

@@ -44,7 +44,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import machine_info  # noqa: E402
+from benchlib import machine_info, machine_line  # noqa: E402
 import overload_peer  # noqa: E402
 
 METHOD = ("tests/integration/test_goodput: registry node + one aims_node echo instance "
@@ -144,7 +144,8 @@ def main():
     if chrt and subprocess.run(["chrt", "-f", "1", "true"]).returncode != 0:
         print("chrt -f 1 not permitted here: measuring without it", file=sys.stderr)
         chrt = False
-    info = machine_info()
+    info = machine_info(a.build_dir)
+    print(machine_line(info), flush=True)
     overload_peer.PREFIX = ["chrt", "-f", "1"] if chrt else []
     rows, extra = [], []
     rc = 0

@@ -25,7 +25,7 @@ import json
 import os
 import sys
 
-from benchlib import machine_info
+from benchlib import machine_info, machine_line
 from run_svc import run_json, stats, rotate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -47,7 +47,7 @@ def main():
     exe = {"libaims": os.path.join(b, "bench_pipe"),
            "zeromq": os.path.join(b, "peer_zmq_pipe")}
     stamp = datetime.datetime.utcnow().strftime("%Y%m%dT%H%M%SZ")
-    env = machine_info()
+    env = machine_info(os.path.join(REPO, a.build_dir))
     rows = []
 
     def row(**kw):
@@ -121,6 +121,7 @@ def main():
         with open(os.path.join(out, name), "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
+    print(machine_line(env))
     print("| goal | contender | metric | transport | median | min | max | ratio | met |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -47,7 +47,7 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import blas_env, blas_summary, blas_variants, machine_info, pool_by_blas
+from benchlib import blas_env, blas_summary, blas_variants, machine_info, machine_line, pool_by_blas
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -109,7 +109,7 @@ class Run:
                     "nng": os.path.join(b, "peer_nng_rt"),
                     "libaims": args.svc_exe or os.path.join(b, "bench_svc")}
         self.rows = []
-        self.env = machine_info()
+        self.env = machine_info(os.path.join(REPO, args.build_dir))
         self.env["blas_env"] = args.blas_env
         self.tags = blas_variants(args.blas_env)
         self.stamp = datetime.datetime.utcnow().strftime("%Y%m%dT%H%M%SZ")
@@ -471,7 +471,7 @@ def main():
             getattr(run, g.lower())()
     path = run.write()
     run.table()
-    print("\nresults: %s" % os.path.relpath(path, REPO))
+    print("\n%s\nresults: %s" % (machine_line(run.env), os.path.relpath(path, REPO)))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 
-from benchlib import machine_info
+from benchlib import machine_info, machine_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -79,7 +79,7 @@ def main():
     bench = os.path.join(a.build_dir, "bench", "bench_tls")
     peer = os.path.join(a.build_dir, "bench", "peer_zmq_curve")
     env = dict(os.environ, AIMS_SOURCE_DIR=ROOT)
-    machine = machine_info()
+    machine = machine_info(a.build_dir)
     aims_rounds, zmq_rounds, zmq_error = [], [], None
 
     def run_aims(r):
@@ -189,6 +189,7 @@ def main():
                 f.write(json.dumps(rec) + "\n")
     print("%-12s %-28s %12s %12s %8s %6s" % ("goal", "what", "libaims tls", "reference", "ratio",
                                             "target"))
+    print(machine_line(machine))
     print("(ratio = median of the per-round ratios; value columns = medians of the rounds)")
     for rec in recs:
         if "ratio" in rec:

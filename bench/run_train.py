@@ -57,6 +57,8 @@ import sys
 
 from benchlib import (blas_cell, blas_desc, blas_env, blas_summary, blas_variants, machine_info,
                       pool_by_blas)
+import machine
+from machine import unavailable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -301,10 +303,23 @@ def seed_args(cmd, seed):
     return []
 
 
+def not_here(cmds, mdesc):
+    """Contenders that cannot run as named on this CPU (machine.unavailable):
+    {name: the n/a text}. They are not run, and not judged (docs/BENCH_PEERS.md
+    "Session 12: which machine"): libaims-bf16 without AVX512_BF16 would train
+    in fp32 and be judged against the bf16 goal with an fp32 time."""
+    if not mdesc:
+        return {}
+    return {name: t for name, _, _ in cmds for t in [unavailable(name, mdesc)] if t}
+
+
 def run_goal(goal, spec, args):
-    got = {}
-    cmds = spec["cmds"]
-    for r in range(args.rounds):
+    skip = not_here(spec["cmds"], getattr(args, "machine", None))
+    got = {name: [{"contender": name, "na": text}] for name, text in skip.items()}
+    cmds = [c for c in spec["cmds"] if c[0] not in skip]
+    for name, text in skip.items():
+        sys.stderr.write("[bench-train] %s: %s not run, %s\n" % (goal, name, text))
+    for r in range(args.rounds if cmds else 0):
         k = r % len(cmds)
         tags = BLAS_ENV["tags"] if r % 2 == 0 else BLAS_ENV["tags"][::-1]
         for name, cmd, env in cmds[k:] + cmds[:k]:
@@ -323,6 +338,8 @@ def run_goal(goal, spec, args):
 
 
 def rows_for_goal(goal, spec, got, args, machine, stamp):
+    na = {who: recs[0]["na"] for who, recs in got.items() if recs and "na" in recs[0]}
+    got = {who: recs for who, recs in got.items() if who not in na}
     errs = {who: [r["error"] for r in recs if "error" in r] for who, recs in got.items()}
     good = {who: [r for r in recs if "error" not in r] for who, recs in got.items()}
     # Each contender at its faster BLAS setting (benchlib.py); both kept for the row.
@@ -344,6 +361,8 @@ def rows_for_goal(goal, spec, got, args, machine, stamp):
         st[SGEMM_BEST] = st[best_sgemm]
     comps = {}
     for who, peer, target, direction, acc_rule, acc_text in spec["compare"]:
+        if who in na:
+            continue  # not run on this CPU: no ratio, not judged
         a, p = st.get(who), st.get(peer)
         ratio = a["median"] / p["median"] if a and p and p["median"] else None
         acc_ok = bool(a and p and acc_rule(a["accuracy"], p["accuracy"], st)) if a else False
@@ -362,7 +381,12 @@ def rows_for_goal(goal, spec, got, args, machine, stamp):
             "judged_on": judged_on,
             "target": ("<= %g" if direction == "le" else ">= %g") % target,
             "accuracy_target": acc_text, "accuracy_ok": acc_ok, "met": met})
-    rows = []
+    rows = [{"goal": goal, "description": spec["desc"], "contender": who, "na": text,
+             "metric": None, "median": None, "min": None, "max": None, "unit": None,
+             "accuracy": None, "ratio": None, "ratio_rounds": None, "ratio_judged": None,
+             "judged_on": None, "peer": None, "target": None, "accuracy_target": None,
+             "met": None, "n": 0, "rounds": 0, "env": dict(machine), "timestamp": stamp}
+            for who, text in sorted(na.items())]
     for who in sorted(set(got) | set(st)):
         if who in (TORCH_BEST, SGEMM_BEST):
             continue
@@ -457,6 +481,29 @@ def self_check():
     a = rows["libaims"]
     assert abs(a["ratio"] - 1.0 / 2.6) < 1e-12 and a["judged_on"] == "rounds", a
     assert abs(a["ratio_judged"] - 0.5) < 1e-12 and a["met"] is False, a
+    # session 12: a contender that cannot run as named on this CPU is not run
+    # (no process is started) and its row says n/a, with no ratio and no verdict
+    p1 = [("libaims", TORCH_BEST, 0.35, "le", within(0.3), "-"),
+          ("libaims-bf16", TORCH_BEST, 0.25, "le", within(0.5), "-")]
+    spec = {"desc": "check", "compare": p1,
+            "cmds": [("libaims-bf16", ["/nonexistent/bench_train"], {})]}
+    zen3 = machine.describe(cpuinfo_text=machine.ZEN3, lib={})
+    zen5 = machine.describe(cpuinfo_text=machine.ZEN5, lib={})
+    got = run_goal("P1sgd", spec, argparse.Namespace(rounds=2, reps=1, machine=zen3,
+                                                     timeout=1))
+    assert got == {"libaims-bf16": [{"contender": "libaims-bf16",
+                                     "na": machine.UNAVAILABLE["libaims-bf16"][1]}]}, got
+    got["libaims"] = [rec("libaims", r, 1.0) for r in range(2)]
+    got["pytorch-a"] = [rec("pytorch-a", r, 2.0) for r in range(2)]
+    rows = {r["contender"]: r for r in rows_for_goal("P1sgd", spec, got, args, {}, "now")}
+    b = rows["libaims-bf16"]
+    assert b["na"].startswith("n/a: no AVX512_BF16") and b["met"] is None, b
+    assert b["ratio"] is None and b["median"] is None and "error" not in b, b
+    assert rows["libaims"]["met"] is False and abs(rows["libaims"]["ratio"] - 0.5) < 1e-12
+    # on a CPU with AVX512_BF16 it runs (here: fails as not built, so it was run)
+    got = run_goal("P1sgd", spec, argparse.Namespace(rounds=1, reps=1, machine=zen5,
+                                                     timeout=1))
+    assert "error" in got["libaims-bf16"][0] and "not built" in got["libaims-bf16"][0]["error"]
     print("run_train.py self-check: ok")
     return 0
 
@@ -505,8 +552,9 @@ def main():
     if not os.access(exe, os.X_OK):
         sys.stderr.write("run_train.py: %s not built (ninja -C %s)\n" % (exe, args.build_dir))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    machine = machine_info()
+    machine = machine_info(build)
     machine["blas_env"] = args.blas_env
+    args.machine = machine["machine"]
     table = goals_table(exe, data_dir, args)
     rows = []
     for goal in args.goals.split(","):
@@ -530,6 +578,9 @@ def main():
           "| --- | --- | --- |")
     failures = 0
     for r in rows:
+        if r.get("na"):
+            print("| %s | %s | %s |%s" % (r["goal"], r["contender"], r["na"], " |" * 13))
+            continue
         met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
         name = r["contender"] + (" (error)" if "error" in r else "")
         if r.get("best_config"):
@@ -545,10 +596,10 @@ def main():
                  if r.get("ratio_judged") is not None else "",
                  r["target"] or "", r["accuracy_target"] or "", met))
         failures += 1 if "error" in r else 0
-    print("\nCPU: %s, %s cores, load at start %s; OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s "
+    print("\nCPU: %s, load at start %s; OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s "
           "in the environment; every contender ran with BLAS settings: %s, and its ratio uses "
           "its faster one; results: %s"
-          % (machine["cpu"], machine["nproc"], machine["loadavg_at_start"],
+          % (machine["machine"]["short"], machine["loadavg_at_start"],
              machine["OPENBLAS_CORETYPE"], machine["OPENBLAS_L2_SIZE"],
              "; ".join(blas_desc(t) for t in BLAS_ENV["tags"]),
              os.path.relpath(path, REPO)))
