@@ -101,7 +101,10 @@ $(eval $(call bench_goal,http,$(BENCH_BUILD),-Dtests=false))
 $(eval $(call bench_py_run,http,$(BENCH_BUILD),bench/bench_http,,HTTP_ARGS))
 
 # Only the hedging goal (issue 16, P14c): hedged vs unhedged p99 with one of 4
-# instances 10x slow: `make -f bench/bench.mk bench-hedge HEDGE_ARGS="400 2000 2"`.
+# instances 10x slow, 5 rounds per transport judged on the median p99s (session
+# 12; bench_hedge.c says why): `make -f bench/bench.mk bench-hedge
+# HEDGE_ARGS="100 2000 2 sync 5 60"` (calls per thread and round, fast handler
+# us, threads, API, rounds, time bound of the rounds in s).
 hedge_cmd = $(BENCH_BUILD)/bench/bench_hedge tcp $(HEDGE_ARGS); \
   $(BENCH_BUILD)/bench/bench_hedge inproc $(HEDGE_ARGS)
 $(eval $(call bench_goal,hedge,$(BENCH_BUILD),-Dtests=false))
