@@ -91,6 +91,18 @@ extern char **environ;
         }                                                                                  \
     } while (0)
 
+/* CHECK for a function that made something: the exit goes through its one
+ * cleanup label `out`, which frees what was made (rc is still 1 there). */
+#define TRY(call)                                                                          \
+    do {                                                                                   \
+        const aims_status rc_ = (call);                                                    \
+        if (rc_ != AIMS_OK) {                                                              \
+            fprintf(stderr, "aims_demo: %s failed: %s: %s\n", #call, aims_strerror(rc_),   \
+                    aims_errmsg());                                                        \
+            goto out;                                                                      \
+        }                                                                                  \
+    } while (0)
+
 enum { N_REPLICAS = 2, CHUNK = 2000, WINDOW = 32, MAX_LAT = 200000 };
 
 typedef struct opts {
@@ -478,9 +490,9 @@ static int wait_service(aims_client *cl, const char *service, int n_expected)
 {
     (void)n_expected;
     aims_msg *req = NULL, *reply = NULL;
-    CHECK(aims_msg_create(&req));
-    CHECK(aims_msg_create(&reply));
     aims_status rc = AIMS_E_NOTFOUND;
+    TRY(aims_msg_create(&req));
+    TRY(aims_msg_create(&reply));
     for (int tries = 0; tries < 200 && rc != AIMS_OK; tries++) {
         rc = aims_client_call(cl, service, "$ping", req, reply, AIMS_CALL_IDEMPOTENT, 1000);
         if (rc == AIMS_E_NOTFOUND || rc == AIMS_E_CLOSED || rc == AIMS_E_IO) {
@@ -489,6 +501,7 @@ static int wait_service(aims_client *cl, const char *service, int n_expected)
             break; /* e.g. a service without "info": it is there */
         }
     }
+out:
     aims_msg_destroy(req);
     aims_msg_destroy(reply);
     return rc == AIMS_E_NOTFOUND ? 1 : 0;
@@ -502,36 +515,41 @@ static int preprocess_remote(aims_client *cl, const aims_dataset *raw, float **o
     const size_t rows = aims_dataset_rows(raw), cols = aims_dataset_cols(raw);
     float *x = malloc(rows * cols * sizeof *x);
     aims_msg *req = NULL, *reply = NULL;
+    int rc = 1;
     if (x == NULL) {
         return 1;
     }
-    CHECK(aims_msg_create(&req));
-    CHECK(aims_msg_create(&reply));
+    TRY(aims_msg_create(&req));
+    TRY(aims_msg_create(&reply));
     const double t0 = now_s();
     for (size_t r = 0; r < rows; r += CHUNK) {
         const size_t n = rows - r < CHUNK ? rows - r : CHUNK;
         const uint64_t dims[2] = {n, cols};
         aims_msg_clear(req);
-        CHECK(aims_msg_add(req, "x", AIMS_DT_F32, dims, 2, aims_dataset_features(raw) + r * cols,
-                           AIMS_MSG_BORROW));
-        CHECK(aims_client_call(cl, "preprocess.fmnist", "transform", req, reply,
-                               AIMS_CALL_IDEMPOTENT, 30000));
+        TRY(aims_msg_add(req, "x", AIMS_DT_F32, dims, 2, aims_dataset_features(raw) + r * cols,
+                         AIMS_MSG_BORROW));
+        TRY(aims_client_call(cl, "preprocess.fmnist", "transform", req, reply,
+                             AIMS_CALL_IDEMPOTENT, 30000));
         size_t i;
         const void *data;
         size_t bytes;
-        CHECK(aims_msg_find(reply, "x", &i));
-        CHECK(aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, &bytes));
+        TRY(aims_msg_find(reply, "x", &i));
+        TRY(aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, &bytes));
         if (bytes != n * cols * sizeof(float)) {
             fprintf(stderr, "aims_demo: preprocess reply has %zu bytes\n", bytes);
-            return 1;
+            goto out;
         }
         memcpy(x + r * cols, data, bytes);
     }
     *out_s = now_s() - t0;
+    *out_x = x;
+    x = NULL; /* the caller's now */
+    rc = 0;
+out:
     aims_msg_destroy(req);
     aims_msg_destroy(reply);
-    *out_x = x;
-    return 0;
+    free(x);
+    return rc;
 }
 
 /* ---- step 3: a training job ------------------------------------------------------ */
@@ -571,8 +589,9 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
 {
     const size_t rows = aims_dataset_rows(raw), cols = aims_dataset_cols(raw);
     aims_msg *req = NULL, *reply = NULL;
-    CHECK(aims_msg_create(&req));
-    CHECK(aims_msg_create(&reply));
+    int rc = 1;
+    TRY(aims_msg_create(&req));
+    TRY(aims_msg_create(&reply));
     const uint64_t xd[2] = {rows, cols}, yd[1] = {rows};
     char spec[320];
     snprintf(spec, sizeof spec,
@@ -582,26 +601,26 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
              epochs, threads);
     const char *job = "fmnist-1";
     const uint64_t jd[1] = {strlen(job)}, sd[1] = {strlen(spec)};
-    CHECK(aims_msg_add(req, "job", AIMS_DT_BYTES, jd, 1, job, 0));
-    CHECK(aims_msg_add(req, "x", AIMS_DT_F32, xd, 2, x, AIMS_MSG_BORROW));
-    CHECK(aims_msg_add(req, "y", AIMS_DT_I32, yd, 1, aims_dataset_labels(raw), AIMS_MSG_BORROW));
-    CHECK(aims_msg_add(req, "spec", AIMS_DT_BYTES, sd, 1, spec, 0));
+    TRY(aims_msg_add(req, "job", AIMS_DT_BYTES, jd, 1, job, 0));
+    TRY(aims_msg_add(req, "x", AIMS_DT_F32, xd, 2, x, AIMS_MSG_BORROW));
+    TRY(aims_msg_add(req, "y", AIMS_DT_I32, yd, 1, aims_dataset_labels(raw), AIMS_MSG_BORROW));
+    TRY(aims_msg_add(req, "spec", AIMS_DT_BYTES, sd, 1, spec, 0));
     printf("training MLP 784-256-10 as job '%s' on train.fmnist (Adam 1e-3, batch 128, "
            "%d epochs, 10%% held out):\n", job, epochs);
     const double t0 = now_s();
     /* A retried submit with the same job id never starts a second job. */
-    CHECK(aims_client_call(cl, "train.fmnist", "submit", req, reply, AIMS_CALL_IDEMPOTENT,
-                           120000));
+    TRY(aims_client_call(cl, "train.fmnist", "submit", req, reply, AIMS_CALL_IDEMPOTENT,
+                         120000));
     const double t_submit = now_s() - t0;
     aims_msg_clear(req);
-    CHECK(aims_msg_add(req, "job", AIMS_DT_BYTES, jd, 1, job, 0));
+    TRY(aims_msg_add(req, "job", AIMS_DT_BYTES, jd, 1, job, 0));
     /* status and result need the job's secret handle that submit returned */
     size_t hi = 0, hn = 0;
     const void *hp = NULL;
-    CHECK(aims_msg_find(reply, "handle", &hi));
-    CHECK(aims_msg_get_tensor(reply, hi, NULL, NULL, NULL, NULL, &hp, &hn));
+    TRY(aims_msg_find(reply, "handle", &hi));
+    TRY(aims_msg_get_tensor(reply, hi, NULL, NULL, NULL, NULL, &hp, &hn));
     const uint64_t hd[1] = {hn};
-    CHECK(aims_msg_add(req, "handle", AIMS_DT_BYTES, hd, 1, hp, 0));
+    TRY(aims_msg_add(req, "handle", AIMS_DT_BYTES, hd, 1, hp, 0));
     int64_t state = 0, epoch = 0, last_epoch = -1;
     int misses = 0; /* status calls that failed in a row (a killed node) */
     while (state < 2) {
@@ -611,13 +630,13 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
         if (rs != AIMS_OK && ++misses < 100) {
             continue;
         }
-        CHECK(rs);
+        TRY(rs);
         misses = 0;
         if (demo_msg_i64(reply, "state", &state) != 0 ||
             demo_msg_i64(reply, "epoch", &epoch) != 0 ||
             demo_life_on_status(life, reply) != 0) {
             fprintf(stderr, "aims_demo: malformed status reply\n");
-            return 1;
+            goto out;
         }
         if (epoch != last_epoch && epoch > 0) {
             draw_progress((int)epoch, epochs, get_f32(reply, "loss"), get_f32(reply, "metric"));
@@ -629,11 +648,11 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
     }
     if (state != 2) {
         fprintf(stderr, "aims_demo: training job ended in state %lld\n", (long long)state);
-        return 1;
+        goto out;
     }
     const double t_done = now_s() - t0;
-    CHECK(aims_client_call(cl, "train.fmnist", "result", req, reply, AIMS_CALL_IDEMPOTENT,
-                           60000));
+    TRY(aims_client_call(cl, "train.fmnist", "result", req, reply, AIMS_CALL_IDEMPOTENT,
+                         60000));
     *out_s = now_s() - t0;
     printf("  job: submitted in %.2f s, finished at %.2f s, result fetched at %.2f s\n",
            t_submit, t_done, *out_s);
@@ -646,12 +665,14 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
     size_t i;
     const void *data;
     size_t bytes;
-    CHECK(aims_msg_find(reply, "bundle", &i));
-    CHECK(aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, &bytes));
-    CHECK(aims_bundle_parse(data, bytes, out_model_bundle));
+    TRY(aims_msg_find(reply, "bundle", &i));
+    TRY(aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, &bytes));
+    TRY(aims_bundle_parse(data, bytes, out_model_bundle));
+    rc = 0;
+out:
     aims_msg_destroy(req);
     aims_msg_destroy(reply);
-    return 0;
+    return rc;
 }
 
 /* ---- step 4/5: serving through the client ----------------------------------------- */
@@ -844,26 +865,29 @@ static int serve(aims_client *cl, const aims_dataset *test, size_t begin, size_t
 static int replica_busy(cluster *c, aims_client *cl, double busy[N_REPLICAS])
 {
     aims_msg *req = NULL, *reply = NULL;
-    CHECK(aims_msg_create(&req));
-    CHECK(aims_msg_create(&reply));
+    int rc = 1;
+    TRY(aims_msg_create(&req));
+    TRY(aims_msg_create(&reply));
     for (int i = 0; i < N_REPLICAS; i++) {
         busy[i] = 0;
         if (!c->processes) {
-            CHECK(aims_service_get_stat(c->infer[i].service, AIMS_SERVICE_STAT_BUSY_NS, &busy[i]));
+            TRY(aims_service_get_stat(c->infer[i].service, AIMS_SERVICE_STAT_BUSY_NS, &busy[i]));
             continue;
         }
         int64_t ns = 0;
-        CHECK(aims_client_call_addr(cl, c->infer[i].addr, "infer.fmnist@1", "$stats", req,
-                                    reply, 2000));
+        TRY(aims_client_call_addr(cl, c->infer[i].addr, "infer.fmnist@1", "$stats", req,
+                                  reply, 2000));
         if (demo_msg_i64(reply, "busy_ns", &ns) != 0) {
             fprintf(stderr, "aims_demo: $stats reply without busy_ns\n");
-            return 1;
+            goto out;
         }
         busy[i] = (double)ns;
     }
+    rc = 0;
+out:
     aims_msg_destroy(req);
     aims_msg_destroy(reply);
-    return 0;
+    return rc;
 }
 
 /* Background load for the rolling restart. */
@@ -982,21 +1006,26 @@ static int http_step(cluster *c, aims_client *cl, const aims_dataset *test, summ
     const float *row = aims_dataset_features(test);
     const uint64_t dims[2] = {1, cols};
     aims_msg *req = NULL, *reply = NULL;
-    CHECK(aims_msg_create(&req));
-    CHECK(aims_msg_create(&reply));
-    CHECK(aims_msg_add(req, "x", AIMS_DT_F32, dims, 2, row, AIMS_MSG_BORROW));
-    const aims_status rc = aims_client_call(cl, "infer.fmnist", "predict", req, reply,
-                                            AIMS_CALL_IDEMPOTENT, 10000);
+    float cls = -1;
+    int called = 0;
+    TRY(aims_msg_create(&req));
+    TRY(aims_msg_create(&reply));
+    TRY(aims_msg_add(req, "x", AIMS_DT_F32, dims, 2, row, AIMS_MSG_BORROW));
+    TRY(aims_client_call(cl, "infer.fmnist", "predict", req, reply, AIMS_CALL_IDEMPOTENT,
+                         10000));
     size_t i;
     const void *data;
-    float cls = -1;
-    if (rc == AIMS_OK && aims_msg_find(reply, "y", &i) == AIMS_OK &&
+    if (aims_msg_find(reply, "y", &i) == AIMS_OK &&
         aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
         memcpy(&cls, data, 4);
     }
+    called = 1;
+out: /* the messages, on every path: nothing below needs them */
     aims_msg_destroy(req);
     aims_msg_destroy(reply);
-    CHECK(rc);
+    if (!called) {
+        return 1;
+    }
     s->native_class = (int)cls;
     printf("HTTP front door (KServe v2) for infer.fmnist@1 on infer-a: %s\n", c->http_url);
     if (demo_http_check(c->http_url, "infer.fmnist", "1", row, cols, &s->http) != 0) {
@@ -1021,17 +1050,6 @@ static int http_step(cluster *c, aims_client *cl, const aims_dataset *test, summ
     }
     return 0;
 }
-
-/* CHECK for run(): every exit goes through its one cleanup label. */
-#define TRY(call)                                                                          \
-    do {                                                                                   \
-        const aims_status rc_ = (call);                                                    \
-        if (rc_ != AIMS_OK) {                                                              \
-            fprintf(stderr, "aims_demo: %s failed: %s: %s\n", #call, aims_strerror(rc_),   \
-                    aims_errmsg());                                                        \
-            goto out;                                                                      \
-        }                                                                                  \
-    } while (0)
 
 /* The demo. Every exit, early or not, frees what it made (LSan under ASan) and
  * takes the cluster down. */
