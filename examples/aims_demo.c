@@ -81,22 +81,23 @@
 
 extern char **environ;
 
-/* A library call that must succeed: else say which one and why, then
- * `on_fail` (CHECK: return 1; TRY: goto the function's cleanup label). */
-#define DEMO_CALL(call, on_fail)                                                           \
+/* A library call that must succeed: else say which one (`text`, spelled
+ * before expansion) and why, then `on_fail` (CHECK: return 1; TRY: goto the
+ * function's cleanup label). */
+#define DEMO_CALL(call, text, on_fail)                                                     \
     do {                                                                                   \
         const aims_status rc_ = (call);                                                    \
         if (rc_ != AIMS_OK) {                                                              \
-            fprintf(stderr, "aims_demo: %s failed: %s: %s\n", #call, aims_strerror(rc_),   \
+            fprintf(stderr, "aims_demo: %s failed: %s: %s\n", text, aims_strerror(rc_),    \
                     aims_errmsg());                                                        \
             on_fail;                                                                       \
         }                                                                                  \
     } while (0)
 /* For a function that has made nothing yet. */
-#define CHECK(call) DEMO_CALL(call, return 1)
+#define CHECK(call) DEMO_CALL(call, #call, return 1)
 /* For a function that made something: its one cleanup label `out` frees it
  * (rc is still 1 there). */
-#define TRY(call) DEMO_CALL(call, goto out)
+#define TRY(call) DEMO_CALL(call, #call, goto out)
 
 enum { N_REPLICAS = 2, CHUNK = 2000, WINDOW = 32, MAX_LAT = 200000 };
 
