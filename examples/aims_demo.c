@@ -37,6 +37,7 @@
  *      row, and the Prometheus scrape;
  *   8. one JSON summary line.
  *
+ * The cluster (start, stop, take down; both modes) is demo_cluster.c.
  * In-process (default) every node lives in this process and talks inproc://.
  * With --processes each node is a separate `aims_node` process (next to this
  * binary) on tls:// -- mutual TLS 1.3 with a throw-away CA made at start by
@@ -55,43 +56,25 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <aims/aims.h>
 
+#include "demo_cluster.h"
 #include "demo_http.h"
 #include "demo_lifecycle.h"
 #include "demo_tls.h"
 
-extern char **environ;
-
-#define CHECK(call)                                                                        \
-    do {                                                                                   \
-        const aims_status rc_ = (call);                                                    \
-        if (rc_ != AIMS_OK) {                                                              \
-            fprintf(stderr, "aims_demo: %s failed: %s: %s\n", #call, aims_strerror(rc_),   \
-                    aims_errmsg());                                                        \
-            return 1;                                                                      \
-        }                                                                                  \
-    } while (0)
-
-enum { N_REPLICAS = 2, CHUNK = 2000, WINDOW = 32, MAX_LAT = 200000 };
+enum { CHUNK = 2000, WINDOW = 32, MAX_LAT = 200000 };
 
 typedef struct opts {
     const char *data_dir;
@@ -109,378 +92,14 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* ---- the cluster: nodes in this process, or child processes ----------------- */
-
-typedef struct member {
-    const char *name;
-    aims_node *node;       /* in-process */
-    aims_service *service; /* in-process */
-    pid_t pid;             /* --processes */
-    char addr[256];        /* --processes: the address it reported */
-    int http;              /* --processes: started with --http, reports its URL */
-} member;
-
-typedef struct cluster {
-    int processes;
-    int etcd;              /* --etcd: hub_url is etcd://, started by deploy/local.sh */
-    char local_sh[PATH_MAX + 256]; /* deploy/local.sh, with its environment */
-    int tls;               /* --processes over tls:// (demo_tls.c) */
-    demo_tls pki;          /* its CA, certificates and policy */
-    char dir[64];          /* temp dir: sockets, pipeline, bundle */
-    char exe[PATH_MAX];    /* aims_node next to this program */
-    char hub_url[256];
-    aims_registry *reg;    /* in-process hub's registry */
-    int http_on;           /* libaims has the HTTP front door (step 7) */
-    aims_http *http;       /* in-process: the front door on infer-a's node */
-    char http_url[128];    /* its URL (either mode) */
-    member hub, pre, train, infer[N_REPLICAS];
-    member train2;         /* --processes: a second train node on the same store */
-    char infer_policy[PATH_MAX]; /* --processes without TLS: demo_life_plain_policy */
-    demo_life life;        /* lifecycle steps (demo_lifecycle.c) */
-} cluster;
-
-/* Over tls:// every listener is tls://127.0.0.1:0 and every node gets the
- * PKI and the policy: args copied into big with those flags appended. */
-static char *const *tls_args(const cluster *c, char *const args[], char *big[], size_t cap)
-{
-    static char k_tls_listen[] = "tls://127.0.0.1:0";
-    size_t n = 0;
-    for (; args[n] != NULL && n + 12 < cap; n++) {
-        big[n] = n > 0 && strcmp(args[n - 1], "--listen") == 0 ? k_tls_listen : args[n];
-    }
-    char *const extra[] = {"--tls-ca", (char *)c->pki.ca, "--tls-cert", (char *)c->pki.node_cert,
-                           "--tls-key", (char *)c->pki.node_key, "--policy",
-                           (char *)c->pki.policy};
-    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
-        big[n++] = extra[i];
-    }
-    big[n] = NULL;
-    return big;
-}
-
-/* Start `aims_node` with args and wait for its "ready <address>" line. */
-static int spawn_node(cluster *c, member *m, char *const args[], char *addr, size_t cap)
-{
-    char *big[48];
-    if (c->tls) {
-        args = tls_args(c, args, big, sizeof big / sizeof big[0]);
-    }
-    int fds[2];
-    if (pipe(fds) != 0) {
-        return 1;
-    }
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    const int rc = posix_spawn(&m->pid, c->exe, &fa, NULL, args, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(fds[1]);
-    if (rc != 0) {
-        close(fds[0]);
-        fprintf(stderr, "aims_demo: cannot start %s: %s\n", c->exe, strerror(rc));
-        return 1;
-    }
-    FILE *f = fdopen(fds[0], "r");
-    char line[512] = "";
-    const int ok = f != NULL && fgets(line, sizeof line, f) != NULL &&
-                   strncmp(line, "ready ", 6) == 0;
-    char hline[256] = "";
-    if (ok && m->http && (fgets(hline, sizeof hline, f) == NULL ||
-                          strncmp(hline, "http ", 5) != 0 ||
-                          strlen(hline + 5) >= sizeof c->http_url)) {
-        fprintf(stderr, "aims_demo: node %s did not report its HTTP URL\n", m->name);
-        fclose(f);
-        return 1;
-    }
-    if (m->http) {
-        hline[strcspn(hline, "\r\n")] = 0;
-        memcpy(c->http_url, hline + 5, strlen(hline + 5) + 1);
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (!ok) {
-        fprintf(stderr, "aims_demo: node %s did not start\n", m->name);
-        return 1;
-    }
-    line[strcspn(line, "\r\n")] = 0;
-    if (strlen(line + 6) >= cap) {
-        fprintf(stderr, "aims_demo: node %s address too long\n", m->name);
-        return 1;
-    }
-    memcpy(addr, line + 6, strlen(line + 6) + 1);
-    return 0;
-}
-
-static void stop_process(member *m)
-{
-    if (m->pid > 0) {
-        kill(m->pid, SIGTERM);
-        waitpid(m->pid, NULL, 0);
-        m->pid = 0;
-    }
-}
-
-/* A node in this process, joined to the hub. */
-static int local_node(cluster *c, member *m, const char *url)
-{
-    CHECK(aims_node_create(m->name, &m->node));
-    CHECK(aims_node_set_param_i64(m->node, AIMS_NODE_HEARTBEAT_MS, 200));
-    CHECK(aims_node_listen(m->node, url));
-    CHECK(aims_node_join(m->node, c->hub_url));
-    return 0;
-}
-
-/* 1 when nothing holds 127.0.0.1:port right now (a bind succeeds). */
-static int port_free(int port)
-{
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    const int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    if (fd >= 0) {
-        close(fd);
-    }
-    return ok;
-}
-
-/* An even base port whose next 6 ports (3 etcd members: client + peer) are free. */
-static int free_port_base(void)
-{
-    for (unsigned k = 0; k < 200; k++) {
-        const int base = 20000 + (int)((((unsigned)getpid() * 7919u + k * 97u) % 20000u) & ~1u);
-        int ok = 1;
-        for (int p = base; ok && p < base + 6; p++) {
-            ok = port_free(p);
-        }
-        if (ok) {
-            return base;
-        }
-    }
-    return 23790;
-}
-
-/* --etcd: deploy/local.sh starts the topology's etcd members; their URL is
- * the demo's registry. */
-static int start_etcd(cluster *c)
-{
-    const char *src = getenv("AIMS_SOURCE_DIR");
-    char script[PATH_MAX];
-    if (src != NULL) {
-        snprintf(script, sizeof script, "%s/deploy/local.sh", src);
-    } else {
-        /* build/examples/aims_node -> deploy/local.sh of the source tree */
-        snprintf(script, sizeof script, "%s", c->exe);
-        char *slash = strrchr(script, '/');
-        if (slash != NULL) {
-            *slash = 0;
-        }
-        strncat(script, "/../../deploy/local.sh", sizeof script - strlen(script) - 1);
-    }
-    if (access(script, R_OK) != 0) {
-        snprintf(script, sizeof script, "deploy/local.sh");
-    }
-    snprintf(c->local_sh, sizeof c->local_sh, "AIMS_LOCAL_DIR='%s/etcd' ETCD_BASE_PORT=%d sh '%s'",
-             c->dir, free_port_base(), script);
-    char cmd[sizeof c->local_sh + 16];
-    snprintf(cmd, sizeof cmd, "%s etcd", c->local_sh);
-    FILE *f = popen(cmd, "r");
-    char line[512];
-    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-        line[strcspn(line, "\r\n")] = 0;
-        if (strncmp(line, "join: ", 6) == 0 && strlen(line + 6) < sizeof c->hub_url) {
-            memcpy(c->hub_url, line + 6, strlen(line + 6) + 1);
-        }
-    }
-    if (f == NULL || pclose(f) != 0 || c->hub_url[0] == 0) {
-        fprintf(stderr, "aims_demo: %s etcd failed (needs etcd-server)\n", script);
-        return 1;
-    }
-    return 0;
-}
-
-static int start_hub(cluster *c)
-{
-    c->hub.name = "hub";
-    if (c->etcd) {
-        return start_etcd(c);
-    }
-    if (c->processes) {
-        char *args[] = {"aims_node", "--name", "hub", "--listen", "tcp://127.0.0.1:0",
-                        "--host-registry", "--heartbeat-ms", "200", NULL};
-        return spawn_node(c, &c->hub, args, c->hub_url, sizeof c->hub_url);
-    }
-    CHECK(aims_registry_create(&c->reg));
-    CHECK(aims_node_create("hub", &c->hub.node));
-    CHECK(aims_node_listen(c->hub.node, "inproc://hub"));
-    CHECK(aims_node_host_registry(c->hub.node, c->reg));
-    snprintf(c->hub_url, sizeof c->hub_url, "inproc://hub");
-    return 0;
-}
-
-static int start_pre(cluster *c, const char *pipeline_path, const aims_pipeline *p)
-{
-    c->pre.name = "pre";
-    if (c->processes) {
-        char url[128], spec[PATH_MAX + 64], addr[256];
-        snprintf(url, sizeof url, "ipc://%s/pre.sock", c->dir);
-        snprintf(spec, sizeof spec, "preprocess.fmnist=%s", pipeline_path);
-        char *args[] = {"aims_node", "--name", "pre", "--listen", url, "--join", c->hub_url,
-                        "--preprocess", spec, "--heartbeat-ms", "200", NULL};
-        return spawn_node(c, &c->pre, args, addr, sizeof addr);
-    }
-    if (local_node(c, &c->pre, "inproc://pre") != 0) {
-        return 1;
-    }
-    CHECK(aims_service_add_preprocess(c->pre.node, "preprocess.fmnist", p, &c->pre.service));
-    CHECK(aims_service_start(c->pre.service));
-    return 0;
-}
-
-static int start_train(cluster *c)
-{
-    c->train.name = "train";
-    c->train2.name = "train2";
-    if (c->processes) { /* two train nodes sharing one checkpoint store (lifecycle) */
-        char addr[256], store[PATH_MAX + 64];
-        demo_life_store_flag(c->dir, store, sizeof store);
-        member *const ms[2] = {&c->train, &c->train2};
-        for (int i = 0; i < 2; i++) {
-            char *args[] = {"aims_node", "--name", (char *)ms[i]->name, "--listen",
-                            "tcp://127.0.0.1:0", "--join", c->hub_url, "--train",
-                            "train.fmnist", "--train-store", store, "--optimize",
-                            "optimize.fmnist", "--max-frame", "536870912", "--heartbeat-ms",
-                            "200", NULL};
-            if (spawn_node(c, ms[i], args, addr, sizeof addr) != 0) {
-                return 1;
-            }
-            c->life.train_pid[i] = &ms[i]->pid;
-        }
-        return 0;
-    }
-    if (local_node(c, &c->train, "inproc://train") != 0) {
-        return 1;
-    }
-    CHECK(aims_service_add_train(c->train.node, "train.fmnist", NULL, &c->train.service));
-    CHECK(aims_service_start(c->train.service));
-    aims_service *opt = NULL; /* the optimize service (owned by the node) */
-    CHECK(aims_service_add_optimize(c->train.node, "optimize.fmnist", &opt));
-    CHECK(aims_service_start(opt));
-    return 0;
-}
-
-static int start_infer(cluster *c, int i, const char *bundle_path, const aims_bundle *b)
-{
-    static const char *const names[N_REPLICAS] = {"infer-a", "infer-b"};
-    member *m = &c->infer[i];
-    m->name = names[i];
-    if (c->processes) {
-        char url[128], spec[PATH_MAX + 64], addr[256];
-        if (i == 0) {
-            snprintf(url, sizeof url, "tcp://127.0.0.1:0");
-        } else {
-            snprintf(url, sizeof url, "ipc://%s/%s.sock", c->dir, m->name);
-        }
-        snprintf(spec, sizeof spec, "infer.fmnist@1=%s", bundle_path);
-        /* One worker: a replica is one core's worth of serving (see 5b). */
-        char *args[] = {"aims_node", "--name", (char *)m->name, "--listen", url, "--join",
-                        c->hub_url, "--infer", spec, "--heartbeat-ms", "200", "--workers", "1",
-                        NULL, NULL, NULL, NULL, NULL};
-        int na = 13;
-        m->http = i == 0 && c->http_on;
-        if (m->http) { /* the front door on infer-a, any free loopback port */
-            args[na++] = "--http";
-            args[na++] = "127.0.0.1:0";
-        }
-        if (!c->tls) { /* lifecycle requests need a policy (demo_lifecycle.c) */
-            if (c->infer_policy[0] == 0 &&
-                demo_life_plain_policy(c->dir, c->infer_policy, sizeof c->infer_policy) != 0) {
-                return 1;
-            }
-            args[na++] = "--policy";
-            args[na++] = c->infer_policy;
-        }
-        const int rc = spawn_node(c, m, args, addr, sizeof addr);
-        memcpy(m->addr, addr, sizeof m->addr);
-        return rc;
-    }
-    if (m->node == NULL) {
-        char url[64];
-        snprintf(url, sizeof url, "inproc://%s", m->name);
-        if (local_node(c, m, url) != 0) {
-            return 1;
-        }
-        /* A replica is one core's worth of serving: one worker, and calls
-         * never run on the caller's thread (so the caller's core is not the
-         * replica's), which is what makes parallelism mean something (5b). */
-        CHECK(aims_node_set_param_i64(m->node, AIMS_NODE_WORKERS, 1));
-        CHECK(aims_service_add_infer(m->node, "infer.fmnist@1", b, &m->service));
-        CHECK(aims_service_set_param_i64(m->service, AIMS_SERVICE_INLINE, 0));
-        /* At most 8 rows per run: 8 one-row calls (step 4), so with WINDOW
-         * calls in flight over two replicas a worker leaves calls queued for
-         * its next run instead of idling until the client refills; a 64-row
-         * call (5b) runs alone, and admission counts it as one run. */
-        CHECK(aims_service_set_param_i64(m->service, AIMS_SERVICE_BATCH_MAX, 8));
-    }
-    CHECK(aims_service_start(m->service));
-    if (i == 0 && c->http_on && c->http == NULL) {
-        CHECK(aims_http_create(m->node, &c->http));
-        CHECK(aims_http_set_listen(c->http, "127.0.0.1:0"));
-        CHECK(aims_http_start(c->http));
-        CHECK(aims_http_url(c->http, c->http_url, sizeof c->http_url, NULL));
-    }
-    return 0;
-}
-
-/* Take replica i out (drain) -- the "deployment" half of a restart. */
-static int stop_infer(cluster *c, int i)
-{
-    if (c->processes) {
-        stop_process(&c->infer[i]);
-        return 0;
-    }
-    CHECK(aims_service_stop(c->infer[i].service, 5000));
-    return 0;
-}
-
-static void cluster_down(cluster *c)
-{
-    aims_http_destroy(c->http); /* before its node */
-    c->http = NULL;
-    for (int i = 0; i < N_REPLICAS; i++) {
-        stop_process(&c->infer[i]);
-        aims_node_destroy(c->infer[i].node);
-    }
-    stop_process(&c->train);
-    stop_process(&c->train2);
-    aims_node_destroy(c->train.node);
-    stop_process(&c->pre);
-    aims_node_destroy(c->pre.node);
-    stop_process(&c->hub);
-    aims_node_destroy(c->hub.node);
-    aims_registry_destroy(c->reg);
-    if (c->local_sh[0] != 0) {
-        char cmd[sizeof c->local_sh + 16];
-        snprintf(cmd, sizeof cmd, "%s down", c->local_sh);
-        if (system(cmd) != 0) {
-            fprintf(stderr, "aims_demo: %s failed\n", cmd);
-        }
-        c->local_sh[0] = 0;
-    }
-}
-
 /* Wait until the client's registry view resolves `service` (a call succeeds). */
 static int wait_service(aims_client *cl, const char *service, int n_expected)
 {
     (void)n_expected;
     aims_msg *req = NULL, *reply = NULL;
-    CHECK(aims_msg_create(&req));
-    CHECK(aims_msg_create(&reply));
     aims_status rc = AIMS_E_NOTFOUND;
+    TRY(aims_msg_create(&req));
+    TRY(aims_msg_create(&reply));
     for (int tries = 0; tries < 200 && rc != AIMS_OK; tries++) {
         rc = aims_client_call(cl, service, "$ping", req, reply, AIMS_CALL_IDEMPOTENT, 1000);
         if (rc == AIMS_E_NOTFOUND || rc == AIMS_E_CLOSED || rc == AIMS_E_IO) {
@@ -489,6 +108,7 @@ static int wait_service(aims_client *cl, const char *service, int n_expected)
             break; /* e.g. a service without "info": it is there */
         }
     }
+out:
     aims_msg_destroy(req);
     aims_msg_destroy(reply);
     return rc == AIMS_E_NOTFOUND ? 1 : 0;
@@ -502,36 +122,41 @@ static int preprocess_remote(aims_client *cl, const aims_dataset *raw, float **o
     const size_t rows = aims_dataset_rows(raw), cols = aims_dataset_cols(raw);
     float *x = malloc(rows * cols * sizeof *x);
     aims_msg *req = NULL, *reply = NULL;
+    int rc = 1;
     if (x == NULL) {
         return 1;
     }
-    CHECK(aims_msg_create(&req));
-    CHECK(aims_msg_create(&reply));
+    TRY(aims_msg_create(&req));
+    TRY(aims_msg_create(&reply));
     const double t0 = now_s();
     for (size_t r = 0; r < rows; r += CHUNK) {
         const size_t n = rows - r < CHUNK ? rows - r : CHUNK;
         const uint64_t dims[2] = {n, cols};
         aims_msg_clear(req);
-        CHECK(aims_msg_add(req, "x", AIMS_DT_F32, dims, 2, aims_dataset_features(raw) + r * cols,
-                           AIMS_MSG_BORROW));
-        CHECK(aims_client_call(cl, "preprocess.fmnist", "transform", req, reply,
-                               AIMS_CALL_IDEMPOTENT, 30000));
+        TRY(aims_msg_add(req, "x", AIMS_DT_F32, dims, 2, aims_dataset_features(raw) + r * cols,
+                         AIMS_MSG_BORROW));
+        TRY(aims_client_call(cl, "preprocess.fmnist", "transform", req, reply,
+                             AIMS_CALL_IDEMPOTENT, 30000));
         size_t i;
         const void *data;
         size_t bytes;
-        CHECK(aims_msg_find(reply, "x", &i));
-        CHECK(aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, &bytes));
+        TRY(aims_msg_find(reply, "x", &i));
+        TRY(aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, &bytes));
         if (bytes != n * cols * sizeof(float)) {
             fprintf(stderr, "aims_demo: preprocess reply has %zu bytes\n", bytes);
-            return 1;
+            goto out;
         }
         memcpy(x + r * cols, data, bytes);
     }
     *out_s = now_s() - t0;
+    *out_x = x;
+    x = NULL; /* the caller's now */
+    rc = 0;
+out:
     aims_msg_destroy(req);
     aims_msg_destroy(reply);
-    *out_x = x;
-    return 0;
+    free(x);
+    return rc;
 }
 
 /* ---- step 3: a training job ------------------------------------------------------ */
@@ -571,8 +196,9 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
 {
     const size_t rows = aims_dataset_rows(raw), cols = aims_dataset_cols(raw);
     aims_msg *req = NULL, *reply = NULL;
-    CHECK(aims_msg_create(&req));
-    CHECK(aims_msg_create(&reply));
+    int rc = 1;
+    TRY(aims_msg_create(&req));
+    TRY(aims_msg_create(&reply));
     const uint64_t xd[2] = {rows, cols}, yd[1] = {rows};
     char spec[320];
     snprintf(spec, sizeof spec,
@@ -582,26 +208,26 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
              epochs, threads);
     const char *job = "fmnist-1";
     const uint64_t jd[1] = {strlen(job)}, sd[1] = {strlen(spec)};
-    CHECK(aims_msg_add(req, "job", AIMS_DT_BYTES, jd, 1, job, 0));
-    CHECK(aims_msg_add(req, "x", AIMS_DT_F32, xd, 2, x, AIMS_MSG_BORROW));
-    CHECK(aims_msg_add(req, "y", AIMS_DT_I32, yd, 1, aims_dataset_labels(raw), AIMS_MSG_BORROW));
-    CHECK(aims_msg_add(req, "spec", AIMS_DT_BYTES, sd, 1, spec, 0));
+    TRY(aims_msg_add(req, "job", AIMS_DT_BYTES, jd, 1, job, 0));
+    TRY(aims_msg_add(req, "x", AIMS_DT_F32, xd, 2, x, AIMS_MSG_BORROW));
+    TRY(aims_msg_add(req, "y", AIMS_DT_I32, yd, 1, aims_dataset_labels(raw), AIMS_MSG_BORROW));
+    TRY(aims_msg_add(req, "spec", AIMS_DT_BYTES, sd, 1, spec, 0));
     printf("training MLP 784-256-10 as job '%s' on train.fmnist (Adam 1e-3, batch 128, "
            "%d epochs, 10%% held out):\n", job, epochs);
     const double t0 = now_s();
     /* A retried submit with the same job id never starts a second job. */
-    CHECK(aims_client_call(cl, "train.fmnist", "submit", req, reply, AIMS_CALL_IDEMPOTENT,
-                           120000));
+    TRY(aims_client_call(cl, "train.fmnist", "submit", req, reply, AIMS_CALL_IDEMPOTENT,
+                         120000));
     const double t_submit = now_s() - t0;
     aims_msg_clear(req);
-    CHECK(aims_msg_add(req, "job", AIMS_DT_BYTES, jd, 1, job, 0));
+    TRY(aims_msg_add(req, "job", AIMS_DT_BYTES, jd, 1, job, 0));
     /* status and result need the job's secret handle that submit returned */
     size_t hi = 0, hn = 0;
     const void *hp = NULL;
-    CHECK(aims_msg_find(reply, "handle", &hi));
-    CHECK(aims_msg_get_tensor(reply, hi, NULL, NULL, NULL, NULL, &hp, &hn));
+    TRY(aims_msg_find(reply, "handle", &hi));
+    TRY(aims_msg_get_tensor(reply, hi, NULL, NULL, NULL, NULL, &hp, &hn));
     const uint64_t hd[1] = {hn};
-    CHECK(aims_msg_add(req, "handle", AIMS_DT_BYTES, hd, 1, hp, 0));
+    TRY(aims_msg_add(req, "handle", AIMS_DT_BYTES, hd, 1, hp, 0));
     int64_t state = 0, epoch = 0, last_epoch = -1;
     int misses = 0; /* status calls that failed in a row (a killed node) */
     while (state < 2) {
@@ -611,13 +237,13 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
         if (rs != AIMS_OK && ++misses < 100) {
             continue;
         }
-        CHECK(rs);
+        TRY(rs);
         misses = 0;
         if (demo_msg_i64(reply, "state", &state) != 0 ||
             demo_msg_i64(reply, "epoch", &epoch) != 0 ||
             demo_life_on_status(life, reply) != 0) {
             fprintf(stderr, "aims_demo: malformed status reply\n");
-            return 1;
+            goto out;
         }
         if (epoch != last_epoch && epoch > 0) {
             draw_progress((int)epoch, epochs, get_f32(reply, "loss"), get_f32(reply, "metric"));
@@ -629,11 +255,11 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
     }
     if (state != 2) {
         fprintf(stderr, "aims_demo: training job ended in state %lld\n", (long long)state);
-        return 1;
+        goto out;
     }
     const double t_done = now_s() - t0;
-    CHECK(aims_client_call(cl, "train.fmnist", "result", req, reply, AIMS_CALL_IDEMPOTENT,
-                           60000));
+    TRY(aims_client_call(cl, "train.fmnist", "result", req, reply, AIMS_CALL_IDEMPOTENT,
+                         60000));
     *out_s = now_s() - t0;
     printf("  job: submitted in %.2f s, finished at %.2f s, result fetched at %.2f s\n",
            t_submit, t_done, *out_s);
@@ -646,12 +272,14 @@ static int train_remote(aims_client *cl, const float *x, const aims_dataset *raw
     size_t i;
     const void *data;
     size_t bytes;
-    CHECK(aims_msg_find(reply, "bundle", &i));
-    CHECK(aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, &bytes));
-    CHECK(aims_bundle_parse(data, bytes, out_model_bundle));
+    TRY(aims_msg_find(reply, "bundle", &i));
+    TRY(aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, &bytes));
+    TRY(aims_bundle_parse(data, bytes, out_model_bundle));
+    rc = 0;
+out:
     aims_msg_destroy(req);
     aims_msg_destroy(reply);
-    return 0;
+    return rc;
 }
 
 /* ---- step 4/5: serving through the client ----------------------------------------- */
@@ -844,26 +472,29 @@ static int serve(aims_client *cl, const aims_dataset *test, size_t begin, size_t
 static int replica_busy(cluster *c, aims_client *cl, double busy[N_REPLICAS])
 {
     aims_msg *req = NULL, *reply = NULL;
-    CHECK(aims_msg_create(&req));
-    CHECK(aims_msg_create(&reply));
+    int rc = 1;
+    TRY(aims_msg_create(&req));
+    TRY(aims_msg_create(&reply));
     for (int i = 0; i < N_REPLICAS; i++) {
         busy[i] = 0;
         if (!c->processes) {
-            CHECK(aims_service_get_stat(c->infer[i].service, AIMS_SERVICE_STAT_BUSY_NS, &busy[i]));
+            TRY(aims_service_get_stat(c->infer[i].service, AIMS_SERVICE_STAT_BUSY_NS, &busy[i]));
             continue;
         }
         int64_t ns = 0;
-        CHECK(aims_client_call_addr(cl, c->infer[i].addr, "infer.fmnist@1", "$stats", req,
-                                    reply, 2000));
+        TRY(aims_client_call_addr(cl, c->infer[i].addr, "infer.fmnist@1", "$stats", req,
+                                  reply, 2000));
         if (demo_msg_i64(reply, "busy_ns", &ns) != 0) {
             fprintf(stderr, "aims_demo: $stats reply without busy_ns\n");
-            return 1;
+            goto out;
         }
         busy[i] = (double)ns;
     }
+    rc = 0;
+out:
     aims_msg_destroy(req);
     aims_msg_destroy(reply);
-    return 0;
+    return rc;
 }
 
 /* Background load for the rolling restart. */
@@ -932,29 +563,6 @@ static int parse_args(int argc, char **argv, opts *o)
     return 0;
 }
 
-static int locate_node_exe(cluster *c)
-{
-    char self[PATH_MAX];
-    const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) {
-        return 1;
-    }
-    self[n] = 0;
-    char *slash = strrchr(self, '/');
-    if (slash == NULL) {
-        return 1;
-    }
-    if ((size_t)(slash - self) + 11 > sizeof c->exe) {
-        return 1;
-    }
-    strcpy(slash, "/aims_node");
-    memcpy(c->exe, self, strlen(self) + 1);
-    if (access(c->exe, X_OK) != 0) {
-        fprintf(stderr, "aims_demo: %s not found (build the examples)\n", c->exe);
-        return 1;
-    }
-    return 0;
-}
 
 typedef struct summary {
     double t_load, t_fit, t_pre, t_train, t_publish;
@@ -982,21 +590,26 @@ static int http_step(cluster *c, aims_client *cl, const aims_dataset *test, summ
     const float *row = aims_dataset_features(test);
     const uint64_t dims[2] = {1, cols};
     aims_msg *req = NULL, *reply = NULL;
-    CHECK(aims_msg_create(&req));
-    CHECK(aims_msg_create(&reply));
-    CHECK(aims_msg_add(req, "x", AIMS_DT_F32, dims, 2, row, AIMS_MSG_BORROW));
-    const aims_status rc = aims_client_call(cl, "infer.fmnist", "predict", req, reply,
-                                            AIMS_CALL_IDEMPOTENT, 10000);
+    float cls = -1;
+    int called = 0;
+    TRY(aims_msg_create(&req));
+    TRY(aims_msg_create(&reply));
+    TRY(aims_msg_add(req, "x", AIMS_DT_F32, dims, 2, row, AIMS_MSG_BORROW));
+    TRY(aims_client_call(cl, "infer.fmnist", "predict", req, reply, AIMS_CALL_IDEMPOTENT,
+                         10000));
     size_t i;
     const void *data;
-    float cls = -1;
-    if (rc == AIMS_OK && aims_msg_find(reply, "y", &i) == AIMS_OK &&
+    if (aims_msg_find(reply, "y", &i) == AIMS_OK &&
         aims_msg_get_tensor(reply, i, NULL, NULL, NULL, NULL, &data, NULL) == AIMS_OK) {
         memcpy(&cls, data, 4);
     }
+    called = 1;
+out: /* the messages, on every path: nothing below needs them */
     aims_msg_destroy(req);
     aims_msg_destroy(reply);
-    CHECK(rc);
+    if (!called) {
+        return 1;
+    }
     s->native_class = (int)cls;
     printf("HTTP front door (KServe v2) for infer.fmnist@1 on infer-a: %s\n", c->http_url);
     if (demo_http_check(c->http_url, "infer.fmnist", "1", row, cols, &s->http) != 0) {
@@ -1021,17 +634,6 @@ static int http_step(cluster *c, aims_client *cl, const aims_dataset *test, summ
     }
     return 0;
 }
-
-/* CHECK for run(): every exit goes through its one cleanup label. */
-#define TRY(call)                                                                          \
-    do {                                                                                   \
-        const aims_status rc_ = (call);                                                    \
-        if (rc_ != AIMS_OK) {                                                              \
-            fprintf(stderr, "aims_demo: %s failed: %s: %s\n", #call, aims_strerror(rc_),   \
-                    aims_errmsg());                                                        \
-            goto out;                                                                      \
-        }                                                                                  \
-    } while (0)
 
 /* The demo. Every exit, early or not, frees what it made (LSan under ASan) and
  * takes the cluster down. */
@@ -1069,7 +671,7 @@ static int run(const opts *o, cluster *c, summary *s)
     s->t_fit = now_s() - t0;
 
     /* the cluster */
-    if (start_hub(c) != 0 || start_pre(c, path, p) != 0 || start_train(c) != 0) {
+    if (demo_start_hub(c) != 0 || demo_start_pre(c, path, p) != 0 || demo_start_train(c) != 0) {
         goto out;
     }
     TRY(aims_client_create(&cl));
@@ -1131,7 +733,7 @@ static int run(const opts *o, cluster *c, summary *s)
     printf("published infer.fmnist@1 once (a second publisher was told: %s)\n",
            aims_client_errmsg(cl));
     for (int i = 0; i < N_REPLICAS; i++) {
-        if (start_infer(c, i, path, served) != 0) {
+        if (demo_start_infer(c, i, path, served) != 0) {
             goto out;
         }
     }
@@ -1176,7 +778,7 @@ static int run(const opts *o, cluster *c, summary *s)
      * the better of two runs. */
     enum { PAR_ROWS = 64, PAR_CALLS = 2000 };
     serve_result tmp;
-    if (stop_infer(c, 1) != 0 || serve(cl, test, 0, 50, PAR_ROWS, &tmp) != 0 ||
+    if (demo_stop_infer(c, 1) != 0 || serve(cl, test, 0, 50, PAR_ROWS, &tmp) != 0 ||
         serve(cl, test, 0, PAR_CALLS, PAR_ROWS, &s->one) != 0 ||
         serve(cl, test, 0, PAR_CALLS, PAR_ROWS, &tmp) != 0) {
         goto out;
@@ -1184,7 +786,7 @@ static int run(const opts *o, cluster *c, summary *s)
     if (tmp.seconds < s->one.seconds) {
         s->one = tmp;
     }
-    if (start_infer(c, 1, path, served) != 0 || wait_service(cl, "infer.fmnist", 2) != 0) {
+    if (demo_start_infer(c, 1, path, served) != 0 || wait_service(cl, "infer.fmnist", 2) != 0) {
         goto out;
     }
     usleep(300000); /* let the view settle on two replicas */
@@ -1218,7 +820,7 @@ static int run(const opts *o, cluster *c, summary *s)
     for (int i = 0; i < N_REPLICAS; i++) {
         const size_t failed_before = 0;
         (void)failed_before;
-        if (stop_infer(c, i) != 0 || start_infer(c, i, path, served) != 0) {
+        if (demo_stop_infer(c, i) != 0 || demo_start_infer(c, i, path, served) != 0) {
             atomic_store(&bg.stop, 1);
             pthread_join(th, NULL);
             goto out;
@@ -1276,7 +878,7 @@ static int run(const opts *o, cluster *c, summary *s)
 out: /* every exit: what was made is freed (the cluster first: its nodes serve the bundles) */
     aims_client_destroy(cl);
     aims_bundle_destroy(trained);
-    cluster_down(c);
+    demo_cluster_down(c);
     aims_bundle_destroy(served);
     aims_pipeline_destroy(p);
     aims_dataset_destroy(test);
@@ -1321,7 +923,7 @@ int main(int argc, char **argv)
     c.processes = o.processes;
     c.etcd = o.etcd;
     snprintf(c.dir, sizeof c.dir, "/tmp/aims-demo-XXXXXX");
-    if (mkdtemp(c.dir) == NULL || (o.processes && locate_node_exe(&c) != 0)) {
+    if (mkdtemp(c.dir) == NULL || (o.processes && demo_locate_node_exe(&c) != 0)) {
         fprintf(stderr, "aims_demo: cannot prepare %s\n", c.dir);
         return 1;
     }

@@ -28,7 +28,7 @@
 #include "aimsi_regsync.h"
 #include "transport/aimsi_transport.h"
 
-/* ---- node / service internals (node.c and service.c ONLY) ------------------
+/* ---- node / service internals (node.c and service.c + svc_dispatch.c + svc_drain.c ONLY) ------------------
  *
  * Shared layout of the two files that implement nodes and services. Other
  * svc files use the functions above, never these fields.
@@ -142,7 +142,7 @@ struct aims_node {
     aimsi_cancel_tab cancels;        /* requests from connections that a CANCEL may reach */
 };
 
-/* service.c, for node.c */
+/* service.c, svc_dispatch.c and svc_drain.c, for node.c */
 aims_service *aimsi_svc_lookup(aims_node *n, const char *name);
 /* Run or queue one request on s; done runs exactly once (see aimsi_local_done).
  * allow_inline: one of AIMSI_INLINE_* (aimsi_local.h). */

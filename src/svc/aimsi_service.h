@@ -1,6 +1,6 @@
 /*
- * aimsi_service.h -- private to service.c, svc_worker.c and svc_member.c:
- * the helpers they share (slots, statistics, rejections, the registry
+ * aimsi_service.h -- private to service.c, svc_dispatch.c, svc_drain.c,
+ * svc_worker.c and svc_member.c: the helpers they share (slots, statistics, rejections, the registry
  * backend). service.c's top comment explains the design; other files use
  * the contract headers (aimsi_local.h, aimsi_svckind.h, ...).
  */

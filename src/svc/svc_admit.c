@@ -13,7 +13,7 @@
  *
  * How. Everything here runs under node->lock except aimsi_admit_note_run.
  *
- *  - Estimate. The service keeps an EWMA of run() durations (service.c,
+ *  - Estimate. The service keeps an EWMA of run() durations (svc_dispatch.c,
  *    weight 1/8) and here the EWMA of their absolute deviation (weight 1/4),
  *    the error of that estimate, as TCP keeps SRTT and RTTVAR. Work is
  *    counted in rows (an infer request's input rows, 1 for other kinds:
@@ -33,7 +33,7 @@
  *    (another instance may meet it). A service with an empty queue and a free
  *    slot admits whatever leaves room for one run; estimates are refreshed
  *    only by runs, so when it refuses on the estimate alone the estimate
- *    decays (1/16 per refusal) lest a stale one lock it out (service.c also
+ *    decays (1/16 per refusal) lest a stale one lock it out (svc_dispatch.c also
  *    clips each run sample to 4x the estimate, so one stalled run -- SIGSTOP,
  *    swapping -- does not inflate it).
  *  - Sustained overload (CoDel's idea): the queue has not been empty for

@@ -1,7 +1,7 @@
 /*
  * svc_worker.c -- the node's worker threads: they run the queued requests of
- * the node's services (service.c has the overview and the dispatch that fills
- * the queues).
+ * the node's services (service.c has the overview, svc_dispatch.c the
+ * dispatch that fills the queues).
  *
  * Workers. node->lock guards every queue. A worker picks, round robin over the
  * node's services, one with queued work and a free slot; for batching kinds it

@@ -885,40 +885,50 @@ static aims_status op_save(void *c)
     return aims_dataset_save(ctx->ds, ctx->path);
 }
 
-static aims_status op_parse(void *c)
+/* The loaders under the failure loop: each makes a dataset from ctx, which
+ * is dropped at once (only the status and the allocations count). */
+typedef enum { LOAD_PARSE, LOAD_FILE, LOAD_IDX, LOAD_TOPICS } load_how;
+
+static aims_status load_and_drop(const fl_ctx *ctx, load_how how)
 {
-    fl_ctx *ctx = c;
     aims_dataset *ds = NULL;
-    const aims_status rc = aims_dataset_parse(ctx->format, ctx->data, ctx->size, ctx->opts, &ds);
+    aims_status rc = AIMS_E_INVAL;
+    switch (how) {
+    case LOAD_PARSE:
+        rc = aims_dataset_parse(ctx->format, ctx->data, ctx->size, ctx->opts, &ds);
+        break;
+    case LOAD_FILE:
+        rc = aims_dataset_load_file(ctx->format, ctx->path, ctx->opts, &ds);
+        break;
+    case LOAD_IDX:
+        rc = aims_dataset_load_idx(ctx->path, ctx->path2, ctx->opts, &ds);
+        break;
+    case LOAD_TOPICS:
+        rc = aims_dataset_load_topics(ctx->path, ctx->opts, &ds);
+        break;
+    }
     aims_dataset_destroy(ds);
     return rc;
+}
+
+static aims_status op_parse(void *c)
+{
+    return load_and_drop(c, LOAD_PARSE);
 }
 
 static aims_status op_load_file(void *c)
 {
-    fl_ctx *ctx = c;
-    aims_dataset *ds = NULL;
-    const aims_status rc = aims_dataset_load_file(ctx->format, ctx->path, ctx->opts, &ds);
-    aims_dataset_destroy(ds);
-    return rc;
+    return load_and_drop(c, LOAD_FILE);
 }
 
 static aims_status op_load_idx(void *c)
 {
-    fl_ctx *ctx = c;
-    aims_dataset *ds = NULL;
-    const aims_status rc = aims_dataset_load_idx(ctx->path, ctx->path2, ctx->opts, &ds);
-    aims_dataset_destroy(ds);
-    return rc;
+    return load_and_drop(c, LOAD_IDX);
 }
 
 static aims_status op_load_topics(void *c)
 {
-    fl_ctx *ctx = c;
-    aims_dataset *ds = NULL;
-    const aims_status rc = aims_dataset_load_topics(ctx->path, ctx->opts, &ds);
-    aims_dataset_destroy(ds);
-    return rc;
+    return load_and_drop(c, LOAD_TOPICS);
 }
 
 static aims_status op_loadopts(void *c)

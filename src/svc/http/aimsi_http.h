@@ -1,8 +1,10 @@
 /*
  * aimsi_http.h -- internals of the HTTP front door (src/svc/http/).
  *
- *   http_server.c   the aims_http object on libmicrohttpd: limits, routing,
- *                   suspend/resume around the node dispatch (aimsi_dispatch.h)
+ *   http_server.c   the aims_http object on libmicrohttpd: limits, listen,
+ *                   start/stop, TLS (its layout: aimsi_http_server.h)
+ *   http_request.c  one request: the MHD callbacks, routing, suspend/resume
+ *                   around the node dispatch (aimsi_dispatch.h)
  *   http_kserve.c   Open Inference Protocol JSON: request decoding into an
  *                   aims_msg (cJSON), reply / metadata / error encoding
  *   http_metrics.c  GET /metrics (Prometheus text) and GET / (status page)

@@ -9,7 +9,7 @@
  * How: libmicrohttpd's HTTPS is GnuTLS. Given the CA (MHD_OPTION_HTTPS_MEM_TRUST,
  * set by http_server.c) MHD asks every client for a certificate but leaves the
  * verdict to the application; this file gives it, on a connection's first
- * request (http_server.c caches it in the connection's socket context), before
+ * request (http_request.c caches it in the connection's socket context), before
  * routing: the GnuTLS session of the connection must hold a peer certificate
  * that verifies against that CA (chain, validity dates), the certificate must
  * carry one of the allowed names when there are any (GnuTLS' host matching on

@@ -1,8 +1,10 @@
 /*
  * aimsi_tls.h -- private to src/svc/transport: what tls.c (connections,
- * handshakes, the stream hooks) and tls_config.c (the public aims_tls_config:
- * files, SSL contexts, reload) share. Only built with OpenSSL (AIMS_HAVE_TLS);
- * these three files are the only ones that see OpenSSL.
+ * handshakes, the stream hooks), tls_bio.c (the socket BIO: batched writes,
+ * read-ahead), tls_hooks.c (the SSL_CTX hooks: peer verification, ALPN, the
+ * client session cache) and tls_config.c (the public aims_tls_config: files,
+ * SSL contexts, reload) share. Only built with OpenSSL (AIMS_HAVE_TLS);
+ * these files are the only ones that see OpenSSL.
  */
 #ifndef AIMSI_TLS_H
 #define AIMSI_TLS_H
@@ -41,7 +43,7 @@ struct aims_tls_config {
     size_t next_session;
     atomic_uint_fast64_t resumed; /* dials that resumed a session */
     atomic_uint_fast64_t batch_waits; /* batched writes left waiting for the socket (tls.c) */
-    atomic_uint_fast64_t ra_fills;    /* recv()s into a connection's read-ahead buffer (tls.c) */
+    atomic_uint_fast64_t ra_fills;    /* recv()s into a connection's read-ahead buffer (tls_bio.c) */
 };
 
 /* The stream hooks of tls:// and its listen (tcp's, any address). */
@@ -57,5 +59,45 @@ void aimsi_tls_cert_identity(X509 *cert, char *out, size_t cap);
 int aimsi_tls_ctx_hooks(SSL_CTX *ctx, int server);
 /* Drop the cached client sessions. Caller holds cfg->mu. */
 void aimsi_tls_sessions_clear(aims_tls_config *cfg);
+
+/* "aims/1" as ALPN wants it (a length byte first); tls_hooks.c. */
+extern const unsigned char aimsi_tls_alpn[7];
+
+/* Given back after this many small writes / short reads in a row: a
+ * connection that moves small frames holds no batch buffers (tls_bio.c). */
+#define TLS_SMALL_FREE 64u
+
+/* One tls:// connection: the SSL object, its lock, and the buffers of our
+ * socket BIO (tls_bio.c). tls.c makes and drives it; tls_hooks.c's verify
+ * and session callbacks reach it through SSL_get_app_data. */
+typedef struct tls_conn {
+    SSL *ssl;
+    aims_tls_config *cfg;
+    pthread_mutex_t mu;
+    int fd;
+    int got_ticket;
+    /* Record batching (see nb_write): ciphertext records waiting for one send. */
+    int batching;      /* inside tls_writev: records may wait in obuf */
+    uint8_t *obuf;     /* ocap bytes, made for the first big write */
+    size_t ocap;
+    size_t olen, ooff; /* bytes in obuf; bytes of them already sent */
+    unsigned small;    /* small writes in a row (obuf is given back after TLS_SMALL_FREE) */
+    size_t held;       /* plaintext bytes OpenSSL took that tls_writev did not report yet */
+    /* Reading ahead in the BIO (see nb_read): ciphertext taken off the socket
+     * that OpenSSL has not asked for yet. */
+    int ra;            /* after the handshake: nb_read may fill ibuf */
+    uint8_t *ibuf;     /* TLS_RA_BUF bytes, made when a recv filled OpenSSL's buffer */
+    size_t ilen, ioff; /* bytes in ibuf; bytes of them already handed to OpenSSL */
+    unsigned ishort;   /* short recvs into ibuf in a row (ibuf is given back after TLS_SMALL_FREE) */
+    char key[AIMSI_URL_MAX]; /* session cache key (dial side), "" on accept */
+    char peer[TLS_NAME_MAX]; /* verified identity */
+} tls_conn;
+
+/* The socket BIO's method (tls_bio.c), made once; NULL out of memory. */
+BIO_METHOD *aimsi_tls_bio_method(void);
+/* Send what tc->obuf holds: 0 all sent, 1 the socket is full (some left), -1
+ * failed (errno). Caller holds tc->mu (or is OpenSSL inside an SSL call,
+ * which runs under it). */
+int aimsi_tls_out_flush(tls_conn *tc);
 
 #endif /* AIMSI_TLS_H */

@@ -45,7 +45,7 @@ void aimsi_tls_config_ref(aims_tls_config *cfg);
 uint64_t aimsi_tls_config_resumed(const aims_tls_config *cfg);
 /* Batched tls:// writes that left records waiting for a full socket (tls.c; tests). */
 uint64_t aimsi_tls_config_batch_waits(const aims_tls_config *cfg);
-/* recv()s its connections made into their read-ahead buffers (tls.c, nb_read). */
+/* recv()s its connections made into their read-ahead buffers (tls_bio.c, nb_read). */
 uint64_t aimsi_tls_config_ra_fills(const aims_tls_config *cfg);
 /* The PEM texts of cfg's certificate chain and key, read from its files now
  * (the HTTP front door hands them to its own TLS library); free both with

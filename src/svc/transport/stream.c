@@ -2,7 +2,7 @@
  * stream.c -- the machinery behind the tcp://, ipc:// and tls:// transports:
  * one I/O thread per instance, whole frames in, whole frames out. Bytes move
  * through the family's per-connection hooks (aimsi_stream.h: plain sockets in
- * sock.c, OpenSSL in tls.c); an accepted connection of a family with a
+ * sock.c, OpenSSL in tls*.c); an accepted connection of a family with a
  * handshake is shown to the library (on_accept) only once the handshake is
  * done, and is dropped if that takes longer than the family's budget.
  * This file holds the instance and connection objects, the hook gate and the

@@ -28,13 +28,9 @@
  * (swapped whole by reload; connections hold their own SSL_CTX references),
  * the peer names and the client session cache.
  *
- * Sockets go through a small BIO of our own that uses send(MSG_NOSIGNAL):
- * OpenSSL's socket BIO write()s, and a peer that went away would raise
- * SIGPIPE in the host.
- *
- * Peer names are checked in the verify callback at depth 0, so a wrong
- * identity fails the handshake itself (the peer sees an alert, not a later
- * close). Identity = first DNS or URI subjectAltName, else the subject CN.
+ * Sockets go through a BIO of our own (tls_bio.c: no SIGPIPE, batched
+ * writes, read-ahead); peer names, ALPN and the session cache are hooks on
+ * the SSL contexts (tls_hooks.c).
  */
 #include "aimsi_tls.h"
 
@@ -46,237 +42,10 @@
 #include <sys/socket.h>
 
 #include <openssl/err.h>
-#include <openssl/x509v3.h>
 
 #define TICKET_WAIT_MS 2000u
 
-static const unsigned char k_alpn[] = {6, 'a', 'i', 'm', 's', '/', '1'};
-
-typedef struct tls_conn {
-    SSL *ssl;
-    aims_tls_config *cfg;
-    pthread_mutex_t mu;
-    int fd;
-    int got_ticket;
-    /* Record batching (see nb_write): ciphertext records waiting for one send. */
-    int batching;      /* inside tls_writev: records may wait in obuf */
-    uint8_t *obuf;     /* ocap bytes, made for the first big write */
-    size_t ocap;
-    size_t olen, ooff; /* bytes in obuf; bytes of them already sent */
-    unsigned small;    /* small writes in a row (obuf is given back after TLS_SMALL_FREE) */
-    size_t held;       /* plaintext bytes OpenSSL took that tls_writev did not report yet */
-    /* Reading ahead in the BIO (see nb_read): ciphertext taken off the socket
-     * that OpenSSL has not asked for yet. */
-    int ra;            /* after the handshake: nb_read may fill ibuf */
-    uint8_t *ibuf;     /* TLS_RA_BUF bytes, made when a recv filled OpenSSL's buffer */
-    size_t ilen, ioff; /* bytes in ibuf; bytes of them already handed to OpenSSL */
-    unsigned ishort;   /* short recvs into ibuf in a row (ibuf is given back after TLS_SMALL_FREE) */
-    char key[AIMSI_URL_MAX]; /* session cache key (dial side), "" on accept */
-    char peer[TLS_NAME_MAX]; /* verified identity */
-} tls_conn;
-
-/* ---- a socket BIO that never raises SIGPIPE ------------------------------------------------- */
-
-static BIO_METHOD *g_bio_method;
-static pthread_once_t g_bio_once = PTHREAD_ONCE_INIT;
-
-/* Batching records into fewer sends. OpenSSL hands the BIO one TLS record
- * (at most 16 KiB of plaintext) per write, so a 1 MiB frame was 64 send()
- * calls, each a system call (with page-table isolation on this VM) plus, on
- * loopback, the receiver's TCP input path and a wake-up run by the sender.
- * TLS 1.3 offers no bigger records (max_send_fragment only lowers the 16 KiB
- * cap) and OpenSSL's record pipelining needs a TLS 1.2 explicit-IV CBC cipher,
- * so the batching is ours: a tls_writev of more than one record turns the BIO
- * into an appender -- records go into obuf, which is sent once TLS_BATCH_FLUSH
- * bytes wait and at the end of the writev: a 1 MiB frame is 5 sends instead
- * of 64, and the receiver is woken a few times instead of 64 (it still starts
- * decrypting the first batch while the sender encrypts the next). The price
- * is a memcpy of the ciphertext (docs/DOOR_SPEED.md has the measurements).
- * obuf is made for the first big write and given back after TLS_SMALL_FREE
- * small ones in a row, so a connection that moves small frames holds none.
- *
- * Bytes left in obuf when the socket is full: tls_writev reports one
- * plaintext byte fewer than OpenSSL took (`held`), so the stream core keeps
- * the frame queued and arms EPOLLOUT; the next tls_writev sends obuf first,
- * then counts the held byte (the core hands the same bytes again) and goes
- * on. Outside tls_writev (handshake, alerts, close_notify, a KeyUpdate answer
- * from SSL_read) records go straight to the socket, after what obuf holds. */
-#define TLS_BATCH_FLUSH ((size_t)256u << 10)
-/* Room for one more record above the flush mark (TLS 1.3: 5 + 16384 + 1 + 255). */
-#define TLS_REC_ROOM ((size_t)17u << 10)
-#define TLS_SMALL_FREE 64u
-
-/* Send what obuf holds: 0 all sent, 1 the socket is full (some left), -1
- * failed (errno). Caller holds tc->mu (or is OpenSSL inside an SSL call,
- * which runs under it). */
-static int out_flush(tls_conn *tc)
-{
-    while (tc->ooff < tc->olen) {
-        const ssize_t w = send(tc->fd, tc->obuf + tc->ooff, tc->olen - tc->ooff,
-                               MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
-        }
-        tc->ooff += (size_t)w;
-    }
-    tc->olen = tc->ooff = 0;
-    return 0;
-}
-
-static int nb_write(BIO *b, const char *buf, int len)
-{
-    tls_conn *tc = BIO_get_data(b);
-    BIO_clear_retry_flags(b);
-    if (tc->batching && (size_t)len <= TLS_REC_ROOM) {
-        if (tc->obuf == NULL) {
-            tc->obuf = aimsi_malloc(TLS_BATCH_FLUSH + TLS_REC_ROOM);
-            tc->ocap = tc->obuf != NULL ? TLS_BATCH_FLUSH + TLS_REC_ROOM : 0;
-        }
-        if (tc->obuf != NULL) {
-            if (tc->olen + (size_t)len > tc->ocap) {
-                if (out_flush(tc) < 0) {
-                    return -1;
-                }
-                if (tc->ooff > 0) { /* some sent: keep the rest at the front */
-                    memmove(tc->obuf, tc->obuf + tc->ooff, tc->olen - tc->ooff);
-                    tc->olen -= tc->ooff;
-                    tc->ooff = 0;
-                }
-                if (tc->olen + (size_t)len > tc->ocap) {
-                    BIO_set_retry_write(b); /* OpenSSL keeps the record and retries it */
-                    return -1;
-                }
-            }
-            memcpy(tc->obuf + tc->olen, buf, (size_t)len);
-            tc->olen += (size_t)len;
-            if (tc->olen - tc->ooff >= TLS_BATCH_FLUSH) {
-                (void)out_flush(tc); /* a failure shows at tls_writev's final flush */
-            }
-            return len;
-        }
-    }
-    if (tc->ooff < tc->olen) { /* keep the order: what obuf holds goes first */
-        const int f = out_flush(tc);
-        if (f != 0) {
-            if (f > 0) {
-                BIO_set_retry_write(b);
-            }
-            return -1;
-        }
-    }
-    ssize_t w;
-    do {
-        w = send(tc->fd, buf, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (w < 0 && errno == EINTR);
-    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        BIO_set_retry_write(b);
-    }
-    return (int)w;
-}
-
-/* Reading ahead in our BIO (session 11). OpenSSL 3.0 reads at most one
- * record a recv() even with read-ahead on (its buffer holds one record; a
- * bigger one costs a memmove of everything left per record: ssl3_read_n's
- * `clearold`, docs/DOOR_SPEED.md), so a 1 MiB frame was ~65 recv() calls on
- * the receiving side, each a system call under the connection's lock. Once
- * a recv fills what OpenSSL asked for (a big frame is arriving), the BIO
- * takes up to TLS_RA_BUF bytes a recv into ibuf and serves OpenSSL's reads
- * from there: ~5 recv() a MiB for one memcpy of the ciphertext. A connection
- * that moves small frames reads straight into OpenSSL's buffer as before, and
- * gives ibuf back after TLS_SMALL_FREE short recvs in a row. Bytes in ibuf
- * are invisible to epoll: tls_read and tls_pending count them as pending
- * (tls_has_pending), as they do OpenSSL's own. Off during the handshake (the
- * dial side hands the socket to the I/O thread with nothing buffered). */
-#define TLS_RA_BUF ((size_t)256u << 10)
-
-static int nb_read(BIO *b, char *buf, int len)
-{
-    tls_conn *tc = BIO_get_data(b);
-    BIO_clear_retry_flags(b);
-    if (tc->ioff < tc->ilen) {
-        const size_t n = tc->ilen - tc->ioff < (size_t)len ? tc->ilen - tc->ioff : (size_t)len;
-        memcpy(buf, tc->ibuf + tc->ioff, n);
-        tc->ioff += n;
-        return (int)n;
-    }
-    tc->ilen = tc->ioff = 0;
-    const int into_ibuf = tc->ibuf != NULL && (size_t)len < TLS_RA_BUF;
-    ssize_t r;
-    do {
-        r = into_ibuf ? recv(tc->fd, tc->ibuf, TLS_RA_BUF, MSG_DONTWAIT)
-                      : recv(tc->fd, buf, (size_t)len, MSG_DONTWAIT);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        BIO_set_retry_read(b);
-    }
-    if (r <= 0) {
-        return (int)r;
-    }
-    if (!into_ibuf) {
-        if (tc->ra && r == len && tc->ibuf == NULL) { /* more is likely waiting */
-            tc->ibuf = aimsi_malloc(TLS_RA_BUF);
-            tc->ishort = 0;
-        }
-        return (int)r;
-    }
-    tc->ishort = (size_t)r > TLS_REC_ROOM ? 0 : tc->ishort + 1;
-    if (tc->ishort >= TLS_SMALL_FREE && (size_t)r <= (size_t)len) {
-        memcpy(buf, tc->ibuf, (size_t)r); /* small frames again: back to direct reads */
-        aimsi_free(tc->ibuf);
-        tc->ibuf = NULL;
-        return (int)r;
-    }
-    atomic_fetch_add_explicit(&tc->cfg->ra_fills, 1, memory_order_relaxed);
-    tc->ilen = (size_t)r;
-    tc->ioff = (size_t)r < (size_t)len ? (size_t)r : (size_t)len;
-    memcpy(buf, tc->ibuf, tc->ioff);
-    return (int)tc->ioff;
-}
-
-static long nb_ctrl(BIO *b, int cmd, long num, void *ptr)
-{
-    (void)b, (void)num, (void)ptr;
-    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
-}
-
-static int nb_create(BIO *b)
-{
-    BIO_set_init(b, 1);
-    return 1;
-}
-
-static void bio_method_init(void)
-{
-    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "aims-socket");
-    if (m != NULL) {
-        BIO_meth_set_write(m, nb_write);
-        BIO_meth_set_read(m, nb_read);
-        BIO_meth_set_ctrl(m, nb_ctrl);
-        BIO_meth_set_create(m, nb_create);
-    }
-    g_bio_method = m;
-}
-
-/* ---- error text ------------------------------------------------------------------------------ */
-
-/* The newest OpenSSL error as text ("" when the queue is empty). */
-void aimsi_tls_errtext(char *out, size_t cap)
-{
-    const unsigned long e = ERR_peek_last_error();
-    out[0] = '\0';
-    if (e != 0) {
-        const char *r = ERR_reason_error_string(e);
-        if (r != NULL) {
-            snprintf(out, cap, "%s", r);
-        } else {
-            ERR_error_string_n(e, out, cap);
-        }
-    }
-    ERR_clear_error();
-}
+/* ---- handshake failures ------------------------------------------------------------------ */
 
 /* Why a handshake failed: the certificate verdict first, else OpenSSL's reason. */
 static void hs_reason(tls_conn *tc, int ret, char *out, size_t cap)
@@ -304,141 +73,6 @@ static void hs_reason(tls_conn *tc, int ret, char *out, size_t cap)
     }
 }
 
-/* ---- identities and names ------------------------------------------------------------------ */
-
-void aimsi_tls_cert_identity(X509 *cert, char *out, size_t cap)
-{
-    out[0] = '\0';
-    GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    for (int i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens) && out[0] == '\0'; i++) {
-        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-        if (g->type == GEN_DNS || g->type == GEN_URI) {
-            const ASN1_IA5STRING *s = g->type == GEN_DNS ? g->d.dNSName : g->d.uniformResourceIdentifier;
-            const int n = ASN1_STRING_length(s);
-            if (n > 0 && (size_t)n < cap) {
-                memcpy(out, ASN1_STRING_get0_data(s), (size_t)n);
-                out[n] = '\0';
-            }
-        }
-    }
-    GENERAL_NAMES_free(gens);
-    if (out[0] == '\0') {
-        X509_NAME *subj = X509_get_subject_name(cert);
-        if (subj == NULL || X509_NAME_get_text_by_NID(subj, NID_commonName, out, (int)cap) < 0) {
-            out[0] = '\0';
-        }
-    }
-}
-
-/* Is the certificate allowed by cfg's peer names? Caller holds cfg->mu. */
-static int name_allowed(const aims_tls_config *cfg, X509 *cert, const char *identity)
-{
-    if (cfg->n_names == 0) {
-        return 1;
-    }
-    for (size_t i = 0; i < cfg->n_names; i++) {
-        if (strcmp(cfg->names[i], identity) == 0 ||
-            X509_check_host(cert, cfg->names[i], 0, 0, NULL) == 1) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-static int verify_cb(int ok, X509_STORE_CTX *x)
-{
-    if (!ok || X509_STORE_CTX_get_error_depth(x) != 0) {
-        return ok;
-    }
-    SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
-    tls_conn *tc = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
-    X509 *cert = X509_STORE_CTX_get_current_cert(x);
-    if (tc == NULL || cert == NULL) {
-        return ok;
-    }
-    aimsi_tls_cert_identity(cert, tc->peer, sizeof tc->peer);
-    pthread_mutex_lock(&tc->cfg->mu);
-    const int allowed = name_allowed(tc->cfg, cert, tc->peer);
-    pthread_mutex_unlock(&tc->cfg->mu);
-    if (!allowed) {
-        X509_STORE_CTX_set_error(x, X509_V_ERR_APPLICATION_VERIFICATION);
-        return 0;
-    }
-    return 1;
-}
-
-static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-                       const unsigned char *in, unsigned int inlen, void *arg)
-{
-    (void)ssl, (void)arg;
-    unsigned char *sel = NULL;
-    if (SSL_select_next_proto(&sel, outlen, k_alpn, sizeof k_alpn, in, inlen) !=
-        OPENSSL_NPN_NEGOTIATED) {
-        return SSL_TLSEXT_ERR_ALERT_FATAL; /* no "aims/1": refuse (no_application_protocol) */
-    }
-    *out = sel;
-    return SSL_TLSEXT_ERR_OK;
-}
-
-/* ---- client session cache ----------------------------------------------------------------- */
-
-static int new_session(SSL *ssl, SSL_SESSION *sess)
-{
-    tls_conn *tc = SSL_get_app_data(ssl);
-    if (tc == NULL || tc->key[0] == '\0') {
-        return 0;
-    }
-    tc->got_ticket = 1;
-    if (!SSL_SESSION_is_resumable(sess)) {
-        return 0;
-    }
-    aims_tls_config *cfg = tc->cfg;
-    pthread_mutex_lock(&cfg->mu);
-    tls_session *slot = NULL;
-    for (size_t i = 0; i < TLS_SESSIONS && slot == NULL; i++) {
-        if (cfg->sessions[i].sess != NULL && strcmp(cfg->sessions[i].key, tc->key) == 0) {
-            slot = &cfg->sessions[i];
-        }
-    }
-    if (slot == NULL) {
-        slot = &cfg->sessions[cfg->next_session];
-        cfg->next_session = (cfg->next_session + 1) % TLS_SESSIONS;
-    }
-    SSL_SESSION_free(slot->sess);
-    slot->sess = sess; /* returning 1 keeps our reference */
-    memcpy(slot->key, tc->key, strlen(tc->key) + 1);
-    pthread_mutex_unlock(&cfg->mu);
-    return 1;
-}
-
-void aimsi_tls_sessions_clear(aims_tls_config *cfg)
-{
-    for (size_t i = 0; i < TLS_SESSIONS; i++) {
-        SSL_SESSION_free(cfg->sessions[i].sess);
-        cfg->sessions[i].sess = NULL;
-        cfg->sessions[i].key[0] = '\0';
-    }
-}
-
-
-int aimsi_tls_ctx_hooks(SSL_CTX *ctx, int server)
-{
-    if (server) {
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
-        SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
-        SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"aims/1", 6);
-        SSL_CTX_set_num_tickets(ctx, 1);
-        return 0;
-    }
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
-    if (SSL_CTX_set_alpn_protos(ctx, k_alpn, sizeof k_alpn) != 0) {
-        return -1;
-    }
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-    SSL_CTX_sess_set_new_cb(ctx, new_session);
-    return 0;
-}
-
 /* ---- connections -------------------------------------------------------------------------- */
 
 static void tc_free(tls_conn *tc)
@@ -456,7 +90,7 @@ static void tc_free(tls_conn *tc)
 static aims_status tc_new(aims_tls_config *cfg, int fd, int server, const char *url,
                           tls_conn **out)
 {
-    pthread_once(&g_bio_once, bio_method_init);
+    BIO_METHOD *const bio_method = aimsi_tls_bio_method();
     tls_conn *tc = aimsi_calloc(1, sizeof *tc);
     if (tc == NULL) {
         return aimsi_err(NULL, AIMS_E_NOMEM, "%s: out of memory for a TLS connection", url);
@@ -478,10 +112,10 @@ static aims_status tc_new(aims_tls_config *cfg, int fd, int server, const char *
     } else if (server && !has_cert) {
         rc = aimsi_err(NULL, AIMS_E_STATE, "%s: the TLS config has no certificate to serve with "
                        "(aims_tls_config_set_cert)", url);
-    } else if (tc->ssl == NULL || g_bio_method == NULL) {
+    } else if (tc->ssl == NULL || bio_method == NULL) {
         rc = aimsi_err(NULL, AIMS_E_NOMEM, "%s: out of memory for a TLS connection", url);
     }
-    BIO *bio = rc == AIMS_OK ? BIO_new(g_bio_method) : NULL;
+    BIO *bio = rc == AIMS_OK ? BIO_new(bio_method) : NULL;
     if (rc == AIMS_OK && bio == NULL) {
         rc = aimsi_err(NULL, AIMS_E_NOMEM, "%s: out of memory for a TLS connection", url);
     }
@@ -669,7 +303,7 @@ static int tls_handshake(void *sx, char *why, size_t cap)
         const unsigned char *proto = NULL;
         unsigned plen = 0;
         SSL_get0_alpn_selected(tc->ssl, &proto, &plen);
-        if (plen != sizeof k_alpn - 1 || memcmp(proto, k_alpn + 1, plen) != 0) {
+        if (plen != sizeof aimsi_tls_alpn - 1 || memcmp(proto, aimsi_tls_alpn + 1, plen) != 0) {
             snprintf(why, cap, "the client did not offer ALPN \"aims/1\"");
             res = AIMSI_HS_FAILED;
         } else if (tc->peer[0] == '\0') {
@@ -769,7 +403,7 @@ static ssize_t tls_read(void *sx, int fd, void *buf, size_t len)
 static int writev_resume(tls_conn *tc, size_t *total)
 {
     if (tc->ooff < tc->olen) {
-        const int f = out_flush(tc);
+        const int f = aimsi_tls_out_flush(tc);
         if (f != 0) {
             return f > 0 ? EAGAIN : (errno != 0 ? errno : EPIPE);
         }
@@ -785,7 +419,7 @@ static int writev_resume(tls_conn *tc, size_t *total)
  * or an errno value (the connection is broken). */
 static int writev_finish(tls_conn *tc, size_t *total)
 {
-    const int f = out_flush(tc);
+    const int f = aimsi_tls_out_flush(tc);
     if (f < 0) {
         return errno != 0 ? errno : EPIPE;
     }

@@ -66,6 +66,13 @@ static aims_pipeline *fitted_standardize(const float *x, size_t rows, size_t col
     return p;
 }
 
+/* x (ROWS x IN) filled from seed, and a standardize pipeline fitted on it. */
+static aims_pipeline *fill_and_fit(float *x, uint64_t seed)
+{
+    fill_rows(x, ROWS * IN, seed);
+    return fitted_standardize(x, ROWS, IN);
+}
+
 static const char *const g_docs[] = {"the cat sat on the mat", "dogs bark at night",
                                      "a cat and a dog", "stock markets fell today",
                                      "the market rose", ""};
@@ -113,8 +120,7 @@ static void test_bundle_roundtrip_rows(void **state)
 {
     (void)state;
     float x[ROWS * IN];
-    fill_rows(x, ROWS * IN, 1);
-    aims_pipeline *p = fitted_standardize(x, ROWS, IN);
+    aims_pipeline *p = fill_and_fit(x, 1);
     aims_model *m = make_model(AIMS_MODEL_KIND_MLP, IN, H, K, 2);
     aims_bundle *b = NULL;
     OK(aims_bundle_create(p, m, &b));
@@ -247,8 +253,7 @@ static void test_bundle_errors(void **state)
 {
     (void)state;
     float x[ROWS * IN];
-    fill_rows(x, ROWS * IN, 6);
-    aims_pipeline *p = fitted_standardize(x, ROWS, IN);
+    aims_pipeline *p = fill_and_fit(x, 6);
     aims_model *wrong = make_model(AIMS_MODEL_KIND_SOFTMAX, IN + 1, 0, K, 1);
     aims_bundle *b = NULL;
     assert_int_equal(aims_bundle_create(p, wrong, &b), AIMS_E_INVAL);
@@ -342,8 +347,7 @@ static void test_bundle_hostile_bytes(void **state)
 {
     (void)state;
     float x[ROWS * IN];
-    fill_rows(x, ROWS * IN, 8);
-    aims_pipeline *p = fitted_standardize(x, ROWS, IN);
+    aims_pipeline *p = fill_and_fit(x, 8);
     aims_model *m = make_model(AIMS_MODEL_KIND_MLP, IN, 6, K, 9);
     aims_bundle *b = NULL;
     OK(aims_bundle_create(p, m, &b));
@@ -464,8 +468,7 @@ static void test_bundle_concurrent_predict(void **state)
 {
     (void)state;
     float x[ROWS * IN];
-    fill_rows(x, ROWS * IN, 13);
-    aims_pipeline *p = fitted_standardize(x, ROWS, IN);
+    aims_pipeline *p = fill_and_fit(x, 13);
     aims_model *m = make_model(AIMS_MODEL_KIND_MLP, IN, H, K, 14);
     aims_dataset *ds = NULL;
     OK(aims_dataset_create_dense(ROWS, IN, x, NULL, &ds));
@@ -539,8 +542,7 @@ static void test_bundle_alloc_failures(void **state)
 {
     (void)state;
     float x[ROWS * IN];
-    fill_rows(x, ROWS * IN, 10);
-    bctx c = {fitted_standardize(x, ROWS, IN), make_model(AIMS_MODEL_KIND_MLP, IN, H, K, 11), NULL,
+    bctx c = {fill_and_fit(x, 10), make_model(AIMS_MODEL_KIND_MLP, IN, H, K, 11), NULL,
               x};
     ta_fail_loop("bundle create/save/load/predict_rows", op_create_save_load, &c);
     aims_pipeline_destroy(c.p);

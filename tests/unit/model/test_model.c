@@ -101,6 +101,17 @@ static aims_trainer *trainer(aims_model *m, int64_t epochs, int64_t batch, int64
     return t;
 }
 
+/* Accuracy of m on ds (aims_model_evaluate). */
+static double accuracy_of(const aims_model *m, const aims_dataset *ds)
+{
+    aims_eval *ev = NULL;
+    OK(aims_model_evaluate(m, ds, &ev));
+    double acc = 0;
+    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc));
+    aims_eval_destroy(ev);
+    return acc;
+}
+
 /* ---- basics ---------------------------------------------------------------------------- */
 
 static void test_create_and_params(void **state)
@@ -662,6 +673,15 @@ static void save_bytes(const aims_model *m, void **out, size_t *len)
     aimsi_cw_destroy(w);
 }
 
+/* m written and parsed back: the copy; the file stays in *bytes, *len. */
+static aims_model *reparsed(const aims_model *m, void **bytes, size_t *len)
+{
+    save_bytes(m, bytes, len);
+    aims_model *l = NULL;
+    OK(aims_model_parse(*bytes, *len, &l));
+    return l;
+}
+
 static void test_save_load_clone(void **state)
 {
     (void)state;
@@ -862,12 +882,7 @@ static void test_fashion_softmax_floor(void **state)
     OK(aims_model_create(AIMS_MODEL_KIND_SOFTMAX, 784, 10, &m));
     aims_trainer *t = trainer(m, 1, 128, 1);
     OK(aims_trainer_fit(t, tr, NULL));
-    aims_eval *ev = NULL;
-    OK(aims_model_evaluate(m, te, &ev));
-    double acc = 0;
-    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc));
-    assert_true(acc >= 0.80);
-    aims_eval_destroy(ev);
+    assert_true(accuracy_of(m, te) >= 0.80);
     aims_trainer_destroy(t);
     aims_model_destroy(m);
     aims_dataset_destroy(tr);
@@ -938,12 +953,7 @@ static void test_text_model(void **state)
     double vacc = 0;
     OK(aims_trainer_get_stat(t, AIMS_TRAINER_STAT_VAL_ACCURACY, &vacc));
     assert_true(vacc > 0.95);
-    aims_eval *ev = NULL;
-    OK(aims_model_evaluate(m, ds, &ev));
-    double acc = 0;
-    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc));
-    assert_true(acc > 0.95);
-    aims_eval_destroy(ev);
+    assert_true(accuracy_of(m, ds) > 0.95);
     float *p = malloc(ds->rows * 3 * sizeof *p);
     OK(aims_model_predict_dataset(m, AIMS_OUT_PROBA, ds, p, ds->rows * 3));
     assert_true(fabsf(p[0] + p[1] + p[2] - 1.0f) < 1e-5f);
@@ -952,9 +962,7 @@ static void test_text_model(void **state)
     /* save / load round trip */
     void *bytes = NULL;
     size_t len = 0;
-    save_bytes(m, &bytes, &len);
-    aims_model *l = NULL;
-    OK(aims_model_parse(bytes, len, &l));
+    aims_model *l = reparsed(m, &bytes, &len);
     float *q = malloc(ds->rows * 3 * sizeof *q);
     OK(aims_model_predict_dataset(l, AIMS_OUT_PROBA, ds, q, ds->rows * 3));
     assert_memory_equal(p, q, ds->rows * 3 * sizeof *p);
@@ -1002,12 +1010,69 @@ static aims_status op_text(void *arg)
     return rc;
 }
 
+/* The allocation-failure loop of op over 40 text documents. */
+static void text_fail_loop(const char *name, ta_op op, uint64_t seed)
+{
+    aims_dataset *ds = text_docs(40, seed);
+    ta_fail_loop(name, op, ds);
+    aims_dataset_destroy(ds);
+}
+
 static void test_text_alloc_failures(void **state)
 {
     (void)state;
-    aims_dataset *ds = text_docs(40, 161);
-    ta_fail_loop("text train+evaluate+predict", op_text, ds);
-    aims_dataset_destroy(ds);
+    text_fail_loop("text train+evaluate+predict", op_text, 161);
+}
+
+/* A TEXT model: 256 hashed features, 3 classes, embed_dim; with linear, the
+ * text_linear form and the hinge loss. */
+static aims_model *text_model(int64_t embed_dim, int linear)
+{
+    aims_model *m = NULL;
+    OK(aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 3, &m));
+    OK(aims_model_set_param_i64(m, AIMS_MODEL_EMBED_DIM, embed_dim));
+    if (linear) {
+        OK(aims_model_set_param_i64(m, AIMS_MODEL_TEXT_LINEAR, 1));
+        OK(aims_model_set_param_i64(m, AIMS_MODEL_LOSS, 3));
+    }
+    return m;
+}
+
+/* Exact resume mid-epoch: text_model(embed_dim, linear) trained 3 epochs
+ * (batch 1) on ds straight through, and again stopped after 40 steps,
+ * checkpointed to path and restored into a new trainer, ends with the same
+ * parameters bit for bit. */
+static void text_exact_resume(const aims_dataset *ds, const char *path, int64_t embed_dim,
+                              int linear)
+{
+    float *want = NULL;
+    int done = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        aims_model *m = text_model(embed_dim, linear);
+        aims_trainer *t = trainer(m, 3, 1, 4);
+        OK(aims_trainer_begin(t, ds, NULL));
+        if (pass == 1) {
+            for (int i = 0; i < 40; i++) {
+                OK(aims_trainer_step(t, &done));
+            }
+            OK(aims_trainer_checkpoint(t, path));
+            aims_trainer_destroy(t);
+            t = trainer(m, 3, 1, 4);
+            OK(aims_trainer_begin(t, ds, NULL));
+            OK(aims_trainer_restore(t, path));
+        }
+        do {
+            OK(aims_trainer_epoch(t, &done));
+        } while (!done);
+        if (pass == 0) {
+            want = tf_copy_of(m->params, m->n_params);
+        } else {
+            assert_memory_equal(m->params, want, m->n_params * sizeof *want);
+        }
+        aims_trainer_destroy(t);
+        aims_model_destroy(m);
+    }
+    aimsi_free(want);
 }
 
 static void test_text_grad_and_resume(void **state)
@@ -1058,38 +1123,11 @@ static void test_text_grad_and_resume(void **state)
     aims_dataset_destroy(one);
 
     /* exact resume mid-epoch */
-    float *want = NULL;
     char path[] = "/tmp/aims_tckpt_XXXXXX";
     const int fd = mkstemp(path);
     close(fd);
-    for (int pass = 0; pass < 2; pass++) {
-        OK(aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 3, &m));
-        OK(aims_model_set_param_i64(m, AIMS_MODEL_EMBED_DIM, 4));
-        t = trainer(m, 3, 1, 4);
-        OK(aims_trainer_begin(t, all, NULL));
-        if (pass == 1) {
-            for (int i = 0; i < 40; i++) {
-                OK(aims_trainer_step(t, &done));
-            }
-            OK(aims_trainer_checkpoint(t, path));
-            aims_trainer_destroy(t);
-            t = trainer(m, 3, 1, 4);
-            OK(aims_trainer_begin(t, all, NULL));
-            OK(aims_trainer_restore(t, path));
-        }
-        do {
-            OK(aims_trainer_epoch(t, &done));
-        } while (!done);
-        if (pass == 0) {
-            want = tf_copy_of(m->params, m->n_params);
-        } else {
-            assert_memory_equal(m->params, want, m->n_params * sizeof *want);
-        }
-        aims_trainer_destroy(t);
-        aims_model_destroy(m);
-    }
+    text_exact_resume(all, path, 4, 0);
     unlink(path);
-    aimsi_free(want);
     aims_dataset_destroy(all);
 }
 
@@ -1205,12 +1243,7 @@ static void test_text_linear_hinge(void **state)
     assert_int_equal(aims_model_set_param_i64(m, AIMS_MODEL_TEXT_LINEAR, 0), AIMS_E_STATE);
     OK(aims_model_get_param_i64(m, AIMS_MODEL_EMBED_DIM, &v));
     assert_int_equal(v, 3); /* the score row is the "embedding" */
-    aims_eval *ev = NULL;
-    OK(aims_model_evaluate(m, ds, &ev));
-    double acc = 0;
-    OK(aims_eval_get_metric(ev, AIMS_EVAL_METRIC_ACCURACY, &acc));
-    assert_true(acc > 0.95);
-    aims_eval_destroy(ev);
+    assert_true(accuracy_of(m, ds) > 0.95);
     assert_true(text_hinge_loss(m, ds) < 0.5);
 
     /* file round trip keeps text_linear and the loss; the output is identical */
@@ -1221,9 +1254,7 @@ static void test_text_linear_hinge(void **state)
     OK(aims_model_predict_dataset(m, AIMS_OUT_PROBA, ds, p, ds->rows * 3));
     void *bytes = NULL;
     size_t len = 0;
-    save_bytes(m, &bytes, &len);
-    aims_model *l = NULL;
-    OK(aims_model_parse(bytes, len, &l));
+    aims_model *l = reparsed(m, &bytes, &len);
     OK(aims_model_get_param_i64(l, AIMS_MODEL_TEXT_LINEAR, &v));
     assert_int_equal(v, 1);
     OK(aims_model_get_param_i64(l, AIMS_MODEL_LOSS, &v));
@@ -1270,44 +1301,15 @@ static void test_text_linear_hinge(void **state)
     const int fd = mkstemp(path);
     assert_true(fd >= 0);
     close(fd);
-    float *want = NULL;
-    int done = 0;
-    for (int pass = 0; pass < 3; pass++) {
-        OK(aims_model_create(AIMS_MODEL_KIND_TEXT, 256, 3, &m));
-        OK(aims_model_set_param_i64(m, AIMS_MODEL_EMBED_DIM, 3));
-        OK(aims_model_set_param_i64(m, AIMS_MODEL_TEXT_LINEAR, pass < 2 ? 1 : 0));
-        OK(aims_model_set_param_i64(m, AIMS_MODEL_LOSS, 3));
-        t = trainer(m, 3, 1, 4);
-        OK(aims_trainer_begin(t, ds, NULL));
-        if (pass == 1) {
-            for (int i = 0; i < 40; i++) {
-                OK(aims_trainer_step(t, &done));
-            }
-            OK(aims_trainer_checkpoint(t, path));
-            aims_trainer_destroy(t);
-            t = trainer(m, 3, 1, 4);
-            OK(aims_trainer_begin(t, ds, NULL));
-            OK(aims_trainer_restore(t, path));
-        }
-        if (pass == 2) {
-            assert_int_not_equal(aims_trainer_restore(t, path), AIMS_OK);
-            aims_trainer_destroy(t);
-            aims_model_destroy(m);
-            break;
-        }
-        do {
-            OK(aims_trainer_epoch(t, &done));
-        } while (!done);
-        if (pass == 0) {
-            want = tf_copy_of(m->params, m->n_params);
-        } else {
-            assert_memory_equal(m->params, want, m->n_params * sizeof *want);
-        }
-        aims_trainer_destroy(t);
-        aims_model_destroy(m);
-    }
+    text_exact_resume(ds, path, 3, 1);
+    m = text_model(3, 0);
+    OK(aims_model_set_param_i64(m, AIMS_MODEL_LOSS, 3)); /* the same but text_linear */
+    t = trainer(m, 3, 1, 4);
+    OK(aims_trainer_begin(t, ds, NULL));
+    assert_int_not_equal(aims_trainer_restore(t, path), AIMS_OK);
+    aims_trainer_destroy(t);
+    aims_model_destroy(m);
     unlink(path);
-    aimsi_free(want);
     aims_dataset_destroy(ds);
 
     /* gradients: linear x {cross-entropy, hinge}, and hinge on the embedding model */
@@ -1363,9 +1365,7 @@ static aims_status op_text_linear(void *arg)
 static void test_text_linear_alloc_failures(void **state)
 {
     (void)state;
-    aims_dataset *ds = text_docs(40, 191);
-    ta_fail_loop("text_linear train+save+parse", op_text_linear, ds);
-    aims_dataset_destroy(ds);
+    text_fail_loop("text_linear train+save+parse", op_text_linear, 191);
 }
 
 int main(void)

@@ -146,6 +146,21 @@ static void res_fini(result *r)
     pthread_cond_destroy(&r->cv);
 }
 
+/* res_init / res_fini over a table of n results. */
+static void res_init_all(result *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        res_init(&r[i]);
+    }
+}
+
+static void res_fini_all(result *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        res_fini(&r[i]);
+    }
+}
+
 static void on_done(void *ctx, aims_status st, aims_msg *reply, const char *err)
 {
     result *r = ctx;
@@ -384,9 +399,7 @@ static void test_queue_full(void **state)
     aims_service *s = gated_one(n, "full", &g, 2);
     aims_msg *req = mk_req(1.0f);
     result r[5];
-    for (int i = 0; i < 5; i++) {
-        res_init(&r[i]);
-    }
+    res_init_all(r, 5);
     call(n, "full", "predict", req, 0, &r[0]);
     gate_wait_entered(&g, 1); /* r0 runs; the queue is empty again */
     call(n, "full", "predict", req, 0, &r[1]);
@@ -407,9 +420,7 @@ static void test_queue_full(void **state)
         res_wait(&r[i]);
         assert_int_equal(r[i].st, AIMS_OK);
     }
-    for (int i = 0; i < 5; i++) {
-        res_fini(&r[i]);
-    }
+    res_fini_all(r, 5);
     aims_msg_destroy(req);
     aims_node_destroy(n);
     gate_fini(&g);
@@ -562,9 +573,7 @@ static void test_batching(void **state)
     assert_int_equal(aims_service_start(s), AIMS_OK);
     aims_msg *req = mk_req(1.0f);
     result r[21];
-    for (int i = 0; i < 21; i++) {
-        res_init(&r[i]);
-    }
+    res_init_all(r, 21);
     /* Async-style calls (no_inline) queue; a worker takes the first alone. */
     call_ex(n, "batcher", "predict", req, 0, &r[0], 1);
     assert_int_equal(r[0].done, 0);
@@ -631,9 +640,7 @@ static void test_drain(void **state)
     aims_service *s = gated_one(n, "dr", &g, 0);
     aims_msg *req = mk_req(1.0f);
     result r[4];
-    for (int i = 0; i < 4; i++) {
-        res_init(&r[i]);
-    }
+    res_init_all(r, 4);
     call(n, "dr", "predict", req, 0, &r[0]);
     gate_wait_entered(&g, 1);
     call(n, "dr", "predict", req, 0, &r[1]);
@@ -654,9 +661,7 @@ static void test_drain(void **state)
         assert_int_equal(r[i].done, 1);
         assert_int_equal(r[i].st, AIMS_OK);
     }
-    for (int i = 0; i < 4; i++) {
-        res_fini(&r[i]);
-    }
+    res_fini_all(r, 4);
     assert_int_equal(aims_service_stop(s, 10), AIMS_E_STATE);
     /* restart works */
     assert_int_equal(aims_service_start(s), AIMS_OK);
