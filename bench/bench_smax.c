@@ -15,6 +15,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "model/aimsi_train.h"
@@ -131,8 +132,14 @@ int main(int argc, char **argv)
     if (steps == NULL) {
         return 1;
     }
+    /* the u8 copy: the AVX-512 kernels only (the AVX2 ones read the floats) */
+    const char *isa = aimsi_train_smax_isa();
+    const int u8 = isa != NULL && strcmp(isa, "avx512") == 0;
     for (int r = 0; r < rounds; r++) {
         for (int v = 0; v < VARIANTS; v++) {
+            if ((v & 1) && !u8) {
+                continue;
+            }
             size_t n = 0;
             double *s = steps + ((size_t)v * (size_t)rounds) * cap + ns[v];
             if (fit_once(train, threads, v, &beg[v][r], &fit[v][r], &cpu[v][r], s, &n,
@@ -142,11 +149,16 @@ int main(int argc, char **argv)
             ns[v] += n;
         }
     }
-    printf("bench_smax threads=%d rounds=%d (P2: 784-10, batch 128, 5 epochs)\n", threads,
-           rounds);
+    printf("bench_smax threads=%d rounds=%d kernels=%s (P2: 784-10, batch 128, 5 epochs)\n",
+           threads, rounds, isa != NULL ? isa : "none");
     printf("%-14s %10s %10s %10s %10s %10s %10s %10s\n", "variant", "fit_med_s", "fit_min_s",
            "cpu_med_s", "cpu_min_s", "begin_ms", "step_min", "step_med");
     for (int v = 0; v < VARIANTS; v++) {
+        if ((v & 1) && !u8) {
+            printf("%-14s n/a (no u8 copy in the %s kernels)\n", g_names[v],
+                   isa != NULL ? isa : "no");
+            continue;
+        }
         double *s = steps + (size_t)v * (size_t)rounds * cap;
         double fmin = fit[v][0];
         for (int r = 1; r < rounds; r++) {
