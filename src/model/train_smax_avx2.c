@@ -28,8 +28,8 @@
  * halves of the batch). They are not the AVX-512 kernels' bits: the logits'
  * lane-wise partial sums run over 8 features instead of 16 and are folded
  * by another tree (the weight gradient's sums are in row order in both, but
- * from other logits). No compact copy here (isa->compact == 0): the float
- * rows only.
+ * from other logits). The compact copy (u8 codes of k / d pixels) decodes
+ * to the float rows' bits, as in the AVX-512 kernels.
  *
  * Only called after train_smax.c saw AVX2 and FMA on the CPU.
  */
@@ -123,7 +123,8 @@ AVX2_TARGET SMAX_INLINE void logits2(const size_t K, size_t in, const float *w, 
 }
 
 /* One group's share of the weight gradient: pw[c][j] = sum over its rows r
- * (in order) of g[r][c] x_r[j], classes in passes of at most GRAD_CLASSES,
+ * (in order; row r at x + idx[r] in, or x + r in when idx is NULL) of
+ * g[r][c] x_r[j], classes in passes of at most GRAD_CLASSES,
  * 16 features (K <= 6) or 8 at a time with the sums in registers; pb[c] =
  * sum of g[r][c]. */
 AVX2_TARGET SMAX_INLINE void grad_block(const size_t K, size_t in, const float *x,
@@ -143,7 +144,7 @@ AVX2_TARGET SMAX_INLINE void grad_block(const size_t K, size_t in, const float *
                 acc[c][1] = _mm256_setzero_ps();
             }
             for (size_t r = 0; r < cnt; r++) {
-                const float *xr = x + idx[r] * in + j;
+                const float *xr = idx != NULL ? x + idx[r] * in + j : x + r * in + j;
                 const __m256 v0 = load8(xr, left);
                 const __m256 v1 = H == 2 && left > 8 ? load8(xr + 8, left - 8)
                                                      : _mm256_setzero_ps();
@@ -270,10 +271,112 @@ AVX2_TARGET SMAX_INLINE double row_loss_grad(const aimsi_smax_ctx *s, const floa
     return log((double)sum) - ((double)zv[y] - (double)mx);
 }
 
+/* ---- the compact copy (train_smax.c: made during the first epoch, read from
+ * the second; the same floats bit for bit, so the same trained bits) ---- */
+
+/* The float of 8 codes k: k / d correctly rounded, as q = k r, then
+ * q + (k - q d) r (the AVX-512 kernels' decode16, lane for lane). */
+AVX2_TARGET SMAX_INLINE __m256 decode8(__m256i k, __m256 d, __m256 r)
+{
+    const __m256 kf = _mm256_cvtepi32_ps(k);
+    const __m256 q = _mm256_mul_ps(kf, r);
+    return _mm256_fmadd_ps(_mm256_fnmadd_ps(q, d, kf), r, q);
+}
+
+/* The codes of a row of `in` features into q: k = rint(x d) as a byte;
+ * returns whether every feature is decode8(k) bit for bit with k in 0..255
+ * (-0.0, NaN, values between codes or out of range: not). Only during the
+ * first epoch: the bytes go out one by one. */
+AVX2_TARGET SMAX_INLINE int code_row(const float *x, uint8_t *q, size_t in, float qd)
+{
+    const __m256 d = _mm256_set1_ps(qd);
+    const __m256 rr = _mm256_set1_ps(1.0f / qd);
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 hi = _mm256_set1_ps(255.0f);
+    int all = 1;
+    for (size_t j = 0; j < in; j += 8) {
+        const size_t n = in - j < 8 ? in - j : 8;
+        const __m256 v = load8(x + j, n);
+        const __m256 kf = _mm256_round_ps(_mm256_mul_ps(v, d),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m256i k = _mm256_cvtps_epi32(kf);
+        const __m256 back = decode8(k, d, rr);
+        const __m256 ok = _mm256_and_ps(
+            _mm256_and_ps(_mm256_cmp_ps(kf, zero, _CMP_GE_OQ), _mm256_cmp_ps(kf, hi, _CMP_LE_OQ)),
+            _mm256_castsi256_ps(
+                _mm256_cmpeq_epi32(_mm256_castps_si256(back), _mm256_castps_si256(v))));
+        const unsigned need = (1u << n) - 1u;
+        all &= ((unsigned)_mm256_movemask_ps(ok) & need) == need;
+        int32_t kv[8];
+        _mm256_storeu_si256((__m256i *)(void *)kv, k);
+        for (size_t l = 0; l < n; l++) {
+            q[j + l] = (uint8_t)kv[l];
+        }
+    }
+    return all;
+}
+
+/* A compact row of `in` codes decoded into o (the dataset row's bits). */
+AVX2_TARGET SMAX_INLINE void decode_row(const uint8_t *q, float *o, size_t in, float qd)
+{
+    const __m256 d = _mm256_set1_ps(qd);
+    const __m256 rr = _mm256_set1_ps(1.0f / qd);
+    size_t j = 0;
+    for (; j + 8 <= in; j += 8) {
+        const __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(q + j));
+        _mm256_storeu_ps(o + j, decode8(_mm256_cvtepu8_epi32(b), d, rr));
+    }
+    if (j < in) { /* the tail through a buffer: no read past the row */
+        uint8_t tb[8] = {0};
+        memcpy(tb, q + j, in - j);
+        const __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)tb);
+        _mm256_maskstore_ps(o + j, lane_mask(in - j), decode8(_mm256_cvtepu8_epi32(b), d, rr));
+    }
+}
+
+/* group_k from the compact copy: each pair of rows decoded into xb (this
+ * group's rows of the batch block), its logits from there (the float rows'
+ * bits, so the float path's sums), and the weight gradient from xb. */
+AVX2_TARGET SMAX_INLINE void group_q(const aimsi_smax_ctx *s, const size_t K, const size_t *idx,
+                                     size_t cnt, float *xb, float *g, float *pw, float *pb,
+                                     double *loss)
+{
+    const size_t in = s->in;
+    const uint8_t *q = s->xq;
+    double total = 0.0;
+    float z0[SMAX_KMAX + 8];
+    float z1[SMAX_KMAX + 8];
+    memset(z0, 0, sizeof z0);
+    memset(z1, 0, sizeof z1);
+    for (size_t r = 0; r < cnt && r < 2 * SMAX_AHEAD; r++) { /* the first pairs */
+        aimsi_smax_prefetch_row(q + idx[r] * in, in);
+    }
+    for (size_t r = 0; r < cnt; r += 2) {
+        const size_t r1 = r + 1 < cnt ? r + 1 : r;
+        for (size_t a = r + 2 * SMAX_AHEAD; a < cnt && a <= r + 2 * SMAX_AHEAD + 1; a++) {
+            aimsi_smax_prefetch_row(q + idx[a] * in, in); /* SMAX_AHEAD pairs ahead */
+        }
+        decode_row(q + idx[r] * in, xb + r * in, in, s->qd);
+        decode_row(q + idx[r1] * in, xb + r1 * in, in, s->qd);
+        logits2(K, in, s->w, xb + r * in, xb + r1 * in, NULL, NULL, z0, z1);
+        total += row_loss_grad(s, z0, s->labels[idx[r]], g + r * K);
+        if (r + 1 < cnt) {
+            total += row_loss_grad(s, z1, s->labels[idx[r + 1]], g + (r + 1) * K);
+        }
+    }
+    grad_block(K, in, xb, NULL, cnt, g, pw, pb);
+    *loss = total;
+}
+
 /* Group rows idx[0..cnt): forward, loss gradient, then the group's gradient. */
 AVX2_TARGET SMAX_INLINE void group_k(const aimsi_smax_ctx *s, const size_t K, const size_t *idx,
-                                     size_t cnt, float *g, float *pw, float *pb, double *loss)
+                                     size_t cnt, float *xb, float *g, float *pw, float *pb,
+                                     double *loss)
 {
+    if (s->xq != NULL) {
+        group_q(s, K, idx, cnt, xb, g, pw, pb, loss);
+        return;
+    }
     const size_t in = s->in;
     const float *x = s->x;
     double total = 0.0;
@@ -285,6 +388,15 @@ AVX2_TARGET SMAX_INLINE void group_k(const aimsi_smax_ctx *s, const size_t K, co
     for (size_t r = 0; r < cnt; r += 2) {
         const aimsi_smax_pair pr = aimsi_smax_pair_at(x, idx, cnt, in, r);
         logits2(K, in, s->w, pr.x0, pr.x1, pr.p0, pr.p1, z0, z1);
+        if (s->qmake != NULL) { /* the compact copy, from the rows now in L1 */
+            int ok = code_row(pr.x0, s->qmake + idx[r] * in, in, s->qd);
+            if (r + 1 < cnt) {
+                ok &= code_row(pr.x1, s->qmake + idx[r + 1] * in, in, s->qd);
+            }
+            if (!ok) {
+                atomic_store_explicit(s->qbad, 1, memory_order_relaxed);
+            }
+        }
         total += row_loss_grad(s, z0, s->labels[idx[r]], g + r * K);
         if (r + 1 < cnt) {
             total += row_loss_grad(s, z1, s->labels[idx[r + 1]], g + (r + 1) * K);
@@ -300,13 +412,12 @@ AVX2_TARGET SMAX_INLINE void group_k(const aimsi_smax_ctx *s, const size_t K, co
     AVX2_TARGET static void group_##K(const aimsi_smax_ctx *s, const size_t *idx, size_t cnt,   \
                                       float *xb, float *g, float *pw, float *pb, double *loss)   \
     {                                                                                            \
-        (void)xb;                                                                                \
-        group_k(s, K, idx, cnt, g, pw, pb, loss);                                                \
+        group_k(s, K, idx, cnt, xb, g, pw, pb, loss);                                            \
     }
 AIMSI_SMAX_EACH_K(SMAX2_K)
 
 /* The table train_smax.c picks on a CPU with AVX2 and FMA but not AVX-512. */
 const aimsi_smax_isa aimsi_smax_avx2 = {
-    "avx2", 0,
+    "avx2", 1,
     AIMSI_SMAX_GROUP_TABLE};
 #endif /* AIMSI_HAVE_SMAX */

@@ -21,7 +21,7 @@
  *   - pixel data (k / 255) trains from the u8 copy with the float rows' bits,
  *     and data that is not of that form gets no copy.
  * Skipped on CPUs with neither AVX-512 nor AVX2 + FMA (the path never runs
- * there); the u8 copy's case needs the AVX-512 kernels.
+ * there).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -96,16 +96,6 @@ static void skip_without_kernels(void)
 {
     if (aimsi_train_smax_isa() == NULL) {
         print_message("note: neither AVX-512 nor AVX2 + FMA on this CPU, no softmax step\n");
-        skip();
-    }
-}
-
-/* The u8 copy is made and read by the AVX-512 kernels only. */
-static void skip_without_compact(void)
-{
-    skip_without_kernels();
-    if (strcmp(aimsi_train_smax_isa(), "avx512") != 0) {
-        print_message("note: the %s kernels read no u8 copy\n", aimsi_train_smax_isa());
         skip();
     }
 }
@@ -251,7 +241,7 @@ static aims_dataset *pixel_data(size_t rows, size_t cols, size_t classes, uint64
 static void test_smax_compact_same_bits(void **state)
 {
     (void)state;
-    skip_without_compact();
+    skip_without_kernels();
     static const run_cfg cases[] = {
         /* cols, classes, opt, nesterov, batch, epochs, threads, lr, mom, wd */
         {784, 10, 0, 0, 128, 2, 2, 0.1, 0.9, 0.0}, /* the bench's shape */
@@ -514,6 +504,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_smax_matches_general_step, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_threads_bit_identical, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_one_run_same_bits, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_compact_same_bits, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_exact_resume, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_divergence_refused, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_refused_step_writes_nothing, ta_setup,
