@@ -67,14 +67,15 @@ SMAX_TARGET SMAX_INLINE __m512 fold16(const __m512 *a, const size_t K)
 }
 
 /* Both rows' partial sums of every class for one 16-feature vector of each
- * row: a_r[c] += v_r w[c][j..] (mask m: the tail; the full vectors load W
- * unmasked). Shared by logits2 and logits2_q. */
-SMAX_TARGET SMAX_INLINE void fma2_classes(const size_t K, size_t in, const float *wj, __mmask16 m,
-                                          __m512 v0, __m512 v1, __m512 *a0, __m512 *a1)
+ * row: a_r[c] += v_r w[c][j..] (full: a whole vector, W loaded unmasked;
+ * else the tail under mask m). Shared by logits2 and logits2_q. */
+SMAX_TARGET SMAX_INLINE void fma2_classes(const size_t K, size_t in, const float *wj,
+                                          const int full, __mmask16 m, __m512 v0, __m512 v1,
+                                          __m512 *a0, __m512 *a1)
 {
     for (size_t c = 0; c < K; c++) {
-        const __m512 wv = m == (__mmask16)0xFFFF ? _mm512_loadu_ps(wj + c * in)
-                                                 : _mm512_maskz_loadu_ps(m, wj + c * in);
+        const __m512 wv =
+            full ? _mm512_loadu_ps(wj + c * in) : _mm512_maskz_loadu_ps(m, wj + c * in);
         a0[c] = _mm512_fmadd_ps(v0, wv, a0[c]);
         a1[c] = _mm512_fmadd_ps(v1, wv, a1[c]);
     }
@@ -108,13 +109,13 @@ SMAX_TARGET SMAX_INLINE void logits2(const size_t K, size_t in, const float *w, 
         }
         const __m512 v0 = _mm512_loadu_ps(x0 + j);
         const __m512 v1 = _mm512_loadu_ps(x1 + j);
-        fma2_classes(K, in, w + j, (__mmask16)0xFFFF, v0, v1, a0, a1);
+        fma2_classes(K, in, w + j, 1, (__mmask16)0xFFFF, v0, v1, a0, a1);
     }
     if (j < in) {
         const __mmask16 m = tail_mask(in - j);
         const __m512 v0 = _mm512_maskz_loadu_ps(m, x0 + j);
         const __m512 v1 = _mm512_maskz_loadu_ps(m, x1 + j);
-        fma2_classes(K, in, w + j, m, v0, v1, a0, a1);
+        fma2_classes(K, in, w + j, 0, m, v0, v1, a0, a1);
     }
     if (p0 != NULL) {
         _mm_prefetch((const char *)(p0 + in - 1), SMAX_HINT);
@@ -170,7 +171,7 @@ SMAX_TARGET SMAX_INLINE void logits2_q(const size_t K, size_t in, const float *w
             decode16(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q1 + j))), d, rr);
         _mm512_storeu_ps(o0 + j, v0);
         _mm512_storeu_ps(o1 + j, v1);
-        fma2_classes(K, in, w + j, (__mmask16)0xFFFF, v0, v1, a0, a1);
+        fma2_classes(K, in, w + j, 1, (__mmask16)0xFFFF, v0, v1, a0, a1);
     }
     if (j < in) {
         const __mmask16 m = tail_mask(in - j);
@@ -180,7 +181,7 @@ SMAX_TARGET SMAX_INLINE void logits2_q(const size_t K, size_t in, const float *w
             m, decode16(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, q1 + j)), d, rr));
         _mm512_mask_storeu_ps(o0 + j, m, v0);
         _mm512_mask_storeu_ps(o1 + j, m, v1);
-        fma2_classes(K, in, w + j, m, v0, v1, a0, a1);
+        fma2_classes(K, in, w + j, 0, m, v0, v1, a0, a1);
     }
     *z0 = fold16(a0, K);
     *z1 = fold16(a1, K);
