@@ -3,7 +3,8 @@
  * docs/kernels.md "Session 11: P2"): 784-10, batch 128, SGD lr 0.1 momentum
  * 0.9, 5 epochs, fit as aims_trainer_begin + steps, for the four variants of
  * train_smax.c's step -- the two-run or the one-run step, from the float
- * rows or from the u8 copy -- alternated round by round.
+ * rows or from the u8 copy -- and the general step (the path off), alternated
+ * round by round.
  *
  * usage: bench_smax DATA_DIR [ROUNDS [THREADS]]
  *
@@ -15,6 +16,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "model/aimsi_train.h"
@@ -22,9 +24,11 @@
 #include "bench_data.h"
 #include "bench_util.h"
 
-enum { VARIANTS = 4, MAX_ROUNDS = 16 };
+/* Variant v < 4: bit 1 one-run, bit 0 u8; GENERAL: the path off (train_dense.c's
+ * step: the own GEMM or OpenBLAS), the same fit for comparison in one process. */
+enum { VARIANTS = 5, GENERAL = 4, MAX_ROUNDS = 16 };
 static const char *const g_names[VARIANTS] = {"two-run float", "two-run u8", "one-run float",
-                                              "one-run u8"};
+                                              "one-run u8", "general step"};
 
 /* CPU seconds of the whole process (every thread): on a machine shared with
  * other work, what a fit costs with preemption taken out (with 2 threads it
@@ -68,8 +72,9 @@ static int fit_once(const aims_dataset *train, int threads, int v, double *begin
     if (st == AIMS_OK) {
         st = aims_trainer_set_param_i64(t, AIMS_TRAIN_THREADS, threads);
     }
-    const int was_run = aimsi_train_smax_one_run_force(v >> 1);
-    const int was_u8 = aimsi_train_smax_compact_force(v & 1);
+    const int was_run = aimsi_train_smax_one_run_force((v >> 1) & 1);
+    const int was_u8 = aimsi_train_smax_compact_force(v != GENERAL && (v & 1));
+    const int was_on = aimsi_train_smax_force(v != GENERAL);
     const double c0 = cpu_s();
     const double t0 = now_s();
     if (st == AIMS_OK) {
@@ -86,12 +91,14 @@ static int fit_once(const aims_dataset *train, int threads, int v, double *begin
     const double t2 = now_s();
     *fit_cpu = cpu_s() - c0;
     /* the u8 copy is made during the first epoch and read from the second */
-    if (st == AIMS_OK && (!aimsi_train_smax_on(t) || aimsi_train_smax_compact_on(t) != (v & 1))) {
+    if (st == AIMS_OK && v != GENERAL &&
+        (!aimsi_train_smax_on(t) || aimsi_train_smax_compact_on(t) != (v & 1))) {
         fprintf(stderr, "bench_smax: variant %s does not apply\n", g_names[v]);
         st = AIMS_E_STATE;
     }
     aimsi_train_smax_one_run_force(was_run);
     aimsi_train_smax_compact_force(was_u8);
+    aimsi_train_smax_force(was_on);
     if (st == AIMS_OK) {
         st = aims_trainer_get_stat(t, AIMS_TRAINER_STAT_TRAIN_LOSS, acc_loss);
     }
@@ -131,8 +138,14 @@ int main(int argc, char **argv)
     if (steps == NULL) {
         return 1;
     }
+    /* the u8 copy: both kernel sets make and read it */
+    const char *isa = aimsi_train_smax_isa();
+    const int u8 = isa != NULL;
     for (int r = 0; r < rounds; r++) {
         for (int v = 0; v < VARIANTS; v++) {
+            if (v != GENERAL && (v & 1) && !u8) {
+                continue;
+            }
             size_t n = 0;
             double *s = steps + ((size_t)v * (size_t)rounds) * cap + ns[v];
             if (fit_once(train, threads, v, &beg[v][r], &fit[v][r], &cpu[v][r], s, &n,
@@ -142,11 +155,16 @@ int main(int argc, char **argv)
             ns[v] += n;
         }
     }
-    printf("bench_smax threads=%d rounds=%d (P2: 784-10, batch 128, 5 epochs)\n", threads,
-           rounds);
+    printf("bench_smax threads=%d rounds=%d kernels=%s (P2: 784-10, batch 128, 5 epochs)\n",
+           threads, rounds, isa != NULL ? isa : "none");
     printf("%-14s %10s %10s %10s %10s %10s %10s %10s\n", "variant", "fit_med_s", "fit_min_s",
            "cpu_med_s", "cpu_min_s", "begin_ms", "step_min", "step_med");
     for (int v = 0; v < VARIANTS; v++) {
+        if (v != GENERAL && (v & 1) && !u8) {
+            printf("%-14s n/a (no u8 copy in the %s kernels)\n", g_names[v],
+                   isa != NULL ? isa : "no");
+            continue;
+        }
         double *s = steps + (size_t)v * (size_t)rounds * cap;
         double fmin = fit[v][0];
         for (int r = 1; r < rounds; r++) {

@@ -183,6 +183,13 @@ int aimsi_train_smax_one_run_force(int on);
  * this run reads the copy. */
 int aimsi_train_smax_compact_force(int on);
 int aimsi_train_smax_compact_on(const aims_trainer *t);
+/* The group kernels this CPU runs ("avx512", "avx2"; NULL: none, the path
+ * never applies). */
+const char *aimsi_train_smax_isa(void);
+/* Run the AVX2 kernels even where AVX-512 is there (1) or pick by CPU (0,
+ * the default); returns the previous setting. Process-wide; for tests, so an
+ * AVX-512 machine checks the AVX2 step too. Read at aimsi_train_smax_begin. */
+int aimsi_train_smax_avx2_force(int on);
 
 /* ---- train_opt.c: the optimizer update ---- */
 

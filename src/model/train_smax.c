@@ -1,7 +1,12 @@
 /*
  * train_smax.c -- softmax regression's own training step: one dense layer
  * (y = x W^T + b, 2..16 classes), softmax + cross-entropy, fp32, on a CPU
- * with the own AVX-512 kernels.
+ * with AVX-512 or AVX2 + FMA. This file is the step (batch groups, the
+ * meeting point, the update, the compact copy's life); a group's arithmetic
+ * is in the per-ISA kernels, train_smax_avx512.c and train_smax_avx2.c
+ * (aimsi_smax.h), one table picked once from __builtin_cpu_supports. The
+ * step uses the run's pool (the own GEMM's) or, where the run has none (no
+ * own GEMM on this CPU), a pool of its own.
  *
  * Why a path of its own. With 10 classes the two GEMMs of a step are thin
  * (128 x 10 x 784 and 10 x 784 x 128): the general step (train_dense.c)
@@ -43,7 +48,8 @@
  * Determinism. Each logit, each group block and each final sum is computed
  * by one thread in a fixed order; the groups are fixed halves of the batch,
  * so the trained bits do not depend on the thread count (exact resume and
- * determinism hold as in the general path). They are not the bits of the
+ * determinism hold as in the general path). The AVX2 kernels' bits are not
+ * the AVX-512 kernels' (other partial sums); each is independent of threads. They are not the bits of the
  * general path (its sums run in another order): aimsi_train_smax_force(0)
  * switches this path off, for the test that compares the two.
  *
@@ -57,15 +63,14 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "aimsi_train.h"
+#include "aimsi_smax.h"
 
-/* SMAX_AHEAD: pairs of rows whose lines are prefetched (into L2: the L2 keeps
- * more misses in flight than L1; random rows of a 188 MB dataset come from
- * DRAM, and a step of softmax regression is bound by them). */
-enum { SMAX_GROUPS = 2, SMAX_KMAX = 16, SMAX_APPLY_CHUNK = 4096, SMAX_AHEAD = 4 };
-#define SMAX_HINT _MM_HINT_T1
+enum { SMAX_APPLY_CHUNK = 4096 };
 
 struct aimsi_smax {
+    const aimsi_smax_isa *isa; /* the group kernels for this CPU */
+    aimsi_pool *pool;          /* t->pool, or own_pool */
+    aimsi_pool *own_pool;      /* when the run has no pool (no own GEMM here) */
     float *part;       /* SMAX_GROUPS x n_params: each group's gradient (W, b) */
     size_t *idx;       /* bmax: dataset rows of this batch */
     size_t n;          /* rows in this batch */
@@ -83,13 +88,13 @@ struct aimsi_smax {
     pthread_cond_t met;
     int sync_init;
 };
-
 /* The compact copy's life: made during the first whole epoch of a run, from
  * the rows the steps read anyway, used from the next epoch on. */
 enum { SMAX_Q_PENDING = 0, SMAX_Q_MAKING = 1, SMAX_Q_READY = 2 };
 
 static atomic_int g_smax = 1;
 static atomic_int g_smax_one_run = 1;
+static atomic_int g_smax_avx2 = 0; /* the AVX2 kernels even on an AVX-512 CPU (tests) */
 /* Off by default: measured (loaded, docs/kernels.md "Session 11: P2"), the
  * fresh 47 MB a fit must fault in and the first epoch's coding cost more
  * than the cheaper reads of epochs 2..5 save; it pays when the copy
@@ -128,6 +133,7 @@ void aimsi_train_smax_end(aims_trainer *t)
             pthread_cond_destroy(&t->smax->met);
             pthread_mutex_destroy(&t->smax->lock);
         }
+        aimsi_pool_destroy(t->smax->own_pool);
         aimsi_free(t->smax->xq);
         aimsi_free(t->smax->part);
         aimsi_free(t->smax->idx);
@@ -136,406 +142,10 @@ void aimsi_train_smax_end(aims_trainer *t)
     }
 }
 
-#if defined(__GNUC__) && defined(__x86_64__) && (__GNUC__ >= 10 || defined(__clang__))
-#define AIMSI_HAVE_SMAX 1
-#include <immintrin.h>
-
-#define SMAX_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-#define SMAX_INLINE static inline __attribute__((always_inline))
-
-typedef struct smax_ctx {
-    const aims_trainer *t;
-    const float *x; /* dataset features */
-    const uint8_t *xq; /* or their compact copy (NULL: none) */
-    float *xb;         /* with xq: the batch's rows decoded, bmax x in */
-    float qd;
-    uint8_t *qmake;    /* the compact copy to write this batch's rows into (NULL: none) */
-    atomic_int *qbad;
-    const int32_t *labels;
-    size_t in, k;
-    const float *w, *b;
-    float *g; /* n x k: the loss gradient per row */
-    float inv_n;
-} smax_ctx;
-
-static inline __mmask16 tail_mask(size_t n)
-{
-    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
-}
-
-/* Every line of a row of `bytes` bytes into L2 (the first line and then one
- * per 64 bytes, plus the last: rows need not start on a line). */
-static inline void prefetch_row(const void *r, size_t bytes)
-{
-    const char *c = r;
-    for (size_t j = 0; j < bytes; j += 64) {
-        _mm_prefetch(c + j, SMAX_HINT);
-    }
-    _mm_prefetch(c + bytes - 1, SMAX_HINT);
-}
-
-/* The float of 16 codes k (u8 in the low bytes of 32-bit lanes): k / d
- * correctly rounded, as q = k r, then q + (k - q d) r with exact residuals
- * (two FMAs; the compact copy is made only where this gives every feature's
- * bits, so the divisor need not make it exact for every k). */
-SMAX_TARGET SMAX_INLINE __m512 decode16(__m512i k, __m512 d, __m512 r)
-{
-    const __m512 kf = _mm512_cvtepi32_ps(k);
-    const __m512 q = _mm512_mul_ps(kf, r);
-    return _mm512_fmadd_ps(_mm512_fnmadd_ps(q, d, kf), r, q);
-}
-
-/* The sums of a[0..K) (K <= 16) in lanes 0..K-1 of one vector: a
- * transposing tree (32-bit, 64-bit and 128-bit interleaves, 15 adds for 16
- * vectors) instead of one 8-instruction reduction per vector. */
-SMAX_TARGET SMAX_INLINE __m512 fold16(const __m512 *a, const size_t K)
-{
-    const __m512 zero = _mm512_setzero_ps();
-    __m512 b[8];
-    __m512 c[4];
-    for (size_t i = 0; i < 8; i++) { /* lane L: x(4L + {0,2}), y(4L + {0,2}), x(+{1,3}), y */
-        const __m512 x = 2 * i < K ? a[2 * i] : zero;
-        const __m512 y = 2 * i + 1 < K ? a[2 * i + 1] : zero;
-        b[i] = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
-    }
-    for (size_t i = 0; i < 4; i++) { /* lane L: the lane-L sums of a[4i .. 4i + 3] */
-        const __m512d x = _mm512_castps_pd(b[2 * i]);
-        const __m512d y = _mm512_castps_pd(b[2 * i + 1]);
-        c[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
-                             _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
-    }
-    const __m512 e01 = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x88),
-                                     _mm512_shuffle_f32x4(c[0], c[1], 0xDD));
-    const __m512 e23 = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], 0x88),
-                                     _mm512_shuffle_f32x4(c[2], c[3], 0xDD));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(e01, e23, 0x88),
-                         _mm512_shuffle_f32x4(e01, e23, 0xDD));
-}
-
-/* Logits of two rows (x1 may equal x0), without the bias, in lanes 0..K-1:
- * z_r[c] = sum_j x_r[j] w[c][j] in 16 lane-wise partial sums along j, then
- * folded. The two rows share every load of W; p0, p1 (or NULL): rows whose
- * lines to prefetch at the same pace. */
-SMAX_TARGET SMAX_INLINE void logits2(const size_t K, size_t in, const float *w, const float *x0,
-                                     const float *x1, const float *p0, const float *p1,
-                                     __m512 *z0, __m512 *z1)
-{
-    __m512 a0[SMAX_KMAX];
-    __m512 a1[SMAX_KMAX];
-    for (size_t c = 0; c < K; c++) {
-        a0[c] = _mm512_setzero_ps();
-        a1[c] = _mm512_setzero_ps();
-    }
-    size_t j = 0;
-    for (; j + 16 <= in; j += 16) {
-        if (p0 != NULL) {
-            _mm_prefetch((const char *)(p0 + j), SMAX_HINT);
-            _mm_prefetch((const char *)(p1 + j), SMAX_HINT);
-        }
-        const __m512 v0 = _mm512_loadu_ps(x0 + j);
-        const __m512 v1 = _mm512_loadu_ps(x1 + j);
-        for (size_t c = 0; c < K; c++) {
-            const __m512 wv = _mm512_loadu_ps(w + c * in + j);
-            a0[c] = _mm512_fmadd_ps(v0, wv, a0[c]);
-            a1[c] = _mm512_fmadd_ps(v1, wv, a1[c]);
-        }
-    }
-    if (j < in) {
-        const __mmask16 m = tail_mask(in - j);
-        const __m512 v0 = _mm512_maskz_loadu_ps(m, x0 + j);
-        const __m512 v1 = _mm512_maskz_loadu_ps(m, x1 + j);
-        for (size_t c = 0; c < K; c++) {
-            const __m512 wv = _mm512_maskz_loadu_ps(m, w + c * in + j);
-            a0[c] = _mm512_fmadd_ps(v0, wv, a0[c]);
-            a1[c] = _mm512_fmadd_ps(v1, wv, a1[c]);
-        }
-    }
-    if (p0 != NULL) {
-        _mm_prefetch((const char *)(p0 + in - 1), SMAX_HINT);
-        _mm_prefetch((const char *)(p1 + in - 1), SMAX_HINT);
-    }
-    *z0 = fold16(a0, K);
-    *z1 = fold16(a1, K);
-}
-
-/* The codes of a row of `in` features into q: k = rint(x d), written as a
- * byte; returns whether every feature is decode16(k) bit for bit with k in
- * 0..255 (-0.0, NaN, values between codes or out of range: not). */
-SMAX_TARGET SMAX_INLINE int code_row(const float *x, uint8_t *q, size_t in, float qd)
-{
-    const __m512 d = _mm512_set1_ps(qd);
-    const __m512 rr = _mm512_set1_ps(1.0f / qd);
-    const __m512 zero = _mm512_setzero_ps();
-    const __m512 hi = _mm512_set1_ps(255.0f);
-    __mmask16 all = 0xFFFF;
-    for (size_t j = 0; j < in; j += 16) {
-        const __mmask16 m = tail_mask(in - j);
-        const __m512 v = _mm512_maskz_loadu_ps(m, x + j);
-        const __m512 kf = _mm512_roundscale_ps(_mm512_mul_ps(v, d),
-                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __mmask16 ok = _mm512_cmp_ps_mask(kf, zero, _CMP_GE_OQ) &
-                       _mm512_cmp_ps_mask(kf, hi, _CMP_LE_OQ);
-        const __m512i k = _mm512_cvtps_epi32(kf);
-        const __m512 back = decode16(k, d, rr);
-        ok &= _mm512_cmpeq_epi32_mask(_mm512_castps_si512(back), _mm512_castps_si512(v));
-        all &= (__mmask16)(ok | (__mmask16)~m);
-        _mm_mask_storeu_epi8(q + j, m, _mm512_cvtepi32_epi8(k));
-    }
-    return all == 0xFFFF;
-}
-
-/* Logits of two compact rows (as logits2, same sums in the same order: the
- * decoded features are the dataset's bits), decoding them into o0, o1 on the
- * way for the weight gradient. */
-SMAX_TARGET SMAX_INLINE void logits2_q(const size_t K, size_t in, const float *w,
-                                       const uint8_t *q0, const uint8_t *q1, float *o0,
-                                       float *o1, float qd, __m512 *z0, __m512 *z1)
-{
-    const __m512 d = _mm512_set1_ps(qd);
-    const __m512 rr = _mm512_set1_ps(1.0f / qd);
-    __m512 a0[SMAX_KMAX];
-    __m512 a1[SMAX_KMAX];
-    for (size_t c = 0; c < K; c++) {
-        a0[c] = _mm512_setzero_ps();
-        a1[c] = _mm512_setzero_ps();
-    }
-    size_t j = 0;
-    for (; j + 16 <= in; j += 16) {
-        const __m512 v0 =
-            decode16(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q0 + j))), d, rr);
-        const __m512 v1 =
-            decode16(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q1 + j))), d, rr);
-        _mm512_storeu_ps(o0 + j, v0);
-        _mm512_storeu_ps(o1 + j, v1);
-        for (size_t c = 0; c < K; c++) {
-            const __m512 wv = _mm512_loadu_ps(w + c * in + j);
-            a0[c] = _mm512_fmadd_ps(v0, wv, a0[c]);
-            a1[c] = _mm512_fmadd_ps(v1, wv, a1[c]);
-        }
-    }
-    if (j < in) {
-        const __mmask16 m = tail_mask(in - j);
-        const __m512 v0 = _mm512_maskz_mov_ps(
-            m, decode16(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, q0 + j)), d, rr));
-        const __m512 v1 = _mm512_maskz_mov_ps(
-            m, decode16(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, q1 + j)), d, rr));
-        _mm512_mask_storeu_ps(o0 + j, m, v0);
-        _mm512_mask_storeu_ps(o1 + j, m, v1);
-        for (size_t c = 0; c < K; c++) {
-            const __m512 wv = _mm512_maskz_loadu_ps(m, w + c * in + j);
-            a0[c] = _mm512_fmadd_ps(v0, wv, a0[c]);
-            a1[c] = _mm512_fmadd_ps(v1, wv, a1[c]);
-        }
-    }
-    *z0 = fold16(a0, K);
-    *z1 = fold16(a1, K);
-}
-
-/* One group's share of the weight gradient: pw[c][j] = sum over its rows r
- * (in order; row r at x + idx[r] in, or x + r in when idx is NULL) of g[r][c] x_r[j], 32 features (K <= 12) or 16 at a time with
- * the K x 2 (or K x 1) sums in registers; pb[c] = sum of g[r][c]. */
-SMAX_TARGET SMAX_INLINE void grad_block(const size_t K, size_t in, const float *x,
-                                        const size_t *idx, size_t cnt, const float *g,
-                                        float *pw, float *pb)
-{
-    const size_t H = K <= 12 ? 2 : 1; /* 16-feature vectors per row and class */
-    for (size_t j = 0; j < in; j += 16 * H) {
-        const __mmask16 m0 = tail_mask(in - j);
-        const __mmask16 m1 = H == 2 ? tail_mask(in - j > 16 ? in - j - 16 : 0) : 0;
-        __m512 acc[SMAX_KMAX][2];
-        for (size_t c = 0; c < K; c++) {
-            acc[c][0] = _mm512_setzero_ps();
-            acc[c][1] = _mm512_setzero_ps();
-        }
-        for (size_t r = 0; r < cnt; r++) {
-            const float *xr = idx != NULL ? x + idx[r] * in + j : x + r * in + j;
-            const __m512 v0 = _mm512_maskz_loadu_ps(m0, xr);
-            const __m512 v1 = H == 2 ? _mm512_maskz_loadu_ps(m1, xr + 16) : _mm512_setzero_ps();
-            const float *gr = g + r * K;
-            for (size_t c = 0; c < K; c++) {
-                const __m512 gb = _mm512_set1_ps(gr[c]);
-                acc[c][0] = _mm512_fmadd_ps(gb, v0, acc[c][0]);
-                if (H == 2) {
-                    acc[c][1] = _mm512_fmadd_ps(gb, v1, acc[c][1]);
-                }
-            }
-        }
-        for (size_t c = 0; c < K; c++) {
-            _mm512_mask_storeu_ps(pw + c * in + j, m0, acc[c][0]);
-            if (H == 2 && m1 != 0) {
-                _mm512_mask_storeu_ps(pw + c * in + j + 16, m1, acc[c][1]);
-            }
-        }
-    }
-    const __mmask16 mk = tail_mask(K);
-    __m512 sb = _mm512_setzero_ps();
-    for (size_t r = 0; r < cnt; r++) {
-        sb = _mm512_add_ps(sb, _mm512_maskz_loadu_ps(mk, g + r * K));
-    }
-    _mm512_mask_storeu_ps(pb, mk, sb);
-}
-
-/* exp of 16 lanes (x <= 0 here: logits minus their maximum): Cephes' expf
- * (x = n ln2 + r, |r| <= ln2 / 2, degree-6 polynomial, n applied with
- * scalef), within 2 ulp of expf; NaN stays NaN, very negative x gives 0. */
-SMAX_TARGET SMAX_INLINE __m512 exp16(__m512 x)
-{
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f)); /* scalef underflows to 0 below */
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
-
-/* Softmax, loss and loss gradient of one row from its logits z[0..K) (bias
- * not yet added), the K classes in the lanes of one vector: the arithmetic of
- * train_dense.c's aimsi_train_loss_grad (G = (softmax(z) - onehot(y)) / n,
- * from max-shifted exponentials), with exp16 for expf and the loss as
- * log(sum) - (z_y - max), which is -log(p_y) with one log instead of two;
- * when p_y underflows to 0 the loss is inf, as the general step's, so the
- * trainer's divergence check refuses the same steps. */
-SMAX_TARGET SMAX_INLINE double row_loss_grad(const smax_ctx *s, __m512 z, int32_t y, float *g)
-{
-    const __mmask16 mk = tail_mask(s->k);
-    const __m512 v = _mm512_add_ps(z, _mm512_maskz_loadu_ps(mk, s->b));
-    const float mx = _mm512_mask_reduce_max_ps(mk, v);
-    const __m512 e = _mm512_maskz_mov_ps(mk, exp16(_mm512_sub_ps(v, _mm512_set1_ps(mx))));
-    const float sum = _mm512_reduce_add_ps(e);
-    float zv[16];
-    _mm512_storeu_ps(zv, v);
-    const float zy = zv[y];
-    const float inv = s->inv_n / sum;
-    __m512 gv = _mm512_mul_ps(e, _mm512_set1_ps(inv));
-    gv = _mm512_mask_sub_ps(gv, (__mmask16)(1u << y), gv, _mm512_set1_ps(s->inv_n));
-    _mm512_mask_storeu_ps(g, mk, gv);
-    float ev[16];
-    _mm512_storeu_ps(ev, e);
-    if (!(ev[y] > 0.0f)) { /* p_y underflowed (or NaN): inf (NaN), as the general step says */
-        return log((double)sum) - log((double)ev[y]);
-    }
-    return log((double)sum) - ((double)zy - (double)mx);
-}
-
-/* group_k from the compact copy: each pair of rows decoded into xb (this
- * group's rows of the batch block) while its logits are computed, and the
- * weight gradient from xb. */
-SMAX_TARGET SMAX_INLINE void group_q(const smax_ctx *s, const size_t K, const size_t *idx,
-                                     size_t cnt, float *xb, float *g, float *pw, float *pb,
-                                     double *loss)
-{
-    const size_t in = s->in;
-    const uint8_t *q = s->xq;
-    double total = 0.0;
-    for (size_t r = 0; r < cnt && r < 2 * SMAX_AHEAD; r++) { /* the first pairs */
-        prefetch_row(q + idx[r] * in, in);
-    }
-    for (size_t r = 0; r < cnt; r += 2) {
-        const size_t r1 = r + 1 < cnt ? r + 1 : r;
-        if (r + 2 * SMAX_AHEAD < cnt) { /* SMAX_AHEAD pairs ahead */
-            prefetch_row(q + idx[r + 2 * SMAX_AHEAD] * in, in);
-            if (r + 2 * SMAX_AHEAD + 1 < cnt) {
-                prefetch_row(q + idx[r + 2 * SMAX_AHEAD + 1] * in, in);
-            }
-        }
-        __m512 z0;
-        __m512 z1;
-        logits2_q(K, in, s->w, q + idx[r] * in, q + idx[r1] * in, xb + r * in, xb + r1 * in,
-                  s->qd, &z0, &z1);
-        total += row_loss_grad(s, z0, s->labels[idx[r]], g + r * K);
-        if (r + 1 < cnt) {
-            total += row_loss_grad(s, z1, s->labels[idx[r + 1]], g + (r + 1) * K);
-        }
-    }
-    grad_block(K, in, xb, NULL, cnt, g, pw, pb);
-    *loss = total;
-}
-
-/* Group rows [r0, r1): forward, loss gradient, then the group's gradient. */
-SMAX_TARGET SMAX_INLINE void group_k(const smax_ctx *s, const size_t K, const size_t *idx,
-                                     size_t cnt, float *xb, float *g, float *pw, float *pb,
-                                     double *loss)
-{
-    if (s->xq != NULL) {
-        group_q(s, K, idx, cnt, xb, g, pw, pb, loss);
-        return;
-    }
-    const size_t in = s->in;
-    const float *x = s->x;
-    double total = 0.0;
-    for (size_t r = 0; r < cnt && r < 2 * SMAX_AHEAD; r++) { /* the first pairs */
-        prefetch_row(x + idx[r] * in, in * sizeof *x);
-    }
-    for (size_t r = 0; r < cnt; r += 2) {
-        const float *x0 = x + idx[r] * in;
-        const float *x1 = r + 1 < cnt ? x + idx[r + 1] * in : x0;
-        const float *p0 = NULL;
-        const float *p1 = NULL;
-        if (r + 2 * SMAX_AHEAD < cnt) { /* SMAX_AHEAD pairs ahead */
-            p0 = x + idx[r + 2 * SMAX_AHEAD] * in;
-            p1 = r + 2 * SMAX_AHEAD + 1 < cnt ? x + idx[r + 2 * SMAX_AHEAD + 1] * in : p0;
-        }
-        __m512 z0;
-        __m512 z1;
-        logits2(K, in, s->w, x0, x1, p0, p1, &z0, &z1);
-        if (s->qmake != NULL) { /* the compact copy, from the rows now in L1 */
-            int ok = code_row(x0, s->qmake + idx[r] * in, in, s->qd);
-            if (r + 1 < cnt) {
-                ok &= code_row(x1, s->qmake + idx[r + 1] * in, in, s->qd);
-            }
-            if (!ok) {
-                atomic_store_explicit(s->qbad, 1, memory_order_relaxed);
-            }
-        }
-        total += row_loss_grad(s, z0, s->labels[idx[r]], g + r * K);
-        if (r + 1 < cnt) {
-            total += row_loss_grad(s, z1, s->labels[idx[r + 1]], g + (r + 1) * K);
-        }
-    }
-    grad_block(K, in, x, idx, cnt, g, pw, pb);
-    *loss = total;
-}
-
-/* One instance of the group kernel per class count: the compiler keeps the
- * K x 2 sums in registers only when K is a constant. */
-#define SMAX_K(K)                                                                                \
-    SMAX_TARGET static void group_##K(const smax_ctx *s, const size_t *idx, size_t cnt,          \
-                                      float *xb, float *g, float *pw, float *pb, double *loss)   \
-    {                                                                                            \
-        group_k(s, K, idx, cnt, xb, g, pw, pb, loss);                                            \
-    }
-SMAX_K(2)
-SMAX_K(3)
-SMAX_K(4)
-SMAX_K(5)
-SMAX_K(6)
-SMAX_K(7)
-SMAX_K(8)
-SMAX_K(9)
-SMAX_K(10)
-SMAX_K(11)
-SMAX_K(12)
-SMAX_K(13)
-SMAX_K(14)
-SMAX_K(15)
-SMAX_K(16)
-
-typedef void (*group_fn)(const smax_ctx *, const size_t *, size_t, float *, float *, float *,
-                         float *, double *);
-static const group_fn k_group[SMAX_KMAX + 1] = {
-    NULL,     NULL,     group_2,  group_3,  group_4,  group_5,  group_6,  group_7, group_8,
-    group_9,  group_10, group_11, group_12, group_13, group_14, group_15, group_16};
-
+#ifdef AIMSI_HAVE_SMAX
 static void group_task(void *ctx, size_t gi)
 {
-    const smax_ctx *s = ctx;
+    const aimsi_smax_ctx *s = ctx;
     const aims_trainer *t = s->t;
     const struct aimsi_smax *sm = t->smax;
     const aimsi_dense *L = &t->m->layers[0];
@@ -548,7 +158,7 @@ static void group_task(void *ctx, size_t gi)
         *loss = 0.0;
         return;
     }
-    k_group[s->k](s, sm->idx + r0, r1 - r0, s->xb + r0 * s->in, s->g + r0 * s->k,
+    sm->isa->group[s->k](s, sm->idx + r0, r1 - r0, s->xb + r0 * s->in, s->g + r0 * s->k,
                   part + L->w_off, part + L->b_off, loss);
 }
 
@@ -613,15 +223,70 @@ static void compact_epoch(struct aimsi_smax *sm, size_t first)
         }
     }
 }
+
+/* The group kernels for this CPU, read once: AVX-512 F/BW/VL/DQ, else AVX2
+ * and FMA, else none (the general step trains). */
+static const aimsi_smax_isa *g_isa;
+static pthread_once_t g_isa_once = PTHREAD_ONCE_INIT;
+
+static void read_isa(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+        g_isa = &aimsi_smax_avx512;
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        g_isa = &aimsi_smax_avx2;
+    }
+}
+
+static const aimsi_smax_isa *smax_isa(void)
+{
+    pthread_once(&g_isa_once, read_isa);
+    if (g_isa == &aimsi_smax_avx512 && atomic_load(&g_smax_avx2)) {
+        return &aimsi_smax_avx2; /* an AVX-512 CPU runs AVX2 too */
+    }
+    return g_isa;
+}
+
+/* The step's threads: the run's pool (the own GEMM's), else one of its own
+ * with the run's thread count (no own GEMM on this CPU: training is
+ * OpenBLAS's, which has its own threads). */
+static aims_status pool_begin(const aims_trainer *t, struct aimsi_smax *s)
+{
+    s->pool = t->pool;
+    const unsigned threads = t->h.threads > 0 ? (unsigned)t->h.threads : aimsi_cpu_count();
+    if (s->pool == NULL && threads > 1) {
+        AIMSI_TRY(aimsi_pool_create(threads, &s->own_pool));
+        aimsi_pool_set_spin(s->own_pool, 200); /* steps come back to back */
+        s->pool = s->own_pool;
+    }
+    return AIMS_OK;
+}
 #endif /* AIMSI_HAVE_SMAX */
 
 int aimsi_train_smax_cpu_ok(void)
 {
 #ifdef AIMSI_HAVE_SMAX
-    return aimsi_gemm_own_available(AIMSI_GEMM_F32);
+    return smax_isa() != NULL;
 #else
     return 0;
 #endif
+}
+
+const char *aimsi_train_smax_isa(void)
+{
+#ifdef AIMSI_HAVE_SMAX
+    const aimsi_smax_isa *isa = smax_isa();
+    return isa != NULL ? isa->name : NULL;
+#else
+    return NULL;
+#endif
+}
+
+int aimsi_train_smax_avx2_force(int on)
+{
+    return atomic_exchange(&g_smax_avx2, on ? 1 : 0);
 }
 
 void aimsi_train_smax_begin(aims_trainer *t)
@@ -629,10 +294,11 @@ void aimsi_train_smax_begin(aims_trainer *t)
 #ifdef AIMSI_HAVE_SMAX
     const aims_model *m = t->m;
     const aims_dataset *ds = t->train;
-    if (!atomic_load(&g_smax) || t->gws == NULL || t->gprec != AIMSI_GEMM_F32 ||
+    const aimsi_smax_isa *isa = smax_isa();
+    /* h.gemm != 0: OpenBLAS asked for; gprec: a bf16 run in the own kernels */
+    if (!atomic_load(&g_smax) || isa == NULL || t->h.gemm != 0 || t->gprec != AIMSI_GEMM_F32 ||
         m->kind == AIMS_MODEL_KIND_TEXT || m->n_layers != 1 || m->loss != 1 ||
-        aimsi_train_sharded(t) || ds == NULL || ds->x == NULL || ds->labels == NULL ||
-        !aimsi_train_smax_cpu_ok()) {
+        aimsi_train_sharded(t) || ds == NULL || ds->x == NULL || ds->labels == NULL) {
         return;
     }
     const aimsi_dense *L = &m->layers[0];
@@ -647,7 +313,8 @@ void aimsi_train_smax_begin(aims_trainer *t)
     s->part = aimsi_malloc(SMAX_GROUPS * m->n_params * sizeof *s->part);
     s->idx = aimsi_malloc(t->bmax * sizeof *s->idx);
     t->smax = s;
-    if (s->part == NULL || s->idx == NULL) {
+    s->isa = isa;
+    if (s->part == NULL || s->idx == NULL || pool_begin(t, s) != AIMS_OK) {
         aimsi_train_smax_end(t);
         return;
     }
@@ -664,7 +331,7 @@ void aimsi_train_smax_begin(aims_trainer *t)
         return;
     }
     s->sync_init = 1;
-    if (atomic_load(&g_smax_compact)) {
+    if (atomic_load(&g_smax_compact) && isa->compact) {
         compact_begin(t, s);
     }
 #else
@@ -685,7 +352,7 @@ static double batch_loss(const struct aimsi_smax *sm)
 
 /* The batch rows [first, first + n) of this epoch's order, and the context
  * of the group kernels for them. */
-static smax_ctx batch_ctx(aims_trainer *t, size_t first, size_t n)
+static aimsi_smax_ctx batch_ctx(aims_trainer *t, size_t first, size_t n)
 {
     struct aimsi_smax *sm = t->smax;
     const aimsi_dense *L = &t->m->layers[0];
@@ -694,7 +361,7 @@ static smax_ctx batch_ctx(aims_trainer *t, size_t first, size_t n)
         sm->idx[r] = t->tr_idx[t->perm[first + r]];
     }
     sm->n = n;
-    const smax_ctx s = {.t = t,
+    const aimsi_smax_ctx s = {.t = t,
                         .x = t->train->x,
                         .xq = sm->qstate == SMAX_Q_READY ? sm->xq : NULL,
                         .xb = t->xb,
@@ -716,8 +383,8 @@ double aimsi_train_smax_grad(aims_trainer *t, size_t first, size_t n)
 {
 #ifdef AIMSI_HAVE_SMAX
     struct aimsi_smax *sm = t->smax;
-    const smax_ctx s = batch_ctx(t, first, n);
-    aimsi_pool_run(t->pool, SMAX_GROUPS, group_task, (void *)&s);
+    const aimsi_smax_ctx s = batch_ctx(t, first, n);
+    aimsi_pool_run(t->smax->pool, SMAX_GROUPS, group_task, (void *)&s);
     return batch_loss(sm);
 #else
     (void)t;
@@ -759,7 +426,7 @@ void aimsi_train_smax_apply(aims_trainer *t, const opt_step *o)
 {
     apply_job a = {t, o};
     const size_t np = t->m->n_params;
-    aimsi_pool_run(t->pool, (np + SMAX_APPLY_CHUNK - 1) / SMAX_APPLY_CHUNK, apply_task, &a);
+    aimsi_pool_run(t->smax->pool, (np + SMAX_APPLY_CHUNK - 1) / SMAX_APPLY_CHUNK, apply_task, &a);
 }
 
 /* ---- the one-run step ----
@@ -785,7 +452,7 @@ enum { SMAX_SPINS = 2048 };
 
 #ifdef AIMSI_HAVE_SMAX
 typedef struct step_job {
-    smax_ctx s;
+    aimsi_smax_ctx s;
     apply_job a;
     size_t chunks;
     size_t nnext[SMAX_GROUPS]; /* rows of the next batch's group g to prefetch */
@@ -837,7 +504,7 @@ static void step_task(void *ctx, size_t ti)
     for (unsigned g = 0; g < SMAX_GROUPS; g++) {
         if (mine & (1u << g)) {
             for (size_t r = 0; r < j->nnext[g]; r++) {
-                prefetch_row(j->next[g][r], j->row_bytes);
+                aimsi_smax_prefetch_row(j->next[g][r], j->row_bytes);
             }
         }
     }
@@ -883,7 +550,7 @@ double aimsi_train_smax_step(aims_trainer *t, size_t first, size_t n, const opt_
     atomic_store(&sm->gnext, 0);
     atomic_store(&sm->gdone, 0);
     atomic_store(&sm->cnext, 0);
-    aimsi_pool_run(t->pool, aimsi_pool_threads(t->pool), step_task, &j);
+    aimsi_pool_run(t->smax->pool, aimsi_pool_threads(t->smax->pool), step_task, &j);
     return batch_loss(sm);
 #else
     (void)t;

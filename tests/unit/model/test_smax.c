@@ -15,9 +15,13 @@
  *   - a step whose loss is not finite is refused before any update;
  *   - the one-run step (one pool run: groups, a meeting point, the update)
  *     gives the bits of the two-run path;
+ *   - the kernels follow the CPU (AVX-512, else AVX2 + FMA), and the cases
+ *     above run again with the AVX2 kernels forced (an AVX-512 CPU checks
+ *     both steps);
  *   - pixel data (k / 255) trains from the u8 copy with the float rows' bits,
  *     and data that is not of that form gets no copy.
- * Skipped on CPUs without the own AVX-512 kernels (the path never runs there).
+ * Skipped on CPUs with neither AVX-512 nor AVX2 + FMA (the path never runs
+ * there).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -90,8 +94,8 @@ static float *train(const aims_dataset *ds, const run_cfg *c, int smax, int *use
 
 static void skip_without_kernels(void)
 {
-    if (!aimsi_gemm_own_available(AIMSI_GEMM_F32)) {
-        print_message("note: no own AVX-512 kernels on this CPU, no softmax step\n");
+    if (aimsi_train_smax_isa() == NULL) {
+        print_message("note: neither AVX-512 nor AVX2 + FMA on this CPU, no softmax step\n");
         skip();
     }
 }
@@ -144,18 +148,19 @@ static void test_smax_threads_bit_identical(void **state)
     skip_without_kernels();
     aims_dataset *ds = rule_data(301, 100, 10, 5);
     run_cfg c = {100, 10, 0, 0, 50, 2, 1, 0.1, 0.9, 0.0};
-    float *p[3];
-    size_t n[3];
-    for (int64_t th = 1; th <= 3; th++) {
-        c.threads = th;
+    float *p[4];
+    size_t n[4];
+    for (int64_t i = 0; i < 4; i++) { /* 1, 2, 3 threads, then 2 again */
+        c.threads = i < 3 ? i + 1 : 2;
         int used = 0;
         double loss = 0.0;
-        p[th - 1] = train(ds, &c, 1, &used, &n[th - 1], &loss);
+        p[i] = train(ds, &c, 1, &used, &n[i], &loss);
         assert_true(used);
     }
     assert_memory_equal(p[0], p[1], n[0] * sizeof *p[0]);
     assert_memory_equal(p[0], p[2], n[0] * sizeof *p[0]);
-    for (int i = 0; i < 3; i++) {
+    assert_memory_equal(p[0], p[3], n[0] * sizeof *p[0]);
+    for (int i = 0; i < 4; i++) {
         aimsi_free(p[i]);
     }
     aims_dataset_destroy(ds);
@@ -450,9 +455,63 @@ static void test_smax_refused_step_writes_nothing(void **state)
     aims_dataset_destroy(ds);
 }
 
+/* The kernels follow the CPU: AVX-512 F/BW/VL/DQ, else AVX2 + FMA, else
+ * none; forcing AVX2 picks it wherever the CPU has it. */
+static void test_smax_kernels_follow_cpu(void **state)
+{
+    (void)state;
+    __builtin_cpu_init();
+    const int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const char *isa = aimsi_train_smax_isa();
+    if (avx512) {
+        assert_string_equal(isa, "avx512");
+    } else if (avx2) {
+        assert_string_equal(isa, "avx2");
+    } else {
+        assert_null(isa);
+    }
+    const int was = aimsi_train_smax_avx2_force(1);
+    isa = aimsi_train_smax_isa();
+    if (avx2) {
+        assert_string_equal(isa, "avx2");
+    } else {
+        assert_null(isa);
+    }
+    aimsi_train_smax_avx2_force(was);
+}
+
+/* The same cases again with the AVX2 kernels forced: on an AVX-512 CPU they
+ * run the AVX2 step too (here, on an AVX2 CPU, the same step twice). */
+static int force_avx2(void **state)
+{
+    (void)state;
+    aimsi_train_smax_avx2_force(1);
+    return 0;
+}
+
+static int unforce_avx2(void **state)
+{
+    (void)state;
+    aimsi_train_smax_avx2_force(0);
+    return 0;
+}
+
 int main(void)
 {
+    const struct CMUnitTest avx2_tests[] = {
+        cmocka_unit_test_setup_teardown(test_smax_matches_general_step, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_threads_bit_identical, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_one_run_same_bits, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_compact_same_bits, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_exact_resume, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_divergence_refused, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_smax_refused_step_writes_nothing, ta_setup,
+                                        ta_teardown),
+    };
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_smax_kernels_follow_cpu),
         cmocka_unit_test_setup_teardown(test_smax_matches_general_step, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_threads_bit_identical, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_one_run_same_bits, ta_setup, ta_teardown),
@@ -464,5 +523,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_smax_refused_step_writes_nothing, ta_setup,
                                         ta_teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    return failed + cmocka_run_group_tests_name("smax_avx2_forced", avx2_tests, force_avx2,
+                                                unforce_avx2);
 }
