@@ -132,11 +132,14 @@ static int port_free(int port)
     return ok;
 }
 
-/* An even base port whose next 6 ports (3 etcd members: client + peer) are free. */
+/* An even base port whose next 6 ports (3 etcd members: client + peer) are free,
+ * drawn from 20000-32003: below Linux's ephemeral range (32768 up), where any
+ * outgoing connection of a parallel test could take a probed port before
+ * etcd binds it (deploy_check draws its ports the same way). */
 static int free_port_base(void)
 {
     for (unsigned k = 0; k < 200; k++) {
-        const int base = 20000 + (int)((((unsigned)getpid() * 7919u + k * 97u) % 20000u) & ~1u);
+        const int base = 20000 + (int)((((unsigned)getpid() * 7919u + k * 97u) % 12000u) & ~1u);
         int ok = 1;
         for (int p = base; ok && p < base + 6; p++) {
             ok = port_free(p);

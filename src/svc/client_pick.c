@@ -521,7 +521,11 @@ aims_status aimsi_client_attempt_start(aims_client *c, cl_call *k, aims_msg *dst
     if (!begun) {
         attempt_begin(c, k, p, e, now);
     }
-    const aims_status rc = linked     ? aimsi_client_send_linked(c, k, p, &sl, k->attempt_ns)
+    /* `now`, not k->attempt_ns (the same value, stored by attempt_begin): once
+     * the pick has linked p, another thread may end this attempt and start
+     * k's retry, which writes k->attempt_ns under c->mu while we read it
+     * here without (TSan, test_keep_req tcp's deadline storm). */
+    const aims_status rc = linked     ? aimsi_client_send_linked(c, k, p, &sl, now)
                            : e->inproc ? aimsi_client_send_inproc(c, k, p)
                                        : aimsi_client_send_stream(c, k, p);
     if (rc != AIMS_OK) {

@@ -223,21 +223,6 @@ void it_sleep_ms(unsigned ms)
     }
 }
 
-int it_free_port(void)
-{
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    IT_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-                 getsockname(fd, (struct sockaddr *)&a, &len) == 0,
-             "no free port");
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 long it_rss_kb(pid_t pid)
 {
     char path[64], line[256];
@@ -259,19 +244,20 @@ long it_rss_kb(pid_t pid)
 
 /* ---- processes ---------------------------------------------------------------- */
 
-/* Read the "ready <addr>" line from fd within timeout_ms into p->addr. */
-static int read_ready(int fd, it_proc *p, int timeout_ms)
+/* Read one line "<prefix><value>" from fd until end_ms (it_now_ms) into out:
+ * 0, -1 timeout, -2 EOF (the daemon exited), -3 another line or too long. */
+static int read_line(int fd, const char *prefix, char *out, size_t cap, uint64_t end_ms)
 {
     char line[512];
     size_t len = 0;
-    const uint64_t end = it_now_ms() + (uint64_t)timeout_ms;
+    const size_t pl = strlen(prefix);
     while (len < sizeof line - 1) {
         const uint64_t now = it_now_ms();
-        if (now >= end) {
+        if (now >= end_ms) {
             return -1;
         }
         struct pollfd pfd = {fd, POLLIN, 0};
-        const int r = poll(&pfd, 1, (int)(end - now));
+        const int r = poll(&pfd, 1, (int)(end_ms - now));
         if (r < 0 && errno == EINTR) {
             continue;
         }
@@ -280,19 +266,37 @@ static int read_ready(int fd, it_proc *p, int timeout_ms)
         }
         const ssize_t n = read(fd, line + len, 1);
         if (n <= 0) {
-            return -2; /* EOF: the daemon exited */
+            return -2;
         }
         if (line[len] == '\n') {
             line[len] = '\0';
-            if (strncmp(line, "ready ", 6) != 0 || strlen(line + 6) >= sizeof p->addr) {
+            if (strncmp(line, prefix, pl) != 0 || strlen(line + pl) >= cap) {
                 return -3;
             }
-            strcpy(p->addr, line + 6);
+            strcpy(out, line + pl);
             return 0;
         }
         len++;
     }
     return -3;
+}
+
+/* Read the "ready <addr>" line into p->addr and, when args ask for an HTTP
+ * door, the "http <url>" line after it into p->http. The door listens where
+ * --http says; tests pass port 0 and take the port from this line, since a
+ * port probed free beforehand can be taken (by any socket's ephemeral port)
+ * before the daemon binds it. */
+static int read_ready(int fd, it_proc *p, const char *const *args, int timeout_ms)
+{
+    const uint64_t end = it_now_ms() + (uint64_t)timeout_ms;
+    int r = read_line(fd, "ready ", p->addr, sizeof p->addr, end);
+    for (size_t i = 0; r == 0 && args[i] != NULL; i++) {
+        if (strcmp(args[i], "--http") == 0) {
+            r = read_line(fd, "http ", p->http, sizeof p->http, end);
+            break;
+        }
+    }
+    return r;
 }
 
 /* Spawn the daemon through the trampoline, stdout into a pipe; returns the
@@ -366,7 +370,7 @@ void it_spawn(it_proc *p, const char *name, const char *const *args, int timeout
     int fd = -1;
     const pid_t pid = spawn_raw(name, args, &fd);
     p->pid = pid;
-    const int r = read_ready(fd, p, timeout_ms);
+    const int r = read_ready(fd, p, args, timeout_ms);
     close(fd);
     if (r != 0) {
         int st = 0;
@@ -376,7 +380,7 @@ void it_spawn(it_proc *p, const char *name, const char *const *args, int timeout
             p->pid = 0;
         }
         it_fail("daemon %s not ready (%s; %s status %d)", name,
-                r == -1 ? "timeout" : r == -2 ? "exited" : "bad ready line",
+                r == -1 ? "timeout" : r == -2 ? "exited" : "bad ready/http line",
                 exited ? "exit" : "running", exited ? st : 0);
     }
     it_log("spawned %s pid %ld at %s", name, (long)pid, p->addr);

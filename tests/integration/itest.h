@@ -32,6 +32,7 @@
 typedef struct it_proc {
     pid_t pid;        /* 0 once reaped */
     char addr[256];   /* first address from its "ready" line */
+    char http[256];   /* with --http: the door's URL from its "http" line (port 0 resolved) */
     char name[64];
 } it_proc;
 
@@ -76,8 +77,6 @@ uint64_t it_now_ms(void);
 void it_sleep_ms(unsigned ms);
 /* VmRSS of a process in KiB (-1 if unreadable). */
 long it_rss_kb(pid_t pid);
-/* A loopback TCP port free right now (for a daemon's --http). */
-int it_free_port(void);
 
 /* Open-loop pacing: advance *next (CLOCK_MONOTONIC) by period_ns and sleep
  * until then. */

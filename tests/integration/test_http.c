@@ -5,7 +5,7 @@
  *
  *   1. train the tiny test bundle, start a daemon hosting it as clf@1 and
  *      clf@2 (own registry, so readiness means "registered") with --http on
- *      a free loopback port;
+ *      loopback port 0 (the daemon's "http" line says the port it took);
  *   2. ask the daemon for predictions over the NATIVE protocol (client.c,
  *      tcp://) -- class ids and scores -- and write rows + answers to a JSON
  *      file;
@@ -78,19 +78,17 @@ int main(int argc, char **argv)
             return 77;
         }
     }
-    char bundle[300], pipeline[300], a1[320], a2[320], http[64], native_path[300];
+    char bundle[300], pipeline[300], a1[320], a2[320], native_path[300];
     snprintf(bundle, sizeof bundle, "%s/clf.bundle", it_dir());
     snprintf(pipeline, sizeof pipeline, "%s/clf.pipeline", it_dir());
     snprintf(a1, sizeof a1, "clf@1=%s", bundle);
     snprintf(a2, sizeof a2, "clf@2=%s", bundle);
     it_make_bundle(bundle, pipeline);
-    const int port = it_free_port();
-    snprintf(http, sizeof http, "127.0.0.1:%d", port);
     it_proc d;
     it_spawnl(&d, "http-node", 30000, "--name", "http-node", "--listen", "tcp://127.0.0.1:0",
               "--host-registry", "--heartbeat-ms", "500", "--infer", a1, "--infer", a2,
-              "--http", http, (char *)NULL);
-    it_log("daemon %s, http on %s", d.addr, http);
+              "--http", "127.0.0.1:0", (char *)NULL); /* its port: d.http */
+    it_log("daemon %s, http on %s", d.addr, d.http);
 
     /* native predictions of a few rows (same rows http_check.py posts) */
     static const float x[3 * IT_BUNDLE_COLS] = {10, 9, 8, 7, 250, 251, 252, 253, 12, 11, 10, 9};
@@ -109,7 +107,7 @@ int main(int argc, char **argv)
     aims_client_destroy(c);
 
     char cmd[1200];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s http://%s %s %d", script, http, native_path,
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s %s %s %d", script, d.http, native_path,
              (int)d.pid);
     it_log("running %s", cmd);
     const int rc = system(cmd);

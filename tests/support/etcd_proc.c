@@ -212,6 +212,62 @@ int etcd_cluster_start_tls(etcd_cluster *c, int n, const char *pki)
     return cluster_start(c, n);
 }
 
+/* A port probed free now that no member of c has yet (two probes can draw
+ * the same port once the first probe's socket is closed). */
+static int fresh_port(const etcd_cluster *c)
+{
+    for (;;) {
+        const int p = etcd_free_port();
+        int taken = 0;
+        for (int i = 0; i < c->n; i++) {
+            taken |= p == c->m[i].client_port || p == c->m[i].peer_port;
+        }
+        if (p < 0 || !taken) {
+            return p;
+        }
+    }
+}
+
+/* Whether member i exited because a port it was given was bound by another
+ * socket between the probe and etcd's bind (its log says so). */
+static int lost_port(const etcd_cluster *c, int i)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "grep -qs 'address already in use' '%s.log'", c->m[i].dir);
+    return c->m[i].pid == 0 && system(cmd) == 0;
+}
+
+/* Start every member on fresh ports and data dirs (round r names the dirs):
+ * 0 all healthy, 1 a member lost a port (try again), -1 any other failure. */
+static int start_members(etcd_cluster *c, int r)
+{
+    c->endpoints[0] = 0;
+    for (int i = 0; i < c->n; i++) {
+        c->m[i].client_port = c->m[i].peer_port = 0;
+    }
+    for (int i = 0; i < c->n; i++) {
+        etcd_member *m = &c->m[i];
+        snprintf(m->name, sizeof(m->name), "m%d", i);
+        snprintf(m->dir, sizeof(m->dir), r == 0 ? "%s/%s" : "%s/%s.%d", c->base, m->name, r);
+        m->client_port = fresh_port(c);
+        m->peer_port = fresh_port(c);
+        char one[40];
+        snprintf(one, sizeof(one), "%s127.0.0.1:%d", i ? "," : "", m->client_port);
+        strcat(c->endpoints, one);
+    }
+    for (int i = 0; i < c->n; i++) {
+        if (spawn(c, i) != 0) {
+            return -1;
+        }
+    }
+    for (int i = 0; i < c->n; i++) {
+        if (wait_healthy(c, i, 20000) != 0) {
+            return lost_port(c, i) ? 1 : -1;
+        }
+    }
+    return 0;
+}
+
 static int cluster_start(etcd_cluster *c, int n)
 {
     if (n < 1 || n > ETCD_MAX_MEMBERS) {
@@ -223,32 +279,25 @@ static int cluster_start(etcd_cluster *c, int n)
         return -1;
     }
     c->n = n;
-    for (int i = 0; i < n; i++) {
-        etcd_member *m = &c->m[i];
-        snprintf(m->name, sizeof(m->name), "m%d", i);
-        snprintf(m->dir, sizeof(m->dir), "%s/%s", c->base, m->name);
-        m->client_port = etcd_free_port();
-        m->peer_port = etcd_free_port();
-        while (m->peer_port == m->client_port) {
-            m->peer_port = etcd_free_port();
+    /* etcd takes its ports as numbers, so they are probed free first; another
+     * socket (any connection's ephemeral port) can bind one before etcd does,
+     * and that member exits. Only that start is tried again, on fresh ports;
+     * any other failure fails. */
+    for (int r = 0; r < 3; r++) {
+        const int rc = start_members(c, r);
+        if (rc == 0) {
+            return 0;
         }
-        char one[40];
-        snprintf(one, sizeof(one), "%s127.0.0.1:%d", i ? "," : "", m->client_port);
-        strcat(c->endpoints, one);
-    }
-    for (int i = 0; i < n; i++) {
-        if (spawn(c, i) != 0) {
-            etcd_cluster_stop(c);
-            return -1;
+        for (int i = 0; i < n; i++) {
+            etcd_member_stop(c, i, SIGKILL);
         }
-    }
-    for (int i = 0; i < n; i++) {
-        if (wait_healthy(c, i, 20000) != 0) {
-            etcd_cluster_stop(c);
-            return -1;
+        if (rc < 0) {
+            break;
         }
+        fprintf(stderr, "# etcd: a probed port was taken before etcd bound it; fresh ports\n");
     }
-    return 0;
+    etcd_cluster_stop(c);
+    return -1;
 }
 
 void etcd_member_stop(etcd_cluster *c, int i, int sig)

@@ -156,6 +156,7 @@ aims_status aimsi_tls_config_trust(const aims_tls_config *cfg, char **ca, char *
 #include <sys/stat.h>
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 /* ---- building the contexts ----------------------------------------------------------------- */
 
@@ -191,6 +192,35 @@ static const char *suites(void)
     }
 #endif
     return "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+}
+
+/* OpenSSL 3.0 decodes a certificate's extensions (key identifiers, usages)
+ * into the X509 object the first time a verification needs them, and two
+ * handshakes that first use one shared certificate at the same moment can
+ * both write that cache while the other reads it (TSan, test_svc_matrix_tls:
+ * ASN1_STRING_set of a 20-byte key id against ASN1_STRING_cmp in two client
+ * dials). Decode them here, while ctx is still this thread's alone, for every
+ * certificate its handshakes share: the store's CAs, its own certificate and
+ * chain. (A CA directory is read lazily at verification time; not covered.) */
+static void warm_cert_caches(SSL_CTX *ctx)
+{
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+    for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+        X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+        if (x != NULL) {
+            (void)X509_check_purpose(x, -1, 0); /* -1: only fills the cache */
+        }
+    }
+    X509 *own = SSL_CTX_get0_certificate(ctx);
+    if (own != NULL) {
+        (void)X509_check_purpose(own, -1, 0);
+    }
+    STACK_OF(X509) *chain = NULL;
+    if (SSL_CTX_get0_chain_certs(ctx, &chain) == 1) {
+        for (int i = 0; i < sk_X509_num(chain); i++) {
+            (void)X509_check_purpose(sk_X509_value(chain, i), -1, 0);
+        }
+    }
 }
 
 static aims_status ctx_setup(aims_tls_config *cfg, SSL_CTX *ctx, const char *ca, const char *cert,
@@ -246,6 +276,7 @@ static aims_status ctx_setup(aims_tls_config *cfg, SSL_CTX *ctx, const char *ca,
             SSL_CTX_set_client_CA_list(ctx, names);
         }
     }
+    warm_cert_caches(ctx);
     ERR_clear_error();
     return AIMS_OK;
 }

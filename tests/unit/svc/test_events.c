@@ -74,25 +74,11 @@ static void sink_init(sink *s)
     pthread_mutex_init(&s->mu, NULL);
 }
 
-static void on_event(void *user, const aims_event *ev)
+/* Append ev to s, unless it is the hosting node's own service. */
+static void sink_add(sink *s, const aims_event *ev)
 {
-    sink *s = user;
-    if (s->block && !__atomic_load_n(&s->entered, __ATOMIC_SEQ_CST)) {
-        aims_event_watch *self;
-        while ((self = __atomic_load_n(&s->self, __ATOMIC_SEQ_CST)) == NULL) {
-            nap_ms(1); /* the test stores the handle once aims_client_watch returned */
-        }
-        __atomic_store_n(&s->entered, 1, __ATOMIC_SEQ_CST);
-        if (s->block == 2) {
-            aims_event_watch_destroy(self); /* stops the watch; freed after we return */
-            __atomic_store_n(&s->released, 1, __ATOMIC_SEQ_CST);
-        }
-        while (!__atomic_load_n(&s->released, __ATOMIC_SEQ_CST)) {
-            nap_ms(2);
-        }
-    }
     if (strcmp(ev->service, "aims.registry") == 0) {
-        return; /* the hosting node's own service */
+        return;
     }
     pthread_mutex_lock(&s->mu);
     if (s->n < MAX_REC) {
@@ -105,6 +91,31 @@ static void on_event(void *user, const aims_event *ev)
         r->weight = ev->weight;
     }
     pthread_mutex_unlock(&s->mu);
+}
+
+static void on_event(void *user, const aims_event *ev)
+{
+    sink *s = user;
+    if (s->block && !__atomic_load_n(&s->entered, __ATOMIC_SEQ_CST)) {
+        aims_event_watch *self;
+        while ((self = __atomic_load_n(&s->self, __ATOMIC_SEQ_CST)) == NULL) {
+            nap_ms(1); /* the test stores the handle once aims_client_watch returned */
+        }
+        __atomic_store_n(&s->entered, 1, __ATOMIC_SEQ_CST);
+        if (s->block == 2) {
+            aims_event_watch_destroy(self); /* stops the watch; freed after we return */
+            /* Record this event BEFORE saying so: the test counts the sink as
+             * soon as it sees `released`, and a record landing after that
+             * count read as an event delivered after the destroy. */
+            sink_add(s, ev);
+            __atomic_store_n(&s->released, 1, __ATOMIC_SEQ_CST);
+            return;
+        }
+        while (!__atomic_load_n(&s->released, __ATOMIC_SEQ_CST)) {
+            nap_ms(2);
+        }
+    }
+    sink_add(s, ev);
 }
 
 static int sink_count(sink *s)

@@ -222,6 +222,59 @@ static void test_tls_call_and_identities(void **state)
     tnode_stop(&t);
 }
 
+/* First handshakes of one config at the same moment: OpenSSL decodes a
+ * certificate's extensions into the shared X509 on first use, and TSan saw two
+ * first dials of one client config write and read that cache at once
+ * (test_svc_matrix_tls); the config now decodes them when it is built. Fresh
+ * configs each round, N clients sharing one, released together. */
+typedef struct first_dial {
+    aims_client *c;
+    const char *addr;
+    pthread_barrier_t *go;
+    aims_msg *req, *rep;
+    aims_status st;
+    pthread_t th;
+} first_dial;
+
+static void *first_dial_main(void *p)
+{
+    first_dial *d = p;
+    pthread_barrier_wait(d->go);
+    d->st = aims_client_call_addr(d->c, d->addr, "echo", "m", d->req, d->rep, 0);
+    return NULL;
+}
+
+static void test_tls_first_handshakes_at_once(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 4, N = 4 };
+    for (int r = 0; r < ROUNDS; r++) {
+        tnode t;
+        tnode_start(&t, "tls", tls_cfg(g_dir, "node"));
+        aims_tls_config *ccfg = tls_cfg(g_dir, "client");
+        assert_non_null(ccfg);
+        pthread_barrier_t go;
+        assert_int_equal(pthread_barrier_init(&go, NULL, N), 0);
+        first_dial d[N];
+        for (int i = 0; i < N; i++) {
+            d[i] = (first_dial){mk_client(NULL), t.addr, &go, mk_req(2.0f), mk_msg(), AIMS_OK, 0};
+            assert_int_equal(aims_client_set_tls(d[i].c, ccfg), AIMS_OK);
+            assert_int_equal(pthread_create(&d[i].th, NULL, first_dial_main, &d[i]), 0);
+        }
+        for (int i = 0; i < N; i++) {
+            pthread_join(d[i].th, NULL);
+            assert_int_equal(d[i].st, AIMS_OK);
+            assert_int_equal(reply_tag(d[i].rep), 1);
+            aims_msg_destroy(d[i].req);
+            aims_msg_destroy(d[i].rep);
+            aims_client_destroy(d[i].c);
+        }
+        pthread_barrier_destroy(&go);
+        aims_tls_config_destroy(ccfg);
+        tnode_stop(&t);
+    }
+}
+
 /* Peer identities at the stream level, both sides; a second dial resumes. */
 typedef struct sside {
     pthread_mutex_t mu;
@@ -627,6 +680,7 @@ int main(void)
     aims_set_log(log_fn, NULL, AIMS_LOG_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_tls_call_and_identities, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_tls_first_handshakes_at_once, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_tls_stream_peer_identity_and_resumption, ta_setup,
                                         ta_teardown),
         cmocka_unit_test_setup_teardown(test_tls_refuses_bad_client_certificates, ta_setup,
