@@ -623,7 +623,7 @@ void aimsi_train_smax_begin(aims_trainer *t)
     if (!atomic_load(&g_smax) || t->gws == NULL || t->gprec != AIMSI_GEMM_F32 ||
         m->kind == AIMS_MODEL_KIND_TEXT || m->n_layers != 1 || m->loss != 1 ||
         aimsi_train_sharded(t) || ds == NULL || ds->x == NULL || ds->labels == NULL ||
-        !aimsi_gemm_own_available(AIMSI_GEMM_F32)) {
+        aimsi_gemm_isa() < AIMSI_GEMM_ISA_AVX512 || !__builtin_cpu_supports("avx512dq")) {
         return;
     }
     const aimsi_dense *L = &m->layers[0];
