@@ -50,6 +50,34 @@ typedef struct gemm_job {
     atomic_size_t next[GEMM_MAX_SLOTS]; /* next unclaimed panel of each range */
 } gemm_job;
 
+/* Ask for the lines of C (and of the epilogue's w and gate) that rows
+ * [i, i + span) (clipped to end) x columns [j0, j0 + cols) will read or
+ * write: with a short k (the weight-gradient GEMM sums over one batch) an
+ * 8 rows x 32 columns block is ~1 us of compute against up to 48 scattered
+ * cache lines of memory. Each kernel asks PREFETCH_BLOCKS blocks ahead. */
+enum { PREFETCH_BLOCKS = 2 };
+static inline void aimsi_gemm_prefetch(const gemm_job *g, size_t i, size_t end, size_t span,
+                                       size_t j0, size_t cols)
+{
+    const size_t rows = i >= end ? 0 : (end - i >= span ? span : end - i);
+    const aimsi_gemm_epi *e = g->epi;
+    for (size_t r = 0; r < rows; r++) {
+        const float *c = g->c + (i + r) * g->ldc + j0;
+        __builtin_prefetch(c, 1);
+        __builtin_prefetch(c + cols - 1, 1);
+        if (e != NULL && e->w != NULL) {
+            const float *w = e->w + (i + r) * e->ldw + j0;
+            __builtin_prefetch(w, 1);
+            __builtin_prefetch(w + cols - 1, 1);
+        }
+        if (e != NULL && e->gate != NULL) {
+            const float *gt = e->gate + (i + r) * g->ldc + j0;
+            __builtin_prefetch(gt, 0);
+            __builtin_prefetch(gt + cols - 1, 0);
+        }
+    }
+}
+
 #ifdef AIMSI_HAVE_OWN_GEMM
 /* gemm_avx2.c: pack panel p of an fp32 B into `panel` (unless it is read in
  * place or ready), then C rows [i0, i1) x the panel's columns, epilogue

@@ -413,32 +413,6 @@ store_block(__m512 acc[MR][2], size_t rows, size_t cols, float beta, float *c, s
 MICRO_KERNEL(kernel_f32, F32_TARGET, float, __m512, BCAST_F32, LOADB_F32, MAC_F32)
 MICRO_KERNEL(kernel_bf16, BF16_TARGET, uint32_t, __m512bh, BCAST_BF16, LOADB_BF16, MAC_BF16)
 
-/* Ask for the lines of C (and of the epilogue's w and gate) that the next
- * block will read or write: with a short k (the weight-gradient GEMM sums over
- * one batch) its 8 rows x 32 columns are ~1 us of compute against up to 48
- * scattered cache lines of memory. */
-enum { PREFETCH_BLOCKS = 2 }; /* how many blocks ahead */
-static inline void prefetch_block(const gemm_job *g, size_t i, size_t end, size_t j0, size_t cols)
-{
-    const size_t rows = i >= end ? 0 : (end - i >= MR ? MR : end - i);
-    const aimsi_gemm_epi *e = g->epi;
-    for (size_t r = 0; r < rows; r++) {
-        const float *c = g->c + (i + r) * g->ldc + j0;
-        __builtin_prefetch(c, 1);
-        __builtin_prefetch(c + cols - 1, 1);
-        if (e != NULL && e->w != NULL) {
-            const float *w = e->w + (i + r) * e->ldw + j0;
-            __builtin_prefetch(w, 1);
-            __builtin_prefetch(w + cols - 1, 1);
-        }
-        if (e != NULL && e->gate != NULL) {
-            const float *gt = e->gate + (i + r) * g->ldc + j0;
-            __builtin_prefetch(gt, 0);
-            __builtin_prefetch(gt + cols - 1, 0);
-        }
-    }
-}
-
 /* ---- the forward's panels of w, written by the update (aimsi_gemm_epi.wpk) ---------- */
 
 /* r[0..7]: 16 slots (fp32 values or bf16 pairs) of 8 consecutive rows of w,
@@ -569,12 +543,12 @@ static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_
     } else {
         pack_n_f32(j0, cols, g->k, g->b, g->ldb, panel);
     }
-    prefetch_block(g, i0, i1, j0, cols);
-    prefetch_block(g, i0 + MR, i1, j0, cols);
+    aimsi_gemm_prefetch(g, i0, i1, MR, j0, cols);
+    aimsi_gemm_prefetch(g, i0 + MR, i1, MR, j0, cols);
     for (size_t i = i0; i < i1; i += MR) {
         const size_t rows = i1 - i >= MR ? MR : i1 - i;
         float *c = g->c + i * g->ldc + j0;
-        prefetch_block(g, i + PREFETCH_BLOCKS * MR, i1, j0, cols);
+        aimsi_gemm_prefetch(g, i + PREFETCH_BLOCKS * MR, i1, MR, j0, cols);
         if (g->prec == AIMSI_GEMM_BF16) {
             kernel_bf16(rows, cols, g->ks, (const uint32_t *)g->a + i * g->stride_i, g->stride_i,
                         g->stride_k, bp, bs, g->beta, c, g->ldc, g->epi, i, j0);

@@ -299,8 +299,10 @@ void aimsi_gemm_avx2_sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t 
         pack_n(j0, cols, g->k, g->b, g->ldb, (float *)(void *)panel);
     }
     const float *a = g->a;
+    aimsi_gemm_prefetch(g, i0, i1, PREFETCH_BLOCKS * AR, j0, cols);
     for (size_t i = i0; i < i1;) {
         const size_t rows = next_rows(i1 - i);
+        aimsi_gemm_prefetch(g, i + PREFETCH_BLOCKS * AR, i1, rows, j0, cols);
         for (size_t h = 0; h < cols; h += AH) {
             const size_t hc = cols - h >= AH ? AH : cols - h;
             block(g, rows, hc, a + i * g->stride_i, bp + h, bs, i, j0 + h);
