@@ -4,6 +4,7 @@
  * batch 128, through libaims' own kernels (src/model/gemm.c).
  *
  * usage: bench_kernels [PREC [THREADS]]   PREC 0 fp32 (default) | 1 bf16
+ * ("isa" in each row: the kernel that ran, avx512 or avx2)
  *
  * Prints, per GEMM, the best of 30 rounds of 20 calls (microseconds and
  * GFLOP/s; best_call_us: the fastest single call, which a loaded machine
@@ -43,8 +44,8 @@ int main(int argc, char **argv)
     const int prec = argc > 1 ? atoi(argv[1]) : AIMSI_GEMM_F32;
     const int threads = argc > 2 ? atoi(argv[2]) : 2;
     if (!aimsi_gemm_own_available(prec)) {
-        fprintf(stderr, "bench_kernels: the own %s GEMM needs AVX-512 on this CPU\n",
-                prec ? "bf16" : "fp32");
+        fprintf(stderr, "bench_kernels: the own %s GEMM needs %s on this CPU\n",
+                prec ? "bf16" : "fp32", prec ? "AVX512_BF16" : "AVX-512 or AVX2+FMA");
         return 1;
     }
     float *x = malloc(sizeof(float) * B * IN);
@@ -127,9 +128,10 @@ int main(int argc, char **argv)
             const double dt = (now_s() - t0) / CALLS;
             best = dt < best ? dt : best;
         }
-        printf("{\"gemm\": \"%s\", \"prec\": %d, \"threads\": %d, \"best_us\": %.1f, "
-               "\"best_call_us\": %.1f, \"gflops\": %.1f",
-               names[which], prec, threads, best * 1e6, best_call * 1e6, 2.0 * B * IN * OUT / best * 1e-9);
+        printf("{\"gemm\": \"%s\", \"prec\": %d, \"isa\": \"%s\", \"threads\": %d, "
+               "\"best_us\": %.1f, \"best_call_us\": %.1f, \"gflops\": %.1f",
+               names[which], prec, aimsi_gemm_isa() == AIMSI_GEMM_ISA_AVX512 ? "avx512" : "avx2",
+               threads, best * 1e6, best_call * 1e6, 2.0 * B * IN * OUT / best * 1e-9);
         if (which == 7) { /* lr 0: w never changed, so the panels are w's */
             printf(", \"same_as_packed\": %s", memcmp(y, y0, sizeof(float) * B * OUT) == 0 ?
                                                   "true" : "false");

@@ -6,7 +6,7 @@
  *   GOAL      P1sgd | P1adam | P2 | P2lbfgs | P3 | P4 | P5
  *   REPS      timed repetitions (each a whole training from fresh weights)
  *   keys      threads=N (training threads, default 2), precision=0|1 (fp32|bf16
- *             GEMMs), gemm=0|1 (own AVX-512 kernels when the CPU has them |
+ *             GEMMs), gemm=0|1 (own AVX-512/AVX2 kernels when the CPU has them |
  *             OpenBLAS), epochs=N, optimizer=0|1|2, lr=X, batch=N, calls=N (P5
  *             latency calls), seed=N (repetition i uses seed N+i; default 1),
  *             contender=NAME (label of the JSON rows)

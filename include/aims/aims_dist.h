@@ -23,7 +23,7 @@
  * after which every rank sums them in the same rank order. Both run the same
  * code on the same rows with the same sums, so the weights after every step
  * are bit-identical (given the same AIMS_TRAIN_THREADS and GEMM back end on
- * every process; libaims' own AVX-512 kernels do not depend on the thread
+ * every process; libaims' own kernels (AVX-512, AVX2) do not depend on the thread
  * count). Dropout masks are salted with the shard number.
  *
  * A run with S > 1 shards is NOT bit-identical to the same run with one

@@ -28,7 +28,7 @@
  *
  * Threads. Configuration (add, set_param) and training need exclusive access to
  * the model. Predict and evaluate are const: any number of threads may predict
- * on one model at once. Training: on a CPU with AVX-512 the big GEMMs run in
+ * on one model at once. Training: on a CPU with AVX-512 or AVX2+FMA the big GEMMs run in
  * libaims' own kernels (fp32, or bf16 operands with fp32 sums when
  * AIMS_MODEL_PRECISION = 1) on AIMS_TRAIN_THREADS threads of the trainer's own pool
  * (default: all cores), and the rest of a step (batch gather, optimizer

@@ -125,14 +125,24 @@ void aimsi_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float a
                  size_t ldc);
 
 /* libaims' own GEMM for training (gemm.c): C = op(A) op(B) + beta C,
- * row-major, alpha 1, with fp32 operands (AVX-512 FMA) or bf16-rounded ones
- * (AVX512_BF16), fp32 sums either way. ws holds at least
+ * row-major, alpha 1, with fp32 operands (AVX-512 FMA, or AVX2 + FMA:
+ * gemm_avx2.c, the same bits) or bf16-rounded ones (AVX512_BF16), fp32
+ * sums either way. ws holds at least
  * aimsi_gemm_own_ws_bytes(prec, m, n, k) bytes (the packed operands); the work
  * is spread over pool (NULL: the calling thread) and the result does not
  * depend on its thread count. On a CPU without the instructions
  * (aimsi_gemm_own_available(prec) == 0) the call is aimsi_sgemm. */
 enum { AIMSI_GEMM_F32 = 0, AIMSI_GEMM_BF16 = 1 };
 int aimsi_gemm_own_available(int prec);
+/* The own GEMM's instruction set on this CPU, read once: AVX512 (AVX-512
+ * F/BW/VL: the fp32 kernel of gemm.c, bf16 too when the CPU has
+ * AVX512_BF16), AVX2 (AVX2 + FMA: gemm_avx2.c's fp32 kernel) or NONE. */
+enum { AIMSI_GEMM_ISA_NONE = 0, AIMSI_GEMM_ISA_AVX2 = 1, AIMSI_GEMM_ISA_AVX512 = 2 };
+int aimsi_gemm_isa(void);
+/* fp32 GEMMs through the AVX2 kernel even on an AVX-512 CPU (1) or by the
+ * ISA (0, the default); returns the previous setting. Process-wide; for
+ * tests (the same bits either way). */
+int aimsi_gemm_avx2_force(int on);
 size_t aimsi_gemm_own_ws_bytes(int prec, size_t m, size_t n, size_t k);
 void aimsi_gemm_own(aimsi_pool *pool, void *ws, int prec, int trans_a, int trans_b, size_t m,
                     size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb,

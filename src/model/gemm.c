@@ -51,8 +51,10 @@
  * determinism for any train_threads).
  *
  * Everything here is compiled for AVX-512 with target attributes and only
- * called after aimsi_gemm_own_available() said the CPU has it; otherwise the
- * call falls through to aimsi_sgemm (OpenBLAS).
+ * called after aimsi_gemm_own_available() said the CPU has it. On a CPU with
+ * AVX2 + FMA but no AVX-512, fp32 runs the same split, panels and epilogue
+ * with gemm_avx2.c's kernel (sweep hands it each panel; the same bits);
+ * otherwise the call falls through to aimsi_sgemm (OpenBLAS).
  */
 #include <math.h>
 #include <pthread.h>
@@ -61,12 +63,9 @@
 #include <stdint.h>
 
 #include "../core/aimsi_core.h"
-#include "aimsi_model.h"
+#include "aimsi_gemm.h"
 
-enum { MR = 8, NR = 32 };
-
-#if defined(__GNUC__) && defined(__x86_64__) && (__GNUC__ >= 10 || defined(__clang__))
-#define AIMSI_HAVE_OWN_GEMM 1
+#ifdef AIMSI_HAVE_OWN_GEMM
 #include <immintrin.h>
 
 #define F32_TARGET __attribute__((target("avx512f,avx512bw,avx512vl")))
@@ -414,56 +413,6 @@ store_block(__m512 acc[MR][2], size_t rows, size_t cols, float beta, float *c, s
 MICRO_KERNEL(kernel_f32, F32_TARGET, float, __m512, BCAST_F32, LOADB_F32, MAC_F32)
 MICRO_KERNEL(kernel_bf16, BF16_TARGET, uint32_t, __m512bh, BCAST_BF16, LOADB_BF16, MAC_BF16)
 
-enum { GEMM_MAX_SLOTS = 16 };
-typedef struct gemm_job {
-    int prec, trans_b;
-    size_t m, n, k, ks; /* ks: slots along k */
-    const void *a;      /* fp32: the caller's A; bf16: the packed copy */
-    size_t stride_i, stride_k;
-    const float *b;
-    size_t ldb;
-    const uint16_t *b16; /* bf16, trans_b 0: B already rounded (NULL: pack b) */
-    size_t ldb16;
-    uint32_t *bp; /* panels, ks * NR slots each */
-    float beta;
-    float *c;
-    size_t ldc;
-    const aimsi_gemm_epi *epi; /* NULL: none */
-    int direct_b; /* full panels read in place (see sweep): fp32 B, or bpr */
-    const uint32_t *bpr; /* bf16, trans_b 0: B as pair rows (aimsi_gemm_pre.bp32) */
-    size_t ldbpr;
-    const uint32_t *bpk; /* trans_b 1: B's panels, ready (aimsi_gemm_pre.bpk) */
-    /* panels in `slots` contiguous ranges, range s preferred by CPU s mod slots */
-    size_t panels, slots;
-    atomic_size_t next[GEMM_MAX_SLOTS]; /* next unclaimed panel of each range */
-} gemm_job;
-
-/* Ask for the lines of C (and of the epilogue's w and gate) that the next
- * block will read or write: with a short k (the weight-gradient GEMM sums over
- * one batch) its 8 rows x 32 columns are ~1 us of compute against up to 48
- * scattered cache lines of memory. */
-enum { PREFETCH_BLOCKS = 2 }; /* how many blocks ahead */
-static inline void prefetch_block(const gemm_job *g, size_t i, size_t end, size_t j0, size_t cols)
-{
-    const size_t rows = i >= end ? 0 : (end - i >= MR ? MR : end - i);
-    const aimsi_gemm_epi *e = g->epi;
-    for (size_t r = 0; r < rows; r++) {
-        const float *c = g->c + (i + r) * g->ldc + j0;
-        __builtin_prefetch(c, 1);
-        __builtin_prefetch(c + cols - 1, 1);
-        if (e != NULL && e->w != NULL) {
-            const float *w = e->w + (i + r) * e->ldw + j0;
-            __builtin_prefetch(w, 1);
-            __builtin_prefetch(w + cols - 1, 1);
-        }
-        if (e != NULL && e->gate != NULL) {
-            const float *gt = e->gate + (i + r) * g->ldc + j0;
-            __builtin_prefetch(gt, 0);
-            __builtin_prefetch(gt + cols - 1, 0);
-        }
-    }
-}
-
 /* ---- the forward's panels of w, written by the update (aimsi_gemm_epi.wpk) ---------- */
 
 /* r[0..7]: 16 slots (fp32 values or bf16 pairs) of 8 consecutive rows of w,
@@ -568,6 +517,10 @@ BF16_TARGET static void wpk_block_bf16(const gemm_job *g, size_t i, size_t rows,
  * rows (aimsi_gemm_pre.bp32: the trainer's gather writes the batch so). */
 static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_t i1)
 {
+    if (g->avx2) {
+        aimsi_gemm_avx2_sweep(g, p, panel, i0, i1);
+        return;
+    }
     const size_t j0 = p * NR;
     const size_t cols = g->n - j0 >= NR ? NR : g->n - j0;
     const uint32_t *bp = panel;
@@ -590,12 +543,12 @@ static void sweep(const gemm_job *g, size_t p, uint32_t *panel, size_t i0, size_
     } else {
         pack_n_f32(j0, cols, g->k, g->b, g->ldb, panel);
     }
-    prefetch_block(g, i0, i1, j0, cols);
-    prefetch_block(g, i0 + MR, i1, j0, cols);
+    aimsi_gemm_prefetch(g, i0, i1, MR, j0, cols);
+    aimsi_gemm_prefetch(g, i0 + MR, i1, MR, j0, cols);
     for (size_t i = i0; i < i1; i += MR) {
         const size_t rows = i1 - i >= MR ? MR : i1 - i;
         float *c = g->c + i * g->ldc + j0;
-        prefetch_block(g, i + PREFETCH_BLOCKS * MR, i1, j0, cols);
+        aimsi_gemm_prefetch(g, i + PREFETCH_BLOCKS * MR, i1, MR, j0, cols);
         if (g->prec == AIMSI_GEMM_BF16) {
             kernel_bf16(rows, cols, g->ks, (const uint32_t *)g->a + i * g->stride_i, g->stride_i,
                         g->stride_k, bp, bs, g->beta, c, g->ldc, g->epi, i, j0);
@@ -684,7 +637,8 @@ static void run_rows(void *ctx, size_t item)
 #endif /* AIMSI_HAVE_OWN_GEMM */
 
 #ifdef AIMSI_HAVE_OWN_GEMM
-/* CPU features, read once: bit 0 fp32 kernels, bit 1 bf16 kernels. */
+/* CPU features, read once: bit 0 the AVX-512 fp32 kernel, bit 1 the bf16
+ * kernel (AVX512_BF16), bit 2 the AVX2 + FMA fp32 kernel (gemm_avx2.c). */
 static unsigned g_features;
 static pthread_once_t g_features_once = PTHREAD_ONCE_INIT;
 
@@ -693,15 +647,44 @@ static void read_features(void)
     __builtin_cpu_init();
     const int f = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                   __builtin_cpu_supports("avx512vl");
-    g_features = (f ? 1u : 0u) | (f && __builtin_cpu_supports("avx512bf16") ? 2u : 0u);
+    const int a2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    g_features = (f ? 1u : 0u) | (f && __builtin_cpu_supports("avx512bf16") ? 2u : 0u) |
+                 (a2 ? 4u : 0u);
+}
+
+static unsigned features(void)
+{
+    pthread_once(&g_features_once, read_features);
+    return g_features;
 }
 #endif
+
+/* fp32 through the AVX2 kernel even where AVX-512 is present: process-wide,
+ * for the tests that run both kernels on one machine. */
+static atomic_int g_force_avx2;
+
+int aimsi_gemm_avx2_force(int on)
+{
+    return atomic_exchange(&g_force_avx2, on ? 1 : 0);
+}
+
+int aimsi_gemm_isa(void)
+{
+#ifdef AIMSI_HAVE_OWN_GEMM
+    const unsigned f = features();
+    if ((f & 1u) != 0) {
+        return AIMSI_GEMM_ISA_AVX512;
+    }
+    return (f & 4u) != 0 ? AIMSI_GEMM_ISA_AVX2 : AIMSI_GEMM_ISA_NONE;
+#else
+    return AIMSI_GEMM_ISA_NONE;
+#endif
+}
 
 int aimsi_gemm_own_available(int prec)
 {
 #ifdef AIMSI_HAVE_OWN_GEMM
-    pthread_once(&g_features_once, read_features);
-    return (g_features & (prec == AIMSI_GEMM_BF16 ? 2u : 1u)) != 0;
+    return (features() & (prec == AIMSI_GEMM_BF16 ? 2u : 5u)) != 0;
 #else
     (void)prec;
     return 0;
@@ -835,8 +818,13 @@ void aimsi_gemm_own_pre(aimsi_pool *pool, void *ws, int prec, int trans_a, int t
     if (aimsi_gemm_own_available(prec)) {
         uint32_t *base = (uint32_t *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
         const size_t ks = k_slots(prec, k);
+        /* fp32 without AVX-512 (or forced): the AVX2 kernel; the bf16
+         * kernels exist only for AVX512_BF16 (aimsi_gemm_own_available) */
+        const int avx2 = prec == AIMSI_GEMM_F32 && (features() & 4u) != 0 &&
+                         ((features() & 1u) == 0 || atomic_load(&g_force_avx2));
         gemm_job g = {.prec = prec,
                       .trans_b = trans_b,
+                      .avx2 = avx2,
                       .m = m,
                       .n = n,
                       .k = k,

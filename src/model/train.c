@@ -16,8 +16,9 @@
  * checkpoint therefore only stores weights, optimizer buffers, counters and
  * early-stopping state; resuming regenerates the current epoch's order and
  * continues bit for bit. The big GEMMs run in libaims' own kernels
- * (gemm.c) on an AVX-512 CPU, whose sums do not depend on the thread count;
- * on the OpenBLAS path (AIMS_TRAIN_GEMM = 1, or no AVX-512) results depend on
+ * (gemm.c, gemm_avx2.c) on an AVX-512 or AVX2+FMA CPU, whose sums do not
+ * depend on the thread count (nor on which of the two kernels runs);
+ * on the OpenBLAS path (AIMS_TRAIN_GEMM = 1, or neither) results depend on
  * OpenBLAS's thread count (it splits the output, not the sums), so there the
  * guarantee holds for a fixed OpenBLAS thread count.
  *
@@ -346,7 +347,7 @@ static size_t max_size(size_t a, size_t b)
     return a > b ? a : b;
 }
 
-/* The own GEMMs (gemm = auto on an AVX-512 CPU): bf16 when the model asks
+/* The own GEMMs (gemm = auto on an AVX-512 or AVX2+FMA CPU): bf16 when the model asks
  * for it and the CPU has AVX512_BF16, fp32 otherwise; the packing workspace
  * for the largest GEMM of a step and a pool of train_threads threads (the own
  * kernels do not use OpenBLAS's threads). Elsewhere training is OpenBLAS fp32. */

@@ -47,6 +47,19 @@ static inline float *tf_filled(size_t count, uint64_t *seed)
     return v;
 }
 
+/* run(prec) with the own GEMM's AVX2 kernel forced on (it runs on AVX-512
+ * CPUs too); skips with a note on a CPU without AVX2 and FMA. */
+static inline void tf_avx2_forced(void (*run)(int), int prec)
+{
+    if (aimsi_gemm_isa() < AIMSI_GEMM_ISA_AVX2) {
+        print_message("note: no AVX2+FMA on this CPU, no AVX2 kernel\n");
+        skip();
+    }
+    const int was = aimsi_gemm_avx2_force(1);
+    run(prec);
+    aimsi_gemm_avx2_force(was);
+}
+
 /* An aimsi_malloc'd copy of count floats. Asserts. */
 static inline float *tf_copy_of(const float *v, size_t count)
 {

@@ -130,6 +130,13 @@ static void test_gemm_f32_shapes(void **state)
     shapes_case(AIMSI_GEMM_F32);
 }
 
+/* The same with the AVX2 kernel forced on (it runs on AVX-512 CPUs too). */
+static void test_gemm_f32_shapes_avx2(void **state)
+{
+    (void)state;
+    tf_avx2_forced(shapes_case, AIMSI_GEMM_F32);
+}
+
 /* Ties round to even, NaN-free inputs exact where bf16 can hold them: a GEMM
  * over values bf16 represents exactly equals the fp32 product. */
 static void test_gemm_bf16_exact_small_ints(void **state)
@@ -326,6 +333,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_gemm_bf16_shapes, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_gemm_f32_shapes, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_gemm_f32_shapes_avx2, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_gemm_bf16_exact_small_ints, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_bf16_training, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_bf16_exact_resume, ta_setup, ta_teardown),

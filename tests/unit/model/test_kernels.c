@@ -156,6 +156,13 @@ static void test_gemm_epilogue_f32(void **state)
     epi_case(AIMSI_GEMM_F32);
 }
 
+/* The same with the AVX2 kernel forced on (it runs on AVX-512 CPUs too). */
+static void test_gemm_epilogue_f32_avx2(void **state)
+{
+    (void)state;
+    tf_avx2_forced(epi_case, AIMSI_GEMM_F32);
+}
+
 static void test_gemm_epilogue_bf16(void **state)
 {
     (void)state;
@@ -555,6 +562,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_gemm_epilogue_f32, ta_setup, ta_teardown),
+        cmocka_unit_test_setup_teardown(test_gemm_epilogue_f32_avx2, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_gemm_epilogue_bf16, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_fused_training_bit_identical, ta_setup,
                                         ta_teardown),
