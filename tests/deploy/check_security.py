@@ -13,7 +13,7 @@ Checks, offline, what a cluster would only reveal at pod start:
     containers with a read-only root fs, no privilege escalation, all
     capabilities dropped;
   - probes: an httpGet probe of aims_node hits an endpoint the HTTP front door
-    serves (src/svc/http/http_server.c) on the --http port, HTTPS iff the door
+    serves (src/svc/http/: the routing in http_request.c) on the --http port, HTTPS iff the door
     has --tls-cert; etcd's probes hit /health on its metrics listener;
   - TLS agrees end to end: tls:// listens have --tls-cert/--tls-key, a --join
     with ?cacert= goes to an etcd serving https, and etcd with
@@ -74,8 +74,15 @@ def name_matches(host, names):
 
 
 def door_endpoints(src):
-    text = open(os.path.join(src, "src", "svc", "http", "http_server.c")).read()
-    return set(re.findall(r'strcmp\(url, "(/[^"]*)"\)', text))
+    """The paths the door's routing compares the URL with, in any file of src/svc/http/
+    (the routing moved from http_server.c to http_request.c when it was split by job)."""
+    folder = os.path.join(src, "src", "svc", "http")
+    found = set()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".c"):
+            with open(os.path.join(folder, name)) as f:
+                found |= set(re.findall(r'strcmp\(url, "(/[^"]*)"\)', f.read()))
+    return found
 
 
 def node_args(c):
