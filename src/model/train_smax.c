@@ -69,8 +69,7 @@ enum { SMAX_APPLY_CHUNK = 4096 };
 
 struct aimsi_smax {
     const aimsi_smax_isa *isa; /* the group kernels for this CPU */
-    aimsi_pool *pool;          /* t->pool, or own_pool */
-    aimsi_pool *own_pool;      /* when the run has no pool (no own GEMM here) */
+    aimsi_pool *pool;          /* the run's (the own GEMM's) pool; NULL: one thread */
     float *part;       /* SMAX_GROUPS x n_params: each group's gradient (W, b) */
     size_t *idx;       /* bmax: dataset rows of this batch */
     size_t n;          /* rows in this batch */
@@ -133,7 +132,6 @@ void aimsi_train_smax_end(aims_trainer *t)
             pthread_cond_destroy(&t->smax->met);
             pthread_mutex_destroy(&t->smax->lock);
         }
-        aimsi_pool_destroy(t->smax->own_pool);
         aimsi_free(t->smax->xq);
         aimsi_free(t->smax->part);
         aimsi_free(t->smax->idx);
@@ -248,21 +246,6 @@ static const aimsi_smax_isa *smax_isa(void)
     }
     return g_isa;
 }
-
-/* The step's threads: the run's pool (the own GEMM's), else one of its own
- * with the run's thread count (no own GEMM on this CPU: training is
- * OpenBLAS's, which has its own threads). */
-static aims_status pool_begin(const aims_trainer *t, struct aimsi_smax *s)
-{
-    s->pool = t->pool;
-    const unsigned threads = t->h.threads > 0 ? (unsigned)t->h.threads : aimsi_cpu_count();
-    if (s->pool == NULL && threads > 1) {
-        AIMSI_TRY(aimsi_pool_create(threads, &s->own_pool));
-        aimsi_pool_set_spin(s->own_pool, 200); /* steps come back to back */
-        s->pool = s->own_pool;
-    }
-    return AIMS_OK;
-}
 #endif /* AIMSI_HAVE_SMAX */
 
 int aimsi_train_smax_cpu_ok(void)
@@ -295,8 +278,10 @@ void aimsi_train_smax_begin(aims_trainer *t)
     const aims_model *m = t->m;
     const aims_dataset *ds = t->train;
     const aimsi_smax_isa *isa = smax_isa();
-    /* h.gemm != 0: OpenBLAS asked for; gprec: a bf16 run in the own kernels */
-    if (!atomic_load(&g_smax) || isa == NULL || t->h.gemm != 0 || t->gprec != AIMSI_GEMM_F32 ||
+    /* The step runs on the own GEMM's pool (t->gws is set when the run uses the
+     * own GEMMs: not when OpenBLAS is asked for; every CPU with smax kernels has
+     * them); gprec: a bf16 run in the own kernels. */
+    if (!atomic_load(&g_smax) || isa == NULL || t->gws == NULL || t->gprec != AIMSI_GEMM_F32 ||
         m->kind == AIMS_MODEL_KIND_TEXT || m->n_layers != 1 || m->loss != 1 ||
         aimsi_train_sharded(t) || ds == NULL || ds->x == NULL || ds->labels == NULL) {
         return;
@@ -314,7 +299,8 @@ void aimsi_train_smax_begin(aims_trainer *t)
     s->idx = aimsi_malloc(t->bmax * sizeof *s->idx);
     t->smax = s;
     s->isa = isa;
-    if (s->part == NULL || s->idx == NULL || pool_begin(t, s) != AIMS_OK) {
+    s->pool = t->pool;
+    if (s->part == NULL || s->idx == NULL) {
         aimsi_train_smax_end(t);
         return;
     }
