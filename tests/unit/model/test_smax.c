@@ -500,28 +500,24 @@ static int unforce_avx2(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest avx2_tests[] = {
-        cmocka_unit_test_setup_teardown(test_smax_matches_general_step, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_smax_threads_bit_identical, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_smax_one_run_same_bits, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_smax_compact_same_bits, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_smax_exact_resume, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_smax_divergence_refused, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_smax_refused_step_writes_nothing, ta_setup,
-                                        ta_teardown),
-    };
+/* The cases that run on every kernel set: in the default group (the CPU's own
+ * kernels) and again with the AVX2 kernels forced. */
+#define SMAX_KERNEL_CASES                                                                     \
+    cmocka_unit_test_setup_teardown(test_smax_matches_general_step, ta_setup, ta_teardown),   \
+        cmocka_unit_test_setup_teardown(test_smax_threads_bit_identical, ta_setup,            \
+                                        ta_teardown),                                         \
+        cmocka_unit_test_setup_teardown(test_smax_one_run_same_bits, ta_setup, ta_teardown),  \
+        cmocka_unit_test_setup_teardown(test_smax_compact_same_bits, ta_setup, ta_teardown),  \
+        cmocka_unit_test_setup_teardown(test_smax_exact_resume, ta_setup, ta_teardown),       \
+        cmocka_unit_test_setup_teardown(test_smax_divergence_refused, ta_setup, ta_teardown), \
+        cmocka_unit_test_setup_teardown(test_smax_refused_step_writes_nothing, ta_setup,      \
+                                        ta_teardown)
+    const struct CMUnitTest avx2_tests[] = {SMAX_KERNEL_CASES};
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_smax_kernels_follow_cpu),
-        cmocka_unit_test_setup_teardown(test_smax_matches_general_step, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_smax_threads_bit_identical, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_smax_one_run_same_bits, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_smax_compact_same_bits, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_smax_exact_resume, ta_setup, ta_teardown),
+        SMAX_KERNEL_CASES,
         cmocka_unit_test_setup_teardown(test_smax_only_where_it_applies, ta_setup, ta_teardown),
         cmocka_unit_test_setup_teardown(test_smax_alloc_failures, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_smax_divergence_refused, ta_setup, ta_teardown),
-        cmocka_unit_test_setup_teardown(test_smax_refused_step_writes_nothing, ta_setup,
-                                        ta_teardown),
     };
     const int failed = cmocka_run_group_tests(tests, NULL, NULL);
     return failed + cmocka_run_group_tests_name("smax_avx2_forced", avx2_tests, force_avx2,
